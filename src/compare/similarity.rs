@@ -1,0 +1,297 @@
+//! Jaro-Winkler, Levenshtein, Damerau-Levenshtein and token Jaccard, on Unicode characters.
+//!
+//! Jaro-Winkler and Levenshtein are written here rather than taken from `strsim` because they
+//! run once per candidate pair in SQL: an ASCII fast path on bytes and a bit-mask for short
+//! strings avoid the per-call allocations `strsim` makes. The tests check them against `strsim`.
+
+/// The quadratic measures refuse inputs whose length product exceeds this: two 1 MB strings
+/// would otherwise hold a backend for minutes. Names and streets are far below it.
+pub const MAX_CELLS: usize = 10_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLong {
+    pub len_a: usize,
+    pub len_b: usize,
+}
+
+fn check(len_a: usize, len_b: usize) -> Result<(), TooLong> {
+    if len_a.saturating_mul(len_b) > MAX_CELLS {
+        Err(TooLong { len_a, len_b })
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs `f` on byte slices when both strings are ASCII, else on char vectors.
+macro_rules! on_units {
+    ($a:expr, $b:expr, $f:expr) => {{
+        let (a, b): (&str, &str) = ($a, $b);
+        if a.is_ascii() && b.is_ascii() {
+            $f(a.as_bytes(), b.as_bytes())
+        } else {
+            let va: Vec<char> = a.chars().collect();
+            let vb: Vec<char> = b.chars().collect();
+            $f(&va[..], &vb[..])
+        }
+    }};
+}
+
+fn jaro_units<T: PartialEq + Copy>(a: &[T], b: &[T]) -> f64 {
+    let (la, lb) = (a.len(), b.len());
+    if la == 0 && lb == 0 {
+        return 1.0;
+    }
+    if la == 0 || lb == 0 {
+        return 0.0;
+    }
+    let window = (la.max(lb) / 2).saturating_sub(1);
+    // Short strings (the usual case) keep their match flags in two machine words.
+    if la <= 64 && lb <= 64 {
+        let (mut used_a, mut used_b) = (0u64, 0u64);
+        let mut matches = 0usize;
+        for (i, ca) in a.iter().enumerate() {
+            let lo = i.saturating_sub(window);
+            let hi = (i + window + 1).min(lb);
+            for j in lo..hi {
+                if used_b & (1 << j) == 0 && b[j] == *ca {
+                    used_a |= 1 << i;
+                    used_b |= 1 << j;
+                    matches += 1;
+                    break;
+                }
+            }
+        }
+        if matches == 0 {
+            return 0.0;
+        }
+        let (mut transpositions, mut j) = (0usize, 0usize);
+        for (i, ca) in a.iter().enumerate() {
+            if used_a & (1 << i) != 0 {
+                while used_b & (1 << j) == 0 {
+                    j += 1;
+                }
+                if *ca != b[j] {
+                    transpositions += 1;
+                }
+                j += 1;
+            }
+        }
+        return jaro_formula(matches, transpositions, la, lb);
+    }
+    let mut used_a = vec![false; la];
+    let mut used_b = vec![false; lb];
+    let mut matches = 0usize;
+    for (i, ca) in a.iter().enumerate() {
+        let lo = i.saturating_sub(window);
+        let hi = (i + window + 1).min(lb);
+        for j in lo..hi {
+            if !used_b[j] && b[j] == *ca {
+                used_a[i] = true;
+                used_b[j] = true;
+                matches += 1;
+                break;
+            }
+        }
+    }
+    if matches == 0 {
+        return 0.0;
+    }
+    let (mut transpositions, mut j) = (0usize, 0usize);
+    for (i, ca) in a.iter().enumerate() {
+        if used_a[i] {
+            while !used_b[j] {
+                j += 1;
+            }
+            if *ca != b[j] {
+                transpositions += 1;
+            }
+            j += 1;
+        }
+    }
+    jaro_formula(matches, transpositions, la, lb)
+}
+
+fn jaro_formula(matches: usize, transpositions: usize, la: usize, lb: usize) -> f64 {
+    let m = matches as f64;
+    (m / la as f64 + m / lb as f64 + (m - (transpositions / 2) as f64) / m) / 3.0
+}
+
+fn jaro_winkler_units<T: PartialEq + Copy>(a: &[T], b: &[T]) -> f64 {
+    let jaro = jaro_units(a, b);
+    if jaro <= BOOST_THRESHOLD {
+        return jaro;
+    }
+    let prefix = a.iter().zip(b).take(4).take_while(|(x, y)| x == y).count();
+    jaro + 0.1 * prefix as f64 * (1.0 - jaro)
+}
+
+/// Winkler adds the prefix bonus only to pairs that are already similar.
+const BOOST_THRESHOLD: f64 = 0.7;
+
+/// Jaro-Winkler similarity in [0, 1]: prefix scale 0.1, common prefix up to 4 characters,
+/// bonus only above a Jaro similarity of 0.7 (Winkler 1990, as strsim and jellyfish/Splink).
+/// Two empty strings are 1.
+pub fn jaro_winkler(a: &str, b: &str) -> Result<f64, TooLong> {
+    let (la, lb) = (a.chars().count(), b.chars().count());
+    check(la, lb)?;
+    Ok(on_units!(a, b, jaro_winkler_units))
+}
+
+fn levenshtein_units<T: PartialEq + Copy>(a: &[T], b: &[T]) -> usize {
+    // A shared prefix and suffix cost nothing; trimming them shortens the quadratic part.
+    let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let (a, b) = (&a[prefix..], &b[prefix..]);
+    let suffix = a.iter().rev().zip(b.iter().rev()).take_while(|(x, y)| x == y).count();
+    let (a, b) = (&a[..a.len() - suffix], &b[..b.len() - suffix]);
+    let (a, b) = if a.len() < b.len() { (b, a) } else { (a, b) };
+    if b.is_empty() {
+        return a.len();
+    }
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// Levenshtein edit distance counted in characters.
+pub fn levenshtein(a: &str, b: &str) -> Result<usize, TooLong> {
+    check(a.chars().count(), b.chars().count())?;
+    Ok(on_units!(a, b, levenshtein_units))
+}
+
+/// Damerau-Levenshtein distance (insertions, deletions, substitutions and transpositions of
+/// adjacent characters, unrestricted: a true metric), via `strsim`.
+pub fn damerau_levenshtein(a: &str, b: &str) -> Result<usize, TooLong> {
+    check(a.chars().count(), b.chars().count())?;
+    Ok(strsim::damerau_levenshtein(a, b))
+}
+
+/// Jaccard similarity of the word sets: words are maximal runs of letters and digits, compared
+/// lowercased, so word order and punctuation do not matter. Two texts without words are 1.
+pub fn jaccard_tokens(a: &str, b: &str) -> f64 {
+    fn words(s: &str) -> Vec<String> {
+        let mut v: Vec<String> = s
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+    let (wa, wb) = (words(a), words(b));
+    if wa.is_empty() && wb.is_empty() {
+        return 1.0;
+    }
+    let (mut i, mut j, mut common) = (0, 0, 0usize);
+    while i < wa.len() && j < wb.len() {
+        match wa[i].cmp(&wb[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                common += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    common as f64 / (wa.len() + wb.len() - common) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WORDS: &[&str] = &[
+        "", "a", "Müller", "Mueller", "Muller", "MÜLLER", "Meier", "Mayer", "Schmidt", "Schmitt",
+        "Martha", "Marhta", "Dwayne", "Duane", "Dixon", "Dicksonx", "Hans-Peter", "Hanspeter",
+        "Straße", "Strasse", "Jörg", "Joerg", "ab", "ba", "abcdefghijklmnopqrstuvwxyz0123456789",
+        "Ärztehaus am Schloßpark", "Aerztehaus am Schlosspark", "😀😀x", "x😀😀", "محمد", "محمود",
+    ];
+
+    #[test]
+    fn jaro_winkler_known_values() {
+        let jw = |a, b| jaro_winkler(a, b).unwrap();
+        assert!((jw("MARTHA", "MARHTA") - 0.961).abs() < 0.001);
+        assert!((jw("DWAYNE", "DUANE") - 0.84).abs() < 0.001);
+        assert!((jw("DIXON", "DICKSONX") - 0.813).abs() < 0.001);
+        assert_eq!(jw("", ""), 1.0);
+        assert_eq!(jw("abc", ""), 0.0);
+        assert_eq!(jw("Müller", "Müller"), 1.0);
+        // Characters, not bytes: ü is one character.
+        assert!((jw("Müller", "Muller") - jw("Mxller", "Muller")).abs() < 1e-12);
+    }
+
+    #[test]
+    fn jaro_winkler_equals_strsim() {
+        let long_a = "ab".repeat(40);
+        let long_b = "ba".repeat(41);
+        let mut cases: Vec<(&str, &str)> = Vec::new();
+        for a in WORDS {
+            for b in WORDS {
+                cases.push((a, b));
+            }
+        }
+        cases.push((&long_a, &long_b));
+        for (a, b) in cases {
+            let ours = jaro_winkler(a, b).unwrap();
+            let theirs = strsim::jaro_winkler(a, b);
+            assert!((ours - theirs).abs() < 1e-12, "{a:?} {b:?}: {ours} vs {theirs}");
+        }
+    }
+
+    #[test]
+    fn levenshtein_equals_strsim() {
+        assert_eq!(levenshtein("kitten", "sitting"), Ok(3));
+        assert_eq!(levenshtein("Müller", "Mueller"), Ok(2));
+        assert_eq!(levenshtein("Straße", "Strasse"), Ok(2));
+        let long_a = "abc".repeat(50);
+        let long_b = "acb".repeat(60);
+        let mut cases: Vec<(&str, &str)> = vec![(&long_a, &long_b)];
+        for a in WORDS {
+            for b in WORDS {
+                cases.push((a, b));
+            }
+        }
+        for (a, b) in cases {
+            assert_eq!(levenshtein(a, b), Ok(strsim::levenshtein(a, b)), "{a:?} {b:?}");
+        }
+    }
+
+    #[test]
+    fn damerau_counts_transpositions_once() {
+        assert_eq!(damerau_levenshtein("Marhta", "Martha"), Ok(1));
+        assert_eq!(levenshtein("Marhta", "Martha"), Ok(2));
+        assert_eq!(damerau_levenshtein("ca", "abc"), Ok(2));
+        assert_eq!(damerau_levenshtein("Jörg", "Jrög"), Ok(1));
+    }
+
+    #[test]
+    fn jaccard() {
+        assert_eq!(jaccard_tokens("Hans Peter Müller", "müller, hans-peter"), 1.0);
+        assert!((jaccard_tokens("Hans Müller", "Hans Meier") - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(jaccard_tokens("", "  "), 1.0);
+        assert_eq!(jaccard_tokens("abc", ""), 0.0);
+    }
+
+    #[test]
+    fn huge_inputs_are_refused_not_hung() {
+        let huge = "a".repeat(1 << 20);
+        assert_eq!(
+            levenshtein(&huge, &huge),
+            Err(TooLong { len_a: 1 << 20, len_b: 1 << 20 })
+        );
+        assert!(jaro_winkler(&huge, &huge).is_err());
+        assert!(damerau_levenshtein(&huge, &huge).is_err());
+        // One long side against a short one is fine.
+        assert_eq!(levenshtein(&huge, "a"), Ok((1 << 20) - 1));
+        assert!(jaccard_tokens(&huge, "a") < 1.0);
+    }
+}

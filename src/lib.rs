@@ -1,0 +1,21 @@
+//! customer_unify: a customer data platform's core inside PostgreSQL.
+//!
+//! The logic lives in plain Rust modules without pgrx types (`normalize`, `compare`), unit-tested
+//! with `cargo test`; `sql` is the thin `#[pg_extern]` layer over them.
+
+::pgrx::pg_module_magic!(name, version);
+
+pub mod compare;
+pub mod normalize;
+mod sql;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

@@ -1,0 +1,161 @@
+//! Person names: one comparable spelling, with salutations and academic titles removed.
+
+use unicode_normalization::UnicodeNormalization;
+
+/// Words that are never part of a name, dropped with or without a trailing dot.
+const SALUTATIONS: &[&str] = &[
+    "herr", "herrn", "frau", "fräulein", "frl", "hr", "dr", "prof", "professor", "mr", "mrs", "ms",
+    "miss", "mister", "madame", "mme", "mlle", "monsieur", "familie", "fam", "dipl", "dr-ing",
+    "dipl-ing", "dipl-kfm", "dipl-kff", "dipl-inf", "dipl-psych", "mag", "ing", "h.c",
+];
+
+/// Parts of titles that are dropped only when written with a dot, because without one they can
+/// be names or initials (`Fr.` Frau, `med.` in `Dr. med.`).
+const DOTTED_TITLE_PARTS: &[&str] = &[
+    "fr", "med", "rer", "nat", "phil", "jur", "dent", "vet", "oec", "pol", "habil", "sc", "kfm",
+    "univ", "techn", "theol", "iur", "mult",
+];
+
+/// Unifies hyphen and apostrophe look-alikes, drops dots and collapses hyphen runs.
+fn tidy_word(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        let c = match c {
+            '‐' | '‑' | '‒' | '–' | '—' => '-',
+            '’' | '‘' | '`' | '´' | 'ʼ' => '\'',
+            '.' => continue,
+            c => c,
+        };
+        if c == '-' && out.ends_with('-') {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// True when `raw` (one whitespace-separated word, lowercased, with its dots) is a salutation or
+/// title: `Dr.`, `Prof`, `Dipl.-Ing.`, `Dr.med.`, `h.c.`.
+fn is_title(raw: &str) -> bool {
+    let bare = raw.trim_end_matches('.');
+    if SALUTATIONS.contains(&bare) {
+        return true;
+    }
+    let dotted = raw.contains('.');
+    if !dotted {
+        return false;
+    }
+    // Every dot- or hyphen-separated part must itself be a title part.
+    let mut parts = bare
+        .split(['.', '-'])
+        .filter(|p| !p.is_empty())
+        .peekable();
+    parts.peek().is_some()
+        && parts.all(|p| SALUTATIONS.contains(&p) || DOTTED_TITLE_PARTS.contains(&p))
+}
+
+/// Longest name (in characters) accepted; a longer value is not a person's name.
+const MAX_NAME_CHARS: usize = 300;
+
+/// Comparable spelling of a person's name: NFKC, lowercased, salutations and titles removed
+/// (Herr, Frau, Dr., Prof., Dipl.-Ing., Mr, Mrs, …), digits, symbols, emoji and control
+/// characters dropped, whitespace and hyphens tidied. Umlauts and ß are kept (use
+/// `transliterate_de` to compare Müller with Mueller). None when no letter remains.
+pub fn normalize_name(input: &str) -> Option<String> {
+    if input.len() > super::MAX_FIELD_BYTES {
+        return None;
+    }
+    // Keep letters, combining marks, apostrophes, hyphens and dots (titles and initials);
+    // everything else separates words.
+    let mut cleaned = String::with_capacity(input.len());
+    for c in input.nfkc().flat_map(char::to_lowercase) {
+        let keep = c.is_alphabetic()
+            || unicode_normalization::char::is_combining_mark(c)
+            || matches!(c, '\'' | '’' | '‘' | '`' | '´' | 'ʼ' | '.' | '-' | '‐' | '‑' | '‒' | '–' | '—');
+        cleaned.push(if keep { c } else { ' ' });
+    }
+    if cleaned.chars().count() > MAX_NAME_CHARS {
+        return None;
+    }
+    let mut out = String::with_capacity(cleaned.len());
+    for raw in cleaned.split_whitespace() {
+        if is_title(raw) {
+            continue;
+        }
+        // Initials and abbreviations lose their dots: `H.-P.` → `h-p`.
+        let word = tidy_word(raw);
+        if word.chars().all(|c| c == '-') {
+            // A free-standing hyphen joins its neighbours: `Hans - Peter` is one double name.
+            if !out.is_empty() && !out.ends_with('-') {
+                out.push('-');
+            }
+            continue;
+        }
+        if !word.chars().any(char::is_alphabetic) {
+            continue;
+        }
+        if word.starts_with('-') && !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push(' ');
+        }
+        out.push_str(if out.ends_with('-') || out.is_empty() { word.trim_start_matches('-') } else { &word });
+    }
+    out.truncate(out.trim_end_matches('-').len());
+    out.chars().any(char::is_alphabetic).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_name;
+
+    fn n(s: &str) -> Option<String> {
+        normalize_name(s)
+    }
+
+    #[test]
+    fn casing_and_spacing() {
+        assert_eq!(n("MÜLLER").as_deref(), Some("müller"));
+        assert_eq!(n("  müller ").as_deref(), Some("müller"));
+        assert_eq!(n("Hans  Peter").as_deref(), Some("hans peter"));
+        assert_eq!(n("Hans-Peter").as_deref(), Some("hans-peter"));
+        assert_eq!(n("Hans - Peter").as_deref(), Some("hans-peter"));
+        assert_eq!(n("Hans–Peter").as_deref(), Some("hans-peter"));
+        assert_eq!(n("Groß").as_deref(), Some("groß"));
+        assert_eq!(n("GROẞ").as_deref(), Some("groß"));
+        assert_eq!(n("ＭÜＬＬＥＲ").as_deref(), Some("müller"));
+        assert_eq!(n("Mu\u{0308}ller"), n("Müller"));
+        assert_eq!(n("O’Brien").as_deref(), Some("o'brien"));
+        assert_eq!(n("von der Heide").as_deref(), Some("von der heide"));
+    }
+
+    #[test]
+    fn titles_and_salutations_removed() {
+        assert_eq!(n("Herr Dr. Hans Müller").as_deref(), Some("hans müller"));
+        assert_eq!(n("Frau Prof. Dr. med. Anna Schmidt").as_deref(), Some("anna schmidt"));
+        assert_eq!(n("Dipl.-Ing. Jörg Weiß").as_deref(), Some("jörg weiß"));
+        assert_eq!(n("Prof. Dr. Dr. h.c. Klaus Meyer").as_deref(), Some("klaus meyer"));
+        assert_eq!(n("Mrs Jane Doe").as_deref(), Some("jane doe"));
+        assert_eq!(n("Fr. Meier").as_deref(), Some("meier"));
+        assert_eq!(n("Familie Schulz").as_deref(), Some("schulz"));
+        assert_eq!(n("Dr.med.dent. Lisa Roth").as_deref(), Some("lisa roth"));
+        // Initials stay, without dots.
+        assert_eq!(n("H. Müller").as_deref(), Some("h müller"));
+        assert_eq!(n("H.-P. Müller").as_deref(), Some("h-p müller"));
+        // Generation suffixes distinguish father and son: kept.
+        assert_eq!(n("Hans Müller jun.").as_deref(), Some("hans müller jun"));
+    }
+
+    #[test]
+    fn junk_is_dropped_or_none() {
+        assert_eq!(n("Müller 😀").as_deref(), Some("müller"));
+        assert_eq!(n("Mül\u{0}ler").as_deref(), Some("mül ler"));
+        assert_eq!(n("Müller2").as_deref(), Some("müller"));
+        assert_eq!(n("محمد علي").as_deref(), Some("محمد علي"));
+        assert_eq!(n("Иван Petrov").as_deref(), Some("иван petrov"));
+        for bad in ["", "   ", "Herr", "Dr.", "123", "😀", "---", "...", "\u{202e}\u{202c}"] {
+            assert_eq!(n(bad), None, "{bad:?}");
+        }
+        assert_eq!(n(&"a".repeat(1 << 20)), None);
+    }
+}

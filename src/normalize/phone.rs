@@ -1,0 +1,150 @@
+//! Phone numbers to E.164 with libphonenumber's metadata (the `phonenumber` crate).
+
+use phonenumber::country::Id;
+use phonenumber::{Mode, PhoneNumber, Type};
+use std::str::FromStr;
+
+/// libphonenumber refuses longer input as well; checking first avoids any work on junk.
+const MAX_PHONE_INPUT: usize = 250;
+
+/// Parses a region such as `DE`, `de`, `AT`. None for anything that is not an ISO 3166 alpha-2
+/// region libphonenumber knows.
+pub fn parse_region(region: &str) -> Option<Id> {
+    let region = region.trim();
+    if region.len() != 2 || !region.is_ascii() {
+        return None;
+    }
+    Id::from_str(&region.to_ascii_uppercase()).ok()
+}
+
+/// German numbers are often written `+49 (0)30 1234567`: the `(0)` is the trunk prefix that is
+/// dialled only nationally. libphonenumber keeps it as a digit, so drop it before parsing when the
+/// number carries an international prefix.
+fn drop_bracketed_trunk_zero(input: &str) -> std::borrow::Cow<'_, str> {
+    let trimmed = input.trim_start();
+    let international = trimmed.starts_with('+') || trimmed.starts_with("00");
+    if international && input.contains("(0)") {
+        std::borrow::Cow::Owned(input.replacen("(0)", " ", 1))
+    } else {
+        std::borrow::Cow::Borrowed(input)
+    }
+}
+
+fn parse_valid(input: &str, region: Id) -> Option<PhoneNumber> {
+    if input.len() > MAX_PHONE_INPUT || !input.bytes().any(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let cleaned = drop_bracketed_trunk_zero(input);
+    // The parser is third-party code: a panic on odd input must not become a backend crash.
+    let parsed = std::panic::catch_unwind(|| phonenumber::parse(Some(region), cleaned.as_ref()));
+    let number = parsed.ok()?.ok()?;
+    number.is_valid().then_some(number)
+}
+
+/// E.164 form (`+493012345678`) of a phone number written in any common way; numbers without an
+/// international prefix are read as numbers of `default_region`. None when libphonenumber does
+/// not consider the result a valid number.
+pub fn normalize_phone(input: &str, default_region: Id) -> Option<String> {
+    let number = parse_valid(input, default_region)?;
+    Some(number.format().mode(Mode::E164).to_string())
+}
+
+/// The kind of line (`mobile`, `fixed_line`, `toll_free`, ...) of a valid number.
+pub fn phone_kind(input: &str, default_region: Id) -> Option<&'static str> {
+    let number = parse_valid(input, default_region)?;
+    let kind = number.number_type(&phonenumber::metadata::DATABASE);
+    Some(match kind {
+        Type::FixedLine => "fixed_line",
+        Type::Mobile => "mobile",
+        Type::FixedLineOrMobile => "fixed_line_or_mobile",
+        Type::TollFree => "toll_free",
+        Type::PremiumRate => "premium_rate",
+        Type::SharedCost => "shared_cost",
+        Type::PersonalNumber => "personal_number",
+        Type::Voip => "voip",
+        Type::Pager => "pager",
+        Type::Uan => "uan",
+        Type::Emergency => "emergency",
+        Type::Voicemail => "voicemail",
+        Type::ShortCode => "short_code",
+        Type::StandardRate => "standard_rate",
+        Type::Carrier => "carrier",
+        Type::NoInternational => "no_international",
+        Type::Unknown => "unknown",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn de(s: &str) -> Option<String> {
+        normalize_phone(s, parse_region("DE").unwrap())
+    }
+
+    #[test]
+    fn german_spellings_agree() {
+        for s in [
+            "+49 30 12345678",
+            "+49 (0)30 12345678",
+            "+49(0)30-123 456 78",
+            "0049 30 12345678",
+            "030 12345678",
+            "030/12345678",
+            "(030) 123 456 78",
+            "030-1234-5678",
+            "+493012345678",
+            " 0 30 / 12 34 56 78 ",
+        ] {
+            assert_eq!(de(s).as_deref(), Some("+493012345678"), "{s}");
+        }
+        assert_eq!(de("0171 1234567").as_deref(), Some("+491711234567"));
+        assert_eq!(de("+49 171 1234567").as_deref(), Some("+491711234567"));
+    }
+
+    #[test]
+    fn foreign_numbers_keep_their_country() {
+        assert_eq!(de("+43 1 5123456").as_deref(), Some("+4315123456"));
+        assert_eq!(de("0041 44 668 18 00").as_deref(), Some("+41446681800"));
+        let at = parse_region("at").unwrap();
+        assert_eq!(normalize_phone("01 5123456", at).as_deref(), Some("+4315123456"));
+    }
+
+    #[test]
+    fn kinds() {
+        let r = parse_region("DE").unwrap();
+        assert_eq!(phone_kind("0171 1234567", r), Some("mobile"));
+        assert_eq!(phone_kind("030 12345678", r), Some("fixed_line"));
+        assert_eq!(phone_kind("0800 1234567", r), Some("toll_free"));
+        assert_eq!(phone_kind("0000000", r), None);
+    }
+
+    #[test]
+    fn junk_is_none() {
+        for bad in [
+            "",
+            "   ",
+            "n/a",
+            "0000000",
+            "123",
+            "+49",
+            "😀😀😀",
+            "030\u{0}12345678",
+            "+999 1234567",
+            "٠٣٠١٢٣٤٥٦٧٨\u{202e}abc",
+        ] {
+            assert_eq!(de(bad), None, "{bad:?}");
+        }
+        assert_eq!(de(&"1".repeat(1 << 20)), None);
+    }
+
+    #[test]
+    fn regions() {
+        assert!(parse_region("de").is_some());
+        assert!(parse_region(" CH ").is_some());
+        assert!(parse_region("XX").is_none());
+        assert!(parse_region("GER").is_none());
+        assert!(parse_region("").is_none());
+        assert!(parse_region("DÉ").is_none());
+    }
+}

@@ -1,0 +1,90 @@
+//! The contact-field cleaners: IMMUTABLE, STRICT, PARALLEL SAFE; NULL for what cannot be parsed.
+
+use crate::normalize::{address, email, name, phone, phonetic, translit};
+use pgrx::prelude::*;
+
+extension_sql!(
+    r#"
+COMMENT ON SCHEMA unify IS 'customer_unify: normalize, match, unify and segment customer records';
+-- The result of unify.split_street().
+CREATE TYPE unify.street_parts AS (street text, house_number text);
+"#,
+    name = "bootstrap_types",
+    bootstrap
+);
+
+/// Canonical e-mail address, or NULL when the value is not a valid address.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn normalize_email(value: &str) -> Option<String> {
+    email::normalize_email(value)
+}
+
+/// E-mail key with provider aliases folded (googlemail → gmail, dots and +tags where ignored).
+#[pg_extern(immutable, strict, parallel_safe)]
+fn email_match_key(value: &str) -> Option<String> {
+    email::email_match_key(value)
+}
+
+/// Phone number in E.164, or NULL when not a valid number (or the region is unknown).
+#[pg_extern(immutable, strict, parallel_safe)]
+fn normalize_phone(value: &str, default_region: default!(&str, "'DE'")) -> Option<String> {
+    phone::normalize_phone(value, phone::parse_region(default_region)?)
+}
+
+/// Kind of line of a valid phone number: mobile, fixed_line, toll_free, voip, ...
+#[pg_extern(immutable, strict, parallel_safe)]
+fn phone_kind(value: &str, default_region: default!(&str, "'DE'")) -> Option<&'static str> {
+    phone::phone_kind(value, phone::parse_region(default_region)?)
+}
+
+/// Comparable person name: NFKC, lowercased, without salutations and titles.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn normalize_name(value: &str) -> Option<String> {
+    name::normalize_name(value)
+}
+
+/// ä→ae, ö→oe, ü→ue, ß→ss, other diacritics dropped.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn transliterate_de(value: &str) -> String {
+    translit::transliterate_de(value)
+}
+
+/// Street line split into street and house number.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn split_street(value: &str) -> Option<pgrx::composite_type!('static, "unify.street_parts")> {
+    let parts = address::split_street(value)?;
+    let mut row = PgHeapTuple::new_composite_type("unify.street_parts").ok()?;
+    row.set_by_name("street", parts.street).ok()?;
+    row.set_by_name("house_number", parts.house_number).ok()?;
+    Some(row)
+}
+
+/// Canonical street key (`hauptstrasse 12a`) under which spellings of one address agree.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn normalize_street(value: &str) -> Option<String> {
+    address::normalize_street(value)
+}
+
+/// Canonical postcode for a country (DE five digits with leading zeros, AT/CH four, ...).
+#[pg_extern(immutable, strict, parallel_safe)]
+fn normalize_postcode(value: &str, country: default!(&str, "'DE'")) -> Option<String> {
+    address::normalize_postcode(value, country)
+}
+
+/// Kölner Phonetik code.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn cologne_phonetic(value: &str) -> Option<String> {
+    phonetic::cologne_phonetic(value)
+}
+
+/// Primary Double Metaphone code.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn double_metaphone(value: &str) -> Option<String> {
+    phonetic::double_metaphone(value)
+}
+
+/// Alternate Double Metaphone code.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn double_metaphone_alt(value: &str) -> Option<String> {
+    phonetic::double_metaphone_alt(value)
+}
