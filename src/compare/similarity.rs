@@ -141,7 +141,12 @@ fn levenshtein_units<T: PartialEq + Copy>(a: &[T], b: &[T]) -> usize {
     // A shared prefix and suffix cost nothing; trimming them shortens the quadratic part.
     let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
     let (a, b) = (&a[prefix..], &b[prefix..]);
-    let suffix = a.iter().rev().zip(b.iter().rev()).take_while(|(x, y)| x == y).count();
+    let suffix = a
+        .iter()
+        .rev()
+        .zip(b.iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
     let (a, b) = (&a[..a.len() - suffix], &b[..b.len() - suffix]);
     let (a, b) = if a.len() < b.len() { (b, a) } else { (a, b) };
     if b.is_empty() {
@@ -210,10 +215,37 @@ mod tests {
     use super::*;
 
     const WORDS: &[&str] = &[
-        "", "a", "Müller", "Mueller", "Muller", "MÜLLER", "Meier", "Mayer", "Schmidt", "Schmitt",
-        "Martha", "Marhta", "Dwayne", "Duane", "Dixon", "Dicksonx", "Hans-Peter", "Hanspeter",
-        "Straße", "Strasse", "Jörg", "Joerg", "ab", "ba", "abcdefghijklmnopqrstuvwxyz0123456789",
-        "Ärztehaus am Schloßpark", "Aerztehaus am Schlosspark", "😀😀x", "x😀😀", "محمد", "محمود",
+        "",
+        "a",
+        "Müller",
+        "Mueller",
+        "Muller",
+        "MÜLLER",
+        "Meier",
+        "Mayer",
+        "Schmidt",
+        "Schmitt",
+        "Martha",
+        "Marhta",
+        "Dwayne",
+        "Duane",
+        "Dixon",
+        "Dicksonx",
+        "Hans-Peter",
+        "Hanspeter",
+        "Straße",
+        "Strasse",
+        "Jörg",
+        "Joerg",
+        "ab",
+        "ba",
+        "abcdefghijklmnopqrstuvwxyz0123456789",
+        "Ärztehaus am Schloßpark",
+        "Aerztehaus am Schlosspark",
+        "😀😀x",
+        "x😀😀",
+        "محمد",
+        "محمود",
     ];
 
     #[test]
@@ -243,7 +275,10 @@ mod tests {
         for (a, b) in cases {
             let ours = jaro_winkler(a, b).unwrap();
             let theirs = strsim::jaro_winkler(a, b);
-            assert!((ours - theirs).abs() < 1e-12, "{a:?} {b:?}: {ours} vs {theirs}");
+            assert!(
+                (ours - theirs).abs() < 1e-12,
+                "{a:?} {b:?}: {ours} vs {theirs}"
+            );
         }
     }
 
@@ -261,7 +296,11 @@ mod tests {
             }
         }
         for (a, b) in cases {
-            assert_eq!(levenshtein(a, b), Ok(strsim::levenshtein(a, b)), "{a:?} {b:?}");
+            assert_eq!(
+                levenshtein(a, b),
+                Ok(strsim::levenshtein(a, b)),
+                "{a:?} {b:?}"
+            );
         }
     }
 
@@ -275,7 +314,10 @@ mod tests {
 
     #[test]
     fn jaccard() {
-        assert_eq!(jaccard_tokens("Hans Peter Müller", "müller, hans-peter"), 1.0);
+        assert_eq!(
+            jaccard_tokens("Hans Peter Müller", "müller, hans-peter"),
+            1.0
+        );
         assert!((jaccard_tokens("Hans Müller", "Hans Meier") - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(jaccard_tokens("", "  "), 1.0);
         assert_eq!(jaccard_tokens("abc", ""), 0.0);
@@ -286,7 +328,10 @@ mod tests {
         let huge = "a".repeat(1 << 20);
         assert_eq!(
             levenshtein(&huge, &huge),
-            Err(TooLong { len_a: 1 << 20, len_b: 1 << 20 })
+            Err(TooLong {
+                len_a: 1 << 20,
+                len_b: 1 << 20
+            })
         );
         assert!(jaro_winkler(&huge, &huge).is_err());
         assert!(damerau_levenshtein(&huge, &huge).is_err());

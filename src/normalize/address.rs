@@ -72,7 +72,8 @@ pub fn split_street(input: &str) -> Option<StreetParts> {
     if input.len() > super::MAX_FIELD_BYTES {
         return None;
     }
-    let chars: Vec<char> = input
+    let visible: String = input.chars().filter(|c| !super::is_invisible(*c)).collect();
+    let chars: Vec<char> = visible
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
@@ -83,26 +84,40 @@ pub fn split_street(input: &str) -> Option<StreetParts> {
     let (street, number) = if let Some(start) = house_number_at_end(&chars) {
         let street: String = chars[..start].iter().collect();
         let number: String = chars[start..].iter().collect();
-        (street.trim_end_matches([' ', ',']).to_string(), Some(tidy_house_number(&number)))
+        (
+            street.trim_end_matches([' ', ',']).to_string(),
+            Some(tidy_house_number(&number)),
+        )
     } else {
         // Number first: `12 Main Street`, `12a, Hauptstraße`.
         let digits = chars.iter().take_while(|c| c.is_ascii_digit()).count();
         let mut j = digits;
-        if j < chars.len() && chars[j].is_alphabetic() && chars.get(j + 1).is_some_and(|c| matches!(c, ' ' | ',')) {
+        if j < chars.len()
+            && chars[j].is_alphabetic()
+            && chars.get(j + 1).is_some_and(|c| matches!(c, ' ' | ','))
+        {
             j += 1;
         }
-        if (1..=MAX_HOUSE_NUMBER_DIGITS).contains(&digits) && chars.get(j).is_some_and(|c| matches!(c, ' ' | ',')) {
+        if (1..=MAX_HOUSE_NUMBER_DIGITS).contains(&digits)
+            && chars.get(j).is_some_and(|c| matches!(c, ' ' | ','))
+        {
             let number: String = chars[..j].iter().collect();
             let street: String = chars[j..].iter().collect();
-            (street.trim_start_matches([' ', ',']).to_string(), Some(tidy_house_number(&number)))
+            (
+                street.trim_start_matches([' ', ',']).to_string(),
+                Some(tidy_house_number(&number)),
+            )
         } else {
             (text, None)
         }
     };
-    street.chars().any(char::is_alphabetic).then_some(StreetParts {
-        street,
-        house_number: number,
-    })
+    street
+        .chars()
+        .any(char::is_alphabetic)
+        .then_some(StreetParts {
+            street,
+            house_number: number,
+        })
 }
 
 /// A street key under which the spellings of one street agree: lowercased, transliterated
@@ -166,7 +181,8 @@ fn postcode_format(country: &str) -> PostcodeFormat {
     use PostcodeFormat::*;
     match country {
         "DE" | "FR" | "IT" | "ES" | "FI" | "EE" | "HR" | "MC" | "SM" | "VA" | "US" => Digits(5),
-        "AT" | "CH" | "LI" | "BE" | "LU" | "DK" | "NO" | "HU" | "SI" | "BG" | "CY" | "AU" | "ZA" => Digits(4),
+        "AT" | "CH" | "LI" | "BE" | "LU" | "DK" | "NO" | "HU" | "SI" | "BG" | "CY" | "AU"
+        | "ZA" => Digits(4),
         "NL" => DigitsLetters(4, 2),
         "PL" => DigitsDashDigits(2, 3),
         "CZ" | "SK" | "SE" | "GR" => DigitsSpaceDigits(3, 2),
@@ -223,7 +239,9 @@ pub fn normalize_postcode(input: &str, country: &str) -> Option<String> {
     }
     let digits: String = s.chars().filter(|c| c.is_ascii_digit()).collect();
     let letters: String = s.chars().filter(|c| c.is_ascii_alphabetic()).collect();
-    let others_ok = s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '-'));
+    let others_ok = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '-'));
     if !others_ok {
         return None;
     }
@@ -243,15 +261,20 @@ pub fn normalize_postcode(input: &str, country: &str) -> Option<String> {
                 None
             }
         }
-        DigitsLetters(d, l) => (digits.len() == d && letters.len() == l && s.starts_with(|c: char| c.is_ascii_digit()))
-            .then(|| format!("{digits} {letters}")),
+        DigitsLetters(d, l) => {
+            (digits.len() == d && letters.len() == l && s.starts_with(|c: char| c.is_ascii_digit()))
+                .then(|| format!("{digits} {letters}"))
+        }
         DigitsDashDigits(a, b) => (letters.is_empty() && digits.len() == a + b)
             .then(|| format!("{}-{}", &digits[..a], &digits[a..])),
         DigitsSpaceDigits(a, b) => (letters.is_empty() && digits.len() == a + b)
             .then(|| format!("{} {}", &digits[..a], &digits[a..])),
         Generic => {
             let tidy = s.split_whitespace().collect::<Vec<_>>().join(" ");
-            (2..=10).contains(&tidy.len()).then_some(tidy).filter(|t| t.chars().any(|c| c.is_ascii_digit()))
+            (2..=10)
+                .contains(&tidy.len())
+                .then_some(tidy)
+                .filter(|t| t.chars().any(|c| c.is_ascii_digit()))
         }
     }
 }
@@ -276,9 +299,18 @@ mod tests {
         assert_eq!(split("Am Markt 3 - 5"), some("Am Markt", Some("3-5")));
         assert_eq!(split("Gartenweg 12/1"), some("Gartenweg", Some("12/1")));
         assert_eq!(split("Lindenallee 7A"), some("Lindenallee", Some("7a")));
-        assert_eq!(split("Straße des 17. Juni 135"), some("Straße des 17. Juni", Some("135")));
-        assert_eq!(split("Straße des 17. Juni"), some("Straße des 17. Juni", None));
-        assert_eq!(split("  Berliner   Straße  5 ,"), some("Berliner Straße", Some("5")));
+        assert_eq!(
+            split("Straße des 17. Juni 135"),
+            some("Straße des 17. Juni", Some("135"))
+        );
+        assert_eq!(
+            split("Straße des 17. Juni"),
+            some("Straße des 17. Juni", None)
+        );
+        assert_eq!(
+            split("  Berliner   Straße  5 ,"),
+            some("Berliner Straße", Some("5"))
+        );
         assert_eq!(split("12 Main Street"), some("Main Street", Some("12")));
         assert_eq!(split("Marktplatz"), some("Marktplatz", None));
         assert_eq!(split("12"), None);
@@ -290,17 +322,38 @@ mod tests {
     fn street_key_agrees_across_spellings() {
         let key = normalize_street("Hauptstraße 12a");
         assert_eq!(key.as_deref(), Some("hauptstrasse 12a"));
-        for s in ["Hauptstr. 12a", "Hauptstrasse 12 a", "HAUPTSTR 12A", "Haupt-Str. 12a", "Haupt Straße 12 A"] {
+        for s in [
+            "Hauptstr. 12a",
+            "Hauptstrasse 12 a",
+            "HAUPTSTR 12A",
+            "Haupt-Str. 12a",
+            "Haupt Straße 12 A",
+        ] {
             assert_eq!(normalize_street(s), key, "{s}");
         }
         let kms = normalize_street("Karl-Marx-Straße 5");
         assert_eq!(kms.as_deref(), Some("karlmarxstrasse 5"));
         assert_eq!(normalize_street("Karl Marx Str. 5"), kms);
-        assert_eq!(normalize_street("Marktpl. 1").as_deref(), Some("marktplatz 1"));
-        assert_eq!(normalize_street("Am Markt Pl 1").as_deref(), Some("ammarktplatz 1"));
-        assert_eq!(normalize_street("St.-Georg-Str. 3").as_deref(), Some("sanktgeorgstrasse 3"));
-        assert_eq!(normalize_street("Mühlenweg 3"), normalize_street("Muehlenweg 3"));
-        assert_eq!(normalize_street("Lindenallee").as_deref(), Some("lindenallee"));
+        assert_eq!(
+            normalize_street("Marktpl. 1").as_deref(),
+            Some("marktplatz 1")
+        );
+        assert_eq!(
+            normalize_street("Am Markt Pl 1").as_deref(),
+            Some("ammarktplatz 1")
+        );
+        assert_eq!(
+            normalize_street("St.-Georg-Str. 3").as_deref(),
+            Some("sanktgeorgstrasse 3")
+        );
+        assert_eq!(
+            normalize_street("Mühlenweg 3"),
+            normalize_street("Muehlenweg 3")
+        );
+        assert_eq!(
+            normalize_street("Lindenallee").as_deref(),
+            Some("lindenallee")
+        );
         assert_eq!(normalize_street("😀 1"), None);
         assert_eq!(normalize_street(&"a".repeat(1 << 20)), None);
     }
@@ -319,11 +372,23 @@ mod tests {
         }
         assert_eq!(normalize_postcode("A-1010", "AT").as_deref(), Some("1010"));
         assert_eq!(normalize_postcode("CH-8001", "ch").as_deref(), Some("8001"));
-        assert_eq!(normalize_postcode("8001", "Schweiz").as_deref(), Some("8001"));
-        assert_eq!(normalize_postcode("01067", "Deutschland").as_deref(), Some("01067"));
-        assert_eq!(normalize_postcode("1234ab", "NL").as_deref(), Some("1234 AB"));
+        assert_eq!(
+            normalize_postcode("8001", "Schweiz").as_deref(),
+            Some("8001")
+        );
+        assert_eq!(
+            normalize_postcode("01067", "Deutschland").as_deref(),
+            Some("01067")
+        );
+        assert_eq!(
+            normalize_postcode("1234ab", "NL").as_deref(),
+            Some("1234 AB")
+        );
         assert_eq!(normalize_postcode("00950", "PL").as_deref(), Some("00-950"));
-        assert_eq!(normalize_postcode("sw1a 1aa", "GB").as_deref(), Some("SW1A 1AA"));
+        assert_eq!(
+            normalize_postcode("sw1a 1aa", "GB").as_deref(),
+            Some("SW1A 1AA")
+        );
         assert_eq!(normalize_postcode("10115", "Atlantis"), None);
     }
 }

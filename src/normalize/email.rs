@@ -75,9 +75,9 @@ fn normalize_domain(domain: &str) -> Option<String> {
         domain.to_ascii_lowercase()
     } else {
         // IDNA would encode emoji and symbols too; real mail domains hold letters and digits.
-        let plausible = domain
-            .chars()
-            .all(|c| c.is_ascii() || c.is_alphanumeric() || unicode_normalization::char::is_combining_mark(c));
+        let plausible = domain.chars().all(|c| {
+            c.is_ascii() || c.is_alphanumeric() || unicode_normalization::char::is_combining_mark(c)
+        });
         if !plausible {
             return None;
         }
@@ -167,20 +167,41 @@ mod tests {
     #[test]
     fn canonical_spelling() {
         let n = |s| normalize_email(s);
-        assert_eq!(n("  Max.Mustermann@Web.DE ").as_deref(), Some("max.mustermann@web.de"));
+        assert_eq!(
+            n("  Max.Mustermann@Web.DE ").as_deref(),
+            Some("max.mustermann@web.de")
+        );
         assert_eq!(n("mailto:info@firma.de").as_deref(), Some("info@firma.de"));
-        assert_eq!(n("MAILTO:info@firma.de?subject=Hallo").as_deref(), Some("info@firma.de"));
-        assert_eq!(n("Max Müller <Max@Example.DE>").as_deref(), Some("max@example.de"));
-        assert_eq!(n("\"Müller, Max\" <max@example.de>").as_deref(), Some("max@example.de"));
+        assert_eq!(
+            n("MAILTO:info@firma.de?subject=Hallo").as_deref(),
+            Some("info@firma.de")
+        );
+        assert_eq!(
+            n("Max Müller <Max@Example.DE>").as_deref(),
+            Some("max@example.de")
+        );
+        assert_eq!(
+            n("\"Müller, Max\" <max@example.de>").as_deref(),
+            Some("max@example.de")
+        );
         assert_eq!(n("jürgen@example.de").as_deref(), Some("jürgen@example.de"));
         assert_eq!(n("a@example.de.").as_deref(), Some("a@example.de"));
     }
 
     #[test]
     fn internationalized_domain_to_ascii() {
-        assert_eq!(normalize_email("max@müller.de").as_deref(), Some("max@xn--mller-kva.de"));
-        assert_eq!(normalize_email("max@MÜLLER.de"), normalize_email("max@xn--mller-kva.de"));
-        assert_eq!(normalize_email("info@straße.de").as_deref(), Some("info@xn--strae-oqa.de"));
+        assert_eq!(
+            normalize_email("max@müller.de").as_deref(),
+            Some("max@xn--mller-kva.de")
+        );
+        assert_eq!(
+            normalize_email("max@MÜLLER.de"),
+            normalize_email("max@xn--mller-kva.de")
+        );
+        assert_eq!(
+            normalize_email("info@straße.de").as_deref(),
+            Some("info@xn--strae-oqa.de")
+        );
     }
 
     #[test]
@@ -220,11 +241,20 @@ mod tests {
     #[test]
     fn match_key_folds_provider_aliases() {
         let k = |s| email_match_key(s);
-        assert_eq!(k("Max.Muster+shop@googlemail.com").as_deref(), Some("maxmuster@gmail.com"));
+        assert_eq!(
+            k("Max.Muster+shop@googlemail.com").as_deref(),
+            Some("maxmuster@gmail.com")
+        );
         assert_eq!(k("m.a.x.muster@gmail.com"), k("maxmuster@gmail.com"));
-        assert_eq!(k("max.muster+news@outlook.de").as_deref(), Some("max.muster@outlook.de"));
+        assert_eq!(
+            k("max.muster+news@outlook.de").as_deref(),
+            Some("max.muster@outlook.de")
+        );
         // Providers that do not alias keep dots and plus signs.
-        assert_eq!(k("max.muster+1@web.de").as_deref(), Some("max.muster+1@web.de"));
+        assert_eq!(
+            k("max.muster+1@web.de").as_deref(),
+            Some("max.muster+1@web.de")
+        );
         assert_eq!(k("+tag@gmail.com"), None);
         assert_eq!(k("not an address"), None);
     }

@@ -11,3 +11,9 @@ pub mod translit;
 /// Longest input (in bytes) a cleaner looks at. Anything longer is not a contact field but a
 /// pasted document, and returns None instead of costing time proportional to its size.
 pub const MAX_FIELD_BYTES: usize = 4096;
+
+/// Invisible formatting characters (zero-width space and joiners, bidi controls, soft hyphen,
+/// byte-order mark). Copied from web forms they sit inside names unseen, so cleaners drop them.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
+}

@@ -4,9 +4,36 @@ use unicode_normalization::UnicodeNormalization;
 
 /// Words that are never part of a name, dropped with or without a trailing dot.
 const SALUTATIONS: &[&str] = &[
-    "herr", "herrn", "frau", "fräulein", "frl", "hr", "dr", "prof", "professor", "mr", "mrs", "ms",
-    "miss", "mister", "madame", "mme", "mlle", "monsieur", "familie", "fam", "dipl", "dr-ing",
-    "dipl-ing", "dipl-kfm", "dipl-kff", "dipl-inf", "dipl-psych", "mag", "ing", "h.c",
+    "herr",
+    "herrn",
+    "frau",
+    "fräulein",
+    "frl",
+    "hr",
+    "dr",
+    "prof",
+    "professor",
+    "mr",
+    "mrs",
+    "ms",
+    "miss",
+    "mister",
+    "madame",
+    "mme",
+    "mlle",
+    "monsieur",
+    "familie",
+    "fam",
+    "dipl",
+    "dr-ing",
+    "dipl-ing",
+    "dipl-kfm",
+    "dipl-kff",
+    "dipl-inf",
+    "dipl-psych",
+    "mag",
+    "ing",
+    "h.c",
 ];
 
 /// Parts of titles that are dropped only when written with a dot, because without one they can
@@ -46,10 +73,7 @@ fn is_title(raw: &str) -> bool {
         return false;
     }
     // Every dot- or hyphen-separated part must itself be a title part.
-    let mut parts = bare
-        .split(['.', '-'])
-        .filter(|p| !p.is_empty())
-        .peekable();
+    let mut parts = bare.split(['.', '-']).filter(|p| !p.is_empty()).peekable();
     parts.peek().is_some()
         && parts.all(|p| SALUTATIONS.contains(&p) || DOTTED_TITLE_PARTS.contains(&p))
 }
@@ -68,10 +92,17 @@ pub fn normalize_name(input: &str) -> Option<String> {
     // Keep letters, combining marks, apostrophes, hyphens and dots (titles and initials);
     // everything else separates words.
     let mut cleaned = String::with_capacity(input.len());
-    for c in input.nfkc().flat_map(char::to_lowercase) {
+    for c in input
+        .nfkc()
+        .filter(|c| !super::is_invisible(*c))
+        .flat_map(char::to_lowercase)
+    {
         let keep = c.is_alphabetic()
             || unicode_normalization::char::is_combining_mark(c)
-            || matches!(c, '\'' | '’' | '‘' | '`' | '´' | 'ʼ' | '.' | '-' | '‐' | '‑' | '‒' | '–' | '—');
+            || matches!(
+                c,
+                '\'' | '’' | '‘' | '`' | '´' | 'ʼ' | '.' | '-' | '‐' | '‑' | '‒' | '–' | '—'
+            );
         cleaned.push(if keep { c } else { ' ' });
     }
     if cleaned.chars().count() > MAX_NAME_CHARS {
@@ -99,7 +130,11 @@ pub fn normalize_name(input: &str) -> Option<String> {
         } else if !out.is_empty() && !out.ends_with('-') {
             out.push(' ');
         }
-        out.push_str(if out.ends_with('-') || out.is_empty() { word.trim_start_matches('-') } else { &word });
+        out.push_str(if out.ends_with('-') || out.is_empty() {
+            word.trim_start_matches('-')
+        } else {
+            &word
+        });
     }
     out.truncate(out.trim_end_matches('-').len());
     out.chars().any(char::is_alphabetic).then_some(out)
@@ -132,9 +167,15 @@ mod tests {
     #[test]
     fn titles_and_salutations_removed() {
         assert_eq!(n("Herr Dr. Hans Müller").as_deref(), Some("hans müller"));
-        assert_eq!(n("Frau Prof. Dr. med. Anna Schmidt").as_deref(), Some("anna schmidt"));
+        assert_eq!(
+            n("Frau Prof. Dr. med. Anna Schmidt").as_deref(),
+            Some("anna schmidt")
+        );
         assert_eq!(n("Dipl.-Ing. Jörg Weiß").as_deref(), Some("jörg weiß"));
-        assert_eq!(n("Prof. Dr. Dr. h.c. Klaus Meyer").as_deref(), Some("klaus meyer"));
+        assert_eq!(
+            n("Prof. Dr. Dr. h.c. Klaus Meyer").as_deref(),
+            Some("klaus meyer")
+        );
         assert_eq!(n("Mrs Jane Doe").as_deref(), Some("jane doe"));
         assert_eq!(n("Fr. Meier").as_deref(), Some("meier"));
         assert_eq!(n("Familie Schulz").as_deref(), Some("schulz"));
@@ -151,9 +192,20 @@ mod tests {
         assert_eq!(n("Müller 😀").as_deref(), Some("müller"));
         assert_eq!(n("Mül\u{0}ler").as_deref(), Some("mül ler"));
         assert_eq!(n("Müller2").as_deref(), Some("müller"));
+        assert_eq!(n("M\u{200B}ü\u{200D}ller").as_deref(), Some("müller"));
         assert_eq!(n("محمد علي").as_deref(), Some("محمد علي"));
         assert_eq!(n("Иван Petrov").as_deref(), Some("иван petrov"));
-        for bad in ["", "   ", "Herr", "Dr.", "123", "😀", "---", "...", "\u{202e}\u{202c}"] {
+        for bad in [
+            "",
+            "   ",
+            "Herr",
+            "Dr.",
+            "123",
+            "😀",
+            "---",
+            "...",
+            "\u{202e}\u{202c}",
+        ] {
             assert_eq!(n(bad), None, "{bad:?}");
         }
         assert_eq!(n(&"a".repeat(1 << 20)), None);

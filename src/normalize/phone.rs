@@ -107,7 +107,10 @@ mod tests {
         assert_eq!(de("+43 1 5123456").as_deref(), Some("+4315123456"));
         assert_eq!(de("0041 44 668 18 00").as_deref(), Some("+41446681800"));
         let at = parse_region("at").unwrap();
-        assert_eq!(normalize_phone("01 5123456", at).as_deref(), Some("+4315123456"));
+        assert_eq!(
+            normalize_phone("01 5123456", at).as_deref(),
+            Some("+4315123456")
+        );
     }
 
     #[test]

@@ -13,23 +13,44 @@ pub fn cologne_phonetic(input: &str) -> Option<String> {
     if input.len() > MAX_PHONETIC_INPUT {
         return None;
     }
-    let code = Cologne.encode(&transliterate_de(input));
-    (!code.is_empty()).then_some(code)
+    let text = transliterate_de(input);
+    encode_safely(|| Cologne.encode(&text))
 }
 
+/// Runs a third-party encoder so that a panic on odd input becomes None, never a backend error.
+fn encode_safely(f: impl FnOnce() -> String + std::panic::UnwindSafe) -> Option<String> {
+    std::panic::catch_unwind(f)
+        .ok()
+        .filter(|code| !code.is_empty())
+}
+
+/// Double Metaphone is defined on Latin letters: transliterate, then keep ASCII letters and
+/// word breaks only (rphonetic slices by byte and panics on multi-byte characters).
 fn metaphone_input(input: &str) -> Option<String> {
-    (input.len() <= MAX_PHONETIC_INPUT).then(|| transliterate_de(input))
+    if input.len() > MAX_PHONETIC_INPUT {
+        return None;
+    }
+    let ascii: String = transliterate_de(input)
+        .chars()
+        .map(|c| if c.is_ascii_alphabetic() { c } else { ' ' })
+        .collect();
+    let words = ascii.split_whitespace().collect::<Vec<_>>().join(" ");
+    (!words.is_empty()).then_some(words)
 }
 
 /// Primary Double Metaphone code (at most 4 characters).
 pub fn double_metaphone(input: &str) -> Option<String> {
-    let code = DoubleMetaphone::default().double_metaphone(&metaphone_input(input)?).primary();
+    let code = DoubleMetaphone::default()
+        .double_metaphone(&metaphone_input(input)?)
+        .primary();
     (!code.is_empty()).then_some(code)
 }
 
 /// Alternate Double Metaphone code (equals the primary where the name has one reading).
 pub fn double_metaphone_alt(input: &str) -> Option<String> {
-    let code = DoubleMetaphone::default().double_metaphone(&metaphone_input(input)?).alternate();
+    let code = DoubleMetaphone::default()
+        .double_metaphone(&metaphone_input(input)?)
+        .alternate();
     (!code.is_empty()).then_some(code)
 }
 
@@ -40,7 +61,10 @@ mod tests {
     #[test]
     fn cologne_published_examples() {
         // Examples from the Kölner Phonetik article (de.wikipedia.org) and Postel's rules.
-        assert_eq!(cologne_phonetic("Müller-Lüdenscheidt").as_deref(), Some("65752682"));
+        assert_eq!(
+            cologne_phonetic("Müller-Lüdenscheidt").as_deref(),
+            Some("65752682")
+        );
         assert_eq!(cologne_phonetic("Wikipedia").as_deref(), Some("3412"));
         assert_eq!(cologne_phonetic("Breschnew").as_deref(), Some("17863"));
         assert_eq!(cologne_phonetic("Müller").as_deref(), Some("657"));
@@ -68,8 +92,25 @@ mod tests {
     }
 
     #[test]
+    fn non_latin_input_never_panics() {
+        for s in [
+            "\u{202e}max@web.de",
+            "محمد",
+            "Mülлер Иван",
+            "😀ab😀",
+            "ǅ",
+            "ﬀ",
+        ] {
+            let _ = double_metaphone(s);
+            let _ = double_metaphone_alt(s);
+            let _ = cologne_phonetic(s);
+        }
+        assert_eq!(double_metaphone("\u{202e}Smith").as_deref(), Some("SM0"));
+    }
+
+    #[test]
     fn no_code_is_none() {
-        for bad in ["", "   ", "h", "😀", "123", "\u{0}"] {
+        for bad in ["", "   ", "h", "😀", "123", "\u{0}", "\u{202e}"] {
             assert_eq!(cologne_phonetic(bad), None, "{bad:?}");
             assert_eq!(double_metaphone(bad), None, "{bad:?}");
         }

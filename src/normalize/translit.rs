@@ -5,12 +5,13 @@ use unicode_normalization::UnicodeNormalization;
 
 /// Transliterates German umlauts and ß to their two-letter forms and drops every other diacritic,
 /// so `Müller`, `Mueller` and `Muller` differ only where the spelling really differs. Case is kept:
-/// `MÜLLER` becomes `MUELLER`, `Ärger` becomes `Aerger`. Non-Latin scripts pass through.
+/// `MÜLLER` becomes `MUELLER`, `Ärger` becomes `Aerger`. Invisible formatting characters
+/// (zero-width, bidi controls) are dropped. Non-Latin scripts pass through.
 pub fn transliterate_de(input: &str) -> String {
     if input.is_ascii() {
         return input.to_string();
     }
-    let composed: Vec<char> = input.nfc().collect();
+    let composed: Vec<char> = input.nfc().filter(|c| !super::is_invisible(*c)).collect();
     let mut out = String::with_capacity(input.len() + 8);
     for (i, &c) in composed.iter().enumerate() {
         // An umlaut inside an all-caps word becomes two capitals (MÜLLER → MUELLER).
@@ -90,5 +91,9 @@ mod tests {
         assert_eq!(transliterate_de("محمد"), "محمد");
         assert_eq!(transliterate_de("😀ä"), "😀ae");
         assert_eq!(transliterate_de("a\u{0}b"), "a\u{0}b");
+        assert_eq!(
+            transliterate_de("M\u{200B}ü\u{200D}ller\u{202E}"),
+            "Mueller"
+        );
     }
 }

@@ -4,3 +4,100 @@
 mod cleaners;
 mod errors;
 mod similarity;
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn text(sql: &str) -> Option<String> {
+        Spi::get_one::<String>(sql).expect("query failed")
+    }
+
+    #[pg_test]
+    fn every_unify_function_is_immutable_strict_parallel_safe() {
+        let offenders = text(
+            "SELECT string_agg(p.proname, ', ') FROM pg_proc p
+              JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = 'unify'
+               AND NOT (p.provolatile = 'i' AND p.proisstrict AND p.proparallel = 's')",
+        );
+        assert_eq!(offenders, None);
+    }
+
+    #[pg_test]
+    fn cleaners_through_sql() {
+        assert_eq!(
+            text("SELECT unify.normalize_email(' Max@Müller.DE ')").as_deref(),
+            Some("max@xn--mller-kva.de")
+        );
+        assert_eq!(
+            text("SELECT unify.normalize_phone('030 / 123 456 78')").as_deref(),
+            Some("+493012345678")
+        );
+        assert_eq!(
+            text("SELECT unify.normalize_phone('01 5123456', 'AT')").as_deref(),
+            Some("+4315123456")
+        );
+        assert_eq!(
+            text("SELECT unify.normalize_phone('01 5123456', 'nowhere')"),
+            None
+        );
+        assert_eq!(
+            text("SELECT unify.phone_kind('0171 1234567')").as_deref(),
+            Some("mobile")
+        );
+        assert_eq!(
+            text("SELECT unify.normalize_postcode('D-1067')").as_deref(),
+            Some("01067")
+        );
+        assert_eq!(
+            text("SELECT unify.cologne_phonetic('Mueller')").as_deref(),
+            Some("657")
+        );
+        assert_eq!(text("SELECT unify.normalize_email('')"), None);
+    }
+
+    #[pg_test]
+    fn split_street_returns_a_composite() {
+        assert_eq!(
+            text("SELECT (unify.split_street('Hauptstr. 12 a')).street").as_deref(),
+            Some("Hauptstr.")
+        );
+        assert_eq!(
+            text("SELECT (unify.split_street('Hauptstr. 12 a')).house_number").as_deref(),
+            Some("12a")
+        );
+        // No number: the row exists with a NULL house number; unparseable: NULL row, not zero rows.
+        assert_eq!(
+            text("SELECT (unify.split_street('Marktplatz')).house_number"),
+            None
+        );
+        let rows = Spi::get_one::<i64>("SELECT count(*) FROM (SELECT unify.split_street('12')) s")
+            .unwrap();
+        assert_eq!(rows, Some(1));
+    }
+
+    #[pg_test]
+    fn similarity_through_sql() {
+        let jw = Spi::get_one::<f64>("SELECT unify.jaro_winkler('MARTHA', 'MARHTA')")
+            .unwrap()
+            .unwrap();
+        assert!((jw - 0.9611).abs() < 1e-4);
+        assert_eq!(
+            Spi::get_one::<i32>("SELECT unify.levenshtein('Müller', 'Mueller')").unwrap(),
+            Some(2)
+        );
+        assert_eq!(
+            Spi::get_one::<i32>("SELECT unify.damerau_levenshtein('Marhta', 'Martha')").unwrap(),
+            Some(1)
+        );
+    }
+
+    #[pg_test(
+        error = "unify.levenshtein: inputs of 1048576 and 1048576 characters are too long to compare"
+    )]
+    fn quadratic_similarity_refuses_huge_inputs() {
+        Spi::run("SELECT unify.levenshtein(repeat('a', 1048576), repeat('b', 1048576))").unwrap();
+    }
+}

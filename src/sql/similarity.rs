@@ -8,8 +8,13 @@ use pgrx::PgSqlErrorCode;
 fn too_long(function: &'static str, e: TooLong) -> ! {
     raise(
         PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-        format!("unify.{function}: inputs of {} and {} characters are too long to compare", e.len_a, e.len_b),
-        Some(format!("The product of both lengths may be at most {MAX_CELLS}.")),
+        format!(
+            "unify.{function}: inputs of {} and {} characters are too long to compare",
+            e.len_a, e.len_b
+        ),
+        Some(format!(
+            "The product of both lengths may be at most {MAX_CELLS}."
+        )),
         "Compare a prefix, for example left(a, 1000), or use unify.jaccard_tokens for long texts.",
         function,
     )
@@ -31,7 +36,8 @@ fn levenshtein(a: &str, b: &str) -> i32 {
 /// Damerau-Levenshtein distance (adjacent transpositions count once) in Unicode characters.
 #[pg_extern(immutable, strict, parallel_safe)]
 fn damerau_levenshtein(a: &str, b: &str) -> i32 {
-    let d = similarity::damerau_levenshtein(a, b).unwrap_or_else(|e| too_long("damerau_levenshtein", e));
+    let d = similarity::damerau_levenshtein(a, b)
+        .unwrap_or_else(|e| too_long("damerau_levenshtein", e));
     i32::try_from(d).unwrap_or(i32::MAX)
 }
 

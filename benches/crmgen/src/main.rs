@@ -1,0 +1,940 @@
+//! crmgen: deterministic German CRM sample data for customer_unify's demo, tests and benchmarks.
+//!
+//! Writes SQL (CREATE TABLE + COPY) to stdout: four source tables as a company has them (web
+//! shop, CRM, POS loyalty, newsletter), each with its own column names and formats, an orders
+//! table, and `truth` (source, key, true person, household, the variations applied).
+//!
+//!     crmgen --rows 1000 --seed 42 [--schema public] | psql demo
+
+mod lists;
+mod rng;
+
+use lists::*;
+use rng::Rng;
+use std::fmt::Write as _;
+use std::io::{self, BufWriter, Write};
+
+#[derive(Clone)]
+struct Address {
+    street: String,
+    number: String,
+    postcode: &'static str,
+    city: &'static str,
+    area: &'static str,
+}
+
+#[derive(Clone)]
+struct Person {
+    id: u64,
+    household: u64,
+    female: bool,
+    first: String,
+    last: String,
+    /// Name before marriage, used by records older than the marriage.
+    maiden: Option<String>,
+    birth: (i32, u32, u32),
+    email: String,
+    alt_email: Option<String>,
+    mobile: Option<String>,
+    landline: Option<String>,
+    address: Address,
+    /// Address before a move, used by older records.
+    old_address: Option<Address>,
+    tags: Vec<&'static str>,
+}
+
+fn translit(s: &str) -> String {
+    s.replace('ä', "ae")
+        .replace('ö', "oe")
+        .replace('ü', "ue")
+        .replace('ß', "ss")
+        .replace('Ä', "Ae")
+        .replace('Ö', "Oe")
+        .replace('Ü', "Ue")
+        .replace('ı', "i")
+        .replace('ś', "s")
+        .replace('ą', "a")
+        .replace('ć', "c")
+        .replace('ş', "s")
+        .replace('ë', "e")
+}
+
+fn email_local(rng: &mut Rng, first: &str, last: &str, year: i32) -> String {
+    let f = translit(&first.to_lowercase()).replace(' ', "");
+    let l = translit(&last.to_lowercase()).replace(' ', "");
+    let fi = &f[..1];
+    match rng.range(0, 6) {
+        0 | 1 => format!("{f}.{l}"),
+        2 => format!("{fi}.{l}"),
+        3 => format!("{f}{l}"),
+        4 => format!("{l}.{f}"),
+        5 => format!("{f}.{l}{}", year % 100),
+        _ => format!("{fi}{l}{}", rng.range(1, 99)),
+    }
+}
+
+fn new_address(rng: &mut Rng) -> Address {
+    let stem = rng.pick(STREET_STEMS);
+    let street = if stem.ends_with("straße") || stem.starts_with("Am ") && rng.chance(0.5) {
+        stem.to_string()
+    } else {
+        let kind = rng.pick(STREET_KINDS);
+        if stem.ends_with(' ') {
+            // "Berliner Allee": a separate word is capitalized.
+            let mut c = kind.chars();
+            format!("{stem}{}{}", c.next().unwrap().to_uppercase(), c.as_str())
+        } else {
+            format!("{stem}{kind}")
+        }
+    };
+    let mut number = rng.range(1, 180).to_string();
+    if rng.chance(0.12) {
+        number.push(*rng.pick(&['a', 'b', 'c']));
+    }
+    let (postcode, city, area) = *rng.pick(PLACES);
+    Address {
+        street,
+        number,
+        postcode,
+        city,
+        area,
+    }
+}
+
+fn new_mobile(rng: &mut Rng) -> String {
+    let prefix = rng.pick(MOBILE_PREFIXES);
+    let len = if matches!(
+        *prefix,
+        "151" | "152" | "157" | "176" | "177" | "178" | "179"
+    ) {
+        8
+    } else {
+        7
+    };
+    let mut s = prefix.to_string();
+    s.push(char::from(b'1' + rng.range(0, 8) as u8));
+    for _ in 1..len {
+        s.push(char::from(b'0' + rng.range(0, 9) as u8));
+    }
+    s
+}
+
+fn new_landline(rng: &mut Rng, area: &str) -> String {
+    let len = match area.len() {
+        2 => 7,
+        3 => 6,
+        _ => 5,
+    };
+    let mut s = area.to_string();
+    s.push(char::from(b'2' + rng.range(0, 7) as u8));
+    for _ in 1..len {
+        s.push(char::from(b'0' + rng.range(0, 9) as u8));
+    }
+    s
+}
+
+fn birth(rng: &mut Rng, year_lo: i32, year_hi: i32) -> (i32, u32, u32) {
+    (
+        rng.range(year_lo as i64, year_hi as i64) as i32,
+        rng.range(1, 12) as u32,
+        rng.range(1, 28) as u32,
+    )
+}
+
+struct World {
+    rng: Rng,
+    next_person: u64,
+    next_household: u64,
+}
+
+impl World {
+    fn person(
+        &mut self,
+        household: u64,
+        female: bool,
+        last: &str,
+        address: &Address,
+        birth: (i32, u32, u32),
+    ) -> Person {
+        let rng = &mut self.rng;
+        let first = if female {
+            rng.pick(FEMALE_FIRST)
+        } else {
+            rng.pick(MALE_FIRST)
+        }
+        .to_string();
+        let local = email_local(rng, &first, last, birth.0);
+        let email = format!("{local}@{}", rng.pick(MAIL_PROVIDERS));
+        let alt_email = rng.chance(0.1).then(|| {
+            format!(
+                "{}@{}",
+                email_local(rng, &first, last, birth.0),
+                rng.pick(MAIL_PROVIDERS)
+            )
+        });
+        let mobile = rng.chance(0.75).then(|| new_mobile(rng));
+        self.next_person += 1;
+        Person {
+            id: self.next_person,
+            household,
+            female,
+            first,
+            last: last.to_string(),
+            maiden: None,
+            birth,
+            email,
+            alt_email,
+            mobile,
+            landline: None,
+            address: address.clone(),
+            old_address: None,
+            tags: Vec::new(),
+        }
+    }
+
+    /// One household: a single, a couple, or a family; twins and father/son of the same name
+    /// included. Members share address, often a landline, sometimes one e-mail.
+    fn household(&mut self) -> Vec<Person> {
+        self.next_household += 1;
+        let hh = self.next_household;
+        let address = new_address(&mut self.rng);
+        let last = self.rng.pick(LAST_NAMES).to_string();
+        let roll = self.rng.f64();
+        let mut members = Vec::new();
+        let adult = birth(&mut self.rng, 1945, 2000);
+        let first_female = self.rng.chance(0.5);
+        members.push(self.person(hh, first_female, &last, &address, adult));
+        if roll >= 0.6 {
+            // Partner, usually with the same last name; some took it at marriage.
+            let partner_birth = birth(&mut self.rng, adult.0 - 4, adult.0 + 4);
+            let same_name = self.rng.chance(0.75);
+            let partner_last = if same_name {
+                last.clone()
+            } else {
+                self.rng.pick(LAST_NAMES).to_string()
+            };
+            let mut partner =
+                self.person(hh, !first_female, &partner_last, &address, partner_birth);
+            if same_name && self.rng.chance(0.3) {
+                let female_is_partner = partner.female;
+                let maiden = self.rng.pick(LAST_NAMES).to_string();
+                let who = if female_is_partner {
+                    &mut partner
+                } else {
+                    &mut members[0]
+                };
+                if maiden != who.last {
+                    who.maiden = Some(maiden);
+                    who.tags.push("married");
+                }
+            }
+            members.push(partner);
+        }
+        if roll >= 0.85 && adult.0 < 1985 {
+            // Grown-up children living at home: twins sometimes, a son named after his father.
+            let kids = self.rng.range(1, 2);
+            let kid_birth = birth(&mut self.rng, adult.0 + 22, (adult.0 + 35).min(2008));
+            let twins = kids == 2 && self.rng.chance(0.3);
+            for k in 0..kids {
+                let b = if twins || k == 0 {
+                    kid_birth
+                } else {
+                    birth(&mut self.rng, kid_birth.0 + 1, kid_birth.0 + 6)
+                };
+                let female = self.rng.chance(0.5);
+                let mut kid = self.person(hh, female, &last, &address, b);
+                if twins {
+                    kid.tags.push("twin");
+                }
+                members.push(kid);
+            }
+            let father = members
+                .iter()
+                .position(|m| !m.female && m.last == last && m.birth.0 < kid_birth.0 - 15);
+            let son = members
+                .iter()
+                .rposition(|m| !m.female && m.birth.0 >= kid_birth.0);
+            if let (Some(f), Some(s)) = (father, son) {
+                if self.rng.chance(0.25) {
+                    members[s].first = members[f].first.clone();
+                    members[s].tags.push("junior");
+                    members[f].tags.push("senior");
+                }
+            }
+        }
+        if members.len() > 1 {
+            let landline = self
+                .rng
+                .chance(0.6)
+                .then(|| new_landline(&mut self.rng, address.area));
+            let family_mail = self.rng.chance(0.15).then(|| {
+                let l = translit(&last.to_lowercase()).replace(' ', "");
+                format!("familie.{l}@{}", self.rng.pick(MAIL_PROVIDERS))
+            });
+            for m in &mut members {
+                m.tags.push("family");
+                m.landline = landline.clone();
+                if let Some(mail) = &family_mail {
+                    if self.rng.chance(0.7) {
+                        m.email = mail.clone();
+                        m.tags.push("shared_email");
+                    }
+                }
+            }
+        } else if self.rng.chance(0.3) {
+            members[0].landline = Some(new_landline(&mut self.rng, address.area));
+        }
+        if self.rng.chance(0.15) {
+            // The household moved: older records keep the previous address.
+            let old = new_address(&mut self.rng);
+            for m in &mut members {
+                m.old_address = Some(old.clone());
+                m.tags.push("moved");
+            }
+        }
+        members
+    }
+}
+
+/// A typing error away from the first letter: swap, drop, double or replace one character.
+fn typo(rng: &mut Rng, s: &str) -> String {
+    let mut c: Vec<char> = s.chars().collect();
+    if c.len() < 4 {
+        return s.to_string();
+    }
+    let i = rng.range(1, c.len() as i64 - 2) as usize;
+    match rng.range(0, 3) {
+        0 => c.swap(i, i + 1),
+        1 => {
+            c.remove(i);
+        }
+        2 => c.insert(i, c[i]),
+        _ => c[i] = *rng.pick(&['e', 'n', 'r', 'i', 's', 't', 'a']),
+    }
+    c.into_iter().collect()
+}
+
+/// One rendering of a name as some clerk or customer typed it.
+fn render_name(rng: &mut Rng, s: &str, tags: &mut Vec<&'static str>) -> String {
+    let mut out = s.to_string();
+    let has_special = out.chars().any(|c| "äöüßÄÖÜ".contains(c));
+    if has_special && rng.chance(0.25) {
+        out = if rng.chance(0.8) {
+            translit(&out)
+        } else {
+            out.replace('ä', "a")
+                .replace('ö', "o")
+                .replace('ü', "u")
+                .replace('ß', "ss")
+        };
+        tags.push("translit");
+    }
+    if rng.chance(0.04) {
+        out = typo(rng, &out);
+        tags.push("typo");
+    }
+    if rng.chance(0.05) {
+        out = out.to_uppercase();
+        tags.push("case");
+    } else if rng.chance(0.03) {
+        out = out.to_lowercase();
+        tags.push("case");
+    }
+    out
+}
+
+fn render_email(rng: &mut Rng, p: &Person, tags: &mut Vec<&'static str>) -> String {
+    let mut email = match &p.alt_email {
+        Some(alt) if rng.chance(0.4) => {
+            tags.push("other_email");
+            alt.clone()
+        }
+        _ => p.email.clone(),
+    };
+    if email.ends_with("@gmail.com") && rng.chance(0.3) {
+        email = email.replace("@gmail.com", "@googlemail.com");
+        tags.push("email_alias");
+    }
+    if rng.chance(0.03) {
+        let at = email.find('@').unwrap();
+        email = format!("{}{}", typo(rng, &email[..at]), &email[at..]);
+        tags.push("typo");
+    }
+    if rng.chance(0.15) {
+        // Capitalized as people type it: Hans.Mueller@Web.de
+        email = email
+            .split('.')
+            .map(|part| {
+                let mut c = part.chars();
+                c.next()
+                    .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join(".");
+        tags.push("case");
+    }
+    email
+}
+
+fn render_phone(rng: &mut Rng, national: &str) -> String {
+    let (area, sub) = if national.starts_with('1') {
+        national.split_at(3)
+    } else {
+        let cut = PLACES
+            .iter()
+            .map(|p| p.2)
+            .find(|a| national.starts_with(*a))
+            .map_or(2, str::len);
+        national.split_at(cut)
+    };
+    let spaced = |s: &str| {
+        s.as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match rng.range(0, 9) {
+        0 => format!("+49 {area} {sub}"),
+        1 => format!("+49 (0){area} {sub}"),
+        2 => format!("0049 {area} {sub}"),
+        3 => format!("0{area} {sub}"),
+        4 => format!("0{area}/{sub}"),
+        5 => format!("0{area}-{sub}"),
+        6 => format!("(0{area}) {}", spaced(sub)),
+        7 => format!("+49{area}{sub}"),
+        8 => format!("0{area}{sub}"),
+        _ => format!("+49 (0) {area} / {sub}"),
+    }
+}
+
+fn render_street(rng: &mut Rng, street: &str, tags: &mut Vec<&'static str>) -> String {
+    let mut s = street.to_string();
+    if s.ends_with("straße") {
+        let variant = rng.range(0, 5);
+        s = match variant {
+            0 => s.replace("straße", "str."),
+            1 => s.replace("straße", "strasse"),
+            2 => s.replace("straße", "str"),
+            _ => s,
+        };
+        if variant <= 2 {
+            tags.push("street_abbrev");
+        }
+    }
+    if rng.chance(0.02) {
+        s = typo(rng, &s);
+        tags.push("typo");
+    }
+    s
+}
+
+fn render_number(rng: &mut Rng, n: &str) -> String {
+    if n.ends_with(|c: char| c.is_ascii_alphabetic()) {
+        let (d, l) = n.split_at(n.len() - 1);
+        match rng.range(0, 2) {
+            0 => format!("{d} {l}"),
+            1 => format!("{d}{}", l.to_uppercase()),
+            _ => n.to_string(),
+        }
+    } else {
+        n.to_string()
+    }
+}
+
+/// COPY text format field.
+fn field(out: &mut String, value: Option<&str>) {
+    match value {
+        None => out.push_str("\\N"),
+        Some(v) => {
+            for c in v.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\t' => out.push_str("\\t"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    c => out.push(c),
+                }
+            }
+        }
+    }
+}
+
+fn row(out: &mut String, fields: &[Option<&str>]) {
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push('\t');
+        }
+        field(out, *f);
+    }
+    out.push('\n');
+}
+
+struct Tables {
+    shop: String,
+    crm: String,
+    pos: String,
+    newsletter: String,
+    orders: String,
+    truth: String,
+    rows: usize,
+}
+
+fn date(d: (i32, u32, u32)) -> String {
+    format!("{:04}-{:02}-{:02}", d.0, d.1, d.2)
+}
+
+/// (year, month, day) of a day number counted from 1970-01-01.
+fn day_to_date(day: i64) -> (i32, u32, u32) {
+    // Civil-from-days (Howard Hinnant), days since 1970-01-01.
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    ((if m <= 2 { y + 1 } else { y }) as i32, m, d)
+}
+
+const DAY_2019: i64 = 17_897; // 2019-01-01
+const DAY_2023: i64 = 19_358; // 2023-01-01
+const DAY_LAST: i64 = 20_757; // 2026-10-31
+
+fn generate(seed: u64, target_rows: usize) -> Tables {
+    let mut w = World {
+        rng: Rng::new(seed),
+        next_person: 0,
+        next_household: 0,
+    };
+    let mut t = Tables {
+        shop: String::new(),
+        crm: String::new(),
+        pos: String::new(),
+        newsletter: String::new(),
+        orders: String::new(),
+        truth: String::new(),
+        rows: 0,
+    };
+    let (mut shop_id, mut crm_id, mut pos_id, mut nl_id, mut order_id) =
+        (100_000u64, 0u64, 9_000_000_000u64, 0u64, 5_000_000u64);
+    'outer: loop {
+        for p in w.household() {
+            let rng = &mut w.rng;
+            // Which systems know this person, and how often.
+            let mut plan: Vec<&str> = Vec::new();
+            for (source, p_in, p_dup) in [
+                ("shop", 0.6, 0.07),
+                ("crm", 0.45, 0.05),
+                ("pos", 0.3, 0.03),
+                ("newsletter", 0.35, 0.08),
+            ] {
+                if rng.chance(p_in) {
+                    plan.push(source);
+                    if rng.chance(p_dup) {
+                        plan.push(source);
+                    }
+                }
+            }
+            if plan.is_empty() {
+                plan.push("shop");
+            }
+            let mut commerce_keys: Vec<(&str, String)> = Vec::new();
+            let mut seen: Vec<&str> = Vec::new();
+            for source in plan {
+                if t.rows >= target_rows {
+                    break 'outer;
+                }
+                t.rows += 1;
+                let mut tags: Vec<&'static str> = p
+                    .tags
+                    .iter()
+                    .copied()
+                    .filter(|t| !matches!(*t, "moved" | "married"))
+                    .collect();
+                if seen.contains(&source) {
+                    tags.push("dup_in_source");
+                }
+                seen.push(source);
+                let updated = rng.range(DAY_2019, DAY_LAST);
+                // Older records may predate a move or a marriage.
+                let old_record = rng.chance(0.5);
+                let addr = match (&p.old_address, old_record) {
+                    (Some(old), true) => {
+                        tags.push("moved");
+                        old.clone()
+                    }
+                    _ => p.address.clone(),
+                };
+                let last_base = match (&p.maiden, old_record) {
+                    (Some(m), true) => {
+                        tags.push("married");
+                        m.clone()
+                    }
+                    _ => p.last.clone(),
+                };
+                let mut first = render_name(rng, &p.first, &mut tags);
+                let mut last = render_name(rng, &last_base, &mut tags);
+                if rng.chance(0.03) {
+                    std::mem::swap(&mut first, &mut last);
+                    tags.push("swapped");
+                }
+                let email = render_email(rng, &p, &mut tags);
+                let phone_national = match (&p.mobile, &p.landline) {
+                    (Some(m), Some(l)) => Some(if rng.chance(0.6) {
+                        m.clone()
+                    } else {
+                        l.clone()
+                    }),
+                    (Some(m), None) => Some(m.clone()),
+                    (None, Some(l)) => Some(l.clone()),
+                    (None, None) => None,
+                };
+                let phone = phone_national.as_ref().map(|n| render_phone(rng, n));
+                let street = render_street(rng, &addr.street, &mut tags);
+                let number = render_number(rng, &addr.number);
+                let ts = format!(
+                    "{} {:02}:{:02}:{:02}+01",
+                    date(day_to_date(updated)),
+                    rng.range(7, 21),
+                    rng.range(0, 59),
+                    rng.range(0, 59)
+                );
+                let birth_s = date(p.birth);
+                let missing = |rng: &mut Rng, pr: f64| rng.chance(pr);
+                let key: String;
+                match source {
+                    "shop" => {
+                        shop_id += 1;
+                        key = shop_id.to_string();
+                        let zip = if addr.postcode.starts_with('0') && rng.chance(0.3) {
+                            tags.push("postcode_zero");
+                            addr.postcode[1..].to_string()
+                        } else {
+                            addr.postcode.to_string()
+                        };
+                        let line = format!("{street} {number}");
+                        let phone_v = if missing(rng, 0.35) {
+                            None
+                        } else {
+                            phone.as_deref()
+                        };
+                        let birthday = if missing(rng, 0.6) {
+                            None
+                        } else {
+                            Some(birth_s.as_str())
+                        };
+                        let created = date(day_to_date(updated - rng.range(0, 700)));
+                        row(
+                            &mut t.shop,
+                            &[
+                                Some(&key),
+                                Some(&email),
+                                Some(&first),
+                                Some(&last),
+                                phone_v,
+                                Some(&line),
+                                Some(&zip),
+                                Some(addr.city),
+                                Some("DE"),
+                                birthday,
+                                Some(if rng.chance(0.4) { "t" } else { "f" }),
+                                Some(&created),
+                                Some(&ts),
+                            ],
+                        );
+                        commerce_keys.push(("shop", key.clone()));
+                    }
+                    "crm" => {
+                        crm_id += 1;
+                        key = format!("K-{crm_id:07}");
+                        let anrede = if p.female { "Frau" } else { "Herr" };
+                        let titel = if rng.chance(0.05) {
+                            Some(*rng.pick(&["Dr.", "Prof. Dr.", "Dipl.-Ing."]))
+                        } else {
+                            None
+                        };
+                        let plz = if rng.chance(0.05) {
+                            format!("D-{}", addr.postcode)
+                        } else {
+                            addr.postcode.to_string()
+                        };
+                        let geb = if missing(rng, 0.3) {
+                            None
+                        } else {
+                            Some(format!("{:02}.{:02}.{}", p.birth.2, p.birth.1, p.birth.0))
+                        };
+                        let landline = p
+                            .landline
+                            .as_ref()
+                            .filter(|_| !missing(rng, 0.3))
+                            .map(|l| render_phone(rng, l));
+                        let mobile = p
+                            .mobile
+                            .as_ref()
+                            .filter(|_| !missing(rng, 0.4))
+                            .map(|m| render_phone(rng, m));
+                        let e = if missing(rng, 0.15) {
+                            None
+                        } else {
+                            Some(email.as_str())
+                        };
+                        row(
+                            &mut t.crm,
+                            &[
+                                Some(&key),
+                                Some(anrede),
+                                titel,
+                                Some(&first),
+                                Some(&last),
+                                e,
+                                landline.as_deref(),
+                                mobile.as_deref(),
+                                Some(&street),
+                                Some(&number),
+                                Some(&plz),
+                                Some(addr.city),
+                                Some("Deutschland"),
+                                geb.as_deref(),
+                                Some(if rng.chance(0.5) { "t" } else { "f" }),
+                                Some(&ts[..19]),
+                            ],
+                        );
+                    }
+                    "pos" => {
+                        pos_id += 1;
+                        key = pos_id.to_string();
+                        let full = if rng.chance(0.4) {
+                            format!("{}, {}", last.to_uppercase(), first)
+                        } else {
+                            format!("{first} {last}")
+                        };
+                        let e = if missing(rng, 0.6) {
+                            None
+                        } else {
+                            Some(email.as_str())
+                        };
+                        let b = if missing(rng, 0.5) {
+                            None
+                        } else {
+                            Some(birth_s.as_str())
+                        };
+                        let since = date(day_to_date(updated - rng.range(0, 1000)));
+                        row(
+                            &mut t.pos,
+                            &[
+                                Some(&key),
+                                Some(&full),
+                                phone.as_deref(),
+                                Some(addr.postcode),
+                                Some(addr.city),
+                                b,
+                                e,
+                                Some(*rng.pick(STORES)),
+                                Some(&since),
+                                Some(&ts),
+                            ],
+                        );
+                        commerce_keys.push(("pos", key.clone()));
+                    }
+                    _ => {
+                        nl_id += 1;
+                        key = nl_id.to_string();
+                        let name = if missing(rng, 0.5) {
+                            None
+                        } else {
+                            Some(first.as_str())
+                        };
+                        let unsub = if rng.chance(0.1) {
+                            Some(date(
+                                day_to_date(updated + rng.range(1, 200)).min((2026, 10, 31)),
+                            ))
+                        } else {
+                            None
+                        };
+                        row(
+                            &mut t.newsletter,
+                            &[
+                                Some(&key),
+                                Some(&email),
+                                name,
+                                Some(&ts),
+                                Some(if rng.chance(0.8) { "t" } else { "f" }),
+                                unsub.as_deref(),
+                            ],
+                        );
+                    }
+                }
+                let mut tag_list = String::from("{");
+                tags.sort_unstable();
+                tags.dedup();
+                tag_list.push_str(&tags.join(","));
+                tag_list.push('}');
+                row(
+                    &mut t.truth,
+                    &[
+                        Some(source),
+                        Some(&key),
+                        Some(&p.id.to_string()),
+                        Some(&p.household.to_string()),
+                        Some(&tag_list),
+                    ],
+                );
+            }
+            // Purchases: many buy once, some often, some drop out; a few returns.
+            if !commerce_keys.is_empty() {
+                let rng = &mut w.rng;
+                let n = if rng.chance(0.45) {
+                    1
+                } else {
+                    1 + (-(rng.f64().max(1e-9)).ln() * 4.0) as usize
+                };
+                let mut day = rng.range(DAY_2023, DAY_LAST - 30);
+                let spend = (3.6 + 0.6 * rng.normal()).exp();
+                for _ in 0..n {
+                    if day > DAY_LAST {
+                        break;
+                    }
+                    order_id += 1;
+                    let (channel, key) = rng.pick(&commerce_keys);
+                    let amount = (spend * (0.25 * rng.normal()).exp()).max(1.0);
+                    let status = if rng.chance(0.05) {
+                        "returned"
+                    } else if rng.chance(0.02) {
+                        "cancelled"
+                    } else {
+                        "completed"
+                    };
+                    let mut line = String::new();
+                    let _ = write!(line, "{amount:.2}");
+                    row(
+                        &mut t.orders,
+                        &[
+                            Some(&order_id.to_string()),
+                            Some(channel),
+                            Some(key),
+                            Some(&date(day_to_date(day))),
+                            Some(&line),
+                            Some("EUR"),
+                            Some(status),
+                        ],
+                    );
+                    day += 1 + (-(rng.f64().max(1e-9)).ln() * 70.0) as i64;
+                    if rng.chance(0.12) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    t
+}
+
+fn main() -> io::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        eprintln!("usage: crmgen [--rows N (default 1000)] [--seed S (default 42)] [--schema NAME (default public)]");
+        return Ok(());
+    }
+    let rows: usize = arg("--rows").map_or(1000, |v| v.parse().expect("--rows takes a number"));
+    let seed: u64 = arg("--seed").map_or(42, |v| v.parse().expect("--seed takes a number"));
+    let schema = arg("--schema").unwrap_or_else(|| "public".to_string());
+    assert!(
+        schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "--schema takes a plain identifier"
+    );
+    let t = generate(seed, rows);
+    let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+    writeln!(out, "-- crmgen --rows {rows} --seed {seed}\nSET client_min_messages = warning;\nBEGIN;\nCREATE SCHEMA IF NOT EXISTS {schema};\nSET LOCAL search_path = {schema};")?;
+    writeln!(out, "DROP TABLE IF EXISTS shop_customers, crm_contacts, pos_loyalty_members, newsletter_signups, orders, truth CASCADE;")?;
+    let tables: [(&str, &str, &str, &String); 6] = [
+        ("shop_customers", "customer_id bigint PRIMARY KEY, email text, first_name text, last_name text, phone text, street text, zip text, city text, country text, birthday date, newsletter boolean, created_at date, updated_at timestamptz",
+         "customer_id, email, first_name, last_name, phone, street, zip, city, country, birthday, newsletter, created_at, updated_at", &t.shop),
+        ("crm_contacts", "kontakt_nr text PRIMARY KEY, anrede text, titel text, vorname text, nachname text, e_mail text, telefon text, mobil text, strasse text, hausnummer text, plz text, ort text, land text, geburtsdatum text, email_optin boolean, geaendert_am timestamp",
+         "kontakt_nr, anrede, titel, vorname, nachname, e_mail, telefon, mobil, strasse, hausnummer, plz, ort, land, geburtsdatum, email_optin, geaendert_am", &t.crm),
+        ("pos_loyalty_members", "card_no bigint PRIMARY KEY, full_name text, phone text, postcode text, city text, birth_date date, email text, home_store text, member_since date, updated_at timestamptz",
+         "card_no, full_name, phone, postcode, city, birth_date, email, home_store, member_since, updated_at", &t.pos),
+        ("newsletter_signups", "signup_id bigint PRIMARY KEY, email text NOT NULL, first_name text, signed_up_at timestamptz, double_opt_in boolean, unsubscribed_at date",
+         "signup_id, email, first_name, signed_up_at, double_opt_in, unsubscribed_at", &t.newsletter),
+        ("orders", "order_id bigint PRIMARY KEY, channel text NOT NULL, customer_ref text NOT NULL, ordered_at date NOT NULL, amount numeric(10,2) NOT NULL, currency text NOT NULL, status text NOT NULL",
+         "order_id, channel, customer_ref, ordered_at, amount, currency, status", &t.orders),
+        ("truth", "source text NOT NULL, source_key text NOT NULL, person_id bigint NOT NULL, household_id bigint NOT NULL, variations text[] NOT NULL, PRIMARY KEY (source, source_key)",
+         "source, source_key, person_id, household_id, variations", &t.truth),
+    ];
+    for (name, columns, list, data) in tables {
+        writeln!(
+            out,
+            "CREATE TABLE {name} ({columns});\nCOPY {name} ({list}) FROM stdin;"
+        )?;
+        out.write_all(data.as_bytes())?;
+        writeln!(out, "\\.")?;
+    }
+    writeln!(out, "COMMENT ON TABLE truth IS 'crmgen ground truth: which source row belongs to which person; for scoring only';")?;
+    writeln!(out, "COMMIT;\nANALYZE;")?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(s: &str) -> usize {
+        s.lines().count()
+    }
+
+    #[test]
+    fn same_seed_same_data_and_exact_row_count() {
+        let a = generate(7, 3000);
+        let b = generate(7, 3000);
+        assert_eq!(a.truth, b.truth);
+        assert_eq!(a.orders, b.orders);
+        assert_eq!(a.rows, 3000);
+        assert_eq!(
+            lines(&a.shop) + lines(&a.crm) + lines(&a.pos) + lines(&a.newsletter),
+            3000
+        );
+        assert_eq!(lines(&a.truth), 3000);
+        assert_ne!(generate(8, 3000).truth, a.truth);
+    }
+
+    #[test]
+    fn hard_cases_are_present() {
+        let t = generate(1, 20_000);
+        for tag in [
+            "typo",
+            "translit",
+            "swapped",
+            "moved",
+            "married",
+            "family",
+            "twin",
+            "junior",
+            "senior",
+            "shared_email",
+            "dup_in_source",
+            "email_alias",
+        ] {
+            assert!(t.truth.contains(tag), "no record tagged {tag}");
+        }
+        assert!(t.orders.contains("returned"));
+    }
+
+    #[test]
+    fn dates_are_civil() {
+        assert_eq!(day_to_date(0), (1970, 1, 1));
+        assert_eq!(day_to_date(DAY_2019), (2019, 1, 1));
+        assert_eq!(day_to_date(DAY_2023), (2023, 1, 1));
+        assert_eq!(day_to_date(DAY_LAST), (2026, 10, 31));
+    }
+}

@@ -1,0 +1,92 @@
+# Shared helpers for scripts/demo.sh, scripts/test.sh and benches/*.sh. Source, don't run.
+# Everything here is idempotent: a second run finds what the first installed and skips it.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PG_MAJOR=15
+PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
+PG_CONFIG="$PG_BIN/pg_config"
+PGRX_VERSION=0.18.0
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Debian packages, cargo-pgrx and `cargo pgrx init`, each only when missing.
+ensure_deps() {
+    [ "$(id -u)" = 0 ] || die "run as root (it installs Debian packages and the extension into the system PostgreSQL)"
+    local pkgs=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR
+                libclang-dev clang sudo build-essential pkg-config)
+    pkgs+=("${EXTRA_PACKAGES[@]:-}")
+    local missing=()
+    for p in "${pkgs[@]}"; do
+        [ -n "$p" ] || continue
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing Debian packages: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    command -v cargo >/dev/null || die "cargo not found: install Rust >= 1.95 with rustup first"
+    if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION"; then
+        log "installing cargo-pgrx $PGRX_VERSION (a few minutes, once)"
+        cargo install cargo-pgrx --version "$PGRX_VERSION" --locked --quiet
+    fi
+    if ! grep -qs "pg$PG_MAJOR = \"$PG_CONFIG\"" "$HOME/.pgrx/config.toml"; then
+        log "cargo pgrx init --pg$PG_MAJOR $PG_CONFIG"
+        cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG" >/dev/null
+    fi
+}
+
+# Prints a TCP port nothing listens on.
+free_port() {
+    local port
+    for port in $(seq "${1:-55432}" 65000); do
+        if ! (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    die "no free port"
+}
+
+# start_cluster DIR [extra postgresql.conf lines...]: a throwaway cluster run by `postgres` in
+# DIR (initdb'd on first use), listening on 127.0.0.1 at a free port. Sets PGHOST, PGPORT, PGUSER.
+start_cluster() {
+    local dir="$1"; shift
+    mkdir -p "$dir"
+    chown postgres: "$dir"
+    chmod 700 "$dir"
+    if [ -f "$dir/data/postmaster.pid" ]; then
+        sudo -u postgres "$PG_BIN/pg_ctl" -D "$dir/data" -m fast stop >/dev/null 2>&1 || true
+    fi
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+        sudo -u postgres "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust \
+            --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+    fi
+    local port
+    port=$(free_port)
+    {
+        echo "# written by scripts/lib.sh start_cluster"
+        echo "port = $port"
+        echo "listen_addresses = '127.0.0.1'"
+        echo "unix_socket_directories = '$dir'"
+        echo "max_worker_processes = 16"
+        for line in "$@"; do echo "$line"; done
+    } | sudo -u postgres tee "$dir/data/postgresql.auto.conf" >/dev/null
+    sudo -u postgres "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null \
+        || { tail -20 "$dir/server.log" >&2; die "postgres did not start (log: $dir/server.log)"; }
+    export PGHOST=127.0.0.1 PGPORT="$port" PGUSER=postgres
+}
+
+stop_cluster() {
+    sudo -u postgres "$PG_BIN/pg_ctl" -D "$1/data" -m fast stop >/dev/null 2>&1 || true
+}
+
+# The generator, built once in release mode.
+crmgen() {
+    (cd "$ROOT" && cargo build --quiet --release -p crmgen)
+    "$ROOT/target/release/crmgen" "$@"
+}

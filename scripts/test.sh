@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every test: pure Rust unit tests and #[pg_test]s (cargo pgrx test), then the SQL-level
+# pg_regress suite against a throwaway cluster. Installs what is missing first. CI runs this.
+source "$(dirname "$0")/lib.sh"
+ensure_deps
+cd "$ROOT"
+
+WORK="${CUSTOMER_UNIFY_TEST_DIR:-/tmp/customer_unify-test}"
+mkdir -p "$WORK"
+chown postgres: "$WORK"
+
+log "cargo fmt --check"
+cargo fmt --all --check
+
+log "unit tests of the sample-data generator"
+cargo test --quiet --release -p crmgen
+
+log "unit tests and #[pg_test]s (cargo pgrx test)"
+cargo pgrx test pg$PG_MAJOR --runas postgres --pgdata "$WORK/pgrx-data"
+
+log "installing the extension for pg_regress"
+cargo pgrx install --pg-config "$PG_CONFIG" --sudo >/dev/null
+
+log "pg_regress"
+start_cluster "$WORK/regress"
+trap 'stop_cluster "$WORK/regress"' EXIT
+psql -q -X -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS regression" -c "CREATE DATABASE regression"
+# Tests read a small deterministic CRM from schema crm.
+crmgen --rows 2000 --seed 7 --schema crm | psql -q -X -v ON_ERROR_STOP=1 -d regression >/dev/null
+OUT="$WORK/regress-out"
+rm -rf "$OUT"; mkdir -p "$OUT"
+tests=$(cd tests/pg_regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
+if ! "$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress" \
+        --use-existing --dbname=regression --host="$PGHOST" --port="$PGPORT" --user=postgres \
+        --inputdir=tests/pg_regress --outputdir="$OUT" --bindir="$PG_BIN" $tests; then
+    cat "$OUT/regression.diffs" >&2 || true
+    die "pg_regress failed (diffs above, in $OUT/regression.diffs)"
+fi
+log "all tests passed"
