@@ -1,0 +1,94 @@
+-- What customer_unify does so far, on the demo CRM (four source tables as a company has them).
+\pset footer off
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS customer_unify;
+RESET client_min_messages;
+
+\echo
+\echo '== The sources: four systems, four formats =='
+SELECT 'shop_customers' AS source, count(*) AS rows FROM shop_customers
+UNION ALL SELECT 'crm_contacts', count(*) FROM crm_contacts
+UNION ALL SELECT 'pos_loyalty_members', count(*) FROM pos_loyalty_members
+UNION ALL SELECT 'newsletter_signups', count(*) FROM newsletter_signups;
+
+-- One normalized view over all sources, written with the cleaners.
+CREATE TEMP VIEW contacts AS
+SELECT 'shop' AS source, customer_id::text AS key, first_name, last_name, email, phone,
+       street AS street_line, zip AS postcode, 'DE' AS country
+FROM shop_customers
+UNION ALL
+SELECT 'crm', kontakt_nr, vorname, nachname, e_mail, coalesce(mobil, telefon),
+       strasse || ' ' || hausnummer, plz, land
+FROM crm_contacts
+UNION ALL
+SELECT 'pos', card_no::text,
+       CASE WHEN full_name LIKE '%,%' THEN trim(split_part(full_name, ',', 2)) ELSE split_part(full_name, ' ', 1) END,
+       CASE WHEN full_name LIKE '%,%' THEN split_part(full_name, ',', 1) ELSE substr(full_name, strpos(full_name, ' ') + 1) END,
+       email, phone, NULL, postcode, 'DE'
+FROM pos_loyalty_members
+UNION ALL
+SELECT 'newsletter', signup_id::text, first_name, NULL, email, NULL, NULL, NULL, 'DE'
+FROM newsletter_signups;
+
+CREATE TEMP TABLE cleaned AS
+SELECT source, key,
+       first_name, last_name, email, phone, street_line,
+       unify.normalize_name(first_name) AS first_norm,
+       unify.normalize_name(last_name) AS last_norm,
+       unify.cologne_phonetic(last_name) AS last_phonetic,
+       unify.email_match_key(email) AS email_key,
+       unify.normalize_phone(phone) AS phone_e164,
+       unify.phone_kind(phone) AS phone_kind,
+       unify.normalize_street(street_line) AS street_key,
+       unify.normalize_postcode(postcode, country) AS postcode_norm
+FROM contacts;
+
+\echo
+\echo '== Cleaners: raw values next to their normalized form =='
+(SELECT source, phone AS raw, phone_e164 AS normalized, phone_kind AS note FROM cleaned WHERE phone IS NOT NULL ORDER BY key LIMIT 6)
+UNION ALL
+(SELECT source, email, email_key, NULL FROM cleaned WHERE email <> email_key ORDER BY key LIMIT 6)
+UNION ALL
+(SELECT source, street_line, street_key, NULL FROM cleaned WHERE street_line IS NOT NULL ORDER BY key LIMIT 6)
+UNION ALL
+(SELECT source, last_name, transliterate_name, 'Kölner Phonetik ' || last_phonetic
+   FROM (SELECT *, unify.transliterate_de(last_norm) AS transliterate_name FROM cleaned) c
+  WHERE last_name ~ '[äöüßÄÖÜ]|ue|oe|ae' ORDER BY key LIMIT 6);
+
+\echo
+\echo '== Distinct values before and after cleaning (fewer = spellings that now agree) =='
+SELECT 'e-mail' AS field, count(DISTINCT email) AS raw_distinct, count(DISTINCT email_key) AS clean_distinct,
+       count(*) FILTER (WHERE email IS NOT NULL AND email_key IS NULL) AS unparseable FROM cleaned
+UNION ALL
+SELECT 'phone', count(DISTINCT phone), count(DISTINCT phone_e164),
+       count(*) FILTER (WHERE phone IS NOT NULL AND phone_e164 IS NULL) FROM cleaned
+UNION ALL
+SELECT 'last name', count(DISTINCT last_name), count(DISTINCT unify.transliterate_de(last_norm)),
+       count(*) FILTER (WHERE last_name IS NOT NULL AND last_norm IS NULL) FROM cleaned
+UNION ALL
+SELECT 'street', count(DISTINCT street_line), count(DISTINCT street_key),
+       count(*) FILTER (WHERE street_line IS NOT NULL AND street_key IS NULL) FROM cleaned;
+
+\echo
+\echo '== A first look at duplicates: records sharing a cleaned e-mail, checked against the truth table =='
+\echo '   (shared e-mails also join family members: matching, next, must tell them apart)'
+WITH groups AS (
+    SELECT email_key, array_agg(source || ':' || key) AS records, count(*) AS n
+    FROM cleaned WHERE email_key IS NOT NULL GROUP BY email_key HAVING count(*) > 1
+), judged AS (
+    SELECT g.email_key, g.n, count(DISTINCT t.person_id) AS true_persons
+    FROM groups g CROSS JOIN LATERAL unnest(g.records) r
+    JOIN truth t ON t.source || ':' || t.source_key = r
+    GROUP BY g.email_key, g.n
+)
+SELECT count(*) AS groups_sharing_an_email_key,
+       sum(n) AS records_in_them,
+       count(*) FILTER (WHERE true_persons = 1) AS groups_of_one_true_person,
+       count(*) FILTER (WHERE true_persons > 1) AS groups_mixing_persons
+FROM judged;
+
+\echo
+\echo '== Similarity measures on German spelling variants =='
+SELECT a, b, round(unify.jaro_winkler(a, b)::numeric, 3) AS jaro_winkler, unify.levenshtein(a, b) AS levenshtein,
+       unify.damerau_levenshtein(a, b) AS damerau, unify.cologne_phonetic(a) = unify.cologne_phonetic(b) AS same_phonetic
+FROM (VALUES ('Müller', 'Mueller'), ('Meier', 'Mayer'), ('Schmidt', 'Schmitt'), ('Jürgen', 'Juergen'), ('Weiß', 'Weiss')) v(a, b);
