@@ -22,6 +22,7 @@ log "installing the extension for pg_regress"
 cargo pgrx install --pg-config "$PG_CONFIG" --sudo >/dev/null
 
 log "pg_regress"
+bash scripts/readme_examples.sh
 start_cluster "$WORK/regress"
 trap 'stop_cluster "$WORK/regress"' EXIT
 psql -q -X -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS regression" -c "CREATE DATABASE regression"

@@ -22,16 +22,17 @@ fn check(len_a: usize, len_b: usize) -> Result<(), TooLong> {
     }
 }
 
-/// Runs `f` on byte slices when both strings are ASCII, else on char vectors.
+/// Runs `f` on byte slices when both strings are ASCII, else on char vectors, after checking
+/// the size limit on the character counts.
 macro_rules! on_units {
     ($a:expr, $b:expr, $f:expr) => {{
         let (a, b): (&str, &str) = ($a, $b);
         if a.is_ascii() && b.is_ascii() {
-            $f(a.as_bytes(), b.as_bytes())
+            check(a.len(), b.len()).map(|()| $f(a.as_bytes(), b.as_bytes()))
         } else {
             let va: Vec<char> = a.chars().collect();
             let vb: Vec<char> = b.chars().collect();
-            $f(&va[..], &vb[..])
+            check(va.len(), vb.len()).map(|()| $f(&va[..], &vb[..]))
         }
     }};
 }
@@ -132,9 +133,7 @@ const BOOST_THRESHOLD: f64 = 0.7;
 /// bonus only above a Jaro similarity of 0.7 (Winkler 1990, as strsim and jellyfish/Splink).
 /// Two empty strings are 1.
 pub fn jaro_winkler(a: &str, b: &str) -> Result<f64, TooLong> {
-    let (la, lb) = (a.chars().count(), b.chars().count());
-    check(la, lb)?;
-    Ok(on_units!(a, b, jaro_winkler_units))
+    on_units!(a, b, jaro_winkler_units)
 }
 
 fn levenshtein_units<T: PartialEq + Copy>(a: &[T], b: &[T]) -> usize {
@@ -152,7 +151,18 @@ fn levenshtein_units<T: PartialEq + Copy>(a: &[T], b: &[T]) -> usize {
     if b.is_empty() {
         return a.len();
     }
-    let mut row: Vec<usize> = (0..=b.len()).collect();
+    // One DP row; names and streets fit a stack buffer.
+    let mut stack = [0usize; 65];
+    let mut heap = Vec::new();
+    let row: &mut [usize] = if b.len() < stack.len() {
+        &mut stack[..=b.len()]
+    } else {
+        heap.resize(b.len() + 1, 0);
+        &mut heap
+    };
+    for (j, cell) in row.iter_mut().enumerate() {
+        *cell = j;
+    }
     for (i, ca) in a.iter().enumerate() {
         let mut diagonal = row[0];
         row[0] = i + 1;
@@ -167,8 +177,7 @@ fn levenshtein_units<T: PartialEq + Copy>(a: &[T], b: &[T]) -> usize {
 
 /// Levenshtein edit distance counted in characters.
 pub fn levenshtein(a: &str, b: &str) -> Result<usize, TooLong> {
-    check(a.chars().count(), b.chars().count())?;
-    Ok(on_units!(a, b, levenshtein_units))
+    on_units!(a, b, levenshtein_units)
 }
 
 /// Damerau-Levenshtein distance (insertions, deletions, substitutions and transpositions of

@@ -1,76 +1,56 @@
-//! Phone numbers to E.164 with libphonenumber's metadata (the `phonenumber` crate).
+//! Phone numbers to E.164 with libphonenumber's metadata (the `rlibphonenumber` crate).
 
-use phonenumber::country::Id;
-use phonenumber::{Mode, PhoneNumber, Type};
-use std::str::FromStr;
+use rlibphonenumber::enums::{PhoneNumberType, Region};
+use rlibphonenumber::{PhoneNumber, PhoneNumberFormat, PHONE_NUMBER_UTIL};
 
 /// libphonenumber refuses longer input as well; checking first avoids any work on junk.
 const MAX_PHONE_INPUT: usize = 250;
 
-/// Parses a region such as `DE`, `de`, `AT`. None for anything that is not an ISO 3166 alpha-2
-/// region libphonenumber knows.
-pub fn parse_region(region: &str) -> Option<Id> {
+/// Parses a region such as `DE`, `de`, `AT`. None for anything that is not two ASCII letters;
+/// a two-letter code libphonenumber has no metadata for simply parses no national number.
+pub fn parse_region(region: &str) -> Option<Region> {
     let region = region.trim();
-    if region.len() != 2 || !region.is_ascii() {
+    if region.len() != 2 {
         return None;
     }
-    Id::from_str(&region.to_ascii_uppercase()).ok()
+    Region::from_code(region).ok()
 }
 
-/// German numbers are often written `+49 (0)30 1234567`: the `(0)` is the trunk prefix that is
-/// dialled only nationally. libphonenumber keeps it as a digit, so drop it before parsing when the
-/// number carries an international prefix.
-fn drop_bracketed_trunk_zero(input: &str) -> std::borrow::Cow<'_, str> {
-    let trimmed = input.trim_start();
-    let international = trimmed.starts_with('+') || trimmed.starts_with("00");
-    if international && input.contains("(0)") {
-        std::borrow::Cow::Owned(input.replacen("(0)", " ", 1))
-    } else {
-        std::borrow::Cow::Borrowed(input)
-    }
-}
-
-fn parse_valid(input: &str, region: Id) -> Option<PhoneNumber> {
+fn parse_valid(input: &str, region: Region) -> Option<PhoneNumber> {
     if input.len() > MAX_PHONE_INPUT || !input.bytes().any(|b| b.is_ascii_digit()) {
         return None;
     }
-    let cleaned = drop_bracketed_trunk_zero(input);
-    // The parser is third-party code: a panic on odd input must not become a backend crash.
-    let parsed = std::panic::catch_unwind(|| phonenumber::parse(Some(region), cleaned.as_ref()));
+    // The parser is third-party code: a panic on odd input must not become a backend error.
+    let parsed = std::panic::catch_unwind(|| PHONE_NUMBER_UTIL.parse(input, Some(region)));
     let number = parsed.ok()?.ok()?;
     number.is_valid().then_some(number)
 }
 
-/// E.164 form (`+493012345678`) of a phone number written in any common way; numbers without an
-/// international prefix are read as numbers of `default_region`. None when libphonenumber does
-/// not consider the result a valid number.
-pub fn normalize_phone(input: &str, default_region: Id) -> Option<String> {
+/// E.164 form (`+493012345678`) of a phone number written in any common way (`+49`, `0049`,
+/// `(0)` after the country code, the trunk `0`, spaces, slashes, dashes, brackets); numbers
+/// without an international prefix are read as numbers of `default_region`. None when
+/// libphonenumber does not consider the result a valid number.
+pub fn normalize_phone(input: &str, default_region: Region) -> Option<String> {
     let number = parse_valid(input, default_region)?;
-    Some(number.format().mode(Mode::E164).to_string())
+    Some(number.format_as(PhoneNumberFormat::E164).to_string())
 }
 
 /// The kind of line (`mobile`, `fixed_line`, `toll_free`, ...) of a valid number.
-pub fn phone_kind(input: &str, default_region: Id) -> Option<&'static str> {
+pub fn phone_kind(input: &str, default_region: Region) -> Option<&'static str> {
     let number = parse_valid(input, default_region)?;
-    let kind = number.number_type(&phonenumber::metadata::DATABASE);
-    Some(match kind {
-        Type::FixedLine => "fixed_line",
-        Type::Mobile => "mobile",
-        Type::FixedLineOrMobile => "fixed_line_or_mobile",
-        Type::TollFree => "toll_free",
-        Type::PremiumRate => "premium_rate",
-        Type::SharedCost => "shared_cost",
-        Type::PersonalNumber => "personal_number",
-        Type::Voip => "voip",
-        Type::Pager => "pager",
-        Type::Uan => "uan",
-        Type::Emergency => "emergency",
-        Type::Voicemail => "voicemail",
-        Type::ShortCode => "short_code",
-        Type::StandardRate => "standard_rate",
-        Type::Carrier => "carrier",
-        Type::NoInternational => "no_international",
-        Type::Unknown => "unknown",
+    Some(match number.get_type() {
+        PhoneNumberType::FixedLine => "fixed_line",
+        PhoneNumberType::Mobile => "mobile",
+        PhoneNumberType::FixedLineOrMobile => "fixed_line_or_mobile",
+        PhoneNumberType::TollFree => "toll_free",
+        PhoneNumberType::PremiumRate => "premium_rate",
+        PhoneNumberType::SharedCost => "shared_cost",
+        PhoneNumberType::VoIP => "voip",
+        PhoneNumberType::PersonalNumber => "personal_number",
+        PhoneNumberType::Pager => "pager",
+        PhoneNumberType::UAN => "uan",
+        PhoneNumberType::VoiceMail => "voicemail",
+        PhoneNumberType::Unknown => "unknown",
     })
 }
 
@@ -145,8 +125,13 @@ mod tests {
     fn regions() {
         assert!(parse_region("de").is_some());
         assert!(parse_region(" CH ").is_some());
-        assert!(parse_region("XX").is_none());
         assert!(parse_region("GER").is_none());
+        assert!(parse_region("1").is_none());
+        // Two letters without metadata parse, but no national number is valid there.
+        assert_eq!(
+            normalize_phone("030 12345678", parse_region("XX").unwrap()),
+            None
+        );
         assert!(parse_region("").is_none());
         assert!(parse_region("DÉ").is_none());
     }
