@@ -51,9 +51,20 @@ fn transliterate_de(value: &str) -> String {
 
 /// Street line split into street and house number.
 #[pg_extern(immutable, strict, parallel_safe)]
-fn split_street(value: &str) -> Option<pgrx::composite_type!('static, "unify.street_parts")> {
+fn split_street(
+    value: &str,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<pgrx::composite_type!('static, "unify.street_parts")> {
     let parts = address::split_street(value)?;
-    let mut row = PgHeapTuple::new_composite_type("unify.street_parts").ok()?;
+    // The planner already resolved the result type: taking its OID from the call avoids a
+    // by-name catalog lookup per row (which cost 3x the parsing).
+    let result_type = unsafe { pg_sys::get_fn_expr_rettype((*fcinfo).flinfo) };
+    let row = if result_type == pg_sys::InvalidOid {
+        PgHeapTuple::new_composite_type("unify.street_parts")
+    } else {
+        PgHeapTuple::new_composite_type_by_oid(result_type)
+    };
+    let mut row = row.ok()?;
     row.set_by_name("street", parts.street).ok()?;
     row.set_by_name("house_number", parts.house_number).ok()?;
     Some(row)
