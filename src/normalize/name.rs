@@ -140,6 +140,41 @@ pub fn normalize_name(input: &str) -> Option<String> {
     out.chars().any(char::is_alphabetic).then_some(out)
 }
 
+/// Particles that start a multi-word last name (`von der Heide`, `van Dyk`, `de la Cruz`).
+const NAME_PARTICLES: &[&str] = &[
+    "von", "vom", "zu", "zum", "zur", "der", "den", "dem", "des", "du", "dos", "das", "van", "de",
+    "del", "della", "di", "da", "la", "le", "ten", "ter",
+];
+
+/// Splits a full name as sources write it into (first name, last name), both normalized:
+/// `MÜLLER, Hans` (last name first, with a comma), `Hans Müller`, `Dr. Hans-Peter von der Heide`.
+/// Without a comma the last word is the last name, together with particles before it.
+pub fn split_full_name(input: &str) -> (Option<String>, Option<String>) {
+    if let Some((last, first)) = input.split_once(',') {
+        return (normalize_name(first), normalize_name(last));
+    }
+    let Some(full) = normalize_name(input) else {
+        return (None, None);
+    };
+    let words: Vec<&str> = full.split(' ').collect();
+    if words.len() == 1 {
+        return (None, Some(full));
+    }
+    let mut start = words.len() - 1;
+    while start > 1 && NAME_PARTICLES.contains(&words[start - 1]) {
+        start -= 1;
+    }
+    // A generation suffix belongs to the last name part: `hans müller jun`.
+    if start == words.len() - 1 && matches!(words[start], "jun" | "sen" | "jr" | "sr") && start > 1
+    {
+        start -= 1;
+    }
+    (
+        Some(words[..start].join(" ")),
+        Some(words[start..].join(" ")),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::normalize_name;
@@ -185,6 +220,27 @@ mod tests {
         assert_eq!(n("H.-P. Müller").as_deref(), Some("h-p müller"));
         // Generation suffixes distinguish father and son: kept.
         assert_eq!(n("Hans Müller jun.").as_deref(), Some("hans müller jun"));
+    }
+
+    #[test]
+    fn full_names_split() {
+        let s = |x: &str| {
+            let (f, l) = super::split_full_name(x);
+            (f.unwrap_or_default(), l.unwrap_or_default())
+        };
+        assert_eq!(s("MÜLLER, Hans"), ("hans".into(), "müller".into()));
+        assert_eq!(s("Hans Müller"), ("hans".into(), "müller".into()));
+        assert_eq!(
+            s("Herr Dr. Hans-Peter von der Heide"),
+            ("hans-peter".into(), "von der heide".into())
+        );
+        assert_eq!(
+            s("Anna Maria Schmidt"),
+            ("anna maria".into(), "schmidt".into())
+        );
+        assert_eq!(s("Hans Müller jun."), ("hans".into(), "müller jun".into()));
+        assert_eq!(s("Müller"), (String::new(), "müller".into()));
+        assert_eq!(s("Herr"), (String::new(), String::new()));
     }
 
     #[test]

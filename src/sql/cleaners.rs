@@ -1,6 +1,6 @@
 //! The contact-field cleaners: IMMUTABLE, STRICT, PARALLEL SAFE; NULL for what cannot be parsed.
 
-use crate::normalize::{address, email, name, phone, phonetic, translit};
+use crate::normalize::{address, date, email, name, phone, phonetic, translit};
 use pgrx::prelude::*;
 
 extension_sql!(
@@ -8,6 +8,8 @@ extension_sql!(
 COMMENT ON SCHEMA unify IS 'customer_unify: normalize, match, unify and segment customer records';
 -- The result of unify.split_street().
 CREATE TYPE unify.street_parts AS (street text, house_number text);
+-- The result of unify.split_full_name().
+CREATE TYPE unify.name_parts AS (first_name text, last_name text);
 "#,
     name = "bootstrap_types",
     bootstrap
@@ -49,6 +51,22 @@ fn transliterate_de(value: &str) -> String {
     translit::transliterate_de(value)
 }
 
+/// An empty row of the function's composite result type. The planner already resolved that type:
+/// taking its OID from the call avoids a by-name catalog lookup per row (which cost 3x the
+/// parsing); a call without an expression (DirectFunctionCall) falls back to the name.
+fn composite_result(
+    fcinfo: pg_sys::FunctionCallInfo,
+    type_name: &str,
+) -> Option<PgHeapTuple<'static, pgrx::AllocatedByRust>> {
+    let result_type = unsafe { pg_sys::get_fn_expr_rettype((*fcinfo).flinfo) };
+    let row = if result_type == pg_sys::InvalidOid {
+        PgHeapTuple::new_composite_type(type_name)
+    } else {
+        PgHeapTuple::new_composite_type_by_oid(result_type)
+    };
+    row.ok()
+}
+
 /// Street line split into street and house number.
 #[pg_extern(immutable, strict, parallel_safe)]
 fn split_street(
@@ -56,18 +74,39 @@ fn split_street(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Option<pgrx::composite_type!('static, "unify.street_parts")> {
     let parts = address::split_street(value)?;
-    // The planner already resolved the result type: taking its OID from the call avoids a
-    // by-name catalog lookup per row (which cost 3x the parsing).
-    let result_type = unsafe { pg_sys::get_fn_expr_rettype((*fcinfo).flinfo) };
-    let row = if result_type == pg_sys::InvalidOid {
-        PgHeapTuple::new_composite_type("unify.street_parts")
-    } else {
-        PgHeapTuple::new_composite_type_by_oid(result_type)
-    };
-    let mut row = row.ok()?;
+    let mut row = composite_result(fcinfo, "unify.street_parts")?;
     row.set_by_name("street", parts.street).ok()?;
     row.set_by_name("house_number", parts.house_number).ok()?;
     Some(row)
+}
+
+/// Full name split into normalized first and last name (`MÜLLER, Hans`, `Dr. Hans von der Heide`).
+#[pg_extern(immutable, strict, parallel_safe)]
+fn split_full_name(
+    value: &str,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<pgrx::composite_type!('static, "unify.name_parts")> {
+    let (first, last) = name::split_full_name(value);
+    if first.is_none() && last.is_none() {
+        return None;
+    }
+    let mut row = composite_result(fcinfo, "unify.name_parts")?;
+    row.set_by_name("first_name", first).ok()?;
+    row.set_by_name("last_name", last).ok()?;
+    Some(row)
+}
+
+/// A date written as `1980-05-17`, `17.05.1980`, `17.5.80`, `19800517` or `17/05/1980`.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn normalize_date(value: &str) -> Option<pgrx::datum::Date> {
+    let (y, m, d) = date::parse_date(value)?;
+    pgrx::datum::Date::new(y, m as u8, d as u8).ok()
+}
+
+/// ISO 3166 alpha-2 code of a country written as code or common DACH name (`Deutschland` → `DE`).
+#[pg_extern(immutable, strict, parallel_safe)]
+fn normalize_country(value: &str) -> Option<String> {
+    address::country_code(value)
 }
 
 /// Canonical street key (`hauptstrasse 12a`) under which spellings of one address agree.

@@ -5,6 +5,9 @@ mod cleaners;
 mod errors;
 mod similarity;
 
+// Sources, records and change capture: catalog tables and set-based commands over the cleaners.
+pgrx::extension_sql_file!("sources.sql", name = "sources", finalize);
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
 mod tests {
@@ -15,14 +18,22 @@ mod tests {
     }
 
     #[pg_test]
-    fn every_unify_function_is_immutable_strict_parallel_safe() {
+    fn every_cleaner_is_immutable_strict_parallel_safe() {
+        // Cleaners and similarity functions are the C-language (Rust) functions of the schema.
         let offenders = text(
             "SELECT string_agg(p.proname, ', ') FROM pg_proc p
               JOIN pg_namespace n ON n.oid = p.pronamespace
-             WHERE n.nspname = 'unify'
+              JOIN pg_language l ON l.oid = p.prolang
+             WHERE n.nspname = 'unify' AND l.lanname = 'c'
                AND NOT (p.provolatile = 'i' AND p.proisstrict AND p.proparallel = 's')",
         );
         assert_eq!(offenders, None);
+        let cleaners = Spi::get_one::<i64>(
+            "SELECT count(*) FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+              WHERE p.pronamespace = 'unify'::regnamespace AND l.lanname = 'c'",
+        )
+        .unwrap();
+        assert!(cleaners >= Some(19));
     }
 
     #[pg_test]

@@ -5,18 +5,30 @@ RESET client_min_messages;
 SELECT extversion, extrelocatable, n.nspname AS schema
 FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE extname = 'customer_unify';
 
-SELECT p.proname, pg_get_function_identity_arguments(p.oid) AS args, pg_get_function_result(p.oid) AS returns,
-       p.provolatile AS volatility, p.proisstrict AS strict, p.proparallel AS parallel
-FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
+SELECT p.oid::regprocedure AS function, l.lanname AS language,
+       p.provolatile AS volatility, p.proisstrict AS strict, p.proparallel AS parallel, p.prosecdef AS definer,
+       has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute
+FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
 JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'customer_unify'
-ORDER BY 1, 2;
+ORDER BY p.oid::regprocedure::text;
+
+-- Tables and views, and who may read them.
+SELECT c.oid::regclass AS relation, c.relkind,
+       has_table_privilege('public', c.oid, 'SELECT') AS public_select,
+       has_table_privilege('unify_reader', c.oid, 'SELECT') AS reader_select,
+       has_table_privilege('unify_admin', c.oid, 'SELECT') AS admin_select
+FROM pg_class c JOIN pg_depend d ON d.objid = c.oid AND d.deptype = 'e'
+JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'customer_unify'
+ORDER BY c.oid::regclass::text;
 
 -- Nothing of the extension outside schema unify.
 SELECT count(*) AS objects_outside_unify
 FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'customer_unify'
 LEFT JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND p.oid = d.objid
 LEFT JOIN pg_type t ON d.classid = 'pg_type'::regclass AND t.oid = d.objid
-WHERE d.deptype = 'e' AND coalesce(p.pronamespace, t.typnamespace) <> 'unify'::regnamespace;
+LEFT JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid
+WHERE d.deptype = 'e' AND coalesce(p.pronamespace, t.typnamespace, c.relnamespace) <> 'unify'::regnamespace;
 
 -- Defaults: the region and country default to DE.
 SELECT unify.normalize_phone('030 12345678') = unify.normalize_phone('030 12345678', 'DE') AS phone_default_de,

@@ -1,0 +1,103 @@
+//! Dates as CRM sources write them: ISO, German `DD.MM.YYYY`, `D.M.YY`, `YYYYMMDD`, `DD/MM/YYYY`.
+
+/// (year, month, day)
+pub type Ymd = (i32, u32, u32);
+
+fn days_in_month(year: i32, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+fn valid(y: i32, m: u32, d: u32) -> Option<Ymd> {
+    ((1900..=2100).contains(&y) && (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y, m))
+        .then_some((y, m, d))
+}
+
+/// A birth date in any of the common spellings; None when it is not a real calendar date between
+/// 1900 and 2100. Two-digit years are read as 19xx above 30 and 20xx otherwise (birth dates).
+pub fn parse_date(input: &str) -> Option<Ymd> {
+    let s = input.trim();
+    if s.len() > 32 {
+        return None;
+    }
+    // Drop a time part (`1980-05-17 00:00:00`, `1980-05-17T00:00`).
+    let s = s.split(['T', ' ']).next().unwrap_or(s);
+    let parts: Vec<&str> = s.split(['.', '-', '/']).filter(|p| !p.is_empty()).collect();
+    let num = |p: &str| -> Option<u32> {
+        (p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty())
+            .then(|| p.parse().ok())
+            .flatten()
+    };
+    match parts.as_slice() {
+        [compact] if compact.len() == 8 => {
+            let (y, m, d) = (
+                num(&compact[..4])?,
+                num(&compact[4..6])?,
+                num(&compact[6..])?,
+            );
+            valid(y as i32, m, d)
+        }
+        [a, b, c] => {
+            let (x, y, z) = (num(a)?, num(b)?, num(c)?);
+            if a.len() == 4 {
+                valid(x as i32, y, z) // ISO year-month-day
+            } else {
+                let year = match c.len() {
+                    4 => z as i32,
+                    2 if z > 30 => 1900 + z as i32,
+                    2 => 2000 + z as i32,
+                    _ => return None,
+                };
+                valid(year, y, x) // day.month.year, the German and British order
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_date;
+
+    #[test]
+    fn spellings() {
+        for s in [
+            "1980-05-17",
+            "17.05.1980",
+            "17.5.1980",
+            "17.05.80",
+            "19800517",
+            "17/05/1980",
+            " 1980-05-17 00:00:00 ",
+        ] {
+            assert_eq!(parse_date(s), Some((1980, 5, 17)), "{s}");
+        }
+        assert_eq!(parse_date("01.02.05"), Some((2005, 2, 1)));
+        assert_eq!(parse_date("29.02.2000"), Some((2000, 2, 29)));
+    }
+
+    #[test]
+    fn invalid() {
+        for s in [
+            "",
+            "  ",
+            "31.02.1980",
+            "29.02.1900",
+            "1980-13-01",
+            "00.01.1980",
+            "17.05.1780",
+            "17.05.980",
+            "abc",
+            "17.05",
+            "😀",
+            "1980-05-17-01",
+        ] {
+            assert_eq!(parse_date(s), None, "{s:?}");
+        }
+    }
+}
