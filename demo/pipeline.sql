@@ -92,3 +92,34 @@ FROM judged;
 SELECT a, b, round(unify.jaro_winkler(a, b)::numeric, 3) AS jaro_winkler, unify.levenshtein(a, b) AS levenshtein,
        unify.damerau_levenshtein(a, b) AS damerau, unify.cologne_phonetic(a) = unify.cologne_phonetic(b) AS same_phonetic
 FROM (VALUES ('Müller', 'Mueller'), ('Meier', 'Mayer'), ('Schmidt', 'Schmitt'), ('Jürgen', 'Juergen'), ('Weiß', 'Weiss')) v(a, b);
+
+\echo
+\echo '== Register the four tables in place (demo/sources.sql) and load them into unify.records =='
+SET client_min_messages = warning;
+\ir sources.sql
+SELECT source_name, source_rows, inserted, updated, deleted FROM unify.sync();
+RESET client_min_messages;
+SELECT source, relation, source_rows_estimate, records, queue_depth, last_sync_rows, last_sync_seconds FROM unify.status ORDER BY source;
+
+\echo
+\echo '== One person as the four systems hold her, normalized (unify.records) =='
+SELECT s.name AS source, r.source_key, r.first_name, r.last_name, r.email_key, coalesce(r.mobile, r.phone) AS phone,
+       r.street, r.house_number, r.postcode, r.birth_date
+FROM unify.records r JOIN unify.sources s USING (source_id)
+WHERE (s.name, r.source_key) IN (
+    SELECT t.source, t.source_key FROM truth t
+    WHERE t.person_id = (SELECT person_id FROM truth GROUP BY person_id ORDER BY count(DISTINCT source) DESC, count(*) DESC, person_id LIMIT 1))
+ORDER BY s.priority, r.source_key;
+
+\echo
+\echo '== Change capture: a newsletter sign-up and a moved CRM contact arrive; the queue is applied =='
+INSERT INTO newsletter_signups (signup_id, email, first_name, signed_up_at, double_opt_in)
+VALUES (999999, 'Neue.Kundin@GoogleMail.com', 'Lena', now(), true);
+UPDATE crm_contacts SET strasse = 'Neue Str.', hausnummer = '7 b', plz = '1067', ort = 'Dresden'
+WHERE kontakt_nr = (SELECT min(kontakt_nr) FROM crm_contacts);
+SELECT s.name AS source, q.source_key, q.op FROM unify.change_queue q JOIN unify.sources s USING (source_id) ORDER BY q.queue_id;
+SELECT unify.process_queue() AS changes_applied;
+SELECT s.name AS source, r.source_key, r.first_name, r.email, r.email_key, r.street, r.house_number, r.postcode
+FROM unify.records r JOIN unify.sources s USING (source_id)
+WHERE (s.name = 'newsletter' AND r.source_key = '999999')
+   OR (s.name = 'crm' AND r.source_key = (SELECT min(kontakt_nr) FROM crm_contacts));

@@ -144,9 +144,9 @@ IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$
 $$;
 
 -- SELECT over the source relation giving one row per source row with every canonical field
--- staged (NULL where unmapped) and then normalized by the cleaners. With key_filter, only the
--- rows whose key is in `keys`.
-CREATE FUNCTION unify._normalized_query(src unify.sources, keys text[]) RETURNS text
+-- staged as mapped (NULL where unmapped) and the raw values as jsonb. With `keys`, only the rows
+-- whose key is in that array.
+CREATE FUNCTION unify._raw_query(src unify.sources, keys text[]) RETURNS text
 STABLE LANGUAGE plpgsql AS $$
 DECLARE
     staged text := format('(src.%I)::text AS source_key', src.key_column);
@@ -165,6 +165,25 @@ BEGIN
     SELECT format_type(a.atttypid, a.atttypmod) INTO key_type
     FROM pg_attribute a WHERE a.attrelid = src.relation AND a.attname = src.key_column;
     RETURN format($q$
+SELECT s.*, jsonb_strip_nulls(jsonb_build_object(
+           'first_name', s.first_name, 'last_name', s.last_name, 'full_name', s.full_name,
+           'email', s.email, 'phone', s.phone, 'mobile', s.mobile, 'street', s.street,
+           'house_number', s.house_number, 'street_line', s.street_line, 'postcode', s.postcode,
+           'city', s.city, 'country', s.country, 'birth_date', s.birth_date, 'company', s.company,
+           'customer_number', s.customer_number, 'external_id', s.external_id,
+           'consent_email', s.consent_email, 'consent_phone', s.consent_phone,
+           'consent_post', s.consent_post, 'updated_at', s.updated_at)) AS raw
+FROM (SELECT %s FROM %s AS src %s) AS s
+$q$, staged, src.relation,
+        CASE WHEN keys IS NOT NULL THEN format('WHERE src.%I = ANY (%L::%s[])', src.key_column, keys, key_type) ELSE '' END);
+END
+$$;
+
+-- The cleaners over staged rows (pg_temp.unify_raw) whose raw values differ from the record
+-- already held: unchanged rows are not normalized again.
+CREATE FUNCTION unify._normalized_query(source_id int) RETURNS text
+IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
+SELECT format($q$
 SELECT raw.source_key,
        coalesce(unify.normalize_name(raw.first_name), (x.name).first_name) AS first_name,
        coalesce(unify.normalize_name(raw.last_name), (x.name).last_name) AS last_name,
@@ -176,7 +195,7 @@ SELECT raw.source_key,
        (x.street).house_number AS house_number,
        unify.normalize_postcode(raw.postcode, x.region) AS postcode,
        nullif(lower(unify.transliterate_de(btrim(raw.city))), '') AS city,
-       unify.normalize_country(raw.country) AS country,
+       x.country,
        unify.normalize_date(raw.birth_date) AS birth_date,
        nullif(btrim(raw.company), '') AS company,
        nullif(btrim(raw.customer_number), '') AS customer_number,
@@ -184,24 +203,18 @@ SELECT raw.source_key,
        raw.consent_email, raw.consent_phone, raw.consent_post,
        raw.updated_at AS source_updated_at,
        unify.cologne_phonetic(coalesce(unify.normalize_name(raw.last_name), (x.name).last_name)) AS last_name_phonetic,
-       jsonb_strip_nulls(jsonb_build_object(
-           'first_name', raw.first_name, 'last_name', raw.last_name, 'full_name', raw.full_name,
-           'email', raw.email, 'phone', raw.phone, 'mobile', raw.mobile, 'street', raw.street,
-           'house_number', raw.house_number, 'street_line', raw.street_line, 'postcode', raw.postcode,
-           'city', raw.city, 'country', raw.country, 'birth_date', raw.birth_date, 'company', raw.company,
-           'customer_number', raw.customer_number, 'external_id', raw.external_id,
-           'consent_email', raw.consent_email, 'consent_phone', raw.consent_phone,
-           'consent_post', raw.consent_post, 'updated_at', raw.updated_at)) AS raw
-FROM (SELECT %s FROM %s AS src %s) AS raw
+       raw.raw
+FROM pg_temp.unify_raw AS raw
 CROSS JOIN LATERAL (
     -- OFFSET 0 keeps each composite computed once per row instead of once per field used.
     SELECT unify.split_full_name(raw.full_name) AS name,
            unify.split_street(coalesce(raw.street_line, raw.street || coalesce(' ' || raw.house_number, ''))) AS street,
+           unify.normalize_country(raw.country) AS country,
            coalesce(unify.normalize_country(raw.country), 'DE') AS region
     OFFSET 0) AS x
-$q$, staged, src.relation,
-        CASE WHEN keys IS NOT NULL THEN format('WHERE src.%I = ANY (%L::%s[])', src.key_column, keys, key_type) ELSE '' END);
-END
+WHERE NOT EXISTS (SELECT 1 FROM unify.records r
+                  WHERE r.source_id = %s AND r.source_key = raw.source_key AND r.raw = raw.raw)
+$q$, source_id)
 $$;
 
 -- Raises the error of a source whose table is gone; returns the source row otherwise.
@@ -421,12 +434,17 @@ $$;
 CREATE FUNCTION unify._apply(src unify.sources, keys text[], OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
 VOLATILE LANGUAGE plpgsql AS $$
 BEGIN
-    -- Staging by CREATE TABLE AS lets the cleaners run in parallel workers (INSERT ... SELECT
-    -- would run them in one process).
+    -- Stage the mapped values first (cheap), then run the cleaners only on rows that are new
+    -- or changed. CREATE TABLE AS, unlike INSERT ... SELECT, may use parallel workers.
+    IF to_regclass('pg_temp.unify_raw') IS NOT NULL THEN
+        DROP TABLE pg_temp.unify_raw;
+    END IF;
     IF to_regclass('pg_temp.unify_stage') IS NOT NULL THEN
         DROP TABLE pg_temp.unify_stage;
     END IF;
-    EXECUTE format('CREATE TEMP TABLE unify_stage ON COMMIT DROP AS %s', unify._normalized_query(src, keys));
+    EXECUTE format('CREATE TEMP TABLE unify_raw ON COMMIT DROP AS %s', unify._raw_query(src, keys));
+    ANALYZE pg_temp.unify_raw;
+    EXECUTE format('CREATE TEMP TABLE unify_stage ON COMMIT DROP AS %s', unify._normalized_query(src.source_id));
     WITH upsert AS (
         INSERT INTO unify.records AS r (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
             street, house_number, postcode, city, country, birth_date, company, customer_number, external_id,
@@ -446,7 +464,7 @@ BEGIN
             consent_phone = excluded.consent_phone, consent_post = excluded.consent_post,
             source_updated_at = excluded.source_updated_at, last_name_phonetic = excluded.last_name_phonetic,
             raw = excluded.raw, synced_at = now()
-        WHERE r.raw IS DISTINCT FROM excluded.raw OR r.source_updated_at IS DISTINCT FROM excluded.source_updated_at
+        WHERE r.raw IS DISTINCT FROM excluded.raw
         RETURNING (xmax = 0) AS is_insert
     )
     SELECT count(*) FILTER (WHERE is_insert), count(*) FILTER (WHERE NOT is_insert) INTO inserted, updated FROM upsert;
@@ -454,14 +472,15 @@ BEGIN
     IF keys IS NULL THEN
         DELETE FROM unify.records r
         WHERE r.source_id = src.source_id
-          AND NOT EXISTS (SELECT 1 FROM pg_temp.unify_stage s WHERE s.source_key = r.source_key);
+          AND NOT EXISTS (SELECT 1 FROM pg_temp.unify_raw s WHERE s.source_key = r.source_key);
     ELSE
         DELETE FROM unify.records r
         WHERE r.source_id = src.source_id AND r.source_key = ANY (keys)
-          AND NOT EXISTS (SELECT 1 FROM pg_temp.unify_stage s WHERE s.source_key = r.source_key);
+          AND NOT EXISTS (SELECT 1 FROM pg_temp.unify_raw s WHERE s.source_key = r.source_key);
     END IF;
     GET DIAGNOSTICS deleted = ROW_COUNT;
     DROP TABLE pg_temp.unify_stage;
+    DROP TABLE pg_temp.unify_raw;
 END
 $$;
 
@@ -579,10 +598,10 @@ REVOKE ALL ON FUNCTION unify._apply(unify.sources, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify._create_capture(int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify._drop_capture(int, regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify._checked_source(text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION unify._normalized_query(unify.sources, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION unify._raw_query(unify.sources, text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION unify.add_source(text, regclass, text, jsonb, int, boolean), unify.remove_source(text, boolean),
     unify.sync(text), unify.process_queue(int), unify._apply(unify.sources, text[]), unify._create_capture(int),
-    unify._drop_capture(int, regclass), unify._checked_source(text), unify._normalized_query(unify.sources, text[])
+    unify._drop_capture(int, regclass), unify._checked_source(text), unify._raw_query(unify.sources, text[])
     TO unify_admin;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA unify TO unify_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON unify.sources, unify.records, unify.change_queue TO unify_admin;

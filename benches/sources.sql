@@ -1,0 +1,60 @@
+-- Timed by benches/sources.sh.
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS customer_unify;
+\timing off
+CREATE TEMP TABLE timings (what text, ms numeric, rows bigint);
+
+-- Baseline: the same columns of all four sources copied with lower(trim()), one INSERT ... SELECT.
+CREATE TABLE baseline_copy (source text, source_key text, first_name text, last_name text, email text,
+    phone text, street text, postcode text, city text, birth_date text);
+DO $$
+DECLARE t0 timestamptz := clock_timestamp(); n bigint;
+BEGIN
+    INSERT INTO baseline_copy
+    SELECT 'shop', customer_id::text, lower(trim(first_name)), lower(trim(last_name)), lower(trim(email)), lower(trim(phone)),
+           lower(trim(street)), lower(trim(zip)), lower(trim(city)), birthday::text FROM shop_customers
+    UNION ALL
+    SELECT 'crm', kontakt_nr, lower(trim(vorname)), lower(trim(nachname)), lower(trim(e_mail)), lower(trim(coalesce(mobil, telefon))),
+           lower(trim(strasse || ' ' || hausnummer)), lower(trim(plz)), lower(trim(ort)), geburtsdatum FROM crm_contacts
+    UNION ALL
+    SELECT 'pos', card_no::text, lower(trim(full_name)), NULL, lower(trim(email)), lower(trim(phone)), NULL, lower(trim(postcode)),
+           lower(trim(city)), birth_date::text FROM pos_loyalty_members
+    UNION ALL
+    SELECT 'newsletter', signup_id::text, lower(trim(first_name)), NULL, lower(trim(email)), NULL, NULL, NULL, NULL, NULL
+    FROM newsletter_signups;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    INSERT INTO timings VALUES ('baseline INSERT ... SELECT lower(trim()) of all sources', extract(epoch FROM clock_timestamp() - t0) * 1000, n);
+END $$;
+
+\i demo/sources.sql
+DO $$
+DECLARE t0 timestamptz := clock_timestamp(); n bigint;
+BEGIN
+    SELECT sum(inserted) INTO n FROM unify.sync();
+    INSERT INTO timings VALUES ('unify.sync() first load, four sources', extract(epoch FROM clock_timestamp() - t0) * 1000, n);
+    t0 := clock_timestamp();
+    SELECT sum(source_rows) INTO n FROM unify.sync();
+    INSERT INTO timings VALUES ('unify.sync() again, nothing changed', extract(epoch FROM clock_timestamp() - t0) * 1000, n);
+END $$;
+UPDATE shop_customers SET email = upper(email) WHERE customer_id % 100 = 0;
+DO $$
+DECLARE t0 timestamptz := clock_timestamp(); n bigint;
+BEGIN
+    DELETE FROM unify.change_queue;  -- measure sync, not the queue
+    SELECT sum(updated) INTO n FROM unify.sync('shop');
+    INSERT INTO timings VALUES ('unify.sync(''shop'') after 1% of rows changed', extract(epoch FROM clock_timestamp() - t0) * 1000, n);
+END $$;
+
+SELECT what, round(ms) AS ms, rows, round(rows / (ms / 1000)) AS rows_per_s,
+       round(ms / (SELECT ms FROM timings WHERE what LIKE 'baseline%'), 2) AS x_baseline
+FROM timings ORDER BY ms DESC;
+
+-- Does the staging step get parallel workers?
+EXPLAIN (COSTS OFF) CREATE TEMP TABLE plan_check AS
+SELECT unify.normalize_email(email), unify.normalize_phone(phone) FROM shop_customers;
+
+-- Tables for the trigger benchmark: identical copies of the newsletter table, one tracked.
+CREATE SEQUENCE bench_ids START 10000000;
+CREATE TABLE bench_tracked (LIKE newsletter_signups INCLUDING ALL);
+CREATE TABLE bench_untracked (LIKE newsletter_signups INCLUDING ALL);
+SELECT unify.add_source('bench_tracked', 'bench_tracked', 'signup_id', '{"email": "email", "first_name": "first_name"}') \g /dev/null
