@@ -9,6 +9,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
     echo "CREATE EXTENSION IF NOT EXISTS customer_unify;"
     echo "RESET client_min_messages;"
     echo "SET search_path = unify;"
+    echo "SET datestyle = ISO;"
     echo "CREATE TEMP TABLE readme_examples (example text, result text, expected text);"
     # Rows look like: | `unify.f(...)` | type | `f('x')` → `expected` | 0.1.0 |
     grep -E '^\| `unify\.[a-z_]+\(' "$ROOT/README.md" | sed -n 's/^.*| `\([a-z_]*(.*)\)` → `\(.*\)` | [0-9.]* |$/\1\t\2/p' |

@@ -3,6 +3,7 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS customer_unify;
 RESET client_min_messages;
 SET search_path = unify;
+SET datestyle = ISO;
 CREATE TEMP TABLE readme_examples (example text, result text, expected text);
 INSERT INTO readme_examples VALUES ($ex$normalize_email('"Müller, Max" <Max@Müller.de>')$ex$, (normalize_email('"Müller, Max" <Max@Müller.de>'))::text, $ex$max@xn--mller-kva.de$ex$);
 INSERT INTO readme_examples VALUES ($ex$email_match_key('Max.Muster+shop@googlemail.com')$ex$, (email_match_key('Max.Muster+shop@googlemail.com'))::text, $ex$maxmuster@gmail.com$ex$);
@@ -16,6 +17,10 @@ INSERT INTO readme_examples VALUES ($ex$normalize_postcode('D-1067')$ex$, (norma
 INSERT INTO readme_examples VALUES ($ex$cologne_phonetic('Müller-Lüdenscheidt')$ex$, (cologne_phonetic('Müller-Lüdenscheidt'))::text, $ex$65752682$ex$);
 INSERT INTO readme_examples VALUES ($ex$double_metaphone('Schmidt')$ex$, (double_metaphone('Schmidt'))::text, $ex$XMT$ex$);
 INSERT INTO readme_examples VALUES ($ex$double_metaphone_alt('Schmidt')$ex$, (double_metaphone_alt('Schmidt'))::text, $ex$SMT$ex$);
+INSERT INTO readme_examples VALUES ($ex$split_full_name('MÜLLER, Hans')$ex$, (split_full_name('MÜLLER, Hans'))::text, $ex$(hans,müller)$ex$);
+INSERT INTO readme_examples VALUES ($ex$normalize_date('17.5.80')$ex$, (normalize_date('17.5.80'))::text, $ex$1980-05-17$ex$);
+INSERT INTO readme_examples VALUES ($ex$normalize_country('Deutschland')$ex$, (normalize_country('Deutschland'))::text, $ex$DE$ex$);
+INSERT INTO readme_examples VALUES ($ex$parse_flag('ja')$ex$, (parse_flag('ja'))::text, $ex$true$ex$);
 INSERT INTO readme_examples VALUES ($ex$jaro_winkler('MARTHA', 'MARHTA')$ex$, (jaro_winkler('MARTHA', 'MARHTA'))::text, $ex$0.9611$ex$);
 INSERT INTO readme_examples VALUES ($ex$levenshtein('Müller', 'Mueller')$ex$, (levenshtein('Müller', 'Mueller'))::text, $ex$2$ex$);
 INSERT INTO readme_examples VALUES ($ex$damerau_levenshtein('Marhta', 'Martha')$ex$, (damerau_levenshtein('Marhta', 'Martha'))::text, $ex$1$ex$);
