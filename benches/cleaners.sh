@@ -17,8 +17,7 @@ done
 EXTRA_PACKAGES=(postgresql-$PG_MAJOR-similarity)
 ensure_deps
 cd "$ROOT"
-log "building and installing customer_unify (release)"
-cargo pgrx install --release --sudo --pg-config "$PG_CONFIG" >/dev/null
+install_release
 
 DIR="${CUSTOMER_UNIFY_BENCH_DIR:-/tmp/customer_unify-bench}"
 start_cluster "$DIR" "shared_buffers = '2GB'" "max_parallel_workers_per_gather = 0" "jit = off"

@@ -17,8 +17,7 @@ while [ $# -gt 0 ]; do
 done
 ensure_deps
 cd "$ROOT"
-log "building and installing customer_unify (release)"
-cargo pgrx install --release --sudo --pg-config "$PG_CONFIG" >/dev/null
+install_release
 DIR="${CUSTOMER_UNIFY_BENCH_DIR:-/tmp/customer_unify-bench}"
 start_cluster "$DIR" "shared_buffers = '2GB'" "jit = off" "max_wal_size = '8GB'"
 trap 'stop_cluster "$DIR"' EXIT

@@ -21,11 +21,8 @@ SELECT 'crm', kontakt_nr, vorname, nachname, e_mail, coalesce(mobil, telefon),
        strasse || ' ' || hausnummer, plz, land
 FROM crm_contacts
 UNION ALL
-SELECT 'pos', card_no::text,
-       CASE WHEN full_name LIKE '%,%' THEN trim(split_part(full_name, ',', 2)) ELSE split_part(full_name, ' ', 1) END,
-       CASE WHEN full_name LIKE '%,%' THEN split_part(full_name, ',', 1) ELSE substr(full_name, strpos(full_name, ' ') + 1) END,
-       email, phone, NULL, postcode, 'DE'
-FROM pos_loyalty_members
+SELECT 'pos', card_no::text, n.first_name, n.last_name, email, phone, NULL, postcode, 'DE'
+FROM pos_loyalty_members, unify.split_full_name(full_name) AS n
 UNION ALL
 SELECT 'newsletter', signup_id::text, first_name, NULL, email, NULL, NULL, NULL, 'DE'
 FROM newsletter_signups;

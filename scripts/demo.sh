@@ -17,8 +17,7 @@ done
 ensure_deps
 cd "$ROOT"
 
-log "building and installing customer_unify (release)"
-cargo pgrx install --release --sudo --pg-config "$PG_CONFIG" >/dev/null
+install_release
 
 DIR="${CUSTOMER_UNIFY_DEMO_DIR:-/tmp/customer_unify-demo}"
 log "starting a throwaway PostgreSQL in $DIR"

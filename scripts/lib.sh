@@ -85,6 +85,12 @@ stop_cluster() {
     sudo -u postgres "$PG_BIN/pg_ctl" -D "$1/data" -m fast stop >/dev/null 2>&1 || true
 }
 
+# Builds (incrementally) and installs the release build into the system PostgreSQL.
+install_release() {
+    log "building and installing customer_unify (release)"
+    (cd "$ROOT" && cargo pgrx install --release --sudo --pg-config "$PG_CONFIG" >/dev/null)
+}
+
 # The generator, built once in release mode.
 crmgen() {
     (cd "$ROOT" && cargo build --quiet --release -p crmgen)

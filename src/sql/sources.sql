@@ -186,14 +186,14 @@ IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
 SELECT format($q$
 SELECT raw.source_key,
        coalesce(unify.normalize_name(raw.first_name), (x.name).first_name) AS first_name,
-       coalesce(unify.normalize_name(raw.last_name), (x.name).last_name) AS last_name,
+       y.last_name,
        unify.normalize_email(raw.email) AS email,
        unify.email_match_key(raw.email) AS email_key,
-       unify.normalize_phone(raw.phone, x.region) AS phone,
-       unify.normalize_phone(raw.mobile, x.region) AS mobile,
+       unify.normalize_phone(raw.phone, y.region) AS phone,
+       unify.normalize_phone(raw.mobile, y.region) AS mobile,
        unify.normalize_street((x.street).street) AS street,
        (x.street).house_number AS house_number,
-       unify.normalize_postcode(raw.postcode, x.region) AS postcode,
+       unify.normalize_postcode(raw.postcode, y.region) AS postcode,
        nullif(lower(unify.transliterate_de(btrim(raw.city))), '') AS city,
        x.country,
        unify.normalize_date(raw.birth_date) AS birth_date,
@@ -202,16 +202,20 @@ SELECT raw.source_key,
        nullif(btrim(raw.external_id), '') AS external_id,
        raw.consent_email, raw.consent_phone, raw.consent_post,
        raw.updated_at AS source_updated_at,
-       unify.cologne_phonetic(coalesce(unify.normalize_name(raw.last_name), (x.name).last_name)) AS last_name_phonetic,
+       unify.cologne_phonetic(y.last_name) AS last_name_phonetic,
        raw.raw
 FROM pg_temp.unify_raw AS raw
+-- Each value used twice is computed once: OFFSET 0 keeps the planner from copying the
+-- expressions into every place that uses them.
 CROSS JOIN LATERAL (
-    -- OFFSET 0 keeps each composite computed once per row instead of once per field used.
     SELECT unify.split_full_name(raw.full_name) AS name,
            unify.split_street(coalesce(raw.street_line, raw.street || coalesce(' ' || raw.house_number, ''))) AS street,
-           unify.normalize_country(raw.country) AS country,
-           coalesce(unify.normalize_country(raw.country), 'DE') AS region
+           unify.normalize_country(raw.country) AS country
     OFFSET 0) AS x
+CROSS JOIN LATERAL (
+    SELECT coalesce(unify.normalize_name(raw.last_name), (x.name).last_name) AS last_name,
+           coalesce(x.country, 'DE') AS region
+    OFFSET 0) AS y
 WHERE NOT EXISTS (SELECT 1 FROM unify.records r
                   WHERE r.source_id = %s AND r.source_key = raw.source_key AND r.raw = raw.raw)
 $q$, source_id)
@@ -431,7 +435,7 @@ $$;
 
 -- Brings unify.records of one source in line with the given rows of the source (all rows, or
 -- the keys in `keys`): inserts, updates where the mapped values changed, deletes what is gone.
-CREATE FUNCTION unify._apply(src unify.sources, keys text[], OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
+CREATE FUNCTION unify._apply(src unify.sources, keys text[], OUT source_rows bigint, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
 VOLATILE LANGUAGE plpgsql AS $$
 BEGIN
     -- Stage the mapped values first (cheap), then run the cleaners only on rows that are new
@@ -444,6 +448,7 @@ BEGIN
     END IF;
     EXECUTE format('CREATE TEMP TABLE unify_raw ON COMMIT DROP AS %s', unify._raw_query(src, keys));
     ANALYZE pg_temp.unify_raw;
+    SELECT count(*) INTO source_rows FROM pg_temp.unify_raw;
     EXECUTE format('CREATE TEMP TABLE unify_stage ON COMMIT DROP AS %s', unify._normalized_query(src.source_id));
     WITH upsert AS (
         INSERT INTO unify.records AS r (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
@@ -512,7 +517,7 @@ BEGIN
         PERFORM set_config('application_name', format('unify.sync %s', src.name), true);
         RAISE NOTICE 'sync "%": reading %', src.name, src.relation_name;
         result := unify._apply(src, NULL);
-        EXECUTE format('SELECT count(*) FROM %s', src.relation) INTO n;
+        n := result.source_rows;
         UPDATE unify.sources s SET last_sync_at = now(), last_sync_rows = n,
                last_sync_seconds = round(extract(epoch FROM clock_timestamp() - started)::numeric, 3)
         WHERE s.source_id = src.source_id;
