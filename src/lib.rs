@@ -6,6 +6,7 @@
 ::pgrx::pg_module_magic!(name, version);
 
 pub mod compare;
+pub mod model;
 pub mod normalize;
 mod sql;
 

@@ -144,14 +144,13 @@ IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$
 $$;
 
 -- SELECT over the source relation giving one row per source row with every canonical field
--- staged as mapped (NULL where unmapped) and the raw values as jsonb. With `keys`, only the rows
--- whose key is in that array.
-CREATE FUNCTION unify._raw_query(src unify.sources, keys text[]) RETURNS text
+-- staged as mapped (NULL where unmapped) and the raw values as jsonb; `filter` is a WHERE clause
+-- over the source row (alias src), or empty.
+CREATE FUNCTION unify._raw_query(src unify.sources, filter text) RETURNS text
 STABLE LANGUAGE plpgsql AS $$
 DECLARE
     staged text := format('(src.%I)::text AS source_key', src.key_column);
     field  text;
-    key_type text;
 BEGIN
     FOREACH field IN ARRAY unify.canonical_fields() LOOP
         IF src.fields ? field THEN
@@ -162,8 +161,6 @@ BEGIN
                 field);
         END IF;
     END LOOP;
-    SELECT format_type(a.atttypid, a.atttypmod) INTO key_type
-    FROM pg_attribute a WHERE a.attrelid = src.relation AND a.attname = src.key_column;
     RETURN format($q$
 SELECT s.*, jsonb_strip_nulls(jsonb_build_object(
            'first_name', s.first_name, 'last_name', s.last_name, 'full_name', s.full_name,
@@ -174,14 +171,21 @@ SELECT s.*, jsonb_strip_nulls(jsonb_build_object(
            'consent_email', s.consent_email, 'consent_phone', s.consent_phone,
            'consent_post', s.consent_post, 'updated_at', s.updated_at)) AS raw
 FROM (SELECT %s FROM %s AS src %s) AS s
-$q$, staged, src.relation,
-        CASE WHEN keys IS NOT NULL THEN format('WHERE src.%I = ANY (%L::%s[])', src.key_column, keys, key_type) ELSE '' END);
+$q$, staged, src.relation, coalesce(filter, ''));
 END
 $$;
 
--- The cleaners over staged rows (pg_temp.unify_raw) whose raw values differ from the record
--- already held: unchanged rows are not normalized again.
-CREATE FUNCTION unify._normalized_query(source_id int) RETURNS text
+-- WHERE clause selecting the source rows whose key is in `keys`.
+CREATE FUNCTION unify._keys_filter(src unify.sources, keys text[]) RETURNS text
+STABLE LANGUAGE sql AS $$
+    SELECT format('WHERE src.%I = ANY (%L::%s[])', src.key_column, keys, format_type(a.atttypid, a.atttypmod))
+    FROM pg_catalog.pg_attribute a WHERE a.attrelid = src.relation AND a.attname = src.key_column
+$$;
+
+-- The cleaners over the rows of `raw_query` (see _raw_query) whose raw values differ from the
+-- record already held: unchanged rows are not normalized again. It reads the source table
+-- itself (not a temp copy), so CREATE TABLE AS over it may use parallel workers.
+CREATE FUNCTION unify._normalized_query(source_id int, raw_query text) RETURNS text
 IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
 SELECT format($q$
 SELECT raw.source_key,
@@ -204,7 +208,7 @@ SELECT raw.source_key,
        raw.updated_at AS source_updated_at,
        unify.cologne_phonetic(y.last_name) AS last_name_phonetic,
        raw.raw
-FROM pg_temp.unify_raw AS raw
+FROM (%s) AS raw
 -- Each value used twice is computed once: OFFSET 0 keeps the planner from copying the
 -- expressions into every place that uses them.
 CROSS JOIN LATERAL (
@@ -218,7 +222,7 @@ CROSS JOIN LATERAL (
     OFFSET 0) AS y
 WHERE NOT EXISTS (SELECT 1 FROM unify.records r
                   WHERE r.source_id = %s AND r.source_key = raw.source_key AND r.raw = raw.raw)
-$q$, source_id)
+$q$, raw_query, source_id)
 $$;
 
 -- Raises the error of a source whose table is gone; returns the source row otherwise.
@@ -435,57 +439,85 @@ $$;
 
 -- Brings unify.records of one source in line with the given rows of the source (all rows, or
 -- the keys in `keys`): inserts, updates where the mapped values changed, deletes what is gone.
+-- A full sync runs in parts of about 200k source rows (split by a hash of the key): each part is
+-- one CREATE TABLE AS that reads the source table directly, so it may use parallel workers, and
+-- progress is reported between parts (NOTICE every few seconds, application_name at once).
 CREATE FUNCTION unify._apply(src unify.sources, keys text[], OUT source_rows bigint, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
 VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    parts int := 1;
+    part int;
+    part_inserted bigint;
+    part_updated bigint;
+    key_text constant text := format('(src.%I)::text', src.key_column);
+    filter text;
+    started constant timestamptz := clock_timestamp();
+    last_notice timestamptz := clock_timestamp();
 BEGIN
-    -- Stage the mapped values first (cheap), then run the cleaners only on rows that are new
-    -- or changed. CREATE TABLE AS, unlike INSERT ... SELECT, may use parallel workers.
-    IF to_regclass('pg_temp.unify_raw') IS NOT NULL THEN
-        DROP TABLE pg_temp.unify_raw;
-    END IF;
-    IF to_regclass('pg_temp.unify_stage') IS NOT NULL THEN
-        DROP TABLE pg_temp.unify_stage;
-    END IF;
-    EXECUTE format('CREATE TEMP TABLE unify_raw ON COMMIT DROP AS %s', unify._raw_query(src, keys));
-    ANALYZE pg_temp.unify_raw;
-    SELECT count(*) INTO source_rows FROM pg_temp.unify_raw;
-    EXECUTE format('CREATE TEMP TABLE unify_stage ON COMMIT DROP AS %s', unify._normalized_query(src.source_id));
-    WITH upsert AS (
-        INSERT INTO unify.records AS r (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
-            street, house_number, postcode, city, country, birth_date, company, customer_number, external_id,
-            consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw)
-        SELECT src.source_id, s.source_key, s.first_name, s.last_name, s.email, s.email_key, s.phone, s.mobile,
-            s.street, s.house_number, s.postcode, s.city, s.country, s.birth_date, s.company, s.customer_number,
-            s.external_id, s.consent_email, s.consent_phone, s.consent_post, s.source_updated_at,
-            s.last_name_phonetic, s.raw
-        FROM pg_temp.unify_stage s
-        ON CONFLICT (source_id, source_key) DO UPDATE SET
-            first_name = excluded.first_name, last_name = excluded.last_name, email = excluded.email,
-            email_key = excluded.email_key, phone = excluded.phone, mobile = excluded.mobile,
-            street = excluded.street, house_number = excluded.house_number, postcode = excluded.postcode,
-            city = excluded.city, country = excluded.country, birth_date = excluded.birth_date,
-            company = excluded.company, customer_number = excluded.customer_number,
-            external_id = excluded.external_id, consent_email = excluded.consent_email,
-            consent_phone = excluded.consent_phone, consent_post = excluded.consent_post,
-            source_updated_at = excluded.source_updated_at, last_name_phonetic = excluded.last_name_phonetic,
-            raw = excluded.raw, synced_at = now()
-        WHERE r.raw IS DISTINCT FROM excluded.raw
-        RETURNING (xmax = 0) AS is_insert
-    )
-    SELECT count(*) FILTER (WHERE is_insert), count(*) FILTER (WHERE NOT is_insert) INTO inserted, updated FROM upsert;
-
+    inserted := 0;
+    updated := 0;
     IF keys IS NULL THEN
-        DELETE FROM unify.records r
-        WHERE r.source_id = src.source_id
-          AND NOT EXISTS (SELECT 1 FROM pg_temp.unify_raw s WHERE s.source_key = r.source_key);
-    ELSE
-        DELETE FROM unify.records r
-        WHERE r.source_id = src.source_id AND r.source_key = ANY (keys)
-          AND NOT EXISTS (SELECT 1 FROM pg_temp.unify_raw s WHERE s.source_key = r.source_key);
+        SELECT greatest(1, ceil(greatest(c.reltuples, 0) / 200000))::int INTO parts
+        FROM pg_catalog.pg_class c WHERE c.oid = src.relation;
     END IF;
+    FOR part IN 0 .. parts - 1 LOOP
+        filter := CASE WHEN keys IS NOT NULL THEN unify._keys_filter(src, keys)
+                       WHEN parts > 1 THEN format('WHERE (pg_catalog.hashtext(%s) & 2147483647) %% %s = %s', key_text, parts, part)
+                       ELSE '' END;
+        IF to_regclass('pg_temp.unify_stage') IS NOT NULL THEN
+            DROP TABLE pg_temp.unify_stage;
+        END IF;
+        EXECUTE format('CREATE TEMP TABLE unify_stage ON COMMIT DROP AS %s',
+                       unify._normalized_query(src.source_id, unify._raw_query(src, filter)));
+        WITH upsert AS (
+            INSERT INTO unify.records AS r (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
+                street, house_number, postcode, city, country, birth_date, company, customer_number, external_id,
+                consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw)
+            SELECT src.source_id, s.source_key, s.first_name, s.last_name, s.email, s.email_key, s.phone, s.mobile,
+                s.street, s.house_number, s.postcode, s.city, s.country, s.birth_date, s.company, s.customer_number,
+                s.external_id, s.consent_email, s.consent_phone, s.consent_post, s.source_updated_at,
+                s.last_name_phonetic, s.raw
+            FROM pg_temp.unify_stage s
+            ON CONFLICT (source_id, source_key) DO UPDATE SET
+                first_name = excluded.first_name, last_name = excluded.last_name, email = excluded.email,
+                email_key = excluded.email_key, phone = excluded.phone, mobile = excluded.mobile,
+                street = excluded.street, house_number = excluded.house_number, postcode = excluded.postcode,
+                city = excluded.city, country = excluded.country, birth_date = excluded.birth_date,
+                company = excluded.company, customer_number = excluded.customer_number,
+                external_id = excluded.external_id, consent_email = excluded.consent_email,
+                consent_phone = excluded.consent_phone, consent_post = excluded.consent_post,
+                source_updated_at = excluded.source_updated_at, last_name_phonetic = excluded.last_name_phonetic,
+                raw = excluded.raw, synced_at = now()
+            WHERE r.raw IS DISTINCT FROM excluded.raw
+            RETURNING (xmax = 0) AS is_insert
+        )
+        SELECT count(*) FILTER (WHERE is_insert), count(*) FILTER (WHERE NOT is_insert)
+        INTO part_inserted, part_updated FROM upsert;
+        inserted := inserted + part_inserted;
+        updated := updated + part_updated;
+        DROP TABLE pg_temp.unify_stage;
+        IF parts > 1 THEN
+            PERFORM set_config('application_name', format('unify.sync %s %s/%s', src.name, part + 1, parts), true);
+            IF clock_timestamp() - last_notice >= interval '5 seconds' THEN
+                RAISE NOTICE 'sync "%": part % of %, % inserted and % updated so far, % s',
+                    src.name, part + 1, parts, inserted, updated,
+                    round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
+                last_notice := clock_timestamp();
+            END IF;
+        END IF;
+    END LOOP;
+
+    -- Records whose source row is gone.
+    EXECUTE format('DELETE FROM unify.records r WHERE r.source_id = $1 %s
+                    AND NOT EXISTS (SELECT 1 FROM %s AS src %s %s %s = r.source_key)',
+                   CASE WHEN keys IS NULL THEN '' ELSE 'AND r.source_key = ANY ($2)' END,
+                   src.relation, CASE WHEN keys IS NULL THEN '' ELSE unify._keys_filter(src, keys) END,
+                   CASE WHEN keys IS NULL THEN 'WHERE' ELSE 'AND' END, key_text)
+    USING src.source_id, keys;
     GET DIAGNOSTICS deleted = ROW_COUNT;
-    DROP TABLE pg_temp.unify_stage;
-    DROP TABLE pg_temp.unify_raw;
+    -- After a full sync there is one record per source row.
+    SELECT count(*) INTO source_rows FROM unify.records r
+    WHERE r.source_id = src.source_id AND (keys IS NULL OR r.source_key = ANY (keys));
 END
 $$;
 
@@ -603,10 +635,12 @@ REVOKE ALL ON FUNCTION unify._apply(unify.sources, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify._create_capture(int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify._drop_capture(int, regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify._checked_source(text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION unify._raw_query(unify.sources, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION unify._raw_query(unify.sources, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION unify._keys_filter(unify.sources, text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION unify.add_source(text, regclass, text, jsonb, int, boolean), unify.remove_source(text, boolean),
     unify.sync(text), unify.process_queue(int), unify._apply(unify.sources, text[]), unify._create_capture(int),
-    unify._drop_capture(int, regclass), unify._checked_source(text), unify._raw_query(unify.sources, text[])
+    unify._drop_capture(int, regclass), unify._checked_source(text), unify._raw_query(unify.sources, text),
+    unify._keys_filter(unify.sources, text[])
     TO unify_admin;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA unify TO unify_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON unify.sources, unify.records, unify.change_queue TO unify_admin;

@@ -1,0 +1,355 @@
+//! Blocking: which record pairs are compared at all. A rule is a list of key parts; two records
+//! are a candidate pair when they share a rule's key. Candidates are the union over the rules,
+//! each pair once, with the set of rules that produced it. A block above a rule's size limit
+//! (a junk value such as `test@test.de` or an empty string) is skipped and reported instead of
+//! producing its square of pairs.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::comparison::Comparison;
+use super::record::MatchRecord;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyPart {
+    EmailKey,
+    Phone,
+    FirstName,
+    LastName,
+    FirstNameTranslit,
+    LastNameTranslit,
+    FirstNamePhonetic,
+    LastNamePhonetic,
+    FirstInitial,
+    NameSorted,
+    BirthDate,
+    BirthYear,
+    Postcode,
+    City,
+    Street,
+    HouseNumber,
+    ExternalId,
+    CustomerNumber,
+}
+
+impl KeyPart {
+    /// The values of this part for one record (several only for phones).
+    fn values(self, r: &MatchRecord) -> Vec<&str> {
+        fn one(v: &Option<String>) -> Vec<&str> {
+            v.as_deref().into_iter().collect()
+        }
+        match self {
+            Self::EmailKey => one(&r.email_key),
+            Self::Phone => r.phones.iter().map(String::as_str).collect(),
+            Self::FirstName => one(&r.first_name),
+            Self::LastName => one(&r.last_name),
+            Self::FirstNameTranslit => one(&r.derived.first_translit),
+            Self::LastNameTranslit => one(&r.derived.last_translit),
+            Self::FirstNamePhonetic => one(&r.derived.first_phonetic),
+            Self::LastNamePhonetic => one(&r.derived.last_phonetic),
+            Self::FirstInitial => r
+                .derived
+                .first_translit
+                .as_deref()
+                .and_then(|f| f.get(..1))
+                .into_iter()
+                .collect(),
+            Self::NameSorted => one(&r.derived.name_sorted),
+            Self::BirthDate => one(&r.birth_date),
+            Self::BirthYear => r
+                .birth_date
+                .as_deref()
+                .and_then(|d| d.get(..4))
+                .into_iter()
+                .collect(),
+            Self::Postcode => one(&r.postcode),
+            Self::City => one(&r.city),
+            Self::Street => one(&r.street),
+            Self::HouseNumber => one(&r.house_number),
+            Self::ExternalId => one(&r.external_id),
+            Self::CustomerNumber => one(&r.customer_number),
+        }
+    }
+
+    /// The comparisons whose agreement this part implies: a training session over pairs of
+    /// this rule must not estimate them (they agree by construction).
+    pub fn comparisons(self) -> &'static [Comparison] {
+        match self {
+            Self::EmailKey => &[Comparison::Email],
+            Self::Phone => &[Comparison::Phone],
+            Self::FirstName
+            | Self::FirstNameTranslit
+            | Self::FirstNamePhonetic
+            | Self::FirstInitial => &[Comparison::FirstName],
+            Self::LastName | Self::LastNameTranslit | Self::LastNamePhonetic => {
+                &[Comparison::LastName]
+            }
+            Self::NameSorted => &[Comparison::FirstName, Comparison::LastName],
+            Self::BirthDate | Self::BirthYear => &[Comparison::BirthDate],
+            Self::Postcode | Self::City | Self::Street | Self::HouseNumber => {
+                &[Comparison::Address]
+            }
+            Self::ExternalId => &[Comparison::ExternalId],
+            Self::CustomerNumber => &[],
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockingRule {
+    pub name: String,
+    pub parts: Vec<KeyPart>,
+    pub max_block_size: usize,
+}
+
+impl BlockingRule {
+    /// The keys of one record under this rule; none when a part is missing.
+    pub fn keys(&self, r: &MatchRecord) -> Vec<String> {
+        let mut keys = vec![String::new()];
+        for (i, part) in self.parts.iter().enumerate() {
+            let values = part.values(r);
+            if values.is_empty() {
+                return Vec::new();
+            }
+            keys = keys
+                .iter()
+                .flat_map(|k| {
+                    values.iter().map(move |v| {
+                        if i == 0 {
+                            (*v).to_string()
+                        } else {
+                            format!("{k}\u{1f}{v}")
+                        }
+                    })
+                })
+                .collect();
+        }
+        keys
+    }
+
+    pub fn comparisons(&self) -> Vec<Comparison> {
+        let mut out: Vec<Comparison> = self
+            .parts
+            .iter()
+            .flat_map(|p| p.comparisons().iter().copied())
+            .collect();
+        out.sort_by_key(|c| c.index());
+        out.dedup();
+        out
+    }
+}
+
+/// The rules shipped for German customer data.
+pub fn default_rules() -> Vec<BlockingRule> {
+    let rule = |name: &str, parts: &[KeyPart], max: usize| BlockingRule {
+        name: name.to_string(),
+        parts: parts.to_vec(),
+        max_block_size: max,
+    };
+    vec![
+        rule("email", &[KeyPart::EmailKey], 50),
+        rule("phone", &[KeyPart::Phone], 50),
+        rule(
+            "last_name_phonetic_postcode",
+            &[KeyPart::LastNamePhonetic, KeyPart::Postcode],
+            300,
+        ),
+        rule(
+            "birth_date_first_initial",
+            &[KeyPart::BirthDate, KeyPart::FirstInitial],
+            300,
+        ),
+        rule("full_name", &[KeyPart::NameSorted], 300),
+        rule("external_id", &[KeyPart::ExternalId], 50),
+        rule("customer_number", &[KeyPart::CustomerNumber], 50),
+    ]
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RuleStats {
+    pub rule: String,
+    /// Pairs this rule produced.
+    pub pairs: u64,
+    /// Pairs no earlier rule produced.
+    pub new_pairs: u64,
+    pub blocks: u64,
+    pub skipped_blocks: u64,
+    pub largest_skipped_block: u64,
+    /// The key of the largest skipped block (the junk value to look at).
+    pub largest_skipped_key: Option<String>,
+}
+
+/// A candidate pair: indexes into the record slice (a < b) and the rules that produced it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub a: u32,
+    pub b: u32,
+    pub rules: u32,
+}
+
+/// Candidate pairs over all rules, each once. Errors when the rules together would produce
+/// more than `max_pairs` pairs (before anything is compared).
+pub fn candidates(
+    records: &[MatchRecord],
+    rules: &[BlockingRule],
+    max_pairs: u64,
+) -> Result<(Vec<Candidate>, Vec<RuleStats>), String> {
+    if rules.len() > 32 {
+        return Err("at most 32 blocking rules".into());
+    }
+    let mut all: Vec<(u64, u32)> = Vec::new();
+    let mut stats = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let mut blocks: HashMap<String, Vec<u32>> = HashMap::new();
+        for (idx, r) in records.iter().enumerate() {
+            for key in rule.keys(r) {
+                blocks.entry(key).or_default().push(idx as u32);
+            }
+        }
+        let mut s = RuleStats {
+            rule: rule.name.clone(),
+            ..Default::default()
+        };
+        for (key, mut members) in blocks {
+            members.dedup();
+            if members.len() < 2 {
+                continue;
+            }
+            if members.len() > rule.max_block_size {
+                s.skipped_blocks += 1;
+                if members.len() as u64 > s.largest_skipped_block {
+                    s.largest_skipped_block = members.len() as u64;
+                    s.largest_skipped_key = Some(key.replace('\u{1f}', " | "));
+                }
+                continue;
+            }
+            s.blocks += 1;
+            for (j, &x) in members.iter().enumerate() {
+                for &y in &members[j + 1..] {
+                    let (a, b) = if x < y { (x, y) } else { (y, x) };
+                    all.push(((u64::from(a) << 32) | u64::from(b), 1 << i));
+                }
+            }
+            s.pairs += (members.len() * (members.len() - 1) / 2) as u64;
+            if all.len() as u64 > max_pairs {
+                return Err(format!(
+                    "blocking rule \"{}\" would produce more than {max_pairs} candidate pairs",
+                    rule.name
+                ));
+            }
+        }
+        stats.push(s);
+    }
+    all.sort_unstable_by_key(|p| p.0);
+    let mut out: Vec<Candidate> = Vec::with_capacity(all.len());
+    for (key, mask) in all {
+        match out.last_mut() {
+            Some(last) if (u64::from(last.a) << 32 | u64::from(last.b)) == key => {
+                last.rules |= mask
+            }
+            _ => out.push(Candidate {
+                a: (key >> 32) as u32,
+                b: key as u32,
+                rules: mask,
+            }),
+        }
+    }
+    for c in &out {
+        stats[c.rules.trailing_zeros() as usize].new_pairs += 1;
+    }
+    Ok((out, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(email: &str, last: &str, postcode: &str) -> MatchRecord {
+        let s = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        MatchRecord {
+            email: s(email),
+            email_key: s(email),
+            last_name: s(last),
+            postcode: s(postcode),
+            ..Default::default()
+        }
+        .prepare()
+    }
+
+    #[test]
+    fn union_of_rules_each_pair_once() {
+        let records = vec![
+            rec("a@x.de", "müller", "10115"),
+            rec("a@x.de", "mueller", "10115"),
+            rec("b@x.de", "müller", "10115"),
+            rec("c@x.de", "schmidt", "80331"),
+        ];
+        let rules = vec![
+            BlockingRule {
+                name: "email".into(),
+                parts: vec![KeyPart::EmailKey],
+                max_block_size: 10,
+            },
+            BlockingRule {
+                name: "name".into(),
+                parts: vec![KeyPart::LastNamePhonetic, KeyPart::Postcode],
+                max_block_size: 10,
+            },
+        ];
+        let (cands, stats) = candidates(&records, &rules, 1000).unwrap();
+        let pairs: Vec<(u32, u32, u32)> = cands.iter().map(|c| (c.a, c.b, c.rules)).collect();
+        assert_eq!(pairs, vec![(0, 1, 0b11), (0, 2, 0b10), (1, 2, 0b10)]);
+        assert_eq!((stats[0].pairs, stats[0].new_pairs), (1, 1));
+        assert_eq!((stats[1].pairs, stats[1].new_pairs), (3, 2));
+    }
+
+    #[test]
+    fn oversized_blocks_are_skipped_and_reported() {
+        let mut records: Vec<MatchRecord> = (0..20)
+            .map(|i| rec("test@test.de", &format!("n{i}"), ""))
+            .collect();
+        records.push(rec("real@x.de", "a", ""));
+        records.push(rec("real@x.de", "b", ""));
+        let rules = vec![BlockingRule {
+            name: "email".into(),
+            parts: vec![KeyPart::EmailKey],
+            max_block_size: 5,
+        }];
+        let (cands, stats) = candidates(&records, &rules, 1000).unwrap();
+        assert_eq!(cands.len(), 1);
+        assert_eq!(stats[0].skipped_blocks, 1);
+        assert_eq!(stats[0].largest_skipped_block, 20);
+        assert_eq!(
+            stats[0].largest_skipped_key.as_deref(),
+            Some("test@test.de")
+        );
+        let err = candidates(
+            &records,
+            &[BlockingRule {
+                max_block_size: 100,
+                ..rules[0].clone()
+            }],
+            50,
+        )
+        .unwrap_err();
+        assert!(err.contains("more than 50"), "{err}");
+    }
+
+    #[test]
+    fn multi_valued_parts_give_several_keys() {
+        let mut r = rec("", "x", "1");
+        r.phones = vec!["+491".into(), "+492".into()];
+        let rule = BlockingRule {
+            name: "p".into(),
+            parts: vec![KeyPart::Phone, KeyPart::Postcode],
+            max_block_size: 9,
+        };
+        assert_eq!(
+            rule.keys(&r),
+            vec!["+491\u{1f}1".to_string(), "+492\u{1f}1".to_string()]
+        );
+        assert!(rule.keys(&rec("", "x", "")).is_empty());
+    }
+}

@@ -1,0 +1,632 @@
+//! Comparisons: for a pair of records, which level of agreement each field reaches. Levels are
+//! ordered from the strongest agreement to "else"; `None` means a field is missing on either
+//! side (or is a household value, see [`Context`]) and counts as no evidence.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::record::MatchRecord;
+use crate::compare::similarity::{jaro_winkler, levenshtein};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Comparison {
+    FirstName,
+    LastName,
+    BirthDate,
+    Email,
+    Phone,
+    Address,
+    ExternalId,
+}
+
+pub const COMPARISONS: [Comparison; 7] = [
+    Comparison::FirstName,
+    Comparison::LastName,
+    Comparison::BirthDate,
+    Comparison::Email,
+    Comparison::Phone,
+    Comparison::Address,
+    Comparison::ExternalId,
+];
+
+impl Comparison {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FirstName => "first_name",
+            Self::LastName => "last_name",
+            Self::BirthDate => "birth_date",
+            Self::Email => "email",
+            Self::Phone => "phone",
+            Self::Address => "address",
+            Self::ExternalId => "external_id",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        COMPARISONS.into_iter().find(|c| c.name() == name)
+    }
+
+    pub fn index(self) -> usize {
+        COMPARISONS.iter().position(|c| *c == self).unwrap_or(0)
+    }
+
+    /// Level names, strongest first; the last is always "else".
+    pub fn levels(self) -> &'static [&'static str] {
+        match self {
+            Self::FirstName => &[
+                "exact",
+                "transliterated",
+                "jaro_winkler_0.92",
+                "jaro_winkler_0.80",
+                "phonetic",
+                "initial",
+                "else",
+            ],
+            Self::LastName => &[
+                "exact",
+                "transliterated",
+                "jaro_winkler_0.92",
+                "jaro_winkler_0.80",
+                "phonetic",
+                "else",
+            ],
+            Self::BirthDate => &[
+                "exact",
+                "day_month_swapped",
+                "one_digit",
+                "two_digits",
+                "else",
+            ],
+            Self::Email => &["exact", "match_key", "local_part", "similar", "else"],
+            Self::Phone => &["exact", "else"],
+            Self::Address => &[
+                "same_address",
+                "same_street",
+                "similar_street_same_number",
+                "same_postcode_or_city",
+                "else",
+            ],
+            Self::ExternalId => &["exact", "similar", "else"],
+        }
+    }
+
+    pub fn else_level(self) -> u8 {
+        (self.levels().len() - 1) as u8
+    }
+
+    /// Whether the exact level is adjusted by how frequent the value is (Müller vs Zwerschke).
+    pub fn term_frequency_adjusted(self) -> bool {
+        matches!(self, Self::FirstName | Self::LastName)
+    }
+}
+
+/// What the comparison of a pair needs beyond the two records: term frequencies of names and
+/// the household values, e-mails and phones seen on records of clearly different people
+/// (`familie.mueller@…`, the family landline). Those identify a household, not a person, so
+/// sharing one is no evidence for the person.
+#[derive(Clone, Debug, Default)]
+pub struct Context {
+    pub first_name_tf: HashMap<String, f64>,
+    pub last_name_tf: HashMap<String, f64>,
+    pub shared_emails: HashSet<String>,
+    pub shared_phones: HashSet<String>,
+}
+
+impl Context {
+    /// Term frequencies and household values over all records.
+    pub fn build(records: &[MatchRecord]) -> Self {
+        let tf = |get: fn(&MatchRecord) -> Option<&String>| {
+            let mut counts: HashMap<String, f64> = HashMap::new();
+            let mut n = 0.0;
+            for r in records {
+                if let Some(v) = get(r) {
+                    *counts.entry(v.clone()).or_default() += 1.0;
+                    n += 1.0;
+                }
+            }
+            counts.values_mut().for_each(|c| *c /= n);
+            counts
+        };
+        let mut by_email: HashMap<&str, Vec<&MatchRecord>> = HashMap::new();
+        let mut by_phone: HashMap<&str, Vec<&MatchRecord>> = HashMap::new();
+        for r in records {
+            if let Some(k) = r.email_key.as_deref() {
+                by_email.entry(k).or_default().push(r);
+            }
+            for p in &r.phones {
+                by_phone.entry(p).or_default().push(r);
+            }
+        }
+        let shared = |groups: HashMap<&str, Vec<&MatchRecord>>| {
+            groups
+                .into_iter()
+                .filter(|(_, rs)| held_by_different_people(rs))
+                .map(|(k, _)| k.to_string())
+                .collect()
+        };
+        Self {
+            first_name_tf: tf(|r| r.first_name.as_ref()),
+            last_name_tf: tf(|r| r.last_name.as_ref()),
+            shared_emails: shared(by_email),
+            shared_phones: shared(by_phone),
+        }
+    }
+}
+
+/// True when two of the records carrying one value have clearly different first names or birth
+/// dates: the value belongs to a household (or an office), not to one person.
+pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
+    if records.len() < 2 {
+        return false;
+    }
+    // Distinct (first name, birth date) signatures are few; compare those, not all pairs.
+    let mut names: Vec<&MatchRecord> = Vec::new();
+    for r in records {
+        if r.derived.first_translit.is_some() || r.derived.birth_digits.is_some() {
+            names.push(r);
+        }
+        if names.len() > 50 {
+            break;
+        }
+    }
+    for (i, a) in names.iter().enumerate() {
+        for b in &names[i + 1..] {
+            if first_name_level(a, b, false) == Some(Comparison::FirstName.else_level())
+                && !names_swapped(a, b)
+            {
+                return true;
+            }
+            if birth_date_level(a, b) == Some(Comparison::BirthDate.else_level()) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// The levels of one pair.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub levels: [Option<u8>; COMPARISONS.len()],
+    /// First and last name were compared crosswise ("Müller Anna" against "Anna Müller").
+    pub swapped: bool,
+    /// The pair shares an e-mail or phone that is a household value (no evidence).
+    pub shared_email: bool,
+    pub shared_phone: bool,
+}
+
+impl Outcome {
+    pub fn level(&self, c: Comparison) -> Option<u8> {
+        self.levels[c.index()]
+    }
+}
+
+fn jw(a: &str, b: &str) -> f64 {
+    jaro_winkler(a, b).unwrap_or(0.0)
+}
+
+fn close(a: &str, b: &str) -> bool {
+    a == b || jw(a, b) >= 0.92
+}
+
+/// "Anna Müller" against "Müller Anna": the names agree crosswise but not straight.
+pub fn names_swapped(a: &MatchRecord, b: &MatchRecord) -> bool {
+    let (Some(af), Some(al), Some(bf), Some(bl)) = (
+        a.derived.first_translit.as_deref(),
+        a.derived.last_translit.as_deref(),
+        b.derived.first_translit.as_deref(),
+        b.derived.last_translit.as_deref(),
+    ) else {
+        return false;
+    };
+    af != al && close(af, bl) && close(al, bf) && !(close(af, bf) && close(al, bl))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn name_level(
+    a: Option<&str>,
+    b: Option<&str>,
+    a_translit: Option<&str>,
+    b_translit: Option<&str>,
+    a_phonetic: Option<&str>,
+    b_phonetic: Option<&str>,
+    first: bool,
+) -> Option<u8> {
+    let (a, b, at, bt) = (a?, b?, a_translit?, b_translit?);
+    if a == b {
+        return Some(0);
+    }
+    if at == bt {
+        return Some(1);
+    }
+    let s = jw(at, bt);
+    if s >= 0.92 {
+        return Some(2);
+    }
+    if s >= 0.80 {
+        return Some(3);
+    }
+    if a_phonetic.is_some() && a_phonetic == b_phonetic {
+        return Some(4);
+    }
+    if first {
+        // "H." against "Hans": an initial agrees, but weakly.
+        let initial = |x: &str, y: &str| x.chars().count() == 1 && y.starts_with(x);
+        if initial(at, bt) || initial(bt, at) {
+            return Some(5);
+        }
+        return Some(6);
+    }
+    Some(5)
+}
+
+fn first_name_level(a: &MatchRecord, b: &MatchRecord, swapped: bool) -> Option<u8> {
+    let (bn, bt, bp) = if swapped {
+        (
+            &b.last_name,
+            &b.derived.last_translit,
+            &b.derived.last_phonetic,
+        )
+    } else {
+        (
+            &b.first_name,
+            &b.derived.first_translit,
+            &b.derived.first_phonetic,
+        )
+    };
+    name_level(
+        a.first_name.as_deref(),
+        bn.as_deref(),
+        a.derived.first_translit.as_deref(),
+        bt.as_deref(),
+        a.derived.first_phonetic.as_deref(),
+        bp.as_deref(),
+        true,
+    )
+}
+
+fn last_name_level(a: &MatchRecord, b: &MatchRecord, swapped: bool) -> Option<u8> {
+    let (bn, bt, bp) = if swapped {
+        (
+            &b.first_name,
+            &b.derived.first_translit,
+            &b.derived.first_phonetic,
+        )
+    } else {
+        (
+            &b.last_name,
+            &b.derived.last_translit,
+            &b.derived.last_phonetic,
+        )
+    };
+    name_level(
+        a.last_name.as_deref(),
+        bn.as_deref(),
+        a.derived.last_translit.as_deref(),
+        bt.as_deref(),
+        a.derived.last_phonetic.as_deref(),
+        bp.as_deref(),
+        false,
+    )
+}
+
+fn birth_date_level(a: &MatchRecord, b: &MatchRecord) -> Option<u8> {
+    let (x, y) = (a.derived.birth_digits?, b.derived.birth_digits?);
+    if x == y {
+        return Some(0);
+    }
+    // YYYYMMDD: the same year with day and month exchanged (04.07. typed as 07.04.).
+    if x[..4] == y[..4] && x[4..6] == y[6..8] && x[6..8] == y[4..6] {
+        return Some(1);
+    }
+    match x.iter().zip(y.iter()).filter(|(p, q)| p != q).count() {
+        1 => Some(2),
+        2 => Some(3),
+        _ => Some(4),
+    }
+}
+
+fn email_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, bool) {
+    let (Some(ae), Some(be)) = (a.email.as_deref(), b.email.as_deref()) else {
+        return (None, false);
+    };
+    let same_key = a.email_key.is_some() && a.email_key == b.email_key;
+    if same_key
+        && ctx
+            .shared_emails
+            .contains(a.email_key.as_deref().unwrap_or_default())
+    {
+        return (None, true);
+    }
+    let level = if ae == be {
+        0
+    } else if same_key {
+        1
+    } else if a.email_local().is_some() && a.email_local() == b.email_local() {
+        2
+    } else if levenshtein(ae, be).unwrap_or(usize::MAX) <= 2 {
+        3
+    } else {
+        4
+    };
+    (Some(level), false)
+}
+
+fn phone_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, bool) {
+    if a.phones.is_empty() || b.phones.is_empty() {
+        return (None, false);
+    }
+    let common: Vec<&String> = a.phones.iter().filter(|p| b.phones.contains(p)).collect();
+    if common.iter().any(|p| !ctx.shared_phones.contains(*p)) {
+        (Some(0), false)
+    } else if !common.is_empty() {
+        (None, true)
+    } else {
+        (Some(1), false)
+    }
+}
+
+fn address_level(a: &MatchRecord, b: &MatchRecord) -> Option<u8> {
+    let has = |r: &MatchRecord| r.street.is_some() || r.postcode.is_some() || r.city.is_some();
+    if !has(a) || !has(b) {
+        return None;
+    }
+    let both_eq = |x: &Option<String>, y: &Option<String>| x.is_some() && x == y;
+    let postcode_eq = both_eq(&a.postcode, &b.postcode);
+    let city_eq = both_eq(&a.city, &b.city);
+    let postcode_close = match (&a.postcode, &b.postcode) {
+        (Some(x), Some(y)) => levenshtein(x, y).unwrap_or(usize::MAX) <= 1,
+        _ => false,
+    };
+    let place_close = postcode_eq || city_eq || postcode_close;
+    if let (Some(sa), Some(sb)) = (&a.street, &b.street) {
+        let number_eq = both_eq(&a.house_number, &b.house_number);
+        if sa == sb && number_eq && place_close {
+            return Some(0);
+        }
+        if sa == sb && place_close {
+            return Some(1);
+        }
+        if number_eq && place_close && jw(sa, sb) >= 0.88 {
+            return Some(2);
+        }
+    }
+    Some(if postcode_eq || city_eq { 3 } else { 4 })
+}
+
+fn external_id_level(a: &MatchRecord, b: &MatchRecord) -> Option<u8> {
+    let (x, y) = (a.external_id.as_deref()?, b.external_id.as_deref()?);
+    Some(if x == y {
+        0
+    } else if levenshtein(x, y).unwrap_or(usize::MAX) <= 2 {
+        1
+    } else {
+        2
+    })
+}
+
+/// Compares two records on every comparison.
+pub fn compare(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> Outcome {
+    let swapped = names_swapped(a, b);
+    let (email, shared_email) = email_level(a, b, ctx);
+    let (phone, shared_phone) = phone_level(a, b, ctx);
+    let mut levels = [None; COMPARISONS.len()];
+    for c in COMPARISONS {
+        levels[c.index()] = match c {
+            Comparison::FirstName => first_name_level(a, b, swapped),
+            Comparison::LastName => last_name_level(a, b, swapped),
+            Comparison::BirthDate => birth_date_level(a, b),
+            Comparison::Email => email,
+            Comparison::Phone => phone,
+            Comparison::Address => address_level(a, b),
+            Comparison::ExternalId => external_id_level(a, b),
+        };
+    }
+    Outcome {
+        levels,
+        swapped,
+        shared_email,
+        shared_phone,
+    }
+}
+
+/// The values a comparison looked at, for explanations.
+pub fn compared_values(
+    c: Comparison,
+    a: &MatchRecord,
+    b: &MatchRecord,
+    swapped: bool,
+) -> (Option<String>, Option<String>) {
+    let address = |r: &MatchRecord| {
+        let parts: Vec<&str> = [&r.street, &r.house_number, &r.postcode, &r.city]
+            .into_iter()
+            .filter_map(|f| f.as_deref())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(" "))
+    };
+    match c {
+        Comparison::FirstName => (
+            a.first_name.clone(),
+            if swapped {
+                b.last_name.clone()
+            } else {
+                b.first_name.clone()
+            },
+        ),
+        Comparison::LastName => (
+            a.last_name.clone(),
+            if swapped {
+                b.first_name.clone()
+            } else {
+                b.last_name.clone()
+            },
+        ),
+        Comparison::BirthDate => (a.birth_date.clone(), b.birth_date.clone()),
+        Comparison::Email => (a.email.clone(), b.email.clone()),
+        Comparison::Phone => (
+            (!a.phones.is_empty()).then(|| a.phones.join(", ")),
+            (!b.phones.is_empty()).then(|| b.phones.join(", ")),
+        ),
+        Comparison::Address => (address(a), address(b)),
+        Comparison::ExternalId => (a.external_id.clone(), b.external_id.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn rec(first: &str, last: &str, birth: &str) -> MatchRecord {
+        let s = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        MatchRecord {
+            first_name: s(first),
+            last_name: s(last),
+            birth_date: s(birth),
+            ..Default::default()
+        }
+        .prepare()
+    }
+
+    #[test]
+    fn name_levels() {
+        let ctx = Context::default();
+        let lvl = |a: &MatchRecord, b: &MatchRecord, c| compare(a, b, &ctx).level(c);
+        let mueller = rec("jürgen", "müller", "");
+        assert_eq!(
+            lvl(&mueller, &rec("jürgen", "müller", ""), Comparison::LastName),
+            Some(0)
+        );
+        assert_eq!(
+            lvl(
+                &mueller,
+                &rec("juergen", "mueller", ""),
+                Comparison::LastName
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            lvl(
+                &mueller,
+                &rec("juergen", "mueller", ""),
+                Comparison::FirstName
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            lvl(&mueller, &rec("jürgen", "müler", ""), Comparison::LastName),
+            Some(2)
+        );
+        assert_eq!(
+            lvl(
+                &mueller,
+                &rec("jürgen", "schmidt", ""),
+                Comparison::LastName
+            ),
+            Some(5)
+        );
+        assert_eq!(
+            lvl(&mueller, &rec("", "müller", ""), Comparison::FirstName),
+            None
+        );
+        assert_eq!(
+            lvl(&mueller, &rec("j", "müller", ""), Comparison::FirstName),
+            Some(5)
+        );
+        assert_eq!(
+            lvl(&mueller, &rec("petra", "müller", ""), Comparison::FirstName),
+            Some(6)
+        );
+        assert_eq!(
+            lvl(
+                &rec("meier", "", ""),
+                &rec("mayer", "", ""),
+                Comparison::FirstName
+            ),
+            Some(4)
+        );
+    }
+
+    #[test]
+    fn swapped_names_compare_crosswise() {
+        let o = compare(
+            &rec("anna", "müller", ""),
+            &rec("mueller", "anna", ""),
+            &Context::default(),
+        );
+        assert!(o.swapped);
+        assert_eq!(o.level(Comparison::FirstName), Some(0));
+        assert_eq!(o.level(Comparison::LastName), Some(1));
+        // Same name both ways ("Thomas Thomas") is not a swap.
+        assert!(
+            !compare(
+                &rec("anna", "anna", ""),
+                &rec("anna", "anna", ""),
+                &Context::default()
+            )
+            .swapped
+        );
+    }
+
+    #[test]
+    fn birth_date_levels() {
+        let ctx = Context::default();
+        let lvl = |x: &str, y: &str| {
+            compare(&rec("a", "b", x), &rec("a", "b", y), &ctx).level(Comparison::BirthDate)
+        };
+        assert_eq!(lvl("1980-05-17", "1980-05-17"), Some(0));
+        assert_eq!(lvl("1980-05-07", "1980-07-05"), Some(1));
+        assert_eq!(lvl("1980-05-17", "1980-05-18"), Some(2));
+        assert_eq!(lvl("1980-05-17", "1908-05-17"), Some(3));
+        assert_eq!(lvl("1980-05-17", "1955-11-02"), Some(4));
+        assert_eq!(lvl("1980-05-17", ""), None);
+    }
+
+    #[test]
+    fn household_values_are_no_evidence() {
+        let mut a = rec("hans", "müller", "1960-01-01");
+        let mut b = rec("petra", "müller", "1962-03-04");
+        let mut c = rec("hans", "müller", "1960-01-01");
+        for r in [&mut a, &mut b, &mut c] {
+            r.email = Some("familie.mueller@web.de".into());
+            r.email_key = r.email.clone();
+            r.phones = vec!["+4930123456".into()];
+        }
+        let ctx = Context::build(&[a.clone(), b.clone(), c.clone()]);
+        assert!(ctx.shared_emails.contains("familie.mueller@web.de"));
+        assert!(ctx.shared_phones.contains("+4930123456"));
+        let o = compare(&a, &c, &ctx);
+        assert_eq!(o.level(Comparison::Email), None);
+        assert!(o.shared_email && o.shared_phone);
+        // Held by one person only: evidence.
+        let ctx = Context::build(&[a.clone(), c.clone()]);
+        assert_eq!(compare(&a, &c, &ctx).level(Comparison::Email), Some(0));
+        assert_eq!(compare(&a, &c, &ctx).level(Comparison::Phone), Some(0));
+    }
+
+    #[test]
+    fn address_levels() {
+        let addr = |street: &str, number: &str, postcode: &str, city: &str| {
+            let s = |v: &str| (!v.is_empty()).then(|| v.to_string());
+            MatchRecord {
+                street: s(street),
+                house_number: s(number),
+                postcode: s(postcode),
+                city: s(city),
+                ..Default::default()
+            }
+            .prepare()
+        };
+        let ctx = Context::default();
+        let home = addr("hauptstrasse", "5", "10115", "berlin");
+        let lvl = |b: &MatchRecord| compare(&home, b, &ctx).level(Comparison::Address);
+        assert_eq!(lvl(&addr("hauptstrasse", "5", "10115", "berlin")), Some(0));
+        assert_eq!(lvl(&addr("hauptstrasse", "5", "10116", "")), Some(0));
+        assert_eq!(lvl(&addr("hauptstrasse", "7", "10115", "berlin")), Some(1));
+        assert_eq!(lvl(&addr("hauptstrase", "5", "10115", "berlin")), Some(2));
+        assert_eq!(lvl(&addr("", "", "10115", "berlin")), Some(3));
+        assert_eq!(lvl(&addr("gartenweg", "1", "80331", "muenchen")), Some(4));
+        assert_eq!(lvl(&addr("", "", "", "")), None);
+    }
+}

@@ -1,0 +1,8 @@
+//! Matching: blocking, comparisons, the Fellegi-Sunter model with its training, scoring and
+//! explanation. Pure Rust, no pgrx types; `crate::sql::matching` is the SQL layer over it.
+
+pub mod blocking;
+pub mod comparison;
+pub mod params;
+pub mod record;
+pub mod train;

@@ -1,0 +1,579 @@
+//! The match model (Fellegi-Sunter): per comparison level an m probability (the level among
+//! matches) and a u probability (among non-matches), a prior, thresholds and deterministic rules.
+//! The match weight of a pair is log2 of the prior odds plus log2(m/u) of every level hit, plus
+//! the identity-conflict weight when first names or birth dates clearly differ. Serialized as the
+//! JSON users see in `unify.model`, `unify.get_model()` and `unify.set_model()`.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::comparison::{compare, compared_values, Comparison, Context, Outcome, COMPARISONS};
+use super::record::MatchRecord;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Level {
+    pub name: String,
+    pub m: f64,
+    pub u: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ComparisonParams {
+    pub comparison: Comparison,
+    pub levels: Vec<Level>,
+}
+
+/// What a deterministic rule requires of a pair. All of a rule's predicates must hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Predicate {
+    /// Same normalized e-mail or match key, not a household e-mail.
+    SameEmail,
+    /// Same phone, not a household number.
+    SamePhone,
+    /// Last names equal after transliteration.
+    SameLastName,
+    SameFirstName,
+    SameBirthDate,
+    SameAddress,
+    SameCustomerNumber,
+    SameExternalId,
+    /// Neither first names nor birth dates clearly differ.
+    NoConflict,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeterministicRule {
+    pub name: String,
+    pub all: Vec<Predicate>,
+    /// Only between records of these sources (by name); all sources when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    /// Probability that two records drawn at random are the same person.
+    pub prior: f64,
+    /// Pairs at or above this match probability are matches.
+    pub match_threshold: f64,
+    /// Pairs at or above this probability are kept in `unify.pairs` for review.
+    pub review_threshold: f64,
+    /// Added once when first names or birth dates clearly differ (both present, no level of
+    /// similarity): a shared home, landline or family e-mail must not outweigh that.
+    pub conflict_weight: f64,
+    /// Lower bound of a term-frequency-adjusted u.
+    pub tf_minimum_u: f64,
+    pub comparisons: Vec<ComparisonParams>,
+    pub rules: Vec<DeterministicRule>,
+}
+
+pub fn log2_odds(p: f64) -> f64 {
+    (p / (1.0 - p)).log2()
+}
+
+pub fn probability(weight: f64) -> f64 {
+    1.0 / (1.0 + (-weight).exp2())
+}
+
+impl Model {
+    /// The shipped starting point for German customer data: m values from experience, u values
+    /// that `train()` replaces with measured ones.
+    pub fn default_german() -> Self {
+        let params = |c: Comparison, m: &[f64], u: &[f64]| ComparisonParams {
+            comparison: c,
+            levels: c
+                .levels()
+                .iter()
+                .zip(m.iter().zip(u.iter()))
+                .map(|(name, (m, u))| Level {
+                    name: (*name).to_string(),
+                    m: *m,
+                    u: *u,
+                })
+                .collect(),
+        };
+        use Comparison::*;
+        Self {
+            prior: 1e-5,
+            match_threshold: 0.9,
+            review_threshold: 0.01,
+            conflict_weight: -30.0,
+            tf_minimum_u: 1e-6,
+            comparisons: vec![
+                params(
+                    FirstName,
+                    &[0.80, 0.08, 0.05, 0.02, 0.01, 0.01, 0.03],
+                    &[0.01, 0.001, 0.002, 0.01, 0.01, 0.002, 0.965],
+                ),
+                params(
+                    LastName,
+                    &[0.80, 0.08, 0.05, 0.02, 0.01, 0.04],
+                    &[0.002, 0.0002, 0.001, 0.005, 0.005, 0.9868],
+                ),
+                params(
+                    BirthDate,
+                    &[0.93, 0.01, 0.02, 0.01, 0.03],
+                    &[5e-5, 1e-6, 5e-4, 5e-3, 0.99445],
+                ),
+                params(
+                    Email,
+                    &[0.70, 0.05, 0.05, 0.02, 0.18],
+                    &[1e-6, 1e-7, 1e-5, 1e-5, 0.999979],
+                ),
+                params(Phone, &[0.70, 0.30], &[1e-6, 0.999999]),
+                params(
+                    Address,
+                    &[0.70, 0.05, 0.03, 0.07, 0.15],
+                    &[1e-5, 1e-4, 1e-5, 0.01, 0.98988],
+                ),
+                params(ExternalId, &[0.90, 0.05, 0.05], &[1e-6, 1e-5, 0.999989]),
+            ],
+            rules: vec![
+                DeterministicRule {
+                    name: "same_customer_number".into(),
+                    all: vec![Predicate::SameCustomerNumber, Predicate::NoConflict],
+                    sources: None,
+                },
+                DeterministicRule {
+                    name: "same_email_and_last_name".into(),
+                    all: vec![
+                        Predicate::SameEmail,
+                        Predicate::SameLastName,
+                        Predicate::NoConflict,
+                    ],
+                    sources: None,
+                },
+            ],
+        }
+    }
+
+    /// Checks what `set_model` accepts: known comparisons once each, level names in order,
+    /// probabilities in (0, 1], thresholds in (0, 1).
+    pub fn validate(&self) -> Result<(), String> {
+        let in_unit = |x: f64| x > 0.0 && x < 1.0;
+        if !in_unit(self.prior) {
+            return Err(format!(
+                "prior must be between 0 and 1 (exclusive), not {}",
+                self.prior
+            ));
+        }
+        if !in_unit(self.match_threshold) || !in_unit(self.review_threshold) {
+            return Err(
+                "match_threshold and review_threshold must be probabilities between 0 and 1".into(),
+            );
+        }
+        if self.review_threshold > self.match_threshold {
+            return Err("review_threshold must not be above match_threshold".into());
+        }
+        if !(self.conflict_weight <= 0.0) || !self.conflict_weight.is_finite() {
+            return Err("conflict_weight must be zero or negative".into());
+        }
+        if !in_unit(self.tf_minimum_u) {
+            return Err("tf_minimum_u must be between 0 and 1".into());
+        }
+        let mut seen = Vec::new();
+        for p in &self.comparisons {
+            if seen.contains(&p.comparison) {
+                return Err(format!(
+                    "comparison \"{}\" appears twice",
+                    p.comparison.name()
+                ));
+            }
+            seen.push(p.comparison);
+            let names: Vec<&str> = p.levels.iter().map(|l| l.name.as_str()).collect();
+            if names != p.comparison.levels() {
+                return Err(format!(
+                    "comparison \"{}\" must have the levels {:?} in this order",
+                    p.comparison.name(),
+                    p.comparison.levels()
+                ));
+            }
+            for l in &p.levels {
+                if !(l.m > 0.0 && l.m <= 1.0 && l.u > 0.0 && l.u <= 1.0) {
+                    return Err(format!(
+                        "comparison \"{}\" level \"{}\": m and u must be in (0, 1]",
+                        p.comparison.name(),
+                        l.name
+                    ));
+                }
+            }
+        }
+        let mut rule_names = Vec::new();
+        for r in &self.rules {
+            if r.all.is_empty() {
+                return Err(format!("rule \"{}\" has no predicates", r.name));
+            }
+            if rule_names.contains(&&r.name) {
+                return Err(format!("rule \"{}\" appears twice", r.name));
+            }
+            rule_names.push(&r.name);
+        }
+        Ok(())
+    }
+
+    pub fn params(&self, c: Comparison) -> Option<&ComparisonParams> {
+        self.comparisons.iter().find(|p| p.comparison == c)
+    }
+}
+
+/// One term of a match weight, as `explain_match` shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Term {
+    pub term: &'static str,
+    pub level: Option<&'static str>,
+    pub value_a: Option<String>,
+    pub value_b: Option<String>,
+    pub m: Option<f64>,
+    pub u: Option<f64>,
+    pub weight: f64,
+    pub note: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Score {
+    pub weight: f64,
+    pub probability: f64,
+    /// log2(m/u) per comparison (None: no evidence or comparison not in the model).
+    pub weights: [Option<f64>; COMPARISONS.len()],
+    pub conflict: Option<Comparison>,
+    pub forced_by: Option<usize>,
+    pub outcome: Outcome,
+}
+
+impl Score {
+    pub fn is_match(&self, model: &Model) -> bool {
+        self.forced_by.is_some() || self.probability >= model.match_threshold
+    }
+}
+
+/// A model ready to score: log weights precomputed, rule sources resolved.
+pub struct Scorer<'a> {
+    pub model: &'a Model,
+    pub ctx: &'a Context,
+    log_prior: f64,
+    level_weights: [Option<Vec<f64>>; COMPARISONS.len()],
+    rule_sources: Vec<Option<Vec<i32>>>,
+}
+
+impl<'a> Scorer<'a> {
+    /// `source_ids` maps source names (used by rules) to ids.
+    pub fn new(model: &'a Model, ctx: &'a Context, source_ids: &HashMap<String, i32>) -> Self {
+        let mut level_weights: [Option<Vec<f64>>; COMPARISONS.len()] = Default::default();
+        for p in &model.comparisons {
+            level_weights[p.comparison.index()] =
+                Some(p.levels.iter().map(|l| (l.m / l.u).log2()).collect());
+        }
+        let rule_sources = model
+            .rules
+            .iter()
+            .map(|r| {
+                r.sources.as_ref().map(|names| {
+                    names
+                        .iter()
+                        .filter_map(|n| source_ids.get(n).copied())
+                        .collect()
+                })
+            })
+            .collect();
+        Self {
+            model,
+            ctx,
+            log_prior: log2_odds(model.prior),
+            level_weights,
+            rule_sources,
+        }
+    }
+
+    fn tf_u(&self, c: Comparison, a: &MatchRecord) -> Option<f64> {
+        let (map, value) = match c {
+            Comparison::FirstName => (&self.ctx.first_name_tf, a.first_name.as_ref()?),
+            Comparison::LastName => (&self.ctx.last_name_tf, a.last_name.as_ref()?),
+            _ => return None,
+        };
+        map.get(value).map(|f| f.max(self.model.tf_minimum_u))
+    }
+
+    /// Weight of comparison `c` at `level`, term-frequency adjusted on exact name matches.
+    fn term_weight(
+        &self,
+        c: Comparison,
+        level: u8,
+        a: &MatchRecord,
+        swapped: bool,
+    ) -> Option<(f64, Option<f64>)> {
+        let weights = self.level_weights[c.index()].as_ref()?;
+        if level == 0 && c.term_frequency_adjusted() && !swapped {
+            if let Some(u) = self.tf_u(c, a) {
+                let m = self.params_level(c, 0).0;
+                return Some(((m / u).log2(), Some(u)));
+            }
+        }
+        Some((weights[level as usize], None))
+    }
+
+    fn params_level(&self, c: Comparison, level: u8) -> (f64, f64) {
+        let p = &self.model.params(c).expect("comparison in model").levels[level as usize];
+        (p.m, p.u)
+    }
+
+    pub fn conflict(outcome: &Outcome) -> Option<Comparison> {
+        [Comparison::FirstName, Comparison::BirthDate]
+            .into_iter()
+            .find(|c| outcome.level(*c) == Some(c.else_level()))
+    }
+
+    fn predicate(p: Predicate, a: &MatchRecord, b: &MatchRecord, o: &Outcome) -> bool {
+        let both_eq = |x: &Option<String>, y: &Option<String>| x.is_some() && x == y;
+        match p {
+            Predicate::SameEmail => matches!(o.level(Comparison::Email), Some(0 | 1)),
+            Predicate::SamePhone => o.level(Comparison::Phone) == Some(0),
+            Predicate::SameLastName => matches!(o.level(Comparison::LastName), Some(0 | 1)),
+            Predicate::SameFirstName => matches!(o.level(Comparison::FirstName), Some(0 | 1)),
+            Predicate::SameBirthDate => o.level(Comparison::BirthDate) == Some(0),
+            Predicate::SameAddress => o.level(Comparison::Address) == Some(0),
+            Predicate::SameCustomerNumber => both_eq(&a.customer_number, &b.customer_number),
+            Predicate::SameExternalId => both_eq(&a.external_id, &b.external_id),
+            Predicate::NoConflict => Self::conflict(o).is_none(),
+        }
+    }
+
+    /// The first deterministic rule the pair satisfies.
+    pub fn forced_by(&self, a: &MatchRecord, b: &MatchRecord, o: &Outcome) -> Option<usize> {
+        self.model.rules.iter().enumerate().position(|(i, rule)| {
+            let sources_ok = self.rule_sources[i]
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&a.source_id) && ids.contains(&b.source_id));
+            sources_ok && rule.all.iter().all(|p| Self::predicate(*p, a, b, o))
+        })
+    }
+
+    pub fn score(&self, a: &MatchRecord, b: &MatchRecord) -> Score {
+        let outcome = compare(a, b, self.ctx);
+        self.score_outcome(a, b, outcome)
+    }
+
+    pub fn score_outcome(&self, a: &MatchRecord, b: &MatchRecord, outcome: Outcome) -> Score {
+        let mut weight = self.log_prior;
+        let mut weights = [None; COMPARISONS.len()];
+        for c in COMPARISONS {
+            if let Some(level) = outcome.level(c) {
+                if let Some((w, _)) = self.term_weight(c, level, a, outcome.swapped) {
+                    weights[c.index()] = Some(w);
+                    weight += w;
+                }
+            }
+        }
+        let conflict = Self::conflict(&outcome).filter(|c| self.level_weights[c.index()].is_some());
+        if conflict.is_some() {
+            weight += self.model.conflict_weight;
+        }
+        let forced_by = self.forced_by(a, b, &outcome);
+        Score {
+            weight,
+            probability: probability(weight),
+            weights,
+            conflict,
+            forced_by,
+            outcome,
+        }
+    }
+
+    /// The terms of a pair's weight; their weights sum to `score(a, b).weight`.
+    pub fn explain(&self, a: &MatchRecord, b: &MatchRecord) -> (Score, Vec<Term>) {
+        let score = self.score(a, b);
+        let o = &score.outcome;
+        let mut terms = vec![Term {
+            term: "prior",
+            level: None,
+            value_a: None,
+            value_b: None,
+            m: None,
+            u: None,
+            weight: self.log_prior,
+            note: Some(format!("prior match probability {:.3e}", self.model.prior)),
+        }];
+        for c in COMPARISONS {
+            let Some(params) = self.model.params(c) else {
+                continue;
+            };
+            let (value_a, value_b) = compared_values(c, a, b, o.swapped);
+            let mut note = None;
+            if (c == Comparison::FirstName || c == Comparison::LastName) && o.swapped {
+                note = Some("first and last name compared crosswise (swapped)".to_string());
+            }
+            if c == Comparison::Email && o.shared_email {
+                note = Some("household e-mail (held by different people): no evidence".to_string());
+            }
+            if c == Comparison::Phone && o.shared_phone {
+                note = Some("household phone (held by different people): no evidence".to_string());
+            }
+            let (level, m, u, weight) = match o.level(c) {
+                None => {
+                    note.get_or_insert_with(|| "missing on one side: no evidence".to_string());
+                    (None, None, None, 0.0)
+                }
+                Some(l) => {
+                    let (w, tf_u) = self.term_weight(c, l, a, o.swapped).unwrap_or((0.0, None));
+                    let level = &params.levels[l as usize];
+                    if let Some(tf) = tf_u {
+                        note = Some(format!(
+                            "u adjusted to the frequency of this value ({tf:.3e})"
+                        ));
+                    }
+                    (
+                        Some(c.levels()[l as usize]),
+                        Some(level.m),
+                        Some(tf_u.unwrap_or(level.u)),
+                        w,
+                    )
+                }
+            };
+            terms.push(Term {
+                term: c.name(),
+                level,
+                value_a,
+                value_b,
+                m,
+                u,
+                weight,
+                note,
+            });
+        }
+        if let Some(c) = score.conflict {
+            terms.push(Term {
+                term: "identity_conflict",
+                level: Some(c.name()),
+                value_a: None,
+                value_b: None,
+                m: None,
+                u: None,
+                weight: self.model.conflict_weight,
+                note: Some(format!(
+                    "{} clearly differs: different people, even at one address",
+                    c.name()
+                )),
+            });
+        }
+        if let Some(i) = score.forced_by {
+            terms.push(Term {
+                term: "deterministic_rule",
+                level: Some("forced_match"),
+                value_a: None,
+                value_b: None,
+                m: None,
+                u: None,
+                weight: 0.0,
+                note: Some(format!(
+                    "rule \"{}\" forces a match",
+                    self.model.rules[i].name
+                )),
+            });
+        }
+        (score, terms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn person(first: &str, last: &str, birth: &str, email: &str, phone: &str) -> MatchRecord {
+        let s = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        MatchRecord {
+            first_name: s(first),
+            last_name: s(last),
+            birth_date: s(birth),
+            email: s(email),
+            email_key: s(email),
+            phones: s(phone).into_iter().collect(),
+            street: s("hauptstrasse"),
+            house_number: s("5"),
+            postcode: s("10115"),
+            city: s("berlin"),
+            ..Default::default()
+        }
+        .prepare()
+    }
+
+    #[test]
+    fn default_model_is_valid_and_round_trips_as_json() {
+        let m = Model::default_german();
+        m.validate().unwrap();
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<Model>(&json).unwrap(), m);
+        let mut bad = m.clone();
+        bad.comparisons[0].levels.swap(0, 1);
+        assert!(bad.validate().unwrap_err().contains("levels"));
+        let mut bad = m;
+        bad.prior = 0.0;
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn explanation_sums_to_the_weight() {
+        let model = Model::default_german();
+        let ctx = Context::default();
+        let scorer = Scorer::new(&model, &ctx, &HashMap::new());
+        let a = person(
+            "jürgen",
+            "müller",
+            "1960-01-01",
+            "j.mueller@web.de",
+            "+4930123",
+        );
+        let b = person("juergen", "mueller", "1960-01-01", "", "+4930123");
+        let (score, terms) = scorer.explain(&a, &b);
+        let sum: f64 = terms.iter().map(|t| t.weight).sum();
+        assert!(
+            (sum - score.weight).abs() < 1e-9,
+            "{sum} vs {}",
+            score.weight
+        );
+        assert!(score.is_match(&model));
+        let email = terms.iter().find(|t| t.term == "email").unwrap();
+        assert_eq!((email.level, email.weight), (None, 0.0));
+    }
+
+    #[test]
+    fn family_members_at_one_address_are_not_one_person() {
+        let model = Model::default_german();
+        // Father and son of the same name, same home, landline and e-mail: the birth date decides.
+        let senior = person("klaus", "weber", "1950-03-01", "weber@web.de", "+4930123");
+        let junior = person("klaus", "weber", "1979-11-20", "weber@web.de", "+4930123");
+        let wife = person("petra", "weber", "1952-07-07", "weber@web.de", "+4930123");
+        let ctx = Context::build(&[senior.clone(), junior.clone(), wife.clone()]);
+        let scorer = Scorer::new(&model, &ctx, &HashMap::new());
+        for (a, b) in [(&senior, &junior), (&senior, &wife), (&junior, &wife)] {
+            let s = scorer.score(a, b);
+            assert!(!s.is_match(&model), "{s:?}");
+            assert!(s.conflict.is_some());
+        }
+        // The same man twice, with a typo and no birth date on one side, still matches.
+        let again = person("klaus", "webber", "", "weber@web.de", "+4930123");
+        assert!(scorer.score(&senior, &again).is_match(&model));
+    }
+
+    #[test]
+    fn deterministic_rules_force_and_respect_sources() {
+        let mut model = Model::default_german();
+        model.rules = vec![DeterministicRule {
+            name: "crm_number".into(),
+            all: vec![Predicate::SameCustomerNumber],
+            sources: Some(vec!["crm".into()]),
+        }];
+        let ctx = Context::default();
+        let ids = HashMap::from([("crm".to_string(), 1)]);
+        let scorer = Scorer::new(&model, &ctx, &ids);
+        let mut a = person("a", "b", "", "", "");
+        let mut b = person("x", "y", "", "", "");
+        a.customer_number = Some("K1".into());
+        b.customer_number = Some("K1".into());
+        a.source_id = 1;
+        b.source_id = 1;
+        assert_eq!(scorer.score(&a, &b).forced_by, Some(0));
+        b.source_id = 2;
+        assert_eq!(scorer.score(&a, &b).forced_by, None);
+    }
+}

@@ -1,0 +1,453 @@
+//! Training without labels, as Splink does it: u from random record pairs (exact levels from
+//! value frequencies), m by expectation-maximisation over the blocked pairs, one session per
+//! blocking rule that leaves out the comparisons the rule fixes, and the prior from the expected
+//! number of matches among the candidates.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::blocking::{BlockingRule, Candidate};
+use super::comparison::{compare, Comparison, Context, COMPARISONS};
+use super::params::{log2_odds, Model, Scorer};
+use super::record::MatchRecord;
+
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    /// Random pairs drawn to estimate u.
+    pub sample_pairs: usize,
+    pub max_iterations: usize,
+    /// EM stops when no m moves by more than this.
+    pub tolerance: f64,
+    pub seed: u64,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            sample_pairs: 1_000_000,
+            max_iterations: 100,
+            tolerance: 1e-5,
+            seed: 42,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionReport {
+    pub rule: String,
+    pub pairs: u64,
+    pub estimated: Vec<&'static str>,
+    pub iterations: usize,
+    pub converged: bool,
+    pub match_share: f64,
+    pub log_likelihood: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainReport {
+    pub records: usize,
+    pub candidate_pairs: usize,
+    pub u_sample_pairs: usize,
+    pub sessions: Vec<SessionReport>,
+    pub converged: bool,
+    pub expected_matches: f64,
+    pub prior: f64,
+}
+
+/// splitmix64: a small, well-mixed deterministic generator (the sample must be reproducible).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Probability that two random records (both with the value) agree exactly: sum of c(c-1)
+/// over values, divided by n(n-1). Exact agreement is rare, so a random sample would see too
+/// few to estimate it; the value counts give it exactly.
+fn exact_u<'a>(values: impl Iterator<Item = &'a str>) -> Option<f64> {
+    let mut counts: HashMap<&str, f64> = HashMap::new();
+    let mut n = 0.0;
+    for v in values {
+        *counts.entry(v).or_default() += 1.0;
+        n += 1.0;
+    }
+    if n < 2.0 {
+        return None;
+    }
+    let agree: f64 = counts.values().map(|c| c * (c - 1.0)).sum();
+    Some((agree / (n * (n - 1.0))).max(1.0 / (n * (n - 1.0))))
+}
+
+/// Sets u of every comparison in `model` from random pairs of `records`.
+pub fn estimate_u(
+    records: &[MatchRecord],
+    ctx: &Context,
+    model: &mut Model,
+    opts: &TrainOptions,
+) -> usize {
+    if records.len() < 2 {
+        return 0;
+    }
+    let mut rng = Rng(opts.seed);
+    let mut counts = [[0.0f64; 8]; COMPARISONS.len()];
+    let total_pairs = records.len() as u128 * (records.len() as u128 - 1) / 2;
+    let samples = (opts.sample_pairs as u128).min(total_pairs) as usize;
+    for _ in 0..samples {
+        let i = rng.below(records.len());
+        let mut j = rng.below(records.len() - 1);
+        if j >= i {
+            j += 1;
+        }
+        let o = compare(&records[i], &records[j], ctx);
+        for c in COMPARISONS {
+            if let Some(l) = o.level(c) {
+                counts[c.index()][l as usize] += 1.0;
+            }
+        }
+    }
+    let address_key = |r: &MatchRecord| match (&r.street, &r.house_number, &r.postcode) {
+        (Some(s), Some(n), Some(p)) => Some(format!("{s}|{n}|{p}")),
+        _ => None,
+    };
+    let address_keys: Vec<String> = records.iter().filter_map(address_key).collect();
+    for p in &mut model.comparisons {
+        let c = p.comparison;
+        let analytic = match c {
+            Comparison::FirstName => {
+                exact_u(records.iter().filter_map(|r| r.first_name.as_deref()))
+            }
+            Comparison::LastName => exact_u(records.iter().filter_map(|r| r.last_name.as_deref())),
+            Comparison::BirthDate => {
+                exact_u(records.iter().filter_map(|r| r.birth_date.as_deref()))
+            }
+            Comparison::Email => exact_u(records.iter().filter_map(|r| r.email.as_deref())),
+            Comparison::Phone => exact_u(
+                records
+                    .iter()
+                    .filter_map(|r| r.phones.first().map(String::as_str)),
+            ),
+            Comparison::Address => exact_u(address_keys.iter().map(String::as_str)),
+            Comparison::ExternalId => {
+                exact_u(records.iter().filter_map(|r| r.external_id.as_deref()))
+            }
+        };
+        let levels = p.levels.len();
+        let row = &counts[c.index()];
+        let n: f64 = row[..levels].iter().sum();
+        // Half a pair for a level never seen: rare is not impossible.
+        let smoothed: Vec<f64> = (0..levels)
+            .map(|l| (row[l] + 0.5) / (n + 0.5 * levels as f64))
+            .collect();
+        let exact = analytic.unwrap_or(smoothed[0]);
+        let rest: f64 = smoothed[1..].iter().sum();
+        p.levels[0].u = exact;
+        for l in 1..levels {
+            p.levels[l].u = (smoothed[l] / rest * (1.0 - exact)).max(1e-12);
+        }
+    }
+    samples
+}
+
+type Pattern = [Option<u8>; COMPARISONS.len()];
+
+/// One EM session over pattern counts: u fixed, m of the `estimated` comparisons and the share
+/// of matches among the pairs re-estimated until they settle.
+fn em_session(
+    patterns: &[(Pattern, f64)],
+    model: &Model,
+    estimated: &[Comparison],
+    opts: &TrainOptions,
+) -> (HashMap<Comparison, Vec<f64>>, SessionReport) {
+    let mut m: HashMap<Comparison, Vec<f64>> = estimated
+        .iter()
+        .filter_map(|c| {
+            model
+                .params(*c)
+                .map(|p| (*c, p.levels.iter().map(|l| l.m).collect()))
+        })
+        .collect();
+    let u: HashMap<Comparison, Vec<f64>> = estimated
+        .iter()
+        .filter_map(|c| {
+            model
+                .params(*c)
+                .map(|p| (*c, p.levels.iter().map(|l| l.u).collect()))
+        })
+        .collect();
+    let total: f64 = patterns.iter().map(|p| p.1).sum();
+    let mut lambda = 0.1f64;
+    let mut report = SessionReport {
+        rule: String::new(),
+        pairs: total as u64,
+        estimated: m.keys().map(|c| c.name()).collect(),
+        iterations: 0,
+        converged: false,
+        match_share: 0.0,
+        log_likelihood: 0.0,
+    };
+    report.estimated.sort_unstable();
+    for it in 1..=opts.max_iterations {
+        let mut num: HashMap<Comparison, Vec<f64>> =
+            m.iter().map(|(c, v)| (*c, vec![0.0; v.len()])).collect();
+        let mut matched = 0.0;
+        let mut ll = 0.0;
+        for (pattern, count) in patterns {
+            let mut log_m = lambda.ln();
+            let mut log_u = (1.0 - lambda).ln();
+            for (c, mv) in &m {
+                if let Some(l) = pattern[c.index()] {
+                    log_m += mv[l as usize].ln();
+                    log_u += u[c][l as usize].ln();
+                }
+            }
+            let hi = log_m.max(log_u);
+            let denom = hi + ((log_m - hi).exp() + (log_u - hi).exp()).ln();
+            ll += count * denom;
+            let p = (log_m - denom).exp();
+            matched += count * p;
+            for (c, acc) in &mut num {
+                if let Some(l) = pattern[c.index()] {
+                    acc[l as usize] += count * p;
+                }
+            }
+        }
+        let mut delta = 0.0f64;
+        for (c, acc) in num {
+            let s: f64 = acc.iter().sum();
+            if s <= 0.0 {
+                continue;
+            }
+            let mv = m.get_mut(&c).expect("estimated comparison");
+            for (old, a) in mv.iter_mut().zip(acc) {
+                let new = (a / s).max(1e-6);
+                delta = delta.max((new - *old).abs());
+                *old = new;
+            }
+            let norm: f64 = mv.iter().sum();
+            mv.iter_mut().for_each(|x| *x /= norm);
+        }
+        lambda = (matched / total).clamp(1e-9, 1.0 - 1e-9);
+        report.iterations = it;
+        report.log_likelihood = ll;
+        report.match_share = lambda;
+        if delta < opts.tolerance {
+            report.converged = true;
+            break;
+        }
+    }
+    (m, report)
+}
+
+/// Trains `model` in place (u, m, prior) and reports each EM session.
+pub fn train(
+    records: &[MatchRecord],
+    ctx: &Context,
+    rules: &[BlockingRule],
+    candidates: &[Candidate],
+    model: &mut Model,
+    source_ids: &HashMap<String, i32>,
+    opts: &TrainOptions,
+) -> TrainReport {
+    let u_sample_pairs = estimate_u(records, ctx, model, opts);
+    // Comparison vectors of all candidates, counted per distinct (pattern, rules).
+    let mut counts: HashMap<(Pattern, u32), f64> = HashMap::new();
+    for cand in candidates {
+        let o = compare(&records[cand.a as usize], &records[cand.b as usize], ctx);
+        *counts.entry((o.levels, cand.rules)).or_default() += 1.0;
+    }
+    let mut sums: HashMap<Comparison, (Vec<f64>, f64)> = HashMap::new();
+    let mut sessions = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let patterns: Vec<(Pattern, f64)> = {
+            let mut merged: HashMap<Pattern, f64> = HashMap::new();
+            for ((p, mask), n) in &counts {
+                if mask & (1 << i) != 0 {
+                    *merged.entry(*p).or_default() += n;
+                }
+            }
+            merged.into_iter().collect()
+        };
+        if patterns.is_empty() {
+            continue;
+        }
+        let fixed = rule.comparisons();
+        let estimated: Vec<Comparison> = COMPARISONS
+            .into_iter()
+            .filter(|c| !fixed.contains(c))
+            .collect();
+        let (m, mut report) = em_session(&patterns, model, &estimated, opts);
+        report.rule = rule.name.clone();
+        for (c, mv) in m {
+            let e = sums.entry(c).or_insert_with(|| (vec![0.0; mv.len()], 0.0));
+            e.0.iter_mut().zip(&mv).for_each(|(s, x)| *s += x);
+            e.1 += 1.0;
+        }
+        sessions.push(report);
+    }
+    for p in &mut model.comparisons {
+        if let Some((s, n)) = sums.get(&p.comparison) {
+            for (level, sum) in p.levels.iter_mut().zip(s) {
+                level.m = (sum / n).max(1e-6);
+            }
+        }
+    }
+    // The prior: expected matches among the candidates over all possible pairs, iterated to a
+    // fixed point (the expectation depends on the prior).
+    let n = records.len() as f64;
+    let all_pairs = (n * (n - 1.0) / 2.0).max(1.0);
+    let scorer_model = model.clone();
+    let scorer = Scorer::new(&scorer_model, ctx, source_ids);
+    let evidence: Vec<f64> = candidates
+        .iter()
+        .map(|c| {
+            scorer
+                .score(&records[c.a as usize], &records[c.b as usize])
+                .weight
+                - log2_odds(scorer_model.prior)
+        })
+        .collect();
+    let mut prior = model.prior;
+    let mut expected = 0.0;
+    for _ in 0..50 {
+        let lp = log2_odds(prior);
+        expected = evidence
+            .iter()
+            .map(|e| 1.0 / (1.0 + (-(lp + e)).exp2()))
+            .sum::<f64>();
+        let next = (expected / all_pairs).clamp(1e-12, 0.5);
+        let done = ((next - prior) / prior).abs() < 1e-6;
+        prior = next;
+        if done {
+            break;
+        }
+    }
+    model.prior = prior;
+    TrainReport {
+        records: records.len(),
+        candidate_pairs: candidates.len(),
+        u_sample_pairs,
+        converged: sessions.iter().all(|s| s.converged),
+        sessions,
+        expected_matches: expected,
+        prior,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::blocking::{candidates, default_rules};
+    use super::*;
+
+    /// Synthetic people with typo'd duplicates: EM must find high m on exact levels and a prior
+    /// near the true share of matching pairs, without labels.
+    #[test]
+    fn em_recovers_duplicates_without_labels() {
+        let syllables = [
+            "an", "ber", "cla", "die", "er", "fra", "gis", "hor", "in", "jan", "kur", "lo",
+        ];
+        let firsts: Vec<String> = syllables
+            .iter()
+            .flat_map(|a| syllables.iter().map(move |b| format!("{a}{b}a")))
+            .collect();
+        let lasts: Vec<String> = syllables
+            .iter()
+            .flat_map(|a| syllables.iter().map(move |b| format!("{b}{a}müller")))
+            .collect();
+        let mut rng = Rng(7);
+        let mut records = Vec::new();
+        let mut truth = Vec::new();
+        for person in 0..400usize {
+            let first = &firsts[rng.below(firsts.len())];
+            let last = &lasts[rng.below(lasts.len())];
+            let birth = format!(
+                "19{:02}-{:02}-{:02}",
+                40 + rng.below(60),
+                1 + rng.below(12),
+                1 + rng.below(28)
+            );
+            let email = format!("{first}.{last}{person}@web.de");
+            let copies = 1 + rng.below(3);
+            for k in 0..copies {
+                let mut last_v = last.to_string();
+                if k == 1 {
+                    last_v = last_v.replace('ü', "ue");
+                }
+                records.push(
+                    MatchRecord {
+                        id: records.len() as i64,
+                        first_name: Some(first.to_string()),
+                        last_name: Some(last_v),
+                        birth_date: (rng.below(3) > 0).then(|| birth.clone()),
+                        email: (rng.below(2) > 0).then(|| email.clone()),
+                        email_key: Some(email.clone()),
+                        postcode: Some(format!("{:05}", 10000 + person % 50)),
+                        ..Default::default()
+                    }
+                    .prepare(),
+                );
+                truth.push(person);
+            }
+        }
+        let ctx = Context::build(&records);
+        let rules = default_rules();
+        let (cands, _) = candidates(&records, &rules, 1_000_000).unwrap();
+        let mut model = Model::default_german();
+        let report = train(
+            &records,
+            &ctx,
+            &rules,
+            &cands,
+            &mut model,
+            &HashMap::new(),
+            &TrainOptions::default(),
+        );
+        assert!(report.converged, "{report:?}");
+        let first = model.params(Comparison::FirstName).unwrap();
+        assert!(first.levels[0].m > 0.9, "{first:?}");
+        let true_pairs: usize = {
+            let mut per: HashMap<usize, usize> = HashMap::new();
+            truth.iter().for_each(|p| *per.entry(*p).or_default() += 1);
+            per.values().map(|n| n * (n - 1) / 2).sum()
+        };
+        let ratio = report.expected_matches / true_pairs as f64;
+        assert!(
+            (0.8..1.25).contains(&ratio),
+            "expected {} vs true {true_pairs}",
+            report.expected_matches
+        );
+        // And the trained model separates them.
+        let scorer = Scorer::new(&model, &ctx, &HashMap::new());
+        let (mut tp, mut fp, mut fn_) = (0, 0, 0);
+        for c in &cands {
+            let same = truth[c.a as usize] == truth[c.b as usize];
+            let hit = scorer
+                .score(&records[c.a as usize], &records[c.b as usize])
+                .is_match(&model);
+            match (same, hit) {
+                (true, true) => tp += 1,
+                (false, true) => fp += 1,
+                (true, false) => fn_ += 1,
+                _ => {}
+            }
+        }
+        assert!(fp == 0 && fn_ * 100 <= tp, "tp {tp} fp {fp} fn {fn_}");
+    }
+
+    #[test]
+    fn exact_u_from_value_counts() {
+        // Values a,a,b: of 3*2 ordered pairs, 2 agree.
+        assert!((exact_u(["a", "a", "b"].into_iter()).unwrap() - 2.0 / 6.0).abs() < 1e-12);
+        assert_eq!(exact_u(["a"].into_iter()), None);
+    }
+}
