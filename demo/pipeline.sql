@@ -114,7 +114,7 @@ INSERT INTO newsletter_signups (signup_id, email, first_name, signed_up_at, doub
 VALUES (999999, 'Neue.Kundin@GoogleMail.com', 'Lena', now(), true);
 UPDATE crm_contacts SET strasse = 'Neue Str.', hausnummer = '7 b', plz = '1067', ort = 'Dresden'
 WHERE kontakt_nr = (SELECT min(kontakt_nr) FROM crm_contacts);
-SELECT s.name AS source, q.source_key, q.op FROM unify.change_queue q JOIN unify.sources s USING (source_id) ORDER BY q.queue_id;
+SELECT s.name AS source, q.source_key, q.op FROM unify.change_queue q JOIN unify.sources s USING (source_id) ORDER BY q.enqueued_at, s.name, q.source_key, q.op;
 SELECT unify.process_queue() AS changes_applied;
 SELECT s.name AS source, r.source_key, r.first_name, r.email, r.email_key, r.street, r.house_number, r.postcode
 FROM unify.records r JOIN unify.sources s USING (source_id)

@@ -161,7 +161,9 @@ pub fn default_rules() -> Vec<BlockingRule> {
             &[KeyPart::BirthDate, KeyPart::FirstInitial],
             300,
         ),
+        rule("birth_date_last_name", &[KeyPart::BirthDate, KeyPart::LastNamePhonetic], 300),
         rule("full_name", &[KeyPart::NameSorted], 300),
+        rule("address", &[KeyPart::Postcode, KeyPart::HouseNumber, KeyPart::Street], 300),
         rule("external_id", &[KeyPart::ExternalId], 50),
         rule("customer_number", &[KeyPart::CustomerNumber], 50),
     ]

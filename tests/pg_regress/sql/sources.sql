@@ -50,7 +50,7 @@ UPDATE pos_loyalty_members SET card_no = 9100000001 WHERE card_no = 9000000001;
 BEGIN;
 INSERT INTO newsletter_signups VALUES (100001, 'rolled@back.de', 'Rolled', now(), true, NULL);
 ROLLBACK;
-SELECT s.name, q.source_key, q.op FROM unify.change_queue q JOIN unify.sources s USING (source_id) ORDER BY q.queue_id;
+SELECT s.name, q.source_key, q.op FROM unify.change_queue q JOIN unify.sources s USING (source_id) ORDER BY q.enqueued_at, s.name, q.source_key, q.op;
 SELECT source, queue_depth FROM unify.status ORDER BY source;
 SELECT unify.process_queue();
 SELECT count(*) AS left_in_queue FROM unify.change_queue;
