@@ -24,6 +24,7 @@ pub enum KeyPart {
     LastNamePhonetic,
     FirstInitial,
     NameSorted,
+    NamePhoneticSorted,
     BirthDate,
     BirthYear,
     Postcode,
@@ -57,6 +58,7 @@ impl KeyPart {
                 .into_iter()
                 .collect(),
             Self::NameSorted => one(&r.derived.name_sorted),
+            Self::NamePhoneticSorted => one(&r.derived.name_phonetic_sorted),
             Self::BirthDate => one(&r.birth_date),
             Self::BirthYear => r
                 .birth_date
@@ -86,7 +88,7 @@ impl KeyPart {
             Self::LastName | Self::LastNameTranslit | Self::LastNamePhonetic => {
                 &[Comparison::LastName]
             }
-            Self::NameSorted => &[Comparison::FirstName, Comparison::LastName],
+            Self::NameSorted | Self::NamePhoneticSorted => &[Comparison::FirstName, Comparison::LastName],
             Self::BirthDate | Self::BirthYear => &[Comparison::BirthDate],
             Self::Postcode | Self::City | Self::Street | Self::HouseNumber => {
                 &[Comparison::Address]
@@ -163,7 +165,9 @@ pub fn default_rules() -> Vec<BlockingRule> {
         ),
         rule("birth_date_last_name", &[KeyPart::BirthDate, KeyPart::LastNamePhonetic], 300),
         rule("full_name", &[KeyPart::NameSorted], 300),
-        rule("address", &[KeyPart::Postcode, KeyPart::HouseNumber, KeyPart::Street], 300),
+        rule("full_name_phonetic", &[KeyPart::NamePhoneticSorted], 300),
+        rule("birth_date_postcode", &[KeyPart::BirthDate, KeyPart::Postcode], 300),
+        rule("postcode_house_number", &[KeyPart::Postcode, KeyPart::HouseNumber], 300),
         rule("external_id", &[KeyPart::ExternalId], 50),
         rule("customer_number", &[KeyPart::CustomerNumber], 50),
     ]

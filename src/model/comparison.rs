@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::record::MatchRecord;
-use crate::compare::similarity::{jaro_winkler, levenshtein};
+use crate::compare::similarity::{damerau_levenshtein, jaro_winkler, levenshtein};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -377,7 +377,8 @@ fn address_level(a: &MatchRecord, b: &MatchRecord) -> Option<u8> {
     let postcode_eq = both_eq(&a.postcode, &b.postcode);
     let city_eq = both_eq(&a.city, &b.city);
     let postcode_close = match (&a.postcode, &b.postcode) {
-        (Some(x), Some(y)) => levenshtein(x, y).unwrap_or(usize::MAX) <= 1,
+        // One typo, swapped digits included (10115 / 10151).
+        (Some(x), Some(y)) => damerau_levenshtein(x, y).unwrap_or(usize::MAX) <= 1,
         _ => false,
     };
     let place_close = postcode_eq || city_eq || postcode_close;
@@ -389,7 +390,8 @@ fn address_level(a: &MatchRecord, b: &MatchRecord) -> Option<u8> {
         if sa == sb && place_close {
             return Some(1);
         }
-        if number_eq && place_close && jw(sa, sb) >= 0.88 {
+        let number_missing = a.house_number.is_none() || b.house_number.is_none();
+        if (number_eq || number_missing) && place_close && jw(sa, sb) >= 0.88 {
             return Some(2);
         }
     }
@@ -625,6 +627,7 @@ mod tests {
         assert_eq!(lvl(&addr("hauptstrasse", "5", "10116", "")), Some(0));
         assert_eq!(lvl(&addr("hauptstrasse", "7", "10115", "berlin")), Some(1));
         assert_eq!(lvl(&addr("hauptstrase", "5", "10115", "berlin")), Some(2));
+        assert_eq!(lvl(&addr("hauptstrase", "", "10151", "")), Some(2));
         assert_eq!(lvl(&addr("", "", "10115", "berlin")), Some(3));
         assert_eq!(lvl(&addr("gartenweg", "1", "80331", "muenchen")), Some(4));
         assert_eq!(lvl(&addr("", "", "", "")), None);

@@ -69,6 +69,15 @@ pub struct Model {
     pub household_comparisons: Vec<Comparison>,
     /// Added on top when identities conflict (0 by default: the household evidence is gone).
     pub conflict_weight: f64,
+    /// Measured by `train()`: among candidate pairs at one address with first names and birth
+    /// dates present, the share whose first names and birth dates both clearly differ (people
+    /// living together). Household evidence is discounted only when this reaches
+    /// `household_share_minimum` (or before any training): data without households, such as
+    /// Febrl, keeps plain Fellegi-Sunter weights.
+    #[serde(default)]
+    pub household_share: Option<f64>,
+    #[serde(default = "default_household_share_minimum")]
+    pub household_share_minimum: f64,
     /// Lower bound of a term-frequency-adjusted u.
     pub tf_minimum_u: f64,
     pub comparisons: Vec<ComparisonParams>,
@@ -84,6 +93,10 @@ pub struct Model {
 
 fn default_household_comparisons() -> Vec<Comparison> {
     vec![Comparison::LastName, Comparison::Address, Comparison::Phone, Comparison::Email]
+}
+
+fn default_household_share_minimum() -> f64 {
+    0.02
 }
 
 fn default_max_candidate_pairs() -> u64 {
@@ -122,6 +135,8 @@ impl Model {
             review_threshold: 0.01,
             household_comparisons: default_household_comparisons(),
             conflict_weight: 0.0,
+            household_share: None,
+            household_share_minimum: default_household_share_minimum(),
             tf_minimum_u: 1e-6,
             comparisons: vec![
                 params(
@@ -158,13 +173,11 @@ impl Model {
                     all: vec![Predicate::SameCustomerNumber, Predicate::NoConflict],
                     sources: None,
                 },
+                // A personal e-mail: household e-mails (held by different people) never satisfy
+                // SameEmail, and clearly different first names or birth dates veto.
                 DeterministicRule {
-                    name: "same_email_and_last_name".into(),
-                    all: vec![
-                        Predicate::SameEmail,
-                        Predicate::SameLastName,
-                        Predicate::NoConflict,
-                    ],
+                    name: "same_personal_email".into(),
+                    all: vec![Predicate::SameEmail, Predicate::NoConflict],
                     sources: None,
                 },
             ],
@@ -251,6 +264,11 @@ impl Model {
             rule_names.push(&r.name);
         }
         Ok(())
+    }
+
+    /// Whether household evidence is discounted on identity conflicts (see `household_share`).
+    pub fn households_in_data(&self) -> bool {
+        self.household_share.is_none_or(|s| s >= self.household_share_minimum)
     }
 
     pub fn params(&self, c: Comparison) -> Option<&ComparisonParams> {
@@ -397,6 +415,9 @@ impl<'a> Scorer<'a> {
     /// The weight added on an identity conflict: minus the positive household evidence, plus
     /// the model's fixed conflict weight.
     pub fn conflict_adjustment(&self, weights: &[Option<f64>; COMPARISONS.len()]) -> f64 {
+        if !self.model.households_in_data() {
+            return self.model.conflict_weight;
+        }
         let household: f64 = self
             .model
             .household_comparisons
@@ -500,6 +521,14 @@ impl<'a> Scorer<'a> {
             });
         }
         if let Some(c) = score.conflict {
+            let discounted: Vec<&str> = self
+                .model
+                .household_comparisons
+                .iter()
+                .filter(|_| self.model.households_in_data())
+                .filter(|h| score.weights[h.index()].is_some_and(|w| w > 0.0))
+                .map(|h| h.name())
+                .collect();
             terms.push(Term {
                 term: "identity_conflict",
                 level: Some(c.name()),
@@ -507,10 +536,15 @@ impl<'a> Scorer<'a> {
                 value_b: None,
                 m: None,
                 u: None,
-                weight: self.model.conflict_weight,
+                weight: self.conflict_adjustment(&score.weights),
                 note: Some(format!(
-                    "{} clearly differs: different people, even at one address",
-                    c.name()
+                    "{} clearly differs: shared household evidence ({}) not counted",
+                    c.name(),
+                    if discounted.is_empty() {
+                        "none".to_string()
+                    } else {
+                        discounted.join(", ")
+                    }
                 )),
             });
         }
@@ -592,6 +626,13 @@ mod tests {
         assert!(score.is_match(&model));
         let email = terms.iter().find(|t| t.term == "email").unwrap();
         assert_eq!((email.level, email.weight), (None, 0.0));
+        // With an identity conflict the discounted household evidence is a term of its own.
+        let sister = person("petra", "müller", "1962-02-02", "", "+4930123");
+        let (score, terms) = scorer.explain(&a, &sister);
+        assert!(score.conflict.is_some());
+        let sum: f64 = terms.iter().map(|t| t.weight).sum();
+        assert!((sum - score.weight).abs() < 1e-9, "{sum} vs {}", score.weight);
+        assert!(terms.iter().any(|t| t.term == "identity_conflict" && t.weight < 0.0));
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct Derived {
     pub last_phonetic: Option<String>,
     /// Transliterated name words, sorted: the same for "Anna Müller" and "Mueller Anna".
     pub name_sorted: Option<String>,
+    /// Kölner Phonetik of first and last name, sorted: survives a swap and most typos.
+    pub name_phonetic_sorted: Option<String>,
     /// Birth date as its eight digits, for digit-level comparison.
     pub birth_digits: Option<[u8; 8]>,
 }
@@ -81,9 +83,16 @@ impl MatchRecord {
             let digits: Vec<u8> = d.bytes().filter(u8::is_ascii_digit).collect();
             <[u8; 8]>::try_from(digits.as_slice()).ok()
         });
+        let first_phonetic = phonetic(&self.first_name);
+        let last_phonetic = phonetic(&self.last_name);
+        let name_phonetic_sorted = match (&first_phonetic, &last_phonetic) {
+            (Some(f), Some(l)) => Some(if f <= l { format!("{f} {l}") } else { format!("{l} {f}") }),
+            _ => None,
+        };
         self.derived = Derived {
-            first_phonetic: phonetic(&self.first_name),
-            last_phonetic: phonetic(&self.last_name),
+            first_phonetic,
+            last_phonetic,
+            name_phonetic_sorted,
             first_translit,
             last_translit,
             name_sorted,

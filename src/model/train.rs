@@ -53,6 +53,8 @@ pub struct TrainReport {
     pub converged: bool,
     pub expected_matches: f64,
     pub prior: f64,
+    /// See `Model::household_share`.
+    pub household_share: Option<f64>,
 }
 
 /// splitmix64: a small, well-mixed deterministic generator (the sample must be reproducible).
@@ -249,43 +251,29 @@ fn em_session(
     (m, report)
 }
 
-/// Trains `model` in place (u, m, prior) and reports each EM session.
-pub fn train(
-    records: &[MatchRecord],
-    ctx: &Context,
+/// One EM session per blocking rule; the m of each comparison is averaged over the sessions
+/// that estimated it.
+fn em_sessions(
+    counts: &HashMap<(Pattern, u32), f64>,
     rules: &[BlockingRule],
-    candidates: &[Candidate],
     model: &mut Model,
-    source_ids: &HashMap<String, i32>,
     opts: &TrainOptions,
-) -> TrainReport {
-    let u_sample_pairs = estimate_u(records, ctx, model, opts);
-    // Comparison vectors of all candidates, counted per distinct (pattern, rules).
-    let mut counts: HashMap<(Pattern, u32), f64> = HashMap::new();
-    for cand in candidates {
-        let o = compare(&records[cand.a as usize], &records[cand.b as usize], ctx);
-        *counts.entry((o.levels, cand.rules)).or_default() += 1.0;
-    }
+) -> Vec<SessionReport> {
     let mut sums: HashMap<Comparison, (Vec<f64>, f64)> = HashMap::new();
     let mut sessions = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
-        let patterns: Vec<(Pattern, f64)> = {
-            let mut merged: HashMap<Pattern, f64> = HashMap::new();
-            for ((p, mask), n) in &counts {
-                if mask & (1 << i) != 0 {
-                    *merged.entry(*p).or_default() += n;
-                }
+        let mut merged: HashMap<Pattern, f64> = HashMap::new();
+        for ((p, mask), n) in counts {
+            if mask & (1 << i) != 0 {
+                *merged.entry(*p).or_default() += n;
             }
-            merged.into_iter().collect()
-        };
-        if patterns.is_empty() {
+        }
+        if merged.is_empty() {
             continue;
         }
+        let patterns: Vec<(Pattern, f64)> = merged.into_iter().collect();
         let fixed = rule.comparisons();
-        let estimated: Vec<Comparison> = COMPARISONS
-            .into_iter()
-            .filter(|c| !fixed.contains(c))
-            .collect();
+        let estimated: Vec<Comparison> = COMPARISONS.into_iter().filter(|c| !fixed.contains(c)).collect();
         let (m, mut report) = em_session(&patterns, model, &estimated, opts);
         report.rule = rule.name.clone();
         for (c, mv) in m {
@@ -302,29 +290,29 @@ pub fn train(
             }
         }
     }
-    // The prior: expected matches among the candidates over all possible pairs, iterated to a
-    // fixed point (the expectation depends on the prior).
-    let n = records.len() as f64;
-    let all_pairs = (n * (n - 1.0) / 2.0).max(1.0);
-    let scorer_model = model.clone();
-    let scorer = Scorer::new(&scorer_model, ctx, source_ids);
+    sessions
+}
+
+/// The prior: expected matches among the candidates over all possible pairs, iterated to a
+/// fixed point (the expectation depends on the prior). Returns (prior, expected matches).
+fn estimate_prior(
+    records: &[MatchRecord],
+    ctx: &Context,
+    candidates: &[Candidate],
+    model: &Model,
+    source_ids: &HashMap<String, i32>,
+    all_pairs: f64,
+) -> (f64, f64) {
+    let scorer = Scorer::new(model, ctx, source_ids);
     let evidence: Vec<f64> = candidates
         .iter()
-        .map(|c| {
-            scorer
-                .score(&records[c.a as usize], &records[c.b as usize])
-                .weight
-                - log2_odds(scorer_model.prior)
-        })
+        .map(|c| scorer.score(&records[c.a as usize], &records[c.b as usize]).weight - log2_odds(model.prior))
         .collect();
     let mut prior = model.prior;
     let mut expected = 0.0;
     for _ in 0..50 {
         let lp = log2_odds(prior);
-        expected = evidence
-            .iter()
-            .map(|e| 1.0 / (1.0 + (-(lp + e)).exp2()))
-            .sum::<f64>();
+        expected = evidence.iter().map(|e| 1.0 / (1.0 + (-(lp + e)).exp2())).sum::<f64>();
         let next = (expected / all_pairs).clamp(1e-12, 0.5);
         let done = ((next - prior) / prior).abs() < 1e-6;
         prior = next;
@@ -332,7 +320,58 @@ pub fn train(
             break;
         }
     }
-    model.prior = prior;
+    (prior, expected)
+}
+
+/// Trains `model` in place (u, m, prior) and reports each EM session.
+pub fn train(
+    records: &[MatchRecord],
+    ctx: &Context,
+    rules: &[BlockingRule],
+    candidates: &[Candidate],
+    model: &mut Model,
+    source_ids: &HashMap<String, i32>,
+    opts: &TrainOptions,
+) -> TrainReport {
+    let u_sample_pairs = estimate_u(records, ctx, model, opts);
+    let sampled_u: Vec<Vec<f64>> = model.comparisons.iter().map(|p| p.levels.iter().map(|l| l.u).collect()).collect();
+    // Comparison vectors of all candidates, counted per distinct (pattern, rules).
+    let mut counts: HashMap<(Pattern, u32), f64> = HashMap::new();
+    let (mut at_one_address, mut living_together) = (0u64, 0u64);
+    for cand in candidates {
+        let o = compare(&records[cand.a as usize], &records[cand.b as usize], ctx);
+        let first = o.level(Comparison::FirstName);
+        let birth = o.level(Comparison::BirthDate);
+        if o.level(Comparison::Address) == Some(0) && first.is_some() && birth.is_some() {
+            at_one_address += 1;
+            if first == Some(Comparison::FirstName.else_level()) && birth == Some(Comparison::BirthDate.else_level()) {
+                living_together += 1;
+            }
+        }
+        *counts.entry((o.levels, cand.rules)).or_default() += 1.0;
+    }
+    // Too few pairs at one address to tell: keep the discount (the safe side for CRM data).
+    model.household_share = (at_one_address >= 20).then(|| living_together as f64 / at_one_address as f64);
+    let n = records.len() as f64;
+    let all_pairs = (n * (n - 1.0) / 2.0).max(1.0);
+    let mut sessions = Vec::new();
+    let mut expected = 0.0;
+    let mut prior = model.prior;
+    // Two passes: random pairs include the matches themselves (a customer's two records share
+    // an e-mail), so after the first pass u is corrected by the estimated matches (u = (u_sampled
+    // - prior * m) / (1 - prior)) and m and the prior are estimated again.
+    for pass in 0..2 {
+        sessions = em_sessions(&counts, rules, model, opts);
+        (prior, expected) = estimate_prior(records, ctx, candidates, model, source_ids, all_pairs);
+        model.prior = prior;
+        if pass == 0 {
+            for (p, raw) in model.comparisons.iter_mut().zip(&sampled_u) {
+                for (level, u) in p.levels.iter_mut().zip(raw) {
+                    level.u = ((u - prior * level.m) / (1.0 - prior)).max(u * 0.01).max(1e-12);
+                }
+            }
+        }
+    }
     TrainReport {
         records: records.len(),
         candidate_pairs: candidates.len(),
@@ -341,6 +380,7 @@ pub fn train(
         sessions,
         expected_matches: expected,
         prior,
+        household_share: model.household_share,
     }
 }
 

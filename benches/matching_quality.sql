@@ -1,0 +1,42 @@
+-- Pairwise matching quality on the generated CRM against its truth table: overall, recall per
+-- difficulty of the true pairs, and merged family pairs (same household, different people).
+-- Needs: crmgen output in the search path (table truth), the demo sources synced, and
+-- unify.score_pairs() run. Figures only; no assertion (tests/pg_regress asserts the floors).
+CREATE TEMP TABLE rec_truth AS
+SELECT r.record_id, t.person_id, t.household_id, t.variations
+FROM unify.records r JOIN unify.sources s USING (source_id)
+JOIN truth t ON t.source = s.name AND t.source_key = r.source_key;
+CREATE INDEX ON rec_truth (person_id);
+CREATE INDEX ON rec_truth (household_id);
+ANALYZE rec_truth;
+CREATE TEMP TABLE true_pairs AS
+SELECT a.record_id AS record_a, b.record_id AS record_b,
+       ARRAY(SELECT DISTINCT v FROM unnest(a.variations || b.variations) v ORDER BY v) AS tags
+FROM rec_truth a JOIN rec_truth b ON a.person_id = b.person_id AND a.record_id < b.record_id;
+CREATE TEMP TABLE predicted AS SELECT record_a, record_b FROM unify.pairs WHERE is_match;
+CREATE TEMP TABLE family_pairs AS
+SELECT a.record_id AS record_a, b.record_id AS record_b,
+       ARRAY(SELECT DISTINCT v FROM unnest(a.variations || b.variations) v
+             WHERE v IN ('twin', 'junior', 'senior', 'shared_email', 'married', 'family') ORDER BY v) AS tags
+FROM rec_truth a JOIN rec_truth b
+  ON a.household_id = b.household_id AND a.person_id <> b.person_id AND a.record_id < b.record_id;
+
+\echo 'overall (pairwise, is_match pairs against the truth)'
+SELECT tp, fp, fn, round(tp::numeric / nullif(tp + fp, 0), 5) AS precision,
+       round(tp::numeric / nullif(tp + fn, 0), 5) AS recall,
+       round(2.0 * tp / nullif(2 * tp + fp + fn, 0), 5) AS f1
+FROM (SELECT (SELECT count(*) FROM predicted p JOIN true_pairs t USING (record_a, record_b)) AS tp,
+             (SELECT count(*) FROM predicted p LEFT JOIN true_pairs t USING (record_a, record_b) WHERE t.record_a IS NULL) AS fp,
+             (SELECT count(*) FROM true_pairs t LEFT JOIN predicted p USING (record_a, record_b) WHERE p.record_a IS NULL) AS fn) c;
+
+\echo 'recall of true pairs by difficulty (a pair counts under every variation either record has)'
+SELECT tag, count(*) AS true_pairs, count(p.record_a) AS found, round(count(p.record_a)::numeric / count(*), 4) AS recall
+FROM true_pairs t CROSS JOIN LATERAL unnest(CASE WHEN t.tags = '{}' THEN ARRAY['clean'] ELSE t.tags END) tag
+LEFT JOIN predicted p USING (record_a, record_b)
+GROUP BY tag ORDER BY tag;
+
+\echo 'family members of one household that must stay apart: pairs merged'
+SELECT tag, count(*) AS family_pairs, count(p.record_a) AS merged, round(count(p.record_a)::numeric / count(*), 5) AS merged_share
+FROM family_pairs f CROSS JOIN LATERAL unnest(CASE WHEN f.tags = '{}' THEN ARRAY['family'] ELSE f.tags END) tag
+LEFT JOIN predicted p USING (record_a, record_b)
+GROUP BY tag ORDER BY tag;
