@@ -88,7 +88,9 @@ impl KeyPart {
             Self::LastName | Self::LastNameTranslit | Self::LastNamePhonetic => {
                 &[Comparison::LastName]
             }
-            Self::NameSorted | Self::NamePhoneticSorted => &[Comparison::FirstName, Comparison::LastName],
+            Self::NameSorted | Self::NamePhoneticSorted => {
+                &[Comparison::FirstName, Comparison::LastName]
+            }
             Self::BirthDate | Self::BirthYear => &[Comparison::BirthDate],
             Self::Postcode | Self::City | Self::Street | Self::HouseNumber => {
                 &[Comparison::Address]
@@ -163,11 +165,23 @@ pub fn default_rules() -> Vec<BlockingRule> {
             &[KeyPart::BirthDate, KeyPart::FirstInitial],
             300,
         ),
-        rule("birth_date_last_name", &[KeyPart::BirthDate, KeyPart::LastNamePhonetic], 300),
+        rule(
+            "birth_date_last_name",
+            &[KeyPart::BirthDate, KeyPart::LastNamePhonetic],
+            300,
+        ),
         rule("full_name", &[KeyPart::NameSorted], 300),
         rule("full_name_phonetic", &[KeyPart::NamePhoneticSorted], 300),
-        rule("birth_date_postcode", &[KeyPart::BirthDate, KeyPart::Postcode], 300),
-        rule("postcode_house_number", &[KeyPart::Postcode, KeyPart::HouseNumber], 300),
+        rule(
+            "birth_date_postcode",
+            &[KeyPart::BirthDate, KeyPart::Postcode],
+            300,
+        ),
+        rule(
+            "postcode_house_number",
+            &[KeyPart::Postcode, KeyPart::HouseNumber],
+            300,
+        ),
         rule("external_id", &[KeyPart::ExternalId], 50),
         rule("customer_number", &[KeyPart::CustomerNumber], 50),
     ]

@@ -155,11 +155,19 @@ impl Context {
     }
 }
 
+/// A value on more records than this is junk (`test@test.de`, a shop's own number), not a
+/// person's.
+pub const JUNK_VALUE_RECORDS: usize = 25;
+
 /// True when two of the records carrying one value have clearly different first names or birth
-/// dates: the value belongs to a household (or an office), not to one person.
+/// dates, or when very many records carry it: the value belongs to a household, an office or
+/// nobody, not to one person.
 pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
     if records.len() < 2 {
         return false;
+    }
+    if records.len() > JUNK_VALUE_RECORDS {
+        return true;
     }
     // Distinct (first name, birth date) signatures are few; compare those, not all pairs.
     let mut names: Vec<&MatchRecord> = Vec::new();

@@ -92,7 +92,12 @@ pub struct Model {
 }
 
 fn default_household_comparisons() -> Vec<Comparison> {
-    vec![Comparison::LastName, Comparison::Address, Comparison::Phone, Comparison::Email]
+    vec![
+        Comparison::LastName,
+        Comparison::Address,
+        Comparison::Phone,
+        Comparison::Email,
+    ]
 }
 
 fn default_household_share_minimum() -> f64 {
@@ -268,7 +273,8 @@ impl Model {
 
     /// Whether household evidence is discounted on identity conflicts (see `household_share`).
     pub fn households_in_data(&self) -> bool {
-        self.household_share.is_none_or(|s| s >= self.household_share_minimum)
+        self.household_share
+            .is_none_or(|s| s >= self.household_share_minimum)
     }
 
     pub fn params(&self, c: Comparison) -> Option<&ComparisonParams> {
@@ -483,10 +489,10 @@ impl<'a> Scorer<'a> {
                 note = Some("first and last name compared crosswise (swapped)".to_string());
             }
             if c == Comparison::Email && o.shared_email {
-                note = Some("household e-mail (held by different people): no evidence".to_string());
+                note = Some("household or junk e-mail (held by different people or many records): no evidence".to_string());
             }
             if c == Comparison::Phone && o.shared_phone {
-                note = Some("household phone (held by different people): no evidence".to_string());
+                note = Some("household or junk phone (held by different people or many records): no evidence".to_string());
             }
             let (level, m, u, weight) = match o.level(c) {
                 None => {
@@ -631,8 +637,14 @@ mod tests {
         let (score, terms) = scorer.explain(&a, &sister);
         assert!(score.conflict.is_some());
         let sum: f64 = terms.iter().map(|t| t.weight).sum();
-        assert!((sum - score.weight).abs() < 1e-9, "{sum} vs {}", score.weight);
-        assert!(terms.iter().any(|t| t.term == "identity_conflict" && t.weight < 0.0));
+        assert!(
+            (sum - score.weight).abs() < 1e-9,
+            "{sum} vs {}",
+            score.weight
+        );
+        assert!(terms
+            .iter()
+            .any(|t| t.term == "identity_conflict" && t.weight < 0.0));
     }
 
     #[test]

@@ -86,7 +86,11 @@ impl MatchRecord {
         let first_phonetic = phonetic(&self.first_name);
         let last_phonetic = phonetic(&self.last_name);
         let name_phonetic_sorted = match (&first_phonetic, &last_phonetic) {
-            (Some(f), Some(l)) => Some(if f <= l { format!("{f} {l}") } else { format!("{l} {f}") }),
+            (Some(f), Some(l)) => Some(if f <= l {
+                format!("{f} {l}")
+            } else {
+                format!("{l} {f}")
+            }),
             _ => None,
         };
         self.derived = Derived {

@@ -273,7 +273,10 @@ fn em_sessions(
         }
         let patterns: Vec<(Pattern, f64)> = merged.into_iter().collect();
         let fixed = rule.comparisons();
-        let estimated: Vec<Comparison> = COMPARISONS.into_iter().filter(|c| !fixed.contains(c)).collect();
+        let estimated: Vec<Comparison> = COMPARISONS
+            .into_iter()
+            .filter(|c| !fixed.contains(c))
+            .collect();
         let (m, mut report) = em_session(&patterns, model, &estimated, opts);
         report.rule = rule.name.clone();
         for (c, mv) in m {
@@ -306,13 +309,21 @@ fn estimate_prior(
     let scorer = Scorer::new(model, ctx, source_ids);
     let evidence: Vec<f64> = candidates
         .iter()
-        .map(|c| scorer.score(&records[c.a as usize], &records[c.b as usize]).weight - log2_odds(model.prior))
+        .map(|c| {
+            scorer
+                .score(&records[c.a as usize], &records[c.b as usize])
+                .weight
+                - log2_odds(model.prior)
+        })
         .collect();
     let mut prior = model.prior;
     let mut expected = 0.0;
     for _ in 0..50 {
         let lp = log2_odds(prior);
-        expected = evidence.iter().map(|e| 1.0 / (1.0 + (-(lp + e)).exp2())).sum::<f64>();
+        expected = evidence
+            .iter()
+            .map(|e| 1.0 / (1.0 + (-(lp + e)).exp2()))
+            .sum::<f64>();
         let next = (expected / all_pairs).clamp(1e-12, 0.5);
         let done = ((next - prior) / prior).abs() < 1e-6;
         prior = next;
@@ -334,7 +345,11 @@ pub fn train(
     opts: &TrainOptions,
 ) -> TrainReport {
     let u_sample_pairs = estimate_u(records, ctx, model, opts);
-    let sampled_u: Vec<Vec<f64>> = model.comparisons.iter().map(|p| p.levels.iter().map(|l| l.u).collect()).collect();
+    let sampled_u: Vec<Vec<f64>> = model
+        .comparisons
+        .iter()
+        .map(|p| p.levels.iter().map(|l| l.u).collect())
+        .collect();
     // Comparison vectors of all candidates, counted per distinct (pattern, rules).
     let mut counts: HashMap<(Pattern, u32), f64> = HashMap::new();
     let (mut at_one_address, mut living_together) = (0u64, 0u64);
@@ -344,14 +359,17 @@ pub fn train(
         let birth = o.level(Comparison::BirthDate);
         if o.level(Comparison::Address) == Some(0) && first.is_some() && birth.is_some() {
             at_one_address += 1;
-            if first == Some(Comparison::FirstName.else_level()) && birth == Some(Comparison::BirthDate.else_level()) {
+            if first == Some(Comparison::FirstName.else_level())
+                && birth == Some(Comparison::BirthDate.else_level())
+            {
                 living_together += 1;
             }
         }
         *counts.entry((o.levels, cand.rules)).or_default() += 1.0;
     }
     // Too few pairs at one address to tell: keep the discount (the safe side for CRM data).
-    model.household_share = (at_one_address >= 20).then(|| living_together as f64 / at_one_address as f64);
+    model.household_share =
+        (at_one_address >= 20).then(|| living_together as f64 / at_one_address as f64);
     let n = records.len() as f64;
     let all_pairs = (n * (n - 1.0) / 2.0).max(1.0);
     let mut sessions = Vec::new();
@@ -367,7 +385,9 @@ pub fn train(
         if pass == 0 {
             for (p, raw) in model.comparisons.iter_mut().zip(&sampled_u) {
                 for (level, u) in p.levels.iter_mut().zip(raw) {
-                    level.u = ((u - prior * level.m) / (1.0 - prior)).max(u * 0.01).max(1e-12);
+                    level.u = ((u - prior * level.m) / (1.0 - prior))
+                        .max(u * 0.01)
+                        .max(1e-12);
                 }
             }
         }

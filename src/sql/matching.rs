@@ -29,19 +29,29 @@ fn spi_failed(e: impl std::fmt::Display, function: &'static str) -> ! {
 }
 
 /// Records matching `filter` (a WHERE clause over unify.records r), read in batches.
-fn load_records(client: &SpiClient<'_>, filter: &str, args: Vec<pgrx::datum::DatumWithOid<'_>>, function: &'static str) -> Vec<MatchRecord> {
+fn load_records(
+    client: &SpiClient<'_>,
+    filter: &str,
+    args: Vec<pgrx::datum::DatumWithOid<'_>>,
+    function: &'static str,
+) -> Vec<MatchRecord> {
     let query = format!("SELECT {RECORD_COLUMNS} FROM unify.records r {filter} ORDER BY record_id");
     let mut cursor = client
         .try_open_cursor(query.as_str(), &args)
         .unwrap_or_else(|e| spi_failed(e, function));
     let mut out = Vec::new();
     loop {
-        let table = cursor.fetch(20_000).unwrap_or_else(|e| spi_failed(e, function));
+        let table = cursor
+            .fetch(20_000)
+            .unwrap_or_else(|e| spi_failed(e, function));
         if table.len() == 0 {
             break;
         }
         for row in table {
-            let text = |i: usize| row.get::<String>(i).unwrap_or_else(|e| spi_failed(e, function));
+            let text = |i: usize| {
+                row.get::<String>(i)
+                    .unwrap_or_else(|e| spi_failed(e, function))
+            };
             let phones = [text(7), text(8)].into_iter().flatten().collect();
             out.push(
                 MatchRecord {
@@ -111,7 +121,11 @@ fn current_model(function: &'static str) -> Model {
     parse_model(json, function)
 }
 
-fn blocked(records: &[MatchRecord], model: &Model, function: &'static str) -> (Vec<Candidate>, Vec<RuleStats>) {
+fn blocked(
+    records: &[MatchRecord],
+    model: &Model,
+    function: &'static str,
+) -> (Vec<Candidate>, Vec<RuleStats>) {
     candidates(records, &model.blocking_rules, model.max_candidate_pairs).unwrap_or_else(|e| {
         raise(
             PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
@@ -150,7 +164,12 @@ fn _train(sample_pairs: i32, max_iterations: i32) -> JsonB {
         );
     }
     let mut model = current_model("train");
-    let (records, ids) = Spi::connect(|client| (load_records(&client, "", vec![], "train"), source_ids(&client)));
+    let (records, ids) = Spi::connect(|client| {
+        (
+            load_records(&client, "", vec![], "train"),
+            source_ids(&client),
+        )
+    });
     if records.len() < 2 {
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -189,7 +208,12 @@ fn _score_pairs() -> TableIterator<
     ),
 > {
     let model = current_model("score_pairs");
-    let (records, ids) = Spi::connect(|client| (load_records(&client, "", vec![], "score_pairs"), source_ids(&client)));
+    let (records, ids) = Spi::connect(|client| {
+        (
+            load_records(&client, "", vec![], "score_pairs"),
+            source_ids(&client),
+        )
+    });
     let ctx = Context::build(&records);
     let (cands, stats) = blocked(&records, &model, "score_pairs");
     let stats_json = serde_json::to_value(&stats).expect("stats serialize");
@@ -224,7 +248,10 @@ fn _score_pairs() -> TableIterator<
             }
         }
         if score.conflict.is_some() {
-            weights.insert("identity_conflict".into(), json!(scorer.conflict_adjustment(&score.weights)));
+            weights.insert(
+                "identity_conflict".into(),
+                json!(scorer.conflict_adjustment(&score.weights)),
+            );
         }
         let rules = model
             .blocking_rules
@@ -251,7 +278,10 @@ fn _score_pairs() -> TableIterator<
 /// Why two records score as they do: the prior, then per comparison the level hit, the values
 /// compared, m, u and the weight. The weights sum to the pair's match weight.
 #[pg_extern(stable, strict)]
-fn explain_match(record_a: i64, record_b: i64) -> TableIterator<
+fn explain_match(
+    record_a: i64,
+    record_b: i64,
+) -> TableIterator<
     'static,
     (
         name!(term, String),
@@ -265,31 +295,44 @@ fn explain_match(record_a: i64, record_b: i64) -> TableIterator<
     ),
 > {
     let model = current_model("explain_match");
-    let (pair, context_records, ids, counts) = Spi::connect(|client| {
-        let pair = load_records(&client, "WHERE record_id = ANY ($1)", vec![vec![record_a, record_b].into()], "explain_match");
-        let find = |id: i64| {
-            pair.iter().find(|r| r.id == id).cloned().unwrap_or_else(|| {
-                raise(
-                    PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
-                    format!("record {id} does not exist"),
-                    None,
-                    "record ids are unify.records.record_id, as in unify.pairs.",
-                    "explain_match",
-                )
-            })
-        };
-        let (a, b) = (find(record_a), find(record_b));
-        // The records sharing an e-mail or phone with the pair: whether those are household
-        // values is decided as in batch scoring.
-        let emails: Vec<String> = [&a.email_key, &b.email_key].into_iter().flatten().cloned().collect();
-        let phones: Vec<String> = a.phones.iter().chain(b.phones.iter()).cloned().collect();
-        let sharing = load_records(
-            &client,
-            "WHERE email_key = ANY ($1) OR phone = ANY ($2) OR mobile = ANY ($2)",
-            vec![emails.into(), phones.into()],
-            "explain_match",
-        );
-        let counts = client
+    let (pair, context_records, ids, counts) =
+        Spi::connect(|client| {
+            let pair = load_records(
+                &client,
+                "WHERE record_id = ANY ($1)",
+                vec![vec![record_a, record_b].into()],
+                "explain_match",
+            );
+            let find = |id: i64| {
+                pair.iter()
+                    .find(|r| r.id == id)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        raise(
+                            PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
+                            format!("record {id} does not exist"),
+                            None,
+                            "record ids are unify.records.record_id, as in unify.pairs.",
+                            "explain_match",
+                        )
+                    })
+            };
+            let (a, b) = (find(record_a), find(record_b));
+            // The records sharing an e-mail or phone with the pair: whether those are household
+            // values is decided as in batch scoring.
+            let emails: Vec<String> = [&a.email_key, &b.email_key]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+            let phones: Vec<String> = a.phones.iter().chain(b.phones.iter()).cloned().collect();
+            let sharing = load_records(
+                &client,
+                "WHERE email_key = ANY ($1) OR phone = ANY ($2) OR mobile = ANY ($2)",
+                vec![emails.into(), phones.into()],
+                "explain_match",
+            );
+            let counts = client
             .select(
                 "SELECT count(*) FILTER (WHERE first_name = $1)::float8, count(first_name)::float8,
                         count(*) FILTER (WHERE last_name = $2)::float8, count(last_name)::float8
@@ -302,8 +345,8 @@ fn explain_match(record_a: i64, record_b: i64) -> TableIterator<
                 Ok((t.get::<f64>(1)?, t.get::<f64>(2)?, t.get::<f64>(3)?, t.get::<f64>(4)?))
             })
             .unwrap_or_else(|e| spi_failed(e, "explain_match"));
-        ((a, b), sharing, source_ids(&client), counts)
-    });
+            ((a, b), sharing, source_ids(&client), counts)
+        });
     let (a, b) = pair;
     let mut ctx = Context::build(&context_records);
     ctx.first_name_tf.clear();

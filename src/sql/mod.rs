@@ -7,7 +7,11 @@ mod matching;
 mod similarity;
 
 // Sources, records and change capture: catalog tables and set-based commands over the cleaners.
-pgrx::extension_sql_file!("sources.sql", name = "sources", requires = ["bootstrap_types"]);
+pgrx::extension_sql_file!(
+    "sources.sql",
+    name = "sources",
+    requires = ["bootstrap_types"]
+);
 
 // Matching: model versions, scored pairs, blocking figures, and the commands over the Rust model.
 pgrx::extension_sql_file!("matching.sql", name = "matching", finalize);

@@ -13,6 +13,8 @@ SELECT unify.add_source('febrl', 'febrl.people', 'rec_id',
     '{"first_name": "given_name", "last_name": "surname", "house_number": "street_number",
       "street": "address_1", "city": "suburb", "postcode": "postcode", "country": "''AU''",
       "birth_date": "date_of_birth", "external_id": "soc_sec_id"}', track_changes => false);
+-- Training needs records.
+SELECT * FROM unify.train();
 SELECT source_rows, inserted FROM unify.sync('febrl');
 
 -- Training reports every EM session and whether it converged.
@@ -46,8 +48,8 @@ FROM (SELECT * FROM unify.pairs ORDER BY record_a, record_b LIMIT 200) p,
 -- One explanation as a BI tool would show it.
 SELECT term, level, value_a, value_b, round(weight::numeric, 2) AS weight
 FROM unify.explain_match(
-    (SELECT record_id FROM unify.records WHERE source_key = 'rec-1496-org'),
-    (SELECT record_id FROM unify.records WHERE source_key = 'rec-1496-dup-0'));
+    (SELECT record_id FROM unify.records WHERE source_key = 'rec-552-org'),
+    (SELECT record_id FROM unify.records WHERE source_key = 'rec-552-dup-2'));
 
 -- The report for choosing thresholds.
 SELECT section, count(*) > 0 AS has_rows FROM unify.match_report GROUP BY section ORDER BY section;
@@ -59,3 +61,7 @@ DELETE FROM unify.pairs;
 DELETE FROM unify.model;
 DELETE FROM unify.blocking_stats;
 DROP SCHEMA febrl CASCADE;
+-- Later tests count ids from 1.
+SELECT setval(pg_get_serial_sequence('unify.sources', 'source_id'), 1, false) IS NOT NULL AS reset,
+       setval(pg_get_serial_sequence('unify.records', 'record_id'), 1, false) IS NOT NULL AS reset,
+       setval(pg_get_serial_sequence('unify.model', 'version'), 1, false) IS NOT NULL AS reset;

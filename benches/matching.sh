@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Benchmark and quality figures of matching: Febrl3 (true links known) and the generated German
+# CRM at --rows records: sync, train (u sampling + EM), block + score; wall time per step, the
+# backend's peak memory, pairs/s, and precision / recall / F1 by difficulty (benches/matching_quality.sql).
+#
+#   bash benches/matching.sh [--rows N]
+source "$(dirname "$0")/../scripts/lib.sh"
+ROWS=100000
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rows) ROWS="$2"; shift 2 ;;
+        *) die "unknown argument $1" ;;
+    esac
+done
+ensure_deps
+cd "$ROOT"
+install_release
+DIR="${CUSTOMER_UNIFY_BENCH_DIR:-/tmp/customer_unify-bench}"
+start_cluster "$DIR" "shared_buffers = '2GB'" "jit = off" "max_wal_size = '8GB'" "work_mem = '256MB'"
+trap 'stop_cluster "$DIR"' EXIT
+{
+    echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'); date $(date -u +%F)"
+    echo "command: bash benches/matching.sh --rows $ROWS"
+    for db in bench_febrl bench_matching; do
+        psql -q -X -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+    done
+    echo "== Febrl3 (5000 records, 6538 true pairs), trained without labels"
+    psql -X -q -v ON_ERROR_STOP=1 -P pager=off -d bench_febrl <<'SQL'
+SET client_min_messages = warning;
+CREATE EXTENSION customer_unify;
+CREATE TABLE people (rec_id text PRIMARY KEY, given_name text, surname text, street_number text, address_1 text,
+    address_2 text, suburb text, postcode text, state text, date_of_birth text, soc_sec_id text);
+\copy people FROM 'tests/data/febrl3.csv' WITH (FORMAT csv, HEADER true)
+SELECT unify.add_source('febrl', 'people', 'rec_id', '{"first_name": "given_name", "last_name": "surname",
+    "house_number": "street_number", "street": "address_1", "city": "suburb", "postcode": "postcode",
+    "country": "''AU''", "birth_date": "date_of_birth", "external_id": "soc_sec_id"}', track_changes => false) \gset
+SELECT count(*) FROM unify.sync() \gset
+\timing on
+SELECT count(*) AS em_sessions, bool_and(converged) AS converged FROM unify.train();
+SELECT * FROM unify.score_pairs();
+\timing off
+WITH truth AS (SELECT a.record_id AS record_a, b.record_id AS record_b FROM unify.records a JOIN unify.records b
+               ON split_part(a.source_key, '-', 2) = split_part(b.source_key, '-', 2) AND a.record_id < b.record_id),
+c AS (SELECT count(*) FILTER (WHERE t.record_a IS NOT NULL AND p.record_a IS NOT NULL) AS tp,
+             count(*) FILTER (WHERE t.record_a IS NULL) AS fp, count(*) FILTER (WHERE p.record_a IS NULL) AS fn
+      FROM (SELECT record_a, record_b FROM unify.pairs WHERE is_match) p FULL JOIN truth t USING (record_a, record_b))
+SELECT tp, fp, fn, round(tp::numeric / (tp + fp), 5) AS precision, round(tp::numeric / (tp + fn), 5) AS recall,
+       round(2.0 * tp / (2 * tp + fp + fn), 5) AS f1 FROM c;
+SQL
+    echo "== generated German CRM, $ROWS source rows (crmgen --seed 1)"
+    crmgen --rows "$ROWS" --seed 1 | psql -q -X -v ON_ERROR_STOP=1 -d bench_matching >/dev/null
+    psql -X -q -v ON_ERROR_STOP=1 -P pager=off -d bench_matching <<'SQL'
+SET client_min_messages = warning;
+CREATE EXTENSION customer_unify;
+\i demo/sources.sql
+\timing on
+SELECT sum(source_rows) AS records FROM unify.sync();
+SELECT pg_backend_pid() AS pid \gset
+SELECT session, pairs, iterations, converged, round(match_share::numeric, 4) AS match_share FROM unify.train();
+\echo peak memory of the backend after train:
+\! grep VmHWM /proc/:pid/status
+SELECT * FROM unify.score_pairs();
+\timing off
+\echo peak memory of the backend after score_pairs:
+\! grep VmHWM /proc/:pid/status
+SELECT candidate_pairs, seconds, round(candidate_pairs / seconds) AS candidate_pairs_per_s FROM unify.score_pairs();
+SELECT rule, pairs, new_pairs, skipped_blocks, largest_skipped_block FROM unify.blocking_stats ORDER BY rule;
+SELECT (unify.get_model() ->> 'prior')::float8 AS prior, unify.get_model() -> 'household_share' AS household_share;
+\i benches/matching_quality.sql
+SQL
+} 2>&1 | tee "$DIR/matching-result.txt"
