@@ -12,6 +12,7 @@ while [ $# -gt 0 ]; do
         *) die "unknown argument $1" ;;
     esac
 done
+EXTRA_PACKAGES=(python3-venv python3-pip)
 ensure_deps
 cd "$ROOT"
 install_release
@@ -58,14 +59,21 @@ SELECT sum(source_rows) AS records FROM unify.sync();
 SELECT pg_backend_pid() AS pid \gset
 SELECT session, pairs, iterations, converged, round(match_share::numeric, 4) AS match_share FROM unify.train();
 \echo peak memory of the backend after train:
-\! grep VmHWM /proc/:pid/status
+SELECT substring(pg_read_file('/proc/self/status') from 'VmHWM:\s*(\d+ kB)') AS backend_peak_rss;
 SELECT * FROM unify.score_pairs();
 \timing off
 \echo peak memory of the backend after score_pairs:
-\! grep VmHWM /proc/:pid/status
+SELECT substring(pg_read_file('/proc/self/status') from 'VmHWM:\s*(\d+ kB)') AS backend_peak_rss;
 SELECT candidate_pairs, seconds, round(candidate_pairs / seconds) AS candidate_pairs_per_s FROM unify.score_pairs();
 SELECT rule, pairs, new_pairs, skipped_blocks, largest_skipped_block FROM unify.blocking_stats ORDER BY rule;
 SELECT (unify.get_model() ->> 'prior')::float8 AS prior, unify.get_model() -> 'household_share' AS household_share;
 \i benches/matching_quality.sql
 SQL
+    echo "== Splink 5 (DuckDB) on the same normalized records, equivalent blocking, in the same run"
+    sed "s#@DIR@#$DIR#g" benches/splink_export.sql | psql -X -q -v ON_ERROR_STOP=1 -d bench_matching
+    if [ ! -x "$DIR/splink-venv/bin/python" ]; then
+        python3 -m venv "$DIR/splink-venv"
+        "$DIR/splink-venv/bin/pip" install -q "splink==5.0.0" pandas
+    fi
+    "$DIR/splink-venv/bin/python" benches/splink_compare.py "$DIR/records.csv" "$DIR/truth.csv" 2>&1 | grep -v "WARNING\|untrained\|m values\|u values\|Comparison:\|^$\|predict()"
 } 2>&1 | tee "$DIR/matching-result.txt"

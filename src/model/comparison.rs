@@ -79,7 +79,9 @@ impl Comparison {
                 "two_digits",
                 "else",
             ],
-            Self::Email => &["exact", "match_key", "local_part", "similar", "else"],
+            // No "same local part" level: local parts are mostly made of the name
+            // (anna.mueller@…), so agreeing on one repeats the name evidence.
+            Self::Email => &["exact", "match_key", "typo", "else"],
             Self::Phone => &["exact", "else"],
             Self::Address => &[
                 "same_address",
@@ -348,16 +350,15 @@ fn email_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, 
     {
         return (None, true);
     }
+    let same_domain = ae.rsplit_once('@').map(|x| x.1) == be.rsplit_once('@').map(|x| x.1);
     let level = if ae == be {
         0
     } else if same_key {
         1
-    } else if a.email_local().is_some() && a.email_local() == b.email_local() {
+    } else if same_domain && damerau_levenshtein(ae, be).unwrap_or(usize::MAX) <= 1 {
         2
-    } else if levenshtein(ae, be).unwrap_or(usize::MAX) <= 2 {
-        3
     } else {
-        4
+        3
     };
     (Some(level), false)
 }

@@ -104,12 +104,4 @@ impl MatchRecord {
         };
         self
     }
-
-    /// The local part of the e-mail address (before the `@`).
-    pub fn email_local(&self) -> Option<&str> {
-        self.email
-            .as_deref()
-            .and_then(|e| e.split_once('@'))
-            .map(|(l, _)| l)
-    }
 }
