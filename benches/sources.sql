@@ -49,9 +49,11 @@ SELECT what, round(ms) AS ms, rows, round(rows / (ms / 1000)) AS rows_per_s,
        round(ms / (SELECT ms FROM timings WHERE what LIKE 'baseline%'), 2) AS x_baseline
 FROM timings ORDER BY ms DESC;
 
--- Does the staging step get parallel workers?
-EXPLAIN (COSTS OFF) CREATE TEMP TABLE plan_check AS
-SELECT unify.normalize_email(email), unify.normalize_phone(phone) FROM shop_customers;
+-- Does a sync part (the statement sync runs per ~200k rows) get parallel workers?
+SELECT unify._normalized_query(s.source_id, unify._raw_query(s,
+           format('WHERE (pg_catalog.hashtext((src.%I)::text) & 2147483647) %% 2 = 0', s.key_column))) AS part_query
+FROM unify.sources s WHERE s.name = 'shop' \gset
+EXPLAIN (COSTS OFF) CREATE TEMP TABLE plan_check AS :part_query;
 
 -- Tables for the trigger benchmark: identical copies of the newsletter table, one tracked.
 CREATE SEQUENCE bench_ids START 10000000;
