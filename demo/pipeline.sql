@@ -149,12 +149,14 @@ FROM (SELECT p.record_a, p.record_b FROM unify.pairs p JOIN unify.records a ON a
       WHERE a.source_id <> b.source_id AND p.is_match ORDER BY p.match_weight DESC, p.record_a LIMIT 1) top,
      LATERAL unify.explain_match(top.record_a, top.record_b);
 \echo
-\echo '== A family at one address: the pair with an identity conflict, kept apart =='
+\echo '== Two people of one household (same name, address and phone, different birth dates): kept apart =='
 SELECT term, level, value_a, value_b, round(weight::numeric, 2) AS weight, note
-FROM (SELECT p.record_a, p.record_b FROM unify.pairs p JOIN rec_person a ON a.record_id = p.record_a
-      JOIN rec_person b ON b.record_id = p.record_b
-      WHERE a.household_id = b.household_id AND a.person_id <> b.person_id AND p.weights ? 'identity_conflict'
-      ORDER BY p.match_weight DESC, p.record_a LIMIT 1) fam,
+FROM (SELECT a.record_id AS record_a, b.record_id AS record_b
+      FROM rec_person a JOIN rec_person b
+        ON a.household_id = b.household_id AND a.person_id <> b.person_id AND a.record_id < b.record_id
+      JOIN unify.records ra ON ra.record_id = a.record_id JOIN unify.records rb ON rb.record_id = b.record_id
+      WHERE ra.street = rb.street AND ra.last_name = rb.last_name AND ra.birth_date <> rb.birth_date
+      ORDER BY (ra.first_name = rb.first_name) DESC, a.record_id LIMIT 1) fam,
      LATERAL unify.explain_match(fam.record_a, fam.record_b);
 \echo
 \echo '== Match report: weight histogram and pairs per blocking rule =='
