@@ -155,9 +155,15 @@ pub fn default_rules() -> Vec<BlockingRule> {
     vec![
         rule("email", &[KeyPart::EmailKey], 50),
         rule("phone", &[KeyPart::Phone], 50),
+        // The first initial keeps common names in big postcodes from exploding at a million
+        // records; swapped names are found by full_name_phonetic.
         rule(
-            "last_name_phonetic_postcode",
-            &[KeyPart::LastNamePhonetic, KeyPart::Postcode],
+            "last_name_phonetic_postcode_initial",
+            &[
+                KeyPart::LastNamePhonetic,
+                KeyPart::Postcode,
+                KeyPart::FirstInitial,
+            ],
             300,
         ),
         rule(
@@ -177,10 +183,12 @@ pub fn default_rules() -> Vec<BlockingRule> {
             &[KeyPart::BirthDate, KeyPart::Postcode],
             300,
         ),
+        // A house in a postcode: small blocks, except in data with few postcodes, where the
+        // size limit skips them instead of squaring them.
         rule(
             "postcode_house_number",
             &[KeyPart::Postcode, KeyPart::HouseNumber],
-            300,
+            50,
         ),
         rule("external_id", &[KeyPart::ExternalId], 50),
         rule("customer_number", &[KeyPart::CustomerNumber], 50),
