@@ -27,12 +27,14 @@ def main(records_csv: str, truth_csv: str) -> None:
         blocking_rules_to_generate_predictions=[
             block_on("email_key"),
             block_on("phone"),
-            block_on("last_name_phonetic", "postcode"),
+            block_on("last_name_phonetic", "postcode", "substr(first_name, 1, 1)"),
             block_on("birth_date", "substr(first_name, 1, 1)"),
             block_on("birth_date", "last_name_phonetic"),
             block_on("name_sorted"),
             block_on("birth_date", "postcode"),
-            block_on("postcode", "house_number"),
+            # customer_unify blocks on postcode + house number but skips blocks above 50 records;
+            # Splink has no such limit, so the street joins the key to keep blocks house-sized.
+            block_on("postcode", "house_number", "street"),
         ],
         comparisons=[
             cl.NameComparison("first_name").configure(term_frequency_adjustments=True),
