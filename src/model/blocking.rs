@@ -176,8 +176,10 @@ pub fn default_rules() -> Vec<BlockingRule> {
             &[KeyPart::BirthDate, KeyPart::LastNamePhonetic],
             300,
         ),
-        rule("full_name", &[KeyPart::NameSorted], 300),
-        rule("full_name_phonetic", &[KeyPart::NamePhoneticSorted], 300),
+        // A name alone is a big block for common names: at most 100 records, larger blocks are
+        // skipped (and reported); the other rules find those pairs through a second key.
+        rule("full_name", &[KeyPart::NameSorted], 100),
+        rule("full_name_phonetic", &[KeyPart::NamePhoneticSorted], 100),
         rule(
             "birth_date_postcode",
             &[KeyPart::BirthDate, KeyPart::Postcode],
