@@ -272,54 +272,38 @@ fn name_level(
     Some(5)
 }
 
-fn first_name_level(a: &MatchRecord, b: &MatchRecord, swapped: bool) -> Option<u8> {
-    let (bn, bt, bp) = if swapped {
+/// A record's first (or last) name: as normalized, transliterated, phonetic.
+fn name_of(r: &MatchRecord, first: bool) -> (Option<&str>, Option<&str>, Option<&str>) {
+    let d = &r.derived;
+    if first {
         (
-            &b.last_name,
-            &b.derived.last_translit,
-            &b.derived.last_phonetic,
+            r.first_name.as_deref(),
+            d.first_translit.as_deref(),
+            d.first_phonetic.as_deref(),
         )
     } else {
         (
-            &b.first_name,
-            &b.derived.first_translit,
-            &b.derived.first_phonetic,
+            r.last_name.as_deref(),
+            d.last_translit.as_deref(),
+            d.last_phonetic.as_deref(),
         )
-    };
-    name_level(
-        a.first_name.as_deref(),
-        bn.as_deref(),
-        a.derived.first_translit.as_deref(),
-        bt.as_deref(),
-        a.derived.first_phonetic.as_deref(),
-        bp.as_deref(),
-        true,
-    )
+    }
+}
+
+/// First (`first`) or last name of `a` against the same name of `b`, or against the other one
+/// when the pair is swapped.
+fn name_pair_level(a: &MatchRecord, b: &MatchRecord, swapped: bool, first: bool) -> Option<u8> {
+    let (an, at, ap) = name_of(a, first);
+    let (bn, bt, bp) = name_of(b, first != swapped);
+    name_level(an, bn, at, bt, ap, bp, first)
+}
+
+fn first_name_level(a: &MatchRecord, b: &MatchRecord, swapped: bool) -> Option<u8> {
+    name_pair_level(a, b, swapped, true)
 }
 
 fn last_name_level(a: &MatchRecord, b: &MatchRecord, swapped: bool) -> Option<u8> {
-    let (bn, bt, bp) = if swapped {
-        (
-            &b.first_name,
-            &b.derived.first_translit,
-            &b.derived.first_phonetic,
-        )
-    } else {
-        (
-            &b.last_name,
-            &b.derived.last_translit,
-            &b.derived.last_phonetic,
-        )
-    };
-    name_level(
-        a.last_name.as_deref(),
-        bn.as_deref(),
-        a.derived.last_translit.as_deref(),
-        bt.as_deref(),
-        a.derived.last_phonetic.as_deref(),
-        bp.as_deref(),
-        false,
-    )
+    name_pair_level(a, b, swapped, false)
 }
 
 fn birth_date_level(a: &MatchRecord, b: &MatchRecord) -> Option<u8> {

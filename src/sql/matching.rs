@@ -44,7 +44,7 @@ fn load_records(
         let table = cursor
             .fetch(20_000)
             .unwrap_or_else(|e| spi_failed(e, function));
-        if table.len() == 0 {
+        if table.is_empty() {
             break;
         }
         for row in table {
@@ -93,25 +93,18 @@ fn source_ids(client: &SpiClient<'_>) -> HashMap<String, i32> {
 
 /// Parses and validates a model; raises 22023 naming the problem otherwise.
 fn parse_model(value: Value, function: &'static str) -> Model {
-    let model: Model = serde_json::from_value(value).unwrap_or_else(|e| {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("invalid model: {e}"),
-            None,
-            "Start from SELECT unify.get_model() (or unify.default_model()) and change values in it.",
-            function,
-        )
-    });
-    if let Err(e) = model.validate() {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("invalid model: {e}"),
-            None,
-            "Start from SELECT unify.get_model() (or unify.default_model()) and change values in it.",
-            function,
-        );
-    }
-    model
+    serde_json::from_value::<Model>(value)
+        .map_err(|e| e.to_string())
+        .and_then(|model| model.validate().map(|()| model))
+        .unwrap_or_else(|e| {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("invalid model: {e}"),
+                None,
+                "Start from SELECT unify.get_model() (or unify.default_model()) and change values in it.",
+                function,
+            )
+        })
 }
 
 fn current_model(function: &'static str) -> Model {
@@ -166,8 +159,8 @@ fn _train(sample_pairs: i32, max_iterations: i32) -> JsonB {
     let mut model = current_model("train");
     let (records, ids) = Spi::connect(|client| {
         (
-            load_records(&client, "", vec![], "train"),
-            source_ids(&client),
+            load_records(client, "", vec![], "train"),
+            source_ids(client),
         )
     });
     if records.len() < 2 {
@@ -210,8 +203,8 @@ fn _score_pairs() -> TableIterator<
     let model = current_model("score_pairs");
     let (records, ids) = Spi::connect(|client| {
         (
-            load_records(&client, "", vec![], "score_pairs"),
-            source_ids(&client),
+            load_records(client, "", vec![], "score_pairs"),
+            source_ids(client),
         )
     });
     let ctx = Context::build(&records);
@@ -298,7 +291,7 @@ fn explain_match(
     let (pair, context_records, ids, counts) =
         Spi::connect(|client| {
             let pair = load_records(
-                &client,
+                client,
                 "WHERE record_id = ANY ($1)",
                 vec![vec![record_a, record_b].into()],
                 "explain_match",
@@ -327,7 +320,7 @@ fn explain_match(
                 .collect();
             let phones: Vec<String> = a.phones.iter().chain(b.phones.iter()).cloned().collect();
             let sharing = load_records(
-                &client,
+                client,
                 "WHERE email_key = ANY ($1) OR phone = ANY ($2) OR mobile = ANY ($2)",
                 vec![emails.into(), phones.into()],
                 "explain_match",
@@ -345,7 +338,7 @@ fn explain_match(
                 Ok((t.get::<f64>(1)?, t.get::<f64>(2)?, t.get::<f64>(3)?, t.get::<f64>(4)?))
             })
             .unwrap_or_else(|e| spi_failed(e, "explain_match"));
-            ((a, b), sharing, source_ids(&client), counts)
+            ((a, b), sharing, source_ids(client), counts)
         });
     let (a, b) = pair;
     let mut ctx = Context::build(&context_records);
