@@ -56,7 +56,6 @@ CREATE EXTENSION customer_unify;
 \i demo/sources.sql
 \timing on
 SELECT sum(source_rows) AS records FROM unify.sync();
-SELECT pg_backend_pid() AS pid \gset
 SELECT session, pairs, iterations, converged, round(match_share::numeric, 4) AS match_share FROM unify.train();
 \echo peak memory of the backend after train:
 SELECT substring(pg_read_file('/proc/self/status') from 'VmHWM:\s*(\d+ kB)') AS backend_peak_rss;

@@ -171,16 +171,12 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
     if records.len() > JUNK_VALUE_RECORDS {
         return true;
     }
-    // Distinct (first name, birth date) signatures are few; compare those, not all pairs.
-    let mut names: Vec<&MatchRecord> = Vec::new();
-    for r in records {
-        if r.derived.first_translit.is_some() || r.derived.birth_digits.is_some() {
-            names.push(r);
-        }
-        if names.len() > 50 {
-            break;
-        }
-    }
+    // At most JUNK_VALUE_RECORDS records here, so comparing all pairs is cheap.
+    let names: Vec<&MatchRecord> = records
+        .iter()
+        .copied()
+        .filter(|r| r.derived.first_translit.is_some() || r.derived.birth_digits.is_some())
+        .collect();
     for (i, a) in names.iter().enumerate() {
         for b in &names[i + 1..] {
             if first_name_level(a, b, false) == Some(Comparison::FirstName.else_level())
@@ -197,7 +193,7 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
 }
 
 /// The levels of one pair.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Outcome {
     pub levels: [Option<u8>; COMPARISONS.len()],
     /// First and last name were compared crosswise ("Müller Anna" against "Anna Müller").

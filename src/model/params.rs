@@ -209,10 +209,7 @@ impl Model {
         if self.review_threshold > self.match_threshold {
             return Err("review_threshold must not be above match_threshold".into());
         }
-        if self.conflict_weight.is_nan()
-            || self.conflict_weight > 0.0
-            || !self.conflict_weight.is_finite()
-        {
+        if !self.conflict_weight.is_finite() || self.conflict_weight > 0.0 {
             return Err("conflict_weight must be zero or negative".into());
         }
         if !in_unit(self.tf_minimum_u) {

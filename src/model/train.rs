@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::blocking::{BlockingRule, Candidate};
-use super::comparison::{compare, Comparison, Context, COMPARISONS};
+use super::comparison::{compare, Comparison, Context, Outcome, COMPARISONS};
 use super::params::{log2_odds, Model, Scorer};
 use super::record::MatchRecord;
 
@@ -302,6 +302,7 @@ fn estimate_prior(
     records: &[MatchRecord],
     ctx: &Context,
     candidates: &[Candidate],
+    outcomes: &[Outcome],
     model: &Model,
     source_ids: &HashMap<String, i32>,
     all_pairs: f64,
@@ -309,9 +310,10 @@ fn estimate_prior(
     let scorer = Scorer::new(model, ctx, source_ids);
     let evidence: Vec<f64> = candidates
         .iter()
-        .map(|c| {
+        .zip(outcomes)
+        .map(|(c, o)| {
             scorer
-                .score(&records[c.a as usize], &records[c.b as usize])
+                .score_outcome(&records[c.a as usize], &records[c.b as usize], *o)
                 .weight
                 - log2_odds(model.prior)
         })
@@ -338,7 +340,6 @@ fn estimate_prior(
 pub fn train(
     records: &[MatchRecord],
     ctx: &Context,
-    rules: &[BlockingRule],
     candidates: &[Candidate],
     model: &mut Model,
     source_ids: &HashMap<String, i32>,
@@ -350,11 +351,16 @@ pub fn train(
         .iter()
         .map(|p| p.levels.iter().map(|l| l.u).collect())
         .collect();
+    let rules = model.blocking_rules.clone();
+    // Every candidate is compared once; the EM counts and both prior passes reuse the outcomes.
+    let outcomes: Vec<Outcome> = candidates
+        .iter()
+        .map(|c| compare(&records[c.a as usize], &records[c.b as usize], ctx))
+        .collect();
     // Comparison vectors of all candidates, counted per distinct (pattern, rules).
     let mut counts: HashMap<(Pattern, u32), f64> = HashMap::new();
     let (mut at_one_address, mut living_together) = (0u64, 0u64);
-    for cand in candidates {
-        let o = compare(&records[cand.a as usize], &records[cand.b as usize], ctx);
+    for (cand, o) in candidates.iter().zip(&outcomes) {
         let first = o.level(Comparison::FirstName);
         let birth = o.level(Comparison::BirthDate);
         if o.level(Comparison::Address) == Some(0) && first.is_some() && birth.is_some() {
@@ -379,8 +385,10 @@ pub fn train(
     // an e-mail), so after the first pass u is corrected by the estimated matches (u = (u_sampled
     // - prior * m) / (1 - prior)) and m and the prior are estimated again.
     for pass in 0..2 {
-        sessions = em_sessions(&counts, rules, model, opts);
-        (prior, expected) = estimate_prior(records, ctx, candidates, model, source_ids, all_pairs);
+        sessions = em_sessions(&counts, &rules, model, opts);
+        (prior, expected) = estimate_prior(
+            records, ctx, candidates, &outcomes, model, source_ids, all_pairs,
+        );
         model.prior = prior;
         if pass == 0 {
             for (p, raw) in model.comparisons.iter_mut().zip(&sampled_u) {
@@ -406,7 +414,7 @@ pub fn train(
 
 #[cfg(test)]
 mod tests {
-    use super::super::blocking::{candidates, default_rules};
+    use super::super::blocking::candidates;
     use super::*;
 
     /// Synthetic people with typo'd duplicates: EM must find high m on exact levels and a prior
@@ -460,13 +468,11 @@ mod tests {
             }
         }
         let ctx = Context::build(&records);
-        let rules = default_rules();
-        let (cands, _) = candidates(&records, &rules, 1_000_000).unwrap();
         let mut model = Model::default_german();
+        let (cands, _) = candidates(&records, &model.blocking_rules, 1_000_000).unwrap();
         let report = train(
             &records,
             &ctx,
-            &rules,
             &cands,
             &mut model,
             &HashMap::new(),

@@ -78,6 +78,16 @@ fn load_records(
     out
 }
 
+/// All records and the source ids by name, for the whole-table commands.
+fn load_all(function: &'static str) -> (Vec<MatchRecord>, HashMap<String, i32>) {
+    Spi::connect(|client| {
+        (
+            load_records(client, "", vec![], function),
+            source_ids(client),
+        )
+    })
+}
+
 fn source_ids(client: &SpiClient<'_>) -> HashMap<String, i32> {
     let mut out = HashMap::new();
     let table = client
@@ -157,12 +167,7 @@ fn _train(sample_pairs: i32, max_iterations: i32) -> JsonB {
         );
     }
     let mut model = current_model("train");
-    let (records, ids) = Spi::connect(|client| {
-        (
-            load_records(client, "", vec![], "train"),
-            source_ids(client),
-        )
-    });
+    let (records, ids) = load_all("train");
     if records.len() < 2 {
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -179,8 +184,7 @@ fn _train(sample_pairs: i32, max_iterations: i32) -> JsonB {
         max_iterations: max_iterations as usize,
         ..Default::default()
     };
-    let rules = model.blocking_rules.clone();
-    let report = train(&records, &ctx, &rules, &cands, &mut model, &ids, &opts);
+    let report = train(&records, &ctx, &cands, &mut model, &ids, &opts);
     JsonB(json!({"model": model, "report": report, "blocking": stats}))
 }
 
@@ -201,12 +205,7 @@ fn _score_pairs() -> TableIterator<
     ),
 > {
     let model = current_model("score_pairs");
-    let (records, ids) = Spi::connect(|client| {
-        (
-            load_records(client, "", vec![], "score_pairs"),
-            source_ids(client),
-        )
-    });
+    let (records, ids) = load_all("score_pairs");
     let ctx = Context::build(&records);
     let (cands, stats) = blocked(&records, &model, "score_pairs");
     let stats_json = serde_json::to_value(&stats).expect("stats serialize");
