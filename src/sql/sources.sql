@@ -186,42 +186,34 @@ $$;
 
 -- The cleaners over the rows of `raw_query` (see _raw_query) whose raw values differ from the
 -- record already held: unchanged rows are not normalized again. It reads the source table
--- itself (not a temp copy), so CREATE TABLE AS over it may use parallel workers.
+-- itself (not a temp copy), so CREATE TABLE AS over it may use parallel workers. The query is
+-- one flat level on purpose: a value used twice (the region, the split street) is computed
+-- twice, because a fenced subquery (OFFSET 0, LATERAL) would keep the cleaners above the
+-- Gather, in the leader alone (measured: 42 s fenced, 34 s flat for 1M rows on 2 cores).
 CREATE FUNCTION unify._normalized_query(source_id int, raw_query text) RETURNS text
 IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
 SELECT format($q$
 SELECT raw.source_key,
-       coalesce(unify.normalize_name(raw.first_name), (x.name).first_name) AS first_name,
-       y.last_name,
+       coalesce(unify.normalize_name(raw.first_name), (unify.split_full_name(raw.full_name)).first_name) AS first_name,
+       coalesce(unify.normalize_name(raw.last_name), (unify.split_full_name(raw.full_name)).last_name) AS last_name,
        unify.normalize_email(raw.email) AS email,
        unify.email_match_key(raw.email) AS email_key,
-       unify.normalize_phone(raw.phone, y.region) AS phone,
-       unify.normalize_phone(raw.mobile, y.region) AS mobile,
-       unify.normalize_street((x.street).street) AS street,
-       (x.street).house_number AS house_number,
-       unify.normalize_postcode(raw.postcode, y.region) AS postcode,
+       unify.normalize_phone(raw.phone, coalesce(unify.normalize_country(raw.country), 'DE')) AS phone,
+       unify.normalize_phone(raw.mobile, coalesce(unify.normalize_country(raw.country), 'DE')) AS mobile,
+       unify.normalize_street((unify.split_street(coalesce(raw.street_line, raw.street || coalesce(' ' || raw.house_number, '')))).street) AS street,
+       (unify.split_street(coalesce(raw.street_line, raw.street || coalesce(' ' || raw.house_number, '')))).house_number AS house_number,
+       unify.normalize_postcode(raw.postcode, coalesce(unify.normalize_country(raw.country), 'DE')) AS postcode,
        nullif(lower(unify.transliterate_de(btrim(raw.city))), '') AS city,
-       x.country,
+       unify.normalize_country(raw.country) AS country,
        unify.normalize_date(raw.birth_date) AS birth_date,
        nullif(btrim(raw.company), '') AS company,
        nullif(btrim(raw.customer_number), '') AS customer_number,
        nullif(btrim(raw.external_id), '') AS external_id,
        raw.consent_email, raw.consent_phone, raw.consent_post,
        raw.updated_at AS source_updated_at,
-       unify.cologne_phonetic(y.last_name) AS last_name_phonetic,
+       unify.cologne_phonetic(coalesce(unify.normalize_name(raw.last_name), (unify.split_full_name(raw.full_name)).last_name)) AS last_name_phonetic,
        raw.raw
 FROM (%s) AS raw
--- Each value used twice is computed once: OFFSET 0 keeps the planner from copying the
--- expressions into every place that uses them.
-CROSS JOIN LATERAL (
-    SELECT unify.split_full_name(raw.full_name) AS name,
-           unify.split_street(coalesce(raw.street_line, raw.street || coalesce(' ' || raw.house_number, ''))) AS street,
-           unify.normalize_country(raw.country) AS country
-    OFFSET 0) AS x
-CROSS JOIN LATERAL (
-    SELECT coalesce(unify.normalize_name(raw.last_name), (x.name).last_name) AS last_name,
-           coalesce(x.country, 'DE') AS region
-    OFFSET 0) AS y
 WHERE NOT EXISTS (SELECT 1 FROM unify.records r
                   WHERE r.source_id = %s AND r.source_key = raw.source_key AND r.raw = raw.raw)
 $q$, raw_query, source_id)
