@@ -54,6 +54,18 @@ SELECT unify._normalized_query(s.source_id, unify._raw_query(s,
            format('WHERE (pg_catalog.hashtext((src.%I)::text) & 2147483647) %% 2 = 0', s.key_column))) AS part_query
 FROM unify.sources s WHERE s.name = 'shop' \gset
 EXPLAIN (COSTS OFF) CREATE TEMP TABLE plan_check AS :part_query;
+-- And do the cleaners run in those workers, below the Gather?
+SELECT set_config('bench.part_query', :'part_query', false) \g /dev/null
+CREATE TEMP TABLE plan_json (plan json);
+DO $$
+DECLARE plan json;
+BEGIN
+    EXECUTE 'EXPLAIN (VERBOSE, FORMAT JSON) ' || current_setting('bench.part_query') INTO plan;
+    INSERT INTO plan_json VALUES (plan);
+END $$;
+SELECT plan -> 0 -> 'Plan' ->> 'Node Type' AS top_node,
+       (plan -> 0 -> 'Plan' -> 'Plans' -> 0 ->> 'Output') LIKE '%normalize_email%' AS cleaners_below_gather
+FROM plan_json;
 
 -- Tables for the trigger benchmark: identical copies of the newsletter table, one tracked.
 CREATE SEQUENCE bench_ids START 10000000;

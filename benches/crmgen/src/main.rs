@@ -73,6 +73,24 @@ fn email_local(rng: &mut Rng, first: &str, last: &str, year: i32) -> String {
     }
 }
 
+/// A personal address nobody else holds yet.
+fn fresh_email(
+    rng: &mut Rng,
+    taken: &mut std::collections::HashSet<String>,
+    first: &str,
+    last: &str,
+    year: i32,
+) -> String {
+    let local = email_local(rng, first, last, year);
+    let provider = rng.pick(MAIL_PROVIDERS);
+    let mut email = format!("{local}@{provider}");
+    while taken.contains(&email) {
+        email = format!("{local}{}@{provider}", rng.range(1, 9999));
+    }
+    taken.insert(email.clone());
+    email
+}
+
 fn new_address(rng: &mut Rng) -> Address {
     let stem = rng.pick(STREET_STEMS);
     let street = if stem.ends_with("straße") || stem.starts_with("Am ") && rng.chance(0.5) {
@@ -145,6 +163,9 @@ struct World {
     rng: Rng,
     next_person: u64,
     next_household: u64,
+    /// Every personal address handed out: a mailbox belongs to one person (family mailboxes
+    /// are shared on purpose, in `household`), so a taken name gets a number as at a provider.
+    emails_taken: std::collections::HashSet<String>,
 }
 
 impl World {
@@ -163,15 +184,11 @@ impl World {
             rng.pick(MALE_FIRST)
         }
         .to_string();
-        let local = email_local(rng, &first, last, birth.0);
-        let email = format!("{local}@{}", rng.pick(MAIL_PROVIDERS));
-        let alt_email = rng.chance(0.1).then(|| {
-            format!(
-                "{}@{}",
-                email_local(rng, &first, last, birth.0),
-                rng.pick(MAIL_PROVIDERS)
-            )
-        });
+        let taken = &mut self.emails_taken;
+        let email = fresh_email(rng, taken, &first, last, birth.0);
+        let alt_email = rng
+            .chance(0.1)
+            .then(|| fresh_email(rng, taken, &first, last, birth.0));
         let mobile = rng.chance(0.75).then(|| new_mobile(rng));
         self.next_person += 1;
         Person {
@@ -269,7 +286,13 @@ impl World {
                 .then(|| new_landline(&mut self.rng, address.area));
             let family_mail = self.rng.chance(0.15).then(|| {
                 let l = translit(&last.to_lowercase()).replace(' ', "");
-                format!("familie.{l}@{}", self.rng.pick(MAIL_PROVIDERS))
+                let provider = self.rng.pick(MAIL_PROVIDERS);
+                let mut mail = format!("familie.{l}@{provider}");
+                while self.emails_taken.contains(&mail) {
+                    mail = format!("familie.{l}{}@{provider}", self.rng.range(1, 9999));
+                }
+                self.emails_taken.insert(mail.clone());
+                mail
             });
             for m in &mut members {
                 m.tags.push("family");
@@ -509,6 +532,7 @@ fn generate(seed: u64, target_rows: usize) -> Tables {
         rng: Rng::new(seed),
         next_person: 0,
         next_household: 0,
+        emails_taken: Default::default(),
     };
     let mut t = Tables {
         shop: String::new(),
