@@ -116,7 +116,7 @@ pub fn cluster(
         .collect();
     let mut uf = UnionFind::new(records.len());
     let mut out = Clustering::default();
-    let mut lookup = |a: i64, b: i64, out: &mut Clustering| match (index.get(&a), index.get(&b)) {
+    let lookup = |a: i64, b: i64, out: &mut Clustering| match (index.get(&a), index.get(&b)) {
         (Some(&x), Some(&y)) if x != y => Some((x, y)),
         (Some(_), Some(_)) => None,
         _ => {

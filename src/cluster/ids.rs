@@ -64,7 +64,11 @@ impl IdPlan {
 
     /// The id of every cluster, drawing new ones from `fresh` in cluster order.
     pub fn ids(&self, fresh: &[i64]) -> Vec<i64> {
-        assert_eq!(fresh.len(), self.new_ids_needed(), "one fresh id per new cluster");
+        assert_eq!(
+            fresh.len(),
+            self.new_ids_needed(),
+            "one fresh id per new cluster"
+        );
         let mut fresh = fresh.iter();
         self.kept
             .iter()
@@ -105,7 +109,11 @@ impl IdPlan {
 mod tests {
     use super::*;
 
-    fn plan(cluster_of: &[u32], previous: &[Option<i64>], fresh: &[i64]) -> (Vec<i64>, Vec<IdEvent>) {
+    fn plan(
+        cluster_of: &[u32],
+        previous: &[Option<i64>],
+        fresh: &[i64],
+    ) -> (Vec<i64>, Vec<IdEvent>) {
         let clusters = cluster_of.iter().max().map_or(0, |m| m + 1);
         let p = IdPlan::new(cluster_of, clusters, previous);
         let ids = p.ids(fresh);

@@ -192,10 +192,12 @@ mod tests {
             updated,
             record_id,
         };
-        let got = strictest_consent(&[cc(true, 1, Some(900), 1), cc(false, 2, Some(100), 2)]).unwrap();
+        let got =
+            strictest_consent(&[cc(true, 1, Some(900), 1), cc(false, 2, Some(100), 2)]).unwrap();
         assert!(!got.granted);
         assert_eq!(got.source_id, 2);
-        let got = strictest_consent(&[cc(true, 1, Some(100), 1), cc(true, 3, Some(500), 2)]).unwrap();
+        let got =
+            strictest_consent(&[cc(true, 1, Some(100), 1), cc(true, 3, Some(500), 2)]).unwrap();
         assert!(got.granted);
         assert_eq!(got.source_id, 3);
         assert!(strictest_consent(&[]).is_none());

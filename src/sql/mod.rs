@@ -4,6 +4,7 @@
 mod cleaners;
 mod errors;
 mod matching;
+mod persons;
 mod similarity;
 
 // Sources, records and change capture: catalog tables and set-based commands over the cleaners.
@@ -14,7 +15,21 @@ pgrx::extension_sql_file!(
 );
 
 // Matching: model versions, scored pairs, blocking figures, and the commands over the Rust model.
-pgrx::extension_sql_file!("matching.sql", name = "matching", finalize);
+pgrx::extension_sql_file!(
+    "matching.sql",
+    name = "matching",
+    requires = [
+        "sources",
+        matching::default_model,
+        matching::validate_model,
+        matching::_train,
+        matching::_score_pairs,
+        matching::explain_match
+    ]
+);
+
+// Persons: clusters with stable ids, golden records, households, stewardship and erasure.
+pgrx::extension_sql_file!("persons.sql", name = "persons", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]

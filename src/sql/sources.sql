@@ -62,6 +62,18 @@ CREATE TABLE unify.records (
     UNIQUE (source_id, source_key)
 );
 COMMENT ON TABLE unify.records IS 'One row per source row: normalized fields, blocking keys, raw mapped values';
+
+-- Source rows of erased persons (unify.erase_person): sync and the change queue never bring
+-- them back. Only a hash of the key is kept.
+CREATE TABLE unify.erasures (
+    source_id  int NOT NULL,
+    key_hash   bytea NOT NULL,
+    erased_at  timestamptz NOT NULL DEFAULT now(),
+    event_id   bigint,
+    PRIMARY KEY (source_id, key_hash)
+);
+COMMENT ON TABLE unify.erasures IS 'Source rows of erased persons (sha256 of the key): never synced again';
+SELECT pg_catalog.pg_extension_config_dump('unify.erasures', '');
 -- Blocking keys: candidates are found through these.
 CREATE INDEX records_email_key ON unify.records (email_key) WHERE email_key IS NOT NULL;
 CREATE INDEX records_phone ON unify.records (phone) WHERE phone IS NOT NULL;
@@ -215,7 +227,9 @@ SELECT raw.source_key,
        raw.raw
 FROM (%s) AS raw
 WHERE NOT EXISTS (SELECT 1 FROM unify.records r
-                  WHERE r.source_id = %s AND r.source_key = raw.source_key AND r.raw = raw.raw)
+                  WHERE r.source_id = %2$s AND r.source_key = raw.source_key AND r.raw = raw.raw)
+  AND NOT EXISTS (SELECT 1 FROM unify.erasures e
+                  WHERE e.source_id = %2$s AND e.key_hash = pg_catalog.sha256(convert_to(raw.source_key, 'UTF8')))
 $q$, raw_query, source_id)
 $$;
 
@@ -637,5 +651,5 @@ GRANT EXECUTE ON FUNCTION unify.add_source(text, regclass, text, jsonb, int, boo
     unify._keys_filter(unify.sources, text[])
     TO unify_admin;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA unify TO unify_admin;
-GRANT SELECT, INSERT, UPDATE, DELETE ON unify.sources, unify.records, unify.change_queue TO unify_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON unify.sources, unify.records, unify.change_queue, unify.erasures TO unify_admin;
 GRANT SELECT ON unify.status TO unify_admin, unify_reader;

@@ -1,0 +1,622 @@
+//! The SQL layer over `crate::cluster`: reads records, pairs and overrides through SPI, clusters
+//! and picks golden values in Rust, and writes back with a few set-based statements.
+
+use std::collections::{BTreeSet, HashMap};
+
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::{JsonB, PgSqlErrorCode};
+use serde_json::{json, Value};
+
+use super::errors::raise;
+use crate::cluster::components::{cluster, MatchPair};
+use crate::cluster::group_by_shared_keys;
+use crate::cluster::ids::{IdEvent, IdPlan};
+use crate::cluster::survivorship::{strictest_consent, survive, Candidate, ConsentCandidate, Rule};
+
+fn spi_failed(e: impl std::fmt::Display, function: &'static str) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        format!("unify.{function}: a statement failed: {e}"),
+        None,
+        "This is a bug; please report it with the statement that failed.",
+        function,
+    )
+}
+
+type Args<'a> = Vec<pgrx::datum::DatumWithOid<'a>>;
+
+/// Rows of `query`, fetched in batches, each turned into a value by `row`.
+fn fetch_all<T>(
+    client: &SpiClient<'_>,
+    query: &str,
+    args: Args<'_>,
+    function: &'static str,
+    mut row: impl FnMut(&pgrx::spi::SpiHeapTupleData) -> T,
+) -> Vec<T> {
+    let mut cursor = client
+        .try_open_cursor(query, &args)
+        .unwrap_or_else(|e| spi_failed(e, function));
+    let mut out = Vec::new();
+    loop {
+        let table = cursor
+            .fetch(20_000)
+            .unwrap_or_else(|e| spi_failed(e, function));
+        if table.is_empty() {
+            break;
+        }
+        for r in table {
+            out.push(row(&r));
+        }
+    }
+    out
+}
+
+fn fresh_ids(
+    client: &mut SpiClient<'_>,
+    sequence: &str,
+    n: usize,
+    function: &'static str,
+) -> Vec<i64> {
+    if n == 0 {
+        return Vec::new();
+    }
+    client
+        .select(
+            &format!("SELECT array_agg(nextval('{sequence}')) FROM generate_series(1, $1)"),
+            None,
+            &[(n as i64).into()],
+        )
+        .and_then(|t| t.first().get_one::<Vec<i64>>())
+        .unwrap_or_else(|e| spi_failed(e, function))
+        .unwrap_or_default()
+}
+
+/// Clusters the records in scope (all, or those of `person_ids` plus `record_ids`) over their
+/// match pairs and overrides, gives the clusters stable person ids, updates
+/// `unify.records.person_id` and writes merges and splits to `unify.identity_events`.
+#[pg_extern(volatile)]
+fn _cluster(
+    person_ids: Option<Vec<i64>>,
+    record_ids: Option<Vec<i64>>,
+    rule: &str,
+    reason: Option<&str>,
+) -> JsonB {
+    const F: &str = "resolve";
+    let full = person_ids.is_none() && record_ids.is_none();
+    Spi::connect_mut(|client| {
+        let (records_query, args): (&str, Args) = if full {
+            (
+                "SELECT record_id, person_id FROM unify.records ORDER BY record_id",
+                vec![],
+            )
+        } else {
+            (
+                "SELECT record_id, person_id FROM unify.records
+                  WHERE person_id = ANY ($1) OR record_id = ANY ($2) ORDER BY record_id",
+                vec![
+                    person_ids.clone().unwrap_or_default().into(),
+                    record_ids.clone().unwrap_or_default().into(),
+                ],
+            )
+        };
+        let rows: Vec<(i64, Option<i64>)> = fetch_all(client, records_query, args, F, |r| {
+            (
+                r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                r.get::<i64>(2).ok().flatten(),
+            )
+        });
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let previous: Vec<Option<i64>> = rows.iter().map(|r| r.1).collect();
+        let scope_filter = if full {
+            ""
+        } else {
+            "AND a = ANY ($1) AND b = ANY ($1)"
+        };
+        let scope_args = || -> Args {
+            if full {
+                vec![]
+            } else {
+                vec![ids.clone().into()]
+            }
+        };
+        let matches: Vec<MatchPair> = fetch_all(
+            client,
+            &format!(
+                "SELECT a, b, w FROM (SELECT record_a AS a, record_b AS b, match_weight AS w
+                   FROM unify.pairs WHERE is_match) p WHERE true {scope_filter}"
+            ),
+            scope_args(),
+            F,
+            |r| MatchPair {
+                a: r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                b: r.get::<i64>(2).ok().flatten().unwrap_or_default(),
+                weight: r.get::<f64>(3).ok().flatten().unwrap_or_default(),
+            },
+        );
+        let overrides: Vec<(i64, i64, bool)> = fetch_all(
+            client,
+            &format!(
+                "SELECT a, b, must FROM (
+                   SELECT ra.record_id AS a, rb.record_id AS b, o.kind = 'must_link' AS must
+                   FROM unify.overrides o
+                   JOIN unify.records ra ON ra.source_id = o.source_a AND ra.source_key = o.key_a
+                   JOIN unify.records rb ON rb.source_id = o.source_b AND rb.source_key = o.key_b) o
+                 WHERE true {scope_filter}"
+            ),
+            scope_args(),
+            F,
+            |r| {
+                (
+                    r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                    r.get::<i64>(2).ok().flatten().unwrap_or_default(),
+                    r.get::<bool>(3).ok().flatten().unwrap_or_default(),
+                )
+            },
+        );
+        let must: Vec<(i64, i64)> = overrides
+            .iter()
+            .filter(|o| o.2)
+            .map(|o| (o.0, o.1))
+            .collect();
+        let cannot: Vec<(i64, i64)> = overrides
+            .iter()
+            .filter(|o| !o.2)
+            .map(|o| (o.0, o.1))
+            .collect();
+
+        let clustering = cluster(&ids, &must, &cannot, &matches);
+        let plan = IdPlan::new(&clustering.cluster_of, clustering.clusters, &previous);
+        let fresh = fresh_ids(client, "unify.person_id_seq", plan.new_ids_needed(), F);
+        let person_of_cluster = plan.ids(&fresh);
+        let events = plan.events(&person_of_cluster);
+
+        let (mut changed_records, mut changed_persons) = (Vec::new(), Vec::new());
+        let mut touched: BTreeSet<i64> = previous.iter().flatten().copied().collect();
+        for (i, &c) in clustering.cluster_of.iter().enumerate() {
+            let person = person_of_cluster[c as usize];
+            if previous[i] != Some(person) {
+                changed_records.push(ids[i]);
+                changed_persons.push(person);
+                touched.insert(person);
+            }
+        }
+        if !changed_records.is_empty() {
+            client
+                .update(
+                    "UPDATE unify.records r SET person_id = u.person_id
+                       FROM unnest($1::bigint[], $2::bigint[]) AS u (record_id, person_id)
+                      WHERE r.record_id = u.record_id",
+                    None,
+                    &[changed_records.clone().into(), changed_persons.into()],
+                )
+                .unwrap_or_else(|e| spi_failed(e, F));
+        }
+        let (mut merges, mut splits) = (0u64, 0u64);
+        let event_rows: Vec<Value> = events
+            .iter()
+            .map(|e| match e {
+                IdEvent::Merge {
+                    person_id,
+                    absorbed,
+                } => {
+                    merges += 1;
+                    json!({"event": "merge", "person_id": person_id, "related": absorbed})
+                }
+                IdEvent::Split { person_id, into } => {
+                    splits += 1;
+                    json!({"event": "split", "person_id": person_id, "related": into})
+                }
+            })
+            .collect();
+        if !event_rows.is_empty() {
+            client
+                .update(
+                    "INSERT INTO unify.identity_events (event, person_id, related_ids, rule, reason)
+                     SELECT e ->> 'event', (e ->> 'person_id')::bigint,
+                            ARRAY(SELECT jsonb_array_elements_text(e -> 'related')::bigint), $2, $3
+                     FROM jsonb_array_elements($1) AS e",
+                    None,
+                    &[
+                        JsonB(Value::Array(event_rows)).into(),
+                        rule.into(),
+                        reason.into(),
+                    ],
+                )
+                .unwrap_or_else(|e| spi_failed(e, F));
+        }
+        let mut summary = json!({
+            "records": ids.len(),
+            "persons": clustering.clusters,
+            "new_persons": fresh.len(),
+            "merges": merges,
+            "splits": splits,
+            "held_apart": clustering.held_apart,
+            "contradictions": clustering.contradictions,
+            "changed_records": changed_records.len(),
+        });
+        if !full {
+            summary["touched"] = json!(touched.into_iter().collect::<Vec<_>>());
+        }
+        JsonB(summary)
+    })
+}
+
+const GOLDEN_FIELDS: [&str; 9] = [
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "mobile",
+    "address",
+    "birth_date",
+    "company",
+    "customer_number",
+];
+
+/// One record as survivorship sees it.
+struct GoldenInput {
+    person_id: i64,
+    record_id: i64,
+    source_id: i32,
+    source: String,
+    /// first_name, last_name, email, phone, mobile, address (joined), birth_date, company,
+    /// customer_number: the order of GOLDEN_FIELDS.
+    values: [Option<String>; 9],
+    address: [Option<String>; 5],
+    consent: [Option<bool>; 3],
+    updated: Option<i64>,
+    seen: i64,
+}
+
+type GoldenRow = (
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<bool>,
+    Option<String>,
+    Option<f64>,
+    Option<bool>,
+    Option<String>,
+    Option<f64>,
+    Option<bool>,
+    Option<String>,
+    Option<f64>,
+    i32,
+    Vec<String>,
+    f64,
+    f64,
+);
+
+/// The golden record of each person in `person_ids` (NULL: every person with records).
+#[pg_extern(stable)]
+#[allow(clippy::type_complexity)]
+fn _golden_records(
+    person_ids: Option<Vec<i64>>,
+) -> TableIterator<
+    'static,
+    (
+        name!(person_id, i64),
+        name!(first_name, Option<String>),
+        name!(last_name, Option<String>),
+        name!(email, Option<String>),
+        name!(phone, Option<String>),
+        name!(mobile, Option<String>),
+        name!(street, Option<String>),
+        name!(house_number, Option<String>),
+        name!(postcode, Option<String>),
+        name!(city, Option<String>),
+        name!(country, Option<String>),
+        name!(birth_date, Option<String>),
+        name!(company, Option<String>),
+        name!(customer_number, Option<String>),
+        name!(consent_email, Option<bool>),
+        name!(consent_email_source, Option<String>),
+        name!(consent_email_epoch, Option<f64>),
+        name!(consent_phone, Option<bool>),
+        name!(consent_phone_source, Option<String>),
+        name!(consent_phone_epoch, Option<f64>),
+        name!(consent_post, Option<bool>),
+        name!(consent_post_source, Option<String>),
+        name!(consent_post_epoch, Option<f64>),
+        name!(record_count, i32),
+        name!(sources, Vec<String>),
+        name!(first_seen_epoch, f64),
+        name!(last_seen_epoch, f64),
+    ),
+> {
+    const F: &str = "resolve";
+    let (rules, priorities, inputs) = Spi::connect(|client| {
+        let rules: HashMap<String, (Rule, Vec<String>)> = fetch_all(
+            client,
+            "SELECT field, rule, options FROM unify.survivorship_rules",
+            vec![],
+            F,
+            |r| {
+                let field = r.get::<String>(1).ok().flatten().unwrap_or_default();
+                let rule = r.get::<String>(2).ok().flatten().unwrap_or_default();
+                let options = r
+                    .get::<JsonB>(3)
+                    .ok()
+                    .flatten()
+                    .map_or(Value::Null, |j| j.0);
+                let order = options["order"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (
+                    field,
+                    (Rule::parse(&rule).unwrap_or(Rule::MostRecent), order),
+                )
+            },
+        )
+        .into_iter()
+        .collect();
+        let priorities: HashMap<i32, i32> = fetch_all(
+            client,
+            "SELECT source_id, priority FROM unify.sources",
+            vec![],
+            F,
+            |r| {
+                (
+                    r.get::<i32>(1).ok().flatten().unwrap_or_default(),
+                    r.get::<i32>(2).ok().flatten().unwrap_or_default(),
+                )
+            },
+        )
+        .into_iter()
+        .collect();
+        let filter = if person_ids.is_some() {
+            "r.person_id = ANY ($1)"
+        } else {
+            "r.person_id IS NOT NULL"
+        };
+        let args: Args = person_ids.map_or(vec![], |ids| vec![ids.into()]);
+        let query = format!(
+            "SELECT r.person_id, r.record_id, r.source_id, s.name, r.first_name, r.last_name, r.email,
+                    r.phone, r.mobile, r.street, r.house_number, r.postcode, r.city, r.country,
+                    to_char(r.birth_date, 'YYYY-MM-DD'), r.company, r.customer_number,
+                    r.consent_email, r.consent_phone, r.consent_post,
+                    (extract(epoch FROM r.source_updated_at) * 1000000)::bigint,
+                    (extract(epoch FROM coalesce(r.source_updated_at, r.synced_at)) * 1000000)::bigint
+             FROM unify.records r JOIN unify.sources s ON s.source_id = r.source_id
+             WHERE {filter} ORDER BY r.person_id, r.record_id"
+        );
+        let inputs = fetch_all(client, &query, args, F, |r| {
+            let text = |i: usize| r.get::<String>(i).ok().flatten();
+            let address = [text(10), text(11), text(12), text(13), text(14)];
+            let joined = address.iter().any(Option::is_some).then(|| {
+                address
+                    .iter()
+                    .map(|a| a.as_deref().unwrap_or(""))
+                    .collect::<Vec<_>>()
+                    .join("|")
+            });
+            GoldenInput {
+                person_id: r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                record_id: r.get::<i64>(2).ok().flatten().unwrap_or_default(),
+                source_id: r.get::<i32>(3).ok().flatten().unwrap_or_default(),
+                source: text(4).unwrap_or_default(),
+                values: [
+                    text(5),
+                    text(6),
+                    text(7),
+                    text(8),
+                    text(9),
+                    joined,
+                    text(15),
+                    text(16),
+                    text(17),
+                ],
+                address,
+                consent: [18, 19, 20].map(|i| r.get::<bool>(i).ok().flatten()),
+                updated: r.get::<i64>(21).ok().flatten(),
+                seen: r.get::<i64>(22).ok().flatten().unwrap_or_default(),
+            }
+        });
+        (rules, priorities, inputs)
+    });
+
+    let rule_of: Vec<(Rule, Vec<String>)> = GOLDEN_FIELDS
+        .iter()
+        .map(|f| rules.get(*f).cloned().unwrap_or((Rule::MostRecent, vec![])))
+        .collect();
+    let mut rows: Vec<GoldenRow> = Vec::new();
+    for person in inputs.chunk_by(|a, b| a.person_id == b.person_id) {
+        let mut golden: [Option<String>; 9] = Default::default();
+        for (f, (rule, order)) in rule_of.iter().enumerate() {
+            let priority = |rec: &GoldenInput| {
+                let base = priorities.get(&rec.source_id).copied().unwrap_or(100);
+                match order.iter().position(|s| *s == rec.source) {
+                    // Listed sources come before all others, in the listed order.
+                    Some(p) => i32::MIN + p as i32,
+                    None => base,
+                }
+            };
+            let candidates: Vec<Candidate> = person
+                .iter()
+                .filter_map(|rec| {
+                    rec.values[f].as_deref().map(|value| Candidate {
+                        value,
+                        priority: priority(rec),
+                        updated: rec.updated,
+                        record_id: rec.record_id,
+                    })
+                })
+                .collect();
+            golden[f] = survive(*rule, &candidates).map(String::from);
+        }
+        // The address survives as one unit: every part from the same record.
+        let address: [Option<String>; 5] = golden[5]
+            .as_deref()
+            .and_then(|joined| {
+                person
+                    .iter()
+                    .find(|r| r.values[5].as_deref() == Some(joined))
+                    .map(|r| r.address.clone())
+            })
+            .unwrap_or_default();
+        let consent: Vec<Option<ConsentCandidate>> = (0..3)
+            .map(|k| {
+                let c: Vec<ConsentCandidate> = person
+                    .iter()
+                    .filter_map(|rec| {
+                        rec.consent[k].map(|granted| ConsentCandidate {
+                            granted,
+                            source_id: rec.source_id,
+                            updated: rec.updated,
+                            record_id: rec.record_id,
+                        })
+                    })
+                    .collect();
+                strictest_consent(&c)
+            })
+            .collect();
+        let source_name = |c: &Option<ConsentCandidate>| {
+            c.and_then(|c| person.iter().find(|r| r.record_id == c.record_id))
+                .map(|r| r.source.clone())
+        };
+        let at = |c: &Option<ConsentCandidate>| c.and_then(|c| c.updated).map(|u| u as f64 / 1e6);
+        let sources: Vec<String> = person
+            .iter()
+            .map(|r| r.source.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let first_seen = person.iter().map(|r| r.seen).min().unwrap_or_default() as f64 / 1e6;
+        let last_seen = person.iter().map(|r| r.seen).max().unwrap_or_default() as f64 / 1e6;
+        let [street, house_number, postcode, city, country] = address;
+        let [first_name, last_name, email, phone, mobile, _, birth_date, company, customer_number] =
+            golden;
+        rows.push((
+            person[0].person_id,
+            first_name,
+            last_name,
+            email,
+            phone,
+            mobile,
+            street,
+            house_number,
+            postcode,
+            city,
+            country,
+            birth_date,
+            company,
+            customer_number,
+            consent[0].map(|c| c.granted),
+            source_name(&consent[0]),
+            at(&consent[0]),
+            consent[1].map(|c| c.granted),
+            source_name(&consent[1]),
+            at(&consent[1]),
+            consent[2].map(|c| c.granted),
+            source_name(&consent[2]),
+            at(&consent[2]),
+            person.len() as i32,
+            sources,
+            first_seen,
+            last_seen,
+        ));
+    }
+    TableIterator::new(rows)
+}
+
+/// Groups persons into households (shared address, landline or mailbox) with stable ids: all
+/// persons, or those of `person_ids` with everyone sharing a key or a household with them.
+/// Returns how many persons changed household.
+#[pg_extern(volatile)]
+fn _group_households(person_ids: Option<Vec<i64>>) -> i64 {
+    const F: &str = "resolve";
+    if person_ids.as_ref().is_some_and(Vec::is_empty) {
+        return 0;
+    }
+    Spi::connect_mut(|client| {
+        let columns =
+            "p.person_id, p.household_id, p.postcode, p.street, p.house_number, p.phone, p.email";
+        let (query, args): (String, Args) = match &person_ids {
+            None => (format!("SELECT {columns} FROM unify.persons p ORDER BY p.person_id"), vec![]),
+            Some(ids) => (
+                format!(
+                    "WITH scope AS (SELECT * FROM unify.persons WHERE person_id = ANY ($1)),
+                     near AS (
+                        SELECT p.* FROM unify.persons p JOIN scope s
+                          ON p.household_id = s.household_id
+                          OR (p.postcode, p.street, coalesce(p.house_number, '')) = (s.postcode, s.street, coalesce(s.house_number, ''))
+                          OR p.phone = s.phone OR p.email = s.email
+                        UNION SELECT * FROM scope)
+                     SELECT DISTINCT {columns} FROM unify.persons p
+                     WHERE p.person_id IN (SELECT person_id FROM near)
+                        OR p.household_id IN (SELECT household_id FROM near)
+                     ORDER BY p.person_id"
+                ),
+                vec![ids.clone().into()],
+            ),
+        };
+        let rows: Vec<(i64, Option<i64>, Vec<String>)> = fetch_all(client, &query, args, F, |r| {
+            let text = |i: usize| r.get::<String>(i).ok().flatten();
+            let mut keys = Vec::new();
+            if let (Some(postcode), Some(street)) = (text(3), text(4)) {
+                keys.push(format!(
+                    "a:{postcode}|{street}|{}",
+                    text(5).unwrap_or_default()
+                ));
+            }
+            if let Some(phone) = text(6) {
+                keys.push(format!("p:{phone}"));
+            }
+            if let Some(email) = text(7) {
+                keys.push(format!("e:{email}"));
+            }
+            (
+                r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                r.get::<i64>(2).ok().flatten(),
+                keys,
+            )
+        });
+        let keys: Vec<Vec<String>> = rows.iter().map(|r| r.2.clone()).collect();
+        let groups = group_by_shared_keys(&keys);
+        // Stable ids over the persons that have a household.
+        let grouped: Vec<usize> = (0..rows.len()).filter(|&i| groups[i].is_some()).collect();
+        let cluster_of: Vec<u32> = grouped.iter().map(|&i| groups[i].unwrap()).collect();
+        let previous: Vec<Option<i64>> = grouped.iter().map(|&i| rows[i].1).collect();
+        let n_groups = cluster_of.iter().max().map_or(0, |m| m + 1);
+        let plan = IdPlan::new(&cluster_of, n_groups, &previous);
+        let fresh = fresh_ids(client, "unify.household_id_seq", plan.new_ids_needed(), F);
+        let household_of_group = plan.ids(&fresh);
+        let (mut person, mut household) = (Vec::new(), Vec::new());
+        for (i, row) in rows.iter().enumerate() {
+            let new = groups[i].map(|g| household_of_group[g as usize]);
+            if new != row.1 {
+                person.push(row.0);
+                household.push(new);
+            }
+        }
+        if !person.is_empty() {
+            client
+                .update(
+                    "UPDATE unify.persons p SET household_id = u.household_id
+                       FROM unnest($1::bigint[], $2::bigint[]) AS u (person_id, household_id)
+                      WHERE p.person_id = u.person_id",
+                    None,
+                    &[person.clone().into(), household.into()],
+                )
+                .unwrap_or_else(|e| spi_failed(e, F));
+        }
+        person.len() as i64
+    })
+}
