@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Benchmark: unify.resolve() over the scored generated CRM (clustering, stable ids, golden records,
+# households), a second resolve on unchanged data, cluster quality against the truth, and the
+# latency of one person from unify.customer_360 against a primary-key lookup of unify.persons
+# (the baseline) in the same run, through pgbench.
+#
+#   bash benches/persons.sh [--rows N] [--seconds S]
+source "$(dirname "$0")/../scripts/lib.sh"
+ROWS=100000
+SECONDS_PER_RUN=20
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rows) ROWS="$2"; shift 2 ;;
+        --seconds) SECONDS_PER_RUN="$2"; shift 2 ;;
+        *) die "unknown argument $1" ;;
+    esac
+done
+ensure_deps
+cd "$ROOT"
+install_release
+DIR="${CUSTOMER_UNIFY_BENCH_DIR:-/tmp/customer_unify-bench}"
+start_cluster "$DIR" "shared_buffers = '2GB'" "jit = off" "max_wal_size = '8GB'" "work_mem = '256MB'"
+trap 'stop_cluster "$DIR"' EXIT
+{
+    echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'); date $(date -u +%F)"
+    echo "command: bash benches/persons.sh --rows $ROWS --seconds $SECONDS_PER_RUN"
+    psql -q -X -d postgres -c "DROP DATABASE IF EXISTS bench_persons" -c "CREATE DATABASE bench_persons"
+    crmgen --rows "$ROWS" --seed 1 | psql -q -X -v ON_ERROR_STOP=1 -d bench_persons >/dev/null
+    psql -X -q -v ON_ERROR_STOP=1 -P pager=off -d bench_persons <<'SQL'
+SET client_min_messages = warning;
+CREATE EXTENSION customer_unify;
+\i demo/sources.sql
+SELECT sum(source_rows) AS records FROM unify.sync();
+SELECT count(*) AS em_sessions FROM unify.train();
+SELECT candidate_pairs, stored_pairs, matches FROM unify.score_pairs();
+\timing on
+SELECT * FROM unify.resolve();
+\echo second resolve, nothing changed:
+SELECT * FROM unify.resolve();
+\timing off
+\echo peak memory of the backend:
+SELECT substring(pg_read_file('/proc/self/status') from 'VmHWM:\s*(\d+ kB)') AS backend_peak_rss;
+SELECT count(*) AS identity_events FROM unify.identity_events;
+\echo cluster quality: record pairs put in one person, against the true persons
+WITH t AS (SELECT r.person_id AS predicted, tr.person_id AS truth FROM unify.records r JOIN unify.sources s USING (source_id)
+           JOIN truth tr ON tr.source = s.name AND tr.source_key = r.source_key),
+c AS (SELECT (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) n FROM t GROUP BY predicted, truth) x) AS tp,
+             (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) n FROM t GROUP BY predicted) x) AS predicted_pairs,
+             (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) n FROM t GROUP BY truth) x) AS true_pairs)
+SELECT tp, predicted_pairs, true_pairs, round(tp / predicted_pairs, 5) AS precision, round(tp / true_pairs, 5) AS recall,
+       round(2 * tp / (predicted_pairs + true_pairs), 5) AS f1 FROM c;
+\echo persons holding records of two or more true persons of one household (family members merged)
+WITH t AS (SELECT r.person_id, tr.person_id AS truth, tr.household_id FROM unify.records r JOIN unify.sources s USING (source_id)
+           JOIN truth tr ON tr.source = s.name AND tr.source_key = r.source_key)
+SELECT count(*) FILTER (WHERE true_persons > 1) AS merged_persons, count(*) AS persons
+FROM (SELECT person_id, count(DISTINCT truth) AS true_persons FROM t GROUP BY person_id) x;
+SELECT count(*) AS households, round(avg(persons), 2) AS avg_persons, max(persons) AS largest FROM unify.households;
+ANALYZE unify.persons;
+SQL
+    max_id=$(psql -X -A -t -d bench_persons -c "SELECT max(person_id) FROM unify.persons")
+    for what in baseline customer_360; do
+        if [ "$what" = baseline ]; then
+            query="SELECT * FROM unify.persons WHERE person_id = :id;"
+        else
+            query="SELECT * FROM unify.customer_360 WHERE person_id = :id;"
+        fi
+        printf '\\set id random(1, %s)\n%s\n' "$max_id" "$query" > "$DIR/lookup_$what.sql"
+        rm -f "$DIR"/pgbench_log.*
+        (cd "$DIR" && "$PG_BIN/pgbench" -n -c 1 -T "$SECONDS_PER_RUN" -l -f "$DIR/lookup_$what.sql" bench_persons >/dev/null 2>&1)
+        # Per transaction the log holds the latency in microseconds (third column).
+        sort -n -k3 "$DIR"/pgbench_log.* | awk -v what="$what" '{ lat[NR] = $3 } END {
+            printf "one person by id, %s: %d lookups, p50 %.3f ms, p95 %.3f ms, p99 %.3f ms\n",
+                what, NR, lat[int(NR * 0.50)] / 1000, lat[int(NR * 0.95)] / 1000, lat[int(NR * 0.99)] / 1000 }'
+    done
+} 2>&1 | tee "$DIR/persons-result.txt"
