@@ -161,3 +161,31 @@ FROM (SELECT a.record_id AS record_a, b.record_id AS record_b
 \echo
 \echo '== Match report: weight histogram and pairs per blocking rule =='
 SELECT section, label, pairs, matches FROM unify.match_report ORDER BY section, bucket_start NULLS LAST, label;
+
+\echo
+\echo '== Persons: resolve the matched pairs into persons with stable ids, golden records and households =='
+SELECT * FROM unify.resolve();
+\echo 'resolving again changes nothing:'
+SELECT persons, new_persons, merges, splits, golden_changed FROM unify.resolve();
+\echo
+\echo '== How well the persons fit the truth (record pairs inside one person) =='
+WITH t AS (SELECT r.person_id AS predicted, p.person_id AS truth FROM unify.records r JOIN rec_person p USING (record_id)),
+c AS (SELECT (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) n FROM t GROUP BY predicted, truth) x) AS tp,
+             (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) n FROM t GROUP BY predicted) x) AS predicted_pairs,
+             (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) n FROM t GROUP BY truth) x) AS true_pairs)
+SELECT tp, predicted_pairs, true_pairs, round(tp / nullif(predicted_pairs, 0), 4) AS precision,
+       round(tp / nullif(true_pairs, 0), 4) AS recall, round(2 * tp / nullif(predicted_pairs + true_pairs, 0), 4) AS f1 FROM c;
+\echo
+\echo '== customer_360: the people held by the most sources =='
+SELECT person_id, household_id, household_size, first_name, last_name, email, city, birth_date,
+       consent_email, record_count, sources
+FROM unify.customer_360 ORDER BY record_count DESC, person_id LIMIT 8;
+\echo
+\echo '== One household: separate persons under one roof =='
+SELECT p.person_id, p.first_name, p.last_name, p.birth_date, p.street, p.house_number, p.city, p.record_count
+FROM unify.persons p
+WHERE p.household_id = (SELECT household_id FROM unify.households WHERE persons BETWEEN 2 AND 4 ORDER BY persons DESC, household_id LIMIT 1)
+ORDER BY p.person_id;
+\echo
+\echo '== Where a golden e-mail consent came from (strictest wins: an opt-out anywhere) =='
+SELECT consent_email, consent_email_source, count(*) AS persons FROM unify.persons GROUP BY 1, 2 ORDER BY 1 NULLS LAST, 2;

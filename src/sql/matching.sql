@@ -128,8 +128,23 @@ SELECT 'blocking_rule', s.rule, NULL, s.pairs,
 FROM unify.blocking_stats s
 UNION ALL
 SELECT 'forced_by_rule', p.forced_by, NULL, count(*), count(*)
-FROM unify.pairs p WHERE p.forced_by IS NOT NULL GROUP BY p.forced_by;
-COMMENT ON VIEW unify.match_report IS 'Weight histogram of scored pairs, pairs per blocking rule and per deterministic rule';
+FROM unify.pairs p WHERE p.forced_by IS NOT NULL GROUP BY p.forced_by
+UNION ALL
+-- Persons of three or more records held together by a link far weaker (10 bits) than their
+-- typical one: a chain worth a steward's look (unify.unlink splits it).
+SELECT 'weak_chain', format('person %s: weakest link %s, median %s', c.person_id, round(c.weakest::numeric, 1),
+                            round(c.median::numeric, 1)),
+       c.weakest, c.pairs, c.matches
+FROM (SELECT ra.person_id, min(p.match_weight) FILTER (WHERE p.is_match AND p.forced_by IS NULL) AS weakest,
+             percentile_cont(0.5) WITHIN GROUP (ORDER BY p.match_weight) FILTER (WHERE p.is_match) AS median,
+             count(*) AS pairs, count(*) FILTER (WHERE p.is_match) AS matches
+      FROM unify.pairs p
+      JOIN unify.records ra ON ra.record_id = p.record_a
+      JOIN unify.records rb ON rb.record_id = p.record_b AND rb.person_id = ra.person_id
+      GROUP BY ra.person_id
+      HAVING count(*) FILTER (WHERE p.is_match) >= 2) c
+WHERE c.weakest < c.median - 10;
+COMMENT ON VIEW unify.match_report IS 'Weight histogram of scored pairs, pairs per blocking rule and per deterministic rule, persons held by a weak link';
 
 REVOKE ALL ON FUNCTION unify.train(int, int), unify.score_pairs(), unify.set_model(jsonb), unify.get_model(),
     unify._train(int, int), unify._score_pairs(), unify.explain_match(bigint, bigint) FROM PUBLIC;
