@@ -9,6 +9,7 @@ use pgrx::{JsonB, PgSqlErrorCode};
 use serde_json::{json, Map, Value};
 
 use super::errors::raise;
+use super::spi::{fetch_all, spi_failed, Args};
 use crate::model::blocking::{candidates, Candidate, RuleStats};
 use crate::model::comparison::{Context, COMPARISONS};
 use crate::model::params::{log2_odds, Model, Scorer};
@@ -18,64 +19,39 @@ use crate::model::train::{train, TrainOptions};
 const RECORD_COLUMNS: &str = "record_id, source_id, first_name, last_name, email, email_key, phone, mobile, \
      street, house_number, postcode, city, to_char(birth_date, 'YYYY-MM-DD'), external_id, customer_number";
 
-fn spi_failed(e: impl std::fmt::Display, function: &'static str) -> ! {
-    raise(
-        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-        format!("unify.{function}: reading unify.records failed: {e}"),
-        None,
-        "This is a bug; please report it with the statement that failed.",
-        function,
-    )
-}
-
 /// Records matching `filter` (a WHERE clause over unify.records r), read in batches.
 fn load_records(
     client: &SpiClient<'_>,
     filter: &str,
-    args: Vec<pgrx::datum::DatumWithOid<'_>>,
+    args: Args<'_>,
     function: &'static str,
 ) -> Vec<MatchRecord> {
     let query = format!("SELECT {RECORD_COLUMNS} FROM unify.records r {filter} ORDER BY record_id");
-    let mut cursor = client
-        .try_open_cursor(query.as_str(), &args)
-        .unwrap_or_else(|e| spi_failed(e, function));
-    let mut out = Vec::new();
-    loop {
-        let table = cursor
-            .fetch(20_000)
-            .unwrap_or_else(|e| spi_failed(e, function));
-        if table.is_empty() {
-            break;
+    fetch_all(client, &query, args, function, |row| {
+        let text = |i: usize| {
+            row.get::<String>(i)
+                .unwrap_or_else(|e| spi_failed(e, function))
+        };
+        let phones = [text(7), text(8)].into_iter().flatten().collect();
+        MatchRecord {
+            id: row.get::<i64>(1).ok().flatten().unwrap_or_default(),
+            source_id: row.get::<i32>(2).ok().flatten().unwrap_or_default(),
+            first_name: text(3),
+            last_name: text(4),
+            email: text(5),
+            email_key: text(6),
+            phones,
+            street: text(9),
+            house_number: text(10),
+            postcode: text(11),
+            city: text(12),
+            birth_date: text(13),
+            external_id: text(14),
+            customer_number: text(15),
+            ..Default::default()
         }
-        for row in table {
-            let text = |i: usize| {
-                row.get::<String>(i)
-                    .unwrap_or_else(|e| spi_failed(e, function))
-            };
-            let phones = [text(7), text(8)].into_iter().flatten().collect();
-            out.push(
-                MatchRecord {
-                    id: row.get::<i64>(1).ok().flatten().unwrap_or_default(),
-                    source_id: row.get::<i32>(2).ok().flatten().unwrap_or_default(),
-                    first_name: text(3),
-                    last_name: text(4),
-                    email: text(5),
-                    email_key: text(6),
-                    phones,
-                    street: text(9),
-                    house_number: text(10),
-                    postcode: text(11),
-                    city: text(12),
-                    birth_date: text(13),
-                    external_id: text(14),
-                    customer_number: text(15),
-                    ..Default::default()
-                }
-                .prepare(),
-            );
-        }
-    }
-    out
+        .prepare()
+    })
 }
 
 /// All records and the source ids by name, for the whole-table commands.

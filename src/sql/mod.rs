@@ -6,6 +6,7 @@ mod errors;
 mod matching;
 mod persons;
 mod similarity;
+mod spi;
 
 // Sources, records and change capture: catalog tables and set-based commands over the cleaners.
 pgrx::extension_sql_file!(

@@ -5,52 +5,14 @@ use std::collections::{BTreeSet, HashMap};
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::{JsonB, PgSqlErrorCode};
+use pgrx::JsonB;
 use serde_json::{json, Value};
 
-use super::errors::raise;
+use super::spi::{fetch_all, spi_failed, Args};
 use crate::cluster::components::{cluster, MatchPair};
 use crate::cluster::group_by_shared_keys;
 use crate::cluster::ids::{IdEvent, IdPlan};
 use crate::cluster::survivorship::{strictest_consent, survive, Candidate, ConsentCandidate, Rule};
-
-fn spi_failed(e: impl std::fmt::Display, function: &'static str) -> ! {
-    raise(
-        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-        format!("unify.{function}: a statement failed: {e}"),
-        None,
-        "This is a bug; please report it with the statement that failed.",
-        function,
-    )
-}
-
-type Args<'a> = Vec<pgrx::datum::DatumWithOid<'a>>;
-
-/// Rows of `query`, fetched in batches, each turned into a value by `row`.
-fn fetch_all<T>(
-    client: &SpiClient<'_>,
-    query: &str,
-    args: Args<'_>,
-    function: &'static str,
-    mut row: impl FnMut(&pgrx::spi::SpiHeapTupleData) -> T,
-) -> Vec<T> {
-    let mut cursor = client
-        .try_open_cursor(query, &args)
-        .unwrap_or_else(|e| spi_failed(e, function));
-    let mut out = Vec::new();
-    loop {
-        let table = cursor
-            .fetch(20_000)
-            .unwrap_or_else(|e| spi_failed(e, function));
-        if table.is_empty() {
-            break;
-        }
-        for r in table {
-            out.push(row(&r));
-        }
-    }
-    out
-}
 
 fn fresh_ids(
     client: &mut SpiClient<'_>,

@@ -1,0 +1,44 @@
+//! SPI helpers shared by the commands that read whole tables into Rust.
+
+use pgrx::spi::{SpiClient, SpiHeapTupleData};
+use pgrx::PgSqlErrorCode;
+
+use super::errors::raise;
+
+pub fn spi_failed(e: impl std::fmt::Display, function: &'static str) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        format!("unify.{function}: a statement failed: {e}"),
+        None,
+        "This is a bug; please report it with the statement that failed.",
+        function,
+    )
+}
+
+pub type Args<'a> = Vec<pgrx::datum::DatumWithOid<'a>>;
+
+/// Rows of `query`, fetched in batches, each turned into a value by `row`.
+pub fn fetch_all<T>(
+    client: &SpiClient<'_>,
+    query: &str,
+    args: Args<'_>,
+    function: &'static str,
+    mut row: impl FnMut(&SpiHeapTupleData) -> T,
+) -> Vec<T> {
+    let mut cursor = client
+        .try_open_cursor(query, &args)
+        .unwrap_or_else(|e| spi_failed(e, function));
+    let mut out = Vec::new();
+    loop {
+        let table = cursor
+            .fetch(20_000)
+            .unwrap_or_else(|e| spi_failed(e, function));
+        if table.is_empty() {
+            break;
+        }
+        for r in table {
+            out.push(row(&r));
+        }
+    }
+    out
+}
