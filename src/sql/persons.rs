@@ -34,6 +34,31 @@ fn fresh_ids(
         .unwrap_or_default()
 }
 
+/// One statement for many rows: `unify.<table>.<column> = values[i]` where `<key> = keys[i]`.
+fn set_ids(
+    client: &mut SpiClient<'_>,
+    table: &str,
+    key: &str,
+    column: &str,
+    keys: &[i64],
+    values: Vec<Option<i64>>,
+) {
+    if keys.is_empty() {
+        return;
+    }
+    client
+        .update(
+            &format!(
+                "UPDATE unify.{table} t SET {column} = u.value
+                   FROM unnest($1::bigint[], $2::bigint[]) AS u (key, value)
+                  WHERE t.{key} = u.key"
+            ),
+            None,
+            &[keys.to_vec().into(), values.into()],
+        )
+        .unwrap_or_else(|e| spi_failed(e, "resolve"));
+}
+
 /// Clusters the records in scope (all, or those of `person_ids` plus `record_ids`) over their
 /// match pairs and overrides, gives the clusters stable person ids, updates
 /// `unify.records.person_id` and writes merges and splits to `unify.identity_events`.
@@ -143,17 +168,14 @@ fn _cluster(
                 touched.insert(person);
             }
         }
-        if !changed_records.is_empty() {
-            client
-                .update(
-                    "UPDATE unify.records r SET person_id = u.person_id
-                       FROM unnest($1::bigint[], $2::bigint[]) AS u (record_id, person_id)
-                      WHERE r.record_id = u.record_id",
-                    None,
-                    &[changed_records.clone().into(), changed_persons.into()],
-                )
-                .unwrap_or_else(|e| spi_failed(e, F));
-        }
+        set_ids(
+            client,
+            "records",
+            "record_id",
+            "person_id",
+            &changed_records,
+            changed_persons.into_iter().map(Some).collect(),
+        );
         let (mut merges, mut splits) = (0u64, 0u64);
         let event_rows: Vec<Value> = events
             .iter()
@@ -568,17 +590,14 @@ fn _group_households(person_ids: Option<Vec<i64>>) -> i64 {
                 household.push(new);
             }
         }
-        if !person.is_empty() {
-            client
-                .update(
-                    "UPDATE unify.persons p SET household_id = u.household_id
-                       FROM unnest($1::bigint[], $2::bigint[]) AS u (person_id, household_id)
-                      WHERE p.person_id = u.person_id",
-                    None,
-                    &[person.clone().into(), household.into()],
-                )
-                .unwrap_or_else(|e| spi_failed(e, F));
-        }
+        set_ids(
+            client,
+            "persons",
+            "person_id",
+            "household_id",
+            &person,
+            household,
+        );
         person.len() as i64
     })
 }
