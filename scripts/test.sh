@@ -40,12 +40,31 @@ psql -q -X -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS regression
 crmgen --rows 2000 --seed 7 --schema crm | psql -q -X -v ON_ERROR_STOP=1 -d regression >/dev/null
 OUT="$WORK/regress-out"
 rm -rf "$OUT"; mkdir -p "$OUT"
-tests="$*"
-[ -n "$tests" ] || tests=$(cd tests/pg_regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
-if ! "$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress" \
+all_regress=$(cd tests/pg_regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
+all_isolation=$(cd tests/isolation/specs && ls *.spec | sed 's/\.spec$//' | sort)
+# Named tests run from whichever suite has them; no names, every test of both.
+regress_tests=""; isolation_tests=""
+for t in ${*:-$all_regress $all_isolation}; do
+    if [ -f "tests/pg_regress/sql/$t.sql" ]; then regress_tests="$regress_tests $t"
+    elif [ -f "tests/isolation/specs/$t.spec" ]; then isolation_tests="$isolation_tests $t"
+    else die "no test named $t"; fi
+done
+if [ -n "$regress_tests" ] && ! "$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress" \
         --use-existing --dbname=regression --host="$PGHOST" --port="$PGPORT" --user=postgres \
-        --inputdir=tests/pg_regress --outputdir="$OUT" --bindir="$PG_BIN" $tests; then
+        --inputdir=tests/pg_regress --outputdir="$OUT" --bindir="$PG_BIN" $regress_tests; then
     cat "$OUT/regression.diffs" >&2 || true
     die "pg_regress failed (diffs above, in $OUT/regression.diffs)"
+fi
+# Multi-session behaviour (notifications, concurrency): isolation tests, same database.
+if [ -n "$isolation_tests" ]; then
+    log "pg_isolation_regress"
+    ISO_OUT="$WORK/isolation-out"
+    rm -rf "$ISO_OUT"; mkdir -p "$ISO_OUT"
+    if ! "$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/isolation/pg_isolation_regress" \
+            --use-existing --dbname=regression --host="$PGHOST" --port="$PGPORT" --user=postgres \
+            --inputdir=tests/isolation --outputdir="$ISO_OUT" --bindir="$PG_BIN" $isolation_tests; then
+        cat "$ISO_OUT/regression.diffs" >&2 || true
+        die "pg_isolation_regress failed (diffs above, in $ISO_OUT/regression.diffs)"
+    fi
 fi
 log "all tests passed"

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod compare;
 pub mod model;
 pub mod normalize;
+pub mod segment;
 mod sql;
 
 /// Required by `cargo pgrx test`.

@@ -5,6 +5,7 @@ mod cleaners;
 mod errors;
 mod matching;
 mod persons;
+mod segments;
 mod similarity;
 mod spi;
 
@@ -30,7 +31,20 @@ pgrx::extension_sql_file!(
 );
 
 // Persons: clusters with stable ids, golden records, households, stewardship and erasure.
-pgrx::extension_sql_file!("persons.sql", name = "persons", finalize);
+pgrx::extension_sql_file!(
+    "persons.sql",
+    name = "persons",
+    requires = [
+        "matching",
+        persons::_cluster,
+        persons::_golden_records,
+        persons::_group_households
+    ]
+);
+
+// Segments and predictions: transactions in place, RFM segments with change events, BG/NBD /
+// Pareto/NBD and Gamma-Gamma fits, predictions, and customer_360 over all of it.
+pgrx::extension_sql_file!("segments.sql", name = "segments", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]

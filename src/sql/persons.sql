@@ -119,15 +119,7 @@ WHERE p.household_id IS NOT NULL
 GROUP BY p.household_id;
 COMMENT ON VIEW unify.households IS 'Persons sharing an address, a landline or a family mailbox; a level above the person';
 
-CREATE VIEW unify.customer_360 AS
-SELECT p.person_id, p.household_id,
-       (SELECT count(*) FROM unify.persons h WHERE h.household_id = p.household_id) AS household_size,
-       p.first_name, p.last_name, p.email, p.phone, p.mobile, p.street, p.house_number, p.postcode,
-       p.city, p.country, p.birth_date, p.company, p.customer_number,
-       p.consent_email, p.consent_phone, p.consent_post,
-       p.record_count, p.sources, p.first_seen, p.last_seen, p.updated_at
-FROM unify.persons p;
-COMMENT ON VIEW unify.customer_360 IS 'One row per person: golden record, household, record count and sources';
+-- unify.customer_360 (golden record + household + segment + predictions) is in segments.sql.
 
 -- Golden records of `ids` (NULL: all persons) brought in line with their records; persons
 -- without records are removed (an event says so). Returns the rows changed.
@@ -493,5 +485,5 @@ GRANT EXECUTE ON FUNCTION unify.resolve(), unify.link(bigint, bigint, text), uni
     unify._set_override(unify.records, unify.records, text, text, text),
     unify._cluster(bigint[], bigint[], text, text), unify._golden_records(bigint[]), unify._group_households(bigint[]) TO unify_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON unify.persons, unify.overrides, unify.identity_events, unify.survivorship TO unify_admin;
-GRANT SELECT ON unify.customer_360, unify.households, unify.survivorship_rules TO unify_admin, unify_reader;
+GRANT SELECT ON unify.households, unify.survivorship_rules TO unify_admin, unify_reader;
 GRANT USAGE ON SEQUENCE unify.person_id_seq, unify.household_id_seq, unify.identity_events_event_id_seq TO unify_admin;

@@ -1,0 +1,156 @@
+//! Predictions: the model fits and per-person predictions over the pure `segment` module.
+//! unify.fit_predictions (segments.sql) aggregates transactions to customer summaries in SQL,
+//! groups identical summaries, and calls these.
+
+use crate::segment::gamma_gamma::{self, Spend};
+use crate::segment::{models, Fit, Model, Summary};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::json;
+
+use super::errors::raise;
+
+fn checked_model(name: &str, function: &'static str) -> Model {
+    Model::parse(name).unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("unknown purchase model \"{name}\""),
+            None,
+            "Use 'bgnbd' (BG/NBD, the default) or 'pareto_nbd' (Pareto/NBD).",
+            function,
+        )
+    })
+}
+
+fn fit_json(fit: &Fit, names: &[&str]) -> serde_json::Value {
+    let params: serde_json::Map<String, serde_json::Value> = names
+        .iter()
+        .zip(&fit.params)
+        .map(|(n, v)| (n.to_string(), json!(v)))
+        .collect();
+    json!({
+        "params": params,
+        "log_likelihood": if fit.log_likelihood.is_finite() { json!(fit.log_likelihood) } else { json!(null) },
+        "converged": fit.converged,
+        "evaluations": fit.iterations,
+        "status": fit.status,
+    })
+}
+
+/// Fits BG/NBD or Pareto/NBD to customer summaries (one array element per distinct summary,
+/// `weight` customers each). A failed fit comes back with converged = false and a status.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn _fit_purchases(
+    model: &str,
+    frequency: Vec<f64>,
+    recency: Vec<f64>,
+    age: Vec<f64>,
+    weight: Vec<f64>,
+) -> JsonB {
+    let model = checked_model(model, "_fit_purchases");
+    let n = frequency.len();
+    if recency.len() != n || age.len() != n || weight.len() != n {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "frequency, recency, age and weight must have the same length".into(),
+            None,
+            "Pass one element per customer summary.",
+            "_fit_purchases",
+        );
+    }
+    let customers: Vec<Summary> = (0..n)
+        .map(|i| Summary {
+            frequency: frequency[i],
+            recency: recency[i],
+            age: age[i],
+            weight: weight[i],
+        })
+        .collect();
+    let fit = models::fit(model, &customers);
+    JsonB(fit_json(&fit, &model.param_names()))
+}
+
+/// Fits Gamma-Gamma to repeat buyers' mean spend (non-repeat buyers are ignored).
+#[pg_extern(immutable, strict, parallel_safe)]
+fn _fit_spend(frequency: Vec<f64>, mean_spend: Vec<f64>, weight: Vec<f64>) -> JsonB {
+    let n = frequency.len();
+    if mean_spend.len() != n || weight.len() != n {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "frequency, mean_spend and weight must have the same length".into(),
+            None,
+            "Pass one element per repeat buyer.",
+            "_fit_spend",
+        );
+    }
+    let buyers: Vec<Spend> = (0..n)
+        .map(|i| Spend {
+            frequency: frequency[i],
+            mean_spend: mean_spend[i],
+            weight: weight[i],
+        })
+        .collect();
+    JsonB(fit_json(&gamma_gamma::fit(&buyers), &["p", "q", "gamma"]))
+}
+
+/// One person's predictions: {p_alive, expected purchases within horizon_weeks, expected spend
+/// per purchase, CLV}. CLV sums, per month, the expected purchases of that month times the
+/// expected spend, discounted: `month_weeks` holds the weeks from the end of the calibration
+/// period to the end of each month, `monthly_discount` the rate per month. A value the model
+/// cannot give (no spend fit, infinite expectation) is NULL.
+#[pg_extern(immutable, parallel_safe)]
+#[allow(clippy::too_many_arguments)]
+fn _predict(
+    model: &str,
+    params: Vec<f64>,
+    spend_params: Option<Vec<f64>>,
+    frequency: f64,
+    recency: f64,
+    age: f64,
+    mean_spend: Option<f64>,
+    horizon_weeks: f64,
+    month_weeks: Vec<f64>,
+    monthly_discount: f64,
+) -> Vec<Option<f64>> {
+    let model = checked_model(model, "_predict");
+    if params.len() != 4 {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("{} takes 4 parameters, not {}", model.name(), params.len()),
+            None,
+            "Pass the params of a fit in unify.prediction_fits.",
+            "_predict",
+        );
+    }
+    let c = Summary {
+        frequency,
+        recency,
+        age,
+        weight: 1.0,
+    };
+    if crate::segment::check_summary(&c).is_err() {
+        return vec![None, None, None, None];
+    }
+    let alive = model.p_alive(&params, &c);
+    let expected = model.expected_purchases(&params, &c, horizon_weeks);
+    let spend = spend_params
+        .filter(|p| p.len() == 3)
+        .and_then(|p| gamma_gamma::expected_spend(&p, frequency, mean_spend.unwrap_or(f64::NAN)));
+    let clv = spend.and_then(|spend| {
+        let mut total = 0.0;
+        let mut before = 0.0;
+        for (month, weeks) in month_weeks.iter().enumerate() {
+            let upto = model.expected_purchases(&params, &c, *weeks)?;
+            total += (upto - before) * spend / (1.0 + monthly_discount).powi(month as i32 + 1);
+            before = upto;
+        }
+        Some(total)
+    });
+    let finite = |v: Option<f64>| v.filter(|v| v.is_finite());
+    vec![
+        finite(Some(alive)),
+        finite(expected),
+        finite(spend),
+        finite(clv),
+    ]
+}
