@@ -173,3 +173,8 @@ DROP ROLE regress_unify_app;
 -- pg_dump keeps the configuration.
 SELECT extconfig::regclass[] FROM pg_extension WHERE extname = 'customer_unify';
 RESET search_path;
+
+-- Clean up for the tests after this one.
+SELECT count(*) AS removed FROM (SELECT unify.remove_source(name) FROM unify.sources ORDER BY source_id) r;
+SELECT setval(pg_get_serial_sequence('unify.sources', 'source_id'), 1, false) IS NOT NULL AS reset,
+       setval(pg_get_serial_sequence('unify.records', 'record_id'), 1, false) IS NOT NULL AS reset;
