@@ -15,13 +15,19 @@ pub struct Spend {
 
 /// ln L of one repeat buyer under parameters p, q, gamma.
 pub fn log_likelihood(params: &[f64], c: &Spend) -> f64 {
+    ll_given_head(params, head(params, c.frequency), c)
+}
+
+/// The frequency-only terms (gamma functions), computed once per distinct frequency in a fit.
+fn head(params: &[f64], x: f64) -> f64 {
+    let (p, q, g) = (params[0], params[1], params[2]);
+    ln_gamma(p * x + q) - ln_gamma(p * x) - ln_gamma(q) + q * g.ln() + p * x * x.ln()
+}
+
+fn ll_given_head(params: &[f64], head: f64, c: &Spend) -> f64 {
     let (p, q, g) = (params[0], params[1], params[2]);
     let (x, m) = (c.frequency, c.mean_spend);
-    ln_gamma(p * x + q) - ln_gamma(p * x) - ln_gamma(q)
-        + q * g.ln()
-        + (p * x - 1.0) * m.ln()
-        + p * x * x.ln()
-        - (p * x + q) * (g + m * x).ln()
+    head + (p * x - 1.0) * m.ln() - (p * x + q) * (g + m * x).ln()
 }
 
 /// Expected mean spend per purchase; for a customer without repeat purchases the population
@@ -57,13 +63,19 @@ pub fn fit(customers: &[Spend]) -> Fit {
         };
     }
     let total: f64 = used.iter().map(|c| c.weight).sum();
+    let mut used = used;
+    used.sort_by(|a, b| a.frequency.total_cmp(&b.frequency));
     let objective = |log_p: &[f64]| {
         let p: Vec<f64> = log_p.iter().map(|v| v.exp()).collect();
-        -used
-            .iter()
-            .map(|c| c.weight * log_likelihood(&p, c))
-            .sum::<f64>()
-            / total
+        let mut sum = 0.0;
+        let mut cached = (f64::NAN, 0.0);
+        for c in &used {
+            if cached.0 != c.frequency {
+                cached = (c.frequency, head(&p, c.frequency));
+            }
+            sum += c.weight * ll_given_head(&p, cached.1, c);
+        }
+        -sum / total
     };
     let m = minimize(objective, &[0.0; 3], &Options::default());
     let params: Vec<f64> = m.x.iter().map(|v| v.exp()).collect();

@@ -40,10 +40,62 @@ impl Model {
 
     /// ln L of one customer summary (weight not applied).
     pub fn log_likelihood(self, p: &[f64], c: &Summary) -> f64 {
+        self.ll_given_head(p, &self.head(p, c.frequency), c)
+    }
+
+    /// The terms of ln L that depend on the frequency only (gamma functions): a fit computes
+    /// them once per distinct frequency and evaluation instead of once per customer.
+    fn head(self, p: &[f64], x: f64) -> Head {
         match self {
-            Model::BgNbd => bgnbd_ll(p, c),
-            Model::ParetoNbd => pareto_ll(p, c),
+            Model::BgNbd => {
+                let (r, alpha, a, b) = (p[0], p[1], p[2], p[3]);
+                Head {
+                    common: ln_gamma(r + x) - ln_gamma(r)
+                        + r * alpha.ln()
+                        + ln_gamma(a + b)
+                        + ln_gamma(b + x)
+                        - ln_gamma(b)
+                        - ln_gamma(a + b + x),
+                    dropout: if x > 0.0 {
+                        a.ln() - (b + x - 1.0).ln()
+                    } else {
+                        f64::NEG_INFINITY
+                    },
+                }
+            }
+            Model::ParetoNbd => {
+                let (r, alpha, s, beta) = (p[0], p[1], p[2], p[3]);
+                Head {
+                    common: ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln() + s * beta.ln(),
+                    dropout: s.ln() - (r + s + x).ln(),
+                }
+            }
         }
+    }
+
+    fn ll_given_head(self, p: &[f64], h: &Head, c: &Summary) -> f64 {
+        match self {
+            Model::BgNbd => bgnbd_ll(p, h, c),
+            Model::ParetoNbd => pareto_ll(p, h, c),
+        }
+    }
+
+    /// Σ weight · ln L over customers sorted by frequency.
+    fn total_log_likelihood(self, p: &[f64], sorted: &[Summary]) -> f64 {
+        let mut total = 0.0;
+        let mut cached: Option<(f64, Head)> = None;
+        for c in sorted {
+            let head = match cached {
+                Some((x, h)) if x == c.frequency => h,
+                _ => {
+                    let h = self.head(p, c.frequency);
+                    cached = Some((c.frequency, h));
+                    h
+                }
+            };
+            total += c.weight * self.ll_given_head(p, &head, c);
+        }
+        total
     }
 
     /// P(the customer is still active at the end of the calibration period).
@@ -59,7 +111,7 @@ impl Model {
                     + (r + x) * ((alpha + c.age).ln() - (alpha + c.recency).ln());
                 1.0 / (1.0 + log_odds.exp())
             }
-            Model::ParetoNbd => pareto_alive_ll(p, c) - pareto_ll(p, c),
+            Model::ParetoNbd => pareto_alive_ll(p, c) - self.log_likelihood(p, c),
         }
         .pipe(|v| {
             if self == Model::ParetoNbd {
@@ -111,6 +163,12 @@ impl Model {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    common: f64,
+    dropout: f64,
+}
+
 trait Pipe: Sized {
     fn pipe<R>(self, f: impl FnOnce(Self) -> R) -> R {
         f(self)
@@ -118,18 +176,16 @@ trait Pipe: Sized {
 }
 impl Pipe for f64 {}
 
-fn bgnbd_ll(p: &[f64], c: &Summary) -> f64 {
-    let (r, alpha, a, b) = (p[0], p[1], p[2], p[3]);
+fn bgnbd_ll(p: &[f64], h: &Head, c: &Summary) -> f64 {
+    let (r, alpha) = (p[0], p[1]);
     let x = c.frequency;
-    let a1 = ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln();
-    let a2 = ln_gamma(a + b) + ln_gamma(b + x) - ln_gamma(b) - ln_gamma(a + b + x);
-    let a3 = -(r + x) * (alpha + c.age).ln();
-    let a4 = if x > 0.0 {
-        a.ln() - (b + x - 1.0).ln() - (r + x) * (alpha + c.recency).ln()
+    let alive = -(r + x) * (alpha + c.age).ln();
+    let dropped = if x > 0.0 {
+        h.dropout - (r + x) * (alpha + c.recency).ln()
     } else {
         f64::NEG_INFINITY
     };
-    a1 + a2 + log_add_exp(a3, a4)
+    h.common + log_add_exp(alive, dropped)
 }
 
 /// ln of the Pareto/NBD likelihood's "still alive at T" part.
@@ -141,7 +197,7 @@ fn pareto_alive_ll(p: &[f64], c: &Summary) -> f64 {
         - s * (beta + c.age).ln()
 }
 
-fn pareto_ll(p: &[f64], c: &Summary) -> f64 {
+fn pareto_ll(p: &[f64], h: &Head, c: &Summary) -> f64 {
     let (r, alpha, s, beta) = (p[0], p[1], p[2], p[3]);
     let x = c.frequency;
     let rsx = r + s + x;
@@ -159,9 +215,8 @@ fn pareto_ll(p: &[f64], c: &Summary) -> f64 {
         return f64::NAN;
     };
     let ln_a0 = log_sub_exp(at_recency, at_age);
-    let head = ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln() + s * beta.ln();
     let alive = -(r + x) * (alpha + c.age).ln() - s * (beta + c.age).ln();
-    head + log_add_exp(alive, s.ln() - rsx.ln() + ln_a0)
+    h.common + log_add_exp(alive, h.dropout + ln_a0)
 }
 
 /// Maximum-likelihood fit of `model` over `customers` (searching log-parameters from 1, 1, 1, 1
@@ -188,13 +243,11 @@ pub fn fit(model: Model, customers: &[Summary]) -> Fit {
     }
     let total_weight: f64 = customers.iter().map(|c| c.weight).sum();
     // Minimise the mean negative log-likelihood so tolerances mean the same at any size.
+    let mut sorted = customers.to_vec();
+    sorted.sort_by(|a, b| a.frequency.total_cmp(&b.frequency));
     let objective = |log_p: &[f64]| {
         let p: Vec<f64> = log_p.iter().map(|v| v.exp()).collect();
-        -customers
-            .iter()
-            .map(|c| c.weight * model.log_likelihood(&p, c))
-            .sum::<f64>()
-            / total_weight
+        -model.total_log_likelihood(&p, &sorted) / total_weight
     };
     let m = minimize(objective, &[0.0; 4], &Options::default());
     let params: Vec<f64> = m.x.iter().map(|v| v.exp()).collect();
