@@ -94,14 +94,14 @@ SELECT unify.fit_predictions('1997-09-30', horizon_months => 0);
 SELECT r ->> 'persons' AS persons, r ->> 'orders' AS orders, r ->> 'unmatched_orders' AS unmatched, r ->> 'changes' AS changes
 FROM (SELECT unify.refresh_segments('1998-07-01') AS r) x;
 -- Ties share a score: no value of recency, frequency or monetary is split over two scores.
-SELECT (SELECT count(*) FROM (SELECT recency_days FROM unify.segments GROUP BY 1 HAVING count(DISTINCT r_score) > 1) t) AS split_recency,
+SELECT (SELECT count(*) FROM (SELECT last_purchase FROM unify.segments GROUP BY 1 HAVING count(DISTINCT r_score) > 1) t) AS split_recency,
        (SELECT count(*) FROM (SELECT frequency FROM unify.segments GROUP BY 1 HAVING count(DISTINCT f_score) > 1) t) AS split_frequency,
        (SELECT count(*) FROM (SELECT monetary FROM unify.segments GROUP BY 1 HAVING count(DISTINCT m_score) > 1) t) AS split_monetary;
--- Scores never go down as the value gets better (recency: fewer days is better).
+-- Scores never go down as the value gets better (recency: a later last purchase is better).
 SELECT count(*) AS out_of_order FROM (
     SELECT f_score < lag(f_score) OVER (ORDER BY frequency, f_score) AS f_bad,
            m_score < lag(m_score) OVER (ORDER BY monetary, m_score) AS m_bad,
-           r_score < lag(r_score) OVER (ORDER BY recency_days DESC, r_score) AS r_bad
+           r_score < lag(r_score) OVER (ORDER BY last_purchase, r_score) AS r_bad
     FROM unify.segments) t WHERE f_bad OR m_bad OR r_bad;
 -- Half of CDNOW bought once: all of them share the lowest frequency score.
 SELECT frequency = 1 AS bought_once, min(f_score), max(f_score), count(*) FROM unify.segments GROUP BY 1 ORDER BY 1;
@@ -142,8 +142,11 @@ SELECT :changes AS changes,
        (SELECT count(*) FROM unify.segment_history h JOIN lost USING (person_id) WHERE change_id > :history_mark) AS hers;
 SELECT h.from_segment, h.to_segment, s.segment_since FROM unify.segment_history h JOIN lost USING (person_id)
 JOIN unify.segments s USING (person_id) ORDER BY h.change_id;
--- Unchanged data: no changes.
-SELECT r ->> 'changes' AS changes FROM (SELECT unify.refresh_segments('1998-07-01') AS r) x;
+-- Unchanged data: no changes and nothing written; the next day only what moved is written.
+SELECT r ->> 'changes' AS changes, r ->> 'rows_written' AS rows_written FROM (SELECT unify.refresh_segments('1998-07-01') AS r) x;
+SELECT (r ->> 'rows_written')::int < (r ->> 'persons')::int / 10 AS next_day_writes_little FROM (SELECT unify.refresh_segments('1998-07-02') AS r) x;
+SELECT as_of, persons, orders, changes FROM unify.segment_runs ORDER BY run_id DESC LIMIT 2;
+SELECT recency_days FROM unify.customer_360 WHERE person_id = (SELECT person_id FROM lost);
 
 -- customer_360 carries the segment and the predictions.
 SELECT segment IS NOT NULL AS has_segment, p_alive IS NOT NULL AS has_p_alive, clv IS NOT NULL AS has_clv
@@ -182,12 +185,13 @@ SELECT unify.remove_source('shop');
 SELECT unify.remove_source('cdnow');
 DROP TABLE shop_customers, shop_order_lines, lost, fit;
 DROP SCHEMA cdnow CASCADE;
-DELETE FROM unify.exchange_rates; DELETE FROM unify.segment_history; DELETE FROM unify.predictions;
+DELETE FROM unify.exchange_rates; DELETE FROM unify.segment_history; DELETE FROM unify.segment_runs; DELETE FROM unify.predictions;
 DELETE FROM unify.prediction_fits; DELETE FROM unify.segments; DELETE FROM unify.persons;
 DELETE FROM unify.identity_events; DELETE FROM unify.sources;
 SELECT setval(pg_get_serial_sequence('unify.sources', 'source_id'), 1, false) IS NOT NULL AS reset,
        setval(pg_get_serial_sequence('unify.records', 'record_id'), 1, false) IS NOT NULL AS reset,
        setval(pg_get_serial_sequence('unify.transaction_sources', 'transaction_source_id'), 1, false) IS NOT NULL AS reset,
        setval(pg_get_serial_sequence('unify.segment_history', 'change_id'), 1, false) IS NOT NULL AS reset,
+       setval(pg_get_serial_sequence('unify.segment_runs', 'run_id'), 1, false) IS NOT NULL AS reset,
        setval(pg_get_serial_sequence('unify.prediction_fits', 'fit_id'), 1, false) IS NOT NULL AS reset,
        setval('unify.person_id_seq', 1, false) IS NOT NULL AS reset;
