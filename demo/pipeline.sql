@@ -189,3 +189,22 @@ ORDER BY p.person_id;
 \echo
 \echo '== Where a golden e-mail consent came from (strictest wins: an opt-out anywhere) =='
 SELECT consent_email, consent_email_source, count(*) AS persons FROM unify.persons GROUP BY 1, 2 ORDER BY 1 NULLS LAST, 2;
+
+\echo
+\echo '== Segments: the orders table registered in place (channel names the source), RFM per person =='
+SELECT unify.add_transactions('orders', 'orders', '{"source": "channel", "source_key": "customer_ref",
+  "order_date": "ordered_at", "amount": "amount", "currency": "currency",
+  "returned": "status IN (''returned'', ''cancelled'')"}') AS transactions_id;
+SELECT r ->> 'persons' AS persons_segmented, r ->> 'orders' AS orders, r ->> 'unmatched_orders' AS unmatched_orders,
+       r ->> 'changes' AS segment_changes
+FROM (SELECT unify.refresh_segments((SELECT max(ordered_at) FROM orders) + 1) AS r) x;
+SELECT segment, persons, percent, avg_recency_days, avg_frequency, avg_monetary FROM unify.segment_summary ORDER BY persons DESC, segment;
+\echo
+\echo '== Predictions: BG/NBD and Gamma-Gamma fitted in the database (weeks), CLV over 12 months =='
+SELECT f ->> 'status' AS status, f ->> 'customers' AS customers, f -> 'params' AS bgnbd, f -> 'spend_params' AS gamma_gamma,
+       round((f ->> 'log_likelihood')::numeric, 1) AS log_likelihood
+FROM (SELECT unify.fit_predictions((SELECT max(ordered_at) FROM orders) + 1) AS f) x;
+SELECT person_id, first_name, last_name, segment, orders_in_window, spend_in_window,
+       round(p_alive::numeric, 2) AS p_alive, round(expected_purchases::numeric, 2) AS purchases_next_year,
+       round(clv::numeric, 2) AS clv
+FROM unify.customer_360 WHERE clv IS NOT NULL ORDER BY clv DESC, person_id LIMIT 8;

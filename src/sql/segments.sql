@@ -188,7 +188,8 @@ IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$
 $$;
 
 -- One query over every registered order table: per order (rows sharing an order_id net out),
--- the person, the order date and the net amount in the reporting currency. Returned or
+-- the person, the order date, the net amount in the reporting currency and whether it is a
+-- purchase (nets to zero or more). Returned or
 -- cancelled rows are left out; a row nobody can be found for has person_id NULL; `skipped`
 -- counts rows whose currency has no rate.
 CREATE FUNCTION unify._orders_query(from_date date, to_date date) RETURNS text
@@ -242,12 +243,15 @@ BEGIN
                              unify._transaction_expression(f, 'order_date'), to_date,
                              CASE WHEN f ? 'returned' THEN format(' AND NOT coalesce(%s, false)', unify._transaction_expression(f, 'returned')) ELSE '' END,
                              person_join);
+        -- `skipped` (no exchange rate) can only be non-zero where a currency is mapped.
         IF f ? 'order_id' THEN
-            parts := parts || format('SELECT person_id, min(order_date) AS order_date, sum(amount) AS amount,
-                                             count(*) FILTER (WHERE amount IS NULL) AS skipped
-                                      FROM (%s) o GROUP BY person_id, order_key', rows_query);
+            parts := parts || format('SELECT person_id, order_date, amount, amount >= 0 AS purchase, skipped
+                                      FROM (SELECT person_id, min(order_date) AS order_date, sum(amount) AS amount, %s AS skipped
+                                            FROM (%s) o GROUP BY person_id, order_key) g',
+                                     CASE WHEN f ? 'currency' THEN 'count(*) FILTER (WHERE amount IS NULL)' ELSE '0' END, rows_query);
         ELSE
-            parts := parts || format('SELECT person_id, order_date, amount, (amount IS NULL)::int AS skipped FROM (%s) o', rows_query);
+            parts := parts || format('SELECT person_id, order_date, amount, amount >= 0 AS purchase, %s AS skipped FROM (%s) o',
+                                     CASE WHEN f ? 'currency' THEN '(amount IS NULL)::int' ELSE '0' END, rows_query);
         END IF;
     END LOOP;
     IF cardinality(parts) = 0 THEN
@@ -375,6 +379,7 @@ DECLARE
     written bigint;
     step_rows bigint;
     n_persons bigint;
+    cell_segments text[];
 BEGIN
     IF as_of IS NULL OR lookback IS NULL OR as_of = 'infinity' OR as_of = '-infinity' THEN
         RAISE EXCEPTION 'refresh_segments: as_of and lookback must be given' USING ERRCODE = 'null_value_not_allowed';
@@ -386,13 +391,14 @@ BEGIN
     -- One refresh at a time; a second waits.
     PERFORM pg_advisory_xact_lock(1970502, 7);
     PERFORM unify._check_segment_map();
+    SELECT array_agg(c.segments[1] ORDER BY c.r, c.f, c.m) INTO cell_segments FROM unify.segment_map_cells c;
 
     IF to_regclass('pg_temp.unify_person_rfm') IS NOT NULL THEN DROP TABLE pg_temp.unify_person_rfm; END IF;
     EXECUTE format($q$
         CREATE TEMP TABLE unify_person_rfm ON COMMIT DROP AS
         SELECT person_id,
-               max(order_date) FILTER (WHERE amount >= 0) AS last_purchase,
-               count(*) FILTER (WHERE amount >= 0) AS frequency,
+               max(order_date) FILTER (WHERE purchase) AS last_purchase,
+               count(*) FILTER (WHERE purchase) AS frequency,
                greatest(coalesce(sum(amount), 0), 0) AS monetary,
                count(*) AS orders,
                sum(skipped) AS skipped
@@ -416,13 +422,17 @@ BEGIN
         JOIN unify.persons pe ON pe.person_id = p.person_id   -- records may name a person not yet resolved
         WHERE p.frequency > 0
     )
+    -- The segment of cell (r, f, m) is cell_segments[(r-1)*25 + (f-1)*5 + m]: an array lookup,
+    -- not a join the planner cannot estimate.
+    , named AS (
+        SELECT s.*, cell_segments[(s.r_score - 1) * 25 + (s.f_score - 1) * 5 + s.m_score] AS segment FROM scored s
+    )
     SELECT s.person_id, s.last_purchase, s.frequency::int AS frequency, s.monetary, s.r_score, s.f_score, s.m_score,
-           c.segments[1] AS segment, o.person_id IS NOT NULL AS existed, o.segment AS old_segment,
-           CASE WHEN o.segment = c.segments[1] THEN o.segment_since ELSE refresh_segments.as_of END AS segment_since,
+           s.segment, o.person_id IS NOT NULL AS existed, o.segment AS old_segment,
+           CASE WHEN o.segment = s.segment THEN o.segment_since ELSE refresh_segments.as_of END AS segment_since,
            (o.last_purchase, o.frequency, o.monetary, o.r_score, o.f_score, o.m_score, o.segment)
-               IS DISTINCT FROM (s.last_purchase, s.frequency::int, s.monetary, s.r_score, s.f_score, s.m_score, c.segments[1]) AS differs
-    FROM scored s
-    JOIN unify.segment_map_cells c ON (c.r, c.f, c.m) = (s.r_score, s.f_score, s.m_score)
+               IS DISTINCT FROM (s.last_purchase, s.frequency::int, s.monetary, s.r_score, s.f_score, s.m_score, s.segment) AS differs
+    FROM named s
     LEFT JOIN unify.segments o ON o.person_id = s.person_id;
 
     IF to_regclass('pg_temp.unify_segment_changes') IS NOT NULL THEN DROP TABLE pg_temp.unify_segment_changes; END IF;
