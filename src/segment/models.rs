@@ -143,9 +143,15 @@ impl Model {
                 // z = t/(α+T+t). Euler's transformation turns the bracket into
                 // 1 - (1-z)^(a-1) ₂F₁(a+b-1-r, a-1; a+b+x-1; z): the factors that grow with x cancel
                 // exactly, so heavy buyers need no huge intermediate values.
+                // That form needs many terms when a itself is huge (a fit where the dropout
+                // probability hardly varies between customers pushes a and b towards infinity);
+                // there the direct series converges fast instead.
                 let z = t / (alpha + c.age + t);
-                let ln_f = ln_hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z)?;
-                let bracket = -((a - 1.0) * (1.0 - z).ln() + ln_f).exp_m1();
+                let ln_term = match ln_hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z) {
+                    Some(ln_f) => (a - 1.0) * (1.0 - z).ln() + ln_f,
+                    None => ln_hyp2f1(r + x, b + x, a + b + x - 1.0, z)? + (r + x) * (1.0 - z).ln(),
+                };
+                let bracket = -ln_term.exp_m1();
                 Some((a + b + x - 1.0) / (a - 1.0) * bracket * alive)
             }
             Model::ParetoNbd => {
@@ -456,6 +462,27 @@ mod tests {
             );
             assert!(m.log_likelihood(&pp, &heavy).is_finite());
         }
+    }
+
+    #[test]
+    fn huge_a_and_b_stay_finite() {
+        // A fit on data whose dropout probability hardly varies drives a and b up together.
+        let c = Summary {
+            frequency: 3.0,
+            recency: 40.0,
+            age: 100.0,
+            weight: 1.0,
+        };
+        let huge = Model::BgNbd
+            .expected_purchases(&[0.14, 3.4, 4.6e6, 1.03e7], &c, 52.0)
+            .unwrap();
+        let large = Model::BgNbd
+            .expected_purchases(&[0.14, 3.4, 4.6e4, 1.03e5], &c, 52.0)
+            .unwrap();
+        assert!(
+            huge.is_finite() && huge > 0.0 && within(huge, large, 1e-3),
+            "{huge} {large}"
+        );
     }
 
     #[test]
