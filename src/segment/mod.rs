@@ -36,6 +36,28 @@ pub struct Fit {
     pub status: String,
 }
 
+/// The Fit of a minimisation of the mean negative log-likelihood in log-parameters over
+/// `total_weight` customers, with a status saying whether (and why not) it can be used.
+pub(crate) fn fit_from_minimum(m: optimize::Minimum, total_weight: f64) -> Fit {
+    let params: Vec<f64> = m.x.iter().map(|v| v.exp()).collect();
+    let status = if !m.value.is_finite() {
+        "the likelihood could not be evaluated at any point tried".to_string()
+    } else if !m.converged {
+        format!("did not converge within {} evaluations", m.evaluations)
+    } else if params.iter().any(|v| !(1e-8..1e8).contains(v)) {
+        format!("parameters at the edge of the search space ({params:?}): the data do not identify the model")
+    } else {
+        "converged".to_string()
+    };
+    Fit {
+        converged: status == "converged",
+        params,
+        log_likelihood: -m.value * total_weight,
+        iterations: m.evaluations,
+        status,
+    }
+}
+
 /// Checks a summary: finite, non-negative, recency ≤ age, frequency a whole number.
 pub fn check_summary(s: &Summary) -> Result<(), String> {
     let finite = s.frequency.is_finite()

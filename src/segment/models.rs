@@ -256,24 +256,7 @@ pub fn fit(model: Model, customers: &[Summary]) -> Fit {
         -model.total_log_likelihood(&p, &sorted) / total_weight
     };
     let m = minimize(objective, &[0.0; 4], &Options::default());
-    let params: Vec<f64> = m.x.iter().map(|v| v.exp()).collect();
-    let ll = -m.value * total_weight;
-    let status = if !m.value.is_finite() {
-        "the likelihood could not be evaluated at any point tried".to_string()
-    } else if !m.converged {
-        format!("did not converge within {} evaluations", m.evaluations)
-    } else if params.iter().any(|v| !(1e-8..1e8).contains(v)) {
-        format!("parameters at the edge of the search space ({params:?}): the data do not identify the model")
-    } else {
-        "converged".to_string()
-    };
-    Fit {
-        converged: status == "converged",
-        params,
-        log_likelihood: ll,
-        iterations: m.evaluations,
-        status,
-    }
+    super::fit_from_minimum(m, total_weight)
 }
 
 #[cfg(test)]
