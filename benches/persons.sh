@@ -57,19 +57,5 @@ FROM (SELECT person_id, count(DISTINCT truth) AS true_persons FROM t GROUP BY pe
 SELECT count(*) AS households, round(avg(persons), 2) AS avg_persons, max(persons) AS largest FROM unify.households;
 ANALYZE unify.persons;
 SQL
-    max_id=$(psql -X -A -t -d bench_persons -c "SELECT max(person_id) FROM unify.persons")
-    for what in baseline customer_360; do
-        if [ "$what" = baseline ]; then
-            query="SELECT * FROM unify.persons WHERE person_id = :id;"
-        else
-            query="SELECT * FROM unify.customer_360 WHERE person_id = :id;"
-        fi
-        printf '\\set id random(1, %s)\n%s\n' "$max_id" "$query" > "$DIR/lookup_$what.sql"
-        rm -f "$DIR"/pgbench_log.*
-        (cd "$DIR" && "$PG_BIN/pgbench" -n -c 1 -T "$SECONDS_PER_RUN" -l -f "$DIR/lookup_$what.sql" bench_persons >/dev/null 2>&1)
-        # Per transaction the log holds the latency in microseconds (third column).
-        sort -n -k3 "$DIR"/pgbench_log.* | awk -v what="$what" '{ lat[NR] = $3 } END {
-            printf "one person by id, %s: %d lookups, p50 %.3f ms, p95 %.3f ms, p99 %.3f ms\n",
-                what, NR, lat[int(NR * 0.50)] / 1000, lat[int(NR * 0.95)] / 1000, lat[int(NR * 0.99)] / 1000 }'
-    done
+    person_lookup_latency "$DIR" bench_persons "$SECONDS_PER_RUN"
 } 2>&1 | tee "$DIR/persons-result.txt"

@@ -174,18 +174,5 @@ SELECT count(DISTINCT (frequency, recency_weeks, age_weeks)) AS distinct_summari
 SELECT fit_id, model, status, round(log_likelihood) AS log_likelihood, params, spend_params FROM unify.prediction_fits ORDER BY fit_id DESC LIMIT 1;
 ANALYZE unify.segments, unify.predictions;
 SQL
-    max_id=$(psql -X -A -t -d $DB -c "SELECT max(person_id) FROM unify.persons")
-    for what in baseline customer_360; do
-        if [ "$what" = baseline ]; then
-            query="SELECT * FROM unify.persons WHERE person_id = :id;"
-        else
-            query="SELECT * FROM unify.customer_360 WHERE person_id = :id;"
-        fi
-        printf '\\set id random(1, %s)\n%s\n' "$max_id" "$query" > "$DIR/lookup_$what.sql"
-        rm -f "$DIR"/pgbench_log.*
-        (cd "$DIR" && "$PG_BIN/pgbench" -n -c 1 -T 10 -l -f "$DIR/lookup_$what.sql" $DB >/dev/null 2>&1)
-        sort -n -k3 "$DIR"/pgbench_log.* | awk -v what="$what" '{ lat[NR] = $3 } END {
-            printf "one person by id, %s: %d lookups, p50 %.3f ms, p99 %.3f ms\n",
-                what, NR, lat[int(NR * 0.50)] / 1000, lat[int(NR * 0.99)] / 1000 }'
-    done
+    person_lookup_latency "$DIR" $DB 10
 } 2>&1 | tee "$DIR/segments-result.txt"

@@ -96,3 +96,24 @@ crmgen() {
     (cd "$ROOT" && cargo build --quiet --release -p crmgen)
     "$ROOT/target/release/crmgen" "$@"
 }
+
+# Latency of one person by id from unify.customer_360 against the primary-key lookup of
+# unify.persons (the baseline), one pgbench client for `seconds` each, in database `db`.
+person_lookup_latency() {
+    local dir="$1" db="$2" seconds="$3" max_id what query
+    max_id=$(psql -X -A -t -d "$db" -c "SELECT max(person_id) FROM unify.persons")
+    for what in baseline customer_360; do
+        if [ "$what" = baseline ]; then
+            query="SELECT * FROM unify.persons WHERE person_id = :id;"
+        else
+            query="SELECT * FROM unify.customer_360 WHERE person_id = :id;"
+        fi
+        printf '\\set id random(1, %s)\n%s\n' "$max_id" "$query" > "$dir/lookup_$what.sql"
+        rm -f "$dir"/pgbench_log.*
+        (cd "$dir" && "$PG_BIN/pgbench" -n -c 1 -T "$seconds" -l -f "$dir/lookup_$what.sql" "$db" >/dev/null 2>&1)
+        # Per transaction the log holds the latency in microseconds (third column).
+        sort -n -k3 "$dir"/pgbench_log.* | awk -v what="$what" '{ lat[NR] = $3 } END {
+            printf "one person by id, %s: %d lookups, p50 %.3f ms, p95 %.3f ms, p99 %.3f ms\n",
+                what, NR, lat[int(NR * 0.50)] / 1000, lat[int(NR * 0.95)] / 1000, lat[int(NR * 0.99)] / 1000 }'
+    done
+}

@@ -22,6 +22,19 @@ fn checked_model(name: &str, function: &'static str) -> Model {
     })
 }
 
+/// The parallel arrays of a fit must have one element per customer summary each.
+fn check_lengths(others: &[usize], n: usize, names: &str, function: &'static str) {
+    if others.iter().any(|&len| len != n) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("{names} must have the same length"),
+            None,
+            "Pass one element per customer summary.",
+            function,
+        );
+    }
+}
+
 fn fit_json(fit: &Fit, names: &[&str]) -> serde_json::Value {
     let params: serde_json::Map<String, serde_json::Value> = names
         .iter()
@@ -49,15 +62,12 @@ fn _fit_purchases(
 ) -> JsonB {
     let model = checked_model(model, "_fit_purchases");
     let n = frequency.len();
-    if recency.len() != n || age.len() != n || weight.len() != n {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "frequency, recency, age and weight must have the same length".into(),
-            None,
-            "Pass one element per customer summary.",
-            "_fit_purchases",
-        );
-    }
+    check_lengths(
+        &[recency.len(), age.len(), weight.len()],
+        n,
+        "frequency, recency, age and weight",
+        "_fit_purchases",
+    );
     let customers: Vec<Summary> = (0..n)
         .map(|i| Summary {
             frequency: frequency[i],
@@ -74,15 +84,12 @@ fn _fit_purchases(
 #[pg_extern(immutable, strict, parallel_safe)]
 fn _fit_spend(frequency: Vec<f64>, mean_spend: Vec<f64>, weight: Vec<f64>) -> JsonB {
     let n = frequency.len();
-    if mean_spend.len() != n || weight.len() != n {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            "frequency, mean_spend and weight must have the same length".into(),
-            None,
-            "Pass one element per repeat buyer.",
-            "_fit_spend",
-        );
-    }
+    check_lengths(
+        &[mean_spend.len(), weight.len()],
+        n,
+        "frequency, mean_spend and weight",
+        "_fit_spend",
+    );
     let buyers: Vec<Spend> = (0..n)
         .map(|i| Spend {
             frequency: frequency[i],
