@@ -11,6 +11,13 @@ pub mod model;
 pub mod normalize;
 pub mod segment;
 mod sql;
+mod worker;
+
+/// Registers the GUCs and, when preloaded, the background workers.
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    worker::init();
+}
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

@@ -292,6 +292,118 @@ pub fn candidates(
     Ok((out, stats))
 }
 
+/// A stable 64-bit hash (FNV-1a) of one rule's key: what `unify.block_keys` stores, so the
+/// change queue finds a record's blocks through an index. Hand-written because it must never
+/// change between builds (std's hasher makes no such promise); a collision only adds a
+/// candidate that scoring then rejects.
+pub fn key_hash(rule: &str, key: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in rule.bytes().chain([0u8]).chain(key.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// The hashed keys of one record under every rule, as (rule index, hash), each once.
+pub fn key_hashes(rules: &[BlockingRule], r: &MatchRecord) -> Vec<(usize, i64)> {
+    let mut out: Vec<(usize, i64)> = rules
+        .iter()
+        .enumerate()
+        .flat_map(|(i, rule)| {
+            rule.keys(r)
+                .into_iter()
+                .map(move |k| (i, key_hash(&rule.name, &k)))
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The candidate pairs that involve at least one of the `changed` records, as [`candidates`]
+/// would produce them over all records: `keys[i]` are the key hashes of changed record
+/// `changed[i]`, `blocks` holds every record of each of those keys (indexes into the caller's
+/// record list, the changed records included). A block above its rule's size limit gives no
+/// pairs, as in a full run.
+pub fn candidates_of(
+    changed: &[u32],
+    keys: &[Vec<(usize, i64)>],
+    blocks: &HashMap<i64, Vec<u32>>,
+    rules: &[BlockingRule],
+) -> Vec<Candidate> {
+    let mut all: Vec<(u64, u32)> = Vec::new();
+    for (&x, record_keys) in changed.iter().zip(keys) {
+        for &(rule, hash) in record_keys {
+            let Some(members) = blocks.get(&hash) else {
+                continue;
+            };
+            if members.len() > rules[rule].max_block_size {
+                continue;
+            }
+            for &y in members.iter().filter(|&&y| y != x) {
+                let (a, b) = if x < y { (x, y) } else { (y, x) };
+                all.push(((u64::from(a) << 32) | u64::from(b), 1 << rule));
+            }
+        }
+    }
+    all.sort_unstable_by_key(|p| p.0);
+    let mut out: Vec<Candidate> = Vec::with_capacity(all.len());
+    for (key, mask) in all {
+        match out.last_mut() {
+            Some(last) if (u64::from(last.a) << 32 | u64::from(last.b)) == key => {
+                last.rules |= mask
+            }
+            _ => out.push(Candidate {
+                a: (key >> 32) as u32,
+                b: key as u32,
+                rules: mask,
+            }),
+        }
+    }
+    out
+}
+
+/// The candidate pairs among the members of each group (records sharing an e-mail or a phone
+/// whose household status a change can flip), as [`candidates`] would produce them: a pair is a
+/// candidate under every rule where both records hold a key whose block is within its size
+/// limit (`within_limit`). Returns every pair looked at, each once, and the candidates among
+/// them. `keys` holds the key hashes of every group member.
+pub fn candidates_within(
+    groups: &[Vec<u32>],
+    keys: &HashMap<u32, Vec<(usize, i64)>>,
+    within_limit: &std::collections::HashSet<i64>,
+) -> (Vec<(u32, u32)>, Vec<Candidate>) {
+    let mut looked: Vec<(u32, u32)> = groups
+        .iter()
+        .flat_map(|g| {
+            g.iter().enumerate().flat_map(move |(i, &x)| {
+                g[i + 1..]
+                    .iter()
+                    .filter(move |&&y| y != x)
+                    .map(move |&y| (x.min(y), x.max(y)))
+            })
+        })
+        .collect();
+    looked.sort_unstable();
+    looked.dedup();
+    let empty = Vec::new();
+    let candidates = looked
+        .iter()
+        .filter_map(|&(a, b)| {
+            let kb = keys.get(&b).unwrap_or(&empty);
+            let rules = keys
+                .get(&a)
+                .unwrap_or(&empty)
+                .iter()
+                .filter(|(rule, h)| within_limit.contains(h) && kb.contains(&(*rule, *h)))
+                .fold(0u32, |m, (rule, _)| m | (1 << rule));
+            (rules != 0).then_some(Candidate { a, b, rules })
+        })
+        .collect();
+    (looked, candidates)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,5 +493,120 @@ mod tests {
             vec!["+491\u{1f}1".to_string(), "+492\u{1f}1".to_string()]
         );
         assert!(rule.keys(&rec("", "x", "")).is_empty());
+    }
+
+    #[test]
+    fn candidates_of_changed_records_equal_the_full_run_restricted_to_them() {
+        let names = ["müller", "mueller", "schmidt", "meier", "maier"];
+        let records: Vec<MatchRecord> = (0..60)
+            .map(|i| {
+                let mut r = rec(
+                    &format!("p{}@x.de", i % 17),
+                    names[i % names.len()],
+                    &format!("{}", 10115 + i % 3),
+                );
+                r.phones = vec![format!("+49{}", i % 11)];
+                r
+            })
+            .collect();
+        let rules = vec![
+            BlockingRule {
+                name: "email".into(),
+                parts: vec![KeyPart::EmailKey],
+                max_block_size: 10,
+            },
+            BlockingRule {
+                name: "phone".into(),
+                parts: vec![KeyPart::Phone],
+                max_block_size: 5, // some phone blocks (6 records) are over the limit
+            },
+            BlockingRule {
+                name: "name".into(),
+                parts: vec![KeyPart::LastNamePhonetic, KeyPart::Postcode],
+                max_block_size: 10,
+            },
+        ];
+        let (full, _) = candidates(&records, &rules, 1_000_000).unwrap();
+        let mut blocks: HashMap<i64, Vec<u32>> = HashMap::new();
+        let all_keys: Vec<Vec<(usize, i64)>> =
+            records.iter().map(|r| key_hashes(&rules, r)).collect();
+        for (i, keys) in all_keys.iter().enumerate() {
+            for &(_, h) in keys {
+                blocks.entry(h).or_default().push(i as u32);
+            }
+        }
+        let changed = [3u32, 4, 41];
+        let keys: Vec<_> = changed
+            .iter()
+            .map(|&i| all_keys[i as usize].clone())
+            .collect();
+        let got = candidates_of(&changed, &keys, &blocks, &rules);
+        let want: Vec<Candidate> = full
+            .into_iter()
+            .filter(|c| changed.contains(&c.a) || changed.contains(&c.b))
+            .collect();
+        assert!(!want.is_empty());
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn key_hash_is_stable_and_rule_specific() {
+        // The stored hashes must not change between builds: pin one value.
+        assert_eq!(key_hash("email", "a@x.de"), key_hash("email", "a@x.de"));
+        assert_ne!(key_hash("email", "a@x.de"), key_hash("phone", "a@x.de"));
+        assert_ne!(key_hash("ab", "c"), key_hash("a", "bc"));
+        assert_eq!(key_hash("", ""), 0xaf63_bd4c_8601_b7df_u64 as i64);
+    }
+
+    #[test]
+    fn candidates_within_groups_equal_the_full_run() {
+        let mut records: Vec<MatchRecord> = (0..30)
+            .map(|i| rec(&format!("f{}@x.de", i % 4), ["a", "b", "c"][i % 3], "1"))
+            .collect();
+        records[7].phones = vec!["+491".into()];
+        records[9].phones = vec!["+491".into()];
+        let rules = vec![
+            BlockingRule {
+                name: "email".into(),
+                parts: vec![KeyPart::EmailKey],
+                max_block_size: 7, // f0..f1 blocks hold 8, over the limit; f2, f3 hold 7
+            },
+            BlockingRule {
+                name: "name".into(),
+                parts: vec![KeyPart::LastNamePhonetic, KeyPart::Postcode],
+                max_block_size: 20,
+            },
+            BlockingRule {
+                name: "phone".into(),
+                parts: vec![KeyPart::Phone],
+                max_block_size: 5,
+            },
+        ];
+        let (full, _) = candidates(&records, &rules, 1_000_000).unwrap();
+        let keys: HashMap<u32, Vec<(usize, i64)>> = (0..records.len())
+            .map(|i| (i as u32, key_hashes(&rules, &records[i])))
+            .collect();
+        let mut sizes: HashMap<i64, usize> = HashMap::new();
+        keys.values()
+            .flatten()
+            .for_each(|&(_, h)| *sizes.entry(h).or_default() += 1);
+        let within: std::collections::HashSet<i64> = keys
+            .values()
+            .flatten()
+            .filter(|(r, h)| sizes[h] <= rules[*r].max_block_size)
+            .map(|&(_, h)| h)
+            .collect();
+        // The holders of f1 (over the e-mail limit) and of f2, and the phone pair.
+        let group =
+            |m: usize| -> Vec<u32> { (0..30u32).filter(|i| *i as usize % 4 == m).collect() };
+        let groups = vec![group(1), group(2), vec![7, 9]];
+        let (looked, got) = candidates_within(&groups, &keys, &within);
+        let want: Vec<Candidate> = full
+            .into_iter()
+            .filter(|c| looked.binary_search(&(c.a, c.b)).is_ok())
+            .collect();
+        assert_eq!(looked.len(), 28 + 21 + 1);
+        assert!(!want.is_empty());
+        assert_eq!(got, want);
     }
 }

@@ -131,30 +131,65 @@ impl Context {
             counts.values_mut().for_each(|c| *c /= n);
             counts
         };
-        let mut by_email: HashMap<&str, Vec<&MatchRecord>> = HashMap::new();
-        let mut by_phone: HashMap<&str, Vec<&MatchRecord>> = HashMap::new();
-        for r in records {
-            if let Some(k) = r.email_key.as_deref() {
-                by_email.entry(k).or_default().push(r);
-            }
-            for p in &r.phones {
-                by_phone.entry(p).or_default().push(r);
-            }
-        }
-        let shared = |groups: HashMap<&str, Vec<&MatchRecord>>| {
-            groups
-                .into_iter()
-                .filter(|(_, rs)| held_by_different_people(rs))
-                .map(|(k, _)| k.to_string())
-                .collect()
-        };
+        let (shared_emails, shared_phones) = household_values(records, None);
         Self {
             first_name_tf: tf(|r| r.first_name.as_ref()),
             last_name_tf: tf(|r| r.last_name.as_ref()),
-            shared_emails: shared(by_email),
-            shared_phones: shared(by_phone),
+            shared_emails,
+            shared_phones,
         }
     }
+}
+
+impl Context {
+    /// The context of scoring a few records: the model's name frequencies and the records
+    /// holding the e-mails and phones in question (all of them, or more than
+    /// [`JUNK_VALUE_RECORDS`]). Only values in `emails` and `phones` are judged: a holder's
+    /// other values may be seen incompletely here.
+    pub fn with_frequencies(
+        (first_name_tf, last_name_tf): (HashMap<String, f64>, HashMap<String, f64>),
+        holders: &[MatchRecord],
+        emails: &HashSet<String>,
+        phones: &HashSet<String>,
+    ) -> Self {
+        let (shared_emails, shared_phones) = household_values(holders, Some((emails, phones)));
+        Self {
+            first_name_tf,
+            last_name_tf,
+            shared_emails,
+            shared_phones,
+        }
+    }
+}
+
+/// The e-mails and phones among `records` held by clearly different people; only those in
+/// `only` when given.
+fn household_values(
+    records: &[MatchRecord],
+    only: Option<(&HashSet<String>, &HashSet<String>)>,
+) -> (HashSet<String>, HashSet<String>) {
+    let mut by_email: HashMap<&str, Vec<&MatchRecord>> = HashMap::new();
+    let mut by_phone: HashMap<&str, Vec<&MatchRecord>> = HashMap::new();
+    for r in records {
+        if let Some(k) = r.email_key.as_deref() {
+            if only.is_none_or(|(emails, _)| emails.contains(k)) {
+                by_email.entry(k).or_default().push(r);
+            }
+        }
+        for p in &r.phones {
+            if only.is_none_or(|(_, phones)| phones.contains(p)) {
+                by_phone.entry(p).or_default().push(r);
+            }
+        }
+    }
+    let shared = |groups: HashMap<&str, Vec<&MatchRecord>>| {
+        groups
+            .into_iter()
+            .filter(|(_, rs)| held_by_different_people(rs))
+            .map(|(k, _)| k.to_string())
+            .collect()
+    };
+    (shared(by_email), shared(by_phone))
 }
 
 /// A value on more records than this is junk (`test@test.de`, a shop's own number), not a
@@ -594,6 +629,40 @@ mod tests {
         let ctx = Context::build(&[a.clone(), c.clone()]);
         assert_eq!(compare(&a, &c, &ctx).level(Comparison::Email), Some(0));
         assert_eq!(compare(&a, &c, &ctx).level(Comparison::Phone), Some(0));
+    }
+
+    #[test]
+    fn context_of_a_few_records_judges_household_values_as_the_full_one() {
+        let mut family = vec![
+            rec("hans", "müller", "1960-01-01"),
+            rec("petra", "müller", "1962-03-04"),
+            rec("hans", "müller", "1960-01-01"),
+        ];
+        for r in &mut family {
+            r.email = Some("familie.mueller@web.de".into());
+            r.email_key = r.email.clone();
+            r.phones = vec!["+4930123456".into()];
+        }
+        let mut records = family.clone();
+        records.push(rec("anna", "schmidt", "1970-01-01"));
+        let full = Context::build(&records);
+        let part = Context::with_frequencies(
+            (full.first_name_tf.clone(), full.last_name_tf.clone()),
+            &family,
+            &HashSet::from(["familie.mueller@web.de".to_string()]),
+            &HashSet::from(["+4930123456".to_string()]),
+        );
+        assert_eq!(part.shared_emails, full.shared_emails);
+        assert_eq!(part.shared_phones, full.shared_phones);
+        assert!(!part.shared_emails.is_empty());
+        // A value nobody asked about is not judged from incomplete holders.
+        let part = Context::with_frequencies(
+            Default::default(),
+            &family,
+            &HashSet::new(),
+            &HashSet::new(),
+        );
+        assert!(part.shared_emails.is_empty() && part.shared_phones.is_empty());
     }
 
     #[test]

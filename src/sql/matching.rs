@@ -1,7 +1,7 @@
 //! The SQL layer over `crate::model`: training, scoring and explanation. Records are read
 //! through SPI once per call; the work over pairs happens in Rust, never one SQL call per pair.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -10,8 +10,10 @@ use serde_json::{json, Map, Value};
 
 use super::errors::raise;
 use super::spi::{fetch_all, spi_failed, Args};
-use crate::model::blocking::{candidates, Candidate, RuleStats};
-use crate::model::comparison::{Context, COMPARISONS};
+use crate::model::blocking::{
+    candidates, candidates_of, candidates_within, key_hashes, Candidate, RuleStats,
+};
+use crate::model::comparison::{Context, COMPARISONS, JUNK_VALUE_RECORDS};
 use crate::model::params::{log2_odds, Model, Scorer};
 use crate::model::record::MatchRecord;
 use crate::model::train::{train, TrainOptions};
@@ -161,7 +163,11 @@ fn _train(sample_pairs: i32, max_iterations: i32) -> JsonB {
         ..Default::default()
     };
     let report = train(&records, &ctx, &cands, &mut model, &ids, &opts);
-    JsonB(json!({"model": model, "report": report, "blocking": stats}))
+    // The name frequencies become part of the model version: scoring then gives a pair the same
+    // weight whether it is scored in a full run or as a change (and later sign-ups of other
+    // Müllers do not move it).
+    let frequencies = json!({"first_name": ctx.first_name_tf, "last_name": ctx.last_name_tf});
+    JsonB(json!({"model": model, "report": report, "blocking": stats, "frequencies": frequencies}))
 }
 
 /// Blocks and scores all records with the current model; returns the pairs at or above the
@@ -182,7 +188,9 @@ fn _score_pairs() -> TableIterator<
 > {
     let model = current_model("score_pairs");
     let (records, ids) = load_all("score_pairs");
-    let ctx = Context::build(&records);
+    let mut ctx = Context::build(&records);
+    (ctx.first_name_tf, ctx.last_name_tf) =
+        Spi::connect(|client| load_frequencies(client, None, "score_pairs"));
     let (cands, stats) = blocked(&records, &model, "score_pairs");
     let stats_json = serde_json::to_value(&stats).expect("stats serialize");
     Spi::connect_mut(|client| {
@@ -200,10 +208,371 @@ fn _score_pairs() -> TableIterator<
             })
             .unwrap_or_else(|e| spi_failed(e, "score_pairs"));
     });
+    write_block_keys(&records, &model);
     let scorer = Scorer::new(&model, &ctx, &ids);
+    TableIterator::new(pair_rows(&model, &scorer, &records, &cands))
+}
+
+/// Stores every record's hashed blocking keys in unify.block_keys and the rules in
+/// unify.matching_state: the change queue then finds and scores a record's candidates through
+/// an index instead of reading every record.
+fn write_block_keys(records: &[MatchRecord], model: &Model) {
+    const F: &str = "score_pairs";
+    let mut keys: Vec<(i64, i64)> = records
+        .iter()
+        .flat_map(|r| {
+            key_hashes(&model.blocking_rules, r)
+                .into_iter()
+                .map(move |(_, h)| (h, r.id))
+        })
+        .collect();
+    // In key order the index is written page by page.
+    keys.sort_unstable();
+    let rules = serde_json::to_value(&model.blocking_rules).expect("rules serialize");
+    Spi::connect_mut(|client| {
+        client
+            .update("TRUNCATE unify.block_keys", None, &[])
+            .unwrap_or_else(|e| spi_failed(e, F));
+        for chunk in keys.chunks(1_000_000) {
+            let (hashes, ids): (Vec<i64>, Vec<i64>) = chunk.iter().copied().unzip();
+            client
+                .update(
+                    "INSERT INTO unify.block_keys (key_hash, record_id)
+                     SELECT * FROM unnest($1::bigint[], $2::bigint[])",
+                    None,
+                    &[hashes.into(), ids.into()],
+                )
+                .unwrap_or_else(|e| spi_failed(e, F));
+        }
+        client
+            .update(
+                "INSERT INTO unify.matching_state AS s (singleton, blocking_rules, keys_built_at)
+                 VALUES (true, $1, now())
+                 ON CONFLICT (singleton) DO UPDATE SET blocking_rules = excluded.blocking_rules,
+                     keys_built_at = excluded.keys_built_at",
+                None,
+                &[JsonB(rules).into()],
+            )
+            .unwrap_or_else(|e| spi_failed(e, F));
+    });
+}
+
+/// The name frequencies of the model in use (unify.name_frequencies, written by train() from
+/// the records it learned on): all of them, or those of `names` (first names, last names). A
+/// model without them (the shipped default) adjusts nothing for frequency.
+fn load_frequencies(
+    client: &SpiClient<'_>,
+    names: Option<(Vec<String>, Vec<String>)>,
+    function: &'static str,
+) -> (HashMap<String, f64>, HashMap<String, f64>) {
+    let base = "SELECT f.field = 'first_name', f.value, f.frequency FROM unify.name_frequencies f
+                WHERE f.model_version = (SELECT max(m.version) FROM unify.model m)";
+    let rows: Vec<(bool, String, f64)> = match names {
+        None => fetch_all(client, base, vec![], function, frequency_row),
+        Some((first, last)) => fetch_all(
+            client,
+            &format!(
+                "{base} AND f.field = 'first_name' AND f.value = ANY ($1)
+                 UNION ALL {base} AND f.field = 'last_name' AND f.value = ANY ($2)"
+            ),
+            vec![first.into(), last.into()],
+            function,
+            frequency_row,
+        ),
+    };
+    let (mut first, mut last) = (HashMap::new(), HashMap::new());
+    for (is_first, value, frequency) in rows {
+        if is_first {
+            first.insert(value, frequency);
+        } else {
+            last.insert(value, frequency);
+        }
+    }
+    (first, last)
+}
+
+fn frequency_row(r: &pgrx::spi::SpiHeapTupleData) -> (bool, String, f64) {
+    (
+        r.get::<bool>(1).ok().flatten().unwrap_or_default(),
+        r.get::<String>(2).ok().flatten().unwrap_or_default(),
+        r.get::<f64>(3).ok().flatten().unwrap_or_default(),
+    )
+}
+
+/// Re-blocks and re-scores the records `record_ids` (changed, new or deleted) against all
+/// records, as unify.score_pairs() would, and re-scores the pairs among `holder_ids`, the
+/// records sharing an e-mail or phone with them (whether such a value is a household's can
+/// change with one record). Their blocking keys in unify.block_keys are brought up to date,
+/// candidates found through that index, the stored pairs that are looked at deleted, and the
+/// new pairs at or above the review threshold returned (the caller inserts them).
+#[pg_extern(volatile, strict)]
+fn _score_records(
+    record_ids: Vec<i64>,
+    holder_ids: Vec<i64>,
+) -> TableIterator<
+    'static,
+    (
+        name!(record_a, i64),
+        name!(record_b, i64),
+        name!(match_weight, f64),
+        name!(match_probability, f64),
+        name!(is_match, bool),
+        name!(forced_by, Option<String>),
+        name!(blocking_rules, Vec<String>),
+        name!(weights, JsonB),
+    ),
+> {
+    const F: &str = "process_queue";
+    let model = current_model(F);
+    let rules = &model.blocking_rules;
+    let (records, n_changed, keys, blocks, ctx, ids, extra) = Spi::connect_mut(|client| {
+        let built = client
+            .select("SELECT count(*) FROM unify.matching_state", None, &[])
+            .and_then(|t| t.first().get_one::<i64>())
+            .unwrap_or_else(|e| spi_failed(e, F));
+        if built != Some(1) {
+            raise(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "records are scored one by one only after a first full scoring".into(),
+                None,
+                "Run SELECT * FROM unify.score_pairs(); once.",
+                F,
+            )
+        }
+        let by_id = |ids: Vec<i64>| -> Args { vec![ids.into()] };
+        let changed = load_records(
+            client,
+            "WHERE r.record_id = ANY ($1)",
+            by_id(record_ids.clone()),
+            F,
+        );
+        let keys: Vec<Vec<(usize, i64)>> = changed.iter().map(|r| key_hashes(rules, r)).collect();
+        // Only the keys that differ are written: an update that leaves them alone costs nothing.
+        let stored: HashSet<(i64, i64)> = fetch_all(
+            client,
+            "SELECT record_id, key_hash FROM unify.block_keys WHERE record_id = ANY ($1)",
+            by_id(record_ids.clone()),
+            F,
+            |r| {
+                (
+                    r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                    r.get::<i64>(2).ok().flatten().unwrap_or_default(),
+                )
+            },
+        )
+        .into_iter()
+        .collect();
+        let wanted: HashSet<(i64, i64)> = changed
+            .iter()
+            .zip(&keys)
+            .flat_map(|(r, k)| k.iter().map(move |&(_, h)| (r.id, h)))
+            .collect();
+        let (gone_ids, gone_hashes): (Vec<i64>, Vec<i64>) =
+            stored.difference(&wanted).copied().unzip();
+        let (new_ids, new_hashes): (Vec<i64>, Vec<i64>) =
+            wanted.difference(&stored).copied().unzip();
+        client
+            .update(
+                "DELETE FROM unify.block_keys k USING unnest($1::bigint[], $2::bigint[]) AS g (id, h)
+                  WHERE k.record_id = g.id AND k.key_hash = g.h",
+                None,
+                &[gone_ids.into(), gone_hashes.into()],
+            )
+            .and_then(|_| {
+                client.update(
+                    "INSERT INTO unify.block_keys (key_hash, record_id)
+                     SELECT * FROM unnest($1::bigint[], $2::bigint[]) ON CONFLICT DO NOTHING",
+                    None,
+                    &[new_hashes.into(), new_ids.into()],
+                )
+            })
+            .unwrap_or_else(|e| spi_failed(e, F));
+        let changed_ids: HashSet<i64> = changed.iter().map(|r| r.id).collect();
+        let holder_ids: Vec<i64> = holder_ids
+            .into_iter()
+            .filter(|id| !changed_ids.contains(id))
+            .collect();
+        let holders = load_records(client, "WHERE r.record_id = ANY ($1)", by_id(holder_ids), F);
+        let holder_keys: Vec<Vec<(usize, i64)>> =
+            holders.iter().map(|r| key_hashes(rules, r)).collect();
+        // Each block is read up to one past its rule's size limit: enough to know it is over.
+        let mut limit: HashMap<i64, usize> = HashMap::new();
+        for &(rule, h) in keys.iter().chain(&holder_keys).flatten() {
+            let max = rules[rule].max_block_size;
+            limit
+                .entry(h)
+                .and_modify(|m| *m = (*m).min(max))
+                .or_insert(max);
+        }
+        let (hashes, caps): (Vec<i64>, Vec<i32>) = limit
+            .iter()
+            .map(|(&h, &max)| (h, (max + 1).min(i32::MAX as usize) as i32))
+            .unzip();
+        let members: Vec<(i64, Vec<i64>)> = fetch_all(
+            client,
+            "SELECT k.h, ARRAY(SELECT b.record_id FROM unify.block_keys b WHERE b.key_hash = k.h LIMIT k.cap)
+             FROM unnest($1::bigint[], $2::int[]) AS k (h, cap)",
+            vec![hashes.into(), caps.into()],
+            F,
+            |r| {
+                (
+                    r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                    r.get::<Vec<i64>>(2).ok().flatten().unwrap_or_default(),
+                )
+            },
+        );
+        let members: HashMap<i64, Vec<i64>> = members
+            .into_iter()
+            .filter(|(h, m)| m.len() <= limit[h])
+            .collect();
+        // The other members of the changed records' blocks are their candidates.
+        let changed_hashes: HashSet<i64> = keys.iter().flatten().map(|&(_, h)| h).collect();
+        let holder_set: HashSet<i64> = holders.iter().map(|r| r.id).collect();
+        let mut other_ids: Vec<i64> = members
+            .iter()
+            .filter(|(h, _)| changed_hashes.contains(h))
+            .flat_map(|(_, m)| m.iter().copied())
+            .filter(|id| !changed_ids.contains(id) && !holder_set.contains(id))
+            .collect();
+        other_ids.sort_unstable();
+        other_ids.dedup();
+        let others = load_records(client, "WHERE r.record_id = ANY ($1)", by_id(other_ids), F);
+        let n_changed = changed.len();
+        let n_holders = holders.len();
+        let mut records = changed;
+        records.extend(holders);
+        records.extend(others);
+        let index: HashMap<i64, u32> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id, i as u32))
+            .collect();
+        let blocks: HashMap<i64, Vec<u32>> = members
+            .iter()
+            .filter(|(h, _)| changed_hashes.contains(h))
+            .map(|(&h, m)| {
+                (
+                    h,
+                    m.iter().filter_map(|id| index.get(id).copied()).collect(),
+                )
+            })
+            .collect();
+        let within_limit: HashSet<i64> = members.keys().copied().collect();
+        // Groups of changed records and holders by shared e-mail and phone: the pairs whose
+        // household evidence may have flipped.
+        let mut groups: HashMap<&str, Vec<u32>> = HashMap::new();
+        for (i, r) in records[..n_changed + n_holders].iter().enumerate() {
+            for v in r.email_key.iter().chain(r.phones.iter()) {
+                groups.entry(v.as_str()).or_default().push(i as u32);
+            }
+        }
+        let groups: Vec<Vec<u32>> = groups.into_values().filter(|g| g.len() > 1).collect();
+        let group_keys: HashMap<u32, Vec<(usize, i64)>> = keys
+            .iter()
+            .chain(&holder_keys)
+            .enumerate()
+            .map(|(i, k)| (i as u32, k.clone()))
+            .collect();
+        let (looked, within) = candidates_within(&groups, &group_keys, &within_limit);
+        // The stored pairs now looked at again go; the caller inserts what scores.
+        let (looked_a, looked_b): (Vec<i64>, Vec<i64>) = looked
+            .iter()
+            .map(|&(a, b)| {
+                let (x, y) = (records[a as usize].id, records[b as usize].id);
+                (x.min(y), x.max(y))
+            })
+            .unzip();
+        client
+            .update(
+                "DELETE FROM unify.pairs p WHERE p.record_a = ANY ($1) OR p.record_b = ANY ($1)",
+                None,
+                &[record_ids.clone().into()],
+            )
+            .and_then(|_| {
+                client.update(
+                    "DELETE FROM unify.pairs p USING unnest($1::bigint[], $2::bigint[]) AS l (a, b)
+                      WHERE p.record_a = l.a AND p.record_b = l.b",
+                    None,
+                    &[looked_a.into(), looked_b.into()],
+                )
+            })
+            .unwrap_or_else(|e| spi_failed(e, F));
+
+        let distinct = |get: fn(&MatchRecord) -> Option<&String>| -> Vec<String> {
+            let set: HashSet<&String> = records.iter().filter_map(get).collect();
+            set.into_iter().cloned().collect()
+        };
+        let frequencies = load_frequencies(
+            client,
+            Some((
+                distinct(|r| r.first_name.as_ref()),
+                distinct(|r| r.last_name.as_ref()),
+            )),
+            F,
+        );
+        let in_groups = &records[..n_changed + n_holders];
+        let emails: HashSet<String> = in_groups
+            .iter()
+            .filter_map(|r| r.email_key.clone())
+            .collect();
+        let phones: HashSet<String> = in_groups
+            .iter()
+            .flat_map(|r| r.phones.iter().cloned())
+            .collect();
+        // Everyone holding those values, up to one past the junk limit per value and column.
+        let value_holders = load_records(
+            client,
+            &format!(
+                "WHERE r.record_id IN (
+                   SELECT x.record_id FROM unnest($1::text[]) AS v (value),
+                     LATERAL (SELECT record_id FROM unify.records WHERE email_key = v.value LIMIT {cap}) x
+                   UNION SELECT x.record_id FROM unnest($2::text[]) AS v (value),
+                     LATERAL (SELECT record_id FROM unify.records WHERE phone = v.value LIMIT {cap}) x
+                   UNION SELECT x.record_id FROM unnest($2::text[]) AS v (value),
+                     LATERAL (SELECT record_id FROM unify.records WHERE mobile = v.value LIMIT {cap}) x)",
+                cap = JUNK_VALUE_RECORDS + 1
+            ),
+            vec![
+                emails.iter().cloned().collect::<Vec<_>>().into(),
+                phones.iter().cloned().collect::<Vec<_>>().into(),
+            ],
+            F,
+        );
+        let ctx = Context::with_frequencies(frequencies, &value_holders, &emails, &phones);
+        (
+            records,
+            n_changed,
+            keys,
+            blocks,
+            ctx,
+            source_ids(client),
+            within,
+        )
+    });
+    let changed: Vec<u32> = (0..n_changed as u32).collect();
+    let mut cands = candidates_of(&changed, &keys, &blocks, rules);
+    // Pairs within groups that involve a changed record are in `cands` already.
+    cands.extend(
+        extra
+            .into_iter()
+            .filter(|c| c.a as usize >= n_changed && c.b as usize >= n_changed),
+    );
+    let scorer = Scorer::new(&model, &ctx, &ids);
+    TableIterator::new(pair_rows(&model, &scorer, &records, &cands))
+}
+
+type PairRow = (i64, i64, f64, f64, bool, Option<String>, Vec<String>, JsonB);
+
+/// The scored candidates at or above the review threshold (or forced), as rows of unify.pairs.
+fn pair_rows(
+    model: &Model,
+    scorer: &Scorer<'_>,
+    records: &[MatchRecord],
+    cands: &[Candidate],
+) -> Vec<PairRow> {
     let review_weight = log2_odds(model.review_threshold);
     let mut rows = Vec::new();
-    for c in &cands {
+    for c in cands {
         let (a, b) = (&records[c.a as usize], &records[c.b as usize]);
         let score = scorer.score(a, b);
         if score.weight < review_weight && score.forced_by.is_none() {
@@ -234,13 +603,13 @@ fn _score_pairs() -> TableIterator<
             y.id,
             score.weight,
             score.probability,
-            score.is_match(&model),
+            score.is_match(model),
             score.forced_by.map(|i| model.rules[i].name.clone()),
             rules,
             JsonB(Value::Object(weights)),
         ));
     }
-    TableIterator::new(rows)
+    rows
 }
 
 /// Why two records score as they do: the prior, then per comparison the level hit, the values
@@ -263,72 +632,55 @@ fn explain_match(
     ),
 > {
     let model = current_model("explain_match");
-    let (pair, context_records, ids, counts) =
-        Spi::connect(|client| {
-            let pair = load_records(
-                client,
-                "WHERE record_id = ANY ($1)",
-                vec![vec![record_a, record_b].into()],
-                "explain_match",
-            );
-            let find = |id: i64| {
-                pair.iter()
-                    .find(|r| r.id == id)
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        raise(
-                            PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
-                            format!("record {id} does not exist"),
-                            None,
-                            "record ids are unify.records.record_id, as in unify.pairs.",
-                            "explain_match",
-                        )
-                    })
-            };
-            let (a, b) = (find(record_a), find(record_b));
-            // The records sharing an e-mail or phone with the pair: whether those are household
-            // values is decided as in batch scoring.
-            let emails: Vec<String> = [&a.email_key, &b.email_key]
-                .into_iter()
-                .flatten()
+    let (pair, context_records, ids, frequencies) = Spi::connect(|client| {
+        let pair = load_records(
+            client,
+            "WHERE record_id = ANY ($1)",
+            vec![vec![record_a, record_b].into()],
+            "explain_match",
+        );
+        let find = |id: i64| {
+            pair.iter()
+                .find(|r| r.id == id)
                 .cloned()
-                .collect();
-            let phones: Vec<String> = a.phones.iter().chain(b.phones.iter()).cloned().collect();
-            let sharing = load_records(
-                client,
-                "WHERE email_key = ANY ($1) OR phone = ANY ($2) OR mobile = ANY ($2)",
-                vec![emails.into(), phones.into()],
-                "explain_match",
-            );
-            let counts = client
-            .select(
-                "SELECT count(*) FILTER (WHERE first_name = $1)::float8, count(first_name)::float8,
-                        count(*) FILTER (WHERE last_name = $2)::float8, count(last_name)::float8
-                 FROM unify.records",
-                None,
-                &[a.first_name.clone().into(), a.last_name.clone().into()],
-            )
-            .and_then(|t| {
-                let t = t.first();
-                Ok((t.get::<f64>(1)?, t.get::<f64>(2)?, t.get::<f64>(3)?, t.get::<f64>(4)?))
-            })
-            .unwrap_or_else(|e| spi_failed(e, "explain_match"));
-            ((a, b), sharing, source_ids(client), counts)
-        });
+                .unwrap_or_else(|| {
+                    raise(
+                        PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
+                        format!("record {id} does not exist"),
+                        None,
+                        "record ids are unify.records.record_id, as in unify.pairs.",
+                        "explain_match",
+                    )
+                })
+        };
+        let (a, b) = (find(record_a), find(record_b));
+        // The records sharing an e-mail or phone with the pair: whether those are household
+        // values is decided as in batch scoring.
+        let emails: Vec<String> = [&a.email_key, &b.email_key]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let phones: Vec<String> = a.phones.iter().chain(b.phones.iter()).cloned().collect();
+        let sharing = load_records(
+            client,
+            "WHERE email_key = ANY ($1) OR phone = ANY ($2) OR mobile = ANY ($2)",
+            vec![emails.into(), phones.into()],
+            "explain_match",
+        );
+        let frequencies = load_frequencies(
+            client,
+            Some((
+                a.first_name.iter().cloned().collect(),
+                a.last_name.iter().cloned().collect(),
+            )),
+            "explain_match",
+        );
+        ((a, b), sharing, source_ids(client), frequencies)
+    });
     let (a, b) = pair;
     let mut ctx = Context::build(&context_records);
-    ctx.first_name_tf.clear();
-    ctx.last_name_tf.clear();
-    if let (Some(name), (Some(n), Some(total), _, _)) = (&a.first_name, counts) {
-        if total > 0.0 {
-            ctx.first_name_tf.insert(name.clone(), n / total);
-        }
-    }
-    if let (Some(name), (_, _, Some(n), Some(total))) = (&a.last_name, counts) {
-        if total > 0.0 {
-            ctx.last_name_tf.insert(name.clone(), n / total);
-        }
-    }
+    (ctx.first_name_tf, ctx.last_name_tf) = frequencies;
     let scorer = Scorer::new(&model, &ctx, &ids);
     let (_, terms) = scorer.explain(&a, &b);
     TableIterator::new(terms.into_iter().map(|t| {

@@ -42,6 +42,40 @@ CREATE TABLE unify.blocking_stats (
 );
 COMMENT ON TABLE unify.blocking_stats IS 'Per blocking rule: pairs produced, pairs new to it, blocks skipped as too large (last unify.score_pairs())';
 
+-- The blocking index of the change queue: a 64-bit hash of every (rule, key) of every record,
+-- written by unify.score_pairs() and kept current by unify.process_queue(), so a changed record
+-- finds its candidates through an index instead of a pass over all records. No foreign key on
+-- purpose (ten keys per record would mean ten key checks per record in score_pairs): commands
+-- that delete records remove their keys, and a key left behind is dropped when met.
+CREATE TABLE unify.block_keys (
+    key_hash  bigint NOT NULL,
+    record_id bigint NOT NULL,
+    PRIMARY KEY (key_hash, record_id)
+);
+COMMENT ON TABLE unify.block_keys IS 'Hashed blocking keys per record (unify.score_pairs builds, unify.process_queue maintains)';
+CREATE INDEX block_keys_record ON unify.block_keys (record_id);
+
+-- The blocking rules unify.block_keys was built with: a changed rule needs a new full scoring.
+CREATE TABLE unify.matching_state (
+    singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    blocking_rules jsonb NOT NULL,
+    keys_built_at  timestamptz NOT NULL
+);
+COMMENT ON TABLE unify.matching_state IS 'Blocking rules behind unify.block_keys (one row once unify.score_pairs ran)';
+
+-- Name frequencies per model version, measured by unify.train() on the records it learned from:
+-- the term-frequency adjustment of exact name matches. Part of the model, so a pair scores the
+-- same in a full run and as a change, today and after the next thousand sign-ups.
+CREATE TABLE unify.name_frequencies (
+    model_version int NOT NULL REFERENCES unify.model ON DELETE CASCADE,
+    field         text NOT NULL CHECK (field IN ('first_name', 'last_name')),
+    value         text NOT NULL,
+    frequency     float8 NOT NULL CHECK (frequency > 0 AND frequency <= 1),
+    PRIMARY KEY (model_version, field, value)
+);
+COMMENT ON TABLE unify.name_frequencies IS 'Share of records per first and last name when the model version was trained (term-frequency adjustment)';
+SELECT pg_catalog.pg_extension_config_dump('unify.name_frequencies', '');
+
 -- The model in use: the newest version, or the shipped default before any.
 CREATE FUNCTION unify.get_model() RETURNS jsonb
 STABLE PARALLEL SAFE LANGUAGE sql AS $$
@@ -56,6 +90,10 @@ DECLARE
 BEGIN
     INSERT INTO unify.model (model, origin) VALUES (unify.validate_model(model), 'set_model')
     RETURNING version INTO new_version;
+    -- A pinned model keeps the name frequencies of the version it replaces.
+    INSERT INTO unify.name_frequencies (model_version, field, value, frequency)
+    SELECT new_version, f.field, f.value, f.frequency FROM unify.name_frequencies f
+    WHERE f.model_version = (SELECT max(m.version) FROM unify.model m WHERE m.version < new_version);
     RETURN new_version;
 END
 $$;
@@ -75,6 +113,9 @@ BEGIN
     INSERT INTO unify.model (model, origin, report)
     VALUES (result -> 'model', 'train', result -> 'report' || jsonb_build_object('blocking', result -> 'blocking'))
     RETURNING version INTO new_version;
+    INSERT INTO unify.name_frequencies (model_version, field, value, frequency)
+    SELECT new_version, f.key, v.key, v.value::float8
+    FROM jsonb_each(result -> 'frequencies') f, jsonb_each_text(f.value) v;
     RAISE NOTICE 'model version %: prior %, % expected matches among % candidate pairs, %',
         new_version, round((result #>> '{report,prior}')::numeric, 12), round((result #>> '{report,expected_matches}')::numeric),
         result #>> '{report,candidate_pairs}',
@@ -150,6 +191,9 @@ REVOKE ALL ON FUNCTION unify.train(int, int), unify.score_pairs(), unify.set_mod
     unify._train(int, int), unify._score_pairs(), unify.explain_match(bigint, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION unify.train(int, int), unify.score_pairs(), unify.set_model(jsonb), unify.get_model(),
     unify._train(int, int), unify._score_pairs(), unify.explain_match(bigint, bigint) TO unify_admin;
-GRANT SELECT, INSERT, UPDATE, DELETE ON unify.model, unify.pairs, unify.blocking_stats TO unify_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON unify.model, unify.pairs, unify.blocking_stats, unify.block_keys, unify.matching_state,
+    unify.name_frequencies TO unify_admin;
+GRANT SELECT ON unify.name_frequencies TO unify_reader;
+GRANT TRUNCATE ON unify.block_keys TO unify_admin;
 GRANT SELECT ON unify.match_report, unify.blocking_stats TO unify_admin, unify_reader;
 GRANT USAGE ON SEQUENCE unify.model_version_seq TO unify_admin;

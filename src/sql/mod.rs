@@ -42,6 +42,13 @@ pgrx::extension_sql_file!(
     ]
 );
 
+// Real time: the change queue applied end to end, its figures and the worker in unify.status.
+pgrx::extension_sql_file!(
+    "realtime.sql",
+    name = "realtime",
+    requires = ["persons", matching::_score_records]
+);
+
 // Segments and predictions: transactions in place, RFM segments with change events, BG/NBD /
 // Pareto/NBD and Gamma-Gamma fits, predictions, and customer_360 over all of it.
 pgrx::extension_sql_file!("segments.sql", name = "segments", finalize);

@@ -536,16 +536,21 @@ fn _group_households(person_ids: Option<Vec<i64>>) -> i64 {
             None => (format!("SELECT {columns} FROM unify.persons p ORDER BY p.person_id"), vec![]),
             Some(ids) => (
                 format!(
+                    // One indexed join per shared key (an OR across them would read every person).
                     "WITH scope AS (SELECT * FROM unify.persons WHERE person_id = ANY ($1)),
                      near AS (
-                        SELECT p.* FROM unify.persons p JOIN scope s
-                          ON p.household_id = s.household_id
-                          OR (p.postcode, p.street, coalesce(p.house_number, '')) = (s.postcode, s.street, coalesce(s.house_number, ''))
-                          OR p.phone = s.phone OR p.email = s.email
-                        UNION SELECT * FROM scope)
-                     SELECT DISTINCT {columns} FROM unify.persons p
-                     WHERE p.person_id IN (SELECT person_id FROM near)
-                        OR p.household_id IN (SELECT household_id FROM near)
+                        SELECT p.person_id, p.household_id FROM scope s JOIN unify.persons p ON p.household_id = s.household_id
+                        UNION SELECT p.person_id, p.household_id FROM scope s JOIN unify.persons p
+                          ON p.postcode = s.postcode AND p.street = s.street
+                         AND coalesce(p.house_number, '') = coalesce(s.house_number, '')
+                        UNION SELECT p.person_id, p.household_id FROM scope s JOIN unify.persons p ON p.phone = s.phone
+                        UNION SELECT p.person_id, p.household_id FROM scope s JOIN unify.persons p ON p.email = s.email
+                        UNION SELECT s.person_id, s.household_id FROM scope s),
+                     members AS (
+                        SELECT n.person_id FROM near n
+                        UNION SELECT p.person_id FROM unify.persons p
+                          WHERE p.household_id IN (SELECT n.household_id FROM near n WHERE n.household_id IS NOT NULL))
+                     SELECT {columns} FROM unify.persons p JOIN members m USING (person_id)
                      ORDER BY p.person_id"
                 ),
                 vec![ids.clone().into()],

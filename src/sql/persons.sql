@@ -186,7 +186,9 @@ DECLARE
     touched bigint[];
 BEGIN
     result := unify._cluster(person_ids, record_ids, rule, reason);
-    touched := ARRAY(SELECT jsonb_array_elements_text(result -> 'touched')::bigint);
+    -- The given persons too: one whose records all went away has nothing left in the scope.
+    touched := ARRAY(SELECT jsonb_array_elements_text(result -> 'touched')::bigint
+                     UNION SELECT unnest(person_ids));
     PERFORM unify._refresh_persons(touched, rule, reason);
     PERFORM unify._group_households(touched);
     RETURN result;
@@ -383,6 +385,7 @@ BEGIN
     ON CONFLICT DO NOTHING;
     DELETE FROM unify.pairs p WHERE p.record_a IN (SELECT m.record_id FROM unnest(members) m)
                                  OR p.record_b IN (SELECT m.record_id FROM unnest(members) m);
+    DELETE FROM unify.block_keys k WHERE k.record_id IN (SELECT m.record_id FROM unnest(members) m);
     DELETE FROM unify.overrides o WHERE (o.source_a, o.key_a) IN (SELECT m.source_id, m.source_key FROM unnest(members) m)
                                      OR (o.source_b, o.key_b) IN (SELECT m.source_id, m.source_key FROM unnest(members) m);
     DELETE FROM unify.change_queue q WHERE (q.source_id, q.source_key) IN (SELECT m.source_id, m.source_key FROM unnest(members) m);

@@ -444,6 +444,10 @@ BEGIN
     IF keep_records THEN
         UPDATE unify.sources SET removed_at = now(), track_changes = false WHERE source_id = src.source_id;
     ELSE
+        -- Pairs and blocking keys have no foreign key to records (see matching.sql).
+        DELETE FROM unify.block_keys k WHERE k.record_id IN (SELECT r.record_id FROM unify.records r WHERE r.source_id = src.source_id);
+        DELETE FROM unify.pairs p WHERE p.record_a IN (SELECT r.record_id FROM unify.records r WHERE r.source_id = src.source_id)
+                                     OR p.record_b IN (SELECT r.record_id FROM unify.records r WHERE r.source_id = src.source_id);
         DELETE FROM unify.sources WHERE source_id = src.source_id;  -- its records go with it
     END IF;
 END
@@ -574,75 +578,10 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION unify.process_queue(max_rows int DEFAULT 10000) RETURNS int
-VOLATILE LANGUAGE plpgsql AS $$
-DECLARE
-    batches jsonb;
-    batch jsonb;
-    src unify.sources;
-    taken int := 0;
-BEGIN
-    IF max_rows IS NULL OR max_rows < 1 THEN
-        RAISE EXCEPTION 'max_rows must be a positive number, not %', coalesce(max_rows::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    -- Take the oldest changes nobody else is working on; they leave the queue in the same
-    -- transaction that applies them, so a crash loses nothing and applies nothing twice.
-    WITH picked AS (
-        SELECT ctid FROM unify.change_queue ORDER BY enqueued_at LIMIT max_rows FOR UPDATE SKIP LOCKED
-    ), taken_rows AS (
-        DELETE FROM unify.change_queue q WHERE q.ctid = ANY (ARRAY(SELECT p.ctid FROM picked p))
-        RETURNING q.source_id, q.source_key, q.op
-    ), per_source AS (
-        SELECT t.source_id, bool_or(t.op = 'T') AS truncated,
-               array_agg(DISTINCT t.source_key) FILTER (WHERE t.source_key IS NOT NULL) AS keys, count(*) AS n
-        FROM taken_rows t GROUP BY t.source_id
-    )
-    SELECT jsonb_agg(to_jsonb(per_source)) INTO batches FROM per_source;
-    FOR batch IN SELECT * FROM jsonb_array_elements(coalesce(batches, '[]')) LOOP
-        taken := taken + (batch ->> 'n')::int;
-        SELECT * INTO src FROM unify.sources WHERE source_id = (batch ->> 'source_id')::int AND removed_at IS NULL;
-        IF NOT FOUND THEN
-            CONTINUE;  -- the source was removed meanwhile: its changes have nowhere to go
-        END IF;
-        IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = src.relation) THEN
-            RAISE WARNING 'source "%": table % no longer exists; % queued changes dropped', src.name, src.relation_name, batch ->> 'n'
-                USING HINT = 'unify.remove_source() removes the source and its records.';
-            CONTINUE;
-        END IF;
-        -- The current state of the source row decides, not the operation: several changes of
-        -- one key collapse into one, and order within the batch does not matter. A truncate
-        -- re-reads the whole source.
-        PERFORM unify._apply(src, CASE WHEN (batch ->> 'truncated')::boolean THEN NULL
-                                       ELSE ARRAY(SELECT jsonb_array_elements_text(batch -> 'keys')) END);
-    END LOOP;
-    RETURN taken;
-END
-$$;
-
-CREATE VIEW unify.status AS
-SELECT s.name AS source,
-       s.relation_name AS relation,
-       s.track_changes,
-       s.removed_at,
-       greatest(c.reltuples, 0)::bigint AS source_rows_estimate,
-       (SELECT count(*) FROM unify.records r WHERE r.source_id = s.source_id) AS records,
-       (SELECT count(*) FROM unify.change_queue q WHERE q.source_id = s.source_id) AS queue_depth,
-       (SELECT now() - min(q.enqueued_at) FROM unify.change_queue q WHERE q.source_id = s.source_id) AS queue_lag,
-       s.last_sync_at,
-       s.last_sync_rows,
-       s.last_sync_seconds,
-       (SELECT a.query_start FROM pg_stat_activity a
-         WHERE a.application_name = 'unify.sync ' || s.name LIMIT 1) AS sync_running_since
-FROM unify.sources s
-LEFT JOIN pg_class c ON c.oid = s.relation;
-COMMENT ON VIEW unify.status IS 'Per source: rows, records, queue depth and lag, last sync, a sync running now';
-
 -- Privileges: commands and PII for unify_admin; the status view for unify_reader too.
 REVOKE ALL ON FUNCTION unify.add_source(text, regclass, text, jsonb, int, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify.remove_source(text, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify.sync(text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION unify.process_queue(int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify._apply(unify.sources, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify._create_capture(int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify._drop_capture(int, regclass) FROM PUBLIC;
@@ -650,10 +589,9 @@ REVOKE ALL ON FUNCTION unify._checked_source(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify._raw_query(unify.sources, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify._keys_filter(unify.sources, text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION unify.add_source(text, regclass, text, jsonb, int, boolean), unify.remove_source(text, boolean),
-    unify.sync(text), unify.process_queue(int), unify._apply(unify.sources, text[]), unify._create_capture(int),
+    unify.sync(text), unify._apply(unify.sources, text[]), unify._create_capture(int),
     unify._drop_capture(int, regclass), unify._checked_source(text), unify._raw_query(unify.sources, text),
     unify._keys_filter(unify.sources, text[])
     TO unify_admin;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA unify TO unify_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON unify.sources, unify.records, unify.change_queue, unify.erasures TO unify_admin;
-GRANT SELECT ON unify.status TO unify_admin, unify_reader;

@@ -17,7 +17,11 @@ pub fn spi_failed(e: impl std::fmt::Display, function: &'static str) -> ! {
 
 pub type Args<'a> = Vec<pgrx::datum::DatumWithOid<'a>>;
 
-/// Rows of `query`, fetched in batches, each turned into a value by `row`.
+/// Rows of `query`, each turned into a value by `row`. A query without parameters reads a whole
+/// table: it goes through a cursor in batches, so memory stays flat. A query with parameters
+/// reads what they name (the records of a change, a few persons): it runs in one go, planned for
+/// its whole result; a cursor would be planned for its first tenth (cursor_tuple_fraction) and
+/// then prefer walking a primary key in order, reading the whole table for a few rows.
 pub fn fetch_all<T>(
     client: &SpiClient<'_>,
     query: &str,
@@ -25,6 +29,12 @@ pub fn fetch_all<T>(
     function: &'static str,
     mut row: impl FnMut(&SpiHeapTupleData) -> T,
 ) -> Vec<T> {
+    if !args.is_empty() {
+        let table = client
+            .select(query, None, &args)
+            .unwrap_or_else(|e| spi_failed(e, function));
+        return table.map(|r| row(&r)).collect();
+    }
     let mut cursor = client
         .try_open_cursor(query, &args)
         .unwrap_or_else(|e| spi_failed(e, function));

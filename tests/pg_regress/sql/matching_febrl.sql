@@ -60,6 +60,7 @@ SELECT unify.remove_source('febrl');
 DELETE FROM unify.pairs;
 DELETE FROM unify.model;
 DELETE FROM unify.blocking_stats;
+DELETE FROM unify.block_keys; DELETE FROM unify.matching_state;
 DROP SCHEMA febrl CASCADE;
 -- Later tests count ids from 1.
 SELECT setval(pg_get_serial_sequence('unify.sources', 'source_id'), 1, false) IS NOT NULL AS reset,

@@ -58,6 +58,7 @@ SELECT unify.remove_source('kunden');
 DELETE FROM unify.pairs;
 DELETE FROM unify.model;
 DELETE FROM unify.blocking_stats;
+DELETE FROM unify.block_keys; DELETE FROM unify.matching_state;
 DROP VIEW k;
 DROP TABLE kunden;
 -- Later tests count ids from 1.

@@ -174,6 +174,7 @@ SELECT unify.remove_source('webshop');
 DROP VIEW who, anna;
 DROP TABLE kunden, webshop, before, lena;
 DELETE FROM unify.pairs; DELETE FROM unify.model; DELETE FROM unify.blocking_stats; DELETE FROM unify.persons;
+DELETE FROM unify.block_keys; DELETE FROM unify.matching_state;
 DELETE FROM unify.identity_events; DELETE FROM unify.overrides; DELETE FROM unify.survivorship; DELETE FROM unify.erasures;
 DELETE FROM unify.sources;
 SELECT setval(pg_get_serial_sequence('unify.sources', 'source_id'), 1, false) IS NOT NULL AS reset,

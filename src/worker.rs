@@ -1,0 +1,239 @@
+//! The background worker: one per database in `customer_unify.databases`, registered when the
+//! library is in `shared_preload_libraries`. It drains `unify.change_queue` through
+//! `unify.process_queue()` in small transactions and, if asked, refreshes segments on an
+//! interval. Everything it does is one SQL call, so a database without the worker gets the
+//! same result from a scheduled job (pg_cron).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::prelude::*;
+
+pub static DATABASES: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(Some(c"postgres"));
+pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1000);
+pub static NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(20);
+pub static SEGMENT_REFRESH_S: GucSetting<i32> = GucSetting::<i32>::new(0);
+
+/// Seconds the postmaster waits before starting a worker that exited with an error again: an
+/// error that repeats (a broken source) then costs one log line per interval, not a hot loop.
+const RESTART_SECONDS: u64 = 10;
+/// How often a worker whose database lacks the extension looks again.
+const NO_EXTENSION_RETRY: Duration = Duration::from_secs(10);
+
+pub fn init() {
+    GucRegistry::define_bool_guc(
+        c"customer_unify.worker_enabled",
+        c"Whether the background workers process the change queue.",
+        c"Off: the workers idle (unify.process_queue() from a scheduled job still works). Reloaded on SIGHUP.",
+        &ENABLED,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"customer_unify.batch_size",
+        c"Queued changes per worker transaction.",
+        c"Smaller batches keep locks and memory short; larger ones raise throughput under a backlog.",
+        &BATCH_SIZE,
+        1,
+        1_000_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"customer_unify.naptime",
+        c"How long an idle worker waits before looking at the queue again.",
+        c"The latency from a commit to its person is at most this plus one batch.",
+        &NAPTIME_MS,
+        1,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"customer_unify.segment_refresh_interval",
+        c"How often the worker runs unify.refresh_segments() (0: never).",
+        c"The interval counts from the last run in unify.segment_runs, whoever started it.",
+        &SEGMENT_REFRESH_S,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+
+    // A server-start setting can only be defined while the server starts: without preloading
+    // there are no workers and nothing to configure.
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        return;
+    }
+    GucRegistry::define_string_guc(
+        c"customer_unify.databases",
+        c"Databases whose change queue a background worker serves (comma-separated).",
+        c"One worker per database; needs the library in shared_preload_libraries and a restart to change.",
+        &DATABASES,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    for database in databases() {
+        BackgroundWorkerBuilder::new(&format!("customer_unify worker {database}"))
+            .set_type("customer_unify worker")
+            .set_library("customer_unify")
+            .set_function("customer_unify_worker_main")
+            .set_extra(&database)
+            .enable_spi_access()
+            .set_restart_time(Some(Duration::from_secs(RESTART_SECONDS)))
+            .load();
+    }
+}
+
+fn databases() -> Vec<String> {
+    DATABASES
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .split(',')
+        .map(|d| d.trim().to_string())
+        // bgw_extra holds 128 bytes; a longer name could not be passed (and Postgres allows 63).
+        .filter(|d| !d.is_empty() && d.len() < 128)
+        .collect()
+}
+
+fn report_activity(query: Option<&std::ffi::CStr>) {
+    unsafe {
+        match query {
+            Some(q) => {
+                pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, q.as_ptr())
+            }
+            None => {
+                pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null())
+            }
+        }
+    }
+}
+
+fn shutdown_requested() -> bool {
+    unsafe { pg_sys::ShutdownRequestPending != 0 }
+}
+
+/// True while the worker runs SQL. A SIGTERM then cancels that SQL at its next interrupt check
+/// (Postgres' own `die`: the transaction rolls back, the queued changes stay queued) instead of
+/// waiting for a long batch, which a fast shutdown or `DROP DATABASE … WITH (FORCE)` would not
+/// wait for; between batches it only asks the loop to stop.
+static BUSY: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "C-unwind" fn on_sigterm(signal: std::ffi::c_int) {
+    unsafe {
+        (&raw mut pg_sys::ShutdownRequestPending).write_volatile(1);
+        if BUSY.load(Ordering::SeqCst) {
+            pg_sys::die(signal);
+        }
+        pg_sys::SetLatch(pg_sys::MyLatch);
+    }
+}
+
+/// Runs `work` in its own transaction with SIGTERM cancelling it; None when a stop was already
+/// asked for (checked after BUSY is set, so a signal cannot slip in between unseen).
+fn busy_transaction<R: std::panic::UnwindSafe>(
+    work: impl FnOnce() -> R + std::panic::UnwindSafe + std::panic::RefUnwindSafe,
+) -> Option<R> {
+    BUSY.store(true, Ordering::SeqCst);
+    let result = if shutdown_requested() {
+        None
+    } else {
+        Some(BackgroundWorker::transaction(work))
+    };
+    BUSY.store(false, Ordering::SeqCst);
+    result
+}
+
+/// True when the extension is installed in this database (checked in its own transaction).
+fn extension_installed() -> bool {
+    BackgroundWorker::transaction(|| {
+        Spi::get_one::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'customer_unify')",
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+    })
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn customer_unify_worker_main(_arg: pg_sys::Datum) {
+    let database = BackgroundWorker::get_extra().to_string();
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
+    unsafe { pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(on_sigterm)) };
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    BackgroundWorker::transaction(|| {
+        Spi::run(
+            "SELECT pg_catalog.set_config('application_name', 'customer_unify worker', false)",
+        )
+        .ok();
+    });
+    log!("customer_unify worker started for database \"{database}\"");
+    let mut next_segment_check = Instant::now();
+    let mut nap = Duration::ZERO;
+    loop {
+        BackgroundWorker::wait_latch(Some(nap));
+        if shutdown_requested() {
+            break;
+        }
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        nap = Duration::from_millis(NAPTIME_MS.get().max(1) as u64);
+        if !ENABLED.get() {
+            continue;
+        }
+        if !extension_installed() {
+            nap = NO_EXTENSION_RETRY;
+            continue;
+        }
+        // Drain: batch after batch while they find work, each its own transaction (its memory
+        // freed at commit), stopping between batches when asked to.
+        loop {
+            let batch = BATCH_SIZE.get();
+            // Shown in pg_stat_activity (state, query) while the batch runs.
+            report_activity(Some(c"SELECT unify.process_queue()"));
+            let taken = busy_transaction(|| {
+                Spi::get_one_with_args::<i32>("SELECT unify.process_queue($1)", &[batch.into()])
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0)
+            });
+            report_activity(None);
+            if taken.is_none_or(|taken| taken < batch) {
+                break;
+            }
+        }
+        let interval = SEGMENT_REFRESH_S.get();
+        if interval > 0 && Instant::now() >= next_segment_check && !shutdown_requested() {
+            next_segment_check = Instant::now() + Duration::from_secs(interval.min(60) as u64);
+            busy_transaction(|| {
+                let due = Spi::get_one_with_args::<bool>(
+                    "SELECT coalesce(max(r.ran_at), '-infinity') < now() - make_interval(secs => $1)
+                            AND EXISTS (SELECT 1 FROM unify.transaction_sources)
+                       FROM unify.segment_runs r",
+                    &[f64::from(interval).into()],
+                )
+                .ok()
+                .flatten()
+                .unwrap_or(false);
+                if due {
+                    report_activity(Some(c"SELECT unify.refresh_segments()"));
+                    Spi::run("SELECT unify.refresh_segments()").ok();
+                    report_activity(None);
+                }
+            });
+        }
+    }
+    log!("customer_unify worker for database \"{database}\" stopped");
+    // Exit status 1: the postmaster starts the worker again after the restart time unless the
+    // server is shutting down. With 0 it would forget it, and a pg_terminate_backend() or a
+    // DROP DATABASE … WITH (FORCE) on another database would stop the service until a restart.
+    unsafe { pg_sys::proc_exit(1) };
+}
