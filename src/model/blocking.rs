@@ -296,13 +296,28 @@ pub fn candidates(
 /// change queue finds a record's blocks through an index. Hand-written because it must never
 /// change between builds (std's hasher makes no such promise); a collision only adds a
 /// candidate that scoring then rejects.
-pub fn key_hash(rule: &str, key: &str) -> i64 {
+///
+/// The low byte holds the rule's index (a candidate's rules are a u32 mask, so there are at most
+/// 32): a stored key tells its rule, and with it its block size limit, even after the record
+/// that held it has changed.
+pub fn key_hash(rule_index: usize, rule: &str, key: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in rule.bytes().chain([0u8]).chain(key.bytes()) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    h as i64
+    ((h & !0xff) | (rule_index as u64 & 0xff)) as i64
+}
+
+/// The index of the rule a [`key_hash`] belongs to.
+pub fn rule_of(hash: i64) -> usize {
+    (hash as u64 & 0xff) as usize
+}
+
+/// Whether a block's change from `before` to `after` members takes it across its size limit
+/// (either way): its pairs then appear or vanish, also among members that did not change.
+pub fn crosses_limit(max_block_size: usize, before: usize, after: usize) -> bool {
+    (before <= max_block_size) != (after <= max_block_size)
 }
 
 /// The hashed keys of one record under every rule, as (rule index, hash), each once.
@@ -313,7 +328,7 @@ pub fn key_hashes(rules: &[BlockingRule], r: &MatchRecord) -> Vec<(usize, i64)> 
         .flat_map(|(i, rule)| {
             rule.keys(r)
                 .into_iter()
-                .map(move |k| (i, key_hash(&rule.name, &k)))
+                .map(move |k| (i, key_hash(i, &rule.name, &k)))
         })
         .collect();
     out.sort_unstable();
@@ -552,10 +567,27 @@ mod tests {
     #[test]
     fn key_hash_is_stable_and_rule_specific() {
         // The stored hashes must not change between builds: pin one value.
-        assert_eq!(key_hash("email", "a@x.de"), key_hash("email", "a@x.de"));
-        assert_ne!(key_hash("email", "a@x.de"), key_hash("phone", "a@x.de"));
-        assert_ne!(key_hash("ab", "c"), key_hash("a", "bc"));
-        assert_eq!(key_hash("", ""), 0xaf63_bd4c_8601_b7df_u64 as i64);
+        assert_eq!(
+            key_hash(0, "email", "a@x.de"),
+            key_hash(0, "email", "a@x.de")
+        );
+        assert_ne!(
+            key_hash(0, "email", "a@x.de"),
+            key_hash(1, "phone", "a@x.de")
+        );
+        assert_ne!(key_hash(0, "ab", "c"), key_hash(0, "a", "bc"));
+        assert_eq!(key_hash(0, "", ""), 0xaf63_bd4c_8601_b700_u64 as i64);
+        assert_eq!(key_hash(7, "", ""), 0xaf63_bd4c_8601_b707_u64 as i64);
+        assert_eq!(rule_of(key_hash(7, "phone", "+4930")), 7);
+        assert_eq!(rule_of(key_hash(31, "x", "y")), 31);
+    }
+
+    #[test]
+    fn crossing_the_block_size_limit() {
+        assert!(crosses_limit(50, 50, 51));
+        assert!(crosses_limit(50, 53, 49));
+        assert!(!crosses_limit(50, 49, 50));
+        assert!(!crosses_limit(50, 51, 60));
     }
 
     #[test]

@@ -11,7 +11,8 @@ use serde_json::{json, Map, Value};
 use super::errors::raise;
 use super::spi::{fetch_all, spi_failed, Args};
 use crate::model::blocking::{
-    candidates, candidates_of, candidates_within, key_hashes, Candidate, RuleStats,
+    candidates, candidates_of, candidates_within, crosses_limit, key_hashes, rule_of, BlockingRule,
+    Candidate, RuleStats,
 };
 use crate::model::comparison::{Context, COMPARISONS, JUNK_VALUE_RECORDS};
 use crate::model::params::{log2_odds, Model, Scorer};
@@ -299,6 +300,143 @@ fn frequency_row(r: &pgrx::spi::SpiHeapTupleData) -> (bool, String, f64) {
     )
 }
 
+/// How the blocking keys of `records` (their current values; the ids in `record_ids` that are
+/// gone have none) differ from the stored ones: the (record, hash) pairs to delete and to
+/// insert.
+fn key_changes(
+    client: &SpiClient<'_>,
+    record_ids: &[i64],
+    records: &[MatchRecord],
+    keys: &[Vec<(usize, i64)>],
+) -> (Vec<(i64, i64)>, Vec<(i64, i64)>) {
+    let stored: HashSet<(i64, i64)> = fetch_all(
+        client,
+        "SELECT record_id, key_hash FROM unify.block_keys WHERE record_id = ANY ($1)",
+        vec![record_ids.to_vec().into()],
+        "process_queue",
+        |r| {
+            (
+                r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                r.get::<i64>(2).ok().flatten().unwrap_or_default(),
+            )
+        },
+    )
+    .into_iter()
+    .collect();
+    let wanted: HashSet<(i64, i64)> = records
+        .iter()
+        .zip(keys)
+        .flat_map(|(r, k)| k.iter().map(move |&(_, h)| (r.id, h)))
+        .collect();
+    (
+        stored.difference(&wanted).copied().collect(),
+        wanted.difference(&stored).copied().collect(),
+    )
+}
+
+fn count_by_hash(keys: &[(i64, i64)]) -> HashMap<i64, usize> {
+    let mut out = HashMap::new();
+    for &(_, h) in keys {
+        *out.entry(h).or_insert(0) += 1;
+    }
+    out
+}
+
+/// The stored members of the blocks `caps` names, each read up to its cap (hash, cap): a block
+/// with as many members as its cap may have more.
+fn block_members(client: &SpiClient<'_>, caps: &HashMap<i64, usize>) -> HashMap<i64, Vec<i64>> {
+    let (hashes, caps): (Vec<i64>, Vec<i32>) = caps
+        .iter()
+        .map(|(&h, &cap)| (h, cap.min(i32::MAX as usize) as i32))
+        .unzip();
+    fetch_all(
+        client,
+        "SELECT k.h, ARRAY(SELECT b.record_id FROM unify.block_keys b WHERE b.key_hash = k.h LIMIT k.cap)
+         FROM unnest($1::bigint[], $2::int[]) AS k (h, cap)",
+        vec![hashes.into(), caps.into()],
+        "process_queue",
+        |r| {
+            (
+                r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                r.get::<Vec<i64>>(2).ok().flatten().unwrap_or_default(),
+            )
+        },
+    )
+    .into_iter()
+    .collect()
+}
+
+/// The blocks that a batch's key changes take across their rule's size limit, with their
+/// members, read before (`applied` false) or after the changes are written. Their pairs appear
+/// or vanish, also between records that did not change, as in a full scoring.
+fn crossing_blocks(
+    client: &SpiClient<'_>,
+    rules: &[BlockingRule],
+    gone: &[(i64, i64)],
+    new: &[(i64, i64)],
+    applied: bool,
+) -> Vec<(i64, Vec<i64>)> {
+    let (removed, added) = (count_by_hash(gone), count_by_hash(new));
+    let count = |m: &HashMap<i64, usize>, h: &i64| m.get(h).copied().unwrap_or(0);
+    // Read one past the largest size at which the block can still cross.
+    let caps: HashMap<i64, usize> = removed
+        .keys()
+        .chain(added.keys())
+        .filter(|&&h| rule_of(h) < rules.len())
+        .map(|&h| {
+            let max = rules[rule_of(h)].max_block_size;
+            let slack = if applied {
+                count(&added, &h)
+            } else {
+                count(&removed, &h)
+            };
+            (h, max + slack + 1)
+        })
+        .collect();
+    block_members(client, &caps)
+        .into_iter()
+        .filter(|(h, members)| {
+            let n = members.len();
+            if n >= caps[h] {
+                return false;
+            }
+            let (before, after) = if applied {
+                ((n + count(&removed, h)).saturating_sub(count(&added, h)), n)
+            } else {
+                (n, (n + count(&added, h)).saturating_sub(count(&removed, h)))
+            };
+            crosses_limit(rules[rule_of(*h)].max_block_size, before, after)
+        })
+        .collect()
+}
+
+/// The records whose pairs a change of `record_ids` makes appear or vanish without their own
+/// data changing: the members of the blocks the change takes across their size limit. Called
+/// by unify.process_queue() after the records are updated and before they are re-scored, which
+/// then re-scores the pairs among these too.
+#[pg_extern(volatile, strict)]
+fn _block_crossings(record_ids: Vec<i64>) -> Vec<i64> {
+    let model = current_model("process_queue");
+    let rules = &model.blocking_rules;
+    Spi::connect(|client| {
+        let changed = load_records(
+            &client,
+            "WHERE r.record_id = ANY ($1)",
+            vec![record_ids.clone().into()],
+            "process_queue",
+        );
+        let keys: Vec<Vec<(usize, i64)>> = changed.iter().map(|r| key_hashes(rules, r)).collect();
+        let (gone, new) = key_changes(&client, &record_ids, &changed, &keys);
+        let mut ids: Vec<i64> = crossing_blocks(&client, rules, &gone, &new, false)
+            .into_iter()
+            .flat_map(|(_, members)| members)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    })
+}
+
 /// Re-blocks and re-scores the records `record_ids` (changed, new or deleted) against all
 /// records, as unify.score_pairs() would, and re-scores the pairs among `holder_ids`, the
 /// records sharing an e-mail or phone with them (whether such a value is a household's can
@@ -348,29 +486,9 @@ fn _score_records(
         );
         let keys: Vec<Vec<(usize, i64)>> = changed.iter().map(|r| key_hashes(rules, r)).collect();
         // Only the keys that differ are written: an update that leaves them alone costs nothing.
-        let stored: HashSet<(i64, i64)> = fetch_all(
-            client,
-            "SELECT record_id, key_hash FROM unify.block_keys WHERE record_id = ANY ($1)",
-            by_id(record_ids.clone()),
-            F,
-            |r| {
-                (
-                    r.get::<i64>(1).ok().flatten().unwrap_or_default(),
-                    r.get::<i64>(2).ok().flatten().unwrap_or_default(),
-                )
-            },
-        )
-        .into_iter()
-        .collect();
-        let wanted: HashSet<(i64, i64)> = changed
-            .iter()
-            .zip(&keys)
-            .flat_map(|(r, k)| k.iter().map(move |&(_, h)| (r.id, h)))
-            .collect();
-        let (gone_ids, gone_hashes): (Vec<i64>, Vec<i64>) =
-            stored.difference(&wanted).copied().unzip();
-        let (new_ids, new_hashes): (Vec<i64>, Vec<i64>) =
-            wanted.difference(&stored).copied().unzip();
+        let (gone, new) = key_changes(client, &record_ids, &changed, &keys);
+        let (gone_ids, gone_hashes): (Vec<i64>, Vec<i64>) = gone.iter().copied().unzip();
+        let (new_ids, new_hashes): (Vec<i64>, Vec<i64>) = new.iter().copied().unzip();
         client
             .update(
                 "DELETE FROM unify.block_keys k USING unnest($1::bigint[], $2::bigint[]) AS g (id, h)
@@ -387,6 +505,12 @@ fn _score_records(
                 )
             })
             .unwrap_or_else(|e| spi_failed(e, F));
+        // Blocks taken across their size limit: their members (among the holders, see
+        // unify._block_crossings) have every pair between them looked at again.
+        let crossing: Vec<Vec<i64>> = crossing_blocks(client, rules, &gone, &new, true)
+            .into_iter()
+            .map(|(_, members)| members)
+            .collect();
         let changed_ids: HashSet<i64> = changed.iter().map(|r| r.id).collect();
         let holder_ids: Vec<i64> = holder_ids
             .into_iter()
@@ -396,32 +520,14 @@ fn _score_records(
         let holder_keys: Vec<Vec<(usize, i64)>> =
             holders.iter().map(|r| key_hashes(rules, r)).collect();
         // Each block is read up to one past its rule's size limit: enough to know it is over.
-        let mut limit: HashMap<i64, usize> = HashMap::new();
-        for &(rule, h) in keys.iter().chain(&holder_keys).flatten() {
-            let max = rules[rule].max_block_size;
-            limit
-                .entry(h)
-                .and_modify(|m| *m = (*m).min(max))
-                .or_insert(max);
-        }
-        let (hashes, caps): (Vec<i64>, Vec<i32>) = limit
+        let limit: HashMap<i64, usize> = keys
             .iter()
-            .map(|(&h, &max)| (h, (max + 1).min(i32::MAX as usize) as i32))
-            .unzip();
-        let members: Vec<(i64, Vec<i64>)> = fetch_all(
-            client,
-            "SELECT k.h, ARRAY(SELECT b.record_id FROM unify.block_keys b WHERE b.key_hash = k.h LIMIT k.cap)
-             FROM unnest($1::bigint[], $2::int[]) AS k (h, cap)",
-            vec![hashes.into(), caps.into()],
-            F,
-            |r| {
-                (
-                    r.get::<i64>(1).ok().flatten().unwrap_or_default(),
-                    r.get::<Vec<i64>>(2).ok().flatten().unwrap_or_default(),
-                )
-            },
-        );
-        let members: HashMap<i64, Vec<i64>> = members
+            .chain(&holder_keys)
+            .flatten()
+            .map(|&(rule, h)| (h, rules[rule].max_block_size))
+            .collect();
+        let caps: HashMap<i64, usize> = limit.iter().map(|(&h, &max)| (h, max + 1)).collect();
+        let members: HashMap<i64, Vec<i64>> = block_members(client, &caps)
             .into_iter()
             .filter(|(h, m)| m.len() <= limit[h])
             .collect();
@@ -466,7 +572,17 @@ fn _score_records(
                 groups.entry(v.as_str()).or_default().push(i as u32);
             }
         }
-        let groups: Vec<Vec<u32>> = groups.into_values().filter(|g| g.len() > 1).collect();
+        let mut groups: Vec<Vec<u32>> = groups.into_values().filter(|g| g.len() > 1).collect();
+        groups.extend(
+            crossing
+                .iter()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|id| index.get(id).copied())
+                        .collect::<Vec<u32>>()
+                })
+                .filter(|g| g.len() > 1),
+        );
         let group_keys: HashMap<u32, Vec<(usize, i64)>> = keys
             .iter()
             .chain(&holder_keys)

@@ -46,7 +46,11 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "realtime.sql",
     name = "realtime",
-    requires = ["persons", matching::_score_records]
+    requires = [
+        "persons",
+        matching::_score_records,
+        matching::_block_crossings
+    ]
 );
 
 // Segments and predictions: transactions in place, RFM segments with change events, BG/NBD /

@@ -100,6 +100,10 @@ BEGIN
         RAISE EXCEPTION 'max_rows must be a positive number, not %', coalesce(max_rows::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- The idle worker asks many times a second: an empty queue costs one index probe.
+    IF NOT EXISTS (SELECT 1 FROM unify.change_queue) THEN
+        RETURN 0;
+    END IF;
     -- Changes are matched and clustered once a full scoring has built the blocking index for
     -- the rules in use; before that they only reach unify.records (resolve() assigns persons).
     SELECT * INTO state FROM unify.matching_state;
@@ -167,8 +171,9 @@ BEGIN
     IF matching AND cardinality(changed_ids) > 0 THEN
         -- Re-block and re-score the changed records, re-score the pairs among those sharing an
         -- e-mail or phone with them before or after, then re-cluster every person touched.
-        holders := unify._value_holders(emails, phones);
         changed_ids := ARRAY(SELECT DISTINCT x FROM unnest(changed_ids) x);
+        -- Read before _score_records writes the new blocking keys.
+        holders := unify._value_holders(emails, phones) || unify._block_crossings(changed_ids);
         INSERT INTO unify.pairs (record_a, record_b, match_weight, match_probability, is_match, forced_by,
                                  blocking_rules, weights, model_version)
         SELECT s.record_a, s.record_b, s.match_weight, s.match_probability, s.is_match, s.forced_by,
@@ -245,9 +250,9 @@ CROSS JOIN unify.queue_stats q
 LEFT JOIN unify.matching_state m ON true;
 COMMENT ON VIEW unify.status IS 'Per source: rows, records, queue depth and lag, last sync; for the database: worker state, last batch, rows/s, whether changes are matched live';
 
-REVOKE ALL ON FUNCTION unify.process_queue(int), unify._score_records(bigint[], bigint[]), unify._queue_scope(bigint[], bigint[]),
+REVOKE ALL ON FUNCTION unify.process_queue(int), unify._score_records(bigint[], bigint[]), unify._block_crossings(bigint[]), unify._queue_scope(bigint[], bigint[]),
     unify._value_holders(text[], text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION unify.process_queue(int), unify._score_records(bigint[], bigint[]), unify._queue_scope(bigint[], bigint[]),
+GRANT EXECUTE ON FUNCTION unify.process_queue(int), unify._score_records(bigint[], bigint[]), unify._block_crossings(bigint[]), unify._queue_scope(bigint[], bigint[]),
     unify._value_holders(text[], text[]) TO unify_admin;
 GRANT SELECT, UPDATE ON unify.queue_stats TO unify_admin;
 GRANT SELECT ON unify.queue_stats TO unify_reader;

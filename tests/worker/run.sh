@@ -5,10 +5,12 @@
 # nothing twice (and SIGTERM stops a busy worker at once); 8 concurrent writers x ROWS rows into three sources see no error while the worker
 # runs; after each, every record has exactly one person and the persons equal a batch run.
 #
-#   bash tests/worker/run.sh [WORK_DIR]     (scripts/test.sh runs it; ROWS=10000 by default)
+#   [ROWS=N] [MODES='kill9 immediate sigterm'] bash tests/worker/run.sh [WORK_DIR]
+#   (scripts/test.sh runs it with the defaults)
 source "$(dirname "$0")/../../scripts/lib.sh"
 WORK="${1:-/tmp/customer_unify-test}/worker"
-ROWS="${ROWS:-10000}"
+ROWS="${ROWS:-10000}"              # per writer; 0 skips the writers
+MODES="${MODES:-kill9 immediate sigterm}"  # the strikes mid-batch, in order
 DB=worker_test
 HERE="$ROOT/tests/worker"
 FAILED=0
@@ -97,7 +99,7 @@ changes() {  # changes N OFFSET
        DELETE FROM crm.pos_loyalty_members WHERE card_no IN (SELECT card_no FROM crm.pos_loyalty_members ORDER BY md5(card_no::text || $2) LIMIT 20)"
 }
 
-for mode in kill9 immediate sigterm; do
+for mode in $MODES; do
     log "worker: $mode in the middle of a batch"
     q "ALTER SYSTEM SET customer_unify.worker_enabled = off"; q "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
     offset=$(case $mode in kill9) echo 10000;; immediate) echo 20000;; *) echo 30000;; esac)
@@ -137,6 +139,7 @@ for mode in kill9 immediate sigterm; do
     check_state "$mode"
 done
 
+if [ "$ROWS" -gt 0 ]; then
 log "worker: 8 concurrent writers x $ROWS rows into three sources while the worker runs"
 q "CREATE SEQUENCE IF NOT EXISTS load_keys START 700000000;
    CREATE TABLE load_shop AS SELECT row_number() OVER (ORDER BY customer_id) i, * FROM crm.shop_customers WHERE customer_id < 700000000;
@@ -158,11 +161,14 @@ q "SELECT 'worker: ' || processed_rows || ' rows processed, last batch ' || last
    FROM unify.status LIMIT 1"
 grep -q "deadlock" "$WORK/server.log" && fail "a deadlock in the server log" || pass "no deadlock in the server log"
 check_state "writers"
+fi
 
 log "worker: SIGTERM (fast shutdown) stops it cleanly"
 stop_cluster "$WORK"
 trap - EXIT
-grep -q "customer_unify worker for database \"$DB\" stopped" "$WORK/server.log" \
+# Idle it logs its own stop; inside a batch (even an empty one) Postgres ends it with its usual
+# "terminating background worker … due to administrator command".
+tail -n 30 "$WORK/server.log" | grep -q "customer_unify worker for database \"$DB\" stopped\|terminating background worker \"customer_unify worker\" due to administrator command" \
     && pass "the worker logged its clean stop" || fail "no clean stop in the log"
 grep -q "server process .* was terminated by signal\|terminated by signal 11" "$WORK/server.log" \
     && grep "terminated by signal" "$WORK/server.log" | grep -v "signal 9" | grep -q . \
