@@ -11,6 +11,9 @@ source "$(dirname "$0")/../../scripts/lib.sh"
 WORK="${1:-/tmp/customer_unify-test}/worker"
 ROWS="${ROWS:-10000}"              # per writer; 0 skips the writers
 MODES="${MODES:-kill9 immediate sigterm}"  # the strikes mid-batch, in order
+# Sample CRM size: the writers copy its rows, so it must be large enough that a person is not
+# copied dozens of times (which no CRM sees, and which makes every block and e-mail huge).
+BASE="${BASE:-20000}"
 DB=worker_test
 HERE="$ROOT/tests/worker"
 FAILED=0
@@ -56,9 +59,9 @@ check_state() {
         "$("${PSQL[@]}" -f "$HERE/equals_batch.sql" | tail -1)" "0|0|0|0"
 }
 
-log "worker: setting up database $DB (sample CRM, 3 sources, batch sync/score/resolve)"
+log "worker: setting up database $DB (sample CRM of $BASE rows, 3 sources, batch sync/score/resolve)"
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
-crmgen --rows 2000 --seed 11 --schema crm | "${PSQL[@]}" >/dev/null
+crmgen --rows "$BASE" --seed 11 --schema crm | "${PSQL[@]}" >/dev/null
 "${PSQL[@]}" -f "$HERE/setup.sql" >/dev/null
 
 log "worker: it runs and picks up a new row by itself"
