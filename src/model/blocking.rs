@@ -272,20 +272,7 @@ pub fn candidates(
         }
         stats.push(s);
     }
-    all.sort_unstable_by_key(|p| p.0);
-    let mut out: Vec<Candidate> = Vec::with_capacity(all.len());
-    for (key, mask) in all {
-        match out.last_mut() {
-            Some(last) if (u64::from(last.a) << 32 | u64::from(last.b)) == key => {
-                last.rules |= mask
-            }
-            _ => out.push(Candidate {
-                a: (key >> 32) as u32,
-                b: key as u32,
-                rules: mask,
-            }),
-        }
-    }
+    let out = merge_pairs(all);
     for c in &out {
         stats[c.rules.trailing_zeros() as usize].new_pairs += 1;
     }
@@ -336,6 +323,26 @@ pub fn key_hashes(rules: &[BlockingRule], r: &MatchRecord) -> Vec<(usize, i64)> 
     out
 }
 
+/// Pairs found under several rules, (a << 32 | b, rule bit) each, merged into one candidate per
+/// pair with the union of its rules, ordered by pair.
+fn merge_pairs(mut all: Vec<(u64, u32)>) -> Vec<Candidate> {
+    all.sort_unstable_by_key(|p| p.0);
+    let mut out: Vec<Candidate> = Vec::with_capacity(all.len());
+    for (key, mask) in all {
+        match out.last_mut() {
+            Some(last) if (u64::from(last.a) << 32 | u64::from(last.b)) == key => {
+                last.rules |= mask
+            }
+            _ => out.push(Candidate {
+                a: (key >> 32) as u32,
+                b: key as u32,
+                rules: mask,
+            }),
+        }
+    }
+    out
+}
+
 /// The candidate pairs that involve at least one of the `changed` records, as [`candidates`]
 /// would produce them over all records: `keys[i]` are the key hashes of changed record
 /// `changed[i]`, `blocks` holds every record of each of those keys (indexes into the caller's
@@ -362,20 +369,7 @@ pub fn candidates_of(
             }
         }
     }
-    all.sort_unstable_by_key(|p| p.0);
-    let mut out: Vec<Candidate> = Vec::with_capacity(all.len());
-    for (key, mask) in all {
-        match out.last_mut() {
-            Some(last) if (u64::from(last.a) << 32 | u64::from(last.b)) == key => {
-                last.rules |= mask
-            }
-            _ => out.push(Candidate {
-                a: (key >> 32) as u32,
-                b: key as u32,
-                rules: mask,
-            }),
-        }
-    }
+    let out = merge_pairs(all);
     out
 }
 
