@@ -369,8 +369,7 @@ pub fn candidates_of(
             }
         }
     }
-    let out = merge_pairs(all);
-    out
+    merge_pairs(all)
 }
 
 /// The candidate pairs among the members of each group (records sharing an e-mail or a phone
