@@ -192,21 +192,30 @@ $$;
 -- purchase (nets to zero or more). Returned or
 -- cancelled rows are left out; a row nobody can be found for has person_id NULL; `skipped`
 -- counts rows whose currency has no rate.
-CREATE FUNCTION unify._orders_query(from_date date, to_date date) RETURNS text
+--
+-- With per_customer, the rows are RFM partial sums instead (person_id, last_purchase,
+-- frequency, monetary, orders, skipped; several rows per person are summed by the caller):
+-- the orders of a table without order_id are first summed per customer key and only those
+-- sums are looked up in unify.records — 10M orders of 1M customers are 1M lookups, not 10M.
+-- Orders with an order_id are netted per person first, as in the per-order query.
+CREATE FUNCTION unify._orders_query(from_date date, to_date date, per_customer boolean DEFAULT false) RETURNS text
 STABLE LANGUAGE plpgsql AS $$
 DECLARE
     t unify.transaction_sources;
     f jsonb;
     parts text[] := '{}';
     person_join text;
+    currency_join text;
     amount text;
-    rows_query text;
+    skipped text;
+    orders_query text;
     reporting constant text := upper(coalesce(nullif(current_setting('customer_unify.currency', true), ''), 'EUR'));
+    partial_sums constant text := 'max(order_date) FILTER (WHERE amount >= 0) AS last_purchase,
+                                   count(*) FILTER (WHERE amount >= 0) AS frequency,
+                                   sum(amount) AS monetary, count(*) AS orders, sum(skipped) AS skipped';
 BEGIN
     FOR t IN SELECT * FROM unify.transaction_sources ORDER BY transaction_source_id LOOP
         f := t.fields;
-        -- The user's expressions are evaluated over their table alone (subquery t), so their
-        -- column names never clash with ours.
         IF f ? 'customer_number' THEN
             -- Several records may carry the number; they are one person once resolved.
             person_join := 'LEFT JOIN (SELECT DISTINCT ON (customer_number) customer_number, person_id
@@ -220,38 +229,55 @@ BEGIN
                             LEFT JOIN unify.records r ON r.source_id = s.source_id AND r.source_key = t.source_key';
         END IF;
         amount := 't.amount';
+        currency_join := '';
+        skipped := '0';
         IF f ? 'currency' THEN
-            person_join := person_join || ' LEFT JOIN unify.exchange_rates x ON x.currency = upper(t.currency)';
+            currency_join := 'LEFT JOIN unify.exchange_rates x ON x.currency = upper(t.currency)';
             amount := format('t.amount * CASE WHEN upper(t.currency) = %L THEN 1 ELSE x.rate END', reporting);
+            skipped := format('(%s IS NULL)::int', amount);
         END IF;
-        rows_query := format('SELECT r.person_id, t.order_key, t.order_date, %s AS amount
-                              FROM (SELECT %s AS order_key, %s AS order_date, %s AS amount, %s AS currency,
-                                           %s AS source_name, %s AS source_key, %s AS customer_number
-                                    FROM %s AS src
-                                    WHERE %s > %L::date AND %s <= %L::date%s) t
-                              %s',
-                             amount,
-                             CASE WHEN f ? 'order_id' THEN unify._transaction_expression(f, 'order_id') ELSE 'NULL::text' END,
-                             unify._transaction_expression(f, 'order_date'), unify._transaction_expression(f, 'amount'),
-                             CASE WHEN f ? 'currency' THEN unify._transaction_expression(f, 'currency') ELSE 'NULL::text' END,
-                             CASE WHEN f ? 'source' AND NOT EXISTS (SELECT 1 FROM unify.sources s WHERE s.name = f ->> 'source')
-                                  THEN unify._transaction_expression(f, 'source') ELSE 'NULL::text' END,
-                             CASE WHEN f ? 'source_key' THEN unify._transaction_expression(f, 'source_key') ELSE 'NULL::text' END,
-                             CASE WHEN f ? 'customer_number' THEN unify._transaction_expression(f, 'customer_number') ELSE 'NULL::text' END,
-                             t.relation,
-                             unify._transaction_expression(f, 'order_date'), from_date,
-                             unify._transaction_expression(f, 'order_date'), to_date,
-                             CASE WHEN f ? 'returned' THEN format(' AND NOT coalesce(%s, false)', unify._transaction_expression(f, 'returned')) ELSE '' END,
-                             person_join);
-        -- `skipped` (no exchange rate) can only be non-zero where a currency is mapped.
+        -- Per order row: whose (keys), date, amount in the reporting currency, no rate (skipped).
+        -- The user's expressions are evaluated over their table alone (subquery t), so their
+        -- column names never clash with ours.
+        orders_query := format('SELECT t.order_key, t.order_date, %s AS amount, %s AS skipped,
+                                       t.source_name, t.source_key, t.customer_number
+                                FROM (SELECT %s AS order_key, %s AS order_date, %s AS amount, %s AS currency,
+                                             %s AS source_name, %s AS source_key, %s AS customer_number
+                                      FROM %s AS src
+                                      WHERE %s > %L::date AND %s <= %L::date%s) t
+                                %s',
+                               amount, skipped,
+                               CASE WHEN f ? 'order_id' THEN unify._transaction_expression(f, 'order_id') ELSE 'NULL::text' END,
+                               unify._transaction_expression(f, 'order_date'), unify._transaction_expression(f, 'amount'),
+                               CASE WHEN f ? 'currency' THEN unify._transaction_expression(f, 'currency') ELSE 'NULL::text' END,
+                               CASE WHEN f ? 'source' AND NOT EXISTS (SELECT 1 FROM unify.sources s WHERE s.name = f ->> 'source')
+                                    THEN unify._transaction_expression(f, 'source') ELSE 'NULL::text' END,
+                               CASE WHEN f ? 'source_key' THEN unify._transaction_expression(f, 'source_key') ELSE 'NULL::text' END,
+                               CASE WHEN f ? 'customer_number' THEN unify._transaction_expression(f, 'customer_number') ELSE 'NULL::text' END,
+                               t.relation,
+                               unify._transaction_expression(f, 'order_date'), from_date,
+                               unify._transaction_expression(f, 'order_date'), to_date,
+                               CASE WHEN f ? 'returned' THEN format(' AND NOT coalesce(%s, false)', unify._transaction_expression(f, 'returned')) ELSE '' END,
+                               currency_join);
+        IF per_customer AND NOT f ? 'order_id' THEN
+            parts := parts || format('SELECT r.person_id, t.last_purchase, t.frequency, t.monetary, t.orders, t.skipped
+                                      FROM (SELECT source_name, source_key, customer_number, %s
+                                            FROM (%s) o GROUP BY source_name, source_key, customer_number) t
+                                      %s',
+                                     partial_sums, orders_query, person_join);
+            CONTINUE;
+        END IF;
+        orders_query := format('SELECT r.person_id, t.order_key, t.order_date, t.amount, t.skipped FROM (%s) t %s',
+                               orders_query, person_join);
         IF f ? 'order_id' THEN
-            parts := parts || format('SELECT person_id, order_date, amount, amount >= 0 AS purchase, skipped
-                                      FROM (SELECT person_id, min(order_date) AS order_date, sum(amount) AS amount, %s AS skipped
-                                            FROM (%s) o GROUP BY person_id, order_key) g',
-                                     CASE WHEN f ? 'currency' THEN 'count(*) FILTER (WHERE amount IS NULL)' ELSE '0' END, rows_query);
+            orders_query := format('SELECT person_id, min(order_date) AS order_date, sum(amount) AS amount, sum(skipped) AS skipped
+                                    FROM (%s) o GROUP BY person_id, order_key', orders_query);
+        END IF;
+        IF per_customer THEN
+            parts := parts || format('SELECT person_id, %s FROM (%s) o GROUP BY person_id', partial_sums, orders_query);
         ELSE
-            parts := parts || format('SELECT person_id, order_date, amount, amount >= 0 AS purchase, %s AS skipped FROM (%s) o',
-                                     CASE WHEN f ? 'currency' THEN '(amount IS NULL)::int' ELSE '0' END, rows_query);
+            parts := parts || format('SELECT person_id, order_date, amount, amount >= 0 AS purchase, skipped FROM (%s) o',
+                                     orders_query);
         END IF;
     END LOOP;
     IF cardinality(parts) = 0 THEN
@@ -380,6 +406,10 @@ DECLARE
     step_rows bigint;
     n_persons bigint;
     cell_segments text[];
+    fractions float8[];
+    r_bounds date[];
+    f_bounds int[];
+    m_bounds numeric[];
 BEGIN
     IF as_of IS NULL OR lookback IS NULL OR as_of = 'infinity' OR as_of = '-infinity' THEN
         RAISE EXCEPTION 'refresh_segments: as_of and lookback must be given' USING ERRCODE = 'null_value_not_allowed';
@@ -396,78 +426,93 @@ BEGIN
     IF to_regclass('pg_temp.unify_person_rfm') IS NOT NULL THEN DROP TABLE pg_temp.unify_person_rfm; END IF;
     EXECUTE format($q$
         CREATE TEMP TABLE unify_person_rfm ON COMMIT DROP AS
-        SELECT person_id,
-               max(order_date) FILTER (WHERE purchase) AS last_purchase,
-               count(*) FILTER (WHERE purchase) AS frequency,
-               greatest(coalesce(sum(amount), 0), 0) AS monetary,
-               count(*) AS orders,
-               sum(skipped) AS skipped
-        FROM (%s) o
-        GROUP BY person_id $q$, unify._orders_query((as_of - lookback)::date, as_of));
+        SELECT a.*, pe.person_id IS NOT NULL AND a.frequency > 0 AS scored
+        FROM (SELECT person_id,
+                     max(last_purchase) AS last_purchase,
+                     sum(frequency)::int AS frequency,
+                     greatest(coalesce(sum(monetary), 0), 0) AS monetary,
+                     sum(orders) AS orders,
+                     sum(skipped) AS skipped
+              FROM (%s) o
+              GROUP BY person_id) a
+        LEFT JOIN unify.persons pe ON pe.person_id = a.person_id   -- records may name a person not yet resolved
+        $q$, unify._orders_query((as_of - lookback)::date, as_of, per_customer => true));
 
     SELECT coalesce(sum(orders) FILTER (WHERE person_id IS NULL), 0) AS unmatched,
            coalesce(sum(orders) FILTER (WHERE person_id IS NOT NULL), 0) AS orders,
-           coalesce(sum(skipped), 0) AS skipped
+           coalesce(sum(skipped), 0) AS skipped,
+           count(*) FILTER (WHERE scored) AS scored
     INTO stats FROM unify_person_rfm;
+    n_persons := stats.scored;
 
-    ANALYZE pg_temp.unify_person_rfm;
-    IF to_regclass('pg_temp.unify_new_segments') IS NOT NULL THEN DROP TABLE pg_temp.unify_new_segments; END IF;
-    CREATE TEMP TABLE unify_new_segments ON COMMIT DROP AS
+    -- A score is 1 + the number of fifth-boundaries a value is above: value v scores at least
+    -- k + 1 when at least ceil(k·n/5) scored persons do strictly worse, i.e. when the
+    -- ceil(k·n/5)-th smallest value is below v. Same scores as 1 + floor(5·(rank - 1)/n), but
+    -- three sorts of one column instead of three window passes over the rows. The fractions
+    -- (p - 0.5)/n make percentile_disc pick exactly the p-th value whatever the rounding.
+    IF n_persons > 0 THEN
+        SELECT array_agg(((k * n_persons + 4) / 5 - 0.5) / n_persons ORDER BY k) INTO fractions FROM generate_series(1, 4) k;
+        SELECT percentile_disc(fractions) WITHIN GROUP (ORDER BY p.last_purchase),
+               percentile_disc(fractions) WITHIN GROUP (ORDER BY p.frequency),
+               percentile_disc(fractions) WITHIN GROUP (ORDER BY p.monetary)
+        INTO r_bounds, f_bounds, m_bounds
+        FROM unify_person_rfm p WHERE p.scored;
+    END IF;
+
+    -- Only the rows to write: persons whose figures, scores or segment changed, new ones, and
+    -- those leaving the window (no new row).
+    IF to_regclass('pg_temp.unify_segment_writes') IS NOT NULL THEN DROP TABLE pg_temp.unify_segment_writes; END IF;
+    CREATE TEMP TABLE unify_segment_writes ON COMMIT DROP AS
     WITH scored AS (
         SELECT p.person_id, p.last_purchase, p.frequency, p.monetary,
-               (1 + 5 * (rank() OVER (ORDER BY p.last_purchase) - 1) / count(*) OVER ())::smallint AS r_score,
-               (1 + 5 * (rank() OVER (ORDER BY p.frequency) - 1) / count(*) OVER ())::smallint AS f_score,
-               (1 + 5 * (rank() OVER (ORDER BY p.monetary) - 1) / count(*) OVER ())::smallint AS m_score
+               (1 + (p.last_purchase > r_bounds[1])::int + (p.last_purchase > r_bounds[2])::int
+                  + (p.last_purchase > r_bounds[3])::int + (p.last_purchase > r_bounds[4])::int)::smallint AS r_score,
+               (1 + (p.frequency > f_bounds[1])::int + (p.frequency > f_bounds[2])::int
+                  + (p.frequency > f_bounds[3])::int + (p.frequency > f_bounds[4])::int)::smallint AS f_score,
+               (1 + (p.monetary > m_bounds[1])::int + (p.monetary > m_bounds[2])::int
+                  + (p.monetary > m_bounds[3])::int + (p.monetary > m_bounds[4])::int)::smallint AS m_score
         FROM unify_person_rfm p
-        JOIN unify.persons pe ON pe.person_id = p.person_id   -- records may name a person not yet resolved
-        WHERE p.frequency > 0
+        WHERE p.scored
     )
     -- The segment of cell (r, f, m) is cell_segments[(r-1)*25 + (f-1)*5 + m]: an array lookup,
     -- not a join the planner cannot estimate.
     , named AS (
         SELECT s.*, cell_segments[(s.r_score - 1) * 25 + (s.f_score - 1) * 5 + s.m_score] AS segment FROM scored s
     )
-    SELECT s.person_id, s.last_purchase, s.frequency::int AS frequency, s.monetary, s.r_score, s.f_score, s.m_score,
+    SELECT coalesce(s.person_id, o.person_id) AS person_id, s.person_id IS NOT NULL AS segmented,
+           s.last_purchase, s.frequency, s.monetary, s.r_score, s.f_score, s.m_score,
            s.segment, o.person_id IS NOT NULL AS existed, o.segment AS old_segment,
-           CASE WHEN o.segment = s.segment THEN o.segment_since ELSE refresh_segments.as_of END AS segment_since,
-           (o.last_purchase, o.frequency, o.monetary, o.r_score, o.f_score, o.m_score, o.segment)
-               IS DISTINCT FROM (s.last_purchase, s.frequency::int, s.monetary, s.r_score, s.f_score, s.m_score, s.segment) AS differs
+           CASE WHEN o.segment = s.segment THEN o.segment_since ELSE refresh_segments.as_of END AS segment_since
     FROM named s
-    LEFT JOIN unify.segments o ON o.person_id = s.person_id;
-
-    IF to_regclass('pg_temp.unify_segment_changes') IS NOT NULL THEN DROP TABLE pg_temp.unify_segment_changes; END IF;
-    CREATE TEMP TABLE unify_segment_changes ON COMMIT DROP AS
-    SELECT n.person_id, n.old_segment AS from_segment, n.segment AS to_segment
-    FROM unify_new_segments n WHERE n.old_segment IS DISTINCT FROM n.segment
-    UNION ALL
-    SELECT o.person_id, o.segment, NULL
-    FROM unify.segments o WHERE NOT EXISTS (SELECT 1 FROM unify_new_segments n WHERE n.person_id = o.person_id);
+    FULL JOIN unify.segments o ON o.person_id = s.person_id
+    WHERE (o.last_purchase, o.frequency, o.monetary, o.r_score, o.f_score, o.m_score, o.segment)
+          IS DISTINCT FROM (s.last_purchase, s.frequency, s.monetary, s.r_score, s.f_score, s.m_score, s.segment);
 
     -- Write only what changed.
-    DELETE FROM unify.segments o USING unify_segment_changes c WHERE c.to_segment IS NULL AND o.person_id = c.person_id;
+    DELETE FROM unify.segments o USING unify_segment_writes w WHERE NOT w.segmented AND o.person_id = w.person_id;
     GET DIAGNOSTICS written = ROW_COUNT;
     UPDATE unify.segments o
-    SET last_purchase = n.last_purchase, frequency = n.frequency, monetary = n.monetary, r_score = n.r_score,
-        f_score = n.f_score, m_score = n.m_score, segment = n.segment, segment_since = n.segment_since
-    FROM unify_new_segments n WHERE n.existed AND n.differs AND o.person_id = n.person_id;
+    SET last_purchase = w.last_purchase, frequency = w.frequency, monetary = w.monetary, r_score = w.r_score,
+        f_score = w.f_score, m_score = w.m_score, segment = w.segment, segment_since = w.segment_since
+    FROM unify_segment_writes w WHERE w.segmented AND w.existed AND o.person_id = w.person_id;
     GET DIAGNOSTICS step_rows = ROW_COUNT;
     written := written + step_rows;
     INSERT INTO unify.segments (person_id, last_purchase, frequency, monetary, r_score, f_score, m_score, segment, segment_since)
-    SELECT n.person_id, n.last_purchase, n.frequency, n.monetary, n.r_score, n.f_score, n.m_score, n.segment, n.segment_since
-    FROM unify_new_segments n WHERE NOT n.existed;
+    SELECT w.person_id, w.last_purchase, w.frequency, w.monetary, w.r_score, w.f_score, w.m_score, w.segment, w.segment_since
+    FROM unify_segment_writes w WHERE NOT w.existed;
     GET DIAGNOSTICS step_rows = ROW_COUNT;
     written := written + step_rows;
 
     INSERT INTO unify.segment_history (person_id, from_segment, to_segment, as_of)
-    SELECT c.person_id, c.from_segment, c.to_segment, refresh_segments.as_of FROM unify_segment_changes c
-    ORDER BY c.person_id;
+    SELECT w.person_id, w.old_segment, w.segment, refresh_segments.as_of FROM unify_segment_writes w
+    WHERE w.old_segment IS DISTINCT FROM w.segment
+    ORDER BY w.person_id;
     GET DIAGNOSTICS changes = ROW_COUNT;
     -- Delivered at commit, one per change, for activation programs that LISTEN.
     PERFORM pg_notify('unify_segment_changed',
-                      json_build_object('person_id', c.person_id, 'from', c.from_segment, 'to', c.to_segment)::text)
-    FROM unify_segment_changes c ORDER BY c.person_id;
+                      json_build_object('person_id', w.person_id, 'from', w.old_segment, 'to', w.segment)::text)
+    FROM unify_segment_writes w WHERE w.old_segment IS DISTINCT FROM w.segment ORDER BY w.person_id;
 
-    SELECT count(*) INTO n_persons FROM unify_new_segments;
     INSERT INTO unify.segment_runs (as_of, lookback, persons, orders, unmatched_orders, skipped_no_rate, rows_written, changes, seconds)
     VALUES (as_of, lookback, n_persons, stats.orders, stats.unmatched, stats.skipped, written, changes,
             round(extract(epoch FROM clock_timestamp() - started)::numeric, 3));
@@ -626,10 +671,10 @@ COMMENT ON VIEW unify.segment_summary IS 'Per segment: persons, share, average r
 
 REVOKE ALL ON FUNCTION unify.add_transactions(text, regclass, jsonb), unify.remove_transactions(text),
     unify.refresh_segments(date, interval), unify.fit_predictions(date, text, int, float8),
-    unify._orders_query(date, date), unify._purchase_summaries(date), unify._check_segment_map() FROM PUBLIC;
+    unify._orders_query(date, date, boolean), unify._purchase_summaries(date), unify._check_segment_map() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION unify.add_transactions(text, regclass, jsonb), unify.remove_transactions(text),
     unify.refresh_segments(date, interval), unify.fit_predictions(date, text, int, float8),
-    unify._orders_query(date, date), unify._purchase_summaries(date), unify._check_segment_map() TO unify_admin;
+    unify._orders_query(date, date, boolean), unify._purchase_summaries(date), unify._check_segment_map() TO unify_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON unify.transaction_sources, unify.exchange_rates, unify.segment_map,
     unify.segments, unify.segment_history, unify.segment_runs, unify.prediction_fits, unify.predictions TO unify_admin;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA unify TO unify_admin;

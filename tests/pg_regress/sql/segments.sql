@@ -97,6 +97,14 @@ FROM (SELECT unify.refresh_segments('1998-07-01') AS r) x;
 SELECT (SELECT count(*) FROM (SELECT last_purchase FROM unify.segments GROUP BY 1 HAVING count(DISTINCT r_score) > 1) t) AS split_recency,
        (SELECT count(*) FROM (SELECT frequency FROM unify.segments GROUP BY 1 HAVING count(DISTINCT f_score) > 1) t) AS split_frequency,
        (SELECT count(*) FROM (SELECT monetary FROM unify.segments GROUP BY 1 HAVING count(DISTINCT m_score) > 1) t) AS split_monetary;
+-- The scores are 1 + floor(5 · (rank - 1) / n) over the n segmented persons, recency ranked by
+-- the last purchase date (refresh_segments finds them from fifth-boundaries, not window sorts).
+SELECT count(*) AS persons, count(*) FILTER (WHERE (r_score, f_score, m_score) <> (r_rank, f_rank, m_rank)) AS off_rank
+FROM (SELECT r_score, f_score, m_score,
+             1 + 5 * (rank() OVER (ORDER BY last_purchase) - 1) / count(*) OVER () AS r_rank,
+             1 + 5 * (rank() OVER (ORDER BY frequency) - 1) / count(*) OVER () AS f_rank,
+             1 + 5 * (rank() OVER (ORDER BY monetary) - 1) / count(*) OVER () AS m_rank
+      FROM unify.segments) t;
 -- Scores never go down as the value gets better (recency: a later last purchase is better).
 SELECT count(*) AS out_of_order FROM (
     SELECT f_score < lag(f_score) OVER (ORDER BY frequency, f_score) AS f_bad,
@@ -178,8 +186,27 @@ FROM (SELECT unify.refresh_segments('2026-07-01') AS r) x;
 SELECT c.name, s.frequency, s.monetary, s.last_purchase FROM unify.segments s
 JOIN unify.records r USING (person_id) JOIN shop_customers c ON c.id::text = r.source_key AND r.source_id = 2 ORDER BY c.id;
 
--- Clean up for the tests after this one.
+-- The same lines without order_id: every line is an order of its own (the refund line of A2 is
+-- a refund, no purchase), summed per customer before the person is looked up.
 SELECT unify.remove_transactions('shop_orders');
+SELECT unify.add_transactions('shop_lines', 'shop_order_lines',
+       '{"source": "shop", "source_key": "customer_id", "order_date": "day", "amount": "amount", "currency": "currency",
+         "returned": "status IN (''returned'', ''cancelled'')"}') AS id;
+SELECT r ->> 'orders' AS orders, r ->> 'unmatched_orders' AS unmatched, r ->> 'skipped_no_rate' AS skipped_no_rate
+FROM (SELECT unify.refresh_segments('2026-07-01') AS r) x;
+SELECT c.name, s.frequency, s.monetary, s.last_purchase FROM unify.segments s
+JOIN unify.records r USING (person_id) JOIN shop_customers c ON c.id::text = r.source_key AND r.source_id = 2 ORDER BY c.id;
+-- Two years later both have left the window: their rows go, one history row each (to NULL).
+SELECT max(change_id) AS history_mark FROM unify.segment_history \gset
+SELECT r ->> 'persons' AS persons, r ->> 'changes' AS changes, r ->> 'rows_written' AS rows_written
+FROM (SELECT unify.refresh_segments('2028-07-01') AS r) x;
+SELECT c.name, h.from_segment IS NOT NULL AS had_segment, h.to_segment FROM unify.segment_history h
+JOIN unify.records r USING (person_id) JOIN shop_customers c ON c.id::text = r.source_key AND r.source_id = 2
+WHERE h.change_id > :history_mark ORDER BY c.id;
+SELECT count(*) AS segments_left FROM unify.segments;
+
+-- Clean up for the tests after this one.
+SELECT unify.remove_transactions('shop_lines');
 SELECT unify.remove_transactions('cdnow_purchases');
 SELECT unify.remove_source('shop');
 SELECT unify.remove_source('cdnow');
