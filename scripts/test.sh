@@ -5,6 +5,7 @@
 #   bash scripts/test.sh                      everything (what CI runs)
 #   bash scripts/test.sh --regress-only [T…]  only pg_regress, optionally only the tests T
 #   bash scripts/test.sh --regress-only worker only the background worker tests
+#   bash scripts/test.sh --regress-only dump_restore  only the pg_dump / pg_restore test
 source "$(dirname "$0")/lib.sh"
 REGRESS_ONLY=0
 if [ "${1:-}" = --regress-only ]; then
@@ -48,7 +49,7 @@ all_isolation=$(cd tests/isolation/specs && ls *.spec | sed 's/\.spec$//' | sort
 # Named tests run from whichever suite has them; no names, every test of both.
 regress_tests=""; isolation_tests=""
 for t in ${*:-$all_regress $all_isolation}; do
-    [ "$t" = worker ] && continue
+    [ "$t" = worker ] || [ "$t" = dump_restore ] && continue
     if [ -f "tests/pg_regress/sql/$t.sql" ]; then regress_tests="$regress_tests $t"
     elif [ -f "tests/isolation/specs/$t.spec" ]; then isolation_tests="$isolation_tests $t"
     else die "no test named $t"; fi
@@ -70,6 +71,11 @@ if [ -n "$isolation_tests" ]; then
         cat "$ISO_OUT/regression.diffs" >&2 || true
         die "pg_isolation_regress failed (diffs above, in $ISO_OUT/regression.diffs)"
     fi
+fi
+# pg_dump / pg_restore keeps ids, overrides and the queue (client-driven, same cluster).
+if [ $REGRESS_ONLY = 0 ] || [[ " ${*:-} " == *" dump_restore "* ]]; then
+    log "dump and restore (tests/dump_restore/run.sh)"
+    bash tests/dump_restore/run.sh
 fi
 # The background worker needs its own cluster (shared_preload_libraries) and a client driving it.
 if [ $REGRESS_ONLY = 0 ] || [ "${*:-}" = worker ]; then

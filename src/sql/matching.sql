@@ -62,6 +62,12 @@ CREATE TABLE unify.matching_state (
     keys_built_at  timestamptz NOT NULL
 );
 COMMENT ON TABLE unify.matching_state IS 'Blocking rules behind unify.block_keys (one row once unify.score_pairs ran)';
+-- Scored pairs and the blocking keys they came from are dumped too: a restored database
+-- resolves and processes its queue without a full re-scoring.
+SELECT pg_catalog.pg_extension_config_dump('unify.pairs', '');
+SELECT pg_catalog.pg_extension_config_dump('unify.blocking_stats', '');
+SELECT pg_catalog.pg_extension_config_dump('unify.block_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('unify.matching_state', '');
 
 -- Name frequencies per model version, measured by unify.train() on the records it learned from:
 -- the term-frequency adjustment of exact name matches. Part of the model, so a pair scores the

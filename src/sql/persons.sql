@@ -41,6 +41,10 @@ CREATE INDEX persons_household ON unify.persons (household_id);
 CREATE INDEX persons_address ON unify.persons (postcode, street, house_number) WHERE street IS NOT NULL;
 CREATE INDEX persons_phone ON unify.persons (phone) WHERE phone IS NOT NULL;
 CREATE INDEX persons_email ON unify.persons (email) WHERE email IS NOT NULL;
+-- Person and household ids are what users store elsewhere: pg_dump keeps them and their sequences.
+SELECT pg_catalog.pg_extension_config_dump('unify.persons', '');
+SELECT pg_catalog.pg_extension_config_dump('unify.person_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('unify.household_id_seq', '');
 
 -- Steward decisions, by source row (not record id), so they survive a re-sync or a restore.
 CREATE TABLE unify.overrides (
@@ -258,11 +262,15 @@ $$;
 CREATE FUNCTION unify.link(record_a bigint, record_b bigint, reason text DEFAULT NULL) RETURNS bigint
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
-    a unify.records := unify._checked_record(record_a, 'link');
-    b unify.records := unify._checked_record(record_b, 'link');
+    a unify.records;
+    b unify.records;
     person bigint;
 BEGIN
+    -- Stewardship calls queue here; the records are read after the wait, so a call works on the
+    -- persons as the one before it left them.
     PERFORM pg_advisory_xact_lock(1970502, 0);
+    a := unify._checked_record(record_a, 'link');
+    b := unify._checked_record(record_b, 'link');
     PERFORM unify._set_override(a, b, 'must_link', reason, 'link');
     PERFORM unify._resolve_scope(array_remove(ARRAY[a.person_id, b.person_id], NULL), ARRAY[a.record_id, b.record_id], 'link', reason);
     SELECT r.person_id INTO person FROM unify.records r WHERE r.record_id = a.record_id;
@@ -277,11 +285,15 @@ COMMENT ON FUNCTION unify.link(bigint, bigint, text) IS 'Must-link: the two reco
 CREATE FUNCTION unify.unlink(record_a bigint, record_b bigint, reason text DEFAULT NULL) RETURNS bigint[]
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
-    a unify.records := unify._checked_record(record_a, 'unlink');
-    b unify.records := unify._checked_record(record_b, 'unlink');
+    a unify.records;
+    b unify.records;
     persons bigint[];
 BEGIN
+    -- Stewardship calls queue here; the records are read after the wait, so a call works on the
+    -- persons as the one before it left them.
     PERFORM pg_advisory_xact_lock(1970502, 0);
+    a := unify._checked_record(record_a, 'unlink');
+    b := unify._checked_record(record_b, 'unlink');
     PERFORM unify._set_override(a, b, 'cannot_link', reason, 'unlink');
     PERFORM unify._resolve_scope(array_remove(ARRAY[a.person_id, b.person_id], NULL), ARRAY[a.record_id, b.record_id], 'unlink', reason);
     persons := ARRAY(SELECT r.person_id FROM unify.records r WHERE r.record_id IN (a.record_id, b.record_id) ORDER BY r.record_id = a.record_id DESC);

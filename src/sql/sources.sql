@@ -96,6 +96,11 @@ COMMENT ON TABLE unify.change_queue IS 'Source rows changed since last processed
 
 SELECT pg_catalog.pg_extension_config_dump('unify.sources', '');
 SELECT pg_catalog.pg_extension_config_dump('unify.sources_source_id_seq', '');
+-- Records, their person ids and the queue are the extension's state, not a cache: pg_dump keeps
+-- them (with the id sequences) so a restored database has the same persons and nothing pending is lost.
+SELECT pg_catalog.pg_extension_config_dump('unify.records', '');
+SELECT pg_catalog.pg_extension_config_dump('unify.records_record_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('unify.change_queue', '');
 
 -- The canonical fields a mapping may name, and how each is staged from the source row.
 CREATE FUNCTION unify.canonical_fields() RETURNS text[]

@@ -122,6 +122,21 @@ SELECT count(DISTINCT person_id) AS persons FROM who WHERE source = 'kunden' AND
 SELECT event, rule, reason FROM unify.person_history((SELECT person_id FROM who WHERE source = 'kunden' AND nr = 2)) ORDER BY event_id;
 SELECT source, source_key, first_name, last_name FROM unify.person_records((SELECT person_id FROM who WHERE source = 'kunden' AND nr = 5));
 
+-- Households move with their people: Klaus jun. leaves the Webers' home (new address, own
+-- e-mail and mobile) for Jonas' flat. He stays the same person; the Webers keep their household
+-- id, he joins Jonas' household.
+CREATE TEMP TABLE households_before AS SELECT source, nr, person_id, household_id FROM who;
+UPDATE kunden SET email = 'klaus.weber79@posteo.de', telefon = '0151 2223334', strasse = 'Ringstr. 1',
+                  plz = '50667', ort = 'Köln', geaendert = '2026-03-01' WHERE nr = 2;
+SELECT updated FROM unify.sync('kunden');
+SELECT stored_pairs > 0 AS scored FROM unify.score_pairs();
+SELECT merges, splits FROM unify.resolve();
+SELECT w.nr, w.person_id = b.person_id AS same_person,
+       w.household_id = (SELECT household_id FROM households_before WHERE source = 'kunden' AND nr = 1) AS webers_household,
+       w.household_id = (SELECT household_id FROM households_before WHERE source = 'kunden' AND nr = 8) AS jonas_household
+FROM who w JOIN households_before b USING (source, nr) WHERE w.source = 'kunden' AND w.nr IN (1, 2, 3, 8) ORDER BY w.nr;
+SELECT street, postcode, city, email FROM unify.persons WHERE person_id = (SELECT person_id FROM who WHERE source = 'kunden' AND nr = 2);
+
 -- Stewardship errors carry a SQLSTATE and a hint.
 SELECT unify.link(-1, (SELECT record_id FROM who WHERE nr = 1));
 \echo :LAST_ERROR_SQLSTATE
@@ -164,6 +179,34 @@ SELECT (unify.erase_person((SELECT person_id FROM who WHERE nr = 8 AND source = 
 SELECT count(*) AS jonas_rows FROM kunden WHERE vorname = 'Jonas';
 SELECT pg_temp.unify_rows_containing('jonas') AS jonas;
 
+-- A person held together by one link far weaker than the rest is reported for review: four
+-- records, three matched strongly with each other, the fourth only through one weak pair (the
+-- pairs are written by hand here, as the scorer stores them).
+CREATE TABLE kette (id int PRIMARY KEY, name text);
+INSERT INTO kette VALUES (1, 'Jürgen Schulze'), (2, 'Jürgen Schulze'), (3, 'Juergen Schulze'), (4, 'J. Schulze');
+SELECT unify.add_source('kette', 'kette', 'id', '{"full_name": "name"}', track_changes => false) AS source_id;
+SELECT source_rows FROM unify.sync('kette');
+CREATE TEMP VIEW kette_records AS
+SELECT r.source_key::int AS id, r.record_id, r.person_id FROM unify.records r JOIN unify.sources s USING (source_id) WHERE s.name = 'kette';
+DELETE FROM unify.pairs p USING kette_records k WHERE k.record_id IN (p.record_a, p.record_b);
+INSERT INTO unify.pairs (record_a, record_b, match_weight, match_probability, is_match, blocking_rules, weights)
+SELECT least(a.record_id, b.record_id), greatest(a.record_id, b.record_id), v.w, 1 - 1 / (1 + 2 ^ v.w), true, '{by_hand}', '{}'
+FROM (VALUES (1, 2, 30.0), (1, 3, 28.0), (2, 3, 29.0), (3, 4, 12.0)) v (x, y, w)
+JOIN kette_records a ON a.id = v.x JOIN kette_records b ON b.id = v.y;
+SELECT merges FROM unify.resolve();
+SELECT count(DISTINCT person_id) AS persons FROM kette_records;
+SELECT section, label = format('person %s: weakest link 12.0, median 28.5', (SELECT person_id FROM kette_records WHERE id = 4)) AS names_the_person,
+       bucket_start AS weakest, pairs, matches
+FROM unify.match_report WHERE section = 'weak_chain';
+-- Unlinking the weak pair splits the fourth record off, and the report is quiet again.
+SELECT cardinality(unify.unlink((SELECT record_id FROM kette_records WHERE id = 3), (SELECT record_id FROM kette_records WHERE id = 4),
+                                'not the same Jürgen')) AS persons;
+SELECT id, dense_rank() OVER (ORDER BY person_id) AS person FROM kette_records ORDER BY id;
+SELECT count(*) AS weak_chains FROM unify.match_report WHERE section = 'weak_chain';
+SELECT unify.remove_source('kette');
+DROP VIEW kette_records;
+DROP TABLE kette;
+
 -- The BI view.
 SELECT first_name, last_name, household_size, record_count, sources FROM unify.customer_360 ORDER BY person_id;
 
@@ -172,7 +215,7 @@ DROP TABLE bestellungen;
 SELECT unify.remove_source('kunden');
 SELECT unify.remove_source('webshop');
 DROP VIEW who, anna;
-DROP TABLE kunden, webshop, before, lena;
+DROP TABLE kunden, webshop, before, lena, households_before;
 DELETE FROM unify.pairs; DELETE FROM unify.model; DELETE FROM unify.blocking_stats; DELETE FROM unify.persons;
 DELETE FROM unify.block_keys; DELETE FROM unify.matching_state;
 DELETE FROM unify.identity_events; DELETE FROM unify.overrides; DELETE FROM unify.survivorship; DELETE FROM unify.erasures;
