@@ -2,7 +2,10 @@
 # Benchmark: unify.resolve() over the scored generated CRM (clustering, stable ids, golden records,
 # households), a second resolve on unchanged data, cluster quality against the truth, and the
 # latency of one person from unify.customer_360 against a primary-key lookup of unify.persons
-# (the baseline) in the same run, through pgbench.
+# (the baseline) in the same run, through pgbench. Then the end-to-end batch against Splink 5 in
+# the same run: ours sync -> train -> score_pairs -> resolve from the source tables, Splink load ->
+# train -> predict -> cluster on the records we normalized (benches/splink_compare.py --cluster);
+# wall time, peak memory and pairwise F1 of the clusters.
 #
 #   bash benches/persons.sh [--rows N] [--seconds S]
 source "$(dirname "$0")/../scripts/lib.sh"
@@ -15,6 +18,7 @@ while [ $# -gt 0 ]; do
         *) die "unknown argument $1" ;;
     esac
 done
+EXTRA_PACKAGES=(python3-venv python3-pip)
 ensure_deps
 cd "$ROOT"
 install_release
@@ -30,11 +34,13 @@ trap 'stop_cluster "$DIR"' EXIT
 SET client_min_messages = warning;
 CREATE EXTENSION customer_unify;
 \i demo/sources.sql
+\timing on
+SELECT clock_timestamp() AS started \gset
 SELECT sum(source_rows) AS records FROM unify.sync();
 SELECT count(*) AS em_sessions FROM unify.train();
 SELECT candidate_pairs, stored_pairs, matches FROM unify.score_pairs();
-\timing on
 SELECT * FROM unify.resolve();
+SELECT round(extract(epoch FROM clock_timestamp() - :'started'::timestamptz)::numeric, 1) AS end_to_end_seconds_sync_train_score_resolve;
 \echo second resolve, nothing changed:
 SELECT * FROM unify.resolve();
 \timing off
@@ -58,4 +64,12 @@ SELECT count(*) AS households, round(avg(persons), 2) AS avg_persons, max(person
 ANALYZE unify.persons;
 SQL
     person_lookup_latency "$DIR" bench_persons "$SECONDS_PER_RUN"
+    echo "== Splink 5 (DuckDB) end to end on the same normalized records, in the same run"
+    sed "s#@DIR@#$DIR#g" benches/splink_export.sql | psql -X -q -v ON_ERROR_STOP=1 -d bench_persons
+    if [ ! -x "$DIR/splink-venv/bin/python" ]; then
+        python3 -m venv "$DIR/splink-venv"
+        "$DIR/splink-venv/bin/pip" install -q "splink==5.0.0" pandas
+    fi
+    "$DIR/splink-venv/bin/python" benches/splink_compare.py "$DIR/records.csv" "$DIR/truth.csv" --cluster 2>&1 \
+        | grep -v "WARNING\|untrained\|m values\|u values\|Comparison:\|^$\|predict()\|Completed iteration"
 } 2>&1 | tee "$DIR/persons-result.txt"

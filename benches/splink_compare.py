@@ -4,7 +4,11 @@ comparisons (address fields scored independently, as Splink users do), unsupervi
 Splink's tutorials, predictions at p >= 0.9. Prints wall time per phase, peak RSS and pairwise
 precision / recall / F1 against the generator's truth, including family pairs merged.
 
-    python benches/splink_compare.py records.csv truth.csv
+With --cluster (benches/persons.sh: the end-to-end batch), the predictions are also clustered at
+p >= 0.9 (Splink's connected components) and the clusters scored like customer_unify's persons:
+record pairs put in one cluster against the true persons.
+
+    python benches/splink_compare.py records.csv truth.csv [--cluster]
 """
 
 import resource
@@ -16,7 +20,7 @@ import splink.comparison_library as cl
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
 
-def main(records_csv: str, truth_csv: str) -> None:
+def main(records_csv: str, truth_csv: str, cluster: bool) -> None:
     df = pd.read_csv(records_csv, dtype=str, keep_default_na=False, na_values=[""])
     df["unique_id"] = df["record_id"].astype("int64")
     truth = pd.read_csv(truth_csv, dtype={"record_id": "int64", "person_id": "int64", "household_id": "int64"})
@@ -59,8 +63,15 @@ def main(records_csv: str, truth_csv: str) -> None:
     for rule in [block_on("first_name", "last_name"), block_on("birth_date"), block_on("email_key")]:
         linker.training.estimate_parameters_using_expectation_maximisation(rule)
     t1 = time.time()
-    pred = linker.inference.predict(threshold_match_probability=0.9).as_pandas_dataframe()
+    pred_sdf = linker.inference.predict(threshold_match_probability=0.9)
+    pred = pred_sdf.as_pandas_dataframe()
     t2 = time.time()
+    clusters = None
+    if cluster:
+        clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
+            pred_sdf, threshold_match_probability=0.9
+        ).as_pandas_dataframe()
+    t3 = time.time()
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
 
     a = pred["unique_id_l"].to_numpy()
@@ -93,7 +104,19 @@ def main(records_csv: str, truth_csv: str) -> None:
     print(f"  pairs at p >= 0.9: {len(predicted)}; tp {tp} fp {fp} fn {fn}")
     print(f"  precision {precision:.5f} recall {recall:.5f} F1 {f1:.5f}")
     print(f"  family pairs merged: {family_merged} of {family_pairs} ({family_merged / max(family_pairs, 1):.5f})")
+    if clusters is not None:
+        # Pairs of records in one cluster, against pairs of records of one true person.
+        frame = pd.DataFrame({"record_id": clusters["unique_id"].astype("int64"), "cluster": clusters["cluster_id"]})
+        frame["truth"] = frame["record_id"].map(person)
+        pairs = lambda sizes: int((sizes * (sizes - 1) // 2).sum())  # noqa: E731
+        c_tp = pairs(frame.groupby(["cluster", "truth"]).size())
+        c_pred = pairs(frame.groupby("cluster").size())
+        c_true = pairs(truth.groupby("person_id").size())  # all records, clustered or not
+        print(f"  end to end (load, train, predict, cluster): {t3 - t0:.1f} s, of which clustering {t3 - t2:.1f} s;"
+              f" {frame['cluster'].nunique()} clusters")
+        print(f"  clusters: tp {c_tp}, predicted pairs {c_pred}, true pairs {c_true}; precision {c_tp / max(c_pred, 1):.5f}"
+              f" recall {c_tp / max(c_true, 1):.5f} F1 {2 * c_tp / max(c_pred + c_true, 1):.5f}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], "--cluster" in sys.argv[3:])
