@@ -40,6 +40,14 @@ ensure_deps() {
     fi
 }
 
+# Client-driven tests (tests/worker, tests/dump_restore): report a check, remember a failure in
+# FAILED (the caller sets FAILED=0 and dies at the end if it is not 0).
+pass() { printf '  ok    %s\n' "$1"; }
+fail() { printf '  FAIL  %s\n' "$1" >&2; FAILED=1; }
+expect() {  # expect NAME GOT WANT
+    if [ "$2" = "$3" ]; then pass "$1"; else fail "$1: got '$2', want '$3'"; fi
+}
+
 # Prints a TCP port nothing listens on.
 free_port() {
     local port

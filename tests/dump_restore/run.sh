@@ -13,11 +13,6 @@ SRC=dump_source
 DST=dump_restored
 DUMP="$(mktemp -d)/unify.dump"
 FAILED=0
-pass() { printf '  ok    %s\n' "$1"; }
-fail() { printf '  FAIL  %s\n' "$1" >&2; FAILED=1; }
-expect() {  # expect NAME GOT WANT
-    if [ "$2" = "$3" ]; then pass "$1"; else fail "$1: got '$2', want '$3'"; fi
-}
 q() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$1" -c "$2"; }
 
 psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS $SRC" -c "DROP DATABASE IF EXISTS $DST" \

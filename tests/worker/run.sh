@@ -27,11 +27,6 @@ start_cluster "$WORK" "shared_preload_libraries = 'customer_unify'" "customer_un
 trap 'stop_cluster "$WORK"' EXIT
 PSQL=(psql -X -q -At -v ON_ERROR_STOP=1 -d "$DB")
 q() { "${PSQL[@]}" -c "$1"; }
-pass() { printf '  ok    %s\n' "$1"; }
-fail() { printf '  FAIL  %s\n' "$1" >&2; FAILED=1; }
-expect() {  # expect NAME GOT WANT
-    if [ "$2" = "$3" ]; then pass "$1"; else fail "$1: got '$2', want '$3'"; fi
-}
 # wait_for SQL SECONDS: polls until SQL returns t; returns 1 on timeout.
 wait_for() {
     local deadline=$((SECONDS + $2))
