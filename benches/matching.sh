@@ -74,5 +74,28 @@ SQL
         python3 -m venv "$DIR/splink-venv"
         "$DIR/splink-venv/bin/pip" install -q "splink==5.0.0" pandas
     fi
-    "$DIR/splink-venv/bin/python" benches/splink_compare.py "$DIR/records.csv" "$DIR/truth.csv" 2>&1 | grep -v "WARNING\|untrained\|m values\|u values\|Comparison:\|^$\|predict()"
+    "$DIR/splink-venv/bin/python" benches/splink_compare.py "$DIR/records.csv" "$DIR/truth.csv" --pairs-out "$DIR/splink_pairs.csv" 2>&1 | grep -v "WARNING\|untrained\|m values\|u values\|Comparison:\|^$\|predict()"
+    echo "== the true pairs Splink missed: how many customer_unify found (and the reverse)"
+    psql -X -q -v ON_ERROR_STOP=1 -P pager=off -d bench_matching <<SQL
+CREATE TEMP TABLE splink_pairs (record_a bigint, record_b bigint);
+\\copy splink_pairs FROM '$DIR/splink_pairs.csv' WITH (FORMAT csv, HEADER true)
+CREATE TEMP TABLE rec_truth AS
+SELECT r.record_id, t.person_id FROM unify.records r JOIN unify.sources s USING (source_id)
+JOIN truth t ON t.source = s.name AND t.source_key = r.source_key;
+CREATE TEMP TABLE true_pairs AS
+SELECT a.record_id AS record_a, b.record_id AS record_b FROM rec_truth a JOIN rec_truth b
+  ON a.person_id = b.person_id AND a.record_id < b.record_id;
+CREATE TEMP TABLE ours AS SELECT record_a, record_b FROM unify.pairs WHERE is_match;
+ANALYZE splink_pairs, true_pairs, ours;
+SELECT count(*) AS splink_missed,
+       count(o.record_a) AS of_those_we_found,
+       round(count(o.record_a)::numeric / nullif(count(*), 0), 4) AS share_found
+FROM true_pairs t LEFT JOIN splink_pairs sp USING (record_a, record_b) LEFT JOIN ours o USING (record_a, record_b)
+WHERE sp.record_a IS NULL;
+SELECT count(*) AS we_missed,
+       count(sp.record_a) AS of_those_splink_found,
+       round(count(sp.record_a)::numeric / nullif(count(*), 0), 4) AS share_found
+FROM true_pairs t LEFT JOIN ours o USING (record_a, record_b) LEFT JOIN splink_pairs sp USING (record_a, record_b)
+WHERE o.record_a IS NULL;
+SQL
 } 2>&1 | tee "$DIR/matching-result.txt"

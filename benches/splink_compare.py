@@ -8,7 +8,10 @@ With --cluster (benches/persons.sh: the end-to-end batch), the predictions are a
 p >= 0.9 (Splink's connected components) and the clusters scored like customer_unify's persons:
 record pairs put in one cluster against the true persons.
 
-    python benches/splink_compare.py records.csv truth.csv [--cluster]
+With --pairs-out FILE, the predicted pairs (record_a < record_b) are written there as CSV, so
+benches/matching.sh can count how many of Splink's missed pairs customer_unify finds.
+
+    python benches/splink_compare.py records.csv truth.csv [--cluster] [--pairs-out FILE]
 """
 
 import resource
@@ -20,7 +23,7 @@ import splink.comparison_library as cl
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
 
-def main(records_csv: str, truth_csv: str, cluster: bool) -> None:
+def main(records_csv: str, truth_csv: str, cluster: bool, pairs_out: str | None) -> None:
     df = pd.read_csv(records_csv, dtype=str, keep_default_na=False, na_values=[""])
     df["unique_id"] = df["record_id"].astype("int64")
     truth = pd.read_csv(truth_csv, dtype={"record_id": "int64", "person_id": "int64", "household_id": "int64"})
@@ -77,6 +80,8 @@ def main(records_csv: str, truth_csv: str, cluster: bool) -> None:
     a = pred["unique_id_l"].to_numpy()
     b = pred["unique_id_r"].to_numpy()
     predicted = {(min(x, y), max(x, y)) for x, y in zip(a.tolist(), b.tolist())}
+    if pairs_out:
+        pd.DataFrame(sorted(predicted), columns=["record_a", "record_b"]).to_csv(pairs_out, index=False)
     person = dict(zip(truth["record_id"], truth["person_id"]))
     household = dict(zip(truth["record_id"], truth["household_id"]))
     groups = truth.groupby("person_id")["record_id"].apply(sorted)
@@ -119,4 +124,6 @@ def main(records_csv: str, truth_csv: str, cluster: bool) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], "--cluster" in sys.argv[3:])
+    options = sys.argv[3:]
+    out = options[options.index("--pairs-out") + 1] if "--pairs-out" in options else None
+    main(sys.argv[1], sys.argv[2], "--cluster" in options, out)
