@@ -365,17 +365,34 @@ fn email_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, 
     {
         return (None, true);
     }
-    let same_domain = ae.rsplit_once('@').map(|x| x.1) == be.rsplit_once('@').map(|x| x.1);
+    let (a_local, a_domain) = ae.rsplit_once('@').unwrap_or((ae, ""));
+    let (b_local, b_domain) = be.rsplit_once('@').unwrap_or((be, ""));
     let level = if ae == be {
         0
     } else if same_key {
         1
-    } else if same_domain && damerau_levenshtein(ae, be).unwrap_or(usize::MAX) <= 1 {
+    } else if a_domain == b_domain
+        && !differ_in_separators_only(a_local, b_local)
+        && damerau_levenshtein(ae, be).unwrap_or(usize::MAX) <= 1
+    {
         2
     } else {
         3
     };
     (Some(level), false)
+}
+
+/// `marie.strauss@web.de` and `mariestrauss@web.de`: one edit apart, but where the provider
+/// counts dots (all but Gmail, whose match key folds them already) they are two mailboxes, and
+/// the second is what a provider offers when the first is taken: another person of the same
+/// name more often than a typo, so not the typo level.
+fn differ_in_separators_only(a: &str, b: &str) -> bool {
+    let bare = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !matches!(c, '.' | '-' | '_'))
+            .collect()
+    };
+    a != b && bare(a) == bare(b)
 }
 
 fn phone_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, bool) {
@@ -571,6 +588,53 @@ mod tests {
                 Comparison::FirstName
             ),
             Some(4)
+        );
+    }
+
+    #[test]
+    fn email_levels_tell_a_typo_from_a_second_mailbox() {
+        let ctx = Context::default();
+        let with_email = |email: &str, key: &str| MatchRecord {
+            email: Some(email.into()),
+            email_key: Some(key.into()),
+            ..Default::default()
+        };
+        let level = |a: &str, b: &str| {
+            let key = |e: &str| crate::normalize::email::email_match_key(e).unwrap();
+            compare(&with_email(a, &key(a)), &with_email(b, &key(b)), &ctx).level(Comparison::Email)
+        };
+        assert_eq!(
+            level("marie.strauss@web.de", "marie.strauss@web.de"),
+            Some(0)
+        );
+        assert_eq!(
+            level("marie.strauss@gmail.com", "mariestrauss@gmail.com"),
+            Some(1)
+        );
+        assert_eq!(
+            level("marie.strauss@web.de", "marie.strauss@web.dr"),
+            Some(3)
+        );
+        assert_eq!(
+            level("marie.strauss@web.de", "marie.straus@web.de"),
+            Some(2)
+        );
+        assert_eq!(
+            level("marie.strauss@web.de", "marie.sttauss@web.de"),
+            Some(2)
+        );
+        // A dot, dash or underscore more or less at a provider that counts them: another mailbox.
+        assert_eq!(
+            level("marie.strauss@web.de", "mariestrauss@web.de"),
+            Some(3)
+        );
+        assert_eq!(
+            level("marie_strauss@posteo.de", "mariestrauss@posteo.de"),
+            Some(3)
+        );
+        assert_eq!(
+            level("marie.strauss@web.de", "marie-strauss@web.de"),
+            Some(3)
         );
     }
 
