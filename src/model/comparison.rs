@@ -372,7 +372,7 @@ fn email_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, 
     } else if same_key {
         1
     } else if a_domain == b_domain
-        && !differ_in_separators_only(a_local, b_local)
+        && !differ_in_separators_or_digits_only(a_local, b_local)
         && damerau_levenshtein(ae, be).unwrap_or(usize::MAX) <= 1
     {
         2
@@ -382,14 +382,15 @@ fn email_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, 
     (Some(level), false)
 }
 
-/// `marie.strauss@web.de` and `mariestrauss@web.de`: one edit apart, but where the provider
-/// counts dots (all but Gmail, whose match key folds them already) they are two mailboxes, and
-/// the second is what a provider offers when the first is taken: another person of the same
-/// name more often than a typo, so not the typo level.
-fn differ_in_separators_only(a: &str, b: &str) -> bool {
+/// `marie.strauss@web.de` and `mariestrauss@web.de`, `gwagner54@` and `gwagner5@`: one edit
+/// apart, but where the provider counts dots (all but Gmail, whose match key folds them
+/// already) they are two mailboxes, and the second is what a provider offers when the first is
+/// taken (or carries another birth year): another person of the same name more often than a
+/// typo, so not the typo level.
+fn differ_in_separators_or_digits_only(a: &str, b: &str) -> bool {
     let bare = |s: &str| -> String {
         s.chars()
-            .filter(|c| !matches!(c, '.' | '-' | '_'))
+            .filter(|c| !matches!(c, '.' | '-' | '_') && !c.is_ascii_digit())
             .collect()
     };
     a != b && bare(a) == bare(b)
@@ -636,6 +637,16 @@ mod tests {
             level("marie.strauss@web.de", "marie-strauss@web.de"),
             Some(3)
         );
+        // So is a number more, less or changed: a taken name, another birth year.
+        assert_eq!(
+            level("gwagner54@mailbox.org", "gwagner5@mailbox.org"),
+            Some(3)
+        );
+        assert_eq!(
+            level("daniel.albrecht3@posteo.de", "daniel.albrecht@posteo.de"),
+            Some(3)
+        );
+        assert_eq!(level("jkowalski57@gmx.net", "jkowalski50@gmx.net"), Some(3));
     }
 
     #[test]
