@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod compare;
 pub mod model;
 pub mod normalize;
+pub mod parallel;
 pub mod segment;
 mod sql;
 mod worker;

@@ -225,51 +225,26 @@ pub fn candidates(
     records: &[MatchRecord],
     rules: &[BlockingRule],
     max_pairs: u64,
+    threads: usize,
 ) -> Result<(Vec<Candidate>, Vec<RuleStats>), String> {
     if rules.len() > 32 {
         return Err("at most 32 blocking rules".into());
     }
+    let indexed: Vec<(usize, &BlockingRule)> = rules.iter().enumerate().collect();
+    let per_rule = crate::parallel::map_tasks(&indexed, threads, |&(i, rule)| {
+        rule_pairs(records, i, rule, max_pairs)
+    });
     let mut all: Vec<(u64, u32)> = Vec::new();
     let mut stats = Vec::new();
-    for (i, rule) in rules.iter().enumerate() {
-        let mut blocks: HashMap<String, Vec<u32>> = HashMap::new();
-        for (idx, r) in records.iter().enumerate() {
-            for key in rule.keys(r) {
-                blocks.entry(key).or_default().push(idx as u32);
-            }
+    for result in per_rule {
+        let (pairs, s) = result?;
+        if all.len() as u64 + pairs.len() as u64 > max_pairs {
+            return Err(format!(
+                "blocking rule \"{}\" would produce more than {max_pairs} candidate pairs",
+                s.rule
+            ));
         }
-        let mut s = RuleStats {
-            rule: rule.name.clone(),
-            ..Default::default()
-        };
-        for (key, mut members) in blocks {
-            members.dedup();
-            if members.len() < 2 {
-                continue;
-            }
-            if members.len() > rule.max_block_size {
-                s.skipped_blocks += 1;
-                if members.len() as u64 > s.largest_skipped_block {
-                    s.largest_skipped_block = members.len() as u64;
-                    s.largest_skipped_key = Some(key.replace('\u{1f}', " | "));
-                }
-                continue;
-            }
-            s.blocks += 1;
-            for (j, &x) in members.iter().enumerate() {
-                for &y in &members[j + 1..] {
-                    let (a, b) = if x < y { (x, y) } else { (y, x) };
-                    all.push(((u64::from(a) << 32) | u64::from(b), 1 << i));
-                }
-            }
-            s.pairs += (members.len() * (members.len() - 1) / 2) as u64;
-            if all.len() as u64 > max_pairs {
-                return Err(format!(
-                    "blocking rule \"{}\" would produce more than {max_pairs} candidate pairs",
-                    rule.name
-                ));
-            }
-        }
+        all.extend(pairs);
         stats.push(s);
     }
     let out = merge_pairs(all);
@@ -277,6 +252,55 @@ pub fn candidates(
         stats[c.rules.trailing_zeros() as usize].new_pairs += 1;
     }
     Ok((out, stats))
+}
+
+/// The pairs of one rule (rule `i` in the mask) and its figures; errors past `max_pairs`.
+fn rule_pairs(
+    records: &[MatchRecord],
+    i: usize,
+    rule: &BlockingRule,
+    max_pairs: u64,
+) -> Result<(Vec<(u64, u32)>, RuleStats), String> {
+    let mut all: Vec<(u64, u32)> = Vec::new();
+    let mut blocks: HashMap<String, Vec<u32>> = HashMap::new();
+    for (idx, r) in records.iter().enumerate() {
+        for key in rule.keys(r) {
+            blocks.entry(key).or_default().push(idx as u32);
+        }
+    }
+    let mut s = RuleStats {
+        rule: rule.name.clone(),
+        ..Default::default()
+    };
+    for (key, mut members) in blocks {
+        members.dedup();
+        if members.len() < 2 {
+            continue;
+        }
+        if members.len() > rule.max_block_size {
+            s.skipped_blocks += 1;
+            if members.len() as u64 > s.largest_skipped_block {
+                s.largest_skipped_block = members.len() as u64;
+                s.largest_skipped_key = Some(key.replace('\u{1f}', " | "));
+            }
+            continue;
+        }
+        s.blocks += 1;
+        for (j, &x) in members.iter().enumerate() {
+            for &y in &members[j + 1..] {
+                let (a, b) = if x < y { (x, y) } else { (y, x) };
+                all.push(((u64::from(a) << 32) | u64::from(b), 1 << i));
+            }
+        }
+        s.pairs += (members.len() * (members.len() - 1) / 2) as u64;
+        if all.len() as u64 > max_pairs {
+            return Err(format!(
+                "blocking rule \"{}\" would produce more than {max_pairs} candidate pairs",
+                rule.name
+            ));
+        }
+    }
+    Ok((all, s))
 }
 
 /// A stable 64-bit hash (FNV-1a) of one rule's key: what `unify.block_keys` stores, so the
@@ -448,7 +472,7 @@ mod tests {
                 max_block_size: 10,
             },
         ];
-        let (cands, stats) = candidates(&records, &rules, 1000).unwrap();
+        let (cands, stats) = candidates(&records, &rules, 1000, 2).unwrap();
         let pairs: Vec<(u32, u32, u32)> = cands.iter().map(|c| (c.a, c.b, c.rules)).collect();
         assert_eq!(pairs, vec![(0, 1, 0b11), (0, 2, 0b10), (1, 2, 0b10)]);
         assert_eq!((stats[0].pairs, stats[0].new_pairs), (1, 1));
@@ -467,7 +491,7 @@ mod tests {
             parts: vec![KeyPart::EmailKey],
             max_block_size: 5,
         }];
-        let (cands, stats) = candidates(&records, &rules, 1000).unwrap();
+        let (cands, stats) = candidates(&records, &rules, 1000, 2).unwrap();
         assert_eq!(cands.len(), 1);
         assert_eq!(stats[0].skipped_blocks, 1);
         assert_eq!(stats[0].largest_skipped_block, 20);
@@ -482,6 +506,7 @@ mod tests {
                 ..rules[0].clone()
             }],
             50,
+            1,
         )
         .unwrap_err();
         assert!(err.contains("more than 50"), "{err}");
@@ -534,7 +559,7 @@ mod tests {
                 max_block_size: 10,
             },
         ];
-        let (full, _) = candidates(&records, &rules, 1_000_000).unwrap();
+        let (full, _) = candidates(&records, &rules, 1_000_000, 1).unwrap();
         let mut blocks: HashMap<i64, Vec<u32>> = HashMap::new();
         let all_keys: Vec<Vec<(usize, i64)>> =
             records.iter().map(|r| key_hashes(&rules, r)).collect();
@@ -607,7 +632,7 @@ mod tests {
                 max_block_size: 5,
             },
         ];
-        let (full, _) = candidates(&records, &rules, 1_000_000).unwrap();
+        let (full, _) = candidates(&records, &rules, 1_000_000, 1).unwrap();
         let keys: HashMap<u32, Vec<(usize, i64)>> = (0..records.len())
             .map(|i| (i as u32, key_hashes(&rules, &records[i])))
             .collect();

@@ -440,6 +440,26 @@ impl<'a> Scorer<'a> {
     }
 
     pub fn score_outcome(&self, a: &MatchRecord, b: &MatchRecord, outcome: Outcome) -> Score {
+        let (weight, weights, conflict) = self.weigh(a, &outcome);
+        let forced_by = self.forced_by(a, b, &outcome);
+        Score {
+            weight,
+            probability: probability(weight),
+            weights,
+            conflict,
+            forced_by,
+            outcome,
+        }
+    }
+
+    /// The match weight of a compared pair (`a` is the side whose name frequencies count), its
+    /// per-comparison weights and the identity conflict, without the deterministic rules.
+    #[allow(clippy::type_complexity)]
+    pub fn weigh(
+        &self,
+        a: &MatchRecord,
+        outcome: &Outcome,
+    ) -> (f64, [Option<f64>; COMPARISONS.len()], Option<Comparison>) {
         let mut weight = self.log_prior;
         let mut weights = [None; COMPARISONS.len()];
         for c in COMPARISONS {
@@ -450,19 +470,11 @@ impl<'a> Scorer<'a> {
                 }
             }
         }
-        let conflict = Self::conflict(&outcome).filter(|c| self.level_weights[c.index()].is_some());
+        let conflict = Self::conflict(outcome).filter(|c| self.level_weights[c.index()].is_some());
         if conflict.is_some() {
             weight += self.conflict_adjustment(&weights);
         }
-        let forced_by = self.forced_by(a, b, &outcome);
-        Score {
-            weight,
-            probability: probability(weight),
-            weights,
-            conflict,
-            forced_by,
-            outcome,
-        }
+        (weight, weights, conflict)
     }
 
     /// The terms of a pair's weight; their weights sum to `score(a, b).weight`.

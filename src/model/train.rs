@@ -11,6 +11,7 @@ use super::blocking::{BlockingRule, Candidate};
 use super::comparison::{compare, Comparison, Context, Outcome, COMPARISONS};
 use super::params::{log2_odds, Model, Scorer};
 use super::record::MatchRecord;
+use crate::parallel;
 
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
@@ -20,6 +21,8 @@ pub struct TrainOptions {
     /// EM stops when no m moves by more than this.
     pub tolerance: f64,
     pub seed: u64,
+    /// Threads comparing pairs (see `crate::parallel`); the results do not depend on it.
+    pub threads: usize,
 }
 
 impl Default for TrainOptions {
@@ -29,6 +32,7 @@ impl Default for TrainOptions {
             max_iterations: 100,
             tolerance: 1e-5,
             seed: 42,
+            threads: 1,
         }
     }
 }
@@ -102,20 +106,34 @@ pub fn estimate_u(
         return 0;
     }
     let mut rng = Rng(opts.seed);
-    let mut counts = [[0.0f64; 8]; COMPARISONS.len()];
     let total_pairs = records.len() as u128 * (records.len() as u128 - 1) / 2;
     let samples = (opts.sample_pairs as u128).min(total_pairs) as usize;
-    for _ in 0..samples {
-        let i = rng.below(records.len());
-        let mut j = rng.below(records.len() - 1);
-        if j >= i {
-            j += 1;
-        }
-        let o = compare(&records[i], &records[j], ctx);
-        for c in COMPARISONS {
-            if let Some(l) = o.level(c) {
-                counts[c.index()][l as usize] += 1.0;
+    // The sample is drawn first, in one sequence, so it is the same on any number of threads.
+    let pairs: Vec<(u32, u32)> = (0..samples)
+        .map(|_| {
+            let i = rng.below(records.len());
+            let mut j = rng.below(records.len() - 1);
+            if j >= i {
+                j += 1;
             }
+            (i as u32, j as u32)
+        })
+        .collect();
+    let mut counts = [[0.0f64; 8]; COMPARISONS.len()];
+    for part in parallel::map_blocks(pairs.len(), opts.threads, |range| {
+        let mut part = [[0.0f64; 8]; COMPARISONS.len()];
+        for &(i, j) in &pairs[range] {
+            let o = compare(&records[i as usize], &records[j as usize], ctx);
+            for c in COMPARISONS {
+                if let Some(l) = o.level(c) {
+                    part[c.index()][l as usize] += 1.0;
+                }
+            }
+        }
+        part
+    }) {
+        for (row, part_row) in counts.iter_mut().zip(part) {
+            row.iter_mut().zip(part_row).for_each(|(n, x)| *n += x);
         }
     }
     let address_key = |r: &MatchRecord| match (&r.street, &r.house_number, &r.postcode) {
@@ -306,26 +324,29 @@ fn estimate_prior(
     model: &Model,
     source_ids: &HashMap<String, i32>,
     all_pairs: f64,
+    threads: usize,
 ) -> (f64, f64) {
     let scorer = Scorer::new(model, ctx, source_ids);
-    let evidence: Vec<f64> = candidates
-        .iter()
-        .zip(outcomes)
-        .map(|(c, o)| {
-            scorer
-                .score_outcome(&records[c.a as usize], &records[c.b as usize], *o)
-                .weight
-                - log2_odds(model.prior)
-        })
-        .collect();
+    let evidence: Vec<f64> = parallel::flat_map(candidates.len(), threads, |range| {
+        range
+            .map(|i| {
+                let a = &records[candidates[i].a as usize];
+                scorer.weigh(a, &outcomes[i]).0 - log2_odds(model.prior)
+            })
+            .collect()
+    });
     let mut prior = model.prior;
     let mut expected = 0.0;
     for _ in 0..50 {
         let lp = log2_odds(prior);
-        expected = evidence
-            .iter()
-            .map(|e| 1.0 / (1.0 + (-(lp + e)).exp2()))
-            .sum::<f64>();
+        expected = parallel::map_blocks(evidence.len(), threads, |range| {
+            evidence[range]
+                .iter()
+                .map(|e| 1.0 / (1.0 + (-(lp + e)).exp2()))
+                .sum::<f64>()
+        })
+        .iter()
+        .sum::<f64>();
         let next = (expected / all_pairs).clamp(1e-12, 0.5);
         let done = ((next - prior) / prior).abs() < 1e-6;
         prior = next;
@@ -353,25 +374,35 @@ pub fn train(
         .collect();
     let rules = model.blocking_rules.clone();
     // Every candidate is compared once; the EM counts and both prior passes reuse the outcomes.
-    let outcomes: Vec<Outcome> = candidates
-        .iter()
-        .map(|c| compare(&records[c.a as usize], &records[c.b as usize], ctx))
-        .collect();
+    let outcomes: Vec<Outcome> = parallel::map(candidates, opts.threads, |c| {
+        compare(&records[c.a as usize], &records[c.b as usize], ctx)
+    });
     // Comparison vectors of all candidates, counted per distinct (pattern, rules).
     let mut counts: HashMap<(Pattern, u32), f64> = HashMap::new();
     let (mut at_one_address, mut living_together) = (0u64, 0u64);
-    for (cand, o) in candidates.iter().zip(&outcomes) {
-        let first = o.level(Comparison::FirstName);
-        let birth = o.level(Comparison::BirthDate);
-        if o.level(Comparison::Address) == Some(0) && first.is_some() && birth.is_some() {
-            at_one_address += 1;
-            if first == Some(Comparison::FirstName.else_level())
-                && birth == Some(Comparison::BirthDate.else_level())
-            {
-                living_together += 1;
+    for (part, at_one, together) in parallel::map_blocks(candidates.len(), opts.threads, |range| {
+        let mut part: HashMap<(Pattern, u32), f64> = HashMap::new();
+        let (mut at_one, mut together) = (0u64, 0u64);
+        for (cand, o) in candidates[range.clone()].iter().zip(&outcomes[range]) {
+            let first = o.level(Comparison::FirstName);
+            let birth = o.level(Comparison::BirthDate);
+            if o.level(Comparison::Address) == Some(0) && first.is_some() && birth.is_some() {
+                at_one += 1;
+                if first == Some(Comparison::FirstName.else_level())
+                    && birth == Some(Comparison::BirthDate.else_level())
+                {
+                    together += 1;
+                }
             }
+            *part.entry((o.levels, cand.rules)).or_default() += 1.0;
         }
-        *counts.entry((o.levels, cand.rules)).or_default() += 1.0;
+        (part, at_one, together)
+    }) {
+        at_one_address += at_one;
+        living_together += together;
+        for (key, n) in part {
+            *counts.entry(key).or_default() += n;
+        }
     }
     // Too few pairs at one address to tell: keep the discount (the safe side for CRM data).
     model.household_share =
@@ -387,7 +418,14 @@ pub fn train(
     for pass in 0..2 {
         sessions = em_sessions(&counts, &rules, model, opts);
         (prior, expected) = estimate_prior(
-            records, ctx, candidates, &outcomes, model, source_ids, all_pairs,
+            records,
+            ctx,
+            candidates,
+            &outcomes,
+            model,
+            source_ids,
+            all_pairs,
+            opts.threads,
         );
         model.prior = prior;
         if pass == 0 {
@@ -469,7 +507,7 @@ mod tests {
         }
         let ctx = Context::build(&records);
         let mut model = Model::default_german();
-        let (cands, _) = candidates(&records, &model.blocking_rules, 1_000_000).unwrap();
+        let (cands, _) = candidates(&records, &model.blocking_rules, 1_000_000, 2).unwrap();
         let report = train(
             &records,
             &ctx,

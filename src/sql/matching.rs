@@ -108,7 +108,13 @@ fn blocked(
     model: &Model,
     function: &'static str,
 ) -> (Vec<Candidate>, Vec<RuleStats>) {
-    candidates(records, &model.blocking_rules, model.max_candidate_pairs).unwrap_or_else(|e| {
+    candidates(
+        records,
+        &model.blocking_rules,
+        model.max_candidate_pairs,
+        threads(),
+    )
+    .unwrap_or_else(|e| {
         raise(
             PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             e,
@@ -117,6 +123,11 @@ fn blocked(
             function,
         )
     })
+}
+
+/// Threads this backend may compare and score on (see `crate::parallel::threads_for`).
+fn threads() -> usize {
+    crate::parallel::threads_for(unsafe { pg_sys::max_parallel_workers_per_gather })
 }
 
 /// The shipped model for German customer data (untrained u values).
@@ -161,6 +172,7 @@ fn _train(sample_pairs: i32, max_iterations: i32) -> JsonB {
     let opts = TrainOptions {
         sample_pairs: sample_pairs as usize,
         max_iterations: max_iterations as usize,
+        threads: threads(),
         ..Default::default()
     };
     let report = train(&records, &ctx, &cands, &mut model, &ids, &opts);
@@ -231,9 +243,33 @@ fn write_block_keys(records: &[MatchRecord], model: &Model) {
     keys.sort_unstable();
     let rules = serde_json::to_value(&model.blocking_rules).expect("rules serialize");
     Spi::connect_mut(|client| {
+        // The table is emptied under an exclusive lock anyway: filling it without its indexes
+        // and building them after is about three times faster than millions of index inserts
+        // (22.6 s against 6.6 s for 6M keys). That takes the table's owner (the extension's,
+        // usually a superuser); the indexes come back with the names and definitions of the
+        // extension script. Another unify_admin fills the indexed table.
+        let rebuild = client
+            .select(
+                "SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = 'unify.block_keys'::regclass",
+                None,
+                &[],
+            )
+            .and_then(|t| t.first().get_one::<bool>())
+            .unwrap_or_else(|e| spi_failed(e, F))
+            == Some(true);
         client
             .update("TRUNCATE unify.block_keys", None, &[])
             .unwrap_or_else(|e| spi_failed(e, F));
+        if rebuild {
+            client
+                .update(
+                    "ALTER TABLE unify.block_keys DROP CONSTRAINT block_keys_pkey;
+                     DROP INDEX unify.block_keys_record",
+                    None,
+                    &[],
+                )
+                .unwrap_or_else(|e| spi_failed(e, F));
+        }
         for chunk in keys.chunks(1_000_000) {
             let (hashes, ids): (Vec<i64>, Vec<i64>) = chunk.iter().copied().unzip();
             client
@@ -242,6 +278,16 @@ fn write_block_keys(records: &[MatchRecord], model: &Model) {
                      SELECT * FROM unnest($1::bigint[], $2::bigint[])",
                     None,
                     &[hashes.into(), ids.into()],
+                )
+                .unwrap_or_else(|e| spi_failed(e, F));
+        }
+        if rebuild {
+            client
+                .update(
+                    "ALTER TABLE unify.block_keys ADD CONSTRAINT block_keys_pkey PRIMARY KEY (key_hash, record_id);
+                     CREATE INDEX block_keys_record ON unify.block_keys (record_id)",
+                    None,
+                    &[],
                 )
                 .unwrap_or_else(|e| spi_failed(e, F));
         }
@@ -687,13 +733,20 @@ fn pair_rows(
     cands: &[Candidate],
 ) -> Vec<PairRow> {
     let review_weight = log2_odds(model.review_threshold);
-    let mut rows = Vec::new();
-    for c in cands {
+    // Most candidates score below the review threshold: compare and score on all threads, keep
+    // the few that stay, and build their rows here.
+    let kept = crate::parallel::flat_map(cands.len(), threads(), |range| {
+        cands[range]
+            .iter()
+            .filter_map(|c| {
+                let score = scorer.score(&records[c.a as usize], &records[c.b as usize]);
+                (score.weight >= review_weight || score.forced_by.is_some()).then_some((*c, score))
+            })
+            .collect()
+    });
+    let mut rows = Vec::with_capacity(kept.len());
+    for (c, score) in kept {
         let (a, b) = (&records[c.a as usize], &records[c.b as usize]);
-        let score = scorer.score(a, b);
-        if score.weight < review_weight && score.forced_by.is_none() {
-            continue;
-        }
         let mut weights = Map::new();
         for comparison in COMPARISONS {
             if let Some(w) = score.weights[comparison.index()] {
