@@ -74,12 +74,13 @@ CREATE TABLE unify.erasures (
 );
 COMMENT ON TABLE unify.erasures IS 'Source rows of erased persons (sha256 of the key): never synced again';
 SELECT pg_catalog.pg_extension_config_dump('unify.erasures', '');
--- Blocking keys: candidates are found through these.
+-- Every holder of an e-mail or phone (is the value a household's, or junk?), a transaction's
+-- customer number, a person's records. No index per blocking key: candidates are found through
+-- unify.block_keys (every rule's keys in one index), and each index here costs on every sync,
+-- resolve and queued change.
 CREATE INDEX records_email_key ON unify.records (email_key) WHERE email_key IS NOT NULL;
 CREATE INDEX records_phone ON unify.records (phone) WHERE phone IS NOT NULL;
 CREATE INDEX records_mobile ON unify.records (mobile) WHERE mobile IS NOT NULL;
-CREATE INDEX records_phonetic_postcode ON unify.records (last_name_phonetic, postcode) WHERE last_name_phonetic IS NOT NULL;
-CREATE INDEX records_birth_date ON unify.records (birth_date) WHERE birth_date IS NOT NULL;
 CREATE INDEX records_customer_number ON unify.records (customer_number) WHERE customer_number IS NOT NULL;
 CREATE INDEX records_person ON unify.records (person_id) WHERE person_id IS NOT NULL;
 
