@@ -84,11 +84,24 @@ fn fresh_email(
     let local = email_local(rng, first, last, year);
     let provider = rng.pick(MAIL_PROVIDERS);
     let mut email = format!("{local}@{provider}");
-    while taken.contains(&email) {
+    while taken.contains(&mailbox(&email)) {
         email = format!("{local}{}@{provider}", rng.range(1, 9999));
     }
-    taken.insert(email.clone());
+    taken.insert(mailbox(&email));
     email
+}
+
+/// The mailbox an address delivers to, as the provider sees it: Gmail ignores dots in the local
+/// part and googlemail.com is gmail.com, so `karin.walter@` and `karinwalter@` are one mailbox
+/// and a provider never hands the second to another Karin Walter.
+fn mailbox(email: &str) -> String {
+    let email = email.to_lowercase();
+    match email.split_once('@') {
+        Some((local, "gmail.com" | "googlemail.com")) => {
+            format!("{}@gmail.com", local.replace('.', ""))
+        }
+        _ => email,
+    }
 }
 
 fn new_address(rng: &mut Rng) -> Address {
@@ -288,10 +301,10 @@ impl World {
                 let l = translit(&last.to_lowercase()).replace(' ', "");
                 let provider = self.rng.pick(MAIL_PROVIDERS);
                 let mut mail = format!("familie.{l}@{provider}");
-                while self.emails_taken.contains(&mail) {
+                while self.emails_taken.contains(&mailbox(&mail)) {
                     mail = format!("familie.{l}{}@{provider}", self.rng.range(1, 9999));
                 }
-                self.emails_taken.insert(mail.clone());
+                self.emails_taken.insert(mailbox(&mail));
                 mail
             });
             for m in &mut members {
@@ -952,6 +965,18 @@ mod tests {
             assert!(t.truth.contains(tag), "no record tagged {tag}");
         }
         assert!(t.orders.contains("returned"));
+    }
+
+    #[test]
+    fn a_mailbox_is_handed_out_once_as_the_provider_sees_it() {
+        assert_eq!(mailbox("Karin.Walter@googlemail.com"), "karinwalter@gmail.com");
+        assert_eq!(mailbox("karin.walter@web.de"), "karin.walter@web.de");
+        let mut rng = Rng::new(3);
+        let mut taken = std::collections::HashSet::new();
+        let boxes: std::collections::HashSet<String> = (0..5_000)
+            .map(|_| mailbox(&fresh_email(&mut rng, &mut taken, "Karin", "Walter", 1970)))
+            .collect();
+        assert_eq!(boxes.len(), 5_000);
     }
 
     #[test]
