@@ -6,18 +6,20 @@
 # worker's CPU while idle. Inserts are copies of sample rows under new keys (half with another
 # last name), into three sources, by pgbench (tests/worker/writers.pgbench).
 #
-#   bash benches/realtime.sh [--rows N] [--rate R] [--seconds S] [--backlog B]
+#   bash benches/realtime.sh [--rows N] [--rate R] [--seconds S] [--backlog B] [--naptime 20ms]
 source "$(dirname "$0")/../scripts/lib.sh"
 ROWS=1000000
 RATE=200
 RUN_SECONDS=60
 BACKLOG=20000
+NAPTIME=20ms
 while [ $# -gt 0 ]; do
     case "$1" in
         --rows) ROWS="$2"; shift 2 ;;
         --rate) RATE="$2"; shift 2 ;;
         --seconds) RUN_SECONDS="$2"; shift 2 ;;
         --backlog) BACKLOG="$2"; shift 2 ;;
+        --naptime) NAPTIME="$2"; shift 2 ;;
         *) die "unknown argument $1" ;;
     esac
 done
@@ -28,7 +30,7 @@ DIR="${CUSTOMER_UNIFY_BENCH_DIR:-/tmp/customer_unify-bench}/realtime"
 DB=bench_realtime
 start_cluster "$DIR" "shared_buffers = '2GB'" "jit = off" "max_wal_size = '8GB'" "work_mem = '256MB'" \
     "shared_preload_libraries = 'customer_unify'" "customer_unify.databases = '$DB'" \
-    "track_commit_timestamp = on"
+    "track_commit_timestamp = on" "customer_unify.naptime = '$NAPTIME'"
 trap 'stop_cluster "$DIR"' EXIT
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -P pager=off -d "$DB")
 q() { "${PSQL[@]}" -At -c "$1"; }
@@ -54,7 +56,7 @@ latency_report() {
 }
 {
     echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'); date $(date -u +%F)"
-    echo "command: bash benches/realtime.sh --rows $ROWS --rate $RATE --seconds $RUN_SECONDS --backlog $BACKLOG"
+    echo "command: bash benches/realtime.sh --rows $ROWS --rate $RATE --seconds $RUN_SECONDS --backlog $BACKLOG --naptime $NAPTIME"
     psql -q -X -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
     crmgen --rows "$ROWS" --seed 1 --schema crm | "${PSQL[@]}" >/dev/null
     "${PSQL[@]}" <<'SQL'
