@@ -6,13 +6,13 @@
 # worker's CPU while idle. Inserts are copies of sample rows under new keys (half with another
 # last name), into three sources, by pgbench (tests/worker/writers.pgbench).
 #
-#   bash benches/realtime.sh [--rows N] [--rate R] [--seconds S] [--backlog B] [--naptime 20ms]
+#   bash benches/realtime.sh [--rows N] [--rate R] [--seconds S] [--backlog B] [--naptime 10ms]
 source "$(dirname "$0")/../scripts/lib.sh"
 ROWS=1000000
 RATE=200
 RUN_SECONDS=60
 BACKLOG=20000
-NAPTIME=20ms
+NAPTIME=10ms
 while [ $# -gt 0 ]; do
     case "$1" in
         --rows) ROWS="$2"; shift 2 ;;

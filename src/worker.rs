@@ -15,7 +15,7 @@ pub static DATABASES: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(Some(c"postgres"));
 pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1000);
-pub static NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(20);
+pub static NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(10);
 pub static SEGMENT_REFRESH_S: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 /// Seconds the postmaster waits before starting a worker that exited with an error again: an

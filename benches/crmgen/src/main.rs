@@ -969,7 +969,10 @@ mod tests {
 
     #[test]
     fn a_mailbox_is_handed_out_once_as_the_provider_sees_it() {
-        assert_eq!(mailbox("Karin.Walter@googlemail.com"), "karinwalter@gmail.com");
+        assert_eq!(
+            mailbox("Karin.Walter@googlemail.com"),
+            "karinwalter@gmail.com"
+        );
         assert_eq!(mailbox("karin.walter@web.de"), "karin.walter@web.de");
         let mut rng = Rng::new(3);
         let mut taken = std::collections::HashSet::new();
