@@ -316,6 +316,7 @@ fn em_sessions(
 
 /// The prior: expected matches among the candidates over all possible pairs, iterated to a
 /// fixed point (the expectation depends on the prior). Returns (prior, expected matches).
+#[allow(clippy::too_many_arguments)]
 fn estimate_prior(
     records: &[MatchRecord],
     ctx: &Context,
