@@ -6,64 +6,143 @@
 //! block in order: a sum over blocks is the same number on one thread or eight.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Items per block: large enough that a block costs far more than handing it out.
 pub const BLOCK: usize = 1 << 16;
 
-/// `f` of every block of `0..len` (in order), the blocks shared out over up to `threads`
-/// threads as contiguous runs; the calling thread takes the last run. A panic in any thread is
-/// re-raised in the caller.
-pub fn map_blocks<R, F>(len: usize, threads: usize, f: F) -> Vec<R>
+/// How many threads may work, and what the calling thread checks between its blocks (the SQL
+/// layer passes PostgreSQL's interrupt check, so a cancelled query stops within a block).
+#[derive(Clone, Copy, Debug)]
+pub struct Workers {
+    pub threads: usize,
+    pub check: fn(),
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Self {
+            threads: 1,
+            check: || {},
+        }
+    }
+}
+
+impl From<usize> for Workers {
+    fn from(threads: usize) -> Self {
+        Self {
+            threads,
+            ..Self::default()
+        }
+    }
+}
+
+/// `f` of every block of `0..len` (in order), over up to `workers.threads` threads; see
+/// [`map_blocks_checked`].
+pub fn map_blocks<R, F>(len: usize, workers: impl Into<Workers>, f: F) -> Vec<R>
 where
     R: Send,
     F: Fn(Range<usize>) -> R + Sync,
 {
-    let blocks: Vec<Range<usize>> = (0..len)
-        .step_by(BLOCK)
-        .map(|start| start..(start + BLOCK).min(len))
-        .collect();
-    let threads = threads.clamp(1, blocks.len().max(1));
+    let workers = workers.into();
+    map_blocks_checked(len, workers.threads, f, workers.check)
+}
+
+/// `f` of every block of `0..len` (in order). Threads take the next block as they finish one;
+/// the calling thread takes part and runs `check` before each of its blocks: a `check` that
+/// panics (a cancelled query raising its error) stops the other threads after their current
+/// block, and the panic reaches the caller. A panic in any thread is re-raised in the caller.
+pub fn map_blocks_checked<R, F, C>(len: usize, threads: usize, f: F, check: C) -> Vec<R>
+where
+    R: Send,
+    F: Fn(Range<usize>) -> R + Sync,
+    C: Fn(),
+{
+    let blocks = len.div_ceil(BLOCK);
+    let block = |i: usize| i * BLOCK..((i + 1) * BLOCK).min(len);
+    let threads = threads.clamp(1, blocks.max(1));
     if threads == 1 {
-        return blocks.into_iter().map(f).collect();
+        return (0..blocks)
+            .map(|i| {
+                check();
+                f(block(i))
+            })
+            .collect();
     }
-    let per_thread = blocks.len().div_ceil(threads);
-    let mut runs: Vec<&[Range<usize>]> = blocks.chunks(per_thread).collect();
-    let own = runs.pop().unwrap_or(&[]);
-    let run = |r: &[Range<usize>]| r.iter().cloned().map(&f).collect::<Vec<R>>();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = runs.into_iter().map(|r| s.spawn(move || run(r))).collect();
-        let last = run(own);
-        let mut out = Vec::with_capacity(blocks.len());
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    // The next block to take, or None when all are taken or a thread failed.
+    let take = || {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        (i < blocks).then_some(i)
+    };
+    // A block's work; a panic in it tells the other threads to stop.
+    let run = |i: usize| {
+        let guard = StopOnUnwind(&stop);
+        let r = f(block(i));
+        std::mem::forget(guard);
+        (i, r)
+    };
+    let helper = || {
+        let mut done = Vec::new();
+        while let Some(i) = take() {
+            done.push(run(i));
+        }
+        done
+    };
+    let mut results: Vec<(usize, R)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..threads).map(|_| s.spawn(helper)).collect();
+        let mut all = Vec::new();
+        loop {
+            let guard = StopOnUnwind(&stop);
+            check();
+            std::mem::forget(guard);
+            let Some(i) = take() else { break };
+            all.push(run(i));
+        }
         for h in handles {
             match h.join() {
-                Ok(part) => out.extend(part),
+                Ok(part) => all.extend(part),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
-        out.extend(last);
-        out
-    })
+        all
+    });
+    results.sort_unstable_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Sets the flag when dropped, which only happens while unwinding (it is forgotten otherwise).
+struct StopOnUnwind<'a>(&'a AtomicBool);
+
+impl Drop for StopOnUnwind<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// `f` of every item, in item order.
-pub fn map<T, R, F>(items: &[T], threads: usize, f: F) -> Vec<R>
+pub fn map<T, R, F>(items: &[T], workers: impl Into<Workers>, f: F) -> Vec<R>
 where
     T: Sync,
     R: Send,
     F: Fn(&T) -> R + Sync,
 {
-    flat_map(items.len(), threads, |range| {
+    flat_map(items.len(), workers, |range| {
         items[range].iter().map(&f).collect()
     })
 }
 
 /// The concatenation, in order, of `f` over the blocks of `0..len`.
-pub fn flat_map<R, F>(len: usize, threads: usize, f: F) -> Vec<R>
+pub fn flat_map<R, F>(len: usize, workers: impl Into<Workers>, f: F) -> Vec<R>
 where
     R: Send,
     F: Fn(Range<usize>) -> Vec<R> + Sync,
 {
-    let parts = map_blocks(len, threads, f);
+    let parts = map_blocks(len, workers, f);
     let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
     for part in parts {
         out.extend(part);
@@ -171,6 +250,41 @@ mod tests {
             })
         });
         assert!(result.is_err());
+    }
+
+    #[test]
+    fn a_failing_check_stops_every_thread_soon() {
+        let len = 1000 * BLOCK;
+        let done = AtomicUsize::new(0);
+        let checks = AtomicUsize::new(0);
+        let result = std::panic::catch_unwind(|| {
+            map_blocks_checked(
+                len,
+                2,
+                |r| {
+                    // Work that takes a while, as comparing 65,536 pairs does.
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    done.fetch_add(1, Ordering::Relaxed);
+                    r.len()
+                },
+                || {
+                    if checks.fetch_add(1, Ordering::Relaxed) == 3 {
+                        panic!("canceling statement due to user request");
+                    }
+                },
+            )
+        });
+        assert!(result.is_err());
+        // The helper stops after the block it holds once the panic unwinds (printing the panic
+        // takes a while), long before the thousand.
+        assert!(
+            done.load(Ordering::Relaxed) < 500,
+            "{}",
+            done.load(Ordering::Relaxed)
+        );
+        // Without a failing check every block is done, each once, in order.
+        let lens = map_blocks_checked(len + 5, 3, |r| r.start, || {});
+        assert!(lens.iter().copied().eq((0..1001).map(|i| i * BLOCK)));
     }
 
     #[test]

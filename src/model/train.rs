@@ -21,8 +21,9 @@ pub struct TrainOptions {
     /// EM stops when no m moves by more than this.
     pub tolerance: f64,
     pub seed: u64,
-    /// Threads comparing pairs (see `crate::parallel`); the results do not depend on it.
-    pub threads: usize,
+    /// Threads comparing pairs, and the interrupt check between blocks (see `crate::parallel`);
+    /// the results do not depend on them.
+    pub workers: parallel::Workers,
 }
 
 impl Default for TrainOptions {
@@ -32,7 +33,7 @@ impl Default for TrainOptions {
             max_iterations: 100,
             tolerance: 1e-5,
             seed: 42,
-            threads: 1,
+            workers: parallel::Workers::default(),
         }
     }
 }
@@ -120,7 +121,7 @@ pub fn estimate_u(
         })
         .collect();
     let mut counts = [[0.0f64; 8]; COMPARISONS.len()];
-    for part in parallel::map_blocks(pairs.len(), opts.threads, |range| {
+    for part in parallel::map_blocks(pairs.len(), opts.workers, |range| {
         let mut part = [[0.0f64; 8]; COMPARISONS.len()];
         for &(i, j) in &pairs[range] {
             let o = compare(&records[i as usize], &records[j as usize], ctx);
@@ -325,10 +326,10 @@ fn estimate_prior(
     model: &Model,
     source_ids: &HashMap<String, i32>,
     all_pairs: f64,
-    threads: usize,
+    workers: parallel::Workers,
 ) -> (f64, f64) {
     let scorer = Scorer::new(model, ctx, source_ids);
-    let evidence: Vec<f64> = parallel::flat_map(candidates.len(), threads, |range| {
+    let evidence: Vec<f64> = parallel::flat_map(candidates.len(), workers, |range| {
         range
             .map(|i| {
                 let a = &records[candidates[i].a as usize];
@@ -340,7 +341,7 @@ fn estimate_prior(
     let mut expected = 0.0;
     for _ in 0..50 {
         let lp = log2_odds(prior);
-        expected = parallel::map_blocks(evidence.len(), threads, |range| {
+        expected = parallel::map_blocks(evidence.len(), workers, |range| {
             evidence[range]
                 .iter()
                 .map(|e| 1.0 / (1.0 + (-(lp + e)).exp2()))
@@ -375,13 +376,13 @@ pub fn train(
         .collect();
     let rules = model.blocking_rules.clone();
     // Every candidate is compared once; the EM counts and both prior passes reuse the outcomes.
-    let outcomes: Vec<Outcome> = parallel::map(candidates, opts.threads, |c| {
+    let outcomes: Vec<Outcome> = parallel::map(candidates, opts.workers, |c| {
         compare(&records[c.a as usize], &records[c.b as usize], ctx)
     });
     // Comparison vectors of all candidates, counted per distinct (pattern, rules).
     let mut counts: HashMap<(Pattern, u32), f64> = HashMap::new();
     let (mut at_one_address, mut living_together) = (0u64, 0u64);
-    for (part, at_one, together) in parallel::map_blocks(candidates.len(), opts.threads, |range| {
+    for (part, at_one, together) in parallel::map_blocks(candidates.len(), opts.workers, |range| {
         let mut part: HashMap<(Pattern, u32), f64> = HashMap::new();
         let (mut at_one, mut together) = (0u64, 0u64);
         for (cand, o) in candidates[range.clone()].iter().zip(&outcomes[range]) {
@@ -426,7 +427,7 @@ pub fn train(
             model,
             source_ids,
             all_pairs,
-            opts.threads,
+            opts.workers,
         );
         model.prior = prior;
         if pass == 0 {

@@ -130,6 +130,19 @@ fn threads() -> usize {
     crate::parallel::threads_for(unsafe { pg_sys::max_parallel_workers_per_gather })
 }
 
+/// Those threads, with the backend's thread checking for a cancel (statement_timeout,
+/// pg_cancel_backend) between its blocks: the others then stop after the block they hold.
+fn workers() -> crate::parallel::Workers {
+    crate::parallel::Workers {
+        threads: threads(),
+        check: check_for_interrupts,
+    }
+}
+
+fn check_for_interrupts() {
+    pgrx::check_for_interrupts!();
+}
+
 /// The shipped model for German customer data (untrained u values).
 #[pg_extern(immutable, parallel_safe)]
 fn default_model() -> JsonB {
@@ -172,7 +185,7 @@ fn _train(sample_pairs: i32, max_iterations: i32) -> JsonB {
     let opts = TrainOptions {
         sample_pairs: sample_pairs as usize,
         max_iterations: max_iterations as usize,
-        threads: threads(),
+        workers: workers(),
         ..Default::default()
     };
     let report = train(&records, &ctx, &cands, &mut model, &ids, &opts);
@@ -735,7 +748,7 @@ fn pair_rows(
     let review_weight = log2_odds(model.review_threshold);
     // Most candidates score below the review threshold: compare and score on all threads, keep
     // the few that stay, and build their rows here.
-    let kept = crate::parallel::flat_map(cands.len(), threads(), |range| {
+    let kept = crate::parallel::flat_map(cands.len(), workers(), |range| {
         cands[range]
             .iter()
             .filter_map(|c| {
