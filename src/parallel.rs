@@ -58,38 +58,48 @@ where
     F: Fn(Range<usize>) -> R + Sync,
     C: Fn(),
 {
-    let blocks = len.div_ceil(BLOCK);
     let block = |i: usize| i * BLOCK..((i + 1) * BLOCK).min(len);
-    let threads = threads.clamp(1, blocks.max(1));
+    share(len.div_ceil(BLOCK), threads, |i| f(block(i)), check)
+}
+
+/// `run(i)` for every `i` in `0..units`, in order: threads take the next unit as they finish one,
+/// the calling thread among them, running `check` before each of its units.
+fn share<R, F, C>(units: usize, threads: usize, run: F, check: C) -> Vec<R>
+where
+    R: Send,
+    F: Fn(usize) -> R + Sync,
+    C: Fn(),
+{
+    let threads = threads.clamp(1, units.max(1));
     if threads == 1 {
-        return (0..blocks)
+        return (0..units)
             .map(|i| {
                 check();
-                f(block(i))
+                run(i)
             })
             .collect();
     }
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    // The next block to take, or None when all are taken or a thread failed.
+    // The next unit to take, or None when all are taken or a thread failed.
     let take = || {
         if stop.load(Ordering::Relaxed) {
             return None;
         }
         let i = next.fetch_add(1, Ordering::Relaxed);
-        (i < blocks).then_some(i)
+        (i < units).then_some(i)
     };
-    // A block's work; a panic in it tells the other threads to stop.
-    let run = |i: usize| {
+    // A unit's work; a panic in it tells the other threads to stop.
+    let unit = |i: usize| {
         let guard = StopOnUnwind(&stop);
-        let r = f(block(i));
+        let r = run(i);
         std::mem::forget(guard);
         (i, r)
     };
     let helper = || {
         let mut done = Vec::new();
         while let Some(i) = take() {
-            done.push(run(i));
+            done.push(unit(i));
         }
         done
     };
@@ -101,7 +111,7 @@ where
             check();
             std::mem::forget(guard);
             let Some(i) = take() else { break };
-            all.push(run(i));
+            all.push(unit(i));
         }
         for h in handles {
             match h.join() {
@@ -158,34 +168,7 @@ where
     R: Send,
     F: Fn(&T) -> R + Sync,
 {
-    let threads = threads.clamp(1, items.len().max(1));
-    if threads == 1 {
-        return items.iter().map(f).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let work = || {
-        let mut done = Vec::new();
-        loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(item) = items.get(i) else {
-                return done;
-            };
-            done.push((i, f(item)));
-        }
-    };
-    let mut results: Vec<(usize, R)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
-        let mut all = work();
-        for h in handles {
-            match h.join() {
-                Ok(part) => all.extend(part),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        all
-    });
-    results.sort_unstable_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
+    share(items.len(), threads, |i| f(&items[i]), || {})
 }
 
 /// How many threads a backend may use: the one it runs on plus as many as a parallel query may
