@@ -37,29 +37,24 @@ impl From<usize> for Workers {
     }
 }
 
-/// `f` of every block of `0..len` (in order), over up to `workers.threads` threads; see
-/// [`map_blocks_checked`].
+/// `f` of every block of `0..len` (in order). Threads take the next block as they finish one;
+/// the calling thread takes part and runs `workers.check` before each of its blocks: a check
+/// that panics (a cancelled query raising its error) stops the other threads after their
+/// current block, and the panic reaches the caller. A panic in any thread is re-raised in the
+/// caller.
 pub fn map_blocks<R, F>(len: usize, workers: impl Into<Workers>, f: F) -> Vec<R>
 where
     R: Send,
     F: Fn(Range<usize>) -> R + Sync,
 {
     let workers = workers.into();
-    map_blocks_checked(len, workers.threads, f, workers.check)
-}
-
-/// `f` of every block of `0..len` (in order). Threads take the next block as they finish one;
-/// the calling thread takes part and runs `check` before each of its blocks: a `check` that
-/// panics (a cancelled query raising its error) stops the other threads after their current
-/// block, and the panic reaches the caller. A panic in any thread is re-raised in the caller.
-pub fn map_blocks_checked<R, F, C>(len: usize, threads: usize, f: F, check: C) -> Vec<R>
-where
-    R: Send,
-    F: Fn(Range<usize>) -> R + Sync,
-    C: Fn(),
-{
     let block = |i: usize| i * BLOCK..((i + 1) * BLOCK).min(len);
-    share(len.div_ceil(BLOCK), threads, |i| f(block(i)), check)
+    share(
+        len.div_ceil(BLOCK),
+        workers.threads,
+        |i| f(block(i)),
+        workers.check,
+    )
 }
 
 /// `run(i)` for every `i` in `0..units`, in order: threads take the next unit as they finish one,
@@ -237,37 +232,36 @@ mod tests {
 
     #[test]
     fn a_failing_check_stops_every_thread_soon() {
-        let len = 1000 * BLOCK;
-        let done = AtomicUsize::new(0);
-        let checks = AtomicUsize::new(0);
+        static DONE: AtomicUsize = AtomicUsize::new(0);
+        static CHECKS: AtomicUsize = AtomicUsize::new(0);
+        fn cancel_at_the_fourth_check() {
+            if CHECKS.fetch_add(1, Ordering::Relaxed) == 3 {
+                panic!("canceling statement due to user request");
+            }
+        }
+        let workers = Workers {
+            threads: 2,
+            check: cancel_at_the_fourth_check,
+        };
         let result = std::panic::catch_unwind(|| {
-            map_blocks_checked(
-                len,
-                2,
-                |r| {
-                    // Work that takes a while, as comparing 65,536 pairs does.
-                    std::thread::sleep(std::time::Duration::from_millis(2));
-                    done.fetch_add(1, Ordering::Relaxed);
-                    r.len()
-                },
-                || {
-                    if checks.fetch_add(1, Ordering::Relaxed) == 3 {
-                        panic!("canceling statement due to user request");
-                    }
-                },
-            )
+            map_blocks(1000 * BLOCK, workers, |r| {
+                // Work that takes a while, as comparing 65,536 pairs does.
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                DONE.fetch_add(1, Ordering::Relaxed);
+                r.len()
+            })
         });
         assert!(result.is_err());
         // The helper stops after the block it holds once the panic unwinds (printing the panic
         // takes a while), long before the thousand.
         assert!(
-            done.load(Ordering::Relaxed) < 500,
+            DONE.load(Ordering::Relaxed) < 500,
             "{}",
-            done.load(Ordering::Relaxed)
+            DONE.load(Ordering::Relaxed)
         );
         // Without a failing check every block is done, each once, in order.
-        let lens = map_blocks_checked(len + 5, 3, |r| r.start, || {});
-        assert!(lens.iter().copied().eq((0..1001).map(|i| i * BLOCK)));
+        let starts = map_blocks(1000 * BLOCK + 5, 3, |r| r.start);
+        assert!(starts.iter().copied().eq((0..1001).map(|i| i * BLOCK)));
     }
 
     #[test]

@@ -329,11 +329,12 @@ fn estimate_prior(
     workers: parallel::Workers,
 ) -> (f64, f64) {
     let scorer = Scorer::new(model, ctx, source_ids);
+    let log_prior = log2_odds(model.prior);
     let evidence: Vec<f64> = parallel::flat_map(candidates.len(), workers, |range| {
         range
             .map(|i| {
                 let a = &records[candidates[i].a as usize];
-                scorer.weigh(a, &outcomes[i]).0 - log2_odds(model.prior)
+                scorer.weigh(a, &outcomes[i]).0 - log_prior
             })
             .collect()
     });

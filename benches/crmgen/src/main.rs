@@ -83,11 +83,24 @@ fn fresh_email(
 ) -> String {
     let local = email_local(rng, first, last, year);
     let provider = rng.pick(MAIL_PROVIDERS);
+    claim_mailbox(rng, taken, &local, provider)
+}
+
+/// `local@provider`, or, as a provider does when that mailbox is taken, `local<n>@provider`;
+/// the address's mailbox is taken from then on.
+fn claim_mailbox(
+    rng: &mut Rng,
+    taken: &mut std::collections::HashSet<String>,
+    local: &str,
+    provider: &str,
+) -> String {
     let mut email = format!("{local}@{provider}");
-    while taken.contains(&mailbox(&email)) {
+    let mut boxed = mailbox(&email);
+    while taken.contains(&boxed) {
         email = format!("{local}{}@{provider}", rng.range(1, 9999));
+        boxed = mailbox(&email);
     }
-    taken.insert(mailbox(&email));
+    taken.insert(boxed);
     email
 }
 
@@ -300,12 +313,12 @@ impl World {
             let family_mail = self.rng.chance(0.15).then(|| {
                 let l = translit(&last.to_lowercase()).replace(' ', "");
                 let provider = self.rng.pick(MAIL_PROVIDERS);
-                let mut mail = format!("familie.{l}@{provider}");
-                while self.emails_taken.contains(&mailbox(&mail)) {
-                    mail = format!("familie.{l}{}@{provider}", self.rng.range(1, 9999));
-                }
-                self.emails_taken.insert(mailbox(&mail));
-                mail
+                claim_mailbox(
+                    &mut self.rng,
+                    &mut self.emails_taken,
+                    &format!("familie.{l}"),
+                    provider,
+                )
             });
             for m in &mut members {
                 m.tags.push("family");
