@@ -187,6 +187,89 @@ pub fn damerau_levenshtein(a: &str, b: &str) -> Result<usize, TooLong> {
     Ok(strsim::damerau_levenshtein(a, b))
 }
 
+/// Whether the Damerau-Levenshtein distance is at most one (equal, or one insertion, deletion,
+/// substitution or swap of adjacent characters), in one pass and without allocating: the
+/// typo test of e-mails and postcodes runs on millions of candidate pairs.
+pub fn within_one_edit(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    if a.is_ascii() && b.is_ascii() {
+        one_edit_units(a.as_bytes(), b.as_bytes())
+    } else {
+        let va: Vec<char> = a.chars().collect();
+        let vb: Vec<char> = b.chars().collect();
+        one_edit_units(&va, &vb)
+    }
+}
+
+fn one_edit_units<T: PartialEq>(a: &[T], b: &[T]) -> bool {
+    let (a, b) = if a.len() < b.len() { (b, a) } else { (a, b) };
+    if a.len() - b.len() > 1 {
+        return false;
+    }
+    let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    if a.len() != b.len() {
+        // One deletion from the longer side: the rest after the shared prefix must agree.
+        return a[prefix + 1..] == b[prefix..];
+    }
+    if prefix == a.len() {
+        return true;
+    }
+    // One substitution, or a swap of the first differing character with the next.
+    a[prefix + 1..] == b[prefix + 1..]
+        || (prefix + 1 < a.len()
+            && a[prefix] == b[prefix + 1]
+            && a[prefix + 1] == b[prefix]
+            && a[prefix + 2..] == b[prefix + 2..])
+}
+
+/// Whether `jaro_winkler(a, b) >= threshold`, deciding most clearly different pairs from an
+/// upper bound (the characters the two have in common, as a multiset, bound the Jaro matches)
+/// before computing the similarity: a first name against a last name, two unrelated names.
+pub fn jaro_winkler_at_least(a: &str, b: &str, threshold: f64) -> bool {
+    jaro_winkler_above_bound(a, b, threshold).is_some()
+}
+
+/// `Some(jaro_winkler(a, b))` unless an upper bound shows it is below `floor` (then `None`).
+pub fn jaro_winkler_above_bound(a: &str, b: &str, floor: f64) -> Option<f64> {
+    if a.is_ascii() && b.is_ascii() && a.len() <= 255 && b.len() <= 255 {
+        let (x, y) = (a.as_bytes(), b.as_bytes());
+        if jaro_winkler_upper_bound(x, y) < floor - 1e-9 {
+            return None;
+        }
+    }
+    let s = jaro_winkler(a, b).ok()?;
+    (s >= floor).then_some(s)
+}
+
+/// An upper bound of Jaro-Winkler on ASCII bytes: Jaro with every common character matched and
+/// no transposition, plus the prefix bonus.
+fn jaro_winkler_upper_bound(a: &[u8], b: &[u8]) -> f64 {
+    if a.is_empty() || b.is_empty() {
+        return if a.len() == b.len() { 1.0 } else { 0.0 };
+    }
+    let mut counts = [0u8; 128];
+    for &x in a {
+        counts[x as usize] += 1;
+    }
+    let mut common = 0usize;
+    for &y in b {
+        let c = &mut counts[y as usize];
+        if *c > 0 {
+            *c -= 1;
+            common += 1;
+        }
+    }
+    if common == 0 {
+        return 0.0;
+    }
+    let m = common as f64;
+    let jaro = (m / a.len() as f64 + m / b.len() as f64 + 1.0) / 3.0;
+    let prefix = a.iter().zip(b).take(4).take_while(|(x, y)| x == y).count();
+    jaro + 0.1 * prefix as f64 * (1.0 - jaro)
+}
+
 /// Jaccard similarity of the word sets: words are maximal runs of letters and digits, compared
 /// lowercased, so word order and punctuation do not matter. Two texts without words are 1.
 pub fn jaccard_tokens(a: &str, b: &str) -> f64 {
@@ -347,5 +430,90 @@ mod tests {
         // One long side against a short one is fine.
         assert_eq!(levenshtein(&huge, "a"), Ok((1 << 20) - 1));
         assert!(jaccard_tokens(&huge, "a") < 1.0);
+    }
+
+    #[test]
+    fn within_one_edit_equals_damerau_at_most_one() {
+        let mut cases: Vec<(String, String)> = Vec::new();
+        for a in WORDS {
+            for b in WORDS {
+                cases.push((a.to_string(), b.to_string()));
+            }
+        }
+        // Every single edit of a few words, and pairs of edits.
+        let alphabet = ['a', 'b', 'ü', '.', '1'];
+        for w in ["marie.strauss@web.de", "10115", "Jörg", "ab", "a", ""] {
+            let chars: Vec<char> = w.chars().collect();
+            let mut variants = vec![w.to_string()];
+            for i in 0..=chars.len() {
+                for &c in &alphabet {
+                    let mut v = chars.clone();
+                    v.insert(i, c);
+                    variants.push(v.iter().collect());
+                    if i < chars.len() {
+                        let mut v = chars.clone();
+                        v[i] = c;
+                        variants.push(v.iter().collect());
+                    }
+                }
+                if i < chars.len() {
+                    let mut v = chars.clone();
+                    v.remove(i);
+                    variants.push(v.iter().collect());
+                }
+                if i + 1 < chars.len() {
+                    let mut v = chars.clone();
+                    v.swap(i, i + 1);
+                    variants.push(v.iter().collect());
+                }
+            }
+            for x in &variants {
+                for y in &variants {
+                    cases.push((x.clone(), y.clone()));
+                }
+            }
+        }
+        let mut near = 0;
+        for (a, b) in &cases {
+            let want = strsim::damerau_levenshtein(a, b) <= 1;
+            near += usize::from(want);
+            assert_eq!(within_one_edit(a, b), want, "{a:?} {b:?}");
+        }
+        assert!(near > 1000, "the cases exercise the near side too: {near}");
+    }
+
+    #[test]
+    fn jaro_winkler_threshold_equals_the_similarity() {
+        let mut words: Vec<String> = WORDS.iter().map(|w| w.to_lowercase()).collect();
+        words.extend(
+            [
+                "anna", "anne", "hanna", "schmidt", "schmitt", "smith", "mueller", "muller",
+                "miller", "karl", "carl", "karla", "klaus", "nicolaus", "aaaa", "aaab", "ab",
+            ]
+            .map(String::from),
+        );
+        let mut decided_early = 0;
+        for a in &words {
+            for b in &words {
+                let s = jaro_winkler(a, b).unwrap();
+                for t in [0.5, 0.7, 0.8, 0.88, 0.92, 0.95] {
+                    assert_eq!(jaro_winkler_at_least(a, b, t), s >= t, "{a:?} {b:?} {t}");
+                    assert_eq!(
+                        jaro_winkler_above_bound(a, b, t),
+                        (s >= t).then_some(s),
+                        "{a:?} {b:?} {t}"
+                    );
+                }
+                if a.is_ascii() && b.is_ascii() {
+                    let bound = jaro_winkler_upper_bound(a.as_bytes(), b.as_bytes());
+                    assert!(bound + 1e-12 >= s, "{a:?} {b:?}: bound {bound} < {s}");
+                    decided_early += usize::from(bound < 0.92);
+                }
+            }
+        }
+        assert!(
+            decided_early > 100,
+            "the bound decides pairs: {decided_early}"
+        );
     }
 }

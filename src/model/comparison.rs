@@ -7,7 +7,9 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::record::MatchRecord;
-use crate::compare::similarity::{damerau_levenshtein, jaro_winkler, levenshtein};
+use crate::compare::similarity::{
+    jaro_winkler_above_bound, jaro_winkler_at_least, levenshtein, within_one_edit,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -244,12 +246,8 @@ impl Outcome {
     }
 }
 
-fn jw(a: &str, b: &str) -> f64 {
-    jaro_winkler(a, b).unwrap_or(0.0)
-}
-
 fn close(a: &str, b: &str) -> bool {
-    a == b || jw(a, b) >= 0.92
+    a == b || jaro_winkler_at_least(a, b, 0.92)
 }
 
 /// "Anna Müller" against "Müller Anna": the names agree crosswise but not straight.
@@ -282,12 +280,10 @@ fn name_level(
     if at == bt {
         return Some(1);
     }
-    let s = jw(at, bt);
-    if s >= 0.92 {
-        return Some(2);
-    }
-    if s >= 0.80 {
-        return Some(3);
+    match jaro_winkler_above_bound(at, bt, 0.80) {
+        Some(s) if s >= 0.92 => return Some(2),
+        Some(_) => return Some(3),
+        None => {}
     }
     if a_phonetic.is_some() && a_phonetic == b_phonetic {
         return Some(4);
@@ -372,8 +368,8 @@ fn email_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, 
     } else if same_key {
         1
     } else if a_domain == b_domain
+        && within_one_edit(ae, be)
         && !differ_in_separators_or_digits_only(a_local, b_local)
-        && damerau_levenshtein(ae, be).unwrap_or(usize::MAX) <= 1
     {
         2
     } else {
@@ -388,12 +384,8 @@ fn email_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, 
 /// taken (or carries another birth year): another person of the same name more often than a
 /// typo, so not the typo level.
 fn differ_in_separators_or_digits_only(a: &str, b: &str) -> bool {
-    let bare = |s: &str| -> String {
-        s.chars()
-            .filter(|c| !matches!(c, '.' | '-' | '_') && !c.is_ascii_digit())
-            .collect()
-    };
-    a != b && bare(a) == bare(b)
+    let kept = |c: &char| !matches!(c, '.' | '-' | '_') && !c.is_ascii_digit();
+    a != b && a.chars().filter(kept).eq(b.chars().filter(kept))
 }
 
 fn phone_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, bool) {
@@ -418,12 +410,10 @@ fn address_level(a: &MatchRecord, b: &MatchRecord) -> Option<u8> {
     let both_eq = |x: &Option<String>, y: &Option<String>| x.is_some() && x == y;
     let postcode_eq = both_eq(&a.postcode, &b.postcode);
     let city_eq = both_eq(&a.city, &b.city);
-    let postcode_close = match (&a.postcode, &b.postcode) {
-        // One typo, swapped digits included (10115 / 10151).
-        (Some(x), Some(y)) => damerau_levenshtein(x, y).unwrap_or(usize::MAX) <= 1,
-        _ => false,
-    };
-    let place_close = postcode_eq || city_eq || postcode_close;
+    // One typo, swapped digits included (10115 / 10151).
+    let place_close = postcode_eq
+        || city_eq
+        || matches!((&a.postcode, &b.postcode), (Some(x), Some(y)) if within_one_edit(x, y));
     if let (Some(sa), Some(sb)) = (&a.street, &b.street) {
         let number_eq = both_eq(&a.house_number, &b.house_number);
         if sa == sb && number_eq && place_close {
@@ -433,7 +423,7 @@ fn address_level(a: &MatchRecord, b: &MatchRecord) -> Option<u8> {
             return Some(1);
         }
         let number_missing = a.house_number.is_none() || b.house_number.is_none();
-        if (number_eq || number_missing) && place_close && jw(sa, sb) >= 0.88 {
+        if (number_eq || number_missing) && place_close && jaro_winkler_at_least(sa, sb, 0.88) {
             return Some(2);
         }
     }

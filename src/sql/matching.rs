@@ -9,7 +9,7 @@ use pgrx::{JsonB, PgSqlErrorCode};
 use serde_json::{json, Map, Value};
 
 use super::errors::raise;
-use super::spi::{fetch_all, spi_failed, Args};
+use super::spi::{drop_indexes, fetch_all, rebuild_indexes, spi_failed, Args};
 use crate::model::blocking::{
     candidates, candidates_of, candidates_within, crosses_limit, key_hashes, rule_of, BlockingRule,
     Candidate, RuleStats,
@@ -143,6 +143,42 @@ fn check_for_interrupts() {
     pgrx::check_for_interrupts!();
 }
 
+/// Seconds per phase of a long command, logged at DEBUG1 when it ends
+/// (`SET client_min_messages = debug1` shows where a slow run spends its time).
+struct Phases {
+    command: &'static str,
+    last: std::time::Instant,
+    done: Vec<(&'static str, f64)>,
+}
+
+impl Phases {
+    fn new(command: &'static str) -> Self {
+        Self {
+            command,
+            last: std::time::Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        self.done
+            .push((phase, now.duration_since(self.last).as_secs_f64()));
+        self.last = now;
+    }
+}
+
+impl Drop for Phases {
+    fn drop(&mut self) {
+        let parts: Vec<String> = self
+            .done
+            .iter()
+            .map(|(p, s)| format!("{p} {s:.2} s"))
+            .collect();
+        pgrx::debug1!("{}: {}", self.command, parts.join(", "));
+    }
+}
+
 /// The shipped model for German customer data (untrained u values).
 #[pg_extern(immutable, parallel_safe)]
 fn default_model() -> JsonB {
@@ -169,8 +205,10 @@ fn _train(sample_pairs: i32, max_iterations: i32) -> JsonB {
             "train",
         );
     }
+    let mut phases = Phases::new("train");
     let mut model = current_model("train");
     let (records, ids) = load_all("train");
+    phases.mark("load");
     if records.len() < 2 {
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -182,6 +220,7 @@ fn _train(sample_pairs: i32, max_iterations: i32) -> JsonB {
     }
     let ctx = Context::build(&records);
     let (cands, stats) = blocked(&records, &model, "train");
+    phases.mark("block");
     let opts = TrainOptions {
         sample_pairs: sample_pairs as usize,
         max_iterations: max_iterations as usize,
@@ -189,6 +228,7 @@ fn _train(sample_pairs: i32, max_iterations: i32) -> JsonB {
         ..Default::default()
     };
     let report = train(&records, &ctx, &cands, &mut model, &ids, &opts);
+    phases.mark("estimate");
     // The name frequencies become part of the model version: scoring then gives a pair the same
     // weight whether it is scored in a full run or as a change (and later sign-ups of other
     // Müllers do not move it).
@@ -212,12 +252,15 @@ fn _score_pairs() -> TableIterator<
         name!(weights, JsonB),
     ),
 > {
+    let mut phases = Phases::new("score_pairs");
     let model = current_model("score_pairs");
     let (records, ids) = load_all("score_pairs");
     let mut ctx = Context::build(&records);
     (ctx.first_name_tf, ctx.last_name_tf) =
         Spi::connect(|client| load_frequencies(client, None, "score_pairs"));
+    phases.mark("load");
     let (cands, stats) = blocked(&records, &model, "score_pairs");
+    phases.mark("block");
     let stats_json = serde_json::to_value(&stats).expect("stats serialize");
     Spi::connect_mut(|client| {
         client
@@ -235,8 +278,11 @@ fn _score_pairs() -> TableIterator<
             .unwrap_or_else(|e| spi_failed(e, "score_pairs"));
     });
     write_block_keys(&records, &model);
+    phases.mark("block_keys");
     let scorer = Scorer::new(&model, &ctx, &ids);
-    TableIterator::new(pair_rows(&model, &scorer, &records, &cands))
+    let rows = pair_rows(&model, &scorer, &records, &cands);
+    phases.mark("score");
+    TableIterator::new(rows)
 }
 
 /// Stores every record's hashed blocking keys in unify.block_keys and the rules in
@@ -259,36 +305,12 @@ fn write_block_keys(records: &[MatchRecord], model: &Model) {
         // The table is emptied under an exclusive lock anyway: filling it without its indexes
         // and building them after is about three times faster than millions of index inserts
         // (22.6 s against 6.6 s for 6M keys). That takes the table's owner (the extension's,
-        // usually a superuser); the indexes come back as the catalog defined them, so the
-        // extension script stays their one definition. For another unify_admin the query finds
-        // nothing and the indexed table is filled.
-        let indexes: Vec<(String, String)> = fetch_all(
-            client,
-            "SELECT CASE WHEN c.oid IS NULL THEN format('DROP INDEX %s', i.indexrelid::regclass)
-                         ELSE format('ALTER TABLE unify.block_keys DROP CONSTRAINT %I', c.conname) END,
-                    CASE WHEN c.oid IS NULL THEN pg_get_indexdef(i.indexrelid)
-                         ELSE format('ALTER TABLE unify.block_keys ADD CONSTRAINT %I %s', c.conname,
-                                     pg_get_constraintdef(c.oid)) END
-             FROM pg_index i
-             JOIN pg_class t ON t.oid = i.indrelid
-             LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
-             WHERE i.indrelid = 'unify.block_keys'::regclass AND pg_has_role(t.relowner, 'USAGE')",
-            vec![],
-            F,
-            |r| {
-                let text = |i: usize| r.get::<String>(i).ok().flatten().unwrap_or_default();
-                (text(1), text(2))
-            },
-        );
-        let (drops, creates): (Vec<String>, Vec<String>) = indexes.into_iter().unzip();
+        // usually a superuser); for another unify_admin nothing is dropped and the indexed
+        // table is filled.
         client
             .update("TRUNCATE unify.block_keys", None, &[])
             .unwrap_or_else(|e| spi_failed(e, F));
-        for drop in &drops {
-            client
-                .update(drop, None, &[])
-                .unwrap_or_else(|e| spi_failed(e, F));
-        }
+        let rebuild = drop_indexes(client, "unify.block_keys", true, F);
         for chunk in keys.chunks(1_000_000) {
             let (hashes, ids): (Vec<i64>, Vec<i64>) = chunk.iter().copied().unzip();
             client
@@ -300,11 +322,7 @@ fn write_block_keys(records: &[MatchRecord], model: &Model) {
                 )
                 .unwrap_or_else(|e| spi_failed(e, F));
         }
-        for create in &creates {
-            client
-                .update(create, None, &[])
-                .unwrap_or_else(|e| spi_failed(e, F));
-        }
+        rebuild_indexes(client, rebuild, F);
         client
             .update(
                 "INSERT INTO unify.matching_state AS s (singleton, blocking_rules, keys_built_at)

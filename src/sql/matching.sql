@@ -141,15 +141,24 @@ VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     started constant timestamptz := clock_timestamp();
     version int;
+    rebuild text[];
 BEGIN
     PERFORM pg_advisory_xact_lock(1970501, 1);
     SELECT max(m.version) INTO version FROM unify.model m;
-    DELETE FROM unify.pairs;
+    -- Every pair is written anew: emptied and filled without its indexes, built once after
+    -- (see unify._drop_indexes; readers of unify.pairs wait for the new pairs meanwhile).
+    IF has_table_privilege('unify.pairs', 'TRUNCATE') THEN
+        TRUNCATE unify.pairs;
+    ELSE
+        DELETE FROM unify.pairs;
+    END IF;
+    rebuild := unify._drop_indexes('unify.pairs', true);
     INSERT INTO unify.pairs (record_a, record_b, match_weight, match_probability, is_match, forced_by,
                              blocking_rules, weights, model_version)
     SELECT p.record_a, p.record_b, p.match_weight, p.match_probability, p.is_match, p.forced_by,
            p.blocking_rules, p.weights, version
     FROM unify._score_pairs() p;
+    PERFORM unify._rebuild_indexes(rebuild);
     RETURN QUERY
     SELECT (SELECT sum(b.new_pairs) FROM unify.blocking_stats b)::bigint,
            count(*), count(*) FILTER (WHERE p.is_match), count(*) FILTER (WHERE p.forced_by IS NOT NULL),

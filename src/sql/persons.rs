@@ -8,7 +8,7 @@ use pgrx::spi::SpiClient;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 
-use super::spi::{fetch_all, spi_failed, Args};
+use super::spi::{drop_indexes, fetch_all, rebuild_indexes, spi_failed, Args};
 use crate::cluster::components::{cluster, MatchPair};
 use crate::cluster::group_by_shared_keys;
 use crate::cluster::ids::{IdEvent, IdPlan};
@@ -168,6 +168,13 @@ fn _cluster(
                 touched.insert(person);
             }
         }
+        // A first resolve gives every record its person: rewriting most of the table goes
+        // faster without its secondary indexes (see unify._drop_indexes).
+        let rebuild = if full && changed_records.len() * 2 > ids.len() {
+            drop_indexes(client, "unify.records", false, F)
+        } else {
+            Vec::new()
+        };
         set_ids(
             client,
             "records",
@@ -176,6 +183,7 @@ fn _cluster(
             &changed_records,
             changed_persons.into_iter().map(Some).collect(),
         );
+        rebuild_indexes(client, rebuild, F);
         let (mut merges, mut splits) = (0u64, 0u64);
         let event_rows: Vec<Value> = events
             .iter()
@@ -281,13 +289,18 @@ type GoldenRow = (
     Vec<String>,
     f64,
     f64,
+    Option<i64>,
 );
 
-/// The golden record of each person in `person_ids` (NULL: every person with records).
-#[pg_extern(stable)]
+/// The golden record of each person in `person_ids` (NULL: every person with records). With
+/// `with_households`, also every returned person's household, grouped over the returned rows
+/// with stable ids (see `_group_households`): a full resolve writes the golden rows with their
+/// households at once instead of updating every person a second time.
+#[pg_extern(volatile)]
 #[allow(clippy::type_complexity)]
 fn _golden_records(
     person_ids: Option<Vec<i64>>,
+    with_households: default!(bool, false),
 ) -> TableIterator<
     'static,
     (
@@ -318,6 +331,7 @@ fn _golden_records(
         name!(sources, Vec<String>),
         name!(first_seen_epoch, f64),
         name!(last_seen_epoch, f64),
+        name!(household_id, Option<i64>),
     ),
 > {
     const F: &str = "resolve";
@@ -515,9 +529,98 @@ fn _golden_records(
             sources,
             first_seen,
             last_seen,
+            None,
         ));
     }
+    if with_households {
+        let keys: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                household_keys(
+                    r.8.as_deref(),
+                    r.6.as_deref(),
+                    r.7.as_deref(),
+                    r.4.as_deref(),
+                    r.3.as_deref(),
+                )
+            })
+            .collect();
+        let households = Spi::connect_mut(|client| {
+            let before: HashMap<i64, i64> = fetch_all(
+                client,
+                "SELECT person_id, household_id FROM unify.persons WHERE household_id IS NOT NULL",
+                vec![],
+                F,
+                |r| {
+                    (
+                        r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                        r.get::<i64>(2).ok().flatten().unwrap_or_default(),
+                    )
+                },
+            )
+            .into_iter()
+            .collect();
+            let previous: Vec<Option<i64>> =
+                rows.iter().map(|r| before.get(&r.0).copied()).collect();
+            plan_households(client, &keys, &previous)
+        });
+        for (row, household) in rows.iter_mut().zip(households) {
+            row.27 = household;
+        }
+    }
     TableIterator::new(rows)
+}
+
+/// What makes persons one household: the address (postcode, street, house number), the
+/// landline, the mailbox.
+fn household_keys(
+    postcode: Option<&str>,
+    street: Option<&str>,
+    house_number: Option<&str>,
+    phone: Option<&str>,
+    email: Option<&str>,
+) -> Vec<String> {
+    let mut keys = Vec::new();
+    if let (Some(postcode), Some(street)) = (postcode, street) {
+        keys.push(format!(
+            "a:{postcode}|{street}|{}",
+            house_number.unwrap_or_default()
+        ));
+    }
+    if let Some(phone) = phone {
+        keys.push(format!("p:{phone}"));
+    }
+    if let Some(email) = email {
+        keys.push(format!("e:{email}"));
+    }
+    keys
+}
+
+/// The household of each person (None: shares nothing with anyone), from their keys and the
+/// households they had (`previous`): stable ids, new ones from the sequence.
+fn plan_households(
+    client: &mut SpiClient<'_>,
+    keys: &[Vec<String>],
+    previous: &[Option<i64>],
+) -> Vec<Option<i64>> {
+    let groups = group_by_shared_keys(keys);
+    // Stable ids over the persons that have a household.
+    let grouped: Vec<usize> = (0..keys.len()).filter(|&i| groups[i].is_some()).collect();
+    let cluster_of: Vec<u32> = grouped.iter().map(|&i| groups[i].unwrap()).collect();
+    let before: Vec<Option<i64>> = grouped.iter().map(|&i| previous[i]).collect();
+    let n_groups = cluster_of.iter().max().map_or(0, |m| m + 1);
+    let plan = IdPlan::new(&cluster_of, n_groups, &before);
+    let fresh = fresh_ids(
+        client,
+        "unify.household_id_seq",
+        plan.new_ids_needed(),
+        "resolve",
+    );
+    let household_of_group = plan.ids(&fresh);
+    groups
+        .iter()
+        .map(|g| g.map(|g| household_of_group[g as usize]))
+        .collect()
 }
 
 /// Groups persons into households (shared address, landline or mailbox) with stable ids: all
@@ -558,38 +661,23 @@ fn _group_households(person_ids: Option<Vec<i64>>) -> i64 {
         };
         let rows: Vec<(i64, Option<i64>, Vec<String>)> = fetch_all(client, &query, args, F, |r| {
             let text = |i: usize| r.get::<String>(i).ok().flatten();
-            let mut keys = Vec::new();
-            if let (Some(postcode), Some(street)) = (text(3), text(4)) {
-                keys.push(format!(
-                    "a:{postcode}|{street}|{}",
-                    text(5).unwrap_or_default()
-                ));
-            }
-            if let Some(phone) = text(6) {
-                keys.push(format!("p:{phone}"));
-            }
-            if let Some(email) = text(7) {
-                keys.push(format!("e:{email}"));
-            }
             (
                 r.get::<i64>(1).ok().flatten().unwrap_or_default(),
                 r.get::<i64>(2).ok().flatten(),
-                keys,
+                household_keys(
+                    text(3).as_deref(),
+                    text(4).as_deref(),
+                    text(5).as_deref(),
+                    text(6).as_deref(),
+                    text(7).as_deref(),
+                ),
             )
         });
         let keys: Vec<Vec<String>> = rows.iter().map(|r| r.2.clone()).collect();
-        let groups = group_by_shared_keys(&keys);
-        // Stable ids over the persons that have a household.
-        let grouped: Vec<usize> = (0..rows.len()).filter(|&i| groups[i].is_some()).collect();
-        let cluster_of: Vec<u32> = grouped.iter().map(|&i| groups[i].unwrap()).collect();
-        let previous: Vec<Option<i64>> = grouped.iter().map(|&i| rows[i].1).collect();
-        let n_groups = cluster_of.iter().max().map_or(0, |m| m + 1);
-        let plan = IdPlan::new(&cluster_of, n_groups, &previous);
-        let fresh = fresh_ids(client, "unify.household_id_seq", plan.new_ids_needed(), F);
-        let household_of_group = plan.ids(&fresh);
+        let previous: Vec<Option<i64>> = rows.iter().map(|r| r.1).collect();
+        let households = plan_households(client, &keys, &previous);
         let (mut person, mut household) = (Vec::new(), Vec::new());
-        for (i, row) in rows.iter().enumerate() {
-            let new = groups[i].map(|g| household_of_group[g as usize]);
+        for (row, new) in rows.iter().zip(households) {
             if new != row.1 {
                 person.push(row.0);
                 household.push(new);

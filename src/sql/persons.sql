@@ -132,7 +132,12 @@ VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     changed bigint;
     removed bigint;
+    rebuild text[];
 BEGIN
+    -- The first resolve fills the table: faster without its secondary indexes, built after.
+    IF ids IS NULL AND NOT EXISTS (SELECT 1 FROM unify.persons) THEN
+        rebuild := unify._drop_indexes('unify.persons');
+    END IF;
     WITH gone AS (
         DELETE FROM unify.persons p
         WHERE (ids IS NULL OR p.person_id = ANY (ids))
@@ -145,14 +150,15 @@ BEGIN
     INSERT INTO unify.persons AS p (person_id, first_name, last_name, email, phone, mobile, street, house_number,
         postcode, city, country, birth_date, company, customer_number,
         consent_email, consent_email_source, consent_email_at, consent_phone, consent_phone_source, consent_phone_at,
-        consent_post, consent_post_source, consent_post_at, record_count, sources, first_seen, last_seen)
+        consent_post, consent_post_source, consent_post_at, record_count, sources, first_seen, last_seen, household_id)
     SELECT g.person_id, g.first_name, g.last_name, g.email, g.phone, g.mobile, g.street, g.house_number,
         g.postcode, g.city, g.country, g.birth_date::date, g.company, g.customer_number,
         g.consent_email, g.consent_email_source, to_timestamp(g.consent_email_epoch), g.consent_phone,
         g.consent_phone_source, to_timestamp(g.consent_phone_epoch), g.consent_post, g.consent_post_source,
         to_timestamp(g.consent_post_epoch), g.record_count, g.sources, to_timestamp(g.first_seen_epoch),
-        to_timestamp(g.last_seen_epoch)
-    FROM unify._golden_records(ids) g
+        to_timestamp(g.last_seen_epoch), g.household_id
+    -- All persons: their households come along (no second pass over every person).
+    FROM unify._golden_records(ids, ids IS NULL) g
     ON CONFLICT (person_id) DO UPDATE SET
         first_name = excluded.first_name, last_name = excluded.last_name, email = excluded.email,
         phone = excluded.phone, mobile = excluded.mobile, street = excluded.street,
@@ -165,6 +171,7 @@ BEGIN
         consent_post = excluded.consent_post, consent_post_source = excluded.consent_post_source,
         consent_post_at = excluded.consent_post_at, record_count = excluded.record_count,
         sources = excluded.sources, first_seen = excluded.first_seen, last_seen = excluded.last_seen,
+        household_id = CASE WHEN ids IS NULL THEN excluded.household_id ELSE p.household_id END,
         updated_at = now()
     WHERE (p.first_name, p.last_name, p.email, p.phone, p.mobile, p.street, p.house_number, p.postcode, p.city,
            p.country, p.birth_date, p.company, p.customer_number, p.consent_email, p.consent_email_source,
@@ -176,8 +183,10 @@ BEGIN
            excluded.company, excluded.customer_number, excluded.consent_email, excluded.consent_email_source,
            excluded.consent_email_at, excluded.consent_phone, excluded.consent_phone_source, excluded.consent_phone_at,
            excluded.consent_post, excluded.consent_post_source, excluded.consent_post_at, excluded.record_count,
-           excluded.sources, excluded.first_seen, excluded.last_seen);
+           excluded.sources, excluded.first_seen, excluded.last_seen)
+       OR (ids IS NULL AND p.household_id IS DISTINCT FROM excluded.household_id);
     GET DIAGNOSTICS changed = ROW_COUNT;
+    PERFORM unify._rebuild_indexes(rebuild);
     RETURN changed + removed;
 END
 $$;
@@ -211,8 +220,8 @@ BEGIN
     -- One resolve or stewardship change at a time.
     PERFORM pg_advisory_xact_lock(1970502, 0);
     result := unify._cluster(NULL::bigint[], NULL::bigint[], 'resolve', NULL);
+    -- Golden records and households of everyone.
     changed := unify._refresh_persons(NULL::bigint[], 'resolve', NULL);
-    PERFORM unify._group_households(NULL::bigint[]);
     RETURN QUERY SELECT (SELECT count(*) FROM unify.persons), (result ->> 'records')::bigint,
         (result ->> 'new_persons')::bigint, (result ->> 'merges')::bigint, (result ->> 'splits')::bigint,
         (result ->> 'held_apart')::bigint, changed,
@@ -492,13 +501,13 @@ REVOKE ALL ON FUNCTION unify.resolve(), unify.link(bigint, bigint, text), unify.
     unify.person_records(bigint), unify.person_history(bigint), unify._refresh_persons(bigint[], text, text),
     unify._resolve_scope(bigint[], bigint[], text, text), unify._checked_record(bigint, text),
     unify._set_override(unify.records, unify.records, text, text, text),
-    unify._cluster(bigint[], bigint[], text, text), unify._golden_records(bigint[]), unify._group_households(bigint[]) FROM PUBLIC;
+    unify._cluster(bigint[], bigint[], text, text), unify._golden_records(bigint[], boolean), unify._group_households(bigint[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION unify.resolve(), unify.link(bigint, bigint, text), unify.unlink(bigint, bigint, text),
     unify.unmerge(bigint, text), unify.erase_person(bigint, text, boolean), unify.set_survivorship(text, text, jsonb),
     unify.person_records(bigint), unify.person_history(bigint), unify._refresh_persons(bigint[], text, text),
     unify._resolve_scope(bigint[], bigint[], text, text), unify._checked_record(bigint, text),
     unify._set_override(unify.records, unify.records, text, text, text),
-    unify._cluster(bigint[], bigint[], text, text), unify._golden_records(bigint[]), unify._group_households(bigint[]) TO unify_admin;
+    unify._cluster(bigint[], bigint[], text, text), unify._golden_records(bigint[], boolean), unify._group_households(bigint[]) TO unify_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON unify.persons, unify.overrides, unify.identity_events, unify.survivorship TO unify_admin;
 GRANT SELECT ON unify.households, unify.survivorship_rules TO unify_admin, unify_reader;
 GRANT USAGE ON SEQUENCE unify.person_id_seq, unify.household_id_seq, unify.identity_events_event_id_seq TO unify_admin;

@@ -103,6 +103,51 @@ SELECT pg_catalog.pg_extension_config_dump('unify.records', '');
 SELECT pg_catalog.pg_extension_config_dump('unify.records_record_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('unify.change_queue', '');
 
+-- A bulk write that touches most of a table (a first sync or resolve, a full scoring) runs
+-- several times faster without the table's secondary indexes, built once afterwards: 590k
+-- golden rows go into unify.persons in 1.3 s instead of 8.0 s. Drops the indexes of `rel` that
+-- back no constraint (with `constraints`, all of them) when the current user owns the table,
+-- and returns the statements that rebuild them as the catalog defined them; returns nothing
+-- for anyone else, who then writes the indexed table, only slower. The table stays locked
+-- (ACCESS EXCLUSIVE) until the transaction ends.
+CREATE FUNCTION unify._drop_indexes(rel regclass, constraints boolean DEFAULT false) RETURNS text[]
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    index record;
+    rebuild text[] := '{}';
+BEGIN
+    FOR index IN
+        SELECT i.indexrelid::regclass AS name, c.conname, pg_get_indexdef(i.indexrelid) AS definition,
+               pg_get_constraintdef(c.oid) AS constraint_definition
+        FROM pg_index i
+        JOIN pg_class t ON t.oid = i.indrelid
+        LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
+        WHERE i.indrelid = rel AND pg_has_role(t.relowner, 'USAGE') AND (constraints OR c.oid IS NULL)
+        ORDER BY i.indexrelid
+    LOOP
+        IF index.conname IS NULL THEN
+            EXECUTE format('DROP INDEX %s', index.name);
+            rebuild := rebuild || index.definition;
+        ELSE
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', rel, index.conname);
+            rebuild := rebuild || format('ALTER TABLE %s ADD CONSTRAINT %I %s', rel, index.conname, index.constraint_definition);
+        END IF;
+    END LOOP;
+    RETURN rebuild;
+END
+$$;
+
+CREATE FUNCTION unify._rebuild_indexes(statements text[]) RETURNS void
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    statement text;
+BEGIN
+    FOREACH statement IN ARRAY coalesce(statements, '{}') LOOP
+        EXECUTE statement;
+    END LOOP;
+END
+$$;
+
 -- The canonical fields a mapping may name, and how each is staged from the source row.
 CREATE FUNCTION unify.canonical_fields() RETURNS text[]
 IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
@@ -469,6 +514,7 @@ VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     parts int := 1;
     part int;
+    rebuild text[];
     part_inserted bigint;
     part_updated bigint;
     key_text constant text := format('(src.%I)::text', src.key_column);
@@ -481,6 +527,14 @@ BEGIN
     IF keys IS NULL THEN
         SELECT greatest(1, ceil(greatest(c.reltuples, 0) / 200000))::int INTO parts
         FROM pg_catalog.pg_class c WHERE c.oid = src.relation;
+        -- A first sync of a large source into a table holding fewer records: inserting into
+        -- the secondary indexes costs more than building them once after (see _drop_indexes).
+        IF NOT EXISTS (SELECT 1 FROM unify.records r WHERE r.source_id = src.source_id)
+           AND (SELECT c.reltuples >= greatest(5000, (SELECT greatest(x.reltuples, 0) FROM pg_catalog.pg_class x
+                                                      WHERE x.oid = 'unify.records'::regclass))
+                FROM pg_catalog.pg_class c WHERE c.oid = src.relation) THEN
+            rebuild := unify._drop_indexes('unify.records');
+        END IF;
     END IF;
     FOR part IN 0 .. parts - 1 LOOP
         filter := CASE WHEN keys IS NOT NULL THEN unify._keys_filter(src, keys)
@@ -529,6 +583,7 @@ BEGIN
         END IF;
     END LOOP;
 
+    PERFORM unify._rebuild_indexes(rebuild);
     -- Records whose source row is gone.
     EXECUTE format('DELETE FROM unify.records r WHERE r.source_id = $1 %s
                     AND NOT EXISTS (SELECT 1 FROM %s AS src %s %s %s = r.source_key)',
@@ -594,10 +649,11 @@ REVOKE ALL ON FUNCTION unify._drop_capture(int, regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify._checked_source(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify._raw_query(unify.sources, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify._keys_filter(unify.sources, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION unify._drop_indexes(regclass, boolean), unify._rebuild_indexes(text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION unify.add_source(text, regclass, text, jsonb, int, boolean), unify.remove_source(text, boolean),
     unify.sync(text), unify._apply(unify.sources, text[]), unify._create_capture(int),
     unify._drop_capture(int, regclass), unify._checked_source(text), unify._raw_query(unify.sources, text),
-    unify._keys_filter(unify.sources, text[])
+    unify._keys_filter(unify.sources, text[]), unify._drop_indexes(regclass, boolean), unify._rebuild_indexes(text[])
     TO unify_admin;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA unify TO unify_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON unify.sources, unify.records, unify.change_queue, unify.erasures TO unify_admin;

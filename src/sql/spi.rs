@@ -52,3 +52,37 @@ pub fn fetch_all<T>(
     }
     out
 }
+
+/// See unify._drop_indexes: the statements that rebuild what was dropped.
+pub(crate) fn drop_indexes(
+    client: &mut SpiClient<'_>,
+    table: &str,
+    constraints: bool,
+    function: &'static str,
+) -> Vec<String> {
+    client
+        .update(
+            "SELECT unify._drop_indexes($1::regclass, $2)",
+            None,
+            &[table.into(), constraints.into()],
+        )
+        .and_then(|t| t.first().get_one::<Vec<String>>())
+        .unwrap_or_else(|e| spi_failed(e, function))
+        .unwrap_or_default()
+}
+
+pub(crate) fn rebuild_indexes(
+    client: &mut SpiClient<'_>,
+    statements: Vec<String>,
+    function: &'static str,
+) {
+    if !statements.is_empty() {
+        client
+            .update(
+                "SELECT unify._rebuild_indexes($1)",
+                None,
+                &[statements.into()],
+            )
+            .unwrap_or_else(|e| spi_failed(e, function));
+    }
+}

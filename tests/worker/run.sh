@@ -59,6 +59,11 @@ psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE 
 crmgen --rows "$BASE" --seed 11 --schema crm | "${PSQL[@]}" >/dev/null
 "${PSQL[@]}" -f "$HERE/setup.sql" >/dev/null
 
+# The first sync of the largest source filled unify.records without its secondary indexes
+# (unify._drop_indexes) and rebuilt them: all seven are there and valid.
+expect "the first sync's bulk path rebuilt every index of unify.records" \
+    "$(q "SELECT count(*) FILTER (WHERE i.indisvalid) FROM pg_index i WHERE i.indrelid = 'unify.records'::regclass")" "7"
+
 log "worker: it runs and picks up a new row by itself"
 wait_for "SELECT worker_state <> 'not running' FROM unify.status LIMIT 1" 30 \
     && pass "worker running" || fail "worker not running (log: $WORK/server.log)"

@@ -53,14 +53,14 @@ SELECT count(*) FROM unify.explain_match(-1, -2);
 -- The owner's full scoring rebuilds the blocking index after filling it; a unify_admin who
 -- does not own the tables fills the indexed table. Both end with the same keys and indexes.
 SELECT count(*) AS keys_as_owner FROM unify.block_keys;
-SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'unify' AND tablename = 'block_keys' ORDER BY 1;
+SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'unify' AND tablename IN ('block_keys', 'pairs') ORDER BY 1, 2;
 CREATE ROLE regress_matcher IN ROLE unify_admin;
 SET ROLE regress_matcher;
 SELECT stored_pairs > 0 AS scored FROM unify.score_pairs();
 SELECT count(*) AS keys_as_admin FROM unify.block_keys;
 RESET ROLE;
 DROP ROLE regress_matcher;
-SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'unify' AND tablename = 'block_keys' ORDER BY 1;
+SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'unify' AND tablename IN ('block_keys', 'pairs') ORDER BY 1, 2;
 
 -- A rule that would explode is refused before anything is compared.
 SELECT unify.set_model(jsonb_set(unify.default_model(), '{max_candidate_pairs}', '5'));

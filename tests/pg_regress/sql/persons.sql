@@ -38,6 +38,10 @@ SELECT s.name AS source, r.source_key::int AS nr, r.record_id, r.person_id,
 FROM unify.records r JOIN unify.sources s USING (source_id) LEFT JOIN unify.persons p USING (person_id);
 
 SELECT persons, records, new_persons, merges, splits FROM unify.resolve();
+-- The first resolve wrote records and persons without their secondary indexes (the owner's
+-- bulk path, unify._drop_indexes) and rebuilt every one of them as the extension defines it.
+SELECT tablename, indexname, indexdef FROM pg_indexes
+WHERE schemaname = 'unify' AND tablename IN ('persons', 'records') ORDER BY 1, 2;
 -- Anna's four records are one person; sen./jun., Petra and the twins stay apart.
 SELECT source, nr, person FROM who ORDER BY source, nr;
 -- Households: the Webers are one, the Müller twins another.
