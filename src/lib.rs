@@ -12,6 +12,7 @@ pub mod normalize;
 pub mod parallel;
 pub mod segment;
 mod sql;
+pub mod stopwatch;
 mod worker;
 
 /// Registers the GUCs and, when preloaded, the background workers.

@@ -118,7 +118,13 @@ fn jaro_formula(matches: usize, transpositions: usize, la: usize, lb: usize) -> 
 }
 
 fn jaro_winkler_units<T: PartialEq + Copy>(a: &[T], b: &[T]) -> f64 {
-    let jaro = jaro_units(a, b);
+    with_prefix_bonus(jaro_units(a, b), a, b)
+}
+
+/// Winkler's step: up to 4 shared leading characters raise a Jaro similarity above the
+/// threshold towards 1. Increasing in `jaro`, so it also turns a bound of Jaro into one of
+/// Jaro-Winkler.
+fn with_prefix_bonus<T: PartialEq>(jaro: f64, a: &[T], b: &[T]) -> f64 {
     if jaro <= BOOST_THRESHOLD {
         return jaro;
     }
@@ -244,7 +250,7 @@ pub fn jaro_winkler_above_bound(a: &str, b: &str, floor: f64) -> Option<f64> {
 }
 
 /// An upper bound of Jaro-Winkler on ASCII bytes: Jaro with every common character matched and
-/// no transposition, plus the prefix bonus.
+/// no transposition, then the prefix bonus.
 fn jaro_winkler_upper_bound(a: &[u8], b: &[u8]) -> f64 {
     if a.is_empty() || b.is_empty() {
         return if a.len() == b.len() { 1.0 } else { 0.0 };
@@ -265,9 +271,7 @@ fn jaro_winkler_upper_bound(a: &[u8], b: &[u8]) -> f64 {
         return 0.0;
     }
     let m = common as f64;
-    let jaro = (m / a.len() as f64 + m / b.len() as f64 + 1.0) / 3.0;
-    let prefix = a.iter().zip(b).take(4).take_while(|(x, y)| x == y).count();
-    jaro + 0.1 * prefix as f64 * (1.0 - jaro)
+    with_prefix_bonus((m / a.len() as f64 + m / b.len() as f64 + 1.0) / 3.0, a, b)
 }
 
 /// Jaccard similarity of the word sets: words are maximal runs of letters and digits, compared

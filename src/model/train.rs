@@ -3,6 +3,7 @@
 //! blocking rule that leaves out the comparisons the rule fixes, and the prior from the expected
 //! number of matches among the candidates.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::Serialize;
@@ -12,6 +13,7 @@ use super::comparison::{compare, Comparison, Context, Outcome, COMPARISONS};
 use super::params::{log2_odds, Model, Scorer};
 use super::record::MatchRecord;
 use crate::parallel;
+use crate::stopwatch::Stopwatch;
 
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
@@ -89,12 +91,10 @@ fn em_sample(candidates: &[Candidate], em_pairs: usize, seed: u64) -> (Vec<u32>,
         *per_rules.entry(c.rules).or_default() += 1.0;
     }
     let base = em_pairs as f64 / n as f64;
+    let least = em_pairs as f64 * MIN_SHARE_PER_RULES;
     let chance: HashMap<u32, f64> = per_rules
         .into_iter()
-        .map(|(rules, count)| {
-            let least = em_pairs as f64 * MIN_SHARE_PER_RULES;
-            (rules, base.max(least / count).min(1.0))
-        })
+        .map(|(rules, count)| (rules, base.max(least / count).min(1.0)))
         .collect();
     let mut picked = Vec::with_capacity(em_pairs + em_pairs / 8);
     let mut weights = Vec::with_capacity(em_pairs + em_pairs / 8);
@@ -420,20 +420,18 @@ pub fn train(
     source_ids: &HashMap<String, i32>,
     opts: &TrainOptions,
 ) -> TrainReport {
-    let started = std::time::Instant::now();
-    let mut last = started;
-    let mut seconds = Vec::new();
-    let mut mark = |step: &'static str| {
-        let now = std::time::Instant::now();
-        seconds.push((step, now.duration_since(last).as_secs_f64()));
-        last = now;
-    };
+    let mut watch = Stopwatch::default();
     let u_sample_pairs = estimate_u(records, ctx, model, opts);
-    mark("u");
+    watch.mark("u");
     let all_candidates = candidates.len();
     let (picked, weights) = em_sample(candidates, opts.em_pairs, opts.seed);
-    let sample: Vec<Candidate> = picked.iter().map(|&i| candidates[i as usize]).collect();
-    let candidates = &sample[..];
+    // Copied only when it is a sample.
+    let candidates: Cow<[Candidate]> = if picked.len() == all_candidates {
+        Cow::Borrowed(candidates)
+    } else {
+        Cow::Owned(picked.iter().map(|&i| candidates[i as usize]).collect())
+    };
+    let candidates = &candidates[..];
     let sampled_u: Vec<Vec<f64>> = model
         .comparisons
         .iter()
@@ -444,7 +442,7 @@ pub fn train(
     let outcomes: Vec<Outcome> = parallel::map(candidates, opts.workers, |c| {
         compare(&records[c.a as usize], &records[c.b as usize], ctx)
     });
-    mark("compare");
+    watch.mark("compare");
     // Comparison vectors of all candidates, counted per distinct (pattern, rules).
     let mut counts: HashMap<(Pattern, u32), f64> = HashMap::new();
     let (mut at_one_address, mut living_together) = (0.0f64, 0.0f64);
@@ -510,8 +508,7 @@ pub fn train(
             }
         }
     }
-    mark("em_and_prior");
-    seconds.push(("total", started.elapsed().as_secs_f64()));
+    watch.mark("em_and_prior");
     TrainReport {
         records: records.len(),
         candidate_pairs: all_candidates,
@@ -522,7 +519,7 @@ pub fn train(
         expected_matches: expected,
         prior,
         household_share: model.household_share,
-        seconds,
+        seconds: watch.into_steps(),
     }
 }
 

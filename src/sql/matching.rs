@@ -18,6 +18,7 @@ use crate::model::comparison::{Context, COMPARISONS, JUNK_VALUE_RECORDS};
 use crate::model::params::{log2_odds, Model, Scorer};
 use crate::model::record::MatchRecord;
 use crate::model::train::{train, TrainOptions};
+use crate::stopwatch::Stopwatch;
 
 const RECORD_COLUMNS: &str = "record_id, source_id, first_name, last_name, email, email_key, phone, mobile, \
      street, house_number, postcode, city, to_char(birth_date, 'YYYY-MM-DD'), external_id, customer_number";
@@ -147,35 +148,25 @@ fn check_for_interrupts() {
 /// (`SET client_min_messages = debug1` shows where a slow run spends its time).
 struct Phases {
     command: &'static str,
-    last: std::time::Instant,
-    done: Vec<(&'static str, f64)>,
+    watch: Stopwatch,
 }
 
 impl Phases {
     fn new(command: &'static str) -> Self {
         Self {
             command,
-            last: std::time::Instant::now(),
-            done: Vec::new(),
+            watch: Stopwatch::default(),
         }
     }
 
     fn mark(&mut self, phase: &'static str) {
-        let now = std::time::Instant::now();
-        self.done
-            .push((phase, now.duration_since(self.last).as_secs_f64()));
-        self.last = now;
+        self.watch.mark(phase);
     }
 }
 
 impl Drop for Phases {
     fn drop(&mut self) {
-        let parts: Vec<String> = self
-            .done
-            .iter()
-            .map(|(p, s)| format!("{p} {s:.2} s"))
-            .collect();
-        pgrx::debug1!("{}: {}", self.command, parts.join(", "));
+        pgrx::debug1!("{}: {}", self.command, self.watch.summary());
     }
 }
 

@@ -147,11 +147,7 @@ BEGIN
     SELECT max(m.version) INTO version FROM unify.model m;
     -- Every pair is written anew: emptied and filled without its indexes, built once after
     -- (see unify._drop_indexes; readers of unify.pairs wait for the new pairs meanwhile).
-    IF has_table_privilege('unify.pairs', 'TRUNCATE') THEN
-        TRUNCATE unify.pairs;
-    ELSE
-        DELETE FROM unify.pairs;
-    END IF;
+    TRUNCATE unify.pairs;
     rebuild := unify._drop_indexes('unify.pairs', true);
     INSERT INTO unify.pairs (record_a, record_b, match_weight, match_probability, is_match, forced_by,
                              blocking_rules, weights, model_version)
@@ -209,6 +205,6 @@ GRANT EXECUTE ON FUNCTION unify.train(int, int), unify.score_pairs(), unify.set_
 GRANT SELECT, INSERT, UPDATE, DELETE ON unify.model, unify.pairs, unify.blocking_stats, unify.block_keys, unify.matching_state,
     unify.name_frequencies TO unify_admin;
 GRANT SELECT ON unify.name_frequencies TO unify_reader;
-GRANT TRUNCATE ON unify.block_keys TO unify_admin;
+GRANT TRUNCATE ON unify.block_keys, unify.pairs TO unify_admin;
 GRANT SELECT ON unify.match_report, unify.blocking_stats TO unify_admin, unify_reader;
 GRANT USAGE ON SEQUENCE unify.model_version_seq TO unify_admin;

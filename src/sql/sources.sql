@@ -514,6 +514,7 @@ VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     parts int := 1;
     part int;
+    estimate float4;
     rebuild text[];
     part_inserted bigint;
     part_updated bigint;
@@ -525,14 +526,12 @@ BEGIN
     inserted := 0;
     updated := 0;
     IF keys IS NULL THEN
-        SELECT greatest(1, ceil(greatest(c.reltuples, 0) / 200000))::int INTO parts
-        FROM pg_catalog.pg_class c WHERE c.oid = src.relation;
+        SELECT greatest(c.reltuples, 0) INTO estimate FROM pg_catalog.pg_class c WHERE c.oid = src.relation;
+        parts := greatest(1, ceil(estimate / 200000))::int;
         -- A first sync of a large source into a table holding fewer records: inserting into
         -- the secondary indexes costs more than building them once after (see _drop_indexes).
-        IF NOT EXISTS (SELECT 1 FROM unify.records r WHERE r.source_id = src.source_id)
-           AND (SELECT c.reltuples >= greatest(5000, (SELECT greatest(x.reltuples, 0) FROM pg_catalog.pg_class x
-                                                      WHERE x.oid = 'unify.records'::regclass))
-                FROM pg_catalog.pg_class c WHERE c.oid = src.relation) THEN
+        IF estimate >= greatest(5000, (SELECT c.reltuples FROM pg_catalog.pg_class c WHERE c.oid = 'unify.records'::regclass))
+           AND NOT EXISTS (SELECT 1 FROM unify.records r WHERE r.source_id = src.source_id) THEN
             rebuild := unify._drop_indexes('unify.records');
         END IF;
     END IF;
