@@ -34,11 +34,11 @@ impl Stopwatch {
         self.steps
     }
 
-    /// "load 4.08 s, block 6.88 s, …"
+    /// "load 4.081 s, block 6.880 s, …"
     pub fn summary(&self) -> String {
         self.steps
             .iter()
-            .map(|(step, s)| format!("{step} {s:.2} s"))
+            .map(|(step, s)| format!("{step} {s:.3} s"))
             .collect::<Vec<_>>()
             .join(", ")
     }

@@ -530,9 +530,12 @@ fn _score_records(
     ),
 > {
     const F: &str = "process_queue";
+    let mut phases = Phases::new("_score_records");
     let model = current_model(F);
+    phases.mark("model");
     let rules = &model.blocking_rules;
     let (records, n_changed, keys, blocks, ctx, ids, extra) = Spi::connect_mut(|client| {
+        let phases = &mut phases;
         let built = client
             .select("SELECT count(*) FROM unify.matching_state", None, &[])
             .and_then(|t| t.first().get_one::<i64>())
@@ -553,9 +556,11 @@ fn _score_records(
             by_id(record_ids.clone()),
             F,
         );
+        phases.mark("load changed");
         let keys: Vec<Vec<(usize, i64)>> = changed.iter().map(|r| key_hashes(rules, r)).collect();
         // Only the keys that differ are written: an update that leaves them alone costs nothing.
         let (gone, new) = key_changes(client, &record_ids, &changed, &keys);
+        phases.mark("key changes");
         let (gone_ids, gone_hashes): (Vec<i64>, Vec<i64>) = gone.iter().copied().unzip();
         let (new_ids, new_hashes): (Vec<i64>, Vec<i64>) = new.iter().copied().unzip();
         client
@@ -574,18 +579,21 @@ fn _score_records(
                 )
             })
             .unwrap_or_else(|e| spi_failed(e, F));
+        phases.mark("write keys");
         // Blocks taken across their size limit: their members (among the holders, see
         // unify._block_crossings) have every pair between them looked at again.
         let crossing: Vec<Vec<i64>> = crossing_blocks(client, rules, &gone, &new, true)
             .into_iter()
             .map(|(_, members)| members)
             .collect();
+        phases.mark("crossings");
         let changed_ids: HashSet<i64> = changed.iter().map(|r| r.id).collect();
         let holder_ids: Vec<i64> = holder_ids
             .into_iter()
             .filter(|id| !changed_ids.contains(id))
             .collect();
         let holders = load_records(client, "WHERE r.record_id = ANY ($1)", by_id(holder_ids), F);
+        phases.mark("load holders");
         let holder_keys: Vec<Vec<(usize, i64)>> =
             holders.iter().map(|r| key_hashes(rules, r)).collect();
         // Each block is read up to one past its rule's size limit: enough to know it is over.
@@ -600,6 +608,7 @@ fn _score_records(
             .into_iter()
             .filter(|(h, m)| m.len() <= limit[h])
             .collect();
+        phases.mark("block members");
         // The other members of the changed records' blocks are their candidates.
         let changed_hashes: HashSet<i64> = keys.iter().flatten().map(|&(_, h)| h).collect();
         let holder_set: HashSet<i64> = holders.iter().map(|r| r.id).collect();
@@ -612,6 +621,7 @@ fn _score_records(
         other_ids.sort_unstable();
         other_ids.dedup();
         let others = load_records(client, "WHERE r.record_id = ANY ($1)", by_id(other_ids), F);
+        phases.mark("load others");
         let n_changed = changed.len();
         let n_holders = holders.len();
         let mut records = changed;
@@ -659,6 +669,7 @@ fn _score_records(
             .map(|(i, k)| (i as u32, k.clone()))
             .collect();
         let (looked, within) = candidates_within(&groups, &group_keys, &within_limit);
+        phases.mark("groups");
         // The stored pairs now looked at again go; the caller inserts what scores.
         let (looked_a, looked_b): (Vec<i64>, Vec<i64>) = looked
             .iter()
@@ -674,14 +685,18 @@ fn _score_records(
                 &[record_ids.clone().into()],
             )
             .and_then(|_| {
+                // One index probe per looked-at pair: as a join, the planner hashes all of
+                // unify.pairs once there are a few thousand of them (0.4 s at 1M pairs).
                 client.update(
-                    "DELETE FROM unify.pairs p USING unnest($1::bigint[], $2::bigint[]) AS l (a, b)
-                      WHERE p.record_a = l.a AND p.record_b = l.b",
+                    "DELETE FROM unify.pairs p WHERE p.ctid = ANY (ARRAY(
+                       SELECT (SELECT q.ctid FROM unify.pairs q WHERE q.record_a = l.a AND q.record_b = l.b)
+                       FROM unnest($1::bigint[], $2::bigint[]) AS l (a, b)))",
                     None,
                     &[looked_a.into(), looked_b.into()],
                 )
             })
             .unwrap_or_else(|e| spi_failed(e, F));
+        phases.mark("delete pairs");
 
         let distinct = |get: fn(&MatchRecord) -> Option<&String>| -> Vec<String> {
             let set: HashSet<&String> = records.iter().filter_map(get).collect();
@@ -695,6 +710,7 @@ fn _score_records(
             )),
             F,
         );
+        phases.mark("frequencies");
         let in_groups = &records[..n_changed + n_holders];
         let emails: HashSet<String> = in_groups
             .iter()
@@ -723,7 +739,9 @@ fn _score_records(
             ],
             F,
         );
+        phases.mark("value holders");
         let ctx = Context::with_frequencies(frequencies, &value_holders, &emails, &phones);
+        phases.mark("context");
         (
             records,
             n_changed,
@@ -743,7 +761,9 @@ fn _score_records(
             .filter(|c| c.a as usize >= n_changed && c.b as usize >= n_changed),
     );
     let scorer = Scorer::new(&model, &ctx, &ids);
-    TableIterator::new(pair_rows(&model, &scorer, &records, &cands))
+    let rows = pair_rows(&model, &scorer, &records, &cands);
+    phases.mark("score");
+    TableIterator::new(rows)
 }
 
 type PairRow = (i64, i64, f64, f64, bool, Option<String>, Vec<String>, JsonB);
