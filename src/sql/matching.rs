@@ -763,6 +763,12 @@ fn _score_records(
     let scorer = Scorer::new(&model, &ctx, &ids);
     let rows = pair_rows(&model, &scorer, &records, &cands);
     phases.mark("score");
+    pgrx::debug1!(
+        "_score_records: {n_changed} changed, {} records loaded, {} candidates, {} pairs kept",
+        records.len(),
+        cands.len(),
+        rows.len()
+    );
     TableIterator::new(rows)
 }
 

@@ -639,13 +639,16 @@ fn _group_households(person_ids: Option<Vec<i64>>) -> i64 {
             None => (format!("SELECT {columns} FROM unify.persons p ORDER BY p.person_id"), vec![]),
             Some(ids) => (
                 format!(
-                    // One indexed join per shared key (an OR across them would read every person).
+                    // One indexed join per shared key (an OR across them would read every person;
+                    // a join of the members would read all persons once they are a few thousand).
                     "WITH scope AS (SELECT * FROM unify.persons WHERE person_id = ANY ($1)),
                      near AS (
                         SELECT p.person_id, p.household_id FROM scope s JOIN unify.persons p ON p.household_id = s.household_id
                         UNION SELECT p.person_id, p.household_id FROM scope s JOIN unify.persons p
+                          ON p.postcode = s.postcode AND p.street = s.street AND p.house_number = s.house_number
+                        UNION SELECT p.person_id, p.household_id FROM scope s JOIN unify.persons p
                           ON p.postcode = s.postcode AND p.street = s.street
-                         AND coalesce(p.house_number, '') = coalesce(s.house_number, '')
+                         AND s.house_number IS NULL AND p.house_number IS NULL
                         UNION SELECT p.person_id, p.household_id FROM scope s JOIN unify.persons p ON p.phone = s.phone
                         UNION SELECT p.person_id, p.household_id FROM scope s JOIN unify.persons p ON p.email = s.email
                         UNION SELECT s.person_id, s.household_id FROM scope s),
@@ -653,7 +656,8 @@ fn _group_households(person_ids: Option<Vec<i64>>) -> i64 {
                         SELECT n.person_id FROM near n
                         UNION SELECT p.person_id FROM unify.persons p
                           WHERE p.household_id IN (SELECT n.household_id FROM near n WHERE n.household_id IS NOT NULL))
-                     SELECT {columns} FROM unify.persons p JOIN members m USING (person_id)
+                     SELECT {columns} FROM unify.persons p
+                     WHERE p.person_id = ANY (ARRAY(SELECT m.person_id FROM members m))
                      ORDER BY p.person_id"
                 ),
                 vec![ids.clone().into()],
