@@ -398,16 +398,9 @@ pub fn candidates_of(
     merge_pairs(all)
 }
 
-/// The candidate pairs among the members of each group (records sharing an e-mail or a phone
-/// whose household status a change can flip), as [`candidates`] would produce them: a pair is a
-/// candidate under every rule where both records hold a key whose block is within its size
-/// limit (`within_limit`). Returns every pair looked at, each once, and the candidates among
-/// them. `keys` holds the key hashes of every group member.
-pub fn candidates_within(
-    groups: &[Vec<u32>],
-    keys: &HashMap<u32, Vec<(usize, i64)>>,
-    within_limit: &std::collections::HashSet<i64>,
-) -> (Vec<(u32, u32)>, Vec<Candidate>) {
+/// Every pair of records within one of `groups` (records sharing an e-mail or a phone whose
+/// household status a change can flip), each once, in order.
+pub fn pairs_within(groups: &[Vec<u32>]) -> Vec<(u32, u32)> {
     let mut looked: Vec<(u32, u32)> = groups
         .iter()
         .flat_map(|g| {
@@ -421,8 +414,40 @@ pub fn candidates_within(
         .collect();
     looked.sort_unstable();
     looked.dedup();
+    looked
+}
+
+/// The key hashes both records of some pair in `looked` hold: whether those pairs are
+/// candidates depends on the sizes of these blocks only.
+pub fn shared_hashes(
+    looked: &[(u32, u32)],
+    keys: &HashMap<u32, Vec<(usize, i64)>>,
+) -> std::collections::HashSet<i64> {
     let empty = Vec::new();
-    let candidates = looked
+    looked
+        .iter()
+        .flat_map(|&(a, b)| {
+            let kb = keys.get(&b).unwrap_or(&empty);
+            keys.get(&a)
+                .unwrap_or(&empty)
+                .iter()
+                .filter(move |k| kb.contains(k))
+                .map(|&(_, h)| h)
+        })
+        .collect()
+}
+
+/// The candidates among the pairs `looked` (see [`pairs_within`]), as [`candidates`] would
+/// produce them: a pair is a candidate under every rule where both records hold a key whose
+/// block is within its size limit (`within_limit`). `keys` holds the key hashes of every
+/// record in a looked pair.
+pub fn candidates_among(
+    looked: &[(u32, u32)],
+    keys: &HashMap<u32, Vec<(usize, i64)>>,
+    within_limit: &std::collections::HashSet<i64>,
+) -> Vec<Candidate> {
+    let empty = Vec::new();
+    looked
         .iter()
         .filter_map(|&(a, b)| {
             let kb = keys.get(&b).unwrap_or(&empty);
@@ -434,8 +459,7 @@ pub fn candidates_within(
                 .fold(0u32, |m, (rule, _)| m | (1 << rule));
             (rules != 0).then_some(Candidate { a, b, rules })
         })
-        .collect();
-    (looked, candidates)
+        .collect()
 }
 
 #[cfg(test)]
@@ -611,7 +635,7 @@ mod tests {
     }
 
     #[test]
-    fn candidates_within_groups_equal_the_full_run() {
+    fn candidates_among_groups_equal_the_full_run() {
         let mut records: Vec<MatchRecord> = (0..30)
             .map(|i| rec(&format!("f{}@x.de", i % 4), ["a", "b", "c"][i % 3], "1"))
             .collect();
@@ -652,7 +676,8 @@ mod tests {
         let group =
             |m: usize| -> Vec<u32> { (0..30u32).filter(|i| *i as usize % 4 == m).collect() };
         let groups = vec![group(1), group(2), vec![7, 9]];
-        let (looked, got) = candidates_within(&groups, &keys, &within);
+        let looked = pairs_within(&groups);
+        let got = candidates_among(&looked, &keys, &within);
         let want: Vec<Candidate> = full
             .into_iter()
             .filter(|c| looked.binary_search(&(c.a, c.b)).is_ok())
@@ -660,5 +685,15 @@ mod tests {
         assert_eq!(looked.len(), 28 + 21 + 1);
         assert!(!want.is_empty());
         assert_eq!(got, want);
+        // Only the blocks the looked pairs share decide: knowing those is enough.
+        let shared = shared_hashes(&looked, &keys);
+        let held: std::collections::HashSet<i64> = groups
+            .iter()
+            .flatten()
+            .flat_map(|i| keys[i].iter().map(|&(_, h)| h))
+            .collect();
+        assert!(shared.is_subset(&held) && shared.len() < held.len());
+        let within_shared = within.intersection(&shared).copied().collect();
+        assert_eq!(candidates_among(&looked, &keys, &within_shared), want);
     }
 }

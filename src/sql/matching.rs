@@ -11,8 +11,8 @@ use serde_json::{json, Map, Value};
 use super::errors::raise;
 use super::spi::{drop_indexes, fetch_all, rebuild_indexes, spi_failed, Args};
 use crate::model::blocking::{
-    candidates, candidates_of, candidates_within, crosses_limit, key_hashes, rule_of, BlockingRule,
-    Candidate, RuleStats,
+    candidates, candidates_among, candidates_of, crosses_limit, key_hashes, pairs_within, rule_of,
+    shared_hashes, BlockingRule, Candidate, RuleStats,
 };
 use crate::model::comparison::{Context, COMPARISONS, JUNK_VALUE_RECORDS};
 use crate::model::params::{log2_odds, Model, Scorer};
@@ -403,14 +403,6 @@ fn key_changes(
     )
 }
 
-fn count_by_hash(keys: &[(i64, i64)]) -> HashMap<i64, usize> {
-    let mut out = HashMap::new();
-    for &(_, h) in keys {
-        *out.entry(h).or_insert(0) += 1;
-    }
-    out
-}
-
 /// The stored members of the blocks `caps` names, each read up to its cap (hash, cap): a block
 /// with as many members as its cap may have more.
 fn block_members(client: &SpiClient<'_>, caps: &HashMap<i64, usize>) -> HashMap<i64, Vec<i64>> {
@@ -435,135 +427,137 @@ fn block_members(client: &SpiClient<'_>, caps: &HashMap<i64, usize>) -> HashMap<
     .collect()
 }
 
-/// The blocks that a batch's key changes take across their rule's size limit, with their
-/// members, read before (`applied` false) or after the changes are written. Their pairs appear
-/// or vanish, also between records that did not change, as in a full scoring.
-fn crossing_blocks(
+/// A batch's blocks, read once before its key changes are written, and what the changes make
+/// of them.
+struct ChangedBlocks {
+    /// Members after the changes, of the blocks known to be within their rule's size limit.
+    within: HashMap<i64, Vec<i64>>,
+    /// Members before and after (each once) of the blocks the changes take across their size
+    /// limit: their pairs appear or vanish, also between records that did not change, as in a
+    /// full scoring.
+    crossing: Vec<Vec<i64>>,
+    /// Every hash that was read.
+    read: HashSet<i64>,
+}
+
+/// Reads the blocks of `hashes` as they are before the key changes `gone` / `new` (record,
+/// hash) are written, each up to one past its size limit plus the keys leaving it: enough to
+/// tell whether it is over the limit before and after.
+fn changed_blocks(
     client: &SpiClient<'_>,
     rules: &[BlockingRule],
+    hashes: &HashSet<i64>,
     gone: &[(i64, i64)],
     new: &[(i64, i64)],
-    applied: bool,
-) -> Vec<(i64, Vec<i64>)> {
-    let (removed, added) = (count_by_hash(gone), count_by_hash(new));
-    let count = |m: &HashMap<i64, usize>, h: &i64| m.get(h).copied().unwrap_or(0);
-    // Read one past the largest size at which the block can still cross.
-    let caps: HashMap<i64, usize> = removed
-        .keys()
-        .chain(added.keys())
+) -> ChangedBlocks {
+    let mut leaving: HashMap<i64, Vec<i64>> = HashMap::new();
+    for &(id, h) in gone {
+        leaving.entry(h).or_default().push(id);
+    }
+    let mut joining: HashMap<i64, Vec<i64>> = HashMap::new();
+    for &(id, h) in new {
+        joining.entry(h).or_default().push(id);
+    }
+    let none = Vec::new();
+    let caps: HashMap<i64, usize> = hashes
+        .iter()
         .filter(|&&h| rule_of(h) < rules.len())
         .map(|&h| {
             let max = rules[rule_of(h)].max_block_size;
-            let slack = if applied {
-                count(&added, &h)
-            } else {
-                count(&removed, &h)
-            };
-            (h, max + slack + 1)
+            (h, max + 1 + leaving.get(&h).map_or(0, Vec::len))
         })
         .collect();
-    block_members(client, &caps)
-        .into_iter()
-        .filter(|(h, members)| {
-            let n = members.len();
-            if n >= caps[h] {
-                return false;
-            }
-            let (before, after) = if applied {
-                ((n + count(&removed, h)).saturating_sub(count(&added, h)), n)
-            } else {
-                (n, (n + count(&added, h)).saturating_sub(count(&removed, h)))
-            };
-            crosses_limit(rules[rule_of(*h)].max_block_size, before, after)
-        })
-        .collect()
-}
-
-/// The records whose pairs a change of `record_ids` makes appear or vanish without their own
-/// data changing: the members of the blocks the change takes across their size limit. Called
-/// by unify.process_queue() after the records are updated and before they are re-scored, which
-/// then re-scores the pairs among these too.
-#[pg_extern(volatile, strict)]
-fn _block_crossings(record_ids: Vec<i64>) -> Vec<i64> {
-    let model = current_model("process_queue");
-    let rules = &model.blocking_rules;
-    Spi::connect(|client| {
-        let changed = load_records(
-            &client,
-            "WHERE r.record_id = ANY ($1)",
-            vec![record_ids.clone().into()],
-            "process_queue",
+    let mut out = ChangedBlocks {
+        within: HashMap::new(),
+        crossing: Vec::new(),
+        read: caps.keys().copied().collect(),
+    };
+    for (h, before) in block_members(client, &caps) {
+        if before.len() >= caps[&h] {
+            continue; // over the limit before, and still after
+        }
+        let (out_ids, in_ids) = (
+            leaving.get(&h).unwrap_or(&none),
+            joining.get(&h).unwrap_or(&none),
         );
-        let keys: Vec<Vec<(usize, i64)>> = changed.iter().map(|r| key_hashes(rules, r)).collect();
-        let (gone, new) = key_changes(&client, &record_ids, &changed, &keys);
-        let mut ids: Vec<i64> = crossing_blocks(&client, rules, &gone, &new, false)
-            .into_iter()
-            .flat_map(|(_, members)| members)
+        let mut after: Vec<i64> = before
+            .iter()
+            .filter(|id| !out_ids.contains(id))
+            .chain(in_ids.iter().filter(|id| !before.contains(id)))
+            .copied()
             .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids
-    })
+        let max = rules[rule_of(h)].max_block_size;
+        if crosses_limit(max, before.len(), after.len()) {
+            let mut members = before.clone();
+            members.extend(in_ids);
+            members.sort_unstable();
+            members.dedup();
+            out.crossing.push(members);
+        }
+        if after.len() <= max {
+            after.sort_unstable();
+            out.within.insert(h, after);
+        }
+    }
+    out
 }
 
 /// Re-blocks and re-scores the records `record_ids` (changed, new or deleted) against all
 /// records, as unify.score_pairs() would, and re-scores the pairs among `holder_ids`, the
 /// records sharing an e-mail or phone with them (whether such a value is a household's can
-/// change with one record). Their blocking keys in unify.block_keys are brought up to date,
-/// candidates found through that index, the stored pairs that are looked at deleted, and the
-/// new pairs at or above the review threshold returned (the caller inserts them).
+/// change with one record), and among the members of the blocks the change takes across their
+/// size limit. Their blocking keys in unify.block_keys are brought up to date, candidates found
+/// through that index, the stored pairs looked at replaced by those at or above the review
+/// threshold. Returns every record whose pairs were looked at: the changed ones, the holders
+/// and those blocks' members.
 #[pg_extern(volatile, strict)]
-fn _score_records(
-    record_ids: Vec<i64>,
-    holder_ids: Vec<i64>,
-) -> TableIterator<
-    'static,
-    (
-        name!(record_a, i64),
-        name!(record_b, i64),
-        name!(match_weight, f64),
-        name!(match_probability, f64),
-        name!(is_match, bool),
-        name!(forced_by, Option<String>),
-        name!(blocking_rules, Vec<String>),
-        name!(weights, JsonB),
-    ),
-> {
+fn _rescore(record_ids: Vec<i64>, holder_ids: Vec<i64>) -> Vec<i64> {
     const F: &str = "process_queue";
-    let mut phases = Phases::new("_score_records");
+    let mut phases = Phases::new("_rescore");
     let model = current_model(F);
     phases.mark("model");
     let rules = &model.blocking_rules;
-    let (records, n_changed, keys, blocks, ctx, ids, extra) = Spi::connect_mut(|client| {
-        let phases = &mut phases;
-        let built = client
-            .select("SELECT count(*) FROM unify.matching_state", None, &[])
-            .and_then(|t| t.first().get_one::<i64>())
-            .unwrap_or_else(|e| spi_failed(e, F));
-        if built != Some(1) {
-            raise(
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                "records are scored one by one only after a first full scoring".into(),
-                None,
-                "Run SELECT * FROM unify.score_pairs(); once.",
+    let (records, n_changed, keys, blocks, ctx, ids, extra, rescored) = Spi::connect_mut(
+        |client| {
+            let phases = &mut phases;
+            let built = client
+                .select("SELECT count(*) FROM unify.matching_state", None, &[])
+                .and_then(|t| t.first().get_one::<i64>())
+                .unwrap_or_else(|e| spi_failed(e, F));
+            if built != Some(1) {
+                raise(
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    "records are scored one by one only after a first full scoring".into(),
+                    None,
+                    "Run SELECT * FROM unify.score_pairs(); once.",
+                    F,
+                )
+            }
+            let by_id = |ids: Vec<i64>| -> Args { vec![ids.into()] };
+            let changed = load_records(
+                client,
+                "WHERE r.record_id = ANY ($1)",
+                by_id(record_ids.clone()),
                 F,
-            )
-        }
-        let by_id = |ids: Vec<i64>| -> Args { vec![ids.into()] };
-        let changed = load_records(
-            client,
-            "WHERE r.record_id = ANY ($1)",
-            by_id(record_ids.clone()),
-            F,
-        );
-        phases.mark("load changed");
-        let keys: Vec<Vec<(usize, i64)>> = changed.iter().map(|r| key_hashes(rules, r)).collect();
-        // Only the keys that differ are written: an update that leaves them alone costs nothing.
-        let (gone, new) = key_changes(client, &record_ids, &changed, &keys);
-        phases.mark("key changes");
-        let (gone_ids, gone_hashes): (Vec<i64>, Vec<i64>) = gone.iter().copied().unzip();
-        let (new_ids, new_hashes): (Vec<i64>, Vec<i64>) = new.iter().copied().unzip();
-        client
+            );
+            phases.mark("load changed");
+            let keys: Vec<Vec<(usize, i64)>> =
+                changed.iter().map(|r| key_hashes(rules, r)).collect();
+            // Only the keys that differ are written: an update that leaves them alone costs nothing.
+            let (gone, new) = key_changes(client, &record_ids, &changed, &keys);
+            phases.mark("key changes");
+            // The blocks of the changed records' keys, old and new, read once before the writes.
+            let touched: HashSet<i64> = keys
+                .iter()
+                .flatten()
+                .map(|&(_, h)| h)
+                .chain(gone.iter().map(|&(_, h)| h))
+                .collect();
+            let blocks_now = changed_blocks(client, rules, &touched, &gone, &new);
+            phases.mark("blocks");
+            let (gone_ids, gone_hashes): (Vec<i64>, Vec<i64>) = gone.iter().copied().unzip();
+            let (new_ids, new_hashes): (Vec<i64>, Vec<i64>) = new.iter().copied().unzip();
+            client
             .update(
                 "DELETE FROM unify.block_keys k USING unnest($1::bigint[], $2::bigint[]) AS g (id, h)
                   WHERE k.record_id = g.id AND k.key_hash = g.h",
@@ -579,106 +573,120 @@ fn _score_records(
                 )
             })
             .unwrap_or_else(|e| spi_failed(e, F));
-        phases.mark("write keys");
-        // Blocks taken across their size limit: their members (among the holders, see
-        // unify._block_crossings) have every pair between them looked at again.
-        let crossing: Vec<Vec<i64>> = crossing_blocks(client, rules, &gone, &new, true)
-            .into_iter()
-            .map(|(_, members)| members)
-            .collect();
-        phases.mark("crossings");
-        let changed_ids: HashSet<i64> = changed.iter().map(|r| r.id).collect();
-        let holder_ids: Vec<i64> = holder_ids
-            .into_iter()
-            .filter(|id| !changed_ids.contains(id))
-            .collect();
-        let holders = load_records(client, "WHERE r.record_id = ANY ($1)", by_id(holder_ids), F);
-        phases.mark("load holders");
-        let holder_keys: Vec<Vec<(usize, i64)>> =
-            holders.iter().map(|r| key_hashes(rules, r)).collect();
-        // Each block is read up to one past its rule's size limit: enough to know it is over.
-        let limit: HashMap<i64, usize> = keys
-            .iter()
-            .chain(&holder_keys)
-            .flatten()
-            .map(|&(rule, h)| (h, rules[rule].max_block_size))
-            .collect();
-        let caps: HashMap<i64, usize> = limit.iter().map(|(&h, &max)| (h, max + 1)).collect();
-        let members: HashMap<i64, Vec<i64>> = block_members(client, &caps)
-            .into_iter()
-            .filter(|(h, m)| m.len() <= limit[h])
-            .collect();
-        phases.mark("block members");
-        // The other members of the changed records' blocks are their candidates.
-        let changed_hashes: HashSet<i64> = keys.iter().flatten().map(|&(_, h)| h).collect();
-        let holder_set: HashSet<i64> = holders.iter().map(|r| r.id).collect();
-        let mut other_ids: Vec<i64> = members
-            .iter()
-            .filter(|(h, _)| changed_hashes.contains(h))
-            .flat_map(|(_, m)| m.iter().copied())
-            .filter(|id| !changed_ids.contains(id) && !holder_set.contains(id))
-            .collect();
-        other_ids.sort_unstable();
-        other_ids.dedup();
-        let others = load_records(client, "WHERE r.record_id = ANY ($1)", by_id(other_ids), F);
-        phases.mark("load others");
-        let n_changed = changed.len();
-        let n_holders = holders.len();
-        let mut records = changed;
-        records.extend(holders);
-        records.extend(others);
-        let index: HashMap<i64, u32> = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.id, i as u32))
-            .collect();
-        let blocks: HashMap<i64, Vec<u32>> = members
-            .iter()
-            .filter(|(h, _)| changed_hashes.contains(h))
-            .map(|(&h, m)| {
-                (
-                    h,
-                    m.iter().filter_map(|id| index.get(id).copied()).collect(),
-                )
-            })
-            .collect();
-        let within_limit: HashSet<i64> = members.keys().copied().collect();
-        // Groups of changed records and holders by shared e-mail and phone: the pairs whose
-        // household evidence may have flipped.
-        let mut groups: HashMap<&str, Vec<u32>> = HashMap::new();
-        for (i, r) in records[..n_changed + n_holders].iter().enumerate() {
-            for v in r.email_key.iter().chain(r.phones.iter()) {
-                groups.entry(v.as_str()).or_default().push(i as u32);
-            }
-        }
-        let mut groups: Vec<Vec<u32>> = groups.into_values().filter(|g| g.len() > 1).collect();
-        groups.extend(
-            crossing
+            phases.mark("write keys");
+            let crossing = &blocks_now.crossing;
+            let changed_ids: HashSet<i64> = changed.iter().map(|r| r.id).collect();
+            let mut holder_ids: Vec<i64> = holder_ids
+                .into_iter()
+                .chain(crossing.iter().flatten().copied())
+                .filter(|id| !changed_ids.contains(id))
+                .collect();
+            holder_ids.sort_unstable();
+            holder_ids.dedup();
+            let mut rescored: Vec<i64> = record_ids.iter().chain(&holder_ids).copied().collect();
+            rescored.sort_unstable();
+            rescored.dedup();
+            let holders =
+                load_records(client, "WHERE r.record_id = ANY ($1)", by_id(holder_ids), F);
+            phases.mark("load holders");
+            let holder_keys: Vec<Vec<(usize, i64)>> =
+                holders.iter().map(|r| key_hashes(rules, r)).collect();
+            let n_changed = changed.len();
+            let n_holders = holders.len();
+            // Groups of changed records and holders by shared e-mail and phone: the pairs whose
+            // household evidence may have flipped. Crossing blocks' members are holders.
+            let scope_index: HashMap<i64, u32> = changed
                 .iter()
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|id| index.get(id).copied())
-                        .collect::<Vec<u32>>()
+                .chain(&holders)
+                .enumerate()
+                .map(|(i, r)| (r.id, i as u32))
+                .collect();
+            let mut by_value: HashMap<&str, Vec<u32>> = HashMap::new();
+            for (i, r) in changed.iter().chain(&holders).enumerate() {
+                for v in r.email_key.iter().chain(r.phones.iter()) {
+                    by_value.entry(v.as_str()).or_default().push(i as u32);
+                }
+            }
+            let mut groups: Vec<Vec<u32>> =
+                by_value.into_values().filter(|g| g.len() > 1).collect();
+            groups.extend(
+                crossing
+                    .iter()
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|id| scope_index.get(id).copied())
+                            .collect::<Vec<u32>>()
+                    })
+                    .filter(|g| g.len() > 1),
+            );
+            let group_keys: HashMap<u32, Vec<(usize, i64)>> = keys
+                .iter()
+                .chain(&holder_keys)
+                .enumerate()
+                .map(|(i, k)| (i as u32, k.clone()))
+                .collect();
+            let looked = pairs_within(&groups);
+            // The changed records' blocks hold their candidates; of the other blocks only those
+            // shared by a looked-at pair matter, and only whether they are within their limit.
+            // Each block is read up to one past its rule's size limit: enough to know it is over.
+            let changed_hashes: HashSet<i64> = keys.iter().flatten().map(|&(_, h)| h).collect();
+            let shared = shared_hashes(&looked, &group_keys);
+            // Blocks shared within a group that the change did not touch: only their size matters.
+            let limit: HashMap<i64, usize> = holder_keys
+                .iter()
+                .flatten()
+                .filter(|(_, h)| shared.contains(h) && !blocks_now.read.contains(h))
+                .map(|&(rule, h)| (h, rules[rule].max_block_size))
+                .collect();
+            let caps: HashMap<i64, usize> = limit.iter().map(|(&h, &max)| (h, max + 1)).collect();
+            let mut members: HashMap<i64, Vec<i64>> = block_members(client, &caps)
+                .into_iter()
+                .filter(|(h, m)| m.len() <= limit[h])
+                .collect();
+            members.extend(blocks_now.within);
+            phases.mark("block members");
+            // The other members of the changed records' blocks are their candidates.
+            let holder_set: HashSet<i64> = holders.iter().map(|r| r.id).collect();
+            let mut other_ids: Vec<i64> = members
+                .iter()
+                .filter(|(h, _)| changed_hashes.contains(h))
+                .flat_map(|(_, m)| m.iter().copied())
+                .filter(|id| !changed_ids.contains(id) && !holder_set.contains(id))
+                .collect();
+            other_ids.sort_unstable();
+            other_ids.dedup();
+            let others = load_records(client, "WHERE r.record_id = ANY ($1)", by_id(other_ids), F);
+            phases.mark("load others");
+            let mut records = changed;
+            records.extend(holders);
+            records.extend(others);
+            let index: HashMap<i64, u32> = records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.id, i as u32))
+                .collect();
+            let blocks: HashMap<i64, Vec<u32>> = members
+                .iter()
+                .filter(|(h, _)| changed_hashes.contains(h))
+                .map(|(&h, m)| {
+                    (
+                        h,
+                        m.iter().filter_map(|id| index.get(id).copied()).collect(),
+                    )
                 })
-                .filter(|g| g.len() > 1),
-        );
-        let group_keys: HashMap<u32, Vec<(usize, i64)>> = keys
-            .iter()
-            .chain(&holder_keys)
-            .enumerate()
-            .map(|(i, k)| (i as u32, k.clone()))
-            .collect();
-        let (looked, within) = candidates_within(&groups, &group_keys, &within_limit);
-        phases.mark("groups");
-        // The stored pairs now looked at again go; the caller inserts what scores.
-        let (looked_a, looked_b): (Vec<i64>, Vec<i64>) = looked
-            .iter()
-            .map(|&(a, b)| {
-                let (x, y) = (records[a as usize].id, records[b as usize].id);
-                (x.min(y), x.max(y))
-            })
-            .unzip();
-        client
+                .collect();
+            let within_limit: HashSet<i64> = members.keys().copied().collect();
+            let within = candidates_among(&looked, &group_keys, &within_limit);
+            phases.mark("groups");
+            // The stored pairs now looked at again go; the caller inserts what scores.
+            let (looked_a, looked_b): (Vec<i64>, Vec<i64>) = looked
+                .iter()
+                .map(|&(a, b)| {
+                    let (x, y) = (records[a as usize].id, records[b as usize].id);
+                    (x.min(y), x.max(y))
+                })
+                .unzip();
+            client
             .update(
                 "DELETE FROM unify.pairs p WHERE p.record_a = ANY ($1) OR p.record_b = ANY ($1)",
                 None,
@@ -696,32 +704,32 @@ fn _score_records(
                 )
             })
             .unwrap_or_else(|e| spi_failed(e, F));
-        phases.mark("delete pairs");
+            phases.mark("delete pairs");
 
-        let distinct = |get: fn(&MatchRecord) -> Option<&String>| -> Vec<String> {
-            let set: HashSet<&String> = records.iter().filter_map(get).collect();
-            set.into_iter().cloned().collect()
-        };
-        let frequencies = load_frequencies(
-            client,
-            Some((
-                distinct(|r| r.first_name.as_ref()),
-                distinct(|r| r.last_name.as_ref()),
-            )),
-            F,
-        );
-        phases.mark("frequencies");
-        let in_groups = &records[..n_changed + n_holders];
-        let emails: HashSet<String> = in_groups
-            .iter()
-            .filter_map(|r| r.email_key.clone())
-            .collect();
-        let phones: HashSet<String> = in_groups
-            .iter()
-            .flat_map(|r| r.phones.iter().cloned())
-            .collect();
-        // Everyone holding those values, up to one past the junk limit per value and column.
-        let value_holders = load_records(
+            let distinct = |get: fn(&MatchRecord) -> Option<&String>| -> Vec<String> {
+                let set: HashSet<&String> = records.iter().filter_map(get).collect();
+                set.into_iter().cloned().collect()
+            };
+            let frequencies = load_frequencies(
+                client,
+                Some((
+                    distinct(|r| r.first_name.as_ref()),
+                    distinct(|r| r.last_name.as_ref()),
+                )),
+                F,
+            );
+            phases.mark("frequencies");
+            let in_groups = &records[..n_changed + n_holders];
+            let emails: HashSet<String> = in_groups
+                .iter()
+                .filter_map(|r| r.email_key.clone())
+                .collect();
+            let phones: HashSet<String> = in_groups
+                .iter()
+                .flat_map(|r| r.phones.iter().cloned())
+                .collect();
+            // Everyone holding those values, up to one past the junk limit per value and column.
+            let value_holders = load_records(
             client,
             &format!(
                 "WHERE r.record_id IN (
@@ -739,19 +747,21 @@ fn _score_records(
             ],
             F,
         );
-        phases.mark("value holders");
-        let ctx = Context::with_frequencies(frequencies, &value_holders, &emails, &phones);
-        phases.mark("context");
-        (
-            records,
-            n_changed,
-            keys,
-            blocks,
-            ctx,
-            source_ids(client),
-            within,
-        )
-    });
+            phases.mark("value holders");
+            let ctx = Context::with_frequencies(frequencies, &value_holders, &emails, &phones);
+            phases.mark("context");
+            (
+                records,
+                n_changed,
+                keys,
+                blocks,
+                ctx,
+                source_ids(client),
+                within,
+                rescored,
+            )
+        },
+    );
     let changed: Vec<u32> = (0..n_changed as u32).collect();
     let mut cands = candidates_of(&changed, &keys, &blocks, rules);
     // Pairs within groups that involve a changed record are in `cands` already.
@@ -764,12 +774,62 @@ fn _score_records(
     let rows = pair_rows(&model, &scorer, &records, &cands);
     phases.mark("score");
     pgrx::debug1!(
-        "_score_records: {n_changed} changed, {} records loaded, {} candidates, {} pairs kept",
+        "_rescore: {n_changed} changed, {} records loaded, {} candidates, {} pairs kept",
         records.len(),
         cands.len(),
         rows.len()
     );
-    TableIterator::new(rows)
+    insert_pairs(rows);
+    phases.mark("insert pairs");
+    rescored
+}
+
+/// Adds scored pairs to unify.pairs (a pair stored meanwhile is kept), as the current model's.
+fn insert_pairs(rows: Vec<PairRow>) {
+    let n = rows.len();
+    let (mut a, mut b, mut weight, mut probability, mut is_match, mut forced) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut rules, mut weights) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for row in rows {
+        a.push(row.0);
+        b.push(row.1);
+        weight.push(row.2);
+        probability.push(row.3);
+        is_match.push(row.4);
+        forced.push(row.5);
+        rules.push(JsonB(json!(row.6)));
+        weights.push(row.7);
+    }
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "INSERT INTO unify.pairs (record_a, record_b, match_weight, match_probability, is_match, forced_by,
+                                          blocking_rules, weights, model_version)
+                 SELECT u.a, u.b, u.w, u.p, u.m, u.f, ARRAY(SELECT jsonb_array_elements_text(u.r)), u.j,
+                        (SELECT max(m.version) FROM unify.model m)
+                 FROM unnest($1::bigint[], $2::bigint[], $3::float8[], $4::float8[], $5::boolean[], $6::text[],
+                             $7::jsonb[], $8::jsonb[]) AS u (a, b, w, p, m, f, r, j)
+                 ON CONFLICT (record_a, record_b) DO NOTHING",
+                None,
+                &[
+                    a.into(),
+                    b.into(),
+                    weight.into(),
+                    probability.into(),
+                    is_match.into(),
+                    forced.into(),
+                    rules.into(),
+                    weights.into(),
+                ],
+            )
+            .unwrap_or_else(|e| spi_failed(e, "process_queue"));
+    });
 }
 
 type PairRow = (i64, i64, f64, f64, bool, Option<String>, Vec<String>, JsonB);

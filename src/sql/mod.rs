@@ -46,11 +46,7 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "realtime.sql",
     name = "realtime",
-    requires = [
-        "persons",
-        matching::_score_records,
-        matching::_block_crossings
-    ]
+    requires = ["persons", matching::_rescore]
 );
 
 // Segments and predictions: transactions in place, RFM segments with change events, BG/NBD /

@@ -42,32 +42,41 @@ CREATE FUNCTION unify._queue_scope(person_ids bigint[], record_ids bigint[], OUT
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     scope_records bigint[];
-    partners bigint[];
+    -- The records that joined the scope in the last round: only their partners are new.
+    frontier bigint[];
+    reached bigint[];
+    new_persons bigint[];
+    new_unassigned bigint[];
     rounds int := 0;
 BEGIN
     persons := ARRAY(SELECT DISTINCT p FROM unnest(person_ids) p WHERE p IS NOT NULL
                      UNION SELECT r.person_id FROM unify.records r WHERE r.record_id = ANY (record_ids) AND r.person_id IS NOT NULL);
     unassigned := ARRAY(SELECT r.record_id FROM unify.records r WHERE r.record_id = ANY (record_ids) AND r.person_id IS NULL);
+    scope_records := ARRAY(SELECT r.record_id FROM unify.records r WHERE r.person_id = ANY (persons)) || unassigned;
+    frontier := scope_records;
     LOOP
         rounds := rounds + 1;
-        scope_records := ARRAY(SELECT r.record_id FROM unify.records r WHERE r.person_id = ANY (persons)) || unassigned;
-        partners := ARRAY(
-            SELECT p.record_b FROM unify.pairs p WHERE p.is_match AND p.record_a = ANY (scope_records)
-            UNION SELECT p.record_a FROM unify.pairs p WHERE p.is_match AND p.record_b = ANY (scope_records)
-            UNION SELECT y.record_id FROM unify.records x
-                  JOIN unify.overrides o ON o.kind = 'must_link'
-                   AND ((o.source_a, o.key_a) = (x.source_id, x.source_key) OR (o.source_b, o.key_b) = (x.source_id, x.source_key))
-                  JOIN unify.records y ON (y.source_id, y.source_key) IN ((o.source_a, o.key_a), (o.source_b, o.key_b))
-                   AND y.record_id <> x.record_id
-                  WHERE x.record_id = ANY (scope_records));
-        IF NOT EXISTS (SELECT 1 FROM unify.records r
-                       WHERE r.record_id = ANY (partners) AND NOT r.record_id = ANY (scope_records)) THEN
+        -- Set differences by EXCEPT (hashed), not NOT = ANY (a scan of the array per row).
+        reached := ARRAY(
+            (SELECT p.record_b FROM unify.pairs p WHERE p.is_match AND p.record_a = ANY (frontier)
+             UNION SELECT p.record_a FROM unify.pairs p WHERE p.is_match AND p.record_b = ANY (frontier)
+             UNION SELECT y.record_id FROM unify.records x
+                   JOIN unify.overrides o ON o.kind = 'must_link'
+                    AND ((o.source_a, o.key_a) = (x.source_id, x.source_key) OR (o.source_b, o.key_b) = (x.source_id, x.source_key))
+                   JOIN unify.records y ON (y.source_id, y.source_key) IN ((o.source_a, o.key_a), (o.source_b, o.key_b))
+                    AND y.record_id <> x.record_id
+                   WHERE x.record_id = ANY (frontier))
+            EXCEPT SELECT unnest(scope_records));
+        new_persons := ARRAY(SELECT r.person_id FROM unify.records r WHERE r.record_id = ANY (reached) AND r.person_id IS NOT NULL
+                             EXCEPT SELECT unnest(persons));
+        new_unassigned := ARRAY(SELECT r.record_id FROM unify.records r WHERE r.record_id = ANY (reached) AND r.person_id IS NULL);
+        IF cardinality(new_persons) = 0 AND cardinality(new_unassigned) = 0 THEN
             RETURN;
         END IF;
-        persons := ARRAY(SELECT unnest(persons) UNION
-                         SELECT r.person_id FROM unify.records r WHERE r.record_id = ANY (partners) AND r.person_id IS NOT NULL);
-        unassigned := ARRAY(SELECT unnest(unassigned) UNION
-                            SELECT r.record_id FROM unify.records r WHERE r.record_id = ANY (partners) AND r.person_id IS NULL);
+        persons := persons || new_persons;
+        unassigned := unassigned || new_unassigned;
+        frontier := ARRAY(SELECT r.record_id FROM unify.records r WHERE r.person_id = ANY (new_persons)) || new_unassigned;
+        scope_records := scope_records || frontier;
         IF rounds > 100 THEN
             RAISE EXCEPTION 'unify.process_queue: the persons around the changed records did not close after 100 rounds'
                 USING ERRCODE = 'program_limit_exceeded', HINT = 'Run unify.resolve() once; this is a bug worth reporting.';
@@ -172,15 +181,8 @@ BEGIN
         -- Re-block and re-score the changed records, re-score the pairs among those sharing an
         -- e-mail or phone with them before or after, then re-cluster every person touched.
         changed_ids := ARRAY(SELECT DISTINCT x FROM unnest(changed_ids) x);
-        -- Read before _score_records writes the new blocking keys.
-        holders := unify._value_holders(emails, phones) || unify._block_crossings(changed_ids);
-        INSERT INTO unify.pairs (record_a, record_b, match_weight, match_probability, is_match, forced_by,
-                                 blocking_rules, weights, model_version)
-        SELECT s.record_a, s.record_b, s.match_weight, s.match_probability, s.is_match, s.forced_by,
-               s.blocking_rules, s.weights, (SELECT max(m.version) FROM unify.model m)
-        FROM unify._score_records(changed_ids, holders) s
-        ON CONFLICT (record_a, record_b) DO NOTHING;
-        rescored := ARRAY(SELECT DISTINCT x FROM unnest(changed_ids || holders) x);
+        holders := unify._value_holders(emails, phones);
+        rescored := unify._rescore(changed_ids, holders);
         scope := unify._queue_scope(old_persons, rescored);
         PERFORM unify._resolve_scope(scope.persons, scope.unassigned || rescored, 'process_queue', NULL);
     END IF;
@@ -250,9 +252,9 @@ CROSS JOIN unify.queue_stats q
 LEFT JOIN unify.matching_state m ON true;
 COMMENT ON VIEW unify.status IS 'Per source: rows, records, queue depth and lag, last sync; for the database: worker state, last batch, rows/s, whether changes are matched live';
 
-REVOKE ALL ON FUNCTION unify.process_queue(int), unify._score_records(bigint[], bigint[]), unify._block_crossings(bigint[]), unify._queue_scope(bigint[], bigint[]),
+REVOKE ALL ON FUNCTION unify.process_queue(int), unify._rescore(bigint[], bigint[]), unify._queue_scope(bigint[], bigint[]),
     unify._value_holders(text[], text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION unify.process_queue(int), unify._score_records(bigint[], bigint[]), unify._block_crossings(bigint[]), unify._queue_scope(bigint[], bigint[]),
+GRANT EXECUTE ON FUNCTION unify.process_queue(int), unify._rescore(bigint[], bigint[]), unify._queue_scope(bigint[], bigint[]),
     unify._value_holders(text[], text[]) TO unify_admin;
 GRANT SELECT, UPDATE ON unify.queue_stats TO unify_admin;
 GRANT SELECT ON unify.queue_stats TO unify_reader;
