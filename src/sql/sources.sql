@@ -520,6 +520,7 @@ DECLARE
     part_updated bigint;
     key_text constant text := format('(src.%I)::text', src.key_column);
     filter text;
+    rows_from text;
     started constant timestamptz := clock_timestamp();
     last_notice timestamptz := clock_timestamp();
 BEGIN
@@ -539,38 +540,49 @@ BEGIN
         filter := CASE WHEN keys IS NOT NULL THEN unify._keys_filter(src, keys)
                        WHEN parts > 1 THEN format('WHERE (pg_catalog.hashtext(%s) & 2147483647) %% %s = %s', key_text, parts, part)
                        ELSE '' END;
-        IF to_regclass('pg_temp.unify_stage') IS NOT NULL THEN
-            DROP TABLE pg_temp.unify_stage;
+        -- A sync stages its rows (CREATE TABLE AS normalizes on parallel workers); the few rows
+        -- of a queue batch are upserted straight from the query (a temporary table, created
+        -- and dropped per source and batch, cost more than the rows).
+        IF keys IS NULL THEN
+            IF to_regclass('pg_temp.unify_stage') IS NOT NULL THEN
+                DROP TABLE pg_temp.unify_stage;
+            END IF;
+            EXECUTE format('CREATE TEMP TABLE unify_stage ON COMMIT DROP AS %s',
+                           unify._normalized_query(src.source_id, unify._raw_query(src, filter)));
+            rows_from := 'pg_temp.unify_stage';
+        ELSE
+            rows_from := format('(%s)', unify._normalized_query(src.source_id, unify._raw_query(src, filter)));
         END IF;
-        EXECUTE format('CREATE TEMP TABLE unify_stage ON COMMIT DROP AS %s',
-                       unify._normalized_query(src.source_id, unify._raw_query(src, filter)));
-        WITH upsert AS (
-            INSERT INTO unify.records AS r (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
-                street, house_number, postcode, city, country, birth_date, company, customer_number, external_id,
-                consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw)
-            SELECT src.source_id, s.source_key, s.first_name, s.last_name, s.email, s.email_key, s.phone, s.mobile,
-                s.street, s.house_number, s.postcode, s.city, s.country, s.birth_date, s.company, s.customer_number,
-                s.external_id, s.consent_email, s.consent_phone, s.consent_post, s.source_updated_at,
-                s.last_name_phonetic, s.raw
-            FROM pg_temp.unify_stage s
-            ON CONFLICT (source_id, source_key) DO UPDATE SET
-                first_name = excluded.first_name, last_name = excluded.last_name, email = excluded.email,
-                email_key = excluded.email_key, phone = excluded.phone, mobile = excluded.mobile,
-                street = excluded.street, house_number = excluded.house_number, postcode = excluded.postcode,
-                city = excluded.city, country = excluded.country, birth_date = excluded.birth_date,
-                company = excluded.company, customer_number = excluded.customer_number,
-                external_id = excluded.external_id, consent_email = excluded.consent_email,
-                consent_phone = excluded.consent_phone, consent_post = excluded.consent_post,
-                source_updated_at = excluded.source_updated_at, last_name_phonetic = excluded.last_name_phonetic,
-                raw = excluded.raw, synced_at = now()
-            WHERE r.raw IS DISTINCT FROM excluded.raw
-            RETURNING (xmax = 0) AS is_insert
-        )
-        SELECT count(*) FILTER (WHERE is_insert), count(*) FILTER (WHERE NOT is_insert)
-        INTO part_inserted, part_updated FROM upsert;
+        EXECUTE format($upsert$
+            WITH upsert AS (
+                INSERT INTO unify.records AS r (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
+                    street, house_number, postcode, city, country, birth_date, company, customer_number, external_id,
+                    consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw)
+                SELECT $1, s.source_key, s.first_name, s.last_name, s.email, s.email_key, s.phone, s.mobile,
+                    s.street, s.house_number, s.postcode, s.city, s.country, s.birth_date, s.company, s.customer_number,
+                    s.external_id, s.consent_email, s.consent_phone, s.consent_post, s.source_updated_at,
+                    s.last_name_phonetic, s.raw
+                FROM %s s
+                ON CONFLICT (source_id, source_key) DO UPDATE SET
+                    first_name = excluded.first_name, last_name = excluded.last_name, email = excluded.email,
+                    email_key = excluded.email_key, phone = excluded.phone, mobile = excluded.mobile,
+                    street = excluded.street, house_number = excluded.house_number, postcode = excluded.postcode,
+                    city = excluded.city, country = excluded.country, birth_date = excluded.birth_date,
+                    company = excluded.company, customer_number = excluded.customer_number,
+                    external_id = excluded.external_id, consent_email = excluded.consent_email,
+                    consent_phone = excluded.consent_phone, consent_post = excluded.consent_post,
+                    source_updated_at = excluded.source_updated_at, last_name_phonetic = excluded.last_name_phonetic,
+                    raw = excluded.raw, synced_at = now()
+                WHERE r.raw IS DISTINCT FROM excluded.raw
+                RETURNING (xmax = 0) AS is_insert)
+            SELECT count(*) FILTER (WHERE is_insert), count(*) FILTER (WHERE NOT is_insert) FROM upsert
+            $upsert$, rows_from)
+        INTO part_inserted, part_updated USING src.source_id;
         inserted := inserted + part_inserted;
         updated := updated + part_updated;
-        DROP TABLE pg_temp.unify_stage;
+        IF keys IS NULL THEN
+            DROP TABLE pg_temp.unify_stage;
+        END IF;
         IF parts > 1 THEN
             PERFORM set_config('application_name', format('unify.sync %s %s/%s', src.name, part + 1, parts), true);
             IF clock_timestamp() - last_notice >= interval '5 seconds' THEN

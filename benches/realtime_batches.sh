@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Where a batch of the change queue spends its time, on the database benches/realtime.sh left
+# behind (run that first). Queues 5,000 copied inserts (tests/worker/writers.pgbench) if fewer
+# are queued, then applies them as five process_queue(1000) batches inside a transaction that
+# is rolled back, --reps times over the same queue: wall and backend CPU time per repetition,
+# self time per function (track_functions), and the _rescore phases (DEBUG1) of the last one.
+# The worker is off meanwhile. The first repetition runs with cold caches; compare the others.
+#
+#   bash benches/realtime_batches.sh [--reps N]
+source "$(dirname "$0")/../scripts/lib.sh"
+REPS=5
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --reps) REPS="$2"; shift 2 ;;
+        *) die "unknown argument $1" ;;
+    esac
+done
+DIR="${CUSTOMER_UNIFY_BENCH_DIR:-/tmp/customer_unify-bench}/realtime"
+DB=bench_realtime
+[ -f "$DIR/data/PG_VERSION" ] || die "no database at $DIR: run bash benches/realtime.sh first"
+cd "$ROOT"
+start_cluster "$DIR" "shared_buffers = '2GB'" "jit = off" "max_wal_size = '8GB'" "work_mem = '256MB'" \
+    "shared_preload_libraries = 'customer_unify'" "customer_unify.databases = '$DB'" \
+    "track_commit_timestamp = on" "customer_unify.worker_enabled = off" "track_functions = 'all'"
+trap 'stop_cluster "$DIR"' EXIT
+q() { psql -X -q -At -d "$DB" -c "$1"; }
+if [ "$(q "SELECT count(*) FROM unify.change_queue")" -lt 5000 ]; then
+    "$PG_BIN/pgbench" -n -c 4 -j 4 -t 1250 -f tests/worker/writers.pgbench "$DB" >/dev/null 2>&1
+fi
+echo "date $(date -u +%F), $(nproc) cores; records $(q "SELECT count(*) FROM unify.records"), queued $(q "SELECT count(*) FROM unify.change_queue")"
+for rep in $(seq 1 "$REPS"); do
+    psql -X -q -At -d "$DB" <<'SQL' 2>&1 | grep -v '^DEBUG:  \(building index\|index "\|relation "pg_temp\|rehashing\)'
+SELECT pg_backend_pid() AS pid \gset
+\setenv PID :pid
+\! awk '{print $14 + $15}' /proc/$PID/stat > /tmp/customer_unify-batches.cpu
+BEGIN;
+SET client_min_messages = debug1;
+SELECT clock_timestamp() AS t0 \gset
+SELECT format('batches %s', concat_ws(' ', unify.process_queue(1000), unify.process_queue(1000), unify.process_queue(1000),
+                                      unify.process_queue(1000), unify.process_queue(1000)));
+SELECT format('wall %s ms', round(extract(epoch FROM clock_timestamp() - :'t0'::timestamptz)::numeric * 1000));
+\! echo "backend cpu $(( ($(awk '{print $14 + $15}' /proc/$PID/stat) - $(cat /tmp/customer_unify-batches.cpu)) * 1000 / $(getconf CLK_TCK) )) ms"
+SELECT 'self ms: ' || string_agg(format('%s %s', funcname, round(self_time::numeric)), ', ' ORDER BY self_time DESC)
+FROM pg_stat_xact_user_functions WHERE self_time > 20;
+ROLLBACK;
+SQL
+done | awk -v reps="$REPS" '/^batches/ {rep++; print "== repetition " rep} rep < reps && /DEBUG/ {next} {print}'
