@@ -30,6 +30,7 @@ fi
 echo "date $(date -u +%F), $(nproc) cores; records $(q "SELECT count(*) FROM unify.records"), queued $(q "SELECT count(*) FROM unify.change_queue")"
 for rep in $(seq 1 "$REPS"); do
     psql -X -q -At -d "$DB" <<'SQL' 2>&1 | grep -v '^DEBUG:  \(building index\|index "\|relation "pg_temp\|rehashing\)'
+\echo == repetition
 SELECT pg_backend_pid() AS pid \gset
 \setenv PID :pid
 \! awk '{print $14 + $15}' /proc/$PID/stat > /tmp/customer_unify-batches.cpu
@@ -44,4 +45,4 @@ SELECT 'self ms: ' || string_agg(format('%s %s', funcname, round(self_time::nume
 FROM pg_stat_xact_user_functions WHERE self_time > 20;
 ROLLBACK;
 SQL
-done | awk -v reps="$REPS" '/^batches/ {rep++; print "== repetition " rep} rep < reps && /DEBUG/ {next} {print}'
+done | awk -v reps="$REPS" '/^== repetition/ {rep++; print "== repetition " rep; next} rep < reps && /DEBUG/ {next} {print}'
