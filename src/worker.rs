@@ -149,16 +149,63 @@ fn busy_transaction<R: std::panic::UnwindSafe>(
     result
 }
 
-/// True when the extension is installed in this database (checked in its own transaction).
-fn extension_installed() -> bool {
-    BackgroundWorker::transaction(|| {
-        Spi::get_one::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'customer_unify')",
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(false)
-    })
+/// The two statements of a poll, planned once and kept across transactions: an idle worker
+/// asks many times a second, and planning them each time was most of its cost.
+struct Poll {
+    installed: pgrx::spi::OwnedPreparedStatement,
+    /// Prepared once the extension is found (before, its function does not exist).
+    process: std::cell::RefCell<Option<pgrx::spi::OwnedPreparedStatement>>,
+}
+
+impl Poll {
+    fn prepare() -> Self {
+        Spi::connect(|client| {
+            Poll {
+            installed: client
+                .prepare(
+                    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'customer_unify')",
+                    &[],
+                )
+                .expect("the extension check prepares")
+                .keep(),
+            process: std::cell::RefCell::new(None),
+        }
+        })
+    }
+
+    /// One batch of up to `batch` changes in the current transaction: Some(rows taken), or
+    /// None when the extension is not installed in this database.
+    fn run(&self, batch: i32) -> Option<i32> {
+        Spi::connect_mut(|client| {
+            let installed = client
+                .select(&self.installed, None, &[])
+                .and_then(|t| t.first().get_one::<bool>())
+                .ok()
+                .flatten()
+                .unwrap_or(false);
+            if !installed {
+                return None;
+            }
+            let mut process = self.process.borrow_mut();
+            let process = process.get_or_insert_with(|| {
+                client
+                    .prepare_mut(
+                        "SELECT unify.process_queue($1)",
+                        &[PgBuiltInOids::INT4OID.oid()],
+                    )
+                    .expect("unify.process_queue(int) prepares")
+                    .keep()
+            });
+            Some(
+                client
+                    .update(&*process, None, &[batch.into()])
+                    .and_then(|t| t.first().get_one::<i32>())
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0),
+            )
+        })
+    }
 }
 
 #[pg_guard]
@@ -174,6 +221,7 @@ pub extern "C-unwind" fn customer_unify_worker_main(_arg: pg_sys::Datum) {
         )
         .ok();
     });
+    let poll = std::panic::AssertUnwindSafe(BackgroundWorker::transaction(Poll::prepare));
     log!("customer_unify worker started for database \"{database}\"");
     let mut next_segment_check = Instant::now();
     let mut nap = Duration::ZERO;
@@ -189,25 +237,22 @@ pub extern "C-unwind" fn customer_unify_worker_main(_arg: pg_sys::Datum) {
         if !ENABLED.get() {
             continue;
         }
-        if !extension_installed() {
-            nap = NO_EXTENSION_RETRY;
-            continue;
-        }
         // Drain: batch after batch while they find work, each its own transaction (its memory
         // freed at commit), stopping between batches when asked to.
         loop {
             let batch = BATCH_SIZE.get();
             // Shown in pg_stat_activity (state, query) while the batch runs.
             report_activity(Some(c"SELECT unify.process_queue()"));
-            let taken = busy_transaction(|| {
-                Spi::get_one_with_args::<i32>("SELECT unify.process_queue($1)", &[batch.into()])
-                    .ok()
-                    .flatten()
-                    .unwrap_or(0)
-            });
+            let poll = &poll;
+            let taken = busy_transaction(move || poll.run(batch));
             report_activity(None);
-            if taken.is_none_or(|taken| taken < batch) {
-                break;
+            match taken {
+                Some(None) => {
+                    nap = NO_EXTENSION_RETRY;
+                    break;
+                }
+                Some(Some(taken)) if taken >= batch => continue,
+                _ => break,
             }
         }
         let interval = SEGMENT_REFRESH_S.get();

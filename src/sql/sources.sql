@@ -94,6 +94,10 @@ CREATE TABLE unify.change_queue (
     enqueued_at timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE unify.change_queue IS 'Source rows changed since last processed; drained by unify.process_queue()';
+-- Every queued row is deleted within moments: vacuumed after every 1,000 of them, without
+-- throttling, so the idle worker's probe of the empty queue does not wade through dead rows.
+ALTER TABLE unify.change_queue SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
+                                    autovacuum_vacuum_cost_delay = 0);
 
 SELECT pg_catalog.pg_extension_config_dump('unify.sources', '');
 SELECT pg_catalog.pg_extension_config_dump('unify.sources_source_id_seq', '');
@@ -433,10 +437,16 @@ DECLARE
     src unify.sources;
 BEGIN
     SELECT * INTO STRICT src FROM unify.sources WHERE source_id = id;
+    -- OR REPLACE, and a guard on the queue: a DROP EXTENSION (which cannot drop these, they are
+    -- not its members) leaves them behind as no-ops instead of failing every write to the
+    -- source table, and a new CREATE EXTENSION + add_source replaces them.
     EXECUTE format($f$
-CREATE FUNCTION unify.%I() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+CREATE OR REPLACE FUNCTION unify.%I() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $body$
 BEGIN
+    IF to_regclass('unify.change_queue') IS NULL THEN
+        RETURN NULL;
+    END IF;
     IF TG_OP = 'DELETE' THEN
         INSERT INTO unify.change_queue (source_id, source_key, op) VALUES (%s, (OLD.%I)::text, 'D');
     ELSIF TG_OP = 'UPDATE' AND OLD.%I IS DISTINCT FROM NEW.%I THEN
@@ -451,9 +461,12 @@ $body$
 $f$, '_capture_' || id, id, src.key_column, src.key_column, src.key_column,
         id, src.key_column, id, src.key_column, id, src.key_column);
     EXECUTE format($f$
-CREATE FUNCTION unify.%I() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+CREATE OR REPLACE FUNCTION unify.%I() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $body$
 BEGIN
+    IF to_regclass('unify.change_queue') IS NULL THEN
+        RETURN NULL;
+    END IF;
     INSERT INTO unify.change_queue (source_id, source_key, op) VALUES (%s, NULL, 'T');
     RETURN NULL;
 END
@@ -461,9 +474,9 @@ $body$
 $f$, '_capture_truncate_' || id, id);
     EXECUTE format('REVOKE ALL ON FUNCTION unify.%I() FROM PUBLIC', '_capture_' || id);
     EXECUTE format('REVOKE ALL ON FUNCTION unify.%I() FROM PUBLIC', '_capture_truncate_' || id);
-    EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION unify.%I()',
+    EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION unify.%I()',
                    'unify_capture_' || id, src.relation, '_capture_' || id);
-    EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION unify.%I()',
+    EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION unify.%I()',
                    'unify_capture_truncate_' || id, src.relation, '_capture_truncate_' || id);
 END
 $$;

@@ -62,6 +62,19 @@ expect "a new person draws an id after the old ones" \
 expect "a new household draws an id after the old ones" \
     "$(q $DST "SELECT nextval('unify.household_id_seq') > $max_household")" "t"
 
+# DROP EXTENSION cannot drop the capture triggers on the CRM's tables (they are not its
+# members): they must stay harmless, and a new CREATE EXTENSION + add_source must take them over.
+q $DST "DROP EXTENSION customer_unify CASCADE" >/dev/null
+expect "writes to a source table still work after DROP EXTENSION" \
+    "$(q $DST "INSERT INTO newsletter_signups (signup_id, email, first_name, double_opt_in, signed_up_at) SELECT max(signup_id) + 1, 'nach.drop@example.org', 'Nach', true, now() FROM newsletter_signups RETURNING 'inserted'")" "inserted"
+psql -X -q -v ON_ERROR_STOP=1 -d $DST >/dev/null <<'SQL'
+SET client_min_messages = warning;
+CREATE EXTENSION customer_unify;
+\i demo/sources.sql
+SQL
+expect "after a new CREATE EXTENSION the sources capture changes again" \
+    "$(q $DST "DELETE FROM newsletter_signups WHERE email = 'nach.drop@example.org'; SELECT count(*) FROM unify.change_queue")" "1"
+
 psql -X -q -d postgres -c "DROP DATABASE $SRC" -c "DROP DATABASE $DST"
 rm -rf "$(dirname "$DUMP")"
 [ $FAILED = 0 ] || die "dump/restore test failed"
