@@ -333,6 +333,55 @@ pub fn crosses_limit(max_block_size: usize, before: usize, after: usize) -> bool
     (before <= max_block_size) != (after <= max_block_size)
 }
 
+/// How many members of a block to read before a change, so that what was read tells the block
+/// before and after: one past its size limit, plus the members the change takes out.
+pub fn read_cap(max_block_size: usize, leaving: usize) -> usize {
+    max_block_size + 1 + leaving
+}
+
+/// What a change makes of a block, from its members read before the change up to
+/// [`read_cap`] (`before`), the records leaving and those joining it.
+#[derive(Debug, PartialEq)]
+pub struct BlockChange {
+    /// The members after the change (sorted), when the block is then within its size limit.
+    pub within: Option<Vec<i64>>,
+    /// Members before and after, each once (sorted), when the change takes the block across its
+    /// size limit.
+    pub crossing: Option<Vec<i64>>,
+}
+
+pub fn block_change(
+    max_block_size: usize,
+    before: &[i64],
+    leaving: &[i64],
+    joining: &[i64],
+) -> BlockChange {
+    if before.len() >= read_cap(max_block_size, leaving.len()) {
+        // Over the limit before, and still after the leavers go.
+        return BlockChange {
+            within: None,
+            crossing: None,
+        };
+    }
+    let mut after: Vec<i64> = before
+        .iter()
+        .filter(|id| !leaving.contains(id))
+        .chain(joining.iter().filter(|id| !before.contains(id)))
+        .copied()
+        .collect();
+    after.sort_unstable();
+    let crossing = crosses_limit(max_block_size, before.len(), after.len()).then(|| {
+        let mut members: Vec<i64> = before.iter().chain(joining).copied().collect();
+        members.sort_unstable();
+        members.dedup();
+        members
+    });
+    BlockChange {
+        within: (after.len() <= max_block_size).then_some(after),
+        crossing,
+    }
+}
+
 /// The hashed keys of one record under every rule, as (rule index, hash), each once.
 pub fn key_hashes(rules: &[BlockingRule], r: &MatchRecord) -> Vec<(usize, i64)> {
     let mut out: Vec<(usize, i64)> = rules
@@ -624,6 +673,32 @@ mod tests {
         assert_eq!(key_hash(7, "", ""), 0xaf63_bd4c_8601_b707_u64 as i64);
         assert_eq!(rule_of(key_hash(7, "phone", "+4930")), 7);
         assert_eq!(rule_of(key_hash(31, "x", "y")), 31);
+    }
+
+    #[test]
+    fn a_block_change_read_before_it_is_written() {
+        // Limit 3: read up to 4 + leavers.
+        let change = block_change(3, &[1, 2, 3], &[], &[9]);
+        assert_eq!(change.within, None);
+        assert_eq!(change.crossing, Some(vec![1, 2, 3, 9]));
+        let change = block_change(3, &[1, 2, 3, 4], &[4], &[]);
+        assert_eq!(change.within, Some(vec![1, 2, 3]));
+        assert_eq!(change.crossing, Some(vec![1, 2, 3, 4]));
+        let change = block_change(3, &[1, 2], &[2], &[7]);
+        assert_eq!(change.within, Some(vec![1, 7]));
+        assert_eq!(change.crossing, None);
+        // As many read as the cap: over before; the one leaving cannot bring it under.
+        let full = block_change(3, &[1, 2, 3, 4, 5], &[5], &[]);
+        assert_eq!(
+            full,
+            BlockChange {
+                within: None,
+                crossing: None
+            }
+        );
+        assert_eq!(read_cap(3, 1), 5);
+        // A joiner already stored (a repeated key) is counted once.
+        assert_eq!(block_change(3, &[1, 2], &[], &[2]).within, Some(vec![1, 2]));
     }
 
     #[test]

@@ -11,8 +11,8 @@ use serde_json::{json, Map, Value};
 use super::errors::raise;
 use super::spi::{drop_indexes, fetch_all, rebuild_indexes, spi_failed, Args};
 use crate::model::blocking::{
-    candidates, candidates_among, candidates_of, crosses_limit, key_hashes, pairs_within, rule_of,
-    shared_hashes, BlockingRule, Candidate, RuleStats,
+    block_change, candidates, candidates_among, candidates_of, key_hashes, pairs_within, read_cap,
+    rule_of, shared_hashes, BlockingRule, Candidate, RuleStats,
 };
 use crate::model::comparison::{Context, COMPARISONS, JUNK_VALUE_RECORDS};
 use crate::model::params::{log2_odds, Model, Scorer};
@@ -463,8 +463,8 @@ fn changed_blocks(
         .iter()
         .filter(|&&h| rule_of(h) < rules.len())
         .map(|&h| {
-            let max = rules[rule_of(h)].max_block_size;
-            (h, max + 1 + leaving.get(&h).map_or(0, Vec::len))
+            let leavers = leaving.get(&h).map_or(0, Vec::len);
+            (h, read_cap(rules[rule_of(h)].max_block_size, leavers))
         })
         .collect();
     let mut out = ChangedBlocks {
@@ -473,29 +473,14 @@ fn changed_blocks(
         read: caps.keys().copied().collect(),
     };
     for (h, before) in block_members(client, &caps) {
-        if before.len() >= caps[&h] {
-            continue; // over the limit before, and still after
-        }
-        let (out_ids, in_ids) = (
+        let change = block_change(
+            rules[rule_of(h)].max_block_size,
+            &before,
             leaving.get(&h).unwrap_or(&none),
             joining.get(&h).unwrap_or(&none),
         );
-        let mut after: Vec<i64> = before
-            .iter()
-            .filter(|id| !out_ids.contains(id))
-            .chain(in_ids.iter().filter(|id| !before.contains(id)))
-            .copied()
-            .collect();
-        let max = rules[rule_of(h)].max_block_size;
-        if crosses_limit(max, before.len(), after.len()) {
-            let mut members = before.clone();
-            members.extend(in_ids);
-            members.sort_unstable();
-            members.dedup();
-            out.crossing.push(members);
-        }
-        if after.len() <= max {
-            after.sort_unstable();
+        out.crossing.extend(change.crossing);
+        if let Some(after) = change.within {
             out.within.insert(h, after);
         }
     }
