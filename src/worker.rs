@@ -239,6 +239,7 @@ pub extern "C-unwind" fn customer_unify_worker_main(_arg: pg_sys::Datum) {
         }
         // Drain: batch after batch while they find work, each its own transaction (its memory
         // freed at commit), stopping between batches when asked to.
+        let mut installed = true;
         loop {
             let batch = BATCH_SIZE.get();
             // Shown in pg_stat_activity (state, query) while the batch runs.
@@ -248,12 +249,17 @@ pub extern "C-unwind" fn customer_unify_worker_main(_arg: pg_sys::Datum) {
             report_activity(None);
             match taken {
                 Some(None) => {
+                    installed = false;
                     nap = NO_EXTENSION_RETRY;
                     break;
                 }
                 Some(Some(taken)) if taken >= batch => continue,
                 _ => break,
             }
+        }
+        // Nothing else to do where the extension is not installed (yet).
+        if !installed {
+            continue;
         }
         let interval = SEGMENT_REFRESH_S.get();
         if interval > 0 && Instant::now() >= next_segment_check && !shutdown_requested() {

@@ -436,8 +436,6 @@ struct ChangedBlocks {
     /// limit: their pairs appear or vanish, also between records that did not change, as in a
     /// full scoring.
     crossing: Vec<Vec<i64>>,
-    /// Every hash that was read.
-    read: HashSet<i64>,
 }
 
 /// Reads the blocks of `hashes` as they are before the key changes `gone` / `new` (record,
@@ -470,7 +468,6 @@ fn changed_blocks(
     let mut out = ChangedBlocks {
         within: HashMap::new(),
         crossing: Vec::new(),
-        read: caps.keys().copied().collect(),
     };
     for (h, before) in block_members(client, &caps) {
         let change = block_change(
@@ -532,10 +529,10 @@ fn _rescore(record_ids: Vec<i64>, holder_ids: Vec<i64>) -> Vec<i64> {
             let (gone, new) = key_changes(client, &record_ids, &changed, &keys);
             phases.mark("key changes");
             // The blocks of the changed records' keys, old and new, read once before the writes.
-            let touched: HashSet<i64> = keys
+            let changed_hashes: HashSet<i64> = keys.iter().flatten().map(|&(_, h)| h).collect();
+            let touched: HashSet<i64> = changed_hashes
                 .iter()
-                .flatten()
-                .map(|&(_, h)| h)
+                .copied()
                 .chain(gone.iter().map(|&(_, h)| h))
                 .collect();
             let blocks_now = changed_blocks(client, rules, &touched, &gone, &new);
@@ -614,13 +611,12 @@ fn _rescore(record_ids: Vec<i64>, holder_ids: Vec<i64>) -> Vec<i64> {
             // The changed records' blocks hold their candidates; of the other blocks only those
             // shared by a looked-at pair matter, and only whether they are within their limit.
             // Each block is read up to one past its rule's size limit: enough to know it is over.
-            let changed_hashes: HashSet<i64> = keys.iter().flatten().map(|&(_, h)| h).collect();
             let shared = shared_hashes(&looked, &group_keys);
             // Blocks shared within a group that the change did not touch: only their size matters.
             let limit: HashMap<i64, usize> = holder_keys
                 .iter()
                 .flatten()
-                .filter(|(_, h)| shared.contains(h) && !blocks_now.read.contains(h))
+                .filter(|(_, h)| shared.contains(h) && !touched.contains(h))
                 .map(|&(rule, h)| (h, rules[rule].max_block_size))
                 .collect();
             let caps: HashMap<i64, usize> = limit.iter().map(|(&h, &max)| (h, max + 1)).collect();
@@ -663,7 +659,7 @@ fn _rescore(record_ids: Vec<i64>, holder_ids: Vec<i64>) -> Vec<i64> {
             let within_limit: HashSet<i64> = members.keys().copied().collect();
             let within = candidates_among(&looked, &group_keys, &within_limit);
             phases.mark("groups");
-            // The stored pairs now looked at again go; the caller inserts what scores.
+            // The stored pairs now looked at again go; what scores is inserted below.
             let (looked_a, looked_b): (Vec<i64>, Vec<i64>) = looked
                 .iter()
                 .map(|&(a, b)| {

@@ -556,15 +556,13 @@ BEGIN
         -- A sync stages its rows (CREATE TABLE AS normalizes on parallel workers); the few rows
         -- of a queue batch are upserted straight from the query (a temporary table, created
         -- and dropped per source and batch, cost more than the rows).
+        rows_from := format('(%s)', unify._normalized_query(src.source_id, unify._raw_query(src, filter)));
         IF keys IS NULL THEN
             IF to_regclass('pg_temp.unify_stage') IS NOT NULL THEN
                 DROP TABLE pg_temp.unify_stage;
             END IF;
-            EXECUTE format('CREATE TEMP TABLE unify_stage ON COMMIT DROP AS %s',
-                           unify._normalized_query(src.source_id, unify._raw_query(src, filter)));
+            EXECUTE format('CREATE TEMP TABLE unify_stage ON COMMIT DROP AS %s', rows_from);
             rows_from := 'pg_temp.unify_stage';
-        ELSE
-            rows_from := format('(%s)', unify._normalized_query(src.source_id, unify._raw_query(src, filter)));
         END IF;
         EXECUTE format($upsert$
             WITH upsert AS (
