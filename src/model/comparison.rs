@@ -235,7 +235,8 @@ pub struct Outcome {
     pub levels: [Option<u8>; COMPARISONS.len()],
     /// First and last name were compared crosswise ("Müller Anna" against "Anna Müller").
     pub swapped: bool,
-    /// The pair shares an e-mail or phone that is a household value (no evidence).
+    /// The pair shares an e-mail or phone that is a household value, or one side's e-mail is a
+    /// household or role mailbox (no evidence).
     pub shared_email: bool,
     pub shared_phone: bool,
 }
@@ -250,17 +251,30 @@ fn close(a: &str, b: &str) -> bool {
     a == b || jaro_winkler_at_least(a, b, 0.92)
 }
 
-/// "Anna Müller" against "Müller Anna": the names agree crosswise but not straight.
+/// "Anna Müller" against "Müller Anna": the names agree crosswise but not straight. A record
+/// with one name only (a sign-up form's single name field) is crosswise when that name agrees
+/// with the other record's other name: "Müller" typed as first name against "Anna Müller".
 pub fn names_swapped(a: &MatchRecord, b: &MatchRecord) -> bool {
-    let (Some(af), Some(al), Some(bf), Some(bl)) = (
-        a.derived.first_translit.as_deref(),
-        a.derived.last_translit.as_deref(),
-        b.derived.first_translit.as_deref(),
-        b.derived.last_translit.as_deref(),
-    ) else {
-        return false;
-    };
-    af != al && close(af, bl) && close(al, bf) && !(close(af, bf) && close(al, bl))
+    fn names(r: &MatchRecord) -> (Option<&str>, Option<&str>) {
+        (
+            r.derived.first_translit.as_deref(),
+            r.derived.last_translit.as_deref(),
+        )
+    }
+    match (names(a), names(b)) {
+        ((Some(af), Some(al)), (Some(bf), Some(bl))) => {
+            af != al && close(af, bl) && close(al, bf) && !(close(af, bf) && close(al, bl))
+        }
+        // One side has a single name: crosswise when it agrees with the other side's other
+        // name and not with the same one.
+        ((Some(single), None), (Some(same), Some(other)))
+        | ((Some(same), Some(other)), (Some(single), None))
+        | ((None, Some(single)), (Some(other), Some(same)))
+        | ((Some(other), Some(same)), (None, Some(single))) => {
+            close(single, other) && !close(single, same)
+        }
+        _ => false,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -354,10 +368,14 @@ fn email_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, 
         return (None, false);
     };
     let same_key = a.email_key.is_some() && a.email_key == b.email_key;
-    if same_key
-        && ctx
-            .shared_emails
-            .contains(a.email_key.as_deref().unwrap_or_default())
+    // A household's or an office's mailbox, as named (`familie.mueller@`) or as seen on
+    // records of clearly different people: no evidence either way.
+    if a.derived.shared_mailbox
+        || b.derived.shared_mailbox
+        || (same_key
+            && ctx
+                .shared_emails
+                .contains(a.email_key.as_deref().unwrap_or_default()))
     {
         return (None, true);
     }
@@ -658,6 +676,32 @@ mod tests {
             )
             .swapped
         );
+    }
+
+    #[test]
+    fn a_single_name_compares_with_either_name() {
+        let ctx = Context::default();
+        let anna = rec("anna", "müller", "");
+        // "Mueller" typed into a sign-up form's only name field (the first name).
+        let o = compare(&rec("mueller", "", ""), &anna, &ctx);
+        assert!(o.swapped);
+        assert_eq!(o.level(Comparison::FirstName), Some(1));
+        assert_eq!(o.level(Comparison::LastName), None);
+        // Both orders, and a last name alone against the other side's first name.
+        let o = compare(&anna, &rec("mueller", "", ""), &ctx);
+        assert!(o.swapped);
+        assert_eq!(o.level(Comparison::LastName), Some(1));
+        let o = compare(&rec("", "anna", ""), &anna, &ctx);
+        assert!(o.swapped);
+        assert_eq!(o.level(Comparison::LastName), Some(0));
+        // A single first name that is the first name stays a straight comparison.
+        let o = compare(&rec("anna", "", ""), &anna, &ctx);
+        assert!(!o.swapped);
+        assert_eq!(o.level(Comparison::FirstName), Some(0));
+        // Agreeing with neither: straight, and a different first name.
+        let o = compare(&rec("petra", "", ""), &anna, &ctx);
+        assert!(!o.swapped);
+        assert_eq!(o.level(Comparison::FirstName), Some(6));
     }
 
     #[test]

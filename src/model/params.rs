@@ -501,7 +501,7 @@ impl<'a> Scorer<'a> {
                 note = Some("first and last name compared crosswise (swapped)".to_string());
             }
             if c == Comparison::Email && o.shared_email {
-                note = Some("household or junk e-mail (held by different people or many records): no evidence".to_string());
+                note = Some("household, role or junk e-mail (familie.…@, info@…, held by different people or by many records): no evidence".to_string());
             }
             if c == Comparison::Phone && o.shared_phone {
                 note = Some("household or junk phone (held by different people or many records): no evidence".to_string());

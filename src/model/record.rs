@@ -1,7 +1,9 @@
 //! The fields of one `unify.records` row that matching looks at, with the derived keys
 //! (transliteration, phonetic codes) computed once per record instead of once per pair.
 
-use crate::normalize::{phonetic::cologne_phonetic, translit::transliterate_de};
+use crate::normalize::{
+    email::is_shared_mailbox, phonetic::cologne_phonetic, translit::transliterate_de,
+};
 
 #[derive(Clone, Debug, Default)]
 pub struct MatchRecord {
@@ -37,6 +39,8 @@ pub struct Derived {
     pub name_phonetic_sorted: Option<String>,
     /// Birth date as its eight digits, for digit-level comparison.
     pub birth_digits: Option<[u8; 8]>,
+    /// The e-mail is a household's or a role account's (`familie.mueller@`, `info@`).
+    pub shared_mailbox: bool,
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -101,6 +105,7 @@ impl MatchRecord {
             last_translit,
             name_sorted,
             birth_digits,
+            shared_mailbox: self.email.as_deref().is_some_and(is_shared_mailbox),
         };
         self
     }

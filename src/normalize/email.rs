@@ -160,6 +160,58 @@ pub fn email_match_key(input: &str) -> Option<String> {
     Some(format!("{local}@{canonical_domain}"))
 }
 
+/// Mailboxes of a function rather than a person: a shop's or a practice's `info@`, an office's
+/// `kontakt@`.
+const ROLE_LOCAL_PARTS: &[&str] = &[
+    "admin",
+    "bestellung",
+    "buchhaltung",
+    "buero",
+    "büro",
+    "contact",
+    "empfang",
+    "hallo",
+    "hello",
+    "info",
+    "kanzlei",
+    "kontakt",
+    "mail",
+    "newsletter",
+    "noreply",
+    "office",
+    "post",
+    "praxis",
+    "rechnung",
+    "sales",
+    "sekretariat",
+    "service",
+    "support",
+    "team",
+    "verwaltung",
+    "vertrieb",
+    "webmaster",
+    "zentrale",
+];
+
+/// Whether a normalized e-mail address is a mailbox several people read: a household's
+/// (`familie.mueller@`, `fam-schmidt@`, `wir.meyers@`) or a role account (`info@`, `kontakt@`).
+/// Sharing one says "same household" or "same office", not "same person", even when the other
+/// holders never appear in the data.
+pub fn is_shared_mailbox(email: &str) -> bool {
+    let local = email.rsplit_once('@').map_or(email, |(l, _)| l);
+    let local = local.split('+').next().unwrap_or(local);
+    if local.starts_with("familie") || local.starts_with("family") {
+        return true;
+    }
+    let mut words = local
+        .split(['.', '-', '_'])
+        .map(|w| w.trim_end_matches(|c: char| c.is_ascii_digit()));
+    let first = words.next().unwrap_or_default();
+    matches!(first, "fam" | "wir")
+        || ROLE_LOCAL_PARTS.contains(&first)
+        || words.any(|w| matches!(w, "familie" | "family" | "fam"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +238,34 @@ mod tests {
         );
         assert_eq!(n("jürgen@example.de").as_deref(), Some("jürgen@example.de"));
         assert_eq!(n("a@example.de.").as_deref(), Some("a@example.de"));
+    }
+
+    #[test]
+    fn shared_mailboxes() {
+        for shared in [
+            "familie.mueller@web.de",
+            "familiemueller@gmx.de",
+            "family.smith@gmail.com",
+            "fam.schmidt@t-online.de",
+            "fam-schmidt@t-online.de",
+            "mueller.familie@web.de",
+            "wir.meyers@posteo.de",
+            "info@baeckerei-mueller.de",
+            "info2@firma.de",
+            "kontakt@praxis-dr-weber.de",
+            "office+crm@firma.de",
+        ] {
+            assert!(is_shared_mailbox(shared), "{shared}");
+        }
+        for personal in [
+            "anna.mueller@web.de",
+            "famke.jansen@gmx.de",
+            "wirth.hans@web.de",
+            "postma@firma.de",
+            "m.info@firma.de",
+        ] {
+            assert!(!is_shared_mailbox(personal), "{personal}");
+        }
     }
 
     #[test]
