@@ -245,6 +245,15 @@ impl Outcome {
     pub fn level(&self, c: Comparison) -> Option<u8> {
         self.levels[c.index()]
     }
+
+    /// First and last name agree (exactly, transliterated or a typo apart) and the address is
+    /// the same: what a senior and a junior of one name share.
+    pub fn one_name_at_one_address(&self) -> bool {
+        let at_most = |c: Comparison, l: u8| self.level(c).is_some_and(|x| x <= l);
+        at_most(Comparison::FirstName, 2)
+            && at_most(Comparison::LastName, 2)
+            && self.level(Comparison::Address) == Some(0)
+    }
 }
 
 fn close(a: &str, b: &str) -> bool {

@@ -78,6 +78,14 @@ pub struct Model {
     pub household_share: Option<f64>,
     #[serde(default = "default_household_share_minimum")]
     pub household_share_minimum: f64,
+    /// Measured by `train()`: among candidate pairs of one name at one address with birth dates
+    /// on both records, the share whose birth dates clearly differ (a senior and a junior, a
+    /// mother and a daughter of one name). Where households are in the data, a pair of one
+    /// name at one address that has no birth-date evidence counts its prior, name and address
+    /// evidence as no more than the odds that such a pair is one person, log2((1 - share) /
+    /// share): the other comparisons (e-mail, phone) decide the rest.
+    #[serde(default)]
+    pub namesake_share: Option<f64>,
     /// Lower bound of a term-frequency-adjusted u.
     pub tf_minimum_u: f64,
     pub comparisons: Vec<ComparisonParams>,
@@ -142,6 +150,7 @@ impl Model {
             conflict_weight: 0.0,
             household_share: None,
             household_share_minimum: default_household_share_minimum(),
+            namesake_share: None,
             tf_minimum_u: 1e-6,
             comparisons: vec![
                 params(
@@ -215,6 +224,9 @@ impl Model {
         if !in_unit(self.tf_minimum_u) {
             return Err("tf_minimum_u must be between 0 and 1".into());
         }
+        if self.namesake_share.is_some_and(|s| !in_unit(s)) {
+            return Err("namesake_share must be null or between 0 and 1 (exclusive)".into());
+        }
         let mut seen = Vec::new();
         for p in &self.comparisons {
             if seen.contains(&p.comparison) {
@@ -271,7 +283,8 @@ impl Model {
         Ok(())
     }
 
-    /// Whether household evidence is discounted on identity conflicts (see `household_share`).
+    /// Whether household evidence is discounted on identity conflicts and namesakes (see
+    /// `household_share`).
     pub fn households_in_data(&self) -> bool {
         self.household_share
             .is_none_or(|s| s >= self.household_share_minimum)
@@ -434,6 +447,34 @@ impl<'a> Scorer<'a> {
         self.model.conflict_weight - household
     }
 
+    /// The weight added to a pair of one name at one address without birth-date evidence so
+    /// that its prior, name and address evidence count no more than the odds measured for such
+    /// pairs (see `Model::namesake_share`); None where that does not apply or does not lower it.
+    pub fn namesake_adjustment(
+        &self,
+        outcome: &Outcome,
+        weights: &[Option<f64>; COMPARISONS.len()],
+    ) -> Option<f64> {
+        let share = self
+            .model
+            .namesake_share
+            .filter(|_| self.model.households_in_data())?;
+        if !outcome.one_name_at_one_address() || outcome.level(Comparison::BirthDate).is_some() {
+            return None;
+        }
+        let name_and_address: f64 = self.log_prior
+            + [
+                Comparison::FirstName,
+                Comparison::LastName,
+                Comparison::Address,
+            ]
+            .iter()
+            .filter_map(|c| weights[c.index()])
+            .sum::<f64>();
+        let cap = ((1.0 - share) / share).log2();
+        (name_and_address > cap).then(|| cap - name_and_address)
+    }
+
     pub fn score(&self, a: &MatchRecord, b: &MatchRecord) -> Score {
         let outcome = compare(a, b, self.ctx);
         self.score_outcome(a, b, outcome)
@@ -473,6 +514,8 @@ impl<'a> Scorer<'a> {
         let conflict = Self::conflict(outcome).filter(|c| self.level_weights[c.index()].is_some());
         if conflict.is_some() {
             weight += self.conflict_adjustment(&weights);
+        } else if let Some(namesakes) = self.namesake_adjustment(outcome, &weights) {
+            weight += namesakes;
         }
         (weight, weights, conflict)
     }
@@ -563,6 +606,32 @@ impl<'a> Scorer<'a> {
                     } else {
                         discounted.join(", ")
                     }
+                )),
+            });
+        }
+        if let Some(w) = self.namesake_adjustment(o, &score.weights) {
+            terms.push(Term {
+                term: "namesakes",
+                level: None,
+                value_a: None,
+                value_b: None,
+                m: None,
+                u: None,
+                weight: w,
+                note: Some(format!(
+                    "one name at one address and no birth date to compare: {:.1}% of such pairs \
+                     with birth dates are two people, so prior, names and address count as \
+                     {:.2} (log2 odds)",
+                    100.0 * self.model.namesake_share.unwrap_or_default(),
+                    w + self.log_prior
+                        + [
+                            Comparison::FirstName,
+                            Comparison::LastName,
+                            Comparison::Address
+                        ]
+                        .iter()
+                        .filter_map(|c| score.weights[c.index()])
+                        .sum::<f64>()
                 )),
             });
         }
@@ -657,6 +726,49 @@ mod tests {
         assert!(terms
             .iter()
             .any(|t| t.term == "identity_conflict" && t.weight < 0.0));
+    }
+
+    #[test]
+    fn namesakes_without_birth_dates_count_as_the_measured_odds() {
+        let mut model = Model::default_german();
+        let ctx = Context::default();
+        let senior = person("hans", "müller", "", "hans.mueller@web.de", "");
+        let junior = person("hans", "müller", "", "hmueller90@gmx.de", "");
+        let plain = Scorer::new(&model, &ctx, &HashMap::new()).score(&senior, &junior);
+        model.namesake_share = Some(0.05);
+        let scorer = Scorer::new(&model, &ctx, &HashMap::new());
+        let (score, terms) = scorer.explain(&senior, &junior);
+        // Prior, names and address count log2(0.95 / 0.05); the different e-mail still counts.
+        let email = score.weights[Comparison::Email.index()].unwrap();
+        assert!(email < 0.0);
+        assert!((score.weight - ((0.95f64 / 0.05).log2() + email)).abs() < 1e-9);
+        assert!(score.weight < plain.weight);
+        assert!(!score.is_match(&model), "{}", score.weight);
+        let sum: f64 = terms.iter().map(|t| t.weight).sum();
+        assert!(
+            (sum - score.weight).abs() < 1e-9,
+            "{sum} vs {}",
+            score.weight
+        );
+        assert!(terms
+            .iter()
+            .any(|t| t.term == "namesakes" && t.weight < 0.0));
+        // The same e-mail is evidence beyond the name: a match.
+        let again = person("hans", "mueller", "", "hans.mueller@web.de", "");
+        assert!(scorer.score(&senior, &again).is_match(&model));
+        // A birth date on both sides decides instead; one missing leaves the cap on.
+        let dated = |b| person("hans", "müller", b, "", "");
+        let both = scorer.explain(&dated("1960-01-01"), &dated("1960-01-01")).1;
+        assert!(!both.iter().any(|t| t.term == "namesakes"));
+        let one = scorer.explain(&dated("1960-01-01"), &dated("")).1;
+        assert!(one.iter().any(|t| t.term == "namesakes"));
+        // Data without households (household_share below the minimum): plain weights.
+        model.household_share = Some(0.001);
+        let scorer = Scorer::new(&model, &ctx, &HashMap::new());
+        assert_eq!(scorer.score(&senior, &junior).weight, plain.weight);
+        // A share outside (0, 1) is refused.
+        model.namesake_share = Some(0.0);
+        assert!(model.validate().unwrap_err().contains("namesake_share"));
     }
 
     #[test]

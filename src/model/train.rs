@@ -68,6 +68,8 @@ pub struct TrainReport {
     pub prior: f64,
     /// See `Model::household_share`.
     pub household_share: Option<f64>,
+    /// See `Model::namesake_share`.
+    pub namesake_share: Option<f64>,
     /// Wall time of each step, for finding where a slow training goes.
     pub seconds: Vec<(&'static str, f64)>,
 }
@@ -421,6 +423,8 @@ pub fn train(
     opts: &TrainOptions,
 ) -> TrainReport {
     let mut watch = Stopwatch::default();
+    // Measured below, set at the end: the prior is estimated on plain weights.
+    model.namesake_share = None;
     let u_sample_pairs = estimate_u(records, ctx, model, opts);
     watch.mark("u");
     let all_candidates = candidates.len();
@@ -446,30 +450,42 @@ pub fn train(
     // Comparison vectors of all candidates, counted per distinct (pattern, rules).
     let mut counts: HashMap<(Pattern, u32), f64> = HashMap::new();
     let (mut at_one_address, mut living_together) = (0.0f64, 0.0f64);
-    for (part, at_one, together) in parallel::map_blocks(candidates.len(), opts.workers, |range| {
-        let mut part: HashMap<(Pattern, u32), f64> = HashMap::new();
-        let (mut at_one, mut together) = (0.0, 0.0);
-        for ((cand, o), w) in candidates[range.clone()]
-            .iter()
-            .zip(&outcomes[range.clone()])
-            .zip(&weights[range])
-        {
-            let first = o.level(Comparison::FirstName);
-            let birth = o.level(Comparison::BirthDate);
-            if o.level(Comparison::Address) == Some(0) && first.is_some() && birth.is_some() {
-                at_one += w;
-                if first == Some(Comparison::FirstName.else_level())
-                    && birth == Some(Comparison::BirthDate.else_level())
-                {
-                    together += w;
+    let (mut one_name_dated, mut namesakes) = (0.0f64, 0.0f64);
+    for (part, (at_one, together), (dated, two)) in
+        parallel::map_blocks(candidates.len(), opts.workers, |range| {
+            let mut part: HashMap<(Pattern, u32), f64> = HashMap::new();
+            let (mut at_one, mut together) = (0.0, 0.0);
+            let (mut dated, mut two) = (0.0, 0.0);
+            for ((cand, o), w) in candidates[range.clone()]
+                .iter()
+                .zip(&outcomes[range.clone()])
+                .zip(&weights[range])
+            {
+                let first = o.level(Comparison::FirstName);
+                let birth = o.level(Comparison::BirthDate);
+                if o.level(Comparison::Address) == Some(0) && first.is_some() && birth.is_some() {
+                    at_one += w;
+                    if first == Some(Comparison::FirstName.else_level())
+                        && birth == Some(Comparison::BirthDate.else_level())
+                    {
+                        together += w;
+                    }
                 }
+                if birth.is_some() && o.one_name_at_one_address() {
+                    dated += w;
+                    if birth == Some(Comparison::BirthDate.else_level()) {
+                        two += w;
+                    }
+                }
+                *part.entry((o.levels, cand.rules)).or_default() += w;
             }
-            *part.entry((o.levels, cand.rules)).or_default() += w;
-        }
-        (part, at_one, together)
-    }) {
+            (part, (at_one, together), (dated, two))
+        })
+    {
         at_one_address += at_one;
         living_together += together;
+        one_name_dated += dated;
+        namesakes += two;
         for (key, n) in part {
             *counts.entry(key).or_default() += n;
         }
@@ -509,6 +525,9 @@ pub fn train(
         }
     }
     watch.mark("em_and_prior");
+    // Smoothed so that no namesake among many pairs still leaves finite odds.
+    model.namesake_share =
+        (one_name_dated >= 20.0).then(|| (namesakes + 0.5) / (one_name_dated + 1.0));
     TrainReport {
         records: records.len(),
         candidate_pairs: all_candidates,
@@ -519,6 +538,7 @@ pub fn train(
         expected_matches: expected,
         prior,
         household_share: model.household_share,
+        namesake_share: model.namesake_share,
         seconds: watch.into_steps(),
     }
 }

@@ -848,6 +848,8 @@ fn pair_rows(
                 "identity_conflict".into(),
                 json!(scorer.conflict_adjustment(&score.weights)),
             );
+        } else if let Some(w) = scorer.namesake_adjustment(&score.outcome, &score.weights) {
+            weights.insert("namesakes".into(), json!(w));
         }
         let rules = model
             .blocking_rules
