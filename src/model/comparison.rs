@@ -246,13 +246,21 @@ impl Outcome {
         self.levels[c.index()]
     }
 
-    /// First and last name agree (exactly, transliterated or a typo apart) and the address is
-    /// the same: what a senior and a junior of one name share.
-    pub fn one_name_at_one_address(&self) -> bool {
-        let at_most = |c: Comparison, l: u8| self.level(c).is_some_and(|x| x <= l);
-        at_most(Comparison::FirstName, 2)
-            && at_most(Comparison::LastName, 2)
-            && self.level(Comparison::Address) == Some(0)
+    /// For a pair of one last name (exactly, transliterated or a typo apart) at one address:
+    /// `Some(0)` when the first names are the same too (what a senior and a junior of one name
+    /// share), `Some(1)` when they are only alike (Jaro-Winkler ≥ 0.80, Kölner Phonetik, an
+    /// initial: Christian and Christine, Michael and Mia), None otherwise.
+    pub fn namesakes_at_one_address(&self) -> Option<usize> {
+        if !(self.level(Comparison::LastName).is_some_and(|l| l <= 2)
+            && self.level(Comparison::Address) == Some(0))
+        {
+            return None;
+        }
+        match self.level(Comparison::FirstName)? {
+            0..=2 => Some(0),
+            3..=5 => Some(1),
+            _ => None,
+        }
     }
 }
 

@@ -86,6 +86,10 @@ pub struct Model {
     /// share): the other comparisons (e-mail, phone) decide the rest.
     #[serde(default)]
     pub namesake_share: Option<f64>,
+    /// The same for first names that are only alike (Christian and Christine, Michael and Mia;
+    /// see `Outcome::namesakes_at_one_address`).
+    #[serde(default)]
+    pub similar_name_share: Option<f64>,
     /// Lower bound of a term-frequency-adjusted u.
     pub tf_minimum_u: f64,
     pub comparisons: Vec<ComparisonParams>,
@@ -151,6 +155,7 @@ impl Model {
             household_share: None,
             household_share_minimum: default_household_share_minimum(),
             namesake_share: None,
+            similar_name_share: None,
             tf_minimum_u: 1e-6,
             comparisons: vec![
                 params(
@@ -224,8 +229,13 @@ impl Model {
         if !in_unit(self.tf_minimum_u) {
             return Err("tf_minimum_u must be between 0 and 1".into());
         }
-        if self.namesake_share.is_some_and(|s| !in_unit(s)) {
-            return Err("namesake_share must be null or between 0 and 1 (exclusive)".into());
+        if self.namesake_share.is_some_and(|s| !in_unit(s))
+            || self.similar_name_share.is_some_and(|s| !in_unit(s))
+        {
+            return Err(
+                "namesake_share and similar_name_share must be null or between 0 and 1 (exclusive)"
+                    .into(),
+            );
         }
         let mut seen = Vec::new();
         for p in &self.comparisons {
@@ -447,21 +457,28 @@ impl<'a> Scorer<'a> {
         self.model.conflict_weight - household
     }
 
-    /// The weight added to a pair of one name at one address without birth-date evidence so
-    /// that its prior, name and address evidence count no more than the odds measured for such
-    /// pairs (see `Model::namesake_share`); None where that does not apply or does not lower it.
+    /// The share of two people measured for pairs like this one (see `Model::namesake_share`),
+    /// when it has one and no birth date to tell them apart.
+    fn namesake_share(&self, outcome: &Outcome) -> Option<f64> {
+        if !self.model.households_in_data() || outcome.level(Comparison::BirthDate).is_some() {
+            return None;
+        }
+        match outcome.namesakes_at_one_address()? {
+            0 => self.model.namesake_share,
+            _ => self.model.similar_name_share,
+        }
+    }
+
+    /// The weight added to a pair of one (or a similar) name at one address without birth-date
+    /// evidence so that its prior, name and address evidence count no more than the odds
+    /// measured for such pairs (see `Model::namesake_share`); None where that does not apply or
+    /// does not lower it.
     pub fn namesake_adjustment(
         &self,
         outcome: &Outcome,
         weights: &[Option<f64>; COMPARISONS.len()],
     ) -> Option<f64> {
-        let share = self
-            .model
-            .namesake_share
-            .filter(|_| self.model.households_in_data())?;
-        if !outcome.one_name_at_one_address() || outcome.level(Comparison::BirthDate).is_some() {
-            return None;
-        }
+        let share = self.namesake_share(outcome)?;
         let name_and_address: f64 = self.log_prior
             + [
                 Comparison::FirstName,
@@ -619,10 +636,15 @@ impl<'a> Scorer<'a> {
                 u: None,
                 weight: w,
                 note: Some(format!(
-                    "one name at one address and no birth date to compare: {:.1}% of such pairs \
+                    "{} at one address and no birth date to compare: {:.1}% of such pairs \
                      with birth dates are two people, so prior, names and address count as \
                      {:.2} (log2 odds)",
-                    100.0 * self.model.namesake_share.unwrap_or_default(),
+                    if o.namesakes_at_one_address() == Some(0) {
+                        "one name"
+                    } else {
+                        "similar first names"
+                    },
+                    100.0 * self.namesake_share(o).unwrap_or_default(),
                     w + self.log_prior
                         + [
                             Comparison::FirstName,
@@ -762,6 +784,22 @@ mod tests {
         assert!(!both.iter().any(|t| t.term == "namesakes"));
         let one = scorer.explain(&dated("1960-01-01"), &dated("")).1;
         assert!(one.iter().any(|t| t.term == "namesakes"));
+        // Alike first names (Jaro-Winkler ≥ 0.80) have their own measured share.
+        let hannah = person("hannah", "müller", "", "", "");
+        let hans = person("hans", "müller", "", "", "");
+        assert_eq!(
+            compare(&hannah, &hans, &ctx).level(Comparison::FirstName),
+            Some(3)
+        );
+        let unmeasured = scorer.score(&hannah, &hans).weight;
+        model.similar_name_share = Some(0.6);
+        let scorer = Scorer::new(&model, &ctx, &HashMap::new());
+        let (score, terms) = scorer.explain(&hannah, &hans);
+        assert!((score.weight - (0.4f64 / 0.6).log2()).abs() < 1e-9);
+        assert!(score.weight < unmeasured);
+        assert!(terms
+            .iter()
+            .any(|t| t.term == "namesakes" && t.note.as_deref().unwrap().starts_with("similar")));
         // Data without households (household_share below the minimum): plain weights.
         model.household_share = Some(0.001);
         let scorer = Scorer::new(&model, &ctx, &HashMap::new());

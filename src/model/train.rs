@@ -70,6 +70,7 @@ pub struct TrainReport {
     pub household_share: Option<f64>,
     /// See `Model::namesake_share`.
     pub namesake_share: Option<f64>,
+    pub similar_name_share: Option<f64>,
     /// Wall time of each step, for finding where a slow training goes.
     pub seconds: Vec<(&'static str, f64)>,
 }
@@ -425,6 +426,7 @@ pub fn train(
     let mut watch = Stopwatch::default();
     // Measured below, set at the end: the prior is estimated on plain weights.
     model.namesake_share = None;
+    model.similar_name_share = None;
     let u_sample_pairs = estimate_u(records, ctx, model, opts);
     watch.mark("u");
     let all_candidates = candidates.len();
@@ -450,12 +452,14 @@ pub fn train(
     // Comparison vectors of all candidates, counted per distinct (pattern, rules).
     let mut counts: HashMap<(Pattern, u32), f64> = HashMap::new();
     let (mut at_one_address, mut living_together) = (0.0f64, 0.0f64);
-    let (mut one_name_dated, mut namesakes) = (0.0f64, 0.0f64);
+    // Per kind of namesakes (same, similar first names): pairs with birth dates, and of
+    // those the pairs of two people.
+    let (mut namesakes_dated, mut namesakes_two) = ([0.0f64; 2], [0.0f64; 2]);
     for (part, (at_one, together), (dated, two)) in
         parallel::map_blocks(candidates.len(), opts.workers, |range| {
             let mut part: HashMap<(Pattern, u32), f64> = HashMap::new();
             let (mut at_one, mut together) = (0.0, 0.0);
-            let (mut dated, mut two) = (0.0, 0.0);
+            let (mut dated, mut two) = ([0.0f64; 2], [0.0f64; 2]);
             for ((cand, o), w) in candidates[range.clone()]
                 .iter()
                 .zip(&outcomes[range.clone()])
@@ -471,10 +475,10 @@ pub fn train(
                         together += w;
                     }
                 }
-                if birth.is_some() && o.one_name_at_one_address() {
-                    dated += w;
-                    if birth == Some(Comparison::BirthDate.else_level()) {
-                        two += w;
+                if let (Some(b), Some(kind)) = (birth, o.namesakes_at_one_address()) {
+                    dated[kind] += w;
+                    if b == Comparison::BirthDate.else_level() {
+                        two[kind] += w;
                     }
                 }
                 *part.entry((o.levels, cand.rules)).or_default() += w;
@@ -484,8 +488,10 @@ pub fn train(
     {
         at_one_address += at_one;
         living_together += together;
-        one_name_dated += dated;
-        namesakes += two;
+        for kind in 0..2 {
+            namesakes_dated[kind] += dated[kind];
+            namesakes_two[kind] += two[kind];
+        }
         for (key, n) in part {
             *counts.entry(key).or_default() += n;
         }
@@ -525,9 +531,13 @@ pub fn train(
         }
     }
     watch.mark("em_and_prior");
-    // Smoothed so that no namesake among many pairs still leaves finite odds.
-    model.namesake_share =
-        (one_name_dated >= 20.0).then(|| (namesakes + 0.5) / (one_name_dated + 1.0));
+    // Smoothed so that no namesake among many pairs (or all) still leaves finite odds.
+    let share = |kind: usize| {
+        (namesakes_dated[kind] >= 20.0)
+            .then(|| (namesakes_two[kind] + 0.5) / (namesakes_dated[kind] + 1.0))
+    };
+    model.namesake_share = share(0);
+    model.similar_name_share = share(1);
     TrainReport {
         records: records.len(),
         candidate_pairs: all_candidates,
@@ -539,6 +549,7 @@ pub fn train(
         prior,
         household_share: model.household_share,
         namesake_share: model.namesake_share,
+        similar_name_share: model.similar_name_share,
         seconds: watch.into_steps(),
     }
 }
