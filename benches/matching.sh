@@ -67,6 +67,9 @@ SELECT candidate_pairs, seconds, round(candidate_pairs / seconds) AS candidate_p
 SELECT rule, pairs, new_pairs, skipped_blocks, largest_skipped_block FROM unify.blocking_stats ORDER BY rule;
 SELECT (unify.get_model() ->> 'prior')::float8 AS prior, unify.get_model() -> 'household_share' AS household_share,
        unify.get_model() -> 'namesake_share' AS namesake_share, unify.get_model() -> 'similar_name_share' AS similar_name_share;
+\timing on
+SELECT persons, records, seconds FROM unify.resolve();
+\timing off
 \i benches/matching_quality.sql
 SQL
     echo "== Splink 5 (DuckDB) on the same normalized records, equivalent blocking, in the same run"

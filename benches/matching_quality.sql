@@ -1,7 +1,8 @@
 -- Pairwise matching quality on the generated CRM against its truth table: overall, recall per
--- difficulty of the true pairs, and merged family pairs (same household, different people).
+-- difficulty of the true pairs, and merged family pairs (same household, different people);
+-- then the same for persons (every two records of one person after unify.resolve()).
 -- Needs: crmgen output in the search path (table truth), the demo sources synced, and
--- unify.score_pairs() run. Figures only; no assertion (tests/pg_regress asserts the floors).
+-- unify.score_pairs() and unify.resolve() run. Figures only; no assertion (tests/pg_regress asserts the floors).
 CREATE TEMP TABLE rec_truth AS
 SELECT r.record_id, t.person_id, t.household_id, t.variations
 FROM unify.records r JOIN unify.sources s USING (source_id)
@@ -40,3 +41,16 @@ SELECT tag, count(*) AS family_pairs, count(p.record_a) AS merged, round(count(p
 FROM family_pairs f CROSS JOIN LATERAL unnest(CASE WHEN f.tags = '{}' THEN ARRAY['family'] ELSE f.tags END) tag
 LEFT JOIN predicted p USING (record_a, record_b)
 GROUP BY tag ORDER BY tag;
+
+\echo 'persons after unify.resolve(): every two records of one person, against the truth'
+CREATE TEMP TABLE person_pairs AS
+SELECT a.record_id AS record_a, b.record_id AS record_b
+FROM unify.records a JOIN unify.records b ON a.person_id = b.person_id AND a.record_id < b.record_id;
+SELECT tp, fp, fn, round(tp::numeric / nullif(tp + fp, 0), 5) AS precision,
+       round(tp::numeric / nullif(tp + fn, 0), 5) AS recall,
+       round(2.0 * tp / nullif(2 * tp + fp + fn, 0), 5) AS f1
+FROM (SELECT (SELECT count(*) FROM person_pairs p JOIN true_pairs t USING (record_a, record_b)) AS tp,
+             (SELECT count(*) FROM person_pairs p LEFT JOIN true_pairs t USING (record_a, record_b) WHERE t.record_a IS NULL) AS fp,
+             (SELECT count(*) FROM true_pairs t LEFT JOIN person_pairs p USING (record_a, record_b) WHERE p.record_a IS NULL) AS fn) c;
+SELECT count(*) AS family_pairs, count(p.record_a) AS in_one_person, round(count(p.record_a)::numeric / count(*), 5) AS share
+FROM family_pairs f LEFT JOIN person_pairs p USING (record_a, record_b);

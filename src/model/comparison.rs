@@ -10,6 +10,7 @@ use super::record::MatchRecord;
 use crate::compare::similarity::{
     jaro_winkler_above_bound, jaro_winkler_at_least, levenshtein, within_one_edit,
 };
+use crate::normalize::name::given_name_variants;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -220,6 +221,15 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
                 && !names_swapped(a, b)
             {
                 return true;
+            }
+            // Christian and Christine sharing a landline: a couple, not one person.
+            if let (Some(x), Some(y)) = (
+                a.derived.first_translit.as_deref(),
+                b.derived.first_translit.as_deref(),
+            ) {
+                if given_name_variants(x, y) {
+                    return true;
+                }
             }
             if birth_date_level(a, b) == Some(Comparison::BirthDate.else_level()) {
                 return true;
@@ -693,6 +703,21 @@ mod tests {
             )
             .swapped
         );
+    }
+
+    #[test]
+    fn given_name_variants_are_two_people() {
+        // A couple sharing a landline: the number is the household's.
+        let mut christian = rec("christian", "wagner", "");
+        let mut christine = rec("christine", "wagner", "");
+        for r in [&mut christian, &mut christine] {
+            r.phones = vec!["+49221635102".into()];
+        }
+        let ctx = Context::build(&[christian.clone(), christine.clone()]);
+        assert!(ctx.shared_phones.contains("+49221635102"));
+        let o = compare(&christian, &christine, &ctx);
+        assert_eq!(o.level(Comparison::Phone), None);
+        assert!(o.shared_phone);
     }
 
     #[test]

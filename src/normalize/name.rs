@@ -175,9 +175,45 @@ pub fn split_full_name(input: &str) -> (Option<String>, Option<String>) {
     )
 }
 
+/// Endings that make one given name of another, as pairs either way round: Daniel / Daniela,
+/// Stefan / Stefanie, Christian / Christine, Andreas / Andrea, Julius / Julia, Alexander /
+/// Alexandra, Mario / Maria.
+const GIVEN_NAME_ENDINGS: &[(&str, &str)] = &[
+    ("", "a"),
+    ("", "e"),
+    ("", "ie"),
+    ("", "ina"),
+    ("", "ine"),
+    ("", "s"),
+    ("an", "na"),
+    ("an", "ne"),
+    ("an", "ina"),
+    ("an", "ine"),
+    ("us", "a"),
+    ("er", "ra"),
+    ("o", "a"),
+];
+
+/// Whether two (transliterated, lower-case) given names are one stem with two endings, as the
+/// male and female form of a name are: alike enough for Jaro-Winkler to call them a typo
+/// apart, but the names of two people, a couple or a brother and a sister.
+pub fn given_name_variants(a: &str, b: &str) -> bool {
+    let stem = a
+        .char_indices()
+        .zip(b.chars())
+        .take_while(|((_, x), y)| x == y)
+        .last()
+        .map_or(0, |((i, x), _)| i + x.len_utf8());
+    if stem < 3 || a == b {
+        return false;
+    }
+    let (x, y) = (&a[stem..], &b[stem..]);
+    GIVEN_NAME_ENDINGS.contains(&(x, y)) || GIVEN_NAME_ENDINGS.contains(&(y, x))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::normalize_name;
+    use super::{given_name_variants, normalize_name};
 
     fn n(s: &str) -> Option<String> {
         normalize_name(s)
@@ -265,5 +301,34 @@ mod tests {
             assert_eq!(n(bad), None, "{bad:?}");
         }
         assert_eq!(n(&"a".repeat(1 << 20)), None);
+    }
+
+    #[test]
+    fn given_name_variants_of_one_stem() {
+        for (a, b) in [
+            ("daniel", "daniela"),
+            ("stefanie", "stefan"),
+            ("christian", "christine"),
+            ("christian", "christina"),
+            ("andreas", "andrea"),
+            ("julius", "julia"),
+            ("alexander", "alexandra"),
+            ("mario", "maria"),
+            ("paul", "paula"),
+            ("simon", "simone"),
+            ("jan", "jana"),
+        ] {
+            assert!(given_name_variants(a, b), "{a} {b}");
+        }
+        for (a, b) in [
+            ("daniel", "daniel"),
+            ("dieter", "dieteer"),
+            ("maria", "marie"),
+            ("lena", "lea"),
+            ("hans", "hannah"),
+            ("anna", "anne"),
+        ] {
+            assert!(!given_name_variants(a, b), "{a} {b}");
+        }
     }
 }
