@@ -275,6 +275,12 @@ impl Model {
                     r.name
                 ));
             }
+            if r.name.is_empty() || r.name.chars().any(char::is_control) {
+                return Err(format!(
+                    "blocking rule name {:?} must be non-empty text without control characters",
+                    r.name
+                ));
+            }
             if blocking_names.contains(&&r.name) {
                 return Err(format!("blocking rule \"{}\" appears twice", r.name));
             }
