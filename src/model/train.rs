@@ -559,6 +559,60 @@ mod tests {
     use super::super::blocking::candidates;
     use super::*;
 
+    /// Fathers with two records each, and in a quarter of the homes a son of the same name:
+    /// of the pairs of one name at one address with birth dates, the share of two people.
+    #[test]
+    fn namesake_share_is_measured() {
+        let mut records = Vec::new();
+        let mut add = |last: &str, house: usize, birth: &str| {
+            let id = records.len() as i64;
+            records.push(
+                MatchRecord {
+                    id,
+                    first_name: Some("hans".into()),
+                    last_name: Some(last.into()),
+                    birth_date: Some(birth.into()),
+                    street: Some("hauptstrasse".into()),
+                    house_number: Some(house.to_string()),
+                    postcode: Some("10115".into()),
+                    city: Some("berlin".into()),
+                    ..Default::default()
+                }
+                .prepare(),
+            );
+        };
+        let syllables = ["ber", "cla", "die", "fra", "gis", "hor", "kur", "lo"];
+        for home in 0..40 {
+            let last = format!("{}{}mann", syllables[home % 8], syllables[home / 8]);
+            add(&last, home + 1, "1960-03-04");
+            add(&last, home + 1, "1960-03-04");
+            if home % 4 == 0 {
+                add(&last, home + 1, "1990-07-08");
+            }
+        }
+        let ctx = Context::build(&records);
+        let mut model = Model::default_german();
+        let (cands, _) = candidates(&records, &model.blocking_rules, 1_000_000, 1).unwrap();
+        let report = train(
+            &records,
+            &ctx,
+            &cands,
+            &mut model,
+            &HashMap::new(),
+            &TrainOptions::default(),
+        );
+        // 40 pairs of one father, 20 of a father and his son; smoothed by a half.
+        let expected = (20.0 + 0.5) / (60.0 + 1.0);
+        assert!(
+            (model.namesake_share.unwrap() - expected).abs() < 1e-9,
+            "{:?}",
+            model.namesake_share
+        );
+        assert_eq!(report.namesake_share, model.namesake_share);
+        // No pairs of alike first names: too few to measure.
+        assert_eq!(model.similar_name_share, None);
+    }
+
     /// Synthetic people with typo'd duplicates: EM must find high m on exact levels and a prior
     /// near the true share of matching pairs, without labels.
     #[test]
