@@ -40,17 +40,25 @@ pub struct Fit {
 /// `total_weight` customers, with a status saying whether (and why not) it can be used.
 pub(crate) fn fit_from_minimum(m: optimize::Minimum, total_weight: f64) -> Fit {
     let params: Vec<f64> = m.x.iter().map(|v| v.exp()).collect();
-    let status = if !m.value.is_finite() {
-        "the likelihood could not be evaluated at any point tried".to_string()
+    let (converged, status) = if !m.value.is_finite() {
+        (
+            false,
+            "the likelihood could not be evaluated at any point tried".to_string(),
+        )
     } else if !m.converged {
-        format!("did not converge within {} evaluations", m.evaluations)
+        (
+            false,
+            format!("did not converge within {} evaluations", m.evaluations),
+        )
     } else if params.iter().any(|v| !(1e-8..1e8).contains(v)) {
-        format!("parameters at the edge of the search space ({params:?}): the data do not identify the model")
+        (false, format!("parameters at the edge of the search space ({params:?}): the data do not identify the model"))
+    } else if m.flat {
+        (true, "converged on a flat likelihood: some parameters could grow without changing it (BG/NBD: a and b so large that every customer drops out with the same probability, a / (a + b))".to_string())
     } else {
-        "converged".to_string()
+        (true, "converged".to_string())
     };
     Fit {
-        converged: status == "converged",
+        converged,
         params,
         log_likelihood: -m.value * total_weight,
         iterations: m.evaluations,

@@ -293,6 +293,41 @@ mod tests {
         assert!((f.log_likelihood - -9595.0).abs() < 1.0, "{f:?}");
     }
 
+    /// The demo CRM's 400 customers (`tests/data/demo_summary_flat_dropout.csv`): the
+    /// likelihood rises ever more slowly as a and b grow together, so the fit stops on the flat
+    /// floor and says so instead of running out of evaluations.
+    #[test]
+    fn bgnbd_on_a_flat_dropout_likelihood_converges_and_says_so() {
+        let text = include_str!("../../tests/data/demo_summary_flat_dropout.csv");
+        let customers: Vec<Summary> = text
+            .lines()
+            .skip(1)
+            .map(|line| {
+                let v: Vec<f64> = line.split(',').map(|f| f.parse().unwrap()).collect();
+                Summary {
+                    frequency: v[0],
+                    recency: v[1],
+                    age: v[2],
+                    weight: v[3],
+                }
+            })
+            .collect();
+        let f = fit(Model::BgNbd, &customers);
+        assert!(f.converged, "{f:?}");
+        assert!(
+            f.status.starts_with("converged on a flat likelihood"),
+            "{f:?}"
+        );
+        assert!(f.iterations < 10_000, "{f:?}");
+        let (r, alpha, a, b) = (f.params[0], f.params[1], f.params[2], f.params[3]);
+        assert!(a > 1e4 && b > 1e4, "{f:?}");
+        // Further along the valley the likelihood gains less than a thousandth.
+        let p = a / (a + b);
+        let further =
+            Model::BgNbd.total_log_likelihood(&[r, alpha, p * 1e7, (1.0 - p) * 1e7], &customers);
+        assert!(further - f.log_likelihood < 1e-3, "{further} vs {f:?}");
+    }
+
     #[test]
     fn weights_equal_repeated_customers() {
         let c = cdnow_customers();
