@@ -686,6 +686,15 @@ impl<'a> Scorer<'a> {
 mod tests {
     use super::*;
 
+    fn assert_terms_sum_to_the_weight(terms: &[Term], score: &Score) {
+        let sum: f64 = terms.iter().map(|t| t.weight).sum();
+        assert!(
+            (sum - score.weight).abs() < 1e-9,
+            "{sum} vs {}",
+            score.weight
+        );
+    }
+
     fn person(first: &str, last: &str, birth: &str, email: &str, phone: &str) -> MatchRecord {
         let s = |v: &str| (!v.is_empty()).then(|| v.to_string());
         MatchRecord {
@@ -732,12 +741,7 @@ mod tests {
         );
         let b = person("juergen", "mueller", "1960-01-01", "", "+4930123");
         let (score, terms) = scorer.explain(&a, &b);
-        let sum: f64 = terms.iter().map(|t| t.weight).sum();
-        assert!(
-            (sum - score.weight).abs() < 1e-9,
-            "{sum} vs {}",
-            score.weight
-        );
+        assert_terms_sum_to_the_weight(&terms, &score);
         assert!(score.is_match(&model));
         let email = terms.iter().find(|t| t.term == "email").unwrap();
         assert_eq!((email.level, email.weight), (None, 0.0));
@@ -745,12 +749,7 @@ mod tests {
         let sister = person("petra", "müller", "1962-02-02", "", "+4930123");
         let (score, terms) = scorer.explain(&a, &sister);
         assert!(score.conflict.is_some());
-        let sum: f64 = terms.iter().map(|t| t.weight).sum();
-        assert!(
-            (sum - score.weight).abs() < 1e-9,
-            "{sum} vs {}",
-            score.weight
-        );
+        assert_terms_sum_to_the_weight(&terms, &score);
         assert!(terms
             .iter()
             .any(|t| t.term == "identity_conflict" && t.weight < 0.0));
@@ -772,12 +771,7 @@ mod tests {
         assert!((score.weight - ((0.95f64 / 0.05).log2() + email)).abs() < 1e-9);
         assert!(score.weight < plain.weight);
         assert!(!score.is_match(&model), "{}", score.weight);
-        let sum: f64 = terms.iter().map(|t| t.weight).sum();
-        assert!(
-            (sum - score.weight).abs() < 1e-9,
-            "{sum} vs {}",
-            score.weight
-        );
+        assert_terms_sum_to_the_weight(&terms, &score);
         assert!(terms
             .iter()
             .any(|t| t.term == "namesakes" && t.weight < 0.0));

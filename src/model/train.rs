@@ -559,6 +559,26 @@ mod tests {
     use super::super::blocking::candidates;
     use super::*;
 
+    /// The shipped model trained on `records` (candidates blocked on `threads`), with its
+    /// report, context and candidates.
+    fn trained(
+        records: &[MatchRecord],
+        threads: usize,
+    ) -> (Model, TrainReport, Context, Vec<Candidate>) {
+        let ctx = Context::build(records);
+        let mut model = Model::default_german();
+        let (cands, _) = candidates(records, &model.blocking_rules, 1_000_000, threads).unwrap();
+        let report = train(
+            records,
+            &ctx,
+            &cands,
+            &mut model,
+            &HashMap::new(),
+            &TrainOptions::default(),
+        );
+        (model, report, ctx, cands)
+    }
+
     /// Fathers with two records each, and in a quarter of the homes a son of the same name:
     /// of the pairs of one name at one address with birth dates, the share of two people.
     #[test]
@@ -590,17 +610,7 @@ mod tests {
                 add(&last, home + 1, "1990-07-08");
             }
         }
-        let ctx = Context::build(&records);
-        let mut model = Model::default_german();
-        let (cands, _) = candidates(&records, &model.blocking_rules, 1_000_000, 1).unwrap();
-        let report = train(
-            &records,
-            &ctx,
-            &cands,
-            &mut model,
-            &HashMap::new(),
-            &TrainOptions::default(),
-        );
+        let (model, report, _, _) = trained(&records, 1);
         // 40 pairs of one father, 20 of a father and his son; smoothed by a half.
         let expected = (20.0 + 0.5) / (60.0 + 1.0);
         assert!(
@@ -663,17 +673,7 @@ mod tests {
                 truth.push(person);
             }
         }
-        let ctx = Context::build(&records);
-        let mut model = Model::default_german();
-        let (cands, _) = candidates(&records, &model.blocking_rules, 1_000_000, 2).unwrap();
-        let report = train(
-            &records,
-            &ctx,
-            &cands,
-            &mut model,
-            &HashMap::new(),
-            &TrainOptions::default(),
-        );
+        let (model, report, ctx, cands) = trained(&records, 2);
         assert!(report.converged, "{report:?}");
         let first = model.params(Comparison::FirstName).unwrap();
         assert!(first.levels[0].m > 0.9, "{first:?}");
