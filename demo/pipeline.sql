@@ -149,7 +149,7 @@ FROM (SELECT p.record_a, p.record_b FROM unify.pairs p JOIN unify.records a ON a
       WHERE a.source_id <> b.source_id AND p.is_match ORDER BY p.match_weight DESC, p.record_a LIMIT 1) top,
      LATERAL unify.explain_match(top.record_a, top.record_b);
 \echo
-\echo '== Two people of one household (same name, address and phone, different birth dates): kept apart =='
+\echo '== Two people of one household (same last name and home, different birth dates): kept apart, and why =='
 SELECT term, level, value_a, value_b, round(weight::numeric, 2) AS weight, note
 FROM (SELECT a.record_id AS record_a, b.record_id AS record_b
       FROM rec_person a JOIN rec_person b
