@@ -125,7 +125,11 @@ BEGIN
     RAISE NOTICE 'model version %: prior %, % expected matches among % candidate pairs, %',
         new_version, round((result #>> '{report,prior}')::numeric, 12), round((result #>> '{report,expected_matches}')::numeric),
         result #>> '{report,candidate_pairs}',
-        CASE WHEN (result #>> '{report,converged}')::boolean THEN 'every session converged' ELSE 'NOT every session converged' END;
+        CASE WHEN (result #>> '{report,converged}')::boolean THEN 'every session converged' ELSE 'NOT every session converged' END
+        -- What the data says of households, for reading the household discount and namesake odds.
+        || coalesce('; two people: ' || round(100 * (result #>> '{report,household_share}')::numeric, 1) || '% of pairs at one address', '')
+        || coalesce(', ' || round(100 * (result #>> '{report,namesake_share}')::numeric, 1) || '% of those of one name', '')
+        || coalesce(', ' || round(100 * (result #>> '{report,similar_name_share}')::numeric, 1) || '% of those of alike first names', '');
     RETURN QUERY
     SELECT new_version, s ->> 'rule', (s ->> 'pairs')::bigint,
            ARRAY(SELECT jsonb_array_elements_text(s -> 'estimated')), (s ->> 'iterations')::int,
