@@ -632,7 +632,10 @@ impl<'a> Scorer<'a> {
                 )),
             });
         }
-        if let Some(w) = self.namesake_adjustment(o, &score.weights) {
+        if let (Some(w), Some(share)) = (
+            self.namesake_adjustment(o, &score.weights),
+            self.namesake_share(o),
+        ) {
             terms.push(Term {
                 term: "namesakes",
                 level: None,
@@ -650,16 +653,8 @@ impl<'a> Scorer<'a> {
                     } else {
                         "similar first names"
                     },
-                    100.0 * self.namesake_share(o).unwrap_or_default(),
-                    w + self.log_prior
-                        + [
-                            Comparison::FirstName,
-                            Comparison::LastName,
-                            Comparison::Address
-                        ]
-                        .iter()
-                        .filter_map(|c| score.weights[c.index()])
-                        .sum::<f64>()
+                    100.0 * share,
+                    ((1.0 - share) / share).log2()
                 )),
             });
         }
