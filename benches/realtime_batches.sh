@@ -5,6 +5,8 @@
 # is rolled back, --reps times over the same queue: wall and backend CPU time per repetition,
 # self time per function (track_functions), and the _rescore phases (DEBUG1) of the last one.
 # The worker is off meanwhile. The first repetition runs with cold caches; compare the others.
+# The database is vacuumed first: rolled-back repetitions leave dead index entries behind, and
+# those of an earlier run made inserting a batch's pairs up to five times slower.
 #
 #   bash benches/realtime_batches.sh [--reps N]
 source "$(dirname "$0")/../scripts/lib.sh"
@@ -24,6 +26,7 @@ start_cluster "$DIR" "shared_buffers = '2GB'" "jit = off" "max_wal_size = '8GB'"
     "track_commit_timestamp = on" "customer_unify.worker_enabled = off" "track_functions = 'all'"
 trap 'stop_cluster "$DIR"' EXIT
 q() { psql -X -q -At -d "$DB" -c "$1"; }
+q "VACUUM (ANALYZE) unify.pairs, unify.block_keys, unify.records, unify.persons, unify.change_queue"
 if [ "$(q "SELECT count(*) FROM unify.change_queue")" -lt 5000 ]; then
     "$PG_BIN/pgbench" -n -c 4 -j 4 -t 1250 -f tests/worker/writers.pgbench "$DB" >/dev/null 2>&1
 fi
