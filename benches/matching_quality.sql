@@ -22,13 +22,24 @@ SELECT a.record_id AS record_a, b.record_id AS record_b,
 FROM rec_truth a JOIN rec_truth b
   ON a.household_id = b.household_id AND a.person_id <> b.person_id AND a.record_id < b.record_id;
 
+-- Precision, recall and F1 of a table of predicted (record_a, record_b) against true_pairs.
+CREATE FUNCTION pg_temp.against_truth(predicted regclass)
+RETURNS TABLE (tp bigint, fp bigint, fn bigint, "precision" numeric, recall numeric, f1 numeric)
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('SELECT (SELECT count(*) FROM %1$s p JOIN true_pairs t USING (record_a, record_b)),
+                           (SELECT count(*) FROM %1$s p LEFT JOIN true_pairs t USING (record_a, record_b) WHERE t.record_a IS NULL),
+                           (SELECT count(*) FROM true_pairs t LEFT JOIN %1$s p USING (record_a, record_b) WHERE p.record_a IS NULL)',
+                   predicted) INTO tp, fp, fn;
+    "precision" := round(tp::numeric / nullif(tp + fp, 0), 5);
+    recall := round(tp::numeric / nullif(tp + fn, 0), 5);
+    f1 := round(2.0 * tp / nullif(2 * tp + fp + fn, 0), 5);
+    RETURN NEXT;
+END
+$$;
+
 \echo 'overall (pairwise, is_match pairs against the truth)'
-SELECT tp, fp, fn, round(tp::numeric / nullif(tp + fp, 0), 5) AS precision,
-       round(tp::numeric / nullif(tp + fn, 0), 5) AS recall,
-       round(2.0 * tp / nullif(2 * tp + fp + fn, 0), 5) AS f1
-FROM (SELECT (SELECT count(*) FROM predicted p JOIN true_pairs t USING (record_a, record_b)) AS tp,
-             (SELECT count(*) FROM predicted p LEFT JOIN true_pairs t USING (record_a, record_b) WHERE t.record_a IS NULL) AS fp,
-             (SELECT count(*) FROM true_pairs t LEFT JOIN predicted p USING (record_a, record_b) WHERE p.record_a IS NULL) AS fn) c;
+SELECT * FROM pg_temp.against_truth('predicted');
 
 \echo 'recall of true pairs by difficulty (a pair counts under every variation either record has)'
 SELECT tag, count(*) AS true_pairs, count(p.record_a) AS found, round(count(p.record_a)::numeric / count(*), 4) AS recall
@@ -46,11 +57,6 @@ GROUP BY tag ORDER BY tag;
 CREATE TEMP TABLE person_pairs AS
 SELECT a.record_id AS record_a, b.record_id AS record_b
 FROM unify.records a JOIN unify.records b ON a.person_id = b.person_id AND a.record_id < b.record_id;
-SELECT tp, fp, fn, round(tp::numeric / nullif(tp + fp, 0), 5) AS precision,
-       round(tp::numeric / nullif(tp + fn, 0), 5) AS recall,
-       round(2.0 * tp / nullif(2 * tp + fp + fn, 0), 5) AS f1
-FROM (SELECT (SELECT count(*) FROM person_pairs p JOIN true_pairs t USING (record_a, record_b)) AS tp,
-             (SELECT count(*) FROM person_pairs p LEFT JOIN true_pairs t USING (record_a, record_b) WHERE t.record_a IS NULL) AS fp,
-             (SELECT count(*) FROM true_pairs t LEFT JOIN person_pairs p USING (record_a, record_b) WHERE p.record_a IS NULL) AS fn) c;
+SELECT * FROM pg_temp.against_truth('person_pairs');
 SELECT count(*) AS family_pairs, count(p.record_a) AS in_one_person, round(count(p.record_a)::numeric / count(*), 5) AS share
 FROM family_pairs f LEFT JOIN person_pairs p USING (record_a, record_b);

@@ -239,6 +239,23 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
     false
 }
 
+/// Two records of one last name at one address whose first names do not tell them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Namesakes {
+    /// Exactly, transliterated or a typo apart: what a senior and a junior of one name share.
+    SameName,
+    /// Only alike (Jaro-Winkler ≥ 0.80, Kölner Phonetik, an initial): Hannah and Hans.
+    AlikeNames,
+}
+
+impl Namesakes {
+    pub const ALL: [Namesakes; 2] = [Namesakes::SameName, Namesakes::AlikeNames];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// The levels of one pair.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Outcome {
@@ -256,19 +273,17 @@ impl Outcome {
         self.levels[c.index()]
     }
 
-    /// For a pair of one last name (exactly, transliterated or a typo apart) at one address:
-    /// `Some(0)` when the first names are the same too (what a senior and a junior of one name
-    /// share), `Some(1)` when they are only alike (Jaro-Winkler ≥ 0.80, Kölner Phonetik, an
-    /// initial: Christian and Christine, Michael and Mia), None otherwise.
-    pub fn namesakes_at_one_address(&self) -> Option<usize> {
+    /// For a pair of one last name (exactly, transliterated or a typo apart) at one address,
+    /// how alike its first names are; None for any other pair, or clearly different first names.
+    pub fn namesakes_at_one_address(&self) -> Option<Namesakes> {
         if !(self.level(Comparison::LastName).is_some_and(|l| l <= 2)
             && self.level(Comparison::Address) == Some(0))
         {
             return None;
         }
         match self.level(Comparison::FirstName)? {
-            0..=2 => Some(0),
-            3..=5 => Some(1),
+            0..=2 => Some(Namesakes::SameName),
+            3..=5 => Some(Namesakes::AlikeNames),
             _ => None,
         }
     }

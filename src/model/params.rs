@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::blocking::{default_rules, BlockingRule};
-use super::comparison::{compare, compared_values, Comparison, Context, Outcome, COMPARISONS};
+use super::comparison::{
+    compare, compared_values, Comparison, Context, Namesakes, Outcome, COMPARISONS,
+};
 use super::record::MatchRecord;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -330,7 +332,8 @@ pub struct Score {
     pub probability: f64,
     /// log2(m/u) per comparison (None: no evidence or comparison not in the model).
     pub weights: [Option<f64>; COMPARISONS.len()],
-    pub conflict: Option<Comparison>,
+    /// What the household logic added beyond the comparisons' weights.
+    pub adjustment: Option<Adjustment>,
     pub forced_by: Option<usize>,
     pub outcome: Outcome,
 }
@@ -338,6 +341,46 @@ pub struct Score {
 impl Score {
     pub fn is_match(&self, model: &Model) -> bool {
         self.forced_by.is_some() || self.probability >= model.match_threshold
+    }
+
+    /// The comparison whose clear difference made this pair's identity conflict.
+    pub fn conflict(&self) -> Option<Comparison> {
+        match self.adjustment {
+            Some(Adjustment::IdentityConflict { on, .. }) => Some(on),
+            _ => None,
+        }
+    }
+}
+
+/// A weight added to a pair beyond its comparisons (at most one applies).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Adjustment {
+    /// First names or birth dates clearly differ: the household evidence is not counted.
+    IdentityConflict { on: Comparison, weight: f64 },
+    /// One (or an alike) name at one address without birth dates: prior, names and address
+    /// count as the measured odds, log2((1 - share) / share).
+    Namesakes {
+        kind: Namesakes,
+        share: f64,
+        weight: f64,
+    },
+}
+
+impl Adjustment {
+    /// Its name in explanations and in `unify.pairs.weights`.
+    pub fn term(&self) -> &'static str {
+        match self {
+            Adjustment::IdentityConflict { .. } => "identity_conflict",
+            Adjustment::Namesakes { .. } => "namesakes",
+        }
+    }
+
+    pub fn weight(&self) -> f64 {
+        match *self {
+            Adjustment::IdentityConflict { weight, .. } | Adjustment::Namesakes { weight, .. } => {
+                weight
+            }
+        }
     }
 }
 
@@ -449,7 +492,7 @@ impl<'a> Scorer<'a> {
 
     /// The weight added on an identity conflict: minus the positive household evidence, plus
     /// the model's fixed conflict weight.
-    pub fn conflict_adjustment(&self, weights: &[Option<f64>; COMPARISONS.len()]) -> f64 {
+    fn conflict_adjustment(&self, weights: &[Option<f64>; COMPARISONS.len()]) -> f64 {
         if !self.model.households_in_data() {
             return self.model.conflict_weight;
         }
@@ -463,28 +506,23 @@ impl<'a> Scorer<'a> {
         self.model.conflict_weight - household
     }
 
-    /// The share of two people measured for pairs like this one (see `Model::namesake_share`),
-    /// when it has one and no birth date to tell them apart.
-    fn namesake_share(&self, outcome: &Outcome) -> Option<f64> {
-        if !self.model.households_in_data() || outcome.level(Comparison::BirthDate).is_some() {
-            return None;
-        }
-        match outcome.namesakes_at_one_address()? {
-            0 => self.model.namesake_share,
-            _ => self.model.similar_name_share,
-        }
-    }
-
-    /// The weight added to a pair of one (or a similar) name at one address without birth-date
-    /// evidence so that its prior, name and address evidence count no more than the odds
+    /// For a pair of one (or an alike) name at one address without birth-date evidence, the
+    /// weight that makes its prior, name and address evidence count no more than the odds
     /// measured for such pairs (see `Model::namesake_share`); None where that does not apply or
     /// does not lower it.
-    pub fn namesake_adjustment(
+    fn namesake_adjustment(
         &self,
         outcome: &Outcome,
         weights: &[Option<f64>; COMPARISONS.len()],
-    ) -> Option<f64> {
-        let share = self.namesake_share(outcome)?;
+    ) -> Option<Adjustment> {
+        if !self.model.households_in_data() || outcome.level(Comparison::BirthDate).is_some() {
+            return None;
+        }
+        let kind = outcome.namesakes_at_one_address()?;
+        let share = match kind {
+            Namesakes::SameName => self.model.namesake_share,
+            Namesakes::AlikeNames => self.model.similar_name_share,
+        }?;
         let name_and_address: f64 = self.log_prior
             + [
                 Comparison::FirstName,
@@ -495,7 +533,11 @@ impl<'a> Scorer<'a> {
             .filter_map(|c| weights[c.index()])
             .sum::<f64>();
         let cap = ((1.0 - share) / share).log2();
-        (name_and_address > cap).then(|| cap - name_and_address)
+        (name_and_address > cap).then(|| Adjustment::Namesakes {
+            kind,
+            share,
+            weight: cap - name_and_address,
+        })
     }
 
     pub fn score(&self, a: &MatchRecord, b: &MatchRecord) -> Score {
@@ -504,26 +546,26 @@ impl<'a> Scorer<'a> {
     }
 
     pub fn score_outcome(&self, a: &MatchRecord, b: &MatchRecord, outcome: Outcome) -> Score {
-        let (weight, weights, conflict) = self.weigh(a, &outcome);
+        let (weight, weights, adjustment) = self.weigh(a, &outcome);
         let forced_by = self.forced_by(a, b, &outcome);
         Score {
             weight,
             probability: probability(weight),
             weights,
-            conflict,
+            adjustment,
             forced_by,
             outcome,
         }
     }
 
     /// The match weight of a compared pair (`a` is the side whose name frequencies count), its
-    /// per-comparison weights and the identity conflict, without the deterministic rules.
+    /// per-comparison weights and the adjustment included, without the deterministic rules.
     #[allow(clippy::type_complexity)]
     pub fn weigh(
         &self,
         a: &MatchRecord,
         outcome: &Outcome,
-    ) -> (f64, [Option<f64>; COMPARISONS.len()], Option<Comparison>) {
+    ) -> (f64, [Option<f64>; COMPARISONS.len()], Option<Adjustment>) {
         let mut weight = self.log_prior;
         let mut weights = [None; COMPARISONS.len()];
         for c in COMPARISONS {
@@ -534,13 +576,16 @@ impl<'a> Scorer<'a> {
                 }
             }
         }
-        let conflict = Self::conflict(outcome).filter(|c| self.level_weights[c.index()].is_some());
-        if conflict.is_some() {
-            weight += self.conflict_adjustment(&weights);
-        } else if let Some(namesakes) = self.namesake_adjustment(outcome, &weights) {
-            weight += namesakes;
-        }
-        (weight, weights, conflict)
+        let adjustment =
+            match Self::conflict(outcome).filter(|c| self.level_weights[c.index()].is_some()) {
+                Some(on) => Some(Adjustment::IdentityConflict {
+                    on,
+                    weight: self.conflict_adjustment(&weights),
+                }),
+                None => self.namesake_adjustment(outcome, &weights),
+            };
+        weight += adjustment.map_or(0.0, |adj| adj.weight());
+        (weight, weights, adjustment)
     }
 
     /// The terms of a pair's weight; their weights sum to `score(a, b).weight`.
@@ -604,59 +649,62 @@ impl<'a> Scorer<'a> {
                 note,
             });
         }
-        if let Some(c) = score.conflict {
-            let discounted: Vec<&str> = self
-                .model
-                .household_comparisons
-                .iter()
-                .filter(|_| self.model.households_in_data())
-                .filter(|h| score.weights[h.index()].is_some_and(|w| w > 0.0))
-                .map(|h| h.name())
-                .collect();
-            terms.push(Term {
-                term: "identity_conflict",
-                level: Some(c.name()),
-                value_a: None,
-                value_b: None,
-                m: None,
-                u: None,
-                weight: self.conflict_adjustment(&score.weights),
-                note: Some(format!(
-                    "{} clearly differs: shared household evidence ({}) not counted",
-                    c.name(),
-                    if discounted.is_empty() {
-                        "none".to_string()
-                    } else {
-                        discounted.join(", ")
-                    }
-                )),
-            });
-        }
-        if let (Some(w), Some(share)) = (
-            self.namesake_adjustment(o, &score.weights),
-            self.namesake_share(o),
-        ) {
-            terms.push(Term {
-                term: "namesakes",
+        match score.adjustment {
+            Some(adj @ Adjustment::IdentityConflict { on, weight }) => {
+                let discounted: Vec<&str> = self
+                    .model
+                    .household_comparisons
+                    .iter()
+                    .filter(|_| self.model.households_in_data())
+                    .filter(|h| score.weights[h.index()].is_some_and(|w| w > 0.0))
+                    .map(|h| h.name())
+                    .collect();
+                terms.push(Term {
+                    term: adj.term(),
+                    level: Some(on.name()),
+                    value_a: None,
+                    value_b: None,
+                    m: None,
+                    u: None,
+                    weight,
+                    note: Some(format!(
+                        "{} clearly differs: shared household evidence ({}) not counted",
+                        on.name(),
+                        if discounted.is_empty() {
+                            "none".to_string()
+                        } else {
+                            discounted.join(", ")
+                        }
+                    )),
+                });
+            }
+            Some(
+                adj @ Adjustment::Namesakes {
+                    kind,
+                    share,
+                    weight,
+                },
+            ) => terms.push(Term {
+                term: adj.term(),
                 level: None,
                 value_a: None,
                 value_b: None,
                 m: None,
                 u: None,
-                weight: w,
+                weight,
                 note: Some(format!(
                     "{} at one address and no birth date to compare: {:.1}% of such pairs \
                      with birth dates are two people, so prior, names and address count as \
                      {:.2} (log2 odds)",
-                    if o.namesakes_at_one_address() == Some(0) {
-                        "one name"
-                    } else {
-                        "similar first names"
+                    match kind {
+                        Namesakes::SameName => "one name",
+                        Namesakes::AlikeNames => "similar first names",
                     },
                     100.0 * share,
                     ((1.0 - share) / share).log2()
                 )),
-            });
+            }),
+            None => {}
         }
         if let Some(i) = score.forced_by {
             terms.push(Term {
@@ -743,7 +791,7 @@ mod tests {
         // With an identity conflict the discounted household evidence is a term of its own.
         let sister = person("petra", "müller", "1962-02-02", "", "+4930123");
         let (score, terms) = scorer.explain(&a, &sister);
-        assert!(score.conflict.is_some());
+        assert!(score.conflict().is_some());
         assert_terms_sum_to_the_weight(&terms, &score);
         assert!(terms
             .iter()
@@ -816,7 +864,7 @@ mod tests {
         for (a, b) in [(&senior, &junior), (&senior, &wife), (&junior, &wife)] {
             let s = scorer.score(a, b);
             assert!(!s.is_match(&model), "{s:?}");
-            assert!(s.conflict.is_some());
+            assert!(s.conflict().is_some());
         }
         // The same man twice, with a typo and no birth date on one side, still matches.
         let again = person("klaus", "webber", "", "weber@web.de", "+4930123");

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::blocking::{BlockingRule, Candidate};
-use super::comparison::{compare, Comparison, Context, Outcome, COMPARISONS};
+use super::comparison::{compare, Comparison, Context, Namesakes, Outcome, COMPARISONS};
 use super::params::{log2_odds, Model, Scorer};
 use super::record::MatchRecord;
 use crate::parallel;
@@ -452,14 +452,14 @@ pub fn train(
     // Comparison vectors of all candidates, counted per distinct (pattern, rules).
     let mut counts: HashMap<(Pattern, u32), f64> = HashMap::new();
     let (mut at_one_address, mut living_together) = (0.0f64, 0.0f64);
-    // Per kind of namesakes (same, similar first names): pairs with birth dates, and of
-    // those the pairs of two people.
-    let (mut namesakes_dated, mut namesakes_two) = ([0.0f64; 2], [0.0f64; 2]);
+    // Per kind of namesakes: pairs with birth dates, and of those the pairs of two people.
+    const KINDS: usize = Namesakes::ALL.len();
+    let (mut namesakes_dated, mut namesakes_two) = ([0.0f64; KINDS], [0.0f64; KINDS]);
     for (part, (at_one, together), (dated, two)) in
         parallel::map_blocks(candidates.len(), opts.workers, |range| {
             let mut part: HashMap<(Pattern, u32), f64> = HashMap::new();
             let (mut at_one, mut together) = (0.0, 0.0);
-            let (mut dated, mut two) = ([0.0f64; 2], [0.0f64; 2]);
+            let (mut dated, mut two) = ([0.0f64; KINDS], [0.0f64; KINDS]);
             for ((cand, o), w) in candidates[range.clone()]
                 .iter()
                 .zip(&outcomes[range.clone()])
@@ -476,9 +476,9 @@ pub fn train(
                     }
                 }
                 if let (Some(b), Some(kind)) = (birth, o.namesakes_at_one_address()) {
-                    dated[kind] += w;
+                    dated[kind.index()] += w;
                     if b == Comparison::BirthDate.else_level() {
-                        two[kind] += w;
+                        two[kind.index()] += w;
                     }
                 }
                 *part.entry((o.levels, cand.rules)).or_default() += w;
@@ -488,7 +488,7 @@ pub fn train(
     {
         at_one_address += at_one;
         living_together += together;
-        for kind in 0..2 {
+        for kind in 0..KINDS {
             namesakes_dated[kind] += dated[kind];
             namesakes_two[kind] += two[kind];
         }
@@ -532,12 +532,12 @@ pub fn train(
     }
     watch.mark("em_and_prior");
     // Smoothed so that no namesake among many pairs (or all) still leaves finite odds.
-    let share = |kind: usize| {
-        (namesakes_dated[kind] >= 20.0)
-            .then(|| (namesakes_two[kind] + 0.5) / (namesakes_dated[kind] + 1.0))
+    let share = |kind: Namesakes| {
+        let (dated, two) = (namesakes_dated[kind.index()], namesakes_two[kind.index()]);
+        (dated >= 20.0).then(|| (two + 0.5) / (dated + 1.0))
     };
-    model.namesake_share = share(0);
-    model.similar_name_share = share(1);
+    model.namesake_share = share(Namesakes::SameName);
+    model.similar_name_share = share(Namesakes::AlikeNames);
     TrainReport {
         records: records.len(),
         candidate_pairs: all_candidates,

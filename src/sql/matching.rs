@@ -817,9 +817,9 @@ fn insert_pairs(rows: Vec<PairRow>) {
 
 type PairRow = (i64, i64, f64, f64, bool, Option<String>, Vec<String>, JsonB);
 
-/// Joins a pair's blocking rule names for `insert_pairs`; `Model::validate` keeps it out of
-/// rule names.
-pub const RULE_SEPARATOR: &str = "\u{1f}";
+/// Joins a pair's blocking rule names for `insert_pairs` (its statement splits on E'\\x1f');
+/// `Model::validate` keeps control characters out of rule names.
+const RULE_SEPARATOR: &str = "\u{1f}";
 
 /// The scored candidates at or above the review threshold (or forced), as rows of unify.pairs.
 fn pair_rows(
@@ -849,13 +849,8 @@ fn pair_rows(
                 weights.insert(comparison.name().to_string(), json!(w));
             }
         }
-        if score.conflict.is_some() {
-            weights.insert(
-                "identity_conflict".into(),
-                json!(scorer.conflict_adjustment(&score.weights)),
-            );
-        } else if let Some(w) = scorer.namesake_adjustment(&score.outcome, &score.weights) {
-            weights.insert("namesakes".into(), json!(w));
+        if let Some(adj) = score.adjustment {
+            weights.insert(adj.term().into(), json!(adj.weight()));
         }
         let rules = model
             .blocking_rules
