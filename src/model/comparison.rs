@@ -11,6 +11,7 @@ use crate::compare::similarity::{
     jaro_winkler_above_bound, jaro_winkler_at_least, levenshtein, within_one_edit,
 };
 use crate::normalize::name::given_name_variants;
+use crate::normalize::phone::is_fixed_line;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -239,7 +240,7 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
     false
 }
 
-/// Two records of one last name at one address whose first names do not tell them apart.
+/// Two records of one last name in one home whose first names do not tell them apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Namesakes {
     /// Exactly, transliterated or a typo apart: what a senior and a junior of one name share.
@@ -266,6 +267,9 @@ pub struct Outcome {
     /// household or role mailbox (no evidence).
     pub shared_email: bool,
     pub shared_phone: bool,
+    /// The phones the pair shares as evidence are fixed lines: a home's landline, which
+    /// family members share like the address (see `namesakes_at_one_home`).
+    pub shared_landline: bool,
 }
 
 impl Outcome {
@@ -273,12 +277,11 @@ impl Outcome {
         self.levels[c.index()]
     }
 
-    /// For a pair of one last name (exactly, transliterated or a typo apart) at one address,
-    /// how alike its first names are; None for any other pair, or clearly different first names.
-    pub fn namesakes_at_one_address(&self) -> Option<Namesakes> {
-        if !(self.level(Comparison::LastName).is_some_and(|l| l <= 2)
-            && self.level(Comparison::Address) == Some(0))
-        {
+    /// For a pair of one last name (exactly, transliterated or a typo apart) in one home (the
+    /// same address, or a shared landline), how alike its first names are; None for any other
+    /// pair, or clearly different first names.
+    pub fn namesakes_at_one_home(&self) -> Option<Namesakes> {
+        if !(self.level(Comparison::LastName).is_some_and(|l| l <= 2) && self.one_home()) {
             return None;
         }
         match self.level(Comparison::FirstName)? {
@@ -286,6 +289,11 @@ impl Outcome {
             3..=5 => Some(Namesakes::AlikeNames),
             _ => None,
         }
+    }
+
+    /// The same address, or a shared landline: what the members of a household share.
+    pub fn one_home(&self) -> bool {
+        self.level(Comparison::Address) == Some(0) || self.shared_landline
     }
 }
 
@@ -448,17 +456,24 @@ fn differ_in_separators_or_digits_only(a: &str, b: &str) -> bool {
     a != b && a.chars().filter(kept).eq(b.chars().filter(kept))
 }
 
-fn phone_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, bool) {
+/// The phone level, whether the pair shares only household phones (no evidence), and whether
+/// the phones it shares as evidence are all landlines.
+fn phone_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, bool, bool) {
     if a.phones.is_empty() || b.phones.is_empty() {
-        return (None, false);
+        return (None, false, false);
     }
     let common: Vec<&String> = a.phones.iter().filter(|p| b.phones.contains(p)).collect();
-    if common.iter().any(|p| !ctx.shared_phones.contains(*p)) {
-        (Some(0), false)
+    let mut evidence = common
+        .iter()
+        .filter(|p| !ctx.shared_phones.contains(**p))
+        .peekable();
+    if evidence.peek().is_some() {
+        // Parsed only for the few pairs that share a number.
+        (Some(0), false, evidence.all(|p| is_fixed_line(p)))
     } else if !common.is_empty() {
-        (None, true)
+        (None, true, false)
     } else {
-        (Some(1), false)
+        (Some(1), false, false)
     }
 }
 
@@ -505,7 +520,7 @@ fn external_id_level(a: &MatchRecord, b: &MatchRecord) -> Option<u8> {
 pub fn compare(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> Outcome {
     let swapped = names_swapped(a, b);
     let (email, shared_email) = email_level(a, b, ctx);
-    let (phone, shared_phone) = phone_level(a, b, ctx);
+    let (phone, shared_phone, shared_landline) = phone_level(a, b, ctx);
     let mut levels = [None; COMPARISONS.len()];
     for c in COMPARISONS {
         levels[c.index()] = match c {
@@ -523,6 +538,7 @@ pub fn compare(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> Outcome {
         swapped,
         shared_email,
         shared_phone,
+        shared_landline,
     }
 }
 

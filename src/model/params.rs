@@ -80,16 +80,17 @@ pub struct Model {
     pub household_share: Option<f64>,
     #[serde(default = "default_household_share_minimum")]
     pub household_share_minimum: f64,
-    /// Measured by `train()`: among candidate pairs of one name at one address with birth dates
-    /// on both records, the share whose birth dates clearly differ (a senior and a junior, a
-    /// mother and a daughter of one name). Where households are in the data, a pair of one
-    /// name at one address that has no birth-date evidence counts its prior, name and address
-    /// evidence as no more than the odds that such a pair is one person, log2((1 - share) /
-    /// share): the other comparisons (e-mail, phone) decide the rest.
+    /// Measured by `train()`: among candidate pairs of one name in one home (the same address
+    /// or a shared landline) with birth dates on both records, the share whose birth dates
+    /// clearly differ (a senior and a junior, a mother and a daughter of one name). Where
+    /// households are in the data, a pair of one name in one home that has no birth-date
+    /// evidence counts its prior, name, address and landline evidence as no more than the odds
+    /// that such a pair is one person, log2((1 - share) / share): the other comparisons
+    /// (e-mail, a mobile) decide the rest.
     #[serde(default)]
     pub namesake_share: Option<f64>,
     /// The same for first names that are only alike (Christian and Christine, Michael and Mia;
-    /// see `Outcome::namesakes_at_one_address`).
+    /// see `Outcome::namesakes_at_one_home`).
     #[serde(default)]
     pub similar_name_share: Option<f64>,
     /// Lower bound of a term-frequency-adjusted u.
@@ -357,8 +358,8 @@ impl Score {
 pub enum Adjustment {
     /// First names or birth dates clearly differ: the household evidence is not counted.
     IdentityConflict { on: Comparison, weight: f64 },
-    /// One (or an alike) name at one address without birth dates: prior, names and address
-    /// count as the measured odds, log2((1 - share) / share).
+    /// One (or an alike) name in one home without birth dates: prior, names, address and
+    /// landline count as the measured odds, log2((1 - share) / share).
     Namesakes {
         kind: Namesakes,
         share: f64,
@@ -506,8 +507,8 @@ impl<'a> Scorer<'a> {
         self.model.conflict_weight - household
     }
 
-    /// For a pair of one (or an alike) name at one address without birth-date evidence, the
-    /// weight that makes its prior, name and address evidence count no more than the odds
+    /// For a pair of one (or an alike) name in one home without birth-date evidence, the
+    /// weight that makes its prior, name, address and landline evidence count no more than the odds
     /// measured for such pairs (see `Model::namesake_share`); None where that does not apply or
     /// does not lower it.
     fn namesake_adjustment(
@@ -518,18 +519,21 @@ impl<'a> Scorer<'a> {
         if !self.model.households_in_data() || outcome.level(Comparison::BirthDate).is_some() {
             return None;
         }
-        let kind = outcome.namesakes_at_one_address()?;
+        let kind = outcome.namesakes_at_one_home()?;
         let share = match kind {
             Namesakes::SameName => self.model.namesake_share,
             Namesakes::AlikeNames => self.model.similar_name_share,
         }?;
+        // A shared landline is the home's, like the address: counted within the odds.
+        let home_phone = outcome.shared_landline.then_some(Comparison::Phone);
         let name_and_address: f64 = self.log_prior
             + [
                 Comparison::FirstName,
                 Comparison::LastName,
                 Comparison::Address,
             ]
-            .iter()
+            .into_iter()
+            .chain(home_phone)
             .filter_map(|c| weights[c.index()])
             .sum::<f64>();
         let cap = ((1.0 - share) / share).log2();
@@ -693,9 +697,9 @@ impl<'a> Scorer<'a> {
                 u: None,
                 weight,
                 note: Some(format!(
-                    "{} at one address and no birth date to compare: {:.1}% of such pairs \
-                     with birth dates are two people, so prior, names and address count as \
-                     {:.2} (log2 odds)",
+                    "{} in one home (address or landline) and no birth date to compare: \
+                     {:.1}% of such pairs with birth dates are two people, so prior, names, \
+                     address and landline count as {:.2} (log2 odds)",
                     match kind {
                         Namesakes::SameName => "one name",
                         Namesakes::AlikeNames => "similar first names",
@@ -850,6 +854,42 @@ mod tests {
         // A share outside (0, 1) is refused.
         model.namesake_share = Some(0.0);
         assert!(model.validate().unwrap_err().contains("namesake_share"));
+    }
+
+    #[test]
+    fn a_shared_landline_is_the_homes_like_the_address() {
+        let mut model = Model::default_german();
+        model.namesake_share = Some(0.05);
+        let ctx = Context::default();
+        let scorer = Scorer::new(&model, &ctx, &HashMap::new());
+        let cap = (0.95f64 / 0.05).log2();
+        // Senior and junior of one name, one landline, no birth date: the landline counts
+        // within the namesake odds, not on top of them.
+        let senior = person("hans", "müller", "", "", "+493012345678");
+        let junior = person("hans", "müller", "", "", "+493012345678");
+        let o = compare(&senior, &junior, &ctx);
+        assert!(o.shared_landline);
+        let (score, terms) = scorer.explain(&senior, &junior);
+        assert!((score.weight - cap).abs() < 1e-9, "{}", score.weight);
+        assert_terms_sum_to_the_weight(&terms, &score);
+        // Without a street (a loyalty card: postcode and city), the landline alone is one home.
+        let mut card = junior.clone();
+        card.street = None;
+        card.house_number = None;
+        let card = card.prepare();
+        assert_ne!(compare(&senior, &card, &ctx).level(Comparison::Address), Some(0));
+        let score = scorer.score(&senior, &card);
+        assert!(score.adjustment.is_some_and(|a| a.term() == "namesakes"));
+        assert!(score.weight <= cap + 1e-9);
+        // A shared mobile is the person's: evidence beyond the home.
+        let a = person("hans", "müller", "", "", "+491711234567");
+        let b = person("hans", "müller", "", "", "+491711234567");
+        let o = compare(&a, &b, &ctx);
+        assert!(!o.shared_landline);
+        let score = scorer.score(&a, &b);
+        let mobile = score.weights[Comparison::Phone.index()].unwrap();
+        assert!((score.weight - (cap + mobile)).abs() < 1e-9);
+        assert!(score.is_match(&model));
     }
 
     #[test]

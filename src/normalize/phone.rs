@@ -54,6 +54,13 @@ pub fn phone_kind(input: &str, default_region: Region) -> Option<&'static str> {
     })
 }
 
+/// Whether a number in E.164 form is a fixed line (a home's or an office's landline), as
+/// opposed to a mobile, a service number or a kind libphonenumber cannot tell.
+pub fn is_fixed_line(e164: &str) -> bool {
+    // E.164 carries its country, so the region only matters for junk, which is not fixed.
+    parse_valid(e164, Region::DE).is_some_and(|n| n.get_type() == PhoneNumberType::FixedLine)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +107,11 @@ mod tests {
         assert_eq!(phone_kind("030 12345678", r), Some("fixed_line"));
         assert_eq!(phone_kind("0800 1234567", r), Some("toll_free"));
         assert_eq!(phone_kind("0000000", r), None);
+        assert!(is_fixed_line("+493012345678"));
+        assert!(is_fixed_line("+4315123456"));
+        assert!(!is_fixed_line("+491711234567"));
+        assert!(!is_fixed_line("+498001234567"));
+        assert!(!is_fixed_line("not a number"));
     }
 
     #[test]
