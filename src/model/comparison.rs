@@ -291,9 +291,10 @@ impl Outcome {
         }
     }
 
-    /// The same address, or a shared landline: what the members of a household share.
+    /// The same address (or the same street with a house number missing, different or a
+    /// street typo apart), or a shared landline: what the members of a household share.
     pub fn one_home(&self) -> bool {
-        self.level(Comparison::Address) == Some(0) || self.shared_landline
+        self.level(Comparison::Address).is_some_and(|l| l <= 2) || self.shared_landline
     }
 }
 

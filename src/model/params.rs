@@ -877,7 +877,10 @@ mod tests {
         card.street = None;
         card.house_number = None;
         let card = card.prepare();
-        assert_ne!(compare(&senior, &card, &ctx).level(Comparison::Address), Some(0));
+        assert_ne!(
+            compare(&senior, &card, &ctx).level(Comparison::Address),
+            Some(0)
+        );
         let score = scorer.score(&senior, &card);
         assert!(score.adjustment.is_some_and(|a| a.term() == "namesakes"));
         assert!(score.weight <= cap + 1e-9);

@@ -592,7 +592,8 @@ mod tests {
                     first_name: Some("hans".into()),
                     last_name: Some(last.into()),
                     birth_date: Some(birth.into()),
-                    street: Some("hauptstrasse".into()),
+                    // Each home on its own street: neighbours are not one home.
+                    street: Some(format!("{last}weg")),
                     house_number: Some(house.to_string()),
                     postcode: Some("10115".into()),
                     city: Some("berlin".into()),
