@@ -423,13 +423,27 @@ impl<'a> Scorer<'a> {
         }
     }
 
+    /// The u of an exact name match: how often the value is in its field, or in the other
+    /// name field where it is more common there. A surname held as a first name on both records
+    /// ("Schneider Johanna" twice) is as common as the surname, not a rare first name.
     fn tf_u(&self, c: Comparison, a: &MatchRecord) -> Option<f64> {
-        let (map, value) = match c {
-            Comparison::FirstName => (&self.ctx.first_name_tf, a.first_name.as_ref()?),
-            Comparison::LastName => (&self.ctx.last_name_tf, a.last_name.as_ref()?),
+        let (own, other, value) = match c {
+            Comparison::FirstName => (
+                &self.ctx.first_name_tf,
+                &self.ctx.last_name_tf,
+                a.first_name.as_ref()?,
+            ),
+            Comparison::LastName => (
+                &self.ctx.last_name_tf,
+                &self.ctx.first_name_tf,
+                a.last_name.as_ref()?,
+            ),
             _ => return None,
         };
-        map.get(value).map(|f| f.max(self.model.tf_minimum_u))
+        let f = own
+            .get(value)?
+            .max(other.get(value).copied().unwrap_or(0.0));
+        Some(f.max(self.model.tf_minimum_u))
     }
 
     /// Weight of comparison `c` at `level`, term-frequency adjusted on exact name matches.
@@ -854,6 +868,27 @@ mod tests {
         // A share outside (0, 1) is refused.
         model.namesake_share = Some(0.0);
         assert!(model.validate().unwrap_err().contains("namesake_share"));
+    }
+
+    #[test]
+    fn a_surname_held_as_first_name_weighs_as_the_surname() {
+        let model = Model::default_german();
+        let mut ctx = Context::default();
+        ctx.first_name_tf.insert("schneider".into(), 1e-5);
+        ctx.first_name_tf.insert("johanna".into(), 0.004);
+        ctx.last_name_tf.insert("schneider".into(), 0.01);
+        ctx.last_name_tf.insert("johanna".into(), 1e-5);
+        let scorer = Scorer::new(&model, &ctx, &HashMap::new());
+        let m = model.params(Comparison::FirstName).unwrap().levels[0].m;
+        // Both records hold the names the wrong way round: the first name "schneider" is as
+        // common as the surname, not as rare as the first name.
+        let a = person("schneider", "johanna", "", "", "");
+        let w = scorer.score(&a, &a.clone()).weights;
+        assert!((w[Comparison::FirstName.index()].unwrap() - (m / 0.01).log2()).abs() < 1e-9);
+        // The usual way round, the first name's own frequency counts.
+        let b = person("johanna", "schneider", "", "", "");
+        let w = scorer.score(&b, &b.clone()).weights;
+        assert!((w[Comparison::FirstName.index()].unwrap() - (m / 0.004).log2()).abs() < 1e-9);
     }
 
     #[test]

@@ -332,20 +332,22 @@ fn write_block_keys(records: &[MatchRecord], model: &Model) {
 /// model without them (the shipped default) adjusts nothing for frequency.
 fn load_frequencies(
     client: &SpiClient<'_>,
-    names: Option<(Vec<String>, Vec<String>)>,
+    names: Option<Vec<String>>,
     function: &'static str,
 ) -> (HashMap<String, f64>, HashMap<String, f64>) {
     let base = "SELECT f.field = 'first_name', f.value, f.frequency FROM unify.name_frequencies f
                 WHERE f.model_version = (SELECT max(m.version) FROM unify.model m)";
+    // A name's frequency in both fields: the scorer weighs a surname held as a first name
+    // ("Schneider Johanna") by the larger of the two.
     let rows: Vec<(bool, String, f64)> = match names {
         None => fetch_all(client, base, vec![], function, frequency_row),
-        Some((first, last)) => fetch_all(
+        Some(names) => fetch_all(
             client,
+            // Both fields named so that the primary key's (field, value) columns are probed.
             &format!(
-                "{base} AND f.field = 'first_name' AND f.value = ANY ($1)
-                 UNION ALL {base} AND f.field = 'last_name' AND f.value = ANY ($2)"
+                "{base} AND f.field = ANY ('{{first_name,last_name}}') AND f.value = ANY ($1)"
             ),
-            vec![first.into(), last.into()],
+            vec![names.into()],
             function,
             frequency_row,
         ),
@@ -687,18 +689,12 @@ fn _rescore(record_ids: Vec<i64>, holder_ids: Vec<i64>) -> Vec<i64> {
             .unwrap_or_else(|e| spi_failed(e, F));
             phases.mark("delete pairs");
 
-            let distinct = |get: fn(&MatchRecord) -> Option<&String>| -> Vec<String> {
-                let set: HashSet<&String> = records.iter().filter_map(get).collect();
-                set.into_iter().cloned().collect()
-            };
-            let frequencies = load_frequencies(
-                client,
-                Some((
-                    distinct(|r| r.first_name.as_ref()),
-                    distinct(|r| r.last_name.as_ref()),
-                )),
-                F,
-            );
+            let names: HashSet<&String> = records
+                .iter()
+                .flat_map(|r| r.first_name.iter().chain(r.last_name.iter()))
+                .collect();
+            let frequencies =
+                load_frequencies(client, Some(names.into_iter().cloned().collect()), F);
             phases.mark("frequencies");
             let in_groups = &records[..n_changed + n_holders];
             let emails: HashSet<String> = in_groups
@@ -932,10 +928,13 @@ fn explain_match(
         );
         let frequencies = load_frequencies(
             client,
-            Some((
-                a.first_name.iter().cloned().collect(),
-                a.last_name.iter().cloned().collect(),
-            )),
+            Some(
+                a.first_name
+                    .iter()
+                    .chain(a.last_name.iter())
+                    .cloned()
+                    .collect(),
+            ),
             "explain_match",
         );
         ((a, b), sharing, source_ids(client), frequencies)
