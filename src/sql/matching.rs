@@ -9,7 +9,7 @@ use pgrx::{JsonB, PgSqlErrorCode};
 use serde_json::{json, Map, Value};
 
 use super::errors::raise;
-use super::spi::{drop_indexes, fetch_all, rebuild_indexes, spi_failed, Args};
+use super::spi::{drop_indexes, fetch_all, rebuild_indexes, spi_failed, update_kept, Args};
 use crate::model::blocking::{
     block_change, candidates, candidates_among, candidates_of, key_hashes, pairs_within, read_cap,
     rule_of, shared_hashes, BlockingRule, Candidate, RuleStats,
@@ -541,19 +541,18 @@ fn _rescore(record_ids: Vec<i64>, holder_ids: Vec<i64>) -> Vec<i64> {
             phases.mark("blocks");
             let (gone_ids, gone_hashes): (Vec<i64>, Vec<i64>) = gone.iter().copied().unzip();
             let (new_ids, new_hashes): (Vec<i64>, Vec<i64>) = new.iter().copied().unzip();
-            client
-            .update(
+            update_kept(
+                client,
                 "DELETE FROM unify.block_keys k USING unnest($1::bigint[], $2::bigint[]) AS g (id, h)
                   WHERE k.record_id = g.id AND k.key_hash = g.h",
-                None,
-                &[gone_ids.into(), gone_hashes.into()],
+                &vec![gone_ids.into(), gone_hashes.into()],
             )
             .and_then(|_| {
-                client.update(
+                update_kept(
+                    client,
                     "INSERT INTO unify.block_keys (key_hash, record_id)
                      SELECT * FROM unnest($1::bigint[], $2::bigint[]) ON CONFLICT DO NOTHING",
-                    None,
-                    &[new_hashes.into(), new_ids.into()],
+                    &vec![new_hashes.into(), new_ids.into()],
                 )
             })
             .unwrap_or_else(|e| spi_failed(e, F));
@@ -669,21 +668,20 @@ fn _rescore(record_ids: Vec<i64>, holder_ids: Vec<i64>) -> Vec<i64> {
                     (x.min(y), x.max(y))
                 })
                 .unzip();
-            client
-            .update(
+            update_kept(
+                client,
                 "DELETE FROM unify.pairs p WHERE p.record_a = ANY ($1) OR p.record_b = ANY ($1)",
-                None,
-                &[record_ids.clone().into()],
+                &vec![record_ids.clone().into()],
             )
             .and_then(|_| {
                 // One index probe per looked-at pair: as a join, the planner hashes all of
                 // unify.pairs once there are a few thousand of them (0.4 s at 1M pairs).
-                client.update(
+                update_kept(
+                    client,
                     "DELETE FROM unify.pairs p WHERE p.ctid = ANY (ARRAY(
                        SELECT (SELECT q.ctid FROM unify.pairs q WHERE q.record_a = l.a AND q.record_b = l.b)
                        FROM unnest($1::bigint[], $2::bigint[]) AS l (a, b)))",
-                    None,
-                    &[looked_a.into(), looked_b.into()],
+                    &vec![looked_a.into(), looked_b.into()],
                 )
             })
             .unwrap_or_else(|e| spi_failed(e, F));
@@ -786,8 +784,8 @@ fn insert_pairs(rows: Vec<PairRow>) {
         weights.push(row.7 .0.to_string());
     }
     Spi::connect_mut(|client| {
-        client
-            .update(
+        update_kept(
+                client,
                 "INSERT INTO unify.pairs (record_a, record_b, match_weight, match_probability, is_match, forced_by,
                                           blocking_rules, weights, model_version)
                  SELECT u.a, u.b, u.w, u.p, u.m, u.f, string_to_array(u.r, E'\\x1f'), u.j::jsonb,
@@ -795,8 +793,7 @@ fn insert_pairs(rows: Vec<PairRow>) {
                  FROM unnest($1::bigint[], $2::bigint[], $3::float8[], $4::float8[], $5::boolean[], $6::text[],
                              $7::text[], $8::text[]) AS u (a, b, w, p, m, f, r, j)
                  ON CONFLICT (record_a, record_b) DO NOTHING",
-                None,
-                &[
+                &vec![
                     a.into(),
                     b.into(),
                     weight.into(),

@@ -1,9 +1,68 @@
 //! SPI helpers shared by the commands that read whole tables into Rust.
 
-use pgrx::spi::{SpiClient, SpiHeapTupleData};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use pgrx::pg_sys::PgOid;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiResult, SpiTupleTable};
 use pgrx::PgSqlErrorCode;
 
 use super::errors::raise;
+
+thread_local! {
+    /// Plans of the statements with parameters, prepared on first use and kept for the life of
+    /// the backend: a queue batch runs the same few dozen statements every time, and planning
+    /// them again was a fifth of a small batch. PostgreSQL's plan cache re-plans them when a
+    /// table they use changes, and chooses between a generic and a per-call plan as it does for
+    /// any prepared statement. Keyed by the text and the parameter types.
+    static KEPT_PLANS: RefCell<HashMap<(String, Vec<u32>), Rc<OwnedPreparedStatement>>> =
+        RefCell::new(HashMap::new());
+}
+
+fn kept_plan(
+    client: &SpiClient<'_>,
+    query: &str,
+    args: &Args<'_>,
+    mutating: bool,
+) -> SpiResult<Rc<OwnedPreparedStatement>> {
+    let key = (
+        query.to_string(),
+        args.iter().map(|a| a.oid().to_u32()).collect::<Vec<_>>(),
+    );
+    if let Some(plan) = KEPT_PLANS.with(|k| k.borrow().get(&key).cloned()) {
+        return Ok(plan);
+    }
+    let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
+    let prepared = if mutating {
+        client.prepare_mut(query, &types)?
+    } else {
+        client.prepare(query, &types)?
+    };
+    let plan = Rc::new(prepared.keep());
+    KEPT_PLANS.with(|k| k.borrow_mut().insert(key, plan.clone()));
+    Ok(plan)
+}
+
+/// A SELECT with parameters through its kept plan.
+pub fn select_kept<'conn>(
+    client: &SpiClient<'conn>,
+    query: &str,
+    args: &Args<'_>,
+) -> SpiResult<SpiTupleTable<'conn>> {
+    let plan = kept_plan(client, query, args, false)?;
+    client.select(&*plan, None, args)
+}
+
+/// A writing statement with parameters through its kept plan.
+pub fn update_kept<'conn>(
+    client: &mut SpiClient<'conn>,
+    query: &str,
+    args: &Args<'_>,
+) -> SpiResult<SpiTupleTable<'conn>> {
+    let plan = kept_plan(client, query, args, true)?;
+    client.update(&*plan, None, args)
+}
 
 pub fn spi_failed(e: impl std::fmt::Display, function: &'static str) -> ! {
     raise(
@@ -30,9 +89,7 @@ pub fn fetch_all<T>(
     mut row: impl FnMut(&SpiHeapTupleData) -> T,
 ) -> Vec<T> {
     if !args.is_empty() {
-        let table = client
-            .select(query, None, &args)
-            .unwrap_or_else(|e| spi_failed(e, function));
+        let table = select_kept(client, query, &args).unwrap_or_else(|e| spi_failed(e, function));
         return table.map(|r| row(&r)).collect();
     }
     let mut cursor = client
