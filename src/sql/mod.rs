@@ -13,7 +13,7 @@ mod spi;
 pgrx::extension_sql_file!(
     "sources.sql",
     name = "sources",
-    requires = ["bootstrap_types"]
+    requires = ["bootstrap_types", spi::_run_kept]
 );
 
 // Matching: model versions, scored pairs, blocking figures, and the commands over the Rust model.

@@ -402,7 +402,7 @@ BEGIN
                 CONTINUE;
             END IF;
             BEGIN
-                EXECUTE format('DELETE FROM %s AS src %s', src.relation, unify._keys_filter(src, keys));
+                EXECUTE format('DELETE FROM %s AS src %s', src.relation, unify._keys_filter(src, 1)) USING keys;
                 GET DIAGNOSTICS n = ROW_COUNT;
                 deleted := deleted + n;
             EXCEPTION WHEN foreign_key_violation THEN

@@ -244,10 +244,12 @@ $q$, staged, src.relation, coalesce(filter, ''));
 END
 $$;
 
--- WHERE clause selecting the source rows whose key is in `keys`.
-CREATE FUNCTION unify._keys_filter(src unify.sources, keys text[]) RETURNS text
+-- WHERE clause selecting the source rows whose key is in the text[] parameter number `param`:
+-- a parameter, not the keys spelled out, so that a queue batch's statement is the same text
+-- every time and its plan can be kept (unify._run_kept).
+CREATE FUNCTION unify._keys_filter(src unify.sources, param int) RETURNS text
 STABLE LANGUAGE sql AS $$
-    SELECT format('WHERE src.%I = ANY (%L::%s[])', src.key_column, keys, format_type(a.atttypid, a.atttypmod))
+    SELECT format('WHERE src.%I = ANY ($%s::text[]::%s[])', src.key_column, param, format_type(a.atttypid, a.atttypmod))
     FROM pg_catalog.pg_attribute a WHERE a.attrelid = src.relation AND a.attname = src.key_column
 $$;
 
@@ -522,6 +524,7 @@ $$;
 -- A full sync runs in parts of about 200k source rows (split by a hash of the key): each part is
 -- one CREATE TABLE AS that reads the source table directly, so it may use parallel workers, and
 -- progress is reported between parts (NOTICE every few seconds, application_name at once).
+-- A queue batch (`keys` given) runs its statements through kept plans and leaves source_rows NULL.
 CREATE FUNCTION unify._apply(src unify.sources, keys text[], OUT source_rows bigint, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
@@ -534,6 +537,8 @@ DECLARE
     key_text constant text := format('(src.%I)::text', src.key_column);
     filter text;
     rows_from text;
+    statement text;
+    counts bigint[];
     started constant timestamptz := clock_timestamp();
     last_notice timestamptz := clock_timestamp();
 BEGIN
@@ -550,7 +555,7 @@ BEGIN
         END IF;
     END IF;
     FOR part IN 0 .. parts - 1 LOOP
-        filter := CASE WHEN keys IS NOT NULL THEN unify._keys_filter(src, keys)
+        filter := CASE WHEN keys IS NOT NULL THEN unify._keys_filter(src, 2)
                        WHEN parts > 1 THEN format('WHERE (pg_catalog.hashtext(%s) & 2147483647) %% %s = %s', key_text, parts, part)
                        ELSE '' END;
         -- A sync stages its rows (CREATE TABLE AS normalizes on parallel workers); the few rows
@@ -564,7 +569,7 @@ BEGIN
             EXECUTE format('CREATE TEMP TABLE unify_stage ON COMMIT DROP AS %s', rows_from);
             rows_from := 'pg_temp.unify_stage';
         END IF;
-        EXECUTE format($upsert$
+        statement := format($upsert$
             WITH upsert AS (
                 INSERT INTO unify.records AS r (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
                     street, house_number, postcode, city, country, birth_date, company, customer_number, external_id,
@@ -587,8 +592,14 @@ BEGIN
                 WHERE r.raw IS DISTINCT FROM excluded.raw
                 RETURNING (xmax = 0) AS is_insert)
             SELECT count(*) FILTER (WHERE is_insert), count(*) FILTER (WHERE NOT is_insert) FROM upsert
-            $upsert$, rows_from)
-        INTO part_inserted, part_updated USING src.source_id;
+            $upsert$, rows_from);
+        IF keys IS NULL THEN
+            EXECUTE statement INTO part_inserted, part_updated USING src.source_id, keys;
+        ELSE
+            counts := unify._run_kept(statement, src.source_id, keys);
+            part_inserted := counts[1];
+            part_updated := counts[2];
+        END IF;
         inserted := inserted + part_inserted;
         updated := updated + part_updated;
         IF keys IS NULL THEN
@@ -607,16 +618,21 @@ BEGIN
 
     PERFORM unify._rebuild_indexes(rebuild);
     -- Records whose source row is gone.
-    EXECUTE format('DELETE FROM unify.records r WHERE r.source_id = $1 %s
-                    AND NOT EXISTS (SELECT 1 FROM %s AS src %s %s %s = r.source_key)',
-                   CASE WHEN keys IS NULL THEN '' ELSE 'AND r.source_key = ANY ($2)' END,
-                   src.relation, CASE WHEN keys IS NULL THEN '' ELSE unify._keys_filter(src, keys) END,
-                   CASE WHEN keys IS NULL THEN 'WHERE' ELSE 'AND' END, key_text)
-    USING src.source_id, keys;
-    GET DIAGNOSTICS deleted = ROW_COUNT;
-    -- After a full sync there is one record per source row.
-    SELECT count(*) INTO source_rows FROM unify.records r
-    WHERE r.source_id = src.source_id AND (keys IS NULL OR r.source_key = ANY (keys));
+    statement := format('WITH gone AS (
+                           DELETE FROM unify.records r WHERE r.source_id = $1 %s
+                           AND NOT EXISTS (SELECT 1 FROM %s AS src %s %s %s = r.source_key)
+                           RETURNING 1)
+                         SELECT count(*) FROM gone',
+                        CASE WHEN keys IS NULL THEN '' ELSE 'AND r.source_key = ANY ($2)' END,
+                        src.relation, CASE WHEN keys IS NULL THEN '' ELSE unify._keys_filter(src, 2) END,
+                        CASE WHEN keys IS NULL THEN 'WHERE' ELSE 'AND' END, key_text);
+    IF keys IS NULL THEN
+        EXECUTE statement INTO deleted USING src.source_id, keys;
+        -- After a full sync there is one record per source row.
+        SELECT count(*) INTO source_rows FROM unify.records r WHERE r.source_id = src.source_id;
+    ELSE
+        deleted := (unify._run_kept(statement, src.source_id, keys))[1];
+    END IF;
 END
 $$;
 
@@ -670,12 +686,12 @@ REVOKE ALL ON FUNCTION unify._create_capture(int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify._drop_capture(int, regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify._checked_source(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify._raw_query(unify.sources, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION unify._keys_filter(unify.sources, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION unify._keys_filter(unify.sources, int), unify._run_kept(text, int, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION unify._drop_indexes(regclass, boolean), unify._rebuild_indexes(text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION unify.add_source(text, regclass, text, jsonb, int, boolean), unify.remove_source(text, boolean),
     unify.sync(text), unify._apply(unify.sources, text[]), unify._create_capture(int),
     unify._drop_capture(int, regclass), unify._checked_source(text), unify._raw_query(unify.sources, text),
-    unify._keys_filter(unify.sources, text[]), unify._drop_indexes(regclass, boolean), unify._rebuild_indexes(text[])
+    unify._keys_filter(unify.sources, int), unify._run_kept(text, int, text[]), unify._drop_indexes(regclass, boolean), unify._rebuild_indexes(text[])
     TO unify_admin;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA unify TO unify_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON unify.sources, unify.records, unify.change_queue, unify.erasures TO unify_admin;

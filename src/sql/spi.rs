@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use pgrx::pg_sys::PgOid;
+use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiResult, SpiTupleTable};
 use pgrx::PgSqlErrorCode;
 
@@ -75,6 +76,30 @@ pub fn spi_failed(e: impl std::fmt::Display, function: &'static str) -> ! {
 }
 
 pub type Args<'a> = Vec<pgrx::datum::DatumWithOid<'a>>;
+
+/// Runs `query`, a statement unify._apply builds once per source, with `$1` the source id and
+/// `$2` the changed keys, through a kept plan (PL/pgSQL's EXECUTE plans it again on every queue
+/// batch). Returns the first row's columns as bigints.
+#[pg_extern(volatile)]
+fn _run_kept(query: &str, source_id: i32, keys: Vec<String>) -> Vec<i64> {
+    const F: &str = "process_queue";
+    Spi::connect_mut(|client| {
+        let table = update_kept(client, query, &vec![source_id.into(), keys.into()])
+            .unwrap_or_else(|e| spi_failed(e, F));
+        if table.is_empty() {
+            return Vec::new();
+        }
+        let row = table.first();
+        let columns = row.columns().unwrap_or_else(|e| spi_failed(e, F));
+        (1..=columns)
+            .map(|i| {
+                row.get::<i64>(i)
+                    .unwrap_or_else(|e| spi_failed(e, F))
+                    .unwrap_or(0)
+            })
+            .collect()
+    })
+}
 
 /// Rows of `query`, each turned into a value by `row`. A query without parameters reads a whole
 /// table: it goes through a cursor in batches, so memory stays flat. A query with parameters
