@@ -16,7 +16,8 @@ thread_local! {
     /// the backend: a queue batch runs the same few dozen statements every time, and planning
     /// them again was a fifth of a small batch. PostgreSQL's plan cache re-plans them when a
     /// table they use changes, and chooses between a generic and a per-call plan as it does for
-    /// any prepared statement. Keyed by the text and the parameter types.
+    /// any prepared statement. Keyed by the text and the parameter types: only fixed texts
+    /// belong here (values go in parameters), or the map would grow with every batch.
     static KEPT_PLANS: RefCell<HashMap<(String, Vec<u32>), Rc<OwnedPreparedStatement>>> =
         RefCell::new(HashMap::new());
 }
@@ -80,7 +81,7 @@ pub type Args<'a> = Vec<pgrx::datum::DatumWithOid<'a>>;
 /// Runs `query`, a statement unify._apply builds once per source, with `$1` the source id and
 /// `$2` the changed keys, through a kept plan (PL/pgSQL's EXECUTE plans it again on every queue
 /// batch). Returns the first row's columns as bigints.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, strict)]
 fn _run_kept(query: &str, source_id: i32, keys: Vec<String>) -> Vec<i64> {
     const F: &str = "process_queue";
     Spi::connect_mut(|client| {
