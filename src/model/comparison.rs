@@ -439,6 +439,7 @@ fn email_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, 
     } else if a_domain == b_domain
         && within_one_edit(ae, be)
         && !differ_in_separators_or_digits_only(a_local, b_local)
+        && !mailboxes_of_their_own_names(a, b, a_local, b_local)
     {
         2
     } else {
@@ -455,6 +456,32 @@ fn email_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, 
 fn differ_in_separators_or_digits_only(a: &str, b: &str) -> bool {
     let kept = |c: &char| !matches!(c, '.' | '-' | '_') && !c.is_ascii_digit();
     a != b && a.chars().filter(kept).eq(b.chars().filter(kept))
+}
+
+/// `andrea.bloess@` and `andreasbloess@` on the records of Andrea and Andreas, `lena.weiss@` and
+/// `lea.weiss@`: one edit apart, but each mailbox spells its own holder's name, which the other
+/// record does not share. The edit is the difference of two people's names, not a typo.
+fn mailboxes_of_their_own_names(
+    a: &MatchRecord,
+    b: &MatchRecord,
+    a_local: &str,
+    b_local: &str,
+) -> bool {
+    let own = |x: Option<&str>, y: Option<&str>| match (x, y) {
+        (Some(x), Some(y)) if x != y => {
+            a_local.contains(x)
+                && b_local.contains(y)
+                && !(a_local.contains(y) && b_local.contains(x))
+        }
+        _ => false,
+    };
+    own(
+        a.derived.first_translit.as_deref(),
+        b.derived.first_translit.as_deref(),
+    ) || own(
+        a.derived.last_translit.as_deref(),
+        b.derived.last_translit.as_deref(),
+    )
 }
 
 /// The phone level, whether the pair shares only household phones (no evidence), and whether
@@ -657,6 +684,38 @@ mod tests {
             ),
             Some(4)
         );
+    }
+
+    #[test]
+    fn a_mailbox_spelling_its_own_holders_name_is_not_a_typo() {
+        let ctx = Context::default();
+        let person = |first: &str, last: &str, email: &str| {
+            MatchRecord {
+                first_name: Some(first.into()),
+                last_name: Some(last.into()),
+                email: Some(email.into()),
+                email_key: Some(email.into()),
+                ..Default::default()
+            }
+            .prepare()
+        };
+        let level = |a: &MatchRecord, b: &MatchRecord| compare(a, b, &ctx).level(Comparison::Email);
+        let andrea = person("andrea", "blöß", "andrea.bloess@outlook.de");
+        let andreas = person("andreas", "bloess", "andreasbloess@outlook.de");
+        assert_eq!(level(&andrea, &andreas), Some(3));
+        assert_eq!(level(&andreas, &andrea), Some(3));
+        let lena = person("lena", "weiß", "weiss.lena@t-online.de");
+        let lea = person("lea", "weiss", "weiss.lea@t-online.de");
+        assert_eq!(level(&lena, &lea), Some(3));
+        let baecker = person("andreas", "bäcker", "andreasbaecker@gmx.de");
+        let becker = person("andreas", "becker", "andreasbecker@gmx.de");
+        assert_eq!(level(&baecker, &becker), Some(3));
+        // One person, a typo in one mailbox: still the typo level.
+        let typo = person("andreas", "bloess", "andreasbloss@outlook.de");
+        assert_eq!(level(&andreas, &typo), Some(2));
+        // A typo in a name field does not make the mailbox another person's.
+        let name_typo = person("andraes", "bloess", "andreasbloes@outlook.de");
+        assert_eq!(level(&andreas, &name_typo), Some(2));
     }
 
     #[test]
