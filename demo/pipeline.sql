@@ -128,7 +128,7 @@ SELECT session, pairs, iterations, converged FROM unify.train() ORDER BY session
 SELECT candidate_pairs, stored_pairs, matches, forced, seconds FROM unify.score_pairs();
 
 \echo
-\echo '== Pairwise quality against the generator truth (a pair is a match when p >= 0.9 or a rule forces it) =='
+\echo '== Pairwise quality against the generator truth (a match: p >= 0.9 and not held for review, or forced by a rule) =='
 CREATE TEMP VIEW rec_person AS
 SELECT r.record_id, t.person_id, t.household_id FROM unify.records r JOIN unify.sources s USING (source_id)
 JOIN truth t ON t.source = s.name AND t.source_key = r.source_key;
