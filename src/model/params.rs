@@ -340,6 +340,27 @@ pub struct Term {
     pub note: Option<String>,
 }
 
+impl Term {
+    /// A term that compares no values: the prior, an adjustment, a rule, a decision.
+    fn without_values(
+        term: &'static str,
+        level: Option<&'static str>,
+        weight: f64,
+        note: String,
+    ) -> Self {
+        Term {
+            term,
+            level,
+            value_a: None,
+            value_b: None,
+            m: None,
+            u: None,
+            weight,
+            note: Some(note),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Score {
     pub weight: f64,
@@ -652,16 +673,12 @@ impl<'a> Scorer<'a> {
     pub fn explain(&self, a: &MatchRecord, b: &MatchRecord) -> (Score, Vec<Term>) {
         let score = self.score(a, b);
         let o = &score.outcome;
-        let mut terms = vec![Term {
-            term: "prior",
-            level: None,
-            value_a: None,
-            value_b: None,
-            m: None,
-            u: None,
-            weight: self.log_prior,
-            note: Some(format!("prior match probability {:.3e}", self.model.prior)),
-        }];
+        let mut terms = vec![Term::without_values(
+            "prior",
+            None,
+            self.log_prior,
+            format!("prior match probability {:.3e}", self.model.prior),
+        )];
         for c in COMPARISONS {
             let Some(params) = self.model.params(c) else {
                 continue;
@@ -719,15 +736,11 @@ impl<'a> Scorer<'a> {
                     .filter(|h| score.weights[h.index()].is_some_and(|w| w > 0.0))
                     .map(|h| h.name())
                     .collect();
-                terms.push(Term {
-                    term: adj.term(),
-                    level: Some(on.name()),
-                    value_a: None,
-                    value_b: None,
-                    m: None,
-                    u: None,
+                terms.push(Term::without_values(
+                    adj.term(),
+                    Some(on.name()),
                     weight,
-                    note: Some(format!(
+                    format!(
                         "{} clearly differs: shared household evidence ({}) not counted",
                         on.name(),
                         if discounted.is_empty() {
@@ -735,8 +748,8 @@ impl<'a> Scorer<'a> {
                         } else {
                             discounted.join(", ")
                         }
-                    )),
-                });
+                    ),
+                ));
             }
             Some(
                 adj @ Adjustment::Namesakes {
@@ -744,15 +757,11 @@ impl<'a> Scorer<'a> {
                     share,
                     weight,
                 },
-            ) => terms.push(Term {
-                term: adj.term(),
-                level: None,
-                value_a: None,
-                value_b: None,
-                m: None,
-                u: None,
+            ) => terms.push(Term::without_values(
+                adj.term(),
+                None,
                 weight,
-                note: Some(format!(
+                format!(
                     "{} in one home (address or landline) and no birth date to compare: \
                      {:.1}% of such pairs with birth dates are two people, so prior, names, \
                      address and landline count as {:.2} (log2 odds)",
@@ -762,40 +771,27 @@ impl<'a> Scorer<'a> {
                     },
                     100.0 * share,
                     ((1.0 - share) / share).log2()
-                )),
-            }),
+                ),
+            )),
             None => {}
         }
         if let Some(i) = score.forced_by {
-            terms.push(Term {
-                term: "deterministic_rule",
-                level: Some("forced_match"),
-                value_a: None,
-                value_b: None,
-                m: None,
-                u: None,
-                weight: 0.0,
-                note: Some(format!(
-                    "rule \"{}\" forces a match",
-                    self.model.rules[i].name
-                )),
-            });
+            terms.push(Term::without_values(
+                "deterministic_rule",
+                Some("forced_match"),
+                0.0,
+                format!("rule \"{}\" forces a match", self.model.rules[i].name),
+            ));
         } else if score.held_for_review(self.model) {
-            terms.push(Term {
-                term: "held_for_review",
-                level: Some("namesakes_without_own_evidence"),
-                value_a: None,
-                value_b: None,
-                m: None,
-                u: None,
-                weight: 0.0,
-                note: Some(
-                    "one name in one home, no birth date, and no e-mail, mobile or external id \
-                     of their own agrees: kept for review, not merged, however likely \
-                     (model setting namesakes_need_own_evidence)"
-                        .into(),
-                ),
-            });
+            terms.push(Term::without_values(
+                "held_for_review",
+                Some("namesakes_without_own_evidence"),
+                0.0,
+                "one name in one home, no birth date, and no e-mail, mobile or external id of \
+                 their own agrees: kept for review, not merged, however likely (model setting \
+                 namesakes_need_own_evidence)"
+                    .into(),
+            ));
         }
         (score, terms)
     }
