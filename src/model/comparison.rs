@@ -277,9 +277,9 @@ impl Outcome {
         self.levels[c.index()]
     }
 
-    /// For a pair of one last name (exactly, transliterated or a typo apart) in one home (the
-    /// same address, or a shared landline), how alike its first names are; None for any other
-    /// pair, or clearly different first names.
+    /// For a pair of one last name (exactly, transliterated or a typo apart) in one home (see
+    /// `one_home`), how alike its first names are; None for any other pair, or clearly
+    /// different first names.
     pub fn namesakes_at_one_home(&self) -> Option<Namesakes> {
         if !(self.level(Comparison::LastName).is_some_and(|l| l <= 2) && self.one_home()) {
             return None;
