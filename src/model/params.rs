@@ -80,8 +80,8 @@ pub struct Model {
     pub household_share: Option<f64>,
     #[serde(default = "default_household_share_minimum")]
     pub household_share_minimum: f64,
-    /// Measured by `train()`: among candidate pairs of one name in one home (the same address
-    /// or a shared landline) with birth dates on both records, the share whose birth dates
+    /// Measured by `train()`: among candidate pairs of one name in one home (the same address,
+    /// the same street, or a shared landline: `Outcome::one_home`) with birth dates on both records, the share whose birth dates
     /// clearly differ (a senior and a junior, a mother and a daughter of one name). Where
     /// households are in the data, a pair of one name in one home that has no birth-date
     /// evidence counts its prior, name, address and landline evidence as no more than the odds
@@ -568,15 +568,21 @@ impl<'a> Scorer<'a> {
     /// weight that makes its prior, name, address and landline evidence count no more than the odds
     /// measured for such pairs (see `Model::namesake_share`); None where that does not apply or
     /// does not lower it.
+    /// Which namesakes in one home a pair is, where households are in the data and no birth
+    /// dates compare; the pairs both the namesake odds and the need for own evidence are about.
+    fn undated_namesakes(&self, outcome: &Outcome) -> Option<Namesakes> {
+        if !self.model.households_in_data() || outcome.level(Comparison::BirthDate).is_some() {
+            return None;
+        }
+        outcome.namesakes_at_one_home()
+    }
+
     fn namesake_adjustment(
         &self,
         outcome: &Outcome,
         weights: &[Option<f64>; COMPARISONS.len()],
     ) -> Option<Adjustment> {
-        if !self.model.households_in_data() || outcome.level(Comparison::BirthDate).is_some() {
-            return None;
-        }
-        let kind = outcome.namesakes_at_one_home()?;
+        let kind = self.undated_namesakes(outcome)?;
         let share = match kind {
             Namesakes::SameName => self.model.namesake_share,
             Namesakes::AlikeNames => self.model.similar_name_share,
@@ -627,10 +633,7 @@ impl<'a> Scorer<'a> {
         outcome: &Outcome,
         weights: &[Option<f64>; COMPARISONS.len()],
     ) -> bool {
-        if !self.model.households_in_data()
-            || outcome.level(Comparison::BirthDate).is_some()
-            || outcome.namesakes_at_one_home().is_none()
-        {
+        if self.undated_namesakes(outcome).is_none() {
             return false;
         }
         let own = |c: Comparison| weights[c.index()].is_some_and(|w| w > 0.0);
