@@ -94,6 +94,7 @@ DECLARE
     src unify.sources;
     taken int := 0;
     keys text[];
+    record_keys text[];
     matching boolean;
     state unify.matching_state;
     changed_ids bigint[] := '{}';
@@ -157,27 +158,27 @@ BEGIN
         keys := CASE WHEN (batch ->> 'truncated')::boolean THEN NULL
                      ELSE ARRAY(SELECT jsonb_array_elements_text(batch -> 'keys')) END;
         IF matching THEN
-            -- What the records were: their persons and their e-mails and phones. (A truncate
-            -- reads the whole source; "keys IS NULL OR ..." in one statement would be planned
-            -- anew on every batch.)
+            -- What the records were: their persons and their e-mails and phones. A truncate
+            -- reads all of the source's records (as a key list: "keys IS NULL OR ..." would
+            -- make the statement be planned anew on every batch).
+            record_keys := coalesce(keys, ARRAY(SELECT r.source_key FROM unify.records r WHERE r.source_id = src.source_id));
             SELECT changed_ids || coalesce(array_agg(r.record_id), '{}'),
                    old_persons || coalesce(array_agg(r.person_id) FILTER (WHERE r.person_id IS NOT NULL), '{}'),
                    emails || coalesce(array_agg(r.email_key) FILTER (WHERE r.email_key IS NOT NULL), '{}'),
                    phones || coalesce(array_agg(r.phone) FILTER (WHERE r.phone IS NOT NULL), '{}')
                           || coalesce(array_agg(r.mobile) FILTER (WHERE r.mobile IS NOT NULL), '{}')
             INTO changed_ids, old_persons, emails, phones
-            FROM unify.records r WHERE r.source_id = src.source_id
-              AND r.source_key = ANY (coalesce(keys, ARRAY(SELECT a.source_key FROM unify.records a WHERE a.source_id = src.source_id)));
+            FROM unify.records r WHERE r.source_id = src.source_id AND r.source_key = ANY (record_keys);
         END IF;
         PERFORM unify._apply(src, keys);
         IF matching THEN
+            record_keys := coalesce(keys, ARRAY(SELECT r.source_key FROM unify.records r WHERE r.source_id = src.source_id));
             SELECT changed_ids || coalesce(array_agg(r.record_id), '{}'),
                    emails || coalesce(array_agg(r.email_key) FILTER (WHERE r.email_key IS NOT NULL), '{}'),
                    phones || coalesce(array_agg(r.phone) FILTER (WHERE r.phone IS NOT NULL), '{}')
                           || coalesce(array_agg(r.mobile) FILTER (WHERE r.mobile IS NOT NULL), '{}')
             INTO changed_ids, emails, phones
-            FROM unify.records r WHERE r.source_id = src.source_id
-              AND r.source_key = ANY (coalesce(keys, ARRAY(SELECT a.source_key FROM unify.records a WHERE a.source_id = src.source_id)));
+            FROM unify.records r WHERE r.source_id = src.source_id AND r.source_key = ANY (record_keys);
         END IF;
     END LOOP;
 

@@ -524,7 +524,7 @@ $$;
 -- A full sync runs in parts of about 200k source rows (split by a hash of the key): each part is
 -- one CREATE TABLE AS that reads the source table directly, so it may use parallel workers, and
 -- progress is reported between parts (NOTICE every few seconds, application_name at once).
--- A queue batch (`keys` given) runs its statements through kept plans and leaves source_rows NULL.
+-- Its statements run through kept plans (unify._run_kept); a queue batch leaves source_rows NULL.
 CREATE FUNCTION unify._apply(src unify.sources, keys text[], OUT source_rows bigint, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
@@ -593,13 +593,9 @@ BEGIN
                 RETURNING (xmax = 0) AS is_insert)
             SELECT count(*) FILTER (WHERE is_insert), count(*) FILTER (WHERE NOT is_insert) FROM upsert
             $upsert$, rows_from);
-        IF keys IS NULL THEN
-            EXECUTE statement INTO part_inserted, part_updated USING src.source_id, keys;
-        ELSE
-            counts := unify._run_kept(statement, src.source_id, keys);
-            part_inserted := counts[1];
-            part_updated := counts[2];
-        END IF;
+        counts := unify._run_kept(statement, src.source_id, keys);
+        part_inserted := counts[1];
+        part_updated := counts[2];
         inserted := inserted + part_inserted;
         updated := updated + part_updated;
         IF keys IS NULL THEN
@@ -626,12 +622,10 @@ BEGIN
                         CASE WHEN keys IS NULL THEN '' ELSE 'AND r.source_key = ANY ($2)' END,
                         src.relation, CASE WHEN keys IS NULL THEN '' ELSE unify._keys_filter(src, 2) END,
                         CASE WHEN keys IS NULL THEN 'WHERE' ELSE 'AND' END, key_text);
+    deleted := (unify._run_kept(statement, src.source_id, keys))[1];
     IF keys IS NULL THEN
-        EXECUTE statement INTO deleted USING src.source_id, keys;
         -- After a full sync there is one record per source row.
         SELECT count(*) INTO source_rows FROM unify.records r WHERE r.source_id = src.source_id;
-    ELSE
-        deleted := (unify._run_kept(statement, src.source_id, keys))[1];
     END IF;
 END
 $$;

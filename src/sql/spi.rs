@@ -78,12 +78,13 @@ pub fn spi_failed(e: impl std::fmt::Display, function: &'static str) -> ! {
 
 pub type Args<'a> = Vec<pgrx::datum::DatumWithOid<'a>>;
 
-/// Runs `query`, a statement unify._apply builds once per source, with `$1` the source id and
-/// `$2` the changed keys, through a kept plan (PL/pgSQL's EXECUTE plans it again on every queue
-/// batch). Returns the first row's columns as bigints.
-#[pg_extern(volatile, strict)]
-fn _run_kept(query: &str, source_id: i32, keys: Vec<String>) -> Vec<i64> {
-    const F: &str = "process_queue";
+/// Runs `query`, a statement unify._apply builds once per source (and part of a sync), with
+/// `$1` the source id and `$2` the changed keys (NULL for a sync), through a kept plan:
+/// PL/pgSQL's EXECUTE would plan it again on every queue batch. Returns the first row's columns
+/// as bigints.
+#[pg_extern(volatile)]
+fn _run_kept(query: &str, source_id: i32, keys: Option<Vec<String>>) -> Vec<i64> {
+    const F: &str = "_apply";
     Spi::connect_mut(|client| {
         let table = update_kept(client, query, &vec![source_id.into(), keys.into()])
             .unwrap_or_else(|e| spi_failed(e, F));
