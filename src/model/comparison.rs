@@ -196,6 +196,40 @@ fn household_values(
     (shared(by_email), shared(by_phone))
 }
 
+/// The e-mails and phones whose household status (see [`household_values`]) a change of some
+/// records turns: `now` are the records holding them as they are now (each value read up to
+/// one past [`JUNK_VALUE_RECORDS`] records besides the changed ones, or all), `changed` the
+/// ids of the changed records and `before` those records as they were (the ones that existed).
+/// Only for these values can the change alter the score of a pair between two other records:
+/// a pair's score depends on its shared values only through their status.
+pub fn household_flips(
+    now: &[MatchRecord],
+    changed: &HashSet<i64>,
+    before: &[MatchRecord],
+) -> (HashSet<String>, HashSet<String>) {
+    let unchanged: Vec<MatchRecord> = now
+        .iter()
+        .filter(|r| !changed.contains(&r.id))
+        .cloned()
+        .collect();
+    let was: Vec<MatchRecord> = unchanged
+        .into_iter()
+        .chain(before.iter().cloned())
+        .collect();
+    let (emails_now, phones_now) = household_values(now, None);
+    let (emails_was, phones_was) = household_values(&was, None);
+    (
+        emails_now
+            .symmetric_difference(&emails_was)
+            .cloned()
+            .collect(),
+        phones_now
+            .symmetric_difference(&phones_was)
+            .cloned()
+            .collect(),
+    )
+}
+
 /// A value on more records than this is junk (`test@test.de`, a shop's own number), not a
 /// person's.
 pub const JUNK_VALUE_RECORDS: usize = 25;
@@ -905,6 +939,63 @@ mod tests {
             &HashSet::new(),
         );
         assert!(part.shared_emails.is_empty() && part.shared_phones.is_empty());
+    }
+
+    #[test]
+    fn household_flips_name_only_values_whose_status_a_change_turns() {
+        let holder = |id: i64, first: &str, email: &str, phone: &str| {
+            let mut r = rec(first, "müller", "");
+            r.id = id;
+            r.email_key = (!email.is_empty()).then(|| email.to_string());
+            r.phones = [phone]
+                .iter()
+                .filter(|p| !p.is_empty())
+                .map(|p| p.to_string())
+                .collect();
+            r
+        };
+        let home = "+4930123456";
+        let hans = holder(1, "hans", "hans@web.de", home);
+        let hans_again = holder(2, "hans", "", home);
+        // Petra (3) moves in: the landline becomes a household's; Hans' e-mail stays his.
+        let petra = holder(3, "petra", "petra@web.de", home);
+        let now = [hans.clone(), hans_again.clone(), petra.clone()];
+        let changed = HashSet::from([3]);
+        let (emails, phones) = household_flips(&now, &changed, &[]);
+        assert!(emails.is_empty());
+        assert_eq!(phones, HashSet::from([home.to_string()]));
+        // Petra had the number before (a correction of her e-mail): nothing turns.
+        let petra_before = holder(3, "petra", "petra.m@web.de", home);
+        let (emails, phones) = household_flips(&now, &changed, &[petra_before]);
+        assert!(emails.is_empty() && phones.is_empty());
+        // Petra leaves (deleted: not among the holders now): the number is one person's again.
+        let (_, phones) = household_flips(
+            &[hans.clone(), hans_again.clone()],
+            &changed,
+            &[petra.clone()],
+        );
+        assert_eq!(phones, HashSet::from([home.to_string()]));
+        // Another Hans copy joins: one person's before and after.
+        let copy = holder(4, "hans", "hans@web.de", home);
+        let (emails, phones) = household_flips(
+            &[hans.clone(), hans_again.clone(), copy],
+            &HashSet::from([4]),
+            &[],
+        );
+        assert!(emails.is_empty() && phones.is_empty());
+        // Many holders: junk before and after, whoever joins.
+        let mut many: Vec<MatchRecord> = (10..10 + JUNK_VALUE_RECORDS as i64 + 1)
+            .map(|id| holder(id, "hans", "", "+4930999"))
+            .collect();
+        many.push(holder(99, "petra", "", "+4930999"));
+        let (_, phones) = household_flips(&many, &HashSet::from([99]), &[]);
+        assert!(phones.is_empty());
+        // The one record that takes a value over the junk limit turns it.
+        let at_limit: Vec<MatchRecord> = many[..JUNK_VALUE_RECORDS].to_vec();
+        let mut over = at_limit.clone();
+        over.push(holder(98, "hans", "", "+4930999"));
+        let (_, phones) = household_flips(&over, &HashSet::from([98]), &[]);
+        assert_eq!(phones, HashSet::from(["+4930999".to_string()]));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::model::blocking::{
     block_change, candidates, candidates_among, candidates_of, key_hashes, pairs_within, read_cap,
     rule_of, shared_hashes, BlockingRule, Candidate, RuleStats,
 };
-use crate::model::comparison::{Context, COMPARISONS, JUNK_VALUE_RECORDS};
+use crate::model::comparison::{household_flips, Context, COMPARISONS, JUNK_VALUE_RECORDS};
 use crate::model::params::{log2_odds, Model, Scorer};
 use crate::model::record::MatchRecord;
 use crate::model::train::{train, TrainOptions};
@@ -32,30 +32,102 @@ fn load_records(
 ) -> Vec<MatchRecord> {
     let query = format!("SELECT {RECORD_COLUMNS} FROM unify.records r {filter} ORDER BY record_id");
     fetch_all(client, &query, args, function, |row| {
-        let text = |i: usize| {
-            row.get::<String>(i)
-                .unwrap_or_else(|e| spi_failed(e, function))
-        };
-        let phones = [text(7), text(8)].into_iter().flatten().collect();
+        record_from_row(row, function)
+    })
+}
+
+/// A row of [`RECORD_COLUMNS`] as a prepared record.
+fn record_from_row(row: &pgrx::spi::SpiHeapTupleData, function: &'static str) -> MatchRecord {
+    let text = |i: usize| {
+        row.get::<String>(i)
+            .unwrap_or_else(|e| spi_failed(e, function))
+    };
+    let phones = [text(7), text(8)].into_iter().flatten().collect();
+    MatchRecord {
+        id: row.get::<i64>(1).ok().flatten().unwrap_or_default(),
+        source_id: row.get::<i32>(2).ok().flatten().unwrap_or_default(),
+        first_name: text(3),
+        last_name: text(4),
+        email: text(5),
+        email_key: text(6),
+        phones,
+        street: text(9),
+        house_number: text(10),
+        postcode: text(11),
+        city: text(12),
+        birth_date: text(13),
+        external_id: text(14),
+        customer_number: text(15),
+        ..Default::default()
+    }
+    .prepare()
+}
+
+/// The records holding the e-mails and phones given as (value, cap), each read up to its cap
+/// per column, each record once (ordered by id). Read straight through the value indexes.
+fn load_value_holders(
+    client: &SpiClient<'_>,
+    emails: Vec<(String, i32)>,
+    phones: Vec<(String, i32)>,
+    function: &'static str,
+) -> Vec<MatchRecord> {
+    let (email_values, email_caps): (Vec<String>, Vec<i32>) = emails.into_iter().unzip();
+    let (phone_values, phone_caps): (Vec<String>, Vec<i32>) = phones.into_iter().unzip();
+    let arm = |column: &str, values: &str, caps: &str| {
+        format!(
+            "SELECT x.* FROM unnest({values}::text[], {caps}::int[]) AS v (value, cap),
+               LATERAL (SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.{column} = v.value LIMIT v.cap) x"
+        )
+    };
+    let query = format!(
+        "{} UNION ALL {} UNION ALL {}",
+        arm("email_key", "$1", "$2"),
+        arm("phone", "$3", "$4"),
+        arm("mobile", "$3", "$4")
+    );
+    let mut records = fetch_all(
+        client,
+        &query,
+        vec![
+            email_values.into(),
+            email_caps.into(),
+            phone_values.into(),
+            phone_caps.into(),
+        ],
+        function,
+        |row| record_from_row(row, function),
+    );
+    records.sort_unstable_by_key(|r| r.id);
+    records.dedup_by_key(|r| r.id);
+    records
+}
+
+/// A changed record as it was before its batch: the fields that decide whether its e-mail and
+/// phones are a household's (`unify.process_queue` passes them as jsonb).
+#[derive(serde::Deserialize)]
+struct RecordBefore {
+    record_id: i64,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    birth_date: Option<String>,
+    email_key: Option<String>,
+    phone: Option<String>,
+    mobile: Option<String>,
+}
+
+impl From<RecordBefore> for MatchRecord {
+    fn from(r: RecordBefore) -> Self {
         MatchRecord {
-            id: row.get::<i64>(1).ok().flatten().unwrap_or_default(),
-            source_id: row.get::<i32>(2).ok().flatten().unwrap_or_default(),
-            first_name: text(3),
-            last_name: text(4),
-            email: text(5),
-            email_key: text(6),
-            phones,
-            street: text(9),
-            house_number: text(10),
-            postcode: text(11),
-            city: text(12),
-            birth_date: text(13),
-            external_id: text(14),
-            customer_number: text(15),
+            id: r.record_id,
+            first_name: r.first_name,
+            last_name: r.last_name,
+            birth_date: r.birth_date,
+            email_key: r.email_key,
+            phones: [r.phone, r.mobile].into_iter().flatten().collect(),
             ..Default::default()
         }
         .prepare()
-    })
+    }
 }
 
 /// All records and the source ids by name, for the whole-table commands.
@@ -487,15 +559,15 @@ fn changed_blocks(
 }
 
 /// Re-blocks and re-scores the records `record_ids` (changed, new or deleted) against all
-/// records, as unify.score_pairs() would, and re-scores the pairs among `holder_ids`, the
-/// records sharing an e-mail or phone with them (whether such a value is a household's can
-/// change with one record), and among the members of the blocks the change takes across their
-/// size limit. Their blocking keys in unify.block_keys are brought up to date, candidates found
-/// through that index, the stored pairs looked at replaced by those at or above the review
-/// threshold. Returns every record whose pairs were looked at: the changed ones, the holders
-/// and those blocks' members.
+/// records, as unify.score_pairs() would, and re-scores the pairs among the records sharing an
+/// e-mail or phone whose household status the change turns (`before` holds the changed
+/// records as they were: see [`RecordBefore`]), and among the members of the blocks the change
+/// takes across their size limit. Their blocking keys in unify.block_keys are brought up to
+/// date, candidates found through that index, the stored pairs looked at replaced by those at
+/// or above the review threshold. Returns every record whose pairs were looked at: the changed
+/// ones, those holders and those blocks' members.
 #[pg_extern(volatile, strict)]
-fn _rescore(record_ids: Vec<i64>, holder_ids: Vec<i64>) -> Vec<i64> {
+fn _rescore(record_ids: Vec<i64>, before: JsonB) -> Vec<i64> {
     const F: &str = "process_queue";
     let mut phases = Phases::new("_rescore");
     let model = current_model(F);
@@ -525,6 +597,42 @@ fn _rescore(record_ids: Vec<i64>, holder_ids: Vec<i64>) -> Vec<i64> {
                 F,
             );
             phases.mark("load changed");
+            let before: Vec<MatchRecord> = serde_json::from_value::<Vec<RecordBefore>>(before.0)
+                .unwrap_or_else(|e| spi_failed(format!("the records before: {e}"), F))
+                .into_iter()
+                .map(MatchRecord::from)
+                .collect();
+            let changed_ids: HashSet<i64> = record_ids.iter().copied().collect();
+            // Everyone holding the changed records' e-mails and phones, before or now: each
+            // value read up to one past the junk limit besides the changed records, enough to
+            // judge it as a household's or not, before and now.
+            let (value_emails, value_phones) = {
+                let mut emails: HashMap<String, i32> = HashMap::new();
+                let mut phones: HashMap<String, i32> = HashMap::new();
+                let base = JUNK_VALUE_RECORDS as i32 + 1;
+                for r in &before {
+                    emails.extend(r.email_key.iter().map(|e| (e.clone(), base)));
+                    phones.extend(r.phones.iter().map(|p| (p.clone(), base)));
+                }
+                for r in &changed {
+                    if let Some(e) = &r.email_key {
+                        *emails.entry(e.clone()).or_insert(base) += 1;
+                    }
+                    for p in &r.phones {
+                        *phones.entry(p.clone()).or_insert(base) += 1;
+                    }
+                }
+                (emails, phones)
+            };
+            let value_holders = load_value_holders(
+                client,
+                value_emails.iter().map(|(v, &c)| (v.clone(), c)).collect(),
+                value_phones.iter().map(|(v, &c)| (v.clone(), c)).collect(),
+                F,
+            );
+            let (flipped_emails, flipped_phones) =
+                household_flips(&value_holders, &changed_ids, &before);
+            phases.mark("value holders");
             let keys: Vec<Vec<(usize, i64)>> =
                 changed.iter().map(|r| key_hashes(rules, r)).collect();
             // Only the keys that differ are written: an update that leaves them alone costs nothing.
@@ -558,9 +666,18 @@ fn _rescore(record_ids: Vec<i64>, holder_ids: Vec<i64>) -> Vec<i64> {
             .unwrap_or_else(|e| spi_failed(e, F));
             phases.mark("write keys");
             let crossing = &blocks_now.crossing;
-            let changed_ids: HashSet<i64> = changed.iter().map(|r| r.id).collect();
-            let mut holder_ids: Vec<i64> = holder_ids
-                .into_iter()
+            // Holders of a value whose status turned, and the crossing blocks' members: their
+            // pairs among each other are looked at again.
+            let turned = |r: &MatchRecord| {
+                r.email_key
+                    .as_ref()
+                    .is_some_and(|e| flipped_emails.contains(e))
+                    || r.phones.iter().any(|p| flipped_phones.contains(p))
+            };
+            let mut holder_ids: Vec<i64> = value_holders
+                .iter()
+                .filter(|r| turned(r))
+                .map(|r| r.id)
                 .chain(crossing.iter().flatten().copied())
                 .filter(|id| !changed_ids.contains(id))
                 .collect();
@@ -569,8 +686,24 @@ fn _rescore(record_ids: Vec<i64>, holder_ids: Vec<i64>) -> Vec<i64> {
             let mut rescored: Vec<i64> = record_ids.iter().chain(&holder_ids).copied().collect();
             rescored.sort_unstable();
             rescored.dedup();
-            let holders =
-                load_records(client, "WHERE r.record_id = ANY ($1)", by_id(holder_ids), F);
+            let read: HashMap<i64, &MatchRecord> =
+                value_holders.iter().map(|r| (r.id, r)).collect();
+            let unread: Vec<i64> = holder_ids
+                .iter()
+                .filter(|id| !read.contains_key(id))
+                .copied()
+                .collect();
+            let mut holders: Vec<MatchRecord> = holder_ids
+                .iter()
+                .filter_map(|id| read.get(id).map(|&r| r.clone()))
+                .collect();
+            holders.extend(load_records(
+                client,
+                "WHERE r.record_id = ANY ($1)",
+                by_id(unread),
+                F,
+            ));
+            holders.sort_unstable_by_key(|r| r.id);
             phases.mark("load holders");
             let holder_keys: Vec<Vec<(usize, i64)>> =
                 holders.iter().map(|r| key_hashes(rules, r)).collect();
@@ -703,27 +836,28 @@ fn _rescore(record_ids: Vec<i64>, holder_ids: Vec<i64>) -> Vec<i64> {
                 .iter()
                 .flat_map(|r| r.phones.iter().cloned())
                 .collect();
-            // Everyone holding those values, up to one past the junk limit per value and column.
-            let value_holders = load_records(
-            client,
-            &format!(
-                "WHERE r.record_id IN (
-                   SELECT x.record_id FROM unnest($1::text[]) AS v (value),
-                     LATERAL (SELECT record_id FROM unify.records WHERE email_key = v.value LIMIT {cap}) x
-                   UNION SELECT x.record_id FROM unnest($2::text[]) AS v (value),
-                     LATERAL (SELECT record_id FROM unify.records WHERE phone = v.value LIMIT {cap}) x
-                   UNION SELECT x.record_id FROM unnest($2::text[]) AS v (value),
-                     LATERAL (SELECT record_id FROM unify.records WHERE mobile = v.value LIMIT {cap}) x)",
-                cap = JUNK_VALUE_RECORDS + 1
-            ),
-            vec![
-                emails.iter().cloned().collect::<Vec<_>>().into(),
-                phones.iter().cloned().collect::<Vec<_>>().into(),
-            ],
-            F,
-        );
-            phases.mark("value holders");
-            let ctx = Context::with_frequencies(frequencies, &value_holders, &emails, &phones);
+            // The holders of the values not read above (a holder's other e-mail or phone), up
+            // to one past the junk limit per value and column.
+            let cap = JUNK_VALUE_RECORDS as i32 + 1;
+            let mut context_records = value_holders;
+            context_records.extend(load_value_holders(
+                client,
+                emails
+                    .iter()
+                    .filter(|e| !value_emails.contains_key(*e))
+                    .map(|e| (e.clone(), cap))
+                    .collect(),
+                phones
+                    .iter()
+                    .filter(|p| !value_phones.contains_key(*p))
+                    .map(|p| (p.clone(), cap))
+                    .collect(),
+                F,
+            ));
+            context_records.sort_unstable_by_key(|r| r.id);
+            context_records.dedup_by_key(|r| r.id);
+            phases.mark("other value holders");
+            let ctx = Context::with_frequencies(frequencies, &context_records, &emails, &phones);
             phases.mark("context");
             (
                 records,

@@ -19,22 +19,6 @@ CREATE TABLE unify.queue_stats (
 COMMENT ON TABLE unify.queue_stats IS 'Last batch, throughput and totals of unify.process_queue() (worker or scheduled job)';
 INSERT INTO unify.queue_stats DEFAULT VALUES;
 
--- Records holding the e-mails or phones `emails` / `phones`, for values held by at most 50
--- records: whether such a value is a household's can change with one record, and with it the
--- score of every pair sharing it.
-CREATE FUNCTION unify._value_holders(emails text[], phones text[]) RETURNS bigint[]
-STABLE LANGUAGE sql AS $$
-    SELECT coalesce(array_agg(DISTINCT h.id), '{}')
-    FROM (SELECT ARRAY(SELECT r.record_id FROM unify.records r WHERE r.email_key = v LIMIT 51) AS ids
-          FROM unnest(emails) AS v
-          UNION ALL
-          SELECT ARRAY(SELECT r.record_id FROM unify.records r WHERE r.phone = v LIMIT 51)
-               || ARRAY(SELECT r.record_id FROM unify.records r WHERE r.mobile = v LIMIT 51)
-          FROM unnest(phones) AS v) g,
-         LATERAL unnest(g.ids) AS h (id)
-    WHERE cardinality(g.ids) <= 50
-$$;
-
 -- The persons whose clustering a change of `record_ids` can touch: theirs before
 -- (`person_ids`) and now, and, repeatedly, those of every record matched or must-linked to a
 -- record in scope. Returns the persons and the records without a person yet.
@@ -99,10 +83,9 @@ DECLARE
     state unify.matching_state;
     changed_ids bigint[] := '{}';
     old_persons bigint[] := '{}';
-    emails text[] := '{}';
-    phones text[] := '{}';
+    -- The changed records as they were, for whether their e-mails and phones were a household's.
+    before jsonb := '[]';
     rescored bigint[];
-    holders bigint[];
     scope record;
     elapsed numeric;
 BEGIN
@@ -158,36 +141,33 @@ BEGIN
         keys := CASE WHEN (batch ->> 'truncated')::boolean THEN NULL
                      ELSE ARRAY(SELECT jsonb_array_elements_text(batch -> 'keys')) END;
         IF matching THEN
-            -- What the records were: their persons and their e-mails and phones. A truncate
-            -- reads all of the source's records (as a key list: "keys IS NULL OR ..." would
-            -- make the statement be planned anew on every batch).
+            -- What the records were: their persons, names, birth dates, e-mails and phones. A
+            -- truncate reads all of the source's records (as a key list: "keys IS NULL OR ..."
+            -- would make the statement be planned anew on every batch).
             record_keys := coalesce(keys, ARRAY(SELECT r.source_key FROM unify.records r WHERE r.source_id = src.source_id));
             SELECT changed_ids || coalesce(array_agg(r.record_id), '{}'),
                    old_persons || coalesce(array_agg(r.person_id) FILTER (WHERE r.person_id IS NOT NULL), '{}'),
-                   emails || coalesce(array_agg(r.email_key) FILTER (WHERE r.email_key IS NOT NULL), '{}'),
-                   phones || coalesce(array_agg(r.phone) FILTER (WHERE r.phone IS NOT NULL), '{}')
-                          || coalesce(array_agg(r.mobile) FILTER (WHERE r.mobile IS NOT NULL), '{}')
-            INTO changed_ids, old_persons, emails, phones
+                   before || coalesce(jsonb_agg(jsonb_build_object(
+                       'record_id', r.record_id, 'first_name', r.first_name, 'last_name', r.last_name,
+                       'birth_date', to_char(r.birth_date, 'YYYY-MM-DD'), 'email_key', r.email_key,
+                       'phone', r.phone, 'mobile', r.mobile)), '[]')
+            INTO changed_ids, old_persons, before
             FROM unify.records r WHERE r.source_id = src.source_id AND r.source_key = ANY (record_keys);
         END IF;
         PERFORM unify._apply(src, keys);
         IF matching THEN
             record_keys := coalesce(keys, ARRAY(SELECT r.source_key FROM unify.records r WHERE r.source_id = src.source_id));
-            SELECT changed_ids || coalesce(array_agg(r.record_id), '{}'),
-                   emails || coalesce(array_agg(r.email_key) FILTER (WHERE r.email_key IS NOT NULL), '{}'),
-                   phones || coalesce(array_agg(r.phone) FILTER (WHERE r.phone IS NOT NULL), '{}')
-                          || coalesce(array_agg(r.mobile) FILTER (WHERE r.mobile IS NOT NULL), '{}')
-            INTO changed_ids, emails, phones
+            SELECT changed_ids || coalesce(array_agg(r.record_id), '{}') INTO changed_ids
             FROM unify.records r WHERE r.source_id = src.source_id AND r.source_key = ANY (record_keys);
         END IF;
     END LOOP;
 
     IF matching AND cardinality(changed_ids) > 0 THEN
         -- Re-block and re-score the changed records, re-score the pairs among those sharing an
-        -- e-mail or phone with them before or after, then re-cluster every person touched.
+        -- e-mail or phone with them whose household status the change turns, then re-cluster
+        -- every person touched.
         changed_ids := ARRAY(SELECT DISTINCT x FROM unnest(changed_ids) x);
-        holders := unify._value_holders(emails, phones);
-        rescored := unify._rescore(changed_ids, holders);
+        rescored := unify._rescore(changed_ids, before);
         scope := unify._queue_scope(old_persons, rescored);
         PERFORM unify._resolve_scope(scope.persons, scope.unassigned || rescored, 'process_queue', NULL);
     END IF;
@@ -257,10 +237,8 @@ CROSS JOIN unify.queue_stats q
 LEFT JOIN unify.matching_state m ON true;
 COMMENT ON VIEW unify.status IS 'Per source: rows, records, queue depth and lag, last sync; for the database: worker state, last batch, rows/s, whether changes are matched live';
 
-REVOKE ALL ON FUNCTION unify.process_queue(int), unify._rescore(bigint[], bigint[]), unify._queue_scope(bigint[], bigint[]),
-    unify._value_holders(text[], text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION unify.process_queue(int), unify._rescore(bigint[], bigint[]), unify._queue_scope(bigint[], bigint[]),
-    unify._value_holders(text[], text[]) TO unify_admin;
+REVOKE ALL ON FUNCTION unify.process_queue(int), unify._rescore(bigint[], jsonb), unify._queue_scope(bigint[], bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION unify.process_queue(int), unify._rescore(bigint[], jsonb), unify._queue_scope(bigint[], bigint[]) TO unify_admin;
 GRANT SELECT, UPDATE ON unify.queue_stats TO unify_admin;
 GRANT SELECT ON unify.queue_stats TO unify_reader;
 GRANT SELECT ON unify.status TO unify_admin, unify_reader;
