@@ -7,7 +7,7 @@
 # last name), into three sources, by pgbench (tests/worker/writers.pgbench).
 #
 #   bash benches/realtime.sh [--rows N] [--rate R] [--seconds S] [--backlog B] [--naptime 10ms]
-#                            [--shared-buffers 2GB]
+#                            [--shared-buffers 2GB] [--workers 2]
 # After the setup the unify and crm tables are read into shared buffers (pg_prewarm): the
 # measurement is of the worker, not of the disk. Where the kernel reclaims the page cache
 # (seen on this VM: 0.8 GB cached of 24 GB right after a run), pass a shared_buffers that holds
@@ -19,6 +19,7 @@ RUN_SECONDS=60
 BACKLOG=20000
 NAPTIME=10ms
 SHARED_BUFFERS=2GB
+WORKERS=2
 while [ $# -gt 0 ]; do
     case "$1" in
         --rows) ROWS="$2"; shift 2 ;;
@@ -27,6 +28,7 @@ while [ $# -gt 0 ]; do
         --backlog) BACKLOG="$2"; shift 2 ;;
         --naptime) NAPTIME="$2"; shift 2 ;;
         --shared-buffers) SHARED_BUFFERS="$2"; shift 2 ;;
+        --workers) WORKERS="$2"; shift 2 ;;
         *) die "unknown argument $1" ;;
     esac
 done
@@ -37,12 +39,12 @@ DIR="${CUSTOMER_UNIFY_BENCH_DIR:-/tmp/customer_unify-bench}/realtime"
 DB=bench_realtime
 start_cluster "$DIR" "shared_buffers = '$SHARED_BUFFERS'" "jit = off" "max_wal_size = '8GB'" "work_mem = '256MB'" \
     "shared_preload_libraries = 'customer_unify'" "customer_unify.databases = '$DB'" \
-    "track_commit_timestamp = on" "customer_unify.naptime = '$NAPTIME'"
+    "track_commit_timestamp = on" "customer_unify.naptime = '$NAPTIME'" "customer_unify.workers = $WORKERS"
 trap 'stop_cluster "$DIR"' EXIT
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -P pager=off -d "$DB")
 q() { "${PSQL[@]}" -At -c "$1"; }
 drain_wait() {
-    until [ "$(q "SELECT NOT EXISTS (SELECT 1 FROM unify.change_queue)")" = t ]; do sleep 0.05; done
+    until [ "$(q "SELECT NOT EXISTS (SELECT 1 FROM unify.change_queue) AND NOT EXISTS (SELECT 1 FROM unify.queue_work)")" = t ]; do sleep 0.05; done
 }
 source_rows="(SELECT count(*) FROM crm.shop_customers) + (SELECT count(*) FROM crm.crm_contacts) + (SELECT count(*) FROM crm.pos_loyalty_members)"
 # Latency of the rows inserted since the key sequence stood at $1, by percentile, in ms.
@@ -63,7 +65,7 @@ latency_report() {
 }
 {
     echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'); date $(date -u +%F)"
-    echo "command: bash benches/realtime.sh --rows $ROWS --rate $RATE --seconds $RUN_SECONDS --backlog $BACKLOG --naptime $NAPTIME --shared-buffers $SHARED_BUFFERS"
+    echo "command: bash benches/realtime.sh --rows $ROWS --rate $RATE --seconds $RUN_SECONDS --backlog $BACKLOG --naptime $NAPTIME --shared-buffers $SHARED_BUFFERS --workers $WORKERS"
     psql -q -X -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
     crmgen --rows "$ROWS" --seed 1 --schema crm | "${PSQL[@]}" >/dev/null
     "${PSQL[@]}" <<'SQL'
@@ -93,12 +95,13 @@ SQL
     echo "page cache: $(free -m | awk '/Mem:/ {print $6}') MB (buff/cache) after the setup"
     # pgbench's script counts the sample rows per insert; with an index on i that stays cheap.
     until [ "$(q "SELECT worker_state <> 'not running' FROM unify.status LIMIT 1")" = t ]; do sleep 0.5; done
-    pid=$(q "SELECT worker_pid FROM unify.status LIMIT 1")
-    ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+    sleep 1  # all workers up
+    pids=$(q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'customer_unify worker' AND datname = '$DB'")
+    ticks() { local t=0 p; for p in $pids; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
     t0=$(ticks); sleep 10; t1=$(ticks)
-    echo "idle worker: $(( (t1 - t0) * 10 )) ms CPU in 10 s ($(getconf CLK_TCK) ticks/s; naptime $(q "SHOW customer_unify.naptime"))"
+    echo "idle workers ($(echo $pids | wc -w)): $(( (t1 - t0) * 10 )) ms CPU in 10 s together ($(getconf CLK_TCK) ticks/s; naptime $(q "SHOW customer_unify.naptime"))"
 
-    echo "== steady $RATE inserts/s for $RUN_SECONDS s (4 clients), worker naptime $(q "SHOW customer_unify.naptime"), batch size $(q "SHOW customer_unify.batch_size")"
+    echo "== steady $RATE inserts/s for $RUN_SECONDS s (4 clients), $(q "SHOW customer_unify.workers") workers, naptime $(q "SHOW customer_unify.naptime"), batch size $(q "SHOW customer_unify.batch_size")"
     mark=$(q "SELECT last_value FROM load_keys")
     "$PG_BIN/pgbench" -n -c 4 -j 4 -R "$RATE" -T "$RUN_SECONDS" -f tests/worker/writers.pgbench "$DB" 2>&1 \
         | grep -E "number of transactions actually|latency average|tps =" | sed 's/^/pgbench: /'

@@ -1,8 +1,10 @@
-//! The background worker: one per database in `customer_unify.databases`, registered when the
-//! library is in `shared_preload_libraries`. It drains `unify.change_queue` through
-//! `unify.process_queue()` in small transactions and, if asked, refreshes segments on an
-//! interval. Everything it does is one SQL call, so a database without the worker gets the
-//! same result from a scheduled job (pg_cron).
+//! The background workers: `customer_unify.workers` per database in `customer_unify.databases`,
+//! registered when the library is in `shared_preload_libraries`. They drain
+//! `unify.change_queue` in small transactions, one stage of a batch each (`unify._queue_step`:
+//! take, rescore, cluster), so that one worker rescores a batch while another clusters the one
+//! before; the first also refreshes segments on an interval if asked. Each step is one SQL
+//! call, and `unify.process_queue()` runs all three in one, so a database without workers gets
+//! the same result from a scheduled job (pg_cron).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +19,7 @@ pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(10);
 pub static SEGMENT_REFRESH_S: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
 
 /// Seconds the postmaster waits before starting a worker that exited with an error again: an
 /// error that repeats (a broken source) then costs one log line per interval, not a hot loop.
@@ -77,15 +80,31 @@ pub fn init() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"customer_unify.workers",
+        c"Background workers per database.",
+        c"Two let one rescore a batch while the other clusters the one before (about a third more rows/s on two cores); one runs the stages in turn. Needs a restart to change.",
+        &WORKERS,
+        1,
+        8,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
     for database in databases() {
-        BackgroundWorkerBuilder::new(&format!("customer_unify worker {database}"))
+        for index in 0..WORKERS.get() {
+            BackgroundWorkerBuilder::new(&format!(
+                "customer_unify worker {database} {}",
+                index + 1
+            ))
             .set_type("customer_unify worker")
             .set_library("customer_unify")
             .set_function("customer_unify_worker_main")
+            .set_argument(Some(pg_sys::Datum::from(index)))
             .set_extra(&database)
             .enable_spi_access()
             .set_restart_time(Some(Duration::from_secs(RESTART_SECONDS)))
             .load();
+        }
     }
 }
 
@@ -173,8 +192,9 @@ impl Poll {
         })
     }
 
-    /// One batch of up to `batch` changes in the current transaction: Some(rows taken), or
-    /// None when the extension is not installed in this database.
+    /// One step (a stage of a batch of up to `batch` changes) in the current transaction:
+    /// Some(changes moved on, 0 when there was nothing to do), or None when the extension is
+    /// not installed in this database.
     fn run(&self, batch: i32) -> Option<i32> {
         Spi::connect_mut(|client| {
             let installed = client
@@ -190,10 +210,10 @@ impl Poll {
             let process = process.get_or_insert_with(|| {
                 client
                     .prepare_mut(
-                        "SELECT unify.process_queue($1)",
+                        "SELECT unify._queue_step($1)",
                         &[PgBuiltInOids::INT4OID.oid()],
                     )
-                    .expect("unify.process_queue(int) prepares")
+                    .expect("unify._queue_step(int) prepares")
                     .keep()
             });
             Some(
@@ -210,8 +230,10 @@ impl Poll {
 
 #[pg_guard]
 #[unsafe(no_mangle)]
-pub extern "C-unwind" fn customer_unify_worker_main(_arg: pg_sys::Datum) {
+pub extern "C-unwind" fn customer_unify_worker_main(arg: pg_sys::Datum) {
     let database = BackgroundWorker::get_extra().to_string();
+    // The first worker of a database also refreshes segments.
+    let first = arg.value() == 0;
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
     unsafe { pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(on_sigterm)) };
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
@@ -237,8 +259,8 @@ pub extern "C-unwind" fn customer_unify_worker_main(_arg: pg_sys::Datum) {
         if !ENABLED.get() {
             continue;
         }
-        // Drain: batch after batch while they find work, each its own transaction (its memory
-        // freed at commit), stopping between batches when asked to.
+        // Drain: step after step while they find work, each its own transaction (its memory
+        // freed at commit), stopping between steps when asked to.
         let mut installed = true;
         loop {
             let batch = BATCH_SIZE.get();
@@ -253,7 +275,7 @@ pub extern "C-unwind" fn customer_unify_worker_main(_arg: pg_sys::Datum) {
                     nap = NO_EXTENSION_RETRY;
                     break;
                 }
-                Some(Some(taken)) if taken >= batch => continue,
+                Some(Some(moved)) if moved > 0 => continue,
                 _ => break,
             }
         }
@@ -262,7 +284,7 @@ pub extern "C-unwind" fn customer_unify_worker_main(_arg: pg_sys::Datum) {
             continue;
         }
         let interval = SEGMENT_REFRESH_S.get();
-        if interval > 0 && Instant::now() >= next_segment_check && !shutdown_requested() {
+        if first && interval > 0 && Instant::now() >= next_segment_check && !shutdown_requested() {
             next_segment_check = Instant::now() + Duration::from_secs(interval.min(60) as u64);
             busy_transaction(|| {
                 let due = Spi::get_one_with_args::<bool>(

@@ -43,8 +43,11 @@ wait_for_server() {
         sleep 0.2
     done
 }
-drained() { wait_for "SELECT NOT EXISTS (SELECT 1 FROM unify.change_queue)" "$1"; }
-worker_pid() { q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'customer_unify worker' AND datname = '$DB'"; }
+# Drained: nothing queued and no batch between its stages.
+drained() { wait_for "SELECT NOT EXISTS (SELECT 1 FROM unify.change_queue) AND NOT EXISTS (SELECT 1 FROM unify.queue_work)" "$1"; }
+# A worker's pid: the busy one if one is.
+worker_pid() { q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'customer_unify worker' AND datname = '$DB'
+                  ORDER BY state = 'active' DESC, pid LIMIT 1"; }
 # Invariants, then the incremental persons against a batch run over the same data.
 check_state() {
     local label="$1"
