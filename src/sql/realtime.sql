@@ -142,10 +142,11 @@ BEGIN
         RAISE WARNING 'unify.process_queue: the blocking rules changed since the last unify.score_pairs(); changed rows reach unify.records but are not matched'
             USING HINT = 'Run SELECT * FROM unify.score_pairs(); SELECT * FROM unify.resolve(); once.';
     END IF;
-    -- Records change under both locks, in the order of score_pairs (scoring) and resolve/link
-    -- (clustering): no rescoring reads them half-changed, no clustering works on persons whose
-    -- records change under it, and two takes do not write one record.
-    PERFORM pg_advisory_xact_lock(1970501, 1);
+    -- Records change under the clustering lock: no clustering works on persons whose records
+    -- change under it, and two takes do not write one record. A rescoring may run meanwhile:
+    -- it only reads records, and what it reads of this batch's records the batch's own
+    -- rescoring (after it, in order) scores again, as it does the pairs among the holders of a
+    -- value whose household status the batch turns.
     PERFORM pg_advisory_xact_lock(1970502, 0);
     -- Take the oldest changes nobody else is working on; they leave the queue in the same
     -- transaction that applies them, so a crash loses nothing and applies nothing twice.
@@ -295,30 +296,30 @@ $$;
 COMMENT ON FUNCTION unify.process_queue(int) IS 'Applies up to max_rows queued source changes end to end: records, pairs, persons, golden records, households';
 
 -- One step of a background worker: whichever stage of the queue is due and not running in
--- another worker, each in its own transaction. A take needs both locks and waits until the
--- batch before it is rescored; then its rescoring runs beside the clustering of the batch
--- before. Returns the changes the step moved on (0: nothing it could do now).
+-- another worker, each in its own transaction. Rescorings run one at a time, in order; takes
+-- and clusterings (one lock between them) run beside them. So one worker rescores a batch while another
+-- takes the next one and clusters the one before. Returns the changes the step moved on
+-- (0: nothing it could do now).
 CREATE FUNCTION unify._queue_step(max_rows int) RETURNS int
 VOLATILE LANGUAGE plpgsql AS $$
 BEGIN
     -- The idle workers ask many times a second: two probes of empty tables.
-    IF NOT EXISTS (SELECT 1 FROM unify.queue_work) THEN
-        IF NOT EXISTS (SELECT 1 FROM unify.change_queue) THEN
-            RETURN 0;
-        END IF;
-    ELSIF EXISTS (SELECT 1 FROM unify.queue_work w WHERE w.stage = 'rescore') THEN
-        IF pg_try_advisory_xact_lock(1970501, 1) THEN
-            RETURN unify._queue_rescore();
-        END IF;
+    IF NOT EXISTS (SELECT 1 FROM unify.queue_work) AND NOT EXISTS (SELECT 1 FROM unify.change_queue) THEN
+        RETURN 0;
     END IF;
-    IF EXISTS (SELECT 1 FROM unify.queue_work w WHERE w.stage = 'rescore') THEN
-        -- Being rescored by another worker: taking more now would only wait behind it.
-        NULL;
-    ELSIF EXISTS (SELECT 1 FROM unify.change_queue) AND pg_try_advisory_xact_lock(1970501, 1)
-          AND pg_try_advisory_xact_lock(1970502, 0) THEN
+    IF EXISTS (SELECT 1 FROM unify.queue_work w WHERE w.stage = 'rescore') AND pg_try_advisory_xact_lock(1970501, 1) THEN
+        RETURN unify._queue_rescore();
+    END IF;
+    -- At most one batch waits for its rescoring (besides the one being rescored): takes do not
+    -- run ahead of the rescoring, which would only grow the work in between.
+    IF EXISTS (SELECT 1 FROM unify.change_queue)
+       AND (SELECT count(*) FROM unify.queue_work w WHERE w.stage = 'rescore') <= 1
+       AND pg_try_advisory_xact_lock(1970502, 0) THEN
         RETURN unify._queue_take(max_rows);
     END IF;
-    IF EXISTS (SELECT 1 FROM unify.queue_work w WHERE w.stage = 'cluster') AND pg_try_advisory_xact_lock(1970502, 0) THEN
+    -- Nothing else to do: a clustering that is due waits for the lock (a take or another
+    -- clustering holds it for moments) rather than for the next poll.
+    IF EXISTS (SELECT 1 FROM unify.queue_work w WHERE w.stage = 'cluster') THEN
         RETURN unify._queue_cluster();
     END IF;
     RETURN 0;
