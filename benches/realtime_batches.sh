@@ -3,7 +3,8 @@
 # behind (run that first). Queues 5,000 copied inserts (tests/worker/writers.pgbench) if fewer
 # are queued, then applies them as five process_queue(1000) batches inside a transaction that
 # is rolled back, --reps times over the same queue: wall and backend CPU time per repetition,
-# self time per function (track_functions), and the _rescore phases (DEBUG1) of the last one.
+# self time per function (track_functions), the time of each stage (take, rescore, cluster)
+# and the _rescore phases (DEBUG1) of the last one.
 # The worker is off meanwhile. The first repetition runs with cold caches; compare the others.
 # The database is vacuumed first: rolled-back repetitions leave dead index entries behind, and
 # those of an earlier run made inserting a batch's pairs up to five times slower.
@@ -46,6 +47,8 @@ SELECT format('wall %s ms', round(extract(epoch FROM clock_timestamp() - :'t0'::
 \! echo "backend cpu $(( ($(awk '{print $14 + $15}' /proc/$PID/stat) - $(cat /tmp/customer_unify-batches.cpu)) * 1000 / $(getconf CLK_TCK) )) ms"
 SELECT 'self ms: ' || string_agg(format('%s %s', funcname, round(self_time::numeric)), ', ' ORDER BY self_time DESC)
 FROM pg_stat_xact_user_functions WHERE self_time > 20;
+SELECT 'stage ms (total): ' || string_agg(format('%s %s', funcname, round(total_time::numeric)), ', ' ORDER BY funcname DESC)
+FROM pg_stat_xact_user_functions WHERE funcname IN ('_queue_take', '_queue_rescore', '_queue_cluster');
 ROLLBACK;
 SQL
 done | awk -v reps="$REPS" '/^== repetition/ {rep++; print "== repetition " rep; next} rep < reps && /DEBUG/ {next} {print}'

@@ -1,7 +1,7 @@
 //! The SQL layer over `crate::cluster`: reads records, pairs and overrides through SPI, clusters
 //! and picks golden values in Rust, and writes back with a few set-based statements.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -95,11 +95,17 @@ fn _cluster(
         });
         let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
         let previous: Vec<Option<i64>> = rows.iter().map(|r| r.1).collect();
-        let scope_filter = if full {
-            ""
+        // Pairs and overrides are found by their first record and kept when the second is in
+        // scope too, tested here: as a filter in a kept (generic) plan, `b = ANY ($1)` scans
+        // the whole array for every row (93 ms against 27 ms for 3,000 records).
+        let scope_filter = if full { "" } else { "AND a = ANY ($1)" };
+        let in_scope: HashSet<i64> = if full {
+            HashSet::new()
         } else {
-            "AND a = ANY ($1) AND b = ANY ($1)"
+            ids.iter().copied().collect()
         };
+        let both_in_scope =
+            |a: i64, b: i64| full || (in_scope.contains(&a) && in_scope.contains(&b));
         let scope_args = || -> Args {
             if full {
                 vec![]
@@ -120,7 +126,10 @@ fn _cluster(
                 b: r.get::<i64>(2).ok().flatten().unwrap_or_default(),
                 weight: r.get::<f64>(3).ok().flatten().unwrap_or_default(),
             },
-        );
+        )
+        .into_iter()
+        .filter(|p| both_in_scope(p.a, p.b))
+        .collect();
         let overrides: Vec<(i64, i64, bool)> = fetch_all(
             client,
             &format!(
@@ -140,7 +149,10 @@ fn _cluster(
                     r.get::<bool>(3).ok().flatten().unwrap_or_default(),
                 )
             },
-        );
+        )
+        .into_iter()
+        .filter(|o| both_in_scope(o.0, o.1))
+        .collect();
         let must: Vec<(i64, i64)> = overrides
             .iter()
             .filter(|o| o.2)

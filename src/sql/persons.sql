@@ -381,6 +381,8 @@ BEGIN
         RAISE EXCEPTION 'unify.erase_person: person_id, reason and delete_source_rows are required'
             USING ERRCODE = 'null_value_not_allowed', HINT = 'Give the legal reason, for example ''GDPR Art. 17 request of 2026-11-02''.';
     END IF;
+    -- It deletes pairs and blocking keys too: not beside a rescoring.
+    PERFORM pg_advisory_xact_lock(1970501, 1);
     PERFORM pg_advisory_xact_lock(1970502, 0);
     members := ARRAY(SELECT r FROM unify.records r WHERE r.person_id = erase_person.person_id);
     IF coalesce(array_length(members, 1), 0) = 0 THEN

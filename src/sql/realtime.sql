@@ -302,6 +302,8 @@ COMMENT ON FUNCTION unify.process_queue(int) IS 'Applies up to max_rows queued s
 -- (0: nothing it could do now).
 CREATE FUNCTION unify._queue_step(max_rows int) RETURNS int
 VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    rescorings bigint;
 BEGIN
     -- The idle workers ask many times a second: two probes of empty tables.
     IF NOT EXISTS (SELECT 1 FROM unify.queue_work) AND NOT EXISTS (SELECT 1 FROM unify.change_queue) THEN
@@ -310,10 +312,14 @@ BEGIN
     IF EXISTS (SELECT 1 FROM unify.queue_work w WHERE w.stage = 'rescore') AND pg_try_advisory_xact_lock(1970501, 1) THEN
         RETURN unify._queue_rescore();
     END IF;
-    -- At most one batch waits for its rescoring (besides the one being rescored): takes do not
-    -- run ahead of the rescoring, which would only grow the work in between.
+    -- A take beside a rescoring only under a backlog (a full batch queued), and then at most one
+    -- batch waits for its rescoring: with a short queue, changes wait for the running rescoring
+    -- and go as one batch (many tiny batches cost more than they save), and under a backlog
+    -- takes do not run ahead of the rescorings.
+    rescorings := (SELECT count(*) FROM unify.queue_work w WHERE w.stage = 'rescore');
     IF EXISTS (SELECT 1 FROM unify.change_queue)
-       AND (SELECT count(*) FROM unify.queue_work w WHERE w.stage = 'rescore') <= 1
+       AND (rescorings = 0
+            OR rescorings = 1 AND (SELECT count(*) FROM (SELECT FROM unify.change_queue LIMIT max_rows) q) >= max_rows)
        AND pg_try_advisory_xact_lock(1970502, 0) THEN
         RETURN unify._queue_take(max_rows);
     END IF;

@@ -510,7 +510,10 @@ BEGIN
     IF keep_records THEN
         UPDATE unify.sources SET removed_at = now(), track_changes = false WHERE source_id = src.source_id;
     ELSE
-        -- Pairs and blocking keys have no foreign key to records (see matching.sql).
+        -- Pairs and blocking keys have no foreign key to records (see matching.sql). Deleted
+        -- under the locks of their other writers (scoring, the queue's rescoring and clustering).
+        PERFORM pg_advisory_xact_lock(1970501, 1);
+        PERFORM pg_advisory_xact_lock(1970502, 0);
         DELETE FROM unify.block_keys k WHERE k.record_id IN (SELECT r.record_id FROM unify.records r WHERE r.source_id = src.source_id);
         DELETE FROM unify.pairs p WHERE p.record_a IN (SELECT r.record_id FROM unify.records r WHERE r.source_id = src.source_id)
                                      OR p.record_b IN (SELECT r.record_id FROM unify.records r WHERE r.source_id = src.source_id);
