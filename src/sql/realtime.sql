@@ -313,20 +313,22 @@ BEGIN
         RETURN unify._queue_rescore();
     END IF;
     -- A take beside a rescoring only under a backlog (a full batch queued), and then at most one
-    -- batch waits for its rescoring: with a short queue, changes wait for the running rescoring
-    -- and go as one batch (many tiny batches cost more than they save), and under a backlog
-    -- takes do not run ahead of the rescorings.
+    -- batch waits for its rescoring, so takes do not run ahead of the rescorings.
     rescorings := (SELECT count(*) FROM unify.queue_work w WHERE w.stage = 'rescore');
-    IF EXISTS (SELECT 1 FROM unify.change_queue)
-       AND (rescorings = 0
-            OR rescorings = 1 AND (SELECT count(*) FROM (SELECT FROM unify.change_queue LIMIT max_rows) q) >= max_rows)
+    IF rescorings = 1 AND (SELECT count(*) FROM (SELECT FROM unify.change_queue LIMIT max_rows) q) >= max_rows
        AND pg_try_advisory_xact_lock(1970502, 0) THEN
         RETURN unify._queue_take(max_rows);
     END IF;
-    -- Nothing else to do: a clustering that is due waits for the lock (a take or another
-    -- clustering holds it for moments) rather than for the next poll.
+    -- A clustering that is due goes before a take without a backlog (the changes it carries
+    -- are waiting for their persons), and waits for the lock, which a take or another
+    -- clustering holds for moments, rather than for the next poll.
     IF EXISTS (SELECT 1 FROM unify.queue_work w WHERE w.stage = 'cluster') THEN
         RETURN unify._queue_cluster();
+    END IF;
+    -- With a short queue, changes wait for a running rescoring and go as one batch: many tiny
+    -- batches cost more than they save.
+    IF rescorings = 0 AND EXISTS (SELECT 1 FROM unify.change_queue) AND pg_try_advisory_xact_lock(1970502, 0) THEN
+        RETURN unify._queue_take(max_rows);
     END IF;
     RETURN 0;
 END
