@@ -83,7 +83,7 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"customer_unify.workers",
         c"Background workers per database.",
-        c"Two let one rescore a batch while the other clusters the one before (about a third more rows/s on two cores); one runs the stages in turn. Needs a restart to change.",
+        c"Two let one rescore a batch while the other takes the next and clusters the one before (nearly twice the rows/s on two cores); one runs the stages in turn. Each counts against max_worker_processes; needs a restart to change.",
         &WORKERS,
         1,
         8,
