@@ -154,7 +154,10 @@ unsafe extern "C-unwind" fn on_sigterm(signal: std::ffi::c_int) {
 }
 
 /// Runs `work` in its own transaction with SIGTERM cancelling it; None when a stop was already
-/// asked for (checked after BUSY is set, so a signal cannot slip in between unseen).
+/// asked for (checked after BUSY is set, so a signal cannot slip in between unseen). Then
+/// reports the transaction's table statistics as a client backend does when it goes idle: a
+/// background worker otherwise keeps them until it exits, and autovacuum would never learn of
+/// the rows the queue stages delete.
 fn busy_transaction<R: std::panic::UnwindSafe>(
     work: impl FnOnce() -> R + std::panic::UnwindSafe + std::panic::RefUnwindSafe,
 ) -> Option<R> {
@@ -165,6 +168,8 @@ fn busy_transaction<R: std::panic::UnwindSafe>(
         Some(BackgroundWorker::transaction(work))
     };
     BUSY.store(false, Ordering::SeqCst);
+    // Not forced: PostgreSQL sends at most once a second.
+    unsafe { pg_sys::pgstat_report_stat(false) };
     result
 }
 
