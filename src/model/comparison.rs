@@ -168,8 +168,8 @@ impl Context {
 
 /// The e-mails and phones among `records` held by clearly different people; only those in
 /// `only` when given.
-fn household_values(
-    records: &[MatchRecord],
+fn household_values<'a>(
+    records: impl IntoIterator<Item = &'a MatchRecord>,
     only: Option<(&HashSet<String>, &HashSet<String>)>,
 ) -> (HashSet<String>, HashSet<String>) {
     let mut by_email: HashMap<&str, Vec<&MatchRecord>> = HashMap::new();
@@ -207,17 +207,12 @@ pub fn household_flips(
     changed: &HashSet<i64>,
     before: &[MatchRecord],
 ) -> (HashSet<String>, HashSet<String>) {
-    let unchanged: Vec<MatchRecord> = now
+    let was = now
         .iter()
         .filter(|r| !changed.contains(&r.id))
-        .cloned()
-        .collect();
-    let was: Vec<MatchRecord> = unchanged
-        .into_iter()
-        .chain(before.iter().cloned())
-        .collect();
+        .chain(before);
     let (emails_now, phones_now) = household_values(now, None);
-    let (emails_was, phones_was) = household_values(&was, None);
+    let (emails_was, phones_was) = household_values(was, None);
     (
         emails_now
             .symmetric_difference(&emails_was)
