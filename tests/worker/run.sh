@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The background worker, client-driven on its own preloaded cluster (what a rolled-back
 # #[pg_test] cannot show): a new row joins its person by itself; SIGHUP reloads the settings;
-# kill -9 of the worker, an immediate shutdown and a SIGTERM mid-batch lose nothing and apply
+# kill -9 of the worker, an immediate shutdown (in one big batch, and among many small ones whose
+# asynchronous commits may not have reached disk) and a SIGTERM mid-batch lose nothing and apply
 # nothing twice (and SIGTERM stops a busy worker at once); 8 concurrent writers x ROWS rows into three sources see no error while the worker
 # runs; after each, every record has exactly one person and the persons equal a batch run.
 #
-#   [ROWS=N] [MODES='kill9 immediate sigterm'] bash tests/worker/run.sh [WORK_DIR]
+#   [ROWS=N] [MODES='kill9 immediate immediate_small sigterm'] bash tests/worker/run.sh [WORK_DIR]
 #   (scripts/test.sh runs it with the defaults)
 source "$(dirname "$0")/../../scripts/lib.sh"
 WORK="${1:-/tmp/customer_unify-test}/worker"
 ROWS="${ROWS:-10000}"              # per writer; 0 skips the writers
-MODES="${MODES:-kill9 immediate sigterm}"  # the strikes mid-batch, in order
+MODES="${MODES:-kill9 immediate immediate_small sigterm}"  # the strikes mid-batch, in order
 # Sample CRM size: the writers copy its rows, so it must be large enough that a person is not
 # copied dozens of times (which no CRM sees, and which makes every block and e-mail huge).
 BASE="${BASE:-20000}"
@@ -108,10 +109,12 @@ changes() {  # changes N OFFSET
 for mode in $MODES; do
     log "worker: $mode in the middle of a batch"
     q "ALTER SYSTEM SET customer_unify.worker_enabled = off"; q "SELECT pg_reload_conf()" >/dev/null; sleep 0.5
-    offset=$(case $mode in kill9) echo 10000;; immediate) echo 20000;; *) echo 30000;; esac)
+    offset=$(case $mode in kill9) echo 10000;; immediate) echo 20000;; immediate_small) echo 40000;; *) echo 30000;; esac)
     changes 3000 $offset
     queued=$(q "SELECT count(*) FROM unify.change_queue")
-    q "ALTER SYSTEM SET customer_unify.batch_size = 100000"
+    # One big batch, or (immediate_small) many small ones: the workers commit without waiting
+    # for the WAL flush, so the last of them may be lost and must be queued again.
+    q "ALTER SYSTEM SET customer_unify.batch_size = $([ $mode = immediate_small ] && echo 50 || echo 100000)"
     q "ALTER SYSTEM RESET customer_unify.worker_enabled"; q "SELECT pg_reload_conf()" >/dev/null
     # Strike while the worker's one big batch is running.
     if wait_for "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'customer_unify worker'
@@ -132,8 +135,11 @@ for mode in $MODES; do
             done
             [ $gone = 1 ] && pass "SIGTERM stopped the busy worker within 3 s" || fail "the worker ran on after SIGTERM"
         else
+            processed=$(q "SELECT total_rows FROM unify.queue_stats")
             sudo -u postgres "$PG_BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null
             sudo -u postgres "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/server.log" -w start >/dev/null
+            wait_for_server
+            echo "  info  $mode: $processed rows processed before the stop, $(q "SELECT total_rows FROM unify.queue_stats") after recovery"
         fi
         pass "struck mid-batch ($queued changes queued, $busy still in the queue when struck)"
     else

@@ -41,3 +41,6 @@ SET parallel_tuple_cost = 0;
 SET min_parallel_table_scan_size = 0;
 EXPLAIN (COSTS OFF) SELECT count(unify.normalize_email(email)) FROM crm.shop_customers;
 RESET ALL;
+-- The settings a loaded library defines without preloading (the server-start ones, databases and
+-- workers, exist only when preloaded), with their defaults and how they are reloaded.
+SELECT name, setting, unit, context, vartype FROM pg_settings WHERE name LIKE 'customer_unify.%' ORDER BY name;
