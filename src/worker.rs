@@ -147,8 +147,8 @@ fn report_activity(query: Option<&std::ffi::CStr>) {
 /// `unify.change_queue` (and a batch `unify.queue_work`) in the transaction that applies it, and
 /// commits reach disk in order, so a crash loses whole steps, which are done again. It keeps
 /// the writers' commits short too: a flush waits for all WAL before it, and most WAL here is
-/// the workers'. (Measured at 1M records and 200 inserts/s: writers' inserts over 50 ms 39 → 0
-/// per minute.)
+/// the workers'. (At 1M records and 200 inserts/s, back to back: the workers waited on WAL
+/// flushes in 8% of the samples before, none after; p99 from commit to person 82 → 72 ms.)
 fn apply_commit_mode() {
     let query = if SYNCHRONOUS_COMMIT.get() {
         "SET synchronous_commit TO DEFAULT"
