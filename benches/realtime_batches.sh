@@ -18,9 +18,7 @@ while [ $# -gt 0 ]; do
         *) die "unknown argument $1" ;;
     esac
 done
-DIR="${CUSTOMER_UNIFY_BENCH_DIR:-/tmp/customer_unify-bench}/realtime"
-DB=bench_realtime
-[ -f "$DIR/data/PG_VERSION" ] || die "no database at $DIR: run bash benches/realtime.sh first"
+realtime_bench_database
 cd "$ROOT"
 start_cluster "$DIR" "shared_buffers = '2GB'" "jit = off" "max_wal_size = '8GB'" "work_mem = '256MB'" \
     "shared_preload_libraries = 'customer_unify'" "customer_unify.databases = '$DB'" \

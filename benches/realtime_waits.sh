@@ -22,9 +22,7 @@ while [ $# -gt 0 ]; do
         *) die "unknown argument $1" ;;
     esac
 done
-DIR="${CUSTOMER_UNIFY_BENCH_DIR:-/tmp/customer_unify-bench}/realtime"
-DB=bench_realtime
-[ -f "$DIR/data/PG_VERSION" ] || die "no database at $DIR: run bash benches/realtime.sh first"
+realtime_bench_database
 cd "$ROOT"
 OUT=$(mktemp -d)
 chmod 777 "$OUT"

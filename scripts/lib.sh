@@ -99,6 +99,14 @@ install_release() {
     (cd "$ROOT" && cargo pgrx install --release --sudo --pg-config "$PG_CONFIG" >/dev/null)
 }
 
+# The database benches/realtime.sh leaves behind, for the benchmarks that study it further:
+# sets DIR and DB, or stops when there is none.
+realtime_bench_database() {
+    DIR="${CUSTOMER_UNIFY_BENCH_DIR:-/tmp/customer_unify-bench}/realtime"
+    DB=bench_realtime
+    [ -f "$DIR/data/PG_VERSION" ] || die "no database at $DIR: run bash benches/realtime.sh first"
+}
+
 # The generator, built once in release mode.
 crmgen() {
     (cd "$ROOT" && cargo build --quiet --release -p crmgen)
