@@ -53,14 +53,7 @@ drain_wait() {
 source_rows="(SELECT count(*) FROM crm.shop_customers) + (SELECT count(*) FROM crm.crm_contacts) + (SELECT count(*) FROM crm.pos_loyalty_members)"
 # Latency of the rows inserted since the key sequence stood at $1, by percentile, in ms.
 latency_report() {
-    q "WITH inserted AS (
-         SELECT pg_xact_commit_timestamp(s.xmin) AS committed, 'shop' AS source, s.customer_id::text AS key FROM crm.shop_customers s WHERE s.customer_id > $1
-         UNION ALL SELECT pg_xact_commit_timestamp(c.xmin), 'crm', c.kontakt_nr FROM crm.crm_contacts c
-                   WHERE c.kontakt_nr LIKE 'L%' AND substr(c.kontakt_nr, 2)::bigint > $1
-         UNION ALL SELECT pg_xact_commit_timestamp(p.xmin), 'pos', p.card_no::text FROM crm.pos_loyalty_members p WHERE p.card_no > $1),
-       l AS (SELECT extract(epoch FROM pg_xact_commit_timestamp(r.xmin) - i.committed) * 1000 AS ms
-             FROM inserted i JOIN unify.sources so ON so.name = i.source
-             JOIN unify.records r ON r.source_id = so.source_id AND r.source_key = i.key AND r.person_id IS NOT NULL)
+    q "WITH l AS ($(realtime_latencies_sql "$1"))
      SELECT format('rows %s, latency ms: p50 %s, p95 %s, p99 %s, max %s', count(*),
                    round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
                    round(percentile_cont(0.95) WITHIN GROUP (ORDER BY ms)::numeric, 1),

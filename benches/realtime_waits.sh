@@ -56,14 +56,7 @@ echo "wait events (share of the samples of each kind of process):"
 psql -X -q -d postgres -c "SELECT backend_type, wait_event, count(*) AS samples,
        round(100.0 * count(*) / sum(count(*)) OVER (PARTITION BY backend_type), 1) AS pct
     FROM wait_samples GROUP BY 1, 2 HAVING count(*) >= 5 ORDER BY 1, 3 DESC"
-q "WITH inserted AS (
-     SELECT pg_xact_commit_timestamp(s.xmin) AS committed, 'shop' AS source, s.customer_id::text AS key FROM crm.shop_customers s WHERE s.customer_id > $mark
-     UNION ALL SELECT pg_xact_commit_timestamp(c.xmin), 'crm', c.kontakt_nr FROM crm.crm_contacts c
-               WHERE c.kontakt_nr LIKE 'L%' AND substr(c.kontakt_nr, 2)::bigint > $mark
-     UNION ALL SELECT pg_xact_commit_timestamp(p.xmin), 'pos', p.card_no::text FROM crm.pos_loyalty_members p WHERE p.card_no > $mark),
-   l AS (SELECT i.committed, extract(epoch FROM pg_xact_commit_timestamp(r.xmin) - i.committed) * 1000 AS ms
-         FROM inserted i JOIN unify.sources so ON so.name = i.source
-         JOIN unify.records r ON r.source_id = so.source_id AND r.source_key = i.key AND r.person_id IS NOT NULL)
+q "WITH l AS ($(realtime_latencies_sql "$mark"))
    SELECT format('rows %s, latency ms: p50 %s, p95 %s, p99 %s, max %s; seconds with rows over 100 ms: %s', count(*),
                  round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
                  round(percentile_cont(0.95) WITHIN GROUP (ORDER BY ms)::numeric, 1),

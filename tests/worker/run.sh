@@ -116,7 +116,7 @@ for mode in $MODES; do
     # for the WAL flush, so the last of them may be lost and must be queued again.
     q "ALTER SYSTEM SET customer_unify.batch_size = $([ $mode = immediate_small ] && echo 50 || echo 100000)"
     q "ALTER SYSTEM RESET customer_unify.worker_enabled"; q "SELECT pg_reload_conf()" >/dev/null
-    # Strike while the worker's one big batch is running.
+    # Strike while the worker runs (its one big batch, or one of the small ones).
     if wait_for "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'customer_unify worker'
                  AND datname = '$DB' AND state = 'active' AND query LIKE '%process_queue%')" 20; then
         sleep 0.3
@@ -139,7 +139,7 @@ for mode in $MODES; do
             sudo -u postgres "$PG_BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null
             sudo -u postgres "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/server.log" -w start >/dev/null
             wait_for_server
-            echo "  info  $mode: $processed rows processed before the stop, $(q "SELECT total_rows FROM unify.queue_stats") after recovery"
+            echo "  info  $mode: processed rows read just before the stop $processed, right after recovery $(q "SELECT total_rows FROM unify.queue_stats") (the worker runs on in between)"
         fi
         pass "struck mid-batch ($queued changes queued, $busy still in the queue when struck)"
     else
