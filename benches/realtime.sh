@@ -47,9 +47,7 @@ start_cluster "$DIR" "shared_buffers = '$SHARED_BUFFERS'" "jit = off" "max_wal_s
 trap 'stop_cluster "$DIR"' EXIT
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -P pager=off -d "$DB")
 q() { "${PSQL[@]}" -At -c "$1"; }
-drain_wait() {
-    until [ "$(q "SELECT NOT EXISTS (SELECT 1 FROM unify.change_queue) AND NOT EXISTS (SELECT 1 FROM unify.queue_work)")" = t ]; do sleep 0.05; done
-}
+drain_wait() { wait_queue_drained "$DB"; }
 source_rows="(SELECT count(*) FROM crm.shop_customers) + (SELECT count(*) FROM crm.crm_contacts) + (SELECT count(*) FROM crm.pos_loyalty_members)"
 # Latency of the rows inserted since the key sequence stood at $1, by percentile, in ms.
 latency_report() {

@@ -48,7 +48,7 @@ psql -X -q -d postgres -c "DO \$\$ BEGIN FOR i IN 1..$((RUN_SECONDS * 50 + 250))
 sampler=$!
 (cd "$OUT" && PGOPTIONS="-c synchronous_commit=on" "$PG_BIN/pgbench" -n -c 4 -j 4 -R "$RATE" -T "$RUN_SECONDS" -l \
     -f "$ROOT/tests/worker/writers.pgbench" "$DB" 2>&1 | grep -E "latency average|tps =" | sed 's/^/pgbench: /')
-until [ "$(q "SELECT NOT EXISTS (SELECT 1 FROM unify.change_queue) AND NOT EXISTS (SELECT 1 FROM unify.queue_work)")" = t ]; do sleep 0.05; done
+wait_queue_drained "$DB"
 kill $sampler 2>/dev/null; wait 2>/dev/null
 echo "pgbench inserts over 50 ms: $(cat "$OUT"/pgbench_log* | awk '$3 > 50000' | wc -l) of $(cat "$OUT"/pgbench_log* | wc -l)"
 echo "WAL: $(q "SELECT format('%s, %s full-page images, %s times the WAL buffers were full, %s flushes taking %s ms', pg_size_pretty(wal_bytes), wal_fpi, wal_buffers_full, wal_sync, round(wal_sync_time::numeric)) FROM pg_stat_wal")"

@@ -107,6 +107,18 @@ realtime_bench_database() {
     [ -f "$DIR/data/PG_VERSION" ] || die "no database at $DIR: run bash benches/realtime.sh first"
 }
 
+# Waits until the change queue of database $1 is empty and no batch is half-way, asking every
+# 50 ms from one session: a new psql per poll cost about 40 ms of CPU, which on two cores took
+# a fifth of what the workers being measured had. Commits between polls, so it holds no snapshot.
+wait_queue_drained() {
+    psql -X -q -d "$1" -c "DO \$\$ BEGIN
+        WHILE EXISTS (SELECT 1 FROM unify.change_queue) OR EXISTS (SELECT 1 FROM unify.queue_work) LOOP
+            COMMIT;
+            PERFORM pg_sleep(0.05);
+        END LOOP;
+    END \$\$"
+}
+
 # SQL: (committed, ms) for every row the benchmark writers (tests/worker/writers.pgbench)
 # inserted since the key sequence stood at $1: its commit time and the milliseconds from that
 # commit to the commit of its record's last write (its person; a later move to another person

@@ -1,6 +1,9 @@
 //! The fields of one `unify.records` row that matching looks at, with the derived keys
 //! (transliteration, phonetic codes) computed once per record instead of once per pair.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use crate::normalize::{
     email::is_shared_mailbox, phonetic::cologne_phonetic, translit::transliterate_de,
 };
@@ -43,8 +46,53 @@ pub struct Derived {
     pub shared_mailbox: bool,
 }
 
+/// The value trimmed, None when nothing is left; no new string when there was nothing to trim.
 fn non_empty(v: Option<String>) -> Option<String> {
-    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    let s = v?;
+    let trimmed = s.trim();
+    if trimmed.is_empty() {
+        None
+    } else if trimmed.len() == s.len() {
+        Some(s)
+    } else {
+        Some(trimmed.to_string())
+    }
+}
+
+/// A name's transliteration and Kölner Phonetik.
+#[derive(Clone)]
+struct NameKeys {
+    translit: String,
+    phonetic: Option<String>,
+}
+
+/// Distinct names kept before the memo starts over: about 100 bytes each.
+const NAME_MEMO_LIMIT: usize = 100_000;
+
+thread_local! {
+    /// Names repeat (a batch of 1,000 changes reads some 18,000 candidate records, and the
+    /// same Müllers and Schmidts among them): each distinct name is transliterated and
+    /// encoded once per backend and thread. Both functions are pure, so a kept answer is
+    /// always the right one; the memo only starts over when it grows past its limit.
+    static NAME_MEMO: RefCell<HashMap<String, NameKeys>> = RefCell::new(HashMap::new());
+}
+
+fn name_keys(name: &str) -> NameKeys {
+    NAME_MEMO.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        if let Some(keys) = memo.get(name) {
+            return keys.clone();
+        }
+        let keys = NameKeys {
+            translit: transliterate_de(name),
+            phonetic: cologne_phonetic(name),
+        };
+        if memo.len() >= NAME_MEMO_LIMIT {
+            memo.clear();
+        }
+        memo.insert(name.to_string(), keys.clone());
+        keys
+    })
 }
 
 impl MatchRecord {
@@ -69,10 +117,16 @@ impl MatchRecord {
         self.phones.retain(|p| !p.trim().is_empty());
         self.phones.sort();
         self.phones.dedup();
-        let translit = |s: &Option<String>| s.as_deref().map(transliterate_de);
-        let first_translit = translit(&self.first_name);
-        let last_translit = translit(&self.last_name);
-        let phonetic = |s: &Option<String>| s.as_deref().and_then(cologne_phonetic);
+        let (first_translit, first_phonetic) = self
+            .first_name
+            .as_deref()
+            .map(name_keys)
+            .map_or((None, None), |k| (Some(k.translit), k.phonetic));
+        let (last_translit, last_phonetic) = self
+            .last_name
+            .as_deref()
+            .map(name_keys)
+            .map_or((None, None), |k| (Some(k.translit), k.phonetic));
         let name_sorted = {
             let mut words: Vec<&str> = first_translit
                 .iter()
@@ -87,8 +141,6 @@ impl MatchRecord {
             let digits: Vec<u8> = d.bytes().filter(u8::is_ascii_digit).collect();
             <[u8; 8]>::try_from(digits.as_slice()).ok()
         });
-        let first_phonetic = phonetic(&self.first_name);
-        let last_phonetic = phonetic(&self.last_name);
         let name_phonetic_sorted = match (&first_phonetic, &last_phonetic) {
             (Some(f), Some(l)) => Some(if f <= l {
                 format!("{f} {l}")
@@ -108,5 +160,64 @@ impl MatchRecord {
             shared_mailbox: self.email.as_deref().is_some_and(is_shared_mailbox),
         };
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(first: &str, last: &str) -> MatchRecord {
+        MatchRecord {
+            first_name: Some(first.to_string()),
+            last_name: Some(last.to_string()),
+            ..Default::default()
+        }
+        .prepare()
+    }
+
+    #[test]
+    fn remembered_name_keys_equal_computed_ones() {
+        for _ in 0..3 {
+            let r = named("  Jürgen ", "MÜLLER-Lüdenscheidt");
+            assert_eq!(r.first_name.as_deref(), Some("Jürgen"));
+            assert_eq!(r.derived.first_translit, Some(transliterate_de("Jürgen")));
+            assert_eq!(r.derived.first_phonetic, cologne_phonetic("Jürgen"));
+            assert_eq!(
+                r.derived.last_translit,
+                Some(transliterate_de("MÜLLER-Lüdenscheidt"))
+            );
+            assert_eq!(
+                r.derived.last_phonetic,
+                cologne_phonetic("MÜLLER-Lüdenscheidt")
+            );
+            assert_eq!(
+                r.derived.name_sorted.as_deref(),
+                Some("Juergen Luedenscheidt MUELLER")
+            );
+        }
+        // A name without any letter that codes keeps its transliteration and has no code.
+        let r = named("Ωμέγα", "123");
+        assert_eq!(r.derived.last_phonetic, None);
+        assert_eq!(r.derived.last_translit.as_deref(), Some("123"));
+    }
+
+    #[test]
+    fn blank_fields_become_none_and_trimmed_ones_keep_their_text() {
+        assert_eq!(non_empty(Some("   ".into())), None);
+        assert_eq!(non_empty(None), None);
+        assert_eq!(non_empty(Some(" a b ".into())).as_deref(), Some("a b"));
+        assert_eq!(non_empty(Some("ab".into())).as_deref(), Some("ab"));
+    }
+
+    #[test]
+    fn the_memo_starts_over_past_its_limit_and_stays_right() {
+        for i in 0..NAME_MEMO_LIMIT + 10 {
+            name_keys(&format!("n{i}"));
+        }
+        assert!(NAME_MEMO.with(|m| m.borrow().len()) <= NAME_MEMO_LIMIT);
+        let r = named("Anna", "Schmidt");
+        assert_eq!(r.derived.first_phonetic, cologne_phonetic("Anna"));
+        assert_eq!(r.derived.name_phonetic_sorted.as_deref(), Some("06 862"));
     }
 }
