@@ -1,7 +1,9 @@
 //! The SQL layer over `crate::model`: training, scoring and explanation. Records are read
 //! through SPI once per call; the work over pairs happens in Rust, never one SQL call per pair.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -397,6 +399,56 @@ fn write_block_keys(records: &[MatchRecord], model: &Model) {
             )
             .unwrap_or_else(|e| spi_failed(e, F));
     });
+}
+
+type Frequencies = (HashMap<String, f64>, HashMap<String, f64>);
+
+thread_local! {
+    /// The name frequencies of the model in use, by (version, xmin of its unify.model row).
+    /// A queue batch asks for those of some 10,000 names, most of the table, every time; a
+    /// version's frequencies are written with its row and never change, and a version number
+    /// is not reused (identity), so the ones read once stay right for the life of the backend.
+    static FREQUENCY_MEMO: RefCell<Option<((i32, String), Rc<Frequencies>)>> =
+        const { RefCell::new(None) };
+}
+
+/// [`load_frequencies`] of all names, read once per model version and backend.
+fn model_frequencies(client: &SpiClient<'_>, function: &'static str) -> Rc<Frequencies> {
+    let newest = client
+        .select(
+            "SELECT m.version, m.xmin::text FROM unify.model m ORDER BY m.version DESC LIMIT 1",
+            None,
+            &[],
+        )
+        .unwrap_or_else(|e| spi_failed(e, function));
+    let key = if newest.is_empty() {
+        None
+    } else {
+        let row = newest.first();
+        Some((
+            row.get::<i32>(1)
+                .unwrap_or_else(|e| spi_failed(e, function))
+                .unwrap_or_default(),
+            row.get::<String>(2)
+                .unwrap_or_else(|e| spi_failed(e, function))
+                .unwrap_or_default(),
+        ))
+    };
+    // The shipped default model (no version stored) adjusts nothing for frequency.
+    let Some(key) = key else {
+        return Rc::new((HashMap::new(), HashMap::new()));
+    };
+    if let Some(kept) = FREQUENCY_MEMO.with(|m| {
+        m.borrow()
+            .as_ref()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, f)| f.clone())
+    }) {
+        return kept;
+    }
+    let loaded = Rc::new(load_frequencies(client, None, function));
+    FREQUENCY_MEMO.with(|m| *m.borrow_mut() = Some((key, loaded.clone())));
+    loaded
 }
 
 /// The name frequencies of the model in use (unify.name_frequencies, written by train() from
@@ -831,12 +883,19 @@ fn _rescore(record_ids: Vec<i64>, before: JsonB) -> Vec<i64> {
             .unwrap_or_else(|e| spi_failed(e, F));
             phases.mark("delete pairs");
 
-            let names: HashSet<&String> = records
+            let names: HashSet<&str> = records
                 .iter()
                 .flat_map(|r| r.first_name.iter().chain(r.last_name.iter()))
+                .map(String::as_str)
                 .collect();
-            let frequencies =
-                load_frequencies(client, Some(names.into_iter().cloned().collect()), F);
+            let all_frequencies = model_frequencies(client, F);
+            let of_names = |all: &HashMap<String, f64>| -> HashMap<String, f64> {
+                names
+                    .iter()
+                    .filter_map(|&n| all.get_key_value(n).map(|(k, &f)| (k.clone(), f)))
+                    .collect()
+            };
+            let frequencies = (of_names(&all_frequencies.0), of_names(&all_frequencies.1));
             phases.mark("frequencies");
             let in_groups = &records[..n_changed + n_holders];
             let emails: HashSet<String> = in_groups

@@ -134,6 +134,34 @@ FULL JOIN (SELECT record_a, record_b, is_match FROM unify.pairs) b USING (record
 SELECT count(*) FILTER (WHERE event = 'merge') > 0 AS merged, count(*) FILTER (WHERE event = 'split') > 0 AS split,
        count(*) FILTER (WHERE event = 'remove') > 0 AS removed
 FROM unify.identity_events WHERE rule = 'process_queue';
+-- A model trained now reaches the queue's scoring at once: changes score with its name
+-- frequencies (each backend reads them once per model version), as explain_match recomputes
+-- them; and so does the next version, trained after 150 contacts became Zacharias.
+CREATE FUNCTION rt.rescored_check(email_prefix text, first_name text,
+    OUT pairs boolean, OUT other_weight bigint, OUT frequency_adjusted boolean, OUT adjusted_on_name boolean)
+LANGUAGE sql AS $$
+SELECT count(*) > 10, count(*) FILTER (WHERE abs(p.match_weight - e.weight) > 1e-9),
+       count(*) FILTER (WHERE e.frequency_adjusted) > 0, count(*) FILTER (WHERE e.on_name) > 0
+FROM unify.pairs p
+CROSS JOIN LATERAL (SELECT sum(x.weight) AS weight, bool_or(x.note LIKE 'u adjusted%') AS frequency_adjusted,
+                           bool_or(x.note LIKE 'u adjusted%' AND x.value_a = first_name) AS on_name
+                    FROM unify.explain_match(p.record_a, p.record_b) x) e
+WHERE EXISTS (SELECT 1 FROM unify.records r WHERE r.record_id IN (p.record_a, p.record_b) AND r.email LIKE email_prefix || '%')
+$$;
+SELECT count(*) > 0 AS trained FROM unify.train();
+UPDATE rt.shop SET email = 'neu.' || email
+WHERE customer_id IN (SELECT customer_id FROM rt.shop WHERE email IS NOT NULL ORDER BY customer_id LIMIT 40);
+SELECT rt.drain() AS drained;
+SELECT * FROM rt.rescored_check('neu.', NULL);
+UPDATE rt.crm SET vorname = 'Zacharias' WHERE kontakt_nr IN (SELECT kontakt_nr FROM rt.crm ORDER BY kontakt_nr LIMIT 150);
+SELECT rt.drain() AS drained;
+SELECT count(*) > 0 AS trained_again FROM unify.train();
+UPDATE rt.crm SET e_mail = 'neu2.' || e_mail
+WHERE kontakt_nr IN (SELECT kontakt_nr FROM rt.crm WHERE vorname = 'Zacharias' AND e_mail IS NOT NULL ORDER BY kontakt_nr LIMIT 40);
+SELECT rt.drain() AS drained;
+SELECT * FROM rt.rescored_check('neu2.', 'zacharias');
+SELECT f.frequency > 0.05 AS zacharias_common_now FROM unify.name_frequencies f
+WHERE f.field = 'first_name' AND f.value = 'zacharias' AND f.model_version = (SELECT max(version) FROM unify.model);
 SELECT last_batch_rows > 0 AS stats_kept, processed_rows > 500 AS many FROM unify.status LIMIT 1;
 
 -- Clean up.
