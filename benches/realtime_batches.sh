@@ -31,7 +31,7 @@ if [ "$(q "SELECT count(*) FROM unify.change_queue")" -lt 5000 ]; then
 fi
 echo "date $(date -u +%F), $(nproc) cores; records $(q "SELECT count(*) FROM unify.records"), queued $(q "SELECT count(*) FROM unify.change_queue")"
 for rep in $(seq 1 "$REPS"); do
-    psql -X -q -At -d "$DB" <<'SQL' 2>&1 | grep -v '^DEBUG:  \(building index\|index "\|relation "pg_temp\|rehashing\)'
+    psql -X -q -At -d "$DB" <<'SQL' 2>&1 | grep -v '^DEBUG:  \(building index\|index "\|relation "pg_temp\|rehashing\)\|^LINE [0-9]*:\|^ *\^$'
 \echo == repetition
 SELECT pg_backend_pid() AS pid \gset
 \setenv PID :pid
