@@ -66,8 +66,9 @@ struct NameKeys {
     phonetic: Option<String>,
 }
 
-/// Distinct names kept before the memo starts over: about 100 bytes each.
-const NAME_MEMO_LIMIT: usize = 100_000;
+/// Distinct names kept before the memo starts over: some 130 bytes each, so at most about
+/// 7 MB per backend and thread; a batch of 1,000 changes meets a few thousand names.
+const NAME_MEMO_LIMIT: usize = 50_000;
 
 thread_local! {
     /// Names repeat (a batch of 1,000 changes reads some 18,000 candidate records, and the
