@@ -8,7 +8,9 @@ use pgrx::spi::SpiClient;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 
-use super::spi::{drop_indexes, fetch_all, rebuild_indexes, spi_failed, Args};
+use super::spi::{
+    drop_indexes, fetch_all, rebuild_indexes, select_kept, spi_failed, update_kept, Args,
+};
 use crate::cluster::components::{cluster, MatchPair};
 use crate::cluster::group_by_shared_keys;
 use crate::cluster::ids::{IdEvent, IdPlan};
@@ -23,15 +25,15 @@ fn fresh_ids(
     if n == 0 {
         return Vec::new();
     }
-    client
-        .select(
-            &format!("SELECT array_agg(nextval('{sequence}')) FROM generate_series(1, $1)"),
-            None,
-            &[(n as i64).into()],
-        )
-        .and_then(|t| t.first().get_one::<Vec<i64>>())
-        .unwrap_or_else(|e| spi_failed(e, function))
-        .unwrap_or_default()
+    // Kept plans (see spi::select_kept): these few texts run in every queue batch.
+    select_kept(
+        client,
+        &format!("SELECT array_agg(nextval('{sequence}')) FROM generate_series(1, $1)"),
+        &vec![(n as i64).into()],
+    )
+    .and_then(|t| t.first().get_one::<Vec<i64>>())
+    .unwrap_or_else(|e| spi_failed(e, function))
+    .unwrap_or_default()
 }
 
 /// One statement for many rows: `unify.<table>.<column> = values[i]` where `<key> = keys[i]`.
@@ -46,17 +48,16 @@ fn set_ids(
     if keys.is_empty() {
         return;
     }
-    client
-        .update(
-            &format!(
-                "UPDATE unify.{table} t SET {column} = u.value
-                   FROM unnest($1::bigint[], $2::bigint[]) AS u (key, value)
-                  WHERE t.{key} = u.key"
-            ),
-            None,
-            &[keys.to_vec().into(), values.into()],
-        )
-        .unwrap_or_else(|e| spi_failed(e, "resolve"));
+    update_kept(
+        client,
+        &format!(
+            "UPDATE unify.{table} t SET {column} = u.value
+               FROM unnest($1::bigint[], $2::bigint[]) AS u (key, value)
+              WHERE t.{key} = u.key"
+        ),
+        &vec![keys.to_vec().into(), values.into()],
+    )
+    .unwrap_or_else(|e| spi_failed(e, "resolve"));
 }
 
 /// Clusters the records in scope (all, or those of `person_ids` plus `record_ids`) over their
@@ -214,20 +215,19 @@ fn _cluster(
             })
             .collect();
         if !event_rows.is_empty() {
-            client
-                .update(
-                    "INSERT INTO unify.identity_events (event, person_id, related_ids, rule, reason)
-                     SELECT e ->> 'event', (e ->> 'person_id')::bigint,
-                            ARRAY(SELECT jsonb_array_elements_text(e -> 'related')::bigint), $2, $3
-                     FROM jsonb_array_elements($1) AS e",
-                    None,
-                    &[
-                        JsonB(Value::Array(event_rows)).into(),
-                        rule.into(),
-                        reason.into(),
-                    ],
-                )
-                .unwrap_or_else(|e| spi_failed(e, F));
+            update_kept(
+                client,
+                "INSERT INTO unify.identity_events (event, person_id, related_ids, rule, reason)
+                 SELECT e ->> 'event', (e ->> 'person_id')::bigint,
+                        ARRAY(SELECT jsonb_array_elements_text(e -> 'related')::bigint), $2, $3
+                 FROM jsonb_array_elements($1) AS e",
+                &vec![
+                    JsonB(Value::Array(event_rows)).into(),
+                    rule.into(),
+                    reason.into(),
+                ],
+            )
+            .unwrap_or_else(|e| spi_failed(e, F));
         }
         let mut summary = json!({
             "records": ids.len(),
