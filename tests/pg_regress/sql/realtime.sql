@@ -134,6 +134,24 @@ FULL JOIN (SELECT record_a, record_b, is_match FROM unify.pairs) b USING (record
 SELECT count(*) FILTER (WHERE event = 'merge') > 0 AS merged, count(*) FILTER (WHERE event = 'split') > 0 AS split,
        count(*) FILTER (WHERE event = 'remove') > 0 AS removed
 FROM unify.identity_events WHERE rule = 'process_queue';
+-- A household held together by one person comes apart when that person goes: Ada shares an
+-- address with Rolf, Rolf a landline with Bea and Dora; Rolf's row is deleted. (The landline
+-- stays shared, so no one else's records are looked at again: only Rolf's household tells.)
+INSERT INTO rt.shop (customer_id, email, first_name, last_name, phone, street, zip, city, country, birthday)
+VALUES (900001, 'ada.quast@example.org', 'Ada', 'Quast', '030 5550101', 'Lindenallee 3', '12345', 'Berlin', 'DE', '1961-02-03'),
+       (900002, 'rolf.yilmaz@example.org', 'Rolf', 'Yilmaz', '030 5550202', 'Lindenallee 3', '12345', 'Berlin', 'DE', '1972-04-05'),
+       (900003, 'bea.zorn@example.org', 'Bea', 'Zorn', '030 5550202', 'Birkenweg 9', '54321', 'Bonn', 'DE', '1983-06-07'),
+       (900004, 'dora.zorn@example.org', 'Dora', 'Zorn', '030 5550202', 'Birkenweg 11', '54321', 'Bonn', 'DE', '1955-08-09');
+SELECT rt.drain() AS drained;
+CREATE TEMP VIEW bridge AS
+SELECT r.source_key, p.person_id, p.household_id FROM unify.records r JOIN unify.persons p USING (person_id)
+WHERE r.source_id = (SELECT source_id FROM unify.sources WHERE name = 'rt_shop') AND r.source_key IN ('900001', '900002', '900003', '900004');
+SELECT count(DISTINCT person_id) AS persons, count(DISTINCT household_id) AS households FROM bridge;
+DELETE FROM rt.shop WHERE customer_id = 900002;
+SELECT rt.drain() AS drained;
+SELECT count(DISTINCT person_id) AS persons, count(DISTINCT household_id) AS households,
+       count(DISTINCT household_id) FILTER (WHERE source_key IN ('900003', '900004')) AS households_of_bea_and_dora FROM bridge;
+
 -- A model trained now reaches the queue's scoring at once: changes score with its name
 -- frequencies (each backend reads them once per model version), as explain_match recomputes
 -- them; and so does the next version, trained after 150 contacts became Zacharias.
