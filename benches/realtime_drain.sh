@@ -25,17 +25,10 @@ while [ $# -gt 0 ]; do
 done
 realtime_bench_database
 cd "$ROOT"
-start_cluster "$DIR" "shared_buffers = '8GB'" "jit = off" "max_wal_size = '8GB'" "work_mem = '256MB'" \
-    "shared_preload_libraries = 'customer_unify'" "customer_unify.databases = '$DB'" \
-    "track_commit_timestamp = on" "customer_unify.naptime = '10ms'" "customer_unify.workers = 2" \
-    "track_functions = 'all'" "${CONF[@]}"
-trap 'stop_cluster "$DIR"' EXIT
+start_realtime_study_cluster "" "track_functions = 'all'" "${CONF[@]}"
 q() { psql -X -q -At -d "$DB" -c "$1"; }
 psql -X -q -d postgres -c "SET client_min_messages = warning" -c "DROP TABLE IF EXISTS drain_samples" \
     -c "CREATE UNLOGGED TABLE drain_samples (at timestamptz, pid int, wait text)"
-q "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS pg_prewarm"
-q "SELECT sum(pg_prewarm(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-   WHERE n.nspname IN ('unify', 'crm') AND c.relkind IN ('r', 'i', 't')" >/dev/null
 wait_queue_drained "$DB"
 q "ALTER SYSTEM SET customer_unify.worker_enabled = off" >/dev/null
 q "SELECT pg_reload_conf()" >/dev/null

@@ -26,17 +26,11 @@ realtime_bench_database
 cd "$ROOT"
 OUT=$(mktemp -d)
 chmod 777 "$OUT"
-start_cluster "$DIR" "shared_buffers = '8GB'" "jit = off" "max_wal_size = '8GB'" "work_mem = '256MB'" \
-    "shared_preload_libraries = 'customer_unify'" "customer_unify.databases = '$DB'" \
-    "track_commit_timestamp = on" "customer_unify.naptime = '10ms'" "customer_unify.workers = 2" \
-    "customer_unify.worker_synchronous_commit = $WORKER_SYNC" "track_wal_io_timing = on" "${CONF[@]}"
-trap 'stop_cluster "$DIR"; rm -rf "$OUT"' EXIT
+start_realtime_study_cluster "rm -rf '$OUT'" "customer_unify.worker_synchronous_commit = $WORKER_SYNC" \
+    "track_wal_io_timing = on" "${CONF[@]}"
 q() { psql -X -q -At -d "$DB" -c "$1"; }
-psql -X -q -d postgres -c "CREATE EXTENSION IF NOT EXISTS pg_prewarm" -c "DROP TABLE IF EXISTS wait_samples" \
+psql -X -q -d postgres -c "SET client_min_messages = warning" -c "DROP TABLE IF EXISTS wait_samples" \
     -c "CREATE UNLOGGED TABLE wait_samples (at timestamptz, pid int, backend_type text, wait_event text)"
-q "CREATE EXTENSION IF NOT EXISTS pg_prewarm"
-q "SELECT sum(pg_prewarm(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-   WHERE n.nspname IN ('unify', 'crm') AND c.relkind IN ('r', 'i', 't')" >/dev/null
 until [ "$(q "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'customer_unify worker'")" = 2 ]; do sleep 0.2; done
 echo "date $(date -u +%F), $(nproc) cores; records $(q "SELECT count(*) FROM unify.records"); worker_synchronous_commit $WORKER_SYNC ${CONF[*]}"
 q "SELECT pg_stat_reset_shared('wal')" >/dev/null

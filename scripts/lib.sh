@@ -107,6 +107,22 @@ realtime_bench_database() {
     [ -f "$DIR/data/PG_VERSION" ] || die "no database at $DIR: run bash benches/realtime.sh first"
 }
 
+# Starts the cluster of the database benches/realtime.sh left behind (realtime_bench_database
+# first) as the study benchmarks run it: 8 GB of shared buffers, two workers polling every
+# 10 ms, plus the settings given; stops it on exit (with $1 run too, when not empty); reads the
+# unify and crm tables into shared buffers.
+start_realtime_study_cluster() {
+    local on_exit="$1"; shift
+    start_cluster "$DIR" "shared_buffers = '8GB'" "jit = off" "max_wal_size = '8GB'" "work_mem = '256MB'" \
+        "shared_preload_libraries = 'customer_unify'" "customer_unify.databases = '$DB'" \
+        "track_commit_timestamp = on" "customer_unify.naptime = '10ms'" "customer_unify.workers = 2" "$@"
+    # shellcheck disable=SC2064  # expanded now, on purpose
+    trap "stop_cluster '$DIR'; $on_exit" EXIT
+    psql -X -q -d "$DB" -c "SET client_min_messages = warning" -c "CREATE EXTENSION IF NOT EXISTS pg_prewarm" \
+        -c "SELECT sum(pg_prewarm(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname IN ('unify', 'crm') AND c.relkind IN ('r', 'i', 't')" >/dev/null
+}
+
 # Waits until the change queue of database $1 is empty and no batch is half-way, asking every
 # 50 ms from one session: a new psql per poll cost about 40 ms of CPU, which on two cores took
 # a fifth of what the workers being measured had. Commits between polls, so it holds no snapshot.
