@@ -402,13 +402,15 @@ fn write_block_keys(records: &[MatchRecord], model: &Model) {
 }
 
 type Frequencies = (HashMap<String, f64>, HashMap<String, f64>);
+/// A model version: its number and the xmin of its unify.model row.
+type ModelVersionKey = (i32, String);
 
 thread_local! {
     /// The name frequencies of the model in use, by (version, xmin of its unify.model row).
     /// A queue batch asks for those of some 10,000 names, most of the table, every time; a
     /// version's frequencies are written with its row and never change, and a version number
     /// is not reused (identity), so the ones read once stay right for the life of the backend.
-    static FREQUENCY_MEMO: RefCell<Option<((i32, String), Rc<Frequencies>)>> =
+    static FREQUENCY_MEMO: RefCell<Option<(ModelVersionKey, Rc<Frequencies>)>> =
         const { RefCell::new(None) };
 }
 
@@ -458,7 +460,7 @@ fn load_frequencies(
     client: &SpiClient<'_>,
     names: Option<Vec<String>>,
     function: &'static str,
-) -> (HashMap<String, f64>, HashMap<String, f64>) {
+) -> Frequencies {
     let base = "SELECT f.field = 'first_name', f.value, f.frequency FROM unify.name_frequencies f
                 WHERE f.model_version = (SELECT max(m.version) FROM unify.model m)";
     // A name's frequency in both fields: the scorer weighs a surname held as a first name
