@@ -20,10 +20,12 @@ use crate::model::comparison::{household_flips, Context, COMPARISONS, JUNK_VALUE
 use crate::model::params::{log2_odds, Model, Scorer};
 use crate::model::record::MatchRecord;
 use crate::model::train::{train, TrainOptions};
+use crate::normalize::date::iso_date_from_pg_days;
 use crate::stopwatch::Stopwatch;
 
-const RECORD_COLUMNS: &str = "record_id, source_id, first_name, last_name, email, email_key, phone, mobile, \
-     street, house_number, postcode, city, to_char(birth_date, 'YYYY-MM-DD'), external_id, customer_number";
+const RECORD_COLUMNS: &str =
+    "record_id, source_id, first_name, last_name, email, email_key, phone, mobile, \
+     street, house_number, postcode, city, birth_date, external_id, customer_number";
 
 /// Records matching `filter` (a WHERE clause over unify.records r), read in batches.
 fn load_records(
@@ -57,7 +59,11 @@ fn record_from_row(row: &pgrx::spi::SpiHeapTupleData, function: &'static str) ->
         house_number: text(10),
         postcode: text(11),
         city: text(12),
-        birth_date: text(13),
+        birth_date: row
+            .get::<pgrx::datum::Date>(13)
+            .unwrap_or_else(|e| spi_failed(e, function))
+            .filter(pgrx::datum::Date::is_finite)
+            .and_then(|d| iso_date_from_pg_days(d.to_pg_epoch_days())),
         external_id: text(14),
         customer_number: text(15),
         ..Default::default()

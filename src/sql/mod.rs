@@ -83,6 +83,33 @@ mod tests {
     }
 
     #[pg_test]
+    fn records_read_birth_dates_as_to_char_writes_them() {
+        // Candidate records read birth_date as a date and write it in Rust
+        // (crate::normalize::date::iso_date_from_pg_days): the same text as to_char, for every
+        // day a birth date can have and the ends of the years both share.
+        let days: Vec<(i32, String)> = Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT d - DATE '2000-01-01', to_char(d, 'YYYY-MM-DD') FROM (
+                         SELECT g::date FROM generate_series(DATE '1900-01-01', DATE '2100-12-31', interval '1 day') AS g
+                         UNION ALL SELECT unnest(ARRAY[DATE '0001-01-01', DATE '9999-12-31'])) AS x (d)",
+                    None,
+                    &[],
+                )
+                .unwrap()
+                .map(|r| (r.get::<i32>(1).unwrap().unwrap(), r.get::<String>(2).unwrap().unwrap()))
+                .collect()
+        });
+        assert_eq!(days.len(), 73_416);
+        for (d, expected) in days {
+            assert_eq!(
+                crate::normalize::date::iso_date_from_pg_days(d).as_deref(),
+                Some(expected.as_str())
+            );
+        }
+    }
+
+    #[pg_test]
     fn cleaners_through_sql() {
         assert_eq!(
             text("SELECT unify.normalize_email(' Max@Müller.DE ')").as_deref(),
