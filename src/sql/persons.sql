@@ -209,9 +209,7 @@ VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     result jsonb;
     touched bigint[];
-    keys_before text[];
-    existed bigint[];
-    households_before bigint[];
+    before unify.persons[];
     regroup bigint[];
 BEGIN
     result := unify._cluster(person_ids, record_ids, rule, reason);
@@ -222,22 +220,17 @@ BEGIN
     -- Grouped again: the persons that are new or whose keys change, and the households that
     -- lose a person; the others keep theirs (grouping every touched person's neighbourhood was
     -- a fifth of a queue batch, and most touched persons keep their keys).
-    SELECT coalesce(array_agg(p.person_id::text || ' ' || row(p.postcode, p.street, p.house_number, p.phone, p.email)::text), '{}'),
-           coalesce(array_agg(p.person_id), '{}'), coalesce(array_agg(p.household_id), '{}')
-    INTO keys_before, existed, households_before
-    FROM unify.persons p WHERE p.person_id = ANY (touched);
+    before := ARRAY(SELECT p FROM unify.persons p WHERE p.person_id = ANY (touched));
     PERFORM unify._refresh_persons(touched, rule, reason);
     regroup := ARRAY(
         SELECT t FROM unnest(touched) t
         EXCEPT
-        SELECT p.person_id FROM unify.persons p
-        JOIN unnest(keys_before) AS k (v)
-          ON k.v = p.person_id::text || ' ' || row(p.postcode, p.street, p.house_number, p.phone, p.email)::text
-        WHERE p.person_id = ANY (touched)
+        SELECT p.person_id FROM unnest(before) b JOIN unify.persons p ON p.person_id = b.person_id
+        WHERE (p.postcode, p.street, p.house_number, p.phone, p.email)
+              IS NOT DISTINCT FROM (b.postcode, b.street, b.house_number, b.phone, b.email)
         UNION
-        SELECT p.person_id FROM unnest(existed, households_before) AS e (person_id, household_id)
-        JOIN unify.persons p ON p.household_id = e.household_id
-        WHERE NOT EXISTS (SELECT 1 FROM unify.persons x WHERE x.person_id = e.person_id));
+        SELECT p.person_id FROM unnest(before) b JOIN unify.persons p ON p.household_id = b.household_id
+        WHERE NOT EXISTS (SELECT 1 FROM unify.persons x WHERE x.person_id = b.person_id));
     PERFORM unify._group_households(regroup);
     RETURN result;
 END
