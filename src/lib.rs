@@ -10,6 +10,7 @@ pub mod compare;
 pub mod model;
 pub mod normalize;
 pub mod parallel;
+pub mod privacy;
 pub mod segment;
 mod sql;
 pub mod stopwatch;
@@ -18,6 +19,9 @@ mod worker;
 /// Registers the GUCs and, when preloaded, the background workers.
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // Errors reach users without a Rust backtrace in their DETAIL (pgrx attaches one when
+    // backtraces are enabled in the server's environment); the log keeps the message.
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
     worker::init();
 }
 
