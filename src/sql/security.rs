@@ -80,7 +80,7 @@ impl Drop for UserContextGuard {
 
 fn role_exists(role: pg_sys::Oid) -> bool {
     Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_authid a WHERE a.oid OPERATOR(pg_catalog.=) $1)",
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles a WHERE a.oid OPERATOR(pg_catalog.=) $1)",
         &[role.into()],
     )
     .ok()
@@ -213,8 +213,8 @@ fn run_as_for(relation: pg_sys::Oid, relation_name: &str) -> pg_sys::Oid {
     let caller = unsafe { pg_sys::GetUserId() };
     let owner = Spi::get_two_with_args::<pg_sys::Oid, String>(
         "SELECT c.relowner, c.relowner::pg_catalog.regrole::pg_catalog.text FROM pg_catalog.pg_class c
-           JOIN pg_catalog.pg_authid caller ON caller.oid OPERATOR(pg_catalog.=) $1
-           JOIN pg_catalog.pg_authid owner ON owner.oid OPERATOR(pg_catalog.=) c.relowner
+           JOIN pg_catalog.pg_roles caller ON caller.oid OPERATOR(pg_catalog.=) $1
+           JOIN pg_catalog.pg_roles owner ON owner.oid OPERATOR(pg_catalog.=) c.relowner
           WHERE c.oid OPERATOR(pg_catalog.=) $2 AND caller.rolsuper AND NOT owner.rolsuper",
         &[caller.into(), relation.into()],
     )

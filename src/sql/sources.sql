@@ -464,6 +464,13 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = format('Records are kept per key: add a primary key or a unique index on %s (%I).', rel_name, key_column);
     END IF;
+    -- The mapping will run as the caller: who cannot read the table cannot register it.
+    IF NOT has_table_privilege(relation, 'SELECT') THEN
+        RAISE EXCEPTION 'permission denied to register %: you cannot read it', rel_name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The mapping runs with the privileges of the role that registers it.',
+                  HINT = 'Register it as a role with SELECT on the table, or GRANT SELECT on it to your role.';
+    END IF;
     IF jsonb_typeof(fields) <> 'object' OR fields = '{}'::jsonb THEN
         RAISE EXCEPTION 'fields must be a JSON object mapping canonical fields to columns or expressions'
             USING ERRCODE = 'invalid_parameter_value',
