@@ -709,9 +709,14 @@ BEGIN
         EXCEPTION WHEN others THEN
             GET STACKED DIAGNOSTICS error_state = RETURNED_SQLSTATE, error_message = MESSAGE_TEXT,
                                     error_detail = PG_EXCEPTION_DETAIL, error_hint = PG_EXCEPTION_HINT;
+            error_hint := format('Check the mapping against the table (SELECT fields FROM unify.sources WHERE name = %L); it runs as role %s with search_path pg_catalog, pg_temp, so qualify your own functions. After the fix, SELECT unify.retry_failed(%L).',
+                                 src.name, src.run_as, src.name);
+            IF coalesce(error_detail, '') = '' THEN
+                RAISE EXCEPTION 'source "%": its mapping failed: %', src.name, error_message
+                    USING ERRCODE = error_state, HINT = error_hint;
+            END IF;
             RAISE EXCEPTION 'source "%": its mapping failed: %', src.name, error_message
-                USING ERRCODE = error_state, DETAIL = coalesce(error_detail, ''),
-                      HINT = coalesce(nullif(error_hint, ''), format('Check the mapping against the table (SELECT fields FROM unify.sources WHERE name = %L); it runs as role %s with search_path pg_catalog, pg_temp.', src.name, src.run_as));
+                USING ERRCODE = error_state, DETAIL = error_detail, HINT = error_hint;
         END;
         IF keys IS NULL THEN
             INSERT INTO pg_temp.unify_source_keys SELECT s.source_key FROM pg_temp.unify_source_rows s;
@@ -836,10 +841,11 @@ BEGIN
     IF source IS NOT NULL THEN
         PERFORM unify._checked_source(source);
     END IF;
+    -- The dead letters stay until their change is applied (then the queue deletes them) or
+    -- fails again (then their attempts count up).
     WITH retried AS (
-        DELETE FROM unify.dead_letters d
+        SELECT d.source_id, d.source_key FROM unify.dead_letters d
         WHERE retry_failed.source IS NULL OR d.source_id = (SELECT s.source_id FROM unify.sources s WHERE s.name = retry_failed.source)
-        RETURNING d.source_id, d.source_key
     ), queued AS (
         INSERT INTO unify.change_queue (source_id, source_key, op)
         SELECT r.source_id, r.source_key, CASE WHEN r.source_key IS NULL THEN 'T' ELSE 'U' END::"char" FROM retried r
