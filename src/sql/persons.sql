@@ -449,6 +449,9 @@ BEGIN
             FROM unify.persons p WHERE p.person_id = erase_person.person_id) x
         WHERE v IS NOT NULL AND length(btrim(v)) >= 3);
 
+    INSERT INTO unify._secret (secret)
+    SELECT pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.gen_random_uuid()::text || pg_catalog.gen_random_uuid()::text, 'UTF8'))
+    ON CONFLICT DO NOTHING;
     INSERT INTO unify.erasures (source_id, key_hash, event_id)
     SELECT m.source_id, unify._key_hash((SELECT k.secret FROM unify._secret k), m.source_key), event_ref FROM unnest(members) m
     ON CONFLICT DO NOTHING;

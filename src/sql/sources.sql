@@ -96,14 +96,13 @@ COMMENT ON TABLE unify.erasures IS 'Source rows of erased persons (HMAC-SHA-256 
 SELECT pg_catalog.pg_extension_config_dump('unify.erasures', '');
 
 -- The key of the erasure hashes: 244 random bits (gen_random_uuid uses pg_strong_random), made
--- at installation, readable by the extension owner alone. pg_dump keeps it, so tombstones
--- still match after a restore.
+-- by the first erasure (unify.erase_person), readable by the extension owner alone. pg_dump
+-- keeps it, so tombstones still match after a restore (made at installation, the restore's
+-- CREATE EXTENSION would have made another one first).
 CREATE TABLE unify._secret (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     secret    bytea NOT NULL
 );
-INSERT INTO unify._secret (secret)
-SELECT pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.gen_random_uuid()::text || pg_catalog.gen_random_uuid()::text, 'UTF8'));
 SELECT pg_catalog.pg_extension_config_dump('unify._secret', '');
 
 -- Changes that could not be applied (a mapping that fails, a value its expression rejects, a
