@@ -124,9 +124,15 @@ fn _run_as(role: pg_sys::Oid, statement: &str, keys: Option<Vec<String>>) -> i64
     }
     let _as_role = UserContextGuard::switch_to(role, true);
     Spi::connect_mut(|client| {
-        update_kept(client, statement, &vec![keys.into()])
-            .map(|t| t.len() as i64)
-            .unwrap_or_else(|e| spi_failed(e, F))
+        // A queue batch runs the same statement with other keys: its plan is kept. A full read
+        // (a sync part, the orders of a date range) is planned once for its one run; kept, its
+        // varying text would grow the backend's plan cache every day.
+        match keys {
+            Some(keys) => update_kept(client, statement, &vec![keys.into()]),
+            None => client.update(statement, None, &[]),
+        }
+        .map(|t| t.len() as i64)
+        .unwrap_or_else(|e| spi_failed(e, F))
     })
 }
 
