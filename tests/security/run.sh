@@ -151,6 +151,15 @@ expect "the DBA's secret is in no table of the extension" \
 expect "the sneaky source's failure names it and the missing privilege" \
     "$(dba "SET client_min_messages = error; SELECT error LIKE '%sneaky%permission denied%' FROM unify.sync() WHERE source_name = 'sneaky'")" t
 
+log "security: unify_admin works through the API (the commands run as the extension owner)"
+expect "mallory syncs her source" "$(as mallory -c "SET client_min_messages = error; SELECT inserted + updated + deleted >= 0 FROM unify.sync('mallory')")" t
+expect "mallory processes the queue, resolves, segments" \
+    "$(as mallory -c "SET client_min_messages = error; SELECT unify.process_queue() >= 0; SELECT persons > 0 FROM unify.resolve(); SELECT (unify.refresh_segments() ->> 'persons')::int >= 0" | tr '\n' ' ')" "t t t "
+expect "mallory links two records as a steward, her name in the audit trail" \
+    "$(as mallory -c "SELECT unify.link(a.record_id, b.record_id, 'same customer') IS NOT NULL FROM unify.records a, unify.records b WHERE a.source_key = '1' AND b.source_key = '3' AND a.source_id = b.source_id AND a.source_id = (SELECT source_id FROM unify.sources WHERE name = 'mallory'); SELECT actor FROM unify.identity_events WHERE event = 'link' ORDER BY event_id DESC LIMIT 1" | tr '\n' ' ')" "t mallory "
+expect "mallory edits the exchange rates directly" "$(as mallory -c "INSERT INTO unify.exchange_rates (currency, rate) VALUES ('CHF', 1.05) RETURNING currency")" CHF
+expect "mallory reads the status" "$([ "$(as mallory -c "SELECT count(*) FROM unify.status")" -gt 0 ] && echo yes)" yes
+
 log "security: user code cannot switch back to the superuser inside a mapping"
 as mallory >/dev/null <<'SQL'
 CREATE FUNCTION public.switch_role(x anyelement) RETURNS text LANGUAGE plpgsql AS $f$
