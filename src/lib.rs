@@ -7,6 +7,9 @@
 
 pub mod cluster;
 pub mod compare;
+#[cfg(test)]
+mod fuzz;
+pub mod interrupt;
 pub mod model;
 pub mod normalize;
 pub mod parallel;
@@ -15,9 +18,11 @@ mod sql;
 pub mod stopwatch;
 mod worker;
 
-/// Registers the GUCs and, when preloaded, the background workers.
+/// Installs the interrupt hook of the pure modules, registers the GUCs and, when preloaded, the
+/// background workers.
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    sql::install_interrupt_hook();
     worker::init();
 }
 

@@ -102,6 +102,7 @@ fn em_sample(candidates: &[Candidate], em_pairs: usize, seed: u64) -> (Vec<u32>,
     let mut picked = Vec::with_capacity(em_pairs + em_pairs / 8);
     let mut weights = Vec::with_capacity(em_pairs + em_pairs / 8);
     for (i, c) in candidates.iter().enumerate() {
+        crate::interrupt::check_every(i, 1 << 16);
         let p = chance[&c.rules];
         // A hash of the index, not a running generator: the draw of one pair does not depend
         // on the others.
@@ -137,7 +138,8 @@ impl Rng {
 fn exact_u<'a>(values: impl Iterator<Item = &'a str>) -> Option<f64> {
     let mut counts: HashMap<&str, f64> = HashMap::new();
     let mut n = 0.0;
-    for v in values {
+    for (i, v) in values.enumerate() {
+        crate::interrupt::check_every(i, 1 << 16);
         *counts.entry(v).or_default() += 1.0;
         n += 1.0;
     }
@@ -163,7 +165,8 @@ pub fn estimate_u(
     let samples = (opts.sample_pairs as u128).min(total_pairs) as usize;
     // The sample is drawn first, in one sequence, so it is the same on any number of threads.
     let pairs: Vec<(u32, u32)> = (0..samples)
-        .map(|_| {
+        .map(|k| {
+            crate::interrupt::check_every(k, 1 << 16);
             let i = rng.below(records.len());
             let mut j = rng.below(records.len() - 1);
             if j >= i {
@@ -271,6 +274,8 @@ fn em_session(
     };
     report.estimated.sort_unstable();
     for it in 1..=opts.max_iterations {
+        // An iteration passes over every distinct pattern once: check between them.
+        crate::interrupt::check();
         let mut num: HashMap<Comparison, Vec<f64>> =
             m.iter().map(|(c, v)| (*c, vec![0.0; v.len()])).collect();
         let mut matched = 0.0;
@@ -394,6 +399,7 @@ fn estimate_prior(
     let mut prior = model.prior;
     let mut expected = 0.0;
     for _ in 0..50 {
+        crate::interrupt::check();
         let lp = log2_odds(prior);
         expected = parallel::map_blocks(evidence.len(), workers, |range| {
             evidence[range.clone()]
@@ -737,6 +743,43 @@ mod tests {
             "{agree} of {}",
             cands.len()
         );
+    }
+
+    #[test]
+    fn a_cancel_stops_training_in_every_phase() {
+        use crate::interrupt::testing::{cancelled, checks_in};
+        let records: Vec<MatchRecord> = (0..3000)
+            .map(|i| {
+                MatchRecord {
+                    id: i,
+                    first_name: Some(["anna", "hans", "eva", "paul"][i as usize % 4].into()),
+                    last_name: Some(format!("müller{}", i % 700)),
+                    postcode: Some(format!("{:05}", 10000 + i % 40)),
+                    ..Default::default()
+                }
+                .prepare()
+            })
+            .collect();
+        let ctx = Context::build(&records);
+        let model = Model::default_german();
+        let (cands, _) = candidates(&records, &model.blocking_rules, 1_000_000, 1).unwrap();
+        let run = || {
+            let mut m = model.clone();
+            train(
+                &records,
+                &ctx,
+                &cands,
+                &mut m,
+                &HashMap::new(),
+                &TrainOptions::default(),
+            )
+        };
+        let (_, checks) = checks_in(run);
+        // u, EM iterations, the prior's passes: checks all along, up to the last ones.
+        assert!(checks > 50, "{checks}");
+        for at in [checks / 4, checks / 2, checks * 3 / 4, checks - 1] {
+            assert!(cancelled(at, run), "not stopped at check {at} of {checks}");
+        }
     }
 
     #[test]
