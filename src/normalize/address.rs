@@ -125,9 +125,10 @@ pub fn split_street(input: &str) -> Option<StreetParts> {
             (text, None)
         }
     };
+    // A combining mark alone is no letter (U+10EAB counts as alphabetic; found by fuzzing).
     street
         .chars()
-        .any(char::is_alphabetic)
+        .any(|c| c.is_alphabetic() && !unicode_normalization::char::is_combining_mark(c))
         .then_some(StreetParts {
             street,
             house_number: number,
@@ -177,7 +178,9 @@ pub fn normalize_street(input: &str) -> Option<String> {
         key.push_str("atz");
     }
     let run: Vec<char> = key.chars().collect();
-    if key.is_empty() || (parts.house_number.is_none() && house_number_at_end(&run) == Some(0)) {
+    if !key.chars().any(char::is_alphabetic)
+        || (parts.house_number.is_none() && house_number_at_end(&run) == Some(0))
+    {
         return None;
     }
     if let Some(number) = parts.house_number {
@@ -432,6 +435,9 @@ mod tests {
         assert_eq!(normalize_street("P L").as_deref(), Some("platz"));
         assert_eq!(normalize_street("/12a"), None);
         assert_eq!(normalize_street("0!º"), None);
+        // A letter made of a combining mark alone is dropped by transliteration: no street.
+        assert_eq!(split("¹\u{10eab}"), None);
+        assert_eq!(normalize_street("¹\u{10eab}"), None);
         for x in [
             "S Tr 5",
             "P L",

@@ -117,8 +117,13 @@ pub fn normalize_name(input: &str) -> Option<String> {
         if is_title(raw) {
             continue;
         }
-        // Initials and abbreviations lose their dots: `H.-P.` → `h-p`.
+        // Initials and abbreviations lose their dots: `H.-P.` → `h-p`. A word that is a title
+        // without its dots (`d.R` → `dr`) is one: a second call would drop it (found by
+        // fuzzing).
         let word = tidy_word(raw);
+        if is_title(&word) {
+            continue;
+        }
         if word.chars().all(|c| c == '-') {
             // A free-standing hyphen joins its neighbours: `Hans - Peter` is one double name.
             if !out.is_empty() && !out.ends_with('-') {
@@ -354,6 +359,7 @@ mod tests {
         assert_eq!(normalize_name("St.\u{308}").as_deref(), Some("s\u{1e97}"));
         // A title with a hyphen at its end is still a title.
         assert_eq!(normalize_name("Familie-"), None);
+        assert_eq!(normalize_name("d.R Hans").as_deref(), Some("hans"));
         assert_eq!(normalize_name("Frau- Müller").as_deref(), Some("müller"));
         // A symbol drawn as a capital letter has no lower case: dropped like other symbols.
         assert_eq!(normalize_name("🅐"), None);
