@@ -2,6 +2,7 @@
 -- above 1, which score_pairs() then refused ("m and u must be in (0, 1]"). Now the model is
 -- valid, says in its report which comparisons (if any) it could not train, and scoring works.
 -- On records of its own: the other tests' sources are set aside in a rolled-back transaction.
+-- Named to run after the tests that print ids: rolled-back registrations still use up ids.
 \set SHOW_CONTEXT never
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS customer_unify;
