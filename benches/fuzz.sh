@@ -43,17 +43,18 @@ export PROPTEST_CASES="$CASES"
 status=0
 RUST_BACKTRACE=0 cargo test --profile profiling --no-default-features --features pg15 --lib \
     "fuzz::fuzz_${ONLY}" -- --nocapture --test-threads="$THREADS" 2>&1 | tee "$OUT" \
-    | grep -E -A4 '^fuzz |minimal failing' || true
+    | grep --line-buffered -E -A4 'fuzz [a-z_]+: |minimal failing' || true
 grep -q '^test result: ok' "$OUT" || status=1
 
 echo
 echo "| property | cases | seconds | cases/s |"
 echo "| --- | ---: | ---: | ---: |"
-sed -nE 's/^fuzz ([a-z_]+): ([0-9]+) cases in ([0-9.]+) s, ([0-9]+) cases\/s$/\1 \2 \3 \4/p' "$OUT" | sort |
+# The harness writes "test fuzz::fuzz_x ... " before the property's own line.
+sed -nE 's/.*fuzz ([a-z_]+): ([0-9]+) cases in ([0-9.]+) s, ([0-9]+) cases\/s.*/\1 \2 \3 \4/p' "$OUT" | sort |
     while read -r name cases seconds rate; do
         printf '| %s | %s | %s | %s |\n' "$name" "$cases" "$seconds" "$rate"
     done
-properties=$(grep -c '^fuzz [a-z_]*: ' "$OUT" || true)
+properties=$(grep -cE 'fuzz [a-z_]+: [0-9]+ cases' "$OUT" || true)
 echo
 echo "$properties properties, $(( $(date +%s) - started )) s in all, $(nproc) cores, $(date -u +%Y-%m-%d)"
 [ "$status" = 0 ] || die "a property failed (above; PROPTEST_RNG_SEED repeats the run)"
