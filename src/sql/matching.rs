@@ -357,7 +357,10 @@ fn write_block_keys(records: &[MatchRecord], model: &Model) {
     const F: &str = "score_pairs";
     let mut keys: Vec<(i64, i64)> = records
         .iter()
-        .flat_map(|r| {
+        .enumerate()
+        .flat_map(|(i, r)| {
+            // Phonetic keys of a million records take seconds: stop on a cancel.
+            crate::interrupt::check_every(i, 1 << 14);
             key_hashes(&model.blocking_rules, r)
                 .into_iter()
                 .map(move |(_, h)| (h, r.id))
