@@ -7,6 +7,9 @@
 
 pub mod cluster;
 pub mod compare;
+#[cfg(test)]
+mod fuzz;
+pub mod interrupt;
 pub mod model;
 pub mod normalize;
 pub mod parallel;
@@ -16,12 +19,14 @@ mod sql;
 pub mod stopwatch;
 mod worker;
 
-/// Registers the GUCs and, when preloaded, the background workers.
+/// Installs the interrupt hook of the pure modules, registers the GUCs and, when preloaded, the
+/// background workers.
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     // Errors reach users without a Rust backtrace in their DETAIL (pgrx attaches one when
     // backtraces are enabled in the server's environment); the log keeps the message.
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    sql::install_interrupt_hook();
     worker::init();
 }
 

@@ -11,19 +11,23 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 /// Items per block: large enough that a block costs far more than handing it out.
 pub const BLOCK: usize = 1 << 16;
 
-/// How many threads may work, and what the calling thread checks between its blocks (the SQL
-/// layer passes PostgreSQL's interrupt check, so a cancelled query stops within a block).
+/// How many threads may work, what the calling thread checks between its blocks and what the
+/// other threads ask before each of theirs. By default `crate::interrupt`'s hook: PostgreSQL's
+/// interrupt check on the statement's thread, and whether a cancel is pending on the others, so a
+/// cancelled query stops within a block on every thread.
 #[derive(Clone, Copy, Debug)]
 pub struct Workers {
     pub threads: usize,
     pub check: fn(),
+    pub pending: fn() -> bool,
 }
 
 impl Default for Workers {
     fn default() -> Self {
         Self {
             threads: 1,
-            check: || {},
+            check: crate::interrupt::check,
+            pending: crate::interrupt::pending,
         }
     }
 }
@@ -40,8 +44,10 @@ impl From<usize> for Workers {
 /// `f` of every block of `0..len` (in order). Threads take the next block as they finish one;
 /// the calling thread takes part and runs `workers.check` before each of its blocks: a check
 /// that panics (a cancelled query raising its error) stops the other threads after their
-/// current block, and the panic reaches the caller. A panic in any thread is re-raised in the
-/// caller.
+/// current block, and the panic reaches the caller. The other threads stop when
+/// `workers.pending` says a cancel is pending (or their work unwinds with
+/// `interrupt::Interrupted`); the calling thread then runs `workers.check` to raise it. A panic
+/// in any thread is re-raised in the caller.
 pub fn map_blocks<R, F>(len: usize, workers: impl Into<Workers>, f: F) -> Vec<R>
 where
     R: Send,
@@ -49,22 +55,22 @@ where
 {
     let workers = workers.into();
     let block = |i: usize| i * BLOCK..((i + 1) * BLOCK).min(len);
-    share(
-        len.div_ceil(BLOCK),
-        workers.threads,
-        |i| f(block(i)),
-        workers.check,
-    )
+    share(len.div_ceil(BLOCK), workers, |i| f(block(i)))
 }
 
 /// `run(i)` for every `i` in `0..units`, in order: threads take the next unit as they finish one,
-/// the calling thread among them, running `check` before each of its units.
-fn share<R, F, C>(units: usize, threads: usize, run: F, check: C) -> Vec<R>
+/// the calling thread among them, running `workers.check` before each of its units (the others
+/// ask `workers.pending`).
+fn share<R, F>(units: usize, workers: Workers, run: F) -> Vec<R>
 where
     R: Send,
     F: Fn(usize) -> R + Sync,
-    C: Fn(),
 {
+    let Workers {
+        threads,
+        check,
+        pending,
+    } = workers;
     let threads = threads.clamp(1, units.max(1));
     if threads == 1 {
         return (0..units)
@@ -76,6 +82,8 @@ where
     }
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
+    // Set by a thread that stopped for a pending cancel: its units are not done.
+    let interrupted = AtomicBool::new(false);
     // The next unit to take, or None when all are taken or a thread failed.
     let take = || {
         if stop.load(Ordering::Relaxed) {
@@ -91,9 +99,17 @@ where
         std::mem::forget(guard);
         (i, r)
     };
+    // Threads other than the caller's must not call into PostgreSQL: they only read whether a
+    // cancel is pending and leave raising it to the caller.
     let helper = || {
         let mut done = Vec::new();
-        while let Some(i) = take() {
+        loop {
+            if pending() {
+                interrupted.store(true, Ordering::Relaxed);
+                stop.store(true, Ordering::Relaxed);
+                break;
+            }
+            let Some(i) = take() else { break };
             done.push(unit(i));
         }
         done
@@ -108,11 +124,24 @@ where
             let Some(i) = take() else { break };
             all.push(unit(i));
         }
+        let mut failed = None;
         for h in handles {
             match h.join() {
                 Ok(part) => all.extend(part),
+                Err(panic) if panic.is::<crate::interrupt::Interrupted>() => {
+                    interrupted.store(true, Ordering::Relaxed);
+                    failed.get_or_insert(panic);
+                }
                 Err(panic) => std::panic::resume_unwind(panic),
             }
+        }
+        if interrupted.load(Ordering::Relaxed) {
+            // Raise the cancel here, where it may be raised; the results are incomplete, so
+            // never return them even if the check lets the statement go on.
+            check();
+            std::panic::resume_unwind(
+                failed.unwrap_or_else(|| Box::new(crate::interrupt::Interrupted)),
+            );
         }
         all
     });
@@ -157,13 +186,13 @@ where
 
 /// `f` of every item, in item order, for a few large items of uneven cost (one blocking rule
 /// each): threads take the next item as they finish one.
-pub fn map_tasks<T, R, F>(items: &[T], threads: usize, f: F) -> Vec<R>
+pub fn map_tasks<T, R, F>(items: &[T], workers: impl Into<Workers>, f: F) -> Vec<R>
 where
     T: Sync,
     R: Send,
     F: Fn(&T) -> R + Sync,
 {
-    share(items.len(), threads, |i| f(&items[i]), || {})
+    share(items.len(), workers.into(), |i| f(&items[i]))
 }
 
 /// How many threads a backend may use: the one it runs on plus as many as a parallel query may
@@ -242,6 +271,7 @@ mod tests {
         let workers = Workers {
             threads: 2,
             check: cancel_at_the_fourth_check,
+            ..Workers::default()
         };
         let result = std::panic::catch_unwind(|| {
             map_blocks(1000 * BLOCK, workers, |r| {
@@ -262,6 +292,74 @@ mod tests {
         // Without a failing check every block is done, each once, in order.
         let starts = map_blocks(1000 * BLOCK + 5, 3, |r| r.start);
         assert!(starts.iter().copied().eq((0..1001).map(|i| i * BLOCK)));
+    }
+
+    #[test]
+    fn a_pending_cancel_stops_the_other_threads_and_the_caller_raises_it() {
+        // A cancel arrives while the blocks run: the helper threads see it pending, stop, and
+        // the calling thread raises it after joining them (as check_for_interrupts! would).
+        static CANCEL: AtomicBool = AtomicBool::new(false);
+        static RAISED: AtomicUsize = AtomicUsize::new(0);
+        static DONE: AtomicUsize = AtomicUsize::new(0);
+        fn pending() -> bool {
+            CANCEL.load(Ordering::Relaxed)
+        }
+        fn raise_if_cancelled() {
+            if CANCEL.load(Ordering::Relaxed) {
+                RAISED.fetch_add(1, Ordering::Relaxed);
+                panic!("canceling statement due to statement timeout");
+            }
+        }
+        let workers = Workers {
+            threads: 3,
+            check: raise_if_cancelled,
+            pending,
+        };
+        let result = std::panic::catch_unwind(|| {
+            map_blocks(1000 * BLOCK, workers, |r| {
+                if DONE.fetch_add(1, Ordering::Relaxed) == 20 {
+                    CANCEL.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                r.len()
+            })
+        });
+        let message = *result.unwrap_err().downcast::<&str>().unwrap();
+        assert_eq!(message, "canceling statement due to statement timeout");
+        assert_eq!(RAISED.load(Ordering::Relaxed), 1);
+        assert!(DONE.load(Ordering::Relaxed) < 100, "{DONE:?}");
+    }
+
+    #[test]
+    fn work_unwinding_with_interrupted_on_a_helper_is_raised_by_the_caller() {
+        // A pure loop on a helper thread calls interrupt::check(), which unwinds there with
+        // Interrupted; after joining, the caller's check raises the statement's own error.
+        static HELPER_STOPPED: AtomicBool = AtomicBool::new(false);
+        fn raise_once_a_helper_stopped() {
+            if HELPER_STOPPED.load(Ordering::Relaxed) {
+                panic!("raised by the caller");
+            }
+        }
+        let caller = std::thread::current().id();
+        let items: Vec<u32> = (0..64).collect();
+        let workers = Workers {
+            threads: 2,
+            check: raise_once_a_helper_stopped,
+            pending: || false,
+        };
+        let result = std::panic::catch_unwind(|| {
+            map_tasks(&items, workers, |&x| {
+                if std::thread::current().id() != caller {
+                    HELPER_STOPPED.store(true, Ordering::Relaxed);
+                    std::panic::panic_any(crate::interrupt::Interrupted);
+                }
+                // Slow on the caller's thread, so that the helper takes tasks.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                x
+            })
+        });
+        let message = *result.unwrap_err().downcast::<&str>().unwrap();
+        assert_eq!(message, "raised by the caller");
     }
 
     #[test]

@@ -130,7 +130,9 @@ pub fn cluster(
             uf.cannot.entry(y).or_default().insert(x);
         }
     }
-    for &(a, b) in must_link {
+    for (n, &(a, b)) in must_link.iter().enumerate() {
+        // Millions of pairs at a million records: a cancel must not wait for all of them.
+        crate::interrupt::check_every(n, 1 << 16);
         if let Some((x, y)) = lookup(a, b, &mut out) {
             let (rx, ry) = (uf.find(x), uf.find(y));
             if rx != ry {
@@ -148,7 +150,8 @@ pub fn cluster(
             .total_cmp(&p.weight)
             .then((p.a.min(p.b), p.a.max(p.b)).cmp(&(q.a.min(q.b), q.a.max(q.b))))
     });
-    for p in order {
+    for (n, p) in order.into_iter().enumerate() {
+        crate::interrupt::check_every(n, 1 << 16);
         if let Some((x, y)) = lookup(p.a, p.b, &mut out) {
             let (rx, ry) = (uf.find(x), uf.find(y));
             if rx == ry {
@@ -166,7 +169,8 @@ pub fn cluster(
     by_id.sort_by_key(|&i| records[i as usize]);
     let mut number: HashMap<u32, u32> = HashMap::new();
     out.cluster_of = vec![0; records.len()];
-    for i in by_id {
+    for (n, i) in by_id.into_iter().enumerate() {
+        crate::interrupt::check_every(n, 1 << 16);
         let root = uf.find(i);
         let next = number.len() as u32;
         let c = *number.entry(root).or_insert_with(|| {
@@ -190,6 +194,23 @@ mod tests {
     fn same(c: &Clustering, records: &[i64], a: i64, b: i64) -> bool {
         let pos = |x: i64| records.iter().position(|&r| r == x).unwrap();
         c.cluster_of[pos(a)] == c.cluster_of[pos(b)]
+    }
+
+    #[test]
+    fn a_cancel_stops_clustering_many_pairs() {
+        use crate::interrupt::testing::{cancelled, checks_in};
+        let records: Vec<i64> = (0..300_000).collect();
+        let matches: Vec<MatchPair> = (1..300_000).map(|i| pair(i - 1, i, 1.0)).collect();
+        let (c, checks) = checks_in(|| cluster(&records, &[], &[], &matches));
+        assert_eq!(c.clusters, 1);
+        // Every 65,536 pairs and records.
+        assert!(checks >= 8, "{checks}");
+        assert!(cancelled(checks - 1, || cluster(
+            &records,
+            &[],
+            &[],
+            &matches
+        )));
     }
 
     #[test]

@@ -33,7 +33,8 @@ impl IdPlan {
         let mut counts: HashMap<i64, BTreeMap<u32, u64>> = HashMap::new();
         let mut previous_of_cluster = vec![BTreeSet::new(); clusters as usize];
         let mut clusters_of_previous: BTreeMap<i64, BTreeSet<u32>> = BTreeMap::new();
-        for (&c, p) in cluster_of.iter().zip(previous) {
+        for (n, (&c, p)) in cluster_of.iter().zip(previous).enumerate() {
+            crate::interrupt::check_every(n, 1 << 16);
             if let Some(p) = *p {
                 *counts.entry(p).or_default().entry(c).or_default() += 1;
                 previous_of_cluster[c as usize].insert(p);

@@ -18,6 +18,7 @@ pub fn group_by_shared_keys(keys: &[Vec<String>]) -> Vec<Option<u32>> {
     let mut first_holder: HashMap<&str, i64> = HashMap::new();
     let mut links = Vec::new();
     for (i, item_keys) in keys.iter().enumerate() {
+        crate::interrupt::check_every(i, 1 << 16);
         for key in item_keys {
             match first_holder.get(key.as_str()) {
                 Some(&j) => links.push((j, i as i64)),

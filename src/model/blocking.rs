@@ -266,6 +266,9 @@ fn rule_pairs(
     let mut all: Vec<(u64, u32)> = Vec::new();
     let mut blocks: HashMap<String, Vec<u32>> = HashMap::new();
     for (idx, r) in records.iter().enumerate() {
+        // A rule's keys over a million records take seconds (phonetic codes): a cancel must
+        // not wait for them. On the threads of `candidates` this only reads a pending cancel.
+        crate::interrupt::check_every(idx, 1 << 14);
         for key in rule.keys(r) {
             blocks.entry(key).or_default().push(idx as u32);
         }
@@ -274,7 +277,8 @@ fn rule_pairs(
         rule: rule.name.clone(),
         ..Default::default()
     };
-    for (key, mut members) in blocks {
+    for (n, (key, mut members)) in blocks.into_iter().enumerate() {
+        crate::interrupt::check_every(n, 1 << 14);
         members.dedup();
         if members.len() < 2 {
             continue;

@@ -126,7 +126,9 @@ impl Context {
         let tf = |get: fn(&MatchRecord) -> Option<&String>| {
             let mut counts: HashMap<String, f64> = HashMap::new();
             let mut n = 0.0;
-            for r in records {
+            for (i, r) in records.iter().enumerate() {
+                // A pass over a million records takes a second or so: stop on a cancel.
+                crate::interrupt::check_every(i, 1 << 16);
                 if let Some(v) = get(r) {
                     *counts.entry(v.clone()).or_default() += 1.0;
                     n += 1.0;
@@ -174,7 +176,8 @@ fn household_values<'a>(
 ) -> (HashSet<String>, HashSet<String>) {
     let mut by_email: HashMap<&str, Vec<&MatchRecord>> = HashMap::new();
     let mut by_phone: HashMap<&str, Vec<&MatchRecord>> = HashMap::new();
-    for r in records {
+    for (i, r) in records.into_iter().enumerate() {
+        crate::interrupt::check_every(i, 1 << 16);
         if let Some(k) = r.email_key.as_deref() {
             if only.is_none_or(|(emails, _)| emails.contains(k)) {
                 by_email.entry(k).or_default().push(r);

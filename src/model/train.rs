@@ -71,6 +71,9 @@ pub struct TrainReport {
     /// See `Model::namesake_share`.
     pub namesake_share: Option<f64>,
     pub similar_name_share: Option<f64>,
+    /// Comparisons left at the values they had before training, and why (see
+    /// `keep_untrainable`); empty when every comparison was trained.
+    pub kept_untrained: Vec<String>,
     /// Wall time of each step, for finding where a slow training goes.
     pub seconds: Vec<(&'static str, f64)>,
 }
@@ -102,6 +105,7 @@ fn em_sample(candidates: &[Candidate], em_pairs: usize, seed: u64) -> (Vec<u32>,
     let mut picked = Vec::with_capacity(em_pairs + em_pairs / 8);
     let mut weights = Vec::with_capacity(em_pairs + em_pairs / 8);
     for (i, c) in candidates.iter().enumerate() {
+        crate::interrupt::check_every(i, 1 << 16);
         let p = chance[&c.rules];
         // A hash of the index, not a running generator: the draw of one pair does not depend
         // on the others.
@@ -137,7 +141,8 @@ impl Rng {
 fn exact_u<'a>(values: impl Iterator<Item = &'a str>) -> Option<f64> {
     let mut counts: HashMap<&str, f64> = HashMap::new();
     let mut n = 0.0;
-    for v in values {
+    for (i, v) in values.enumerate() {
+        crate::interrupt::check_every(i, 1 << 16);
         *counts.entry(v).or_default() += 1.0;
         n += 1.0;
     }
@@ -163,7 +168,8 @@ pub fn estimate_u(
     let samples = (opts.sample_pairs as u128).min(total_pairs) as usize;
     // The sample is drawn first, in one sequence, so it is the same on any number of threads.
     let pairs: Vec<(u32, u32)> = (0..samples)
-        .map(|_| {
+        .map(|k| {
+            crate::interrupt::check_every(k, 1 << 16);
             let i = rng.below(records.len());
             let mut j = rng.below(records.len() - 1);
             if j >= i {
@@ -271,6 +277,8 @@ fn em_session(
     };
     report.estimated.sort_unstable();
     for it in 1..=opts.max_iterations {
+        // An iteration passes over every distinct pattern once: check between them.
+        crate::interrupt::check();
         let mut num: HashMap<Comparison, Vec<f64>> =
             m.iter().map(|(c, v)| (*c, vec![0.0; v.len()])).collect();
         let mut matched = 0.0;
@@ -394,6 +402,7 @@ fn estimate_prior(
     let mut prior = model.prior;
     let mut expected = 0.0;
     for _ in 0..50 {
+        crate::interrupt::check();
         let lp = log2_odds(prior);
         expected = parallel::map_blocks(evidence.len(), workers, |range| {
             evidence[range.clone()]
@@ -414,6 +423,47 @@ fn estimate_prior(
     (prior, expected)
 }
 
+/// u among non-matches from u among random pairs, which hold the matches too:
+/// (u_sampled - prior * m) / (1 - prior), at least a hundredth of the sampled value, then scaled
+/// to sum to 1 again. Without the scaling the floors add mass, and where a small or unusual
+/// source makes the prior large (all first names distinct, a few hundred records) a level's u
+/// went past 1, a model score_pairs refused (issue 23).
+fn corrected_u(sampled: &[f64], m: &[f64], prior: f64) -> Vec<f64> {
+    let u: Vec<f64> = sampled
+        .iter()
+        .zip(m)
+        .map(|(u, m)| ((u - prior * m) / (1.0 - prior)).max(u * 0.01).max(1e-12))
+        .collect();
+    let sum: f64 = u.iter().sum();
+    u.iter().map(|x| (x / sum).clamp(1e-12, 1.0)).collect()
+}
+
+/// The comparisons whose trained m or u is not a probability in (0, 1] (which `Model::validate`
+/// and so `score_pairs` refuse) go back to the values they had before training, with a note
+/// saying so for the report. A guard: `corrected_u` and the floors of EM should leave nothing
+/// to catch.
+fn keep_untrainable(model: &mut Model, before: &Model) -> Vec<String> {
+    let valid = |x: f64| x > 0.0 && x <= 1.0;
+    let mut notes = Vec::new();
+    for p in &mut model.comparisons {
+        let Some(bad) = p.levels.iter().find(|l| !valid(l.m) || !valid(l.u)) else {
+            continue;
+        };
+        let Some(old) = before.params(p.comparison) else {
+            continue;
+        };
+        notes.push(format!(
+            "{}: level {} came out as m {}, u {} (too few or too uniform values to estimate it); kept the model's values",
+            p.comparison.name(),
+            bad.name,
+            bad.m,
+            bad.u
+        ));
+        p.levels.clone_from(&old.levels);
+    }
+    notes
+}
+
 /// Trains `model` in place (u, m, prior) and reports each EM session.
 pub fn train(
     records: &[MatchRecord],
@@ -424,6 +474,7 @@ pub fn train(
     opts: &TrainOptions,
 ) -> TrainReport {
     let mut watch = Stopwatch::default();
+    let before = model.clone();
     // Measured below, set at the end: the prior is estimated on plain weights.
     model.namesake_share = None;
     model.similar_name_share = None;
@@ -522,10 +573,9 @@ pub fn train(
         model.prior = prior;
         if pass == 0 {
             for (p, raw) in model.comparisons.iter_mut().zip(&sampled_u) {
-                for (level, u) in p.levels.iter_mut().zip(raw) {
-                    level.u = ((u - prior * level.m) / (1.0 - prior))
-                        .max(u * 0.01)
-                        .max(1e-12);
+                let m: Vec<f64> = p.levels.iter().map(|l| l.m).collect();
+                for (level, u) in p.levels.iter_mut().zip(corrected_u(raw, &m, prior)) {
+                    level.u = u;
                 }
             }
         }
@@ -538,6 +588,7 @@ pub fn train(
     };
     model.namesake_share = share(Namesakes::SameName);
     model.similar_name_share = share(Namesakes::AlikeNames);
+    let kept_untrained = keep_untrainable(model, &before);
     TrainReport {
         records: records.len(),
         candidate_pairs: all_candidates,
@@ -550,6 +601,7 @@ pub fn train(
         household_share: model.household_share,
         namesake_share: model.namesake_share,
         similar_name_share: model.similar_name_share,
+        kept_untrained,
         seconds: watch.into_steps(),
     }
 }
@@ -737,6 +789,119 @@ mod tests {
             "{agree} of {}",
             cands.len()
         );
+    }
+
+    /// Issue 23: a source whose first names are all distinct (a sign-up form's unique handles,
+    /// generated test data) gave a model with a u above 1 (the correction for matches among
+    /// random pairs, with the large prior of a small source), which score_pairs refused. Every
+    /// mix of the other fields, at a few sizes and duplicate counts.
+    #[test]
+    fn all_distinct_first_names_still_give_a_valid_model() {
+        let mut trainings = 0;
+        // Small sources in every mix (fast), and the mix seen at 300 records.
+        let mixes = (0..32u32).flat_map(|f| [(4i64, 2i64, f), (10, 3, f)]);
+        for (n, copies, fields) in mixes.chain([(300, 2, 0b01011)]) {
+            {
+                {
+                    let has = |bit: u32| fields & (1 << bit) != 0;
+                    let records: Vec<MatchRecord> = (0..n)
+                        .map(|i| {
+                            let p = i / copies;
+                            let email = format!("p{p}@example.de");
+                            MatchRecord {
+                                id: i,
+                                first_name: Some(format!("vorname{i}")),
+                                last_name: has(0).then(|| format!("nachname{}", p % 7)),
+                                email: has(1).then(|| email.clone()),
+                                email_key: has(1).then_some(email),
+                                postcode: has(2).then(|| format!("{:05}", 10000 + p % 3)),
+                                birth_date: has(3).then(|| format!("1970-01-{:02}", 1 + p % 28)),
+                                phones: if has(4) {
+                                    vec![format!("+4930{p:07}")]
+                                } else {
+                                    vec![]
+                                },
+                                ..Default::default()
+                            }
+                            .prepare()
+                        })
+                        .collect();
+                    let (model, report, _, _) = trained(&records, 1);
+                    assert_eq!(
+                        model.validate(),
+                        Ok(()),
+                        "{n} records, {copies} copies, fields {fields:05b}: {:?}",
+                        model.comparisons
+                    );
+                    assert!(report.kept_untrained.is_empty(), "{report:?}");
+                    trainings += 1;
+                }
+            }
+        }
+        assert_eq!(trainings, 65);
+    }
+
+    #[test]
+    fn corrected_u_stays_a_distribution() {
+        // 300 records, 2 copies each: the prior is about 1/300 and the else level of e-mails,
+        // seen in nearly every random pair, came out as 1.0037.
+        let sampled = [0.001, 0.0001, 0.0001, 0.9988];
+        let m = [0.55, 1e-6, 1e-6, 0.45];
+        let plain = (sampled[3] - 0.0143 * m[3]) / (1.0 - 0.0143);
+        assert!(plain > 1.0, "{plain}");
+        let u = corrected_u(&sampled, &m, 0.0143);
+        assert!(u.iter().all(|&x| x > 0.0 && x <= 1.0), "{u:?}");
+        assert!((u.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        // With a negligible prior it is the sampled u.
+        let same = corrected_u(&sampled, &m, 1e-12);
+        assert!(same.iter().zip(&sampled).all(|(a, b)| (a - b).abs() < 1e-9));
+    }
+
+    #[test]
+    fn untrainable_comparisons_keep_their_values_and_say_so() {
+        let before = Model::default_german();
+        let mut model = before.clone();
+        model.comparisons[0].levels[2].u = 1.5;
+        model.comparisons[3].levels[0].m = f64::NAN;
+        let notes = keep_untrainable(&mut model, &before);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].starts_with("first_name: level "), "{notes:?}");
+        assert_eq!(model, before);
+        assert_eq!(model.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_cancel_stops_training_in_every_phase() {
+        use crate::interrupt::testing::{cancelled, checks_in};
+        let records: Vec<MatchRecord> = (0..1000)
+            .map(|i| {
+                MatchRecord {
+                    id: i,
+                    first_name: Some(["anna", "hans", "eva", "paul"][i as usize % 4].into()),
+                    last_name: Some(format!("müller{}", i % 300)),
+                    postcode: Some(format!("{:05}", 10000 + i % 40)),
+                    ..Default::default()
+                }
+                .prepare()
+            })
+            .collect();
+        let ctx = Context::build(&records);
+        let model = Model::default_german();
+        let (cands, _) = candidates(&records, &model.blocking_rules, 1_000_000, 1).unwrap();
+        let run = || {
+            let mut m = model.clone();
+            let opts = TrainOptions {
+                sample_pairs: 20_000,
+                ..TrainOptions::default()
+            };
+            train(&records, &ctx, &cands, &mut m, &HashMap::new(), &opts)
+        };
+        let (_, checks) = checks_in(run);
+        // u, EM iterations, the prior's passes: checks all along, up to the last ones.
+        assert!(checks > 50, "{checks}");
+        for at in [checks / 2, checks - 1] {
+            assert!(cancelled(at, run), "not stopped at check {at} of {checks}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ fn house_number_at_end(chars: &[char]) -> Option<usize> {
     // One number with an optional one-letter suffix, ending at `end`; returns its start.
     let number_ending_at = |end: usize| -> Option<usize> {
         let mut j = end;
-        if j > 0 && chars[j - 1].is_alphabetic() {
+        if j > 0 && suffix_letter(chars[j - 1]) {
             let before = skip_spaces(j - 1);
             if before > 0 && chars[before - 1].is_ascii_digit() && (j - 1 - before) <= 1 {
                 j = before;
@@ -58,6 +58,14 @@ fn house_number_at_end(chars: &[char]) -> Option<usize> {
     preceded_ok.then_some(start)
 }
 
+/// The letter of a house number (`12a`): one that lowercases to one letter, so the number reads
+/// the same once tidied (`1İ` would become `1i̇`, a letter and a combining dot; found by fuzzing).
+fn suffix_letter(c: char) -> bool {
+    let mut lower = c.to_lowercase();
+    c.is_alphabetic()
+        && matches!((lower.next(), lower.next()), (Some(l), None) if l.is_alphabetic())
+}
+
 fn tidy_house_number(raw: &str) -> String {
     raw.chars()
         .filter(|c| !c.is_whitespace())
@@ -77,7 +85,8 @@ pub fn split_street(input: &str) -> Option<StreetParts> {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
-        .trim_end_matches([',', ';'])
+        // `Hauptstraße ,`: the space before a trailing comma goes too (found by fuzzing).
+        .trim_end_matches([',', ';', ' '])
         .chars()
         .collect();
     let text: String = chars.iter().collect();
@@ -85,7 +94,7 @@ pub fn split_street(input: &str) -> Option<StreetParts> {
         let street: String = chars[..start].iter().collect();
         let number: String = chars[start..].iter().collect();
         (
-            street.trim_end_matches([' ', ',']).to_string(),
+            street.trim_end_matches([' ', ',', '-', '/']).to_string(),
             Some(tidy_house_number(&number)),
         )
     } else {
@@ -93,7 +102,7 @@ pub fn split_street(input: &str) -> Option<StreetParts> {
         let digits = chars.iter().take_while(|c| c.is_ascii_digit()).count();
         let mut j = digits;
         if j < chars.len()
-            && chars[j].is_alphabetic()
+            && suffix_letter(chars[j])
             && chars.get(j + 1).is_some_and(|c| matches!(c, ' ' | ','))
         {
             j += 1;
@@ -104,16 +113,22 @@ pub fn split_street(input: &str) -> Option<StreetParts> {
             let number: String = chars[..j].iter().collect();
             let street: String = chars[j..].iter().collect();
             (
-                street.trim_start_matches([' ', ',']).to_string(),
+                // `1 12a-`: a separator left at the end would join the number when the line
+                // is written street first (found by fuzzing).
+                street
+                    .trim_start_matches([' ', ','])
+                    .trim_end_matches([' ', ',', '-', '/'])
+                    .to_string(),
                 Some(tidy_house_number(&number)),
             )
         } else {
             (text, None)
         }
     };
+    // A combining mark alone is no letter (U+10EAB counts as alphabetic; found by fuzzing).
     street
         .chars()
-        .any(char::is_alphabetic)
+        .any(|c| c.is_alphabetic() && !unicode_normalization::char::is_combining_mark(c))
         .then_some(StreetParts {
             street,
             house_number: number,
@@ -154,7 +169,18 @@ pub fn normalize_street(input: &str) -> Option<String> {
             key.push_str(word);
         }
     }
-    if key.is_empty() {
+    // A second call reads the words run together as one word (found by fuzzing): a run that
+    // ends in `str` or is `pl` gets that word's spelling now (`S Tr` → `strasse`), and a run
+    // that is only a house number (`/12a` → `12a`, `0 º` → `0º`) names no street.
+    if key.ends_with("str") {
+        key.push_str("asse");
+    } else if key == "pl" {
+        key.push_str("atz");
+    }
+    let run: Vec<char> = key.chars().collect();
+    if !key.chars().any(char::is_alphabetic)
+        || (parts.house_number.is_none() && house_number_at_end(&run) == Some(0))
+    {
         return None;
     }
     if let Some(number) = parts.house_number {
@@ -390,5 +416,41 @@ mod tests {
             Some("SW1A 1AA")
         );
         assert_eq!(normalize_postcode("10115", "Atlantis"), None);
+    }
+
+    /// Found by fuzzing: a street line written back from its parts splits the same way, and a
+    /// street key is its own key.
+    #[test]
+    fn parts_and_keys_read_the_same_again() {
+        // The space before a trailing comma went with the street.
+        assert_eq!(split("Hauptstraße ,"), some("Hauptstraße", None));
+        // A separator at the end of a number-first line's street joined the number.
+        assert_eq!(split("1\t12a-"), some("12a", Some("1")));
+        assert_eq!(split("12a 1"), some("12a", Some("1")));
+        // A house number's letter lowercases to one letter (`İ` to `i` and a combining dot).
+        assert_eq!(split("1İ Hauptstraße"), some("1İ Hauptstraße", None));
+        assert_eq!(split("Hauptstraße 1b"), some("Hauptstraße", Some("1b")));
+        // Keys whose words run together read as another word or as a house number.
+        assert_eq!(normalize_street("S Tr 5").as_deref(), Some("strasse 5"));
+        assert_eq!(normalize_street("P L").as_deref(), Some("platz"));
+        assert_eq!(normalize_street("/12a"), None);
+        assert_eq!(normalize_street("0!º"), None);
+        // A letter made of a combining mark alone is dropped by transliteration: no street.
+        assert_eq!(split("¹\u{10eab}"), None);
+        assert_eq!(normalize_street("¹\u{10eab}"), None);
+        for x in [
+            "S Tr 5",
+            "P L",
+            "1İ Hauptstraße",
+            "Am Markt - 5",
+            "Karl-Marx-Str. 12a",
+        ] {
+            let key = normalize_street(x).unwrap();
+            assert_eq!(
+                normalize_street(&key).as_deref(),
+                Some(key.as_str()),
+                "{x:?}"
+            );
+        }
     }
 }

@@ -53,7 +53,8 @@ pub fn parse_date(input: &str) -> Option<Ymd> {
             .flatten()
     };
     match parts.as_slice() {
-        [compact] if compact.len() == 8 => {
+        // Digits only before slicing by byte: `17𐀀ä` is eight bytes too (found by fuzzing).
+        [compact] if compact.len() == 8 && compact.bytes().all(|b| b.is_ascii_digit()) => {
             let (y, m, d) = (
                 num(&compact[..4])?,
                 num(&compact[4..6])?,
@@ -145,5 +146,15 @@ mod tests {
         ] {
             assert_eq!(parse_date(s), None, "{s:?}");
         }
+    }
+
+    /// Found by fuzzing (src/fuzz.rs): eight bytes that are not eight digits were sliced by
+    /// byte and panicked inside a multi-byte character.
+    #[test]
+    fn eight_bytes_of_other_characters_are_no_date() {
+        assert_eq!(parse_date("17𐀀ä"), None);
+        assert_eq!(parse_date("aaaääa"), None);
+        assert_eq!(parse_date("1980ä5"), None);
+        assert_eq!(parse_date("19800517"), Some((1980, 5, 17)));
     }
 }

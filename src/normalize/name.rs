@@ -64,6 +64,8 @@ fn tidy_word(raw: &str) -> String {
 /// True when `raw` (one whitespace-separated word, lowercased, with its dots) is a salutation or
 /// title: `Dr.`, `Prof`, `Dipl.-Ing.`, `Dr.med.`, `h.c.`.
 fn is_title(raw: &str) -> bool {
+    // `Familie-`: a hyphen at either end does not make a title a name (found by fuzzing).
+    let raw = raw.trim_matches(['-', '‐', '‑', '‒', '–', '—']);
     let bare = raw.trim_end_matches('.');
     if SALUTATIONS.contains(&bare) {
         return true;
@@ -97,7 +99,9 @@ pub fn normalize_name(input: &str) -> Option<String> {
         .filter(|c| !super::is_invisible(*c))
         .flat_map(char::to_lowercase)
     {
-        let keep = c.is_alphabetic()
+        // A letter still upper case after lowercasing is a symbol drawn as one (`🅐`, found
+        // by fuzzing): dropped like other symbols.
+        let keep = (c.is_alphabetic() && !c.is_uppercase())
             || unicode_normalization::char::is_combining_mark(c)
             || matches!(
                 c,
@@ -113,8 +117,13 @@ pub fn normalize_name(input: &str) -> Option<String> {
         if is_title(raw) {
             continue;
         }
-        // Initials and abbreviations lose their dots: `H.-P.` → `h-p`.
+        // Initials and abbreviations lose their dots: `H.-P.` → `h-p`. A word that is a title
+        // without its dots (`d.R` → `dr`) is one: a second call would drop it (found by
+        // fuzzing).
         let word = tidy_word(raw);
+        if is_title(&word) {
+            continue;
+        }
         if word.chars().all(|c| c == '-') {
             // A free-standing hyphen joins its neighbours: `Hans - Peter` is one double name.
             if !out.is_empty() && !out.ends_with('-') {
@@ -137,6 +146,13 @@ pub fn normalize_name(input: &str) -> Option<String> {
         });
     }
     out.truncate(out.trim_end_matches('-').len());
+    // Dropping a dot can put a base letter next to a combining mark (`Ing.\u{301}`): compose
+    // again, so the result is what a second call returns (found by fuzzing).
+    let out: String = if out.is_ascii() {
+        out
+    } else {
+        out.nfc().collect()
+    };
     out.chars().any(char::is_alphabetic).then_some(out)
 }
 
@@ -329,6 +345,37 @@ mod tests {
             ("anna", "anne"),
         ] {
             assert!(!given_name_variants(a, b), "{a} {b}");
+        }
+    }
+
+    /// Found by fuzzing: normalize_name(normalize_name(x)) == normalize_name(x).
+    #[test]
+    fn a_second_call_changes_nothing() {
+        // A dot dropped between a letter and a combining accent: composed.
+        assert_eq!(
+            normalize_name("MüllerDipl.-Ing.\u{301}").as_deref(),
+            Some("müllerdipl-in\u{1f5}")
+        );
+        assert_eq!(normalize_name("St.\u{308}").as_deref(), Some("s\u{1e97}"));
+        // A title with a hyphen at its end is still a title.
+        assert_eq!(normalize_name("Familie-"), None);
+        assert_eq!(normalize_name("d.R Hans").as_deref(), Some("hans"));
+        assert_eq!(normalize_name("Frau- Müller").as_deref(), Some("müller"));
+        // A symbol drawn as a capital letter has no lower case: dropped like other symbols.
+        assert_eq!(normalize_name("🅐"), None);
+        assert_eq!(normalize_name("🅐nna").as_deref(), Some("nna"));
+        for x in [
+            "MüllerDipl.-Ing.\u{301}",
+            "St.\u{308}",
+            "Frau- Müller",
+            "🅐nna",
+        ] {
+            let once = normalize_name(x).unwrap();
+            assert_eq!(
+                normalize_name(&once).as_deref(),
+                Some(once.as_str()),
+                "{x:?}"
+            );
         }
     }
 }

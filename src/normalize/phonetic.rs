@@ -38,20 +38,29 @@ fn metaphone_input(input: &str) -> Option<String> {
     (!words.is_empty()).then_some(words)
 }
 
+/// A code as the encoder wrote it, without the spaces it uses for "no sound" (Commons Codec
+/// writes a final `J` as a space in the alternate code: `aj` → `A `, found by fuzzing).
+fn code(mut code: String) -> Option<String> {
+    code.retain(|c| c != ' ');
+    (!code.is_empty()).then_some(code)
+}
+
 /// Primary Double Metaphone code (at most 4 characters).
 pub fn double_metaphone(input: &str) -> Option<String> {
-    let code = DoubleMetaphone::default()
-        .double_metaphone(&metaphone_input(input)?)
-        .primary();
-    (!code.is_empty()).then_some(code)
+    code(
+        DoubleMetaphone::default()
+            .double_metaphone(&metaphone_input(input)?)
+            .primary(),
+    )
 }
 
 /// Alternate Double Metaphone code (equals the primary where the name has one reading).
 pub fn double_metaphone_alt(input: &str) -> Option<String> {
-    let code = DoubleMetaphone::default()
-        .double_metaphone(&metaphone_input(input)?)
-        .alternate();
-    (!code.is_empty()).then_some(code)
+    code(
+        DoubleMetaphone::default()
+            .double_metaphone(&metaphone_input(input)?)
+            .alternate(),
+    )
 }
 
 #[cfg(test)]
@@ -115,5 +124,13 @@ mod tests {
             assert_eq!(double_metaphone(bad), None, "{bad:?}");
         }
         assert_eq!(cologne_phonetic(&"a".repeat(1 << 20)), None);
+    }
+
+    /// Found by fuzzing: the encoder writes a final J of the alternate code as a space.
+    #[test]
+    fn codes_hold_no_spaces() {
+        assert_eq!(double_metaphone_alt("aj").as_deref(), Some("A"));
+        assert_eq!(double_metaphone("aj").as_deref(), Some("AJ"));
+        assert_eq!(double_metaphone_alt("Haj").as_deref(), Some("H"));
     }
 }

@@ -3,6 +3,38 @@
 use unicode_normalization::char::{decompose_canonical, is_combining_mark};
 use unicode_normalization::UnicodeNormalization;
 
+/// Appends the spelling of a letter written with two letters or without its stroke (`ä` → `ae`,
+/// `ø` → `o`); false for every other character. `shout` says whether it stands in an all-caps
+/// word (MÜLLER → MUELLER).
+fn spell_out(c: char, shout: &dyn Fn() -> bool, out: &mut String) -> bool {
+    let pair = |upper: &'static str, title: &'static str| if shout() { upper } else { title };
+    match c {
+        'ä' => out.push_str("ae"),
+        'ö' => out.push_str("oe"),
+        'ü' => out.push_str("ue"),
+        'ß' => out.push_str("ss"),
+        'Ä' => out.push_str(pair("AE", "Ae")),
+        'Ö' => out.push_str(pair("OE", "Oe")),
+        'Ü' => out.push_str(pair("UE", "Ue")),
+        'ẞ' => out.push_str("SS"),
+        'æ' => out.push_str("ae"),
+        'Æ' => out.push_str(pair("AE", "Ae")),
+        'œ' => out.push_str("oe"),
+        'Œ' => out.push_str(pair("OE", "Oe")),
+        'ø' => out.push('o'),
+        'Ø' => out.push('O'),
+        'đ' | 'ð' => out.push('d'),
+        'Đ' | 'Ð' => out.push('D'),
+        'ł' => out.push('l'),
+        'Ł' => out.push('L'),
+        'ı' => out.push('i'),
+        'þ' => out.push_str("th"),
+        'Þ' => out.push_str(pair("TH", "Th")),
+        _ => return false,
+    }
+    true
+}
+
 /// Transliterates German umlauts and ß to their two-letter forms and drops every other diacritic,
 /// so `Müller`, `Mueller` and `Muller` differ only where the spelling really differs. Case is kept:
 /// `MÜLLER` becomes `MUELLER`, `Ärger` becomes `Aerger`. Invisible formatting characters
@@ -22,35 +54,18 @@ pub fn transliterate_de(input: &str) -> String {
             };
             neighbour_upper(i.checked_add(1)) || neighbour_upper(i.checked_sub(1))
         };
-        let pair = |upper: &'static str, title: &'static str| if shout() { upper } else { title };
-        match c {
-            'ä' => out.push_str("ae"),
-            'ö' => out.push_str("oe"),
-            'ü' => out.push_str("ue"),
-            'ß' => out.push_str("ss"),
-            'Ä' => out.push_str(pair("AE", "Ae")),
-            'Ö' => out.push_str(pair("OE", "Oe")),
-            'Ü' => out.push_str(pair("UE", "Ue")),
-            'ẞ' => out.push_str("SS"),
-            'æ' => out.push_str("ae"),
-            'Æ' => out.push_str(pair("AE", "Ae")),
-            'œ' => out.push_str("oe"),
-            'Œ' => out.push_str(pair("OE", "Oe")),
-            'ø' => out.push('o'),
-            'Ø' => out.push('O'),
-            'đ' | 'ð' => out.push('d'),
-            'Đ' | 'Ð' => out.push('D'),
-            'ł' => out.push('l'),
-            'Ł' => out.push('L'),
-            'ı' => out.push('i'),
-            'þ' => out.push_str("th"),
-            'Þ' => out.push_str(pair("TH", "Th")),
-            _ if c.is_ascii() => out.push(c),
-            _ => decompose_canonical(c, |d| {
-                if !is_combining_mark(d) {
-                    out.push(d)
-                }
-            }),
+        if !spell_out(c, &shout, &mut out) {
+            if c.is_ascii() {
+                out.push(c);
+            } else {
+                // Other diacritics dropped; a base letter left is spelled out too (`ǽ` is `æ`
+                // with an accent: `ae`, as `æ` is; found by fuzzing).
+                decompose_canonical(c, |d| {
+                    if !is_combining_mark(d) && !spell_out(d, &shout, &mut out) {
+                        out.push(d)
+                    }
+                })
+            }
         }
     }
     out
@@ -95,5 +110,18 @@ mod tests {
             transliterate_de("M\u{200B}ü\u{200D}ller\u{202E}"),
             "Mueller"
         );
+    }
+
+    /// Found by fuzzing: a letter spelled out (`æ`) carrying an accent was left as `æ`, which a
+    /// second call then spelled out.
+    #[test]
+    fn accented_letters_that_are_spelled_out() {
+        assert_eq!(transliterate_de("æ\u{301}"), "ae");
+        assert_eq!(transliterate_de("\u{1FC}GIR"), "AEGIR");
+        assert_eq!(transliterate_de("\u{1FE}re"), "Ore");
+        for x in ["æ\u{301}", "\u{1FC}GIR", "\u{1FE}re"] {
+            let once = transliterate_de(x);
+            assert_eq!(transliterate_de(&once), once);
+        }
     }
 }

@@ -114,6 +114,8 @@ fn simplex_search<E: FnMut(&[f64], &mut usize) -> f64>(
         points.push(p);
     }
     loop {
+        // A fit over 100k customers takes seconds: stop on a cancel or statement_timeout.
+        crate::interrupt::check();
         // Order best to worst.
         let mut order: Vec<usize> = (0..=n).collect();
         order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
@@ -231,6 +233,23 @@ mod tests {
         let bowl = |x: &[f64]| (x[0] - 1.0).powi(2) + (x[1] + 2.0).powi(2);
         let m = minimize(bowl, &[0.0, 0.0], &Options::default());
         assert!(m.converged && !m.flat, "{m:?}");
+    }
+
+    #[test]
+    fn a_cancel_stops_the_search() {
+        let rosenbrock = |x: &[f64]| (1.0 - x[0]).powi(2) + 100.0 * (x[1] - x[0] * x[0]).powi(2);
+        let mut evaluations = 0;
+        let counting = |x: &[f64]| {
+            evaluations += 1;
+            rosenbrock(x)
+        };
+        assert!(crate::interrupt::testing::cancelled(10, || minimize(
+            counting,
+            &[-1.2, 1.0],
+            &Options::default()
+        )));
+        // Stopped at its eleventh step, long before converging (which takes hundreds).
+        assert!(evaluations < 40, "{evaluations}");
     }
 
     #[test]

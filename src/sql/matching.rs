@@ -212,16 +212,10 @@ fn threads() -> usize {
 }
 
 /// Those threads, with the backend's thread checking for a cancel (statement_timeout,
-/// pg_cancel_backend) between its blocks: the others then stop after the block they hold.
+/// pg_cancel_backend) between its blocks and the others stopping when one is pending (the hook
+/// of `crate::interrupt`, installed by `_PG_init`).
 fn workers() -> crate::parallel::Workers {
-    crate::parallel::Workers {
-        threads: threads(),
-        check: check_for_interrupts,
-    }
-}
-
-fn check_for_interrupts() {
-    pgrx::check_for_interrupts!();
+    crate::parallel::Workers::from(threads())
 }
 
 /// Seconds per phase of a long command, logged at DEBUG1 when it ends
@@ -363,7 +357,10 @@ fn write_block_keys(records: &[MatchRecord], model: &Model) {
     const F: &str = "score_pairs";
     let mut keys: Vec<(i64, i64)> = records
         .iter()
-        .flat_map(|r| {
+        .enumerate()
+        .flat_map(|(i, r)| {
+            // Phonetic keys of a million records take seconds: stop on a cancel.
+            crate::interrupt::check_every(i, 1 << 14);
             key_hashes(&model.blocking_rules, r)
                 .into_iter()
                 .map(move |(_, h)| (h, r.id))

@@ -10,6 +10,26 @@ mod segments;
 mod similarity;
 mod spi;
 
+/// Lets the pure modules' long loops stop on a cancel or `statement_timeout` (see
+/// `crate::interrupt`): on the backend's thread PostgreSQL's own check, which raises the
+/// error; on the threads of `crate::parallel` only a read of the flags the signal handlers set.
+pub(crate) fn install_interrupt_hook() {
+    fn check() {
+        pgrx::check_for_interrupts!();
+    }
+    fn pending() -> bool {
+        // Only the cancels that end the statement: InterruptPending alone is also set for
+        // work ProcessInterrupts does and returns from (barriers, memory context logging).
+        // SAFETY: plain sig_atomic_t globals the signal handlers write; a racy read of one is
+        // what they are made for.
+        unsafe {
+            std::ptr::read_volatile(std::ptr::addr_of!(pgrx::pg_sys::QueryCancelPending)) != 0
+                || std::ptr::read_volatile(std::ptr::addr_of!(pgrx::pg_sys::ProcDiePending)) != 0
+        }
+    }
+    crate::interrupt::install(crate::interrupt::Hook { check, pending });
+}
+
 // Sources, records and change capture: catalog tables and set-based commands over the cleaners.
 pgrx::extension_sql_file!(
     "sources.sql",

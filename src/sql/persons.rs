@@ -447,7 +447,11 @@ fn _golden_records(
         .map(|f| rules.get(*f).cloned().unwrap_or((Rule::MostRecent, vec![])))
         .collect();
     let mut rows: Vec<GoldenRow> = Vec::new();
-    for person in inputs.chunk_by(|a, b| a.person_id == b.person_id) {
+    for (n, person) in inputs
+        .chunk_by(|a, b| a.person_id == b.person_id)
+        .enumerate()
+    {
+        crate::interrupt::check_every(n, 1 << 12);
         let mut golden: [Option<String>; 9] = Default::default();
         for (f, (rule, order)) in rule_of.iter().enumerate() {
             let priority = |rec: &GoldenInput| {
