@@ -381,6 +381,16 @@ END
 $$;
 COMMENT ON FUNCTION unify.unmerge(bigint, text) IS 'Splits a person back into its source records, with cannot-links so resolve does not undo it; returns the person ids';
 
+-- Whether `haystack` quotes one of `needles` (case-insensitive): as a substring from 3 characters
+-- on, as a whole word for 2 ("Li", "Ng"; as a substring they would be in every other word).
+CREATE FUNCTION unify._quotes_any(haystack text, needles text[]) RETURNS boolean
+IMMUTABLE LANGUAGE sql AS $$
+    SELECT haystack IS NOT NULL AND EXISTS (
+        SELECT 1 FROM unnest(needles) v
+        WHERE CASE WHEN length(v) >= 3 THEN position(lower(v) IN lower(haystack)) > 0
+                   ELSE haystack ~* ('\m' || regexp_replace(v, '([^[:alnum:]])', '\\\1', 'g') || '\M') END)
+$$;
+
 CREATE FUNCTION unify.erase_person(person_id bigint, reason text, delete_source_rows boolean DEFAULT false) RETURNS jsonb
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
@@ -422,7 +432,8 @@ BEGIN
             END IF;
             BEGIN
                 -- As the role that registered the source, as everything of the user's table.
-                n := unify._run_as(src.run_as, format('DELETE FROM %s AS src %s', src.relation, unify._keys_filter(src, 1)), keys);
+                n := unify._run_as(unify._mapping_role(src.run_as, src.relation),
+                                   format('DELETE FROM %s AS src %s', src.relation, unify._keys_filter(src, 1)), keys);
                 deleted := deleted + n;
             EXCEPTION WHEN foreign_key_violation THEN
                 RAISE EXCEPTION 'unify.erase_person: cannot delete the rows of person % from %: %', person_id, src.relation_name, SQLERRM
@@ -447,7 +458,7 @@ BEGIN
             UNION ALL
             SELECT unnest(ARRAY[p.first_name, p.last_name, p.email, p.phone, p.mobile, p.street, p.customer_number, p.company])
             FROM unify.persons p WHERE p.person_id = erase_person.person_id) x
-        WHERE v IS NOT NULL AND length(btrim(v)) >= 3);
+        WHERE v IS NOT NULL AND length(btrim(v)) >= 2);
 
     INSERT INTO unify._secret (secret)
     SELECT pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.gen_random_uuid()::text || pg_catalog.gen_random_uuid()::text, 'UTF8'))
@@ -483,16 +494,19 @@ BEGIN
     WHERE f.value = held.value
       AND f.frequency <= held.holders * 1.000001 * (SELECT min(g.frequency) FROM unify.name_frequencies g WHERE g.model_version = f.model_version);
     -- A blocked junk value, a training report or a steward's reason may name them.
-    UPDATE unify.blocking_stats b SET largest_skipped_key = NULL
-    WHERE b.largest_skipped_key IS NOT NULL AND EXISTS (
-        SELECT 1 FROM unnest(needles) v WHERE position(lower(v) IN lower(b.largest_skipped_key)) > 0);
+    UPDATE unify.blocking_stats b SET largest_skipped_key = NULL WHERE unify._quotes_any(b.largest_skipped_key, needles);
     UPDATE unify.model m SET report = unify._scrub_json(m.report, needles)
     WHERE m.report IS NOT NULL AND unify._scrub_json(m.report, needles) IS DISTINCT FROM m.report;
     UPDATE unify.identity_events e
     SET reason = CASE WHEN e.reason IS NULL THEN NULL ELSE format('(redacted: erasure event %s)', event_ref) END,
         details = CASE WHEN e.details IS NULL OR e.event_id = event_ref THEN e.details ELSE unify._scrub_json(e.details, needles) END
     WHERE (e.event_id <> event_ref AND (e.person_id = erase_person.person_id OR erase_person.person_id = ANY (e.related_ids)))
-       OR (e.reason IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(needles) v WHERE position(lower(v) IN lower(e.reason)) > 0));
+       OR unify._quotes_any(e.reason, needles);
+    -- Steward reasons of decisions between other records, failures of other keys.
+    UPDATE unify.overrides o SET reason = format('(redacted: erasure event %s)', event_ref)
+    WHERE unify._quotes_any(o.reason, needles);
+    UPDATE unify.dead_letters d SET message = format('(redacted: erasure event %s)', event_ref), detail = NULL
+    WHERE unify._quotes_any(d.message, needles) OR unify._quotes_any(d.detail, needles);
     -- The rest of the household is grouped again without them.
     IF household IS NOT NULL THEN
         PERFORM unify._group_households(ARRAY(SELECT p.person_id FROM unify.persons p WHERE p.household_id = household));

@@ -216,6 +216,7 @@ DECLARE
     skipped text;
     orders_query text;
     stage text;
+    mapping_role regrole;
     error_message text;
     reporting constant text := upper(coalesce(nullif(current_setting('customer_unify.currency', true), ''), 'EUR'));
     partial_sums constant text := 'max(order_date) FILTER (WHERE amount >= 0) AS last_purchase,
@@ -246,16 +247,16 @@ BEGIN
         END IF;
         -- The user's expressions over their table alone, staged as the role that registered
         -- it: their column names never clash with ours, and their code never runs as us.
-        stage := format('unify_orders_%s', t.transaction_source_id);
-        IF to_regclass('pg_temp.' || stage) IS NULL THEN
-            EXECUTE format('CREATE TEMP TABLE %I (order_key text, order_date date, amount numeric, currency text,
-                                                  source_name text, source_key text, customer_number text)', stage);
-            EXECUTE format('GRANT INSERT ON pg_temp.%I TO PUBLIC', stage);
-        ELSE
-            EXECUTE format('TRUNCATE pg_temp.%I', stage);
-        END IF;
+        -- A new table per call under a name no one can guess (no one can have made it first
+        -- with a trigger of theirs), insertable only by this table's role and only while its
+        -- mapping runs (another table's mapping cannot add orders to it).
+        stage := format('unify_orders_%s_%s', t.transaction_source_id, replace(gen_random_uuid()::text, '-', ''));
+        mapping_role := unify._mapping_role(t.run_as, t.relation);
+        EXECUTE format('CREATE TEMP TABLE %I (order_key text, order_date date, amount numeric, currency text,
+                                              source_name text, source_key text, customer_number text) ON COMMIT DROP', stage);
+        EXECUTE format('GRANT INSERT ON pg_temp.%I TO %s', stage, mapping_role);
         BEGIN
-            PERFORM unify._run_as(t.run_as, format(
+            PERFORM unify._run_as(mapping_role, format(
                 'INSERT INTO pg_temp.%I SELECT %s, %s, %s, %s, %s, %s, %s FROM %s AS src WHERE %s > %L::date AND %s <= %L::date%s',
                 stage,
                 CASE WHEN f ? 'order_id' THEN unify._transaction_expression(f, 'order_id') ELSE 'NULL::text' END,
@@ -276,6 +277,7 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = format('Check the mapping (SELECT fields FROM unify.transaction_sources WHERE name = %L); it runs as role %s with search_path pg_catalog, pg_temp.', t.name, t.run_as);
         END;
+        EXECUTE format('REVOKE INSERT ON pg_temp.%I FROM %s', stage, mapping_role);
         EXECUTE format('ANALYZE pg_temp.%I', stage);
         -- Per order row: whose (keys), date, amount in the reporting currency, no rate (skipped).
         orders_query := format('SELECT t.order_key, t.order_date, %s AS amount, %s AS skipped,

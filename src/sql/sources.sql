@@ -265,7 +265,24 @@ $$;
 -- PUBLIC: a temporary table is this session's alone, and only a mapping runs here as another role.
 CREATE FUNCTION unify._prepare_stage(full_read boolean) RETURNS void
 VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
+DECLARE
+    foreign_stage record;
 BEGIN
+    -- Only tables this role made itself are used: one of these names made first by another
+    -- role in this session (an admin before calling sync) could carry a trigger, rule or index
+    -- expression of theirs, which our writes would run as us. Such a one is dropped.
+    FOR foreign_stage IN
+        SELECT c.oid::regclass AS name, c.relkind FROM pg_catalog.pg_class c
+        WHERE c.oid IN (to_regclass('pg_temp.unify_source_rows'), to_regclass('pg_temp.unify_source_keys'))
+          AND c.relowner <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
+    LOOP
+        EXECUTE format('DROP %s %s CASCADE',
+                       CASE foreign_stage.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                            WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, foreign_stage.name);
+    END LOOP;
+    IF to_regclass('pg_temp.unify_source_keys') IS NULL AND to_regclass('pg_temp.unify_source_rows') IS NOT NULL THEN
+        DROP TABLE pg_temp.unify_source_rows;
+    END IF;
     IF to_regclass('pg_temp.unify_source_rows') IS NULL THEN
         CREATE TEMP TABLE unify_source_rows (
             source_key text, first_name text, last_name text, full_name text, email text, phone text,
@@ -274,7 +291,7 @@ BEGIN
             consent_email boolean, consent_phone boolean, consent_post boolean, updated_at timestamptz);
         GRANT INSERT ON pg_temp.unify_source_rows TO PUBLIC;
         -- Every key a full sync saw, over all its parts: records of other keys are gone.
-        CREATE TEMP TABLE unify_source_keys (source_key text);
+        CREATE TEMP TABLE IF NOT EXISTS unify_source_keys (source_key text);
     ELSIF full_read OR pg_relation_size('pg_temp.unify_source_rows') > 8 * 1024 * 1024 THEN
         -- Temporary tables are never vacuumed: a full read or a large stage starts over in a
         -- new file (a queue batch's few rows are deleted: cheaper than a new file each time).
@@ -284,6 +301,18 @@ BEGIN
         DELETE FROM pg_temp.unify_source_keys;
     END IF;
 END
+$$;
+
+-- The role a mapping over `relation` runs as: the role that registered it, but the table's
+-- owner when the registering role is a superuser and the owner is not (decided at every run,
+-- so that a table handed to another owner after registration is read as that owner: reading a
+-- table runs code its owner controls, its types' casts, which must not run as superuser).
+CREATE FUNCTION unify._mapping_role(run_as regrole, relation regclass) RETURNS regrole
+STABLE LANGUAGE sql AS $$
+    SELECT coalesce((SELECT c.relowner::regrole FROM pg_catalog.pg_class c
+                     JOIN pg_catalog.pg_roles owner ON owner.oid = c.relowner
+                     JOIN pg_catalog.pg_roles registrar ON registrar.oid = run_as
+                     WHERE c.oid = relation AND registrar.rolsuper AND NOT owner.rolsuper), run_as)
 $$;
 
 -- The statement that stages the source rows `filter` selects (a WHERE clause over the source
@@ -601,10 +630,13 @@ BEGIN
     IF to_regclass('unify.sources') IS NULL THEN
         RETURN;
     END IF;
+    -- An ALTER TABLE renews the functions of the tables it changed; a change of a type or
+    -- domain (which can drop or rename a key column, or change its type, through CASCADE) all.
     FOR id IN SELECT s.source_id FROM unify.sources s
               WHERE s.track_changes AND s.removed_at IS NULL
-                AND s.relation IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
-                                   WHERE c.classid = 'pg_catalog.pg_class'::regclass)
+                AND (TG_TAG <> 'ALTER TABLE'
+                     OR s.relation IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+                                       WHERE c.classid = 'pg_catalog.pg_class'::regclass))
     LOOP
         BEGIN
             PERFORM unify._create_capture(id, false);
@@ -616,7 +648,8 @@ EXCEPTION WHEN others THEN
     RAISE WARNING 'customer_unify: change capture not renewed after ALTER TABLE: %', SQLERRM;
 END
 $$;
-CREATE EVENT TRIGGER unify_capture_after_alter ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+CREATE EVENT TRIGGER unify_capture_after_alter ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'ALTER TYPE', 'ALTER DOMAIN', 'DROP TYPE', 'DROP DOMAIN')
     EXECUTE FUNCTION unify._capture_after_alter();
 
 CREATE FUNCTION unify._drop_capture(id int, relation regclass) RETURNS void
@@ -704,7 +737,7 @@ BEGIN
             TRUNCATE pg_temp.unify_source_rows;
         END IF;
         BEGIN
-            PERFORM unify._run_as(src.run_as, unify._stage_statement(src, filter), keys);
+            PERFORM unify._run_as(unify._mapping_role(src.run_as, src.relation), unify._stage_statement(src, filter), keys);
         EXCEPTION WHEN others THEN
             GET STACKED DIAGNOSTICS error_state = RETURNED_SQLSTATE, error_message = MESSAGE_TEXT,
                                     error_detail = PG_EXCEPTION_DETAIL, error_hint = PG_EXCEPTION_HINT;

@@ -187,6 +187,43 @@ grep -q "cannot set parameter \"role\" within security-restricted operation\|per
 expect "a setting a mapping changes does not outlive it" \
     "$(dba "SET client_min_messages = error; SELECT count(*) FROM unify.sync('setter'); SHOW search_path" | tail -1)" '"$user", public'
 
+log "security: objects an admin makes first in her own session are never used by the commands"
+# The staging tables live in pg_temp; made first by mallory with a trigger of hers, the commands
+# (running as the extension owner) would fire it as the owner.
+as mallory >/dev/null <<'SQL'
+CREATE FUNCTION public.stage_trigger() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    INSERT INTO public.payload_log (attack, ran_as, was_super)
+    SELECT 'temp_trigger', current_user, r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user;
+    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
+        EXECUTE 'ALTER ROLE mallory SUPERUSER';
+    END IF;
+    RETURN NULL;
+END $f$;
+SQL
+out=$(as mallory 2>&1 <<'SQL'
+SET client_min_messages = error;
+CREATE TEMP TABLE unify_source_rows (source_key text, first_name text, last_name text, full_name text, email text, phone text,
+    mobile text, street text, house_number text, street_line text, postcode text, city text, country text, birth_date text,
+    company text, customer_number text, external_id text, consent_email boolean, consent_phone boolean, consent_post boolean,
+    updated_at timestamptz);
+CREATE TEMP TABLE unify_source_keys (source_key text);
+CREATE TRIGGER t1 BEFORE TRUNCATE ON pg_temp.unify_source_keys FOR EACH STATEMENT EXECUTE FUNCTION public.stage_trigger();
+CREATE TRIGGER t2 BEFORE DELETE ON pg_temp.unify_source_keys FOR EACH STATEMENT EXECUTE FUNCTION public.stage_trigger();
+CREATE TRIGGER t3 BEFORE INSERT OR DELETE ON pg_temp.unify_source_rows FOR EACH STATEMENT EXECUTE FUNCTION public.stage_trigger();
+CREATE TRIGGER t4 BEFORE TRUNCATE ON pg_temp.unify_source_rows FOR EACH STATEMENT EXECUTE FUNCTION public.stage_trigger();
+CREATE TEMP TABLE unify_orders_1 (order_key text, order_date date, amount numeric, currency text, source_name text, source_key text, customer_number text);
+CREATE TRIGGER t5 BEFORE TRUNCATE OR INSERT ON pg_temp.unify_orders_1 FOR EACH STATEMENT EXECUTE FUNCTION public.stage_trigger();
+UPDATE public.mallory_people SET name = 'Max Mustermann-Zwei' WHERE id = 1;
+SELECT source_name FROM unify.sync('mallory');
+SELECT unify.process_queue();
+SELECT unify.refresh_segments() IS NOT NULL;
+SELECT unify.fit_predictions() IS NOT NULL;
+SQL
+) || true
+expect "sync, process_queue, refresh_segments, fit_predictions ran in that session" "$(grep -c '^t$\|^mallory$\|^[0-9]*$' <<<"$out" | awk '{print ($1 >= 4) ? "yes" : "no"}')" yes
+expect "the admin's look-alike staging tables never fired as the owner" "$(dba "SELECT count(*) FROM public.payload_log WHERE attack = 'temp_trigger' AND was_super")" 0
+
 log "security: eve's planted functions and operators in public are never called by the extension"
 as eve >/dev/null <<'SQL'
 CREATE FUNCTION public.to_char(date, text) RETURNS text LANGUAGE plpgsql AS $f$
@@ -263,6 +300,74 @@ refused "tom runs the extension's commands" tom "SELECT * FROM unify.sync('tom')
 expect "unify_capture may only insert into the change queue" \
     "$(dba "SELECT string_agg(c.relname || ':' || p.privilege_type, ',') FROM pg_class c, LATERAL aclexplode(c.relacl) p
             WHERE c.relnamespace = 'unify'::regnamespace AND p.grantee = 'unify_capture'::regrole")" "change_queue:INSERT"
+
+log "security: a table handed to another owner after a superuser registered it is read as its owner"
+as postgres >/dev/null <<'SQL'
+SET client_min_messages = warning;
+CREATE TABLE public.handoff (id int PRIMARY KEY, name text);
+INSERT INTO public.handoff VALUES (1, 'Hanna Handoff');
+SELECT unify.add_source('handoff', 'public.handoff', 'id', '{"full_name": "name"}');
+SELECT count(*) FROM unify.sync('handoff');
+ALTER TABLE public.handoff OWNER TO tom;
+SQL
+payload tom pwn_handoff handoff
+as tom >/dev/null <<'SQL'
+CREATE TYPE public.tcomp AS (v text);
+CREATE FUNCTION public.tcomp_text(x public.tcomp) RETURNS text LANGUAGE plpgsql AS $f$
+BEGIN
+    PERFORM public.pwn_handoff(1);
+    RETURN x.v;
+END $f$;
+CREATE CAST (public.tcomp AS text) WITH FUNCTION public.tcomp_text(public.tcomp);
+ALTER TABLE public.handoff ALTER COLUMN name TYPE public.tcomp USING ROW(name)::public.tcomp;
+INSERT INTO public.handoff VALUES (2, ROW('Hans Handoff'));
+SQL
+wait_drained && pass "the worker applied the handed-off table's new row" || fail "the handed-off table's change not drained"
+expect "the new owner's cast ran (the path was exercised)" "$([ "$(payload_runs handoff)" -gt 0 ] && echo yes)" yes
+expect "the new owner's cast never ran as a superuser" "$(dba "SELECT count(*) FROM public.payload_log WHERE attack = 'handoff' AND was_super")" 0
+
+log "security: another order table's mapping cannot add orders to a stage"
+as tom >/dev/null <<'SQL'
+CREATE TABLE public.tom_orders_t (id int PRIMARY KEY, cust text, day date, amount numeric);
+INSERT INTO public.tom_orders_t VALUES (1, 'T1', current_date - 3, 10);
+-- Tries every orders stage of the session.
+CREATE FUNCTION public.tom_amount(a numeric) RETURNS numeric LANGUAGE plpgsql AS $f$
+DECLARE stage regclass;
+BEGIN
+    FOR stage IN SELECT c.oid::regclass FROM pg_catalog.pg_class c WHERE c.relname LIKE 'unify\_orders\_%' AND c.relpersistence = 't' LOOP
+        BEGIN
+            EXECUTE pg_catalog.format('INSERT INTO %s VALUES (''forged'', current_date - 1, 987654, ''EUR'', ''shop'', %L, NULL)',
+                                      stage, (SELECT pg_catalog.min(customer_ref) FROM crm.orders WHERE channel = 'shop'));
+            -- Which stage took it (its own table's stage may: those are its own orders).
+            INSERT INTO public.payload_log (attack, ran_as, was_super) VALUES ('forged_order', stage::text, false);
+        EXCEPTION WHEN insufficient_privilege THEN NULL;
+        END;
+    END LOOP;
+    RETURN a;
+END $f$;
+CREATE VIEW public.tom_orders AS SELECT id, cust, day, public.tom_amount(amount) AS amount FROM public.tom_orders_t;
+SQL
+dba "GRANT USAGE ON SCHEMA crm TO tom; GRANT SELECT ON crm.orders TO tom" >/dev/null
+dba "SET client_min_messages = warning; SELECT unify.add_transactions('tom_orders', 'public.tom_orders', '{\"customer_number\": \"cust\", \"order_date\": \"day\", \"amount\": \"amount\"}')" >/dev/null
+dba "SET client_min_messages = error; SELECT unify.refresh_segments()" >/dev/null
+expect "its mapping wrote only into its own table's stage" \
+    "$(dba "SELECT count(*) FILTER (WHERE substring(ran_as from 'unify_orders_([0-9]+)_')::int = t.transaction_source_id) || '/' || count(*)
+            FROM public.payload_log, unify.transaction_sources t WHERE attack = 'forged_order' AND t.name = 'tom_orders'")" "1/1"
+expect "no person got the forged spend" "$(dba "SELECT count(*) FROM unify.segments WHERE monetary >= 987654")" 0
+
+log "security: type and domain changes on a tracked table never fail a write"
+as tom >/dev/null <<'SQL'
+CREATE DOMAIN public.tomid AS int;
+CREATE TABLE public.tom_people (id public.tomid PRIMARY KEY, name text);
+CREATE TYPE public.tperson AS (id int, name text);
+CREATE TABLE public.tom_typed OF public.tperson (PRIMARY KEY (id));
+SQL
+dba "SET client_min_messages = warning; SELECT unify.add_source('tomp', 'public.tom_people', 'id', '{\"full_name\": \"name\"}'); SELECT unify.add_source('tomtyped', 'public.tom_typed', 'id', '{\"full_name\": \"name\"}')" >/dev/null
+as tom -c "INSERT INTO public.tom_people VALUES (1, 'Paula Domain'); INSERT INTO public.tom_typed VALUES (1, 'Tilo Typed')"
+out=$(as tom -c "SET client_min_messages = warning; DROP DOMAIN public.tomid CASCADE; INSERT INTO public.tom_people (name) VALUES ('Nach Drop') RETURNING 'inserted'" 2>&1 || true)
+expect "after DROP DOMAIN … CASCADE took the key column, writes go on" "$(tail -1 <<<"$out")" inserted
+out=$(as tom -c "SET client_min_messages = warning; ALTER TYPE public.tperson RENAME ATTRIBUTE id TO ident CASCADE; INSERT INTO public.tom_typed VALUES (2, 'Tina Typed') RETURNING 'inserted'" 2>&1 || true)
+expect "after ALTER TYPE … RENAME ATTRIBUTE CASCADE renamed the key, writes go on" "$(tail -1 <<<"$out")" inserted
 
 log "security: PUBLIC, readers and analysts"
 refused "PUBLIC runs an internal fit" eve "SELECT unify._fit_purchases('bgnbd', '{1}', '{1}', '{1}', '{1}')"

@@ -49,6 +49,12 @@ SELECT max(version), f.field, f.value, f.frequency FROM unify.model,
 GROUP BY f.field, f.value, f.frequency;
 INSERT INTO unify.dead_letters (source_id, source_key, sqlstate, message)
 SELECT s.source_id, 'XQ-4711-B', '22007', 'invalid date "Xaver Zettelmaier 1961"' FROM unify.sources s WHERE s.name = 'er_shop';
+-- Quoted where the records are others': a steward's reason between the Bergs, another key's failure.
+SELECT unify.unlink((SELECT min(r.record_id) FROM unify.records r WHERE r.source_key = 'AB-1000-A'),
+                    (SELECT min(r.record_id) FROM unify.records r WHERE r.source_key = 'AB-1001-A'),
+                    'not the same, checked with xq.zettelmaier@example.org') IS NOT NULL AS unlinked;
+INSERT INTO unify.dead_letters (source_id, source_key, sqlstate, message)
+SELECT s.source_id, 'AB-1000-B', '22023', 'mail forwarded to Zettelmaier' FROM unify.sources s WHERE s.name = 'er_shop';
 INSERT INTO unify.segments (person_id, last_purchase, frequency, monetary, r_score, f_score, m_score, segment, segment_since)
 SELECT person_id, current_date, 3, 100, 5, 4, 3, 'Champions', current_date FROM xaver;
 INSERT INTO unify.segment_history (person_id, from_segment, to_segment, as_of) SELECT person_id, NULL, 'Champions', current_date FROM xaver;
