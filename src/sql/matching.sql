@@ -127,7 +127,7 @@ DECLARE
     new_version int;
 BEGIN
     -- One training at a time; scoring may run beside it on the previous version.
-    PERFORM pg_advisory_xact_lock(1970501, 0);
+    PERFORM unify._lock('train');
     result := unify._train(sample_pairs, max_iterations);
     INSERT INTO unify.model (model, origin, report)
     VALUES (result -> 'model', 'train', result -> 'report' || jsonb_build_object('blocking', result -> 'blocking'))
@@ -160,7 +160,7 @@ DECLARE
     version int;
     rebuild text[];
 BEGIN
-    PERFORM pg_advisory_xact_lock(1970501, 1);
+    PERFORM unify._lock('pairs');
     SELECT max(m.version) INTO version FROM unify.model m;
     -- Every pair is written anew: emptied and filled without its indexes, built once after
     -- (see unify._drop_indexes; readers of unify.pairs wait for the new pairs meanwhile).

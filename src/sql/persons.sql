@@ -246,7 +246,7 @@ DECLARE
     changed bigint;
 BEGIN
     -- One resolve or stewardship change at a time.
-    PERFORM pg_advisory_xact_lock(1970502, 0);
+    PERFORM unify._lock('persons');
     result := unify._cluster(NULL::bigint[], NULL::bigint[], 'resolve', NULL);
     -- Golden records and households of everyone.
     changed := unify._refresh_persons(NULL::bigint[], 'resolve', NULL);
@@ -305,7 +305,7 @@ DECLARE
 BEGIN
     -- Stewardship calls queue here; the records are read after the wait, so a call works on the
     -- persons as the one before it left them.
-    PERFORM pg_advisory_xact_lock(1970502, 0);
+    PERFORM unify._lock('persons');
     a := unify._checked_record(record_a, 'link');
     b := unify._checked_record(record_b, 'link');
     PERFORM unify._set_override(a, b, 'must_link', reason, 'link');
@@ -328,7 +328,7 @@ DECLARE
 BEGIN
     -- Stewardship calls queue here; the records are read after the wait, so a call works on the
     -- persons as the one before it left them.
-    PERFORM pg_advisory_xact_lock(1970502, 0);
+    PERFORM unify._lock('persons');
     a := unify._checked_record(record_a, 'unlink');
     b := unify._checked_record(record_b, 'unlink');
     PERFORM unify._set_override(a, b, 'cannot_link', reason, 'unlink');
@@ -352,7 +352,7 @@ BEGIN
     IF person_id IS NULL THEN
         RAISE EXCEPTION 'unify.unmerge: person_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    PERFORM pg_advisory_xact_lock(1970502, 0);
+    PERFORM unify._lock('persons');
     members := ARRAY(SELECT r FROM unify.records r WHERE r.person_id = unmerge.person_id ORDER BY r.record_id);
     n := coalesce(array_length(members, 1), 0);
     IF n = 0 THEN
@@ -409,8 +409,8 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed', HINT = 'Give the legal reason, for example ''GDPR Art. 17 request of 2026-11-02''.';
     END IF;
     -- It deletes pairs and blocking keys too: not beside a rescoring.
-    PERFORM pg_advisory_xact_lock(1970501, 1);
-    PERFORM pg_advisory_xact_lock(1970502, 0);
+    PERFORM unify._lock('pairs');
+    PERFORM unify._lock('persons');
     members := ARRAY(SELECT r FROM unify.records r WHERE r.person_id = erase_person.person_id);
     IF coalesce(array_length(members, 1), 0) = 0 THEN
         RAISE EXCEPTION 'unify.erase_person: person % does not exist', person_id
@@ -551,7 +551,7 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value', HINT = 'SELECT name FROM unify.sources lists the registered sources.';
         END IF;
     END IF;
-    PERFORM pg_advisory_xact_lock(1970502, 0);
+    PERFORM unify._lock('persons');
     INSERT INTO unify.survivorship AS s (field, rule, options) VALUES (field, rule, options)
     ON CONFLICT ON CONSTRAINT survivorship_pkey DO UPDATE
     SET rule = excluded.rule, options = excluded.options, set_by = unify._actor(), set_at = now();

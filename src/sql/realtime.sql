@@ -201,7 +201,7 @@ BEGIN
     -- it only reads records, and what it reads of this batch's records the batch's own
     -- rescoring (after it, in order) scores again, as it does the pairs among the holders of a
     -- value whose household status the batch turns.
-    PERFORM pg_advisory_xact_lock(1970502, 0);
+    PERFORM unify._lock('persons');
     -- Take the oldest changes nobody else is working on; they leave the queue in the same
     -- transaction that applies them, so a crash loses nothing and applies nothing twice.
     WITH picked AS (
@@ -272,7 +272,7 @@ DECLARE
     work unify.queue_work;
     rescored bigint[];
 BEGIN
-    PERFORM pg_advisory_xact_lock(1970501, 1);
+    PERFORM unify._lock('pairs');
     DELETE FROM unify.queue_work w
     WHERE w.work_id = (SELECT min(x.work_id) FROM unify.queue_work x WHERE x.stage = 'rescore')
     RETURNING * INTO work;
@@ -303,7 +303,7 @@ DECLARE
     taken_by text;
     scope record;
 BEGIN
-    PERFORM pg_advisory_xact_lock(1970502, 0);
+    PERFORM unify._lock('persons');
     WITH done AS (
         DELETE FROM unify.queue_work w WHERE w.stage = 'cluster'
         RETURNING w.record_ids, w.person_ids, w.source_rows, w.taken_at, w.taken_by
@@ -337,8 +337,8 @@ BEGIN
     END IF;
     -- All three stages in this one transaction, with both locks throughout (taken in the
     -- usual order), after whatever the workers left half-way.
-    PERFORM pg_advisory_xact_lock(1970501, 1);
-    PERFORM pg_advisory_xact_lock(1970502, 0);
+    PERFORM unify._lock('pairs');
+    PERFORM unify._lock('persons');
     taken := unify._queue_take(max_rows);
     LOOP
         EXIT WHEN unify._queue_rescore() = 0;
@@ -363,14 +363,14 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM unify.queue_work) AND NOT EXISTS (SELECT 1 FROM unify.change_queue) THEN
         RETURN 0;
     END IF;
-    IF EXISTS (SELECT 1 FROM unify.queue_work w WHERE w.stage = 'rescore') AND pg_try_advisory_xact_lock(1970501, 1) THEN
+    IF EXISTS (SELECT 1 FROM unify.queue_work w WHERE w.stage = 'rescore') AND unify._try_lock('pairs') THEN
         RETURN unify._queue_rescore();
     END IF;
     -- A take beside a rescoring only under a backlog (a full batch queued), and then at most one
     -- batch waits for its rescoring, so takes do not run ahead of the rescorings.
     rescorings := (SELECT count(*) FROM unify.queue_work w WHERE w.stage = 'rescore');
     IF rescorings = 1 AND (SELECT count(*) FROM (SELECT FROM unify.change_queue LIMIT max_rows) q) >= max_rows
-       AND pg_try_advisory_xact_lock(1970502, 0) THEN
+       AND unify._try_lock('persons') THEN
         RETURN unify._queue_take(max_rows);
     END IF;
     -- A clustering that is due goes before a take without a backlog (the changes it carries
@@ -381,7 +381,7 @@ BEGIN
     END IF;
     -- With a short queue, changes wait for a running rescoring and go as one batch: many tiny
     -- batches cost more than they save.
-    IF rescorings = 0 AND EXISTS (SELECT 1 FROM unify.change_queue) AND pg_try_advisory_xact_lock(1970502, 0) THEN
+    IF rescorings = 0 AND EXISTS (SELECT 1 FROM unify.change_queue) AND unify._try_lock('persons') THEN
         RETURN unify._queue_take(max_rows);
     END IF;
     RETURN 0;

@@ -451,7 +451,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', HINT = 'For example interval ''2 years''.';
     END IF;
     -- One refresh at a time; a second waits.
-    PERFORM pg_advisory_xact_lock(1970502, 7);
+    PERFORM unify._lock('segments');
     PERFORM unify._check_segment_map();
     SELECT array_agg(c.segments[1] ORDER BY c.r, c.f, c.m) INTO cell_segments FROM unify.segment_map_cells c;
 
@@ -619,7 +619,7 @@ BEGIN
         RAISE EXCEPTION 'horizon_months must be 1..600 and discount_rate above -1 (annual, 0.1 = 10%%)'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM pg_advisory_xact_lock(1970502, 8);
+    PERFORM unify._lock('predictions');
     PERFORM unify._purchase_summaries(calibration_end);
 
     SELECT count(*), count(*) FILTER (WHERE frequency > 0) INTO n_customers, n_spend FROM unify_purchase_summaries;

@@ -146,6 +146,41 @@ COMMENT ON TABLE unify.change_queue IS 'Source rows changed since last processed
 ALTER TABLE unify.change_queue SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
                                     autovacuum_vacuum_cost_delay = 0);
 
+-- The extension's own locks: one row each, taken FOR UPDATE by the commands (unify._lock) for
+-- the rest of their transaction. Row locks, not advisory locks: pg_advisory_lock is open to
+-- every role, so any login could hold fixed advisory keys and stall the workers; a row here can
+-- only be locked by a role that may update it (the owner). A sync locks its source's row of
+-- unify.sources the same way (FOR NO KEY UPDATE: foreign-key checks of the queue's record writes
+-- go on beside it).
+CREATE TABLE unify.locks (
+    name text PRIMARY KEY,
+    what text NOT NULL
+);
+COMMENT ON TABLE unify.locks IS 'Locks of the extension (row locks taken by its commands)';
+INSERT INTO unify.locks (name, what) VALUES
+    ('train', 'one training at a time'),
+    ('pairs', 'pairs and blocking keys: scoring, rescoring, erasure, removing a source'),
+    ('persons', 'records and persons: resolve, the queue''s take and clustering, stewardship, erasure'),
+    ('segments', 'one refresh_segments at a time'),
+    ('predictions', 'one fit_predictions at a time');
+
+-- Waits for the lock `name` (a row of unify.locks) and holds it to the end of the transaction.
+CREATE FUNCTION unify._lock(name text) RETURNS void
+VOLATILE LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM unify.locks l WHERE l.name = _lock.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unify._lock: no lock named %', name USING ERRCODE = 'internal_error';
+    END IF;
+END
+$$;
+
+-- Takes the lock `name` if no other transaction holds it; whether it did.
+CREATE FUNCTION unify._try_lock(name text) RETURNS boolean
+VOLATILE LANGUAGE sql AS $$
+    SELECT EXISTS (SELECT 1 FROM unify.locks l WHERE l.name = _try_lock.name FOR UPDATE SKIP LOCKED)
+$$;
+
 SELECT pg_catalog.pg_extension_config_dump('unify.sources', '');
 SELECT pg_catalog.pg_extension_config_dump('unify.sources_source_id_seq', '');
 -- Records, their person ids and the queue are the extension's state, not a cache: pg_dump keeps
@@ -681,8 +716,8 @@ BEGIN
     ELSE
         -- Pairs and blocking keys have no foreign key to records (see matching.sql). Deleted
         -- under the locks of their other writers (scoring, the queue's rescoring and clustering).
-        PERFORM pg_advisory_xact_lock(1970501, 1);
-        PERFORM pg_advisory_xact_lock(1970502, 0);
+        PERFORM unify._lock('pairs');
+        PERFORM unify._lock('persons');
         DELETE FROM unify.block_keys k WHERE k.record_id IN (SELECT r.record_id FROM unify.records r WHERE r.source_id = src.source_id);
         DELETE FROM unify.pairs p WHERE p.record_a IN (SELECT r.record_id FROM unify.records r WHERE r.source_id = src.source_id)
                                      OR p.record_b IN (SELECT r.record_id FROM unify.records r WHERE r.source_id = src.source_id);
@@ -836,7 +871,7 @@ BEGIN
         BEGIN
             src := unify._checked_source(src.name);
             -- One sync per source at a time; the change queue may run beside it.
-            PERFORM pg_advisory_xact_lock(1970500, src.source_id);
+            PERFORM 1 FROM unify.sources s WHERE s.source_id = src.source_id FOR NO KEY UPDATE;
             PERFORM set_config('application_name', format('unify.sync %s', src.name), true);
             RAISE NOTICE 'sync "%": reading %', src.name, src.relation_name;
             result := unify._apply(src, NULL);

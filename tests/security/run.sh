@@ -385,6 +385,20 @@ expect "the analyst's view has no direct identifier" \
 expect "the analyst's view: postcode area of two digits, birth year only" \
     "$(dba "SELECT bool_and(coalesce(length(postcode_area), 2) <= 2) AND bool_and(coalesce(birth_year, 2000) BETWEEN 1880 AND 2030) FROM unify.analyst_persons")" t
 
+log "security: no role can stall the workers by holding the extension's locks"
+refused "the admin locks the extension's lock rows" mallory "SELECT * FROM unify.locks FOR UPDATE"
+# eve holds the advisory keys 0.1.0 locked on (1970500-1970502) while a change arrives.
+as eve -c "SELECT pg_advisory_lock(1970502, 0), pg_advisory_lock(1970501, 1), pg_advisory_lock(1970501, 0),
+                  pg_advisory_lock(1970500, 1), pg_sleep(60)" >/dev/null 2>&1 &
+holder=$!
+sleep 1
+as mallory -c "UPDATE public.mallory_people SET name = 'Max Mustermann-Drei' WHERE id = 1"
+wait_drained && pass "the worker drains while eve holds the old lock keys" || fail "the worker stalled behind eve's advisory locks"
+expect "resolve and erase_person do not wait for eve" \
+    "$(dba "SET statement_timeout = '20s'; SET client_min_messages = error; SELECT persons > 0 FROM unify.resolve()")" t
+kill "$holder" 2>/dev/null || true; wait "$holder" 2>/dev/null || true
+dba "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'eve'" >/dev/null
+
 log "security: nobody became superuser"
 expect "no payload ever ran as a superuser" "$(payload_as_super)" 0
 expect "no attacker is superuser" "$(dba "SELECT count(*) FROM pg_roles WHERE rolname IN ('mallory', 'tom', 'eve', 'rita', 'ana') AND rolsuper")" 0

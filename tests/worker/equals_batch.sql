@@ -11,7 +11,7 @@ SELECT r.source_id, r.source_key,
 FROM unify.records r JOIN unify.persons p USING (person_id);
 BEGIN;
 -- The worker waits for these locks; nothing changes between the two snapshots.
-SELECT pg_advisory_xact_lock(1970501, 1), pg_advisory_xact_lock(1970502, 0);
+SELECT unify._lock('pairs'), unify._lock('persons');
 LOCK unify.change_queue IN EXCLUSIVE MODE;
 CREATE TEMP TABLE incremental AS SELECT * FROM partition;
 CREATE TEMP TABLE incremental_pairs AS SELECT record_a, record_b, is_match FROM unify.pairs;
