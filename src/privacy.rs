@@ -14,23 +14,33 @@ pub fn key_hash(secret: &[u8], message: &str) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// `doc` with every string that contains one of `needles` (compared case-insensitively)
-/// replaced by null, in objects and arrays at any depth; keys are kept. Needles shorter than
-/// three characters are ignored: they would blank unrelated values.
+/// `doc` with every string that quotes one of `needles` (compared case-insensitively)
+/// replaced by null, in objects and arrays at any depth; keys are kept. A needle of three
+/// characters or more is quoted anywhere in the string; one of two ("Li", "Ng") only as a whole
+/// word, since as a substring it is in every other word; one character is no identifier.
 pub fn scrub(doc: &Value, needles: &[String]) -> Value {
     let needles: Vec<String> = needles
         .iter()
         .map(|n| n.trim().to_lowercase())
-        .filter(|n| n.chars().count() >= 3)
+        .filter(|n| n.chars().count() >= 2)
         .collect();
     scrub_lowered(doc, &needles)
+}
+
+fn quotes(lowered: &str, needle: &str) -> bool {
+    if needle.chars().count() >= 3 {
+        return lowered.contains(needle);
+    }
+    lowered
+        .split(|c: char| !c.is_alphanumeric())
+        .any(|word| word == needle)
 }
 
 fn scrub_lowered(doc: &Value, needles: &[String]) -> Value {
     match doc {
         Value::String(s) => {
             let lowered = s.to_lowercase();
-            if needles.iter().any(|n| lowered.contains(n.as_str())) {
+            if needles.iter().any(|n| quotes(&lowered, n)) {
                 Value::Null
             } else {
                 doc.clone()
@@ -93,8 +103,11 @@ mod tests {
     }
 
     #[test]
-    fn scrub_ignores_short_needles() {
-        let doc = json!({"a": "de", "b": "berlin"});
-        assert_eq!(scrub(&doc, &["de".into(), "".into()]), doc);
+    fn scrub_takes_two_letter_values_as_whole_words_only() {
+        let doc = json!({"a": "Li", "b": "berlin", "c": "Wei Li, Berlin", "d": "x"});
+        assert_eq!(
+            scrub(&doc, &["li".into(), "".into(), "x".into()]),
+            json!({"a": null, "b": "berlin", "c": null, "d": "x"})
+        );
     }
 }
