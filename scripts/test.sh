@@ -6,6 +6,7 @@
 #   bash scripts/test.sh --regress-only [T…]  only pg_regress, optionally only the tests T
 #   bash scripts/test.sh --regress-only worker only the background worker tests
 #   bash scripts/test.sh --regress-only dump_restore  only the pg_dump / pg_restore test
+#   bash scripts/test.sh --regress-only security  only the security suite (roles, attacks, worker)
 source "$(dirname "$0")/lib.sh"
 REGRESS_ONLY=0
 if [ "${1:-}" = --regress-only ]; then
@@ -49,7 +50,7 @@ all_isolation=$(cd tests/isolation/specs && ls *.spec | sed 's/\.spec$//' | sort
 # Named tests run from whichever suite has them; no names, every test of both.
 regress_tests=""; isolation_tests=""
 for t in ${*:-$all_regress $all_isolation}; do
-    [ "$t" = worker ] || [ "$t" = dump_restore ] && continue
+    [ "$t" = worker ] || [ "$t" = dump_restore ] || [ "$t" = security ] && continue
     if [ -f "tests/pg_regress/sql/$t.sql" ]; then regress_tests="$regress_tests $t"
     elif [ -f "tests/isolation/specs/$t.spec" ]; then isolation_tests="$isolation_tests $t"
     else die "no test named $t"; fi
@@ -81,5 +82,10 @@ fi
 if [ $REGRESS_ONLY = 0 ] || [ "${*:-}" = worker ]; then
     log "background worker (tests/worker/run.sh)"
     bash tests/worker/run.sh "$WORK"
+fi
+# The security model tried as each role that could attack it, with a worker running: its own cluster.
+if [ $REGRESS_ONLY = 0 ] || [ "${*:-}" = security ]; then
+    log "security (tests/security/run.sh)"
+    bash tests/security/run.sh "$WORK"
 fi
 log "all tests passed"

@@ -13,6 +13,7 @@ pub mod interrupt;
 pub mod model;
 pub mod normalize;
 pub mod parallel;
+pub mod privacy;
 pub mod segment;
 mod sql;
 pub mod stopwatch;
@@ -22,6 +23,9 @@ mod worker;
 /// background workers.
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // Errors reach users without a Rust backtrace in their DETAIL (pgrx attaches one when
+    // backtraces are enabled in the server's environment); the log keeps the message.
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
     sql::install_interrupt_hook();
     worker::init();
 }

@@ -269,7 +269,10 @@ pub extern "C-unwind" fn customer_unify_worker_main(arg: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     BackgroundWorker::transaction(|| {
         Spi::run(
-            "SELECT pg_catalog.set_config('application_name', 'customer_unify worker', false)",
+            // The workers run as the bootstrap superuser: nothing a user creates in a schema may
+            // stand in for a built-in in what they run.
+            "SELECT pg_catalog.set_config('application_name', 'customer_unify worker', false),
+                    pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)",
         )
         .ok();
     });

@@ -5,6 +5,7 @@ mod cleaners;
 mod errors;
 mod matching;
 mod persons;
+mod security;
 mod segments;
 mod similarity;
 mod spi;
@@ -33,7 +34,12 @@ pub(crate) fn install_interrupt_hook() {
 pgrx::extension_sql_file!(
     "sources.sql",
     name = "sources",
-    requires = ["bootstrap_types", spi::_run_kept]
+    requires = [
+        "bootstrap_types",
+        spi::_run_kept,
+        security::_run_as,
+        security::_key_hash
+    ]
 );
 
 // Matching: model versions, scored pairs, blocking figures, and the commands over the Rust model.
@@ -71,7 +77,19 @@ pgrx::extension_sql_file!(
 
 // Segments and predictions: transactions in place, RFM segments with change events, BG/NBD /
 // Pareto/NBD and Gamma-Gamma fits, predictions, and customer_360 over all of it.
-pgrx::extension_sql_file!("segments.sql", name = "segments", finalize);
+pgrx::extension_sql_file!(
+    "segments.sql",
+    name = "segments",
+    requires = [
+        "realtime",
+        segments::_fit_purchases,
+        segments::_fit_spend,
+        segments::_predict
+    ]
+);
+
+// Privileges of every object, granted in one place once all exist (README "Security model").
+pgrx::extension_sql_file!("security.sql", name = "security", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]

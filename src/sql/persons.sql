@@ -54,7 +54,7 @@ CREATE TABLE unify.overrides (
     key_b      text NOT NULL,
     kind       text NOT NULL CHECK (kind IN ('must_link', 'cannot_link')),
     reason     text,
-    created_by text NOT NULL DEFAULT current_user,
+    created_by text NOT NULL DEFAULT unify._actor(),
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (source_a, key_a, source_b, key_b),
     CHECK ((source_a, key_a) < (source_b, key_b))
@@ -69,7 +69,7 @@ CREATE TABLE unify.identity_events (
     related_ids bigint[] NOT NULL DEFAULT '{}',
     rule        text NOT NULL,
     reason      text,
-    actor       text NOT NULL DEFAULT current_user,
+    actor       text NOT NULL DEFAULT unify._actor(),
     created_at  timestamptz NOT NULL DEFAULT now(),
     details     jsonb
 );
@@ -84,7 +84,7 @@ CREATE TABLE unify.survivorship (
     field      text PRIMARY KEY,
     rule       text NOT NULL,
     options    jsonb NOT NULL DEFAULT '{}',
-    set_by     text NOT NULL DEFAULT current_user,
+    set_by     text NOT NULL DEFAULT unify._actor(),
     set_at     timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE unify.survivorship IS 'Survivorship rules set with unify.set_survivorship (fields not listed use the default)';
@@ -292,7 +292,7 @@ BEGIN
          (VALUES (a.source_id, a.source_key), (b.source_id, b.source_key)) y (source_id, source_key)
     WHERE (x.source_id, x.source_key) < (y.source_id, y.source_key)
     ON CONFLICT (source_a, key_a, source_b, key_b) DO UPDATE
-    SET kind = excluded.kind, reason = excluded.reason, created_by = current_user, created_at = now();
+    SET kind = excluded.kind, reason = excluded.reason, created_by = unify._actor(), created_at = now();
 END
 $$;
 
@@ -370,7 +370,7 @@ BEGIN
     FROM unnest(members) x, unnest(members) y
     WHERE (x.source_id, x.source_key) < (y.source_id, y.source_key)
     ON CONFLICT (source_a, key_a, source_b, key_b) DO UPDATE
-    SET kind = excluded.kind, reason = excluded.reason, created_by = current_user, created_at = now();
+    SET kind = excluded.kind, reason = excluded.reason, created_by = unify._actor(), created_at = now();
     PERFORM unify._resolve_scope(ARRAY[person_id], NULL, 'unmerge', reason);
     persons := ARRAY(SELECT r.person_id FROM unify.records r
                      WHERE r.record_id IN (SELECT m.record_id FROM unnest(members) m) ORDER BY r.person_id);
@@ -380,6 +380,16 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION unify.unmerge(bigint, text) IS 'Splits a person back into its source records, with cannot-links so resolve does not undo it; returns the person ids';
+
+-- Whether `haystack` quotes one of `needles` (case-insensitive): as a substring from 3 characters
+-- on, as a whole word for 2 ("Li", "Ng"; as a substring they would be in every other word).
+CREATE FUNCTION unify._quotes_any(haystack text, needles text[]) RETURNS boolean
+IMMUTABLE LANGUAGE sql AS $$
+    SELECT haystack IS NOT NULL AND EXISTS (
+        SELECT 1 FROM unnest(needles) v
+        WHERE CASE WHEN length(v) >= 3 THEN position(lower(v) IN lower(haystack)) > 0
+                   ELSE haystack ~* ('\m' || regexp_replace(v, '([^[:alnum:]])', '\\\1', 'g') || '\M') END)
+$$;
 
 CREATE FUNCTION unify.erase_person(person_id bigint, reason text, delete_source_rows boolean DEFAULT false) RETURNS jsonb
 VOLATILE LANGUAGE plpgsql AS $$
@@ -392,6 +402,7 @@ DECLARE
     deleted bigint := 0;
     n bigint;
     summary jsonb;
+    needles text[];
 BEGIN
     IF person_id IS NULL OR reason IS NULL OR btrim(reason) = '' OR delete_source_rows IS NULL THEN
         RAISE EXCEPTION 'unify.erase_person: person_id, reason and delete_source_rows are required'
@@ -420,8 +431,9 @@ BEGIN
                 CONTINUE;
             END IF;
             BEGIN
-                EXECUTE format('DELETE FROM %s AS src %s', src.relation, unify._keys_filter(src, 1)) USING keys;
-                GET DIAGNOSTICS n = ROW_COUNT;
+                -- As the role that registered the source, as everything of the user's table.
+                n := unify._run_as(unify._mapping_role(src.run_as, src.relation),
+                                   format('DELETE FROM %s AS src %s', src.relation, unify._keys_filter(src, 1)), keys);
                 deleted := deleted + n;
             EXCEPTION WHEN foreign_key_violation THEN
                 RAISE EXCEPTION 'unify.erase_person: cannot delete the rows of person % from %: %', person_id, src.relation_name, SQLERRM
@@ -431,8 +443,28 @@ BEGIN
         END LOOP;
     END IF;
 
+    -- Every value the person had, for scrubbing what the extension keeps beside records and
+    -- persons: normalized and as written (raw), and the source keys.
+    needles := ARRAY(
+        SELECT DISTINCT v FROM (
+            SELECT unnest(ARRAY[m.first_name, m.last_name, m.email, m.email_key, m.phone, m.mobile, m.street,
+                                m.customer_number, m.external_id, m.company, m.source_key,
+                                pg_catalog.to_char(m.birth_date, 'YYYY-MM-DD')]) AS v
+            FROM unnest(members) m
+            UNION ALL
+            SELECT j.value FROM unnest(members) m, jsonb_each_text(m.raw) j
+            WHERE j.key IN ('first_name', 'last_name', 'full_name', 'email', 'phone', 'mobile', 'street', 'street_line',
+                            'birth_date', 'company', 'customer_number', 'external_id')
+            UNION ALL
+            SELECT unnest(ARRAY[p.first_name, p.last_name, p.email, p.phone, p.mobile, p.street, p.customer_number, p.company])
+            FROM unify.persons p WHERE p.person_id = erase_person.person_id) x
+        WHERE v IS NOT NULL AND length(btrim(v)) >= 2);
+
+    INSERT INTO unify._secret (secret)
+    SELECT pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.gen_random_uuid()::text || pg_catalog.gen_random_uuid()::text, 'UTF8'))
+    ON CONFLICT DO NOTHING;
     INSERT INTO unify.erasures (source_id, key_hash, event_id)
-    SELECT m.source_id, pg_catalog.sha256(convert_to(m.source_key, 'UTF8')), event_ref FROM unnest(members) m
+    SELECT m.source_id, unify._key_hash((SELECT k.secret FROM unify._secret k), m.source_key), event_ref FROM unnest(members) m
     ON CONFLICT DO NOTHING;
     DELETE FROM unify.pairs p WHERE p.record_a IN (SELECT m.record_id FROM unnest(members) m)
                                  OR p.record_b IN (SELECT m.record_id FROM unnest(members) m);
@@ -440,14 +472,41 @@ BEGIN
     DELETE FROM unify.overrides o WHERE (o.source_a, o.key_a) IN (SELECT m.source_id, m.source_key FROM unnest(members) m)
                                      OR (o.source_b, o.key_b) IN (SELECT m.source_id, m.source_key FROM unnest(members) m);
     DELETE FROM unify.change_queue q WHERE (q.source_id, q.source_key) IN (SELECT m.source_id, m.source_key FROM unnest(members) m);
+    DELETE FROM unify.dead_letters d WHERE (d.source_id, d.source_key) IN (SELECT m.source_id, m.source_key FROM unnest(members) m);
+    -- A batch in flight keeps the records as they were before it.
+    UPDATE unify.queue_work w
+    SET before = (SELECT coalesce(jsonb_agg(e), '[]') FROM jsonb_array_elements(w.before) e
+                  WHERE (e ->> 'record_id')::bigint NOT IN (SELECT m.record_id FROM unnest(members) m))
+    WHERE w.before IS NOT NULL AND EXISTS (
+        SELECT 1 FROM jsonb_array_elements(w.before) e
+        WHERE (e ->> 'record_id')::bigint IN (SELECT m.record_id FROM unnest(members) m));
     DELETE FROM unify.records r WHERE r.record_id IN (SELECT m.record_id FROM unnest(members) m);
-    DELETE FROM unify.persons p WHERE p.person_id = erase_person.person_id;
-    -- A blocked junk value may name them.
-    UPDATE unify.blocking_stats b SET largest_skipped_key = NULL
-    WHERE b.largest_skipped_key IS NOT NULL AND EXISTS (
-        SELECT 1 FROM unnest(members) m
-        WHERE b.largest_skipped_key IN (m.email, m.email_key, m.phone, m.mobile, m.last_name, m.first_name)
-           OR position(m.last_name IN b.largest_skipped_key) > 0);
+    DELETE FROM unify.segment_history h WHERE h.person_id = erase_person.person_id;
+    DELETE FROM unify.persons p WHERE p.person_id = erase_person.person_id;  -- segments and predictions with it
+    -- Name frequencies of names only they held at training: a frequency no greater than their
+    -- records with the name times the version's smallest frequency (one record's share).
+    DELETE FROM unify.name_frequencies f
+    USING (SELECT n.value, count(*) AS holders
+           FROM unnest(members) m,
+                LATERAL (SELECT DISTINCT x FROM unnest(ARRAY[m.first_name, m.last_name, unify.transliterate_de(m.first_name),
+                                                              unify.transliterate_de(m.last_name)]) x WHERE x IS NOT NULL) n (value)
+           GROUP BY n.value) held
+    WHERE f.value = held.value
+      AND f.frequency <= held.holders * 1.000001 * (SELECT min(g.frequency) FROM unify.name_frequencies g WHERE g.model_version = f.model_version);
+    -- A blocked junk value, a training report or a steward's reason may name them.
+    UPDATE unify.blocking_stats b SET largest_skipped_key = NULL WHERE unify._quotes_any(b.largest_skipped_key, needles);
+    UPDATE unify.model m SET report = unify._scrub_json(m.report, needles)
+    WHERE m.report IS NOT NULL AND unify._scrub_json(m.report, needles) IS DISTINCT FROM m.report;
+    UPDATE unify.identity_events e
+    SET reason = CASE WHEN e.reason IS NULL THEN NULL ELSE format('(redacted: erasure event %s)', event_ref) END,
+        details = CASE WHEN e.details IS NULL OR e.event_id = event_ref THEN e.details ELSE unify._scrub_json(e.details, needles) END
+    WHERE (e.event_id <> event_ref AND (e.person_id = erase_person.person_id OR erase_person.person_id = ANY (e.related_ids)))
+       OR unify._quotes_any(e.reason, needles);
+    -- Steward reasons of decisions between other records, failures of other keys.
+    UPDATE unify.overrides o SET reason = format('(redacted: erasure event %s)', event_ref)
+    WHERE unify._quotes_any(o.reason, needles);
+    UPDATE unify.dead_letters d SET message = format('(redacted: erasure event %s)', event_ref), detail = NULL
+    WHERE unify._quotes_any(d.message, needles) OR unify._quotes_any(d.detail, needles);
     -- The rest of the household is grouped again without them.
     IF household IS NOT NULL THEN
         PERFORM unify._group_households(ARRAY(SELECT p.person_id FROM unify.persons p WHERE p.household_id = household));
@@ -495,7 +554,7 @@ BEGIN
     PERFORM pg_advisory_xact_lock(1970502, 0);
     INSERT INTO unify.survivorship AS s (field, rule, options) VALUES (field, rule, options)
     ON CONFLICT ON CONSTRAINT survivorship_pkey DO UPDATE
-    SET rule = excluded.rule, options = excluded.options, set_by = current_user, set_at = now();
+    SET rule = excluded.rule, options = excluded.options, set_by = unify._actor(), set_at = now();
     -- The golden records follow at once.
     PERFORM unify._refresh_persons(NULL::bigint[], 'set_survivorship', NULL);
 END
@@ -526,18 +585,4 @@ STABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$
 $$;
 COMMENT ON FUNCTION unify.person_history(bigint) IS 'Every identity event naming the person';
 
-REVOKE ALL ON FUNCTION unify.resolve(), unify.link(bigint, bigint, text), unify.unlink(bigint, bigint, text),
-    unify.unmerge(bigint, text), unify.erase_person(bigint, text, boolean), unify.set_survivorship(text, text, jsonb),
-    unify.person_records(bigint), unify.person_history(bigint), unify._refresh_persons(bigint[], text, text),
-    unify._resolve_scope(bigint[], bigint[], text, text), unify._checked_record(bigint, text),
-    unify._set_override(unify.records, unify.records, text, text, text),
-    unify._cluster(bigint[], bigint[], text, text), unify._golden_records(bigint[], boolean), unify._group_households(bigint[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION unify.resolve(), unify.link(bigint, bigint, text), unify.unlink(bigint, bigint, text),
-    unify.unmerge(bigint, text), unify.erase_person(bigint, text, boolean), unify.set_survivorship(text, text, jsonb),
-    unify.person_records(bigint), unify.person_history(bigint), unify._refresh_persons(bigint[], text, text),
-    unify._resolve_scope(bigint[], bigint[], text, text), unify._checked_record(bigint, text),
-    unify._set_override(unify.records, unify.records, text, text, text),
-    unify._cluster(bigint[], bigint[], text, text), unify._golden_records(bigint[], boolean), unify._group_households(bigint[]) TO unify_admin;
-GRANT SELECT, INSERT, UPDATE, DELETE ON unify.persons, unify.overrides, unify.identity_events, unify.survivorship TO unify_admin;
-GRANT SELECT ON unify.households, unify.survivorship_rules TO unify_admin, unify_reader;
-GRANT USAGE ON SEQUENCE unify.person_id_seq, unify.household_id_seq, unify.identity_events_event_id_seq TO unify_admin;
+-- Privileges: see security.sql.

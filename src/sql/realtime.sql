@@ -110,6 +110,60 @@ VOLATILE LANGUAGE sql AS $$
         total_rows = s.total_rows + rows, total_batches = s.total_batches + 1
 $$;
 
+-- Applies the changes of one source in a batch; what cannot be applied goes to
+-- unify.dead_letters with its error, and the batch moves on. An error of the whole mapping (a
+-- dropped column, a missing function or privilege) sets every key aside at once; any other is
+-- narrowed down key by key, so one bad value holds up only its own row. Returns the keys set
+-- aside.
+CREATE FUNCTION unify._apply_or_set_aside(src unify.sources, keys text[]) RETURNS text[]
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    key text;
+    failed text[] := '{}';
+    error_state text;
+    error_message text;
+    error_detail text;
+BEGIN
+    BEGIN
+        PERFORM unify._apply(src, keys);
+        IF EXISTS (SELECT 1 FROM unify.dead_letters d WHERE d.source_id = src.source_id) THEN
+            DELETE FROM unify.dead_letters d
+            WHERE d.source_id = src.source_id AND (keys IS NULL OR d.source_key IS NULL OR d.source_key = ANY (keys));
+        END IF;
+        RETURN failed;
+    EXCEPTION WHEN others THEN
+        GET STACKED DIAGNOSTICS error_state = RETURNED_SQLSTATE, error_message = MESSAGE_TEXT, error_detail = PG_EXCEPTION_DETAIL;
+    END;
+    IF keys IS NULL OR cardinality(keys) <= 1
+       OR error_state IN ('42703', '42883', '42P01', '42501', '42601', '42704', '42804', '42725', '42846') THEN
+        INSERT INTO unify.dead_letters AS d (source_id, source_key, sqlstate, message, detail)
+        SELECT src.source_id, k, error_state, error_message, nullif(error_detail, '')
+        FROM unnest(coalesce(keys, ARRAY[NULL::text])) k
+        ON CONFLICT (source_id, source_key) DO UPDATE SET
+            sqlstate = excluded.sqlstate, message = excluded.message, detail = excluded.detail,
+            attempts = d.attempts + 1, last_failed_at = now();
+        RAISE WARNING 'source "%": % change(s) set aside in unify.dead_letters: %', src.name, coalesce(cardinality(keys), 1), error_message;
+        RETURN coalesce(keys, '{}');
+    END IF;
+    FOREACH key IN ARRAY keys LOOP
+        BEGIN
+            PERFORM unify._apply(src, ARRAY[key]);
+            DELETE FROM unify.dead_letters d WHERE d.source_id = src.source_id AND d.source_key = key;
+        EXCEPTION WHEN others THEN
+            GET STACKED DIAGNOSTICS error_state = RETURNED_SQLSTATE, error_message = MESSAGE_TEXT, error_detail = PG_EXCEPTION_DETAIL;
+            INSERT INTO unify.dead_letters AS d (source_id, source_key, sqlstate, message, detail)
+            VALUES (src.source_id, key, error_state, error_message, nullif(error_detail, ''))
+            ON CONFLICT (source_id, source_key) DO UPDATE SET
+                sqlstate = excluded.sqlstate, message = excluded.message, detail = excluded.detail,
+                attempts = d.attempts + 1, last_failed_at = now();
+            failed := failed || key;
+        END;
+    END LOOP;
+    RAISE WARNING 'source "%": % change(s) set aside in unify.dead_letters', src.name, cardinality(failed);
+    RETURN failed;
+END
+$$;
+
 -- Stage 1 of a batch: up to max_rows queued changes into unify.records, the records' former
 -- state kept in unify.queue_work for stage 2. Returns the changes taken.
 CREATE FUNCTION unify._queue_take(max_rows int) RETURNS int
@@ -129,7 +183,7 @@ DECLARE
     -- The changed records as they were, for whether their e-mails and phones were a household's.
     before jsonb := '[]';
     taken_by constant text := CASE WHEN current_setting('application_name') = 'customer_unify worker'
-                                   THEN 'worker' ELSE current_user END;
+                                   THEN 'worker' ELSE unify._actor() END;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM unify.change_queue) THEN
         RETURN 0;
@@ -191,7 +245,7 @@ BEGIN
             INTO changed_ids, old_persons, before
             FROM unify.records r WHERE r.source_id = src.source_id AND r.source_key = ANY (record_keys);
         END IF;
-        PERFORM unify._apply(src, keys);
+        PERFORM unify._apply_or_set_aside(src, keys);
         IF matching THEN
             record_keys := coalesce(keys, ARRAY(SELECT r.source_key FROM unify.records r WHERE r.source_id = src.source_id));
             SELECT changed_ids || coalesce(array_agg(r.record_id), '{}') INTO changed_ids
@@ -346,7 +400,18 @@ STABLE LANGUAGE sql AS $$
     HAVING count(*) > 0
 $$;
 
-CREATE VIEW unify.status AS
+-- The figures behind unify.status. A function, so that it plans without JIT: on small
+-- unanalyzed tables the estimates made JIT compile the query for longer (0.5 s) than it runs.
+-- SECURITY DEFINER as a view is: readers of unify.status need no rights on the tables.
+CREATE FUNCTION unify._status()
+RETURNS TABLE (source text, relation text, track_changes boolean, removed_at timestamptz, source_rows_estimate bigint,
+               records bigint, queue_depth bigint, queue_lag interval, failed_changes bigint, last_failure timestamptz,
+               last_sync_at timestamptz, last_sync_rows bigint, last_sync_seconds numeric, sync_running_since timestamptz,
+               worker_pid int, worker_state text, workers int, worker_started_at timestamptz, last_batch_at timestamptz,
+               last_batch_rows int, last_batch_ms numeric, last_batch_by text, rows_per_second numeric, processed_rows bigint,
+               total_queue_depth bigint, changes_in_progress bigint, total_queue_lag interval, matching_live boolean)
+STABLE LANGUAGE sql SECURITY DEFINER SET jit = off AS $$
+
 SELECT s.name AS source,
        s.relation_name AS relation,
        s.track_changes,
@@ -355,6 +420,8 @@ SELECT s.name AS source,
        (SELECT count(*) FROM unify.records r WHERE r.source_id = s.source_id) AS records,
        (SELECT count(*) FROM unify.change_queue q WHERE q.source_id = s.source_id) AS queue_depth,
        (SELECT now() - min(q.enqueued_at) FROM unify.change_queue q WHERE q.source_id = s.source_id) AS queue_lag,
+       (SELECT count(*) FROM unify.dead_letters d WHERE d.source_id = s.source_id) AS failed_changes,
+       (SELECT max(d.last_failed_at) FROM unify.dead_letters d WHERE d.source_id = s.source_id) AS last_failure,
        s.last_sync_at,
        s.last_sync_rows,
        s.last_sync_seconds,
@@ -380,16 +447,10 @@ FROM unify.sources s
 LEFT JOIN pg_class c ON c.oid = s.relation
 LEFT JOIN unify._worker() w ON true
 CROSS JOIN unify.queue_stats q
-LEFT JOIN unify.matching_state m ON true;
+LEFT JOIN unify.matching_state m ON true
+$$;
+
+CREATE VIEW unify.status AS SELECT * FROM unify._status();
 COMMENT ON VIEW unify.status IS 'Per source: rows, records, queue depth and lag, last sync; for the database: worker state, last batch, rows/s, whether changes are matched live';
 
-REVOKE ALL ON FUNCTION unify.process_queue(int), unify._rescore(bigint[], jsonb), unify._queue_scope(bigint[], bigint[]),
-    unify._queue_take(int), unify._queue_rescore(), unify._queue_cluster(), unify._queue_step(int),
-    unify._queue_done(int, timestamptz, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION unify.process_queue(int), unify._rescore(bigint[], jsonb), unify._queue_scope(bigint[], bigint[]),
-    unify._queue_take(int), unify._queue_rescore(), unify._queue_cluster(), unify._queue_step(int),
-    unify._queue_done(int, timestamptz, text) TO unify_admin;
-GRANT SELECT, INSERT, UPDATE, DELETE ON unify.queue_work TO unify_admin;
-GRANT SELECT, UPDATE ON unify.queue_stats TO unify_admin;
-GRANT SELECT ON unify.queue_stats TO unify_reader;
-GRANT SELECT ON unify.status TO unify_admin, unify_reader;
+-- Privileges: see security.sql.

@@ -8,6 +8,7 @@ CREATE TABLE unify.transaction_sources (
     relation      regclass NOT NULL,
     relation_name text NOT NULL,
     fields        jsonb NOT NULL,
+    run_as        regrole NOT NULL,   -- who registered it: its mapping runs as this role
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE unify.transaction_sources IS 'Order tables registered in place with unify.add_transactions';
@@ -117,7 +118,7 @@ CREATE TABLE unify.segment_runs (
     rows_written     bigint NOT NULL,
     changes    bigint NOT NULL,
     seconds    numeric NOT NULL,
-    ran_by     text NOT NULL DEFAULT current_user,
+    ran_by     text NOT NULL DEFAULT unify._actor(),
     ran_at     timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE unify.segment_runs IS 'Every unify.refresh_segments run: as of when, persons, orders, changes, time';
@@ -156,7 +157,7 @@ CREATE TABLE unify.prediction_fits (
     discount_rate        float8 NOT NULL,
     predictions          bigint NOT NULL DEFAULT 0,
     seconds              numeric,
-    fitted_by            text NOT NULL DEFAULT current_user,
+    fitted_by            text NOT NULL DEFAULT unify._actor(),
     fitted_at            timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE unify.prediction_fits IS 'Every fit of unify.fit_predictions: model, parameters (time unit: weeks), log-likelihood, convergence status';
@@ -200,8 +201,11 @@ $$;
 -- the orders of a table without order_id are first summed per customer key and only those
 -- sums are looked up in unify.records — 10M orders of 1M customers are 1M lookups, not 10M.
 -- Orders with an order_id are netted per person first, as in the per-order query.
+--
+-- The user's expressions are evaluated first, per order table, as the role that registered it
+-- (unify._run_as) into a temporary table of this session; the query returned reads those.
 CREATE FUNCTION unify._orders_query(from_date date, to_date date, per_customer boolean DEFAULT false) RETURNS text
-STABLE LANGUAGE plpgsql AS $$
+VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     t unify.transaction_sources;
     f jsonb;
@@ -211,6 +215,9 @@ DECLARE
     amount text;
     skipped text;
     orders_query text;
+    stage text;
+    mapping_role regrole;
+    error_message text;
     reporting constant text := upper(coalesce(nullif(current_setting('customer_unify.currency', true), ''), 'EUR'));
     partial_sums constant text := 'max(order_date) FILTER (WHERE amount >= 0) AS last_purchase,
                                    count(*) FILTER (WHERE amount >= 0) AS frequency,
@@ -238,29 +245,46 @@ BEGIN
             amount := format('t.amount * CASE WHEN upper(t.currency) = %L THEN 1 ELSE x.rate END', reporting);
             skipped := format('(%s IS NULL)::int', amount);
         END IF;
+        -- The user's expressions over their table alone, staged as the role that registered
+        -- it: their column names never clash with ours, and their code never runs as us.
+        -- A new table per call under a name no one can guess (no one can have made it first
+        -- with a trigger of theirs), insertable only by this table's role and only while its
+        -- mapping runs (another table's mapping cannot add orders to it).
+        stage := format('unify_orders_%s_%s', t.transaction_source_id, replace(gen_random_uuid()::text, '-', ''));
+        mapping_role := unify._mapping_role(t.run_as, t.relation);
+        EXECUTE format('CREATE TEMP TABLE %I (order_key text, order_date date, amount numeric, currency text,
+                                              source_name text, source_key text, customer_number text) ON COMMIT DROP', stage);
+        EXECUTE format('GRANT INSERT ON pg_temp.%I TO %s', stage, mapping_role);
+        BEGIN
+            PERFORM unify._run_as(mapping_role, format(
+                'INSERT INTO pg_temp.%I SELECT %s, %s, %s, %s, %s, %s, %s FROM %s AS src WHERE %s > %L::date AND %s <= %L::date%s',
+                stage,
+                CASE WHEN f ? 'order_id' THEN unify._transaction_expression(f, 'order_id') ELSE 'NULL::text' END,
+                unify._transaction_expression(f, 'order_date'), unify._transaction_expression(f, 'amount'),
+                CASE WHEN f ? 'currency' THEN unify._transaction_expression(f, 'currency') ELSE 'NULL::text' END,
+                CASE WHEN f ? 'source' AND NOT EXISTS (SELECT 1 FROM unify.sources s WHERE s.name = f ->> 'source')
+                     THEN unify._transaction_expression(f, 'source') ELSE 'NULL::text' END,
+                CASE WHEN f ? 'source_key' THEN unify._transaction_expression(f, 'source_key') ELSE 'NULL::text' END,
+                CASE WHEN f ? 'customer_number' THEN unify._transaction_expression(f, 'customer_number') ELSE 'NULL::text' END,
+                t.relation,
+                unify._transaction_expression(f, 'order_date'), from_date,
+                unify._transaction_expression(f, 'order_date'), to_date,
+                CASE WHEN f ? 'returned' THEN format(' AND NOT coalesce(%s, false)', unify._transaction_expression(f, 'returned')) ELSE '' END),
+                NULL);
+        EXCEPTION WHEN others THEN
+            GET STACKED DIAGNOSTICS error_message = MESSAGE_TEXT;
+            RAISE EXCEPTION 'order table "%": its mapping failed: %', t.name, error_message
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('Check the mapping (SELECT fields FROM unify.transaction_sources WHERE name = %L); it runs as role %s with search_path pg_catalog, pg_temp.', t.name, t.run_as);
+        END;
+        EXECUTE format('REVOKE INSERT ON pg_temp.%I FROM %s', stage, mapping_role);
+        EXECUTE format('ANALYZE pg_temp.%I', stage);
         -- Per order row: whose (keys), date, amount in the reporting currency, no rate (skipped).
-        -- The user's expressions are evaluated over their table alone (subquery t), so their
-        -- column names never clash with ours.
         orders_query := format('SELECT t.order_key, t.order_date, %s AS amount, %s AS skipped,
                                        t.source_name, t.source_key, t.customer_number
-                                FROM (SELECT %s AS order_key, %s AS order_date, %s AS amount, %s AS currency,
-                                             %s AS source_name, %s AS source_key, %s AS customer_number
-                                      FROM %s AS src
-                                      WHERE %s > %L::date AND %s <= %L::date%s) t
+                                FROM pg_temp.%I t
                                 %s',
-                               amount, skipped,
-                               CASE WHEN f ? 'order_id' THEN unify._transaction_expression(f, 'order_id') ELSE 'NULL::text' END,
-                               unify._transaction_expression(f, 'order_date'), unify._transaction_expression(f, 'amount'),
-                               CASE WHEN f ? 'currency' THEN unify._transaction_expression(f, 'currency') ELSE 'NULL::text' END,
-                               CASE WHEN f ? 'source' AND NOT EXISTS (SELECT 1 FROM unify.sources s WHERE s.name = f ->> 'source')
-                                    THEN unify._transaction_expression(f, 'source') ELSE 'NULL::text' END,
-                               CASE WHEN f ? 'source_key' THEN unify._transaction_expression(f, 'source_key') ELSE 'NULL::text' END,
-                               CASE WHEN f ? 'customer_number' THEN unify._transaction_expression(f, 'customer_number') ELSE 'NULL::text' END,
-                               t.relation,
-                               unify._transaction_expression(f, 'order_date'), from_date,
-                               unify._transaction_expression(f, 'order_date'), to_date,
-                               CASE WHEN f ? 'returned' THEN format(' AND NOT coalesce(%s, false)', unify._transaction_expression(f, 'returned')) ELSE '' END,
-                               currency_join);
+                               amount, skipped, stage, currency_join);
         IF per_customer AND NOT f ? 'order_id' THEN
             parts := parts || format('SELECT r.person_id, t.last_purchase, t.frequency, t.monetary, t.orders, t.skipped
                                       FROM (SELECT source_name, source_key, customer_number, %s
@@ -318,6 +342,13 @@ BEGIN
     IF rel_kind NOT IN ('r', 'p', 'm', 'v', 'f') THEN
         RAISE EXCEPTION '% is not a table or view', rel_name USING ERRCODE = 'wrong_object_type';
     END IF;
+    -- The mapping will run as the caller: who cannot read the table cannot register it.
+    IF NOT has_table_privilege(relation, 'SELECT') THEN
+        RAISE EXCEPTION 'permission denied to register %: you cannot read it', rel_name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The mapping runs with the privileges of the role that registers it.',
+                  HINT = 'Register it as a role with SELECT on the table, or GRANT SELECT on it to your role.';
+    END IF;
     IF jsonb_typeof(fields) <> 'object' THEN
         RAISE EXCEPTION 'fields must be a JSON object mapping transaction fields to columns or expressions'
             USING ERRCODE = 'invalid_parameter_value',
@@ -355,9 +386,8 @@ BEGIN
         END;
     END LOOP;
 
-    INSERT INTO unify.transaction_sources (name, relation, relation_name, fields)
-    VALUES (add_transactions.name, add_transactions.relation, rel_name, add_transactions.fields)
-    RETURNING transaction_source_id INTO new_id;
+    -- The mapping will run as the caller (SECURITY INVOKER): recorded by the extension's code.
+    new_id := unify._register_transactions(add_transactions.name, add_transactions.relation, rel_name, add_transactions.fields);
     RAISE NOTICE 'transactions "%" registered for %; segment with SELECT unify.refresh_segments()', name, rel_name;
     RETURN new_id;
 END
@@ -671,14 +701,22 @@ LEFT JOIN unify.predictions pr ON pr.person_id = s.person_id
 GROUP BY r.segment;
 COMMENT ON VIEW unify.segment_summary IS 'Per segment: persons, share, average recency, frequency and spend, P(alive) and CLV';
 
-REVOKE ALL ON FUNCTION unify.add_transactions(text, regclass, jsonb), unify.remove_transactions(text),
-    unify.refresh_segments(date, interval), unify.fit_predictions(date, text, int, float8),
-    unify._orders_query(date, date, boolean), unify._purchase_summaries(date), unify._check_segment_map() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION unify.add_transactions(text, regclass, jsonb), unify.remove_transactions(text),
-    unify.refresh_segments(date, interval), unify.fit_predictions(date, text, int, float8),
-    unify._orders_query(date, date, boolean), unify._purchase_summaries(date), unify._check_segment_map() TO unify_admin;
-GRANT SELECT, INSERT, UPDATE, DELETE ON unify.transaction_sources, unify.exchange_rates, unify.segment_map,
-    unify.segments, unify.segment_history, unify.segment_runs, unify.prediction_fits, unify.predictions TO unify_admin;
-GRANT USAGE ON ALL SEQUENCES IN SCHEMA unify TO unify_admin;
-GRANT SELECT ON unify.customer_360, unify.segment_summary, unify.segments, unify.segment_history, unify.segment_runs, unify.predictions,
-    unify.segment_rules, unify.segment_map_cells, unify.prediction_fits TO unify_admin, unify_reader;
+-- For unify_analyst (data minimisation): persons, segments and predictions with no direct
+-- identifier. The postcode is cut to its first two digits (a German postal region of some
+-- hundred thousand people), the birth date to its year; no name, e-mail, phone, street, city
+-- or customer number.
+CREATE VIEW unify.analyst_persons AS
+SELECT p.person_id, p.household_id,
+       left(p.postcode, 2) AS postcode_area, p.country,
+       extract(year FROM p.birth_date)::int AS birth_year,
+       p.consent_email, p.consent_phone, p.consent_post,
+       p.record_count, p.sources, p.first_seen, p.last_seen,
+       s.segment, s.r_score, s.f_score, s.m_score, s.last_purchase,
+       s.frequency AS orders_in_window, s.monetary AS spend_in_window,
+       pr.p_alive, pr.churn_probability, pr.expected_purchases, pr.expected_spend, pr.clv
+FROM unify.persons p
+LEFT JOIN unify.segments s ON s.person_id = p.person_id
+LEFT JOIN unify.predictions pr ON pr.person_id = p.person_id;
+COMMENT ON VIEW unify.analyst_persons IS 'Pseudonymous persons for unify_analyst: ids, postcode area, birth year, segment and predictions, no direct identifier';
+
+-- Privileges: see security.sql.

@@ -1,0 +1,106 @@
+-- Privileges, in one place (README.md "Security model"). Runs last, over every object of the
+-- extension, so nothing created earlier keeps a grant by accident; the surface test
+-- (tests/pg_regress/sql/security_catalog.sql) lists the outcome from the catalog.
+--
+--   PUBLIC          the cleaners and similarity functions, and the helpers a mapping calls
+--   unify_admin     reads everything but the erasure secret; changes configuration and data
+--                   only through the API functions (SECURITY DEFINER, run as the extension
+--                   owner); writes directly only unify.segment_map and unify.exchange_rates
+--   unify_reader    the views for BI tools, identifiers included
+--   unify_analyst   pseudonymous views: no name, e-mail, phone, street or customer number
+--   unify_capture   owns the capture trigger functions; may only insert into the change queue
+--
+-- A mapping (SQL text of a source or order table) runs as the role that registered it
+-- (unify._run_as), never as the owner. Every function runs with search_path = pg_catalog,
+-- pg_temp, except the pure Rust functions (they run no SQL) and the few SQL helpers that must
+-- inline into a mapping, which qualify every call and operator instead.
+
+DO $grants$
+DECLARE
+    f record;
+    public_function boolean;
+    pinned boolean;
+BEGIN
+    -- Tables, views and sequences: nothing for anyone, then what each role needs.
+    EXECUTE (SELECT 'REVOKE ALL ON ' || string_agg(c.oid::regclass::text, ', ') || ' FROM PUBLIC, unify_admin, unify_reader, unify_analyst'
+             FROM pg_catalog.pg_class c WHERE c.relnamespace = 'unify'::regnamespace AND c.relkind IN ('r', 'v', 'S', 'p', 'm'));
+    EXECUTE (SELECT 'GRANT SELECT ON ' || string_agg(c.oid::regclass::text, ', ') || ' TO unify_admin'
+             FROM pg_catalog.pg_class c WHERE c.relnamespace = 'unify'::regnamespace AND c.relkind IN ('r', 'v', 'p', 'm')
+               AND c.relname <> '_secret');
+
+    -- Functions: EXECUTE for the owner only, then per role.
+    FOR f IN SELECT p.oid::regprocedure AS signature, p.proname, l.lanname, p.provolatile
+             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+             WHERE p.pronamespace = 'unify'::regnamespace AND p.prokind = 'f' LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f.signature);
+        public_function := (f.lanname = 'c' AND f.provolatile = 'i' AND f.proname !~ '^_')
+                           OR f.proname IN ('parse_flag', '_date_text', '_timestamptz', 'canonical_fields');
+        IF public_function THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f.signature);
+        END IF;
+        -- Pure Rust functions (immutable, C) and the inlined mapping helpers are qualified;
+        -- everything else gets the pinned search_path.
+        pinned := NOT ((f.lanname = 'c' AND f.provolatile = 'i')
+                       OR (f.lanname = 'sql' AND f.proname IN ('parse_flag', '_date_text', '_timestamptz', 'canonical_fields')));
+        IF pinned THEN
+            EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f.signature);
+        END IF;
+    END LOOP;
+END
+$grants$;
+
+-- The commands that change state run as the extension owner; what they run of a user's SQL they
+-- run as its registering role. add_source and add_transactions run as the caller (they record
+-- who that is) and write through unify._register_source / _register_transactions.
+ALTER FUNCTION unify.sync(text) SECURITY DEFINER;
+ALTER FUNCTION unify.remove_source(text, boolean) SECURITY DEFINER;
+ALTER FUNCTION unify.retry_failed(text) SECURITY DEFINER;
+ALTER FUNCTION unify.set_model(jsonb) SECURITY DEFINER;
+ALTER FUNCTION unify.train(int, int) SECURITY DEFINER;
+ALTER FUNCTION unify.score_pairs() SECURITY DEFINER;
+ALTER FUNCTION unify.resolve() SECURITY DEFINER;
+ALTER FUNCTION unify.link(bigint, bigint, text) SECURITY DEFINER;
+ALTER FUNCTION unify.unlink(bigint, bigint, text) SECURITY DEFINER;
+ALTER FUNCTION unify.unmerge(bigint, text) SECURITY DEFINER;
+ALTER FUNCTION unify.erase_person(bigint, text, boolean) SECURITY DEFINER;
+ALTER FUNCTION unify.set_survivorship(text, text, jsonb) SECURITY DEFINER;
+ALTER FUNCTION unify.process_queue(int) SECURITY DEFINER;
+ALTER FUNCTION unify.remove_transactions(text) SECURITY DEFINER;
+ALTER FUNCTION unify.refresh_segments(date, interval) SECURITY DEFINER;
+ALTER FUNCTION unify.fit_predictions(date, text, int, float8) SECURITY DEFINER;
+
+GRANT EXECUTE ON FUNCTION
+    unify.add_source(text, regclass, text, jsonb, int, boolean), unify.remove_source(text, boolean),
+    unify.sync(text), unify.retry_failed(text),
+    unify.set_model(jsonb), unify.get_model(), unify.train(int, int), unify.score_pairs(),
+    unify.explain_match(bigint, bigint),
+    unify.resolve(), unify.link(bigint, bigint, text), unify.unlink(bigint, bigint, text), unify.unmerge(bigint, text),
+    unify.erase_person(bigint, text, boolean), unify.set_survivorship(text, text, jsonb),
+    unify.person_records(bigint), unify.person_history(bigint),
+    unify.process_queue(int),
+    unify.add_transactions(text, regclass, jsonb), unify.remove_transactions(text),
+    unify.refresh_segments(date, interval), unify.fit_predictions(date, text, int, float8),
+    -- What add_source and add_transactions call as the caller: text builders and the
+    -- registration, which records the caller itself.
+    unify._staged_expression(text, text), unify._transaction_expression(jsonb, text),
+    unify._register_source(text, oid, text, text, jsonb, int, boolean), unify._register_transactions(text, oid, text, jsonb)
+TO unify_admin;
+
+-- Functions the views call (a view runs its functions as the reader).
+GRANT EXECUTE ON FUNCTION unify._status(), unify.get_model(), unify.default_segment_map(), unify.default_survivorship()
+TO unify_admin, unify_reader, unify_analyst;
+
+GRANT INSERT, UPDATE, DELETE ON unify.segment_map, unify.exchange_rates TO unify_admin;
+GRANT USAGE ON SEQUENCE unify.segment_map_rule_id_seq TO unify_admin;
+
+GRANT SELECT ON unify.customer_360, unify.segment_summary, unify.segments, unify.segment_history, unify.segment_runs,
+    unify.predictions, unify.prediction_fits, unify.segment_rules, unify.segment_map_cells, unify.households,
+    unify.survivorship_rules, unify.match_report, unify.blocking_stats, unify.status, unify.name_frequencies,
+    unify.queue_stats, unify.dead_letters
+TO unify_reader;
+
+GRANT SELECT ON unify.analyst_persons, unify.segment_summary, unify.segment_runs, unify.prediction_fits,
+    unify.segment_rules, unify.segment_map_cells
+TO unify_analyst;
+
+GRANT INSERT ON unify.change_queue TO unify_capture;

@@ -1,0 +1,85 @@
+-- The security model as the catalog holds it (README "Security model"): every function pins
+-- search_path unless it runs no SQL (pure Rust) or must inline into a mapping (then every call
+-- and operator in it is schema-qualified); SECURITY DEFINER only with the pinned path; what each
+-- role may execute and write. tests/security/run.sh tries the attacks these rules stop.
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS customer_unify;
+RESET client_min_messages;
+
+-- Functions without the pinned search_path: only the inlined mapping helpers (pure Rust
+-- functions, C and IMMUTABLE, run no SQL and are left out here).
+-- Qualified: once the pg_catalog.f( calls and OPERATOR(pg_catalog.x) are taken out, no call is left.
+SELECT p.oid::regprocedure::text AS function, l.lanname AS language,
+       regexp_replace(p.prosrc, 'pg_catalog\.\w+\(|OPERATOR\(pg_catalog\.[^)]+\)', '', 'g') !~ '\w\(' AS qualified
+FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+WHERE p.pronamespace = 'unify'::regnamespace
+  AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)
+  AND NOT (l.lanname = 'c' AND p.provolatile = 'i')
+ORDER BY 1;
+-- The C functions without it run no SQL: all IMMUTABLE (the SPI users are VOLATILE or STABLE).
+SELECT count(*) AS spi_functions_unpinned
+FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+WHERE p.pronamespace = 'unify'::regnamespace AND l.lanname = 'c' AND p.provolatile <> 'i'
+  AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false);
+
+-- SECURITY DEFINER: the commands that change state (and the status figures), every one pinned.
+SELECT p.oid::regprocedure::text AS definer, 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig) AS pinned,
+       pg_get_userbyid(p.proowner) = (SELECT pg_get_userbyid(e.extowner) FROM pg_extension e WHERE e.extname = 'customer_unify') AS owned_by_extension_owner
+FROM pg_proc p WHERE p.pronamespace = 'unify'::regnamespace AND p.prosecdef ORDER BY 1;
+
+-- What PUBLIC may execute: cleaners, similarity, and the helpers a mapping calls.
+SELECT p.oid::regprocedure::text AS public_function FROM pg_proc p
+WHERE p.pronamespace = 'unify'::regnamespace AND has_function_privilege('public', p.oid, 'EXECUTE')
+ORDER BY 1;
+
+-- What unify_admin may execute beyond PUBLIC: the API, and what add_source / add_transactions
+-- call as the caller.
+SELECT p.oid::regprocedure::text AS admin_function FROM pg_proc p
+WHERE p.pronamespace = 'unify'::regnamespace AND has_function_privilege('unify_admin', p.oid, 'EXECUTE')
+  AND NOT has_function_privilege('public', p.oid, 'EXECUTE')
+ORDER BY 1;
+
+-- Nobody but the owner runs SQL text or touches indexes directly.
+SELECT f AS internal, has_function_privilege('unify_admin', f, 'EXECUTE') AS admin, has_function_privilege('unify_reader', f, 'EXECUTE') AS reader,
+       has_function_privilege('public', f, 'EXECUTE') AS public
+FROM unnest(ARRAY['unify._run_as(oid,text,text[])', 'unify._run_kept(text,integer,text[])', 'unify._rebuild_indexes(text[])',
+                  'unify._drop_indexes(regclass,boolean)', 'unify._apply(unify.sources,text[])',
+                  'unify._create_capture(integer,boolean)', 'unify._fit_purchases(text,double precision[],double precision[],double precision[],double precision[])']) f
+ORDER BY 1;
+
+-- Writes per role: unify_admin writes only the segment map and the exchange rates; the readers
+-- nothing; unify_capture only inserts into the change queue.
+SELECT r.rolname AS role, c.relname AS relation, string_agg(a.privilege_type, ', ' ORDER BY a.privilege_type) AS privileges
+FROM pg_class c, aclexplode(c.relacl) a JOIN pg_roles r ON r.oid = a.grantee
+WHERE c.relnamespace = 'unify'::regnamespace AND a.privilege_type NOT IN ('SELECT')
+  AND r.rolname IN ('unify_admin', 'unify_reader', 'unify_analyst', 'unify_capture')
+GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT count(*) AS public_grants_on_tables FROM pg_class c, aclexplode(c.relacl) a
+WHERE c.relnamespace = 'unify'::regnamespace AND a.grantee = 0;
+
+-- The analyst reads only pseudonymous relations.
+SELECT c.relname AS analyst_reads FROM pg_class c
+WHERE c.relnamespace = 'unify'::regnamespace AND c.relkind IN ('r', 'v') AND has_table_privilege('unify_analyst', c.oid, 'SELECT')
+ORDER BY 1;
+SELECT has_table_privilege('unify_admin', 'unify._secret', 'SELECT') AS admin_reads_secret,
+       has_schema_privilege('unify_admin', 'unify', 'CREATE') AS admin_creates_in_unify;
+-- The capture role: no login, no membership.
+SELECT rolcanlogin, rolinherit, (SELECT count(*) FROM pg_auth_members m WHERE m.member = r.oid OR m.roleid = r.oid) AS memberships
+FROM pg_roles r WHERE rolname = 'unify_capture';
+-- The event trigger renewing capture functions after ALTER TABLE.
+SELECT evtname, evtevent, evttags, evtenabled FROM pg_event_trigger WHERE evtname LIKE 'unify%';
+-- unify.status plans without JIT (on small unanalyzed tables JIT compiled for longer than the
+-- query ran): its function carries jit = off.
+SELECT p.proconfig FROM pg_proc p WHERE p.oid = 'unify._status()'::regprocedure;
+
+-- A hand-made TRUNCATE of unify.records (only the owner may) takes pairs, blocking keys and the
+-- live-matching state with it.
+BEGIN;
+INSERT INTO unify.pairs (record_a, record_b, match_weight, match_probability, is_match, blocking_rules, weights)
+VALUES (1, 2, 10, 0.99, true, '{email}', '{}');
+INSERT INTO unify.block_keys VALUES (42, 1), (42, 2);
+INSERT INTO unify.matching_state (blocking_rules, keys_built_at) VALUES ('[]', now()) ON CONFLICT DO NOTHING;
+TRUNCATE unify.records;
+SELECT (SELECT count(*) FROM unify.pairs) AS pairs, (SELECT count(*) FROM unify.block_keys) AS block_keys,
+       (SELECT count(*) FROM unify.matching_state) AS matching_state;
+ROLLBACK;
