@@ -58,12 +58,13 @@ fn house_number_at_end(chars: &[char]) -> Option<usize> {
     preceded_ok.then_some(start)
 }
 
-/// The letter of a house number (`12a`): one that lowercases to one letter, so the number reads
-/// the same once tidied (`1İ` would become `1i̇`, a letter and a combining dot; found by fuzzing).
+/// The letter of a house number (`12a`): one that lowercases to one lower-case letter, so the
+/// number reads the same once tidied (found by fuzzing: `1İ` would become `1i̇`, a letter and a
+/// combining dot; `5𝑨` has no lower case).
 fn suffix_letter(c: char) -> bool {
     let mut lower = c.to_lowercase();
     c.is_alphabetic()
-        && matches!((lower.next(), lower.next()), (Some(l), None) if l.is_alphabetic())
+        && matches!((lower.next(), lower.next()), (Some(l), None) if l.is_alphabetic() && !l.is_uppercase())
 }
 
 fn tidy_house_number(raw: &str) -> String {
@@ -430,6 +431,7 @@ mod tests {
         // A house number's letter lowercases to one letter (`İ` to `i` and a combining dot).
         assert_eq!(split("1İ Hauptstraße"), some("1İ Hauptstraße", None));
         assert_eq!(split("Hauptstraße 1b"), some("Hauptstraße", Some("1b")));
+        assert_eq!(split("Hauptstraße 5𝑨"), some("Hauptstraße 5𝑨", None));
         // Keys whose words run together read as another word or as a house number.
         assert_eq!(normalize_street("S Tr 5").as_deref(), Some("strasse 5"));
         assert_eq!(normalize_street("P L").as_deref(), Some("platz"));
