@@ -24,6 +24,16 @@ if [ $REGRESS_ONLY = 0 ]; then
     log "cargo fmt --check"
     cargo fmt --all --check
 
+    # Warnings are errors. clippy comes with rustup's default profile; a toolchain without it
+    # (none can be fetched here) skips this step rather than fail the run.
+    if cargo clippy --version >/dev/null 2>&1; then
+        log "cargo clippy (warnings are errors)"
+        cargo clippy --quiet --all-targets --features "pg$PG_MAJOR pg_test" --no-default-features -- -D warnings
+        cargo clippy --quiet --all-targets -p crmgen -- -D warnings
+    else
+        log "cargo clippy is not installed: skipped"
+    fi
+
     log "unit tests of the sample-data generator"
     cargo test --quiet --release -p crmgen
 

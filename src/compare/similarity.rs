@@ -53,6 +53,8 @@ fn jaro_units<T: PartialEq + Copy>(a: &[T], b: &[T]) -> f64 {
         for (i, ca) in a.iter().enumerate() {
             let lo = i.saturating_sub(window);
             let hi = (i + window + 1).min(lb);
+            // `j` is a bit of the mask as well as an index into `b`.
+            #[allow(clippy::needless_range_loop)]
             for j in lo..hi {
                 if used_b & (1 << j) == 0 && b[j] == *ca {
                     used_a |= 1 << i;

@@ -970,7 +970,7 @@ mod tests {
         let (_, phones) = household_flips(
             &[hans.clone(), hans_again.clone()],
             &changed,
-            &[petra.clone()],
+            std::slice::from_ref(&petra),
         );
         assert_eq!(phones, HashSet::from([home.to_string()]));
         // Another Hans copy joins: one person's before and after.

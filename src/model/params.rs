@@ -600,7 +600,7 @@ impl<'a> Scorer<'a> {
             .filter_map(|c| weights[c.index()])
             .sum::<f64>();
         let cap = ((1.0 - share) / share).log2();
-        (name_and_address > cap).then(|| Adjustment::Namesakes {
+        (name_and_address > cap).then_some(Adjustment::Namesakes {
             kind,
             share,
             weight: cap - name_and_address,

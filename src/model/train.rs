@@ -231,8 +231,8 @@ pub fn estimate_u(
         let exact = analytic.unwrap_or(smoothed[0]);
         let rest: f64 = smoothed[1..].iter().sum();
         p.levels[0].u = exact;
-        for l in 1..levels {
-            p.levels[l].u = (smoothed[l] / rest * (1.0 - exact)).max(1e-12);
+        for (level, s) in p.levels.iter_mut().zip(&smoothed).take(levels).skip(1) {
+            level.u = (s / rest * (1.0 - exact)).max(1e-12);
         }
     }
     samples

@@ -303,6 +303,8 @@ fn _train(sample_pairs: i32, max_iterations: i32) -> JsonB {
 
 /// Blocks and scores all records with the current model; returns the pairs at or above the
 /// review threshold and writes the per-rule blocking figures to unify.blocking_stats.
+// pgrx reads the column names from the signature itself: no type alias for the rows.
+#[allow(clippy::type_complexity)]
 #[pg_extern(volatile)]
 fn _score_pairs() -> TableIterator<
     'static,
@@ -500,6 +502,9 @@ fn frequency_row(r: &pgrx::spi::SpiHeapTupleData) -> (bool, String, f64) {
     )
 }
 
+/// A row of unify.block_keys: (record id, key hash).
+type KeyRow = (i64, i64);
+
 /// How the blocking keys of `records` (their current values; the ids in `record_ids` that are
 /// gone have none) differ from the stored ones: the (record, hash) pairs to delete and to
 /// insert.
@@ -508,7 +513,7 @@ fn key_changes(
     record_ids: &[i64],
     records: &[MatchRecord],
     keys: &[Vec<(usize, i64)>],
-) -> (Vec<(i64, i64)>, Vec<(i64, i64)>) {
+) -> (Vec<KeyRow>, Vec<KeyRow>) {
     let stored: HashSet<(i64, i64)> = fetch_all(
         client,
         "SELECT record_id, key_hash FROM unify.block_keys WHERE record_id = ANY ($1)",
@@ -1082,6 +1087,7 @@ fn pair_rows(
 
 /// Why two records score as they do: the prior, then per comparison the level hit, the values
 /// compared, m, u and the weight. The weights sum to the pair's match weight.
+#[allow(clippy::type_complexity)]
 #[pg_extern(stable, strict)]
 fn explain_match(
     record_a: i64,

@@ -11,6 +11,9 @@ use pgrx::PgSqlErrorCode;
 
 use super::errors::raise;
 
+/// A kept plan's statement text and parameter types.
+type PlanKey = (String, Vec<u32>);
+
 thread_local! {
     /// Plans of the statements with parameters, prepared on first use and kept for the life of
     /// the backend: a queue batch runs the same few dozen statements every time, and planning
@@ -18,7 +21,7 @@ thread_local! {
     /// table they use changes, and chooses between a generic and a per-call plan as it does for
     /// any prepared statement. Keyed by the text and the parameter types: only fixed texts
     /// belong here (values go in parameters), or the map would grow with every batch.
-    static KEPT_PLANS: RefCell<HashMap<(String, Vec<u32>), Rc<OwnedPreparedStatement>>> =
+    static KEPT_PLANS: RefCell<HashMap<PlanKey, Rc<OwnedPreparedStatement>>> =
         RefCell::new(HashMap::new());
 }
 
