@@ -83,6 +83,7 @@ GRANT EXECUTE ON FUNCTION
     -- What add_source and add_transactions call as the caller: text builders and the
     -- registration, which records the caller itself.
     unify._staged_expression(text, text), unify._transaction_expression(jsonb, text),
+    unify._require_select(regclass, text),
     unify._register_source(text, oid, text, text, jsonb, int, boolean), unify._register_transactions(text, oid, text, jsonb)
 TO unify_admin;
 

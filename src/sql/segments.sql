@@ -343,12 +343,7 @@ BEGIN
         RAISE EXCEPTION '% is not a table or view', rel_name USING ERRCODE = 'wrong_object_type';
     END IF;
     -- The mapping will run as the caller: who cannot read the table cannot register it.
-    IF NOT has_table_privilege(relation, 'SELECT') THEN
-        RAISE EXCEPTION 'permission denied to register %: you cannot read it', rel_name
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = 'The mapping runs with the privileges of the role that registers it.',
-                  HINT = 'Register it as a role with SELECT on the table, or GRANT SELECT on it to your role.';
-    END IF;
+    PERFORM unify._require_select(relation, rel_name);
     IF jsonb_typeof(fields) <> 'object' THEN
         RAISE EXCEPTION 'fields must be a JSON object mapping transaction fields to columns or expressions'
             USING ERRCODE = 'invalid_parameter_value',

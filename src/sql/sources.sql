@@ -471,6 +471,21 @@ BEGIN
 END
 $$;
 
+-- Raises 42501 unless the calling role may read `relation` (add_source, add_transactions: a
+-- mapping runs with the rights of the role that registers it). SECURITY INVOKER: it asks about
+-- the caller. _register_source / _register_transactions check again where no caller can skip it.
+CREATE FUNCTION unify._require_select(relation regclass, relation_name text) RETURNS void
+STABLE LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT has_table_privilege(relation, 'SELECT') THEN
+        RAISE EXCEPTION 'permission denied to register %: you cannot read it', relation_name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The mapping runs with the privileges of the role that registers it.',
+                  HINT = 'Register it as a role with SELECT on the table, or GRANT SELECT on it to your role.';
+    END IF;
+END
+$$;
+
 CREATE FUNCTION unify.add_source(
     name text,
     relation regclass,
@@ -528,12 +543,7 @@ BEGIN
                   HINT = format('Records are kept per key: add a primary key or a unique index on %s (%I).', rel_name, key_column);
     END IF;
     -- The mapping will run as the caller: who cannot read the table cannot register it.
-    IF NOT has_table_privilege(relation, 'SELECT') THEN
-        RAISE EXCEPTION 'permission denied to register %: you cannot read it', rel_name
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = 'The mapping runs with the privileges of the role that registers it.',
-                  HINT = 'Register it as a role with SELECT on the table, or GRANT SELECT on it to your role.';
-    END IF;
+    PERFORM unify._require_select(relation, rel_name);
     IF jsonb_typeof(fields) <> 'object' OR fields = '{}'::jsonb THEN
         RAISE EXCEPTION 'fields must be a JSON object mapping canonical fields to columns or expressions'
             USING ERRCODE = 'invalid_parameter_value',
@@ -586,6 +596,19 @@ VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     src unify.sources;
     key_exists boolean;
+    -- A capture function that marks the source for a full read: the truncate trigger's.
+    full_read constant text := $f$
+CREATE OR REPLACE FUNCTION unify.%I() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $body$
+BEGIN
+    IF to_regclass('unify.change_queue') IS NULL THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO unify.change_queue (source_id, source_key, op) VALUES (%s, NULL, 'T');
+    RETURN NULL;
+END
+$body$
+$f$;
 BEGIN
     SELECT * INTO STRICT src FROM unify.sources WHERE source_id = id;
     key_exists := EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = src.relation
@@ -616,32 +639,11 @@ $f$, '_capture_' || id, id, src.key_column, src.key_column, src.key_column,
             id, src.key_column, id, src.key_column, id, src.key_column);
     ELSE
         -- The key column was renamed or dropped: the application's writes go on; each marks
-        -- the source for a full read, which fails into unify.dead_letters naming the problem.
-        EXECUTE format($f$
-CREATE OR REPLACE FUNCTION unify.%I() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $body$
-BEGIN
-    IF to_regclass('unify.change_queue') IS NULL THEN
-        RETURN NULL;
+        -- the source for a full read (as a truncate does), which fails into unify.dead_letters
+        -- naming the problem.
+        EXECUTE format(full_read, '_capture_' || id, id);
     END IF;
-    INSERT INTO unify.change_queue (source_id, source_key, op) VALUES (%s, NULL, 'T');
-    RETURN NULL;
-END
-$body$
-$f$, '_capture_' || id, id);
-    END IF;
-    EXECUTE format($f$
-CREATE OR REPLACE FUNCTION unify.%I() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $body$
-BEGIN
-    IF to_regclass('unify.change_queue') IS NULL THEN
-        RETURN NULL;
-    END IF;
-    INSERT INTO unify.change_queue (source_id, source_key, op) VALUES (%s, NULL, 'T');
-    RETURN NULL;
-END
-$body$
-$f$, '_capture_truncate_' || id, id);
+    EXECUTE format(full_read, '_capture_truncate_' || id, id);
     EXECUTE format('ALTER FUNCTION unify.%I() OWNER TO unify_capture', '_capture_' || id);
     EXECUTE format('ALTER FUNCTION unify.%I() OWNER TO unify_capture', '_capture_truncate_' || id);
     EXECUTE format('REVOKE ALL ON FUNCTION unify.%I() FROM PUBLIC', '_capture_' || id);
