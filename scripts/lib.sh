@@ -38,6 +38,20 @@ ensure_deps() {
         log "cargo pgrx init --pg$PG_MAJOR $PG_CONFIG"
         cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG" >/dev/null
     fi
+    hold_install_lock
+}
+
+# One run at a time per machine may install the library into the system PostgreSQL and run
+# clusters from it: a library overwritten under a running server kills it with SIGBUS. Tests and
+# benches take this lock for their whole run (a second run waits). Re-entrant via the env var.
+hold_install_lock() {
+    [ -n "${CUSTOMER_UNIFY_LOCK_HELD:-}" ] && return 0
+    exec 9>/tmp/customer_unify.install.lock
+    if ! flock -n 9; then
+        log "waiting for another test or bench run on this machine (/tmp/customer_unify.install.lock)"
+        flock 9
+    fi
+    export CUSTOMER_UNIFY_LOCK_HELD=1
 }
 
 # Client-driven tests (tests/worker, tests/dump_restore): report a check, remember a failure in
