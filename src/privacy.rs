@@ -4,14 +4,21 @@
 
 use hmac::{Hmac, Mac};
 use serde_json::Value;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
-/// HMAC-SHA-256 of `message` under `secret` (RFC 2104). A plain hash of a sequential customer
-/// number is reversed by hashing every number; without the secret it is not.
-pub fn key_hash(secret: &[u8], message: &str) -> Vec<u8> {
+/// HMAC-SHA-256 of `message` under `secret` (RFC 2104).
+pub fn hmac_sha256(secret: &[u8], message: &[u8]) -> Vec<u8> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
-    mac.update(message.as_bytes());
+    mac.update(message);
     mac.finalize().into_bytes().to_vec()
+}
+
+/// The tombstone of an erased source key: HMAC-SHA-256 under `secret` of the key's SHA-256. A
+/// plain hash of a sequential customer number is reversed by hashing every number; without the
+/// secret it is not. Keyed over the SHA-256 (not the key itself) because 0.1.0 stored the plain
+/// SHA-256: the upgrade to 0.2.0 turns each old tombstone into this one without knowing the key.
+pub fn key_hash(secret: &[u8], key: &str) -> Vec<u8> {
+    hmac_sha256(secret, &Sha256::digest(key.as_bytes()))
 }
 
 /// `doc` with every string that quotes one of `needles` (compared case-insensitively)
@@ -68,16 +75,30 @@ mod tests {
     }
 
     #[test]
-    fn key_hash_matches_rfc_4231() {
+    fn hmac_matches_rfc_4231() {
         // RFC 4231, test case 2.
         assert_eq!(
-            hex(&key_hash(b"Jefe", "what do ya want for nothing?")),
+            hex(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         // Test case 1: key 0x0b * 20, "Hi There".
         assert_eq!(
-            hex(&key_hash(&[0x0b; 20], "Hi There")),
+            hex(&hmac_sha256(&[0x0b; 20], b"Hi There")),
             "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+    }
+
+    #[test]
+    fn key_hash_is_the_hmac_of_the_sha256_of_the_key() {
+        // SHA-256("10001") as 0.1.0 stored it, then keyed: what the 0.1.0 -> 0.2.0 step computes.
+        let old_tombstone = Sha256::digest(b"10001");
+        assert_eq!(
+            hex(&old_tombstone),
+            "e443169117a184f91186b401133b20be670c7c0896f9886075e5d9b81e9d076b"
+        );
+        assert_eq!(
+            key_hash(b"secret", "10001"),
+            hmac_sha256(b"secret", &old_tombstone)
         );
     }
 

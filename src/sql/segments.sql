@@ -8,8 +8,9 @@ CREATE TABLE unify.transaction_sources (
     relation      regclass NOT NULL,
     relation_name text NOT NULL,
     fields        jsonb NOT NULL,
-    run_as        regrole NOT NULL,   -- who registered it: its mapping runs as this role
-    created_at    timestamptz NOT NULL DEFAULT now()
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    -- Who registered it: its mapping runs as this role. Last, as 0.2.0's upgrade adds it.
+    run_as        regrole NOT NULL
 );
 COMMENT ON TABLE unify.transaction_sources IS 'Order tables registered in place with unify.add_transactions';
 SELECT pg_catalog.pg_extension_config_dump('unify.transaction_sources', '');

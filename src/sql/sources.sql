@@ -42,12 +42,13 @@ CREATE TABLE unify.sources (
     fields            jsonb NOT NULL,
     priority          int NOT NULL DEFAULT 100,
     track_changes     boolean NOT NULL DEFAULT true,
-    run_as            regrole NOT NULL,   -- who registered it: its mapping runs as this role
     created_at        timestamptz NOT NULL DEFAULT now(),
     removed_at        timestamptz,        -- set by remove_source(keep_records => true)
     last_sync_at      timestamptz,
     last_sync_rows    bigint,
-    last_sync_seconds numeric
+    last_sync_seconds numeric,
+    -- Who registered it: its mapping runs as this role. Last, as 0.2.0's upgrade adds it.
+    run_as            regrole NOT NULL
 );
 COMMENT ON TABLE unify.sources IS 'Registered source relations and their field mappings (unify.add_source)';
 
