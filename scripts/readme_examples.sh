@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Writes tests/pg_regress/sql/readme_examples.sql from the README's reference tables, so every
-# example there runs in the test suite ("docs that run"). Called by scripts/test.sh.
+# Writes tests/pg_regress/sql/readme_examples.sql from the reference tables of docs/REFERENCE.md
+# (and README.md, should it hold such a row), so every example there runs in the test suite
+# ("docs that run"). Called by scripts/test.sh. The header line below keeps its old wording:
+# pg_regress echoes it into tests/pg_regress/expected/readme_examples.out.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 {
@@ -12,7 +14,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
     echo "SET datestyle = ISO;"
     echo "CREATE TEMP TABLE readme_examples (example text, result text, expected text);"
     # Rows look like: | `unify.f(...)` | type | `f('x')` → `expected` | 0.1.0 |
-    grep -E '^\| `unify\.[a-z_]+\(' "$ROOT/README.md" | sed -n 's/^.*| `\([a-z_]*(.*)\)` → `\(.*\)` | [0-9.]* |$/\1\t\2/p' |
+    cat "$ROOT/docs/REFERENCE.md" "$ROOT/README.md" | grep -E '^\| `unify\.[a-z_]+\(' | sed -n 's/^.*| `\([a-z_]*(.*)\)` → `\(.*\)` | [0-9.]* |$/\1\t\2/p' |
     while IFS=$'\t' read -r call expected; do
         printf 'INSERT INTO readme_examples VALUES ($ex$%s$ex$, (%s)::text, $ex$%s$ex$);\n' "$call" "$call" "$expected"
     done
