@@ -41,18 +41,23 @@ if [ $REGRESS_ONLY = 0 ]; then
     cargo pgrx test pg$PG_MAJOR --runas postgres --pgdata "$WORK/pgrx-data"
 fi
 
+# The upgrade from 0.1.0 (tests/upgrade/run.sh), first half: 0.1.0 built from its own commit,
+# installed, used; database `regression` (schema crm: crmgen --rows 2000 --seed 7) holds an
+# empty 0.1.0 installation.
+trap 'stop_cluster "$WORK/regress"' EXIT
+bash tests/upgrade/run.sh before "$WORK"
+
 # Optimized without LTO (the profiling profile): the worker test drains 80,000 changes, which
 # a debug build needs a quarter of an hour for.
 log "installing the extension for pg_regress (profile profiling)"
 cargo pgrx install --profile profiling --pg-config "$PG_CONFIG" --sudo >/dev/null
+start_cluster "$WORK/regress"
+# Second half: ALTER EXTENSION ... UPDATE, compared with a fresh install, rows kept. The suite
+# below then runs on the updated `regression`.
+bash tests/upgrade/run.sh after "$WORK"
 
 log "pg_regress"
 bash scripts/readme_examples.sh
-start_cluster "$WORK/regress"
-trap 'stop_cluster "$WORK/regress"' EXIT
-psql -q -X -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS regression" -c "CREATE DATABASE regression"
-# Tests read a small deterministic CRM from schema crm.
-crmgen --rows 2000 --seed 7 --schema crm | psql -q -X -v ON_ERROR_STOP=1 -d regression >/dev/null
 OUT="$WORK/regress-out"
 rm -rf "$OUT"; mkdir -p "$OUT"
 all_regress=$(cd tests/pg_regress/sql && ls *.sql | sed 's/\.sql$//' | sort)

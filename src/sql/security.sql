@@ -28,11 +28,12 @@ BEGIN
              FROM pg_catalog.pg_class c WHERE c.relnamespace = 'unify'::regnamespace AND c.relkind IN ('r', 'v', 'p', 'm')
                AND c.relname <> '_secret');
 
-    -- Functions: EXECUTE for the owner only, then per role.
+    -- Functions: EXECUTE for the owner only, then per role (from every role: an update from
+    -- 0.1.0 finds grants to unify_admin on internals that 0.2.0 no longer gives).
     FOR f IN SELECT p.oid::regprocedure AS signature, p.proname, l.lanname, p.provolatile
              FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang
              WHERE p.pronamespace = 'unify'::regnamespace AND p.prokind = 'f' LOOP
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f.signature);
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, unify_admin, unify_reader, unify_analyst', f.signature);
         public_function := (f.lanname = 'c' AND f.provolatile = 'i' AND f.proname !~ '^_')
                            OR f.proname IN ('parse_flag', '_date_text', '_timestamptz', 'canonical_fields');
         IF public_function THEN

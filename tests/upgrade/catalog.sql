@@ -14,13 +14,13 @@ acl(kind, name, acl) AS (
     SELECT 'function', p.oid::regprocedure::text,
            (SELECT string_agg(pg_catalog.format('%s:%s%s', CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
                                                 a.privilege_type, CASE WHEN a.is_grantable THEN '*' ELSE '' END), ',' ORDER BY 1)
-            FROM pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a)
+            FROM pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f'::"char", p.proowner))) a)
     FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'unify'::regnamespace
     UNION ALL
     SELECT 'relation', c.oid::regclass::text,
            (SELECT string_agg(pg_catalog.format('%s:%s%s', CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
                                                 a.privilege_type, CASE WHEN a.is_grantable THEN '*' ELSE '' END), ',' ORDER BY 1)
-            FROM pg_catalog.aclexplode(coalesce(c.relacl, pg_catalog.acldefault(CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END, c.relowner))) a)
+            FROM pg_catalog.aclexplode(coalesce(c.relacl, pg_catalog.acldefault((CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END)::"char", c.relowner))) a)
     FROM pg_catalog.pg_class c WHERE c.relnamespace = 'unify'::regnamespace AND c.relkind IN ('r', 'v', 'm', 'S', 'p', 'f')
     UNION ALL
     SELECT 'column', pg_catalog.format('%s.%s', a.attrelid::regclass, a.attname),
@@ -43,7 +43,7 @@ facts(fact) AS (
     WHERE m.classid <> 'pg_catalog.pg_type'::regclass  -- row types come with their tables
     UNION ALL
     SELECT 'config table ' || c::regclass::text || coalesce(' where ' || w, '')
-    FROM pg_catalog.pg_extension e, LATERAL pg_catalog.unnest(e.extconfig, e.extcondition) AS u(c, w)
+    FROM pg_catalog.pg_extension e, LATERAL ROWS FROM (pg_catalog.unnest(e.extconfig), pg_catalog.unnest(e.extcondition)) AS u(c, w)
     WHERE e.extname = 'customer_unify'
     UNION ALL
     SELECT pg_catalog.format('function %s returns %s kind %s language %s volatility %s strict %s security_definer %s leakproof %s parallel %s cost %s rows %s owner %s config %s',
