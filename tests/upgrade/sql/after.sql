@@ -2,6 +2,8 @@
 -- every row is kept, the new columns are decided, the capture triggers follow the 0.2.0 rules,
 -- and the installation works on (queue, sync, resolve, erasure). Each check prints true.
 
+-- Progress notices carry timings: warnings and errors only.
+SET client_min_messages = warning;
 SELECT extversion AS version FROM pg_extension WHERE extname = 'customer_unify';
 
 -- Every row of every 0.1.0 table is still there, unchanged in every column 0.1.0 had (the
@@ -51,17 +53,21 @@ SELECT s.name, p.proowner::regrole AS owner, p.prosecdef AS security_definer, p.
 FROM unify.sources s JOIN pg_proc p ON p.proname IN ('_capture_' || s.source_id, '_capture_truncate_' || s.source_id)
                                     AND p.pronamespace = 'unify'::regnamespace
 ORDER BY s.source_id, p.proname;
-SELECT count(*) AS old_capture_functions_left FROM pg_proc
-WHERE pronamespace = 'unify'::regnamespace AND proname ~ '^_capture_' AND NOT prosecdef;
+SELECT count(*) AS capture_functions_not_owned_by_unify_capture FROM pg_proc
+WHERE pronamespace = 'unify'::regnamespace AND proname ~ '^_capture_(truncate_)?[0-9]+$' AND proowner <> 'unify_capture'::regrole;
 
 -- The changes queued under 0.1.0 are applied by 0.2.0; a write after the update is captured.
 SELECT count(*) AS queued_before_update FROM unify.change_queue;
-UPDATE crm.crm_contacts SET ort = 'Altstadt' WHERE kontakt_nr = (SELECT max(kontakt_nr) FROM crm.crm_contacts);
+CREATE TEMP TABLE changed_after AS
+SELECT max(r.source_key) AS source_key FROM unify.records r JOIN unify.sources s USING (source_id) WHERE s.name = 'crm';
+UPDATE crm.crm_contacts SET ort = 'Altstadt' WHERE kontakt_nr::text = (SELECT source_key FROM changed_after);
 SELECT unify.process_queue() >= 3 AS queue_applied;
 SELECT count(*) AS queue_left FROM unify.change_queue;
 SELECT count(*) AS dead_letters FROM unify.dead_letters;
-SELECT r.city FROM unify.records r JOIN unify.sources s USING (source_id)
-WHERE s.name = 'crm' AND r.source_key = (SELECT max(kontakt_nr)::text FROM crm.crm_contacts);
+SELECT r.city AS changed_before_update FROM unify.records r JOIN unify.sources s USING (source_id)
+WHERE s.name = 'crm' AND r.source_key = (SELECT min(kontakt_nr)::text FROM crm.crm_contacts);
+SELECT r.city AS changed_after_update FROM unify.records r JOIN unify.sources s USING (source_id)
+WHERE s.name = 'crm' AND r.source_key = (SELECT source_key FROM changed_after);
 SELECT r.first_name, r.email_key FROM unify.records r JOIN unify.sources s USING (source_id)
 WHERE s.name = 'shop' AND r.source_key = (SELECT max(customer_id)::text FROM crm.shop_customers);
 

@@ -16,7 +16,7 @@ ALTER TABLE crm.shop_customers OWNER TO upgrade_crm_owner;
 ALTER TABLE crm.crm_contacts OWNER TO upgrade_crm_owner;
 ALTER TABLE crm.orders OWNER TO upgrade_crm_owner;
 GRANT USAGE ON SCHEMA crm TO upgrade_crm_owner;
-RESET client_min_messages;
+-- Progress notices carry timings: warnings and errors only.
 
 SELECT unify.add_source('shop', 'crm.shop_customers', 'customer_id', '{
   "email": "email", "first_name": "first_name", "last_name": "last_name", "phone": "phone",
