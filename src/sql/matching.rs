@@ -17,8 +17,9 @@ use crate::model::blocking::{
     rule_of, shared_hashes, BlockingRule, Candidate, RuleStats,
 };
 use crate::model::comparison::{household_flips, Context, COMPARISONS, JUNK_VALUE_RECORDS};
-use crate::model::params::{log2_odds, Model, Scorer};
+use crate::model::params::{log2_odds, Model};
 use crate::model::record::MatchRecord;
+use crate::model::scorer::Scorer;
 use crate::model::train::{train, TrainOptions};
 use crate::normalize::date::iso_date_from_pg_days;
 use crate::stopwatch::Stopwatch;
