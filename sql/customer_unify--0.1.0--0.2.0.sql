@@ -10,6 +10,10 @@
 
 -- Functions 0.2.0 no longer has, and sync(), whose result gained the column `error`.
 DROP FUNCTION unify.sync(text);
+-- Internal functions whose results became named columns instead of JSON picked apart by key.
+DROP FUNCTION unify._cluster(bigint[], bigint[], text, text);
+DROP FUNCTION unify._resolve_scope(bigint[], bigint[], text, text);
+DROP FUNCTION unify._score_pairs();
 DROP FUNCTION unify._raw_query(unify.sources, text);
 DROP FUNCTION unify._create_capture(int);
 -- unify.status becomes a view over unify._status() with more columns.
@@ -31,14 +35,24 @@ COMMENT ON SCHEMA unify IS 'customer_unify: normalize, match, unify and segment 
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/persons.rs:66
--- customer_unify::sql::persons::_cluster
+-- src/sql/persons/cluster.rs:24
+-- customer_unify::sql::persons::cluster::_cluster
 CREATE OR REPLACE FUNCTION "_cluster"(
 	"person_ids" bigint[], /* :: std :: option :: Option < Vec < i64 > > */
 	"record_ids" bigint[], /* :: std :: option :: Option < Vec < i64 > > */
 	"rule" TEXT, /* & str */
 	"reason" TEXT /* Option < & str > */
-) RETURNS jsonb /* JsonB */
+) RETURNS TABLE (
+	"records" bigint,  /* i64 */
+	"persons" bigint,  /* i64 */
+	"new_persons" bigint,  /* i64 */
+	"merges" bigint,  /* i64 */
+	"splits" bigint,  /* i64 */
+	"held_apart" bigint,  /* i64 */
+	"contradictions" bigint,  /* i64 */
+	"changed_records" bigint,  /* i64 */
+	"touched" bigint[]  /* :: std :: option :: Option < Vec < i64 > > */
+)
 VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_cluster_wrapper';
@@ -73,8 +87,20 @@ AS 'MODULE_PATHNAME', '_fit_spend_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/persons.rs:311
--- customer_unify::sql::persons::_golden_records
+-- src/sql/matching/forget.rs:13
+-- customer_unify::sql::matching::forget::_forget_records
+CREATE OR REPLACE FUNCTION "_forget_records"(
+	"record_ids" bigint[], /* :: std :: option :: Option < Vec < i64 > > */
+	"needles" TEXT[] DEFAULT NULL /* :: std :: option :: Option < Vec < String > > */
+) RETURNS void
+VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_forget_records_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/sql/persons/golden.rs:183
+-- customer_unify::sql::persons::golden::_golden_records
 CREATE OR REPLACE FUNCTION "_golden_records"(
 	"person_ids" bigint[], /* :: std :: option :: Option < Vec < i64 > > */
 	"with_households" bool DEFAULT false /* bool */
@@ -114,14 +140,29 @@ AS 'MODULE_PATHNAME', '_golden_records_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/persons.rs:645
--- customer_unify::sql::persons::_group_households
+-- src/sql/persons/households.rs:88
+-- customer_unify::sql::persons::households::_group_households
 CREATE OR REPLACE FUNCTION "_group_households"(
 	"person_ids" bigint[] /* :: std :: option :: Option < Vec < i64 > > */
 ) RETURNS bigint /* i64 */
 VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_group_households_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/sql/persons/households.rs:41
+-- customer_unify::sql::persons::households::_household_keys
+CREATE OR REPLACE FUNCTION "_household_keys"(
+	"postcode" TEXT, /* Option < & str > */
+	"street" TEXT, /* Option < & str > */
+	"house_number" TEXT, /* Option < & str > */
+	"phone" TEXT, /* Option < & str > */
+	"email" TEXT /* Option < & str > */
+) RETURNS TEXT[] /* Vec < String > */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_household_keys_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -188,8 +229,8 @@ AS 'MODULE_PATHNAME', '_register_transactions_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/matching.rs:631
--- customer_unify::sql::matching::_rescore
+-- src/sql/matching/rescore.rs:150
+-- customer_unify::sql::matching::rescore::_rescore
 CREATE OR REPLACE FUNCTION "_rescore"(
 	"record_ids" bigint[], /* Vec < i64 > */
 	"before" jsonb /* JsonB */
@@ -909,9 +950,7 @@ BEGIN
         -- under the locks of their other writers (scoring, the queue's rescoring and clustering).
         PERFORM unify._lock('pairs');
         PERFORM unify._lock('persons');
-        DELETE FROM unify.block_keys k WHERE k.record_id IN (SELECT r.record_id FROM unify.records r WHERE r.source_id = src.source_id);
-        DELETE FROM unify.pairs p WHERE p.record_a IN (SELECT r.record_id FROM unify.records r WHERE r.source_id = src.source_id)
-                                     OR p.record_b IN (SELECT r.record_id FROM unify.records r WHERE r.source_id = src.source_id);
+        PERFORM unify._forget_records(ARRAY(SELECT r.record_id FROM unify.records r WHERE r.source_id = src.source_id));
         DELETE FROM unify.sources WHERE source_id = src.source_id;  -- its records go with it
     END IF;
 END
@@ -1119,17 +1158,14 @@ COMMENT ON FUNCTION unify.retry_failed(text) IS 'Queues the changes set aside in
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/matching.rs:308
--- customer_unify::sql::matching::_score_pairs
+-- src/sql/matching/score.rs:51
+-- customer_unify::sql::matching::score::_score_pairs
 CREATE OR REPLACE FUNCTION "_score_pairs"() RETURNS TABLE (
-	"record_a" bigint,  /* i64 */
-	"record_b" bigint,  /* i64 */
-	"match_weight" double precision,  /* f64 */
-	"match_probability" double precision,  /* f64 */
-	"is_match" bool,  /* bool */
-	"forced_by" TEXT,  /* Option < String > */
-	"blocking_rules" TEXT[],  /* Vec < String > */
-	"weights" jsonb  /* JsonB */
+	"candidate_pairs" bigint,  /* Option < i64 > */
+	"stored_pairs" bigint,  /* i64 */
+	"matches" bigint,  /* i64 */
+	"forced" bigint,  /* i64 */
+	"model_version" INT  /* Option < i32 > */
 )
 STRICT VOLATILE
 LANGUAGE c /* Rust */
@@ -1149,8 +1185,8 @@ AS 'MODULE_PATHNAME', '_scrub_json_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/matching.rs:262
--- customer_unify::sql::matching::_train
+-- src/sql/matching/train.rs:17
+-- customer_unify::sql::matching::train::_train
 CREATE OR REPLACE FUNCTION "_train"(
 	"sample_pairs" INT, /* i32 */
 	"max_iterations" INT /* i32 */
@@ -1184,8 +1220,8 @@ AS 'MODULE_PATHNAME', 'damerau_levenshtein_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/matching.rs:248
--- customer_unify::sql::matching::default_model
+-- src/sql/matching/model.rs:35
+-- customer_unify::sql::matching::model::default_model
 CREATE OR REPLACE FUNCTION "default_model"() RETURNS jsonb /* JsonB */
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
@@ -1226,8 +1262,8 @@ AS 'MODULE_PATHNAME', 'email_match_key_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/matching.rs:1091
--- customer_unify::sql::matching::explain_match
+-- src/sql/matching/explain.rs:16
+-- customer_unify::sql::matching::explain::explain_match
 CREATE OR REPLACE FUNCTION "explain_match"(
 	"record_a" bigint, /* i64 */
 	"record_b" bigint /* i64 */
@@ -1409,8 +1445,8 @@ AS 'MODULE_PATHNAME', 'transliterate_de_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/matching.rs:254
--- customer_unify::sql::matching::validate_model
+-- src/sql/matching/model.rs:41
+-- customer_unify::sql::matching::model::validate_model
 CREATE OR REPLACE FUNCTION "validate_model"(
 	"model" jsonb /* JsonB */
 ) RETURNS jsonb /* JsonB */
@@ -1439,8 +1475,7 @@ SELECT pg_catalog.pg_extension_config_dump('unify.matching_state', '');
 CREATE OR REPLACE FUNCTION unify._records_truncated() RETURNS trigger
 VOLATILE LANGUAGE plpgsql AS $$
 BEGIN
-    TRUNCATE unify.pairs, unify.block_keys;
-    DELETE FROM unify.matching_state;
+    PERFORM unify._forget_records(NULL);
     RETURN NULL;
 END
 $$;
@@ -1511,26 +1546,13 @@ RETURNS TABLE (candidate_pairs bigint, stored_pairs bigint, matches bigint, forc
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     started constant timestamptz := clock_timestamp();
-    version int;
-    rebuild text[];
 BEGIN
     PERFORM unify._lock('pairs');
-    SELECT max(m.version) INTO version FROM unify.model m;
-    -- Every pair is written anew: emptied and filled without its indexes, built once after
-    -- (see unify._drop_indexes; readers of unify.pairs wait for the new pairs meanwhile).
-    TRUNCATE unify.pairs;
-    rebuild := unify._drop_indexes('unify.pairs', true);
-    INSERT INTO unify.pairs (record_a, record_b, match_weight, match_probability, is_match, forced_by,
-                             blocking_rules, weights, model_version)
-    SELECT p.record_a, p.record_b, p.match_weight, p.match_probability, p.is_match, p.forced_by,
-           p.blocking_rules, p.weights, version
-    FROM unify._score_pairs() p;
-    PERFORM unify._rebuild_indexes(rebuild);
+    -- Rust writes the pairs, their blocking keys and figures (unify._score_pairs).
     RETURN QUERY
-    SELECT (SELECT sum(b.new_pairs) FROM unify.blocking_stats b)::bigint,
-           count(*), count(*) FILTER (WHERE p.is_match), count(*) FILTER (WHERE p.forced_by IS NOT NULL),
-           version, round(extract(epoch FROM clock_timestamp() - started)::numeric, 3)
-    FROM unify.pairs p;
+    SELECT s.candidate_pairs, s.stored_pairs, s.matches, s.forced, s.model_version,
+           round(extract(epoch FROM clock_timestamp() - started)::numeric, 3)
+    FROM unify._score_pairs() s;
 END
 $$;
 COMMENT ON FUNCTION unify.score_pairs() IS 'Blocks and scores all records with the current model into unify.pairs';
@@ -1695,35 +1717,33 @@ END
 $$;
 
 -- Re-clusters the records of `person_ids` plus `record_ids` and refreshes what changed.
-CREATE OR REPLACE FUNCTION unify._resolve_scope(person_ids bigint[], record_ids bigint[], rule text, reason text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION unify._resolve_scope(person_ids bigint[], record_ids bigint[], rule text, reason text) RETURNS void
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
-    result jsonb;
     touched bigint[];
     before unify.persons[];
     regroup bigint[];
 BEGIN
-    result := unify._cluster(person_ids, record_ids, rule, reason);
     -- The given persons too: one whose records all went away has nothing left in the scope.
-    touched := ARRAY(SELECT jsonb_array_elements_text(result -> 'touched')::bigint
+    touched := ARRAY(SELECT unnest(c.touched) FROM unify._cluster(person_ids, record_ids, rule, reason) c
                      UNION SELECT unnest(person_ids));
-    -- Households follow from who exists and from each person's address, landline and mailbox.
-    -- Grouped again: the persons that are new or whose keys change, and the households that
-    -- lose a person; the others keep theirs (grouping every touched person's neighbourhood was
-    -- a fifth of a queue batch, and most touched persons keep their keys).
+    -- Households follow from who exists and from each person's household keys (address,
+    -- landline, mailbox: unify._household_keys). Grouped again: the persons that are new or
+    -- whose keys change, and the households that lose a person; the others keep theirs
+    -- (grouping every touched person's neighbourhood was a fifth of a queue batch, and most
+    -- touched persons keep their keys).
     before := ARRAY(SELECT p FROM unify.persons p WHERE p.person_id = ANY (touched));
     PERFORM unify._refresh_persons(touched, rule, reason);
     regroup := ARRAY(
         SELECT t FROM unnest(touched) t
         EXCEPT
         SELECT p.person_id FROM unnest(before) b JOIN unify.persons p ON p.person_id = b.person_id
-        WHERE (p.postcode, p.street, p.house_number, p.phone, p.email)
-              IS NOT DISTINCT FROM (b.postcode, b.street, b.house_number, b.phone, b.email)
+        WHERE unify._household_keys(p.postcode, p.street, p.house_number, p.phone, p.email)
+              IS NOT DISTINCT FROM unify._household_keys(b.postcode, b.street, b.house_number, b.phone, b.email)
         UNION
         SELECT p.person_id FROM unnest(before) b JOIN unify.persons p ON p.household_id = b.household_id
         WHERE NOT EXISTS (SELECT 1 FROM unify.persons x WHERE x.person_id = b.person_id));
     PERFORM unify._group_households(regroup);
-    RETURN result;
 END
 $$;
 
@@ -1733,17 +1753,17 @@ RETURNS TABLE (persons bigint, records bigint, new_persons bigint, merges bigint
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     started constant timestamptz := clock_timestamp();
-    result jsonb;
+    clustered record;
     changed bigint;
 BEGIN
     -- One resolve or stewardship change at a time.
     PERFORM unify._lock('persons');
-    result := unify._cluster(NULL::bigint[], NULL::bigint[], 'resolve', NULL);
+    SELECT * INTO STRICT clustered FROM unify._cluster(NULL::bigint[], NULL::bigint[], 'resolve', NULL);
     -- Golden records and households of everyone.
     changed := unify._refresh_persons(NULL::bigint[], 'resolve', NULL);
-    RETURN QUERY SELECT (SELECT count(*) FROM unify.persons), (result ->> 'records')::bigint,
-        (result ->> 'new_persons')::bigint, (result ->> 'merges')::bigint, (result ->> 'splits')::bigint,
-        (result ->> 'held_apart')::bigint, changed,
+    RETURN QUERY SELECT (SELECT count(*) FROM unify.persons), clustered.records,
+        clustered.new_persons, clustered.merges, clustered.splits,
+        clustered.held_apart, changed,
         (SELECT count(DISTINCT p.household_id) FROM unify.persons p),
         round(extract(epoch FROM clock_timestamp() - started)::numeric, 3);
 END
@@ -1957,9 +1977,8 @@ BEGIN
     INSERT INTO unify.erasures (source_id, key_hash, event_id)
     SELECT m.source_id, unify._key_hash((SELECT k.secret FROM unify._secret k), m.source_key), event_ref FROM unnest(members) m
     ON CONFLICT DO NOTHING;
-    DELETE FROM unify.pairs p WHERE p.record_a IN (SELECT m.record_id FROM unnest(members) m)
-                                 OR p.record_b IN (SELECT m.record_id FROM unnest(members) m);
-    DELETE FROM unify.block_keys k WHERE k.record_id IN (SELECT m.record_id FROM unnest(members) m);
+    -- Their pairs and blocking keys, and a blocked junk value naming them.
+    PERFORM unify._forget_records(ARRAY(SELECT m.record_id FROM unnest(members) m), needles);
     DELETE FROM unify.overrides o WHERE (o.source_a, o.key_a) IN (SELECT m.source_id, m.source_key FROM unnest(members) m)
                                      OR (o.source_b, o.key_b) IN (SELECT m.source_id, m.source_key FROM unnest(members) m);
     DELETE FROM unify.change_queue q WHERE (q.source_id, q.source_key) IN (SELECT m.source_id, m.source_key FROM unnest(members) m);
@@ -1984,8 +2003,7 @@ BEGIN
            GROUP BY n.value) held
     WHERE f.value = held.value
       AND f.frequency <= held.holders * 1.000001 * (SELECT min(g.frequency) FROM unify.name_frequencies g WHERE g.model_version = f.model_version);
-    -- A blocked junk value, a training report or a steward's reason may name them.
-    UPDATE unify.blocking_stats b SET largest_skipped_key = NULL WHERE unify._quotes_any(b.largest_skipped_key, needles);
+    -- A training report or a steward's reason may name them.
     UPDATE unify.model m SET report = unify._scrub_json(m.report, needles)
     WHERE m.report IS NOT NULL AND unify._scrub_json(m.report, needles) IS DISTINCT FROM m.report;
     UPDATE unify.identity_events e
@@ -2505,67 +2523,6 @@ SELECT pg_catalog.pg_extension_config_dump('unify.transaction_sources_transactio
 COMMENT ON TABLE unify.exchange_rates IS 'Units of the reporting currency (customer_unify.currency, default EUR) per unit of each other currency';
 COMMENT ON COLUMN unify.exchange_rates.rate IS 'Reporting-currency units per unit of this currency';
 SELECT pg_catalog.pg_extension_config_dump('unify.exchange_rates', '');
-COMMENT ON TABLE unify.segment_map IS 'Your segment map (score boxes → segment); empty means unify.default_segment_map()';
-SELECT pg_catalog.pg_extension_config_dump('unify.segment_map', '');
-SELECT pg_catalog.pg_extension_config_dump('unify.segment_map_rule_id_seq', '');
-
--- The usual R × F grid (M refines nothing by default), with Lost split from Hibernating.
-CREATE OR REPLACE FUNCTION unify.default_segment_map()
-RETURNS TABLE (segment text, r_min smallint, r_max smallint, f_min smallint, f_max smallint,
-               m_min smallint, m_max smallint, description text)
-IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
-    SELECT v.segment, v.r_min::smallint, v.r_max::smallint, v.f_min::smallint, v.f_max::smallint,
-           1::smallint, 5::smallint, v.description
-    FROM (VALUES
-        ('Champions',          5, 5, 4, 5, 'Bought recently, buy often'),
-        ('Loyal',              3, 4, 4, 5, 'Buy often, not the most recent'),
-        ('Potential Loyalist', 4, 5, 2, 3, 'Recent, bought more than once'),
-        ('New',                5, 5, 1, 1, 'First purchase very recently'),
-        ('Promising',          4, 4, 1, 1, 'Recent first-time buyers'),
-        ('Need Attention',     3, 3, 3, 3, 'Average recency and frequency'),
-        ('About To Sleep',     3, 3, 1, 2, 'Below average recency and frequency'),
-        ('At Risk',            1, 2, 3, 4, 'Bought often, long ago'),
-        ('Can''t Lose Them',   1, 2, 5, 5, 'Were the most frequent, long ago'),
-        ('Hibernating',        2, 2, 1, 2, 'Few purchases, long ago'),
-        ('Lost',               1, 1, 1, 2, 'Few purchases, longest ago')
-    ) AS v (segment, r_min, r_max, f_min, f_max, description)
-$$;
-COMMENT ON FUNCTION unify.default_segment_map() IS 'The segment map used while unify.segment_map is empty';
-
-CREATE OR REPLACE VIEW unify.segment_rules AS
-SELECT m.rule_id, m.segment, m.r_min, m.r_max, m.f_min, m.f_max, m.m_min, m.m_max, m.description, false AS is_default
-FROM unify.segment_map m
-UNION ALL
-SELECT NULL, d.segment, d.r_min, d.r_max, d.f_min, d.f_max, d.m_min, d.m_max, d.description, true
-FROM unify.default_segment_map() d
-WHERE NOT EXISTS (SELECT 1 FROM unify.segment_map);
-COMMENT ON VIEW unify.segment_rules IS 'The segment map in effect (yours, or the default while unify.segment_map is empty)';
-
-CREATE OR REPLACE VIEW unify.segment_map_cells AS
-SELECT r.r, f.f, m.m,
-       array_agg(s.segment ORDER BY s.segment) FILTER (WHERE s.segment IS NOT NULL) AS segments,
-       count(s.segment) AS rules
-FROM generate_series(1, 5) r (r) CROSS JOIN generate_series(1, 5) f (f) CROSS JOIN generate_series(1, 5) m (m)
-LEFT JOIN unify.segment_rules s
-       ON r.r BETWEEN s.r_min AND s.r_max AND f.f BETWEEN s.f_min AND s.f_max AND m.m BETWEEN s.m_min AND s.m_max
-GROUP BY r.r, f.f, m.m;
-COMMENT ON VIEW unify.segment_map_cells IS 'Each of the 125 (R, F, M) score cells and the segment rules covering it (exactly one expected)';
-COMMENT ON TABLE unify.segments IS 'RFM scores and named segment per person with a purchase in the window (unify.refresh_segments)';
-SELECT pg_catalog.pg_extension_config_dump('unify.segments', '');
-COMMENT ON TABLE unify.segment_runs IS 'Every unify.refresh_segments run: as of when, persons, orders, changes, time';
-COMMENT ON TABLE unify.segment_history IS 'Every change of a person''s segment (NULL: had none / left the window), also sent as NOTIFY unify_segment_changed';
-SELECT pg_catalog.pg_extension_config_dump('unify.segment_history', '');
-SELECT pg_catalog.pg_extension_config_dump('unify.segment_runs', '');
-SELECT pg_catalog.pg_extension_config_dump('unify.segment_runs_run_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('unify.segment_history_change_id_seq', '');
-COMMENT ON TABLE unify.prediction_fits IS 'Every fit of unify.fit_predictions: model, parameters (time unit: weeks), log-likelihood, convergence status';
-SELECT pg_catalog.pg_extension_config_dump('unify.prediction_fits', '');
-SELECT pg_catalog.pg_extension_config_dump('unify.prediction_fits_fit_id_seq', '');
-COMMENT ON TABLE unify.predictions IS 'Per person, from the last converged fit: P(alive), expected purchases and spend in the horizon, CLV';
-COMMENT ON COLUMN unify.predictions.frequency IS 'Repeat purchase days up to the calibration end';
-COMMENT ON COLUMN unify.predictions.expected_spend IS 'Expected spend per purchase (Gamma-Gamma)';
-COMMENT ON COLUMN unify.predictions.clv IS 'Discounted expected spend over the horizon';
-SELECT pg_catalog.pg_extension_config_dump('unify.predictions', '');
 
 -- The SQL text of one mapped field, cast to its type.
 CREATE OR REPLACE FUNCTION unify._transaction_expression(fields jsonb, field text) RETURNS text
@@ -2573,6 +2530,101 @@ IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$
     SELECT '(' || (fields ->> field) || ')::' ||
         CASE field WHEN 'order_date' THEN 'date' WHEN 'amount' THEN 'numeric' WHEN 'returned' THEN 'boolean' ELSE 'text' END
 $$;
+
+CREATE OR REPLACE FUNCTION unify.add_transactions(name text, relation regclass, fields jsonb) RETURNS int
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    rel_kind "char";
+    rel_name text;
+    field text;
+    unknown text[];
+    new_id int;
+    known constant text[] := ARRAY['source', 'source_key', 'customer_number', 'order_date', 'amount', 'currency', 'order_id', 'returned'];
+BEGIN
+    IF name IS NULL OR name !~ '^[a-z][a-z0-9_]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid transactions name %', coalesce(quote_literal(name), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A name is lowercase letters, digits and underscores, starting with a letter, for example ''orders''.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM unify.transaction_sources t WHERE t.name = add_transactions.name) THEN
+        RAISE EXCEPTION 'transactions "%" already exist', name
+            USING ERRCODE = 'duplicate_object', HINT = 'Choose another name, or unify.remove_transactions() the existing one first.';
+    END IF;
+    IF relation IS NULL OR fields IS NULL THEN
+        RAISE EXCEPTION 'add_transactions: relation and fields must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT c.relkind, format('%I.%I', n.nspname, c.relname) INTO rel_kind, rel_name
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = relation;
+    IF rel_kind NOT IN ('r', 'p', 'm', 'v', 'f') THEN
+        RAISE EXCEPTION '% is not a table or view', rel_name USING ERRCODE = 'wrong_object_type';
+    END IF;
+    -- The mapping will run as the caller: who cannot read the table cannot register it.
+    PERFORM unify._require_select(relation, rel_name);
+    IF jsonb_typeof(fields) <> 'object' THEN
+        RAISE EXCEPTION 'fields must be a JSON object mapping transaction fields to columns or expressions'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example {"source": "shop", "source_key": "customer_id", "order_date": "ordered_at", "amount": "total"}.';
+    END IF;
+    SELECT array_agg(k ORDER BY k) INTO unknown FROM jsonb_object_keys(fields) k WHERE k <> ALL (known);
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown field "%" in fields', unknown[1]
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Known fields: ' || array_to_string(known, ', ') || '.';
+    END IF;
+    IF NOT fields ?& ARRAY['order_date', 'amount'] THEN
+        RAISE EXCEPTION 'fields must map order_date and amount'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example {"order_date": "ordered_at", "amount": "total", …}.';
+    END IF;
+    IF (fields ? 'customer_number') = (fields ? 'source_key') OR (fields ? 'source') <> (fields ? 'source_key') THEN
+        RAISE EXCEPTION 'fields must say whose order a row is: either source and source_key, or customer_number'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = '"source" names a registered source (or is an expression giving one per row), "source_key" its key in the row; or "customer_number" matches the records'' customer_number.';
+    END IF;
+    FOR field IN SELECT k FROM jsonb_object_keys(fields) k ORDER BY k LOOP
+        IF jsonb_typeof(fields -> field) <> 'string' OR btrim(fields ->> field) = '' THEN
+            RAISE EXCEPTION 'field "%" must map to a column name or an SQL expression as a non-empty string', field
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        CONTINUE WHEN field = 'source' AND EXISTS (SELECT 1 FROM unify.sources s WHERE s.name = add_transactions.fields ->> 'source');
+        BEGIN
+            EXECUTE format('SELECT %s FROM %s AS src LIMIT 0', unify._transaction_expression(fields, field), relation);
+        EXCEPTION WHEN others THEN
+            RAISE EXCEPTION 'field "%": % is not a valid expression over %', field, fields ->> field, rel_name
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = SQLERRM,
+                      HINT = CASE WHEN field = 'source'
+                                  THEN 'Name a registered source (see unify.sources) or give an expression yielding source names, such as a column.'
+                                  ELSE 'Map each field to a column or an SQL expression over the columns, for example "status IN (''returned'', ''cancelled'')" for returned.' END;
+        END;
+    END LOOP;
+
+    -- The mapping will run as the caller (SECURITY INVOKER): recorded by the extension's code.
+    new_id := unify._register_transactions(add_transactions.name, add_transactions.relation, rel_name, add_transactions.fields);
+    RAISE NOTICE 'transactions "%" registered for %; segment with SELECT unify.refresh_segments()', name, rel_name;
+    RETURN new_id;
+END
+$$;
+COMMENT ON FUNCTION unify.add_transactions(text, regclass, jsonb) IS 'Registers an order table in place: whose order (source + key or customer number), date, amount, optional currency, order id and returned flag';
+
+CREATE OR REPLACE FUNCTION unify.remove_transactions(name text) RETURNS void
+VOLATILE LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM unify.transaction_sources t WHERE t.name = remove_transactions.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'transactions "%" do not exist', name
+            USING ERRCODE = 'undefined_object', HINT = 'See SELECT name FROM unify.transaction_sources.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION unify.remove_transactions(text) IS 'Unregisters an order table (the table itself is untouched)';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/sql/mod.rs:84
+-- requires:
+--   orders
+
+-- The query over every registered order table, as SQL text (unify._orders_query): what
+-- unify.refresh_segments and unify.fit_predictions read orders through.
 
 -- One query over every registered order table: per order (rows sharing an order_id net out),
 -- the person, the order date, the net amount in the reporting currency and whether it is a
@@ -2698,92 +2750,59 @@ BEGIN
     RETURN array_to_string(parts, E'\nUNION ALL\n');
 END
 $$;
+COMMENT ON TABLE unify.segment_map IS 'Your segment map (score boxes → segment); empty means unify.default_segment_map()';
+SELECT pg_catalog.pg_extension_config_dump('unify.segment_map', '');
+SELECT pg_catalog.pg_extension_config_dump('unify.segment_map_rule_id_seq', '');
 
-CREATE OR REPLACE FUNCTION unify.add_transactions(name text, relation regclass, fields jsonb) RETURNS int
-VOLATILE LANGUAGE plpgsql AS $$
-DECLARE
-    rel_kind "char";
-    rel_name text;
-    field text;
-    unknown text[];
-    new_id int;
-    known constant text[] := ARRAY['source', 'source_key', 'customer_number', 'order_date', 'amount', 'currency', 'order_id', 'returned'];
-BEGIN
-    IF name IS NULL OR name !~ '^[a-z][a-z0-9_]{0,62}$' THEN
-        RAISE EXCEPTION 'invalid transactions name %', coalesce(quote_literal(name), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'A name is lowercase letters, digits and underscores, starting with a letter, for example ''orders''.';
-    END IF;
-    IF EXISTS (SELECT 1 FROM unify.transaction_sources t WHERE t.name = add_transactions.name) THEN
-        RAISE EXCEPTION 'transactions "%" already exist', name
-            USING ERRCODE = 'duplicate_object', HINT = 'Choose another name, or unify.remove_transactions() the existing one first.';
-    END IF;
-    IF relation IS NULL OR fields IS NULL THEN
-        RAISE EXCEPTION 'add_transactions: relation and fields must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    SELECT c.relkind, format('%I.%I', n.nspname, c.relname) INTO rel_kind, rel_name
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = relation;
-    IF rel_kind NOT IN ('r', 'p', 'm', 'v', 'f') THEN
-        RAISE EXCEPTION '% is not a table or view', rel_name USING ERRCODE = 'wrong_object_type';
-    END IF;
-    -- The mapping will run as the caller: who cannot read the table cannot register it.
-    PERFORM unify._require_select(relation, rel_name);
-    IF jsonb_typeof(fields) <> 'object' THEN
-        RAISE EXCEPTION 'fields must be a JSON object mapping transaction fields to columns or expressions'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'For example {"source": "shop", "source_key": "customer_id", "order_date": "ordered_at", "amount": "total"}.';
-    END IF;
-    SELECT array_agg(k ORDER BY k) INTO unknown FROM jsonb_object_keys(fields) k WHERE k <> ALL (known);
-    IF unknown IS NOT NULL THEN
-        RAISE EXCEPTION 'unknown field "%" in fields', unknown[1]
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Known fields: ' || array_to_string(known, ', ') || '.';
-    END IF;
-    IF NOT fields ?& ARRAY['order_date', 'amount'] THEN
-        RAISE EXCEPTION 'fields must map order_date and amount'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'For example {"order_date": "ordered_at", "amount": "total", …}.';
-    END IF;
-    IF (fields ? 'customer_number') = (fields ? 'source_key') OR (fields ? 'source') <> (fields ? 'source_key') THEN
-        RAISE EXCEPTION 'fields must say whose order a row is: either source and source_key, or customer_number'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = '"source" names a registered source (or is an expression giving one per row), "source_key" its key in the row; or "customer_number" matches the records'' customer_number.';
-    END IF;
-    FOR field IN SELECT k FROM jsonb_object_keys(fields) k ORDER BY k LOOP
-        IF jsonb_typeof(fields -> field) <> 'string' OR btrim(fields ->> field) = '' THEN
-            RAISE EXCEPTION 'field "%" must map to a column name or an SQL expression as a non-empty string', field
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        CONTINUE WHEN field = 'source' AND EXISTS (SELECT 1 FROM unify.sources s WHERE s.name = add_transactions.fields ->> 'source');
-        BEGIN
-            EXECUTE format('SELECT %s FROM %s AS src LIMIT 0', unify._transaction_expression(fields, field), relation);
-        EXCEPTION WHEN others THEN
-            RAISE EXCEPTION 'field "%": % is not a valid expression over %', field, fields ->> field, rel_name
-                USING ERRCODE = 'invalid_parameter_value', DETAIL = SQLERRM,
-                      HINT = CASE WHEN field = 'source'
-                                  THEN 'Name a registered source (see unify.sources) or give an expression yielding source names, such as a column.'
-                                  ELSE 'Map each field to a column or an SQL expression over the columns, for example "status IN (''returned'', ''cancelled'')" for returned.' END;
-        END;
-    END LOOP;
-
-    -- The mapping will run as the caller (SECURITY INVOKER): recorded by the extension's code.
-    new_id := unify._register_transactions(add_transactions.name, add_transactions.relation, rel_name, add_transactions.fields);
-    RAISE NOTICE 'transactions "%" registered for %; segment with SELECT unify.refresh_segments()', name, rel_name;
-    RETURN new_id;
-END
+-- The usual R × F grid (M refines nothing by default), with Lost split from Hibernating.
+CREATE OR REPLACE FUNCTION unify.default_segment_map()
+RETURNS TABLE (segment text, r_min smallint, r_max smallint, f_min smallint, f_max smallint,
+               m_min smallint, m_max smallint, description text)
+IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
+    SELECT v.segment, v.r_min::smallint, v.r_max::smallint, v.f_min::smallint, v.f_max::smallint,
+           1::smallint, 5::smallint, v.description
+    FROM (VALUES
+        ('Champions',          5, 5, 4, 5, 'Bought recently, buy often'),
+        ('Loyal',              3, 4, 4, 5, 'Buy often, not the most recent'),
+        ('Potential Loyalist', 4, 5, 2, 3, 'Recent, bought more than once'),
+        ('New',                5, 5, 1, 1, 'First purchase very recently'),
+        ('Promising',          4, 4, 1, 1, 'Recent first-time buyers'),
+        ('Need Attention',     3, 3, 3, 3, 'Average recency and frequency'),
+        ('About To Sleep',     3, 3, 1, 2, 'Below average recency and frequency'),
+        ('At Risk',            1, 2, 3, 4, 'Bought often, long ago'),
+        ('Can''t Lose Them',   1, 2, 5, 5, 'Were the most frequent, long ago'),
+        ('Hibernating',        2, 2, 1, 2, 'Few purchases, long ago'),
+        ('Lost',               1, 1, 1, 2, 'Few purchases, longest ago')
+    ) AS v (segment, r_min, r_max, f_min, f_max, description)
 $$;
-COMMENT ON FUNCTION unify.add_transactions(text, regclass, jsonb) IS 'Registers an order table in place: whose order (source + key or customer number), date, amount, optional currency, order id and returned flag';
+COMMENT ON FUNCTION unify.default_segment_map() IS 'The segment map used while unify.segment_map is empty';
 
-CREATE OR REPLACE FUNCTION unify.remove_transactions(name text) RETURNS void
-VOLATILE LANGUAGE plpgsql AS $$
-BEGIN
-    DELETE FROM unify.transaction_sources t WHERE t.name = remove_transactions.name;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'transactions "%" do not exist', name
-            USING ERRCODE = 'undefined_object', HINT = 'See SELECT name FROM unify.transaction_sources.';
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION unify.remove_transactions(text) IS 'Unregisters an order table (the table itself is untouched)';
+CREATE OR REPLACE VIEW unify.segment_rules AS
+SELECT m.rule_id, m.segment, m.r_min, m.r_max, m.f_min, m.f_max, m.m_min, m.m_max, m.description, false AS is_default
+FROM unify.segment_map m
+UNION ALL
+SELECT NULL, d.segment, d.r_min, d.r_max, d.f_min, d.f_max, d.m_min, d.m_max, d.description, true
+FROM unify.default_segment_map() d
+WHERE NOT EXISTS (SELECT 1 FROM unify.segment_map);
+COMMENT ON VIEW unify.segment_rules IS 'The segment map in effect (yours, or the default while unify.segment_map is empty)';
+
+CREATE OR REPLACE VIEW unify.segment_map_cells AS
+SELECT r.r, f.f, m.m,
+       array_agg(s.segment ORDER BY s.segment) FILTER (WHERE s.segment IS NOT NULL) AS segments,
+       count(s.segment) AS rules
+FROM generate_series(1, 5) r (r) CROSS JOIN generate_series(1, 5) f (f) CROSS JOIN generate_series(1, 5) m (m)
+LEFT JOIN unify.segment_rules s
+       ON r.r BETWEEN s.r_min AND s.r_max AND f.f BETWEEN s.f_min AND s.f_max AND m.m BETWEEN s.m_min AND s.m_max
+GROUP BY r.r, f.f, m.m;
+COMMENT ON VIEW unify.segment_map_cells IS 'Each of the 125 (R, F, M) score cells and the segment rules covering it (exactly one expected)';
+COMMENT ON TABLE unify.segments IS 'RFM scores and named segment per person with a purchase in the window (unify.refresh_segments)';
+SELECT pg_catalog.pg_extension_config_dump('unify.segments', '');
+COMMENT ON TABLE unify.segment_runs IS 'Every unify.refresh_segments run: as of when, persons, orders, changes, time';
+COMMENT ON TABLE unify.segment_history IS 'Every change of a person''s segment (NULL: had none / left the window), also sent as NOTIFY unify_segment_changed';
+SELECT pg_catalog.pg_extension_config_dump('unify.segment_history', '');
+SELECT pg_catalog.pg_extension_config_dump('unify.segment_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('unify.segment_runs_run_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('unify.segment_history_change_id_seq', '');
 
 CREATE OR REPLACE FUNCTION unify._check_segment_map() RETURNS void
 STABLE LANGUAGE plpgsql AS $$
@@ -2940,6 +2959,14 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION unify.refresh_segments(date, interval) IS 'Scores recency, frequency and monetary per person (ties share a score), names the segment by the segment map, records and NOTIFYs every change';
+COMMENT ON TABLE unify.prediction_fits IS 'Every fit of unify.fit_predictions: model, parameters (time unit: weeks), log-likelihood, convergence status';
+SELECT pg_catalog.pg_extension_config_dump('unify.prediction_fits', '');
+SELECT pg_catalog.pg_extension_config_dump('unify.prediction_fits_fit_id_seq', '');
+COMMENT ON TABLE unify.predictions IS 'Per person, from the last converged fit: P(alive), expected purchases and spend in the horizon, CLV';
+COMMENT ON COLUMN unify.predictions.frequency IS 'Repeat purchase days up to the calibration end';
+COMMENT ON COLUMN unify.predictions.expected_spend IS 'Expected spend per purchase (Gamma-Gamma)';
+COMMENT ON COLUMN unify.predictions.clv IS 'Discounted expected spend over the horizon';
+SELECT pg_catalog.pg_extension_config_dump('unify.predictions', '');
 
 -- Purchase summaries up to calibration_end, in weeks: a day whose orders net to zero or more is
 -- one purchase (several orders on a day count once, as in the papers; a refund day is none);
@@ -3045,6 +3072,15 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION unify.fit_predictions(date, text, int, float8) IS 'Fits BG/NBD (or Pareto/NBD) and Gamma-Gamma on purchases up to calibration_end and writes per-person predictions; a failed fit is reported in unify.prediction_fits, not raised';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/sql/mod.rs:106
+-- requires:
+--   predictions
+
+-- Views for BI tools over persons, segments and predictions: customer_360, segment_summary and
+-- the pseudonymous analyst_persons. Privileges: see security.sql.
 
 CREATE OR REPLACE VIEW unify.customer_360 AS
 SELECT p.person_id, p.household_id,
@@ -3097,12 +3133,10 @@ FROM unify.persons p
 LEFT JOIN unify.segments s ON s.person_id = p.person_id
 LEFT JOIN unify.predictions pr ON pr.person_id = p.person_id;
 COMMENT ON VIEW unify.analyst_persons IS 'Pseudonymous persons for unify_analyst: ids, postcode area, birth year, segment and predictions, no direct identifier';
-
--- Privileges: see security.sql.
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/mod.rs:92
+-- src/sql/mod.rs:113
 -- finalize
 -- Privileges, in one place (README.md "Security model"). Runs last, over every object of the
 -- extension, so nothing created earlier keeps a grant by accident; the surface test

@@ -5,4 +5,5 @@ pub mod blocking;
 pub mod comparison;
 pub mod params;
 pub mod record;
+pub mod scorer;
 pub mod train;

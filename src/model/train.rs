@@ -10,8 +10,9 @@ use serde::Serialize;
 
 use super::blocking::{BlockingRule, Candidate};
 use super::comparison::{compare, Comparison, Context, Namesakes, Outcome, COMPARISONS};
-use super::params::{log2_odds, Model, Scorer};
+use super::params::{log2_odds, Model};
 use super::record::MatchRecord;
+use super::scorer::Scorer;
 use crate::parallel;
 use crate::stopwatch::Stopwatch;
 

@@ -48,11 +48,12 @@ pgrx::extension_sql_file!(
     name = "matching",
     requires = [
         "sources",
-        matching::default_model,
-        matching::validate_model,
-        matching::_train,
-        matching::_score_pairs,
-        matching::explain_match
+        matching::model::default_model,
+        matching::model::validate_model,
+        matching::train::_train,
+        matching::score::_score_pairs,
+        matching::explain::explain_match,
+        matching::forget::_forget_records
     ]
 );
 
@@ -62,9 +63,10 @@ pgrx::extension_sql_file!(
     name = "persons",
     requires = [
         "matching",
-        persons::_cluster,
-        persons::_golden_records,
-        persons::_group_households
+        persons::cluster::_cluster,
+        persons::golden::_golden_records,
+        persons::households::_group_households,
+        persons::households::_household_keys
     ]
 );
 
@@ -72,20 +74,39 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "realtime.sql",
     name = "realtime",
-    requires = ["persons", matching::_rescore]
+    requires = ["persons", matching::rescore::_rescore]
 );
 
-// Segments and predictions: transactions in place, RFM segments with change events, BG/NBD /
-// Pareto/NBD and Gamma-Gamma fits, predictions, and customer_360 over all of it.
+// Orders: the user's order tables registered in place and their exchange rates.
+pgrx::extension_sql_file!("orders.sql", name = "orders", requires = ["realtime"]);
+
+// The query over every registered order table, built as SQL text.
 pgrx::extension_sql_file!(
-    "segments.sql",
-    name = "segments",
+    "orders_query.sql",
+    name = "orders_query",
+    requires = ["orders"]
+);
+
+// RFM segments with change events, the segment map and its runs.
+pgrx::extension_sql_file!("rfm.sql", name = "rfm", requires = ["orders_query"]);
+
+// BG/NBD / Pareto/NBD and Gamma-Gamma fits and per-person predictions.
+pgrx::extension_sql_file!(
+    "predictions.sql",
+    name = "predictions",
     requires = [
-        "realtime",
+        "rfm",
         segments::_fit_purchases,
         segments::_fit_spend,
         segments::_predict
     ]
+);
+
+// Views for BI tools: customer_360 over all of it, segment_summary, analyst_persons.
+pgrx::extension_sql_file!(
+    "bi_views.sql",
+    name = "bi_views",
+    requires = ["predictions"]
 );
 
 // Privileges of every object, granted in one place once all exist (README "Security model").

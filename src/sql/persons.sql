@@ -204,35 +204,33 @@ END
 $$;
 
 -- Re-clusters the records of `person_ids` plus `record_ids` and refreshes what changed.
-CREATE FUNCTION unify._resolve_scope(person_ids bigint[], record_ids bigint[], rule text, reason text) RETURNS jsonb
+CREATE FUNCTION unify._resolve_scope(person_ids bigint[], record_ids bigint[], rule text, reason text) RETURNS void
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
-    result jsonb;
     touched bigint[];
     before unify.persons[];
     regroup bigint[];
 BEGIN
-    result := unify._cluster(person_ids, record_ids, rule, reason);
     -- The given persons too: one whose records all went away has nothing left in the scope.
-    touched := ARRAY(SELECT jsonb_array_elements_text(result -> 'touched')::bigint
+    touched := ARRAY(SELECT unnest(c.touched) FROM unify._cluster(person_ids, record_ids, rule, reason) c
                      UNION SELECT unnest(person_ids));
-    -- Households follow from who exists and from each person's address, landline and mailbox.
-    -- Grouped again: the persons that are new or whose keys change, and the households that
-    -- lose a person; the others keep theirs (grouping every touched person's neighbourhood was
-    -- a fifth of a queue batch, and most touched persons keep their keys).
+    -- Households follow from who exists and from each person's household keys (address,
+    -- landline, mailbox: unify._household_keys). Grouped again: the persons that are new or
+    -- whose keys change, and the households that lose a person; the others keep theirs
+    -- (grouping every touched person's neighbourhood was a fifth of a queue batch, and most
+    -- touched persons keep their keys).
     before := ARRAY(SELECT p FROM unify.persons p WHERE p.person_id = ANY (touched));
     PERFORM unify._refresh_persons(touched, rule, reason);
     regroup := ARRAY(
         SELECT t FROM unnest(touched) t
         EXCEPT
         SELECT p.person_id FROM unnest(before) b JOIN unify.persons p ON p.person_id = b.person_id
-        WHERE (p.postcode, p.street, p.house_number, p.phone, p.email)
-              IS NOT DISTINCT FROM (b.postcode, b.street, b.house_number, b.phone, b.email)
+        WHERE unify._household_keys(p.postcode, p.street, p.house_number, p.phone, p.email)
+              IS NOT DISTINCT FROM unify._household_keys(b.postcode, b.street, b.house_number, b.phone, b.email)
         UNION
         SELECT p.person_id FROM unnest(before) b JOIN unify.persons p ON p.household_id = b.household_id
         WHERE NOT EXISTS (SELECT 1 FROM unify.persons x WHERE x.person_id = b.person_id));
     PERFORM unify._group_households(regroup);
-    RETURN result;
 END
 $$;
 
@@ -242,17 +240,17 @@ RETURNS TABLE (persons bigint, records bigint, new_persons bigint, merges bigint
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     started constant timestamptz := clock_timestamp();
-    result jsonb;
+    clustered record;
     changed bigint;
 BEGIN
     -- One resolve or stewardship change at a time.
     PERFORM unify._lock('persons');
-    result := unify._cluster(NULL::bigint[], NULL::bigint[], 'resolve', NULL);
+    SELECT * INTO STRICT clustered FROM unify._cluster(NULL::bigint[], NULL::bigint[], 'resolve', NULL);
     -- Golden records and households of everyone.
     changed := unify._refresh_persons(NULL::bigint[], 'resolve', NULL);
-    RETURN QUERY SELECT (SELECT count(*) FROM unify.persons), (result ->> 'records')::bigint,
-        (result ->> 'new_persons')::bigint, (result ->> 'merges')::bigint, (result ->> 'splits')::bigint,
-        (result ->> 'held_apart')::bigint, changed,
+    RETURN QUERY SELECT (SELECT count(*) FROM unify.persons), clustered.records,
+        clustered.new_persons, clustered.merges, clustered.splits,
+        clustered.held_apart, changed,
         (SELECT count(DISTINCT p.household_id) FROM unify.persons p),
         round(extract(epoch FROM clock_timestamp() - started)::numeric, 3);
 END
@@ -466,9 +464,8 @@ BEGIN
     INSERT INTO unify.erasures (source_id, key_hash, event_id)
     SELECT m.source_id, unify._key_hash((SELECT k.secret FROM unify._secret k), m.source_key), event_ref FROM unnest(members) m
     ON CONFLICT DO NOTHING;
-    DELETE FROM unify.pairs p WHERE p.record_a IN (SELECT m.record_id FROM unnest(members) m)
-                                 OR p.record_b IN (SELECT m.record_id FROM unnest(members) m);
-    DELETE FROM unify.block_keys k WHERE k.record_id IN (SELECT m.record_id FROM unnest(members) m);
+    -- Their pairs and blocking keys, and a blocked junk value naming them.
+    PERFORM unify._forget_records(ARRAY(SELECT m.record_id FROM unnest(members) m), needles);
     DELETE FROM unify.overrides o WHERE (o.source_a, o.key_a) IN (SELECT m.source_id, m.source_key FROM unnest(members) m)
                                      OR (o.source_b, o.key_b) IN (SELECT m.source_id, m.source_key FROM unnest(members) m);
     DELETE FROM unify.change_queue q WHERE (q.source_id, q.source_key) IN (SELECT m.source_id, m.source_key FROM unnest(members) m);
@@ -493,8 +490,7 @@ BEGIN
            GROUP BY n.value) held
     WHERE f.value = held.value
       AND f.frequency <= held.holders * 1.000001 * (SELECT min(g.frequency) FROM unify.name_frequencies g WHERE g.model_version = f.model_version);
-    -- A blocked junk value, a training report or a steward's reason may name them.
-    UPDATE unify.blocking_stats b SET largest_skipped_key = NULL WHERE unify._quotes_any(b.largest_skipped_key, needles);
+    -- A training report or a steward's reason may name them.
     UPDATE unify.model m SET report = unify._scrub_json(m.report, needles)
     WHERE m.report IS NOT NULL AND unify._scrub_json(m.report, needles) IS DISTINCT FROM m.report;
     UPDATE unify.identity_events e

@@ -721,9 +721,7 @@ BEGIN
         -- under the locks of their other writers (scoring, the queue's rescoring and clustering).
         PERFORM unify._lock('pairs');
         PERFORM unify._lock('persons');
-        DELETE FROM unify.block_keys k WHERE k.record_id IN (SELECT r.record_id FROM unify.records r WHERE r.source_id = src.source_id);
-        DELETE FROM unify.pairs p WHERE p.record_a IN (SELECT r.record_id FROM unify.records r WHERE r.source_id = src.source_id)
-                                     OR p.record_b IN (SELECT r.record_id FROM unify.records r WHERE r.source_id = src.source_id);
+        PERFORM unify._forget_records(ARRAY(SELECT r.record_id FROM unify.records r WHERE r.source_id = src.source_id));
         DELETE FROM unify.sources WHERE source_id = src.source_id;  -- its records go with it
     END IF;
 END

@@ -1,0 +1,305 @@
+//! Scoring: blocking all records, the blocking keys the change queue looks candidates up in,
+//! and the scored pairs at or above the review threshold.
+
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::{JsonB, PgSqlErrorCode};
+use serde_json::{json, Map, Value};
+
+use super::super::errors::raise;
+use super::super::spi::{drop_indexes, rebuild_indexes, spi_failed, update_kept};
+use super::frequencies::load_frequencies;
+use super::model::current_model;
+use super::records::load_all;
+use super::run::{threads, workers, Phases};
+use crate::model::blocking::{candidates, key_hashes, Candidate, RuleStats};
+use crate::model::comparison::{Context, COMPARISONS};
+use crate::model::params::{log2_odds, Model};
+use crate::model::record::MatchRecord;
+use crate::model::scorer::Scorer;
+
+/// Candidate pairs of all records under the model's blocking rules, with the figures per rule;
+/// raises 54000 when the rules would produce more than `max_candidate_pairs`.
+pub(super) fn blocked(
+    records: &[MatchRecord],
+    model: &Model,
+    function: &'static str,
+) -> (Vec<Candidate>, Vec<RuleStats>) {
+    candidates(
+        records,
+        &model.blocking_rules,
+        model.max_candidate_pairs,
+        threads(),
+    )
+    .unwrap_or_else(|e| {
+        raise(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            e,
+            None,
+            "Lower that rule's max_block_size or make its key more specific (SELECT unify.get_model() -> 'blocking_rules'), or raise max_candidate_pairs.",
+            function,
+        )
+    })
+}
+
+/// Blocks and scores all records with the current model: writes the pairs at or above the
+/// review threshold to unify.pairs (emptied first), the per-rule blocking figures to
+/// unify.blocking_stats and the blocking keys to unify.block_keys; returns the figures
+/// unify.score_pairs() reports.
+// pgrx reads the column names from the signature itself: no type alias for the rows.
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile)]
+fn _score_pairs() -> TableIterator<
+    'static,
+    (
+        name!(candidate_pairs, Option<i64>),
+        name!(stored_pairs, i64),
+        name!(matches, i64),
+        name!(forced, i64),
+        name!(model_version, Option<i32>),
+    ),
+> {
+    const F: &str = "score_pairs";
+    let mut phases = Phases::new(F);
+    let version = model_version(F);
+    let model = current_model(F);
+    let (records, ids) = load_all(F);
+    let mut ctx = Context::build(&records);
+    (ctx.first_name_tf, ctx.last_name_tf) =
+        Spi::connect(|client| load_frequencies(client, None, F));
+    phases.mark("load");
+    let (cands, stats) = blocked(&records, &model, F);
+    phases.mark("block");
+    // NULL without blocking rules, as sum() over no rows.
+    let candidate_pairs =
+        (!stats.is_empty()).then(|| stats.iter().map(|s| s.new_pairs as i64).sum());
+    let stats_json = serde_json::to_value(&stats).expect("stats serialize");
+    Spi::connect_mut(|client| {
+        client
+            .update("DELETE FROM unify.blocking_stats", None, &[])
+            .and_then(|_| {
+                client.update(
+                    "INSERT INTO unify.blocking_stats (rule, pairs, new_pairs, blocks, skipped_blocks, largest_skipped_block, largest_skipped_key)
+                     SELECT rule, pairs, new_pairs, blocks, skipped_blocks, largest_skipped_block, largest_skipped_key
+                     FROM jsonb_to_recordset($1) AS s(rule text, pairs bigint, new_pairs bigint, blocks bigint,
+                          skipped_blocks bigint, largest_skipped_block bigint, largest_skipped_key text)",
+                    None,
+                    &[JsonB(stats_json).into()],
+                )
+            })
+            .unwrap_or_else(|e| spi_failed(e, F));
+    });
+    write_block_keys(&records, &model);
+    phases.mark("block_keys");
+    let scorer = Scorer::new(&model, &ctx, &ids);
+    let rows = pair_rows(&model, &scorer, &records, &cands);
+    phases.mark("score");
+    let stored_pairs = rows.len() as i64;
+    let matches = rows.iter().filter(|r| r.is_match).count() as i64;
+    let forced = rows.iter().filter(|r| r.forced_by.is_some()).count() as i64;
+    Spi::connect_mut(|client| {
+        // Every pair is written anew: emptied and filled without its indexes, built once after
+        // (see unify._drop_indexes; readers of unify.pairs wait for the new pairs meanwhile).
+        client
+            .update("TRUNCATE unify.pairs", None, &[])
+            .unwrap_or_else(|e| spi_failed(e, F));
+        let rebuild = drop_indexes(client, "unify.pairs", true, F);
+        write_pairs(client, rows, version, F);
+        rebuild_indexes(client, rebuild, F);
+    });
+    phases.mark("write pairs");
+    TableIterator::once((candidate_pairs, stored_pairs, matches, forced, version))
+}
+
+/// The version of the model in use (NULL: the shipped default, no version stored).
+pub(super) fn model_version(function: &'static str) -> Option<i32> {
+    Spi::get_one::<i32>("SELECT max(m.version) FROM unify.model m")
+        .unwrap_or_else(|e| spi_failed(e, function))
+}
+
+/// Stores every record's hashed blocking keys in unify.block_keys and the rules in
+/// unify.matching_state: the change queue then finds and scores a record's candidates through
+/// an index instead of reading every record.
+fn write_block_keys(records: &[MatchRecord], model: &Model) {
+    const F: &str = "score_pairs";
+    let mut keys: Vec<(i64, i64)> = records
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| {
+            // Phonetic keys of a million records take seconds: stop on a cancel.
+            crate::interrupt::check_every(i, 1 << 14);
+            key_hashes(&model.blocking_rules, r)
+                .into_iter()
+                .map(move |(_, h)| (h, r.id))
+        })
+        .collect();
+    // In key order the index is written page by page.
+    keys.sort_unstable();
+    let rules = serde_json::to_value(&model.blocking_rules).expect("rules serialize");
+    Spi::connect_mut(|client| {
+        // The table is emptied under an exclusive lock anyway: filling it without its indexes
+        // and building them after is about three times faster than millions of index inserts
+        // (22.6 s against 6.6 s for 6M keys). That takes the table's owner (the extension's,
+        // usually a superuser); for another unify_admin nothing is dropped and the indexed
+        // table is filled.
+        client
+            .update("TRUNCATE unify.block_keys", None, &[])
+            .unwrap_or_else(|e| spi_failed(e, F));
+        let rebuild = drop_indexes(client, "unify.block_keys", true, F);
+        for chunk in keys.chunks(1_000_000) {
+            let (hashes, ids): (Vec<i64>, Vec<i64>) = chunk.iter().copied().unzip();
+            client
+                .update(
+                    "INSERT INTO unify.block_keys (key_hash, record_id)
+                     SELECT * FROM unnest($1::bigint[], $2::bigint[])",
+                    None,
+                    &[hashes.into(), ids.into()],
+                )
+                .unwrap_or_else(|e| spi_failed(e, F));
+        }
+        rebuild_indexes(client, rebuild, F);
+        client
+            .update(
+                "INSERT INTO unify.matching_state AS s (singleton, blocking_rules, keys_built_at)
+                 VALUES (true, $1, now())
+                 ON CONFLICT (singleton) DO UPDATE SET blocking_rules = excluded.blocking_rules,
+                     keys_built_at = excluded.keys_built_at",
+                None,
+                &[JsonB(rules).into()],
+            )
+            .unwrap_or_else(|e| spi_failed(e, F));
+    });
+}
+
+/// Adds scored pairs to unify.pairs as those of model `version`, in statements of up to
+/// 100,000 pairs. The only writer of pairs besides the deletes of their records
+/// (`_rescore`, `_forget_records`): unify.score_pairs() emptied the table, `_rescore` deleted
+/// every stored pair it scores again, both under the lock every writer of pairs holds, so
+/// nothing conflicts: the insert skips the unique check of ON CONFLICT (3,000 pairs: 24–30 →
+/// 16–18 ms). Each pair must come once.
+pub(super) fn write_pairs(
+    client: &mut SpiClient<'_>,
+    rows: Vec<PairRow>,
+    version: Option<i32>,
+    function: &'static str,
+) {
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<PairRow> = rows.by_ref().take(100_000).collect();
+        let n = chunk.len();
+        let (mut a, mut b, mut weight, mut probability, mut is_match, mut forced) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut rules, mut weights) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for row in chunk {
+            a.push(row.record_a);
+            b.push(row.record_b);
+            weight.push(row.match_weight);
+            probability.push(row.match_probability);
+            is_match.push(row.is_match);
+            forced.push(row.forced_by);
+            // Text, split and cast by the statement: cheaper per row than jsonb datums built
+            // here and an array subquery per row.
+            rules.push(row.blocking_rules.join(RULE_SEPARATOR));
+            weights.push(row.weights.to_string());
+        }
+        update_kept(
+            client,
+            "INSERT INTO unify.pairs (record_a, record_b, match_weight, match_probability, is_match, forced_by,
+                                      blocking_rules, weights, model_version)
+             SELECT u.a, u.b, u.w, u.p, u.m, u.f, string_to_array(u.r, E'\\x1f'), u.j::jsonb, $9
+             FROM unnest($1::bigint[], $2::bigint[], $3::float8[], $4::float8[], $5::boolean[], $6::text[],
+                         $7::text[], $8::text[]) AS u (a, b, w, p, m, f, r, j)",
+            &vec![
+                a.into(),
+                b.into(),
+                weight.into(),
+                probability.into(),
+                is_match.into(),
+                forced.into(),
+                rules.into(),
+                weights.into(),
+                version.into(),
+            ],
+        )
+        .unwrap_or_else(|e| spi_failed(e, function));
+    }
+}
+
+/// A row of unify.pairs as scoring makes it.
+pub(super) struct PairRow {
+    /// The smaller record id of the two.
+    pub record_a: i64,
+    pub record_b: i64,
+    pub match_weight: f64,
+    pub match_probability: f64,
+    pub is_match: bool,
+    /// The deterministic rule that forces the match.
+    pub forced_by: Option<String>,
+    /// The blocking rules that made the pair a candidate.
+    pub blocking_rules: Vec<String>,
+    /// log2(m/u) per comparison with evidence, and the adjustment's weight.
+    pub weights: Value,
+}
+
+/// Joins a pair's blocking rule names for `write_pairs` (its statement splits on E'\\x1f');
+/// `Model::validate` keeps control characters out of rule names.
+const RULE_SEPARATOR: &str = "\u{1f}";
+
+/// The scored candidates at or above the review threshold (or forced), as rows of unify.pairs.
+pub(super) fn pair_rows(
+    model: &Model,
+    scorer: &Scorer<'_>,
+    records: &[MatchRecord],
+    cands: &[Candidate],
+) -> Vec<PairRow> {
+    let review_weight = log2_odds(model.review_threshold);
+    // Most candidates score below the review threshold: compare and score on all threads, keep
+    // the few that stay, and build their rows here.
+    let kept = crate::parallel::flat_map(cands.len(), workers(), |range| {
+        cands[range]
+            .iter()
+            .filter_map(|c| {
+                let score = scorer.score(&records[c.a as usize], &records[c.b as usize]);
+                (score.weight >= review_weight || score.forced_by.is_some()).then_some((*c, score))
+            })
+            .collect()
+    });
+    let mut rows = Vec::with_capacity(kept.len());
+    for (c, score) in kept {
+        let (a, b) = (&records[c.a as usize], &records[c.b as usize]);
+        let mut weights = Map::new();
+        for comparison in COMPARISONS {
+            if let Some(w) = score.weights[comparison.index()] {
+                weights.insert(comparison.name().to_string(), json!(w));
+            }
+        }
+        if let Some(adj) = score.adjustment {
+            weights.insert(adj.term().into(), json!(adj.weight()));
+        }
+        let rules = model
+            .blocking_rules
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| c.rules & (1 << i) != 0)
+            .map(|(_, r)| r.name.clone())
+            .collect();
+        let (x, y) = if a.id < b.id { (a, b) } else { (b, a) };
+        rows.push(PairRow {
+            record_a: x.id,
+            record_b: y.id,
+            match_weight: score.weight,
+            match_probability: score.probability,
+            is_match: score.is_match(model),
+            forced_by: score.forced_by.map(|i| model.rules[i].name.clone()),
+            blocking_rules: rules,
+            weights: Value::Object(weights),
+        });
+    }
+    rows
+}

@@ -1,0 +1,185 @@
+//! Households: persons sharing an address, a landline or a mailbox, with stable ids.
+
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use super::super::spi::{fetch_all, Args};
+use super::{fresh_ids, set_ids};
+use crate::cluster::group_by_shared_keys;
+use crate::cluster::ids::IdPlan;
+
+/// The fields of a person that make persons one household.
+pub(super) struct HouseholdFields<'a> {
+    pub postcode: Option<&'a str>,
+    pub street: Option<&'a str>,
+    pub house_number: Option<&'a str>,
+    pub phone: Option<&'a str>,
+    pub email: Option<&'a str>,
+}
+
+/// What makes persons one household: the address (postcode, street, house number), the
+/// landline, the mailbox. The one definition: `unify._household_keys` is this function, and
+/// the SQL that asks whether a person's household may have changed compares its result.
+pub(super) fn household_keys(f: HouseholdFields<'_>) -> Vec<String> {
+    let mut keys = Vec::new();
+    if let (Some(postcode), Some(street)) = (f.postcode, f.street) {
+        keys.push(format!(
+            "a:{postcode}|{street}|{}",
+            f.house_number.unwrap_or_default()
+        ));
+    }
+    if let Some(phone) = f.phone {
+        keys.push(format!("p:{phone}"));
+    }
+    if let Some(email) = f.email {
+        keys.push(format!("e:{email}"));
+    }
+    keys
+}
+
+/// A person's household keys (see `household_keys`): equal keys, equal households.
+#[pg_extern(immutable, parallel_safe)]
+fn _household_keys(
+    postcode: Option<&str>,
+    street: Option<&str>,
+    house_number: Option<&str>,
+    phone: Option<&str>,
+    email: Option<&str>,
+) -> Vec<String> {
+    household_keys(HouseholdFields {
+        postcode,
+        street,
+        house_number,
+        phone,
+        email,
+    })
+}
+
+/// The household of each person (None: shares nothing with anyone), from their keys and the
+/// households they had (`previous`): stable ids, new ones from the sequence.
+pub(super) fn plan_households(
+    client: &mut SpiClient<'_>,
+    keys: &[Vec<String>],
+    previous: &[Option<i64>],
+) -> Vec<Option<i64>> {
+    let groups = group_by_shared_keys(keys);
+    // Stable ids over the persons that have a household.
+    let grouped: Vec<usize> = (0..keys.len()).filter(|&i| groups[i].is_some()).collect();
+    let cluster_of: Vec<u32> = grouped.iter().map(|&i| groups[i].unwrap()).collect();
+    let before: Vec<Option<i64>> = grouped.iter().map(|&i| previous[i]).collect();
+    let n_groups = cluster_of.iter().max().map_or(0, |m| m + 1);
+    let plan = IdPlan::new(&cluster_of, n_groups, &before);
+    let fresh = fresh_ids(
+        client,
+        "unify.household_id_seq",
+        plan.new_ids_needed(),
+        "resolve",
+    );
+    let household_of_group = plan.ids(&fresh);
+    groups
+        .iter()
+        .map(|g| g.map(|g| household_of_group[g as usize]))
+        .collect()
+}
+
+/// Groups persons into households (shared address, landline or mailbox) with stable ids: all
+/// persons, or those of `person_ids` with everyone sharing a key or a household with them.
+/// Returns how many persons changed household.
+#[pg_extern(volatile)]
+fn _group_households(person_ids: Option<Vec<i64>>) -> i64 {
+    const F: &str = "resolve";
+    if person_ids.as_ref().is_some_and(Vec::is_empty) {
+        return 0;
+    }
+    Spi::connect_mut(|client| {
+        let columns =
+            "p.person_id, p.household_id, p.postcode, p.street, p.house_number, p.phone, p.email";
+        let (query, args): (String, Args) = match &person_ids {
+            None => (format!("SELECT {columns} FROM unify.persons p ORDER BY p.person_id"), vec![]),
+            Some(ids) => (
+                format!(
+                    // One indexed join per shared key (an OR across them would read every person;
+                    // a join of the members would read all persons once they are a few thousand).
+                    "WITH scope AS (SELECT * FROM unify.persons WHERE person_id = ANY ($1)),
+                     near AS (
+                        SELECT p.person_id, p.household_id FROM scope s JOIN unify.persons p ON p.household_id = s.household_id
+                        UNION SELECT p.person_id, p.household_id FROM scope s JOIN unify.persons p
+                          ON p.postcode = s.postcode AND p.street = s.street AND p.house_number = s.house_number
+                        UNION SELECT p.person_id, p.household_id FROM scope s JOIN unify.persons p
+                          ON p.postcode = s.postcode AND p.street = s.street
+                         AND s.house_number IS NULL AND p.house_number IS NULL
+                        UNION SELECT p.person_id, p.household_id FROM scope s JOIN unify.persons p ON p.phone = s.phone
+                        UNION SELECT p.person_id, p.household_id FROM scope s JOIN unify.persons p ON p.email = s.email
+                        UNION SELECT s.person_id, s.household_id FROM scope s),
+                     members AS (
+                        SELECT n.person_id FROM near n
+                        UNION SELECT p.person_id FROM unify.persons p
+                          WHERE p.household_id IN (SELECT n.household_id FROM near n WHERE n.household_id IS NOT NULL))
+                     SELECT {columns} FROM unify.persons p
+                     WHERE p.person_id = ANY (ARRAY(SELECT m.person_id FROM members m))
+                     ORDER BY p.person_id"
+                ),
+                vec![ids.clone().into()],
+            ),
+        };
+        let rows: Vec<(i64, Option<i64>, Vec<String>)> = fetch_all(client, &query, args, F, |r| {
+            let text = |i: usize| r.get::<String>(i).ok().flatten();
+            (
+                r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                r.get::<i64>(2).ok().flatten(),
+                household_keys(HouseholdFields {
+                    postcode: text(3).as_deref(),
+                    street: text(4).as_deref(),
+                    house_number: text(5).as_deref(),
+                    phone: text(6).as_deref(),
+                    email: text(7).as_deref(),
+                }),
+            )
+        });
+        let keys: Vec<Vec<String>> = rows.iter().map(|r| r.2.clone()).collect();
+        let previous: Vec<Option<i64>> = rows.iter().map(|r| r.1).collect();
+        let households = plan_households(client, &keys, &previous);
+        let (mut person, mut household) = (Vec::new(), Vec::new());
+        for (row, new) in rows.iter().zip(households) {
+            if new != row.1 {
+                person.push(row.0);
+                household.push(new);
+            }
+        }
+        set_ids(
+            client,
+            "persons",
+            "person_id",
+            "household_id",
+            &person,
+            household,
+        );
+        person.len() as i64
+    })
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn household_keys_through_sql() {
+        let keys = Spi::get_one::<Vec<String>>(
+            "SELECT unify._household_keys('10115', 'hauptstr', NULL, '+49301234', 'fam@example.de')",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            keys,
+            ["a:10115|hauptstr|", "p:+49301234", "e:fam@example.de"]
+        );
+        // No street: no address key; nothing at all: no keys.
+        let keys = Spi::get_one::<Vec<String>>(
+            "SELECT unify._household_keys('10115', NULL, '5', NULL, NULL)",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(keys.is_empty());
+    }
+}
