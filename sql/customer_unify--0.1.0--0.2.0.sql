@@ -14,6 +14,8 @@ DROP FUNCTION unify.sync(text);
 DROP FUNCTION unify._cluster(bigint[], bigint[], text, text);
 DROP FUNCTION unify._resolve_scope(bigint[], bigint[], text, text);
 DROP FUNCTION unify._score_pairs();
+DROP FUNCTION unify._fit_purchases(text, float8[], float8[], float8[], float8[]);
+DROP FUNCTION unify._fit_spend(float8[], float8[], float8[]);
 DROP FUNCTION unify._raw_query(unify.sources, text);
 DROP FUNCTION unify._create_capture(int);
 -- unify.status becomes a view over unify._status() with more columns.

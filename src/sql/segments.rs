@@ -35,19 +35,35 @@ fn check_lengths(others: &[usize], n: usize, names: &str, function: &'static str
     }
 }
 
-fn fit_json(fit: &Fit, names: &[&str]) -> serde_json::Value {
+/// A fit as one row: the parameters by name (stored in unify.prediction_fits) and in the
+/// model's order (passed on to `_predict`), the log-likelihood (NULL if not finite),
+/// convergence, evaluations and status. Named columns, so PL/pgSQL reads no JSON by key.
+type FitRow = TableIterator<
+    'static,
+    (
+        name!(params, JsonB),
+        name!(param_values, Vec<f64>),
+        name!(log_likelihood, Option<f64>),
+        name!(converged, bool),
+        name!(evaluations, i32),
+        name!(status, String),
+    ),
+>;
+
+fn fit_row(fit: &Fit, names: &[&str]) -> FitRow {
     let params: serde_json::Map<String, serde_json::Value> = names
         .iter()
         .zip(&fit.params)
         .map(|(n, v)| (n.to_string(), json!(v)))
         .collect();
-    json!({
-        "params": params,
-        "log_likelihood": if fit.log_likelihood.is_finite() { json!(fit.log_likelihood) } else { json!(null) },
-        "converged": fit.converged,
-        "evaluations": fit.iterations,
-        "status": fit.status,
-    })
+    TableIterator::once((
+        JsonB(serde_json::Value::Object(params)),
+        fit.params.clone(),
+        fit.log_likelihood.is_finite().then_some(fit.log_likelihood),
+        fit.converged,
+        i32::try_from(fit.iterations).unwrap_or(i32::MAX),
+        fit.status.to_string(),
+    ))
 }
 
 /// Fits BG/NBD or Pareto/NBD to customer summaries (one array element per distinct summary,
@@ -59,7 +75,7 @@ fn _fit_purchases(
     recency: Vec<f64>,
     age: Vec<f64>,
     weight: Vec<f64>,
-) -> JsonB {
+) -> FitRow {
     let model = checked_model(model, "_fit_purchases");
     let n = frequency.len();
     check_lengths(
@@ -77,12 +93,12 @@ fn _fit_purchases(
         })
         .collect();
     let fit = models::fit(model, &customers);
-    JsonB(fit_json(&fit, &model.param_names()))
+    fit_row(&fit, &model.param_names())
 }
 
 /// Fits Gamma-Gamma to repeat buyers' mean spend (non-repeat buyers are ignored).
 #[pg_extern(immutable, strict, parallel_safe)]
-fn _fit_spend(frequency: Vec<f64>, mean_spend: Vec<f64>, weight: Vec<f64>) -> JsonB {
+fn _fit_spend(frequency: Vec<f64>, mean_spend: Vec<f64>, weight: Vec<f64>) -> FitRow {
     let n = frequency.len();
     check_lengths(
         &[mean_spend.len(), weight.len()],
@@ -97,7 +113,7 @@ fn _fit_spend(frequency: Vec<f64>, mean_spend: Vec<f64>, weight: Vec<f64>) -> Js
             weight: weight[i],
         })
         .collect();
-    JsonB(fit_json(&gamma_gamma::fit(&buyers), &["p", "q", "gamma"]))
+    fit_row(&gamma_gamma::fit(&buyers), &["p", "q", "gamma"])
 }
 
 /// One person's predictions: {p_alive, expected purchases within horizon_weeks, expected spend
