@@ -51,17 +51,17 @@ cargo pgrx install --profile profiling --pg-config "$PG_CONFIG" --sudo >/dev/nul
 # exactly this state behind, so any one runs alone and in any order:
 #   - database `regression` holding the sample CRM in schema crm (crmgen --rows 2000 --seed 7)
 #     and extension customer_unify, both made here before the suite (tests may keep a harmless
-#     CREATE EXTENSION IF NOT EXISTS, but must not assume a fresh install: the sequences of
-#     schema unify may stand anywhere);
+#     CREATE EXTENSION IF NOT EXISTS, but must not assume that it installs anything: the
+#     extension may have been installed at an older version and updated);
 #   - nothing registered: no sources, records, persons, pairs, overrides, identity events,
 #     transaction sources, segments, predictions, dead letters, no model beyond the shipped
 #     default; nothing of the tests' own in any schema; no role named regress_*.
-# A test runs in one transaction it rolls back (psql's ON_ERROR_ROLLBACK lets a statement fail
+# A test that writes runs in one transaction it rolls back (psql's ON_ERROR_ROLLBACK lets a statement fail
 # inside it); one that must commit (the isolation specs) removes what it made through the
 # extension's API, and by hand only rows it made itself. Rollbacks do not set sequences back:
 # a test snapshots pg_sequences at its start and restores every sequence of schema unify to
-# that value at its end (never to 1). Ids it prints do not depend on what ran before: it prints
-# them relative to the first id it drew, or looks them up by name.
+# that value at its end (never to 1). So the ids a test prints depend on the fixture alone (its
+# sequences stand where the installation left them, unused), never on what ran before.
 # Checked below: every table outside the system schemas (row count and contents), every
 # sequence, schema and regress_* role is the same after the suite as before it.
 log "pg_regress"
