@@ -56,13 +56,46 @@ start_cluster "$WORK/regress"
 # below then runs on the updated `regression`.
 bash tests/upgrade/run.sh after "$WORK"
 
+# ---- pg_regress and isolation ------------------------------------------------------------------
+# The fixture contract. Every pg_regress file and isolation spec starts from this state and leaves
+# exactly this state behind, so any one runs alone and in any order:
+#   - database `regression` holding the sample CRM in schema crm (crmgen --rows 2000 --seed 7)
+#     and extension customer_unify, both made before the suite: 0.1.0 installed empty and
+#     updated (tests/upgrade/run.sh); tests keep a harmless CREATE EXTENSION IF NOT EXISTS;
+#   - nothing registered: no sources, records, persons, pairs, overrides, identity events,
+#     transaction sources, segments, predictions, dead letters, no model beyond the shipped
+#     default; nothing of the tests' own in any schema; no role named regress_*.
+# A test that writes runs in one transaction it rolls back (psql's ON_ERROR_ROLLBACK lets a statement fail
+# inside it); one that must commit (the isolation specs) removes what it made through the
+# extension's API, and by hand only rows it made itself. Rollbacks do not set sequences back:
+# a test snapshots pg_sequences at its start and restores every sequence of schema unify to
+# that value at its end (never to 1). So the ids a test prints depend on the fixture alone (its
+# sequences stand where the installation left them, unused), never on what ran before.
+# Checked below: every table outside the system schemas (row count and contents), every
+# sequence, schema and regress_* role is the same after the suite as before it.
 log "pg_regress"
 bash scripts/readme_examples.sh
+# What the suite must leave as it found it: one line per table (rows, hash of the contents),
+# sequence, schema and test role.
+fixture_state() {
+    psql -X -At -v ON_ERROR_STOP=1 -d regression <<'SQL'
+SELECT format('SELECT %L || '' rows='' || count(*) || '' md5='' || md5(coalesce(string_agg(t::text, E''\n'' ORDER BY t::text), '''')) FROM %s t',
+              'table ' || c.oid::regclass::text, c.oid::regclass)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE 'pg_temp%'
+ORDER BY c.oid::regclass::text \gexec
+SELECT format('sequence %I.%I last_value=%s', schemaname, sequencename, coalesce(last_value::text, 'unused'))
+FROM pg_sequences ORDER BY 1;
+SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema' ORDER BY 1;
+SELECT 'role ' || rolname FROM pg_roles WHERE rolname LIKE 'regress%' ORDER BY 1;
+SQL
+}
+fixture_state > "$WORK/fixture-before"
 OUT="$WORK/regress-out"
 rm -rf "$OUT"; mkdir -p "$OUT"
 all_regress=$(cd tests/pg_regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
 all_isolation=$(cd tests/isolation/specs && ls *.spec | sed 's/\.spec$//' | sort)
-# Named tests run from whichever suite has them; no names, every test of both.
+# Named tests run from whichever suite has them, in the order given; no names, every test of both.
 regress_tests=""; isolation_tests=""
 for t in ${*:-$all_regress $all_isolation}; do
     [ "$t" = worker ] || [ "$t" = dump_restore ] || [ "$t" = security ] && continue
@@ -88,6 +121,14 @@ if [ -n "$isolation_tests" ]; then
         die "pg_isolation_regress failed (diffs above, in $ISO_OUT/regression.diffs)"
     fi
 fi
+if [ -n "$regress_tests$isolation_tests" ]; then
+    log "checking that the tests left the fixture as they found it"
+    fixture_state > "$WORK/fixture-after"
+    if ! diff -u "$WORK/fixture-before" "$WORK/fixture-after" >&2; then
+        die "the tests left state behind (diff above: - before the suite, + after it; the fixture contract is in scripts/test.sh)"
+    fi
+fi
+# ---- end of pg_regress and isolation -------------------------------------------------------------
 # pg_dump / pg_restore keeps ids, overrides and the queue (client-driven, same cluster).
 if [ $REGRESS_ONLY = 0 ] || [[ " ${*:-} " == *" dump_restore "* ]]; then
     log "dump and restore (tests/dump_restore/run.sh)"

@@ -6,7 +6,8 @@
 \set SHOW_CONTEXT never
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS customer_unify;
-CREATE TEMP TABLE dl_sequences AS SELECT format('%I.%I', schemaname, sequencename) AS seq, last_value FROM pg_sequences WHERE schemaname = 'unify';
+CREATE TEMP TABLE test_sequences AS
+SELECT format('%I.%I', schemaname, sequencename)::regclass AS seq, last_value, start_value FROM pg_sequences WHERE schemaname = 'unify';
 BEGIN;
 CREATE SCHEMA dl;
 CREATE TABLE dl.healthy (id int PRIMARY KEY, name text, email text);
@@ -52,5 +53,5 @@ SELECT source_name, source_rows, error FROM unify.sync() WHERE source_name LIKE 
 SELECT * FROM unify.sync('dl_fragile');
 \echo :LAST_ERROR_SQLSTATE
 ROLLBACK;
-SELECT bool_and(CASE WHEN last_value IS NULL THEN setval(seq, 1, false) = 1 ELSE setval(seq, last_value) = last_value END) AS sequences_set_back
-FROM dl_sequences;
+SELECT bool_and(CASE WHEN last_value IS NULL THEN setval(seq, start_value, false) = start_value ELSE setval(seq, last_value) = last_value END) AS sequences_set_back
+FROM test_sequences;

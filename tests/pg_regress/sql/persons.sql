@@ -1,8 +1,15 @@
 -- Persons: resolve into stable ids, golden records by survivorship, consent strictest-wins,
 -- households, stewardship (link, unlink, unmerge) and GDPR erasure, on hand-made German records
 -- scored with the shipped model.
+-- Self-contained (the fixture: scripts/test.sh): one transaction, rolled back (a statement meant to
+-- fail rolls back alone), and the sequences it advanced set back.
 \set SHOW_CONTEXT never
 SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS customer_unify;
+\set ON_ERROR_ROLLBACK on
+CREATE TEMP TABLE test_sequences AS
+SELECT format('%I.%I', schemaname, sequencename)::regclass AS seq, last_value, start_value FROM pg_sequences WHERE schemaname = 'unify';
+BEGIN;
 CREATE TABLE kunden (
     nr int PRIMARY KEY, vorname text, nachname text, geboren date, email text, telefon text,
     strasse text, plz text, ort text, newsletter boolean, geaendert timestamptz
@@ -214,18 +221,6 @@ DROP TABLE kette;
 -- The BI view.
 SELECT first_name, last_name, household_size, record_count, sources FROM unify.customer_360 ORDER BY person_id;
 
--- Clean up for the tests after this one.
-DROP TABLE bestellungen;
-SELECT unify.remove_source('kunden');
-SELECT unify.remove_source('webshop');
-DROP VIEW who, anna;
-DROP TABLE kunden, webshop, before, lena, households_before;
-DELETE FROM unify.pairs; DELETE FROM unify.model; DELETE FROM unify.blocking_stats; DELETE FROM unify.persons;
-DELETE FROM unify.block_keys; DELETE FROM unify.matching_state;
-DELETE FROM unify.identity_events; DELETE FROM unify.overrides; DELETE FROM unify.survivorship; DELETE FROM unify.erasures;
-DELETE FROM unify.sources;
-SELECT setval(pg_get_serial_sequence('unify.sources', 'source_id'), 1, false) IS NOT NULL AS reset,
-       setval(pg_get_serial_sequence('unify.records', 'record_id'), 1, false) IS NOT NULL AS reset,
-       setval(pg_get_serial_sequence('unify.model', 'version'), 1, false) IS NOT NULL AS reset,
-       setval('unify.person_id_seq', 1, false) IS NOT NULL AS reset,
-       setval('unify.household_id_seq', 1, false) IS NOT NULL AS reset;
+ROLLBACK;
+SELECT bool_and(CASE WHEN last_value IS NULL THEN setval(seq, start_value, false) = start_value ELSE setval(seq, last_value) = last_value END) AS sequences_set_back
+FROM test_sequences;

@@ -8,7 +8,8 @@
 SET datestyle = ISO, YMD;
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS customer_unify;
-CREATE TEMP TABLE er_sequences AS SELECT format('%I.%I', schemaname, sequencename) AS seq, last_value FROM pg_sequences WHERE schemaname = 'unify';
+CREATE TEMP TABLE test_sequences AS
+SELECT format('%I.%I', schemaname, sequencename)::regclass AS seq, last_value, start_value FROM pg_sequences WHERE schemaname = 'unify';
 BEGIN;
 CREATE SCHEMA er;
 CREATE TABLE er.crm (nr text PRIMARY KEY, vorname text, nachname text, geboren date, email text, telefon text, strasse text, plz text, ort text);
@@ -102,5 +103,5 @@ FROM unify.erasures;
 SELECT count(*) AS synced FROM unify.sync() WHERE source_name LIKE 'er\_%';
 SELECT count(*) AS xaver_records FROM unify.records WHERE source_key LIKE 'XQ-%';
 ROLLBACK;
-SELECT bool_and(CASE WHEN last_value IS NULL THEN setval(seq, 1, false) = 1 ELSE setval(seq, last_value) = last_value END) AS sequences_set_back
-FROM er_sequences;
+SELECT bool_and(CASE WHEN last_value IS NULL THEN setval(seq, start_value, false) = start_value ELSE setval(seq, last_value) = last_value END) AS sequences_set_back
+FROM test_sequences;

@@ -1,7 +1,12 @@
 -- Sources and records: register tables in place, sync, capture changes, validate every input.
+-- Self-contained (the fixture: scripts/test.sh): one transaction, rolled back (a statement meant to
+-- fail rolls back alone), and the sequences it advanced set back.
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS customer_unify;
-DROP SCHEMA IF EXISTS shop_test CASCADE;
+\set ON_ERROR_ROLLBACK on
+CREATE TEMP TABLE test_sequences AS
+SELECT format('%I.%I', schemaname, sequencename)::regclass AS seq, last_value, start_value FROM pg_sequences WHERE schemaname = 'unify';
+BEGIN;
 RESET client_min_messages;
 \set VERBOSITY default
 \set SHOW_CONTEXT never
@@ -22,6 +27,10 @@ SET search_path = shop_test, public;
 \i demo/sources.sql
 \set QUIET off
 SELECT name, relation, key_column, priority, track_changes FROM unify.sources ORDER BY source_id;
+-- Their ids, looked up by name.
+SELECT max(source_id) FILTER (WHERE name = 'shop') AS shop, max(source_id) FILTER (WHERE name = 'crm') AS crm,
+       max(source_id) FILTER (WHERE name = 'pos') AS pos, max(source_id) FILTER (WHERE name = 'newsletter') AS newsletter
+FROM unify.sources \gset
 SELECT tgrelid::regclass AS relation, tgname FROM pg_trigger WHERE tgname LIKE 'unify_capture%' ORDER BY 1, 2;
 
 -- Sync: counts match the source tables, a second run changes nothing.
@@ -33,9 +42,9 @@ SELECT s.name, count(r.*) AS records FROM unify.sources s LEFT JOIN unify.record
 
 -- Normalized fields from four formats: a CRM row, a POS row with a full name.
 SELECT source_key, first_name, last_name, email, phone, mobile, street, house_number, postcode, city, country, birth_date, consent_email
-FROM unify.records WHERE source_id = 2 ORDER BY record_id LIMIT 2;
+FROM unify.records WHERE source_id = :crm ORDER BY record_id LIMIT 2;
 SELECT source_key, first_name, last_name, raw ->> 'full_name' AS full_name, postcode, city
-FROM unify.records WHERE source_id = 3 ORDER BY record_id LIMIT 3;
+FROM unify.records WHERE source_id = :pos ORDER BY record_id LIMIT 3;
 -- Field coverage per source: what each source contributes.
 SELECT s.name, count(r.email) AS email, count(r.phone) + count(r.mobile) AS phones, count(r.last_name) AS last_name,
        count(r.street) AS street, count(r.postcode) AS postcode, count(r.birth_date) AS birth_date,
@@ -47,35 +56,35 @@ UPDATE crm_contacts SET nachname = 'Graf-Schulze', mobil = NULL WHERE kontakt_nr
 DELETE FROM shop_customers WHERE customer_id = 100002;
 INSERT INTO newsletter_signups VALUES (100000, 'Neu.Kunde@GoogleMail.com', 'Neu', now(), true, NULL);
 UPDATE pos_loyalty_members SET card_no = 9100000001 WHERE card_no = 9000000001;
-BEGIN;
+SAVEPOINT rolled_back_write;
 INSERT INTO newsletter_signups VALUES (100001, 'rolled@back.de', 'Rolled', now(), true, NULL);
-ROLLBACK;
+ROLLBACK TO SAVEPOINT rolled_back_write;
 SELECT s.name, q.source_key, q.op FROM unify.change_queue q JOIN unify.sources s USING (source_id) ORDER BY q.enqueued_at, s.name, q.source_key, q.op;
 SELECT source, queue_depth FROM unify.status ORDER BY source;
 SELECT unify.process_queue();
 SELECT count(*) AS left_in_queue FROM unify.change_queue;
-SELECT source_key, last_name, mobile FROM unify.records WHERE source_id = 2 AND source_key = 'K-0000001';
-SELECT count(*) AS deleted_shop_record FROM unify.records WHERE source_id = 1 AND source_key = '100002';
-SELECT source_key, email, email_key, first_name FROM unify.records WHERE source_id = 4 AND source_key IN ('100000', '100001');
-SELECT source_key FROM unify.records WHERE source_id = 3 AND source_key IN ('9000000001', '9100000001');
+SELECT source_key, last_name, mobile FROM unify.records WHERE source_id = :crm AND source_key = 'K-0000001';
+SELECT count(*) AS deleted_shop_record FROM unify.records WHERE source_id = :shop AND source_key = '100002';
+SELECT source_key, email, email_key, first_name FROM unify.records WHERE source_id = :newsletter AND source_key IN ('100000', '100001');
+SELECT source_key FROM unify.records WHERE source_id = :pos AND source_key IN ('9000000001', '9100000001');
 -- Processing in small batches reaches the same state.
 UPDATE shop_customers SET email = upper(email) WHERE customer_id BETWEEN 100010 AND 100014;
 SELECT unify.process_queue(2), unify.process_queue(2), unify.process_queue(2), unify.process_queue(2);
 SELECT count(*) FILTER (WHERE raw ->> 'email' = upper(raw ->> 'email')) AS uppercased_raw,
        count(*) FILTER (WHERE email = lower(email)) AS normalized_lower
-FROM unify.records WHERE source_id = 1 AND source_key::bigint BETWEEN 100010 AND 100014;
+FROM unify.records WHERE source_id = :shop AND source_key::bigint BETWEEN 100010 AND 100014;
 -- A bad value never fails the user's write: it is NULL in the record.
 UPDATE crm_contacts SET telefon = 'bitte nicht anrufen', geburtsdatum = '31.02.1980' WHERE kontakt_nr = 'K-0000002';
 SELECT unify.process_queue();
-SELECT phone, birth_date, raw ->> 'phone' AS raw_phone FROM unify.records WHERE source_id = 2 AND source_key = 'K-0000002';
+SELECT phone, birth_date, raw ->> 'phone' AS raw_phone FROM unify.records WHERE source_id = :crm AND source_key = 'K-0000002';
 -- TRUNCATE is captured too.
 CREATE TABLE shop_test.newsletter_backup AS SELECT * FROM newsletter_signups;
 TRUNCATE newsletter_signups;
 SELECT unify.process_queue();
-SELECT count(*) AS newsletter_records_after_truncate FROM unify.records WHERE source_id = 4;
+SELECT count(*) AS newsletter_records_after_truncate FROM unify.records WHERE source_id = :newsletter;
 INSERT INTO newsletter_signups SELECT * FROM shop_test.newsletter_backup;
 SELECT unify.process_queue() AS reloaded;
-SELECT count(*) AS newsletter_records FROM unify.records WHERE source_id = 4;
+SELECT count(*) AS newsletter_records FROM unify.records WHERE source_id = :newsletter;
 
 -- Changes made while tracking was off are picked up by sync.
 SELECT unify.add_source('shop_untracked', 'shop_customers', 'customer_id', '{"email": "email", "last_name": "last_name"}', track_changes => false);
@@ -174,7 +183,6 @@ DROP ROLE regress_unify_app;
 SELECT c::regclass AS dumped_with_data FROM pg_extension e, unnest(e.extconfig) c WHERE e.extname = 'customer_unify' ORDER BY c::regclass::text;
 RESET search_path;
 
--- Clean up for the tests after this one.
-SELECT count(*) AS removed FROM (SELECT unify.remove_source(name) FROM unify.sources ORDER BY source_id) r;
-SELECT setval(pg_get_serial_sequence('unify.sources', 'source_id'), 1, false) IS NOT NULL AS reset,
-       setval(pg_get_serial_sequence('unify.records', 'record_id'), 1, false) IS NOT NULL AS reset;
+ROLLBACK;
+SELECT bool_and(CASE WHEN last_value IS NULL THEN setval(seq, start_value, false) = start_value ELSE setval(seq, last_value) = last_value END) AS sequences_set_back
+FROM test_sequences;

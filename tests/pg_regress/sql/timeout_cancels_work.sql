@@ -2,10 +2,15 @@
 -- 100,000 customer summaries (6.9 s uncancelled on two busy cores) and a training over 10M
 -- random pairs (9.6 s) within a second of the timeout, with SQLSTATE 57014 and nothing left
 -- behind.
--- Named to run after the tests that print ids: rolled-back registrations still use up ids.
+-- Self-contained (the fixture: scripts/test.sh): one transaction, rolled back (a statement meant to
+-- fail rolls back alone), and the sequences it advanced set back.
 \set SHOW_CONTEXT never
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS customer_unify;
+\set ON_ERROR_ROLLBACK on
+CREATE TEMP TABLE test_sequences AS
+SELECT format('%I.%I', schemaname, sequencename)::regclass AS seq, last_value, start_value FROM pg_sequences WHERE schemaname = 'unify';
+BEGIN;
 
 -- 100,000 distinct summaries (frequency, recency, age in weeks), one customer each, prepared
 -- before the timeout is set (it counts from the start of each statement).
@@ -17,7 +22,7 @@ SELECT cardinality(frequency) AS summaries FROM summaries;
 
 CREATE TEMP TABLE outcome (work text, sqlstate text, stopped_within_a_second_of_the_timeout boolean);
 
-SET statement_timeout = '1s';
+SET LOCAL statement_timeout = '1s';
 DO $$
 DECLARE
     s record;
@@ -35,13 +40,10 @@ BEGIN
         clock_timestamp() - statement_timestamp() BETWEEN interval '1 s' AND interval '2 s');
 END
 $$;
-RESET statement_timeout;
+SET LOCAL statement_timeout = 0;
 
 -- A training whose random-pair sample alone (10M pairs on the backend's threads) takes
--- seconds, on records of its own: the other tests' sources are set aside in a transaction that
--- is rolled back.
-BEGIN;
-SELECT count(*) >= 0 AS others_set_aside FROM (SELECT unify.remove_source(name) FROM unify.sources) s;
+-- seconds, on records of its own.
 CREATE TABLE cancel_people (nr int PRIMARY KEY, vorname text, nachname text, email text, plz text);
 INSERT INTO cancel_people
 SELECT g, (ARRAY['Anna', 'Hans', 'Eva', 'Paul', 'Lena', 'Jonas'])[1 + g % 6],
@@ -70,3 +72,5 @@ SELECT * FROM outcome ORDER BY work;
 -- The cancelled training stored no model version.
 SELECT count(*) AS models_of_these_records FROM unify.model WHERE report ->> 'records' = '5000';
 ROLLBACK;
+SELECT bool_and(CASE WHEN last_value IS NULL THEN setval(seq, start_value, false) = start_value ELSE setval(seq, last_value) = last_value END) AS sequences_set_back
+FROM test_sequences;
