@@ -61,7 +61,7 @@ AS 'MODULE_PATHNAME', '_cluster_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/segments.rs:55
+-- src/sql/segments.rs:72
 -- customer_unify::sql::segments::_fit_purchases
 CREATE OR REPLACE FUNCTION "_fit_purchases"(
 	"model" TEXT, /* & str */
@@ -69,20 +69,34 @@ CREATE OR REPLACE FUNCTION "_fit_purchases"(
 	"recency" double precision[], /* Vec < f64 > */
 	"age" double precision[], /* Vec < f64 > */
 	"weight" double precision[] /* Vec < f64 > */
-) RETURNS jsonb /* JsonB */
+) RETURNS TABLE (
+	"params" jsonb,  /* JsonB */
+	"param_values" double precision[],  /* Vec < f64 > */
+	"log_likelihood" double precision,  /* Option < f64 > */
+	"converged" bool,  /* bool */
+	"evaluations" INT,  /* i32 */
+	"status" TEXT  /* String */
+)
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_fit_purchases_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/segments.rs:84
+-- src/sql/segments.rs:111
 -- customer_unify::sql::segments::_fit_spend
 CREATE OR REPLACE FUNCTION "_fit_spend"(
 	"frequency" double precision[], /* Vec < f64 > */
 	"mean_spend" double precision[], /* Vec < f64 > */
 	"weight" double precision[] /* Vec < f64 > */
-) RETURNS jsonb /* JsonB */
+) RETURNS TABLE (
+	"params" jsonb,  /* JsonB */
+	"param_values" double precision[],  /* Vec < f64 > */
+	"log_likelihood" double precision,  /* Option < f64 > */
+	"converged" bool,  /* bool */
+	"evaluations" INT,  /* i32 */
+	"status" TEXT  /* String */
+)
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_fit_spend_wrapper';
@@ -180,7 +194,7 @@ AS 'MODULE_PATHNAME', '_key_hash_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/segments.rs:108
+-- src/sql/segments.rs:149
 -- customer_unify::sql::segments::_predict
 CREATE OR REPLACE FUNCTION "_predict"(
 	"model" TEXT, /* & str */
@@ -3005,14 +3019,13 @@ RETURNS jsonb
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     started constant timestamptz := clock_timestamp();
-    purchase_fit jsonb;
-    spend_fit jsonb;
+    purchase_fit record;   -- unify._fit_purchases' row: params, param_values, log_likelihood, converged, evaluations, status
+    spend_fit record;      -- unify._fit_spend's row, the same columns
     n_customers bigint;
     n_spend bigint;
     month_weeks float8[];
     new_fit bigint;
     written bigint := 0;
-    param_names constant text[] := CASE model WHEN 'pareto_nbd' THEN ARRAY['r', 'alpha', 's', 'beta'] ELSE ARRAY['r', 'alpha', 'a', 'b'] END;
 BEGIN
     IF calibration_end IS NULL OR model IS NULL OR horizon_months IS NULL OR discount_rate IS NULL
        OR calibration_end IN ('infinity', '-infinity') THEN
@@ -3031,26 +3044,34 @@ BEGIN
     PERFORM unify._purchase_summaries(calibration_end);
 
     SELECT count(*), count(*) FILTER (WHERE frequency > 0) INTO n_customers, n_spend FROM unify_purchase_summaries;
-    SELECT unify._fit_purchases(model, array_agg(frequency), array_agg(recency), array_agg(age), array_agg(n))
-    INTO purchase_fit
-    FROM (SELECT frequency, recency, age, count(*)::float8 AS n FROM unify_purchase_summaries GROUP BY 1, 2, 3) g;
-    SELECT unify._fit_spend(coalesce(array_agg(frequency), '{}'), coalesce(array_agg(mean_spend), '{}'), coalesce(array_agg(n), '{}'))
-    INTO spend_fit
-    FROM (SELECT frequency, mean_spend, count(*)::float8 AS n FROM unify_purchase_summaries
-          WHERE frequency > 0 GROUP BY 1, 2) g;
-    purchase_fit := coalesce(purchase_fit, jsonb_build_object('converged', false, 'status', 'no customers with a purchase up to ' || calibration_end));
+    -- No customer at all: the strict fit returns no row, and the fit is recorded as failed.
+    SELECT f.* INTO purchase_fit
+    FROM (SELECT array_agg(frequency) AS frequency, array_agg(recency) AS recency, array_agg(age) AS age, array_agg(n) AS n
+          FROM (SELECT frequency, recency, age, count(*)::float8 AS n FROM unify_purchase_summaries GROUP BY 1, 2, 3) g) a,
+         LATERAL unify._fit_purchases(model, a.frequency, a.recency, a.age, a.n) f;
+    IF NOT FOUND THEN
+        SELECT NULL::jsonb AS params, NULL::float8[] AS param_values, NULL::float8 AS log_likelihood, false AS converged,
+               NULL::int AS evaluations, 'no customers with a purchase up to ' || calibration_end AS status
+        INTO purchase_fit;
+    END IF;
+    SELECT f.* INTO STRICT spend_fit
+    FROM (SELECT coalesce(array_agg(frequency), '{}') AS frequency, coalesce(array_agg(mean_spend), '{}') AS mean_spend,
+                 coalesce(array_agg(n), '{}') AS n
+          FROM (SELECT frequency, mean_spend, count(*)::float8 AS n FROM unify_purchase_summaries
+                WHERE frequency > 0 GROUP BY 1, 2) g) a,
+         LATERAL unify._fit_spend(a.frequency, a.mean_spend, a.n) f;
 
     INSERT INTO unify.prediction_fits (model, calibration_end, customers, params, log_likelihood, converged, status,
         evaluations, spend_customers, spend_params, spend_log_likelihood, spend_converged, spend_status,
         horizon_months, discount_rate)
-    VALUES (model, calibration_end, n_customers, nullif(purchase_fit -> 'params', '{}'), (purchase_fit ->> 'log_likelihood')::float8,
-        (purchase_fit ->> 'converged')::boolean, purchase_fit ->> 'status', (purchase_fit ->> 'evaluations')::int,
-        n_spend, nullif(spend_fit -> 'params', '{}'), (spend_fit ->> 'log_likelihood')::float8,
-        (spend_fit ->> 'converged')::boolean, spend_fit ->> 'status', horizon_months, discount_rate)
+    VALUES (model, calibration_end, n_customers, nullif(purchase_fit.params, '{}'), purchase_fit.log_likelihood,
+        purchase_fit.converged, purchase_fit.status, purchase_fit.evaluations,
+        n_spend, nullif(spend_fit.params, '{}'), spend_fit.log_likelihood,
+        spend_fit.converged, spend_fit.status, horizon_months, discount_rate)
     RETURNING fit_id INTO new_fit;
 
     -- A failed fit is reported, and the predictions of the last good fit stay.
-    IF (purchase_fit ->> 'converged')::boolean THEN
+    IF purchase_fit.converged THEN
         SELECT array_agg(((calibration_end + make_interval(months => m))::date - calibration_end) / 7.0::float8 ORDER BY m)
         INTO month_weeks FROM generate_series(1, horizon_months) m;
         DELETE FROM unify.predictions;
@@ -3058,10 +3079,8 @@ BEGIN
                                        p_alive, expected_purchases, expected_spend, clv)
         SELECT s.person_id, new_fit, s.frequency::int, s.recency, s.age, s.mean_spend, v[1], v[2], v[3], v[4]
         FROM unify_purchase_summaries s,
-             LATERAL unify._predict(model, ARRAY(SELECT (purchase_fit -> 'params' ->> n)::float8 FROM unnest(param_names) n),
-                                    CASE WHEN (spend_fit ->> 'converged')::boolean
-                                         THEN ARRAY[(spend_fit #>> '{params,p}')::float8, (spend_fit #>> '{params,q}')::float8,
-                                                    (spend_fit #>> '{params,gamma}')::float8] END,
+             LATERAL unify._predict(model, purchase_fit.param_values,
+                                    CASE WHEN spend_fit.converged THEN spend_fit.param_values END,
                                     s.frequency, s.recency, s.age, s.mean_spend,
                                     month_weeks[horizon_months], month_weeks,
                                     power(1 + discount_rate, 1.0 / 12) - 1) AS v;

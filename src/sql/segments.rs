@@ -37,7 +37,8 @@ fn check_lengths(others: &[usize], n: usize, names: &str, function: &'static str
 
 /// A fit as one row: the parameters by name (stored in unify.prediction_fits) and in the
 /// model's order (passed on to `_predict`), the log-likelihood (NULL if not finite),
-/// convergence, evaluations and status. Named columns, so PL/pgSQL reads no JSON by key.
+/// convergence, evaluations and status. Named columns, so PL/pgSQL reads no JSON by key. (The
+/// #[pg_extern]s spell the type out: pgrx reads the column names from the signature.)
 type FitRow = TableIterator<
     'static,
     (
@@ -69,13 +70,24 @@ fn fit_row(fit: &Fit, names: &[&str]) -> FitRow {
 /// Fits BG/NBD or Pareto/NBD to customer summaries (one array element per distinct summary,
 /// `weight` customers each). A failed fit comes back with converged = false and a status.
 #[pg_extern(immutable, strict, parallel_safe)]
+#[allow(clippy::type_complexity)] // the column names must be spelled out for pgrx
 fn _fit_purchases(
     model: &str,
     frequency: Vec<f64>,
     recency: Vec<f64>,
     age: Vec<f64>,
     weight: Vec<f64>,
-) -> FitRow {
+) -> TableIterator<
+    'static,
+    (
+        name!(params, JsonB),
+        name!(param_values, Vec<f64>),
+        name!(log_likelihood, Option<f64>),
+        name!(converged, bool),
+        name!(evaluations, i32),
+        name!(status, String),
+    ),
+> {
     let model = checked_model(model, "_fit_purchases");
     let n = frequency.len();
     check_lengths(
@@ -98,7 +110,22 @@ fn _fit_purchases(
 
 /// Fits Gamma-Gamma to repeat buyers' mean spend (non-repeat buyers are ignored).
 #[pg_extern(immutable, strict, parallel_safe)]
-fn _fit_spend(frequency: Vec<f64>, mean_spend: Vec<f64>, weight: Vec<f64>) -> FitRow {
+#[allow(clippy::type_complexity)] // the column names must be spelled out for pgrx
+fn _fit_spend(
+    frequency: Vec<f64>,
+    mean_spend: Vec<f64>,
+    weight: Vec<f64>,
+) -> TableIterator<
+    'static,
+    (
+        name!(params, JsonB),
+        name!(param_values, Vec<f64>),
+        name!(log_likelihood, Option<f64>),
+        name!(converged, bool),
+        name!(evaluations, i32),
+        name!(status, String),
+    ),
+> {
     let n = frequency.len();
     check_lengths(
         &[mean_spend.len(), weight.len()],
