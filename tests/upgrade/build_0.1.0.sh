@@ -7,6 +7,10 @@ OLD_COMMIT=c36529a   # the 0.1.0 release (sql/README.md)
 DIR="${1:?usage: build_0.1.0.sh DIR}"
 PKG="$DIR/pkg"
 if [ -f "$PKG/.built-$OLD_COMMIT" ]; then exit 0; fi
+# A shallow clone lacks the commit: fetch the history first.
+if ! git -C "$ROOT" cat-file -e "$OLD_COMMIT^{commit}" 2>/dev/null && [ -f "$(git -C "$ROOT" rev-parse --git-dir)/shallow" ]; then
+    git -C "$ROOT" fetch -q --unshallow || true
+fi
 git -C "$ROOT" cat-file -e "$OLD_COMMIT^{commit}" 2>/dev/null \
     || die "commit $OLD_COMMIT (0.1.0) is not in this clone: the upgrade test builds 0.1.0 from it (clone with full history)"
 log "building customer_unify 0.1.0 from $OLD_COMMIT (once; a few minutes)"
