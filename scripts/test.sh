@@ -44,8 +44,11 @@ fi
 # The upgrade from 0.1.0 (tests/upgrade/run.sh), first half: 0.1.0 built from its own commit,
 # installed, used; database `regression` (schema crm: crmgen --rows 2000 --seed 7) holds an
 # empty 0.1.0 installation.
+# CUSTOMER_UNIFY_UPGRADE_TEST=0 skips it (a fresh install instead): only for work in progress on
+# a schema change whose upgrade step is not written yet; CI always runs it.
+UPGRADE_TEST="${CUSTOMER_UNIFY_UPGRADE_TEST:-1}"
 trap 'stop_cluster "$WORK/regress"' EXIT
-bash tests/upgrade/run.sh before "$WORK"
+[ "$UPGRADE_TEST" = 0 ] || bash tests/upgrade/run.sh before "$WORK"
 
 # Optimized without LTO (the profiling profile): the worker test drains 80,000 changes, which
 # a debug build needs a quarter of an hour for.
@@ -54,7 +57,14 @@ cargo pgrx install --profile profiling --pg-config "$PG_CONFIG" --sudo >/dev/nul
 start_cluster "$WORK/regress"
 # Second half: ALTER EXTENSION ... UPDATE, compared with a fresh install, rows kept. The suite
 # below then runs on the updated `regression`.
-bash tests/upgrade/run.sh after "$WORK"
+if [ "$UPGRADE_TEST" = 0 ]; then
+    log "upgrade test skipped (CUSTOMER_UNIFY_UPGRADE_TEST=0): database regression with a fresh install"
+    psql -q -X -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS regression" -c "CREATE DATABASE regression"
+    crmgen --rows 2000 --seed 7 --schema crm | psql -q -X -v ON_ERROR_STOP=1 -d regression >/dev/null
+    psql -q -X -v ON_ERROR_STOP=1 -d regression -c "SET client_min_messages = warning" -c "CREATE EXTENSION customer_unify"
+else
+    bash tests/upgrade/run.sh after "$WORK"
+fi
 
 # ---- pg_regress and isolation ------------------------------------------------------------------
 # The fixture contract. Every pg_regress file and isolation spec starts from this state and leaves
