@@ -177,7 +177,7 @@ SELECT tp, predicted_pairs, true_pairs, round(tp / nullif(predicted_pairs, 0), 4
        round(tp / nullif(true_pairs, 0), 4) AS recall, round(2 * tp / nullif(predicted_pairs + true_pairs, 0), 4) AS f1 FROM c;
 \echo
 \echo '== customer_360: the people held by the most sources =='
-SELECT person_id, household_id, household_size, first_name, last_name, email, city, birth_date,
+SELECT person_id, household_id, household_size, letter_salutation, first_name, last_name, email, city, birth_date,
        consent_email, record_count, sources
 FROM unify.customer_360 ORDER BY record_count DESC, person_id LIMIT 8;
 \echo
@@ -187,8 +187,9 @@ FROM unify.persons p
 WHERE p.household_id = (SELECT household_id FROM unify.households WHERE persons BETWEEN 2 AND 4 ORDER BY persons DESC, household_id LIMIT 1)
 ORDER BY p.person_id;
 \echo
-\echo '== Where a golden e-mail consent came from (strictest wins: an opt-out anywhere) =='
-SELECT consent_email, consent_email_source, count(*) AS persons FROM unify.persons GROUP BY 1, 2 ORDER BY 1 NULLS LAST, 2;
+\echo '== Where a golden e-mail consent came from (the latest proven statement; an undated no restricts) =='
+SELECT consent_email, consent_email_source, consent_email_at IS NOT NULL AS dated, count(*) AS persons
+FROM unify.persons GROUP BY 1, 2, 3 ORDER BY 1 NULLS LAST, 2, 3;
 
 \echo
 \echo '== Segments: the orders table registered in place (channel names the source), RFM per person =='

@@ -76,11 +76,16 @@ fn tie_break(a: &Candidate, b: &Candidate) -> Ordering {
 
 /// The surviving value among `candidates` (records without a value are left out by the caller).
 pub fn survive<'a>(rule: Rule, candidates: &[Candidate<'a>]) -> Option<&'a str> {
+    survivor(rule, candidates).map(|c| c.value)
+}
+
+/// The candidate whose value survives: of the records holding the surviving value, the one the
+/// tie-breaks put first (its record gives the value's display form).
+pub fn survivor<'c, 'a>(rule: Rule, candidates: &'c [Candidate<'a>]) -> Option<&'c Candidate<'a>> {
     let best = |order: &dyn Fn(&Candidate, &Candidate) -> Ordering| {
         candidates
             .iter()
             .min_by(|a, b| order(a, b).then_with(|| tie_break(a, b)))
-            .map(|c| c.value)
     };
     match rule {
         Rule::MostRecent => best(&|_, _| Ordering::Equal),
@@ -109,25 +114,70 @@ pub fn survive<'a>(rule: Rule, candidates: &[Candidate<'a>]) -> Option<&'a str> 
 pub struct ConsentCandidate {
     pub granted: bool,
     pub source_id: i32,
+    /// When the statement was made, as the source proves it (the mapped `consent_*_at`,
+    /// microseconds); None: undated.
+    pub stated: Option<i64>,
+    /// When the source last changed the row (microseconds; None: unknown).
     pub updated: Option<i64>,
     pub record_id: i64,
 }
 
-/// Strictest wins: an opt-out anywhere is the person's answer (the most recent opt-out names the
-/// source and time); otherwise the most recent opt-in; no answer anywhere stays unknown.
-pub fn strictest_consent(candidates: &[ConsentCandidate]) -> Option<ConsentCandidate> {
-    let latest = |granted: bool| {
-        candidates
-            .iter()
-            .filter(|c| c.granted == granted)
-            .min_by(|a, b| {
-                b.updated
-                    .cmp(&a.updated)
-                    .then(a.record_id.cmp(&b.record_id))
-            })
-            .copied()
+/// The person's consent on one channel: the latest proven statement decides.
+///
+/// - Dated statements (with their own timestamp): the latest decides; at the same instant a
+///   revocation wins.
+/// - An undated opt-out only restricts: it overrides every dated opt-in, unless that opt-in is
+///   proven later than the undated opt-out's row last changed (the row's `updated_at`: the
+///   opt-out was stated then at the latest). A row without `updated_at` is never proven older.
+/// - An undated opt-in never grants against a dated statement; where no statement is dated,
+///   the undated ones decide as before: an opt-out anywhere, else the most recent opt-in.
+///
+/// The result names the deciding record (source, statement time).
+pub fn latest_consent(candidates: &[ConsentCandidate]) -> Option<ConsentCandidate> {
+    let by_recency = |a: &&ConsentCandidate, b: &&ConsentCandidate| {
+        b.updated
+            .cmp(&a.updated)
+            .then(a.record_id.cmp(&b.record_id))
     };
-    latest(false).or_else(|| latest(true))
+    let dated = candidates
+        .iter()
+        .filter(|c| c.stated.is_some())
+        .min_by(|a, b| {
+            b.stated
+                .cmp(&a.stated)
+                .then(a.granted.cmp(&b.granted))
+                .then_with(|| by_recency(a, b))
+        });
+    // The undated opt-out that binds longest: unknown time first, else the latest row change.
+    let undated_no = candidates
+        .iter()
+        .filter(|c| c.stated.is_none() && !c.granted)
+        .min_by(|a, b| {
+            let bound = |c: &ConsentCandidate| c.updated.unwrap_or(i64::MAX);
+            bound(b).cmp(&bound(a)).then(a.record_id.cmp(&b.record_id))
+        });
+    match (dated, undated_no) {
+        (Some(d), Some(u))
+            if d.granted && u.updated.is_none_or(|t| t >= d.stated.unwrap_or(i64::MIN)) =>
+        {
+            Some(*u)
+        }
+        (Some(d), _) => Some(*d),
+        (None, Some(u)) => {
+            // As before: the most recent of the undated opt-outs names the source.
+            candidates
+                .iter()
+                .filter(|c| !c.granted)
+                .min_by(by_recency)
+                .copied()
+                .or(Some(*u))
+        }
+        (None, None) => candidates
+            .iter()
+            .filter(|c| c.granted)
+            .min_by(by_recency)
+            .copied(),
+    }
 }
 
 #[cfg(test)]
@@ -184,22 +234,115 @@ mod tests {
         assert_eq!(Rule::parse("newest"), None);
     }
 
-    #[test]
-    fn an_opt_out_anywhere_wins() {
-        let cc = |granted, source_id, updated, record_id| ConsentCandidate {
+    fn cc(
+        granted: bool,
+        source_id: i32,
+        stated: Option<i64>,
+        updated: Option<i64>,
+        record_id: i64,
+    ) -> ConsentCandidate {
+        ConsentCandidate {
             granted,
             source_id,
+            stated,
             updated,
             record_id,
-        };
-        let got =
-            strictest_consent(&[cc(true, 1, Some(900), 1), cc(false, 2, Some(100), 2)]).unwrap();
+        }
+    }
+
+    #[test]
+    fn undated_statements_as_before() {
+        // An undated opt-out anywhere wins; otherwise the most recent opt-in.
+        let got = latest_consent(&[
+            cc(true, 1, None, Some(900), 1),
+            cc(false, 2, None, Some(100), 2),
+        ])
+        .unwrap();
         assert!(!got.granted);
         assert_eq!(got.source_id, 2);
-        let got =
-            strictest_consent(&[cc(true, 1, Some(100), 1), cc(true, 3, Some(500), 2)]).unwrap();
+        let got = latest_consent(&[
+            cc(true, 1, None, Some(100), 1),
+            cc(true, 3, None, Some(500), 2),
+        ])
+        .unwrap();
         assert!(got.granted);
         assert_eq!(got.source_id, 3);
-        assert!(strictest_consent(&[]).is_none());
+        assert!(latest_consent(&[]).is_none());
+    }
+
+    #[test]
+    fn the_latest_dated_statement_decides() {
+        // A later opt-in is new consent.
+        let got = latest_consent(&[
+            cc(false, 1, Some(100), Some(100), 1),
+            cc(true, 2, Some(200), Some(200), 2),
+        ])
+        .unwrap();
+        assert!(got.granted);
+        assert_eq!((got.source_id, got.stated), (2, Some(200)));
+        // A later opt-out revokes.
+        let got = latest_consent(&[
+            cc(true, 1, Some(100), Some(900), 1),
+            cc(false, 2, Some(300), Some(300), 2),
+        ])
+        .unwrap();
+        assert!(!got.granted);
+        assert_eq!(got.source_id, 2);
+        // The same instant: the revocation wins, whichever comes first.
+        for pair in [
+            [
+                cc(true, 1, Some(500), None, 1),
+                cc(false, 2, Some(500), None, 2),
+            ],
+            [
+                cc(false, 2, Some(500), None, 2),
+                cc(true, 1, Some(500), None, 1),
+            ],
+        ] {
+            let got = latest_consent(&pair).unwrap();
+            assert!(!got.granted);
+            assert_eq!(got.source_id, 2);
+        }
+    }
+
+    #[test]
+    fn undated_statements_only_restrict() {
+        // An undated opt-out whose row changed after the opt-in (or never says when) wins.
+        let got = latest_consent(&[
+            cc(true, 1, Some(200), Some(200), 1),
+            cc(false, 2, None, Some(300), 2),
+        ])
+        .unwrap();
+        assert!(!got.granted);
+        assert_eq!((got.source_id, got.stated), (2, None));
+        let got = latest_consent(&[
+            cc(true, 1, Some(200), Some(200), 1),
+            cc(false, 2, None, None, 2),
+        ])
+        .unwrap();
+        assert!(!got.granted);
+        // An opt-in proven after the undated opt-out's row last changed is the later will.
+        let got = latest_consent(&[
+            cc(true, 1, Some(200), Some(200), 1),
+            cc(false, 2, None, Some(100), 2),
+        ])
+        .unwrap();
+        assert!(got.granted);
+        assert_eq!(got.source_id, 1);
+        // An undated opt-in never grants against a dated opt-out.
+        let got = latest_consent(&[
+            cc(false, 1, Some(100), Some(100), 1),
+            cc(true, 2, None, Some(900), 2),
+        ])
+        .unwrap();
+        assert!(!got.granted);
+        assert_eq!(got.source_id, 1);
+    }
+
+    #[test]
+    fn survivor_names_the_record() {
+        let s = sample();
+        assert_eq!(survivor(Rule::MostFrequent, &s).unwrap().record_id, 1);
+        assert_eq!(survivor(Rule::SourcePriority, &s).unwrap().record_id, 2);
     }
 }

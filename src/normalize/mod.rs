@@ -3,10 +3,12 @@
 
 pub mod address;
 pub mod date;
+pub mod display;
 pub mod email;
 pub mod name;
 pub mod phone;
 pub mod phonetic;
+pub mod salutation;
 pub mod translit;
 
 /// Longest input (in bytes) a cleaner looks at. Anything longer is not a contact field but a

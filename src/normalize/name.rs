@@ -44,7 +44,7 @@ const DOTTED_TITLE_PARTS: &[&str] = &[
 ];
 
 /// Unifies hyphen and apostrophe look-alikes, drops dots and collapses hyphen runs.
-fn tidy_word(raw: &str) -> String {
+pub(crate) fn tidy_word(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     for c in raw.chars() {
         let c = match c {
@@ -63,7 +63,7 @@ fn tidy_word(raw: &str) -> String {
 
 /// True when `raw` (one whitespace-separated word, lowercased, with its dots) is a salutation or
 /// title: `Dr.`, `Prof`, `Dipl.-Ing.`, `Dr.med.`, `h.c.`.
-fn is_title(raw: &str) -> bool {
+pub(crate) fn is_title(raw: &str) -> bool {
     // `Familie-`: a hyphen at either end does not make a title a name (found by fuzzing).
     let raw = raw.trim_matches(['-', '‐', '‑', '‒', '–', '—']);
     let bare = raw.trim_end_matches('.');
@@ -157,14 +157,44 @@ pub fn normalize_name(input: &str) -> Option<String> {
 }
 
 /// Particles that start a multi-word last name (`von der Heide`, `van Dyk`, `de la Cruz`).
-const NAME_PARTICLES: &[&str] = &[
+pub(crate) const NAME_PARTICLES: &[&str] = &[
     "von", "vom", "zu", "zum", "zur", "der", "den", "dem", "des", "du", "dos", "das", "van", "de",
     "del", "della", "di", "da", "la", "le", "ten", "ter",
 ];
 
+/// Generation suffixes (without their dot): they tell father and son apart.
+pub(crate) const GENERATION_SUFFIXES: &[&str] = &["jun", "jr", "sen", "sr"];
+
+/// Where the last name starts among the words of a full name (lowercased, without dots): the
+/// last word, with the particles before it (`von der Heide`) and a generation suffix after it
+/// (`Heide jun.`: recognised only after at least a first and a last name, so `Li Jun` stays a
+/// first and a last name). At least one word stays the first name unless every word before
+/// the last is a particle (`von der Heide` alone is a last name). 0: all of it is the last name.
+pub(crate) fn last_name_start(words: &[&str]) -> usize {
+    let n = words.len();
+    if n <= 1 {
+        return 0;
+    }
+    let end = if n >= 3 && GENERATION_SUFFIXES.contains(&words[n - 1]) {
+        n - 1
+    } else {
+        n
+    };
+    let mut start = end - 1;
+    while start > 1 && NAME_PARTICLES.contains(&words[start - 1]) {
+        start -= 1;
+    }
+    if start == 1 && NAME_PARTICLES.contains(&words[0]) {
+        return 0;
+    }
+    start
+}
+
 /// Splits a full name as sources write it into (first name, last name), both normalized:
-/// `MÜLLER, Hans` (last name first, with a comma), `Hans Müller`, `Dr. Hans-Peter von der Heide`.
-/// Without a comma the last word is the last name, together with particles before it.
+/// `MÜLLER, Hans` (last name first, with a comma), `Hans Müller`, `Dr. Hans-Peter von der Heide`,
+/// `Hans von der Heide jun.` (particles and a generation suffix belong to the last name, which
+/// keeps the suffix as `normalize_name` of a last-name field does). Salutations and titles are
+/// dropped here; `salutation::salutation_in_name` and `title_in_name` read them.
 pub fn split_full_name(input: &str) -> (Option<String>, Option<String>) {
     if let Some((last, first)) = input.split_once(',') {
         return (normalize_name(first), normalize_name(last));
@@ -173,17 +203,9 @@ pub fn split_full_name(input: &str) -> (Option<String>, Option<String>) {
         return (None, None);
     };
     let words: Vec<&str> = full.split(' ').collect();
-    if words.len() == 1 {
+    let start = last_name_start(&words);
+    if start == 0 {
         return (None, Some(full));
-    }
-    let mut start = words.len() - 1;
-    while start > 1 && NAME_PARTICLES.contains(&words[start - 1]) {
-        start -= 1;
-    }
-    // A generation suffix belongs to the last name part: `hans müller jun`.
-    if start == words.len() - 1 && matches!(words[start], "jun" | "sen" | "jr" | "sr") && start > 1
-    {
-        start -= 1;
     }
     (
         Some(words[..start].join(" ")),
@@ -292,6 +314,23 @@ mod tests {
         );
         assert_eq!(s("Hans Müller jun."), ("hans".into(), "müller jun".into()));
         assert_eq!(s("Müller"), (String::new(), "müller".into()));
+        // Issue 25: particles and the suffix belong to the last name.
+        assert_eq!(
+            s("Hans von der Heide jun."),
+            ("hans".into(), "von der heide jun".into())
+        );
+        assert_eq!(s("Hans Müller sen"), ("hans".into(), "müller sen".into()));
+        assert_eq!(s("Li Jun"), ("li".into(), "jun".into()));
+        assert_eq!(s("von der Heide"), (String::new(), "von der heide".into()));
+        assert_eq!(
+            s("Anna-Lena de la Cruz"),
+            ("anna-lena".into(), "de la cruz".into())
+        );
+        // Titles and salutations inside the name field are not part of the name.
+        assert_eq!(s("Dr. Anna Schmidt"), ("anna".into(), "schmidt".into()));
+        assert_eq!(s("Herr Hans Meier"), ("hans".into(), "meier".into()));
+        assert_eq!(s("Schmidt, Anna"), ("anna".into(), "schmidt".into()));
+        assert_eq!(s("Schmidt, Dr. Anna"), ("anna".into(), "schmidt".into()));
         assert_eq!(s("Herr"), (String::new(), String::new()));
     }
 

@@ -54,6 +54,20 @@ pub fn phone_kind(input: &str, default_region: Region) -> Option<&'static str> {
     })
 }
 
+/// A valid number for display: in national form (`030 12345678`, `0171 1234567`) when it
+/// belongs to `home` (the person's country), else in international form (`+41 44 123 45 67`),
+/// as libphonenumber groups its digits. None when not a valid number.
+pub fn display_phone(input: &str, home: Region) -> Option<String> {
+    let number = parse_valid(input, home)?;
+    let national = number.get_region_code() == Some(home);
+    let format = if national {
+        PhoneNumberFormat::National
+    } else {
+        PhoneNumberFormat::International
+    };
+    Some(number.format_as(format).to_string())
+}
+
 /// Whether a number in E.164 form is a fixed line (a home's or an office's landline), as
 /// opposed to a mobile, a service number or a kind libphonenumber cannot tell.
 pub fn is_fixed_line(e164: &str) -> bool {
@@ -67,6 +81,24 @@ mod tests {
 
     fn de(s: &str) -> Option<String> {
         normalize_phone(s, parse_region("DE").unwrap())
+    }
+
+    #[test]
+    fn display_forms() {
+        let de = parse_region("DE").unwrap();
+        assert_eq!(
+            display_phone("+493012345678", de).as_deref(),
+            Some("030 12345678")
+        );
+        assert_eq!(
+            display_phone("+491711234567", de).as_deref(),
+            Some("0171 1234567")
+        );
+        assert_eq!(
+            display_phone("+41441234567", de).as_deref(),
+            Some("+41 44 123 45 67")
+        );
+        assert_eq!(display_phone("n/a", de), None);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 CREATE VIEW unify.customer_360 AS
 SELECT p.person_id, p.household_id,
        (SELECT count(*) FROM unify.persons h WHERE h.household_id = p.household_id) AS household_size,
-       p.first_name, p.last_name, p.email, p.phone, p.mobile, p.street, p.house_number, p.postcode,
-       p.city, p.country, p.birth_date, p.company, p.customer_number,
+       -- Display values under the plain names (the match keys are in unify.persons).
+       p.first_name_display AS first_name, p.last_name_display AS last_name, p.email_display AS email,
+       p.phone, p.mobile, p.street_display AS street, p.house_number, p.postcode,
+       p.city_display AS city, p.country, p.birth_date, p.company, p.customer_number,
        p.consent_email, p.consent_phone, p.consent_post,
        p.record_count, p.sources, p.first_seen, p.last_seen,
        s.segment, s.r_score, s.f_score, s.m_score, s.last_purchase,
@@ -13,11 +15,17 @@ SELECT p.person_id, p.household_id,
        s.frequency AS orders_in_window,
        s.monetary AS spend_in_window,
        pr.p_alive, pr.churn_probability, pr.expected_purchases, pr.expected_spend, pr.clv,
-       p.updated_at
+       p.updated_at,
+       -- Issue 25 (last, as the upgrade adds them): for letters and calls.
+       p.salutation, p.title,
+       unify.letter_salutation(p.salutation, p.title, p.first_name_display, p.last_name_display) AS letter_salutation,
+       p.phone_display, p.mobile_display,
+       p.consent_email_source, p.consent_email_at, p.consent_phone_source, p.consent_phone_at,
+       p.consent_post_source, p.consent_post_at
 FROM unify.persons p
 LEFT JOIN unify.segments s ON s.person_id = p.person_id
 LEFT JOIN unify.predictions pr ON pr.person_id = p.person_id;
-COMMENT ON VIEW unify.customer_360 IS 'One row per person: golden record, household, sources, RFM segment and predictions';
+COMMENT ON VIEW unify.customer_360 IS 'One row per person: golden record in display form with salutation, household, sources, consent with its proof, RFM segment and predictions';
 
 CREATE VIEW unify.segment_summary AS
 SELECT r.segment,

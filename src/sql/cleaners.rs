@@ -1,6 +1,8 @@
 //! The contact-field cleaners: IMMUTABLE, STRICT, PARALLEL SAFE; NULL for what cannot be parsed.
 
-use crate::normalize::{address, date, email, name, phone, phonetic, translit};
+use crate::normalize::{
+    address, date, display, email, name, phone, phonetic, salutation, translit,
+};
 use pgrx::prelude::*;
 
 extension_sql!(
@@ -9,7 +11,7 @@ COMMENT ON SCHEMA unify IS 'customer_unify: normalize, match, unify and segment 
 -- The result of unify.split_street().
 CREATE TYPE unify.street_parts AS (street text, house_number text);
 -- The result of unify.split_full_name().
-CREATE TYPE unify.name_parts AS (first_name text, last_name text);
+CREATE TYPE unify.name_parts AS (first_name text, last_name text, salutation text, title text);
 "#,
     name = "bootstrap_types",
     bootstrap
@@ -80,20 +82,54 @@ fn split_street(
     Some(row)
 }
 
-/// Full name split into normalized first and last name (`MÜLLER, Hans`, `Dr. Hans von der Heide`).
+/// Full name split into normalized first and last name (`MÜLLER, Hans`, `Dr. Hans von der Heide`),
+/// with the salutation and academic title written in front of the name (`Herr Dr. Hans Meier`).
 #[pg_extern(immutable, strict, parallel_safe)]
 fn split_full_name(
     value: &str,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Option<pgrx::composite_type!('static, "unify.name_parts")> {
     let (first, last) = name::split_full_name(value);
-    if first.is_none() && last.is_none() {
+    let salutation = salutation::salutation_in_name(value);
+    let title = salutation::title_in_name(value);
+    if first.is_none() && last.is_none() && salutation.is_none() && title.is_none() {
         return None;
     }
     let mut row = composite_result(fcinfo, "unify.name_parts")?;
     row.set_by_name("first_name", first).ok()?;
     row.set_by_name("last_name", last).ok()?;
+    row.set_by_name("salutation", salutation).ok()?;
+    row.set_by_name("title", title).ok()?;
     Some(row)
+}
+
+/// The salutation of a salutation field: Herr, Frau, divers or Familie (`Hr.`, `Mrs`, `m`/`w`/`d`).
+#[pg_extern(immutable, strict, parallel_safe)]
+fn normalize_salutation(value: &str) -> Option<&'static str> {
+    salutation::normalize_salutation(value)
+}
+
+/// The academic title of a title field, tidied (`PROF. DR. MED.` → `Prof. Dr. med.`).
+#[pg_extern(immutable, strict, parallel_safe)]
+fn normalize_title(value: &str) -> Option<String> {
+    salutation::normalize_title(value)
+}
+
+/// A name as written, tidied for display (`MÜLLER` → `Müller`, `VON DER HEIDE` → `von der Heide`).
+#[pg_extern(immutable, strict, parallel_safe)]
+fn display_name(value: &str) -> Option<String> {
+    display::display_name(value)
+}
+
+/// The salutation line of a letter: `Sehr geehrte Frau Dr. Müller`, `Guten Tag Kim Schulz`.
+#[pg_extern(immutable, parallel_safe)]
+fn letter_salutation(
+    salutation: Option<&str>,
+    title: Option<&str>,
+    first_name: Option<&str>,
+    last_name: Option<&str>,
+) -> String {
+    salutation::letter_salutation(salutation, title, first_name, last_name)
 }
 
 /// A date written as `1980-05-17`, `17.05.1980`, `17.5.80`, `19800517` or `17/05/1980`.

@@ -106,7 +106,7 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "bi_views.sql",
     name = "bi_views",
-    requires = ["predictions"]
+    requires = ["predictions", cleaners::letter_salutation]
 );
 
 // Privileges of every object, granted in one place once all exist (README "Security model").
@@ -124,12 +124,13 @@ mod tests {
     #[pg_test]
     fn every_cleaner_is_immutable_strict_parallel_safe() {
         // Cleaners and similarity functions are the C-language (Rust) functions of the schema.
+        // letter_salutation takes NULL parts (an unknown salutation or name) on purpose.
         let offenders = text(
             "SELECT string_agg(p.proname, ', ') FROM pg_proc p
               JOIN pg_namespace n ON n.oid = p.pronamespace
               JOIN pg_language l ON l.oid = p.prolang
              WHERE n.nspname = 'unify' AND l.lanname = 'c'
-               AND p.proname NOT LIKE '\\_%' AND p.proname NOT IN ('explain_match', 'default_model', 'validate_model')
+               AND p.proname NOT LIKE '\\_%' AND p.proname NOT IN ('explain_match', 'default_model', 'validate_model', 'letter_salutation')
                AND NOT (p.provolatile = 'i' AND p.proisstrict AND p.proparallel = 's')",
         );
         assert_eq!(offenders, None);
@@ -199,6 +200,23 @@ mod tests {
             Some("657")
         );
         assert_eq!(text("SELECT unify.normalize_email('')"), None);
+    }
+
+    #[pg_test]
+    fn split_full_name_reads_salutation_and_title() {
+        assert_eq!(
+            text("SELECT (unify.split_full_name('Herr Dr. Hans von der Heide jun.'))::text")
+                .as_deref(),
+            Some("(hans,\"von der heide jun\",Herr,Dr.)")
+        );
+        assert_eq!(
+            text("SELECT unify.letter_salutation('Frau', 'Dr.', 'Anna', 'Müller')").as_deref(),
+            Some("Sehr geehrte Frau Dr. Müller")
+        );
+        assert_eq!(
+            text("SELECT unify.letter_salutation(NULL, NULL, 'Kim', 'Schulz')").as_deref(),
+            Some("Guten Tag Kim Schulz")
+        );
     }
 
     #[pg_test]

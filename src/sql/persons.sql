@@ -34,9 +34,22 @@ CREATE TABLE unify.persons (
     sources              text[] NOT NULL,
     first_seen           timestamptz,
     last_seen            timestamptz,
-    updated_at           timestamptz NOT NULL DEFAULT now()
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    -- Issue 25, last as the upgrade adds them. The columns above are match keys (households,
+    -- indexes and matching use them); these are for people: salutation and academic title
+    -- (survivorship fields like any), and each field's display form, made from the written
+    -- value of the record the field survived from (see unify._golden_records).
+    salutation           text,
+    title                text,
+    first_name_display   text,
+    last_name_display    text,
+    street_display       text,
+    city_display         text,
+    phone_display        text,
+    mobile_display       text,
+    email_display        text
 );
-COMMENT ON TABLE unify.persons IS 'The golden record: one row per person, each field by its survivorship rule, consent strictest-wins';
+COMMENT ON TABLE unify.persons IS 'The golden record: one row per person, each field by its survivorship rule with its display form, consent by the latest proven statement';
 CREATE INDEX persons_household ON unify.persons (household_id);
 CREATE INDEX persons_address ON unify.persons (postcode, street, house_number) WHERE street IS NOT NULL;
 CREATE INDEX persons_phone ON unify.persons (phone) WHERE phone IS NOT NULL;
@@ -101,7 +114,9 @@ IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
            ('address', 'most_recent', '{}'),          -- street, number, postcode, city, country as one
            ('birth_date', 'most_frequent', '{}'),
            ('company', 'most_recent', '{}'),
-           ('customer_number', 'source_priority', '{}')
+           ('customer_number', 'source_priority', '{}'),
+           ('salutation', 'most_recent', '{}'),
+           ('title', 'most_recent', '{}')
 $$;
 COMMENT ON FUNCTION unify.default_survivorship() IS 'The survivorship rule of every golden-record field when none is set';
 
@@ -162,13 +177,18 @@ BEGIN
     INSERT INTO unify.persons AS p (person_id, first_name, last_name, email, phone, mobile, street, house_number,
         postcode, city, country, birth_date, company, customer_number,
         consent_email, consent_email_source, consent_email_at, consent_phone, consent_phone_source, consent_phone_at,
-        consent_post, consent_post_source, consent_post_at, record_count, sources, first_seen, last_seen, household_id)
+        consent_post, consent_post_source, consent_post_at, record_count, sources, first_seen, last_seen, household_id,
+        salutation, title, first_name_display, last_name_display, street_display, city_display, phone_display,
+        mobile_display, email_display)
     SELECT g.person_id, g.first_name, g.last_name, g.email, g.phone, g.mobile, g.street, g.house_number,
         g.postcode, g.city, g.country, g.birth_date::date, g.company, g.customer_number,
         g.consent_email, g.consent_email_source, to_timestamp(g.consent_email_epoch), g.consent_phone,
         g.consent_phone_source, to_timestamp(g.consent_phone_epoch), g.consent_post, g.consent_post_source,
         to_timestamp(g.consent_post_epoch), g.record_count, g.sources, to_timestamp(g.first_seen_epoch),
-        to_timestamp(g.last_seen_epoch), g.household_id
+        to_timestamp(g.last_seen_epoch), g.household_id,
+        -- The display array in its order (src/sql/persons/golden.rs, DISPLAY_FIELDS).
+        g.salutation, g.title, g.display[1], g.display[2], g.display[3], g.display[4], g.display[5],
+        g.display[6], g.display[7]
     -- All persons: their households come along (no second pass over every person).
     FROM unify._golden_records(ids, ids IS NULL) g
     ON CONFLICT (person_id) DO UPDATE SET
@@ -184,18 +204,27 @@ BEGIN
         consent_post_at = excluded.consent_post_at, record_count = excluded.record_count,
         sources = excluded.sources, first_seen = excluded.first_seen, last_seen = excluded.last_seen,
         household_id = CASE WHEN ids IS NULL THEN excluded.household_id ELSE p.household_id END,
+        salutation = excluded.salutation, title = excluded.title,
+        first_name_display = excluded.first_name_display, last_name_display = excluded.last_name_display,
+        street_display = excluded.street_display, city_display = excluded.city_display,
+        phone_display = excluded.phone_display, mobile_display = excluded.mobile_display,
+        email_display = excluded.email_display,
         updated_at = now()
     WHERE (p.first_name, p.last_name, p.email, p.phone, p.mobile, p.street, p.house_number, p.postcode, p.city,
            p.country, p.birth_date, p.company, p.customer_number, p.consent_email, p.consent_email_source,
            p.consent_email_at, p.consent_phone, p.consent_phone_source, p.consent_phone_at, p.consent_post,
-           p.consent_post_source, p.consent_post_at, p.record_count, p.sources, p.first_seen, p.last_seen)
+           p.consent_post_source, p.consent_post_at, p.record_count, p.sources, p.first_seen, p.last_seen,
+           p.salutation, p.title, p.first_name_display, p.last_name_display, p.street_display, p.city_display,
+           p.phone_display, p.mobile_display, p.email_display)
           IS DISTINCT FROM
           (excluded.first_name, excluded.last_name, excluded.email, excluded.phone, excluded.mobile, excluded.street,
            excluded.house_number, excluded.postcode, excluded.city, excluded.country, excluded.birth_date,
            excluded.company, excluded.customer_number, excluded.consent_email, excluded.consent_email_source,
            excluded.consent_email_at, excluded.consent_phone, excluded.consent_phone_source, excluded.consent_phone_at,
            excluded.consent_post, excluded.consent_post_source, excluded.consent_post_at, excluded.record_count,
-           excluded.sources, excluded.first_seen, excluded.last_seen)
+           excluded.sources, excluded.first_seen, excluded.last_seen, excluded.salutation, excluded.title,
+           excluded.first_name_display, excluded.last_name_display, excluded.street_display, excluded.city_display,
+           excluded.phone_display, excluded.mobile_display, excluded.email_display)
        OR (ids IS NULL AND p.household_id IS DISTINCT FROM excluded.household_id);
     GET DIAGNOSTICS changed = ROW_COUNT;
     PERFORM unify._rebuild_indexes(rebuild);
@@ -454,7 +483,9 @@ BEGIN
             WHERE j.key IN ('first_name', 'last_name', 'full_name', 'email', 'phone', 'mobile', 'street', 'street_line',
                             'birth_date', 'company', 'customer_number', 'external_id')
             UNION ALL
-            SELECT unnest(ARRAY[p.first_name, p.last_name, p.email, p.phone, p.mobile, p.street, p.customer_number, p.company])
+            SELECT unnest(ARRAY[p.first_name, p.last_name, p.email, p.phone, p.mobile, p.street, p.customer_number, p.company,
+                                p.first_name_display, p.last_name_display, p.street_display, p.email_display,
+                                p.phone_display, p.mobile_display])
             FROM unify.persons p WHERE p.person_id = erase_person.person_id) x
         WHERE v IS NOT NULL AND length(btrim(v)) >= 2);
 

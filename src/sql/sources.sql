@@ -79,6 +79,14 @@ CREATE TABLE unify.records (
     last_name_phonetic text,
     raw                jsonb NOT NULL,
     synced_at          timestamptz NOT NULL DEFAULT now(),
+    -- Issue 25, last as the upgrade adds them: salutation (Herr, Frau, divers, Familie) and
+    -- academic title, from their fields or from the words in front of a name; when each consent
+    -- statement was made, where the mapping says (consent_*_at).
+    salutation         text,
+    title              text,
+    consent_email_at   timestamptz,
+    consent_phone_at   timestamptz,
+    consent_post_at    timestamptz,
     UNIQUE (source_id, source_key)
 );
 COMMENT ON TABLE unify.records IS 'One row per source row: normalized fields, blocking keys, raw mapped values';
@@ -238,10 +246,10 @@ $$;
 -- The canonical fields a mapping may name, and how each is staged from the source row.
 CREATE FUNCTION unify.canonical_fields() RETURNS text[]
 IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
-    SELECT ARRAY['first_name', 'last_name', 'full_name', 'email', 'phone', 'mobile', 'street',
-                 'house_number', 'street_line', 'postcode', 'city', 'country', 'birth_date', 'company',
-                 'customer_number', 'external_id', 'consent_email', 'consent_phone', 'consent_post',
-                 'updated_at']
+    SELECT ARRAY['salutation', 'title', 'first_name', 'last_name', 'full_name', 'email', 'phone', 'mobile',
+                 'street', 'house_number', 'street_line', 'postcode', 'city', 'country', 'birth_date', 'company',
+                 'customer_number', 'external_id', 'consent_email', 'consent_email_at', 'consent_phone',
+                 'consent_phone_at', 'consent_post', 'consent_post_at', 'updated_at']
 $$;
 
 -- Overloads chosen by the type of the mapped expression, so a date, boolean or timestamp column
@@ -289,8 +297,8 @@ CREATE FUNCTION unify._staged_expression(field text, expression text) RETURNS te
 IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$
     SELECT CASE
         WHEN field = 'birth_date' THEN format('unify._date_text(%s)', expression)
+        WHEN field = 'updated_at' OR field LIKE 'consent\_%\_at' THEN format('unify._timestamptz(%s)', expression)
         WHEN field LIKE 'consent\_%' THEN format('unify.parse_flag(%s)', expression)
-        WHEN field = 'updated_at' THEN format('unify._timestamptz(%s)', expression)
         ELSE format('(%s)::text', expression)
     END
 $$;
@@ -321,10 +329,12 @@ BEGIN
     END IF;
     IF to_regclass('pg_temp.unify_source_rows') IS NULL THEN
         CREATE TEMP TABLE unify_source_rows (
-            source_key text, first_name text, last_name text, full_name text, email text, phone text,
-            mobile text, street text, house_number text, street_line text, postcode text, city text,
-            country text, birth_date text, company text, customer_number text, external_id text,
-            consent_email boolean, consent_phone boolean, consent_post boolean, updated_at timestamptz);
+            source_key text, salutation text, title text, first_name text, last_name text, full_name text,
+            email text, phone text, mobile text, street text, house_number text, street_line text,
+            postcode text, city text, country text, birth_date text, company text, customer_number text,
+            external_id text, consent_email boolean, consent_email_at timestamptz, consent_phone boolean,
+            consent_phone_at timestamptz, consent_post boolean, consent_post_at timestamptz,
+            updated_at timestamptz);
         GRANT INSERT ON pg_temp.unify_source_rows TO PUBLIC;
         -- Every key a full sync saw, over all its parts: records of other keys are gone.
         CREATE TEMP TABLE IF NOT EXISTS unify_source_keys (source_key text);
@@ -382,7 +392,9 @@ SELECT s.*, jsonb_strip_nulls(jsonb_build_object(
            'city', s.city, 'country', s.country, 'birth_date', s.birth_date, 'company', s.company,
            'customer_number', s.customer_number, 'external_id', s.external_id,
            'consent_email', s.consent_email, 'consent_phone', s.consent_phone,
-           'consent_post', s.consent_post, 'updated_at', s.updated_at)) AS raw
+           'consent_post', s.consent_post, 'updated_at', s.updated_at, 'salutation', s.salutation,
+           'title', s.title, 'consent_email_at', s.consent_email_at, 'consent_phone_at', s.consent_phone_at,
+           'consent_post_at', s.consent_post_at)) AS raw
 FROM pg_temp.unify_source_rows AS s
 $q$
 $$;
@@ -421,7 +433,12 @@ SELECT raw.source_key,
        raw.consent_email, raw.consent_phone, raw.consent_post,
        raw.updated_at AS source_updated_at,
        unify.cologne_phonetic(coalesce(unify.normalize_name(raw.last_name), (unify.split_full_name(raw.full_name)).last_name)) AS last_name_phonetic,
-       raw.raw
+       raw.raw,
+       coalesce(unify.normalize_salutation(raw.salutation),
+                (unify.split_full_name(coalesce(raw.full_name, concat_ws(' ', raw.first_name, raw.last_name)))).salutation) AS salutation,
+       coalesce(unify.normalize_title(raw.title), unify.normalize_title(raw.salutation),
+                (unify.split_full_name(coalesce(raw.full_name, concat_ws(' ', raw.first_name, raw.last_name)))).title) AS title,
+       raw.consent_email_at, raw.consent_phone_at, raw.consent_post_at
 FROM (%s) AS raw
 WHERE NOT EXISTS (SELECT 1 FROM unify.records r
                   WHERE r.source_id = %2$s AND r.source_key = raw.source_key AND r.raw = raw.raw)
@@ -793,11 +810,13 @@ BEGIN
             WITH upsert AS (
                 INSERT INTO unify.records AS r (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
                     street, house_number, postcode, city, country, birth_date, company, customer_number, external_id,
-                    consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw)
+                    consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw,
+                    salutation, title, consent_email_at, consent_phone_at, consent_post_at)
                 SELECT $1, s.source_key, s.first_name, s.last_name, s.email, s.email_key, s.phone, s.mobile,
                     s.street, s.house_number, s.postcode, s.city, s.country, s.birth_date, s.company, s.customer_number,
                     s.external_id, s.consent_email, s.consent_phone, s.consent_post, s.source_updated_at,
-                    s.last_name_phonetic, s.raw
+                    s.last_name_phonetic, s.raw, s.salutation, s.title, s.consent_email_at, s.consent_phone_at,
+                    s.consent_post_at
                 FROM (%s) s
                 ON CONFLICT (source_id, source_key) DO UPDATE SET
                     first_name = excluded.first_name, last_name = excluded.last_name, email = excluded.email,
@@ -808,7 +827,9 @@ BEGIN
                     external_id = excluded.external_id, consent_email = excluded.consent_email,
                     consent_phone = excluded.consent_phone, consent_post = excluded.consent_post,
                     source_updated_at = excluded.source_updated_at, last_name_phonetic = excluded.last_name_phonetic,
-                    raw = excluded.raw, synced_at = now()
+                    raw = excluded.raw, synced_at = now(), salutation = excluded.salutation, title = excluded.title,
+                    consent_email_at = excluded.consent_email_at, consent_phone_at = excluded.consent_phone_at,
+                    consent_post_at = excluded.consent_post_at
                 WHERE r.raw IS DISTINCT FROM excluded.raw
                 RETURNING (xmax = 0) AS is_insert)
             SELECT count(*) FILTER (WHERE is_insert), count(*) FILTER (WHERE NOT is_insert) FROM upsert

@@ -1,4 +1,5 @@
-//! Golden records: per person the surviving value of every field, the strictest consent per
+//! Golden records: per person the surviving value of every field with its display form (from
+//! the surviving record's own written value), the consent of the latest proven statement per
 //! channel, and (for a full resolve) the households of the rows returned.
 
 use std::collections::{BTreeSet, HashMap};
@@ -9,9 +10,10 @@ use serde_json::Value;
 
 use super::super::spi::{fetch_all, Args};
 use super::households::{household_keys, plan_households, HouseholdFields};
-use crate::cluster::survivorship::{strictest_consent, survive, Candidate, ConsentCandidate, Rule};
+use crate::cluster::survivorship::{latest_consent, survivor, Candidate, ConsentCandidate, Rule};
+use crate::normalize::{address, display, name, phone};
 
-const GOLDEN_FIELDS: [&str; 9] = [
+const GOLDEN_FIELDS: [&str; 11] = [
     "first_name",
     "last_name",
     "email",
@@ -21,7 +23,53 @@ const GOLDEN_FIELDS: [&str; 9] = [
     "birth_date",
     "company",
     "customer_number",
+    "salutation",
+    "title",
 ];
+
+/// The display values `_golden_records` returns in its `display` array, in this order (more
+/// named columns than pgrx's 32 do not fit; `unify._refresh_persons` reads them by position and
+/// names them once, in this order).
+pub const DISPLAY_FIELDS: [&str; 7] = [
+    "first_name",
+    "last_name",
+    "street",
+    "city",
+    "phone",
+    "mobile",
+    "email",
+];
+
+/// A record's values as written (its `raw`), for display forms.
+#[derive(Default)]
+struct Written {
+    first_name: Option<String>,
+    last_name: Option<String>,
+    full_name: Option<String>,
+    /// The street line as the record's street key was made from it.
+    street_line: Option<String>,
+    city: Option<String>,
+}
+
+impl Written {
+    /// First and last name as written, tidied, as the record's keys were made: the first-name
+    /// field when it holds a name, else the full name split.
+    fn names(&self) -> (Option<String>, Option<String>) {
+        let field = |v: &Option<String>| {
+            v.as_deref()
+                .filter(|v| name::normalize_name(v).is_some())
+                .and_then(display::display_name)
+        };
+        let split = || {
+            self.full_name
+                .as_deref()
+                .map_or((None, None), display::split_display_name)
+        };
+        let first = field(&self.first_name).or_else(|| split().0);
+        let last = field(&self.last_name).or_else(|| split().1);
+        (first, last)
+    }
+}
 
 /// One record as survivorship sees it.
 struct GoldenInput {
@@ -30,10 +78,13 @@ struct GoldenInput {
     source_id: i32,
     source: String,
     /// first_name, last_name, email, phone, mobile, address (joined), birth_date, company,
-    /// customer_number: the order of GOLDEN_FIELDS.
-    values: [Option<String>; 9],
+    /// customer_number, salutation, title: the order of GOLDEN_FIELDS.
+    values: [Option<String>; 11],
     address: [Option<String>; 5],
+    written: Written,
     consent: [Option<bool>; 3],
+    /// When each consent statement was made (microseconds), where the mapping says.
+    stated: [Option<i64>; 3],
     updated: Option<i64>,
     seen: i64,
 }
@@ -63,6 +114,10 @@ struct GoldenRow {
     birth_date: Option<String>,
     company: Option<String>,
     customer_number: Option<String>,
+    salutation: Option<String>,
+    title: Option<String>,
+    /// DISPLAY_FIELDS' values.
+    display: Vec<Option<String>>,
     consent_email: Consent,
     consent_phone: Consent,
     consent_post: Consent,
@@ -89,6 +144,9 @@ type GoldenColumns = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
+    Option<String>,
+    Vec<Option<String>>,
     Option<bool>,
     Option<String>,
     Option<f64>,
@@ -123,6 +181,9 @@ impl GoldenRow {
             birth_date,
             company,
             customer_number,
+            salutation,
+            title,
+            display,
             consent_email: e,
             consent_phone: p,
             consent_post: m,
@@ -147,6 +208,9 @@ impl GoldenRow {
             birth_date,
             company,
             customer_number,
+            salutation,
+            title,
+            display,
             e.granted,
             e.source,
             e.epoch,
@@ -202,6 +266,9 @@ fn _golden_records(
         name!(birth_date, Option<String>),
         name!(company, Option<String>),
         name!(customer_number, Option<String>),
+        name!(salutation, Option<String>),
+        name!(title, Option<String>),
+        name!(display, Vec<Option<String>>),
         name!(consent_email, Option<bool>),
         name!(consent_email_source, Option<String>),
         name!(consent_email_epoch, Option<f64>),
@@ -275,12 +342,20 @@ fn _golden_records(
                     to_char(r.birth_date, 'YYYY-MM-DD'), r.company, r.customer_number,
                     r.consent_email, r.consent_phone, r.consent_post,
                     (extract(epoch FROM r.source_updated_at) * 1000000)::bigint,
-                    (extract(epoch FROM coalesce(r.source_updated_at, r.synced_at)) * 1000000)::bigint
+                    (extract(epoch FROM coalesce(r.source_updated_at, r.synced_at)) * 1000000)::bigint,
+                    r.salutation, r.title,
+                    (extract(epoch FROM r.consent_email_at) * 1000000)::bigint,
+                    (extract(epoch FROM r.consent_phone_at) * 1000000)::bigint,
+                    (extract(epoch FROM r.consent_post_at) * 1000000)::bigint,
+                    r.raw ->> 'first_name', r.raw ->> 'last_name', r.raw ->> 'full_name',
+                    coalesce(r.raw ->> 'street_line', (r.raw ->> 'street') || coalesce(' ' || (r.raw ->> 'house_number'), '')),
+                    r.raw ->> 'city'
              FROM unify.records r JOIN unify.sources s ON s.source_id = r.source_id
              WHERE {filter} ORDER BY r.person_id, r.record_id"
         );
         let inputs = fetch_all(client, &query, args, F, |r| {
             let text = |i: usize| r.get::<String>(i).ok().flatten();
+            let micros = |i: usize| r.get::<i64>(i).ok().flatten();
             let address = [text(10), text(11), text(12), text(13), text(14)];
             let joined = address.iter().any(Option::is_some).then(|| {
                 address
@@ -304,11 +379,21 @@ fn _golden_records(
                     text(15),
                     text(16),
                     text(17),
+                    text(23),
+                    text(24),
                 ],
                 address,
+                written: Written {
+                    first_name: text(28),
+                    last_name: text(29),
+                    full_name: text(30),
+                    street_line: text(31),
+                    city: text(32),
+                },
                 consent: [18, 19, 20].map(|i| r.get::<bool>(i).ok().flatten()),
-                updated: r.get::<i64>(21).ok().flatten(),
-                seen: r.get::<i64>(22).ok().flatten().unwrap_or_default(),
+                stated: [25, 26, 27].map(micros),
+                updated: micros(21),
+                seen: micros(22).unwrap_or_default(),
             }
         });
         (rules, priorities, inputs)
@@ -324,7 +409,9 @@ fn _golden_records(
         .enumerate()
     {
         crate::interrupt::check_every(n, 1 << 12);
-        let mut golden: [Option<String>; 9] = Default::default();
+        let mut golden: [Option<String>; 11] = Default::default();
+        // The record each field's value survived from (its written form gives the display).
+        let mut from: [Option<&GoldenInput>; 11] = Default::default();
         for (f, (rule, order)) in rule_of.iter().enumerate() {
             let priority = |rec: &GoldenInput| {
                 let base = priorities.get(&rec.source_id).copied().unwrap_or(100);
@@ -345,18 +432,15 @@ fn _golden_records(
                     })
                 })
                 .collect();
-            golden[f] = survive(*rule, &candidates).map(String::from);
+            if let Some(c) = survivor(*rule, &candidates) {
+                golden[f] = Some(c.value.to_string());
+                from[f] = person.iter().find(|r| r.record_id == c.record_id);
+            }
         }
         // The address survives as one unit: every part from the same record.
-        let address: [Option<String>; 5] = golden[5]
-            .as_deref()
-            .and_then(|joined| {
-                person
-                    .iter()
-                    .find(|r| r.values[5].as_deref() == Some(joined))
-                    .map(|r| r.address.clone())
-            })
-            .unwrap_or_default();
+        let address: [Option<String>; 5] = from[5].map(|r| r.address.clone()).unwrap_or_default();
+        let display = display_values(&golden, &from, &address);
+        debug_assert_eq!(display.len(), DISPLAY_FIELDS.len());
         let consent: Vec<Option<ConsentCandidate>> = (0..3)
             .map(|k| {
                 let c: Vec<ConsentCandidate> = person
@@ -365,12 +449,13 @@ fn _golden_records(
                         rec.consent[k].map(|granted| ConsentCandidate {
                             granted,
                             source_id: rec.source_id,
+                            stated: rec.stated[k],
                             updated: rec.updated,
                             record_id: rec.record_id,
                         })
                     })
                     .collect();
-                strictest_consent(&c)
+                latest_consent(&c)
             })
             .collect();
         let consent_of = |c: &Option<ConsentCandidate>| Consent {
@@ -378,7 +463,8 @@ fn _golden_records(
             source: c
                 .and_then(|c| person.iter().find(|r| r.record_id == c.record_id))
                 .map(|r| r.source.clone()),
-            epoch: c.and_then(|c| c.updated).map(|u| u as f64 / 1e6),
+            // The statement's own time: the proof (None for an undated statement).
+            epoch: c.and_then(|c| c.stated).map(|u| u as f64 / 1e6),
         };
         let sources: Vec<String> = person
             .iter()
@@ -389,7 +475,7 @@ fn _golden_records(
         let first_seen = person.iter().map(|r| r.seen).min().unwrap_or_default() as f64 / 1e6;
         let last_seen = person.iter().map(|r| r.seen).max().unwrap_or_default() as f64 / 1e6;
         let [street, house_number, postcode, city, country] = address;
-        let [first_name, last_name, email, phone, mobile, _, birth_date, company, customer_number] =
+        let [first_name, last_name, email, phone, mobile, _, birth_date, company, customer_number, salutation, title] =
             golden;
         rows.push(GoldenRow {
             person_id: person[0].person_id,
@@ -406,6 +492,9 @@ fn _golden_records(
             birth_date,
             company,
             customer_number,
+            salutation,
+            title,
+            display,
             consent_email: consent_of(&consent[0]),
             consent_phone: consent_of(&consent[1]),
             consent_post: consent_of(&consent[2]),
@@ -447,4 +536,51 @@ fn _golden_records(
         }
     }
     TableIterator::new(rows.into_iter().map(GoldenRow::into_columns))
+}
+
+/// The display values (DISPLAY_FIELDS) of a golden record: names, street and city from the
+/// written values of the records they survived from, tidied; where a record's written value
+/// gives none, the key in display case. Phones in national form where they belong to the
+/// person's country (DE when unknown), else international; the e-mail with a Unicode domain.
+fn display_values(
+    golden: &[Option<String>; 11],
+    from: &[Option<&GoldenInput>; 11],
+    address: &[Option<String>; 5],
+) -> Vec<Option<String>> {
+    let names = |f: usize| from[f].map(|r| r.written.names()).unwrap_or_default();
+    let first_name = names(0)
+        .0
+        .or_else(|| golden[0].as_deref().map(display::display_from_key));
+    let last_name = names(1)
+        .1
+        .or_else(|| golden[1].as_deref().map(display::display_from_key));
+    let written = from[5].map(|r| &r.written);
+    let street = written
+        .and_then(|w| w.street_line.as_deref())
+        .and_then(address::split_street)
+        .and_then(|parts| display::display_street(&parts.street));
+    let city = written
+        .and_then(|w| w.city.as_deref())
+        .and_then(display::display_city)
+        .or_else(|| address[3].as_deref().and_then(display::display_city));
+    let home = address[4]
+        .as_deref()
+        .and_then(phone::parse_region)
+        .or_else(|| phone::parse_region("DE"));
+    let phone_display = |f: usize| {
+        golden[f]
+            .as_deref()
+            .zip(home)
+            .and_then(|(p, home)| phone::display_phone(p, home))
+    };
+    let email = golden[2].as_deref().and_then(display::display_email);
+    vec![
+        first_name,
+        last_name,
+        street,
+        city,
+        phone_display(3),
+        phone_display(4),
+        email,
+    ]
 }

@@ -1,4 +1,4 @@
--- Persons: resolve into stable ids, golden records by survivorship, consent strictest-wins,
+-- Persons: resolve into stable ids, golden records by survivorship, consent (undated here: strictest-wins),
 -- households, stewardship (link, unlink, unmerge) and GDPR erasure, on hand-made German records
 -- scored with the shipped model.
 -- Self-contained (the fixture: scripts/test.sh): one transaction, rolled back (a statement meant to
