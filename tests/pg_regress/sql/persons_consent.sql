@@ -13,6 +13,7 @@ CREATE EXTENSION IF NOT EXISTS customer_unify;
 CREATE TEMP TABLE test_sequences AS
 SELECT format('%I.%I', schemaname, sequencename)::regclass AS seq, last_value, start_value FROM pg_sequences WHERE schemaname = 'unify';
 BEGIN;
+SET LOCAL TIME ZONE 'Europe/Berlin';
 CREATE SCHEMA consent;
 -- The CRM proves when each answer was given (a timestamp per channel, as text in places).
 CREATE TABLE consent.crm (
@@ -66,7 +67,6 @@ CREATE TEMP VIEW consent_of AS
 SELECT p.email, p.consent_email, p.consent_email_source, p.consent_email_at,
        p.consent_post, p.consent_post_source, p.consent_post_at
 FROM unify.persons p;
-SET TIME ZONE 'Europe/Berlin';
 -- anna: a later opt-in (app) is new consent over an older opt-out (CRM).
 -- bernd: a later opt-out (app) revokes. carla: the same instant, the revocation wins.
 -- dora: an undated opt-out whose row changed after the opt-in restricts (no time: unproven).
@@ -83,7 +83,6 @@ UPDATE consent.app SET optin_at = '2026-05-02 09:00+02', changed = '2026-05-02 0
 SELECT updated FROM unify.sync('c_app');
 SELECT golden_changed > 0 AS changed FROM unify.resolve();
 SELECT email, consent_email, consent_email_source, consent_email_at FROM consent_of WHERE email = 'dora@example.org';
-RESET TIME ZONE;
 ROLLBACK;
 SELECT bool_and(CASE WHEN last_value IS NULL THEN setval(seq, start_value, false) = start_value ELSE setval(seq, last_value) = last_value END) AS sequences_set_back
 FROM test_sequences;

@@ -17,7 +17,10 @@ INSERT INTO readme_examples VALUES ($ex$normalize_postcode('D-1067')$ex$, (norma
 INSERT INTO readme_examples VALUES ($ex$cologne_phonetic('Müller-Lüdenscheidt')$ex$, (cologne_phonetic('Müller-Lüdenscheidt'))::text, $ex$65752682$ex$);
 INSERT INTO readme_examples VALUES ($ex$double_metaphone('Schmidt')$ex$, (double_metaphone('Schmidt'))::text, $ex$XMT$ex$);
 INSERT INTO readme_examples VALUES ($ex$double_metaphone_alt('Schmidt')$ex$, (double_metaphone_alt('Schmidt'))::text, $ex$SMT$ex$);
-INSERT INTO readme_examples VALUES ($ex$split_full_name('MÜLLER, Hans')$ex$, (split_full_name('MÜLLER, Hans'))::text, $ex$(hans,müller)$ex$);
+INSERT INTO readme_examples VALUES ($ex$split_full_name('MÜLLER, Hans')$ex$, (split_full_name('MÜLLER, Hans'))::text, $ex$(hans,müller,,)$ex$);
+INSERT INTO readme_examples VALUES ($ex$normalize_salutation('Hr.')$ex$, (normalize_salutation('Hr.'))::text, $ex$Herr$ex$);
+INSERT INTO readme_examples VALUES ($ex$normalize_title('PROF. DR. MED.')$ex$, (normalize_title('PROF. DR. MED.'))::text, $ex$Prof. Dr. med.$ex$);
+INSERT INTO readme_examples VALUES ($ex$display_name('VON DER HEIDE')$ex$, (display_name('VON DER HEIDE'))::text, $ex$von der Heide$ex$);
 INSERT INTO readme_examples VALUES ($ex$normalize_date('17.5.80')$ex$, (normalize_date('17.5.80'))::text, $ex$1980-05-17$ex$);
 INSERT INTO readme_examples VALUES ($ex$normalize_country('Deutschland')$ex$, (normalize_country('Deutschland'))::text, $ex$DE$ex$);
 INSERT INTO readme_examples VALUES ($ex$parse_flag('ja')$ex$, (parse_flag('ja'))::text, $ex$true$ex$);
