@@ -16,6 +16,7 @@ DROP FUNCTION unify._resolve_scope(bigint[], bigint[], text, text);
 DROP FUNCTION unify._score_pairs();
 DROP FUNCTION unify._fit_purchases(text, float8[], float8[], float8[], float8[]);
 DROP FUNCTION unify._fit_spend(float8[], float8[], float8[]);
+DROP FUNCTION unify._train(int, int);
 DROP FUNCTION unify._raw_query(unify.sources, text);
 DROP FUNCTION unify._create_capture(int);
 -- unify.status becomes a view over unify._status() with more columns.
@@ -83,7 +84,7 @@ AS 'MODULE_PATHNAME', '_fit_purchases_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/segments.rs:111
+-- src/sql/segments.rs:112
 -- customer_unify::sql::segments::_fit_spend
 CREATE OR REPLACE FUNCTION "_fit_spend"(
 	"frequency" double precision[], /* Vec < f64 > */
@@ -194,7 +195,7 @@ AS 'MODULE_PATHNAME', '_key_hash_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/segments.rs:149
+-- src/sql/segments.rs:151
 -- customer_unify::sql::segments::_predict
 CREATE OR REPLACE FUNCTION "_predict"(
 	"model" TEXT, /* & str */
@@ -1201,15 +1202,47 @@ AS 'MODULE_PATHNAME', '_scrub_json_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/matching/train.rs:17
+-- src/sql/matching/train.rs:19
 -- customer_unify::sql::matching::train::_train
 CREATE OR REPLACE FUNCTION "_train"(
 	"sample_pairs" INT, /* i32 */
 	"max_iterations" INT /* i32 */
-) RETURNS jsonb /* JsonB */
+) RETURNS TABLE (
+	"model" jsonb,  /* JsonB */
+	"report" jsonb,  /* JsonB */
+	"candidate_pairs" bigint,  /* i64 */
+	"prior" double precision,  /* f64 */
+	"expected_matches" double precision,  /* f64 */
+	"converged" bool,  /* bool */
+	"household_share" double precision,  /* Option < f64 > */
+	"namesake_share" double precision,  /* Option < f64 > */
+	"similar_name_share" double precision,  /* Option < f64 > */
+	"frequency_field" TEXT[],  /* Vec < String > */
+	"frequency_value" TEXT[],  /* Vec < String > */
+	"frequency" double precision[]  /* Vec < f64 > */
+)
 STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_train_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/sql/matching/train.rs:120
+-- customer_unify::sql::matching::train::_train_sessions
+CREATE OR REPLACE FUNCTION "_train_sessions"(
+	"report" jsonb /* JsonB */
+) RETURNS TABLE (
+	"session" TEXT,  /* String */
+	"pairs" bigint,  /* i64 */
+	"estimated" TEXT[],  /* Vec < String > */
+	"iterations" INT,  /* i32 */
+	"converged" bool,  /* bool */
+	"match_share" double precision,  /* f64 */
+	"log_likelihood" double precision  /* Option < f64 > */
+)
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_train_sessions_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1528,31 +1561,29 @@ RETURNS TABLE (model_version int, session text, pairs bigint, estimated text[], 
                converged boolean, match_share float8, log_likelihood float8)
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
-    result jsonb;
+    trained record;   -- unify._train's row (named columns)
     new_version int;
 BEGIN
     -- One training at a time; scoring may run beside it on the previous version.
     PERFORM unify._lock('train');
-    result := unify._train(sample_pairs, max_iterations);
+    SELECT * INTO STRICT trained FROM unify._train(sample_pairs, max_iterations);
     INSERT INTO unify.model (model, origin, report)
-    VALUES (result -> 'model', 'train', result -> 'report' || jsonb_build_object('blocking', result -> 'blocking'))
+    VALUES (trained.model, 'train', trained.report)
     RETURNING version INTO new_version;
     INSERT INTO unify.name_frequencies (model_version, field, value, frequency)
-    SELECT new_version, f.key, v.key, v.value::float8
-    FROM jsonb_each(result -> 'frequencies') f, jsonb_each_text(f.value) v;
+    SELECT new_version, f.field, f.value, f.frequency
+    FROM unnest(trained.frequency_field, trained.frequency_value, trained.frequency) AS f(field, value, frequency);
     RAISE NOTICE 'model version %: prior %, % expected matches among % candidate pairs, %',
-        new_version, round((result #>> '{report,prior}')::numeric, 12), round((result #>> '{report,expected_matches}')::numeric),
-        result #>> '{report,candidate_pairs}',
-        CASE WHEN (result #>> '{report,converged}')::boolean THEN 'every session converged' ELSE 'NOT every session converged' END
+        new_version, round(trained.prior::numeric, 12), round(trained.expected_matches::numeric),
+        trained.candidate_pairs,
+        CASE WHEN trained.converged THEN 'every session converged' ELSE 'NOT every session converged' END
         -- What the data says of households, for reading the household discount and namesake odds.
-        || coalesce('; two people: ' || round(100 * (result #>> '{report,household_share}')::numeric, 1) || '% of pairs at one address', '')
-        || coalesce(', ' || round(100 * (result #>> '{report,namesake_share}')::numeric, 1) || '% of those of one name', '')
-        || coalesce(', ' || round(100 * (result #>> '{report,similar_name_share}')::numeric, 1) || '% of those of alike first names', '');
+        || coalesce('; two people: ' || round(100 * trained.household_share::numeric, 1) || '% of pairs at one address', '')
+        || coalesce(', ' || round(100 * trained.namesake_share::numeric, 1) || '% of those of one name', '')
+        || coalesce(', ' || round(100 * trained.similar_name_share::numeric, 1) || '% of those of alike first names', '');
     RETURN QUERY
-    SELECT new_version, s ->> 'rule', (s ->> 'pairs')::bigint,
-           ARRAY(SELECT jsonb_array_elements_text(s -> 'estimated')), (s ->> 'iterations')::int,
-           (s ->> 'converged')::boolean, (s ->> 'match_share')::float8, (s ->> 'log_likelihood')::float8
-    FROM jsonb_array_elements(result #> '{report,sessions}') AS s;
+    SELECT new_version, s.session, s.pairs, s.estimated, s.iterations, s.converged, s.match_share, s.log_likelihood
+    FROM unify._train_sessions(trained.report) s;
 END
 $$;
 COMMENT ON FUNCTION unify.train(int, int) IS 'Estimates u (random pairs) and m (EM per blocking rule) without labels; stores a new model version';
@@ -2635,7 +2666,7 @@ COMMENT ON FUNCTION unify.remove_transactions(text) IS 'Unregisters an order tab
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/mod.rs:84
+-- src/sql/mod.rs:85
 -- requires:
 --   orders
 
@@ -3096,7 +3127,7 @@ COMMENT ON FUNCTION unify.fit_predictions(date, text, int, float8) IS 'Fits BG/N
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/mod.rs:106
+-- src/sql/mod.rs:107
 -- requires:
 --   predictions
 
@@ -3157,7 +3188,7 @@ COMMENT ON VIEW unify.analyst_persons IS 'Pseudonymous persons for unify_analyst
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/mod.rs:113
+-- src/sql/mod.rs:114
 -- finalize
 -- Privileges, in one place (README.md "Security model"). Runs last, over every object of the
 -- extension, so nothing created earlier keeps a grant by accident; the surface test
