@@ -547,8 +547,8 @@ $$;
 -- How a mapped expression is staged: as text, or through one of the overloads above.
 CREATE OR REPLACE FUNCTION unify._staged_expression(field text, expression text) RETURNS text
 IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$
-    SELECT coalesce(format('%s(%s)', (SELECT f.stage_function FROM unify._canonical_field_types() AS f
-                                      WHERE f.field = _staged_expression.field), expression),
+    SELECT coalesce((SELECT format('%s(%s)', f.stage_function, expression) FROM unify._canonical_field_types() AS f
+                     WHERE f.field = _staged_expression.field AND f.stage_function IS NOT NULL),
                     format('(%s)::text', expression))
 $$;
 
