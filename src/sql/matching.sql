@@ -123,31 +123,29 @@ RETURNS TABLE (model_version int, session text, pairs bigint, estimated text[], 
                converged boolean, match_share float8, log_likelihood float8)
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
-    result jsonb;
+    trained record;   -- unify._train's row (named columns)
     new_version int;
 BEGIN
     -- One training at a time; scoring may run beside it on the previous version.
     PERFORM unify._lock('train');
-    result := unify._train(sample_pairs, max_iterations);
+    SELECT * INTO STRICT trained FROM unify._train(sample_pairs, max_iterations);
     INSERT INTO unify.model (model, origin, report)
-    VALUES (result -> 'model', 'train', result -> 'report' || jsonb_build_object('blocking', result -> 'blocking'))
+    VALUES (trained.model, 'train', trained.report)
     RETURNING version INTO new_version;
     INSERT INTO unify.name_frequencies (model_version, field, value, frequency)
-    SELECT new_version, f.key, v.key, v.value::float8
-    FROM jsonb_each(result -> 'frequencies') f, jsonb_each_text(f.value) v;
+    SELECT new_version, f.field, f.value, f.frequency
+    FROM unnest(trained.frequency_field, trained.frequency_value, trained.frequency) AS f(field, value, frequency);
     RAISE NOTICE 'model version %: prior %, % expected matches among % candidate pairs, %',
-        new_version, round((result #>> '{report,prior}')::numeric, 12), round((result #>> '{report,expected_matches}')::numeric),
-        result #>> '{report,candidate_pairs}',
-        CASE WHEN (result #>> '{report,converged}')::boolean THEN 'every session converged' ELSE 'NOT every session converged' END
+        new_version, round(trained.prior::numeric, 12), round(trained.expected_matches::numeric),
+        trained.candidate_pairs,
+        CASE WHEN trained.converged THEN 'every session converged' ELSE 'NOT every session converged' END
         -- What the data says of households, for reading the household discount and namesake odds.
-        || coalesce('; two people: ' || round(100 * (result #>> '{report,household_share}')::numeric, 1) || '% of pairs at one address', '')
-        || coalesce(', ' || round(100 * (result #>> '{report,namesake_share}')::numeric, 1) || '% of those of one name', '')
-        || coalesce(', ' || round(100 * (result #>> '{report,similar_name_share}')::numeric, 1) || '% of those of alike first names', '');
+        || coalesce('; two people: ' || round(100 * trained.household_share::numeric, 1) || '% of pairs at one address', '')
+        || coalesce(', ' || round(100 * trained.namesake_share::numeric, 1) || '% of those of one name', '')
+        || coalesce(', ' || round(100 * trained.similar_name_share::numeric, 1) || '% of those of alike first names', '');
     RETURN QUERY
-    SELECT new_version, s ->> 'rule', (s ->> 'pairs')::bigint,
-           ARRAY(SELECT jsonb_array_elements_text(s -> 'estimated')), (s ->> 'iterations')::int,
-           (s ->> 'converged')::boolean, (s ->> 'match_share')::float8, (s ->> 'log_likelihood')::float8
-    FROM jsonb_array_elements(result #> '{report,sessions}') AS s;
+    SELECT new_version, s.session, s.pairs, s.estimated, s.iterations, s.converged, s.match_share, s.log_likelihood
+    FROM unify._train_sessions(trained.report) s;
 END
 $$;
 COMMENT ON FUNCTION unify.train(int, int) IS 'Estimates u (random pairs) and m (EM per blocking rule) without labels; stores a new model version';

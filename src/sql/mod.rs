@@ -51,6 +51,7 @@ pgrx::extension_sql_file!(
         matching::model::default_model,
         matching::model::validate_model,
         matching::train::_train,
+        matching::train::_train_sessions,
         matching::score::_score_pairs,
         matching::explain::explain_match,
         matching::forget::_forget_records

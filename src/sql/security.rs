@@ -282,3 +282,30 @@ fn _scrub_json(doc: pgrx::JsonB, values: Vec<Option<String>>) -> pgrx::JsonB {
     let values: Vec<String> = values.into_iter().flatten().collect();
     pgrx::JsonB(crate::privacy::scrub(&doc.0, &values))
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// How a mapped expression is staged (the statement `_run_as` runs): a cast to text, or the
+    /// field's staging function; every canonical field has one or the other.
+    #[pg_test]
+    fn every_canonical_field_is_staged_by_a_cast_or_its_function() {
+        let staged = Spi::get_one::<String>(
+            "SELECT string_agg(unify._staged_expression(f, 'x'), ' ' ORDER BY f)
+             FROM unnest(ARRAY['full_name', 'birth_date', 'consent_post', 'updated_at']) f",
+        )
+        .unwrap();
+        assert_eq!(
+            staged.as_deref(),
+            Some("unify._date_text(x) unify.parse_flag(x) (x)::text unify._timestamptz(x)")
+        );
+        let fields = Spi::get_one::<i64>(
+            "SELECT count(*) FROM unnest(unify.canonical_fields()) f
+             WHERE unify._staged_expression(f, 'x') IS NULL",
+        )
+        .unwrap();
+        assert_eq!(fields, Some(0));
+    }
+}

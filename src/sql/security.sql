@@ -35,14 +35,14 @@ BEGIN
              WHERE p.pronamespace = 'unify'::regnamespace AND p.prokind = 'f' LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, unify_admin, unify_reader, unify_analyst', f.signature);
         public_function := (f.lanname = 'c' AND f.provolatile = 'i' AND f.proname !~ '^_')
-                           OR f.proname IN ('parse_flag', '_date_text', '_timestamptz', 'canonical_fields');
+                           OR f.proname IN ('parse_flag', '_date_text', '_timestamptz', 'canonical_fields', '_canonical_field_types');
         IF public_function THEN
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f.signature);
         END IF;
         -- Pure Rust functions (immutable, C) and the inlined mapping helpers are qualified;
         -- everything else gets the pinned search_path.
         pinned := NOT ((f.lanname = 'c' AND f.provolatile = 'i')
-                       OR (f.lanname = 'sql' AND f.proname IN ('parse_flag', '_date_text', '_timestamptz', 'canonical_fields')));
+                       OR (f.lanname = 'sql' AND f.proname IN ('parse_flag', '_date_text', '_timestamptz', 'canonical_fields', '_canonical_field_types')));
         IF pinned THEN
             EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f.signature);
         END IF;

@@ -243,13 +243,30 @@ BEGIN
 END
 $$;
 
--- The canonical fields a mapping may name, and how each is staged from the source row.
+-- The canonical fields a mapping may name, in order, with the type each is staged as and the
+-- function that stages a mapped expression (NULL: a cast to text): the one list (the stage
+-- table, the raw jsonb, the staging and the validation of a mapping follow it).
+CREATE FUNCTION unify._canonical_field_types() RETURNS TABLE (field text, stage_type text, stage_function text)
+IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
+    SELECT f.field, f.stage_type, f.stage_function FROM (VALUES
+        (1, 'salutation', 'text', NULL), (2, 'title', 'text', NULL),
+        (3, 'first_name', 'text', NULL), (4, 'last_name', 'text', NULL), (5, 'full_name', 'text', NULL),
+        (6, 'email', 'text', NULL), (7, 'phone', 'text', NULL), (8, 'mobile', 'text', NULL),
+        (9, 'street', 'text', NULL), (10, 'house_number', 'text', NULL), (11, 'street_line', 'text', NULL),
+        (12, 'postcode', 'text', NULL), (13, 'city', 'text', NULL), (14, 'country', 'text', NULL),
+        (15, 'birth_date', 'text', 'unify._date_text'), (16, 'company', 'text', NULL),
+        (17, 'customer_number', 'text', NULL), (18, 'external_id', 'text', NULL),
+        (19, 'consent_email', 'boolean', 'unify.parse_flag'), (20, 'consent_email_at', 'timestamptz', 'unify._timestamptz'),
+        (21, 'consent_phone', 'boolean', 'unify.parse_flag'), (22, 'consent_phone_at', 'timestamptz', 'unify._timestamptz'),
+        (23, 'consent_post', 'boolean', 'unify.parse_flag'), (24, 'consent_post_at', 'timestamptz', 'unify._timestamptz'),
+        (25, 'updated_at', 'timestamptz', 'unify._timestamptz')
+    ) AS f (position, field, stage_type, stage_function)
+    ORDER BY f.position
+$$;
+
 CREATE FUNCTION unify.canonical_fields() RETURNS text[]
 IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
-    SELECT ARRAY['salutation', 'title', 'first_name', 'last_name', 'full_name', 'email', 'phone', 'mobile',
-                 'street', 'house_number', 'street_line', 'postcode', 'city', 'country', 'birth_date', 'company',
-                 'customer_number', 'external_id', 'consent_email', 'consent_email_at', 'consent_phone',
-                 'consent_phone_at', 'consent_post', 'consent_post_at', 'updated_at']
+    SELECT pg_catalog.array_agg(f.field) FROM unify._canonical_field_types() AS f
 $$;
 
 -- Overloads chosen by the type of the mapped expression, so a date, boolean or timestamp column
@@ -295,12 +312,9 @@ $$;
 -- How a mapped expression is staged: as text, or through one of the overloads above.
 CREATE FUNCTION unify._staged_expression(field text, expression text) RETURNS text
 IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$
-    SELECT CASE
-        WHEN field = 'birth_date' THEN format('unify._date_text(%s)', expression)
-        WHEN field = 'updated_at' OR field LIKE 'consent\_%\_at' THEN format('unify._timestamptz(%s)', expression)
-        WHEN field LIKE 'consent\_%' THEN format('unify.parse_flag(%s)', expression)
-        ELSE format('(%s)::text', expression)
-    END
+    SELECT coalesce((SELECT format('%s(%s)', f.stage_function, expression) FROM unify._canonical_field_types() AS f
+                     WHERE f.field = _staged_expression.field AND f.stage_function IS NOT NULL),
+                    format('(%s)::text', expression))
 $$;
 
 -- The staging of a source's rows: the user's mapping is evaluated over their table as the role
@@ -328,13 +342,9 @@ BEGIN
         DROP TABLE pg_temp.unify_source_rows;
     END IF;
     IF to_regclass('pg_temp.unify_source_rows') IS NULL THEN
-        CREATE TEMP TABLE unify_source_rows (
-            source_key text, salutation text, title text, first_name text, last_name text, full_name text,
-            email text, phone text, mobile text, street text, house_number text, street_line text,
-            postcode text, city text, country text, birth_date text, company text, customer_number text,
-            external_id text, consent_email boolean, consent_email_at timestamptz, consent_phone boolean,
-            consent_phone_at timestamptz, consent_post boolean, consent_post_at timestamptz,
-            updated_at timestamptz);
+        EXECUTE (SELECT format('CREATE TEMP TABLE unify_source_rows (source_key text, %s)',
+                               string_agg(format('%I %s', f.field, f.stage_type), ', '))
+                 FROM unify._canonical_field_types() AS f);
         GRANT INSERT ON pg_temp.unify_source_rows TO PUBLIC;
         -- Every key a full sync saw, over all its parts: records of other keys are gone.
         CREATE TEMP TABLE IF NOT EXISTS unify_source_keys (source_key text);
@@ -385,16 +395,7 @@ $$;
 CREATE FUNCTION unify._raw_query() RETURNS text
 IMMUTABLE LANGUAGE sql AS $$
 SELECT $q$
-SELECT s.*, jsonb_strip_nulls(jsonb_build_object(
-           'first_name', s.first_name, 'last_name', s.last_name, 'full_name', s.full_name,
-           'email', s.email, 'phone', s.phone, 'mobile', s.mobile, 'street', s.street,
-           'house_number', s.house_number, 'street_line', s.street_line, 'postcode', s.postcode,
-           'city', s.city, 'country', s.country, 'birth_date', s.birth_date, 'company', s.company,
-           'customer_number', s.customer_number, 'external_id', s.external_id,
-           'consent_email', s.consent_email, 'consent_phone', s.consent_phone,
-           'consent_post', s.consent_post, 'updated_at', s.updated_at, 'salutation', s.salutation,
-           'title', s.title, 'consent_email_at', s.consent_email_at, 'consent_phone_at', s.consent_phone_at,
-           'consent_post_at', s.consent_post_at)) AS raw
+SELECT s.*, pg_catalog.jsonb_strip_nulls(pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.-) 'source_key'::text) AS raw
 FROM pg_temp.unify_source_rows AS s
 $q$
 $$;

@@ -8,9 +8,10 @@ RESET client_min_messages;
 
 -- Functions without the pinned search_path: only the inlined mapping helpers (pure Rust
 -- functions, C and IMMUTABLE, run no SQL and are left out here).
--- Qualified: once the pg_catalog.f( calls and OPERATOR(pg_catalog.x) are taken out, no call is left.
+-- Qualified: once the pg_catalog.f( and unify.f( calls and OPERATOR(pg_catalog.x) are taken out,
+-- no call is left.
 SELECT p.oid::regprocedure::text AS function, l.lanname AS language,
-       regexp_replace(p.prosrc, 'pg_catalog\.\w+\(|OPERATOR\(pg_catalog\.[^)]+\)', '', 'g') !~ '\w\(' AS qualified
+       regexp_replace(p.prosrc, '(pg_catalog|unify)\.\w+\(|OPERATOR\(pg_catalog\.[^)]+\)', '', 'g') !~ '\w\(' AS qualified
 FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
 WHERE p.pronamespace = 'unify'::regnamespace
   AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)
