@@ -191,10 +191,7 @@ impl IdPlan {
         self.kept
             .iter()
             .zip(&self.restored)
-            .map(|(k, r)| {
-                k.or(*r)
-                    .unwrap_or_else(|| *fresh.next().expect("counted"))
-            })
+            .map(|(k, r)| k.or(*r).unwrap_or_else(|| *fresh.next().expect("counted")))
             .collect()
     }
 
@@ -440,7 +437,13 @@ mod tests {
         assert_eq!(ids, vec![10, 20]);
         assert_eq!(events, vec![split(10, &[10, 20], &[20])]);
         // An even group: as many carried each; the smaller id wins.
-        let (ids, _) = undo(&[0, 1, 1], &previous[..3], &[vec![], vec![30], vec![20]], &[], &[]);
+        let (ids, _) = undo(
+            &[0, 1, 1],
+            &previous[..3],
+            &[vec![], vec![30], vec![20]],
+            &[],
+            &[],
+        );
         assert_eq!(ids, vec![10, 20]);
         // A group that was all of B (B having absorbed D before): B, not D, although more of
         // its records were born D.
@@ -471,7 +474,13 @@ mod tests {
         let (ids, _) = undo(&[0, 1], &[Some(10); 2], &[vec![], vec![30, 20]], &[30], &[]);
         assert_eq!(ids, vec![10, 20]);
         // Both unavailable: a new id.
-        let (ids, _) = undo(&[0, 1], &[Some(10); 2], &[vec![], vec![30, 20]], &[20, 30], &[99]);
+        let (ids, _) = undo(
+            &[0, 1],
+            &[Some(10); 2],
+            &[vec![], vec![30, 20]],
+            &[20, 30],
+            &[99],
+        );
         assert_eq!(ids, vec![10, 99]);
         // A former id that is a previous id of this run (in use, or merged right now) is not
         // a candidate: 7 is held by the third record.
@@ -503,7 +512,10 @@ mod tests {
         assert_eq!(former_ids_after(Some(8), &[8, 3], 4, false), vec![3, 8]);
         // Given back: the id and everything after it go.
         assert_eq!(former_ids_after(Some(4), &[30, 20], 20, true), vec![30]);
-        assert_eq!(former_ids_after(Some(4), &[30, 20], 30, true), Vec::<i64>::new());
+        assert_eq!(
+            former_ids_after(Some(4), &[30, 20], 30, true),
+            Vec::<i64>::new()
+        );
         // In a restored cluster, a record that never carried the id moves as any other.
         assert_eq!(former_ids_after(Some(4), &[], 20, true), vec![4]);
     }
@@ -512,7 +524,8 @@ mod tests {
     fn a_split_to_a_new_id_and_back_and_apart_again_keeps_that_id() {
         // a1 and a2 (born 4) split: a2 draws 575. They join again (4 is kept, 575 absorbed),
         // and split again: a2 is 575 again, not a third id.
-        let (ids, after) = formers_after(&[0, 1], &[Some(4), Some(4)], &[vec![], vec![]], &[], &[575]);
+        let (ids, after) =
+            formers_after(&[0, 1], &[Some(4), Some(4)], &[vec![], vec![]], &[], &[575]);
         assert_eq!((ids, after.clone()), (vec![4, 575], vec![vec![], vec![4]]));
         let (ids, after) = formers_after(&[0, 0], &[Some(4), Some(575)], &after, &[], &[]);
         assert_eq!((ids, after.clone()), (vec![4], vec![vec![], vec![575]]));
