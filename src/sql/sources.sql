@@ -79,6 +79,9 @@ CREATE TABLE unify.records (
     last_name_phonetic text,
     raw                jsonb NOT NULL,
     synced_at          timestamptz NOT NULL DEFAULT now(),
+    -- The person ids the record carried before person_id, oldest first (NULL: none): what an
+    -- undo gives back (src/cluster/ids.rs). Last, as 0.2.0's upgrade adds it.
+    former_person_ids  bigint[],
     UNIQUE (source_id, source_key)
 );
 COMMENT ON TABLE unify.records IS 'One row per source row: normalized fields, blocking keys, raw mapped values';
