@@ -430,6 +430,7 @@ DECLARE
     n bigint;
     summary jsonb;
     needles text[];
+    gone_ids bigint[];
 BEGIN
     IF person_id IS NULL OR reason IS NULL OR btrim(reason) = '' OR delete_source_rows IS NULL THEN
         RAISE EXCEPTION 'unify.erase_person: person_id, reason and delete_source_rows are required'
@@ -509,6 +510,13 @@ BEGIN
         SELECT 1 FROM jsonb_array_elements(w.before) e
         WHERE (e ->> 'record_id')::bigint IN (SELECT m.record_id FROM unnest(members) m));
     DELETE FROM unify.records r WHERE r.record_id IN (SELECT m.record_id FROM unnest(members) m);
+    -- No other record ever goes back to the person's id, or to an id merged into it (unify._cluster
+    -- never gives back an erased id either).
+    gone_ids := ARRAY(SELECT erase_person.person_id UNION SELECT unnest(m.former_person_ids) FROM unnest(members) m);
+    UPDATE unify.records r
+    SET former_person_ids = nullif(ARRAY(SELECT f.id FROM unnest(r.former_person_ids) WITH ORDINALITY AS f (id, n)
+                                         WHERE f.id <> ALL (gone_ids) ORDER BY f.n), '{}')
+    WHERE r.former_person_ids && gone_ids;
     DELETE FROM unify.segment_history h WHERE h.person_id = erase_person.person_id;
     DELETE FROM unify.persons p WHERE p.person_id = erase_person.person_id;  -- segments and predictions with it
     -- Name frequencies of names only they held at training: a frequency no greater than their

@@ -79,7 +79,10 @@ CREATE TABLE unify.records (
     last_name_phonetic text,
     raw                jsonb NOT NULL,
     synced_at          timestamptz NOT NULL DEFAULT now(),
-    -- Issue 25, last as the upgrade adds them: salutation (Herr, Frau, divers, Familie) and
+    -- The person ids the record carried before person_id, oldest first (NULL: none): what an
+    -- undo gives back (src/cluster/ids.rs). Last, as 0.2.0's upgrade adds it.
+    former_person_ids  bigint[],
+    -- Issue 25, after former_person_ids (the upgrade adds them in this order): salutation (Herr, Frau, divers, Familie) and
     -- academic title, from their fields or from the words in front of a name; when each consent
     -- statement was made, where the mapping says (consent_*_at).
     salutation         text,
