@@ -23,19 +23,21 @@ DROP FUNCTION unify._raw_query(unify.sources, text);
 DROP FUNCTION unify._create_capture(int);
 -- unify.status becomes a view over unify._status() with more columns.
 DROP VIEW unify.status;
+-- split_full_name also returns the salutation and title written in a name field.
+ALTER TYPE unify.name_parts ADD ATTRIBUTE salutation text, ADD ATTRIBUTE title text;
 
 /* <begin connected objects> */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/cleaners.rs:6
+-- src/sql/cleaners.rs:8
 -- bootstrap
 
 COMMENT ON SCHEMA unify IS 'customer_unify: normalize, match, unify and segment customer records';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/persons/cluster.rs:24
+-- src/sql/persons/cluster.rs:25
 -- customer_unify::sql::persons::cluster::_cluster
 CREATE OR REPLACE FUNCTION "_cluster"(
 	"person_ids" bigint[], /* :: std :: option :: Option < Vec < i64 > > */
@@ -113,7 +115,7 @@ AS 'MODULE_PATHNAME', '_forget_records_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/persons/golden.rs:183
+-- src/sql/persons/golden.rs:247
 -- customer_unify::sql::persons::golden::_golden_records
 CREATE OR REPLACE FUNCTION "_golden_records"(
 	"person_ids" bigint[], /* :: std :: option :: Option < Vec < i64 > > */
@@ -133,6 +135,9 @@ CREATE OR REPLACE FUNCTION "_golden_records"(
 	"birth_date" TEXT,  /* Option < String > */
 	"company" TEXT,  /* Option < String > */
 	"customer_number" TEXT,  /* Option < String > */
+	"salutation" TEXT,  /* Option < String > */
+	"title" TEXT,  /* Option < String > */
+	"display" TEXT[],  /* Vec < Option < String > > */
 	"consent_email" bool,  /* Option < bool > */
 	"consent_email_source" TEXT,  /* Option < String > */
 	"consent_email_epoch" double precision,  /* Option < f64 > */
@@ -332,6 +337,23 @@ ALTER TABLE unify.prediction_fits ALTER COLUMN fitted_by SET DEFAULT unify._acto
 ALTER TABLE unify.segment_runs ALTER COLUMN ran_by SET DEFAULT unify._actor();
 ALTER TABLE unify.survivorship ALTER COLUMN set_by SET DEFAULT unify._actor();
 
+-- New columns of existing tables (NULL in existing rows until the next sync or resolve).
+ALTER TABLE unify.records ADD COLUMN former_person_ids bigint[];
+ALTER TABLE unify.records ADD COLUMN salutation text;
+ALTER TABLE unify.records ADD COLUMN title text;
+ALTER TABLE unify.records ADD COLUMN consent_email_at timestamptz;
+ALTER TABLE unify.records ADD COLUMN consent_phone_at timestamptz;
+ALTER TABLE unify.records ADD COLUMN consent_post_at timestamptz;
+ALTER TABLE unify.persons ADD COLUMN salutation text;
+ALTER TABLE unify.persons ADD COLUMN title text;
+ALTER TABLE unify.persons ADD COLUMN first_name_display text;
+ALTER TABLE unify.persons ADD COLUMN last_name_display text;
+ALTER TABLE unify.persons ADD COLUMN street_display text;
+ALTER TABLE unify.persons ADD COLUMN city_display text;
+ALTER TABLE unify.persons ADD COLUMN phone_display text;
+ALTER TABLE unify.persons ADD COLUMN mobile_display text;
+ALTER TABLE unify.persons ADD COLUMN email_display text;
+
 -- Each source's mapping runs as `run_as` from now on. 0.1.0 did not record who registered a
 -- source (unify_admin could), so: the table's owner where that is not a superuser (what 0.2.0
 -- runs such a mapping as anyway); otherwise unify_admin, the least role that could have
@@ -484,14 +506,17 @@ $$;
 CREATE OR REPLACE FUNCTION unify._canonical_field_types() RETURNS TABLE (field text, stage_type text, stage_function text)
 IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
     SELECT f.field, f.stage_type, f.stage_function FROM (VALUES
-        (1, 'first_name', 'text', NULL), (2, 'last_name', 'text', NULL), (3, 'full_name', 'text', NULL),
-        (4, 'email', 'text', NULL), (5, 'phone', 'text', NULL), (6, 'mobile', 'text', NULL),
-        (7, 'street', 'text', NULL), (8, 'house_number', 'text', NULL), (9, 'street_line', 'text', NULL),
-        (10, 'postcode', 'text', NULL), (11, 'city', 'text', NULL), (12, 'country', 'text', NULL),
-        (13, 'birth_date', 'text', 'unify._date_text'), (14, 'company', 'text', NULL),
-        (15, 'customer_number', 'text', NULL), (16, 'external_id', 'text', NULL),
-        (17, 'consent_email', 'boolean', 'unify.parse_flag'), (18, 'consent_phone', 'boolean', 'unify.parse_flag'),
-        (19, 'consent_post', 'boolean', 'unify.parse_flag'), (20, 'updated_at', 'timestamptz', 'unify._timestamptz')
+        (1, 'salutation', 'text', NULL), (2, 'title', 'text', NULL),
+        (3, 'first_name', 'text', NULL), (4, 'last_name', 'text', NULL), (5, 'full_name', 'text', NULL),
+        (6, 'email', 'text', NULL), (7, 'phone', 'text', NULL), (8, 'mobile', 'text', NULL),
+        (9, 'street', 'text', NULL), (10, 'house_number', 'text', NULL), (11, 'street_line', 'text', NULL),
+        (12, 'postcode', 'text', NULL), (13, 'city', 'text', NULL), (14, 'country', 'text', NULL),
+        (15, 'birth_date', 'text', 'unify._date_text'), (16, 'company', 'text', NULL),
+        (17, 'customer_number', 'text', NULL), (18, 'external_id', 'text', NULL),
+        (19, 'consent_email', 'boolean', 'unify.parse_flag'), (20, 'consent_email_at', 'timestamptz', 'unify._timestamptz'),
+        (21, 'consent_phone', 'boolean', 'unify.parse_flag'), (22, 'consent_phone_at', 'timestamptz', 'unify._timestamptz'),
+        (23, 'consent_post', 'boolean', 'unify.parse_flag'), (24, 'consent_post_at', 'timestamptz', 'unify._timestamptz'),
+        (25, 'updated_at', 'timestamptz', 'unify._timestamptz')
     ) AS f (position, field, stage_type, stage_function)
     ORDER BY f.position
 $$;
@@ -666,7 +691,12 @@ SELECT raw.source_key,
        raw.consent_email, raw.consent_phone, raw.consent_post,
        raw.updated_at AS source_updated_at,
        unify.cologne_phonetic(coalesce(unify.normalize_name(raw.last_name), (unify.split_full_name(raw.full_name)).last_name)) AS last_name_phonetic,
-       raw.raw
+       raw.raw,
+       coalesce(unify.normalize_salutation(raw.salutation),
+                (unify.split_full_name(coalesce(raw.full_name, concat_ws(' ', raw.first_name, raw.last_name)))).salutation) AS salutation,
+       coalesce(unify.normalize_title(raw.title), unify.normalize_title(raw.salutation),
+                (unify.split_full_name(coalesce(raw.full_name, concat_ws(' ', raw.first_name, raw.last_name)))).title) AS title,
+       raw.consent_email_at, raw.consent_phone_at, raw.consent_post_at
 FROM (%s) AS raw
 WHERE NOT EXISTS (SELECT 1 FROM unify.records r
                   WHERE r.source_id = %2$s AND r.source_key = raw.source_key AND r.raw = raw.raw)
@@ -1038,11 +1068,13 @@ BEGIN
             WITH upsert AS (
                 INSERT INTO unify.records AS r (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
                     street, house_number, postcode, city, country, birth_date, company, customer_number, external_id,
-                    consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw)
+                    consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw,
+                    salutation, title, consent_email_at, consent_phone_at, consent_post_at)
                 SELECT $1, s.source_key, s.first_name, s.last_name, s.email, s.email_key, s.phone, s.mobile,
                     s.street, s.house_number, s.postcode, s.city, s.country, s.birth_date, s.company, s.customer_number,
                     s.external_id, s.consent_email, s.consent_phone, s.consent_post, s.source_updated_at,
-                    s.last_name_phonetic, s.raw
+                    s.last_name_phonetic, s.raw, s.salutation, s.title, s.consent_email_at, s.consent_phone_at,
+                    s.consent_post_at
                 FROM (%s) s
                 ON CONFLICT (source_id, source_key) DO UPDATE SET
                     first_name = excluded.first_name, last_name = excluded.last_name, email = excluded.email,
@@ -1053,7 +1085,9 @@ BEGIN
                     external_id = excluded.external_id, consent_email = excluded.consent_email,
                     consent_phone = excluded.consent_phone, consent_post = excluded.consent_post,
                     source_updated_at = excluded.source_updated_at, last_name_phonetic = excluded.last_name_phonetic,
-                    raw = excluded.raw, synced_at = now()
+                    raw = excluded.raw, synced_at = now(), salutation = excluded.salutation, title = excluded.title,
+                    consent_email_at = excluded.consent_email_at, consent_phone_at = excluded.consent_phone_at,
+                    consent_post_at = excluded.consent_post_at
                 WHERE r.raw IS DISTINCT FROM excluded.raw
                 RETURNING (xmax = 0) AS is_insert)
             SELECT count(*) FILTER (WHERE is_insert), count(*) FILTER (WHERE NOT is_insert) FROM upsert
@@ -1245,7 +1279,7 @@ AS 'MODULE_PATHNAME', '_train_sessions_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/cleaners.rs:125
+-- src/sql/cleaners.rs:161
 -- customer_unify::sql::cleaners::cologne_phonetic
 CREATE OR REPLACE FUNCTION "cologne_phonetic"(
 	"value" TEXT /* & str */
@@ -1277,7 +1311,18 @@ AS 'MODULE_PATHNAME', 'default_model_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/cleaners.rs:131
+-- src/sql/cleaners.rs:119
+-- customer_unify::sql::cleaners::display_name
+CREATE OR REPLACE FUNCTION "display_name"(
+	"value" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'display_name_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/sql/cleaners.rs:167
 -- customer_unify::sql::cleaners::double_metaphone
 CREATE OR REPLACE FUNCTION "double_metaphone"(
 	"value" TEXT /* & str */
@@ -1288,7 +1333,7 @@ AS 'MODULE_PATHNAME', 'double_metaphone_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/cleaners.rs:137
+-- src/sql/cleaners.rs:173
 -- customer_unify::sql::cleaners::double_metaphone_alt
 CREATE OR REPLACE FUNCTION "double_metaphone_alt"(
 	"value" TEXT /* & str */
@@ -1299,7 +1344,7 @@ AS 'MODULE_PATHNAME', 'double_metaphone_alt_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/cleaners.rs:25
+-- src/sql/cleaners.rs:27
 -- customer_unify::sql::cleaners::email_match_key
 CREATE OR REPLACE FUNCTION "email_match_key"(
 	"value" TEXT /* & str */
@@ -1355,6 +1400,20 @@ AS 'MODULE_PATHNAME', 'jaro_winkler_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/sql/cleaners.rs:125
+-- customer_unify::sql::cleaners::letter_salutation
+CREATE OR REPLACE FUNCTION "letter_salutation"(
+	"salutation" TEXT, /* Option < & str > */
+	"title" TEXT, /* Option < & str > */
+	"first_name" TEXT, /* Option < & str > */
+	"last_name" TEXT /* Option < & str > */
+) RETURNS TEXT /* String */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'letter_salutation_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/sql/similarity.rs:30
 -- customer_unify::sql::similarity::levenshtein
 CREATE OR REPLACE FUNCTION "levenshtein"(
@@ -1367,7 +1426,7 @@ AS 'MODULE_PATHNAME', 'levenshtein_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/cleaners.rs:107
+-- src/sql/cleaners.rs:143
 -- customer_unify::sql::cleaners::normalize_country
 CREATE OR REPLACE FUNCTION "normalize_country"(
 	"value" TEXT /* & str */
@@ -1378,7 +1437,7 @@ AS 'MODULE_PATHNAME', 'normalize_country_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/cleaners.rs:100
+-- src/sql/cleaners.rs:136
 -- customer_unify::sql::cleaners::normalize_date
 CREATE OR REPLACE FUNCTION "normalize_date"(
 	"value" TEXT /* & str */
@@ -1389,7 +1448,7 @@ AS 'MODULE_PATHNAME', 'normalize_date_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/cleaners.rs:19
+-- src/sql/cleaners.rs:21
 -- customer_unify::sql::cleaners::normalize_email
 CREATE OR REPLACE FUNCTION "normalize_email"(
 	"value" TEXT /* & str */
@@ -1400,7 +1459,7 @@ AS 'MODULE_PATHNAME', 'normalize_email_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/cleaners.rs:43
+-- src/sql/cleaners.rs:45
 -- customer_unify::sql::cleaners::normalize_name
 CREATE OR REPLACE FUNCTION "normalize_name"(
 	"value" TEXT /* & str */
@@ -1411,7 +1470,7 @@ AS 'MODULE_PATHNAME', 'normalize_name_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/cleaners.rs:31
+-- src/sql/cleaners.rs:33
 -- customer_unify::sql::cleaners::normalize_phone
 CREATE OR REPLACE FUNCTION "normalize_phone"(
 	"value" TEXT, /* & str */
@@ -1423,7 +1482,7 @@ AS 'MODULE_PATHNAME', 'normalize_phone_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/cleaners.rs:119
+-- src/sql/cleaners.rs:155
 -- customer_unify::sql::cleaners::normalize_postcode
 CREATE OR REPLACE FUNCTION "normalize_postcode"(
 	"value" TEXT, /* & str */
@@ -1435,7 +1494,18 @@ AS 'MODULE_PATHNAME', 'normalize_postcode_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/cleaners.rs:113
+-- src/sql/cleaners.rs:107
+-- customer_unify::sql::cleaners::normalize_salutation
+CREATE OR REPLACE FUNCTION "normalize_salutation"(
+	"value" TEXT /* & str */
+) RETURNS TEXT /* Option < & '_ str > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'normalize_salutation_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/sql/cleaners.rs:149
 -- customer_unify::sql::cleaners::normalize_street
 CREATE OR REPLACE FUNCTION "normalize_street"(
 	"value" TEXT /* & str */
@@ -1446,7 +1516,18 @@ AS 'MODULE_PATHNAME', 'normalize_street_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/cleaners.rs:37
+-- src/sql/cleaners.rs:113
+-- customer_unify::sql::cleaners::normalize_title
+CREATE OR REPLACE FUNCTION "normalize_title"(
+	"value" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'normalize_title_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/sql/cleaners.rs:39
 -- customer_unify::sql::cleaners::phone_kind
 CREATE OR REPLACE FUNCTION "phone_kind"(
 	"value" TEXT, /* & str */
@@ -1458,7 +1539,7 @@ AS 'MODULE_PATHNAME', 'phone_kind_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/cleaners.rs:84
+-- src/sql/cleaners.rs:87
 -- customer_unify::sql::cleaners::split_full_name
 CREATE OR REPLACE FUNCTION "split_full_name"(
 	"value" TEXT /* & str */
@@ -1470,7 +1551,7 @@ AS 'MODULE_PATHNAME', 'split_full_name_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/cleaners.rs:71
+-- src/sql/cleaners.rs:73
 -- customer_unify::sql::cleaners::split_street
 CREATE OR REPLACE FUNCTION "split_street"(
 	"value" TEXT /* & str */
@@ -1482,7 +1563,7 @@ AS 'MODULE_PATHNAME', 'split_street_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/sql/cleaners.rs:49
+-- src/sql/cleaners.rs:51
 -- customer_unify::sql::cleaners::transliterate_de
 CREATE OR REPLACE FUNCTION "transliterate_de"(
 	"value" TEXT /* & str */
@@ -1636,7 +1717,7 @@ FROM (SELECT ra.person_id, min(p.match_weight) FILTER (WHERE p.is_match AND p.fo
       HAVING count(*) FILTER (WHERE p.is_match) >= 2) c
 WHERE c.weakest < c.median - 10;
 COMMENT ON VIEW unify.match_report IS 'Weight histogram of scored pairs, pairs per blocking rule and per deterministic rule, persons held by a weak link';
-COMMENT ON TABLE unify.persons IS 'The golden record: one row per person, each field by its survivorship rule, consent strictest-wins';
+COMMENT ON TABLE unify.persons IS 'The golden record: one row per person, each field by its survivorship rule with its display form, consent by the latest proven statement';
 -- Person and household ids are what users store elsewhere: pg_dump keeps them and their sequences.
 SELECT pg_catalog.pg_extension_config_dump('unify.persons', '');
 SELECT pg_catalog.pg_extension_config_dump('unify.person_id_seq', '');
@@ -1660,7 +1741,9 @@ IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
            ('address', 'most_recent', '{}'),          -- street, number, postcode, city, country as one
            ('birth_date', 'most_frequent', '{}'),
            ('company', 'most_recent', '{}'),
-           ('customer_number', 'source_priority', '{}')
+           ('customer_number', 'source_priority', '{}'),
+           ('salutation', 'most_recent', '{}'),
+           ('title', 'most_recent', '{}')
 $$;
 COMMENT ON FUNCTION unify.default_survivorship() IS 'The survivorship rule of every golden-record field when none is set';
 
@@ -1721,13 +1804,18 @@ BEGIN
     INSERT INTO unify.persons AS p (person_id, first_name, last_name, email, phone, mobile, street, house_number,
         postcode, city, country, birth_date, company, customer_number,
         consent_email, consent_email_source, consent_email_at, consent_phone, consent_phone_source, consent_phone_at,
-        consent_post, consent_post_source, consent_post_at, record_count, sources, first_seen, last_seen, household_id)
+        consent_post, consent_post_source, consent_post_at, record_count, sources, first_seen, last_seen, household_id,
+        salutation, title, first_name_display, last_name_display, street_display, city_display, phone_display,
+        mobile_display, email_display)
     SELECT g.person_id, g.first_name, g.last_name, g.email, g.phone, g.mobile, g.street, g.house_number,
         g.postcode, g.city, g.country, g.birth_date::date, g.company, g.customer_number,
         g.consent_email, g.consent_email_source, to_timestamp(g.consent_email_epoch), g.consent_phone,
         g.consent_phone_source, to_timestamp(g.consent_phone_epoch), g.consent_post, g.consent_post_source,
         to_timestamp(g.consent_post_epoch), g.record_count, g.sources, to_timestamp(g.first_seen_epoch),
-        to_timestamp(g.last_seen_epoch), g.household_id
+        to_timestamp(g.last_seen_epoch), g.household_id,
+        -- The display array in its order (src/sql/persons/golden.rs, DISPLAY_FIELDS).
+        g.salutation, g.title, g.display[1], g.display[2], g.display[3], g.display[4], g.display[5],
+        g.display[6], g.display[7]
     -- All persons: their households come along (no second pass over every person).
     FROM unify._golden_records(ids, ids IS NULL) g
     ON CONFLICT (person_id) DO UPDATE SET
@@ -1743,18 +1831,27 @@ BEGIN
         consent_post_at = excluded.consent_post_at, record_count = excluded.record_count,
         sources = excluded.sources, first_seen = excluded.first_seen, last_seen = excluded.last_seen,
         household_id = CASE WHEN ids IS NULL THEN excluded.household_id ELSE p.household_id END,
+        salutation = excluded.salutation, title = excluded.title,
+        first_name_display = excluded.first_name_display, last_name_display = excluded.last_name_display,
+        street_display = excluded.street_display, city_display = excluded.city_display,
+        phone_display = excluded.phone_display, mobile_display = excluded.mobile_display,
+        email_display = excluded.email_display,
         updated_at = now()
     WHERE (p.first_name, p.last_name, p.email, p.phone, p.mobile, p.street, p.house_number, p.postcode, p.city,
            p.country, p.birth_date, p.company, p.customer_number, p.consent_email, p.consent_email_source,
            p.consent_email_at, p.consent_phone, p.consent_phone_source, p.consent_phone_at, p.consent_post,
-           p.consent_post_source, p.consent_post_at, p.record_count, p.sources, p.first_seen, p.last_seen)
+           p.consent_post_source, p.consent_post_at, p.record_count, p.sources, p.first_seen, p.last_seen,
+           p.salutation, p.title, p.first_name_display, p.last_name_display, p.street_display, p.city_display,
+           p.phone_display, p.mobile_display, p.email_display)
           IS DISTINCT FROM
           (excluded.first_name, excluded.last_name, excluded.email, excluded.phone, excluded.mobile, excluded.street,
            excluded.house_number, excluded.postcode, excluded.city, excluded.country, excluded.birth_date,
            excluded.company, excluded.customer_number, excluded.consent_email, excluded.consent_email_source,
            excluded.consent_email_at, excluded.consent_phone, excluded.consent_phone_source, excluded.consent_phone_at,
            excluded.consent_post, excluded.consent_post_source, excluded.consent_post_at, excluded.record_count,
-           excluded.sources, excluded.first_seen, excluded.last_seen)
+           excluded.sources, excluded.first_seen, excluded.last_seen, excluded.salutation, excluded.title,
+           excluded.first_name_display, excluded.last_name_display, excluded.street_display, excluded.city_display,
+           excluded.phone_display, excluded.mobile_display, excluded.email_display)
        OR (ids IS NULL AND p.household_id IS DISTINCT FROM excluded.household_id);
     GET DIAGNOSTICS changed = ROW_COUNT;
     PERFORM unify._rebuild_indexes(rebuild);
@@ -1960,6 +2057,7 @@ DECLARE
     n bigint;
     summary jsonb;
     needles text[];
+    gone_ids bigint[];
 BEGIN
     IF person_id IS NULL OR reason IS NULL OR btrim(reason) = '' OR delete_source_rows IS NULL THEN
         RAISE EXCEPTION 'unify.erase_person: person_id, reason and delete_source_rows are required'
@@ -2013,7 +2111,9 @@ BEGIN
             WHERE j.key IN ('first_name', 'last_name', 'full_name', 'email', 'phone', 'mobile', 'street', 'street_line',
                             'birth_date', 'company', 'customer_number', 'external_id')
             UNION ALL
-            SELECT unnest(ARRAY[p.first_name, p.last_name, p.email, p.phone, p.mobile, p.street, p.customer_number, p.company])
+            SELECT unnest(ARRAY[p.first_name, p.last_name, p.email, p.phone, p.mobile, p.street, p.customer_number, p.company,
+                                p.first_name_display, p.last_name_display, p.street_display, p.email_display,
+                                p.phone_display, p.mobile_display])
             FROM unify.persons p WHERE p.person_id = erase_person.person_id) x
         WHERE v IS NOT NULL AND length(btrim(v)) >= 2);
 
@@ -2037,6 +2137,13 @@ BEGIN
         SELECT 1 FROM jsonb_array_elements(w.before) e
         WHERE (e ->> 'record_id')::bigint IN (SELECT m.record_id FROM unnest(members) m));
     DELETE FROM unify.records r WHERE r.record_id IN (SELECT m.record_id FROM unnest(members) m);
+    -- No other record ever goes back to the person's id, or to an id merged into it (unify._cluster
+    -- never gives back an erased id either).
+    gone_ids := ARRAY(SELECT erase_person.person_id UNION SELECT unnest(m.former_person_ids) FROM unnest(members) m);
+    UPDATE unify.records r
+    SET former_person_ids = nullif(ARRAY(SELECT f.id FROM unnest(r.former_person_ids) WITH ORDINALITY AS f (id, n)
+                                         WHERE f.id <> ALL (gone_ids) ORDER BY f.n), '{}')
+    WHERE r.former_person_ids && gone_ids;
     DELETE FROM unify.segment_history h WHERE h.person_id = erase_person.person_id;
     DELETE FROM unify.persons p WHERE p.person_id = erase_person.person_id;  -- segments and predictions with it
     -- Name frequencies of names only they held at training: a frequency no greater than their
@@ -3129,6 +3236,7 @@ COMMENT ON FUNCTION unify.fit_predictions(date, text, int, float8) IS 'Fits BG/N
 -- src/sql/mod.rs:107
 -- requires:
 --   predictions
+--   cleaners::letter_salutation
 
 -- Views for BI tools over persons, segments and predictions: customer_360, segment_summary and
 -- the pseudonymous analyst_persons. Privileges: see security.sql.
@@ -3136,8 +3244,10 @@ COMMENT ON FUNCTION unify.fit_predictions(date, text, int, float8) IS 'Fits BG/N
 CREATE OR REPLACE VIEW unify.customer_360 AS
 SELECT p.person_id, p.household_id,
        (SELECT count(*) FROM unify.persons h WHERE h.household_id = p.household_id) AS household_size,
-       p.first_name, p.last_name, p.email, p.phone, p.mobile, p.street, p.house_number, p.postcode,
-       p.city, p.country, p.birth_date, p.company, p.customer_number,
+       -- Display values under the plain names (the match keys are in unify.persons).
+       p.first_name_display AS first_name, p.last_name_display AS last_name, p.email_display AS email,
+       p.phone, p.mobile, p.street_display AS street, p.house_number, p.postcode,
+       p.city_display AS city, p.country, p.birth_date, p.company, p.customer_number,
        p.consent_email, p.consent_phone, p.consent_post,
        p.record_count, p.sources, p.first_seen, p.last_seen,
        s.segment, s.r_score, s.f_score, s.m_score, s.last_purchase,
@@ -3145,11 +3255,17 @@ SELECT p.person_id, p.household_id,
        s.frequency AS orders_in_window,
        s.monetary AS spend_in_window,
        pr.p_alive, pr.churn_probability, pr.expected_purchases, pr.expected_spend, pr.clv,
-       p.updated_at
+       p.updated_at,
+       -- Issue 25 (last, as the upgrade adds them): for letters and calls.
+       p.salutation, p.title,
+       unify.letter_salutation(p.salutation, p.title, p.first_name_display, p.last_name_display) AS letter_salutation,
+       p.phone_display, p.mobile_display,
+       p.consent_email_source, p.consent_email_at, p.consent_phone_source, p.consent_phone_at,
+       p.consent_post_source, p.consent_post_at
 FROM unify.persons p
 LEFT JOIN unify.segments s ON s.person_id = p.person_id
 LEFT JOIN unify.predictions pr ON pr.person_id = p.person_id;
-COMMENT ON VIEW unify.customer_360 IS 'One row per person: golden record, household, sources, RFM segment and predictions';
+COMMENT ON VIEW unify.customer_360 IS 'One row per person: golden record in display form with salutation, household, sources, consent with its proof, RFM segment and predictions';
 
 CREATE OR REPLACE VIEW unify.segment_summary AS
 SELECT r.segment,
@@ -3299,6 +3415,11 @@ TO unify_analyst;
 GRANT INSERT ON unify.change_queue TO unify_capture;
 /* </end connected objects> */
 
+
+-- Golden records by the 0.2.0 rules: display values, salutation and title, consent by the
+-- latest proven statement (the proof columns now hold the statement's own time). What resolve()
+-- would do on its next run, done here so customer_360 shows display values at once.
+SELECT unify._refresh_persons(NULL::bigint[], 'update to 0.2.0', NULL) WHERE EXISTS (SELECT 1 FROM unify.persons);
 
 -- Tombstones: 0.1.0 kept sha256(key), which a list of all customer numbers reverses. 0.2.0
 -- keeps HMAC-SHA-256(secret, sha256(key)) (unify._key_hash), so the old ones are keyed here
