@@ -4,8 +4,10 @@
 -- path (table truth), its sources synced, score_pairs run. Figures only; no assertion.
 --
 -- Definitions (all pairwise, over records):
---   common evidence  a true pair whose records share something beyond a name: the e-mail (match
---                    key), a phone or mobile, the birth date, or street, house number and postcode
+--   common evidence  a true pair whose records share something beyond a name: a personal e-mail
+--                    (match key) or phone (held by no record of another person; a family mailbox
+--                    or landline is the household's), the birth date, or street, house number and
+--                    postcode
 --   personal e-mail  a shared e-mail key no record of another person holds (not a family mailbox)
 --   personal mobile  a shared mobile number (+4915…, +4916…, +4917…) no record of another person holds
 --   sen./jun. pair   two people of one household, one tagged senior and the other junior (father
@@ -29,7 +31,9 @@ GROUP BY v HAVING count(DISTINCT person_id) > 1;
 CREATE TEMP TABLE hard_pairs AS
 SELECT a.record_id AS record_a, b.record_id AS record_b, a.person_id = b.person_id AS same_person,
        ARRAY(SELECT DISTINCT v FROM unnest(a.variations || b.variations) v ORDER BY v) AS tags,
-       (a.email_key = b.email_key OR a.phones && b.phones OR a.birth_date = b.birth_date
+       ((a.email_key = b.email_key AND a.email_key NOT IN (SELECT v FROM shared_values))
+        OR EXISTS (SELECT 1 FROM unnest(a.phones) ph WHERE ph = ANY (b.phones) AND ph NOT IN (SELECT v FROM shared_values))
+        OR a.birth_date = b.birth_date
         OR (a.street = b.street AND a.house_number = b.house_number AND a.postcode = b.postcode)) AS common_evidence,
        (a.email_key = b.email_key AND a.email_key NOT IN (SELECT v FROM shared_values)) AS personal_email,
        EXISTS (SELECT 1 FROM unnest(a.phones) ph WHERE ph = ANY (b.phones) AND ph ~ '^\+491[567]'

@@ -4,7 +4,18 @@
 //! shop, CRM, POS loyalty, newsletter), each with its own column names and formats, an orders
 //! table, and `truth` (source, key, true person, household, the variations applied).
 //!
-//!     crmgen --rows 1000 --seed 42 [--schema public] | psql demo
+//! The hard cases of issue 25 are in every data set: short forms of first names (Hans for
+//! Johannes, some not in customer_unify's table), initials, married and double names, titles
+//! and sen./jun. written into name fields, fathers and sons (mothers and daughters) of one name,
+//! twins with alike names and often without birth dates, e-mail-only sign-ups, a work and a
+//! pre-marriage e-mail beside the personal one, mistyped birth dates. The truth table tags each
+//! record with the variations it carries, so quality can be read by kind of difference.
+//!
+//! `--layout alt` writes the same people and records into other tables (other names and
+//! formats, "Nachname, Vorname" with titles and sen./jun. in the CRM's one name field), for
+//! measuring on a layout the project was not tuned to (benches/alt_sources.sql registers it).
+//!
+//!     crmgen --rows 1000 --seed 42 [--schema public] [--layout demo|alt] | psql demo
 
 mod lists;
 mod rng;
