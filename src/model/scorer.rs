@@ -361,7 +361,10 @@ impl<'a> Scorer<'a> {
         // First names a typo or more apart (not exact, transliterated or a short form) of one
         // birth date in one home: twins (Lena and Lea) as often as a typo, and nothing but the
         // home and the date to go by.
+        // Not where the names were compared crosswise: a swapped entry is no twin, and which
+        // name pairs with which then depends on the order of the records.
         let twins = self.model.households_in_data()
+            && !outcome.swapped
             && outcome.level(Comparison::BirthDate) == Some(0)
             && outcome
                 .namesakes_at_one_home(self.model.household_share.is_some())
