@@ -1,3 +1,5 @@
-//! String similarity measures on Unicode characters (not bytes). Pure Rust.
+//! String similarity measures on Unicode characters (not bytes), and German given names with
+//! their short forms. Pure Rust.
 
+pub mod nicknames;
 pub mod similarity;

@@ -23,6 +23,9 @@ pub enum KeyPart {
     FirstNamePhonetic,
     LastNamePhonetic,
     FirstInitial,
+    /// The full names whose short form or variant the first name is (`johannes` for Hans,
+    /// `crate::compare::nicknames`); none for a name the table does not hold.
+    GivenNameGroup,
     NameSorted,
     NamePhoneticSorted,
     BirthDate,
@@ -57,6 +60,12 @@ impl KeyPart {
                 .and_then(|f| f.get(..1))
                 .into_iter()
                 .collect(),
+            Self::GivenNameGroup => r
+                .derived
+                .first_translit
+                .as_deref()
+                .map(|f| crate::compare::nicknames::name_groups(f).collect())
+                .unwrap_or_default(),
             Self::NameSorted => one(&r.derived.name_sorted),
             Self::NamePhoneticSorted => one(&r.derived.name_phonetic_sorted),
             Self::BirthDate => one(&r.birth_date),
@@ -84,7 +93,8 @@ impl KeyPart {
             Self::FirstName
             | Self::FirstNameTranslit
             | Self::FirstNamePhonetic
-            | Self::FirstInitial => &[Comparison::FirstName],
+            | Self::FirstInitial
+            | Self::GivenNameGroup => &[Comparison::FirstName],
             Self::LastName | Self::LastNameTranslit | Self::LastNamePhonetic => {
                 &[Comparison::LastName]
             }
@@ -163,6 +173,16 @@ pub fn default_rules() -> Vec<BlockingRule> {
                 KeyPart::LastNamePhonetic,
                 KeyPart::Postcode,
                 KeyPart::FirstInitial,
+            ],
+            300,
+        ),
+        // Hans and Johannes Müller of one postcode: their initials differ, their name does not.
+        rule(
+            "last_name_phonetic_postcode_given_name",
+            &[
+                KeyPart::LastNamePhonetic,
+                KeyPart::Postcode,
+                KeyPart::GivenNameGroup,
             ],
             300,
         ),

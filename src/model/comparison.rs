@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::record::MatchRecord;
+use crate::compare::nicknames::same_given_name;
 use crate::compare::similarity::{
     jaro_winkler_above_bound, jaro_winkler_at_least, levenshtein, within_one_edit,
 };
@@ -56,7 +57,11 @@ impl Comparison {
         COMPARISONS.iter().position(|c| *c == self).unwrap_or(0)
     }
 
-    /// Level names, strongest first; the last is always "else".
+    /// Level names; the last is always "else". Strongest first, except for levels added later,
+    /// which come last before "else" so that the levels of older models keep their numbers:
+    /// "nickname" (Hans and Johannes, `crate::compare::nicknames`) is checked right after
+    /// "transliterated", and "double_name_part" (Müller-Lüdenscheidt and Müller) right after
+    /// that.
     pub fn levels(self) -> &'static [&'static str] {
         match self {
             Self::FirstName => &[
@@ -66,6 +71,7 @@ impl Comparison {
                 "jaro_winkler_0.80",
                 "phonetic",
                 "initial",
+                "nickname",
                 "else",
             ],
             Self::LastName => &[
@@ -74,6 +80,7 @@ impl Comparison {
                 "jaro_winkler_0.92",
                 "jaro_winkler_0.80",
                 "phonetic",
+                "double_name_part",
                 "else",
             ],
             Self::BirthDate => &[
@@ -100,6 +107,17 @@ impl Comparison {
 
     pub fn else_level(self) -> u8 {
         (self.levels().len() - 1) as u8
+    }
+
+    /// Levels added after models were first stored, with their position: a stored model
+    /// without them is read with them added (see `params::ComparisonParams`), at the shipped
+    /// model's m and u until `train()` learns theirs.
+    pub fn added_levels(self) -> &'static [&'static str] {
+        match self {
+            Self::FirstName => &["nickname"],
+            Self::LastName => &["double_name_part"],
+            _ => &[],
+        }
     }
 
     /// Whether the exact level is adjusted by how frequent the value is (Müller vs Zwerschke).
@@ -246,7 +264,11 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
     let names: Vec<&MatchRecord> = records
         .iter()
         .copied()
-        .filter(|r| r.derived.first_translit.is_some() || r.derived.birth_digits.is_some())
+        .filter(|r| {
+            r.derived.first_translit.is_some()
+                || r.derived.birth_digits.is_some()
+                || r.derived.generation.is_some()
+        })
         .collect();
     for (i, a) in names.iter().enumerate() {
         for b in &names[i + 1..] {
@@ -265,6 +287,11 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
                 }
             }
             if birth_date_level(a, b) == Some(Comparison::BirthDate.else_level()) {
+                return true;
+            }
+            // "Müller sen." and "Müller jun.".
+            if matches!((a.derived.generation, b.derived.generation), (Some(x), Some(y)) if x != y)
+            {
                 return true;
             }
         }
@@ -302,6 +329,13 @@ pub struct Outcome {
     /// The phones the pair shares as evidence are fixed lines: a home's landline, which
     /// family members share like the address (see `namesakes_at_one_home`).
     pub shared_landline: bool,
+    /// Both records have the same e-mail and it is a household's (`familie.mueller@`, or held by
+    /// different people): one home's mailbox.
+    pub shared_family_mailbox: bool,
+    /// One of the records has no street (postcode and city only, or no address).
+    pub street_missing: bool,
+    /// One record says senior, the other junior (`Müller sen.`, `Hans jun.`): two people.
+    pub generation_conflict: bool,
 }
 
 impl Outcome {
@@ -309,15 +343,18 @@ impl Outcome {
         self.levels[c.index()]
     }
 
-    /// For a pair of one last name (exactly, transliterated or a typo apart) in one home (see
-    /// `one_home`), how alike its first names are; None for any other pair, or clearly
-    /// different first names.
-    pub fn namesakes_at_one_home(&self) -> Option<Namesakes> {
-        if !(self.level(Comparison::LastName).is_some_and(|l| l <= 2) && self.one_home()) {
+    /// For a pair of one last name (exactly, transliterated or a typo apart) that could be two
+    /// people of one home (see `could_share_a_home`), how alike its first names are; None for
+    /// any other pair, or clearly different first names. A short form of the name (Hans and
+    /// Johannes) is the same name: a senior and a junior are written either way.
+    pub fn namesakes_at_one_home(&self, postcode_without_street: bool) -> Option<Namesakes> {
+        if !(self.level(Comparison::LastName).is_some_and(|l| l <= 2)
+            && self.could_share_a_home(postcode_without_street))
+        {
             return None;
         }
         match self.level(Comparison::FirstName)? {
-            0..=2 => Some(Namesakes::SameName),
+            0..=2 | FIRST_NAME_NICKNAME => Some(Namesakes::SameName),
             3..=5 => Some(Namesakes::AlikeNames),
             _ => None,
         }
@@ -328,7 +365,28 @@ impl Outcome {
     pub fn one_home(&self) -> bool {
         self.level(Comparison::Address).is_some_and(|l| l <= 2) || self.shared_landline
     }
+
+    /// One home as far as the records can tell: `one_home`, a phone or a mailbox of one
+    /// household (held by clearly different people, or named as a family's), or, with
+    /// `postcode_without_street`, the same postcode or city where a record has no street (a
+    /// loyalty card). A father and a son of one name could be these two records, whatever
+    /// address level the pair reaches. The scorer counts the postcode only where training saw
+    /// households at full addresses (`Model::household_share` measured): in data without streets
+    /// at all, a postcode is no home.
+    pub fn could_share_a_home(&self, postcode_without_street: bool) -> bool {
+        self.one_home()
+            || self.shared_family_mailbox
+            || (self.shared_phone && self.level(Comparison::Phone).is_none())
+            || (postcode_without_street
+                && self.level(Comparison::Address) == Some(3)
+                && self.street_missing)
+    }
 }
+
+/// The first-name level of two forms of one name (Hans and Johannes).
+pub const FIRST_NAME_NICKNAME: u8 = 6;
+/// The last-name level of a double name and one of its parts (Müller-Lüdenscheidt and Müller).
+pub const LAST_NAME_DOUBLE_PART: u8 = 5;
 
 fn close(a: &str, b: &str) -> bool {
     a == b || jaro_winkler_at_least(a, b, 0.92)
@@ -377,6 +435,12 @@ fn name_level(
     if at == bt {
         return Some(1);
     }
+    if first && same_given_name(at, bt) {
+        return Some(FIRST_NAME_NICKNAME);
+    }
+    if !first && double_name_part(at, bt) {
+        return Some(LAST_NAME_DOUBLE_PART);
+    }
     match jaro_winkler_above_bound(at, bt, 0.80) {
         Some(s) if s >= 0.92 => return Some(2),
         Some(_) => return Some(3),
@@ -391,9 +455,32 @@ fn name_level(
         if initial(at, bt) || initial(bt, at) {
             return Some(5);
         }
-        return Some(6);
+        return Some(Comparison::FirstName.else_level());
     }
-    Some(5)
+    Some(Comparison::LastName.else_level())
+}
+
+/// Particles that are no part of a double name on their own (`von der Heide`).
+const PARTICLES: &[&str] = &[
+    "von", "vom", "zu", "zum", "zur", "der", "den", "dem", "des", "van", "de", "del", "di", "da",
+    "la", "le", "ten", "ter",
+];
+
+/// Whether one (transliterated) last name is a part of the other's double name, or the two
+/// double names share a part: Müller-Lüdenscheidt and Müller, Schmidt-Weber and Weber, von der
+/// Heide and Heide. A name taken at marriage and added to the birth name (or dropped again).
+fn double_name_part(a: &str, b: &str) -> bool {
+    if !(a.contains(['-', ' ']) || b.contains(['-', ' '])) {
+        return false;
+    }
+    let parts = |s: &'_ str| -> Vec<String> {
+        s.split(['-', ' '])
+            .map(str::to_lowercase)
+            .filter(|p| p.chars().count() >= 3 && !PARTICLES.contains(&p.as_str()))
+            .collect()
+    };
+    let (pa, pb) = (parts(a), parts(b));
+    pa.iter().any(|p| pb.contains(p))
 }
 
 /// A record's first (or last) name: as normalized, transliterated, phonetic.
@@ -446,21 +533,22 @@ fn birth_date_level(a: &MatchRecord, b: &MatchRecord) -> Option<u8> {
     }
 }
 
-fn email_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, bool) {
+/// The e-mail level, whether one side's e-mail is a household, role or junk mailbox (no
+/// evidence), and whether the pair shares such a mailbox (one family's).
+fn email_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, bool, bool) {
     let (Some(ae), Some(be)) = (a.email.as_deref(), b.email.as_deref()) else {
-        return (None, false);
+        return (None, false, false);
     };
     let same_key = a.email_key.is_some() && a.email_key == b.email_key;
     // A household's or an office's mailbox, as named (`familie.mueller@`) or as seen on
     // records of clearly different people: no evidence either way.
-    if a.derived.shared_mailbox
-        || b.derived.shared_mailbox
-        || (same_key
-            && ctx
-                .shared_emails
-                .contains(a.email_key.as_deref().unwrap_or_default()))
-    {
-        return (None, true);
+    let held_by_many = same_key
+        && ctx
+            .shared_emails
+            .contains(a.email_key.as_deref().unwrap_or_default());
+    if a.derived.shared_mailbox || b.derived.shared_mailbox || held_by_many {
+        let one_mailbox = held_by_many || (same_key && a.derived.shared_mailbox);
+        return (None, true, one_mailbox);
     }
     let (a_local, a_domain) = ae.rsplit_once('@').unwrap_or((ae, ""));
     let (b_local, b_domain) = be.rsplit_once('@').unwrap_or((be, ""));
@@ -477,7 +565,7 @@ fn email_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, 
     } else {
         3
     };
-    (Some(level), false)
+    (Some(level), false, false)
 }
 
 /// `marie.strauss@web.de` and `mariestrauss@web.de`, `gwagner54@` and `gwagner5@`: one edit
@@ -579,7 +667,7 @@ fn external_id_level(a: &MatchRecord, b: &MatchRecord) -> Option<u8> {
 /// Compares two records on every comparison.
 pub fn compare(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> Outcome {
     let swapped = names_swapped(a, b);
-    let (email, shared_email) = email_level(a, b, ctx);
+    let (email, shared_email, shared_family_mailbox) = email_level(a, b, ctx);
     let (phone, shared_phone, shared_landline) = phone_level(a, b, ctx);
     let mut levels = [None; COMPARISONS.len()];
     for c in COMPARISONS {
@@ -593,12 +681,19 @@ pub fn compare(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> Outcome {
             Comparison::ExternalId => external_id_level(a, b),
         };
     }
+    let generation_conflict = matches!(
+        (a.derived.generation, b.derived.generation),
+        (Some(x), Some(y)) if x != y
+    );
     Outcome {
         levels,
         swapped,
         shared_email,
         shared_phone,
         shared_landline,
+        shared_family_mailbox,
+        street_missing: a.street.is_none() || b.street.is_none(),
+        generation_conflict,
     }
 }
 
@@ -694,7 +789,7 @@ mod tests {
                 &rec("jürgen", "schmidt", ""),
                 Comparison::LastName
             ),
-            Some(5)
+            Some(6)
         );
         assert_eq!(
             lvl(&mueller, &rec("", "müller", ""), Comparison::FirstName),
@@ -706,7 +801,7 @@ mod tests {
         );
         assert_eq!(
             lvl(&mueller, &rec("petra", "müller", ""), Comparison::FirstName),
-            Some(6)
+            Some(7)
         );
         assert_eq!(
             lvl(
@@ -716,6 +811,107 @@ mod tests {
             ),
             Some(4)
         );
+    }
+
+    #[test]
+    fn short_forms_and_double_names_have_levels_of_their_own() {
+        let ctx = Context::default();
+        let lvl = |a: &MatchRecord, b: &MatchRecord, c| compare(a, b, &ctx).level(c);
+        let johannes = rec("johannes", "müller", "");
+        assert_eq!(
+            lvl(&johannes, &rec("hans", "müller", ""), Comparison::FirstName),
+            Some(FIRST_NAME_NICKNAME)
+        );
+        assert_eq!(
+            lvl(
+                &rec("sepp", "huber", ""),
+                &rec("josef", "huber", ""),
+                Comparison::FirstName
+            ),
+            Some(FIRST_NAME_NICKNAME)
+        );
+        // Equal names stay exact; unrelated ones stay different.
+        assert_eq!(
+            lvl(
+                &johannes,
+                &rec("johannes", "müller", ""),
+                Comparison::FirstName
+            ),
+            Some(0)
+        );
+        let anna = rec("anna", "müller-lüdenscheidt", "");
+        assert_eq!(
+            lvl(&anna, &rec("anna", "mueller", ""), Comparison::LastName),
+            Some(LAST_NAME_DOUBLE_PART)
+        );
+        assert_eq!(
+            lvl(
+                &anna,
+                &rec("anna", "lüdenscheidt", ""),
+                Comparison::LastName
+            ),
+            Some(LAST_NAME_DOUBLE_PART)
+        );
+        assert_eq!(
+            lvl(
+                &rec("hans", "von der heide", ""),
+                &rec("hans", "heide", ""),
+                Comparison::LastName
+            ),
+            Some(LAST_NAME_DOUBLE_PART)
+        );
+        // A particle alone is no shared part.
+        assert_ne!(
+            lvl(
+                &rec("hans", "von der heide", ""),
+                &rec("hans", "von bergen", ""),
+                Comparison::LastName
+            ),
+            Some(LAST_NAME_DOUBLE_PART)
+        );
+    }
+
+    #[test]
+    fn a_home_is_also_a_postcode_without_a_street_or_a_family_mailbox() {
+        let at = |street: &str, email: &str, generation: &str| {
+            let s = |v: &str| (!v.is_empty()).then(|| v.to_string());
+            MatchRecord {
+                first_name: s("hans"),
+                last_name: s(&format!("müller{generation}")),
+                street: s(street),
+                house_number: s(if street.is_empty() { "" } else { "5" }),
+                postcode: s("10115"),
+                city: s("berlin"),
+                email: s(email),
+                email_key: s(email),
+                ..Default::default()
+            }
+            .prepare()
+        };
+        let ctx = Context::default();
+        // A loyalty card (postcode and city) against a full address: one home, as far as the
+        // records can tell.
+        let o = compare(&at("hauptstrasse", "", ""), &at("", "", ""), &ctx);
+        assert_eq!(o.level(Comparison::Address), Some(3));
+        assert!(o.could_share_a_home(true) && !o.one_home());
+        assert!(!o.could_share_a_home(false));
+        assert_eq!(o.namesakes_at_one_home(true), Some(Namesakes::SameName));
+        // Two streets of one postcode: two homes.
+        let o = compare(&at("hauptstrasse", "", ""), &at("gartenweg", "", ""), &ctx);
+        assert!(!o.could_share_a_home(true));
+        assert_eq!(o.namesakes_at_one_home(true), None);
+        // A family mailbox on both.
+        let o = compare(
+            &at("", "familie.mueller@web.de", ""),
+            &at("", "familie.mueller@web.de", ""),
+            &ctx,
+        );
+        assert!(o.shared_family_mailbox && o.could_share_a_home(false));
+        // sen. and jun.
+        let o = compare(&at("", "", " sen"), &at("", "", " jun"), &ctx);
+        assert!(o.generation_conflict);
+        assert_eq!(o.level(Comparison::LastName), Some(0));
+        assert!(!compare(&at("", "", " sen"), &at("", "", ""), &ctx).generation_conflict);
     }
 
     #[test]
@@ -866,7 +1062,7 @@ mod tests {
         // Agreeing with neither: straight, and a different first name.
         let o = compare(&rec("petra", "", ""), &anna, &ctx);
         assert!(!o.swapped);
-        assert_eq!(o.level(Comparison::FirstName), Some(6));
+        assert_eq!(o.level(Comparison::FirstName), Some(7));
     }
 
     #[test]

@@ -16,9 +16,50 @@ pub struct Level {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredParams")]
 pub struct ComparisonParams {
     pub comparison: Comparison,
     pub levels: Vec<Level>,
+}
+
+/// A comparison's parameters as stored, perhaps by a version before some of its levels
+/// existed (`Comparison::added_levels`): read with those levels added at the shipped model's
+/// m and u, so a model stored before "nickname" still loads, scores and trains (`train()`
+/// then learns the added levels like the others). Levels in any other shape are kept as they
+/// are, for `Model::validate` to name the problem.
+#[derive(Deserialize)]
+struct StoredParams {
+    comparison: Comparison,
+    levels: Vec<Level>,
+}
+
+impl From<StoredParams> for ComparisonParams {
+    fn from(stored: StoredParams) -> Self {
+        let c = stored.comparison;
+        let mut levels = stored.levels;
+        let added = c.added_levels();
+        let older: Vec<&str> = c
+            .levels()
+            .iter()
+            .copied()
+            .filter(|l| !added.contains(l))
+            .collect();
+        let names: Vec<&str> = levels.iter().map(|l| l.name.as_str()).collect();
+        if !added.is_empty() && names == older {
+            let shipped = Model::default_german();
+            if let Some(defaults) = shipped.params(c) {
+                for (at, name) in c.levels().iter().enumerate() {
+                    if added.contains(name) {
+                        levels.insert(at, defaults.levels[at].clone());
+                    }
+                }
+            }
+        }
+        Self {
+            comparison: c,
+            levels,
+        }
+    }
 }
 
 /// What a deterministic rule requires of a pair. All of a rule's predicates must hold.
@@ -168,15 +209,17 @@ impl Model {
             namesakes_need_own_evidence: true,
             tf_minimum_u: 1e-6,
             comparisons: vec![
+                // "nickname" and "double_name_part" came later (see `StoredParams`); their m
+                // is on top of the others' until `train()` estimates all of them.
                 params(
                     FirstName,
-                    &[0.80, 0.08, 0.05, 0.02, 0.01, 0.01, 0.03],
-                    &[0.01, 0.001, 0.002, 0.01, 0.01, 0.002, 0.965],
+                    &[0.80, 0.08, 0.05, 0.02, 0.01, 0.01, 0.02, 0.03],
+                    &[0.01, 0.001, 0.002, 0.01, 0.01, 0.002, 0.0005, 0.965],
                 ),
                 params(
                     LastName,
-                    &[0.80, 0.08, 0.05, 0.02, 0.01, 0.04],
-                    &[0.002, 0.0002, 0.001, 0.005, 0.005, 0.9868],
+                    &[0.80, 0.08, 0.05, 0.02, 0.01, 0.01, 0.04],
+                    &[0.002, 0.0002, 0.001, 0.005, 0.005, 0.0002, 0.9868],
                 ),
                 params(
                     BirthDate,
@@ -337,5 +380,43 @@ mod tests {
         let mut bad = m;
         bad.prior = 0.0;
         assert!(bad.validate().is_err());
+    }
+
+    /// A model stored before the "nickname" and "double_name_part" levels: it loads, with
+    /// those levels at the shipped values and every stored value kept.
+    #[test]
+    fn a_model_stored_without_the_added_levels_loads_with_them() {
+        let shipped = Model::default_german();
+        let mut json = serde_json::to_value(&shipped).unwrap();
+        let mut stored_first = None;
+        for p in json["comparisons"].as_array_mut().unwrap() {
+            let first = p["comparison"] == "first_name";
+            let levels = p["levels"].as_array_mut().unwrap();
+            levels.retain(|l| l["name"] != "nickname" && l["name"] != "double_name_part");
+            if first {
+                levels[0]["m"] = serde_json::json!(0.77);
+                stored_first = Some(levels.len());
+            }
+        }
+        assert_eq!(stored_first, Some(7));
+        let old: Model = serde_json::from_value(json).unwrap();
+        assert_eq!(old.validate(), Ok(()));
+        let first = old.params(Comparison::FirstName).unwrap();
+        assert_eq!(first.levels.len(), Comparison::FirstName.levels().len());
+        assert_eq!(first.levels[0].m, 0.77);
+        assert_eq!(first.levels[6], shipped.comparisons[0].levels[6]);
+        assert_eq!(first.levels[6].name, "nickname");
+        assert_eq!(
+            old.params(Comparison::LastName).unwrap().levels[5].name,
+            "double_name_part"
+        );
+        // Any other shape is left for validate to refuse.
+        let mut json = serde_json::to_value(&shipped).unwrap();
+        json["comparisons"][0]["levels"]
+            .as_array_mut()
+            .unwrap()
+            .remove(2);
+        let bad: Model = serde_json::from_value(json).unwrap();
+        assert!(bad.validate().unwrap_err().contains("levels"));
     }
 }

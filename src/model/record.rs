@@ -44,6 +44,35 @@ pub struct Derived {
     pub birth_digits: Option<[u8; 8]>,
     /// The e-mail is a household's or a role account's (`familie.mueller@`, `info@`).
     pub shared_mailbox: bool,
+    /// `sen.` or `jun.` written in a name field (`Müller sen.`, `Hans jun.`), taken off the
+    /// name before it is compared.
+    pub generation: Option<Generation>,
+}
+
+/// Senior or junior, as a name field says it: a father and a son of one name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Generation {
+    Senior,
+    Junior,
+}
+
+/// The generation a name's last word states, and the name without it: `müller jun` →
+/// (`müller`, Junior). Names are normalized (lower case, dots dropped). A name that is only
+/// the word keeps it.
+fn take_generation(name: &mut Option<String>) -> Option<Generation> {
+    let n = name.as_deref()?;
+    let (rest, word) = n.rsplit_once(' ')?;
+    let generation = match word {
+        "sen" | "senior" | "sr" => Generation::Senior,
+        "jun" | "junior" | "jr" => Generation::Junior,
+        _ => return None,
+    };
+    let rest = rest.trim_end().trim_end_matches(',').trim_end();
+    if rest.is_empty() {
+        return None;
+    }
+    *name = Some(rest.to_string());
+    Some(generation)
 }
 
 /// The value trimmed, None when nothing is left; no new string when there was nothing to trim.
@@ -115,6 +144,11 @@ impl MatchRecord {
         ] {
             *f = non_empty(f.take());
         }
+        // `Müller sen.` is Müller, said to be the senior: the name compares as Müller.
+        let of_last = take_generation(&mut self.last_name);
+        let of_first = take_generation(&mut self.first_name);
+        // Prepared twice, the name has lost the word already: the generation stays.
+        let generation = of_last.or(of_first).or(self.derived.generation);
         self.phones.retain(|p| !p.trim().is_empty());
         self.phones.sort();
         self.phones.dedup();
@@ -159,6 +193,7 @@ impl MatchRecord {
             name_sorted,
             birth_digits,
             shared_mailbox: self.email.as_deref().is_some_and(is_shared_mailbox),
+            generation,
         };
         self
     }
@@ -201,6 +236,25 @@ mod tests {
         let r = named("Ωμέγα", "123");
         assert_eq!(r.derived.last_phonetic, None);
         assert_eq!(r.derived.last_translit.as_deref(), Some("123"));
+    }
+
+    #[test]
+    fn senior_and_junior_are_taken_off_the_name() {
+        let r = named("hans", "müller jun");
+        assert_eq!(r.last_name.as_deref(), Some("müller"));
+        assert_eq!(r.derived.generation, Some(Generation::Junior));
+        let r = named("hans sen", "von der heide");
+        assert_eq!(r.first_name.as_deref(), Some("hans"));
+        assert_eq!(r.last_name.as_deref(), Some("von der heide"));
+        assert_eq!(r.derived.generation, Some(Generation::Senior));
+        let r = named("hans", "müller");
+        assert_eq!(r.derived.generation, None);
+        // A name that is only the word, or has it inside, stays as it is.
+        let r = named("anna", "jun");
+        assert_eq!(r.last_name.as_deref(), Some("jun"));
+        assert_eq!(r.derived.generation, None);
+        let r = named("anna", "sen berg");
+        assert_eq!(r.derived.generation, None);
     }
 
     #[test]

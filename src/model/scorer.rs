@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use super::comparison::{
     compare, compared_values, Comparison, Context, Namesakes, Outcome, COMPARISONS,
+    FIRST_NAME_NICKNAME,
 };
 use super::params::{log2_odds, probability, Model, Predicate};
 use super::record::MatchRecord;
@@ -53,8 +54,8 @@ pub struct Score {
     pub weights: [Option<f64>; COMPARISONS.len()],
     /// What the household logic added beyond the comparisons' weights.
     pub adjustment: Option<Adjustment>,
-    /// One name in one home without birth dates, and nothing of its own agrees (see
-    /// `Model::namesakes_need_own_evidence`).
+    /// One name in one home without birth dates (or alike first names of one birth date: twins),
+    /// and nothing of its own agrees (see `Model::namesakes_need_own_evidence`).
     pub namesakes_without_own_evidence: bool,
     pub forced_by: Option<usize>,
     pub outcome: Outcome,
@@ -92,6 +93,10 @@ pub enum Adjustment {
         share: f64,
         weight: f64,
     },
+    /// Last names differ, but first name and birth date agree and so does a home or something
+    /// of the person's own (e-mail, phone): a name changed at marriage. The different last name
+    /// is no evidence against the pair (the weight takes its negative weight back).
+    SurnameChanged { weight: f64 },
 }
 
 impl Adjustment {
@@ -100,14 +105,15 @@ impl Adjustment {
         match self {
             Adjustment::IdentityConflict { .. } => "identity_conflict",
             Adjustment::Namesakes { .. } => "namesakes",
+            Adjustment::SurnameChanged { .. } => "surname_changed",
         }
     }
 
     pub fn weight(&self) -> f64 {
         match *self {
-            Adjustment::IdentityConflict { weight, .. } | Adjustment::Namesakes { weight, .. } => {
-                weight
-            }
+            Adjustment::IdentityConflict { weight, .. }
+            | Adjustment::Namesakes { weight, .. }
+            | Adjustment::SurnameChanged { weight } => weight,
         }
     }
 }
@@ -196,8 +202,10 @@ impl<'a> Scorer<'a> {
         (p.m, p.u)
     }
 
-    /// Clearly different first names or birth dates, unless an external id (an identifier of
-    /// the person, not of the household) agrees: that outranks a mistyped birth date.
+    /// Clearly different first names or birth dates, or one record saying senior and the other
+    /// junior (a conflict on the last name, where `sen.` and `jun.` are written), unless an
+    /// external id (an identifier of the person, not of the household) agrees: that outranks a
+    /// mistyped birth date.
     pub fn conflict(outcome: &Outcome) -> Option<Comparison> {
         if matches!(outcome.level(Comparison::ExternalId), Some(0 | 1)) {
             return None;
@@ -205,6 +213,39 @@ impl<'a> Scorer<'a> {
         [Comparison::FirstName, Comparison::BirthDate]
             .into_iter()
             .find(|c| outcome.level(*c) == Some(c.else_level()))
+            .or(outcome.generation_conflict.then_some(Comparison::LastName))
+    }
+
+    /// A last name changed at marriage (see `Adjustment::SurnameChanged`): the last names are
+    /// clearly different, the first names one name (exactly, transliterated, a typo or a short
+    /// form apart), the birth dates equal, and the pair shares a home (the same street, or the
+    /// same postcode or city where a record has no street) or an e-mail or phone of the
+    /// person's own. The adjustment taking the different last name's negative weight back.
+    fn surname_changed(
+        &self,
+        outcome: &Outcome,
+        weights: &[Option<f64>; COMPARISONS.len()],
+    ) -> Option<Adjustment> {
+        let last = weights[Comparison::LastName.index()]?;
+        if outcome.level(Comparison::LastName) != Some(Comparison::LastName.else_level())
+            || last >= 0.0
+            || outcome.swapped
+        {
+            return None;
+        }
+        let first_same = matches!(
+            outcome.level(Comparison::FirstName),
+            Some(0..=2 | FIRST_NAME_NICKNAME)
+        );
+        let home = match outcome.level(Comparison::Address) {
+            Some(0..=2) => true,
+            Some(3) => outcome.street_missing,
+            _ => false,
+        };
+        let own = matches!(outcome.level(Comparison::Email), Some(0..=2))
+            || (outcome.level(Comparison::Phone) == Some(0) && !outcome.shared_landline);
+        (first_same && outcome.level(Comparison::BirthDate) == Some(0) && (home || own))
+            .then_some(Adjustment::SurnameChanged { weight: -last })
     }
 
     fn predicate(p: Predicate, a: &MatchRecord, b: &MatchRecord, o: &Outcome) -> bool {
@@ -258,7 +299,7 @@ impl<'a> Scorer<'a> {
         if !self.model.households_in_data() || outcome.level(Comparison::BirthDate).is_some() {
             return None;
         }
-        outcome.namesakes_at_one_home()
+        outcome.namesakes_at_one_home(self.model.household_share.is_some())
     }
 
     fn namesake_adjustment(
@@ -317,7 +358,19 @@ impl<'a> Scorer<'a> {
         outcome: &Outcome,
         weights: &[Option<f64>; COMPARISONS.len()],
     ) -> bool {
-        if self.undated_namesakes(outcome).is_none() {
+        // First names a typo or more apart (not exact, transliterated or a short form) of one
+        // birth date in one home: twins (Lena and Lea) as often as a typo, and nothing but the
+        // home and the date to go by.
+        // Not where the names were compared crosswise: a swapped entry is no twin, and which
+        // name pairs with which then depends on the order of the records.
+        let twins = self.model.households_in_data()
+            && !outcome.swapped
+            && outcome.level(Comparison::BirthDate) == Some(0)
+            && outcome
+                .namesakes_at_one_home(self.model.household_share.is_some())
+                .is_some()
+            && matches!(outcome.level(Comparison::FirstName), Some(2..=5));
+        if self.undated_namesakes(outcome).is_none() && !twins {
             return false;
         }
         let own = |c: Comparison| weights[c.index()].is_some_and(|w| w > 0.0);
@@ -350,7 +403,9 @@ impl<'a> Scorer<'a> {
                     on,
                     weight: self.conflict_adjustment(&weights),
                 }),
-                None => self.namesake_adjustment(outcome, &weights),
+                None => self
+                    .namesake_adjustment(outcome, &weights)
+                    .or_else(|| self.surname_changed(outcome, &weights)),
             };
         weight += adjustment.map_or(0.0, |adj| adj.weight());
         (weight, weights, adjustment)
@@ -428,8 +483,13 @@ impl<'a> Scorer<'a> {
                     Some(on.name()),
                     weight,
                     format!(
-                        "{} clearly differs: shared household evidence ({}) not counted",
-                        on.name(),
+                        "{}: shared household evidence ({}) not counted",
+                        if on == Comparison::LastName {
+                            "one record says senior, the other junior (sen./jun. in a name field)"
+                                .to_string()
+                        } else {
+                            format!("{} clearly differs", on.name())
+                        },
                         if discounted.is_empty() {
                             "none".to_string()
                         } else {
@@ -449,7 +509,8 @@ impl<'a> Scorer<'a> {
                 None,
                 weight,
                 format!(
-                    "{} in one home (address or landline) and no birth date to compare: \
+                    "{} in one home (address, postcode or city without a street, landline or \
+                     family mailbox) and no birth date to compare: \
                      {:.1}% of such pairs with birth dates are two people, so prior, names, \
                      address and landline count as {:.2} (log2 odds)",
                     match kind {
@@ -459,6 +520,15 @@ impl<'a> Scorer<'a> {
                     100.0 * share,
                     ((1.0 - share) / share).log2()
                 ),
+            )),
+            Some(adj @ Adjustment::SurnameChanged { weight }) => terms.push(Term::without_values(
+                adj.term(),
+                None,
+                weight,
+                "last names differ, but first name and birth date agree, and so does a home or \
+                 an e-mail or phone of the person's own: a name changed at marriage, so the \
+                 different last name is not counted against the pair"
+                    .into(),
             )),
             None => {}
         }
@@ -470,14 +540,20 @@ impl<'a> Scorer<'a> {
                 format!("rule \"{}\" forces a match", self.model.rules[i].name),
             ));
         } else if score.held_for_review(self.model) {
+            let who = if o.level(Comparison::BirthDate).is_some() {
+                "similar first names of one birth date in one home (twins)"
+            } else {
+                "one name in one home, no birth date,"
+            };
             terms.push(Term::without_values(
                 "held_for_review",
                 Some("namesakes_without_own_evidence"),
                 0.0,
-                "one name in one home, no birth date, and no e-mail, mobile or external id of \
-                 their own agrees: kept for review, not merged, however likely (model setting \
-                 namesakes_need_own_evidence)"
-                    .into(),
+                format!(
+                    "{who} and no e-mail, mobile or external id of their own agrees: kept for \
+                     review, not merged, however likely (model setting \
+                     namesakes_need_own_evidence)"
+                ),
             ));
         }
         (score, terms)
@@ -692,6 +768,65 @@ mod tests {
         assert!(Scorer::new(&merging, &ctx, &HashMap::new())
             .score(&senior, &either)
             .is_match(&merging));
+    }
+
+    #[test]
+    fn the_hard_household_cases_of_issue_25() {
+        let mut model = Model::default_german();
+        model.namesake_share = Some(0.05);
+        model.similar_name_share = Some(0.3);
+        // Trained on data with households at full addresses.
+        model.household_share = Some(0.1);
+        let ctx = Context::default();
+        let scorer = Scorer::new(&model, &ctx, &HashMap::new());
+        // Father and son of one name: the son's loyalty card has postcode and city only, and no
+        // birth date. One home as far as the records tell: held, not merged.
+        let father = person("hans", "müller", "", "", "+493012345678");
+        let mut card = person("johannes", "müller", "", "", "");
+        card.street = None;
+        card.house_number = None;
+        let card = card.prepare();
+        let s = scorer.score(&father, &card);
+        assert_eq!(
+            s.outcome.level(Comparison::FirstName),
+            Some(crate::model::comparison::FIRST_NAME_NICKNAME)
+        );
+        assert!(s.held_for_review(&model), "{s:?}");
+        assert!(!s.is_match(&model));
+        // sen. and jun. in the name fields: two people, even with the family mailbox.
+        let senior = person("hans", "müller sen", "", "mueller@web.de", "");
+        let junior = person("hans", "müller jun", "", "mueller@web.de", "");
+        let s = scorer.score(&senior, &junior);
+        assert_eq!(s.conflict(), Some(Comparison::LastName));
+        assert!(!s.is_match(&model), "{s:?}");
+        let (score, terms) = scorer.explain(&senior, &junior);
+        assert_terms_sum_to_the_weight(&terms, &score);
+        // A name changed at marriage: first name, birth date and home agree.
+        let before = person("anna", "schmidt", "1980-05-17", "", "");
+        let after = person("anna", "weber", "1980-05-17", "", "");
+        let (score, terms) = scorer.explain(&before, &after);
+        assert!(score
+            .adjustment
+            .is_some_and(|a| a.term() == "surname_changed" && a.weight() > 0.0));
+        assert_terms_sum_to_the_weight(&terms, &score);
+        assert!(
+            score.weight
+                > scorer
+                    .score(&before, &person("anna", "weber", "1980-05-18", "", ""))
+                    .weight
+        );
+        // Without the birth date nothing is taken back: a daughter-in-law of one first name.
+        let s = scorer.score(
+            &person("anna", "schmidt", "", "", ""),
+            &person("anna", "weber", "", "", ""),
+        );
+        assert!(s.adjustment.is_none());
+        // Twins of alike names and one birth date in one home: held unless their own agrees.
+        let lena = person("lena", "wagner", "2001-03-04", "", "");
+        let lea = person("lea", "wagner", "2001-03-04", "", "");
+        let s = scorer.score(&lena, &lea);
+        assert!(s.namesakes_without_own_evidence, "{s:?}");
+        assert!(!s.is_match(&model));
     }
 
     #[test]

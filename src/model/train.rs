@@ -527,7 +527,7 @@ pub fn train(
                         together += w;
                     }
                 }
-                if let (Some(b), Some(kind)) = (birth, o.namesakes_at_one_home()) {
+                if let (Some(b), Some(kind)) = (birth, o.namesakes_at_one_home(true)) {
                     dated[kind.index()] += w;
                     if b == Comparison::BirthDate.else_level() {
                         two[kind.index()] += w;

@@ -4,7 +4,18 @@
 //! shop, CRM, POS loyalty, newsletter), each with its own column names and formats, an orders
 //! table, and `truth` (source, key, true person, household, the variations applied).
 //!
-//!     crmgen --rows 1000 --seed 42 [--schema public] | psql demo
+//! The hard cases of issue 25 are in every data set: short forms of first names (Hans for
+//! Johannes, some not in customer_unify's table), initials, married and double names, titles
+//! and sen./jun. written into name fields, fathers and sons (mothers and daughters) of one name,
+//! twins with alike names and often without birth dates, e-mail-only sign-ups, a work and a
+//! pre-marriage e-mail beside the personal one, mistyped birth dates. The truth table tags each
+//! record with the variations it carries, so quality can be read by kind of difference.
+//!
+//! `--layout alt` writes the same people and records into other tables (other names and
+//! formats, "Nachname, Vorname" with titles and sen./jun. in the CRM's one name field), for
+//! measuring on a layout the project was not tuned to (benches/alt_sources.sql registers it).
+//!
+//!     crmgen --rows 1000 --seed 42 [--schema public] [--layout demo|alt] | psql demo
 
 mod lists;
 mod rng;
@@ -41,6 +52,17 @@ struct Person {
     /// Address before a move, used by older records.
     old_address: Option<Address>,
     tags: Vec<&'static str>,
+    /// An academic title some sources write into the name field.
+    title: Option<&'static str>,
+    /// "sen." or "jun." for a father and a son (a mother and a daughter) of one name.
+    generation: Option<&'static str>,
+    /// The last name is a double name taken at marriage (birth name, partner's name): records
+    /// write it whole or one part.
+    double_name: Option<(String, String)>,
+    /// The address used before the marriage, on older records.
+    maiden_email: Option<String>,
+    /// A work address, on some records.
+    work_email: Option<String>,
 }
 
 fn translit(s: &str) -> String {
@@ -192,6 +214,10 @@ struct World {
     /// Every personal address handed out: a mailbox belongs to one person (family mailboxes
     /// are shared on purpose, in `household`), so a taken name gets a number as at a provider.
     emails_taken: std::collections::HashSet<String>,
+    /// Draws for the hard cases of issue 25 (short forms, double names, sen./jun., twins'
+    /// names, work e-mails, …): a stream of their own, so that the records, keys and orders
+    /// the other draws make stay what they were for a seed.
+    hard: Rng,
 }
 
 impl World {
@@ -232,6 +258,11 @@ impl World {
             address: address.clone(),
             old_address: None,
             tags: Vec::new(),
+            title: None,
+            generation: None,
+            double_name: None,
+            maiden_email: None,
+            work_email: None,
         }
     }
 
@@ -298,13 +329,37 @@ impl World {
                 .iter()
                 .rposition(|m| !m.female && m.birth.0 >= kid_birth.0);
             if let (Some(f), Some(s)) = (father, son) {
-                if self.rng.chance(0.25) {
+                if self.rng.chance(0.25) || self.hard.chance(0.4) {
                     members[s].first = members[f].first.clone();
                     members[s].tags.push("junior");
                     members[f].tags.push("senior");
+                    members[s].generation = Some("jun.");
+                    members[f].generation = Some("sen.");
+                }
+            }
+            // Twins with alike names: Lena and Lea, Max and Moritz.
+            let n = members.len();
+            if twins
+                && members[n - 2..].iter().all(|k| k.generation.is_none())
+                && self.hard.chance(0.6)
+            {
+                let (a, a_female, b, b_female) = *self.hard.pick(TWIN_NAMES);
+                for (k, (name, female)) in [(a, a_female), (b, b_female)].into_iter().enumerate() {
+                    let kid = &mut members[n - 2 + k];
+                    kid.first = name.to_string();
+                    kid.female = female;
+                    kid.email = fresh_email(
+                        &mut self.hard,
+                        &mut self.emails_taken,
+                        name,
+                        &last,
+                        kid_birth.0,
+                    );
+                    kid.tags.push("alike_twins");
                 }
             }
         }
+        self.hard_cases(&mut members, &last);
         if members.len() > 1 {
             let landline = self
                 .rng
@@ -342,6 +397,75 @@ impl World {
             }
         }
         members
+    }
+}
+
+impl World {
+    /// The hard cases drawn per person from `hard`: titles, double names, a maiden e-mail, a
+    /// work e-mail.
+    fn hard_cases(&mut self, members: &mut [Person], last: &str) {
+        for m in members.iter_mut() {
+            let h = &mut self.hard;
+            if m.birth.0 < 1985 && h.chance(0.07) {
+                m.title = Some(*h.pick(TITLES));
+            }
+            if let Some(maiden) = m.maiden.clone() {
+                if h.chance(0.35) {
+                    // Birth name and married name joined: Schmidt-Weber.
+                    m.double_name = Some((maiden.clone(), m.last.clone()));
+                    m.last = format!("{maiden}-{}", m.last);
+                    m.tags.push("double_name");
+                }
+                if h.chance(0.5) {
+                    let taken = &mut self.emails_taken;
+                    m.maiden_email = Some(fresh_email(h, taken, &m.first, &maiden, m.birth.0));
+                }
+            }
+            if h.chance(0.2) {
+                let f = translit(&m.first.to_lowercase()).replace(' ', "");
+                let l = translit(&m.last.to_lowercase()).replace(' ', "");
+                let domain = h.pick(WORK_DOMAINS);
+                m.work_email = Some(claim_mailbox(
+                    h,
+                    &mut self.emails_taken,
+                    &format!("{f}.{l}"),
+                    domain,
+                ));
+            }
+        }
+        // A mother and a daughter of one name, now and then.
+        let mother = members
+            .iter()
+            .position(|m| m.female && m.last == last && m.generation.is_none());
+        let daughter = members
+            .iter()
+            .rposition(|m| m.female && m.generation.is_none());
+        if let (Some(mo), Some(d)) = (mother, daughter) {
+            if mo != d && members[d].birth.0 > members[mo].birth.0 + 15 && self.hard.chance(0.2) {
+                members[d].first = members[mo].first.clone();
+                members[d].tags.push("junior");
+                members[mo].tags.push("senior");
+            }
+        }
+    }
+}
+
+/// A short form of `first` as its holder writes it, if the name has one.
+fn nickname(rng: &mut Rng, first: &str) -> Option<&'static str> {
+    NICKNAMES
+        .iter()
+        .find(|(full, _)| *full == first)
+        .map(|(_, short)| *rng.pick(short))
+}
+
+/// A birth date typed wrong: a digit off, or day and month exchanged.
+fn birth_typo(rng: &mut Rng, (y, m, d): (i32, u32, u32)) -> (i32, u32, u32) {
+    match rng.range(0, 3) {
+        0 if d <= 12 && d != m => (y, d, m),
+        // Days stay at most 28: the shop's column is a date.
+        1 => (y, m, if d > 14 { d - 10 } else { d + 10 }),
+        2 => (y + if y % 10 == 9 { -1 } else { 1 }, m, d),
+        _ => (y, if m == 12 { 11 } else { m + 1 }, d),
     }
 }
 
@@ -553,12 +677,19 @@ const DAY_2019: i64 = 17_897; // 2019-01-01
 const DAY_2023: i64 = 19_358; // 2023-01-01
 const DAY_LAST: i64 = 20_757; // 2026-10-31
 
-fn generate(seed: u64, target_rows: usize) -> Tables {
+/// German date as some systems write it: `17.05.1980`.
+fn german_date(iso: &str) -> String {
+    let (y, rest) = iso.split_at(4);
+    format!("{}.{}.{y}", &rest[4..6], &rest[1..3])
+}
+
+fn generate(seed: u64, target_rows: usize, alt: bool) -> Tables {
     let mut w = World {
         rng: Rng::new(seed),
         next_person: 0,
         next_household: 0,
         emails_taken: Default::default(),
+        hard: Rng::new(seed ^ 0x6973_7375_6532_3500),
     };
     let mut t = Tables {
         shop: String::new(),
@@ -574,6 +705,7 @@ fn generate(seed: u64, target_rows: usize) -> Tables {
     'outer: loop {
         for p in w.household() {
             let rng = &mut w.rng;
+            let hard = &mut w.hard;
             // Which systems know this person, and how often.
             let mut plan: Vec<&str> = Vec::new();
             for (source, p_in, p_dup) in [
@@ -619,20 +751,68 @@ fn generate(seed: u64, target_rows: usize) -> Tables {
                     }
                     _ => p.address.clone(),
                 };
-                let last_base = match (&p.maiden, old_record) {
-                    (Some(m), true) => {
+                let last_base = match (&p.maiden, old_record, &p.double_name) {
+                    (Some(m), true, _) => {
                         tags.push("married");
                         m.clone()
                     }
+                    // A double name written whole, or one of its parts.
+                    (_, _, Some((birth_name, married))) => match hard.range(0, 9) {
+                        0..=4 => p.last.clone(),
+                        5..=7 => married.clone(),
+                        _ => birth_name.clone(),
+                    },
                     _ => p.last.clone(),
                 };
-                let mut first = render_name(rng, &p.first, &mut tags);
+                // A short form (Hans for Johannes), or an initial only.
+                let first_base = match nickname(hard, &p.first) {
+                    Some(short) if hard.chance(0.2) => {
+                        tags.push("nickname");
+                        short.to_string()
+                    }
+                    _ if hard.chance(0.02) => {
+                        tags.push("initial");
+                        format!("{}.", p.first.chars().next().unwrap_or('X'))
+                    }
+                    _ => p.first.clone(),
+                };
+                let mut first = render_name(rng, &first_base, &mut tags);
                 let mut last = render_name(rng, &last_base, &mut tags);
                 if rng.chance(0.03) {
                     std::mem::swap(&mut first, &mut last);
                     tags.push("swapped");
                 }
-                let email = render_email(rng, &p, &mut tags);
+                let mut email = render_email(rng, &p, &mut tags);
+                // Another address of the person's: the one from before the marriage, or work.
+                match (&p.maiden_email, &p.work_email) {
+                    (Some(m), _) if old_record && hard.chance(0.6) => {
+                        email = m.clone();
+                        tags.push("other_email");
+                    }
+                    (_, Some(w)) if hard.chance(0.3) => {
+                        email = w.clone();
+                        tags.push("other_email");
+                        tags.push("work_email");
+                    }
+                    _ => {}
+                }
+                // sen./jun. and titles written into the name fields.
+                let generation = p.generation.filter(|_| hard.chance(0.5));
+                let title = p.title.filter(|_| hard.chance(0.4));
+                if generation.is_some() {
+                    tags.push("generation");
+                }
+                if title.is_some() {
+                    tags.push("title");
+                }
+                // A birth date typed wrong; twins' records often without one.
+                let birth_date = if hard.chance(0.04) {
+                    tags.push("birth_typo");
+                    birth_typo(hard, p.birth)
+                } else {
+                    p.birth
+                };
+                let no_birth = p.tags.contains(&"twin") && hard.chance(0.5);
                 let phone_national = match (&p.mobile, &p.landline) {
                     (Some(m), Some(l)) => Some(if rng.chance(0.6) {
                         m.clone()
@@ -653,9 +833,9 @@ fn generate(seed: u64, target_rows: usize) -> Tables {
                     rng.range(0, 59),
                     rng.range(0, 59)
                 );
-                let birth_s = date(p.birth);
+                let birth_s = date(birth_date);
                 let missing = |rng: &mut Rng, pr: f64| rng.chance(pr);
-                let key: String;
+                let mut key: String;
                 match source {
                     "shop" => {
                         shop_id += 1;
@@ -678,24 +858,58 @@ fn generate(seed: u64, target_rows: usize) -> Tables {
                             Some(birth_s.as_str())
                         };
                         let created = date(day_to_date(updated - rng.range(0, 700)));
-                        row(
-                            &mut t.shop,
-                            &[
-                                Some(&key),
-                                Some(&email),
-                                Some(&first),
-                                Some(&last),
-                                phone_v,
-                                Some(&line),
-                                Some(&zip),
-                                Some(addr.city),
-                                Some("DE"),
-                                birthday,
-                                Some(if rng.chance(0.4) { "t" } else { "f" }),
-                                Some(&created),
-                                Some(&ts),
-                            ],
-                        );
+                        let first = match title {
+                            Some(t) => format!("{t} {first}"),
+                            None => first.clone(),
+                        };
+                        let last = match generation {
+                            Some(g) => format!("{last} {g}"),
+                            None => last.clone(),
+                        };
+                        let birthday = birthday.filter(|_| !no_birth);
+                        if alt {
+                            // Another shop system: one name field, postcode and city in one.
+                            key = format!("WS-{shop_id}");
+                            // The draws the other layout makes for columns this one lacks: the
+                            // same people and records in both layouts.
+                            rng.chance(0.4);
+                            let name = format!("{first} {last}");
+                            let plz_ort = format!("{zip} {}", addr.city);
+                            let geb = birthday.map(german_date);
+                            row(
+                                &mut t.shop,
+                                &[
+                                    Some(&key),
+                                    Some(&email),
+                                    Some(if p.female { "Frau" } else { "Herr" }),
+                                    Some(&name),
+                                    phone_v,
+                                    Some(&line),
+                                    Some(&plz_ort),
+                                    geb.as_deref(),
+                                    Some(&ts),
+                                ],
+                            );
+                        } else {
+                            row(
+                                &mut t.shop,
+                                &[
+                                    Some(&key),
+                                    Some(&email),
+                                    Some(&first),
+                                    Some(&last),
+                                    phone_v,
+                                    Some(&line),
+                                    Some(&zip),
+                                    Some(addr.city),
+                                    Some("DE"),
+                                    birthday,
+                                    Some(if rng.chance(0.4) { "t" } else { "f" }),
+                                    Some(&created),
+                                    Some(&ts),
+                                ],
+                            );
+                        }
                         commerce_keys.push(("shop", key.clone()));
                     }
                     "crm" => {
@@ -707,15 +921,24 @@ fn generate(seed: u64, target_rows: usize) -> Tables {
                         } else {
                             None
                         };
+                        let titel = p.title.or(titel);
                         let plz = if rng.chance(0.05) {
                             format!("D-{}", addr.postcode)
                         } else {
                             addr.postcode.to_string()
                         };
-                        let geb = if missing(rng, 0.3) {
+                        let geb = if missing(rng, 0.3) || no_birth {
                             None
                         } else {
-                            Some(format!("{:02}.{:02}.{}", p.birth.2, p.birth.1, p.birth.0))
+                            Some(format!(
+                                "{:02}.{:02}.{}",
+                                birth_date.2, birth_date.1, birth_date.0
+                            ))
+                        };
+                        // The CRM writes sen./jun. after the last name: "Müller sen.".
+                        let last = match generation {
+                            Some(g) => format!("{last} {g}"),
+                            None => last.clone(),
                         };
                         let landline = p
                             .landline
@@ -732,68 +955,124 @@ fn generate(seed: u64, target_rows: usize) -> Tables {
                         } else {
                             Some(email.as_str())
                         };
-                        row(
-                            &mut t.crm,
-                            &[
-                                Some(&key),
-                                Some(anrede),
-                                titel,
-                                Some(&first),
-                                Some(&last),
-                                e,
-                                landline.as_deref(),
-                                mobile.as_deref(),
-                                Some(&street),
-                                Some(&number),
-                                Some(&plz),
-                                Some(addr.city),
-                                Some("Deutschland"),
-                                geb.as_deref(),
-                                Some(if rng.chance(0.5) { "t" } else { "f" }),
-                                Some(&ts[..19]),
-                            ],
-                        );
+                        if alt {
+                            // "Nachname, Vorname" in one field, titles and sen./jun. inside,
+                            // the address in one line.
+                            key = crm_id.to_string();
+                            rng.chance(0.5);
+                            let tt = titel.map(|t| format!("{t} ")).unwrap_or_default();
+                            let name = format!("{last}, {tt}{first}");
+                            let anschrift = format!("{street} {number}, {plz} {}", addr.city);
+                            let geb_iso = geb
+                                .as_deref()
+                                .map(|g| format!("{}-{}-{}", &g[6..], &g[3..5], &g[..2]));
+                            row(
+                                &mut t.crm,
+                                &[
+                                    Some(&key),
+                                    Some(&name),
+                                    e,
+                                    landline.as_deref(),
+                                    mobile.as_deref(),
+                                    Some(&anschrift),
+                                    geb_iso.as_deref(),
+                                    Some(&ts[..19]),
+                                ],
+                            );
+                        } else {
+                            row(
+                                &mut t.crm,
+                                &[
+                                    Some(&key),
+                                    Some(anrede),
+                                    titel,
+                                    Some(&first),
+                                    Some(&last),
+                                    e,
+                                    landline.as_deref(),
+                                    mobile.as_deref(),
+                                    Some(&street),
+                                    Some(&number),
+                                    Some(&plz),
+                                    Some(addr.city),
+                                    Some("Deutschland"),
+                                    geb.as_deref(),
+                                    Some(if rng.chance(0.5) { "t" } else { "f" }),
+                                    Some(&ts[..19]),
+                                ],
+                            );
+                        }
                     }
                     "pos" => {
                         pos_id += 1;
                         key = pos_id.to_string();
                         let full = if rng.chance(0.4) {
-                            format!("{}, {}", last.to_uppercase(), first)
+                            let g = generation.map(|g| format!(" {g}")).unwrap_or_default();
+                            format!("{}{g}, {}", last.to_uppercase(), first)
                         } else {
-                            format!("{first} {last}")
+                            let g = generation.map(|g| format!(" {g}")).unwrap_or_default();
+                            let tt = title.map(|t| format!("{t} ")).unwrap_or_default();
+                            format!("{tt}{first} {last}{g}")
                         };
                         let e = if missing(rng, 0.6) {
                             None
                         } else {
                             Some(email.as_str())
                         };
-                        let b = if missing(rng, 0.5) {
+                        let b = if missing(rng, 0.5) || no_birth {
                             None
                         } else {
                             Some(birth_s.as_str())
                         };
                         let since = date(day_to_date(updated - rng.range(0, 1000)));
-                        row(
-                            &mut t.pos,
-                            &[
-                                Some(&key),
-                                Some(&full),
-                                phone.as_deref(),
-                                Some(addr.postcode),
-                                Some(addr.city),
-                                b,
-                                e,
-                                Some(*rng.pick(STORES)),
-                                Some(&since),
-                                Some(&ts),
-                            ],
-                        );
+                        if alt {
+                            // A till system: last and first name apart (often in capitals),
+                            // no street, the birth date as digits.
+                            key = format!("KK-{pos_id}");
+                            rng.pick(STORES);
+                            let nachname = match generation {
+                                Some(g) => format!("{} {g}", last.to_uppercase()),
+                                None => last.to_uppercase(),
+                            };
+                            let geb = b.map(|d| d.replace('-', ""));
+                            row(
+                                &mut t.pos,
+                                &[
+                                    Some(&key),
+                                    Some(&nachname),
+                                    Some(&first),
+                                    Some(addr.postcode),
+                                    Some(addr.city),
+                                    phone.as_deref(),
+                                    e,
+                                    geb.as_deref(),
+                                    Some(&ts),
+                                ],
+                            );
+                        } else {
+                            row(
+                                &mut t.pos,
+                                &[
+                                    Some(&key),
+                                    Some(&full),
+                                    phone.as_deref(),
+                                    Some(addr.postcode),
+                                    Some(addr.city),
+                                    b,
+                                    e,
+                                    Some(*rng.pick(STORES)),
+                                    Some(&since),
+                                    Some(&ts),
+                                ],
+                            );
+                        }
                         commerce_keys.push(("pos", key.clone()));
                     }
                     _ => {
                         nl_id += 1;
                         key = nl_id.to_string();
                         let name = if missing(rng, 0.5) {
+                            tags.push("email_only");
                             None
                         } else {
                             Some(first.as_str())
@@ -805,17 +1084,26 @@ fn generate(seed: u64, target_rows: usize) -> Tables {
                         } else {
                             None
                         };
-                        row(
-                            &mut t.newsletter,
-                            &[
-                                Some(&key),
-                                Some(&email),
-                                name,
-                                Some(&ts),
-                                Some(if rng.chance(0.8) { "t" } else { "f" }),
-                                unsub.as_deref(),
-                            ],
-                        );
+                        let confirmed = if rng.chance(0.8) { "t" } else { "f" };
+                        if alt {
+                            key = format!("NL{nl_id:06}");
+                            row(
+                                &mut t.newsletter,
+                                &[Some(&key), Some(&email), name, Some(&ts), Some(confirmed)],
+                            );
+                        } else {
+                            row(
+                                &mut t.newsletter,
+                                &[
+                                    Some(&key),
+                                    Some(&email),
+                                    name,
+                                    Some(&ts),
+                                    Some(confirmed),
+                                    unsub.as_deref(),
+                                ],
+                            );
+                        }
                     }
                 }
                 let mut tag_list = String::from("{");
@@ -826,7 +1114,11 @@ fn generate(seed: u64, target_rows: usize) -> Tables {
                 row(
                     &mut t.truth,
                     &[
-                        Some(source),
+                        Some(match (alt, source) {
+                            (true, "shop") => "webshop",
+                            (true, "pos") => "kasse",
+                            _ => source,
+                        }),
                         Some(&key),
                         Some(&p.id.to_string()),
                         Some(&p.household.to_string()),
@@ -892,7 +1184,8 @@ fn main() -> io::Result<()> {
             .cloned()
     };
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        eprintln!("usage: crmgen [--rows N (default 1000)] [--seed S (default 42)] [--schema NAME (default public)]");
+        eprintln!("usage: crmgen [--rows N (default 1000)] [--seed S (default 42)] [--schema NAME (default public)] [--layout demo|alt]");
+        eprintln!("  --layout alt: the same kind of people in other source tables (webshop_kunden, crm_kontakte with \"Nachname, Vorname\", kasse_karten, newsletter_abos); register them with benches/alt_sources.sql");
         return Ok(());
     }
     let rows: usize = arg("--rows").map_or(1000, |v| v.parse().expect("--rows takes a number"));
@@ -904,11 +1197,31 @@ fn main() -> io::Result<()> {
             .all(|c| c.is_ascii_alphanumeric() || c == '_'),
         "--schema takes a plain identifier"
     );
-    let t = generate(seed, rows);
+    let alt = match arg("--layout").as_deref() {
+        None | Some("demo") => false,
+        Some("alt") => true,
+        Some(other) => panic!("--layout takes demo or alt, not {other}"),
+    };
+    let t = generate(seed, rows, alt);
     let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
-    writeln!(out, "-- crmgen --rows {rows} --seed {seed}\nSET client_min_messages = warning;\nBEGIN;\nCREATE SCHEMA IF NOT EXISTS {schema};\nSET LOCAL search_path = {schema};")?;
-    writeln!(out, "DROP TABLE IF EXISTS shop_customers, crm_contacts, pos_loyalty_members, newsletter_signups, orders, truth CASCADE;")?;
-    let tables: [(&str, &str, &str, &String); 6] = [
+    let layout = if alt { " --layout alt" } else { "" };
+    writeln!(out, "-- crmgen --rows {rows} --seed {seed}{layout}\nSET client_min_messages = warning;\nBEGIN;\nCREATE SCHEMA IF NOT EXISTS {schema};\nSET LOCAL search_path = {schema};")?;
+    if alt {
+        writeln!(out, "DROP TABLE IF EXISTS webshop_kunden, crm_kontakte, kasse_karten, newsletter_abos, orders, truth CASCADE;")?;
+    } else {
+        writeln!(out, "DROP TABLE IF EXISTS shop_customers, crm_contacts, pos_loyalty_members, newsletter_signups, orders, truth CASCADE;")?;
+    }
+    let alt_tables: [(&str, &str, &str, &String); 4] = [
+        ("webshop_kunden", "kd_nr text PRIMARY KEY, mail text, anrede text, name text, tel text, strasse_hnr text, plz_ort text, geb_datum text, geaendert timestamptz",
+         "kd_nr, mail, anrede, name, tel, strasse_hnr, plz_ort, geb_datum, geaendert", &t.shop),
+        ("crm_kontakte", "id bigint PRIMARY KEY, name text, email text, festnetz text, handy text, anschrift text, geburtstag date, stand timestamp",
+         "id, name, email, festnetz, handy, anschrift, geburtstag, stand", &t.crm),
+        ("kasse_karten", "karte text PRIMARY KEY, nachname text, vorname text, plz text, ort text, telefon text, email text, geb text, aktualisiert timestamptz",
+         "karte, nachname, vorname, plz, ort, telefon, email, geb, aktualisiert", &t.pos),
+        ("newsletter_abos", "abo_id text PRIMARY KEY, adresse text NOT NULL, vorname text, angemeldet timestamptz, bestaetigt boolean",
+         "abo_id, adresse, vorname, angemeldet, bestaetigt", &t.newsletter),
+    ];
+    let demo_tables: [(&str, &str, &str, &String); 4] = [
         ("shop_customers", "customer_id bigint PRIMARY KEY, email text, first_name text, last_name text, phone text, street text, zip text, city text, country text, birthday date, newsletter boolean, created_at date, updated_at timestamptz",
          "customer_id, email, first_name, last_name, phone, street, zip, city, country, birthday, newsletter, created_at, updated_at", &t.shop),
         ("crm_contacts", "kontakt_nr text PRIMARY KEY, anrede text, titel text, vorname text, nachname text, e_mail text, telefon text, mobil text, strasse text, hausnummer text, plz text, ort text, land text, geburtsdatum text, email_optin boolean, geaendert_am timestamp",
@@ -917,12 +1230,15 @@ fn main() -> io::Result<()> {
          "card_no, full_name, phone, postcode, city, birth_date, email, home_store, member_since, updated_at", &t.pos),
         ("newsletter_signups", "signup_id bigint PRIMARY KEY, email text NOT NULL, first_name text, signed_up_at timestamptz, double_opt_in boolean, unsubscribed_at date",
          "signup_id, email, first_name, signed_up_at, double_opt_in, unsubscribed_at", &t.newsletter),
+    ];
+    let common: [(&str, &str, &str, &String); 2] = [
         ("orders", "order_id bigint PRIMARY KEY, channel text NOT NULL, customer_ref text NOT NULL, ordered_at date NOT NULL, amount numeric(10,2) NOT NULL, currency text NOT NULL, status text NOT NULL",
          "order_id, channel, customer_ref, ordered_at, amount, currency, status", &t.orders),
         ("truth", "source text NOT NULL, source_key text NOT NULL, person_id bigint NOT NULL, household_id bigint NOT NULL, variations text[] NOT NULL, PRIMARY KEY (source, source_key)",
          "source, source_key, person_id, household_id, variations", &t.truth),
     ];
-    for (name, columns, list, data) in tables {
+    let sources = if alt { alt_tables } else { demo_tables };
+    for (name, columns, list, data) in sources.into_iter().chain(common) {
         writeln!(
             out,
             "CREATE TABLE {name} ({columns});\nCOPY {name} ({list}) FROM stdin;"
@@ -945,8 +1261,8 @@ mod tests {
 
     #[test]
     fn same_seed_same_data_and_exact_row_count() {
-        let a = generate(7, 3000);
-        let b = generate(7, 3000);
+        let a = generate(7, 3000, false);
+        let b = generate(7, 3000, false);
         assert_eq!(a.truth, b.truth);
         assert_eq!(a.orders, b.orders);
         assert_eq!(a.rows, 3000);
@@ -955,12 +1271,12 @@ mod tests {
             3000
         );
         assert_eq!(lines(&a.truth), 3000);
-        assert_ne!(generate(8, 3000).truth, a.truth);
+        assert_ne!(generate(8, 3000, false).truth, a.truth);
     }
 
     #[test]
     fn hard_cases_are_present() {
-        let t = generate(1, 20_000);
+        let t = generate(1, 20_000, false);
         for tag in [
             "typo",
             "translit",
@@ -974,10 +1290,41 @@ mod tests {
             "shared_email",
             "dup_in_source",
             "email_alias",
+            "nickname",
+            "initial",
+            "double_name",
+            "generation",
+            "title",
+            "birth_typo",
+            "alike_twins",
+            "other_email",
+            "work_email",
+            "email_only",
         ] {
             assert!(t.truth.contains(tag), "no record tagged {tag}");
         }
         assert!(t.orders.contains("returned"));
+    }
+
+    #[test]
+    fn the_other_layout_holds_the_same_people() {
+        let demo = generate(7, 3000, false);
+        let alt = generate(7, 3000, true);
+        let persons = |t: &Tables| -> Vec<String> {
+            t.truth
+                .lines()
+                .map(|l| l.split('\t').skip(2).collect::<Vec<_>>().join("\t"))
+                .collect()
+        };
+        assert_eq!(persons(&demo), persons(&alt));
+        assert_eq!(alt.rows, 3000);
+        assert!(alt.truth.starts_with("webshop\tWS-") || alt.truth.contains("\nwebshop\tWS-"));
+        assert!(alt.truth.contains("\nkasse\tKK-"));
+        // "Nachname, Vorname" in the CRM's one name field.
+        assert!(alt
+            .crm
+            .lines()
+            .all(|l| l.split('\t').nth(1).unwrap().contains(", ")));
     }
 
     #[test]

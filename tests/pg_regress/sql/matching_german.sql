@@ -39,7 +39,10 @@ FROM (SELECT count(*) FILTER (WHERE is_match AND same_person) AS tp,
       FROM labelled) c;
 -- Measured when written: 1,125 of 1,407 true pairs found, 5 false matches (a loyalty card with
 -- postcode and city only against a namesake's full address), 5 family pairs merged of 1,812.
-SELECT true_pairs, family_pairs, precision >= 0.99 AS precision_ok, recall >= 0.75 AS recall_ok,
+-- Since issue 25 the sample holds the hard cases (short forms, double names, sen./jun., twins,
+-- work e-mails), and namesakes of one postcode where a record has no street are held for
+-- review: 938 of 1,386 true pairs found (recall 0.68); matching_hard_cases.sql has the kinds.
+SELECT true_pairs, family_pairs, precision >= 0.99 AS precision_ok, recall >= 0.65 AS recall_ok,
        family_merged <= 10 AS families_kept_apart FROM quality;
 -- Namesakes in one home who agree on nothing of their own are held for review.
 SELECT count(*) > 0 AS some_held FROM unify.pairs p
