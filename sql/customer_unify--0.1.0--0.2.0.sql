@@ -19,6 +19,7 @@ DROP FUNCTION unify._score_pairs();
 DROP FUNCTION unify._fit_purchases(text, float8[], float8[], float8[], float8[]);
 DROP FUNCTION unify._fit_spend(float8[], float8[], float8[]);
 DROP FUNCTION unify._train(int, int);
+DROP FUNCTION unify._golden_records(bigint[], boolean);
 DROP FUNCTION unify._raw_query(unify.sources, text);
 DROP FUNCTION unify._create_capture(int);
 -- unify.status becomes a view over unify._status() with more columns.
