@@ -21,7 +21,10 @@ BEGIN
         SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
         FROM pg_attribute a
         WHERE a.attrelid = format('upgrade_before.%I', t)::regclass AND a.attnum > 0 AND NOT a.attisdropped
-          AND NOT (t = 'erasures' AND a.attname = 'key_hash');
+          AND NOT (t = 'erasures' AND a.attname = 'key_hash')
+          -- The update refreshes golden records by the 0.2.0 rules: the consent proof is the
+          -- statement's own time now (NULL for an undated one), and updated_at says when.
+          AND NOT (t = 'persons' AND a.attname IN ('updated_at', 'consent_email_at', 'consent_phone_at', 'consent_post_at'));
         EXECUTE format('SELECT count(*) FROM upgrade_before.%I', t) INTO before;
         EXECUTE format('SELECT count(*) FROM (SELECT %s FROM upgrade_before.%I EXCEPT ALL SELECT %s FROM unify.%I) x', cols, t, cols, t) INTO missing;
         EXECUTE format('SELECT count(*) FROM (SELECT %s FROM unify.%I EXCEPT ALL SELECT %s FROM upgrade_before.%I) x', cols, t, cols, t) INTO added;
@@ -30,6 +33,10 @@ BEGIN
 END $$;
 SELECT tbl, rows_before > 0 AS had_rows, missing, added FROM kept ORDER BY tbl;
 SELECT count(*) = 24 AS every_010_table_compared FROM kept;
+
+-- Golden records refreshed by the update: every person has display values.
+SELECT count(*) AS persons, count(*) FILTER (WHERE coalesce(first_name_display, last_name_display, email_display) IS NOT NULL) AS with_display_values
+FROM unify.persons WHERE coalesce(first_name, last_name, email) IS NOT NULL;
 
 -- The mappings run as the tables' owners: the application role where it owns the table, the
 -- extension's owner where a superuser does.
