@@ -20,6 +20,9 @@ DECLARE
     f record;
     public_function boolean;
     pinned boolean;
+    -- The SQL helpers a mapping calls (they must inline into it, so they are qualified instead
+    -- of pinned) and the field list its validation reads: executable by every role.
+    mapping_helpers constant text[] := ARRAY['parse_flag', '_date_text', '_timestamptz', 'canonical_fields', '_canonical_field_types'];
 BEGIN
     -- Tables, views and sequences: nothing for anyone, then what each role needs.
     EXECUTE (SELECT 'REVOKE ALL ON ' || string_agg(c.oid::regclass::text, ', ') || ' FROM PUBLIC, unify_admin, unify_reader, unify_analyst'
@@ -35,14 +38,14 @@ BEGIN
              WHERE p.pronamespace = 'unify'::regnamespace AND p.prokind = 'f' LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, unify_admin, unify_reader, unify_analyst', f.signature);
         public_function := (f.lanname = 'c' AND f.provolatile = 'i' AND f.proname !~ '^_')
-                           OR f.proname IN ('parse_flag', '_date_text', '_timestamptz', 'canonical_fields', '_canonical_field_types');
+                           OR f.proname = ANY (mapping_helpers);
         IF public_function THEN
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f.signature);
         END IF;
         -- Pure Rust functions (immutable, C) and the inlined mapping helpers are qualified;
         -- everything else gets the pinned search_path.
         pinned := NOT ((f.lanname = 'c' AND f.provolatile = 'i')
-                       OR (f.lanname = 'sql' AND f.proname IN ('parse_flag', '_date_text', '_timestamptz', 'canonical_fields', '_canonical_field_types')));
+                       OR (f.lanname = 'sql' AND f.proname = ANY (mapping_helpers)));
         IF pinned THEN
             EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f.signature);
         END IF;

@@ -374,6 +374,8 @@ refused "PUBLIC runs an internal fit" eve "SELECT unify._fit_purchases('bgnbd', 
 refused "PUBLIC reads the records" eve "SELECT count(*) FROM unify.records"
 refused "PUBLIC reads customer_360" eve "SELECT count(*) FROM unify.customer_360"
 expect "PUBLIC uses the cleaners" "$(as eve -c "SELECT unify.normalize_email(' Max@Example.ORG ')")" "max@example.org"
+expect "PUBLIC uses the 0.2.0 display cleaners" "$(as eve -c "SELECT unify.letter_salutation(unify.normalize_salutation('Hr.'), unify.normalize_title('dr.'), 'Jan', unify.display_name('SCHULZ'))")" "Sehr geehrter Herr Dr. Schulz"
+refused "PUBLIC runs the internal training-report reader" eve "SELECT * FROM unify._train_sessions('{}')"
 expect "the reader sees customer_360" "$([ "$(as rita -c "SELECT count(*) FROM unify.customer_360")" -gt 0 ] && echo yes)" yes
 refused "the reader writes a golden record" rita "UPDATE unify.persons SET first_name = 'x'"
 refused "the analyst reads customer_360" ana "SELECT count(*) FROM unify.customer_360"

@@ -21,6 +21,7 @@ INSERT INTO readme_examples VALUES ($ex$split_full_name('MÜLLER, Hans')$ex$, (s
 INSERT INTO readme_examples VALUES ($ex$normalize_salutation('Hr.')$ex$, (normalize_salutation('Hr.'))::text, $ex$Herr$ex$);
 INSERT INTO readme_examples VALUES ($ex$normalize_title('PROF. DR. MED.')$ex$, (normalize_title('PROF. DR. MED.'))::text, $ex$Prof. Dr. med.$ex$);
 INSERT INTO readme_examples VALUES ($ex$display_name('VON DER HEIDE')$ex$, (display_name('VON DER HEIDE'))::text, $ex$von der Heide$ex$);
+INSERT INTO readme_examples VALUES ($ex$letter_salutation('Frau', 'Prof. Dr. med.', 'Anna', 'Müller')$ex$, (letter_salutation('Frau', 'Prof. Dr. med.', 'Anna', 'Müller'))::text, $ex$Sehr geehrte Frau Prof. Dr. Müller$ex$);
 INSERT INTO readme_examples VALUES ($ex$normalize_date('17.5.80')$ex$, (normalize_date('17.5.80'))::text, $ex$1980-05-17$ex$);
 INSERT INTO readme_examples VALUES ($ex$normalize_country('Deutschland')$ex$, (normalize_country('Deutschland'))::text, $ex$DE$ex$);
 INSERT INTO readme_examples VALUES ($ex$parse_flag('ja')$ex$, (parse_flag('ja'))::text, $ex$true$ex$);
