@@ -239,6 +239,36 @@ pub fn same_given_name(a: &str, b: &str) -> bool {
     }
 }
 
+/// Like [`same_given_name`], but a name the table does not hold may be one typo (one insertion,
+/// deletion, substitution or swap of neighbours) from a name it holds: "Diidi" for Didi, "Mchi"
+/// for Michi. Names of four letters or more only, so short names do not turn into any name. Not
+/// a comparison level: only for judging whether two holders of one e-mail or phone can be one
+/// person.
+pub fn same_given_name_allowing_a_typo(a: &str, b: &str) -> bool {
+    if same_given_name(a, b) {
+        return true;
+    }
+    let idx = index();
+    let groups = |n: &str| -> Vec<u16> {
+        if let Some(g) = idx.get(n) {
+            return g.to_vec();
+        }
+        if n.chars().count() < 4 {
+            return Vec::new();
+        }
+        let mut found: Vec<u16> = idx
+            .iter()
+            .filter(|(name, _)| crate::compare::similarity::within_one_edit(n, name))
+            .flat_map(|(_, g)| g.iter().copied())
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found
+    };
+    let (x, y) = (groups(a), groups(b));
+    x.iter().any(|g| y.contains(g))
+}
+
 /// The full names of the groups `name` (transliterated, lower case) belongs to: `joachim`, `johanna`
 /// and `johannes` for `jo`; nothing for a name the table does not hold. A blocking key, so that
 /// Hans and Johannes of one last name and postcode meet although their initials differ.
