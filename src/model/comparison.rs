@@ -412,6 +412,10 @@ pub struct Outcome {
     pub street_missing: bool,
     /// One record says senior, the other junior (`Müller sen.`, `Hans jun.`): two people.
     pub generation_conflict: bool,
+    /// The first names differ clearly by every level, yet may be one name as systems write
+    /// it (a pet form cut from the name, a short form with a typo, crosswise with an initial):
+    /// not enough to veto a match that a personal e-mail or customer number decides.
+    pub first_names_may_be_one: bool,
 }
 
 impl Outcome {
@@ -761,6 +765,9 @@ pub fn compare(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> Outcome {
         (a.derived.generation, b.derived.generation),
         (Some(x), Some(y)) if x != y
     );
+    let first_names_may_be_one = levels[Comparison::FirstName.index()]
+        == Some(Comparison::FirstName.else_level())
+        && (crosswise_one_name(a, b) || maybe_pet_form(a, b));
     Outcome {
         levels,
         swapped,
@@ -770,6 +777,7 @@ pub fn compare(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> Outcome {
         shared_family_mailbox,
         street_missing: a.street.is_none() || b.street.is_none(),
         generation_conflict,
+        first_names_may_be_one,
     }
 }
 

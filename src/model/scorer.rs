@@ -253,13 +253,25 @@ impl<'a> Scorer<'a> {
         match p {
             Predicate::SameEmail => matches!(o.level(Comparison::Email), Some(0 | 1)),
             Predicate::SamePhone => o.level(Comparison::Phone) == Some(0),
+            Predicate::SameMobile => o.level(Comparison::Phone) == Some(0) && !o.shared_landline,
             Predicate::SameLastName => matches!(o.level(Comparison::LastName), Some(0 | 1)),
             Predicate::SameFirstName => matches!(o.level(Comparison::FirstName), Some(0 | 1)),
             Predicate::SameBirthDate => o.level(Comparison::BirthDate) == Some(0),
             Predicate::SameAddress => o.level(Comparison::Address) == Some(0),
             Predicate::SameCustomerNumber => both_eq(&a.customer_number, &b.customer_number),
             Predicate::SameExternalId => both_eq(&a.external_id, &b.external_id),
-            Predicate::NoConflict => Self::conflict(o).is_none(),
+            // A first-name difference that may be one name written two ways (Thies and
+            // Matthias) does not veto what a personal e-mail or a customer number decides; a
+            // birth date or a generation does.
+            Predicate::NoConflict => match Self::conflict(o) {
+                None => true,
+                Some(Comparison::FirstName) => {
+                    o.first_names_may_be_one
+                        && o.level(Comparison::BirthDate) != Some(Comparison::BirthDate.else_level())
+                        && !o.generation_conflict
+                }
+                Some(_) => false,
+            },
         }
     }
 
