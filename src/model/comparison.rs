@@ -276,6 +276,7 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
                 && !names_swapped(a, b)
                 && !crosswise_one_name(a, b)
                 && !maybe_pet_form(a, b)
+                && !single_name_fits(a, b, &names)
             {
                 return true;
             }
@@ -299,6 +300,34 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
         }
     }
     false
+}
+
+/// A record with one name only (a form's single name field: "Schreiber" or "Lisa") is no
+/// proof of a second holder when that name fits either name of the other record or, both
+/// records of one name only, either name of a third holder with both ("Lisa Schreiber").
+fn single_name_fits(a: &MatchRecord, b: &MatchRecord, holders: &[&MatchRecord]) -> bool {
+    fn names(r: &MatchRecord) -> (Option<&str>, Option<&str>) {
+        (
+            r.derived.first_translit.as_deref(),
+            r.derived.last_translit.as_deref(),
+        )
+    }
+    fn single(r: &MatchRecord) -> Option<&str> {
+        match names(r) {
+            (Some(n), None) | (None, Some(n)) => Some(n),
+            _ => None,
+        }
+    }
+    let fits = |n: &str, r: &MatchRecord| match names(r) {
+        (Some(f), Some(l)) => loosely_one_name(n, f) || loosely_one_name(n, l),
+        _ => false,
+    };
+    match (single(a), single(b)) {
+        (Some(n), None) => fits(n, b),
+        (None, Some(n)) => fits(n, a),
+        (Some(m), Some(n)) => holders.iter().any(|h| fits(m, h) && fits(n, h)),
+        (None, None) => false,
+    }
 }
 
 /// "Dörte Schumacher" and "Schumacher, D.": crosswise, the names agree loosely (an initial, a

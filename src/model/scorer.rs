@@ -267,7 +267,8 @@ impl<'a> Scorer<'a> {
                 None => true,
                 Some(Comparison::FirstName) => {
                     o.first_names_may_be_one
-                        && o.level(Comparison::BirthDate) != Some(Comparison::BirthDate.else_level())
+                        && o.level(Comparison::BirthDate)
+                            != Some(Comparison::BirthDate.else_level())
                         && !o.generation_conflict
                 }
                 Some(_) => false,
