@@ -302,6 +302,14 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
     false
 }
 
+/// First names that differ by every level yet may be one name as systems write it (a pet
+/// form cut from the name, a short form with a typo, crosswise with an initial): not enough to
+/// veto a match that a personal e-mail or mobile decides. Only asked where such a rule's other
+/// predicates hold, as it costs more than a comparison.
+pub fn first_names_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
+    crosswise_one_name(a, b) || maybe_pet_form(a, b)
+}
+
 /// A record with one name only (a form's single name field: "Schreiber" or "Lisa") is no
 /// proof of a second holder when that name fits either name of the other record or, both
 /// records of one name only, either name of a third holder with both ("Lisa Schreiber").
@@ -369,13 +377,11 @@ fn may_be_one_given_name(x: &str, y: &str) -> bool {
     if given_name_variants(x, y) {
         return false;
     }
-    if same_given_name_allowing_a_typo(x, y) {
-        return true;
-    }
     let xs: Vec<char> = x.chars().collect();
     let ys: Vec<char> = y.chars().collect();
     xs.windows(3)
         .any(|w| w.iter().all(|c| c.is_alphabetic()) && ys.windows(3).any(|v| v == w))
+        || same_given_name_allowing_a_typo(x, y)
 }
 
 /// The first names of two holders of one value may be one name (see
@@ -441,10 +447,6 @@ pub struct Outcome {
     pub street_missing: bool,
     /// One record says senior, the other junior (`Müller sen.`, `Hans jun.`): two people.
     pub generation_conflict: bool,
-    /// The first names differ clearly by every level, yet may be one name as systems write
-    /// it (a pet form cut from the name, a short form with a typo, crosswise with an initial):
-    /// not enough to veto a match that a personal e-mail or customer number decides.
-    pub first_names_may_be_one: bool,
 }
 
 impl Outcome {
@@ -794,9 +796,6 @@ pub fn compare(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> Outcome {
         (a.derived.generation, b.derived.generation),
         (Some(x), Some(y)) if x != y
     );
-    let first_names_may_be_one = levels[Comparison::FirstName.index()]
-        == Some(Comparison::FirstName.else_level())
-        && (crosswise_one_name(a, b) || maybe_pet_form(a, b));
     Outcome {
         levels,
         swapped,
@@ -806,7 +805,6 @@ pub fn compare(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> Outcome {
         shared_family_mailbox,
         street_missing: a.street.is_none() || b.street.is_none(),
         generation_conflict,
-        first_names_may_be_one,
     }
 }
 
