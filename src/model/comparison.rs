@@ -637,9 +637,19 @@ fn birth_date_level(a: &MatchRecord, b: &MatchRecord) -> Option<u8> {
     if x[..4] == y[..4] && x[4..6] == y[6..8] && x[6..8] == y[4..6] {
         return Some(1);
     }
-    match x.iter().zip(y.iter()).filter(|(p, q)| p != q).count() {
-        1 => Some(2),
-        2 => Some(3),
+    // Two digits apart, not two neighbours swapped (1980 typed 1908), and the years ten or
+    // more apart (1953-04-10 and 1983-08-10): a mother and her daughter of one name, not a typo.
+    let year = |d: &[u8]| {
+        d[..4]
+            .iter()
+            .fold(0i32, |n, c| n * 10 + i32::from(c - b'0'))
+    };
+    let differ: Vec<usize> = (0..8).filter(|&i| x[i] != y[i]).collect();
+    match differ.as_slice() {
+        [_] => Some(2),
+        [i, j] if *j == i + 1 && x[*i] == y[*j] && x[*j] == y[*i] => Some(3),
+        [_, _] if (year(&x) - year(&y)).abs() >= 10 => Some(4),
+        [_, _] => Some(3),
         _ => Some(4),
     }
 }
@@ -1187,6 +1197,8 @@ mod tests {
         assert_eq!(lvl("1980-05-17", "1980-05-18"), Some(2));
         assert_eq!(lvl("1980-05-17", "1908-05-17"), Some(3));
         assert_eq!(lvl("1980-05-17", "1955-11-02"), Some(4));
+        assert_eq!(lvl("1983-08-10", "1953-04-10"), Some(4));
+        assert_eq!(lvl("1983-08-10", "1983-04-11"), Some(3));
         assert_eq!(lvl("1980-05-17", ""), None);
     }
 
