@@ -29,7 +29,9 @@ const GROUPS: &[(&str, &[&str])] = &[
     ),
     (
         "josef",
-        &["sepp", "seppl", "seppi", "joseph", "jupp", "josi", "joschi"],
+        &[
+            "sepp", "seppl", "seppi", "joseph", "jupp", "josi", "joschi", "pepi", "peppi",
+        ],
     ),
     ("ulrich", &["uli", "ulli", "ueli"]),
     (
@@ -51,7 +53,9 @@ const GROUPS: &[(&str, &[&str])] = &[
     ("eberhard", &["ebi", "hardy"]),
     (
         "matthias",
-        &["matze", "matthes", "hias", "hiasl", "matti", "mathias"],
+        &[
+            "matze", "matthes", "hias", "hiasl", "matti", "mathias", "thies", "theis",
+        ],
     ),
     ("sebastian", &["basti", "bastian", "wastl"]),
     ("alexander", &["alex", "sascha", "xander", "alexandr"]),
@@ -71,7 +75,7 @@ const GROUPS: &[(&str, &[&str])] = &[
     ("stefan", &["stephan", "steffen", "steff", "steve"]),
     ("markus", &["marcus", "mark", "marc"]),
     ("philipp", &["phil", "philip", "phillip"]),
-    ("wolfgang", &["wolf", "wolfi"]),
+    ("wolfgang", &["wolf", "wolfi", "wolle"]),
     ("dietrich", &["dieter", "dirk", "didi"]),
     ("georg", &["schorsch", "schorschi", "george"]),
     ("karl", &["kalle", "carl", "charly", "karli"]),
@@ -122,13 +126,14 @@ const GROUPS: &[(&str, &[&str])] = &[
             "katharine",
             "catharina",
             "katarina",
+            "trine",
         ],
     ),
     (
         "elisabeth",
         &[
             "lisa", "liesel", "liesl", "lise", "elsa", "else", "elli", "betty", "sissi", "sisi",
-            "lisbeth", "elisa", "ilse",
+            "lisbeth", "elisa", "ilse", "elsbeth",
         ],
     ),
     (

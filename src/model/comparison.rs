@@ -307,7 +307,7 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
 /// veto a match that a personal e-mail or mobile decides. Only asked where such a rule's other
 /// predicates hold, as it costs more than a comparison.
 pub fn first_names_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
-    crosswise_one_name(a, b) || maybe_pet_form(a, b)
+    crosswise_one_name(a, b) || maybe_pet_form(a, b) || single_name_fits(a, b, &[])
 }
 
 /// A record with one name only (a form's single name field: "Schreiber" or "Lisa") is no
