@@ -367,7 +367,7 @@ BEGIN
         n_spend, nullif(spend_fit.params, '{}'), spend_fit.log_likelihood,
         spend_fit.converged, spend_fit.status, horizon_months, discount_rate,
         requested, purchase_days, nullif(holdout, 0), (validation -> chosen ->> 'error')::float8, nullif(validation, '{}'),
-        top, bottom, top IS NULL OR bottom IS NULL OR top >= bottom, false, n_return_persons, nullif(return_fit.params, '{}'), return_fit.status)
+        top, bottom, CASE WHEN purchase_fit.converged THEN top IS NULL OR bottom IS NULL OR top >= bottom END, false, n_return_persons, nullif(return_fit.params, '{}'), return_fit.status)
     RETURNING fit_id INTO new_fit;
 
     -- A failed or contradicting fit is reported, and the predictions of the last good fit stay.
