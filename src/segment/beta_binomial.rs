@@ -55,7 +55,9 @@ pub fn fit(persons: &[Returns]) -> Fit {
             || c.returns.fract() != 0.0
             || c.orders.fract() != 0.0
     }) {
-        return failed("invalid returns: whole numbers 0 ≤ returns ≤ orders and weight > 0 expected");
+        return failed(
+            "invalid returns: whole numbers 0 ≤ returns ≤ orders and weight > 0 expected",
+        );
     }
     let total_weight: f64 = persons.iter().map(|c| c.weight).sum();
     let returned: f64 = persons.iter().map(|c| c.weight * c.returns).sum();
@@ -243,13 +245,20 @@ mod tests {
         assert!(!fit(&[]).converged);
         assert!(!fit(&persons(&[(0.0, 3.0, 5.0)])).status.is_empty());
         let f = fit(&persons(&[(0.0, 3.0, 5.0), (0.0, 1.0, 2.0)]));
-        assert!(!f.converged && f.status.contains("no order was returned"), "{f:?}");
+        assert!(
+            !f.converged && f.status.contains("no order was returned"),
+            "{f:?}"
+        );
         let f = fit(&persons(&[(2.0, 2.0, 5.0)]));
         assert!(!f.converged && f.status.contains("every order"), "{f:?}");
         let f = fit(&persons(&[(3.0, 2.0, 1.0)]));
         assert!(!f.converged && f.status.contains("invalid"), "{f:?}");
         // Persons without orders are left out, not an error.
-        let f = fit(&persons(&[(0.0, 0.0, 3.0), (1.0, 2.0, 1.0), (0.0, 2.0, 1.0)]));
+        let f = fit(&persons(&[
+            (0.0, 0.0, 3.0),
+            (1.0, 2.0, 1.0),
+            (0.0, 2.0, 1.0),
+        ]));
         assert!(!f.status.contains("invalid"), "{f:?}");
     }
 }

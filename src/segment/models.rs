@@ -153,7 +153,8 @@ impl Model {
                 let (m, u) = if a1 >= b1 { (a1, s) } else { (b1, r1 + 1.0) };
                 let d = (a1 - b1).abs();
                 // ln G(v) without the constant 1/k
-                let ln_g = |v: f64| -> Option<f64> { Some(k * v.ln() + ln_hyp2f1(u, k, k + 1.0, d * v)?) };
+                let ln_g =
+                    |v: f64| -> Option<f64> { Some(k * v.ln() + ln_hyp2f1(u, k, k + 1.0, d * v)?) };
                 let ln_integral = log_sub_exp(ln_g(1.0 / m)?, ln_g(1.0 / (m + t))?) - k.ln();
                 let ln_buy = r1.ln() + r1 * a1.ln() + s * b1.ln() + ln_integral;
                 alive * ln_buy.exp().min(1.0)
@@ -527,7 +528,10 @@ mod tests {
                 weight: 1.0,
             };
             let got = Model::ParetoNbd.p_purchase(&pareto, &c, t).unwrap();
-            assert!(within(got, expected, 1e-6), "{c:?} t={t}: {got} vs {expected}");
+            assert!(
+                within(got, expected, 1e-6),
+                "{c:?} t={t}: {got} vs {expected}"
+            );
         }
         let bgnbd = [0.243, 4.414, 0.793, 2.426];
         let new = Summary {
@@ -547,7 +551,12 @@ mod tests {
     #[test]
     fn p_purchase_bgnbd_is_consistent() {
         let p = [0.243, 4.414, 0.793, 2.426];
-        for (x, t_x, age) in [(2.0, 30.43, 38.86), (0.0, 0.0, 38.86), (10.0, 38.0, 38.86), (1.0, 5.0, 60.0)] {
+        for (x, t_x, age) in [
+            (2.0, 30.43, 38.86),
+            (0.0, 0.0, 38.86),
+            (10.0, 38.0, 38.86),
+            (1.0, 5.0, 60.0),
+        ] {
             let c = Summary {
                 frequency: x,
                 recency: t_x,
@@ -559,7 +568,10 @@ mod tests {
             for t in [1.0, 4.0, 13.0, 39.0, 520.0] {
                 let got = Model::BgNbd.p_purchase(&p, &c, t).unwrap();
                 let expected = Model::BgNbd.expected_purchases(&p, &c, t).unwrap();
-                assert!(got > before && got < alive && got <= expected, "{c:?} {t}: {got}");
+                assert!(
+                    got > before && got < alive && got <= expected,
+                    "{c:?} {t}: {got}"
+                );
                 before = got;
             }
             // In the long run every alive customer buys again.
@@ -578,7 +590,10 @@ mod tests {
         let got = Model::ParetoNbd.p_purchase(&pareto, &c, 13.0).unwrap();
         assert!(
             got < Model::ParetoNbd.p_alive(&pareto, &c)
-                && got <= Model::ParetoNbd.expected_purchases(&pareto, &c, 13.0).unwrap()
+                && got
+                    <= Model::ParetoNbd
+                        .expected_purchases(&pareto, &c, 13.0)
+                        .unwrap()
         );
     }
 
