@@ -82,7 +82,7 @@ pub fn fit(persons: &[Returns]) -> Fit {
     let m = minimize(objective, &start, &Options::default());
     let (a, b) = (m.x[0].exp(), m.x[1].exp());
     let ll = -m.value * total_weight;
-    if !m.value.is_finite() || !(a.is_finite() && b.is_finite()) {
+    if !(m.value.is_finite() && a.is_finite() && b.is_finite()) {
         return failed("the likelihood could not be evaluated");
     }
     let homogeneous = a + b > 1e6;
