@@ -91,7 +91,7 @@ SELECT unify.resolve();
 SELECT unify.add_transactions('retail', 'retail.lines', '{"source": "retail", "source_key": "customer_id", "order_id": "invoice",
   "order_date": "invoice_date::date", "amount": "quantity * unit_price", "returned": "invoice LIKE ''C%''"}');
 SELECT unify.fit_predictions('2011-12-09');
-\copy (SELECT customer_id, invoice_date::date AS order_date, sum(quantity * unit_price) AS amount FROM retail.lines WHERE customer_id IS NOT NULL AND invoice NOT LIKE 'C%' GROUP BY customer_id, invoice) TO '$DIR/retail_tx.csv' WITH (FORMAT csv, HEADER true)
+\copy (SELECT customer_id, min(invoice_date)::date AS order_date, sum(quantity * unit_price) AS amount FROM retail.lines WHERE customer_id IS NOT NULL AND invoice NOT LIKE 'C%' GROUP BY customer_id, invoice) TO '$DIR/retail_tx.csv' WITH (FORMAT csv, HEADER true)
 SQL
     report
     echo "-- each model on its own (model => ..., the same split):"
