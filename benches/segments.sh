@@ -66,8 +66,8 @@ SELECT unify.add_source('cdnow', 'cdnow.customers', 'customer_id', '{"customer_n
 SELECT unify.sync('cdnow');
 SELECT unify.resolve();
 SELECT unify.add_transactions('cdnow', 'cdnow.purchases', '{"source": "cdnow", "source_key": "customer_id", "order_date": "order_date", "amount": "amount"}');
-SELECT unify.fit_predictions('1997-09-30', 'pareto_nbd');
-SELECT unify.fit_predictions('1997-09-30', 'bgnbd');
+SELECT unify.fit_predictions('1997-09-30', 'pareto_nbd', holdout_days => 0, check_ranking => false);
+SELECT unify.fit_predictions('1997-09-30', 'bgnbd', holdout_days => 0, check_ranking => false);
 \copy (SELECT model, (SELECT string_agg(params ->> k, ';' ORDER BY o) FROM unnest(CASE model WHEN 'bgnbd' THEN ARRAY['r','alpha','a','b'] ELSE ARRAY['r','alpha','s','beta'] END) WITH ORDINALITY AS n (k, o)) AS params, log_likelihood, seconds, (spend_params ->> 'p') || ';' || (spend_params ->> 'q') || ';' || (spend_params ->> 'gamma') AS spend_params, spend_log_likelihood FROM unify.prediction_fits ORDER BY fit_id) TO '$DIR/ours_fits.csv' WITH (FORMAT csv, HEADER true)
 \copy (SELECT r.source_key::int AS customer_id, p.p_alive, p.expected_purchases, p.expected_spend, (date '1998-09-30' - date '1997-09-30') / 7.0 AS horizon_weeks FROM unify.predictions p JOIN unify.records r USING (person_id)) TO '$DIR/ours_predictions.csv' WITH (FORMAT csv, HEADER true)
 \copy (SELECT customer_id, order_date, amount FROM cdnow.purchases) TO '$DIR/cdnow_tx.csv' WITH (FORMAT csv, HEADER true)

@@ -201,11 +201,23 @@ SELECT r ->> 'persons' AS persons_segmented, r ->> 'orders' AS orders, r ->> 'un
 FROM (SELECT unify.refresh_segments((SELECT max(ordered_at) FROM orders) + 1) AS r) x;
 SELECT segment, persons, percent, avg_recency_days, avg_frequency, avg_monetary FROM unify.segment_summary ORDER BY persons DESC, segment;
 \echo
-\echo '== Predictions: BG/NBD and Gamma-Gamma fitted in the database (weeks), CLV over 12 months =='
-SELECT f ->> 'status' AS status, f ->> 'customers' AS customers, f -> 'params' AS bgnbd, f -> 'spend_params' AS gamma_gamma,
-       round((f ->> 'log_likelihood')::numeric, 1) AS log_likelihood
-FROM (SELECT unify.fit_predictions((SELECT max(ordered_at) FROM orders) + 1) AS f) x;
+\echo '== Predictions: BG/NBD or Pareto/NBD (the smaller holdout error, ranking checked), Gamma-Gamma and the return rate, fitted in the database (weeks), CLV over 12 months =='
+CREATE TEMP TABLE demo_fit AS SELECT unify.fit_predictions((SELECT max(ordered_at) FROM orders) + 1) AS f;
+SELECT f ->> 'model' AS model, f ->> 'published' AS published, f ->> 'status' AS status, f ->> 'customers' AS customers,
+       f -> 'params' AS params, f -> 'spend_params' AS gamma_gamma, f -> 'return_params' AS returns_beta_binomial
+FROM demo_fit;
+\echo 'Holdout (calibration up to the split, predicted vs actual purchases after it) and the ranking check per model:'
+SELECT m AS model, round((f #>> ARRAY['validation', m, 'error'])::numeric, 3) AS holdout_error,
+       round((f #>> ARRAY['validation', m, 'predicted'])::numeric, 1) AS predicted, f #>> ARRAY['validation', m, 'actual'] AS actual,
+       f #>> ARRAY['validation', m, 'all_data', 'alive_recent_frequent'] AS alive_recent_frequent,
+       f #>> ARRAY['validation', m, 'all_data', 'alive_lapsed'] AS alive_lapsed,
+       f #>> ARRAY['validation', m, 'all_data', 'ranking_ok'] AS ranking_ok
+FROM demo_fit, unnest(ARRAY['bgnbd', 'pareto_nbd']) m;
+SELECT s.segment, count(*) AS persons, round(avg(c.p_alive)::numeric, 2) AS mean_p_alive,
+       round(avg(c.p_purchase)::numeric, 2) AS mean_p_purchase_90_days, round(avg(c.return_probability)::numeric, 3) AS mean_return_probability
+FROM unify.segments s JOIN unify.customer_360 c USING (person_id) GROUP BY 1 ORDER BY mean_p_alive DESC, 1;
 SELECT person_id, first_name, last_name, segment, orders_in_window, spend_in_window,
-       round(p_alive::numeric, 2) AS p_alive, round(expected_purchases::numeric, 2) AS purchases_next_year,
+       round(p_alive::numeric, 2) AS p_alive, round(p_purchase::numeric, 2) AS p_purchase_90_days,
+       round(expected_purchases::numeric, 2) AS purchases_next_year, round(return_probability::numeric, 3) AS return_probability,
        round(clv::numeric, 2) AS clv
 FROM unify.customer_360 WHERE clv IS NOT NULL ORDER BY clv DESC, person_id LIMIT 8;

@@ -5,3 +5,553 @@
 --
 -- What changes: issue 26's touchpoints and activation (see the sections below, one per part).
 \echo Use "ALTER EXTENSION customer_unify UPDATE TO '0.3.0'" to load this file. \quit
+
+-- Issue 26, purchase, churn and return probability, and model choice: unify.predictions gains
+-- p_purchase, return_probability, orders, returns; unify.prediction_fits gains the model
+-- choice, holdout validation, ranking check and return-rate fit; fit_predictions gains
+-- purchase_days, holdout_days, check_ranking (model 'auto' by default); _orders_query gains
+-- with_returned; new internals _return_counts, _holdout_check, _p_purchase, _fit_returns;
+-- customer_360 and analyst_persons show p_purchase and return_probability.
+ALTER TABLE unify.prediction_fits
+    ADD COLUMN model_requested text,
+    ADD COLUMN purchase_days int,
+    ADD COLUMN holdout_days int,
+    ADD COLUMN holdout_error float8,
+    ADD COLUMN validation jsonb,
+    ADD COLUMN alive_recent_frequent float8,
+    ADD COLUMN alive_lapsed float8,
+    ADD COLUMN ranking_ok boolean,
+    ADD COLUMN published boolean,
+    ADD COLUMN return_persons bigint,
+    ADD COLUMN return_params jsonb,
+    ADD COLUMN return_status text;
+ALTER TABLE unify.predictions
+    ADD COLUMN p_purchase float8,
+    ADD COLUMN return_probability float8,
+    ADD COLUMN orders int,
+    ADD COLUMN returns int;
+COMMENT ON COLUMN unify.prediction_fits.model_requested IS '''auto'' (chosen by holdout error), ''bgnbd'' or ''pareto_nbd''';
+COMMENT ON COLUMN unify.prediction_fits.holdout_error IS 'The model''s holdout error: mean absolute difference of predicted and actual holdout purchases per repeat-purchase bucket (0..7+), weighted by customers';
+COMMENT ON COLUMN unify.prediction_fits.validation IS 'Holdout split, per model its calibration fit, predicted and actual holdout purchases per bucket and in total, and, where fitted on all data, its ranking check';
+COMMENT ON COLUMN unify.prediction_fits.alive_recent_frequent IS 'Mean P(alive) of the persons best by recency and frequency (quintile sum 9-10)';
+COMMENT ON COLUMN unify.prediction_fits.alive_lapsed IS 'Mean P(alive) of the persons worst by recency and frequency (quintile sum 2-3)';
+COMMENT ON COLUMN unify.prediction_fits.ranking_ok IS 'false: recent frequent buyers less alive than lapsed ones; such a fit is not published';
+COMMENT ON COLUMN unify.prediction_fits.published IS 'Whether this fit''s predictions were written to unify.predictions';
+COMMENT ON TABLE unify.predictions IS 'Per person, from the last published fit: P(alive), churn, expected purchases and spend in the horizon, CLV, P(a purchase within purchase_days), return probability';
+COMMENT ON COLUMN unify.predictions.p_purchase IS 'P(at least one purchase in the next prediction_fits.purchase_days days)';
+COMMENT ON COLUMN unify.predictions.return_probability IS 'Share of returned orders shrunk toward the population rate: (returns + alpha) / (orders + alpha + beta), beta-binomial fit';
+COMMENT ON COLUMN unify.predictions.orders IS 'Orders up to the calibration end in order tables that map returned, returned ones included';
+COMMENT ON COLUMN unify.predictions.returns IS 'Of those, the returned (or cancelled) ones';
+
+DROP FUNCTION unify.fit_predictions(date, text, int, float8);
+DROP FUNCTION unify._orders_query(date, date, boolean);
+
+CREATE FUNCTION unify._orders_query(from_date date, to_date date, per_customer boolean DEFAULT false,
+                                    with_returned boolean DEFAULT false) RETURNS text
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    t unify.transaction_sources;
+    f jsonb;
+    parts text[] := '{}';
+    person_join text;
+    currency_join text;
+    amount text;
+    skipped text;
+    orders_query text;
+    stage text;
+    mapping_role regrole;
+    error_message text;
+    reporting constant text := upper(coalesce(nullif(current_setting('customer_unify.currency', true), ''), 'EUR'));
+    partial_sums constant text := 'max(order_date) FILTER (WHERE amount >= 0) AS last_purchase,
+                                   count(*) FILTER (WHERE amount >= 0) AS frequency,
+                                   sum(amount) AS monetary, count(*) AS orders, sum(skipped) AS skipped';
+BEGIN
+    IF per_customer AND with_returned THEN
+        RAISE EXCEPTION '_orders_query: with_returned gives per-order rows only' USING ERRCODE = 'internal_error';
+    END IF;
+    FOR t IN SELECT * FROM unify.transaction_sources ORDER BY transaction_source_id LOOP
+        f := t.fields;
+        IF f ? 'customer_number' THEN
+            -- Several records may carry the number; they are one person once resolved.
+            person_join := 'LEFT JOIN (SELECT DISTINCT ON (customer_number) customer_number, person_id
+                                       FROM unify.records WHERE customer_number IS NOT NULL AND person_id IS NOT NULL
+                                       ORDER BY customer_number, record_id) r ON r.customer_number = t.customer_number';
+        ELSIF EXISTS (SELECT 1 FROM unify.sources s WHERE s.name = f ->> 'source') THEN
+            person_join := format('LEFT JOIN unify.records r ON r.source_id = %s AND r.source_key = t.source_key',
+                                  (SELECT s.source_id FROM unify.sources s WHERE s.name = f ->> 'source'));
+        ELSE
+            person_join := 'LEFT JOIN unify.sources s ON s.name = t.source_name
+                            LEFT JOIN unify.records r ON r.source_id = s.source_id AND r.source_key = t.source_key';
+        END IF;
+        amount := 't.amount';
+        currency_join := '';
+        skipped := '0';
+        IF f ? 'currency' THEN
+            currency_join := 'LEFT JOIN unify.exchange_rates x ON x.currency = upper(t.currency)';
+            amount := format('t.amount * CASE WHEN upper(t.currency) = %L THEN 1 ELSE x.rate END', reporting);
+            skipped := format('(%s IS NULL)::int', amount);
+        END IF;
+        -- The user's expressions over their table alone, staged as the role that registered
+        -- it: their column names never clash with ours, and their code never runs as us.
+        -- A new table per call under a name no one can guess (no one can have made it first
+        -- with a trigger of theirs), insertable only by this table's role and only while its
+        -- mapping runs (another table's mapping cannot add orders to it).
+        stage := format('unify_orders_%s_%s', t.transaction_source_id, replace(gen_random_uuid()::text, '-', ''));
+        mapping_role := unify._mapping_role(t.run_as, t.relation);
+        EXECUTE format('CREATE TEMP TABLE %I (order_key text, order_date date, amount numeric, currency text,
+                                              source_name text, source_key text, customer_number text, returned boolean) ON COMMIT DROP', stage);
+        EXECUTE format('GRANT INSERT ON pg_temp.%I TO %s', stage, mapping_role);
+        BEGIN
+            PERFORM unify._run_as(mapping_role, format(
+                'INSERT INTO pg_temp.%I SELECT %s, %s, %s, %s, %s, %s, %s, %s FROM %s AS src WHERE %s > %L::date AND %s <= %L::date%s',
+                stage,
+                CASE WHEN f ? 'order_id' THEN unify._transaction_expression(f, 'order_id') ELSE 'NULL::text' END,
+                unify._transaction_expression(f, 'order_date'), unify._transaction_expression(f, 'amount'),
+                CASE WHEN f ? 'currency' THEN unify._transaction_expression(f, 'currency') ELSE 'NULL::text' END,
+                CASE WHEN f ? 'source' AND NOT EXISTS (SELECT 1 FROM unify.sources s WHERE s.name = f ->> 'source')
+                     THEN unify._transaction_expression(f, 'source') ELSE 'NULL::text' END,
+                CASE WHEN f ? 'source_key' THEN unify._transaction_expression(f, 'source_key') ELSE 'NULL::text' END,
+                CASE WHEN f ? 'customer_number' THEN unify._transaction_expression(f, 'customer_number') ELSE 'NULL::text' END,
+                CASE WHEN f ? 'returned' THEN format('coalesce(%s, false)', unify._transaction_expression(f, 'returned')) ELSE 'NULL::boolean' END,
+                t.relation,
+                unify._transaction_expression(f, 'order_date'), from_date,
+                unify._transaction_expression(f, 'order_date'), to_date,
+                CASE WHEN f ? 'returned' AND NOT with_returned THEN format(' AND NOT coalesce(%s, false)', unify._transaction_expression(f, 'returned')) ELSE '' END),
+                NULL);
+        EXCEPTION WHEN others THEN
+            GET STACKED DIAGNOSTICS error_message = MESSAGE_TEXT;
+            RAISE EXCEPTION 'order table "%": its mapping failed: %', t.name, error_message
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('Check the mapping (SELECT fields FROM unify.transaction_sources WHERE name = %L); it runs as role %s with search_path pg_catalog, pg_temp.', t.name, t.run_as);
+        END;
+        EXECUTE format('REVOKE INSERT ON pg_temp.%I FROM %s', stage, mapping_role);
+        EXECUTE format('ANALYZE pg_temp.%I', stage);
+        -- Per order row: whose (keys), date, amount in the reporting currency, no rate (skipped).
+        orders_query := format('SELECT t.order_key, t.order_date, %s AS amount, %s AS skipped,
+                                       t.source_name, t.source_key, t.customer_number, t.returned
+                                FROM pg_temp.%I t
+                                %s',
+                               amount, skipped, stage, currency_join);
+        IF per_customer AND NOT f ? 'order_id' THEN
+            parts := parts || format('SELECT r.person_id, t.last_purchase, t.frequency, t.monetary, t.orders, t.skipped
+                                      FROM (SELECT source_name, source_key, customer_number, %s
+                                            FROM (%s) o GROUP BY source_name, source_key, customer_number) t
+                                      %s',
+                                     partial_sums, orders_query, person_join);
+            CONTINUE;
+        END IF;
+        orders_query := format('SELECT r.person_id, t.order_key, t.order_date, t.amount, t.skipped, t.returned FROM (%s) t %s',
+                               orders_query, person_join);
+        IF f ? 'order_id' THEN
+            orders_query := format('SELECT person_id, min(order_date) AS order_date, sum(amount) AS amount, sum(skipped) AS skipped,
+                                           bool_or(returned) AS returned
+                                    FROM (%s) o GROUP BY person_id, order_key', orders_query);
+        END IF;
+        IF per_customer THEN
+            parts := parts || format('SELECT person_id, %s FROM (%s) o GROUP BY person_id', partial_sums, orders_query);
+        ELSE
+            parts := parts || format('SELECT person_id, order_date, amount, amount >= 0 AS purchase, skipped, returned FROM (%s) o',
+                                     orders_query);
+        END IF;
+    END LOOP;
+    IF cardinality(parts) = 0 THEN
+        RAISE EXCEPTION 'no transactions are registered'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Register your order table first: SELECT unify.add_transactions(''orders'', ''orders'', ''{"source": "shop", "source_key": "customer_id", "order_date": "ordered_at", "amount": "total"}'').';
+    END IF;
+    RETURN array_to_string(parts, E'\nUNION ALL\n');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION unify._purchase_summaries(calibration_end date) RETURNS void
+VOLATILE LANGUAGE plpgsql AS $$
+BEGIN
+    IF to_regclass('pg_temp.unify_purchase_days') IS NOT NULL THEN DROP TABLE pg_temp.unify_purchase_days; END IF;
+    IF to_regclass('pg_temp.unify_purchase_summaries') IS NOT NULL THEN DROP TABLE pg_temp.unify_purchase_summaries; END IF;
+    EXECUTE format($q$
+        CREATE TEMP TABLE unify_purchase_days ON COMMIT DROP AS
+        SELECT o.person_id, o.order_date AS day, sum(o.amount) AS amount
+        FROM (%s) o
+        JOIN unify.persons pe ON pe.person_id = o.person_id
+        WHERE o.amount IS NOT NULL
+        GROUP BY o.person_id, o.order_date
+        HAVING sum(o.amount) >= 0 $q$,
+        unify._orders_query('-infinity'::date, calibration_end));
+    EXECUTE format($q$
+        CREATE TEMP TABLE unify_purchase_summaries ON COMMIT DROP AS
+        WITH firsts AS (
+            SELECT d.*, min(d.day) OVER (PARTITION BY d.person_id) AS first_day FROM pg_temp.unify_purchase_days d
+        )
+        SELECT person_id,
+               (count(*) - 1)::float8 AS frequency,
+               (max(day) - min(day)) / 7.0::float8 AS recency,
+               (%L::date - min(day)) / 7.0::float8 AS age,
+               (sum(amount) FILTER (WHERE day > first_day) / nullif(count(*) - 1, 0))::float8 AS mean_spend
+        FROM firsts GROUP BY person_id $q$, calibration_end);
+END
+$$;
+
+CREATE FUNCTION unify._return_counts(calibration_end date) RETURNS boolean
+VOLATILE LANGUAGE plpgsql AS $$
+BEGIN
+    IF to_regclass('pg_temp.unify_return_counts') IS NOT NULL THEN DROP TABLE pg_temp.unify_return_counts; END IF;
+    IF NOT EXISTS (SELECT 1 FROM unify.transaction_sources t WHERE t.fields ? 'returned') THEN
+        CREATE TEMP TABLE unify_return_counts (person_id bigint, orders float8, returns float8) ON COMMIT DROP;
+        RETURN false;
+    END IF;
+    EXECUTE format($q$
+        CREATE TEMP TABLE unify_return_counts ON COMMIT DROP AS
+        SELECT o.person_id, count(*)::float8 AS orders, count(*) FILTER (WHERE o.returned)::float8 AS returns
+        FROM (%s) o
+        JOIN unify.persons pe ON pe.person_id = o.person_id
+        WHERE o.returned IS NOT NULL
+        GROUP BY o.person_id $q$,
+        unify._orders_query('-infinity'::date, calibration_end, with_returned => true));
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION unify._holdout_check(model text, holdout_weeks float8) RETURNS jsonb
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    cal_fit record;
+    result jsonb;
+    unknown boolean;
+BEGIN
+    SELECT f.* INTO cal_fit
+    FROM (SELECT array_agg(frequency) AS frequency, array_agg(recency) AS recency, array_agg(age) AS age, array_agg(n) AS n
+          FROM (SELECT frequency, recency, age, count(*)::float8 AS n FROM pg_temp.unify_holdout_summaries GROUP BY 1, 2, 3) g) a,
+         LATERAL unify._fit_purchases(model, a.frequency, a.recency, a.age, a.n) f;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('converged', false, 'status', 'no customers in the calibration period');
+    END IF;
+    IF NOT cal_fit.converged THEN
+        RETURN jsonb_build_object('converged', false, 'status', cal_fit.status);
+    END IF;
+    WITH g AS (
+        SELECT least(frequency, 7)::int AS bucket, count(*) AS customers, sum(actual) AS actual,
+               (unify._predict(model, cal_fit.param_values, NULL, frequency, recency, age, NULL,
+                               holdout_weeks, '{}', 0))[2] AS predicted_each
+        FROM pg_temp.unify_holdout_summaries GROUP BY frequency, recency, age
+    ), b AS (
+        SELECT bucket, sum(customers) AS customers, sum(customers * predicted_each) AS predicted, sum(actual) AS actual
+        FROM g GROUP BY bucket
+    )
+    SELECT jsonb_build_object(
+               'converged', true, 'status', cal_fit.status, 'params', cal_fit.params,
+               'error', sum(abs(predicted - actual)) / sum(customers),
+               'predicted', round(sum(predicted)::numeric, 1), 'actual', sum(actual),
+               'buckets', jsonb_agg(jsonb_build_object(
+                   'repeat_purchases', CASE WHEN bucket = 7 THEN '7+' ELSE bucket::text END, 'customers', customers,
+                   'predicted', round((predicted / customers)::numeric, 4), 'actual', round((actual / customers)::numeric, 4))
+                   ORDER BY bucket)),
+           bool_or(predicted IS NULL)
+    INTO result, unknown FROM b;
+    -- A prediction the model cannot give (NULL) makes the error unknown, not small.
+    IF unknown THEN
+        result := result || jsonb_build_object('error', NULL, 'status', 'some holdout predictions are not finite');
+    END IF;
+    RETURN result;
+END
+$$;
+
+CREATE FUNCTION unify.fit_predictions(calibration_end date DEFAULT current_date, model text DEFAULT 'auto',
+                                      horizon_months int DEFAULT 12, discount_rate float8 DEFAULT 0.1,
+                                      purchase_days int DEFAULT 90, holdout_days int DEFAULT NULL,
+                                      check_ranking boolean DEFAULT true)
+RETURNS jsonb
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    started constant timestamptz := clock_timestamp();
+    requested constant text := model;
+    purchase_fit record;   -- unify._fit_purchases' row: params, param_values, log_likelihood, converged, evaluations, status
+    spend_fit record;      -- unify._fit_spend's row, the same columns
+    return_fit record;     -- unify._fit_returns' row
+    n_customers bigint;
+    n_spend bigint;
+    n_return_persons bigint := 0;
+    returns_mapped boolean;
+    month_weeks float8[];
+    new_fit bigint;
+    written bigint := 0;
+    first_day date;
+    split date;
+    holdout int := holdout_days;
+    validation jsonb := '{}';
+    candidates text[];
+    m text;
+    chosen text;
+    top float8;
+    bottom float8;
+    ok boolean;
+    final_status text;
+BEGIN
+    IF calibration_end IS NULL OR model IS NULL OR horizon_months IS NULL OR discount_rate IS NULL OR purchase_days IS NULL
+       OR check_ranking IS NULL OR calibration_end IN ('infinity', '-infinity') THEN
+        RAISE EXCEPTION 'fit_predictions: calibration_end, model, horizon_months, discount_rate, purchase_days and check_ranking must be given'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Leave an argument out for its default; holdout_days alone may be NULL (its default).';
+    END IF;
+    IF model NOT IN ('auto', 'bgnbd', 'pareto_nbd') THEN
+        RAISE EXCEPTION 'unknown purchase model "%"', model
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''auto'' (the default: the better of both on the holdout), ''bgnbd'' (BG/NBD) or ''pareto_nbd'' (Pareto/NBD).';
+    END IF;
+    IF horizon_months NOT BETWEEN 1 AND 600 OR discount_rate <= -1 OR discount_rate = 'NaN' THEN
+        RAISE EXCEPTION 'horizon_months must be 1..600 and discount_rate above -1 (annual, 0.1 = 10%%)'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'For example unify.fit_predictions(horizon_months => 12, discount_rate => 0.1).';
+    END IF;
+    IF purchase_days NOT BETWEEN 1 AND 3650 THEN
+        RAISE EXCEPTION 'purchase_days must be 1..3650, not %', purchase_days
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'p_purchase is P(at least one purchase in the next purchase_days days); the default is 90.';
+    END IF;
+    IF holdout_days < 0 OR holdout_days > 36500 OR (holdout_days = 0 AND model = 'auto') THEN
+        RAISE EXCEPTION 'holdout_days must be 1..36500, or 0 (no holdout check) with a given model, not %', holdout_days
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave holdout_days NULL for half the purchase history up to a year; model ''auto'' chooses by the holdout error and needs one.';
+    END IF;
+    PERFORM unify._lock('predictions');
+    PERFORM unify._purchase_summaries(calibration_end);
+    returns_mapped := unify._return_counts(calibration_end);
+
+    SELECT count(*), count(*) FILTER (WHERE frequency > 0) INTO n_customers, n_spend FROM pg_temp.unify_purchase_summaries;
+
+    -- Holdout validation (calibration/holdout as in Fader, Hardie & Lee 2005): fit on the
+    -- purchases up to the split, compare predicted and actual purchases after it.
+    SELECT min(day) INTO first_day FROM pg_temp.unify_purchase_days;
+    IF holdout IS NULL THEN
+        holdout := least(365, (calibration_end - first_day) / 2);
+    END IF;
+    candidates := CASE WHEN model = 'auto' THEN ARRAY['bgnbd', 'pareto_nbd'] ELSE ARRAY[model] END;
+    IF coalesce(holdout, 0) > 0 THEN
+        split := calibration_end - holdout;
+        IF to_regclass('pg_temp.unify_holdout_summaries') IS NOT NULL THEN DROP TABLE pg_temp.unify_holdout_summaries; END IF;
+        EXECUTE format($q$
+            CREATE TEMP TABLE unify_holdout_summaries ON COMMIT DROP AS
+            SELECT person_id,
+                   (count(*) FILTER (WHERE day <= %1$L::date) - 1)::float8 AS frequency,
+                   (max(day) FILTER (WHERE day <= %1$L::date) - min(day)) / 7.0::float8 AS recency,
+                   (%1$L::date - min(day)) / 7.0::float8 AS age,
+                   count(*) FILTER (WHERE day > %1$L::date)::float8 AS actual
+            FROM pg_temp.unify_purchase_days GROUP BY person_id HAVING min(day) <= %1$L::date $q$, split);
+        validation := jsonb_build_object('split', split, 'holdout_days', holdout,
+                                         'customers', (SELECT count(*) FROM pg_temp.unify_holdout_summaries));
+        FOREACH m IN ARRAY candidates LOOP
+            validation := validation || jsonb_build_object(m, unify._holdout_check(m, holdout / 7.0));
+        END LOOP;
+        IF model = 'auto' THEN
+            -- The smaller holdout error first; a model whose check failed last.
+            SELECT array_agg(c ORDER BY (validation -> c ->> 'error')::float8 NULLS LAST, c) INTO candidates
+            FROM unnest(candidates) c;
+        END IF;
+    END IF;
+
+    -- Fit on all purchases, in the order of preference; publish the first that converges and
+    -- whose ranking agrees with the data (a given model: only that one).
+    SELECT array_agg(((calibration_end + make_interval(months => mo))::date - calibration_end) / 7.0::float8 ORDER BY mo)
+    INTO month_weeks FROM generate_series(1, horizon_months) mo;
+    SELECT f.* INTO STRICT spend_fit
+    FROM (SELECT coalesce(array_agg(frequency), '{}') AS frequency, coalesce(array_agg(mean_spend), '{}') AS mean_spend,
+                 coalesce(array_agg(n), '{}') AS n
+          FROM (SELECT frequency, mean_spend, count(*)::float8 AS n FROM pg_temp.unify_purchase_summaries
+                WHERE frequency > 0 GROUP BY 1, 2) g) a,
+         LATERAL unify._fit_spend(a.frequency, a.mean_spend, a.n) f;
+    FOREACH m IN ARRAY candidates LOOP
+        SELECT f.* INTO purchase_fit
+        FROM (SELECT array_agg(frequency) AS frequency, array_agg(recency) AS recency, array_agg(age) AS age, array_agg(n) AS n
+              FROM (SELECT frequency, recency, age, count(*)::float8 AS n FROM pg_temp.unify_purchase_summaries GROUP BY 1, 2, 3) g) a,
+             LATERAL unify._fit_purchases(m, a.frequency, a.recency, a.age, a.n) f;
+        IF NOT FOUND THEN
+            -- No customer at all: the strict fit returns no row, and the fit is recorded as failed.
+            SELECT NULL::jsonb AS params, NULL::float8[] AS param_values, NULL::float8 AS log_likelihood, false AS converged,
+                   NULL::int AS evaluations, 'no customers with a purchase up to ' || calibration_end AS status
+            INTO purchase_fit;
+        END IF;
+        chosen := m;
+        top := NULL; bottom := NULL; ok := NULL;
+        final_status := purchase_fit.status;
+        IF purchase_fit.converged THEN
+            IF to_regclass('pg_temp.unify_new_predictions') IS NOT NULL THEN DROP TABLE pg_temp.unify_new_predictions; END IF;
+            CREATE TEMP TABLE unify_new_predictions ON COMMIT DROP AS
+            SELECT s.person_id, s.frequency, s.recency, s.age, s.mean_spend, v[1] AS p_alive, v[2] AS expected_purchases,
+                   v[3] AS expected_spend, v[4] AS clv,
+                   unify._p_purchase(m, purchase_fit.param_values, s.frequency, s.recency, s.age, fit_predictions.purchase_days / 7.0) AS p_purchase
+            FROM pg_temp.unify_purchase_summaries s,
+                 LATERAL unify._predict(m, purchase_fit.param_values,
+                                        CASE WHEN spend_fit.converged THEN spend_fit.param_values END,
+                                        s.frequency, s.recency, s.age, s.mean_spend,
+                                        month_weeks[horizon_months], month_weeks,
+                                        power(1 + discount_rate, 1.0 / 12) - 1) AS v;
+            -- The ranking check: recency and frequency quintiles (5 = most recent, most
+            -- frequent); the best (sum 9-10) must not be less alive than the worst (sum 2-3).
+            WITH q AS (
+                SELECT p_alive, ntile(5) OVER (ORDER BY age - recency DESC, person_id) AS rq,
+                       ntile(5) OVER (ORDER BY frequency, age - recency DESC, person_id) AS fq
+                FROM pg_temp.unify_new_predictions
+            )
+            SELECT avg(p_alive) FILTER (WHERE rq + fq >= 9), avg(p_alive) FILTER (WHERE rq + fq <= 3) INTO top, bottom FROM q;
+            ok := top IS NULL OR bottom IS NULL OR top >= bottom OR NOT check_ranking;
+            validation := jsonb_set(CASE WHEN validation ? m THEN validation ELSE validation || jsonb_build_object(m, '{}'::jsonb) END,
+                                    ARRAY[m, 'all_data'],
+                                    jsonb_build_object('converged', true, 'status', purchase_fit.status, 'params', purchase_fit.params,
+                                                       'alive_recent_frequent', round(top::numeric, 4),
+                                                       'alive_lapsed', round(bottom::numeric, 4),
+                                                       'ranking_ok', top IS NULL OR bottom IS NULL OR top >= bottom));
+            IF ok THEN
+                EXIT;
+            END IF;
+            final_status := format('not published: the ranking contradicts the data (mean P(alive) %s for recent frequent buyers, %s for lapsed ones); the previous predictions stay',
+                                   round(top::numeric, 2), round(bottom::numeric, 2));
+        ELSE
+            validation := jsonb_set(CASE WHEN validation ? m THEN validation ELSE validation || jsonb_build_object(m, '{}'::jsonb) END,
+                                    ARRAY[m, 'all_data'], jsonb_build_object('converged', false, 'status', purchase_fit.status));
+        END IF;
+    END LOOP;
+    IF requested = 'auto' THEN
+        final_status := final_status || CASE
+            WHEN NOT coalesce(purchase_fit.converged AND ok, false) THEN ' (auto: neither model is usable)'
+            WHEN chosen <> candidates[1] THEN format(' (auto: %s, as %s was not usable)', chosen, candidates[1])
+            WHEN validation ? 'split' THEN format(' (auto: %s, the smaller holdout error)', chosen)
+            ELSE format(' (auto: %s; no holdout to compare on)', chosen) END;
+    ELSIF NOT check_ranking AND top < bottom THEN
+        final_status := final_status || format(' (published unchecked: the ranking contradicts the data, mean P(alive) %s for recent frequent buyers, %s for lapsed ones)',
+                                               round(top::numeric, 2), round(bottom::numeric, 2));
+    END IF;
+
+    -- Return probability: the beta-binomial over persons' (returns, orders).
+    IF returns_mapped THEN
+        SELECT count(*) INTO n_return_persons FROM pg_temp.unify_return_counts WHERE orders > 0;
+        SELECT f.* INTO return_fit
+        FROM (SELECT array_agg(returns) AS returns, array_agg(orders) AS orders, array_agg(n) AS n
+              FROM (SELECT returns, orders, count(*)::float8 AS n FROM pg_temp.unify_return_counts GROUP BY 1, 2) g) a,
+             LATERAL unify._fit_returns(a.returns, a.orders, a.n) f;
+        IF NOT FOUND THEN
+            SELECT NULL::jsonb AS params, NULL::float8[] AS param_values, false AS converged,
+                   'no orders up to ' || calibration_end AS status INTO return_fit;
+        END IF;
+    ELSE
+        SELECT NULL::jsonb AS params, NULL::float8[] AS param_values, false AS converged,
+               'no order table maps returned (add_transactions field "returned")' AS status INTO return_fit;
+    END IF;
+
+    INSERT INTO unify.prediction_fits (model, calibration_end, customers, params, log_likelihood, converged, status,
+        evaluations, spend_customers, spend_params, spend_log_likelihood, spend_converged, spend_status,
+        horizon_months, discount_rate, model_requested, purchase_days, holdout_days, holdout_error, validation,
+        alive_recent_frequent, alive_lapsed, ranking_ok, published, return_persons, return_params, return_status)
+    VALUES (chosen, calibration_end, n_customers, nullif(purchase_fit.params, '{}'), purchase_fit.log_likelihood,
+        purchase_fit.converged, final_status, purchase_fit.evaluations,
+        n_spend, nullif(spend_fit.params, '{}'), spend_fit.log_likelihood,
+        spend_fit.converged, spend_fit.status, horizon_months, discount_rate,
+        requested, purchase_days, nullif(holdout, 0), (validation -> chosen ->> 'error')::float8, nullif(validation, '{}'),
+        top, bottom, CASE WHEN purchase_fit.converged THEN top IS NULL OR bottom IS NULL OR top >= bottom END, false, n_return_persons, nullif(return_fit.params, '{}'), return_fit.status)
+    RETURNING fit_id INTO new_fit;
+
+    -- A failed or contradicting fit is reported, and the predictions of the last good fit stay.
+    IF purchase_fit.converged AND ok THEN
+        DELETE FROM unify.predictions;
+        INSERT INTO unify.predictions (person_id, fit_id, frequency, recency_weeks, age_weeks, mean_spend,
+                                       p_alive, expected_purchases, expected_spend, clv,
+                                       p_purchase, return_probability, orders, returns)
+        SELECT n.person_id, new_fit, n.frequency::int, n.recency, n.age, n.mean_spend,
+               n.p_alive, n.expected_purchases, n.expected_spend, n.clv, n.p_purchase,
+               CASE WHEN return_fit.converged
+                    THEN (coalesce(rc.returns, 0) + return_fit.param_values[1])
+                         / (coalesce(rc.orders, 0) + return_fit.param_values[1] + return_fit.param_values[2]) END,
+               rc.orders::int, rc.returns::int
+        FROM pg_temp.unify_new_predictions n
+        LEFT JOIN pg_temp.unify_return_counts rc ON rc.person_id = n.person_id;
+        GET DIAGNOSTICS written = ROW_COUNT;
+    END IF;
+    UPDATE unify.prediction_fits f SET predictions = written, published = coalesce(purchase_fit.converged AND ok, false),
+           seconds = round(extract(epoch FROM clock_timestamp() - started)::numeric, 3)
+    WHERE f.fit_id = new_fit;
+    RETURN (SELECT to_jsonb(f) FROM unify.prediction_fits f WHERE f.fit_id = new_fit);
+END
+$$;
+COMMENT ON FUNCTION unify.fit_predictions(date, text, int, float8, int, int, boolean) IS 'Fits BG/NBD or Pareto/NBD (auto: the smaller holdout error), Gamma-Gamma and the beta-binomial of returns on purchases up to calibration_end; publishes per-person predictions unless the fit failed or its ranking contradicts the data (reported in unify.prediction_fits, not raised)';
+
+-- src/sql/segments.rs
+-- customer_unify::sql::segments::_p_purchase
+CREATE FUNCTION unify."_p_purchase"(
+	"model" TEXT, /* &str */
+	"params" double precision[], /* Vec < f64 > */
+	"frequency" double precision, /* f64 */
+	"recency" double precision, /* f64 */
+	"age" double precision, /* f64 */
+	"weeks" double precision /* f64 */
+) RETURNS double precision /* Option < f64 > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_p_purchase_wrapper';
+
+-- customer_unify::sql::segments::_fit_returns
+CREATE FUNCTION unify."_fit_returns"(
+	"returns" double precision[], /* Vec < f64 > */
+	"orders" double precision[], /* Vec < f64 > */
+	"weight" double precision[] /* Vec < f64 > */
+) RETURNS TABLE (
+	"params" jsonb,  /* JsonB */
+	"param_values" double precision[],  /* Vec < f64 > */
+	"log_likelihood" double precision,  /* Option < f64 > */
+	"converged" bool,  /* bool */
+	"evaluations" INT,  /* i32 */
+	"status" TEXT  /* String */
+)
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_fit_returns_wrapper';
+
+CREATE OR REPLACE VIEW unify.customer_360 AS
+SELECT p.person_id, p.household_id,
+       (SELECT count(*) FROM unify.persons h WHERE h.household_id = p.household_id) AS household_size,
+       -- Display values under the plain names (the match keys are in unify.persons).
+       p.first_name_display AS first_name, p.last_name_display AS last_name, p.email_display AS email,
+       p.phone, p.mobile, p.street_display AS street, p.house_number, p.postcode,
+       p.city_display AS city, p.country, p.birth_date, p.company, p.customer_number,
+       p.consent_email, p.consent_phone, p.consent_post,
+       p.record_count, p.sources, p.first_seen, p.last_seen,
+       s.segment, s.r_score, s.f_score, s.m_score, s.last_purchase,
+       (SELECT r.as_of FROM unify.segment_runs r ORDER BY r.run_id DESC LIMIT 1) - s.last_purchase AS recency_days,
+       s.frequency AS orders_in_window,
+       s.monetary AS spend_in_window,
+       pr.p_alive, pr.churn_probability, pr.expected_purchases, pr.expected_spend, pr.clv,
+       p.updated_at,
+       -- Issue 25 (last, as the upgrade adds them): for letters and calls.
+       p.salutation, p.title,
+       unify.letter_salutation(p.salutation, p.title, p.first_name_display, p.last_name_display) AS letter_salutation,
+       p.phone_display, p.mobile_display,
+       p.consent_email_source, p.consent_email_at, p.consent_phone_source, p.consent_phone_at,
+       p.consent_post_source, p.consent_post_at,
+       -- Issue 26 (last, as the upgrade adds them): purchase and return probability.
+       pr.p_purchase, pr.return_probability
+FROM unify.persons p
+LEFT JOIN unify.segments s ON s.person_id = p.person_id
+LEFT JOIN unify.predictions pr ON pr.person_id = p.person_id;
+
+CREATE OR REPLACE VIEW unify.analyst_persons AS
+SELECT p.person_id, p.household_id,
+       left(p.postcode, 2) AS postcode_area, p.country,
+       extract(year FROM p.birth_date)::int AS birth_year,
+       p.consent_email, p.consent_phone, p.consent_post,
+       p.record_count, p.sources, p.first_seen, p.last_seen,
+       s.segment, s.r_score, s.f_score, s.m_score, s.last_purchase,
+       s.frequency AS orders_in_window, s.monetary AS spend_in_window,
+       pr.p_alive, pr.churn_probability, pr.expected_purchases, pr.expected_spend, pr.clv,
+       pr.p_purchase, pr.return_probability
+FROM unify.persons p
+LEFT JOIN unify.segments s ON s.person_id = p.person_id
+LEFT JOIN unify.predictions pr ON pr.person_id = p.person_id;
+
+-- Privileges as security.sql gives them: internals for the owner only, PL/pgSQL pinned,
+-- fit_predictions run as the owner by unify_admin. (A replaced function loses its SET.)
+REVOKE ALL ON FUNCTION unify._orders_query(date, date, boolean, boolean), unify._purchase_summaries(date),
+    unify._return_counts(date), unify._holdout_check(text, float8), unify._p_purchase(text, float8[], float8, float8, float8, float8),
+    unify._fit_returns(float8[], float8[], float8[]), unify.fit_predictions(date, text, int, float8, int, int, boolean)
+FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
+ALTER FUNCTION unify._orders_query(date, date, boolean, boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify._purchase_summaries(date) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify._return_counts(date) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify._holdout_check(text, float8) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify.fit_predictions(date, text, int, float8, int, int, boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify.fit_predictions(date, text, int, float8, int, int, boolean) SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION unify.fit_predictions(date, text, int, float8, int, int, boolean) TO unify_admin;

@@ -4,6 +4,7 @@
 //!
 //! Time is in weeks, as in the papers, so fitted parameters compare with published estimates.
 
+pub mod beta_binomial;
 pub mod gamma_gamma;
 pub mod models;
 pub mod optimize;

@@ -122,6 +122,47 @@ impl Model {
         })
     }
 
+    /// P(at least one purchase in the next `t` weeks after the calibration period), in closed
+    /// form; None where a series does not converge.
+    ///
+    /// Given the history, a customer alive at T buys at rate λ ~ Gamma(r + x, α + T).
+    /// BG/NBD: a customer drops out only right after a purchase, so an alive customer without
+    /// a purchase in (T, T + t] is still alive: P = P(alive) · (1 − ((α+T)/(α+T+t))^(r+x)).
+    /// Pareto/NBD: the remaining lifetime is exponential with rate μ ~ Gamma(s, β + T),
+    /// independent of λ; P(a purchase before t and before dropping out | λ, μ) =
+    /// ∫₀ᵗ λ e^{−(λ+μ)u} du, whose expectation is
+    /// (r+x)(α+T)^(r+x)(β+T)^s ∫₀ᵗ (α+T+u)^{−(r+x+1)} (β+T+u)^{−s} du, and the integral is
+    /// [G(1/m) − G(1/(m+t))] with m = max(α+T, β+T), k = r+x+s,
+    /// G(v) = v^k/k · ₂F₁(c, k; k+1; |α−β| v), c = s if α ≥ β else r+x+1 (as in the likelihood).
+    pub fn p_purchase(self, p: &[f64], c: &Summary, t: f64) -> Option<f64> {
+        if t <= 0.0 {
+            return Some(0.0);
+        }
+        let alive = self.p_alive(p, c);
+        let x = c.frequency;
+        let value = match self {
+            Model::BgNbd => {
+                let (r, alpha) = (p[0], p[1]);
+                let ln_none = (r + x) * ((alpha + c.age) / (alpha + c.age + t)).ln();
+                alive * -ln_none.exp_m1()
+            }
+            Model::ParetoNbd => {
+                let (r, alpha, s, beta) = (p[0], p[1], p[2], p[3]);
+                let (a1, b1, r1) = (alpha + c.age, beta + c.age, r + x);
+                let k = r1 + s;
+                let (m, u) = if a1 >= b1 { (a1, s) } else { (b1, r1 + 1.0) };
+                let d = (a1 - b1).abs();
+                // ln G(v) without the constant 1/k
+                let ln_g =
+                    |v: f64| -> Option<f64> { Some(k * v.ln() + ln_hyp2f1(u, k, k + 1.0, d * v)?) };
+                let ln_integral = log_sub_exp(ln_g(1.0 / m)?, ln_g(1.0 / (m + t))?) - k.ln();
+                let ln_buy = r1.ln() + r1 * a1.ln() + s * b1.ln() + ln_integral;
+                alive * ln_buy.exp().min(1.0)
+            }
+        };
+        value.is_finite().then_some(value.clamp(0.0, 1.0))
+    }
+
     /// Expected purchases in the next `t` weeks after the calibration period; None where the
     /// series does not converge.
     pub fn expected_purchases(self, p: &[f64], c: &Summary, t: f64) -> Option<f64> {
@@ -448,6 +489,111 @@ mod tests {
         assert!(
             at_one.is_finite() && within(at_one, near, 1e-3),
             "{at_one} {near}"
+        );
+    }
+
+    /// P(at least one purchase in t weeks): lifetimes 0.11.3's
+    /// 1 − conditional_probability_of_n_purchases_up_to_time(0, t, x, t_x, T) for Pareto/NBD and
+    /// 1 − probability_of_n_purchases_up_to_time(t, 0) for a new BG/NBD customer (lifetimes has
+    /// no conditional form for BG/NBD), published CDNOW parameters. Recorded with
+    /// `python tests/data/p_purchase_vectors.py` in benches/segments.sh's lifetimes venv.
+    const LIFETIMES_P_PURCHASE_PARETO: [(f64, f64, f64, f64, f64); 12] = [
+        (2.0, 30.43, 38.86, 4.0, 0.1531364050515852),
+        (2.0, 30.43, 38.86, 13.0, 0.3669064818970649),
+        (2.0, 30.43, 38.86, 39.0, 0.5919372763935357),
+        (0.0, 0.0, 38.86, 4.0, 0.012154648154865777),
+        (0.0, 0.0, 38.86, 13.0, 0.03344490906376518),
+        (0.0, 0.0, 38.86, 39.0, 0.06928518405431983),
+        (10.0, 38.0, 38.86, 4.0, 0.5427781156170928),
+        (10.0, 38.0, 38.86, 13.0, 0.8666245669305912),
+        (10.0, 38.0, 38.86, 39.0, 0.9345313051568722),
+        (1.0, 5.0, 60.0, 4.0, 0.010644852698260987),
+        (1.0, 5.0, 60.0, 13.0, 0.029023684742906286),
+        (1.0, 5.0, 60.0, 39.0, 0.05824296319133282),
+    ];
+    const LIFETIMES_P_PURCHASE_BGNBD_NEW: [(f64, f64); 3] = [
+        (4.0, 0.1450934460055605),
+        (13.0, 0.2835994499044452),
+        (39.0, 0.42621364790399063),
+    ];
+
+    #[test]
+    fn p_purchase_matches_lifetimes() {
+        let pareto = [0.553, 10.578, 0.606, 11.669];
+        for (x, t_x, age, t, expected) in LIFETIMES_P_PURCHASE_PARETO {
+            let c = Summary {
+                frequency: x,
+                recency: t_x,
+                age,
+                weight: 1.0,
+            };
+            let got = Model::ParetoNbd.p_purchase(&pareto, &c, t).unwrap();
+            assert!(
+                within(got, expected, 1e-6),
+                "{c:?} t={t}: {got} vs {expected}"
+            );
+        }
+        let bgnbd = [0.243, 4.414, 0.793, 2.426];
+        let new = Summary {
+            frequency: 0.0,
+            recency: 0.0,
+            age: 0.0,
+            weight: 1.0,
+        };
+        for (t, expected) in LIFETIMES_P_PURCHASE_BGNBD_NEW {
+            let got = Model::BgNbd.p_purchase(&bgnbd, &new, t).unwrap();
+            assert!(within(got, expected, 1e-9), "t={t}: {got} vs {expected}");
+        }
+    }
+
+    /// BG/NBD after some history (lifetimes has no conditional P(X = 0) for it): the closed form
+    /// rises with t, stays below P(alive) and the expected purchases, and tends to P(alive).
+    #[test]
+    fn p_purchase_bgnbd_is_consistent() {
+        let p = [0.243, 4.414, 0.793, 2.426];
+        for (x, t_x, age) in [
+            (2.0, 30.43, 38.86),
+            (0.0, 0.0, 38.86),
+            (10.0, 38.0, 38.86),
+            (1.0, 5.0, 60.0),
+        ] {
+            let c = Summary {
+                frequency: x,
+                recency: t_x,
+                age,
+                weight: 1.0,
+            };
+            let alive = Model::BgNbd.p_alive(&p, &c);
+            let mut before = 0.0;
+            for t in [1.0, 4.0, 13.0, 39.0, 520.0] {
+                let got = Model::BgNbd.p_purchase(&p, &c, t).unwrap();
+                let expected = Model::BgNbd.expected_purchases(&p, &c, t).unwrap();
+                assert!(
+                    got > before && got < alive && got <= expected,
+                    "{c:?} {t}: {got}"
+                );
+                before = got;
+            }
+            // In the long run every alive customer buys again.
+            let far = Model::BgNbd.p_purchase(&p, &c, 1e40).unwrap();
+            assert!(within(far, alive, 1e-3), "{far} {alive}");
+            assert_eq!(Model::BgNbd.p_purchase(&p, &c, 0.0), Some(0.0));
+        }
+        // Pareto/NBD: also below P(alive) and E[N], rising in t.
+        let pareto = [0.553, 10.578, 0.606, 11.669];
+        let c = Summary {
+            frequency: 3.0,
+            recency: 20.0,
+            age: 40.0,
+            weight: 1.0,
+        };
+        let got = Model::ParetoNbd.p_purchase(&pareto, &c, 13.0).unwrap();
+        assert!(
+            got < Model::ParetoNbd.p_alive(&pareto, &c)
+                && got
+                    <= Model::ParetoNbd
+                        .expected_purchases(&pareto, &c, 13.0)
+                        .unwrap()
         );
     }
 

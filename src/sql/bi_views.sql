@@ -21,7 +21,9 @@ SELECT p.person_id, p.household_id,
        unify.letter_salutation(p.salutation, p.title, p.first_name_display, p.last_name_display) AS letter_salutation,
        p.phone_display, p.mobile_display,
        p.consent_email_source, p.consent_email_at, p.consent_phone_source, p.consent_phone_at,
-       p.consent_post_source, p.consent_post_at
+       p.consent_post_source, p.consent_post_at,
+       -- Issue 26 (last, as the upgrade adds them): purchase and return probability.
+       pr.p_purchase, pr.return_probability
 FROM unify.persons p
 LEFT JOIN unify.segments s ON s.person_id = p.person_id
 LEFT JOIN unify.predictions pr ON pr.person_id = p.person_id;
@@ -55,7 +57,8 @@ SELECT p.person_id, p.household_id,
        p.record_count, p.sources, p.first_seen, p.last_seen,
        s.segment, s.r_score, s.f_score, s.m_score, s.last_purchase,
        s.frequency AS orders_in_window, s.monetary AS spend_in_window,
-       pr.p_alive, pr.churn_probability, pr.expected_purchases, pr.expected_spend, pr.clv
+       pr.p_alive, pr.churn_probability, pr.expected_purchases, pr.expected_spend, pr.clv,
+       pr.p_purchase, pr.return_probability
 FROM unify.persons p
 LEFT JOIN unify.segments s ON s.person_id = p.person_id
 LEFT JOIN unify.predictions pr ON pr.person_id = p.person_id;

@@ -13,9 +13,14 @@
 -- sums are looked up in unify.records — 10M orders of 1M customers are 1M lookups, not 10M.
 -- Orders with an order_id are netted per person first, as in the per-order query.
 --
+-- With with_returned (issue 26, return probability), returned or cancelled rows stay in, and
+-- the per-order rows carry `returned`: true or false where the table maps `returned`, NULL
+-- where it does not (an order whose rows share an order_id is returned if any row is).
+--
 -- The user's expressions are evaluated first, per order table, as the role that registered it
 -- (unify._run_as) into a temporary table of this session; the query returned reads those.
-CREATE FUNCTION unify._orders_query(from_date date, to_date date, per_customer boolean DEFAULT false) RETURNS text
+CREATE FUNCTION unify._orders_query(from_date date, to_date date, per_customer boolean DEFAULT false,
+                                    with_returned boolean DEFAULT false) RETURNS text
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     t unify.transaction_sources;
@@ -34,6 +39,9 @@ DECLARE
                                    count(*) FILTER (WHERE amount >= 0) AS frequency,
                                    sum(amount) AS monetary, count(*) AS orders, sum(skipped) AS skipped';
 BEGIN
+    IF per_customer AND with_returned THEN
+        RAISE EXCEPTION '_orders_query: with_returned gives per-order rows only' USING ERRCODE = 'internal_error';
+    END IF;
     FOR t IN SELECT * FROM unify.transaction_sources ORDER BY transaction_source_id LOOP
         f := t.fields;
         IF f ? 'customer_number' THEN
@@ -64,11 +72,11 @@ BEGIN
         stage := format('unify_orders_%s_%s', t.transaction_source_id, replace(gen_random_uuid()::text, '-', ''));
         mapping_role := unify._mapping_role(t.run_as, t.relation);
         EXECUTE format('CREATE TEMP TABLE %I (order_key text, order_date date, amount numeric, currency text,
-                                              source_name text, source_key text, customer_number text) ON COMMIT DROP', stage);
+                                              source_name text, source_key text, customer_number text, returned boolean) ON COMMIT DROP', stage);
         EXECUTE format('GRANT INSERT ON pg_temp.%I TO %s', stage, mapping_role);
         BEGIN
             PERFORM unify._run_as(mapping_role, format(
-                'INSERT INTO pg_temp.%I SELECT %s, %s, %s, %s, %s, %s, %s FROM %s AS src WHERE %s > %L::date AND %s <= %L::date%s',
+                'INSERT INTO pg_temp.%I SELECT %s, %s, %s, %s, %s, %s, %s, %s FROM %s AS src WHERE %s > %L::date AND %s <= %L::date%s',
                 stage,
                 CASE WHEN f ? 'order_id' THEN unify._transaction_expression(f, 'order_id') ELSE 'NULL::text' END,
                 unify._transaction_expression(f, 'order_date'), unify._transaction_expression(f, 'amount'),
@@ -77,10 +85,11 @@ BEGIN
                      THEN unify._transaction_expression(f, 'source') ELSE 'NULL::text' END,
                 CASE WHEN f ? 'source_key' THEN unify._transaction_expression(f, 'source_key') ELSE 'NULL::text' END,
                 CASE WHEN f ? 'customer_number' THEN unify._transaction_expression(f, 'customer_number') ELSE 'NULL::text' END,
+                CASE WHEN f ? 'returned' THEN format('coalesce(%s, false)', unify._transaction_expression(f, 'returned')) ELSE 'NULL::boolean' END,
                 t.relation,
                 unify._transaction_expression(f, 'order_date'), from_date,
                 unify._transaction_expression(f, 'order_date'), to_date,
-                CASE WHEN f ? 'returned' THEN format(' AND NOT coalesce(%s, false)', unify._transaction_expression(f, 'returned')) ELSE '' END),
+                CASE WHEN f ? 'returned' AND NOT with_returned THEN format(' AND NOT coalesce(%s, false)', unify._transaction_expression(f, 'returned')) ELSE '' END),
                 NULL);
         EXCEPTION WHEN others THEN
             GET STACKED DIAGNOSTICS error_message = MESSAGE_TEXT;
@@ -92,7 +101,7 @@ BEGIN
         EXECUTE format('ANALYZE pg_temp.%I', stage);
         -- Per order row: whose (keys), date, amount in the reporting currency, no rate (skipped).
         orders_query := format('SELECT t.order_key, t.order_date, %s AS amount, %s AS skipped,
-                                       t.source_name, t.source_key, t.customer_number
+                                       t.source_name, t.source_key, t.customer_number, t.returned
                                 FROM pg_temp.%I t
                                 %s',
                                amount, skipped, stage, currency_join);
@@ -104,16 +113,17 @@ BEGIN
                                      partial_sums, orders_query, person_join);
             CONTINUE;
         END IF;
-        orders_query := format('SELECT r.person_id, t.order_key, t.order_date, t.amount, t.skipped FROM (%s) t %s',
+        orders_query := format('SELECT r.person_id, t.order_key, t.order_date, t.amount, t.skipped, t.returned FROM (%s) t %s',
                                orders_query, person_join);
         IF f ? 'order_id' THEN
-            orders_query := format('SELECT person_id, min(order_date) AS order_date, sum(amount) AS amount, sum(skipped) AS skipped
+            orders_query := format('SELECT person_id, min(order_date) AS order_date, sum(amount) AS amount, sum(skipped) AS skipped,
+                                           bool_or(returned) AS returned
                                     FROM (%s) o GROUP BY person_id, order_key', orders_query);
         END IF;
         IF per_customer THEN
             parts := parts || format('SELECT person_id, %s FROM (%s) o GROUP BY person_id', partial_sums, orders_query);
         ELSE
-            parts := parts || format('SELECT person_id, order_date, amount, amount >= 0 AS purchase, skipped FROM (%s) o',
+            parts := parts || format('SELECT person_id, order_date, amount, amount >= 0 AS purchase, skipped, returned FROM (%s) o',
                                      orders_query);
         END IF;
     END LOOP;

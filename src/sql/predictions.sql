@@ -21,9 +21,30 @@ CREATE TABLE unify.prediction_fits (
     predictions          bigint NOT NULL DEFAULT 0,
     seconds              numeric,
     fitted_by            text NOT NULL DEFAULT unify._actor(),
-    fitted_at            timestamptz NOT NULL DEFAULT now()
+    fitted_at            timestamptz NOT NULL DEFAULT now(),
+    -- Issue 26 (last, as the upgrade adds them): model choice, holdout validation, the ranking
+    -- check, P(purchase) horizon and the return-rate fit.
+    model_requested      text,
+    purchase_days        int,
+    holdout_days         int,
+    holdout_error        float8,
+    validation           jsonb,
+    alive_recent_frequent float8,
+    alive_lapsed         float8,
+    ranking_ok           boolean,
+    published            boolean,
+    return_persons       bigint,
+    return_params        jsonb,
+    return_status        text
 );
 COMMENT ON TABLE unify.prediction_fits IS 'Every fit of unify.fit_predictions: model, parameters (time unit: weeks), log-likelihood, convergence status';
+COMMENT ON COLUMN unify.prediction_fits.model_requested IS '''auto'' (chosen by holdout error), ''bgnbd'' or ''pareto_nbd''';
+COMMENT ON COLUMN unify.prediction_fits.holdout_error IS 'The model''s holdout error: mean absolute difference of predicted and actual holdout purchases per repeat-purchase bucket (0..7+), weighted by customers';
+COMMENT ON COLUMN unify.prediction_fits.validation IS 'Holdout split, per model its calibration fit, predicted and actual holdout purchases per bucket and in total, and, where fitted on all data, its ranking check';
+COMMENT ON COLUMN unify.prediction_fits.alive_recent_frequent IS 'Mean P(alive) of the persons best by recency and frequency (quintile sum 9-10)';
+COMMENT ON COLUMN unify.prediction_fits.alive_lapsed IS 'Mean P(alive) of the persons worst by recency and frequency (quintile sum 2-3)';
+COMMENT ON COLUMN unify.prediction_fits.ranking_ok IS 'false: recent frequent buyers less alive than lapsed ones; such a fit is not published';
+COMMENT ON COLUMN unify.prediction_fits.published IS 'Whether this fit''s predictions were written to unify.predictions';
 SELECT pg_catalog.pg_extension_config_dump('unify.prediction_fits', '');
 SELECT pg_catalog.pg_extension_config_dump('unify.prediction_fits_fit_id_seq', '');
 
@@ -38,120 +59,337 @@ CREATE TABLE unify.predictions (
     churn_probability  float8 GENERATED ALWAYS AS (1 - p_alive) STORED,
     expected_purchases float8,
     expected_spend     float8,
-    clv                float8
+    clv                float8,
+    -- Issue 26 (last, as the upgrade adds them).
+    p_purchase         float8,
+    return_probability float8,
+    orders             int,
+    returns            int
 );
-COMMENT ON TABLE unify.predictions IS 'Per person, from the last converged fit: P(alive), expected purchases and spend in the horizon, CLV';
+COMMENT ON TABLE unify.predictions IS 'Per person, from the last published fit: P(alive), churn, expected purchases and spend in the horizon, CLV, P(a purchase within purchase_days), return probability';
 COMMENT ON COLUMN unify.predictions.frequency IS 'Repeat purchase days up to the calibration end';
 COMMENT ON COLUMN unify.predictions.expected_spend IS 'Expected spend per purchase (Gamma-Gamma)';
 COMMENT ON COLUMN unify.predictions.clv IS 'Discounted expected spend over the horizon';
+COMMENT ON COLUMN unify.predictions.p_purchase IS 'P(at least one purchase in the next prediction_fits.purchase_days days)';
+COMMENT ON COLUMN unify.predictions.return_probability IS 'Share of returned orders shrunk toward the population rate: (returns + alpha) / (orders + alpha + beta), beta-binomial fit';
+COMMENT ON COLUMN unify.predictions.orders IS 'Orders up to the calibration end in order tables that map returned, returned ones included';
+COMMENT ON COLUMN unify.predictions.returns IS 'Of those, the returned (or cancelled) ones';
 SELECT pg_catalog.pg_extension_config_dump('unify.predictions', '');
 
--- Purchase summaries up to calibration_end, in weeks: a day whose orders net to zero or more is
--- one purchase (several orders on a day count once, as in the papers; a refund day is none);
--- mean_spend is over the repeat purchase days.
+
+-- Purchase days and summaries up to calibration_end, in weeks: a day whose orders net to zero or
+-- more is one purchase (several orders on a day count once, as in the papers; a refund day is
+-- none); mean_spend is over the repeat purchase days. Temporary tables unify_purchase_days
+-- (person_id, day, amount) and unify_purchase_summaries.
 CREATE FUNCTION unify._purchase_summaries(calibration_end date) RETURNS void
 VOLATILE LANGUAGE plpgsql AS $$
 BEGIN
+    IF to_regclass('pg_temp.unify_purchase_days') IS NOT NULL THEN DROP TABLE pg_temp.unify_purchase_days; END IF;
     IF to_regclass('pg_temp.unify_purchase_summaries') IS NOT NULL THEN DROP TABLE pg_temp.unify_purchase_summaries; END IF;
     EXECUTE format($q$
+        CREATE TEMP TABLE unify_purchase_days ON COMMIT DROP AS
+        SELECT o.person_id, o.order_date AS day, sum(o.amount) AS amount
+        FROM (%s) o
+        JOIN unify.persons pe ON pe.person_id = o.person_id
+        WHERE o.amount IS NOT NULL
+        GROUP BY o.person_id, o.order_date
+        HAVING sum(o.amount) >= 0 $q$,
+        unify._orders_query('-infinity'::date, calibration_end));
+    EXECUTE format($q$
         CREATE TEMP TABLE unify_purchase_summaries ON COMMIT DROP AS
-        WITH days AS (
-            SELECT o.person_id, o.order_date AS day, sum(o.amount) AS amount
-            FROM (%s) o
-            JOIN unify.persons pe ON pe.person_id = o.person_id
-            WHERE o.amount IS NOT NULL
-            GROUP BY o.person_id, o.order_date
-            HAVING sum(o.amount) >= 0
-        ), firsts AS (
-            SELECT d.*, min(d.day) OVER (PARTITION BY d.person_id) AS first_day FROM days d
+        WITH firsts AS (
+            SELECT d.*, min(d.day) OVER (PARTITION BY d.person_id) AS first_day FROM pg_temp.unify_purchase_days d
         )
         SELECT person_id,
                (count(*) - 1)::float8 AS frequency,
                (max(day) - min(day)) / 7.0::float8 AS recency,
                (%L::date - min(day)) / 7.0::float8 AS age,
                (sum(amount) FILTER (WHERE day > first_day) / nullif(count(*) - 1, 0))::float8 AS mean_spend
-        FROM firsts GROUP BY person_id $q$,
-        unify._orders_query('-infinity'::date, calibration_end), calibration_end);
+        FROM firsts GROUP BY person_id $q$, calibration_end);
 END
 $$;
 
-CREATE FUNCTION unify.fit_predictions(calibration_end date DEFAULT current_date, model text DEFAULT 'bgnbd',
-                                      horizon_months int DEFAULT 12, discount_rate float8 DEFAULT 0.1)
+-- Per person, orders up to calibration_end in the order tables that map `returned` (temporary
+-- table unify_return_counts: person_id, orders, returns). False if no order table maps it.
+CREATE FUNCTION unify._return_counts(calibration_end date) RETURNS boolean
+VOLATILE LANGUAGE plpgsql AS $$
+BEGIN
+    IF to_regclass('pg_temp.unify_return_counts') IS NOT NULL THEN DROP TABLE pg_temp.unify_return_counts; END IF;
+    IF NOT EXISTS (SELECT 1 FROM unify.transaction_sources t WHERE t.fields ? 'returned') THEN
+        CREATE TEMP TABLE unify_return_counts (person_id bigint, orders float8, returns float8) ON COMMIT DROP;
+        RETURN false;
+    END IF;
+    EXECUTE format($q$
+        CREATE TEMP TABLE unify_return_counts ON COMMIT DROP AS
+        SELECT o.person_id, count(*)::float8 AS orders, count(*) FILTER (WHERE o.returned)::float8 AS returns
+        FROM (%s) o
+        JOIN unify.persons pe ON pe.person_id = o.person_id
+        WHERE o.returned IS NOT NULL
+        GROUP BY o.person_id $q$,
+        unify._orders_query('-infinity'::date, calibration_end, with_returned => true));
+    RETURN true;
+END
+$$;
+
+-- The holdout check of one model: fit on the calibration summaries (unify_holdout_summaries:
+-- frequency, recency, age up to the split, actual = purchase days after it), predict each
+-- customer's purchases in the holdout, and compare per repeat-purchase bucket (0..6, 7+) and in
+-- total. error = Σ customers · |mean predicted − mean actual| / Σ customers over the buckets.
+CREATE FUNCTION unify._holdout_check(model text, holdout_weeks float8) RETURNS jsonb
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    cal_fit record;
+    result jsonb;
+    unknown boolean;
+BEGIN
+    SELECT f.* INTO cal_fit
+    FROM (SELECT array_agg(frequency) AS frequency, array_agg(recency) AS recency, array_agg(age) AS age, array_agg(n) AS n
+          FROM (SELECT frequency, recency, age, count(*)::float8 AS n FROM pg_temp.unify_holdout_summaries GROUP BY 1, 2, 3) g) a,
+         LATERAL unify._fit_purchases(model, a.frequency, a.recency, a.age, a.n) f;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('converged', false, 'status', 'no customers in the calibration period');
+    END IF;
+    IF NOT cal_fit.converged THEN
+        RETURN jsonb_build_object('converged', false, 'status', cal_fit.status);
+    END IF;
+    WITH g AS (
+        SELECT least(frequency, 7)::int AS bucket, count(*) AS customers, sum(actual) AS actual,
+               (unify._predict(model, cal_fit.param_values, NULL, frequency, recency, age, NULL,
+                               holdout_weeks, '{}', 0))[2] AS predicted_each
+        FROM pg_temp.unify_holdout_summaries GROUP BY frequency, recency, age
+    ), b AS (
+        SELECT bucket, sum(customers) AS customers, sum(customers * predicted_each) AS predicted, sum(actual) AS actual
+        FROM g GROUP BY bucket
+    )
+    SELECT jsonb_build_object(
+               'converged', true, 'status', cal_fit.status, 'params', cal_fit.params,
+               'error', sum(abs(predicted - actual)) / sum(customers),
+               'predicted', round(sum(predicted)::numeric, 1), 'actual', sum(actual),
+               'buckets', jsonb_agg(jsonb_build_object(
+                   'repeat_purchases', CASE WHEN bucket = 7 THEN '7+' ELSE bucket::text END, 'customers', customers,
+                   'predicted', round((predicted / customers)::numeric, 4), 'actual', round((actual / customers)::numeric, 4))
+                   ORDER BY bucket)),
+           bool_or(predicted IS NULL)
+    INTO result, unknown FROM b;
+    -- A prediction the model cannot give (NULL) makes the error unknown, not small.
+    IF unknown THEN
+        result := result || jsonb_build_object('error', NULL, 'status', 'some holdout predictions are not finite');
+    END IF;
+    RETURN result;
+END
+$$;
+
+CREATE FUNCTION unify.fit_predictions(calibration_end date DEFAULT current_date, model text DEFAULT 'auto',
+                                      horizon_months int DEFAULT 12, discount_rate float8 DEFAULT 0.1,
+                                      purchase_days int DEFAULT 90, holdout_days int DEFAULT NULL,
+                                      check_ranking boolean DEFAULT true)
 RETURNS jsonb
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     started constant timestamptz := clock_timestamp();
+    requested constant text := model;
     purchase_fit record;   -- unify._fit_purchases' row: params, param_values, log_likelihood, converged, evaluations, status
     spend_fit record;      -- unify._fit_spend's row, the same columns
+    return_fit record;     -- unify._fit_returns' row
     n_customers bigint;
     n_spend bigint;
+    n_return_persons bigint := 0;
+    returns_mapped boolean;
     month_weeks float8[];
     new_fit bigint;
     written bigint := 0;
+    first_day date;
+    split date;
+    holdout int := holdout_days;
+    validation jsonb := '{}';
+    candidates text[];
+    m text;
+    chosen text;
+    top float8;
+    bottom float8;
+    ok boolean;
+    final_status text;
 BEGIN
-    IF calibration_end IS NULL OR model IS NULL OR horizon_months IS NULL OR discount_rate IS NULL
-       OR calibration_end IN ('infinity', '-infinity') THEN
-        RAISE EXCEPTION 'fit_predictions: calibration_end, model, horizon_months and discount_rate must be given'
-            USING ERRCODE = 'null_value_not_allowed';
+    IF calibration_end IS NULL OR model IS NULL OR horizon_months IS NULL OR discount_rate IS NULL OR purchase_days IS NULL
+       OR check_ranking IS NULL OR calibration_end IN ('infinity', '-infinity') THEN
+        RAISE EXCEPTION 'fit_predictions: calibration_end, model, horizon_months, discount_rate, purchase_days and check_ranking must be given'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Leave an argument out for its default; holdout_days alone may be NULL (its default).';
     END IF;
-    IF model NOT IN ('bgnbd', 'pareto_nbd') THEN
+    IF model NOT IN ('auto', 'bgnbd', 'pareto_nbd') THEN
         RAISE EXCEPTION 'unknown purchase model "%"', model
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use ''bgnbd'' (BG/NBD, the default) or ''pareto_nbd'' (Pareto/NBD).';
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''auto'' (the default: the better of both on the holdout), ''bgnbd'' (BG/NBD) or ''pareto_nbd'' (Pareto/NBD).';
     END IF;
     IF horizon_months NOT BETWEEN 1 AND 600 OR discount_rate <= -1 OR discount_rate = 'NaN' THEN
         RAISE EXCEPTION 'horizon_months must be 1..600 and discount_rate above -1 (annual, 0.1 = 10%%)'
-            USING ERRCODE = 'invalid_parameter_value';
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'For example unify.fit_predictions(horizon_months => 12, discount_rate => 0.1).';
+    END IF;
+    IF purchase_days NOT BETWEEN 1 AND 3650 THEN
+        RAISE EXCEPTION 'purchase_days must be 1..3650, not %', purchase_days
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'p_purchase is P(at least one purchase in the next purchase_days days); the default is 90.';
+    END IF;
+    IF holdout_days < 0 OR holdout_days > 36500 OR (holdout_days = 0 AND model = 'auto') THEN
+        RAISE EXCEPTION 'holdout_days must be 1..36500, or 0 (no holdout check) with a given model, not %', holdout_days
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave holdout_days NULL for half the purchase history up to a year; model ''auto'' chooses by the holdout error and needs one.';
     END IF;
     PERFORM unify._lock('predictions');
     PERFORM unify._purchase_summaries(calibration_end);
+    returns_mapped := unify._return_counts(calibration_end);
 
-    SELECT count(*), count(*) FILTER (WHERE frequency > 0) INTO n_customers, n_spend FROM unify_purchase_summaries;
-    -- No customer at all: the strict fit returns no row, and the fit is recorded as failed.
-    SELECT f.* INTO purchase_fit
-    FROM (SELECT array_agg(frequency) AS frequency, array_agg(recency) AS recency, array_agg(age) AS age, array_agg(n) AS n
-          FROM (SELECT frequency, recency, age, count(*)::float8 AS n FROM unify_purchase_summaries GROUP BY 1, 2, 3) g) a,
-         LATERAL unify._fit_purchases(model, a.frequency, a.recency, a.age, a.n) f;
-    IF NOT FOUND THEN
-        SELECT NULL::jsonb AS params, NULL::float8[] AS param_values, NULL::float8 AS log_likelihood, false AS converged,
-               NULL::int AS evaluations, 'no customers with a purchase up to ' || calibration_end AS status
-        INTO purchase_fit;
+    SELECT count(*), count(*) FILTER (WHERE frequency > 0) INTO n_customers, n_spend FROM pg_temp.unify_purchase_summaries;
+
+    -- Holdout validation (calibration/holdout as in Fader, Hardie & Lee 2005): fit on the
+    -- purchases up to the split, compare predicted and actual purchases after it.
+    SELECT min(day) INTO first_day FROM pg_temp.unify_purchase_days;
+    IF holdout IS NULL THEN
+        holdout := least(365, (calibration_end - first_day) / 2);
     END IF;
+    candidates := CASE WHEN model = 'auto' THEN ARRAY['bgnbd', 'pareto_nbd'] ELSE ARRAY[model] END;
+    IF coalesce(holdout, 0) > 0 THEN
+        split := calibration_end - holdout;
+        IF to_regclass('pg_temp.unify_holdout_summaries') IS NOT NULL THEN DROP TABLE pg_temp.unify_holdout_summaries; END IF;
+        EXECUTE format($q$
+            CREATE TEMP TABLE unify_holdout_summaries ON COMMIT DROP AS
+            SELECT person_id,
+                   (count(*) FILTER (WHERE day <= %1$L::date) - 1)::float8 AS frequency,
+                   (max(day) FILTER (WHERE day <= %1$L::date) - min(day)) / 7.0::float8 AS recency,
+                   (%1$L::date - min(day)) / 7.0::float8 AS age,
+                   count(*) FILTER (WHERE day > %1$L::date)::float8 AS actual
+            FROM pg_temp.unify_purchase_days GROUP BY person_id HAVING min(day) <= %1$L::date $q$, split);
+        validation := jsonb_build_object('split', split, 'holdout_days', holdout,
+                                         'customers', (SELECT count(*) FROM pg_temp.unify_holdout_summaries));
+        FOREACH m IN ARRAY candidates LOOP
+            validation := validation || jsonb_build_object(m, unify._holdout_check(m, holdout / 7.0));
+        END LOOP;
+        IF model = 'auto' THEN
+            -- The smaller holdout error first; a model whose check failed last.
+            SELECT array_agg(c ORDER BY (validation -> c ->> 'error')::float8 NULLS LAST, c) INTO candidates
+            FROM unnest(candidates) c;
+        END IF;
+    END IF;
+
+    -- Fit on all purchases, in the order of preference; publish the first that converges and
+    -- whose ranking agrees with the data (a given model: only that one).
+    SELECT array_agg(((calibration_end + make_interval(months => mo))::date - calibration_end) / 7.0::float8 ORDER BY mo)
+    INTO month_weeks FROM generate_series(1, horizon_months) mo;
     SELECT f.* INTO STRICT spend_fit
     FROM (SELECT coalesce(array_agg(frequency), '{}') AS frequency, coalesce(array_agg(mean_spend), '{}') AS mean_spend,
                  coalesce(array_agg(n), '{}') AS n
-          FROM (SELECT frequency, mean_spend, count(*)::float8 AS n FROM unify_purchase_summaries
+          FROM (SELECT frequency, mean_spend, count(*)::float8 AS n FROM pg_temp.unify_purchase_summaries
                 WHERE frequency > 0 GROUP BY 1, 2) g) a,
          LATERAL unify._fit_spend(a.frequency, a.mean_spend, a.n) f;
+    FOREACH m IN ARRAY candidates LOOP
+        SELECT f.* INTO purchase_fit
+        FROM (SELECT array_agg(frequency) AS frequency, array_agg(recency) AS recency, array_agg(age) AS age, array_agg(n) AS n
+              FROM (SELECT frequency, recency, age, count(*)::float8 AS n FROM pg_temp.unify_purchase_summaries GROUP BY 1, 2, 3) g) a,
+             LATERAL unify._fit_purchases(m, a.frequency, a.recency, a.age, a.n) f;
+        IF NOT FOUND THEN
+            -- No customer at all: the strict fit returns no row, and the fit is recorded as failed.
+            SELECT NULL::jsonb AS params, NULL::float8[] AS param_values, NULL::float8 AS log_likelihood, false AS converged,
+                   NULL::int AS evaluations, 'no customers with a purchase up to ' || calibration_end AS status
+            INTO purchase_fit;
+        END IF;
+        chosen := m;
+        top := NULL; bottom := NULL; ok := NULL;
+        final_status := purchase_fit.status;
+        IF purchase_fit.converged THEN
+            IF to_regclass('pg_temp.unify_new_predictions') IS NOT NULL THEN DROP TABLE pg_temp.unify_new_predictions; END IF;
+            CREATE TEMP TABLE unify_new_predictions ON COMMIT DROP AS
+            SELECT s.person_id, s.frequency, s.recency, s.age, s.mean_spend, v[1] AS p_alive, v[2] AS expected_purchases,
+                   v[3] AS expected_spend, v[4] AS clv,
+                   unify._p_purchase(m, purchase_fit.param_values, s.frequency, s.recency, s.age, fit_predictions.purchase_days / 7.0) AS p_purchase
+            FROM pg_temp.unify_purchase_summaries s,
+                 LATERAL unify._predict(m, purchase_fit.param_values,
+                                        CASE WHEN spend_fit.converged THEN spend_fit.param_values END,
+                                        s.frequency, s.recency, s.age, s.mean_spend,
+                                        month_weeks[horizon_months], month_weeks,
+                                        power(1 + discount_rate, 1.0 / 12) - 1) AS v;
+            -- The ranking check: recency and frequency quintiles (5 = most recent, most
+            -- frequent); the best (sum 9-10) must not be less alive than the worst (sum 2-3).
+            WITH q AS (
+                SELECT p_alive, ntile(5) OVER (ORDER BY age - recency DESC, person_id) AS rq,
+                       ntile(5) OVER (ORDER BY frequency, age - recency DESC, person_id) AS fq
+                FROM pg_temp.unify_new_predictions
+            )
+            SELECT avg(p_alive) FILTER (WHERE rq + fq >= 9), avg(p_alive) FILTER (WHERE rq + fq <= 3) INTO top, bottom FROM q;
+            ok := top IS NULL OR bottom IS NULL OR top >= bottom OR NOT check_ranking;
+            validation := jsonb_set(CASE WHEN validation ? m THEN validation ELSE validation || jsonb_build_object(m, '{}'::jsonb) END,
+                                    ARRAY[m, 'all_data'],
+                                    jsonb_build_object('converged', true, 'status', purchase_fit.status, 'params', purchase_fit.params,
+                                                       'alive_recent_frequent', round(top::numeric, 4),
+                                                       'alive_lapsed', round(bottom::numeric, 4),
+                                                       'ranking_ok', top IS NULL OR bottom IS NULL OR top >= bottom));
+            IF ok THEN
+                EXIT;
+            END IF;
+            final_status := format('not published: the ranking contradicts the data (mean P(alive) %s for recent frequent buyers, %s for lapsed ones); the previous predictions stay',
+                                   round(top::numeric, 2), round(bottom::numeric, 2));
+        ELSE
+            validation := jsonb_set(CASE WHEN validation ? m THEN validation ELSE validation || jsonb_build_object(m, '{}'::jsonb) END,
+                                    ARRAY[m, 'all_data'], jsonb_build_object('converged', false, 'status', purchase_fit.status));
+        END IF;
+    END LOOP;
+    IF requested = 'auto' THEN
+        final_status := final_status || CASE
+            WHEN NOT coalesce(purchase_fit.converged AND ok, false) THEN ' (auto: neither model is usable)'
+            WHEN chosen <> candidates[1] THEN format(' (auto: %s, as %s was not usable)', chosen, candidates[1])
+            WHEN validation ? 'split' THEN format(' (auto: %s, the smaller holdout error)', chosen)
+            ELSE format(' (auto: %s; no holdout to compare on)', chosen) END;
+    ELSIF NOT check_ranking AND top < bottom THEN
+        final_status := final_status || format(' (published unchecked: the ranking contradicts the data, mean P(alive) %s for recent frequent buyers, %s for lapsed ones)',
+                                               round(top::numeric, 2), round(bottom::numeric, 2));
+    END IF;
+
+    -- Return probability: the beta-binomial over persons' (returns, orders).
+    IF returns_mapped THEN
+        SELECT count(*) INTO n_return_persons FROM pg_temp.unify_return_counts WHERE orders > 0;
+        SELECT f.* INTO return_fit
+        FROM (SELECT array_agg(returns) AS returns, array_agg(orders) AS orders, array_agg(n) AS n
+              FROM (SELECT returns, orders, count(*)::float8 AS n FROM pg_temp.unify_return_counts GROUP BY 1, 2) g) a,
+             LATERAL unify._fit_returns(a.returns, a.orders, a.n) f;
+        IF NOT FOUND THEN
+            SELECT NULL::jsonb AS params, NULL::float8[] AS param_values, false AS converged,
+                   'no orders up to ' || calibration_end AS status INTO return_fit;
+        END IF;
+    ELSE
+        SELECT NULL::jsonb AS params, NULL::float8[] AS param_values, false AS converged,
+               'no order table maps returned (add_transactions field "returned")' AS status INTO return_fit;
+    END IF;
 
     INSERT INTO unify.prediction_fits (model, calibration_end, customers, params, log_likelihood, converged, status,
         evaluations, spend_customers, spend_params, spend_log_likelihood, spend_converged, spend_status,
-        horizon_months, discount_rate)
-    VALUES (model, calibration_end, n_customers, nullif(purchase_fit.params, '{}'), purchase_fit.log_likelihood,
-        purchase_fit.converged, purchase_fit.status, purchase_fit.evaluations,
+        horizon_months, discount_rate, model_requested, purchase_days, holdout_days, holdout_error, validation,
+        alive_recent_frequent, alive_lapsed, ranking_ok, published, return_persons, return_params, return_status)
+    VALUES (chosen, calibration_end, n_customers, nullif(purchase_fit.params, '{}'), purchase_fit.log_likelihood,
+        purchase_fit.converged, final_status, purchase_fit.evaluations,
         n_spend, nullif(spend_fit.params, '{}'), spend_fit.log_likelihood,
-        spend_fit.converged, spend_fit.status, horizon_months, discount_rate)
+        spend_fit.converged, spend_fit.status, horizon_months, discount_rate,
+        requested, purchase_days, nullif(holdout, 0), (validation -> chosen ->> 'error')::float8, nullif(validation, '{}'),
+        top, bottom, CASE WHEN purchase_fit.converged THEN top IS NULL OR bottom IS NULL OR top >= bottom END, false, n_return_persons, nullif(return_fit.params, '{}'), return_fit.status)
     RETURNING fit_id INTO new_fit;
 
-    -- A failed fit is reported, and the predictions of the last good fit stay.
-    IF purchase_fit.converged THEN
-        SELECT array_agg(((calibration_end + make_interval(months => m))::date - calibration_end) / 7.0::float8 ORDER BY m)
-        INTO month_weeks FROM generate_series(1, horizon_months) m;
+    -- A failed or contradicting fit is reported, and the predictions of the last good fit stay.
+    IF purchase_fit.converged AND ok THEN
         DELETE FROM unify.predictions;
         INSERT INTO unify.predictions (person_id, fit_id, frequency, recency_weeks, age_weeks, mean_spend,
-                                       p_alive, expected_purchases, expected_spend, clv)
-        SELECT s.person_id, new_fit, s.frequency::int, s.recency, s.age, s.mean_spend, v[1], v[2], v[3], v[4]
-        FROM unify_purchase_summaries s,
-             LATERAL unify._predict(model, purchase_fit.param_values,
-                                    CASE WHEN spend_fit.converged THEN spend_fit.param_values END,
-                                    s.frequency, s.recency, s.age, s.mean_spend,
-                                    month_weeks[horizon_months], month_weeks,
-                                    power(1 + discount_rate, 1.0 / 12) - 1) AS v;
+                                       p_alive, expected_purchases, expected_spend, clv,
+                                       p_purchase, return_probability, orders, returns)
+        SELECT n.person_id, new_fit, n.frequency::int, n.recency, n.age, n.mean_spend,
+               n.p_alive, n.expected_purchases, n.expected_spend, n.clv, n.p_purchase,
+               CASE WHEN return_fit.converged
+                    THEN (coalesce(rc.returns, 0) + return_fit.param_values[1])
+                         / (coalesce(rc.orders, 0) + return_fit.param_values[1] + return_fit.param_values[2]) END,
+               rc.orders::int, rc.returns::int
+        FROM pg_temp.unify_new_predictions n
+        LEFT JOIN pg_temp.unify_return_counts rc ON rc.person_id = n.person_id;
         GET DIAGNOSTICS written = ROW_COUNT;
     END IF;
-    UPDATE unify.prediction_fits f SET predictions = written,
+    UPDATE unify.prediction_fits f SET predictions = written, published = coalesce(purchase_fit.converged AND ok, false),
            seconds = round(extract(epoch FROM clock_timestamp() - started)::numeric, 3)
     WHERE f.fit_id = new_fit;
     RETURN (SELECT to_jsonb(f) FROM unify.prediction_fits f WHERE f.fit_id = new_fit);
 END
 $$;
-COMMENT ON FUNCTION unify.fit_predictions(date, text, int, float8) IS 'Fits BG/NBD (or Pareto/NBD) and Gamma-Gamma on purchases up to calibration_end and writes per-person predictions; a failed fit is reported in unify.prediction_fits, not raised';
+COMMENT ON FUNCTION unify.fit_predictions(date, text, int, float8, int, int, boolean) IS 'Fits BG/NBD or Pareto/NBD (auto: the smaller holdout error), Gamma-Gamma and the beta-binomial of returns on purchases up to calibration_end; publishes per-person predictions unless the fit failed or its ranking contradicts the data (reported in unify.prediction_fits, not raised)';

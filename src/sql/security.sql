@@ -71,7 +71,7 @@ ALTER FUNCTION unify.set_survivorship(text, text, jsonb) SECURITY DEFINER;
 ALTER FUNCTION unify.process_queue(int) SECURITY DEFINER;
 ALTER FUNCTION unify.remove_transactions(text) SECURITY DEFINER;
 ALTER FUNCTION unify.refresh_segments(date, interval) SECURITY DEFINER;
-ALTER FUNCTION unify.fit_predictions(date, text, int, float8) SECURITY DEFINER;
+ALTER FUNCTION unify.fit_predictions(date, text, int, float8, int, int, boolean) SECURITY DEFINER;
 
 GRANT EXECUTE ON FUNCTION
     unify.add_source(text, regclass, text, jsonb, int, boolean), unify.remove_source(text, boolean),
@@ -83,7 +83,7 @@ GRANT EXECUTE ON FUNCTION
     unify.person_records(bigint), unify.person_history(bigint),
     unify.process_queue(int),
     unify.add_transactions(text, regclass, jsonb), unify.remove_transactions(text),
-    unify.refresh_segments(date, interval), unify.fit_predictions(date, text, int, float8),
+    unify.refresh_segments(date, interval), unify.fit_predictions(date, text, int, float8, int, int, boolean),
     -- What add_source and add_transactions call as the caller: text builders and the
     -- registration, which records the caller itself.
     unify._staged_expression(text, text), unify._transaction_expression(jsonb, text),

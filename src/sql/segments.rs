@@ -2,6 +2,7 @@
 //! unify.fit_predictions (segments.sql) aggregates transactions to customer summaries in SQL,
 //! groups identical summaries, and calls these.
 
+use crate::segment::beta_binomial::{self, Returns};
 use crate::segment::gamma_gamma::{self, Spend};
 use crate::segment::{models, Fit, Model, Summary};
 use pgrx::prelude::*;
@@ -203,4 +204,74 @@ fn _predict(
         finite(spend),
         finite(clv),
     ]
+}
+
+/// P(at least one purchase in the next `weeks` weeks after the calibration period) of one
+/// person under a fit's parameters; NULL where the summary is invalid or a series does not
+/// converge.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn _p_purchase(
+    model: &str,
+    params: Vec<f64>,
+    frequency: f64,
+    recency: f64,
+    age: f64,
+    weeks: f64,
+) -> Option<f64> {
+    let model = checked_model(model, "_p_purchase");
+    if params.len() != 4 {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("{} takes 4 parameters, not {}", model.name(), params.len()),
+            None,
+            "Pass the params of a fit in unify.prediction_fits.",
+            "_p_purchase",
+        );
+    }
+    let c = Summary {
+        frequency,
+        recency,
+        age,
+        weight: 1.0,
+    };
+    if crate::segment::check_summary(&c).is_err() || !weeks.is_finite() {
+        return None;
+    }
+    model.p_purchase(&params, &c, weeks)
+}
+
+/// Fits the beta-binomial of return rates over persons' (returns, orders), one array element
+/// per distinct pair, `weight` persons each; parameters alpha, beta.
+#[pg_extern(immutable, strict, parallel_safe)]
+#[allow(clippy::type_complexity)] // the column names must be spelled out for pgrx
+fn _fit_returns(
+    returns: Vec<f64>,
+    orders: Vec<f64>,
+    weight: Vec<f64>,
+) -> TableIterator<
+    'static,
+    (
+        name!(params, JsonB),
+        name!(param_values, Vec<f64>),
+        name!(log_likelihood, Option<f64>),
+        name!(converged, bool),
+        name!(evaluations, i32),
+        name!(status, String),
+    ),
+> {
+    let n = returns.len();
+    check_lengths(
+        &[orders.len(), weight.len()],
+        n,
+        "returns, orders and weight",
+        "_fit_returns",
+    );
+    let persons: Vec<Returns> = (0..n)
+        .map(|i| Returns {
+            returns: returns[i],
+            orders: orders[i],
+            weight: weight[i],
+        })
+        .collect();
+    fit_row(&beta_binomial::fit(&persons), &["alpha", "beta"])
 }

@@ -62,6 +62,19 @@ WHERE c.relnamespace = 'unify'::regnamespace AND a.grantee = 0;
 SELECT c.relname AS analyst_reads FROM pg_class c
 WHERE c.relnamespace = 'unify'::regnamespace AND c.relkind IN ('r', 'v') AND has_table_privilege('unify_analyst', c.oid, 'SELECT')
 ORDER BY 1;
+-- Issue 26: the analyst sees P(purchase) and the return probability through analyst_persons
+-- only (pseudonymous), not in unify.predictions; the new internals are the owner's.
+SELECT has_column_privilege('unify_analyst', 'unify.analyst_persons', 'p_purchase', 'SELECT') AS analyst_p_purchase,
+       has_column_privilege('unify_analyst', 'unify.analyst_persons', 'return_probability', 'SELECT') AS analyst_return_probability,
+       has_table_privilege('unify_analyst', 'unify.predictions', 'SELECT') AS analyst_reads_predictions,
+       has_column_privilege('unify_reader', 'unify.customer_360', 'return_probability', 'SELECT') AS reader_return_probability,
+       has_function_privilege('unify_admin', 'unify.fit_predictions(date,text,integer,double precision,integer,integer,boolean)', 'EXECUTE') AS admin_fits,
+       has_function_privilege('unify_analyst', 'unify.fit_predictions(date,text,integer,double precision,integer,integer,boolean)', 'EXECUTE') AS analyst_fits,
+       bool_or(has_function_privilege(r, f, 'EXECUTE')) AS anyone_runs_internals
+FROM unnest(ARRAY['unify._p_purchase(text,double precision[],double precision,double precision,double precision,double precision)',
+                  'unify._fit_returns(double precision[],double precision[],double precision[])', 'unify._return_counts(date)',
+                  'unify._holdout_check(text,double precision)', 'unify._orders_query(date,date,boolean,boolean)']) f,
+     unnest(ARRAY['public', 'unify_admin', 'unify_reader', 'unify_analyst']) r;
 SELECT has_table_privilege('unify_admin', 'unify._secret', 'SELECT') AS admin_reads_secret,
        has_schema_privilege('unify_admin', 'unify', 'CREATE') AS admin_creates_in_unify;
 -- The capture role: no login, no membership.
