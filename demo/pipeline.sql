@@ -221,3 +221,12 @@ SELECT person_id, first_name, last_name, segment, orders_in_window, spend_in_win
        round(expected_purchases::numeric, 2) AS purchases_next_year, round(return_probability::numeric, 3) AS return_probability,
        round(clv::numeric, 2) AS clv
 FROM unify.customer_360 WHERE clv IS NOT NULL ORDER BY clv DESC, person_id LIMIT 8;
+\echo
+\echo '== Audiences: who of a segment may be reached per channel (consent by the latest proven statement) =='
+SELECT c.channel, c.consent, (SELECT count(*) FROM unify.audience('At Risk', c.channel)) AS at_risk_reachable,
+       (SELECT count(*) FROM unify.segments s WHERE s.segment = 'At Risk') AS at_risk_persons
+FROM unify.audience_channels() c;
+\echo '-- the export for Google Customer Match (hashed as Google requires; country and postcode in clear)'
+SELECT left(hashed_email, 16) || '…' AS hashed_email, left(hashed_phone_number, 16) || '…' AS hashed_phone_number,
+       left(hashed_first_name, 12) || '…' AS hashed_first_name, country_code, postal_code, consent_source
+FROM unify.audience_google('At Risk') LIMIT 3;

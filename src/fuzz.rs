@@ -926,3 +926,79 @@ fn fuzz_jaccard_tokens() {
         Ok(())
     });
 }
+
+/// The ad platforms' identifiers (`crate::audience`): no panic; a hash is 64 lowercase hex
+/// digits and the SHA-256 of the platform's normalised form; the normalised e-mails are
+/// idempotent and hold no whitespace; Meta's names hold no punctuation or space.
+#[test]
+fn fuzz_audience_hashing() {
+    use crate::audience as a;
+    fn is_hex64(h: &str) -> bool {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+    fuzz("audience_email", email_text(), |x| {
+        for f in [a::google_email, a::meta_email] {
+            if let Some(e) = idempotent(f, &x)? {
+                prop_assert!(!e.contains(char::is_whitespace), "{:?} -> {:?}", x, e);
+                let h = a::hashed(Some(e.clone())).unwrap();
+                prop_assert!(is_hex64(&h) && h == a::sha256_hex(&e), "{:?}", x);
+            }
+        }
+        Ok(())
+    });
+    fuzz("audience_phone", phone_text(), |x| {
+        let google = a::google_phone(&x, "DE");
+        let meta = a::meta_phone(&x, "DE");
+        // Meta's form is Google's without the plus, and only digits.
+        prop_assert_eq!(
+            google.as_deref().map(|g| g.trim_start_matches('+')),
+            meta.as_deref(),
+            "input {:?}",
+            x
+        );
+        if let Some(m) = &meta {
+            prop_assert!(
+                m.bytes().all(|b| b.is_ascii_digit()) && !m.starts_with('0'),
+                "{:?} -> {:?}",
+                x,
+                m
+            );
+        }
+        Ok(())
+    });
+    fuzz("audience_name", text(), |x| {
+        if let Some(n) = a::meta_name(&x) {
+            prop_assert!(
+                n.chars()
+                    .all(|c| !c.is_whitespace() && !c.is_ascii_punctuation()),
+                "{:?} -> {:?}",
+                x,
+                n
+            );
+            prop_assert!(is_hex64(&a::sha256_hex(&n)), "{:?}", x);
+        }
+        if let Some(g) = a::google_name(&x) {
+            prop_assert!(
+                g == g.trim() && !g.is_empty() && g.to_lowercase() == g,
+                "{:?} -> {:?}",
+                x,
+                g
+            );
+        }
+        Ok(())
+    });
+    fuzz("audience_zip", (postcode_text(), country()), |(x, c)| {
+        if let Some(z) = a::meta_zip(&x, &c) {
+            prop_assert!(
+                !z.is_empty() && !z.contains(char::is_whitespace) && !z.contains('-'),
+                "{:?} -> {:?}",
+                x,
+                z
+            );
+            prop_assert_eq!(z.to_lowercase(), z.clone(), "input {:?}", x);
+        }
+        Ok(())
+    });
+}

@@ -5,6 +5,7 @@
 
 ::pgrx::pg_module_magic!(name, version);
 
+pub mod audience;
 pub mod cluster;
 pub mod compare;
 #[cfg(test)]

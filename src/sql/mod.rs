@@ -1,6 +1,7 @@
 //! The SQL surface: thin wrappers that convert arguments, call the pure modules and map their
 //! results to NULL or to errors with a SQLSTATE and a hint.
 
+mod audience;
 mod cleaners;
 mod errors;
 mod matching;
@@ -108,6 +109,26 @@ pgrx::extension_sql_file!(
     "bi_views.sql",
     name = "bi_views",
     requires = ["predictions", cleaners::letter_salutation]
+);
+
+// Consented audiences for own channels and ad platforms, identifiers hashed per platform.
+pgrx::extension_sql_file!(
+    "audience.sql",
+    name = "audience",
+    requires = [
+        "bi_views",
+        cleaners::letter_salutation,
+        cleaners::normalize_country,
+        cleaners::normalize_postcode,
+        audience::google_hash_email,
+        audience::google_hash_phone,
+        audience::google_hash_name,
+        audience::meta_hash_email,
+        audience::meta_hash_phone,
+        audience::meta_hash_name,
+        audience::meta_hash_zip,
+        audience::meta_hash_country
+    ]
 );
 
 // Privileges of every object, granted in one place once all exist (README "Security model").

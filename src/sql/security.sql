@@ -6,7 +6,7 @@
 --   unify_admin     reads everything but the erasure secret; changes configuration and data
 --                   only through the API functions (SECURITY DEFINER, run as the extension
 --                   owner); writes directly only unify.segment_map and unify.exchange_rates
---   unify_reader    the views for BI tools, identifiers included
+--   unify_reader    the views for BI tools, identifiers included, and the consented audiences
 --   unify_analyst   pseudonymous views: no name, e-mail, phone, street or customer number
 --   unify_capture   owns the capture trigger functions; may only insert into the change queue
 --
@@ -72,6 +72,10 @@ ALTER FUNCTION unify.process_queue(int) SECURITY DEFINER;
 ALTER FUNCTION unify.remove_transactions(text) SECURITY DEFINER;
 ALTER FUNCTION unify.refresh_segments(date, interval) SECURITY DEFINER;
 ALTER FUNCTION unify.fit_predictions(date, text, int, float8, int, int, boolean) SECURITY DEFINER;
+-- Audiences read the golden records for unify_reader too, who has no grant on unify.persons.
+ALTER FUNCTION unify.audience(text, text) SECURITY DEFINER;
+ALTER FUNCTION unify.audience_google(text) SECURITY DEFINER;
+ALTER FUNCTION unify.audience_meta(text) SECURITY DEFINER;
 
 GRANT EXECUTE ON FUNCTION
     unify.add_source(text, regclass, text, jsonb, int, boolean), unify.remove_source(text, boolean),
@@ -94,6 +98,13 @@ TO unify_admin;
 -- Functions the views call (a view runs its functions as the reader).
 GRANT EXECUTE ON FUNCTION unify._status(), unify.get_model(), unify.default_segment_map(), unify.default_survivorship()
 TO unify_admin, unify_reader, unify_analyst;
+
+-- Audiences hand out direct identifiers, and hashed ones are personal data as well (GDPR
+-- recital 26: a hash of an e-mail address singles the person out for whoever holds the
+-- address): the roles that see identifiers already, never the pseudonymous unify_analyst.
+GRANT EXECUTE ON FUNCTION unify.audience(text, text), unify.audience_google(text), unify.audience_meta(text),
+    unify.audience_channels()
+TO unify_admin, unify_reader;
 
 GRANT INSERT, UPDATE, DELETE ON unify.segment_map, unify.exchange_rates TO unify_admin;
 GRANT USAGE ON SEQUENCE unify.segment_map_rule_id_seq TO unify_admin;

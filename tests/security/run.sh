@@ -387,6 +387,15 @@ expect "the analyst's view has no direct identifier" \
 expect "the analyst's view: postcode area of two digits, birth year only" \
     "$(dba "SELECT bool_and(coalesce(length(postcode_area), 2) <= 2) AND bool_and(coalesce(birth_year, 2000) BETWEEN 1880 AND 2030) FROM unify.analyst_persons")" t
 
+refused "PUBLIC lists an audience" eve "SELECT count(*) FROM unify.audience('Champions', 'email')"
+refused "PUBLIC lists a Google audience" eve "SELECT count(*) FROM unify.audience_google('Champions')"
+refused "the analyst lists a hashed audience" ana "SELECT count(*) FROM unify.audience('Champions', 'meta')"
+refused "the analyst lists a Meta audience" ana "SELECT count(*) FROM unify.audience_meta('Champions')"
+expect "the reader's e-mail audience is the segment's persons with e-mail consent" \
+    "$(as rita -c "SELECT (SELECT count(*) FROM unify.audience(s.segment, 'email')) = (SELECT count(*) FROM unify.customer_360 c WHERE c.segment = s.segment AND c.consent_email AND c.email IS NOT NULL) FROM (SELECT segment FROM unify.segments GROUP BY 1 ORDER BY count(*) DESC LIMIT 1) s")" t
+expect "PUBLIC hashes its own values the platforms' way" "$(as eve -c "SELECT unify.meta_hash_email('John_Smith@gmail.com')")" \
+    62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f
+
 log "security: no role can stall the workers by holding the extension's locks"
 refused "the admin locks the extension's lock rows" mallory "SELECT * FROM unify.locks FOR UPDATE"
 # eve holds the advisory keys 0.1.0 locked on (1970500-1970502) while a change arrives.

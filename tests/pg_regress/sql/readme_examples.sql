@@ -29,6 +29,14 @@ INSERT INTO readme_examples VALUES ($ex$jaro_winkler('MARTHA', 'MARHTA')$ex$, (j
 INSERT INTO readme_examples VALUES ($ex$levenshtein('Müller', 'Mueller')$ex$, (levenshtein('Müller', 'Mueller'))::text, $ex$2$ex$);
 INSERT INTO readme_examples VALUES ($ex$damerau_levenshtein('Marhta', 'Martha')$ex$, (damerau_levenshtein('Marhta', 'Martha'))::text, $ex$1$ex$);
 INSERT INTO readme_examples VALUES ($ex$jaccard_tokens('Hans Peter Müller', 'Müller, Hans-Peter')$ex$, (jaccard_tokens('Hans Peter Müller', 'Müller, Hans-Peter'))::text, $ex$1$ex$);
+INSERT INTO readme_examples VALUES ($ex$google_hash_email('Cloudy.SanFrancisco+shopping@gmail.com')$ex$, (google_hash_email('Cloudy.SanFrancisco+shopping@gmail.com'))::text, $ex$223ebda6f6889b1494551ba902d9d381daf2f642bae055888e96343d53e9f9c4$ex$);
+INSERT INTO readme_examples VALUES ($ex$google_hash_phone('(800)555-0100', 'US')$ex$, (google_hash_phone('(800)555-0100', 'US'))::text, $ex$fb4f73a6ec5fdb7077d564cdd22c3554b43ce49168550c3b12c547b78c517b30$ex$);
+INSERT INTO readme_examples VALUES ($ex$google_hash_name('Herr Dr. Hans-Peter')$ex$, (google_hash_name('Herr Dr. Hans-Peter'))::text, $ex$a3646a86e0cb7293d7477345665c28598f13c3bed0a0077b5f0aef7a1ef7ede6$ex$);
+INSERT INTO readme_examples VALUES ($ex$meta_hash_email('John_Smith@gmail.com')$ex$, (meta_hash_email('John_Smith@gmail.com'))::text, $ex$62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f$ex$);
+INSERT INTO readme_examples VALUES ($ex$meta_hash_phone('(650)555-1212', 'US')$ex$, (meta_hash_phone('(650)555-1212', 'US'))::text, $ex$e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176$ex$);
+INSERT INTO readme_examples VALUES ($ex$meta_hash_name('Valéry')$ex$, (meta_hash_name('Valéry'))::text, $ex$08e1996b5dd49e62a4b4c010d44e4345592a863bb9f8e3976219bac29417149c$ex$);
+INSERT INTO readme_examples VALUES ($ex$meta_hash_zip('D-1067')$ex$, (meta_hash_zip('D-1067'))::text, $ex$16b070ab68029b81217fad3557fd66ba6a817eb5b1d839cc949e809aec7a0ec8$ex$);
+INSERT INTO readme_examples VALUES ($ex$meta_hash_country('Deutschland')$ex$, (meta_hash_country('Deutschland'))::text, $ex$959a45d44e6fcf58361ed004681556fe50129f2109e817dec098c00c9e5d2578$ex$);
 SELECT count(*) >= 16 AS examples_found FROM readme_examples;
 -- Rows here are README examples that do not hold.
 SELECT example, result, expected FROM readme_examples

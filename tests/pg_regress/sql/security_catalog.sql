@@ -48,6 +48,15 @@ FROM unnest(ARRAY['unify._run_as(oid,text,text[])', 'unify._run_kept(text,intege
                   'unify._create_capture(integer,boolean)', 'unify._fit_purchases(text,double precision[],double precision[],double precision[],double precision[])']) f
 ORDER BY 1;
 
+-- Audiences hand out identifiers (hashed ones are personal data too): the admin and the
+-- reader, never the pseudonymous analyst or PUBLIC.
+SELECT f AS audience_function, has_function_privilege('unify_admin', f, 'EXECUTE') AS admin,
+       has_function_privilege('unify_reader', f, 'EXECUTE') AS reader, has_function_privilege('unify_analyst', f, 'EXECUTE') AS analyst,
+       has_function_privilege('public', f, 'EXECUTE') AS public
+FROM unnest(ARRAY['unify.audience(text,text)', 'unify.audience_google(text)', 'unify.audience_meta(text)',
+                  'unify.audience_channels()', 'unify._audience_check(text,text,text)']) f
+ORDER BY 1;
+
 -- Writes per role: unify_admin writes only the segment map and the exchange rates; the readers
 -- nothing; unify_capture only inserts into the change queue.
 SELECT r.rolname AS role, c.relname AS relation, string_agg(a.privilege_type, ', ' ORDER BY a.privilege_type) AS privileges
