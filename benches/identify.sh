@@ -71,7 +71,7 @@ SELECT row_number() OVER (ORDER BY n)::int AS id, record_id, person_id, kind, at
 ALTER TABLE bench_probes ADD PRIMARY KEY (id);
 ANALYZE bench_probes;
 SELECT kind, count(*) AS probes FROM bench_probes GROUP BY 1 ORDER BY 1;
-\echo the record's own person first (or tied first: namesakes the model cannot tell apart), per kind of probe
+\echo the own person of the record first (or tied first: namesakes the model cannot tell apart), per kind of probe
 SELECT p.kind, count(DISTINCT p.id) AS probes,
        count(DISTINCT p.id) FILTER (WHERE i.ord IS NOT NULL) AS answered,
        count(*) FILTER (WHERE i.ord = 1 AND i.person_id = p.person_id) AS own_first,
