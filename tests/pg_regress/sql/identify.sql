@@ -89,13 +89,12 @@ FROM unify.records r,
 WHERE r.record_id % 10 = 0;
 SELECT (SELECT count(*) FROM unify.records WHERE record_id % 10 = 0) AS records,
        count(DISTINCT record_id) AS answered,
-       count(*) FILTER (WHERE ord = 1 AND found = person_id) AS own_person_first,
-       count(*) FILTER (WHERE ord > 1 AND found = person_id
-                        AND match_weight = (SELECT t.match_weight FROM probes t WHERE t.record_id = p.record_id AND t.ord = 1)) AS own_person_tied_first,
+       count(*) FILTER (WHERE found = person_id
+                        AND match_weight = (SELECT t.match_weight FROM probes t WHERE t.record_id = p.record_id AND t.ord = 1)) AS own_person_first_or_tied,
        bool_and(abs((SELECT sum((t ->> 'weight')::float8) FROM jsonb_array_elements(explanation) t) - match_weight) < 1e-9) AS sums
 FROM probes p;
 -- The ties: namesakes in one home without a birth date, all of them.
-SELECT count(*) AS tied_rows, bool_and(explanation @> '[{"term": "namesakes"}]') AS namesakes
+SELECT count(*) > 0 AS some_tied, bool_and(explanation @> '[{"term": "namesakes"}]') AS namesakes
 FROM probes p WHERE EXISTS (SELECT 1 FROM probes o WHERE o.record_id = p.record_id AND o.found = o.person_id AND o.ord > 1)
   AND match_weight = (SELECT t.match_weight FROM probes t WHERE t.record_id = p.record_id AND t.ord = 1);
 -- Not answered: a family mailbox and nothing else.
