@@ -3,6 +3,7 @@
 
 pub mod blocking;
 pub mod comparison;
+pub mod identify;
 pub mod params;
 pub mod record;
 pub mod scorer;

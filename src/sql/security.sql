@@ -76,6 +76,9 @@ ALTER FUNCTION unify.fit_predictions(date, text, int, float8, int, int, boolean)
 ALTER FUNCTION unify.audience(text, text) SECURITY DEFINER;
 ALTER FUNCTION unify.audience_google(text) SECURITY DEFINER;
 ALTER FUNCTION unify.audience_meta(text) SECURITY DEFINER;
+-- Read-only, for the touchpoints (a till, a call-centre screen) that may see who a customer is
+-- but not read the records: it returns the few best persons for a probe, never a table.
+ALTER FUNCTION unify.identify(jsonb, int) SECURITY DEFINER;
 
 GRANT EXECUTE ON FUNCTION
     unify.add_source(text, regclass, text, jsonb, int, boolean), unify.remove_source(text, boolean),
@@ -94,6 +97,10 @@ GRANT EXECUTE ON FUNCTION
     unify._require_select(regclass, text),
     unify._register_source(text, oid, text, text, jsonb, int, boolean), unify._register_transactions(text, oid, text, jsonb)
 TO unify_admin;
+
+-- Identifying a customer at a touchpoint: for the admin and the reader (who sees identifiers
+-- in customer_360 anyway); never for the pseudonymous analyst.
+GRANT EXECUTE ON FUNCTION unify.identify(jsonb, int) TO unify_admin, unify_reader;
 
 -- Functions the views call (a view runs its functions as the reader).
 GRANT EXECUTE ON FUNCTION unify._status(), unify.get_model(), unify.default_segment_map(), unify.default_survivorship()

@@ -455,6 +455,21 @@ $q$, raw_query, source_id,
          ELSE '' END)
 $$;
 
+-- The statement unify.identify normalizes its probe with: the attributes ($1, jsonb of
+-- canonical fields) staged as one text row of no source (source 0 holds no record and no
+-- erasure) and cleaned by _normalized_query, the very cleaners sync makes records with, as the
+-- columns matching reads (RECORD_COLUMNS in src/sql/matching/records.rs).
+CREATE FUNCTION unify._probe_query() RETURNS text
+STABLE PARALLEL SAFE LANGUAGE sql AS $$
+SELECT format($q$
+SELECT NULL::bigint AS record_id, NULL::int AS source_id, n.first_name, n.last_name, n.email, n.email_key,
+       n.phone, n.mobile, n.street, n.house_number, n.postcode, n.city, n.birth_date, n.external_id, n.customer_number
+FROM (%s) AS n
+$q$, unify._normalized_query(0, format(
+    'SELECT NULL::text AS source_key, s.*, $1::jsonb AS raw FROM pg_catalog.jsonb_to_record($1::jsonb) AS s (%s)',
+    (SELECT string_agg(format('%I %s', f.field, f.stage_type), ', ') FROM unify._canonical_field_types() AS f))))
+$$;
+
 -- Raises the error of a source whose table is gone; returns the source row otherwise.
 CREATE FUNCTION unify._checked_source(source_name text) RETURNS unify.sources
 VOLATILE LANGUAGE plpgsql AS $$

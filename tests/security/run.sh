@@ -378,6 +378,13 @@ expect "PUBLIC uses the 0.2.0 display cleaners" "$(as eve -c "SELECT unify.lette
 refused "PUBLIC runs the internal training-report reader" eve "SELECT * FROM unify._train_sessions('{}')"
 expect "the reader sees customer_360" "$([ "$(as rita -c "SELECT count(*) FROM unify.customer_360")" -gt 0 ] && echo yes)" yes
 refused "the reader writes a golden record" rita "UPDATE unify.persons SET first_name = 'x'"
+# identify (issue 26): the reader (a till, a call-centre screen) looks a customer up without
+# reading the records; PUBLIC and the pseudonymous analyst get no direct identifier through it.
+probe="SELECT count(*) FROM unify.identify('$(dba "SELECT jsonb_build_object('email', upper(email)) FROM unify.records WHERE email IS NOT NULL ORDER BY record_id LIMIT 1")')"
+expect "the reader identifies a customer by e-mail" "$([ "$(as rita -c "$probe")" -gt 0 ] && echo yes)" yes
+refused "PUBLIC identifies a customer" eve "SELECT * FROM unify.identify('{\"email\": \"max@example.org\"}')"
+refused "the analyst identifies a customer" ana "SELECT * FROM unify.identify('{\"email\": \"max@example.org\"}')"
+refused "the reader runs the probe's statement builder" rita "SELECT unify._probe_query()"
 refused "the analyst reads customer_360" ana "SELECT count(*) FROM unify.customer_360"
 refused "the analyst reads the records" ana "SELECT count(*) FROM unify.records"
 expect "the analyst sees persons with segments" "$([ "$(as ana -c "SELECT count(*) FROM unify.analyst_persons")" -gt 0 ] && echo yes)" yes

@@ -8,6 +8,7 @@
 pub(super) mod explain;
 pub(super) mod forget;
 mod frequencies;
+pub(super) mod identify;
 pub(super) mod model;
 mod records;
 pub(super) mod rescore;

@@ -10,7 +10,7 @@ use super::super::spi::{fetch_all, spi_failed, Args};
 use crate::model::record::MatchRecord;
 use crate::normalize::date::iso_date_from_pg_days;
 
-const RECORD_COLUMNS: &str =
+pub(super) const RECORD_COLUMNS: &str =
     "record_id, source_id, first_name, last_name, email, email_key, phone, mobile, \
      street, house_number, postcode, city, birth_date, external_id, customer_number";
 
@@ -28,7 +28,10 @@ pub(super) fn load_records(
 }
 
 /// A row of [`RECORD_COLUMNS`] as a prepared record.
-fn record_from_row(row: &pgrx::spi::SpiHeapTupleData, function: &'static str) -> MatchRecord {
+pub(super) fn record_from_row(
+    row: &pgrx::spi::SpiHeapTupleData,
+    function: &'static str,
+) -> MatchRecord {
     let text = |i: usize| {
         row.get::<String>(i)
             .unwrap_or_else(|e| spi_failed(e, function))
