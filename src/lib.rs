@@ -14,6 +14,7 @@ pub mod model;
 pub mod normalize;
 pub mod parallel;
 pub mod privacy;
+pub mod recommend;
 pub mod segment;
 mod sql;
 pub mod stopwatch;
