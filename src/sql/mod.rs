@@ -5,6 +5,7 @@ mod cleaners;
 mod errors;
 mod matching;
 mod persons;
+mod recommend;
 mod security;
 mod segments;
 mod similarity;
@@ -108,6 +109,13 @@ pgrx::extension_sql_file!(
     "bi_views.sql",
     name = "bi_views",
     requires = ["predictions", cleaners::letter_salutation]
+);
+
+// Next best product: products, what each person bought, the co-purchase model, recommendations.
+pgrx::extension_sql_file!(
+    "recommendations.sql",
+    name = "recommendations",
+    requires = ["bi_views", recommend::_product_neighbours]
 );
 
 // Privileges of every object, granted in one place once all exist (README "Security model").
