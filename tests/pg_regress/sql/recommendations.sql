@@ -78,8 +78,9 @@ SELECT r ->> 'line_items' AS line_items, r ->> 'persons' AS persons, r ->> 'prod
 FROM (SELECT unify.refresh_recommendations('2026-06-01', half_life => NULL, damping => 0) AS r) x;
 -- What each person bought: Anna once over both records; Ben's returned vase and Cora's
 -- cancelled rug do not count; the unknown buyer's P7 is a product with no buyer.
-SELECT w.name, string_agg(pp.product_id, ' ' ORDER BY pp.product_id) AS bought, min(pp.weight) AS min_weight
-FROM unify.person_products pp JOIN who w USING (person_id) GROUP BY w.name ORDER BY w.name;
+SELECT (SELECT string_agg(w.name, ' + ' ORDER BY w.name) FROM who w WHERE w.person_id = pp.person_id) AS person,
+       string_agg(pp.product_id, ' ' ORDER BY pp.product_id) AS bought, min(pp.weight) AS min_weight
+FROM unify.person_products pp GROUP BY pp.person_id ORDER BY 1;
 SELECT product_id, product_name, product_category, for_sale, buyers FROM unify.products ORDER BY product_id;
 
 -- Anna bought P1 and P2 (buyers 3 and 3). By hand (cosine, C / sqrt(B(i) B(j))):
@@ -102,7 +103,7 @@ SELECT rank, product_id, round(score::numeric, 4) AS score FROM unify.recommenda
 SELECT r ->> 'persons' AS persons FROM (SELECT unify.refresh_recommendations('2026-06-01') AS r) x;
 SELECT product_id, for_sale FROM unify.products WHERE NOT for_sale;
 SELECT string_agg(product_id, ' ' ORDER BY rank) AS for_dan FROM unify.recommendations((SELECT person_id FROM who WHERE name = 'Dan Vogel'));
--- With the default half-life of 90 days: Anna's mug (59 days before her plate) weighs 0.5^(59/90).
+-- With the default half-life of 90 days: Anna's mug (59 days before her plate) weighs 0.5^(59/90) = 0.6348.
 SELECT pp.product_id, round(pp.weight::numeric, 4) AS weight FROM unify.person_products pp JOIN who w USING (person_id)
 WHERE w.name = 'Anna Schmidt' ORDER BY pp.product_id;
 
