@@ -1,9 +1,11 @@
 //! Next best product: an item-to-item co-purchase model over persons' purchase histories.
 //!
-//! Two products are neighbours when the same persons bought both. Each buyer of both adds
-//! `1 / d^damping` to the pair's count, where `d` is how many distinct products that person
+//! Two products are neighbours when the same persons bought both. Each purchase (person u,
+//! product i) has a weight w(u, i) in (0, 1] (the caller's: 1, or lower the longer ago it was, so
+//! the model follows the season). Each buyer of both adds `w(u, i) · w(u, j) / d(u)^damping` to
+//! the pair's count, where `d(u)` is the sum of the person's weights, how many products they
 //! bought (a wholesaler buying 2,000 products says less about any one pair than a person buying
-//! three). The count is normalised by the products' buyer counts, asymmetric cosine
+//! three). The count is normalised by the products' weighted buyer counts `B`, asymmetric cosine
 //! (Aiolli 2013):
 //!
 //! ```text
@@ -34,7 +36,7 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Self {
-            k: 100,
+            k: 50,
             alpha: 0.5,
             damping: 0.5,
             shrink: 0.0,
@@ -49,6 +51,8 @@ pub enum Error {
     Lengths,
     /// A product index is negative or a person index is negative.
     NegativeIndex,
+    /// A weight is not in (0, 1].
+    Weight,
     /// A parameter is out of its range (the message names it).
     Param(&'static str),
 }
@@ -58,6 +62,7 @@ impl std::fmt::Display for Error {
         match self {
             Error::Lengths => write!(f, "persons and products must be arrays of the same length"),
             Error::NegativeIndex => write!(f, "person and product indexes must not be negative"),
+            Error::Weight => write!(f, "purchase weights must be greater than 0 and at most 1"),
             Error::Param(m) => write!(f, "{m}"),
         }
     }
@@ -71,16 +76,21 @@ pub struct Neighbour {
     pub score: f64,
 }
 
-/// The `k` best neighbours of every product bought by anyone, from (person, product) purchase
-/// pairs (duplicates count once; any order). Products by index, persons by any number.
+/// The `k` best neighbours of every product bought by anyone, from (person, product, weight)
+/// purchases (a repeated pair counts once, with its largest weight; any order). Products by
+/// index, persons by any number.
 pub fn neighbours(
     persons: &[i64],
     products: &[i32],
+    weights: &[f64],
     params: Params,
     workers: impl Into<Workers>,
 ) -> Result<Vec<Neighbour>, Error> {
-    if persons.len() != products.len() {
+    if persons.len() != products.len() || persons.len() != weights.len() {
         return Err(Error::Lengths);
+    }
+    if weights.iter().any(|&w| !(w > 0.0 && w <= 1.0)) {
+        return Err(Error::Weight);
     }
     if !(0.0..=1.0).contains(&params.alpha) {
         return Err(Error::Param("alpha must be between 0 and 1"));
@@ -97,43 +107,54 @@ pub fn neighbours(
     if persons.iter().any(|&p| p < 0) || products.iter().any(|&p| p < 0) {
         return Err(Error::NegativeIndex);
     }
-    // Distinct (person, product) pairs, grouped by person.
-    let mut pairs: Vec<(i64, u32)> = persons
+    // Distinct (person, product) pairs, grouped by person, each with its largest weight.
+    let mut pairs: Vec<(i64, u32, f64)> = persons
         .iter()
         .zip(products)
-        .map(|(&p, &i)| (p, i as u32))
+        .zip(weights)
+        .map(|((&p, &i), &w)| (p, i as u32, w))
         .collect();
-    pairs.sort_unstable();
-    pairs.dedup();
-    let n_products = pairs.iter().map(|&(_, i)| i as usize + 1).max().unwrap_or(0);
+    pairs.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)).then(b.2.total_cmp(&a.2)));
+    pairs.dedup_by(|next, kept| (next.0, next.1) == (kept.0, kept.1));
+    let n_products = pairs
+        .iter()
+        .map(|&(_, i, _)| i as usize + 1)
+        .max()
+        .unwrap_or(0);
 
-    // Baskets: each person's products (CSR), with the person's damping weight.
+    // Baskets: each person's products and weights (CSR), with the person's damping factor.
     let mut basket_start = Vec::new();
     let mut basket_items = Vec::with_capacity(pairs.len());
-    let mut basket_weight = Vec::new();
+    let mut item_weight = Vec::with_capacity(pairs.len());
+    let mut basket_damping = Vec::new();
     let mut start = 0;
     while start < pairs.len() {
         let person = pairs[start].0;
         let mut end = start;
+        let mut size = 0.0;
         while end < pairs.len() && pairs[end].0 == person {
             basket_items.push(pairs[end].1);
+            item_weight.push(pairs[end].2);
+            size += pairs[end].2;
             end += 1;
         }
         basket_start.push(start);
-        basket_weight.push(((end - start) as f64).powf(-params.damping));
+        basket_damping.push(size.powf(-params.damping));
         start = end;
     }
     basket_start.push(pairs.len());
     drop(pairs);
 
-    // Per product: its buyers (basket numbers) and their count.
-    let mut buyers_of: Vec<Vec<u32>> = vec![Vec::new(); n_products];
-    for b in 0..basket_weight.len() {
-        for &i in &basket_items[basket_start[b]..basket_start[b + 1]] {
-            buyers_of[i as usize].push(b as u32);
+    // Per product: its purchases (positions in the baskets) and its weighted buyer count.
+    let mut buyers_of: Vec<Vec<(u32, u32)>> = vec![Vec::new(); n_products];
+    let mut buyers = vec![0.0f64; n_products];
+    for b in 0..basket_damping.len() {
+        for at in basket_start[b]..basket_start[b + 1] {
+            let i = basket_items[at] as usize;
+            buyers_of[i].push((b as u32, at as u32));
+            buyers[i] += item_weight[at];
         }
     }
-    let buyers: Vec<f64> = buyers_of.iter().map(|v| v.len() as f64).collect();
 
     // One row of the co-occurrence matrix at a time, products in chunks over the threads.
     let chunks: Vec<std::ops::Range<usize>> = (0..n_products)
@@ -149,17 +170,18 @@ pub fn neighbours(
             if buyers_of[i].is_empty() {
                 continue;
             }
-            for &b in &buyers_of[i] {
-                let w = basket_weight[b as usize];
+            for &(b, at) in &buyers_of[i] {
                 let b = b as usize;
-                for &j in &basket_items[basket_start[b]..basket_start[b + 1]] {
+                let w = basket_damping[b] * item_weight[at as usize];
+                for other in basket_start[b]..basket_start[b + 1] {
+                    let j = basket_items[other];
                     if j as usize == i {
                         continue;
                     }
                     if counts[j as usize] == 0.0 {
                         touched.push(j);
                     }
-                    counts[j as usize] += w;
+                    counts[j as usize] += w * item_weight[other];
                 }
             }
             let mut row: Vec<(f64, u32)> = touched
@@ -198,7 +220,7 @@ mod tests {
     use super::*;
 
     fn model(persons: &[i64], products: &[i32], params: Params) -> Vec<Neighbour> {
-        neighbours(persons, products, params, 1).unwrap()
+        neighbours(persons, products, &vec![1.0; persons.len()], params, 1).unwrap()
     }
 
     fn score(n: &[Neighbour], i: u32, j: u32) -> Option<f64> {
@@ -225,7 +247,11 @@ mod tests {
         assert_eq!(score(&n, 1, 2), None);
         assert_eq!(score(&n, 0, 0), None, "a product is not its own neighbour");
         // Best first per product.
-        let of0: Vec<u32> = n.iter().filter(|x| x.product == 0).map(|x| x.neighbour).collect();
+        let of0: Vec<u32> = n
+            .iter()
+            .filter(|x| x.product == 0)
+            .map(|x| x.neighbour)
+            .collect();
         assert_eq!(of0, vec![1, 2]);
     }
 
@@ -240,14 +266,37 @@ mod tests {
     fn asymmetric_alpha_and_damping_and_shrink() {
         let persons = [1, 1, 2, 2, 3, 3, 3];
         let products = [0, 1, 0, 1, 0, 2, 3];
-        let a = model(&persons, &products, Params { alpha: 1.0, ..PLAIN });
+        let a = model(
+            &persons,
+            &products,
+            Params {
+                alpha: 1.0,
+                ..PLAIN
+            },
+        );
         // alpha 1: C(i,j) / B(i): the share of i's buyers who also bought j.
         assert!((score(&a, 0, 1).unwrap() - 2.0 / 3.0).abs() < 1e-12);
         assert!((score(&a, 1, 0).unwrap() - 1.0).abs() < 1e-12);
-        let d = model(&persons, &products, Params { damping: 1.0, alpha: 1.0, ..PLAIN });
+        let d = model(
+            &persons,
+            &products,
+            Params {
+                damping: 1.0,
+                alpha: 1.0,
+                ..PLAIN
+            },
+        );
         // Person 3 bought 3 products: weight 1/3 for (0,2).
         assert!((score(&d, 0, 2).unwrap() - (1.0 / 3.0) / 3.0).abs() < 1e-12);
-        let s = model(&persons, &products, Params { shrink: 1.0, alpha: 1.0, ..PLAIN });
+        let s = model(
+            &persons,
+            &products,
+            Params {
+                shrink: 1.0,
+                alpha: 1.0,
+                ..PLAIN
+            },
+        );
         assert!((score(&s, 1, 0).unwrap() - 2.0 / 3.0).abs() < 1e-12);
     }
 
@@ -257,7 +306,11 @@ mod tests {
         let persons = [1, 1, 2, 2, 3, 3, 4, 4, 5, 5];
         let products = [0, 3, 0, 5, 0, 1, 0, 4, 0, 2];
         let n = model(&persons, &products, Params { k: 3, ..PLAIN });
-        let of0: Vec<u32> = n.iter().filter(|x| x.product == 0).map(|x| x.neighbour).collect();
+        let of0: Vec<u32> = n
+            .iter()
+            .filter(|x| x.product == 0)
+            .map(|x| x.neighbour)
+            .collect();
         assert_eq!(of0, vec![1, 2, 3]);
     }
 
@@ -268,33 +321,95 @@ mod tests {
         let mut x: u64 = 7;
         for p in 0..300i64 {
             for _ in 0..(p % 17 + 1) {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 persons.push(p);
                 products.push(((x >> 33) % 400) as i32);
             }
         }
-        let one = neighbours(&persons, &products, Params::default(), 1).unwrap();
-        let four = neighbours(&persons, &products, Params::default(), 4).unwrap();
+        let weights: Vec<f64> = (0..persons.len())
+            .map(|i| 1.0 / (1 + i % 5) as f64)
+            .collect();
+        let one = neighbours(&persons, &products, &weights, Params::default(), 1).unwrap();
+        let four = neighbours(&persons, &products, &weights, Params::default(), 4).unwrap();
         assert_eq!(one, four);
         assert!(!one.is_empty());
     }
 
     #[test]
+    fn weighted_purchases() {
+        // Person 1 bought 0 and 1 long ago (weights 0.5), person 2 recently (1), person 3
+        // bought 0 and 2 recently. Repeated pairs keep their largest weight.
+        let persons = [1, 1, 2, 2, 3, 3, 3];
+        let products = [0, 1, 0, 1, 0, 2, 2];
+        let weights = [0.5, 0.5, 1.0, 1.0, 1.0, 0.25, 1.0];
+        let n = neighbours(&persons, &products, &weights, PLAIN, 1).unwrap();
+        // C(0,1) = 0.25 + 1 = 1.25; B(0) = 2.5, B(1) = 1.5, B(2) = 1; C(0,2) = 1.
+        assert!((score(&n, 0, 1).unwrap() - 1.25 / (2.5f64 * 1.5).sqrt()).abs() < 1e-12);
+        assert!((score(&n, 0, 2).unwrap() - 1.0 / 2.5f64.sqrt()).abs() < 1e-12);
+        // Damping 1 divides by the sum of the person's weights: person 1's 1.0, person 2's 2.
+        let d = neighbours(
+            &persons,
+            &products,
+            &weights,
+            Params {
+                damping: 1.0,
+                ..PLAIN
+            },
+            1,
+        )
+        .unwrap();
+        assert!(
+            (score(&d, 0, 1).unwrap() - (0.25 / 1.0 + 1.0 / 2.0) / (2.5f64 * 1.5).sqrt()).abs()
+                < 1e-12
+        );
+    }
+
+    #[test]
     fn errors() {
-        assert_eq!(neighbours(&[1], &[], PLAIN, 1), Err(Error::Lengths));
-        assert_eq!(neighbours(&[1], &[-1], PLAIN, 1), Err(Error::NegativeIndex));
+        let one = [1.0];
+        assert_eq!(neighbours(&[1], &[], &one, PLAIN, 1), Err(Error::Lengths));
+        assert_eq!(neighbours(&[1], &[1], &[], PLAIN, 1), Err(Error::Lengths));
+        assert_eq!(
+            neighbours(&[1], &[-1], &one, PLAIN, 1),
+            Err(Error::NegativeIndex)
+        );
+        assert_eq!(neighbours(&[1], &[1], &[0.0], PLAIN, 1), Err(Error::Weight));
+        assert_eq!(
+            neighbours(&[1], &[1], &[f64::NAN], PLAIN, 1),
+            Err(Error::Weight)
+        );
         assert!(matches!(
-            neighbours(&[1], &[1], Params { alpha: 2.0, ..PLAIN }, 1),
+            neighbours(
+                &[1],
+                &[1],
+                &one,
+                Params {
+                    alpha: 2.0,
+                    ..PLAIN
+                },
+                1
+            ),
             Err(Error::Param(_))
         ));
         assert!(matches!(
-            neighbours(&[1], &[1], Params { k: 0, ..PLAIN }, 1),
+            neighbours(&[1], &[1], &one, Params { k: 0, ..PLAIN }, 1),
             Err(Error::Param(_))
         ));
         assert!(matches!(
-            neighbours(&[1], &[1], Params { damping: f64::NAN, ..PLAIN }, 1),
+            neighbours(
+                &[1],
+                &[1],
+                &one,
+                Params {
+                    damping: f64::NAN,
+                    ..PLAIN
+                },
+                1
+            ),
             Err(Error::Param(_))
         ));
-        assert_eq!(neighbours(&[], &[], PLAIN, 1), Ok(vec![]));
+        assert_eq!(neighbours(&[], &[], &[], PLAIN, 1), Ok(vec![]));
     }
 }

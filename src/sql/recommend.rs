@@ -7,12 +7,13 @@ use pgrx::prelude::*;
 use super::errors::raise;
 
 /// The `neighbours` best neighbours of every product bought, from parallel arrays of
-/// (person, product index) purchases.
+/// (person, product index, weight) purchases.
 #[pg_extern(immutable, strict, parallel_safe)]
 #[allow(clippy::type_complexity)] // the column names must be spelled out for pgrx
 fn _product_neighbours(
     persons: Vec<i64>,
     products: Vec<i32>,
+    weights: Vec<f64>,
     neighbours: i32,
     alpha: f64,
     damping: f64,
@@ -42,12 +43,12 @@ fn _product_neighbours(
         shrink,
     };
     let threads = crate::parallel::threads_for(unsafe { pg_sys::max_parallel_workers_per_gather });
-    let model = recommend::neighbours(&persons, &products, params, threads).unwrap_or_else(|e| {
+    let model = recommend::neighbours(&persons, &products, &weights, params, threads).unwrap_or_else(|e| {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             e.to_string(),
             None,
-            "alpha is between 0 and 1 (0.5 = cosine); damping and shrink are 0 or more.",
+            "Weights are in (0, 1]; alpha is between 0 and 1 (0.5 = cosine); damping and shrink are 0 or more.",
             F,
         )
     });
