@@ -72,7 +72,7 @@ ALTER FUNCTION unify.process_queue(int) SECURITY DEFINER;
 ALTER FUNCTION unify.remove_transactions(text) SECURITY DEFINER;
 ALTER FUNCTION unify.refresh_segments(date, interval) SECURITY DEFINER;
 ALTER FUNCTION unify.fit_predictions(date, text, int, float8) SECURITY DEFINER;
-ALTER FUNCTION unify.refresh_recommendations(date, interval, int, interval, float8, float8) SECURITY DEFINER;
+ALTER FUNCTION unify.refresh_recommendations(date, interval, int, interval, interval, interval, float8, float8, float8) SECURITY DEFINER;
 ALTER FUNCTION unify.recommendations(bigint, int) SECURITY DEFINER;
 ALTER FUNCTION unify.segment_recommendations(text, int) SECURITY DEFINER;
 
@@ -87,7 +87,7 @@ GRANT EXECUTE ON FUNCTION
     unify.process_queue(int),
     unify.add_transactions(text, regclass, jsonb), unify.remove_transactions(text),
     unify.refresh_segments(date, interval), unify.fit_predictions(date, text, int, float8),
-    unify.refresh_recommendations(date, interval, int, interval, float8, float8),
+    unify.refresh_recommendations(date, interval, int, interval, interval, interval, float8, float8, float8),
     -- What add_source and add_transactions call as the caller: text builders and the
     -- registration, which records the caller itself.
     unify._staged_expression(text, text), unify._transaction_expression(jsonb, text),
@@ -108,7 +108,7 @@ ON unify.products TO unify_admin;
 -- Recommendations name a person only by person_id: every role may ask (they run as the owner).
 GRANT EXECUTE ON FUNCTION unify.recommendations(bigint, int), unify.segment_recommendations(text, int)
 TO unify_admin, unify_reader, unify_analyst;
-GRANT SELECT ON unify.products, unify.product_neighbours TO unify_reader, unify_analyst;
+GRANT SELECT ON unify.products, unify.product_neighbours, unify.recommendation_runs TO unify_reader, unify_analyst;
 GRANT SELECT ON unify.person_products TO unify_reader;
 GRANT USAGE ON SEQUENCE unify.segment_map_rule_id_seq TO unify_admin;
 

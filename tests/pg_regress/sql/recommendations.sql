@@ -70,12 +70,15 @@ SELECT unify.refresh_recommendations('2026-06-01', neighbours => 0);
 \echo :LAST_ERROR_SQLSTATE
 SELECT unify.refresh_recommendations('2026-06-01', half_life => interval '-1 day');
 \echo :LAST_ERROR_SQLSTATE
+SELECT unify.refresh_recommendations('2026-06-01', trending => NULL);
+\echo :LAST_ERROR_SQLSTATE
 SELECT unify.refresh_recommendations('2026-06-01', alpha => 1.5);
 \echo :LAST_ERROR_SQLSTATE
 
--- Cosine without recency weighting or damping, so the scores can be checked by hand.
+-- Cosine without recency weighting, damping or trending, so the scores can be checked by hand.
 SELECT r ->> 'line_items' AS line_items, r ->> 'persons' AS persons, r ->> 'products' AS products, r ->> 'purchases' AS purchases
-FROM (SELECT unify.refresh_recommendations('2026-06-01', half_life => NULL, damping => 0) AS r) x;
+FROM (SELECT unify.refresh_recommendations('2026-06-01', half_life => NULL, model_half_life => NULL, trending_weight => 0, damping => 0) AS r) x;
+SELECT as_of, params ->> 'trending_weight' AS trending_weight, persons, neighbours FROM unify.recommendation_runs;
 -- What each person bought: Anna once over both records; Ben's returned vase and Cora's
 -- cancelled rug do not count; the unknown buyer's P7 is a product with no buyer.
 SELECT (SELECT string_agg(w.name, ' + ' ORDER BY w.name) FROM who w WHERE w.person_id = pp.person_id) AS person,
@@ -86,13 +89,16 @@ SELECT product_id, product_name, product_category, for_sale, buyers FROM unify.p
 -- Anna bought P1 and P2 (buyers 3 and 3). By hand (cosine, C / sqrt(B(i) B(j))):
 --   P3: 2/3 + 2/3 = 1.3333   P4: 1/sqrt(6) + 2/sqrt(6) = 1.2247   P6: 2/sqrt(6) + 1/sqrt(6) = 1.2247
 --   P5: 1/sqrt(3) + 1/sqrt(3) = 1.1547
--- P4 and P6 tie: the smaller product id first.
+-- scaled by the best (1.3333): 1, 0.9186, 0.9186, 0.8660. P4 and P6 tie in score and buyers
+-- (2 each): the smaller product id first.
 SELECT rank, product_id, product_name, product_category, round(score::numeric, 4) AS score, basis
 FROM unify.recommendations((SELECT person_id FROM who WHERE name = 'Anna Schmidt'));
 SELECT rank, product_id FROM unify.recommendations((SELECT person_id FROM who WHERE name = 'Anna Schmidt'), 2);
--- Cora's cancelled rug may be recommended to her again; what she bought may not.
+-- Cora's cancelled rug may be recommended to her again; what she bought may not. By hand
+-- (she bought P2, P3, P4): P5 1/sqrt(3) + 1/sqrt(3) + 1/sqrt(2) = 0.5774 + 0.5774 + 0.7071 = 1.8618,
+-- P1 2/3 + 2/3 + 1/sqrt(6) = 1.7416, P6 1/sqrt(6) + 2/sqrt(6) + 1/2 = 1.7247; scaled by 1.8618.
 SELECT rank, product_id, round(score::numeric, 4) AS score, basis FROM unify.recommendations((SELECT person_id FROM who WHERE name = 'Cora Becker'));
--- Dan bought nothing: the most popular, ties by product id.
+-- Dan bought nothing: the most buyers first (no trending weight: score 0), ties by product id.
 SELECT rank, product_id, score, basis FROM unify.recommendations((SELECT person_id FROM who WHERE name = 'Dan Vogel'));
 -- Eva bought everything.
 SELECT count(*) AS for_eva FROM unify.recommendations((SELECT person_id FROM who WHERE name = 'Eva Krause'));
@@ -103,9 +109,17 @@ SELECT rank, product_id, round(score::numeric, 4) AS score FROM unify.recommenda
 SELECT r ->> 'persons' AS persons FROM (SELECT unify.refresh_recommendations('2026-06-01') AS r) x;
 SELECT product_id, for_sale FROM unify.products WHERE NOT for_sale;
 SELECT string_agg(product_id, ' ' ORDER BY rank) AS for_dan FROM unify.recommendations((SELECT person_id FROM who WHERE name = 'Dan Vogel'));
--- With the default half-life of 90 days: Anna's mug (59 days before her plate) weighs 0.5^(59/90) = 0.6348.
+-- With the default half-life of 30 days: Anna's mug (59 days before her plate) weighs 0.5^(59/30) = 0.2558.
 SELECT pp.product_id, round(pp.weight::numeric, 4) AS weight FROM unify.person_products pp JOIN who w USING (person_id)
 WHERE w.name = 'Anna Schmidt' ORDER BY pp.product_id;
+
+-- What sells now: as of 2026-02-15 the trending window (30 days) holds Eva's (01-20), Ben's and
+-- Cora's (02-01) purchases, not Anna's mug (01-10). Recent buyers: P3 3; P1, P2, P4, P6 2; P5 1.
+-- Dan (cold) gets trending_weight 0.5 × recent / 3: P3 0.5, then P1 (3 buyers in all), P2 and
+-- P4 (2; P6 is not for sale) at 0.3333, P5 0.1667; all-time popularity alone would put P1 first.
+SELECT r ->> 'persons' AS persons FROM (SELECT unify.refresh_recommendations('2026-02-15') AS r) x;
+SELECT product_id, buyers, recent_buyers FROM unify.products ORDER BY product_id;
+SELECT rank, product_id, round(score::numeric, 4) AS score, basis FROM unify.recommendations((SELECT person_id FROM who WHERE name = 'Dan Vogel'));
 
 -- Errors.
 SELECT * FROM unify.recommendations(-1);
