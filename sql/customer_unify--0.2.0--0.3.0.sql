@@ -454,10 +454,10 @@ RETURNS TABLE (person_id bigint, rank int, product_id text, product_name text, p
 STABLE STRICT LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM unify._check_recommendation_count(n);
-    IF NOT EXISTS (SELECT 1 FROM unify.segment_map m WHERE m.segment = segment_recommendations.segment)
+    IF NOT EXISTS (SELECT 1 FROM unify.segment_rules m WHERE m.segment = segment_recommendations.segment)
        AND NOT EXISTS (SELECT 1 FROM unify.segments s WHERE s.segment = segment_recommendations.segment) THEN
         RAISE EXCEPTION 'segment "%" does not exist', segment
-            USING ERRCODE = 'undefined_object', HINT = 'See SELECT segment FROM unify.segment_summary.';
+            USING ERRCODE = 'undefined_object', HINT = 'See SELECT DISTINCT segment FROM unify.segment_rules.';
     END IF;
     RETURN QUERY
         SELECT s.person_id, r.rank, r.product_id, r.product_name, r.product_category, r.score, r.basis

@@ -128,6 +128,8 @@ SELECT * FROM unify.recommendations((SELECT person_id FROM who WHERE name = 'Ann
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM unify.segment_recommendations('No Such Segment');
 \echo :LAST_ERROR_SQLSTATE
+-- A segment of the map in effect with no one in it: no rows, no error.
+SELECT count(*) AS cant_lose_them FROM unify.segment_recommendations('Can''t Lose Them');
 SELECT count(*) AS null_person FROM unify.recommendations(NULL);
 
 -- A whole segment: the same as each of its persons' recommendations.
