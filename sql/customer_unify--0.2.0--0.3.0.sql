@@ -136,6 +136,8 @@ COMMENT ON COLUMN unify.products.for_sale IS 'false: never recommended (disconti
 COMMENT ON COLUMN unify.products.buyers IS 'Persons who bought it in the last refresh''s window (lookback)';
 COMMENT ON COLUMN unify.products.recent_buyers IS 'Persons who bought it in the last refresh''s trending window: what sells now';
 SELECT pg_catalog.pg_extension_config_dump('unify.products', '');
+-- What sells now, for the popular part of unify.recommendations.
+CREATE INDEX products_popular ON unify.products (recent_buyers DESC, buyers DESC, product_id) WHERE for_sale AND buyers > 0;
 
 CREATE TABLE unify.person_products (
     person_id     bigint NOT NULL REFERENCES unify.persons ON DELETE CASCADE,
@@ -169,9 +171,11 @@ CREATE TABLE unify.recommendation_runs (
     purchases  bigint NOT NULL,
     neighbours bigint NOT NULL,
     seconds    numeric NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    top_recent_buyers int NOT NULL DEFAULT 0
 );
 COMMENT ON TABLE unify.recommendation_runs IS 'Each unify.refresh_recommendations: its parameters (the last run''s trending_weight is what unify.recommendations blends with) and figures';
+COMMENT ON COLUMN unify.recommendation_runs.top_recent_buyers IS 'The most recent buyers any product had: unify.recommendations scales the trending term by it';
 SELECT pg_catalog.pg_extension_config_dump('unify.recommendation_runs', '');
 SELECT pg_catalog.pg_extension_config_dump('unify.recommendation_runs_run_id_seq', '');
 
@@ -370,13 +374,14 @@ BEGIN
     GET DIAGNOSTICS n_neighbours = ROW_COUNT;
 
     SELECT count(DISTINCT person_id), count(DISTINCT product_id) INTO n_persons, n_products FROM unify.person_products;
-    INSERT INTO unify.recommendation_runs (as_of, params, line_items, persons, products, purchases, neighbours, seconds)
+    INSERT INTO unify.recommendation_runs (as_of, params, line_items, persons, products, purchases, neighbours, seconds, top_recent_buyers)
     VALUES (as_of,
             jsonb_build_object('lookback', lookback, 'neighbours', neighbours, 'half_life', half_life,
                                'model_half_life', model_half_life, 'trending', trending,
                                'trending_weight', trending_weight, 'alpha', alpha, 'damping', damping),
             n_lines, n_persons, n_products, n_pairs, n_neighbours,
-            round(extract(epoch FROM clock_timestamp() - started)::numeric, 3))
+            round(extract(epoch FROM clock_timestamp() - started)::numeric, 3),
+            (SELECT coalesce(max(p.recent_buyers), 0) FROM unify.products p))
     RETURNING jsonb_build_object('run_id', run_id, 'line_items', line_items, 'persons', persons, 'products', products,
                                  'purchases', purchases, 'neighbours', recommendation_runs.neighbours, 'seconds', seconds)
     INTO run;
@@ -408,8 +413,8 @@ STABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$
         ORDER BY p.recent_buyers DESC, p.buyers DESC, p.product_id
         LIMIT _recommend.n + (SELECT count(*) FROM history)
     ), trend AS (
-        SELECT coalesce((SELECT (r.params ->> 'trending_weight')::float8 FROM unify.recommendation_runs r ORDER BY r.run_id DESC LIMIT 1), 0)
-               / greatest((SELECT max(p.recent_buyers) FROM unify.products p), 1) AS per_buyer
+        SELECT coalesce((SELECT (r.params ->> 'trending_weight')::float8 / greatest(r.top_recent_buyers, 1)
+                         FROM unify.recommendation_runs r ORDER BY r.run_id DESC LIMIT 1), 0) AS per_buyer
     ), candidates AS (
         SELECT s.product_id FROM scaled s UNION SELECT pop.product_id FROM popular pop
     )
