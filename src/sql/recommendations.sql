@@ -286,35 +286,43 @@ COMMENT ON FUNCTION unify.refresh_recommendations(date, interval, int, interval,
 -- top n + (products bought) by recent buyers, which holds every product that can rank.
 CREATE FUNCTION unify._recommend(person_id bigint, n int)
 RETURNS TABLE (rank int, product_id text, product_name text, product_category text, score float8, basis text)
-STABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$
-    WITH history AS (
-        SELECT pp.product_id, pp.weight FROM unify.person_products pp WHERE pp.person_id = _recommend.person_id
-    ), co_purchased AS (
-        SELECT nb.neighbour_id AS product_id, sum(h.weight * nb.score) AS score
-        FROM history h JOIN unify.product_neighbours nb ON nb.product_id = h.product_id
-        GROUP BY nb.neighbour_id
-    ), scaled AS (
-        SELECT c.product_id, c.score / max(c.score) OVER () AS co FROM co_purchased c
-    ), popular AS (
-        SELECT p.product_id FROM unify.products p
-        WHERE p.for_sale AND p.buyers > 0
-        ORDER BY p.recent_buyers DESC, p.buyers DESC, p.product_id
-        LIMIT _recommend.n + (SELECT count(*) FROM history)
-    ), trend AS (
-        SELECT coalesce((SELECT (r.params ->> 'trending_weight')::float8 / greatest(r.top_recent_buyers, 1)
-                         FROM unify.recommendation_runs r ORDER BY r.run_id DESC LIMIT 1), 0) AS per_buyer
-    ), candidates AS (
-        SELECT s.product_id FROM scaled s UNION SELECT pop.product_id FROM popular pop
-    )
-    SELECT (row_number() OVER (ORDER BY coalesce(s.co, 0) + t.per_buyer * p.recent_buyers DESC, p.buyers DESC, p.product_id))::int,
-           p.product_id, p.product_name, p.product_category, coalesce(s.co, 0) + t.per_buyer * p.recent_buyers,
-           CASE WHEN s.co > 0 THEN 'co-purchase' ELSE 'popular' END
-    FROM candidates c CROSS JOIN trend t
-    JOIN unify.products p ON p.product_id = c.product_id
-    LEFT JOIN scaled s ON s.product_id = c.product_id
-    WHERE p.for_sale AND NOT EXISTS (SELECT 1 FROM history h WHERE h.product_id = c.product_id)
-    ORDER BY 1
-    LIMIT _recommend.n
+STABLE STRICT PARALLEL SAFE LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    -- PL/pgSQL, not SQL: its plan is prepared once per session, not at every call.
+    p_person constant bigint := person_id;
+    p_n constant int := n;
+BEGIN
+    RETURN QUERY
+        WITH history AS (
+            SELECT pp.product_id, pp.weight FROM unify.person_products pp WHERE pp.person_id = p_person
+        ), co_purchased AS (
+            SELECT nb.neighbour_id AS product_id, sum(h.weight * nb.score) AS score
+            FROM history h JOIN unify.product_neighbours nb ON nb.product_id = h.product_id
+            GROUP BY nb.neighbour_id
+        ), scaled AS (
+            SELECT c.product_id, c.score / max(c.score) OVER () AS co FROM co_purchased c
+        ), popular AS (
+            SELECT p.product_id FROM unify.products p
+            WHERE p.for_sale AND p.buyers > 0
+            ORDER BY p.recent_buyers DESC, p.buyers DESC, p.product_id
+            LIMIT p_n + (SELECT count(*) FROM history)
+        ), trend AS (
+            SELECT coalesce((SELECT (r.params ->> 'trending_weight')::float8 / greatest(r.top_recent_buyers, 1)
+                             FROM unify.recommendation_runs r ORDER BY r.run_id DESC LIMIT 1), 0) AS per_buyer
+        ), candidates AS (
+            SELECT s.product_id FROM scaled s UNION SELECT pop.product_id FROM popular pop
+        )
+        SELECT (row_number() OVER (ORDER BY coalesce(s.co, 0) + t.per_buyer * p.recent_buyers DESC, p.buyers DESC, p.product_id))::int,
+               p.product_id, p.product_name, p.product_category, coalesce(s.co, 0) + t.per_buyer * p.recent_buyers,
+               CASE WHEN s.co > 0 THEN 'co-purchase' ELSE 'popular' END
+        FROM candidates c CROSS JOIN trend t
+        JOIN unify.products p ON p.product_id = c.product_id
+        LEFT JOIN scaled s ON s.product_id = c.product_id
+        WHERE p.for_sale AND NOT EXISTS (SELECT 1 FROM history h WHERE h.product_id = c.product_id)
+        ORDER BY 1
+        LIMIT p_n;
+END
 $$;
 
 CREATE FUNCTION unify._check_recommendation_count(n int) RETURNS void
