@@ -374,6 +374,8 @@ BEGIN
     GET DIAGNOSTICS n_neighbours = ROW_COUNT;
 
     SELECT count(DISTINCT person_id), count(DISTINCT product_id) INTO n_persons, n_products FROM unify.person_products;
+    -- Rewritten wholesale: fresh statistics for the plans of unify.recommendations.
+    ANALYZE unify.products, unify.person_products, unify.product_neighbours;
     INSERT INTO unify.recommendation_runs (as_of, params, line_items, persons, products, purchases, neighbours, seconds, top_recent_buyers)
     VALUES (as_of,
             jsonb_build_object('lookback', lookback, 'neighbours', neighbours, 'half_life', half_life,
