@@ -111,7 +111,7 @@ SQL
                 "$split" "$label" "$(echo "$t1 - $t0" | bc)" "$persons" "$(echo "$t2 - $t1" | bc)" "$(echo "$t2 - $t0" | bc)"
         done
     done
-    psql -X -A -t -d $DB -c "SELECT 'last run: ' || jsonb_build_object('as_of', as_of, 'params', params, 'line_items', line_items, 'persons', persons, 'products', products, 'purchases', purchases, 'neighbours', neighbours, 'seconds', seconds) FROM unify.recommendation_runs ORDER BY run_id DESC LIMIT 1"
+    psql -X -A -t -d $DB -c "SELECT 'last run: ' || jsonb_build_object('as_of', as_of, 'params', params, 'line_items', line_items, 'persons', persons, 'products', products, 'purchases', purchases, 'neighbours', neighbours, 'seconds', seconds)::text FROM unify.recommendation_runs ORDER BY run_id DESC LIMIT 1"
     echo
     OPENBLAS_NUM_THREADS=1 "$PY" benches/recommendations_eval.py evaluate "$OUT" "$OUT/ours_val_*.csv" "$(ls "$OUT"/ours_test_*.csv)"
 } 2>&1 | tee "$DIR/recommendations.txt"
