@@ -14,7 +14,7 @@
         that the customer had not bought before: every method leaves out what was bought).
 
     recommendations_eval.py evaluate OUT_DIR OURS_VAL_GLOB OURS_TEST_CSV
-        Popularity and the `implicit` library (ALS, item-kNN cosine and BM25), each tuned on the
+        Popularity (all-time buyers, and buyers in the last 30 days of the history) and the `implicit` library (ALS, item-kNN cosine and BM25), each tuned on the
         validation split over a small grid, then scored on the test split beside ours (CSV files
         customer_id, rank, product_id exported from unify.recommendations): hit rate@10 (share of
         customers with at least one hidden product among their 10) and recall@10 (share of the
@@ -28,6 +28,7 @@ import re
 import sys
 import time
 from collections import defaultdict
+from datetime import date
 
 N = 10
 PRODUCT = re.compile(r"^[0-9]{5}[A-Za-z]*$")
@@ -116,6 +117,7 @@ class Data:
         from scipy.sparse import csr_matrix
         net = defaultdict(int)
         invoices = defaultdict(set)
+        last = {}
         with open(os.path.join(out, f"{name}_lines.csv"), newline="") as f:
             for r in csv.DictReader(f):
                 key = (r["customer_id"], r["stock_code"])
@@ -123,6 +125,7 @@ class Data:
                 net[key] += q
                 if q > 0:
                     invoices[key].add(r["invoice"])
+                    last[key] = max(last.get(key, ""), r["invoice_date"][:10])
         bought = {k: len(invoices[k]) for k, q in net.items() if q > 0 and invoices[k]}
         self.customers = sorted({c for c, _ in bought})
         self.products = sorted({p for _, p in bought})
@@ -136,13 +139,20 @@ class Data:
         buyers = np.asarray((self.matrix > 0).sum(axis=0)).ravel()
         # Most buyers first, ties by product code (as unify.recommendations does).
         self.popular = sorted(range(len(self.products)), key=lambda j: (-buyers[j], self.products[j]))
+        # What sells now: buyers whose last purchase of it is in the last 30 days of the history.
+        end = date.fromisoformat(max(last.values()))
+        recent = defaultdict(int)
+        for k in bought:
+            if (end - date.fromisoformat(last[k])).days < 30:
+                recent[pi[k[1]]] += 1
+        self.trending = sorted(range(len(self.products)), key=lambda j: (-recent[j], -buyers[j], self.products[j]))
 
-    def popularity(self, customers):
+    def popularity(self, customers, order=None):
         recs = {}
         for c in customers:
             i = self.index.get(c)
             have = set(self.matrix[i].indices) if i is not None else set()
-            recs[c] = [self.products[j] for j in self.popular if j not in have][:N]
+            recs[c] = [self.products[j] for j in (order or self.popular) if j not in have][:N]
         return recs
 
     def implicit(self, model, customers):
@@ -175,7 +185,9 @@ def evaluate(out, ours_val_glob, ours_test):
     makers = {"implicit ALS": AlternatingLeastSquares, "implicit item-kNN cosine": CosineRecommender,
               "implicit item-kNN BM25": BM25Recommender}
     rows = []
-    rows.append(("popularity", "-", score(val.popularity(val_truth), val_truth), score(test.popularity(test_truth), test_truth), None))
+    rows.append(("popularity (buyers)", "-", score(val.popularity(val_truth), val_truth), score(test.popularity(test_truth), test_truth), None))
+    rows.append(("popularity, last 30 days", "-", score(val.popularity(val_truth, val.trending), val_truth),
+                 score(test.popularity(test_truth, test.trending), test_truth), None))
     for name, grid in grids.items():
         best = None
         for params in grid:
