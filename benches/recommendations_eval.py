@@ -168,6 +168,8 @@ class Data:
 
 
 def evaluate(out, ours_val_glob, ours_test):
+    import warnings
+    warnings.simplefilter("ignore")  # implicit's notes on matrix formats and thread pools
     import implicit
     from implicit.als import AlternatingLeastSquares
     from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
