@@ -44,8 +44,7 @@ DECLARE
     field text;
     unknown text[];
     new_id int;
-    known constant text[] := ARRAY['source', 'source_key', 'customer_number', 'order_date', 'amount', 'currency', 'order_id', 'returned',
-                                   'product_id', 'product_name', 'product_category', 'quantity'];
+    known constant text[] := ARRAY['source', 'source_key', 'customer_number', 'order_date', 'amount', 'currency', 'order_id', 'returned', 'product_id', 'product_name', 'product_category', 'quantity'];
 BEGIN
     IF name IS NULL OR name !~ '^[a-z][a-z0-9_]{0,62}$' THEN
         RAISE EXCEPTION 'invalid transactions name %', coalesce(quote_literal(name), 'NULL')
