@@ -15,6 +15,7 @@ pub mod model;
 pub mod normalize;
 pub mod parallel;
 pub mod privacy;
+pub mod recommend;
 pub mod segment;
 mod sql;
 pub mod stopwatch;

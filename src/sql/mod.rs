@@ -6,6 +6,7 @@ mod cleaners;
 mod errors;
 mod matching;
 mod persons;
+mod recommend;
 mod security;
 mod segments;
 mod similarity;
@@ -129,6 +130,13 @@ pgrx::extension_sql_file!(
         audience::meta_hash_zip,
         audience::meta_hash_country
     ]
+);
+
+// Next best product: products, what each person bought, the co-purchase model, recommendations.
+pgrx::extension_sql_file!(
+    "recommendations.sql",
+    name = "recommendations",
+    requires = ["bi_views", recommend::_product_neighbours]
 );
 
 // Privileges of every object, granted in one place once all exist (README "Security model").

@@ -32,7 +32,8 @@ SELECT pg_catalog.pg_extension_config_dump('unify.exchange_rates', '');
 CREATE FUNCTION unify._transaction_expression(fields jsonb, field text) RETURNS text
 IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$
     SELECT '(' || (fields ->> field) || ')::' ||
-        CASE field WHEN 'order_date' THEN 'date' WHEN 'amount' THEN 'numeric' WHEN 'returned' THEN 'boolean' ELSE 'text' END
+        CASE field WHEN 'order_date' THEN 'date' WHEN 'amount' THEN 'numeric' WHEN 'quantity' THEN 'numeric'
+                   WHEN 'returned' THEN 'boolean' ELSE 'text' END
 $$;
 
 CREATE FUNCTION unify.add_transactions(name text, relation regclass, fields jsonb) RETURNS int
@@ -43,7 +44,7 @@ DECLARE
     field text;
     unknown text[];
     new_id int;
-    known constant text[] := ARRAY['source', 'source_key', 'customer_number', 'order_date', 'amount', 'currency', 'order_id', 'returned'];
+    known constant text[] := ARRAY['source', 'source_key', 'customer_number', 'order_date', 'amount', 'currency', 'order_id', 'returned', 'product_id', 'product_name', 'product_category', 'quantity'];
 BEGIN
     IF name IS NULL OR name !~ '^[a-z][a-z0-9_]{0,62}$' THEN
         RAISE EXCEPTION 'invalid transactions name %', coalesce(quote_literal(name), 'NULL')
@@ -84,6 +85,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = '"source" names a registered source (or is an expression giving one per row), "source_key" its key in the row; or "customer_number" matches the records'' customer_number.';
     END IF;
+    -- Line items (issue 26): a row is one product of an order; its details need the product.
+    IF fields ?| ARRAY['product_name', 'product_category', 'quantity'] AND NOT fields ? 'product_id' THEN
+        RAISE EXCEPTION 'fields map product_name, product_category or quantity but not product_id'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Map "product_id" to the product''s code (SKU) in each row; the others describe it.';
+    END IF;
     FOR field IN SELECT k FROM jsonb_object_keys(fields) k ORDER BY k LOOP
         IF jsonb_typeof(fields -> field) <> 'string' OR btrim(fields ->> field) = '' THEN
             RAISE EXCEPTION 'field "%" must map to a column name or an SQL expression as a non-empty string', field
@@ -107,7 +114,7 @@ BEGIN
     RETURN new_id;
 END
 $$;
-COMMENT ON FUNCTION unify.add_transactions(text, regclass, jsonb) IS 'Registers an order table in place: whose order (source + key or customer number), date, amount, optional currency, order id and returned flag';
+COMMENT ON FUNCTION unify.add_transactions(text, regclass, jsonb) IS 'Registers an order table in place: whose order (source + key or customer number), date, amount, optional currency, order id, returned flag and line item (product id, name, category, quantity)';
 
 CREATE FUNCTION unify.remove_transactions(name text) RETURNS void
 VOLATILE LANGUAGE plpgsql AS $$

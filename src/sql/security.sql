@@ -79,6 +79,9 @@ ALTER FUNCTION unify.audience_meta(text) SECURITY DEFINER;
 -- Read-only, for the touchpoints (a till, a call-centre screen) that may see who a customer is
 -- but not read the records: it returns the few best persons for a probe, never a table.
 ALTER FUNCTION unify.identify(jsonb, int) SECURITY DEFINER;
+ALTER FUNCTION unify.refresh_recommendations(date, interval, int, interval, interval, interval, float8, float8, float8) SECURITY DEFINER;
+ALTER FUNCTION unify.recommendations(bigint, int) SECURITY DEFINER;
+ALTER FUNCTION unify.segment_recommendations(text, int) SECURITY DEFINER;
 
 GRANT EXECUTE ON FUNCTION
     unify.add_source(text, regclass, text, jsonb, int, boolean), unify.remove_source(text, boolean),
@@ -91,6 +94,7 @@ GRANT EXECUTE ON FUNCTION
     unify.process_queue(int),
     unify.add_transactions(text, regclass, jsonb), unify.remove_transactions(text),
     unify.refresh_segments(date, interval), unify.fit_predictions(date, text, int, float8, int, int, boolean),
+    unify.refresh_recommendations(date, interval, int, interval, interval, interval, float8, float8, float8),
     -- What add_source and add_transactions call as the caller: text builders and the
     -- registration, which records the caller itself.
     unify._staged_expression(text, text), unify._transaction_expression(jsonb, text),
@@ -114,6 +118,16 @@ GRANT EXECUTE ON FUNCTION unify.audience(text, text), unify.audience_google(text
 TO unify_admin, unify_reader;
 
 GRANT INSERT, UPDATE, DELETE ON unify.segment_map, unify.exchange_rates TO unify_admin;
+-- Products: the DBA marks what is no longer sold (for_sale) and may name products; buyers and
+-- updated_at are the refresh's.
+GRANT INSERT (product_id, product_name, product_category, for_sale), UPDATE (product_name, product_category, for_sale)
+ON unify.products TO unify_admin;
+
+-- Recommendations name a person only by person_id: every role may ask (they run as the owner).
+GRANT EXECUTE ON FUNCTION unify.recommendations(bigint, int), unify.segment_recommendations(text, int)
+TO unify_admin, unify_reader, unify_analyst;
+GRANT SELECT ON unify.products, unify.product_neighbours, unify.recommendation_runs TO unify_reader, unify_analyst;
+GRANT SELECT ON unify.person_products TO unify_reader;
 GRANT USAGE ON SEQUENCE unify.segment_map_rule_id_seq TO unify_admin;
 
 GRANT SELECT ON unify.customer_360, unify.segment_summary, unify.segments, unify.segment_history, unify.segment_runs,

@@ -143,6 +143,21 @@ expect "the worker (bootstrap superuser) ran the mapping as mallory" "$([ "$(pay
 before=$(payload_runs mapping)
 dba "SET client_min_messages = error; SELECT unify.refresh_segments(); SELECT unify.fit_predictions()" >/dev/null
 expect "refresh_segments / fit_predictions by the DBA ran the order mapping as mallory" "$([ "$(payload_runs mapping)" -gt "$before" ] && echo yes)" yes
+# Line items (issue 26): the DBA's refresh_recommendations runs mallory's product mapping as her.
+as mallory >/dev/null <<'SQL'
+CREATE TABLE public.mallory_lines (id int PRIMARY KEY, customer_id int, day date, sku text, amount numeric);
+INSERT INTO public.mallory_lines VALUES (1, 1, current_date - 10, 'A', 5), (2, 1, current_date - 10, 'B', 5), (3, 2, current_date - 5, 'A', 5);
+SET client_min_messages = warning;
+SELECT unify.add_transactions('mallory_lines', 'public.mallory_lines',
+    '{"source": "mallory", "source_key": "customer_id", "order_date": "day", "amount": "amount", "product_id": "public.pwn_mapping(sku)"}');
+SQL
+before=$(payload_runs mapping)
+dba "SET client_min_messages = error; SELECT unify.refresh_recommendations()" >/dev/null
+expect "refresh_recommendations by the DBA ran the line-item mapping as mallory" "$([ "$(payload_runs mapping)" -gt "$before" ] && echo yes)" yes
+expect "mallory marks a product as no longer for sale" "$(as mallory -c "UPDATE unify.products SET for_sale = false WHERE product_id = 'B' RETURNING product_id")" B
+refused "mallory rewrites the products' buyer counts" mallory "UPDATE unify.products SET buyers = 0"
+refused "mallory writes the co-purchase model" mallory "DELETE FROM unify.product_neighbours"
+as mallory -c "SET client_min_messages = warning; SELECT unify.remove_transactions('mallory_lines')" >/dev/null
 dba "SELECT unify.erase_person((SELECT person_id FROM unify.records r JOIN unify.sources s USING (source_id) WHERE s.name = 'mallory' AND r.source_key = '2'), 'test', true)" >/dev/null
 expect "erase_person deleted the source row as mallory (her table, her rights)" \
     "$(dba "SELECT count(*) FROM public.mallory_people WHERE id = 2")" 0
@@ -387,6 +402,13 @@ refused "the analyst identifies a customer" ana "SELECT * FROM unify.identify('{
 refused "the reader runs the probe's statement builder" rita "SELECT unify._probe_query()"
 refused "the analyst reads customer_360" ana "SELECT count(*) FROM unify.customer_360"
 refused "the analyst reads the records" ana "SELECT count(*) FROM unify.records"
+refused "PUBLIC asks for recommendations" eve "SELECT * FROM unify.recommendations(1)"
+refused "PUBLIC refreshes the recommendations" eve "SELECT unify.refresh_recommendations()"
+refused "the analyst reads what each person bought" ana "SELECT count(*) FROM unify.person_products"
+refused "the analyst refreshes the recommendations" ana "SELECT unify.refresh_recommendations()"
+expect "the analyst asks for a person's recommendations" \
+    "$(as ana -c "SELECT count(*) >= 0 FROM unify.analyst_persons a CROSS JOIN LATERAL unify.recommendations(a.person_id, 3) r")" t
+expect "the reader asks for a segment's recommendations" "$(as rita -c "SELECT count(*) >= 0 FROM unify.segment_recommendations('Champions', 3)")" t
 expect "the analyst sees persons with segments" "$([ "$(as ana -c "SELECT count(*) FROM unify.analyst_persons")" -gt 0 ] && echo yes)" yes
 expect "the analyst's view has no direct identifier" \
     "$(dba "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'unify' AND table_name = 'analyst_persons'
