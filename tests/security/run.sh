@@ -387,6 +387,29 @@ expect "the analyst's view has no direct identifier" \
 expect "the analyst's view: postcode area of two digits, birth year only" \
     "$(dba "SELECT bool_and(coalesce(length(postcode_area), 2) <= 2) AND bool_and(coalesce(birth_year, 2000) BETWEEN 1880 AND 2030) FROM unify.analyst_persons")" t
 
+log "security: the outbox: consumers read and acknowledge, nobody forges or rewrites events"
+dba "SELECT unify.create_outbox_consumer('sec_tool', from_start => true)" >/dev/null
+refused "PUBLIC reads the outbox" eve "SELECT * FROM unify.read_outbox('sec_tool')"
+refused "PUBLIC acknowledges for a consumer" eve "SELECT unify.ack_outbox('sec_tool', 1)"
+refused "PUBLIC reads the outbox table" eve "SELECT count(*) FROM unify.outbox"
+refused "the analyst reads the outbox" ana "SELECT * FROM unify.read_outbox('sec_tool')"
+refused "the analyst reads the outbox table" ana "SELECT count(*) FROM unify.outbox"
+refused "the reader registers a consumer" rita "SELECT unify.create_outbox_consumer('rita_tool')"
+refused "the reader purges the outbox" rita "SELECT unify.purge_outbox()"
+refused "the reader forges an event" rita "SELECT unify._outbox_emit('person_erased', ARRAY[1]::bigint[], ARRAY['{}'::jsonb])"
+refused "the admin forges an event" mallory "SELECT unify._outbox_emit('person_erased', ARRAY[1]::bigint[], ARRAY['{}'::jsonb])"
+refused "the admin inserts an event" mallory "INSERT INTO unify.outbox (kind, person_id) VALUES ('person_erased', 1)"
+refused "the admin rewinds a consumer's cursor" mallory "UPDATE unify.outbox_consumers SET acked_id = 0"
+refused "the admin deletes events past the slowest consumer" mallory "DELETE FROM unify.outbox"
+# The reader's connector reads what the resolve and the segments above emitted, and acknowledges.
+out=$(as rita -c "SELECT count(*) > 0 FROM unify.read_outbox('sec_tool', 1000)")
+expect "the reader reads the outbox" "$out" t
+out=$(as rita -c "SELECT unify.ack_outbox('sec_tool', (SELECT max(event_id) FROM unify.read_outbox('sec_tool', 1000))) > 0")
+expect "the reader acknowledges" "$out" t
+expect "events name no person's values" \
+    "$(dba "SELECT count(*) FROM unify.outbox e, unify.persons p WHERE e.payload::text LIKE '%' || p.email || '%' OR (length(p.last_name) >= 5 AND e.payload::text LIKE '%' || p.last_name || '%')")" 0
+dba "SELECT unify.drop_outbox_consumer('sec_tool')" >/dev/null
+
 log "security: no role can stall the workers by holding the extension's locks"
 refused "the admin locks the extension's lock rows" mallory "SELECT * FROM unify.locks FOR UPDATE"
 # eve holds the advisory keys 0.1.0 locked on (1970500-1970502) while a change arrives.
