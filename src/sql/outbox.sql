@@ -56,7 +56,7 @@ IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
     VALUES ('segment_entered', 'refresh_segments', '{"segment", "from_segment", "as_of", "change_id"}'),
            ('segment_left', 'refresh_segments', '{"segment", "to_segment", "as_of", "change_id"}'),
            ('person_merged', 'resolve, process_queue, link', '{"identity_event_id", "merged_ids", "rule"}: merged_ids are now this person'),
-           ('person_split', 'resolve, process_queue, unlink, unmerge', '{"identity_event_id", "split_ids", "rule"}: split_ids came out of this person'),
+           ('person_split', 'resolve, process_queue, unlink, unmerge', '{"identity_event_id", "split_ids", "rule"}: the persons it became (itself too if it keeps records)'),
            ('person_unmerged', 'unmerge', '{"identity_event_id", "person_ids"}: the persons the records went to'),
            ('person_removed', 'resolve, process_queue (a person without records left)', '{"identity_event_id"}'),
            ('person_erased', 'erase_person', '{"identity_event_id"}; earlier events of the person keep only their ids'),
