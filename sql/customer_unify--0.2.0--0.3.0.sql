@@ -27,9 +27,9 @@
 -- order, so a reader that saw id 12 committed must not move past 11 while 11's writer is still
 -- running. Chosen: writers announce themselves, readers stop below the oldest announcement.
 -- _outbox_emit takes a transaction-level SHARED advisory lock keyed by the id the sequence will
--- give next (peeked before drawing any id; rounded down to its block of 1024 ids, so that a
--- transaction emitting often holds few locks), held to commit or abort; a reader first reads where
--- the sequence stands (s), then the held outbox locks (pg_locks), and hands out only ids below
+-- give next (peeked before drawing any id; once per transaction), held to commit or abort; a
+-- reader first reads where the sequence stands (s), then the held outbox locks (pg_locks), and
+-- hands out only ids below
 -- the horizon H = min(s, every held key), in a later statement (a later snapshot). Why no id
 -- below H can be missed: a writer whose row r < H is not in the reader's snapshot either held
 -- its lock when the reader looked (then H <= its key <= r) or took it after, and so drew r
@@ -80,8 +80,8 @@ IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
 $$;
 COMMENT ON FUNCTION unify.outbox_kinds() IS 'The kinds of outbox event: which command emits them and what their payload holds';
 
--- Advisory lock namespace of the outbox writers: key 1 is 0x756E6966 ('unif'), key 2 the block
--- (id / 1024) of the id the sequence gave next when the writer looked, modulo 2^32.
+-- Advisory lock namespace of the outbox writers: key 1 is 0x756E6966 ('unif'), key 2 the id the
+-- sequence gave next when the writer looked, modulo 2^32.
 CREATE FUNCTION unify._outbox_lock_space() RETURNS int
 IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$ SELECT 1970170214 $$;
 
@@ -100,7 +100,7 @@ $$;
 CREATE FUNCTION unify._outbox_emit(kind text, person_ids bigint[], payloads jsonb[]) RETURNS bigint
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
-    block bigint;
+    next_id bigint;
     n bigint;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM unify.outbox_kinds() k WHERE k.kind = _outbox_emit.kind) THEN
@@ -114,14 +114,18 @@ BEGIN
     IF coalesce(cardinality(person_ids), 0) = 0 THEN
         RETURN 0;
     END IF;
-    -- The announcement: the block of 1024 ids the next id falls in (its first id is no greater
-    -- than any id this call draws). A transaction emitting many times mostly takes a lock it
-    -- already holds (no new entry in the shared lock table); a subtransaction's rollback
-    -- releases it, and the next call takes it again. Key 2 is an int4: the block number's low 32
-    -- bits as a signed number (pg_locks.objid shows them unsigned).
-    block := (unify._outbox_next_id() / 1024) % 4294967296;
-    PERFORM pg_catalog.pg_advisory_xact_lock_shared(unify._outbox_lock_space(),
-        (block - CASE WHEN block >= 2147483648 THEN 4294967296 ELSE 0 END)::int);
+    -- The announcement, once per transaction: its first lock is keyed by an id no greater than
+    -- any it draws later. (Not one per call: a transaction calling unify.link ten thousand times
+    -- would fill the shared lock table.) A subtransaction's rollback releases a lock taken in
+    -- it, together with its rows; the next call then finds none and takes one again.
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+                   WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'advisory' AND l.objsubid = 2
+                     AND l.classid = unify._outbox_lock_space()::oid) THEN
+        -- Key 2 is an int4: the id's low 32 bits as a signed number (pg_locks.objid shows them unsigned).
+        next_id := unify._outbox_next_id() % 4294967296;
+        PERFORM pg_catalog.pg_advisory_xact_lock_shared(unify._outbox_lock_space(),
+            (next_id - CASE WHEN next_id >= 2147483648 THEN 4294967296 ELSE 0 END)::int);
+    END IF;
     INSERT INTO unify.outbox (kind, person_id, payload)
     SELECT _outbox_emit.kind, e.person_id, e.payload
     FROM unnest(person_ids, payloads) WITH ORDINALITY AS e (person_id, payload, n)
@@ -148,10 +152,9 @@ BEGIN
     END IF;
     -- First the sequence, then the locks: the order the argument needs.
     s := unify._outbox_next_id();
-    -- A held key is the block nearest to s's block with those low 32 bits (writers in flight
-    -- are never 2^31 blocks apart); it stands for the block's first id.
-    SELECT 1024 * min(s / 1024 + ((l.objid::bigint - s / 1024 + 2147483648) % 4294967296 + 4294967296) % 4294967296 - 2147483648)
-    INTO held
+    -- A held key is the id nearest to s with those low 32 bits (writers in flight are never 2^31
+    -- ids apart).
+    SELECT min(s + ((l.objid::bigint - s + 2147483648) % 4294967296 + 4294967296) % 4294967296 - 2147483648) INTO held
     FROM pg_catalog.pg_locks l
     WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.classid = unify._outbox_lock_space()::oid
       AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database());
