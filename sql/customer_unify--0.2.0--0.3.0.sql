@@ -29,8 +29,8 @@
 -- _outbox_emit takes a transaction-level SHARED advisory lock keyed by the id the sequence will
 -- give next (peeked before drawing any id; once per transaction), held to commit or abort; a
 -- reader first reads where the sequence stands (s), then the held outbox locks (pg_locks), and
--- hands out only ids below
--- the horizon H = min(s, every held key), in a later statement (a later snapshot). Why no id
+-- hands out only ids below the horizon H = min(s, every held key), in a later statement (a
+-- later snapshot). Why no id
 -- below H can be missed: a writer whose row r < H is not in the reader's snapshot either held
 -- its lock when the reader looked (then H <= its key <= r) or took it after, and so drew r
 -- after the reader read s (then r >= s >= H). Shared locks never block one another, so writers
