@@ -63,8 +63,8 @@ SELECT unify.ack_outbox('$c', :m);
 \endif
 SQL
     cat > "$WORK/r_naive_$c.sql" <<SQL
-SELECT coalesce(max(e.event_id), 0) AS m FROM (SELECT e.event_id FROM naive_outbox e, naive_cursors k
-    WHERE k.consumer = '$c' AND e.event_id > k.acked_id ORDER BY e.event_id LIMIT 100) e \gset
+SELECT coalesce(max(e.event_id), 0) AS m FROM (SELECT e.event_id FROM naive_outbox e
+    WHERE e.event_id > (SELECT k.acked_id FROM naive_cursors k WHERE k.consumer = '$c') ORDER BY e.event_id LIMIT 100) e \gset
 \if :m > 0
 UPDATE naive_cursors SET acked_id = greatest(acked_id, :m) WHERE consumer = '$c';
 \endif
