@@ -327,7 +327,7 @@ END
 $$;
 
 CREATE FUNCTION unify._identity_mark() RETURNS bigint
-STABLE LANGUAGE sql AS $$ SELECT coalesce(max(e.event_id), 0) FROM unify.identity_events e $$;
+STABLE PARALLEL SAFE LANGUAGE sql AS $$ SELECT coalesce(max(e.event_id), 0) FROM unify.identity_events e $$;
 
 -- Changed functions (src/sql/persons.sql, src/sql/rfm.sql).
 CREATE OR REPLACE FUNCTION unify._refresh_persons(ids bigint[], rule text, reason text) RETURNS bigint

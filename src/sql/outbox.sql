@@ -312,4 +312,4 @@ END
 $$;
 
 CREATE FUNCTION unify._identity_mark() RETURNS bigint
-STABLE LANGUAGE sql AS $$ SELECT coalesce(max(e.event_id), 0) FROM unify.identity_events e $$;
+STABLE PARALLEL SAFE LANGUAGE sql AS $$ SELECT coalesce(max(e.event_id), 0) FROM unify.identity_events e $$;
