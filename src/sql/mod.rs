@@ -138,6 +138,9 @@ pgrx::extension_sql_file!(
     name = "recommendations",
     requires = ["bi_views", recommend::_product_neighbours]
 );
+// The durable outbox for activation (issue 26): events, consumers and their cursors, the one
+// writer unify._outbox_emit that persons, rfm and realtime call.
+pgrx::extension_sql_file!("outbox.sql", name = "outbox", requires = ["bi_views"]);
 
 // Privileges of every object, granted in one place once all exist (README "Security model").
 pgrx::extension_sql_file!("security.sql", name = "security", finalize);

@@ -148,6 +148,8 @@ DECLARE
     changed bigint;
     removed bigint;
     rebuild text[];
+    emitted bigint;
+    gone_after constant bigint := unify._identity_mark();
 BEGIN
     -- The first resolve fills the table: faster without its secondary indexes, built after.
     IF ids IS NULL AND NOT EXISTS (SELECT 1 FROM unify.persons) THEN
@@ -174,6 +176,9 @@ BEGIN
         SELECT 'remove', g.person_id, _refresh_persons.rule, 'no records left', NULL FROM gone g;
     END IF;
     GET DIAGNOSTICS removed = ROW_COUNT;
+    -- Consent changes per channel go to the outbox (unify._outbox_emit) in this statement: its
+    -- read of unify.persons sees the rows as they were before it (one snapshot for all parts).
+    WITH up AS (
     INSERT INTO unify.persons AS p (person_id, first_name, last_name, email, phone, mobile, street, house_number,
         postcode, city, country, birth_date, company, customer_number,
         consent_email, consent_email_source, consent_email_at, consent_phone, consent_phone_source, consent_phone_at,
@@ -225,8 +230,28 @@ BEGIN
            excluded.sources, excluded.first_seen, excluded.last_seen, excluded.salutation, excluded.title,
            excluded.first_name_display, excluded.last_name_display, excluded.street_display, excluded.city_display,
            excluded.phone_display, excluded.mobile_display, excluded.email_display)
-       OR (ids IS NULL AND p.household_id IS DISTINCT FROM excluded.household_id);
-    GET DIAGNOSTICS changed = ROW_COUNT;
+       OR (ids IS NULL AND p.household_id IS DISTINCT FROM excluded.household_id)
+    RETURNING p.person_id, p.consent_email, p.consent_email_source, p.consent_email_at, p.consent_phone,
+              p.consent_phone_source, p.consent_phone_at, p.consent_post, p.consent_post_source, p.consent_post_at
+    ), consent AS (
+        SELECT u.person_id, c.channel,
+               jsonb_build_object('channel', c.channel, 'consent', c.consent, 'previous', c.previous,
+                                  'source', c.source, 'at', c.at) AS payload
+        FROM up u
+        LEFT JOIN unify.persons o ON o.person_id = u.person_id
+        CROSS JOIN LATERAL (VALUES ('email', u.consent_email, o.consent_email, u.consent_email_source, u.consent_email_at),
+                                   ('phone', u.consent_phone, o.consent_phone, u.consent_phone_source, u.consent_phone_at),
+                                   ('post', u.consent_post, o.consent_post, u.consent_post_source, u.consent_post_at))
+                   c (channel, consent, previous, source, at)
+        WHERE c.consent IS DISTINCT FROM c.previous
+    )
+    SELECT (SELECT count(*) FROM up),
+           unify._outbox_emit('consent_changed', array_agg(c.person_id ORDER BY c.person_id, c.channel),
+                              array_agg(c.payload ORDER BY c.person_id, c.channel))
+    INTO changed, emitted
+    FROM consent c;
+    -- Persons gone for want of records.
+    PERFORM unify._outbox_identity(gone_after);
     PERFORM unify._rebuild_indexes(rebuild);
     RETURN changed + removed;
 END
@@ -239,10 +264,13 @@ DECLARE
     touched bigint[];
     before unify.persons[];
     regroup bigint[];
+    mark constant bigint := unify._identity_mark();  -- the callers hold the lock 'persons'
 BEGIN
     -- The given persons too: one whose records all went away has nothing left in the scope.
     touched := ARRAY(SELECT unnest(c.touched) FROM unify._cluster(person_ids, record_ids, rule, reason) c
                      UNION SELECT unnest(person_ids));
+    -- The merges and splits _cluster wrote, to the outbox.
+    PERFORM unify._outbox_identity(mark);
     -- Households follow from who exists and from each person's household keys (address,
     -- landline, mailbox: unify._household_keys). Grouped again: the persons that are new or
     -- whose keys change, and the households that lose a person; the others keep theirs
@@ -271,10 +299,13 @@ DECLARE
     started constant timestamptz := clock_timestamp();
     clustered record;
     changed bigint;
+    mark bigint;
 BEGIN
     -- One resolve or stewardship change at a time.
     PERFORM unify._lock('persons');
+    mark := unify._identity_mark();
     SELECT * INTO STRICT clustered FROM unify._cluster(NULL::bigint[], NULL::bigint[], 'resolve', NULL);
+    PERFORM unify._outbox_identity(mark);  -- merges and splits
     -- Golden records and households of everyone.
     changed := unify._refresh_persons(NULL::bigint[], 'resolve', NULL);
     RETURN QUERY SELECT (SELECT count(*) FROM unify.persons), clustered.records,
@@ -375,6 +406,7 @@ DECLARE
     members unify.records[];
     n int;
     persons bigint[];
+    mark bigint;
 BEGIN
     IF person_id IS NULL THEN
         RAISE EXCEPTION 'unify.unmerge: person_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -401,8 +433,10 @@ BEGIN
     PERFORM unify._resolve_scope(ARRAY[person_id], NULL, 'unmerge', reason);
     persons := ARRAY(SELECT r.person_id FROM unify.records r
                      WHERE r.record_id IN (SELECT m.record_id FROM unnest(members) m) ORDER BY r.person_id);
+    mark := unify._identity_mark();
     INSERT INTO unify.identity_events (event, person_id, related_ids, rule, reason, details)
     VALUES ('unmerge', person_id, persons, 'unmerge', reason, jsonb_build_object('records', n));
+    PERFORM unify._outbox_identity(mark);
     RETURN persons;
 END
 $$;
@@ -518,6 +552,10 @@ BEGIN
                                          WHERE f.id <> ALL (gone_ids) ORDER BY f.n), '{}')
     WHERE r.former_person_ids && gone_ids;
     DELETE FROM unify.segment_history h WHERE h.person_id = erase_person.person_id;
+    -- Their outbox events keep only their ids (an event's payload names no other person's
+    -- values, see outbox.sql); then the erasure itself goes out.
+    UPDATE unify.outbox e SET payload = NULL WHERE e.person_id = ANY (gone_ids) AND e.payload IS NOT NULL;
+    PERFORM unify._outbox_identity(event_ref - 1);
     DELETE FROM unify.persons p WHERE p.person_id = erase_person.person_id;  -- segments and predictions with it
     -- Name frequencies of names only they held at training: a frequency no greater than their
     -- records with the name times the version's smallest frequency (one record's share).

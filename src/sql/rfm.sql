@@ -242,11 +242,25 @@ BEGIN
     GET DIAGNOSTICS step_rows = ROW_COUNT;
     written := written + step_rows;
 
-    INSERT INTO unify.segment_history (person_id, from_segment, to_segment, as_of)
-    SELECT w.person_id, w.old_segment, w.segment, refresh_segments.as_of FROM unify_segment_writes w
-    WHERE w.old_segment IS DISTINCT FROM w.segment
-    ORDER BY w.person_id;
-    GET DIAGNOSTICS changes = ROW_COUNT;
+    -- Each change also goes to the outbox (unify._outbox_emit): left the old segment, entered the new.
+    WITH history AS (
+        INSERT INTO unify.segment_history AS sh (person_id, from_segment, to_segment, as_of)
+        SELECT w.person_id, w.old_segment, w.segment, refresh_segments.as_of FROM unify_segment_writes w
+        WHERE w.old_segment IS DISTINCT FROM w.segment
+        ORDER BY w.person_id
+        RETURNING sh.change_id, sh.person_id, sh.from_segment, sh.to_segment, sh.as_of
+    )
+    SELECT count(*),
+           unify._outbox_emit('segment_left', array_agg(h.person_id ORDER BY h.change_id) FILTER (WHERE h.from_segment IS NOT NULL),
+                              array_agg(jsonb_build_object('segment', h.from_segment, 'to_segment', h.to_segment, 'as_of', h.as_of,
+                                                           'change_id', h.change_id) ORDER BY h.change_id)
+                              FILTER (WHERE h.from_segment IS NOT NULL)),
+           unify._outbox_emit('segment_entered', array_agg(h.person_id ORDER BY h.change_id) FILTER (WHERE h.to_segment IS NOT NULL),
+                              array_agg(jsonb_build_object('segment', h.to_segment, 'from_segment', h.from_segment, 'as_of', h.as_of,
+                                                           'change_id', h.change_id) ORDER BY h.change_id)
+                              FILTER (WHERE h.to_segment IS NOT NULL))
+    INTO changes, step_rows, step_rows
+    FROM history h;
     -- Delivered at commit, one per change, for activation programs that LISTEN.
     PERFORM pg_notify('unify_segment_changed',
                       json_build_object('person_id', w.person_id, 'from', w.old_segment, 'to', w.segment)::text)

@@ -82,6 +82,12 @@ ALTER FUNCTION unify.identify(jsonb, int) SECURITY DEFINER;
 ALTER FUNCTION unify.refresh_recommendations(date, interval, int, interval, interval, interval, float8, float8, float8) SECURITY DEFINER;
 ALTER FUNCTION unify.recommendations(bigint, int) SECURITY DEFINER;
 ALTER FUNCTION unify.segment_recommendations(text, int) SECURITY DEFINER;
+-- The outbox: consumers read and acknowledge through these, never the tables.
+ALTER FUNCTION unify.create_outbox_consumer(text, boolean) SECURITY DEFINER;
+ALTER FUNCTION unify.drop_outbox_consumer(text) SECURITY DEFINER;
+ALTER FUNCTION unify.read_outbox(text, int) SECURITY DEFINER;
+ALTER FUNCTION unify.ack_outbox(text, bigint) SECURITY DEFINER;
+ALTER FUNCTION unify.purge_outbox(interval) SECURITY DEFINER;
 
 GRANT EXECUTE ON FUNCTION
     unify.add_source(text, regclass, text, jsonb, int, boolean), unify.remove_source(text, boolean),
@@ -95,6 +101,7 @@ GRANT EXECUTE ON FUNCTION
     unify.add_transactions(text, regclass, jsonb), unify.remove_transactions(text),
     unify.refresh_segments(date, interval), unify.fit_predictions(date, text, int, float8, int, int, boolean),
     unify.refresh_recommendations(date, interval, int, interval, interval, interval, float8, float8, float8),
+    unify.create_outbox_consumer(text, boolean), unify.drop_outbox_consumer(text), unify.purge_outbox(interval),
     -- What add_source and add_transactions call as the caller: text builders and the
     -- registration, which records the caller itself.
     unify._staged_expression(text, text), unify._transaction_expression(jsonb, text),
@@ -117,6 +124,12 @@ GRANT EXECUTE ON FUNCTION unify.audience(text, text), unify.audience_google(text
     unify.audience_channels()
 TO unify_admin, unify_reader;
 
+-- The outbox's consumers (a marketing tool's connector) read and acknowledge as unify_reader or
+-- unify_admin: events name persons by id, which the reader's views resolve to identifiers.
+-- unify_analyst stays pseudonymous and gets none of it.
+GRANT EXECUTE ON FUNCTION unify.read_outbox(text, int), unify.ack_outbox(text, bigint), unify.outbox_kinds()
+TO unify_admin, unify_reader;
+
 GRANT INSERT, UPDATE, DELETE ON unify.segment_map, unify.exchange_rates TO unify_admin;
 -- Products: the DBA marks what is no longer sold (for_sale) and may name products; buyers and
 -- updated_at are the refresh's.
@@ -133,7 +146,7 @@ GRANT USAGE ON SEQUENCE unify.segment_map_rule_id_seq TO unify_admin;
 GRANT SELECT ON unify.customer_360, unify.segment_summary, unify.segments, unify.segment_history, unify.segment_runs,
     unify.predictions, unify.prediction_fits, unify.segment_rules, unify.segment_map_cells, unify.households,
     unify.survivorship_rules, unify.match_report, unify.blocking_stats, unify.status, unify.name_frequencies,
-    unify.queue_stats, unify.dead_letters
+    unify.queue_stats, unify.dead_letters, unify.outbox_status
 TO unify_reader;
 
 GRANT SELECT ON unify.analyst_persons, unify.segment_summary, unify.segment_runs, unify.prediction_fits,

@@ -424,6 +424,28 @@ expect "the reader's e-mail audience is the segment's persons with e-mail consen
     "$(as rita -c "SELECT (SELECT count(*) FROM unify.audience(s.segment, 'email')) = (SELECT count(*) FROM unify.customer_360 c WHERE c.segment = s.segment AND c.consent_email AND c.email IS NOT NULL) FROM (SELECT segment FROM unify.segments GROUP BY 1 ORDER BY count(*) DESC LIMIT 1) s")" t
 expect "PUBLIC hashes its own values the platforms' way" "$(as eve -c "SELECT unify.meta_hash_email('John_Smith@gmail.com')")" \
     62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f
+log "security: the outbox: consumers read and acknowledge, nobody forges or rewrites events"
+dba "SELECT unify.create_outbox_consumer('sec_tool', from_start => true)" >/dev/null
+refused "PUBLIC reads the outbox" eve "SELECT * FROM unify.read_outbox('sec_tool')"
+refused "PUBLIC acknowledges for a consumer" eve "SELECT unify.ack_outbox('sec_tool', 1)"
+refused "PUBLIC reads the outbox table" eve "SELECT count(*) FROM unify.outbox"
+refused "the analyst reads the outbox" ana "SELECT * FROM unify.read_outbox('sec_tool')"
+refused "the analyst reads the outbox table" ana "SELECT count(*) FROM unify.outbox"
+refused "the reader registers a consumer" rita "SELECT unify.create_outbox_consumer('rita_tool')"
+refused "the reader purges the outbox" rita "SELECT unify.purge_outbox()"
+refused "the reader forges an event" rita "SELECT unify._outbox_emit('person_erased', ARRAY[1]::bigint[], ARRAY['{}'::jsonb])"
+refused "the admin forges an event" mallory "SELECT unify._outbox_emit('person_erased', ARRAY[1]::bigint[], ARRAY['{}'::jsonb])"
+refused "the admin inserts an event" mallory "INSERT INTO unify.outbox (kind, person_id) VALUES ('person_erased', 1)"
+refused "the admin rewinds a consumer's cursor" mallory "UPDATE unify.outbox_consumers SET acked_id = 0"
+refused "the admin deletes events past the slowest consumer" mallory "DELETE FROM unify.outbox"
+# The reader's connector reads what the resolve and the segments above emitted, and acknowledges.
+out=$(as rita -c "SELECT count(*) > 0 FROM unify.read_outbox('sec_tool', 1000)")
+expect "the reader reads the outbox" "$out" t
+out=$(as rita -c "SELECT unify.ack_outbox('sec_tool', (SELECT max(event_id) FROM unify.read_outbox('sec_tool', 1000))) > 0")
+expect "the reader acknowledges" "$out" t
+expect "events name no person's values" \
+    "$(dba "SELECT count(*) FROM unify.outbox e, unify.persons p WHERE e.payload::text LIKE '%' || p.email || '%' OR (length(p.last_name) >= 5 AND e.payload::text LIKE '%' || p.last_name || '%')")" 0
+dba "SELECT unify.drop_outbox_consumer('sec_tool')" >/dev/null
 
 log "security: no role can stall the workers by holding the extension's locks"
 refused "the admin locks the extension's lock rows" mallory "SELECT * FROM unify.locks FOR UPDATE"

@@ -106,3 +106,19 @@ TRUNCATE unify.records;
 SELECT (SELECT count(*) FROM unify.pairs) AS pairs, (SELECT count(*) FROM unify.block_keys) AS block_keys,
        (SELECT count(*) FROM unify.matching_state) AS matching_state;
 ROLLBACK;
+
+-- The outbox (issue 26): consumers read and acknowledge as unify_admin or unify_reader, never as
+-- the pseudonymous analyst or PUBLIC; only the admin registers, drops and purges; nobody but the
+-- owner writes events (the one writer, unify._outbox_emit) or the tables.
+SELECT f AS outbox_function, has_function_privilege('unify_admin', f, 'EXECUTE') AS admin,
+       has_function_privilege('unify_reader', f, 'EXECUTE') AS reader, has_function_privilege('unify_analyst', f, 'EXECUTE') AS analyst,
+       has_function_privilege('public', f, 'EXECUTE') AS public
+FROM unnest(ARRAY['unify.read_outbox(text,integer)', 'unify.ack_outbox(text,bigint)', 'unify.create_outbox_consumer(text,boolean)',
+                  'unify.drop_outbox_consumer(text)', 'unify.purge_outbox(interval)', 'unify.outbox_kinds()',
+                  'unify._outbox_emit(text,bigint[],jsonb[])', 'unify._outbox_horizon()', 'unify._outbox_identity(bigint)']) f
+ORDER BY 1;
+SELECT c AS outbox_relation, has_table_privilege('unify_admin', c, 'SELECT') AS admin_reads,
+       has_table_privilege('unify_admin', c, 'INSERT') OR has_table_privilege('unify_admin', c, 'UPDATE') OR has_table_privilege('unify_admin', c, 'DELETE') AS admin_writes,
+       has_table_privilege('unify_reader', c, 'SELECT') AS reader_reads, has_table_privilege('unify_analyst', c, 'SELECT') AS analyst_reads
+FROM unnest(ARRAY['unify.outbox', 'unify.outbox_consumers', 'unify.outbox_status']) c
+ORDER BY 1;
