@@ -89,7 +89,7 @@ FROM unify.records r,
 WHERE r.record_id % 10 = 0;
 SELECT (SELECT count(*) FROM unify.records WHERE record_id % 10 = 0) AS records,
        count(DISTINCT record_id) AS answered,
-       count(*) FILTER (WHERE found = person_id
+       count(DISTINCT record_id) FILTER (WHERE found = person_id
                         AND match_weight = (SELECT t.match_weight FROM probes t WHERE t.record_id = p.record_id AND t.ord = 1)) AS own_person_first_or_tied,
        bool_and(abs((SELECT sum((t ->> 'weight')::float8) FROM jsonb_array_elements(explanation) t) - match_weight) < 1e-9) AS sums
 FROM probes p;
