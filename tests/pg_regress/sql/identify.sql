@@ -90,13 +90,13 @@ WHERE r.record_id % 10 = 0;
 SELECT (SELECT count(*) FROM unify.records WHERE record_id % 10 = 0) AS records,
        count(DISTINCT record_id) AS answered,
        count(DISTINCT record_id) FILTER (WHERE found = person_id
-                        AND match_weight = (SELECT t.match_weight FROM probes t WHERE t.record_id = p.record_id AND t.ord = 1)) AS own_person_first_or_tied,
+                        AND abs(match_weight - (SELECT t.match_weight FROM probes t WHERE t.record_id = p.record_id AND t.ord = 1)) < 1e-9) AS own_person_first_or_tied,
        bool_and(abs((SELECT sum((t ->> 'weight')::float8) FROM jsonb_array_elements(explanation) t) - match_weight) < 1e-9) AS sums
 FROM probes p;
 -- The ties: namesakes in one home without a birth date, all of them.
 SELECT count(*) > 0 AS some_tied, bool_and(explanation @> '[{"term": "namesakes"}]') AS namesakes
 FROM probes p WHERE EXISTS (SELECT 1 FROM probes o WHERE o.record_id = p.record_id AND o.found = o.person_id AND o.ord > 1)
-  AND match_weight = (SELECT t.match_weight FROM probes t WHERE t.record_id = p.record_id AND t.ord = 1);
+  AND abs(match_weight - (SELECT t.match_weight FROM probes t WHERE t.record_id = p.record_id AND t.ord = 1)) < 1e-9;
 -- Not answered: a family mailbox and nothing else.
 SELECT r.raw ->> 'email' AS email, array(SELECT jsonb_object_keys(r.raw - ARRAY['updated_at', 'consent_email', 'consent_email_at'])) AS fields
 FROM unify.records r WHERE r.record_id % 10 = 0 AND r.record_id NOT IN (SELECT record_id FROM probes) ORDER BY 1;
