@@ -8,7 +8,8 @@
 --                    (match key) or phone (held by no record of another person; a family mailbox
 --                    or landline is the household's), the birth date, or street, house number and
 --                    postcode
---   personal e-mail  a shared e-mail key no record of another person holds (not a family mailbox)
+--   personal e-mail  a shared e-mail key no record of another person holds and not a family
+--                    mailbox (tagged shared_email by the generator)
 --   personal mobile  a shared mobile number (+4915…, +4916…, +4917…) no record of another person holds
 --   sen./jun. pair   two people of one household, one tagged senior and the other junior (father
 --                    and son, mother and daughter of one first name)
@@ -23,11 +24,14 @@ JOIN truth t ON t.source = s.name AND t.source_key = r.source_key;
 CREATE INDEX ON rec_truth (person_id);
 CREATE INDEX ON rec_truth (household_id);
 ANALYZE rec_truth;
--- Values held by records of more than one person: household or junk, not personal.
+-- Values held by records of more than one person: household or junk, not personal; and the
+-- family mailboxes the generator made (tagged shared_email), even where only one member's
+-- records carry it.
 CREATE TEMP TABLE shared_values AS
 SELECT v FROM (SELECT email_key AS v, person_id FROM rec_truth WHERE email_key IS NOT NULL
                UNION ALL SELECT unnest(phones), person_id FROM rec_truth) x
-GROUP BY v HAVING count(DISTINCT person_id) > 1;
+GROUP BY v HAVING count(DISTINCT person_id) > 1
+UNION SELECT email_key FROM rec_truth WHERE variations @> '{shared_email}' AND email_key IS NOT NULL;
 CREATE TEMP TABLE hard_pairs AS
 SELECT a.record_id AS record_a, b.record_id AS record_b, a.person_id = b.person_id AS same_person,
        ARRAY(SELECT DISTINCT v FROM unnest(a.variations || b.variations) v ORDER BY v) AS tags,

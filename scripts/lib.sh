@@ -4,7 +4,13 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG_MAJOR=15
-PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
+SYSTEM_PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"
+# CUSTOMER_UNIFY_PG_PREFIX=/some/dir: install into and run a private copy of the system
+# PostgreSQL under that directory (PostgreSQL finds its libraries relative to its binaries), so
+# several runs on one machine (a developer's and a helper's) test their own builds side by
+# side. Unset (CI, the demo): the system PostgreSQL.
+PG_PREFIX="${CUSTOMER_UNIFY_PG_PREFIX:-}"
+PG_BIN="$PG_PREFIX/usr/lib/postgresql/$PG_MAJOR/bin"
 PG_CONFIG="$PG_BIN/pg_config"
 PGRX_VERSION=0.18.0
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -34,9 +40,15 @@ ensure_deps() {
         log "installing cargo-pgrx $PGRX_VERSION (a few minutes, once)"
         cargo install cargo-pgrx --version "$PGRX_VERSION" --locked --quiet
     fi
-    if ! grep -qs "pg$PG_MAJOR = \"$PG_CONFIG\"" "$HOME/.pgrx/config.toml"; then
-        log "cargo pgrx init --pg$PG_MAJOR $PG_CONFIG"
-        cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG" >/dev/null
+    if ! grep -qs "pg$PG_MAJOR = \"$SYSTEM_PG_CONFIG\"" "$HOME/.pgrx/config.toml"; then
+        log "cargo pgrx init --pg$PG_MAJOR $SYSTEM_PG_CONFIG"
+        cargo pgrx init --pg$PG_MAJOR "$SYSTEM_PG_CONFIG" >/dev/null
+    fi
+    if [ -n "$PG_PREFIX" ] && [ ! -x "$PG_BIN/postgres" ]; then
+        log "a private copy of PostgreSQL $PG_MAJOR under $PG_PREFIX"
+        mkdir -p "$PG_PREFIX/usr/lib/postgresql" "$PG_PREFIX/usr/share/postgresql"
+        cp -a "/usr/lib/postgresql/$PG_MAJOR" "$PG_PREFIX/usr/lib/postgresql/"
+        cp -a "/usr/share/postgresql/$PG_MAJOR" "$PG_PREFIX/usr/share/postgresql/"
     fi
     hold_install_lock
 }
@@ -46,12 +58,34 @@ ensure_deps() {
 # benches take this lock for their whole run (a second run waits). Re-entrant via the env var.
 hold_install_lock() {
     [ -n "${CUSTOMER_UNIFY_LOCK_HELD:-}" ] && return 0
-    exec 9>/tmp/customer_unify.install.lock
+    exec 9>"$(install_lock_file)"
     if ! flock -n 9; then
-        log "waiting for another test or bench run on this machine (/tmp/customer_unify.install.lock)"
+        log "waiting for another test or bench run on this installation ($(install_lock_file))"
         flock 9
     fi
     export CUSTOMER_UNIFY_LOCK_HELD=1
+}
+
+# The lock of the installation in use: the system PostgreSQL's, or one per private copy.
+install_lock_file() {
+    if [ -n "$PG_PREFIX" ]; then
+        echo "/tmp/customer_unify.install.$(echo "$PG_PREFIX" | md5sum | cut -c1-12).lock"
+    else
+        echo /tmp/customer_unify.install.lock
+    fi
+}
+
+# Installs the build of cargo profile $1 (release, profiling) into the PostgreSQL in use.
+install_build() {
+    local profile="$1"
+    if [ -z "$PG_PREFIX" ]; then
+        (cd "$ROOT" && cargo pgrx install --profile "$profile" --pg-config "$PG_CONFIG" --sudo >/dev/null)
+    else
+        # Packaged against the system's pg_config (same paths), copied into the private copy.
+        local target="${CARGO_TARGET_DIR:-$ROOT/target}"
+        (cd "$ROOT" && cargo pgrx package --profile "$profile" --pg-config "$SYSTEM_PG_CONFIG" >/dev/null)
+        cp -a "$target/$profile/customer_unify-pg$PG_MAJOR/usr/." "$PG_PREFIX/usr/"
+    fi
 }
 
 # Client-driven tests (tests/worker, tests/dump_restore): report a check, remember a failure in
@@ -110,7 +144,7 @@ stop_cluster() {
 # Builds (incrementally) and installs the release build into the system PostgreSQL.
 install_release() {
     log "building and installing customer_unify (release)"
-    (cd "$ROOT" && cargo pgrx install --release --sudo --pg-config "$PG_CONFIG" >/dev/null)
+    install_build release
 }
 
 # The database benches/realtime.sh leaves behind, for the benchmarks that study it further:

@@ -38,7 +38,15 @@ if [ $REGRESS_ONLY = 0 ]; then
     cargo test --quiet --release -p crmgen
 
     log "unit tests and #[pg_test]s (cargo pgrx test)"
-    cargo pgrx test pg$PG_MAJOR --runas postgres --pgdata "$WORK/pgrx-data"
+    # cargo pgrx test installs into the system PostgreSQL: under its lock, also from a run on
+    # a private copy.
+    (
+        if [ -n "$PG_PREFIX" ]; then
+            exec 8>/tmp/customer_unify.install.lock
+            flock 8
+        fi
+        cargo pgrx test pg$PG_MAJOR --runas postgres --pgdata "$WORK/pgrx-data"
+    )
 fi
 
 # The upgrade from 0.1.0 (tests/upgrade/run.sh), first half: 0.1.0 built from its own commit,
@@ -53,7 +61,7 @@ trap 'stop_cluster "$WORK/regress"' EXIT
 # Optimized without LTO (the profiling profile): the worker test drains 80,000 changes, which
 # a debug build needs a quarter of an hour for.
 log "installing the extension for pg_regress (profile profiling)"
-cargo pgrx install --profile profiling --pg-config "$PG_CONFIG" --sudo >/dev/null
+install_build profiling
 start_cluster "$WORK/regress"
 # Second half: ALTER EXTENSION ... UPDATE, compared with a fresh install, rows kept. The suite
 # below then runs on the updated `regression`.

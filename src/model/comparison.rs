@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::record::MatchRecord;
-use crate::compare::nicknames::same_given_name;
+use crate::compare::nicknames::{same_given_name, same_given_name_allowing_a_typo};
 use crate::compare::similarity::{
     jaro_winkler_above_bound, jaro_winkler_at_least, levenshtein, within_one_edit,
 };
@@ -274,6 +274,9 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
         for b in &names[i + 1..] {
             if first_name_level(a, b, false) == Some(Comparison::FirstName.else_level())
                 && !names_swapped(a, b)
+                && !crosswise_one_name(a, b)
+                && !maybe_pet_form(a, b)
+                && !single_name_fits(a, b, &names)
             {
                 return true;
             }
@@ -297,6 +300,114 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
         }
     }
     false
+}
+
+/// First names that differ by every level yet may be one name as systems write it (a pet
+/// form cut from the name, a short form with a typo, crosswise with an initial): not enough to
+/// veto a match that a personal e-mail or mobile decides. Only asked where such a rule's other
+/// predicates hold, as it costs more than a comparison.
+pub fn first_names_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
+    crosswise_one_name(a, b) || maybe_pet_form(a, b)
+}
+
+/// A record with one name only (a form's single name field: "Schreiber" or "Lisa") is no
+/// proof of a second holder when that name fits either name of the other record or, both
+/// records of one name only, either name of a third holder with both ("Lisa Schreiber").
+fn single_name_fits(a: &MatchRecord, b: &MatchRecord, holders: &[&MatchRecord]) -> bool {
+    fn names(r: &MatchRecord) -> (Option<&str>, Option<&str>) {
+        (
+            r.derived.first_translit.as_deref(),
+            r.derived.last_translit.as_deref(),
+        )
+    }
+    fn single(r: &MatchRecord) -> Option<&str> {
+        match names(r) {
+            (Some(n), None) | (None, Some(n)) => Some(n),
+            _ => None,
+        }
+    }
+    let fits = |n: &str, r: &MatchRecord| match names(r) {
+        (Some(f), Some(l)) => loosely_one_name(n, f) || loosely_one_name(n, l),
+        _ => false,
+    };
+    match (single(a), single(b)) {
+        (Some(n), None) => fits(n, b),
+        (None, Some(n)) => fits(n, a),
+        (Some(m), Some(n)) => holders.iter().any(|h| fits(m, h) && fits(n, h)),
+        (None, None) => false,
+    }
+}
+
+/// "Dörte Schumacher" and "Schumacher, D.": crosswise, the names agree loosely (an initial, a
+/// short form, a typo) although not closely enough for [`names_swapped`]. Not a reason to
+/// match, only no proof of two people.
+fn crosswise_one_name(a: &MatchRecord, b: &MatchRecord) -> bool {
+    fn d(r: &MatchRecord) -> (Option<&str>, Option<&str>) {
+        (
+            r.derived.first_translit.as_deref(),
+            r.derived.last_translit.as_deref(),
+        )
+    }
+    match (d(a), d(b)) {
+        ((Some(af), Some(al)), (Some(bf), Some(bl))) => {
+            loosely_one_name(af, bl) && loosely_one_name(al, bf)
+        }
+        _ => false,
+    }
+}
+
+/// Two (transliterated) names that may be one as systems write it: equal, alike (Jaro-Winkler
+/// ≥ 0.80), an initial of the other, or forms of one given name allowing a typo.
+fn loosely_one_name(x: &str, y: &str) -> bool {
+    let initial = |p: &str, q: &str| p.chars().count() == 1 && q.starts_with(p);
+    x == y
+        || initial(x, y)
+        || initial(y, x)
+        || jaro_winkler_above_bound(x, y, 0.80).is_some()
+        || may_be_one_given_name(x, y)
+}
+
+/// Whether two given names that agree at no level may still be one name: German pet forms are
+/// cut from the full name (Thies from Matthias, Xandi from Alexander, Bine from Sabine, Gitte
+/// from Brigitte), so they share a run of three letters with it, which two different names
+/// rarely do (Hans and Petra, Anna and Thomas); and a short form may carry a typo ("Diidi" for
+/// Didi). Pairs like Christian and Christine share more and are two people
+/// ([`given_name_variants`]).
+fn may_be_one_given_name(x: &str, y: &str) -> bool {
+    if given_name_variants(x, y) {
+        return false;
+    }
+    let xs: Vec<char> = x.chars().collect();
+    let ys: Vec<char> = y.chars().collect();
+    xs.windows(3)
+        .any(|w| w.iter().all(|c| c.is_alphabetic()) && ys.windows(3).any(|v| v == w))
+        || same_given_name_allowing_a_typo(x, y)
+}
+
+/// The first names of two holders of one value may be one name (see
+/// [`may_be_one_given_name`]), compared straight or, where the last names sit crosswise,
+/// crosswise. Used only to judge whether a shared value is a household's.
+fn maybe_pet_form(a: &MatchRecord, b: &MatchRecord) -> bool {
+    fn d(r: &MatchRecord) -> (Option<&str>, Option<&str>) {
+        (
+            r.derived.first_translit.as_deref(),
+            r.derived.last_translit.as_deref(),
+        )
+    }
+    let ((af, al), (bf, bl)) = (d(a), d(b));
+    if let (Some(x), Some(y)) = (af, bf) {
+        if may_be_one_given_name(x, y) {
+            return true;
+        }
+    }
+    // "Koenig Anndi" against "Andreas König": the given names are the other fields.
+    match (af, al, bf, bl) {
+        (Some(af), Some(al), Some(bf), Some(bl)) => {
+            (loosely_one_name(af, bl) && may_be_one_given_name(al, bf))
+                || (loosely_one_name(al, bf) && may_be_one_given_name(af, bl))
+        }
+        _ => false,
+    }
 }
 
 /// Two records of one last name in one home whose first names do not tell them apart.
@@ -1077,6 +1188,53 @@ mod tests {
         assert_eq!(lvl("1980-05-17", "1908-05-17"), Some(3));
         assert_eq!(lvl("1980-05-17", "1955-11-02"), Some(4));
         assert_eq!(lvl("1980-05-17", ""), None);
+    }
+
+    #[test]
+    fn pet_forms_initials_and_crosswise_names_are_no_proof_of_two_people() {
+        let holders = |a: MatchRecord, b: MatchRecord| held_by_different_people(&[&a, &b]);
+        // One person as two systems wrote them: a pet form cut from the name, a typo of one,
+        // "Schumacher, D." against "Dörte Schumacher".
+        assert!(!holders(
+            rec("thies", "berger", ""),
+            rec("matthias", "berger", "")
+        ));
+        assert!(!holders(
+            rec("xandi", "simon", ""),
+            rec("alexander", "simon", "")
+        ));
+        assert!(!holders(
+            rec("bine", "lang", ""),
+            rec("sabbine", "lang", "")
+        ));
+        assert!(!holders(
+            rec("dörte", "schumacher", ""),
+            rec("schumacher", "d", "")
+        ));
+        assert!(!holders(
+            rec("hoffmann", "f", ""),
+            rec("frank", "hoffmann", "")
+        ));
+        assert!(!holders(rec("diidi", "süß", ""), rec("dieter", "süß", "")));
+        assert!(!holders(
+            rec("koenig", "anndi", ""),
+            rec("andreas", "könig", "")
+        ));
+        // Two people: names with nothing in common, a couple's variants of one name, other
+        // birth dates.
+        assert!(holders(
+            rec("hans", "müller", ""),
+            rec("petra", "müller", "")
+        ));
+        assert!(holders(rec("anna", "wolf", ""), rec("thomas", "wolf", "")));
+        assert!(holders(
+            rec("christian", "wagner", ""),
+            rec("christine", "wagner", "")
+        ));
+        assert!(holders(
+            rec("thies", "berger", "1960-01-01"),
+            rec("matthias", "berger", "1990-07-12")
+        ));
     }
 
     #[test]

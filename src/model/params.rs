@@ -70,6 +70,8 @@ pub enum Predicate {
     SameEmail,
     /// Same phone, not a household number.
     SamePhone,
+    /// Same mobile number (not a fixed line), not a household's.
+    SameMobile,
     /// Last names equal after transliteration.
     SameLastName,
     SameFirstName,
@@ -250,6 +252,13 @@ impl Model {
                 DeterministicRule {
                     name: "same_personal_email".into(),
                     all: vec![Predicate::SameEmail, Predicate::NoConflict],
+                    sources: None,
+                },
+                // A personal mobile, as the e-mail: one person carries it; a family's shared
+                // number is held by different people and never satisfies SameMobile.
+                DeterministicRule {
+                    name: "same_personal_mobile".into(),
+                    all: vec![Predicate::SameMobile, Predicate::NoConflict],
                     sources: None,
                 },
             ],

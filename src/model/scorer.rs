@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use super::comparison::{
-    compare, compared_values, Comparison, Context, Namesakes, Outcome, COMPARISONS,
-    FIRST_NAME_NICKNAME,
+    compare, compared_values, first_names_may_be_one, Comparison, Context, Namesakes, Outcome,
+    COMPARISONS, FIRST_NAME_NICKNAME,
 };
 use super::params::{log2_odds, probability, Model, Predicate};
 use super::record::MatchRecord;
@@ -253,13 +253,25 @@ impl<'a> Scorer<'a> {
         match p {
             Predicate::SameEmail => matches!(o.level(Comparison::Email), Some(0 | 1)),
             Predicate::SamePhone => o.level(Comparison::Phone) == Some(0),
+            Predicate::SameMobile => o.level(Comparison::Phone) == Some(0) && !o.shared_landline,
             Predicate::SameLastName => matches!(o.level(Comparison::LastName), Some(0 | 1)),
             Predicate::SameFirstName => matches!(o.level(Comparison::FirstName), Some(0 | 1)),
             Predicate::SameBirthDate => o.level(Comparison::BirthDate) == Some(0),
             Predicate::SameAddress => o.level(Comparison::Address) == Some(0),
             Predicate::SameCustomerNumber => both_eq(&a.customer_number, &b.customer_number),
             Predicate::SameExternalId => both_eq(&a.external_id, &b.external_id),
-            Predicate::NoConflict => Self::conflict(o).is_none(),
+            // A first-name difference that may be one name written two ways (Thies and
+            // Matthias) does not veto what a personal e-mail or a customer number decides; a
+            // birth date or a generation does.
+            Predicate::NoConflict => match Self::conflict(o) {
+                None => true,
+                Some(Comparison::FirstName) => {
+                    o.level(Comparison::BirthDate) != Some(Comparison::BirthDate.else_level())
+                        && !o.generation_conflict
+                        && first_names_may_be_one(a, b)
+                }
+                Some(_) => false,
+            },
         }
     }
 
@@ -827,6 +839,53 @@ mod tests {
         let s = scorer.score(&lena, &lea);
         assert!(s.namesakes_without_own_evidence, "{s:?}");
         assert!(!s.is_match(&model));
+    }
+
+    #[test]
+    fn a_pet_form_does_not_veto_a_personal_e_mail_or_mobile_but_a_birth_date_does() {
+        let model = Model::default_german();
+        let ids = HashMap::new();
+        let pair = |a: MatchRecord, b: MatchRecord| {
+            let ctx = Context::build(&[a.clone(), b.clone()]);
+            let scorer = Scorer::new(&model, &ctx, &ids);
+            scorer
+                .score(&a, &b)
+                .forced_by
+                .map(|i| model.rules[i].name.clone())
+        };
+        let email = "matthias.berger@web.de";
+        assert_eq!(
+            pair(
+                person("thies", "berger", "", email, ""),
+                person("matthias", "berger", "1960-01-01", email, "")
+            )
+            .as_deref(),
+            Some("same_personal_email")
+        );
+        let mobile = "+4915112345678";
+        assert_eq!(
+            pair(
+                person("thies", "berger", "", "", mobile),
+                person("matthias", "berger", "", "", mobile)
+            )
+            .as_deref(),
+            Some("same_personal_mobile")
+        );
+        // Two people: other birth dates, or names with nothing in common.
+        assert_eq!(
+            pair(
+                person("thies", "berger", "1990-05-05", email, ""),
+                person("matthias", "berger", "1960-01-01", email, "")
+            ),
+            None
+        );
+        assert_eq!(
+            pair(
+                person("petra", "berger", "", email, ""),
+                person("matthias", "berger", "", email, "")
+            ),
+            None
+        );
     }
 
     #[test]

@@ -199,7 +199,8 @@ const ROLE_LOCAL_PARTS: &[&str] = &[
 ];
 
 /// Whether a normalized e-mail address is a mailbox several people read: a household's
-/// (`familie.mueller@`, `fam-schmidt@`, `wir.meyers@`) or a role account (`info@`, `kontakt@`).
+/// (`familie.mueller@`, `fam-schmidt@`, `wir.meyers@`, a couple's `anna.und.thomas.mueller@`)
+/// or a role account (`info@`, `kontakt@`).
 /// Sharing one says "same household" or "same office", not "same person", even when the other
 /// holders never appear in the data.
 pub fn is_shared_mailbox(email: &str) -> bool {
@@ -212,9 +213,10 @@ pub fn is_shared_mailbox(email: &str) -> bool {
         .split(['.', '-', '_'])
         .map(|w| w.trim_end_matches(|c: char| c.is_ascii_digit()));
     let first = words.next().unwrap_or_default();
+    // A couple's mailbox names both: `anna.und.thomas.mueller@`.
     matches!(first, "fam" | "wir")
         || ROLE_LOCAL_PARTS.contains(&first)
-        || words.any(|w| matches!(w, "familie" | "family" | "fam"))
+        || words.any(|w| matches!(w, "familie" | "family" | "fam" | "und" | "and"))
 }
 
 #[cfg(test)]
@@ -259,6 +261,8 @@ mod tests {
             "info2@firma.de",
             "kontakt@praxis-dr-weber.de",
             "office+crm@firma.de",
+            "anna.und.thomas.mueller@gmx.de",
+            "claudia-and-felix@web.de",
         ] {
             assert!(is_shared_mailbox(shared), "{shared}");
         }
@@ -268,6 +272,8 @@ mod tests {
             "wirth.hans@web.de",
             "postma@firma.de",
             "m.info@firma.de",
+            "und.mueller@web.de",
+            "rolf.undine@web.de",
         ] {
             assert!(!is_shared_mailbox(personal), "{personal}");
         }

@@ -18,7 +18,7 @@ rm -rf "$DIR/src" "$PKG"; mkdir -p "$DIR/src"
 git -C "$ROOT" archive "$OLD_COMMIT" | tar -x -C "$DIR/src"
 # The old build's own lock file and profile; its own target directory.
 (cd "$DIR/src" && CARGO_TARGET_DIR="$DIR/target" cargo pgrx package --profile profiling \
-    --pg-config "$PG_CONFIG" --out-dir "$PKG" >/dev/null)
+    --pg-config "$SYSTEM_PG_CONFIG" --out-dir "$PKG" >/dev/null)
 script=$(find "$PKG" -name 'customer_unify--0.1.0.sql')
 cmp -s "$script" "$ROOT/sql/customer_unify--0.1.0.sql" \
     || die "the 0.1.0 build's install script differs from sql/customer_unify--0.1.0.sql"

@@ -28,7 +28,7 @@ regress() {  # regress TEST: one file of tests/upgrade/sql against upgrade_data,
 case "$STEP" in
 before)
     bash "$HERE/build_0.1.0.sh" "$OLD"
-    log "installing 0.1.0 (its own build) into the system PostgreSQL"
+    log "installing 0.1.0 (its own build) into the PostgreSQL in use ($PG_CONFIG)"
     stop_cluster "$WORK/regress"
     pkg_lib=$(find "$OLD/pkg" -name 'customer_unify.so')
     pkg_share=$(dirname "$(find "$OLD/pkg" -name 'customer_unify.control')")

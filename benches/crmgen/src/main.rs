@@ -110,6 +110,26 @@ fn fresh_email(
 
 /// `local@provider`, or, as a provider does when that mailbox is taken, `local<n>@provider`;
 /// the address's mailbox is taken from then on.
+/// A household's shared mailbox, named as families name theirs: `familie.mueller@`, but also
+/// as a couple (`anna.und.thomas.mueller@`) or as one person's would look (`mueller75@`), so a
+/// matcher cannot tell it by its name alone. Chosen by the last name, not drawn from the
+/// generator's random stream, so every other value of a seed stays as it was.
+fn family_mailbox_local(last: &str, members: &[Person]) -> String {
+    let pick = last
+        .bytes()
+        .fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619))
+        % 5;
+    let first = |i: usize| {
+        translit(&members[i.min(members.len() - 1)].first.to_lowercase()).replace(' ', "")
+    };
+    match pick {
+        0 | 1 => format!("familie.{last}"),
+        2 => format!("{}.und.{}.{last}", first(0), first(1)),
+        3 => format!("{last}.{}", first(0).chars().next().unwrap_or('x')),
+        _ => format!("{last}{:02}", members[0].birth.0 % 100),
+    }
+}
+
 fn claim_mailbox(
     rng: &mut Rng,
     taken: &mut std::collections::HashSet<String>,
@@ -368,12 +388,8 @@ impl World {
             let family_mail = self.rng.chance(0.15).then(|| {
                 let l = translit(&last.to_lowercase()).replace(' ', "");
                 let provider = self.rng.pick(MAIL_PROVIDERS);
-                claim_mailbox(
-                    &mut self.rng,
-                    &mut self.emails_taken,
-                    &format!("familie.{l}"),
-                    provider,
-                )
+                let local = family_mailbox_local(&l, &members);
+                claim_mailbox(&mut self.rng, &mut self.emails_taken, &local, provider)
             });
             for m in &mut members {
                 m.tags.push("family");
