@@ -103,11 +103,11 @@ INSERT INTO ev.web VALUES
     (13, 'add_to_cart', now() - interval '90 minutes', 'P-3', 12.5, 1, 's9', NULL, NULL, 21);
 SELECT unify.process_events() AS written;
 SELECT w.records, c.cart_id, c.started_at = now() - interval '50 minutes' OR c.started_at = now() - interval '90 minutes' AS started,
-       c.last_activity_at, c.items, c.value
+       c.last_activity_at - now() AS last_activity, c.items, c.value
 FROM unify.open_carts c JOIN who w USING (person_id) ORDER BY w.records;
 SELECT w.records, c.cart_items, c.cart_value, c.cart_abandoned_at FROM unify.customer_360 c JOIN who w USING (person_id)
 WHERE c.cart_items IS NOT NULL ORDER BY w.records;
-SELECT max(event_id) AS mark FROM unify.outbox \gset
+SELECT coalesce(max(event_id), 0) AS mark FROM unify.outbox \gset
 -- The default is an hour without cart activity: Bernd's (90 minutes) is abandoned, Anna's (40) not yet.
 SELECT current_setting('customer_unify.cart_abandoned_after', true) IS NULL OR current_setting('customer_unify.cart_abandoned_after', true) = '' AS unset;
 SELECT unify.detect_abandoned_carts() AS reported;
@@ -161,6 +161,7 @@ SELECT anonymous_id, email_key, event_key FROM unify.identity_stitches ORDER BY 
 
 -- ---- Erasure: Anna's events, own and stitched, her stitch and her carts go -----------------------
 SELECT count(*) AS anna_events FROM unify.person_events e JOIN who w USING (person_id) WHERE w.records = 'ev_crm:1';
+SELECT count(*) AS anna_carts FROM unify.abandoned_carts a JOIN who w USING (person_id) WHERE w.records = 'ev_crm:1';
 SELECT unify.erase_person((SELECT person_id FROM who WHERE records = 'ev_crm:1'), 'test: GDPR Art. 17') ? 'records' AS erased;
 SELECT event_key, anonymous_id FROM unify.events WHERE anonymous_id = 'c-anna' OR email_key LIKE 'anna%';
 SELECT count(*) AS anna_stitches FROM unify.identity_stitches WHERE anonymous_id = 'c-anna';
