@@ -297,9 +297,9 @@ expect "tom's cast ran only as unify_capture or tom" \
     "$(dba "SELECT string_agg(DISTINCT ran_as, ',' ORDER BY ran_as) FROM public.payload_log WHERE attack = 'tom_cast'")" "tom,unify_capture"
 expect "tom's new row reached unify.records" "$(dba "SELECT count(*) FROM unify.records r JOIN unify.sources s USING (source_id) WHERE s.name = 'tom' AND r.source_key = 'k3'")" 1
 refused "tom runs the extension's commands" tom "SELECT * FROM unify.sync('tom')"
-expect "unify_capture may only insert into the change queue" \
-    "$(dba "SELECT string_agg(c.relname || ':' || p.privilege_type, ',') FROM pg_class c, LATERAL aclexplode(c.relacl) p
-            WHERE c.relnamespace = 'unify'::regnamespace AND p.grantee = 'unify_capture'::regrole")" "change_queue:INSERT"
+expect "unify_capture may only insert into the change queues (sources and event tables)" \
+    "$(dba "SELECT string_agg(c.relname || ':' || p.privilege_type, ',' ORDER BY c.relname) FROM pg_class c, LATERAL aclexplode(c.relacl) p
+            WHERE c.relnamespace = 'unify'::regnamespace AND p.grantee = 'unify_capture'::regrole")" "change_queue:INSERT,event_queue:INSERT"
 
 log "security: a table handed to another owner after a superuser registered it is read as its owner"
 as postgres >/dev/null <<'SQL'
