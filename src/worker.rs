@@ -347,7 +347,9 @@ pub extern "C-unwind" fn customer_unify_worker_main(arg: pg_sys::Datum) {
         if first && Instant::now() >= next_events_check && !shutdown_requested() {
             next_events_check = Instant::now() + Duration::from_secs(EVENTS_INTERVAL_S);
             busy_transaction(|| {
-                report_activity(Some(c"SELECT unify.process_events(), unify.detect_abandoned_carts()"));
+                report_activity(Some(
+                    c"SELECT unify.process_events(), unify.detect_abandoned_carts()",
+                ));
                 // Checked inside: an installation older than 0.3.0 has no event tables.
                 Spi::run(
                     "DO $w$ BEGIN

@@ -230,7 +230,13 @@ fn _register_events(
                 "INSERT INTO unify.event_sources (name, relation, relation_name, fields, run_as)
                  VALUES ($1, $2, $3, $4, $5) RETURNING event_source_id",
                 None,
-                &[name.into(), relation.into(), relation_name.into(), fields.into(), caller.into()],
+                &[
+                    name.into(),
+                    relation.into(),
+                    relation_name.into(),
+                    fields.into(),
+                    caller.into(),
+                ],
             )
             .and_then(|t| t.first().get_one::<i32>())
             .unwrap_or_else(|e| spi_failed(e, F))
