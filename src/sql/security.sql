@@ -8,7 +8,8 @@
 --                   owner); writes directly only unify.segment_map and unify.exchange_rates
 --   unify_reader    the views for BI tools, identifiers included
 --   unify_analyst   pseudonymous views: no name, e-mail, phone, street or customer number
---   unify_capture   owns the capture trigger functions; may only insert into the change queue
+--   unify_capture   owns the capture trigger functions; may only insert into the change queues
+--                   (unify.change_queue, unify.event_queue)
 --
 -- A mapping (SQL text of a source or order table) runs as the role that registered it
 -- (unify._run_as), never as the owner. Every function runs with search_path = pg_catalog,
