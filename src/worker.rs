@@ -117,6 +117,9 @@ pub fn init() {
     }
 }
 
+/// How often the first worker of a database processes captured events and abandoned carts.
+const EVENTS_INTERVAL_S: u64 = 60;
+
 fn databases() -> Vec<String> {
     DATABASES
         .get()
@@ -280,6 +283,7 @@ pub extern "C-unwind" fn customer_unify_worker_main(arg: pg_sys::Datum) {
     let poll = std::panic::AssertUnwindSafe(BackgroundWorker::transaction(Poll::prepare));
     log!("customer_unify worker started for database \"{database}\"");
     let mut next_segment_check = Instant::now();
+    let mut next_events_check = Instant::now();
     let mut nap = Duration::ZERO;
     loop {
         BackgroundWorker::wait_latch(Some(nap));
@@ -336,6 +340,32 @@ pub extern "C-unwind" fn customer_unify_worker_main(arg: pg_sys::Datum) {
                     Spi::run("SELECT unify.refresh_segments()").ok();
                     report_activity(None);
                 }
+            });
+        }
+        // Behavioural events (issue 26): once a minute, where event tables are registered, the
+        // captured changes and the carts abandoned since. Errors are warnings (never a restart).
+        if first && Instant::now() >= next_events_check && !shutdown_requested() {
+            next_events_check = Instant::now() + Duration::from_secs(EVENTS_INTERVAL_S);
+            busy_transaction(|| {
+                report_activity(Some(
+                    c"SELECT unify.process_events(), unify.detect_abandoned_carts()",
+                ));
+                // Checked inside: an installation older than 0.3.0 has no event tables.
+                Spi::run(
+                    "DO $w$ BEGIN
+                         IF pg_catalog.to_regclass('unify.event_sources') IS NULL THEN
+                             RETURN;
+                         END IF;
+                         IF EXISTS (SELECT 1 FROM unify.event_sources) THEN
+                             PERFORM unify.process_events();
+                             PERFORM unify.detect_abandoned_carts();
+                         END IF;
+                     EXCEPTION WHEN others THEN
+                         RAISE WARNING 'customer_unify worker: events not processed: %', SQLERRM;
+                     END $w$",
+                )
+                .ok();
+                report_activity(None);
             });
         }
     }

@@ -105,11 +105,16 @@ pgrx::extension_sql_file!(
     ]
 );
 
+// Behavioural events (issue 26): event tables registered in place and captured, identity
+// stitching of anonymous ids, open and abandoned carts (cart_abandoned outbox events, emitted
+// through unify._outbox_emit at run time). customer_360 reads them.
+pgrx::extension_sql_file!("events.sql", name = "events", requires = ["predictions"]);
+
 // Views for BI tools: customer_360 over all of it, segment_summary, analyst_persons.
 pgrx::extension_sql_file!(
     "bi_views.sql",
     name = "bi_views",
-    requires = ["predictions", cleaners::letter_salutation]
+    requires = ["predictions", "events", cleaners::letter_salutation]
 );
 
 // Consented audiences for own channels and ad platforms, identifiers hashed per platform.

@@ -61,7 +61,8 @@ IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
            ('person_unmerged', 'unmerge', '{"identity_event_id", "person_ids"}: the persons the records went to'),
            ('person_removed', 'resolve, process_queue (a person without records left)', '{"identity_event_id"}'),
            ('person_erased', 'erase_person', '{"identity_event_id"}; earlier events of the person keep only their ids'),
-           ('consent_changed', 'resolve, process_queue, link, unlink, unmerge, set_survivorship', '{"channel", "consent", "previous", "source", "at"}: per channel email, phone, post')
+           ('consent_changed', 'resolve, process_queue, link, unlink, unmerge, set_survivorship', '{"channel", "consent", "previous", "source", "at"}: per channel email, phone, post'),
+           ('cart_abandoned', 'detect_abandoned_carts', '{"cart_id", "started_at", "last_activity_at", "items", "value", "abandoned_at"}: once per cart')
 $$;
 COMMENT ON FUNCTION unify.outbox_kinds() IS 'The kinds of outbox event: which command emits them and what their payload holds';
 

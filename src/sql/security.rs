@@ -210,6 +210,44 @@ fn _register_transactions(
     })
 }
 
+/// Registers an event table for the calling role (add_events validates first), as
+/// _register_source does for a source, and puts the capture triggers on it.
+#[pg_extern(volatile)]
+fn _register_events(
+    name: &str,
+    relation: pg_sys::Oid,
+    relation_name: &str,
+    fields: pgrx::JsonB,
+) -> i32 {
+    const F: &str = "add_events";
+    let caller = run_as_for(relation, relation_name);
+    check_may_register(caller, relation, relation_name, true, F);
+    let owner = extension_owner();
+    let _as_owner = UserContextGuard::switch_to(owner, false);
+    Spi::connect_mut(|client| {
+        let id = client
+            .update(
+                "INSERT INTO unify.event_sources (name, relation, relation_name, fields, run_as)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING event_source_id",
+                None,
+                &[
+                    name.into(),
+                    relation.into(),
+                    relation_name.into(),
+                    fields.into(),
+                    caller.into(),
+                ],
+            )
+            .and_then(|t| t.first().get_one::<i32>())
+            .unwrap_or_else(|e| spi_failed(e, F))
+            .unwrap_or_else(|| spi_failed("no id returned", F));
+        client
+            .update("SELECT unify._create_event_capture($1)", None, &[id.into()])
+            .unwrap_or_else(|e| spi_failed(e, F));
+        id
+    })
+}
+
 /// Whose privileges a mapping over `relation` runs with: the calling role; but a superuser
 /// registering a table another role owns has its mapping run as that owner, as PostgreSQL runs
 /// VACUUM and REFRESH MATERIALIZED VIEW as the owner: a superuser reading a table runs code its

@@ -8,7 +8,8 @@
 --                   owner); writes directly only unify.segment_map and unify.exchange_rates
 --   unify_reader    the views for BI tools, identifiers included, and the consented audiences
 --   unify_analyst   pseudonymous views: no name, e-mail, phone, street or customer number
---   unify_capture   owns the capture trigger functions; may only insert into the change queue
+--   unify_capture   owns the capture trigger functions; may only insert into the change queues
+--                   (unify.change_queue, unify.event_queue)
 --
 -- A mapping (SQL text of a source or order table) runs as the role that registered it
 -- (unify._run_as), never as the owner. Every function runs with search_path = pg_catalog,
@@ -88,6 +89,11 @@ ALTER FUNCTION unify.drop_outbox_consumer(text) SECURITY DEFINER;
 ALTER FUNCTION unify.read_outbox(text, int) SECURITY DEFINER;
 ALTER FUNCTION unify.ack_outbox(text, bigint) SECURITY DEFINER;
 ALTER FUNCTION unify.purge_outbox(interval) SECURITY DEFINER;
+-- Behavioural events: captured and processed as the owner, mappings run as their registering role.
+ALTER FUNCTION unify.remove_events(text) SECURITY DEFINER;
+ALTER FUNCTION unify.sync_events(text) SECURITY DEFINER;
+ALTER FUNCTION unify.process_events(text) SECURITY DEFINER;
+ALTER FUNCTION unify.detect_abandoned_carts(timestamptz) SECURITY DEFINER;
 
 GRANT EXECUTE ON FUNCTION
     unify.add_source(text, regclass, text, jsonb, int, boolean), unify.remove_source(text, boolean),
@@ -102,11 +108,14 @@ GRANT EXECUTE ON FUNCTION
     unify.refresh_segments(date, interval), unify.fit_predictions(date, text, int, float8, int, int, boolean),
     unify.refresh_recommendations(date, interval, int, interval, interval, interval, float8, float8, float8),
     unify.create_outbox_consumer(text, boolean), unify.drop_outbox_consumer(text), unify.purge_outbox(interval),
+    unify.add_events(text, regclass, jsonb), unify.remove_events(text), unify.sync_events(text),
+    unify.process_events(text), unify.detect_abandoned_carts(timestamptz), unify.event_fields(),
     -- What add_source and add_transactions call as the caller: text builders and the
     -- registration, which records the caller itself.
     unify._staged_expression(text, text), unify._transaction_expression(jsonb, text),
     unify._require_select(regclass, text),
-    unify._register_source(text, oid, text, text, jsonb, int, boolean), unify._register_transactions(text, oid, text, jsonb)
+    unify._register_source(text, oid, text, text, jsonb, int, boolean), unify._register_transactions(text, oid, text, jsonb),
+    unify._event_expression(jsonb, text), unify._register_events(text, oid, text, jsonb)
 TO unify_admin;
 
 -- Identifying a customer at a touchpoint: for the admin and the reader (who sees identifiers
@@ -146,11 +155,12 @@ GRANT USAGE ON SEQUENCE unify.segment_map_rule_id_seq TO unify_admin;
 GRANT SELECT ON unify.customer_360, unify.segment_summary, unify.segments, unify.segment_history, unify.segment_runs,
     unify.predictions, unify.prediction_fits, unify.segment_rules, unify.segment_map_cells, unify.households,
     unify.survivorship_rules, unify.match_report, unify.blocking_stats, unify.status, unify.name_frequencies,
-    unify.queue_stats, unify.dead_letters, unify.outbox_status
+    unify.queue_stats, unify.dead_letters, unify.outbox_status,
+    unify.person_activity, unify.open_carts, unify.abandoned_carts
 TO unify_reader;
 
 GRANT SELECT ON unify.analyst_persons, unify.segment_summary, unify.segment_runs, unify.prediction_fits,
     unify.segment_rules, unify.segment_map_cells
 TO unify_analyst;
 
-GRANT INSERT ON unify.change_queue TO unify_capture;
+GRANT INSERT ON unify.change_queue, unify.event_queue TO unify_capture;

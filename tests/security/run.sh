@@ -312,9 +312,9 @@ expect "tom's cast ran only as unify_capture or tom" \
     "$(dba "SELECT string_agg(DISTINCT ran_as, ',' ORDER BY ran_as) FROM public.payload_log WHERE attack = 'tom_cast'")" "tom,unify_capture"
 expect "tom's new row reached unify.records" "$(dba "SELECT count(*) FROM unify.records r JOIN unify.sources s USING (source_id) WHERE s.name = 'tom' AND r.source_key = 'k3'")" 1
 refused "tom runs the extension's commands" tom "SELECT * FROM unify.sync('tom')"
-expect "unify_capture may only insert into the change queue" \
-    "$(dba "SELECT string_agg(c.relname || ':' || p.privilege_type, ',') FROM pg_class c, LATERAL aclexplode(c.relacl) p
-            WHERE c.relnamespace = 'unify'::regnamespace AND p.grantee = 'unify_capture'::regrole")" "change_queue:INSERT"
+expect "unify_capture may only insert into the change queues (sources and event tables)" \
+    "$(dba "SELECT string_agg(c.relname || ':' || p.privilege_type, ',' ORDER BY c.relname) FROM pg_class c, LATERAL aclexplode(c.relacl) p
+            WHERE c.relnamespace = 'unify'::regnamespace AND p.grantee = 'unify_capture'::regrole")" "change_queue:INSERT,event_queue:INSERT"
 
 log "security: a table handed to another owner after a superuser registered it is read as its owner"
 as postgres >/dev/null <<'SQL'
@@ -446,6 +446,50 @@ expect "the reader acknowledges" "$out" t
 expect "events name no person's values" \
     "$(dba "SELECT count(*) FROM unify.outbox e, unify.persons p WHERE e.payload::text LIKE '%' || p.email || '%' OR (length(p.last_name) >= 5 AND e.payload::text LIKE '%' || p.last_name || '%')")" 0
 dba "SELECT unify.drop_outbox_consumer('sec_tool')" >/dev/null
+
+log "security: behavioural events: only the admin registers them, the mapping runs as its registrar"
+as mallory >/dev/null <<'SQL'
+CREATE TABLE public.mallory_web (id int PRIMARY KEY, kind text, at timestamptz, cookie text, login text);
+INSERT INTO public.mallory_web VALUES (1, 'page_view', now() - interval '1 hour', 'c1', NULL),
+                                      (2, 'login', now(), 'c1', 'max.mustermann@example.org');
+SET client_min_messages = warning;
+SELECT unify.add_events('mallory_web', 'public.mallory_web',
+    '{"event_id": "id", "event_type": "kind", "occurred_at": "at", "anonymous_id": "public.pwn_mapping(cookie)", "email": "login"}');
+SQL
+expect "the event table records who registered it" "$(dba "SELECT run_as FROM unify.event_sources WHERE name = 'mallory_web'")" mallory
+before=$(payload_runs mapping)
+as mallory -c "INSERT INTO public.mallory_web VALUES (3, 'add_to_cart', now(), 'c1', NULL)"
+# (The first worker may take the change first, once a minute: it too runs the mapping as mallory.)
+expect "the DBA's process_events runs mallory's event mapping as mallory" \
+    "$(dba "SET client_min_messages = error; SELECT unify.process_events() >= 0; SELECT count(*) FROM unify.events WHERE event_key = '3'" | tr '\n' ' ')" "t 1 "
+expect "... and the payload ran, not as a superuser" "$([ "$(payload_runs mapping)" -gt "$before" ] && echo yes)" yes
+expect "the anonymous history is stitched to Max" \
+    "$(dba "SELECT count(*) FROM unify.person_events e JOIN unify.records r ON r.person_id = e.person_id WHERE r.email = 'max.mustermann@example.org' AND e.event_key IN ('1', '3')")" 2
+refused "PUBLIC registers an event table" eve "SELECT unify.add_events('eve_web', 'public.mallory_web', '{\"event_id\": \"id\", \"event_type\": \"kind\", \"occurred_at\": \"at\", \"anonymous_id\": \"cookie\"}')"
+refused "the reader registers an event table" rita "SELECT unify.add_events('rita_web', 'public.mallory_web', '{\"event_id\": \"id\", \"event_type\": \"kind\", \"occurred_at\": \"at\", \"anonymous_id\": \"cookie\"}')"
+refused "PUBLIC reads the captured events" eve "SELECT count(*) FROM unify.events"
+refused "PUBLIC reads the events with their persons" eve "SELECT count(*) FROM unify.person_events"
+refused "PUBLIC reads the stitch map" eve "SELECT count(*) FROM unify.identity_stitches"
+refused "PUBLIC reads the open carts" eve "SELECT count(*) FROM unify.open_carts"
+refused "PUBLIC processes events" eve "SELECT unify.process_events()"
+refused "PUBLIC reports abandoned carts" eve "SELECT unify.detect_abandoned_carts()"
+refused "the analyst reads the events" ana "SELECT count(*) FROM unify.person_events"
+refused "the analyst reads the open carts" ana "SELECT count(*) FROM unify.open_carts"
+refused "the reader reads the captured events" rita "SELECT count(*) FROM unify.events"
+expect "the reader sees the open carts and the activity in customer_360" \
+    "$(as rita -c "SELECT count(*) > 0 FROM unify.open_carts; SELECT count(*) > 0 FROM unify.customer_360 WHERE last_visit_at IS NOT NULL" | tr '\n' ' ')" "t t "
+refused "the admin writes a captured event" mallory "INSERT INTO unify.events (event_source_id, event_key, event_type, occurred_at) VALUES (1, 'x', 'purchase', now())"
+refused "the admin rewrites the stitch map" mallory "DELETE FROM unify.identity_stitches"
+refused "the admin rewrites an event mapping" mallory "UPDATE unify.event_sources SET fields = fields || '{\"email\": \"1\"}'"
+refused "the admin loads events through the internal loader" mallory "SELECT unify._load_events(e, NULL) FROM unify.event_sources e"
+refused "the admin stitches by hand" mallory "SELECT unify._restitch(NULL)"
+refused "the admin registers events as another role" mallory \
+    "SELECT unify._register_events('sneaky_web', 'crm.orders'::regclass, 'crm.orders', '{\"event_id\": \"id\"}')"
+refused "the admin fills the event queue" mallory "INSERT INTO unify.event_queue (event_source_id, event_key) VALUES (1, '1')"
+expect "a write by a role without rights on the extension is captured (the trigger never fails it)" \
+    "$(dba "GRANT INSERT ON public.mallory_web TO eve" >/dev/null; as eve -c "INSERT INTO public.mallory_web VALUES (4, 'page_view', now(), 'c2', NULL)" >/dev/null && dba "SET client_min_messages = error; SELECT unify.process_events() >= 0; SELECT count(*) FROM unify.events WHERE event_key = '4'" | tr '\n' ' ')" "t 1 "
+expect "mallory reports abandoned carts" "$(as mallory -c "SELECT unify.detect_abandoned_carts(now() + interval '1 day') >= 0")" t
+dba "SET client_min_messages = error; SELECT unify.remove_events('mallory_web')" >/dev/null
 
 log "security: no role can stall the workers by holding the extension's locks"
 refused "the admin locks the extension's lock rows" mallory "SELECT * FROM unify.locks FOR UPDATE"
