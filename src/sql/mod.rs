@@ -162,13 +162,14 @@ mod tests {
     #[pg_test]
     fn every_cleaner_is_immutable_strict_parallel_safe() {
         // Cleaners and similarity functions are the C-language (Rust) functions of the schema.
-        // letter_salutation takes NULL parts (an unknown salutation or name) on purpose.
+        // letter_salutation takes NULL parts (an unknown salutation or name) on purpose;
+        // identify is a STABLE lookup, not a cleaner.
         let offenders = text(
             "SELECT string_agg(p.proname, ', ') FROM pg_proc p
               JOIN pg_namespace n ON n.oid = p.pronamespace
               JOIN pg_language l ON l.oid = p.prolang
              WHERE n.nspname = 'unify' AND l.lanname = 'c'
-               AND p.proname NOT LIKE '\\_%' AND p.proname NOT IN ('explain_match', 'default_model', 'validate_model', 'letter_salutation')
+               AND p.proname NOT LIKE '\\_%' AND p.proname NOT IN ('explain_match', 'default_model', 'validate_model', 'letter_salutation', 'identify')
                AND NOT (p.provolatile = 'i' AND p.proisstrict AND p.proparallel = 's')",
         );
         assert_eq!(offenders, None);
