@@ -230,3 +230,35 @@ FROM unify.audience_channels() c;
 SELECT left(hashed_email, 16) || '…' AS hashed_email, left(hashed_phone_number, 16) || '…' AS hashed_phone_number,
        left(hashed_first_name, 12) || '…' AS hashed_first_name, country_code, postal_code, consent_source
 FROM unify.audience_google('At Risk') LIMIT 3;
+\echo
+\echo '== Identify at the till: the cashier types the e-mail in capitals and the name as spoken (read-only) =='
+CREATE TEMP TABLE demo_guest AS
+SELECT person_id, email, first_name, last_name FROM unify.customer_360
+WHERE email IS NOT NULL AND record_count >= 2 ORDER BY record_count DESC, person_id LIMIT 1;
+SELECT g.person_id AS wanted, i.person_id AS found, round(i.match_probability::numeric, 4) AS probability, i.is_match,
+       (SELECT string_agg(t ->> 'term', ', ') FROM jsonb_array_elements(i.explanation) t WHERE (t ->> 'weight')::float8 > 0) AS evidence
+FROM demo_guest g, LATERAL unify.identify(jsonb_build_object('email', upper(g.email), 'first_name', g.first_name,
+                                                             'last_name', upper(g.last_name)), 3) i;
+\echo
+\echo '== Behaviour: web tracking registered in place; a cart filled after login and left is reported once, into the outbox =='
+CREATE TABLE web_tracking (id bigint PRIMARY KEY, kind text, created timestamptz, sku text, price numeric,
+                           session text, cookie text, login_email text);
+INSERT INTO web_tracking
+SELECT v.id, v.kind, now() - v.ago, v.sku, v.price, 's1', 'c-42', CASE WHEN v.kind = 'login' THEN g.email END
+FROM demo_guest g, (VALUES (1, 'product_view', interval '3 hours', 'SKU-1', NULL::numeric),
+                           (2, 'login', interval '170 minutes', NULL, NULL),
+                           (3, 'add_to_cart', interval '165 minutes', 'SKU-1', 49.90),
+                           (4, 'add_to_cart', interval '160 minutes', 'SKU-7', 19.90)) v (id, kind, ago, sku, price);
+SELECT unify.add_events('web', 'web_tracking', '{"event_id": "id", "event_type": "kind", "occurred_at": "created",
+  "product_id": "sku", "value": "price", "session_id": "session", "anonymous_id": "cookie", "email": "login_email"}') AS event_source;
+SELECT unify.detect_abandoned_carts() AS carts_abandoned, unify.detect_abandoned_carts() AS reported_again;
+SELECT person_id, last_visit_at IS NOT NULL AS visited, visits_30d, last_product_viewed, cart_items, cart_value,
+       cart_abandoned_at IS NOT NULL AS abandoned
+FROM unify.customer_360 WHERE person_id = (SELECT person_id FROM demo_guest);
+\echo
+\echo '== Outbox: a marketing tool reads with its own cursor and acknowledges (at least once, in order) =='
+SELECT unify.create_outbox_consumer('demo_tool', from_start => true) AS cursor;
+SELECT kind, count(*) AS events FROM unify.read_outbox('demo_tool', 100000) GROUP BY kind ORDER BY events DESC, kind;
+SELECT event_id, kind, person_id, payload FROM unify.read_outbox('demo_tool', 100000) WHERE kind = 'cart_abandoned';
+SELECT unify.ack_outbox('demo_tool', (SELECT max(event_id) FROM unify.read_outbox('demo_tool', 100000))) AS acknowledged_up_to;
+SELECT count(*) AS left_to_read FROM unify.read_outbox('demo_tool', 100000);
