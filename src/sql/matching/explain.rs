@@ -53,6 +53,9 @@ fn explain_match(
                 })
         };
         let (a, b) = (find(record_a), find(record_b));
+        // Scored as unify.pairs holds the pair, the lower id first (see Scorer::score_pair):
+        // the comparison of crosswise names depends on the order.
+        let (a, b) = if b.id < a.id { (b, a) } else { (a, b) };
         // The records sharing an e-mail or phone with the pair: whether those are household
         // values is decided as in batch scoring.
         let emails: Vec<String> = [&a.email_key, &b.email_key]
@@ -85,12 +88,19 @@ fn explain_match(
     (ctx.first_name_tf, ctx.last_name_tf) = frequencies;
     let scorer = Scorer::new(&model, &ctx, &ids);
     let (_, terms) = scorer.explain(&a, &b);
-    TableIterator::new(terms.into_iter().map(|t| {
+    // The values as the caller named the records.
+    let flipped = a.id != record_a;
+    TableIterator::new(terms.into_iter().map(move |t| {
+        let (value_a, value_b) = if flipped {
+            (t.value_b, t.value_a)
+        } else {
+            (t.value_a, t.value_b)
+        };
         (
             t.term.to_string(),
             t.level.map(str::to_string),
-            t.value_a,
-            t.value_b,
+            value_a,
+            value_b,
             t.m,
             t.u,
             t.weight,

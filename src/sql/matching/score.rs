@@ -265,7 +265,7 @@ pub(super) fn pair_rows(
         cands[range]
             .iter()
             .filter_map(|c| {
-                let score = scorer.score(&records[c.a as usize], &records[c.b as usize]);
+                let score = scorer.score_pair(&records[c.a as usize], &records[c.b as usize]);
                 (score.weight >= review_weight || score.forced_by.is_some()).then_some((*c, score))
             })
             .collect()
