@@ -310,23 +310,30 @@ pub fn first_names_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
     crosswise_one_name(a, b) || maybe_pet_form(a, b) || single_name_fits(a, b, &[])
 }
 
+/// A record's first and last name, transliterated (as the comparisons read them).
+fn translit_names(r: &MatchRecord) -> (Option<&str>, Option<&str>) {
+    (
+        r.derived.first_translit.as_deref(),
+        r.derived.last_translit.as_deref(),
+    )
+}
+
+/// "h" of "hans": one letter that starts the other name.
+fn is_initial_of(initial: &str, name: &str) -> bool {
+    initial.chars().count() == 1 && name.starts_with(initial)
+}
+
 /// A record with one name only (a form's single name field: "Schreiber" or "Lisa") is no
 /// proof of a second holder when that name fits either name of the other record or, both
 /// records of one name only, either name of a third holder with both ("Lisa Schreiber").
 fn single_name_fits(a: &MatchRecord, b: &MatchRecord, holders: &[&MatchRecord]) -> bool {
-    fn names(r: &MatchRecord) -> (Option<&str>, Option<&str>) {
-        (
-            r.derived.first_translit.as_deref(),
-            r.derived.last_translit.as_deref(),
-        )
-    }
     fn single(r: &MatchRecord) -> Option<&str> {
-        match names(r) {
+        match translit_names(r) {
             (Some(n), None) | (None, Some(n)) => Some(n),
             _ => None,
         }
     }
-    let fits = |n: &str, r: &MatchRecord| match names(r) {
+    let fits = |n: &str, r: &MatchRecord| match translit_names(r) {
         (Some(f), Some(l)) => loosely_one_name(n, f) || loosely_one_name(n, l),
         _ => false,
     };
@@ -342,13 +349,7 @@ fn single_name_fits(a: &MatchRecord, b: &MatchRecord, holders: &[&MatchRecord]) 
 /// short form, a typo) although not closely enough for [`names_swapped`]. Not a reason to
 /// match, only no proof of two people.
 fn crosswise_one_name(a: &MatchRecord, b: &MatchRecord) -> bool {
-    fn d(r: &MatchRecord) -> (Option<&str>, Option<&str>) {
-        (
-            r.derived.first_translit.as_deref(),
-            r.derived.last_translit.as_deref(),
-        )
-    }
-    match (d(a), d(b)) {
+    match (translit_names(a), translit_names(b)) {
         ((Some(af), Some(al)), (Some(bf), Some(bl))) => {
             loosely_one_name(af, bl) && loosely_one_name(al, bf)
         }
@@ -359,10 +360,9 @@ fn crosswise_one_name(a: &MatchRecord, b: &MatchRecord) -> bool {
 /// Two (transliterated) names that may be one as systems write it: equal, alike (Jaro-Winkler
 /// ≥ 0.80), an initial of the other, or forms of one given name allowing a typo.
 fn loosely_one_name(x: &str, y: &str) -> bool {
-    let initial = |p: &str, q: &str| p.chars().count() == 1 && q.starts_with(p);
     x == y
-        || initial(x, y)
-        || initial(y, x)
+        || is_initial_of(x, y)
+        || is_initial_of(y, x)
         || jaro_winkler_above_bound(x, y, 0.80).is_some()
         || may_be_one_given_name(x, y)
 }
@@ -388,13 +388,7 @@ fn may_be_one_given_name(x: &str, y: &str) -> bool {
 /// [`may_be_one_given_name`]), compared straight or, where the last names sit crosswise,
 /// crosswise. Used only to judge whether a shared value is a household's.
 fn maybe_pet_form(a: &MatchRecord, b: &MatchRecord) -> bool {
-    fn d(r: &MatchRecord) -> (Option<&str>, Option<&str>) {
-        (
-            r.derived.first_translit.as_deref(),
-            r.derived.last_translit.as_deref(),
-        )
-    }
-    let ((af, al), (bf, bl)) = (d(a), d(b));
+    let ((af, al), (bf, bl)) = (translit_names(a), translit_names(b));
     if let (Some(x), Some(y)) = (af, bf) {
         if may_be_one_given_name(x, y) {
             return true;
@@ -507,13 +501,7 @@ fn close(a: &str, b: &str) -> bool {
 /// with one name only (a sign-up form's single name field) is crosswise when that name agrees
 /// with the other record's other name: "Müller" typed as first name against "Anna Müller".
 pub fn names_swapped(a: &MatchRecord, b: &MatchRecord) -> bool {
-    fn names(r: &MatchRecord) -> (Option<&str>, Option<&str>) {
-        (
-            r.derived.first_translit.as_deref(),
-            r.derived.last_translit.as_deref(),
-        )
-    }
-    match (names(a), names(b)) {
+    match (translit_names(a), translit_names(b)) {
         ((Some(af), Some(al)), (Some(bf), Some(bl))) => {
             af != al && close(af, bl) && close(al, bf) && !(close(af, bf) && close(al, bl))
         }
@@ -562,8 +550,7 @@ fn name_level(
     }
     if first {
         // "H." against "Hans": an initial agrees, but weakly.
-        let initial = |x: &str, y: &str| x.chars().count() == 1 && y.starts_with(x);
-        if initial(at, bt) || initial(bt, at) {
+        if is_initial_of(at, bt) || is_initial_of(bt, at) {
             return Some(5);
         }
         return Some(Comparison::FirstName.else_level());

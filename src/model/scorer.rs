@@ -12,8 +12,9 @@ use super::comparison::{
 use super::params::{log2_odds, probability, Model, Predicate};
 use super::record::MatchRecord;
 
-/// One term of a match weight, as `explain_match` shows it.
-#[derive(Clone, Debug, PartialEq)]
+/// One term of a match weight, as `explain_match` shows it (and `identify` as JSON, by the same
+/// names).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Term {
     pub term: &'static str,
     pub level: Option<&'static str>,

@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{JsonB, PgSqlErrorCode};
-use serde_json::{json, Value};
 
 use super::super::errors::raise;
 use super::super::spi::{fetch_all, select_kept, spi_failed};
@@ -20,7 +19,7 @@ use crate::model::identify::{
 };
 use crate::model::params::log2_odds;
 use crate::model::record::MatchRecord;
-use crate::model::scorer::{Scorer, Term};
+use crate::model::scorer::Scorer;
 
 const F: &str = "identify";
 
@@ -113,25 +112,11 @@ fn identify(
                 score.weight,
                 score.is_match(&model),
                 b.record_id,
-                JsonB(Value::Array(terms.iter().map(term_json).collect())),
+                JsonB(serde_json::to_value(&terms).expect("terms serialize")),
             )
         })
         .collect();
     TableIterator::new(rows)
-}
-
-/// A term as `explain_match` returns it, as a JSON object of the same names.
-fn term_json(t: &Term) -> Value {
-    json!({
-        "term": t.term,
-        "level": t.level,
-        "value_a": t.value_a,
-        "value_b": t.value_b,
-        "m": t.m,
-        "u": t.u,
-        "weight": t.weight,
-        "note": t.note,
-    })
 }
 
 /// Raises 55000 unless unify.block_keys holds the keys of the model's blocking rules (a full
