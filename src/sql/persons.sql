@@ -256,6 +256,8 @@ BEGIN
     -- Persons gone for want of records.
     PERFORM unify._outbox_identity(gone_after);
     PERFORM unify._rebuild_indexes(rebuild);
+    -- Their events follow them (unify.events.person_id).
+    PERFORM unify._refresh_event_persons(ids);
     RETURN changed + removed;
 END
 $$;
