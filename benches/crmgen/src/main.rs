@@ -1519,7 +1519,12 @@ mod tests {
             let f: Vec<&str> = l.split('\t').collect();
             let cents = (f[6].parse::<f64>().unwrap() * 100.0).round() as i64;
             assert!(cents >= 0, "{l}");
-            assert!(PRODUCTS.iter().any(|p| p.0 == f[2] && p.1 == f[3] && p.2 == f[4]), "{l}");
+            assert!(
+                PRODUCTS
+                    .iter()
+                    .any(|p| p.0 == f[2] && p.1 == f[3] && p.2 == f[4]),
+                "{l}"
+            );
             let e = lines.entry(f[0]).or_default();
             e.0 += cents;
             e.1 += 1;
