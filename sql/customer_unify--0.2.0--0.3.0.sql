@@ -2750,10 +2750,34 @@ BEGIN
         RETURN 0;
     END IF;
     IF person_ids IS NULL THEN
-        UPDATE unify.events e SET person_id = r.person_id, stitched = r.stitched
-        FROM unify._event_person_rule r
-        WHERE e.event_source_id = r.event_source_id AND e.event_key = r.event_key
-          AND (e.person_id IS DISTINCT FROM r.person_id OR e.stitched IS DISTINCT FROM r.stitched);
+        -- Every event: the rule of unify._event_person_rule as joins (each customer number's and
+        -- e-mail key's person worked out once, not looked up per event).
+        UPDATE unify.events e SET person_id = x.person_id, stitched = x.stitched
+        FROM (
+            WITH by_number AS MATERIALIZED (
+                SELECT DISTINCT ON (r.customer_number) r.customer_number, r.person_id
+                FROM unify.records r WHERE r.customer_number IS NOT NULL AND r.person_id IS NOT NULL
+                ORDER BY r.customer_number, r.record_id
+            ), by_email AS MATERIALIZED (
+                SELECT r.email_key, min(r.person_id) AS person_id
+                FROM unify.records r WHERE r.email_key IS NOT NULL AND r.person_id IS NOT NULL
+                GROUP BY r.email_key HAVING count(DISTINCT r.person_id) = 1
+            )
+            SELECT v.event_source_id, v.event_key,
+                   coalesce(ok.person_id, onum.person_id, omail.person_id, sk.person_id, sn.person_id, sm.person_id) AS person_id,
+                   coalesce(ok.person_id, onum.person_id, omail.person_id) IS NULL
+                       AND coalesce(sk.person_id, sn.person_id, sm.person_id) IS NOT NULL AS stitched
+            FROM unify.events v
+            LEFT JOIN unify.records ok ON ok.source_id = v.source_id AND ok.source_key = v.source_key
+            LEFT JOIN by_number onum ON onum.customer_number = v.customer_number
+            LEFT JOIN by_email omail ON omail.email_key = v.email_key
+            LEFT JOIN unify.identity_stitches s ON s.anonymous_id = v.anonymous_id
+            LEFT JOIN unify.records sk ON sk.source_id = s.source_id AND sk.source_key = s.source_key
+            LEFT JOIN by_number sn ON sn.customer_number = s.customer_number
+            LEFT JOIN by_email sm ON sm.email_key = s.email_key
+        ) x
+        WHERE e.event_source_id = x.event_source_id AND e.event_key = x.event_key
+          AND (e.person_id IS DISTINCT FROM x.person_id OR e.stitched IS DISTINCT FROM x.stitched);
         GET DIAGNOSTICS n = ROW_COUNT;
         RETURN n;
     END IF;
