@@ -11,7 +11,11 @@
 //! records held at once. (Blocks are told apart by hash: two different keys with one 56-bit
 //! hash would form one block, as they do for the change queue.)
 
+use std::collections::HashSet;
+
 use super::blocking::{rule_of, Candidate, RuleStats};
+use super::comparison::{held_by_different_people, JUNK_VALUE_RECORDS};
+use super::record::MatchRecord;
 
 /// Bytes one prepared record takes while a whole-table command holds all of them (the record,
 /// its derived keys, its share of blocking and scoring): measured as the peak backend memory of
@@ -30,35 +34,20 @@ pub fn buffer_records(budget_kb: u64, max_block_size: usize) -> usize {
     n.max(max_block_size.max(2))
 }
 
-/// The rules (a mask) of the keys both hash lists hold (each sorted by hash).
-pub fn shared_rules(x: &[i64], y: &[i64]) -> u32 {
-    let (mut i, mut j, mut mask) = (0, 0, 0u32);
-    while i < x.len() && j < y.len() {
-        match x[i].cmp(&y[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                mask |= 1 << rule_of(x[i]);
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    mask
-}
-
-/// The candidates one valid block of rule `rule` contributes: every pair of its members (indexes
-/// into the caller's buffer, each with its sorted valid hashes) whose lowest shared rule is
-/// `rule`, with all its shared rules. Pairs also sharing a lower rule's key come from that
-/// block instead. `a` is the member with the smaller record id (`ids`).
-pub fn block_pairs(rule: usize, members: &[u32], valid: &[&[i64]], ids: &[i64]) -> Vec<Candidate> {
+/// The candidates one valid block (key `hash`) contributes: every pair of its members (indexes
+/// into the caller's buffer, each with its valid hashes sorted) whose first shared key is this
+/// block's, with all the rules of its shared keys. A pair's first shared key is the smallest
+/// hash of its lowest rule's shared keys: the pair comes from that block only, whichever other
+/// blocks (of its rules, or of one rule through two phones) hold it too. `a` is the member with
+/// the smaller record id (`ids`).
+pub fn block_pairs(hash: i64, members: &[u32], valid: &[&[i64]], ids: &[i64]) -> Vec<Candidate> {
+    let rule = rule_of(hash);
     let mut out = Vec::new();
     for x in 0..members.len() {
         for y in x + 1..members.len() {
-            let mask = shared_rules(valid[x], valid[y]) | (1 << rule);
-            if mask.trailing_zeros() as usize != rule {
+            let Some(mask) = first_shared_here(hash, rule, valid[x], valid[y]) else {
                 continue;
-            }
+            };
             let (a, b) = if ids[x] < ids[y] { (x, y) } else { (y, x) };
             out.push(Candidate {
                 a: members[a],
@@ -68,6 +57,28 @@ pub fn block_pairs(rule: usize, members: &[u32], valid: &[&[i64]], ids: &[i64]) 
         }
     }
     out
+}
+
+/// The rules of the keys both hash lists hold, when `hash` (of `rule`) is the first of them;
+/// None when another shared key comes first.
+fn first_shared_here(hash: i64, rule: usize, x: &[i64], y: &[i64]) -> Option<u32> {
+    let (mut i, mut j, mut mask) = (0, 0, 1u32 << rule);
+    while i < x.len() && j < y.len() {
+        match x[i].cmp(&y[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                let r = rule_of(x[i]);
+                if r < rule || (r == rule && x[i] < hash) {
+                    return None;
+                }
+                mask |= 1 << r;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    Some(mask)
 }
 
 /// The figures per rule from the sizes of all blocks (key hash, records), as
@@ -81,55 +92,117 @@ pub fn rule_stats(
     sizes: impl IntoIterator<Item = (i64, u64)>,
     max_pairs: u64,
 ) -> Result<(Vec<RuleStats>, Vec<Option<i64>>), String> {
-    if names.len() > 32 {
-        return Err("at most 32 blocking rules".into());
-    }
-    let mut stats: Vec<RuleStats> = names
-        .iter()
-        .map(|n| RuleStats {
-            rule: n.clone(),
-            ..Default::default()
-        })
-        .collect();
-    let mut largest: Vec<Option<i64>> = vec![None; names.len()];
+    let mut figures = RuleFigures::new(names, max_block_sizes)?;
     for (hash, n) in sizes {
+        figures.add(hash, n);
+    }
+    figures.finish(max_pairs)
+}
+
+/// [`rule_stats`] fed one block size at a time.
+pub struct RuleFigures {
+    stats: Vec<RuleStats>,
+    limits: Vec<usize>,
+    largest: Vec<Option<i64>>,
+}
+
+impl RuleFigures {
+    pub fn new(names: &[String], max_block_sizes: &[usize]) -> Result<Self, String> {
+        if names.len() > 32 {
+            return Err("at most 32 blocking rules".into());
+        }
+        Ok(Self {
+            stats: names
+                .iter()
+                .map(|n| RuleStats {
+                    rule: n.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            limits: max_block_sizes.to_vec(),
+            largest: vec![None; names.len()],
+        })
+    }
+
+    /// A block of `n` records under key `hash`.
+    pub fn add(&mut self, hash: i64, n: u64) {
         let rule = rule_of(hash);
-        let Some(s) = stats.get_mut(rule) else {
-            continue;
+        let Some(s) = self.stats.get_mut(rule) else {
+            return;
         };
         if n < 2 {
-            continue;
+            return;
         }
-        if n as usize > max_block_sizes[rule] {
+        if n as usize > self.limits[rule] {
             s.skipped_blocks += 1;
             // Ties by the smaller hash, so that the figure does not depend on reading order.
             if n > s.largest_skipped_block
-                || (n == s.largest_skipped_block && largest[rule].is_some_and(|h| hash < h))
+                || (n == s.largest_skipped_block && self.largest[rule].is_some_and(|h| hash < h))
             {
                 s.largest_skipped_block = n;
-                largest[rule] = Some(hash);
+                self.largest[rule] = Some(hash);
             }
-            continue;
+            return;
         }
         s.blocks += 1;
         s.pairs += n * (n - 1) / 2;
     }
-    let mut total = 0u64;
-    for s in &stats {
-        total += s.pairs;
-        if total > max_pairs {
-            return Err(format!(
-                "blocking rule \"{}\" would produce more than {max_pairs} candidate pairs",
-                s.rule
-            ));
+
+    pub fn finish(self, max_pairs: u64) -> Result<(Vec<RuleStats>, Vec<Option<i64>>), String> {
+        let mut total = 0u64;
+        for s in &self.stats {
+            total += s.pairs;
+            if total > max_pairs {
+                return Err(format!(
+                    "blocking rule \"{}\" would produce more than {max_pairs} candidate pairs",
+                    s.rule
+                ));
+            }
         }
+        Ok((self.stats, self.largest))
     }
-    Ok((stats, largest))
 }
 
 /// Whether a block of `n` records of a rule with `max_block_size` produces pairs.
 pub fn valid_block(n: u64, max_block_size: usize) -> bool {
     n >= 2 && n as usize <= max_block_size
+}
+
+/// The household values (`comparison::Context::shared_emails` / `shared_phones`) from a stream
+/// of (value, holder) ordered by value: one value's holders at a time, at most one past
+/// [`JUNK_VALUE_RECORDS`] of them (more make it a household value anyway).
+#[derive(Default)]
+pub struct ValueGroups {
+    current: Option<String>,
+    holders: Vec<MatchRecord>,
+    shared: HashSet<String>,
+}
+
+impl ValueGroups {
+    pub fn push(&mut self, value: &str, holder: MatchRecord) {
+        if self.current.as_deref() != Some(value) {
+            self.close();
+            self.current = Some(value.to_string());
+        }
+        if self.holders.len() <= JUNK_VALUE_RECORDS {
+            self.holders.push(holder);
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(value) = self.current.take() {
+            let holders: Vec<&MatchRecord> = self.holders.iter().collect();
+            if held_by_different_people(&holders) {
+                self.shared.insert(value);
+            }
+        }
+        self.holders.clear();
+    }
+
+    pub fn finish(mut self) -> HashSet<String> {
+        self.close();
+        self.shared
+    }
 }
 
 #[cfg(test)]
@@ -158,7 +231,13 @@ mod tests {
                     first_name: Some(f.into()),
                     last_name: Some(l.into()),
                     email_key: (next(3) == 0).then(|| format!("{}@x.de", next(40))),
-                    phones: (0..next(3)).map(|_| format!("0301{}", next(30))).collect(),
+                    // A family's landline and mobile together, or single phones.
+                    phones: if next(2) == 0 {
+                        let k = next(200);
+                        vec![format!("0301{k}"), format!("0171{k}")]
+                    } else {
+                        (0..next(3)).map(|_| format!("0301{}", next(200))).collect()
+                    },
                     postcode: Some(format!("1011{}", next(4))),
                     house_number: Some(format!("{}", next(6))),
                     birth_date: (next(2) == 0)
@@ -213,7 +292,7 @@ mod tests {
             let idx: Vec<u32> = members.iter().map(|&i| i as u32).collect();
             let v: Vec<&[i64]> = members.iter().map(|&i| valid[i].as_slice()).collect();
             let ids: Vec<i64> = members.iter().map(|&i| records[i].id).collect();
-            for c in block_pairs(rule_of(*h), &idx, &v, &ids) {
+            for c in block_pairs(*h, &idx, &v, &ids) {
                 stats[rule_of(*h)].new_pairs += 1;
                 out.push((records[c.a as usize].id, records[c.b as usize].id, c.rules));
             }
@@ -246,6 +325,12 @@ mod tests {
             "pairs of several rules"
         );
         assert!(stats.iter().any(|s| s.skipped_blocks > 0));
+        // Pairs sharing two keys of one rule (a family's two phones).
+        let two_phones = records
+            .iter()
+            .filter(|r| r.phones.len() == 2 && r.phones[0].starts_with("0171"))
+            .count();
+        assert!(two_phones > 500, "{two_phones}");
         assert_eq!(got, expected);
         let figures = |s: &[RuleStats]| -> Vec<(String, u64, u64, u64, u64, u64)> {
             s.iter()
@@ -265,6 +350,34 @@ mod tests {
     }
 
     #[test]
+    fn streamed_household_values_are_those_of_all_records() {
+        let records = records(3000);
+        let all = super::super::comparison::Context::build(&records);
+        let mut by_email: Vec<(&str, &MatchRecord)> = records
+            .iter()
+            .filter_map(|r| r.email_key.as_deref().map(|e| (e, r)))
+            .collect();
+        by_email.sort_by_key(|(e, r)| (*e, r.id));
+        let mut emails = ValueGroups::default();
+        for (e, r) in by_email {
+            emails.push(e, r.clone());
+        }
+        let mut by_phone: Vec<(&str, &MatchRecord)> = records
+            .iter()
+            .flat_map(|r| r.phones.iter().map(move |p| (p.as_str(), r)))
+            .collect();
+        by_phone.sort_by_key(|(p, r)| (*p, r.id));
+        let mut phones = ValueGroups::default();
+        for (p, r) in by_phone {
+            phones.push(p, r.clone());
+        }
+        let (emails, phones) = (emails.finish(), phones.finish());
+        assert!(!emails.is_empty() && !phones.is_empty());
+        assert_eq!(emails, all.shared_emails);
+        assert_eq!(phones, all.shared_phones);
+    }
+
+    #[test]
     fn too_many_pairs_name_the_rule_where_the_total_passes() {
         let names = vec!["a".to_string(), "b".to_string()];
         let sizes = vec![(0i64 << 8, 10u64), (1i64 << 8 | 1, 10), (2i64 << 8 | 1, 100)];
@@ -277,12 +390,12 @@ mod tests {
     }
 
     #[test]
-    fn a_pair_comes_from_its_lowest_rule_only() {
+    fn a_pair_comes_from_its_first_shared_key_only() {
         let ids = [1, 2];
         let x = [0x100_i64, 0x201, 0x302];
         let y = [0x100_i64, 0x302];
-        assert!(block_pairs(2, &[0, 1], &[&x, &y], &ids).is_empty());
-        let got = block_pairs(0, &[5, 6], &[&x, &y], &ids);
+        assert!(block_pairs(0x302, &[0, 1], &[&x, &y], &ids).is_empty());
+        let got = block_pairs(0x100, &[5, 6], &[&x, &y], &ids);
         assert_eq!(
             got,
             vec![Candidate {
@@ -291,8 +404,13 @@ mod tests {
                 rules: 0b101
             }]
         );
+        // Two keys of one rule (two shared phones): from the smaller one.
+        let x = [0x100_i64, 0x200, 0x301];
+        let y = [0x100_i64, 0x200];
+        assert_eq!(block_pairs(0x100, &[0, 1], &[&x, &y], &ids).len(), 1);
+        assert!(block_pairs(0x200, &[0, 1], &[&x, &y], &ids).is_empty());
         // The smaller id first, whatever the order in the block.
-        let got = block_pairs(0, &[5, 6], &[&x, &y], &[9, 3]);
+        let got = block_pairs(0x100, &[5, 6], &[&x, &y], &[9, 3]);
         assert_eq!((got[0].a, got[0].b), (6, 5));
         assert!(fits_in_memory(1000, 4096) && !fits_in_memory(1025, 4096));
         assert_eq!(buffer_records(64, 300), 300);
