@@ -264,7 +264,7 @@ mod tests {
         }
         let max: Vec<usize> = rules.iter().map(|r| r.max_block_size).collect();
         let names: Vec<String> = rules.iter().map(|r| r.name.clone()).collect();
-        let (mut stats, _) = rule_stats(
+        let (mut stats, largest) = rule_stats(
             &names,
             &max,
             blocks.iter().map(|(h, m)| (*h, m.len() as u64)),
@@ -282,6 +282,17 @@ mod tests {
                     .collect()
             })
             .collect();
+        // The largest skipped key's text, as `unify.score_pairs` reads it from one of its records.
+        for (i, hash) in largest.iter().enumerate() {
+            if let Some(h) = hash {
+                let r = &rules[i];
+                stats[i].largest_skipped_key = r
+                    .keys(&records[blocks[h][0]])
+                    .into_iter()
+                    .find(|k| super::super::blocking::key_hash(i, &r.name, k) == *h)
+                    .map(|k| k.replace('\u{1f}', " | "));
+            }
+        }
         let mut out = Vec::new();
         for (h, members) in &blocks {
             if !valid_block(members.len() as u64, max[rule_of(*h)]) {
@@ -332,7 +343,7 @@ mod tests {
             .count();
         assert!(two_phones > 500, "{two_phones}");
         assert_eq!(got, expected);
-        let figures = |s: &[RuleStats]| -> Vec<(String, u64, u64, u64, u64, u64)> {
+        let figures = |s: &[RuleStats]| -> Vec<(String, u64, u64, u64, u64, u64, Option<String>)> {
             s.iter()
                 .map(|s| {
                     (
@@ -342,6 +353,7 @@ mod tests {
                         s.blocks,
                         s.skipped_blocks,
                         s.largest_skipped_block,
+                        s.largest_skipped_key.clone(),
                     )
                 })
                 .collect()
