@@ -121,7 +121,10 @@ pub(super) fn score_streamed(
             .ok()
             .flatten()
             .unwrap_or_else(|| "0.1".into());
-        run(client, "SELECT set_config('cursor_tuple_fraction', '1', true)");
+        run(
+            client,
+            "SELECT set_config('cursor_tuple_fraction', '1', true)",
+        );
         let ids = source_ids(client);
         let (first_name_tf, last_name_tf) = load_frequencies(client, None, F);
         let ctx = Context {
@@ -284,7 +287,10 @@ fn score_blocks(
         }
     }
     phases.mark("block sizes");
-    run(client, &format!("DROP TABLE IF EXISTS {VALID}, {RECORD_VALID}"));
+    run(
+        client,
+        &format!("DROP TABLE IF EXISTS {VALID}, {RECORD_VALID}"),
+    );
     run(
         client,
         &format!(
@@ -364,7 +370,10 @@ fn score_blocks(
     }
     cursor.close(client);
     rebuild_indexes(client, rebuild, F);
-    run(client, &format!("DROP TABLE IF EXISTS {VALID}, {RECORD_VALID}"));
+    run(
+        client,
+        &format!("DROP TABLE IF EXISTS {VALID}, {RECORD_VALID}"),
+    );
     phases.mark("score");
     let candidate_pairs =
         (!stats.is_empty()).then(|| stats.iter().map(|s| s.new_pairs as i64).sum());
@@ -421,7 +430,10 @@ fn skipped_key(
             &[hash.into()],
         )
         .unwrap_or_else(|e| spi_failed(e, F));
-    let record = table.into_iter().next().map(|row| record_from_row(&row, F))?;
+    let record = table
+        .into_iter()
+        .next()
+        .map(|row| record_from_row(&row, F))?;
     let r = &model.blocking_rules[rule];
     r.keys(&record)
         .into_iter()
