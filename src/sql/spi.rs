@@ -120,7 +120,9 @@ pub fn fetch_all<T>(
 ) -> Vec<T> {
     if !args.is_empty() {
         let table = select_kept(client, query, &args).unwrap_or_else(|e| spi_failed(e, function));
-        return table.map(|r| row(&r)).collect();
+        let out = table.map(|r| row(&r)).collect();
+        free_last_result();
+        return out;
     }
     let mut cursor = client
         .try_open_cursor(query, &args)
@@ -136,8 +138,25 @@ pub fn fetch_all<T>(
         for r in table {
             out.push(row(&r));
         }
+        // Read into owned values: without this every batch's tuples stay until the connection
+        // ends (a million records' worth in a whole-table read).
+        free_last_result();
     }
     out
+}
+
+/// Frees the rows of the last SPI statement or fetch once they have been read into owned
+/// values. SPI keeps every result until `SPI_finish` otherwise, so a loop of fetches would hold
+/// all it ever read.
+pub(crate) fn free_last_result() {
+    // SAFETY: SPI_tuptable is the result of the last statement on this connection; the callers
+    // read its rows into owned values and hold no reference into it.
+    unsafe {
+        if !pg_sys::SPI_tuptable.is_null() {
+            pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable);
+            pg_sys::SPI_tuptable = std::ptr::null_mut();
+        }
+    }
 }
 
 /// See unify._drop_indexes: the statements that rebuild what was dropped.
