@@ -7,7 +7,7 @@ use pgrx::{JsonB, PgSqlErrorCode};
 use serde_json::{json, Map, Value};
 
 use super::super::errors::raise;
-use super::super::spi::{drop_indexes, rebuild_indexes, spi_failed, update_kept};
+use super::super::spi::{drop_indexes, in_own_context, rebuild_indexes, spi_failed, update_kept};
 use super::frequencies::load_frequencies;
 use super::model::current_model;
 use super::records::load_all;
@@ -151,14 +151,17 @@ fn write_block_keys(records: &[MatchRecord], model: &Model) {
 pub(super) fn write_block_key_rows(client: &mut SpiClient<'_>, keys: Vec<(i64, i64)>) {
     for chunk in keys.chunks(1_000_000) {
         let (hashes, ids): (Vec<i64>, Vec<i64>) = chunk.iter().copied().unzip();
-        client
-            .update(
-                "INSERT INTO unify.block_keys (key_hash, record_id)
-                 SELECT * FROM unnest($1::bigint[], $2::bigint[])",
-                None,
-                &[hashes.into(), ids.into()],
-            )
-            .unwrap_or_else(|e| spi_failed(e, "score_pairs"));
+        // The arrays' datums freed after each statement.
+        in_own_context(|| {
+            client
+                .update(
+                    "INSERT INTO unify.block_keys (key_hash, record_id)
+                     SELECT * FROM unnest($1::bigint[], $2::bigint[])",
+                    None,
+                    &[hashes.into(), ids.into()],
+                )
+                .unwrap_or_else(|e| spi_failed(e, "score_pairs"));
+        });
     }
 }
 
@@ -232,7 +235,9 @@ pub(super) fn write_pairs(
             rules.push(row.blocking_rules.join(RULE_SEPARATOR));
             weights.push(row.weights.to_string());
         }
-        update_kept(
+        // The arrays' datums are freed after each statement.
+        in_own_context(|| {
+            update_kept(
             client,
             "INSERT INTO unify.pairs (record_a, record_b, match_weight, match_probability, is_match, forced_by,
                                       blocking_rules, weights, model_version)
@@ -251,7 +256,9 @@ pub(super) fn write_pairs(
                 version.into(),
             ],
         )
-        .unwrap_or_else(|e| spi_failed(e, function));
+        .map(|_| ())
+        .unwrap_or_else(|e| spi_failed(e, function))
+        });
     }
 }
 

@@ -16,7 +16,9 @@ use pgrx::spi::{SpiClient, SpiHeapTupleData};
 use pgrx::PgSqlErrorCode;
 
 use super::super::errors::raise;
-use super::super::spi::{drop_indexes, free_last_result, rebuild_indexes, spi_failed};
+use super::super::spi::{
+    drop_indexes, free_last_result, in_own_context, rebuild_indexes, spi_failed,
+};
 use super::frequencies::load_frequencies;
 use super::records::{record_from_row, source_ids, RECORD_COLUMNS};
 use super::run::Phases;
@@ -68,7 +70,7 @@ impl Cursor {
                 &[],
             )
             .unwrap_or_else(|e| spi_failed(e, F));
-        let rows = table.map(|r| row(&r)).collect();
+        let rows = in_own_context(|| table.map(|r| row(&r)).collect());
         free_last_result();
         rows
     }
