@@ -18,8 +18,9 @@ use super::comparison::{held_by_different_people, JUNK_VALUE_RECORDS};
 use super::record::MatchRecord;
 
 /// Bytes one prepared record takes while a whole-table command holds all of them (the record,
-/// its derived keys, its share of blocking and scoring): measured as the peak backend memory of
-/// score_pairs over the records at 1M generated records (docs/BENCHMARKS.md), rounded up.
+/// its derived keys, its share of blocking and scoring): score_pairs holding 1M generated
+/// records peaked at 2.4 GB of private backend memory, 4.8 GB at 2M (docs/BENCHMARKS.md); 4 kB
+/// leaves room for records wider than the generator's.
 pub const RECORD_BYTES: u64 = 4096;
 
 /// Whether `records` records fit a budget of `budget_kb` kilobytes held all at once.
