@@ -6,6 +6,7 @@
 ::pgrx::pg_module_magic!(name, version);
 
 pub mod audience;
+mod budget;
 pub mod cluster;
 pub mod compare;
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub extern "C-unwind" fn _PG_init() {
     // backtraces are enabled in the server's environment); the log keeps the message.
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
     sql::install_interrupt_hook();
+    budget::init();
     worker::init();
 }
 

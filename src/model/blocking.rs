@@ -297,6 +297,9 @@ fn rule_pairs(
         rule: rule.name.clone(),
         ..Default::default()
     };
+    // The hash of the largest skipped block's key: of two as large, the smaller hash is named
+    // (as the streaming run of `super::stream` names it), whatever the order of the map.
+    let mut largest_hash = 0i64;
     for (n, (key, mut members)) in blocks.into_iter().enumerate() {
         crate::interrupt::check_every(n, 1 << 14);
         members.dedup();
@@ -305,9 +308,14 @@ fn rule_pairs(
         }
         if members.len() > rule.max_block_size {
             s.skipped_blocks += 1;
-            if members.len() as u64 > s.largest_skipped_block {
-                s.largest_skipped_block = members.len() as u64;
-                s.largest_skipped_key = Some(key.replace('\u{1f}', " | "));
+            let size = members.len() as u64;
+            if size >= s.largest_skipped_block {
+                let hash = key_hash(i, &rule.name, &key);
+                if size > s.largest_skipped_block || hash < largest_hash {
+                    s.largest_skipped_block = size;
+                    s.largest_skipped_key = Some(key.replace('\u{1f}', " | "));
+                    largest_hash = hash;
+                }
             }
             continue;
         }

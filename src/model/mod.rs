@@ -7,4 +7,5 @@ pub mod identify;
 pub mod params;
 pub mod record;
 pub mod scorer;
+pub mod stream;
 pub mod train;

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use pgrx::pg_sys::PgOid;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiResult, SpiTupleTable};
+use pgrx::PgMemoryContexts;
 use pgrx::PgSqlErrorCode;
 
 use super::errors::raise;
@@ -120,7 +121,9 @@ pub fn fetch_all<T>(
 ) -> Vec<T> {
     if !args.is_empty() {
         let table = select_kept(client, query, &args).unwrap_or_else(|e| spi_failed(e, function));
-        return table.map(|r| row(&r)).collect();
+        let out = in_own_context(|| table.map(|r| row(&r)).collect());
+        free_last_result();
+        return out;
     }
     let mut cursor = client
         .try_open_cursor(query, &args)
@@ -133,11 +136,41 @@ pub fn fetch_all<T>(
         if table.is_empty() {
             break;
         }
-        for r in table {
-            out.push(row(&r));
-        }
+        in_own_context(|| {
+            for r in table {
+                out.push(row(&r));
+            }
+        });
+        // Read into owned values: without this every batch's tuples stay until the connection
+        // ends (a million records' worth in a whole-table read).
+        free_last_result();
     }
     out
+}
+
+/// Runs `f` with the PostgreSQL memory it allocates (detoasted values read from rows, the datums
+/// of a statement's arguments) in a context of its own, deleted when `f` returns. Without it
+/// those allocations land in the SPI connection's context and stay until the connection ends:
+/// a whole-table read or write would hold all of them at once.
+pub(crate) fn in_own_context<R>(f: impl FnOnce() -> R) -> R {
+    let mut context = PgMemoryContexts::new("customer_unify batch");
+    // SAFETY: a context made here for `f` alone, deleted when `context` drops after it; `f`
+    // returns owned Rust values, nothing that points into the context.
+    unsafe { context.switch_to(|_| f()) }
+}
+
+/// Frees the rows of the last SPI statement or fetch once they have been read into owned
+/// values. SPI keeps every result until `SPI_finish` otherwise, so a loop of fetches would hold
+/// all it ever read.
+pub(crate) fn free_last_result() {
+    // SAFETY: SPI_tuptable is the result of the last statement on this connection; the callers
+    // read its rows into owned values and hold no reference into it.
+    unsafe {
+        if !pg_sys::SPI_tuptable.is_null() {
+            pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable);
+            pg_sys::SPI_tuptable = std::ptr::null_mut();
+        }
+    }
 }
 
 /// See unify._drop_indexes: the statements that rebuild what was dropped.

@@ -14,4 +14,5 @@ mod records;
 pub(super) mod rescore;
 mod run;
 pub(super) mod score;
+mod stream;
 pub(super) mod train;

@@ -7,7 +7,7 @@ use pgrx::{JsonB, PgSqlErrorCode};
 use serde_json::{json, Map, Value};
 
 use super::super::errors::raise;
-use super::super::spi::{drop_indexes, rebuild_indexes, spi_failed, update_kept};
+use super::super::spi::{drop_indexes, in_own_context, rebuild_indexes, spi_failed, update_kept};
 use super::frequencies::load_frequencies;
 use super::model::current_model;
 use super::records::load_all;
@@ -17,6 +17,7 @@ use crate::model::comparison::{Context, COMPARISONS};
 use crate::model::params::{log2_odds, Model};
 use crate::model::record::MatchRecord;
 use crate::model::scorer::Scorer;
+use crate::model::stream::fits_in_memory;
 
 /// Candidate pairs of all records under the model's blocking rules, with the figures per rule;
 /// raises 54000 when the rules would produce more than `max_candidate_pairs`.
@@ -63,6 +64,16 @@ fn _score_pairs() -> TableIterator<
     let mut phases = Phases::new(F);
     let version = model_version(F);
     let model = current_model(F);
+    let budget = crate::budget::kb();
+    let count = Spi::get_one::<i64>("SELECT count(*) FROM unify.records")
+        .unwrap_or_else(|e| spi_failed(e, F))
+        .unwrap_or_default();
+    if !fits_in_memory(count.max(0) as u64, budget) {
+        // More records than customer_unify.batch_memory holds: block by block.
+        let (candidate_pairs, stored_pairs, matches, forced) =
+            super::stream::score_streamed(&model, version, budget, &mut phases);
+        return TableIterator::once((candidate_pairs, stored_pairs, matches, forced, version));
+    }
     let (records, ids) = load_all(F);
     let mut ctx = Context::build(&records);
     (ctx.first_name_tf, ctx.last_name_tf) =
@@ -73,22 +84,7 @@ fn _score_pairs() -> TableIterator<
     // NULL without blocking rules, as sum() over no rows.
     let candidate_pairs =
         (!stats.is_empty()).then(|| stats.iter().map(|s| s.new_pairs as i64).sum());
-    let stats_json = serde_json::to_value(&stats).expect("stats serialize");
-    Spi::connect_mut(|client| {
-        client
-            .update("DELETE FROM unify.blocking_stats", None, &[])
-            .and_then(|_| {
-                client.update(
-                    "INSERT INTO unify.blocking_stats (rule, pairs, new_pairs, blocks, skipped_blocks, largest_skipped_block, largest_skipped_key)
-                     SELECT rule, pairs, new_pairs, blocks, skipped_blocks, largest_skipped_block, largest_skipped_key
-                     FROM jsonb_to_recordset($1) AS s(rule text, pairs bigint, new_pairs bigint, blocks bigint,
-                          skipped_blocks bigint, largest_skipped_block bigint, largest_skipped_key text)",
-                    None,
-                    &[JsonB(stats_json).into()],
-                )
-            })
-            .unwrap_or_else(|e| spi_failed(e, F));
-    });
+    Spi::connect_mut(|client| write_blocking_stats(client, &stats));
     write_block_keys(&records, &model);
     phases.mark("block_keys");
     let scorer = Scorer::new(&model, &ctx, &ids);
@@ -135,7 +131,6 @@ fn write_block_keys(records: &[MatchRecord], model: &Model) {
         .collect();
     // In key order the index is written page by page.
     keys.sort_unstable();
-    let rules = serde_json::to_value(&model.blocking_rules).expect("rules serialize");
     Spi::connect_mut(|client| {
         // The table is emptied under an exclusive lock anyway: filling it without its indexes
         // and building them after is about three times faster than millions of index inserts
@@ -146,8 +141,18 @@ fn write_block_keys(records: &[MatchRecord], model: &Model) {
             .update("TRUNCATE unify.block_keys", None, &[])
             .unwrap_or_else(|e| spi_failed(e, F));
         let rebuild = drop_indexes(client, "unify.block_keys", true, F);
-        for chunk in keys.chunks(1_000_000) {
-            let (hashes, ids): (Vec<i64>, Vec<i64>) = chunk.iter().copied().unzip();
+        write_block_key_rows(client, keys);
+        rebuild_indexes(client, rebuild, F);
+        write_matching_state(client, model);
+    });
+}
+
+/// Adds (key hash, record id) rows to unify.block_keys, a million per statement.
+pub(super) fn write_block_key_rows(client: &mut SpiClient<'_>, keys: Vec<(i64, i64)>) {
+    for chunk in keys.chunks(1_000_000) {
+        let (hashes, ids): (Vec<i64>, Vec<i64>) = chunk.iter().copied().unzip();
+        // The arrays' datums freed after each statement.
+        in_own_context(|| {
             client
                 .update(
                     "INSERT INTO unify.block_keys (key_hash, record_id)
@@ -155,20 +160,42 @@ fn write_block_keys(records: &[MatchRecord], model: &Model) {
                     None,
                     &[hashes.into(), ids.into()],
                 )
-                .unwrap_or_else(|e| spi_failed(e, F));
-        }
-        rebuild_indexes(client, rebuild, F);
-        client
-            .update(
-                "INSERT INTO unify.matching_state AS s (singleton, blocking_rules, keys_built_at)
-                 VALUES (true, $1, now())
-                 ON CONFLICT (singleton) DO UPDATE SET blocking_rules = excluded.blocking_rules,
-                     keys_built_at = excluded.keys_built_at",
+                .unwrap_or_else(|e| spi_failed(e, "score_pairs"));
+        });
+    }
+}
+
+/// The rules unify.block_keys now holds the keys of (unify.matching_state).
+pub(super) fn write_matching_state(client: &mut SpiClient<'_>, model: &Model) {
+    let rules = serde_json::to_value(&model.blocking_rules).expect("rules serialize");
+    client
+        .update(
+            "INSERT INTO unify.matching_state AS s (singleton, blocking_rules, keys_built_at)
+             VALUES (true, $1, now())
+             ON CONFLICT (singleton) DO UPDATE SET blocking_rules = excluded.blocking_rules,
+                 keys_built_at = excluded.keys_built_at",
+            None,
+            &[JsonB(rules).into()],
+        )
+        .unwrap_or_else(|e| spi_failed(e, "score_pairs"));
+}
+
+/// unify.blocking_stats anew: the figures per rule of the last full scoring.
+pub(super) fn write_blocking_stats(client: &mut SpiClient<'_>, stats: &[RuleStats]) {
+    let stats_json = serde_json::to_value(stats).expect("stats serialize");
+    client
+        .update("DELETE FROM unify.blocking_stats", None, &[])
+        .and_then(|_| {
+            client.update(
+                "INSERT INTO unify.blocking_stats (rule, pairs, new_pairs, blocks, skipped_blocks, largest_skipped_block, largest_skipped_key)
+                 SELECT rule, pairs, new_pairs, blocks, skipped_blocks, largest_skipped_block, largest_skipped_key
+                 FROM jsonb_to_recordset($1) AS s(rule text, pairs bigint, new_pairs bigint, blocks bigint,
+                      skipped_blocks bigint, largest_skipped_block bigint, largest_skipped_key text)",
                 None,
-                &[JsonB(rules).into()],
+                &[JsonB(stats_json).into()],
             )
-            .unwrap_or_else(|e| spi_failed(e, F));
-    });
+        })
+        .unwrap_or_else(|e| spi_failed(e, "score_pairs"));
 }
 
 /// Adds scored pairs to unify.pairs as those of model `version`, in statements of up to
@@ -208,7 +235,9 @@ pub(super) fn write_pairs(
             rules.push(row.blocking_rules.join(RULE_SEPARATOR));
             weights.push(row.weights.to_string());
         }
-        update_kept(
+        // The arrays' datums are freed after each statement.
+        in_own_context(|| {
+            update_kept(
             client,
             "INSERT INTO unify.pairs (record_a, record_b, match_weight, match_probability, is_match, forced_by,
                                       blocking_rules, weights, model_version)
@@ -227,7 +256,9 @@ pub(super) fn write_pairs(
                 version.into(),
             ],
         )
-        .unwrap_or_else(|e| spi_failed(e, function));
+        .map(|_| ())
+        .unwrap_or_else(|e| spi_failed(e, function))
+        });
     }
 }
 

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Benchmark: the batch steps at growing sizes within customer_unify.batch_memory (issue 27).
+# For each size: the generated German CRM (crmgen --seed 1, four sources), then sync, train,
+# score_pairs and resolve, each in its own session (backend), with wall time and the backend's
+# peak memory per step. The baseline in the same run: score_pairs with all records held at once
+# (customer_unify.batch_memory = 64GB, the path of 0.2.0) at the sizes given to --baseline-rows,
+# and whether both give the same pairs.
+#
+# Peak memory is the backend's VmHWM (peak resident set), which also counts the pages of
+# shared_buffers the backend touched; RssShmem at the end of the session is that share, so
+# "private" = VmHWM - RssShmem estimates the backend's own peak. shared_buffers is 256MB here to
+# keep that share small.
+#
+#   bash benches/scale.sh [--rows 1000000,2000000] [--budget 1GB] [--baseline-rows 1000000,2000000]
+source "$(dirname "$0")/../scripts/lib.sh"
+ROWS=1000000,2000000
+BUDGET=1GB
+BASELINE_ROWS=1000000,2000000
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rows) ROWS="$2"; shift 2 ;;
+        --budget) BUDGET="$2"; shift 2 ;;
+        --baseline-rows) BASELINE_ROWS="$2"; shift 2 ;;
+        *) die "unknown argument $1" ;;
+    esac
+done
+ensure_deps
+cd "$ROOT"
+install_release
+DIR="${CUSTOMER_UNIFY_BENCH_DIR:-/tmp/customer_unify-bench}/scale"
+start_cluster "$DIR" "shared_buffers = '256MB'" "jit = off" "max_wal_size = '8GB'" "work_mem = '64MB'" \
+    "maintenance_work_mem = '512MB'"
+trap 'stop_cluster "$DIR"' EXIT
+
+# One step in its own session: its seconds and the backend's memory, as one line.
+step() {
+    local rows="$1" name="$2" budget="$3" sql="$4"
+    psql -X -q -A -t -v ON_ERROR_STOP=1 -d bench_scale <<SQL
+SET client_min_messages = warning;
+SET customer_unify.batch_memory = '$budget';
+SELECT clock_timestamp() AS started \gset
+$sql
+SELECT format('%-9s %-22s %-8s %9s s  peak %6s MB  private %6s MB', $rows, '$name', '$budget',
+              round(extract(epoch FROM clock_timestamp() - :'started'::timestamptz)::numeric, 1),
+              substring(s from 'VmHWM:\s*(\d+) kB')::bigint / 1024,
+              (substring(s from 'VmHWM:\s*(\d+) kB')::bigint - substring(s from 'RssShmem:\s*(\d+) kB')::bigint) / 1024)
+FROM pg_read_file('/proc/self/status') s;
+SQL
+}
+
+{
+    echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'); date $(date -u +%F)"
+    echo "command: bash benches/scale.sh --rows $ROWS --budget $BUDGET --baseline-rows $BASELINE_ROWS"
+    echo "load: $(cat /proc/loadavg)"
+    printf '%-9s %-22s %-8s %11s  %12s  %15s\n' rows step budget time peak "private (peak - shared buffers)"
+    for rows in ${ROWS//,/ }; do
+        psql -q -X -d postgres -c "DROP DATABASE IF EXISTS bench_scale" -c "CREATE DATABASE bench_scale"
+        crmgen --rows "$rows" --seed 1 | psql -q -X -v ON_ERROR_STOP=1 -d bench_scale >/dev/null
+        psql -X -q -v ON_ERROR_STOP=1 -d bench_scale >/dev/null <<'SQL'
+SET client_min_messages = warning;
+CREATE EXTENSION customer_unify;
+\i demo/sources.sql
+SQL
+        step "$rows" sync "$BUDGET" "SELECT sum(source_rows) FROM unify.sync() \g /dev/null"
+        step "$rows" train "$BUDGET" "SELECT count(*) FROM unify.train() \g /dev/null"
+        if [[ ",$BASELINE_ROWS," == *",$rows,"* ]]; then
+            step "$rows" "score_pairs (held)" 64GB "SELECT * FROM unify.score_pairs() \g /dev/null"
+            psql -X -q -A -t -d bench_scale -c "CREATE TABLE held_pairs AS SELECT record_a, record_b, is_match, match_weight FROM unify.pairs" >/dev/null
+        fi
+        step "$rows" "score_pairs" "$BUDGET" "SELECT * FROM unify.score_pairs() \g /dev/null"
+        psql -X -A -t -d bench_scale -c "SELECT '          candidate pairs ' || sum(new_pairs) || ', stored pairs ' || (SELECT count(*) FROM unify.pairs) FROM unify.blocking_stats"
+        if [[ ",$BASELINE_ROWS," == *",$rows,"* ]]; then
+            psql -X -A -t -d bench_scale -c "SELECT '          pairs differing from the held run: ' || count(*) FROM (
+                (SELECT record_a, record_b, is_match, match_weight FROM held_pairs EXCEPT SELECT record_a, record_b, is_match, match_weight FROM unify.pairs)
+                UNION ALL (SELECT record_a, record_b, is_match, match_weight FROM unify.pairs EXCEPT SELECT * FROM held_pairs)) d"
+        fi
+        step "$rows" resolve "$BUDGET" "SELECT * FROM unify.resolve() \g /dev/null"
+    done
+    echo "load: $(cat /proc/loadavg)"
+} 2>&1 | tee "$DIR/scale-result.txt"

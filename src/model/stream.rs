@@ -1,0 +1,424 @@
+//! Blocking within a memory budget: the candidate pairs of [`super::blocking::candidates`],
+//! produced block by block from a stream of (block, member) rows ordered by block, so that only
+//! one block and a buffer of pairs to score are held at a time, whatever the number of records.
+//!
+//! A block is a key hash ([`super::blocking::key_hash`], the rule in its low byte), as in
+//! `unify.block_keys`. Each member comes with its *valid* keys: the hashes of its blocks that are
+//! within their rule's size limit and hold at least two records (`unify.score_pairs` reads them
+//! from `unify.block_keys`). Two members of a block then share exactly the valid keys both hold;
+//! the rules of those keys are the pair's rules, and the pair is produced only in the block of
+//! its lowest rule, so each candidate comes once with all its rules, as in a run over all
+//! records held at once. (Blocks are told apart by hash: two different keys with one 56-bit
+//! hash would form one block, as they do for the change queue.)
+
+use std::collections::HashSet;
+
+use super::blocking::{rule_of, Candidate, RuleStats};
+use super::comparison::{held_by_different_people, JUNK_VALUE_RECORDS};
+use super::record::MatchRecord;
+
+/// Bytes one prepared record takes while a whole-table command holds all of them (the record,
+/// its derived keys, its share of blocking and scoring): score_pairs holding 1M generated
+/// records peaked at 2.4 GB of private backend memory, 4.8 GB at 2M (docs/BENCHMARKS.md); 4 kB
+/// leaves room for records wider than the generator's.
+pub const RECORD_BYTES: u64 = 4096;
+
+/// Whether `records` records fit a budget of `budget_kb` kilobytes held all at once.
+pub fn fits_in_memory(records: u64, budget_kb: u64) -> bool {
+    records.saturating_mul(RECORD_BYTES) <= budget_kb.saturating_mul(1024)
+}
+
+/// How many records a streaming step may buffer for scoring within `budget_kb`: half the budget
+/// (the rest is frequencies, the block at hand and what is read), at least one block's worth.
+pub fn buffer_records(budget_kb: u64, max_block_size: usize) -> usize {
+    let n = (budget_kb.saturating_mul(1024) / 2 / RECORD_BYTES) as usize;
+    n.max(max_block_size.max(2))
+}
+
+/// The candidates one valid block (key `hash`) contributes: every pair of its members (indexes
+/// into the caller's buffer, each with its valid hashes sorted) whose first shared key is this
+/// block's, with all the rules of its shared keys. A pair's first shared key is the smallest
+/// hash of its lowest rule's shared keys: the pair comes from that block only, whichever other
+/// blocks (of its rules, or of one rule through two phones) hold it too. `a` is the member with
+/// the smaller record id (`ids`).
+pub fn block_pairs(hash: i64, members: &[u32], valid: &[&[i64]], ids: &[i64]) -> Vec<Candidate> {
+    let rule = rule_of(hash);
+    let mut out = Vec::new();
+    for x in 0..members.len() {
+        for y in x + 1..members.len() {
+            let Some(mask) = first_shared_here(hash, rule, valid[x], valid[y]) else {
+                continue;
+            };
+            let (a, b) = if ids[x] < ids[y] { (x, y) } else { (y, x) };
+            out.push(Candidate {
+                a: members[a],
+                b: members[b],
+                rules: mask,
+            });
+        }
+    }
+    out
+}
+
+/// The rules of the keys both hash lists hold, when `hash` (of `rule`) is the first of them;
+/// None when another shared key comes first.
+fn first_shared_here(hash: i64, rule: usize, x: &[i64], y: &[i64]) -> Option<u32> {
+    let (mut i, mut j, mut mask) = (0, 0, 1u32 << rule);
+    while i < x.len() && j < y.len() {
+        match x[i].cmp(&y[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                let r = rule_of(x[i]);
+                if r < rule || (r == rule && x[i] < hash) {
+                    return None;
+                }
+                mask |= 1 << r;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    Some(mask)
+}
+
+/// The figures per rule from the sizes of all blocks (key hash, records), as
+/// [`super::blocking::candidates`] reports them, with `new_pairs` still to count (what the
+/// streamed blocks produce) and the largest skipped key as its hash (the caller reads the key's
+/// text from one of its records). Errors like `candidates` when the rules together would produce
+/// more than `max_pairs` pairs.
+pub fn rule_stats(
+    names: &[String],
+    max_block_sizes: &[usize],
+    sizes: impl IntoIterator<Item = (i64, u64)>,
+    max_pairs: u64,
+) -> Result<(Vec<RuleStats>, Vec<Option<i64>>), String> {
+    let mut figures = RuleFigures::new(names, max_block_sizes)?;
+    for (hash, n) in sizes {
+        figures.add(hash, n);
+    }
+    figures.finish(max_pairs)
+}
+
+/// [`rule_stats`] fed one block size at a time.
+pub struct RuleFigures {
+    stats: Vec<RuleStats>,
+    limits: Vec<usize>,
+    largest: Vec<Option<i64>>,
+}
+
+impl RuleFigures {
+    pub fn new(names: &[String], max_block_sizes: &[usize]) -> Result<Self, String> {
+        if names.len() > 32 {
+            return Err("at most 32 blocking rules".into());
+        }
+        Ok(Self {
+            stats: names
+                .iter()
+                .map(|n| RuleStats {
+                    rule: n.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            limits: max_block_sizes.to_vec(),
+            largest: vec![None; names.len()],
+        })
+    }
+
+    /// A block of `n` records under key `hash`.
+    pub fn add(&mut self, hash: i64, n: u64) {
+        let rule = rule_of(hash);
+        let Some(s) = self.stats.get_mut(rule) else {
+            return;
+        };
+        if n < 2 {
+            return;
+        }
+        if n as usize > self.limits[rule] {
+            s.skipped_blocks += 1;
+            // Ties by the smaller hash, so that the figure does not depend on reading order.
+            if n > s.largest_skipped_block
+                || (n == s.largest_skipped_block && self.largest[rule].is_some_and(|h| hash < h))
+            {
+                s.largest_skipped_block = n;
+                self.largest[rule] = Some(hash);
+            }
+            return;
+        }
+        s.blocks += 1;
+        s.pairs += n * (n - 1) / 2;
+    }
+
+    pub fn finish(self, max_pairs: u64) -> Result<(Vec<RuleStats>, Vec<Option<i64>>), String> {
+        let mut total = 0u64;
+        for s in &self.stats {
+            total += s.pairs;
+            if total > max_pairs {
+                return Err(format!(
+                    "blocking rule \"{}\" would produce more than {max_pairs} candidate pairs",
+                    s.rule
+                ));
+            }
+        }
+        Ok((self.stats, self.largest))
+    }
+}
+
+/// Whether a block of `n` records of a rule with `max_block_size` produces pairs.
+pub fn valid_block(n: u64, max_block_size: usize) -> bool {
+    n >= 2 && n as usize <= max_block_size
+}
+
+/// The household values (`comparison::Context::shared_emails` / `shared_phones`) from a stream
+/// of (value, holder) ordered by value: one value's holders at a time, at most one past
+/// [`JUNK_VALUE_RECORDS`] of them (more make it a household value anyway).
+#[derive(Default)]
+pub struct ValueGroups {
+    current: Option<String>,
+    holders: Vec<MatchRecord>,
+    shared: HashSet<String>,
+}
+
+impl ValueGroups {
+    pub fn push(&mut self, value: &str, holder: MatchRecord) {
+        if self.current.as_deref() != Some(value) {
+            self.close();
+            self.current = Some(value.to_string());
+        }
+        if self.holders.len() <= JUNK_VALUE_RECORDS {
+            self.holders.push(holder);
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(value) = self.current.take() {
+            let holders: Vec<&MatchRecord> = self.holders.iter().collect();
+            if held_by_different_people(&holders) {
+                self.shared.insert(value);
+            }
+        }
+        self.holders.clear();
+    }
+
+    pub fn finish(mut self) -> HashSet<String> {
+        self.close();
+        self.shared
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::super::blocking::{candidates, default_rules, key_hashes};
+    use super::super::record::MatchRecord;
+    use super::*;
+
+    /// Records with many shared values: several rules find most pairs.
+    fn records(n: usize) -> Vec<MatchRecord> {
+        let firsts = ["Anna", "Hans", "Johannes", "Maria", "Jörg", "Eva"];
+        let lasts = [
+            "Müller", "Mueller", "Schmidt", "Schmitt", "Meier", "Mayer", "Weber",
+        ];
+        let mut seed: u64 = 7;
+        let mut next = |m: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as usize) % m
+        };
+        (0..n)
+            .map(|i| {
+                let f = firsts[next(firsts.len())];
+                let l = lasts[next(lasts.len())];
+                MatchRecord {
+                    id: (i as i64) * 7 % 1000 + 1000 * (i as i64 / 1000),
+                    first_name: Some(f.into()),
+                    last_name: Some(l.into()),
+                    email_key: (next(3) == 0).then(|| format!("{}@x.de", next(40))),
+                    // A family's landline and mobile together, or single phones.
+                    phones: if next(2) == 0 {
+                        let k = next(200);
+                        vec![format!("0301{k}"), format!("0171{k}")]
+                    } else {
+                        (0..next(3)).map(|_| format!("0301{}", next(200))).collect()
+                    },
+                    postcode: Some(format!("1011{}", next(4))),
+                    house_number: Some(format!("{}", next(6))),
+                    birth_date: (next(2) == 0)
+                        .then(|| format!("19{:02}-0{}-1{}", 50 + next(3), 1 + next(2), next(3))),
+                    ..Default::default()
+                }
+                .prepare()
+            })
+            .collect()
+    }
+
+    /// The streaming path over `records`: blocks in hash order, members in id order, each with
+    /// its valid keys; returns (id a, id b, rules) and the figures.
+    fn streamed(
+        records: &[MatchRecord],
+        rules: &[super::super::blocking::BlockingRule],
+    ) -> (Vec<(i64, i64, u32)>, Vec<RuleStats>) {
+        let keys: Vec<Vec<(usize, i64)>> = records.iter().map(|r| key_hashes(rules, r)).collect();
+        let mut blocks: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+        for (i, ks) in keys.iter().enumerate() {
+            for &(_, h) in ks {
+                blocks.entry(h).or_default().push(i);
+            }
+        }
+        let max: Vec<usize> = rules.iter().map(|r| r.max_block_size).collect();
+        let names: Vec<String> = rules.iter().map(|r| r.name.clone()).collect();
+        let (mut stats, largest) = rule_stats(
+            &names,
+            &max,
+            blocks.iter().map(|(h, m)| (*h, m.len() as u64)),
+            u64::MAX,
+        )
+        .unwrap();
+        let valid: Vec<Vec<i64>> = keys
+            .iter()
+            .map(|ks| {
+                ks.iter()
+                    .map(|&(_, h)| h)
+                    .filter(|h| valid_block(blocks[h].len() as u64, max[rule_of(*h)]))
+                    .collect::<std::collections::BTreeSet<i64>>()
+                    .into_iter()
+                    .collect()
+            })
+            .collect();
+        // The largest skipped key's text, as `unify.score_pairs` reads it from one of its records.
+        for (i, hash) in largest.iter().enumerate() {
+            if let Some(h) = hash {
+                let r = &rules[i];
+                stats[i].largest_skipped_key = r
+                    .keys(&records[blocks[h][0]])
+                    .into_iter()
+                    .find(|k| super::super::blocking::key_hash(i, &r.name, k) == *h)
+                    .map(|k| k.replace('\u{1f}', " | "));
+            }
+        }
+        let mut out = Vec::new();
+        for (h, members) in &blocks {
+            if !valid_block(members.len() as u64, max[rule_of(*h)]) {
+                continue;
+            }
+            let mut members = members.clone();
+            members.sort_by_key(|&i| records[i].id);
+            let idx: Vec<u32> = members.iter().map(|&i| i as u32).collect();
+            let v: Vec<&[i64]> = members.iter().map(|&i| valid[i].as_slice()).collect();
+            let ids: Vec<i64> = members.iter().map(|&i| records[i].id).collect();
+            for c in block_pairs(*h, &idx, &v, &ids) {
+                stats[rule_of(*h)].new_pairs += 1;
+                out.push((records[c.a as usize].id, records[c.b as usize].id, c.rules));
+            }
+        }
+        out.sort_unstable();
+        (out, stats)
+    }
+
+    #[test]
+    fn streamed_blocks_give_the_candidates_of_all_records_at_once() {
+        let records = records(3000);
+        let mut rules = default_rules();
+        // Small limits, so that skipped blocks matter too.
+        for r in &mut rules {
+            r.max_block_size = r.max_block_size.min(40);
+        }
+        let (cands, stats) = candidates(&records, &rules, u64::MAX, 1).unwrap();
+        let mut expected: Vec<(i64, i64, u32)> = cands
+            .iter()
+            .map(|c| {
+                let (a, b) = (records[c.a as usize].id, records[c.b as usize].id);
+                (a.min(b), a.max(b), c.rules)
+            })
+            .collect();
+        expected.sort_unstable();
+        let (got, got_stats) = streamed(&records, &rules);
+        assert!(expected.len() > 10_000, "{} candidates", expected.len());
+        assert!(
+            expected.iter().filter(|c| c.2.count_ones() > 1).count() > 1000,
+            "pairs of several rules"
+        );
+        assert!(stats.iter().any(|s| s.skipped_blocks > 0));
+        // Pairs sharing two keys of one rule (a family's two phones).
+        let two_phones = records
+            .iter()
+            .filter(|r| r.phones.len() == 2 && r.phones[0].starts_with("0171"))
+            .count();
+        assert!(two_phones > 500, "{two_phones}");
+        assert_eq!(got, expected);
+        assert_eq!(got_stats, stats);
+    }
+
+    #[test]
+    fn streamed_household_values_are_those_of_all_records() {
+        let records = records(3000);
+        let all = super::super::comparison::Context::build(&records);
+        let mut by_email: Vec<(&str, &MatchRecord)> = records
+            .iter()
+            .filter_map(|r| r.email_key.as_deref().map(|e| (e, r)))
+            .collect();
+        by_email.sort_by_key(|(e, r)| (*e, r.id));
+        let mut emails = ValueGroups::default();
+        for (e, r) in by_email {
+            emails.push(e, r.clone());
+        }
+        let mut by_phone: Vec<(&str, &MatchRecord)> = records
+            .iter()
+            .flat_map(|r| r.phones.iter().map(move |p| (p.as_str(), r)))
+            .collect();
+        by_phone.sort_by_key(|(p, r)| (*p, r.id));
+        let mut phones = ValueGroups::default();
+        for (p, r) in by_phone {
+            phones.push(p, r.clone());
+        }
+        let (emails, phones) = (emails.finish(), phones.finish());
+        assert!(!emails.is_empty() && !phones.is_empty());
+        assert_eq!(emails, all.shared_emails);
+        assert_eq!(phones, all.shared_phones);
+    }
+
+    #[test]
+    fn too_many_pairs_name_the_rule_where_the_total_passes() {
+        let names = vec!["a".to_string(), "b".to_string()];
+        let sizes = vec![
+            (0i64 << 8, 10u64),
+            (1i64 << 8 | 1, 10),
+            (2i64 << 8 | 1, 100),
+        ];
+        let err = rule_stats(&names, &[50, 50], sizes.clone(), 60).unwrap_err();
+        assert!(err.contains("\"b\""), "{err}");
+        let (stats, largest) = rule_stats(&names, &[50, 50], sizes, 1000).unwrap();
+        assert_eq!((stats[0].pairs, stats[1].pairs), (45, 45));
+        assert_eq!(stats[1].skipped_blocks, 1);
+        assert_eq!(largest, vec![None, Some(2 << 8 | 1)]);
+    }
+
+    #[test]
+    fn a_pair_comes_from_its_first_shared_key_only() {
+        let ids = [1, 2];
+        let x = [0x100_i64, 0x201, 0x302];
+        let y = [0x100_i64, 0x302];
+        assert!(block_pairs(0x302, &[0, 1], &[&x, &y], &ids).is_empty());
+        let got = block_pairs(0x100, &[5, 6], &[&x, &y], &ids);
+        assert_eq!(
+            got,
+            vec![Candidate {
+                a: 5,
+                b: 6,
+                rules: 0b101
+            }]
+        );
+        // Two keys of one rule (two shared phones): from the smaller one.
+        let x = [0x100_i64, 0x200, 0x301];
+        let y = [0x100_i64, 0x200];
+        assert_eq!(block_pairs(0x100, &[0, 1], &[&x, &y], &ids).len(), 1);
+        assert!(block_pairs(0x200, &[0, 1], &[&x, &y], &ids).is_empty());
+        // The smaller id first, whatever the order in the block.
+        let got = block_pairs(0x100, &[5, 6], &[&x, &y], &[9, 3]);
+        assert_eq!((got[0].a, got[0].b), (6, 5));
+        assert!(fits_in_memory(1000, 4096) && !fits_in_memory(1025, 4096));
+        assert_eq!(buffer_records(64, 300), 300);
+    }
+}
