@@ -3154,6 +3154,13 @@ BEGIN
                 EXECUTE format('ALTER TABLE unify.records DROP CONSTRAINT %I', foreign_key.conname);
                 rebuild := rebuild || format('ALTER TABLE unify.records ADD CONSTRAINT %I %s', foreign_key.conname, foreign_key.definition);
             END LOOP;
+            -- Asked again under the lock: the change queue may have added a record meanwhile,
+            -- and its source's upsert needs the unique source key.
+            IF EXISTS (SELECT 1 FROM unify.sources s JOIN unify.records r ON r.source_id = s.source_id
+                       WHERE (sync.source IS NULL OR s.name = sync.source) AND s.removed_at IS NULL) THEN
+                PERFORM unify._rebuild_indexes(rebuild);
+                rebuild := NULL;
+            END IF;
         END IF;
     END IF;
     FOR src IN SELECT * FROM unify.sources s
