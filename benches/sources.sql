@@ -65,7 +65,7 @@ BEGIN
     n := unify._run_as(src.run_as, unify._stage_statement(src, ''), NULL);
     INSERT INTO stages VALUES ('stage the mapping (as the registering role)', extract(epoch FROM clock_timestamp() - t0) * 1000, n);
     t0 := clock_timestamp();
-    EXECUTE format('SELECT count(*) FROM (%s) x', replace(unify._normalized_query(0, unify._raw_query()), '$1', '0')) INTO n;
+    EXECUTE format('SELECT count(*) FROM (%s) x', replace(unify._normalized_query(0, unify._raw_query(src.fields)), '$1', '0')) INTO n;
     INSERT INTO stages VALUES ('cleaners over the staged rows', extract(epoch FROM clock_timestamp() - t0) * 1000, n);
 END $$;
 SELECT what, round(ms) AS ms, rows, round(rows / (ms / 1000)) AS rows_per_s FROM stages;

@@ -394,13 +394,28 @@ BEGIN
 END
 $$;
 
--- The staged rows with their raw values as jsonb (what a record was made from).
-CREATE FUNCTION unify._raw_query() RETURNS text
+-- The staged rows with their raw values as jsonb (what a record was made from): the canonical
+-- fields the mapping `fields` names, without NULLs. Built from the mapped fields only (the
+-- others are NULL in every staged row), the text ones through jsonb_object(text[], text[]):
+-- to_jsonb of the whole staged row looked up the output function of every column for every
+-- row, a fifth of a first sync (issue 27). The jsonb values are the same.
+CREATE FUNCTION unify._raw_query(fields jsonb) RETURNS text
 IMMUTABLE LANGUAGE sql AS $$
-SELECT $q$
-SELECT s.*, pg_catalog.jsonb_strip_nulls(pg_catalog.to_jsonb(s) OPERATOR(pg_catalog.-) 'source_key'::text) AS raw
+SELECT format($q$
+SELECT s.*, %s AS raw
 FROM pg_temp.unify_source_rows AS s
-$q$
+$q$, CASE WHEN count(*) = 0 THEN '''{}''::jsonb' ELSE
+        'pg_catalog.jsonb_strip_nulls(' || concat_ws(' OPERATOR(pg_catalog.||) ',
+            CASE WHEN count(*) FILTER (WHERE f.stage_type = 'text') > 0 THEN
+                format('pg_catalog.jsonb_object(ARRAY[%s]::text[], ARRAY[%s]::text[])',
+                       string_agg(pg_catalog.quote_literal(f.field), ', ') FILTER (WHERE f.stage_type = 'text'),
+                       string_agg('s.' || pg_catalog.quote_ident(f.field), ', ') FILTER (WHERE f.stage_type = 'text')) END,
+            CASE WHEN count(*) FILTER (WHERE f.stage_type <> 'text') > 0 THEN
+                format('pg_catalog.jsonb_build_object(%s)',
+                       string_agg(pg_catalog.quote_literal(f.field) || ', s.' || pg_catalog.quote_ident(f.field), ', ')
+                           FILTER (WHERE f.stage_type <> 'text')) END) || ')' END)
+FROM unify._canonical_field_types() AS f
+WHERE fields OPERATOR(pg_catalog.?) f.field
 $$;
 
 -- WHERE clause selecting the source rows whose key is in the text[] parameter number `param`:
@@ -413,41 +428,55 @@ STABLE LANGUAGE sql AS $$
 $$;
 
 -- The cleaners over the rows of `raw_query` (see _raw_query) whose raw values differ from the
--- record already held: unchanged rows are not normalized again. One flat level: a value used
--- twice (the region, the split street) is computed twice rather than fenced in a subquery.
-CREATE FUNCTION unify._normalized_query(source_id int, raw_query text) RETURNS text
+-- record already held: unchanged rows are not normalized again. `fresh`: the source holds no
+-- record and none can appear meanwhile (a first load under sync's lock), so there is nothing to
+-- compare with. A value used more than once (the country, the split street and names) is
+-- computed once, in a fenced LATERAL subquery; the raw values too (compared and stored).
+CREATE FUNCTION unify._normalized_query(source_id int, raw_query text, fresh boolean DEFAULT false) RETURNS text
 STABLE PARALLEL SAFE LANGUAGE sql AS $$
 SELECT format($q$
 SELECT raw.source_key,
-       coalesce(unify.normalize_name(raw.first_name), (unify.split_full_name(raw.full_name)).first_name) AS first_name,
-       coalesce(unify.normalize_name(raw.last_name), (unify.split_full_name(raw.full_name)).last_name) AS last_name,
+       coalesce(c.first_name, (c.full_name).first_name) AS first_name,
+       coalesce(c.last_name, (c.full_name).last_name) AS last_name,
        unify.normalize_email(raw.email) AS email,
        unify.email_match_key(raw.email) AS email_key,
-       unify.normalize_phone(raw.phone, coalesce(unify.normalize_country(raw.country), 'DE')) AS phone,
-       unify.normalize_phone(raw.mobile, coalesce(unify.normalize_country(raw.country), 'DE')) AS mobile,
-       unify.normalize_street((unify.split_street(coalesce(raw.street_line, raw.street || coalesce(' ' || raw.house_number, '')))).street) AS street,
-       (unify.split_street(coalesce(raw.street_line, raw.street || coalesce(' ' || raw.house_number, '')))).house_number AS house_number,
-       unify.normalize_postcode(raw.postcode, coalesce(unify.normalize_country(raw.country), 'DE')) AS postcode,
+       unify.normalize_phone(raw.phone, coalesce(c.country, 'DE')) AS phone,
+       unify.normalize_phone(raw.mobile, coalesce(c.country, 'DE')) AS mobile,
+       unify.normalize_street((c.street_parts).street) AS street,
+       (c.street_parts).house_number AS house_number,
+       unify.normalize_postcode(raw.postcode, coalesce(c.country, 'DE')) AS postcode,
        nullif(lower(unify.transliterate_de(btrim(raw.city))), '') AS city,
-       unify.normalize_country(raw.country) AS country,
+       c.country,
        unify.normalize_date(raw.birth_date) AS birth_date,
        nullif(btrim(raw.company), '') AS company,
        nullif(btrim(raw.customer_number), '') AS customer_number,
        nullif(btrim(raw.external_id), '') AS external_id,
        raw.consent_email, raw.consent_phone, raw.consent_post,
        raw.updated_at AS source_updated_at,
-       unify.cologne_phonetic(coalesce(unify.normalize_name(raw.last_name), (unify.split_full_name(raw.full_name)).last_name)) AS last_name_phonetic,
+       unify.cologne_phonetic(coalesce(c.last_name, (c.full_name).last_name)) AS last_name_phonetic,
        raw.raw,
-       coalesce(unify.normalize_salutation(raw.salutation),
-                (unify.split_full_name(coalesce(raw.full_name, concat_ws(' ', raw.first_name, raw.last_name)))).salutation) AS salutation,
-       coalesce(unify.normalize_title(raw.title), unify.normalize_title(raw.salutation),
-                (unify.split_full_name(coalesce(raw.full_name, concat_ws(' ', raw.first_name, raw.last_name)))).title) AS title,
+       coalesce(c.salutation, (n.any_name).salutation) AS salutation,
+       coalesce(c.title, (n.any_name).title) AS title,
        raw.consent_email_at, raw.consent_phone_at, raw.consent_post_at
-FROM (%s) AS raw
-WHERE NOT EXISTS (SELECT 1 FROM unify.records r
-                  WHERE r.source_id = %2$s AND r.source_key = raw.source_key AND r.raw = raw.raw)
+FROM (SELECT * FROM (%s) AS q OFFSET 0) AS raw
+CROSS JOIN LATERAL (
+    SELECT unify.normalize_name(raw.first_name) AS first_name, unify.normalize_name(raw.last_name) AS last_name,
+           unify.split_full_name(raw.full_name) AS full_name, unify.normalize_country(raw.country) AS country,
+           unify.split_street(coalesce(raw.street_line, raw.street || coalesce(' ' || raw.house_number, ''))) AS street_parts,
+           unify.normalize_salutation(raw.salutation) AS salutation,
+           coalesce(unify.normalize_title(raw.title), unify.normalize_title(raw.salutation)) AS title
+    OFFSET 0) AS c
+-- The salutation and title written in front of a name, where no field gave them.
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN c.salutation IS NULL OR c.title IS NULL
+                THEN unify.split_full_name(coalesce(raw.full_name, concat_ws(' ', raw.first_name, raw.last_name))) END AS any_name
+    OFFSET 0) AS n
+WHERE true
+%2$s
 %3$s
-$q$, raw_query, source_id,
+$q$, raw_query,
+    CASE WHEN fresh THEN '' ELSE format($r$AND NOT EXISTS (SELECT 1 FROM unify.records r
+                  WHERE r.source_id = %s AND r.source_key = raw.source_key AND r.raw = raw.raw)$r$, source_id) END,
     -- Rows of erased persons stay out; the hash is only computed for a source that has some.
     CASE WHEN EXISTS (SELECT 1 FROM unify.erasures e WHERE e.source_id = _normalized_query.source_id)
          THEN format($e$AND NOT EXISTS (SELECT 1 FROM unify.erasures e
@@ -770,6 +799,9 @@ $$;
 -- 200k source rows (split by a hash of the key), with progress reported between parts (NOTICE
 -- every few seconds, application_name at once). Its statements run through kept plans
 -- (unify._run_kept); a queue batch leaves source_rows NULL. Errors name the source.
+-- A first load (a full sync of a source without records, while this transaction holds
+-- unify.records exclusively: nobody else can add its records meanwhile) only inserts: no
+-- comparison with records, no ON CONFLICT, no search for records that are gone.
 CREATE FUNCTION unify._apply(src unify.sources, keys text[], OUT source_rows bigint, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
@@ -777,6 +809,7 @@ DECLARE
     part int;
     estimate float4;
     rebuild text[];
+    fresh boolean := false;
     key_text constant text := format('(src.%I)::text', src.key_column);
     filter text;
     statement text;
@@ -800,6 +833,11 @@ BEGIN
            AND NOT EXISTS (SELECT 1 FROM unify.records r WHERE r.source_id = src.source_id) THEN
             rebuild := unify._drop_indexes('unify.records');
         END IF;
+        -- Asked after the lock (taken above, or by unify.sync for a first load of everything).
+        fresh := EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+                         WHERE l.locktype = 'relation' AND l.relation = 'unify.records'::regclass
+                           AND l.pid = pg_backend_pid() AND l.mode = 'AccessExclusiveLock' AND l.granted)
+                 AND NOT EXISTS (SELECT 1 FROM unify.records r WHERE r.source_id = src.source_id);
     END IF;
     FOR part IN 0 .. parts - 1 LOOP
         filter := CASE WHEN keys IS NOT NULL THEN unify._keys_filter(src, 1)
@@ -822,10 +860,25 @@ BEGIN
             RAISE EXCEPTION 'source "%": its mapping failed: %', src.name, error_message
                 USING ERRCODE = error_state, DETAIL = error_detail, HINT = error_hint;
         END;
-        IF keys IS NULL THEN
+        IF keys IS NULL AND NOT fresh THEN
             INSERT INTO pg_temp.unify_source_keys SELECT s.source_key FROM pg_temp.unify_source_rows s;
         END IF;
-        statement := format($upsert$
+        statement := CASE WHEN fresh THEN format($insert$
+            WITH added AS (
+                INSERT INTO unify.records (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
+                    street, house_number, postcode, city, country, birth_date, company, customer_number, external_id,
+                    consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw,
+                    salutation, title, consent_email_at, consent_phone_at, consent_post_at)
+                SELECT $1, s.source_key, s.first_name, s.last_name, s.email, s.email_key, s.phone, s.mobile,
+                    s.street, s.house_number, s.postcode, s.city, s.country, s.birth_date, s.company, s.customer_number,
+                    s.external_id, s.consent_email, s.consent_phone, s.consent_post, s.source_updated_at,
+                    s.last_name_phonetic, s.raw, s.salutation, s.title, s.consent_email_at, s.consent_phone_at,
+                    s.consent_post_at
+                FROM (%s) s
+                RETURNING 1)
+            SELECT count(*), 0 FROM added
+            $insert$, unify._normalized_query(src.source_id, unify._raw_query(src.fields), true))
+        ELSE format($upsert$
             WITH upsert AS (
                 INSERT INTO unify.records AS r (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
                     street, house_number, postcode, city, country, birth_date, company, customer_number, external_id,
@@ -852,7 +905,7 @@ BEGIN
                 WHERE r.raw IS DISTINCT FROM excluded.raw
                 RETURNING (xmax = 0) AS is_insert)
             SELECT count(*) FILTER (WHERE is_insert), count(*) FILTER (WHERE NOT is_insert) FROM upsert
-            $upsert$, unify._normalized_query(src.source_id, unify._raw_query()));
+            $upsert$, unify._normalized_query(src.source_id, unify._raw_query(src.fields))) END;
         counts := unify._run_kept(statement, src.source_id, keys);
         inserted := inserted + counts[1];
         updated := updated + counts[2];
@@ -868,6 +921,12 @@ BEGIN
     END LOOP;
 
     PERFORM unify._rebuild_indexes(rebuild);
+    IF fresh THEN
+        -- One record per source row, none gone.
+        source_rows := inserted;
+        deleted := 0;
+        RETURN;
+    END IF;
     -- Records whose source row is gone: of a full sync, those whose key no part saw; of a
     -- batch, those of its keys that staged no row.
     statement := CASE WHEN keys IS NULL THEN
@@ -891,6 +950,11 @@ $$;
 
 -- Syncing everything (a scheduled job), a source that fails is reported (WARNING, and its row
 -- with `error`) and the others are synced; syncing one source raises its error.
+-- A first load of every source synced, larger than the records held, runs without any index
+-- or constraint of unify.records (the foreign key to unify.sources too): they are added once
+-- after the last source, which checks them (issue 27: the per-row checks and index inserts
+-- were half of a first sync). The table stays locked (ACCESS EXCLUSIVE) until the transaction
+-- ends; an error rolls the drop back with everything else.
 CREATE FUNCTION unify.sync(source text DEFAULT NULL)
 RETURNS TABLE (source_name text, source_rows bigint, inserted bigint, updated bigint, deleted bigint, seconds numeric, error text)
 VOLATILE LANGUAGE plpgsql AS $$
@@ -900,9 +964,34 @@ DECLARE
     result record;
     n bigint;
     error_state text;
+    rebuild text[];
+    foreign_key record;
 BEGIN
     IF source IS NOT NULL THEN
         PERFORM unify._checked_source(source);
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM unify.sources s JOIN unify.records r ON r.source_id = s.source_id
+                   WHERE (sync.source IS NULL OR s.name = sync.source) AND s.removed_at IS NULL)
+       AND (SELECT sum(greatest(c.reltuples, 0)) FROM unify.sources s JOIN pg_catalog.pg_class c ON c.oid = s.relation
+            WHERE (sync.source IS NULL OR s.name = sync.source) AND s.removed_at IS NULL)
+           >= greatest(5000, (SELECT c.reltuples FROM pg_catalog.pg_class c WHERE c.oid = 'unify.records'::regclass)) THEN
+        rebuild := unify._drop_indexes('unify.records', true);
+        IF rebuild <> '{}' THEN
+            FOR foreign_key IN
+                SELECT c.conname, pg_get_constraintdef(c.oid) AS definition FROM pg_catalog.pg_constraint c
+                WHERE c.conrelid = 'unify.records'::regclass AND c.contype = 'f' ORDER BY c.conname
+            LOOP
+                EXECUTE format('ALTER TABLE unify.records DROP CONSTRAINT %I', foreign_key.conname);
+                rebuild := rebuild || format('ALTER TABLE unify.records ADD CONSTRAINT %I %s', foreign_key.conname, foreign_key.definition);
+            END LOOP;
+            -- Asked again under the lock: the change queue may have added a record meanwhile,
+            -- and its source's upsert needs the unique source key.
+            IF EXISTS (SELECT 1 FROM unify.sources s JOIN unify.records r ON r.source_id = s.source_id
+                       WHERE (sync.source IS NULL OR s.name = sync.source) AND s.removed_at IS NULL) THEN
+                PERFORM unify._rebuild_indexes(rebuild);
+                rebuild := NULL;
+            END IF;
+        END IF;
     END IF;
     FOR src IN SELECT * FROM unify.sources s
                WHERE (sync.source IS NULL OR s.name = sync.source) AND s.removed_at IS NULL
@@ -936,6 +1025,7 @@ BEGIN
         END IF;
         RETURN NEXT;
     END LOOP;
+    PERFORM unify._rebuild_indexes(rebuild);
 END
 $$;
 
