@@ -581,6 +581,7 @@ BEGIN
     END IF;
     -- The mapping will run as the caller: who cannot read the table cannot register it.
     PERFORM unify._require_select(relation, rel_name);
+    PERFORM unify._citus_check_source(relation, rel_name, track_changes);  -- citus.sql
     IF jsonb_typeof(fields) <> 'object' OR fields = '{}'::jsonb THEN
         RAISE EXCEPTION 'fields must be a JSON object mapping canonical fields to columns or expressions'
             USING ERRCODE = 'invalid_parameter_value',
