@@ -2972,8 +2972,9 @@ GRANT INSERT ON unify.event_queue TO unify_capture;
 -- sync through a distributed query; capture on them is refused at add_source (0A000 with a
 -- hint); unify.status gains placement (local/distributed/reference/citus_local) and citus.
 -- New: unify._citus_present(), unify._placement(regclass), unify._citus_check_source(regclass,
--- text, boolean); changed: unify.add_source (calls the check), unify._status() and the view
--- unify.status (two columns more, so both are dropped and made again).
+-- text, boolean); changed: unify.add_source (calls the check), unify._drop_capture (drops
+-- triggers only where they exist: Citus refuses DROP TRIGGER on a distributed table),
+-- unify._status() and the view unify.status (two columns more, so both are dropped and made again).
 -- Whether the citus extension is installed in this database.
 CREATE FUNCTION unify._citus_present() RETURNS boolean
 STABLE PARALLEL SAFE LANGUAGE sql AS $$
@@ -3118,6 +3119,19 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION unify._drop_capture(id int, relation regclass) RETURNS void
+VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
+BEGIN
+    -- Only where there are triggers: Citus refuses any DROP TRIGGER on a distributed table.
+    IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = relation AND t.tgname IN ('unify_capture_' || id, 'unify_capture_truncate_' || id)) THEN
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'unify_capture_' || id, relation);
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'unify_capture_truncate_' || id, relation);
+    END IF;
+    EXECUTE format('DROP FUNCTION IF EXISTS unify.%I()', '_capture_' || id);
+    EXECUTE format('DROP FUNCTION IF EXISTS unify.%I()', '_capture_truncate_' || id);
+END
+$$;
+
 DROP VIEW unify.status;
 DROP FUNCTION unify._status();
 CREATE FUNCTION unify._status()
@@ -3193,3 +3207,6 @@ GRANT EXECUTE ON FUNCTION unify._status() TO unify_admin, unify_reader, unify_an
 GRANT EXECUTE ON FUNCTION unify._citus_check_source(regclass, text, boolean), unify._placement(regclass),
     unify._citus_present()
 TO unify_admin;
+-- CREATE OR REPLACE set the replaced functions' settings anew: pinned again (their grants stay).
+ALTER FUNCTION unify.add_source(text, regclass, text, jsonb, int, boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify._drop_capture(int, regclass) SET search_path = pg_catalog, pg_temp;

@@ -730,7 +730,8 @@ CREATE EVENT TRIGGER unify_capture_after_alter ON ddl_command_end
 CREATE FUNCTION unify._drop_capture(id int, relation regclass) RETURNS void
 VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM pg_class WHERE oid = relation) THEN
+    -- Only where there are triggers: Citus refuses any DROP TRIGGER on a distributed table.
+    IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = relation AND t.tgname IN ('unify_capture_' || id, 'unify_capture_truncate_' || id)) THEN
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'unify_capture_' || id, relation);
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'unify_capture_truncate_' || id, relation);
     END IF;

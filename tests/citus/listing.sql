@@ -4,7 +4,7 @@
 -- household named the same way and its golden record) as count and md5 of an ordered listing.
 -- Ids, timestamps the run wrote (synced_at, scored_at, updated_at) and model versions are left out.
 SET client_min_messages = warning;
-CREATE TEMP VIEW named AS
+CREATE TEMP TABLE named AS
 SELECT r.record_id, r.person_id, s.name || ':' || r.source_key AS name,
        min(s.name || ':' || r.source_key) OVER (PARTITION BY r.person_id) AS person_of
 FROM unify.records r JOIN unify.sources s USING (source_id);

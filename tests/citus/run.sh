@@ -107,10 +107,9 @@ step() {  # step DB NAME SQL
     TIME[$1/$2]=$(( (t1 - t0) / 1000000 ))
 }
 drain() {  # drain DB: process_queue until the queue is empty
-    q "$1" "SET client_min_messages = warning;
-        DO \$\$ BEGIN
+    psql_on "${PORT[coordinator]}" "$1" -c "SET client_min_messages = warning" -c "DO \$\$ BEGIN
             WHILE EXISTS (SELECT 1 FROM unify.change_queue) LOOP
-                PERFORM unify.process_queue(100000);
+                EXIT WHEN unify.process_queue(100000) = 0;
                 COMMIT;
             END LOOP;
         END \$\$"
