@@ -2969,10 +2969,12 @@ GRANT SELECT ON unify.person_activity, unify.open_carts, unify.abandoned_carts T
 GRANT INSERT ON unify.event_queue TO unify_capture;
 
 -- Issue 27, Citus: source tables may be Citus tables (distributed or reference) and are read by
--- sync through a distributed query; capture on them is refused at add_source (0A000 with a
--- hint); unify.status gains placement (local/distributed/reference/citus_local) and citus.
--- New: unify._citus_present(), unify._placement(regclass), unify._citus_check_source(regclass,
--- text, boolean); changed: unify.add_source (calls the check), unify._drop_capture (drops
+-- sync through a distributed query, a distributed one staged in key order; capture on them is
+-- refused at add_source (0A000 with a hint); unify.status gains placement
+-- (local/distributed/reference/citus_local) and citus.
+-- New: unify._citus_present(), unify._placement(regclass), unify._citus_stage_order(regclass,
+-- text), unify._citus_check_source(regclass, text, boolean); changed: unify._stage_statement
+-- (appends _citus_stage_order), unify.add_source (calls the check), unify._drop_capture (drops
 -- triggers only where they exist: Citus refuses DROP TRIGGER on a distributed table),
 -- unify._status() and the view unify.status (two columns more, so both are dropped and made again).
 -- Whether the citus extension is installed in this database.
@@ -3005,6 +3007,16 @@ BEGIN
 END
 $$;
 
+-- What unify._stage_statement appends to its statement: for a distributed source ' ORDER BY'
+-- its key, so that its rows reach unify.records (and take their record ids) in key order,
+-- whichever shard answers first; a sync of the same data then gives the same record ids every
+-- time. Matching samples and breaks ties by record id, so this is what makes the persons of a
+-- Citus sync reproducible. Empty for every other table (no sort where the order is the table's).
+CREATE FUNCTION unify._citus_stage_order(relation regclass, key_column text) RETURNS text
+STABLE PARALLEL SAFE LANGUAGE sql AS $$
+    SELECT CASE WHEN unify._placement(relation) = 'distributed' THEN pg_catalog.format(' ORDER BY src.%I', key_column) ELSE '' END
+$$;
+
 -- add_source's check of a Citus source (called as the caller, before the registration): a
 -- distributed or reference table is registered only with track_changes => false.
 CREATE FUNCTION unify._citus_check_source(relation regclass, relation_name text, track_changes boolean) RETURNS void
@@ -3018,6 +3030,25 @@ BEGIN
                   DETAIL = 'Change capture is a trigger that queues into unify.change_queue on the coordinator; Citus would run it on the shards, on the worker nodes.',
                   HINT = 'Register it with track_changes => false and call unify.sync(name) on a schedule: sync reads it through a distributed query (docs/OPERATIONS.md, "Citus").';
     END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION unify._stage_statement(src unify.sources, filter text) RETURNS text
+STABLE LANGUAGE plpgsql AS $$
+DECLARE
+    staged text := format('(src.%I)::text', src.key_column);
+    field  text;
+BEGIN
+    FOREACH field IN ARRAY unify.canonical_fields() LOOP
+        IF src.fields ? field THEN
+            staged := staged || format(', %s', unify._staged_expression(field, src.fields ->> field));
+        ELSE
+            staged := staged || ', NULL';
+        END IF;
+    END LOOP;
+    RETURN format('INSERT INTO pg_temp.unify_source_rows (source_key, %s) SELECT %s FROM %s AS src %s',
+                  array_to_string(unify.canonical_fields(), ', '), staged, src.relation,
+                  coalesce(filter, '') || unify._citus_stage_order(src.relation, src.key_column));  -- citus.sql
 END
 $$;
 
@@ -3195,7 +3226,7 @@ DECLARE
 BEGIN
     FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
              WHERE p.pronamespace = 'unify'::regnamespace
-               AND p.proname IN ('_citus_present', '_placement', '_citus_check_source', '_status') LOOP
+               AND p.proname IN ('_citus_present', '_placement', '_citus_stage_order', '_citus_check_source', '_status') LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, unify_admin, unify_reader, unify_analyst', f);
         EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
     END LOOP;
@@ -3208,5 +3239,6 @@ GRANT EXECUTE ON FUNCTION unify._citus_check_source(regclass, text, boolean), un
     unify._citus_present()
 TO unify_admin;
 -- CREATE OR REPLACE set the replaced functions' settings anew: pinned again (their grants stay).
+ALTER FUNCTION unify._stage_statement(unify.sources, text) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify.add_source(text, regclass, text, jsonb, int, boolean) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify._drop_capture(int, regclass) SET search_path = pg_catalog, pg_temp;

@@ -42,6 +42,16 @@ BEGIN
 END
 $$;
 
+-- What unify._stage_statement appends to its statement: for a distributed source ' ORDER BY'
+-- its key, so that its rows reach unify.records (and take their record ids) in key order,
+-- whichever shard answers first; a sync of the same data then gives the same record ids every
+-- time. Matching samples and breaks ties by record id, so this is what makes the persons of a
+-- Citus sync reproducible. Empty for every other table (no sort where the order is the table's).
+CREATE FUNCTION unify._citus_stage_order(relation regclass, key_column text) RETURNS text
+STABLE PARALLEL SAFE LANGUAGE sql AS $$
+    SELECT CASE WHEN unify._placement(relation) = 'distributed' THEN pg_catalog.format(' ORDER BY src.%I', key_column) ELSE '' END
+$$;
+
 -- add_source's check of a Citus source (called as the caller, before the registration): a
 -- distributed or reference table is registered only with track_changes => false.
 CREATE FUNCTION unify._citus_check_source(relation regclass, relation_name text, track_changes boolean) RETURNS void

@@ -390,7 +390,8 @@ BEGIN
         END IF;
     END LOOP;
     RETURN format('INSERT INTO pg_temp.unify_source_rows (source_key, %s) SELECT %s FROM %s AS src %s',
-                  array_to_string(unify.canonical_fields(), ', '), staged, src.relation, coalesce(filter, ''));
+                  array_to_string(unify.canonical_fields(), ', '), staged, src.relation,
+                  coalesce(filter, '') || unify._citus_stage_order(src.relation, src.key_column));  -- citus.sql
 END
 $$;
 

@@ -35,7 +35,8 @@ for node in coordinator worker1 worker2; do
 done
 mkdir -p "$WORK"
 chown postgres: "$WORK"
-trap 'for node in coordinator worker1 worker2; do stop_cluster "$WORK/$node"; done' EXIT
+# CITUS_KEEP=1 leaves the cluster running (to look at it; stop it with pg_ctl or the next run).
+[ "${CITUS_KEEP:-0}" = 1 ] || trap 'for node in coordinator worker1 worker2; do stop_cluster "$WORK/$node"; done' EXIT
 # Small nodes: Citus's maintenance daemons (one per database with the citus extension) share
 # max_worker_processes with everything else.
 NODE_CONF=("shared_preload_libraries = 'citus'" "max_worker_processes = 16" "max_connections = 60"
