@@ -36,11 +36,13 @@ done
 mkdir -p "$WORK"
 chown postgres: "$WORK"
 # CITUS_KEEP=1 leaves the cluster running (to look at it; stop it with pg_ctl or the next run).
-[ "${CITUS_KEEP:-0}" = 1 ] || trap 'for node in coordinator worker1 worker2; do stop_cluster "$WORK/$node"; done' EXIT
+# Otherwise the three clusters are stopped and deleted at the end (disk space).
+[ "${CITUS_KEEP:-0}" = 1 ] || trap 'for node in coordinator worker1 worker2; do stop_cluster "$WORK/$node"; rm -rf "$WORK/$node/data"; done' EXIT
 # Small nodes: Citus's maintenance daemons (one per database with the citus extension) share
 # max_worker_processes with everything else.
 NODE_CONF=("shared_preload_libraries = 'citus'" "max_worker_processes = 16" "max_connections = 60"
            "shared_buffers = '64MB'" "fsync = off" "synchronous_commit = off" "full_page_writes = off"
+           "max_wal_size = '256MB'" "min_wal_size = '32MB'"
            "citus.log_remote_commands = off" "citus.show_shards_for_app_name_prefixes = ''")
 declare -A PORT
 for node in worker1 worker2 coordinator; do
