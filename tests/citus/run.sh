@@ -15,10 +15,12 @@
 # updates and deletes in every source, unify.process_queue() until the queue is empty; then
 # sync, score_pairs, resolve again. After each of the three stages the records, the scored
 # pairs and the persons (golden records, households) of the Citus database must equal those
-# of its plain twin, compared as md5 of ordered listings (tests/citus/listing.sql).
+# of its plain twin, compared as md5 of ordered listings (tests/citus/listing.sql); the trained
+# models number by number.
 #
 #   [ROWS=5000] bash tests/citus/run.sh [WORK_DIR]      (scripts/test.sh runs it with the defaults)
 #   CITUS_TIMES=1 also prints the time of every step, Citus beside plain (benches/citus.sh)
+#   CITUS_KEEP=1 leaves the three clusters running afterwards
 source "$(dirname "$0")/../../scripts/lib.sh"
 WORK="${1:-/tmp/customer_unify-test}/citus"
 ROWS="${ROWS:-5000}"
