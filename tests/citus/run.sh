@@ -132,6 +132,19 @@ for rel in crm.shop_customers crm.pos_loyalty_members; do
     fi
 done
 expect "nothing registered by the refused calls" "$(q cu_dist "SELECT count(*) FROM unify.sources")" "0"
+# As the lowest role that may register (unify_admin, not a superuser): the check reads Citus's
+# metadata with the caller's rights.
+q cu_dist "SET client_min_messages = warning; CREATE ROLE regress_citus_admin IN ROLE unify_admin;
+           GRANT USAGE ON SCHEMA crm TO regress_citus_admin; GRANT SELECT ON crm.crm_contacts TO regress_citus_admin"
+out=$(psql -X -q -At -v VERBOSITY=verbose -p "${PORT[coordinator]}" -d cu_dist -c "SET ROLE regress_citus_admin" \
+      -c "SELECT unify.add_source('probe', 'crm.crm_contacts', 'kontakt_nr', '{\"email\": \"e_mail\"}')" 2>&1 || true)
+[[ "$out" == *"ERROR:  0A000"* ]] && pass "as unify_admin: add_source of a tracked distributed table refused with 0A000" \
+    || fail "as unify_admin: add_source of a tracked distributed table: got '$out'"
+expect "as unify_admin: untracked, it registers (and is removed)" \
+    "$(psql -X -q -At -p "${PORT[coordinator]}" -d cu_dist -c "SET client_min_messages = warning" -c "SET ROLE regress_citus_admin" \
+        -c "SELECT unify.add_source('probe', 'crm.crm_contacts', 'kontakt_nr', '{\"email\": \"e_mail\"}', track_changes => false) > 0" \
+        -c "SELECT placement FROM unify.status WHERE source = 'probe'" -c "SELECT unify.remove_source('probe')" | head -2 | tr '\n' ' ')" "t distributed "
+q cu_dist "DELETE FROM unify.sources WHERE name = 'probe'"
 expect "untracked, a distributed source registers" \
     "$(q cu_dist "SET client_min_messages = warning; SELECT unify.add_source('probe', 'crm.shop_customers', 'customer_id', '{\"email\": \"email\"}', track_changes => false) IS NOT NULL; SELECT unify.remove_source('probe')" | head -1)" "t"
 q cu_dist "DELETE FROM unify.sources WHERE name = 'probe'"
