@@ -224,3 +224,65 @@ person_lookup_latency() {
                 what, NR, lat[int(NR * 0.50)] / 1000, lat[int(NR * 0.95)] / 1000, lat[int(NR * 0.99)] / 1000 }'
     done
 }
+
+# The Citus source tarball (issue 27): $CUSTOMER_UNIFY_CITUS_TARBALL, else the shared vendor
+# directory beside the checkout. Prints nothing when there is none.
+citus_tarball() {
+    local t
+    for t in "${CUSTOMER_UNIFY_CITUS_TARBALL:-}" "$ROOT/../shared/vendor/citus-13.2.2.tar.gz" \
+             /work/shared/vendor/citus-13.2.2.tar.gz; do
+        if [ -n "$t" ] && [ -f "$t" ]; then echo "$t"; return; fi
+    done
+}
+
+# Builds Citus from citus_tarball and installs it into the PostgreSQL in use (the private copy
+# under CUSTOMER_UNIFY_PG_PREFIX, else the system's), only when it is not installed yet. Built in
+# $CUSTOMER_UNIFY_CITUS_BUILD_DIR (default /tmp/citus-build), whose object files are deleted after
+# the install. Build facts (../shared/vendor/README.md): Debian liblz4-dev libzstd-dev
+# libkrb5-dev, `./configure --without-libcurl`, and PostgreSQL 15.20 exports
+# have_createdb_privilege(), so Citus's own static copy for PostgreSQL < 16 is cut out of the
+# build copy of src/include/pg_version_compat.h. Never part of the repository.
+ensure_citus() {
+    local lib="$PG_PREFIX/usr/lib/postgresql/$PG_MAJOR/lib/citus.so"
+    local control="$PG_PREFIX/usr/share/postgresql/$PG_MAJOR/extension/citus.control"
+    if [ -f "$lib" ] && [ -f "$control" ]; then return 0; fi
+    local tarball
+    tarball=$(citus_tarball)
+    [ -n "$tarball" ] || die "no Citus tarball (set CUSTOMER_UNIFY_CITUS_TARBALL)"
+    local pkgs=(liblz4-dev libzstd-dev libkrb5-dev) missing=() p
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing Debian packages for Citus: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
+            || { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
+    fi
+    local build="${CUSTOMER_UNIFY_CITUS_BUILD_DIR:-/tmp/citus-build}"
+    log "building Citus from $tarball in $build (a few minutes, once)"
+    rm -rf "$build/src"
+    mkdir -p "$build/src"
+    tar -xzf "$tarball" -C "$build/src" --strip-components=1
+    # The static have_createdb_privilege() of the PostgreSQL < 16 branch clashes with 15.20's.
+    perl -0pi -e 's/static inline bool\nhave_createdb_privilege\(void\)\n\{.*?\n\}\n//s' \
+        "$build/src/src/include/pg_version_compat.h"
+    ! grep -q "^have_createdb_privilege(void)" "$build/src/src/include/pg_version_compat.h" \
+        || die "could not remove have_createdb_privilege from Citus's pg_version_compat.h"
+    (
+        cd "$build/src"
+        # Built against the system's pg_config (same paths as the private copy's).
+        ./configure --without-libcurl PG_CONFIG="$SYSTEM_PG_CONFIG" >"$build/configure.log" 2>&1 \
+            || { tail -20 "$build/configure.log" >&2; exit 1; }
+        # with_llvm=no: no JIT bitcode (it would double the compile time for nothing here).
+        make -j"$(nproc)" with_llvm=no >"$build/make.log" 2>&1 || { tail -30 "$build/make.log" >&2; exit 1; }
+        if [ -n "$PG_PREFIX" ]; then
+            make install with_llvm=no DESTDIR="$PG_PREFIX" >"$build/install.log" 2>&1
+        else
+            make install with_llvm=no >"$build/install.log" 2>&1
+        fi
+    ) || die "building Citus failed (logs in $build)"
+    rm -rf "$build/src"
+    [ -f "$lib" ] && [ -f "$control" ] || die "Citus did not install into $PG_PREFIX/usr"
+    log "Citus installed ($(sed -n "s/^default_version = '\(.*\)'/\1/p" "$control"))"
+}

@@ -7,6 +7,7 @@
 #   bash scripts/test.sh --regress-only worker only the background worker tests
 #   bash scripts/test.sh --regress-only dump_restore  only the pg_dump / pg_restore test
 #   bash scripts/test.sh --regress-only security  only the security suite (roles, attacks, worker)
+#   bash scripts/test.sh --regress-only citus  only the Citus cluster test (builds Citus once)
 source "$(dirname "$0")/lib.sh"
 REGRESS_ONLY=0
 if [ "${1:-}" = --regress-only ]; then
@@ -116,7 +117,7 @@ all_isolation=$(cd tests/isolation/specs && ls *.spec | sed 's/\.spec$//' | sort
 # Named tests run from whichever suite has them, in the order given; no names, every test of both.
 regress_tests=""; isolation_tests=""
 for t in ${*:-$all_regress $all_isolation}; do
-    [ "$t" = worker ] || [ "$t" = dump_restore ] || [ "$t" = security ] && continue
+    [ "$t" = worker ] || [ "$t" = dump_restore ] || [ "$t" = security ] || [ "$t" = citus ] && continue
     if [ -f "tests/pg_regress/sql/$t.sql" ]; then regress_tests="$regress_tests $t"
     elif [ -f "tests/isolation/specs/$t.spec" ]; then isolation_tests="$isolation_tests $t"
     else die "no test named $t"; fi
@@ -161,5 +162,16 @@ fi
 if [ $REGRESS_ONLY = 0 ] || [ "${*:-}" = security ]; then
     log "security (tests/security/run.sh)"
     bash tests/security/run.sh "$WORK"
+fi
+# Citus (issue 27): a loopback coordinator + 2 workers built from the vendored Citus source; the
+# same records, pairs and persons as plain PostgreSQL with local, distributed and reference sources.
+if [ $REGRESS_ONLY = 0 ] || [ "${*:-}" = citus ]; then
+    if [ -n "$(citus_tarball)" ]; then
+        log "Citus cluster (tests/citus/run.sh)"
+        bash tests/citus/run.sh "$WORK"
+    else
+        printf '\n\033[1;31m==> SKIPPED: the Citus test (tests/citus/run.sh): no Citus tarball at $CUSTOMER_UNIFY_CITUS_TARBALL,\n    %s or /work/shared/vendor\033[0m\n\n' \
+            "$ROOT/../shared/vendor/citus-13.2.2.tar.gz" >&2
+    fi
 fi
 log "all tests passed"

@@ -3348,3 +3348,278 @@ ALTER FUNCTION unify._normalized_query(int, text, boolean) SET search_path = pg_
 ALTER FUNCTION unify._apply(unify.sources, text[]) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify.sync(text) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify.sync(text) SECURITY DEFINER;
+
+-- Issue 27, Citus: source tables may be Citus tables (distributed or reference) and are read by
+-- sync through a distributed query, a distributed one staged in key order; capture on them is
+-- refused at add_source (0A000 with a hint); unify.status gains placement
+-- (local/distributed/reference/citus_local) and citus.
+-- New: unify._citus_present(), unify._placement(regclass), unify._citus_stage_order(regclass,
+-- text), unify._citus_check_source(regclass, text, boolean); changed: unify._stage_statement
+-- (appends _citus_stage_order), unify.add_source (calls the check), unify._drop_capture (drops
+-- triggers only where they exist: Citus refuses DROP TRIGGER on a distributed table),
+-- unify._status() and the view unify.status (two columns more, so both are dropped and made again).
+-- Whether the citus extension is installed in this database.
+CREATE FUNCTION unify._citus_present() RETURNS boolean
+STABLE PARALLEL SAFE LANGUAGE sql AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = 'citus')
+$$;
+
+-- Where a table lives: 'distributed' (its rows in shards on the workers: hash-distributed, or a
+-- single-shard distributed table), 'reference' (a copy on every node), 'citus_local' (a Citus
+-- local table, on the coordinator but in Citus's metadata), 'local' (a plain table; every
+-- table without Citus). NULL for NULL.
+CREATE FUNCTION unify._placement(relation regclass) RETURNS text
+STABLE STRICT PARALLEL SAFE LANGUAGE plpgsql AS $$
+DECLARE
+    method "char";
+    model "char";
+    colocation int;
+BEGIN
+    IF NOT unify._citus_present() OR to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN 'local';
+    END IF;
+    EXECUTE 'SELECT p.partmethod, p.repmodel, p.colocationid FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = $1'
+        INTO method, model, colocation USING relation;
+    RETURN CASE WHEN method IS NULL THEN 'local'
+                WHEN method <> 'n' THEN 'distributed'
+                WHEN model = 't' THEN 'reference'
+                WHEN colocation = 0 THEN 'citus_local'
+                ELSE 'distributed' END;
+END
+$$;
+
+-- What unify._stage_statement appends to its statement: for a distributed source ' ORDER BY'
+-- its key, so that its rows reach unify.records (and take their record ids) in key order,
+-- whichever shard answers first; a sync of the same data then gives the same record ids every
+-- time. Matching samples and breaks ties by record id, so this is what makes the persons of a
+-- Citus sync reproducible. Empty for every other table (no sort where the order is the table's).
+CREATE FUNCTION unify._citus_stage_order(relation regclass, key_column text) RETURNS text
+STABLE PARALLEL SAFE LANGUAGE sql AS $$
+    SELECT CASE WHEN unify._placement(relation) = 'distributed' THEN pg_catalog.format(' ORDER BY src.%I', key_column) ELSE '' END
+$$;
+
+-- add_source's check of a Citus source (called as the caller, before the registration): a
+-- distributed or reference table is registered only with track_changes => false.
+CREATE FUNCTION unify._citus_check_source(relation regclass, relation_name text, track_changes boolean) RETURNS void
+STABLE LANGUAGE plpgsql AS $$
+DECLARE
+    placement constant text := unify._placement(relation);
+BEGIN
+    IF track_changes AND placement IN ('distributed', 'reference') THEN
+        RAISE EXCEPTION 'changes of % table % cannot be tracked', placement, relation_name
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Change capture is a trigger that queues into unify.change_queue on the coordinator; Citus would run it on the shards, on the worker nodes.',
+                  HINT = 'Register it with track_changes => false and call unify.sync(name) on a schedule: sync reads it through a distributed query (docs/OPERATIONS.md, "Citus").';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION unify._stage_statement(src unify.sources, filter text) RETURNS text
+STABLE LANGUAGE plpgsql AS $$
+DECLARE
+    staged text := format('(src.%I)::text', src.key_column);
+    field  text;
+BEGIN
+    FOREACH field IN ARRAY unify.canonical_fields() LOOP
+        IF src.fields ? field THEN
+            staged := staged || format(', %s', unify._staged_expression(field, src.fields ->> field));
+        ELSE
+            staged := staged || ', NULL';
+        END IF;
+    END LOOP;
+    RETURN format('INSERT INTO pg_temp.unify_source_rows (source_key, %s) SELECT %s FROM %s AS src %s',
+                  array_to_string(unify.canonical_fields(), ', '), staged, src.relation,
+                  coalesce(filter, '') || unify._citus_stage_order(src.relation, src.key_column));  -- citus.sql
+END
+$$;
+
+CREATE OR REPLACE FUNCTION unify.add_source(
+    name text,
+    relation regclass,
+    key_column text,
+    fields jsonb,
+    priority int DEFAULT 100,
+    track_changes boolean DEFAULT true
+) RETURNS int
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    rel_kind "char";
+    rel_name text;
+    key_attnum smallint;
+    field text;
+    expression text;
+    unknown text[];
+    new_id int;
+    identifying constant text[] := ARRAY['first_name', 'last_name', 'full_name', 'email', 'phone', 'mobile', 'customer_number', 'external_id'];
+BEGIN
+    IF name IS NULL OR name !~ '^[a-z][a-z0-9_]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid source name %', coalesce(quote_literal(name), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A source name is lowercase letters, digits and underscores, starting with a letter, for example ''shop''.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM unify.sources s WHERE s.name = add_source.name) THEN
+        RAISE EXCEPTION 'source "%" already exists', name
+            USING ERRCODE = 'duplicate_object', HINT = 'Choose another name, or unify.remove_source() the existing one first.';
+    END IF;
+    IF relation IS NULL OR key_column IS NULL OR fields IS NULL OR priority IS NULL OR track_changes IS NULL THEN
+        RAISE EXCEPTION 'add_source: relation, key_column, fields, priority and track_changes must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT c.relkind, format('%I.%I', n.nspname, c.relname) INTO rel_kind, rel_name
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = relation;
+    IF rel_kind NOT IN ('r', 'p', 'm') THEN
+        RAISE EXCEPTION '% is not a table', rel_name
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Register the table behind the view, or a materialized view with track_changes => false.';
+    END IF;
+    IF rel_kind = 'm' AND track_changes THEN
+        RAISE EXCEPTION 'changes of materialized view % cannot be tracked', rel_name
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Pass track_changes => false and call unify.sync() after each REFRESH.';
+    END IF;
+    SELECT a.attnum INTO key_attnum FROM pg_attribute a
+    WHERE a.attrelid = relation AND a.attname = key_column AND a.attnum > 0 AND NOT a.attisdropped;
+    IF key_attnum IS NULL THEN
+        RAISE EXCEPTION 'key column "%" does not exist in %', key_column, rel_name
+            USING ERRCODE = 'undefined_column', HINT = 'key_column names the column that identifies a row, usually the primary key.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = relation AND i.indisunique AND i.indnkeyatts = 1
+                   AND i.indkey[0] = key_attnum AND i.indpred IS NULL AND i.indexprs IS NULL) THEN
+        RAISE EXCEPTION 'key column "%" of % is not unique', key_column, rel_name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Records are kept per key: add a primary key or a unique index on %s (%I).', rel_name, key_column);
+    END IF;
+    -- The mapping will run as the caller: who cannot read the table cannot register it.
+    PERFORM unify._require_select(relation, rel_name);
+    PERFORM unify._citus_check_source(relation, rel_name, track_changes);  -- citus.sql
+    IF jsonb_typeof(fields) <> 'object' OR fields = '{}'::jsonb THEN
+        RAISE EXCEPTION 'fields must be a JSON object mapping canonical fields to columns or expressions'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example {"first_name": "vorname", "email": "e_mail", "phone": "coalesce(mobil, telefon)"}.';
+    END IF;
+    SELECT array_agg(k ORDER BY k) INTO unknown FROM jsonb_object_keys(fields) k WHERE k <> ALL (unify.canonical_fields());
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown field "%" in fields', unknown[1]
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known fields: ' || array_to_string(unify.canonical_fields(), ', ') || '.';
+    END IF;
+    IF NOT fields ?| identifying THEN
+        RAISE EXCEPTION 'fields map nothing that identifies a person'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Map at least one of ' || array_to_string(identifying, ', ') || '.';
+    END IF;
+    FOR field, expression IN SELECT key, value #>> '{}' FROM jsonb_each(fields) ORDER BY key LOOP
+        IF jsonb_typeof(fields -> field) <> 'string' OR btrim(expression) = '' THEN
+            RAISE EXCEPTION 'field "%" must map to a column name or an SQL expression as a non-empty string', field
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        BEGIN
+            EXECUTE format('SELECT %s FROM %s AS src LIMIT 0', unify._staged_expression(field, expression), relation);
+        EXCEPTION WHEN others THEN
+            RAISE EXCEPTION 'field "%": % is not a valid expression over %', field, expression, rel_name
+                USING ERRCODE = 'invalid_parameter_value', DETAIL = SQLERRM,
+                      HINT = 'Map each field to a column of the table or an SQL expression over its columns, for example "coalesce(mobil, telefon)".';
+        END;
+    END LOOP;
+
+    -- The mapping will run as the caller (this function is SECURITY INVOKER): the catalog
+    -- records who that is, and the capture trigger is made, by the extension's own code.
+    new_id := unify._register_source(add_source.name, add_source.relation, rel_name, add_source.key_column,
+                                     add_source.fields, add_source.priority, add_source.track_changes);
+    RAISE NOTICE 'source "%" registered for %; load it with SELECT * FROM unify.sync(%)', name, rel_name, quote_literal(name);
+    RETURN new_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION unify._drop_capture(id int, relation regclass) RETURNS void
+VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
+BEGIN
+    -- Only where there are triggers: Citus refuses any DROP TRIGGER on a distributed table.
+    IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = relation AND t.tgname IN ('unify_capture_' || id, 'unify_capture_truncate_' || id)) THEN
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'unify_capture_' || id, relation);
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'unify_capture_truncate_' || id, relation);
+    END IF;
+    EXECUTE format('DROP FUNCTION IF EXISTS unify.%I()', '_capture_' || id);
+    EXECUTE format('DROP FUNCTION IF EXISTS unify.%I()', '_capture_truncate_' || id);
+END
+$$;
+
+DROP VIEW unify.status;
+DROP FUNCTION unify._status();
+CREATE FUNCTION unify._status()
+RETURNS TABLE (source text, relation text, track_changes boolean, removed_at timestamptz, source_rows_estimate bigint,
+               records bigint, queue_depth bigint, queue_lag interval, failed_changes bigint, last_failure timestamptz,
+               last_sync_at timestamptz, last_sync_rows bigint, last_sync_seconds numeric, sync_running_since timestamptz,
+               worker_pid int, worker_state text, workers int, worker_started_at timestamptz, last_batch_at timestamptz,
+               last_batch_rows int, last_batch_ms numeric, last_batch_by text, rows_per_second numeric, processed_rows bigint,
+               total_queue_depth bigint, changes_in_progress bigint, total_queue_lag interval, matching_live boolean,
+               placement text, citus boolean)
+STABLE LANGUAGE sql SECURITY DEFINER SET jit = off AS $$
+
+SELECT s.name AS source,
+       s.relation_name AS relation,
+       s.track_changes,
+       s.removed_at,
+       greatest(c.reltuples, 0)::bigint AS source_rows_estimate,
+       (SELECT count(*) FROM unify.records r WHERE r.source_id = s.source_id) AS records,
+       (SELECT count(*) FROM unify.change_queue q WHERE q.source_id = s.source_id) AS queue_depth,
+       (SELECT now() - min(q.enqueued_at) FROM unify.change_queue q WHERE q.source_id = s.source_id) AS queue_lag,
+       (SELECT count(*) FROM unify.dead_letters d WHERE d.source_id = s.source_id) AS failed_changes,
+       (SELECT max(d.last_failed_at) FROM unify.dead_letters d WHERE d.source_id = s.source_id) AS last_failure,
+       s.last_sync_at,
+       s.last_sync_rows,
+       s.last_sync_seconds,
+       (SELECT a.query_start FROM pg_stat_activity a
+         WHERE a.application_name = 'unify.sync ' || s.name LIMIT 1) AS sync_running_since,
+       w.pid AS worker_pid,
+       coalesce(w.state, 'not running') AS worker_state,
+       coalesce(w.workers, 0) AS workers,
+       w.started_at AS worker_started_at,
+       q.last_batch_at,
+       q.last_batch_rows,
+       q.last_batch_ms,
+       q.last_batch_by,
+       CASE WHEN q.window_started_at >= now() - interval '1 minute'
+            THEN round(q.window_rows / greatest(extract(epoch FROM now() - q.window_started_at), 1)::numeric, 1)
+            ELSE coalesce(q.last_window_rate, 0) END AS rows_per_second,
+       q.total_rows AS processed_rows,
+       (SELECT count(*) FROM unify.change_queue) AS total_queue_depth,
+       (SELECT coalesce(sum(x.source_rows), 0) FROM unify.queue_work x)::bigint AS changes_in_progress,
+       (SELECT now() - min(x.enqueued_at) FROM unify.change_queue x) AS total_queue_lag,
+       m.keys_built_at IS NOT NULL AND m.blocking_rules = unify.get_model() -> 'blocking_rules' AS matching_live,
+       -- Issue 27: where the source table lives (citus.sql) and whether Citus is installed.
+       CASE WHEN c.oid IS NOT NULL THEN unify._placement(s.relation) END AS placement,
+       unify._citus_present() AS citus
+FROM unify.sources s
+LEFT JOIN pg_class c ON c.oid = s.relation
+LEFT JOIN unify._worker() w ON true
+CROSS JOIN unify.queue_stats q
+LEFT JOIN unify.matching_state m ON true
+$$;
+
+CREATE VIEW unify.status AS SELECT * FROM unify._status();
+COMMENT ON VIEW unify.status IS 'Per source: rows, records, queue depth and lag, last sync, where its table lives (local/distributed/reference); for the database: worker state, last batch, rows/s, whether changes are matched live, whether Citus is installed';
+
+-- Privileges as src/sql/security.sql gives them.
+DO $citus_grants$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace = 'unify'::regnamespace
+               AND p.proname IN ('_citus_present', '_placement', '_citus_stage_order', '_citus_check_source', '_status') LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, unify_admin, unify_reader, unify_analyst', f);
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
+    END LOOP;
+END
+$citus_grants$;
+REVOKE ALL ON unify.status FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
+GRANT SELECT ON unify.status TO unify_admin, unify_reader;
+GRANT EXECUTE ON FUNCTION unify._status() TO unify_admin, unify_reader, unify_analyst;
+GRANT EXECUTE ON FUNCTION unify._citus_check_source(regclass, text, boolean), unify._placement(regclass),
+    unify._citus_present()
+TO unify_admin;
+-- CREATE OR REPLACE set the replaced functions' settings anew: pinned again (their grants stay).
+ALTER FUNCTION unify._stage_statement(unify.sources, text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify.add_source(text, regclass, text, jsonb, int, boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify._drop_capture(int, regclass) SET search_path = pg_catalog, pg_temp;

@@ -44,6 +44,10 @@ pgrx::extension_sql_file!(
     ]
 );
 
+// Citus (issue 27): where a source table lives (local, distributed, reference) and add_source's
+// check of a Citus source; no dependency on Citus (read only when the extension is present).
+pgrx::extension_sql_file!("citus.sql", name = "citus", requires = ["sources"]);
+
 // Matching: model versions, scored pairs, blocking figures, and the commands over the Rust model.
 pgrx::extension_sql_file!(
     "matching.sql",
@@ -77,7 +81,7 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "realtime.sql",
     name = "realtime",
-    requires = ["persons", matching::rescore::_rescore]
+    requires = ["persons", "citus", matching::rescore::_rescore]
 );
 
 // Orders: the user's order tables registered in place and their exchange rates.

@@ -409,7 +409,8 @@ RETURNS TABLE (source text, relation text, track_changes boolean, removed_at tim
                last_sync_at timestamptz, last_sync_rows bigint, last_sync_seconds numeric, sync_running_since timestamptz,
                worker_pid int, worker_state text, workers int, worker_started_at timestamptz, last_batch_at timestamptz,
                last_batch_rows int, last_batch_ms numeric, last_batch_by text, rows_per_second numeric, processed_rows bigint,
-               total_queue_depth bigint, changes_in_progress bigint, total_queue_lag interval, matching_live boolean)
+               total_queue_depth bigint, changes_in_progress bigint, total_queue_lag interval, matching_live boolean,
+               placement text, citus boolean)
 STABLE LANGUAGE sql SECURITY DEFINER SET jit = off AS $$
 
 SELECT s.name AS source,
@@ -442,7 +443,10 @@ SELECT s.name AS source,
        (SELECT count(*) FROM unify.change_queue) AS total_queue_depth,
        (SELECT coalesce(sum(x.source_rows), 0) FROM unify.queue_work x)::bigint AS changes_in_progress,
        (SELECT now() - min(x.enqueued_at) FROM unify.change_queue x) AS total_queue_lag,
-       m.keys_built_at IS NOT NULL AND m.blocking_rules = unify.get_model() -> 'blocking_rules' AS matching_live
+       m.keys_built_at IS NOT NULL AND m.blocking_rules = unify.get_model() -> 'blocking_rules' AS matching_live,
+       -- Issue 27: where the source table lives (citus.sql) and whether Citus is installed.
+       CASE WHEN c.oid IS NOT NULL THEN unify._placement(s.relation) END AS placement,
+       unify._citus_present() AS citus
 FROM unify.sources s
 LEFT JOIN pg_class c ON c.oid = s.relation
 LEFT JOIN unify._worker() w ON true
@@ -451,6 +455,6 @@ LEFT JOIN unify.matching_state m ON true
 $$;
 
 CREATE VIEW unify.status AS SELECT * FROM unify._status();
-COMMENT ON VIEW unify.status IS 'Per source: rows, records, queue depth and lag, last sync; for the database: worker state, last batch, rows/s, whether changes are matched live';
+COMMENT ON VIEW unify.status IS 'Per source: rows, records, queue depth and lag, last sync, where its table lives (local/distributed/reference); for the database: worker state, last batch, rows/s, whether changes are matched live, whether Citus is installed';
 
 -- Privileges: see security.sql.

@@ -390,7 +390,8 @@ BEGIN
         END IF;
     END LOOP;
     RETURN format('INSERT INTO pg_temp.unify_source_rows (source_key, %s) SELECT %s FROM %s AS src %s',
-                  array_to_string(unify.canonical_fields(), ', '), staged, src.relation, coalesce(filter, ''));
+                  array_to_string(unify.canonical_fields(), ', '), staged, src.relation,
+                  coalesce(filter, '') || unify._citus_stage_order(src.relation, src.key_column));  -- citus.sql
 END
 $$;
 
@@ -610,6 +611,7 @@ BEGIN
     END IF;
     -- The mapping will run as the caller: who cannot read the table cannot register it.
     PERFORM unify._require_select(relation, rel_name);
+    PERFORM unify._citus_check_source(relation, rel_name, track_changes);  -- citus.sql
     IF jsonb_typeof(fields) <> 'object' OR fields = '{}'::jsonb THEN
         RAISE EXCEPTION 'fields must be a JSON object mapping canonical fields to columns or expressions'
             USING ERRCODE = 'invalid_parameter_value',
@@ -758,7 +760,8 @@ CREATE EVENT TRIGGER unify_capture_after_alter ON ddl_command_end
 CREATE FUNCTION unify._drop_capture(id int, relation regclass) RETURNS void
 VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM pg_class WHERE oid = relation) THEN
+    -- Only where there are triggers: Citus refuses any DROP TRIGGER on a distributed table.
+    IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = relation AND t.tgname IN ('unify_capture_' || id, 'unify_capture_truncate_' || id)) THEN
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'unify_capture_' || id, relation);
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'unify_capture_truncate_' || id, relation);
     END IF;

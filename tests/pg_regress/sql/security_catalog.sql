@@ -122,3 +122,20 @@ SELECT c AS outbox_relation, has_table_privilege('unify_admin', c, 'SELECT') AS 
        has_table_privilege('unify_reader', c, 'SELECT') AS reader_reads, has_table_privilege('unify_analyst', c, 'SELECT') AS analyst_reads
 FROM unnest(ARRAY['unify.outbox', 'unify.outbox_consumers', 'unify.outbox_status']) c
 ORDER BY 1;
+
+-- Citus (issue 27): the placement helpers are internals, executable by unify_admin only (whom
+-- add_source runs as); the reader sees placement and citus in unify.status (SECURITY DEFINER
+-- underneath), and as the lowest role is refused the helpers themselves.
+SELECT f AS citus_function, has_function_privilege('unify_admin', f, 'EXECUTE') AS admin,
+       has_function_privilege('unify_reader', f, 'EXECUTE') AS reader, has_function_privilege('unify_analyst', f, 'EXECUTE') AS analyst,
+       has_function_privilege('public', f, 'EXECUTE') AS public
+FROM unnest(ARRAY['unify._citus_present()', 'unify._placement(regclass)',
+                  'unify._citus_check_source(regclass,text,boolean)']::regprocedure[]) f
+ORDER BY 1;
+SET ROLE unify_reader;
+SELECT count(*) AS sources, count(placement) AS placements, bool_or(citus) AS citus FROM unify.status;
+SELECT unify._placement('unify.records');
+RESET ROLE;
+SET ROLE unify_analyst;
+SELECT unify._citus_present();
+RESET ROLE;

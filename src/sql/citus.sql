@@ -1,0 +1,71 @@
+-- Citus (issue 27, first slice). Every unify table stays a plain table on the coordinator and
+-- every step runs there, as without Citus. Registered source tables may be Citus tables:
+--   - sync reads a distributed or reference source through a distributed query: the mapping
+--     staging (unify._stage_statement, an INSERT ... SELECT into this session's temporary
+--     pg_temp.unify_source_rows) is pushed to the shards by Citus and its rows pulled to the
+--     coordinator; the cleaners and the comparison with unify.records then run over that local
+--     temporary table only (no query joins a Citus table with a unify table);
+--   - change capture on a distributed or reference table is refused at add_source (SQLSTATE
+--     0A000 with a hint): Citus runs a trigger of such a table on its shards, on the workers,
+--     where nobody would drain what it queues. Such a source is registered with
+--     track_changes => false and synced on a schedule.
+-- Nothing here needs Citus: without the citus extension in the database every table is 'local'
+-- (pg_dist_partition is only read when it exists, through dynamic SQL).
+
+-- Whether the citus extension is installed in this database.
+CREATE FUNCTION unify._citus_present() RETURNS boolean
+STABLE PARALLEL SAFE LANGUAGE sql AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = 'citus')
+$$;
+
+-- Where a table lives: 'distributed' (its rows in shards on the workers: hash-distributed, or a
+-- single-shard distributed table), 'reference' (a copy on every node), 'citus_local' (a Citus
+-- local table, on the coordinator but in Citus's metadata), 'local' (a plain table; every
+-- table without Citus). NULL for NULL.
+CREATE FUNCTION unify._placement(relation regclass) RETURNS text
+STABLE STRICT PARALLEL SAFE LANGUAGE plpgsql AS $$
+DECLARE
+    method "char";
+    model "char";
+    colocation int;
+BEGIN
+    IF NOT unify._citus_present() OR to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN 'local';
+    END IF;
+    EXECUTE 'SELECT p.partmethod, p.repmodel, p.colocationid FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = $1'
+        INTO method, model, colocation USING relation;
+    RETURN CASE WHEN method IS NULL THEN 'local'
+                WHEN method <> 'n' THEN 'distributed'
+                WHEN model = 't' THEN 'reference'
+                WHEN colocation = 0 THEN 'citus_local'
+                ELSE 'distributed' END;
+END
+$$;
+
+-- What unify._stage_statement appends to its statement: for a distributed source ' ORDER BY'
+-- its key, so that its rows reach unify.records (and take their record ids) in key order,
+-- whichever shard answers first; a sync of the same data then gives the same record ids every
+-- time. Matching samples and breaks ties by record id, so this is what makes the persons of a
+-- Citus sync reproducible. Empty for every other table (no sort where the order is the table's).
+CREATE FUNCTION unify._citus_stage_order(relation regclass, key_column text) RETURNS text
+STABLE PARALLEL SAFE LANGUAGE sql AS $$
+    SELECT CASE WHEN unify._placement(relation) = 'distributed' THEN pg_catalog.format(' ORDER BY src.%I', key_column) ELSE '' END
+$$;
+
+-- add_source's check of a Citus source (called as the caller, before the registration): a
+-- distributed or reference table is registered only with track_changes => false.
+CREATE FUNCTION unify._citus_check_source(relation regclass, relation_name text, track_changes boolean) RETURNS void
+STABLE LANGUAGE plpgsql AS $$
+DECLARE
+    placement constant text := unify._placement(relation);
+BEGIN
+    IF track_changes AND placement IN ('distributed', 'reference') THEN
+        RAISE EXCEPTION 'changes of % table % cannot be tracked', placement, relation_name
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Change capture is a trigger that queues into unify.change_queue on the coordinator; Citus would run it on the shards, on the worker nodes.',
+                  HINT = 'Register it with track_changes => false and call unify.sync(name) on a schedule: sync reads it through a distributed query (docs/OPERATIONS.md, "Citus").';
+    END IF;
+END
+$$;
+
+-- Privileges: see security.sql.
