@@ -3105,7 +3105,11 @@ BEGIN
         $q$, only_some, replace(only_some, 'p.', 'o.'))
     USING person_ids;
 
-    SELECT count(*) INTO n_persons FROM unify.persons p WHERE person_ids IS NULL OR p.person_id = ANY (person_ids);
+    IF person_ids IS NULL THEN
+        SELECT count(*) INTO n_persons FROM unify.persons p;
+    ELSE
+        SELECT count(*) INTO n_persons FROM unify.persons p WHERE p.person_id = ANY (person_ids);
+    END IF;
     DELETE FROM unify.person_actions o USING pg_temp.unify_action_writes w WHERE NOT w.has_action AND o.person_id = w.person_id;
     GET DIAGNOSTICS written = ROW_COUNT;
     UPDATE unify.person_actions o
