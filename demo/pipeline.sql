@@ -192,10 +192,16 @@ SELECT consent_email, consent_email_source, consent_email_at IS NOT NULL AS date
 FROM unify.persons GROUP BY 1, 2, 3 ORDER BY 1 NULLS LAST, 2, 3;
 
 \echo
-\echo '== Segments: the orders table registered in place (channel names the source), RFM per person =='
-SELECT unify.add_transactions('orders', 'orders', '{"source": "channel", "source_key": "customer_ref",
-  "order_date": "ordered_at", "amount": "amount", "currency": "currency",
-  "returned": "status IN (''returned'', ''cancelled'')"}') AS transactions_id;
+\echo '== Segments: the orders with their line items registered in place (channel names the source), RFM per person =='
+-- One row per line item; the lines of an order share its order_id and sum to its amount.
+CREATE VIEW order_lines AS
+SELECT o.order_id, o.channel, o.customer_ref, o.ordered_at, o.currency, o.status,
+       i.line_no, i.sku, i.product_name, i.category, i.quantity, i.line_amount
+FROM orders o JOIN order_items i USING (order_id);
+SELECT unify.add_transactions('orders', 'order_lines', '{"source": "channel", "source_key": "customer_ref",
+  "order_id": "order_id", "order_date": "ordered_at", "amount": "line_amount", "currency": "currency",
+  "returned": "status IN (''returned'', ''cancelled'')", "product_id": "sku", "product_name": "product_name",
+  "product_category": "category", "quantity": "quantity"}') AS transactions_id;
 SELECT r ->> 'persons' AS persons_segmented, r ->> 'orders' AS orders, r ->> 'unmatched_orders' AS unmatched_orders,
        r ->> 'changes' AS segment_changes
 FROM (SELECT unify.refresh_segments((SELECT max(ordered_at) FROM orders) + 1) AS r) x;
@@ -222,6 +228,25 @@ SELECT person_id, first_name, last_name, segment, orders_in_window, spend_in_win
        round(clv::numeric, 2) AS clv
 FROM unify.customer_360 WHERE clv IS NOT NULL ORDER BY clv DESC, person_id LIMIT 8;
 \echo
+\echo '== Next best products: item-to-item co-purchase over unified persons, without what they own or what is no longer sold =='
+SELECT r ->> 'line_items' AS line_items, r ->> 'persons' AS persons, r ->> 'products' AS products,
+       r ->> 'neighbours' AS neighbour_pairs
+FROM (SELECT unify.refresh_recommendations((SELECT max(ordered_at) FROM orders) + 1) AS r) x;
+-- The shop stops selling the 12 kg dog food: never recommended again.
+UPDATE unify.products SET for_sale = false WHERE product_id = 'HA-200';
+CREATE TEMP TABLE demo_buyer AS
+SELECT pp.person_id FROM unify.person_products pp JOIN unify.segments s USING (person_id)
+WHERE s.segment = 'Champions' GROUP BY pp.person_id HAVING count(*) >= 4 ORDER BY pp.person_id LIMIT 1;
+\echo '-- what one Champion bought, then the five products recommended next'
+SELECT p.product_id, p.product_name, p.product_category, pp.orders
+FROM unify.person_products pp JOIN unify.products p USING (product_id)
+WHERE pp.person_id = (SELECT person_id FROM demo_buyer) ORDER BY p.product_category, p.product_id;
+SELECT r.rank, r.product_id, r.product_name, r.product_category, round(r.score::numeric, 3) AS score, r.basis
+FROM unify.recommendations((SELECT person_id FROM demo_buyer), 5) r ORDER BY r.rank;
+\echo '-- the first recommendation across the segment "At Risk" (a win-back mailing)'
+SELECT r.product_id, r.product_name, count(*) AS persons
+FROM unify.segment_recommendations('At Risk', 1) r GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT 5;
+\echo
 \echo '== Audiences: who of a segment may be reached per channel (consent by the latest proven statement) =='
 SELECT c.channel, c.consent, (SELECT count(*) FROM unify.audience('At Risk', c.channel)) AS at_risk_reachable,
        (SELECT count(*) FROM unify.segments s WHERE s.segment = 'At Risk') AS at_risk_persons
@@ -245,10 +270,10 @@ CREATE TABLE web_tracking (id bigint PRIMARY KEY, kind text, created timestamptz
                            session text, cookie text, login_email text);
 INSERT INTO web_tracking
 SELECT v.id, v.kind, now() - v.ago, v.sku, v.price, 's1', 'c-42', CASE WHEN v.kind = 'login' THEN g.email END
-FROM demo_guest g, (VALUES (1, 'product_view', interval '3 hours', 'SKU-1', NULL::numeric),
+FROM demo_guest g, (VALUES (1, 'product_view', interval '3 hours', 'KF-110', NULL::numeric),
                            (2, 'login', interval '170 minutes', NULL, NULL),
-                           (3, 'add_to_cart', interval '165 minutes', 'SKU-1', 49.90),
-                           (4, 'add_to_cart', interval '160 minutes', 'SKU-7', 19.90)) v (id, kind, ago, sku, price);
+                           (3, 'add_to_cart', interval '165 minutes', 'KF-110', 89.00),
+                           (4, 'add_to_cart', interval '160 minutes', 'KF-200', 16.90)) v (id, kind, ago, sku, price);
 SELECT unify.add_events('web', 'web_tracking', '{"event_id": "id", "event_type": "kind", "occurred_at": "created",
   "product_id": "sku", "value": "price", "session_id": "session", "anonymous_id": "cookie", "email": "login_email"}') AS event_source;
 SELECT unify.detect_abandoned_carts() AS carts_abandoned, unify.detect_abandoned_carts() AS reported_again;

@@ -1567,7 +1567,13 @@ COMMENT ON FUNCTION unify.drop_outbox_consumer(text) IS 'Removes an outbox consu
 -- Reading does not move the cursor: until unify.ack_outbox, the same events come again.
 CREATE FUNCTION unify.read_outbox(consumer text, max int DEFAULT 100)
 RETURNS TABLE (event_id bigint, kind text, person_id bigint, payload jsonb, created_at timestamptz)
-VOLATILE LANGUAGE plpgsql AS $$
+VOLATILE LANGUAGE plpgsql
+-- The next `max` events are always read in key order from the primary key. The table grows at
+-- its top, where statistics are oldest: estimated from them, the planner read the whole backlog
+-- through a bitmap and sorted it (4 ms at 20,000 events, growing with the backlog). Without
+-- JIT: the scans only a sequence has count as disabled, and their cost would compile the query.
+SET enable_bitmapscan = off SET enable_seqscan = off SET jit = off
+AS $$
 DECLARE
     c unify.outbox_consumers;
     horizon bigint;
@@ -1687,9 +1693,10 @@ DECLARE
     rebuild text[];
     emitted bigint;
     gone_after constant bigint := unify._identity_mark();
-BEGIN
     -- The first resolve fills the table: faster without its secondary indexes, built after.
-    IF ids IS NULL AND NOT EXISTS (SELECT 1 FROM unify.persons) THEN
+    first_fill boolean := ids IS NULL AND NOT EXISTS (SELECT 1 FROM unify.persons);
+BEGIN
+    IF first_fill THEN
         rebuild := unify._drop_indexes('unify.persons');
     END IF;
     -- Two statements, not "ids IS NULL OR ...": the few persons of a queue batch then get a
@@ -1715,6 +1722,8 @@ BEGIN
     GET DIAGNOSTICS removed = ROW_COUNT;
     -- Consent changes per channel go to the outbox (unify._outbox_emit) in this statement: its
     -- read of unify.persons sees the rows as they were before it (one snapshot for all parts).
+    -- Not on the first fill: the starting state is unify.persons itself (a million first answers
+    -- would be one event each); every person that appears or changes afterwards is reported.
     WITH up AS (
     INSERT INTO unify.persons AS p (person_id, first_name, last_name, email, phone, mobile, street, house_number,
         postcode, city, country, birth_date, company, customer_number,
@@ -1780,7 +1789,7 @@ BEGIN
                                    ('phone', u.consent_phone, o.consent_phone, u.consent_phone_source, u.consent_phone_at),
                                    ('post', u.consent_post, o.consent_post, u.consent_post_source, u.consent_post_at))
                    c (channel, consent, previous, source, at)
-        WHERE c.consent IS DISTINCT FROM c.previous
+        WHERE c.consent IS DISTINCT FROM c.previous AND NOT first_fill
     )
     SELECT (SELECT count(*) FROM up),
            unify._outbox_emit('consent_changed', array_agg(c.person_id ORDER BY c.person_id, c.channel),
@@ -1790,6 +1799,8 @@ BEGIN
     -- Persons gone for want of records.
     PERFORM unify._outbox_identity(gone_after);
     PERFORM unify._rebuild_indexes(rebuild);
+    -- Their events follow them (unify.events.person_id).
+    PERFORM unify._refresh_event_persons(ids);
     RETURN changed + removed;
 END
 $$;
@@ -2227,12 +2238,13 @@ GRANT SELECT ON unify.outbox_status TO unify_reader;
 -- Behavioural events (issue 26): the user's web/app tracking tables registered in place
 -- (unify.add_events) and captured like a source: a trigger owned by unify_capture queues the
 -- changed row keys (unify.event_queue), unify.process_events stages those rows through the
--- mapping as the registering role (unify._run_as) into unify.events. The person of an event is
--- found when it is read (unify.person_events), through the records as they are now: a source
--- key, a customer number, an e-mail key (unify.email_match_key, the records' cleaner) or an
--- anonymous id stitched to a login (unify.identity_stitches). Merges, splits and undos of
--- persons therefore move events and stitched histories with no rewrite; an erasure deletes
--- them (trigger on unify.identity_events). Carts: unify.open_carts, and
+-- mapping as the registering role (unify._run_as) into unify.events. The person of an event
+-- (unify._event_person_rule) comes through the records: a source key, a customer number, an
+-- e-mail key (unify.email_match_key, the records' cleaner) or an anonymous id stitched to a
+-- login (unify.identity_stitches). It is stored on the event (events.person_id) when the event
+-- is written and again for the events of every person that _refresh_persons refreshes (merges,
+-- splits, undos, new records), so that one person's behaviour is an index lookup; an erasure
+-- deletes them (trigger on unify.identity_events). Carts: unify.open_carts, and
 -- unify.detect_abandoned_carts, which emits one 'cart_abandoned' outbox event per cart.
 
 CREATE TABLE unify.event_sources (
@@ -2250,8 +2262,8 @@ COMMENT ON TABLE unify.event_sources IS 'Event tables (web/app tracking) registe
 SELECT pg_catalog.pg_extension_config_dump('unify.event_sources', '');
 SELECT pg_catalog.pg_extension_config_dump('unify.event_sources_event_source_id_seq', '');
 
--- One row per row of a registered event table, as its mapping gives it. The identifiers are
--- kept, not a person id: the person is looked up when read (unify.person_events).
+-- One row per row of a registered event table, as its mapping gives it, with the identifiers
+-- it carries (its person is worked out again from them whenever the records change).
 CREATE TABLE unify.events (
     event_source_id int NOT NULL REFERENCES unify.event_sources ON DELETE CASCADE,
     event_key       text NOT NULL,
@@ -2267,13 +2279,21 @@ CREATE TABLE unify.events (
     email_key       text,
     anonymous_id    text,
     synced_at       timestamptz NOT NULL DEFAULT now(),
+    -- The person as of the last change of the event or its person's records (see
+    -- unify._assign_event_persons): read by person through events_person, never worked out
+    -- again on every read.
+    person_id       bigint,
+    stitched        boolean NOT NULL DEFAULT false,
     PRIMARY KEY (event_source_id, event_key)
 );
-COMMENT ON TABLE unify.events IS 'Captured behavioural events with the identifiers they carry; unify.person_events names their person';
+COMMENT ON TABLE unify.events IS 'Captured behavioural events with the identifiers they carry and their person (unify.person_events)';
+COMMENT ON COLUMN unify.events.person_id IS 'The event''s person (own identifier, else the stitch of its anonymous id), kept current by process_events and whatever refreshes persons';
+COMMENT ON COLUMN unify.events.stitched IS 'true: person_id comes from the stitch of the anonymous id, not from an identifier of the event';
 CREATE INDEX events_source_key ON unify.events (source_id, source_key) WHERE source_key IS NOT NULL;
 CREATE INDEX events_customer_number ON unify.events (customer_number) WHERE customer_number IS NOT NULL;
 CREATE INDEX events_email_key ON unify.events (email_key) WHERE email_key IS NOT NULL;
 CREATE INDEX events_anonymous_id ON unify.events (anonymous_id) WHERE anonymous_id IS NOT NULL;
+CREATE INDEX events_person ON unify.events (person_id, occurred_at) WHERE person_id IS NOT NULL;
 SELECT pg_catalog.pg_extension_config_dump('unify.events', '');
 
 -- Changed keys of event tables (event_key NULL: a truncate, read the whole table again). As
@@ -2512,18 +2532,36 @@ COMMENT ON FUNCTION unify.remove_events(text) IS 'Unregisters an event table: it
 
 -- The stitch map of the given anonymous ids (NULL: all) anew from the events: the latest event
 -- carrying the id and an identifier (a login) names the person, for the whole history of the id.
+-- The ids are joined, not searched with = ANY: a parameter array is searched element by element
+-- for every row (200,000 cookies of a first read made that quadratic).
 CREATE FUNCTION unify._restitch(anonymous_ids text[]) RETURNS void
-VOLATILE LANGUAGE sql AS $$
-    DELETE FROM unify.identity_stitches s WHERE anonymous_ids IS NULL OR s.anonymous_id = ANY (anonymous_ids);
+VOLATILE LANGUAGE plpgsql AS $$
+BEGIN
+    IF anonymous_ids IS NULL THEN
+        DELETE FROM unify.identity_stitches;
+        INSERT INTO unify.identity_stitches (anonymous_id, source_id, source_key, customer_number, email_key,
+                                             event_source_id, event_key, logged_in_at, first_seen_at)
+        SELECT DISTINCT ON (e.anonymous_id) e.anonymous_id, e.source_id, e.source_key, e.customer_number, e.email_key,
+               e.event_source_id, e.event_key, e.occurred_at, f.first_seen_at
+        FROM unify.events e
+        JOIN (SELECT a.anonymous_id, min(a.occurred_at) AS first_seen_at FROM unify.events a
+              WHERE a.anonymous_id IS NOT NULL GROUP BY a.anonymous_id) f ON f.anonymous_id = e.anonymous_id
+        WHERE e.source_key IS NOT NULL OR e.customer_number IS NOT NULL OR e.email_key IS NOT NULL
+        ORDER BY e.anonymous_id, e.occurred_at DESC, e.event_source_id DESC, e.event_key DESC;
+        RETURN;
+    END IF;
+    DELETE FROM unify.identity_stitches s USING (SELECT DISTINCT unnest(anonymous_ids) AS anonymous_id) t
+    WHERE s.anonymous_id = t.anonymous_id;
     INSERT INTO unify.identity_stitches (anonymous_id, source_id, source_key, customer_number, email_key,
                                          event_source_id, event_key, logged_in_at, first_seen_at)
     SELECT DISTINCT ON (e.anonymous_id) e.anonymous_id, e.source_id, e.source_key, e.customer_number, e.email_key,
            e.event_source_id, e.event_key, e.occurred_at,
            (SELECT min(a.occurred_at) FROM unify.events a WHERE a.anonymous_id = e.anonymous_id)
-    FROM unify.events e
-    WHERE e.anonymous_id IS NOT NULL AND (anonymous_ids IS NULL OR e.anonymous_id = ANY (anonymous_ids))
-      AND (e.source_key IS NOT NULL OR e.customer_number IS NOT NULL OR e.email_key IS NOT NULL)
+    FROM (SELECT DISTINCT unnest(anonymous_ids) AS anonymous_id) t
+    JOIN unify.events e ON e.anonymous_id = t.anonymous_id
+    WHERE e.source_key IS NOT NULL OR e.customer_number IS NOT NULL OR e.email_key IS NOT NULL
     ORDER BY e.anonymous_id, e.occurred_at DESC, e.event_source_id DESC, e.event_key DESC;
+END
 $$;
 
 -- Stages the rows of `keys` (NULL: all rows) of one event table through its mapping, as the
@@ -2579,8 +2617,21 @@ BEGIN
         stage) INTO n, added;
     EXECUTE format('DROP TABLE pg_temp.%I', stage);
     touched := ARRAY(SELECT DISTINCT t FROM unnest(coalesce(touched, '{}') || coalesce(added, '{}')) t);
-    IF cardinality(touched) > 0 THEN
-        PERFORM unify._restitch(touched);
+    -- Their stitches and persons: the events written, and every event of an anonymous id
+    -- stitched anew (its history before the login included). A whole table: all of them.
+    IF keys IS NULL THEN
+        PERFORM unify._restitch(NULL);
+        PERFORM unify._refresh_event_persons(NULL);
+    ELSIF cardinality(touched) > 0 OR n > 0 THEN
+        IF cardinality(touched) > 0 THEN
+            PERFORM unify._restitch(touched);
+        END IF;
+        PERFORM unify._assign_event_persons(array_agg(c.event_source_id), array_agg(c.event_key))
+        FROM (SELECT e.event_source_id, e.event_key FROM unify.events e
+              JOIN unnest(keys) k (event_key) ON e.event_source_id = es.event_source_id AND e.event_key = k.event_key
+              UNION
+              SELECT e.event_source_id, e.event_key FROM unify.events e
+              JOIN unnest(touched) t (anonymous_id) ON e.anonymous_id = t.anonymous_id) c;
     END IF;
     UPDATE unify.event_sources e SET last_sync_at = now() WHERE e.event_source_id = es.event_source_id;
     RETURN n;
@@ -2643,14 +2694,12 @@ END
 $$;
 COMMENT ON FUNCTION unify.process_events(text) IS 'Applies the captured changes of event tables (NULL: all); returns the events written';
 
--- Every captured event with its person as the records are now: the event's own identifier
+-- The rule: every captured event with its person as the records are now: the event's own identifier
 -- first (source key, customer number, an e-mail key held by one person only), else the stitch
 -- of its anonymous id (stitched: true).
-CREATE VIEW unify.person_events AS
-SELECT coalesce(d.person_id, st.person_id) AS person_id,
-       d.person_id IS NULL AND st.person_id IS NOT NULL AS stitched,
-       e.event_source_id, e.event_key, e.event_type, e.occurred_at, e.product_id, e.value, e.quantity,
-       e.session_id, e.anonymous_id
+CREATE VIEW unify._event_person_rule AS
+SELECT e.event_source_id, e.event_key, coalesce(d.person_id, st.person_id) AS person_id,
+       d.person_id IS NULL AND st.person_id IS NOT NULL AS stitched
 FROM unify.events e
 LEFT JOIN LATERAL (
     SELECT coalesce(
@@ -2668,7 +2717,99 @@ LEFT JOIN LATERAL (
         (SELECT min(r.person_id) FROM unify.records r WHERE r.email_key = s.email_key AND r.person_id IS NOT NULL
          HAVING count(DISTINCT r.person_id) = 1)) AS person_id
     WHERE s.anonymous_id IS NOT NULL) st ON true;
-COMMENT ON VIEW unify.person_events IS 'Captured events with their person (own identifier, else the stitch of the anonymous id)';
+
+-- Sets the stored person of the events keyed in `keys` (event_source_id, event_key) by the rule
+-- above, where it differs. Returns how many changed.
+CREATE FUNCTION unify._assign_event_persons(event_source_ids int[], event_keys text[]) RETURNS bigint
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+BEGIN
+    UPDATE unify.events e SET person_id = r.person_id, stitched = r.stitched
+    FROM unify._event_person_rule r
+    JOIN unnest(event_source_ids, event_keys) k (event_source_id, event_key)
+      ON r.event_source_id = k.event_source_id AND r.event_key = k.event_key
+    WHERE e.event_source_id = r.event_source_id AND e.event_key = r.event_key
+      AND (e.person_id IS DISTINCT FROM r.person_id OR e.stitched IS DISTINCT FROM r.stitched);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- After persons changed (unify._refresh_persons; person_ids NULL: all): the events that named
+-- them or carry an identifier of their records, directly or through a stitch, get their person
+-- anew. Index lookups from the persons' records, so a queue batch costs what it touches.
+CREATE FUNCTION unify._refresh_event_persons(person_ids bigint[]) RETURNS bigint
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    ids int[];
+    keys text[];
+    n bigint;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM unify.events) THEN
+        RETURN 0;
+    END IF;
+    IF person_ids IS NULL THEN
+        -- Every event: the rule of unify._event_person_rule as joins (each customer number's and
+        -- e-mail key's person worked out once, not looked up per event).
+        UPDATE unify.events e SET person_id = x.person_id, stitched = x.stitched
+        FROM (
+            WITH by_number AS MATERIALIZED (
+                SELECT DISTINCT ON (r.customer_number) r.customer_number, r.person_id
+                FROM unify.records r WHERE r.customer_number IS NOT NULL AND r.person_id IS NOT NULL
+                ORDER BY r.customer_number, r.record_id
+            ), by_email AS MATERIALIZED (
+                SELECT r.email_key, min(r.person_id) AS person_id
+                FROM unify.records r WHERE r.email_key IS NOT NULL AND r.person_id IS NOT NULL
+                GROUP BY r.email_key HAVING count(DISTINCT r.person_id) = 1
+            )
+            SELECT v.event_source_id, v.event_key,
+                   coalesce(ok.person_id, onum.person_id, omail.person_id, sk.person_id, sn.person_id, sm.person_id) AS person_id,
+                   coalesce(ok.person_id, onum.person_id, omail.person_id) IS NULL
+                       AND coalesce(sk.person_id, sn.person_id, sm.person_id) IS NOT NULL AS stitched
+            FROM unify.events v
+            LEFT JOIN unify.records ok ON ok.source_id = v.source_id AND ok.source_key = v.source_key
+            LEFT JOIN by_number onum ON onum.customer_number = v.customer_number
+            LEFT JOIN by_email omail ON omail.email_key = v.email_key
+            LEFT JOIN unify.identity_stitches s ON s.anonymous_id = v.anonymous_id
+            LEFT JOIN unify.records sk ON sk.source_id = s.source_id AND sk.source_key = s.source_key
+            LEFT JOIN by_number sn ON sn.customer_number = s.customer_number
+            LEFT JOIN by_email sm ON sm.email_key = s.email_key
+        ) x
+        WHERE e.event_source_id = x.event_source_id AND e.event_key = x.event_key
+          AND (e.person_id IS DISTINCT FROM x.person_id OR e.stitched IS DISTINCT FROM x.stitched);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        RETURN n;
+    END IF;
+    WITH own AS (
+        SELECT r.source_id, r.source_key, r.customer_number, r.email_key
+        FROM unify.records r WHERE r.person_id = ANY (person_ids)
+    ), anonymous AS (
+        SELECT s.anonymous_id FROM unify.identity_stitches s JOIN own o ON o.source_id = s.source_id AND o.source_key = s.source_key
+        UNION SELECT s.anonymous_id FROM unify.identity_stitches s JOIN own o ON o.customer_number = s.customer_number
+        UNION SELECT s.anonymous_id FROM unify.identity_stitches s JOIN own o ON o.email_key = s.email_key
+        UNION SELECT DISTINCT e.anonymous_id FROM unify.events e
+              WHERE e.person_id = ANY (person_ids) AND e.anonymous_id IS NOT NULL
+    ), candidates AS (
+        SELECT e.event_source_id, e.event_key FROM unify.events e WHERE e.person_id = ANY (person_ids)
+        UNION SELECT e.event_source_id, e.event_key FROM unify.events e JOIN own o ON o.source_id = e.source_id AND o.source_key = e.source_key
+        UNION SELECT e.event_source_id, e.event_key FROM unify.events e JOIN own o ON o.customer_number = e.customer_number
+        UNION SELECT e.event_source_id, e.event_key FROM unify.events e JOIN own o ON o.email_key = e.email_key
+        UNION SELECT e.event_source_id, e.event_key FROM unify.events e JOIN anonymous a ON a.anonymous_id = e.anonymous_id
+    )
+    SELECT array_agg(c.event_source_id), array_agg(c.event_key) INTO ids, keys FROM candidates c;
+    IF ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    RETURN unify._assign_event_persons(ids, keys);
+END
+$$;
+
+CREATE VIEW unify.person_events AS
+SELECT e.person_id, e.stitched, e.event_source_id, e.event_key, e.event_type, e.occurred_at, e.product_id,
+       e.value, e.quantity, e.session_id, e.anonymous_id
+FROM unify.events e;
+COMMENT ON VIEW unify.person_events IS 'Captured events with their person (own identifier, else the stitch of the anonymous id), as of the last sync of the events or resolve of their persons';
 
 -- Per person: the open cart, made of the additions and removals after the person's last
 -- purchase event; open while it holds items. Named by its first addition.
@@ -2847,17 +2988,19 @@ BEGIN
                AND p.proname IN ('event_fields', '_event_expression', 'add_events', '_create_event_capture',
                                  '_checked_event_source', 'remove_events', '_restitch', '_load_events', 'sync_events',
                                  'process_events', '_cart_abandoned_after', 'detect_abandoned_carts', '_erase_events',
-                                 '_register_events', 'outbox_kinds') LOOP
+                                 '_register_events', 'outbox_kinds', '_assign_event_persons',
+                                 '_refresh_event_persons') LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, unify_admin, unify_reader, unify_analyst', f);
         EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
     END LOOP;
 END
 $events_grants$;
 REVOKE ALL ON unify.event_sources, unify.event_sources_event_source_id_seq, unify.events, unify.event_queue,
-    unify.identity_stitches, unify.abandoned_carts, unify.person_events, unify.open_carts, unify.person_activity
+    unify.identity_stitches, unify.abandoned_carts, unify.person_events, unify.open_carts, unify.person_activity,
+    unify._event_person_rule
 FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
 GRANT SELECT ON unify.event_sources, unify.events, unify.event_queue, unify.identity_stitches, unify.abandoned_carts,
-    unify.person_events, unify.open_carts, unify.person_activity
+    unify.person_events, unify.open_carts, unify.person_activity, unify._event_person_rule
 TO unify_admin;
 ALTER FUNCTION unify.remove_events(text) SECURITY DEFINER;
 ALTER FUNCTION unify.sync_events(text) SECURITY DEFINER;

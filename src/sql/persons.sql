@@ -150,9 +150,10 @@ DECLARE
     rebuild text[];
     emitted bigint;
     gone_after constant bigint := unify._identity_mark();
-BEGIN
     -- The first resolve fills the table: faster without its secondary indexes, built after.
-    IF ids IS NULL AND NOT EXISTS (SELECT 1 FROM unify.persons) THEN
+    first_fill boolean := ids IS NULL AND NOT EXISTS (SELECT 1 FROM unify.persons);
+BEGIN
+    IF first_fill THEN
         rebuild := unify._drop_indexes('unify.persons');
     END IF;
     -- Two statements, not "ids IS NULL OR ...": the few persons of a queue batch then get a
@@ -178,6 +179,8 @@ BEGIN
     GET DIAGNOSTICS removed = ROW_COUNT;
     -- Consent changes per channel go to the outbox (unify._outbox_emit) in this statement: its
     -- read of unify.persons sees the rows as they were before it (one snapshot for all parts).
+    -- Not on the first fill: the starting state is unify.persons itself (a million first answers
+    -- would be one event each); every person that appears or changes afterwards is reported.
     WITH up AS (
     INSERT INTO unify.persons AS p (person_id, first_name, last_name, email, phone, mobile, street, house_number,
         postcode, city, country, birth_date, company, customer_number,
@@ -243,7 +246,7 @@ BEGIN
                                    ('phone', u.consent_phone, o.consent_phone, u.consent_phone_source, u.consent_phone_at),
                                    ('post', u.consent_post, o.consent_post, u.consent_post_source, u.consent_post_at))
                    c (channel, consent, previous, source, at)
-        WHERE c.consent IS DISTINCT FROM c.previous
+        WHERE c.consent IS DISTINCT FROM c.previous AND NOT first_fill
     )
     SELECT (SELECT count(*) FROM up),
            unify._outbox_emit('consent_changed', array_agg(c.person_id ORDER BY c.person_id, c.channel),
@@ -253,6 +256,8 @@ BEGIN
     -- Persons gone for want of records.
     PERFORM unify._outbox_identity(gone_after);
     PERFORM unify._rebuild_indexes(rebuild);
+    -- Their events follow them (unify.events.person_id).
+    PERFORM unify._refresh_event_persons(ids);
     RETURN changed + removed;
 END
 $$;

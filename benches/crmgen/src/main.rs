@@ -238,6 +238,9 @@ struct World {
     /// names, work e-mails, …): a stream of their own, so that the records, keys and orders
     /// the other draws make stay what they were for a seed.
     hard: Rng,
+    /// Draws for the line items of the orders (issue 26): their own stream too, so that adding
+    /// them changed nothing else a seed makes.
+    basket: Rng,
 }
 
 impl World {
@@ -666,6 +669,7 @@ struct Tables {
     pos: String,
     newsletter: String,
     orders: String,
+    order_items: String,
     truth: String,
     rows: usize,
 }
@@ -706,6 +710,7 @@ fn generate(seed: u64, target_rows: usize, alt: bool) -> Tables {
         next_household: 0,
         emails_taken: Default::default(),
         hard: Rng::new(seed ^ 0x6973_7375_6532_3500),
+        basket: Rng::new(seed ^ 0x6261_736b_6574_7300),
     };
     let mut t = Tables {
         shop: String::new(),
@@ -713,6 +718,7 @@ fn generate(seed: u64, target_rows: usize, alt: bool) -> Tables {
         pos: String::new(),
         newsletter: String::new(),
         orders: String::new(),
+        order_items: String::new(),
         truth: String::new(),
         rows: 0,
     };
@@ -1144,6 +1150,8 @@ fn generate(seed: u64, target_rows: usize, alt: bool) -> Tables {
             }
             // Purchases: many buy once, some often, some drop out; a few returns.
             if !commerce_keys.is_empty() {
+                let taste = Taste::draw(&mut w.basket);
+                let mut bought: Vec<usize> = Vec::new();
                 let rng = &mut w.rng;
                 let n = if rng.chance(0.45) {
                     1
@@ -1180,6 +1188,14 @@ fn generate(seed: u64, target_rows: usize, alt: bool) -> Tables {
                             Some(status),
                         ],
                     );
+                    basket_lines(
+                        &mut t.order_items,
+                        &mut w.basket,
+                        &taste,
+                        &mut bought,
+                        order_id,
+                        amount,
+                    );
                     day += 1 + (-(rng.f64().max(1e-9)).ln() * 70.0) as i64;
                     if rng.chance(0.12) {
                         break;
@@ -1189,6 +1205,141 @@ fn generate(seed: u64, target_rows: usize, alt: bool) -> Tables {
         }
     }
     t
+}
+
+/// What a customer buys: a main category, a second one, and now and then anything.
+struct Taste {
+    main: usize,
+    second: usize,
+}
+
+fn categories() -> Vec<&'static str> {
+    let mut c: Vec<&str> = PRODUCTS.iter().map(|p| p.2).collect();
+    c.dedup();
+    c
+}
+
+impl Taste {
+    fn draw(rng: &mut Rng) -> Taste {
+        let n = categories().len();
+        // Some categories are more popular than others (weights 1/(rank+1)).
+        let pick = |rng: &mut Rng| -> usize {
+            let total: f64 = (0..n).map(|i| 1.0 / (i as f64 + 1.0)).sum();
+            let mut x = rng.f64() * total;
+            for i in 0..n {
+                x -= 1.0 / (i as f64 + 1.0);
+                if x < 0.0 {
+                    return i;
+                }
+            }
+            n - 1
+        };
+        let main = pick(rng);
+        let mut second = pick(rng);
+        if second == main {
+            second = (main + 1 + rng.range(0, n as i64 - 2) as usize) % n;
+        }
+        Taste { main, second }
+    }
+}
+
+/// The line items of one order: 1-3 products, mostly of the customer's categories; a starter
+/// (machine, pan, bed) once, refills (beans, oil, food) again and again. The order's amount is
+/// split over the lines by list price and quantity, so the lines sum to it exactly.
+fn basket_lines(
+    out: &mut String,
+    rng: &mut Rng,
+    taste: &Taste,
+    bought: &mut Vec<usize>,
+    order_id: u64,
+    amount: f64,
+) {
+    let cats = categories();
+    let lines = if rng.chance(0.5) {
+        1
+    } else if rng.chance(0.6) {
+        2
+    } else {
+        3
+    };
+    let mut chosen: Vec<(usize, u32)> = Vec::new();
+    for _ in 0..lines * 3 {
+        if chosen.len() == lines {
+            break;
+        }
+        let r = rng.f64();
+        let cat = if r < 0.65 {
+            taste.main
+        } else if r < 0.9 {
+            taste.second
+        } else {
+            rng.range(0, cats.len() as i64 - 1) as usize
+        };
+        let in_cat: Vec<usize> = (0..PRODUCTS.len())
+            .filter(|&i| PRODUCTS[i].2 == cats[cat])
+            .collect();
+        let (starters, refills) = in_cat.split_at(STARTERS_PER_CATEGORY.min(in_cat.len()));
+        let open_starters: Vec<usize> = starters
+            .iter()
+            .copied()
+            .filter(|i| !bought.contains(i))
+            .collect();
+        let product = if !open_starters.is_empty() && (refills.is_empty() || rng.chance(0.35)) {
+            *rng.pick(&open_starters)
+        } else if !refills.is_empty() {
+            // The first refill of a category sells most (weights 1/(rank+1)^1.2).
+            let w: Vec<f64> = (0..refills.len())
+                .map(|k| 1.0 / (k as f64 + 1.0).powf(1.2))
+                .collect();
+            let mut x = rng.f64() * w.iter().sum::<f64>();
+            let mut k = 0;
+            while k + 1 < w.len() && x >= w[k] {
+                x -= w[k];
+                k += 1;
+            }
+            refills[k]
+        } else {
+            continue;
+        };
+        if chosen.iter().any(|c| c.0 == product) {
+            continue;
+        }
+        let quantity = if starters.contains(&product) {
+            1
+        } else {
+            1 + (rng.chance(0.35) as u32) + (rng.chance(0.15) as u32)
+        };
+        chosen.push((product, quantity));
+        bought.push(product);
+    }
+    let weights: Vec<f64> = chosen
+        .iter()
+        .map(|&(p, q)| PRODUCTS[p].3 * q as f64)
+        .collect();
+    let total_cents = (amount * 100.0).round() as i64;
+    let weight_sum: f64 = weights.iter().sum();
+    let mut given = 0i64;
+    for (n, (&(p, q), w)) in chosen.iter().zip(&weights).enumerate() {
+        let cents = if n + 1 == chosen.len() {
+            total_cents - given
+        } else {
+            (total_cents as f64 * w / weight_sum).floor() as i64
+        };
+        given += cents;
+        let (sku, name, category, _) = PRODUCTS[p];
+        row(
+            out,
+            &[
+                Some(&order_id.to_string()),
+                Some(&(n + 1).to_string()),
+                Some(sku),
+                Some(name),
+                Some(category),
+                Some(&q.to_string()),
+                Some(&format!("{}.{:02}", cents / 100, cents % 100)),
+            ],
+        );
+    }
 }
 
 fn main() -> io::Result<()> {
@@ -1223,9 +1374,9 @@ fn main() -> io::Result<()> {
     let layout = if alt { " --layout alt" } else { "" };
     writeln!(out, "-- crmgen --rows {rows} --seed {seed}{layout}\nSET client_min_messages = warning;\nBEGIN;\nCREATE SCHEMA IF NOT EXISTS {schema};\nSET LOCAL search_path = {schema};")?;
     if alt {
-        writeln!(out, "DROP TABLE IF EXISTS webshop_kunden, crm_kontakte, kasse_karten, newsletter_abos, orders, truth CASCADE;")?;
+        writeln!(out, "DROP TABLE IF EXISTS webshop_kunden, crm_kontakte, kasse_karten, newsletter_abos, orders, order_items, truth CASCADE;")?;
     } else {
-        writeln!(out, "DROP TABLE IF EXISTS shop_customers, crm_contacts, pos_loyalty_members, newsletter_signups, orders, truth CASCADE;")?;
+        writeln!(out, "DROP TABLE IF EXISTS shop_customers, crm_contacts, pos_loyalty_members, newsletter_signups, orders, order_items, truth CASCADE;")?;
     }
     let alt_tables: [(&str, &str, &str, &String); 4] = [
         ("webshop_kunden", "kd_nr text PRIMARY KEY, mail text, anrede text, name text, tel text, strasse_hnr text, plz_ort text, geb_datum text, geaendert timestamptz",
@@ -1247,9 +1398,11 @@ fn main() -> io::Result<()> {
         ("newsletter_signups", "signup_id bigint PRIMARY KEY, email text NOT NULL, first_name text, signed_up_at timestamptz, double_opt_in boolean, unsubscribed_at date",
          "signup_id, email, first_name, signed_up_at, double_opt_in, unsubscribed_at", &t.newsletter),
     ];
-    let common: [(&str, &str, &str, &String); 2] = [
+    let common: [(&str, &str, &str, &String); 3] = [
         ("orders", "order_id bigint PRIMARY KEY, channel text NOT NULL, customer_ref text NOT NULL, ordered_at date NOT NULL, amount numeric(10,2) NOT NULL, currency text NOT NULL, status text NOT NULL",
          "order_id, channel, customer_ref, ordered_at, amount, currency, status", &t.orders),
+        ("order_items", "order_id bigint NOT NULL REFERENCES orders, line_no int NOT NULL, sku text NOT NULL, product_name text NOT NULL, category text NOT NULL, quantity int NOT NULL, line_amount numeric(10,2) NOT NULL, PRIMARY KEY (order_id, line_no)",
+         "order_id, line_no, sku, product_name, category, quantity, line_amount", &t.order_items),
         ("truth", "source text NOT NULL, source_key text NOT NULL, person_id bigint NOT NULL, household_id bigint NOT NULL, variations text[] NOT NULL, PRIMARY KEY (source, source_key)",
          "source, source_key, person_id, household_id, variations", &t.truth),
     ];
@@ -1356,6 +1509,39 @@ mod tests {
             .map(|_| mailbox(&fresh_email(&mut rng, &mut taken, "Karin", "Walter", 1970)))
             .collect();
         assert_eq!(boxes.len(), 5_000);
+    }
+
+    #[test]
+    fn every_order_has_line_items_summing_to_its_amount() {
+        let t = generate(11, 5000, false);
+        let mut lines: std::collections::HashMap<&str, (i64, usize)> = Default::default();
+        for l in t.order_items.lines() {
+            let f: Vec<&str> = l.split('\t').collect();
+            let cents = (f[6].parse::<f64>().unwrap() * 100.0).round() as i64;
+            assert!(cents >= 0, "{l}");
+            assert!(
+                PRODUCTS
+                    .iter()
+                    .any(|p| p.0 == f[2] && p.1 == f[3] && p.2 == f[4]),
+                "{l}"
+            );
+            let e = lines.entry(f[0]).or_default();
+            e.0 += cents;
+            e.1 += 1;
+        }
+        let orders: Vec<&str> = t.orders.lines().collect();
+        assert_eq!(lines.len(), orders.len());
+        for o in orders {
+            let f: Vec<&str> = o.split('\t').collect();
+            let cents = (f[4].parse::<f64>().unwrap() * 100.0).round() as i64;
+            let (sum, n) = lines[f[0]];
+            assert_eq!(sum, cents, "order {}", f[0]);
+            assert!((1..=3).contains(&n));
+        }
+        // Several categories and both kinds of product are sold.
+        for sku in ["KF-100", "KF-200", "HA-200", "BU-120"] {
+            assert!(t.order_items.contains(sku), "{sku} never sold");
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@ use super::super::errors::raise;
 use super::super::spi::{fetch_all, select_kept, spi_failed};
 use super::frequencies::load_frequencies;
 use super::model::current_model;
-use super::records::{load_value_holders, record_from_row, source_ids, RECORD_COLUMNS};
+use super::records::{
+    load_value_holders, record_from_row, source_ids, RECORD_COLUMNS, RECORD_COLUMN_COUNT,
+};
 use crate::model::blocking::{key_hashes, BlockingRule};
 use crate::model::comparison::{Context, JUNK_VALUE_RECORDS};
 use crate::model::identify::{
@@ -242,7 +244,9 @@ fn load_candidates(client: &SpiClient<'_>, ids: Vec<i64>) -> Vec<(Option<i64>, M
         vec![ids.into()],
         F,
         |row| {
-            let person = row.get::<i64>(16).unwrap_or_else(|e| spi_failed(e, F));
+            let person = row
+                .get::<i64>(RECORD_COLUMN_COUNT + 1)
+                .unwrap_or_else(|e| spi_failed(e, F));
             (person, record_from_row(row, F))
         },
     )

@@ -14,6 +14,19 @@ pub(super) const RECORD_COLUMNS: &str =
     "record_id, source_id, first_name, last_name, email, email_key, phone, mobile, \
      street, house_number, postcode, city, birth_date, external_id, customer_number";
 
+/// How many columns [`RECORD_COLUMNS`] selects: a query may add its own after them.
+pub(super) const RECORD_COLUMN_COUNT: usize = {
+    let bytes = RECORD_COLUMNS.as_bytes();
+    let (mut i, mut commas) = (0, 0);
+    while i < bytes.len() {
+        if bytes[i] == b',' {
+            commas += 1;
+        }
+        i += 1;
+    }
+    commas + 1
+};
+
 /// Records matching `filter` (a WHERE clause over unify.records r), read in batches.
 pub(super) fn load_records(
     client: &SpiClient<'_>,

@@ -158,6 +158,26 @@ SELECT w.records, count(*) AS events FROM unify.person_events e JOIN who w USING
 DELETE FROM ev.web WHERE id = 16;
 SELECT unify.process_events() AS written;
 SELECT anonymous_id, email_key, event_key FROM unify.identity_stitches ORDER BY 1;
+-- The person is stored on each event (one person's behaviour is an index lookup) and equals the
+-- rule worked out from the records now, after every step above.
+CREATE TEMP VIEW stored_differs AS
+SELECT count(*) AS stored_differs FROM unify.events e JOIN unify._event_person_rule r USING (event_source_id, event_key)
+WHERE (e.person_id, e.stitched) IS DISTINCT FROM (r.person_id, r.stitched);
+SELECT * FROM stored_differs;
+-- A new record with Carla's e-mail, in another person: the address names nobody now, so her
+-- e-mail-only events lose their person at the resolve (and not before: as of the last resolve).
+SELECT count(*) AS carla_events FROM unify.person_events e JOIN who w USING (person_id) WHERE w.records LIKE '%ev_crm:3%';
+INSERT INTO ev.crm VALUES (4, 'Dieter Dorn', 'carla@example.org', 'K-4');
+SELECT source_name, source_rows FROM unify.sync() WHERE source_name = 'ev_crm';
+SELECT * FROM stored_differs;
+SELECT persons FROM unify.resolve();
+SELECT count(*) AS carla_events FROM unify.person_events e JOIN who w USING (person_id) WHERE w.records LIKE '%ev_crm:3%';
+SELECT * FROM stored_differs;
+DELETE FROM ev.crm WHERE id = 4;
+SELECT source_name, source_rows FROM unify.sync() WHERE source_name = 'ev_crm';
+SELECT persons FROM unify.resolve();
+SELECT count(*) AS carla_events FROM unify.person_events e JOIN who w USING (person_id) WHERE w.records LIKE '%ev_crm:3%';
+SELECT * FROM stored_differs;
 
 -- ---- Erasure: Anna's events, own and stitched, her stitch and her carts go -----------------------
 SELECT count(*) AS anna_events FROM unify.person_events e JOIN who w USING (person_id) WHERE w.records = 'ev_crm:1';

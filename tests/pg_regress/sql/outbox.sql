@@ -34,8 +34,15 @@ SELECT unify.add_source('ob_crm', 'ob.crm', 'id', '{"full_name": "name", "email"
 SELECT unify.add_source('ob_shop', 'ob.shop', 'id', '{"full_name": "name", "email": "email", "updated_at": "changed"}',
     priority => 20, track_changes => false) > 0 AS shop;
 SELECT source_name, source_rows FROM unify.sync() WHERE source_name LIKE 'ob\_%' ORDER BY 1;
--- Without pairs every record is its own person. Consent changed from nothing to an answer:
--- Anna's yes and Carla's no (Bernd's CRM record has none), in the resolve's transaction.
+-- Without pairs every record is its own person. The first resolve of an empty database is the
+-- starting state: no consent events for it (read from unify.persons / unify.audience).
+SELECT persons FROM unify.resolve();
+SELECT count(*) AS events FROM unify.outbox;
+-- Afterwards every change counts, a new person's first answer too: Carla's no turned into a yes,
+-- and Dora's first yes, in the resolve's transaction (Bernd's CRM record still has none).
+UPDATE ob.crm SET newsletter = true, newsletter_at = '2026-03-05 08:00+00', changed = '2026-03-05 08:00+00' WHERE id = 3;
+INSERT INTO ob.crm VALUES (4, 'Dora Dach', 'dora@example.org', true, '2026-03-06 12:00+00', '2026-03-06 12:00+00');
+SELECT source_name, source_rows FROM unify.sync() WHERE source_name = 'ob_crm';
 SELECT persons FROM unify.resolve();
 CREATE TEMP VIEW who AS
 SELECT r.person_id, string_agg(s.name || ':' || r.source_key, ',' ORDER BY s.name, r.source_key) AS records
