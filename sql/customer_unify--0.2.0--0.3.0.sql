@@ -3196,14 +3196,21 @@ BEGIN
     IF to_regclass('pg_temp.unify_action_carts') IS NOT NULL THEN DROP TABLE pg_temp.unify_action_carts; END IF;
     IF to_regclass('pg_temp.unify_action_writes') IS NOT NULL THEN DROP TABLE pg_temp.unify_action_writes; END IF;
     CREATE TEMP TABLE unify_action_rules ON COMMIT DROP AS SELECT * FROM unify.action_rules;
-    -- Carts only if a rule asks and events exist: the open carts are read from all events.
+    -- Carts only if a rule asks and events exist.
     CREATE TEMP TABLE unify_action_carts (person_id bigint PRIMARY KEY, state text NOT NULL) ON COMMIT DROP;
     carts := EXISTS (SELECT 1 FROM pg_temp.unify_action_rules r WHERE r.cart IS NOT NULL) AND EXISTS (SELECT 1 FROM unify.event_sources);
     IF carts THEN
-        INSERT INTO pg_temp.unify_action_carts (person_id, state)
-        SELECT oc.person_id, CASE WHEN ac.cart_id IS NULL THEN 'open' ELSE 'abandoned' END
-        FROM unify.open_carts oc LEFT JOIN unify.abandoned_carts ac ON ac.cart_id = oc.cart_id
-        WHERE person_ids IS NULL OR oc.person_id = ANY (person_ids);
+        -- Apart: for some persons the filter reaches the events' person_id index.
+        IF person_ids IS NULL THEN
+            INSERT INTO pg_temp.unify_action_carts (person_id, state)
+            SELECT oc.person_id, CASE WHEN ac.cart_id IS NULL THEN 'open' ELSE 'abandoned' END
+            FROM unify.open_carts oc LEFT JOIN unify.abandoned_carts ac ON ac.cart_id = oc.cart_id;
+        ELSE
+            INSERT INTO pg_temp.unify_action_carts (person_id, state)
+            SELECT oc.person_id, CASE WHEN ac.cart_id IS NULL THEN 'open' ELSE 'abandoned' END
+            FROM unify.open_carts oc LEFT JOIN unify.abandoned_carts ac ON ac.cart_id = oc.cart_id
+            WHERE oc.person_id = ANY (person_ids);
+        END IF;
     END IF;
 
     EXECUTE format($q$
