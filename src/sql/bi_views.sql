@@ -27,14 +27,17 @@ SELECT p.person_id, p.household_id,
        pr.p_purchase, pr.return_probability,
        a.last_visit_at, coalesce(a.visits_30d, 0) AS visits_30d, a.last_product_viewed,
        oc.items AS cart_items, oc.value AS cart_value, oc.started_at AS cart_started_at,
-       ac.abandoned_at AS cart_abandoned_at
+       ac.abandoned_at AS cart_abandoned_at,
+       -- Issue 26, next best action (last, as the upgrade adds them).
+       na.action AS next_action, na.channel AS next_action_channel, na.since AS next_action_since
 FROM unify.persons p
 LEFT JOIN unify.segments s ON s.person_id = p.person_id
 LEFT JOIN unify.predictions pr ON pr.person_id = p.person_id
 LEFT JOIN unify.person_activity a ON a.person_id = p.person_id
 LEFT JOIN unify.open_carts oc ON oc.person_id = p.person_id
-LEFT JOIN unify.abandoned_carts ac ON ac.cart_id = oc.cart_id;
-COMMENT ON VIEW unify.customer_360 IS 'One row per person: golden record in display form with salutation, household, sources, consent with its proof, RFM segment, predictions and behaviour (last visit, visits, last product viewed, open cart)';
+LEFT JOIN unify.abandoned_carts ac ON ac.cart_id = oc.cart_id
+LEFT JOIN unify.person_actions na ON na.person_id = p.person_id;
+COMMENT ON VIEW unify.customer_360 IS 'One row per person: golden record in display form with salutation, household, sources, consent with its proof, RFM segment, predictions, behaviour (last visit, visits, last product viewed, open cart) and next best action';
 
 CREATE VIEW unify.segment_summary AS
 SELECT r.segment,

@@ -289,6 +289,7 @@ BEGIN
     -- Its events and the stitches of its logins go with it; other tables' logins may stitch anew.
     DELETE FROM unify.event_sources e WHERE e.event_source_id = es.event_source_id;
     PERFORM unify._restitch(NULL);
+    PERFORM unify._refresh_actions_after(NULL, 'remove_events');
 END
 $$;
 COMMENT ON FUNCTION unify.remove_events(text) IS 'Unregisters an event table: its capture and captured events are removed (the table itself is untouched)';
@@ -416,6 +417,8 @@ BEGIN
         DELETE FROM unify.event_queue q WHERE q.event_source_id = es.event_source_id;
         n := n + unify._load_events(es, NULL);
     END LOOP;
+    -- Carts may have opened or closed for anyone: every next best action (actions.sql).
+    PERFORM unify._refresh_actions_after(NULL, 'sync_events');
     RETURN n;
 END
 $$;
@@ -430,6 +433,8 @@ DECLARE
     keys text[];
     whole boolean;
     n bigint := 0;
+    touched bigint[] := '{}';
+    everyone boolean := false;
 BEGIN
     IF name IS NOT NULL THEN
         PERFORM unify._checked_event_source(name);
@@ -444,14 +449,35 @@ BEGIN
             INTO keys, whole FROM taken t;
             IF whole THEN
                 n := n + unify._load_events(es, NULL);
+                everyone := true;
             ELSIF keys IS NOT NULL THEN
                 n := n + unify._load_events(es, keys);
+                -- Whose cart these events may have opened or closed: the persons of the events
+                -- and of the anonymous histories they belong to (a login moves a history).
+                touched := touched || ARRAY(
+                    SELECT DISTINCT pe.person_id FROM unify.person_events pe
+                    WHERE pe.person_id IS NOT NULL
+                      AND ((pe.event_source_id = es.event_source_id AND pe.event_key = ANY (keys))
+                           OR pe.anonymous_id IN (SELECT e.anonymous_id FROM unify.events e
+                                                  WHERE e.event_source_id = es.event_source_id AND e.event_key = ANY (keys)
+                                                    AND e.anonymous_id IS NOT NULL)));
             END IF;
         EXCEPTION WHEN others THEN
             RAISE WARNING 'customer_unify: events "%" not processed: % (SQLSTATE %)', es.name, SQLERRM, SQLSTATE
                 USING HINT = 'Its changes stay queued; fix the mapping or table, then call unify.process_events() again.';
         END;
     END LOOP;
+    -- Their next best actions (actions.sql), and those of the persons whose action rests on a
+    -- cart rule (a deleted event or a history stitched elsewhere may have closed their cart).
+    IF everyone THEN
+        PERFORM unify._refresh_actions_after(NULL, 'process_events');
+    ELSIF cardinality(touched) > 0 THEN
+        PERFORM unify._refresh_actions_after(ARRAY(
+            SELECT t FROM unnest(touched) t
+            UNION
+            SELECT a.person_id FROM unify.person_actions a
+            WHERE a.rule_priority IN (SELECT r.priority FROM unify.action_rules r WHERE r.cart IS NOT NULL)), 'process_events');
+    END IF;
     RETURN n;
 END
 $$;
@@ -634,6 +660,7 @@ VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     after interval;
     n bigint;
+    persons bigint[];
 BEGIN
     IF as_of IS NULL THEN
         RAISE EXCEPTION 'unify.detect_abandoned_carts: as_of must not be NULL' USING ERRCODE = 'null_value_not_allowed',
@@ -654,8 +681,13 @@ BEGIN
                coalesce(array_agg(jsonb_build_object('cart_id', r.cart_id, 'started_at', r.started_at,
                                                      'last_activity_at', r.last_activity_at, 'items', r.items,
                                                      'value', r.value, 'abandoned_at', r.abandoned_at)
-                                  ORDER BY r.person_id, r.cart_id), '{}'))
-    INTO n FROM reported r;
+                                  ORDER BY r.person_id, r.cart_id), '{}')),
+           array_agg(DISTINCT r.person_id)
+    INTO n, persons FROM reported r;
+    -- Their next best action (a cart reminder, by the default map; actions.sql).
+    IF n > 0 THEN
+        PERFORM unify._refresh_actions_after(persons, 'detect_abandoned_carts');
+    END IF;
     RETURN n;
 END
 $$;

@@ -114,11 +114,24 @@ pgrx::extension_sql_file!(
 // through unify._outbox_emit at run time). customer_360 reads them.
 pgrx::extension_sql_file!("events.sql", name = "events", requires = ["predictions"]);
 
+// Next best action (issue 26): the action map, each person's action, the churn-risk threshold
+// (action_changed and churn_risk_crossed outbox events, emitted at run time).
+pgrx::extension_sql_file!(
+    "actions.sql",
+    name = "actions",
+    requires = ["predictions", "events"]
+);
+
 // Views for BI tools: customer_360 over all of it, segment_summary, analyst_persons.
 pgrx::extension_sql_file!(
     "bi_views.sql",
     name = "bi_views",
-    requires = ["predictions", "events", cleaners::letter_salutation]
+    requires = [
+        "predictions",
+        "events",
+        "actions",
+        cleaners::letter_salutation
+    ]
 );
 
 // Consented audiences for own channels and ad platforms, identifiers hashed per platform.

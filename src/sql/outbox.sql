@@ -62,7 +62,9 @@ IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
            ('person_removed', 'resolve, process_queue (a person without records left)', '{"identity_event_id"}'),
            ('person_erased', 'erase_person', '{"identity_event_id"}; earlier events of the person keep only their ids'),
            ('consent_changed', 'resolve, process_queue, link, unlink, unmerge, set_survivorship', '{"channel", "consent", "previous", "source", "at"}: per channel email, phone, post'),
-           ('cart_abandoned', 'detect_abandoned_carts', '{"cart_id", "started_at", "last_activity_at", "items", "value", "abandoned_at"}: once per cart')
+           ('cart_abandoned', 'detect_abandoned_carts', '{"cart_id", "started_at", "last_activity_at", "items", "value", "abandoned_at"}: once per cart'),
+           ('action_changed', 'refresh_actions, refresh_segments, fit_predictions, process_events, sync_events, remove_events, detect_abandoned_carts, a change of consent', '{"action", "channel", "previous", "previous_channel", "rule_priority", "cause", "since"}: only when the action or its channel changes; NULL action: none'),
+           ('churn_risk_crossed', 'fit_predictions', '{"direction", "churn_probability", "previous", "threshold", "fit_id", "previous_fit_id"}: direction up (to at least customer_unify.churn_risk_threshold) or down; none on the first published fit')
 $$;
 COMMENT ON FUNCTION unify.outbox_kinds() IS 'The kinds of outbox event: which command emits them and what their payload holds';
 

@@ -234,6 +234,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Leave holdout_days NULL for half the purchase history up to a year; model ''auto'' chooses by the holdout error and needs one.';
     END IF;
+    PERFORM unify._churn_risk_threshold();   -- a wrong setting fails before the work
     PERFORM unify._lock('predictions');
     PERFORM unify._purchase_summaries(calibration_end);
     returns_mapped := unify._return_counts(calibration_end);
@@ -372,6 +373,10 @@ BEGIN
 
     -- A failed or contradicting fit is reported, and the predictions of the last good fit stay.
     IF purchase_fit.converged AND ok THEN
+        -- The churn probabilities before, for the threshold crossings below.
+        IF to_regclass('pg_temp.unify_old_churn') IS NOT NULL THEN DROP TABLE pg_temp.unify_old_churn; END IF;
+        CREATE TEMP TABLE unify_old_churn ON COMMIT DROP AS
+        SELECT p.person_id, p.fit_id, p.churn_probability FROM unify.predictions p;
         DELETE FROM unify.predictions;
         INSERT INTO unify.predictions (person_id, fit_id, frequency, recency_weeks, age_weeks, mean_spend,
                                        p_alive, expected_purchases, expected_spend, clv,
@@ -385,10 +390,34 @@ BEGIN
         FROM pg_temp.unify_new_predictions n
         LEFT JOIN pg_temp.unify_return_counts rc ON rc.person_id = n.person_id;
         GET DIAGNOSTICS written = ROW_COUNT;
+        -- Churn risk crossing customer_unify.churn_risk_threshold (at or above it: at risk), up
+        -- or down, against the predictions this fit replaced. The first published fit (no
+        -- predictions before it) is the baseline: no events. A person new since then (no
+        -- previous prediction) counts as below the threshold before.
+        IF EXISTS (SELECT 1 FROM pg_temp.unify_old_churn) THEN
+            PERFORM unify._outbox_emit('churn_risk_crossed',
+                        coalesce(array_agg(c.person_id ORDER BY c.person_id), '{}'),
+                        coalesce(array_agg(jsonb_build_object(
+                                     'direction', CASE WHEN c.now_at_risk THEN 'up' ELSE 'down' END,
+                                     'churn_probability', c.churn_probability, 'previous', c.previous,
+                                     'threshold', c.threshold, 'fit_id', new_fit, 'previous_fit_id', c.previous_fit_id)
+                                 ORDER BY c.person_id), '{}'))
+            FROM (SELECT n.person_id, n.churn_probability, o.churn_probability AS previous, o.fit_id AS previous_fit_id,
+                         n.churn_probability >= t.threshold AS now_at_risk, t.threshold
+                  FROM (SELECT unify._churn_risk_threshold() AS threshold) t
+                  CROSS JOIN unify.predictions n
+                  LEFT JOIN pg_temp.unify_old_churn o ON o.person_id = n.person_id
+                  WHERE (n.churn_probability >= t.threshold) IS DISTINCT FROM coalesce(o.churn_probability >= t.threshold, false)
+                    AND n.churn_probability IS NOT NULL) c;
+        END IF;
     END IF;
     UPDATE unify.prediction_fits f SET predictions = written, published = coalesce(purchase_fit.converged AND ok, false),
            seconds = round(extract(epoch FROM clock_timestamp() - started)::numeric, 3)
     WHERE f.fit_id = new_fit;
+    -- Everyone's next best action may follow new predictions (actions.sql).
+    IF purchase_fit.converged AND ok THEN
+        PERFORM unify._refresh_actions_after(NULL, 'fit_predictions');
+    END IF;
     RETURN (SELECT to_jsonb(f) FROM unify.prediction_fits f WHERE f.fit_id = new_fit);
 END
 $$;

@@ -269,6 +269,9 @@ BEGIN
     INSERT INTO unify.segment_runs (as_of, lookback, persons, orders, unmatched_orders, skipped_no_rate, rows_written, changes, seconds)
     VALUES (as_of, lookback, n_persons, stats.orders, stats.unmatched, stats.skipped, written, changes,
             round(extract(epoch FROM clock_timestamp() - started)::numeric, 3));
+    -- The next best actions of the persons whose segment changed (actions.sql).
+    PERFORM unify._refresh_actions_after(ARRAY(SELECT w.person_id FROM unify_segment_writes w
+                                               WHERE w.old_segment IS DISTINCT FROM w.segment), 'refresh_segments');
 
     RETURN jsonb_build_object(
         'as_of', as_of,

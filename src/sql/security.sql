@@ -5,7 +5,8 @@
 --   PUBLIC          the cleaners and similarity functions, and the helpers a mapping calls
 --   unify_admin     reads everything but the erasure secret; changes configuration and data
 --                   only through the API functions (SECURITY DEFINER, run as the extension
---                   owner); writes directly only unify.segment_map and unify.exchange_rates
+--                   owner); writes directly only unify.segment_map, unify.action_map and
+--                   unify.exchange_rates
 --   unify_reader    the views for BI tools, identifiers included, and the consented audiences
 --   unify_analyst   pseudonymous views: no name, e-mail, phone, street or customer number
 --   unify_capture   owns the capture trigger functions; may only insert into the change queues
@@ -94,6 +95,8 @@ ALTER FUNCTION unify.remove_events(text) SECURITY DEFINER;
 ALTER FUNCTION unify.sync_events(text) SECURITY DEFINER;
 ALTER FUNCTION unify.process_events(text) SECURITY DEFINER;
 ALTER FUNCTION unify.detect_abandoned_carts(timestamptz) SECURITY DEFINER;
+-- Next best actions: computed as the owner.
+ALTER FUNCTION unify.refresh_actions(bigint[]) SECURITY DEFINER;
 
 GRANT EXECUTE ON FUNCTION
     unify.add_source(text, regclass, text, jsonb, int, boolean), unify.remove_source(text, boolean),
@@ -110,6 +113,7 @@ GRANT EXECUTE ON FUNCTION
     unify.create_outbox_consumer(text, boolean), unify.drop_outbox_consumer(text), unify.purge_outbox(interval),
     unify.add_events(text, regclass, jsonb), unify.remove_events(text), unify.sync_events(text),
     unify.process_events(text), unify.detect_abandoned_carts(timestamptz), unify.event_fields(),
+    unify.refresh_actions(bigint[]),
     -- What add_source and add_transactions call as the caller: text builders and the
     -- registration, which records the caller itself.
     unify._staged_expression(text, text), unify._transaction_expression(jsonb, text),
@@ -124,7 +128,8 @@ TO unify_admin;
 GRANT EXECUTE ON FUNCTION unify.identify(jsonb, int) TO unify_admin, unify_reader;
 
 -- Functions the views call (a view runs its functions as the reader).
-GRANT EXECUTE ON FUNCTION unify._status(), unify.get_model(), unify.default_segment_map(), unify.default_survivorship()
+GRANT EXECUTE ON FUNCTION unify._status(), unify.get_model(), unify.default_segment_map(), unify.default_survivorship(),
+    unify.default_action_map()
 TO unify_admin, unify_reader, unify_analyst;
 
 -- Audiences hand out direct identifiers, and hashed ones are personal data as well (GDPR
@@ -140,7 +145,7 @@ TO unify_admin, unify_reader;
 GRANT EXECUTE ON FUNCTION unify.read_outbox(text, int), unify.ack_outbox(text, bigint), unify.outbox_kinds()
 TO unify_admin, unify_reader;
 
-GRANT INSERT, UPDATE, DELETE ON unify.segment_map, unify.exchange_rates TO unify_admin;
+GRANT INSERT, UPDATE, DELETE ON unify.segment_map, unify.action_map, unify.exchange_rates TO unify_admin;
 -- Products: the DBA marks what is no longer sold (for_sale) and may name products; buyers and
 -- updated_at are the refresh's.
 GRANT INSERT (product_id, product_name, product_category, for_sale), UPDATE (product_name, product_category, for_sale)
@@ -151,17 +156,17 @@ GRANT EXECUTE ON FUNCTION unify.recommendations(bigint, int), unify.segment_reco
 TO unify_admin, unify_reader, unify_analyst;
 GRANT SELECT ON unify.products, unify.product_neighbours, unify.recommendation_runs TO unify_reader, unify_analyst;
 GRANT SELECT ON unify.person_products TO unify_reader;
-GRANT USAGE ON SEQUENCE unify.segment_map_rule_id_seq TO unify_admin;
+GRANT USAGE ON SEQUENCE unify.segment_map_rule_id_seq, unify.action_map_rule_id_seq TO unify_admin;
 
 GRANT SELECT ON unify.customer_360, unify.segment_summary, unify.segments, unify.segment_history, unify.segment_runs,
     unify.predictions, unify.prediction_fits, unify.segment_rules, unify.segment_map_cells, unify.households,
     unify.survivorship_rules, unify.match_report, unify.blocking_stats, unify.status, unify.name_frequencies,
     unify.queue_stats, unify.dead_letters, unify.outbox_status,
-    unify.person_activity, unify.open_carts, unify.abandoned_carts
+    unify.person_activity, unify.open_carts, unify.abandoned_carts, unify.person_actions, unify.action_rules
 TO unify_reader;
 
 GRANT SELECT ON unify.analyst_persons, unify.segment_summary, unify.segment_runs, unify.prediction_fits,
-    unify.segment_rules, unify.segment_map_cells
+    unify.segment_rules, unify.segment_map_cells, unify.action_rules
 TO unify_analyst;
 
 GRANT INSERT ON unify.change_queue, unify.event_queue TO unify_capture;

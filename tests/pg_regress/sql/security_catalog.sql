@@ -84,6 +84,22 @@ FROM unnest(ARRAY['unify._p_purchase(text,double precision[],double precision,do
                   'unify._fit_returns(double precision[],double precision[],double precision[])', 'unify._return_counts(date)',
                   'unify._holdout_check(text,double precision)', 'unify._orders_query(date,date,boolean,boolean)']) f,
      unnest(ARRAY['public', 'unify_admin', 'unify_reader', 'unify_analyst']) r;
+-- Issue 26, next best action: the readers read the actions, the analyst only the rules; only
+-- unify_admin writes the map and recomputes; the internals (and the trigger functions) are the
+-- owner's.
+SELECT has_table_privilege('unify_reader', 'unify.person_actions', 'SELECT') AS reader_reads_actions,
+       has_table_privilege('unify_analyst', 'unify.person_actions', 'SELECT') AS analyst_reads_actions,
+       has_table_privilege('unify_analyst', 'unify.action_rules', 'SELECT') AS analyst_reads_rules,
+       has_table_privilege('unify_reader', 'unify.action_map', 'INSERT') AS reader_writes_map,
+       has_table_privilege('unify_admin', 'unify.action_map', 'INSERT') AS admin_writes_map,
+       has_table_privilege('unify_admin', 'unify.person_actions', 'INSERT') AS admin_writes_actions,
+       has_function_privilege('unify_admin', 'unify.refresh_actions(bigint[])', 'EXECUTE') AS admin_refreshes,
+       has_function_privilege('unify_reader', 'unify.refresh_actions(bigint[])', 'EXECUTE') AS reader_refreshes,
+       bool_or(has_function_privilege(r, f, 'EXECUTE')) AS anyone_runs_internals
+FROM unnest(ARRAY['unify._refresh_actions(bigint[],text)', 'unify._refresh_actions_after(bigint[],text)',
+                  'unify._check_action_map()', 'unify._persons_channel_changed()', 'unify._persons_actions_pending()',
+                  'unify._churn_risk_threshold()']) f,
+     unnest(ARRAY['public', 'unify_admin', 'unify_reader', 'unify_analyst']) r;
 SELECT has_table_privilege('unify_admin', 'unify._secret', 'SELECT') AS admin_reads_secret,
        has_schema_privilege('unify_admin', 'unify', 'CREATE') AS admin_creates_in_unify;
 -- The capture role: no login, no membership.
