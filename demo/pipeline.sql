@@ -281,6 +281,14 @@ SELECT person_id, last_visit_at IS NOT NULL AS visited, visits_30d, last_product
        cart_abandoned_at IS NOT NULL AS abandoned
 FROM unify.customer_360 WHERE person_id = (SELECT person_id FROM demo_guest);
 \echo
+\echo '== Next best action: the action map (segment, predictions, open or abandoned cart) and nothing without consent for the channel =='
+SELECT r.priority, r.action, r.channel, r.segments, r.cart FROM unify.action_rules r ORDER BY r.priority;
+SELECT coalesce(a.action, '(no row)') AS action, a.channel, count(*) AS persons
+FROM unify.persons p LEFT JOIN unify.person_actions a USING (person_id) GROUP BY 1, 2 ORDER BY 3 DESC, 1;
+\echo '-- the guest whose web cart was abandoned:'
+SELECT person_id, segment, consent_email, cart_abandoned_at IS NOT NULL AS cart_abandoned, next_action, next_action_channel
+FROM unify.customer_360 WHERE person_id = (SELECT person_id FROM demo_guest);
+\echo
 \echo '== Outbox: a marketing tool reads with its own cursor and acknowledges (at least once, in order) =='
 SELECT unify.create_outbox_consumer('demo_tool', from_start => true) AS cursor;
 SELECT kind, count(*) AS events FROM unify.read_outbox('demo_tool', 100000) GROUP BY kind ORDER BY events DESC, kind;
