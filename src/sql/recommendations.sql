@@ -299,8 +299,13 @@ BEGIN
         WITH history AS (
             SELECT pp.product_id, pp.weight FROM unify.person_products pp WHERE pp.person_id = p_person
         ), co_purchased AS (
+            -- Each of the person's products looks its neighbours up by key (OFFSET 0 keeps the
+            -- LATERAL from being flattened into a join): as a join, the planner read all
+            -- neighbours (180,000 on Online Retail) for every person, 24 ms a person.
             SELECT nb.neighbour_id AS product_id, sum(h.weight * nb.score) AS score
-            FROM history h JOIN unify.product_neighbours nb ON nb.product_id = h.product_id
+            FROM history h
+            CROSS JOIN LATERAL (SELECT n.neighbour_id, n.score FROM unify.product_neighbours n
+                                WHERE n.product_id = h.product_id OFFSET 0) nb
             GROUP BY nb.neighbour_id
         ), scaled AS (
             SELECT c.product_id, c.score / max(c.score) OVER () AS co FROM co_purchased c
