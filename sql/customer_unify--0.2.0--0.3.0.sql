@@ -4457,13 +4457,16 @@ BEGIN
                 n := n + unify._load_events(es, keys);
                 -- Whose cart these events may have opened or closed: the persons of the events
                 -- and of the anonymous histories they belong to (a login moves a history).
+                -- Two key lookups from the batch's events (an OR of both scanned every event).
                 touched := touched || ARRAY(
-                    SELECT DISTINCT pe.person_id FROM unify.person_events pe
-                    WHERE pe.person_id IS NOT NULL
-                      AND ((pe.event_source_id = es.event_source_id AND pe.event_key = ANY (keys))
-                           OR pe.anonymous_id IN (SELECT e.anonymous_id FROM unify.events e
-                                                  WHERE e.event_source_id = es.event_source_id AND e.event_key = ANY (keys)
-                                                    AND e.anonymous_id IS NOT NULL)));
+                    WITH changed AS (
+                        SELECT e.person_id, e.anonymous_id FROM unify.events e
+                        JOIN unnest(keys) k (event_key) ON e.event_source_id = es.event_source_id AND e.event_key = k.event_key)
+                    SELECT c.person_id FROM changed c WHERE c.person_id IS NOT NULL
+                    UNION
+                    SELECT h.person_id FROM (SELECT DISTINCT c.anonymous_id FROM changed c WHERE c.anonymous_id IS NOT NULL) a
+                    JOIN unify.events h ON h.anonymous_id = a.anonymous_id
+                    WHERE h.person_id IS NOT NULL);
             END IF;
         EXCEPTION WHEN others THEN
             RAISE WARNING 'customer_unify: events "%" not processed: % (SQLSTATE %)', es.name, SQLERRM, SQLSTATE
