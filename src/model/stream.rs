@@ -35,6 +35,22 @@ pub fn buffer_records(budget_kb: u64, max_block_size: usize) -> usize {
     n.max(max_block_size.max(2))
 }
 
+/// How many candidate pairs a streamed training keeps for EM within `budget_kb` (see
+/// `train::StreamedSample`): a quarter of the budget, room left for the vectors' reserve, at
+/// least 20,000 (a bounded 1 MB, for the smallest budgets).
+pub fn em_pairs_within(budget_kb: u64, pair_bytes: usize) -> usize {
+    let quarter = budget_kb.saturating_mul(1024) / 4;
+    ((quarter / (pair_bytes.max(1) as u64) * 4 / 5) as usize).max(20_000)
+}
+
+/// How many records a streamed training draws its random pairs for u from: a quarter of the
+/// budget at [`RECORD_BYTES`] each, between 5,000 and 100,000 (u of a level seen in one random
+/// pair in a thousand is then estimated from a million pairs as well as from all records).
+pub fn u_sample_records(budget_kb: u64) -> usize {
+    let quarter = budget_kb.saturating_mul(1024) / 4;
+    ((quarter / RECORD_BYTES) as usize).clamp(5_000, 100_000)
+}
+
 /// The candidates one valid block (key `hash`) contributes: every pair of its members (indexes
 /// into the caller's buffer, each with its valid hashes sorted) whose first shared key is this
 /// block's, with all the rules of its shared keys. A pair's first shared key is the smallest

@@ -12,7 +12,7 @@ use super::blocking::{BlockingRule, Candidate};
 use super::comparison::{compare, Comparison, Context, Namesakes, Outcome, COMPARISONS};
 use super::params::{log2_odds, Model};
 use super::record::MatchRecord;
-use super::scorer::Scorer;
+use super::scorer::{NameFrequencies, Scorer};
 use crate::parallel;
 use crate::stopwatch::Stopwatch;
 
@@ -75,6 +75,10 @@ pub struct TrainReport {
     /// Comparisons left at the values they had before training, and why (see
     /// `keep_untrainable`); empty when every comparison was trained.
     pub kept_untrained: Vec<String>,
+    /// Whether the records were streamed (more than `customer_unify.batch_memory` holds): u
+    /// from a random sample of records, EM and the prior on a weighted sample of candidates
+    /// drawn as they stream past (see `StreamedSample`).
+    pub streamed: bool,
     /// Wall time of each step, for finding where a slow training goes.
     pub seconds: Vec<(&'static str, f64)>,
 }
@@ -119,6 +123,187 @@ fn em_sample(candidates: &[Candidate], em_pairs: usize, seed: u64) -> (Vec<u32>,
     (picked, weights)
 }
 
+/// The EM sample of candidates that stream past block by block (more records than
+/// `customer_unify.batch_memory` holds), drawn without knowing the candidates in advance: the
+/// chance of a pair is known when it comes (from its rules and the rules' pair counts, which the
+/// block sizes give before any pair is made), and its draw is a hash of its two record ids, so
+/// the sample does not depend on the order of blocks or on which block produced the pair.
+///
+/// Like `em_sample`, each rule gets a chance of `em_pairs / pairs` (all rules' pairs summed),
+/// raised to keep at least `MIN_SHARE_PER_RULES` of the sample for a rule with few pairs; a pair
+/// of several rules takes the largest chance of its rules. Its weight is 1 / its chance, so the
+/// weighted counts estimate those of all candidates without bias. When all rules' pairs are at
+/// most `em_pairs`, every candidate is taken with weight 1, as the held path does.
+#[derive(Clone, Debug)]
+pub struct PairSampler {
+    chance: Vec<f64>,
+    seed: u64,
+}
+
+impl PairSampler {
+    /// `pairs_per_rule`: the pairs of each rule's valid blocks (`RuleStats::pairs`); a pair in
+    /// blocks of two rules counts for both, so their sum is at least the number of candidates.
+    pub fn new(pairs_per_rule: &[u64], em_pairs: usize, seed: u64) -> Self {
+        let total: f64 = pairs_per_rule.iter().map(|&n| n as f64).sum();
+        let chance = if em_pairs == 0 || total <= em_pairs as f64 {
+            vec![1.0; pairs_per_rule.len()]
+        } else {
+            let base = em_pairs as f64 / total;
+            let least = em_pairs as f64 * MIN_SHARE_PER_RULES;
+            pairs_per_rule
+                .iter()
+                .map(|&n| {
+                    if n == 0 {
+                        1.0
+                    } else {
+                        base.max(least / n as f64).min(1.0)
+                    }
+                })
+                .collect()
+        };
+        Self { chance, seed }
+    }
+
+    /// The chance of a pair of the rules in mask `rules`.
+    pub fn chance(&self, rules: u32) -> f64 {
+        let p = self
+            .chance
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| rules & (1 << i) != 0)
+            .map(|(_, p)| *p)
+            .fold(0.0f64, f64::max);
+        if p > 0.0 {
+            p
+        } else {
+            1.0
+        }
+    }
+
+    /// About how many pairs are drawn (at most: a pair of several rules is counted per rule).
+    pub fn expected(&self, pairs_per_rule: &[u64]) -> f64 {
+        self.chance
+            .iter()
+            .zip(pairs_per_rule)
+            .map(|(p, &n)| p * n as f64)
+            .sum()
+    }
+
+    /// Whether the pair of records `a` and `b` (ids, either order) of `rules` is drawn, with its
+    /// weight.
+    pub fn draw(&self, a: i64, b: i64, rules: u32) -> Option<f64> {
+        let p = self.chance(rules);
+        if p >= 1.0 {
+            return Some(1.0);
+        }
+        let (x, y) = (a.min(b) as u64, a.max(b) as u64);
+        let first = Rng(self.seed ^ x.wrapping_mul(0x2545_F491_4F6C_DD1D)).next();
+        let draw = Rng(first ^ y.wrapping_mul(0xD6E8_FEB8_6659_FD93)).next();
+        ((draw >> 11) as f64 * (1.0 / (1u64 << 53) as f64) < p).then_some(1.0 / p)
+    }
+}
+
+/// The candidates of a streamed training: all counted, the drawn ones compared and kept with
+/// what EM and the prior need of them (48 bytes a pair: the outcome, the rules, the weight and
+/// the name frequencies of record a, see `Scorer::weigh_with`).
+#[derive(Default)]
+pub struct StreamedSample {
+    pub outcomes: Vec<Outcome>,
+    pub rules: Vec<u32>,
+    pub weights: Vec<f64>,
+    pub names: Vec<NameFrequencies>,
+    /// Every candidate that streamed past.
+    pub candidates: usize,
+}
+
+impl StreamedSample {
+    /// Bytes one kept pair takes.
+    pub const PAIR_BYTES: usize = std::mem::size_of::<Outcome>()
+        + std::mem::size_of::<u32>()
+        + std::mem::size_of::<f64>()
+        + std::mem::size_of::<NameFrequencies>();
+
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            outcomes: Vec::with_capacity(n),
+            rules: Vec::with_capacity(n),
+            weights: Vec::with_capacity(n),
+            names: Vec::with_capacity(n),
+            candidates: 0,
+        }
+    }
+
+    /// The candidates of some blocks (`cands` index `records`): each counted, drawn by
+    /// `sampler`, the drawn ones compared (on `workers`) and kept.
+    pub fn add(
+        &mut self,
+        sampler: &PairSampler,
+        records: &[MatchRecord],
+        cands: &[Candidate],
+        ctx: &Context,
+        workers: parallel::Workers,
+    ) {
+        self.candidates += cands.len();
+        let drawn: Vec<(Candidate, f64)> = cands
+            .iter()
+            .filter_map(|c| {
+                let (a, b) = (&records[c.a as usize], &records[c.b as usize]);
+                sampler.draw(a.id, b.id, c.rules).map(|w| (*c, w))
+            })
+            .collect();
+        let outcomes = parallel::map(&drawn, workers, |(c, _)| {
+            compare(&records[c.a as usize], &records[c.b as usize], ctx)
+        });
+        for ((c, w), o) in drawn.into_iter().zip(outcomes) {
+            self.outcomes.push(o);
+            self.rules.push(c.rules);
+            self.weights.push(w);
+            self.names
+                .push(NameFrequencies::of(ctx, &records[c.a as usize]));
+        }
+    }
+}
+
+/// The end of a streamed training (begun with `Training::start` and u set by `estimate_u_with`
+/// on a random sample of records): EM and the prior on the candidates' sample.
+#[allow(clippy::too_many_arguments)]
+pub fn train_streamed(
+    training: Training,
+    model: &mut Model,
+    ctx: &Context,
+    source_ids: &HashMap<String, i32>,
+    sample: &StreamedSample,
+    records: usize,
+    u_sample_pairs: usize,
+    opts: &TrainOptions,
+) -> TrainReport {
+    let rules = |i: usize| sample.rules[i];
+    let weigh = |scorer: &Scorer, i: usize| {
+        scorer
+            .weigh_with(&sample.names[i], &sample.outcomes[i])
+            .0
+    };
+    fit(
+        training,
+        model,
+        ctx,
+        source_ids,
+        Compared {
+            outcomes: &sample.outcomes,
+            rules: &rules,
+            weights: &sample.weights,
+            weigh: &weigh,
+        },
+        Counts {
+            records,
+            candidate_pairs: sample.candidates,
+            u_sample_pairs,
+            streamed: true,
+        },
+        opts,
+    )
+}
+
 /// splitmix64: a small, well-mixed deterministic generator (the sample must be reproducible).
 struct Rng(u64);
 
@@ -147,11 +332,45 @@ fn exact_u<'a>(values: impl Iterator<Item = &'a str>) -> Option<f64> {
         *counts.entry(v).or_default() += 1.0;
         n += 1.0;
     }
+    let agree: f64 = counts.values().map(|c| c * (c - 1.0)).sum();
+    exact_u_of_counts(agree, n)
+}
+
+/// [`exact_u`] from its sums: `agree` the sum of c(c-1) over the values' counts, `n` the
+/// records with a value (as the SQL layer counts them with GROUP BY when records are streamed).
+pub fn exact_u_of_counts(agree: f64, n: f64) -> Option<f64> {
     if n < 2.0 {
         return None;
     }
-    let agree: f64 = counts.values().map(|c| c * (c - 1.0)).sum();
     Some((agree / (n * (n - 1.0))).max(1.0 / (n * (n - 1.0))))
+}
+
+/// The value of `r` whose exact agreement [`exact_u`] counts for comparison `c`: the phone is
+/// the first of the prepared phones, the address street|house number|postcode.
+pub fn exact_value(c: Comparison, r: &MatchRecord) -> Option<Cow<'_, str>> {
+    fn borrowed(v: &Option<String>) -> Option<Cow<'_, str>> {
+        v.as_deref().map(Cow::Borrowed)
+    }
+    match c {
+        Comparison::FirstName => borrowed(&r.first_name),
+        Comparison::LastName => borrowed(&r.last_name),
+        Comparison::BirthDate => borrowed(&r.birth_date),
+        Comparison::Email => borrowed(&r.email),
+        Comparison::Phone => r.phones.first().map(|p| Cow::Borrowed(p.as_str())),
+        Comparison::Address => match (&r.street, &r.house_number, &r.postcode) {
+            (Some(s), Some(n), Some(p)) => Some(Cow::Owned(format!("{s}|{n}|{p}"))),
+            _ => None,
+        },
+        Comparison::ExternalId => borrowed(&r.external_id),
+    }
+}
+
+/// The exact-agreement u of every comparison (in `COMPARISONS` order) over `records`.
+pub fn exact_us(records: &[MatchRecord]) -> [Option<f64>; COMPARISONS.len()] {
+    COMPARISONS.map(|c| {
+        let values: Vec<Cow<str>> = records.iter().filter_map(|r| exact_value(c, r)).collect();
+        exact_u(values.iter().map(|v| v.as_ref()))
+    })
 }
 
 /// Sets u of every comparison in `model` from random pairs of `records`.
@@ -160,6 +379,19 @@ pub fn estimate_u(
     ctx: &Context,
     model: &mut Model,
     opts: &TrainOptions,
+) -> usize {
+    estimate_u_with(records, ctx, model, opts, &exact_us(records))
+}
+
+/// u of every comparison in `model` from random pairs of `records` (all records, or a random
+/// sample of them), the exact level's from `exact` (per comparison, see [`exact_us`]) where
+/// given.
+pub fn estimate_u_with(
+    records: &[MatchRecord],
+    ctx: &Context,
+    model: &mut Model,
+    opts: &TrainOptions,
+    exact: &[Option<f64>; COMPARISONS.len()],
 ) -> usize {
     if records.len() < 2 {
         return 0;
@@ -196,32 +428,9 @@ pub fn estimate_u(
             row.iter_mut().zip(part_row).for_each(|(n, x)| *n += x);
         }
     }
-    let address_key = |r: &MatchRecord| match (&r.street, &r.house_number, &r.postcode) {
-        (Some(s), Some(n), Some(p)) => Some(format!("{s}|{n}|{p}")),
-        _ => None,
-    };
-    let address_keys: Vec<String> = records.iter().filter_map(address_key).collect();
     for p in &mut model.comparisons {
         let c = p.comparison;
-        let analytic = match c {
-            Comparison::FirstName => {
-                exact_u(records.iter().filter_map(|r| r.first_name.as_deref()))
-            }
-            Comparison::LastName => exact_u(records.iter().filter_map(|r| r.last_name.as_deref())),
-            Comparison::BirthDate => {
-                exact_u(records.iter().filter_map(|r| r.birth_date.as_deref()))
-            }
-            Comparison::Email => exact_u(records.iter().filter_map(|r| r.email.as_deref())),
-            Comparison::Phone => exact_u(
-                records
-                    .iter()
-                    .filter_map(|r| r.phones.first().map(String::as_str)),
-            ),
-            Comparison::Address => exact_u(address_keys.iter().map(String::as_str)),
-            Comparison::ExternalId => {
-                exact_u(records.iter().filter_map(|r| r.external_id.as_deref()))
-            }
-        };
+        let analytic = exact[c.index()];
         let levels = p.levels.len();
         let row = &counts[c.index()];
         let n: f64 = row[..levels].iter().sum();
@@ -239,7 +448,7 @@ pub fn estimate_u(
     samples
 }
 
-type Pattern = [Option<u8>; COMPARISONS.len()];
+pub type Pattern = [Option<u8>; COMPARISONS.len()];
 
 /// One EM session over pattern counts: u fixed, m of the `estimated` comparisons and the share
 /// of matches among the pairs re-estimated until they settle.
@@ -377,30 +586,21 @@ fn em_sessions(
 }
 
 /// The prior: expected matches among the candidates over all possible pairs, iterated to a
-/// fixed point (the expectation depends on the prior). Returns (prior, expected matches).
-#[allow(clippy::too_many_arguments)]
+/// fixed point (the expectation depends on the prior). `weigh(scorer, i)` is the match weight of
+/// pair `i` of `weights`. Returns (prior, expected matches).
 fn estimate_prior(
-    records: &[MatchRecord],
-    ctx: &Context,
-    candidates: &[Candidate],
     weights: &[f64],
-    outcomes: &[Outcome],
-    model: &Model,
-    source_ids: &HashMap<String, i32>,
+    weigh: &(dyn Fn(&Scorer, usize) -> f64 + Sync),
+    scorer: &Scorer,
+    prior_before: f64,
     all_pairs: f64,
     workers: parallel::Workers,
 ) -> (f64, f64) {
-    let scorer = Scorer::new(model, ctx, source_ids);
-    let log_prior = log2_odds(model.prior);
-    let evidence: Vec<f64> = parallel::flat_map(candidates.len(), workers, |range| {
-        range
-            .map(|i| {
-                let a = &records[candidates[i].a as usize];
-                scorer.weigh(a, &outcomes[i]).0 - log_prior
-            })
-            .collect()
+    let log_prior = log2_odds(prior_before);
+    let evidence: Vec<f64> = parallel::flat_map(weights.len(), workers, |range| {
+        range.map(|i| weigh(scorer, i) - log_prior).collect()
     });
-    let mut prior = model.prior;
+    let mut prior = prior_before;
     let mut expected = 0.0;
     for _ in 0..50 {
         crate::interrupt::check();
@@ -465,92 +665,138 @@ fn keep_untrainable(model: &mut Model, before: &Model) -> Vec<String> {
     notes
 }
 
-/// Trains `model` in place (u, m, prior) and reports each EM session.
-pub fn train(
-    records: &[MatchRecord],
-    ctx: &Context,
-    candidates: &[Candidate],
+/// A training under way: the model as it was (see `keep_untrainable`) and the step times.
+pub struct Training {
+    before: Model,
+    watch: Stopwatch,
+}
+
+impl Training {
+    /// Starts training `model`: the shares measured at the end are unset meanwhile (the prior
+    /// is estimated on plain weights).
+    pub fn start(model: &mut Model) -> Self {
+        let before = model.clone();
+        model.namesake_share = None;
+        model.similar_name_share = None;
+        Self {
+            before,
+            watch: Stopwatch::default(),
+        }
+    }
+
+    /// Ends the step named `step` (see `Stopwatch::mark`).
+    pub fn mark(&mut self, step: &'static str) {
+        self.watch.mark(step);
+    }
+}
+
+/// The figures EM and the household shares need of the compared candidates (all, or the
+/// sample), each pair counted with its weight.
+#[derive(Debug, Default, PartialEq)]
+pub struct Tally {
+    /// Comparison vectors counted per distinct (pattern, rules).
+    pub patterns: HashMap<(Pattern, u32), f64>,
+    at_one_address: f64,
+    living_together: f64,
+    /// Per kind of namesakes: pairs with birth dates, and of those the pairs of two people.
+    namesakes_dated: [f64; Namesakes::ALL.len()],
+    namesakes_two: [f64; Namesakes::ALL.len()],
+}
+
+impl Tally {
+    /// The tally of `outcomes` (pair `i` of the rules `rules(i)`, counted `weights[i]` times).
+    pub fn of(
+        outcomes: &[Outcome],
+        rules: &(dyn Fn(usize) -> u32 + Sync),
+        weights: &[f64],
+        workers: parallel::Workers,
+    ) -> Self {
+        let mut tally = Tally::default();
+        for part in parallel::map_blocks(outcomes.len(), workers, |range| {
+            let mut part = Tally::default();
+            for i in range {
+                part.add(&outcomes[i], rules(i), weights[i]);
+            }
+            part
+        }) {
+            tally.at_one_address += part.at_one_address;
+            tally.living_together += part.living_together;
+            for kind in 0..Namesakes::ALL.len() {
+                tally.namesakes_dated[kind] += part.namesakes_dated[kind];
+                tally.namesakes_two[kind] += part.namesakes_two[kind];
+            }
+            for (key, n) in part.patterns {
+                *tally.patterns.entry(key).or_default() += n;
+            }
+        }
+        tally
+    }
+
+    fn add(&mut self, o: &Outcome, rules: u32, w: f64) {
+        let first = o.level(Comparison::FirstName);
+        let birth = o.level(Comparison::BirthDate);
+        if o.level(Comparison::Address) == Some(0) && first.is_some() && birth.is_some() {
+            self.at_one_address += w;
+            if first == Some(Comparison::FirstName.else_level())
+                && birth == Some(Comparison::BirthDate.else_level())
+            {
+                self.living_together += w;
+            }
+        }
+        if let (Some(b), Some(kind)) = (birth, o.namesakes_at_one_home(true)) {
+            self.namesakes_dated[kind.index()] += w;
+            if b == Comparison::BirthDate.else_level() {
+                self.namesakes_two[kind.index()] += w;
+            }
+        }
+        *self.patterns.entry((o.levels, rules)).or_default() += w;
+    }
+}
+
+/// The compared candidates training learns from: all of them or a weighted sample, in any
+/// order (see `fit`).
+pub struct Compared<'a> {
+    pub outcomes: &'a [Outcome],
+    /// The rules (a mask) of pair `i`.
+    pub rules: &'a (dyn Fn(usize) -> u32 + Sync),
+    /// 1 / the chance that pair `i` was drawn.
+    pub weights: &'a [f64],
+    /// The match weight of pair `i` (see `Scorer::weigh`).
+    pub weigh: &'a (dyn Fn(&Scorer, usize) -> f64 + Sync),
+}
+
+/// What the whole set of candidates and records count, beside the compared pairs.
+pub struct Counts {
+    pub records: usize,
+    pub candidate_pairs: usize,
+    pub u_sample_pairs: usize,
+    /// Which path ran (see `TrainReport::streamed`).
+    pub streamed: bool,
+}
+
+/// m by EM per blocking rule and the prior from the compared pairs, u (estimated before)
+/// corrected for the matches among random pairs, then the household and namesake shares: the
+/// end of every training, whether the candidates were held at once or streamed.
+pub fn fit(
+    mut training: Training,
     model: &mut Model,
+    ctx: &Context,
     source_ids: &HashMap<String, i32>,
+    pairs: Compared<'_>,
+    counts: Counts,
     opts: &TrainOptions,
 ) -> TrainReport {
-    let mut watch = Stopwatch::default();
-    let before = model.clone();
-    // Measured below, set at the end: the prior is estimated on plain weights.
-    model.namesake_share = None;
-    model.similar_name_share = None;
-    let u_sample_pairs = estimate_u(records, ctx, model, opts);
-    watch.mark("u");
-    let all_candidates = candidates.len();
-    let (picked, weights) = em_sample(candidates, opts.em_pairs, opts.seed);
-    // Copied only when it is a sample.
-    let candidates: Cow<[Candidate]> = if picked.len() == all_candidates {
-        Cow::Borrowed(candidates)
-    } else {
-        Cow::Owned(picked.iter().map(|&i| candidates[i as usize]).collect())
-    };
-    let candidates = &candidates[..];
+    let tally = Tally::of(pairs.outcomes, pairs.rules, pairs.weights, opts.workers);
     let sampled_u: Vec<Vec<f64>> = model
         .comparisons
         .iter()
         .map(|p| p.levels.iter().map(|l| l.u).collect())
         .collect();
     let rules = model.blocking_rules.clone();
-    // Every candidate is compared once; the EM counts and both prior passes reuse the outcomes.
-    let outcomes: Vec<Outcome> = parallel::map(candidates, opts.workers, |c| {
-        compare(&records[c.a as usize], &records[c.b as usize], ctx)
-    });
-    watch.mark("compare");
-    // Comparison vectors of all candidates, counted per distinct (pattern, rules).
-    let mut counts: HashMap<(Pattern, u32), f64> = HashMap::new();
-    let (mut at_one_address, mut living_together) = (0.0f64, 0.0f64);
-    // Per kind of namesakes: pairs with birth dates, and of those the pairs of two people.
-    const KINDS: usize = Namesakes::ALL.len();
-    let (mut namesakes_dated, mut namesakes_two) = ([0.0f64; KINDS], [0.0f64; KINDS]);
-    for (part, (at_one, together), (dated, two)) in
-        parallel::map_blocks(candidates.len(), opts.workers, |range| {
-            let mut part: HashMap<(Pattern, u32), f64> = HashMap::new();
-            let (mut at_one, mut together) = (0.0, 0.0);
-            let (mut dated, mut two) = ([0.0f64; KINDS], [0.0f64; KINDS]);
-            for ((cand, o), w) in candidates[range.clone()]
-                .iter()
-                .zip(&outcomes[range.clone()])
-                .zip(&weights[range])
-            {
-                let first = o.level(Comparison::FirstName);
-                let birth = o.level(Comparison::BirthDate);
-                if o.level(Comparison::Address) == Some(0) && first.is_some() && birth.is_some() {
-                    at_one += w;
-                    if first == Some(Comparison::FirstName.else_level())
-                        && birth == Some(Comparison::BirthDate.else_level())
-                    {
-                        together += w;
-                    }
-                }
-                if let (Some(b), Some(kind)) = (birth, o.namesakes_at_one_home(true)) {
-                    dated[kind.index()] += w;
-                    if b == Comparison::BirthDate.else_level() {
-                        two[kind.index()] += w;
-                    }
-                }
-                *part.entry((o.levels, cand.rules)).or_default() += w;
-            }
-            (part, (at_one, together), (dated, two))
-        })
-    {
-        at_one_address += at_one;
-        living_together += together;
-        for kind in 0..KINDS {
-            namesakes_dated[kind] += dated[kind];
-            namesakes_two[kind] += two[kind];
-        }
-        for (key, n) in part {
-            *counts.entry(key).or_default() += n;
-        }
-    }
     // Too few pairs at one address to tell: keep the discount (the safe side for CRM data).
-    model.household_share = (at_one_address >= 20.0).then(|| living_together / at_one_address);
-    let n = records.len() as f64;
+    model.household_share =
+        (tally.at_one_address >= 20.0).then(|| tally.living_together / tally.at_one_address);
+    let n = counts.records as f64;
     let all_pairs = (n * (n - 1.0) / 2.0).max(1.0);
     let mut sessions = Vec::new();
     let mut expected = 0.0;
@@ -559,15 +805,13 @@ pub fn train(
     // an e-mail), so after the first pass u is corrected by the estimated matches (u = (u_sampled
     // - prior * m) / (1 - prior)) and m and the prior are estimated again.
     for pass in 0..2 {
-        sessions = em_sessions(&counts, &rules, model, opts);
+        sessions = em_sessions(&tally.patterns, &rules, model, opts);
+        let scorer = Scorer::new(model, ctx, source_ids);
         (prior, expected) = estimate_prior(
-            records,
-            ctx,
-            candidates,
-            &weights,
-            &outcomes,
-            model,
-            source_ids,
+            pairs.weights,
+            pairs.weigh,
+            &scorer,
+            model.prior,
             all_pairs,
             opts.workers,
         );
@@ -581,20 +825,23 @@ pub fn train(
             }
         }
     }
-    watch.mark("em_and_prior");
+    training.mark("em_and_prior");
     // Smoothed so that no namesake among many pairs (or all) still leaves finite odds.
     let share = |kind: Namesakes| {
-        let (dated, two) = (namesakes_dated[kind.index()], namesakes_two[kind.index()]);
+        let (dated, two) = (
+            tally.namesakes_dated[kind.index()],
+            tally.namesakes_two[kind.index()],
+        );
         (dated >= 20.0).then(|| (two + 0.5) / (dated + 1.0))
     };
     model.namesake_share = share(Namesakes::SameName);
     model.similar_name_share = share(Namesakes::AlikeNames);
-    let kept_untrained = keep_untrainable(model, &before);
+    let kept_untrained = keep_untrainable(model, &training.before);
     TrainReport {
-        records: records.len(),
-        candidate_pairs: all_candidates,
-        em_sample_pairs: picked.len(),
-        u_sample_pairs,
+        records: counts.records,
+        candidate_pairs: counts.candidate_pairs,
+        em_sample_pairs: pairs.outcomes.len(),
+        u_sample_pairs: counts.u_sample_pairs,
         converged: sessions.iter().all(|s| s.converged),
         sessions,
         expected_matches: expected,
@@ -603,8 +850,63 @@ pub fn train(
         namesake_share: model.namesake_share,
         similar_name_share: model.similar_name_share,
         kept_untrained,
-        seconds: watch.into_steps(),
+        streamed: counts.streamed,
+        seconds: training.watch.into_steps(),
     }
+}
+
+/// Trains `model` in place (u, m, prior) on all records and candidates held at once, and
+/// reports each EM session.
+pub fn train(
+    records: &[MatchRecord],
+    ctx: &Context,
+    candidates: &[Candidate],
+    model: &mut Model,
+    source_ids: &HashMap<String, i32>,
+    opts: &TrainOptions,
+) -> TrainReport {
+    let mut training = Training::start(model);
+    let u_sample_pairs = estimate_u(records, ctx, model, opts);
+    training.mark("u");
+    let all_candidates = candidates.len();
+    let (picked, weights) = em_sample(candidates, opts.em_pairs, opts.seed);
+    // Copied only when it is a sample.
+    let candidates: Cow<[Candidate]> = if picked.len() == all_candidates {
+        Cow::Borrowed(candidates)
+    } else {
+        Cow::Owned(picked.iter().map(|&i| candidates[i as usize]).collect())
+    };
+    let candidates = &candidates[..];
+    // Every candidate is compared once; the EM counts and both prior passes reuse the outcomes.
+    let outcomes: Vec<Outcome> = parallel::map(candidates, opts.workers, |c| {
+        compare(&records[c.a as usize], &records[c.b as usize], ctx)
+    });
+    training.mark("compare");
+    let rules = |i: usize| candidates[i].rules;
+    let weigh = |scorer: &Scorer, i: usize| {
+        scorer
+            .weigh(&records[candidates[i].a as usize], &outcomes[i])
+            .0
+    };
+    fit(
+        training,
+        model,
+        ctx,
+        source_ids,
+        Compared {
+            outcomes: &outcomes,
+            rules: &rules,
+            weights: &weights,
+            weigh: &weigh,
+        },
+        Counts {
+            records: records.len(),
+            candidate_pairs: all_candidates,
+            u_sample_pairs,
+            streamed: false,
+        },
+        opts,
+    )
 }
 
 #[cfg(test)]
