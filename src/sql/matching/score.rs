@@ -141,22 +141,25 @@ fn write_block_keys(records: &[MatchRecord], model: &Model) {
             .update("TRUNCATE unify.block_keys", None, &[])
             .unwrap_or_else(|e| spi_failed(e, F));
         let rebuild = drop_indexes(client, "unify.block_keys", true, F);
-        write_block_key_rows(client, keys);
+        write_block_key_rows(client, "unify.block_keys", keys);
         rebuild_indexes(client, rebuild, F);
         write_matching_state(client, model);
     });
 }
 
-/// Adds (key hash, record id) rows to unify.block_keys, a million per statement.
-pub(super) fn write_block_key_rows(client: &mut SpiClient<'_>, keys: Vec<(i64, i64)>) {
+/// Adds (key hash, record id) rows to `table` (unify.block_keys, or a streamed training's temp
+/// table), a million per statement.
+pub(super) fn write_block_key_rows(client: &mut SpiClient<'_>, table: &str, keys: Vec<(i64, i64)>) {
     for chunk in keys.chunks(1_000_000) {
         let (hashes, ids): (Vec<i64>, Vec<i64>) = chunk.iter().copied().unzip();
         // The arrays' datums freed after each statement.
         in_own_context(|| {
             client
                 .update(
-                    "INSERT INTO unify.block_keys (key_hash, record_id)
-                     SELECT * FROM unnest($1::bigint[], $2::bigint[])",
+                    &format!(
+                        "INSERT INTO {table} (key_hash, record_id)
+                         SELECT * FROM unnest($1::bigint[], $2::bigint[])"
+                    ),
                     None,
                     &[hashes.into(), ids.into()],
                 )

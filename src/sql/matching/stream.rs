@@ -1,15 +1,21 @@
-//! unify.score_pairs over more records than `customer_unify.batch_memory` holds: the records
-//! are read in streams ordered by what groups them (e-mail, phone, blocking key) and never held
-//! all at once. `crate::model::stream` has the logic and the proof that the result equals the
-//! run over all records held at once; this is its reading and writing.
+//! The whole-table commands over more records than `customer_unify.batch_memory` holds
+//! (unify.score_pairs, unify.train): the records are read in streams ordered by what groups them
+//! (e-mail, phone, blocking key) and never held all at once. `crate::model::stream` has the logic
+//! and the proof that the candidates equal those of the run over all records held at once; this
+//! is its reading and writing, shared by both commands.
 //!
 //! 1. The household e-mails and phones: two passes over the records ordered by value.
-//! 2. unify.block_keys: one pass over the records, keys written in chunks.
+//! 2. The blocking keys: one pass over the records, keys written in chunks (score_pairs to
+//!    unify.block_keys, which the change queue reads; train to a temp table of its own, leaving
+//!    unify.block_keys and unify.matching_state to score_pairs).
 //! 3. The figures per rule from the block sizes (and the max_candidate_pairs check), read from
-//!    unify.block_keys grouped by key; the blocks within their size limit go to a temp table,
-//!    each record's keys among them to another.
+//!    the keys grouped by key; the blocks within their size limit go to a temp table, each
+//!    record's keys among them to another.
 //! 4. The members of those blocks in key order, each record with its valid keys: pairs block
-//!    by block, scored a buffer at a time on all threads, written as they come.
+//!    by block, handed to the command a buffer at a time (score_pairs scores and writes them on
+//!    all threads, train draws its EM sample from them).
+
+use std::collections::HashSet;
 
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
@@ -23,7 +29,7 @@ use super::frequencies::load_frequencies;
 use super::records::{record_from_row, source_ids, RECORD_COLUMNS};
 use super::run::Phases;
 use super::score::{pair_rows, write_block_key_rows, write_blocking_stats, write_pairs};
-use crate::model::blocking::{key_hash, key_hashes, rule_of, Candidate};
+use crate::model::blocking::{key_hash, key_hashes, rule_of, Candidate, RuleStats};
 use crate::model::comparison::Context;
 use crate::model::params::Model;
 use crate::model::record::MatchRecord;
@@ -31,34 +37,128 @@ use crate::model::scorer::Scorer;
 use crate::model::stream::{block_pairs, buffer_records, RuleFigures, ValueGroups};
 
 const F: &str = "score_pairs";
-/// The temp tables of one run (dropped at its end, and at commit in any case).
-const VALID: &str = "pg_temp.unify_score_valid_blocks";
-const RECORD_VALID: &str = "pg_temp.unify_score_record_keys";
+/// The blocking keys score_pairs writes (and the change queue reads).
+const BLOCK_KEYS: &str = "unify.block_keys";
 
 /// What unify.score_pairs returns: candidate pairs (NULL without rules), stored, matches, forced.
 pub(super) type Figures = (Option<i64>, i64, i64, i64);
 
+/// One streamed run: the command (for its errors), the prefix of its cursors' and temp tables'
+/// names, and how much it reads and holds at a time.
+#[derive(Clone, Copy)]
+pub(super) struct Stream {
+    pub function: &'static str,
+    /// `unify_score` or `unify_train`: the temp tables are `<prefix>_valid_blocks` and
+    /// `<prefix>_record_keys` (dropped at the run's end, and at commit in any case).
+    pub prefix: &'static str,
+    /// Records buffered for the command at a time (see `buffer_records`).
+    pub buffer: usize,
+    /// Rows per fetch.
+    pub batch: usize,
+}
+
+impl Stream {
+    pub fn new(
+        function: &'static str,
+        prefix: &'static str,
+        model: &Model,
+        budget_kb: u64,
+    ) -> Self {
+        let max_block = model
+            .blocking_rules
+            .iter()
+            .map(|r| r.max_block_size)
+            .max()
+            .unwrap_or(2);
+        let buffer = buffer_records(budget_kb, max_block);
+        // Rows per fetch: a few MB of tuples at most, at least a hundred.
+        let batch = (buffer / 4).clamp(100, 20_000);
+        Self {
+            function,
+            prefix,
+            buffer,
+            batch,
+        }
+    }
+
+    /// The name of this run's temp table or cursor `what`.
+    pub fn name(&self, what: &str) -> String {
+        format!("{}_{what}", self.prefix)
+    }
+
+    pub fn run(&self, client: &mut SpiClient<'_>, statement: &str) {
+        client
+            .update(statement, None, &[])
+            .unwrap_or_else(|e| spi_failed(e, self.function));
+    }
+
+    pub fn cursor(&self, client: &mut SpiClient<'_>, what: &str, query: &str) -> Cursor {
+        Cursor::open(client, self.name(what), query, self.batch, self.function)
+    }
+
+    /// `f` with the cursors planned for all their rows: they are read to their end (hash joins
+    /// and one sort, not nested loops through indexes for the first tenth).
+    pub fn with_full_cursors<T>(
+        &self,
+        client: &mut SpiClient<'_>,
+        f: impl FnOnce(&mut SpiClient<'_>) -> T,
+    ) -> T {
+        let fraction = client
+            .select("SELECT current_setting('cursor_tuple_fraction')", None, &[])
+            .unwrap_or_else(|e| spi_failed(e, self.function))
+            .first()
+            .get::<String>(1)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "0.1".into());
+        self.run(
+            client,
+            "SELECT set_config('cursor_tuple_fraction', '1', true)",
+        );
+        let out = f(client);
+        client
+            .update(
+                "SELECT set_config('cursor_tuple_fraction', $1, true)",
+                None,
+                &[fraction.into()],
+            )
+            .unwrap_or_else(|e| spi_failed(e, self.function));
+        out
+    }
+}
+
 /// Rows of an SQL cursor, fetched `batch` at a time on the caller's connection (which stays
 /// free for writing between fetches, unlike an SPI cursor that borrows it).
-struct Cursor {
-    name: &'static str,
+pub(super) struct Cursor {
+    name: String,
     batch: usize,
+    function: &'static str,
 }
 
 impl Cursor {
-    fn open(client: &mut SpiClient<'_>, name: &'static str, query: &str, batch: usize) -> Self {
+    fn open(
+        client: &mut SpiClient<'_>,
+        name: String,
+        query: &str,
+        batch: usize,
+        function: &'static str,
+    ) -> Self {
         client
             .update(
                 &format!("DECLARE {name} NO SCROLL CURSOR FOR {query}"),
                 None,
                 &[],
             )
-            .unwrap_or_else(|e| spi_failed(e, F));
-        Self { name, batch }
+            .unwrap_or_else(|e| spi_failed(e, function));
+        Self {
+            name,
+            batch,
+            function,
+        }
     }
 
     /// The next rows through `row`; empty at the end.
-    fn next<T>(
+    pub fn next<T>(
         &self,
         client: &mut SpiClient<'_>,
         mut row: impl FnMut(&SpiHeapTupleData) -> T,
@@ -69,27 +169,21 @@ impl Cursor {
                 None,
                 &[],
             )
-            .unwrap_or_else(|e| spi_failed(e, F));
+            .unwrap_or_else(|e| spi_failed(e, self.function));
         let rows = in_own_context(|| table.map(|r| row(&r)).collect());
         free_last_result();
         rows
     }
 
-    fn close(self, client: &mut SpiClient<'_>) {
+    pub fn close(self, client: &mut SpiClient<'_>) {
         client
             .update(&format!("CLOSE {}", self.name), None, &[])
-            .unwrap_or_else(|e| spi_failed(e, F));
+            .unwrap_or_else(|e| spi_failed(e, self.function));
     }
 }
 
-fn run(client: &mut SpiClient<'_>, statement: &str) {
-    client
-        .update(statement, None, &[])
-        .unwrap_or_else(|e| spi_failed(e, F));
-}
-
 /// `RECORD_COLUMNS` of unify.records r, qualified.
-fn record_columns() -> String {
+pub(super) fn record_columns() -> String {
     RECORD_COLUMNS
         .split(',')
         .map(|c| format!("r.{}", c.trim()))
@@ -105,60 +199,40 @@ pub(super) fn score_streamed(
     budget_kb: u64,
     phases: &mut Phases,
 ) -> Figures {
-    let max_block = model
-        .blocking_rules
-        .iter()
-        .map(|r| r.max_block_size)
-        .max()
-        .unwrap_or(2);
-    let buffer = buffer_records(budget_kb, max_block);
-    // Rows per fetch: a few MB of tuples at most, at least a hundred.
-    let batch = (buffer / 4).clamp(100, 20_000);
+    let stream = Stream::new(F, "unify_score", model, budget_kb);
     Spi::connect_mut(|client| {
-        // The cursors are read to their end: plan them for all their rows (hash joins and one
-        // sort), not for the first tenth (nested loops through indexes).
-        let fraction = client
-            .select("SELECT current_setting('cursor_tuple_fraction')", None, &[])
-            .unwrap_or_else(|e| spi_failed(e, F))
-            .first()
-            .get::<String>(1)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| "0.1".into());
-        run(
-            client,
-            "SELECT set_config('cursor_tuple_fraction', '1', true)",
-        );
-        let ids = source_ids(client);
-        let (first_name_tf, last_name_tf) = load_frequencies(client, None, F);
-        let ctx = Context {
-            first_name_tf,
-            last_name_tf,
-            shared_emails: household_values(client, "email", batch),
-            shared_phones: household_values(client, "phone", batch),
-        };
-        phases.mark("households");
-        write_keys(client, model, batch);
-        phases.mark("block_keys");
-        let figures = score_blocks(client, model, &ctx, &ids, version, buffer, batch, phases);
-        client
-            .update(
-                "SELECT set_config('cursor_tuple_fraction', $1, true)",
-                None,
-                &[fraction.into()],
-            )
-            .unwrap_or_else(|e| spi_failed(e, F));
-        figures
+        stream.with_full_cursors(client, |client| {
+            let ids = source_ids(client);
+            let (first_name_tf, last_name_tf) = load_frequencies(client, None, F);
+            let ctx = Context {
+                first_name_tf,
+                last_name_tf,
+                shared_emails: household_values(client, &stream, "email"),
+                shared_phones: household_values(client, &stream, "phone"),
+            };
+            phases.mark("households");
+            stream.run(client, "TRUNCATE unify.block_keys");
+            let rebuild = drop_indexes(client, BLOCK_KEYS, true, F);
+            let mut keys = KeyWriter::new(BLOCK_KEYS);
+            for_each_record(client, &stream, |client, records| {
+                keys.add(client, model, records)
+            });
+            keys.finish(client);
+            rebuild_indexes(client, rebuild, F);
+            super::score::write_matching_state(client, model);
+            phases.mark("block_keys");
+            score_blocks(client, &stream, model, &ctx, &ids, version, phases)
+        })
     })
 }
 
-/// The e-mails or phones held by clearly different people (`comparison::Context`), from the
-/// records ordered by value.
-fn household_values(
+/// The e-mails or phones (`of`) held by clearly different people (`comparison::Context`), from
+/// the records ordered by value.
+pub(super) fn household_values(
     client: &mut SpiClient<'_>,
+    stream: &Stream,
     of: &str,
-    batch: usize,
-) -> std::collections::HashSet<String> {
+) -> HashSet<String> {
     let cols = record_columns();
     // Byte order ("C"): equal values next to each other, whatever the database's collation.
     let query = if of == "email" {
@@ -174,11 +248,12 @@ fn household_values(
              ORDER BY v.p COLLATE \"C\", r.record_id"
         )
     };
-    let cursor = Cursor::open(client, "unify_score_values", &query, batch);
+    let f = stream.function;
+    let cursor = stream.cursor(client, "values", &query);
     let mut groups = ValueGroups::default();
     loop {
         let rows = cursor.next(client, |row| {
-            let record = record_from_row(row, F);
+            let record = record_from_row(row, f);
             let value = row.get::<String>(16).ok().flatten().unwrap_or_default();
             (value, record)
         });
@@ -201,71 +276,87 @@ fn household_values(
     groups.finish()
 }
 
-/// unify.block_keys and unify.matching_state anew, from one pass over the records.
-fn write_keys(client: &mut SpiClient<'_>, model: &Model, batch: usize) {
-    run(client, "TRUNCATE unify.block_keys");
-    let rebuild = drop_indexes(client, "unify.block_keys", true, F);
-    let cursor = Cursor::open(
+/// One pass over all records, `batch` prepared records at a time through `each`.
+pub(super) fn for_each_record(
+    client: &mut SpiClient<'_>,
+    stream: &Stream,
+    mut each: impl FnMut(&mut SpiClient<'_>, &[MatchRecord]),
+) {
+    let f = stream.function;
+    let cursor = stream.cursor(
         client,
-        "unify_score_records",
+        "records",
         &format!("SELECT {RECORD_COLUMNS} FROM unify.records r"),
-        batch,
     );
-    let mut keys: Vec<(i64, i64)> = Vec::new();
     loop {
-        let records = cursor.next(client, |row| record_from_row(row, F));
+        let records = cursor.next(client, |row| record_from_row(row, f));
         if records.is_empty() {
             break;
         }
-        for r in &records {
-            keys.extend(
+        each(client, &records);
+    }
+    cursor.close(client);
+}
+
+/// The blocking keys of records passing by, written to `table` in sorted chunks of 200,000.
+pub(super) struct KeyWriter<'a> {
+    table: &'a str,
+    keys: Vec<(i64, i64)>,
+}
+
+impl<'a> KeyWriter<'a> {
+    pub fn new(table: &'a str) -> Self {
+        Self {
+            table,
+            keys: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, client: &mut SpiClient<'_>, model: &Model, records: &[MatchRecord]) {
+        for r in records {
+            self.keys.extend(
                 key_hashes(&model.blocking_rules, r)
                     .into_iter()
                     .map(|(_, h)| (h, r.id)),
             );
         }
-        if keys.len() >= 200_000 {
-            keys.sort_unstable();
-            write_block_key_rows(client, std::mem::take(&mut keys));
+        if self.keys.len() >= 200_000 {
+            self.flush(client);
         }
     }
-    cursor.close(client);
-    keys.sort_unstable();
-    write_block_key_rows(client, keys);
-    rebuild_indexes(client, rebuild, F);
-    super::score::write_matching_state(client, model);
+
+    fn flush(&mut self, client: &mut SpiClient<'_>) {
+        self.keys.sort_unstable();
+        write_block_key_rows(client, self.table, std::mem::take(&mut self.keys));
+    }
+
+    /// Writes the keys left.
+    pub fn finish(mut self, client: &mut SpiClient<'_>) {
+        self.flush(client);
+    }
 }
 
-/// Steps 3 and 4: the figures, the blocks within their limits, and the scored pairs.
-#[allow(clippy::too_many_arguments)]
-fn score_blocks(
+/// Step 3: the figures per rule from the sizes of the blocks of the keys in `keys` (raising
+/// 54000 past max_candidate_pairs, as the held path does), the largest skipped keys named.
+pub(super) fn rule_figures(
     client: &mut SpiClient<'_>,
+    stream: &Stream,
     model: &Model,
-    ctx: &Context,
-    ids: &std::collections::HashMap<String, i32>,
-    version: Option<i32>,
-    buffer: usize,
-    batch: usize,
-    phases: &mut Phases,
-) -> Figures {
+    keys: &str,
+) -> Vec<RuleStats> {
     let rules = &model.blocking_rules;
     let names: Vec<String> = rules.iter().map(|r| r.name.clone()).collect();
     let limits: Vec<usize> = rules.iter().map(|r| r.max_block_size).collect();
-    let limits_sql = format!(
-        "'{{{}}}'::bigint[]",
-        limits
-            .iter()
-            .map(|l| l.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let f = stream.function;
     // Block sizes (PostgreSQL groups them within work_mem, spilling to disk beyond it).
-    let mut figures = RuleFigures::new(&names, &limits).unwrap_or_else(|e| limit_exceeded(e));
+    let mut figures =
+        RuleFigures::new(&names, &limits).unwrap_or_else(|e| limit_exceeded(e, f));
     let sizes = Cursor::open(
         client,
-        "unify_score_sizes",
-        "SELECT key_hash, count(*) FROM unify.block_keys GROUP BY key_hash",
+        stream.name("sizes"),
+        &format!("SELECT key_hash, count(*) FROM {keys} GROUP BY key_hash"),
         20_000,
+        f,
     );
     loop {
         let rows = sizes.next(client, |row| {
@@ -284,63 +375,78 @@ fn score_blocks(
     sizes.close(client);
     let (mut stats, largest) = figures
         .finish(model.max_candidate_pairs)
-        .unwrap_or_else(|e| limit_exceeded(e));
+        .unwrap_or_else(|e| limit_exceeded(e, f));
     for (i, hash) in largest.into_iter().enumerate() {
         if let Some(h) = hash {
-            stats[i].largest_skipped_key = skipped_key(client, model, i, h);
+            stats[i].largest_skipped_key = skipped_key(client, model, keys, i, h, f);
         }
     }
-    phases.mark("block sizes");
-    run(
-        client,
-        &format!("DROP TABLE IF EXISTS {VALID}, {RECORD_VALID}"),
-    );
-    run(
-        client,
-        &format!(
-            "CREATE TEMP TABLE {} ON COMMIT DROP AS
-             SELECT key_hash FROM unify.block_keys GROUP BY key_hash
-             HAVING count(*) >= 2 AND count(*) <= ({limits_sql})[(key_hash & 255) + 1]",
-            VALID.trim_start_matches("pg_temp.")
-        ),
-    );
-    run(
-        client,
-        &format!(
-            "CREATE TEMP TABLE {} ON COMMIT DROP AS
-             SELECT bk.record_id, array_agg(bk.key_hash ORDER BY bk.key_hash) AS hashes
-             FROM unify.block_keys bk JOIN {VALID} v USING (key_hash) GROUP BY bk.record_id",
-            RECORD_VALID.trim_start_matches("pg_temp.")
-        ),
-    );
-    run(client, &format!("ANALYZE {VALID}"));
-    run(client, &format!("ANALYZE {RECORD_VALID}"));
-    phases.mark("valid blocks");
+    stats
+}
 
-    // Every pair is written anew: emptied and filled without its indexes, built once after.
-    run(client, "TRUNCATE unify.pairs");
-    let rebuild = drop_indexes(client, "unify.pairs", true, F);
-    let scorer = Scorer::new(model, ctx, ids);
-    let cols = record_columns();
-    let cursor = Cursor::open(
+/// Step 4: the candidates of the valid blocks of the keys in `keys`, block by block in key
+/// order, handed to `each` with their records (the candidates index them) at most
+/// `stream.buffer` records or a million candidates at a time; the pairs per rule counted into
+/// `stats`.
+pub(super) fn stream_blocks(
+    client: &mut SpiClient<'_>,
+    stream: &Stream,
+    model: &Model,
+    keys: &str,
+    stats: &mut [RuleStats],
+    mut each: impl FnMut(&mut SpiClient<'_>, &[MatchRecord], &[Candidate]),
+) {
+    let limits_sql = format!(
+        "'{{{}}}'::bigint[]",
+        model
+            .blocking_rules
+            .iter()
+            .map(|r| r.max_block_size.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let (valid, record_valid) = (stream.name("valid_blocks"), stream.name("record_keys"));
+    stream.run(
         client,
-        "unify_score_blocks",
+        &format!("DROP TABLE IF EXISTS pg_temp.{valid}, pg_temp.{record_valid}"),
+    );
+    stream.run(
+        client,
+        &format!(
+            "CREATE TEMP TABLE {valid} ON COMMIT DROP AS
+             SELECT key_hash FROM {keys} GROUP BY key_hash
+             HAVING count(*) >= 2 AND count(*) <= ({limits_sql})[(key_hash & 255) + 1]"
+        ),
+    );
+    stream.run(
+        client,
+        &format!(
+            "CREATE TEMP TABLE {record_valid} ON COMMIT DROP AS
+             SELECT bk.record_id, array_agg(bk.key_hash ORDER BY bk.key_hash) AS hashes
+             FROM {keys} bk JOIN pg_temp.{valid} v USING (key_hash) GROUP BY bk.record_id"
+        ),
+    );
+    stream.run(client, &format!("ANALYZE pg_temp.{valid}"));
+    stream.run(client, &format!("ANALYZE pg_temp.{record_valid}"));
+    let cols = record_columns();
+    let f = stream.function;
+    let cursor = stream.cursor(
+        client,
+        "blocks",
         &format!(
             "SELECT {cols}, v.key_hash, rv.hashes
-             FROM {VALID} v JOIN unify.block_keys bk ON bk.key_hash = v.key_hash
-             JOIN {RECORD_VALID} rv ON rv.record_id = bk.record_id
+             FROM pg_temp.{valid} v JOIN {keys} bk ON bk.key_hash = v.key_hash
+             JOIN pg_temp.{record_valid} rv ON rv.record_id = bk.record_id
              JOIN unify.records r ON r.record_id = bk.record_id
              ORDER BY v.key_hash, bk.record_id"
         ),
-        batch,
     );
     let mut pending = Pending::default();
     let mut block: Vec<(MatchRecord, Vec<i64>)> = Vec::new();
     let mut block_hash: Option<i64> = None;
-    let (mut stored, mut matches, mut forced) = (0i64, 0i64, 0i64);
     loop {
         let rows = cursor.next(client, |row| {
-            let record = record_from_row(row, F);
+            let record = record_from_row(row, f);
             let hash = row.get::<i64>(16).ok().flatten().unwrap_or_default();
             let hashes = row.get::<Vec<i64>>(17).ok().flatten().unwrap_or_default();
             (hash, record, hashes)
@@ -349,7 +455,7 @@ fn score_blocks(
         for (hash, record, hashes) in rows {
             if block_hash != Some(hash) {
                 if let Some(h) = block_hash {
-                    pending.add_block(h, std::mem::take(&mut block), &mut stats);
+                    pending.add_block(h, std::mem::take(&mut block), stats);
                 }
                 block_hash = Some(hash);
             }
@@ -357,15 +463,11 @@ fn score_blocks(
         }
         if end {
             if let Some(h) = block_hash.take() {
-                pending.add_block(h, std::mem::take(&mut block), &mut stats);
+                pending.add_block(h, std::mem::take(&mut block), stats);
             }
         }
-        if end || pending.records.len() >= buffer || pending.cands.len() >= 1_000_000 {
-            let rows = pair_rows(model, &scorer, &pending.records, &pending.cands);
-            stored += rows.len() as i64;
-            matches += rows.iter().filter(|r| r.is_match).count() as i64;
-            forced += rows.iter().filter(|r| r.forced_by.is_some()).count() as i64;
-            write_pairs(client, rows, version, F);
+        if end || pending.records.len() >= stream.buffer || pending.cands.len() >= 1_000_000 {
+            each(client, &pending.records, &pending.cands);
             pending = Pending::default();
         }
         if end {
@@ -373,11 +475,46 @@ fn score_blocks(
         }
     }
     cursor.close(client);
-    rebuild_indexes(client, rebuild, F);
-    run(
+    stream.run(
         client,
-        &format!("DROP TABLE IF EXISTS {VALID}, {RECORD_VALID}"),
+        &format!("DROP TABLE IF EXISTS pg_temp.{valid}, pg_temp.{record_valid}"),
     );
+}
+
+/// Steps 3 and 4 of score_pairs: the figures, the blocks within their limits, and the scored
+/// pairs.
+#[allow(clippy::too_many_arguments)]
+fn score_blocks(
+    client: &mut SpiClient<'_>,
+    stream: &Stream,
+    model: &Model,
+    ctx: &Context,
+    ids: &std::collections::HashMap<String, i32>,
+    version: Option<i32>,
+    phases: &mut Phases,
+) -> Figures {
+    let mut stats = rule_figures(client, stream, model, BLOCK_KEYS);
+    phases.mark("block sizes");
+    // Every pair is written anew: emptied and filled without its indexes, built once after.
+    stream.run(client, "TRUNCATE unify.pairs");
+    let rebuild = drop_indexes(client, "unify.pairs", true, F);
+    let scorer = Scorer::new(model, ctx, ids);
+    let (mut stored, mut matches, mut forced) = (0i64, 0i64, 0i64);
+    stream_blocks(
+        client,
+        stream,
+        model,
+        BLOCK_KEYS,
+        &mut stats,
+        |client, records, cands| {
+            let rows = pair_rows(model, &scorer, records, cands);
+            stored += rows.len() as i64;
+            matches += rows.iter().filter(|r| r.is_match).count() as i64;
+            forced += rows.iter().filter(|r| r.forced_by.is_some()).count() as i64;
+            write_pairs(client, rows, version, F);
+        },
+    );
+    rebuild_indexes(client, rebuild, F);
     phases.mark("score");
     let candidate_pairs =
         (!stats.is_empty()).then(|| stats.iter().map(|s| s.new_pairs as i64).sum());
@@ -385,7 +522,7 @@ fn score_blocks(
     (candidate_pairs, stored, matches, forced)
 }
 
-/// Records and candidates waiting to be scored.
+/// Records and candidates waiting to be handed on.
 #[derive(Default)]
 struct Pending {
     records: Vec<MatchRecord>,
@@ -394,12 +531,7 @@ struct Pending {
 
 impl Pending {
     /// One block's members (in record id order, each with its valid keys): its pairs.
-    fn add_block(
-        &mut self,
-        hash: i64,
-        members: Vec<(MatchRecord, Vec<i64>)>,
-        stats: &mut [crate::model::blocking::RuleStats],
-    ) {
+    fn add_block(&mut self, hash: i64, members: Vec<(MatchRecord, Vec<i64>)>, stats: &mut [RuleStats]) {
         let rule = rule_of(hash);
         let base = self.records.len() as u32;
         let idx: Vec<u32> = (0..members.len() as u32).map(|i| base + i).collect();
@@ -421,23 +553,25 @@ impl Pending {
 fn skipped_key(
     client: &mut SpiClient<'_>,
     model: &Model,
+    keys: &str,
     rule: usize,
     hash: i64,
+    function: &'static str,
 ) -> Option<String> {
     let table = client
         .select(
             &format!(
                 "SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id =
-                   (SELECT bk.record_id FROM unify.block_keys bk WHERE bk.key_hash = $1 LIMIT 1)"
+                   (SELECT bk.record_id FROM {keys} bk WHERE bk.key_hash = $1 LIMIT 1)"
             ),
             None,
             &[hash.into()],
         )
-        .unwrap_or_else(|e| spi_failed(e, F));
+        .unwrap_or_else(|e| spi_failed(e, function));
     let record = table
         .into_iter()
         .next()
-        .map(|row| record_from_row(&row, F))?;
+        .map(|row| record_from_row(&row, function))?;
     let r = &model.blocking_rules[rule];
     r.keys(&record)
         .into_iter()
@@ -445,12 +579,12 @@ fn skipped_key(
         .map(|k| k.replace('\u{1f}', " | "))
 }
 
-fn limit_exceeded(e: String) -> ! {
+fn limit_exceeded(e: String, function: &'static str) -> ! {
     raise(
         PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
         e,
         None,
         "Lower that rule's max_block_size or make its key more specific (SELECT unify.get_model() -> 'blocking_rules'), or raise max_candidate_pairs.",
-        F,
+        function,
     )
 }

@@ -4,13 +4,44 @@ use pgrx::prelude::*;
 use pgrx::{JsonB, PgSqlErrorCode};
 use serde_json::json;
 
+use std::collections::HashMap;
+
+use pgrx::spi::SpiClient;
+
 use super::super::errors::raise;
+use super::super::spi::{fetch_all, in_own_context, spi_failed};
 use super::model::current_model;
-use super::records::load_all;
+use super::records::{load_all, record_from_row, source_ids, RECORD_COLUMNS};
 use super::run::{workers, Phases};
 use super::score::blocked;
-use crate::model::comparison::Context;
-use crate::model::train::{train, TrainOptions};
+use super::stream::{for_each_record, rule_figures, stream_blocks, KeyWriter, Stream};
+use crate::model::blocking::RuleStats;
+use crate::model::comparison::{Comparison, Context, COMPARISONS};
+use crate::model::params::Model;
+use crate::model::record::MatchRecord;
+use crate::model::stream::{em_pairs_within, fits_in_memory, u_sample_records};
+use crate::model::train::{
+    estimate_u_with, exact_u_of_counts, exact_value, train, train_streamed, value_hash,
+    PairSampler, StreamedSample, TrainOptions, TrainReport, Training,
+};
+
+const F: &str = "train";
+/// A streamed training's temp tables (dropped at its end, and at commit in any case): the
+/// blocking keys (unify.block_keys stays score_pairs' and the change queue's), and the values
+/// whose counts give the name frequencies and the exact-agreement u.
+const KEYS: &str = "pg_temp.unify_train_block_keys";
+const VALUES: &str = "pg_temp.unify_train_values";
+/// The columns of VALUES holding the exact values of the comparisons (in `COMPARISONS` order):
+/// the names as text (their frequencies are stored with the model), the others hashed.
+const VALUE_COLUMNS: [&str; COMPARISONS.len()] = [
+    "first_name",
+    "last_name",
+    "birth_date",
+    "email",
+    "phone",
+    "address",
+    "external_id",
+];
 
 /// Trains the current model on unify.records: u from random pairs, m by EM per blocking rule,
 /// the prior from the expected matches. One row: the model and its report (stored by
@@ -47,30 +78,40 @@ fn _train(
             "train",
         );
     }
-    let mut phases = Phases::new("train");
-    let mut model = current_model("train");
-    let (records, ids) = load_all("train");
-    phases.mark("load");
-    if records.len() < 2 {
+    let mut phases = Phases::new(F);
+    let mut model = current_model(F);
+    let count = Spi::get_one::<i64>("SELECT count(*) FROM unify.records")
+        .unwrap_or_else(|e| spi_failed(e, F))
+        .unwrap_or_default();
+    if count < 2 {
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("unify.train needs records to learn from; unify.records holds {}", records.len()),
+            format!("unify.train needs records to learn from; unify.records holds {count}"),
             None,
             "Register sources with unify.add_source() and load them with SELECT * FROM unify.sync().",
-            "train",
+            F,
         );
     }
-    let ctx = Context::build(&records);
-    let (cands, stats) = blocked(&records, &model, "train");
-    phases.mark("block");
     let opts = TrainOptions {
         sample_pairs: sample_pairs as usize,
         max_iterations: max_iterations as usize,
         workers: workers(),
         ..Default::default()
     };
-    let report = train(&records, &ctx, &cands, &mut model, &ids, &opts);
-    phases.mark("estimate");
+    let budget = crate::budget::kb();
+    let (report, stats, ctx) = if fits_in_memory(count as u64, budget) {
+        let (records, ids) = load_all(F);
+        phases.mark("load");
+        let ctx = Context::build(&records);
+        let (cands, stats) = blocked(&records, &model, F);
+        phases.mark("block");
+        let report = train(&records, &ctx, &cands, &mut model, &ids, &opts);
+        phases.mark("estimate");
+        (report, stats, ctx)
+    } else {
+        // More records than customer_unify.batch_memory holds: streamed, block by block.
+        train_streamed_sql(&mut model, count as usize, &opts, budget, &mut phases)
+    };
     // The name frequencies become part of the model version: scoring then gives a pair the same
     // weight whether it is scored in a full run or as a change (and later sign-ups of other
     // Müllers do not move it).
@@ -101,6 +142,223 @@ fn _train(
         values,
         frequencies,
     ))
+}
+
+/// Trains `model` on unify.records streamed within `budget_kb` (see `super::stream`): the
+/// households from the ordered passes, the name frequencies and the exact-agreement u from value
+/// counts grouped in SQL, u's random pairs from a random sample of records, and EM and the prior
+/// on a weighted sample of the candidates drawn as they stream past block by block (see
+/// `crate::model::train::PairSampler`). Holds the context, a buffer of records and the sample,
+/// whatever the number of records.
+fn train_streamed_sql(
+    model: &mut Model,
+    records: usize,
+    opts: &TrainOptions,
+    budget_kb: u64,
+    phases: &mut Phases,
+) -> (TrainReport, Vec<RuleStats>, Context) {
+    let stream = Stream::new(F, "unify_train", model, budget_kb);
+    let mut training = Training::start(model);
+    Spi::connect_mut(|client| {
+        stream.with_full_cursors(client, |client| {
+            let ids = source_ids(client);
+            let mut ctx = Context {
+                first_name_tf: HashMap::new(),
+                last_name_tf: HashMap::new(),
+                shared_emails: super::stream::household_values(client, &stream, "email"),
+                shared_phones: super::stream::household_values(client, &stream, "phone"),
+            };
+            phases.mark("households");
+            stream.run(client, &format!("DROP TABLE IF EXISTS {KEYS}, {VALUES}"));
+            stream.run(
+                client,
+                &format!(
+                    "CREATE TEMP TABLE {} (key_hash bigint, record_id bigint) ON COMMIT DROP",
+                    KEYS.trim_start_matches("pg_temp.")
+                ),
+            );
+            stream.run(
+                client,
+                &format!(
+                    "CREATE TEMP TABLE {} (first_name text, last_name text, birth_date bigint,
+                     email bigint, phone bigint, address bigint, external_id bigint) ON COMMIT DROP",
+                    VALUES.trim_start_matches("pg_temp.")
+                ),
+            );
+            let mut keys = KeyWriter::new(KEYS);
+            for_each_record(client, &stream, |client, records| {
+                keys.add(client, model, records);
+                write_values(client, records);
+            });
+            keys.finish(client);
+            phases.mark("keys and values");
+            (ctx.first_name_tf, ctx.last_name_tf) = (
+                name_frequencies(client, &stream, "first_name"),
+                name_frequencies(client, &stream, "last_name"),
+            );
+            let exact = COMPARISONS.map(|c| exact_u_sql(client, c));
+            let sample = u_sample(client, records, opts.seed, budget_kb);
+            let u_sample_pairs = estimate_u_with(&sample, &ctx, model, opts, &exact);
+            drop(sample);
+            training.mark("u");
+            phases.mark("u");
+            let mut stats = rule_figures(client, &stream, model, KEYS);
+            let pairs_per_rule: Vec<u64> = stats.iter().map(|s| s.pairs).collect();
+            let em_pairs = if opts.em_pairs == 0 {
+                em_pairs_within(budget_kb, StreamedSample::PAIR_BYTES)
+            } else {
+                opts.em_pairs
+                    .min(em_pairs_within(budget_kb, StreamedSample::PAIR_BYTES))
+            };
+            let sampler = PairSampler::new(&pairs_per_rule, em_pairs, opts.seed);
+            let reserve = (sampler.expected(&pairs_per_rule) * 1.1) as usize + 1024;
+            let mut sample = StreamedSample::with_capacity(reserve.min(em_pairs + em_pairs / 4));
+            stream_blocks(client, &stream, model, KEYS, &mut stats, |_, records, cands| {
+                sample.add(&sampler, records, cands, &ctx, opts.workers);
+            });
+            stream.run(client, &format!("DROP TABLE IF EXISTS {KEYS}, {VALUES}"));
+            training.mark("compare");
+            phases.mark("block and sample");
+            let report =
+                train_streamed(training, model, &ctx, &ids, &sample, records, u_sample_pairs, opts);
+            phases.mark("estimate");
+            (report, stats, ctx)
+        })
+    })
+}
+
+/// Adds the exact values of `records` to the VALUES temp table.
+fn write_values(client: &mut SpiClient<'_>, records: &[MatchRecord]) {
+    let names = |c: Comparison| -> Vec<Option<String>> {
+        records
+            .iter()
+            .map(|r| exact_value(c, r).map(|v| v.into_owned()))
+            .collect()
+    };
+    let hashes = |c: Comparison| -> Vec<Option<i64>> {
+        records
+            .iter()
+            .map(|r| exact_value(c, r).map(|v| value_hash(&v)))
+            .collect()
+    };
+    in_own_context(|| {
+        client
+            .update(
+                &format!(
+                    "INSERT INTO {VALUES} SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[],
+                     $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])"
+                ),
+                None,
+                &[
+                    names(Comparison::FirstName).into(),
+                    names(Comparison::LastName).into(),
+                    hashes(Comparison::BirthDate).into(),
+                    hashes(Comparison::Email).into(),
+                    hashes(Comparison::Phone).into(),
+                    hashes(Comparison::Address).into(),
+                    hashes(Comparison::ExternalId).into(),
+                ],
+            )
+            .unwrap_or_else(|e| spi_failed(e, F));
+    });
+}
+
+/// The frequency of every value of a name column of VALUES among the records with one, as
+/// `Context::build` counts it.
+fn name_frequencies(
+    client: &mut SpiClient<'_>,
+    stream: &Stream,
+    column: &str,
+) -> HashMap<String, f64> {
+    let cursor = stream.cursor(
+        client,
+        column,
+        &format!(
+            "SELECT v, count(*) FROM (SELECT {column} COLLATE \"C\" AS v FROM {VALUES}) x
+             WHERE v IS NOT NULL GROUP BY v"
+        ),
+    );
+    let mut counts = HashMap::new();
+    let mut n = 0.0;
+    loop {
+        let rows = cursor.next(client, |row| {
+            (
+                row.get::<String>(1).ok().flatten().unwrap_or_default(),
+                row.get::<i64>(2).ok().flatten().unwrap_or_default() as f64,
+            )
+        });
+        if rows.is_empty() {
+            break;
+        }
+        for (value, c) in rows {
+            n += c;
+            counts.insert(value, c);
+        }
+    }
+    cursor.close(client);
+    counts.values_mut().for_each(|c| *c /= n);
+    counts
+}
+
+/// The exact-agreement u of comparison `c` (see `crate::model::train::exact_u_of_counts`) from
+/// the counts of its values in VALUES.
+fn exact_u_sql(client: &mut SpiClient<'_>, c: Comparison) -> Option<f64> {
+    let column = VALUE_COLUMNS[c.index()];
+    // Byte equality for the names (text), whatever the database's collation.
+    let collate = if column.ends_with("_name") {
+        " COLLATE \"C\""
+    } else {
+        ""
+    };
+    let table = client
+        .select(
+            &format!(
+                "SELECT coalesce(sum(n * (n - 1)), 0)::float8, coalesce(sum(n), 0)::float8
+                 FROM (SELECT count(*)::numeric AS n FROM {VALUES} WHERE {column} IS NOT NULL
+                       GROUP BY {column}{collate}) g"
+            ),
+            None,
+            &[],
+        )
+        .unwrap_or_else(|e| spi_failed(e, F));
+    let row = table.first();
+    let agree = row.get::<f64>(1).ok().flatten().unwrap_or_default();
+    let n = row.get::<f64>(2).ok().flatten().unwrap_or_default();
+    exact_u_of_counts(agree, n)
+}
+
+/// The records u's random pairs are drawn from: all of them in id order (as the held path
+/// has them) when they are at most `u_sample_records(budget_kb)`, else that many chosen by a
+/// hash of their id and `seed`.
+fn u_sample(
+    client: &mut SpiClient<'_>,
+    records: usize,
+    seed: u64,
+    budget_kb: u64,
+) -> Vec<MatchRecord> {
+    let k = u_sample_records(budget_kb);
+    let mut sample = if records <= k {
+        fetch_all(
+            client,
+            &format!("SELECT {RECORD_COLUMNS} FROM unify.records r ORDER BY r.record_id"),
+            vec![],
+            F,
+            |row| record_from_row(row, F),
+        )
+    } else {
+        fetch_all(
+            client,
+            &format!(
+                "SELECT {RECORD_COLUMNS} FROM unify.records r
+                 ORDER BY hashint8extended(r.record_id, $1), r.record_id LIMIT $2"
+            ),
+            vec![(seed as i64).into(), (k as i64).into()],
+            F,
+            |row| record_from_row(row, F),
+        )
+    };
+    sample.sort_unstable_by_key(|r| r.id);
+    sample
 }
 
 /// One EM session as a stored training report holds it (`report -> 'sessions'`). Read typed, so

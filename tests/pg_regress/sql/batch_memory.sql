@@ -56,6 +56,78 @@ SELECT count(*) AS pairs_indexes FROM pg_indexes WHERE schemaname = 'unify' AND 
 SELECT count(*) AS temp_tables_left FROM pg_class WHERE relname LIKE 'unify_score%' AND relpersistence = 't';
 SHOW cursor_tuple_fraction;
 
+-- unify.train within the budget: streamed as score_pairs is (the keys in a temp table of its own,
+-- the name frequencies and exact-agreement u from value counts in SQL, u's random pairs from a
+-- sample of records, EM and the prior on a weighted sample of the candidates drawn as they stream
+-- past). On 2000 records both samples are complete (every record, every candidate), so both
+-- trainings from the same starting model must give the same model: parameters equal to a relative
+-- 1e-9 (the sums are added in another order), everything else, the frequencies and the
+-- candidates exactly.
+RESET customer_unify.batch_memory;
+CREATE TEMP TABLE start_model AS SELECT unify.get_model() AS model;
+SELECT count(*) > 0 AS trained FROM unify.train();
+CREATE TEMP TABLE held_version AS SELECT max(version) AS version FROM unify.model;
+SELECT stored_pairs > 1000 AS scored FROM unify.score_pairs();
+CREATE TEMP TABLE held_train_pairs AS SELECT record_a, record_b, is_match, match_weight FROM unify.pairs;
+CREATE TEMP TABLE keys_before AS SELECT key_hash, record_id FROM unify.block_keys;
+CREATE TEMP TABLE state_before AS SELECT blocking_rules, keys_built_at FROM unify.matching_state;
+SELECT unify.set_model((SELECT model FROM start_model)) > 0 AS start_model_set;
+SET LOCAL customer_unify.batch_memory = '64kB';
+SELECT count(*) > 0 AS trained FROM unify.train();
+CREATE TEMP TABLE streamed_version AS SELECT max(version) AS version FROM unify.model;
+CREATE TEMP TABLE trained AS
+SELECT h.model AS held, s.model AS streamed, h.report AS held_report, s.report AS streamed_report
+FROM unify.model h, unify.model s
+WHERE h.version = (SELECT version FROM held_version) AND s.version = (SELECT version FROM streamed_version);
+SELECT held_report -> 'streamed' AS held_streamed, streamed_report -> 'streamed' AS streamed_streamed,
+       (held_report ->> 'candidate_pairs')::bigint > 1000 AS many_candidates,
+       held_report -> 'candidate_pairs' = streamed_report -> 'candidate_pairs' AS same_candidates,
+       streamed_report -> 'em_sample_pairs' = streamed_report -> 'candidate_pairs' AS complete_em_sample,
+       held_report -> 'u_sample_pairs' = streamed_report -> 'u_sample_pairs' AS same_u_sample,
+       held_report -> 'blocking' = streamed_report -> 'blocking' AS same_blocking_figures,
+       held_report -> 'records' = streamed_report -> 'records' AS same_records
+FROM trained;
+-- m and u of every level, and the measured figures.
+SELECT count(*) > 20 AS many_levels,
+       count(*) FILTER (WHERE abs((hl ->> 'm')::float8 - (sl ->> 'm')::float8)
+                              > 1e-9 * greatest((hl ->> 'm')::float8, (sl ->> 'm')::float8)
+                           OR abs((hl ->> 'u')::float8 - (sl ->> 'u')::float8)
+                              > 1e-9 * greatest((hl ->> 'u')::float8, (sl ->> 'u')::float8)
+                           OR hl ->> 'name' IS DISTINCT FROM sl ->> 'name') AS levels_differing
+FROM trained,
+     jsonb_array_elements(held -> 'comparisons') WITH ORDINALITY hc (c, i)
+     JOIN jsonb_array_elements(streamed -> 'comparisons') WITH ORDINALITY sc (c, i) USING (i),
+     jsonb_array_elements(hc.c -> 'levels') WITH ORDINALITY hl0 (hl, j)
+     JOIN jsonb_array_elements(sc.c -> 'levels') WITH ORDINALITY sl0 (sl, j) USING (j);
+SELECT abs((held ->> f)::float8 - (streamed ->> f)::float8) <= 1e-9 * abs((held ->> f)::float8) AS same,
+       f AS figure
+FROM trained, unnest('{prior,household_share,namesake_share,similar_name_share}'::text[]) f
+UNION ALL
+SELECT abs((held_report ->> f)::float8 - (streamed_report ->> f)::float8) <= 1e-9 * abs((held_report ->> f)::float8), f
+FROM trained, unnest('{expected_matches}'::text[]) f
+ORDER BY figure;
+SELECT held - '{comparisons,prior,household_share,namesake_share,similar_name_share}'::text[]
+       = streamed - '{comparisons,prior,household_share,namesake_share,similar_name_share}'::text[] AS rest_of_model_same
+FROM trained;
+SELECT count(*) > 100 AS many_names,
+       count(*) FILTER (WHERE s.frequency IS DISTINCT FROM h.frequency) AS frequencies_differing
+FROM (SELECT field, value, frequency FROM unify.name_frequencies WHERE model_version = (SELECT version FROM held_version)) h
+FULL JOIN (SELECT field, value, frequency FROM unify.name_frequencies WHERE model_version = (SELECT version FROM streamed_version)) s
+     USING (field, value);
+-- The streamed training leaves unify.block_keys and unify.matching_state to score_pairs, and no temp tables.
+SELECT (SELECT count(*) FROM (SELECT * FROM keys_before EXCEPT SELECT key_hash, record_id FROM unify.block_keys) x)
+     + (SELECT count(*) FROM (SELECT key_hash, record_id FROM unify.block_keys EXCEPT SELECT * FROM keys_before) x) AS keys_changed,
+       (SELECT row(s.*)::text FROM state_before s) = (SELECT row(m.blocking_rules, m.keys_built_at)::text FROM unify.matching_state m) AS state_unchanged;
+SELECT count(*) AS temp_tables_left FROM pg_class WHERE relname LIKE 'unify_train%' AND relpersistence = 't';
+-- score_pairs after either model: the same matches.
+RESET customer_unify.batch_memory;
+SELECT stored_pairs > 1000 AS scored FROM unify.score_pairs();
+SELECT (SELECT count(*) FROM (SELECT record_a, record_b, is_match FROM held_train_pairs EXCEPT SELECT record_a, record_b, is_match FROM unify.pairs) x) AS pairs_only_held,
+       (SELECT count(*) FROM (SELECT record_a, record_b, is_match FROM unify.pairs EXCEPT SELECT record_a, record_b, is_match FROM held_train_pairs) x) AS pairs_only_streamed,
+       (SELECT count(*) FILTER (WHERE is_match) FROM unify.pairs) > 500 AS many_matches,
+       (SELECT max(abs(h.match_weight - p.match_weight)) < 1e-6 FROM held_train_pairs h JOIN unify.pairs p USING (record_a, record_b)) AS same_weights;
+SET LOCAL customer_unify.batch_memory = '64kB';
+
 -- Too many candidate pairs: the same error as with all records held.
 SELECT unify.set_model(jsonb_set(unify.get_model(), '{max_candidate_pairs}', '100')) > 0 AS model_set;
 SELECT * FROM unify.score_pairs();
