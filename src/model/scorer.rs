@@ -604,11 +604,7 @@ pub fn name_frequency(ctx: &Context, c: Comparison, a: &MatchRecord) -> Option<f
             &ctx.last_name_tf,
             a.first_name.as_ref()?,
         ),
-        Comparison::LastName => (
-            &ctx.last_name_tf,
-            &ctx.first_name_tf,
-            a.last_name.as_ref()?,
-        ),
+        Comparison::LastName => (&ctx.last_name_tf, &ctx.first_name_tf, a.last_name.as_ref()?),
         _ => return None,
     };
     Some(

@@ -101,11 +101,9 @@ fn em_sample(candidates: &[Candidate], em_pairs: usize, seed: u64) -> (Vec<u32>,
     for c in candidates {
         *per_rules.entry(c.rules).or_default() += 1.0;
     }
-    let base = em_pairs as f64 / n as f64;
-    let least = em_pairs as f64 * MIN_SHARE_PER_RULES;
     let chance: HashMap<u32, f64> = per_rules
         .into_iter()
-        .map(|(rules, count)| (rules, base.max(least / count).min(1.0)))
+        .map(|(rules, count)| (rules, sample_chance(em_pairs, n as f64, count)))
         .collect();
     let mut picked = Vec::with_capacity(em_pairs + em_pairs / 8);
     let mut weights = Vec::with_capacity(em_pairs + em_pairs / 8);
@@ -123,97 +121,44 @@ fn em_sample(candidates: &[Candidate], em_pairs: usize, seed: u64) -> (Vec<u32>,
     (picked, weights)
 }
 
-/// The EM sample of candidates that stream past block by block (more records than
-/// `customer_unify.batch_memory` holds), drawn without knowing the candidates in advance: the
-/// chance of a pair is known when it comes (from its rules and the rules' pair counts, which the
-/// block sizes give before any pair is made), and its draw is a hash of its two record ids, so
-/// the sample does not depend on the order of blocks or on which block produced the pair.
+/// The EM sample of the candidates of a streamed training (more records than
+/// `customer_unify.batch_memory` holds), which pass by block by block, never all known at once.
+/// The sample is the one `em_sample` draws from all candidates held at once: each candidate of
+/// a rule combination with `count` of `n` candidates is in it with the chance
+/// `sample_chance(em_pairs, n, count)` and weighs 1 / that chance; only the draw differs: a hash
+/// of the pair's record ids and the seed (`pair_draw`), so it does not depend on the order of
+/// the blocks or on which block produced the pair.
 ///
-/// Like `em_sample`, each rule gets a chance of `em_pairs / pairs` (all rules' pairs summed),
-/// raised to keep at least `MIN_SHARE_PER_RULES` of the sample for a rule with few pairs; a pair
-/// of several rules takes the largest chance of its rules. Its weight is 1 / its chance, so the
-/// weighted counts estimate those of all candidates without bias. When all rules' pairs are at
-/// most `em_pairs`, every candidate is taken with weight 1, as the held path does.
-#[derive(Clone, Debug)]
-pub struct PairSampler {
-    chance: Vec<f64>,
-    seed: u64,
-}
-
-impl PairSampler {
-    /// `pairs_per_rule`: the pairs of each rule's valid blocks (`RuleStats::pairs`); a pair in
-    /// blocks of two rules counts for both, so their sum is at least the number of candidates.
-    pub fn new(pairs_per_rule: &[u64], em_pairs: usize, seed: u64) -> Self {
-        let total: f64 = pairs_per_rule.iter().map(|&n| n as f64).sum();
-        let chance = if em_pairs == 0 || total <= em_pairs as f64 {
-            vec![1.0; pairs_per_rule.len()]
-        } else {
-            let base = em_pairs as f64 / total;
-            let least = em_pairs as f64 * MIN_SHARE_PER_RULES;
-            pairs_per_rule
-                .iter()
-                .map(|&n| {
-                    if n == 0 {
-                        1.0
-                    } else {
-                        base.max(least / n as f64).min(1.0)
-                    }
-                })
-                .collect()
-        };
-        Self { chance, seed }
-    }
-
-    /// The chance of a pair of the rules in mask `rules`.
-    pub fn chance(&self, rules: u32) -> f64 {
-        let p = self
-            .chance
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| rules & (1 << i) != 0)
-            .map(|(_, p)| *p)
-            .fold(0.0f64, f64::max);
-        if p > 0.0 {
-            p
-        } else {
-            1.0
-        }
-    }
-
-    /// About how many pairs are drawn (at most: a pair of several rules is counted per rule).
-    pub fn expected(&self, pairs_per_rule: &[u64]) -> f64 {
-        self.chance
-            .iter()
-            .zip(pairs_per_rule)
-            .map(|(p, &n)| p * n as f64)
-            .sum()
-    }
-
-    /// Whether the pair of records `a` and `b` (ids, either order) of `rules` is drawn, with its
-    /// weight.
-    pub fn draw(&self, a: i64, b: i64, rules: u32) -> Option<f64> {
-        let p = self.chance(rules);
-        if p >= 1.0 {
-            return Some(1.0);
-        }
-        let (x, y) = (a.min(b) as u64, a.max(b) as u64);
-        let first = Rng(self.seed ^ x.wrapping_mul(0x2545_F491_4F6C_DD1D)).next();
-        let draw = Rng(first ^ y.wrapping_mul(0xD6E8_FEB8_6659_FD93)).next();
-        ((draw >> 11) as f64 * (1.0 / (1u64 << 53) as f64) < p).then_some(1.0 / p)
-    }
-}
-
-/// The candidates of a streamed training: all counted, the drawn ones compared and kept with
-/// what EM and the prior need of them (about 50 bytes a pair: the outcome, the rules, the weight and
-/// the name frequencies of record a, see `Scorer::weigh_with`).
+/// The final counts are known only at the end, but a chance never grows as candidates come: a
+/// candidate is kept when its draw is below the chance of its combination among the candidates
+/// seen so far, and whenever the sample grows past `em_pairs` and a quarter, the kept ones are
+/// thinned to the chances at that point (those are at most the ones they were drawn at). At the
+/// end they are thinned to the final chances: the sample is exactly the candidates whose draw is
+/// below their final chance, at most `em_pairs` and a quarter (plus one chunk) held at any time.
+/// With at most `em_pairs` candidates every candidate is kept with weight 1, as held.
 #[derive(Default)]
 pub struct StreamedSample {
+    em_pairs: usize,
+    seed: u64,
+    /// Candidates seen per rule combination.
+    per_rules: HashMap<u32, f64>,
     pub outcomes: Vec<Outcome>,
     pub rules: Vec<u32>,
+    /// Each kept pair's draw, until `finish` makes it its weight.
     pub weights: Vec<f64>,
     pub names: Vec<NameFrequencies>,
     /// Every candidate that streamed past.
     pub candidates: usize,
+    /// Candidates compared (the kept ones, and those thinned out later).
+    pub compared: usize,
+}
+
+/// The draw of the pair of records `a` and `b` (ids, either order): uniform in [0, 1).
+pub fn pair_draw(a: i64, b: i64, seed: u64) -> f64 {
+    let (x, y) = (a.min(b) as u64, a.max(b) as u64);
+    let first = Rng(seed ^ x.wrapping_mul(0x2545_F491_4F6C_DD1D)).next();
+    let draw = Rng(first ^ y.wrapping_mul(0xD6E8_FEB8_6659_FD93)).next();
+    (draw >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
 impl StreamedSample {
@@ -223,43 +168,96 @@ impl StreamedSample {
         + std::mem::size_of::<f64>()
         + std::mem::size_of::<NameFrequencies>();
 
-    pub fn with_capacity(n: usize) -> Self {
+    /// Candidates drawn and compared at a time: the most the sample grows past its limit.
+    const CHUNK: usize = 1 << 16;
+
+    /// A sample of about `em_pairs` candidates (0: all of them), drawn with `seed`.
+    pub fn new(em_pairs: usize, seed: u64) -> Self {
+        let limit = if em_pairs == 0 {
+            0
+        } else {
+            em_pairs + em_pairs / 4 + Self::CHUNK
+        };
         Self {
-            outcomes: Vec::with_capacity(n),
-            rules: Vec::with_capacity(n),
-            weights: Vec::with_capacity(n),
-            names: Vec::with_capacity(n),
-            candidates: 0,
+            em_pairs,
+            seed,
+            outcomes: Vec::with_capacity(limit),
+            rules: Vec::with_capacity(limit),
+            weights: Vec::with_capacity(limit),
+            names: Vec::with_capacity(limit),
+            ..Default::default()
         }
     }
 
-    /// The candidates of some blocks (`cands` index `records`): each counted, drawn by
-    /// `sampler`, the drawn ones compared (on `workers`) and kept.
+    fn chance(&self, rules: u32) -> f64 {
+        sample_chance(
+            self.em_pairs,
+            self.candidates as f64,
+            self.per_rules.get(&rules).copied().unwrap_or(1.0),
+        )
+    }
+
+    /// The candidates of some blocks (`cands` index `records`): each counted, drawn, the drawn
+    /// ones compared (on `workers`) and kept.
     pub fn add(
         &mut self,
-        sampler: &PairSampler,
         records: &[MatchRecord],
         cands: &[Candidate],
         ctx: &Context,
         workers: parallel::Workers,
     ) {
-        self.candidates += cands.len();
-        let drawn: Vec<(Candidate, f64)> = cands
-            .iter()
-            .filter_map(|c| {
+        for chunk in cands.chunks(Self::CHUNK) {
+            crate::interrupt::check();
+            let mut drawn: Vec<(Candidate, f64)> = Vec::new();
+            for c in chunk {
+                self.candidates += 1;
+                *self.per_rules.entry(c.rules).or_default() += 1.0;
                 let (a, b) = (&records[c.a as usize], &records[c.b as usize]);
-                sampler.draw(a.id, b.id, c.rules).map(|w| (*c, w))
-            })
-            .collect();
-        let outcomes = parallel::map(&drawn, workers, |(c, _)| {
-            compare(&records[c.a as usize], &records[c.b as usize], ctx)
-        });
-        for ((c, w), o) in drawn.into_iter().zip(outcomes) {
-            self.outcomes.push(o);
-            self.rules.push(c.rules);
-            self.weights.push(w);
-            self.names
-                .push(NameFrequencies::of(ctx, &records[c.a as usize]));
+                let draw = pair_draw(a.id, b.id, self.seed);
+                if draw < self.chance(c.rules) {
+                    drawn.push((*c, draw));
+                }
+            }
+            let outcomes = parallel::map(&drawn, workers, |(c, _)| {
+                compare(&records[c.a as usize], &records[c.b as usize], ctx)
+            });
+            self.compared += drawn.len();
+            for ((c, draw), o) in drawn.into_iter().zip(outcomes) {
+                self.outcomes.push(o);
+                self.rules.push(c.rules);
+                self.weights.push(draw);
+                self.names
+                    .push(NameFrequencies::of(ctx, &records[c.a as usize]));
+            }
+            if self.em_pairs > 0 && self.outcomes.len() > self.em_pairs + self.em_pairs / 4 {
+                self.thin();
+            }
+        }
+    }
+
+    /// Keeps the pairs whose draw is below their combination's chance now.
+    fn thin(&mut self) {
+        let mut kept = 0;
+        for i in 0..self.outcomes.len() {
+            if self.weights[i] < self.chance(self.rules[i]) {
+                self.outcomes.swap(kept, i);
+                self.rules.swap(kept, i);
+                self.weights.swap(kept, i);
+                self.names.swap(kept, i);
+                kept += 1;
+            }
+        }
+        self.outcomes.truncate(kept);
+        self.rules.truncate(kept);
+        self.weights.truncate(kept);
+        self.names.truncate(kept);
+    }
+
+    /// The sample at the final chances, each pair weighing 1 / its chance.
+    pub fn finish(&mut self) {
+        self.thin();
+        for i in 0..self.weights.len() {
+            self.weights[i] = 1.0 / self.chance(self.rules[i]);
         }
     }
 }
@@ -272,17 +270,15 @@ pub fn train_streamed(
     model: &mut Model,
     ctx: &Context,
     source_ids: &HashMap<String, i32>,
-    sample: &StreamedSample,
+    sample: &mut StreamedSample,
     records: usize,
     u_sample_pairs: usize,
     opts: &TrainOptions,
 ) -> TrainReport {
+    sample.finish();
     let rules = |i: usize| sample.rules[i];
-    let weigh = |scorer: &Scorer, i: usize| {
-        scorer
-            .weigh_with(&sample.names[i], &sample.outcomes[i])
-            .0
-    };
+    let weigh =
+        |scorer: &Scorer, i: usize| scorer.weigh_with(&sample.names[i], &sample.outcomes[i]).0;
     fit(
         training,
         model,
@@ -302,6 +298,18 @@ pub fn train_streamed(
         },
         opts,
     )
+}
+
+/// The chance of a candidate of a rule combination with `count` candidates, among `n`, to be in
+/// a sample of about `em_pairs` (see `em_sample`). Never grows with `n` or `count`: a streamed
+/// sample drawn at the chances of the candidates seen so far can be thinned to the final ones.
+fn sample_chance(em_pairs: usize, n: f64, count: f64) -> f64 {
+    if em_pairs == 0 || n <= em_pairs as f64 {
+        return 1.0;
+    }
+    let base = em_pairs as f64 / n;
+    let least = em_pairs as f64 * MIN_SHARE_PER_RULES;
+    base.max(least / count).min(1.0)
 }
 
 /// splitmix64: a small, well-mixed deterministic generator (the sample must be reproducible).
@@ -1271,7 +1279,6 @@ mod tests {
         u_records: &[MatchRecord],
         ctx: &Context,
         cands: &[Candidate],
-        stats: &[super::super::blocking::RuleStats],
         opts: &TrainOptions,
     ) -> (Model, TrainReport, StreamedSample) {
         let mut model = Model::default_german();
@@ -1288,18 +1295,16 @@ mod tests {
         });
         assert_eq!(exact, exact_us(records));
         let u_pairs = estimate_u_with(u_records, ctx, &mut model, opts, &exact);
-        let pairs: Vec<u64> = stats.iter().map(|s| s.pairs).collect();
-        let sampler = PairSampler::new(&pairs, opts.em_pairs, opts.seed);
-        let mut sample = StreamedSample::default();
-        for chunk in cands.rchunks(997) {
-            sample.add(&sampler, records, chunk, ctx, opts.workers);
+        let mut sample = StreamedSample::new(opts.em_pairs, opts.seed);
+        for chunk in cands.rchunks(97) {
+            sample.add(records, chunk, ctx, opts.workers);
         }
         let report = train_streamed(
             training,
             &mut model,
             ctx,
             &HashMap::new(),
-            &sample,
+            &mut sample,
             records.len(),
             u_pairs,
             opts,
@@ -1318,11 +1323,8 @@ mod tests {
     fn streamed_training_without_sampling_is_the_held_training() {
         let (records, _) = people();
         let (held, held_report, ctx, cands) = trained(&records, 2);
-        let model = Model::default_german();
-        let (_, stats) = candidates(&records, &model.blocking_rules, 1_000_000, 2).unwrap();
         let opts = TrainOptions::default();
-        let (streamed, report, sample) =
-            train_as_streamed(&records, &records, &ctx, &cands, &stats, &opts);
+        let (streamed, report, sample) = train_as_streamed(&records, &records, &ctx, &cands, &opts);
         assert!(report.streamed && !held_report.streamed);
         assert_eq!(report.candidate_pairs, held_report.candidate_pairs);
         assert_eq!(report.em_sample_pairs, cands.len());
@@ -1345,7 +1347,11 @@ mod tests {
             &sample.weights,
             parallel::Workers::from(2),
         );
-        assert!(held_tally.patterns.len() > 20, "{}", held_tally.patterns.len());
+        assert!(
+            held_tally.patterns.len() > 20,
+            "{}",
+            held_tally.patterns.len()
+        );
         assert_eq!(streamed_tally, held_tally);
         for (h, s) in held.comparisons.iter().zip(&streamed.comparisons) {
             for (hl, sl) in h.levels.iter().zip(&s.levels) {
@@ -1366,50 +1372,63 @@ mod tests {
         assert_eq!(held.namesake_share, streamed.namesake_share);
     }
 
-    /// Sampled (a third of the candidates for EM, u's pairs from half the records), the
-    /// streamed training gives nearly the held model: the expected matches within 10%, m of
-    /// exact first names within 0.05, the same decision on 99.5% of the candidates.
+    /// Sampled, the streamed training gives nearly the held model: with a third of the
+    /// candidates for EM (as the held path's own sample test), with u's pairs from half the
+    /// records, and both: m of exact first names within 0.05, the same decision on 99.5% of the
+    /// candidates, the expected matches within 20% where EM samples (some 300 matches among
+    /// 600 candidates, a third drawn: the estimate's standard deviation is about 8%) and 5%
+    /// where only u does.
     #[test]
     fn sampled_streamed_training_is_near_the_held_training() {
         let (records, _) = people();
         let (held, held_report, ctx, cands) = trained(&records, 2);
-        let model = Model::default_german();
-        let (_, stats) = candidates(&records, &model.blocking_rules, 1_000_000, 2).unwrap();
-        let opts = TrainOptions {
-            em_pairs: cands.len() / 3,
-            ..TrainOptions::default()
-        };
         let half: Vec<MatchRecord> = records
             .iter()
             .filter(|r| Rng(r.id as u64 ^ 99).next() % 2 == 0)
             .cloned()
             .collect();
         assert!(half.len() > records.len() / 3, "{}", half.len());
-        let (streamed, report, _) =
-            train_as_streamed(&records, &half, &ctx, &cands, &stats, &opts);
-        assert_eq!(report.candidate_pairs, cands.len());
-        assert!(
-            report.em_sample_pairs < cands.len() / 2 && report.em_sample_pairs > cands.len() / 5,
-            "{} of {}",
-            report.em_sample_pairs,
-            cands.len()
-        );
-        let ratio = report.expected_matches / held_report.expected_matches;
-        assert!((0.9..1.1).contains(&ratio), "{ratio}");
-        let m = |model: &Model| model.params(Comparison::FirstName).unwrap().levels[0].m;
-        assert!((m(&streamed) - m(&held)).abs() < 0.05, "{}", m(&streamed));
-        let (hs, ss) = (
-            Scorer::new(&held, &ctx, &HashMap::new()),
-            Scorer::new(&streamed, &ctx, &HashMap::new()),
-        );
-        let agree = cands
-            .iter()
-            .filter(|c| {
-                let (a, b) = (&records[c.a as usize], &records[c.b as usize]);
-                hs.score(a, b).is_match(&held) == ss.score(a, b).is_match(&streamed)
-            })
-            .count();
-        assert!(agree * 1000 >= cands.len() * 995, "{agree} of {}", cands.len());
+        let third = cands.len() / 3;
+        for (em_pairs, u_records, tolerance) in [
+            (third, &records, 0.2),
+            (0, &half, 0.05),
+            (third, &half, 0.2),
+        ] {
+            let opts = TrainOptions {
+                em_pairs,
+                ..TrainOptions::default()
+            };
+            let (streamed, report, sample) =
+                train_as_streamed(&records, u_records, &ctx, &cands, &opts);
+            assert_eq!(report.candidate_pairs, cands.len());
+            if em_pairs > 0 {
+                assert!(
+                    report.em_sample_pairs < cands.len() / 2
+                        && report.em_sample_pairs > cands.len() / 5,
+                    "{} of {}",
+                    report.em_sample_pairs,
+                    cands.len()
+                );
+                // Drawn at the chances of the candidates seen so far, thinned as more came.
+                assert!(sample.compared > report.em_sample_pairs, "{}", sample.compared);
+            }
+            let ratio = report.expected_matches / held_report.expected_matches;
+            assert!((ratio - 1.0).abs() < tolerance, "{em_pairs} {}: {ratio}", u_records.len());
+            let m = |model: &Model| model.params(Comparison::FirstName).unwrap().levels[0].m;
+            assert!((m(&streamed) - m(&held)).abs() < 0.05, "{}", m(&streamed));
+            let (hs, ss) = (
+                Scorer::new(&held, &ctx, &HashMap::new()),
+                Scorer::new(&streamed, &ctx, &HashMap::new()),
+            );
+            let agree = cands
+                .iter()
+                .filter(|c| {
+                    let (a, b) = (&records[c.a as usize], &records[c.b as usize]);
+                    hs.score(a, b).is_match(&held) == ss.score(a, b).is_match(&streamed)
+                })
+                .count();
+            assert!(agree * 1000 >= cands.len() * 995, "{agree} of {}", cands.len());
+        }
     }
 
     /// A pair's weight from the name frequencies kept for it is its weight from the record.
@@ -1430,35 +1449,70 @@ mod tests {
     }
 
     #[test]
-    fn pair_sampler_draws_do_not_depend_on_order_and_weights_estimate_every_rule() {
-        // 1M pairs of rule 0, 1,500 of rule 1 (of which 500 also rule 0), 300 of rule 2; each
-        // rule keeps at least 2,000 (a fiftieth of 100,000) or all its pairs.
-        let sampler = PairSampler::new(&[1_000_000, 1_500, 300], 100_000, 1);
-        let all = PairSampler::new(&[1_000, 1_500, 300], 100_000, 1);
-        assert_eq!(all.draw(5, 3, 1), Some(1.0));
-        assert_eq!(sampler.chance(0b010), 1.0);
-        assert_eq!(sampler.chance(0b011), 1.0);
-        assert!((sampler.chance(0b001) - 100_000.0 / 1_001_800.0).abs() < 1e-12);
-        let mut pairs: Vec<(i64, i64, u32)> = (0..1_000_000).map(|i| (i, i + 7, 1)).collect();
-        pairs.extend((0..1_000).map(|i| (i + 5, i * 3 + 2_000_000, 2)));
-        pairs.extend((0..500).map(|i| (i * 11, i * 13 + 3_000_000, 3)));
-        pairs.extend((0..300).map(|i| (-i, i, 4)));
-        let mut estimate: HashMap<u32, f64> = HashMap::new();
-        let mut drawn = 0;
-        for &(a, b, rules) in &pairs {
-            let w = sampler.draw(a, b, rules);
-            assert_eq!(w, sampler.draw(b, a, rules));
-            if let Some(w) = w {
-                *estimate.entry(rules).or_default() += w;
-                drawn += 1;
-            }
+    fn streamed_sample_is_independent_of_order_and_estimates_every_rule_combination() {
+        // 100,000 pairs of rule 1, 150 of rules 1+2, 30 of rule 3; each combination keeps at
+        // least 200 (a fiftieth of 10,000) or all its pairs.
+        let records: Vec<MatchRecord> = (0..1_000)
+            .map(|i| MatchRecord {
+                id: i * 3 + 1,
+                ..Default::default()
+            })
+            .collect();
+        let mut cands = Vec::new();
+        for (rules, n) in [(1u32, 100_000u32), (3, 150), (4, 30)] {
+            let offset = cands.len() as u32;
+            cands.extend((offset..offset + n).map(|i| Candidate {
+                a: i / 500,
+                b: 500 + i % 500,
+                rules,
+            }));
         }
-        assert!((95_000..110_000).contains(&drawn), "{drawn}");
-        assert!((estimate[&1] / 1_000_000.0 - 1.0).abs() < 0.01, "{estimate:?}");
-        assert_eq!(estimate[&2], 1_000.0);
-        assert_eq!(estimate[&3], 500.0);
-        assert_eq!(estimate[&4], 300.0);
-        assert!(sampler.expected(&[1_000_000, 1_500, 300]) < 102_000.0);
+        let ctx = Context::build(&[]);
+        let workers = parallel::Workers::from(1);
+        let sampled = |order: &dyn Fn(&[Candidate]) -> Vec<Candidate>| {
+            let mut sample = StreamedSample::new(10_000, 1);
+            for chunk in order(&cands).chunks(7_000) {
+                sample.add(&records, chunk, &ctx, workers);
+                // Bounded while it streams: the limit and at most one chunk drawn past it.
+                assert!(sample.outcomes.len() <= 12_500 + StreamedSample::CHUNK);
+            }
+            sample.finish();
+            sample
+        };
+        let forward = sampled(&|c| c.to_vec());
+        let backward = sampled(&|c| c.iter().rev().copied().collect());
+        let key = |s: &StreamedSample| {
+            let mut k: Vec<(u32, u64)> = s
+                .rules
+                .iter()
+                .zip(&s.weights)
+                .map(|(r, w)| (*r, w.to_bits()))
+                .collect();
+            k.sort_unstable();
+            k
+        };
+        assert_eq!(key(&forward), key(&backward));
+        assert_eq!(forward.candidates, cands.len());
+        let kept = forward.outcomes.len();
+        assert!((9_000..11_500).contains(&kept), "{kept}");
+        assert!(forward.compared > kept, "{}", forward.compared);
+        let mut estimate: HashMap<u32, f64> = HashMap::new();
+        for (r, w) in forward.rules.iter().zip(&forward.weights) {
+            *estimate.entry(*r).or_default() += w;
+        }
+        assert!(
+            (estimate[&1] / 100_000.0 - 1.0).abs() < 0.04,
+            "{estimate:?}"
+        );
+        // Small combinations are taken whole.
+        assert_eq!(estimate[&3], 150.0);
+        assert_eq!(estimate[&4], 30.0);
+        // With room for all, all are taken, weighing 1.
+        let mut all = StreamedSample::new(cands.len(), 1);
+        all.add(&records, &cands, &ctx, workers);
+        all.finish();
+        assert_eq!(all.outcomes.len(), cands.len());
+        assert!(all.weights.iter().all(|&w| w == 1.0));
     }
 
     #[test]

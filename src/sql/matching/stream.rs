@@ -349,8 +349,7 @@ pub(super) fn rule_figures(
     let limits: Vec<usize> = rules.iter().map(|r| r.max_block_size).collect();
     let f = stream.function;
     // Block sizes (PostgreSQL groups them within work_mem, spilling to disk beyond it).
-    let mut figures =
-        RuleFigures::new(&names, &limits).unwrap_or_else(|e| limit_exceeded(e, f));
+    let mut figures = RuleFigures::new(&names, &limits).unwrap_or_else(|e| limit_exceeded(e, f));
     let sizes = Cursor::open(
         client,
         stream.name("sizes"),
@@ -531,7 +530,12 @@ struct Pending {
 
 impl Pending {
     /// One block's members (in record id order, each with its valid keys): its pairs.
-    fn add_block(&mut self, hash: i64, members: Vec<(MatchRecord, Vec<i64>)>, stats: &mut [RuleStats]) {
+    fn add_block(
+        &mut self,
+        hash: i64,
+        members: Vec<(MatchRecord, Vec<i64>)>,
+        stats: &mut [RuleStats],
+    ) {
         let rule = rule_of(hash);
         let base = self.records.len() as u32;
         let idx: Vec<u32> = (0..members.len() as u32).map(|i| base + i).collect();

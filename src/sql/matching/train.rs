@@ -22,7 +22,7 @@ use crate::model::record::MatchRecord;
 use crate::model::stream::{em_pairs_within, fits_in_memory, u_sample_records};
 use crate::model::train::{
     estimate_u_with, exact_u_of_counts, exact_value, train, train_streamed, value_hash,
-    PairSampler, StreamedSample, TrainOptions, TrainReport, Training,
+    StreamedSample, TrainOptions, TrainReport, Training,
 };
 
 const F: &str = "train";
@@ -203,24 +203,30 @@ fn train_streamed_sql(
             training.mark("u");
             phases.mark("u");
             let mut stats = rule_figures(client, &stream, model, KEYS);
-            let pairs_per_rule: Vec<u64> = stats.iter().map(|s| s.pairs).collect();
-            let em_pairs = if opts.em_pairs == 0 {
-                em_pairs_within(budget_kb, StreamedSample::PAIR_BYTES)
-            } else {
-                opts.em_pairs
-                    .min(em_pairs_within(budget_kb, StreamedSample::PAIR_BYTES))
+            // Within a quarter of the budget (see `em_pairs_within`).
+            let within = em_pairs_within(budget_kb, StreamedSample::PAIR_BYTES);
+            let em_pairs = match opts.em_pairs {
+                0 => within,
+                n => n.min(within),
             };
-            let sampler = PairSampler::new(&pairs_per_rule, em_pairs, opts.seed);
-            let reserve = (sampler.expected(&pairs_per_rule) * 1.1) as usize + 1024;
-            let mut sample = StreamedSample::with_capacity(reserve.min(em_pairs + em_pairs / 4));
+            let mut sample = StreamedSample::new(em_pairs, opts.seed);
             stream_blocks(client, &stream, model, KEYS, &mut stats, |_, records, cands| {
-                sample.add(&sampler, records, cands, &ctx, opts.workers);
+                sample.add(records, cands, &ctx, opts.workers);
             });
             stream.run(client, &format!("DROP TABLE IF EXISTS {KEYS}, {VALUES}"));
             training.mark("compare");
             phases.mark("block and sample");
             let report =
-                train_streamed(training, model, &ctx, &ids, &sample, records, u_sample_pairs, opts);
+                train_streamed(
+                training,
+                model,
+                &ctx,
+                &ids,
+                &mut sample,
+                records,
+                u_sample_pairs,
+                opts,
+            );
             phases.mark("estimate");
             (report, stats, ctx)
         })
