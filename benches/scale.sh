@@ -2,9 +2,10 @@
 # Benchmark: the batch steps at growing sizes within customer_unify.batch_memory (issue 27).
 # For each size: the generated German CRM (crmgen --seed 1, four sources), then sync, train,
 # score_pairs and resolve, each in its own session (backend), with wall time and the backend's
-# peak memory per step. The baseline in the same run: score_pairs with all records held at once
-# (customer_unify.batch_memory = 64GB, the path of 0.2.0) at the sizes given to --baseline-rows,
-# and whether both give the same pairs.
+# peak memory per step. The baselines in the same run, at the sizes given to --baseline-rows: train
+# and score_pairs with all records held at once (customer_unify.batch_memory = 64GB, the path of
+# 0.2.0); for train the model difference and the matches of score_pairs after either model (both
+# trained from the shipped model), for score_pairs whether both give the same pairs.
 #
 # Peak memory is the backend's VmHWM (peak resident set), which also counts the pages of
 # shared_buffers the backend touched; RssShmem at the end of the session is that share, so
@@ -62,12 +63,53 @@ CREATE EXTENSION customer_unify;
 \i demo/sources.sql
 SQL
         step "$rows" sync "$BUDGET" "SELECT sum(source_rows) FROM unify.sync() \g /dev/null"
+        if [[ ",$BASELINE_ROWS," == *",$rows,"* ]]; then
+            # Train with all records held (the path of 0.2.0), score within the budget, then train
+            # within the budget from the same starting model: the model difference and the
+            # matches of score_pairs after each.
+            psql -X -q -A -t -d bench_scale -c "CREATE TABLE start_model AS SELECT unify.get_model() AS model" >/dev/null
+            step "$rows" "train (held)" 64GB "SELECT count(*) FROM unify.train() \g /dev/null"
+            psql -X -q -A -t -d bench_scale >/dev/null <<SQL
+SET customer_unify.batch_memory = '$BUDGET';
+CREATE TABLE held_model AS SELECT version FROM unify.model ORDER BY version DESC LIMIT 1;
+SELECT * FROM unify.score_pairs() \g /dev/null
+CREATE TABLE held_model_pairs AS SELECT record_a, record_b, is_match FROM unify.pairs;
+SELECT unify.set_model((SELECT model FROM start_model));
+SQL
+        fi
         step "$rows" train "$BUDGET" "SELECT count(*) FROM unify.train() \g /dev/null"
+        psql -X -A -t -d bench_scale -c "SELECT '          train: streamed ' || (report ->> 'streamed') || ', candidate pairs ' || (report ->> 'candidate_pairs')
+               || ', EM sample ' || (report ->> 'em_sample_pairs') || ', u sample pairs ' || (report ->> 'u_sample_pairs')
+               || ', expected matches ' || round((report ->> 'expected_matches')::numeric)
+            FROM unify.model WHERE version = (SELECT max(version) FROM unify.model)"
+        if [[ ",$BASELINE_ROWS," == *",$rows,"* ]]; then
+            psql -X -A -t -d bench_scale -c "SELECT '          train (held): candidate pairs ' || (report ->> 'candidate_pairs')
+               || ', EM sample ' || (report ->> 'em_sample_pairs') || ', expected matches ' || round((report ->> 'expected_matches')::numeric)
+            FROM unify.model WHERE version = (SELECT version FROM held_model)"
+            psql -X -A -t -d bench_scale -c "WITH t AS (
+                SELECT h.model AS held, s.model AS streamed FROM unify.model h, unify.model s
+                WHERE h.version = (SELECT version FROM held_model) AND s.version = (SELECT max(version) FROM unify.model))
+              SELECT '          model within budget vs held: prior ' || round(((streamed ->> 'prior')::float8 / (held ->> 'prior')::float8)::numeric, 4)
+                     || 'x, largest m difference ' || round(max(abs((hl ->> 'm')::float8 - (sl ->> 'm')::float8))::numeric, 4)
+                     || ', largest u ratio ' || round(max(greatest((hl ->> 'u')::float8 / (sl ->> 'u')::float8, (sl ->> 'u')::float8 / (hl ->> 'u')::float8))::numeric, 3)
+              FROM t, jsonb_array_elements(held -> 'comparisons') WITH ORDINALITY hc (c, i)
+                   JOIN jsonb_array_elements(streamed -> 'comparisons') WITH ORDINALITY sc (c, i) USING (i),
+                   jsonb_array_elements(hc.c -> 'levels') WITH ORDINALITY hl0 (hl, j)
+                   JOIN jsonb_array_elements(sc.c -> 'levels') WITH ORDINALITY sl0 (sl, j) USING (j)
+              GROUP BY held, streamed"
+        fi
         if [[ ",$BASELINE_ROWS," == *",$rows,"* ]]; then
             step "$rows" "score_pairs (held)" 64GB "SELECT * FROM unify.score_pairs() \g /dev/null"
             psql -X -q -A -t -d bench_scale -c "CREATE TABLE held_pairs AS SELECT record_a, record_b, is_match, match_weight FROM unify.pairs" >/dev/null
         fi
         step "$rows" "score_pairs" "$BUDGET" "SELECT * FROM unify.score_pairs() \g /dev/null"
+        if [[ ",$BASELINE_ROWS," == *",$rows,"* ]]; then
+            psql -X -A -t -d bench_scale -c "SELECT '          matches after the held model ' || (SELECT count(*) FILTER (WHERE is_match) FROM held_model_pairs)
+                || ', after the model trained within the budget ' || (SELECT count(*) FILTER (WHERE is_match) FROM unify.pairs)
+                || '; matches of one only: ' || (SELECT count(*) FROM (
+                    (SELECT record_a, record_b FROM held_model_pairs WHERE is_match EXCEPT SELECT record_a, record_b FROM unify.pairs WHERE is_match)
+                    UNION ALL (SELECT record_a, record_b FROM unify.pairs WHERE is_match EXCEPT SELECT record_a, record_b FROM held_model_pairs WHERE is_match)) d)"
+        fi
         psql -X -A -t -d bench_scale -c "SELECT '          candidate pairs ' || sum(new_pairs) || ', stored pairs ' || (SELECT count(*) FROM unify.pairs) FROM unify.blocking_stats"
         if [[ ",$BASELINE_ROWS," == *",$rows,"* ]]; then
             psql -X -A -t -d bench_scale -c "SELECT '          pairs differing from the held run: ' || count(*) FROM (
