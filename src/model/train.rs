@@ -954,6 +954,32 @@ mod tests {
         (model, report, ctx, cands)
     }
 
+    /// Both models decide alike (match or not) on 99.5% of the candidates.
+    fn assert_nearly_same_decisions(
+        records: &[MatchRecord],
+        ctx: &Context,
+        cands: &[Candidate],
+        x: &Model,
+        y: &Model,
+    ) {
+        let (sx, sy) = (
+            Scorer::new(x, ctx, &HashMap::new()),
+            Scorer::new(y, ctx, &HashMap::new()),
+        );
+        let agree = cands
+            .iter()
+            .filter(|c| {
+                let (a, b) = (&records[c.a as usize], &records[c.b as usize]);
+                sx.score(a, b).is_match(x) == sy.score(a, b).is_match(y)
+            })
+            .count();
+        assert!(
+            agree * 1000 >= cands.len() * 995,
+            "{agree} of {}",
+            cands.len()
+        );
+    }
+
     /// Fathers with two records each, and in a quarter of the homes a son of the same name:
     /// of the pairs of one name at one address with birth dates, the share of two people.
     #[test]
@@ -1105,19 +1131,7 @@ mod tests {
         assert!((0.9..1.1).contains(&ratio), "{ratio}");
         let m_first = sampled.params(Comparison::FirstName).unwrap().levels[0].m;
         assert!((m_first - first.levels[0].m).abs() < 0.05, "{m_first}");
-        let sampled_scorer = Scorer::new(&sampled, &ctx, &HashMap::new());
-        let agree = cands
-            .iter()
-            .filter(|c| {
-                let (a, b) = (&records[c.a as usize], &records[c.b as usize]);
-                sampled_scorer.score(a, b).is_match(&sampled) == scorer.score(a, b).is_match(&model)
-            })
-            .count();
-        assert!(
-            agree * 1000 >= cands.len() * 995,
-            "{agree} of {}",
-            cands.len()
-        );
+        assert_nearly_same_decisions(&records, &ctx, &cands, &sampled, &model);
     }
 
     /// Issue 23: a source whose first names are all distinct (a sign-up form's unique handles,
@@ -1410,24 +1424,21 @@ mod tests {
                     cands.len()
                 );
                 // Drawn at the chances of the candidates seen so far, thinned as more came.
-                assert!(sample.compared > report.em_sample_pairs, "{}", sample.compared);
+                assert!(
+                    sample.compared > report.em_sample_pairs,
+                    "{}",
+                    sample.compared
+                );
             }
             let ratio = report.expected_matches / held_report.expected_matches;
-            assert!((ratio - 1.0).abs() < tolerance, "{em_pairs} {}: {ratio}", u_records.len());
+            assert!(
+                (ratio - 1.0).abs() < tolerance,
+                "{em_pairs} {}: {ratio}",
+                u_records.len()
+            );
             let m = |model: &Model| model.params(Comparison::FirstName).unwrap().levels[0].m;
             assert!((m(&streamed) - m(&held)).abs() < 0.05, "{}", m(&streamed));
-            let (hs, ss) = (
-                Scorer::new(&held, &ctx, &HashMap::new()),
-                Scorer::new(&streamed, &ctx, &HashMap::new()),
-            );
-            let agree = cands
-                .iter()
-                .filter(|c| {
-                    let (a, b) = (&records[c.a as usize], &records[c.b as usize]);
-                    hs.score(a, b).is_match(&held) == ss.score(a, b).is_match(&streamed)
-                })
-                .count();
-            assert!(agree * 1000 >= cands.len() * 995, "{agree} of {}", cands.len());
+            assert_nearly_same_decisions(&records, &ctx, &cands, &streamed, &held);
         }
     }
 
