@@ -148,7 +148,7 @@ fn _train(
 /// households from the ordered passes, the name frequencies and the exact-agreement u from value
 /// counts grouped in SQL, u's random pairs from a random sample of records, and EM and the prior
 /// on a weighted sample of the candidates drawn as they stream past block by block (see
-/// `crate::model::train::PairSampler`). Holds the context, a buffer of records and the sample,
+/// `crate::model::train::StreamedSample`). Holds the context, a buffer of records and the sample,
 /// whatever the number of records.
 fn train_streamed_sql(
     model: &mut Model,
