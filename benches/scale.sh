@@ -70,6 +70,7 @@ SQL
             psql -X -q -A -t -d bench_scale -c "CREATE TABLE start_model AS SELECT unify.get_model() AS model" >/dev/null
             step "$rows" "train (held)" 64GB "SELECT count(*) FROM unify.train() \g /dev/null"
             psql -X -q -A -t -d bench_scale >/dev/null <<SQL
+SET client_min_messages = warning;
 SET customer_unify.batch_memory = '$BUDGET';
 CREATE TABLE held_model AS SELECT version FROM unify.model ORDER BY version DESC LIMIT 1;
 SELECT * FROM unify.score_pairs() \g /dev/null
