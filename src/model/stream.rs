@@ -28,10 +28,11 @@ pub fn fits_in_memory(records: u64, budget_kb: u64) -> bool {
     records.saturating_mul(RECORD_BYTES) <= budget_kb.saturating_mul(1024)
 }
 
-/// How many records a streaming step may buffer for scoring within `budget_kb`: half the budget
-/// (the rest is frequencies, the block at hand and what is read), at least one block's worth.
-pub fn buffer_records(budget_kb: u64, max_block_size: usize) -> usize {
-    let n = (budget_kb.saturating_mul(1024) / 2 / RECORD_BYTES) as usize;
+/// How many records a streaming step may buffer within `budget_kb`: a `share` of the budget (a
+/// half for score_pairs, whose rest is frequencies, the block at hand and what is read; a quarter
+/// for train, which keeps its EM sample in another quarter), at least one block's worth.
+pub fn buffer_records(budget_kb: u64, max_block_size: usize, share: u64) -> usize {
+    let n = (budget_kb.saturating_mul(1024) / share.max(1) / RECORD_BYTES) as usize;
     n.max(max_block_size.max(2))
 }
 
@@ -435,6 +436,7 @@ mod tests {
         let got = block_pairs(0x100, &[5, 6], &[&x, &y], &[9, 3]);
         assert_eq!((got[0].a, got[0].b), (6, 5));
         assert!(fits_in_memory(1000, 4096) && !fits_in_memory(1025, 4096));
-        assert_eq!(buffer_records(64, 300), 300);
+        assert_eq!(buffer_records(64, 300, 2), 300);
+        assert_eq!(buffer_records(1024 * 1024, 300, 4), 65_536);
     }
 }

@@ -58,11 +58,13 @@ pub(super) struct Stream {
 }
 
 impl Stream {
+    /// A run within `budget_kb`, buffering records in `1 / share` of it (see `buffer_records`).
     pub fn new(
         function: &'static str,
         prefix: &'static str,
         model: &Model,
         budget_kb: u64,
+        share: u64,
     ) -> Self {
         let max_block = model
             .blocking_rules
@@ -70,7 +72,7 @@ impl Stream {
             .map(|r| r.max_block_size)
             .max()
             .unwrap_or(2);
-        let buffer = buffer_records(budget_kb, max_block);
+        let buffer = buffer_records(budget_kb, max_block, share);
         // Rows per fetch: a few MB of tuples at most, at least a hundred.
         let batch = (buffer / 4).clamp(100, 20_000);
         Self {
@@ -199,7 +201,7 @@ pub(super) fn score_streamed(
     budget_kb: u64,
     phases: &mut Phases,
 ) -> Figures {
-    let stream = Stream::new(F, "unify_score", model, budget_kb);
+    let stream = Stream::new(F, "unify_score", model, budget_kb, 2);
     Spi::connect_mut(|client| {
         stream.with_full_cursors(client, |client| {
             let ids = source_ids(client);

@@ -157,7 +157,10 @@ fn train_streamed_sql(
     budget_kb: u64,
     phases: &mut Phases,
 ) -> (TrainReport, Vec<RuleStats>, Context) {
-    let stream = Stream::new(F, "unify_train", model, budget_kb);
+    // Records buffered in a quarter of the budget, the EM sample in another (`em_pairs_within`), u's
+    // sample of records in a quarter (freed before the candidates stream), the rest for the
+    // context and PostgreSQL's reading.
+    let stream = Stream::new(F, "unify_train", model, budget_kb, 4);
     let mut training = Training::start(model);
     Spi::connect_mut(|client| {
         stream.with_full_cursors(client, |client| {
