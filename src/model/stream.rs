@@ -30,18 +30,20 @@ pub fn fits_in_memory(records: u64, budget_kb: u64) -> bool {
 
 /// How many records a streaming step may buffer within `budget_kb`: a `share` of the budget (a
 /// half for score_pairs, whose rest is frequencies, the block at hand and what is read; a quarter
-/// for train, which keeps its EM sample in another quarter), at least one block's worth.
+/// for train, which keeps its EM sample beside it), at least one block's worth.
 pub fn buffer_records(budget_kb: u64, max_block_size: usize, share: u64) -> usize {
     let n = (budget_kb.saturating_mul(1024) / share.max(1) / RECORD_BYTES) as usize;
     n.max(max_block_size.max(2))
 }
 
 /// How many candidate pairs a streamed training keeps for EM within `budget_kb` (see
-/// `train::StreamedSample`): a quarter of the budget, room left for the vectors' reserve, at
-/// least 20,000 (a bounded 1 MB, for the smallest budgets).
+/// `train::StreamedSample`, which holds up to an eighth more while it streams): an eighth of the
+/// budget, at least 20,000 (a bounded 1 MB, for the smallest budgets). At 1GB about 2.4 million
+/// pairs (the held path takes 4 million): PostgreSQL's reading of the block stream (its hash
+/// joins and sort, up to `work_mem` each) and the buffer of records take the rest.
 pub fn em_pairs_within(budget_kb: u64, pair_bytes: usize) -> usize {
-    let quarter = budget_kb.saturating_mul(1024) / 4;
-    ((quarter / (pair_bytes.max(1) as u64) * 4 / 5) as usize).max(20_000)
+    let eighth = budget_kb.saturating_mul(1024) / 8;
+    ((eighth / (pair_bytes.max(1) as u64) * 8 / 9) as usize).max(20_000)
 }
 
 /// How many records a streamed training draws its random pairs for u from: a quarter of the

@@ -131,10 +131,10 @@ fn em_sample(candidates: &[Candidate], em_pairs: usize, seed: u64) -> (Vec<u32>,
 ///
 /// The final counts are known only at the end, but a chance never grows as candidates come: a
 /// candidate is kept when its draw is below the chance of its combination among the candidates
-/// seen so far, and whenever the sample grows past `em_pairs` and a quarter, the kept ones are
+/// seen so far, and whenever the sample grows past `em_pairs` and an eighth, the kept ones are
 /// thinned to the chances at that point (those are at most the ones they were drawn at). At the
 /// end they are thinned to the final chances: the sample is exactly the candidates whose draw is
-/// below their final chance, at most `em_pairs` and a quarter (plus one chunk) held at any time.
+/// below their final chance, at most `em_pairs` and an eighth (plus one chunk) held at any time.
 /// With at most `em_pairs` candidates every candidate is kept with weight 1, as held.
 #[derive(Default)]
 pub struct StreamedSample {
@@ -176,7 +176,7 @@ impl StreamedSample {
         let limit = if em_pairs == 0 {
             0
         } else {
-            em_pairs + em_pairs / 4 + Self::CHUNK
+            em_pairs + em_pairs / 8 + Self::CHUNK
         };
         Self {
             em_pairs,
@@ -229,7 +229,7 @@ impl StreamedSample {
                 self.names
                     .push(NameFrequencies::of(ctx, &records[c.a as usize]));
             }
-            if self.em_pairs > 0 && self.outcomes.len() > self.em_pairs + self.em_pairs / 4 {
+            if self.em_pairs > 0 && self.outcomes.len() > self.em_pairs + self.em_pairs / 8 {
                 self.thin();
             }
         }
@@ -1485,7 +1485,7 @@ mod tests {
             for chunk in order(&cands).chunks(7_000) {
                 sample.add(&records, chunk, &ctx, workers);
                 // Bounded while it streams: the limit and at most one chunk drawn past it.
-                assert!(sample.outcomes.len() <= 12_500 + StreamedSample::CHUNK);
+                assert!(sample.outcomes.len() <= 11_250 + StreamedSample::CHUNK);
             }
             sample.finish();
             sample

@@ -157,7 +157,7 @@ fn train_streamed_sql(
     budget_kb: u64,
     phases: &mut Phases,
 ) -> (TrainReport, Vec<RuleStats>, Context) {
-    // Records buffered in a quarter of the budget, the EM sample in another (`em_pairs_within`), u's
+    // Records buffered in a quarter of the budget, the EM sample in an eighth (`em_pairs_within`), u's
     // sample of records in a quarter (freed before the candidates stream), the rest for the
     // context and PostgreSQL's reading.
     let stream = Stream::new(F, "unify_train", model, budget_kb, 4);
@@ -206,7 +206,7 @@ fn train_streamed_sql(
             training.mark("u");
             phases.mark("u");
             let mut stats = rule_figures(client, &stream, model, KEYS);
-            // Within a quarter of the budget (see `em_pairs_within`).
+            // Within an eighth of the budget (see `em_pairs_within`).
             let within = em_pairs_within(budget_kb, StreamedSample::PAIR_BYTES);
             let em_pairs = match opts.em_pairs {
                 0 => within,
