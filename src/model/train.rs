@@ -388,8 +388,17 @@ pub fn value_hash(value: &str) -> i64 {
 /// The exact-agreement u of every comparison (in `COMPARISONS` order) over `records`.
 pub fn exact_us(records: &[MatchRecord]) -> [Option<f64>; COMPARISONS.len()] {
     COMPARISONS.map(|c| {
-        let values: Vec<Cow<str>> = records.iter().filter_map(|r| exact_value(c, r)).collect();
-        exact_u(values.iter().map(|v| v.as_ref()))
+        if c == Comparison::Address {
+            // Made up of three fields: built once each.
+            let values: Vec<Cow<str>> = records.iter().filter_map(|r| exact_value(c, r)).collect();
+            exact_u(values.iter().map(|v| v.as_ref()))
+        } else {
+            // The record's own field, borrowed.
+            exact_u(records.iter().filter_map(|r| match exact_value(c, r)? {
+                Cow::Borrowed(v) => Some(v),
+                Cow::Owned(_) => None,
+            }))
+        }
     })
 }
 
