@@ -131,10 +131,11 @@ fn em_sample(candidates: &[Candidate], em_pairs: usize, seed: u64) -> (Vec<u32>,
 ///
 /// The final counts are known only at the end, but a chance never grows as candidates come: a
 /// candidate is kept when its draw is below the chance of its combination among the candidates
-/// seen so far, and whenever the sample grows past `em_pairs` and an eighth, the kept ones are
+/// seen so far, and whenever the sample grows past an eighth more than it should hold at the
+/// chances then (`em_pairs`, raised for small rule combinations), the kept ones are
 /// thinned to the chances at that point (those are at most the ones they were drawn at). At the
 /// end they are thinned to the final chances: the sample is exactly the candidates whose draw is
-/// below their final chance, at most `em_pairs` and an eighth (plus one chunk) held at any time.
+/// below their final chance, at most an eighth more (plus one chunk) held at any time.
 /// With at most `em_pairs` candidates every candidate is kept with weight 1, as held.
 #[derive(Default)]
 pub struct StreamedSample {
@@ -173,10 +174,12 @@ impl StreamedSample {
 
     /// A sample of about `em_pairs` candidates (0: all of them), drawn with `seed`.
     pub fn new(em_pairs: usize, seed: u64) -> Self {
+        // Room for the sample with the rule combinations' raised shares, thinned past an eighth
+        // more: not grown again while it streams.
         let limit = if em_pairs == 0 {
             0
         } else {
-            em_pairs + em_pairs / 8 + Self::CHUNK
+            em_pairs + em_pairs / 2 + Self::CHUNK
         };
         Self {
             em_pairs,
@@ -229,10 +232,19 @@ impl StreamedSample {
                 self.names
                     .push(NameFrequencies::of(ctx, &records[c.a as usize]));
             }
-            if self.em_pairs > 0 && self.outcomes.len() > self.em_pairs + self.em_pairs / 8 {
+            if self.em_pairs > 0 && self.outcomes.len() as f64 > self.expected() * 1.125 {
                 self.thin();
             }
         }
+    }
+
+    /// About how many candidates the sample keeps at the chances now (`em_pairs`, and more for
+    /// the raised shares of small rule combinations).
+    fn expected(&self) -> f64 {
+        self.per_rules
+            .iter()
+            .map(|(rules, count)| count * self.chance(*rules))
+            .sum()
     }
 
     /// Keeps the pairs whose draw is below their combination's chance now.
@@ -1494,7 +1506,7 @@ mod tests {
             for chunk in order(&cands).chunks(7_000) {
                 sample.add(&records, chunk, &ctx, workers);
                 // Bounded while it streams: the limit and at most one chunk drawn past it.
-                assert!(sample.outcomes.len() <= 11_250 + StreamedSample::CHUNK);
+                assert!(sample.outcomes.len() <= 12_000 + StreamedSample::CHUNK);
             }
             sample.finish();
             sample
