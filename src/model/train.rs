@@ -1419,7 +1419,7 @@ mod tests {
         let (held, held_report, ctx, cands) = trained(&records, 2);
         let half: Vec<MatchRecord> = records
             .iter()
-            .filter(|r| Rng(r.id as u64 ^ 99).next() % 2 == 0)
+            .filter(|r| Rng(r.id as u64 ^ 99).next().is_multiple_of(2))
             .cloned()
             .collect();
         assert!(half.len() > records.len() / 3, "{}", half.len());
