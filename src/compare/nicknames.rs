@@ -145,6 +145,7 @@ const GROUPS: &[(&str, &[&str])] = &[
             "grete",
             "greta",
             "gretel",
+            "gretl",
             "margot",
             "marga",
             "maggie",
