@@ -277,6 +277,7 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
                 && !crosswise_one_name(a, b)
                 && !maybe_pet_form(a, b)
                 && !single_name_fits(a, b, &names)
+                && !crosswise_given_name(a, b)
             {
                 return true;
             }
@@ -307,7 +308,28 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
 /// veto a match that a personal e-mail or mobile decides. Only asked where such a rule's other
 /// predicates hold, as it costs more than a comparison.
 pub fn first_names_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
-    crosswise_one_name(a, b) || maybe_pet_form(a, b) || single_name_fits(a, b, &[])
+    crosswise_one_name(a, b)
+        || maybe_pet_form(a, b)
+        || single_name_fits(a, b, &[])
+        || crosswise_given_name(a, b)
+}
+
+/// "Kraus Gabriele" against "Gabriele Kuhn": one record written last name first, and a new
+/// last name since (a marriage). The given name agrees crosswise (equal, a form of it, a typo
+/// apart) and the nickname table knows it as a given name; the other two names differ. Two
+/// people sharing a mailbox or a phone agree crosswise on the family name instead ("Müller
+/// Thomas" against "Anna Müller"), which no table of given names holds, and a male and a female
+/// form of one name (Andreas, Andrea) stay two people.
+fn crosswise_given_name(a: &MatchRecord, b: &MatchRecord) -> bool {
+    let given = |x: &str, y: &str| {
+        (x == y || same_given_name_allowing_a_typo(x, y) || jaro_winkler_at_least(x, y, 0.92))
+            && !given_name_variants(x, y)
+            && (crate::compare::nicknames::is_listed(x) || crate::compare::nicknames::is_listed(y))
+    };
+    match (translit_names(a), translit_names(b)) {
+        ((Some(af), Some(al)), (Some(bf), Some(bl))) => given(af, bl) || given(al, bf),
+        _ => false,
+    }
 }
 
 /// A record's first and last name, transliterated (as the comparisons read them).
@@ -1198,6 +1220,39 @@ mod tests {
             r.phones = vec!["+4915746163823".into()];
         }
         assert!(Context::build(&[sascha, a]).shared_phones.is_empty());
+    }
+
+    #[test]
+    fn a_given_name_agreeing_crosswise_is_a_name_change_not_a_second_person() {
+        let on_mailbox = |first: &str, last: &str| {
+            MatchRecord {
+                first_name: Some(first.into()),
+                last_name: Some(last.into()),
+                email: Some("kuhn.gabriele@icloud.com".into()),
+                email_key: Some("kuhn.gabriele@icloud.com".into()),
+                ..Default::default()
+            }
+            .prepare()
+        };
+        // Married since, and written last name first in one system.
+        let (gabriele, kraus) = (
+            on_mailbox("gabriele", "kuhn"),
+            on_mailbox("kraus", "gabriele"),
+        );
+        assert!(first_names_may_be_one(&gabriele, &kraus));
+        assert!(Context::build(&[gabriele, kraus]).shared_emails.is_empty());
+        // A form of the given name crosswise counts too (Gabi for Gabriele).
+        assert!(first_names_may_be_one(
+            &on_mailbox("gabriele", "kuhn"),
+            &on_mailbox("kraus", "gabi")
+        ));
+        // The family name crosswise is a family: Anna Müller and "Müller Thomas".
+        let (anna, thomas) = (on_mailbox("anna", "müller"), on_mailbox("müller", "thomas"));
+        assert!(!first_names_may_be_one(&anna, &thomas));
+        assert!(!Context::build(&[anna, thomas]).shared_emails.is_empty());
+        // And a male and a female form of one name are two people.
+        let (andreas, andrea) = (on_mailbox("andreas", "kuhn"), on_mailbox("kraus", "andrea"));
+        assert!(!crosswise_given_name(&andreas, &andrea));
     }
 
     #[test]
