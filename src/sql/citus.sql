@@ -92,11 +92,12 @@ BEGIN
 END
 $$;
 
--- unify._score_members, made on the first distributed scoring of the database and kept
--- (emptied by every run, at its start and end). It is not part of the extension: made by
--- unify.score_pairs (SECURITY DEFINER), so owned by the extension's owner, with no privilege
--- for any other role; UNLOGGED (a scratch table, rebuilt by every run). Distributed by the
--- block key, so a block's members are on one shard. Returns the table.
+-- unify._score_members, made by every distributed scoring and dropped at its end, in its
+-- transaction (an error drops it too): nothing stays on the workers, and no table outside the
+-- extension stays in its schema (DROP EXTENSION, pg_dump). Made by unify.score_pairs
+-- (SECURITY DEFINER), so owned by the extension's owner, with no privilege for any other role;
+-- UNLOGGED (a scratch table). Distributed by the block key, so a block's members are on one
+-- shard. Returns the table (one left by anything else is emptied and used).
 CREATE FUNCTION unify._citus_score_table() RETURNS regclass
 VOLATILE LANGUAGE plpgsql AS $$
 BEGIN
@@ -128,7 +129,7 @@ BEGIN
             mobile_household      boolean NOT NULL
         );
         REVOKE ALL ON unify._score_members FROM PUBLIC;
-        COMMENT ON TABLE unify._score_members IS 'Scratch of unify.score_pairs on Citus: members of the candidate blocks, distributed by block key (emptied after each run)';
+        COMMENT ON TABLE unify._score_members IS 'Scratch of unify.score_pairs on Citus: members of the candidate blocks, distributed by block key (dropped at the end of the run)';
     END IF;
     IF unify._placement('unify._score_members') <> 'distributed' THEN
         EXECUTE 'SELECT pg_catalog.create_distributed_table(''unify._score_members'', ''key_hash'', colocate_with => ''none'')';

@@ -2,7 +2,7 @@
 //! workers. The coordinator (which keeps every unify table) computes the household values, the
 //! blocking keys (unify.block_keys) and the figures per rule as the streamed path does, then
 //! writes each member of a valid block into the distributed table unify._score_members
-//! (distributed by its block key; citus.sql), with everything the scorer reads about it
+//! (distributed by its block key, made by the run and dropped at its end; citus.sql), with everything the scorer reads about it
 //! (`crate::model::distributed::MemberContext`). One distributed query groups that table by
 //! block key, which Citus pushes down to the shards (the distribution column), and calls the
 //! kernel unify._score_block per block on the workers; the coordinator writes what comes back
@@ -101,7 +101,9 @@ pub(super) fn score_on_workers(
         }
         let (stored, matches, forced) = write_results(client, version);
         phases.mark("write pairs");
-        run(client, "TRUNCATE unify._score_members");
+        // Dropped with its shards: nothing of the run stays on the workers, and no table outside
+        // the extension stays in its schema (DROP EXTENSION, pg_dump).
+        run(client, "DROP TABLE unify._score_members");
         run(client, "DROP TABLE pg_temp.unify_score_results");
         run(
             client,
