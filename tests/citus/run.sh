@@ -114,11 +114,11 @@ mem_sampler() {  # mem_sampler FILE: appends "node kB" lines until killed
     while :; do
         for node in coordinator worker1 worker2; do
             pm=$(head -1 "$WORK/$node/data/postmaster.pid" 2>/dev/null) || continue
-            for pid in $(pgrep -P "$pm"); do
-                v=$(awk '/^VmHWM/ {h=$2} /^RssShmem/ {s=$2} END {if (h) print h - s}' "/proc/$pid/status" 2>/dev/null)
-                [ -n "$v" ] && echo "$node $v"
+            for pid in $(pgrep -P "$pm" || true); do
+                v=$(awk '/^VmHWM/ {h=$2} /^RssShmem/ {s=$2} END {if (h) print h - s}' "/proc/$pid/status" 2>/dev/null || true)
+                if [ -n "$v" ]; then echo "$node $v"; fi
             done
-        done >> "$1"
+        done >> "$1" || true
         sleep 0.2
     done
 }
@@ -134,7 +134,8 @@ step() {  # step DB NAME SQL
     t1=$(date +%s%N)
     TIME[$1/$2]=$(( (t1 - t0) / 1000000 ))
     if [ -n "$sampler" ]; then
-        kill "$sampler"; wait "$sampler" 2>/dev/null || true
+        kill "$sampler" 2>/dev/null || true
+        wait "$sampler" 2>/dev/null || true
         for node in coordinator worker1 worker2; do
             MEM[$1/$2/$node]=$(awk -v n="$node" '$1 == n && $2 > m {m = $2} END {printf "%.0f", m / 1024}' "$WORK/mem.samples")
         done
