@@ -323,25 +323,29 @@ fn score_blocks(client: &mut SpiClient<'_>, ids: &HashMap<String, i32>) {
         .unwrap_or_default();
     let (names, source_ids): (Vec<String>, Vec<i32>) =
         ids.iter().map(|(n, i)| (n.clone(), *i)).unzip();
+    // The members of a block in any order: a block's candidates and their scores do not
+    // depend on it (each pair is oriented by record id), and unify.pairs is written in
+    // (record_a, record_b) order. (An ORDER BY in each of the 23 aggregates sorted every
+    // block 23 times.)
     client
         .update(
             "INSERT INTO pg_temp.unify_score_results
              SELECT g.key_hash, (g.b).* FROM (
                  SELECT m.key_hash,
                         unify._score_block($1, $2, $3, m.key_hash,
-                            array_agg(m.record_id ORDER BY m.record_id), array_agg(m.source_id ORDER BY m.record_id),
-                            array_agg(m.first_name ORDER BY m.record_id), array_agg(m.last_name ORDER BY m.record_id),
-                            array_agg(m.email ORDER BY m.record_id), array_agg(m.email_key ORDER BY m.record_id),
-                            array_agg(m.phone ORDER BY m.record_id), array_agg(m.mobile ORDER BY m.record_id),
-                            array_agg(m.street ORDER BY m.record_id), array_agg(m.house_number ORDER BY m.record_id),
-                            array_agg(m.postcode ORDER BY m.record_id), array_agg(m.city ORDER BY m.record_id),
-                            array_agg(m.birth_date ORDER BY m.record_id), array_agg(m.external_id ORDER BY m.record_id),
-                            array_agg(m.customer_number ORDER BY m.record_id),
-                            array_agg(m.valid_keys::text ORDER BY m.record_id),
-                            array_agg(m.first_name_tf ORDER BY m.record_id), array_agg(m.first_name_as_last_tf ORDER BY m.record_id),
-                            array_agg(m.last_name_tf ORDER BY m.record_id), array_agg(m.last_name_as_first_tf ORDER BY m.record_id),
-                            array_agg(m.email_household ORDER BY m.record_id), array_agg(m.phone_household ORDER BY m.record_id),
-                            array_agg(m.mobile_household ORDER BY m.record_id)) AS b
+                            array_agg(m.record_id), array_agg(m.source_id),
+                            array_agg(m.first_name), array_agg(m.last_name),
+                            array_agg(m.email), array_agg(m.email_key),
+                            array_agg(m.phone), array_agg(m.mobile),
+                            array_agg(m.street), array_agg(m.house_number),
+                            array_agg(m.postcode), array_agg(m.city),
+                            array_agg(m.birth_date), array_agg(m.external_id),
+                            array_agg(m.customer_number),
+                            array_agg(m.valid_keys::text),
+                            array_agg(m.first_name_tf), array_agg(m.first_name_as_last_tf),
+                            array_agg(m.last_name_tf), array_agg(m.last_name_as_first_tf),
+                            array_agg(m.email_household), array_agg(m.phone_household),
+                            array_agg(m.mobile_household)) AS b
                  FROM unify._score_members m
                  GROUP BY m.key_hash) g",
             None,
@@ -410,8 +414,8 @@ fn model_of(json: &str) -> Rc<Model> {
     model
 }
 
-/// The kernel of the distributed scoring: one block's members (arrays in one order, the
-/// values of unify._score_members) scored with `model` (its JSON text) and the source ids by
+/// The kernel of the distributed scoring: one block's members (arrays in one order, any
+/// order of the members, the values of unify._score_members) scored with `model` (its JSON text) and the source ids by
 /// name; the block's candidate count and its pairs at or above the review threshold (or
 /// forced), as unify.pairs holds them (rule names joined by U+001F, weights as JSON text).
 /// Reads no table: runs on a Citus worker.
