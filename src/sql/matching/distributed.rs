@@ -325,7 +325,7 @@ fn score_blocks(client: &mut SpiClient<'_>, ids: &HashMap<String, i32>) {
         ids.iter().map(|(n, i)| (n.clone(), *i)).unzip();
     // The members of a block in any order: a block's candidates and their scores do not
     // depend on it (each pair is oriented by record id), and unify.pairs is written in
-    // (record_a, record_b) order. (An ORDER BY in each of the 23 aggregates sorted every
+    // (record_a, record_b) order. (An ORDER BY in each of the 23 aggregates would sort every
     // block 23 times.)
     client
         .update(
