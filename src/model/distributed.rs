@@ -283,7 +283,7 @@ mod tests {
         assert_eq!(ctx.first_name_tf.len(), 1);
         assert_eq!(ctx.last_name_tf.get("schneider"), Some(&0.01));
         assert_eq!(ctx.shared_phones.len(), 1);
-        assert!(block_candidates(5, &[r.clone()], &[vec![4]]).is_err());
+        assert!(block_candidates(5, std::slice::from_ref(&r), &[vec![4]]).is_err());
         assert!(block_candidates(5, &[r], &[]).is_err());
     }
 }

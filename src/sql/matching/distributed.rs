@@ -243,11 +243,11 @@ fn insert_members(client: &mut SpiClient<'_>, members: Vec<Member>) {
     let n = members.len();
     let mut ids = Vec::with_capacity(n);
     let mut sources = Vec::with_capacity(n);
-    let mut text: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(n); 12];
+    let mut text: Vec<Vec<Option<String>>> = (0..12).map(|_| Vec::with_capacity(n)).collect();
     let mut births = Vec::with_capacity(n);
     let mut keys = Vec::with_capacity(n);
-    let mut tf: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(n); 4];
-    let mut household: Vec<Vec<bool>> = vec![Vec::with_capacity(n); 3];
+    let mut tf: Vec<Vec<Option<f64>>> = (0..4).map(|_| Vec::with_capacity(n)).collect();
+    let mut household: Vec<Vec<bool>> = (0..3).map(|_| Vec::with_capacity(n)).collect();
     for m in members {
         // A phone or mobile that is a household value (the prepared phones are the values
         // read, blanks dropped).
