@@ -5,6 +5,10 @@
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 
+/// `customer_unify.citus_scoring`: with Citus and worker nodes, unify.score_pairs scores the
+/// blocks on the workers (on by default); off scores them on the coordinator as without Citus.
+pub static CITUS_SCORING: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 /// Kilobytes (1GB by default).
 pub static BATCH_MEMORY_KB: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
 
@@ -18,6 +22,14 @@ pub fn init() {
         i32::MAX,
         GucContext::Userset,
         GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_bool_guc(
+        c"customer_unify.citus_scoring",
+        c"Whether unify.score_pairs scores the candidate blocks on the Citus workers.",
+        c"With the citus extension and worker nodes the blocks are scored on the workers; off scores them on the coordinator, as without Citus (the same pairs).",
+        &CITUS_SCORING,
+        GucContext::Userset,
+        GucFlags::default(),
     );
 }
 

@@ -154,7 +154,7 @@ pub(super) fn score_streamed(
 
 /// The e-mails or phones held by clearly different people (`comparison::Context`), from the
 /// records ordered by value.
-fn household_values(
+pub(super) fn household_values(
     client: &mut SpiClient<'_>,
     of: &str,
     batch: usize,
@@ -202,7 +202,7 @@ fn household_values(
 }
 
 /// unify.block_keys and unify.matching_state anew, from one pass over the records.
-fn write_keys(client: &mut SpiClient<'_>, model: &Model, batch: usize) {
+pub(super) fn write_keys(client: &mut SpiClient<'_>, model: &Model, batch: usize) {
     run(client, "TRUNCATE unify.block_keys");
     let rebuild = drop_indexes(client, "unify.block_keys", true, F);
     let cursor = Cursor::open(
@@ -418,7 +418,7 @@ impl Pending {
 }
 
 /// The text of a skipped block's key (the figure names the junk value), from one of its records.
-fn skipped_key(
+pub(super) fn skipped_key(
     client: &mut SpiClient<'_>,
     model: &Model,
     rule: usize,
@@ -445,7 +445,7 @@ fn skipped_key(
         .map(|k| k.replace('\u{1f}', " | "))
 }
 
-fn limit_exceeded(e: String) -> ! {
+pub(super) fn limit_exceeded(e: String) -> ! {
     raise(
         PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
         e,
