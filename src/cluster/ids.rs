@@ -51,6 +51,42 @@ struct Claim {
     born: u64,
 }
 
+/// The former ids of the records that have any (most have none), by record index: 8 bytes and
+/// the ids for each such record, nothing for the others.
+#[derive(Debug, Default)]
+pub struct FormerIds {
+    at: Vec<u32>,
+    ids: Vec<Vec<i64>>,
+}
+
+impl FormerIds {
+    /// Record `i`'s former ids; `i` grows from call to call. Empty lists are not kept.
+    pub fn push(&mut self, i: u32, ids: Vec<i64>) {
+        debug_assert!(self.at.last().is_none_or(|&last| last < i));
+        if !ids.is_empty() {
+            self.at.push(i);
+            self.ids.push(ids);
+        }
+    }
+
+    /// From one list per record.
+    pub fn from_dense(former: &[Vec<i64>]) -> Self {
+        let mut out = Self::default();
+        for (i, ids) in former.iter().enumerate() {
+            out.push(i as u32, ids.clone());
+        }
+        out
+    }
+
+    /// Record `i`'s former ids, oldest first (empty: none).
+    pub fn get(&self, i: usize) -> &[i64] {
+        match self.at.binary_search(&(i as u32)) {
+            Ok(k) => &self.ids[k],
+            Err(_) => &[],
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct IdPlan {
     /// Per cluster the previous id it keeps; None: it needs another one.
@@ -69,20 +105,19 @@ impl IdPlan {
     /// `previous[i]`: the person id record i had before (None: a new record). No former ids:
     /// nothing is given back (households).
     pub fn new(cluster_of: &[u32], clusters: u32, previous: &[Option<i64>]) -> Self {
-        Self::with_history(cluster_of, clusters, previous, &[])
+        Self::with_history(cluster_of, clusters, previous, &FormerIds::default())
     }
 
-    /// As `new`, with `former[i]`: the ids record i carried before `previous[i]`, oldest first
-    /// (empty: all records have none).
+    /// As `new`, with `former.get(i)`: the ids record i carried before `previous[i]`, oldest
+    /// first.
     pub fn with_history(
         cluster_of: &[u32],
         clusters: u32,
         previous: &[Option<i64>],
-        former: &[Vec<i64>],
+        former: &FormerIds,
     ) -> Self {
         assert_eq!(cluster_of.len(), previous.len());
-        assert!(former.is_empty() || former.len() == previous.len());
-        let former_of = |i: usize| former.get(i).map_or(&[][..], Vec::as_slice);
+        let former_of = |i: usize| former.get(i);
         // Per previous id and cluster: (records born in it, records).
         let mut counts: HashMap<i64, BTreeMap<u32, (u64, u64)>> = HashMap::new();
         let mut previous_of_cluster = vec![BTreeSet::new(); clusters as usize];
@@ -277,7 +312,12 @@ mod tests {
         fresh: &[i64],
     ) -> (Vec<i64>, Vec<IdEvent>) {
         let clusters = cluster_of.iter().max().map_or(0, |m| m + 1);
-        let mut p = IdPlan::with_history(cluster_of, clusters, previous, former);
+        let mut p = IdPlan::with_history(
+            cluster_of,
+            clusters,
+            previous,
+            &FormerIds::from_dense(former),
+        );
         p.restore(&unavailable.iter().copied().collect());
         let ids = p.ids(fresh);
         let events = p.events(&ids);
@@ -301,7 +341,12 @@ mod tests {
         fresh: &[i64],
     ) -> (Vec<i64>, Vec<Vec<i64>>) {
         let clusters = cluster_of.iter().max().map_or(0, |m| m + 1);
-        let mut p = IdPlan::with_history(cluster_of, clusters, previous, former);
+        let mut p = IdPlan::with_history(
+            cluster_of,
+            clusters,
+            previous,
+            &FormerIds::from_dense(former),
+        );
         p.restore(&unavailable.iter().copied().collect());
         let ids = p.ids(fresh);
         let after = cluster_of
@@ -487,7 +532,7 @@ mod tests {
         let clusters_of = [0, 1, 2];
         let previous = [Some(10), Some(10), Some(7)];
         let former = [vec![], vec![7], vec![]];
-        let p = IdPlan::with_history(&clusters_of, 3, &previous, &former);
+        let p = IdPlan::with_history(&clusters_of, 3, &previous, &FormerIds::from_dense(&former));
         assert!(p.restore_candidates().is_empty());
         let (ids, _) = undo(&clusters_of, &previous, &former, &[], &[98]);
         assert_eq!(ids, vec![10, 98, 7]);
