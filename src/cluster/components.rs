@@ -311,6 +311,61 @@ mod tests {
     }
 
     #[test]
+    fn pairs_order_as_postgresql_sorts_float8() {
+        use std::cmp::Ordering::*;
+        // -0 equals 0 (then record order decides), every NaN above infinity, strongest first.
+        assert_eq!(pair_order(&pair(1, 2, 0.0), &pair(3, 4, -0.0)), Less);
+        assert_eq!(pair_order(&pair(3, 4, 0.0), &pair(1, 2, -0.0)), Greater);
+        assert_eq!(
+            pair_order(&pair(5, 6, f64::NAN), &pair(1, 2, f64::INFINITY)),
+            Less
+        );
+        assert_eq!(
+            pair_order(&pair(5, 6, -f64::NAN), &pair(1, 2, f64::NAN)),
+            Greater
+        );
+        assert_eq!(pair_order(&pair(9, 1, 2.0), &pair(1, 8, 2.0)), Greater);
+        assert_eq!(pair_order(&pair(1, 2, 1.0), &pair(1, 2, 3.0)), Greater);
+    }
+
+    #[test]
+    fn links_fed_one_at_a_time_cluster_as_all_at_once() {
+        // Records in id order as dense indices, pairs already in join order: what a streamed
+        // resolve feeds the clusterer.
+        let records: Vec<i64> = (0..400).map(|i| i * 3 + 7).collect();
+        let mut matches: Vec<MatchPair> = (0..250)
+            .map(|k: i64| {
+                let a = records[(k * 37 % 400) as usize];
+                let b = records[(k * 91 % 400) as usize];
+                pair(a, b, ((k * 13) % 17) as f64 - 4.0)
+            })
+            .collect();
+        let must = [(records[1], records[300]), (records[5], records[6])];
+        // Cannot-links across pairs that would join: those pairs are held apart.
+        let cannot = [(matches[3].a, matches[3].b), (matches[10].a, matches[10].b)];
+        let held = cluster(&records, &must, &cannot, &matches);
+        matches.sort_by(pair_order);
+        let index = |id: i64| records.binary_search(&id).unwrap() as u32;
+        let mut c = Clusterer::new(records.len());
+        for &(a, b) in &cannot {
+            c.cannot_link(index(a), index(b));
+        }
+        for &(a, b) in &must {
+            c.must_link(index(a), index(b));
+        }
+        for p in &matches {
+            if p.a != p.b {
+                c.matched(index(p.a), index(p.b));
+            }
+        }
+        let streamed = c.finish();
+        assert_eq!(streamed.cluster_of, held.cluster_of);
+        assert_eq!(streamed.clusters, held.clusters);
+        assert_eq!(streamed.held_apart, held.held_apart);
+        assert!(held.held_apart > 0 && held.clusters > 1 && held.clusters < 400, "{held:?}");
+    }
+
+    #[test]
     fn unknown_and_self_pairs_are_ignored() {
         let records = [1, 2];
         let c = cluster(&records, &[(1, 1)], &[(2, 99)], &[pair(1, 77, 3.0)]);
