@@ -4,7 +4,8 @@
 //! block by block (`crate::model::stream`), holding a bounded buffer whatever the number of
 //! records, and resolve makes golden records and households a batch of whole persons at a time
 //! (`sql::persons::golden`). Resolve's clustering always streams the match pairs and holds a few
-//! compact arrays over the records (`sql::persons::cluster`: about 40 bytes a record).
+//! compact arrays over the records (`sql::persons::cluster`: 40–70 bytes a record, 132 MB
+//! private at 1M records, under 700 MB estimated at 10M).
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 

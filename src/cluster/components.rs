@@ -362,7 +362,10 @@ mod tests {
         assert_eq!(streamed.cluster_of, held.cluster_of);
         assert_eq!(streamed.clusters, held.clusters);
         assert_eq!(streamed.held_apart, held.held_apart);
-        assert!(held.held_apart > 0 && held.clusters > 1 && held.clusters < 400, "{held:?}");
+        assert!(
+            held.held_apart > 0 && held.clusters > 1 && held.clusters < 400,
+            "{held:?}"
+        );
     }
 
     #[test]
