@@ -634,13 +634,23 @@ impl Survivorship {
 struct Streamed {
     batches: PersonBatches,
     survivorship: Survivorship,
-    /// Per person in order, their household (empty without households).
-    households: Vec<Option<i64>>,
-    /// Persons returned so far.
+    /// The persons of the first pass in order, with their households (empty without
+    /// households). The second pass reads with a snapshot of its own: a row is matched by its
+    /// person id, so a person that came or went in between never takes another's household.
+    households: Households,
+    /// Where the second pass stands in `households`.
     n: usize,
     out: std::vec::IntoIter<GoldenRow>,
+    with_households: bool,
     /// cursor_tuple_fraction as it was, set back at the end.
     fraction: String,
+}
+
+/// Persons in ascending id order and their households.
+#[derive(Default)]
+struct Households {
+    persons: Vec<i64>,
+    household: Vec<Option<i64>>,
 }
 
 /// The temp table of the household keys of a streamed run.
@@ -678,7 +688,7 @@ impl Streamed {
             let households = if with_households {
                 streamed_households(client, &survivorship, batch)
             } else {
-                Vec::new()
+                Households::default()
             };
             let batches = PersonBatches::open(
                 client,
@@ -692,6 +702,7 @@ impl Streamed {
             batches,
             survivorship,
             households,
+            with_households,
             n: 0,
             out: Vec::new().into_iter(),
             fraction,
@@ -705,10 +716,15 @@ impl Iterator for Streamed {
     fn next(&mut self) -> Option<GoldenColumns> {
         loop {
             if let Some(mut row) = self.out.next() {
-                if let Some(&household) = self.households.get(self.n) {
-                    row.household_id = household;
+                if self.with_households {
+                    let ids = &self.households.persons;
+                    while self.n < ids.len() && ids[self.n] < row.person_id {
+                        self.n += 1;
+                    }
+                    row.household_id = (ids.get(self.n) == Some(&row.person_id))
+                        .then(|| self.households.household[self.n])
+                        .flatten();
                 }
-                self.n += 1;
                 return Some(row.into_columns());
             }
             let survivorship = &self.survivorship;
@@ -807,18 +823,19 @@ impl PersonBatches {
 /// them over all golden rows held at once: each golden row made once for its household keys
 /// (to a temp table, a batch at a time), the persons sharing a key found by PostgreSQL (sorted
 /// within work_mem), joined by a union-find over the persons (8 bytes each), plus per person
-/// whether they have keys (1 byte) and their household before (16 bytes).
+/// whether they have keys (1 byte), their id (8 bytes) and their household before (16 bytes).
 fn streamed_households(
     client: &mut SpiClient<'_>,
     survivorship: &Survivorship,
     batch: usize,
-) -> Vec<Option<i64>> {
+) -> Households {
     run(client, &format!("DROP TABLE IF EXISTS {KEYS}"));
     run(
         client,
         &format!("CREATE TEMP TABLE {KEYS} (person int NOT NULL, key text NOT NULL)"),
     );
     let mut has_keys: Vec<bool> = Vec::new();
+    let mut persons: Vec<i64> = Vec::new();
     let mut previous: Vec<Option<i64>> = Vec::new();
     let mut batches = PersonBatches::open(
         client,
@@ -831,6 +848,7 @@ fn streamed_households(
         for row in rows {
             let keys = household_keys(row.household_fields());
             has_keys.push(!keys.is_empty());
+            persons.push(row.person_id);
             previous.push(row.household_id);
             let n = has_keys.len() as i32 - 1;
             for k in keys {
@@ -883,7 +901,10 @@ fn streamed_households(
     run(client, &format!("DROP TABLE {KEYS}"));
     let groups = groups_with_keys(&clusterer.finish(), |i| has_keys[i]);
     drop(has_keys);
-    plan_household_ids(client, &groups, &previous)
+    Households {
+        persons,
+        household: plan_household_ids(client, &groups, &previous),
+    }
 }
 
 /// The display values (DISPLAY_FIELDS) of a golden record: names, street and city from the
