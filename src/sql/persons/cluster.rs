@@ -345,51 +345,56 @@ fn _cluster(
         }
         rebuild_indexes(client, rebuild, F);
         let (mut merges, mut splits) = (0i64, 0i64);
-        let event_rows: Vec<Value> = events
-            .iter()
-            .map(|e| match e {
-                IdEvent::Merge {
-                    person_id,
-                    absorbed,
-                } => {
-                    merges += 1;
-                    json!({"event": "merge", "person_id": person_id, "related": absorbed})
-                }
-                IdEvent::Split {
-                    person_id,
-                    into,
-                    restored,
-                } => {
-                    splits += 1;
-                    json!({"event": "split", "person_id": person_id, "related": into,
-                           "restored": restored})
-                }
-            })
-            .collect();
-        if !event_rows.is_empty() {
-            update_kept(
-                client,
-                // An id given back names the event that took it away: the last merge that
-                // absorbed it, or split it.
-                "INSERT INTO unify.identity_events (event, person_id, related_ids, rule, reason, details)
-                 SELECT e ->> 'event', (e ->> 'person_id')::bigint,
-                        ARRAY(SELECT jsonb_array_elements_text(e -> 'related')::bigint), $2, $3,
-                        (SELECT jsonb_build_object('restored', jsonb_agg(jsonb_build_object(
-                                    'person_id', x.id,
-                                    'undoes', (SELECT max(v.event_id) FROM unify.identity_events v
-                                               WHERE (v.event = 'merge' AND v.related_ids @> ARRAY[x.id])
-                                                  OR (v.event = 'split' AND v.person_id = x.id)))
-                                    ORDER BY x.id))
-                         FROM (SELECT r::bigint AS id FROM jsonb_array_elements_text(e -> 'restored') r) x
-                         HAVING count(*) > 0)
-                 FROM jsonb_array_elements($1) AS e",
-                &vec![
-                    JsonB(Value::Array(event_rows)).into(),
-                    rule.into(),
-                    reason.into(),
-                ],
-            )
-            .unwrap_or_else(|e| spi_failed(e, F));
+        // A chunk of events per statement, in their order (their ids follow it). An id given
+        // back names an event of an earlier run, never one of these (it was no previous id).
+        for chunk in events.chunks(batch) {
+            let event_rows: Vec<Value> = chunk
+                .iter()
+                .map(|e| match e {
+                    IdEvent::Merge {
+                        person_id,
+                        absorbed,
+                    } => {
+                        merges += 1;
+                        json!({"event": "merge", "person_id": person_id, "related": absorbed})
+                    }
+                    IdEvent::Split {
+                        person_id,
+                        into,
+                        restored,
+                    } => {
+                        splits += 1;
+                        json!({"event": "split", "person_id": person_id, "related": into,
+                               "restored": restored})
+                    }
+                })
+                .collect();
+            in_own_context(|| {
+                update_kept(
+                    client,
+                    // An id given back names the event that took it away: the last merge that
+                    // absorbed it, or split it.
+                    "INSERT INTO unify.identity_events (event, person_id, related_ids, rule, reason, details)
+                     SELECT e ->> 'event', (e ->> 'person_id')::bigint,
+                            ARRAY(SELECT jsonb_array_elements_text(e -> 'related')::bigint), $2, $3,
+                            (SELECT jsonb_build_object('restored', jsonb_agg(jsonb_build_object(
+                                        'person_id', x.id,
+                                        'undoes', (SELECT max(v.event_id) FROM unify.identity_events v
+                                                   WHERE (v.event = 'merge' AND v.related_ids @> ARRAY[x.id])
+                                                      OR (v.event = 'split' AND v.person_id = x.id)))
+                                        ORDER BY x.id))
+                             FROM (SELECT r::bigint AS id FROM jsonb_array_elements_text(e -> 'restored') r) x
+                             HAVING count(*) > 0)
+                     FROM jsonb_array_elements($1) AS e",
+                    &vec![
+                        JsonB(Value::Array(event_rows)).into(),
+                        rule.into(),
+                        reason.into(),
+                    ],
+                )
+                .unwrap_or_else(|e| spi_failed(e, F));
+            });
+            free_last_result();
         }
         TableIterator::once((
             ids.len() as i64,
