@@ -12,13 +12,11 @@
 //!    by block, scored a buffer at a time on all threads, written as they come.
 
 use pgrx::prelude::*;
-use pgrx::spi::{SpiClient, SpiHeapTupleData};
+use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
 
 use super::super::errors::raise;
-use super::super::spi::{
-    drop_indexes, free_last_result, in_own_context, rebuild_indexes, spi_failed,
-};
+use super::super::spi::{drop_indexes, rebuild_indexes, spi_failed, Cursor};
 use super::frequencies::load_frequencies;
 use super::records::{record_from_row, source_ids, RECORD_COLUMNS};
 use super::run::Phases;
@@ -37,50 +35,6 @@ const RECORD_VALID: &str = "pg_temp.unify_score_record_keys";
 
 /// What unify.score_pairs returns: candidate pairs (NULL without rules), stored, matches, forced.
 pub(super) type Figures = (Option<i64>, i64, i64, i64);
-
-/// Rows of an SQL cursor, fetched `batch` at a time on the caller's connection (which stays
-/// free for writing between fetches, unlike an SPI cursor that borrows it).
-struct Cursor {
-    name: &'static str,
-    batch: usize,
-}
-
-impl Cursor {
-    fn open(client: &mut SpiClient<'_>, name: &'static str, query: &str, batch: usize) -> Self {
-        client
-            .update(
-                &format!("DECLARE {name} NO SCROLL CURSOR FOR {query}"),
-                None,
-                &[],
-            )
-            .unwrap_or_else(|e| spi_failed(e, F));
-        Self { name, batch }
-    }
-
-    /// The next rows through `row`; empty at the end.
-    fn next<T>(
-        &self,
-        client: &mut SpiClient<'_>,
-        mut row: impl FnMut(&SpiHeapTupleData) -> T,
-    ) -> Vec<T> {
-        let table = client
-            .update(
-                &format!("FETCH FORWARD {} FROM {}", self.batch, self.name),
-                None,
-                &[],
-            )
-            .unwrap_or_else(|e| spi_failed(e, F));
-        let rows = in_own_context(|| table.map(|r| row(&r)).collect());
-        free_last_result();
-        rows
-    }
-
-    fn close(self, client: &mut SpiClient<'_>) {
-        client
-            .update(&format!("CLOSE {}", self.name), None, &[])
-            .unwrap_or_else(|e| spi_failed(e, F));
-    }
-}
 
 fn run(client: &mut SpiClient<'_>, statement: &str) {
     client
@@ -174,7 +128,7 @@ pub(super) fn household_values(
              ORDER BY v.p COLLATE \"C\", r.record_id"
         )
     };
-    let cursor = Cursor::open(client, "unify_score_values", &query, batch);
+    let cursor = Cursor::open(client, "unify_score_values", &query, batch, F);
     let mut groups = ValueGroups::default();
     loop {
         let rows = cursor.next(client, |row| {
@@ -210,6 +164,7 @@ pub(super) fn write_keys(client: &mut SpiClient<'_>, model: &Model, batch: usize
         "unify_score_records",
         &format!("SELECT {RECORD_COLUMNS} FROM unify.records r"),
         batch,
+        F,
     );
     let mut keys: Vec<(i64, i64)> = Vec::new();
     loop {
@@ -266,6 +221,7 @@ fn score_blocks(
         "unify_score_sizes",
         "SELECT key_hash, count(*) FROM unify.block_keys GROUP BY key_hash",
         20_000,
+        F,
     );
     loop {
         let rows = sizes.next(client, |row| {
@@ -333,6 +289,7 @@ fn score_blocks(
              ORDER BY v.key_hash, bk.record_id"
         ),
         batch,
+        F,
     );
     let mut pending = Pending::default();
     let mut block: Vec<(MatchRecord, Vec<i64>)> = Vec::new();
