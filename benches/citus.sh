@@ -5,8 +5,12 @@
 # records, pairs and persons). Four databases on the coordinator: plain_local / cu_local (every
 # source a local table; Citus installed in cu_local) and plain_dist / cu_dist (shop_customers and
 # crm_contacts distributed, pos_loyalty_members a reference table, newsletter_signups local;
-# the first three untracked). All nodes share this machine's 2 cores, so the distributed run
-# shows Citus's overhead, not a speed-up. docs/BENCHMARKS.md ("Citus") records the figures.
+# the first three untracked). In cu_local and cu_dist score_pairs scores the blocks on the workers
+# (issue 27); the plain twins score on the coordinator. Also printed: the peak private memory per
+# node while score_pairs runs (VmHWM - RssShmem of the largest backend of each node, sampled every
+# 0.2 s; tests/citus/run.sh CITUS_MEMORY=1). All nodes share this machine's 2 cores, so the
+# distributed run shows Citus's overhead, not a speed-up. docs/BENCHMARKS.md ("Citus") records the
+# figures.
 #
 #   bash benches/citus.sh [--rows N]      (default 50000 generated CRM rows)
 source "$(dirname "$0")/../scripts/lib.sh"
@@ -24,4 +28,4 @@ DIR="${CUSTOMER_UNIFY_BENCH_DIR:-/tmp/customer_unify-bench}"
 mkdir -p "$DIR"
 chown postgres: "$DIR"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'); Citus 13.2.2; date $(date -u +%F); crmgen --rows $ROWS --seed 7"
-ROWS="$ROWS" CITUS_TIMES=1 bash tests/citus/run.sh "$DIR"
+ROWS="$ROWS" CITUS_TIMES=1 CITUS_MEMORY=1 bash tests/citus/run.sh "$DIR"

@@ -10,9 +10,16 @@
 # Peak memory is the backend's VmHWM (peak resident set), which also counts the pages of
 # shared_buffers the backend touched; RssShmem at the end of the session is that share, so
 # "private" = VmHWM - RssShmem estimates the backend's own peak. shared_buffers is 256MB here to
-# keep that share small.
+# keep that share small. After resolve: refresh_segments and fit_predictions over the generated
+# orders. `python3 benches/scale_plot.py RESULT_FILE OUT.svg` draws time and memory against size.
+#
+# After resolve, a checksum of its results (persons with households, each record's person and
+# former ids, the identity events) to compare runs of different builds on the same data.
 #
 #   bash benches/scale.sh [--rows 1000000,2000000] [--budget 1GB] [--baseline-rows 1000000,2000000]
+#
+# SCALE_KEEP=1 leaves the cluster (and the last size's database bench_scale) running at the end,
+# to study the steps further.
 source "$(dirname "$0")/../scripts/lib.sh"
 ROWS=1000000,2000000
 BUDGET=1GB
@@ -31,7 +38,7 @@ install_release
 DIR="${CUSTOMER_UNIFY_BENCH_DIR:-/tmp/customer_unify-bench}/scale"
 start_cluster "$DIR" "shared_buffers = '256MB'" "jit = off" "max_wal_size = '8GB'" "work_mem = '64MB'" \
     "maintenance_work_mem = '512MB'"
-trap 'stop_cluster "$DIR"' EXIT
+[ -n "${SCALE_KEEP:-}" ] || trap 'stop_cluster "$DIR"' EXIT
 
 # One step in its own session: its seconds and the backend's memory, as one line.
 step() {
@@ -118,6 +125,30 @@ SQL
                 UNION ALL (SELECT record_a, record_b, is_match, match_weight FROM unify.pairs EXCEPT SELECT * FROM held_pairs)) d"
         fi
         step "$rows" resolve "$BUDGET" "SELECT * FROM unify.resolve() \g /dev/null"
+        psql -X -A -t -d bench_scale -c "SELECT '          persons ' || (SELECT count(*) FROM unify.persons)
+            || ', households ' || (SELECT count(DISTINCT household_id) FROM unify.persons)
+            || ', checksum ' || left(md5((SELECT string_agg(md5(p::text), '' ORDER BY person_id)
+                   FROM (SELECT person_id, household_id, first_name, last_name, email, phone, mobile, street,
+                                house_number, postcode, city, country, birth_date, company, customer_number,
+                                consent_email, consent_email_source, consent_email_at, consent_phone,
+                                consent_phone_source, consent_phone_at, consent_post, consent_post_source,
+                                consent_post_at, record_count, sources, first_seen, last_seen, salutation, title,
+                                first_name_display, last_name_display, street_display, city_display,
+                                phone_display, mobile_display, email_display FROM unify.persons) p)
+                || (SELECT string_agg(md5(record_id || ':' || coalesce(person_id, 0) || ':' || coalesce(former_person_ids::text, '')), '' ORDER BY record_id) FROM unify.records)
+                || (SELECT coalesce(string_agg(md5(event || person_id || related_ids::text || coalesce(details::text, '')), '' ORDER BY event_id), '') FROM unify.identity_events)), 12)"
+        # The persons' orders (one row per order), RFM and the fits: set-based SQL whose sorts
+        # and hashes PostgreSQL keeps within work_mem; the fits take one array element per
+        # distinct customer summary.
+        psql -X -q -v ON_ERROR_STOP=1 -d bench_scale >/dev/null <<'SQL'
+SET client_min_messages = warning;
+SELECT unify.add_transactions('orders', 'orders', '{"source": "channel", "source_key": "customer_ref",
+  "order_id": "order_id", "order_date": "ordered_at", "amount": "amount", "currency": "currency",
+  "returned": "status IN (''returned'', ''cancelled'')"}');
+SQL
+        step "$rows" refresh_segments "$BUDGET" "SELECT unify.refresh_segments((SELECT max(ordered_at) FROM orders) + 1) \g /dev/null"
+        step "$rows" fit_predictions "$BUDGET" "SELECT unify.fit_predictions((SELECT max(ordered_at) FROM orders) + 1) \g /dev/null"
+        psql -X -A -t -d bench_scale -c "SELECT '          persons ' || (SELECT count(*) FROM unify.persons) || ', orders ' || (SELECT count(*) FROM orders) || ', database ' || pg_size_pretty(pg_database_size(current_database()))"
     done
     echo "load: $(cat /proc/loadavg)"
 } 2>&1 | tee "$DIR/scale-result.txt"

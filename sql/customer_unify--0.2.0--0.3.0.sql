@@ -4623,3 +4623,134 @@ GRANT INSERT, UPDATE, DELETE ON unify.action_map TO unify_admin;
 GRANT USAGE ON SEQUENCE unify.action_map_rule_id_seq TO unify_admin;
 GRANT SELECT ON unify.person_actions, unify.action_rules TO unify_reader;
 GRANT SELECT ON unify.action_rules TO unify_analyst;
+
+
+-- Issue 27, Citus scoring on workers: with the citus extension and at least one worker node,
+-- unify.score_pairs scores the candidate blocks on the workers (the members of every valid block
+-- in unify._score_members, distributed by block key, made and dropped by each such run; one
+-- distributed query grouped by block key calls the Rust kernel per block).
+-- New: unify._citus_workers(), unify._citus_score_table(), unify._score_block(...) (the kernel;
+-- the extension is created on the workers too: Citus propagates CREATE EXTENSION);
+-- unify.matching_state gains scored_on ('coordinator' or 'workers'), last. Without Citus nothing
+-- changes.
+ALTER TABLE unify.matching_state
+    ADD COLUMN scored_on text NOT NULL DEFAULT 'coordinator' CHECK (scored_on IN ('coordinator', 'workers'));
+
+-- Active worker nodes of the Citus cluster (0 without Citus or without workers).
+CREATE FUNCTION unify._citus_workers() RETURNS int
+STABLE PARALLEL SAFE LANGUAGE plpgsql AS $$
+DECLARE
+    n int;
+BEGIN
+    IF NOT unify._citus_present() OR to_regclass('pg_catalog.pg_dist_node') IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE 'SELECT count(*)::int FROM pg_catalog.pg_dist_node n WHERE n.noderole = ''primary'' AND n.isactive AND n.groupid > 0'
+        INTO n;
+    RETURN n;
+END
+$$;
+
+-- unify._score_members, made by every distributed scoring and dropped at its end, in its
+-- transaction (an error drops it too): nothing stays on the workers, and no table outside the
+-- extension stays in its schema (DROP EXTENSION, pg_dump). Made by unify.score_pairs
+-- (SECURITY DEFINER), so owned by the extension's owner, with no privilege for any other role;
+-- UNLOGGED (a scratch table). Distributed by the block key, so a block's members are on one
+-- shard. Returns the table (one left by anything else is emptied and used).
+CREATE FUNCTION unify._citus_score_table() RETURNS regclass
+VOLATILE LANGUAGE plpgsql AS $$
+BEGIN
+    IF to_regclass('unify._score_members') IS NULL THEN
+        CREATE UNLOGGED TABLE unify._score_members (
+            key_hash              bigint NOT NULL,
+            record_id             bigint NOT NULL,
+            source_id             int,
+            first_name            text,
+            last_name             text,
+            email                 text,
+            email_key             text,
+            phone                 text,
+            mobile                text,
+            street                text,
+            house_number          text,
+            postcode              text,
+            city                  text,
+            external_id           text,
+            customer_number       text,
+            birth_date            date,
+            valid_keys            bigint[] NOT NULL,
+            first_name_tf         float8,
+            first_name_as_last_tf float8,
+            last_name_tf          float8,
+            last_name_as_first_tf float8,
+            email_household       boolean NOT NULL,
+            phone_household       boolean NOT NULL,
+            mobile_household      boolean NOT NULL
+        );
+        REVOKE ALL ON unify._score_members FROM PUBLIC;
+        COMMENT ON TABLE unify._score_members IS 'Scratch of unify.score_pairs on Citus: members of the candidate blocks, distributed by block key (dropped at the end of the run)';
+    END IF;
+    IF unify._placement('unify._score_members') <> 'distributed' THEN
+        EXECUTE 'SELECT pg_catalog.create_distributed_table(''unify._score_members'', ''key_hash'', colocate_with => ''none'')';
+    END IF;
+    RETURN 'unify._score_members'::regclass;
+END
+$$;
+
+CREATE FUNCTION unify."_score_block"(
+	"model" TEXT, /* & str */
+	"source_names" TEXT[], /* Vec < Option < String > > */
+	"source_ids" INT[], /* Vec < Option < i32 > > */
+	"key_hash" bigint, /* i64 */
+	"record_id" bigint[], /* Vec < Option < i64 > > */
+	"source_id" INT[], /* Vec < Option < i32 > > */
+	"first_name" TEXT[], /* Vec < Option < String > > */
+	"last_name" TEXT[], /* Vec < Option < String > > */
+	"email" TEXT[], /* Vec < Option < String > > */
+	"email_key" TEXT[], /* Vec < Option < String > > */
+	"phone" TEXT[], /* Vec < Option < String > > */
+	"mobile" TEXT[], /* Vec < Option < String > > */
+	"street" TEXT[], /* Vec < Option < String > > */
+	"house_number" TEXT[], /* Vec < Option < String > > */
+	"postcode" TEXT[], /* Vec < Option < String > > */
+	"city" TEXT[], /* Vec < Option < String > > */
+	"birth_date" date[], /* Vec < Option < pgrx :: datum :: Date > > */
+	"external_id" TEXT[], /* Vec < Option < String > > */
+	"customer_number" TEXT[], /* Vec < Option < String > > */
+	"valid_keys" TEXT[], /* Vec < Option < String > > */
+	"first_name_tf" double precision[], /* Vec < Option < f64 > > */
+	"first_name_as_last_tf" double precision[], /* Vec < Option < f64 > > */
+	"last_name_tf" double precision[], /* Vec < Option < f64 > > */
+	"last_name_as_first_tf" double precision[], /* Vec < Option < f64 > > */
+	"email_household" bool[], /* Vec < Option < bool > > */
+	"phone_household" bool[], /* Vec < Option < bool > > */
+	"mobile_household" bool[] /* Vec < Option < bool > > */
+) RETURNS TABLE (
+	"candidates" INT,  /* i32 */
+	"record_a" bigint[],  /* Vec < i64 > */
+	"record_b" bigint[],  /* Vec < i64 > */
+	"match_weight" double precision[],  /* Vec < f64 > */
+	"match_probability" double precision[],  /* Vec < f64 > */
+	"is_match" bool[],  /* Vec < bool > */
+	"forced_by" TEXT[],  /* Vec < Option < String > > */
+	"blocking_rules" TEXT[],  /* Vec < String > */
+	"weights" TEXT[]  /* Vec < String > */
+)
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_score_block_wrapper';
+
+-- Privileges as src/sql/security.sql gives them: internals, for the owner only.
+DO $citus_scoring_grants$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace = 'unify'::regnamespace
+               AND p.proname IN ('_citus_workers', '_citus_score_table', '_score_block') LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, unify_admin, unify_reader, unify_analyst', f);
+    END LOOP;
+END
+$citus_scoring_grants$;
+ALTER FUNCTION unify._citus_workers() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify._citus_score_table() SET search_path = pg_catalog, pg_temp;

@@ -1,10 +1,18 @@
 //! `customer_unify.batch_memory`: the memory a whole-table batch command (unify.score_pairs,
-//! unify.train) may hold, set like `maintenance_work_mem`. Within it the command holds all
-//! records at once (fastest); above it, it streams them in blocking-key order and scores (or, for
-//! train, samples) block by block (`crate::model::stream`, `crate::sql::matching::stream`),
-//! holding a bounded buffer whatever the number of records.
+//! unify.train, unify.resolve) may hold, set like `maintenance_work_mem`. Within it the command
+//! holds all records at once (fastest); above it, score_pairs streams them in blocking-key order
+//! and scores block by block, train samples its candidates block by block (`crate::model::stream`,
+//! `crate::sql::matching::stream`), holding a bounded buffer whatever the number of records, and
+//! resolve makes golden records and households a batch of whole persons at a time
+//! (`sql::persons::golden`). Resolve's clustering always streams the match pairs and holds a few
+//! compact arrays over the records (`sql::persons::cluster`: 40–70 bytes a record, 132 MB
+//! private at 1M records, under 700 MB estimated at 10M).
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+/// `customer_unify.citus_scoring`: with Citus and worker nodes, unify.score_pairs scores the
+/// blocks on the workers (on by default); off scores them on the coordinator as without Citus.
+pub static CITUS_SCORING: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 /// Kilobytes (1GB by default).
 pub static BATCH_MEMORY_KB: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
@@ -12,13 +20,21 @@ pub static BATCH_MEMORY_KB: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024
 pub fn init() {
     GucRegistry::define_int_guc(
         c"customer_unify.batch_memory",
-        c"Memory a whole-table batch command (unify.score_pairs, unify.train) may use in its backend.",
-        c"When all records fit (about 4 kB each), they are held at once; otherwise the command streams them in blocking-key order and scores (train: samples) block by block within this budget. PostgreSQL's own sorts of that stream use work_mem.",
+        c"Memory a whole-table batch command (unify.score_pairs, unify.train, unify.resolve) may use in its backend.",
+        c"When all records fit (score_pairs and train: about 4 kB each; resolve's golden records: about 2 kB each), they are held at once; otherwise score_pairs streams them in blocking-key order and scores block by block, train samples the candidates block by block, and resolve makes golden records and households a batch of whole persons at a time, within this budget. PostgreSQL's own sorts of those streams use work_mem.",
         &BATCH_MEMORY_KB,
         64,
         i32::MAX,
         GucContext::Userset,
         GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_bool_guc(
+        c"customer_unify.citus_scoring",
+        c"Whether unify.score_pairs scores the candidate blocks on the Citus workers.",
+        c"With the citus extension and worker nodes the blocks are scored on the workers; off scores them on the coordinator, as without Citus (the same pairs).",
+        &CITUS_SCORING,
+        GucContext::Userset,
+        GucFlags::default(),
     );
 }
 

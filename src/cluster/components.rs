@@ -20,9 +20,6 @@ pub struct Clustering {
     /// Cluster number of each record, same order as the input.
     pub cluster_of: Vec<u32>,
     pub clusters: u32,
-    /// Per cluster the weakest match pair that joined it (None: joined by must-links only or a
-    /// single record): a chain held by one weak link shows up here.
-    pub weakest_link: Vec<Option<f64>>,
     /// Match pairs left apart because of a cannot-link.
     pub held_apart: u64,
     /// Must-links that joined components holding a cannot-link (a steward's contradiction).
@@ -31,12 +28,13 @@ pub struct Clustering {
     pub unknown_records: u64,
 }
 
+/// Union-find over dense record indices: 8 bytes a record (parent and size), plus the
+/// cannot-links of the few records that have any.
 struct UnionFind {
     parent: Vec<u32>,
     size: Vec<u32>,
     /// Per root: the records its members must never be joined with.
     cannot: HashMap<u32, HashSet<u32>>,
-    weakest: HashMap<u32, f64>,
 }
 
 impl UnionFind {
@@ -45,7 +43,6 @@ impl UnionFind {
             parent: (0..n as u32).collect(),
             size: vec![1; n],
             cannot: HashMap::new(),
-            weakest: HashMap::new(),
         }
     }
 
@@ -69,7 +66,7 @@ impl UnionFind {
         partners.into_iter().any(|p| self.find(p) == other)
     }
 
-    fn union(&mut self, ra: u32, rb: u32, weight: Option<f64>) -> u32 {
+    fn union(&mut self, ra: u32, rb: u32) -> u32 {
         let (big, small) = if self.size[ra as usize] >= self.size[rb as usize] {
             (ra, rb)
         } else {
@@ -87,18 +84,102 @@ impl UnionFind {
                 target.extend(set);
             }
         }
-        let weakest = [
-            self.weakest.remove(&small),
-            self.weakest.get(&big).copied(),
-            weight,
-        ]
-        .into_iter()
-        .flatten()
-        .reduce(f64::min);
-        if let Some(w) = weakest {
-            self.weakest.insert(big, w);
-        }
         big
+    }
+}
+
+/// The order match pairs join in: strongest first, ties by (smaller, larger) record id. Weights
+/// compare as PostgreSQL orders float8 (-0 equals 0, every NaN above everything), so a stream
+/// read `ORDER BY match_weight DESC, least(a, b), greatest(a, b)` arrives in this order.
+pub fn pair_order(p: &MatchPair, q: &MatchPair) -> std::cmp::Ordering {
+    let key = |w: f64| (w.is_nan(), if w.is_nan() { 0.0 } else { w + 0.0 });
+    let (kp, kq) = (key(p.weight), key(q.weight));
+    kq.0.cmp(&kp.0)
+        .then(kq.1.total_cmp(&kp.1))
+        .then((p.a.min(p.b), p.a.max(p.b)).cmp(&(q.a.min(q.b), q.a.max(q.b))))
+}
+
+/// Clustering fed one link at a time, over records given as dense indices 0..n in record id
+/// order: the cannot-links first, then the must-links, then the match pairs in [`pair_order`].
+/// Holds 8 bytes a record (the union-find) and the cannot-links; the pairs may stream through.
+pub struct Clusterer {
+    uf: UnionFind,
+    out: Clustering,
+    /// Links given so far (a cancel is checked every 65,536).
+    seen: usize,
+}
+
+impl Clusterer {
+    pub fn new(n: usize) -> Self {
+        Self {
+            uf: UnionFind::new(n),
+            out: Clustering::default(),
+            seen: 0,
+        }
+    }
+
+    fn tick(&mut self) {
+        // Millions of pairs at a million records: a cancel must not wait for all of them.
+        crate::interrupt::check_every(self.seen, 1 << 16);
+        self.seen += 1;
+    }
+
+    /// A pair naming a record outside the records (counted, ignored).
+    pub fn unknown(&mut self) {
+        self.out.unknown_records += 1;
+    }
+
+    pub fn cannot_link(&mut self, x: u32, y: u32) {
+        if x != y {
+            self.uf.cannot.entry(x).or_default().insert(y);
+            self.uf.cannot.entry(y).or_default().insert(x);
+        }
+    }
+
+    pub fn must_link(&mut self, x: u32, y: u32) {
+        self.tick();
+        let (rx, ry) = (self.uf.find(x), self.uf.find(y));
+        if rx != ry {
+            if self.uf.forbidden(rx, ry) {
+                self.out.contradictions += 1;
+            }
+            self.uf.union(rx, ry);
+        }
+    }
+
+    pub fn matched(&mut self, x: u32, y: u32) {
+        self.tick();
+        let (rx, ry) = (self.uf.find(x), self.uf.find(y));
+        if rx == ry {
+            return;
+        }
+        if self.uf.forbidden(rx, ry) {
+            self.out.held_apart += 1;
+        } else {
+            self.uf.union(rx, ry);
+        }
+    }
+
+    /// The clusters, numbered in the order of their first record (index order).
+    pub fn finish(mut self) -> Clustering {
+        let n = self.uf.parent.len();
+        // The sizes are no longer needed: their room numbers the roots.
+        let mut number = std::mem::take(&mut self.uf.size);
+        number.fill(u32::MAX);
+        let mut cluster_of = vec![0u32; n];
+        let mut clusters = 0u32;
+        for (i, slot) in cluster_of.iter_mut().enumerate() {
+            crate::interrupt::check_every(i, 1 << 16);
+            let root = self.uf.find(i as u32) as usize;
+            if number[root] == u32::MAX {
+                number[root] = clusters;
+                clusters += 1;
+            }
+            *slot = number[root];
+        }
+        self.out.cluster_of = cluster_of;
+        self.out.clusters = clusters;
+        self.out
     }
 }
 
@@ -109,77 +190,48 @@ pub fn cluster(
     cannot_link: &[(i64, i64)],
     matches: &[MatchPair],
 ) -> Clustering {
-    let index: HashMap<i64, u32> = records
+    // Dense indices in record id order: clusters are then numbered by their smallest record.
+    let mut sorted: Vec<u32> = (0..records.len() as u32).collect();
+    sorted.sort_by_key(|&i| records[i as usize]);
+    let index: HashMap<i64, u32> = sorted
         .iter()
         .enumerate()
-        .map(|(i, &id)| (id, i as u32))
+        .map(|(rank, &i)| (records[i as usize], rank as u32))
         .collect();
-    let mut uf = UnionFind::new(records.len());
-    let mut out = Clustering::default();
-    let lookup = |a: i64, b: i64, out: &mut Clustering| match (index.get(&a), index.get(&b)) {
+    let mut c = Clusterer::new(records.len());
+    let lookup = |a: i64, b: i64, c: &mut Clusterer| match (index.get(&a), index.get(&b)) {
         (Some(&x), Some(&y)) if x != y => Some((x, y)),
         (Some(_), Some(_)) => None,
         _ => {
-            out.unknown_records += 1;
+            c.unknown();
             None
         }
     };
     for &(a, b) in cannot_link {
-        if let Some((x, y)) = lookup(a, b, &mut out) {
-            uf.cannot.entry(x).or_default().insert(y);
-            uf.cannot.entry(y).or_default().insert(x);
+        if let Some((x, y)) = lookup(a, b, &mut c) {
+            c.cannot_link(x, y);
         }
     }
-    for (n, &(a, b)) in must_link.iter().enumerate() {
-        // Millions of pairs at a million records: a cancel must not wait for all of them.
-        crate::interrupt::check_every(n, 1 << 16);
-        if let Some((x, y)) = lookup(a, b, &mut out) {
-            let (rx, ry) = (uf.find(x), uf.find(y));
-            if rx != ry {
-                if uf.forbidden(rx, ry) {
-                    out.contradictions += 1;
-                }
-                uf.union(rx, ry, None);
-            }
+    for &(a, b) in must_link {
+        if let Some((x, y)) = lookup(a, b, &mut c) {
+            c.must_link(x, y);
         }
     }
     let mut order: Vec<&MatchPair> = matches.iter().collect();
     // Strongest first; ties in record order, so the result never depends on the input order.
-    order.sort_by(|p, q| {
-        q.weight
-            .total_cmp(&p.weight)
-            .then((p.a.min(p.b), p.a.max(p.b)).cmp(&(q.a.min(q.b), q.a.max(q.b))))
-    });
-    for (n, p) in order.into_iter().enumerate() {
-        crate::interrupt::check_every(n, 1 << 16);
-        if let Some((x, y)) = lookup(p.a, p.b, &mut out) {
-            let (rx, ry) = (uf.find(x), uf.find(y));
-            if rx == ry {
-                continue;
-            }
-            if uf.forbidden(rx, ry) {
-                out.held_apart += 1;
-            } else {
-                uf.union(rx, ry, Some(p.weight));
-            }
+    order.sort_by(|p, q| pair_order(p, q));
+    for p in order {
+        if let Some((x, y)) = lookup(p.a, p.b, &mut c) {
+            c.matched(x, y);
         }
     }
-    // Number clusters in the order of their smallest record id.
-    let mut by_id: Vec<u32> = (0..records.len() as u32).collect();
-    by_id.sort_by_key(|&i| records[i as usize]);
-    let mut number: HashMap<u32, u32> = HashMap::new();
+    let mut out = c.finish();
+    // Back to the input order.
+    let by_rank = std::mem::take(&mut out.cluster_of);
     out.cluster_of = vec![0; records.len()];
-    for (n, i) in by_id.into_iter().enumerate() {
-        crate::interrupt::check_every(n, 1 << 16);
-        let root = uf.find(i);
-        let next = number.len() as u32;
-        let c = *number.entry(root).or_insert_with(|| {
-            out.weakest_link.push(uf.weakest.get(&root).copied());
-            next
-        });
-        out.cluster_of[i as usize] = c;
+    for (rank, &i) in sorted.iter().enumerate() {
+        out.cluster_of[i as usize] = by_rank[rank];
     }
-    out.clusters = number.len() as u32;
     out
 }
 
@@ -221,7 +273,6 @@ mod tests {
         assert!(same(&c, &records, 10, 30));
         assert!(!same(&c, &records, 10, 40));
         assert_eq!(c.cluster_of, vec![0, 0, 0, 1]);
-        assert_eq!(c.weakest_link, vec![Some(3.0), None]);
     }
 
     #[test]
@@ -254,10 +305,67 @@ mod tests {
         let records = [1, 2, 3];
         let c = cluster(&records, &[(1, 3)], &[], &[]);
         assert!(same(&c, &records, 1, 3));
-        assert_eq!(c.weakest_link[0], None);
         let d = cluster(&records, &[(1, 2), (2, 3)], &[(1, 3)], &[]);
         assert!(same(&d, &records, 1, 3));
         assert_eq!(d.contradictions, 1);
+    }
+
+    #[test]
+    fn pairs_order_as_postgresql_sorts_float8() {
+        use std::cmp::Ordering::*;
+        // -0 equals 0 (then record order decides), every NaN above infinity, strongest first.
+        assert_eq!(pair_order(&pair(1, 2, 0.0), &pair(3, 4, -0.0)), Less);
+        assert_eq!(pair_order(&pair(3, 4, 0.0), &pair(1, 2, -0.0)), Greater);
+        assert_eq!(
+            pair_order(&pair(5, 6, f64::NAN), &pair(1, 2, f64::INFINITY)),
+            Less
+        );
+        assert_eq!(
+            pair_order(&pair(5, 6, -f64::NAN), &pair(1, 2, f64::NAN)),
+            Greater
+        );
+        assert_eq!(pair_order(&pair(9, 1, 2.0), &pair(1, 8, 2.0)), Greater);
+        assert_eq!(pair_order(&pair(1, 2, 1.0), &pair(1, 2, 3.0)), Greater);
+    }
+
+    #[test]
+    fn links_fed_one_at_a_time_cluster_as_all_at_once() {
+        // Records in id order as dense indices, pairs already in join order: what a streamed
+        // resolve feeds the clusterer.
+        let records: Vec<i64> = (0..400).map(|i| i * 3 + 7).collect();
+        let mut matches: Vec<MatchPair> = (0..250)
+            .map(|k: i64| {
+                let a = records[(k * 37 % 400) as usize];
+                let b = records[(k * 91 % 400) as usize];
+                pair(a, b, ((k * 13) % 17) as f64 - 4.0)
+            })
+            .collect();
+        let must = [(records[1], records[300]), (records[5], records[6])];
+        // Cannot-links across pairs that would join: those pairs are held apart.
+        let cannot = [(matches[3].a, matches[3].b), (matches[10].a, matches[10].b)];
+        let held = cluster(&records, &must, &cannot, &matches);
+        matches.sort_by(pair_order);
+        let index = |id: i64| records.binary_search(&id).unwrap() as u32;
+        let mut c = Clusterer::new(records.len());
+        for &(a, b) in &cannot {
+            c.cannot_link(index(a), index(b));
+        }
+        for &(a, b) in &must {
+            c.must_link(index(a), index(b));
+        }
+        for p in &matches {
+            if p.a != p.b {
+                c.matched(index(p.a), index(p.b));
+            }
+        }
+        let streamed = c.finish();
+        assert_eq!(streamed.cluster_of, held.cluster_of);
+        assert_eq!(streamed.clusters, held.clusters);
+        assert_eq!(streamed.held_apart, held.held_apart);
+        assert!(
+            held.held_apart > 0 && held.clusters > 1 && held.clusters < 400,
+            "{held:?}"
+        );
     }
 
     #[test]

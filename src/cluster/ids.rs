@@ -24,7 +24,7 @@
 //! unmerge, unlink, or a source change that splits a merged person give the separated records
 //! back the id they had before the merge, and a new id means a new customer.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// A change of identity for `unify.identity_events`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,16 +51,61 @@ struct Claim {
     born: u64,
 }
 
+/// The former ids of the records that have any (most have none), by record index: 8 bytes and
+/// the ids for each such record, nothing for the others.
+#[derive(Debug, Default)]
+pub struct FormerIds {
+    at: Vec<u32>,
+    ids: Vec<Vec<i64>>,
+}
+
+impl FormerIds {
+    /// Record `i`'s former ids; `i` grows from call to call. Empty lists are not kept.
+    pub fn push(&mut self, i: u32, ids: Vec<i64>) {
+        debug_assert!(self.at.last().is_none_or(|&last| last < i));
+        if !ids.is_empty() {
+            self.at.push(i);
+            self.ids.push(ids);
+        }
+    }
+
+    /// From one list per record.
+    pub fn from_dense(former: &[Vec<i64>]) -> Self {
+        let mut out = Self::default();
+        for (i, ids) in former.iter().enumerate() {
+            out.push(i as u32, ids.clone());
+        }
+        out
+    }
+
+    /// Record `i`'s former ids, oldest first (empty: none).
+    pub fn get(&self, i: usize) -> &[i64] {
+        match self.at.binary_search(&(i as u32)) {
+            Ok(k) => &self.ids[k],
+            Err(_) => &[],
+        }
+    }
+}
+
+/// The records of one previous id in one cluster.
+#[derive(Clone, Copy, Debug)]
+struct Spread {
+    previous: i64,
+    cluster: u32,
+    /// Records born in the previous id (no former ids).
+    born: u32,
+    records: u32,
+}
+
 #[derive(Debug)]
 pub struct IdPlan {
     /// Per cluster the previous id it keeps; None: it needs another one.
     kept: Vec<Option<i64>>,
     /// Per cluster the former id it gets back (only where `kept` is None).
     restored: Vec<Option<i64>>,
-    /// Per cluster the previous ids of its records.
-    previous_of_cluster: Vec<BTreeSet<i64>>,
-    /// Per previous id the clusters holding its records.
-    clusters_of_previous: BTreeMap<i64, BTreeSet<u32>>,
+    /// Per previous id and cluster holding its records, in that order: what each previous id
+    /// became (about one entry a person, 24 bytes; no map or set per person).
+    spread: Vec<Spread>,
     /// Claims of the clusters without a previous id on their records' former ids.
     claims: Vec<Claim>,
 }
@@ -69,46 +114,65 @@ impl IdPlan {
     /// `previous[i]`: the person id record i had before (None: a new record). No former ids:
     /// nothing is given back (households).
     pub fn new(cluster_of: &[u32], clusters: u32, previous: &[Option<i64>]) -> Self {
-        Self::with_history(cluster_of, clusters, previous, &[])
+        Self::with_history(cluster_of, clusters, previous, &FormerIds::default())
     }
 
-    /// As `new`, with `former[i]`: the ids record i carried before `previous[i]`, oldest first
-    /// (empty: all records have none).
+    /// As `new`, with `former.get(i)`: the ids record i carried before `previous[i]`, oldest
+    /// first.
     pub fn with_history(
         cluster_of: &[u32],
         clusters: u32,
         previous: &[Option<i64>],
-        former: &[Vec<i64>],
+        former: &FormerIds,
     ) -> Self {
         assert_eq!(cluster_of.len(), previous.len());
-        assert!(former.is_empty() || former.len() == previous.len());
-        let former_of = |i: usize| former.get(i).map_or(&[][..], Vec::as_slice);
-        // Per previous id and cluster: (records born in it, records).
-        let mut counts: HashMap<i64, BTreeMap<u32, (u64, u64)>> = HashMap::new();
-        let mut previous_of_cluster = vec![BTreeSet::new(); clusters as usize];
-        let mut clusters_of_previous: BTreeMap<i64, BTreeSet<u32>> = BTreeMap::new();
+        let former_of = |i: usize| former.get(i);
+        // Per record with a previous id: (previous id, cluster, born in it), sorted, then
+        // summed per previous id and cluster in place.
+        let mut each: Vec<(i64, u32, bool)> = Vec::new();
         for (n, (&c, p)) in cluster_of.iter().zip(previous).enumerate() {
             crate::interrupt::check_every(n, 1 << 16);
             if let Some(p) = *p {
-                let count = counts.entry(p).or_default().entry(c).or_default();
-                count.0 += u64::from(former_of(n).is_empty());
-                count.1 += 1;
-                previous_of_cluster[c as usize].insert(p);
-                clusters_of_previous.entry(p).or_default().insert(c);
+                each.push((p, c, former_of(n).is_empty()));
             }
         }
+        each.sort_unstable();
+        let mut spread: Vec<Spread> = Vec::new();
+        for (p, c, born) in each {
+            match spread.last_mut() {
+                Some(s) if s.previous == p && s.cluster == c => {
+                    s.born += u32::from(born);
+                    s.records += 1;
+                }
+                _ => spread.push(Spread {
+                    previous: p,
+                    cluster: c,
+                    born: u32::from(born),
+                    records: 1,
+                }),
+            }
+        }
+        spread.shrink_to_fit();
         let mut kept: Vec<Option<i64>> = vec![None; clusters as usize];
-        for (&id, per_cluster) in &counts {
+        for per_cluster in spread.chunk_by(|a, b| a.previous == b.previous) {
             // Most records born in it, then most records; on a tie the lowest cluster number
             // (the one with the smallest record).
             let owner = per_cluster
                 .iter()
-                .max_by(|(ca, a), (cb, b)| a.cmp(b).then(cb.cmp(ca)))
-                .map(|(&c, _)| c)
+                .max_by(|a, b| {
+                    (a.born, a.records)
+                        .cmp(&(b.born, b.records))
+                        .then(b.cluster.cmp(&a.cluster))
+                })
+                .map(|s| s.cluster)
                 .expect("at least one cluster");
+            // Previous ids come in ascending order: the first a cluster gets is its smallest.
             let slot = &mut kept[owner as usize];
-            *slot = Some(slot.map_or(id, |k| k.min(id)));
+            if slot.is_none() {
+                *slot = Some(per_cluster[0].previous);
+            }
         }
+        let is_previous = |id: i64| spread.binary_search_by(|s| s.previous.cmp(&id)).is_ok();
         // What the clusters left without an id could get back.
         let mut claims: BTreeMap<(u32, i64), (u64, u64)> = BTreeMap::new();
         for (n, &c) in cluster_of.iter().enumerate() {
@@ -116,7 +180,7 @@ impl IdPlan {
                 continue;
             }
             for (position, &id) in former_of(n).iter().enumerate() {
-                if !counts.contains_key(&id) {
+                if !is_previous(id) {
                     let claim = claims.entry((c, id)).or_default();
                     claim.0 += 1;
                     claim.1 += u64::from(position == 0);
@@ -126,8 +190,7 @@ impl IdPlan {
         Self {
             restored: vec![None; kept.len()],
             kept,
-            previous_of_cluster,
-            clusters_of_previous,
+            spread,
             claims: claims
                 .into_iter()
                 .map(|((cluster, id), (carried, born))| Claim {
@@ -198,32 +261,36 @@ impl IdPlan {
     /// Merges and splits, given the final ids from `ids`.
     pub fn events(&self, ids: &[i64]) -> Vec<IdEvent> {
         let mut events = Vec::new();
-        for (c, previous) in self.previous_of_cluster.iter().enumerate() {
-            let absorbed: Vec<i64> = previous
-                .iter()
-                .copied()
-                .filter(|&p| p != ids[c] && self.clusters_of_previous[&p].len() == 1)
-                .collect();
-            if !absorbed.is_empty() {
-                events.push(IdEvent::Merge {
-                    person_id: ids[c],
-                    absorbed,
-                });
-            }
+        // Merges: per cluster (ascending) the previous ids wholly in it that it does not keep.
+        let mut absorbed: Vec<(u32, i64)> = self
+            .spread
+            .chunk_by(|a, b| a.previous == b.previous)
+            .filter(|g| g.len() == 1 && g[0].previous != ids[g[0].cluster as usize])
+            .map(|g| (g[0].cluster, g[0].previous))
+            .collect();
+        absorbed.sort_unstable();
+        for group in absorbed.chunk_by(|a, b| a.0 == b.0) {
+            events.push(IdEvent::Merge {
+                person_id: ids[group[0].0 as usize],
+                absorbed: group.iter().map(|&(_, p)| p).collect(),
+            });
         }
-        for (&p, clusters) in &self.clusters_of_previous {
-            if clusters.len() > 1 {
-                let into: BTreeSet<i64> = clusters.iter().map(|&c| ids[c as usize]).collect();
-                let restored: BTreeSet<i64> = clusters
-                    .iter()
-                    .filter_map(|&c| self.restored[c as usize])
-                    .collect();
-                events.push(IdEvent::Split {
-                    person_id: p,
-                    into: into.into_iter().collect(),
-                    restored: restored.into_iter().collect(),
-                });
-            }
+        // Splits: per previous id (ascending) spread over several clusters.
+        for group in self
+            .spread
+            .chunk_by(|a, b| a.previous == b.previous)
+            .filter(|g| g.len() > 1)
+        {
+            let into: BTreeSet<i64> = group.iter().map(|s| ids[s.cluster as usize]).collect();
+            let restored: BTreeSet<i64> = group
+                .iter()
+                .filter_map(|s| self.restored[s.cluster as usize])
+                .collect();
+            events.push(IdEvent::Split {
+                person_id: group[0].previous,
+                into: into.into_iter().collect(),
+                restored: restored.into_iter().collect(),
+            });
         }
         events
     }
@@ -277,7 +344,12 @@ mod tests {
         fresh: &[i64],
     ) -> (Vec<i64>, Vec<IdEvent>) {
         let clusters = cluster_of.iter().max().map_or(0, |m| m + 1);
-        let mut p = IdPlan::with_history(cluster_of, clusters, previous, former);
+        let mut p = IdPlan::with_history(
+            cluster_of,
+            clusters,
+            previous,
+            &FormerIds::from_dense(former),
+        );
         p.restore(&unavailable.iter().copied().collect());
         let ids = p.ids(fresh);
         let events = p.events(&ids);
@@ -301,7 +373,12 @@ mod tests {
         fresh: &[i64],
     ) -> (Vec<i64>, Vec<Vec<i64>>) {
         let clusters = cluster_of.iter().max().map_or(0, |m| m + 1);
-        let mut p = IdPlan::with_history(cluster_of, clusters, previous, former);
+        let mut p = IdPlan::with_history(
+            cluster_of,
+            clusters,
+            previous,
+            &FormerIds::from_dense(former),
+        );
         p.restore(&unavailable.iter().copied().collect());
         let ids = p.ids(fresh);
         let after = cluster_of
@@ -487,7 +564,7 @@ mod tests {
         let clusters_of = [0, 1, 2];
         let previous = [Some(10), Some(10), Some(7)];
         let former = [vec![], vec![7], vec![]];
-        let p = IdPlan::with_history(&clusters_of, 3, &previous, &former);
+        let p = IdPlan::with_history(&clusters_of, 3, &previous, &FormerIds::from_dense(&former));
         assert!(p.restore_candidates().is_empty());
         let (ids, _) = undo(&clusters_of, &previous, &former, &[], &[98]);
         assert_eq!(ids, vec![10, 98, 7]);

@@ -29,17 +29,31 @@ pub fn group_by_shared_keys(keys: &[Vec<String>]) -> Vec<Option<u32>> {
         }
     }
     let clustering = components::cluster(&ids, &links, &[], &[]);
-    // Renumber, leaving out items with no key.
-    let mut number: HashMap<u32, u32> = HashMap::new();
-    keys.iter()
-        .zip(&clustering.cluster_of)
-        .map(|(k, &c)| {
-            if k.is_empty() {
-                None
-            } else {
-                let next = number.len() as u32;
-                Some(*number.entry(c).or_insert(next))
+    groups_with_keys(&clustering, |i| !keys[i].is_empty())
+}
+
+/// The groups of a clustering of items, numbered anew in item order, leaving out the items
+/// without keys (`has_keys(i)` false: they are alone, in no group). 4 bytes an item.
+pub fn groups_with_keys(
+    clustering: &components::Clustering,
+    has_keys: impl Fn(usize) -> bool,
+) -> Vec<Option<u32>> {
+    let mut number = vec![u32::MAX; clustering.clusters as usize];
+    let mut next = 0u32;
+    clustering
+        .cluster_of
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            if !has_keys(i) {
+                return None;
             }
+            let slot = &mut number[c as usize];
+            if *slot == u32::MAX {
+                *slot = next;
+                next += 1;
+            }
+            Some(*slot)
         })
         .collect()
 }
@@ -60,5 +74,53 @@ mod tests {
             k(&[]),
         ]);
         assert_eq!(groups, vec![Some(0), Some(0), Some(0), Some(1), None]);
+    }
+
+    #[test]
+    fn links_to_the_smallest_holder_group_as_links_to_the_first() {
+        // What a streamed resolve does: every holder of a key linked to its smallest holder
+        // (PostgreSQL's min over the key), clustered from those links alone.
+        let k = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let keys = vec![
+            k(&[]),
+            k(&["a", "b"]),
+            k(&["c"]),
+            k(&["b", "d"]),
+            k(&["e"]),
+            k(&["d", "c"]),
+            k(&[]),
+            k(&["e"]),
+            k(&["f"]),
+        ];
+        let mut smallest: HashMap<&str, u32> = HashMap::new();
+        for (i, item) in keys.iter().enumerate() {
+            for key in item {
+                smallest.entry(key.as_str()).or_insert(i as u32);
+            }
+        }
+        let mut c = components::Clusterer::new(keys.len());
+        for (i, item) in keys.iter().enumerate() {
+            for key in item {
+                if smallest[key.as_str()] != i as u32 {
+                    c.must_link(smallest[key.as_str()], i as u32);
+                }
+            }
+        }
+        let streamed = groups_with_keys(&c.finish(), |i| !keys[i].is_empty());
+        assert_eq!(streamed, group_by_shared_keys(&keys));
+        assert_eq!(
+            streamed,
+            vec![
+                None,
+                Some(0),
+                Some(0),
+                Some(0),
+                Some(1),
+                Some(0),
+                None,
+                Some(1),
+                Some(2)
+            ]
+        );
     }
 }

@@ -58,7 +58,10 @@ const GROUPS: &[(&str, &[&str])] = &[
         ],
     ),
     ("sebastian", &["basti", "bastian", "wastl"]),
-    ("alexander", &["alex", "sascha", "xander", "alexandr"]),
+    (
+        "alexander",
+        &["alex", "sascha", "xander", "xandi", "alexandr"],
+    ),
     ("christian", &["chris", "krischan", "christl"]),
     (
         "christoph",
@@ -142,6 +145,7 @@ const GROUPS: &[(&str, &[&str])] = &[
             "grete",
             "greta",
             "gretel",
+            "gretl",
             "margot",
             "marga",
             "maggie",
@@ -313,6 +317,11 @@ pub fn name_groups(name: &str) -> impl Iterator<Item = &'static str> {
         .into_iter()
         .flatten()
         .map(|g| GROUPS[*g as usize].0)
+}
+
+/// Whether the table holds `name` (transliterated, lower case) as a given name or a form of one.
+pub fn is_listed(name: &str) -> bool {
+    index().contains_key(name)
 }
 
 /// How many groups (full names) the table holds: for the documentation and the tests.

@@ -277,6 +277,7 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
                 && !crosswise_one_name(a, b)
                 && !maybe_pet_form(a, b)
                 && !single_name_fits(a, b, &names)
+                && !crosswise_given_name(a, b)
             {
                 return true;
             }
@@ -307,7 +308,28 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
 /// veto a match that a personal e-mail or mobile decides. Only asked where such a rule's other
 /// predicates hold, as it costs more than a comparison.
 pub fn first_names_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
-    crosswise_one_name(a, b) || maybe_pet_form(a, b) || single_name_fits(a, b, &[])
+    crosswise_one_name(a, b)
+        || maybe_pet_form(a, b)
+        || single_name_fits(a, b, &[])
+        || crosswise_given_name(a, b)
+}
+
+/// "Kraus Gabriele" against "Gabriele Kuhn": one record written last name first, and a new
+/// last name since (a marriage). The given name agrees crosswise (equal, a form of it, a typo
+/// apart) and the nickname table knows it as a given name; the other two names differ. Two
+/// people sharing a mailbox or a phone agree crosswise on the family name instead ("Müller
+/// Thomas" against "Anna Müller"), which no table of given names holds, and a male and a female
+/// form of one name (Andreas, Andrea) stay two people.
+fn crosswise_given_name(a: &MatchRecord, b: &MatchRecord) -> bool {
+    let given = |x: &str, y: &str| {
+        (x == y || same_given_name_allowing_a_typo(x, y) || jaro_winkler_at_least(x, y, 0.92))
+            && !given_name_variants(x, y)
+            && (crate::compare::nicknames::is_listed(x) || crate::compare::nicknames::is_listed(y))
+    };
+    match (translit_names(a), translit_names(b)) {
+        ((Some(af), Some(al)), (Some(bf), Some(bl))) => given(af, bl) || given(al, bf),
+        _ => false,
+    }
 }
 
 /// A record's first and last name, transliterated (as the comparisons read them).
@@ -318,14 +340,19 @@ fn translit_names(r: &MatchRecord) -> (Option<&str>, Option<&str>) {
     )
 }
 
-/// "h" of "hans": one letter that starts the other name.
+/// "h" of "hans": one letter that starts the other name, or the full name of which the other
+/// is a short form ("a" of "sascha", Alexander; "m" of "thies", Matthias): a form fills in
+/// the initial of the name on the passport, a shop the name the customer goes by.
 fn is_initial_of(initial: &str, name: &str) -> bool {
-    initial.chars().count() == 1 && name.starts_with(initial)
+    initial.chars().count() == 1
+        && (name.starts_with(initial)
+            || crate::compare::nicknames::name_groups(name).any(|full| full.starts_with(initial)))
 }
 
 /// A record with one name only (a form's single name field: "Schreiber" or "Lisa") is no
 /// proof of a second holder when that name fits either name of the other record or, both
-/// records of one name only, either name of a third holder with both ("Lisa Schreiber").
+/// records of one name only, either name of a third holder with both ("Lisa Schreiber"), or
+/// when it is the last name its own mailbox spells ([`surname_in_own_mailbox`]).
 fn single_name_fits(a: &MatchRecord, b: &MatchRecord, holders: &[&MatchRecord]) -> bool {
     fn single(r: &MatchRecord) -> Option<&str> {
         match translit_names(r) {
@@ -337,12 +364,30 @@ fn single_name_fits(a: &MatchRecord, b: &MatchRecord, holders: &[&MatchRecord]) 
         (Some(f), Some(l)) => loosely_one_name(n, f) || loosely_one_name(n, l),
         _ => false,
     };
+    if surname_in_own_mailbox(a, single(a)) || surname_in_own_mailbox(b, single(b)) {
+        return true;
+    }
     match (single(a), single(b)) {
         (Some(n), None) => fits(n, b),
         (None, Some(n)) => fits(n, a),
         (Some(m), Some(n)) => holders.iter().any(|h| fits(m, h) && fits(n, h)),
         (None, None) => false,
     }
+}
+
+/// "Bäcker" typed into a sign-up form's only name field, on `mbaecker41@web.de`: a single
+/// name of four letters or more that no given name of the nickname table is and that the
+/// record's own mailbox spells is its last name, whatever field holds it. It says nothing of a
+/// second person beside the holder of another first name ("Thies") on that mailbox.
+fn surname_in_own_mailbox(r: &MatchRecord, single: Option<&str>) -> bool {
+    let (Some(name), Some(key)) = (single, r.email_key.as_deref()) else {
+        return false;
+    };
+    let local = key.split('@').next().unwrap_or_default();
+    name.chars().count() >= 4
+        && name.chars().all(char::is_alphabetic)
+        && !crate::compare::nicknames::is_listed(name)
+        && local.contains(name)
 }
 
 /// "Dörte Schumacher" and "Schumacher, D.": crosswise, the names agree loosely (an initial, a
@@ -1145,6 +1190,103 @@ mod tests {
         let o = compare(&christian, &christine, &ctx);
         assert_eq!(o.level(Comparison::Phone), None);
         assert!(o.shared_phone);
+    }
+
+    #[test]
+    fn an_initial_agrees_with_the_full_name_of_a_short_form() {
+        let ctx = Context::default();
+        let first = |a: &str, b: &str| {
+            compare(&rec(a, "schumacher", ""), &rec(b, "schumacher", ""), &ctx)
+                .level(Comparison::FirstName)
+        };
+        // Sascha is Alexander, Thies Matthias, Basti Sebastian: the initial of the passport name.
+        assert_eq!(first("sascha", "a"), Some(5));
+        assert_eq!(first("m", "thies"), Some(5));
+        assert_eq!(first("basti", "s"), Some(5));
+        // Its own initial still agrees; another letter does not.
+        assert_eq!(first("sascha", "s"), Some(5));
+        assert_eq!(
+            first("sascha", "p"),
+            Some(Comparison::FirstName.else_level())
+        );
+        assert_eq!(
+            first("petra", "a"),
+            Some(Comparison::FirstName.else_level())
+        );
+        // Two holders of one mobile, "Sascha" and "A.": not proof of two people.
+        let mut sascha = rec("sascha", "schumacher", "");
+        let mut a = rec("a", "schumacher", "");
+        for r in [&mut sascha, &mut a] {
+            r.phones = vec!["+4915746163823".into()];
+        }
+        assert!(Context::build(&[sascha, a]).shared_phones.is_empty());
+    }
+
+    #[test]
+    fn a_given_name_agreeing_crosswise_is_a_name_change_not_a_second_person() {
+        let on_mailbox = |first: &str, last: &str| {
+            MatchRecord {
+                first_name: Some(first.into()),
+                last_name: Some(last.into()),
+                email: Some("kuhn.gabriele@icloud.com".into()),
+                email_key: Some("kuhn.gabriele@icloud.com".into()),
+                ..Default::default()
+            }
+            .prepare()
+        };
+        // Married since, and written last name first in one system.
+        let (gabriele, kraus) = (
+            on_mailbox("gabriele", "kuhn"),
+            on_mailbox("kraus", "gabriele"),
+        );
+        assert!(first_names_may_be_one(&gabriele, &kraus));
+        assert!(Context::build(&[gabriele, kraus]).shared_emails.is_empty());
+        // A form of the given name crosswise counts too (Gabi for Gabriele).
+        assert!(first_names_may_be_one(
+            &on_mailbox("gabriele", "kuhn"),
+            &on_mailbox("kraus", "gabi")
+        ));
+        // The family name crosswise is a family: Anna Müller and "Müller Thomas".
+        let (anna, thomas) = (on_mailbox("anna", "müller"), on_mailbox("müller", "thomas"));
+        assert!(!first_names_may_be_one(&anna, &thomas));
+        assert!(!Context::build(&[anna, thomas]).shared_emails.is_empty());
+        // And a male and a female form of one name are two people.
+        let (andreas, andrea) = (on_mailbox("andreas", "kuhn"), on_mailbox("kraus", "andrea"));
+        assert!(!crosswise_given_name(&andreas, &andrea));
+    }
+
+    #[test]
+    fn a_last_name_in_the_only_name_field_on_its_own_mailbox_is_no_second_person() {
+        let holder = |name: &str, email: &str| {
+            MatchRecord {
+                first_name: Some(name.into()),
+                email: Some(email.into()),
+                email_key: Some(email.into()),
+                ..Default::default()
+            }
+            .prepare()
+        };
+        // "Bäcker" typed as the only name on mbaecker41@, "Thies" on the same mailbox.
+        let ctx = Context::build(&[
+            holder("bäcker", "mbaecker41@web.de"),
+            holder("thies", "mbaecker41@web.de"),
+        ]);
+        assert!(ctx.shared_emails.is_empty());
+        // Two given names on a family's mailbox stay two people, and so does a given name the
+        // mailbox happens to spell (Anna on annamueller@ beside Thomas).
+        for (x, y) in [("anna", "thomas"), ("thomas", "anna")] {
+            let ctx = Context::build(&[
+                holder(x, "annamueller@web.de"),
+                holder(y, "annamueller@web.de"),
+            ]);
+            assert!(ctx.shared_emails.contains("annamueller@web.de"), "{x} {y}");
+        }
+        // A name the mailbox does not spell proves nothing either way by this rule.
+        let ctx = Context::build(&[
+            holder("schreiner", "mbaecker41@web.de"),
+            holder("thies", "mbaecker41@web.de"),
+        ]);
+        assert!(ctx.shared_emails.contains("mbaecker41@web.de"));
     }
 
     #[test]

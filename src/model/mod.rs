@@ -3,6 +3,7 @@
 
 pub mod blocking;
 pub mod comparison;
+pub mod distributed;
 pub mod identify;
 pub mod params;
 pub mod record;

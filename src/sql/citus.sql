@@ -68,4 +68,74 @@ BEGIN
 END
 $$;
 
+-- Scoring on the workers (issue 27, second slice). With Citus and at least one worker node,
+-- unify.score_pairs keeps everything above on the coordinator (households, unify.block_keys,
+-- the figures per rule, unify.pairs) and scores the candidate blocks on the workers: the
+-- members of every valid block go into unify._score_members, distributed by block key, each
+-- row carrying the record's match columns, its valid block keys and what the scorer reads
+-- about it from the coordinator's state (name frequencies, household e-mail and phones); one
+-- distributed query groups that table by block key (pushed down to the shards) and calls the
+-- Rust kernel unify._score_block per block (matching/distributed.rs).
+
+-- Active worker nodes of the Citus cluster (0 without Citus or without workers).
+CREATE FUNCTION unify._citus_workers() RETURNS int
+STABLE PARALLEL SAFE LANGUAGE plpgsql AS $$
+DECLARE
+    n int;
+BEGIN
+    IF NOT unify._citus_present() OR to_regclass('pg_catalog.pg_dist_node') IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE 'SELECT count(*)::int FROM pg_catalog.pg_dist_node n WHERE n.noderole = ''primary'' AND n.isactive AND n.groupid > 0'
+        INTO n;
+    RETURN n;
+END
+$$;
+
+-- unify._score_members, made by every distributed scoring and dropped at its end, in its
+-- transaction (an error drops it too): nothing stays on the workers, and no table outside the
+-- extension stays in its schema (DROP EXTENSION, pg_dump). Made by unify.score_pairs
+-- (SECURITY DEFINER), so owned by the extension's owner, with no privilege for any other role;
+-- UNLOGGED (a scratch table). Distributed by the block key, so a block's members are on one
+-- shard. Returns the table (one left by anything else is emptied and used).
+CREATE FUNCTION unify._citus_score_table() RETURNS regclass
+VOLATILE LANGUAGE plpgsql AS $$
+BEGIN
+    IF to_regclass('unify._score_members') IS NULL THEN
+        CREATE UNLOGGED TABLE unify._score_members (
+            key_hash              bigint NOT NULL,
+            record_id             bigint NOT NULL,
+            source_id             int,
+            first_name            text,
+            last_name             text,
+            email                 text,
+            email_key             text,
+            phone                 text,
+            mobile                text,
+            street                text,
+            house_number          text,
+            postcode              text,
+            city                  text,
+            external_id           text,
+            customer_number       text,
+            birth_date            date,
+            valid_keys            bigint[] NOT NULL,
+            first_name_tf         float8,
+            first_name_as_last_tf float8,
+            last_name_tf          float8,
+            last_name_as_first_tf float8,
+            email_household       boolean NOT NULL,
+            phone_household       boolean NOT NULL,
+            mobile_household      boolean NOT NULL
+        );
+        REVOKE ALL ON unify._score_members FROM PUBLIC;
+        COMMENT ON TABLE unify._score_members IS 'Scratch of unify.score_pairs on Citus: members of the candidate blocks, distributed by block key (dropped at the end of the run)';
+    END IF;
+    IF unify._placement('unify._score_members') <> 'distributed' THEN
+        EXECUTE 'SELECT pg_catalog.create_distributed_table(''unify._score_members'', ''key_hash'', colocate_with => ''none'')';
+    END IF;
+    RETURN 'unify._score_members'::regclass;
+END
+$$;
+
 -- Privileges: see security.sql.

@@ -60,7 +60,9 @@ CREATE INDEX block_keys_record ON unify.block_keys (record_id);
 CREATE TABLE unify.matching_state (
     singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     blocking_rules jsonb NOT NULL,
-    keys_built_at  timestamptz NOT NULL
+    keys_built_at  timestamptz NOT NULL,
+    -- Where the last full scoring scored the blocks: 'workers' on a Citus cluster (citus.sql).
+    scored_on      text NOT NULL DEFAULT 'coordinator' CHECK (scored_on IN ('coordinator', 'workers'))
 );
 COMMENT ON TABLE unify.matching_state IS 'Blocking rules behind unify.block_keys (one row once unify.score_pairs ran)';
 -- Scored pairs and the blocking keys they came from are dumped too: a restored database

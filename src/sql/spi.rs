@@ -148,6 +148,63 @@ pub fn fetch_all<T>(
     out
 }
 
+/// Rows of an SQL cursor, fetched `batch` at a time on the caller's connection (which stays
+/// free for writing between fetches, unlike an SPI cursor that borrows it). The cursor lives
+/// until it is closed or the transaction ends, so later connections of the same transaction
+/// may fetch from it too.
+pub(crate) struct Cursor {
+    name: &'static str,
+    batch: usize,
+    function: &'static str,
+}
+
+impl Cursor {
+    pub(crate) fn open(
+        client: &mut SpiClient<'_>,
+        name: &'static str,
+        query: &str,
+        batch: usize,
+        function: &'static str,
+    ) -> Self {
+        client
+            .update(
+                &format!("DECLARE {name} NO SCROLL CURSOR FOR {query}"),
+                None,
+                &[],
+            )
+            .unwrap_or_else(|e| spi_failed(e, function));
+        Self {
+            name,
+            batch,
+            function,
+        }
+    }
+
+    /// The next rows through `row`; empty at the end.
+    pub(crate) fn next<T>(
+        &self,
+        client: &mut SpiClient<'_>,
+        mut row: impl FnMut(&SpiHeapTupleData) -> T,
+    ) -> Vec<T> {
+        let table = client
+            .update(
+                &format!("FETCH FORWARD {} FROM {}", self.batch, self.name),
+                None,
+                &[],
+            )
+            .unwrap_or_else(|e| spi_failed(e, self.function));
+        let rows = in_own_context(|| table.map(|r| row(&r)).collect());
+        free_last_result();
+        rows
+    }
+
+    pub(crate) fn close(self, client: &mut SpiClient<'_>) {
+        client
+            .update(&format!("CLOSE {}", self.name), None, &[])
+            .unwrap_or_else(|e| spi_failed(e, self.function));
+    }
+}
+
 /// Runs `f` with the PostgreSQL memory it allocates (detoasted values read from rows, the datums
 /// of a statement's arguments) in a context of its own, deleted when `f` returns. Without it
 /// those allocations land in the SPI connection's context and stay until the connection ends:

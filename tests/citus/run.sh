@@ -20,6 +20,7 @@
 #
 #   [ROWS=5000] bash tests/citus/run.sh [WORK_DIR]      (scripts/test.sh runs it with the defaults)
 #   CITUS_TIMES=1 also prints the time of every step, Citus beside plain (benches/citus.sh)
+#   CITUS_MEMORY=1 also prints the peak private memory per node while score_pairs runs
 #   CITUS_KEEP=1 leaves the three clusters running afterwards
 source "$(dirname "$0")/../../scripts/lib.sh"
 WORK="${1:-/tmp/customer_unify-test}/citus"
@@ -103,13 +104,42 @@ registration() {  # registration DB
 }
 
 # Timing of every step, per database; the trained model's md5.
-declare -A TIME MODEL
+declare -A TIME MODEL MEM
+# CITUS_MEMORY=1 (benches/citus.sh): the peak private memory per node while score_pairs runs.
+# Every 0.2 s the sampler reads VmHWM - RssShmem (the backend's peak resident memory without the
+# shared buffers it touched) of every child process of each node's postmaster (the coordinator's
+# backend, the workers' backends serving Citus's shard queries); the largest value seen per node.
+mem_sampler() {  # mem_sampler FILE: appends "node kB" lines until killed
+    local node pm pid v
+    while :; do
+        for node in coordinator worker1 worker2; do
+            pm=$(head -1 "$WORK/$node/data/postmaster.pid" 2>/dev/null) || continue
+            for pid in $(pgrep -P "$pm" || true); do
+                v=$(awk '/^VmHWM/ {h=$2} /^RssShmem/ {s=$2} END {if (h) print h - s}' "/proc/$pid/status" 2>/dev/null || true)
+                if [ -n "$v" ]; then echo "$node $v"; fi
+            done
+        done >> "$1" || true
+        sleep 0.2
+    done
+}
 step() {  # step DB NAME SQL
-    local t0 t1
+    local t0 t1 sampler=""
+    if [ "${CITUS_MEMORY:-0}" = 1 ] && [[ "$2" == score* ]]; then
+        : > "$WORK/mem.samples"
+        mem_sampler "$WORK/mem.samples" &
+        sampler=$!
+    fi
     t0=$(date +%s%N)
     q "$1" "SET client_min_messages = warning; $3" >/dev/null
     t1=$(date +%s%N)
     TIME[$1/$2]=$(( (t1 - t0) / 1000000 ))
+    if [ -n "$sampler" ]; then
+        kill "$sampler" 2>/dev/null || true
+        wait "$sampler" 2>/dev/null || true
+        for node in coordinator worker1 worker2; do
+            MEM[$1/$2/$node]=$(awk -v n="$node" '$1 == n && $2 > m {m = $2} END {printf "%.0f", m / 1024}' "$WORK/mem.samples")
+        done
+    fi
 }
 drain() {  # drain DB: process_queue until the queue is empty
     psql_on "${PORT[coordinator]}" "$1" -c "SET client_min_messages = warning" -c "DO \$\$ BEGIN
@@ -201,6 +231,49 @@ expect "cu_local: the queue applied every change (queue empty, no dead letters)"
 expect "cu_dist: the changes of distributed sources reached unify.records by sync" \
     "$(q cu_dist "SELECT count(*) FROM unify.records r JOIN unify.sources s USING (source_id) WHERE s.name = 'shop' AND r.source_key::bigint > 900000000")" \
     "$(q cu_dist "SELECT count(*) FROM crm.shop_customers WHERE customer_id > 900000000")"
+# Issue 27, scoring on the workers: with Citus and two workers, score_pairs scored the blocks on
+# the workers (unify.matching_state.scored_on), through unify._score_members, which the run made
+# and dropped (with its shards); the plain twins scored on the coordinator. The
+# pairs (and persons) compared above with plain PostgreSQL's are then the workers', and so are
+# the figures per rule, equal to plain PostgreSQL's.
+for layout in local dist; do
+    expect "cu_$layout: the blocks were scored on the workers, plain_$layout's on the coordinator" \
+        "$(q cu_$layout "SELECT scored_on FROM unify.matching_state")|$(q plain_$layout "SELECT scored_on FROM unify.matching_state")" \
+        "workers|coordinator"
+    stats="SELECT string_agg(concat_ws(':', rule, pairs, new_pairs, blocks, skipped_blocks, largest_skipped_block, largest_skipped_key), ' ' ORDER BY rule) FROM unify.blocking_stats"
+    expect "cu_$layout: the figures per blocking rule equal plain_$layout's" "$(q cu_$layout "$stats")" "$(q plain_$layout "$stats")"
+    expect "cu_$layout: the run dropped unify._score_members, its shards on the workers with it" \
+        "$(q cu_$layout "SELECT to_regclass('unify._score_members') IS NULL")|$(q cu_$layout "SELECT string_agg(result, ',') FROM run_command_on_workers(\$\$SELECT count(*) FROM pg_class WHERE relname LIKE '\\_score\\_members%'\$\$)")" "t|0,0"
+done
+# To the last bit, on the same data and model: the workers' pairs, weights and figures equal those
+# of the coordinator's own scoring of the same database (customer_unify.citus_scoring = off).
+# (The plain twins' models differ from the Citus databases' in the last digits, train's sums in
+# another order, so their weights are compared rounded, in the listings above.)
+exact="SELECT count(*) || ' ' || md5(string_agg(concat_ws('|', p.record_a, p.record_b, p.match_weight::text,
+              p.match_probability::text, p.is_match, p.forced_by, p.blocking_rules::text, p.weights::text), E'\n'
+              ORDER BY p.record_a, p.record_b)) FROM unify.pairs p"
+for db in $CITUS_DBS; do
+    on_workers="$(q $db "$exact")|$(q $db "$stats")"
+    coordinator=$(psql_on "${PORT[coordinator]}" $db -c "SET client_min_messages = warning" -c "SET customer_unify.citus_scoring = off" \
+        -c "SELECT stored_pairs > 1000 FROM unify.score_pairs()" -c "SELECT scored_on FROM unify.matching_state" -c "$exact" -c "$stats" \
+        | tr '\n' '|' | sed 's/|$//')
+    expect "$db: the workers' pairs (weights to the last bit) and figures equal the coordinator's own scoring" \
+        "t|coordinator|$on_workers" "$coordinator"
+done
+expect "the kernel is installed on the workers (the extension, created on the coordinator, propagated)" \
+    "$(q cu_dist "SELECT string_agg(result, ',') FROM run_command_on_workers(\$\$SELECT count(*) FROM pg_proc WHERE proname = '_score_block'\$\$)")" "1,1"
+# The scratch table and the kernel are the owner's: the lowest roles read neither.
+q cu_dist "SET client_min_messages = warning; CREATE ROLE regress_citus_reader IN ROLE unify_reader"
+# (made here as score_pairs makes it, and dropped after the probes)
+q cu_dist "SET client_min_messages = warning; SELECT unify._citus_score_table()" >/dev/null
+for role in regress_citus_admin regress_citus_reader; do
+    for probe in "SELECT count(*) FROM unify._score_members" \
+                 "SELECT unify._score_block('{}', '{}', '{}', 1, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')"; do
+        out=$(psql -X -q -At -v VERBOSITY=verbose -p "${PORT[coordinator]}" -d cu_dist -c "SET ROLE $role" -c "$probe" 2>&1 || true)
+        [[ "$out" == *"ERROR:  42501"* ]] && pass "as $role: ${probe:0:40}... refused (42501)" || fail "as $role: $probe: got '$out'"
+    done
+done
+q cu_dist "DROP ROLE regress_citus_reader; DROP TABLE unify._score_members"
 expect "unify.status: where each source lives (cu_dist)" \
     "$(q cu_dist "SELECT string_agg(source || '=' || placement, ',' ORDER BY source) || ' citus=' || bool_and(citus) FROM unify.status")" \
     "crm=distributed,newsletter=local,pos=reference,shop=distributed citus=true"
@@ -212,6 +285,16 @@ if [ "${CITUS_TIMES:-0}" = 1 ]; then
     printf '%-16s %12s %12s %12s %12s\n' "step (ms)" plain_local cu_local plain_dist cu_dist
     for s in sync train score_pairs resolve changes process_queue sync_again score_again resolve_again; do
         printf '%-16s %12s %12s %12s %12s\n' "$s" "${TIME[plain_local/$s]}" "${TIME[cu_local/$s]}" "${TIME[plain_dist/$s]}" "${TIME[cu_dist/$s]}"
+    done
+fi
+if [ "${CITUS_MEMORY:-0}" = 1 ]; then
+    echo
+    echo "peak private memory while scoring (VmHWM - RssShmem, MB, largest backend per node, sampled every 0.2 s)"
+    printf '%-26s %12s %12s %12s\n' "database/step" coordinator worker1 worker2
+    for db in plain_local cu_local plain_dist cu_dist; do
+        for s in score_pairs score_again; do
+            printf '%-26s %12s %12s %12s\n' "$db/$s" "${MEM[$db/$s/coordinator]}" "${MEM[$db/$s/worker1]}" "${MEM[$db/$s/worker2]}"
+        done
     done
 fi
 [ $FAILED = 0 ] || die "citus tests failed"

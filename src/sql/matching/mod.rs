@@ -5,6 +5,7 @@
 //! matching tables: unify.pairs, unify.block_keys, unify.matching_state and
 //! unify.blocking_stats are written only here.
 
+mod distributed;
 pub(super) mod explain;
 pub(super) mod forget;
 mod frequencies;

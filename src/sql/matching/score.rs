@@ -64,6 +64,12 @@ fn _score_pairs() -> TableIterator<
     let mut phases = Phases::new(F);
     let version = model_version(F);
     let model = current_model(F);
+    if super::distributed::on_workers() {
+        // Citus with worker nodes: the blocks are scored on the workers.
+        let (candidate_pairs, stored_pairs, matches, forced) =
+            super::distributed::score_on_workers(&model, version, &mut phases);
+        return TableIterator::once((candidate_pairs, stored_pairs, matches, forced, version));
+    }
     let budget = crate::budget::kb();
     let count = Spi::get_one::<i64>("SELECT count(*) FROM unify.records")
         .unwrap_or_else(|e| spi_failed(e, F))
@@ -176,7 +182,7 @@ pub(super) fn write_matching_state(client: &mut SpiClient<'_>, model: &Model) {
             "INSERT INTO unify.matching_state AS s (singleton, blocking_rules, keys_built_at)
              VALUES (true, $1, now())
              ON CONFLICT (singleton) DO UPDATE SET blocking_rules = excluded.blocking_rules,
-                 keys_built_at = excluded.keys_built_at",
+                 keys_built_at = excluded.keys_built_at, scored_on = excluded.scored_on",
             None,
             &[JsonB(rules).into()],
         )

@@ -38,7 +38,7 @@ use crate::model::stream::{block_pairs, buffer_records, RuleFigures, ValueGroups
 
 const F: &str = "score_pairs";
 /// The blocking keys score_pairs writes (and the change queue reads).
-const BLOCK_KEYS: &str = "unify.block_keys";
+pub(super) const BLOCK_KEYS: &str = "unify.block_keys";
 
 /// What unify.score_pairs returns: candidate pairs (NULL without rules), stored, matches, forced.
 pub(super) type Figures = (Option<i64>, i64, i64, i64);
@@ -213,19 +213,24 @@ pub(super) fn score_streamed(
                 shared_phones: household_values(client, &stream, "phone"),
             };
             phases.mark("households");
-            stream.run(client, "TRUNCATE unify.block_keys");
-            let rebuild = drop_indexes(client, BLOCK_KEYS, true, F);
-            let mut keys = KeyWriter::new(BLOCK_KEYS);
-            for_each_record(client, &stream, |client, records| {
-                keys.add(client, model, records)
-            });
-            keys.finish(client);
-            rebuild_indexes(client, rebuild, F);
-            super::score::write_matching_state(client, model);
+            write_block_keys(client, &stream, model);
             phases.mark("block_keys");
             score_blocks(client, &stream, model, &ctx, &ids, version, phases)
         })
     })
+}
+
+/// unify.block_keys and unify.matching_state anew, from one pass over the records.
+pub(super) fn write_block_keys(client: &mut SpiClient<'_>, stream: &Stream, model: &Model) {
+    stream.run(client, "TRUNCATE unify.block_keys");
+    let rebuild = drop_indexes(client, BLOCK_KEYS, true, stream.function);
+    let mut keys = KeyWriter::new(BLOCK_KEYS);
+    for_each_record(client, stream, |client, records| {
+        keys.add(client, model, records)
+    });
+    keys.finish(client);
+    rebuild_indexes(client, rebuild, stream.function);
+    super::score::write_matching_state(client, model);
 }
 
 /// The e-mails or phones (`of`) held by clearly different people (`comparison::Context`), from
@@ -585,7 +590,7 @@ fn skipped_key(
         .map(|k| k.replace('\u{1f}', " | "))
 }
 
-fn limit_exceeded(e: String, function: &'static str) -> ! {
+pub(super) fn limit_exceeded(e: String, function: &'static str) -> ! {
     raise(
         PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
         e,

@@ -7,10 +7,58 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 
-use super::super::spi::{drop_indexes, fetch_all, rebuild_indexes, spi_failed, update_kept, Args};
+use pgrx::spi::{SpiClient, SpiHeapTupleData};
+
+use super::super::spi::{
+    drop_indexes, fetch_all, free_last_result, in_own_context, rebuild_indexes, spi_failed,
+    update_kept, Args, Cursor,
+};
 use super::fresh_ids;
-use crate::cluster::components::{cluster, MatchPair};
-use crate::cluster::ids::{former_ids_after, IdEvent, IdPlan};
+use crate::cluster::components::{pair_order, Clusterer, MatchPair};
+use crate::cluster::ids::{former_ids_after, FormerIds, IdEvent, IdPlan};
+
+/// The temp table a full run stages the changed records in when they are more than a chunk.
+const CHANGES: &str = "pg_temp.unify_cluster_changes";
+
+fn run(client: &mut SpiClient<'_>, statement: &str, function: &'static str) {
+    client
+        .update(statement, None, &[])
+        .unwrap_or_else(|e| spi_failed(e, function));
+}
+
+/// Changed records on their way to unify.records: id, new person, former ids as an array
+/// literal.
+#[derive(Default)]
+struct Chunk {
+    records: Vec<i64>,
+    persons: Vec<i64>,
+    former: Vec<Option<String>>,
+}
+
+impl Chunk {
+    /// Into the temp table.
+    fn stage(self, client: &mut SpiClient<'_>) {
+        if self.records.is_empty() {
+            return;
+        }
+        in_own_context(|| {
+            client
+                .update(
+                    &format!(
+                        "INSERT INTO {CHANGES} SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[])"
+                    ),
+                    None,
+                    &[
+                        self.records.into(),
+                        self.persons.into(),
+                        self.former.into(),
+                    ],
+                )
+                .unwrap_or_else(|e| spi_failed(e, "resolve"));
+        });
+        free_last_result();
+    }
+}
 
 /// Clusters the records in scope (all, or those of `person_ids` plus `record_ids`) over their
 /// match pairs and overrides, gives the clusters stable person ids (giving a separated group
@@ -44,44 +92,54 @@ fn _cluster(
 > {
     const F: &str = "resolve";
     let full = person_ids.is_none() && record_ids.is_none();
+    // Records per fetch and per written chunk within customer_unify.batch_memory (a few hundred
+    // bytes a row in flight).
+    let batch = (crate::budget::kb() as usize * 4).clamp(100, 200_000);
     Spi::connect_mut(|client| {
-        let (records_query, args): (&str, Args) = if full {
-            (
+        // The records in scope in record id order: their dense index is their rank, found by a
+        // binary search (8 bytes a record, no map). Former ids only where a record has any.
+        let mut ids: Vec<i64> = Vec::new();
+        let mut previous: Vec<Option<i64>> = Vec::new();
+        let mut former = FormerIds::default();
+        let mut take = |r: &SpiHeapTupleData| {
+            let i = ids.len() as u32;
+            ids.push(r.get::<i64>(1).ok().flatten().unwrap_or_default());
+            previous.push(r.get::<i64>(2).ok().flatten());
+            former.push(i, r.get::<Vec<i64>>(3).ok().flatten().unwrap_or_default());
+        };
+        if full {
+            let cursor = Cursor::open(
+                client,
+                "unify_cluster_records",
                 "SELECT record_id, person_id, former_person_ids FROM unify.records ORDER BY record_id",
-                vec![],
-            )
+                batch,
+                F,
+            );
+            loop {
+                let n = cursor.next(client, &mut take).len();
+                if n == 0 {
+                    break;
+                }
+            }
+            cursor.close(client);
         } else {
-            (
+            fetch_all(
+                client,
                 "SELECT record_id, person_id, former_person_ids FROM unify.records
                   WHERE person_id = ANY ($1) OR record_id = ANY ($2) ORDER BY record_id",
                 vec![
                     person_ids.clone().unwrap_or_default().into(),
                     record_ids.clone().unwrap_or_default().into(),
                 ],
-            )
-        };
-        let rows: Vec<(i64, Option<i64>, Vec<i64>)> =
-            fetch_all(client, records_query, args, F, |r| {
-                (
-                    r.get::<i64>(1).ok().flatten().unwrap_or_default(),
-                    r.get::<i64>(2).ok().flatten(),
-                    r.get::<Vec<i64>>(3).ok().flatten().unwrap_or_default(),
-                )
-            });
-        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
-        let previous: Vec<Option<i64>> = rows.iter().map(|r| r.1).collect();
-        let former: Vec<Vec<i64>> = rows.into_iter().map(|r| r.2).collect();
+                F,
+                |r| take(r),
+            );
+        }
+        let index = |id: i64| ids.binary_search(&id).ok().map(|i| i as u32);
         // Pairs and overrides are found by their first record and kept when the second is in
         // scope too, tested here: as a filter in a kept (generic) plan, `b = ANY ($1)` scans
         // the whole array for every row (93 ms against 27 ms for 3,000 records).
         let scope_filter = if full { "" } else { "AND a = ANY ($1)" };
-        let in_scope: HashSet<i64> = if full {
-            HashSet::new()
-        } else {
-            ids.iter().copied().collect()
-        };
-        let both_in_scope =
-            |a: i64, b: i64| full || (in_scope.contains(&a) && in_scope.contains(&b));
         let scope_args = || -> Args {
             if full {
                 vec![]
@@ -89,23 +147,6 @@ fn _cluster(
                 vec![ids.clone().into()]
             }
         };
-        let matches: Vec<MatchPair> = fetch_all(
-            client,
-            &format!(
-                "SELECT a, b, w FROM (SELECT record_a AS a, record_b AS b, match_weight AS w
-                   FROM unify.pairs WHERE is_match) p WHERE true {scope_filter}"
-            ),
-            scope_args(),
-            F,
-            |r| MatchPair {
-                a: r.get::<i64>(1).ok().flatten().unwrap_or_default(),
-                b: r.get::<i64>(2).ok().flatten().unwrap_or_default(),
-                weight: r.get::<f64>(3).ok().flatten().unwrap_or_default(),
-            },
-        )
-        .into_iter()
-        .filter(|p| both_in_scope(p.a, p.b))
-        .collect();
         let overrides: Vec<(i64, i64, bool)> = fetch_all(
             client,
             &format!(
@@ -125,22 +166,75 @@ fn _cluster(
                     r.get::<bool>(3).ok().flatten().unwrap_or_default(),
                 )
             },
-        )
-        .into_iter()
-        .filter(|o| both_in_scope(o.0, o.1))
-        .collect();
-        let must: Vec<(i64, i64)> = overrides
-            .iter()
-            .filter(|o| o.2)
-            .map(|o| (o.0, o.1))
-            .collect();
-        let cannot: Vec<(i64, i64)> = overrides
-            .iter()
-            .filter(|o| !o.2)
-            .map(|o| (o.0, o.1))
-            .collect();
-
-        let clustering = cluster(&ids, &must, &cannot, &matches);
+        );
+        let mut clusterer = Clusterer::new(ids.len());
+        // The dense indices of a pair in scope and apart; None for a pair naming one record,
+        // or (counted) a record out of scope.
+        let lookup = |a: i64, b: i64, c: &mut Clusterer| match (index(a), index(b)) {
+            (Some(x), Some(y)) if x != y => Some((x, y)),
+            (Some(_), Some(_)) => None,
+            _ => {
+                c.unknown();
+                None
+            }
+        };
+        for &(a, b, _) in overrides.iter().filter(|o| !o.2) {
+            if let Some((x, y)) = lookup(a, b, &mut clusterer) {
+                clusterer.cannot_link(x, y);
+            }
+        }
+        for &(a, b, _) in overrides.iter().filter(|o| o.2) {
+            if let Some((x, y)) = lookup(a, b, &mut clusterer) {
+                clusterer.must_link(x, y);
+            }
+        }
+        drop(overrides);
+        let pair = |r: &SpiHeapTupleData| MatchPair {
+            a: r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+            b: r.get::<i64>(2).ok().flatten().unwrap_or_default(),
+            weight: r.get::<f64>(3).ok().flatten().unwrap_or_default(),
+        };
+        if full {
+            // Every match pair, streamed in the order they join (components::pair_order):
+            // PostgreSQL sorts them within work_mem; here only the union-find.
+            let cursor = Cursor::open(
+                client,
+                "unify_cluster_pairs",
+                "SELECT record_a, record_b, match_weight FROM unify.pairs WHERE is_match
+                  ORDER BY match_weight DESC, least(record_a, record_b), greatest(record_a, record_b)",
+                batch,
+                F,
+            );
+            loop {
+                let pairs = cursor.next(client, pair);
+                if pairs.is_empty() {
+                    break;
+                }
+                for p in pairs {
+                    if let Some((x, y)) = lookup(p.a, p.b, &mut clusterer) {
+                        clusterer.matched(x, y);
+                    }
+                }
+            }
+            cursor.close(client);
+        } else {
+            let mut matches: Vec<MatchPair> = fetch_all(
+                client,
+                "SELECT a, b, w FROM (SELECT record_a AS a, record_b AS b, match_weight AS w
+                   FROM unify.pairs WHERE is_match) p WHERE true AND a = ANY ($1)",
+                scope_args(),
+                F,
+                pair,
+            );
+            matches.retain(|p| index(p.b).is_some());
+            matches.sort_by(pair_order);
+            for p in matches {
+                if let Some((x, y)) = lookup(p.a, p.b, &mut clusterer) {
+                    clusterer.matched(x, y);
+                }
+            }
+        }
+        let clustering = clusterer.finish();
         let mut plan = IdPlan::with_history(
             &clustering.cluster_of,
             clustering.clusters,
@@ -169,95 +263,138 @@ fn _cluster(
         let person_of_cluster = plan.ids(&fresh);
         let events = plan.events(&person_of_cluster);
 
-        let (mut changed_records, mut changed_persons, mut changed_former) =
-            (Vec::new(), Vec::new(), Vec::new());
-        let mut touched: BTreeSet<i64> = previous.iter().flatten().copied().collect();
-        for (i, &c) in clustering.cluster_of.iter().enumerate() {
-            let person = person_of_cluster[c as usize];
-            if previous[i] != Some(person) {
-                changed_records.push(ids[i]);
-                changed_persons.push(person);
-                let restored = plan.restored(c) == Some(person);
-                let after = former_ids_after(previous[i], &former[i], person, restored);
-                // As an array literal (rows of a bigint[][] would need one length); none: NULL.
-                changed_former.push((!after.is_empty()).then(|| {
-                    let list: Vec<String> = after.iter().map(i64::to_string).collect();
-                    format!("{{{}}}", list.join(","))
-                }));
-                touched.insert(person);
-            }
-        }
+        // The records whose person changes, written a chunk of `batch` at a time (one UPDATE
+        // when they fit one chunk; else the chunks go to a temp table first, and one UPDATE
+        // joins it, so the table is read once).
+        let person_of = |i: usize| person_of_cluster[clustering.cluster_of[i] as usize];
+        let changed = (0..ids.len())
+            .filter(|&i| previous[i] != Some(person_of(i)))
+            .count();
         // A first resolve gives every record its person: rewriting most of the table goes
         // faster without its indexes (see unify._drop_indexes), the primary key and the unique
         // source key too: a new row version outside its page is entered in every index, and a
         // unique one checks the old version first (issue 27, 1M records: the update took half
         // as long without them; with their rebuild, a fifth less in all).
-        let rebuild = if full && changed_records.len() * 2 > ids.len() {
+        let rebuild = if full && changed * 2 > ids.len() {
             drop_indexes(client, "unify.records", true, F)
         } else {
             Vec::new()
         };
-        if !changed_records.is_empty() {
+        let staged = changed > batch;
+        if staged {
+            run(client, &format!("DROP TABLE IF EXISTS {CHANGES}"), F);
+            run(
+                client,
+                &format!(
+                    "CREATE TEMP TABLE {CHANGES} (record_id bigint, person_id bigint, former text)"
+                ),
+                F,
+            );
+        }
+        let mut touched: BTreeSet<i64> = if full {
+            BTreeSet::new()
+        } else {
+            previous.iter().flatten().copied().collect()
+        };
+        let mut chunk = Chunk::default();
+        for (i, &c) in clustering.cluster_of.iter().enumerate() {
+            let person = person_of_cluster[c as usize];
+            if previous[i] != Some(person) {
+                chunk.records.push(ids[i]);
+                chunk.persons.push(person);
+                let restored = plan.restored(c) == Some(person);
+                let after = former_ids_after(previous[i], former.get(i), person, restored);
+                // As an array literal (rows of a bigint[][] would need one length); none: NULL.
+                chunk.former.push((!after.is_empty()).then(|| {
+                    let list: Vec<String> = after.iter().map(i64::to_string).collect();
+                    format!("{{{}}}", list.join(","))
+                }));
+                if !full {
+                    touched.insert(person);
+                }
+                if staged && chunk.records.len() >= batch {
+                    std::mem::take(&mut chunk).stage(client);
+                }
+            }
+        }
+        if staged {
+            chunk.stage(client);
+            run(client, &format!("ANALYZE {CHANGES}"), F);
+            run(
+                client,
+                &format!(
+                    "UPDATE unify.records t SET person_id = u.person_id, former_person_ids = u.former::bigint[]
+                       FROM {CHANGES} u WHERE t.record_id = u.record_id"
+                ),
+                F,
+            );
+            run(client, &format!("DROP TABLE {CHANGES}"), F);
+        } else if !chunk.records.is_empty() {
             update_kept(
                 client,
                 "UPDATE unify.records t SET person_id = u.person_id, former_person_ids = u.former::bigint[]
                    FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u (record_id, person_id, former)
                   WHERE t.record_id = u.record_id",
                 &vec![
-                    changed_records.clone().into(),
-                    changed_persons.into(),
-                    changed_former.into(),
+                    chunk.records.into(),
+                    chunk.persons.into(),
+                    chunk.former.into(),
                 ],
             )
             .unwrap_or_else(|e| spi_failed(e, F));
         }
         rebuild_indexes(client, rebuild, F);
         let (mut merges, mut splits) = (0i64, 0i64);
-        let event_rows: Vec<Value> = events
-            .iter()
-            .map(|e| match e {
-                IdEvent::Merge {
-                    person_id,
-                    absorbed,
-                } => {
-                    merges += 1;
-                    json!({"event": "merge", "person_id": person_id, "related": absorbed})
-                }
-                IdEvent::Split {
-                    person_id,
-                    into,
-                    restored,
-                } => {
-                    splits += 1;
-                    json!({"event": "split", "person_id": person_id, "related": into,
-                           "restored": restored})
-                }
-            })
-            .collect();
-        if !event_rows.is_empty() {
-            update_kept(
-                client,
-                // An id given back names the event that took it away: the last merge that
-                // absorbed it, or split it.
-                "INSERT INTO unify.identity_events (event, person_id, related_ids, rule, reason, details)
-                 SELECT e ->> 'event', (e ->> 'person_id')::bigint,
-                        ARRAY(SELECT jsonb_array_elements_text(e -> 'related')::bigint), $2, $3,
-                        (SELECT jsonb_build_object('restored', jsonb_agg(jsonb_build_object(
-                                    'person_id', x.id,
-                                    'undoes', (SELECT max(v.event_id) FROM unify.identity_events v
-                                               WHERE (v.event = 'merge' AND v.related_ids @> ARRAY[x.id])
-                                                  OR (v.event = 'split' AND v.person_id = x.id)))
-                                    ORDER BY x.id))
-                         FROM (SELECT r::bigint AS id FROM jsonb_array_elements_text(e -> 'restored') r) x
-                         HAVING count(*) > 0)
-                 FROM jsonb_array_elements($1) AS e",
-                &vec![
-                    JsonB(Value::Array(event_rows)).into(),
-                    rule.into(),
-                    reason.into(),
-                ],
-            )
-            .unwrap_or_else(|e| spi_failed(e, F));
+        // A chunk of events per statement, in their order (their ids follow it). An id given
+        // back names an event of an earlier run, never one of these (it was no previous id).
+        for chunk in events.chunks(batch) {
+            let event_rows: Vec<Value> = chunk
+                .iter()
+                .map(|e| match e {
+                    IdEvent::Merge {
+                        person_id,
+                        absorbed,
+                    } => {
+                        merges += 1;
+                        json!({"event": "merge", "person_id": person_id, "related": absorbed})
+                    }
+                    IdEvent::Split {
+                        person_id,
+                        into,
+                        restored,
+                    } => {
+                        splits += 1;
+                        json!({"event": "split", "person_id": person_id, "related": into,
+                               "restored": restored})
+                    }
+                })
+                .collect();
+            in_own_context(|| {
+                update_kept(
+                    client,
+                    // An id given back names the event that took it away: the last merge that
+                    // absorbed it, or split it.
+                    "INSERT INTO unify.identity_events (event, person_id, related_ids, rule, reason, details)
+                     SELECT e ->> 'event', (e ->> 'person_id')::bigint,
+                            ARRAY(SELECT jsonb_array_elements_text(e -> 'related')::bigint), $2, $3,
+                            (SELECT jsonb_build_object('restored', jsonb_agg(jsonb_build_object(
+                                        'person_id', x.id,
+                                        'undoes', (SELECT max(v.event_id) FROM unify.identity_events v
+                                                   WHERE (v.event = 'merge' AND v.related_ids @> ARRAY[x.id])
+                                                      OR (v.event = 'split' AND v.person_id = x.id)))
+                                        ORDER BY x.id))
+                             FROM (SELECT r::bigint AS id FROM jsonb_array_elements_text(e -> 'restored') r) x
+                             HAVING count(*) > 0)
+                     FROM jsonb_array_elements($1) AS e",
+                    &vec![
+                        JsonB(Value::Array(event_rows)).into(),
+                        rule.into(),
+                        reason.into(),
+                    ],
+                )
+                .unwrap_or_else(|e| spi_failed(e, F));
+            });
+            free_last_result();
         }
         TableIterator::once((
             ids.len() as i64,
@@ -267,7 +404,7 @@ fn _cluster(
             splits,
             clustering.held_apart as i64,
             clustering.contradictions as i64,
-            changed_records.len() as i64,
+            changed as i64,
             (!full).then(|| touched.into_iter().collect()),
         ))
     })

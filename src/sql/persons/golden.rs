@@ -8,8 +8,14 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::Value;
 
-use super::super::spi::{fetch_all, Args};
-use super::households::{household_keys, plan_households, HouseholdFields};
+use pgrx::spi::{SpiClient, SpiHeapTupleData};
+
+use super::super::spi::{
+    fetch_all, free_last_result, in_own_context, select_kept, spi_failed, Args, Cursor,
+};
+use super::households::{household_keys, plan_household_ids, plan_households, HouseholdFields};
+use crate::cluster::components::Clusterer;
+use crate::cluster::groups_with_keys;
 use crate::cluster::survivorship::{latest_consent, survivor, Candidate, ConsentCandidate, Rule};
 use crate::normalize::{address, display, name, phone};
 
@@ -87,6 +93,8 @@ struct GoldenInput {
     stated: [Option<i64>; 3],
     updated: Option<i64>,
     seen: i64,
+    /// The person's household before this run, where the query reads it (the streamed run).
+    household: Option<i64>,
 }
 
 /// The survivor of one consent channel: granted or not, the deciding source and its time.
@@ -285,130 +293,241 @@ fn _golden_records(
         name!(household_id, Option<i64>),
     ),
 > {
-    const F: &str = "resolve";
-    let (rules, priorities, inputs) = Spi::connect(|client| {
-        let rules: HashMap<String, (Rule, Vec<String>)> = fetch_all(
-            client,
-            "SELECT field, rule, options FROM unify.survivorship_rules",
-            vec![],
-            F,
-            |r| {
-                let field = r.get::<String>(1).ok().flatten().unwrap_or_default();
-                let rule = r.get::<String>(2).ok().flatten().unwrap_or_default();
-                let options = r
-                    .get::<JsonB>(3)
-                    .ok()
-                    .flatten()
-                    .map_or(Value::Null, |j| j.0);
-                let order = options["order"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (
-                    field,
-                    (Rule::parse(&rule).unwrap_or(Rule::MostRecent), order),
-                )
-            },
-        )
-        .into_iter()
-        .collect();
-        let priorities: HashMap<i32, i32> = fetch_all(
-            client,
-            "SELECT source_id, priority FROM unify.sources",
-            vec![],
-            F,
-            |r| {
-                (
-                    r.get::<i32>(1).ok().flatten().unwrap_or_default(),
-                    r.get::<i32>(2).ok().flatten().unwrap_or_default(),
-                )
-            },
-        )
-        .into_iter()
-        .collect();
+    let survivorship = Survivorship::read();
+    let streamed = person_ids.is_none() && !fits_budget();
+    if streamed {
+        return TableIterator::new(Streamed::start(survivorship, with_households));
+    }
+    let inputs = Spi::connect(|client| {
         let filter = if person_ids.is_some() {
             "r.person_id = ANY ($1)"
         } else {
             "r.person_id IS NOT NULL"
         };
         let args: Args = person_ids.map_or(vec![], |ids| vec![ids.into()]);
-        let query = format!(
-            "SELECT r.person_id, r.record_id, r.source_id, s.name, r.first_name, r.last_name, r.email,
-                    r.phone, r.mobile, r.street, r.house_number, r.postcode, r.city, r.country,
-                    to_char(r.birth_date, 'YYYY-MM-DD'), r.company, r.customer_number,
-                    r.consent_email, r.consent_phone, r.consent_post,
-                    (extract(epoch FROM r.source_updated_at) * 1000000)::bigint,
-                    (extract(epoch FROM coalesce(r.source_updated_at, r.synced_at)) * 1000000)::bigint,
-                    r.salutation, r.title,
-                    (extract(epoch FROM r.consent_email_at) * 1000000)::bigint,
-                    (extract(epoch FROM r.consent_phone_at) * 1000000)::bigint,
-                    (extract(epoch FROM r.consent_post_at) * 1000000)::bigint,
-                    r.raw ->> 'first_name', r.raw ->> 'last_name', r.raw ->> 'full_name',
-                    coalesce(r.raw ->> 'street_line', (r.raw ->> 'street') || coalesce(' ' || (r.raw ->> 'house_number'), '')),
-                    r.raw ->> 'city'
-             FROM unify.records r JOIN unify.sources s ON s.source_id = r.source_id
-             WHERE {filter} ORDER BY r.person_id, r.record_id"
-        );
-        let inputs = fetch_all(client, &query, args, F, |r| {
-            let text = |i: usize| r.get::<String>(i).ok().flatten();
-            let micros = |i: usize| r.get::<i64>(i).ok().flatten();
-            let address = [text(10), text(11), text(12), text(13), text(14)];
-            let joined = address.iter().any(Option::is_some).then(|| {
-                address
-                    .iter()
-                    .map(|a| a.as_deref().unwrap_or(""))
-                    .collect::<Vec<_>>()
-                    .join("|")
-            });
-            GoldenInput {
-                person_id: r.get::<i64>(1).ok().flatten().unwrap_or_default(),
-                record_id: r.get::<i64>(2).ok().flatten().unwrap_or_default(),
-                source_id: r.get::<i32>(3).ok().flatten().unwrap_or_default(),
-                source: text(4).unwrap_or_default(),
-                values: [
-                    text(5),
-                    text(6),
-                    text(7),
-                    text(8),
-                    text(9),
-                    joined,
-                    text(15),
-                    text(16),
-                    text(17),
-                    text(23),
-                    text(24),
-                ],
-                address,
-                written: Written {
-                    first_name: text(28),
-                    last_name: text(29),
-                    full_name: text(30),
-                    street_line: text(31),
-                    city: text(32),
-                },
-                consent: [18, 19, 20].map(|i| r.get::<bool>(i).ok().flatten()),
-                stated: [25, 26, 27].map(micros),
-                updated: micros(21),
-                seen: micros(22).unwrap_or_default(),
-            }
-        });
-        (rules, priorities, inputs)
+        fetch_all(
+            client,
+            &records_query(filter, false),
+            args,
+            F,
+            input_from_row,
+        )
     });
+    let mut rows: Vec<GoldenRow> = survivorship.rows(&inputs);
+    drop(inputs);
+    if with_households {
+        let keys: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| household_keys(r.household_fields()))
+            .collect();
+        let households = Spi::connect_mut(|client| {
+            let before: HashMap<i64, i64> = fetch_all(
+                client,
+                "SELECT person_id, household_id FROM unify.persons WHERE household_id IS NOT NULL",
+                vec![],
+                F,
+                |r| {
+                    (
+                        r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                        r.get::<i64>(2).ok().flatten().unwrap_or_default(),
+                    )
+                },
+            )
+            .into_iter()
+            .collect();
+            let previous: Vec<Option<i64>> = rows
+                .iter()
+                .map(|r| before.get(&r.person_id).copied())
+                .collect();
+            plan_households(client, &keys, &previous)
+        });
+        for (row, household) in rows.iter_mut().zip(households) {
+            row.household_id = household;
+        }
+    }
+    TableIterator::new(rows.into_iter().map(GoldenRow::into_columns))
+}
 
-    let rule_of: Vec<(Rule, Vec<String>)> = GOLDEN_FIELDS
-        .iter()
-        .map(|f| rules.get(*f).cloned().unwrap_or((Rule::MostRecent, vec![])))
-        .collect();
-    let mut rows: Vec<GoldenRow> = Vec::new();
-    for (n, person) in inputs
-        .chunk_by(|a, b| a.person_id == b.person_id)
-        .enumerate()
-    {
-        crate::interrupt::check_every(n, 1 << 12);
+const F: &str = "resolve";
+
+/// Memory a record takes in the held run (its values read, the golden rows, the households):
+/// about 2 kB (issue 27: 2.1 GB at 1M records).
+const HELD_RECORD_BYTES: u64 = 2048;
+
+/// Whether all records with a person fit customer_unify.batch_memory held at once.
+fn fits_budget() -> bool {
+    let capacity = (crate::budget::kb() * 1024 / HELD_RECORD_BYTES) as i64;
+    Spi::connect(|client| {
+        select_kept(
+            client,
+            "SELECT count(*) FROM (SELECT 1 FROM unify.records WHERE person_id IS NOT NULL LIMIT $1) x",
+            &vec![(capacity + 1).into()],
+        )
+        .and_then(|t| t.first().get_one::<i64>())
+        .unwrap_or_else(|e| spi_failed(e, F))
+        .unwrap_or_default()
+            <= capacity
+    })
+}
+
+/// The records (with their source's name) matching `filter`, in person order: the columns
+/// `input_from_row` reads; with `household`, each person's household before this run too.
+fn records_query(filter: &str, household: bool) -> String {
+    let (column, join) = if household {
+        (
+            ", p.household_id",
+            " LEFT JOIN unify.persons p ON p.person_id = r.person_id",
+        )
+    } else {
+        ("", "")
+    };
+    format!(
+        "SELECT r.person_id, r.record_id, r.source_id, s.name, r.first_name, r.last_name, r.email,
+                r.phone, r.mobile, r.street, r.house_number, r.postcode, r.city, r.country,
+                to_char(r.birth_date, 'YYYY-MM-DD'), r.company, r.customer_number,
+                r.consent_email, r.consent_phone, r.consent_post,
+                (extract(epoch FROM r.source_updated_at) * 1000000)::bigint,
+                (extract(epoch FROM coalesce(r.source_updated_at, r.synced_at)) * 1000000)::bigint,
+                r.salutation, r.title,
+                (extract(epoch FROM r.consent_email_at) * 1000000)::bigint,
+                (extract(epoch FROM r.consent_phone_at) * 1000000)::bigint,
+                (extract(epoch FROM r.consent_post_at) * 1000000)::bigint,
+                r.raw ->> 'first_name', r.raw ->> 'last_name', r.raw ->> 'full_name',
+                coalesce(r.raw ->> 'street_line', (r.raw ->> 'street') || coalesce(' ' || (r.raw ->> 'house_number'), '')),
+                r.raw ->> 'city'{column}
+         FROM unify.records r JOIN unify.sources s ON s.source_id = r.source_id{join}
+         WHERE {filter} ORDER BY r.person_id, r.record_id"
+    )
+}
+
+fn input_from_row(r: &SpiHeapTupleData) -> GoldenInput {
+    let text = |i: usize| r.get::<String>(i).ok().flatten();
+    let micros = |i: usize| r.get::<i64>(i).ok().flatten();
+    let address = [text(10), text(11), text(12), text(13), text(14)];
+    let joined = address.iter().any(Option::is_some).then(|| {
+        address
+            .iter()
+            .map(|a| a.as_deref().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("|")
+    });
+    GoldenInput {
+        person_id: r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+        record_id: r.get::<i64>(2).ok().flatten().unwrap_or_default(),
+        source_id: r.get::<i32>(3).ok().flatten().unwrap_or_default(),
+        source: text(4).unwrap_or_default(),
+        values: [
+            text(5),
+            text(6),
+            text(7),
+            text(8),
+            text(9),
+            joined,
+            text(15),
+            text(16),
+            text(17),
+            text(23),
+            text(24),
+        ],
+        address,
+        written: Written {
+            first_name: text(28),
+            last_name: text(29),
+            full_name: text(30),
+            street_line: text(31),
+            city: text(32),
+        },
+        consent: [18, 19, 20].map(|i| r.get::<bool>(i).ok().flatten()),
+        stated: [25, 26, 27].map(micros),
+        updated: micros(21),
+        seen: micros(22).unwrap_or_default(),
+        // Column 33 only where the query reads it.
+        household: (r.columns() >= 33)
+            .then(|| r.get::<i64>(33).ok().flatten())
+            .flatten(),
+    }
+}
+
+/// The rules in effect and the sources' priorities.
+struct Survivorship {
+    rule_of: Vec<(Rule, Vec<String>)>,
+    priorities: HashMap<i32, i32>,
+}
+
+impl Survivorship {
+    fn read() -> Self {
+        let (rules, priorities) = Spi::connect(|client| {
+            let rules: HashMap<String, (Rule, Vec<String>)> = fetch_all(
+                client,
+                "SELECT field, rule, options FROM unify.survivorship_rules",
+                vec![],
+                F,
+                |r| {
+                    let field = r.get::<String>(1).ok().flatten().unwrap_or_default();
+                    let rule = r.get::<String>(2).ok().flatten().unwrap_or_default();
+                    let options = r
+                        .get::<JsonB>(3)
+                        .ok()
+                        .flatten()
+                        .map_or(Value::Null, |j| j.0);
+                    let order = options["order"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|v| v.as_str().map(String::from))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (
+                        field,
+                        (Rule::parse(&rule).unwrap_or(Rule::MostRecent), order),
+                    )
+                },
+            )
+            .into_iter()
+            .collect();
+            let priorities: HashMap<i32, i32> = fetch_all(
+                client,
+                "SELECT source_id, priority FROM unify.sources",
+                vec![],
+                F,
+                |r| {
+                    (
+                        r.get::<i32>(1).ok().flatten().unwrap_or_default(),
+                        r.get::<i32>(2).ok().flatten().unwrap_or_default(),
+                    )
+                },
+            )
+            .into_iter()
+            .collect();
+            (rules, priorities)
+        });
+        let rule_of = GOLDEN_FIELDS
+            .iter()
+            .map(|f| rules.get(*f).cloned().unwrap_or((Rule::MostRecent, vec![])))
+            .collect();
+        Self {
+            rule_of,
+            priorities,
+        }
+    }
+
+    /// The golden rows of `inputs` (records in person order), one per person.
+    fn rows(&self, inputs: &[GoldenInput]) -> Vec<GoldenRow> {
+        inputs
+            .chunk_by(|a, b| a.person_id == b.person_id)
+            .enumerate()
+            .map(|(n, person)| {
+                crate::interrupt::check_every(n, 1 << 12);
+                self.row(person)
+            })
+            .collect()
+    }
+
+    /// One person's golden row from their records; `household_id` is the household the
+    /// records were read with (None unless the query reads it).
+    fn row(&self, person: &[GoldenInput]) -> GoldenRow {
+        let (rule_of, priorities) = (&self.rule_of, &self.priorities);
         let mut golden: [Option<String>; 11] = Default::default();
         // The record each field's value survived from (its written form gives the display).
         let mut from: [Option<&GoldenInput>; 11] = Default::default();
@@ -477,7 +596,7 @@ fn _golden_records(
         let [street, house_number, postcode, city, country] = address;
         let [first_name, last_name, email, phone, mobile, _, birth_date, company, customer_number, salutation, title] =
             golden;
-        rows.push(GoldenRow {
+        GoldenRow {
             person_id: person[0].person_id,
             first_name,
             last_name,
@@ -502,40 +621,290 @@ fn _golden_records(
             sources,
             first_seen_epoch: first_seen,
             last_seen_epoch: last_seen,
-            household_id: None,
-        });
-    }
-    if with_households {
-        let keys: Vec<Vec<String>> = rows
-            .iter()
-            .map(|r| household_keys(r.household_fields()))
-            .collect();
-        let households = Spi::connect_mut(|client| {
-            let before: HashMap<i64, i64> = fetch_all(
-                client,
-                "SELECT person_id, household_id FROM unify.persons WHERE household_id IS NOT NULL",
-                vec![],
-                F,
-                |r| {
-                    (
-                        r.get::<i64>(1).ok().flatten().unwrap_or_default(),
-                        r.get::<i64>(2).ok().flatten().unwrap_or_default(),
-                    )
-                },
-            )
-            .into_iter()
-            .collect();
-            let previous: Vec<Option<i64>> = rows
-                .iter()
-                .map(|r| before.get(&r.person_id).copied())
-                .collect();
-            plan_households(client, &keys, &previous)
-        });
-        for (row, household) in rows.iter_mut().zip(households) {
-            row.household_id = household;
+            household_id: person[0].household,
         }
     }
-    TableIterator::new(rows.into_iter().map(GoldenRow::into_columns))
+}
+
+/// A whole run's golden rows over more records than the budget holds: read in person order
+/// through a cursor, a batch of whole persons at a time, and returned as they are made. With
+/// households, a first pass makes every golden row once for its household keys (written to a
+/// temp table; PostgreSQL finds the persons sharing a key), so that each row can carry its
+/// household when the second pass makes it again.
+struct Streamed {
+    batches: PersonBatches,
+    survivorship: Survivorship,
+    /// The persons of the first pass in order, with their households (empty without
+    /// households). The second pass reads with a snapshot of its own: a row is matched by its
+    /// person id, so a person that came or went in between never takes another's household.
+    households: Households,
+    /// Where the second pass stands in `households`.
+    n: usize,
+    out: std::vec::IntoIter<GoldenRow>,
+    with_households: bool,
+    /// cursor_tuple_fraction as it was, set back at the end.
+    fraction: String,
+}
+
+/// Persons in ascending id order and their households.
+#[derive(Default)]
+struct Households {
+    persons: Vec<i64>,
+    household: Vec<Option<i64>>,
+}
+
+/// The temp table of the household keys of a streamed run.
+const KEYS: &str = "pg_temp.unify_golden_keys";
+
+/// Records per fetch: about 2 kB each held (HELD_RECORD_BYTES), within the budget.
+fn fetch_rows() -> usize {
+    (crate::budget::kb() * 1024 / HELD_RECORD_BYTES).clamp(16, 20_000) as usize
+}
+
+fn run(client: &mut SpiClient<'_>, statement: &str) {
+    client
+        .update(statement, None, &[])
+        .unwrap_or_else(|e| spi_failed(e, F));
+}
+
+impl Streamed {
+    fn start(survivorship: Survivorship, with_households: bool) -> Self {
+        let batch = fetch_rows();
+        let (fraction, households, batches) = Spi::connect_mut(|client| {
+            // The cursors are read to their end: plan them for all their rows (one sort), not
+            // for the first tenth.
+            let fraction = client
+                .select("SELECT current_setting('cursor_tuple_fraction')", None, &[])
+                .unwrap_or_else(|e| spi_failed(e, F))
+                .first()
+                .get::<String>(1)
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "0.1".into());
+            run(
+                client,
+                "SELECT set_config('cursor_tuple_fraction', '1', true)",
+            );
+            let households = if with_households {
+                streamed_households(client, &survivorship, batch)
+            } else {
+                Households::default()
+            };
+            let batches = PersonBatches::open(
+                client,
+                "unify_golden_rows",
+                &records_query("r.person_id IS NOT NULL", false),
+                batch,
+            );
+            (fraction, households, batches)
+        });
+        Self {
+            batches,
+            survivorship,
+            households,
+            with_households,
+            n: 0,
+            out: Vec::new().into_iter(),
+            fraction,
+        }
+    }
+}
+
+impl Iterator for Streamed {
+    type Item = GoldenColumns;
+
+    fn next(&mut self) -> Option<GoldenColumns> {
+        loop {
+            if let Some(mut row) = self.out.next() {
+                if self.with_households {
+                    let ids = &self.households.persons;
+                    while self.n < ids.len() && ids[self.n] < row.person_id {
+                        self.n += 1;
+                    }
+                    row.household_id = (ids.get(self.n) == Some(&row.person_id))
+                        .then(|| self.households.household[self.n])
+                        .flatten();
+                }
+                return Some(row.into_columns());
+            }
+            let survivorship = &self.survivorship;
+            let batches = &mut self.batches;
+            let fraction = &self.fraction;
+            let rows = Spi::connect_mut(|client| {
+                let rows = batches.next(client, survivorship);
+                if rows.is_none() {
+                    batches.close(client);
+                    client
+                        .update(
+                            "SELECT set_config('cursor_tuple_fraction', $1, true)",
+                            None,
+                            &[fraction.as_str().into()],
+                        )
+                        .unwrap_or_else(|e| spi_failed(e, F));
+                }
+                rows
+            })?;
+            self.out = rows.into_iter();
+        }
+    }
+}
+
+/// Golden rows a batch of whole persons at a time, from a cursor over records in person order.
+struct PersonBatches {
+    cursor: Option<Cursor>,
+    /// Records of the last person read, whose records may go on in the next fetch.
+    pending: Vec<GoldenInput>,
+    done: bool,
+}
+
+impl PersonBatches {
+    fn open(client: &mut SpiClient<'_>, name: &'static str, query: &str, batch: usize) -> Self {
+        // A cursor of that name left open by an earlier call in this transaction (its rows not
+        // all read) goes first.
+        let open = client
+            .select(
+                "SELECT count(*) FROM pg_catalog.pg_cursors WHERE name = $1",
+                None,
+                &[name.into()],
+            )
+            .and_then(|t| t.first().get_one::<i64>())
+            .unwrap_or_else(|e| spi_failed(e, F))
+            .unwrap_or_default();
+        if open > 0 {
+            run(client, &format!("CLOSE {name}"));
+        }
+        Self {
+            cursor: Some(Cursor::open(client, name, query, batch, F)),
+            pending: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// The golden rows of the next whole persons; None at the end.
+    fn next(
+        &mut self,
+        client: &mut SpiClient<'_>,
+        survivorship: &Survivorship,
+    ) -> Option<Vec<GoldenRow>> {
+        loop {
+            if self.done {
+                if self.pending.is_empty() {
+                    return None;
+                }
+                let last = std::mem::take(&mut self.pending);
+                return Some(survivorship.rows(&last));
+            }
+            let cursor = self.cursor.as_ref().expect("open until done");
+            let read = cursor.next(client, input_from_row);
+            if read.is_empty() {
+                self.done = true;
+                continue;
+            }
+            self.pending.extend(read);
+            // The persons before the last one read are whole (records come in person order).
+            let last = self.pending.last().expect("just read").person_id;
+            let cut = self.pending.partition_point(|r| r.person_id < last);
+            if cut > 0 {
+                let rest = self.pending.split_off(cut);
+                let whole = std::mem::replace(&mut self.pending, rest);
+                return Some(survivorship.rows(&whole));
+            }
+        }
+    }
+
+    fn close(&mut self, client: &mut SpiClient<'_>) {
+        if let Some(cursor) = self.cursor.take() {
+            cursor.close(client);
+        }
+    }
+}
+
+/// The household of every person with records, in person order, as `plan_households` gives
+/// them over all golden rows held at once: each golden row made once for its household keys
+/// (to a temp table, a batch at a time), the persons sharing a key found by PostgreSQL (sorted
+/// within work_mem), joined by a union-find over the persons (8 bytes each), plus per person
+/// whether they have keys (1 byte), their id (8 bytes) and their household before (16 bytes).
+fn streamed_households(
+    client: &mut SpiClient<'_>,
+    survivorship: &Survivorship,
+    batch: usize,
+) -> Households {
+    run(client, &format!("DROP TABLE IF EXISTS {KEYS}"));
+    run(
+        client,
+        &format!("CREATE TEMP TABLE {KEYS} (person int NOT NULL, key text NOT NULL)"),
+    );
+    let mut has_keys: Vec<bool> = Vec::new();
+    let mut persons: Vec<i64> = Vec::new();
+    let mut previous: Vec<Option<i64>> = Vec::new();
+    let mut batches = PersonBatches::open(
+        client,
+        "unify_golden_keys",
+        &records_query("r.person_id IS NOT NULL", true),
+        batch,
+    );
+    while let Some(rows) = batches.next(client, survivorship) {
+        let (mut person, mut key) = (Vec::new(), Vec::new());
+        for row in rows {
+            let keys = household_keys(row.household_fields());
+            has_keys.push(!keys.is_empty());
+            persons.push(row.person_id);
+            previous.push(row.household_id);
+            let n = has_keys.len() as i32 - 1;
+            for k in keys {
+                person.push(n);
+                key.push(k);
+            }
+        }
+        if !person.is_empty() {
+            in_own_context(|| {
+                client
+                    .update(
+                        &format!("INSERT INTO {KEYS} SELECT * FROM unnest($1::int[], $2::text[])"),
+                        None,
+                        &[person.into(), key.into()],
+                    )
+                    .unwrap_or_else(|e| spi_failed(e, F));
+            });
+            free_last_result();
+        }
+    }
+    batches.close(client);
+    // Each person sharing a key joins the first person holding it (as group_by_shared_keys).
+    let mut clusterer = Clusterer::new(has_keys.len());
+    let links = Cursor::open(
+        client,
+        "unify_golden_links",
+        &format!(
+            "SELECT first, person FROM (
+               SELECT person, min(person) OVER (PARTITION BY key COLLATE \"C\") AS first FROM {KEYS}) k
+             WHERE first <> person"
+        ),
+        batch.max(1000),
+        F,
+    );
+    loop {
+        let pairs = links.next(client, |r| {
+            (
+                r.get::<i32>(1).ok().flatten().unwrap_or_default() as u32,
+                r.get::<i32>(2).ok().flatten().unwrap_or_default() as u32,
+            )
+        });
+        if pairs.is_empty() {
+            break;
+        }
+        for (a, b) in pairs {
+            clusterer.must_link(a, b);
+        }
+    }
+    links.close(client);
+    run(client, &format!("DROP TABLE {KEYS}"));
+    let groups = groups_with_keys(&clusterer.finish(), |i| has_keys[i]);
+    drop(has_keys);
+    Households {
+        persons,
+        household: plan_household_ids(client, &groups, &previous),
+    }
 }
 
 /// The display values (DISPLAY_FIELDS) of a golden record: names, street and city from the

@@ -62,9 +62,18 @@ pub(super) fn plan_households(
     keys: &[Vec<String>],
     previous: &[Option<i64>],
 ) -> Vec<Option<i64>> {
-    let groups = group_by_shared_keys(keys);
+    plan_household_ids(client, &group_by_shared_keys(keys), previous)
+}
+
+/// The household of each person from their groups (None: no keys) and the households they had
+/// (`previous`): stable ids, new ones from the sequence.
+pub(super) fn plan_household_ids(
+    client: &mut SpiClient<'_>,
+    groups: &[Option<u32>],
+    previous: &[Option<i64>],
+) -> Vec<Option<i64>> {
     // Stable ids over the persons that have a household.
-    let grouped: Vec<usize> = (0..keys.len()).filter(|&i| groups[i].is_some()).collect();
+    let grouped: Vec<usize> = (0..groups.len()).filter(|&i| groups[i].is_some()).collect();
     let cluster_of: Vec<u32> = grouped.iter().map(|&i| groups[i].unwrap()).collect();
     let before: Vec<Option<i64>> = grouped.iter().map(|&i| previous[i]).collect();
     let n_groups = cluster_of.iter().max().map_or(0, |m| m + 1);

@@ -155,3 +155,20 @@ RESET ROLE;
 SET ROLE unify_analyst;
 SELECT unify._citus_present();
 RESET ROLE;
+-- Citus scoring on the workers (issue 27): the kernel and the helpers that make and count are
+-- the owner's only (score_pairs, SECURITY DEFINER, calls them): no role may call them, not even
+-- unify_admin; the scratch table they make is the owner's alone (tests/citus/run.sh).
+SELECT f AS citus_scoring_function, has_function_privilege('unify_admin', f, 'EXECUTE') AS admin,
+       has_function_privilege('unify_reader', f, 'EXECUTE') AS reader, has_function_privilege('unify_analyst', f, 'EXECUTE') AS analyst,
+       has_function_privilege('public', f, 'EXECUTE') AS public
+FROM unnest(ARRAY['unify._citus_workers()', 'unify._citus_score_table()',
+                  (SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.oid = 'unify._score_block'::regproc)]::regprocedure[]) f
+ORDER BY 1;
+SET ROLE unify_admin;
+SELECT unify._citus_score_table();
+RESET ROLE;
+SET ROLE unify_analyst;
+SELECT count(*) FROM unify._score_block('{}', '{}', '{}', 1, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}');
+RESET ROLE;
+-- Without Citus: no workers, so score_pairs scores on the coordinator (as the owner may ask).
+SELECT unify._citus_workers() AS citus_workers;
