@@ -69,6 +69,11 @@ SET client_min_messages = warning;
 CREATE EXTENSION customer_unify;
 \i demo/sources.sql
 SQL
+        # SCALE_MAX_PAIRS=N raises the model's guard max_candidate_pairs (default 50M): at 5M
+        # records of this generator one blocking rule alone passes it and train stops (54000).
+        if [ -n "${SCALE_MAX_PAIRS:-}" ]; then
+            psql -X -q -v ON_ERROR_STOP=1 -d bench_scale -c "SELECT unify.set_model(jsonb_set(unify.get_model(), '{max_candidate_pairs}', to_jsonb(${SCALE_MAX_PAIRS}::bigint)))" >/dev/null
+        fi
         step "$rows" sync "$BUDGET" "SELECT sum(source_rows) FROM unify.sync() \g /dev/null"
         if [[ ",$BASELINE_ROWS," == *",$rows,"* ]]; then
             # Train with all records held (the path of 0.2.0), score within the budget, then train
