@@ -81,7 +81,7 @@ def table(steps):
 
 
 def svg(steps, budget):
-    width, height, panel_w, top, bottom, left = 1000, 430, 400, 40, 70, 70
+    width, height, panel_w, top, bottom, left = 1000, 460, 400, 40, 100, 70
     sizes = sorted({n for s in steps.values() for n in s})
     xmin, xmax = math.log10(min(sizes)) - 0.05, math.log10(max(sizes)) + 0.05
     if xmax - xmin < 0.2:
@@ -143,7 +143,7 @@ def svg(steps, budget):
             for x, y in pts:
                 parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>')
         lx = left + (i % 4) * 230
-        ly = height - 22 + (i // 4) * 16 - (16 if len(steps) > 4 else 0)
+        ly = height - 36 + (i // 4) * 18
         parts.append(f'<rect x="{lx}" y="{ly - 9}" width="12" height="10" fill="{colour}"/>')
         parts.append(f'<text x="{lx + 16}" y="{ly}">{step}</text>')
     parts.append("</svg>")
