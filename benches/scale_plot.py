@@ -106,14 +106,13 @@ def svg(steps, budget):
             parts.append(f'<line x1="{x0}" x2="{x0 + panel_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
             parts.append(f'<text x="{x0 - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
         for n in sizes:
-            x = x0 + (math.log10(n) - xmin) / (xmax - xmin) * panel_w
+            x = x_at(x0, n)
             parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + h}" stroke="#eee"/>')
             parts.append(f'<text x="{x:.1f}" y="{top + h + 16}" text-anchor="middle">{n / 1e6:g}M</text>')
         parts.append(f'<text x="{x0 + panel_w / 2}" y="{top + h + 34}" text-anchor="middle">records (log scale)</text>')
         parts.append(
             f'<text transform="translate({x0 - 52},{top + h / 2}) rotate(-90)" text-anchor="middle">{ylabel}</text>'
         )
-        return h
 
     def x_at(x0, n):
         return x0 + (math.log10(n) - xmin) / (xmax - xmin) * panel_w

@@ -7,7 +7,9 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::record::MatchRecord;
-use crate::compare::nicknames::{same_given_name, same_given_name_allowing_a_typo};
+use crate::compare::nicknames::{
+    is_listed, name_groups, same_given_name, same_given_name_allowing_a_typo,
+};
 use crate::compare::similarity::{
     jaro_winkler_above_bound, jaro_winkler_at_least, levenshtein, within_one_edit,
 };
@@ -322,9 +324,9 @@ pub fn first_names_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
 /// form of one name (Andreas, Andrea) stay two people.
 fn crosswise_given_name(a: &MatchRecord, b: &MatchRecord) -> bool {
     let given = |x: &str, y: &str| {
-        (x == y || same_given_name_allowing_a_typo(x, y) || jaro_winkler_at_least(x, y, 0.92))
+        (close(x, y) || same_given_name_allowing_a_typo(x, y))
             && !given_name_variants(x, y)
-            && (crate::compare::nicknames::is_listed(x) || crate::compare::nicknames::is_listed(y))
+            && (is_listed(x) || is_listed(y))
     };
     match (translit_names(a), translit_names(b)) {
         ((Some(af), Some(al)), (Some(bf), Some(bl))) => given(af, bl) || given(al, bf),
@@ -345,8 +347,7 @@ fn translit_names(r: &MatchRecord) -> (Option<&str>, Option<&str>) {
 /// the initial of the name on the passport, a shop the name the customer goes by.
 fn is_initial_of(initial: &str, name: &str) -> bool {
     initial.chars().count() == 1
-        && (name.starts_with(initial)
-            || crate::compare::nicknames::name_groups(name).any(|full| full.starts_with(initial)))
+        && (name.starts_with(initial) || name_groups(name).any(|full| full.starts_with(initial)))
 }
 
 /// A record with one name only (a form's single name field: "Schreiber" or "Lisa") is no
@@ -386,7 +387,7 @@ fn surname_in_own_mailbox(r: &MatchRecord, single: Option<&str>) -> bool {
     let local = key.split('@').next().unwrap_or_default();
     name.chars().count() >= 4
         && name.chars().all(char::is_alphabetic)
-        && !crate::compare::nicknames::is_listed(name)
+        && !is_listed(name)
         && local.contains(name)
 }
 
