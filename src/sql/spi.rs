@@ -153,7 +153,7 @@ pub fn fetch_all<T>(
 /// until it is closed or the transaction ends, so later connections of the same transaction
 /// may fetch from it too.
 pub(crate) struct Cursor {
-    name: &'static str,
+    name: String,
     batch: usize,
     function: &'static str,
 }
@@ -161,11 +161,12 @@ pub(crate) struct Cursor {
 impl Cursor {
     pub(crate) fn open(
         client: &mut SpiClient<'_>,
-        name: &'static str,
+        name: impl Into<String>,
         query: &str,
         batch: usize,
         function: &'static str,
     ) -> Self {
+        let name = name.into();
         client
             .update(
                 &format!("DECLARE {name} NO SCROLL CURSOR FOR {query}"),

@@ -21,14 +21,11 @@ use super::super::errors::raise;
 use super::super::spi::{
     drop_indexes, free_last_result, in_own_context, rebuild_indexes, spi_failed,
 };
-use super::frequencies::load_frequencies;
 use super::model::parse_model;
-use super::records::{record_from_row, source_ids, RECORD_COLUMNS};
+use super::records::{record_from_row, RECORD_COLUMNS};
 use super::run::Phases;
 use super::score::{pair_rows, write_blocking_stats};
-use super::stream::{
-    household_values, rule_figures, write_block_keys, Figures, Stream, BLOCK_KEYS,
-};
+use super::stream::{rule_figures, scoring_context, write_block_keys, Figures, Stream, BLOCK_KEYS};
 use crate::model::comparison::Context;
 use crate::model::distributed::{block_candidates, block_context, MemberContext};
 use crate::model::params::Model;
@@ -73,14 +70,7 @@ pub(super) fn score_on_workers(
         batch: BATCH,
     };
     Spi::connect_mut(|client| {
-        let ids = source_ids(client);
-        let (first_name_tf, last_name_tf) = load_frequencies(client, None, F);
-        let ctx = Context {
-            first_name_tf,
-            last_name_tf,
-            shared_emails: household_values(client, &stream, "email"),
-            shared_phones: household_values(client, &stream, "phone"),
-        };
+        let (ids, ctx) = scoring_context(client, &stream);
         phases.mark("households");
         write_block_keys(client, &stream, model);
         phases.mark("block_keys");

@@ -18,13 +18,11 @@
 use std::collections::HashSet;
 
 use pgrx::prelude::*;
-use pgrx::spi::{SpiClient, SpiHeapTupleData};
+use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
 
 use super::super::errors::raise;
-use super::super::spi::{
-    drop_indexes, free_last_result, in_own_context, rebuild_indexes, spi_failed,
-};
+use super::super::spi::{drop_indexes, rebuild_indexes, spi_failed, Cursor};
 use super::frequencies::load_frequencies;
 use super::records::{record_from_row, source_ids, RECORD_COLUMNS};
 use super::run::Phases;
@@ -129,59 +127,22 @@ impl Stream {
     }
 }
 
-/// Rows of an SQL cursor, fetched `batch` at a time on the caller's connection (which stays
-/// free for writing between fetches, unlike an SPI cursor that borrows it).
-pub(super) struct Cursor {
-    name: String,
-    batch: usize,
-    function: &'static str,
-}
-
-impl Cursor {
-    fn open(
-        client: &mut SpiClient<'_>,
-        name: String,
-        query: &str,
-        batch: usize,
-        function: &'static str,
-    ) -> Self {
-        client
-            .update(
-                &format!("DECLARE {name} NO SCROLL CURSOR FOR {query}"),
-                None,
-                &[],
-            )
-            .unwrap_or_else(|e| spi_failed(e, function));
-        Self {
-            name,
-            batch,
-            function,
-        }
-    }
-
-    /// The next rows through `row`; empty at the end.
-    pub fn next<T>(
-        &self,
-        client: &mut SpiClient<'_>,
-        mut row: impl FnMut(&SpiHeapTupleData) -> T,
-    ) -> Vec<T> {
-        let table = client
-            .update(
-                &format!("FETCH FORWARD {} FROM {}", self.batch, self.name),
-                None,
-                &[],
-            )
-            .unwrap_or_else(|e| spi_failed(e, self.function));
-        let rows = in_own_context(|| table.map(|r| row(&r)).collect());
-        free_last_result();
-        rows
-    }
-
-    pub fn close(self, client: &mut SpiClient<'_>) {
-        client
-            .update(&format!("CLOSE {}", self.name), None, &[])
-            .unwrap_or_else(|e| spi_failed(e, self.function));
-    }
+/// What scoring all records needs besides them: the source ids the model's rules name, the
+/// name frequencies of the current model, and the household e-mails and phones from the
+/// ordered passes over the records.
+pub(super) fn scoring_context(
+    client: &mut SpiClient<'_>,
+    stream: &Stream,
+) -> (std::collections::HashMap<String, i32>, Context) {
+    let ids = source_ids(client);
+    let (first_name_tf, last_name_tf) = load_frequencies(client, None, stream.function);
+    let ctx = Context {
+        first_name_tf,
+        last_name_tf,
+        shared_emails: household_values(client, stream, "email"),
+        shared_phones: household_values(client, stream, "phone"),
+    };
+    (ids, ctx)
 }
 
 /// `RECORD_COLUMNS` of unify.records r, qualified.
@@ -204,14 +165,7 @@ pub(super) fn score_streamed(
     let stream = Stream::new(F, "unify_score", model, budget_kb, 2);
     Spi::connect_mut(|client| {
         stream.with_full_cursors(client, |client| {
-            let ids = source_ids(client);
-            let (first_name_tf, last_name_tf) = load_frequencies(client, None, F);
-            let ctx = Context {
-                first_name_tf,
-                last_name_tf,
-                shared_emails: household_values(client, &stream, "email"),
-                shared_phones: household_values(client, &stream, "phone"),
-            };
+            let (ids, ctx) = scoring_context(client, &stream);
             phases.mark("households");
             write_block_keys(client, &stream, model);
             phases.mark("block_keys");
