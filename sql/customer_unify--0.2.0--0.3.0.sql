@@ -4766,10 +4766,11 @@ ALTER FUNCTION unify._citus_score_table() SET search_path = pg_catalog, pg_temp;
 -- unify._citus_create_capture(unify.sources, boolean), unify._citus_collect(),
 -- unify._citus_queue_depth(int), unify._cleaned_on(regclass), unify._citus_prepare_clean(boolean),
 -- unify._citus_clean_statement(unify.sources, text), unify._citus_staged_query(int, boolean).
--- Changed: unify._citus_check_source (tracked hash-distributed tables accepted),
--- unify._normalized_query (a fourth argument, fenced: dropped and made again), unify._apply,
--- unify._create_capture, unify._drop_capture, unify.process_queue, unify._queue_step,
--- unify._status() and the view unify.status (three columns more: both dropped and made again).
+-- Changed: unify._citus_check_source (tracked hash-distributed tables accepted; VOLATILE),
+-- unify._normalized_query (a fourth argument, fenced: dropped and made again; concat_ws spelled
+-- out), unify._apply, unify._create_capture, unify._drop_capture, unify.process_queue,
+-- unify._queue_step, unify._status() and the view unify.status (three columns more: both
+-- dropped and made again).
 
 -- The distribution method of a Citus table ('h' hash, 'n' none: reference, single-shard or
 -- Citus local, 'a'/'r' append/range); NULL for a table Citus does not know, and without Citus.
@@ -4994,9 +4995,13 @@ $$;
 -- add_source's check of a Citus source (called as the caller, before the registration): the
 -- changes of a hash-distributed table are captured beside its shards (see above); a reference
 -- table, a single-shard or an append/range-distributed table is registered only with
--- track_changes => false.
+-- track_changes => false. For a tracked hash-distributed table it also sets
+-- citus.multi_shard_modify_mode = sequential for the rest of the transaction, before add_source
+-- reads the table: Citus creates the capture function on the workers over one connection per
+-- node, which it refuses after a statement of the transaction used several (SQLSTATE 0A000,
+-- "cannot run function command because there was a parallel operation").
 CREATE OR REPLACE FUNCTION unify._citus_check_source(relation regclass, relation_name text, track_changes boolean) RETURNS void
-STABLE LANGUAGE plpgsql AS $$
+VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     placement constant text := unify._placement(relation);
 BEGIN
@@ -5005,6 +5010,9 @@ BEGIN
             USING ERRCODE = 'feature_not_supported',
                   DETAIL = 'Change capture of a Citus table needs a capture queue colocated with its shards: only a hash-distributed table has one.',
                   HINT = 'Register it with track_changes => false and call unify.sync(name) on a schedule: sync reads it through a distributed query (docs/OPERATIONS.md, "Citus").';
+    END IF;
+    IF track_changes AND placement = 'distributed' THEN
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
     END IF;
 END
 $$;
@@ -5054,8 +5062,13 @@ CROSS JOIN LATERAL (
     %4$s) AS c
 -- The salutation and title written in front of a name, where no field gave them.
 CROSS JOIN LATERAL (
+    -- (concat_ws(' ', first_name, last_name) spelled out: concat_ws is only STABLE, and Citus
+    -- pushes a subquery without FROM down to the shards only when its functions are IMMUTABLE.)
     SELECT CASE WHEN c.salutation IS NULL OR c.title IS NULL
-                THEN unify.split_full_name(coalesce(raw.full_name, concat_ws(' ', raw.first_name, raw.last_name))) END AS any_name
+                THEN unify.split_full_name(coalesce(raw.full_name,
+                         CASE WHEN raw.first_name IS NULL THEN coalesce(raw.last_name, '')
+                              WHEN raw.last_name IS NULL THEN raw.first_name
+                              ELSE raw.first_name || ' ' || raw.last_name END)) END AS any_name
     %4$s) AS n
 WHERE true
 %2$s
@@ -5162,6 +5175,11 @@ $$;
 CREATE OR REPLACE FUNCTION unify._drop_capture(id int, relation regclass) RETURNS void
 VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
 BEGIN
+    -- A distributed source's capture function is dropped on the workers too, which Citus does
+    -- over one connection per node only (see unify._citus_check_source).
+    IF unify._citus_queue(id) IS NOT NULL THEN
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
     -- Only where there are triggers: Citus refuses any DROP TRIGGER on a distributed table
     -- unless citus.enable_unsafe_triggers is on (set for these statements only).
     IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = relation AND t.tgname IN ('unify_capture_' || id, 'unify_capture_truncate_' || id)) THEN

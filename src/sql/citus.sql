@@ -66,9 +66,13 @@ $$;
 -- add_source's check of a Citus source (called as the caller, before the registration): the
 -- changes of a hash-distributed table are captured beside its shards (see above); a reference
 -- table, a single-shard or an append/range-distributed table is registered only with
--- track_changes => false.
+-- track_changes => false. For a tracked hash-distributed table it also sets
+-- citus.multi_shard_modify_mode = sequential for the rest of the transaction, before add_source
+-- reads the table: Citus creates the capture function on the workers over one connection per
+-- node, which it refuses after a statement of the transaction used several (SQLSTATE 0A000,
+-- "cannot run function command because there was a parallel operation").
 CREATE FUNCTION unify._citus_check_source(relation regclass, relation_name text, track_changes boolean) RETURNS void
-STABLE LANGUAGE plpgsql AS $$
+VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     placement constant text := unify._placement(relation);
 BEGIN
@@ -77,6 +81,9 @@ BEGIN
             USING ERRCODE = 'feature_not_supported',
                   DETAIL = 'Change capture of a Citus table needs a capture queue colocated with its shards: only a hash-distributed table has one.',
                   HINT = 'Register it with track_changes => false and call unify.sync(name) on a schedule: sync reads it through a distributed query (docs/OPERATIONS.md, "Citus").';
+    END IF;
+    IF track_changes AND placement = 'distributed' THEN
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
     END IF;
 END
 $$;

@@ -472,8 +472,13 @@ CROSS JOIN LATERAL (
     %4$s) AS c
 -- The salutation and title written in front of a name, where no field gave them.
 CROSS JOIN LATERAL (
+    -- (concat_ws(' ', first_name, last_name) spelled out: concat_ws is only STABLE, and Citus
+    -- pushes a subquery without FROM down to the shards only when its functions are IMMUTABLE.)
     SELECT CASE WHEN c.salutation IS NULL OR c.title IS NULL
-                THEN unify.split_full_name(coalesce(raw.full_name, concat_ws(' ', raw.first_name, raw.last_name))) END AS any_name
+                THEN unify.split_full_name(coalesce(raw.full_name,
+                         CASE WHEN raw.first_name IS NULL THEN coalesce(raw.last_name, '')
+                              WHEN raw.last_name IS NULL THEN raw.first_name
+                              ELSE raw.first_name || ' ' || raw.last_name END)) END AS any_name
     %4$s) AS n
 WHERE true
 %2$s
@@ -777,6 +782,11 @@ CREATE EVENT TRIGGER unify_capture_after_alter ON ddl_command_end
 CREATE FUNCTION unify._drop_capture(id int, relation regclass) RETURNS void
 VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
 BEGIN
+    -- A distributed source's capture function is dropped on the workers too, which Citus does
+    -- over one connection per node only (see unify._citus_check_source).
+    IF unify._citus_queue(id) IS NOT NULL THEN
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
     -- Only where there are triggers: Citus refuses any DROP TRIGGER on a distributed table
     -- unless citus.enable_unsafe_triggers is on (set for these statements only).
     IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = relation AND t.tgname IN ('unify_capture_' || id, 'unify_capture_truncate_' || id)) THEN
