@@ -22,7 +22,7 @@
 #
 #   [ROWS=5000] bash tests/citus/run.sh [WORK_DIR]      (scripts/test.sh runs it with the defaults)
 #   CITUS_TIMES=1 also prints the time of every step, Citus beside plain (benches/citus.sh)
-#   CITUS_MEMORY=1 also prints the peak private memory per node while score_pairs runs
+#   CITUS_MEMORY=1 also prints the peak private memory per node while each step runs
 #   CITUS_KEEP=1 leaves the three clusters running afterwards
 source "$(dirname "$0")/../../scripts/lib.sh"
 WORK="${1:-/tmp/customer_unify-test}/citus"
@@ -107,7 +107,7 @@ registration() {  # registration DB
 
 # Timing of every step, per database; the trained model's md5.
 declare -A TIME MODEL MEM
-# CITUS_MEMORY=1 (benches/citus.sh): the peak private memory per node while score_pairs runs.
+# CITUS_MEMORY=1 (benches/citus.sh): the peak private memory per node while each step runs.
 # Every 0.2 s the sampler reads VmHWM - RssShmem (the backend's peak resident memory without the
 # shared buffers it touched) of every child process of each node's postmaster (the coordinator's
 # backend, the workers' backends serving Citus's shard queries); the largest value seen per node.
@@ -124,15 +124,15 @@ mem_sampler() {  # mem_sampler FILE: appends "node kB" lines until killed
         sleep 0.2
     done
 }
-step() {  # step DB NAME SQL
+step() {  # step DB NAME SQL [drain]: runs SQL (or, with drain, the queue until empty), timed
     local t0 t1 sampler=""
-    if [ "${CITUS_MEMORY:-0}" = 1 ] && [[ "$2" == score* ]]; then
+    if [ "${CITUS_MEMORY:-0}" = 1 ]; then
         : > "$WORK/mem.samples"
         mem_sampler "$WORK/mem.samples" &
         sampler=$!
     fi
     t0=$(date +%s%N)
-    q "$1" "SET client_min_messages = warning; $3" >/dev/null
+    if [ "${4:-}" = drain ]; then drain "$1"; else q "$1" "SET client_min_messages = warning; $3" >/dev/null; fi
     t1=$(date +%s%N)
     TIME[$1/$2]=$(( (t1 - t0) / 1000000 ))
     if [ -n "$sampler" ]; then
@@ -219,7 +219,7 @@ for db in plain_local cu_local plain_dist cu_dist; do
             "$(q cu_dist "SELECT string_agg(source || '=' || queue_depth, ',' ORDER BY source) FROM unify.status")" \
             "$(q plain_dist "SELECT string_agg(source || '=' || queue_depth, ',' ORDER BY source) FROM unify.status")"
     fi
-    t0=$(date +%s%N); drain "$db"; TIME[$db/process_queue]=$(( ($(date +%s%N) - t0) / 1000000 ))
+    step "$db" process_queue "SELECT 1" drain
     listing "$db" > "$WORK/$db.queue"
     case $db in *_dist)
         expect "$db: the queue brought the changes of the distributed sources (shop's new customers, crm's deletions) without a sync" \
@@ -333,10 +333,10 @@ if [ "${CITUS_TIMES:-0}" = 1 ]; then
 fi
 if [ "${CITUS_MEMORY:-0}" = 1 ]; then
     echo
-    echo "peak private memory while scoring (VmHWM - RssShmem, MB, largest backend per node, sampled every 0.2 s)"
+    echo "peak private memory per step (VmHWM - RssShmem, MB, largest backend per node, sampled every 0.2 s)"
     printf '%-26s %12s %12s %12s\n' "database/step" coordinator worker1 worker2
     for db in plain_local cu_local plain_dist cu_dist; do
-        for s in score_pairs score_again; do
+        for s in sync train score_pairs resolve process_queue sync_again score_again; do
             printf '%-26s %12s %12s %12s\n' "$db/$s" "${MEM[$db/$s/coordinator]}" "${MEM[$db/$s/worker1]}" "${MEM[$db/$s/worker2]}"
         done
     done
