@@ -4765,7 +4765,8 @@ ALTER FUNCTION unify._citus_score_table() SET search_path = pg_catalog, pg_temp;
 -- New: unify._citus_method(regclass), unify._citus_queue(int), unify._capture_mode(unify.sources),
 -- unify._citus_create_capture(unify.sources, boolean), unify._citus_collect(),
 -- unify._citus_queue_depth(int), unify._cleaned_on(regclass), unify._citus_prepare_clean(boolean),
--- unify._citus_clean_statement(unify.sources, text), unify._citus_staged_query(int, boolean).
+-- unify._citus_clean_statement(unify.sources, text), unify._citus_restage(jsonb),
+-- unify._citus_staged_query(int, boolean).
 -- Changed: unify._citus_check_source (tracked hash-distributed tables accepted; VOLATILE),
 -- unify._normalized_query (a fourth argument, fenced: dropped and made again; concat_ws spelled
 -- out), unify._apply, unify._create_capture, unify._drop_capture, unify.process_queue,
@@ -4935,7 +4936,9 @@ BEGIN
             street text, house_number text, postcode text, city text, country text, birth_date date, company text,
             customer_number text, external_id text, consent_email boolean, consent_phone boolean, consent_post boolean,
             source_updated_at timestamptz, last_name_phonetic text, raw jsonb, salutation text, title text,
-            consent_email_at timestamptz, consent_phone_at timestamptz, consent_post_at timestamptz);
+            consent_email_at timestamptz, consent_phone_at timestamptz, consent_post_at timestamptz,
+            -- the order the rows came in (the key's), which their places in the table need not keep
+            ord bigint GENERATED ALWAYS AS IDENTITY);
         GRANT INSERT ON pg_temp.unify_clean_rows TO PUBLIC;
     ELSIF full_read OR pg_relation_size('pg_temp.unify_clean_rows') > 8 * 1024 * 1024 THEN
         TRUNCATE pg_temp.unify_clean_rows;
@@ -4963,7 +4966,10 @@ BEGIN
             staged := staged || format(', NULL::%s AS %I', f.stage_type, f.field);
         END IF;
     END LOOP;
-    RETURN format('INSERT INTO pg_temp.unify_clean_rows %s ORDER BY raw._order_key',
+    RETURN format('INSERT INTO pg_temp.unify_clean_rows (source_key, first_name, last_name, email, email_key, phone, mobile, '
+                  'street, house_number, postcode, city, country, birth_date, company, customer_number, external_id, '
+                  'consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw, salutation, title, '
+                  'consent_email_at, consent_phone_at, consent_post_at) %s ORDER BY raw._order_key',
                   -- source 0: no comparison and no erasure filter in the pushed-down query
                   -- (both read coordinator tables); _citus_staged_query applies them after.
                   unify._normalized_query(0,
@@ -4973,16 +4979,35 @@ BEGIN
 END
 $$;
 
+-- After unify._citus_clean_statement: the mapped values of the cleaned rows (their raw jsonb,
+-- which holds them as staged) into pg_temp.unify_source_rows, in the order they came, as the
+-- staging of a local table would have put them there. The places rows take in that table
+-- (PostgreSQL fills earlier pages' free space with smaller rows) decide the order records are
+-- written in and so their ids, on which training's sample and scoring's ties depend: so a
+-- distributed source's records take the ids they would take on a single node.
+CREATE FUNCTION unify._citus_restage(fields jsonb) RETURNS void
+VOLATILE LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE (SELECT format('INSERT INTO pg_temp.unify_source_rows (source_key, %s) SELECT c.source_key, %s FROM pg_temp.unify_clean_rows c ORDER BY c.ord',
+                           string_agg(format('%I', f.field), ', '),
+                           string_agg(CASE WHEN fields ? f.field THEN format('(c.raw ->> %L)::%s', f.field, f.stage_type)
+                                           ELSE format('NULL::%s', f.stage_type) END, ', '))
+             FROM unify._canonical_field_types() AS f);
+END
+$$;
+
 -- The cleaned rows of a distributed source to write into unify.records: those whose raw
 -- values differ from the record held (all of them for a first load, `fresh`), without rows of
--- erased persons; the same filters unify._normalized_query applies, over the local table.
+-- erased persons (the same filters unify._normalized_query applies), over the local tables, in
+-- the order of pg_temp.unify_source_rows (see unify._citus_restage).
 CREATE FUNCTION unify._citus_staged_query(source_id int, fresh boolean) RETURNS text
 STABLE PARALLEL SAFE LANGUAGE sql AS $$
 SELECT format($q$
-SELECT raw.* FROM pg_temp.unify_clean_rows AS raw
+SELECT raw.* FROM pg_temp.unify_source_rows AS staged JOIN pg_temp.unify_clean_rows AS raw ON raw.source_key = staged.source_key
 WHERE true
 %s
 %s
+ORDER BY staged.ctid
 $q$,
     CASE WHEN fresh THEN '' ELSE format($r$AND NOT EXISTS (SELECT 1 FROM unify.records r
                   WHERE r.source_id = %s AND r.source_key = raw.source_key AND r.raw = raw.raw)$r$, source_id) END,
@@ -5229,10 +5254,10 @@ DECLARE
     error_message text;
     error_detail text;
     error_hint text;
-    -- A distributed source is read and cleaned on its shards into pg_temp.unify_clean_rows
-    -- (citus.sql); every other is staged here and cleaned over pg_temp.unify_source_rows.
+    -- A distributed source is read and cleaned on its shards into pg_temp.unify_clean_rows,
+    -- its mapped values then staged from there (citus.sql); every other is staged here and
+    -- cleaned over pg_temp.unify_source_rows.
     on_workers constant boolean := unify._cleaned_on(src.relation) = 'workers';
-    staged constant text := CASE WHEN on_workers THEN 'pg_temp.unify_clean_rows' ELSE 'pg_temp.unify_source_rows' END;
 BEGIN
     inserted := 0;
     updated := 0;
@@ -5260,7 +5285,10 @@ BEGIN
                        WHEN parts > 1 THEN format('WHERE (pg_catalog.hashtext(%s) & 2147483647) %% %s = %s', key_text, parts, part)
                        ELSE '' END;
         IF part > 0 THEN
-            EXECUTE 'TRUNCATE ' || staged;
+            TRUNCATE pg_temp.unify_source_rows;
+            IF on_workers THEN
+                TRUNCATE pg_temp.unify_clean_rows;
+            END IF;
         END IF;
         BEGIN
             PERFORM unify._run_as(unify._mapping_role(src.run_as, src.relation),
@@ -5278,8 +5306,11 @@ BEGIN
             RAISE EXCEPTION 'source "%": its mapping failed: %', src.name, error_message
                 USING ERRCODE = error_state, DETAIL = error_detail, HINT = error_hint;
         END;
+        IF on_workers THEN
+            PERFORM unify._citus_restage(src.fields);  -- citus.sql
+        END IF;
         IF keys IS NULL AND NOT fresh THEN
-            EXECUTE format('INSERT INTO pg_temp.unify_source_keys SELECT s.source_key FROM %s s', staged);
+            INSERT INTO pg_temp.unify_source_keys SELECT s.source_key FROM pg_temp.unify_source_rows s;
         END IF;
         statement := CASE WHEN fresh THEN format($insert$
             WITH added AS (
@@ -5355,10 +5386,10 @@ BEGIN
                        RETURNING 1)
          SELECT count(*) FROM gone'
     ELSE
-        format('WITH gone AS (DELETE FROM unify.records r WHERE r.source_id = $1 AND r.source_key = ANY ($2)
-                       AND NOT EXISTS (SELECT 1 FROM %s s WHERE s.source_key = r.source_key)
+        'WITH gone AS (DELETE FROM unify.records r WHERE r.source_id = $1 AND r.source_key = ANY ($2)
+                       AND NOT EXISTS (SELECT 1 FROM pg_temp.unify_source_rows s WHERE s.source_key = r.source_key)
                        RETURNING 1)
-         SELECT count(*) FROM gone', staged)
+         SELECT count(*) FROM gone'
     END;
     deleted := (unify._run_kept(statement, src.source_id, keys))[1];
     IF keys IS NULL THEN
@@ -5513,7 +5544,7 @@ BEGIN
              WHERE p.pronamespace = 'unify'::regnamespace
                AND p.proname IN ('_citus_method', '_citus_queue', '_capture_mode', '_citus_create_capture', '_citus_collect',
                                  '_citus_queue_depth', '_cleaned_on', '_citus_prepare_clean', '_citus_clean_statement',
-                                 '_citus_staged_query', '_normalized_query', '_status') LOOP
+                                 '_citus_restage', '_citus_staged_query', '_normalized_query', '_status') LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, unify_admin, unify_reader, unify_analyst', f);
         EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
     END LOOP;

@@ -251,7 +251,9 @@ BEGIN
             street text, house_number text, postcode text, city text, country text, birth_date date, company text,
             customer_number text, external_id text, consent_email boolean, consent_phone boolean, consent_post boolean,
             source_updated_at timestamptz, last_name_phonetic text, raw jsonb, salutation text, title text,
-            consent_email_at timestamptz, consent_phone_at timestamptz, consent_post_at timestamptz);
+            consent_email_at timestamptz, consent_phone_at timestamptz, consent_post_at timestamptz,
+            -- the order the rows came in (the key's), which their places in the table need not keep
+            ord bigint GENERATED ALWAYS AS IDENTITY);
         GRANT INSERT ON pg_temp.unify_clean_rows TO PUBLIC;
     ELSIF full_read OR pg_relation_size('pg_temp.unify_clean_rows') > 8 * 1024 * 1024 THEN
         TRUNCATE pg_temp.unify_clean_rows;
@@ -279,7 +281,10 @@ BEGIN
             staged := staged || format(', NULL::%s AS %I', f.stage_type, f.field);
         END IF;
     END LOOP;
-    RETURN format('INSERT INTO pg_temp.unify_clean_rows %s ORDER BY raw._order_key',
+    RETURN format('INSERT INTO pg_temp.unify_clean_rows (source_key, first_name, last_name, email, email_key, phone, mobile, '
+                  'street, house_number, postcode, city, country, birth_date, company, customer_number, external_id, '
+                  'consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw, salutation, title, '
+                  'consent_email_at, consent_phone_at, consent_post_at) %s ORDER BY raw._order_key',
                   -- source 0: no comparison and no erasure filter in the pushed-down query
                   -- (both read coordinator tables); _citus_staged_query applies them after.
                   unify._normalized_query(0,
@@ -289,16 +294,35 @@ BEGIN
 END
 $$;
 
+-- After unify._citus_clean_statement: the mapped values of the cleaned rows (their raw jsonb,
+-- which holds them as staged) into pg_temp.unify_source_rows, in the order they came, as the
+-- staging of a local table would have put them there. The places rows take in that table
+-- (PostgreSQL fills earlier pages' free space with smaller rows) decide the order records are
+-- written in and so their ids, on which training's sample and scoring's ties depend: so a
+-- distributed source's records take the ids they would take on a single node.
+CREATE FUNCTION unify._citus_restage(fields jsonb) RETURNS void
+VOLATILE LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE (SELECT format('INSERT INTO pg_temp.unify_source_rows (source_key, %s) SELECT c.source_key, %s FROM pg_temp.unify_clean_rows c ORDER BY c.ord',
+                           string_agg(format('%I', f.field), ', '),
+                           string_agg(CASE WHEN fields ? f.field THEN format('(c.raw ->> %L)::%s', f.field, f.stage_type)
+                                           ELSE format('NULL::%s', f.stage_type) END, ', '))
+             FROM unify._canonical_field_types() AS f);
+END
+$$;
+
 -- The cleaned rows of a distributed source to write into unify.records: those whose raw
 -- values differ from the record held (all of them for a first load, `fresh`), without rows of
--- erased persons; the same filters unify._normalized_query applies, over the local table.
+-- erased persons (the same filters unify._normalized_query applies), over the local tables, in
+-- the order of pg_temp.unify_source_rows (see unify._citus_restage).
 CREATE FUNCTION unify._citus_staged_query(source_id int, fresh boolean) RETURNS text
 STABLE PARALLEL SAFE LANGUAGE sql AS $$
 SELECT format($q$
-SELECT raw.* FROM pg_temp.unify_clean_rows AS raw
+SELECT raw.* FROM pg_temp.unify_source_rows AS staged JOIN pg_temp.unify_clean_rows AS raw ON raw.source_key = staged.source_key
 WHERE true
 %s
 %s
+ORDER BY staged.ctid
 $q$,
     CASE WHEN fresh THEN '' ELSE format($r$AND NOT EXISTS (SELECT 1 FROM unify.records r
                   WHERE r.source_id = %s AND r.source_key = raw.source_key AND r.raw = raw.raw)$r$, source_id) END,

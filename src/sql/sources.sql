@@ -861,10 +861,10 @@ DECLARE
     error_message text;
     error_detail text;
     error_hint text;
-    -- A distributed source is read and cleaned on its shards into pg_temp.unify_clean_rows
-    -- (citus.sql); every other is staged here and cleaned over pg_temp.unify_source_rows.
+    -- A distributed source is read and cleaned on its shards into pg_temp.unify_clean_rows,
+    -- its mapped values then staged from there (citus.sql); every other is staged here and
+    -- cleaned over pg_temp.unify_source_rows.
     on_workers constant boolean := unify._cleaned_on(src.relation) = 'workers';
-    staged constant text := CASE WHEN on_workers THEN 'pg_temp.unify_clean_rows' ELSE 'pg_temp.unify_source_rows' END;
 BEGIN
     inserted := 0;
     updated := 0;
@@ -892,7 +892,10 @@ BEGIN
                        WHEN parts > 1 THEN format('WHERE (pg_catalog.hashtext(%s) & 2147483647) %% %s = %s', key_text, parts, part)
                        ELSE '' END;
         IF part > 0 THEN
-            EXECUTE 'TRUNCATE ' || staged;
+            TRUNCATE pg_temp.unify_source_rows;
+            IF on_workers THEN
+                TRUNCATE pg_temp.unify_clean_rows;
+            END IF;
         END IF;
         BEGIN
             PERFORM unify._run_as(unify._mapping_role(src.run_as, src.relation),
@@ -910,8 +913,11 @@ BEGIN
             RAISE EXCEPTION 'source "%": its mapping failed: %', src.name, error_message
                 USING ERRCODE = error_state, DETAIL = error_detail, HINT = error_hint;
         END;
+        IF on_workers THEN
+            PERFORM unify._citus_restage(src.fields);  -- citus.sql
+        END IF;
         IF keys IS NULL AND NOT fresh THEN
-            EXECUTE format('INSERT INTO pg_temp.unify_source_keys SELECT s.source_key FROM %s s', staged);
+            INSERT INTO pg_temp.unify_source_keys SELECT s.source_key FROM pg_temp.unify_source_rows s;
         END IF;
         statement := CASE WHEN fresh THEN format($insert$
             WITH added AS (
@@ -987,10 +993,10 @@ BEGIN
                        RETURNING 1)
          SELECT count(*) FROM gone'
     ELSE
-        format('WITH gone AS (DELETE FROM unify.records r WHERE r.source_id = $1 AND r.source_key = ANY ($2)
-                       AND NOT EXISTS (SELECT 1 FROM %s s WHERE s.source_key = r.source_key)
+        'WITH gone AS (DELETE FROM unify.records r WHERE r.source_id = $1 AND r.source_key = ANY ($2)
+                       AND NOT EXISTS (SELECT 1 FROM pg_temp.unify_source_rows s WHERE s.source_key = r.source_key)
                        RETURNING 1)
-         SELECT count(*) FROM gone', staged)
+         SELECT count(*) FROM gone'
     END;
     deleted := (unify._run_kept(statement, src.source_id, keys))[1];
     IF keys IS NULL THEN

@@ -165,7 +165,7 @@ expect "nothing registered by the refused call" "$(q cu_dist "SELECT count(*) FR
 # As the lowest role that may register (unify_admin, not a superuser): the check reads Citus's
 # metadata with the caller's rights; a tracked distributed table registers, with its capture on
 # the shards, and remove_source takes it all away again.
-q cu_dist "SET client_min_messages = warning; CREATE ROLE regress_citus_admin IN ROLE unify_admin;
+q cu_dist "SET client_min_messages = warning; CREATE ROLE regress_citus_admin LOGIN IN ROLE unify_admin;
            GRANT USAGE ON SCHEMA crm TO regress_citus_admin; GRANT SELECT, TRIGGER ON crm.crm_contacts, crm.pos_loyalty_members TO regress_citus_admin"
 out=$(psql -X -q -At -v VERBOSITY=verbose -p "${PORT[coordinator]}" -d cu_dist -c "SET ROLE regress_citus_admin" \
       -c "SELECT unify.add_source('probe', 'crm.pos_loyalty_members', 'card_no', '{\"email\": \"email\"}')" 2>&1 || true)
@@ -178,7 +178,7 @@ expect "as unify_admin: a tracked distributed table registers, captured on the s
     "t distributed shard_queue workers "
 probe_id=$(q cu_dist "SELECT source_id FROM unify.sources WHERE name = 'probe'")
 expect "the probe's queue is distributed, colocated with crm.crm_contacts; its trigger is on every shard" \
-    "$(q cu_dist "SELECT unify._placement('unify._queue_$probe_id') || ' ' || (SELECT count(DISTINCT colocationid) FROM pg_dist_partition WHERE logicalrelid IN ('unify._queue_$probe_id'::regclass, 'crm.crm_contacts'::regclass))")|$(q cu_dist "SELECT string_agg(result, ',') FROM run_command_on_workers(\$\$SELECT count(*) > 0 AND count(*) = (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'crm' AND c.relname ~ '^crm_contacts_[0-9]+\$') FROM pg_trigger WHERE tgname = 'unify_capture_$probe_id'\$\$)")" \
+    "$(q cu_dist "SELECT unify._placement('unify._queue_$probe_id') || ' ' || (SELECT count(DISTINCT colocationid) FROM pg_dist_partition WHERE logicalrelid IN ('unify._queue_$probe_id'::regclass, 'crm.crm_contacts'::regclass))")|$(q cu_dist "SELECT string_agg(result, ',') FROM run_command_on_workers(\$\$SELECT count(*) > 0 AND count(*) = (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'crm' AND c.relname ~ '^crm_contacts_[0-9]+\$') FROM pg_trigger WHERE tgname LIKE 'unify\\_capture\\_${probe_id}\\_%'\$\$)")" \
     "distributed 1|t,t"
 q cu_dist "SET client_min_messages = warning; SELECT unify.remove_source('probe')" >/dev/null
 expect "remove_source dropped the queue, its shards and the triggers on the shards" \
@@ -209,16 +209,20 @@ for db in plain_local cu_local plain_dist cu_dist; do
     # The same changes everywhere: new shop customers (copies of CRM contacts, half under a new
     # last name), updated CRM contacts, deleted POS members, unsubscribed newsletter sign-ups.
     step "$db" changes "$(cat "$HERE/changes.sql")"
-    if [ "$db" = cu_dist ]; then
-        # The changes of the distributed sources wait in their shard queues on the workers,
-        # none in any node's unify.change_queue; unify.status counts them.
-        expect "cu_dist: shard queue depths shop/crm, nothing of them in unify.change_queue, nothing in the workers' unify.change_queue" \
-            "$(q cu_dist "SELECT (SELECT count(*) FROM unify._queue_$(q cu_dist "SELECT source_id FROM unify.sources WHERE name = 'shop'")) || '/' || (SELECT count(*) FROM unify._queue_$(q cu_dist "SELECT source_id FROM unify.sources WHERE name = 'crm'"))")|$(q cu_dist "SELECT count(*) FROM unify.change_queue q JOIN unify.sources s USING (source_id) WHERE s.name IN ('shop', 'crm')")|$(q cu_dist "SELECT string_agg(result, ',') FROM run_command_on_workers(\$\$SELECT count(*) FROM unify.change_queue\$\$)")" \
-            "$(q plain_dist "SELECT (SELECT count(*) FROM unify.change_queue q JOIN unify.sources s USING (source_id) WHERE s.name = 'shop') || '/' || (SELECT count(*) FROM unify.change_queue q JOIN unify.sources s USING (source_id) WHERE s.name = 'crm')")|0|0,0"
-        expect "cu_dist: unify.status counts the shard queues (as plain_dist's queue_depth)" \
-            "$(q cu_dist "SELECT string_agg(source || '=' || queue_depth, ',' ORDER BY source) FROM unify.status")" \
-            "$(q plain_dist "SELECT string_agg(source || '=' || queue_depth, ',' ORDER BY source) FROM unify.status")"
-    fi
+    case $db in
+        plain_dist)
+            # What the changes queued, per source, on a single node.
+            QUEUED=$(q plain_dist "SELECT (SELECT count(*) FROM unify.change_queue q JOIN unify.sources s USING (source_id) WHERE s.name = 'shop') || '/' || (SELECT count(*) FROM unify.change_queue q JOIN unify.sources s USING (source_id) WHERE s.name = 'crm')")
+            QUEUE_STATUS=$(q plain_dist "SELECT string_agg(source || '=' || queue_depth, ',' ORDER BY source) FROM unify.status") ;;
+        cu_dist)
+            # The changes of the distributed sources wait in their shard queues on the workers,
+            # none in any node's unify.change_queue; unify.status counts them.
+            expect "cu_dist: the shard queues of shop and crm hold what plain_dist's queue held ($QUEUED); nothing of them in unify.change_queue, nothing in the workers' unify.change_queue" \
+                "$(q cu_dist "SELECT (SELECT count(*) FROM unify._queue_$(q cu_dist "SELECT source_id FROM unify.sources WHERE name = 'shop'")) || '/' || (SELECT count(*) FROM unify._queue_$(q cu_dist "SELECT source_id FROM unify.sources WHERE name = 'crm'"))")|$(q cu_dist "SELECT count(*) FROM unify.change_queue q JOIN unify.sources s USING (source_id) WHERE s.name IN ('shop', 'crm')")|$(q cu_dist "SELECT string_agg(result, ',') FROM run_command_on_workers(\$\$SELECT count(*) FROM unify.change_queue\$\$)")" \
+                "$QUEUED|0|0,0"
+            expect "cu_dist: unify.status counts the shard queues ($QUEUE_STATUS as plain_dist)" \
+                "$(q cu_dist "SELECT string_agg(source || '=' || queue_depth, ',' ORDER BY source) FROM unify.status")" "$QUEUE_STATUS" ;;
+    esac
     step "$db" process_queue "SELECT 1" drain
     listing "$db" > "$WORK/$db.queue"
     case $db in *_dist)
@@ -311,7 +315,7 @@ expect "cu_dist: after the queue, the truncated source has no records left" \
     "$(q cu_dist "SELECT count(*) FROM unify.records r JOIN unify.sources s USING (source_id) WHERE s.name = 'crm'")|$(q cu_dist "SELECT sum(queue_depth) FROM unify.status")" "0|0"
 # An application role's writes to a distributed source (no right on anything of the extension)
 # are captured on the shards and drained like any other.
-q cu_dist "SET client_min_messages = warning; CREATE ROLE regress_citus_app;
+q cu_dist "SET client_min_messages = warning; CREATE ROLE regress_citus_app LOGIN;
            GRANT USAGE ON SCHEMA crm TO regress_citus_app; GRANT SELECT, INSERT, UPDATE, DELETE ON crm.crm_contacts TO regress_citus_app"
 psql_on "${PORT[coordinator]}" cu_dist -c "SET ROLE regress_citus_app" \
     -c "INSERT INTO crm.crm_contacts (kontakt_nr, vorname, nachname, e_mail) VALUES ('APP-1', 'Anna', 'Apfel', 'anna@example.org'), ('APP-2', 'Bernd', 'Birne', 'bernd@example.org'), ('APP-3', 'Clara', 'Citrus', NULL)" \

@@ -182,7 +182,7 @@ SELECT f AS citus_capture_function, has_function_privilege('unify_admin', f, 'EX
 FROM unnest(ARRAY['unify._citus_method(regclass)', 'unify._citus_queue(int)', 'unify._capture_mode(unify.sources)',
                   'unify._citus_create_capture(unify.sources,boolean)', 'unify._citus_collect()', 'unify._citus_queue_depth(int)',
                   'unify._cleaned_on(regclass)', 'unify._citus_prepare_clean(boolean)', 'unify._citus_clean_statement(unify.sources,text)',
-                  'unify._citus_staged_query(int,boolean)']::regprocedure[]) f
+                  'unify._citus_restage(jsonb)', 'unify._citus_staged_query(int,boolean)']::regprocedure[]) f
 ORDER BY 1;
 SET ROLE unify_admin;
 SELECT unify._citus_method('unify.records') AS method_without_citus;
