@@ -4769,7 +4769,8 @@ ALTER FUNCTION unify._citus_score_table() SET search_path = pg_catalog, pg_temp;
 -- unify._citus_staged_query(int, boolean).
 -- Changed: unify._citus_check_source (tracked hash-distributed tables accepted; VOLATILE),
 -- unify._normalized_query (a fourth argument, fenced: dropped and made again; concat_ws spelled
--- out), unify._apply, unify._create_capture, unify._drop_capture, unify.process_queue,
+-- out), unify._apply, unify._create_capture, unify._capture_after_alter (skips sources captured
+-- on their shards), unify._drop_capture, unify.process_queue,
 -- unify._queue_step, unify._status() and the view unify.status (three columns more: both
 -- dropped and made again).
 
@@ -5196,6 +5197,38 @@ $f$, '_capture_' || id, id, src.key_column, src.key_column, src.key_column,
 END
 $$;
 
+-- After an ALTER TABLE of a tracked table: its capture functions anew (see _create_capture).
+-- Never fails the DDL: a problem here is a warning.
+CREATE OR REPLACE FUNCTION unify._capture_after_alter() RETURNS event_trigger
+VOLATILE LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    id int;
+BEGIN
+    IF to_regclass('unify.sources') IS NULL THEN
+        RETURN;
+    END IF;
+    -- An ALTER TABLE renews the functions of the tables it changed; a change of a type or
+    -- domain (which can drop or rename a key column, or change its type, through CASCADE) all.
+    -- Not a distributed source captured on its shards (citus.sql): its capture function names
+    -- only the key, its distribution column, whose type Citus lets no ALTER change, and Citus
+    -- would refuse to replace the function on the workers after the ALTER's parallel DDL.
+    FOR id IN SELECT s.source_id FROM unify.sources s
+              WHERE s.track_changes AND s.removed_at IS NULL AND unify._citus_queue(s.source_id) IS NULL
+                AND (TG_TAG <> 'ALTER TABLE'
+                     OR s.relation IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+                                       WHERE c.classid = 'pg_catalog.pg_class'::regclass))
+    LOOP
+        BEGIN
+            PERFORM unify._create_capture(id, false);
+        EXCEPTION WHEN others THEN
+            RAISE WARNING 'customer_unify: could not renew the change capture of source %: %', id, SQLERRM;
+        END;
+    END LOOP;
+EXCEPTION WHEN others THEN
+    RAISE WARNING 'customer_unify: change capture not renewed after ALTER TABLE: %', SQLERRM;
+END
+$$;
+
 
 CREATE OR REPLACE FUNCTION unify._drop_capture(id int, relation regclass) RETURNS void
 VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
@@ -5562,3 +5595,4 @@ ALTER FUNCTION unify._apply(unify.sources, text[]) SET search_path = pg_catalog,
 ALTER FUNCTION unify.process_queue(int) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify._queue_step(int) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify.process_queue(int) SECURITY DEFINER;
+ALTER FUNCTION unify._capture_after_alter() SET search_path = pg_catalog, pg_temp;

@@ -759,8 +759,11 @@ BEGIN
     END IF;
     -- An ALTER TABLE renews the functions of the tables it changed; a change of a type or
     -- domain (which can drop or rename a key column, or change its type, through CASCADE) all.
+    -- Not a distributed source captured on its shards (citus.sql): its capture function names
+    -- only the key, its distribution column, whose type Citus lets no ALTER change, and Citus
+    -- would refuse to replace the function on the workers after the ALTER's parallel DDL.
     FOR id IN SELECT s.source_id FROM unify.sources s
-              WHERE s.track_changes AND s.removed_at IS NULL
+              WHERE s.track_changes AND s.removed_at IS NULL AND unify._citus_queue(s.source_id) IS NULL
                 AND (TG_TAG <> 'ALTER TABLE'
                      OR s.relation IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
                                        WHERE c.classid = 'pg_catalog.pg_class'::regclass))
