@@ -5471,8 +5471,15 @@ DECLARE
     rescorings bigint;
 BEGIN
     -- Changes captured on the shards of distributed sources join the queue first (citus.sql;
-    -- without such a source a look at unify.sources).
-    PERFORM unify._citus_collect();
+    -- without such a source a look at unify.sources), at most once a second per worker: with
+    -- such a source each call is a distributed DELETE on every shard of its queue, and an
+    -- idle worker polls every customer_unify.naptime (10 ms). The time of the last call is
+    -- this session's setting unify_internal.citus_collected_at (rolled back with a failed step).
+    IF coalesce(clock_timestamp() - nullif(current_setting('unify_internal.citus_collected_at', true), '')::timestamptz
+                >= interval '1 second', true) THEN
+        PERFORM set_config('unify_internal.citus_collected_at', clock_timestamp()::text, false);
+        PERFORM unify._citus_collect();
+    END IF;
     -- The idle workers ask many times a second: two probes of empty tables.
     IF NOT EXISTS (SELECT 1 FROM unify.queue_work) AND NOT EXISTS (SELECT 1 FROM unify.change_queue) THEN
         RETURN 0;
