@@ -305,6 +305,19 @@ expect "unify.status: without the citus extension everything is local, captured 
     "$(q plain_dist "SELECT string_agg(DISTINCT placement, ',') || ' ' || string_agg(DISTINCT capture, ',') || ' ' || string_agg(DISTINCT cleaned_on, ',') || ' citus=' || bool_or(citus) || ' scored_on=' || min(scored_on) FROM unify.status")" \
     "local none,trigger coordinator citus=false scored_on=coordinator"
 
+# sync's statement for a distributed source runs the cleaners on the shards: in its plan, the
+# workers' scans of the shards compute unify.normalize_name over the shard's columns (the
+# coordinator only sorts what the 32 tasks return).
+plan=$(printf '%s\n' "SET client_min_messages = warning;" "SELECT unify._citus_prepare_clean(true);" \
+          "SELECT unify._citus_clean_statement(s, '') AS statement FROM unify.sources s WHERE s.name = 'shop' \\gset" \
+          "EXPLAIN (VERBOSE, COSTS OFF) :statement" | psql_on "${PORT[coordinator]}" cu_dist)
+if [[ "$plan" == *"Task Count: 32"* ]] && grep -Eq "Seq Scan on crm\.shop_customers_[0-9]+ src" <<<"$plan" \
+   && grep -Eq "^ +Output: .*unify\.normalize_name\(src\.first_name\)" <<<"$plan"; then
+    pass "cu_dist: sync cleans a distributed source on the workers (normalize_name in the shards' scans)"
+else
+    fail "cu_dist: the clean statement's plan does not clean on the shards: $plan"
+fi
+
 # A TRUNCATE of a distributed source: Citus runs truncate triggers on the coordinator's table
 # only, where the plain truncate capture queues a full re-read; nothing is lost.
 q cu_dist "TRUNCATE crm.crm_contacts"
