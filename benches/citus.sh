@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Benchmark (issue 27, first slice): the pipeline on a loopback Citus cluster (coordinator + 2
-# workers, Citus 13.2.2 built from the vendored source) beside plain PostgreSQL on the same data,
-# per step, in the same run: tests/citus/run.sh with CITUS_TIMES=1 (which also asserts the same
-# records, pairs and persons). Four databases on the coordinator: plain_local / cu_local (every
-# source a local table; Citus installed in cu_local) and plain_dist / cu_dist (shop_customers and
-# crm_contacts distributed, pos_loyalty_members a reference table, newsletter_signups local;
-# the first three untracked). In cu_local and cu_dist score_pairs scores the blocks on the workers
-# (issue 27); the plain twins score on the coordinator. Also printed: the peak private memory per
-# node while score_pairs runs (VmHWM - RssShmem of the largest backend of each node, sampled every
-# 0.2 s; tests/citus/run.sh CITUS_MEMORY=1). All nodes share this machine's 2 cores, so the
+# Benchmark (issue 27): the pipeline on a loopback Citus cluster (coordinator + 2 workers, Citus
+# 13.2.2 built from the vendored source) beside plain PostgreSQL on the same data, per step, in
+# the same run: tests/citus/run.sh with CITUS_TIMES=1 (which also asserts the same records, pairs
+# and persons). Four databases on the coordinator: plain_local / cu_local (every source a local
+# table; Citus installed in cu_local) and plain_dist / cu_dist (shop_customers and crm_contacts
+# distributed and tracked: captured on their shards, cleaned on the workers by sync;
+# pos_loyalty_members a reference table, untracked; newsletter_signups local and tracked). In
+# cu_local and cu_dist score_pairs scores the blocks on the workers (issue 27); the plain twins
+# score on the coordinator. Also printed: the peak private memory per node while each step runs
+# (VmHWM - RssShmem of the largest backend of each node, sampled every 0.2 s; tests/citus/run.sh
+# CITUS_MEMORY=1). All nodes share this machine's 2 cores, so the
 # distributed run shows Citus's overhead, not a speed-up. docs/BENCHMARKS.md ("Citus") records the
 # figures.
 #

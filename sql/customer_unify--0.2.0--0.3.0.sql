@@ -4754,3 +4754,852 @@ END
 $citus_scoring_grants$;
 ALTER FUNCTION unify._citus_workers() SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify._citus_score_table() SET search_path = pg_catalog, pg_temp;
+
+-- Issue 27, Citus, registered source tables may be distributed: the changes of a
+-- hash-distributed source are captured on its shards into a queue colocated with them
+-- (unify._queue_<source_id>, a distributed table made by add_source, dropped by remove_source)
+-- and drained into unify.change_queue by process_queue and the workers' steps; sync reads a
+-- distributed source through one distributed query that runs the mapping and the cleaners on
+-- the shards, and compares with unify.records on the coordinator; unify.status gains capture,
+-- cleaned_on and scored_on (last).
+-- New: unify._citus_method(regclass), unify._citus_queue(int), unify._capture_mode(unify.sources),
+-- unify._citus_create_capture(unify.sources, boolean), unify._citus_collect(),
+-- unify._citus_queue_depth(int), unify._cleaned_on(regclass), unify._citus_prepare_clean(boolean),
+-- unify._citus_clean_statement(unify.sources, text), unify._citus_restage(jsonb),
+-- unify._citus_staged_query(int, boolean).
+-- Changed: unify._citus_check_source (tracked hash-distributed tables accepted; VOLATILE),
+-- unify._normalized_query (a fourth argument, fenced: dropped and made again; concat_ws spelled
+-- out), unify._apply, unify._create_capture, unify._capture_after_alter (skips sources captured
+-- on their shards), unify._drop_capture, unify.process_queue,
+-- unify._queue_step, unify._status() and the view unify.status (three columns more: both
+-- dropped and made again).
+
+-- The distribution method of a Citus table ('h' hash, 'n' none: reference, single-shard or
+-- Citus local, 'a'/'r' append/range); NULL for a table Citus does not know, and without Citus.
+CREATE FUNCTION unify._citus_method(relation regclass) RETURNS "char"
+STABLE STRICT PARALLEL SAFE LANGUAGE plpgsql AS $$
+DECLARE
+    method "char";
+BEGIN
+    IF NOT unify._citus_present() OR to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE 'SELECT p.partmethod FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = $1' INTO method USING relation;
+    RETURN method;
+END
+$$;
+
+-- The shard-local capture queue of a source (unify._queue_<source_id>), if it has one.
+CREATE FUNCTION unify._citus_queue(source_id int) RETURNS regclass
+STABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$
+    SELECT pg_catalog.to_regclass(pg_catalog.format('unify.%I', '_queue_' OPERATOR(pg_catalog.||) source_id))
+$$;
+
+-- How the changes of a source reach unify.records: 'trigger' (a capture trigger on its table
+-- queues into unify.change_queue), 'shard_queue' (a trigger on every shard queues into a
+-- distributed queue colocated with the source, drained by the coordinator), 'none' (not
+-- tracked: only unify.sync reads it).
+CREATE FUNCTION unify._capture_mode(src unify.sources) RETURNS text
+STABLE PARALLEL SAFE LANGUAGE sql AS $$
+    SELECT CASE WHEN NOT src.track_changes OR src.removed_at IS NOT NULL THEN 'none'
+                WHEN unify._citus_queue(src.source_id) IS NOT NULL THEN 'shard_queue'
+                ELSE 'trigger' END
+$$;
+
+-- Makes the shard-local capture of source `id`, a hash-distributed table (called by
+-- unify._create_capture as the extension owner): the queue unify._queue_<id> (the source key in
+-- its own type, the operation, when), distributed by the key colocated with the source; the
+-- capture function that inserts into it; with `triggers`, the row trigger on the table, which
+-- Citus creates on every shard. The truncate capture stays the plain one (see above).
+CREATE FUNCTION unify._citus_create_capture(src unify.sources, triggers boolean) RETURNS void
+VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
+DECLARE
+    queue constant text := '_queue_' || src.source_id;
+    key_type text;
+BEGIN
+    SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) INTO STRICT key_type FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = src.relation AND a.attname = src.key_column AND a.attnum > 0 AND NOT a.attisdropped;
+    IF unify._citus_queue(src.source_id) IS NULL THEN
+        EXECUTE pg_catalog.format('CREATE TABLE unify.%I (source_key %s NOT NULL, op "char" NOT NULL CHECK (op IN (''I'', ''U'', ''D'')), '
+                                  'enqueued_at timestamptz NOT NULL DEFAULT now())', queue, key_type);
+        EXECUTE pg_catalog.format('COMMENT ON TABLE unify.%I IS %L', queue,
+                                  pg_catalog.format('Changes of source %s captured on its shards, colocated with %s; drained into unify.change_queue by the coordinator', src.name, src.relation_name));
+        EXECUTE pg_catalog.format('REVOKE ALL ON unify.%I FROM PUBLIC', queue);
+        EXECUTE pg_catalog.format('GRANT SELECT ON unify.%I TO unify_admin', queue);
+        EXECUTE pg_catalog.format('GRANT INSERT ON unify.%I TO unify_capture', queue);
+        EXECUTE 'SELECT pg_catalog.create_distributed_table($1, ''source_key'', colocate_with => $2)'
+            USING pg_catalog.format('unify.%I', queue), src.relation::text;
+    END IF;
+    -- The key cannot change on a distributed table (Citus refuses updates of the distribution
+    -- column), so an UPDATE queues its one key. No guard against a dropped queue beyond the
+    -- lookup: the function is replaced with the plain one when the source stops being tracked.
+    EXECUTE pg_catalog.format($f$
+CREATE OR REPLACE FUNCTION unify.%I() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $body$
+BEGIN
+    IF to_regclass('unify.%I') IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO unify.%I (source_key, op) VALUES (OLD.%I, 'D');
+    ELSIF TG_OP = 'UPDATE' AND OLD.%I IS DISTINCT FROM NEW.%I THEN
+        INSERT INTO unify.%I (source_key, op) VALUES (OLD.%I, 'D');
+        INSERT INTO unify.%I (source_key, op) VALUES (NEW.%I, 'I');
+    ELSE
+        INSERT INTO unify.%I (source_key, op) VALUES (NEW.%I, left(TG_OP, 1)::"char");
+    END IF;
+    RETURN NULL;
+END
+$body$
+$f$, '_capture_' || src.source_id, queue, queue, src.key_column, src.key_column, src.key_column,
+        queue, src.key_column, queue, src.key_column, queue, src.key_column);
+    EXECUTE pg_catalog.format('ALTER FUNCTION unify.%I() OWNER TO unify_capture', '_capture_' || src.source_id);
+    EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION unify.%I() FROM PUBLIC', '_capture_' || src.source_id);
+    IF triggers THEN
+        PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+        EXECUTE pg_catalog.format('CREATE OR REPLACE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION unify.%I()',
+                                  'unify_capture_' || src.source_id, src.relation, '_capture_' || src.source_id);
+        PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'off', true);
+    END IF;
+END
+$$;
+
+-- Moves what the shard-local capture queues hold into unify.change_queue (keys as text, the
+-- time of the change kept): one distributed DELETE ... RETURNING per queue, in the caller's
+-- transaction, which goes on to apply the changes (process_queue, the workers' steps). A
+-- rollback leaves them on the shards; a row a trigger adds meanwhile stays for the next call;
+-- two callers never move a row twice (the second's DELETE waits for the first's and finds it
+-- gone). Returns the rows moved. Without Citus, or without such a queue, it reads the catalog
+-- of unify.sources only.
+CREATE FUNCTION unify._citus_collect() RETURNS bigint
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    src record;
+    n bigint;
+    moved bigint := 0;
+BEGIN
+    FOR src IN SELECT s.source_id, unify._citus_queue(s.source_id) AS queue FROM unify.sources s
+               WHERE s.track_changes AND s.removed_at IS NULL AND unify._citus_queue(s.source_id) IS NOT NULL
+               ORDER BY s.source_id LOOP
+        EXECUTE pg_catalog.format('WITH taken AS (DELETE FROM %s q RETURNING q.source_key, q.op, q.enqueued_at),
+                                        moved AS (INSERT INTO unify.change_queue (source_id, source_key, op, enqueued_at)
+                                                  SELECT $1, t.source_key::text, t.op, t.enqueued_at FROM taken t RETURNING 1)
+                                   SELECT count(*) FROM moved', src.queue)
+            INTO n USING src.source_id;
+        moved := moved + n;
+    END LOOP;
+    RETURN moved;
+END
+$$;
+
+-- The changes waiting in a source's shard-local queue (not yet drained into
+-- unify.change_queue) and the oldest one's time; 0 and NULL without such a queue.
+CREATE FUNCTION unify._citus_queue_depth(source_id int, OUT depth bigint, OUT oldest timestamptz)
+STABLE LANGUAGE plpgsql AS $$
+DECLARE
+    queue constant regclass := unify._citus_queue(source_id);
+BEGIN
+    depth := 0;
+    IF queue IS NOT NULL THEN
+        EXECUTE pg_catalog.format('SELECT count(*), min(q.enqueued_at) FROM %s q', queue) INTO depth, oldest;
+    END IF;
+END
+$$;
+
+-- Where sync cleans a source's rows: 'workers' for a hash- or single-shard distributed table
+-- (the mapping and the cleaners run on its shards), 'coordinator' for every other.
+CREATE FUNCTION unify._cleaned_on(relation regclass) RETURNS text
+STABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$
+    SELECT CASE WHEN unify._placement(relation) = 'distributed' THEN 'workers' ELSE 'coordinator' END
+$$;
+
+-- This session's table of cleaned rows of a distributed source (see above): made on first use
+-- (INSERT granted to PUBLIC, as pg_temp.unify_source_rows: the mapping's role writes it), one
+-- made by another role first is dropped (see unify._prepare_stage), emptied otherwise.
+CREATE FUNCTION unify._citus_prepare_clean(full_read boolean) RETURNS void
+VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
+DECLARE
+    foreign_stage record;
+BEGIN
+    FOR foreign_stage IN
+        SELECT c.oid::regclass AS name, c.relkind FROM pg_catalog.pg_class c
+        WHERE c.oid = to_regclass('pg_temp.unify_clean_rows')
+          AND c.relowner <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
+    LOOP
+        EXECUTE format('DROP %s %s CASCADE',
+                       CASE foreign_stage.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                            WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, foreign_stage.name);
+    END LOOP;
+    IF to_regclass('pg_temp.unify_clean_rows') IS NULL THEN
+        -- The columns of unify._normalized_query, in its order.
+        CREATE TEMP TABLE unify_clean_rows (
+            source_key text, first_name text, last_name text, email text, email_key text, phone text, mobile text,
+            street text, house_number text, postcode text, city text, country text, birth_date date, company text,
+            customer_number text, external_id text, consent_email boolean, consent_phone boolean, consent_post boolean,
+            source_updated_at timestamptz, last_name_phonetic text, raw jsonb, salutation text, title text,
+            consent_email_at timestamptz, consent_phone_at timestamptz, consent_post_at timestamptz,
+            -- the order the rows came in (the key's), which their places in the table need not keep
+            ord bigint GENERATED ALWAYS AS IDENTITY);
+        GRANT INSERT ON pg_temp.unify_clean_rows TO PUBLIC;
+    ELSIF full_read OR pg_relation_size('pg_temp.unify_clean_rows') > 8 * 1024 * 1024 THEN
+        TRUNCATE pg_temp.unify_clean_rows;
+    ELSE
+        DELETE FROM pg_temp.unify_clean_rows;
+    END IF;
+END
+$$;
+
+-- The statement sync runs (as the mapping's role) for a distributed source: the mapping and
+-- the cleaners over the source rows `filter` selects, in one query Citus pushes down to the
+-- shards whole (no OFFSET fence, no reference to a coordinator table: unify._normalized_query
+-- with fenced => false and fresh => true), into pg_temp.unify_clean_rows, in key order (see
+-- unify._citus_stage_order: the same record ids on every sync of the same data).
+CREATE FUNCTION unify._citus_clean_statement(src unify.sources, filter text) RETURNS text
+STABLE LANGUAGE plpgsql AS $$
+DECLARE
+    staged text := format('(src.%I)::text AS source_key, src.%I AS _order_key', src.key_column, src.key_column);
+    f record;
+BEGIN
+    FOR f IN SELECT * FROM unify._canonical_field_types() LOOP
+        IF src.fields ? f.field THEN
+            staged := staged || format(', %s AS %I', unify._staged_expression(f.field, src.fields ->> f.field), f.field);
+        ELSE
+            staged := staged || format(', NULL::%s AS %I', f.stage_type, f.field);
+        END IF;
+    END LOOP;
+    RETURN format('INSERT INTO pg_temp.unify_clean_rows (source_key, first_name, last_name, email, email_key, phone, mobile, '
+                  'street, house_number, postcode, city, country, birth_date, company, customer_number, external_id, '
+                  'consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw, salutation, title, '
+                  'consent_email_at, consent_phone_at, consent_post_at) %s ORDER BY raw._order_key',
+                  -- source 0: no comparison and no erasure filter in the pushed-down query
+                  -- (both read coordinator tables); _citus_staged_query applies them after.
+                  unify._normalized_query(0,
+                      replace(unify._raw_query(src.fields), 'FROM pg_temp.unify_source_rows AS s',
+                              format('FROM (SELECT %s FROM %s AS src %s) AS s', staged, src.relation, coalesce(filter, ''))),
+                      true, false));
+END
+$$;
+
+-- After unify._citus_clean_statement: the mapped values of the cleaned rows (their raw jsonb,
+-- which holds them as staged) into pg_temp.unify_source_rows, in the order they came, as the
+-- staging of a local table would have put them there. The places rows take in that table
+-- (PostgreSQL fills earlier pages' free space with smaller rows) decide the order records are
+-- written in and so their ids, on which training's sample and scoring's ties depend: so a
+-- distributed source's records take the ids they would take on a single node.
+CREATE FUNCTION unify._citus_restage(fields jsonb) RETURNS void
+VOLATILE LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE (SELECT format('INSERT INTO pg_temp.unify_source_rows (source_key, %s) SELECT c.source_key, %s FROM pg_temp.unify_clean_rows c ORDER BY c.ord',
+                           string_agg(format('%I', f.field), ', '),
+                           string_agg(CASE WHEN fields ? f.field THEN format('(c.raw ->> %L)::%s', f.field, f.stage_type)
+                                           ELSE format('NULL::%s', f.stage_type) END, ', '))
+             FROM unify._canonical_field_types() AS f);
+END
+$$;
+
+-- The cleaned rows of a distributed source to write into unify.records: those whose raw
+-- values differ from the record held (all of them for a first load, `fresh`), without rows of
+-- erased persons (the same filters unify._normalized_query applies), over the local tables, in
+-- the order of pg_temp.unify_source_rows (see unify._citus_restage).
+CREATE FUNCTION unify._citus_staged_query(source_id int, fresh boolean) RETURNS text
+STABLE PARALLEL SAFE LANGUAGE sql AS $$
+SELECT format($q$
+SELECT raw.* FROM pg_temp.unify_source_rows AS staged JOIN pg_temp.unify_clean_rows AS raw ON raw.source_key = staged.source_key
+WHERE true
+%s
+%s
+ORDER BY staged.ctid
+$q$,
+    CASE WHEN fresh THEN '' ELSE format($r$AND NOT EXISTS (SELECT 1 FROM unify.records r
+                  WHERE r.source_id = %s AND r.source_key = raw.source_key AND r.raw = raw.raw)$r$, source_id) END,
+    CASE WHEN EXISTS (SELECT 1 FROM unify.erasures e WHERE e.source_id = _citus_staged_query.source_id)
+         THEN format($e$AND NOT EXISTS (SELECT 1 FROM unify.erasures e
+                  WHERE e.source_id = %s AND e.key_hash = unify._key_hash((SELECT k.secret FROM unify._secret k), raw.source_key))$e$, source_id)
+         ELSE '' END)
+$$;
+
+-- add_source's check of a Citus source (called as the caller, before the registration): the
+-- changes of a hash-distributed table are captured beside its shards (see above); a reference
+-- table, a single-shard or an append/range-distributed table is registered only with
+-- track_changes => false. For a tracked hash-distributed table it also sets
+-- citus.multi_shard_modify_mode = sequential for the rest of the transaction, before add_source
+-- reads the table: Citus creates the capture function on the workers over one connection per
+-- node, which it refuses after a statement of the transaction used several (SQLSTATE 0A000,
+-- "cannot run function command because there was a parallel operation").
+CREATE OR REPLACE FUNCTION unify._citus_check_source(relation regclass, relation_name text, track_changes boolean) RETURNS void
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    placement constant text := unify._placement(relation);
+BEGIN
+    IF track_changes AND (placement = 'reference' OR (placement = 'distributed' AND unify._citus_method(relation) <> 'h')) THEN
+        RAISE EXCEPTION 'changes of % table % cannot be tracked', CASE WHEN placement = 'reference' THEN placement ELSE 'non-hash-distributed' END, relation_name
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Change capture of a Citus table needs a capture queue colocated with its shards: only a hash-distributed table has one.',
+                  HINT = 'Register it with track_changes => false and call unify.sync(name) on a schedule: sync reads it through a distributed query (docs/OPERATIONS.md, "Citus").';
+    END IF;
+    IF track_changes AND placement = 'distributed' THEN
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+END
+$$;
+
+DROP FUNCTION unify._normalized_query(int, text, boolean);
+-- The cleaners over the rows of `raw_query` (see _raw_query) whose raw values differ from the
+-- record already held: unchanged rows are not normalized again. `fresh`: the source holds no
+-- record and none can appear meanwhile (a first load under sync's lock), so there is nothing to
+-- compare with. A value used more than once (the country, the split street and names) is
+-- computed once, in a fenced LATERAL subquery; the raw values too (compared and stored).
+-- `fenced` false leaves the OFFSET 0 fences out (the values are then computed where used):
+-- Citus pushes such a query over a distributed source down to its shards whole, where a fence
+-- would pull the source rows to the coordinator first (unify._citus_clean_statement).
+CREATE FUNCTION unify._normalized_query(source_id int, raw_query text, fresh boolean DEFAULT false, fenced boolean DEFAULT true) RETURNS text
+STABLE PARALLEL SAFE LANGUAGE sql AS $$
+SELECT format($q$
+SELECT raw.source_key,
+       coalesce(c.first_name, (c.full_name).first_name) AS first_name,
+       coalesce(c.last_name, (c.full_name).last_name) AS last_name,
+       unify.normalize_email(raw.email) AS email,
+       unify.email_match_key(raw.email) AS email_key,
+       unify.normalize_phone(raw.phone, coalesce(c.country, 'DE')) AS phone,
+       unify.normalize_phone(raw.mobile, coalesce(c.country, 'DE')) AS mobile,
+       unify.normalize_street((c.street_parts).street) AS street,
+       (c.street_parts).house_number AS house_number,
+       unify.normalize_postcode(raw.postcode, coalesce(c.country, 'DE')) AS postcode,
+       nullif(lower(unify.transliterate_de(btrim(raw.city))), '') AS city,
+       c.country,
+       unify.normalize_date(raw.birth_date) AS birth_date,
+       nullif(btrim(raw.company), '') AS company,
+       nullif(btrim(raw.customer_number), '') AS customer_number,
+       nullif(btrim(raw.external_id), '') AS external_id,
+       raw.consent_email, raw.consent_phone, raw.consent_post,
+       raw.updated_at AS source_updated_at,
+       unify.cologne_phonetic(coalesce(c.last_name, (c.full_name).last_name)) AS last_name_phonetic,
+       raw.raw,
+       coalesce(c.salutation, (n.any_name).salutation) AS salutation,
+       coalesce(c.title, (n.any_name).title) AS title,
+       raw.consent_email_at, raw.consent_phone_at, raw.consent_post_at
+FROM (SELECT * FROM (%1$s) AS q %4$s) AS raw
+CROSS JOIN LATERAL (
+    SELECT unify.normalize_name(raw.first_name) AS first_name, unify.normalize_name(raw.last_name) AS last_name,
+           unify.split_full_name(raw.full_name) AS full_name, unify.normalize_country(raw.country) AS country,
+           unify.split_street(coalesce(raw.street_line, raw.street || coalesce(' ' || raw.house_number, ''))) AS street_parts,
+           unify.normalize_salutation(raw.salutation) AS salutation,
+           coalesce(unify.normalize_title(raw.title), unify.normalize_title(raw.salutation)) AS title
+    %4$s) AS c
+-- The salutation and title written in front of a name, where no field gave them.
+CROSS JOIN LATERAL (
+    -- (concat_ws(' ', first_name, last_name) spelled out: concat_ws is only STABLE, and Citus
+    -- pushes a subquery without FROM down to the shards only when its functions are IMMUTABLE.)
+    SELECT CASE WHEN c.salutation IS NULL OR c.title IS NULL
+                THEN unify.split_full_name(coalesce(raw.full_name,
+                         CASE WHEN raw.first_name IS NULL THEN coalesce(raw.last_name, '')
+                              WHEN raw.last_name IS NULL THEN raw.first_name
+                              ELSE raw.first_name || ' ' || raw.last_name END)) END AS any_name
+    %4$s) AS n
+WHERE true
+%2$s
+%3$s
+$q$, raw_query,
+    CASE WHEN fresh THEN '' ELSE format($r$AND NOT EXISTS (SELECT 1 FROM unify.records r
+                  WHERE r.source_id = %s AND r.source_key = raw.source_key AND r.raw = raw.raw)$r$, source_id) END,
+    -- Rows of erased persons stay out; the hash is only computed for a source that has some.
+    CASE WHEN EXISTS (SELECT 1 FROM unify.erasures e WHERE e.source_id = _normalized_query.source_id)
+         THEN format($e$AND NOT EXISTS (SELECT 1 FROM unify.erasures e
+                  WHERE e.source_id = %s AND e.key_hash = unify._key_hash((SELECT k.secret FROM unify._secret k), raw.source_key))$e$, source_id)
+         ELSE '' END,
+    CASE WHEN fenced THEN 'OFFSET 0' ELSE '' END)
+$$;
+
+-- The capture trigger of one source: a function with the key column written in (no per-row
+-- catalog lookup) that only enqueues (source, key, operation). SECURITY DEFINER so that roles
+-- writing to the source table need no rights on unify.change_queue, and owned by unify_capture,
+-- which may do nothing but that insert: code the table's owner controls (a cast of the key's
+-- type) runs with no privilege worth having. `triggers` false only replaces the functions: the
+-- event trigger below does that after an ALTER TABLE, so that every session compiles them
+-- anew for the new column types (PL/pgSQL keeps a plan per session and would otherwise fail
+-- the application's next write with "type of parameter ... does not match").
+CREATE OR REPLACE FUNCTION unify._create_capture(id int, triggers boolean) RETURNS void
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    src unify.sources;
+    key_exists boolean;
+    -- A capture function that marks the source for a full read: the truncate trigger's.
+    full_read constant text := $f$
+CREATE OR REPLACE FUNCTION unify.%I() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $body$
+BEGIN
+    IF to_regclass('unify.change_queue') IS NULL THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO unify.change_queue (source_id, source_key, op) VALUES (%s, NULL, 'T');
+    RETURN NULL;
+END
+$body$
+$f$;
+BEGIN
+    SELECT * INTO STRICT src FROM unify.sources WHERE source_id = id;
+    key_exists := EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = src.relation
+                          AND a.attname = src.key_column AND a.attnum > 0 AND NOT a.attisdropped);
+    -- OR REPLACE, and a guard on the queue: a DROP EXTENSION (which cannot drop these, they are
+    -- not its members) leaves them behind as no-ops instead of failing every write to the
+    -- source table, and a new CREATE EXTENSION + add_source replaces them.
+    IF key_exists AND unify._citus_method(src.relation) = 'h' THEN
+        -- A hash-distributed table: the row capture on its shards, into a queue colocated with
+        -- them (citus.sql); the truncate capture below as for every table.
+        PERFORM unify._citus_create_capture(src, triggers);
+    ELSIF key_exists THEN
+        EXECUTE format($f$
+CREATE OR REPLACE FUNCTION unify.%I() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $body$
+BEGIN
+    IF to_regclass('unify.change_queue') IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO unify.change_queue (source_id, source_key, op) VALUES (%s, (OLD.%I)::text, 'D');
+    ELSIF TG_OP = 'UPDATE' AND OLD.%I IS DISTINCT FROM NEW.%I THEN
+        INSERT INTO unify.change_queue (source_id, source_key, op)
+        VALUES (%s, (OLD.%I)::text, 'D'), (%s, (NEW.%I)::text, 'I');
+    ELSE
+        INSERT INTO unify.change_queue (source_id, source_key, op) VALUES (%s, (NEW.%I)::text, left(TG_OP, 1)::"char");
+    END IF;
+    RETURN NULL;
+END
+$body$
+$f$, '_capture_' || id, id, src.key_column, src.key_column, src.key_column,
+            id, src.key_column, id, src.key_column, id, src.key_column);
+    ELSE
+        -- The key column was renamed or dropped: the application's writes go on; each marks
+        -- the source for a full read (as a truncate does), which fails into unify.dead_letters
+        -- naming the problem.
+        EXECUTE format(full_read, '_capture_' || id, id);
+    END IF;
+    EXECUTE format(full_read, '_capture_truncate_' || id, id);
+    EXECUTE format('ALTER FUNCTION unify.%I() OWNER TO unify_capture', '_capture_' || id);
+    EXECUTE format('ALTER FUNCTION unify.%I() OWNER TO unify_capture', '_capture_truncate_' || id);
+    EXECUTE format('REVOKE ALL ON FUNCTION unify.%I() FROM PUBLIC', '_capture_' || id);
+    EXECUTE format('REVOKE ALL ON FUNCTION unify.%I() FROM PUBLIC', '_capture_truncate_' || id);
+    IF triggers THEN
+        -- (On a distributed table Citus accepts a trigger only with citus.enable_unsafe_triggers,
+        -- set for these statements only; it keeps a truncate trigger on the coordinator's table.)
+        IF unify._citus_method(src.relation) = 'h' THEN
+            PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+        ELSE
+            EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION unify.%I()',
+                           'unify_capture_' || id, src.relation, '_capture_' || id);
+        END IF;
+        EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION unify.%I()',
+                       'unify_capture_truncate_' || id, src.relation, '_capture_truncate_' || id);
+        IF unify._citus_method(src.relation) = 'h' THEN
+            PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'off', true);
+        END IF;
+    END IF;
+END
+$$;
+
+-- After an ALTER TABLE of a tracked table: its capture functions anew (see _create_capture).
+-- Never fails the DDL: a problem here is a warning.
+CREATE OR REPLACE FUNCTION unify._capture_after_alter() RETURNS event_trigger
+VOLATILE LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    id int;
+BEGIN
+    IF to_regclass('unify.sources') IS NULL THEN
+        RETURN;
+    END IF;
+    -- An ALTER TABLE renews the functions of the tables it changed; a change of a type or
+    -- domain (which can drop or rename a key column, or change its type, through CASCADE) all.
+    -- Not a distributed source captured on its shards (citus.sql): its capture function names
+    -- only the key, its distribution column, whose type Citus lets no ALTER change, and Citus
+    -- would refuse to replace the function on the workers after the ALTER's parallel DDL.
+    FOR id IN SELECT s.source_id FROM unify.sources s
+              WHERE s.track_changes AND s.removed_at IS NULL AND unify._citus_queue(s.source_id) IS NULL
+                AND (TG_TAG <> 'ALTER TABLE'
+                     OR s.relation IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+                                       WHERE c.classid = 'pg_catalog.pg_class'::regclass))
+    LOOP
+        BEGIN
+            PERFORM unify._create_capture(id, false);
+        EXCEPTION WHEN others THEN
+            RAISE WARNING 'customer_unify: could not renew the change capture of source %: %', id, SQLERRM;
+        END;
+    END LOOP;
+EXCEPTION WHEN others THEN
+    RAISE WARNING 'customer_unify: change capture not renewed after ALTER TABLE: %', SQLERRM;
+END
+$$;
+
+
+CREATE OR REPLACE FUNCTION unify._drop_capture(id int, relation regclass) RETURNS void
+VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
+BEGIN
+    -- A distributed source's capture function is dropped on the workers too, which Citus does
+    -- over one connection per node only (see unify._citus_check_source).
+    IF unify._citus_queue(id) IS NOT NULL THEN
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+    -- Only where there are triggers: Citus refuses any DROP TRIGGER on a distributed table
+    -- unless citus.enable_unsafe_triggers is on (set for these statements only).
+    IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = relation AND t.tgname IN ('unify_capture_' || id, 'unify_capture_truncate_' || id)) THEN
+        IF unify._placement(relation) <> 'local' THEN
+            PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+        END IF;
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'unify_capture_' || id, relation);
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'unify_capture_truncate_' || id, relation);
+        IF unify._placement(relation) <> 'local' THEN
+            PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'off', true);
+        END IF;
+    END IF;
+    EXECUTE format('DROP FUNCTION IF EXISTS unify.%I()', '_capture_' || id);
+    EXECUTE format('DROP FUNCTION IF EXISTS unify.%I()', '_capture_truncate_' || id);
+    -- A distributed source's shard-local queue (citus.sql), with its shards.
+    IF unify._citus_queue(id) IS NOT NULL THEN
+        EXECUTE format('DROP TABLE %s', unify._citus_queue(id));
+    END IF;
+END
+$$;
+
+-- Brings unify.records of one source in line with the given rows of the source (all rows, or
+-- the keys in `keys`): inserts, updates where the mapped values changed, deletes what is gone.
+-- The rows are staged by the source's mapping, run as the role that registered it
+-- (unify._run_as); the cleaners and the writes run here. A full sync runs in parts of about
+-- 200k source rows (split by a hash of the key), with progress reported between parts (NOTICE
+-- every few seconds, application_name at once). Its statements run through kept plans
+-- (unify._run_kept); a queue batch leaves source_rows NULL. Errors name the source.
+-- A first load (a full sync of a source without records, while this transaction holds
+-- unify.records exclusively: nobody else can add its records meanwhile) only inserts: no
+-- comparison with records, no ON CONFLICT, no search for records that are gone.
+CREATE OR REPLACE FUNCTION unify._apply(src unify.sources, keys text[], OUT source_rows bigint, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    parts int := 1;
+    part int;
+    estimate float4;
+    rebuild text[];
+    fresh boolean := false;
+    key_text constant text := format('(src.%I)::text', src.key_column);
+    filter text;
+    statement text;
+    counts bigint[];
+    started constant timestamptz := clock_timestamp();
+    last_notice timestamptz := clock_timestamp();
+    error_state text;
+    error_message text;
+    error_detail text;
+    error_hint text;
+    -- A distributed source is read and cleaned on its shards into pg_temp.unify_clean_rows,
+    -- its mapped values then staged from there (citus.sql); every other is staged here and
+    -- cleaned over pg_temp.unify_source_rows.
+    on_workers constant boolean := unify._cleaned_on(src.relation) = 'workers';
+BEGIN
+    inserted := 0;
+    updated := 0;
+    PERFORM unify._prepare_stage(keys IS NULL);
+    IF on_workers THEN
+        PERFORM unify._citus_prepare_clean(keys IS NULL);
+    END IF;
+    IF keys IS NULL THEN
+        SELECT greatest(c.reltuples, 0) INTO estimate FROM pg_catalog.pg_class c WHERE c.oid = src.relation;
+        parts := greatest(1, ceil(estimate / 200000))::int;
+        -- A first sync of a large source into a table holding fewer records: inserting into
+        -- the secondary indexes costs more than building them once after (see _drop_indexes).
+        IF estimate >= greatest(5000, (SELECT c.reltuples FROM pg_catalog.pg_class c WHERE c.oid = 'unify.records'::regclass))
+           AND NOT EXISTS (SELECT 1 FROM unify.records r WHERE r.source_id = src.source_id) THEN
+            rebuild := unify._drop_indexes('unify.records');
+        END IF;
+        -- Asked after the lock (taken above, or by unify.sync for a first load of everything).
+        fresh := EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+                         WHERE l.locktype = 'relation' AND l.relation = 'unify.records'::regclass
+                           AND l.pid = pg_backend_pid() AND l.mode = 'AccessExclusiveLock' AND l.granted)
+                 AND NOT EXISTS (SELECT 1 FROM unify.records r WHERE r.source_id = src.source_id);
+    END IF;
+    FOR part IN 0 .. parts - 1 LOOP
+        filter := CASE WHEN keys IS NOT NULL THEN unify._keys_filter(src, 1)
+                       WHEN parts > 1 THEN format('WHERE (pg_catalog.hashtext(%s) & 2147483647) %% %s = %s', key_text, parts, part)
+                       ELSE '' END;
+        IF part > 0 THEN
+            TRUNCATE pg_temp.unify_source_rows;
+            IF on_workers THEN
+                TRUNCATE pg_temp.unify_clean_rows;
+            END IF;
+        END IF;
+        BEGIN
+            PERFORM unify._run_as(unify._mapping_role(src.run_as, src.relation),
+                                  CASE WHEN on_workers THEN unify._citus_clean_statement(src, filter)
+                                       ELSE unify._stage_statement(src, filter) END, keys);
+        EXCEPTION WHEN others THEN
+            GET STACKED DIAGNOSTICS error_state = RETURNED_SQLSTATE, error_message = MESSAGE_TEXT,
+                                    error_detail = PG_EXCEPTION_DETAIL, error_hint = PG_EXCEPTION_HINT;
+            error_hint := format('Check the mapping against the table (SELECT fields FROM unify.sources WHERE name = %L); it runs as role %s with search_path pg_catalog, pg_temp, so qualify your own functions. After the fix, SELECT unify.retry_failed(%L).',
+                                 src.name, src.run_as, src.name);
+            IF coalesce(error_detail, '') = '' THEN
+                RAISE EXCEPTION 'source "%": its mapping failed: %', src.name, error_message
+                    USING ERRCODE = error_state, HINT = error_hint;
+            END IF;
+            RAISE EXCEPTION 'source "%": its mapping failed: %', src.name, error_message
+                USING ERRCODE = error_state, DETAIL = error_detail, HINT = error_hint;
+        END;
+        IF on_workers THEN
+            PERFORM unify._citus_restage(src.fields);  -- citus.sql
+        END IF;
+        IF keys IS NULL AND NOT fresh THEN
+            INSERT INTO pg_temp.unify_source_keys SELECT s.source_key FROM pg_temp.unify_source_rows s;
+        END IF;
+        statement := CASE WHEN fresh THEN format($insert$
+            WITH added AS (
+                INSERT INTO unify.records (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
+                    street, house_number, postcode, city, country, birth_date, company, customer_number, external_id,
+                    consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw,
+                    salutation, title, consent_email_at, consent_phone_at, consent_post_at)
+                SELECT $1, s.source_key, s.first_name, s.last_name, s.email, s.email_key, s.phone, s.mobile,
+                    s.street, s.house_number, s.postcode, s.city, s.country, s.birth_date, s.company, s.customer_number,
+                    s.external_id, s.consent_email, s.consent_phone, s.consent_post, s.source_updated_at,
+                    s.last_name_phonetic, s.raw, s.salutation, s.title, s.consent_email_at, s.consent_phone_at,
+                    s.consent_post_at
+                FROM (%s) s
+                RETURNING 1)
+            SELECT count(*), 0 FROM added
+            $insert$, CASE WHEN on_workers THEN unify._citus_staged_query(src.source_id, true)
+                           ELSE unify._normalized_query(src.source_id, unify._raw_query(src.fields), true) END)
+        ELSE format($upsert$
+            WITH upsert AS (
+                INSERT INTO unify.records AS r (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
+                    street, house_number, postcode, city, country, birth_date, company, customer_number, external_id,
+                    consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw,
+                    salutation, title, consent_email_at, consent_phone_at, consent_post_at)
+                SELECT $1, s.source_key, s.first_name, s.last_name, s.email, s.email_key, s.phone, s.mobile,
+                    s.street, s.house_number, s.postcode, s.city, s.country, s.birth_date, s.company, s.customer_number,
+                    s.external_id, s.consent_email, s.consent_phone, s.consent_post, s.source_updated_at,
+                    s.last_name_phonetic, s.raw, s.salutation, s.title, s.consent_email_at, s.consent_phone_at,
+                    s.consent_post_at
+                FROM (%s) s
+                ON CONFLICT (source_id, source_key) DO UPDATE SET
+                    first_name = excluded.first_name, last_name = excluded.last_name, email = excluded.email,
+                    email_key = excluded.email_key, phone = excluded.phone, mobile = excluded.mobile,
+                    street = excluded.street, house_number = excluded.house_number, postcode = excluded.postcode,
+                    city = excluded.city, country = excluded.country, birth_date = excluded.birth_date,
+                    company = excluded.company, customer_number = excluded.customer_number,
+                    external_id = excluded.external_id, consent_email = excluded.consent_email,
+                    consent_phone = excluded.consent_phone, consent_post = excluded.consent_post,
+                    source_updated_at = excluded.source_updated_at, last_name_phonetic = excluded.last_name_phonetic,
+                    raw = excluded.raw, synced_at = now(), salutation = excluded.salutation, title = excluded.title,
+                    consent_email_at = excluded.consent_email_at, consent_phone_at = excluded.consent_phone_at,
+                    consent_post_at = excluded.consent_post_at
+                WHERE r.raw IS DISTINCT FROM excluded.raw
+                RETURNING (xmax = 0) AS is_insert)
+            SELECT count(*) FILTER (WHERE is_insert), count(*) FILTER (WHERE NOT is_insert) FROM upsert
+            $upsert$, CASE WHEN on_workers THEN unify._citus_staged_query(src.source_id, false)
+                           ELSE unify._normalized_query(src.source_id, unify._raw_query(src.fields)) END) END;
+        counts := unify._run_kept(statement, src.source_id, keys);
+        inserted := inserted + counts[1];
+        updated := updated + counts[2];
+        IF parts > 1 THEN
+            PERFORM set_config('application_name', format('unify.sync %s %s/%s', src.name, part + 1, parts), true);
+            IF clock_timestamp() - last_notice >= interval '5 seconds' THEN
+                RAISE NOTICE 'sync "%": part % of %, % inserted and % updated so far, % s',
+                    src.name, part + 1, parts, inserted, updated,
+                    round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
+                last_notice := clock_timestamp();
+            END IF;
+        END IF;
+    END LOOP;
+
+    PERFORM unify._rebuild_indexes(rebuild);
+    IF fresh THEN
+        -- One record per source row, none gone.
+        source_rows := inserted;
+        deleted := 0;
+        RETURN;
+    END IF;
+    -- Records whose source row is gone: of a full sync, those whose key no part saw; of a
+    -- batch, those of its keys that staged no row.
+    statement := CASE WHEN keys IS NULL THEN
+        'WITH gone AS (DELETE FROM unify.records r WHERE r.source_id = $1
+                       AND NOT EXISTS (SELECT 1 FROM pg_temp.unify_source_keys k WHERE k.source_key = r.source_key)
+                       RETURNING 1)
+         SELECT count(*) FROM gone'
+    ELSE
+        'WITH gone AS (DELETE FROM unify.records r WHERE r.source_id = $1 AND r.source_key = ANY ($2)
+                       AND NOT EXISTS (SELECT 1 FROM pg_temp.unify_source_rows s WHERE s.source_key = r.source_key)
+                       RETURNING 1)
+         SELECT count(*) FROM gone'
+    END;
+    deleted := (unify._run_kept(statement, src.source_id, keys))[1];
+    IF keys IS NULL THEN
+        -- After a full sync there is one record per source row.
+        SELECT count(*) INTO source_rows FROM unify.records r WHERE r.source_id = src.source_id;
+    END IF;
+END
+$$;
+
+
+CREATE OR REPLACE FUNCTION unify.process_queue(max_rows int DEFAULT 1000) RETURNS int
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    taken int;
+BEGIN
+    IF max_rows IS NULL OR max_rows < 1 THEN
+        RAISE EXCEPTION 'max_rows must be a positive number, not %', coalesce(max_rows::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Changes captured on the shards of distributed sources join the queue first (citus.sql).
+    PERFORM unify._citus_collect();
+    IF NOT EXISTS (SELECT 1 FROM unify.change_queue) AND NOT EXISTS (SELECT 1 FROM unify.queue_work) THEN
+        RETURN 0;
+    END IF;
+    -- All three stages in this one transaction, with both locks throughout (taken in the
+    -- usual order), after whatever the workers left half-way.
+    PERFORM unify._lock('pairs');
+    PERFORM unify._lock('persons');
+    taken := unify._queue_take(max_rows);
+    LOOP
+        EXIT WHEN unify._queue_rescore() = 0;
+    END LOOP;
+    PERFORM unify._queue_cluster();
+    RETURN taken;
+END
+$$;
+
+-- One step of a background worker: whichever stage of the queue is due and not running in
+-- another worker, each in its own transaction. Rescorings run one at a time, in order; takes
+-- and clusterings (one lock between them) run beside them. So one worker rescores a batch while another
+-- takes the next one and clusters the one before. Returns the changes the step moved on
+-- (0: nothing it could do now).
+CREATE OR REPLACE FUNCTION unify._queue_step(max_rows int) RETURNS int
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    rescorings bigint;
+BEGIN
+    -- Changes captured on the shards of distributed sources join the queue first (citus.sql;
+    -- without such a source a look at unify.sources), at most once a second per worker: with
+    -- such a source each call is a distributed DELETE on every shard of its queue, and an
+    -- idle worker polls every customer_unify.naptime (10 ms). The time of the last call is
+    -- this session's setting unify_internal.citus_collected_at (rolled back with a failed step).
+    IF coalesce(clock_timestamp() - nullif(current_setting('unify_internal.citus_collected_at', true), '')::timestamptz
+                >= interval '1 second', true) THEN
+        PERFORM set_config('unify_internal.citus_collected_at', clock_timestamp()::text, false);
+        PERFORM unify._citus_collect();
+    END IF;
+    -- The idle workers ask many times a second: two probes of empty tables.
+    IF NOT EXISTS (SELECT 1 FROM unify.queue_work) AND NOT EXISTS (SELECT 1 FROM unify.change_queue) THEN
+        RETURN 0;
+    END IF;
+    IF EXISTS (SELECT 1 FROM unify.queue_work w WHERE w.stage = 'rescore') AND unify._try_lock('pairs') THEN
+        RETURN unify._queue_rescore();
+    END IF;
+    -- A take beside a rescoring only under a backlog (a full batch queued), and then at most one
+    -- batch waits for its rescoring, so takes do not run ahead of the rescorings.
+    rescorings := (SELECT count(*) FROM unify.queue_work w WHERE w.stage = 'rescore');
+    IF rescorings = 1 AND (SELECT count(*) FROM (SELECT FROM unify.change_queue LIMIT max_rows) q) >= max_rows
+       AND unify._try_lock('persons') THEN
+        RETURN unify._queue_take(max_rows);
+    END IF;
+    -- A clustering that is due goes before a take without a backlog (the changes it carries
+    -- are waiting for their persons), and waits for the lock, which a take or another
+    -- clustering holds for moments, rather than for the next poll.
+    IF EXISTS (SELECT 1 FROM unify.queue_work w WHERE w.stage = 'cluster') THEN
+        RETURN unify._queue_cluster();
+    END IF;
+    -- With a short queue, changes wait for a running rescoring and go as one batch: many tiny
+    -- batches cost more than they save.
+    IF rescorings = 0 AND EXISTS (SELECT 1 FROM unify.change_queue) AND unify._try_lock('persons') THEN
+        RETURN unify._queue_take(max_rows);
+    END IF;
+    RETURN 0;
+END
+$$;
+
+DROP VIEW unify.status;
+DROP FUNCTION unify._status();
+-- The figures behind unify.status. A function, so that it plans without JIT: on small
+-- unanalyzed tables the estimates made JIT compile the query for longer (0.5 s) than it runs.
+-- SECURITY DEFINER as a view is: readers of unify.status need no rights on the tables.
+CREATE FUNCTION unify._status()
+RETURNS TABLE (source text, relation text, track_changes boolean, removed_at timestamptz, source_rows_estimate bigint,
+               records bigint, queue_depth bigint, queue_lag interval, failed_changes bigint, last_failure timestamptz,
+               last_sync_at timestamptz, last_sync_rows bigint, last_sync_seconds numeric, sync_running_since timestamptz,
+               worker_pid int, worker_state text, workers int, worker_started_at timestamptz, last_batch_at timestamptz,
+               last_batch_rows int, last_batch_ms numeric, last_batch_by text, rows_per_second numeric, processed_rows bigint,
+               total_queue_depth bigint, changes_in_progress bigint, total_queue_lag interval, matching_live boolean,
+               placement text, citus boolean, capture text, cleaned_on text, scored_on text)
+STABLE LANGUAGE sql SECURITY DEFINER SET jit = off AS $$
+
+SELECT s.name AS source,
+       s.relation_name AS relation,
+       s.track_changes,
+       s.removed_at,
+       greatest(c.reltuples, 0)::bigint AS source_rows_estimate,
+       (SELECT count(*) FROM unify.records r WHERE r.source_id = s.source_id) AS records,
+       -- With the changes still in a distributed source's shard-local queue (citus.sql).
+       (SELECT count(*) FROM unify.change_queue q WHERE q.source_id = s.source_id) + cq.depth AS queue_depth,
+       now() - least((SELECT min(q.enqueued_at) FROM unify.change_queue q WHERE q.source_id = s.source_id), cq.oldest) AS queue_lag,
+       (SELECT count(*) FROM unify.dead_letters d WHERE d.source_id = s.source_id) AS failed_changes,
+       (SELECT max(d.last_failed_at) FROM unify.dead_letters d WHERE d.source_id = s.source_id) AS last_failure,
+       s.last_sync_at,
+       s.last_sync_rows,
+       s.last_sync_seconds,
+       (SELECT a.query_start FROM pg_stat_activity a
+         WHERE a.application_name = 'unify.sync ' || s.name LIMIT 1) AS sync_running_since,
+       w.pid AS worker_pid,
+       coalesce(w.state, 'not running') AS worker_state,
+       coalesce(w.workers, 0) AS workers,
+       w.started_at AS worker_started_at,
+       q.last_batch_at,
+       q.last_batch_rows,
+       q.last_batch_ms,
+       q.last_batch_by,
+       CASE WHEN q.window_started_at >= now() - interval '1 minute'
+            THEN round(q.window_rows / greatest(extract(epoch FROM now() - q.window_started_at), 1)::numeric, 1)
+            ELSE coalesce(q.last_window_rate, 0) END AS rows_per_second,
+       q.total_rows AS processed_rows,
+       (SELECT count(*) FROM unify.change_queue) + sum(cq.depth) OVER () AS total_queue_depth,
+       (SELECT coalesce(sum(x.source_rows), 0) FROM unify.queue_work x)::bigint AS changes_in_progress,
+       now() - least((SELECT min(x.enqueued_at) FROM unify.change_queue x), min(cq.oldest) OVER ()) AS total_queue_lag,
+       m.keys_built_at IS NOT NULL AND m.blocking_rules = unify.get_model() -> 'blocking_rules' AS matching_live,
+       -- Issue 27: where the source table lives (citus.sql) and whether Citus is installed.
+       CASE WHEN c.oid IS NOT NULL THEN unify._placement(s.relation) END AS placement,
+       unify._citus_present() AS citus,
+       -- Issue 27: how its changes are captured, where sync cleans its rows, and where the
+       -- last full scoring scored the candidate blocks (citus.sql).
+       unify._capture_mode(s) AS capture,
+       CASE WHEN c.oid IS NOT NULL THEN unify._cleaned_on(s.relation) END AS cleaned_on,
+       m.scored_on
+FROM unify.sources s
+LEFT JOIN pg_class c ON c.oid = s.relation
+CROSS JOIN LATERAL unify._citus_queue_depth(s.source_id) cq
+LEFT JOIN unify._worker() w ON true
+CROSS JOIN unify.queue_stats q
+LEFT JOIN unify.matching_state m ON true
+$$;
+
+CREATE VIEW unify.status AS SELECT * FROM unify._status();
+COMMENT ON VIEW unify.status IS 'Per source: rows, records, queue depth and lag, last sync, where its table lives (local/distributed/reference), how its changes are captured, where sync cleans it; for the database: worker state, last batch, rows/s, whether changes are matched live, whether Citus is installed, where scoring ran';
+
+-- Privileges as src/sql/security.sql gives them.
+DO $citus_capture_grants$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace = 'unify'::regnamespace
+               AND p.proname IN ('_citus_method', '_citus_queue', '_capture_mode', '_citus_create_capture', '_citus_collect',
+                                 '_citus_queue_depth', '_cleaned_on', '_citus_prepare_clean', '_citus_clean_statement',
+                                 '_citus_restage', '_citus_staged_query', '_normalized_query', '_status') LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, unify_admin, unify_reader, unify_analyst', f);
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
+    END LOOP;
+END
+$citus_capture_grants$;
+REVOKE ALL ON unify.status FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
+GRANT SELECT ON unify.status TO unify_admin, unify_reader;
+GRANT EXECUTE ON FUNCTION unify._status() TO unify_admin, unify_reader, unify_analyst;
+GRANT EXECUTE ON FUNCTION unify._citus_method(regclass) TO unify_admin;
+-- CREATE OR REPLACE set the replaced functions' settings anew: pinned again (their grants stay).
+ALTER FUNCTION unify._citus_check_source(regclass, text, boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify._create_capture(int, boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify._drop_capture(int, regclass) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify._apply(unify.sources, text[]) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify.process_queue(int) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify._queue_step(int) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify.process_queue(int) SECURITY DEFINER;
+ALTER FUNCTION unify._capture_after_alter() SET search_path = pg_catalog, pg_temp;

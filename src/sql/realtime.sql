@@ -332,6 +332,8 @@ BEGIN
         RAISE EXCEPTION 'max_rows must be a positive number, not %', coalesce(max_rows::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- Changes captured on the shards of distributed sources join the queue first (citus.sql).
+    PERFORM unify._citus_collect();
     IF NOT EXISTS (SELECT 1 FROM unify.change_queue) AND NOT EXISTS (SELECT 1 FROM unify.queue_work) THEN
         RETURN 0;
     END IF;
@@ -359,6 +361,16 @@ VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     rescorings bigint;
 BEGIN
+    -- Changes captured on the shards of distributed sources join the queue first (citus.sql;
+    -- without such a source a look at unify.sources), at most once a second per worker: with
+    -- such a source each call is a distributed DELETE on every shard of its queue, and an
+    -- idle worker polls every customer_unify.naptime (10 ms). The time of the last call is
+    -- this session's setting unify_internal.citus_collected_at (rolled back with a failed step).
+    IF coalesce(clock_timestamp() - nullif(current_setting('unify_internal.citus_collected_at', true), '')::timestamptz
+                >= interval '1 second', true) THEN
+        PERFORM set_config('unify_internal.citus_collected_at', clock_timestamp()::text, false);
+        PERFORM unify._citus_collect();
+    END IF;
     -- The idle workers ask many times a second: two probes of empty tables.
     IF NOT EXISTS (SELECT 1 FROM unify.queue_work) AND NOT EXISTS (SELECT 1 FROM unify.change_queue) THEN
         RETURN 0;
@@ -410,7 +422,7 @@ RETURNS TABLE (source text, relation text, track_changes boolean, removed_at tim
                worker_pid int, worker_state text, workers int, worker_started_at timestamptz, last_batch_at timestamptz,
                last_batch_rows int, last_batch_ms numeric, last_batch_by text, rows_per_second numeric, processed_rows bigint,
                total_queue_depth bigint, changes_in_progress bigint, total_queue_lag interval, matching_live boolean,
-               placement text, citus boolean)
+               placement text, citus boolean, capture text, cleaned_on text, scored_on text)
 STABLE LANGUAGE sql SECURITY DEFINER SET jit = off AS $$
 
 SELECT s.name AS source,
@@ -419,8 +431,9 @@ SELECT s.name AS source,
        s.removed_at,
        greatest(c.reltuples, 0)::bigint AS source_rows_estimate,
        (SELECT count(*) FROM unify.records r WHERE r.source_id = s.source_id) AS records,
-       (SELECT count(*) FROM unify.change_queue q WHERE q.source_id = s.source_id) AS queue_depth,
-       (SELECT now() - min(q.enqueued_at) FROM unify.change_queue q WHERE q.source_id = s.source_id) AS queue_lag,
+       -- With the changes still in a distributed source's shard-local queue (citus.sql).
+       (SELECT count(*) FROM unify.change_queue q WHERE q.source_id = s.source_id) + cq.depth AS queue_depth,
+       now() - least((SELECT min(q.enqueued_at) FROM unify.change_queue q WHERE q.source_id = s.source_id), cq.oldest) AS queue_lag,
        (SELECT count(*) FROM unify.dead_letters d WHERE d.source_id = s.source_id) AS failed_changes,
        (SELECT max(d.last_failed_at) FROM unify.dead_letters d WHERE d.source_id = s.source_id) AS last_failure,
        s.last_sync_at,
@@ -440,21 +453,27 @@ SELECT s.name AS source,
             THEN round(q.window_rows / greatest(extract(epoch FROM now() - q.window_started_at), 1)::numeric, 1)
             ELSE coalesce(q.last_window_rate, 0) END AS rows_per_second,
        q.total_rows AS processed_rows,
-       (SELECT count(*) FROM unify.change_queue) AS total_queue_depth,
+       (SELECT count(*) FROM unify.change_queue) + sum(cq.depth) OVER () AS total_queue_depth,
        (SELECT coalesce(sum(x.source_rows), 0) FROM unify.queue_work x)::bigint AS changes_in_progress,
-       (SELECT now() - min(x.enqueued_at) FROM unify.change_queue x) AS total_queue_lag,
+       now() - least((SELECT min(x.enqueued_at) FROM unify.change_queue x), min(cq.oldest) OVER ()) AS total_queue_lag,
        m.keys_built_at IS NOT NULL AND m.blocking_rules = unify.get_model() -> 'blocking_rules' AS matching_live,
        -- Issue 27: where the source table lives (citus.sql) and whether Citus is installed.
        CASE WHEN c.oid IS NOT NULL THEN unify._placement(s.relation) END AS placement,
-       unify._citus_present() AS citus
+       unify._citus_present() AS citus,
+       -- Issue 27: how its changes are captured, where sync cleans its rows, and where the
+       -- last full scoring scored the candidate blocks (citus.sql).
+       unify._capture_mode(s) AS capture,
+       CASE WHEN c.oid IS NOT NULL THEN unify._cleaned_on(s.relation) END AS cleaned_on,
+       m.scored_on
 FROM unify.sources s
 LEFT JOIN pg_class c ON c.oid = s.relation
+CROSS JOIN LATERAL unify._citus_queue_depth(s.source_id) cq
 LEFT JOIN unify._worker() w ON true
 CROSS JOIN unify.queue_stats q
 LEFT JOIN unify.matching_state m ON true
 $$;
 
 CREATE VIEW unify.status AS SELECT * FROM unify._status();
-COMMENT ON VIEW unify.status IS 'Per source: rows, records, queue depth and lag, last sync, where its table lives (local/distributed/reference); for the database: worker state, last batch, rows/s, whether changes are matched live, whether Citus is installed';
+COMMENT ON VIEW unify.status IS 'Per source: rows, records, queue depth and lag, last sync, where its table lives (local/distributed/reference), how its changes are captured, where sync cleans it; for the database: worker state, last batch, rows/s, whether changes are matched live, whether Citus is installed, where scoring ran';
 
 -- Privileges: see security.sql.

@@ -119,6 +119,7 @@ GRANT EXECUTE ON FUNCTION
     unify._staged_expression(text, text), unify._transaction_expression(jsonb, text),
     unify._require_select(regclass, text),
     unify._citus_check_source(regclass, text, boolean), unify._placement(regclass), unify._citus_present(),
+    unify._citus_method(regclass),
     unify._register_source(text, oid, text, text, jsonb, int, boolean), unify._register_transactions(text, oid, text, jsonb),
     unify._event_expression(jsonb, text), unify._register_events(text, oid, text, jsonb)
 TO unify_admin;

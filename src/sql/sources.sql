@@ -433,7 +433,10 @@ $$;
 -- record and none can appear meanwhile (a first load under sync's lock), so there is nothing to
 -- compare with. A value used more than once (the country, the split street and names) is
 -- computed once, in a fenced LATERAL subquery; the raw values too (compared and stored).
-CREATE FUNCTION unify._normalized_query(source_id int, raw_query text, fresh boolean DEFAULT false) RETURNS text
+-- `fenced` false leaves the OFFSET 0 fences out (the values are then computed where used):
+-- Citus pushes such a query over a distributed source down to its shards whole, where a fence
+-- would pull the source rows to the coordinator first (unify._citus_clean_statement).
+CREATE FUNCTION unify._normalized_query(source_id int, raw_query text, fresh boolean DEFAULT false, fenced boolean DEFAULT true) RETURNS text
 STABLE PARALLEL SAFE LANGUAGE sql AS $$
 SELECT format($q$
 SELECT raw.source_key,
@@ -459,19 +462,24 @@ SELECT raw.source_key,
        coalesce(c.salutation, (n.any_name).salutation) AS salutation,
        coalesce(c.title, (n.any_name).title) AS title,
        raw.consent_email_at, raw.consent_phone_at, raw.consent_post_at
-FROM (SELECT * FROM (%s) AS q OFFSET 0) AS raw
+FROM (SELECT * FROM (%1$s) AS q %4$s) AS raw
 CROSS JOIN LATERAL (
     SELECT unify.normalize_name(raw.first_name) AS first_name, unify.normalize_name(raw.last_name) AS last_name,
            unify.split_full_name(raw.full_name) AS full_name, unify.normalize_country(raw.country) AS country,
            unify.split_street(coalesce(raw.street_line, raw.street || coalesce(' ' || raw.house_number, ''))) AS street_parts,
            unify.normalize_salutation(raw.salutation) AS salutation,
            coalesce(unify.normalize_title(raw.title), unify.normalize_title(raw.salutation)) AS title
-    OFFSET 0) AS c
+    %4$s) AS c
 -- The salutation and title written in front of a name, where no field gave them.
 CROSS JOIN LATERAL (
+    -- (concat_ws(' ', first_name, last_name) spelled out: concat_ws is only STABLE, and Citus
+    -- pushes a subquery without FROM down to the shards only when its functions are IMMUTABLE.)
     SELECT CASE WHEN c.salutation IS NULL OR c.title IS NULL
-                THEN unify.split_full_name(coalesce(raw.full_name, concat_ws(' ', raw.first_name, raw.last_name))) END AS any_name
-    OFFSET 0) AS n
+                THEN unify.split_full_name(coalesce(raw.full_name,
+                         CASE WHEN raw.first_name IS NULL THEN coalesce(raw.last_name, '')
+                              WHEN raw.last_name IS NULL THEN raw.first_name
+                              ELSE raw.first_name || ' ' || raw.last_name END)) END AS any_name
+    %4$s) AS n
 WHERE true
 %2$s
 %3$s
@@ -482,7 +490,8 @@ $q$, raw_query,
     CASE WHEN EXISTS (SELECT 1 FROM unify.erasures e WHERE e.source_id = _normalized_query.source_id)
          THEN format($e$AND NOT EXISTS (SELECT 1 FROM unify.erasures e
                   WHERE e.source_id = %s AND e.key_hash = unify._key_hash((SELECT k.secret FROM unify._secret k), raw.source_key))$e$, source_id)
-         ELSE '' END)
+         ELSE '' END,
+    CASE WHEN fenced THEN 'OFFSET 0' ELSE '' END)
 $$;
 
 -- The statement unify.identify normalizes its probe with: the attributes ($1, jsonb of
@@ -684,7 +693,11 @@ BEGIN
     -- OR REPLACE, and a guard on the queue: a DROP EXTENSION (which cannot drop these, they are
     -- not its members) leaves them behind as no-ops instead of failing every write to the
     -- source table, and a new CREATE EXTENSION + add_source replaces them.
-    IF key_exists THEN
+    IF key_exists AND unify._citus_method(src.relation) = 'h' THEN
+        -- A hash-distributed table: the row capture on its shards, into a queue colocated with
+        -- them (citus.sql); the truncate capture below as for every table.
+        PERFORM unify._citus_create_capture(src, triggers);
+    ELSIF key_exists THEN
         EXECUTE format($f$
 CREATE OR REPLACE FUNCTION unify.%I() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $body$
@@ -717,10 +730,19 @@ $f$, '_capture_' || id, id, src.key_column, src.key_column, src.key_column,
     EXECUTE format('REVOKE ALL ON FUNCTION unify.%I() FROM PUBLIC', '_capture_' || id);
     EXECUTE format('REVOKE ALL ON FUNCTION unify.%I() FROM PUBLIC', '_capture_truncate_' || id);
     IF triggers THEN
-        EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION unify.%I()',
-                       'unify_capture_' || id, src.relation, '_capture_' || id);
+        -- (On a distributed table Citus accepts a trigger only with citus.enable_unsafe_triggers,
+        -- set for these statements only; it keeps a truncate trigger on the coordinator's table.)
+        IF unify._citus_method(src.relation) = 'h' THEN
+            PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+        ELSE
+            EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION unify.%I()',
+                           'unify_capture_' || id, src.relation, '_capture_' || id);
+        END IF;
         EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION unify.%I()',
                        'unify_capture_truncate_' || id, src.relation, '_capture_truncate_' || id);
+        IF unify._citus_method(src.relation) = 'h' THEN
+            PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'off', true);
+        END IF;
     END IF;
 END
 $$;
@@ -737,8 +759,11 @@ BEGIN
     END IF;
     -- An ALTER TABLE renews the functions of the tables it changed; a change of a type or
     -- domain (which can drop or rename a key column, or change its type, through CASCADE) all.
+    -- Not a distributed source captured on its shards (citus.sql): its capture function names
+    -- only the key, its distribution column, whose type Citus lets no ALTER change, and Citus
+    -- would refuse to replace the function on the workers after the ALTER's parallel DDL.
     FOR id IN SELECT s.source_id FROM unify.sources s
-              WHERE s.track_changes AND s.removed_at IS NULL
+              WHERE s.track_changes AND s.removed_at IS NULL AND unify._citus_queue(s.source_id) IS NULL
                 AND (TG_TAG <> 'ALTER TABLE'
                      OR s.relation IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
                                        WHERE c.classid = 'pg_catalog.pg_class'::regclass))
@@ -760,13 +785,29 @@ CREATE EVENT TRIGGER unify_capture_after_alter ON ddl_command_end
 CREATE FUNCTION unify._drop_capture(id int, relation regclass) RETURNS void
 VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
 BEGIN
-    -- Only where there are triggers: Citus refuses any DROP TRIGGER on a distributed table.
+    -- A distributed source's capture function is dropped on the workers too, which Citus does
+    -- over one connection per node only (see unify._citus_check_source).
+    IF unify._citus_queue(id) IS NOT NULL THEN
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+    -- Only where there are triggers: Citus refuses any DROP TRIGGER on a distributed table
+    -- unless citus.enable_unsafe_triggers is on (set for these statements only).
     IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = relation AND t.tgname IN ('unify_capture_' || id, 'unify_capture_truncate_' || id)) THEN
+        IF unify._placement(relation) <> 'local' THEN
+            PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+        END IF;
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'unify_capture_' || id, relation);
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'unify_capture_truncate_' || id, relation);
+        IF unify._placement(relation) <> 'local' THEN
+            PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'off', true);
+        END IF;
     END IF;
     EXECUTE format('DROP FUNCTION IF EXISTS unify.%I()', '_capture_' || id);
     EXECUTE format('DROP FUNCTION IF EXISTS unify.%I()', '_capture_truncate_' || id);
+    -- A distributed source's shard-local queue (citus.sql), with its shards.
+    IF unify._citus_queue(id) IS NOT NULL THEN
+        EXECUTE format('DROP TABLE %s', unify._citus_queue(id));
+    END IF;
 END
 $$;
 
@@ -823,10 +864,17 @@ DECLARE
     error_message text;
     error_detail text;
     error_hint text;
+    -- A distributed source is read and cleaned on its shards into pg_temp.unify_clean_rows,
+    -- its mapped values then staged from there (citus.sql); every other is staged here and
+    -- cleaned over pg_temp.unify_source_rows.
+    on_workers constant boolean := unify._cleaned_on(src.relation) = 'workers';
 BEGIN
     inserted := 0;
     updated := 0;
     PERFORM unify._prepare_stage(keys IS NULL);
+    IF on_workers THEN
+        PERFORM unify._citus_prepare_clean(keys IS NULL);
+    END IF;
     IF keys IS NULL THEN
         SELECT greatest(c.reltuples, 0) INTO estimate FROM pg_catalog.pg_class c WHERE c.oid = src.relation;
         parts := greatest(1, ceil(estimate / 200000))::int;
@@ -848,9 +896,14 @@ BEGIN
                        ELSE '' END;
         IF part > 0 THEN
             TRUNCATE pg_temp.unify_source_rows;
+            IF on_workers THEN
+                TRUNCATE pg_temp.unify_clean_rows;
+            END IF;
         END IF;
         BEGIN
-            PERFORM unify._run_as(unify._mapping_role(src.run_as, src.relation), unify._stage_statement(src, filter), keys);
+            PERFORM unify._run_as(unify._mapping_role(src.run_as, src.relation),
+                                  CASE WHEN on_workers THEN unify._citus_clean_statement(src, filter)
+                                       ELSE unify._stage_statement(src, filter) END, keys);
         EXCEPTION WHEN others THEN
             GET STACKED DIAGNOSTICS error_state = RETURNED_SQLSTATE, error_message = MESSAGE_TEXT,
                                     error_detail = PG_EXCEPTION_DETAIL, error_hint = PG_EXCEPTION_HINT;
@@ -863,6 +916,9 @@ BEGIN
             RAISE EXCEPTION 'source "%": its mapping failed: %', src.name, error_message
                 USING ERRCODE = error_state, DETAIL = error_detail, HINT = error_hint;
         END;
+        IF on_workers THEN
+            PERFORM unify._citus_restage(src.fields);  -- citus.sql
+        END IF;
         IF keys IS NULL AND NOT fresh THEN
             INSERT INTO pg_temp.unify_source_keys SELECT s.source_key FROM pg_temp.unify_source_rows s;
         END IF;
@@ -880,7 +936,8 @@ BEGIN
                 FROM (%s) s
                 RETURNING 1)
             SELECT count(*), 0 FROM added
-            $insert$, unify._normalized_query(src.source_id, unify._raw_query(src.fields), true))
+            $insert$, CASE WHEN on_workers THEN unify._citus_staged_query(src.source_id, true)
+                           ELSE unify._normalized_query(src.source_id, unify._raw_query(src.fields), true) END)
         ELSE format($upsert$
             WITH upsert AS (
                 INSERT INTO unify.records AS r (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
@@ -908,7 +965,8 @@ BEGIN
                 WHERE r.raw IS DISTINCT FROM excluded.raw
                 RETURNING (xmax = 0) AS is_insert)
             SELECT count(*) FILTER (WHERE is_insert), count(*) FILTER (WHERE NOT is_insert) FROM upsert
-            $upsert$, unify._normalized_query(src.source_id, unify._raw_query(src.fields))) END;
+            $upsert$, CASE WHEN on_workers THEN unify._citus_staged_query(src.source_id, false)
+                           ELSE unify._normalized_query(src.source_id, unify._raw_query(src.fields)) END) END;
         counts := unify._run_kept(statement, src.source_id, keys);
         inserted := inserted + counts[1];
         updated := updated + counts[2];

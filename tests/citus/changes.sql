@@ -14,6 +14,9 @@ UPDATE crm.crm_contacts SET ort = ort || ' Nord', geaendert_am = TIMESTAMP '2026
 WHERE kontakt_nr IN (SELECT kontakt_nr FROM crm.crm_contacts ORDER BY md5(kontakt_nr) LIMIT 30);
 UPDATE crm.crm_contacts SET e_mail = 'neu.' || e_mail
 WHERE kontakt_nr IN (SELECT kontakt_nr FROM crm.crm_contacts WHERE e_mail IS NOT NULL ORDER BY md5(kontakt_nr || 'e') LIMIT 10);
+-- 5 CRM contacts are deleted.
+DELETE FROM crm.crm_contacts
+WHERE kontakt_nr IN (SELECT kontakt_nr FROM crm.crm_contacts ORDER BY md5(kontakt_nr || 'd') LIMIT 5);
 -- 20 loyalty members leave.
 DELETE FROM crm.pos_loyalty_members
 WHERE card_no IN (SELECT card_no FROM crm.pos_loyalty_members ORDER BY md5(card_no::text) LIMIT 20);

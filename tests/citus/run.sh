@@ -7,9 +7,11 @@
 #   cu_local     Citus present, every source table a plain local table (all tracked)
 #   plain_local  no Citus extension in the database (plain PostgreSQL), the same registration
 #   cu_dist      Citus present, shop_customers and crm_contacts distributed
-#                (create_distributed_table), pos_loyalty_members a reference table,
-#                newsletter_signups local: the first three registered with track_changes => false
-#                (capture on them is refused with SQLSTATE 0A000, asserted), newsletter tracked
+#                (create_distributed_table) and tracked: their changes are captured on the
+#                shards into queues colocated with them and drained by the coordinator (issue
+#                27); pos_loyalty_members a reference table, registered with track_changes =>
+#                false (capture on it is refused with SQLSTATE 0A000, asserted);
+#                newsletter_signups local and tracked (the plain trigger)
 #   plain_dist   plain PostgreSQL, the same registration as cu_dist
 # Pipeline: demo/sources.sql registration, sync, train, score_pairs, resolve; then inserts,
 # updates and deletes in every source, unify.process_queue() until the queue is empty; then
@@ -20,7 +22,7 @@
 #
 #   [ROWS=5000] bash tests/citus/run.sh [WORK_DIR]      (scripts/test.sh runs it with the defaults)
 #   CITUS_TIMES=1 also prints the time of every step, Citus beside plain (benches/citus.sh)
-#   CITUS_MEMORY=1 also prints the peak private memory per node while score_pairs runs
+#   CITUS_MEMORY=1 also prints the peak private memory per node while each step runs
 #   CITUS_KEEP=1 leaves the three clusters running afterwards
 source "$(dirname "$0")/../../scripts/lib.sh"
 WORK="${1:-/tmp/customer_unify-test}/citus"
@@ -92,20 +94,20 @@ for db in $CITUS_DBS $PLAIN_DBS; do
     q "$db" "SET client_min_messages = warning; CREATE EXTENSION customer_unify"
 done
 
-# The registration of demo/sources.sql; for the *_dist databases the distributed and reference
-# tables with track_changes => false.
+# The registration of demo/sources.sql; for the *_dist databases the reference table with
+# track_changes => false.
 registration() {  # registration DB
     local sql
     sql=$(cat "$ROOT/demo/sources.sql")
     case "$1" in *_dist)
-        sql=$(printf '%s\n' "$sql" | sed -e 's/priority => \(10\|20\|30\));/priority => \1, track_changes => false);/') ;;
+        sql=$(printf '%s\n' "$sql" | sed -e 's/priority => \(30\));/priority => \1, track_changes => false);/') ;;
     esac
     printf 'SET client_min_messages = warning;\nSET search_path = crm, public;\n%s\n' "$sql"
 }
 
 # Timing of every step, per database; the trained model's md5.
 declare -A TIME MODEL MEM
-# CITUS_MEMORY=1 (benches/citus.sh): the peak private memory per node while score_pairs runs.
+# CITUS_MEMORY=1 (benches/citus.sh): the peak private memory per node while each step runs.
 # Every 0.2 s the sampler reads VmHWM - RssShmem (the backend's peak resident memory without the
 # shared buffers it touched) of every child process of each node's postmaster (the coordinator's
 # backend, the workers' backends serving Citus's shard queries); the largest value seen per node.
@@ -122,15 +124,15 @@ mem_sampler() {  # mem_sampler FILE: appends "node kB" lines until killed
         sleep 0.2
     done
 }
-step() {  # step DB NAME SQL
+step() {  # step DB NAME SQL [drain]: runs SQL (or, with drain, the queue until empty), timed
     local t0 t1 sampler=""
-    if [ "${CITUS_MEMORY:-0}" = 1 ] && [[ "$2" == score* ]]; then
+    if [ "${CITUS_MEMORY:-0}" = 1 ]; then
         : > "$WORK/mem.samples"
         mem_sampler "$WORK/mem.samples" &
         sampler=$!
     fi
     t0=$(date +%s%N)
-    q "$1" "SET client_min_messages = warning; $3" >/dev/null
+    if [ "${4:-}" = drain ]; then drain "$1"; else q "$1" "SET client_min_messages = warning; $3" >/dev/null; fi
     t1=$(date +%s%N)
     TIME[$1/$2]=$(( (t1 - t0) / 1000000 ))
     if [ -n "$sampler" ]; then
@@ -141,9 +143,9 @@ step() {  # step DB NAME SQL
         done
     fi
 }
-drain() {  # drain DB: process_queue until the queue is empty
+drain() {  # drain DB: process_queue until it finds nothing (it also drains the shard queues)
     psql_on "${PORT[coordinator]}" "$1" -c "SET client_min_messages = warning" -c "DO \$\$ BEGIN
-            WHILE EXISTS (SELECT 1 FROM unify.change_queue) LOOP
+            LOOP
                 EXIT WHEN unify.process_queue(100000) = 0;
                 COMMIT;
             END LOOP;
@@ -151,33 +153,37 @@ drain() {  # drain DB: process_queue until the queue is empty
 }
 listing() { psql_on "${PORT[coordinator]}" "$1" -f "$HERE/listing.sql"; }
 
-log "citus: change capture on a distributed or reference table is refused, with SQLSTATE and hint"
-for rel in crm.shop_customers crm.pos_loyalty_members; do
-    out=$(psql -X -q -At -v VERBOSITY=verbose -p "${PORT[coordinator]}" -d cu_dist \
-        -c "SELECT unify.add_source('probe', '$rel', '$(case $rel in *shop*) echo customer_id;; *) echo card_no;; esac)', '{\"email\": \"email\"}')" 2>&1 || true)
-    if [[ "$out" == *"ERROR:  0A000"* ]] && [[ "$out" == *"HINT:  Register it with track_changes => false"* ]]; then
-        pass "add_source of tracked $rel: 0A000 with a hint"
-    else
-        fail "add_source of tracked $rel: got '$out'"
-    fi
-done
-expect "nothing registered by the refused calls" "$(q cu_dist "SELECT count(*) FROM unify.sources")" "0"
+log "citus: change capture on a reference table is refused, with SQLSTATE and hint"
+out=$(psql -X -q -At -v VERBOSITY=verbose -p "${PORT[coordinator]}" -d cu_dist \
+    -c "SELECT unify.add_source('probe', 'crm.pos_loyalty_members', 'card_no', '{\"email\": \"email\"}')" 2>&1 || true)
+if [[ "$out" == *"ERROR:  0A000"* ]] && [[ "$out" == *"HINT:  Register it with track_changes => false"* ]]; then
+    pass "add_source of tracked crm.pos_loyalty_members (reference): 0A000 with a hint"
+else
+    fail "add_source of tracked crm.pos_loyalty_members: got '$out'"
+fi
+expect "nothing registered by the refused call" "$(q cu_dist "SELECT count(*) FROM unify.sources")" "0"
 # As the lowest role that may register (unify_admin, not a superuser): the check reads Citus's
-# metadata with the caller's rights.
-q cu_dist "SET client_min_messages = warning; CREATE ROLE regress_citus_admin IN ROLE unify_admin;
-           GRANT USAGE ON SCHEMA crm TO regress_citus_admin; GRANT SELECT ON crm.crm_contacts TO regress_citus_admin"
+# metadata with the caller's rights; a tracked distributed table registers, with its capture on
+# the shards, and remove_source takes it all away again.
+q cu_dist "SET client_min_messages = warning; CREATE ROLE regress_citus_admin LOGIN IN ROLE unify_admin;
+           GRANT USAGE ON SCHEMA crm TO regress_citus_admin; GRANT SELECT, TRIGGER ON crm.crm_contacts, crm.pos_loyalty_members TO regress_citus_admin"
 out=$(psql -X -q -At -v VERBOSITY=verbose -p "${PORT[coordinator]}" -d cu_dist -c "SET ROLE regress_citus_admin" \
-      -c "SELECT unify.add_source('probe', 'crm.crm_contacts', 'kontakt_nr', '{\"email\": \"e_mail\"}')" 2>&1 || true)
-[[ "$out" == *"ERROR:  0A000"* ]] && pass "as unify_admin: add_source of a tracked distributed table refused with 0A000" \
-    || fail "as unify_admin: add_source of a tracked distributed table: got '$out'"
-expect "as unify_admin: untracked, it registers (and is removed)" \
+      -c "SELECT unify.add_source('probe', 'crm.pos_loyalty_members', 'card_no', '{\"email\": \"email\"}')" 2>&1 || true)
+[[ "$out" == *"ERROR:  0A000"* ]] && pass "as unify_admin: add_source of a tracked reference table refused with 0A000" \
+    || fail "as unify_admin: add_source of a tracked reference table: got '$out'"
+expect "as unify_admin: a tracked distributed table registers, captured on the shards, cleaned on the workers" \
     "$(psql -X -q -At -p "${PORT[coordinator]}" -d cu_dist -c "SET client_min_messages = warning" -c "SET ROLE regress_citus_admin" \
-        -c "SELECT unify.add_source('probe', 'crm.crm_contacts', 'kontakt_nr', '{\"email\": \"e_mail\"}', track_changes => false) > 0" \
-        -c "SELECT placement FROM unify.status WHERE source = 'probe'" -c "SELECT unify.remove_source('probe')" | head -2 | tr '\n' ' ')" "t distributed "
-q cu_dist "DELETE FROM unify.sources WHERE name = 'probe'"
-expect "untracked, a distributed source registers" \
-    "$(q cu_dist "SET client_min_messages = warning; SELECT unify.add_source('probe', 'crm.shop_customers', 'customer_id', '{\"email\": \"email\"}', track_changes => false) IS NOT NULL; SELECT unify.remove_source('probe')" | head -1)" "t"
-q cu_dist "DELETE FROM unify.sources WHERE name = 'probe'"
+        -c "SELECT unify.add_source('probe', 'crm.crm_contacts', 'kontakt_nr', '{\"email\": \"e_mail\"}') > 0" \
+        -c "SELECT concat_ws(' ', placement, capture, cleaned_on) FROM unify.status WHERE source = 'probe'" | tr '\n' ' ')" \
+    "t distributed shard_queue workers "
+probe_id=$(q cu_dist "SELECT source_id FROM unify.sources WHERE name = 'probe'")
+expect "the probe's queue is distributed, colocated with crm.crm_contacts; its trigger is on every shard" \
+    "$(q cu_dist "SELECT unify._placement('unify._queue_$probe_id') || ' ' || (SELECT count(DISTINCT colocationid) FROM pg_dist_partition WHERE logicalrelid IN ('unify._queue_$probe_id'::regclass, 'crm.crm_contacts'::regclass))")|$(q cu_dist "SELECT string_agg(result, ',') FROM run_command_on_workers(\$\$SELECT count(*) > 0 AND count(*) = (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'crm' AND c.relname ~ '^crm_contacts_[0-9]+\$') FROM pg_trigger WHERE tgname LIKE 'unify\\_capture\\_${probe_id}\\_%'\$\$)")" \
+    "distributed 1|t,t"
+q cu_dist "SET client_min_messages = warning; SELECT unify.remove_source('probe')" >/dev/null
+expect "remove_source dropped the queue, its shards and the triggers on the shards" \
+    "$(q cu_dist "SELECT to_regclass('unify._queue_$probe_id') IS NULL")|$(q cu_dist "SELECT string_agg(result, ',') FROM run_command_on_workers(\$\$SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'unify\\_capture%'\$\$)")|$(q cu_dist "SELECT string_agg(result, ',') FROM run_command_on_workers(\$\$SELECT count(*) FROM pg_class WHERE relname LIKE '\\_queue\\_%'\$\$)")" \
+    "t|0,0|0,0"
 
 # The plain twin first, then the Citus database.
 for db in plain_local cu_local plain_dist cu_dist; do
@@ -203,8 +209,29 @@ for db in plain_local cu_local plain_dist cu_dist; do
     # The same changes everywhere: new shop customers (copies of CRM contacts, half under a new
     # last name), updated CRM contacts, deleted POS members, unsubscribed newsletter sign-ups.
     step "$db" changes "$(cat "$HERE/changes.sql")"
-    t0=$(date +%s%N); drain "$db"; TIME[$db/process_queue]=$(( ($(date +%s%N) - t0) / 1000000 ))
+    case $db in
+        plain_dist)
+            # What the changes queued, per source, on a single node.
+            QUEUED=$(q plain_dist "SELECT (SELECT count(*) FROM unify.change_queue q JOIN unify.sources s USING (source_id) WHERE s.name = 'shop') || '/' || (SELECT count(*) FROM unify.change_queue q JOIN unify.sources s USING (source_id) WHERE s.name = 'crm')")
+            QUEUE_STATUS=$(q plain_dist "SELECT string_agg(source || '=' || queue_depth, ',' ORDER BY source) FROM unify.status") ;;
+        cu_dist)
+            # The changes of the distributed sources wait in their shard queues on the workers,
+            # none in any node's unify.change_queue; unify.status counts them.
+            expect "cu_dist: the shard queues of shop and crm hold what plain_dist's queue held ($QUEUED); nothing of them in unify.change_queue, nothing in the workers' unify.change_queue" \
+                "$(q cu_dist "SELECT (SELECT count(*) FROM unify._queue_$(q cu_dist "SELECT source_id FROM unify.sources WHERE name = 'shop'")) || '/' || (SELECT count(*) FROM unify._queue_$(q cu_dist "SELECT source_id FROM unify.sources WHERE name = 'crm'"))")|$(q cu_dist "SELECT count(*) FROM unify.change_queue q JOIN unify.sources s USING (source_id) WHERE s.name IN ('shop', 'crm')")|$(q cu_dist "SELECT string_agg(result, ',') FROM run_command_on_workers(\$\$SELECT count(*) FROM unify.change_queue\$\$)")" \
+                "$QUEUED|0|0,0"
+            expect "cu_dist: unify.status counts the shard queues ($QUEUE_STATUS as plain_dist)" \
+                "$(q cu_dist "SELECT string_agg(source || '=' || queue_depth, ',' ORDER BY source) FROM unify.status")" "$QUEUE_STATUS" ;;
+    esac
+    step "$db" process_queue "SELECT 1" drain
     listing "$db" > "$WORK/$db.queue"
+    case $db in *_dist)
+        expect "$db: the queue brought the changes of the distributed sources (shop's new customers, crm's deletions) without a sync" \
+            "$(q "$db" "SELECT count(*) FROM unify.records r JOIN unify.sources s USING (source_id) WHERE s.name = 'shop' AND r.source_key::bigint > 900000000")|$(q "$db" "SELECT count(*) FROM unify.records r JOIN unify.sources s USING (source_id) WHERE s.name = 'crm'")" \
+            "40|$(q "$db" "SELECT count(*) FROM crm.crm_contacts")"
+        expect "$db: every queue empty (shard queues too), no dead letters" \
+            "$(q "$db" "SELECT sum(queue_depth) || '|' || sum(failed_changes) FROM unify.status")" "0|0" ;;
+    esac
     step "$db" sync_again "SELECT * FROM unify.sync()"
     step "$db" score_again "SELECT * FROM unify.score_pairs()"
     step "$db" resolve_again "SELECT * FROM unify.resolve()"
@@ -228,9 +255,6 @@ expect "persons were made (some of several records) and pairs scored" \
     && pass "the changes changed the listings" || fail "the listings did not change after the changes"
 expect "cu_local: the queue applied every change (queue empty, no dead letters)" \
     "$(q cu_local "SELECT count(*) FROM unify.change_queue")|$(q cu_local "SELECT count(*) FROM unify.dead_letters")" "0|0"
-expect "cu_dist: the changes of distributed sources reached unify.records by sync" \
-    "$(q cu_dist "SELECT count(*) FROM unify.records r JOIN unify.sources s USING (source_id) WHERE s.name = 'shop' AND r.source_key::bigint > 900000000")" \
-    "$(q cu_dist "SELECT count(*) FROM crm.shop_customers WHERE customer_id > 900000000")"
 # Issue 27, scoring on the workers: with Citus and two workers, score_pairs scored the blocks on
 # the workers (unify.matching_state.scored_on), through unify._score_members, which the run made
 # and dropped (with its shards); the plain twins scored on the coordinator. The
@@ -238,8 +262,8 @@ expect "cu_dist: the changes of distributed sources reached unify.records by syn
 # the figures per rule, equal to plain PostgreSQL's.
 for layout in local dist; do
     expect "cu_$layout: the blocks were scored on the workers, plain_$layout's on the coordinator" \
-        "$(q cu_$layout "SELECT scored_on FROM unify.matching_state")|$(q plain_$layout "SELECT scored_on FROM unify.matching_state")" \
-        "workers|coordinator"
+        "$(q cu_$layout "SELECT scored_on FROM unify.matching_state")|$(q plain_$layout "SELECT scored_on FROM unify.matching_state")|$(q cu_$layout "SELECT DISTINCT scored_on FROM unify.status")|$(q plain_$layout "SELECT DISTINCT scored_on FROM unify.status")" \
+        "workers|coordinator|workers|coordinator"
     stats="SELECT string_agg(concat_ws(':', rule, pairs, new_pairs, blocks, skipped_blocks, largest_skipped_block, largest_skipped_key), ' ' ORDER BY rule) FROM unify.blocking_stats"
     expect "cu_$layout: the figures per blocking rule equal plain_$layout's" "$(q cu_$layout "$stats")" "$(q plain_$layout "$stats")"
     expect "cu_$layout: the run dropped unify._score_members, its shards on the workers with it" \
@@ -274,11 +298,48 @@ for role in regress_citus_admin regress_citus_reader; do
     done
 done
 q cu_dist "DROP ROLE regress_citus_reader; DROP TABLE unify._score_members"
-expect "unify.status: where each source lives (cu_dist)" \
-    "$(q cu_dist "SELECT string_agg(source || '=' || placement, ',' ORDER BY source) || ' citus=' || bool_and(citus) FROM unify.status")" \
-    "crm=distributed,newsletter=local,pos=reference,shop=distributed citus=true"
-expect "unify.status: without the citus extension everything is local" \
-    "$(q plain_dist "SELECT string_agg(DISTINCT placement, ',') || ' citus=' || bool_or(citus) FROM unify.status")" "local citus=false"
+expect "unify.status: what runs where (cu_dist): placement/capture/cleaned_on per source, scored_on" \
+    "$(q cu_dist "SELECT string_agg(concat_ws('/', source, placement, capture, cleaned_on), ',' ORDER BY source) || ' citus=' || bool_and(citus) || ' scored_on=' || min(scored_on) FROM unify.status")" \
+    "crm/distributed/shard_queue/workers,newsletter/local/trigger/coordinator,pos/reference/none/coordinator,shop/distributed/shard_queue/workers citus=true scored_on=coordinator"
+expect "unify.status: without the citus extension everything is local, captured by triggers, cleaned and scored on the coordinator" \
+    "$(q plain_dist "SELECT string_agg(DISTINCT placement, ',') || ' ' || string_agg(DISTINCT capture, ',') || ' ' || string_agg(DISTINCT cleaned_on, ',') || ' citus=' || bool_or(citus) || ' scored_on=' || min(scored_on) FROM unify.status")" \
+    "local none,trigger coordinator citus=false scored_on=coordinator"
+
+# sync's statement for a distributed source runs the cleaners on the shards: in its plan, the
+# workers' scans of the shards compute unify.normalize_name over the shard's columns (the
+# coordinator only sorts what the 32 tasks return).
+plan=$(printf '%s\n' "SET client_min_messages = warning;" "SELECT unify._citus_prepare_clean(true);" \
+          "SELECT unify._citus_clean_statement(s, '') AS statement FROM unify.sources s WHERE s.name = 'shop' \\gset" \
+          "EXPLAIN (VERBOSE, COSTS OFF) :statement" | psql_on "${PORT[coordinator]}" cu_dist)
+if [[ "$plan" == *"Task Count: 32"* ]] && grep -Eq "Seq Scan on crm\.shop_customers_[0-9]+ src" <<<"$plan" \
+   && grep -Eq "^ +Output: .*unify\.normalize_name\(src\.first_name\)" <<<"$plan"; then
+    pass "cu_dist: sync cleans a distributed source on the workers (normalize_name in the shards' scans)"
+else
+    fail "cu_dist: the clean statement's plan does not clean on the shards: $plan"
+fi
+
+# A TRUNCATE of a distributed source: Citus runs truncate triggers on the coordinator's table
+# only, where the plain truncate capture queues a full re-read; nothing is lost.
+q cu_dist "TRUNCATE crm.crm_contacts"
+expect "cu_dist: a TRUNCATE of a distributed source is queued on the coordinator" \
+    "$(q cu_dist "SELECT string_agg(q.op::text, ',') FROM unify.change_queue q JOIN unify.sources s USING (source_id) WHERE s.name = 'crm'")" "T"
+drain cu_dist
+expect "cu_dist: after the queue, the truncated source has no records left" \
+    "$(q cu_dist "SELECT count(*) FROM unify.records r JOIN unify.sources s USING (source_id) WHERE s.name = 'crm'")|$(q cu_dist "SELECT sum(queue_depth) FROM unify.status")" "0|0"
+# An application role's writes to a distributed source (no right on anything of the extension)
+# are captured on the shards and drained like any other.
+q cu_dist "SET client_min_messages = warning; CREATE ROLE regress_citus_app LOGIN;
+           GRANT USAGE ON SCHEMA crm TO regress_citus_app; GRANT SELECT, INSERT, UPDATE, DELETE ON crm.crm_contacts TO regress_citus_app"
+psql_on "${PORT[coordinator]}" cu_dist -c "SET ROLE regress_citus_app" \
+    -c "INSERT INTO crm.crm_contacts (kontakt_nr, vorname, nachname, e_mail) VALUES ('APP-1', 'Anna', 'Apfel', 'anna@example.org'), ('APP-2', 'Bernd', 'Birne', 'bernd@example.org'), ('APP-3', 'Clara', 'Citrus', NULL)" \
+    -c "UPDATE crm.crm_contacts SET e_mail = 'clara@example.org' WHERE kontakt_nr = 'APP-3'" \
+    -c "DELETE FROM crm.crm_contacts WHERE kontakt_nr = 'APP-2'" >/dev/null \
+    && pass "as an application role: INSERT, UPDATE, DELETE on a tracked distributed source succeed" \
+    || fail "as an application role: a write to a tracked distributed source failed"
+drain cu_dist
+expect "cu_dist: the application role's changes reached unify.records through the shard queue" \
+    "$(q cu_dist "SELECT string_agg(r.source_key || '=' || coalesce(r.email, '-'), ',' ORDER BY r.source_key) FROM unify.records r JOIN unify.sources s USING (source_id) WHERE s.name = 'crm'")" \
+    "APP-1=anna@example.org,APP-3=clara@example.org"
 
 if [ "${CITUS_TIMES:-0}" = 1 ]; then
     echo
@@ -289,10 +350,10 @@ if [ "${CITUS_TIMES:-0}" = 1 ]; then
 fi
 if [ "${CITUS_MEMORY:-0}" = 1 ]; then
     echo
-    echo "peak private memory while scoring (VmHWM - RssShmem, MB, largest backend per node, sampled every 0.2 s)"
+    echo "peak private memory per step (VmHWM - RssShmem, MB, largest backend per node, sampled every 0.2 s)"
     printf '%-26s %12s %12s %12s\n' "database/step" coordinator worker1 worker2
     for db in plain_local cu_local plain_dist cu_dist; do
-        for s in score_pairs score_again; do
+        for s in sync train score_pairs resolve process_queue sync_again score_again; do
             printf '%-26s %12s %12s %12s\n' "$db/$s" "${MEM[$db/$s/coordinator]}" "${MEM[$db/$s/worker1]}" "${MEM[$db/$s/worker2]}"
         done
     done

@@ -24,7 +24,7 @@ SELECT unify.process_queue() AS taken;
 SELECT s.name, r.source_key, r.first_name, r.birth_date FROM unify.records r JOIN unify.sources s USING (source_id)
 WHERE s.name LIKE 'dl\_%' ORDER BY 1, 2;
 SELECT s.name, d.source_key, d.sqlstate, d.message, d.attempts FROM unify.dead_letters d JOIN unify.sources s USING (source_id) ORDER BY 1, 2;
-SELECT source, records, queue_depth, failed_changes, last_failure IS NOT NULL AS failed_lately, placement, citus FROM unify.status WHERE source LIKE 'dl\_%' ORDER BY 1;
+SELECT source, records, queue_depth, failed_changes, last_failure IS NOT NULL AS failed_lately, placement, citus, capture, cleaned_on FROM unify.status WHERE source LIKE 'dl\_%' ORDER BY 1;
 -- Fixed in the source table (which queues it anyway) and retried: applied, the dead letter gone.
 UPDATE dl.fragile SET birthday = '1970-07-08' WHERE id = 2;
 SELECT unify.retry_failed('dl_fragile') AS requeued;

@@ -172,3 +172,25 @@ SELECT count(*) FROM unify._score_block('{}', '{}', '{}', 1, '{}', '{}', '{}', '
 RESET ROLE;
 -- Without Citus: no workers, so score_pairs scores on the coordinator (as the owner may ask).
 SELECT unify._citus_workers() AS citus_workers;
+-- Capture on distributed sources (issue 27): the helpers that make, drain and count the shard
+-- queues and push sync's cleaners to the shards are the owner's only (add_source through
+-- _register_source, process_queue, the workers and unify.status, all as the owner, call them);
+-- _citus_method is read by add_source's check, as the caller: unify_admin too.
+SELECT f AS citus_capture_function, has_function_privilege('unify_admin', f, 'EXECUTE') AS admin,
+       has_function_privilege('unify_reader', f, 'EXECUTE') AS reader, has_function_privilege('unify_analyst', f, 'EXECUTE') AS analyst,
+       has_function_privilege('public', f, 'EXECUTE') AS public
+FROM unnest(ARRAY['unify._citus_method(regclass)', 'unify._citus_queue(int)', 'unify._capture_mode(unify.sources)',
+                  'unify._citus_create_capture(unify.sources,boolean)', 'unify._citus_collect()', 'unify._citus_queue_depth(int)',
+                  'unify._cleaned_on(regclass)', 'unify._citus_prepare_clean(boolean)', 'unify._citus_clean_statement(unify.sources,text)',
+                  'unify._citus_restage(jsonb)', 'unify._citus_staged_query(int,boolean)']::regprocedure[]) f
+ORDER BY 1;
+SET ROLE unify_admin;
+SELECT unify._citus_method('unify.records') AS method_without_citus;
+SELECT unify._citus_collect();
+RESET ROLE;
+SET ROLE unify_reader;
+SELECT count(*) AS sources, count(capture) AS captures, count(cleaned_on) AS cleaned_on FROM unify.status;
+SELECT * FROM unify._citus_queue_depth(1);
+RESET ROLE;
+-- Without Citus nothing is moved and no source has a shard queue (the owner may ask).
+SELECT unify._citus_collect() AS collected, unify._citus_queue(1) AS queue, unify._cleaned_on('unify.records') AS cleaned_on;
