@@ -293,7 +293,9 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
                     return true;
                 }
             }
-            if birth_date_level(a, b) == Some(Comparison::BirthDate.else_level()) {
+            if birth_date_level(a, b) == Some(Comparison::BirthDate.else_level())
+                && !birth_dates_may_be_one(a, b)
+            {
                 return true;
             }
             // "Müller sen." and "Müller jun.".
@@ -316,6 +318,24 @@ pub fn first_names_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
         || single_name_fits(a, b, &[])
         || crosswise_given_name(a, b)
         || mistyped_name_the_mailbox_spells(a, b)
+}
+
+/// Birth dates that differ by every level yet may be one date typed twice wrong: day and
+/// month exchanged on one record and one digit off besides (1995-12-10 and 1996-10-12), the
+/// years less than ten apart. Two people of one household are born on such dates too (Chris
+/// 1998-11-06, Tina 1998-06-10), so the level stays "else" and weighs as one; only not enough
+/// to veto what a personal e-mail or mobile decides, nor proof of a second holder of one.
+pub fn birth_dates_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
+    let (Some(x), Some(y)) = (a.derived.birth_digits, b.derived.birth_digits) else {
+        return false;
+    };
+    let year = |d: &[u8; 8]| {
+        d[..4]
+            .iter()
+            .fold(0i32, |n, c| n * 10 + i32::from(c - b'0'))
+    };
+    let unswapped = [y[0], y[1], y[2], y[3], y[6], y[7], y[4], y[5]];
+    (year(&x) - year(&y)).abs() < 10 && (0..8).filter(|&i| x[i] != unswapped[i]).count() == 1
 }
 
 /// "Kraus Gabriele" against "Gabriele Kuhn": one record written last name first, and a new
@@ -1491,6 +1511,18 @@ mod tests {
         assert_eq!(lvl("1980-05-17", "1955-11-02"), Some(4));
         assert_eq!(lvl("1983-08-10", "1953-04-10"), Some(4));
         assert_eq!(lvl("1983-08-10", "1983-04-11"), Some(3));
+        // Day and month exchanged plus one digit: a different date as a level, but one that
+        // may be one date typed twice wrong.
+        let may = |x: &str, y: &str| birth_dates_may_be_one(&rec("a", "b", x), &rec("a", "b", y));
+        assert_eq!(lvl("1995-12-10", "1996-10-12"), Some(4));
+        assert!(may("1995-12-10", "1996-10-12") && may("1996-10-12", "1995-12-10"));
+        assert!(may("1995-12-10", "1995-10-22"));
+        // …not with the years ten apart, two digits besides, or no swap.
+        assert!(!may("1965-12-10", "1995-10-12"));
+        assert!(!may("1995-12-10", "1996-10-13"));
+        assert!(!may("1995-12-10", "1996-11-12"));
+        assert!(!may("1980-05-17", "1955-11-02"));
+        assert!(!may("1980-05-17", ""));
         assert_eq!(lvl("1980-05-17", ""), None);
     }
 
