@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::record::MatchRecord;
 use crate::compare::nicknames::{
-    forms, is_given_name, name_groups, same_given_name, same_given_name_allowing_a_typo,
+    forms, is_given_name, same_given_name, same_given_name_allowing_a_typo,
 };
 use crate::compare::similarity::{
     jaro_winkler_above_bound, jaro_winkler_at_least, levenshtein, within_one_edit,
@@ -339,16 +339,19 @@ pub fn birth_dates_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
 }
 
 /// "Kraus Gabriele" against "Gabriele Kuhn": one record written last name first, and a new
-/// last name since (a marriage). The given name agrees crosswise (equal, a form of it, a typo
-/// apart) and the nickname table knows it as a given name; the other two names differ. Two
+/// last name since (a marriage). The given name agrees crosswise (equal or alike, and a given
+/// name `is_given_name` knows; or forms of one name of the nickname table, a typo allowed on
+/// each); the other two names differ. Two
 /// people sharing a mailbox or a phone agree crosswise on the family name instead ("Müller
 /// Thomas" against "Anna Müller"), which no table of given names holds, and a male and a female
 /// form of one name (Andreas, Andrea) stay two people.
 fn crosswise_given_name(a: &MatchRecord, b: &MatchRecord) -> bool {
+    // Both a typo from forms of one name of the table ("Katharinna" and "Karhi", Kathi): a
+    // given name too, mistyped.
     let given = |x: &str, y: &str| {
-        (close(x, y) || same_given_name_allowing_a_typo(x, y))
-            && !given_name_variants(x, y)
-            && (is_given_name(x) || is_given_name(y))
+        !given_name_variants(x, y)
+            && ((close(x, y) && (is_given_name(x) || is_given_name(y)))
+                || same_given_name_allowing_a_typo(x, y))
     };
     match (translit_names(a), translit_names(b)) {
         ((Some(af), Some(al)), (Some(bf), Some(bl))) => given(af, bl) || given(al, bf),
@@ -436,12 +439,14 @@ fn translit_names(r: &MatchRecord) -> (Option<&str>, Option<&str>) {
     )
 }
 
-/// "h" of "hans": one letter that starts the other name, or the full name of which the other
-/// is a short form ("a" of "sascha", Alexander; "m" of "thies", Matthias): a form fills in
-/// the initial of the name on the passport, a shop the name the customer goes by.
+/// "h" of "hans": one letter that starts the other name, or another form of it: the full
+/// name of which the other is a short form ("a" of "sascha", Alexander; "m" of "thies",
+/// Matthias), or a short form of the other ("h" of "johannes", Hans): a form fills in the
+/// initial of the name on the passport or of the name the customer goes by, a shop either
+/// name.
 fn is_initial_of(initial: &str, name: &str) -> bool {
     initial.chars().count() == 1
-        && (name.starts_with(initial) || name_groups(name).any(|full| full.starts_with(initial)))
+        && (name.starts_with(initial) || forms(name).any(|form| form.starts_with(initial)))
 }
 
 /// A record with one name only (a form's single name field: "Schreiber" or "Lisa") is no
@@ -1298,6 +1303,9 @@ mod tests {
         assert_eq!(first("sascha", "a"), Some(5));
         assert_eq!(first("m", "thies"), Some(5));
         assert_eq!(first("basti", "s"), Some(5));
+        // The initial of the short form the customer goes by: "H." for Johannes (Hans).
+        assert_eq!(first("johannes", "h"), Some(5));
+        assert_eq!(first("j", "hans"), Some(5));
         // Its own initial still agrees; another letter does not.
         assert_eq!(first("sascha", "s"), Some(5));
         assert_eq!(
@@ -1345,6 +1353,12 @@ mod tests {
         let (anna, thomas) = (on_mailbox("anna", "müller"), on_mailbox("müller", "thomas"));
         assert!(!first_names_may_be_one(&anna, &thomas));
         assert!(!Context::build(&[anna, thomas]).shared_emails.is_empty());
+        // Mistyped forms of one given name crosswise: "Katharinna Keller" and "Thomas, Karhi"
+        // (Kathi, married to a Mr Thomas since).
+        assert!(first_names_may_be_one(
+            &on_mailbox("katharinna", "keller"),
+            &on_mailbox("thomas", "karhi")
+        ));
         // And a male and a female form of one name are two people.
         let (andreas, andrea) = (on_mailbox("andreas", "kuhn"), on_mailbox("kraus", "andrea"));
         assert!(!crosswise_given_name(&andreas, &andrea));
