@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::record::MatchRecord;
 use crate::compare::nicknames::{
-    is_listed, name_groups, same_given_name, same_given_name_allowing_a_typo,
+    forms, is_given_name, same_given_name, same_given_name_allowing_a_typo,
 };
 use crate::compare::similarity::{
     jaro_winkler_above_bound, jaro_winkler_at_least, levenshtein, within_one_edit,
@@ -280,6 +280,7 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
                 && !maybe_pet_form(a, b)
                 && !single_name_fits(a, b, &names)
                 && !crosswise_given_name(a, b)
+                && !mistyped_name_the_mailbox_spells(a, b)
             {
                 return true;
             }
@@ -288,11 +289,13 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
                 a.derived.first_translit.as_deref(),
                 b.derived.first_translit.as_deref(),
             ) {
-                if given_name_variants(x, y) {
+                if given_name_variants(x, y) && !mistyped_name_the_mailbox_spells(a, b) {
                     return true;
                 }
             }
-            if birth_date_level(a, b) == Some(Comparison::BirthDate.else_level()) {
+            if birth_date_level(a, b) == Some(Comparison::BirthDate.else_level())
+                && !birth_dates_may_be_one(a, b)
+            {
                 return true;
             }
             // "Müller sen." and "Müller jun.".
@@ -314,24 +317,118 @@ pub fn first_names_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
         || maybe_pet_form(a, b)
         || single_name_fits(a, b, &[])
         || crosswise_given_name(a, b)
+        || mistyped_name_the_mailbox_spells(a, b)
+}
+
+/// Birth dates that differ by every level yet may be one date typed twice wrong: day and
+/// month exchanged on one record and one digit off besides (1995-12-10 and 1996-10-12), the
+/// years less than ten apart. Two people of one household are born on such dates too (Chris
+/// 1998-11-06, Tina 1998-06-10), so the level stays "else" and weighs as one; only not enough
+/// to veto what a personal e-mail or mobile decides, nor proof of a second holder of one.
+pub fn birth_dates_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
+    let (Some(x), Some(y)) = (a.derived.birth_digits, b.derived.birth_digits) else {
+        return false;
+    };
+    let year = |d: &[u8; 8]| {
+        d[..4]
+            .iter()
+            .fold(0i32, |n, c| n * 10 + i32::from(c - b'0'))
+    };
+    let unswapped = [y[0], y[1], y[2], y[3], y[6], y[7], y[4], y[5]];
+    (year(&x) - year(&y)).abs() < 10 && (0..8).filter(|&i| x[i] != unswapped[i]).count() == 1
 }
 
 /// "Kraus Gabriele" against "Gabriele Kuhn": one record written last name first, and a new
-/// last name since (a marriage). The given name agrees crosswise (equal, a form of it, a typo
-/// apart) and the nickname table knows it as a given name; the other two names differ. Two
+/// last name since (a marriage). The given name agrees crosswise (equal or alike, and a given
+/// name `is_given_name` knows; or forms of one name of the nickname table, a typo allowed on
+/// each); the other two names differ. Two
 /// people sharing a mailbox or a phone agree crosswise on the family name instead ("Müller
 /// Thomas" against "Anna Müller"), which no table of given names holds, and a male and a female
 /// form of one name (Andreas, Andrea) stay two people.
 fn crosswise_given_name(a: &MatchRecord, b: &MatchRecord) -> bool {
+    // Both a typo from forms of one name of the table ("Katharinna" and "Karhi", Kathi): a
+    // given name too, mistyped.
     let given = |x: &str, y: &str| {
-        (close(x, y) || same_given_name_allowing_a_typo(x, y))
-            && !given_name_variants(x, y)
-            && (is_listed(x) || is_listed(y))
+        !given_name_variants(x, y)
+            && ((close(x, y) && (is_given_name(x) || is_given_name(y)))
+                || same_given_name_allowing_a_typo(x, y))
     };
     match (translit_names(a), translit_names(b)) {
         ((Some(af), Some(al)), (Some(bf), Some(bl))) => given(af, bl) || given(al, bf),
         _ => false,
     }
+}
+
+/// "Dii Beck" on `dieter.beck@gmx.de` beside "Dieter Beck", "Ged Walter" on `walter.gerhard@`,
+/// "Johanan" on `johanna.demir91@` beside "Johanna", "Ktähe Seidel" on `katharinaseidel@`:
+/// either record's first name is no given name ([`is_given_name`]) but one typo from a given
+/// name its own mailbox spells (or from a form of that name: Dii from Didi, Dieter's), and the
+/// other record's first name is that name or agrees with it (a form of it, alike, or a part
+/// of a double name). The typo is then of that name: a short form of two or three letters
+/// with a typo, which no rule on the names alone can tell from another name, or a typo that
+/// makes the other sex's ending (Johanan, Johanna), which alone reads like a couple (Christian,
+/// Christina). The mailbox names the person the record is of; no proof of a second holder,
+/// and no veto of what a shared personal e-mail or mobile decides. A mailbox of two names
+/// (`anna.und.thomas.mueller@`) spells a real second name, which `is_given_name` knows.
+fn mistyped_name_the_mailbox_spells(a: &MatchRecord, b: &MatchRecord) -> bool {
+    mistyped_name_its_mailbox_spells(a, b) || mistyped_name_its_mailbox_spells(b, a)
+}
+
+fn mistyped_name_its_mailbox_spells(r: &MatchRecord, other: &MatchRecord) -> bool {
+    let (Some(x), Some(y), Some(email)) = (
+        r.derived.first_translit.as_deref(),
+        other.derived.first_translit.as_deref(),
+        r.email.as_deref(),
+    ) else {
+        return false;
+    };
+    if x.chars().count() < 2 || !x.chars().all(char::is_alphabetic) || is_given_name(x) {
+        return false;
+    }
+    let local = email.rsplit_once('@').map_or(email, |(l, _)| l);
+    let names = mailbox_names(local, &[r, other]);
+    if names.contains(&x) {
+        return false;
+    }
+    names.iter().any(|&g| {
+        g.chars().count() >= 3
+            && (g == y || is_given_name(g))
+            && (one_typo_apart(x, g) || forms(g).any(|f| one_typo_apart(x, f)))
+            && (g == y
+                || same_given_name(g, y)
+                || loosely_one_name(g, y)
+                || y.split(['-', ' ']).any(|part| part == g))
+    })
+}
+
+/// The words of a mailbox's local part, the last names of `records` cut off where written on
+/// (`dorotheazimmermann` → `dorothea`; `walter.gerhard` → `gerhard`).
+fn mailbox_names<'a>(local: &'a str, records: &[&MatchRecord]) -> Vec<&'a str> {
+    let lasts: Vec<String> = records
+        .iter()
+        .filter_map(|r| r.derived.last_translit.as_deref())
+        .map(|l| l.replace([' ', '-'], ""))
+        .filter(|l| l.chars().count() >= 3)
+        .collect();
+    local
+        .split(|c: char| !c.is_alphabetic())
+        .filter_map(|word| {
+            let cut = lasts.iter().find_map(|l| {
+                word.strip_suffix(l.as_str())
+                    .or_else(|| word.strip_prefix(l.as_str()))
+            });
+            let word = cut.unwrap_or(word);
+            (!word.is_empty()).then_some(word)
+        })
+        .collect()
+}
+
+/// One typo apart as a typist makes it (one letter left out, doubled, swapped or wrong, the
+/// first letter kept), an umlaut spelled out or not (`ktaehe` is `kaethe` with two letters
+/// swapped as the form held `Ktähe`).
+fn one_typo_apart(x: &str, y: &str) -> bool {
+    let fold = |s: &str| s.replace("ae", "a").replace("oe", "o").replace("ue", "u");
+    x != y && x.chars().next() == y.chars().next() && within_one_edit(&fold(x), &fold(y))
 }
 
 /// A record's first and last name, transliterated (as the comparisons read them).
@@ -342,12 +439,14 @@ fn translit_names(r: &MatchRecord) -> (Option<&str>, Option<&str>) {
     )
 }
 
-/// "h" of "hans": one letter that starts the other name, or the full name of which the other
-/// is a short form ("a" of "sascha", Alexander; "m" of "thies", Matthias): a form fills in
-/// the initial of the name on the passport, a shop the name the customer goes by.
+/// "h" of "hans": one letter that starts the other name, or another form of it: the full
+/// name of which the other is a short form ("a" of "sascha", Alexander; "m" of "thies",
+/// Matthias), or a short form of the other ("h" of "johannes", Hans): a form fills in the
+/// initial of the name on the passport or of the name the customer goes by, a shop either
+/// name.
 fn is_initial_of(initial: &str, name: &str) -> bool {
     initial.chars().count() == 1
-        && (name.starts_with(initial) || name_groups(name).any(|full| full.starts_with(initial)))
+        && (name.starts_with(initial) || forms(name).any(|form| form.starts_with(initial)))
 }
 
 /// A record with one name only (a form's single name field: "Schreiber" or "Lisa") is no
@@ -387,7 +486,7 @@ fn surname_in_own_mailbox(r: &MatchRecord, single: Option<&str>) -> bool {
     let local = key.split('@').next().unwrap_or_default();
     name.chars().count() >= 4
         && name.chars().all(char::is_alphabetic)
-        && !is_listed(name)
+        && !is_given_name(name)
         && local.contains(name)
 }
 
@@ -1204,6 +1303,9 @@ mod tests {
         assert_eq!(first("sascha", "a"), Some(5));
         assert_eq!(first("m", "thies"), Some(5));
         assert_eq!(first("basti", "s"), Some(5));
+        // The initial of the short form the customer goes by: "H." for Johannes (Hans).
+        assert_eq!(first("johannes", "h"), Some(5));
+        assert_eq!(first("j", "hans"), Some(5));
         // Its own initial still agrees; another letter does not.
         assert_eq!(first("sascha", "s"), Some(5));
         assert_eq!(
@@ -1251,9 +1353,103 @@ mod tests {
         let (anna, thomas) = (on_mailbox("anna", "müller"), on_mailbox("müller", "thomas"));
         assert!(!first_names_may_be_one(&anna, &thomas));
         assert!(!Context::build(&[anna, thomas]).shared_emails.is_empty());
+        // Mistyped forms of one given name crosswise: "Katharinna Keller" and "Thomas, Karhi"
+        // (Kathi, married to a Mr Thomas since).
+        assert!(first_names_may_be_one(
+            &on_mailbox("katharinna", "keller"),
+            &on_mailbox("thomas", "karhi")
+        ));
         // And a male and a female form of one name are two people.
         let (andreas, andrea) = (on_mailbox("andreas", "kuhn"), on_mailbox("kraus", "andrea"));
         assert!(!crosswise_given_name(&andreas, &andrea));
+    }
+
+    #[test]
+    fn a_mistyped_name_its_mailbox_spells_is_no_second_person() {
+        let on = |first: &str, last: &str, email: &str| {
+            MatchRecord {
+                first_name: Some(first.into()),
+                last_name: (!last.is_empty()).then(|| last.into()),
+                email: Some(email.into()),
+                email_key: Some(email.into()),
+                ..Default::default()
+            }
+            .prepare()
+        };
+        let personal = |a: &MatchRecord, b: &MatchRecord| {
+            first_names_may_be_one(a, b)
+                && Context::build(&[a.clone(), b.clone()])
+                    .shared_emails
+                    .is_empty()
+        };
+        // Short forms of two or three letters with a typo: Didi typed Dii or Ddi, Gerd typed
+        // Ged, Doro typed Dro (beside Thea, another form of Dorothea), Hans typed Hns.
+        let dieter = on("dieter", "beck", "dieter.beck@gmx.de");
+        assert!(personal(&on("dii", "beck", "dieter.beck@gmx.de"), &dieter));
+        assert!(personal(&on("ddi", "beck", "dieter.beck@gmx.de"), &dieter));
+        let m = "walter.gerhard@mailbox.org";
+        assert!(personal(
+            &on("ged", "walter", m),
+            &on("gerhard", "walter", m)
+        ));
+        let m = "dorotheazimmermann@posteo.de";
+        assert!(personal(
+            &on("dro", "zimmermannn", m),
+            &on("thea", "zimmermann", m)
+        ));
+        let m = "herrmann.hans@outlook.de";
+        assert!(personal(
+            &on("hns", "herrmann", m),
+            &on("hasi", "herrmann", m)
+        ));
+        // A typo making the other sex's ending, on the mailbox of the name.
+        let m = "johanna.demir91@yahoo.de";
+        assert!(personal(
+            &on("johanan", "dąbrowski", m),
+            &on("johanna", "dąbrowski", m)
+        ));
+        // An umlaut spelled out around the typo (Ktähe for Käthe), a part of a double name.
+        assert!(first_names_may_be_one(
+            &on("ktähe", "seidel", "katharinaseidel@outlook.de"),
+            &on("katharina", "seidel", "k.seidel@web.de")
+        ));
+        assert!(first_names_may_be_one(
+            &on("anie", "schroeder", "anne-kathri.nschroeder@web.de"),
+            &on("anne-kathrin", "schröder", "anne-kathrin.schroeder@web.de")
+        ));
+        // Not where the mailbox spells no such name (an initial only), the odd name is a given
+        // name (Jana, on Jan's mailbox), or the mailbox spells the odd name as well.
+        let m = "jschulze20@mailbox.org";
+        assert!(!personal(
+            &on("johanan", "", m),
+            &on("johanna", "schulze", m)
+        ));
+        let m = "jan.mueller@web.de";
+        assert!(!personal(&on("jana", "müller", m), &on("jan", "müller", m)));
+        let m = "christina.mueller@web.de";
+        assert!(!personal(
+            &on("christian", "müller", m),
+            &on("christina", "müller", m)
+        ));
+        let m = "dii.und.dieter.beck@web.de";
+        assert!(!mistyped_name_the_mailbox_spells(
+            &on("dii", "beck", m),
+            &on("dieter", "beck", m)
+        ));
+        // Nor where the other record's name is no form of the spelled one (Anna, on Dieter's).
+        assert!(!personal(
+            &on("dii", "beck", "dieter.beck@gmx.de"),
+            &on("anna", "beck", "dieter.beck@gmx.de")
+        ));
+        // Nor a typo of another name than the mailbox's: "Ged" on Dieter's mailbox.
+        assert!(!personal(&on("ged", "beck", "dieter.beck@gmx.de"), &dieter));
+        // A given name the nickname table lacks agreeing crosswise is a name change (Sarah
+        // Süß, formerly Weiss, written "Weiss Sarah" in one system).
+        let m = "sarah.weiss@t-online.de";
+        assert!(personal(&on("sarah", "süß", m), &on("weiss", "sarah", m)));
+        let (anna, thomas) = (on("anna", "müller", m), on("müller", "thomas", m));
+        assert!(!personal(&anna, &thomas));
+        assert!(!one_typo_apart("hns", "hns") && !one_typo_apart("hns", "gans"));
     }
 
     #[test]
@@ -1329,6 +1525,18 @@ mod tests {
         assert_eq!(lvl("1980-05-17", "1955-11-02"), Some(4));
         assert_eq!(lvl("1983-08-10", "1953-04-10"), Some(4));
         assert_eq!(lvl("1983-08-10", "1983-04-11"), Some(3));
+        // Day and month exchanged plus one digit: a different date as a level, but one that
+        // may be one date typed twice wrong.
+        let may = |x: &str, y: &str| birth_dates_may_be_one(&rec("a", "b", x), &rec("a", "b", y));
+        assert_eq!(lvl("1995-12-10", "1996-10-12"), Some(4));
+        assert!(may("1995-12-10", "1996-10-12") && may("1996-10-12", "1995-12-10"));
+        assert!(may("1995-12-10", "1995-10-22"));
+        // …not with the years ten apart, two digits besides, or no swap.
+        assert!(!may("1965-12-10", "1995-10-12"));
+        assert!(!may("1995-12-10", "1996-10-13"));
+        assert!(!may("1995-12-10", "1996-11-12"));
+        assert!(!may("1980-05-17", "1955-11-02"));
+        assert!(!may("1980-05-17", ""));
         assert_eq!(lvl("1980-05-17", ""), None);
     }
 

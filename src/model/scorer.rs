@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use super::comparison::{
-    compare, compared_values, first_names_may_be_one, Comparison, Context, Namesakes, Outcome,
-    COMPARISONS, FIRST_NAME_NICKNAME,
+    birth_dates_may_be_one, compare, compared_values, first_names_may_be_one, Comparison, Context,
+    Namesakes, Outcome, COMPARISONS, FIRST_NAME_NICKNAME,
 };
 use super::params::{log2_odds, probability, Model, Predicate};
 use super::record::MatchRecord;
@@ -245,14 +245,16 @@ impl<'a> Scorer<'a> {
             Predicate::SameCustomerNumber => both_eq(&a.customer_number, &b.customer_number),
             Predicate::SameExternalId => both_eq(&a.external_id, &b.external_id),
             // A first-name difference that may be one name written two ways (Thies and
-            // Matthias) does not veto what a personal e-mail or a customer number decides; a
-            // birth date or a generation does.
+            // Matthias) does not veto what a personal e-mail or a customer number decides, nor
+            // do birth dates that may be one date typed twice wrong (day and month exchanged,
+            // one digit off besides); another birth date or a generation does.
             Predicate::NoConflict => match Self::conflict(o) {
                 None => true,
-                Some(Comparison::FirstName) => {
-                    o.level(Comparison::BirthDate) != Some(Comparison::BirthDate.else_level())
-                        && !o.generation_conflict
-                        && first_names_may_be_one(a, b)
+                Some(Comparison::FirstName | Comparison::BirthDate) => {
+                    let differ = |c: Comparison| o.level(c) == Some(c.else_level());
+                    !o.generation_conflict
+                        && (!differ(Comparison::FirstName) || first_names_may_be_one(a, b))
+                        && (!differ(Comparison::BirthDate) || birth_dates_may_be_one(a, b))
                 }
                 Some(_) => false,
             },
@@ -983,6 +985,15 @@ mod tests {
             )
             .as_deref(),
             Some("same_personal_mobile")
+        );
+        // Day and month exchanged on one record, a digit of the year off on the other.
+        assert_eq!(
+            pair(
+                person("berger", "alexander", "1995-12-10", email, ""),
+                person("alexander", "berger", "1996-10-12", email, "")
+            )
+            .as_deref(),
+            Some("same_personal_email")
         );
         // Two people: other birth dates, or names with nothing in common.
         assert_eq!(
