@@ -11,12 +11,14 @@ CREATE EXTENSION IF NOT EXISTS customer_unify;
 CREATE TEMP TABLE test_sequences AS
 SELECT format('%I.%I', schemaname, sequencename)::regclass AS seq, last_value, start_value FROM pg_sequences WHERE schemaname = 'unify';
 BEGIN;
--- 600 customers on daily dates, as fit_predictions summarises them (weeks = days / 7): x repeat
--- purchase days, the last t_x days after the first, the calibration end T days after it.
+-- The CDNOW sample's 2,357 customers on their daily dates, summarised as fit_predictions does
+-- (one purchase a day; weeks = days / 7) up to 1997-09-30, the papers' calibration end.
+CREATE TEMP TABLE purchases (customer_id int, order_date date, cds int, amount numeric);
+\copy purchases FROM 'tests/data/cdnow_sample.csv' WITH (FORMAT csv, HEADER true)
 CREATE TEMP TABLE daily AS
-SELECT i AS person_id, x::float8 AS frequency, (CASE WHEN x = 0 THEN 0 ELSE 3 + i * 37 % 300 END) / 7.0::float8 AS recency,
-       (CASE WHEN x = 0 THEN 0 ELSE 3 + i * 37 % 300 END + i * 11 % 200) / 7.0::float8 AS age
-FROM generate_series(1, 600) i, LATERAL (SELECT (i * 7 % 13) % 6 AS x) f;
+SELECT customer_id AS person_id, (count(DISTINCT order_date) - 1)::float8 AS frequency,
+       (max(order_date) - min(order_date)) / 7.0::float8 AS recency, ('1997-09-30'::date - min(order_date)) / 7.0::float8 AS age
+FROM purchases WHERE order_date <= '1997-09-30' GROUP BY customer_id;
 -- The same customers with both times rounded to whole weeks by hand (ties to even, as round does).
 CREATE TEMP TABLE weekly AS
 SELECT person_id, frequency, round(round(recency * 7) / 7) * 7 / 7.0::float8 AS recency,
@@ -29,10 +31,10 @@ FROM daily;
 -- Enough room: whole days, one element per distinct summary, weights summing to the customers.
 SELECT grid_days, cardinality(frequency) AS summaries, (SELECT sum(w) FROM unnest(weight) w) AS customers
 FROM unify._fit_summaries('pg_temp.daily');
--- At most 300: whole weeks (the first grid leaving at most 300), the same arrays as the
+-- At most 700: whole weeks (the first grid leaving at most 700), the same arrays as the
 -- hand-rounded customers on whole days (compared as sets: the order is the aggregate's).
-SELECT grid_days, cardinality(frequency) AS summaries FROM unify._fit_summaries('pg_temp.daily', 300);
-SELECT (SELECT array_agg(s ORDER BY s) FROM unify._fit_summaries('pg_temp.daily', 300) a,
+SELECT grid_days, cardinality(frequency) AS summaries FROM unify._fit_summaries('pg_temp.daily', 700);
+SELECT (SELECT array_agg(s ORDER BY s) FROM unify._fit_summaries('pg_temp.daily', 700) a,
                unnest(a.frequency, a.recency, a.age, a.weight) s)
      = (SELECT array_agg(s ORDER BY s) FROM unify._fit_summaries('pg_temp.weekly') a,
                unnest(a.frequency, a.recency, a.age, a.weight) s) AS binned_equals_the_weekly_customers;
@@ -42,7 +44,7 @@ SELECT grid_days FROM unify._fit_summaries('pg_temp.weekly');
 SELECT m, b.param_values = w.param_values AND b.log_likelihood = w.log_likelihood AS binned_fit_equals_on_grid_fit,
        b.converged, (SELECT max(abs(bv / dv - 1)) FROM unnest(b.param_values, d.param_values) p (bv, dv)) < 0.25 AS near_daily_fit
 FROM unnest(ARRAY['bgnbd', 'pareto_nbd']) m,
-     LATERAL (SELECT f.* FROM unify._fit_summaries('pg_temp.daily', 300) a,
+     LATERAL (SELECT f.* FROM unify._fit_summaries('pg_temp.daily', 700) a,
                      unify._fit_purchases(m, a.frequency, a.recency, a.age, a.weight) f) b,
      LATERAL (SELECT f.* FROM unify._fit_summaries('pg_temp.weekly') a,
                      unify._fit_purchases(m, a.frequency, a.recency, a.age, a.weight) f) w,
