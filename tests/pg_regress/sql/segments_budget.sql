@@ -40,9 +40,11 @@ SELECT (SELECT array_agg(s ORDER BY s) FROM unify._fit_summaries('pg_temp.daily'
                unnest(a.frequency, a.recency, a.age, a.weight) s) AS binned_equals_the_weekly_customers;
 SELECT grid_days FROM unify._fit_summaries('pg_temp.weekly');
 -- So the fit on the binned summaries is the fit on customers that lie on the grid, to the last
--- bit, for both models; and close to the fit on whole days.
+-- bit, for both models; its parameters differ from the fit on whole days by the largest relative
+-- change shown (2,357 customers over 39 weeks: a week is a coarse grid here).
 SELECT m, b.param_values = w.param_values AND b.log_likelihood = w.log_likelihood AS binned_fit_equals_on_grid_fit,
-       b.converged, (SELECT max(abs(bv / dv - 1)) FROM unnest(b.param_values, d.param_values) p (bv, dv)) < 0.25 AS near_daily_fit
+       b.converged, round((SELECT max(abs(bv / dv - 1)) FROM unnest(b.param_values, d.param_values) p (bv, dv))::numeric, 2)
+                    AS largest_parameter_change_from_days
 FROM unnest(ARRAY['bgnbd', 'pareto_nbd']) m,
      LATERAL (SELECT f.* FROM unify._fit_summaries('pg_temp.daily', 700) a,
                      unify._fit_purchases(m, a.frequency, a.recency, a.age, a.weight) f) b,
