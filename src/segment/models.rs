@@ -302,13 +302,8 @@ impl Prepared {
             v
         };
         let frequencies = distinct(customers.iter().map(|c| c.frequency).collect());
-        let times = distinct(
-            customers
-                .iter()
-                .flat_map(|c| [c.recency, c.age])
-                .collect(),
-        );
-        // Merge identical summaries, in frequency order (stable: the input's order otherwise).
+        let times = distinct(customers.iter().flat_map(|c| [c.recency, c.age]).collect());
+        // Merge identical summaries, sorted by frequency, recency and age (the input order does not matter).
         let mut keyed: Vec<(u32, u32, u32, f64)> = customers
             .iter()
             .map(|c| {
@@ -551,7 +546,10 @@ mod tests {
             (Model::ParetoNbd, [0.553, 10.578, 0.606, 11.669]),
             (Model::ParetoNbd, [0.553, 12.0, 0.606, 3.0]),
         ] {
-            let each: f64 = c.iter().map(|s| s.weight * model.log_likelihood(&p, s)).sum();
+            let each: f64 = c
+                .iter()
+                .map(|s| s.weight * model.log_likelihood(&p, s))
+                .sum();
             let prepared_total = prepared.total_log_likelihood(model, &p);
             assert!(
                 ((prepared_total - each) / each).abs() < 1e-12,
@@ -568,13 +566,7 @@ mod tests {
         let once = cdnow_customers();
         let mut per_person = once.clone();
         per_person.extend(once.iter().rev().copied());
-        let weighted: Vec<Summary> = once
-            .iter()
-            .map(|s| Summary {
-                weight: 2.0,
-                ..*s
-            })
-            .collect();
+        let weighted: Vec<Summary> = once.iter().map(|s| Summary { weight: 2.0, ..*s }).collect();
         for model in [Model::BgNbd, Model::ParetoNbd] {
             let a = fit(model, &per_person);
             let b = fit(model, &weighted);
@@ -593,10 +585,30 @@ mod tests {
     #[test]
     fn prepared_indexes_sparse_summaries() {
         let c = [
-            Summary { frequency: 0.0, recency: 0.0, age: 3.5, weight: 1.0 },
-            Summary { frequency: 7.0, recency: 1.25, age: 3.5, weight: 2.0 },
-            Summary { frequency: 2.0, recency: 9.0, age: 40.0, weight: 1.0 },
-            Summary { frequency: 0.0, recency: 0.0, age: 3.5, weight: 4.0 },
+            Summary {
+                frequency: 0.0,
+                recency: 0.0,
+                age: 3.5,
+                weight: 1.0,
+            },
+            Summary {
+                frequency: 7.0,
+                recency: 1.25,
+                age: 3.5,
+                weight: 2.0,
+            },
+            Summary {
+                frequency: 2.0,
+                recency: 9.0,
+                age: 40.0,
+                weight: 1.0,
+            },
+            Summary {
+                frequency: 0.0,
+                recency: 0.0,
+                age: 3.5,
+                weight: 4.0,
+            },
         ];
         let prepared = Prepared::new(&c);
         assert_eq!(prepared.len(), 3);
@@ -605,9 +617,15 @@ mod tests {
             (Model::BgNbd, [0.243, 4.414, 0.793, 2.426]),
             (Model::ParetoNbd, [0.553, 10.578, 0.606, 11.669]),
         ] {
-            let each: f64 = c.iter().map(|s| s.weight * model.log_likelihood(&p, s)).sum();
+            let each: f64 = c
+                .iter()
+                .map(|s| s.weight * model.log_likelihood(&p, s))
+                .sum();
             let got = prepared.total_log_likelihood(model, &p);
-            assert!(((got - each) / each).abs() < 1e-12, "{model:?}: {got} vs {each}");
+            assert!(
+                ((got - each) / each).abs() < 1e-12,
+                "{model:?}: {got} vs {each}"
+            );
         }
     }
 
@@ -626,7 +644,12 @@ mod tests {
             .lines()
             .map(|line| {
                 let v: Vec<f64> = line.split(',').map(|f| f.parse().unwrap()).collect();
-                Summary { frequency: v[0], recency: v[1], age: v[2], weight: v[3] }
+                Summary {
+                    frequency: v[0],
+                    recency: v[1],
+                    age: v[2],
+                    weight: v[3],
+                }
             })
             .collect();
         for model in [Model::BgNbd, Model::ParetoNbd] {
