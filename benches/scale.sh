@@ -152,8 +152,8 @@ SELECT unify.add_transactions('orders', 'orders', '{"source": "channel", "source
   "returned": "status IN (''returned'', ''cancelled'')"}');
 SQL
         step "$rows" refresh_segments "$BUDGET" "SELECT unify.refresh_segments((SELECT max(ordered_at) FROM orders) + 1) \g /dev/null"
-        # SCALE_FIT=0 leaves the fits out: their time grows with the distinct customer summaries
-        # (about one per person on daily dates), 1M records took over 15 minutes.
+        # SCALE_FIT=0 leaves the fits out. They fit on at most 100,000 distinct customer
+        # summaries (unify._fit_summaries: whole days, else a grid of 7, 14, … days).
         [ "${SCALE_FIT:-1}" = 0 ] || step "$rows" fit_predictions "$BUDGET" "SELECT unify.fit_predictions((SELECT max(ordered_at) FROM orders) + 1) \g /dev/null"
         psql -X -A -t -d bench_scale -c "SELECT '          persons ' || (SELECT count(*) FROM unify.persons) || ', orders ' || (SELECT count(*) FROM orders) || ', database ' || pg_size_pretty(pg_database_size(current_database()))"
     done

@@ -5603,3 +5603,638 @@ ALTER FUNCTION unify.process_queue(int) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify._queue_step(int) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify.process_queue(int) SECURITY DEFINER;
 ALTER FUNCTION unify._capture_after_alter() SET search_path = pg_catalog, pg_temp;
+-- Issue 27, segment steps within the memory budget: unify.fit_predictions fits on the distinct
+-- customer summaries, rounded to a grid of 7, 14, … days where whole days leave more than
+-- 100,000 (unify._fit_summaries; the grid in prediction_fits.validation -> 'grid_days');
+-- refresh_segments, _refresh_actions and fit_predictions emit their outbox events in chunks of
+-- 10,000 (unify._outbox_emit_rows); _refresh_actions joins many given persons from a temporary
+-- table instead of `= ANY (array)`. CREATE OR REPLACE resets SET and SECURITY DEFINER: both
+-- again below, as security.sql gives them.
+CREATE OR REPLACE FUNCTION unify._outbox_emit_rows(kind text, query text) RETURNS bigint
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    ids bigint[] := '{}';
+    payloads jsonb[] := '{}';
+    n bigint := 0;
+    e record;
+BEGIN
+    FOR e IN EXECUTE query LOOP
+        ids := ids || e.person_id;
+        payloads := payloads || e.payload;
+        IF cardinality(ids) >= 10000 THEN
+            n := n + unify._outbox_emit(kind, ids, payloads);
+            ids := '{}';
+            payloads := '{}';
+        END IF;
+    END LOOP;
+    RETURN n + unify._outbox_emit(kind, ids, payloads);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION unify._fit_summaries(summaries regclass, max_summaries bigint DEFAULT 100000,
+                                     OUT grid_days int, OUT frequency float8[], OUT recency float8[],
+                                     OUT age float8[], OUT weight float8[])
+STABLE STRICT LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+BEGIN
+    grid_days := 1;
+    LOOP
+        -- On a grid of g days: round(days / g) · g / 7 weeks (ties to even); the day grid keeps the values.
+        EXECUTE format($q$SELECT count(*) FROM (SELECT DISTINCT s.frequency, %1$s, %2$s FROM %3$s s) d$q$,
+                       CASE WHEN grid_days = 1 THEN 's.recency' ELSE format('round(round(s.recency * 7) / %s)', grid_days) END,
+                       CASE WHEN grid_days = 1 THEN 's.age' ELSE format('round(round(s.age * 7) / %s)', grid_days) END,
+                       summaries)
+        INTO n;
+        EXIT WHEN n <= max_summaries OR grid_days >= 364;
+        grid_days := CASE WHEN grid_days = 1 THEN 7 ELSE least(grid_days * 2, 364) END;
+    END LOOP;
+    EXECUTE format($q$
+        SELECT array_agg(g.frequency), array_agg(g.recency), array_agg(g.age), array_agg(g.n)
+        FROM (SELECT s.frequency, %1$s AS recency, %2$s AS age, count(*)::float8 AS n
+              FROM %3$s s GROUP BY 1, 2, 3) g $q$,
+        CASE WHEN grid_days = 1 THEN 's.recency' ELSE format('round(round(s.recency * 7) / %1$s) * %1$s / 7.0', grid_days) END,
+        CASE WHEN grid_days = 1 THEN 's.age' ELSE format('round(round(s.age * 7) / %1$s) * %1$s / 7.0', grid_days) END,
+        summaries)
+    INTO frequency, recency, age, weight;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION unify._holdout_check(model text, holdout_weeks float8) RETURNS jsonb
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    cal_fit record;
+    result jsonb;
+    unknown boolean;
+BEGIN
+    SELECT a.grid_days, f.* INTO cal_fit
+    FROM unify._fit_summaries('pg_temp.unify_holdout_summaries') a,
+         LATERAL unify._fit_purchases(model, a.frequency, a.recency, a.age, a.weight) f;
+    IF NOT FOUND THEN
+        RETURN jsonb_build_object('converged', false, 'status', 'no customers in the calibration period');
+    END IF;
+    IF NOT cal_fit.converged THEN
+        RETURN jsonb_build_object('converged', false, 'status', cal_fit.status);
+    END IF;
+    WITH g AS (
+        SELECT least(frequency, 7)::int AS bucket, count(*) AS customers, sum(actual) AS actual,
+               (unify._predict(model, cal_fit.param_values, NULL, frequency, recency, age, NULL,
+                               holdout_weeks, '{}', 0))[2] AS predicted_each
+        FROM pg_temp.unify_holdout_summaries GROUP BY frequency, recency, age
+    ), b AS (
+        SELECT bucket, sum(customers) AS customers, sum(customers * predicted_each) AS predicted, sum(actual) AS actual
+        FROM g GROUP BY bucket
+    )
+    SELECT jsonb_build_object(
+               'converged', true, 'status', cal_fit.status, 'params', cal_fit.params,
+               'error', sum(abs(predicted - actual)) / sum(customers),
+               'predicted', round(sum(predicted)::numeric, 1), 'actual', sum(actual),
+               'buckets', jsonb_agg(jsonb_build_object(
+                   'repeat_purchases', CASE WHEN bucket = 7 THEN '7+' ELSE bucket::text END, 'customers', customers,
+                   'predicted', round((predicted / customers)::numeric, 4), 'actual', round((actual / customers)::numeric, 4))
+                   ORDER BY bucket)),
+           bool_or(predicted IS NULL)
+    INTO result, unknown FROM b;
+    -- A prediction the model cannot give (NULL) makes the error unknown, not small.
+    IF unknown THEN
+        result := result || jsonb_build_object('error', NULL, 'status', 'some holdout predictions are not finite');
+    END IF;
+    IF cal_fit.grid_days > 1 THEN
+        result := result || jsonb_build_object('grid_days', cal_fit.grid_days);
+    END IF;
+    RETURN result;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION unify.fit_predictions(calibration_end date DEFAULT current_date, model text DEFAULT 'auto',
+                                      horizon_months int DEFAULT 12, discount_rate float8 DEFAULT 0.1,
+                                      purchase_days int DEFAULT 90, holdout_days int DEFAULT NULL,
+                                      check_ranking boolean DEFAULT true)
+RETURNS jsonb
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    started constant timestamptz := clock_timestamp();
+    requested constant text := model;
+    purchase_fit record;   -- unify._fit_purchases' row: params, param_values, log_likelihood, converged, evaluations, status
+    spend_fit record;      -- unify._fit_spend's row, the same columns
+    fit_input record;      -- unify._fit_summaries: grid_days and the summaries' arrays
+    return_fit record;     -- unify._fit_returns' row
+    n_customers bigint;
+    n_spend bigint;
+    n_return_persons bigint := 0;
+    returns_mapped boolean;
+    month_weeks float8[];
+    new_fit bigint;
+    written bigint := 0;
+    first_day date;
+    split date;
+    holdout int := holdout_days;
+    validation jsonb := '{}';
+    candidates text[];
+    m text;
+    chosen text;
+    top float8;
+    bottom float8;
+    ok boolean;
+    final_status text;
+BEGIN
+    IF calibration_end IS NULL OR model IS NULL OR horizon_months IS NULL OR discount_rate IS NULL OR purchase_days IS NULL
+       OR check_ranking IS NULL OR calibration_end IN ('infinity', '-infinity') THEN
+        RAISE EXCEPTION 'fit_predictions: calibration_end, model, horizon_months, discount_rate, purchase_days and check_ranking must be given'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Leave an argument out for its default; holdout_days alone may be NULL (its default).';
+    END IF;
+    IF model NOT IN ('auto', 'bgnbd', 'pareto_nbd') THEN
+        RAISE EXCEPTION 'unknown purchase model "%"', model
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''auto'' (the default: the better of both on the holdout), ''bgnbd'' (BG/NBD) or ''pareto_nbd'' (Pareto/NBD).';
+    END IF;
+    IF horizon_months NOT BETWEEN 1 AND 600 OR discount_rate <= -1 OR discount_rate = 'NaN' THEN
+        RAISE EXCEPTION 'horizon_months must be 1..600 and discount_rate above -1 (annual, 0.1 = 10%%)'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'For example unify.fit_predictions(horizon_months => 12, discount_rate => 0.1).';
+    END IF;
+    IF purchase_days NOT BETWEEN 1 AND 3650 THEN
+        RAISE EXCEPTION 'purchase_days must be 1..3650, not %', purchase_days
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'p_purchase is P(at least one purchase in the next purchase_days days); the default is 90.';
+    END IF;
+    IF holdout_days < 0 OR holdout_days > 36500 OR (holdout_days = 0 AND model = 'auto') THEN
+        RAISE EXCEPTION 'holdout_days must be 1..36500, or 0 (no holdout check) with a given model, not %', holdout_days
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave holdout_days NULL for half the purchase history up to a year; model ''auto'' chooses by the holdout error and needs one.';
+    END IF;
+    PERFORM unify._churn_risk_threshold();   -- a wrong setting fails before the work
+    PERFORM unify._lock('predictions');
+    PERFORM unify._purchase_summaries(calibration_end);
+    returns_mapped := unify._return_counts(calibration_end);
+
+    SELECT count(*), count(*) FILTER (WHERE frequency > 0) INTO n_customers, n_spend FROM pg_temp.unify_purchase_summaries;
+
+    -- Holdout validation (calibration/holdout as in Fader, Hardie & Lee 2005): fit on the
+    -- purchases up to the split, compare predicted and actual purchases after it.
+    SELECT min(day) INTO first_day FROM pg_temp.unify_purchase_days;
+    IF holdout IS NULL THEN
+        holdout := least(365, (calibration_end - first_day) / 2);
+    END IF;
+    candidates := CASE WHEN model = 'auto' THEN ARRAY['bgnbd', 'pareto_nbd'] ELSE ARRAY[model] END;
+    IF coalesce(holdout, 0) > 0 THEN
+        split := calibration_end - holdout;
+        IF to_regclass('pg_temp.unify_holdout_summaries') IS NOT NULL THEN DROP TABLE pg_temp.unify_holdout_summaries; END IF;
+        EXECUTE format($q$
+            CREATE TEMP TABLE unify_holdout_summaries ON COMMIT DROP AS
+            SELECT person_id,
+                   (count(*) FILTER (WHERE day <= %1$L::date) - 1)::float8 AS frequency,
+                   (max(day) FILTER (WHERE day <= %1$L::date) - min(day)) / 7.0::float8 AS recency,
+                   (%1$L::date - min(day)) / 7.0::float8 AS age,
+                   count(*) FILTER (WHERE day > %1$L::date)::float8 AS actual
+            FROM pg_temp.unify_purchase_days GROUP BY person_id HAVING min(day) <= %1$L::date $q$, split);
+        validation := jsonb_build_object('split', split, 'holdout_days', holdout,
+                                         'customers', (SELECT count(*) FROM pg_temp.unify_holdout_summaries));
+        FOREACH m IN ARRAY candidates LOOP
+            validation := validation || jsonb_build_object(m, unify._holdout_check(m, holdout / 7.0));
+        END LOOP;
+        IF model = 'auto' THEN
+            -- The smaller holdout error first; a model whose check failed last.
+            SELECT array_agg(c ORDER BY (validation -> c ->> 'error')::float8 NULLS LAST, c) INTO candidates
+            FROM unnest(candidates) c;
+        END IF;
+    END IF;
+
+    -- Fit on all purchases, in the order of preference; publish the first that converges and
+    -- whose ranking agrees with the data (a given model: only that one).
+    SELECT array_agg(((calibration_end + make_interval(months => mo))::date - calibration_end) / 7.0::float8 ORDER BY mo)
+    INTO month_weeks FROM generate_series(1, horizon_months) mo;
+    SELECT f.* INTO STRICT spend_fit
+    FROM (SELECT coalesce(array_agg(frequency), '{}') AS frequency, coalesce(array_agg(mean_spend), '{}') AS mean_spend,
+                 coalesce(array_agg(n), '{}') AS n
+          FROM (SELECT frequency, mean_spend, count(*)::float8 AS n FROM pg_temp.unify_purchase_summaries
+                WHERE frequency > 0 GROUP BY 1, 2) g) a,
+         LATERAL unify._fit_spend(a.frequency, a.mean_spend, a.n) f;
+    SELECT * INTO fit_input FROM unify._fit_summaries('pg_temp.unify_purchase_summaries');
+    IF fit_input.grid_days > 1 THEN
+        validation := validation || jsonb_build_object('grid_days', fit_input.grid_days);
+    END IF;
+    FOREACH m IN ARRAY candidates LOOP
+        SELECT f.* INTO purchase_fit
+        FROM unify._fit_purchases(m, fit_input.frequency, fit_input.recency, fit_input.age, fit_input.weight) f;
+        IF NOT FOUND THEN
+            -- No customer at all: the strict fit returns no row, and the fit is recorded as failed.
+            SELECT NULL::jsonb AS params, NULL::float8[] AS param_values, NULL::float8 AS log_likelihood, false AS converged,
+                   NULL::int AS evaluations, 'no customers with a purchase up to ' || calibration_end AS status
+            INTO purchase_fit;
+        END IF;
+        chosen := m;
+        top := NULL; bottom := NULL; ok := NULL;
+        final_status := purchase_fit.status;
+        IF purchase_fit.converged THEN
+            IF to_regclass('pg_temp.unify_new_predictions') IS NOT NULL THEN DROP TABLE pg_temp.unify_new_predictions; END IF;
+            CREATE TEMP TABLE unify_new_predictions ON COMMIT DROP AS
+            SELECT s.person_id, s.frequency, s.recency, s.age, s.mean_spend, v[1] AS p_alive, v[2] AS expected_purchases,
+                   v[3] AS expected_spend, v[4] AS clv,
+                   unify._p_purchase(m, purchase_fit.param_values, s.frequency, s.recency, s.age, fit_predictions.purchase_days / 7.0) AS p_purchase
+            FROM pg_temp.unify_purchase_summaries s,
+                 LATERAL unify._predict(m, purchase_fit.param_values,
+                                        CASE WHEN spend_fit.converged THEN spend_fit.param_values END,
+                                        s.frequency, s.recency, s.age, s.mean_spend,
+                                        month_weeks[horizon_months], month_weeks,
+                                        power(1 + discount_rate, 1.0 / 12) - 1) AS v;
+            -- The ranking check: recency and frequency quintiles (5 = most recent, most
+            -- frequent); the best (sum 9-10) must not be less alive than the worst (sum 2-3).
+            WITH q AS (
+                SELECT p_alive, ntile(5) OVER (ORDER BY age - recency DESC, person_id) AS rq,
+                       ntile(5) OVER (ORDER BY frequency, age - recency DESC, person_id) AS fq
+                FROM pg_temp.unify_new_predictions
+            )
+            SELECT avg(p_alive) FILTER (WHERE rq + fq >= 9), avg(p_alive) FILTER (WHERE rq + fq <= 3) INTO top, bottom FROM q;
+            ok := top IS NULL OR bottom IS NULL OR top >= bottom OR NOT check_ranking;
+            validation := jsonb_set(CASE WHEN validation ? m THEN validation ELSE validation || jsonb_build_object(m, '{}'::jsonb) END,
+                                    ARRAY[m, 'all_data'],
+                                    jsonb_build_object('converged', true, 'status', purchase_fit.status, 'params', purchase_fit.params,
+                                                       'alive_recent_frequent', round(top::numeric, 4),
+                                                       'alive_lapsed', round(bottom::numeric, 4),
+                                                       'ranking_ok', top IS NULL OR bottom IS NULL OR top >= bottom));
+            IF ok THEN
+                EXIT;
+            END IF;
+            final_status := format('not published: the ranking contradicts the data (mean P(alive) %s for recent frequent buyers, %s for lapsed ones); the previous predictions stay',
+                                   round(top::numeric, 2), round(bottom::numeric, 2));
+        ELSE
+            validation := jsonb_set(CASE WHEN validation ? m THEN validation ELSE validation || jsonb_build_object(m, '{}'::jsonb) END,
+                                    ARRAY[m, 'all_data'], jsonb_build_object('converged', false, 'status', purchase_fit.status));
+        END IF;
+    END LOOP;
+    IF requested = 'auto' THEN
+        final_status := final_status || CASE
+            WHEN NOT coalesce(purchase_fit.converged AND ok, false) THEN ' (auto: neither model is usable)'
+            WHEN chosen <> candidates[1] THEN format(' (auto: %s, as %s was not usable)', chosen, candidates[1])
+            WHEN validation ? 'split' THEN format(' (auto: %s, the smaller holdout error)', chosen)
+            ELSE format(' (auto: %s; no holdout to compare on)', chosen) END;
+    ELSIF NOT check_ranking AND top < bottom THEN
+        final_status := final_status || format(' (published unchecked: the ranking contradicts the data, mean P(alive) %s for recent frequent buyers, %s for lapsed ones)',
+                                               round(top::numeric, 2), round(bottom::numeric, 2));
+    END IF;
+
+    -- Return probability: the beta-binomial over persons' (returns, orders).
+    IF returns_mapped THEN
+        SELECT count(*) INTO n_return_persons FROM pg_temp.unify_return_counts WHERE orders > 0;
+        SELECT f.* INTO return_fit
+        FROM (SELECT array_agg(returns) AS returns, array_agg(orders) AS orders, array_agg(n) AS n
+              FROM (SELECT returns, orders, count(*)::float8 AS n FROM pg_temp.unify_return_counts GROUP BY 1, 2) g) a,
+             LATERAL unify._fit_returns(a.returns, a.orders, a.n) f;
+        IF NOT FOUND THEN
+            SELECT NULL::jsonb AS params, NULL::float8[] AS param_values, false AS converged,
+                   'no orders up to ' || calibration_end AS status INTO return_fit;
+        END IF;
+    ELSE
+        SELECT NULL::jsonb AS params, NULL::float8[] AS param_values, false AS converged,
+               'no order table maps returned (add_transactions field "returned")' AS status INTO return_fit;
+    END IF;
+
+    INSERT INTO unify.prediction_fits (model, calibration_end, customers, params, log_likelihood, converged, status,
+        evaluations, spend_customers, spend_params, spend_log_likelihood, spend_converged, spend_status,
+        horizon_months, discount_rate, model_requested, purchase_days, holdout_days, holdout_error, validation,
+        alive_recent_frequent, alive_lapsed, ranking_ok, published, return_persons, return_params, return_status)
+    VALUES (chosen, calibration_end, n_customers, nullif(purchase_fit.params, '{}'), purchase_fit.log_likelihood,
+        purchase_fit.converged, final_status, purchase_fit.evaluations,
+        n_spend, nullif(spend_fit.params, '{}'), spend_fit.log_likelihood,
+        spend_fit.converged, spend_fit.status, horizon_months, discount_rate,
+        requested, purchase_days, nullif(holdout, 0), (validation -> chosen ->> 'error')::float8, nullif(validation, '{}'),
+        top, bottom, CASE WHEN purchase_fit.converged THEN top IS NULL OR bottom IS NULL OR top >= bottom END, false, n_return_persons, nullif(return_fit.params, '{}'), return_fit.status)
+    RETURNING fit_id INTO new_fit;
+
+    -- A failed or contradicting fit is reported, and the predictions of the last good fit stay.
+    IF purchase_fit.converged AND ok THEN
+        -- The churn probabilities before, for the threshold crossings below.
+        IF to_regclass('pg_temp.unify_old_churn') IS NOT NULL THEN DROP TABLE pg_temp.unify_old_churn; END IF;
+        CREATE TEMP TABLE unify_old_churn ON COMMIT DROP AS
+        SELECT p.person_id, p.fit_id, p.churn_probability FROM unify.predictions p;
+        DELETE FROM unify.predictions;
+        INSERT INTO unify.predictions (person_id, fit_id, frequency, recency_weeks, age_weeks, mean_spend,
+                                       p_alive, expected_purchases, expected_spend, clv,
+                                       p_purchase, return_probability, orders, returns)
+        SELECT n.person_id, new_fit, n.frequency::int, n.recency, n.age, n.mean_spend,
+               n.p_alive, n.expected_purchases, n.expected_spend, n.clv, n.p_purchase,
+               CASE WHEN return_fit.converged
+                    THEN (coalesce(rc.returns, 0) + return_fit.param_values[1])
+                         / (coalesce(rc.orders, 0) + return_fit.param_values[1] + return_fit.param_values[2]) END,
+               rc.orders::int, rc.returns::int
+        FROM pg_temp.unify_new_predictions n
+        LEFT JOIN pg_temp.unify_return_counts rc ON rc.person_id = n.person_id;
+        GET DIAGNOSTICS written = ROW_COUNT;
+        -- Churn risk crossing customer_unify.churn_risk_threshold (at or above it: at risk), up
+        -- or down, against the predictions this fit replaced. The first published fit (no
+        -- predictions before it) is the baseline: no events. A person new since then (no
+        -- previous prediction) counts as below the threshold before.
+        IF EXISTS (SELECT 1 FROM pg_temp.unify_old_churn) THEN
+            PERFORM unify._outbox_emit_rows('churn_risk_crossed', format($q$
+                SELECT c.person_id, jsonb_build_object(
+                           'direction', CASE WHEN c.now_at_risk THEN 'up' ELSE 'down' END,
+                           'churn_probability', c.churn_probability, 'previous', c.previous,
+                           'threshold', c.threshold, 'fit_id', %s::bigint, 'previous_fit_id', c.previous_fit_id) AS payload
+                FROM (SELECT n.person_id, n.churn_probability, o.churn_probability AS previous, o.fit_id AS previous_fit_id,
+                             n.churn_probability >= t.threshold AS now_at_risk, t.threshold
+                      FROM (SELECT unify._churn_risk_threshold() AS threshold) t
+                      CROSS JOIN unify.predictions n
+                      LEFT JOIN pg_temp.unify_old_churn o ON o.person_id = n.person_id
+                      WHERE (n.churn_probability >= t.threshold) IS DISTINCT FROM coalesce(o.churn_probability >= t.threshold, false)
+                        AND n.churn_probability IS NOT NULL) c
+                ORDER BY c.person_id $q$, new_fit));
+        END IF;
+    END IF;
+    UPDATE unify.prediction_fits f SET predictions = written, published = coalesce(purchase_fit.converged AND ok, false),
+           seconds = round(extract(epoch FROM clock_timestamp() - started)::numeric, 3)
+    WHERE f.fit_id = new_fit;
+    -- Everyone's next best action may follow new predictions (actions.sql).
+    IF purchase_fit.converged AND ok THEN
+        PERFORM unify._refresh_actions_after(NULL, 'fit_predictions');
+    END IF;
+    RETURN (SELECT to_jsonb(f) FROM unify.prediction_fits f WHERE f.fit_id = new_fit);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION unify.refresh_segments(as_of date DEFAULT current_date, lookback interval DEFAULT interval '2 years')
+RETURNS jsonb
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    started constant timestamptz := clock_timestamp();
+    stats record;
+    changes bigint;
+    written bigint;
+    step_rows bigint;
+    n_persons bigint;
+    cell_segments text[];
+    fractions float8[];
+    r_bounds date[];
+    f_bounds int[];
+    m_bounds numeric[];
+BEGIN
+    IF as_of IS NULL OR lookback IS NULL OR as_of = 'infinity' OR as_of = '-infinity' THEN
+        RAISE EXCEPTION 'refresh_segments: as_of and lookback must be given' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF as_of - lookback >= as_of THEN
+        RAISE EXCEPTION 'lookback % is not a positive interval', lookback
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'For example interval ''2 years''.';
+    END IF;
+    -- One refresh at a time; a second waits.
+    PERFORM unify._lock('segments');
+    PERFORM unify._check_segment_map();
+    SELECT array_agg(c.segments[1] ORDER BY c.r, c.f, c.m) INTO cell_segments FROM unify.segment_map_cells c;
+
+    IF to_regclass('pg_temp.unify_person_rfm') IS NOT NULL THEN DROP TABLE pg_temp.unify_person_rfm; END IF;
+    EXECUTE format($q$
+        CREATE TEMP TABLE unify_person_rfm ON COMMIT DROP AS
+        SELECT a.*, pe.person_id IS NOT NULL AND a.frequency > 0 AS scored
+        FROM (SELECT person_id,
+                     max(last_purchase) AS last_purchase,
+                     sum(frequency)::int AS frequency,
+                     greatest(coalesce(sum(monetary), 0), 0) AS monetary,
+                     sum(orders) AS orders,
+                     sum(skipped) AS skipped
+              FROM (%s) o
+              GROUP BY person_id) a
+        LEFT JOIN unify.persons pe ON pe.person_id = a.person_id   -- records may name a person not yet resolved
+        $q$, unify._orders_query((as_of - lookback)::date, as_of, per_customer => true));
+
+    SELECT coalesce(sum(orders) FILTER (WHERE person_id IS NULL), 0) AS unmatched,
+           coalesce(sum(orders) FILTER (WHERE person_id IS NOT NULL), 0) AS orders,
+           coalesce(sum(skipped), 0) AS skipped,
+           count(*) FILTER (WHERE scored) AS scored
+    INTO stats FROM unify_person_rfm;
+    n_persons := stats.scored;
+
+    -- A score is 1 + the number of fifth-boundaries a value is above: value v scores at least
+    -- k + 1 when at least ceil(k·n/5) scored persons do strictly worse, i.e. when the
+    -- ceil(k·n/5)-th smallest value is below v. Same scores as 1 + floor(5·(rank - 1)/n), but
+    -- three sorts of one column instead of three window passes over the rows. The fractions
+    -- (p - 0.5)/n make percentile_disc pick exactly the p-th value whatever the rounding.
+    IF n_persons > 0 THEN
+        SELECT array_agg(((k * n_persons + 4) / 5 - 0.5) / n_persons ORDER BY k) INTO fractions FROM generate_series(1, 4) k;
+        SELECT percentile_disc(fractions) WITHIN GROUP (ORDER BY p.last_purchase),
+               percentile_disc(fractions) WITHIN GROUP (ORDER BY p.frequency),
+               percentile_disc(fractions) WITHIN GROUP (ORDER BY p.monetary)
+        INTO r_bounds, f_bounds, m_bounds
+        FROM unify_person_rfm p WHERE p.scored;
+    END IF;
+
+    -- Only the rows to write: persons whose figures, scores or segment changed, new ones, and
+    -- those leaving the window (no new row).
+    IF to_regclass('pg_temp.unify_segment_writes') IS NOT NULL THEN DROP TABLE pg_temp.unify_segment_writes; END IF;
+    CREATE TEMP TABLE unify_segment_writes ON COMMIT DROP AS
+    WITH scored AS (
+        SELECT p.person_id, p.last_purchase, p.frequency, p.monetary,
+               (1 + (p.last_purchase > r_bounds[1])::int + (p.last_purchase > r_bounds[2])::int
+                  + (p.last_purchase > r_bounds[3])::int + (p.last_purchase > r_bounds[4])::int)::smallint AS r_score,
+               (1 + (p.frequency > f_bounds[1])::int + (p.frequency > f_bounds[2])::int
+                  + (p.frequency > f_bounds[3])::int + (p.frequency > f_bounds[4])::int)::smallint AS f_score,
+               (1 + (p.monetary > m_bounds[1])::int + (p.monetary > m_bounds[2])::int
+                  + (p.monetary > m_bounds[3])::int + (p.monetary > m_bounds[4])::int)::smallint AS m_score
+        FROM unify_person_rfm p
+        WHERE p.scored
+    )
+    -- The segment of cell (r, f, m) is cell_segments[(r-1)*25 + (f-1)*5 + m]: an array lookup,
+    -- not a join the planner cannot estimate.
+    , named AS (
+        SELECT s.*, cell_segments[(s.r_score - 1) * 25 + (s.f_score - 1) * 5 + s.m_score] AS segment FROM scored s
+    )
+    SELECT coalesce(s.person_id, o.person_id) AS person_id, s.person_id IS NOT NULL AS segmented,
+           s.last_purchase, s.frequency, s.monetary, s.r_score, s.f_score, s.m_score,
+           s.segment, o.person_id IS NOT NULL AS existed, o.segment AS old_segment,
+           CASE WHEN o.segment = s.segment THEN o.segment_since ELSE refresh_segments.as_of END AS segment_since
+    FROM named s
+    FULL JOIN unify.segments o ON o.person_id = s.person_id
+    WHERE (o.last_purchase, o.frequency, o.monetary, o.r_score, o.f_score, o.m_score, o.segment)
+          IS DISTINCT FROM (s.last_purchase, s.frequency, s.monetary, s.r_score, s.f_score, s.m_score, s.segment);
+
+    -- Write only what changed.
+    DELETE FROM unify.segments o USING unify_segment_writes w WHERE NOT w.segmented AND o.person_id = w.person_id;
+    GET DIAGNOSTICS written = ROW_COUNT;
+    UPDATE unify.segments o
+    SET last_purchase = w.last_purchase, frequency = w.frequency, monetary = w.monetary, r_score = w.r_score,
+        f_score = w.f_score, m_score = w.m_score, segment = w.segment, segment_since = w.segment_since
+    FROM unify_segment_writes w WHERE w.segmented AND w.existed AND o.person_id = w.person_id;
+    GET DIAGNOSTICS step_rows = ROW_COUNT;
+    written := written + step_rows;
+    INSERT INTO unify.segments (person_id, last_purchase, frequency, monetary, r_score, f_score, m_score, segment, segment_since)
+    SELECT w.person_id, w.last_purchase, w.frequency, w.monetary, w.r_score, w.f_score, w.m_score, w.segment, w.segment_since
+    FROM unify_segment_writes w WHERE NOT w.existed;
+    GET DIAGNOSTICS step_rows = ROW_COUNT;
+    written := written + step_rows;
+
+    -- Each change also goes to the outbox: left the old segment, entered the new; in chunks
+    -- (unify._outbox_emit_rows), so the payloads of a run that changes everyone are never all
+    -- held at once.
+    IF to_regclass('pg_temp.unify_segment_changes') IS NOT NULL THEN DROP TABLE pg_temp.unify_segment_changes; END IF;
+    CREATE TEMP TABLE unify_segment_changes (change_id bigint, person_id bigint, from_segment text, to_segment text, as_of date)
+        ON COMMIT DROP;
+    WITH history AS (
+        INSERT INTO unify.segment_history AS sh (person_id, from_segment, to_segment, as_of)
+        SELECT w.person_id, w.old_segment, w.segment, refresh_segments.as_of FROM unify_segment_writes w
+        WHERE w.old_segment IS DISTINCT FROM w.segment
+        ORDER BY w.person_id
+        RETURNING sh.change_id, sh.person_id, sh.from_segment, sh.to_segment, sh.as_of
+    )
+    INSERT INTO pg_temp.unify_segment_changes SELECT h.change_id, h.person_id, h.from_segment, h.to_segment, h.as_of FROM history h;
+    GET DIAGNOSTICS changes = ROW_COUNT;
+    PERFORM unify._outbox_emit_rows('segment_left',
+        $q$SELECT h.person_id, jsonb_build_object('segment', h.from_segment, 'to_segment', h.to_segment, 'as_of', h.as_of,
+                                                 'change_id', h.change_id) AS payload
+           FROM pg_temp.unify_segment_changes h WHERE h.from_segment IS NOT NULL ORDER BY h.change_id$q$);
+    PERFORM unify._outbox_emit_rows('segment_entered',
+        $q$SELECT h.person_id, jsonb_build_object('segment', h.to_segment, 'from_segment', h.from_segment, 'as_of', h.as_of,
+                                                 'change_id', h.change_id) AS payload
+           FROM pg_temp.unify_segment_changes h WHERE h.to_segment IS NOT NULL ORDER BY h.change_id$q$);
+    -- Delivered at commit, one per change, for activation programs that LISTEN.
+    PERFORM pg_notify('unify_segment_changed',
+                      json_build_object('person_id', w.person_id, 'from', w.old_segment, 'to', w.segment)::text)
+    FROM unify_segment_writes w WHERE w.old_segment IS DISTINCT FROM w.segment ORDER BY w.person_id;
+
+    INSERT INTO unify.segment_runs (as_of, lookback, persons, orders, unmatched_orders, skipped_no_rate, rows_written, changes, seconds)
+    VALUES (as_of, lookback, n_persons, stats.orders, stats.unmatched, stats.skipped, written, changes,
+            round(extract(epoch FROM clock_timestamp() - started)::numeric, 3));
+    -- The next best actions of the persons whose segment changed (actions.sql).
+    PERFORM unify._refresh_actions_after(ARRAY(SELECT w.person_id FROM unify_segment_writes w
+                                               WHERE w.old_segment IS DISTINCT FROM w.segment), 'refresh_segments');
+
+    RETURN jsonb_build_object(
+        'as_of', as_of,
+        'persons', n_persons,
+        'orders', stats.orders,
+        'unmatched_orders', stats.unmatched,
+        'skipped_no_rate', stats.skipped,
+        'rows_written', written,
+        'changes', changes,
+        'seconds', round(extract(epoch FROM clock_timestamp() - started)::numeric, 3));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION unify._refresh_actions(person_ids bigint[], cause text) RETURNS jsonb
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    started constant timestamptz := clock_timestamp();
+    n_persons bigint;
+    n_changes bigint;
+    written bigint := 0;
+    step_rows bigint;
+    carts boolean;
+    -- Many given persons (refresh_segments after a run that changed everyone): joined from a
+    -- temporary table (issue 27), not `= ANY (array)`, which holds several hundred bytes per
+    -- element in the index scans' sorted keys and the plans' copies. A few (a trigger's
+    -- statement): `= ANY`, without a temporary table per call.
+    many constant boolean := cardinality(person_ids) > 1000;
+    only_some constant text := CASE WHEN person_ids IS NULL THEN ''
+                                    WHEN many THEN ' WHERE p.person_id IN (SELECT a.person_id FROM pg_temp.unify_action_persons a)'
+                                    ELSE ' WHERE p.person_id = ANY ($1)' END;
+BEGIN
+    IF person_ids IS NOT NULL AND cardinality(person_ids) = 0 THEN
+        RETURN jsonb_build_object('persons', 0, 'rows_written', 0, 'changes', 0, 'seconds', 0);
+    END IF;
+    PERFORM unify._lock('actions');
+    PERFORM unify._check_action_map();
+    IF to_regclass('pg_temp.unify_action_rules') IS NOT NULL THEN DROP TABLE pg_temp.unify_action_rules; END IF;
+    IF to_regclass('pg_temp.unify_action_carts') IS NOT NULL THEN DROP TABLE pg_temp.unify_action_carts; END IF;
+    IF to_regclass('pg_temp.unify_action_writes') IS NOT NULL THEN DROP TABLE pg_temp.unify_action_writes; END IF;
+    IF to_regclass('pg_temp.unify_action_persons') IS NOT NULL THEN DROP TABLE pg_temp.unify_action_persons; END IF;
+    IF many THEN
+        CREATE TEMP TABLE unify_action_persons ON COMMIT DROP AS SELECT DISTINCT i.person_id FROM unnest(person_ids) i (person_id);
+        ANALYZE pg_temp.unify_action_persons;
+    END IF;
+    CREATE TEMP TABLE unify_action_rules ON COMMIT DROP AS SELECT * FROM unify.action_rules;
+    -- Carts only if a rule asks and events exist.
+    CREATE TEMP TABLE unify_action_carts (person_id bigint PRIMARY KEY, state text NOT NULL) ON COMMIT DROP;
+    carts := EXISTS (SELECT 1 FROM pg_temp.unify_action_rules r WHERE r.cart IS NOT NULL) AND EXISTS (SELECT 1 FROM unify.event_sources);
+    IF carts THEN
+        -- Apart: for some persons the filter reaches the events' person_id index.
+        IF person_ids IS NULL THEN
+            INSERT INTO pg_temp.unify_action_carts (person_id, state)
+            SELECT oc.person_id, CASE WHEN ac.cart_id IS NULL THEN 'open' ELSE 'abandoned' END
+            FROM unify.open_carts oc LEFT JOIN unify.abandoned_carts ac ON ac.cart_id = oc.cart_id;
+        ELSE
+            INSERT INTO pg_temp.unify_action_carts (person_id, state)
+            SELECT oc.person_id, CASE WHEN ac.cart_id IS NULL THEN 'open' ELSE 'abandoned' END
+            FROM unify.open_carts oc LEFT JOIN unify.abandoned_carts ac ON ac.cart_id = oc.cart_id
+            WHERE oc.person_id = ANY (person_ids);
+        END IF;
+    END IF;
+
+    EXECUTE format($q$
+        CREATE TEMP TABLE unify_action_writes ON COMMIT DROP AS
+        WITH computed AS (
+            SELECT p.person_id, m.priority, m.action, m.channel, m.description
+            FROM unify.persons p
+            LEFT JOIN unify.segments s ON s.person_id = p.person_id
+            LEFT JOIN unify.predictions pr ON pr.person_id = p.person_id
+            LEFT JOIN pg_temp.unify_action_carts c ON c.person_id = p.person_id
+            CROSS JOIN LATERAL (
+                SELECT r.priority, r.action, r.channel, r.description FROM pg_temp.unify_action_rules r
+                WHERE (r.segments IS NULL OR s.segment = ANY (r.segments))
+                  AND (r.churn_at_least IS NULL OR pr.churn_probability >= r.churn_at_least)
+                  AND (r.churn_below IS NULL OR pr.churn_probability < r.churn_below)
+                  AND (r.p_purchase_at_least IS NULL OR pr.p_purchase >= r.p_purchase_at_least)
+                  AND (r.p_purchase_below IS NULL OR pr.p_purchase < r.p_purchase_below)
+                  AND (r.clv_at_least IS NULL OR pr.clv >= r.clv_at_least)
+                  AND (r.clv_below IS NULL OR pr.clv < r.clv_below)
+                  AND (r.cart IS NULL OR r.cart = coalesce(c.state, 'none') OR (r.cart = 'open' AND c.state = 'abandoned'))
+                  -- The channel: consented to and reachable on.
+                  AND CASE r.channel
+                      WHEN 'email' THEN coalesce(p.consent_email, false) AND p.email IS NOT NULL
+                      WHEN 'phone' THEN coalesce(p.consent_phone, false) AND (p.phone IS NOT NULL OR p.mobile IS NOT NULL)
+                      WHEN 'post' THEN coalesce(p.consent_post, false) AND p.street IS NOT NULL AND p.postcode IS NOT NULL
+                      ELSE r.channel IS NULL END
+                ORDER BY r.priority LIMIT 1) m
+            %1$s
+        ), wanted AS (
+            SELECT * FROM computed WHERE action <> 'none'
+        ), held AS (
+            SELECT o.* FROM unify.person_actions o %2$s
+        )
+        SELECT coalesce(n.person_id, o.person_id) AS person_id, n.person_id IS NOT NULL AS has_action,
+               o.person_id IS NOT NULL AS existed, n.action, n.channel, n.priority, n.description,
+               o.action AS old_action, o.channel AS old_channel,
+               (o.action, o.channel) IS DISTINCT FROM (n.action, n.channel) AS changed,
+               CASE WHEN (o.action, o.channel) IS DISTINCT FROM (n.action, n.channel) THEN now() ELSE o.since END AS since
+        FROM wanted n
+        FULL JOIN held o ON o.person_id = n.person_id
+        WHERE (o.action, o.channel, o.rule_priority, o.reason) IS DISTINCT FROM (n.action, n.channel, n.priority, n.description)
+        $q$, only_some, replace(only_some, 'WHERE p.person_id', 'WHERE o.person_id'))
+    USING person_ids;
+
+    IF person_ids IS NULL THEN
+        SELECT count(*) INTO n_persons FROM unify.persons p;
+    ELSE
+        EXECUTE 'SELECT count(*) FROM unify.persons p' || only_some INTO n_persons USING person_ids;
+    END IF;
+    DELETE FROM unify.person_actions o USING pg_temp.unify_action_writes w WHERE NOT w.has_action AND o.person_id = w.person_id;
+    GET DIAGNOSTICS written = ROW_COUNT;
+    UPDATE unify.person_actions o
+    SET action = w.action, channel = w.channel, rule_priority = w.priority, reason = w.description, since = w.since,
+        computed_at = now()
+    FROM pg_temp.unify_action_writes w WHERE w.has_action AND w.existed AND o.person_id = w.person_id;
+    GET DIAGNOSTICS step_rows = ROW_COUNT;
+    written := written + step_rows;
+    INSERT INTO unify.person_actions (person_id, action, channel, rule_priority, reason, since, computed_at)
+    SELECT w.person_id, w.action, w.channel, w.priority, w.description, w.since, now()
+    FROM pg_temp.unify_action_writes w WHERE w.has_action AND NOT w.existed;
+    GET DIAGNOSTICS step_rows = ROW_COUNT;
+    written := written + step_rows;
+
+    -- In chunks (unify._outbox_emit_rows): a change of everyone's action holds one chunk of payloads.
+    n_changes := unify._outbox_emit_rows('action_changed', format(
+        $q$SELECT w.person_id, jsonb_build_object('action', w.action, 'channel', w.channel, 'previous', w.old_action,
+                                                 'previous_channel', w.old_channel, 'rule_priority', w.priority,
+                                                 'cause', %L::text, 'since', w.since) AS payload
+           FROM pg_temp.unify_action_writes w WHERE w.changed ORDER BY w.person_id$q$, cause));
+
+    RETURN jsonb_build_object('persons', n_persons, 'rows_written', written, 'changes', n_changes,
+                              'seconds', round(extract(epoch FROM clock_timestamp() - started)::numeric, 3));
+END
+$$;
+
+REVOKE ALL ON FUNCTION unify._outbox_emit_rows(text, text), unify._fit_summaries(regclass, bigint)
+    FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
+ALTER FUNCTION unify._outbox_emit_rows(text, text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify._fit_summaries(regclass, bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify._holdout_check(text, float8) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify.fit_predictions(date, text, int, float8, int, int, boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify.fit_predictions(date, text, int, float8, int, int, boolean) SECURITY DEFINER;
+ALTER FUNCTION unify.refresh_segments(date, interval) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify.refresh_segments(date, interval) SECURITY DEFINER;
+ALTER FUNCTION unify._refresh_actions(bigint[], text) SET search_path = pg_catalog, pg_temp;

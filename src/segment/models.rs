@@ -80,22 +80,9 @@ impl Model {
         }
     }
 
-    /// Σ weight · ln L over customers sorted by frequency.
-    fn total_log_likelihood(self, p: &[f64], sorted: &[Summary]) -> f64 {
-        let mut total = 0.0;
-        let mut cached: Option<(f64, Head)> = None;
-        for c in sorted {
-            let head = match cached {
-                Some((x, h)) if x == c.frequency => h,
-                _ => {
-                    let h = self.head(p, c.frequency);
-                    cached = Some((c.frequency, h));
-                    h
-                }
-            };
-            total += c.weight * self.ll_given_head(p, &head, c);
-        }
-        total
+    /// Σ weight · ln L over customers (in any order).
+    pub fn total_log_likelihood(self, p: &[f64], customers: &[Summary]) -> f64 {
+        Prepared::new(customers).total_log_likelihood(self, p)
     }
 
     /// P(the customer is still active at the end of the calibration period).
@@ -266,6 +253,182 @@ fn pareto_ll(p: &[f64], h: &Head, c: &Summary) -> f64 {
     h.common + log_add_exp(alive, h.dropout + ln_a0)
 }
 
+/// Customer summaries prepared for the many evaluations of a fit. Identical summaries are
+/// merged (their weights added), and every term of ln L that depends on fewer than all three of
+/// (frequency, recency, age) is computed once per evaluation and distinct value instead of once
+/// per customer: the gamma functions per distinct frequency, ln(α + t) and ln(β + t) per distinct
+/// time, and Pareto/NBD's hypergeometric series per distinct (frequency, time) pair. What is
+/// left per distinct summary is a few additions and one or two `log_add_exp`s. The terms are the
+/// same expressions `log_likelihood` evaluates, so the total is the per-customer sum up to the
+/// order of summation.
+pub struct Prepared {
+    frequencies: Vec<f64>,
+    times: Vec<f64>,
+    /// Distinct (frequency index, time index) pairs that occur as (x, t_x) or (x, T).
+    pairs: Vec<(u32, u32)>,
+    rows: Vec<Row>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    frequency: u32,
+    recency: u32,
+    age: u32,
+    recency_pair: u32,
+    age_pair: u32,
+    weight: f64,
+}
+
+/// The per-evaluation tables of `Prepared::total_with`, kept between evaluations.
+#[derive(Default)]
+struct Scratch {
+    heads: Vec<Head>,
+    ln_alpha_t: Vec<f64>,
+    ln_beta_t: Vec<f64>,
+    terms: Vec<f64>,
+}
+
+fn index_of(sorted: &[f64], v: f64) -> u32 {
+    sorted
+        .binary_search_by(|probe| probe.total_cmp(&v))
+        .expect("value taken from the same summaries") as u32
+}
+
+impl Prepared {
+    pub fn new(customers: &[Summary]) -> Prepared {
+        let distinct = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.dedup_by(|a, b| a.total_cmp(b).is_eq());
+            v
+        };
+        let frequencies = distinct(customers.iter().map(|c| c.frequency).collect());
+        let times = distinct(customers.iter().flat_map(|c| [c.recency, c.age]).collect());
+        // Merge identical summaries, sorted by frequency, recency and age (the input order does not matter).
+        let mut keyed: Vec<(u32, u32, u32, f64)> = customers
+            .iter()
+            .map(|c| {
+                (
+                    index_of(&frequencies, c.frequency),
+                    index_of(&times, c.recency),
+                    index_of(&times, c.age),
+                    c.weight,
+                )
+            })
+            .collect();
+        keyed.sort_by_key(|k| (k.0, k.1, k.2));
+        let mut merged: Vec<(u32, u32, u32, f64)> = Vec::with_capacity(keyed.len());
+        for k in keyed {
+            match merged.last_mut() {
+                Some(last) if (last.0, last.1, last.2) == (k.0, k.1, k.2) => last.3 += k.3,
+                _ => merged.push(k),
+            }
+        }
+        let mut pairs: Vec<(u32, u32)> = merged
+            .iter()
+            .flat_map(|k| [(k.0, k.1), (k.0, k.2)])
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let pair_of = |f: u32, t: u32| pairs.binary_search(&(f, t)).expect("pair listed") as u32;
+        let rows = merged
+            .iter()
+            .map(|&(f, r, a, weight)| Row {
+                frequency: f,
+                recency: r,
+                age: a,
+                recency_pair: pair_of(f, r),
+                age_pair: pair_of(f, a),
+                weight,
+            })
+            .collect();
+        Prepared {
+            frequencies,
+            times,
+            pairs,
+            rows,
+        }
+    }
+
+    /// Distinct summaries after merging identical ones.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn total_weight(&self) -> f64 {
+        self.rows.iter().map(|r| r.weight).sum()
+    }
+
+    /// Σ weight · ln L.
+    pub fn total_log_likelihood(&self, model: Model, p: &[f64]) -> f64 {
+        self.total_with(model, p, &mut Scratch::default())
+    }
+
+    fn total_with(&self, model: Model, p: &[f64], s: &mut Scratch) -> f64 {
+        let (r, alpha, s_or_a, beta_or_b) = (p[0], p[1], p[2], p[3]);
+        s.heads.clear();
+        s.heads
+            .extend(self.frequencies.iter().map(|&x| model.head(p, x)));
+        s.ln_alpha_t.clear();
+        s.ln_alpha_t
+            .extend(self.times.iter().map(|&t| (alpha + t).ln()));
+        let mut total = 0.0;
+        match model {
+            Model::BgNbd => {
+                for row in &self.rows {
+                    let h = &s.heads[row.frequency as usize];
+                    let x = self.frequencies[row.frequency as usize];
+                    let alive = -(r + x) * s.ln_alpha_t[row.age as usize];
+                    let dropped = if x > 0.0 {
+                        h.dropout - (r + x) * s.ln_alpha_t[row.recency as usize]
+                    } else {
+                        f64::NEG_INFINITY
+                    };
+                    total += row.weight * (h.common + log_add_exp(alive, dropped));
+                }
+            }
+            Model::ParetoNbd => {
+                let (ps, beta) = (s_or_a, beta_or_b);
+                s.ln_beta_t.clear();
+                s.ln_beta_t
+                    .extend(self.times.iter().map(|&t| (beta + t).ln()));
+                let (m, alpha_larger) = if alpha >= beta {
+                    (alpha, true)
+                } else {
+                    (beta, false)
+                };
+                let d = (alpha - beta).abs();
+                s.terms.clear();
+                for &(f, t) in &self.pairs {
+                    let x = self.frequencies[f as usize];
+                    let t = self.times[t as usize];
+                    let rsx = r + ps + x;
+                    let u = if alpha_larger { ps + 1.0 } else { r + x };
+                    match ln_hyp2f1(rsx, u, rsx + 1.0, d / (m + t)) {
+                        Some(v) => s.terms.push(v - rsx * (m + t).ln()),
+                        None => return f64::NAN,
+                    }
+                }
+                for row in &self.rows {
+                    let h = &s.heads[row.frequency as usize];
+                    let x = self.frequencies[row.frequency as usize];
+                    let ln_a0 = log_sub_exp(
+                        s.terms[row.recency_pair as usize],
+                        s.terms[row.age_pair as usize],
+                    );
+                    let alive = -(r + x) * s.ln_alpha_t[row.age as usize]
+                        - ps * s.ln_beta_t[row.age as usize];
+                    total += row.weight * (h.common + log_add_exp(alive, h.dropout + ln_a0));
+                }
+            }
+        }
+        total
+    }
+}
+
 /// Maximum-likelihood fit of `model` over `customers` (searching log-parameters from 1, 1, 1, 1
 /// as lifetimes does). Invalid input or a search that does not converge comes back as a Fit
 /// with `converged = false` and a status saying why.
@@ -288,13 +451,13 @@ pub fn fit(model: Model, customers: &[Summary]) -> Fit {
             "no customer has a repeat purchase: the purchase rate cannot be estimated".into(),
         );
     }
-    let total_weight: f64 = customers.iter().map(|c| c.weight).sum();
+    let prepared = Prepared::new(customers);
+    let total_weight = prepared.total_weight();
     // Minimise the mean negative log-likelihood so tolerances mean the same at any size.
-    let mut sorted = customers.to_vec();
-    sorted.sort_by(|a, b| a.frequency.total_cmp(&b.frequency));
+    let mut scratch = Scratch::default();
     let objective = |log_p: &[f64]| {
         let p: Vec<f64> = log_p.iter().map(|v| v.exp()).collect();
-        -model.total_log_likelihood(&p, &sorted) / total_weight
+        -prepared.total_with(model, &p, &mut scratch) / total_weight
     };
     let m = minimize(objective, &[0.0; 4], &Options::default());
     super::fit_from_minimum(m, total_weight)
@@ -367,6 +530,141 @@ mod tests {
         let further =
             Model::BgNbd.total_log_likelihood(&[r, alpha, p * 1e7, (1.0 - p) * 1e7], &customers);
         assert!(further - f.log_likelihood < 1e-3, "{further} vs {f:?}");
+    }
+
+    /// The prepared evaluation (terms cached per distinct frequency, time and pair) gives the
+    /// per-customer sum of `log_likelihood`, for both models, at the published estimates and
+    /// away from them (α < β takes Pareto/NBD's other series).
+    #[test]
+    fn prepared_likelihood_equals_the_per_customer_sum() {
+        let c = cdnow_customers();
+        let prepared = Prepared::new(&c);
+        assert!(prepared.len() < c.len(), "CDNOW has identical summaries");
+        for (model, p) in [
+            (Model::BgNbd, [0.243, 4.414, 0.793, 2.426]),
+            (Model::BgNbd, [1.5, 20.0, 0.2, 7.0]),
+            (Model::ParetoNbd, [0.553, 10.578, 0.606, 11.669]),
+            (Model::ParetoNbd, [0.553, 12.0, 0.606, 3.0]),
+        ] {
+            let each: f64 = c
+                .iter()
+                .map(|s| s.weight * model.log_likelihood(&p, s))
+                .sum();
+            let prepared_total = prepared.total_log_likelihood(model, &p);
+            assert!(
+                ((prepared_total - each) / each).abs() < 1e-12,
+                "{model:?} {p:?}: {prepared_total} vs {each}"
+            );
+        }
+    }
+
+    /// Identical summaries given once each or merged into one with their count as weight: the
+    /// same prepared rows, so the same fit to the last bit; and the same as one weighted
+    /// summary given by the caller.
+    #[test]
+    fn deduplicated_fit_equals_the_per_person_fit() {
+        let once = cdnow_customers();
+        let mut per_person = once.clone();
+        per_person.extend(once.iter().rev().copied());
+        let weighted: Vec<Summary> = once.iter().map(|s| Summary { weight: 2.0, ..*s }).collect();
+        for model in [Model::BgNbd, Model::ParetoNbd] {
+            let a = fit(model, &per_person);
+            let b = fit(model, &weighted);
+            assert!(a.converged, "{a:?}");
+            assert_eq!(a, b);
+            // Doubling every customer doubles ln L and leaves the estimates where they were.
+            let single = fit(model, &once);
+            assert!((a.log_likelihood / single.log_likelihood - 2.0).abs() < 1e-9);
+            for (x, y) in a.params.iter().zip(&single.params) {
+                assert!(within(*x, *y, 1e-4), "{a:?} {single:?}");
+            }
+        }
+    }
+
+    /// Times off the shared grid and frequencies with a single customer each still index right.
+    #[test]
+    fn prepared_indexes_sparse_summaries() {
+        let c = [
+            Summary {
+                frequency: 0.0,
+                recency: 0.0,
+                age: 3.5,
+                weight: 1.0,
+            },
+            Summary {
+                frequency: 7.0,
+                recency: 1.25,
+                age: 3.5,
+                weight: 2.0,
+            },
+            Summary {
+                frequency: 2.0,
+                recency: 9.0,
+                age: 40.0,
+                weight: 1.0,
+            },
+            Summary {
+                frequency: 0.0,
+                recency: 0.0,
+                age: 3.5,
+                weight: 4.0,
+            },
+        ];
+        let prepared = Prepared::new(&c);
+        assert_eq!(prepared.len(), 3);
+        assert_eq!(prepared.total_weight(), 8.0);
+        for (model, p) in [
+            (Model::BgNbd, [0.243, 4.414, 0.793, 2.426]),
+            (Model::ParetoNbd, [0.553, 10.578, 0.606, 11.669]),
+        ] {
+            let each: f64 = c
+                .iter()
+                .map(|s| s.weight * model.log_likelihood(&p, s))
+                .sum();
+            let got = prepared.total_log_likelihood(model, &p);
+            assert!(
+                ((got - each) / each).abs() < 1e-12,
+                "{model:?}: {got} vs {each}"
+            );
+        }
+    }
+
+    /// Timing on a summary file (frequency,recency,age,weight lines, no header), for the
+    /// benchmark in docs/BENCHMARKS.md:
+    /// FIT_SUMMARIES=/tmp/fit-summaries-1m.csv cargo test --release --no-default-features
+    ///   --features pg15 --lib segment::models -- --ignored --nocapture --skip sql::
+    #[test]
+    #[ignore]
+    fn fit_timing_on_a_summary_file() {
+        let Ok(path) = std::env::var("FIT_SUMMARIES") else {
+            return;
+        };
+        let text = std::fs::read_to_string(path).unwrap();
+        let c: Vec<Summary> = text
+            .lines()
+            .map(|line| {
+                let v: Vec<f64> = line.split(',').map(|f| f.parse().unwrap()).collect();
+                Summary {
+                    frequency: v[0],
+                    recency: v[1],
+                    age: v[2],
+                    weight: v[3],
+                }
+            })
+            .collect();
+        for model in [Model::BgNbd, Model::ParetoNbd] {
+            let started = std::time::Instant::now();
+            let f = fit(model, &c);
+            println!(
+                "{model:?}: {} summaries, {:.1} s, {} evaluations, params {:?}, ln L {}, {}",
+                c.len(),
+                started.elapsed().as_secs_f64(),
+                f.iterations,
+                f.params,
+                f.log_likelihood,
+                f.status
+            );
+        }
     }
 
     #[test]

@@ -156,7 +156,14 @@ DECLARE
     written bigint := 0;
     step_rows bigint;
     carts boolean;
-    only_some constant text := CASE WHEN person_ids IS NULL THEN '' ELSE ' WHERE p.person_id = ANY ($1)' END;
+    -- Many given persons (refresh_segments after a run that changed everyone): joined from a
+    -- temporary table (issue 27), not `= ANY (array)`, which holds several hundred bytes per
+    -- element in the index scans' sorted keys and the plans' copies. A few (a trigger's
+    -- statement): `= ANY`, without a temporary table per call.
+    many constant boolean := cardinality(person_ids) > 1000;
+    only_some constant text := CASE WHEN person_ids IS NULL THEN ''
+                                    WHEN many THEN ' WHERE p.person_id IN (SELECT a.person_id FROM pg_temp.unify_action_persons a)'
+                                    ELSE ' WHERE p.person_id = ANY ($1)' END;
 BEGIN
     IF person_ids IS NOT NULL AND cardinality(person_ids) = 0 THEN
         RETURN jsonb_build_object('persons', 0, 'rows_written', 0, 'changes', 0, 'seconds', 0);
@@ -166,6 +173,11 @@ BEGIN
     IF to_regclass('pg_temp.unify_action_rules') IS NOT NULL THEN DROP TABLE pg_temp.unify_action_rules; END IF;
     IF to_regclass('pg_temp.unify_action_carts') IS NOT NULL THEN DROP TABLE pg_temp.unify_action_carts; END IF;
     IF to_regclass('pg_temp.unify_action_writes') IS NOT NULL THEN DROP TABLE pg_temp.unify_action_writes; END IF;
+    IF to_regclass('pg_temp.unify_action_persons') IS NOT NULL THEN DROP TABLE pg_temp.unify_action_persons; END IF;
+    IF many THEN
+        CREATE TEMP TABLE unify_action_persons ON COMMIT DROP AS SELECT DISTINCT i.person_id FROM unnest(person_ids) i (person_id);
+        ANALYZE pg_temp.unify_action_persons;
+    END IF;
     CREATE TEMP TABLE unify_action_rules ON COMMIT DROP AS SELECT * FROM unify.action_rules;
     -- Carts only if a rule asks and events exist.
     CREATE TEMP TABLE unify_action_carts (person_id bigint PRIMARY KEY, state text NOT NULL) ON COMMIT DROP;
@@ -223,13 +235,13 @@ BEGIN
         FROM wanted n
         FULL JOIN held o ON o.person_id = n.person_id
         WHERE (o.action, o.channel, o.rule_priority, o.reason) IS DISTINCT FROM (n.action, n.channel, n.priority, n.description)
-        $q$, only_some, replace(only_some, 'p.', 'o.'))
+        $q$, only_some, replace(only_some, 'WHERE p.person_id', 'WHERE o.person_id'))
     USING person_ids;
 
     IF person_ids IS NULL THEN
         SELECT count(*) INTO n_persons FROM unify.persons p;
     ELSE
-        SELECT count(*) INTO n_persons FROM unify.persons p WHERE p.person_id = ANY (person_ids);
+        EXECUTE 'SELECT count(*) FROM unify.persons p' || only_some INTO n_persons USING person_ids;
     END IF;
     DELETE FROM unify.person_actions o USING pg_temp.unify_action_writes w WHERE NOT w.has_action AND o.person_id = w.person_id;
     GET DIAGNOSTICS written = ROW_COUNT;
@@ -245,14 +257,12 @@ BEGIN
     GET DIAGNOSTICS step_rows = ROW_COUNT;
     written := written + step_rows;
 
-    SELECT count(*), unify._outbox_emit('action_changed',
-               coalesce(array_agg(w.person_id ORDER BY w.person_id), '{}'),
-               coalesce(array_agg(jsonb_build_object('action', w.action, 'channel', w.channel, 'previous', w.old_action,
-                                                     'previous_channel', w.old_channel, 'rule_priority', w.priority,
-                                                     'cause', cause, 'since', w.since)
-                                  ORDER BY w.person_id), '{}'))
-    INTO n_changes, step_rows
-    FROM pg_temp.unify_action_writes w WHERE w.changed;
+    -- In chunks (unify._outbox_emit_rows): a change of everyone's action holds one chunk of payloads.
+    n_changes := unify._outbox_emit_rows('action_changed', format(
+        $q$SELECT w.person_id, jsonb_build_object('action', w.action, 'channel', w.channel, 'previous', w.old_action,
+                                                 'previous_channel', w.old_channel, 'rule_priority', w.priority,
+                                                 'cause', %L::text, 'since', w.since) AS payload
+           FROM pg_temp.unify_action_writes w WHERE w.changed ORDER BY w.person_id$q$, cause));
 
     RETURN jsonb_build_object('persons', n_persons, 'rows_written', written, 'changes', n_changes,
                               'seconds', round(extract(epoch FROM clock_timestamp() - started)::numeric, 3));

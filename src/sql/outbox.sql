@@ -125,6 +125,30 @@ BEGIN
 END
 $$;
 
+-- unify._outbox_emit over the rows of `query` (columns person_id bigint, payload jsonb, in the
+-- order to emit), 10,000 rows per call (issue 27): a command emitting an event per person keeps
+-- one chunk of payloads in memory, not all of them. Returns the events written.
+CREATE FUNCTION unify._outbox_emit_rows(kind text, query text) RETURNS bigint
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    ids bigint[] := '{}';
+    payloads jsonb[] := '{}';
+    n bigint := 0;
+    e record;
+BEGIN
+    FOR e IN EXECUTE query LOOP
+        ids := ids || e.person_id;
+        payloads := payloads || e.payload;
+        IF cardinality(ids) >= 10000 THEN
+            n := n + unify._outbox_emit(kind, ids, payloads);
+            ids := '{}';
+            payloads := '{}';
+        END IF;
+    END LOOP;
+    RETURN n + unify._outbox_emit(kind, ids, payloads);
+END
+$$;
+
 -- Ids below this are final: every transaction that could still commit one has ended or is
 -- visible to a statement started after this call (see the top of this file). READ COMMITTED only.
 CREATE FUNCTION unify._outbox_horizon() RETURNS bigint

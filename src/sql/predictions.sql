@@ -109,6 +109,42 @@ BEGIN
 END
 $$;
 
+-- The customer summaries a purchase fit reads (issue 27), from the temporary table `summaries`
+-- (frequency, recency, age in weeks, one row per customer): identical summaries once, with the
+-- number of customers as weight. Recency and age are whole days (the dates' unit; weeks here are
+-- days / 7). Where that leaves more than max_summaries distinct summaries, both are rounded to the
+-- nearest multiple of a coarser grid, 7 days (the papers' week), then 14, 28, … days, the first
+-- that leaves at most max_summaries (or 364 days): a fit's time and memory then depend on the
+-- distinct summaries, not on the customers. grid_days is the grid used (1: exact).
+CREATE FUNCTION unify._fit_summaries(summaries regclass, max_summaries bigint DEFAULT 100000,
+                                     OUT grid_days int, OUT frequency float8[], OUT recency float8[],
+                                     OUT age float8[], OUT weight float8[])
+STABLE STRICT LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+BEGIN
+    grid_days := 1;
+    LOOP
+        -- On a grid of g days: round(days / g) · g / 7 weeks (ties to even); the day grid keeps the values.
+        EXECUTE format($q$SELECT count(*) FROM (SELECT DISTINCT s.frequency, %1$s, %2$s FROM %3$s s) d$q$,
+                       CASE WHEN grid_days = 1 THEN 's.recency' ELSE format('round(round(s.recency * 7) / %s)', grid_days) END,
+                       CASE WHEN grid_days = 1 THEN 's.age' ELSE format('round(round(s.age * 7) / %s)', grid_days) END,
+                       summaries)
+        INTO n;
+        EXIT WHEN n <= max_summaries OR grid_days >= 364;
+        grid_days := CASE WHEN grid_days = 1 THEN 7 ELSE least(grid_days * 2, 364) END;
+    END LOOP;
+    EXECUTE format($q$
+        SELECT array_agg(g.frequency), array_agg(g.recency), array_agg(g.age), array_agg(g.n)
+        FROM (SELECT s.frequency, %1$s AS recency, %2$s AS age, count(*)::float8 AS n
+              FROM %3$s s GROUP BY 1, 2, 3) g $q$,
+        CASE WHEN grid_days = 1 THEN 's.recency' ELSE format('round(round(s.recency * 7) / %1$s) * %1$s / 7.0', grid_days) END,
+        CASE WHEN grid_days = 1 THEN 's.age' ELSE format('round(round(s.age * 7) / %1$s) * %1$s / 7.0', grid_days) END,
+        summaries)
+    INTO frequency, recency, age, weight;
+END
+$$;
+
 -- Per person, orders up to calibration_end in the order tables that map `returned` (temporary
 -- table unify_return_counts: person_id, orders, returns). False if no order table maps it.
 CREATE FUNCTION unify._return_counts(calibration_end date) RETURNS boolean
@@ -142,10 +178,9 @@ DECLARE
     result jsonb;
     unknown boolean;
 BEGIN
-    SELECT f.* INTO cal_fit
-    FROM (SELECT array_agg(frequency) AS frequency, array_agg(recency) AS recency, array_agg(age) AS age, array_agg(n) AS n
-          FROM (SELECT frequency, recency, age, count(*)::float8 AS n FROM pg_temp.unify_holdout_summaries GROUP BY 1, 2, 3) g) a,
-         LATERAL unify._fit_purchases(model, a.frequency, a.recency, a.age, a.n) f;
+    SELECT a.grid_days, f.* INTO cal_fit
+    FROM unify._fit_summaries('pg_temp.unify_holdout_summaries') a,
+         LATERAL unify._fit_purchases(model, a.frequency, a.recency, a.age, a.weight) f;
     IF NOT FOUND THEN
         RETURN jsonb_build_object('converged', false, 'status', 'no customers in the calibration period');
     END IF;
@@ -175,6 +210,9 @@ BEGIN
     IF unknown THEN
         result := result || jsonb_build_object('error', NULL, 'status', 'some holdout predictions are not finite');
     END IF;
+    IF cal_fit.grid_days > 1 THEN
+        result := result || jsonb_build_object('grid_days', cal_fit.grid_days);
+    END IF;
     RETURN result;
 END
 $$;
@@ -190,6 +228,7 @@ DECLARE
     requested constant text := model;
     purchase_fit record;   -- unify._fit_purchases' row: params, param_values, log_likelihood, converged, evaluations, status
     spend_fit record;      -- unify._fit_spend's row, the same columns
+    fit_input record;      -- unify._fit_summaries: grid_days and the summaries' arrays
     return_fit record;     -- unify._fit_returns' row
     n_customers bigint;
     n_spend bigint;
@@ -281,11 +320,13 @@ BEGIN
           FROM (SELECT frequency, mean_spend, count(*)::float8 AS n FROM pg_temp.unify_purchase_summaries
                 WHERE frequency > 0 GROUP BY 1, 2) g) a,
          LATERAL unify._fit_spend(a.frequency, a.mean_spend, a.n) f;
+    SELECT * INTO fit_input FROM unify._fit_summaries('pg_temp.unify_purchase_summaries');
+    IF fit_input.grid_days > 1 THEN
+        validation := validation || jsonb_build_object('grid_days', fit_input.grid_days);
+    END IF;
     FOREACH m IN ARRAY candidates LOOP
         SELECT f.* INTO purchase_fit
-        FROM (SELECT array_agg(frequency) AS frequency, array_agg(recency) AS recency, array_agg(age) AS age, array_agg(n) AS n
-              FROM (SELECT frequency, recency, age, count(*)::float8 AS n FROM pg_temp.unify_purchase_summaries GROUP BY 1, 2, 3) g) a,
-             LATERAL unify._fit_purchases(m, a.frequency, a.recency, a.age, a.n) f;
+        FROM unify._fit_purchases(m, fit_input.frequency, fit_input.recency, fit_input.age, fit_input.weight) f;
         IF NOT FOUND THEN
             -- No customer at all: the strict fit returns no row, and the fit is recorded as failed.
             SELECT NULL::jsonb AS params, NULL::float8[] AS param_values, NULL::float8 AS log_likelihood, false AS converged,
@@ -395,20 +436,19 @@ BEGIN
         -- predictions before it) is the baseline: no events. A person new since then (no
         -- previous prediction) counts as below the threshold before.
         IF EXISTS (SELECT 1 FROM pg_temp.unify_old_churn) THEN
-            PERFORM unify._outbox_emit('churn_risk_crossed',
-                        coalesce(array_agg(c.person_id ORDER BY c.person_id), '{}'),
-                        coalesce(array_agg(jsonb_build_object(
-                                     'direction', CASE WHEN c.now_at_risk THEN 'up' ELSE 'down' END,
-                                     'churn_probability', c.churn_probability, 'previous', c.previous,
-                                     'threshold', c.threshold, 'fit_id', new_fit, 'previous_fit_id', c.previous_fit_id)
-                                 ORDER BY c.person_id), '{}'))
-            FROM (SELECT n.person_id, n.churn_probability, o.churn_probability AS previous, o.fit_id AS previous_fit_id,
-                         n.churn_probability >= t.threshold AS now_at_risk, t.threshold
-                  FROM (SELECT unify._churn_risk_threshold() AS threshold) t
-                  CROSS JOIN unify.predictions n
-                  LEFT JOIN pg_temp.unify_old_churn o ON o.person_id = n.person_id
-                  WHERE (n.churn_probability >= t.threshold) IS DISTINCT FROM coalesce(o.churn_probability >= t.threshold, false)
-                    AND n.churn_probability IS NOT NULL) c;
+            PERFORM unify._outbox_emit_rows('churn_risk_crossed', format($q$
+                SELECT c.person_id, jsonb_build_object(
+                           'direction', CASE WHEN c.now_at_risk THEN 'up' ELSE 'down' END,
+                           'churn_probability', c.churn_probability, 'previous', c.previous,
+                           'threshold', c.threshold, 'fit_id', %s::bigint, 'previous_fit_id', c.previous_fit_id) AS payload
+                FROM (SELECT n.person_id, n.churn_probability, o.churn_probability AS previous, o.fit_id AS previous_fit_id,
+                             n.churn_probability >= t.threshold AS now_at_risk, t.threshold
+                      FROM (SELECT unify._churn_risk_threshold() AS threshold) t
+                      CROSS JOIN unify.predictions n
+                      LEFT JOIN pg_temp.unify_old_churn o ON o.person_id = n.person_id
+                      WHERE (n.churn_probability >= t.threshold) IS DISTINCT FROM coalesce(o.churn_probability >= t.threshold, false)
+                        AND n.churn_probability IS NOT NULL) c
+                ORDER BY c.person_id $q$, new_fit));
         END IF;
     END IF;
     UPDATE unify.prediction_fits f SET predictions = written, published = coalesce(purchase_fit.converged AND ok, false),

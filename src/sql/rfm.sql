@@ -242,7 +242,12 @@ BEGIN
     GET DIAGNOSTICS step_rows = ROW_COUNT;
     written := written + step_rows;
 
-    -- Each change also goes to the outbox (unify._outbox_emit): left the old segment, entered the new.
+    -- Each change also goes to the outbox: left the old segment, entered the new; in chunks
+    -- (unify._outbox_emit_rows), so the payloads of a run that changes everyone are never all
+    -- held at once.
+    IF to_regclass('pg_temp.unify_segment_changes') IS NOT NULL THEN DROP TABLE pg_temp.unify_segment_changes; END IF;
+    CREATE TEMP TABLE unify_segment_changes (change_id bigint, person_id bigint, from_segment text, to_segment text, as_of date)
+        ON COMMIT DROP;
     WITH history AS (
         INSERT INTO unify.segment_history AS sh (person_id, from_segment, to_segment, as_of)
         SELECT w.person_id, w.old_segment, w.segment, refresh_segments.as_of FROM unify_segment_writes w
@@ -250,17 +255,16 @@ BEGIN
         ORDER BY w.person_id
         RETURNING sh.change_id, sh.person_id, sh.from_segment, sh.to_segment, sh.as_of
     )
-    SELECT count(*),
-           unify._outbox_emit('segment_left', array_agg(h.person_id ORDER BY h.change_id) FILTER (WHERE h.from_segment IS NOT NULL),
-                              array_agg(jsonb_build_object('segment', h.from_segment, 'to_segment', h.to_segment, 'as_of', h.as_of,
-                                                           'change_id', h.change_id) ORDER BY h.change_id)
-                              FILTER (WHERE h.from_segment IS NOT NULL)),
-           unify._outbox_emit('segment_entered', array_agg(h.person_id ORDER BY h.change_id) FILTER (WHERE h.to_segment IS NOT NULL),
-                              array_agg(jsonb_build_object('segment', h.to_segment, 'from_segment', h.from_segment, 'as_of', h.as_of,
-                                                           'change_id', h.change_id) ORDER BY h.change_id)
-                              FILTER (WHERE h.to_segment IS NOT NULL))
-    INTO changes, step_rows, step_rows
-    FROM history h;
+    INSERT INTO pg_temp.unify_segment_changes SELECT h.change_id, h.person_id, h.from_segment, h.to_segment, h.as_of FROM history h;
+    GET DIAGNOSTICS changes = ROW_COUNT;
+    PERFORM unify._outbox_emit_rows('segment_left',
+        $q$SELECT h.person_id, jsonb_build_object('segment', h.from_segment, 'to_segment', h.to_segment, 'as_of', h.as_of,
+                                                 'change_id', h.change_id) AS payload
+           FROM pg_temp.unify_segment_changes h WHERE h.from_segment IS NOT NULL ORDER BY h.change_id$q$);
+    PERFORM unify._outbox_emit_rows('segment_entered',
+        $q$SELECT h.person_id, jsonb_build_object('segment', h.to_segment, 'from_segment', h.from_segment, 'as_of', h.as_of,
+                                                 'change_id', h.change_id) AS payload
+           FROM pg_temp.unify_segment_changes h WHERE h.to_segment IS NOT NULL ORDER BY h.change_id$q$);
     -- Delivered at commit, one per change, for activation programs that LISTEN.
     PERFORM pg_notify('unify_segment_changed',
                       json_build_object('person_id', w.person_id, 'from', w.old_segment, 'to', w.segment)::text)
