@@ -6238,3 +6238,190 @@ ALTER FUNCTION unify.fit_predictions(date, text, int, float8, int, int, boolean)
 ALTER FUNCTION unify.refresh_segments(date, interval) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify.refresh_segments(date, interval) SECURITY DEFINER;
 ALTER FUNCTION unify._refresh_actions(bigint[], text) SET search_path = pg_catalog, pg_temp;
+
+-- Issue 27, refresh_segments within the budget: at most customer_unify.segment_notify_limit
+-- (default 10000) NOTIFYs a run, one per change; above it one for the run.
+CREATE FUNCTION unify._segment_notify_limit() RETURNS bigint
+STABLE LANGUAGE plpgsql AS $$
+DECLARE
+    setting constant text := nullif(btrim(current_setting('customer_unify.segment_notify_limit', true)), '');
+BEGIN
+    IF setting IS NULL THEN
+        RETURN 10000;
+    END IF;
+    IF setting !~ '^[0-9]{1,18}$' THEN
+        RAISE EXCEPTION 'customer_unify.segment_notify_limit must be a whole number of notifications (0 or more), not %', quote_literal(setting)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'For example SET customer_unify.segment_notify_limit = 10000 (0: only the one notification per run).';
+    END IF;
+    RETURN setting::bigint;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION unify.refresh_segments(as_of date DEFAULT current_date, lookback interval DEFAULT interval '2 years')
+RETURNS jsonb
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    started constant timestamptz := clock_timestamp();
+    stats record;
+    changes bigint;
+    written bigint;
+    step_rows bigint;
+    n_persons bigint;
+    cell_segments text[];
+    fractions float8[];
+    r_bounds date[];
+    f_bounds int[];
+    m_bounds numeric[];
+    notify_limit bigint;
+BEGIN
+    IF as_of IS NULL OR lookback IS NULL OR as_of = 'infinity' OR as_of = '-infinity' THEN
+        RAISE EXCEPTION 'refresh_segments: as_of and lookback must be given' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- A bad setting fails before any work.
+    notify_limit := unify._segment_notify_limit();
+    IF as_of - lookback >= as_of THEN
+        RAISE EXCEPTION 'lookback % is not a positive interval', lookback
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'For example interval ''2 years''.';
+    END IF;
+    -- One refresh at a time; a second waits.
+    PERFORM unify._lock('segments');
+    PERFORM unify._check_segment_map();
+    SELECT array_agg(c.segments[1] ORDER BY c.r, c.f, c.m) INTO cell_segments FROM unify.segment_map_cells c;
+
+    IF to_regclass('pg_temp.unify_person_rfm') IS NOT NULL THEN DROP TABLE pg_temp.unify_person_rfm; END IF;
+    EXECUTE format($q$
+        CREATE TEMP TABLE unify_person_rfm ON COMMIT DROP AS
+        SELECT a.*, pe.person_id IS NOT NULL AND a.frequency > 0 AS scored
+        FROM (SELECT person_id,
+                     max(last_purchase) AS last_purchase,
+                     sum(frequency)::int AS frequency,
+                     greatest(coalesce(sum(monetary), 0), 0) AS monetary,
+                     sum(orders) AS orders,
+                     sum(skipped) AS skipped
+              FROM (%s) o
+              GROUP BY person_id) a
+        LEFT JOIN unify.persons pe ON pe.person_id = a.person_id   -- records may name a person not yet resolved
+        $q$, unify._orders_query((as_of - lookback)::date, as_of, per_customer => true));
+
+    SELECT coalesce(sum(orders) FILTER (WHERE person_id IS NULL), 0) AS unmatched,
+           coalesce(sum(orders) FILTER (WHERE person_id IS NOT NULL), 0) AS orders,
+           coalesce(sum(skipped), 0) AS skipped,
+           count(*) FILTER (WHERE scored) AS scored
+    INTO stats FROM unify_person_rfm;
+    n_persons := stats.scored;
+
+    -- A score is 1 + the number of fifth-boundaries a value is above: value v scores at least
+    -- k + 1 when at least ceil(k·n/5) scored persons do strictly worse, i.e. when the
+    -- ceil(k·n/5)-th smallest value is below v. Same scores as 1 + floor(5·(rank - 1)/n), but
+    -- three sorts of one column instead of three window passes over the rows. The fractions
+    -- (p - 0.5)/n make percentile_disc pick exactly the p-th value whatever the rounding.
+    IF n_persons > 0 THEN
+        SELECT array_agg(((k * n_persons + 4) / 5 - 0.5) / n_persons ORDER BY k) INTO fractions FROM generate_series(1, 4) k;
+        SELECT percentile_disc(fractions) WITHIN GROUP (ORDER BY p.last_purchase),
+               percentile_disc(fractions) WITHIN GROUP (ORDER BY p.frequency),
+               percentile_disc(fractions) WITHIN GROUP (ORDER BY p.monetary)
+        INTO r_bounds, f_bounds, m_bounds
+        FROM unify_person_rfm p WHERE p.scored;
+    END IF;
+
+    -- Only the rows to write: persons whose figures, scores or segment changed, new ones, and
+    -- those leaving the window (no new row).
+    IF to_regclass('pg_temp.unify_segment_writes') IS NOT NULL THEN DROP TABLE pg_temp.unify_segment_writes; END IF;
+    CREATE TEMP TABLE unify_segment_writes ON COMMIT DROP AS
+    WITH scored AS (
+        SELECT p.person_id, p.last_purchase, p.frequency, p.monetary,
+               (1 + (p.last_purchase > r_bounds[1])::int + (p.last_purchase > r_bounds[2])::int
+                  + (p.last_purchase > r_bounds[3])::int + (p.last_purchase > r_bounds[4])::int)::smallint AS r_score,
+               (1 + (p.frequency > f_bounds[1])::int + (p.frequency > f_bounds[2])::int
+                  + (p.frequency > f_bounds[3])::int + (p.frequency > f_bounds[4])::int)::smallint AS f_score,
+               (1 + (p.monetary > m_bounds[1])::int + (p.monetary > m_bounds[2])::int
+                  + (p.monetary > m_bounds[3])::int + (p.monetary > m_bounds[4])::int)::smallint AS m_score
+        FROM unify_person_rfm p
+        WHERE p.scored
+    )
+    -- The segment of cell (r, f, m) is cell_segments[(r-1)*25 + (f-1)*5 + m]: an array lookup,
+    -- not a join the planner cannot estimate.
+    , named AS (
+        SELECT s.*, cell_segments[(s.r_score - 1) * 25 + (s.f_score - 1) * 5 + s.m_score] AS segment FROM scored s
+    )
+    SELECT coalesce(s.person_id, o.person_id) AS person_id, s.person_id IS NOT NULL AS segmented,
+           s.last_purchase, s.frequency, s.monetary, s.r_score, s.f_score, s.m_score,
+           s.segment, o.person_id IS NOT NULL AS existed, o.segment AS old_segment,
+           CASE WHEN o.segment = s.segment THEN o.segment_since ELSE refresh_segments.as_of END AS segment_since
+    FROM named s
+    FULL JOIN unify.segments o ON o.person_id = s.person_id
+    WHERE (o.last_purchase, o.frequency, o.monetary, o.r_score, o.f_score, o.m_score, o.segment)
+          IS DISTINCT FROM (s.last_purchase, s.frequency, s.monetary, s.r_score, s.f_score, s.m_score, s.segment);
+
+    -- Write only what changed.
+    DELETE FROM unify.segments o USING unify_segment_writes w WHERE NOT w.segmented AND o.person_id = w.person_id;
+    GET DIAGNOSTICS written = ROW_COUNT;
+    UPDATE unify.segments o
+    SET last_purchase = w.last_purchase, frequency = w.frequency, monetary = w.monetary, r_score = w.r_score,
+        f_score = w.f_score, m_score = w.m_score, segment = w.segment, segment_since = w.segment_since
+    FROM unify_segment_writes w WHERE w.segmented AND w.existed AND o.person_id = w.person_id;
+    GET DIAGNOSTICS step_rows = ROW_COUNT;
+    written := written + step_rows;
+    INSERT INTO unify.segments (person_id, last_purchase, frequency, monetary, r_score, f_score, m_score, segment, segment_since)
+    SELECT w.person_id, w.last_purchase, w.frequency, w.monetary, w.r_score, w.f_score, w.m_score, w.segment, w.segment_since
+    FROM unify_segment_writes w WHERE NOT w.existed;
+    GET DIAGNOSTICS step_rows = ROW_COUNT;
+    written := written + step_rows;
+
+    -- Each change also goes to the outbox: left the old segment, entered the new; in chunks
+    -- (unify._outbox_emit_rows), so the payloads of a run that changes everyone are never all
+    -- held at once.
+    IF to_regclass('pg_temp.unify_segment_changes') IS NOT NULL THEN DROP TABLE pg_temp.unify_segment_changes; END IF;
+    CREATE TEMP TABLE unify_segment_changes (change_id bigint, person_id bigint, from_segment text, to_segment text, as_of date)
+        ON COMMIT DROP;
+    WITH history AS (
+        INSERT INTO unify.segment_history AS sh (person_id, from_segment, to_segment, as_of)
+        SELECT w.person_id, w.old_segment, w.segment, refresh_segments.as_of FROM unify_segment_writes w
+        WHERE w.old_segment IS DISTINCT FROM w.segment
+        ORDER BY w.person_id
+        RETURNING sh.change_id, sh.person_id, sh.from_segment, sh.to_segment, sh.as_of
+    )
+    INSERT INTO pg_temp.unify_segment_changes SELECT h.change_id, h.person_id, h.from_segment, h.to_segment, h.as_of FROM history h;
+    GET DIAGNOSTICS changes = ROW_COUNT;
+    PERFORM unify._outbox_emit_rows('segment_left',
+        $q$SELECT h.person_id, jsonb_build_object('segment', h.from_segment, 'to_segment', h.to_segment, 'as_of', h.as_of,
+                                                 'change_id', h.change_id) AS payload
+           FROM pg_temp.unify_segment_changes h WHERE h.from_segment IS NOT NULL ORDER BY h.change_id$q$);
+    PERFORM unify._outbox_emit_rows('segment_entered',
+        $q$SELECT h.person_id, jsonb_build_object('segment', h.to_segment, 'from_segment', h.from_segment, 'as_of', h.as_of,
+                                                 'change_id', h.change_id) AS payload
+           FROM pg_temp.unify_segment_changes h WHERE h.to_segment IS NOT NULL ORDER BY h.change_id$q$);
+    -- Delivered at commit, for activation programs that LISTEN: one per change up to
+    -- customer_unify.segment_notify_limit, else one for the run (the changes are in
+    -- unify.segment_history and the outbox either way).
+    IF changes <= notify_limit THEN
+        PERFORM pg_notify('unify_segment_changed',
+                          json_build_object('person_id', w.person_id, 'from', w.old_segment, 'to', w.segment)::text)
+        FROM unify_segment_writes w WHERE w.old_segment IS DISTINCT FROM w.segment ORDER BY w.person_id;
+    ELSE
+        PERFORM pg_notify('unify_segment_changed', json_build_object('changes', changes, 'as_of', as_of)::text);
+    END IF;
+
+    INSERT INTO unify.segment_runs (as_of, lookback, persons, orders, unmatched_orders, skipped_no_rate, rows_written, changes, seconds)
+    VALUES (as_of, lookback, n_persons, stats.orders, stats.unmatched, stats.skipped, written, changes,
+            round(extract(epoch FROM clock_timestamp() - started)::numeric, 3));
+    -- The next best actions of the persons whose segment changed (actions.sql).
+    PERFORM unify._refresh_actions_after(ARRAY(SELECT w.person_id FROM unify_segment_writes w
+                                               WHERE w.old_segment IS DISTINCT FROM w.segment), 'refresh_segments');
+
+    RETURN jsonb_build_object(
+        'as_of', as_of,
+        'persons', n_persons,
+        'orders', stats.orders,
+        'unmatched_orders', stats.unmatched,
+        'skipped_no_rate', stats.skipped,
+        'rows_written', written,
+        'changes', changes,
+        'seconds', round(extract(epoch FROM clock_timestamp() - started)::numeric, 3));
+END
+$$;
+
+REVOKE ALL ON FUNCTION unify._segment_notify_limit() FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
+ALTER FUNCTION unify._segment_notify_limit() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify.refresh_segments(date, interval) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify.refresh_segments(date, interval) SECURITY DEFINER;

@@ -128,6 +128,26 @@ BEGIN
 END
 $$;
 
+-- customer_unify.segment_notify_limit (default 10000): the most NOTIFYs one refresh_segments
+-- sends one per change. PostgreSQL holds every pending notification in the backend until
+-- commit (about 200 bytes each: 0.6 GB for a first run over 3M persons), and a listener cannot
+-- act on millions of them anyway; above the limit one notification names the run instead.
+CREATE FUNCTION unify._segment_notify_limit() RETURNS bigint
+STABLE LANGUAGE plpgsql AS $$
+DECLARE
+    setting constant text := nullif(btrim(current_setting('customer_unify.segment_notify_limit', true)), '');
+BEGIN
+    IF setting IS NULL THEN
+        RETURN 10000;
+    END IF;
+    IF setting !~ '^[0-9]{1,18}$' THEN
+        RAISE EXCEPTION 'customer_unify.segment_notify_limit must be a whole number of notifications (0 or more), not %', quote_literal(setting)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'For example SET customer_unify.segment_notify_limit = 10000 (0: only the one notification per run).';
+    END IF;
+    RETURN setting::bigint;
+END
+$$;
+
 -- RFM over the window (as_of - lookback, as_of]. An order netting to zero or more is a purchase
 -- (a free order counts, with no spend); one netting below zero is a refund: it lowers monetary
 -- and is no purchase. Scores: the share of scored persons doing
@@ -149,10 +169,13 @@ DECLARE
     r_bounds date[];
     f_bounds int[];
     m_bounds numeric[];
+    notify_limit bigint;
 BEGIN
     IF as_of IS NULL OR lookback IS NULL OR as_of = 'infinity' OR as_of = '-infinity' THEN
         RAISE EXCEPTION 'refresh_segments: as_of and lookback must be given' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    -- A bad setting fails before any work.
+    notify_limit := unify._segment_notify_limit();
     IF as_of - lookback >= as_of THEN
         RAISE EXCEPTION 'lookback % is not a positive interval', lookback
             USING ERRCODE = 'invalid_parameter_value', HINT = 'For example interval ''2 years''.';
@@ -265,10 +288,16 @@ BEGIN
         $q$SELECT h.person_id, jsonb_build_object('segment', h.to_segment, 'from_segment', h.from_segment, 'as_of', h.as_of,
                                                  'change_id', h.change_id) AS payload
            FROM pg_temp.unify_segment_changes h WHERE h.to_segment IS NOT NULL ORDER BY h.change_id$q$);
-    -- Delivered at commit, one per change, for activation programs that LISTEN.
-    PERFORM pg_notify('unify_segment_changed',
-                      json_build_object('person_id', w.person_id, 'from', w.old_segment, 'to', w.segment)::text)
-    FROM unify_segment_writes w WHERE w.old_segment IS DISTINCT FROM w.segment ORDER BY w.person_id;
+    -- Delivered at commit, for activation programs that LISTEN: one per change up to
+    -- customer_unify.segment_notify_limit, else one for the run (the changes are in
+    -- unify.segment_history and the outbox either way).
+    IF changes <= notify_limit THEN
+        PERFORM pg_notify('unify_segment_changed',
+                          json_build_object('person_id', w.person_id, 'from', w.old_segment, 'to', w.segment)::text)
+        FROM unify_segment_writes w WHERE w.old_segment IS DISTINCT FROM w.segment ORDER BY w.person_id;
+    ELSE
+        PERFORM pg_notify('unify_segment_changed', json_build_object('changes', changes, 'as_of', as_of)::text);
+    END IF;
 
     INSERT INTO unify.segment_runs (as_of, lookback, persons, orders, unmatched_orders, skipped_no_rate, rows_written, changes, seconds)
     VALUES (as_of, lookback, n_persons, stats.orders, stats.unmatched, stats.skipped, written, changes,

@@ -123,6 +123,11 @@ SELECT frequency = 1 AS bought_once, min(f_score), max(f_score), count(*) FROM u
 SELECT f_score, count(*) FROM unify.segments GROUP BY 1 ORDER BY 1;
 SELECT segment, persons, percent FROM unify.segment_summary ORDER BY persons DESC, segment;
 
+-- A notification limit that is no whole number is refused before any work.
+SET customer_unify.segment_notify_limit = 'many';
+SELECT unify.refresh_segments('1998-07-01');
+\echo :LAST_ERROR_SQLSTATE
+RESET customer_unify.segment_notify_limit;
 -- The default map covers every one of the 125 cells exactly once.
 SELECT count(*) AS cells, count(*) FILTER (WHERE rules = 1) AS covered_once FROM unify.segment_map_cells;
 SELECT count(DISTINCT segment) AS segments, bool_and(is_default) AS is_default FROM unify.segment_rules;
