@@ -219,10 +219,9 @@ DECLARE
     result jsonb;
     unknown boolean;
 BEGIN
-    SELECT f.* INTO cal_fit
-    FROM (SELECT array_agg(frequency) AS frequency, array_agg(recency) AS recency, array_agg(age) AS age, array_agg(n) AS n
-          FROM (SELECT frequency, recency, age, count(*)::float8 AS n FROM pg_temp.unify_holdout_summaries GROUP BY 1, 2, 3) g) a,
-         LATERAL unify._fit_purchases(model, a.frequency, a.recency, a.age, a.n) f;
+    SELECT a.grid_days, f.* INTO cal_fit
+    FROM unify._fit_summaries('pg_temp.unify_holdout_summaries') a,
+         LATERAL unify._fit_purchases(model, a.frequency, a.recency, a.age, a.weight) f;
     IF NOT FOUND THEN
         RETURN jsonb_build_object('converged', false, 'status', 'no customers in the calibration period');
     END IF;
@@ -252,6 +251,9 @@ BEGIN
     IF unknown THEN
         result := result || jsonb_build_object('error', NULL, 'status', 'some holdout predictions are not finite');
     END IF;
+    IF cal_fit.grid_days > 1 THEN
+        result := result || jsonb_build_object('grid_days', cal_fit.grid_days);
+    END IF;
     RETURN result;
 END
 $$;
@@ -267,6 +269,7 @@ DECLARE
     requested constant text := model;
     purchase_fit record;   -- unify._fit_purchases' row: params, param_values, log_likelihood, converged, evaluations, status
     spend_fit record;      -- unify._fit_spend's row, the same columns
+    fit_input record;      -- unify._fit_summaries: grid_days and the summaries' arrays
     return_fit record;     -- unify._fit_returns' row
     n_customers bigint;
     n_spend bigint;
@@ -311,6 +314,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Leave holdout_days NULL for half the purchase history up to a year; model ''auto'' chooses by the holdout error and needs one.';
     END IF;
+    PERFORM unify._churn_risk_threshold();   -- a wrong setting fails before the work
     PERFORM unify._lock('predictions');
     PERFORM unify._purchase_summaries(calibration_end);
     returns_mapped := unify._return_counts(calibration_end);
@@ -357,11 +361,13 @@ BEGIN
           FROM (SELECT frequency, mean_spend, count(*)::float8 AS n FROM pg_temp.unify_purchase_summaries
                 WHERE frequency > 0 GROUP BY 1, 2) g) a,
          LATERAL unify._fit_spend(a.frequency, a.mean_spend, a.n) f;
+    SELECT * INTO fit_input FROM unify._fit_summaries('pg_temp.unify_purchase_summaries');
+    IF fit_input.grid_days > 1 THEN
+        validation := validation || jsonb_build_object('grid_days', fit_input.grid_days);
+    END IF;
     FOREACH m IN ARRAY candidates LOOP
         SELECT f.* INTO purchase_fit
-        FROM (SELECT array_agg(frequency) AS frequency, array_agg(recency) AS recency, array_agg(age) AS age, array_agg(n) AS n
-              FROM (SELECT frequency, recency, age, count(*)::float8 AS n FROM pg_temp.unify_purchase_summaries GROUP BY 1, 2, 3) g) a,
-             LATERAL unify._fit_purchases(m, a.frequency, a.recency, a.age, a.n) f;
+        FROM unify._fit_purchases(m, fit_input.frequency, fit_input.recency, fit_input.age, fit_input.weight) f;
         IF NOT FOUND THEN
             -- No customer at all: the strict fit returns no row, and the fit is recorded as failed.
             SELECT NULL::jsonb AS params, NULL::float8[] AS param_values, NULL::float8 AS log_likelihood, false AS converged,
@@ -449,6 +455,10 @@ BEGIN
 
     -- A failed or contradicting fit is reported, and the predictions of the last good fit stay.
     IF purchase_fit.converged AND ok THEN
+        -- The churn probabilities before, for the threshold crossings below.
+        IF to_regclass('pg_temp.unify_old_churn') IS NOT NULL THEN DROP TABLE pg_temp.unify_old_churn; END IF;
+        CREATE TEMP TABLE unify_old_churn ON COMMIT DROP AS
+        SELECT p.person_id, p.fit_id, p.churn_probability FROM unify.predictions p;
         DELETE FROM unify.predictions;
         INSERT INTO unify.predictions (person_id, fit_id, frequency, recency_weeks, age_weeks, mean_spend,
                                        p_alive, expected_purchases, expected_spend, clv,
@@ -462,10 +472,33 @@ BEGIN
         FROM pg_temp.unify_new_predictions n
         LEFT JOIN pg_temp.unify_return_counts rc ON rc.person_id = n.person_id;
         GET DIAGNOSTICS written = ROW_COUNT;
+        -- Churn risk crossing customer_unify.churn_risk_threshold (at or above it: at risk), up
+        -- or down, against the predictions this fit replaced. The first published fit (no
+        -- predictions before it) is the baseline: no events. A person new since then (no
+        -- previous prediction) counts as below the threshold before.
+        IF EXISTS (SELECT 1 FROM pg_temp.unify_old_churn) THEN
+            PERFORM unify._outbox_emit_rows('churn_risk_crossed', format($q$
+                SELECT c.person_id, jsonb_build_object(
+                           'direction', CASE WHEN c.now_at_risk THEN 'up' ELSE 'down' END,
+                           'churn_probability', c.churn_probability, 'previous', c.previous,
+                           'threshold', c.threshold, 'fit_id', %s::bigint, 'previous_fit_id', c.previous_fit_id) AS payload
+                FROM (SELECT n.person_id, n.churn_probability, o.churn_probability AS previous, o.fit_id AS previous_fit_id,
+                             n.churn_probability >= t.threshold AS now_at_risk, t.threshold
+                      FROM (SELECT unify._churn_risk_threshold() AS threshold) t
+                      CROSS JOIN unify.predictions n
+                      LEFT JOIN pg_temp.unify_old_churn o ON o.person_id = n.person_id
+                      WHERE (n.churn_probability >= t.threshold) IS DISTINCT FROM coalesce(o.churn_probability >= t.threshold, false)
+                        AND n.churn_probability IS NOT NULL) c
+                ORDER BY c.person_id $q$, new_fit));
+        END IF;
     END IF;
     UPDATE unify.prediction_fits f SET predictions = written, published = coalesce(purchase_fit.converged AND ok, false),
            seconds = round(extract(epoch FROM clock_timestamp() - started)::numeric, 3)
     WHERE f.fit_id = new_fit;
+    -- Everyone's next best action may follow new predictions (actions.sql).
+    IF purchase_fit.converged AND ok THEN
+        PERFORM unify._refresh_actions_after(NULL, 'fit_predictions');
+    END IF;
     RETURN (SELECT to_jsonb(f) FROM unify.prediction_fits f WHERE f.fit_id = new_fit);
 END
 $$;
@@ -2062,10 +2095,13 @@ DECLARE
     r_bounds date[];
     f_bounds int[];
     m_bounds numeric[];
+    notify_limit bigint;
 BEGIN
     IF as_of IS NULL OR lookback IS NULL OR as_of = 'infinity' OR as_of = '-infinity' THEN
         RAISE EXCEPTION 'refresh_segments: as_of and lookback must be given' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    -- A bad setting fails before any work.
+    notify_limit := unify._segment_notify_limit();
     IF as_of - lookback >= as_of THEN
         RAISE EXCEPTION 'lookback % is not a positive interval', lookback
             USING ERRCODE = 'invalid_parameter_value', HINT = 'For example interval ''2 years''.';
@@ -2155,7 +2191,12 @@ BEGIN
     GET DIAGNOSTICS step_rows = ROW_COUNT;
     written := written + step_rows;
 
-    -- Each change also goes to the outbox (unify._outbox_emit): left the old segment, entered the new.
+    -- Each change also goes to the outbox: left the old segment, entered the new; in chunks
+    -- (unify._outbox_emit_rows), so the payloads of a run that changes everyone are never all
+    -- held at once.
+    IF to_regclass('pg_temp.unify_segment_changes') IS NOT NULL THEN DROP TABLE pg_temp.unify_segment_changes; END IF;
+    CREATE TEMP TABLE unify_segment_changes (change_id bigint, person_id bigint, from_segment text, to_segment text, as_of date)
+        ON COMMIT DROP;
     WITH history AS (
         INSERT INTO unify.segment_history AS sh (person_id, from_segment, to_segment, as_of)
         SELECT w.person_id, w.old_segment, w.segment, refresh_segments.as_of FROM unify_segment_writes w
@@ -2163,25 +2204,33 @@ BEGIN
         ORDER BY w.person_id
         RETURNING sh.change_id, sh.person_id, sh.from_segment, sh.to_segment, sh.as_of
     )
-    SELECT count(*),
-           unify._outbox_emit('segment_left', array_agg(h.person_id ORDER BY h.change_id) FILTER (WHERE h.from_segment IS NOT NULL),
-                              array_agg(jsonb_build_object('segment', h.from_segment, 'to_segment', h.to_segment, 'as_of', h.as_of,
-                                                           'change_id', h.change_id) ORDER BY h.change_id)
-                              FILTER (WHERE h.from_segment IS NOT NULL)),
-           unify._outbox_emit('segment_entered', array_agg(h.person_id ORDER BY h.change_id) FILTER (WHERE h.to_segment IS NOT NULL),
-                              array_agg(jsonb_build_object('segment', h.to_segment, 'from_segment', h.from_segment, 'as_of', h.as_of,
-                                                           'change_id', h.change_id) ORDER BY h.change_id)
-                              FILTER (WHERE h.to_segment IS NOT NULL))
-    INTO changes, step_rows, step_rows
-    FROM history h;
-    -- Delivered at commit, one per change, for activation programs that LISTEN.
-    PERFORM pg_notify('unify_segment_changed',
-                      json_build_object('person_id', w.person_id, 'from', w.old_segment, 'to', w.segment)::text)
-    FROM unify_segment_writes w WHERE w.old_segment IS DISTINCT FROM w.segment ORDER BY w.person_id;
+    INSERT INTO pg_temp.unify_segment_changes SELECT h.change_id, h.person_id, h.from_segment, h.to_segment, h.as_of FROM history h;
+    GET DIAGNOSTICS changes = ROW_COUNT;
+    PERFORM unify._outbox_emit_rows('segment_left',
+        $q$SELECT h.person_id, jsonb_build_object('segment', h.from_segment, 'to_segment', h.to_segment, 'as_of', h.as_of,
+                                                 'change_id', h.change_id) AS payload
+           FROM pg_temp.unify_segment_changes h WHERE h.from_segment IS NOT NULL ORDER BY h.change_id$q$);
+    PERFORM unify._outbox_emit_rows('segment_entered',
+        $q$SELECT h.person_id, jsonb_build_object('segment', h.to_segment, 'from_segment', h.from_segment, 'as_of', h.as_of,
+                                                 'change_id', h.change_id) AS payload
+           FROM pg_temp.unify_segment_changes h WHERE h.to_segment IS NOT NULL ORDER BY h.change_id$q$);
+    -- Delivered at commit, for activation programs that LISTEN: one per change up to
+    -- customer_unify.segment_notify_limit, else one for the run (the changes are in
+    -- unify.segment_history and the outbox either way).
+    IF changes <= notify_limit THEN
+        PERFORM pg_notify('unify_segment_changed',
+                          json_build_object('person_id', w.person_id, 'from', w.old_segment, 'to', w.segment)::text)
+        FROM unify_segment_writes w WHERE w.old_segment IS DISTINCT FROM w.segment ORDER BY w.person_id;
+    ELSE
+        PERFORM pg_notify('unify_segment_changed', json_build_object('changes', changes, 'as_of', as_of)::text);
+    END IF;
 
     INSERT INTO unify.segment_runs (as_of, lookback, persons, orders, unmatched_orders, skipped_no_rate, rows_written, changes, seconds)
     VALUES (as_of, lookback, n_persons, stats.orders, stats.unmatched, stats.skipped, written, changes,
             round(extract(epoch FROM clock_timestamp() - started)::numeric, 3));
+    -- The next best actions of the persons whose segment changed (actions.sql).
+    PERFORM unify._refresh_actions_after(ARRAY(SELECT w.person_id FROM unify_segment_writes w
+                                               WHERE w.old_segment IS DISTINCT FROM w.segment), 'refresh_segments');
 
     RETURN jsonb_build_object(
         'as_of', as_of,
@@ -2531,6 +2580,7 @@ BEGIN
     -- Its events and the stitches of its logins go with it; other tables' logins may stitch anew.
     DELETE FROM unify.event_sources e WHERE e.event_source_id = es.event_source_id;
     PERFORM unify._restitch(NULL);
+    PERFORM unify._refresh_actions_after(NULL, 'remove_events');
 END
 $$;
 COMMENT ON FUNCTION unify.remove_events(text) IS 'Unregisters an event table: its capture and captured events are removed (the table itself is untouched)';
@@ -2658,6 +2708,8 @@ BEGIN
         DELETE FROM unify.event_queue q WHERE q.event_source_id = es.event_source_id;
         n := n + unify._load_events(es, NULL);
     END LOOP;
+    -- Carts may have opened or closed for anyone: every next best action (actions.sql).
+    PERFORM unify._refresh_actions_after(NULL, 'sync_events');
     RETURN n;
 END
 $$;
@@ -2672,6 +2724,8 @@ DECLARE
     keys text[];
     whole boolean;
     n bigint := 0;
+    touched bigint[] := '{}';
+    everyone boolean := false;
 BEGIN
     IF name IS NOT NULL THEN
         PERFORM unify._checked_event_source(name);
@@ -2686,14 +2740,38 @@ BEGIN
             INTO keys, whole FROM taken t;
             IF whole THEN
                 n := n + unify._load_events(es, NULL);
+                everyone := true;
             ELSIF keys IS NOT NULL THEN
                 n := n + unify._load_events(es, keys);
+                -- Whose cart these events may have opened or closed: the persons of the events
+                -- and of the anonymous histories they belong to (a login moves a history).
+                -- Two key lookups from the batch's events (an OR of both scanned every event).
+                touched := touched || ARRAY(
+                    WITH changed AS (
+                        SELECT e.person_id, e.anonymous_id FROM unify.events e
+                        JOIN unnest(keys) k (event_key) ON e.event_source_id = es.event_source_id AND e.event_key = k.event_key)
+                    SELECT c.person_id FROM changed c WHERE c.person_id IS NOT NULL
+                    UNION
+                    SELECT h.person_id FROM (SELECT DISTINCT c.anonymous_id FROM changed c WHERE c.anonymous_id IS NOT NULL) a
+                    JOIN unify.events h ON h.anonymous_id = a.anonymous_id
+                    WHERE h.person_id IS NOT NULL);
             END IF;
         EXCEPTION WHEN others THEN
             RAISE WARNING 'customer_unify: events "%" not processed: % (SQLSTATE %)', es.name, SQLERRM, SQLSTATE
                 USING HINT = 'Its changes stay queued; fix the mapping or table, then call unify.process_events() again.';
         END;
     END LOOP;
+    -- Their next best actions (actions.sql), and those of the persons whose action rests on a
+    -- cart rule (a deleted event or a history stitched elsewhere may have closed their cart).
+    IF everyone THEN
+        PERFORM unify._refresh_actions_after(NULL, 'process_events');
+    ELSIF cardinality(touched) > 0 THEN
+        PERFORM unify._refresh_actions_after(ARRAY(
+            SELECT t FROM unnest(touched) t
+            UNION
+            SELECT a.person_id FROM unify.person_actions a
+            WHERE a.rule_priority IN (SELECT r.priority FROM unify.action_rules r WHERE r.cart IS NOT NULL)), 'process_events');
+    END IF;
     RETURN n;
 END
 $$;
@@ -2876,6 +2954,7 @@ VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     after interval;
     n bigint;
+    persons bigint[];
 BEGIN
     IF as_of IS NULL THEN
         RAISE EXCEPTION 'unify.detect_abandoned_carts: as_of must not be NULL' USING ERRCODE = 'null_value_not_allowed',
@@ -2896,8 +2975,13 @@ BEGIN
                coalesce(array_agg(jsonb_build_object('cart_id', r.cart_id, 'started_at', r.started_at,
                                                      'last_activity_at', r.last_activity_at, 'items', r.items,
                                                      'value', r.value, 'abandoned_at', r.abandoned_at)
-                                  ORDER BY r.person_id, r.cart_id), '{}'))
-    INTO n FROM reported r;
+                                  ORDER BY r.person_id, r.cart_id), '{}')),
+           array_agg(DISTINCT r.person_id)
+    INTO n, persons FROM reported r;
+    -- Their next best action (a cart reminder, by the default map; actions.sql).
+    IF n > 0 THEN
+        PERFORM unify._refresh_actions_after(persons, 'detect_abandoned_carts');
+    END IF;
     RETURN n;
 END
 $$;
@@ -3138,10 +3222,17 @@ DECLARE
     error_message text;
     error_detail text;
     error_hint text;
+    -- A distributed source is read and cleaned on its shards into pg_temp.unify_clean_rows,
+    -- its mapped values then staged from there (citus.sql); every other is staged here and
+    -- cleaned over pg_temp.unify_source_rows.
+    on_workers constant boolean := unify._cleaned_on(src.relation) = 'workers';
 BEGIN
     inserted := 0;
     updated := 0;
     PERFORM unify._prepare_stage(keys IS NULL);
+    IF on_workers THEN
+        PERFORM unify._citus_prepare_clean(keys IS NULL);
+    END IF;
     IF keys IS NULL THEN
         SELECT greatest(c.reltuples, 0) INTO estimate FROM pg_catalog.pg_class c WHERE c.oid = src.relation;
         parts := greatest(1, ceil(estimate / 200000))::int;
@@ -3163,9 +3254,14 @@ BEGIN
                        ELSE '' END;
         IF part > 0 THEN
             TRUNCATE pg_temp.unify_source_rows;
+            IF on_workers THEN
+                TRUNCATE pg_temp.unify_clean_rows;
+            END IF;
         END IF;
         BEGIN
-            PERFORM unify._run_as(unify._mapping_role(src.run_as, src.relation), unify._stage_statement(src, filter), keys);
+            PERFORM unify._run_as(unify._mapping_role(src.run_as, src.relation),
+                                  CASE WHEN on_workers THEN unify._citus_clean_statement(src, filter)
+                                       ELSE unify._stage_statement(src, filter) END, keys);
         EXCEPTION WHEN others THEN
             GET STACKED DIAGNOSTICS error_state = RETURNED_SQLSTATE, error_message = MESSAGE_TEXT,
                                     error_detail = PG_EXCEPTION_DETAIL, error_hint = PG_EXCEPTION_HINT;
@@ -3178,6 +3274,9 @@ BEGIN
             RAISE EXCEPTION 'source "%": its mapping failed: %', src.name, error_message
                 USING ERRCODE = error_state, DETAIL = error_detail, HINT = error_hint;
         END;
+        IF on_workers THEN
+            PERFORM unify._citus_restage(src.fields);  -- citus.sql
+        END IF;
         IF keys IS NULL AND NOT fresh THEN
             INSERT INTO pg_temp.unify_source_keys SELECT s.source_key FROM pg_temp.unify_source_rows s;
         END IF;
@@ -3195,7 +3294,8 @@ BEGIN
                 FROM (%s) s
                 RETURNING 1)
             SELECT count(*), 0 FROM added
-            $insert$, unify._normalized_query(src.source_id, unify._raw_query(src.fields), true))
+            $insert$, CASE WHEN on_workers THEN unify._citus_staged_query(src.source_id, true)
+                           ELSE unify._normalized_query(src.source_id, unify._raw_query(src.fields), true) END)
         ELSE format($upsert$
             WITH upsert AS (
                 INSERT INTO unify.records AS r (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
@@ -3223,7 +3323,8 @@ BEGIN
                 WHERE r.raw IS DISTINCT FROM excluded.raw
                 RETURNING (xmax = 0) AS is_insert)
             SELECT count(*) FILTER (WHERE is_insert), count(*) FILTER (WHERE NOT is_insert) FROM upsert
-            $upsert$, unify._normalized_query(src.source_id, unify._raw_query(src.fields))) END;
+            $upsert$, CASE WHEN on_workers THEN unify._citus_staged_query(src.source_id, false)
+                           ELSE unify._normalized_query(src.source_id, unify._raw_query(src.fields)) END) END;
         counts := unify._run_kept(statement, src.source_id, keys);
         inserted := inserted + counts[1];
         updated := updated + counts[2];
@@ -3406,15 +3507,18 @@ $$;
 -- add_source's check of a Citus source (called as the caller, before the registration): a
 -- distributed or reference table is registered only with track_changes => false.
 CREATE FUNCTION unify._citus_check_source(relation regclass, relation_name text, track_changes boolean) RETURNS void
-STABLE LANGUAGE plpgsql AS $$
+VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     placement constant text := unify._placement(relation);
 BEGIN
-    IF track_changes AND placement IN ('distributed', 'reference') THEN
-        RAISE EXCEPTION 'changes of % table % cannot be tracked', placement, relation_name
+    IF track_changes AND (placement = 'reference' OR (placement = 'distributed' AND unify._citus_method(relation) <> 'h')) THEN
+        RAISE EXCEPTION 'changes of % table % cannot be tracked', CASE WHEN placement = 'reference' THEN placement ELSE 'non-hash-distributed' END, relation_name
             USING ERRCODE = 'feature_not_supported',
-                  DETAIL = 'Change capture is a trigger that queues into unify.change_queue on the coordinator; Citus would run it on the shards, on the worker nodes.',
+                  DETAIL = 'Change capture of a Citus table needs a capture queue colocated with its shards: only a hash-distributed table has one.',
                   HINT = 'Register it with track_changes => false and call unify.sync(name) on a schedule: sync reads it through a distributed query (docs/OPERATIONS.md, "Citus").';
+    END IF;
+    IF track_changes AND placement = 'distributed' THEN
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
     END IF;
 END
 $$;
@@ -3539,13 +3643,29 @@ $$;
 CREATE OR REPLACE FUNCTION unify._drop_capture(id int, relation regclass) RETURNS void
 VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
 BEGIN
-    -- Only where there are triggers: Citus refuses any DROP TRIGGER on a distributed table.
+    -- A distributed source's capture function is dropped on the workers too, which Citus does
+    -- over one connection per node only (see unify._citus_check_source).
+    IF unify._citus_queue(id) IS NOT NULL THEN
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+    -- Only where there are triggers: Citus refuses any DROP TRIGGER on a distributed table
+    -- unless citus.enable_unsafe_triggers is on (set for these statements only).
     IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = relation AND t.tgname IN ('unify_capture_' || id, 'unify_capture_truncate_' || id)) THEN
+        IF unify._placement(relation) <> 'local' THEN
+            PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+        END IF;
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'unify_capture_' || id, relation);
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'unify_capture_truncate_' || id, relation);
+        IF unify._placement(relation) <> 'local' THEN
+            PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'off', true);
+        END IF;
     END IF;
     EXECUTE format('DROP FUNCTION IF EXISTS unify.%I()', '_capture_' || id);
     EXECUTE format('DROP FUNCTION IF EXISTS unify.%I()', '_capture_truncate_' || id);
+    -- A distributed source's shard-local queue (citus.sql), with its shards.
+    IF unify._citus_queue(id) IS NOT NULL THEN
+        EXECUTE format('DROP TABLE %s', unify._citus_queue(id));
+    END IF;
 END
 $$;
 
@@ -3800,7 +3920,14 @@ DECLARE
     written bigint := 0;
     step_rows bigint;
     carts boolean;
-    only_some constant text := CASE WHEN person_ids IS NULL THEN '' ELSE ' WHERE p.person_id = ANY ($1)' END;
+    -- Many given persons (refresh_segments after a run that changed everyone): joined from a
+    -- temporary table (issue 27), not `= ANY (array)`, which holds several hundred bytes per
+    -- element in the index scans' sorted keys and the plans' copies. A few (a trigger's
+    -- statement): `= ANY`, without a temporary table per call.
+    many constant boolean := cardinality(person_ids) > 1000;
+    only_some constant text := CASE WHEN person_ids IS NULL THEN ''
+                                    WHEN many THEN ' WHERE p.person_id IN (SELECT a.person_id FROM pg_temp.unify_action_persons a)'
+                                    ELSE ' WHERE p.person_id = ANY ($1)' END;
 BEGIN
     IF person_ids IS NOT NULL AND cardinality(person_ids) = 0 THEN
         RETURN jsonb_build_object('persons', 0, 'rows_written', 0, 'changes', 0, 'seconds', 0);
@@ -3810,6 +3937,11 @@ BEGIN
     IF to_regclass('pg_temp.unify_action_rules') IS NOT NULL THEN DROP TABLE pg_temp.unify_action_rules; END IF;
     IF to_regclass('pg_temp.unify_action_carts') IS NOT NULL THEN DROP TABLE pg_temp.unify_action_carts; END IF;
     IF to_regclass('pg_temp.unify_action_writes') IS NOT NULL THEN DROP TABLE pg_temp.unify_action_writes; END IF;
+    IF to_regclass('pg_temp.unify_action_persons') IS NOT NULL THEN DROP TABLE pg_temp.unify_action_persons; END IF;
+    IF many THEN
+        CREATE TEMP TABLE unify_action_persons ON COMMIT DROP AS SELECT DISTINCT i.person_id FROM unnest(person_ids) i (person_id);
+        ANALYZE pg_temp.unify_action_persons;
+    END IF;
     CREATE TEMP TABLE unify_action_rules ON COMMIT DROP AS SELECT * FROM unify.action_rules;
     -- Carts only if a rule asks and events exist.
     CREATE TEMP TABLE unify_action_carts (person_id bigint PRIMARY KEY, state text NOT NULL) ON COMMIT DROP;
@@ -3867,13 +3999,13 @@ BEGIN
         FROM wanted n
         FULL JOIN held o ON o.person_id = n.person_id
         WHERE (o.action, o.channel, o.rule_priority, o.reason) IS DISTINCT FROM (n.action, n.channel, n.priority, n.description)
-        $q$, only_some, replace(only_some, 'p.', 'o.'))
+        $q$, only_some, replace(only_some, 'WHERE p.person_id', 'WHERE o.person_id'))
     USING person_ids;
 
     IF person_ids IS NULL THEN
         SELECT count(*) INTO n_persons FROM unify.persons p;
     ELSE
-        SELECT count(*) INTO n_persons FROM unify.persons p WHERE p.person_id = ANY (person_ids);
+        EXECUTE 'SELECT count(*) FROM unify.persons p' || only_some INTO n_persons USING person_ids;
     END IF;
     DELETE FROM unify.person_actions o USING pg_temp.unify_action_writes w WHERE NOT w.has_action AND o.person_id = w.person_id;
     GET DIAGNOSTICS written = ROW_COUNT;
@@ -3889,14 +4021,12 @@ BEGIN
     GET DIAGNOSTICS step_rows = ROW_COUNT;
     written := written + step_rows;
 
-    SELECT count(*), unify._outbox_emit('action_changed',
-               coalesce(array_agg(w.person_id ORDER BY w.person_id), '{}'),
-               coalesce(array_agg(jsonb_build_object('action', w.action, 'channel', w.channel, 'previous', w.old_action,
-                                                     'previous_channel', w.old_channel, 'rule_priority', w.priority,
-                                                     'cause', cause, 'since', w.since)
-                                  ORDER BY w.person_id), '{}'))
-    INTO n_changes, step_rows
-    FROM pg_temp.unify_action_writes w WHERE w.changed;
+    -- In chunks (unify._outbox_emit_rows): a change of everyone's action holds one chunk of payloads.
+    n_changes := unify._outbox_emit_rows('action_changed', format(
+        $q$SELECT w.person_id, jsonb_build_object('action', w.action, 'channel', w.channel, 'previous', w.old_action,
+                                                 'previous_channel', w.old_channel, 'rule_priority', w.priority,
+                                                 'cause', %L::text, 'since', w.since) AS payload
+           FROM pg_temp.unify_action_writes w WHERE w.changed ORDER BY w.person_id$q$, cause));
 
     RETURN jsonb_build_object('persons', n_persons, 'rows_written', written, 'changes', n_changes,
                               'seconds', round(extract(epoch FROM clock_timestamp() - started)::numeric, 3));
@@ -4012,539 +4142,16 @@ IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
 $$;
 COMMENT ON FUNCTION unify.outbox_kinds() IS 'The kinds of outbox event: which command emits them and what their payload holds';
 
-CREATE OR REPLACE FUNCTION unify.refresh_segments(as_of date DEFAULT current_date, lookback interval DEFAULT interval '2 years')
-RETURNS jsonb
-VOLATILE LANGUAGE plpgsql AS $$
-DECLARE
-    started constant timestamptz := clock_timestamp();
-    stats record;
-    changes bigint;
-    written bigint;
-    step_rows bigint;
-    n_persons bigint;
-    cell_segments text[];
-    fractions float8[];
-    r_bounds date[];
-    f_bounds int[];
-    m_bounds numeric[];
-BEGIN
-    IF as_of IS NULL OR lookback IS NULL OR as_of = 'infinity' OR as_of = '-infinity' THEN
-        RAISE EXCEPTION 'refresh_segments: as_of and lookback must be given' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF as_of - lookback >= as_of THEN
-        RAISE EXCEPTION 'lookback % is not a positive interval', lookback
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'For example interval ''2 years''.';
-    END IF;
-    -- One refresh at a time; a second waits.
-    PERFORM unify._lock('segments');
-    PERFORM unify._check_segment_map();
-    SELECT array_agg(c.segments[1] ORDER BY c.r, c.f, c.m) INTO cell_segments FROM unify.segment_map_cells c;
-
-    IF to_regclass('pg_temp.unify_person_rfm') IS NOT NULL THEN DROP TABLE pg_temp.unify_person_rfm; END IF;
-    EXECUTE format($q$
-        CREATE TEMP TABLE unify_person_rfm ON COMMIT DROP AS
-        SELECT a.*, pe.person_id IS NOT NULL AND a.frequency > 0 AS scored
-        FROM (SELECT person_id,
-                     max(last_purchase) AS last_purchase,
-                     sum(frequency)::int AS frequency,
-                     greatest(coalesce(sum(monetary), 0), 0) AS monetary,
-                     sum(orders) AS orders,
-                     sum(skipped) AS skipped
-              FROM (%s) o
-              GROUP BY person_id) a
-        LEFT JOIN unify.persons pe ON pe.person_id = a.person_id   -- records may name a person not yet resolved
-        $q$, unify._orders_query((as_of - lookback)::date, as_of, per_customer => true));
-
-    SELECT coalesce(sum(orders) FILTER (WHERE person_id IS NULL), 0) AS unmatched,
-           coalesce(sum(orders) FILTER (WHERE person_id IS NOT NULL), 0) AS orders,
-           coalesce(sum(skipped), 0) AS skipped,
-           count(*) FILTER (WHERE scored) AS scored
-    INTO stats FROM unify_person_rfm;
-    n_persons := stats.scored;
-
-    -- A score is 1 + the number of fifth-boundaries a value is above: value v scores at least
-    -- k + 1 when at least ceil(k·n/5) scored persons do strictly worse, i.e. when the
-    -- ceil(k·n/5)-th smallest value is below v. Same scores as 1 + floor(5·(rank - 1)/n), but
-    -- three sorts of one column instead of three window passes over the rows. The fractions
-    -- (p - 0.5)/n make percentile_disc pick exactly the p-th value whatever the rounding.
-    IF n_persons > 0 THEN
-        SELECT array_agg(((k * n_persons + 4) / 5 - 0.5) / n_persons ORDER BY k) INTO fractions FROM generate_series(1, 4) k;
-        SELECT percentile_disc(fractions) WITHIN GROUP (ORDER BY p.last_purchase),
-               percentile_disc(fractions) WITHIN GROUP (ORDER BY p.frequency),
-               percentile_disc(fractions) WITHIN GROUP (ORDER BY p.monetary)
-        INTO r_bounds, f_bounds, m_bounds
-        FROM unify_person_rfm p WHERE p.scored;
-    END IF;
-
-    -- Only the rows to write: persons whose figures, scores or segment changed, new ones, and
-    -- those leaving the window (no new row).
-    IF to_regclass('pg_temp.unify_segment_writes') IS NOT NULL THEN DROP TABLE pg_temp.unify_segment_writes; END IF;
-    CREATE TEMP TABLE unify_segment_writes ON COMMIT DROP AS
-    WITH scored AS (
-        SELECT p.person_id, p.last_purchase, p.frequency, p.monetary,
-               (1 + (p.last_purchase > r_bounds[1])::int + (p.last_purchase > r_bounds[2])::int
-                  + (p.last_purchase > r_bounds[3])::int + (p.last_purchase > r_bounds[4])::int)::smallint AS r_score,
-               (1 + (p.frequency > f_bounds[1])::int + (p.frequency > f_bounds[2])::int
-                  + (p.frequency > f_bounds[3])::int + (p.frequency > f_bounds[4])::int)::smallint AS f_score,
-               (1 + (p.monetary > m_bounds[1])::int + (p.monetary > m_bounds[2])::int
-                  + (p.monetary > m_bounds[3])::int + (p.monetary > m_bounds[4])::int)::smallint AS m_score
-        FROM unify_person_rfm p
-        WHERE p.scored
-    )
-    -- The segment of cell (r, f, m) is cell_segments[(r-1)*25 + (f-1)*5 + m]: an array lookup,
-    -- not a join the planner cannot estimate.
-    , named AS (
-        SELECT s.*, cell_segments[(s.r_score - 1) * 25 + (s.f_score - 1) * 5 + s.m_score] AS segment FROM scored s
-    )
-    SELECT coalesce(s.person_id, o.person_id) AS person_id, s.person_id IS NOT NULL AS segmented,
-           s.last_purchase, s.frequency, s.monetary, s.r_score, s.f_score, s.m_score,
-           s.segment, o.person_id IS NOT NULL AS existed, o.segment AS old_segment,
-           CASE WHEN o.segment = s.segment THEN o.segment_since ELSE refresh_segments.as_of END AS segment_since
-    FROM named s
-    FULL JOIN unify.segments o ON o.person_id = s.person_id
-    WHERE (o.last_purchase, o.frequency, o.monetary, o.r_score, o.f_score, o.m_score, o.segment)
-          IS DISTINCT FROM (s.last_purchase, s.frequency, s.monetary, s.r_score, s.f_score, s.m_score, s.segment);
-
-    -- Write only what changed.
-    DELETE FROM unify.segments o USING unify_segment_writes w WHERE NOT w.segmented AND o.person_id = w.person_id;
-    GET DIAGNOSTICS written = ROW_COUNT;
-    UPDATE unify.segments o
-    SET last_purchase = w.last_purchase, frequency = w.frequency, monetary = w.monetary, r_score = w.r_score,
-        f_score = w.f_score, m_score = w.m_score, segment = w.segment, segment_since = w.segment_since
-    FROM unify_segment_writes w WHERE w.segmented AND w.existed AND o.person_id = w.person_id;
-    GET DIAGNOSTICS step_rows = ROW_COUNT;
-    written := written + step_rows;
-    INSERT INTO unify.segments (person_id, last_purchase, frequency, monetary, r_score, f_score, m_score, segment, segment_since)
-    SELECT w.person_id, w.last_purchase, w.frequency, w.monetary, w.r_score, w.f_score, w.m_score, w.segment, w.segment_since
-    FROM unify_segment_writes w WHERE NOT w.existed;
-    GET DIAGNOSTICS step_rows = ROW_COUNT;
-    written := written + step_rows;
-
-    -- Each change also goes to the outbox (unify._outbox_emit): left the old segment, entered the new.
-    WITH history AS (
-        INSERT INTO unify.segment_history AS sh (person_id, from_segment, to_segment, as_of)
-        SELECT w.person_id, w.old_segment, w.segment, refresh_segments.as_of FROM unify_segment_writes w
-        WHERE w.old_segment IS DISTINCT FROM w.segment
-        ORDER BY w.person_id
-        RETURNING sh.change_id, sh.person_id, sh.from_segment, sh.to_segment, sh.as_of
-    )
-    SELECT count(*),
-           unify._outbox_emit('segment_left', array_agg(h.person_id ORDER BY h.change_id) FILTER (WHERE h.from_segment IS NOT NULL),
-                              array_agg(jsonb_build_object('segment', h.from_segment, 'to_segment', h.to_segment, 'as_of', h.as_of,
-                                                           'change_id', h.change_id) ORDER BY h.change_id)
-                              FILTER (WHERE h.from_segment IS NOT NULL)),
-           unify._outbox_emit('segment_entered', array_agg(h.person_id ORDER BY h.change_id) FILTER (WHERE h.to_segment IS NOT NULL),
-                              array_agg(jsonb_build_object('segment', h.to_segment, 'from_segment', h.from_segment, 'as_of', h.as_of,
-                                                           'change_id', h.change_id) ORDER BY h.change_id)
-                              FILTER (WHERE h.to_segment IS NOT NULL))
-    INTO changes, step_rows, step_rows
-    FROM history h;
-    -- Delivered at commit, one per change, for activation programs that LISTEN.
-    PERFORM pg_notify('unify_segment_changed',
-                      json_build_object('person_id', w.person_id, 'from', w.old_segment, 'to', w.segment)::text)
-    FROM unify_segment_writes w WHERE w.old_segment IS DISTINCT FROM w.segment ORDER BY w.person_id;
-
-    INSERT INTO unify.segment_runs (as_of, lookback, persons, orders, unmatched_orders, skipped_no_rate, rows_written, changes, seconds)
-    VALUES (as_of, lookback, n_persons, stats.orders, stats.unmatched, stats.skipped, written, changes,
-            round(extract(epoch FROM clock_timestamp() - started)::numeric, 3));
-    -- The next best actions of the persons whose segment changed (actions.sql).
-    PERFORM unify._refresh_actions_after(ARRAY(SELECT w.person_id FROM unify_segment_writes w
-                                               WHERE w.old_segment IS DISTINCT FROM w.segment), 'refresh_segments');
-
-    RETURN jsonb_build_object(
-        'as_of', as_of,
-        'persons', n_persons,
-        'orders', stats.orders,
-        'unmatched_orders', stats.unmatched,
-        'skipped_no_rate', stats.skipped,
-        'rows_written', written,
-        'changes', changes,
-        'seconds', round(extract(epoch FROM clock_timestamp() - started)::numeric, 3));
-END
-$$;
 COMMENT ON FUNCTION unify.refresh_segments(date, interval) IS 'Scores recency, frequency and monetary per person (ties share a score), names the segment by the segment map, records and NOTIFYs every change';
 
-CREATE OR REPLACE FUNCTION unify.fit_predictions(calibration_end date DEFAULT current_date, model text DEFAULT 'auto',
-                                      horizon_months int DEFAULT 12, discount_rate float8 DEFAULT 0.1,
-                                      purchase_days int DEFAULT 90, holdout_days int DEFAULT NULL,
-                                      check_ranking boolean DEFAULT true)
-RETURNS jsonb
-VOLATILE LANGUAGE plpgsql AS $$
-DECLARE
-    started constant timestamptz := clock_timestamp();
-    requested constant text := model;
-    purchase_fit record;   -- unify._fit_purchases' row: params, param_values, log_likelihood, converged, evaluations, status
-    spend_fit record;      -- unify._fit_spend's row, the same columns
-    return_fit record;     -- unify._fit_returns' row
-    n_customers bigint;
-    n_spend bigint;
-    n_return_persons bigint := 0;
-    returns_mapped boolean;
-    month_weeks float8[];
-    new_fit bigint;
-    written bigint := 0;
-    first_day date;
-    split date;
-    holdout int := holdout_days;
-    validation jsonb := '{}';
-    candidates text[];
-    m text;
-    chosen text;
-    top float8;
-    bottom float8;
-    ok boolean;
-    final_status text;
-BEGIN
-    IF calibration_end IS NULL OR model IS NULL OR horizon_months IS NULL OR discount_rate IS NULL OR purchase_days IS NULL
-       OR check_ranking IS NULL OR calibration_end IN ('infinity', '-infinity') THEN
-        RAISE EXCEPTION 'fit_predictions: calibration_end, model, horizon_months, discount_rate, purchase_days and check_ranking must be given'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'Leave an argument out for its default; holdout_days alone may be NULL (its default).';
-    END IF;
-    IF model NOT IN ('auto', 'bgnbd', 'pareto_nbd') THEN
-        RAISE EXCEPTION 'unknown purchase model "%"', model
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use ''auto'' (the default: the better of both on the holdout), ''bgnbd'' (BG/NBD) or ''pareto_nbd'' (Pareto/NBD).';
-    END IF;
-    IF horizon_months NOT BETWEEN 1 AND 600 OR discount_rate <= -1 OR discount_rate = 'NaN' THEN
-        RAISE EXCEPTION 'horizon_months must be 1..600 and discount_rate above -1 (annual, 0.1 = 10%%)'
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'For example unify.fit_predictions(horizon_months => 12, discount_rate => 0.1).';
-    END IF;
-    IF purchase_days NOT BETWEEN 1 AND 3650 THEN
-        RAISE EXCEPTION 'purchase_days must be 1..3650, not %', purchase_days
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'p_purchase is P(at least one purchase in the next purchase_days days); the default is 90.';
-    END IF;
-    IF holdout_days < 0 OR holdout_days > 36500 OR (holdout_days = 0 AND model = 'auto') THEN
-        RAISE EXCEPTION 'holdout_days must be 1..36500, or 0 (no holdout check) with a given model, not %', holdout_days
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Leave holdout_days NULL for half the purchase history up to a year; model ''auto'' chooses by the holdout error and needs one.';
-    END IF;
-    PERFORM unify._churn_risk_threshold();   -- a wrong setting fails before the work
-    PERFORM unify._lock('predictions');
-    PERFORM unify._purchase_summaries(calibration_end);
-    returns_mapped := unify._return_counts(calibration_end);
-
-    SELECT count(*), count(*) FILTER (WHERE frequency > 0) INTO n_customers, n_spend FROM pg_temp.unify_purchase_summaries;
-
-    -- Holdout validation (calibration/holdout as in Fader, Hardie & Lee 2005): fit on the
-    -- purchases up to the split, compare predicted and actual purchases after it.
-    SELECT min(day) INTO first_day FROM pg_temp.unify_purchase_days;
-    IF holdout IS NULL THEN
-        holdout := least(365, (calibration_end - first_day) / 2);
-    END IF;
-    candidates := CASE WHEN model = 'auto' THEN ARRAY['bgnbd', 'pareto_nbd'] ELSE ARRAY[model] END;
-    IF coalesce(holdout, 0) > 0 THEN
-        split := calibration_end - holdout;
-        IF to_regclass('pg_temp.unify_holdout_summaries') IS NOT NULL THEN DROP TABLE pg_temp.unify_holdout_summaries; END IF;
-        EXECUTE format($q$
-            CREATE TEMP TABLE unify_holdout_summaries ON COMMIT DROP AS
-            SELECT person_id,
-                   (count(*) FILTER (WHERE day <= %1$L::date) - 1)::float8 AS frequency,
-                   (max(day) FILTER (WHERE day <= %1$L::date) - min(day)) / 7.0::float8 AS recency,
-                   (%1$L::date - min(day)) / 7.0::float8 AS age,
-                   count(*) FILTER (WHERE day > %1$L::date)::float8 AS actual
-            FROM pg_temp.unify_purchase_days GROUP BY person_id HAVING min(day) <= %1$L::date $q$, split);
-        validation := jsonb_build_object('split', split, 'holdout_days', holdout,
-                                         'customers', (SELECT count(*) FROM pg_temp.unify_holdout_summaries));
-        FOREACH m IN ARRAY candidates LOOP
-            validation := validation || jsonb_build_object(m, unify._holdout_check(m, holdout / 7.0));
-        END LOOP;
-        IF model = 'auto' THEN
-            -- The smaller holdout error first; a model whose check failed last.
-            SELECT array_agg(c ORDER BY (validation -> c ->> 'error')::float8 NULLS LAST, c) INTO candidates
-            FROM unnest(candidates) c;
-        END IF;
-    END IF;
-
-    -- Fit on all purchases, in the order of preference; publish the first that converges and
-    -- whose ranking agrees with the data (a given model: only that one).
-    SELECT array_agg(((calibration_end + make_interval(months => mo))::date - calibration_end) / 7.0::float8 ORDER BY mo)
-    INTO month_weeks FROM generate_series(1, horizon_months) mo;
-    SELECT f.* INTO STRICT spend_fit
-    FROM (SELECT coalesce(array_agg(frequency), '{}') AS frequency, coalesce(array_agg(mean_spend), '{}') AS mean_spend,
-                 coalesce(array_agg(n), '{}') AS n
-          FROM (SELECT frequency, mean_spend, count(*)::float8 AS n FROM pg_temp.unify_purchase_summaries
-                WHERE frequency > 0 GROUP BY 1, 2) g) a,
-         LATERAL unify._fit_spend(a.frequency, a.mean_spend, a.n) f;
-    FOREACH m IN ARRAY candidates LOOP
-        SELECT f.* INTO purchase_fit
-        FROM (SELECT array_agg(frequency) AS frequency, array_agg(recency) AS recency, array_agg(age) AS age, array_agg(n) AS n
-              FROM (SELECT frequency, recency, age, count(*)::float8 AS n FROM pg_temp.unify_purchase_summaries GROUP BY 1, 2, 3) g) a,
-             LATERAL unify._fit_purchases(m, a.frequency, a.recency, a.age, a.n) f;
-        IF NOT FOUND THEN
-            -- No customer at all: the strict fit returns no row, and the fit is recorded as failed.
-            SELECT NULL::jsonb AS params, NULL::float8[] AS param_values, NULL::float8 AS log_likelihood, false AS converged,
-                   NULL::int AS evaluations, 'no customers with a purchase up to ' || calibration_end AS status
-            INTO purchase_fit;
-        END IF;
-        chosen := m;
-        top := NULL; bottom := NULL; ok := NULL;
-        final_status := purchase_fit.status;
-        IF purchase_fit.converged THEN
-            IF to_regclass('pg_temp.unify_new_predictions') IS NOT NULL THEN DROP TABLE pg_temp.unify_new_predictions; END IF;
-            CREATE TEMP TABLE unify_new_predictions ON COMMIT DROP AS
-            SELECT s.person_id, s.frequency, s.recency, s.age, s.mean_spend, v[1] AS p_alive, v[2] AS expected_purchases,
-                   v[3] AS expected_spend, v[4] AS clv,
-                   unify._p_purchase(m, purchase_fit.param_values, s.frequency, s.recency, s.age, fit_predictions.purchase_days / 7.0) AS p_purchase
-            FROM pg_temp.unify_purchase_summaries s,
-                 LATERAL unify._predict(m, purchase_fit.param_values,
-                                        CASE WHEN spend_fit.converged THEN spend_fit.param_values END,
-                                        s.frequency, s.recency, s.age, s.mean_spend,
-                                        month_weeks[horizon_months], month_weeks,
-                                        power(1 + discount_rate, 1.0 / 12) - 1) AS v;
-            -- The ranking check: recency and frequency quintiles (5 = most recent, most
-            -- frequent); the best (sum 9-10) must not be less alive than the worst (sum 2-3).
-            WITH q AS (
-                SELECT p_alive, ntile(5) OVER (ORDER BY age - recency DESC, person_id) AS rq,
-                       ntile(5) OVER (ORDER BY frequency, age - recency DESC, person_id) AS fq
-                FROM pg_temp.unify_new_predictions
-            )
-            SELECT avg(p_alive) FILTER (WHERE rq + fq >= 9), avg(p_alive) FILTER (WHERE rq + fq <= 3) INTO top, bottom FROM q;
-            ok := top IS NULL OR bottom IS NULL OR top >= bottom OR NOT check_ranking;
-            validation := jsonb_set(CASE WHEN validation ? m THEN validation ELSE validation || jsonb_build_object(m, '{}'::jsonb) END,
-                                    ARRAY[m, 'all_data'],
-                                    jsonb_build_object('converged', true, 'status', purchase_fit.status, 'params', purchase_fit.params,
-                                                       'alive_recent_frequent', round(top::numeric, 4),
-                                                       'alive_lapsed', round(bottom::numeric, 4),
-                                                       'ranking_ok', top IS NULL OR bottom IS NULL OR top >= bottom));
-            IF ok THEN
-                EXIT;
-            END IF;
-            final_status := format('not published: the ranking contradicts the data (mean P(alive) %s for recent frequent buyers, %s for lapsed ones); the previous predictions stay',
-                                   round(top::numeric, 2), round(bottom::numeric, 2));
-        ELSE
-            validation := jsonb_set(CASE WHEN validation ? m THEN validation ELSE validation || jsonb_build_object(m, '{}'::jsonb) END,
-                                    ARRAY[m, 'all_data'], jsonb_build_object('converged', false, 'status', purchase_fit.status));
-        END IF;
-    END LOOP;
-    IF requested = 'auto' THEN
-        final_status := final_status || CASE
-            WHEN NOT coalesce(purchase_fit.converged AND ok, false) THEN ' (auto: neither model is usable)'
-            WHEN chosen <> candidates[1] THEN format(' (auto: %s, as %s was not usable)', chosen, candidates[1])
-            WHEN validation ? 'split' THEN format(' (auto: %s, the smaller holdout error)', chosen)
-            ELSE format(' (auto: %s; no holdout to compare on)', chosen) END;
-    ELSIF NOT check_ranking AND top < bottom THEN
-        final_status := final_status || format(' (published unchecked: the ranking contradicts the data, mean P(alive) %s for recent frequent buyers, %s for lapsed ones)',
-                                               round(top::numeric, 2), round(bottom::numeric, 2));
-    END IF;
-
-    -- Return probability: the beta-binomial over persons' (returns, orders).
-    IF returns_mapped THEN
-        SELECT count(*) INTO n_return_persons FROM pg_temp.unify_return_counts WHERE orders > 0;
-        SELECT f.* INTO return_fit
-        FROM (SELECT array_agg(returns) AS returns, array_agg(orders) AS orders, array_agg(n) AS n
-              FROM (SELECT returns, orders, count(*)::float8 AS n FROM pg_temp.unify_return_counts GROUP BY 1, 2) g) a,
-             LATERAL unify._fit_returns(a.returns, a.orders, a.n) f;
-        IF NOT FOUND THEN
-            SELECT NULL::jsonb AS params, NULL::float8[] AS param_values, false AS converged,
-                   'no orders up to ' || calibration_end AS status INTO return_fit;
-        END IF;
-    ELSE
-        SELECT NULL::jsonb AS params, NULL::float8[] AS param_values, false AS converged,
-               'no order table maps returned (add_transactions field "returned")' AS status INTO return_fit;
-    END IF;
-
-    INSERT INTO unify.prediction_fits (model, calibration_end, customers, params, log_likelihood, converged, status,
-        evaluations, spend_customers, spend_params, spend_log_likelihood, spend_converged, spend_status,
-        horizon_months, discount_rate, model_requested, purchase_days, holdout_days, holdout_error, validation,
-        alive_recent_frequent, alive_lapsed, ranking_ok, published, return_persons, return_params, return_status)
-    VALUES (chosen, calibration_end, n_customers, nullif(purchase_fit.params, '{}'), purchase_fit.log_likelihood,
-        purchase_fit.converged, final_status, purchase_fit.evaluations,
-        n_spend, nullif(spend_fit.params, '{}'), spend_fit.log_likelihood,
-        spend_fit.converged, spend_fit.status, horizon_months, discount_rate,
-        requested, purchase_days, nullif(holdout, 0), (validation -> chosen ->> 'error')::float8, nullif(validation, '{}'),
-        top, bottom, CASE WHEN purchase_fit.converged THEN top IS NULL OR bottom IS NULL OR top >= bottom END, false, n_return_persons, nullif(return_fit.params, '{}'), return_fit.status)
-    RETURNING fit_id INTO new_fit;
-
-    -- A failed or contradicting fit is reported, and the predictions of the last good fit stay.
-    IF purchase_fit.converged AND ok THEN
-        -- The churn probabilities before, for the threshold crossings below.
-        IF to_regclass('pg_temp.unify_old_churn') IS NOT NULL THEN DROP TABLE pg_temp.unify_old_churn; END IF;
-        CREATE TEMP TABLE unify_old_churn ON COMMIT DROP AS
-        SELECT p.person_id, p.fit_id, p.churn_probability FROM unify.predictions p;
-        DELETE FROM unify.predictions;
-        INSERT INTO unify.predictions (person_id, fit_id, frequency, recency_weeks, age_weeks, mean_spend,
-                                       p_alive, expected_purchases, expected_spend, clv,
-                                       p_purchase, return_probability, orders, returns)
-        SELECT n.person_id, new_fit, n.frequency::int, n.recency, n.age, n.mean_spend,
-               n.p_alive, n.expected_purchases, n.expected_spend, n.clv, n.p_purchase,
-               CASE WHEN return_fit.converged
-                    THEN (coalesce(rc.returns, 0) + return_fit.param_values[1])
-                         / (coalesce(rc.orders, 0) + return_fit.param_values[1] + return_fit.param_values[2]) END,
-               rc.orders::int, rc.returns::int
-        FROM pg_temp.unify_new_predictions n
-        LEFT JOIN pg_temp.unify_return_counts rc ON rc.person_id = n.person_id;
-        GET DIAGNOSTICS written = ROW_COUNT;
-        -- Churn risk crossing customer_unify.churn_risk_threshold (at or above it: at risk), up
-        -- or down, against the predictions this fit replaced. The first published fit (no
-        -- predictions before it) is the baseline: no events. A person new since then (no
-        -- previous prediction) counts as below the threshold before.
-        IF EXISTS (SELECT 1 FROM pg_temp.unify_old_churn) THEN
-            PERFORM unify._outbox_emit('churn_risk_crossed',
-                        coalesce(array_agg(c.person_id ORDER BY c.person_id), '{}'),
-                        coalesce(array_agg(jsonb_build_object(
-                                     'direction', CASE WHEN c.now_at_risk THEN 'up' ELSE 'down' END,
-                                     'churn_probability', c.churn_probability, 'previous', c.previous,
-                                     'threshold', c.threshold, 'fit_id', new_fit, 'previous_fit_id', c.previous_fit_id)
-                                 ORDER BY c.person_id), '{}'))
-            FROM (SELECT n.person_id, n.churn_probability, o.churn_probability AS previous, o.fit_id AS previous_fit_id,
-                         n.churn_probability >= t.threshold AS now_at_risk, t.threshold
-                  FROM (SELECT unify._churn_risk_threshold() AS threshold) t
-                  CROSS JOIN unify.predictions n
-                  LEFT JOIN pg_temp.unify_old_churn o ON o.person_id = n.person_id
-                  WHERE (n.churn_probability >= t.threshold) IS DISTINCT FROM coalesce(o.churn_probability >= t.threshold, false)
-                    AND n.churn_probability IS NOT NULL) c;
-        END IF;
-    END IF;
-    UPDATE unify.prediction_fits f SET predictions = written, published = coalesce(purchase_fit.converged AND ok, false),
-           seconds = round(extract(epoch FROM clock_timestamp() - started)::numeric, 3)
-    WHERE f.fit_id = new_fit;
-    -- Everyone's next best action may follow new predictions (actions.sql).
-    IF purchase_fit.converged AND ok THEN
-        PERFORM unify._refresh_actions_after(NULL, 'fit_predictions');
-    END IF;
-    RETURN (SELECT to_jsonb(f) FROM unify.prediction_fits f WHERE f.fit_id = new_fit);
-END
-$$;
 COMMENT ON FUNCTION unify.fit_predictions(date, text, int, float8, int, int, boolean) IS 'Fits BG/NBD or Pareto/NBD (auto: the smaller holdout error), Gamma-Gamma and the beta-binomial of returns on purchases up to calibration_end; publishes per-person predictions unless the fit failed or its ranking contradicts the data (reported in unify.prediction_fits, not raised)';
 
-CREATE OR REPLACE FUNCTION unify.sync_events(name text DEFAULT NULL) RETURNS bigint
-VOLATILE LANGUAGE plpgsql AS $$
-DECLARE
-    es unify.event_sources;
-    n bigint := 0;
-BEGIN
-    IF name IS NOT NULL THEN
-        PERFORM unify._checked_event_source(name);
-    END IF;
-    FOR es IN SELECT * FROM unify.event_sources e WHERE sync_events.name IS NULL OR e.name = sync_events.name
-              ORDER BY e.event_source_id FOR NO KEY UPDATE LOOP
-        DELETE FROM unify.event_queue q WHERE q.event_source_id = es.event_source_id;
-        n := n + unify._load_events(es, NULL);
-    END LOOP;
-    -- Carts may have opened or closed for anyone: every next best action (actions.sql).
-    PERFORM unify._refresh_actions_after(NULL, 'sync_events');
-    RETURN n;
-END
-$$;
 COMMENT ON FUNCTION unify.sync_events(text) IS 'Reads registered event tables whole (NULL: all) through their mappings; returns the events written';
 
-CREATE OR REPLACE FUNCTION unify.process_events(name text DEFAULT NULL) RETURNS bigint
-VOLATILE LANGUAGE plpgsql AS $$
-DECLARE
-    es unify.event_sources;
-    keys text[];
-    whole boolean;
-    n bigint := 0;
-    touched bigint[] := '{}';
-    everyone boolean := false;
-BEGIN
-    IF name IS NOT NULL THEN
-        PERFORM unify._checked_event_source(name);
-    END IF;
-    FOR es IN SELECT * FROM unify.event_sources e WHERE process_events.name IS NULL OR e.name = process_events.name
-              ORDER BY e.event_source_id LOOP
-        BEGIN
-            -- One sync of a table at a time (concurrent ones wait, then find its keys taken).
-            PERFORM 1 FROM unify.event_sources e WHERE e.event_source_id = es.event_source_id FOR NO KEY UPDATE;
-            WITH taken AS (DELETE FROM unify.event_queue q WHERE q.event_source_id = es.event_source_id RETURNING q.event_key)
-            SELECT array_agg(DISTINCT t.event_key) FILTER (WHERE t.event_key IS NOT NULL), bool_or(t.event_key IS NULL)
-            INTO keys, whole FROM taken t;
-            IF whole THEN
-                n := n + unify._load_events(es, NULL);
-                everyone := true;
-            ELSIF keys IS NOT NULL THEN
-                n := n + unify._load_events(es, keys);
-                -- Whose cart these events may have opened or closed: the persons of the events
-                -- and of the anonymous histories they belong to (a login moves a history).
-                -- Two key lookups from the batch's events (an OR of both scanned every event).
-                touched := touched || ARRAY(
-                    WITH changed AS (
-                        SELECT e.person_id, e.anonymous_id FROM unify.events e
-                        JOIN unnest(keys) k (event_key) ON e.event_source_id = es.event_source_id AND e.event_key = k.event_key)
-                    SELECT c.person_id FROM changed c WHERE c.person_id IS NOT NULL
-                    UNION
-                    SELECT h.person_id FROM (SELECT DISTINCT c.anonymous_id FROM changed c WHERE c.anonymous_id IS NOT NULL) a
-                    JOIN unify.events h ON h.anonymous_id = a.anonymous_id
-                    WHERE h.person_id IS NOT NULL);
-            END IF;
-        EXCEPTION WHEN others THEN
-            RAISE WARNING 'customer_unify: events "%" not processed: % (SQLSTATE %)', es.name, SQLERRM, SQLSTATE
-                USING HINT = 'Its changes stay queued; fix the mapping or table, then call unify.process_events() again.';
-        END;
-    END LOOP;
-    -- Their next best actions (actions.sql), and those of the persons whose action rests on a
-    -- cart rule (a deleted event or a history stitched elsewhere may have closed their cart).
-    IF everyone THEN
-        PERFORM unify._refresh_actions_after(NULL, 'process_events');
-    ELSIF cardinality(touched) > 0 THEN
-        PERFORM unify._refresh_actions_after(ARRAY(
-            SELECT t FROM unnest(touched) t
-            UNION
-            SELECT a.person_id FROM unify.person_actions a
-            WHERE a.rule_priority IN (SELECT r.priority FROM unify.action_rules r WHERE r.cart IS NOT NULL)), 'process_events');
-    END IF;
-    RETURN n;
-END
-$$;
 COMMENT ON FUNCTION unify.process_events(text) IS 'Applies the captured changes of event tables (NULL: all); returns the events written';
 
-CREATE OR REPLACE FUNCTION unify.remove_events(name text) RETURNS void
-VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
-DECLARE
-    es unify.event_sources;
-BEGIN
-    es := unify._checked_event_source(name);
-    IF EXISTS (SELECT 1 FROM pg_class WHERE oid = es.relation) THEN
-        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'unify_capture_events_' || es.event_source_id, es.relation);
-        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'unify_capture_events_truncate_' || es.event_source_id, es.relation);
-    END IF;
-    EXECUTE format('DROP FUNCTION IF EXISTS unify.%I()', '_capture_events_' || es.event_source_id);
-    DELETE FROM unify.event_queue q WHERE q.event_source_id = es.event_source_id;
-    -- Its events and the stitches of its logins go with it; other tables' logins may stitch anew.
-    DELETE FROM unify.event_sources e WHERE e.event_source_id = es.event_source_id;
-    PERFORM unify._restitch(NULL);
-    PERFORM unify._refresh_actions_after(NULL, 'remove_events');
-END
-$$;
 COMMENT ON FUNCTION unify.remove_events(text) IS 'Unregisters an event table: its capture and captured events are removed (the table itself is untouched)';
 
-CREATE OR REPLACE FUNCTION unify.detect_abandoned_carts(as_of timestamptz DEFAULT now()) RETURNS bigint
-VOLATILE LANGUAGE plpgsql AS $$
-DECLARE
-    after interval;
-    n bigint;
-    persons bigint[];
-BEGIN
-    IF as_of IS NULL THEN
-        RAISE EXCEPTION 'unify.detect_abandoned_carts: as_of must not be NULL' USING ERRCODE = 'null_value_not_allowed',
-            HINT = 'Leave it out for now().';
-    END IF;
-    after := unify._cart_abandoned_after();
-    -- ON CONFLICT: a cart reported before (by this run's rivals too) is not reported again.
-    WITH reported AS (
-        INSERT INTO unify.abandoned_carts (cart_id, person_id, started_at, last_activity_at, items, value, abandoned_at)
-        SELECT c.cart_id, c.person_id, c.started_at, c.last_activity_at, c.items, c.value, as_of
-        FROM unify.open_carts c
-        WHERE c.last_activity_at <= as_of - after
-        ORDER BY c.person_id
-        ON CONFLICT (cart_id) DO NOTHING
-        RETURNING *)
-    SELECT unify._outbox_emit('cart_abandoned',
-               coalesce(array_agg(r.person_id ORDER BY r.person_id, r.cart_id), '{}'),
-               coalesce(array_agg(jsonb_build_object('cart_id', r.cart_id, 'started_at', r.started_at,
-                                                     'last_activity_at', r.last_activity_at, 'items', r.items,
-                                                     'value', r.value, 'abandoned_at', r.abandoned_at)
-                                  ORDER BY r.person_id, r.cart_id), '{}')),
-           array_agg(DISTINCT r.person_id)
-    INTO n, persons FROM reported r;
-    -- Their next best action (a cart reminder, by the default map; actions.sql).
-    IF n > 0 THEN
-        PERFORM unify._refresh_actions_after(persons, 'detect_abandoned_carts');
-    END IF;
-    RETURN n;
-END
-$$;
 COMMENT ON FUNCTION unify.detect_abandoned_carts(timestamptz) IS 'Reports open carts untouched for customer_unify.cart_abandoned_after (default 1h) as cart_abandoned outbox events, once per cart';
 
 CREATE OR REPLACE VIEW unify.customer_360 AS
@@ -5026,22 +4633,6 @@ $$;
 -- reads the table: Citus creates the capture function on the workers over one connection per
 -- node, which it refuses after a statement of the transaction used several (SQLSTATE 0A000,
 -- "cannot run function command because there was a parallel operation").
-CREATE OR REPLACE FUNCTION unify._citus_check_source(relation regclass, relation_name text, track_changes boolean) RETURNS void
-VOLATILE LANGUAGE plpgsql AS $$
-DECLARE
-    placement constant text := unify._placement(relation);
-BEGIN
-    IF track_changes AND (placement = 'reference' OR (placement = 'distributed' AND unify._citus_method(relation) <> 'h')) THEN
-        RAISE EXCEPTION 'changes of % table % cannot be tracked', CASE WHEN placement = 'reference' THEN placement ELSE 'non-hash-distributed' END, relation_name
-            USING ERRCODE = 'feature_not_supported',
-                  DETAIL = 'Change capture of a Citus table needs a capture queue colocated with its shards: only a hash-distributed table has one.',
-                  HINT = 'Register it with track_changes => false and call unify.sync(name) on a schedule: sync reads it through a distributed query (docs/OPERATIONS.md, "Citus").';
-    END IF;
-    IF track_changes AND placement = 'distributed' THEN
-        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
-    END IF;
-END
-$$;
 
 DROP FUNCTION unify._normalized_query(int, text, boolean);
 -- The cleaners over the rows of `raw_query` (see _raw_query) whose raw values differ from the
@@ -5230,34 +4821,6 @@ END
 $$;
 
 
-CREATE OR REPLACE FUNCTION unify._drop_capture(id int, relation regclass) RETURNS void
-VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
-BEGIN
-    -- A distributed source's capture function is dropped on the workers too, which Citus does
-    -- over one connection per node only (see unify._citus_check_source).
-    IF unify._citus_queue(id) IS NOT NULL THEN
-        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
-    END IF;
-    -- Only where there are triggers: Citus refuses any DROP TRIGGER on a distributed table
-    -- unless citus.enable_unsafe_triggers is on (set for these statements only).
-    IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = relation AND t.tgname IN ('unify_capture_' || id, 'unify_capture_truncate_' || id)) THEN
-        IF unify._placement(relation) <> 'local' THEN
-            PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
-        END IF;
-        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'unify_capture_' || id, relation);
-        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'unify_capture_truncate_' || id, relation);
-        IF unify._placement(relation) <> 'local' THEN
-            PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'off', true);
-        END IF;
-    END IF;
-    EXECUTE format('DROP FUNCTION IF EXISTS unify.%I()', '_capture_' || id);
-    EXECUTE format('DROP FUNCTION IF EXISTS unify.%I()', '_capture_truncate_' || id);
-    -- A distributed source's shard-local queue (citus.sql), with its shards.
-    IF unify._citus_queue(id) IS NOT NULL THEN
-        EXECUTE format('DROP TABLE %s', unify._citus_queue(id));
-    END IF;
-END
-$$;
 
 -- Brings unify.records of one source in line with the given rows of the source (all rows, or
 -- the keys in `keys`): inserts, updates where the mapped values changed, deletes what is gone.
@@ -5269,168 +4832,6 @@ $$;
 -- A first load (a full sync of a source without records, while this transaction holds
 -- unify.records exclusively: nobody else can add its records meanwhile) only inserts: no
 -- comparison with records, no ON CONFLICT, no search for records that are gone.
-CREATE OR REPLACE FUNCTION unify._apply(src unify.sources, keys text[], OUT source_rows bigint, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
-VOLATILE LANGUAGE plpgsql AS $$
-DECLARE
-    parts int := 1;
-    part int;
-    estimate float4;
-    rebuild text[];
-    fresh boolean := false;
-    key_text constant text := format('(src.%I)::text', src.key_column);
-    filter text;
-    statement text;
-    counts bigint[];
-    started constant timestamptz := clock_timestamp();
-    last_notice timestamptz := clock_timestamp();
-    error_state text;
-    error_message text;
-    error_detail text;
-    error_hint text;
-    -- A distributed source is read and cleaned on its shards into pg_temp.unify_clean_rows,
-    -- its mapped values then staged from there (citus.sql); every other is staged here and
-    -- cleaned over pg_temp.unify_source_rows.
-    on_workers constant boolean := unify._cleaned_on(src.relation) = 'workers';
-BEGIN
-    inserted := 0;
-    updated := 0;
-    PERFORM unify._prepare_stage(keys IS NULL);
-    IF on_workers THEN
-        PERFORM unify._citus_prepare_clean(keys IS NULL);
-    END IF;
-    IF keys IS NULL THEN
-        SELECT greatest(c.reltuples, 0) INTO estimate FROM pg_catalog.pg_class c WHERE c.oid = src.relation;
-        parts := greatest(1, ceil(estimate / 200000))::int;
-        -- A first sync of a large source into a table holding fewer records: inserting into
-        -- the secondary indexes costs more than building them once after (see _drop_indexes).
-        IF estimate >= greatest(5000, (SELECT c.reltuples FROM pg_catalog.pg_class c WHERE c.oid = 'unify.records'::regclass))
-           AND NOT EXISTS (SELECT 1 FROM unify.records r WHERE r.source_id = src.source_id) THEN
-            rebuild := unify._drop_indexes('unify.records');
-        END IF;
-        -- Asked after the lock (taken above, or by unify.sync for a first load of everything).
-        fresh := EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
-                         WHERE l.locktype = 'relation' AND l.relation = 'unify.records'::regclass
-                           AND l.pid = pg_backend_pid() AND l.mode = 'AccessExclusiveLock' AND l.granted)
-                 AND NOT EXISTS (SELECT 1 FROM unify.records r WHERE r.source_id = src.source_id);
-    END IF;
-    FOR part IN 0 .. parts - 1 LOOP
-        filter := CASE WHEN keys IS NOT NULL THEN unify._keys_filter(src, 1)
-                       WHEN parts > 1 THEN format('WHERE (pg_catalog.hashtext(%s) & 2147483647) %% %s = %s', key_text, parts, part)
-                       ELSE '' END;
-        IF part > 0 THEN
-            TRUNCATE pg_temp.unify_source_rows;
-            IF on_workers THEN
-                TRUNCATE pg_temp.unify_clean_rows;
-            END IF;
-        END IF;
-        BEGIN
-            PERFORM unify._run_as(unify._mapping_role(src.run_as, src.relation),
-                                  CASE WHEN on_workers THEN unify._citus_clean_statement(src, filter)
-                                       ELSE unify._stage_statement(src, filter) END, keys);
-        EXCEPTION WHEN others THEN
-            GET STACKED DIAGNOSTICS error_state = RETURNED_SQLSTATE, error_message = MESSAGE_TEXT,
-                                    error_detail = PG_EXCEPTION_DETAIL, error_hint = PG_EXCEPTION_HINT;
-            error_hint := format('Check the mapping against the table (SELECT fields FROM unify.sources WHERE name = %L); it runs as role %s with search_path pg_catalog, pg_temp, so qualify your own functions. After the fix, SELECT unify.retry_failed(%L).',
-                                 src.name, src.run_as, src.name);
-            IF coalesce(error_detail, '') = '' THEN
-                RAISE EXCEPTION 'source "%": its mapping failed: %', src.name, error_message
-                    USING ERRCODE = error_state, HINT = error_hint;
-            END IF;
-            RAISE EXCEPTION 'source "%": its mapping failed: %', src.name, error_message
-                USING ERRCODE = error_state, DETAIL = error_detail, HINT = error_hint;
-        END;
-        IF on_workers THEN
-            PERFORM unify._citus_restage(src.fields);  -- citus.sql
-        END IF;
-        IF keys IS NULL AND NOT fresh THEN
-            INSERT INTO pg_temp.unify_source_keys SELECT s.source_key FROM pg_temp.unify_source_rows s;
-        END IF;
-        statement := CASE WHEN fresh THEN format($insert$
-            WITH added AS (
-                INSERT INTO unify.records (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
-                    street, house_number, postcode, city, country, birth_date, company, customer_number, external_id,
-                    consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw,
-                    salutation, title, consent_email_at, consent_phone_at, consent_post_at)
-                SELECT $1, s.source_key, s.first_name, s.last_name, s.email, s.email_key, s.phone, s.mobile,
-                    s.street, s.house_number, s.postcode, s.city, s.country, s.birth_date, s.company, s.customer_number,
-                    s.external_id, s.consent_email, s.consent_phone, s.consent_post, s.source_updated_at,
-                    s.last_name_phonetic, s.raw, s.salutation, s.title, s.consent_email_at, s.consent_phone_at,
-                    s.consent_post_at
-                FROM (%s) s
-                RETURNING 1)
-            SELECT count(*), 0 FROM added
-            $insert$, CASE WHEN on_workers THEN unify._citus_staged_query(src.source_id, true)
-                           ELSE unify._normalized_query(src.source_id, unify._raw_query(src.fields), true) END)
-        ELSE format($upsert$
-            WITH upsert AS (
-                INSERT INTO unify.records AS r (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
-                    street, house_number, postcode, city, country, birth_date, company, customer_number, external_id,
-                    consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw,
-                    salutation, title, consent_email_at, consent_phone_at, consent_post_at)
-                SELECT $1, s.source_key, s.first_name, s.last_name, s.email, s.email_key, s.phone, s.mobile,
-                    s.street, s.house_number, s.postcode, s.city, s.country, s.birth_date, s.company, s.customer_number,
-                    s.external_id, s.consent_email, s.consent_phone, s.consent_post, s.source_updated_at,
-                    s.last_name_phonetic, s.raw, s.salutation, s.title, s.consent_email_at, s.consent_phone_at,
-                    s.consent_post_at
-                FROM (%s) s
-                ON CONFLICT (source_id, source_key) DO UPDATE SET
-                    first_name = excluded.first_name, last_name = excluded.last_name, email = excluded.email,
-                    email_key = excluded.email_key, phone = excluded.phone, mobile = excluded.mobile,
-                    street = excluded.street, house_number = excluded.house_number, postcode = excluded.postcode,
-                    city = excluded.city, country = excluded.country, birth_date = excluded.birth_date,
-                    company = excluded.company, customer_number = excluded.customer_number,
-                    external_id = excluded.external_id, consent_email = excluded.consent_email,
-                    consent_phone = excluded.consent_phone, consent_post = excluded.consent_post,
-                    source_updated_at = excluded.source_updated_at, last_name_phonetic = excluded.last_name_phonetic,
-                    raw = excluded.raw, synced_at = now(), salutation = excluded.salutation, title = excluded.title,
-                    consent_email_at = excluded.consent_email_at, consent_phone_at = excluded.consent_phone_at,
-                    consent_post_at = excluded.consent_post_at
-                WHERE r.raw IS DISTINCT FROM excluded.raw
-                RETURNING (xmax = 0) AS is_insert)
-            SELECT count(*) FILTER (WHERE is_insert), count(*) FILTER (WHERE NOT is_insert) FROM upsert
-            $upsert$, CASE WHEN on_workers THEN unify._citus_staged_query(src.source_id, false)
-                           ELSE unify._normalized_query(src.source_id, unify._raw_query(src.fields)) END) END;
-        counts := unify._run_kept(statement, src.source_id, keys);
-        inserted := inserted + counts[1];
-        updated := updated + counts[2];
-        IF parts > 1 THEN
-            PERFORM set_config('application_name', format('unify.sync %s %s/%s', src.name, part + 1, parts), true);
-            IF clock_timestamp() - last_notice >= interval '5 seconds' THEN
-                RAISE NOTICE 'sync "%": part % of %, % inserted and % updated so far, % s',
-                    src.name, part + 1, parts, inserted, updated,
-                    round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
-                last_notice := clock_timestamp();
-            END IF;
-        END IF;
-    END LOOP;
-
-    PERFORM unify._rebuild_indexes(rebuild);
-    IF fresh THEN
-        -- One record per source row, none gone.
-        source_rows := inserted;
-        deleted := 0;
-        RETURN;
-    END IF;
-    -- Records whose source row is gone: of a full sync, those whose key no part saw; of a
-    -- batch, those of its keys that staged no row.
-    statement := CASE WHEN keys IS NULL THEN
-        'WITH gone AS (DELETE FROM unify.records r WHERE r.source_id = $1
-                       AND NOT EXISTS (SELECT 1 FROM pg_temp.unify_source_keys k WHERE k.source_key = r.source_key)
-                       RETURNING 1)
-         SELECT count(*) FROM gone'
-    ELSE
-        'WITH gone AS (DELETE FROM unify.records r WHERE r.source_id = $1 AND r.source_key = ANY ($2)
-                       AND NOT EXISTS (SELECT 1 FROM pg_temp.unify_source_rows s WHERE s.source_key = r.source_key)
-                       RETURNING 1)
-         SELECT count(*) FROM gone'
-    END;
-    deleted := (unify._run_kept(statement, src.source_id, keys))[1];
-    IF keys IS NULL THEN
-        -- After a full sync there is one record per source row.
-        SELECT count(*) INTO source_rows FROM unify.records r WHERE r.source_id = src.source_id;
-    END IF;
-END
-$$;
 
 
 CREATE OR REPLACE FUNCTION unify.process_queue(max_rows int DEFAULT 1000) RETURNS int
@@ -5608,8 +5009,9 @@ ALTER FUNCTION unify._capture_after_alter() SET search_path = pg_catalog, pg_tem
 -- 100,000 (unify._fit_summaries; the grid in prediction_fits.validation -> 'grid_days');
 -- refresh_segments, _refresh_actions and fit_predictions emit their outbox events in chunks of
 -- 10,000 (unify._outbox_emit_rows); _refresh_actions joins many given persons from a temporary
--- table instead of `= ANY (array)`. CREATE OR REPLACE resets SET and SECURITY DEFINER: both
--- again below, as security.sql gives them.
+-- table instead of `= ANY (array)`. The changed functions stand once in this step, in their
+-- final form, where it first replaces them; their SET and SECURITY DEFINER again below, as
+-- security.sql gives them.
 CREATE OR REPLACE FUNCTION unify._outbox_emit_rows(kind text, query text) RETURNS bigint
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
@@ -5660,573 +5062,9 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION unify._holdout_check(model text, holdout_weeks float8) RETURNS jsonb
-VOLATILE LANGUAGE plpgsql AS $$
-DECLARE
-    cal_fit record;
-    result jsonb;
-    unknown boolean;
-BEGIN
-    SELECT a.grid_days, f.* INTO cal_fit
-    FROM unify._fit_summaries('pg_temp.unify_holdout_summaries') a,
-         LATERAL unify._fit_purchases(model, a.frequency, a.recency, a.age, a.weight) f;
-    IF NOT FOUND THEN
-        RETURN jsonb_build_object('converged', false, 'status', 'no customers in the calibration period');
-    END IF;
-    IF NOT cal_fit.converged THEN
-        RETURN jsonb_build_object('converged', false, 'status', cal_fit.status);
-    END IF;
-    WITH g AS (
-        SELECT least(frequency, 7)::int AS bucket, count(*) AS customers, sum(actual) AS actual,
-               (unify._predict(model, cal_fit.param_values, NULL, frequency, recency, age, NULL,
-                               holdout_weeks, '{}', 0))[2] AS predicted_each
-        FROM pg_temp.unify_holdout_summaries GROUP BY frequency, recency, age
-    ), b AS (
-        SELECT bucket, sum(customers) AS customers, sum(customers * predicted_each) AS predicted, sum(actual) AS actual
-        FROM g GROUP BY bucket
-    )
-    SELECT jsonb_build_object(
-               'converged', true, 'status', cal_fit.status, 'params', cal_fit.params,
-               'error', sum(abs(predicted - actual)) / sum(customers),
-               'predicted', round(sum(predicted)::numeric, 1), 'actual', sum(actual),
-               'buckets', jsonb_agg(jsonb_build_object(
-                   'repeat_purchases', CASE WHEN bucket = 7 THEN '7+' ELSE bucket::text END, 'customers', customers,
-                   'predicted', round((predicted / customers)::numeric, 4), 'actual', round((actual / customers)::numeric, 4))
-                   ORDER BY bucket)),
-           bool_or(predicted IS NULL)
-    INTO result, unknown FROM b;
-    -- A prediction the model cannot give (NULL) makes the error unknown, not small.
-    IF unknown THEN
-        result := result || jsonb_build_object('error', NULL, 'status', 'some holdout predictions are not finite');
-    END IF;
-    IF cal_fit.grid_days > 1 THEN
-        result := result || jsonb_build_object('grid_days', cal_fit.grid_days);
-    END IF;
-    RETURN result;
-END
-$$;
 
-CREATE OR REPLACE FUNCTION unify.fit_predictions(calibration_end date DEFAULT current_date, model text DEFAULT 'auto',
-                                      horizon_months int DEFAULT 12, discount_rate float8 DEFAULT 0.1,
-                                      purchase_days int DEFAULT 90, holdout_days int DEFAULT NULL,
-                                      check_ranking boolean DEFAULT true)
-RETURNS jsonb
-VOLATILE LANGUAGE plpgsql AS $$
-DECLARE
-    started constant timestamptz := clock_timestamp();
-    requested constant text := model;
-    purchase_fit record;   -- unify._fit_purchases' row: params, param_values, log_likelihood, converged, evaluations, status
-    spend_fit record;      -- unify._fit_spend's row, the same columns
-    fit_input record;      -- unify._fit_summaries: grid_days and the summaries' arrays
-    return_fit record;     -- unify._fit_returns' row
-    n_customers bigint;
-    n_spend bigint;
-    n_return_persons bigint := 0;
-    returns_mapped boolean;
-    month_weeks float8[];
-    new_fit bigint;
-    written bigint := 0;
-    first_day date;
-    split date;
-    holdout int := holdout_days;
-    validation jsonb := '{}';
-    candidates text[];
-    m text;
-    chosen text;
-    top float8;
-    bottom float8;
-    ok boolean;
-    final_status text;
-BEGIN
-    IF calibration_end IS NULL OR model IS NULL OR horizon_months IS NULL OR discount_rate IS NULL OR purchase_days IS NULL
-       OR check_ranking IS NULL OR calibration_end IN ('infinity', '-infinity') THEN
-        RAISE EXCEPTION 'fit_predictions: calibration_end, model, horizon_months, discount_rate, purchase_days and check_ranking must be given'
-            USING ERRCODE = 'null_value_not_allowed',
-                  HINT = 'Leave an argument out for its default; holdout_days alone may be NULL (its default).';
-    END IF;
-    IF model NOT IN ('auto', 'bgnbd', 'pareto_nbd') THEN
-        RAISE EXCEPTION 'unknown purchase model "%"', model
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use ''auto'' (the default: the better of both on the holdout), ''bgnbd'' (BG/NBD) or ''pareto_nbd'' (Pareto/NBD).';
-    END IF;
-    IF horizon_months NOT BETWEEN 1 AND 600 OR discount_rate <= -1 OR discount_rate = 'NaN' THEN
-        RAISE EXCEPTION 'horizon_months must be 1..600 and discount_rate above -1 (annual, 0.1 = 10%%)'
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'For example unify.fit_predictions(horizon_months => 12, discount_rate => 0.1).';
-    END IF;
-    IF purchase_days NOT BETWEEN 1 AND 3650 THEN
-        RAISE EXCEPTION 'purchase_days must be 1..3650, not %', purchase_days
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'p_purchase is P(at least one purchase in the next purchase_days days); the default is 90.';
-    END IF;
-    IF holdout_days < 0 OR holdout_days > 36500 OR (holdout_days = 0 AND model = 'auto') THEN
-        RAISE EXCEPTION 'holdout_days must be 1..36500, or 0 (no holdout check) with a given model, not %', holdout_days
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Leave holdout_days NULL for half the purchase history up to a year; model ''auto'' chooses by the holdout error and needs one.';
-    END IF;
-    PERFORM unify._churn_risk_threshold();   -- a wrong setting fails before the work
-    PERFORM unify._lock('predictions');
-    PERFORM unify._purchase_summaries(calibration_end);
-    returns_mapped := unify._return_counts(calibration_end);
 
-    SELECT count(*), count(*) FILTER (WHERE frequency > 0) INTO n_customers, n_spend FROM pg_temp.unify_purchase_summaries;
 
-    -- Holdout validation (calibration/holdout as in Fader, Hardie & Lee 2005): fit on the
-    -- purchases up to the split, compare predicted and actual purchases after it.
-    SELECT min(day) INTO first_day FROM pg_temp.unify_purchase_days;
-    IF holdout IS NULL THEN
-        holdout := least(365, (calibration_end - first_day) / 2);
-    END IF;
-    candidates := CASE WHEN model = 'auto' THEN ARRAY['bgnbd', 'pareto_nbd'] ELSE ARRAY[model] END;
-    IF coalesce(holdout, 0) > 0 THEN
-        split := calibration_end - holdout;
-        IF to_regclass('pg_temp.unify_holdout_summaries') IS NOT NULL THEN DROP TABLE pg_temp.unify_holdout_summaries; END IF;
-        EXECUTE format($q$
-            CREATE TEMP TABLE unify_holdout_summaries ON COMMIT DROP AS
-            SELECT person_id,
-                   (count(*) FILTER (WHERE day <= %1$L::date) - 1)::float8 AS frequency,
-                   (max(day) FILTER (WHERE day <= %1$L::date) - min(day)) / 7.0::float8 AS recency,
-                   (%1$L::date - min(day)) / 7.0::float8 AS age,
-                   count(*) FILTER (WHERE day > %1$L::date)::float8 AS actual
-            FROM pg_temp.unify_purchase_days GROUP BY person_id HAVING min(day) <= %1$L::date $q$, split);
-        validation := jsonb_build_object('split', split, 'holdout_days', holdout,
-                                         'customers', (SELECT count(*) FROM pg_temp.unify_holdout_summaries));
-        FOREACH m IN ARRAY candidates LOOP
-            validation := validation || jsonb_build_object(m, unify._holdout_check(m, holdout / 7.0));
-        END LOOP;
-        IF model = 'auto' THEN
-            -- The smaller holdout error first; a model whose check failed last.
-            SELECT array_agg(c ORDER BY (validation -> c ->> 'error')::float8 NULLS LAST, c) INTO candidates
-            FROM unnest(candidates) c;
-        END IF;
-    END IF;
-
-    -- Fit on all purchases, in the order of preference; publish the first that converges and
-    -- whose ranking agrees with the data (a given model: only that one).
-    SELECT array_agg(((calibration_end + make_interval(months => mo))::date - calibration_end) / 7.0::float8 ORDER BY mo)
-    INTO month_weeks FROM generate_series(1, horizon_months) mo;
-    SELECT f.* INTO STRICT spend_fit
-    FROM (SELECT coalesce(array_agg(frequency), '{}') AS frequency, coalesce(array_agg(mean_spend), '{}') AS mean_spend,
-                 coalesce(array_agg(n), '{}') AS n
-          FROM (SELECT frequency, mean_spend, count(*)::float8 AS n FROM pg_temp.unify_purchase_summaries
-                WHERE frequency > 0 GROUP BY 1, 2) g) a,
-         LATERAL unify._fit_spend(a.frequency, a.mean_spend, a.n) f;
-    SELECT * INTO fit_input FROM unify._fit_summaries('pg_temp.unify_purchase_summaries');
-    IF fit_input.grid_days > 1 THEN
-        validation := validation || jsonb_build_object('grid_days', fit_input.grid_days);
-    END IF;
-    FOREACH m IN ARRAY candidates LOOP
-        SELECT f.* INTO purchase_fit
-        FROM unify._fit_purchases(m, fit_input.frequency, fit_input.recency, fit_input.age, fit_input.weight) f;
-        IF NOT FOUND THEN
-            -- No customer at all: the strict fit returns no row, and the fit is recorded as failed.
-            SELECT NULL::jsonb AS params, NULL::float8[] AS param_values, NULL::float8 AS log_likelihood, false AS converged,
-                   NULL::int AS evaluations, 'no customers with a purchase up to ' || calibration_end AS status
-            INTO purchase_fit;
-        END IF;
-        chosen := m;
-        top := NULL; bottom := NULL; ok := NULL;
-        final_status := purchase_fit.status;
-        IF purchase_fit.converged THEN
-            IF to_regclass('pg_temp.unify_new_predictions') IS NOT NULL THEN DROP TABLE pg_temp.unify_new_predictions; END IF;
-            CREATE TEMP TABLE unify_new_predictions ON COMMIT DROP AS
-            SELECT s.person_id, s.frequency, s.recency, s.age, s.mean_spend, v[1] AS p_alive, v[2] AS expected_purchases,
-                   v[3] AS expected_spend, v[4] AS clv,
-                   unify._p_purchase(m, purchase_fit.param_values, s.frequency, s.recency, s.age, fit_predictions.purchase_days / 7.0) AS p_purchase
-            FROM pg_temp.unify_purchase_summaries s,
-                 LATERAL unify._predict(m, purchase_fit.param_values,
-                                        CASE WHEN spend_fit.converged THEN spend_fit.param_values END,
-                                        s.frequency, s.recency, s.age, s.mean_spend,
-                                        month_weeks[horizon_months], month_weeks,
-                                        power(1 + discount_rate, 1.0 / 12) - 1) AS v;
-            -- The ranking check: recency and frequency quintiles (5 = most recent, most
-            -- frequent); the best (sum 9-10) must not be less alive than the worst (sum 2-3).
-            WITH q AS (
-                SELECT p_alive, ntile(5) OVER (ORDER BY age - recency DESC, person_id) AS rq,
-                       ntile(5) OVER (ORDER BY frequency, age - recency DESC, person_id) AS fq
-                FROM pg_temp.unify_new_predictions
-            )
-            SELECT avg(p_alive) FILTER (WHERE rq + fq >= 9), avg(p_alive) FILTER (WHERE rq + fq <= 3) INTO top, bottom FROM q;
-            ok := top IS NULL OR bottom IS NULL OR top >= bottom OR NOT check_ranking;
-            validation := jsonb_set(CASE WHEN validation ? m THEN validation ELSE validation || jsonb_build_object(m, '{}'::jsonb) END,
-                                    ARRAY[m, 'all_data'],
-                                    jsonb_build_object('converged', true, 'status', purchase_fit.status, 'params', purchase_fit.params,
-                                                       'alive_recent_frequent', round(top::numeric, 4),
-                                                       'alive_lapsed', round(bottom::numeric, 4),
-                                                       'ranking_ok', top IS NULL OR bottom IS NULL OR top >= bottom));
-            IF ok THEN
-                EXIT;
-            END IF;
-            final_status := format('not published: the ranking contradicts the data (mean P(alive) %s for recent frequent buyers, %s for lapsed ones); the previous predictions stay',
-                                   round(top::numeric, 2), round(bottom::numeric, 2));
-        ELSE
-            validation := jsonb_set(CASE WHEN validation ? m THEN validation ELSE validation || jsonb_build_object(m, '{}'::jsonb) END,
-                                    ARRAY[m, 'all_data'], jsonb_build_object('converged', false, 'status', purchase_fit.status));
-        END IF;
-    END LOOP;
-    IF requested = 'auto' THEN
-        final_status := final_status || CASE
-            WHEN NOT coalesce(purchase_fit.converged AND ok, false) THEN ' (auto: neither model is usable)'
-            WHEN chosen <> candidates[1] THEN format(' (auto: %s, as %s was not usable)', chosen, candidates[1])
-            WHEN validation ? 'split' THEN format(' (auto: %s, the smaller holdout error)', chosen)
-            ELSE format(' (auto: %s; no holdout to compare on)', chosen) END;
-    ELSIF NOT check_ranking AND top < bottom THEN
-        final_status := final_status || format(' (published unchecked: the ranking contradicts the data, mean P(alive) %s for recent frequent buyers, %s for lapsed ones)',
-                                               round(top::numeric, 2), round(bottom::numeric, 2));
-    END IF;
-
-    -- Return probability: the beta-binomial over persons' (returns, orders).
-    IF returns_mapped THEN
-        SELECT count(*) INTO n_return_persons FROM pg_temp.unify_return_counts WHERE orders > 0;
-        SELECT f.* INTO return_fit
-        FROM (SELECT array_agg(returns) AS returns, array_agg(orders) AS orders, array_agg(n) AS n
-              FROM (SELECT returns, orders, count(*)::float8 AS n FROM pg_temp.unify_return_counts GROUP BY 1, 2) g) a,
-             LATERAL unify._fit_returns(a.returns, a.orders, a.n) f;
-        IF NOT FOUND THEN
-            SELECT NULL::jsonb AS params, NULL::float8[] AS param_values, false AS converged,
-                   'no orders up to ' || calibration_end AS status INTO return_fit;
-        END IF;
-    ELSE
-        SELECT NULL::jsonb AS params, NULL::float8[] AS param_values, false AS converged,
-               'no order table maps returned (add_transactions field "returned")' AS status INTO return_fit;
-    END IF;
-
-    INSERT INTO unify.prediction_fits (model, calibration_end, customers, params, log_likelihood, converged, status,
-        evaluations, spend_customers, spend_params, spend_log_likelihood, spend_converged, spend_status,
-        horizon_months, discount_rate, model_requested, purchase_days, holdout_days, holdout_error, validation,
-        alive_recent_frequent, alive_lapsed, ranking_ok, published, return_persons, return_params, return_status)
-    VALUES (chosen, calibration_end, n_customers, nullif(purchase_fit.params, '{}'), purchase_fit.log_likelihood,
-        purchase_fit.converged, final_status, purchase_fit.evaluations,
-        n_spend, nullif(spend_fit.params, '{}'), spend_fit.log_likelihood,
-        spend_fit.converged, spend_fit.status, horizon_months, discount_rate,
-        requested, purchase_days, nullif(holdout, 0), (validation -> chosen ->> 'error')::float8, nullif(validation, '{}'),
-        top, bottom, CASE WHEN purchase_fit.converged THEN top IS NULL OR bottom IS NULL OR top >= bottom END, false, n_return_persons, nullif(return_fit.params, '{}'), return_fit.status)
-    RETURNING fit_id INTO new_fit;
-
-    -- A failed or contradicting fit is reported, and the predictions of the last good fit stay.
-    IF purchase_fit.converged AND ok THEN
-        -- The churn probabilities before, for the threshold crossings below.
-        IF to_regclass('pg_temp.unify_old_churn') IS NOT NULL THEN DROP TABLE pg_temp.unify_old_churn; END IF;
-        CREATE TEMP TABLE unify_old_churn ON COMMIT DROP AS
-        SELECT p.person_id, p.fit_id, p.churn_probability FROM unify.predictions p;
-        DELETE FROM unify.predictions;
-        INSERT INTO unify.predictions (person_id, fit_id, frequency, recency_weeks, age_weeks, mean_spend,
-                                       p_alive, expected_purchases, expected_spend, clv,
-                                       p_purchase, return_probability, orders, returns)
-        SELECT n.person_id, new_fit, n.frequency::int, n.recency, n.age, n.mean_spend,
-               n.p_alive, n.expected_purchases, n.expected_spend, n.clv, n.p_purchase,
-               CASE WHEN return_fit.converged
-                    THEN (coalesce(rc.returns, 0) + return_fit.param_values[1])
-                         / (coalesce(rc.orders, 0) + return_fit.param_values[1] + return_fit.param_values[2]) END,
-               rc.orders::int, rc.returns::int
-        FROM pg_temp.unify_new_predictions n
-        LEFT JOIN pg_temp.unify_return_counts rc ON rc.person_id = n.person_id;
-        GET DIAGNOSTICS written = ROW_COUNT;
-        -- Churn risk crossing customer_unify.churn_risk_threshold (at or above it: at risk), up
-        -- or down, against the predictions this fit replaced. The first published fit (no
-        -- predictions before it) is the baseline: no events. A person new since then (no
-        -- previous prediction) counts as below the threshold before.
-        IF EXISTS (SELECT 1 FROM pg_temp.unify_old_churn) THEN
-            PERFORM unify._outbox_emit_rows('churn_risk_crossed', format($q$
-                SELECT c.person_id, jsonb_build_object(
-                           'direction', CASE WHEN c.now_at_risk THEN 'up' ELSE 'down' END,
-                           'churn_probability', c.churn_probability, 'previous', c.previous,
-                           'threshold', c.threshold, 'fit_id', %s::bigint, 'previous_fit_id', c.previous_fit_id) AS payload
-                FROM (SELECT n.person_id, n.churn_probability, o.churn_probability AS previous, o.fit_id AS previous_fit_id,
-                             n.churn_probability >= t.threshold AS now_at_risk, t.threshold
-                      FROM (SELECT unify._churn_risk_threshold() AS threshold) t
-                      CROSS JOIN unify.predictions n
-                      LEFT JOIN pg_temp.unify_old_churn o ON o.person_id = n.person_id
-                      WHERE (n.churn_probability >= t.threshold) IS DISTINCT FROM coalesce(o.churn_probability >= t.threshold, false)
-                        AND n.churn_probability IS NOT NULL) c
-                ORDER BY c.person_id $q$, new_fit));
-        END IF;
-    END IF;
-    UPDATE unify.prediction_fits f SET predictions = written, published = coalesce(purchase_fit.converged AND ok, false),
-           seconds = round(extract(epoch FROM clock_timestamp() - started)::numeric, 3)
-    WHERE f.fit_id = new_fit;
-    -- Everyone's next best action may follow new predictions (actions.sql).
-    IF purchase_fit.converged AND ok THEN
-        PERFORM unify._refresh_actions_after(NULL, 'fit_predictions');
-    END IF;
-    RETURN (SELECT to_jsonb(f) FROM unify.prediction_fits f WHERE f.fit_id = new_fit);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION unify.refresh_segments(as_of date DEFAULT current_date, lookback interval DEFAULT interval '2 years')
-RETURNS jsonb
-VOLATILE LANGUAGE plpgsql AS $$
-DECLARE
-    started constant timestamptz := clock_timestamp();
-    stats record;
-    changes bigint;
-    written bigint;
-    step_rows bigint;
-    n_persons bigint;
-    cell_segments text[];
-    fractions float8[];
-    r_bounds date[];
-    f_bounds int[];
-    m_bounds numeric[];
-BEGIN
-    IF as_of IS NULL OR lookback IS NULL OR as_of = 'infinity' OR as_of = '-infinity' THEN
-        RAISE EXCEPTION 'refresh_segments: as_of and lookback must be given' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF as_of - lookback >= as_of THEN
-        RAISE EXCEPTION 'lookback % is not a positive interval', lookback
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'For example interval ''2 years''.';
-    END IF;
-    -- One refresh at a time; a second waits.
-    PERFORM unify._lock('segments');
-    PERFORM unify._check_segment_map();
-    SELECT array_agg(c.segments[1] ORDER BY c.r, c.f, c.m) INTO cell_segments FROM unify.segment_map_cells c;
-
-    IF to_regclass('pg_temp.unify_person_rfm') IS NOT NULL THEN DROP TABLE pg_temp.unify_person_rfm; END IF;
-    EXECUTE format($q$
-        CREATE TEMP TABLE unify_person_rfm ON COMMIT DROP AS
-        SELECT a.*, pe.person_id IS NOT NULL AND a.frequency > 0 AS scored
-        FROM (SELECT person_id,
-                     max(last_purchase) AS last_purchase,
-                     sum(frequency)::int AS frequency,
-                     greatest(coalesce(sum(monetary), 0), 0) AS monetary,
-                     sum(orders) AS orders,
-                     sum(skipped) AS skipped
-              FROM (%s) o
-              GROUP BY person_id) a
-        LEFT JOIN unify.persons pe ON pe.person_id = a.person_id   -- records may name a person not yet resolved
-        $q$, unify._orders_query((as_of - lookback)::date, as_of, per_customer => true));
-
-    SELECT coalesce(sum(orders) FILTER (WHERE person_id IS NULL), 0) AS unmatched,
-           coalesce(sum(orders) FILTER (WHERE person_id IS NOT NULL), 0) AS orders,
-           coalesce(sum(skipped), 0) AS skipped,
-           count(*) FILTER (WHERE scored) AS scored
-    INTO stats FROM unify_person_rfm;
-    n_persons := stats.scored;
-
-    -- A score is 1 + the number of fifth-boundaries a value is above: value v scores at least
-    -- k + 1 when at least ceil(k·n/5) scored persons do strictly worse, i.e. when the
-    -- ceil(k·n/5)-th smallest value is below v. Same scores as 1 + floor(5·(rank - 1)/n), but
-    -- three sorts of one column instead of three window passes over the rows. The fractions
-    -- (p - 0.5)/n make percentile_disc pick exactly the p-th value whatever the rounding.
-    IF n_persons > 0 THEN
-        SELECT array_agg(((k * n_persons + 4) / 5 - 0.5) / n_persons ORDER BY k) INTO fractions FROM generate_series(1, 4) k;
-        SELECT percentile_disc(fractions) WITHIN GROUP (ORDER BY p.last_purchase),
-               percentile_disc(fractions) WITHIN GROUP (ORDER BY p.frequency),
-               percentile_disc(fractions) WITHIN GROUP (ORDER BY p.monetary)
-        INTO r_bounds, f_bounds, m_bounds
-        FROM unify_person_rfm p WHERE p.scored;
-    END IF;
-
-    -- Only the rows to write: persons whose figures, scores or segment changed, new ones, and
-    -- those leaving the window (no new row).
-    IF to_regclass('pg_temp.unify_segment_writes') IS NOT NULL THEN DROP TABLE pg_temp.unify_segment_writes; END IF;
-    CREATE TEMP TABLE unify_segment_writes ON COMMIT DROP AS
-    WITH scored AS (
-        SELECT p.person_id, p.last_purchase, p.frequency, p.monetary,
-               (1 + (p.last_purchase > r_bounds[1])::int + (p.last_purchase > r_bounds[2])::int
-                  + (p.last_purchase > r_bounds[3])::int + (p.last_purchase > r_bounds[4])::int)::smallint AS r_score,
-               (1 + (p.frequency > f_bounds[1])::int + (p.frequency > f_bounds[2])::int
-                  + (p.frequency > f_bounds[3])::int + (p.frequency > f_bounds[4])::int)::smallint AS f_score,
-               (1 + (p.monetary > m_bounds[1])::int + (p.monetary > m_bounds[2])::int
-                  + (p.monetary > m_bounds[3])::int + (p.monetary > m_bounds[4])::int)::smallint AS m_score
-        FROM unify_person_rfm p
-        WHERE p.scored
-    )
-    -- The segment of cell (r, f, m) is cell_segments[(r-1)*25 + (f-1)*5 + m]: an array lookup,
-    -- not a join the planner cannot estimate.
-    , named AS (
-        SELECT s.*, cell_segments[(s.r_score - 1) * 25 + (s.f_score - 1) * 5 + s.m_score] AS segment FROM scored s
-    )
-    SELECT coalesce(s.person_id, o.person_id) AS person_id, s.person_id IS NOT NULL AS segmented,
-           s.last_purchase, s.frequency, s.monetary, s.r_score, s.f_score, s.m_score,
-           s.segment, o.person_id IS NOT NULL AS existed, o.segment AS old_segment,
-           CASE WHEN o.segment = s.segment THEN o.segment_since ELSE refresh_segments.as_of END AS segment_since
-    FROM named s
-    FULL JOIN unify.segments o ON o.person_id = s.person_id
-    WHERE (o.last_purchase, o.frequency, o.monetary, o.r_score, o.f_score, o.m_score, o.segment)
-          IS DISTINCT FROM (s.last_purchase, s.frequency, s.monetary, s.r_score, s.f_score, s.m_score, s.segment);
-
-    -- Write only what changed.
-    DELETE FROM unify.segments o USING unify_segment_writes w WHERE NOT w.segmented AND o.person_id = w.person_id;
-    GET DIAGNOSTICS written = ROW_COUNT;
-    UPDATE unify.segments o
-    SET last_purchase = w.last_purchase, frequency = w.frequency, monetary = w.monetary, r_score = w.r_score,
-        f_score = w.f_score, m_score = w.m_score, segment = w.segment, segment_since = w.segment_since
-    FROM unify_segment_writes w WHERE w.segmented AND w.existed AND o.person_id = w.person_id;
-    GET DIAGNOSTICS step_rows = ROW_COUNT;
-    written := written + step_rows;
-    INSERT INTO unify.segments (person_id, last_purchase, frequency, monetary, r_score, f_score, m_score, segment, segment_since)
-    SELECT w.person_id, w.last_purchase, w.frequency, w.monetary, w.r_score, w.f_score, w.m_score, w.segment, w.segment_since
-    FROM unify_segment_writes w WHERE NOT w.existed;
-    GET DIAGNOSTICS step_rows = ROW_COUNT;
-    written := written + step_rows;
-
-    -- Each change also goes to the outbox: left the old segment, entered the new; in chunks
-    -- (unify._outbox_emit_rows), so the payloads of a run that changes everyone are never all
-    -- held at once.
-    IF to_regclass('pg_temp.unify_segment_changes') IS NOT NULL THEN DROP TABLE pg_temp.unify_segment_changes; END IF;
-    CREATE TEMP TABLE unify_segment_changes (change_id bigint, person_id bigint, from_segment text, to_segment text, as_of date)
-        ON COMMIT DROP;
-    WITH history AS (
-        INSERT INTO unify.segment_history AS sh (person_id, from_segment, to_segment, as_of)
-        SELECT w.person_id, w.old_segment, w.segment, refresh_segments.as_of FROM unify_segment_writes w
-        WHERE w.old_segment IS DISTINCT FROM w.segment
-        ORDER BY w.person_id
-        RETURNING sh.change_id, sh.person_id, sh.from_segment, sh.to_segment, sh.as_of
-    )
-    INSERT INTO pg_temp.unify_segment_changes SELECT h.change_id, h.person_id, h.from_segment, h.to_segment, h.as_of FROM history h;
-    GET DIAGNOSTICS changes = ROW_COUNT;
-    PERFORM unify._outbox_emit_rows('segment_left',
-        $q$SELECT h.person_id, jsonb_build_object('segment', h.from_segment, 'to_segment', h.to_segment, 'as_of', h.as_of,
-                                                 'change_id', h.change_id) AS payload
-           FROM pg_temp.unify_segment_changes h WHERE h.from_segment IS NOT NULL ORDER BY h.change_id$q$);
-    PERFORM unify._outbox_emit_rows('segment_entered',
-        $q$SELECT h.person_id, jsonb_build_object('segment', h.to_segment, 'from_segment', h.from_segment, 'as_of', h.as_of,
-                                                 'change_id', h.change_id) AS payload
-           FROM pg_temp.unify_segment_changes h WHERE h.to_segment IS NOT NULL ORDER BY h.change_id$q$);
-    -- Delivered at commit, one per change, for activation programs that LISTEN.
-    PERFORM pg_notify('unify_segment_changed',
-                      json_build_object('person_id', w.person_id, 'from', w.old_segment, 'to', w.segment)::text)
-    FROM unify_segment_writes w WHERE w.old_segment IS DISTINCT FROM w.segment ORDER BY w.person_id;
-
-    INSERT INTO unify.segment_runs (as_of, lookback, persons, orders, unmatched_orders, skipped_no_rate, rows_written, changes, seconds)
-    VALUES (as_of, lookback, n_persons, stats.orders, stats.unmatched, stats.skipped, written, changes,
-            round(extract(epoch FROM clock_timestamp() - started)::numeric, 3));
-    -- The next best actions of the persons whose segment changed (actions.sql).
-    PERFORM unify._refresh_actions_after(ARRAY(SELECT w.person_id FROM unify_segment_writes w
-                                               WHERE w.old_segment IS DISTINCT FROM w.segment), 'refresh_segments');
-
-    RETURN jsonb_build_object(
-        'as_of', as_of,
-        'persons', n_persons,
-        'orders', stats.orders,
-        'unmatched_orders', stats.unmatched,
-        'skipped_no_rate', stats.skipped,
-        'rows_written', written,
-        'changes', changes,
-        'seconds', round(extract(epoch FROM clock_timestamp() - started)::numeric, 3));
-END
-$$;
-
-CREATE OR REPLACE FUNCTION unify._refresh_actions(person_ids bigint[], cause text) RETURNS jsonb
-VOLATILE LANGUAGE plpgsql AS $$
-DECLARE
-    started constant timestamptz := clock_timestamp();
-    n_persons bigint;
-    n_changes bigint;
-    written bigint := 0;
-    step_rows bigint;
-    carts boolean;
-    -- Many given persons (refresh_segments after a run that changed everyone): joined from a
-    -- temporary table (issue 27), not `= ANY (array)`, which holds several hundred bytes per
-    -- element in the index scans' sorted keys and the plans' copies. A few (a trigger's
-    -- statement): `= ANY`, without a temporary table per call.
-    many constant boolean := cardinality(person_ids) > 1000;
-    only_some constant text := CASE WHEN person_ids IS NULL THEN ''
-                                    WHEN many THEN ' WHERE p.person_id IN (SELECT a.person_id FROM pg_temp.unify_action_persons a)'
-                                    ELSE ' WHERE p.person_id = ANY ($1)' END;
-BEGIN
-    IF person_ids IS NOT NULL AND cardinality(person_ids) = 0 THEN
-        RETURN jsonb_build_object('persons', 0, 'rows_written', 0, 'changes', 0, 'seconds', 0);
-    END IF;
-    PERFORM unify._lock('actions');
-    PERFORM unify._check_action_map();
-    IF to_regclass('pg_temp.unify_action_rules') IS NOT NULL THEN DROP TABLE pg_temp.unify_action_rules; END IF;
-    IF to_regclass('pg_temp.unify_action_carts') IS NOT NULL THEN DROP TABLE pg_temp.unify_action_carts; END IF;
-    IF to_regclass('pg_temp.unify_action_writes') IS NOT NULL THEN DROP TABLE pg_temp.unify_action_writes; END IF;
-    IF to_regclass('pg_temp.unify_action_persons') IS NOT NULL THEN DROP TABLE pg_temp.unify_action_persons; END IF;
-    IF many THEN
-        CREATE TEMP TABLE unify_action_persons ON COMMIT DROP AS SELECT DISTINCT i.person_id FROM unnest(person_ids) i (person_id);
-        ANALYZE pg_temp.unify_action_persons;
-    END IF;
-    CREATE TEMP TABLE unify_action_rules ON COMMIT DROP AS SELECT * FROM unify.action_rules;
-    -- Carts only if a rule asks and events exist.
-    CREATE TEMP TABLE unify_action_carts (person_id bigint PRIMARY KEY, state text NOT NULL) ON COMMIT DROP;
-    carts := EXISTS (SELECT 1 FROM pg_temp.unify_action_rules r WHERE r.cart IS NOT NULL) AND EXISTS (SELECT 1 FROM unify.event_sources);
-    IF carts THEN
-        -- Apart: for some persons the filter reaches the events' person_id index.
-        IF person_ids IS NULL THEN
-            INSERT INTO pg_temp.unify_action_carts (person_id, state)
-            SELECT oc.person_id, CASE WHEN ac.cart_id IS NULL THEN 'open' ELSE 'abandoned' END
-            FROM unify.open_carts oc LEFT JOIN unify.abandoned_carts ac ON ac.cart_id = oc.cart_id;
-        ELSE
-            INSERT INTO pg_temp.unify_action_carts (person_id, state)
-            SELECT oc.person_id, CASE WHEN ac.cart_id IS NULL THEN 'open' ELSE 'abandoned' END
-            FROM unify.open_carts oc LEFT JOIN unify.abandoned_carts ac ON ac.cart_id = oc.cart_id
-            WHERE oc.person_id = ANY (person_ids);
-        END IF;
-    END IF;
-
-    EXECUTE format($q$
-        CREATE TEMP TABLE unify_action_writes ON COMMIT DROP AS
-        WITH computed AS (
-            SELECT p.person_id, m.priority, m.action, m.channel, m.description
-            FROM unify.persons p
-            LEFT JOIN unify.segments s ON s.person_id = p.person_id
-            LEFT JOIN unify.predictions pr ON pr.person_id = p.person_id
-            LEFT JOIN pg_temp.unify_action_carts c ON c.person_id = p.person_id
-            CROSS JOIN LATERAL (
-                SELECT r.priority, r.action, r.channel, r.description FROM pg_temp.unify_action_rules r
-                WHERE (r.segments IS NULL OR s.segment = ANY (r.segments))
-                  AND (r.churn_at_least IS NULL OR pr.churn_probability >= r.churn_at_least)
-                  AND (r.churn_below IS NULL OR pr.churn_probability < r.churn_below)
-                  AND (r.p_purchase_at_least IS NULL OR pr.p_purchase >= r.p_purchase_at_least)
-                  AND (r.p_purchase_below IS NULL OR pr.p_purchase < r.p_purchase_below)
-                  AND (r.clv_at_least IS NULL OR pr.clv >= r.clv_at_least)
-                  AND (r.clv_below IS NULL OR pr.clv < r.clv_below)
-                  AND (r.cart IS NULL OR r.cart = coalesce(c.state, 'none') OR (r.cart = 'open' AND c.state = 'abandoned'))
-                  -- The channel: consented to and reachable on.
-                  AND CASE r.channel
-                      WHEN 'email' THEN coalesce(p.consent_email, false) AND p.email IS NOT NULL
-                      WHEN 'phone' THEN coalesce(p.consent_phone, false) AND (p.phone IS NOT NULL OR p.mobile IS NOT NULL)
-                      WHEN 'post' THEN coalesce(p.consent_post, false) AND p.street IS NOT NULL AND p.postcode IS NOT NULL
-                      ELSE r.channel IS NULL END
-                ORDER BY r.priority LIMIT 1) m
-            %1$s
-        ), wanted AS (
-            SELECT * FROM computed WHERE action <> 'none'
-        ), held AS (
-            SELECT o.* FROM unify.person_actions o %2$s
-        )
-        SELECT coalesce(n.person_id, o.person_id) AS person_id, n.person_id IS NOT NULL AS has_action,
-               o.person_id IS NOT NULL AS existed, n.action, n.channel, n.priority, n.description,
-               o.action AS old_action, o.channel AS old_channel,
-               (o.action, o.channel) IS DISTINCT FROM (n.action, n.channel) AS changed,
-               CASE WHEN (o.action, o.channel) IS DISTINCT FROM (n.action, n.channel) THEN now() ELSE o.since END AS since
-        FROM wanted n
-        FULL JOIN held o ON o.person_id = n.person_id
-        WHERE (o.action, o.channel, o.rule_priority, o.reason) IS DISTINCT FROM (n.action, n.channel, n.priority, n.description)
-        $q$, only_some, replace(only_some, 'WHERE p.person_id', 'WHERE o.person_id'))
-    USING person_ids;
-
-    IF person_ids IS NULL THEN
-        SELECT count(*) INTO n_persons FROM unify.persons p;
-    ELSE
-        EXECUTE 'SELECT count(*) FROM unify.persons p' || only_some INTO n_persons USING person_ids;
-    END IF;
-    DELETE FROM unify.person_actions o USING pg_temp.unify_action_writes w WHERE NOT w.has_action AND o.person_id = w.person_id;
-    GET DIAGNOSTICS written = ROW_COUNT;
-    UPDATE unify.person_actions o
-    SET action = w.action, channel = w.channel, rule_priority = w.priority, reason = w.description, since = w.since,
-        computed_at = now()
-    FROM pg_temp.unify_action_writes w WHERE w.has_action AND w.existed AND o.person_id = w.person_id;
-    GET DIAGNOSTICS step_rows = ROW_COUNT;
-    written := written + step_rows;
-    INSERT INTO unify.person_actions (person_id, action, channel, rule_priority, reason, since, computed_at)
-    SELECT w.person_id, w.action, w.channel, w.priority, w.description, w.since, now()
-    FROM pg_temp.unify_action_writes w WHERE w.has_action AND NOT w.existed;
-    GET DIAGNOSTICS step_rows = ROW_COUNT;
-    written := written + step_rows;
-
-    -- In chunks (unify._outbox_emit_rows): a change of everyone's action holds one chunk of payloads.
-    n_changes := unify._outbox_emit_rows('action_changed', format(
-        $q$SELECT w.person_id, jsonb_build_object('action', w.action, 'channel', w.channel, 'previous', w.old_action,
-                                                 'previous_channel', w.old_channel, 'rule_priority', w.priority,
-                                                 'cause', %L::text, 'since', w.since) AS payload
-           FROM pg_temp.unify_action_writes w WHERE w.changed ORDER BY w.person_id$q$, cause));
-
-    RETURN jsonb_build_object('persons', n_persons, 'rows_written', written, 'changes', n_changes,
-                              'seconds', round(extract(epoch FROM clock_timestamp() - started)::numeric, 3));
-END
-$$;
 
 REVOKE ALL ON FUNCTION unify._outbox_emit_rows(text, text), unify._fit_summaries(regclass, bigint)
     FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
@@ -6240,7 +5078,8 @@ ALTER FUNCTION unify.refresh_segments(date, interval) SECURITY DEFINER;
 ALTER FUNCTION unify._refresh_actions(bigint[], text) SET search_path = pg_catalog, pg_temp;
 
 -- Issue 27, refresh_segments within the budget: at most customer_unify.segment_notify_limit
--- (default 10000) NOTIFYs a run, one per change; above it one for the run.
+-- (default 10000) NOTIFYs a run, one per change; above it one for the run (refresh_segments
+-- itself is defined once, in its final form, where this step first replaces it).
 CREATE FUNCTION unify._segment_notify_limit() RETURNS bigint
 STABLE LANGUAGE plpgsql AS $$
 DECLARE
@@ -6256,172 +5095,5 @@ BEGIN
     RETURN setting::bigint;
 END
 $$;
-
-CREATE OR REPLACE FUNCTION unify.refresh_segments(as_of date DEFAULT current_date, lookback interval DEFAULT interval '2 years')
-RETURNS jsonb
-VOLATILE LANGUAGE plpgsql AS $$
-DECLARE
-    started constant timestamptz := clock_timestamp();
-    stats record;
-    changes bigint;
-    written bigint;
-    step_rows bigint;
-    n_persons bigint;
-    cell_segments text[];
-    fractions float8[];
-    r_bounds date[];
-    f_bounds int[];
-    m_bounds numeric[];
-    notify_limit bigint;
-BEGIN
-    IF as_of IS NULL OR lookback IS NULL OR as_of = 'infinity' OR as_of = '-infinity' THEN
-        RAISE EXCEPTION 'refresh_segments: as_of and lookback must be given' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    -- A bad setting fails before any work.
-    notify_limit := unify._segment_notify_limit();
-    IF as_of - lookback >= as_of THEN
-        RAISE EXCEPTION 'lookback % is not a positive interval', lookback
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'For example interval ''2 years''.';
-    END IF;
-    -- One refresh at a time; a second waits.
-    PERFORM unify._lock('segments');
-    PERFORM unify._check_segment_map();
-    SELECT array_agg(c.segments[1] ORDER BY c.r, c.f, c.m) INTO cell_segments FROM unify.segment_map_cells c;
-
-    IF to_regclass('pg_temp.unify_person_rfm') IS NOT NULL THEN DROP TABLE pg_temp.unify_person_rfm; END IF;
-    EXECUTE format($q$
-        CREATE TEMP TABLE unify_person_rfm ON COMMIT DROP AS
-        SELECT a.*, pe.person_id IS NOT NULL AND a.frequency > 0 AS scored
-        FROM (SELECT person_id,
-                     max(last_purchase) AS last_purchase,
-                     sum(frequency)::int AS frequency,
-                     greatest(coalesce(sum(monetary), 0), 0) AS monetary,
-                     sum(orders) AS orders,
-                     sum(skipped) AS skipped
-              FROM (%s) o
-              GROUP BY person_id) a
-        LEFT JOIN unify.persons pe ON pe.person_id = a.person_id   -- records may name a person not yet resolved
-        $q$, unify._orders_query((as_of - lookback)::date, as_of, per_customer => true));
-
-    SELECT coalesce(sum(orders) FILTER (WHERE person_id IS NULL), 0) AS unmatched,
-           coalesce(sum(orders) FILTER (WHERE person_id IS NOT NULL), 0) AS orders,
-           coalesce(sum(skipped), 0) AS skipped,
-           count(*) FILTER (WHERE scored) AS scored
-    INTO stats FROM unify_person_rfm;
-    n_persons := stats.scored;
-
-    -- A score is 1 + the number of fifth-boundaries a value is above: value v scores at least
-    -- k + 1 when at least ceil(k·n/5) scored persons do strictly worse, i.e. when the
-    -- ceil(k·n/5)-th smallest value is below v. Same scores as 1 + floor(5·(rank - 1)/n), but
-    -- three sorts of one column instead of three window passes over the rows. The fractions
-    -- (p - 0.5)/n make percentile_disc pick exactly the p-th value whatever the rounding.
-    IF n_persons > 0 THEN
-        SELECT array_agg(((k * n_persons + 4) / 5 - 0.5) / n_persons ORDER BY k) INTO fractions FROM generate_series(1, 4) k;
-        SELECT percentile_disc(fractions) WITHIN GROUP (ORDER BY p.last_purchase),
-               percentile_disc(fractions) WITHIN GROUP (ORDER BY p.frequency),
-               percentile_disc(fractions) WITHIN GROUP (ORDER BY p.monetary)
-        INTO r_bounds, f_bounds, m_bounds
-        FROM unify_person_rfm p WHERE p.scored;
-    END IF;
-
-    -- Only the rows to write: persons whose figures, scores or segment changed, new ones, and
-    -- those leaving the window (no new row).
-    IF to_regclass('pg_temp.unify_segment_writes') IS NOT NULL THEN DROP TABLE pg_temp.unify_segment_writes; END IF;
-    CREATE TEMP TABLE unify_segment_writes ON COMMIT DROP AS
-    WITH scored AS (
-        SELECT p.person_id, p.last_purchase, p.frequency, p.monetary,
-               (1 + (p.last_purchase > r_bounds[1])::int + (p.last_purchase > r_bounds[2])::int
-                  + (p.last_purchase > r_bounds[3])::int + (p.last_purchase > r_bounds[4])::int)::smallint AS r_score,
-               (1 + (p.frequency > f_bounds[1])::int + (p.frequency > f_bounds[2])::int
-                  + (p.frequency > f_bounds[3])::int + (p.frequency > f_bounds[4])::int)::smallint AS f_score,
-               (1 + (p.monetary > m_bounds[1])::int + (p.monetary > m_bounds[2])::int
-                  + (p.monetary > m_bounds[3])::int + (p.monetary > m_bounds[4])::int)::smallint AS m_score
-        FROM unify_person_rfm p
-        WHERE p.scored
-    )
-    -- The segment of cell (r, f, m) is cell_segments[(r-1)*25 + (f-1)*5 + m]: an array lookup,
-    -- not a join the planner cannot estimate.
-    , named AS (
-        SELECT s.*, cell_segments[(s.r_score - 1) * 25 + (s.f_score - 1) * 5 + s.m_score] AS segment FROM scored s
-    )
-    SELECT coalesce(s.person_id, o.person_id) AS person_id, s.person_id IS NOT NULL AS segmented,
-           s.last_purchase, s.frequency, s.monetary, s.r_score, s.f_score, s.m_score,
-           s.segment, o.person_id IS NOT NULL AS existed, o.segment AS old_segment,
-           CASE WHEN o.segment = s.segment THEN o.segment_since ELSE refresh_segments.as_of END AS segment_since
-    FROM named s
-    FULL JOIN unify.segments o ON o.person_id = s.person_id
-    WHERE (o.last_purchase, o.frequency, o.monetary, o.r_score, o.f_score, o.m_score, o.segment)
-          IS DISTINCT FROM (s.last_purchase, s.frequency, s.monetary, s.r_score, s.f_score, s.m_score, s.segment);
-
-    -- Write only what changed.
-    DELETE FROM unify.segments o USING unify_segment_writes w WHERE NOT w.segmented AND o.person_id = w.person_id;
-    GET DIAGNOSTICS written = ROW_COUNT;
-    UPDATE unify.segments o
-    SET last_purchase = w.last_purchase, frequency = w.frequency, monetary = w.monetary, r_score = w.r_score,
-        f_score = w.f_score, m_score = w.m_score, segment = w.segment, segment_since = w.segment_since
-    FROM unify_segment_writes w WHERE w.segmented AND w.existed AND o.person_id = w.person_id;
-    GET DIAGNOSTICS step_rows = ROW_COUNT;
-    written := written + step_rows;
-    INSERT INTO unify.segments (person_id, last_purchase, frequency, monetary, r_score, f_score, m_score, segment, segment_since)
-    SELECT w.person_id, w.last_purchase, w.frequency, w.monetary, w.r_score, w.f_score, w.m_score, w.segment, w.segment_since
-    FROM unify_segment_writes w WHERE NOT w.existed;
-    GET DIAGNOSTICS step_rows = ROW_COUNT;
-    written := written + step_rows;
-
-    -- Each change also goes to the outbox: left the old segment, entered the new; in chunks
-    -- (unify._outbox_emit_rows), so the payloads of a run that changes everyone are never all
-    -- held at once.
-    IF to_regclass('pg_temp.unify_segment_changes') IS NOT NULL THEN DROP TABLE pg_temp.unify_segment_changes; END IF;
-    CREATE TEMP TABLE unify_segment_changes (change_id bigint, person_id bigint, from_segment text, to_segment text, as_of date)
-        ON COMMIT DROP;
-    WITH history AS (
-        INSERT INTO unify.segment_history AS sh (person_id, from_segment, to_segment, as_of)
-        SELECT w.person_id, w.old_segment, w.segment, refresh_segments.as_of FROM unify_segment_writes w
-        WHERE w.old_segment IS DISTINCT FROM w.segment
-        ORDER BY w.person_id
-        RETURNING sh.change_id, sh.person_id, sh.from_segment, sh.to_segment, sh.as_of
-    )
-    INSERT INTO pg_temp.unify_segment_changes SELECT h.change_id, h.person_id, h.from_segment, h.to_segment, h.as_of FROM history h;
-    GET DIAGNOSTICS changes = ROW_COUNT;
-    PERFORM unify._outbox_emit_rows('segment_left',
-        $q$SELECT h.person_id, jsonb_build_object('segment', h.from_segment, 'to_segment', h.to_segment, 'as_of', h.as_of,
-                                                 'change_id', h.change_id) AS payload
-           FROM pg_temp.unify_segment_changes h WHERE h.from_segment IS NOT NULL ORDER BY h.change_id$q$);
-    PERFORM unify._outbox_emit_rows('segment_entered',
-        $q$SELECT h.person_id, jsonb_build_object('segment', h.to_segment, 'from_segment', h.from_segment, 'as_of', h.as_of,
-                                                 'change_id', h.change_id) AS payload
-           FROM pg_temp.unify_segment_changes h WHERE h.to_segment IS NOT NULL ORDER BY h.change_id$q$);
-    -- Delivered at commit, for activation programs that LISTEN: one per change up to
-    -- customer_unify.segment_notify_limit, else one for the run (the changes are in
-    -- unify.segment_history and the outbox either way).
-    IF changes <= notify_limit THEN
-        PERFORM pg_notify('unify_segment_changed',
-                          json_build_object('person_id', w.person_id, 'from', w.old_segment, 'to', w.segment)::text)
-        FROM unify_segment_writes w WHERE w.old_segment IS DISTINCT FROM w.segment ORDER BY w.person_id;
-    ELSE
-        PERFORM pg_notify('unify_segment_changed', json_build_object('changes', changes, 'as_of', as_of)::text);
-    END IF;
-
-    INSERT INTO unify.segment_runs (as_of, lookback, persons, orders, unmatched_orders, skipped_no_rate, rows_written, changes, seconds)
-    VALUES (as_of, lookback, n_persons, stats.orders, stats.unmatched, stats.skipped, written, changes,
-            round(extract(epoch FROM clock_timestamp() - started)::numeric, 3));
-    -- The next best actions of the persons whose segment changed (actions.sql).
-    PERFORM unify._refresh_actions_after(ARRAY(SELECT w.person_id FROM unify_segment_writes w
-                                               WHERE w.old_segment IS DISTINCT FROM w.segment), 'refresh_segments');
-
-    RETURN jsonb_build_object(
-        'as_of', as_of,
-        'persons', n_persons,
-        'orders', stats.orders,
-        'unmatched_orders', stats.unmatched,
-        'skipped_no_rate', stats.skipped,
-        'rows_written', written,
-        'changes', changes,
-        'seconds', round(extract(epoch FROM clock_timestamp() - started)::numeric, 3));
-END
-$$;
-
 REVOKE ALL ON FUNCTION unify._segment_notify_limit() FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
 ALTER FUNCTION unify._segment_notify_limit() SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION unify.refresh_segments(date, interval) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION unify.refresh_segments(date, interval) SECURITY DEFINER;
