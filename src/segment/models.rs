@@ -540,20 +540,29 @@ mod tests {
         let c = cdnow_customers();
         let prepared = Prepared::new(&c);
         assert!(prepared.len() < c.len(), "CDNOW has identical summaries");
-        for (model, p) in [
-            (Model::BgNbd, [0.243, 4.414, 0.793, 2.426]),
-            (Model::BgNbd, [1.5, 20.0, 0.2, 7.0]),
-            (Model::ParetoNbd, [0.553, 10.578, 0.606, 11.669]),
-            (Model::ParetoNbd, [0.553, 12.0, 0.606, 3.0]),
-        ] {
+        assert_prepared_sums_each(
+            &c,
+            &prepared,
+            &[
+                (Model::BgNbd, [0.243, 4.414, 0.793, 2.426]),
+                (Model::BgNbd, [1.5, 20.0, 0.2, 7.0]),
+                (Model::ParetoNbd, [0.553, 10.578, 0.606, 11.669]),
+                (Model::ParetoNbd, [0.553, 12.0, 0.606, 3.0]),
+            ],
+        );
+    }
+
+    /// The prepared total log-likelihood equals the weighted sum over the summaries, to 1e-12.
+    fn assert_prepared_sums_each(c: &[Summary], prepared: &Prepared, cases: &[(Model, [f64; 4])]) {
+        for (model, p) in cases {
             let each: f64 = c
                 .iter()
-                .map(|s| s.weight * model.log_likelihood(&p, s))
+                .map(|s| s.weight * model.log_likelihood(p, s))
                 .sum();
-            let prepared_total = prepared.total_log_likelihood(model, &p);
+            let total = prepared.total_log_likelihood(*model, p);
             assert!(
-                ((prepared_total - each) / each).abs() < 1e-12,
-                "{model:?} {p:?}: {prepared_total} vs {each}"
+                ((total - each) / each).abs() < 1e-12,
+                "{model:?} {p:?}: {total} vs {each}"
             );
         }
     }
@@ -613,20 +622,14 @@ mod tests {
         let prepared = Prepared::new(&c);
         assert_eq!(prepared.len(), 3);
         assert_eq!(prepared.total_weight(), 8.0);
-        for (model, p) in [
-            (Model::BgNbd, [0.243, 4.414, 0.793, 2.426]),
-            (Model::ParetoNbd, [0.553, 10.578, 0.606, 11.669]),
-        ] {
-            let each: f64 = c
-                .iter()
-                .map(|s| s.weight * model.log_likelihood(&p, s))
-                .sum();
-            let got = prepared.total_log_likelihood(model, &p);
-            assert!(
-                ((got - each) / each).abs() < 1e-12,
-                "{model:?}: {got} vs {each}"
-            );
-        }
+        assert_prepared_sums_each(
+            &c,
+            &prepared,
+            &[
+                (Model::BgNbd, [0.243, 4.414, 0.793, 2.426]),
+                (Model::ParetoNbd, [0.553, 10.578, 0.606, 11.669]),
+            ],
+        );
     }
 
     /// Timing on a summary file (frequency,recency,age,weight lines, no header), for the
