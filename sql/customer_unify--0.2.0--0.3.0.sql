@@ -4525,18 +4525,8 @@ $$;
 -- made by another role first is dropped (see unify._prepare_stage), emptied otherwise.
 CREATE FUNCTION unify._citus_prepare_clean(full_read boolean) RETURNS void
 VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
-DECLARE
-    foreign_stage record;
 BEGIN
-    FOR foreign_stage IN
-        SELECT c.oid::regclass AS name, c.relkind FROM pg_catalog.pg_class c
-        WHERE c.oid = to_regclass('pg_temp.unify_clean_rows')
-          AND c.relowner <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
-    LOOP
-        EXECUTE format('DROP %s %s CASCADE',
-                       CASE foreign_stage.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
-                            WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, foreign_stage.name);
-    END LOOP;
+    PERFORM unify._drop_foreign_temp(ARRAY['unify_clean_rows']);
     IF to_regclass('pg_temp.unify_clean_rows') IS NULL THEN
         -- The columns of unify._normalized_query, in its order.
         CREATE TEMP TABLE unify_clean_rows (
@@ -5097,3 +5087,53 @@ END
 $$;
 REVOKE ALL ON FUNCTION unify._segment_notify_limit() FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
 ALTER FUNCTION unify._segment_notify_limit() SET search_path = pg_catalog, pg_temp;
+
+-- Review of issue 27: the check that drops a temporary stage made by another role, written out
+-- in unify._prepare_stage and again in unify._citus_prepare_clean, is one function both call.
+-- Drops those of this session's temporary relations `names` that another role made: only
+-- tables the current role made itself are written, because one made first by another role in
+-- this session (an admin before calling sync) could carry a trigger, rule or index expression
+-- of theirs, which our writes would run as us.
+CREATE FUNCTION unify._drop_foreign_temp(names text[]) RETURNS void
+VOLATILE STRICT LANGUAGE plpgsql SET client_min_messages = warning AS $$
+DECLARE
+    foreign_stage record;
+BEGIN
+    FOR foreign_stage IN
+        SELECT c.oid::regclass AS name, c.relkind FROM pg_catalog.pg_class c
+        WHERE c.oid IN (SELECT pg_catalog.to_regclass('pg_temp.' || n) FROM unnest(names) AS n)
+          AND c.relowner <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
+    LOOP
+        EXECUTE format('DROP %s %s CASCADE',
+                       CASE foreign_stage.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                            WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, foreign_stage.name);
+    END LOOP;
+END
+$$;
+CREATE OR REPLACE FUNCTION unify._prepare_stage(full_read boolean) RETURNS void
+VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
+BEGIN
+    PERFORM unify._drop_foreign_temp(ARRAY['unify_source_rows', 'unify_source_keys']);
+    IF to_regclass('pg_temp.unify_source_keys') IS NULL AND to_regclass('pg_temp.unify_source_rows') IS NOT NULL THEN
+        DROP TABLE pg_temp.unify_source_rows;
+    END IF;
+    IF to_regclass('pg_temp.unify_source_rows') IS NULL THEN
+        EXECUTE (SELECT format('CREATE TEMP TABLE unify_source_rows (source_key text, %s)',
+                               string_agg(format('%I %s', f.field, f.stage_type), ', '))
+                 FROM unify._canonical_field_types() AS f);
+        GRANT INSERT ON pg_temp.unify_source_rows TO PUBLIC;
+        -- Every key a full sync saw, over all its parts: records of other keys are gone.
+        CREATE TEMP TABLE IF NOT EXISTS unify_source_keys (source_key text);
+    ELSIF full_read OR pg_relation_size('pg_temp.unify_source_rows') > 8 * 1024 * 1024 THEN
+        -- Temporary tables are never vacuumed: a full read or a large stage starts over in a
+        -- new file (a queue batch's few rows are deleted: cheaper than a new file each time).
+        TRUNCATE pg_temp.unify_source_rows, pg_temp.unify_source_keys;
+    ELSE
+        DELETE FROM pg_temp.unify_source_rows;
+        DELETE FROM pg_temp.unify_source_keys;
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION unify._drop_foreign_temp(text[]) FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
+ALTER FUNCTION unify._drop_foreign_temp(text[]) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify._prepare_stage(boolean) SET search_path = pg_catalog, pg_temp;

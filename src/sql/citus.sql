@@ -232,18 +232,8 @@ $$;
 -- made by another role first is dropped (see unify._prepare_stage), emptied otherwise.
 CREATE FUNCTION unify._citus_prepare_clean(full_read boolean) RETURNS void
 VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
-DECLARE
-    foreign_stage record;
 BEGIN
-    FOR foreign_stage IN
-        SELECT c.oid::regclass AS name, c.relkind FROM pg_catalog.pg_class c
-        WHERE c.oid = to_regclass('pg_temp.unify_clean_rows')
-          AND c.relowner <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
-    LOOP
-        EXECUTE format('DROP %s %s CASCADE',
-                       CASE foreign_stage.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
-                            WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, foreign_stage.name);
-    END LOOP;
+    PERFORM unify._drop_foreign_temp(ARRAY['unify_clean_rows']);
     IF to_regclass('pg_temp.unify_clean_rows') IS NULL THEN
         -- The columns of unify._normalized_query, in its order.
         CREATE TEMP TABLE unify_clean_rows (

@@ -320,27 +320,35 @@ IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$
                     format('(%s)::text', expression))
 $$;
 
--- The staging of a source's rows: the user's mapping is evaluated over their table as the role
--- that registered it (unify._run_as), into this session's pg_temp.unify_source_rows; all that
--- follows (cleaners, records) reads that table as the extension. INSERT on it is granted to
--- PUBLIC: a temporary table is this session's alone, and only a mapping runs here as another role.
-CREATE FUNCTION unify._prepare_stage(full_read boolean) RETURNS void
-VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
+-- Drops those of this session's temporary relations `names` that another role made: only
+-- tables the current role made itself are written, because one made first by another role in
+-- this session (an admin before calling sync) could carry a trigger, rule or index expression
+-- of theirs, which our writes would run as us.
+CREATE FUNCTION unify._drop_foreign_temp(names text[]) RETURNS void
+VOLATILE STRICT LANGUAGE plpgsql SET client_min_messages = warning AS $$
 DECLARE
     foreign_stage record;
 BEGIN
-    -- Only tables this role made itself are used: one of these names made first by another
-    -- role in this session (an admin before calling sync) could carry a trigger, rule or index
-    -- expression of theirs, which our writes would run as us. Such a one is dropped.
     FOR foreign_stage IN
         SELECT c.oid::regclass AS name, c.relkind FROM pg_catalog.pg_class c
-        WHERE c.oid IN (to_regclass('pg_temp.unify_source_rows'), to_regclass('pg_temp.unify_source_keys'))
+        WHERE c.oid IN (SELECT pg_catalog.to_regclass('pg_temp.' || n) FROM unnest(names) AS n)
           AND c.relowner <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
     LOOP
         EXECUTE format('DROP %s %s CASCADE',
                        CASE foreign_stage.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
                             WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, foreign_stage.name);
     END LOOP;
+END
+$$;
+
+-- The staging of a source's rows: the user's mapping is evaluated over their table as the role
+-- that registered it (unify._run_as), into this session's pg_temp.unify_source_rows; all that
+-- follows (cleaners, records) reads that table as the extension. INSERT on it is granted to
+-- PUBLIC: a temporary table is this session's alone, and only a mapping runs here as another role.
+CREATE FUNCTION unify._prepare_stage(full_read boolean) RETURNS void
+VOLATILE LANGUAGE plpgsql SET client_min_messages = warning AS $$
+BEGIN
+    PERFORM unify._drop_foreign_temp(ARRAY['unify_source_rows', 'unify_source_keys']);
     IF to_regclass('pg_temp.unify_source_keys') IS NULL AND to_regclass('pg_temp.unify_source_rows') IS NOT NULL THEN
         DROP TABLE pg_temp.unify_source_rows;
     END IF;
