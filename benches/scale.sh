@@ -17,18 +17,27 @@
 # former ids, the identity events) to compare runs of different builds on the same data.
 #
 #   bash benches/scale.sh [--rows 1000000,2000000] [--budget 1GB] [--baseline-rows 1000000,2000000]
+#                         [--population cities|national]
 #
+# --population national generates the same people with a country's postcodes and surnames (crmgen
+# --population national): with the default 42 postcodes and 127 surnames, blocks fill up as the
+# rows grow and candidate pairs grow with the square of the records, which no real customer base
+# does.
+#
+# SCALE_MAX_WAL (default 8GB) bounds the WAL kept between checkpoints, for a small disk.
 # SCALE_KEEP=1 leaves the cluster (and the last size's database bench_scale) running at the end,
 # to study the steps further.
 source "$(dirname "$0")/../scripts/lib.sh"
 ROWS=1000000,2000000
 BUDGET=1GB
 BASELINE_ROWS=1000000,2000000
+POPULATION=cities
 while [ $# -gt 0 ]; do
     case "$1" in
         --rows) ROWS="$2"; shift 2 ;;
         --budget) BUDGET="$2"; shift 2 ;;
         --baseline-rows) BASELINE_ROWS="$2"; shift 2 ;;
+        --population) POPULATION="$2"; shift 2 ;;
         *) die "unknown argument $1" ;;
     esac
 done
@@ -36,7 +45,7 @@ ensure_deps
 cd "$ROOT"
 install_release
 DIR="${CUSTOMER_UNIFY_BENCH_DIR:-/tmp/customer_unify-bench}/scale"
-start_cluster "$DIR" "shared_buffers = '256MB'" "jit = off" "max_wal_size = '8GB'" "work_mem = '64MB'" \
+start_cluster "$DIR" "shared_buffers = '256MB'" "jit = off" "max_wal_size = '${SCALE_MAX_WAL:-8GB}'" "work_mem = '64MB'" \
     "maintenance_work_mem = '512MB'"
 [ -n "${SCALE_KEEP:-}" ] || trap 'stop_cluster "$DIR"' EXIT
 
@@ -58,12 +67,12 @@ SQL
 
 {
     echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'); date $(date -u +%F)"
-    echo "command: bash benches/scale.sh --rows $ROWS --budget $BUDGET --baseline-rows $BASELINE_ROWS"
+    echo "command: bash benches/scale.sh --rows $ROWS --budget $BUDGET --baseline-rows $BASELINE_ROWS --population $POPULATION"
     echo "load: $(cat /proc/loadavg)"
     printf '%-9s %-22s %-8s %11s  %12s  %15s\n' rows step budget time peak "private (peak - shared buffers)"
     for rows in ${ROWS//,/ }; do
         psql -q -X -d postgres -c "DROP DATABASE IF EXISTS bench_scale" -c "CREATE DATABASE bench_scale"
-        crmgen --rows "$rows" --seed 1 | psql -q -X -v ON_ERROR_STOP=1 -d bench_scale >/dev/null
+        crmgen --rows "$rows" --seed 1 --population "$POPULATION" | psql -q -X -v ON_ERROR_STOP=1 -d bench_scale >/dev/null
         psql -X -q -v ON_ERROR_STOP=1 -d bench_scale >/dev/null <<'SQL'
 SET client_min_messages = warning;
 CREATE EXTENSION customer_unify;

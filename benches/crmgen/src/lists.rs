@@ -537,3 +537,27 @@ pub const PRODUCTS: &[(&str, &str, &str, f64)] = &[
 
 /// How many of a category's products (from its first) are starters, bought once.
 pub const STARTERS_PER_CATEGORY: usize = 3;
+
+/// Parts German surnames are made of (`--population national`): stems of places, trades,
+/// landscape and given names, and the endings they take (Acker|mann, Brand|stätter, Linden|berg).
+/// 96 × 48 = 4,608 names of the long tail, besides the common ones above.
+pub const SURNAME_STEMS: &[&str] = &[
+    "Acker", "Adel", "Ahl", "Alt", "Amsel", "Anger", "Arn", "Asch", "Bach", "Bären", "Baum",
+    "Berg", "Birken", "Blum", "Bock", "Brand", "Breit", "Brück", "Brunn", "Buch", "Burg",
+    "Busch", "Dahl", "Dorn", "Drei", "Eber", "Eck", "Eich", "Eisen", "Engel", "Erl", "Esch",
+    "Falk", "Feld", "Fich", "Fink", "Fried", "Gans", "Gold", "Graf", "Grein", "Gries", "Grün",
+    "Hag", "Hahn", "Hart", "Hasel", "Heid", "Heil", "Herz", "Hirsch", "Hoch", "Hof", "Holz",
+    "Horn", "Kalk", "Kamm", "Kess", "Kirch", "Klein", "Kling", "Korn", "Kranz", "Kreutz",
+    "Lang", "Lauten", "Lehm", "Lind", "Lieb", "Mark", "Mittel", "Moos", "Mühl", "Neu", "Nuss",
+    "Ober", "Pfeif", "Rein", "Ried", "Ritter", "Rosen", "Sand", "Schön", "Schwarz", "Sonnen",
+    "Stein", "Stroh", "Tann", "Thal", "Unter", "Wald", "Wasser", "Weiden", "Wein", "Wies",
+    "Winter",
+];
+
+pub const SURNAME_ENDINGS: &[&str] = &[
+    "mann", "er", "meier", "mayr", "hofer", "huber", "bauer", "berger", "burger", "inger",
+    "hardt", "ling", "stätter", "stetter", "wald", "feld", "hof", "haus", "hausen", "bach",
+    "brunner", "dorf", "ecker", "egger", "eder", "gruber", "heimer", "holzer", "kamp", "kötter",
+    "lechner", "leitner", "lohner", "maier", "moser", "müller", "reiter", "rieder", "schmidt",
+    "schneider", "seder", "singer", "stein", "thaler", "wieser", "winkler", "wirth", "zeller",
+];

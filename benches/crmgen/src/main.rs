@@ -15,7 +15,11 @@
 //! formats, "Nachname, Vorname" with titles and sen./jun. in the CRM's one name field), for
 //! measuring on a layout the project was not tuned to (benches/alt_sources.sql registers it).
 //!
-//!     crmgen --rows 1000 --seed 42 [--schema public] [--layout demo|alt] | psql demo
+//! `--population national` gives the same people the postcodes and surnames of a whole country
+//! (a long tail of surnames, 150 postcodes a city) instead of 42 postcodes and 127 surnames:
+//! at millions of rows those few fill every block, which no real customer base does.
+//!
+//!     crmgen --rows 1000 --seed 42 [--schema public] [--layout demo|alt] [--population cities|national] | psql demo
 
 mod lists;
 mod rng;
@@ -29,7 +33,7 @@ use std::io::{self, BufWriter, Write};
 struct Address {
     street: String,
     number: String,
-    postcode: &'static str,
+    postcode: String,
     city: &'static str,
     area: &'static str,
 }
@@ -159,7 +163,8 @@ fn mailbox(email: &str) -> String {
     }
 }
 
-fn new_address(rng: &mut Rng) -> Address {
+/// `national`: the stream of `--population national` (None: the cities' one postcode each).
+fn new_address(rng: &mut Rng, national: Option<&mut Rng>) -> Address {
     let stem = rng.pick(STREET_STEMS);
     let street = if stem.ends_with("straße") || stem.starts_with("Am ") && rng.chance(0.5) {
         stem.to_string()
@@ -178,6 +183,12 @@ fn new_address(rng: &mut Rng) -> Address {
         number.push(*rng.pick(&['a', 'b', 'c']));
     }
     let (postcode, city, area) = *rng.pick(PLACES);
+    let postcode = match national {
+        // A city's delivery areas: up to 150 postcodes upwards of the listed one (Germany has
+        // some 8,200; these 42 cities get 6,300).
+        Some(n) => format!("{:05}", postcode.parse::<u32>().unwrap() + n.range(0, 149) as u32),
+        None => postcode.to_string(),
+    };
     Address {
         street,
         number,
@@ -241,9 +252,30 @@ struct World {
     /// Draws for the line items of the orders (issue 26): their own stream too, so that adding
     /// them changed nothing else a seed makes.
     basket: Rng,
+    /// `--population national`: postcodes and surnames of a whole country, drawn from a stream
+    /// of their own so that everything else a seed makes stays the same.
+    national: Option<Rng>,
 }
 
 impl World {
+    /// A surname: one of the common ones, or with `--population national` four times in five
+    /// one of the long tail (a compound of the kind German surnames are made of), as in a
+    /// country where the 100 commonest names are about a fifth of the people. The common-list
+    /// draw is made either way, so the main stream stays the same.
+    fn surname(&mut self) -> String {
+        let common = self.rng.pick(LAST_NAMES).to_string();
+        match &mut self.national {
+            Some(n) => {
+                if n.chance(0.8) {
+                    format!("{}{}", n.pick(SURNAME_STEMS), n.pick(SURNAME_ENDINGS))
+                } else {
+                    common
+                }
+            }
+            None => common,
+        }
+    }
+
     fn person(
         &mut self,
         household: u64,
@@ -294,8 +326,8 @@ impl World {
     fn household(&mut self) -> Vec<Person> {
         self.next_household += 1;
         let hh = self.next_household;
-        let address = new_address(&mut self.rng);
-        let last = self.rng.pick(LAST_NAMES).to_string();
+        let address = new_address(&mut self.rng, self.national.as_mut());
+        let last = self.surname();
         let roll = self.rng.f64();
         let mut members = Vec::new();
         let adult = birth(&mut self.rng, 1945, 2000);
@@ -308,13 +340,13 @@ impl World {
             let partner_last = if same_name {
                 last.clone()
             } else {
-                self.rng.pick(LAST_NAMES).to_string()
+                self.surname()
             };
             let mut partner =
                 self.person(hh, !first_female, &partner_last, &address, partner_birth);
             if same_name && self.rng.chance(0.3) {
                 let female_is_partner = partner.female;
-                let maiden = self.rng.pick(LAST_NAMES).to_string();
+                let maiden = self.surname();
                 let who = if female_is_partner {
                     &mut partner
                 } else {
@@ -409,7 +441,7 @@ impl World {
         }
         if self.rng.chance(0.15) {
             // The household moved: older records keep the previous address.
-            let old = new_address(&mut self.rng);
+            let old = new_address(&mut self.rng, self.national.as_mut());
             for m in &mut members {
                 m.old_address = Some(old.clone());
                 m.tags.push("moved");
@@ -703,7 +735,7 @@ fn german_date(iso: &str) -> String {
     format!("{}.{}.{y}", &rest[4..6], &rest[1..3])
 }
 
-fn generate(seed: u64, target_rows: usize, alt: bool) -> Tables {
+fn generate(seed: u64, target_rows: usize, alt: bool, national: bool) -> Tables {
     let mut w = World {
         rng: Rng::new(seed),
         next_person: 0,
@@ -711,6 +743,7 @@ fn generate(seed: u64, target_rows: usize, alt: bool) -> Tables {
         emails_taken: Default::default(),
         hard: Rng::new(seed ^ 0x6973_7375_6532_3500),
         basket: Rng::new(seed ^ 0x6261_736b_6574_7300),
+        national: national.then(|| Rng::new(seed ^ 0x6e61_7469_6f6e_616c)),
     };
     let mut t = Tables {
         shop: String::new(),
@@ -1063,7 +1096,7 @@ fn generate(seed: u64, target_rows: usize, alt: bool) -> Tables {
                                     Some(&key),
                                     Some(&nachname),
                                     Some(&first),
-                                    Some(addr.postcode),
+                                    Some(&addr.postcode),
                                     Some(addr.city),
                                     phone.as_deref(),
                                     e,
@@ -1078,7 +1111,7 @@ fn generate(seed: u64, target_rows: usize, alt: bool) -> Tables {
                                     Some(&key),
                                     Some(&full),
                                     phone.as_deref(),
-                                    Some(addr.postcode),
+                                    Some(&addr.postcode),
                                     Some(addr.city),
                                     b,
                                     e,
@@ -1351,8 +1384,9 @@ fn main() -> io::Result<()> {
             .cloned()
     };
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        eprintln!("usage: crmgen [--rows N (default 1000)] [--seed S (default 42)] [--schema NAME (default public)] [--layout demo|alt]");
+        eprintln!("usage: crmgen [--rows N (default 1000)] [--seed S (default 42)] [--schema NAME (default public)] [--layout demo|alt] [--population cities|national]");
         eprintln!("  --layout alt: the same kind of people in other source tables (webshop_kunden, crm_kontakte with \"Nachname, Vorname\", kasse_karten, newsletter_abos); register them with benches/alt_sources.sql");
+        eprintln!("  --population national: the same people with the postcodes and surnames of a whole country (6,300 postcodes, a long tail of surnames) instead of 42 city postcodes and 127 surnames, so that blocks do not fill up as the rows grow (benches/scale.sh)");
         return Ok(());
     }
     let rows: usize = arg("--rows").map_or(1000, |v| v.parse().expect("--rows takes a number"));
@@ -1369,10 +1403,16 @@ fn main() -> io::Result<()> {
         Some("alt") => true,
         Some(other) => panic!("--layout takes demo or alt, not {other}"),
     };
-    let t = generate(seed, rows, alt);
+    let national = match arg("--population").as_deref() {
+        None | Some("cities") => false,
+        Some("national") => true,
+        Some(other) => panic!("--population takes cities or national, not {other}"),
+    };
+    let t = generate(seed, rows, alt, national);
     let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
     let layout = if alt { " --layout alt" } else { "" };
-    writeln!(out, "-- crmgen --rows {rows} --seed {seed}{layout}\nSET client_min_messages = warning;\nBEGIN;\nCREATE SCHEMA IF NOT EXISTS {schema};\nSET LOCAL search_path = {schema};")?;
+    let population = if national { " --population national" } else { "" };
+    writeln!(out, "-- crmgen --rows {rows} --seed {seed}{layout}{population}\nSET client_min_messages = warning;\nBEGIN;\nCREATE SCHEMA IF NOT EXISTS {schema};\nSET LOCAL search_path = {schema};")?;
     if alt {
         writeln!(out, "DROP TABLE IF EXISTS webshop_kunden, crm_kontakte, kasse_karten, newsletter_abos, orders, order_items, truth CASCADE;")?;
     } else {
