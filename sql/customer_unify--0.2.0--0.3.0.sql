@@ -4500,7 +4500,9 @@ END
 $$;
 
 -- The changes waiting in a source's shard-local queue (not yet drained into
--- unify.change_queue) and the oldest one's time; 0 and NULL without such a queue.
+-- unify.change_queue) and the oldest one's time; 0 and NULL without such a queue; both NULL
+-- (unknown) while a worker node holding the queue cannot be reached, so that unify.status
+-- still answers for everything else.
 CREATE FUNCTION unify._citus_queue_depth(source_id int, OUT depth bigint, OUT oldest timestamptz)
 STABLE LANGUAGE plpgsql AS $$
 DECLARE
@@ -4508,7 +4510,12 @@ DECLARE
 BEGIN
     depth := 0;
     IF queue IS NOT NULL THEN
-        EXECUTE pg_catalog.format('SELECT count(*), min(q.enqueued_at) FROM %s q', queue) INTO depth, oldest;
+        BEGIN
+            EXECUTE pg_catalog.format('SELECT count(*), min(q.enqueued_at) FROM %s q', queue) INTO depth, oldest;
+        EXCEPTION WHEN connection_exception THEN
+            depth := NULL;
+            oldest := NULL;
+        END;
     END IF;
 END
 $$;

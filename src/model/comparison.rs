@@ -321,8 +321,9 @@ pub fn first_names_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
 }
 
 /// Birth dates that differ by every level yet may be one date typed twice wrong: day and
-/// month exchanged on one record and one digit off besides (1995-12-10 and 1996-10-12), the
-/// years less than ten apart. Two people of one household are born on such dates too (Chris
+/// month exchanged on one record and one digit off besides (1995-12-10 and 1996-10-12), or two
+/// of year, month and day a typo apart each (1999-10-05 and 1998-09-05), the years less than
+/// ten apart. Two people of one household are born on such dates too (Chris
 /// 1998-11-06, Tina 1998-06-10), so the level stays "else" and weighs as one; only not enough
 /// to veto what a personal e-mail or mobile decides, nor proof of a second holder of one.
 pub fn birth_dates_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
@@ -335,7 +336,24 @@ pub fn birth_dates_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
             .fold(0i32, |n, c| n * 10 + i32::from(c - b'0'))
     };
     let unswapped = [y[0], y[1], y[2], y[3], y[6], y[7], y[4], y[5]];
-    (year(&x) - year(&y)).abs() < 10 && (0..8).filter(|&i| x[i] != unswapped[i]).count() == 1
+    if (year(&x) - year(&y)).abs() >= 10 {
+        return false;
+    }
+    if (0..8).filter(|&i| x[i] != unswapped[i]).count() == 1 {
+        return true;
+    }
+    // A typo on each record (1999-09-05 typed 1999-10-05 on one and 1998-09-05 on the other):
+    // one of year, month and day agrees, and each of the others is one typo apart, a digit
+    // off or one up or down.
+    let number = |d: &[u8]| d.iter().fold(0i32, |n, c| n * 10 + i32::from(c - b'0'));
+    let one_typo = |a: &[u8], b: &[u8]| {
+        a == b
+            || a.iter().zip(b).filter(|(p, q)| p != q).count() == 1
+            || (number(a) - number(b)).abs() == 1
+    };
+    let fields = [(0, 4), (4, 6), (6, 8)];
+    let differing = fields.iter().filter(|(i, j)| x[*i..*j] != y[*i..*j]).count();
+    differing == 2 && fields.iter().all(|(i, j)| one_typo(&x[*i..*j], &y[*i..*j]))
 }
 
 /// "Kraus Gabriele" against "Gabriele Kuhn": one record written last name first, and a new
@@ -1537,6 +1555,14 @@ mod tests {
         assert!(!may("1995-12-10", "1996-11-12"));
         assert!(!may("1980-05-17", "1955-11-02"));
         assert!(!may("1980-05-17", ""));
+        // A typo on each record: two of year, month and day one typo apart each.
+        assert_eq!(lvl("1999-10-05", "1998-09-05"), Some(4));
+        assert!(may("1999-10-05", "1998-09-05") && may("1998-09-05", "1999-10-05"));
+        assert!(may("1980-05-17", "1980-06-27"));
+        // …not with all three off, a field two typos off, or the years ten apart.
+        assert!(!may("1999-10-05", "1998-09-06"));
+        assert!(!may("1980-05-17", "1980-11-18"));
+        assert!(!may("1970-05-17", "1980-06-17"));
         assert_eq!(lvl("1980-05-17", ""), None);
     }
 

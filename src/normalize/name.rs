@@ -184,6 +184,14 @@ pub(crate) fn last_name_start(words: &[&str]) -> usize {
     while start > 1 && NAME_PARTICLES.contains(&words[start - 1]) {
         start -= 1;
     }
+    // A double name joined to particles by a hyphen: "Bergmann-von der Heide".
+    let joins_particles = |w: &str| {
+        w.rsplit_once('-')
+            .is_some_and(|(name, particle)| !name.is_empty() && NAME_PARTICLES.contains(&particle))
+    };
+    if start > 1 && joins_particles(words[start - 1]) {
+        start -= 1;
+    }
     if start == 1 && NAME_PARTICLES.contains(&words[0]) {
         return 0;
     }
@@ -325,6 +333,19 @@ mod tests {
         assert_eq!(
             s("Anna-Lena de la Cruz"),
             ("anna-lena".into(), "de la cruz".into())
+        );
+        // A double name joined to its particles by a hyphen is one last name.
+        assert_eq!(
+            s("Ulrike Bergmann-von der Heide"),
+            ("ulrike".into(), "bergmann-von der heide".into())
+        );
+        assert_eq!(
+            s("Ulrike Maria Bergmann-von Bülow jun."),
+            ("ulrike maria".into(), "bergmann-von bülow jun".into())
+        );
+        assert_eq!(
+            s("Anna-de Müller"),
+            ("anna-de".into(), "müller".into())
         );
         // Titles and salutations inside the name field are not part of the name.
         assert_eq!(s("Dr. Anna Schmidt"), ("anna".into(), "schmidt".into()));

@@ -341,6 +341,17 @@ expect "cu_dist: the application role's changes reached unify.records through th
     "$(q cu_dist "SELECT string_agg(r.source_key || '=' || coalesce(r.email, '-'), ',' ORDER BY r.source_key) FROM unify.records r JOIN unify.sources s USING (source_id) WHERE s.name = 'crm'")" \
     "APP-1=anna@example.org,APP-3=clara@example.org"
 
+# A worker node down: unify.status still answers; the distributed sources' queue depth is
+# unknown (NULL: their shard queues cannot be counted), the local sources' is counted.
+stop_cluster "$WORK/worker2"
+expect "cu_dist: unify.status with a worker node down: queue depth unknown for the distributed sources only" \
+    "$(q cu_dist "SELECT string_agg(source || '=' || coalesce(queue_depth::text, 'unknown'), ',' ORDER BY source) FROM unify.status")" \
+    "crm=unknown,newsletter=0,pos=0,shop=unknown"
+start_cluster "$WORK/worker2" "port = ${PORT[worker2]}" "${NODE_CONF[@]}"
+expect "cu_dist: with the worker node back, unify.status counts every queue again" \
+    "$(q cu_dist "SELECT string_agg(source || '=' || coalesce(queue_depth::text, 'unknown'), ',' ORDER BY source) FROM unify.status")" \
+    "crm=0,newsletter=0,pos=0,shop=0"
+
 if [ "${CITUS_TIMES:-0}" = 1 ]; then
     echo
     printf '%-16s %12s %12s %12s %12s\n' "step (ms)" plain_local cu_local plain_dist cu_dist
