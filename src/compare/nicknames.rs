@@ -577,6 +577,17 @@ pub fn same_given_name_allowing_a_typo(a: &str, b: &str) -> bool {
     x.iter().any(|g| y.contains(g))
 }
 
+/// Every name of the groups `name` belongs to, or, for a name of four letters or more the table
+/// does not hold, of the groups of the names one typo away (as [`forms`], "bien" giving
+/// `sabine`, `bine`, … through "bine"). Only for judging whether two holders of one value can be
+/// one person.
+pub fn forms_allowing_a_typo(name: &str) -> impl Iterator<Item = &'static str> {
+    groups_allowing_a_typo(name).into_iter().flat_map(|g| {
+        let (full, short) = GROUPS[g as usize];
+        std::iter::once(full).chain(short.iter().copied())
+    })
+}
+
 /// The groups of `name`, or, for a name of four letters or more the table does not hold, of
 /// the names one typo away. Through an index of every name with one letter deleted (symmetric
 /// deletion), so a lookup costs a few hash probes, not a pass over the table.

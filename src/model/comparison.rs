@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::record::MatchRecord;
 use crate::compare::nicknames::{
-    forms, is_given_name, same_given_name, same_given_name_allowing_a_typo,
+    forms, forms_allowing_a_typo, is_given_name, same_given_name, same_given_name_allowing_a_typo,
 };
 use crate::compare::similarity::{
     jaro_winkler_above_bound, jaro_winkler_at_least, levenshtein, within_one_edit,
@@ -521,11 +521,19 @@ fn crosswise_one_name(a: &MatchRecord, b: &MatchRecord) -> bool {
 }
 
 /// Two (transliterated) names that may be one as systems write it: equal, alike (Jaro-Winkler
-/// ≥ 0.80), an initial of the other, or forms of one given name allowing a typo.
+/// ≥ 0.80), an initial of the other (or of a form of it, a typo allowed), or forms of one given
+/// name allowing a typo.
 fn loosely_one_name(x: &str, y: &str) -> bool {
+    // "s" beside "Bien", Bine mistyped: the initial of a form of the name the typo hides.
+    let initial_of_mistyped = |initial: &str, name: &str| {
+        initial.chars().count() == 1
+            && forms_allowing_a_typo(name).any(|form| form.starts_with(initial))
+    };
     x == y
         || is_initial_of(x, y)
         || is_initial_of(y, x)
+        || initial_of_mistyped(x, y)
+        || initial_of_mistyped(y, x)
         || jaro_winkler_above_bound(x, y, 0.80).is_some()
         || may_be_one_given_name(x, y)
 }
@@ -1569,6 +1577,11 @@ mod tests {
     #[test]
     fn pet_forms_initials_and_crosswise_names_are_no_proof_of_two_people() {
         let holders = |a: MatchRecord, b: MatchRecord| held_by_different_people(&[&a, &b]);
+        // "s" on a sign-up beside "Bien Fischer": Bine (Sabine) mistyped.
+        assert!(!holders(rec("s", "", ""), rec("bien", "fischer", "")));
+        assert!(!holders(rec("bine", "fischer", ""), rec("s", "", "")));
+        // …but "s" beside a name whose forms all start otherwise is another person.
+        assert!(holders(rec("s", "", ""), rec("hnas", "fischer", "")));
         // One person as two systems wrote them: a pet form cut from the name, a typo of one,
         // "Schumacher, D." against "Dörte Schumacher".
         assert!(!holders(
