@@ -194,3 +194,26 @@ SELECT * FROM unify._citus_queue_depth(1);
 RESET ROLE;
 -- Without Citus nothing is moved and no source has a shard queue (the owner may ask).
 SELECT unify._citus_collect() AS collected, unify._citus_queue(1) AS queue, unify._cleaned_on('unify.records') AS cleaned_on;
+-- The first sync's combined cleaner and index build memory (issue 27): internal, the owner's
+-- only (sync and identify, both SECURITY DEFINER, call them); the public cleaners it combines
+-- stay executable by PUBLIC.
+SELECT f AS combined_cleaner, has_function_privilege('unify_admin', f, 'EXECUTE') AS admin,
+       has_function_privilege('unify_reader', f, 'EXECUTE') AS reader, has_function_privilege('unify_analyst', f, 'EXECUTE') AS analyst,
+       has_function_privilege('public', f, 'EXECUTE') AS public
+FROM unnest(ARRAY['unify._clean_contact(text,text,text,text,text,text,text,text,text,text,text,text,text,text,text)',
+                  'unify._index_build_memory()', 'unify.normalize_name(text)', 'unify.normalize_phone(text,text)']::regprocedure[]) f
+ORDER BY 1;
+SET ROLE unify_analyst;
+SELECT unify._clean_contact(NULL, NULL, 'Anna', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+SELECT unify._index_build_memory();
+RESET ROLE;
+-- As the owner: the larger of maintenance_work_mem and customer_unify.batch_memory.
+BEGIN;
+SET LOCAL maintenance_work_mem = '64MB';
+SET LOCAL customer_unify.batch_memory = '256MB';
+SELECT unify._index_build_memory() AS batch_memory_larger;
+SET LOCAL maintenance_work_mem = '512MB';
+SELECT unify._index_build_memory() AS maintenance_larger;
+SET LOCAL customer_unify.batch_memory = '100GB';
+SELECT unify._index_build_memory() AS capped;
+ROLLBACK;
