@@ -5142,8 +5142,10 @@ ALTER FUNCTION unify._prepare_stage(boolean) SET search_path = pg_catalog, pg_te
 -- unify._clean_contact (pure logic in src/normalize/contact.rs, equal to the single cleaners
 -- field for field), returning the composite unify._contact; unify._normalized_query calls it in
 -- its fenced form (the unfenced form, which Citus pushes down to shards, keeps the single
--- cleaners). A first load rebuilds the indexes of unify.records with maintenance_work_mem raised
--- to customer_unify.batch_memory (unify._index_build_memory; unify._apply and unify.sync).
+-- cleaners). The raw values of a staged row made in one pass, unify._raw_values (a C function
+-- that runs no SQL, STABLE, not pinned: see security.sql), read by unify._raw_query. A first
+-- load rebuilds the indexes of unify.records with maintenance_work_mem raised to
+-- customer_unify.batch_memory (unify._index_build_memory; unify._apply and unify.sync).
 CREATE TYPE unify._contact AS (first_name text, last_name text, email text, email_key text,
     phone text, mobile text, street text, house_number text, postcode text, city text, country text,
     birth_date date, last_name_phonetic text, salutation text, title text);
@@ -5168,6 +5170,15 @@ AllocatedByRust > > */
 IMMUTABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'clean_contact_wrapper';
+CREATE FUNCTION unify._raw_values(staged record) RETURNS jsonb
+STABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'raw_values_wrapper';
+CREATE OR REPLACE FUNCTION unify._raw_query(fields jsonb) RETURNS text
+IMMUTABLE LANGUAGE sql AS $$
+SELECT $q$
+SELECT s.*, unify._raw_values(s) AS raw
+FROM pg_temp.unify_source_rows AS s
+$q$
+$$;
 CREATE OR REPLACE FUNCTION unify._normalized_query(source_id int, raw_query text, fresh boolean DEFAULT false, fenced boolean DEFAULT true) RETURNS text
 STABLE PARALLEL SAFE LANGUAGE sql AS $$
 SELECT format(CASE WHEN fenced THEN $q$
@@ -5504,7 +5515,9 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION unify._clean_contact(text, text, text, text, text, text, text, text, text, text, text, text, text, text, text) FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
+REVOKE ALL ON FUNCTION unify._raw_values(record) FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
 REVOKE ALL ON FUNCTION unify._index_build_memory() FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
+ALTER FUNCTION unify._raw_query(jsonb) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify._normalized_query(int, text, boolean, boolean) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify._index_build_memory() SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify._apply(unify.sources, text[]) SET search_path = pg_catalog, pg_temp;

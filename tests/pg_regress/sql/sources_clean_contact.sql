@@ -46,7 +46,32 @@ VALUES ('hard:nulls', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
        ('hard:house number without street', NULL, NULL, '🅐 Ⅸ', 'O’Neil', NULL, NULL, NULL, NULL,
         NULL, '5', NULL, '123456789', 'New York', 'usa', NULL);
 
-SELECT count(*) AS staged_rows FROM pg_temp.unify_source_rows;
+-- Flags and timestamps in some rows (text, boolean and timestamptz: the staged types).
+UPDATE pg_temp.unify_source_rows
+SET consent_email = length(source_key) % 2 = 0, consent_post = length(source_key) % 3 = 0,
+    consent_email_at = timestamptz '2026-03-29 01:30:00+01' + length(source_key) * interval '13 minutes 7.25 seconds',
+    updated_at = timestamptz '1999-12-31 23:59:59.999999+00' + length(source_key) * interval '1 day'
+WHERE source_key LIKE 'crm:%' OR source_key LIKE 'hard:%' OR source_key LIKE 'pos:1%';
+SELECT count(*) AS staged_rows, count(consent_email) AS flags, count(updated_at) AS timestamps FROM pg_temp.unify_source_rows;
+
+-- The raw values sync stores, made in one pass by unify._raw_values: the same jsonb (and text)
+-- as the staged row's non-NULL fields but source_key through to_jsonb, in two time zones.
+SET LOCAL TIME ZONE 'Europe/Berlin';
+SELECT count(*) AS rows,
+       count(*) FILTER (WHERE unify._raw_values(s)::text IS DISTINCT FROM jsonb_strip_nulls(to_jsonb(s) - 'source_key')::text) AS differing,
+       count(*) FILTER (WHERE unify._raw_values(s) = '{}') AS empty
+FROM pg_temp.unify_source_rows AS s;
+SELECT unify._raw_values(s) FROM pg_temp.unify_source_rows AS s WHERE source_key IN ('hard:austria', 'hard:nulls', 'hard:empty') ORDER BY source_key;
+SET LOCAL TIME ZONE 'America/New_York';
+SELECT count(*) FILTER (WHERE unify._raw_values(s)::text IS DISTINCT FROM jsonb_strip_nulls(to_jsonb(s) - 'source_key')::text) AS differing
+FROM pg_temp.unify_source_rows AS s;
+SELECT unify._raw_values(s) -> 'updated_at' AS updated_at FROM pg_temp.unify_source_rows AS s WHERE source_key = 'hard:austria';
+RESET TIME ZONE;
+-- Any composite is read the same way; a field of a type no stage has is refused.
+SELECT unify._raw_values(ROW('a'::text, NULL::boolean, true)) AS any_row;
+SELECT unify._raw_values(ROW(1));
+-- sync's raw query is that function over the stage.
+SELECT unify._raw_query('{"email": "email"}');
 
 -- The two forms of sync's query over the same staged rows, their raw values left out ({}).
 SELECT unify._normalized_query(0, 'SELECT s.*, ''{}''::jsonb AS raw FROM pg_temp.unify_source_rows AS s', true) AS combined,
