@@ -154,7 +154,7 @@ pub fn clean_contact(raw: &RawContact<'_>) -> CleanContact {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The row as the individual cleaners clean it, each called as `_normalized_query` called
