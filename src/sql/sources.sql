@@ -905,6 +905,8 @@ DECLARE
     error_detail text;
     error_hint text;
     memory text;
+    locked boolean;
+    held boolean;
     -- A distributed source is read and cleaned on its shards into pg_temp.unify_clean_rows,
     -- its mapped values then staged from there (citus.sql); every other is staged here and
     -- cleaned over pg_temp.unify_source_rows.
@@ -919,17 +921,28 @@ BEGIN
     IF keys IS NULL THEN
         SELECT greatest(c.reltuples, 0) INTO estimate FROM pg_catalog.pg_class c WHERE c.oid = src.relation;
         parts := greatest(1, ceil(estimate / 200000))::int;
+        -- Whether this session holds unify.records exclusively (unify.sync takes the lock before
+        -- a first load of everything) and whether the source holds records. Without the indexes
+        -- (dropped for such a load) the second question scans every record loaded so far: it is
+        -- asked once under the lock, and again only after _drop_indexes below took the lock.
+        locked := EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+                          WHERE l.locktype = 'relation' AND l.relation = 'unify.records'::regclass
+                            AND l.pid = pg_backend_pid() AND l.mode = 'AccessExclusiveLock' AND l.granted);
+        held := EXISTS (SELECT 1 FROM unify.records r WHERE r.source_id = src.source_id);
         -- A first sync of a large source into a table holding fewer records: inserting into
         -- the secondary indexes costs more than building them once after (see _drop_indexes).
         IF estimate >= greatest(5000, (SELECT c.reltuples FROM pg_catalog.pg_class c WHERE c.oid = 'unify.records'::regclass))
-           AND NOT EXISTS (SELECT 1 FROM unify.records r WHERE r.source_id = src.source_id) THEN
+           AND NOT held THEN
             rebuild := unify._drop_indexes('unify.records');
+            IF NOT locked THEN
+                locked := EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+                                  WHERE l.locktype = 'relation' AND l.relation = 'unify.records'::regclass
+                                    AND l.pid = pg_backend_pid() AND l.mode = 'AccessExclusiveLock' AND l.granted);
+                held := EXISTS (SELECT 1 FROM unify.records r WHERE r.source_id = src.source_id);
+            END IF;
         END IF;
-        -- Asked after the lock (taken above, or by unify.sync for a first load of everything).
-        fresh := EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
-                         WHERE l.locktype = 'relation' AND l.relation = 'unify.records'::regclass
-                           AND l.pid = pg_backend_pid() AND l.mode = 'AccessExclusiveLock' AND l.granted)
-                 AND NOT EXISTS (SELECT 1 FROM unify.records r WHERE r.source_id = src.source_id);
+        -- Nothing to compare with, and nobody can add a record meanwhile.
+        fresh := locked AND NOT held;
     END IF;
     FOR part IN 0 .. parts - 1 LOOP
         filter := CASE WHEN keys IS NOT NULL THEN unify._keys_filter(src, 1)
