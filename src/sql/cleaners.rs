@@ -181,8 +181,8 @@ fn double_metaphone_alt(value: &str) -> Option<String> {
 }
 
 /// The tuple descriptor of `unify._contact`, made once per call site (kept in `fn_extra`, in the
-/// function's memory context): forming the row from all its values at once, instead of setting
-/// them one by one (each a copy of the row), is most of what one call saves over fifteen.
+/// function's memory context), so that each row is formed from all its values at once
+/// (`PgHeapTuple::set_by_name` copies the row for every field it sets).
 fn contact_tupdesc(fcinfo: pg_sys::FunctionCallInfo) -> Option<PgTupleDesc<'static>> {
     unsafe {
         let flinfo = (*fcinfo).flinfo;
