@@ -5143,7 +5143,8 @@ ALTER FUNCTION unify._prepare_stage(boolean) SET search_path = pg_catalog, pg_te
 -- field for field), returning the composite unify._contact; unify._normalized_query calls it in
 -- its fenced form (the unfenced form, which Citus pushes down to shards, keeps the single
 -- cleaners). The raw values of a staged row made in one pass, unify._raw_values (a C function
--- that runs no SQL, STABLE, not pinned: see security.sql), read by unify._raw_query. A first
+-- that runs no SQL, STABLE, not pinned: see security.sql), read by unify._raw_query; the query
+-- Citus pushes to shards makes them of built-ins (unify._raw_expression). A first
 -- load rebuilds the indexes of unify.records with maintenance_work_mem raised to
 -- customer_unify.batch_memory (unify._index_build_memory; unify._apply and unify.sync).
 CREATE TYPE unify._contact AS (first_name text, last_name text, email text, email_key text,
@@ -5178,6 +5179,47 @@ SELECT $q$
 SELECT s.*, unify._raw_values(s) AS raw
 FROM pg_temp.unify_source_rows AS s
 $q$
+$$;
+CREATE FUNCTION unify._raw_expression(fields jsonb) RETURNS text
+IMMUTABLE LANGUAGE sql AS $$
+SELECT CASE WHEN count(*) = 0 THEN '''{}''::jsonb' ELSE
+        'pg_catalog.jsonb_strip_nulls(' || concat_ws(' OPERATOR(pg_catalog.||) ',
+            CASE WHEN count(*) FILTER (WHERE f.stage_type = 'text') > 0 THEN
+                format('pg_catalog.jsonb_object(ARRAY[%s]::text[], ARRAY[%s]::text[])',
+                       string_agg(pg_catalog.quote_literal(f.field), ', ' ORDER BY pg_catalog.octet_length(f.field), f.field COLLATE pg_catalog."C") FILTER (WHERE f.stage_type = 'text'),
+                       string_agg('s.' || pg_catalog.quote_ident(f.field), ', ' ORDER BY pg_catalog.octet_length(f.field), f.field COLLATE pg_catalog."C") FILTER (WHERE f.stage_type = 'text')) END,
+            CASE WHEN count(*) FILTER (WHERE f.stage_type <> 'text') > 0 THEN
+                format('pg_catalog.jsonb_build_object(%s)',
+                       string_agg(pg_catalog.quote_literal(f.field) || ', s.' || pg_catalog.quote_ident(f.field), ', '
+                                      ORDER BY pg_catalog.octet_length(f.field), f.field COLLATE pg_catalog."C")
+                           FILTER (WHERE f.stage_type <> 'text')) END) || ')' END
+FROM unify._canonical_field_types() AS f
+WHERE fields OPERATOR(pg_catalog.?) f.field
+$$;
+CREATE OR REPLACE FUNCTION unify._citus_clean_statement(src unify.sources, filter text) RETURNS text
+STABLE LANGUAGE plpgsql AS $$
+DECLARE
+    staged text := format('(src.%I)::text AS source_key, src.%I AS _order_key', src.key_column, src.key_column);
+    f record;
+BEGIN
+    FOR f IN SELECT * FROM unify._canonical_field_types() LOOP
+        IF src.fields ? f.field THEN
+            staged := staged || format(', %s AS %I', unify._staged_expression(f.field, src.fields ->> f.field), f.field);
+        ELSE
+            staged := staged || format(', NULL::%s AS %I', f.stage_type, f.field);
+        END IF;
+    END LOOP;
+    RETURN format('INSERT INTO pg_temp.unify_clean_rows (source_key, first_name, last_name, email, email_key, phone, mobile, '
+                  'street, house_number, postcode, city, country, birth_date, company, customer_number, external_id, '
+                  'consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw, salutation, title, '
+                  'consent_email_at, consent_phone_at, consent_post_at) %s ORDER BY raw._order_key',
+                  -- source 0: no comparison and no erasure filter in the pushed-down query
+                  -- (both read coordinator tables); _citus_staged_query applies them after.
+                  unify._normalized_query(0,
+                      format(E'\nSELECT s.*, %s AS raw\nFROM (SELECT %s FROM %s AS src %s) AS s\n',
+                             unify._raw_expression(src.fields), staged, src.relation, coalesce(filter, '')),
+                      true, false));
+END
 $$;
 CREATE OR REPLACE FUNCTION unify._normalized_query(source_id int, raw_query text, fresh boolean DEFAULT false, fenced boolean DEFAULT true) RETURNS text
 STABLE PARALLEL SAFE LANGUAGE sql AS $$
@@ -5530,6 +5572,9 @@ $$;
 REVOKE ALL ON FUNCTION unify._clean_contact(text, text, text, text, text, text, text, text, text, text, text, text, text, text, text) FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
 REVOKE ALL ON FUNCTION unify._raw_values(record) FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
 REVOKE ALL ON FUNCTION unify._index_build_memory() FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
+REVOKE ALL ON FUNCTION unify._raw_expression(jsonb) FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
+ALTER FUNCTION unify._raw_expression(jsonb) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify._citus_clean_statement(unify.sources, text) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify._raw_query(jsonb) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify._normalized_query(int, text, boolean, boolean) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify._index_build_memory() SET search_path = pg_catalog, pg_temp;

@@ -431,6 +431,28 @@ FROM pg_temp.unify_source_rows AS s
 $q$
 $$;
 
+-- The raw values as an expression over a staged row `s` of built-in functions only: the
+-- mapped fields, without NULLs, the text ones through jsonb_object(text[], text[]), the others
+-- through jsonb_build_object (keys listed in the order jsonb keeps them). What
+-- unify._citus_clean_statement pushes down to the shards of a distributed source, whose row
+-- `s` there also holds the order key; the same jsonb as unify._raw_values.
+CREATE FUNCTION unify._raw_expression(fields jsonb) RETURNS text
+IMMUTABLE LANGUAGE sql AS $$
+SELECT CASE WHEN count(*) = 0 THEN '''{}''::jsonb' ELSE
+        'pg_catalog.jsonb_strip_nulls(' || concat_ws(' OPERATOR(pg_catalog.||) ',
+            CASE WHEN count(*) FILTER (WHERE f.stage_type = 'text') > 0 THEN
+                format('pg_catalog.jsonb_object(ARRAY[%s]::text[], ARRAY[%s]::text[])',
+                       string_agg(pg_catalog.quote_literal(f.field), ', ' ORDER BY pg_catalog.octet_length(f.field), f.field COLLATE pg_catalog."C") FILTER (WHERE f.stage_type = 'text'),
+                       string_agg('s.' || pg_catalog.quote_ident(f.field), ', ' ORDER BY pg_catalog.octet_length(f.field), f.field COLLATE pg_catalog."C") FILTER (WHERE f.stage_type = 'text')) END,
+            CASE WHEN count(*) FILTER (WHERE f.stage_type <> 'text') > 0 THEN
+                format('pg_catalog.jsonb_build_object(%s)',
+                       string_agg(pg_catalog.quote_literal(f.field) || ', s.' || pg_catalog.quote_ident(f.field), ', '
+                                      ORDER BY pg_catalog.octet_length(f.field), f.field COLLATE pg_catalog."C")
+                           FILTER (WHERE f.stage_type <> 'text')) END) || ')' END
+FROM unify._canonical_field_types() AS f
+WHERE fields OPERATOR(pg_catalog.?) f.field
+$$;
+
 -- WHERE clause selecting the source rows whose key is in the text[] parameter number `param`:
 -- a parameter, not the keys spelled out, so that a queue batch's statement is the same text
 -- every time and its plan can be kept (unify._run_kept).

@@ -66,6 +66,12 @@ SET LOCAL TIME ZONE 'America/New_York';
 SELECT count(*) FILTER (WHERE unify._raw_values(s)::text IS DISTINCT FROM jsonb_strip_nulls(to_jsonb(s) - 'source_key')::text) AS differing
 FROM pg_temp.unify_source_rows AS s;
 SELECT unify._raw_values(s) -> 'updated_at' AS updated_at FROM pg_temp.unify_source_rows AS s WHERE source_key = 'hard:austria';
+-- The expression of built-ins the query pushed to Citus shards makes them with: the same jsonb.
+\set ECHO none
+SELECT format('SELECT count(*) FILTER (WHERE (%s)::text IS DISTINCT FROM unify._raw_values(s)::text) AS expression_differing FROM pg_temp.unify_source_rows AS s',
+              unify._raw_expression((SELECT jsonb_object_agg(f, f) FROM unnest(unify.canonical_fields()) AS f))) \gexec
+\set ECHO all
+SELECT unify._raw_expression('{"email": "e", "consent_email": "c", "city": "o"}') AS expression_of_three_fields;
 RESET TIME ZONE;
 -- Any composite is read the same way; a field of a type no stage has is refused.
 SELECT unify._raw_values(ROW('a'::text, NULL::boolean, true)) AS any_row;
