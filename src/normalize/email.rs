@@ -144,7 +144,12 @@ fn provider_rules(domain: &str) -> Option<(&str, bool)> {
 /// provider aliases folded (googlemail.com → gmail.com; dots dropped where the provider ignores
 /// them; `+tag` dropped where the provider delivers it to the same mailbox).
 pub fn email_match_key(input: &str) -> Option<String> {
-    let email = normalize_email(input)?;
+    match_key_of_normalized(normalize_email(input)?)
+}
+
+/// [`email_match_key`] of an address `normalize_email` already gave (sync normalizes each
+/// address once for both columns).
+pub fn match_key_of_normalized(email: String) -> Option<String> {
     let at = email.rfind('@')?;
     let (local, domain) = (&email[..at], &email[at + 1..]);
     let Some((canonical_domain, dots_ignored)) = provider_rules(domain) else {

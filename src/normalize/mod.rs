@@ -2,6 +2,7 @@
 //! `Option<String>` (None = "cannot be parsed"), so the SQL layer can map None to NULL.
 
 pub mod address;
+pub mod contact;
 pub mod date;
 pub mod display;
 pub mod email;

@@ -94,11 +94,7 @@ pub fn normalize_name(input: &str) -> Option<String> {
     // Keep letters, combining marks, apostrophes, hyphens and dots (titles and initials);
     // everything else separates words.
     let mut cleaned = String::with_capacity(input.len());
-    for c in input
-        .nfkc()
-        .filter(|c| !super::is_invisible(*c))
-        .flat_map(char::to_lowercase)
-    {
+    let mut clean = |c: char| {
         // A letter still upper case after lowercasing is a symbol drawn as one (`🅐`, found
         // by fuzzing): dropped like other symbols.
         let keep = (c.is_alphabetic() && !c.is_uppercase())
@@ -108,6 +104,20 @@ pub fn normalize_name(input: &str) -> Option<String> {
                 '\'' | '’' | '‘' | '`' | '´' | 'ʼ' | '.' | '-' | '‐' | '‑' | '‒' | '–' | '—'
             );
         cleaned.push(if keep { c } else { ' ' });
+    };
+    if input.is_ascii() {
+        // ASCII is its own NFKC and holds no invisible character (issue 27: the normalization
+        // was a tenth of the cleaners' time in sync's profile).
+        input
+            .chars()
+            .map(|c| c.to_ascii_lowercase())
+            .for_each(&mut clean);
+    } else {
+        input
+            .nfkc()
+            .filter(|c| !super::is_invisible(*c))
+            .flat_map(char::to_lowercase)
+            .for_each(&mut clean);
     }
     if cleaned.chars().count() > MAX_NAME_CHARS {
         return None;
@@ -260,6 +270,22 @@ pub fn given_name_variants(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::{given_name_variants, normalize_name};
+
+    /// The ASCII fast path of `normalize_name` relies on ASCII being its own NFKC, without
+    /// invisible characters, lowercased as `char::to_lowercase` does.
+    #[test]
+    fn ascii_is_its_own_nfkc() {
+        use unicode_normalization::UnicodeNormalization;
+        for b in 0u8..128 {
+            let c = b as char;
+            assert_eq!(std::iter::once(c).nfkc().collect::<String>(), c.to_string());
+            assert!(!crate::normalize::is_invisible(c));
+            assert_eq!(
+                c.to_lowercase().collect::<String>(),
+                c.to_ascii_lowercase().to_string()
+            );
+        }
+    }
 
     fn n(s: &str) -> Option<String> {
         normalize_name(s)

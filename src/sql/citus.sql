@@ -263,7 +263,8 @@ $$;
 -- The statement sync runs (as the mapping's role) for a distributed source: the mapping and
 -- the cleaners over the source rows `filter` selects, in one query Citus pushes down to the
 -- shards whole (no OFFSET fence, no reference to a coordinator table: unify._normalized_query
--- with fenced => false and fresh => true), into pg_temp.unify_clean_rows, in key order (see
+-- with fenced => false and fresh => true; the raw values made of built-ins, see
+-- unify._raw_expression), into pg_temp.unify_clean_rows, in key order (see
 -- unify._citus_stage_order: the same record ids on every sync of the same data).
 CREATE FUNCTION unify._citus_clean_statement(src unify.sources, filter text) RETURNS text
 STABLE LANGUAGE plpgsql AS $$
@@ -285,8 +286,8 @@ BEGIN
                   -- source 0: no comparison and no erasure filter in the pushed-down query
                   -- (both read coordinator tables); _citus_staged_query applies them after.
                   unify._normalized_query(0,
-                      replace(unify._raw_query(src.fields), 'FROM pg_temp.unify_source_rows AS s',
-                              format('FROM (SELECT %s FROM %s AS src %s) AS s', staged, src.relation, coalesce(filter, ''))),
+                      format(E'\nSELECT s.*, %s AS raw\nFROM (SELECT %s FROM %s AS src %s) AS s\n',
+                             unify._raw_expression(src.fields), staged, src.relation, coalesce(filter, '')),
                       true, false));
 END
 $$;

@@ -25,6 +25,10 @@ DECLARE
     -- The SQL helpers a mapping calls (they must inline into it, so they are qualified instead
     -- of pinned) and the field list its validation reads: executable by every role.
     mapping_helpers constant text[] := ARRAY['parse_flag', '_date_text', '_timestamptz', 'canonical_fields', '_canonical_field_types'];
+    -- C functions that run no SQL but are STABLE (their result follows a setting: _raw_values
+    -- writes timestamps in the session's time zone): not pinned either, as the IMMUTABLE ones.
+    -- A pinned search_path costs a GUC change around every call (sync calls it once per row).
+    no_sql_stable constant text[] := ARRAY['_raw_values'];
 BEGIN
     -- Tables, views and sequences: nothing for anyone, then what each role needs.
     EXECUTE (SELECT 'REVOKE ALL ON ' || string_agg(c.oid::regclass::text, ', ') || ' FROM PUBLIC, unify_admin, unify_reader, unify_analyst'
@@ -46,7 +50,7 @@ BEGIN
         END IF;
         -- Pure Rust functions (immutable, C) and the inlined mapping helpers are qualified;
         -- everything else gets the pinned search_path.
-        pinned := NOT ((f.lanname = 'c' AND f.provolatile = 'i')
+        pinned := NOT ((f.lanname = 'c' AND (f.provolatile = 'i' OR f.proname = ANY (no_sql_stable)))
                        OR (f.lanname = 'sql' AND f.proname = ANY (mapping_helpers)));
         IF pinned THEN
             EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f.signature);

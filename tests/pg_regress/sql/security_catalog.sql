@@ -17,11 +17,14 @@ WHERE p.pronamespace = 'unify'::regnamespace
   AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)
   AND NOT (l.lanname = 'c' AND p.provolatile = 'i')
 ORDER BY 1;
--- The C functions without it run no SQL: all IMMUTABLE (the SPI users are VOLATILE or STABLE).
-SELECT count(*) AS spi_functions_unpinned
+-- The C functions without it run no SQL: all IMMUTABLE (the SPI users are VOLATILE or STABLE),
+-- but for unify._raw_values (STABLE: timestamps in the session's time zone; no SPI, no lookup
+-- by name), which sync calls once per row.
+SELECT p.oid::regprocedure AS c_function_unpinned_not_immutable
 FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
 WHERE p.pronamespace = 'unify'::regnamespace AND l.lanname = 'c' AND p.provolatile <> 'i'
-  AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false);
+  AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)
+ORDER BY 1;
 
 -- SECURITY DEFINER: the commands that change state (and the status figures), every one pinned.
 SELECT p.oid::regprocedure::text AS definer, 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig) AS pinned,
@@ -194,3 +197,27 @@ SELECT * FROM unify._citus_queue_depth(1);
 RESET ROLE;
 -- Without Citus nothing is moved and no source has a shard queue (the owner may ask).
 SELECT unify._citus_collect() AS collected, unify._citus_queue(1) AS queue, unify._cleaned_on('unify.records') AS cleaned_on;
+-- The first sync's combined cleaner and index build memory (issue 27): internal, the owner's
+-- only (sync and identify, both SECURITY DEFINER, call them); the public cleaners it combines
+-- stay executable by PUBLIC.
+SELECT f AS combined_cleaner, has_function_privilege('unify_admin', f, 'EXECUTE') AS admin,
+       has_function_privilege('unify_reader', f, 'EXECUTE') AS reader, has_function_privilege('unify_analyst', f, 'EXECUTE') AS analyst,
+       has_function_privilege('public', f, 'EXECUTE') AS public
+FROM unnest(ARRAY['unify._clean_contact(text,text,text,text,text,text,text,text,text,text,text,text,text,text,text)',
+                  'unify._index_build_memory()', 'unify._raw_values(record)', 'unify.normalize_name(text)', 'unify.normalize_phone(text,text)']::regprocedure[]) f
+ORDER BY f::text;
+SET ROLE unify_analyst;
+SELECT unify._clean_contact(NULL, NULL, 'Anna', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+SELECT unify._index_build_memory();
+SELECT unify._raw_values(ROW(1));
+RESET ROLE;
+-- As the owner: the larger of maintenance_work_mem and customer_unify.batch_memory.
+BEGIN;
+SET LOCAL maintenance_work_mem = '64MB';
+SET LOCAL customer_unify.batch_memory = '256MB';
+SELECT unify._index_build_memory() AS batch_memory_larger;
+SET LOCAL maintenance_work_mem = '512MB';
+SELECT unify._index_build_memory() AS maintenance_larger;
+SET LOCAL customer_unify.batch_memory = '100GB';
+SELECT unify._index_build_memory() AS capped;
+ROLLBACK;

@@ -51,9 +51,12 @@ CREATE TEMP VIEW kunden_fields AS SELECT '{"salutation": "anrede", "first_name":
     "updated_at": "geaendert"}'::jsonb AS fields;
 SELECT unify.add_source('a', 'bulk.kunden', 'nr', fields, track_changes => false) FROM kunden_fields;
 
--- The first load: every row inserted, the catalog of unify.records as before.
+-- The first load: every row inserted, the catalog of unify.records as before. Its indexes
+-- were built with maintenance_work_mem raised to customer_unify.batch_memory, then set back.
+SET LOCAL maintenance_work_mem = '3MB';
 SELECT source_name, source_rows, inserted, updated, deleted, error FROM unify.sync('a');
 SELECT * FROM rebuilt;
+SHOW maintenance_work_mem;
 TRUNCATE index_oids;
 INSERT INTO index_oids SELECT indexrelid FROM pg_index WHERE indrelid = 'unify.records'::regclass;
 SELECT kind, name FROM (SELECT * FROM catalog_before EXCEPT SELECT * FROM records_catalog) x
@@ -99,6 +102,7 @@ SELECT count(*) AS catalog_changes FROM (
 -- constraints come back after the last one.
 SELECT unify.add_source('good', 'bulk.kunden', 'nr', fields, track_changes => false) FROM kunden_fields;
 SELECT source_name, source_rows, inserted, error FROM unify.sync() ORDER BY source_name;
+SHOW maintenance_work_mem;
 SELECT s.name, count(r.record_id) AS records FROM unify.sources s LEFT JOIN unify.records r USING (source_id) GROUP BY s.name ORDER BY 1;
 SELECT count(*) AS catalog_changes FROM (
     (SELECT * FROM catalog_before EXCEPT SELECT * FROM records_catalog)
