@@ -13,7 +13,8 @@
 #
 #   bash benches/resolve_budget.sh [--rows 200000,400000,800000] [--budget 16MB] [--before main]
 #
-# RESOLVE_BUDGET_KEEP=1 keeps the cluster and the template databases at the end.
+# RESOLVE_BUDGET_KEEP=1 keeps the cluster and the template databases at the end;
+# RESOLVE_BUDGET_REUSE=1 takes the template databases an earlier run kept (same sizes, seed 1).
 source "$(dirname "$0")/../scripts/lib.sh"
 ROWS=200000,400000,800000
 BUDGET=16MB
@@ -87,6 +88,10 @@ ROLLBACK;"
     echo "before: $BEFORE_COMMIT, after: $AFTER_COMMIT"
     echo "load: $(cat /proc/loadavg)"
     for rows in ${ROWS//,/ }; do
+        if [ -n "${RESOLVE_BUDGET_REUSE:-}" ] && [ "$(psql -X -A -t -d postgres -c "SELECT count(*) FROM pg_database WHERE datname = 'bench_resolve_$rows'")" = 1 ]; then
+            echo "$rows records: the template database of an earlier run"
+            continue
+        fi
         psql -q -X -d postgres -c "DROP DATABASE IF EXISTS bench_resolve_$rows" -c "CREATE DATABASE bench_resolve_$rows"
         crmgen --rows "$rows" --seed 1 | psql -q -X -v ON_ERROR_STOP=1 -d "bench_resolve_$rows" >/dev/null
         psql -X -q -v ON_ERROR_STOP=1 -d "bench_resolve_$rows" >/dev/null <<'SQL'

@@ -158,8 +158,12 @@ impl Batch {
             clusterer,
         } = self;
         let clustering = clusterer.finish();
-        let mut plan =
-            IdPlan::with_history(&clustering.cluster_of, clustering.clusters, &previous, &former);
+        let mut plan = IdPlan::with_history(
+            &clustering.cluster_of,
+            clustering.clusters,
+            &previous,
+            &former,
+        );
         let candidates = plan.restore_candidates();
         let taken = if candidates.is_empty() {
             HashSet::new()
@@ -240,9 +244,8 @@ mod tests {
         records.sort_by_key(|r| r.id);
         let ids: Vec<i64> = records.iter().map(|r| r.id).collect();
         let previous: Vec<Option<i64>> = records.iter().map(|r| r.previous).collect();
-        let former = FormerIds::from_dense(
-            &records.iter().map(|r| r.former.clone()).collect::<Vec<_>>(),
-        );
+        let former =
+            FormerIds::from_dense(&records.iter().map(|r| r.former.clone()).collect::<Vec<_>>());
         let c = cluster(&ids, must, cannot, matches);
         let mut plan = IdPlan::with_history(&c.cluster_of, c.clusters, &previous, &former);
         // In a full run every previous id is in use by a record: unavailable too.
@@ -256,7 +259,11 @@ mod tests {
                 let cl = c.cluster_of[i];
                 let p = person[cl as usize];
                 let restored = plan.restored(cl) == Some(p);
-                (ids[i], p, former_ids_after(previous[i], former.get(i), p, restored))
+                (
+                    ids[i],
+                    p,
+                    former_ids_after(previous[i], former.get(i), p, restored),
+                )
             })
             .collect();
         (rows, plan.events(&person))
@@ -303,11 +310,19 @@ mod tests {
         let mut links: Vec<(i64, LinkKind, MatchPair)> = Vec::new();
         for &(a, b) in cannot {
             if label_of[&a] == label_of[&b] {
-                links.push((label_of[&a], LinkKind::Cannot, MatchPair { a, b, weight: 0.0 }));
+                links.push((
+                    label_of[&a],
+                    LinkKind::Cannot,
+                    MatchPair { a, b, weight: 0.0 },
+                ));
             }
         }
         for &(a, b) in must {
-            links.push((label_of[&a], LinkKind::Must, MatchPair { a, b, weight: 0.0 }));
+            links.push((
+                label_of[&a],
+                LinkKind::Must,
+                MatchPair { a, b, weight: 0.0 },
+            ));
         }
         for p in matches {
             links.push((label_of[&p.a], LinkKind::Match, *p));
@@ -351,7 +366,8 @@ mod tests {
         }
         fresh_keys.sort_unstable();
         let fresh = |key: i64| next + fresh_keys.binary_search(&key).unwrap() as i64;
-        let changed: HashMap<i64, BatchChange> = changes.into_iter().map(|c| (c.record, c)).collect();
+        let changed: HashMap<i64, BatchChange> =
+            changes.into_iter().map(|c| (c.record, c)).collect();
         let mut rows: Vec<(i64, i64, Vec<i64>)> = records
             .iter()
             .map(|r| match changed.get(&r.id) {
@@ -376,8 +392,10 @@ mod tests {
                     into,
                     restored,
                 } => {
-                    let mut into: Vec<i64> =
-                        into.into_iter().map(|x| resolve_placeholder(x, fresh)).collect();
+                    let mut into: Vec<i64> = into
+                        .into_iter()
+                        .map(|x| resolve_placeholder(x, fresh))
+                        .collect();
                     into.sort_unstable();
                     IdEvent::Split {
                         person_id,
@@ -479,8 +497,14 @@ mod tests {
         assert_eq!(person(1), 10);
         assert_eq!(person(5), person(7));
         assert_ne!(person(8), person(9));
-        assert!(expected.1.iter().any(|e| matches!(e, IdEvent::Merge { .. })));
-        assert!(expected.1.iter().any(|e| matches!(e, IdEvent::Split { restored, .. } if restored == &[30])));
+        assert!(expected
+            .1
+            .iter()
+            .any(|e| matches!(e, IdEvent::Merge { .. })));
+        assert!(expected
+            .1
+            .iter()
+            .any(|e| matches!(e, IdEvent::Split { restored, .. } if restored == &[30])));
         for per_batch in [1, 2, 5, 100] {
             let got = batched(
                 &records,
@@ -521,7 +545,12 @@ mod tests {
                 .filter(|p| p.a != p.b)
                 .collect();
             let cannot: Vec<(i64, i64)> = matches.iter().step_by(5).map(|p| (p.a, p.b)).collect();
-            let must: Vec<(i64, i64)> = matches.iter().skip(3).step_by(11).map(|p| (p.b, p.a)).collect();
+            let must: Vec<(i64, i64)> = matches
+                .iter()
+                .skip(3)
+                .step_by(11)
+                .map(|p| (p.b, p.a))
+                .collect();
             let unavailable: HashSet<i64> = [2001, 3002].into();
             let expected = whole(&records, &must, &cannot, &matches, &unavailable, 10_000);
             for e in &expected.1 {
@@ -543,11 +572,18 @@ mod tests {
                     10_000,
                     per_batch,
                 );
-                assert_eq!((&got.0, &got.1), (&expected.0, &expected.1), "seed {seed}, {per_batch}");
+                assert_eq!(
+                    (&got.0, &got.1),
+                    (&expected.0, &expected.1),
+                    "seed {seed}, {per_batch}"
+                );
             }
         }
         // The histories hold what the batches must get right.
-        assert!(merges > 20 && splits > 20 && given_back > 5, "{merges} {splits} {given_back}");
+        assert!(
+            merges > 20 && splits > 20 && given_back > 5,
+            "{merges} {splits} {given_back}"
+        );
     }
 
     #[test]

@@ -445,6 +445,31 @@ fn count(client: &mut SpiClient<'_>, query: &str) -> u64 {
         .max(0) as u64
 }
 
+/// Sets `name` for the rest of the transaction (or until set back) to `value` where that is
+/// less, returning what it was.
+fn lower_setting(client: &mut SpiClient<'_>, name: &str, value_kb: u64) -> String {
+    client
+        .update(
+            "SELECT current_setting($1), CASE WHEN pg_size_bytes(current_setting($1)) > $2::bigint * 1024
+                 THEN set_config($1, $2 || 'kB', true) END",
+            None,
+            &[name.into(), (value_kb as i64).into()],
+        )
+        .and_then(|t| t.first().get::<String>(1))
+        .unwrap_or_else(|e| spi_failed(e, "resolve"))
+        .unwrap_or_default()
+}
+
+fn set_back(client: &mut SpiClient<'_>, name: &str, value: &str) {
+    client
+        .update(
+            "SELECT set_config($1, $2, true)",
+            None,
+            &[name.into(), value.into()],
+        )
+        .unwrap_or_else(|e| spi_failed(e, "resolve"));
+}
+
 /// A cursor read a row at a time (fetched `batch` at a time), with a look at the next row.
 struct Stream<T> {
     cursor: Cursor,
@@ -510,7 +535,14 @@ fn in_batches(
     total: u64,
 ) -> (i64, i64, i64, i64, i64, i64, i64, i64, Option<Vec<i64>>) {
     const F: &str = "resolve";
-    let limit = (crate::budget::kb() * 1024 / BATCH_RECORD_BYTES).max(16) as usize;
+    let budget = crate::budget::kb();
+    let limit = (budget * 1024 / BATCH_RECORD_BYTES).max(16) as usize;
+    // PostgreSQL's own part within the budget too: its sorts and hashes of the statements
+    // below in an eighth of it each (two cursors' sorts are open at once; a hash join takes
+    // hash_mem_multiplier times work_mem), the index rebuild after a first resolve in all of it. Set back at
+    // the end (an error ends the transaction, which sets them back).
+    let work_mem = lower_setting(client, "work_mem", (budget / 8).max(64));
+    let maintenance_work_mem = lower_setting(client, "maintenance_work_mem", budget.max(1024));
     for table in [EDGES, LABELS, LINKS, FRESH, FRESH_IDS, EVENTS, CHANGES] {
         run(client, &format!("DROP TABLE IF EXISTS {table}"), F);
     }
@@ -553,7 +585,11 @@ fn in_batches(
         ),
         F,
     );
-    run(client, &format!("ALTER TABLE {LABELS} ADD PRIMARY KEY (node)"), F);
+    run(
+        client,
+        &format!("ALTER TABLE {LABELS} ADD PRIMARY KEY (node)"),
+        F,
+    );
     run(client, &format!("ANALYZE {LABELS}"), F);
     run(client, &format!("ANALYZE {EDGES}"), F);
     // Then, until nothing changes: each takes its label's label (a jump along the labels),
@@ -614,7 +650,11 @@ fn in_batches(
         &format!("CREATE TEMP TABLE {CHANGES} (record_id bigint, person_id bigint, former text)"),
         F,
     );
-    run(client, &format!("CREATE TEMP TABLE {FRESH} (key bigint)"), F);
+    run(
+        client,
+        &format!("CREATE TEMP TABLE {FRESH} (key bigint)"),
+        F,
+    );
     run(
         client,
         &format!(
@@ -629,7 +669,11 @@ fn in_batches(
         .and_then(|t| t.first().get_one::<String>())
         .unwrap_or_else(|e| spi_failed(e, F))
         .unwrap_or_else(|| "0.1".into());
-    run(client, "SELECT set_config('cursor_tuple_fraction', '1', true)", F);
+    run(
+        client,
+        "SELECT set_config('cursor_tuple_fraction', '1', true)",
+        F,
+    );
     let mut records = Stream::open(
         client,
         "unify_cluster_components",
@@ -747,7 +791,10 @@ fn in_batches(
     );
     run(
         client,
-        &format!("SELECT set_config('cursor_tuple_fraction', '{}', true)", fraction.replace('\'', "''")),
+        &format!(
+            "SELECT set_config('cursor_tuple_fraction', '{}', true)",
+            fraction.replace('\'', "''")
+        ),
         F,
     );
     // 4. New ids in the order of each cluster's smallest record (the order of a whole run).
@@ -760,7 +807,11 @@ fn in_batches(
         ),
         F,
     );
-    run(client, &format!("ALTER TABLE {FRESH_IDS} ADD PRIMARY KEY (key)"), F);
+    run(
+        client,
+        &format!("ALTER TABLE {FRESH_IDS} ADD PRIMARY KEY (key)"),
+        F,
+    );
     run(client, &format!("ANALYZE {FRESH_IDS}"), F);
     let new_persons = count(client, &format!("SELECT count(*) FROM {FRESH_IDS}"));
     run(
@@ -791,8 +842,14 @@ fn in_batches(
     rebuild_indexes(client, rebuild, F);
     // The events in a whole run's order: merges by their cluster's smallest record, then
     // splits by the id that split. An id given back names the event that took it away.
-    let merges = count(client, &format!("SELECT count(*) FROM {EVENTS} WHERE kind = 0"));
-    let splits = count(client, &format!("SELECT count(*) FROM {EVENTS} WHERE kind = 1"));
+    let merges = count(
+        client,
+        &format!("SELECT count(*) FROM {EVENTS} WHERE kind = 0"),
+    );
+    let splits = count(
+        client,
+        &format!("SELECT count(*) FROM {EVENTS} WHERE kind = 1"),
+    );
     update_kept(
         client,
         &format!(
@@ -818,6 +875,8 @@ fn in_batches(
     for table in [LABELS, LINKS, FRESH, FRESH_IDS, EVENTS, CHANGES] {
         run(client, &format!("DROP TABLE {table}"), F);
     }
+    set_back(client, "work_mem", &work_mem);
+    set_back(client, "maintenance_work_mem", &maintenance_work_mem);
     (
         total as i64,
         (clusters + (total - streamed)) as i64,
