@@ -230,6 +230,9 @@ mod tests {
     use super::*;
     use crate::cluster::components::{cluster, MatchPair};
 
+    /// Per record: its id, its person after the run, its former ids after.
+    type Rows = Vec<(i64, i64, Vec<i64>)>;
+
     /// A whole run at once, as `unify._cluster` holds it: the record ids, their new person ids,
     /// former ids after, and the events; fresh ids drawn from `next`.
     fn whole(
@@ -239,7 +242,7 @@ mod tests {
         matches: &[MatchPair],
         unavailable: &HashSet<i64>,
         next: i64,
-    ) -> (Vec<(i64, i64, Vec<i64>)>, Vec<IdEvent>) {
+    ) -> (Rows, Vec<IdEvent>) {
         let mut records = records.to_vec();
         records.sort_by_key(|r| r.id);
         let ids: Vec<i64> = records.iter().map(|r| r.id).collect();
@@ -279,7 +282,7 @@ mod tests {
         unavailable: &HashSet<i64>,
         next: i64,
         per_batch: usize,
-    ) -> (Vec<(i64, i64, Vec<i64>)>, Vec<IdEvent>, usize) {
+    ) -> (Rows, Vec<IdEvent>, usize) {
         // Components of the links that decide (as SQL's label propagation finds them).
         let ids: Vec<i64> = records.iter().map(|r| r.id).collect();
         let mut edges: Vec<(i64, i64)> = must.to_vec();
@@ -368,7 +371,7 @@ mod tests {
         let fresh = |key: i64| next + fresh_keys.binary_search(&key).unwrap() as i64;
         let changed: HashMap<i64, BatchChange> =
             changes.into_iter().map(|c| (c.record, c)).collect();
-        let mut rows: Vec<(i64, i64, Vec<i64>)> = records
+        let mut rows: Rows = records
             .iter()
             .map(|r| match changed.get(&r.id) {
                 Some(c) => (r.id, resolve_placeholder(c.person, fresh), c.former.clone()),

@@ -419,6 +419,9 @@ fn _cluster(
     })
 }
 
+/// `_cluster`'s row (its columns named in its signature).
+type ClusterRow = (i64, i64, i64, i64, i64, i64, i64, i64, Option<Vec<i64>>);
+
 /// Bytes a record of a full run's clustering state holds when all are held at once (measured
 /// about 94 at 1M to 5M records: its id, previous id and cluster, the union-find, the id plan).
 const HELD_STATE_BYTES: u64 = 100;
@@ -533,7 +536,7 @@ fn in_batches(
     reason: Option<&str>,
     batch: usize,
     total: u64,
-) -> (i64, i64, i64, i64, i64, i64, i64, i64, Option<Vec<i64>>) {
+) -> ClusterRow {
     const F: &str = "resolve";
     let budget = crate::budget::kb();
     let limit = (budget * 1024 / BATCH_RECORD_BYTES).max(16) as usize;
