@@ -97,11 +97,12 @@ fn _cluster(
     // bytes a row in flight).
     let batch = (crate::budget::kb() as usize * 4).clamp(100, 200_000);
     Spi::connect_mut(|client| {
-        // A full run whose clustering state would pass the budget: a batch of whole components
-        // at a time (issue 27).
+        // A full run whose clustering state would pass half the budget (the other half left to
+        // PostgreSQL's sorts and the rows in flight): a batch of whole components at a time
+        // (issue 27). At 1GB that is above about 5.3M records.
         if full {
             let total = count(client, "SELECT count(*) FROM unify.records");
-            if total.saturating_mul(HELD_STATE_BYTES) > crate::budget::kb() * 1024 {
+            if total.saturating_mul(HELD_STATE_BYTES) > crate::budget::kb() * 1024 / 2 {
                 return TableIterator::once(in_batches(client, rule, reason, batch, total));
             }
         }
