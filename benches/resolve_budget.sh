@@ -14,7 +14,8 @@
 #   bash benches/resolve_budget.sh [--rows 200000,400000,800000] [--budget 16MB] [--before main]
 #
 # RESOLVE_BUDGET_KEEP=1 keeps the cluster and the template databases at the end;
-# RESOLVE_BUDGET_REUSE=1 takes the template databases an earlier run kept (same sizes, seed 1).
+# RESOLVE_BUDGET_REUSE=1 takes the template databases an earlier run kept (same sizes, seed 1);
+# RESOLVE_BUDGET_PHASES=before (or after) runs only that build's resolves.
 source "$(dirname "$0")/../scripts/lib.sh"
 ROWS=200000,400000,800000
 BUDGET=16MB
@@ -60,7 +61,10 @@ checksum() {
         || ', events ' || (SELECT count(*) FROM unify.identity_events)
         || ', checksum ' || left(md5((SELECT string_agg(md5((to_jsonb(p) - 'updated_at' - 'created_at')::text), '' ORDER BY person_id) FROM unify.persons p)
             || (SELECT string_agg(md5(record_id || ':' || coalesce(person_id, 0) || ':' || coalesce(former_person_ids::text, '')), '' ORDER BY record_id) FROM unify.records)
-            || (SELECT coalesce(string_agg(md5(event_id || event || person_id || related_ids::text || coalesce(details::text, '')), '' ORDER BY event_id), '') FROM unify.identity_events)), 12)"
+            || (SELECT coalesce(string_agg(md5(event_id || event || person_id || related_ids::text || coalesce(details::text, '')), '' ORDER BY event_id), '') FROM unify.identity_events)), 12)
+        || ' (ids and events alone ' || left(md5((SELECT string_agg(md5(record_id || ':' || coalesce(person_id, 0) || ':' || coalesce(former_person_ids::text, '')), '' ORDER BY record_id) FROM unify.records)
+            || (SELECT coalesce(string_agg(md5(event_id || event || person_id || related_ids::text || coalesce(details::text, '')), '' ORDER BY event_id), '') FROM unify.identity_events)), 12)
+        || ', households ' || left(md5((SELECT string_agg(person_id || ':' || coalesce(household_id, 0), ',' ORDER BY person_id) FROM unify.persons)), 12) || ')'"
 }
 
 # The resolves of one build on every size's template.
@@ -108,8 +112,9 @@ SQL
             || pg_size_pretty(pg_database_size(current_database()))"
     done
     echo "load: $(cat /proc/loadavg)"
-    resolves after
+    [ "${RESOLVE_BUDGET_PHASES:-both}" = before ] || resolves after
     # The build of --before, over the same templates.
+    [ "${RESOLVE_BUDGET_PHASES:-both}" != after ] || exit 0
     rm -rf "$DIR/before-src"
     mkdir -p "$DIR/before-src"
     git -C "$ROOT" archive "$BEFORE" | tar -x -C "$DIR/before-src"
