@@ -30,6 +30,9 @@ while [ $# -gt 0 ]; do
 done
 ensure_deps
 cd "$ROOT"
+# Built again for sure: the library an earlier --before build left under the same name in the
+# target directory is not taken for this tree's.
+touch "$ROOT/src/lib.rs"
 DIR="${CUSTOMER_UNIFY_BENCH_DIR:-/tmp/customer_unify-bench}/resolve_budget"
 mkdir -p "$DIR"
 BEFORE_COMMIT=$(git -C "$ROOT" rev-parse --short "$BEFORE")
@@ -118,6 +121,9 @@ SQL
     rm -rf "$DIR/before-src"
     mkdir -p "$DIR/before-src"
     git -C "$ROOT" archive "$BEFORE" | tar -x -C "$DIR/before-src"
+    # git archive gives the files the commit's time: cargo would take an earlier build from
+    # this directory for up to date.
+    find "$DIR/before-src" -type f -exec touch {} +
     # Its own sources, this tree's target directory (the dependencies are built already).
     (CARGO_TARGET_DIR="$ROOT/target"; export CARGO_TARGET_DIR; ROOT="$DIR/before-src"; install_build release) \
         || die "building $BEFORE failed"
@@ -126,6 +132,7 @@ SQL
     echo "load: $(cat /proc/loadavg)"
 } 2>&1 | tee "$DIR/resolve-budget-result.txt"
 # The build of this tree installed again.
+touch "$ROOT/src/lib.rs"
 install_release >/dev/null
 if [ -z "${RESOLVE_BUDGET_KEEP:-}" ]; then
     for rows in ${ROWS//,/ }; do
