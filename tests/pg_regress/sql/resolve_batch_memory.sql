@@ -5,7 +5,8 @@
 -- --seed 7, schema crm, loaded by scripts/test.sh) a budget of 64kB takes every one of those
 -- paths with many batches (32 records a fetch, 256 a chunk), and clusters the records a batch of
 -- whole components of about 160 records at a time (their components found in SQL, new ids and
--- events put in a whole run's order at the end); the default (1GB) holds all at once.
+-- events put in a whole run's order at the end); 400kB still holds the clustering at once and
+-- stages its changes in chunks; the default (1GB) holds all at once.
 -- Both must leave the same persons, ids, former ids, identity events, households and outbox,
 -- on a first resolve and on a resolve that merges, splits and gives ids back after stewardship.
 -- Each run starts from the same savepoint with the sequences set back, so both draw the same ids.
