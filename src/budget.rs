@@ -4,9 +4,10 @@
 //! and scores block by block, train samples its candidates block by block (`crate::model::stream`,
 //! `crate::sql::matching::stream`), holding a bounded buffer whatever the number of records, and
 //! resolve makes golden records and households a batch of whole persons at a time
-//! (`sql::persons::golden`). Resolve's clustering always streams the match pairs and holds a few
-//! compact arrays over the records (`sql::persons::cluster`: 40–70 bytes a record, 132 MB
-//! private at 1M records, under 700 MB estimated at 10M).
+//! (`sql::persons::golden`). Resolve's clustering holds its state for all records at once while
+//! that fits (about 100 bytes a record); above it, it clusters a batch of whole components at a
+//! time (`sql::persons::cluster::in_batches`, `crate::cluster::batches`), holding about the
+//! budget whatever the number of records, with PostgreSQL's own sorts of it bounded too.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 
@@ -21,7 +22,7 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"customer_unify.batch_memory",
         c"Memory a whole-table batch command (unify.score_pairs, unify.train, unify.resolve) may use in its backend.",
-        c"When all records fit (score_pairs and train: about 4 kB each; resolve's golden records: about 2 kB each), they are held at once; otherwise score_pairs streams them in blocking-key order and scores block by block, train samples the candidates block by block, and resolve makes golden records and households a batch of whole persons at a time, within this budget. PostgreSQL's own sorts of those streams use work_mem.",
+        c"When all records fit (score_pairs and train: about 4 kB each; resolve's golden records: about 2 kB each), they are held at once; otherwise score_pairs streams them in blocking-key order and scores block by block, train samples the candidates block by block, and resolve makes golden records and households a batch of whole persons at a time and (above about 100 bytes a record) clusters a batch of whole components at a time, within this budget. PostgreSQL's own sorts of those streams use work_mem.",
         &BATCH_MEMORY_KB,
         64,
         i32::MAX,

@@ -235,6 +235,11 @@ impl IdPlan {
         self.restored[c as usize]
     }
 
+    /// Whether cluster `c` keeps no previous id and gets none back (after `restore`).
+    pub fn needs_new_id(&self, c: u32) -> bool {
+        self.kept[c as usize].is_none() && self.restored[c as usize].is_none()
+    }
+
     pub fn new_ids_needed(&self) -> usize {
         self.kept
             .iter()

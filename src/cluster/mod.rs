@@ -4,6 +4,7 @@
 //! person and household ids stable across runs and names the merges and splits, and
 //! `survivorship` picks each field of the golden record.
 
+pub mod batches;
 pub mod components;
 pub mod ids;
 pub mod survivorship;

@@ -14,6 +14,7 @@ use super::super::spi::{
     update_kept, Args, Cursor,
 };
 use super::fresh_ids;
+use crate::cluster::batches::{Batch, BatchRecord, KeyedEvent, LinkKind};
 use crate::cluster::components::{pair_order, Clusterer, MatchPair};
 use crate::cluster::ids::{former_ids_after, FormerIds, IdEvent, IdPlan};
 
@@ -96,6 +97,15 @@ fn _cluster(
     // bytes a row in flight).
     let batch = (crate::budget::kb() as usize * 4).clamp(100, 200_000);
     Spi::connect_mut(|client| {
+        // A full run whose clustering state would pass half the budget (the other half left to
+        // PostgreSQL's sorts and the rows in flight): a batch of whole components at a time
+        // (issue 27). At 1GB that is above about 5.3M records.
+        if full {
+            let total = count(client, "SELECT count(*) FROM unify.records");
+            if total.saturating_mul(HELD_STATE_BYTES) > crate::budget::kb() * 1024 / 2 {
+                return TableIterator::once(in_batches(client, rule, reason, batch, total));
+            }
+        }
         // The records in scope in record id order: their dense index is their rank, found by a
         // binary search (8 bytes a record, no map). Former ids only where a record has any.
         let mut ids: Vec<i64> = Vec::new();
@@ -408,6 +418,516 @@ fn _cluster(
             (!full).then(|| touched.into_iter().collect()),
         ))
     })
+}
+
+/// `_cluster`'s row (its columns named in its signature).
+type ClusterRow = (i64, i64, i64, i64, i64, i64, i64, i64, Option<Vec<i64>>);
+
+/// Bytes a record of a full run's clustering state holds when all are held at once (measured
+/// about 94 at 1M to 5M records: its id, previous id and cluster, the union-find, the id plan).
+const HELD_STATE_BYTES: u64 = 100;
+
+/// Bytes a record of a batch holds (the batch's arrays and its share of the links and of the
+/// rows in flight): a batch of whole components holds about the budget over this many records.
+const BATCH_RECORD_BYTES: u64 = 400;
+
+/// The temp tables of a run in batches, dropped at its end.
+const EDGES: &str = "pg_temp.unify_cluster_edges";
+const LABELS: &str = "pg_temp.unify_cluster_labels";
+const LINKS: &str = "pg_temp.unify_cluster_links";
+const FRESH: &str = "pg_temp.unify_cluster_fresh";
+const FRESH_IDS: &str = "pg_temp.unify_cluster_fresh_ids";
+const EVENTS: &str = "pg_temp.unify_cluster_events";
+
+/// The one bigint of `query`.
+fn count(client: &mut SpiClient<'_>, query: &str) -> u64 {
+    client
+        .update(query, None, &[])
+        .and_then(|t| t.first().get_one::<i64>())
+        .unwrap_or_else(|e| spi_failed(e, "resolve"))
+        .unwrap_or_default()
+        .max(0) as u64
+}
+
+/// Sets `name` for the rest of the transaction (or until set back) to `value` where that is
+/// less, returning what it was.
+fn lower_setting(client: &mut SpiClient<'_>, name: &str, value_kb: u64) -> String {
+    client
+        .update(
+            "SELECT current_setting($1), CASE WHEN pg_size_bytes(current_setting($1)) > $2::bigint * 1024
+                 THEN set_config($1, $2 || 'kB', true) END",
+            None,
+            &[name.into(), (value_kb as i64).into()],
+        )
+        .and_then(|t| t.first().get::<String>(1))
+        .unwrap_or_else(|e| spi_failed(e, "resolve"))
+        .unwrap_or_default()
+}
+
+fn set_back(client: &mut SpiClient<'_>, name: &str, value: &str) {
+    client
+        .update(
+            "SELECT set_config($1, $2, true)",
+            None,
+            &[name.into(), value.into()],
+        )
+        .unwrap_or_else(|e| spi_failed(e, "resolve"));
+}
+
+/// A cursor read a row at a time (fetched `batch` at a time), with a look at the next row.
+struct Stream<T> {
+    cursor: Cursor,
+    rows: std::collections::VecDeque<T>,
+    row: fn(&SpiHeapTupleData) -> T,
+    done: bool,
+}
+
+impl<T> Stream<T> {
+    fn open(
+        client: &mut SpiClient<'_>,
+        name: &str,
+        query: &str,
+        batch: usize,
+        row: fn(&SpiHeapTupleData) -> T,
+    ) -> Self {
+        Self {
+            cursor: Cursor::open(client, name, query, batch, "resolve"),
+            rows: Default::default(),
+            row,
+            done: false,
+        }
+    }
+
+    fn peek(&mut self, client: &mut SpiClient<'_>) -> Option<&T> {
+        if self.rows.is_empty() && !self.done {
+            let rows = self.cursor.next(client, self.row);
+            self.done = rows.is_empty();
+            self.rows.extend(rows);
+        }
+        self.rows.front()
+    }
+
+    fn pop(&mut self) -> Option<T> {
+        self.rows.pop_front()
+    }
+
+    fn close(self, client: &mut SpiClient<'_>) {
+        self.cursor.close(client);
+    }
+}
+
+/// A full run whose clustering would not fit `customer_unify.batch_memory` (issue 27): the same
+/// persons, ids, former ids and events as all records held at once, within the budget whatever
+/// the number of records (`crate::cluster::batches` says why a batch of whole components
+/// decides what the whole run would).
+///
+/// 1. The records that take part, set-based in SQL: those of a match pair or a must-link, of a
+///    previous person with more than one record, with former ids, or without a person. Every
+///    other record is alone in its cluster and keeps its person: nothing to do.
+/// 2. Their components, by label propagation over temp tables (each record's label is the
+///    smallest record id of its component; PostgreSQL's joins spill to disk within work_mem).
+/// 3. Rust reads them in label order, a batch of whole components of about the budget at a
+///    time, with the batch's links (cannot, must, then the match pairs in the order they join),
+///    and stages the changed records, the events and the clusters that need a new id.
+/// 4. New ids drawn in the order of each cluster's smallest record, put in for the
+///    placeholders; the records updated; the events written in the order of a whole run.
+fn in_batches(
+    client: &mut SpiClient<'_>,
+    rule: &str,
+    reason: Option<&str>,
+    batch: usize,
+    total: u64,
+) -> ClusterRow {
+    const F: &str = "resolve";
+    let budget = crate::budget::kb();
+    let limit = (budget * 1024 / BATCH_RECORD_BYTES).max(16) as usize;
+    // PostgreSQL's own part within the budget too: its sorts and hashes of the statements
+    // below in an eighth of it each (two cursors' sorts are open at once; a hash join takes
+    // hash_mem_multiplier times work_mem), the index rebuild after a first resolve in all of it. Set back at
+    // the end (an error ends the transaction, which sets them back).
+    let work_mem = lower_setting(client, "work_mem", (budget / 8).max(64));
+    let maintenance_work_mem = lower_setting(client, "maintenance_work_mem", budget.max(1024));
+    for table in [EDGES, LABELS, LINKS, FRESH, FRESH_IDS, EVENTS, CHANGES] {
+        run(client, &format!("DROP TABLE IF EXISTS {table}"), F);
+    }
+    // 1. What joins two records' fates: a match pair, a must-link, the same previous person, a
+    // former id carried by both (each record of a person or former id linked to its smallest).
+    run(
+        client,
+        &format!(
+            "CREATE TEMP TABLE {EDGES} AS
+             SELECT record_a AS a, record_b AS b FROM unify.pairs WHERE is_match AND record_a <> record_b
+             UNION ALL
+             SELECT ra.record_id, rb.record_id FROM unify.overrides o
+               JOIN unify.records ra ON ra.source_id = o.source_a AND ra.source_key = o.key_a
+               JOIN unify.records rb ON rb.source_id = o.source_b AND rb.source_key = o.key_b
+              WHERE o.kind = 'must_link' AND ra.record_id <> rb.record_id
+             UNION ALL
+             SELECT first, record_id FROM (
+                 SELECT record_id, min(record_id) OVER (PARTITION BY person_id) AS first
+                   FROM unify.records WHERE person_id IS NOT NULL) s
+              WHERE first <> record_id
+             UNION ALL
+             SELECT first, record_id FROM (
+                 SELECT r.record_id, min(r.record_id) OVER (PARTITION BY f.id) AS first
+                   FROM unify.records r, unnest(r.former_person_ids) AS f (id)) s
+              WHERE first <> record_id"
+        ),
+        F,
+    );
+    // 2. Each record's label: at first the smallest of itself and its neighbours.
+    run(
+        client,
+        &format!(
+            "CREATE TEMP TABLE {LABELS} AS
+             SELECT node, min(label) AS label FROM (
+                 SELECT a AS node, least(a, b) AS label FROM {EDGES}
+                 UNION ALL SELECT b, least(a, b) FROM {EDGES}
+                 UNION ALL SELECT record_id, record_id FROM unify.records
+                  WHERE person_id IS NULL OR former_person_ids IS NOT NULL) s
+             GROUP BY node"
+        ),
+        F,
+    );
+    run(
+        client,
+        &format!("ALTER TABLE {LABELS} ADD PRIMARY KEY (node)"),
+        F,
+    );
+    run(client, &format!("ANALYZE {LABELS}"), F);
+    run(client, &format!("ANALYZE {EDGES}"), F);
+    // Then, until nothing changes: each takes its label's label (a jump along the labels),
+    // and the smallest label of its neighbours. Labels only fall and are record ids of the
+    // component: at the end each is the component's smallest record.
+    let mut rounds = 0u32;
+    loop {
+        crate::interrupt::check();
+        rounds += 1;
+        count(
+            client,
+            &format!(
+                "WITH u AS (UPDATE {LABELS} t SET label = j.label FROM {LABELS} j
+                             WHERE j.node = t.label AND j.label < t.label RETURNING 1)
+                 SELECT count(*) FROM u"
+            ),
+        );
+        let changed = count(
+            client,
+            &format!(
+                "WITH n AS (
+                     SELECT e.a AS node, l.label FROM {EDGES} e JOIN {LABELS} l ON l.node = e.b
+                     UNION ALL
+                     SELECT e.b, l.label FROM {EDGES} e JOIN {LABELS} l ON l.node = e.a),
+                 u AS (UPDATE {LABELS} t SET label = m.label
+                         FROM (SELECT node, min(label) AS label FROM n GROUP BY node) m
+                        WHERE t.node = m.node AND m.label < t.label RETURNING 1)
+                 SELECT count(*) FROM u"
+            ),
+        );
+        if changed == 0 {
+            break;
+        }
+    }
+    run(client, &format!("DROP TABLE {EDGES}"), F);
+    // The links of each component, in the order they are given: cannot-links (only those
+    // within a component can matter), must-links, the match pairs in the order they join.
+    run(
+        client,
+        &format!(
+            "CREATE TEMP TABLE {LINKS} AS
+             SELECT la.label, o.kind, o.a, o.b, 0::float8 AS w FROM (
+                 SELECT ra.record_id AS a, rb.record_id AS b, CASE o.kind WHEN 'cannot_link' THEN 0 ELSE 1 END AS kind
+                   FROM unify.overrides o
+                   JOIN unify.records ra ON ra.source_id = o.source_a AND ra.source_key = o.key_a
+                   JOIN unify.records rb ON rb.source_id = o.source_b AND rb.source_key = o.key_b) o
+               JOIN {LABELS} la ON la.node = o.a
+               JOIN {LABELS} lb ON lb.node = o.b AND lb.label = la.label
+             UNION ALL
+             SELECT l.label, 2, p.record_a, p.record_b, p.match_weight
+               FROM unify.pairs p JOIN {LABELS} l ON l.node = p.record_a
+              WHERE p.is_match"
+        ),
+        F,
+    );
+    run(
+        client,
+        &format!("CREATE TEMP TABLE {CHANGES} (record_id bigint, person_id bigint, former text)"),
+        F,
+    );
+    run(
+        client,
+        &format!("CREATE TEMP TABLE {FRESH} (key bigint)"),
+        F,
+    );
+    run(
+        client,
+        &format!(
+            "CREATE TEMP TABLE {EVENTS} (kind int, key bigint, event text, person_id bigint,
+                                         related bigint[], restored bigint[])"
+        ),
+        F,
+    );
+    // The cursors are read to their end: planned for all their rows (one sort each).
+    let fraction = client
+        .update("SELECT current_setting('cursor_tuple_fraction')", None, &[])
+        .and_then(|t| t.first().get_one::<String>())
+        .unwrap_or_else(|e| spi_failed(e, F))
+        .unwrap_or_else(|| "0.1".into());
+    run(
+        client,
+        "SELECT set_config('cursor_tuple_fraction', '1', true)",
+        F,
+    );
+    let mut records = Stream::open(
+        client,
+        "unify_cluster_components",
+        &format!(
+            "SELECT l.label, r.record_id, r.person_id, r.former_person_ids
+               FROM {LABELS} l JOIN unify.records r ON r.record_id = l.node
+              ORDER BY l.label, r.record_id"
+        ),
+        batch,
+        |r| {
+            (
+                r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                BatchRecord {
+                    id: r.get::<i64>(2).ok().flatten().unwrap_or_default(),
+                    previous: r.get::<i64>(3).ok().flatten(),
+                    former: r.get::<Vec<i64>>(4).ok().flatten().unwrap_or_default(),
+                },
+            )
+        },
+    );
+    let mut links = Stream::open(
+        client,
+        "unify_cluster_links",
+        &format!(
+            "SELECT label, kind, a, b FROM {LINKS}
+              ORDER BY label, kind, w DESC, least(a, b), greatest(a, b)"
+        ),
+        batch,
+        |r| {
+            (
+                r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                r.get::<i32>(2).ok().flatten().unwrap_or_default(),
+                r.get::<i64>(3).ok().flatten().unwrap_or_default(),
+                r.get::<i64>(4).ok().flatten().unwrap_or_default(),
+            )
+        },
+    );
+    let (mut streamed, mut clusters, mut held_apart, mut contradictions) = (0u64, 0u64, 0u64, 0u64);
+    let mut batches = 0u64;
+    loop {
+        // 3. A batch: whole components (all rows of a label) up to about `limit` records.
+        let mut rows: Vec<BatchRecord> = Vec::new();
+        let mut last: Option<i64> = None;
+        while let Some(&(label, _)) = records.peek(client) {
+            if rows.len() >= limit && Some(label) != last {
+                break;
+            }
+            let (label, record) = records.pop().expect("peeked");
+            last = Some(label);
+            rows.push(record);
+        }
+        let Some(hi) = last else { break };
+        streamed += rows.len() as u64;
+        batches += 1;
+        let mut part = Batch::new(rows);
+        while let Some(&(label, kind, a, b)) = links.peek(client) {
+            if label > hi {
+                break;
+            }
+            links.pop();
+            if let Some(kind) = LinkKind::from_number(kind) {
+                part.link(kind, a, b);
+            }
+        }
+        let out = part.finish(|candidates| {
+            fetch_all(
+                client,
+                "SELECT x FROM unnest($1::bigint[]) AS x
+                  WHERE EXISTS (SELECT 1 FROM unify.records r WHERE r.person_id = x)
+                     OR EXISTS (SELECT 1 FROM unify.persons p WHERE p.person_id = x)
+                     OR EXISTS (SELECT 1 FROM unify.identity_events e WHERE e.person_id = x AND e.event = 'erase')",
+                vec![candidates.into()],
+                F,
+                |r| r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+            )
+            .into_iter()
+            .collect()
+        });
+        clusters += out.clusters;
+        held_apart += out.held_apart;
+        contradictions += out.contradictions;
+        let mut chunk = Chunk::default();
+        for change in out.changes {
+            chunk.records.push(change.record);
+            chunk.persons.push(change.person);
+            chunk.former.push((!change.former.is_empty()).then(|| {
+                let list: Vec<String> = change.former.iter().map(i64::to_string).collect();
+                format!("{{{}}}", list.join(","))
+            }));
+            if chunk.records.len() >= batch {
+                std::mem::take(&mut chunk).stage(client);
+            }
+        }
+        chunk.stage(client);
+        if !out.fresh_keys.is_empty() {
+            in_own_context(|| {
+                client
+                    .update(
+                        &format!("INSERT INTO {FRESH} SELECT unnest($1::bigint[])"),
+                        None,
+                        &[out.fresh_keys.into()],
+                    )
+                    .unwrap_or_else(|e| spi_failed(e, F));
+            });
+            free_last_result();
+        }
+        for events in out.events.chunks(batch) {
+            stage_events(client, events);
+        }
+    }
+    records.close(client);
+    links.close(client);
+    debug1!(
+        "customer_unify: resolve clustered {streamed} of {total} records in {batches} batches of whole components (about {limit} records a batch, label propagation in {rounds} rounds)"
+    );
+    run(
+        client,
+        &format!(
+            "SELECT set_config('cursor_tuple_fraction', '{}', true)",
+            fraction.replace('\'', "''")
+        ),
+        F,
+    );
+    // 4. New ids in the order of each cluster's smallest record (the order of a whole run).
+    run(
+        client,
+        &format!(
+            "CREATE TEMP TABLE {FRESH_IDS} AS
+             SELECT key, nextval('unify.person_id_seq') AS person_id
+               FROM (SELECT key FROM {FRESH} ORDER BY key) k"
+        ),
+        F,
+    );
+    run(
+        client,
+        &format!("ALTER TABLE {FRESH_IDS} ADD PRIMARY KEY (key)"),
+        F,
+    );
+    run(client, &format!("ANALYZE {FRESH_IDS}"), F);
+    let new_persons = count(client, &format!("SELECT count(*) FROM {FRESH_IDS}"));
+    run(
+        client,
+        &format!(
+            "UPDATE {CHANGES} c SET person_id = f.person_id FROM {FRESH_IDS} f
+              WHERE c.person_id < 0 AND f.key = -c.person_id"
+        ),
+        F,
+    );
+    let changed = count(client, &format!("SELECT count(*) FROM {CHANGES}"));
+    // As a run held at once (see there): most of the table rewritten goes faster without its
+    // indexes.
+    let rebuild = if changed * 2 > total {
+        drop_indexes(client, "unify.records", true, F)
+    } else {
+        Vec::new()
+    };
+    run(client, &format!("ANALYZE {CHANGES}"), F);
+    run(
+        client,
+        &format!(
+            "UPDATE unify.records t SET person_id = u.person_id, former_person_ids = u.former::bigint[]
+               FROM {CHANGES} u WHERE t.record_id = u.record_id"
+        ),
+        F,
+    );
+    rebuild_indexes(client, rebuild, F);
+    // The events in a whole run's order: merges by their cluster's smallest record, then
+    // splits by the id that split. An id given back names the event that took it away.
+    let merges = count(
+        client,
+        &format!("SELECT count(*) FROM {EVENTS} WHERE kind = 0"),
+    );
+    let splits = count(
+        client,
+        &format!("SELECT count(*) FROM {EVENTS} WHERE kind = 1"),
+    );
+    update_kept(
+        client,
+        &format!(
+            "INSERT INTO unify.identity_events (event, person_id, related_ids, rule, reason, details)
+             SELECT e.event, coalesce(pf.person_id, e.person_id),
+                    ARRAY(SELECT coalesce(f.person_id, x) AS id FROM unnest(e.related) AS x
+                            LEFT JOIN {FRESH_IDS} f ON f.key = -x ORDER BY id),
+                    $1, $2,
+                    (SELECT jsonb_build_object('restored', jsonb_agg(jsonb_build_object(
+                                'person_id', x.id,
+                                'undoes', (SELECT max(v.event_id) FROM unify.identity_events v
+                                           WHERE (v.event = 'merge' AND v.related_ids @> ARRAY[x.id])
+                                              OR (v.event = 'split' AND v.person_id = x.id)))
+                                ORDER BY x.id))
+                     FROM unnest(e.restored) AS x (id)
+                     HAVING count(*) > 0)
+               FROM {EVENTS} e LEFT JOIN {FRESH_IDS} pf ON pf.key = -e.person_id
+              ORDER BY e.kind, e.key"
+        ),
+        &vec![rule.into(), reason.into()],
+    )
+    .unwrap_or_else(|e| spi_failed(e, F));
+    for table in [LABELS, LINKS, FRESH, FRESH_IDS, EVENTS, CHANGES] {
+        run(client, &format!("DROP TABLE {table}"), F);
+    }
+    set_back(client, "work_mem", &work_mem);
+    set_back(client, "maintenance_work_mem", &maintenance_work_mem);
+    (
+        total as i64,
+        (clusters + (total - streamed)) as i64,
+        new_persons as i64,
+        merges as i64,
+        splits as i64,
+        held_apart as i64,
+        contradictions as i64,
+        changed as i64,
+        None,
+    )
+}
+
+/// A batch's events into the temp table, with their sort keys; ids may be placeholders.
+fn stage_events(client: &mut SpiClient<'_>, events: &[KeyedEvent]) {
+    let rows: Vec<Value> = events
+        .iter()
+        .map(|e| match &e.event {
+            IdEvent::Merge {
+                person_id,
+                absorbed,
+            } => json!({"kind": e.order.0, "key": e.order.1, "event": "merge",
+                        "person_id": person_id, "related": absorbed, "restored": []}),
+            IdEvent::Split {
+                person_id,
+                into,
+                restored,
+            } => json!({"kind": e.order.0, "key": e.order.1, "event": "split",
+                        "person_id": person_id, "related": into, "restored": restored}),
+        })
+        .collect();
+    in_own_context(|| {
+        client
+            .update(
+                &format!(
+                    "INSERT INTO {EVENTS}
+                     SELECT (e ->> 'kind')::int, (e ->> 'key')::bigint, e ->> 'event', (e ->> 'person_id')::bigint,
+                            ARRAY(SELECT jsonb_array_elements_text(e -> 'related')::bigint),
+                            ARRAY(SELECT jsonb_array_elements_text(e -> 'restored')::bigint)
+                       FROM jsonb_array_elements($1) AS e"
+                ),
+                None,
+                &[JsonB(Value::Array(rows)).into()],
+            )
+            .unwrap_or_else(|e| spi_failed(e, "resolve"));
+    });
+    free_last_result();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

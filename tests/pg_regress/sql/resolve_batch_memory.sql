@@ -3,7 +3,10 @@
 -- stages the records whose person changes in chunks, and makes the golden records (with their
 -- households) a batch of whole persons at a time. On the sample German CRM (crmgen --rows 2000
 -- --seed 7, schema crm, loaded by scripts/test.sh) a budget of 64kB takes every one of those
--- paths with many batches (32 records a fetch, 256 a chunk); the default (1GB) holds all at once.
+-- paths with many batches (32 records a fetch, 256 a chunk), and clusters the records a batch of
+-- whole components of about 160 records at a time (their components found in SQL, new ids and
+-- events put in a whole run's order at the end); 400kB still holds the clustering at once and
+-- stages its changes in chunks; the default (1GB) holds all at once.
 -- Both must leave the same persons, ids, former ids, identity events, households and outbox,
 -- on a first resolve and on a resolve that merges, splits and gives ids back after stewardship.
 -- Each run starts from the same savepoint with the sequences set back, so both draw the same ids.
@@ -27,6 +30,19 @@ CREATE TEMP VIEW out_records AS
 SELECT format('%s %s %s', record_id, person_id, former_person_ids) AS r FROM unify.records;
 CREATE TEMP VIEW out_events AS SELECT to_jsonb(e)::text AS r FROM unify.identity_events e;
 CREATE TEMP VIEW out_outbox AS SELECT to_jsonb(o)::text AS r FROM unify.outbox o;
+-- Which clustering ran: one in batches of whole components makes its temp tables (among them
+-- unify_cluster_labels, each record's component), logged by an event trigger (rolled back with
+-- the rest).
+CREATE TEMP TABLE made_tables (name text);
+CREATE FUNCTION public.test_log_made_tables() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO pg_temp.made_tables SELECT object_identity FROM pg_event_trigger_ddl_commands()
+    WHERE command_tag IN ('CREATE TABLE', 'CREATE TABLE AS');
+END
+$$;
+CREATE EVENT TRIGGER test_log_made_tables ON ddl_command_end EXECUTE FUNCTION public.test_log_made_tables();
+CREATE TEMP VIEW clustered_in_batches AS
+SELECT count(*) > 0 AS in_batches FROM made_tables WHERE name LIKE '%unify\_cluster\_labels';
 -- The sequences at the savepoint (a rollback to it does not set them back).
 CREATE TEMP TABLE seq_at_savepoint (seq regclass, last_value bigint, is_called boolean);
 CREATE FUNCTION pg_temp.snapshot_sequences() RETURNS void LANGUAGE sql AS $$
@@ -50,7 +66,24 @@ SELECT (SELECT array_agg(r) FROM out_persons) AS a_persons, (SELECT array_agg(r)
 SELECT cardinality(:'a_persons'::text[]) > 1000 AS many_persons,
        (SELECT count(*) FROM unify.persons WHERE record_count > 1) > 100 AS merged_persons,
        (SELECT count(DISTINCT household_id) FROM unify.persons) < (SELECT count(*) FROM unify.persons WHERE household_id IS NOT NULL)
-           AS shared_households;
+           AS shared_households,
+       (SELECT in_batches FROM clustered_in_batches);
+ROLLBACK TO SAVEPOINT before_resolve;
+SELECT pg_temp.restore_sequences() AS sequences_set_back;
+-- Within 400kB: the clustering still held at once (about 100 bytes a record fit half of it),
+-- the records whose person changes staged in a temp table in chunks of 1,600.
+SET LOCAL customer_unify.batch_memory = '400kB';
+SELECT (to_jsonb(r) - 'seconds') = :'held'::jsonb AS same_figures FROM unify.resolve() r;
+SELECT (SELECT count(*) FROM (SELECT unnest(:'a_persons'::text[]) EXCEPT SELECT r FROM out_persons) d) AS persons_only_held,
+       (SELECT count(*) FROM (SELECT r FROM out_persons EXCEPT SELECT unnest(:'a_persons'::text[])) d) AS persons_only_streamed,
+       (SELECT count(*) FROM (SELECT unnest(:'a_records'::text[]) EXCEPT SELECT r FROM out_records) d) AS records_only_held,
+       (SELECT count(*) FROM (SELECT r FROM out_records EXCEPT SELECT unnest(:'a_records'::text[])) d) AS records_only_streamed,
+       (SELECT count(*) FROM (SELECT unnest(:'a_events'::text[]) EXCEPT SELECT r FROM out_events) d)
+     + (SELECT count(*) FROM (SELECT r FROM out_events EXCEPT SELECT unnest(:'a_events'::text[])) d) AS events_differing,
+       (SELECT count(*) FROM (SELECT unnest(:'a_outbox'::text[]) EXCEPT SELECT r FROM out_outbox) d)
+     + (SELECT count(*) FROM (SELECT r FROM out_outbox EXCEPT SELECT unnest(:'a_outbox'::text[])) d) AS outbox_differing;
+SELECT (SELECT in_batches FROM clustered_in_batches),
+       (SELECT count(*) > 0 FROM made_tables WHERE name LIKE '%unify\_cluster\_changes') AS changes_staged;
 ROLLBACK TO SAVEPOINT before_resolve;
 SELECT pg_temp.restore_sequences() AS sequences_set_back;
 -- Within 64kB:
@@ -64,6 +97,7 @@ SELECT (SELECT count(*) FROM (SELECT unnest(:'a_persons'::text[]) EXCEPT SELECT 
      + (SELECT count(*) FROM (SELECT r FROM out_events EXCEPT SELECT unnest(:'a_events'::text[])) d) AS events_differing,
        (SELECT count(*) FROM (SELECT unnest(:'a_outbox'::text[]) EXCEPT SELECT r FROM out_outbox) d)
      + (SELECT count(*) FROM (SELECT r FROM out_outbox EXCEPT SELECT unnest(:'a_outbox'::text[])) d) AS outbox_differing;
+SELECT in_batches FROM clustered_in_batches;
 -- Nothing left behind: the cursors and temp tables of the streamed run, the cursor setting.
 SELECT count(*) AS cursors_left FROM pg_cursors WHERE name LIKE 'unify\_%';
 SELECT count(*) AS temp_tables_left FROM pg_class
@@ -87,8 +121,24 @@ SELECT unify.link(a.record_id, b.record_id, 'test') > 0 AS linked
 FROM (SELECT min(record_id) AS record_id FROM unify.records) a,
      (SELECT max(record_id) AS record_id FROM unify.records) b;
 UPDATE unify.pairs SET is_match = NOT is_match WHERE (record_a + record_b) % 7 = 0 AND (record_a + record_b) % 5 <> 0;
+-- One person larger than a batch (250 records chained by must-links: a component the batches
+-- must take whole), with a cannot-link inside it (a steward's contradiction: the must-links
+-- join it all the same, and it holds apart the match pairs that would join more records to it).
+CREATE TEMP TABLE chain AS
+SELECT record_id, source_id, source_key, row_number() OVER (ORDER BY record_id) AS n
+FROM (SELECT * FROM unify.records ORDER BY record_id OFFSET 500 LIMIT 250) r;
+INSERT INTO unify.overrides (source_a, key_a, source_b, key_b, kind, reason)
+SELECT CASE WHEN (a.source_id, a.source_key) < (b.source_id, b.source_key) THEN a.source_id ELSE b.source_id END,
+       CASE WHEN (a.source_id, a.source_key) < (b.source_id, b.source_key) THEN a.source_key ELSE b.source_key END,
+       CASE WHEN (a.source_id, a.source_key) < (b.source_id, b.source_key) THEN b.source_id ELSE a.source_id END,
+       CASE WHEN (a.source_id, a.source_key) < (b.source_id, b.source_key) THEN b.source_key ELSE a.source_key END,
+       CASE WHEN b.n = a.n + 1 THEN 'must_link' ELSE 'cannot_link' END, 'test: larger than a batch'
+FROM chain a JOIN chain b ON b.n = a.n + 1 OR (a.n = 10 AND b.n = 200)
+ON CONFLICT DO NOTHING;
+SELECT count(*) AS chained FROM unify.overrides WHERE reason = 'test: larger than a batch';
 SELECT count(*) > 0 AS records_with_former_ids FROM unify.records WHERE former_person_ids IS NOT NULL;
 SELECT pg_temp.snapshot_sequences();
+DELETE FROM made_tables;
 SAVEPOINT before_second;
 SELECT to_jsonb(r) - 'seconds' AS held FROM unify.resolve() r \gset
 SELECT (SELECT array_agg(r) FROM out_persons) AS a_persons, (SELECT array_agg(r) FROM out_records) AS a_records,
@@ -96,7 +146,9 @@ SELECT (SELECT array_agg(r) FROM out_persons) AS a_persons, (SELECT array_agg(r)
        (SELECT coalesce(array_agg(r), '{}') FROM out_outbox) AS a_outbox \gset
 SELECT (:'held'::jsonb ->> 'merges')::int > 10 AS merges, (:'held'::jsonb ->> 'splits')::int > 10 AS splits,
        (:'held'::jsonb ->> 'golden_changed')::int > 10 AS golden_changed,
-       (SELECT count(*) FROM unify.identity_events WHERE event = 'split' AND details ? 'restored') > 0 AS ids_given_back;
+       (SELECT count(*) FROM unify.identity_events WHERE event = 'split' AND details ? 'restored') > 0 AS ids_given_back,
+       (SELECT max(record_count) FROM unify.persons) >= 250 AS person_larger_than_a_batch,
+       (SELECT in_batches FROM clustered_in_batches);
 ROLLBACK TO SAVEPOINT before_second;
 SELECT pg_temp.restore_sequences() AS sequences_set_back;
 SET LOCAL customer_unify.batch_memory = '64kB';
@@ -109,6 +161,7 @@ SELECT (SELECT count(*) FROM (SELECT unnest(:'a_persons'::text[]) EXCEPT SELECT 
      + (SELECT count(*) FROM (SELECT r FROM out_events EXCEPT SELECT unnest(:'a_events'::text[])) d) AS events_differing,
        (SELECT count(*) FROM (SELECT unnest(:'a_outbox'::text[]) EXCEPT SELECT r FROM out_outbox) d)
      + (SELECT count(*) FROM (SELECT r FROM out_outbox EXCEPT SELECT unnest(:'a_outbox'::text[])) d) AS outbox_differing;
+SELECT in_batches FROM clustered_in_batches;
 -- A third resolve changes nothing, within the budget as held.
 SELECT merges, splits, new_persons, golden_changed FROM unify.resolve();
 RESET customer_unify.batch_memory;
