@@ -352,7 +352,10 @@ pub fn birth_dates_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
             || (number(a) - number(b)).abs() == 1
     };
     let fields = [(0, 4), (4, 6), (6, 8)];
-    let differing = fields.iter().filter(|(i, j)| x[*i..*j] != y[*i..*j]).count();
+    let differing = fields
+        .iter()
+        .filter(|(i, j)| x[*i..*j] != y[*i..*j])
+        .count();
     differing == 2 && fields.iter().all(|(i, j)| one_typo(&x[*i..*j], &y[*i..*j]))
 }
 

@@ -369,10 +369,7 @@ mod tests {
             s("Ulrike Maria Bergmann-von Bülow jun."),
             ("ulrike maria".into(), "bergmann-von bülow jun".into())
         );
-        assert_eq!(
-            s("Anna-de Müller"),
-            ("anna-de".into(), "müller".into())
-        );
+        assert_eq!(s("Anna-de Müller"), ("anna-de".into(), "müller".into()));
         // Titles and salutations inside the name field are not part of the name.
         assert_eq!(s("Dr. Anna Schmidt"), ("anna".into(), "schmidt".into()));
         assert_eq!(s("Herr Hans Meier"), ("hans".into(), "meier".into()));

@@ -186,7 +186,10 @@ fn new_address(rng: &mut Rng, national: Option<&mut Rng>) -> Address {
     let postcode = match national {
         // A city's delivery areas: up to 150 postcodes upwards of the listed one (Germany has
         // some 8,200; these 42 cities get 6,300).
-        Some(n) => format!("{:05}", postcode.parse::<u32>().unwrap() + n.range(0, 149) as u32),
+        Some(n) => format!(
+            "{:05}",
+            postcode.parse::<u32>().unwrap() + n.range(0, 149) as u32
+        ),
         None => postcode.to_string(),
     };
     Address {
@@ -1411,7 +1414,11 @@ fn main() -> io::Result<()> {
     let t = generate(seed, rows, alt, national);
     let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
     let layout = if alt { " --layout alt" } else { "" };
-    let population = if national { " --population national" } else { "" };
+    let population = if national {
+        " --population national"
+    } else {
+        ""
+    };
     writeln!(out, "-- crmgen --rows {rows} --seed {seed}{layout}{population}\nSET client_min_messages = warning;\nBEGIN;\nCREATE SCHEMA IF NOT EXISTS {schema};\nSET LOCAL search_path = {schema};")?;
     if alt {
         writeln!(out, "DROP TABLE IF EXISTS webshop_kunden, crm_kontakte, kasse_karten, newsletter_abos, orders, order_items, truth CASCADE;")?;
