@@ -256,7 +256,7 @@ struct World {
     /// them changed nothing else a seed makes.
     basket: Rng,
     /// `--population national`: postcodes and surnames of a whole country, drawn from a stream
-    /// of their own so that everything else a seed makes stays the same.
+    /// of their own (the rest of a seed's draws then differ only where they depend on a name).
     national: Option<Rng>,
 }
 
@@ -264,7 +264,7 @@ impl World {
     /// A surname: one of the common ones, or with `--population national` four times in five
     /// one of the long tail (a compound of the kind German surnames are made of), as in a
     /// country where the 100 commonest names are about a fifth of the people. The common-list
-    /// draw is made either way, so the main stream stays the same.
+    /// draw is made either way, so the default population's data stay byte for byte the same.
     fn surname(&mut self) -> String {
         let common = self.rng.pick(LAST_NAMES).to_string();
         match &mut self.national {
@@ -1477,8 +1477,8 @@ mod tests {
 
     #[test]
     fn same_seed_same_data_and_exact_row_count() {
-        let a = generate(7, 3000, false);
-        let b = generate(7, 3000, false);
+        let a = generate(7, 3000, false, false);
+        let b = generate(7, 3000, false, false);
         assert_eq!(a.truth, b.truth);
         assert_eq!(a.orders, b.orders);
         assert_eq!(a.rows, 3000);
@@ -1487,12 +1487,37 @@ mod tests {
             3000
         );
         assert_eq!(lines(&a.truth), 3000);
-        assert_ne!(generate(8, 3000, false).truth, a.truth);
+        assert_ne!(generate(8, 3000, false, false).truth, a.truth);
+    }
+
+    #[test]
+    fn a_national_population_has_many_more_surnames_and_postcodes() {
+        // shop_customers: last_name is the 4th column, zip the 7th (see demo_tables).
+        let distinct = |t: &Tables, col: usize| {
+            t.shop
+                .lines()
+                .filter_map(|l| l.split('\t').nth(col))
+                .map(str::to_lowercase)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        };
+        let cities = generate(7, 20_000, false, false);
+        let national = generate(7, 20_000, false, true);
+        assert_eq!(national.rows, 20_000);
+        assert_eq!(lines(&national.truth), 20_000);
+        assert!(distinct(&cities, 3) < 1_000, "{}", distinct(&cities, 3));
+        assert!(
+            distinct(&national, 3) > 3 * distinct(&cities, 3),
+            "{}",
+            distinct(&national, 3)
+        );
+        assert!(distinct(&cities, 6) < 100, "{}", distinct(&cities, 6));
+        assert!(distinct(&national, 6) > 2_000, "{}", distinct(&national, 6));
     }
 
     #[test]
     fn hard_cases_are_present() {
-        let t = generate(1, 20_000, false);
+        let t = generate(1, 20_000, false, false);
         for tag in [
             "typo",
             "translit",
@@ -1524,8 +1549,8 @@ mod tests {
 
     #[test]
     fn the_other_layout_holds_the_same_people() {
-        let demo = generate(7, 3000, false);
-        let alt = generate(7, 3000, true);
+        let demo = generate(7, 3000, false, false);
+        let alt = generate(7, 3000, true, false);
         let persons = |t: &Tables| -> Vec<String> {
             t.truth
                 .lines()
@@ -1560,7 +1585,7 @@ mod tests {
 
     #[test]
     fn every_order_has_line_items_summing_to_its_amount() {
-        let t = generate(11, 5000, false);
+        let t = generate(11, 5000, false, false);
         let mut lines: std::collections::HashMap<&str, (i64, usize)> = Default::default();
         for l in t.order_items.lines() {
             let f: Vec<&str> = l.split('\t').collect();
