@@ -3120,21 +3120,10 @@ DROP FUNCTION unify._normalized_query(int, text);
 -- row, a fifth of a first sync (issue 27). The jsonb values are the same.
 CREATE FUNCTION unify._raw_query(fields jsonb) RETURNS text
 IMMUTABLE LANGUAGE sql AS $$
-SELECT format($q$
-SELECT s.*, %s AS raw
+SELECT $q$
+SELECT s.*, unify._raw_values(s) AS raw
 FROM pg_temp.unify_source_rows AS s
-$q$, CASE WHEN count(*) = 0 THEN '''{}''::jsonb' ELSE
-        'pg_catalog.jsonb_strip_nulls(' || concat_ws(' OPERATOR(pg_catalog.||) ',
-            CASE WHEN count(*) FILTER (WHERE f.stage_type = 'text') > 0 THEN
-                format('pg_catalog.jsonb_object(ARRAY[%s]::text[], ARRAY[%s]::text[])',
-                       string_agg(pg_catalog.quote_literal(f.field), ', ') FILTER (WHERE f.stage_type = 'text'),
-                       string_agg('s.' || pg_catalog.quote_ident(f.field), ', ') FILTER (WHERE f.stage_type = 'text')) END,
-            CASE WHEN count(*) FILTER (WHERE f.stage_type <> 'text') > 0 THEN
-                format('pg_catalog.jsonb_build_object(%s)',
-                       string_agg(pg_catalog.quote_literal(f.field) || ', s.' || pg_catalog.quote_ident(f.field), ', ')
-                           FILTER (WHERE f.stage_type <> 'text')) END) || ')' END)
-FROM unify._canonical_field_types() AS f
-WHERE fields OPERATOR(pg_catalog.?) f.field
+$q$
 $$;
 
 -- The cleaners over the rows of `raw_query` (see _raw_query) whose raw values differ from the
@@ -3222,6 +3211,9 @@ DECLARE
     error_message text;
     error_detail text;
     error_hint text;
+    memory text;
+    locked boolean;
+    held boolean;
     -- A distributed source is read and cleaned on its shards into pg_temp.unify_clean_rows,
     -- its mapped values then staged from there (citus.sql); every other is staged here and
     -- cleaned over pg_temp.unify_source_rows.
@@ -3236,17 +3228,28 @@ BEGIN
     IF keys IS NULL THEN
         SELECT greatest(c.reltuples, 0) INTO estimate FROM pg_catalog.pg_class c WHERE c.oid = src.relation;
         parts := greatest(1, ceil(estimate / 200000))::int;
+        -- Whether this session holds unify.records exclusively (unify.sync takes the lock before
+        -- a first load of everything) and whether the source holds records. Without the indexes
+        -- (dropped for such a load) the second question scans every record loaded so far: it is
+        -- asked once under the lock, and again only after _drop_indexes below took the lock.
+        locked := EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+                          WHERE l.locktype = 'relation' AND l.relation = 'unify.records'::regclass
+                            AND l.pid = pg_backend_pid() AND l.mode = 'AccessExclusiveLock' AND l.granted);
+        held := EXISTS (SELECT 1 FROM unify.records r WHERE r.source_id = src.source_id);
         -- A first sync of a large source into a table holding fewer records: inserting into
         -- the secondary indexes costs more than building them once after (see _drop_indexes).
         IF estimate >= greatest(5000, (SELECT c.reltuples FROM pg_catalog.pg_class c WHERE c.oid = 'unify.records'::regclass))
-           AND NOT EXISTS (SELECT 1 FROM unify.records r WHERE r.source_id = src.source_id) THEN
+           AND NOT held THEN
             rebuild := unify._drop_indexes('unify.records');
+            IF NOT locked THEN
+                locked := EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+                                  WHERE l.locktype = 'relation' AND l.relation = 'unify.records'::regclass
+                                    AND l.pid = pg_backend_pid() AND l.mode = 'AccessExclusiveLock' AND l.granted);
+                held := EXISTS (SELECT 1 FROM unify.records r WHERE r.source_id = src.source_id);
+            END IF;
         END IF;
-        -- Asked after the lock (taken above, or by unify.sync for a first load of everything).
-        fresh := EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
-                         WHERE l.locktype = 'relation' AND l.relation = 'unify.records'::regclass
-                           AND l.pid = pg_backend_pid() AND l.mode = 'AccessExclusiveLock' AND l.granted)
-                 AND NOT EXISTS (SELECT 1 FROM unify.records r WHERE r.source_id = src.source_id);
+        -- Nothing to compare with, and nobody can add a record meanwhile.
+        fresh := locked AND NOT held;
     END IF;
     FOR part IN 0 .. parts - 1 LOOP
         filter := CASE WHEN keys IS NOT NULL THEN unify._keys_filter(src, 1)
@@ -3339,7 +3342,12 @@ BEGIN
         END IF;
     END LOOP;
 
-    PERFORM unify._rebuild_indexes(rebuild);
+    IF rebuild <> '{}' THEN
+        memory := current_setting('maintenance_work_mem');
+        PERFORM set_config('maintenance_work_mem', unify._index_build_memory(), true);
+        PERFORM unify._rebuild_indexes(rebuild);
+        PERFORM set_config('maintenance_work_mem', memory, true);
+    END IF;
     IF fresh THEN
         -- One record per source row, none gone.
         source_rows := inserted;
@@ -3385,6 +3393,7 @@ DECLARE
     error_state text;
     rebuild text[];
     foreign_key record;
+    memory text;
 BEGIN
     IF source IS NOT NULL THEN
         PERFORM unify._checked_source(source);
@@ -3444,7 +3453,12 @@ BEGIN
         END IF;
         RETURN NEXT;
     END LOOP;
-    PERFORM unify._rebuild_indexes(rebuild);
+    IF rebuild <> '{}' THEN
+        memory := current_setting('maintenance_work_mem');
+        PERFORM set_config('maintenance_work_mem', unify._index_build_memory(), true);
+        PERFORM unify._rebuild_indexes(rebuild);
+        PERFORM set_config('maintenance_work_mem', memory, true);
+    END IF;
 END
 $$;
 
@@ -4578,8 +4592,8 @@ BEGIN
                   -- source 0: no comparison and no erasure filter in the pushed-down query
                   -- (both read coordinator tables); _citus_staged_query applies them after.
                   unify._normalized_query(0,
-                      replace(unify._raw_query(src.fields), 'FROM pg_temp.unify_source_rows AS s',
-                              format('FROM (SELECT %s FROM %s AS src %s) AS s', staged, src.relation, coalesce(filter, ''))),
+                      format(E'\nSELECT s.*, %s AS raw\nFROM (SELECT %s FROM %s AS src %s) AS s\n',
+                             unify._raw_expression(src.fields), staged, src.relation, coalesce(filter, '')),
                       true, false));
 END
 $$;
@@ -4642,7 +4656,31 @@ DROP FUNCTION unify._normalized_query(int, text, boolean);
 -- would pull the source rows to the coordinator first (unify._citus_clean_statement).
 CREATE FUNCTION unify._normalized_query(source_id int, raw_query text, fresh boolean DEFAULT false, fenced boolean DEFAULT true) RETURNS text
 STABLE PARALLEL SAFE LANGUAGE sql AS $$
-SELECT format($q$
+SELECT format(CASE WHEN fenced THEN $q$
+SELECT raw.source_key,
+       (c.v).first_name, (c.v).last_name, (c.v).email, (c.v).email_key, (c.v).phone, (c.v).mobile,
+       (c.v).street, (c.v).house_number, (c.v).postcode,
+       nullif(lower((c.v).city), '') AS city,
+       (c.v).country, (c.v).birth_date,
+       nullif(btrim(raw.company), '') AS company,
+       nullif(btrim(raw.customer_number), '') AS customer_number,
+       nullif(btrim(raw.external_id), '') AS external_id,
+       raw.consent_email, raw.consent_phone, raw.consent_post,
+       raw.updated_at AS source_updated_at,
+       (c.v).last_name_phonetic,
+       raw.raw,
+       (c.v).salutation, (c.v).title,
+       raw.consent_email_at, raw.consent_phone_at, raw.consent_post_at
+FROM (SELECT * FROM (%1$s) AS q %4$s) AS raw
+CROSS JOIN LATERAL (
+    SELECT unify._clean_contact(raw.salutation, raw.title, raw.first_name, raw.last_name, raw.full_name,
+                                raw.email, raw.phone, raw.mobile, raw.street, raw.house_number, raw.street_line,
+                                raw.postcode, raw.city, raw.country, raw.birth_date) AS v
+    %4$s) AS c
+WHERE true
+%2$s
+%3$s
+$q$ ELSE $q$
 SELECT raw.source_key,
        coalesce(c.first_name, (c.full_name).first_name) AS first_name,
        coalesce(c.last_name, (c.full_name).last_name) AS last_name,
@@ -4687,7 +4725,7 @@ CROSS JOIN LATERAL (
 WHERE true
 %2$s
 %3$s
-$q$, raw_query,
+$q$ END, raw_query,
     CASE WHEN fresh THEN '' ELSE format($r$AND NOT EXISTS (SELECT 1 FROM unify.records r
                   WHERE r.source_id = %s AND r.source_key = raw.source_key AND r.raw = raw.raw)$r$, source_id) END,
     -- Rows of erased persons stay out; the hash is only computed for a source that has some.
@@ -5154,6 +5192,9 @@ ALTER FUNCTION unify._prepare_stage(boolean) SET search_path = pg_catalog, pg_te
 -- Citus pushes to shards makes them of built-ins (unify._raw_expression). A first
 -- load rebuilds the indexes of unify.records with maintenance_work_mem raised to
 -- customer_unify.batch_memory (unify._index_build_memory; unify._apply and unify.sync).
+-- unify._raw_query, unify._normalized_query, unify._citus_clean_statement, unify._apply and
+-- unify.sync are defined above, once, in their final form (their bodies name the functions
+-- made here only in statements built at run time).
 CREATE TYPE unify._contact AS (first_name text, last_name text, email text, email_key text,
     phone text, mobile text, street text, house_number text, postcode text, city text, country text,
     birth_date date, last_name_phonetic text, salutation text, title text);
@@ -5180,13 +5221,6 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'clean_contact_wrapper';
 CREATE FUNCTION unify._raw_values(staged record) RETURNS jsonb
 STABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'raw_values_wrapper';
-CREATE OR REPLACE FUNCTION unify._raw_query(fields jsonb) RETURNS text
-IMMUTABLE LANGUAGE sql AS $$
-SELECT $q$
-SELECT s.*, unify._raw_values(s) AS raw
-FROM pg_temp.unify_source_rows AS s
-$q$
-$$;
 CREATE FUNCTION unify._raw_expression(fields jsonb) RETURNS text
 IMMUTABLE LANGUAGE sql AS $$
 SELECT CASE WHEN count(*) = 0 THEN '''{}''::jsonb' ELSE
@@ -5203,112 +5237,6 @@ SELECT CASE WHEN count(*) = 0 THEN '''{}''::jsonb' ELSE
 FROM unify._canonical_field_types() AS f
 WHERE fields OPERATOR(pg_catalog.?) f.field
 $$;
-CREATE OR REPLACE FUNCTION unify._citus_clean_statement(src unify.sources, filter text) RETURNS text
-STABLE LANGUAGE plpgsql AS $$
-DECLARE
-    staged text := format('(src.%I)::text AS source_key, src.%I AS _order_key', src.key_column, src.key_column);
-    f record;
-BEGIN
-    FOR f IN SELECT * FROM unify._canonical_field_types() LOOP
-        IF src.fields ? f.field THEN
-            staged := staged || format(', %s AS %I', unify._staged_expression(f.field, src.fields ->> f.field), f.field);
-        ELSE
-            staged := staged || format(', NULL::%s AS %I', f.stage_type, f.field);
-        END IF;
-    END LOOP;
-    RETURN format('INSERT INTO pg_temp.unify_clean_rows (source_key, first_name, last_name, email, email_key, phone, mobile, '
-                  'street, house_number, postcode, city, country, birth_date, company, customer_number, external_id, '
-                  'consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw, salutation, title, '
-                  'consent_email_at, consent_phone_at, consent_post_at) %s ORDER BY raw._order_key',
-                  -- source 0: no comparison and no erasure filter in the pushed-down query
-                  -- (both read coordinator tables); _citus_staged_query applies them after.
-                  unify._normalized_query(0,
-                      format(E'\nSELECT s.*, %s AS raw\nFROM (SELECT %s FROM %s AS src %s) AS s\n',
-                             unify._raw_expression(src.fields), staged, src.relation, coalesce(filter, '')),
-                      true, false));
-END
-$$;
-CREATE OR REPLACE FUNCTION unify._normalized_query(source_id int, raw_query text, fresh boolean DEFAULT false, fenced boolean DEFAULT true) RETURNS text
-STABLE PARALLEL SAFE LANGUAGE sql AS $$
-SELECT format(CASE WHEN fenced THEN $q$
-SELECT raw.source_key,
-       (c.v).first_name, (c.v).last_name, (c.v).email, (c.v).email_key, (c.v).phone, (c.v).mobile,
-       (c.v).street, (c.v).house_number, (c.v).postcode,
-       nullif(lower((c.v).city), '') AS city,
-       (c.v).country, (c.v).birth_date,
-       nullif(btrim(raw.company), '') AS company,
-       nullif(btrim(raw.customer_number), '') AS customer_number,
-       nullif(btrim(raw.external_id), '') AS external_id,
-       raw.consent_email, raw.consent_phone, raw.consent_post,
-       raw.updated_at AS source_updated_at,
-       (c.v).last_name_phonetic,
-       raw.raw,
-       (c.v).salutation, (c.v).title,
-       raw.consent_email_at, raw.consent_phone_at, raw.consent_post_at
-FROM (SELECT * FROM (%1$s) AS q %4$s) AS raw
-CROSS JOIN LATERAL (
-    SELECT unify._clean_contact(raw.salutation, raw.title, raw.first_name, raw.last_name, raw.full_name,
-                                raw.email, raw.phone, raw.mobile, raw.street, raw.house_number, raw.street_line,
-                                raw.postcode, raw.city, raw.country, raw.birth_date) AS v
-    %4$s) AS c
-WHERE true
-%2$s
-%3$s
-$q$ ELSE $q$
-SELECT raw.source_key,
-       coalesce(c.first_name, (c.full_name).first_name) AS first_name,
-       coalesce(c.last_name, (c.full_name).last_name) AS last_name,
-       unify.normalize_email(raw.email) AS email,
-       unify.email_match_key(raw.email) AS email_key,
-       unify.normalize_phone(raw.phone, coalesce(c.country, 'DE')) AS phone,
-       unify.normalize_phone(raw.mobile, coalesce(c.country, 'DE')) AS mobile,
-       unify.normalize_street((c.street_parts).street) AS street,
-       (c.street_parts).house_number AS house_number,
-       unify.normalize_postcode(raw.postcode, coalesce(c.country, 'DE')) AS postcode,
-       nullif(lower(unify.transliterate_de(btrim(raw.city))), '') AS city,
-       c.country,
-       unify.normalize_date(raw.birth_date) AS birth_date,
-       nullif(btrim(raw.company), '') AS company,
-       nullif(btrim(raw.customer_number), '') AS customer_number,
-       nullif(btrim(raw.external_id), '') AS external_id,
-       raw.consent_email, raw.consent_phone, raw.consent_post,
-       raw.updated_at AS source_updated_at,
-       unify.cologne_phonetic(coalesce(c.last_name, (c.full_name).last_name)) AS last_name_phonetic,
-       raw.raw,
-       coalesce(c.salutation, (n.any_name).salutation) AS salutation,
-       coalesce(c.title, (n.any_name).title) AS title,
-       raw.consent_email_at, raw.consent_phone_at, raw.consent_post_at
-FROM (SELECT * FROM (%1$s) AS q %4$s) AS raw
-CROSS JOIN LATERAL (
-    SELECT unify.normalize_name(raw.first_name) AS first_name, unify.normalize_name(raw.last_name) AS last_name,
-           unify.split_full_name(raw.full_name) AS full_name, unify.normalize_country(raw.country) AS country,
-           unify.split_street(coalesce(raw.street_line, raw.street || coalesce(' ' || raw.house_number, ''))) AS street_parts,
-           unify.normalize_salutation(raw.salutation) AS salutation,
-           coalesce(unify.normalize_title(raw.title), unify.normalize_title(raw.salutation)) AS title
-    %4$s) AS c
--- The salutation and title written in front of a name, where no field gave them.
-CROSS JOIN LATERAL (
-    -- (concat_ws(' ', first_name, last_name) spelled out: concat_ws is only STABLE, and Citus
-    -- pushes a subquery without FROM down to the shards only when its functions are IMMUTABLE.)
-    SELECT CASE WHEN c.salutation IS NULL OR c.title IS NULL
-                THEN unify.split_full_name(coalesce(raw.full_name,
-                         CASE WHEN raw.first_name IS NULL THEN coalesce(raw.last_name, '')
-                              WHEN raw.last_name IS NULL THEN raw.first_name
-                              ELSE raw.first_name || ' ' || raw.last_name END)) END AS any_name
-    %4$s) AS n
-WHERE true
-%2$s
-%3$s
-$q$ END, raw_query,
-    CASE WHEN fresh THEN '' ELSE format($r$AND NOT EXISTS (SELECT 1 FROM unify.records r
-                  WHERE r.source_id = %s AND r.source_key = raw.source_key AND r.raw = raw.raw)$r$, source_id) END,
-    -- Rows of erased persons stay out; the hash is only computed for a source that has some.
-    CASE WHEN EXISTS (SELECT 1 FROM unify.erasures e WHERE e.source_id = _normalized_query.source_id)
-         THEN format($e$AND NOT EXISTS (SELECT 1 FROM unify.erasures e
-                  WHERE e.source_id = %s AND e.key_hash = unify._key_hash((SELECT k.secret FROM unify._secret k), raw.source_key))$e$, source_id)
-         ELSE '' END,
-    CASE WHEN fenced THEN 'OFFSET 0' ELSE '' END)
-$$;
 CREATE FUNCTION unify._index_build_memory() RETURNS text
 STABLE LANGUAGE sql AS $$
     SELECT CASE WHEN s.budget IS NULL OR pg_size_bytes(s.budget) <= pg_size_bytes(s.maintenance) THEN s.maintenance
@@ -5316,275 +5244,9 @@ STABLE LANGUAGE sql AS $$
     FROM (SELECT current_setting('customer_unify.batch_memory', true) AS budget,
                  current_setting('maintenance_work_mem') AS maintenance) AS s
 $$;
-CREATE OR REPLACE FUNCTION unify._apply(src unify.sources, keys text[], OUT source_rows bigint, OUT inserted bigint, OUT updated bigint, OUT deleted bigint)
-VOLATILE LANGUAGE plpgsql AS $$
-DECLARE
-    parts int := 1;
-    part int;
-    estimate float4;
-    rebuild text[];
-    fresh boolean := false;
-    key_text constant text := format('(src.%I)::text', src.key_column);
-    filter text;
-    statement text;
-    counts bigint[];
-    started constant timestamptz := clock_timestamp();
-    last_notice timestamptz := clock_timestamp();
-    error_state text;
-    error_message text;
-    error_detail text;
-    error_hint text;
-    memory text;
-    locked boolean;
-    held boolean;
-    -- A distributed source is read and cleaned on its shards into pg_temp.unify_clean_rows,
-    -- its mapped values then staged from there (citus.sql); every other is staged here and
-    -- cleaned over pg_temp.unify_source_rows.
-    on_workers constant boolean := unify._cleaned_on(src.relation) = 'workers';
-BEGIN
-    inserted := 0;
-    updated := 0;
-    PERFORM unify._prepare_stage(keys IS NULL);
-    IF on_workers THEN
-        PERFORM unify._citus_prepare_clean(keys IS NULL);
-    END IF;
-    IF keys IS NULL THEN
-        SELECT greatest(c.reltuples, 0) INTO estimate FROM pg_catalog.pg_class c WHERE c.oid = src.relation;
-        parts := greatest(1, ceil(estimate / 200000))::int;
-        -- Whether this session holds unify.records exclusively (unify.sync takes the lock before
-        -- a first load of everything) and whether the source holds records. Without the indexes
-        -- (dropped for such a load) the second question scans every record loaded so far: it is
-        -- asked once under the lock, and again only after _drop_indexes below took the lock.
-        locked := EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
-                          WHERE l.locktype = 'relation' AND l.relation = 'unify.records'::regclass
-                            AND l.pid = pg_backend_pid() AND l.mode = 'AccessExclusiveLock' AND l.granted);
-        held := EXISTS (SELECT 1 FROM unify.records r WHERE r.source_id = src.source_id);
-        -- A first sync of a large source into a table holding fewer records: inserting into
-        -- the secondary indexes costs more than building them once after (see _drop_indexes).
-        IF estimate >= greatest(5000, (SELECT c.reltuples FROM pg_catalog.pg_class c WHERE c.oid = 'unify.records'::regclass))
-           AND NOT held THEN
-            rebuild := unify._drop_indexes('unify.records');
-            IF NOT locked THEN
-                locked := EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
-                                  WHERE l.locktype = 'relation' AND l.relation = 'unify.records'::regclass
-                                    AND l.pid = pg_backend_pid() AND l.mode = 'AccessExclusiveLock' AND l.granted);
-                held := EXISTS (SELECT 1 FROM unify.records r WHERE r.source_id = src.source_id);
-            END IF;
-        END IF;
-        -- Nothing to compare with, and nobody can add a record meanwhile.
-        fresh := locked AND NOT held;
-    END IF;
-    FOR part IN 0 .. parts - 1 LOOP
-        filter := CASE WHEN keys IS NOT NULL THEN unify._keys_filter(src, 1)
-                       WHEN parts > 1 THEN format('WHERE (pg_catalog.hashtext(%s) & 2147483647) %% %s = %s', key_text, parts, part)
-                       ELSE '' END;
-        IF part > 0 THEN
-            TRUNCATE pg_temp.unify_source_rows;
-            IF on_workers THEN
-                TRUNCATE pg_temp.unify_clean_rows;
-            END IF;
-        END IF;
-        BEGIN
-            PERFORM unify._run_as(unify._mapping_role(src.run_as, src.relation),
-                                  CASE WHEN on_workers THEN unify._citus_clean_statement(src, filter)
-                                       ELSE unify._stage_statement(src, filter) END, keys);
-        EXCEPTION WHEN others THEN
-            GET STACKED DIAGNOSTICS error_state = RETURNED_SQLSTATE, error_message = MESSAGE_TEXT,
-                                    error_detail = PG_EXCEPTION_DETAIL, error_hint = PG_EXCEPTION_HINT;
-            error_hint := format('Check the mapping against the table (SELECT fields FROM unify.sources WHERE name = %L); it runs as role %s with search_path pg_catalog, pg_temp, so qualify your own functions. After the fix, SELECT unify.retry_failed(%L).',
-                                 src.name, src.run_as, src.name);
-            IF coalesce(error_detail, '') = '' THEN
-                RAISE EXCEPTION 'source "%": its mapping failed: %', src.name, error_message
-                    USING ERRCODE = error_state, HINT = error_hint;
-            END IF;
-            RAISE EXCEPTION 'source "%": its mapping failed: %', src.name, error_message
-                USING ERRCODE = error_state, DETAIL = error_detail, HINT = error_hint;
-        END;
-        IF on_workers THEN
-            PERFORM unify._citus_restage(src.fields);  -- citus.sql
-        END IF;
-        IF keys IS NULL AND NOT fresh THEN
-            INSERT INTO pg_temp.unify_source_keys SELECT s.source_key FROM pg_temp.unify_source_rows s;
-        END IF;
-        statement := CASE WHEN fresh THEN format($insert$
-            WITH added AS (
-                INSERT INTO unify.records (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
-                    street, house_number, postcode, city, country, birth_date, company, customer_number, external_id,
-                    consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw,
-                    salutation, title, consent_email_at, consent_phone_at, consent_post_at)
-                SELECT $1, s.source_key, s.first_name, s.last_name, s.email, s.email_key, s.phone, s.mobile,
-                    s.street, s.house_number, s.postcode, s.city, s.country, s.birth_date, s.company, s.customer_number,
-                    s.external_id, s.consent_email, s.consent_phone, s.consent_post, s.source_updated_at,
-                    s.last_name_phonetic, s.raw, s.salutation, s.title, s.consent_email_at, s.consent_phone_at,
-                    s.consent_post_at
-                FROM (%s) s
-                RETURNING 1)
-            SELECT count(*), 0 FROM added
-            $insert$, CASE WHEN on_workers THEN unify._citus_staged_query(src.source_id, true)
-                           ELSE unify._normalized_query(src.source_id, unify._raw_query(src.fields), true) END)
-        ELSE format($upsert$
-            WITH upsert AS (
-                INSERT INTO unify.records AS r (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
-                    street, house_number, postcode, city, country, birth_date, company, customer_number, external_id,
-                    consent_email, consent_phone, consent_post, source_updated_at, last_name_phonetic, raw,
-                    salutation, title, consent_email_at, consent_phone_at, consent_post_at)
-                SELECT $1, s.source_key, s.first_name, s.last_name, s.email, s.email_key, s.phone, s.mobile,
-                    s.street, s.house_number, s.postcode, s.city, s.country, s.birth_date, s.company, s.customer_number,
-                    s.external_id, s.consent_email, s.consent_phone, s.consent_post, s.source_updated_at,
-                    s.last_name_phonetic, s.raw, s.salutation, s.title, s.consent_email_at, s.consent_phone_at,
-                    s.consent_post_at
-                FROM (%s) s
-                ON CONFLICT (source_id, source_key) DO UPDATE SET
-                    first_name = excluded.first_name, last_name = excluded.last_name, email = excluded.email,
-                    email_key = excluded.email_key, phone = excluded.phone, mobile = excluded.mobile,
-                    street = excluded.street, house_number = excluded.house_number, postcode = excluded.postcode,
-                    city = excluded.city, country = excluded.country, birth_date = excluded.birth_date,
-                    company = excluded.company, customer_number = excluded.customer_number,
-                    external_id = excluded.external_id, consent_email = excluded.consent_email,
-                    consent_phone = excluded.consent_phone, consent_post = excluded.consent_post,
-                    source_updated_at = excluded.source_updated_at, last_name_phonetic = excluded.last_name_phonetic,
-                    raw = excluded.raw, synced_at = now(), salutation = excluded.salutation, title = excluded.title,
-                    consent_email_at = excluded.consent_email_at, consent_phone_at = excluded.consent_phone_at,
-                    consent_post_at = excluded.consent_post_at
-                WHERE r.raw IS DISTINCT FROM excluded.raw
-                RETURNING (xmax = 0) AS is_insert)
-            SELECT count(*) FILTER (WHERE is_insert), count(*) FILTER (WHERE NOT is_insert) FROM upsert
-            $upsert$, CASE WHEN on_workers THEN unify._citus_staged_query(src.source_id, false)
-                           ELSE unify._normalized_query(src.source_id, unify._raw_query(src.fields)) END) END;
-        counts := unify._run_kept(statement, src.source_id, keys);
-        inserted := inserted + counts[1];
-        updated := updated + counts[2];
-        IF parts > 1 THEN
-            PERFORM set_config('application_name', format('unify.sync %s %s/%s', src.name, part + 1, parts), true);
-            IF clock_timestamp() - last_notice >= interval '5 seconds' THEN
-                RAISE NOTICE 'sync "%": part % of %, % inserted and % updated so far, % s',
-                    src.name, part + 1, parts, inserted, updated,
-                    round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
-                last_notice := clock_timestamp();
-            END IF;
-        END IF;
-    END LOOP;
-
-    IF rebuild <> '{}' THEN
-        memory := current_setting('maintenance_work_mem');
-        PERFORM set_config('maintenance_work_mem', unify._index_build_memory(), true);
-        PERFORM unify._rebuild_indexes(rebuild);
-        PERFORM set_config('maintenance_work_mem', memory, true);
-    END IF;
-    IF fresh THEN
-        -- One record per source row, none gone.
-        source_rows := inserted;
-        deleted := 0;
-        RETURN;
-    END IF;
-    -- Records whose source row is gone: of a full sync, those whose key no part saw; of a
-    -- batch, those of its keys that staged no row.
-    statement := CASE WHEN keys IS NULL THEN
-        'WITH gone AS (DELETE FROM unify.records r WHERE r.source_id = $1
-                       AND NOT EXISTS (SELECT 1 FROM pg_temp.unify_source_keys k WHERE k.source_key = r.source_key)
-                       RETURNING 1)
-         SELECT count(*) FROM gone'
-    ELSE
-        'WITH gone AS (DELETE FROM unify.records r WHERE r.source_id = $1 AND r.source_key = ANY ($2)
-                       AND NOT EXISTS (SELECT 1 FROM pg_temp.unify_source_rows s WHERE s.source_key = r.source_key)
-                       RETURNING 1)
-         SELECT count(*) FROM gone'
-    END;
-    deleted := (unify._run_kept(statement, src.source_id, keys))[1];
-    IF keys IS NULL THEN
-        -- After a full sync there is one record per source row.
-        SELECT count(*) INTO source_rows FROM unify.records r WHERE r.source_id = src.source_id;
-    END IF;
-END
-$$;
-CREATE OR REPLACE FUNCTION unify.sync(source text DEFAULT NULL)
-RETURNS TABLE (source_name text, source_rows bigint, inserted bigint, updated bigint, deleted bigint, seconds numeric, error text)
-VOLATILE LANGUAGE plpgsql AS $$
-DECLARE
-    src unify.sources;
-    started timestamptz;
-    result record;
-    n bigint;
-    error_state text;
-    rebuild text[];
-    foreign_key record;
-    memory text;
-BEGIN
-    IF source IS NOT NULL THEN
-        PERFORM unify._checked_source(source);
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM unify.sources s JOIN unify.records r ON r.source_id = s.source_id
-                   WHERE (sync.source IS NULL OR s.name = sync.source) AND s.removed_at IS NULL)
-       AND (SELECT sum(greatest(c.reltuples, 0)) FROM unify.sources s JOIN pg_catalog.pg_class c ON c.oid = s.relation
-            WHERE (sync.source IS NULL OR s.name = sync.source) AND s.removed_at IS NULL)
-           >= greatest(5000, (SELECT c.reltuples FROM pg_catalog.pg_class c WHERE c.oid = 'unify.records'::regclass)) THEN
-        rebuild := unify._drop_indexes('unify.records', true);
-        IF rebuild <> '{}' THEN
-            FOR foreign_key IN
-                SELECT c.conname, pg_get_constraintdef(c.oid) AS definition FROM pg_catalog.pg_constraint c
-                WHERE c.conrelid = 'unify.records'::regclass AND c.contype = 'f' ORDER BY c.conname
-            LOOP
-                EXECUTE format('ALTER TABLE unify.records DROP CONSTRAINT %I', foreign_key.conname);
-                rebuild := rebuild || format('ALTER TABLE unify.records ADD CONSTRAINT %I %s', foreign_key.conname, foreign_key.definition);
-            END LOOP;
-            -- Asked again under the lock: the change queue may have added a record meanwhile,
-            -- and its source's upsert needs the unique source key.
-            IF EXISTS (SELECT 1 FROM unify.sources s JOIN unify.records r ON r.source_id = s.source_id
-                       WHERE (sync.source IS NULL OR s.name = sync.source) AND s.removed_at IS NULL) THEN
-                PERFORM unify._rebuild_indexes(rebuild);
-                rebuild := NULL;
-            END IF;
-        END IF;
-    END IF;
-    FOR src IN SELECT * FROM unify.sources s
-               WHERE (sync.source IS NULL OR s.name = sync.source) AND s.removed_at IS NULL
-               ORDER BY s.priority, s.name LOOP
-        source_name := src.name; source_rows := NULL; inserted := NULL; updated := NULL; deleted := NULL; error := NULL;
-        started := clock_timestamp();
-        BEGIN
-            src := unify._checked_source(src.name);
-            -- One sync per source at a time; the change queue may run beside it.
-            PERFORM 1 FROM unify.sources s WHERE s.source_id = src.source_id FOR NO KEY UPDATE;
-            PERFORM set_config('application_name', format('unify.sync %s', src.name), true);
-            RAISE NOTICE 'sync "%": reading %', src.name, src.relation_name;
-            result := unify._apply(src, NULL);
-            n := result.source_rows;
-            UPDATE unify.sources s SET last_sync_at = now(), last_sync_rows = n,
-                   last_sync_seconds = round(extract(epoch FROM clock_timestamp() - started)::numeric, 3)
-            WHERE s.source_id = src.source_id;
-            source_rows := n;
-            inserted := result.inserted; updated := result.updated; deleted := result.deleted;
-        EXCEPTION WHEN others THEN
-            IF sync.source IS NOT NULL THEN
-                RAISE;
-            END IF;
-            GET STACKED DIAGNOSTICS error_state = RETURNED_SQLSTATE, error := MESSAGE_TEXT;
-            error := format('%s (SQLSTATE %s)', error, error_state);
-            RAISE WARNING 'sync "%" failed, the other sources go on: %', src.name, error;
-        END;
-        seconds := round(extract(epoch FROM clock_timestamp() - started)::numeric, 3);
-        IF error IS NULL THEN
-            RAISE NOTICE 'sync "%": % rows, % inserted, % updated, % deleted in % s', src.name, n, inserted, updated, deleted, seconds;
-        END IF;
-        RETURN NEXT;
-    END LOOP;
-    IF rebuild <> '{}' THEN
-        memory := current_setting('maintenance_work_mem');
-        PERFORM set_config('maintenance_work_mem', unify._index_build_memory(), true);
-        PERFORM unify._rebuild_indexes(rebuild);
-        PERFORM set_config('maintenance_work_mem', memory, true);
-    END IF;
-END
-$$;
 REVOKE ALL ON FUNCTION unify._clean_contact(text, text, text, text, text, text, text, text, text, text, text, text, text, text, text) FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
 REVOKE ALL ON FUNCTION unify._raw_values(record) FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
 REVOKE ALL ON FUNCTION unify._index_build_memory() FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
 REVOKE ALL ON FUNCTION unify._raw_expression(jsonb) FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
 ALTER FUNCTION unify._raw_expression(jsonb) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION unify._citus_clean_statement(unify.sources, text) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION unify._raw_query(jsonb) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION unify._normalized_query(int, text, boolean, boolean) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify._index_build_memory() SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION unify._apply(unify.sources, text[]) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION unify.sync(text) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION unify.sync(text) SECURITY DEFINER;
