@@ -582,10 +582,9 @@ pub fn same_given_name_allowing_a_typo(a: &str, b: &str) -> bool {
 /// `sabine`, `bine`, … through "bine"). Only for judging whether two holders of one value can be
 /// one person.
 pub fn forms_allowing_a_typo(name: &str) -> impl Iterator<Item = &'static str> {
-    groups_allowing_a_typo(name).into_iter().flat_map(|g| {
-        let (full, short) = GROUPS[g as usize];
-        std::iter::once(full).chain(short.iter().copied())
-    })
+    groups_allowing_a_typo(name)
+        .into_iter()
+        .flat_map(group_names)
 }
 
 /// The groups of `name`, or, for a name of four letters or more the table does not hold, of
@@ -664,10 +663,17 @@ pub fn is_given_name(name: &str) -> bool {
 /// Every name of the groups `name` belongs to, full names and short forms (`name` among
 /// them): `dorothea`, `doro`, `thea`, … for `thea`; nothing for a name the table does not hold.
 pub fn forms(name: &str) -> impl Iterator<Item = &'static str> {
-    index().get(name).into_iter().flatten().flat_map(|g| {
-        let (full, short) = GROUPS[*g as usize];
-        std::iter::once(full).chain(short.iter().copied())
-    })
+    index()
+        .get(name)
+        .into_iter()
+        .flatten()
+        .flat_map(|g| group_names(*g))
+}
+
+/// The full name and the short forms of one group.
+fn group_names(group: u16) -> impl Iterator<Item = &'static str> {
+    let (full, short) = GROUPS[group as usize];
+    std::iter::once(full).chain(short.iter().copied())
 }
 
 /// How many groups (full names) the table holds: for the documentation and the tests.

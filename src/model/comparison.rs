@@ -330,13 +330,8 @@ pub fn birth_dates_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
     let (Some(x), Some(y)) = (a.derived.birth_digits, b.derived.birth_digits) else {
         return false;
     };
-    let year = |d: &[u8; 8]| {
-        d[..4]
-            .iter()
-            .fold(0i32, |n, c| n * 10 + i32::from(c - b'0'))
-    };
     let unswapped = [y[0], y[1], y[2], y[3], y[6], y[7], y[4], y[5]];
-    if (year(&x) - year(&y)).abs() >= 10 {
+    if (digits_value(&x[..4]) - digits_value(&y[..4])).abs() >= 10 {
         return false;
     }
     if (0..8).filter(|&i| x[i] != unswapped[i]).count() == 1 {
@@ -345,11 +340,10 @@ pub fn birth_dates_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
     // A typo on each record (1999-09-05 typed 1999-10-05 on one and 1998-09-05 on the other):
     // one of year, month and day agrees, and each of the others is one typo apart, a digit
     // off or one up or down.
-    let number = |d: &[u8]| d.iter().fold(0i32, |n, c| n * 10 + i32::from(c - b'0'));
     let one_typo = |a: &[u8], b: &[u8]| {
         a == b
             || a.iter().zip(b).filter(|(p, q)| p != q).count() == 1
-            || (number(a) - number(b)).abs() == 1
+            || (digits_value(a) - digits_value(b)).abs() == 1
     };
     let fields = [(0, 4), (4, 6), (6, 8)];
     let differing = fields
@@ -789,6 +783,13 @@ fn last_name_level(a: &MatchRecord, b: &MatchRecord, swapped: bool) -> Option<u8
     name_pair_level(a, b, swapped, false)
 }
 
+/// The number ASCII digits spell (`b"1999"` → 1999): a year, month or day of `birth_digits`.
+fn digits_value(digits: &[u8]) -> i32 {
+    digits
+        .iter()
+        .fold(0i32, |n, c| n * 10 + i32::from(c - b'0'))
+}
+
 fn birth_date_level(a: &MatchRecord, b: &MatchRecord) -> Option<u8> {
     let (x, y) = (a.derived.birth_digits?, b.derived.birth_digits?);
     if x == y {
@@ -800,11 +801,7 @@ fn birth_date_level(a: &MatchRecord, b: &MatchRecord) -> Option<u8> {
     }
     // Two digits apart, not two neighbours swapped (1980 typed 1908), and the years ten or
     // more apart (1953-04-10 and 1983-08-10): a mother and her daughter of one name, not a typo.
-    let year = |d: &[u8]| {
-        d[..4]
-            .iter()
-            .fold(0i32, |n, c| n * 10 + i32::from(c - b'0'))
-    };
+    let year = |d: &[u8]| digits_value(&d[..4]);
     let differ: Vec<usize> = (0..8).filter(|&i| x[i] != y[i]).collect();
     match differ.as_slice() {
         [_] => Some(2),
