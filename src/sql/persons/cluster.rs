@@ -255,18 +255,7 @@ fn _cluster(
         // scope (by a record or a golden record) or ever erased.
         let candidates = plan.restore_candidates();
         if !candidates.is_empty() {
-            let unavailable: HashSet<i64> = fetch_all(
-                client,
-                "SELECT x FROM unnest($1::bigint[]) AS x
-                  WHERE EXISTS (SELECT 1 FROM unify.records r WHERE r.person_id = x)
-                     OR EXISTS (SELECT 1 FROM unify.persons p WHERE p.person_id = x)
-                     OR EXISTS (SELECT 1 FROM unify.identity_events e WHERE e.person_id = x AND e.event = 'erase')",
-                vec![candidates.into()],
-                F,
-                |r| r.get::<i64>(1).ok().flatten().unwrap_or_default(),
-            )
-            .into_iter()
-            .collect();
+            let unavailable = unavailable_ids(client, candidates);
             plan.restore(&unavailable);
         }
         let fresh = fresh_ids(client, "unify.person_id_seq", plan.new_ids_needed(), F);
@@ -742,20 +731,7 @@ fn in_batches(
                 part.link(kind, a, b);
             }
         }
-        let out = part.finish(|candidates| {
-            fetch_all(
-                client,
-                "SELECT x FROM unnest($1::bigint[]) AS x
-                  WHERE EXISTS (SELECT 1 FROM unify.records r WHERE r.person_id = x)
-                     OR EXISTS (SELECT 1 FROM unify.persons p WHERE p.person_id = x)
-                     OR EXISTS (SELECT 1 FROM unify.identity_events e WHERE e.person_id = x AND e.event = 'erase')",
-                vec![candidates.into()],
-                F,
-                |r| r.get::<i64>(1).ok().flatten().unwrap_or_default(),
-            )
-            .into_iter()
-            .collect()
-        });
+        let out = part.finish(|candidates| unavailable_ids(client, candidates));
         clusters += out.clusters;
         held_apart += out.held_apart;
         contradictions += out.contradictions;
@@ -954,4 +930,21 @@ mod tests {
         .unwrap();
         assert_eq!(touched, None);
     }
+}
+
+/// Of the former ids a separated group could get back, those it cannot: still in use by a
+/// record or a golden record, or ever erased.
+fn unavailable_ids(client: &mut SpiClient<'_>, candidates: Vec<i64>) -> HashSet<i64> {
+    fetch_all(
+        client,
+        "SELECT x FROM unnest($1::bigint[]) AS x
+          WHERE EXISTS (SELECT 1 FROM unify.records r WHERE r.person_id = x)
+             OR EXISTS (SELECT 1 FROM unify.persons p WHERE p.person_id = x)
+             OR EXISTS (SELECT 1 FROM unify.identity_events e WHERE e.person_id = x AND e.event = 'erase')",
+        vec![candidates.into()],
+        "resolve",
+        |r| r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+    )
+    .into_iter()
+    .collect()
 }
