@@ -1463,7 +1463,10 @@ IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
            ('person_unmerged', 'unmerge', '{"identity_event_id", "person_ids"}: the persons the records went to'),
            ('person_removed', 'resolve, process_queue (a person without records left)', '{"identity_event_id"}'),
            ('person_erased', 'erase_person', '{"identity_event_id"}; earlier events of the person keep only their ids'),
-           ('consent_changed', 'resolve, process_queue, link, unlink, unmerge, set_survivorship', '{"channel", "consent", "previous", "source", "at"}: per channel email, phone, post')
+           ('consent_changed', 'resolve, process_queue, link, unlink, unmerge, set_survivorship', '{"channel", "consent", "previous", "source", "at"}: per channel email, phone, post'),
+           ('cart_abandoned', 'detect_abandoned_carts', '{"cart_id", "started_at", "last_activity_at", "items", "value", "abandoned_at"}: once per cart'),
+           ('action_changed', 'refresh_actions, refresh_segments, fit_predictions, process_events, sync_events, remove_events, detect_abandoned_carts, a change of consent', '{"action", "channel", "previous", "previous_channel", "rule_priority", "cause", "since"}: only when the action or its channel changes; NULL action: none'),
+           ('churn_risk_crossed', 'fit_predictions', '{"direction", "churn_probability", "previous", "threshold", "fit_id", "previous_fit_id"}: direction up (to at least customer_unify.churn_risk_threshold) or down; none on the first published fit')
 $$;
 COMMENT ON FUNCTION unify.outbox_kinds() IS 'The kinds of outbox event: which command emits them and what their payload holds';
 
@@ -3019,19 +3022,6 @@ STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_register_events_wrapper';
 
-CREATE OR REPLACE FUNCTION unify.outbox_kinds() RETURNS TABLE (kind text, emitted_by text, payload text)
-IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
-    VALUES ('segment_entered', 'refresh_segments', '{"segment", "from_segment", "as_of", "change_id"}'),
-           ('segment_left', 'refresh_segments', '{"segment", "to_segment", "as_of", "change_id"}'),
-           ('person_merged', 'resolve, process_queue, link', '{"identity_event_id", "merged_ids", "rule"}: merged_ids are now this person'),
-           ('person_split', 'resolve, process_queue, unlink, unmerge', '{"identity_event_id", "split_ids", "rule"}: the persons it became (itself too if it keeps records)'),
-           ('person_unmerged', 'unmerge', '{"identity_event_id", "person_ids"}: the persons the records went to'),
-           ('person_removed', 'resolve, process_queue (a person without records left)', '{"identity_event_id"}'),
-           ('person_erased', 'erase_person', '{"identity_event_id"}; earlier events of the person keep only their ids'),
-           ('consent_changed', 'resolve, process_queue, link, unlink, unmerge, set_survivorship', '{"channel", "consent", "previous", "source", "at"}: per channel email, phone, post'),
-           ('cart_abandoned', 'detect_abandoned_carts', '{"cart_id", "started_at", "last_activity_at", "items", "value", "abandoned_at"}: once per cart')
-$$;
-
 CREATE OR REPLACE VIEW unify.customer_360 AS
 SELECT p.person_id, p.household_id,
        (SELECT count(*) FROM unify.persons h WHERE h.household_id = p.household_id) AS household_size,
@@ -3683,62 +3673,8 @@ BEGIN
 END
 $$;
 
-DROP VIEW unify.status;
-DROP FUNCTION unify._status();
-CREATE FUNCTION unify._status()
-RETURNS TABLE (source text, relation text, track_changes boolean, removed_at timestamptz, source_rows_estimate bigint,
-               records bigint, queue_depth bigint, queue_lag interval, failed_changes bigint, last_failure timestamptz,
-               last_sync_at timestamptz, last_sync_rows bigint, last_sync_seconds numeric, sync_running_since timestamptz,
-               worker_pid int, worker_state text, workers int, worker_started_at timestamptz, last_batch_at timestamptz,
-               last_batch_rows int, last_batch_ms numeric, last_batch_by text, rows_per_second numeric, processed_rows bigint,
-               total_queue_depth bigint, changes_in_progress bigint, total_queue_lag interval, matching_live boolean,
-               placement text, citus boolean)
-STABLE LANGUAGE sql SECURITY DEFINER SET jit = off AS $$
-
-SELECT s.name AS source,
-       s.relation_name AS relation,
-       s.track_changes,
-       s.removed_at,
-       greatest(c.reltuples, 0)::bigint AS source_rows_estimate,
-       (SELECT count(*) FROM unify.records r WHERE r.source_id = s.source_id) AS records,
-       (SELECT count(*) FROM unify.change_queue q WHERE q.source_id = s.source_id) AS queue_depth,
-       (SELECT now() - min(q.enqueued_at) FROM unify.change_queue q WHERE q.source_id = s.source_id) AS queue_lag,
-       (SELECT count(*) FROM unify.dead_letters d WHERE d.source_id = s.source_id) AS failed_changes,
-       (SELECT max(d.last_failed_at) FROM unify.dead_letters d WHERE d.source_id = s.source_id) AS last_failure,
-       s.last_sync_at,
-       s.last_sync_rows,
-       s.last_sync_seconds,
-       (SELECT a.query_start FROM pg_stat_activity a
-         WHERE a.application_name = 'unify.sync ' || s.name LIMIT 1) AS sync_running_since,
-       w.pid AS worker_pid,
-       coalesce(w.state, 'not running') AS worker_state,
-       coalesce(w.workers, 0) AS workers,
-       w.started_at AS worker_started_at,
-       q.last_batch_at,
-       q.last_batch_rows,
-       q.last_batch_ms,
-       q.last_batch_by,
-       CASE WHEN q.window_started_at >= now() - interval '1 minute'
-            THEN round(q.window_rows / greatest(extract(epoch FROM now() - q.window_started_at), 1)::numeric, 1)
-            ELSE coalesce(q.last_window_rate, 0) END AS rows_per_second,
-       q.total_rows AS processed_rows,
-       (SELECT count(*) FROM unify.change_queue) AS total_queue_depth,
-       (SELECT coalesce(sum(x.source_rows), 0) FROM unify.queue_work x)::bigint AS changes_in_progress,
-       (SELECT now() - min(x.enqueued_at) FROM unify.change_queue x) AS total_queue_lag,
-       m.keys_built_at IS NOT NULL AND m.blocking_rules = unify.get_model() -> 'blocking_rules' AS matching_live,
-       -- Issue 27: where the source table lives (citus.sql) and whether Citus is installed.
-       CASE WHEN c.oid IS NOT NULL THEN unify._placement(s.relation) END AS placement,
-       unify._citus_present() AS citus
-FROM unify.sources s
-LEFT JOIN pg_class c ON c.oid = s.relation
-LEFT JOIN unify._worker() w ON true
-CROSS JOIN unify.queue_stats q
-LEFT JOIN unify.matching_state m ON true
-$$;
-
-CREATE VIEW unify.status AS SELECT * FROM unify._status();
-COMMENT ON VIEW unify.status IS 'Per source: rows, records, queue depth and lag, last sync, where its table lives (local/distributed/reference); for the database: worker state, last batch, rows/s, whether changes are matched live, whether Citus is installed';
-
+-- unify.status and unify._status() gain placement and citus further below, with the
+-- distributed sources' columns (defined once, in their final form).
 -- Privileges as src/sql/security.sql gives them.
 DO $citus_grants$
 DECLARE
@@ -3746,15 +3682,12 @@ DECLARE
 BEGIN
     FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
              WHERE p.pronamespace = 'unify'::regnamespace
-               AND p.proname IN ('_citus_present', '_placement', '_citus_stage_order', '_citus_check_source', '_status') LOOP
+               AND p.proname IN ('_citus_present', '_placement', '_citus_stage_order', '_citus_check_source') LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, unify_admin, unify_reader, unify_analyst', f);
         EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
     END LOOP;
 END
 $citus_grants$;
-REVOKE ALL ON unify.status FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
-GRANT SELECT ON unify.status TO unify_admin, unify_reader;
-GRANT EXECUTE ON FUNCTION unify._status() TO unify_admin, unify_reader, unify_analyst;
 GRANT EXECUTE ON FUNCTION unify._citus_check_source(regclass, text, boolean), unify._placement(regclass),
     unify._citus_present()
 TO unify_admin;
@@ -4139,22 +4072,6 @@ BEGIN
     RETURN threshold;
 END
 $$;
-
-CREATE OR REPLACE FUNCTION unify.outbox_kinds() RETURNS TABLE (kind text, emitted_by text, payload text)
-IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
-    VALUES ('segment_entered', 'refresh_segments', '{"segment", "from_segment", "as_of", "change_id"}'),
-           ('segment_left', 'refresh_segments', '{"segment", "to_segment", "as_of", "change_id"}'),
-           ('person_merged', 'resolve, process_queue, link', '{"identity_event_id", "merged_ids", "rule"}: merged_ids are now this person'),
-           ('person_split', 'resolve, process_queue, unlink, unmerge', '{"identity_event_id", "split_ids", "rule"}: the persons it became (itself too if it keeps records)'),
-           ('person_unmerged', 'unmerge', '{"identity_event_id", "person_ids"}: the persons the records went to'),
-           ('person_removed', 'resolve, process_queue (a person without records left)', '{"identity_event_id"}'),
-           ('person_erased', 'erase_person', '{"identity_event_id"}; earlier events of the person keep only their ids'),
-           ('consent_changed', 'resolve, process_queue, link, unlink, unmerge, set_survivorship', '{"channel", "consent", "previous", "source", "at"}: per channel email, phone, post'),
-           ('cart_abandoned', 'detect_abandoned_carts', '{"cart_id", "started_at", "last_activity_at", "items", "value", "abandoned_at"}: once per cart'),
-           ('action_changed', 'refresh_actions, refresh_segments, fit_predictions, process_events, sync_events, remove_events, detect_abandoned_carts, a change of consent', '{"action", "channel", "previous", "previous_channel", "rule_priority", "cause", "since"}: only when the action or its channel changes; NULL action: none'),
-           ('churn_risk_crossed', 'fit_predictions', '{"direction", "churn_probability", "previous", "threshold", "fit_id", "previous_fit_id"}: direction up (to at least customer_unify.churn_risk_threshold) or down; none on the first published fit')
-$$;
-COMMENT ON FUNCTION unify.outbox_kinds() IS 'The kinds of outbox event: which command emits them and what their payload holds';
 
 COMMENT ON FUNCTION unify.refresh_segments(date, interval) IS 'Scores recency, frequency and monetary per person (ties share a score), names the segment by the segment map, records and NOTIFYs every change';
 
