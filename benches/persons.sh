@@ -10,16 +10,21 @@
 # --data plain runs the same on a data set crmgen did not make: one table of Faker de_DE persons
 # with 20% corrupted duplicates (benches/plain_persons.py), the kind of set issue 27 asks for.
 #
-#   bash benches/persons.sh [--rows N] [--seconds S] [--data crmgen|plain]
+# --batch-memory sets customer_unify.batch_memory for our batch (default: the extension's, 1GB);
+# at 1M records 4GB holds all records at once, about the memory Splink takes on the same data.
+#
+#   bash benches/persons.sh [--rows N] [--seconds S] [--data crmgen|plain] [--batch-memory SIZE]
 source "$(dirname "$0")/../scripts/lib.sh"
 ROWS=100000
 SECONDS_PER_RUN=20
 DATA=crmgen
+BATCH_MEMORY=
 while [ $# -gt 0 ]; do
     case "$1" in
         --rows) ROWS="$2"; shift 2 ;;
         --seconds) SECONDS_PER_RUN="$2"; shift 2 ;;
         --data) DATA="$2"; shift 2 ;;
+        --batch-memory) BATCH_MEMORY="$2"; shift 2 ;;
         *) die "unknown argument $1" ;;
     esac
 done
@@ -38,7 +43,7 @@ if [ ! -x "$PYTHON" ] || ! "$PYTHON" -c "import splink, faker" 2>/dev/null; then
 fi
 {
     echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'); date $(date -u +%F)"
-    echo "command: bash benches/persons.sh --rows $ROWS --seconds $SECONDS_PER_RUN --data $DATA"
+    echo "command: bash benches/persons.sh --rows $ROWS --seconds $SECONDS_PER_RUN --data $DATA${BATCH_MEMORY:+ --batch-memory $BATCH_MEMORY}"
     psql -q -X -d postgres -c "DROP DATABASE IF EXISTS bench_persons" -c "CREATE DATABASE bench_persons"
     if [ "$DATA" = plain ]; then
         "$PYTHON" benches/plain_persons.py --rows "$ROWS" --seed 1 | psql -q -X -v ON_ERROR_STOP=1 -d bench_persons >/dev/null
@@ -47,9 +52,10 @@ fi
         crmgen --rows "$ROWS" --seed 1 | psql -q -X -v ON_ERROR_STOP=1 -d bench_persons >/dev/null
         SOURCES=demo/sources.sql
     fi
-    psql -X -q -v ON_ERROR_STOP=1 -P pager=off -d bench_persons -v sources="$SOURCES" <<'SQL'
+    psql -X -q -v ON_ERROR_STOP=1 -P pager=off -d bench_persons -v sources="$SOURCES" -v batch_memory="${BATCH_MEMORY:-1GB}" <<'SQL'
 SET client_min_messages = warning;
 CREATE EXTENSION customer_unify;
+SET customer_unify.batch_memory = :'batch_memory';
 \i :sources
 \timing on
 SELECT clock_timestamp() AS started \gset
