@@ -155,6 +155,11 @@ impl Chances {
         v
     }
 
+    /// The sample's size asked for (0: all).
+    pub fn em_pairs(&self) -> usize {
+        self.em_pairs
+    }
+
     /// Whether every candidate is in the sample (at most `em_pairs` of them, or no limit).
     pub fn takes_all(&self) -> bool {
         self.em_pairs == 0 || self.candidates <= self.em_pairs as f64
@@ -1547,10 +1552,6 @@ mod tests {
         (model, report, sample)
     }
 
-    fn close(x: f64, y: f64, relative: f64) -> bool {
-        (x - y).abs() <= relative * x.abs().max(y.abs())
-    }
-
     /// Without sampling (every candidate fits `em_pairs`, u from every record), and with a
     /// sample, the streamed training counts exactly the pairs of the held one and gives its
     /// model to the last bit (both sum over the counted keys in one order).
@@ -1559,8 +1560,7 @@ mod tests {
         let (records, _) = people();
         let (held, held_report, ctx, cands) = trained(&records, 2);
         let opts = TrainOptions::default();
-        let (streamed, report, mut sample) =
-            train_as_streamed(&records, &records, &ctx, &cands, &opts);
+        let (streamed, report, sample) = train_as_streamed(&records, &records, &ctx, &cands, &opts);
         assert!(report.streamed && !held_report.streamed);
         assert_eq!(report.candidate_pairs, held_report.candidate_pairs);
         assert_eq!(report.em_sample_pairs, cands.len());
