@@ -865,13 +865,13 @@ fn _tally_block(
     'static,
     (
         name!(candidates, i64),
-        name!(rule_sets, Vec<i32>),
-        name!(rule_counts, Vec<i64>),
-        name!(outcomes, Vec<i64>),
-        name!(rules, Vec<i32>),
-        name!(first_name_tf, Vec<i64>),
-        name!(last_name_tf, Vec<i64>),
-        name!(pairs, Vec<i64>),
+        name!(block_rule_sets, Vec<i32>),
+        name!(block_rule_counts, Vec<i64>),
+        name!(key_outcomes, Vec<i64>),
+        name!(key_rules, Vec<i32>),
+        name!(key_first_name_tf, Vec<i64>),
+        name!(key_last_name_tf, Vec<i64>),
+        name!(key_pairs, Vec<i64>),
     ),
 > {
     const K: &str = "_tally_block";
