@@ -5279,11 +5279,7 @@ ALTER FUNCTION unify._index_build_memory() SET search_path = pg_catalog, pg_temp
 -- estimated. New: unify._tally_block(...) (the kernel; IMMUTABLE STRICT PARALLEL SAFE, the
 -- owner's only).
 CREATE FUNCTION unify."_tally_block"(
-	"em_pairs" bigint, /* i64 */
-	"seed" bigint, /* i64 */
-	"rule_sets" INT[], /* Vec < Option < i32 > > */
-	"rule_counts" bigint[], /* Vec < Option < i64 > > */
-	"draw" bool, /* bool */
+	"sample" TEXT, /* & str */
 	"key_hash" bigint, /* i64 */
 	"record_id" bigint[], /* Vec < Option < i64 > > */
 	"source_id" INT[], /* Vec < Option < i32 > > */

@@ -320,7 +320,7 @@ q cu_dist "SET client_min_messages = warning; SELECT unify._citus_score_table()"
 for role in regress_citus_admin regress_citus_reader; do
     for probe in "SELECT count(*) FROM unify._score_members" \
                  "SELECT unify._score_block('{}', '{}', '{}', 1, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')" \
-                 "SELECT unify._tally_block(0, 1, '{}', '{}', false, 1, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')"; do
+                 "SELECT unify._tally_block('{}', 1, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')"; do
         out=$(psql -X -q -At -v VERBOSITY=verbose -p "${PORT[coordinator]}" -d cu_dist -c "SET ROLE $role" -c "$probe" 2>&1 || true)
         [[ "$out" == *"ERROR:  42501"* ]] && pass "as $role: ${probe:0:40}... refused (42501)" || fail "as $role: $probe: got '$out'"
     done

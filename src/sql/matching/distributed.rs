@@ -779,23 +779,24 @@ pub(super) fn tally_on_workers(
 /// kernel on the worker holding its shard (`draw`: the sample drawn at `chances` and compared;
 /// else only counted), the results into the temporary unify_train_tallies.
 fn tally_blocks(client: &mut SpiClient<'_>, chances: &Chances, seed: u64, draw: bool) {
-    let (rule_sets, rule_counts): (Vec<i32>, Vec<i64>) = chances
-        .per_rules()
-        .into_iter()
-        .map(|(r, n)| (r as i32, n as i64))
-        .unzip();
-    let em_pairs = if chances.takes_all() {
-        0
-    } else {
-        chances.em_pairs() as i64
-    };
+    let sample = serde_json::to_string(&SampleArgs {
+        em_pairs: if chances.takes_all() {
+            0
+        } else {
+            chances.em_pairs() as u64
+        },
+        seed,
+        draw,
+        per_rules: chances.per_rules(),
+    })
+    .unwrap_or_default();
     // The members of a block in any order (see score_blocks).
     client
         .update(
             "INSERT INTO pg_temp.unify_train_tallies
              SELECT g.key_hash, (g.b).* FROM (
                  SELECT m.key_hash,
-                        unify._tally_block($1, $2, $3, $4, $5, m.key_hash,
+                        unify._tally_block($1, m.key_hash,
                             array_agg(m.record_id), array_agg(m.source_id),
                             array_agg(m.first_name), array_agg(m.last_name),
                             array_agg(m.email), array_agg(m.email_key),
@@ -812,31 +813,33 @@ fn tally_blocks(client: &mut SpiClient<'_>, chances: &Chances, seed: u64, draw: 
                  FROM unify._train_members m
                  GROUP BY m.key_hash) g",
             None,
-            &[
-                em_pairs.into(),
-                (seed as i64).into(),
-                rule_sets.into(),
-                rule_counts.into(),
-                draw.into(),
-            ],
+            &[sample.into()],
         )
         .unwrap_or_else(|e| spi_failed(e, "train"));
 }
 
+/// The EM sample a training's kernel draws (its first argument, as JSON text, as scoring's
+/// kernel gets the model).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SampleArgs {
+    /// About how many candidates (0: all of them).
+    em_pairs: u64,
+    seed: u64,
+    /// Whether to draw and compare (else only count the candidates per rule combination).
+    draw: bool,
+    /// The candidates per rule combination over all blocks (the chances).
+    per_rules: Vec<(u32, u64)>,
+}
+
 /// The kernel of the distributed training: one block's members (as `_score_block` takes them,
-/// from unify._train_members) counted, and with `draw` the candidates of the EM sample (of
-/// about `em_pairs`, 0: all, with the chances from the candidates per rule combination
-/// `rule_sets`/`rule_counts` over all blocks, drawn by the pair's ids and `seed`) compared and
-/// counted per key (`crate::model::train::PairKey`: outcome, rules, the bits of the two name
-/// frequencies). Reads no table: runs on a Citus worker.
+/// from unify._train_members) counted, and (`sample` says whether and how, see [`SampleArgs`])
+/// the candidates of the EM sample, drawn by the pair's ids, compared and counted per key
+/// (`crate::model::train::PairKey`: outcome, rules, the bits of the two name frequencies).
+/// Reads no table: runs on a Citus worker.
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 #[pg_extern(immutable, strict, parallel_safe)]
 fn _tally_block(
-    em_pairs: i64,
-    seed: i64,
-    rule_sets: Vec<Option<i32>>,
-    rule_counts: Vec<Option<i64>>,
-    draw: bool,
+    sample: &str,
     key_hash: i64,
     record_id: Vec<Option<i64>>,
     source_id: Vec<Option<i32>>,
@@ -876,15 +879,15 @@ fn _tally_block(
 > {
     const K: &str = "_tally_block";
     const CALLER: &str = "unify.train";
-    if rule_sets.len() != rule_counts.len() || em_pairs < 0 {
+    let sample: SampleArgs = serde_json::from_str(sample).unwrap_or_else(|e| {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("invalid sample of block {key_hash}: {} rule combinations, {} counts, {em_pairs} pairs", rule_sets.len(), rule_counts.len()),
+            format!("invalid sample of block {key_hash}: {e}"),
             None,
-            "unify.train calls this with the candidates per rule combination over all blocks.",
+            "unify.train passes the EM sample's size, seed and candidates per rule combination.",
             K,
-        );
-    }
+        )
+    });
     let arrays = MemberArrays {
         record_id,
         source_id,
@@ -913,20 +916,17 @@ fn _tally_block(
         household: [email_household, phone_household, mobile_household],
     };
     let (records, contexts, valid) = arrays.members(key_hash, K, CALLER);
-    let mut chances = Chances::new(em_pairs as usize);
-    for (r, n) in rule_sets.into_iter().zip(rule_counts) {
-        chances.count(
-            r.unwrap_or_default() as u32,
-            n.unwrap_or_default().max(0) as u64,
-        );
+    let mut chances = Chances::new(sample.em_pairs as usize);
+    for (r, n) in sample.per_rules {
+        chances.count(r, n);
     }
     let tally = tally_block(
         key_hash,
         &records,
         &contexts,
         &valid,
-        draw.then_some(&chances),
-        seed as u64,
+        sample.draw.then_some(&chances),
+        sample.seed,
     )
     .unwrap_or_else(|e| {
         raise(

@@ -175,7 +175,7 @@ RESET ROLE;
 SET ROLE unify_analyst;
 SELECT count(*) FROM unify._score_block('{}', '{}', '{}', 1, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}');
 -- Training on the workers (issue 27): its kernel too.
-SELECT count(*) FROM unify._tally_block(0, 1, '{}', '{}', false, 1, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}');
+SELECT count(*) FROM unify._tally_block('{}', 1, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}');
 RESET ROLE;
 -- Without Citus: no workers, so score_pairs scores on the coordinator (as the owner may ask).
 SELECT unify._citus_workers() AS citus_workers;
