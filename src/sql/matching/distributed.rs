@@ -681,26 +681,14 @@ pub(super) fn tally_on_workers(
     // The rules' pairs bound the candidates (a pair of several rules is one candidate): within
     // em_pairs, every candidate is in the sample and one pass does.
     let bound: u64 = stats.iter().map(|s| s.pairs).sum();
-    let mut chances = Chances::new(em_pairs);
-    if em_pairs > 0 && bound > em_pairs as u64 {
-        tally_blocks(client, &chances, seed, false);
-        let per_rules = client
-            .select(
-                "SELECT u.r, sum(u.n)::bigint FROM pg_temp.unify_train_tallies t,
-                     unnest(t.rule_sets, t.rule_counts) AS u (r, n) GROUP BY u.r ORDER BY u.r",
-                None,
-                &[],
-            )
-            .unwrap_or_else(|e| spi_failed(e, T));
-        for row in per_rules {
-            let rules = row.get::<i32>(1).ok().flatten().unwrap_or_default() as u32;
-            let n = row.get::<i64>(2).ok().flatten().unwrap_or_default() as u64;
-            chances.count(rules, n);
-        }
+    let chances = if em_pairs > 0 && bound > em_pairs as u64 {
+        tally_blocks(client, &Chances::new(0), seed, false);
+        let counted = counted_chances(client, em_pairs);
         run(client, "TRUNCATE pg_temp.unify_train_tallies");
+        counted
     } else {
-        chances = Chances::new(0);
-    }
+        Chances::new(0)
+    };
     tally_blocks(client, &chances, seed, true);
     // The candidates per rule (the kernel counts every candidate, drawn or not), as
     // score_pairs counts them.
@@ -720,24 +708,12 @@ pub(super) fn tally_on_workers(
             s.new_pairs += n as u64;
         }
     }
-    if chances.takes_all() {
-        // One pass: the chances from the candidates counted in it (all of them drawn).
-        let mut all = Chances::new(em_pairs);
-        for row in client
-            .select(
-                "SELECT u.r, sum(u.n)::bigint FROM pg_temp.unify_train_tallies t,
-                     unnest(t.rule_sets, t.rule_counts) AS u (r, n) GROUP BY u.r ORDER BY u.r",
-                None,
-                &[],
-            )
-            .unwrap_or_else(|e| spi_failed(e, T))
-        {
-            let rules = row.get::<i32>(1).ok().flatten().unwrap_or_default() as u32;
-            let n = row.get::<i64>(2).ok().flatten().unwrap_or_default() as u64;
-            all.count(rules, n);
-        }
-        chances = all;
-    }
+    // All drawn in one pass: the chances (all 1, as the weights) from the candidates it counted.
+    let chances = if chances.takes_all() {
+        counted_chances(client, em_pairs)
+    } else {
+        chances
+    };
     // The counts per key summed over the blocks (numeric sums of bigints: exact).
     let mut pairs = PairCounts::default();
     let cursor = Cursor::open(
@@ -773,6 +749,26 @@ pub(super) fn tally_on_workers(
     run(client, &format!("DROP TABLE {TRAIN_MEMBERS}"));
     run(client, "DROP TABLE pg_temp.unify_train_tallies");
     (Sample { pairs, chances }, candidates)
+}
+
+/// The chances of a sample of about `em_pairs` from the candidates per rule combination the
+/// blocks of unify_train_tallies counted.
+fn counted_chances(client: &mut SpiClient<'_>, em_pairs: usize) -> Chances {
+    let mut chances = Chances::new(em_pairs);
+    for row in client
+        .select(
+            "SELECT u.r, sum(u.n)::bigint FROM pg_temp.unify_train_tallies t,
+                 unnest(t.rule_sets, t.rule_counts) AS u (r, n) GROUP BY u.r ORDER BY u.r",
+            None,
+            &[],
+        )
+        .unwrap_or_else(|e| spi_failed(e, "train"))
+    {
+        let rules = row.get::<i32>(1).ok().flatten().unwrap_or_default() as u32;
+        let n = row.get::<i64>(2).ok().flatten().unwrap_or_default() as u64;
+        chances.count(rules, n);
+    }
+    chances
 }
 
 /// The distributed query of a training: every block of unify._train_members tallied by the
