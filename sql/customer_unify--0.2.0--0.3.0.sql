@@ -4189,17 +4189,24 @@ BEGIN
 END
 $$;
 
--- unify._score_members, made by every distributed scoring and dropped at its end, in its
--- transaction (an error drops it too): nothing stays on the workers, and no table outside the
--- extension stays in its schema (DROP EXTENSION, pg_dump). Made by unify.score_pairs
--- (SECURITY DEFINER), so owned by the extension's owner, with no privilege for any other role;
--- UNLOGGED (a scratch table). Distributed by the block key, so a block's members are on one
--- shard. Returns the table (one left by anything else is emptied and used).
-CREATE FUNCTION unify._citus_score_table() RETURNS regclass
+-- unify._score_members (score_pairs) or unify._train_members (train), made by every distributed
+-- run and dropped at its end, in its transaction (an error drops it too): nothing stays on the
+-- workers, and no table outside the extension stays in its schema (DROP EXTENSION, pg_dump).
+-- Made by unify.score_pairs or unify.train (SECURITY DEFINER), so owned by the extension's
+-- owner, with no privilege for any other role; UNLOGGED (a scratch table). Distributed by the
+-- block key, so a block's members are on one shard. Two tables, so that a training and a
+-- scoring (which may run at once) never share one. Returns the table (one left by anything
+-- else is emptied and used).
+CREATE FUNCTION unify._citus_member_table(name text) RETURNS regclass
 VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    qualified constant text := 'unify.' || pg_catalog.quote_ident(name);
 BEGIN
-    IF to_regclass('unify._score_members') IS NULL THEN
-        CREATE UNLOGGED TABLE unify._score_members (
+    IF name NOT IN ('_score_members', '_train_members') THEN
+        RAISE EXCEPTION 'unknown member table %', name USING ERRCODE = '22023';
+    END IF;
+    IF pg_catalog.to_regclass(qualified) IS NULL THEN
+        EXECUTE format('CREATE UNLOGGED TABLE %s (
             key_hash              bigint NOT NULL,
             record_id             bigint NOT NULL,
             source_id             int,
@@ -4224,14 +4231,24 @@ BEGIN
             email_household       boolean NOT NULL,
             phone_household       boolean NOT NULL,
             mobile_household      boolean NOT NULL
-        );
-        REVOKE ALL ON unify._score_members FROM PUBLIC;
-        COMMENT ON TABLE unify._score_members IS 'Scratch of unify.score_pairs on Citus: members of the candidate blocks, distributed by block key (dropped at the end of the run)';
+        )', qualified);
+        EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', qualified);
+        EXECUTE format('COMMENT ON TABLE %s IS %L', qualified,
+                       'Scratch of unify.' || CASE name WHEN '_score_members' THEN 'score_pairs' ELSE 'train' END
+                       || ' on Citus: members of the candidate blocks, distributed by block key (dropped at the end of the run)');
     END IF;
-    IF unify._placement('unify._score_members') <> 'distributed' THEN
-        EXECUTE 'SELECT pg_catalog.create_distributed_table(''unify._score_members'', ''key_hash'', colocate_with => ''none'')';
+    IF unify._placement(qualified::regclass) <> 'distributed' THEN
+        EXECUTE format('SELECT pg_catalog.create_distributed_table(%L, ''key_hash'', colocate_with => ''none'')', qualified);
     END IF;
-    RETURN 'unify._score_members'::regclass;
+    RETURN qualified::regclass;
+END
+$$;
+
+-- unify._score_members (see unify._citus_member_table).
+CREATE FUNCTION unify._citus_score_table() RETURNS regclass
+VOLATILE LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN unify._citus_member_table('_score_members');
 END
 $$;
 
@@ -4285,13 +4302,14 @@ DECLARE
 BEGIN
     FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
              WHERE p.pronamespace = 'unify'::regnamespace
-               AND p.proname IN ('_citus_workers', '_citus_score_table', '_score_block') LOOP
+               AND p.proname IN ('_citus_workers', '_citus_score_table', '_citus_member_table', '_score_block') LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, unify_admin, unify_reader, unify_analyst', f);
     END LOOP;
 END
 $citus_scoring_grants$;
 ALTER FUNCTION unify._citus_workers() SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify._citus_score_table() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify._citus_member_table(text) SET search_path = pg_catalog, pg_temp;
 
 -- Issue 27, Citus, registered source tables may be distributed: the changes of a
 -- hash-distributed source are captured on its shards into a queue colocated with them
@@ -5167,3 +5185,62 @@ REVOKE ALL ON FUNCTION unify._index_build_memory() FROM PUBLIC, unify_admin, uni
 REVOKE ALL ON FUNCTION unify._raw_expression(jsonb) FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
 ALTER FUNCTION unify._raw_expression(jsonb) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify._index_build_memory() SET search_path = pg_catalog, pg_temp;
+
+
+-- Issue 27, part: EM statistics summed on the coordinator from the workers. With the citus
+-- extension and at least one worker node, unify.train compares and counts the candidate pairs
+-- on the workers: the members of every valid block in unify._train_members (made by
+-- unify._citus_member_table, defined above with unify._score_members' columns, dropped at the
+-- end of each run), one distributed query grouped by block key calls the Rust kernel per block;
+-- the counts per pair key are summed on the coordinator, where EM, u and the prior are
+-- estimated. New: unify._tally_block(...) (the kernel; IMMUTABLE STRICT PARALLEL SAFE, the
+-- owner's only).
+CREATE FUNCTION unify."_tally_block"(
+	"sample" TEXT, /* & str */
+	"key_hash" bigint, /* i64 */
+	"record_id" bigint[], /* Vec < Option < i64 > > */
+	"source_id" INT[], /* Vec < Option < i32 > > */
+	"first_name" TEXT[], /* Vec < Option < String > > */
+	"last_name" TEXT[], /* Vec < Option < String > > */
+	"email" TEXT[], /* Vec < Option < String > > */
+	"email_key" TEXT[], /* Vec < Option < String > > */
+	"phone" TEXT[], /* Vec < Option < String > > */
+	"mobile" TEXT[], /* Vec < Option < String > > */
+	"street" TEXT[], /* Vec < Option < String > > */
+	"house_number" TEXT[], /* Vec < Option < String > > */
+	"postcode" TEXT[], /* Vec < Option < String > > */
+	"city" TEXT[], /* Vec < Option < String > > */
+	"birth_date" date[], /* Vec < Option < pgrx :: datum :: Date > > */
+	"external_id" TEXT[], /* Vec < Option < String > > */
+	"customer_number" TEXT[], /* Vec < Option < String > > */
+	"valid_keys" TEXT[], /* Vec < Option < String > > */
+	"first_name_tf" double precision[], /* Vec < Option < f64 > > */
+	"first_name_as_last_tf" double precision[], /* Vec < Option < f64 > > */
+	"last_name_tf" double precision[], /* Vec < Option < f64 > > */
+	"last_name_as_first_tf" double precision[], /* Vec < Option < f64 > > */
+	"email_household" bool[], /* Vec < Option < bool > > */
+	"phone_household" bool[], /* Vec < Option < bool > > */
+	"mobile_household" bool[] /* Vec < Option < bool > > */
+) RETURNS TABLE (
+	"candidates" bigint,  /* i64 */
+	"block_rule_sets" INT[],  /* Vec < i32 > */
+	"block_rule_counts" bigint[],  /* Vec < i64 > */
+	"key_outcomes" bigint[],  /* Vec < i64 > */
+	"key_rules" INT[],  /* Vec < i32 > */
+	"key_first_name_tf" bigint[],  /* Vec < i64 > */
+	"key_last_name_tf" bigint[],  /* Vec < i64 > */
+	"key_pairs" bigint[]  /* Vec < i64 > */
+)
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_tally_block_wrapper';
+DO $citus_training_grants$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace = 'unify'::regnamespace AND p.proname = '_tally_block' LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, unify_admin, unify_reader, unify_analyst', f);
+    END LOOP;
+END
+$citus_training_grants$;
