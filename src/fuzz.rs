@@ -617,6 +617,40 @@ fn fuzz_normalize_phone() {
     });
 }
 
+/// The fast path of `normalize_phone` for German numbers as usually written gives exactly
+/// what libphonenumber's parser gives: over generated numbers in many spellings (each case a
+/// seed for `phone::tests::written_german_number`) and over arbitrary phone-like text.
+#[test]
+fn fuzz_german_phone_fast_path() {
+    let de = phone::parse_region("DE").unwrap();
+    fuzz(
+        "german_phone_fast_path",
+        (any::<u64>(), phone_text()),
+        |(seed, text)| {
+            let mut state = seed | 1;
+            let written = phone::tests::written_german_number(|n| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state % n
+            });
+            for input in [written, text] {
+                let parsed = phone::normalize_phone_parsed(&input, de);
+                if let Some(fast) = phone::german_number_as_written(&input) {
+                    prop_assert_eq!(&fast, &parsed, "input {:?}", input);
+                }
+                prop_assert_eq!(
+                    phone::normalize_phone(&input, de),
+                    parsed,
+                    "input {:?}",
+                    input
+                );
+            }
+            Ok(())
+        },
+    );
+}
+
 #[test]
 fn fuzz_normalize_name() {
     fuzz("normalize_name", text(), |x| {

@@ -9,6 +9,68 @@
 //! once per row. Its tests check every field against the individual cleaners.
 
 use super::{address, date, email, name, phone, phonetic, salutation, translit};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Values a memo keeps at most (then it starts over), and the longest value it keeps.
+const MEMO_ENTRIES: usize = 8192;
+const MEMO_KEY_BYTES: usize = 96;
+
+/// The results of one pure cleaner for the values seen last (issue 27): first names, last
+/// names, street names, cities and postcodes repeat from row to row, and a lookup costs a
+/// fraction of cleaning again. The cleaners are pure functions of their input, so a result
+/// kept is the result computed; at most [`MEMO_ENTRIES`] short values per memo (a few MB per
+/// backend in all).
+struct Memo<V> {
+    map: HashMap<Box<str>, V>,
+}
+
+impl<V: Clone> Memo<V> {
+    fn new() -> Self {
+        Memo {
+            map: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, key: &str, compute: impl FnOnce(&str) -> V) -> V {
+        if key.len() > MEMO_KEY_BYTES {
+            return compute(key);
+        }
+        if let Some(value) = self.map.get(key) {
+            return value.clone();
+        }
+        let value = compute(key);
+        if self.map.len() >= MEMO_ENTRIES {
+            self.map.clear();
+        }
+        self.map.insert(key.into(), value.clone());
+        value
+    }
+}
+
+/// The memos of [`clean_contact`], one per cleaner and field.
+struct Memos {
+    first_name: Memo<Option<String>>,
+    last_name: Memo<Option<String>>,
+    street: Memo<Option<String>>,
+    city: Memo<String>,
+    /// Keyed by the two letters of the region, then the postcode.
+    postcode: Memo<Option<String>>,
+    postcode_key: String,
+    last_name_phonetic: Memo<Option<String>>,
+}
+
+thread_local! {
+    static MEMOS: RefCell<Memos> = RefCell::new(Memos {
+        first_name: Memo::new(),
+        last_name: Memo::new(),
+        street: Memo::new(),
+        city: Memo::new(),
+        postcode: Memo::new(),
+        postcode_key: String::new(),
+        last_name_phonetic: Memo::new(),
+    });
+}
 
 /// The canonical fields of a staged row the cleaners read (None: SQL NULL).
 #[derive(Debug, Clone, Copy, Default)]
@@ -69,8 +131,16 @@ fn phone_in(value: Option<&str>, region: &str) -> Option<String> {
 /// - salutation and title: of their fields (the title also of the salutation field), else those
 ///   written in front of the full name (or of first and last name joined by a space).
 pub fn clean_contact(raw: &RawContact<'_>) -> CleanContact {
-    let first_field = raw.first_name.and_then(name::normalize_name);
-    let last_field = raw.last_name.and_then(name::normalize_name);
+    MEMOS.with(|memos| clean_contact_with(raw, &mut memos.borrow_mut()))
+}
+
+fn clean_contact_with(raw: &RawContact<'_>, memos: &mut Memos) -> CleanContact {
+    let first_field = raw
+        .first_name
+        .and_then(|v| memos.first_name.get(v, name::normalize_name));
+    let last_field = raw
+        .last_name
+        .and_then(|v| memos.last_name.get(v, name::normalize_name));
     // The full name is split only for what the name fields did not give.
     let (full_first, full_last) = match raw.full_name {
         Some(full) if first_field.is_none() || last_field.is_none() => name::split_full_name(full),
@@ -86,9 +156,20 @@ pub fn clean_contact(raw: &RawContact<'_>) -> CleanContact {
     let region = country.as_deref().unwrap_or("DE");
     let phone = phone_in(raw.phone, region);
     let mobile = phone_in(raw.mobile, region);
-    let postcode = raw
-        .postcode
-        .and_then(|p| address::normalize_postcode(p, region));
+    let postcode = raw.postcode.and_then(|p| {
+        if region.len() != 2 {
+            return address::normalize_postcode(p, region);
+        }
+        let Memos {
+            postcode,
+            postcode_key,
+            ..
+        } = &mut *memos;
+        postcode_key.clear();
+        postcode_key.push_str(region);
+        postcode_key.push_str(p);
+        postcode.get(postcode_key, |_| address::normalize_postcode(p, region))
+    });
 
     let street_line = match (raw.street_line, raw.street) {
         (Some(line), _) => Some(std::borrow::Cow::Borrowed(line)),
@@ -99,15 +180,22 @@ pub fn clean_contact(raw: &RawContact<'_>) -> CleanContact {
         (None, None) => None,
     };
     let (street, house_number) = match street_line.as_deref().and_then(address::split_street) {
-        Some(parts) => (address::normalize_street(&parts.street), parts.house_number),
+        Some(parts) => (
+            memos.street.get(&parts.street, address::normalize_street),
+            parts.house_number,
+        ),
         None => (None, None),
     };
 
-    let city = raw
-        .city
-        .map(|c| translit::transliterate_de(c.trim_matches(' ')));
+    let city = raw.city.map(|c| {
+        memos
+            .city
+            .get(c.trim_matches(' '), translit::transliterate_de)
+    });
     let birth_date = raw.birth_date.and_then(date::parse_date);
-    let last_name_phonetic = last_name.as_deref().and_then(phonetic::cologne_phonetic);
+    let last_name_phonetic = last_name
+        .as_deref()
+        .and_then(|l| memos.last_name_phonetic.get(l, phonetic::cologne_phonetic));
 
     let salutation_field = raw.salutation.and_then(salutation::normalize_salutation);
     let title_field = raw
@@ -126,9 +214,11 @@ pub fn clean_contact(raw: &RawContact<'_>) -> CleanContact {
                 joined.as_str()
             }
         };
+        let (in_name_salutation, in_name_title) =
+            salutation::salutation_and_title_in_name(any_name);
         (
-            salutation_field.or_else(|| salutation::salutation_in_name(any_name)),
-            title_field.or_else(|| salutation::title_in_name(any_name)),
+            salutation_field.or(in_name_salutation),
+            title_field.or(in_name_title),
         )
     } else {
         (salutation_field, title_field)
@@ -338,6 +428,37 @@ pub(crate) mod tests {
         ] {
             assert_eq!(clean_contact(&raw), by_individual_cleaners(&raw), "{raw:?}");
         }
+    }
+
+    /// The memos give what the cleaners give: for values seen again, and after a memo filled
+    /// up and started over.
+    #[test]
+    fn memos_give_the_cleaners_results() {
+        for round in 0..2 {
+            for i in 0..MEMO_ENTRIES + 100 {
+                let first = format!("Jörg{i}");
+                let last = format!("MÜLLER-{}", i % 300);
+                let street = format!("Hauptstr. {}", i % 50);
+                let city = format!(" Köln {} ", i % 40);
+                let postcode = format!("{}", 1000 + i % 90);
+                let raw = row(&[
+                    ("first_name", &first),
+                    ("last_name", &last),
+                    ("street_line", &street),
+                    ("city", &city),
+                    ("postcode", &postcode),
+                    ("country", if i % 3 == 0 { "AT" } else { "DE" }),
+                ]);
+                assert_eq!(
+                    clean_contact(&raw),
+                    by_individual_cleaners(&raw),
+                    "round {round}: {raw:?}"
+                );
+            }
+        }
+        let long = "x".repeat(MEMO_KEY_BYTES + 1);
+        let raw = row(&[("first_name", &long), ("city", &long)]);
+        assert_eq!(clean_contact(&raw), by_individual_cleaners(&raw));
     }
 
     /// Inputs drawn from fragments of real values (names with titles, umlauts, e-mails of

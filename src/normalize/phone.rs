@@ -31,8 +31,109 @@ fn parse_valid(input: &str, region: Region) -> Option<PhoneNumber> {
 /// without an international prefix are read as numbers of `default_region`. None when
 /// libphonenumber does not consider the result a valid number.
 pub fn normalize_phone(input: &str, default_region: Region) -> Option<String> {
+    if default_region == Region::DE {
+        if let Some(e164) = german_number_as_written(input) {
+            return e164;
+        }
+    }
+    normalize_phone_parsed(input, default_region)
+}
+
+/// [`normalize_phone`] through libphonenumber's parser, for every input.
+pub(crate) fn normalize_phone_parsed(input: &str, default_region: Region) -> Option<String> {
     let number = parse_valid(input, default_region)?;
     Some(number.format_as(PhoneNumberFormat::E164).to_string())
+}
+
+/// The national significant number of a German number written in one of the usual plain forms
+/// (issue 27: libphonenumber's parser, a dozen regular expressions per call, was the largest
+/// part of the cleaners): `+49` or `0049` (optionally followed by `(0)`), or the trunk `0` (the
+/// area code optionally in brackets, `(030)`), then digits separated by spaces, `/` or `-`, the
+/// first digit after the prefix not `0`; ASCII only, spaces around. None for anything else.
+///
+/// For such input the parser (region DE) finds country code 49 and these digits: it drops the
+/// punctuation and the prefix, and a trunk `0` (also `+49 (0)`) only when what follows has a
+/// possible length, which every valid number has; a number that keeps its `0` is not valid,
+/// as no German number pattern starts with 0. No letter, `#`, `;` or `x`: no extension, no
+/// RFC 3966 part, no second number. `tests::fast_path_equals_the_parser` checks it over many
+/// generated numbers and spellings.
+fn german_national_digits(input: &str) -> Option<String> {
+    let s = input.trim_matches(' ').as_bytes();
+    let rest = if let Some(rest) = s.strip_prefix(b"+49").or_else(|| s.strip_prefix(b"0049")) {
+        // `+49 (0) 30`: the trunk 0 in brackets after the country code.
+        let after = trim_start_separators(rest);
+        match after.strip_prefix(b"(0)") {
+            Some(after_trunk) => trim_start_separators(after_trunk),
+            None => after,
+        }
+    } else if let Some(rest) = s.strip_prefix(b"(0") {
+        // `(030) 1234567`: the area code in brackets, then separators.
+        let close = rest.iter().position(|&b| b == b')')?;
+        let (area, after) = rest.split_at(close);
+        if area.is_empty() || !area.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let after = &after[1..];
+        if after.first().is_some_and(u8::is_ascii_digit) {
+            return None;
+        }
+        let mut digits = String::with_capacity(16);
+        push_digit_groups(area, &mut digits)?;
+        if !after.is_empty() {
+            push_digit_groups(trim_start_separators(after), &mut digits)?;
+        }
+        return digits_if_plausible(digits);
+    } else {
+        trim_start_separators(s.strip_prefix(b"0")?)
+    };
+    let mut digits = String::with_capacity(16);
+    push_digit_groups(rest, &mut digits)?;
+    digits_if_plausible(digits)
+}
+
+fn trim_start_separators(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'/' | b'-'))
+        .unwrap_or(s.len());
+    &s[start..]
+}
+
+/// Appends the digits of `s`: digit groups separated by runs of spaces, `/` and `-`, starting
+/// and ending with a digit. None for any other character.
+fn push_digit_groups(s: &[u8], digits: &mut String) -> Option<()> {
+    if !s.first()?.is_ascii_digit() || !s.last()?.is_ascii_digit() {
+        return None;
+    }
+    for &b in s {
+        match b {
+            b'0'..=b'9' => digits.push(b as char),
+            b' ' | b'/' | b'-' => {}
+            _ => return None,
+        }
+    }
+    Some(())
+}
+
+/// The digits when they can be a national significant number for the fast path: not starting
+/// with 0, 2 to 17 digits (the parser's limits).
+fn digits_if_plausible(digits: String) -> Option<String> {
+    (digits.len() >= 2 && digits.len() <= 17 && !digits.starts_with('0')).then_some(digits)
+}
+
+/// [`normalize_phone`] of region DE without the parser, for the forms
+/// [`german_national_digits`] reads: libphonenumber's validity check on the number it would
+/// have parsed. None when the input is not in such a form; Some(None) when it is, but no valid
+/// number.
+pub(crate) fn german_number_as_written(input: &str) -> Option<Option<String>> {
+    let digits = german_national_digits(input)?;
+    let number = PhoneNumber {
+        country_code: 49,
+        national_number: digits.parse().ok()?,
+        ..PhoneNumber::default()
+    };
+    let valid = std::panic::catch_unwind(|| number.is_valid()).ok()?;
+    Some(valid.then(|| format!("+49{digits}")))
 }
 
 /// The kind of line (`mobile`, `fixed_line`, `toll_free`, ...) of a valid number.
@@ -76,11 +177,145 @@ pub fn is_fixed_line(e164: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn de(s: &str) -> Option<String> {
         normalize_phone(s, parse_region("DE").unwrap())
+    }
+
+    /// German numbers (area codes of every length, mobile and service prefixes, random digit
+    /// strings) in written forms (the usual ones, odd spacing, the trunk 0 kept after +49,
+    /// brackets in odd places): the fast path gives what the parser gives, valid or not, and
+    /// it is taken for most of them. `fuzz::fuzz_german_phone_fast_path` draws more.
+    pub(crate) fn written_german_number(mut next: impl FnMut(u64) -> u64) -> String {
+        const AREAS: &[&str] = &[
+            "30", "40", "69", "89", "221", "211", "341", "351", "711", "911", "6131", "7071",
+            "3943", "33203", "35204", "38234", "151", "152", "160", "170", "171", "176", "179",
+            "15678", "800", "180", "1805", "900", "700", "32", "118", "1", "2", "0", "49",
+        ];
+        let digits = |n: u64, next: &mut dyn FnMut(u64) -> u64| -> String {
+            (0..n).map(|_| char::from(b'0' + next(10) as u8)).collect()
+        };
+        let (area, sub) = match next(4) {
+            0 | 1 => {
+                let area = AREAS[next(AREAS.len() as u64) as usize].to_string();
+                let n = 1 + next(11);
+                (area, digits(n, &mut next))
+            }
+            2 => {
+                // Random digits, split anywhere.
+                let n = 1 + next(18);
+                let all = digits(n, &mut next);
+                let cut = next(n + 1) as usize;
+                (all[..cut].to_string(), all[cut..].to_string())
+            }
+            _ => {
+                let n = 2 + next(10);
+                let first = char::from(b'1' + next(9) as u8);
+                (
+                    first.to_string() + &digits(1 + next(4), &mut next),
+                    digits(n, &mut next),
+                )
+            }
+        };
+        let spaced: String = sub
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        match next(24) {
+            0 => format!("+49 {area} {sub}"),
+            1 => format!("+49 (0){area} {sub}"),
+            2 => format!("0049 {area} {sub}"),
+            3 => format!("0{area} {sub}"),
+            4 => format!("0{area}/{sub}"),
+            5 => format!("0{area}-{sub}"),
+            6 => format!("(0{area}) {spaced}"),
+            7 => format!("+49{area}{sub}"),
+            8 => format!("0{area}{sub}"),
+            9 => format!("+49 (0) {area} / {sub}"),
+            10 => format!("+49 0{area} {sub}"),
+            11 => format!(" 0 {area} / {spaced} "),
+            12 => format!("+49-{area}-{sub}"),
+            13 => format!("(0{area}){sub}"),
+            14 => format!("(0{area})-{sub}"),
+            15 => format!("0{area} - {sub}"),
+            16 => format!("+49  {area}  {spaced}"),
+            17 => format!("0{area}//{sub}"),
+            18 => format!("00{area} {sub}"),
+            19 => format!("+{area} {sub}"),
+            20 => format!("+49 ({area}) {sub}"),
+            21 => format!("0{area} {sub}-"),
+            22 => format!("0049 (0){area}{sub}"),
+            _ => format!("{area} {sub}"),
+        }
+    }
+
+    #[test]
+    fn fast_path_equals_the_parser() {
+        let de = parse_region("DE").unwrap();
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let (mut fast, mut valid) = (0, 0);
+        let cases = 20_000;
+        for _ in 0..cases {
+            let input = written_german_number(&mut next);
+            let parsed = normalize_phone_parsed(&input, de);
+            if let Some(result) = german_number_as_written(&input) {
+                assert_eq!(result, parsed, "{input:?}");
+                fast += 1;
+                valid += usize::from(result.is_some());
+            }
+            assert_eq!(normalize_phone(&input, de), parsed, "{input:?}");
+        }
+        // Most inputs take the fast path, valid and invalid ones.
+        assert!(
+            fast > cases / 2 && valid > cases / 5,
+            "{fast} fast, {valid} valid"
+        );
+    }
+
+    #[test]
+    fn fast_path_forms() {
+        for (input, digits) in [
+            ("+49 30 12345678", Some("3012345678")),
+            ("+49 (0)30 12345678", Some("3012345678")),
+            ("+49(0)30-123 456 78", Some("3012345678")),
+            ("+49 (0) 30 / 12345678", Some("3012345678")),
+            ("0049 30 12345678", Some("3012345678")),
+            ("030/12345678", Some("3012345678")),
+            ("(030) 12 34 56 78", Some("3012345678")),
+            (" 0 30 / 12 34 56 78 ", Some("3012345678")),
+            ("0171-1234567", Some("1711234567")),
+            // Left to the parser.
+            ("+49 030 12345678", None),
+            ("(030)12345678", None),
+            ("(0)30 12345678", None),
+            ("030 12345678 x12", None),
+            ("030 1234567#", None),
+            ("+43 1 5123456", None),
+            ("0043 1 5123456", None),
+            ("00 49 30 12345678", None),
+            ("030\t12345678", None),
+            ("030 12345678 ", Some("3012345678")),
+            ("030 12345678-", None),
+            ("３０", None),
+            ("0", None),
+            ("01", None),
+        ] {
+            assert_eq!(
+                german_national_digits(input).as_deref(),
+                digits,
+                "{input:?}"
+            );
+        }
     }
 
     #[test]

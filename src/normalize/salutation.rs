@@ -181,6 +181,22 @@ pub fn title_in_name(raw: &str) -> Option<String> {
     normalize_title(&lead.join(" "))
 }
 
+/// [`salutation_in_name`] and [`title_in_name`] of one name, its leading words read once
+/// (`unify._clean_contact` needs both for most rows).
+pub fn salutation_and_title_in_name(raw: &str) -> (Option<&'static str>, Option<String>) {
+    if raw.len() > super::MAX_FIELD_BYTES {
+        return (None, None);
+    }
+    let lead = leading_title_words(raw);
+    let joined = lead.join(" ");
+    let salutation = if lead.is_empty() {
+        None
+    } else {
+        normalize_salutation(&joined)
+    };
+    (salutation, normalize_title(&joined))
+}
+
 /// The title as a letter's salutation uses it: only `Prof.` and `Dr.` (`Prof. Dr. med.` →
 /// `Prof. Dr.`, `Dr.-Ing.` → `Dr.`); diplomas and faculty names are left out of a salutation.
 fn letter_title(title: &str) -> String {
@@ -238,6 +254,31 @@ pub fn letter_salutation(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn salutation_and_title_in_name_equal_both() {
+        for name in [
+            "Herr Dr. Hans Meier",
+            "Frau Prof. Dr. med. Anna von der Heide",
+            "Meier, Frau Dr. Anna",
+            "Familie Schulz",
+            "M. Müller",
+            "Dr.-Ing. Jörg Weiß",
+            "Hans Meier",
+            "",
+            " , ",
+            "Herr",
+            "Dr.",
+            "h.c. Hans",
+            "Mrs Jane O'Neil",
+        ] {
+            assert_eq!(
+                salutation_and_title_in_name(name),
+                (salutation_in_name(name), title_in_name(name)),
+                "{name:?}"
+            );
+        }
+    }
 
     #[test]
     fn salutation_fields() {
