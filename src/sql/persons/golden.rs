@@ -300,9 +300,9 @@ fn _golden_records(
     }
     let inputs = Spi::connect(|client| {
         let filter = if person_ids.is_some() {
-            "r.person_id = ANY ($1)"
+            "rp.person_id = ANY ($1)"
         } else {
-            "r.person_id IS NOT NULL"
+            "true"
         };
         let args: Args = person_ids.map_or(vec![], |ids| vec![ids.into()]);
         fetch_all(
@@ -360,7 +360,7 @@ fn fits_budget() -> bool {
     Spi::connect(|client| {
         select_kept(
             client,
-            "SELECT count(*) FROM (SELECT 1 FROM unify.records WHERE person_id IS NOT NULL LIMIT $1) x",
+            "SELECT count(*) FROM (SELECT 1 FROM unify.record_persons LIMIT $1) x",
             &vec![(capacity + 1).into()],
         )
         .and_then(|t| t.first().get_one::<i64>())
@@ -370,19 +370,20 @@ fn fits_budget() -> bool {
     })
 }
 
-/// The records (with their source's name) matching `filter`, in person order: the columns
+/// The records that have a person (unify.record_persons, alias rp), with their source's name,
+/// matching `filter`, in person order: the columns
 /// `input_from_row` reads; with `household`, each person's household before this run too.
 fn records_query(filter: &str, household: bool) -> String {
     let (column, join) = if household {
         (
             ", p.household_id",
-            " LEFT JOIN unify.persons p ON p.person_id = r.person_id",
+            " LEFT JOIN unify.persons p ON p.person_id = rp.person_id",
         )
     } else {
         ("", "")
     };
     format!(
-        "SELECT r.person_id, r.record_id, r.source_id, s.name, r.first_name, r.last_name, r.email,
+        "SELECT rp.person_id, r.record_id, r.source_id, s.name, r.first_name, r.last_name, r.email,
                 r.phone, r.mobile, r.street, r.house_number, r.postcode, r.city, r.country,
                 to_char(r.birth_date, 'YYYY-MM-DD'), r.company, r.customer_number,
                 r.consent_email, r.consent_phone, r.consent_post,
@@ -395,8 +396,9 @@ fn records_query(filter: &str, household: bool) -> String {
                 r.raw ->> 'first_name', r.raw ->> 'last_name', r.raw ->> 'full_name',
                 coalesce(r.raw ->> 'street_line', (r.raw ->> 'street') || coalesce(' ' || (r.raw ->> 'house_number'), '')),
                 r.raw ->> 'city'{column}
-         FROM unify.records r JOIN unify.sources s ON s.source_id = r.source_id{join}
-         WHERE {filter} ORDER BY r.person_id, r.record_id"
+         FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
+         JOIN unify.sources s ON s.source_id = r.source_id{join}
+         WHERE {filter} ORDER BY rp.person_id, r.record_id"
     )
 }
 
@@ -693,7 +695,7 @@ impl Streamed {
             let batches = PersonBatches::open(
                 client,
                 "unify_golden_rows",
-                &records_query("r.person_id IS NOT NULL", false),
+                &records_query("true", false),
                 batch,
             );
             (fraction, households, batches)
@@ -840,7 +842,7 @@ fn streamed_households(
     let mut batches = PersonBatches::open(
         client,
         "unify_golden_keys",
-        &records_query("r.person_id IS NOT NULL", true),
+        &records_query("true", true),
         batch,
     );
     while let Some(rows) = batches.next(client, survivorship) {
