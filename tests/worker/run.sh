@@ -76,7 +76,8 @@ q "INSERT INTO crm.shop_customers (customer_id, email, first_name, last_name, ph
    SELECT 900000001, upper(e_mail), vorname, nachname, coalesce(mobil, telefon), strasse || ' ' || hausnummer, plz, ort, 'DE',
           to_date(geburtsdatum, 'DD.MM.YYYY')
    FROM crm.crm_contacts WHERE e_mail IS NOT NULL AND geburtsdatum ~ '^\d\d\.\d\d\.\d{4}$' ORDER BY kontakt_nr LIMIT 1"
-if wait_for "SELECT r.person_id = c.person_id FROM unify.records r, unify.records c
+if wait_for "SELECT rp.person_id = cp.person_id FROM unify.records r JOIN unify.record_persons rp USING (record_id),
+                    unify.records c JOIN unify.record_persons cp USING (record_id)
              WHERE r.source_key = '900000001' AND c.source_key = (SELECT min(kontakt_nr) FROM crm.crm_contacts
                    WHERE e_mail IS NOT NULL AND geburtsdatum ~ '^\d\d\.\d\d\.\d{4}$')" 10; then
     pass "a new shop row joins the CRM contact's person within seconds"
