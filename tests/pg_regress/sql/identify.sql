@@ -105,7 +105,7 @@ CREATE TEMP TABLE paired AS
 SELECT x.record_id, o.person_id AS other, max(p.match_weight) AS weight
 FROM (SELECT DISTINCT record_id, person_id FROM probes) x
 JOIN unify.pairs p ON x.record_id IN (p.record_a, p.record_b)
-JOIN unify.records o ON o.record_id = CASE WHEN p.record_a = x.record_id THEN p.record_b ELSE p.record_a END
+JOIN unify.record_persons o ON o.record_id = CASE WHEN p.record_a = x.record_id THEN p.record_b ELSE p.record_a END
 WHERE o.person_id <> x.person_id
 GROUP BY 1, 2;
 SELECT count(*) AS other_persons,
