@@ -7,14 +7,24 @@
 # train -> predict -> cluster on the records we normalized (benches/splink_compare.py --cluster);
 # wall time, peak memory and pairwise F1 of the clusters.
 #
-#   bash benches/persons.sh [--rows N] [--seconds S]
+# --data plain runs the same on a data set crmgen did not make: one table of Faker de_DE persons
+# with 20% corrupted duplicates (benches/plain_persons.py), the kind of set issue 27 asks for.
+#
+# --batch-memory sets customer_unify.batch_memory for our batch (default: the extension's, 1GB);
+# at 1M records 4GB holds all records at once, about the memory Splink takes on the same data.
+#
+#   bash benches/persons.sh [--rows N] [--seconds S] [--data crmgen|plain] [--batch-memory SIZE]
 source "$(dirname "$0")/../scripts/lib.sh"
 ROWS=100000
 SECONDS_PER_RUN=20
+DATA=crmgen
+BATCH_MEMORY=
 while [ $# -gt 0 ]; do
     case "$1" in
         --rows) ROWS="$2"; shift 2 ;;
         --seconds) SECONDS_PER_RUN="$2"; shift 2 ;;
+        --data) DATA="$2"; shift 2 ;;
+        --batch-memory) BATCH_MEMORY="$2"; shift 2 ;;
         *) die "unknown argument $1" ;;
     esac
 done
@@ -25,15 +35,28 @@ install_release
 DIR="${CUSTOMER_UNIFY_BENCH_DIR:-/tmp/customer_unify-bench}"
 start_cluster "$DIR" "shared_buffers = '2GB'" "jit = off" "max_wal_size = '8GB'" "work_mem = '256MB'"
 trap 'stop_cluster "$DIR"' EXIT
+# One venv for Splink and the plain data set's generator (pinned: the data must not change with it).
+PYTHON="$DIR/splink-venv/bin/python"
+if [ ! -x "$PYTHON" ] || ! "$PYTHON" -c "import splink, faker" 2>/dev/null; then
+    python3 -m venv "$DIR/splink-venv"
+    "$DIR/splink-venv/bin/pip" install -q "splink==5.0.0" pandas "faker==30.0.0"
+fi
 {
     echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'); date $(date -u +%F)"
-    echo "command: bash benches/persons.sh --rows $ROWS --seconds $SECONDS_PER_RUN"
+    echo "command: bash benches/persons.sh --rows $ROWS --seconds $SECONDS_PER_RUN --data $DATA${BATCH_MEMORY:+ --batch-memory $BATCH_MEMORY}"
     psql -q -X -d postgres -c "DROP DATABASE IF EXISTS bench_persons" -c "CREATE DATABASE bench_persons"
-    crmgen --rows "$ROWS" --seed 1 | psql -q -X -v ON_ERROR_STOP=1 -d bench_persons >/dev/null
-    psql -X -q -v ON_ERROR_STOP=1 -P pager=off -d bench_persons <<'SQL'
+    if [ "$DATA" = plain ]; then
+        "$PYTHON" benches/plain_persons.py --rows "$ROWS" --seed 1 | psql -q -X -v ON_ERROR_STOP=1 -d bench_persons >/dev/null
+        SOURCES=benches/plain_sources.sql
+    else
+        crmgen --rows "$ROWS" --seed 1 | psql -q -X -v ON_ERROR_STOP=1 -d bench_persons >/dev/null
+        SOURCES=demo/sources.sql
+    fi
+    psql -X -q -v ON_ERROR_STOP=1 -P pager=off -d bench_persons -v sources="$SOURCES" -v batch_memory="${BATCH_MEMORY:-1GB}" <<'SQL'
 SET client_min_messages = warning;
 CREATE EXTENSION customer_unify;
-\i demo/sources.sql
+SET customer_unify.batch_memory = :'batch_memory';
+\i :sources
 \timing on
 SELECT clock_timestamp() AS started \gset
 SELECT sum(source_rows) AS records FROM unify.sync();
@@ -69,10 +92,6 @@ SQL
     person_lookup_latency "$DIR" bench_persons "$SECONDS_PER_RUN"
     echo "== Splink 5 (DuckDB) end to end on the same normalized records, in the same run"
     sed "s#@DIR@#$DIR#g" benches/splink_export.sql | psql -X -q -v ON_ERROR_STOP=1 -d bench_persons
-    if [ ! -x "$DIR/splink-venv/bin/python" ]; then
-        python3 -m venv "$DIR/splink-venv"
-        "$DIR/splink-venv/bin/pip" install -q "splink==5.0.0" pandas
-    fi
-    "$DIR/splink-venv/bin/python" benches/splink_compare.py "$DIR/records.csv" "$DIR/truth.csv" --cluster 2>&1 \
+    "$PYTHON" benches/splink_compare.py "$DIR/records.csv" "$DIR/truth.csv" --cluster 2>&1 \
         | grep -v "WARNING\|untrained\|m values\|u values\|Comparison:\|^$\|predict()\|Completed iteration"
 } 2>&1 | tee "$DIR/persons-result.txt"

@@ -122,18 +122,28 @@ start_cluster() {
         sudo -u postgres "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust \
             --encoding=UTF8 --locale=C.UTF-8 >/dev/null
     fi
-    local port
-    port=$(free_port)
-    {
-        echo "# written by scripts/lib.sh start_cluster"
-        echo "port = $port"
-        echo "listen_addresses = '127.0.0.1'"
-        echo "unix_socket_directories = '$dir'"
-        echo "max_worker_processes = 16"
-        for line in "$@"; do echo "$line"; done
-    } | sudo -u postgres tee "$dir/data/postgresql.auto.conf" >/dev/null
-    sudo -u postgres "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null \
-        || { tail -20 "$dir/server.log" >&2; die "postgres did not start (log: $dir/server.log)"; }
+    # Another cluster on the machine (a second run's) may take the port between the check and
+    # the bind: then again on another one. The search starts at a random port for the same reason.
+    local port attempt
+    for attempt in 1 2 3 4 5; do
+        port=$(free_port $((55432 + RANDOM % 4000)))
+        {
+            echo "# written by scripts/lib.sh start_cluster"
+            echo "port = $port"
+            echo "listen_addresses = '127.0.0.1'"
+            echo "unix_socket_directories = '$dir'"
+            echo "max_worker_processes = 16"
+            for line in "$@"; do echo "$line"; done
+        } | sudo -u postgres tee "$dir/data/postgresql.auto.conf" >/dev/null
+        if sudo -u postgres "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null; then
+            break
+        fi
+        if [ "$attempt" = 5 ] || ! tail -10 "$dir/server.log" | grep -q "Address already in use"; then
+            tail -20 "$dir/server.log" >&2
+            die "postgres did not start (log: $dir/server.log)"
+        fi
+        log "port $port was taken meanwhile: another one"
+    done
     export PGHOST=127.0.0.1 PGPORT="$port" PGUSER=postgres
 }
 

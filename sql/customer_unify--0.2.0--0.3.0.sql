@@ -1473,7 +1473,10 @@ IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
            ('person_unmerged', 'unmerge', '{"identity_event_id", "person_ids"}: the persons the records went to'),
            ('person_removed', 'resolve, process_queue (a person without records left)', '{"identity_event_id"}'),
            ('person_erased', 'erase_person', '{"identity_event_id"}; earlier events of the person keep only their ids'),
-           ('consent_changed', 'resolve, process_queue, link, unlink, unmerge, set_survivorship', '{"channel", "consent", "previous", "source", "at"}: per channel email, phone, post')
+           ('consent_changed', 'resolve, process_queue, link, unlink, unmerge, set_survivorship', '{"channel", "consent", "previous", "source", "at"}: per channel email, phone, post'),
+           ('cart_abandoned', 'detect_abandoned_carts', '{"cart_id", "started_at", "last_activity_at", "items", "value", "abandoned_at"}: once per cart'),
+           ('action_changed', 'refresh_actions, refresh_segments, fit_predictions, process_events, sync_events, remove_events, detect_abandoned_carts, a change of consent', '{"action", "channel", "previous", "previous_channel", "rule_priority", "cause", "since"}: only when the action or its channel changes; NULL action: none'),
+           ('churn_risk_crossed', 'fit_predictions', '{"direction", "churn_probability", "previous", "threshold", "fit_id", "previous_fit_id"}: direction up (to at least customer_unify.churn_risk_threshold) or down; none on the first published fit')
 $$;
 COMMENT ON FUNCTION unify.outbox_kinds() IS 'The kinds of outbox event: which command emits them and what their payload holds';
 
@@ -3040,19 +3043,6 @@ STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_register_events_wrapper';
 
-CREATE OR REPLACE FUNCTION unify.outbox_kinds() RETURNS TABLE (kind text, emitted_by text, payload text)
-IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
-    VALUES ('segment_entered', 'refresh_segments', '{"segment", "from_segment", "as_of", "change_id"}'),
-           ('segment_left', 'refresh_segments', '{"segment", "to_segment", "as_of", "change_id"}'),
-           ('person_merged', 'resolve, process_queue, link', '{"identity_event_id", "merged_ids", "rule"}: merged_ids are now this person'),
-           ('person_split', 'resolve, process_queue, unlink, unmerge', '{"identity_event_id", "split_ids", "rule"}: the persons it became (itself too if it keeps records)'),
-           ('person_unmerged', 'unmerge', '{"identity_event_id", "person_ids"}: the persons the records went to'),
-           ('person_removed', 'resolve, process_queue (a person without records left)', '{"identity_event_id"}'),
-           ('person_erased', 'erase_person', '{"identity_event_id"}; earlier events of the person keep only their ids'),
-           ('consent_changed', 'resolve, process_queue, link, unlink, unmerge, set_survivorship', '{"channel", "consent", "previous", "source", "at"}: per channel email, phone, post'),
-           ('cart_abandoned', 'detect_abandoned_carts', '{"cart_id", "started_at", "last_activity_at", "items", "value", "abandoned_at"}: once per cart')
-$$;
-
 CREATE OR REPLACE VIEW unify.customer_360 AS
 SELECT p.person_id, p.household_id,
        (SELECT count(*) FROM unify.persons h WHERE h.household_id = p.household_id) AS household_size,
@@ -3704,62 +3694,8 @@ BEGIN
 END
 $$;
 
-DROP VIEW unify.status;
-DROP FUNCTION unify._status();
-CREATE FUNCTION unify._status()
-RETURNS TABLE (source text, relation text, track_changes boolean, removed_at timestamptz, source_rows_estimate bigint,
-               records bigint, queue_depth bigint, queue_lag interval, failed_changes bigint, last_failure timestamptz,
-               last_sync_at timestamptz, last_sync_rows bigint, last_sync_seconds numeric, sync_running_since timestamptz,
-               worker_pid int, worker_state text, workers int, worker_started_at timestamptz, last_batch_at timestamptz,
-               last_batch_rows int, last_batch_ms numeric, last_batch_by text, rows_per_second numeric, processed_rows bigint,
-               total_queue_depth bigint, changes_in_progress bigint, total_queue_lag interval, matching_live boolean,
-               placement text, citus boolean)
-STABLE LANGUAGE sql SECURITY DEFINER SET jit = off AS $$
-
-SELECT s.name AS source,
-       s.relation_name AS relation,
-       s.track_changes,
-       s.removed_at,
-       greatest(c.reltuples, 0)::bigint AS source_rows_estimate,
-       (SELECT count(*) FROM unify.records r WHERE r.source_id = s.source_id) AS records,
-       (SELECT count(*) FROM unify.change_queue q WHERE q.source_id = s.source_id) AS queue_depth,
-       (SELECT now() - min(q.enqueued_at) FROM unify.change_queue q WHERE q.source_id = s.source_id) AS queue_lag,
-       (SELECT count(*) FROM unify.dead_letters d WHERE d.source_id = s.source_id) AS failed_changes,
-       (SELECT max(d.last_failed_at) FROM unify.dead_letters d WHERE d.source_id = s.source_id) AS last_failure,
-       s.last_sync_at,
-       s.last_sync_rows,
-       s.last_sync_seconds,
-       (SELECT a.query_start FROM pg_stat_activity a
-         WHERE a.application_name = 'unify.sync ' || s.name LIMIT 1) AS sync_running_since,
-       w.pid AS worker_pid,
-       coalesce(w.state, 'not running') AS worker_state,
-       coalesce(w.workers, 0) AS workers,
-       w.started_at AS worker_started_at,
-       q.last_batch_at,
-       q.last_batch_rows,
-       q.last_batch_ms,
-       q.last_batch_by,
-       CASE WHEN q.window_started_at >= now() - interval '1 minute'
-            THEN round(q.window_rows / greatest(extract(epoch FROM now() - q.window_started_at), 1)::numeric, 1)
-            ELSE coalesce(q.last_window_rate, 0) END AS rows_per_second,
-       q.total_rows AS processed_rows,
-       (SELECT count(*) FROM unify.change_queue) AS total_queue_depth,
-       (SELECT coalesce(sum(x.source_rows), 0) FROM unify.queue_work x)::bigint AS changes_in_progress,
-       (SELECT now() - min(x.enqueued_at) FROM unify.change_queue x) AS total_queue_lag,
-       m.keys_built_at IS NOT NULL AND m.blocking_rules = unify.get_model() -> 'blocking_rules' AS matching_live,
-       -- Issue 27: where the source table lives (citus.sql) and whether Citus is installed.
-       CASE WHEN c.oid IS NOT NULL THEN unify._placement(s.relation) END AS placement,
-       unify._citus_present() AS citus
-FROM unify.sources s
-LEFT JOIN pg_class c ON c.oid = s.relation
-LEFT JOIN unify._worker() w ON true
-CROSS JOIN unify.queue_stats q
-LEFT JOIN unify.matching_state m ON true
-$$;
-
-CREATE VIEW unify.status AS SELECT * FROM unify._status();
-COMMENT ON VIEW unify.status IS 'Per source: rows, records, queue depth and lag, last sync, where its table lives (local/distributed/reference); for the database: worker state, last batch, rows/s, whether changes are matched live, whether Citus is installed';
-
+-- unify.status and unify._status() gain placement and citus further below, with the
+-- distributed sources' columns (defined once, in their final form).
 -- Privileges as src/sql/security.sql gives them.
 DO $citus_grants$
 DECLARE
@@ -3767,15 +3703,12 @@ DECLARE
 BEGIN
     FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
              WHERE p.pronamespace = 'unify'::regnamespace
-               AND p.proname IN ('_citus_present', '_placement', '_citus_stage_order', '_citus_check_source', '_status') LOOP
+               AND p.proname IN ('_citus_present', '_placement', '_citus_stage_order', '_citus_check_source') LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, unify_admin, unify_reader, unify_analyst', f);
         EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
     END LOOP;
 END
 $citus_grants$;
-REVOKE ALL ON unify.status FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
-GRANT SELECT ON unify.status TO unify_admin, unify_reader;
-GRANT EXECUTE ON FUNCTION unify._status() TO unify_admin, unify_reader, unify_analyst;
 GRANT EXECUTE ON FUNCTION unify._citus_check_source(regclass, text, boolean), unify._placement(regclass),
     unify._citus_present()
 TO unify_admin;
@@ -4161,22 +4094,6 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION unify.outbox_kinds() RETURNS TABLE (kind text, emitted_by text, payload text)
-IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $$
-    VALUES ('segment_entered', 'refresh_segments', '{"segment", "from_segment", "as_of", "change_id"}'),
-           ('segment_left', 'refresh_segments', '{"segment", "to_segment", "as_of", "change_id"}'),
-           ('person_merged', 'resolve, process_queue, link', '{"identity_event_id", "merged_ids", "rule"}: merged_ids are now this person'),
-           ('person_split', 'resolve, process_queue, unlink, unmerge', '{"identity_event_id", "split_ids", "rule"}: the persons it became (itself too if it keeps records)'),
-           ('person_unmerged', 'unmerge', '{"identity_event_id", "person_ids"}: the persons the records went to'),
-           ('person_removed', 'resolve, process_queue (a person without records left)', '{"identity_event_id"}'),
-           ('person_erased', 'erase_person', '{"identity_event_id"}; earlier events of the person keep only their ids'),
-           ('consent_changed', 'resolve, process_queue, link, unlink, unmerge, set_survivorship', '{"channel", "consent", "previous", "source", "at"}: per channel email, phone, post'),
-           ('cart_abandoned', 'detect_abandoned_carts', '{"cart_id", "started_at", "last_activity_at", "items", "value", "abandoned_at"}: once per cart'),
-           ('action_changed', 'refresh_actions, refresh_segments, fit_predictions, process_events, sync_events, remove_events, detect_abandoned_carts, a change of consent', '{"action", "channel", "previous", "previous_channel", "rule_priority", "cause", "since"}: only when the action or its channel changes; NULL action: none'),
-           ('churn_risk_crossed', 'fit_predictions', '{"direction", "churn_probability", "previous", "threshold", "fit_id", "previous_fit_id"}: direction up (to at least customer_unify.churn_risk_threshold) or down; none on the first published fit')
-$$;
-COMMENT ON FUNCTION unify.outbox_kinds() IS 'The kinds of outbox event: which command emits them and what their payload holds';
-
 COMMENT ON FUNCTION unify.refresh_segments(date, interval) IS 'Scores recency, frequency and monetary per person (ties share a score), names the segment by the segment map, records and NOTIFYs every change';
 
 COMMENT ON FUNCTION unify.fit_predictions(date, text, int, float8, int, int, boolean) IS 'Fits BG/NBD or Pareto/NBD (auto: the smaller holdout error), Gamma-Gamma and the beta-binomial of returns on purchases up to calibration_end; publishes per-person predictions unless the fit failed or its ranking contradicts the data (reported in unify.prediction_fits, not raised)';
@@ -4293,17 +4210,24 @@ BEGIN
 END
 $$;
 
--- unify._score_members, made by every distributed scoring and dropped at its end, in its
--- transaction (an error drops it too): nothing stays on the workers, and no table outside the
--- extension stays in its schema (DROP EXTENSION, pg_dump). Made by unify.score_pairs
--- (SECURITY DEFINER), so owned by the extension's owner, with no privilege for any other role;
--- UNLOGGED (a scratch table). Distributed by the block key, so a block's members are on one
--- shard. Returns the table (one left by anything else is emptied and used).
-CREATE FUNCTION unify._citus_score_table() RETURNS regclass
+-- unify._score_members (score_pairs) or unify._train_members (train), made by every distributed
+-- run and dropped at its end, in its transaction (an error drops it too): nothing stays on the
+-- workers, and no table outside the extension stays in its schema (DROP EXTENSION, pg_dump).
+-- Made by unify.score_pairs or unify.train (SECURITY DEFINER), so owned by the extension's
+-- owner, with no privilege for any other role; UNLOGGED (a scratch table). Distributed by the
+-- block key, so a block's members are on one shard. Two tables, so that a training and a
+-- scoring (which may run at once) never share one. Returns the table (one left by anything
+-- else is emptied and used).
+CREATE FUNCTION unify._citus_member_table(name text) RETURNS regclass
 VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    qualified constant text := 'unify.' || pg_catalog.quote_ident(name);
 BEGIN
-    IF to_regclass('unify._score_members') IS NULL THEN
-        CREATE UNLOGGED TABLE unify._score_members (
+    IF name NOT IN ('_score_members', '_train_members') THEN
+        RAISE EXCEPTION 'unknown member table %', name USING ERRCODE = '22023';
+    END IF;
+    IF pg_catalog.to_regclass(qualified) IS NULL THEN
+        EXECUTE format('CREATE UNLOGGED TABLE %s (
             key_hash              bigint NOT NULL,
             record_id             bigint NOT NULL,
             source_id             int,
@@ -4328,14 +4252,24 @@ BEGIN
             email_household       boolean NOT NULL,
             phone_household       boolean NOT NULL,
             mobile_household      boolean NOT NULL
-        );
-        REVOKE ALL ON unify._score_members FROM PUBLIC;
-        COMMENT ON TABLE unify._score_members IS 'Scratch of unify.score_pairs on Citus: members of the candidate blocks, distributed by block key (dropped at the end of the run)';
+        )', qualified);
+        EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', qualified);
+        EXECUTE format('COMMENT ON TABLE %s IS %L', qualified,
+                       'Scratch of unify.' || CASE name WHEN '_score_members' THEN 'score_pairs' ELSE 'train' END
+                       || ' on Citus: members of the candidate blocks, distributed by block key (dropped at the end of the run)');
     END IF;
-    IF unify._placement('unify._score_members') <> 'distributed' THEN
-        EXECUTE 'SELECT pg_catalog.create_distributed_table(''unify._score_members'', ''key_hash'', colocate_with => ''none'')';
+    IF unify._placement(qualified::regclass) <> 'distributed' THEN
+        EXECUTE format('SELECT pg_catalog.create_distributed_table(%L, ''key_hash'', colocate_with => ''none'')', qualified);
     END IF;
-    RETURN 'unify._score_members'::regclass;
+    RETURN qualified::regclass;
+END
+$$;
+
+-- unify._score_members (see unify._citus_member_table).
+CREATE FUNCTION unify._citus_score_table() RETURNS regclass
+VOLATILE LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN unify._citus_member_table('_score_members');
 END
 $$;
 
@@ -4389,13 +4323,14 @@ DECLARE
 BEGIN
     FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
              WHERE p.pronamespace = 'unify'::regnamespace
-               AND p.proname IN ('_citus_workers', '_citus_score_table', '_score_block') LOOP
+               AND p.proname IN ('_citus_workers', '_citus_score_table', '_citus_member_table', '_score_block') LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, unify_admin, unify_reader, unify_analyst', f);
     END LOOP;
 END
 $citus_scoring_grants$;
 ALTER FUNCTION unify._citus_workers() SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify._citus_score_table() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify._citus_member_table(text) SET search_path = pg_catalog, pg_temp;
 
 -- Issue 27, Citus, registered source tables may be distributed: the changes of a
 -- hash-distributed source are captured on its shards into a queue colocated with them
@@ -5271,6 +5206,65 @@ REVOKE ALL ON FUNCTION unify._index_build_memory() FROM PUBLIC, unify_admin, uni
 REVOKE ALL ON FUNCTION unify._raw_expression(jsonb) FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
 ALTER FUNCTION unify._raw_expression(jsonb) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify._index_build_memory() SET search_path = pg_catalog, pg_temp;
+
+
+-- Issue 27, part: EM statistics summed on the coordinator from the workers. With the citus
+-- extension and at least one worker node, unify.train compares and counts the candidate pairs
+-- on the workers: the members of every valid block in unify._train_members (made by
+-- unify._citus_member_table, defined above with unify._score_members' columns, dropped at the
+-- end of each run), one distributed query grouped by block key calls the Rust kernel per block;
+-- the counts per pair key are summed on the coordinator, where EM, u and the prior are
+-- estimated. New: unify._tally_block(...) (the kernel; IMMUTABLE STRICT PARALLEL SAFE, the
+-- owner's only).
+CREATE FUNCTION unify."_tally_block"(
+	"sample" TEXT, /* & str */
+	"key_hash" bigint, /* i64 */
+	"record_id" bigint[], /* Vec < Option < i64 > > */
+	"source_id" INT[], /* Vec < Option < i32 > > */
+	"first_name" TEXT[], /* Vec < Option < String > > */
+	"last_name" TEXT[], /* Vec < Option < String > > */
+	"email" TEXT[], /* Vec < Option < String > > */
+	"email_key" TEXT[], /* Vec < Option < String > > */
+	"phone" TEXT[], /* Vec < Option < String > > */
+	"mobile" TEXT[], /* Vec < Option < String > > */
+	"street" TEXT[], /* Vec < Option < String > > */
+	"house_number" TEXT[], /* Vec < Option < String > > */
+	"postcode" TEXT[], /* Vec < Option < String > > */
+	"city" TEXT[], /* Vec < Option < String > > */
+	"birth_date" date[], /* Vec < Option < pgrx :: datum :: Date > > */
+	"external_id" TEXT[], /* Vec < Option < String > > */
+	"customer_number" TEXT[], /* Vec < Option < String > > */
+	"valid_keys" TEXT[], /* Vec < Option < String > > */
+	"first_name_tf" double precision[], /* Vec < Option < f64 > > */
+	"first_name_as_last_tf" double precision[], /* Vec < Option < f64 > > */
+	"last_name_tf" double precision[], /* Vec < Option < f64 > > */
+	"last_name_as_first_tf" double precision[], /* Vec < Option < f64 > > */
+	"email_household" bool[], /* Vec < Option < bool > > */
+	"phone_household" bool[], /* Vec < Option < bool > > */
+	"mobile_household" bool[] /* Vec < Option < bool > > */
+) RETURNS TABLE (
+	"candidates" bigint,  /* i64 */
+	"block_rule_sets" INT[],  /* Vec < i32 > */
+	"block_rule_counts" bigint[],  /* Vec < i64 > */
+	"key_outcomes" bigint[],  /* Vec < i64 > */
+	"key_rules" INT[],  /* Vec < i32 > */
+	"key_first_name_tf" bigint[],  /* Vec < i64 > */
+	"key_last_name_tf" bigint[],  /* Vec < i64 > */
+	"key_pairs" bigint[]  /* Vec < i64 > */
+)
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_tally_block_wrapper';
+DO $citus_training_grants$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace = 'unify'::regnamespace AND p.proname = '_tally_block' LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, unify_admin, unify_reader, unify_analyst', f);
+    END LOOP;
+END
+$citus_training_grants$;
 
 -- Issue 27, part: the record→person mapping. A record's person and former person ids move from
 -- unify.records to the narrow unify.record_persons (a row per record that has a person), so

@@ -15,9 +15,11 @@
 //! the union over all blocks is the single-node candidate set, each pair once.
 
 use super::blocking::{rule_of, Candidate};
-use super::comparison::Context;
+use super::comparison::{compare, Context};
 use super::record::MatchRecord;
+use super::scorer::NameFrequencies;
 use super::stream::block_pairs;
+use super::train::{Chances, PairCounts};
 
 /// What the scorer reads about one record from the full [`Context`].
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -115,6 +117,59 @@ pub fn block_candidates(
     let v: Vec<&[i64]> = valid.iter().map(Vec::as_slice).collect();
     let ids: Vec<i64> = records.iter().map(|r| r.id).collect();
     Ok(block_pairs(hash, &idx, &v, &ids))
+}
+
+/// What one block gives training (unify.train on Citus, issue 27): its candidates per rule
+/// combination, and (given the chances) its sampled candidates compared and counted per key.
+#[derive(Debug, Default, PartialEq)]
+pub struct BlockTally {
+    pub candidates: u64,
+    /// Candidates per rule combination, by combination.
+    pub per_rules: Vec<(u32, u64)>,
+    pub pairs: PairCounts,
+}
+
+/// The training tally of block `hash` over its members (`records` prepared, each with its
+/// context and its valid block keys sorted): its candidates as [`block_candidates`] forms them
+/// (each pair in one block only, with all its rules), counted per rule combination; with
+/// `chances`, those drawn for the EM sample (by the pair's ids and `seed`, as on a single node)
+/// compared with the block's context and counted per key. The union over all blocks is what
+/// `crate::model::train::compared_sample` counts over all candidates held at once.
+pub fn tally_block(
+    hash: i64,
+    records: &[MatchRecord],
+    contexts: &[MemberContext],
+    valid: &[Vec<i64>],
+    chances: Option<&Chances>,
+    seed: u64,
+) -> Result<BlockTally, String> {
+    if contexts.len() != records.len() {
+        return Err(format!(
+            "{} members but {} contexts",
+            records.len(),
+            contexts.len()
+        ));
+    }
+    let cands = block_candidates(hash, records, valid)?;
+    let mut per_rules: std::collections::BTreeMap<u32, u64> = Default::default();
+    for c in &cands {
+        *per_rules.entry(c.rules).or_default() += 1;
+    }
+    let mut pairs = PairCounts::default();
+    if let Some(chances) = chances {
+        let ctx = block_context(records.iter().zip(contexts));
+        for c in &cands {
+            let (a, b) = (&records[c.a as usize], &records[c.b as usize]);
+            if chances.drawn(a.id, b.id, c.rules, seed) {
+                pairs.add(&compare(a, b, &ctx), c.rules, &NameFrequencies::of(&ctx, a));
+            }
+        }
+    }
+    Ok(BlockTally {
+        candidates: cands.len() as u64,
+        per_rules: per_rules.into_iter().collect(),
+        pairs,
+    })
 }
 
 #[cfg(test)]
@@ -254,6 +309,89 @@ mod tests {
         assert!(pairs > 5000, "{pairs}");
         assert!(household_pairs > 100, "{household_pairs}");
         assert!(tf_pairs > 1000, "{tf_pairs}");
+    }
+
+    /// Training on Citus: the blocks tallied with their members' contexts (a first pass
+    /// counting the candidates per rule combination, a second drawing and comparing with the
+    /// chances from those counts) sum to the single node's sample of all candidates held at
+    /// once, key by key, with and without sampling.
+    #[test]
+    fn block_tallies_sum_to_the_single_node_sample() {
+        use super::super::blocking::candidates;
+        use super::super::train::{compared_sample, Sample, TrainOptions};
+        let records = records(1500);
+        let mut full = Context::build(&records);
+        full.first_name_tf.remove("eva");
+        let mut rules = default_rules();
+        for r in &mut rules {
+            r.max_block_size = r.max_block_size.min(60);
+        }
+        let keys: Vec<Vec<(usize, i64)>> = records.iter().map(|r| key_hashes(&rules, r)).collect();
+        let mut blocks: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+        for (i, ks) in keys.iter().enumerate() {
+            for &(_, h) in ks {
+                blocks.entry(h).or_default().push(i);
+            }
+        }
+        let is_valid =
+            |h: &i64| valid_block(blocks[h].len() as u64, rules[rule_of(*h)].max_block_size);
+        let valid: Vec<Vec<i64>> = keys
+            .iter()
+            .map(|ks| {
+                let mut v: Vec<i64> = ks.iter().map(|&(_, h)| h).filter(is_valid).collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            })
+            .collect();
+        let contexts: Vec<MemberContext> = records
+            .iter()
+            .map(|r| MemberContext::of(r, &full))
+            .collect();
+        // The members of a block in any order (Citus aggregates them so).
+        let block = |h: &i64, chances: Option<&Chances>| {
+            let members: Vec<usize> = blocks[h].iter().rev().copied().collect();
+            let recs: Vec<MatchRecord> = members.iter().map(|&i| records[i].clone()).collect();
+            let ctxs: Vec<MemberContext> = members.iter().map(|&i| contexts[i].clone()).collect();
+            let v: Vec<Vec<i64>> = members.iter().map(|&i| valid[i].clone()).collect();
+            tally_block(*h, &recs, &ctxs, &v, chances, 42).unwrap()
+        };
+        let (all, _) = candidates(&records, &rules, 10_000_000, 1).unwrap();
+        assert!(all.len() > 5000, "{}", all.len());
+        for em_pairs in [0, all.len() / 3] {
+            let mut chances = Chances::new(em_pairs);
+            let mut total = 0;
+            for h in blocks.keys().filter(|h| is_valid(h)) {
+                let t = block(h, None);
+                assert!(t.pairs.pairs() == 0);
+                total += t.candidates;
+                for (r, n) in t.per_rules {
+                    chances.count(r, n);
+                }
+            }
+            assert_eq!(total as usize, all.len());
+            let mut summed = Sample {
+                chances: chances.clone(),
+                ..Default::default()
+            };
+            for h in blocks.keys().filter(|h| is_valid(h)) {
+                summed.pairs.merge(block(h, Some(&chances)).pairs);
+            }
+            let opts = TrainOptions {
+                em_pairs,
+                ..TrainOptions::default()
+            };
+            let single = compared_sample(&records, &full, &all, &opts);
+            assert_eq!(summed, single, "em_pairs {em_pairs}");
+            let drawn = summed.pairs.pairs() as usize;
+            if em_pairs == 0 {
+                assert_eq!(drawn, all.len());
+            } else {
+                assert!(drawn < all.len() / 2 && drawn > all.len() / 5, "{drawn}");
+            }
+        }
+        let wrong = [MemberContext::default()];
+        assert!(tally_block(5, &records[..2], &wrong, &[vec![5], vec![5]], None, 1).is_err());
     }
 
     #[test]

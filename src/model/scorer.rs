@@ -636,6 +636,15 @@ impl NameFrequencies {
         let f = |c| name_frequency(ctx, c, a).unwrap_or(f64::NAN);
         Self([f(Comparison::FirstName), f(Comparison::LastName)])
     }
+
+    /// The first and last name frequency (NaN: none), as [`NameFrequencies::values`] gave them.
+    pub fn from_values(values: [f64; 2]) -> Self {
+        Self(values)
+    }
+
+    pub fn values(&self) -> [f64; 2] {
+        self.0
+    }
 }
 
 impl NameSide for NameFrequencies {

@@ -354,17 +354,24 @@ BEGIN
 END
 $$;
 
--- unify._score_members, made by every distributed scoring and dropped at its end, in its
--- transaction (an error drops it too): nothing stays on the workers, and no table outside the
--- extension stays in its schema (DROP EXTENSION, pg_dump). Made by unify.score_pairs
--- (SECURITY DEFINER), so owned by the extension's owner, with no privilege for any other role;
--- UNLOGGED (a scratch table). Distributed by the block key, so a block's members are on one
--- shard. Returns the table (one left by anything else is emptied and used).
-CREATE FUNCTION unify._citus_score_table() RETURNS regclass
+-- unify._score_members (score_pairs) or unify._train_members (train), made by every distributed
+-- run and dropped at its end, in its transaction (an error drops it too): nothing stays on the
+-- workers, and no table outside the extension stays in its schema (DROP EXTENSION, pg_dump).
+-- Made by unify.score_pairs or unify.train (SECURITY DEFINER), so owned by the extension's
+-- owner, with no privilege for any other role; UNLOGGED (a scratch table). Distributed by the
+-- block key, so a block's members are on one shard. Two tables, so that a training and a
+-- scoring (which may run at once) never share one. Returns the table (one left by anything
+-- else is emptied and used).
+CREATE FUNCTION unify._citus_member_table(name text) RETURNS regclass
 VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    qualified constant text := 'unify.' || pg_catalog.quote_ident(name);
 BEGIN
-    IF to_regclass('unify._score_members') IS NULL THEN
-        CREATE UNLOGGED TABLE unify._score_members (
+    IF name NOT IN ('_score_members', '_train_members') THEN
+        RAISE EXCEPTION 'unknown member table %', name USING ERRCODE = '22023';
+    END IF;
+    IF pg_catalog.to_regclass(qualified) IS NULL THEN
+        EXECUTE format('CREATE UNLOGGED TABLE %s (
             key_hash              bigint NOT NULL,
             record_id             bigint NOT NULL,
             source_id             int,
@@ -389,14 +396,24 @@ BEGIN
             email_household       boolean NOT NULL,
             phone_household       boolean NOT NULL,
             mobile_household      boolean NOT NULL
-        );
-        REVOKE ALL ON unify._score_members FROM PUBLIC;
-        COMMENT ON TABLE unify._score_members IS 'Scratch of unify.score_pairs on Citus: members of the candidate blocks, distributed by block key (dropped at the end of the run)';
+        )', qualified);
+        EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', qualified);
+        EXECUTE format('COMMENT ON TABLE %s IS %L', qualified,
+                       'Scratch of unify.' || CASE name WHEN '_score_members' THEN 'score_pairs' ELSE 'train' END
+                       || ' on Citus: members of the candidate blocks, distributed by block key (dropped at the end of the run)');
     END IF;
-    IF unify._placement('unify._score_members') <> 'distributed' THEN
-        EXECUTE 'SELECT pg_catalog.create_distributed_table(''unify._score_members'', ''key_hash'', colocate_with => ''none'')';
+    IF unify._placement(qualified::regclass) <> 'distributed' THEN
+        EXECUTE format('SELECT pg_catalog.create_distributed_table(%L, ''key_hash'', colocate_with => ''none'')', qualified);
     END IF;
-    RETURN 'unify._score_members'::regclass;
+    RETURN qualified::regclass;
+END
+$$;
+
+-- unify._score_members (see unify._citus_member_table).
+CREATE FUNCTION unify._citus_score_table() RETURNS regclass
+VOLATILE LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN unify._citus_member_table('_score_members');
 END
 $$;
 

@@ -106,7 +106,7 @@ registration() {  # registration DB
 }
 
 # Timing of every step, per database; the trained model's md5.
-declare -A TIME MODEL MEM
+declare -A TIME MODEL MEM TRAINED_ON TRAINING
 # CITUS_MEMORY=1 (benches/citus.sh): the peak private memory per node while each step runs.
 # Every 0.2 s the sampler reads VmHWM - RssShmem (the backend's peak resident memory without the
 # shared buffers it touched) of every child process of each node's postmaster (the coordinator's
@@ -193,15 +193,29 @@ for db in plain_local cu_local plain_dist cu_dist; do
     step "$db" train "SELECT * FROM unify.train()"
     # Training samples records by their place in unify.records: the same model only when the
     # records came in the same order (a distributed source is staged in key order,
-    # unify._citus_stage_order, whichever shard answers first). Compared number by number with
-    # the twin's: equal up to the order of floating-point sums (its threads), below 1e-12.
+    # unify._citus_stage_order, whichever shard answers first). In the Citus databases train
+    # compares and counts the candidates on the workers (issue 27); the model (m, u, prior, the
+    # shares: unify.get_model()'s text) must equal to the last bit the plain twin's and the
+    # coordinator's own training of the same database (customer_unify.citus_scoring = off,
+    # rolled back), held in memory, and streamed (customer_unify.batch_memory at its least, 64kB:
+    # u from a sample of records, EM on a sample of about 20,000 candidates drawn by the pair's
+    # ids, on the workers in two passes when the rules may yield more).
     case $db in cu_*)
-        model=$(q "plain_${db#cu_}" "SELECT unify.get_model()")
-        MODEL[$db]=$(echo "SELECT count(*) > 10 AND count(*) = count(a.v) AND count(*) = count(b.v)
-                       AND max(abs(a.v::text::float8 - b.v::text::float8)) < 1e-12 FROM
-                (SELECT row_number() OVER () AS i, v FROM jsonb_path_query(unify.get_model(), 'strict \$.**') v WHERE jsonb_typeof(v) = 'number') a
-                FULL JOIN (SELECT row_number() OVER () AS i, v FROM jsonb_path_query(:'model'::jsonb, 'strict \$.**') v WHERE jsonb_typeof(v) = 'number') b USING (i)" \
-            | psql_on "${PORT[coordinator]}" "$db" -v model="$model") ;;
+        plain_model=$(q "plain_${db#cu_}" "SELECT unify.get_model()::text")
+        TRAINED_ON[$db]="$(q "$db" "SELECT report->>'trained_on' FROM unify.model ORDER BY version DESC LIMIT 1")|$(q "plain_${db#cu_}" "SELECT report->>'trained_on' FROM unify.model ORDER BY version DESC LIMIT 1")"
+        MODEL[$db]=$( [ "$(q "$db" "SELECT unify.get_model()::text")" = "$plain_model" ] && echo same || echo different)
+        for memory in default 64kB; do
+            set_memory="RESET customer_unify.batch_memory"
+            [ $memory = default ] || set_memory="SET LOCAL customer_unify.batch_memory = '$memory'"
+            for scoring in on off; do
+                TRAINING[$db/$memory/$scoring]=$(psql_on "${PORT[coordinator]}" "$db" -c "SET client_min_messages = warning" \
+                    -c "BEGIN" -c "SET LOCAL customer_unify.citus_scoring = $scoring" -c "$set_memory" \
+                    -c "SELECT count(*) > 0 FROM unify.train()" \
+                    -c "SELECT concat_ws(' ', report->>'trained_on', report->>'streamed', report->>'em_sample_pairs', report->>'candidate_pairs') FROM unify.model ORDER BY version DESC LIMIT 1" \
+                    -c "SELECT md5(unify.get_model()::text)" -c "ROLLBACK" | tr '\n' '|')
+            done
+        done
+        ;;
     esac
     step "$db" score_pairs "SELECT * FROM unify.score_pairs()"
     step "$db" resolve "SELECT * FROM unify.resolve()"
@@ -245,8 +259,21 @@ for layout in local dist; do
         expect "$layout sources, after the $stage stage: cu_$layout equals plain_$layout ($plain)" "$cu" "$plain"
     done
 done
+# Issue 27, training on the workers: the candidates compared and counted there, summed on the
+# coordinator; the same model to the last bit as plain PostgreSQL's and as the coordinator's own
+# training of the same database, held and streamed (see the pipeline above).
 for layout in local dist; do
-    expect "$layout sources: train made the same model as plain PostgreSQL's (every number within 1e-12)" "${MODEL[cu_$layout]}" "t"
+    expect "cu_$layout: train ran on the workers (report.trained_on), plain_$layout's on the coordinator" "${TRAINED_ON[cu_$layout]}" "workers|coordinator"
+    expect "cu_$layout: the workers' model equals plain_$layout's to the last bit (unify.get_model() as text)" "${MODEL[cu_$layout]}" "same"
+    for memory in default 64kB; do
+        on=${TRAINING[cu_$layout/$memory/on]}; off=${TRAINING[cu_$layout/$memory/off]}
+        log "cu_$layout, batch_memory $memory: workers '$on', coordinator '$off'"
+        expect "cu_$layout, batch_memory $memory: the workers' training equals the coordinator's own to the last bit (md5 of the model)" \
+            "$(cut -d'|' -f1 <<<"$on")|$(cut -d' ' -f1 <<<"$(cut -d'|' -f2 <<<"$on")")|$(cut -d' ' -f1 <<<"$(cut -d'|' -f2 <<<"$off")")|$(cut -d' ' -f2- <<<"$(cut -d'|' -f2 <<<"$on")")|$(cut -d'|' -f3 <<<"$on")" \
+            "t|workers|coordinator|$(cut -d' ' -f2- <<<"$(cut -d'|' -f2 <<<"$off")")|$(cut -d'|' -f3 <<<"$off")"
+    done
+    expect "cu_$layout: held in memory by default, streamed at 64kB" \
+        "$(cut -d' ' -f2 <<<"$(cut -d'|' -f2 <<<"${TRAINING[cu_$layout/default/on]}")")|$(cut -d' ' -f2 <<<"$(cut -d'|' -f2 <<<"${TRAINING[cu_$layout/64kB/on]}")")" "false|true"
 done
 # The comparison must be able to fail: the data is not trivial, and the stages differ.
 expect "persons were made (some of several records) and pairs scored" \
@@ -266,8 +293,8 @@ for layout in local dist; do
         "workers|coordinator|workers|coordinator"
     stats="SELECT string_agg(concat_ws(':', rule, pairs, new_pairs, blocks, skipped_blocks, largest_skipped_block, largest_skipped_key), ' ' ORDER BY rule) FROM unify.blocking_stats"
     expect "cu_$layout: the figures per blocking rule equal plain_$layout's" "$(q cu_$layout "$stats")" "$(q plain_$layout "$stats")"
-    expect "cu_$layout: the run dropped unify._score_members, its shards on the workers with it" \
-        "$(q cu_$layout "SELECT to_regclass('unify._score_members') IS NULL")|$(q cu_$layout "SELECT string_agg(result, ',') FROM run_command_on_workers(\$\$SELECT count(*) FROM pg_class WHERE relname LIKE '\\_score\\_members%'\$\$)")" "t|0,0"
+    expect "cu_$layout: the runs dropped unify._score_members and unify._train_members, their shards on the workers with them" \
+        "$(q cu_$layout "SELECT to_regclass('unify._score_members') IS NULL AND to_regclass('unify._train_members') IS NULL")|$(q cu_$layout "SELECT string_agg(result, ',') FROM run_command_on_workers(\$\$SELECT count(*) FROM pg_class WHERE relname LIKE '\\_score\\_members%' OR relname LIKE '\\_train\\_members%'\$\$)")" "t|0,0"
 done
 # To the last bit, on the same data and model: the workers' pairs, weights and figures equal those
 # of the coordinator's own scoring of the same database (customer_unify.citus_scoring = off).
@@ -285,14 +312,15 @@ for db in $CITUS_DBS; do
         "t|coordinator|$on_workers" "$coordinator"
 done
 expect "the kernel is installed on the workers (the extension, created on the coordinator, propagated)" \
-    "$(q cu_dist "SELECT string_agg(result, ',') FROM run_command_on_workers(\$\$SELECT count(*) FROM pg_proc WHERE proname = '_score_block'\$\$)")" "1,1"
+    "$(q cu_dist "SELECT string_agg(result, ',') FROM run_command_on_workers(\$\$SELECT count(*) FROM pg_proc WHERE proname IN ('_score_block', '_tally_block')\$\$)")" "2,2"
 # The scratch table and the kernel are the owner's: the lowest roles read neither.
 q cu_dist "SET client_min_messages = warning; CREATE ROLE regress_citus_reader IN ROLE unify_reader"
 # (made here as score_pairs makes it, and dropped after the probes)
 q cu_dist "SET client_min_messages = warning; SELECT unify._citus_score_table()" >/dev/null
 for role in regress_citus_admin regress_citus_reader; do
     for probe in "SELECT count(*) FROM unify._score_members" \
-                 "SELECT unify._score_block('{}', '{}', '{}', 1, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')"; do
+                 "SELECT unify._score_block('{}', '{}', '{}', 1, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')" \
+                 "SELECT unify._tally_block('{}', 1, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')"; do
         out=$(psql -X -q -At -v VERBOSITY=verbose -p "${PORT[coordinator]}" -d cu_dist -c "SET ROLE $role" -c "$probe" 2>&1 || true)
         [[ "$out" == *"ERROR:  42501"* ]] && pass "as $role: ${probe:0:40}... refused (42501)" || fail "as $role: $probe: got '$out'"
     done

@@ -19,21 +19,26 @@ use pgrx::PgSqlErrorCode;
 
 use super::super::errors::raise;
 use super::super::spi::{
-    drop_indexes, free_last_result, in_own_context, rebuild_indexes, spi_failed,
+    drop_indexes, free_last_result, in_own_context, rebuild_indexes, spi_failed, Cursor,
 };
 use super::model::parse_model;
 use super::records::{record_from_row, RECORD_COLUMNS};
 use super::run::Phases;
 use super::score::{pair_rows, write_blocking_stats};
 use super::stream::{rule_figures, scoring_context, write_block_keys, Figures, Stream, BLOCK_KEYS};
+use crate::model::blocking::RuleStats;
 use crate::model::comparison::Context;
-use crate::model::distributed::{block_candidates, block_context, MemberContext};
+use crate::model::distributed::{block_candidates, block_context, tally_block, MemberContext};
 use crate::model::params::Model;
 use crate::model::record::MatchRecord;
 use crate::model::scorer::Scorer;
+use crate::model::train::{Chances, PairCounts, PairKey, Sample};
 use crate::normalize::date::iso_date_from_pg_days;
 
 const F: &str = "score_pairs";
+/// The member tables of a distributed scoring and training (unify._citus_member_table).
+const SCORE_MEMBERS: &str = "unify._score_members";
+pub(super) const TRAIN_MEMBERS: &str = "unify._train_members";
 /// Records per statement that fills unify._score_members.
 const BATCH: usize = 10_000;
 /// Joins a pair's blocking rule names, as `score::write_pairs` does (`Model::validate` keeps
@@ -78,7 +83,7 @@ pub(super) fn score_on_workers(
         phases.mark("block sizes");
         run(client, "SELECT unify._citus_score_table()");
         run(client, "TRUNCATE unify._score_members");
-        write_members(client, model, &ctx);
+        write_members(client, model, &ctx, BLOCK_KEYS, SCORE_MEMBERS, F);
         phases.mark("members");
         score_blocks(client, &ids);
         phases.mark("score on the workers");
@@ -114,10 +119,22 @@ pub(super) fn score_on_workers(
     })
 }
 
-/// The records of the valid blocks (at least two records, within their rule's limit), each
-/// with its valid keys and its context, into unify._score_members: one row per record and
-/// valid key, shipped to the key's shard.
-fn write_members(client: &mut SpiClient<'_>, model: &Model, ctx: &Context) {
+/// The records of the valid blocks of the keys in `keys` (at least two records, within their
+/// rule's limit), each with its valid keys and its context, into `table` (made by
+/// unify._citus_member_table): one row per record and valid key, shipped to the key's shard.
+fn write_members(
+    client: &mut SpiClient<'_>,
+    model: &Model,
+    ctx: &Context,
+    keys: &str,
+    table_name: &str,
+    f: &'static str,
+) {
+    let run = |client: &mut SpiClient<'_>, statement: &str| {
+        client
+            .update(statement, None, &[])
+            .unwrap_or_else(|e| spi_failed(e, f));
+    };
     let limits = model
         .blocking_rules
         .iter()
@@ -135,8 +152,8 @@ fn write_members(client: &mut SpiClient<'_>, model: &Model, ctx: &Context) {
             "DECLARE unify_score_members NO SCROLL CURSOR FOR
              SELECT {cols}, rv.hashes::text FROM (
                  SELECT bk.record_id, array_agg(bk.key_hash ORDER BY bk.key_hash) AS hashes
-                 FROM unify.block_keys bk
-                 JOIN (SELECT key_hash FROM unify.block_keys GROUP BY key_hash
+                 FROM {keys} bk
+                 JOIN (SELECT key_hash FROM {keys} GROUP BY key_hash
                        HAVING count(*) >= 2 AND count(*) <= ('{{{limits}}}'::bigint[])[(key_hash & 255) + 1]) v
                    USING (key_hash)
                  GROUP BY bk.record_id) rv
@@ -150,13 +167,17 @@ fn write_members(client: &mut SpiClient<'_>, model: &Model, ctx: &Context) {
                 None,
                 &[],
             )
-            .unwrap_or_else(|e| spi_failed(e, F));
-        let rows = in_own_context(|| table.map(|row| Member::of(&row, ctx)).collect::<Vec<_>>());
+            .unwrap_or_else(|e| spi_failed(e, f));
+        let rows = in_own_context(|| {
+            table
+                .map(|row| Member::of(&row, ctx, f))
+                .collect::<Vec<_>>()
+        });
         free_last_result();
         if rows.is_empty() {
             break;
         }
-        insert_members(client, rows);
+        insert_members(client, rows, table_name, f);
     }
     // Not analyzed: the shards' GROUP BY plans well enough without statistics, and ANALYZE of
     // the 32 shards cost a third of a second at 100,000 member rows.
@@ -178,15 +199,15 @@ struct Member {
 const TEXT_COLUMNS: [usize; 12] = [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 15];
 
 impl Member {
-    fn of(row: &pgrx::spi::SpiHeapTupleData, ctx: &Context) -> Self {
-        let record = record_from_row(row, F);
-        let text = TEXT_COLUMNS.map(|i| row.get::<String>(i).unwrap_or_else(|e| spi_failed(e, F)));
+    fn of(row: &pgrx::spi::SpiHeapTupleData, ctx: &Context, f: &'static str) -> Self {
+        let record = record_from_row(row, f);
+        let text = TEXT_COLUMNS.map(|i| row.get::<String>(i).unwrap_or_else(|e| spi_failed(e, f)));
         Member {
             id: record.id,
             source_id: record.source_id,
             birth_date: row
                 .get::<pgrx::datum::Date>(13)
-                .unwrap_or_else(|e| spi_failed(e, F)),
+                .unwrap_or_else(|e| spi_failed(e, f)),
             valid_keys: row.get::<String>(16).ok().flatten().unwrap_or_default(),
             ctx: MemberContext::of(&record, ctx),
             text,
@@ -194,8 +215,8 @@ impl Member {
     }
 }
 
-/// One statement: every member row of `members` into unify._score_members.
-fn insert_members(client: &mut SpiClient<'_>, members: Vec<Member>) {
+/// One statement: every member row of `members` into `table`.
+fn insert_members(client: &mut SpiClient<'_>, members: Vec<Member>, table: &str, f: &'static str) {
     let n = members.len();
     let mut ids = Vec::with_capacity(n);
     let mut sources = Vec::with_capacity(n);
@@ -235,7 +256,7 @@ fn insert_members(client: &mut SpiClient<'_>, members: Vec<Member>) {
     in_own_context(|| {
         client
             .update(
-                "INSERT INTO unify._score_members (key_hash, record_id, source_id, first_name, last_name, email,
+                &format!("INSERT INTO {table} (key_hash, record_id, source_id, first_name, last_name, email,
                      email_key, phone, mobile, street, house_number, postcode, city, external_id, customer_number,
                      birth_date, valid_keys, first_name_tf, first_name_as_last_tf, last_name_tf,
                      last_name_as_first_tf, email_household, phone_household, mobile_household)
@@ -249,11 +270,11 @@ fn insert_members(client: &mut SpiClient<'_>, members: Vec<Member>) {
                      AS u (record_id, source_id, first_name, last_name, email, email_key, phone, mobile, street,
                            house_number, postcode, city, external_id, customer_number, birth_date, valid_keys,
                            f1, f2, f3, f4, h1, h2, h3),
-                 LATERAL unnest(u.valid_keys::bigint[]) AS k (k)",
+                 LATERAL unnest(u.valid_keys::bigint[]) AS k (k)"),
                 None,
                 &args,
             )
-            .unwrap_or_else(|e| spi_failed(e, F));
+            .unwrap_or_else(|e| spi_failed(e, f));
     });
 }
 
@@ -342,6 +363,130 @@ fn write_results(client: &mut SpiClient<'_>, version: Option<i32>) -> (i64, i64,
     (get(1), get(2), get(3))
 }
 
+/// One block's members as the kernels receive them: one array per column of the member table
+/// (`unify._citus_member_table`), the members in any order.
+struct MemberArrays {
+    record_id: Vec<Option<i64>>,
+    source_id: Vec<Option<i32>>,
+    /// first_name, last_name, email, email_key, phone, mobile, street, house_number, postcode,
+    /// city, external_id, customer_number.
+    text: [Vec<Option<String>>; 12],
+    birth_date: Vec<Option<pgrx::datum::Date>>,
+    valid_keys: Vec<Option<String>>,
+    /// first_name_tf, first_name_as_last_tf, last_name_tf, last_name_as_first_tf.
+    tf: [Vec<Option<f64>>; 4],
+    /// email_household, phone_household, mobile_household.
+    household: [Vec<Option<bool>>; 3],
+}
+
+impl MemberArrays {
+    /// The members prepared as `record_from_row` prepares a row of [`RECORD_COLUMNS`], with
+    /// their contexts and valid keys. Raises 22023 (naming `kernel` and its `caller`) when the
+    /// arrays differ in length or a key list is no bigint[] literal.
+    fn members(
+        self,
+        key_hash: i64,
+        kernel: &'static str,
+        caller: &str,
+    ) -> (Vec<MatchRecord>, Vec<MemberContext>, Vec<Vec<i64>>) {
+        let n = self.record_id.len();
+        let lengths = [
+            self.source_id.len(),
+            self.birth_date.len(),
+            self.valid_keys.len(),
+        ]
+        .into_iter()
+        .chain(self.text.iter().map(Vec::len))
+        .chain(self.tf.iter().map(Vec::len))
+        .chain(self.household.iter().map(Vec::len));
+        if lengths.into_iter().any(|l| l != n) {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("the member arrays of block {key_hash} differ in length"),
+                None,
+                &format!("{caller} calls this with one array per column of its member table."),
+                kernel,
+            );
+        }
+        let MemberArrays {
+            record_id,
+            source_id,
+            text,
+            birth_date,
+            valid_keys,
+            tf,
+            household,
+        } = self;
+        let mut records = Vec::with_capacity(n);
+        let mut contexts = Vec::with_capacity(n);
+        let mut valid = Vec::with_capacity(n);
+        let mut text = text.map(Vec::into_iter);
+        for i in 0..n {
+            let mut next = |c: usize| text[c].next().flatten();
+            let (first, last, mail, mail_key, ph, mob) =
+                (next(0), next(1), next(2), next(3), next(4), next(5));
+            let (st, house, post, town, ext, cust) =
+                (next(6), next(7), next(8), next(9), next(10), next(11));
+            let flag = |v: &[Option<bool>]| v[i].unwrap_or(false);
+            // The household phones among the values read (the prepared phones are those, blanks
+            // dropped).
+            let household_phones = [(&ph, flag(&household[1])), (&mob, flag(&household[2]))]
+                .into_iter()
+                .filter_map(|(p, h)| p.clone().filter(|_| h))
+                .collect();
+            contexts.push(MemberContext {
+                first_name_tf: tf[0][i],
+                first_name_as_last_tf: tf[1][i],
+                last_name_tf: tf[2][i],
+                last_name_as_first_tf: tf[3][i],
+                email_household: flag(&household[0]),
+                household_phones,
+            });
+            // As record_from_row reads a row of RECORD_COLUMNS.
+            records.push(
+                MatchRecord {
+                    id: record_id[i].unwrap_or_default(),
+                    source_id: source_id[i].unwrap_or_default(),
+                    first_name: first,
+                    last_name: last,
+                    email: mail,
+                    email_key: mail_key,
+                    phones: [ph, mob].into_iter().flatten().collect(),
+                    street: st,
+                    house_number: house,
+                    postcode: post,
+                    city: town,
+                    birth_date: birth_date[i]
+                        .filter(pgrx::datum::Date::is_finite)
+                        .and_then(|d| iso_date_from_pg_days(d.to_pg_epoch_days())),
+                    external_id: ext,
+                    customer_number: cust,
+                    ..Default::default()
+                }
+                .prepare(),
+            );
+            let keys = valid_keys[i].as_deref().unwrap_or("{}");
+            valid.push(
+                keys.trim_matches(|c| c == '{' || c == '}')
+                    .split(',')
+                    .filter(|k| !k.is_empty())
+                    .map(|k| k.trim().parse::<i64>())
+                    .collect::<Result<Vec<i64>, _>>()
+                    .unwrap_or_else(|e| {
+                        raise(
+                            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                            format!("invalid valid keys {keys:?} of block {key_hash}: {e}"),
+                            None,
+                            &format!("{caller} passes each member's valid block keys as a bigint[] literal."),
+                            kernel,
+                        )
+                    }),
+            );
+        }
+        (records, contexts, valid)
+    }
+}
+
 thread_local! {
     /// The model of the last call, by its JSON text: the kernel runs once per block with the
     /// same model, parsed once per backend (a comparison of the text instead of a parse).
@@ -421,37 +566,39 @@ fn _score_block(
     ),
 > {
     const K: &str = "_score_block";
-    let n = record_id.len();
-    let lengths = [
-        source_id.len(),
-        first_name.len(),
-        last_name.len(),
-        email.len(),
-        email_key.len(),
-        phone.len(),
-        mobile.len(),
-        street.len(),
-        house_number.len(),
-        postcode.len(),
-        city.len(),
-        birth_date.len(),
-        external_id.len(),
-        customer_number.len(),
-        valid_keys.len(),
-        first_name_tf.len(),
-        first_name_as_last_tf.len(),
-        last_name_tf.len(),
-        last_name_as_first_tf.len(),
-        email_household.len(),
-        phone_household.len(),
-        mobile_household.len(),
-    ];
-    if lengths.iter().any(|&l| l != n) || source_names.len() != source_ids.len() {
+    let arrays = MemberArrays {
+        record_id,
+        source_id,
+        text: [
+            first_name,
+            last_name,
+            email,
+            email_key,
+            phone,
+            mobile,
+            street,
+            house_number,
+            postcode,
+            city,
+            external_id,
+            customer_number,
+        ],
+        birth_date,
+        valid_keys,
+        tf: [
+            first_name_tf,
+            first_name_as_last_tf,
+            last_name_tf,
+            last_name_as_first_tf,
+        ],
+        household: [email_household, phone_household, mobile_household],
+    };
+    if source_names.len() != source_ids.len() {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("the member arrays of block {key_hash} differ in length"),
+            format!("the source arrays of block {key_hash} differ in length"),
             None,
-            "unify.score_pairs calls this with one array per column of unify._score_members.",
+            "unify.score_pairs calls this with the source names and their ids.",
             K,
         );
     }
@@ -461,89 +608,7 @@ fn _score_block(
         .zip(source_ids)
         .filter_map(|(n, i)| Some((n?, i?)))
         .collect();
-    let mut records = Vec::with_capacity(n);
-    let mut contexts = Vec::with_capacity(n);
-    let mut valid = Vec::with_capacity(n);
-    let mut text = [
-        first_name,
-        last_name,
-        email,
-        email_key,
-        phone,
-        mobile,
-        street,
-        house_number,
-        postcode,
-        city,
-        external_id,
-        customer_number,
-    ]
-    .map(Vec::into_iter);
-    for i in 0..n {
-        let mut next = |c: usize| text[c].next().flatten();
-        let (first, last, mail, mail_key, ph, mob) =
-            (next(0), next(1), next(2), next(3), next(4), next(5));
-        let (st, house, post, town, ext, cust) =
-            (next(6), next(7), next(8), next(9), next(10), next(11));
-        let flag = |v: &[Option<bool>]| v[i].unwrap_or(false);
-        // The household phones among the values read (the prepared phones are those, blanks
-        // dropped).
-        let household_phones = [
-            (&ph, flag(&phone_household)),
-            (&mob, flag(&mobile_household)),
-        ]
-        .into_iter()
-        .filter_map(|(p, h)| p.clone().filter(|_| h))
-        .collect();
-        contexts.push(MemberContext {
-            first_name_tf: first_name_tf[i],
-            first_name_as_last_tf: first_name_as_last_tf[i],
-            last_name_tf: last_name_tf[i],
-            last_name_as_first_tf: last_name_as_first_tf[i],
-            email_household: flag(&email_household),
-            household_phones,
-        });
-        // As record_from_row reads a row of RECORD_COLUMNS.
-        records.push(
-            MatchRecord {
-                id: record_id[i].unwrap_or_default(),
-                source_id: source_id[i].unwrap_or_default(),
-                first_name: first,
-                last_name: last,
-                email: mail,
-                email_key: mail_key,
-                phones: [ph, mob].into_iter().flatten().collect(),
-                street: st,
-                house_number: house,
-                postcode: post,
-                city: town,
-                birth_date: birth_date[i]
-                    .filter(pgrx::datum::Date::is_finite)
-                    .and_then(|d| iso_date_from_pg_days(d.to_pg_epoch_days())),
-                external_id: ext,
-                customer_number: cust,
-                ..Default::default()
-            }
-            .prepare(),
-        );
-        let keys = valid_keys[i].as_deref().unwrap_or("{}");
-        valid.push(
-            keys.trim_matches(|c| c == '{' || c == '}')
-                .split(',')
-                .filter(|k| !k.is_empty())
-                .map(|k| k.trim().parse::<i64>())
-                .collect::<Result<Vec<i64>, _>>()
-                .unwrap_or_else(|e| {
-                    raise(
-                        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                        format!("invalid valid keys {keys:?} of block {key_hash}: {e}"),
-                        None,
-                        "unify.score_pairs passes each member's valid block keys as a bigint[] literal.",
-                        K,
-                    )
-                }),
-        );
-    }
+    let (records, contexts, valid) = arrays.members(key_hash, K, "unify.score_pairs");
     let cands = block_candidates(key_hash, &records, &valid).unwrap_or_else(|e| {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -578,4 +643,310 @@ fn _score_block(
         out.8.push(r.weights.to_string());
     }
     TableIterator::once(out)
+}
+
+/// unify.train on a Citus cluster (issue 27): the candidates of the valid blocks of the keys in
+/// `keys` (the training's, made from the same records as on a single node) compared on the
+/// workers and counted per pair key there, block by block by the kernel unify._tally_block;
+/// the counts summed on the coordinator (whole numbers: exact in any order). When the rules
+/// may yield more candidates than `em_pairs`, a first pass counts the candidates per rule
+/// combination (the chances of the EM sample, as a single node draws it), a second draws and
+/// compares. The sample (EM, u and the prior are then estimated on the coordinator from it) and
+/// the candidates; the new pairs per rule into `stats`.
+pub(super) fn tally_on_workers(
+    client: &mut SpiClient<'_>,
+    model: &Model,
+    keys: &str,
+    ctx: &Context,
+    em_pairs: usize,
+    seed: u64,
+    stats: &mut [RuleStats],
+) -> (Sample, usize) {
+    const T: &str = "train";
+    let run = |client: &mut SpiClient<'_>, statement: &str| {
+        client
+            .update(statement, None, &[])
+            .unwrap_or_else(|e| spi_failed(e, T));
+    };
+    run(client, "SELECT unify._citus_member_table('_train_members')");
+    run(client, &format!("TRUNCATE {TRAIN_MEMBERS}"));
+    write_members(client, model, ctx, keys, TRAIN_MEMBERS, T);
+    run(client, "DROP TABLE IF EXISTS pg_temp.unify_train_tallies");
+    run(
+        client,
+        "CREATE TEMP TABLE unify_train_tallies (key_hash bigint, candidates bigint, rule_sets int[],
+             rule_counts bigint[], outcomes bigint[], rules int[], first_name_tf bigint[],
+             last_name_tf bigint[], pairs bigint[]) ON COMMIT DROP",
+    );
+    // The rules' pairs bound the candidates (a pair of several rules is one candidate): within
+    // em_pairs, every candidate is in the sample and one pass does.
+    let bound: u64 = stats.iter().map(|s| s.pairs).sum();
+    let chances = if em_pairs > 0 && bound > em_pairs as u64 {
+        tally_blocks(client, &Chances::new(0), seed, false);
+        let counted = counted_chances(client, em_pairs);
+        run(client, "TRUNCATE pg_temp.unify_train_tallies");
+        counted
+    } else {
+        Chances::new(0)
+    };
+    tally_blocks(client, &chances, seed, true);
+    // The candidates per rule (the kernel counts every candidate, drawn or not), as
+    // score_pairs counts them.
+    let mut candidates = 0usize;
+    for row in client
+        .select(
+            "SELECT (key_hash & 255)::int, sum(candidates)::bigint FROM pg_temp.unify_train_tallies GROUP BY 1",
+            None,
+            &[],
+        )
+        .unwrap_or_else(|e| spi_failed(e, T))
+    {
+        let rule = row.get::<i32>(1).ok().flatten().unwrap_or_default() as usize;
+        let n = row.get::<i64>(2).ok().flatten().unwrap_or_default();
+        candidates += n as usize;
+        if let Some(s) = stats.get_mut(rule) {
+            s.new_pairs += n as u64;
+        }
+    }
+    // All drawn in one pass: the chances (all 1, as the weights) from the candidates it counted.
+    let chances = if chances.takes_all() {
+        counted_chances(client, em_pairs)
+    } else {
+        chances
+    };
+    // The counts per key summed over the blocks (numeric sums of bigints: exact).
+    let mut pairs = PairCounts::default();
+    let cursor = Cursor::open(
+        client,
+        "unify_train_counts",
+        "SELECT u.o, u.r, u.f, u.l, sum(u.n)::bigint FROM pg_temp.unify_train_tallies t,
+             unnest(t.outcomes, t.rules, t.first_name_tf, t.last_name_tf, t.pairs) AS u (o, r, f, l, n)
+         GROUP BY 1, 2, 3, 4",
+        20_000,
+        T,
+    );
+    loop {
+        let rows = cursor.next(client, |row| {
+            let get = |i: usize| row.get::<i64>(i).ok().flatten().unwrap_or_default();
+            (
+                PairKey {
+                    outcome: get(1) as u64,
+                    rules: row.get::<i32>(2).ok().flatten().unwrap_or_default() as u32,
+                    names: [get(3) as u64, get(4) as u64],
+                },
+                get(5) as u64,
+            )
+        });
+        if rows.is_empty() {
+            break;
+        }
+        for (key, n) in rows {
+            pairs.add_key(key, n);
+        }
+    }
+    cursor.close(client);
+    // Dropped with its shards: nothing of the run stays on the workers.
+    run(client, &format!("DROP TABLE {TRAIN_MEMBERS}"));
+    run(client, "DROP TABLE pg_temp.unify_train_tallies");
+    (Sample { pairs, chances }, candidates)
+}
+
+/// The chances of a sample of about `em_pairs` from the candidates per rule combination the
+/// blocks of unify_train_tallies counted.
+fn counted_chances(client: &mut SpiClient<'_>, em_pairs: usize) -> Chances {
+    let mut chances = Chances::new(em_pairs);
+    for row in client
+        .select(
+            "SELECT u.r, sum(u.n)::bigint FROM pg_temp.unify_train_tallies t,
+                 unnest(t.rule_sets, t.rule_counts) AS u (r, n) GROUP BY u.r ORDER BY u.r",
+            None,
+            &[],
+        )
+        .unwrap_or_else(|e| spi_failed(e, "train"))
+    {
+        let rules = row.get::<i32>(1).ok().flatten().unwrap_or_default() as u32;
+        let n = row.get::<i64>(2).ok().flatten().unwrap_or_default() as u64;
+        chances.count(rules, n);
+    }
+    chances
+}
+
+/// The distributed query of a training: every block of unify._train_members tallied by the
+/// kernel on the worker holding its shard (`draw`: the sample drawn at `chances` and compared;
+/// else only counted), the results into the temporary unify_train_tallies.
+fn tally_blocks(client: &mut SpiClient<'_>, chances: &Chances, seed: u64, draw: bool) {
+    let sample = serde_json::to_string(&SampleArgs {
+        em_pairs: if chances.takes_all() {
+            0
+        } else {
+            chances.em_pairs() as u64
+        },
+        seed,
+        draw,
+        per_rules: chances.per_rules(),
+    })
+    .unwrap_or_default();
+    // The members of a block in any order (see score_blocks).
+    client
+        .update(
+            "INSERT INTO pg_temp.unify_train_tallies
+             SELECT g.key_hash, (g.b).* FROM (
+                 SELECT m.key_hash,
+                        unify._tally_block($1, m.key_hash,
+                            array_agg(m.record_id), array_agg(m.source_id),
+                            array_agg(m.first_name), array_agg(m.last_name),
+                            array_agg(m.email), array_agg(m.email_key),
+                            array_agg(m.phone), array_agg(m.mobile),
+                            array_agg(m.street), array_agg(m.house_number),
+                            array_agg(m.postcode), array_agg(m.city),
+                            array_agg(m.birth_date), array_agg(m.external_id),
+                            array_agg(m.customer_number),
+                            array_agg(m.valid_keys::text),
+                            array_agg(m.first_name_tf), array_agg(m.first_name_as_last_tf),
+                            array_agg(m.last_name_tf), array_agg(m.last_name_as_first_tf),
+                            array_agg(m.email_household), array_agg(m.phone_household),
+                            array_agg(m.mobile_household)) AS b
+                 FROM unify._train_members m
+                 GROUP BY m.key_hash) g",
+            None,
+            &[sample.into()],
+        )
+        .unwrap_or_else(|e| spi_failed(e, "train"));
+}
+
+/// The EM sample a training's kernel draws (its first argument, as JSON text, as scoring's
+/// kernel gets the model).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SampleArgs {
+    /// About how many candidates (0: all of them).
+    em_pairs: u64,
+    seed: u64,
+    /// Whether to draw and compare (else only count the candidates per rule combination).
+    draw: bool,
+    /// The candidates per rule combination over all blocks (the chances).
+    per_rules: Vec<(u32, u64)>,
+}
+
+/// The kernel of the distributed training: one block's members (as `_score_block` takes them,
+/// from unify._train_members) counted, and (`sample` says whether and how, see [`SampleArgs`])
+/// the candidates of the EM sample, drawn by the pair's ids, compared and counted per key
+/// (`crate::model::train::PairKey`: outcome, rules, the bits of the two name frequencies).
+/// Reads no table: runs on a Citus worker.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+#[pg_extern(immutable, strict, parallel_safe)]
+fn _tally_block(
+    sample: &str,
+    key_hash: i64,
+    record_id: Vec<Option<i64>>,
+    source_id: Vec<Option<i32>>,
+    first_name: Vec<Option<String>>,
+    last_name: Vec<Option<String>>,
+    email: Vec<Option<String>>,
+    email_key: Vec<Option<String>>,
+    phone: Vec<Option<String>>,
+    mobile: Vec<Option<String>>,
+    street: Vec<Option<String>>,
+    house_number: Vec<Option<String>>,
+    postcode: Vec<Option<String>>,
+    city: Vec<Option<String>>,
+    birth_date: Vec<Option<pgrx::datum::Date>>,
+    external_id: Vec<Option<String>>,
+    customer_number: Vec<Option<String>>,
+    valid_keys: Vec<Option<String>>,
+    first_name_tf: Vec<Option<f64>>,
+    first_name_as_last_tf: Vec<Option<f64>>,
+    last_name_tf: Vec<Option<f64>>,
+    last_name_as_first_tf: Vec<Option<f64>>,
+    email_household: Vec<Option<bool>>,
+    phone_household: Vec<Option<bool>>,
+    mobile_household: Vec<Option<bool>>,
+) -> TableIterator<
+    'static,
+    (
+        name!(candidates, i64),
+        name!(block_rule_sets, Vec<i32>),
+        name!(block_rule_counts, Vec<i64>),
+        name!(key_outcomes, Vec<i64>),
+        name!(key_rules, Vec<i32>),
+        name!(key_first_name_tf, Vec<i64>),
+        name!(key_last_name_tf, Vec<i64>),
+        name!(key_pairs, Vec<i64>),
+    ),
+> {
+    const K: &str = "_tally_block";
+    const CALLER: &str = "unify.train";
+    let sample: SampleArgs = serde_json::from_str(sample).unwrap_or_else(|e| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("invalid sample of block {key_hash}: {e}"),
+            None,
+            "unify.train passes the EM sample's size, seed and candidates per rule combination.",
+            K,
+        )
+    });
+    let arrays = MemberArrays {
+        record_id,
+        source_id,
+        text: [
+            first_name,
+            last_name,
+            email,
+            email_key,
+            phone,
+            mobile,
+            street,
+            house_number,
+            postcode,
+            city,
+            external_id,
+            customer_number,
+        ],
+        birth_date,
+        valid_keys,
+        tf: [
+            first_name_tf,
+            first_name_as_last_tf,
+            last_name_tf,
+            last_name_as_first_tf,
+        ],
+        household: [email_household, phone_household, mobile_household],
+    };
+    let (records, contexts, valid) = arrays.members(key_hash, K, CALLER);
+    let mut chances = Chances::new(sample.em_pairs as usize);
+    for (r, n) in sample.per_rules {
+        chances.count(r, n);
+    }
+    let tally = tally_block(
+        key_hash,
+        &records,
+        &contexts,
+        &valid,
+        sample.draw.then_some(&chances),
+        sample.seed,
+    )
+    .unwrap_or_else(|e| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("block {key_hash}: {e}"),
+            None,
+            "unify.train passes each member with the valid keys of its record, this block's among them.",
+            K,
+        )
+    });
+    let (sets, counts): (Vec<i32>, Vec<i64>) = tally
+        .per_rules
+        .iter()
+        .map(|(r, n)| (*r as i32, *n as i64))
+        .unzip();
+    let keyed = tally.pairs.sorted();
+    TableIterator::once((
+        tally.candidates as i64,
+        sets,
+        counts,
+        keyed.iter().map(|(k, _)| k.outcome as i64).collect(),
+        keyed.iter().map(|(k, _)| k.rules as i32).collect(),
+        keyed.iter().map(|(k, _)| k.names[0] as i64).collect(),
+        keyed.iter().map(|(k, _)| k.names[1] as i64).collect(),
+        keyed.iter().map(|(_, n)| *n as i64).collect(),
+    ))
 }

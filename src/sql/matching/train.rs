@@ -10,6 +10,7 @@ use pgrx::spi::SpiClient;
 
 use super::super::errors::raise;
 use super::super::spi::{fetch_all, in_own_context, spi_failed};
+use super::distributed::tally_on_workers;
 use super::model::current_model;
 use super::records::{load_all, record_from_row, source_ids, RECORD_COLUMNS};
 use super::run::{workers, Phases};
@@ -21,8 +22,8 @@ use crate::model::params::Model;
 use crate::model::record::MatchRecord;
 use crate::model::stream::{em_pairs_within, fits_in_memory, u_sample_records};
 use crate::model::train::{
-    estimate_u_with, exact_u_of_counts, exact_value, train, train_streamed, value_hash,
-    StreamedSample, TrainOptions, TrainReport, Training,
+    estimate_u, estimate_u_with, exact_u_of_counts, exact_value, fit, train, train_streamed,
+    value_hash, Counts, StreamedSample, TrainOptions, TrainReport, Training,
 };
 
 const F: &str = "train";
@@ -99,18 +100,33 @@ fn _train(
         ..Default::default()
     };
     let budget = crate::budget::kb();
+    // On Citus with workers (as score_pairs): the candidates compared and counted there.
+    let on_workers = super::distributed::on_workers();
     let (report, stats, ctx) = if fits_in_memory(count as u64, budget) {
         let (records, ids) = load_all(F);
         phases.mark("load");
         let ctx = Context::build(&records);
-        let (cands, stats) = blocked(&records, &model, F);
-        phases.mark("block");
-        let report = train(&records, &ctx, &cands, &mut model, &ids, &opts);
-        phases.mark("estimate");
-        (report, stats, ctx)
+        if on_workers {
+            let (report, stats) =
+                train_held_on_workers(&records, &ids, &ctx, &mut model, &opts, budget, &mut phases);
+            (report, stats, ctx)
+        } else {
+            let (cands, stats) = blocked(&records, &model, F);
+            phases.mark("block");
+            let report = train(&records, &ctx, &cands, &mut model, &ids, &opts);
+            phases.mark("estimate");
+            (report, stats, ctx)
+        }
     } else {
         // More records than customer_unify.batch_memory holds: streamed, block by block.
-        train_streamed_sql(&mut model, count as usize, &opts, budget, &mut phases)
+        train_streamed_sql(
+            &mut model,
+            count as usize,
+            &opts,
+            budget,
+            &mut phases,
+            on_workers,
+        )
     };
     // The name frequencies become part of the model version: scoring then gives a pair the same
     // weight whether it is scored in a full run or as a change (and later sign-ups of other
@@ -128,6 +144,7 @@ fn _train(
     }
     let mut stored_report = json!(report);
     stored_report["blocking"] = json!(stats);
+    stored_report["trained_on"] = json!(if on_workers { "workers" } else { "coordinator" });
     TableIterator::once((
         JsonB(json!(model)),
         JsonB(stored_report),
@@ -156,6 +173,7 @@ fn train_streamed_sql(
     opts: &TrainOptions,
     budget_kb: u64,
     phases: &mut Phases,
+    on_workers: bool,
 ) -> (TrainReport, Vec<RuleStats>, Context) {
     // Records buffered in a quarter of the budget, the EM sample in an eighth (`em_pairs_within`), u's
     // sample of records in a quarter (freed before the candidates stream), the rest for the
@@ -212,6 +230,30 @@ fn train_streamed_sql(
                 0 => within,
                 n => n.min(within),
             };
+            if on_workers {
+                let (sample, candidates) = tally_on_workers(
+                    client, model, KEYS, &ctx, em_pairs, opts.seed, &mut stats,
+                );
+                stream.run(client, &format!("DROP TABLE IF EXISTS {KEYS}, {VALUES}"));
+                training.mark("compare");
+                phases.mark("compare on the workers");
+                let report = fit(
+                    training,
+                    model,
+                    &ctx,
+                    &ids,
+                    &sample,
+                    Counts {
+                        records,
+                        candidate_pairs: candidates,
+                        u_sample_pairs,
+                        streamed: true,
+                    },
+                    opts,
+                );
+                phases.mark("estimate");
+                return (report, stats, ctx);
+            }
             let mut sample = StreamedSample::new(em_pairs, opts.seed);
             stream_blocks(client, &stream, model, KEYS, &mut stats, |_, records, cands| {
                 sample.add(records, cands, &ctx, opts.workers);
@@ -234,6 +276,75 @@ fn train_streamed_sql(
             (report, stats, ctx)
         })
     })
+}
+
+/// The held training (all records in memory) on a Citus cluster: u from random pairs of
+/// `records` as on a single node, the blocking keys of `records` into a temp table of the
+/// training and the figures per rule from them, the candidates compared and counted on the
+/// workers (`super::distributed::tally_on_workers`), EM and the prior here. The same model as
+/// `train` on the same records, to the last bit (both sample by the pair's ids and sum the
+/// counted keys in one order).
+fn train_held_on_workers(
+    records: &[MatchRecord],
+    ids: &HashMap<String, i32>,
+    ctx: &Context,
+    model: &mut Model,
+    opts: &TrainOptions,
+    budget_kb: u64,
+    phases: &mut Phases,
+) -> (TrainReport, Vec<RuleStats>) {
+    let stream = Stream::new(F, "unify_train", model, budget_kb, 4);
+    let mut training = Training::start(model);
+    let u_sample_pairs = estimate_u(records, ctx, model, opts);
+    training.mark("u");
+    phases.mark("u");
+    let (sample, candidates, stats) = Spi::connect_mut(|client| {
+        stream.with_full_cursors(client, |client| {
+            stream.run(client, &format!("DROP TABLE IF EXISTS {KEYS}"));
+            stream.run(
+                client,
+                &format!(
+                    "CREATE TEMP TABLE {} (key_hash bigint, record_id bigint) ON COMMIT DROP",
+                    KEYS.trim_start_matches("pg_temp.")
+                ),
+            );
+            let mut keys = KeyWriter::new(KEYS);
+            for chunk in records.chunks(10_000) {
+                keys.add(client, model, chunk);
+            }
+            keys.finish(client);
+            let mut stats = rule_figures(client, &stream, model, KEYS);
+            let (sample, candidates) = tally_on_workers(
+                client,
+                model,
+                KEYS,
+                ctx,
+                opts.em_pairs,
+                opts.seed,
+                &mut stats,
+            );
+            stream.run(client, &format!("DROP TABLE IF EXISTS {KEYS}"));
+            (sample, candidates, stats)
+        })
+    });
+    training.mark("compare");
+    phases.mark("compare on the workers");
+    let report = fit(
+        training,
+        model,
+        ctx,
+        ids,
+        &sample,
+        Counts {
+            records: records.len(),
+            candidate_pairs: candidates,
+            u_sample_pairs,
+            streamed: false,
+        },
+        opts,
+    );
+    phases.mark("estimate");
+    (report, stats)
 }
 
 /// Adds the exact values of `records` to the VALUES temp table.

@@ -164,14 +164,18 @@ RESET ROLE;
 SELECT f AS citus_scoring_function, has_function_privilege('unify_admin', f, 'EXECUTE') AS admin,
        has_function_privilege('unify_reader', f, 'EXECUTE') AS reader, has_function_privilege('unify_analyst', f, 'EXECUTE') AS analyst,
        has_function_privilege('public', f, 'EXECUTE') AS public
-FROM unnest(ARRAY['unify._citus_workers()', 'unify._citus_score_table()',
-                  (SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.oid = 'unify._score_block'::regproc)]::regprocedure[]) f
+FROM unnest(ARRAY['unify._citus_workers()', 'unify._citus_score_table()', 'unify._citus_member_table(text)',
+                  (SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.oid = 'unify._score_block'::regproc),
+                  (SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.oid = 'unify._tally_block'::regproc)]::regprocedure[]) f
 ORDER BY 1;
 SET ROLE unify_admin;
 SELECT unify._citus_score_table();
+SELECT unify._citus_member_table('_train_members');
 RESET ROLE;
 SET ROLE unify_analyst;
 SELECT count(*) FROM unify._score_block('{}', '{}', '{}', 1, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}');
+-- Training on the workers (issue 27): its kernel too.
+SELECT count(*) FROM unify._tally_block('{}', 1, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}');
 RESET ROLE;
 -- Without Citus: no workers, so score_pairs scores on the coordinator (as the owner may ask).
 SELECT unify._citus_workers() AS citus_workers;
