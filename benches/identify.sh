@@ -49,7 +49,8 @@ CREATE TABLE bench_probes AS
 WITH drawn AS (
     SELECT r.record_id, r.person_id, r.raw, r.email, coalesce(r.mobile, r.phone) AS phone, r.postcode, r.birth_date,
            row_number() OVER () AS n
-    FROM (SELECT * FROM unify.records ORDER BY random() LIMIT :probes * 3) r
+    FROM (SELECT x.*, rp.person_id FROM unify.records x JOIN unify.record_persons rp USING (record_id)
+          ORDER BY random() LIMIT :probes * 3) r
 ), typed AS (
     SELECT d.*, k.kind, CASE k.kind
         WHEN 'email' THEN jsonb_build_object('email', upper(d.raw ->> 'email'))

@@ -56,7 +56,7 @@ GROUP BY tag ORDER BY tag;
 \echo 'persons after unify.resolve(): every two records of one person, against the truth'
 CREATE TEMP TABLE person_pairs AS
 SELECT a.record_id AS record_a, b.record_id AS record_b
-FROM unify.records a JOIN unify.records b ON a.person_id = b.person_id AND a.record_id < b.record_id;
+FROM unify.record_persons a JOIN unify.record_persons b ON a.person_id = b.person_id AND a.record_id < b.record_id;
 SELECT * FROM pg_temp.against_truth('person_pairs');
 SELECT count(*) AS family_pairs, count(p.record_a) AS in_one_person, round(count(p.record_a)::numeric / count(*), 5) AS share
 FROM family_pairs f LEFT JOIN person_pairs p USING (record_a, record_b);

@@ -67,11 +67,14 @@ SELECT round(extract(epoch FROM clock_timestamp() - :'started'::timestamptz)::nu
 \echo second resolve, nothing changed:
 SELECT * FROM unify.resolve();
 \timing off
+\echo size of the records and of the record-to-person mapping after the resolves:
+SELECT pg_size_pretty(pg_total_relation_size('unify.records')) AS records,
+       pg_size_pretty(pg_total_relation_size(to_regclass('unify.record_persons'))) AS record_persons;
 \echo peak memory of the backend:
 SELECT substring(pg_read_file('/proc/self/status') from 'VmHWM:\s*(\d+ kB)') AS backend_peak_rss;
 SELECT count(*) AS identity_events FROM unify.identity_events;
 \echo cluster quality: record pairs put in one person, against the true persons
-WITH t AS (SELECT r.person_id AS predicted, tr.person_id AS truth FROM unify.records r JOIN unify.sources s USING (source_id)
+WITH t AS (SELECT rp.person_id AS predicted, tr.person_id AS truth FROM unify.records r JOIN unify.record_persons rp USING (record_id) JOIN unify.sources s USING (source_id)
            JOIN truth tr ON tr.source = s.name AND tr.source_key = r.source_key),
 c AS (SELECT (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) n FROM t GROUP BY predicted, truth) x) AS tp,
              (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) n FROM t GROUP BY predicted) x) AS predicted_pairs,
@@ -79,7 +82,7 @@ c AS (SELECT (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) n FROM t GROUP B
 SELECT tp, predicted_pairs, true_pairs, round(tp / predicted_pairs, 5) AS precision, round(tp / true_pairs, 5) AS recall,
        round(2 * tp / (predicted_pairs + true_pairs), 5) AS f1 FROM c;
 \echo persons holding records of two or more true persons of one household (family members merged)
-WITH t AS (SELECT r.person_id, tr.person_id AS truth, tr.household_id FROM unify.records r JOIN unify.sources s USING (source_id)
+WITH t AS (SELECT rp.person_id, tr.person_id AS truth, tr.household_id FROM unify.records r JOIN unify.record_persons rp USING (record_id) JOIN unify.sources s USING (source_id)
            JOIN truth tr ON tr.source = s.name AND tr.source_key = r.source_key)
 SELECT count(*) FILTER (WHERE true_persons > 1) AS merged_persons, count(*) AS persons
 FROM (SELECT person_id, count(DISTINCT truth) AS true_persons FROM t GROUP BY person_id) x;

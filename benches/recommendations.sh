@@ -95,7 +95,7 @@ SELECT unify.refresh_recommendations('$as_of'${args:+, $args});
 SQL
             t1=$(now)
             # Validation: only the customers scored; test: every person, timed.
-            if [ $split = val ]; then who="(SELECT DISTINCT rec.person_id FROM retail.truth t JOIN unify.records rec ON rec.source_key = t.customer_id)"
+            if [ $split = val ]; then who="(SELECT DISTINCT rp.person_id FROM retail.truth t JOIN unify.records rec ON rec.source_key = t.customer_id JOIN unify.record_persons rp USING (record_id))"
             else who="unify.persons"; fi
             psql -q -X -v ON_ERROR_STOP=1 -d $DB <<SQL >/dev/null
 CREATE TABLE retail.recs AS
@@ -104,7 +104,7 @@ SQL
             t2=$(now)
             persons=$(psql -X -A -t -d $DB -c "SELECT count(DISTINCT person_id) FROM retail.recs")
             psql -q -X -v ON_ERROR_STOP=1 -d $DB <<SQL >/dev/null
-\copy (SELECT rec.source_key AS customer_id, r.rank, r.product_id FROM retail.recs r JOIN unify.records rec USING (person_id) WHERE rec.source_key IN (SELECT customer_id FROM retail.truth) ORDER BY 1, 2) TO '$OUT/ours_${split}_${label}.csv' WITH (FORMAT csv, HEADER true)
+\copy (SELECT rec.source_key AS customer_id, r.rank, r.product_id FROM retail.recs r JOIN unify.record_persons USING (person_id) JOIN unify.records rec USING (record_id) WHERE rec.source_key IN (SELECT customer_id FROM retail.truth) ORDER BY 1, 2) TO '$OUT/ours_${split}_${label}.csv' WITH (FORMAT csv, HEADER true)
 DROP TABLE retail.recs;
 SQL
             printf '%s %-22s refresh_recommendations %5.1f s, recommendations for %s persons %5.1f s, total %5.1f s\n' \

@@ -63,9 +63,9 @@ checksum() {
         || ', households ' || (SELECT count(DISTINCT household_id) FROM unify.persons)
         || ', events ' || (SELECT count(*) FROM unify.identity_events)
         || ', checksum ' || left(md5((SELECT string_agg(md5((to_jsonb(p) - 'updated_at' - 'created_at')::text), '' ORDER BY person_id) FROM unify.persons p)
-            || (SELECT string_agg(md5(record_id || ':' || coalesce(person_id, 0) || ':' || coalesce(former_person_ids::text, '')), '' ORDER BY record_id) FROM unify.records)
+            || (SELECT string_agg(md5(record_id || ':' || coalesce(person_id, 0) || ':' || coalesce(former_person_ids::text, '')), '' ORDER BY record_id) FROM unify.records LEFT JOIN unify.record_persons USING (record_id))
             || (SELECT coalesce(string_agg(md5(event_id || event || person_id || related_ids::text || coalesce(details::text, '')), '' ORDER BY event_id), '') FROM unify.identity_events)), 12)
-        || ' (ids and events alone ' || left(md5((SELECT string_agg(md5(record_id || ':' || coalesce(person_id, 0) || ':' || coalesce(former_person_ids::text, '')), '' ORDER BY record_id) FROM unify.records)
+        || ' (ids and events alone ' || left(md5((SELECT string_agg(md5(record_id || ':' || coalesce(person_id, 0) || ':' || coalesce(former_person_ids::text, '')), '' ORDER BY record_id) FROM unify.records LEFT JOIN unify.record_persons USING (record_id))
             || (SELECT coalesce(string_agg(md5(event_id || event || person_id || related_ids::text || coalesce(details::text, '')), '' ORDER BY event_id), '') FROM unify.identity_events)), 12)
         || ', households ' || left(md5((SELECT string_agg(person_id || ':' || coalesce(household_id, 0), ',' ORDER BY person_id) FROM unify.persons)), 12) || ')'"
 }

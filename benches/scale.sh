@@ -149,7 +149,7 @@ SQL
                                 consent_post_at, record_count, sources, first_seen, last_seen, salutation, title,
                                 first_name_display, last_name_display, street_display, city_display,
                                 phone_display, mobile_display, email_display FROM unify.persons) p)
-                || (SELECT string_agg(md5(record_id || ':' || coalesce(person_id, 0) || ':' || coalesce(former_person_ids::text, '')), '' ORDER BY record_id) FROM unify.records)
+                || (SELECT string_agg(md5(record_id || ':' || coalesce(person_id, 0) || ':' || coalesce(former_person_ids::text, '')), '' ORDER BY record_id) FROM unify.records LEFT JOIN unify.record_persons USING (record_id))
                 || (SELECT coalesce(string_agg(md5(event || person_id || related_ids::text || coalesce(details::text, '')), '' ORDER BY event_id), '') FROM unify.identity_events)), 12)"
         # The persons' orders (one row per order), RFM and the fits: set-based SQL whose sorts
         # and hashes PostgreSQL keeps within work_mem; the fits take one array element per

@@ -69,7 +69,7 @@ SELECT unify.add_transactions('cdnow', 'cdnow.purchases', '{"source": "cdnow", "
 SELECT unify.fit_predictions('1997-09-30', 'pareto_nbd', holdout_days => 0, check_ranking => false);
 SELECT unify.fit_predictions('1997-09-30', 'bgnbd', holdout_days => 0, check_ranking => false);
 \copy (SELECT model, (SELECT string_agg(params ->> k, ';' ORDER BY o) FROM unnest(CASE model WHEN 'bgnbd' THEN ARRAY['r','alpha','a','b'] ELSE ARRAY['r','alpha','s','beta'] END) WITH ORDINALITY AS n (k, o)) AS params, log_likelihood, seconds, (spend_params ->> 'p') || ';' || (spend_params ->> 'q') || ';' || (spend_params ->> 'gamma') AS spend_params, spend_log_likelihood FROM unify.prediction_fits ORDER BY fit_id) TO '$DIR/ours_fits.csv' WITH (FORMAT csv, HEADER true)
-\copy (SELECT r.source_key::int AS customer_id, p.p_alive, p.expected_purchases, p.expected_spend, (date '1998-09-30' - date '1997-09-30') / 7.0 AS horizon_weeks FROM unify.predictions p JOIN unify.records r USING (person_id)) TO '$DIR/ours_predictions.csv' WITH (FORMAT csv, HEADER true)
+\copy (SELECT r.source_key::int AS customer_id, p.p_alive, p.expected_purchases, p.expected_spend, (date '1998-09-30' - date '1997-09-30') / 7.0 AS horizon_weeks FROM unify.predictions p JOIN unify.record_persons USING (person_id) JOIN unify.records r USING (record_id)) TO '$DIR/ours_predictions.csv' WITH (FORMAT csv, HEADER true)
 \copy (SELECT customer_id, order_date, amount FROM cdnow.purchases) TO '$DIR/cdnow_tx.csv' WITH (FORMAT csv, HEADER true)
 SQL
         psql -X -A -t -d $DB -c "SELECT format('ours: %s customers; bgnbd %s, pareto_nbd %s', max(customers), string_agg(status, ', ' ORDER BY fit_id) FILTER (WHERE model = 'bgnbd'), string_agg(status, ', ') FILTER (WHERE model = 'pareto_nbd')) FROM unify.prediction_fits"
@@ -113,11 +113,12 @@ DROP TABLE IF EXISTS ntile_segments;
 \timing on
 CREATE TABLE ntile_segments AS
 WITH per_person AS (
-    SELECT r.person_id, max(o.ordered_at) AS last_purchase, count(*) AS frequency, sum(o.amount) AS monetary
+    SELECT rp.person_id, max(o.ordered_at) AS last_purchase, count(*) AS frequency, sum(o.amount) AS monetary
     FROM orders o JOIN unify.records r ON r.source_id = (SELECT source_id FROM unify.sources WHERE name = 'shop')
                   AND r.source_key = o.customer_id::text
+    JOIN unify.record_persons rp ON rp.record_id = r.record_id
     WHERE o.ordered_at > date '2026-07-01' - interval '2 years' AND o.ordered_at <= date '2026-07-01'
-    GROUP BY r.person_id
+    GROUP BY rp.person_id
 ), scored AS (
     SELECT *, ntile(5) OVER (ORDER BY last_purchase) AS r, ntile(5) OVER (ORDER BY frequency) AS f,
               ntile(5) OVER (ORDER BY monetary) AS m

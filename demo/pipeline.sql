@@ -169,7 +169,7 @@ SELECT * FROM unify.resolve();
 SELECT persons, new_persons, merges, splits, golden_changed FROM unify.resolve();
 \echo
 \echo '== How well the persons fit the truth (record pairs inside one person) =='
-WITH t AS (SELECT r.person_id AS predicted, p.person_id AS truth FROM unify.records r JOIN rec_person p USING (record_id)),
+WITH t AS (SELECT r.person_id AS predicted, p.person_id AS truth FROM unify.record_persons r JOIN rec_person p USING (record_id)),
 c AS (SELECT (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) n FROM t GROUP BY predicted, truth) x) AS tp,
              (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) n FROM t GROUP BY predicted) x) AS predicted_pairs,
              (SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) n FROM t GROUP BY truth) x) AS true_pairs)

@@ -195,17 +195,18 @@ wait_queue_drained() {
 
 # SQL: (committed, ms) for every row the benchmark writers (tests/worker/writers.pgbench)
 # inserted since the key sequence stood at $1: its commit time and the milliseconds from that
-# commit to the commit of its record's last write (its person; a later move to another person
-# shows as a long time).
+# commit to the commit of its record's last person write (unify.record_persons; a later move to
+# another person shows as a long time).
 realtime_latencies_sql() {
     echo "WITH inserted AS (
          SELECT pg_xact_commit_timestamp(s.xmin) AS committed, 'shop' AS source, s.customer_id::text AS key FROM crm.shop_customers s WHERE s.customer_id > $1
          UNION ALL SELECT pg_xact_commit_timestamp(c.xmin), 'crm', c.kontakt_nr FROM crm.crm_contacts c
                    WHERE c.kontakt_nr LIKE 'L%' AND substr(c.kontakt_nr, 2)::bigint > $1
          UNION ALL SELECT pg_xact_commit_timestamp(p.xmin), 'pos', p.card_no::text FROM crm.pos_loyalty_members p WHERE p.card_no > $1)
-       SELECT i.committed, extract(epoch FROM pg_xact_commit_timestamp(r.xmin) - i.committed) * 1000 AS ms
+       SELECT i.committed, extract(epoch FROM pg_xact_commit_timestamp(rp.xmin) - i.committed) * 1000 AS ms
        FROM inserted i JOIN unify.sources so ON so.name = i.source
-       JOIN unify.records r ON r.source_id = so.source_id AND r.source_key = i.key AND r.person_id IS NOT NULL"
+       JOIN unify.records r ON r.source_id = so.source_id AND r.source_key = i.key
+       JOIN unify.record_persons rp ON rp.record_id = r.record_id"
 }
 
 # The generator, built once in release mode.

@@ -74,15 +74,20 @@ BEGIN
         f := t.fields;
         IF f ? 'customer_number' THEN
             -- Several records may carry the number; they are one person once resolved.
-            person_join := 'LEFT JOIN (SELECT DISTINCT ON (customer_number) customer_number, person_id
-                                       FROM unify.records WHERE customer_number IS NOT NULL AND person_id IS NOT NULL
-                                       ORDER BY customer_number, record_id) r ON r.customer_number = t.customer_number';
+            person_join := 'LEFT JOIN (SELECT DISTINCT ON (x.customer_number) x.customer_number, rp.person_id
+                                       FROM unify.records x JOIN unify.record_persons rp ON rp.record_id = x.record_id
+                                       WHERE x.customer_number IS NOT NULL
+                                       ORDER BY x.customer_number, x.record_id) r ON r.customer_number = t.customer_number';
         ELSIF EXISTS (SELECT 1 FROM unify.sources s WHERE s.name = f ->> 'source') THEN
-            person_join := format('LEFT JOIN unify.records r ON r.source_id = %s AND r.source_key = t.source_key',
+            person_join := format('LEFT JOIN (SELECT x.source_id, x.source_key, rp.person_id FROM unify.records x
+                                             JOIN unify.record_persons rp ON rp.record_id = x.record_id) r
+                                             ON r.source_id = %s AND r.source_key = t.source_key',
                                   (SELECT s.source_id FROM unify.sources s WHERE s.name = f ->> 'source'));
         ELSE
             person_join := 'LEFT JOIN unify.sources s ON s.name = t.source_name
-                            LEFT JOIN unify.records r ON r.source_id = s.source_id AND r.source_key = t.source_key';
+                            LEFT JOIN (SELECT x.source_id, x.source_key, rp.person_id FROM unify.records x
+                                       JOIN unify.record_persons rp ON rp.record_id = x.record_id) r
+                                       ON r.source_id = s.source_id AND r.source_key = t.source_key';
         END IF;
         amount := 't.amount';
         currency_join := '';
@@ -781,15 +786,20 @@ BEGIN
     FOR t IN SELECT * FROM unify.transaction_sources WHERE fields ? 'product_id' ORDER BY transaction_source_id LOOP
         f := t.fields;
         IF f ? 'customer_number' THEN
-            person_join := 'LEFT JOIN (SELECT DISTINCT ON (customer_number) customer_number, person_id
-                                       FROM unify.records WHERE customer_number IS NOT NULL AND person_id IS NOT NULL
-                                       ORDER BY customer_number, record_id) r ON r.customer_number = t.customer_number';
+            person_join := 'LEFT JOIN (SELECT DISTINCT ON (x.customer_number) x.customer_number, rp.person_id
+                                       FROM unify.records x JOIN unify.record_persons rp ON rp.record_id = x.record_id
+                                       WHERE x.customer_number IS NOT NULL
+                                       ORDER BY x.customer_number, x.record_id) r ON r.customer_number = t.customer_number';
         ELSIF EXISTS (SELECT 1 FROM unify.sources s WHERE s.name = f ->> 'source') THEN
-            person_join := format('LEFT JOIN unify.records r ON r.source_id = %s AND r.source_key = t.source_key',
+            person_join := format('LEFT JOIN (SELECT x.source_id, x.source_key, rp.person_id FROM unify.records x
+                                             JOIN unify.record_persons rp ON rp.record_id = x.record_id) r
+                                             ON r.source_id = %s AND r.source_key = t.source_key',
                                   (SELECT s.source_id FROM unify.sources s WHERE s.name = f ->> 'source'));
         ELSE
             person_join := 'LEFT JOIN unify.sources s ON s.name = t.source_name
-                            LEFT JOIN unify.records r ON r.source_id = s.source_id AND r.source_key = t.source_key';
+                            LEFT JOIN (SELECT x.source_id, x.source_key, rp.person_id FROM unify.records x
+                                       JOIN unify.record_persons rp ON rp.record_id = x.record_id) r
+                                       ON r.source_id = s.source_id AND r.source_key = t.source_key';
         END IF;
         stage := format('unify_lines_%s_%s', t.transaction_source_id, replace(gen_random_uuid()::text, '-', ''));
         mapping_role := unify._mapping_role(t.run_as, t.relation);
@@ -1745,7 +1755,7 @@ BEGIN
     IF ids IS NULL THEN
         WITH gone AS (
             DELETE FROM unify.persons p
-            WHERE NOT EXISTS (SELECT 1 FROM unify.records r WHERE r.person_id = p.person_id)
+            WHERE NOT EXISTS (SELECT 1 FROM unify.record_persons rp WHERE rp.person_id = p.person_id)
             RETURNING p.person_id
         )
         INSERT INTO unify.identity_events (event, person_id, rule, reason, details)
@@ -1754,7 +1764,7 @@ BEGIN
         WITH gone AS (
             DELETE FROM unify.persons p
             WHERE p.person_id = ANY (ids)
-              AND NOT EXISTS (SELECT 1 FROM unify.records r WHERE r.person_id = p.person_id)
+              AND NOT EXISTS (SELECT 1 FROM unify.record_persons rp WHERE rp.person_id = p.person_id)
             RETURNING p.person_id
         )
         INSERT INTO unify.identity_events (event, person_id, rule, reason, details)
@@ -1916,7 +1926,8 @@ BEGIN
         RAISE EXCEPTION 'unify.unmerge: person_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     PERFORM unify._lock('persons');
-    members := ARRAY(SELECT r FROM unify.records r WHERE r.person_id = unmerge.person_id ORDER BY r.record_id);
+    members := ARRAY(SELECT r FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
+                     WHERE rp.person_id = unmerge.person_id ORDER BY r.record_id);
     n := coalesce(array_length(members, 1), 0);
     IF n = 0 THEN
         RAISE EXCEPTION 'unify.unmerge: person % does not exist', person_id
@@ -1935,8 +1946,8 @@ BEGIN
     ON CONFLICT (source_a, key_a, source_b, key_b) DO UPDATE
     SET kind = excluded.kind, reason = excluded.reason, created_by = unify._actor(), created_at = now();
     PERFORM unify._resolve_scope(ARRAY[person_id], NULL, 'unmerge', reason);
-    persons := ARRAY(SELECT r.person_id FROM unify.records r
-                     WHERE r.record_id IN (SELECT m.record_id FROM unnest(members) m) ORDER BY r.person_id);
+    persons := ARRAY(SELECT rp.person_id FROM unify.record_persons rp
+                     WHERE rp.record_id IN (SELECT m.record_id FROM unnest(members) m) ORDER BY rp.person_id);
     mark := unify._identity_mark();
     INSERT INTO unify.identity_events (event, person_id, related_ids, rule, reason, details)
     VALUES ('unmerge', person_id, persons, 'unmerge', reason, jsonb_build_object('records', n));
@@ -1966,7 +1977,8 @@ BEGIN
     -- It deletes pairs and blocking keys too: not beside a rescoring.
     PERFORM unify._lock('pairs');
     PERFORM unify._lock('persons');
-    members := ARRAY(SELECT r FROM unify.records r WHERE r.person_id = erase_person.person_id);
+    members := ARRAY(SELECT r FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
+                     WHERE rp.person_id = erase_person.person_id);
     IF coalesce(array_length(members, 1), 0) = 0 THEN
         RAISE EXCEPTION 'unify.erase_person: person % does not exist', person_id
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Person ids are unify.persons.person_id; unify.person_history(id) shows an earlier erasure.';
@@ -2036,14 +2048,16 @@ BEGIN
     WHERE w.before IS NOT NULL AND EXISTS (
         SELECT 1 FROM jsonb_array_elements(w.before) e
         WHERE (e ->> 'record_id')::bigint IN (SELECT m.record_id FROM unnest(members) m));
-    DELETE FROM unify.records r WHERE r.record_id IN (SELECT m.record_id FROM unnest(members) m);
     -- No other record ever goes back to the person's id, or to an id merged into it (unify._cluster
-    -- never gives back an erased id either).
-    gone_ids := ARRAY(SELECT erase_person.person_id UNION SELECT unnest(m.former_person_ids) FROM unnest(members) m);
-    UPDATE unify.records r
-    SET former_person_ids = nullif(ARRAY(SELECT f.id FROM unnest(r.former_person_ids) WITH ORDINALITY AS f (id, n)
+    -- never gives back an erased id either). Read before their records go, with their mappings.
+    gone_ids := ARRAY(SELECT erase_person.person_id
+                      UNION SELECT unnest(rp.former_person_ids) FROM unify.record_persons rp
+                      WHERE rp.record_id IN (SELECT m.record_id FROM unnest(members) m));
+    DELETE FROM unify.records r WHERE r.record_id IN (SELECT m.record_id FROM unnest(members) m);
+    UPDATE unify.record_persons rp
+    SET former_person_ids = nullif(ARRAY(SELECT f.id FROM unnest(rp.former_person_ids) WITH ORDINALITY AS f (id, n)
                                          WHERE f.id <> ALL (gone_ids) ORDER BY f.n), '{}')
-    WHERE r.former_person_ids && gone_ids;
+    WHERE rp.former_person_ids && gone_ids;
     DELETE FROM unify.segment_history h WHERE h.person_id = erase_person.person_id;
     -- Their outbox events keep only their ids (an event's payload names no other person's
     -- values, see outbox.sql); then the erasure itself goes out.
@@ -2841,24 +2855,29 @@ BEGIN
         UPDATE unify.events e SET person_id = x.person_id, stitched = x.stitched
         FROM (
             WITH by_number AS MATERIALIZED (
-                SELECT DISTINCT ON (r.customer_number) r.customer_number, r.person_id
-                FROM unify.records r WHERE r.customer_number IS NOT NULL AND r.person_id IS NOT NULL
+                SELECT DISTINCT ON (r.customer_number) r.customer_number, rp.person_id
+                FROM unify.records r JOIN unify.record_persons rp ON rp.record_id = r.record_id
+                WHERE r.customer_number IS NOT NULL
                 ORDER BY r.customer_number, r.record_id
             ), by_email AS MATERIALIZED (
-                SELECT r.email_key, min(r.person_id) AS person_id
-                FROM unify.records r WHERE r.email_key IS NOT NULL AND r.person_id IS NOT NULL
-                GROUP BY r.email_key HAVING count(DISTINCT r.person_id) = 1
+                SELECT r.email_key, min(rp.person_id) AS person_id
+                FROM unify.records r JOIN unify.record_persons rp ON rp.record_id = r.record_id
+                WHERE r.email_key IS NOT NULL
+                GROUP BY r.email_key HAVING count(DISTINCT rp.person_id) = 1
+            ), by_key AS NOT MATERIALIZED (
+                SELECT r.source_id, r.source_key, rp.person_id
+                FROM unify.records r JOIN unify.record_persons rp ON rp.record_id = r.record_id
             )
             SELECT v.event_source_id, v.event_key,
                    coalesce(ok.person_id, onum.person_id, omail.person_id, sk.person_id, sn.person_id, sm.person_id) AS person_id,
                    coalesce(ok.person_id, onum.person_id, omail.person_id) IS NULL
                        AND coalesce(sk.person_id, sn.person_id, sm.person_id) IS NOT NULL AS stitched
             FROM unify.events v
-            LEFT JOIN unify.records ok ON ok.source_id = v.source_id AND ok.source_key = v.source_key
+            LEFT JOIN by_key ok ON ok.source_id = v.source_id AND ok.source_key = v.source_key
             LEFT JOIN by_number onum ON onum.customer_number = v.customer_number
             LEFT JOIN by_email omail ON omail.email_key = v.email_key
             LEFT JOIN unify.identity_stitches s ON s.anonymous_id = v.anonymous_id
-            LEFT JOIN unify.records sk ON sk.source_id = s.source_id AND sk.source_key = s.source_key
+            LEFT JOIN by_key sk ON sk.source_id = s.source_id AND sk.source_key = s.source_key
             LEFT JOIN by_number sn ON sn.customer_number = s.customer_number
             LEFT JOIN by_email sm ON sm.email_key = s.email_key
         ) x
@@ -2869,7 +2888,8 @@ BEGIN
     END IF;
     WITH own AS (
         SELECT r.source_id, r.source_key, r.customer_number, r.email_key
-        FROM unify.records r WHERE r.person_id = ANY (person_ids)
+        FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
+        WHERE rp.person_id = ANY (person_ids)
     ), anonymous AS (
         SELECT s.anonymous_id FROM unify.identity_stitches s JOIN own o ON o.source_id = s.source_id AND o.source_key = s.source_key
         UNION SELECT s.anonymous_id FROM unify.identity_stitches s JOIN own o ON o.customer_number = s.customer_number
@@ -3002,7 +3022,8 @@ BEGIN
     WHERE p.person_id = NEW.person_id AND e.event_source_id = p.event_source_id AND e.event_key = p.event_key;
     DELETE FROM unify.identity_stitches s
     WHERE s.anonymous_id IN (SELECT p.anonymous_id FROM unify.person_events p WHERE p.person_id = NEW.person_id)
-       OR EXISTS (SELECT 1 FROM unify.records r WHERE r.person_id = NEW.person_id
+       OR EXISTS (SELECT 1 FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
+                  WHERE rp.person_id = NEW.person_id
                   AND ((r.source_id = s.source_id AND r.source_key = s.source_key)
                        OR r.customer_number = s.customer_number OR r.email_key = s.email_key));
     DELETE FROM unify.abandoned_carts c WHERE c.person_id = NEW.person_id;
@@ -5244,3 +5265,334 @@ BEGIN
     END LOOP;
 END
 $citus_training_grants$;
+
+-- Issue 27, part: the record→person mapping. A record's person and former person ids move from
+-- unify.records to the narrow unify.record_persons (a row per record that has a person), so
+-- that a resolve writes narrow rows instead of a new version of every wide record row. The
+-- mapping is copied over, the views that read the two columns are replaced, then the columns
+-- (and the index records_person with them) go. The functions that read or write them and are
+-- new in 0.3.0 are edited where this step defines them; the 0.2.0 ones follow here.
+CREATE TABLE unify.record_persons (
+    record_id          bigint PRIMARY KEY REFERENCES unify.records ON DELETE CASCADE,
+    person_id          bigint NOT NULL,
+    -- The person ids the record carried before person_id, oldest first (NULL: none): what an
+    -- undo gives back (src/cluster/ids.rs).
+    former_person_ids  bigint[]
+);
+COMMENT ON TABLE unify.record_persons IS 'The person of each resolved record, with the ids it carried before (written by resolve and the change queue)';
+INSERT INTO unify.record_persons (record_id, person_id, former_person_ids)
+SELECT r.record_id, r.person_id, r.former_person_ids FROM unify.records r WHERE r.person_id IS NOT NULL ORDER BY r.record_id;
+CREATE INDEX record_persons_person ON unify.record_persons (person_id);
+SELECT pg_catalog.pg_extension_config_dump('unify.record_persons', '');
+REVOKE ALL ON unify.record_persons FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
+GRANT SELECT ON unify.record_persons TO unify_admin;
+CREATE OR REPLACE VIEW unify._event_person_rule AS
+SELECT e.event_source_id, e.event_key, coalesce(d.person_id, st.person_id) AS person_id,
+       d.person_id IS NULL AND st.person_id IS NOT NULL AS stitched
+FROM unify.events e
+LEFT JOIN LATERAL (
+    SELECT coalesce(
+        (SELECT rp.person_id FROM unify.records r JOIN unify.record_persons rp ON rp.record_id = r.record_id
+         WHERE r.source_id = e.source_id AND r.source_key = e.source_key),
+        (SELECT rp.person_id FROM unify.records r JOIN unify.record_persons rp ON rp.record_id = r.record_id
+         WHERE r.customer_number = e.customer_number
+         ORDER BY r.record_id LIMIT 1),
+        (SELECT min(rp.person_id) FROM unify.records r JOIN unify.record_persons rp ON rp.record_id = r.record_id
+         WHERE r.email_key = e.email_key
+         HAVING count(DISTINCT rp.person_id) = 1)) AS person_id) d ON true
+LEFT JOIN unify.identity_stitches s ON s.anonymous_id = e.anonymous_id
+LEFT JOIN LATERAL (
+    SELECT coalesce(
+        (SELECT rp.person_id FROM unify.records r JOIN unify.record_persons rp ON rp.record_id = r.record_id
+         WHERE r.source_id = s.source_id AND r.source_key = s.source_key),
+        (SELECT rp.person_id FROM unify.records r JOIN unify.record_persons rp ON rp.record_id = r.record_id
+         WHERE r.customer_number = s.customer_number
+         ORDER BY r.record_id LIMIT 1),
+        (SELECT min(rp.person_id) FROM unify.records r JOIN unify.record_persons rp ON rp.record_id = r.record_id
+         WHERE r.email_key = s.email_key
+         HAVING count(DISTINCT rp.person_id) = 1)) AS person_id
+    WHERE s.anonymous_id IS NOT NULL) st ON true;
+CREATE OR REPLACE VIEW unify.match_report AS
+SELECT 'weight_histogram'::text AS section,
+       format('[%s, %s)', w, w + 2) AS label,
+       w::float8 AS bucket_start,
+       count(*) AS pairs,
+       count(*) FILTER (WHERE p.is_match) AS matches
+FROM unify.pairs p, LATERAL (SELECT (floor(p.match_weight / 2) * 2)::int AS w) b
+GROUP BY w
+UNION ALL
+SELECT 'blocking_rule', s.rule, NULL, s.pairs,
+       (SELECT count(*) FROM unify.pairs p WHERE p.is_match AND s.rule = ANY (p.blocking_rules))
+FROM unify.blocking_stats s
+UNION ALL
+SELECT 'forced_by_rule', p.forced_by, NULL, count(*), count(*)
+FROM unify.pairs p WHERE p.forced_by IS NOT NULL GROUP BY p.forced_by
+UNION ALL
+-- Persons of three or more records held together by a link far weaker (10 bits) than their
+-- typical one: a chain worth a steward's look (unify.unlink splits it).
+SELECT 'weak_chain', format('person %s: weakest link %s, median %s', c.person_id, round(c.weakest::numeric, 1),
+                            round(c.median::numeric, 1)),
+       c.weakest, c.pairs, c.matches
+FROM (SELECT ra.person_id, min(p.match_weight) FILTER (WHERE p.is_match AND p.forced_by IS NULL) AS weakest,
+             percentile_cont(0.5) WITHIN GROUP (ORDER BY p.match_weight) FILTER (WHERE p.is_match) AS median,
+             count(*) AS pairs, count(*) FILTER (WHERE p.is_match) AS matches
+      FROM unify.pairs p
+      JOIN unify.record_persons ra ON ra.record_id = p.record_a
+      JOIN unify.record_persons rb ON rb.record_id = p.record_b AND rb.person_id = ra.person_id
+      GROUP BY ra.person_id
+      HAVING count(*) FILTER (WHERE p.is_match) >= 2) c
+WHERE c.weakest < c.median - 10;
+ALTER TABLE unify.records DROP COLUMN person_id, DROP COLUMN former_person_ids;
+CREATE OR REPLACE FUNCTION unify._drop_indexes(rel regclass, constraints boolean DEFAULT false) RETURNS text[]
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    index record;
+    rebuild text[] := '{}';
+    referencing text[] := '{}';
+BEGIN
+    FOR index IN
+        SELECT c.conrelid::regclass AS referrer, c.conname, pg_get_constraintdef(c.oid) AS definition
+        FROM pg_constraint c
+        JOIN pg_class t ON t.oid = c.confrelid
+        WHERE constraints AND c.confrelid = rel AND c.contype = 'f' AND c.conrelid <> rel
+          AND pg_has_role(t.relowner, 'USAGE')
+        ORDER BY c.conrelid, c.conname
+    LOOP
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', index.referrer, index.conname);
+        referencing := referencing || format('ALTER TABLE %s ADD CONSTRAINT %I %s', index.referrer, index.conname, index.definition);
+    END LOOP;
+    FOR index IN
+        SELECT i.indexrelid::regclass AS name, c.conname, pg_get_indexdef(i.indexrelid) AS definition,
+               pg_get_constraintdef(c.oid) AS constraint_definition
+        FROM pg_index i
+        JOIN pg_class t ON t.oid = i.indrelid
+        LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
+        WHERE i.indrelid = rel AND pg_has_role(t.relowner, 'USAGE') AND (constraints OR c.oid IS NULL)
+        ORDER BY i.indexrelid
+    LOOP
+        IF index.conname IS NULL THEN
+            EXECUTE format('DROP INDEX %s', index.name);
+            rebuild := rebuild || index.definition;
+        ELSE
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', rel, index.conname);
+            rebuild := rebuild || format('ALTER TABLE %s ADD CONSTRAINT %I %s', rel, index.conname, index.constraint_definition);
+        END IF;
+    END LOOP;
+    RETURN rebuild || referencing;
+END
+$$;
+CREATE OR REPLACE FUNCTION unify.link(record_a bigint, record_b bigint, reason text DEFAULT NULL) RETURNS bigint
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    a unify.records;
+    b unify.records;
+    person bigint;
+    before bigint[];
+BEGIN
+    -- Stewardship calls queue here; the records are read after the wait, so a call works on the
+    -- persons as the one before it left them.
+    PERFORM unify._lock('persons');
+    a := unify._checked_record(record_a, 'link');
+    b := unify._checked_record(record_b, 'link');
+    -- Their persons before, a's first (a record without one yet has none).
+    before := ARRAY(SELECT rp.person_id FROM unify.record_persons rp WHERE rp.record_id IN (a.record_id, b.record_id)
+                    ORDER BY rp.record_id = a.record_id DESC);
+    PERFORM unify._set_override(a, b, 'must_link', reason, 'link');
+    PERFORM unify._resolve_scope(before, ARRAY[a.record_id, b.record_id], 'link', reason);
+    SELECT rp.person_id INTO person FROM unify.record_persons rp WHERE rp.record_id = a.record_id;
+    INSERT INTO unify.identity_events (event, person_id, related_ids, rule, reason, details)
+    VALUES ('link', person, before, 'link', reason,
+            jsonb_build_object('records', jsonb_build_array(a.record_id, b.record_id)));
+    RETURN person;
+END
+$$;
+CREATE OR REPLACE FUNCTION unify.unlink(record_a bigint, record_b bigint, reason text DEFAULT NULL) RETURNS bigint[]
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    a unify.records;
+    b unify.records;
+    person_a bigint;
+    person_b bigint;
+    persons bigint[];
+BEGIN
+    -- Stewardship calls queue here; the records are read after the wait, so a call works on the
+    -- persons as the one before it left them.
+    PERFORM unify._lock('persons');
+    a := unify._checked_record(record_a, 'unlink');
+    b := unify._checked_record(record_b, 'unlink');
+    SELECT rp.person_id INTO person_a FROM unify.record_persons rp WHERE rp.record_id = a.record_id;
+    SELECT rp.person_id INTO person_b FROM unify.record_persons rp WHERE rp.record_id = b.record_id;
+    PERFORM unify._set_override(a, b, 'cannot_link', reason, 'unlink');
+    PERFORM unify._resolve_scope(array_remove(ARRAY[person_a, person_b], NULL), ARRAY[a.record_id, b.record_id], 'unlink', reason);
+    persons := ARRAY(SELECT rp.person_id FROM unify.record_persons rp WHERE rp.record_id IN (a.record_id, b.record_id) ORDER BY rp.record_id = a.record_id DESC);
+    INSERT INTO unify.identity_events (event, person_id, related_ids, rule, reason, details)
+    VALUES ('unlink', person_a, persons, 'unlink', reason,
+            jsonb_build_object('records', jsonb_build_array(a.record_id, b.record_id)));
+    RETURN persons;
+END
+$$;
+CREATE OR REPLACE FUNCTION unify.person_records(person_id bigint)
+RETURNS TABLE (record_id bigint, source text, source_key text, first_name text, last_name text, email text,
+               phone text, mobile text, street text, house_number text, postcode text, city text,
+               birth_date date, consent_email boolean, source_updated_at timestamptz, synced_at timestamptz)
+STABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$
+    SELECT r.record_id, s.name, r.source_key, r.first_name, r.last_name, r.email, r.phone, r.mobile, r.street,
+           r.house_number, r.postcode, r.city, r.birth_date, r.consent_email, r.source_updated_at, r.synced_at
+    FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
+    JOIN unify.sources s ON s.source_id = r.source_id
+    WHERE rp.person_id = person_records.person_id
+    ORDER BY r.record_id
+$$;
+CREATE OR REPLACE FUNCTION unify._queue_scope(person_ids bigint[], record_ids bigint[], OUT persons bigint[], OUT unassigned bigint[])
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    scope_records bigint[];
+    -- The records that joined the scope in the last round: only their partners are new.
+    frontier bigint[];
+    reached bigint[];
+    new_persons bigint[];
+    new_unassigned bigint[];
+    rounds int := 0;
+BEGIN
+    persons := ARRAY(SELECT DISTINCT p FROM unnest(person_ids) p WHERE p IS NOT NULL
+                     UNION SELECT rp.person_id FROM unify.record_persons rp WHERE rp.record_id = ANY (record_ids));
+    unassigned := ARRAY(SELECT r.record_id FROM unify.records r WHERE r.record_id = ANY (record_ids)
+                          AND NOT EXISTS (SELECT 1 FROM unify.record_persons rp WHERE rp.record_id = r.record_id));
+    scope_records := ARRAY(SELECT rp.record_id FROM unify.record_persons rp WHERE rp.person_id = ANY (persons)) || unassigned;
+    frontier := scope_records;
+    LOOP
+        rounds := rounds + 1;
+        -- Set differences by EXCEPT (hashed), not NOT = ANY (a scan of the array per row).
+        reached := ARRAY(
+            (SELECT p.record_b FROM unify.pairs p WHERE p.is_match AND p.record_a = ANY (frontier)
+             UNION SELECT p.record_a FROM unify.pairs p WHERE p.is_match AND p.record_b = ANY (frontier)
+             UNION SELECT y.record_id FROM unify.records x
+                   JOIN unify.overrides o ON o.kind = 'must_link'
+                    AND ((o.source_a, o.key_a) = (x.source_id, x.source_key) OR (o.source_b, o.key_b) = (x.source_id, x.source_key))
+                   JOIN unify.records y ON (y.source_id, y.source_key) IN ((o.source_a, o.key_a), (o.source_b, o.key_b))
+                    AND y.record_id <> x.record_id
+                   WHERE x.record_id = ANY (frontier))
+            EXCEPT SELECT unnest(scope_records));
+        new_persons := ARRAY(SELECT rp.person_id FROM unify.record_persons rp WHERE rp.record_id = ANY (reached)
+                             EXCEPT SELECT unnest(persons));
+        new_unassigned := ARRAY(SELECT r.record_id FROM unify.records r WHERE r.record_id = ANY (reached)
+                                  AND NOT EXISTS (SELECT 1 FROM unify.record_persons rp WHERE rp.record_id = r.record_id));
+        IF cardinality(new_persons) = 0 AND cardinality(new_unassigned) = 0 THEN
+            RETURN;
+        END IF;
+        persons := persons || new_persons;
+        unassigned := unassigned || new_unassigned;
+        frontier := ARRAY(SELECT rp.record_id FROM unify.record_persons rp WHERE rp.person_id = ANY (new_persons)) || new_unassigned;
+        scope_records := scope_records || frontier;
+        IF rounds > 100 THEN
+            RAISE EXCEPTION 'unify.process_queue: the persons around the changed records did not close after 100 rounds'
+                USING ERRCODE = 'program_limit_exceeded', HINT = 'Run unify.resolve() once; this is a bug worth reporting.';
+        END IF;
+    END LOOP;
+END
+$$;
+CREATE OR REPLACE FUNCTION unify._queue_take(max_rows int) RETURNS int
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    started constant timestamptz := clock_timestamp();
+    batches jsonb;
+    batch jsonb;
+    src unify.sources;
+    taken int := 0;
+    keys text[];
+    record_keys text[];
+    matching boolean;
+    state unify.matching_state;
+    changed_ids bigint[] := '{}';
+    old_persons bigint[] := '{}';
+    -- The changed records as they were, for whether their e-mails and phones were a household's.
+    before jsonb := '[]';
+    taken_by constant text := CASE WHEN current_setting('application_name') = 'customer_unify worker'
+                                   THEN 'worker' ELSE unify._actor() END;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM unify.change_queue) THEN
+        RETURN 0;
+    END IF;
+    -- Changes are matched and clustered once a full scoring has built the blocking index for
+    -- the rules in use; before that they only reach unify.records (resolve() assigns persons).
+    SELECT * INTO state FROM unify.matching_state;
+    matching := FOUND AND state.blocking_rules = unify.get_model() -> 'blocking_rules';
+    IF FOUND AND NOT matching THEN
+        RAISE WARNING 'unify.process_queue: the blocking rules changed since the last unify.score_pairs(); changed rows reach unify.records but are not matched'
+            USING HINT = 'Run SELECT * FROM unify.score_pairs(); SELECT * FROM unify.resolve(); once.';
+    END IF;
+    -- Records change under the clustering lock: no clustering works on persons whose records
+    -- change under it, and two takes do not write one record. A rescoring may run meanwhile:
+    -- it only reads records, and what it reads of this batch's records the batch's own
+    -- rescoring (after it, in order) scores again, as it does the pairs among the holders of a
+    -- value whose household status the batch turns.
+    PERFORM unify._lock('persons');
+    -- Take the oldest changes nobody else is working on; they leave the queue in the same
+    -- transaction that applies them, so a crash loses nothing and applies nothing twice.
+    WITH picked AS (
+        SELECT ctid FROM unify.change_queue ORDER BY enqueued_at LIMIT max_rows FOR UPDATE SKIP LOCKED
+    ), taken_rows AS (
+        DELETE FROM unify.change_queue q WHERE q.ctid = ANY (ARRAY(SELECT p.ctid FROM picked p))
+        RETURNING q.source_id, q.source_key, q.op
+    ), per_source AS (
+        SELECT t.source_id, bool_or(t.op = 'T') AS truncated,
+               array_agg(DISTINCT t.source_key) FILTER (WHERE t.source_key IS NOT NULL) AS keys, count(*) AS n
+        FROM taken_rows t GROUP BY t.source_id
+    )
+    SELECT jsonb_agg(to_jsonb(per_source)) INTO batches FROM per_source;
+    FOR batch IN SELECT * FROM jsonb_array_elements(coalesce(batches, '[]')) LOOP
+        taken := taken + (batch ->> 'n')::int;
+        SELECT * INTO src FROM unify.sources WHERE source_id = (batch ->> 'source_id')::int AND removed_at IS NULL;
+        IF NOT FOUND THEN
+            CONTINUE;  -- the source was removed meanwhile: its changes have nowhere to go
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = src.relation) THEN
+            RAISE WARNING 'source "%": table % no longer exists; % queued changes dropped', src.name, src.relation_name, batch ->> 'n'
+                USING HINT = 'unify.remove_source() removes the source and its records.';
+            CONTINUE;
+        END IF;
+        -- The current state of the source row decides, not the operation: several changes of
+        -- one key collapse into one, and order within the batch does not matter. A truncate
+        -- re-reads the whole source.
+        keys := CASE WHEN (batch ->> 'truncated')::boolean THEN NULL
+                     ELSE ARRAY(SELECT jsonb_array_elements_text(batch -> 'keys')) END;
+        IF matching THEN
+            -- What the records were: their persons, names, birth dates, e-mails and phones. A
+            -- truncate reads all of the source's records (as a key list: "keys IS NULL OR ..."
+            -- would make the statement be planned anew on every batch).
+            record_keys := coalesce(keys, ARRAY(SELECT r.source_key FROM unify.records r WHERE r.source_id = src.source_id));
+            SELECT changed_ids || coalesce(array_agg(r.record_id), '{}'),
+                   old_persons || coalesce(array_agg(rp.person_id) FILTER (WHERE rp.person_id IS NOT NULL), '{}'),
+                   before || coalesce(jsonb_agg(jsonb_build_object(
+                       'record_id', r.record_id, 'first_name', r.first_name, 'last_name', r.last_name,
+                       'birth_date', to_char(r.birth_date, 'YYYY-MM-DD'), 'email_key', r.email_key,
+                       'phone', r.phone, 'mobile', r.mobile)), '[]')
+            INTO changed_ids, old_persons, before
+            FROM unify.records r LEFT JOIN unify.record_persons rp ON rp.record_id = r.record_id
+            WHERE r.source_id = src.source_id AND r.source_key = ANY (record_keys);
+        END IF;
+        PERFORM unify._apply_or_set_aside(src, keys);
+        IF matching THEN
+            record_keys := coalesce(keys, ARRAY(SELECT r.source_key FROM unify.records r WHERE r.source_id = src.source_id));
+            SELECT changed_ids || coalesce(array_agg(r.record_id), '{}') INTO changed_ids
+            FROM unify.records r WHERE r.source_id = src.source_id AND r.source_key = ANY (record_keys);
+        END IF;
+    END LOOP;
+
+    IF matching AND cardinality(changed_ids) > 0 THEN
+        INSERT INTO unify.queue_work (stage, record_ids, person_ids, before, source_rows, taken_at, taken_by)
+        VALUES ('rescore', ARRAY(SELECT DISTINCT x FROM unnest(changed_ids) x), old_persons, before, taken, started, taken_by);
+    ELSIF taken > 0 THEN
+        PERFORM unify._queue_done(taken, started, taken_by);
+    END IF;
+    RETURN taken;
+END
+$$;
+ALTER FUNCTION unify._drop_indexes(regclass, boolean) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify.link(bigint, bigint, text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify.unlink(bigint, bigint, text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify.person_records(bigint) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify._queue_scope(bigint[], bigint[]) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify._queue_take(int) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify.link(bigint, bigint, text) SECURITY DEFINER;
+ALTER FUNCTION unify.unlink(bigint, bigint, text) SECURITY DEFINER;

@@ -1,7 +1,7 @@
 //! Stable person ids across runs, and ids given back when a merge is undone.
 //!
 //! **Former ids.** Each record keeps the person ids it carried before its current one, oldest
-//! first, each once, never its current id (`unify.records.former_person_ids`). When its id
+//! first, each once, never its current id (`unify.record_persons.former_person_ids`). When its id
 //! changes it adds the one it leaves; when it gets one of them back (an undo, below) it drops
 //! that one and every later one, so it stands where it stood before the merge that took it
 //! away ([`former_ids_after`]). A record that never carried another id has none: the id is its

@@ -495,19 +495,25 @@ SELECT e.event_source_id, e.event_key, coalesce(d.person_id, st.person_id) AS pe
 FROM unify.events e
 LEFT JOIN LATERAL (
     SELECT coalesce(
-        (SELECT r.person_id FROM unify.records r WHERE r.source_id = e.source_id AND r.source_key = e.source_key),
-        (SELECT r.person_id FROM unify.records r WHERE r.customer_number = e.customer_number AND r.person_id IS NOT NULL
+        (SELECT rp.person_id FROM unify.records r JOIN unify.record_persons rp ON rp.record_id = r.record_id
+         WHERE r.source_id = e.source_id AND r.source_key = e.source_key),
+        (SELECT rp.person_id FROM unify.records r JOIN unify.record_persons rp ON rp.record_id = r.record_id
+         WHERE r.customer_number = e.customer_number
          ORDER BY r.record_id LIMIT 1),
-        (SELECT min(r.person_id) FROM unify.records r WHERE r.email_key = e.email_key AND r.person_id IS NOT NULL
-         HAVING count(DISTINCT r.person_id) = 1)) AS person_id) d ON true
+        (SELECT min(rp.person_id) FROM unify.records r JOIN unify.record_persons rp ON rp.record_id = r.record_id
+         WHERE r.email_key = e.email_key
+         HAVING count(DISTINCT rp.person_id) = 1)) AS person_id) d ON true
 LEFT JOIN unify.identity_stitches s ON s.anonymous_id = e.anonymous_id
 LEFT JOIN LATERAL (
     SELECT coalesce(
-        (SELECT r.person_id FROM unify.records r WHERE r.source_id = s.source_id AND r.source_key = s.source_key),
-        (SELECT r.person_id FROM unify.records r WHERE r.customer_number = s.customer_number AND r.person_id IS NOT NULL
+        (SELECT rp.person_id FROM unify.records r JOIN unify.record_persons rp ON rp.record_id = r.record_id
+         WHERE r.source_id = s.source_id AND r.source_key = s.source_key),
+        (SELECT rp.person_id FROM unify.records r JOIN unify.record_persons rp ON rp.record_id = r.record_id
+         WHERE r.customer_number = s.customer_number
          ORDER BY r.record_id LIMIT 1),
-        (SELECT min(r.person_id) FROM unify.records r WHERE r.email_key = s.email_key AND r.person_id IS NOT NULL
-         HAVING count(DISTINCT r.person_id) = 1)) AS person_id
+        (SELECT min(rp.person_id) FROM unify.records r JOIN unify.record_persons rp ON rp.record_id = r.record_id
+         WHERE r.email_key = s.email_key
+         HAVING count(DISTINCT rp.person_id) = 1)) AS person_id
     WHERE s.anonymous_id IS NOT NULL) st ON true;
 
 -- Sets the stored person of the events keyed in `keys` (event_source_id, event_key) by the rule
@@ -547,24 +553,29 @@ BEGIN
         UPDATE unify.events e SET person_id = x.person_id, stitched = x.stitched
         FROM (
             WITH by_number AS MATERIALIZED (
-                SELECT DISTINCT ON (r.customer_number) r.customer_number, r.person_id
-                FROM unify.records r WHERE r.customer_number IS NOT NULL AND r.person_id IS NOT NULL
+                SELECT DISTINCT ON (r.customer_number) r.customer_number, rp.person_id
+                FROM unify.records r JOIN unify.record_persons rp ON rp.record_id = r.record_id
+                WHERE r.customer_number IS NOT NULL
                 ORDER BY r.customer_number, r.record_id
             ), by_email AS MATERIALIZED (
-                SELECT r.email_key, min(r.person_id) AS person_id
-                FROM unify.records r WHERE r.email_key IS NOT NULL AND r.person_id IS NOT NULL
-                GROUP BY r.email_key HAVING count(DISTINCT r.person_id) = 1
+                SELECT r.email_key, min(rp.person_id) AS person_id
+                FROM unify.records r JOIN unify.record_persons rp ON rp.record_id = r.record_id
+                WHERE r.email_key IS NOT NULL
+                GROUP BY r.email_key HAVING count(DISTINCT rp.person_id) = 1
+            ), by_key AS NOT MATERIALIZED (
+                SELECT r.source_id, r.source_key, rp.person_id
+                FROM unify.records r JOIN unify.record_persons rp ON rp.record_id = r.record_id
             )
             SELECT v.event_source_id, v.event_key,
                    coalesce(ok.person_id, onum.person_id, omail.person_id, sk.person_id, sn.person_id, sm.person_id) AS person_id,
                    coalesce(ok.person_id, onum.person_id, omail.person_id) IS NULL
                        AND coalesce(sk.person_id, sn.person_id, sm.person_id) IS NOT NULL AS stitched
             FROM unify.events v
-            LEFT JOIN unify.records ok ON ok.source_id = v.source_id AND ok.source_key = v.source_key
+            LEFT JOIN by_key ok ON ok.source_id = v.source_id AND ok.source_key = v.source_key
             LEFT JOIN by_number onum ON onum.customer_number = v.customer_number
             LEFT JOIN by_email omail ON omail.email_key = v.email_key
             LEFT JOIN unify.identity_stitches s ON s.anonymous_id = v.anonymous_id
-            LEFT JOIN unify.records sk ON sk.source_id = s.source_id AND sk.source_key = s.source_key
+            LEFT JOIN by_key sk ON sk.source_id = s.source_id AND sk.source_key = s.source_key
             LEFT JOIN by_number sn ON sn.customer_number = s.customer_number
             LEFT JOIN by_email sm ON sm.email_key = s.email_key
         ) x
@@ -575,7 +586,8 @@ BEGIN
     END IF;
     WITH own AS (
         SELECT r.source_id, r.source_key, r.customer_number, r.email_key
-        FROM unify.records r WHERE r.person_id = ANY (person_ids)
+        FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
+        WHERE rp.person_id = ANY (person_ids)
     ), anonymous AS (
         SELECT s.anonymous_id FROM unify.identity_stitches s JOIN own o ON o.source_id = s.source_id AND o.source_key = s.source_key
         UNION SELECT s.anonymous_id FROM unify.identity_stitches s JOIN own o ON o.customer_number = s.customer_number
@@ -708,7 +720,8 @@ BEGIN
     WHERE p.person_id = NEW.person_id AND e.event_source_id = p.event_source_id AND e.event_key = p.event_key;
     DELETE FROM unify.identity_stitches s
     WHERE s.anonymous_id IN (SELECT p.anonymous_id FROM unify.person_events p WHERE p.person_id = NEW.person_id)
-       OR EXISTS (SELECT 1 FROM unify.records r WHERE r.person_id = NEW.person_id
+       OR EXISTS (SELECT 1 FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
+                  WHERE rp.person_id = NEW.person_id
                   AND ((r.source_id = s.source_id AND r.source_key = s.source_key)
                        OR r.customer_number = s.customer_number OR r.email_key = s.email_key));
     DELETE FROM unify.abandoned_carts c WHERE c.person_id = NEW.person_id;

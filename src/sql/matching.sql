@@ -195,8 +195,8 @@ FROM (SELECT ra.person_id, min(p.match_weight) FILTER (WHERE p.is_match AND p.fo
              percentile_cont(0.5) WITHIN GROUP (ORDER BY p.match_weight) FILTER (WHERE p.is_match) AS median,
              count(*) AS pairs, count(*) FILTER (WHERE p.is_match) AS matches
       FROM unify.pairs p
-      JOIN unify.records ra ON ra.record_id = p.record_a
-      JOIN unify.records rb ON rb.record_id = p.record_b AND rb.person_id = ra.person_id
+      JOIN unify.record_persons ra ON ra.record_id = p.record_a
+      JOIN unify.record_persons rb ON rb.record_id = p.record_b AND rb.person_id = ra.person_id
       GROUP BY ra.person_id
       HAVING count(*) FILTER (WHERE p.is_match) >= 2) c
 WHERE c.weakest < c.median - 10;

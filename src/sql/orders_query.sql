@@ -46,15 +46,20 @@ BEGIN
         f := t.fields;
         IF f ? 'customer_number' THEN
             -- Several records may carry the number; they are one person once resolved.
-            person_join := 'LEFT JOIN (SELECT DISTINCT ON (customer_number) customer_number, person_id
-                                       FROM unify.records WHERE customer_number IS NOT NULL AND person_id IS NOT NULL
-                                       ORDER BY customer_number, record_id) r ON r.customer_number = t.customer_number';
+            person_join := 'LEFT JOIN (SELECT DISTINCT ON (x.customer_number) x.customer_number, rp.person_id
+                                       FROM unify.records x JOIN unify.record_persons rp ON rp.record_id = x.record_id
+                                       WHERE x.customer_number IS NOT NULL
+                                       ORDER BY x.customer_number, x.record_id) r ON r.customer_number = t.customer_number';
         ELSIF EXISTS (SELECT 1 FROM unify.sources s WHERE s.name = f ->> 'source') THEN
-            person_join := format('LEFT JOIN unify.records r ON r.source_id = %s AND r.source_key = t.source_key',
+            person_join := format('LEFT JOIN (SELECT x.source_id, x.source_key, rp.person_id FROM unify.records x
+                                             JOIN unify.record_persons rp ON rp.record_id = x.record_id) r
+                                             ON r.source_id = %s AND r.source_key = t.source_key',
                                   (SELECT s.source_id FROM unify.sources s WHERE s.name = f ->> 'source'));
         ELSE
             person_join := 'LEFT JOIN unify.sources s ON s.name = t.source_name
-                            LEFT JOIN unify.records r ON r.source_id = s.source_id AND r.source_key = t.source_key';
+                            LEFT JOIN (SELECT x.source_id, x.source_key, rp.person_id FROM unify.records x
+                                       JOIN unify.record_persons rp ON rp.record_id = x.record_id) r
+                                       ON r.source_id = s.source_id AND r.source_key = t.source_key';
         END IF;
         amount := 't.amount';
         currency_join := '';

@@ -161,7 +161,7 @@ BEGIN
     IF ids IS NULL THEN
         WITH gone AS (
             DELETE FROM unify.persons p
-            WHERE NOT EXISTS (SELECT 1 FROM unify.records r WHERE r.person_id = p.person_id)
+            WHERE NOT EXISTS (SELECT 1 FROM unify.record_persons rp WHERE rp.person_id = p.person_id)
             RETURNING p.person_id
         )
         INSERT INTO unify.identity_events (event, person_id, rule, reason, details)
@@ -170,7 +170,7 @@ BEGIN
         WITH gone AS (
             DELETE FROM unify.persons p
             WHERE p.person_id = ANY (ids)
-              AND NOT EXISTS (SELECT 1 FROM unify.records r WHERE r.person_id = p.person_id)
+              AND NOT EXISTS (SELECT 1 FROM unify.record_persons rp WHERE rp.person_id = p.person_id)
             RETURNING p.person_id
         )
         INSERT INTO unify.identity_events (event, person_id, rule, reason, details)
@@ -365,17 +365,21 @@ DECLARE
     a unify.records;
     b unify.records;
     person bigint;
+    before bigint[];
 BEGIN
     -- Stewardship calls queue here; the records are read after the wait, so a call works on the
     -- persons as the one before it left them.
     PERFORM unify._lock('persons');
     a := unify._checked_record(record_a, 'link');
     b := unify._checked_record(record_b, 'link');
+    -- Their persons before, a's first (a record without one yet has none).
+    before := ARRAY(SELECT rp.person_id FROM unify.record_persons rp WHERE rp.record_id IN (a.record_id, b.record_id)
+                    ORDER BY rp.record_id = a.record_id DESC);
     PERFORM unify._set_override(a, b, 'must_link', reason, 'link');
-    PERFORM unify._resolve_scope(array_remove(ARRAY[a.person_id, b.person_id], NULL), ARRAY[a.record_id, b.record_id], 'link', reason);
-    SELECT r.person_id INTO person FROM unify.records r WHERE r.record_id = a.record_id;
+    PERFORM unify._resolve_scope(before, ARRAY[a.record_id, b.record_id], 'link', reason);
+    SELECT rp.person_id INTO person FROM unify.record_persons rp WHERE rp.record_id = a.record_id;
     INSERT INTO unify.identity_events (event, person_id, related_ids, rule, reason, details)
-    VALUES ('link', person, array_remove(ARRAY[a.person_id, b.person_id], NULL), 'link', reason,
+    VALUES ('link', person, before, 'link', reason,
             jsonb_build_object('records', jsonb_build_array(a.record_id, b.record_id)));
     RETURN person;
 END
@@ -387,6 +391,8 @@ VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     a unify.records;
     b unify.records;
+    person_a bigint;
+    person_b bigint;
     persons bigint[];
 BEGIN
     -- Stewardship calls queue here; the records are read after the wait, so a call works on the
@@ -394,11 +400,13 @@ BEGIN
     PERFORM unify._lock('persons');
     a := unify._checked_record(record_a, 'unlink');
     b := unify._checked_record(record_b, 'unlink');
+    SELECT rp.person_id INTO person_a FROM unify.record_persons rp WHERE rp.record_id = a.record_id;
+    SELECT rp.person_id INTO person_b FROM unify.record_persons rp WHERE rp.record_id = b.record_id;
     PERFORM unify._set_override(a, b, 'cannot_link', reason, 'unlink');
-    PERFORM unify._resolve_scope(array_remove(ARRAY[a.person_id, b.person_id], NULL), ARRAY[a.record_id, b.record_id], 'unlink', reason);
-    persons := ARRAY(SELECT r.person_id FROM unify.records r WHERE r.record_id IN (a.record_id, b.record_id) ORDER BY r.record_id = a.record_id DESC);
+    PERFORM unify._resolve_scope(array_remove(ARRAY[person_a, person_b], NULL), ARRAY[a.record_id, b.record_id], 'unlink', reason);
+    persons := ARRAY(SELECT rp.person_id FROM unify.record_persons rp WHERE rp.record_id IN (a.record_id, b.record_id) ORDER BY rp.record_id = a.record_id DESC);
     INSERT INTO unify.identity_events (event, person_id, related_ids, rule, reason, details)
-    VALUES ('unlink', a.person_id, persons, 'unlink', reason,
+    VALUES ('unlink', person_a, persons, 'unlink', reason,
             jsonb_build_object('records', jsonb_build_array(a.record_id, b.record_id)));
     RETURN persons;
 END
@@ -417,7 +425,8 @@ BEGIN
         RAISE EXCEPTION 'unify.unmerge: person_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     PERFORM unify._lock('persons');
-    members := ARRAY(SELECT r FROM unify.records r WHERE r.person_id = unmerge.person_id ORDER BY r.record_id);
+    members := ARRAY(SELECT r FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
+                     WHERE rp.person_id = unmerge.person_id ORDER BY r.record_id);
     n := coalesce(array_length(members, 1), 0);
     IF n = 0 THEN
         RAISE EXCEPTION 'unify.unmerge: person % does not exist', person_id
@@ -436,8 +445,8 @@ BEGIN
     ON CONFLICT (source_a, key_a, source_b, key_b) DO UPDATE
     SET kind = excluded.kind, reason = excluded.reason, created_by = unify._actor(), created_at = now();
     PERFORM unify._resolve_scope(ARRAY[person_id], NULL, 'unmerge', reason);
-    persons := ARRAY(SELECT r.person_id FROM unify.records r
-                     WHERE r.record_id IN (SELECT m.record_id FROM unnest(members) m) ORDER BY r.person_id);
+    persons := ARRAY(SELECT rp.person_id FROM unify.record_persons rp
+                     WHERE rp.record_id IN (SELECT m.record_id FROM unnest(members) m) ORDER BY rp.person_id);
     mark := unify._identity_mark();
     INSERT INTO unify.identity_events (event, person_id, related_ids, rule, reason, details)
     VALUES ('unmerge', person_id, persons, 'unmerge', reason, jsonb_build_object('records', n));
@@ -478,7 +487,8 @@ BEGIN
     -- It deletes pairs and blocking keys too: not beside a rescoring.
     PERFORM unify._lock('pairs');
     PERFORM unify._lock('persons');
-    members := ARRAY(SELECT r FROM unify.records r WHERE r.person_id = erase_person.person_id);
+    members := ARRAY(SELECT r FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
+                     WHERE rp.person_id = erase_person.person_id);
     IF coalesce(array_length(members, 1), 0) = 0 THEN
         RAISE EXCEPTION 'unify.erase_person: person % does not exist', person_id
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Person ids are unify.persons.person_id; unify.person_history(id) shows an earlier erasure.';
@@ -548,14 +558,16 @@ BEGIN
     WHERE w.before IS NOT NULL AND EXISTS (
         SELECT 1 FROM jsonb_array_elements(w.before) e
         WHERE (e ->> 'record_id')::bigint IN (SELECT m.record_id FROM unnest(members) m));
-    DELETE FROM unify.records r WHERE r.record_id IN (SELECT m.record_id FROM unnest(members) m);
     -- No other record ever goes back to the person's id, or to an id merged into it (unify._cluster
-    -- never gives back an erased id either).
-    gone_ids := ARRAY(SELECT erase_person.person_id UNION SELECT unnest(m.former_person_ids) FROM unnest(members) m);
-    UPDATE unify.records r
-    SET former_person_ids = nullif(ARRAY(SELECT f.id FROM unnest(r.former_person_ids) WITH ORDINALITY AS f (id, n)
+    -- never gives back an erased id either). Read before their records go, with their mappings.
+    gone_ids := ARRAY(SELECT erase_person.person_id
+                      UNION SELECT unnest(rp.former_person_ids) FROM unify.record_persons rp
+                      WHERE rp.record_id IN (SELECT m.record_id FROM unnest(members) m));
+    DELETE FROM unify.records r WHERE r.record_id IN (SELECT m.record_id FROM unnest(members) m);
+    UPDATE unify.record_persons rp
+    SET former_person_ids = nullif(ARRAY(SELECT f.id FROM unnest(rp.former_person_ids) WITH ORDINALITY AS f (id, n)
                                          WHERE f.id <> ALL (gone_ids) ORDER BY f.n), '{}')
-    WHERE r.former_person_ids && gone_ids;
+    WHERE rp.former_person_ids && gone_ids;
     DELETE FROM unify.segment_history h WHERE h.person_id = erase_person.person_id;
     -- Their outbox events keep only their ids (an event's payload names no other person's
     -- values, see outbox.sql); then the erasure itself goes out.
@@ -646,8 +658,9 @@ RETURNS TABLE (record_id bigint, source text, source_key text, first_name text, 
 STABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$
     SELECT r.record_id, s.name, r.source_key, r.first_name, r.last_name, r.email, r.phone, r.mobile, r.street,
            r.house_number, r.postcode, r.city, r.birth_date, r.consent_email, r.source_updated_at, r.synced_at
-    FROM unify.records r JOIN unify.sources s ON s.source_id = r.source_id
-    WHERE r.person_id = person_records.person_id
+    FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
+    JOIN unify.sources s ON s.source_id = r.source_id
+    WHERE rp.person_id = person_records.person_id
     ORDER BY r.record_id
 $$;
 COMMENT ON FUNCTION unify.person_records(bigint) IS 'The source records of a person';

@@ -57,9 +57,10 @@ DECLARE
     rounds int := 0;
 BEGIN
     persons := ARRAY(SELECT DISTINCT p FROM unnest(person_ids) p WHERE p IS NOT NULL
-                     UNION SELECT r.person_id FROM unify.records r WHERE r.record_id = ANY (record_ids) AND r.person_id IS NOT NULL);
-    unassigned := ARRAY(SELECT r.record_id FROM unify.records r WHERE r.record_id = ANY (record_ids) AND r.person_id IS NULL);
-    scope_records := ARRAY(SELECT r.record_id FROM unify.records r WHERE r.person_id = ANY (persons)) || unassigned;
+                     UNION SELECT rp.person_id FROM unify.record_persons rp WHERE rp.record_id = ANY (record_ids));
+    unassigned := ARRAY(SELECT r.record_id FROM unify.records r WHERE r.record_id = ANY (record_ids)
+                          AND NOT EXISTS (SELECT 1 FROM unify.record_persons rp WHERE rp.record_id = r.record_id));
+    scope_records := ARRAY(SELECT rp.record_id FROM unify.record_persons rp WHERE rp.person_id = ANY (persons)) || unassigned;
     frontier := scope_records;
     LOOP
         rounds := rounds + 1;
@@ -74,15 +75,16 @@ BEGIN
                     AND y.record_id <> x.record_id
                    WHERE x.record_id = ANY (frontier))
             EXCEPT SELECT unnest(scope_records));
-        new_persons := ARRAY(SELECT r.person_id FROM unify.records r WHERE r.record_id = ANY (reached) AND r.person_id IS NOT NULL
+        new_persons := ARRAY(SELECT rp.person_id FROM unify.record_persons rp WHERE rp.record_id = ANY (reached)
                              EXCEPT SELECT unnest(persons));
-        new_unassigned := ARRAY(SELECT r.record_id FROM unify.records r WHERE r.record_id = ANY (reached) AND r.person_id IS NULL);
+        new_unassigned := ARRAY(SELECT r.record_id FROM unify.records r WHERE r.record_id = ANY (reached)
+                                  AND NOT EXISTS (SELECT 1 FROM unify.record_persons rp WHERE rp.record_id = r.record_id));
         IF cardinality(new_persons) = 0 AND cardinality(new_unassigned) = 0 THEN
             RETURN;
         END IF;
         persons := persons || new_persons;
         unassigned := unassigned || new_unassigned;
-        frontier := ARRAY(SELECT r.record_id FROM unify.records r WHERE r.person_id = ANY (new_persons)) || new_unassigned;
+        frontier := ARRAY(SELECT rp.record_id FROM unify.record_persons rp WHERE rp.person_id = ANY (new_persons)) || new_unassigned;
         scope_records := scope_records || frontier;
         IF rounds > 100 THEN
             RAISE EXCEPTION 'unify.process_queue: the persons around the changed records did not close after 100 rounds'
@@ -237,13 +239,14 @@ BEGIN
             -- would make the statement be planned anew on every batch).
             record_keys := coalesce(keys, ARRAY(SELECT r.source_key FROM unify.records r WHERE r.source_id = src.source_id));
             SELECT changed_ids || coalesce(array_agg(r.record_id), '{}'),
-                   old_persons || coalesce(array_agg(r.person_id) FILTER (WHERE r.person_id IS NOT NULL), '{}'),
+                   old_persons || coalesce(array_agg(rp.person_id) FILTER (WHERE rp.person_id IS NOT NULL), '{}'),
                    before || coalesce(jsonb_agg(jsonb_build_object(
                        'record_id', r.record_id, 'first_name', r.first_name, 'last_name', r.last_name,
                        'birth_date', to_char(r.birth_date, 'YYYY-MM-DD'), 'email_key', r.email_key,
                        'phone', r.phone, 'mobile', r.mobile)), '[]')
             INTO changed_ids, old_persons, before
-            FROM unify.records r WHERE r.source_id = src.source_id AND r.source_key = ANY (record_keys);
+            FROM unify.records r LEFT JOIN unify.record_persons rp ON rp.record_id = r.record_id
+            WHERE r.source_id = src.source_id AND r.source_key = ANY (record_keys);
         END IF;
         PERFORM unify._apply_or_set_aside(src, keys);
         IF matching THEN

@@ -5,9 +5,9 @@
 -- Ids, timestamps the run wrote (synced_at, scored_at, updated_at) and model versions are left out.
 SET client_min_messages = warning;
 CREATE TEMP TABLE named AS
-SELECT r.record_id, r.person_id, s.name || ':' || r.source_key AS name,
-       min(s.name || ':' || r.source_key) OVER (PARTITION BY r.person_id) AS person_of
-FROM unify.records r JOIN unify.sources s USING (source_id);
+SELECT r.record_id, rp.person_id, s.name || ':' || r.source_key AS name,
+       min(s.name || ':' || r.source_key) OVER (PARTITION BY rp.person_id) AS person_of
+FROM unify.records r JOIN unify.sources s USING (source_id) LEFT JOIN unify.record_persons rp USING (record_id);
 SELECT 'records=' || count(*) || ' ' || md5(string_agg(x, E'\n' ORDER BY x)) FROM (
     SELECT concat_ws('|', s.name, r.source_key, r.first_name, r.last_name, r.email, r.email_key, r.phone, r.mobile,
                      r.street, r.house_number, r.postcode, r.city, r.country, r.birth_date, r.company, r.customer_number,

@@ -34,8 +34,9 @@ SELECT unify.erase_person((SELECT max(person_id) FROM unify.persons), 'GDPR requ
 UPDATE shop_customers SET city = 'Potsdam' WHERE customer_id = (SELECT min(customer_id) FROM shop_customers);
 SQL
 
-identity="SELECT md5(string_agg(concat_ws('|', s.name, r.source_key, r.record_id, r.person_id, p.household_id, p.email, p.last_name), ',' ORDER BY s.name, r.source_key))
-          FROM unify.records r JOIN unify.sources s USING (source_id) LEFT JOIN unify.persons p USING (person_id)"
+identity="SELECT md5(string_agg(concat_ws('|', s.name, r.source_key, r.record_id, rp.person_id, rp.former_person_ids, p.household_id, p.email, p.last_name), ',' ORDER BY s.name, r.source_key))
+          FROM unify.records r JOIN unify.sources s USING (source_id) LEFT JOIN unify.record_persons rp USING (record_id)
+          LEFT JOIN unify.persons p ON p.person_id = rp.person_id"
 counts="SELECT concat_ws(' ', (SELECT count(*) FROM unify.persons), (SELECT count(*) FROM unify.pairs),
                          (SELECT count(*) FROM unify.overrides), (SELECT count(*) FROM unify.identity_events),
                          (SELECT count(*) FROM unify.erasures), (SELECT count(*) FROM unify.change_queue),
@@ -62,7 +63,7 @@ expect "the capture triggers work after the restore" \
     "$(q $DST "INSERT INTO newsletter_signups (signup_id, email, first_name, double_opt_in, signed_up_at) SELECT max(signup_id) + 1, 'neu.kundin@example.org', 'Neu', true, now() FROM newsletter_signups; SELECT count(*) FROM unify.change_queue")" "1"
 q $DST "SELECT unify.process_queue()" >/dev/null
 expect "a new person draws an id after the old ones" \
-    "$(q $DST "SELECT p.person_id > $max_person FROM unify.records r JOIN unify.persons p USING (person_id) JOIN unify.sources s USING (source_id) WHERE s.name = 'newsletter' AND r.source_key = (SELECT max(signup_id)::text FROM newsletter_signups)")" "t"
+    "$(q $DST "SELECT p.person_id > $max_person FROM unify.records r JOIN unify.record_persons USING (record_id) JOIN unify.persons p USING (person_id) JOIN unify.sources s USING (source_id) WHERE s.name = 'newsletter' AND r.source_key = (SELECT max(signup_id)::text FROM newsletter_signups)")" "t"
 expect "a new household draws an id after the old ones" \
     "$(q $DST "SELECT nextval('unify.household_id_seq') > $max_household")" "t"
 

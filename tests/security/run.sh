@@ -98,6 +98,7 @@ refused "register an order table by hand" mallory \
 refused "delete an erasure tombstone" mallory "DELETE FROM unify.erasures"
 refused "rewrite the audit trail" mallory "UPDATE unify.identity_events SET reason = 'nothing happened'"
 refused "truncate the records" mallory "TRUNCATE unify.records"
+refused "move a record to another person" mallory "UPDATE unify.record_persons SET person_id = person_id + 1"
 refused "read the erasure secret" mallory "SELECT * FROM unify._secret"
 refused "run SQL text through _run_kept" mallory "SELECT unify._run_kept('ALTER ROLE mallory SUPERUSER', 1, NULL)"
 refused "run SQL text through _rebuild_indexes" mallory "SELECT unify._rebuild_indexes(ARRAY['ALTER ROLE mallory SUPERUSER'])"
@@ -158,7 +159,7 @@ expect "mallory marks a product as no longer for sale" "$(as mallory -c "UPDATE 
 refused "mallory rewrites the products' buyer counts" mallory "UPDATE unify.products SET buyers = 0"
 refused "mallory writes the co-purchase model" mallory "DELETE FROM unify.product_neighbours"
 as mallory -c "SET client_min_messages = warning; SELECT unify.remove_transactions('mallory_lines')" >/dev/null
-dba "SELECT unify.erase_person((SELECT person_id FROM unify.records r JOIN unify.sources s USING (source_id) WHERE s.name = 'mallory' AND r.source_key = '2'), 'test', true)" >/dev/null
+dba "SELECT unify.erase_person((SELECT person_id FROM unify.records r JOIN unify.record_persons USING (record_id) JOIN unify.sources s USING (source_id) WHERE s.name = 'mallory' AND r.source_key = '2'), 'test', true)" >/dev/null
 expect "erase_person deleted the source row as mallory (her table, her rights)" \
     "$(dba "SELECT count(*) FROM public.mallory_people WHERE id = 2")" 0
 expect "the DBA's secret is in no table of the extension" \
@@ -387,6 +388,7 @@ expect "after ALTER TYPE … RENAME ATTRIBUTE CASCADE renamed the key, writes go
 log "security: PUBLIC, readers and analysts"
 refused "PUBLIC runs an internal fit" eve "SELECT unify._fit_purchases('bgnbd', '{1}', '{1}', '{1}', '{1}')"
 refused "PUBLIC reads the records" eve "SELECT count(*) FROM unify.records"
+refused "PUBLIC reads which record is whose" eve "SELECT count(*) FROM unify.record_persons"
 refused "PUBLIC reads customer_360" eve "SELECT count(*) FROM unify.customer_360"
 expect "PUBLIC uses the cleaners" "$(as eve -c "SELECT unify.normalize_email(' Max@Example.ORG ')")" "max@example.org"
 expect "PUBLIC uses the 0.2.0 display cleaners" "$(as eve -c "SELECT unify.letter_salutation(unify.normalize_salutation('Hr.'), unify.normalize_title('dr.'), 'Jan', unify.display_name('SCHULZ'))")" "Sehr geehrter Herr Dr. Schulz"
@@ -402,6 +404,8 @@ refused "the analyst identifies a customer" ana "SELECT * FROM unify.identify('{
 refused "the reader runs the probe's statement builder" rita "SELECT unify._probe_query()"
 refused "the analyst reads customer_360" ana "SELECT count(*) FROM unify.customer_360"
 refused "the analyst reads the records" ana "SELECT count(*) FROM unify.records"
+refused "the analyst reads which record is whose" ana "SELECT count(*) FROM unify.record_persons"
+refused "the reader reads which record is whose" rita "SELECT count(*) FROM unify.record_persons"
 refused "PUBLIC asks for recommendations" eve "SELECT * FROM unify.recommendations(1)"
 refused "PUBLIC refreshes the recommendations" eve "SELECT unify.refresh_recommendations()"
 refused "the analyst reads what each person bought" ana "SELECT count(*) FROM unify.person_products"
@@ -464,7 +468,7 @@ expect "the DBA's process_events runs mallory's event mapping as mallory" \
     "$(dba "SET client_min_messages = error; SELECT unify.process_events() >= 0; SELECT count(*) FROM unify.events WHERE event_key = '3'" | tr '\n' ' ')" "t 1 "
 expect "... and the payload ran, not as a superuser" "$([ "$(payload_runs mapping)" -gt "$before" ] && echo yes)" yes
 expect "the anonymous history is stitched to Max" \
-    "$(dba "SELECT count(*) FROM unify.person_events e JOIN unify.records r ON r.person_id = e.person_id WHERE r.email = 'max.mustermann@example.org' AND e.event_key IN ('1', '3')")" 2
+    "$(dba "SELECT count(*) FROM unify.person_events e JOIN unify.record_persons rp ON rp.person_id = e.person_id JOIN unify.records r ON r.record_id = rp.record_id WHERE r.email = 'max.mustermann@example.org' AND e.event_key IN ('1', '3')")" 2
 refused "PUBLIC registers an event table" eve "SELECT unify.add_events('eve_web', 'public.mallory_web', '{\"event_id\": \"id\", \"event_type\": \"kind\", \"occurred_at\": \"at\", \"anonymous_id\": \"cookie\"}')"
 refused "the reader registers an event table" rita "SELECT unify.add_events('rita_web', 'public.mallory_web', '{\"event_id\": \"id\", \"event_type\": \"kind\", \"occurred_at\": \"at\", \"anonymous_id\": \"cookie\"}')"
 refused "PUBLIC reads the captured events" eve "SELECT count(*) FROM unify.events"

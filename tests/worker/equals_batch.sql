@@ -4,11 +4,11 @@
 SET client_min_messages = warning;
 CREATE TEMP VIEW partition AS
 SELECT r.source_id, r.source_key,
-       min(r.source_id::text || ':' || r.source_key) OVER (PARTITION BY r.person_id) AS person_of,
+       min(r.source_id::text || ':' || r.source_key) OVER (PARTITION BY rp.person_id) AS person_of,
        min(r.source_id::text || ':' || r.source_key) OVER (PARTITION BY p.household_id) AS household_of,
        (p.first_name, p.last_name, p.email, p.phone, p.street, p.postcode, p.birth_date, p.record_count,
         p.consent_email, p.sources)::text AS golden
-FROM unify.records r JOIN unify.persons p USING (person_id);
+FROM unify.records r JOIN unify.record_persons rp USING (record_id) JOIN unify.persons p ON p.person_id = rp.person_id;
 BEGIN;
 -- The worker waits for these locks; nothing changes between the two snapshots.
 SELECT unify._lock('pairs'), unify._lock('persons');

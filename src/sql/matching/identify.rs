@@ -239,7 +239,9 @@ fn load_candidates(client: &SpiClient<'_>, ids: Vec<i64>) -> Vec<(Option<i64>, M
     fetch_all(
         client,
         &format!(
-            "SELECT {RECORD_COLUMNS}, r.person_id FROM unify.records r WHERE r.record_id = ANY ($1)"
+            "SELECT {RECORD_COLUMNS},
+                    (SELECT rp.person_id FROM unify.record_persons rp WHERE rp.record_id = r.record_id)
+               FROM unify.records r WHERE r.record_id = ANY ($1)"
         ),
         vec![ids.into()],
         F,

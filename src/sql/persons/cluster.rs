@@ -27,8 +27,8 @@ fn run(client: &mut SpiClient<'_>, statement: &str, function: &'static str) {
         .unwrap_or_else(|e| spi_failed(e, function));
 }
 
-/// Changed records on their way to unify.records: id, new person, former ids as an array
-/// literal.
+/// Changed records on their way to unify.record_persons: id, new person, former ids as an
+/// array literal.
 #[derive(Default)]
 struct Chunk {
     records: Vec<i64>,
@@ -63,8 +63,9 @@ impl Chunk {
 
 /// Clusters the records in scope (all, or those of `person_ids` plus `record_ids`) over their
 /// match pairs and overrides, gives the clusters stable person ids (giving a separated group
-/// back the id it had before a merge: `crate::cluster::ids`), updates `unify.records.person_id`
-/// and `former_person_ids`, and writes merges and splits to `unify.identity_events`.
+/// back the id it had before a merge: `crate::cluster::ids`), writes the records whose person
+/// changed to `unify.record_persons` (person and former ids), and merges and splits to
+/// `unify.identity_events`.
 ///
 /// One row: the records and persons (clusters) in scope, the new person ids, merges and splits,
 /// the pairs held apart by a cannot-link, the contradicting overrides, the records whose person
@@ -121,7 +122,9 @@ fn _cluster(
             let cursor = Cursor::open(
                 client,
                 "unify_cluster_records",
-                "SELECT record_id, person_id, former_person_ids FROM unify.records ORDER BY record_id",
+                "SELECT r.record_id, rp.person_id, rp.former_person_ids
+                   FROM unify.records r LEFT JOIN unify.record_persons rp ON rp.record_id = r.record_id
+                  ORDER BY r.record_id",
                 batch,
                 F,
             );
@@ -135,8 +138,12 @@ fn _cluster(
         } else {
             fetch_all(
                 client,
-                "SELECT record_id, person_id, former_person_ids FROM unify.records
-                  WHERE person_id = ANY ($1) OR record_id = ANY ($2) ORDER BY record_id",
+                "SELECT r.record_id, rp.person_id, rp.former_person_ids
+                   FROM (SELECT x.record_id FROM unify.record_persons x WHERE x.person_id = ANY ($1)
+                         UNION SELECT unnest($2::bigint[])) s
+                   JOIN unify.records r ON r.record_id = s.record_id
+                   LEFT JOIN unify.record_persons rp ON rp.record_id = s.record_id
+                  ORDER BY r.record_id",
                 vec![
                     person_ids.clone().unwrap_or_default().into(),
                     record_ids.clone().unwrap_or_default().into(),
@@ -262,23 +269,15 @@ fn _cluster(
         let person_of_cluster = plan.ids(&fresh);
         let events = plan.events(&person_of_cluster);
 
-        // The records whose person changes, written a chunk of `batch` at a time (one UPDATE
-        // when they fit one chunk; else the chunks go to a temp table first, and one UPDATE
-        // joins it, so the table is read once).
+        // The records whose person changes, written a chunk of `batch` at a time (one statement
+        // when they fit one chunk; else the chunks go to a temp table first, and one statement
+        // reads it).
         let person_of = |i: usize| person_of_cluster[clustering.cluster_of[i] as usize];
         let changed = (0..ids.len())
             .filter(|&i| previous[i] != Some(person_of(i)))
             .count();
-        // A first resolve gives every record its person: rewriting most of the table goes
-        // faster without its indexes (see unify._drop_indexes), the primary key and the unique
-        // source key too: a new row version outside its page is entered in every index, and a
-        // unique one checks the old version first (issue 27, 1M records: the update took half
-        // as long without them; with their rebuild, a fifth less in all).
-        let rebuild = if full && changed * 2 > ids.len() {
-            drop_indexes(client, "unify.records", true, F)
-        } else {
-            Vec::new()
-        };
+        // A first resolve: no record had a person, so unify.record_persons is empty.
+        let first_fill = full && changed > 0 && previous.iter().all(Option::is_none);
         let staged = changed > batch;
         if staged {
             run(client, &format!("DROP TABLE IF EXISTS {CHANGES}"), F);
@@ -319,30 +318,20 @@ fn _cluster(
         if staged {
             chunk.stage(client);
             run(client, &format!("ANALYZE {CHANGES}"), F);
-            run(
-                client,
-                &format!(
-                    "UPDATE unify.records t SET person_id = u.person_id, former_person_ids = u.former::bigint[]
-                       FROM {CHANGES} u WHERE t.record_id = u.record_id"
-                ),
-                F,
-            );
+            write_mappings(client, &format!("{CHANGES} u"), vec![], first_fill);
             run(client, &format!("DROP TABLE {CHANGES}"), F);
         } else if !chunk.records.is_empty() {
-            update_kept(
+            write_mappings(
                 client,
-                "UPDATE unify.records t SET person_id = u.person_id, former_person_ids = u.former::bigint[]
-                   FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u (record_id, person_id, former)
-                  WHERE t.record_id = u.record_id",
-                &vec![
+                "unnest($1::bigint[], $2::bigint[], $3::text[]) AS u (record_id, person_id, former)",
+                vec![
                     chunk.records.into(),
                     chunk.persons.into(),
                     chunk.former.into(),
                 ],
-            )
-            .unwrap_or_else(|e| spi_failed(e, F));
+                first_fill,
+            );
         }
-        rebuild_indexes(client, rebuild, F);
         let (mut merges, mut splits) = (0i64, 0i64);
         // A chunk of events per statement, in their order (their ids follow it). An id given
         // back names an event of an earlier run, never one of these (it was no previous id).
@@ -554,12 +543,12 @@ fn in_batches(
              UNION ALL
              SELECT first, record_id FROM (
                  SELECT record_id, min(record_id) OVER (PARTITION BY person_id) AS first
-                   FROM unify.records WHERE person_id IS NOT NULL) s
+                   FROM unify.record_persons) s
               WHERE first <> record_id
              UNION ALL
              SELECT first, record_id FROM (
-                 SELECT r.record_id, min(r.record_id) OVER (PARTITION BY f.id) AS first
-                   FROM unify.records r, unnest(r.former_person_ids) AS f (id)) s
+                 SELECT rp.record_id, min(rp.record_id) OVER (PARTITION BY f.id) AS first
+                   FROM unify.record_persons rp, unnest(rp.former_person_ids) AS f (id)) s
               WHERE first <> record_id"
         ),
         F,
@@ -572,8 +561,10 @@ fn in_batches(
              SELECT node, min(label) AS label FROM (
                  SELECT a AS node, least(a, b) AS label FROM {EDGES}
                  UNION ALL SELECT b, least(a, b) FROM {EDGES}
-                 UNION ALL SELECT record_id, record_id FROM unify.records
-                  WHERE person_id IS NULL OR former_person_ids IS NOT NULL) s
+                 UNION ALL SELECT r.record_id, r.record_id FROM unify.records r
+                  WHERE NOT EXISTS (SELECT 1 FROM unify.record_persons rp WHERE rp.record_id = r.record_id)
+                 UNION ALL SELECT record_id, record_id FROM unify.record_persons
+                  WHERE former_person_ids IS NOT NULL) s
              GROUP BY node"
         ),
         F,
@@ -671,8 +662,9 @@ fn in_batches(
         client,
         "unify_cluster_components",
         &format!(
-            "SELECT l.label, r.record_id, r.person_id, r.former_person_ids
+            "SELECT l.label, r.record_id, rp.person_id, rp.former_person_ids
                FROM {LABELS} l JOIN unify.records r ON r.record_id = l.node
+               LEFT JOIN unify.record_persons rp ON rp.record_id = l.node
               ORDER BY l.label, r.record_id"
         ),
         batch,
@@ -803,23 +795,14 @@ fn in_batches(
         F,
     );
     let changed = count(client, &format!("SELECT count(*) FROM {CHANGES}"));
-    // As a run held at once (see there): most of the table rewritten goes faster without its
-    // indexes.
-    let rebuild = if changed * 2 > total {
-        drop_indexes(client, "unify.records", true, F)
-    } else {
-        Vec::new()
-    };
+    // A first resolve (no record has a person yet) fills the table: see write_mappings.
+    let first_fill = changed > 0
+        && count(
+            client,
+            "SELECT count(*) FROM (SELECT 1 FROM unify.record_persons LIMIT 1) x",
+        ) == 0;
     run(client, &format!("ANALYZE {CHANGES}"), F);
-    run(
-        client,
-        &format!(
-            "UPDATE unify.records t SET person_id = u.person_id, former_person_ids = u.former::bigint[]
-               FROM {CHANGES} u WHERE t.record_id = u.record_id"
-        ),
-        F,
-    );
-    rebuild_indexes(client, rebuild, F);
+    write_mappings(client, &format!("{CHANGES} u"), vec![], first_fill);
     // The events in a whole run's order: merges by their cluster's smallest record, then
     // splits by the id that split. An id given back names the event that took it away.
     let merges = count(
@@ -938,7 +921,7 @@ fn unavailable_ids(client: &mut SpiClient<'_>, candidates: Vec<i64>) -> HashSet<
     fetch_all(
         client,
         "SELECT x FROM unnest($1::bigint[]) AS x
-          WHERE EXISTS (SELECT 1 FROM unify.records r WHERE r.person_id = x)
+          WHERE EXISTS (SELECT 1 FROM unify.record_persons rp WHERE rp.person_id = x)
              OR EXISTS (SELECT 1 FROM unify.persons p WHERE p.person_id = x)
              OR EXISTS (SELECT 1 FROM unify.identity_events e WHERE e.person_id = x AND e.event = 'erase')",
         vec![candidates.into()],
@@ -947,4 +930,76 @@ fn unavailable_ids(client: &mut SpiClient<'_>, candidates: Vec<i64>) -> HashSet<
     )
     .into_iter()
     .collect()
+}
+
+/// Writes the records whose person changed into `unify.record_persons`, from `source`: rows
+/// `u` of (record_id, person_id, former), the former ids as an array literal, `args` its
+/// parameters. A narrow row per record, never the wide record (issue 27).
+///
+/// `first_fill` (the table is empty: a first resolve) inserts every row without the table's
+/// primary key, index and foreign key, built and checked once after: the foreign key checked row
+/// by row would lock each record (FOR KEY SHARE, a write to every page of unify.records) and
+/// queue a trigger event per row. Dropping the foreign key locks unify.records (ACCESS
+/// EXCLUSIVE) to the end of the transaction, as the first resolve's rewrite of it used to.
+///
+/// Otherwise an upsert of the changed rows alone. Their records are locked first (FOR KEY
+/// SHARE, as the foreign key's check would): one deleted meanwhile (a sync, beside a resolve)
+/// drops out instead of failing the statement.
+fn write_mappings(client: &mut SpiClient<'_>, source: &str, args: Args, first_fill: bool) {
+    const F: &str = "resolve";
+    if first_fill {
+        let mut rebuild = drop_indexes(client, "unify.record_persons", true, F);
+        if !rebuild.is_empty() {
+            let keys: Vec<(String, String)> = fetch_all(
+                client,
+                "SELECT conname::text, pg_catalog.pg_get_constraintdef(oid) FROM pg_catalog.pg_constraint
+                  WHERE conrelid = 'unify.record_persons'::regclass AND contype = 'f' ORDER BY conname",
+                vec![],
+                F,
+                |r| {
+                    (
+                        r.get::<String>(1).ok().flatten().unwrap_or_default(),
+                        r.get::<String>(2).ok().flatten().unwrap_or_default(),
+                    )
+                },
+            );
+            for (name, definition) in keys {
+                let name = name.replace('"', "\"\"");
+                run(
+                    client,
+                    &format!("ALTER TABLE unify.record_persons DROP CONSTRAINT \"{name}\""),
+                    F,
+                );
+                rebuild.push(format!(
+                    "ALTER TABLE unify.record_persons ADD CONSTRAINT \"{name}\" {definition}"
+                ));
+            }
+        }
+        let insert = format!(
+            "INSERT INTO unify.record_persons (record_id, person_id, former_person_ids)
+             SELECT u.record_id, u.person_id, u.former::bigint[] FROM {source}"
+        );
+        in_own_context(|| {
+            client
+                .update(&insert, None, &args)
+                .unwrap_or_else(|e| spi_failed(e, F));
+        });
+        free_last_result();
+        rebuild_indexes(client, rebuild, F);
+        return;
+    }
+    let upsert = format!(
+        "INSERT INTO unify.record_persons AS t (record_id, person_id, former_person_ids)
+         SELECT c.record_id, c.person_id, c.former::bigint[] FROM (
+             SELECT u.record_id, u.person_id, u.former FROM {source}
+               JOIN unify.records r ON r.record_id = u.record_id
+             FOR KEY SHARE OF r) c
+         ON CONFLICT (record_id) DO UPDATE
+         SET person_id = excluded.person_id, former_person_ids = excluded.former_person_ids"
+    );
+    if args.is_empty() {
+        run(client, &upsert, F);
+    } else {
+        update_kept(client, &upsert, &args).unwrap_or_else(|e| spi_failed(e, F));
+    }
 }

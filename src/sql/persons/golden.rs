@@ -294,20 +294,21 @@ fn _golden_records(
     ),
 > {
     let survivorship = Survivorship::read();
-    let streamed = person_ids.is_none() && !fits_budget();
+    let mapping = mapping();
+    let streamed = person_ids.is_none() && !fits_budget(mapping);
     if streamed {
-        return TableIterator::new(Streamed::start(survivorship, with_households));
+        return TableIterator::new(Streamed::start(survivorship, with_households, mapping));
     }
     let inputs = Spi::connect(|client| {
         let filter = if person_ids.is_some() {
-            "r.person_id = ANY ($1)"
+            "rp.person_id = ANY ($1)"
         } else {
-            "r.person_id IS NOT NULL"
+            "true"
         };
         let args: Args = person_ids.map_or(vec![], |ids| vec![ids.into()]);
         fetch_all(
             client,
-            &records_query(filter, false),
+            &records_query(mapping, filter, false),
             args,
             F,
             input_from_row,
@@ -354,13 +355,28 @@ const F: &str = "resolve";
 /// about 2 kB (issue 27: 2.1 GB at 1M records).
 const HELD_RECORD_BYTES: u64 = 2048;
 
+/// Where a record's person is read from: unify.record_persons (0.3.0). Before 0.3.0 it was
+/// unify.records.person_id, and an update from 0.1.0 refreshes the golden records in its
+/// 0.1.0 → 0.2.0 step, with this library, before the 0.2.0 → 0.3.0 step moves the column: then
+/// the column (a released step is never edited).
+fn mapping() -> &'static str {
+    let moved = Spi::get_one::<bool>("SELECT to_regclass('unify.record_persons') IS NOT NULL")
+        .unwrap_or_else(|e| spi_failed(e, F))
+        .unwrap_or(true);
+    if moved {
+        "unify.record_persons"
+    } else {
+        "(SELECT record_id, person_id FROM unify.records WHERE person_id IS NOT NULL)"
+    }
+}
+
 /// Whether all records with a person fit customer_unify.batch_memory held at once.
-fn fits_budget() -> bool {
+fn fits_budget(mapping: &str) -> bool {
     let capacity = (crate::budget::kb() * 1024 / HELD_RECORD_BYTES) as i64;
     Spi::connect(|client| {
         select_kept(
             client,
-            "SELECT count(*) FROM (SELECT 1 FROM unify.records WHERE person_id IS NOT NULL LIMIT $1) x",
+            &format!("SELECT count(*) FROM (SELECT 1 FROM {mapping} m LIMIT $1) x"),
             &vec![(capacity + 1).into()],
         )
         .and_then(|t| t.first().get_one::<i64>())
@@ -370,19 +386,20 @@ fn fits_budget() -> bool {
     })
 }
 
-/// The records (with their source's name) matching `filter`, in person order: the columns
-/// `input_from_row` reads; with `household`, each person's household before this run too.
-fn records_query(filter: &str, household: bool) -> String {
+/// The records that have a person (`mapping`, alias rp: see `mapping()`), with their source's
+/// name, matching `filter`, in person order: the columns `input_from_row` reads; with
+/// `household`, each person's household before this run too.
+fn records_query(mapping: &str, filter: &str, household: bool) -> String {
     let (column, join) = if household {
         (
             ", p.household_id",
-            " LEFT JOIN unify.persons p ON p.person_id = r.person_id",
+            " LEFT JOIN unify.persons p ON p.person_id = rp.person_id",
         )
     } else {
         ("", "")
     };
     format!(
-        "SELECT r.person_id, r.record_id, r.source_id, s.name, r.first_name, r.last_name, r.email,
+        "SELECT rp.person_id, r.record_id, r.source_id, s.name, r.first_name, r.last_name, r.email,
                 r.phone, r.mobile, r.street, r.house_number, r.postcode, r.city, r.country,
                 to_char(r.birth_date, 'YYYY-MM-DD'), r.company, r.customer_number,
                 r.consent_email, r.consent_phone, r.consent_post,
@@ -395,8 +412,9 @@ fn records_query(filter: &str, household: bool) -> String {
                 r.raw ->> 'first_name', r.raw ->> 'last_name', r.raw ->> 'full_name',
                 coalesce(r.raw ->> 'street_line', (r.raw ->> 'street') || coalesce(' ' || (r.raw ->> 'house_number'), '')),
                 r.raw ->> 'city'{column}
-         FROM unify.records r JOIN unify.sources s ON s.source_id = r.source_id{join}
-         WHERE {filter} ORDER BY r.person_id, r.record_id"
+         FROM {mapping} rp JOIN unify.records r ON r.record_id = rp.record_id
+         JOIN unify.sources s ON s.source_id = r.source_id{join}
+         WHERE {filter} ORDER BY rp.person_id, r.record_id"
     )
 }
 
@@ -668,7 +686,7 @@ fn run(client: &mut SpiClient<'_>, statement: &str) {
 }
 
 impl Streamed {
-    fn start(survivorship: Survivorship, with_households: bool) -> Self {
+    fn start(survivorship: Survivorship, with_households: bool, mapping: &str) -> Self {
         let batch = fetch_rows();
         let (fraction, households, batches) = Spi::connect_mut(|client| {
             // The cursors are read to their end: plan them for all their rows (one sort), not
@@ -686,14 +704,14 @@ impl Streamed {
                 "SELECT set_config('cursor_tuple_fraction', '1', true)",
             );
             let households = if with_households {
-                streamed_households(client, &survivorship, batch)
+                streamed_households(client, &survivorship, batch, mapping)
             } else {
                 Households::default()
             };
             let batches = PersonBatches::open(
                 client,
                 "unify_golden_rows",
-                &records_query("r.person_id IS NOT NULL", false),
+                &records_query(mapping, "true", false),
                 batch,
             );
             (fraction, households, batches)
@@ -828,6 +846,7 @@ fn streamed_households(
     client: &mut SpiClient<'_>,
     survivorship: &Survivorship,
     batch: usize,
+    mapping: &str,
 ) -> Households {
     run(client, &format!("DROP TABLE IF EXISTS {KEYS}"));
     run(
@@ -840,7 +859,7 @@ fn streamed_households(
     let mut batches = PersonBatches::open(
         client,
         "unify_golden_keys",
-        &records_query("r.person_id IS NOT NULL", true),
+        &records_query(mapping, "true", true),
         batch,
     );
     while let Some(rows) = batches.next(client, survivorship) {

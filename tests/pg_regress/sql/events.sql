@@ -24,8 +24,8 @@ SELECT unify.add_source('ev_shop', 'ev.shop', 'id', '{"full_name": "name", "emai
 SELECT count(*) AS sources FROM unify.sync() WHERE source_name LIKE 'ev\_%';
 SELECT persons FROM unify.resolve();
 CREATE TEMP VIEW who AS
-SELECT r.person_id, string_agg(s.name || ':' || r.source_key, ',' ORDER BY s.name, r.source_key) AS records
-FROM unify.records r JOIN unify.sources s USING (source_id) GROUP BY r.person_id;
+SELECT rp.person_id, string_agg(s.name || ':' || r.source_key, ',' ORDER BY s.name, r.source_key) AS records
+FROM unify.records r JOIN unify.sources s USING (source_id) LEFT JOIN unify.record_persons rp USING (record_id) GROUP BY rp.person_id;
 
 -- The web tracking table, as a shop writes it. Times relative to now() (fixed in a transaction).
 CREATE TABLE ev.web (id bigint PRIMARY KEY, kind text, at timestamptz, sku text, price numeric, qty int,
@@ -148,7 +148,7 @@ SELECT unify.detect_abandoned_carts(NULL);
 SELECT unify.link((SELECT record_id FROM unify.records WHERE source_key = '2' AND source_id = (SELECT source_id FROM unify.sources WHERE name = 'ev_crm')),
                   (SELECT record_id FROM unify.records WHERE source_key = '21'), 'test: Bernd') IS NOT NULL AS linked;
 SELECT e.event_key, w.records FROM unify.person_events e JOIN who w USING (person_id) WHERE e.event_key IN ('6', '13') ORDER BY 1;
-SELECT array_length(unify.unmerge((SELECT person_id FROM unify.records WHERE source_key = '21'), 'test: not Bernd'), 1) AS persons;
+SELECT array_length(unify.unmerge((SELECT person_id FROM unify.records JOIN unify.record_persons USING (record_id) WHERE source_key = '21'), 'test: not Bernd'), 1) AS persons;
 SELECT e.event_key, w.records FROM unify.person_events e JOIN who w USING (person_id) WHERE e.event_key IN ('6', '13') ORDER BY 1;
 -- A second login on the same cookie by someone else: the latest login decides, for the whole history.
 INSERT INTO ev.web VALUES (16, 'login', now(), NULL, NULL, NULL, 's11', 'c-anna', 'carla@example.org', NULL);

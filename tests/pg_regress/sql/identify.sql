@@ -35,12 +35,12 @@ WHERE f <> ALL (unify.canonical_fields());
 -- The persons the tests look up: per source, the first record (by key) of a person of its
 -- own e-mail and mobile or phone, with name, postcode and birth date.
 CREATE TEMP TABLE who AS
-SELECT DISTINCT ON (s.name) s.name AS source, r.record_id, r.person_id, r.raw, r.email, r.phone, r.mobile,
+SELECT DISTINCT ON (s.name) s.name AS source, r.record_id, rp.person_id, r.raw, r.email, r.phone, r.mobile,
        r.postcode, r.birth_date
-FROM unify.records r JOIN unify.sources s USING (source_id)
+FROM unify.records r JOIN unify.sources s USING (source_id) JOIN unify.record_persons rp USING (record_id)
 WHERE r.email IS NOT NULL AND coalesce(r.mobile, r.phone) IS NOT NULL AND r.birth_date IS NOT NULL
   AND r.postcode IS NOT NULL AND r.raw ? 'first_name' AND r.raw ? 'last_name'
-  AND NOT EXISTS (SELECT 1 FROM unify.records o WHERE o.person_id <> r.person_id
+  AND NOT EXISTS (SELECT 1 FROM unify.records o JOIN unify.record_persons op USING (record_id) WHERE op.person_id <> rp.person_id
                   AND (o.email_key = r.email_key OR o.phone IN (r.phone, r.mobile) OR o.mobile IN (r.phone, r.mobile)))
 ORDER BY s.name, r.source_key;
 SELECT source, email, coalesce(mobile, phone) AS phone, postcode, birth_date FROM who ORDER BY 1;
@@ -81,8 +81,8 @@ WHERE w.source = 'crm';
 -- threshold). Every other person comes at the weight of the record's best stored pair with
 -- them, none is missing, none is added; the explanation always sums to the weight.
 CREATE TEMP TABLE probes AS
-SELECT r.record_id, r.person_id, i.person_id AS found, i.match_weight, i.is_match, i.explanation, i.ord
-FROM unify.records r,
+SELECT r.record_id, rp.person_id, i.person_id AS found, i.match_weight, i.is_match, i.explanation, i.ord
+FROM unify.records r JOIN unify.record_persons rp USING (record_id),
      LATERAL unify.identify(r.raw - ARRAY['salutation', 'title', 'company', 'consent_email', 'consent_email_at', 'consent_phone',
                                            'consent_phone_at', 'consent_post', 'consent_post_at', 'updated_at'], 100)
              WITH ORDINALITY AS i (person_id, match_probability, match_weight, is_match, found_record, explanation, ord)
@@ -105,7 +105,7 @@ CREATE TEMP TABLE paired AS
 SELECT x.record_id, o.person_id AS other, max(p.match_weight) AS weight
 FROM (SELECT DISTINCT record_id, person_id FROM probes) x
 JOIN unify.pairs p ON x.record_id IN (p.record_a, p.record_b)
-JOIN unify.records o ON o.record_id = CASE WHEN p.record_a = x.record_id THEN p.record_b ELSE p.record_a END
+JOIN unify.record_persons o ON o.record_id = CASE WHEN p.record_a = x.record_id THEN p.record_b ELSE p.record_a END
 WHERE o.person_id <> x.person_id
 GROUP BY 1, 2;
 SELECT count(*) AS other_persons,

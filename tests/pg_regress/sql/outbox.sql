@@ -45,8 +45,8 @@ INSERT INTO ob.crm VALUES (4, 'Dora Dach', 'dora@example.org', true, '2026-03-06
 SELECT source_name, source_rows FROM unify.sync() WHERE source_name = 'ob_crm';
 SELECT persons FROM unify.resolve();
 CREATE TEMP VIEW who AS
-SELECT r.person_id, string_agg(s.name || ':' || r.source_key, ',' ORDER BY s.name, r.source_key) AS records
-FROM unify.records r JOIN unify.sources s USING (source_id) GROUP BY r.person_id;
+SELECT rp.person_id, string_agg(s.name || ':' || r.source_key, ',' ORDER BY s.name, r.source_key) AS records
+FROM unify.records r JOIN unify.sources s USING (source_id) LEFT JOIN unify.record_persons rp USING (record_id) GROUP BY rp.person_id;
 SELECT e.event_id, e.kind, w.records, e.payload FROM unify.outbox e LEFT JOIN who w USING (person_id) ORDER BY e.event_id;
 -- A resolve that changes nothing emits nothing.
 SELECT golden_changed FROM unify.resolve();
@@ -61,7 +61,7 @@ WHERE e.event_id > :mark ORDER BY e.event_id;
 -- Unmerged again: the shop record split out of the person (its old id given back, without
 -- consent: no event), and the unmerge.
 SELECT max(event_id) AS mark FROM unify.outbox \gset
-SELECT array_length(unify.unmerge((SELECT person_id FROM unify.records WHERE source_key = '11'), 'test: not Anna'), 1) AS persons;
+SELECT array_length(unify.unmerge((SELECT person_id FROM unify.records JOIN unify.record_persons USING (record_id) WHERE source_key = '11'), 'test: not Anna'), 1) AS persons;
 SELECT e.event_id, e.kind, e.person_id, w.records, e.payload FROM unify.outbox e LEFT JOIN who w USING (person_id)
 WHERE e.event_id > :mark ORDER BY e.event_id;
 -- Segments: a person entering one, then, a year later with no order in the window, leaving it.
@@ -86,7 +86,7 @@ FROM unify.segment_history h;
 SELECT unify.create_outbox_consumer('ob_inside', from_start => true) AS cursor_at;
 SELECT count(*) AS handed_out FROM unify.read_outbox('ob_inside');
 -- Erasure: the person's events keep their ids and kinds, no payload; the erasure goes out.
-SELECT unify.erase_person((SELECT person_id FROM unify.records WHERE source_key = '11'), 'test: GDPR') ->> 'records' AS erased_records;
+SELECT unify.erase_person((SELECT person_id FROM unify.records JOIN unify.record_persons USING (record_id) WHERE source_key = '11'), 'test: GDPR') ->> 'records' AS erased_records;
 SELECT e.event_id, e.kind, e.payload FROM unify.outbox e
 WHERE e.person_id = (SELECT person_id FROM unify.identity_events WHERE event = 'erase') ORDER BY e.event_id;
 SELECT count(*) AS events_naming_anna FROM unify.outbox e WHERE e.payload::text ~* 'anna|alt';

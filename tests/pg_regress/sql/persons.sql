@@ -40,9 +40,10 @@ SELECT stored_pairs > 0 AS scored FROM unify.score_pairs();
 
 -- Who is who: source row -> person (as a letter per person, in order of first appearance).
 CREATE TEMP VIEW who AS
-SELECT s.name AS source, r.source_key::int AS nr, r.record_id, r.person_id,
-       chr(64 + dense_rank() OVER (ORDER BY r.person_id)::int) AS person, p.household_id
-FROM unify.records r JOIN unify.sources s USING (source_id) LEFT JOIN unify.persons p USING (person_id);
+SELECT s.name AS source, r.source_key::int AS nr, r.record_id, rp.person_id,
+       chr(64 + dense_rank() OVER (ORDER BY rp.person_id)::int) AS person, p.household_id
+FROM unify.records r JOIN unify.sources s USING (source_id) LEFT JOIN unify.record_persons rp USING (record_id)
+LEFT JOIN unify.persons p ON p.person_id = rp.person_id;
 
 SELECT persons, records, new_persons, merges, splits FROM unify.resolve();
 -- The first resolve wrote records and persons without their secondary indexes (the owner's
@@ -198,7 +199,8 @@ INSERT INTO kette VALUES (1, 'Jürgen Schulze'), (2, 'Jürgen Schulze'), (3, 'Ju
 SELECT unify.add_source('kette', 'kette', 'id', '{"full_name": "name"}', track_changes => false) AS source_id;
 SELECT source_rows FROM unify.sync('kette');
 CREATE TEMP VIEW kette_records AS
-SELECT r.source_key::int AS id, r.record_id, r.person_id FROM unify.records r JOIN unify.sources s USING (source_id) WHERE s.name = 'kette';
+SELECT r.source_key::int AS id, r.record_id, rp.person_id FROM unify.records r JOIN unify.sources s USING (source_id)
+LEFT JOIN unify.record_persons rp USING (record_id) WHERE s.name = 'kette';
 DELETE FROM unify.pairs p USING kette_records k WHERE k.record_id IN (p.record_a, p.record_b);
 INSERT INTO unify.pairs (record_a, record_b, match_weight, match_probability, is_match, blocking_rules, weights)
 SELECT least(a.record_id, b.record_id), greatest(a.record_id, b.record_id), v.w, 1 - 1 / (1 + 2 ^ v.w), true, '{by_hand}', '{}'

@@ -29,7 +29,7 @@ SELECT unify.set_model(unify.default_model()) > 0 AS model_set;
 SELECT stored_pairs > 0 AS scored FROM unify.score_pairs();
 SELECT persons > 0 AS resolved FROM unify.resolve();
 CREATE TEMP VIEW xaver AS
-SELECT DISTINCT r.person_id FROM unify.records r JOIN unify.sources s USING (source_id) WHERE s.name LIKE 'er\_%' AND r.source_key LIKE 'XQ-%';
+SELECT DISTINCT rp.person_id FROM unify.records r JOIN unify.sources s USING (source_id) JOIN unify.record_persons rp USING (record_id) WHERE s.name LIKE 'er\_%' AND r.source_key LIKE 'XQ-%';
 SELECT count(*) AS xaver_persons FROM xaver;
 -- Where the values spread besides records and persons: a steward's reason, a batch between its
 -- stages, a training report, blocking figures, name frequencies, a dead letter, segments.

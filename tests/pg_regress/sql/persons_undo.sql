@@ -33,8 +33,9 @@ SELECT unify.add_source('ud_crm', 'ud.crm', 'nr', '{"first_name": "vorname", "la
 SELECT source_rows FROM unify.sync('ud_crm');
 SELECT persons, new_persons, merges, splits FROM unify.resolve();
 CREATE TEMP VIEW who AS
-SELECT s.name AS source, r.source_key AS key, r.record_id, r.person_id, r.former_person_ids
-FROM unify.records r JOIN unify.sources s USING (source_id) WHERE s.name LIKE 'ud\_%';
+SELECT s.name AS source, r.source_key AS key, r.record_id, rp.person_id, rp.former_person_ids
+FROM unify.records r JOIN unify.sources s USING (source_id) LEFT JOIN unify.record_persons rp ON rp.record_id = r.record_id
+WHERE s.name LIKE 'ud\_%';
 CREATE FUNCTION pg_temp.rec(src text, k text) RETURNS bigint LANGUAGE sql AS $$
     SELECT record_id FROM who WHERE source = src AND key = k
 $$;
@@ -98,7 +99,7 @@ SELECT unify.erase_person((SELECT person_id FROM who WHERE key = '12'), 'GDPR Ar
 -- Erasure drops the erased id from the former ids of every record.
 SELECT key, person_id, former_person_ids FROM who WHERE key IN ('11', '13') ORDER BY record_id;
 -- Even where a record still named it (as by hand here), the erased id is not given back.
-UPDATE unify.records SET former_person_ids = ARRAY[(SELECT max(person_id) FROM unify.identity_events WHERE event = 'erase')]
+UPDATE unify.record_persons SET former_person_ids = ARRAY[(SELECT max(person_id) FROM unify.identity_events WHERE event = 'erase')]
 WHERE record_id = pg_temp.rec('ud_crm', '13');
 SELECT unify.unlink(pg_temp.rec('ud_crm', '11'), pg_temp.rec('ud_crm', '13')) AS persons;
 SELECT w.key, w.person_id, w.person_id = e.person_id AS erased_id, w.person_id > 12 AS new_id

@@ -126,7 +126,8 @@ SELECT count(*) AS persons,
        count(*) FILTER (WHERE abs(p.return_probability - (p.returns + a) / (p.orders + a + b)) < 1e-12) AS posterior_mean,
        count(*) FILTER (WHERE (p.orders, p.returns) = (t.orders, t.returns)) AS counts_match
 FROM unify.predictions p
-JOIN unify.records r ON r.person_id = p.person_id
+JOIN unify.record_persons rp ON rp.person_id = p.person_id
+JOIN unify.records r ON r.record_id = rp.record_id
 JOIN (SELECT customer_id, count(*) AS orders, count(*) FILTER (WHERE status = 'returned') AS returns
       FROM cdnow.purchases GROUP BY 1) t ON t.customer_id::text = r.source_key,
      LATERAL (SELECT (f #>> '{return_params,alpha}')::float8 AS a, (f #>> '{return_params,beta}')::float8 AS b FROM rf) ab;

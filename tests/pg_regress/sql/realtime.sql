@@ -41,7 +41,7 @@ SELECT unify.add_source('rt_pos', 'rt.pos', 'card_no', '{
 
 -- Before any full scoring, the queue only keeps unify.records current.
 INSERT INTO rt.shop SELECT * FROM rt.shop_later ORDER BY customer_id LIMIT 5;
-SELECT unify.process_queue() AS taken, (SELECT count(*) FROM unify.records WHERE person_id IS NOT NULL) AS with_person;
+SELECT unify.process_queue() AS taken, (SELECT count(*) FROM unify.record_persons) AS with_person;
 SELECT matching_live FROM unify.status LIMIT 1;
 
 -- The batch start: sync, score, resolve.
@@ -101,9 +101,9 @@ SELECT rt.drain() AS drained;
 -- Each record belongs to exactly one existing person; no person without records; queue empty.
 SELECT count(*) FILTER (WHERE r.person_id IS NULL) AS without_person,
        count(*) FILTER (WHERE p.person_id IS NULL) AS person_missing,
-       (SELECT count(*) FROM unify.persons x WHERE NOT EXISTS (SELECT 1 FROM unify.records y WHERE y.person_id = x.person_id)) AS empty_persons,
+       (SELECT count(*) FROM unify.persons x WHERE NOT EXISTS (SELECT 1 FROM unify.record_persons y WHERE y.person_id = x.person_id)) AS empty_persons,
        (SELECT count(*) FROM unify.change_queue) AS queued
-FROM unify.records r LEFT JOIN unify.persons p USING (person_id);
+FROM unify.records LEFT JOIN unify.record_persons r USING (record_id) LEFT JOIN unify.persons p USING (person_id);
 -- The records equal the sources.
 SELECT (SELECT count(*) FROM rt.shop) + (SELECT count(*) FROM rt.crm) + (SELECT count(*) FROM rt.pos)
      = (SELECT count(*) FROM unify.records) AS records_match_sources;
@@ -112,11 +112,11 @@ SELECT (SELECT count(*) FROM rt.shop) + (SELECT count(*) FROM rt.crm) + (SELECT 
 -- and the golden record.
 CREATE TEMP VIEW partition AS
 SELECT r.source_id, r.source_key,
-       min(r.source_id::text || ':' || r.source_key) OVER (PARTITION BY r.person_id) AS person_of,
+       min(r.source_id::text || ':' || r.source_key) OVER (PARTITION BY rp.person_id) AS person_of,
        min(r.source_id::text || ':' || r.source_key) OVER (PARTITION BY p.household_id) AS household_of,
        (p.first_name, p.last_name, p.email, p.phone, p.street, p.postcode, p.birth_date, p.record_count,
         p.consent_email, p.sources)::text AS golden
-FROM unify.records r JOIN unify.persons p USING (person_id);
+FROM unify.records r JOIN unify.record_persons rp USING (record_id) JOIN unify.persons p ON p.person_id = rp.person_id;
 CREATE TEMP TABLE incremental AS SELECT * FROM partition;
 CREATE TEMP TABLE incremental_pairs AS SELECT record_a, record_b, is_match, round(match_weight::numeric, 6) AS w FROM unify.pairs;
 
@@ -150,7 +150,7 @@ VALUES (900001, 'ada.quast@example.org', 'Ada', 'Quast', '030 5550101', 'Lindena
        (900004, 'dora.zorn@example.org', 'Dora', 'Zorn', '030 5550202', 'Birkenweg 11', '54321', 'Bonn', 'DE', '1955-08-09');
 SELECT rt.drain() AS drained;
 CREATE TEMP VIEW bridge AS
-SELECT r.source_key, p.person_id, p.household_id FROM unify.records r JOIN unify.persons p USING (person_id)
+SELECT r.source_key, p.person_id, p.household_id FROM unify.records r JOIN unify.record_persons USING (record_id) JOIN unify.persons p USING (person_id)
 WHERE r.source_id = (SELECT source_id FROM unify.sources WHERE name = 'rt_shop') AND r.source_key IN ('900001', '900002', '900003', '900004');
 SELECT count(DISTINCT person_id) AS persons, count(DISTINCT household_id) AS households FROM bridge;
 DELETE FROM rt.shop WHERE customer_id = 900002;

@@ -19,7 +19,8 @@ SELECT persons FROM unify.resolve();
 -- Anna has two records (1 and 5): one person, one customer.
 SELECT unify.link((SELECT record_id FROM unify.records WHERE source_key = '1'), (SELECT record_id FROM unify.records WHERE source_key = '5'), 'same customer') IS NOT NULL AS linked;
 CREATE TEMP VIEW who AS
-SELECT c.name, r.person_id FROM shop_customers c JOIN unify.records r ON r.source_id = :source_id AND r.source_key = c.id::text;
+SELECT c.name, rp.person_id FROM shop_customers c JOIN unify.records r ON r.source_id = :source_id AND r.source_key = c.id::text
+LEFT JOIN unify.record_persons rp USING (record_id);
 
 CREATE TABLE shop_lines (line_id int PRIMARY KEY, invoice text, customer_id int, day date, sku text, title text, dept text,
                          qty int, line_total numeric, status text);

@@ -27,7 +27,8 @@ SELECT matches > 300 AS many_matches FROM unify.score_pairs();
 -- What resolve writes, one text per row (created_at and updated_at are now(): the same in both runs).
 CREATE TEMP VIEW out_persons AS SELECT to_jsonb(p)::text AS r FROM unify.persons p;
 CREATE TEMP VIEW out_records AS
-SELECT format('%s %s %s', record_id, person_id, former_person_ids) AS r FROM unify.records;
+SELECT format('%s %s %s', record_id, person_id, former_person_ids) AS r
+FROM unify.records LEFT JOIN unify.record_persons USING (record_id);
 CREATE TEMP VIEW out_events AS SELECT to_jsonb(e)::text AS r FROM unify.identity_events e;
 CREATE TEMP VIEW out_outbox AS SELECT to_jsonb(o)::text AS r FROM unify.outbox o;
 -- Which clustering ran: one in batches of whole components makes its temp tables (among them
@@ -136,7 +137,7 @@ SELECT CASE WHEN (a.source_id, a.source_key) < (b.source_id, b.source_key) THEN 
 FROM chain a JOIN chain b ON b.n = a.n + 1 OR (a.n = 10 AND b.n = 200)
 ON CONFLICT DO NOTHING;
 SELECT count(*) AS chained FROM unify.overrides WHERE reason = 'test: larger than a batch';
-SELECT count(*) > 0 AS records_with_former_ids FROM unify.records WHERE former_person_ids IS NOT NULL;
+SELECT count(*) > 0 AS records_with_former_ids FROM unify.record_persons WHERE former_person_ids IS NOT NULL;
 SELECT pg_temp.snapshot_sequences();
 DELETE FROM made_tables;
 SAVEPOINT before_second;

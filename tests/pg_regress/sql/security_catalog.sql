@@ -114,14 +114,14 @@ SELECT evtname, evtevent, evttags, evtenabled FROM pg_event_trigger WHERE evtnam
 -- query ran): its function carries jit = off.
 SELECT p.proconfig FROM pg_proc p WHERE p.oid = 'unify._status()'::regprocedure;
 
--- A hand-made TRUNCATE of unify.records (only the owner may) takes pairs, blocking keys and the
--- live-matching state with it.
+-- A hand-made TRUNCATE of unify.records (only the owner may; CASCADE, as unify.record_persons
+-- references it) takes pairs, blocking keys and the live-matching state with it.
 BEGIN;
 INSERT INTO unify.pairs (record_a, record_b, match_weight, match_probability, is_match, blocking_rules, weights)
 VALUES (1, 2, 10, 0.99, true, '{email}', '{}');
 INSERT INTO unify.block_keys VALUES (42, 1), (42, 2);
 INSERT INTO unify.matching_state (blocking_rules, keys_built_at) VALUES ('[]', now()) ON CONFLICT DO NOTHING;
-TRUNCATE unify.records;
+TRUNCATE unify.records CASCADE;
 SELECT (SELECT count(*) FROM unify.pairs) AS pairs, (SELECT count(*) FROM unify.block_keys) AS block_keys,
        (SELECT count(*) FROM unify.matching_state) AS matching_state;
 ROLLBACK;

@@ -151,7 +151,7 @@ DELETE FROM unify.segment_map;
 
 -- A person's segment change: one history row. A Lost customer buys again.
 CREATE TEMP TABLE lost AS
-SELECT s.person_id, r.source_key::int AS customer_id FROM unify.segments s JOIN unify.records r USING (person_id)
+SELECT s.person_id, r.source_key::int AS customer_id FROM unify.segments s JOIN unify.record_persons USING (person_id) JOIN unify.records r USING (record_id)
 WHERE s.segment = 'Lost' ORDER BY s.person_id LIMIT 1;
 SELECT count(*) AS history_before FROM unify.segment_history h JOIN lost USING (person_id);
 INSERT INTO cdnow.purchases (customer_id, order_date, cds, amount) SELECT customer_id, '1998-06-30', 3, 45.00 FROM lost;
@@ -197,7 +197,7 @@ SELECT unify.add_transactions('shop_orders', 'shop_order_lines',
 SELECT r ->> 'unmatched_orders' AS unmatched, r ->> 'skipped_no_rate' AS skipped_no_rate
 FROM (SELECT unify.refresh_segments('2026-07-01') AS r) x;
 SELECT c.name, s.frequency, s.monetary, s.last_purchase FROM unify.segments s
-JOIN unify.records r USING (person_id) JOIN shop_customers c ON c.id::text = r.source_key AND r.source_id = (SELECT source_id FROM unify.sources WHERE name = 'shop') ORDER BY c.id;
+JOIN unify.record_persons USING (person_id) JOIN unify.records r USING (record_id) JOIN shop_customers c ON c.id::text = r.source_key AND r.source_id = (SELECT source_id FROM unify.sources WHERE name = 'shop') ORDER BY c.id;
 
 -- The same lines without order_id: every line is an order of its own (the refund line of A2 is
 -- a refund, no purchase), summed per customer before the person is looked up.
@@ -208,13 +208,13 @@ SELECT unify.add_transactions('shop_lines', 'shop_order_lines',
 SELECT r ->> 'orders' AS orders, r ->> 'unmatched_orders' AS unmatched, r ->> 'skipped_no_rate' AS skipped_no_rate
 FROM (SELECT unify.refresh_segments('2026-07-01') AS r) x;
 SELECT c.name, s.frequency, s.monetary, s.last_purchase FROM unify.segments s
-JOIN unify.records r USING (person_id) JOIN shop_customers c ON c.id::text = r.source_key AND r.source_id = (SELECT source_id FROM unify.sources WHERE name = 'shop') ORDER BY c.id;
+JOIN unify.record_persons USING (person_id) JOIN unify.records r USING (record_id) JOIN shop_customers c ON c.id::text = r.source_key AND r.source_id = (SELECT source_id FROM unify.sources WHERE name = 'shop') ORDER BY c.id;
 -- Two years later both have left the window: their rows go, one history row each (to NULL).
 SELECT max(change_id) AS history_mark FROM unify.segment_history \gset
 SELECT r ->> 'persons' AS persons, r ->> 'changes' AS changes, r ->> 'rows_written' AS rows_written
 FROM (SELECT unify.refresh_segments('2028-07-01') AS r) x;
 SELECT c.name, h.from_segment IS NOT NULL AS had_segment, h.to_segment FROM unify.segment_history h
-JOIN unify.records r USING (person_id) JOIN shop_customers c ON c.id::text = r.source_key AND r.source_id = (SELECT source_id FROM unify.sources WHERE name = 'shop')
+JOIN unify.record_persons USING (person_id) JOIN unify.records r USING (record_id) JOIN shop_customers c ON c.id::text = r.source_key AND r.source_id = (SELECT source_id FROM unify.sources WHERE name = 'shop')
 WHERE h.change_id > :history_mark ORDER BY c.id;
 SELECT count(*) AS segments_left FROM unify.segments;
 

@@ -38,7 +38,11 @@ ANALYZE bulk.kunden;
 CREATE TEMP VIEW records_catalog AS
 SELECT 'index' AS kind, indexname AS name, indexdef AS definition FROM pg_indexes WHERE schemaname = 'unify' AND tablename = 'records'
 UNION ALL
-SELECT 'constraint', conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'unify.records'::regclass;
+SELECT 'constraint', conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'unify.records'::regclass
+UNION ALL
+-- unify.record_persons' foreign key goes with the primary key it needs and comes back.
+SELECT 'referencing', conname, pg_get_constraintdef(oid) FROM pg_constraint
+WHERE confrelid = 'unify.records'::regclass AND conrelid <> confrelid;
 CREATE TEMP TABLE catalog_before AS SELECT * FROM records_catalog;
 -- Which indexes a sync made anew: those whose oid changed.
 CREATE TEMP TABLE index_oids AS SELECT indexrelid AS oid FROM pg_index WHERE indrelid = 'unify.records'::regclass;

@@ -7,7 +7,8 @@ SET client_min_messages = warning;
 SELECT extversion AS version FROM pg_extension WHERE extname = 'customer_unify';
 
 -- Every row of every 0.1.0 table is still there, unchanged in every column 0.1.0 had (the
--- tombstones' hashes aside: keyed now, checked below).
+-- tombstones' hashes aside: keyed now, checked below). A record's person moved to
+-- unify.record_persons in 0.3.0: records are compared with it joined.
 CREATE TEMP TABLE kept (tbl text, rows_before bigint, missing bigint, added bigint);
 DO $$
 DECLARE
@@ -16,6 +17,7 @@ DECLARE
     missing bigint;
     added bigint;
     before bigint;
+    now_in text;
 BEGIN
     FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'upgrade_before' ORDER BY 1 LOOP
         SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
@@ -25,9 +27,11 @@ BEGIN
           -- The update refreshes golden records by the 0.2.0 rules: the consent proof is the
           -- statement's own time now (NULL for an undated one), and updated_at says when.
           AND NOT (t = 'persons' AND a.attname IN ('updated_at', 'consent_email_at', 'consent_phone_at', 'consent_post_at'));
+        now_in := CASE WHEN t = 'records' THEN '(SELECT * FROM unify.records LEFT JOIN unify.record_persons USING (record_id)) AS r'
+                       ELSE format('unify.%I', t) END;
         EXECUTE format('SELECT count(*) FROM upgrade_before.%I', t) INTO before;
-        EXECUTE format('SELECT count(*) FROM (SELECT %s FROM upgrade_before.%I EXCEPT ALL SELECT %s FROM unify.%I) x', cols, t, cols, t) INTO missing;
-        EXECUTE format('SELECT count(*) FROM (SELECT %s FROM unify.%I EXCEPT ALL SELECT %s FROM upgrade_before.%I) x', cols, t, cols, t) INTO added;
+        EXECUTE format('SELECT count(*) FROM (SELECT %s FROM upgrade_before.%I EXCEPT ALL SELECT %s FROM %s) x', cols, t, cols, now_in) INTO missing;
+        EXECUTE format('SELECT count(*) FROM (SELECT %s FROM %s EXCEPT ALL SELECT %s FROM upgrade_before.%I) x', cols, now_in, cols, t) INTO added;
         INSERT INTO kept VALUES (t, before, missing, added);
     END LOOP;
 END $$;
@@ -95,7 +99,7 @@ JOIN upgrade_erased x ON x.source = s.name AND x.source_key = r.source_key;
 -- resolve (a merge or split the new changes caused) says why.
 SELECT persons > 0 AS resolved FROM unify.resolve();
 SELECT count(*) AS records_changed_person_unexplained
-FROM upgrade_before.records b JOIN unify.records r USING (record_id)
+FROM upgrade_before.records b JOIN unify.record_persons r USING (record_id)
 WHERE r.person_id IS DISTINCT FROM b.person_id
   AND NOT EXISTS (SELECT 1 FROM unify.identity_events e
                   WHERE e.event_id > (SELECT max(event_id) FROM upgrade_before.identity_events)
