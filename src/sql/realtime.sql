@@ -425,7 +425,7 @@ RETURNS TABLE (source text, relation text, track_changes boolean, removed_at tim
                worker_pid int, worker_state text, workers int, worker_started_at timestamptz, last_batch_at timestamptz,
                last_batch_rows int, last_batch_ms numeric, last_batch_by text, rows_per_second numeric, processed_rows bigint,
                total_queue_depth bigint, changes_in_progress bigint, total_queue_lag interval, matching_live boolean,
-               placement text, citus boolean, capture text, cleaned_on text, scored_on text)
+               placement text, citus boolean, capture text, cleaned_on text, scored_on text, trained_on text)
 STABLE LANGUAGE sql SECURITY DEFINER SET jit = off AS $$
 
 SELECT s.name AS source,
@@ -467,7 +467,10 @@ SELECT s.name AS source,
        -- last full scoring scored the candidate blocks (citus.sql).
        unify._capture_mode(s) AS capture,
        CASE WHEN c.oid IS NOT NULL THEN unify._cleaned_on(s.relation) END AS cleaned_on,
-       m.scored_on
+       m.scored_on,
+       -- Where the model in use was trained (its report; NULL: set by set_model or trained
+       -- before 0.3.0 said so).
+       (SELECT md.report ->> 'trained_on' FROM unify.model md ORDER BY md.version DESC LIMIT 1) AS trained_on
 FROM unify.sources s
 LEFT JOIN pg_class c ON c.oid = s.relation
 CROSS JOIN LATERAL unify._citus_queue_depth(s.source_id) cq
@@ -477,6 +480,6 @@ LEFT JOIN unify.matching_state m ON true
 $$;
 
 CREATE VIEW unify.status AS SELECT * FROM unify._status();
-COMMENT ON VIEW unify.status IS 'Per source: rows, records, queue depth and lag, last sync, where its table lives (local/distributed/reference), how its changes are captured, where sync cleans it; for the database: worker state, last batch, rows/s, whether changes are matched live, whether Citus is installed, where scoring ran';
+COMMENT ON VIEW unify.status IS 'Per source: rows, records, queue depth and lag, last sync, where its table lives (local/distributed/reference), how its changes are captured, where sync cleans it; for the database: worker state, last batch, rows/s, whether changes are matched live, whether Citus is installed, where scoring and training ran';
 
 -- Privileges: see security.sql.

@@ -326,12 +326,12 @@ for role in regress_citus_admin regress_citus_reader; do
     done
 done
 q cu_dist "DROP ROLE regress_citus_reader; DROP TABLE unify._score_members"
-expect "unify.status: what runs where (cu_dist): placement/capture/cleaned_on per source, scored_on" \
-    "$(q cu_dist "SELECT string_agg(concat_ws('/', source, placement, capture, cleaned_on), ',' ORDER BY source) || ' citus=' || bool_and(citus) || ' scored_on=' || min(scored_on) FROM unify.status")" \
-    "crm/distributed/shard_queue/workers,newsletter/local/trigger/coordinator,pos/reference/none/coordinator,shop/distributed/shard_queue/workers citus=true scored_on=coordinator"
-expect "unify.status: without the citus extension everything is local, captured by triggers, cleaned and scored on the coordinator" \
-    "$(q plain_dist "SELECT string_agg(DISTINCT placement, ',') || ' ' || string_agg(DISTINCT capture, ',') || ' ' || string_agg(DISTINCT cleaned_on, ',') || ' citus=' || bool_or(citus) || ' scored_on=' || min(scored_on) FROM unify.status")" \
-    "local none,trigger coordinator citus=false scored_on=coordinator"
+expect "unify.status: what runs where (cu_dist): placement/capture/cleaned_on per source, scored_on, trained_on" \
+    "$(q cu_dist "SELECT string_agg(concat_ws('/', source, placement, capture, cleaned_on), ',' ORDER BY source) || ' citus=' || bool_and(citus) || ' scored_on=' || min(scored_on) || ' trained_on=' || min(trained_on) FROM unify.status")" \
+    "crm/distributed/shard_queue/workers,newsletter/local/trigger/coordinator,pos/reference/none/coordinator,shop/distributed/shard_queue/workers citus=true scored_on=coordinator trained_on=workers"
+expect "unify.status: without the citus extension everything is local, captured by triggers, cleaned, scored and trained on the coordinator" \
+    "$(q plain_dist "SELECT string_agg(DISTINCT placement, ',') || ' ' || string_agg(DISTINCT capture, ',') || ' ' || string_agg(DISTINCT cleaned_on, ',') || ' citus=' || bool_or(citus) || ' scored_on=' || min(scored_on) || ' trained_on=' || min(trained_on) FROM unify.status")" \
+    "local none,trigger coordinator citus=false scored_on=coordinator trained_on=coordinator"
 
 # sync's statement for a distributed source runs the cleaners on the shards: in its plan, the
 # workers' scans of the shards compute unify.normalize_name over the shard's columns (the
