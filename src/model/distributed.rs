@@ -176,7 +176,7 @@ pub fn tally_block(
 mod tests {
     use std::collections::{BTreeMap, HashMap};
 
-    use super::super::blocking::{default_rules, key_hashes};
+    use super::super::blocking::{default_rules, key_hashes, BlockingRule};
     use super::super::params::Model;
     use super::super::scorer::Scorer;
     use super::super::stream::valid_block;
@@ -240,6 +240,41 @@ mod tests {
             .collect()
     }
 
+    /// The blocks of `records` under `rules` (members by index) and each record's valid block
+    /// keys, sorted, as unify.block_keys gives them.
+    #[allow(clippy::type_complexity)]
+    fn blocks_and_valid_keys(
+        records: &[MatchRecord],
+        rules: &[BlockingRule],
+    ) -> (BTreeMap<i64, Vec<usize>>, Vec<Vec<i64>>) {
+        let keys: Vec<Vec<(usize, i64)>> = records.iter().map(|r| key_hashes(rules, r)).collect();
+        let mut blocks: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+        for (i, ks) in keys.iter().enumerate() {
+            for &(_, h) in ks {
+                blocks.entry(h).or_default().push(i);
+            }
+        }
+        let valid = keys
+            .iter()
+            .map(|ks| {
+                let mut v: Vec<i64> = ks
+                    .iter()
+                    .map(|&(_, h)| h)
+                    .filter(|&h| is_valid_block(&blocks, rules, h))
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            })
+            .collect();
+        (blocks, valid)
+    }
+
+    /// Whether block `h` is within its rule's size limit (at least two members).
+    fn is_valid_block(blocks: &BTreeMap<i64, Vec<usize>>, rules: &[BlockingRule], h: i64) -> bool {
+        valid_block(blocks[&h].len() as u64, rules[rule_of(h)].max_block_size)
+    }
+
     #[test]
     fn blocks_scored_with_their_members_context_equal_the_single_node_scores() {
         let records = records(1500);
@@ -255,25 +290,8 @@ mod tests {
         for r in &mut rules {
             r.max_block_size = r.max_block_size.min(60);
         }
-        // Blocks and each record's valid keys, as unify.block_keys gives them.
-        let keys: Vec<Vec<(usize, i64)>> = records.iter().map(|r| key_hashes(&rules, r)).collect();
-        let mut blocks: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
-        for (i, ks) in keys.iter().enumerate() {
-            for &(_, h) in ks {
-                blocks.entry(h).or_default().push(i);
-            }
-        }
-        let is_valid =
-            |h: &i64| valid_block(blocks[h].len() as u64, rules[rule_of(*h)].max_block_size);
-        let valid: Vec<Vec<i64>> = keys
-            .iter()
-            .map(|ks| {
-                let mut v: Vec<i64> = ks.iter().map(|&(_, h)| h).filter(is_valid).collect();
-                v.sort_unstable();
-                v.dedup();
-                v
-            })
-            .collect();
+        let (blocks, valid) = blocks_and_valid_keys(&records, &rules);
+        let is_valid = |h: &i64| is_valid_block(&blocks, &rules, *h);
         let contexts: Vec<MemberContext> = records
             .iter()
             .map(|r| MemberContext::of(r, &full))
@@ -326,24 +344,8 @@ mod tests {
         for r in &mut rules {
             r.max_block_size = r.max_block_size.min(60);
         }
-        let keys: Vec<Vec<(usize, i64)>> = records.iter().map(|r| key_hashes(&rules, r)).collect();
-        let mut blocks: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
-        for (i, ks) in keys.iter().enumerate() {
-            for &(_, h) in ks {
-                blocks.entry(h).or_default().push(i);
-            }
-        }
-        let is_valid =
-            |h: &i64| valid_block(blocks[h].len() as u64, rules[rule_of(*h)].max_block_size);
-        let valid: Vec<Vec<i64>> = keys
-            .iter()
-            .map(|ks| {
-                let mut v: Vec<i64> = ks.iter().map(|&(_, h)| h).filter(is_valid).collect();
-                v.sort_unstable();
-                v.dedup();
-                v
-            })
-            .collect();
+        let (blocks, valid) = blocks_and_valid_keys(&records, &rules);
+        let is_valid = |h: &i64| is_valid_block(&blocks, &rules, *h);
         let contexts: Vec<MemberContext> = records
             .iter()
             .map(|r| MemberContext::of(r, &full))
