@@ -1,8 +1,8 @@
 //! The fields of one `unify.records` row that matching looks at, with the derived keys
 //! (transliteration, phonetic codes) computed once per record instead of once per pair.
 
+use crate::memo::Memo;
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use crate::normalize::{
     email::is_shared_mailbox, phonetic::cologne_phonetic, translit::transliterate_de,
@@ -102,26 +102,16 @@ const NAME_MEMO_LIMIT: usize = 50_000;
 thread_local! {
     /// Names repeat (a batch of 1,000 changes reads some 18,000 candidate records, and the
     /// same Müllers and Schmidts among them): each distinct name is transliterated and
-    /// encoded once per backend and thread. Both functions are pure, so a kept answer is
-    /// always the right one; the memo only starts over when it grows past its limit.
-    static NAME_MEMO: RefCell<HashMap<String, NameKeys>> = RefCell::new(HashMap::new());
+    /// encoded once per backend and thread.
+    static NAME_MEMO: RefCell<Memo<NameKeys>> = RefCell::new(Memo::new(NAME_MEMO_LIMIT, usize::MAX));
 }
 
 fn name_keys(name: &str) -> NameKeys {
     NAME_MEMO.with(|memo| {
-        let mut memo = memo.borrow_mut();
-        if let Some(keys) = memo.get(name) {
-            return keys.clone();
-        }
-        let keys = NameKeys {
+        memo.borrow_mut().get(name, |name| NameKeys {
             translit: transliterate_de(name),
             phonetic: cologne_phonetic(name),
-        };
-        if memo.len() >= NAME_MEMO_LIMIT {
-            memo.clear();
-        }
-        memo.insert(name.to_string(), keys.clone());
-        keys
+        })
     })
 }
 

@@ -9,49 +9,18 @@
 //! once per row. Its tests check every field against the individual cleaners.
 
 use super::{address, date, email, name, phone, phonetic, salutation, translit};
+use crate::memo::Memo;
 use std::cell::RefCell;
-use std::collections::HashMap;
 
-/// Values a memo keeps at most (then it starts over), and the longest value it keeps.
+/// Values a memo keeps at most (then it starts over), and the longest value it keeps (issue
+/// 27: first and last names, street names, cities and postcodes repeat from row to row; a few
+/// MB per backend in all).
 const MEMO_ENTRIES: usize = 8192;
 const MEMO_KEY_BYTES: usize = 96;
 
-/// The results of one pure cleaner for the values seen last (issue 27): first names, last
-/// names, street names, cities and postcodes repeat from row to row, and a lookup costs a
-/// fraction of cleaning again. The cleaners are pure functions of their input, so a result
-/// kept is the result computed; at most [`MEMO_ENTRIES`] short values per memo (a few MB per
-/// backend in all).
-struct Memo<V> {
-    map: HashMap<Box<str>, V>,
-}
-
-impl<V: Clone> Memo<V> {
-    fn new() -> Self {
-        Memo {
-            map: HashMap::new(),
-        }
-    }
-
-    fn get(&mut self, key: &str, compute: impl FnOnce(&str) -> V) -> V {
-        if key.len() > MEMO_KEY_BYTES {
-            return compute(key);
-        }
-        if let Some(value) = self.map.get(key) {
-            return value.clone();
-        }
-        let value = compute(key);
-        if self.map.len() >= MEMO_ENTRIES {
-            self.map.clear();
-        }
-        self.map.insert(key.into(), value.clone());
-        value
-    }
-}
-
-/// The memos of [`clean_contact`], one per cleaner and field.
+/// The memos of [`clean_contact`], one per cleaner (first and last names share `normalize_name`'s).
 struct Memos {
-    first_name: Memo<Option<String>>,
-    last_name: Memo<Option<String>>,
+    name: Memo<Option<String>>,
     street: Memo<Option<String>>,
     city: Memo<String>,
     /// Keyed by the two letters of the region, then the postcode.
@@ -62,13 +31,12 @@ struct Memos {
 
 thread_local! {
     static MEMOS: RefCell<Memos> = RefCell::new(Memos {
-        first_name: Memo::new(),
-        last_name: Memo::new(),
-        street: Memo::new(),
-        city: Memo::new(),
-        postcode: Memo::new(),
+        name: Memo::new(MEMO_ENTRIES, MEMO_KEY_BYTES),
+        street: Memo::new(MEMO_ENTRIES, MEMO_KEY_BYTES),
+        city: Memo::new(MEMO_ENTRIES, MEMO_KEY_BYTES),
+        postcode: Memo::new(MEMO_ENTRIES, MEMO_KEY_BYTES),
         postcode_key: String::new(),
-        last_name_phonetic: Memo::new(),
+        last_name_phonetic: Memo::new(MEMO_ENTRIES, MEMO_KEY_BYTES),
     });
 }
 
@@ -137,10 +105,10 @@ pub fn clean_contact(raw: &RawContact<'_>) -> CleanContact {
 fn clean_contact_with(raw: &RawContact<'_>, memos: &mut Memos) -> CleanContact {
     let first_field = raw
         .first_name
-        .and_then(|v| memos.first_name.get(v, name::normalize_name));
+        .and_then(|v| memos.name.get(v, name::normalize_name));
     let last_field = raw
         .last_name
-        .and_then(|v| memos.last_name.get(v, name::normalize_name));
+        .and_then(|v| memos.name.get(v, name::normalize_name));
     // The full name is split only for what the name fields did not give.
     let (full_first, full_last) = match raw.full_name {
         Some(full) if first_field.is_none() || last_field.is_none() => name::split_full_name(full),
