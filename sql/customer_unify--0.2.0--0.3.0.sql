@@ -3222,7 +3222,6 @@ DECLARE
     error_message text;
     error_detail text;
     error_hint text;
-    memory text;
     locked boolean;
     held boolean;
     -- A distributed source is read and cleaned on its shards into pg_temp.unify_clean_rows,
@@ -3354,10 +3353,7 @@ BEGIN
     END LOOP;
 
     IF rebuild <> '{}' THEN
-        memory := current_setting('maintenance_work_mem');
-        PERFORM set_config('maintenance_work_mem', unify._index_build_memory(), true);
         PERFORM unify._rebuild_indexes(rebuild);
-        PERFORM set_config('maintenance_work_mem', memory, true);
     END IF;
     IF fresh THEN
         -- One record per source row, none gone.
@@ -3404,7 +3400,6 @@ DECLARE
     error_state text;
     rebuild text[];
     foreign_key record;
-    memory text;
 BEGIN
     IF source IS NOT NULL THEN
         PERFORM unify._checked_source(source);
@@ -3465,10 +3460,7 @@ BEGIN
         RETURN NEXT;
     END LOOP;
     IF rebuild <> '{}' THEN
-        memory := current_setting('maintenance_work_mem');
-        PERFORM set_config('maintenance_work_mem', unify._index_build_memory(), true);
         PERFORM unify._rebuild_indexes(rebuild);
-        PERFORM set_config('maintenance_work_mem', memory, true);
     END IF;
 END
 $$;
@@ -5150,7 +5142,8 @@ ALTER FUNCTION unify._prepare_stage(boolean) SET search_path = pg_catalog, pg_te
 -- that runs no SQL, STABLE, not pinned: see security.sql), read by unify._raw_query; the query
 -- Citus pushes to shards makes them of built-ins (unify._raw_expression). A first
 -- load rebuilds the indexes of unify.records with maintenance_work_mem raised to
--- customer_unify.batch_memory (unify._index_build_memory; unify._apply and unify.sync).
+-- customer_unify.batch_memory (unify._index_build_memory, read by unify._rebuild_indexes,
+-- replaced here: every bulk write's index builds use the budget).
 -- unify._raw_query, unify._normalized_query, unify._citus_clean_statement, unify._apply and
 -- unify.sync are defined above, once, in their final form (their bodies name the functions
 -- made here only in statements built at run time).
@@ -5209,6 +5202,23 @@ REVOKE ALL ON FUNCTION unify._index_build_memory() FROM PUBLIC, unify_admin, uni
 REVOKE ALL ON FUNCTION unify._raw_expression(jsonb) FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
 ALTER FUNCTION unify._raw_expression(jsonb) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION unify._index_build_memory() SET search_path = pg_catalog, pg_temp;
+CREATE OR REPLACE FUNCTION unify._rebuild_indexes(statements text[]) RETURNS void
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    statement text;
+    memory constant text := current_setting('maintenance_work_mem');
+BEGIN
+    IF coalesce(cardinality(statements), 0) = 0 THEN
+        RETURN;
+    END IF;
+    PERFORM set_config('maintenance_work_mem', unify._index_build_memory(), true);
+    FOREACH statement IN ARRAY statements LOOP
+        EXECUTE statement;
+    END LOOP;
+    PERFORM set_config('maintenance_work_mem', memory, true);
+END
+$$;
+ALTER FUNCTION unify._rebuild_indexes(text[]) SET search_path = pg_catalog, pg_temp;
 
 
 -- Issue 27, part: EM statistics summed on the coordinator from the workers. With the citus
