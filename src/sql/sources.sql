@@ -935,9 +935,10 @@ $$;
 -- Brings unify.records of one source in line with the given rows of the source (all rows, or
 -- the keys in `keys`): inserts, updates where the mapped values changed, deletes what is gone.
 -- The rows are staged by the source's mapping, run as the role that registered it
--- (unify._run_as); the cleaners and the writes run here. A full sync runs in parts of about
--- 200k source rows (split by a hash of the key), with progress reported between parts (NOTICE
--- every few seconds, application_name at once). Its statements run through kept plans
+-- (unify._run_as); the cleaners and the writes run here. A full sync stages the source once and
+-- cleans and writes it in parts of about 200k rows (ranges of the stage's pages; a distributed
+-- source: staged a part at a time, split by a hash of the key), with progress reported between
+-- parts (NOTICE every few seconds, application_name at once). Its statements run through kept plans
 -- (unify._run_kept); a queue batch leaves source_rows NULL. Errors name the source.
 -- A first load (a full sync of a source without records, while this transaction holds
 -- unify.records exclusively: nobody else can add its records meanwhile) only inserts: no
@@ -962,6 +963,8 @@ DECLARE
     error_hint text;
     locked boolean;
     held boolean;
+    staged_once boolean;
+    pages int;
     -- A distributed source is read and cleaned on its shards into pg_temp.unify_clean_rows,
     -- its mapped values then staged from there (citus.sql); every other is staged here and
     -- cleaned over pg_temp.unify_source_rows.
@@ -999,37 +1002,58 @@ BEGIN
         -- Nothing to compare with, and nobody can add a record meanwhile.
         fresh := locked AND NOT held;
     END IF;
-    FOR part IN 0 .. parts - 1 LOOP
-        filter := CASE WHEN keys IS NOT NULL THEN unify._keys_filter(src, 1)
-                       WHEN parts > 1 THEN format('WHERE (pg_catalog.hashtext(%s) & 2147483647) %% %s = %s', key_text, parts, part)
-                       ELSE '' END;
-        IF part > 0 THEN
-            TRUNCATE pg_temp.unify_source_rows;
-            IF on_workers THEN
-                TRUNCATE pg_temp.unify_clean_rows;
+    -- A full read of a local source stages the mapping once (one scan of the source, as the
+    -- registering role) and then cleans and writes the staged rows a part at a time, by ranges
+    -- of the stage's pages: before, each part read the whole source again for its share of
+    -- the keys' hashes (as many scans of the source as parts: 50 at 10M rows). A distributed
+    -- source (cleaned on its shards) is staged a part at a time by the keys' hashes.
+    staged_once := keys IS NULL AND NOT on_workers;
+    part := 0;
+    WHILE part < parts LOOP
+        IF part = 0 OR NOT staged_once THEN
+            filter := CASE WHEN keys IS NOT NULL THEN unify._keys_filter(src, 1)
+                           WHEN parts > 1 AND NOT staged_once
+                                THEN format('WHERE (pg_catalog.hashtext(%s) & 2147483647) %% %s = %s', key_text, parts, part)
+                           ELSE '' END;
+            IF part > 0 THEN
+                TRUNCATE pg_temp.unify_source_rows;
+                IF on_workers THEN
+                    TRUNCATE pg_temp.unify_clean_rows;
+                END IF;
             END IF;
-        END IF;
-        BEGIN
-            PERFORM unify._run_as(unify._mapping_role(src.run_as, src.relation),
-                                  CASE WHEN on_workers THEN unify._citus_clean_statement(src, filter)
-                                       ELSE unify._stage_statement(src, filter) END, keys);
-        EXCEPTION WHEN others THEN
-            GET STACKED DIAGNOSTICS error_state = RETURNED_SQLSTATE, error_message = MESSAGE_TEXT,
-                                    error_detail = PG_EXCEPTION_DETAIL, error_hint = PG_EXCEPTION_HINT;
-            error_hint := format('Check the mapping against the table (SELECT fields FROM unify.sources WHERE name = %L); it runs as role %s with search_path pg_catalog, pg_temp, so qualify your own functions. After the fix, SELECT unify.retry_failed(%L).',
-                                 src.name, src.run_as, src.name);
-            IF coalesce(error_detail, '') = '' THEN
+            BEGIN
+                PERFORM unify._run_as(unify._mapping_role(src.run_as, src.relation),
+                                      CASE WHEN on_workers THEN unify._citus_clean_statement(src, filter)
+                                           ELSE unify._stage_statement(src, filter) END, keys);
+            EXCEPTION WHEN others THEN
+                GET STACKED DIAGNOSTICS error_state = RETURNED_SQLSTATE, error_message = MESSAGE_TEXT,
+                                        error_detail = PG_EXCEPTION_DETAIL, error_hint = PG_EXCEPTION_HINT;
+                error_hint := format('Check the mapping against the table (SELECT fields FROM unify.sources WHERE name = %L); it runs as role %s with search_path pg_catalog, pg_temp, so qualify your own functions. After the fix, SELECT unify.retry_failed(%L).',
+                                     src.name, src.run_as, src.name);
+                IF coalesce(error_detail, '') = '' THEN
+                    RAISE EXCEPTION 'source "%": its mapping failed: %', src.name, error_message
+                        USING ERRCODE = error_state, HINT = error_hint;
+                END IF;
                 RAISE EXCEPTION 'source "%": its mapping failed: %', src.name, error_message
-                    USING ERRCODE = error_state, HINT = error_hint;
+                    USING ERRCODE = error_state, DETAIL = error_detail, HINT = error_hint;
+            END;
+            IF on_workers THEN
+                PERFORM unify._citus_restage(src.fields);  -- citus.sql
             END IF;
-            RAISE EXCEPTION 'source "%": its mapping failed: %', src.name, error_message
-                USING ERRCODE = error_state, DETAIL = error_detail, HINT = error_hint;
-        END;
-        IF on_workers THEN
-            PERFORM unify._citus_restage(src.fields);  -- citus.sql
+            IF keys IS NULL AND NOT fresh THEN
+                INSERT INTO pg_temp.unify_source_keys SELECT s.source_key FROM pg_temp.unify_source_rows s;
+            END IF;
+            filter := '';
+            IF staged_once THEN
+                pages := (pg_catalog.pg_relation_size('pg_temp.unify_source_rows')
+                          / pg_catalog.current_setting('block_size')::int)::int;
+                parts := greatest(1, least(parts, pages));
+            END IF;
         END IF;
-        IF keys IS NULL AND NOT fresh THEN
-            INSERT INTO pg_temp.unify_source_keys SELECT s.source_key FROM pg_temp.unify_source_rows s;
+        IF staged_once AND parts > 1 THEN
+            -- This part's pages of the stage; the last part to its end.
+            filter := format(' WHERE s.ctid >= ''(%s,0)''::tid', part * (pages / parts))
+                      || CASE WHEN part < parts - 1 THEN format(' AND s.ctid < ''(%s,0)''::tid', (part + 1) * (pages / parts)) ELSE '' END;
         END IF;
         statement := CASE WHEN fresh THEN format($insert$
             WITH added AS (
@@ -1046,7 +1070,7 @@ BEGIN
                 RETURNING 1)
             SELECT count(*), 0 FROM added
             $insert$, CASE WHEN on_workers THEN unify._citus_staged_query(src.source_id, true)
-                           ELSE unify._normalized_query(src.source_id, unify._raw_query(src.fields), true) END)
+                           ELSE unify._normalized_query(src.source_id, unify._raw_query(src.fields) || filter, true) END)
         ELSE format($upsert$
             WITH upsert AS (
                 INSERT INTO unify.records AS r (source_id, source_key, first_name, last_name, email, email_key, phone, mobile,
@@ -1075,7 +1099,7 @@ BEGIN
                 RETURNING (xmax = 0) AS is_insert)
             SELECT count(*) FILTER (WHERE is_insert), count(*) FILTER (WHERE NOT is_insert) FROM upsert
             $upsert$, CASE WHEN on_workers THEN unify._citus_staged_query(src.source_id, false)
-                           ELSE unify._normalized_query(src.source_id, unify._raw_query(src.fields)) END) END;
+                           ELSE unify._normalized_query(src.source_id, unify._raw_query(src.fields) || filter) END) END;
         counts := unify._run_kept(statement, src.source_id, keys);
         inserted := inserted + counts[1];
         updated := updated + counts[2];
@@ -1088,6 +1112,7 @@ BEGIN
                 last_notice := clock_timestamp();
             END IF;
         END IF;
+        part := part + 1;
     END LOOP;
 
     IF rebuild <> '{}' THEN
