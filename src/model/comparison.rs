@@ -13,7 +13,7 @@ use crate::compare::nicknames::{
 use crate::compare::similarity::{
     jaro_winkler_above_bound, jaro_winkler_at_least, levenshtein, within_one_edit,
 };
-use crate::normalize::name::given_name_variants;
+use crate::normalize::name::{given_name_variants, other_given_name_endings};
 use crate::normalize::phone::is_fixed_line;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -281,6 +281,7 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
                 && !single_name_fits(a, b, &names)
                 && !crosswise_given_name(a, b)
                 && !mistyped_name_the_mailbox_spells(a, b)
+                && !unknown_name_a_typo_of_the_other(a, b)
             {
                 return true;
             }
@@ -318,6 +319,7 @@ pub fn first_names_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
         || single_name_fits(a, b, &[])
         || crosswise_given_name(a, b)
         || mistyped_name_the_mailbox_spells(a, b)
+        || unknown_name_a_typo_of_the_other(a, b)
 }
 
 /// Birth dates that differ by every level yet may be one date typed twice wrong: day and
@@ -370,6 +372,36 @@ fn crosswise_given_name(a: &MatchRecord, b: &MatchRecord) -> bool {
     };
     match (translit_names(a), translit_names(b)) {
         ((Some(af), Some(al)), (Some(bf), Some(bl))) => given(af, bl) || given(al, bf),
+        _ => false,
+    }
+}
+
+/// "Nci Schmitz" beside "Nicole Schmitz" on one mobile: a first name of three letters or more
+/// that no given name is ([`is_given_name`]) but one typo from the other record's first name or
+/// a form of it (Nici, Nicole's), the first letter kept. A typo of that name, not a second
+/// person (a short form with a typo has no mailbox to tell it by when the record has none, as
+/// [`mistyped_name_the_mailbox_spells`] does). A real name one typo from another (Lena and
+/// Lea, Lisa and Lina: twins) is a given name and stays two people; so does a name one typo
+/// from the other sex's form of the name too ("Johanan" beside Johanna: Johann mistyped, a
+/// couple, as likely as Johanna mistyped).
+fn unknown_name_a_typo_of_the_other(a: &MatchRecord, b: &MatchRecord) -> bool {
+    fn typo_of(x: &str, y: &str) -> bool {
+        let typo_of_name = |name: &str| {
+            name.chars().count() >= 3
+                && one_typo_apart(x, name)
+                && !other_given_name_endings(name)
+                    .any(|other| x == other || one_typo_apart(x, &other))
+        };
+        x.chars().count() >= 3
+            && x.chars().all(char::is_alphabetic)
+            && !is_given_name(x)
+            && (typo_of_name(y) || forms(y).any(typo_of_name))
+    }
+    match (
+        a.derived.first_translit.as_deref(),
+        b.derived.first_translit.as_deref(),
+    ) {
+        (Some(x), Some(y)) => typo_of(x, y) || typo_of(y, x),
         _ => false,
     }
 }
@@ -479,7 +511,11 @@ fn single_name_fits(a: &MatchRecord, b: &MatchRecord, holders: &[&MatchRecord]) 
         (Some(f), Some(l)) => loosely_one_name(n, f) || loosely_one_name(n, l),
         _ => false,
     };
-    if surname_in_own_mailbox(a, single(a)) || surname_in_own_mailbox(b, single(b)) {
+    if surname_in_own_mailbox(a, single(a))
+        || surname_in_own_mailbox(b, single(b))
+        || surname_beside_initial(a, single(a), b)
+        || surname_beside_initial(b, single(b), a)
+    {
         return true;
     }
     match (single(a), single(b)) {
@@ -503,6 +539,32 @@ fn surname_in_own_mailbox(r: &MatchRecord, single: Option<&str>) -> bool {
         && name.chars().all(char::is_alphabetic)
         && !is_given_name(name)
         && local.contains(name)
+}
+
+/// "Ludwig" typed into a sign-up's only name field on `d.ludwig@gmx.net`, beside "Dörte" on the
+/// same mailbox: the mailbox is an initial and the single name (digits aside), and the initial
+/// starts the other holder's first name or a form of it. The mailbox then reads initial and
+/// last name, so the single name is the holder's last name even where it is a given name too
+/// (Ludwig, Werner, Otto are German surnames), not a second person: a couple's mailbox does
+/// not join one's initial to the other's first name.
+fn surname_beside_initial(r: &MatchRecord, single: Option<&str>, other: &MatchRecord) -> bool {
+    let (Some(name), Some(key), Some(first)) = (
+        single,
+        r.email_key.as_deref(),
+        other.derived.first_translit.as_deref(),
+    ) else {
+        return false;
+    };
+    if name.chars().count() < 3 || first == name {
+        return false;
+    }
+    let local = key.split('@').next().unwrap_or_default();
+    let letters: String = local.chars().filter(|c| c.is_alphabetic()).collect();
+    let initial = letters
+        .strip_suffix(name)
+        .or_else(|| letters.strip_prefix(name))
+        .unwrap_or_default();
+    is_initial_of(initial, first)
 }
 
 /// "Dörte Schumacher" and "Schumacher, D.": crosswise, the names agree loosely (an initial, a
@@ -1388,6 +1450,70 @@ mod tests {
         // And a male and a female form of one name are two people.
         let (andreas, andrea) = (on_mailbox("andreas", "kuhn"), on_mailbox("kraus", "andrea"));
         assert!(!crosswise_given_name(&andreas, &andrea));
+    }
+
+    #[test]
+    fn an_unknown_name_a_typo_of_the_others_is_no_second_person() {
+        let on_mobile = |first: &str, last: &str| {
+            MatchRecord {
+                first_name: Some(first.into()),
+                last_name: Some(last.into()),
+                phones: vec!["+4917798768110".into()],
+                ..Default::default()
+            }
+            .prepare()
+        };
+        let personal = |a: &MatchRecord, b: &MatchRecord| {
+            first_names_may_be_one(a, b)
+                && Context::build(&[a.clone(), b.clone()])
+                    .shared_phones
+                    .is_empty()
+        };
+        let nicole = on_mobile("nicole", "schmitz");
+        // Nici (Nicole's short form) typed Nci; Nicole typed Nicloe.
+        assert!(personal(&on_mobile("nci", "schmitz"), &nicole));
+        assert!(personal(&nicole, &on_mobile("nicloe", "schmitz")));
+        // Real names a typo apart are no typo of each other (twins Lisa and Lina, Lena and Lea).
+        let typo = |x: &str, y: &str| {
+            unknown_name_a_typo_of_the_other(&on_mobile(x, "schmitz"), &on_mobile(y, "schmitz"))
+        };
+        assert!(!typo("lina", "lisa") && !typo("lea", "lena"));
+        // A typo as near the other sex's form: Johann or Johanna mistyped, a couple.
+        assert!(!typo("johanan", "johanna"));
+        // The first letter is kept by a typist; a name of two letters says too little.
+        assert!(!typo("mcole", "nicole") && !typo("ni", "nicole"));
+        assert!(typo("nci", "nicole"));
+    }
+
+    #[test]
+    fn a_surname_beside_the_other_holders_initial_is_no_second_person() {
+        let on = |first: &str, email: &str| {
+            MatchRecord {
+                first_name: Some(first.into()),
+                email: Some(email.into()),
+                email_key: Some(email.into()),
+                ..Default::default()
+            }
+            .prepare()
+        };
+        let shared = |a: &MatchRecord, b: &MatchRecord| {
+            !Context::build(&[a.clone(), b.clone()])
+                .shared_emails
+                .is_empty()
+        };
+        // Ludwig, a given name and a surname, in a sign-up's only name field on d.ludwig@,
+        // beside Dörte: the mailbox is her initial and the last name.
+        let m = "d.ludwig@gmx.net";
+        assert!(!shared(&on("ludwig", m), &on("dörte", m)));
+        assert!(!shared(
+            &on("ludwig", "ludwigd77@web.de"),
+            &on("dörte", "ludwigd77@web.de")
+        ));
+        // Not where the initial is not the other holder's: Ludwig and Anna on d.ludwig@.
+        assert!(shared(&on("ludwig", m), &on("anna", m)));
+        // Nor where the mailbox holds more than an initial beside the name.
+        let m = "doerte.und.ludwig@gmx.net";
+        assert!(shared(&on("ludwig", m), &on("dörte", m)));
     }
 
     #[test]

@@ -267,6 +267,20 @@ pub fn given_name_variants(a: &str, b: &str) -> bool {
     GIVEN_NAME_ENDINGS.contains(&(x, y)) || GIVEN_NAME_ENDINGS.contains(&(y, x))
 }
 
+/// The names `name` would be with the other ending of a pair of [`GIVEN_NAME_ENDINGS`]
+/// (`johanna` → `johann`, `johannae`, …): the other sex's form where it exists, and strings no
+/// name is, which cost nothing where they are only compared with.
+pub fn other_given_name_endings(name: &str) -> impl Iterator<Item = String> + '_ {
+    GIVEN_NAME_ENDINGS
+        .iter()
+        .flat_map(|&(p, q)| [(p, q), (q, p)])
+        .filter_map(move |(from, to)| {
+            let stem = name.strip_suffix(from)?;
+            (stem.chars().count() >= 3).then(|| format!("{stem}{to}"))
+        })
+        .filter(move |other| other != name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{given_name_variants, normalize_name};
