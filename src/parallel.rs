@@ -195,6 +195,48 @@ where
     share(items.len(), workers.into(), |i| f(&items[i]))
 }
 
+/// `items` sorted by `key` (unstable), the buckets sorted on the threads: `bucket` cuts them
+/// into `buckets` (its values beyond the last go to the last), and must follow the order (an
+/// item of a lower bucket sorts before any of a higher one).
+pub fn sort_unstable_by_key<T, K, B, F>(
+    items: Vec<T>,
+    buckets: usize,
+    bucket: B,
+    key: F,
+    workers: impl Into<Workers>,
+) -> Vec<T>
+where
+    T: Send,
+    K: Ord,
+    B: Fn(&T) -> usize,
+    F: Fn(&T) -> K + Sync,
+{
+    let workers = workers.into();
+    let n = items.len();
+    if workers.threads <= 1 || n < BLOCK {
+        let mut items = items;
+        items.sort_unstable_by_key(key);
+        return items;
+    }
+    let buckets = buckets.max(1);
+    let mut parts: Vec<Vec<T>> = (0..buckets).map(|_| Vec::new()).collect();
+    for item in items {
+        parts[bucket(&item).min(buckets - 1)].push(item);
+    }
+    let parts: Vec<std::sync::Mutex<Vec<T>>> =
+        parts.into_iter().map(std::sync::Mutex::new).collect();
+    let sorted = share(parts.len(), workers, |i| {
+        let mut part = std::mem::take(&mut *parts[i].lock().unwrap_or_else(|e| e.into_inner()));
+        part.sort_unstable_by_key(&key);
+        part
+    });
+    let mut out = Vec::with_capacity(n);
+    for part in sorted {
+        out.extend(part);
+    }
+    out
+}
+
 /// How many threads a backend may use: the one it runs on plus as many as a parallel query may
 /// add (`max_parallel_workers_per_gather`, which DBAs already size to the machine), never more
 /// than the machine's cores.
@@ -223,6 +265,31 @@ mod tests {
             kept,
             (0..300_003).filter(|x| x % 3 == 0).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn sorting_in_buckets_equals_one_sort() {
+        // A skewed spread (most items in a few buckets) and duplicates.
+        let items: Vec<(u64, u32)> = (0..200_003u64)
+            .map(|i| ((i * 7919 % 100_003).pow(2) % 1_000_003, (i % 13) as u32))
+            .collect();
+        let mut want = items.clone();
+        want.sort_unstable();
+        for threads in [1, 2, 3] {
+            for buckets in [1, 7, 64] {
+                let got = sort_unstable_by_key(
+                    items.clone(),
+                    buckets,
+                    |&(k, _)| (k * buckets as u64 / 1_000_003) as usize,
+                    |&x| x,
+                    threads,
+                );
+                assert_eq!(got, want, "{threads} threads, {buckets} buckets");
+            }
+        }
+        // A bucket past the last counts as the last.
+        let got = sort_unstable_by_key(items.clone(), 4, |&(k, _)| k as usize, |&x| x, 2);
+        assert_eq!(got, want);
     }
 
     #[test]
