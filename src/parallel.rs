@@ -66,6 +66,21 @@ where
     R: Send,
     F: Fn(usize) -> R + Sync,
 {
+    share_beside(units, workers, run, || ()).0
+}
+
+/// [`share`], the calling thread running `beside` (its own work, which may call into PostgreSQL)
+/// before it takes units: the other threads start on the units meanwhile.
+fn share_beside<R, F, T>(
+    units: usize,
+    workers: Workers,
+    run: F,
+    beside: impl FnOnce() -> T,
+) -> (Vec<R>, T)
+where
+    R: Send,
+    F: Fn(usize) -> R + Sync,
+{
     let Workers {
         threads,
         check,
@@ -73,12 +88,14 @@ where
     } = workers;
     let threads = threads.clamp(1, units.max(1));
     if threads == 1 {
-        return (0..units)
+        let t = beside();
+        let out = (0..units)
             .map(|i| {
                 check();
                 run(i)
             })
             .collect();
+        return (out, t);
     }
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
@@ -114,8 +131,12 @@ where
         }
         done
     };
-    let mut results: Vec<(usize, R)> = std::thread::scope(|s| {
+    let (mut results, t): (Vec<(usize, R)>, T) = std::thread::scope(|s| {
         let handles: Vec<_> = (1..threads).map(|_| s.spawn(helper)).collect();
+        // An error raised in `beside` stops the other threads after their unit.
+        let guard = StopOnUnwind(&stop);
+        let t = beside();
+        std::mem::forget(guard);
         let mut all = Vec::new();
         loop {
             let guard = StopOnUnwind(&stop);
@@ -143,10 +164,10 @@ where
                 failed.unwrap_or_else(|| Box::new(crate::interrupt::Interrupted)),
             );
         }
-        all
+        (all, t)
     });
     results.sort_unstable_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
+    (results.into_iter().map(|(_, r)| r).collect(), t)
 }
 
 /// Sets the flag when dropped, which only happens while unwinding (it is forgotten otherwise).
@@ -176,12 +197,28 @@ where
     R: Send,
     F: Fn(Range<usize>) -> Vec<R> + Sync,
 {
-    let parts = map_blocks(len, workers, f);
+    flat_map_beside(len, workers, f, || ()).0
+}
+
+/// [`flat_map`], the calling thread running `beside` first (writing what is done while the
+/// other threads compute the next part): on one thread, `beside` and then `f`.
+pub fn flat_map_beside<R, F, T>(
+    len: usize,
+    workers: impl Into<Workers>,
+    f: F,
+    beside: impl FnOnce() -> T,
+) -> (Vec<R>, T)
+where
+    R: Send,
+    F: Fn(Range<usize>) -> Vec<R> + Sync,
+{
+    let block = |i: usize| i * BLOCK..((i + 1) * BLOCK).min(len);
+    let (parts, t) = share_beside(len.div_ceil(BLOCK), workers.into(), |i| f(block(i)), beside);
     let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
     for part in parts {
         out.extend(part);
     }
-    out
+    (out, t)
 }
 
 /// `f` of every item, in item order, for a few large items of uneven cost (one blocking rule
@@ -265,6 +302,43 @@ mod tests {
             kept,
             (0..300_003).filter(|x| x % 3 == 0).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn beside_runs_on_the_calling_thread_while_the_others_work() {
+        let caller = std::thread::current().id();
+        for threads in [1, 2, 3] {
+            let (out, ran_on) = flat_map_beside(
+                300_003,
+                threads,
+                |r| r.filter(|x| x % 5 == 0).collect(),
+                || std::thread::current().id(),
+            );
+            assert_eq!(ran_on, caller);
+            assert_eq!(out, (0..300_003).filter(|x| x % 5 == 0).collect::<Vec<_>>());
+        }
+        // Nothing to compute: `beside` still runs.
+        let (out, t) = flat_map_beside(0, 2, |r| r.collect::<Vec<usize>>(), || 7);
+        assert!(out.is_empty() && t == 7);
+        // A failure beside stops the other threads and reaches the caller.
+        let done = AtomicUsize::new(0);
+        let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            flat_map_beside(
+                BLOCK * 200,
+                2,
+                |r| {
+                    done.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    r.take(1).collect::<Vec<usize>>()
+                },
+                || {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    panic!("beside failed")
+                },
+            )
+        }));
+        assert!(failed.is_err());
+        assert!(done.load(Ordering::Relaxed) < 200);
     }
 
     #[test]
