@@ -26,9 +26,7 @@ use super::super::spi::{drop_indexes, rebuild_indexes, spi_failed, Cursor};
 use super::frequencies::load_frequencies;
 use super::records::{record_from_row, source_ids, RECORD_COLUMNS};
 use super::run::Phases;
-use super::score::{
-    pair_rows_beside, write_block_key_rows, write_blocking_stats, write_pairs, PairRow,
-};
+use super::score::{pair_rows, write_block_key_rows, write_blocking_stats, write_pairs};
 use crate::model::blocking::{key_hash, key_hashes, rule_of, Candidate, RuleStats};
 use crate::model::comparison::Context;
 use crate::model::params::Model;
@@ -462,8 +460,6 @@ fn score_blocks(
     let rebuild = drop_indexes(client, "unify.pairs", true, F);
     let scorer = Scorer::new(model, ctx, ids);
     let (mut stored, mut matches, mut forced) = (0i64, 0i64, 0i64);
-    // The pairs of a buffer are written while the other threads score the next one.
-    let mut scored: Vec<PairRow> = Vec::new();
     stream_blocks(
         client,
         stream,
@@ -471,17 +467,13 @@ fn score_blocks(
         BLOCK_KEYS,
         &mut stats,
         |client, records, cands| {
-            let previous = std::mem::take(&mut scored);
-            let (rows, ()) = pair_rows_beside(model, &scorer, records, cands, || {
-                write_pairs(client, previous, version, F)
-            });
+            let rows = pair_rows(model, &scorer, records, cands);
             stored += rows.len() as i64;
             matches += rows.iter().filter(|r| r.is_match).count() as i64;
             forced += rows.iter().filter(|r| r.forced_by.is_some()).count() as i64;
-            scored = rows;
+            write_pairs(client, rows, version, F);
         },
     );
-    write_pairs(client, scored, version, F);
     rebuild_indexes(client, rebuild, F);
     phases.mark("score");
     let candidate_pairs =
