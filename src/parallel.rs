@@ -66,6 +66,21 @@ where
     R: Send,
     F: Fn(usize) -> R + Sync,
 {
+    share_beside(units, workers, run, || ()).0
+}
+
+/// [`share`], the calling thread running `beside` (its own work, which may call into PostgreSQL)
+/// before it takes units: the other threads start on the units meanwhile.
+fn share_beside<R, F, T>(
+    units: usize,
+    workers: Workers,
+    run: F,
+    beside: impl FnOnce() -> T,
+) -> (Vec<R>, T)
+where
+    R: Send,
+    F: Fn(usize) -> R + Sync,
+{
     let Workers {
         threads,
         check,
@@ -73,12 +88,14 @@ where
     } = workers;
     let threads = threads.clamp(1, units.max(1));
     if threads == 1 {
-        return (0..units)
+        let t = beside();
+        let out = (0..units)
             .map(|i| {
                 check();
                 run(i)
             })
             .collect();
+        return (out, t);
     }
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
@@ -114,8 +131,12 @@ where
         }
         done
     };
-    let mut results: Vec<(usize, R)> = std::thread::scope(|s| {
+    let (mut results, t): (Vec<(usize, R)>, T) = std::thread::scope(|s| {
         let handles: Vec<_> = (1..threads).map(|_| s.spawn(helper)).collect();
+        // An error raised in `beside` stops the other threads after their unit.
+        let guard = StopOnUnwind(&stop);
+        let t = beside();
+        std::mem::forget(guard);
         let mut all = Vec::new();
         loop {
             let guard = StopOnUnwind(&stop);
@@ -143,10 +164,10 @@ where
                 failed.unwrap_or_else(|| Box::new(crate::interrupt::Interrupted)),
             );
         }
-        all
+        (all, t)
     });
     results.sort_unstable_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
+    (results.into_iter().map(|(_, r)| r).collect(), t)
 }
 
 /// Sets the flag when dropped, which only happens while unwinding (it is forgotten otherwise).
@@ -176,12 +197,28 @@ where
     R: Send,
     F: Fn(Range<usize>) -> Vec<R> + Sync,
 {
-    let parts = map_blocks(len, workers, f);
+    flat_map_beside(len, workers, f, || ()).0
+}
+
+/// [`flat_map`], the calling thread running `beside` first (writing what is done while the
+/// other threads compute the next part): on one thread, `beside` and then `f`.
+pub fn flat_map_beside<R, F, T>(
+    len: usize,
+    workers: impl Into<Workers>,
+    f: F,
+    beside: impl FnOnce() -> T,
+) -> (Vec<R>, T)
+where
+    R: Send,
+    F: Fn(Range<usize>) -> Vec<R> + Sync,
+{
+    let block = |i: usize| i * BLOCK..((i + 1) * BLOCK).min(len);
+    let (parts, t) = share_beside(len.div_ceil(BLOCK), workers.into(), |i| f(block(i)), beside);
     let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
     for part in parts {
         out.extend(part);
     }
-    out
+    (out, t)
 }
 
 /// `f` of every item, in item order, for a few large items of uneven cost (one blocking rule
@@ -193,6 +230,48 @@ where
     F: Fn(&T) -> R + Sync,
 {
     share(items.len(), workers.into(), |i| f(&items[i]))
+}
+
+/// `items` sorted by `key` (unstable), the buckets sorted on the threads: `bucket` cuts them
+/// into `buckets` (its values beyond the last go to the last), and must follow the order (an
+/// item of a lower bucket sorts before any of a higher one).
+pub fn sort_unstable_by_key<T, K, B, F>(
+    items: Vec<T>,
+    buckets: usize,
+    bucket: B,
+    key: F,
+    workers: impl Into<Workers>,
+) -> Vec<T>
+where
+    T: Send,
+    K: Ord,
+    B: Fn(&T) -> usize,
+    F: Fn(&T) -> K + Sync,
+{
+    let workers = workers.into();
+    let n = items.len();
+    if workers.threads <= 1 || n < BLOCK {
+        let mut items = items;
+        items.sort_unstable_by_key(key);
+        return items;
+    }
+    let buckets = buckets.max(1);
+    let mut parts: Vec<Vec<T>> = (0..buckets).map(|_| Vec::new()).collect();
+    for item in items {
+        parts[bucket(&item).min(buckets - 1)].push(item);
+    }
+    let parts: Vec<std::sync::Mutex<Vec<T>>> =
+        parts.into_iter().map(std::sync::Mutex::new).collect();
+    let sorted = share(parts.len(), workers, |i| {
+        let mut part = std::mem::take(&mut *parts[i].lock().unwrap_or_else(|e| e.into_inner()));
+        part.sort_unstable_by_key(&key);
+        part
+    });
+    let mut out = Vec::with_capacity(n);
+    for part in sorted {
+        out.extend(part);
+    }
+    out
 }
 
 /// How many threads a backend may use: the one it runs on plus as many as a parallel query may
@@ -223,6 +302,68 @@ mod tests {
             kept,
             (0..300_003).filter(|x| x % 3 == 0).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn beside_runs_on_the_calling_thread_while_the_others_work() {
+        let caller = std::thread::current().id();
+        for threads in [1, 2, 3] {
+            let (out, ran_on) = flat_map_beside(
+                300_003,
+                threads,
+                |r| r.filter(|x| x % 5 == 0).collect(),
+                || std::thread::current().id(),
+            );
+            assert_eq!(ran_on, caller);
+            assert_eq!(out, (0..300_003).filter(|x| x % 5 == 0).collect::<Vec<_>>());
+        }
+        // Nothing to compute: `beside` still runs.
+        let (out, t) = flat_map_beside(0, 2, |r| r.collect::<Vec<usize>>(), || 7);
+        assert!(out.is_empty() && t == 7);
+        // A failure beside stops the other threads and reaches the caller.
+        let done = AtomicUsize::new(0);
+        let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            flat_map_beside(
+                BLOCK * 200,
+                2,
+                |r| {
+                    done.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    r.take(1).collect::<Vec<usize>>()
+                },
+                || {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    panic!("beside failed")
+                },
+            )
+        }));
+        assert!(failed.is_err());
+        assert!(done.load(Ordering::Relaxed) < 200);
+    }
+
+    #[test]
+    fn sorting_in_buckets_equals_one_sort() {
+        // A skewed spread (most items in a few buckets) and duplicates.
+        let items: Vec<(u64, u32)> = (0..200_003u64)
+            .map(|i| ((i * 7919 % 100_003).pow(2) % 1_000_003, (i % 13) as u32))
+            .collect();
+        let mut want = items.clone();
+        want.sort_unstable();
+        for threads in [1, 2, 3] {
+            for buckets in [1, 7, 64] {
+                let got = sort_unstable_by_key(
+                    items.clone(),
+                    buckets,
+                    |&(k, _)| (k * buckets as u64 / 1_000_003) as usize,
+                    |&x| x,
+                    threads,
+                );
+                assert_eq!(got, want, "{threads} threads, {buckets} buckets");
+            }
+        }
+        // A bucket past the last counts as the last.
+        let got = sort_unstable_by_key(items.clone(), 4, |&(k, _)| k as usize, |&x| x, 2);
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -5,11 +5,14 @@
 //! producing its square of pairs.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
 use super::comparison::Comparison;
 use super::record::MatchRecord;
+use super::stream::{block_pairs, valid_block, RuleFigures};
+use crate::parallel::{self, Workers};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -39,48 +42,55 @@ pub enum KeyPart {
 }
 
 impl KeyPart {
-    /// The values of this part for one record (several only for phones).
+    /// The values of this part for one record (several only for phones and given-name groups).
     fn values(self, r: &MatchRecord) -> Vec<&str> {
-        fn one(v: &Option<String>) -> Vec<&str> {
-            v.as_deref().into_iter().collect()
+        let mut out = Vec::new();
+        self.each_value(r, &mut |v| out.push(v));
+        out
+    }
+
+    /// `f` of each of [`Self::values`], without collecting them (key hashes of every record).
+    fn each_value<'r>(self, r: &'r MatchRecord, f: &mut impl FnMut(&'r str)) {
+        fn one<'r>(v: &'r Option<String>, f: &mut impl FnMut(&'r str)) {
+            if let Some(v) = v.as_deref() {
+                f(v)
+            }
         }
         match self {
-            Self::EmailKey => one(&r.email_key),
-            Self::Phone => r.phones.iter().map(String::as_str).collect(),
-            Self::FirstName => one(&r.first_name),
-            Self::LastName => one(&r.last_name),
-            Self::FirstNameTranslit => one(&r.derived.first_translit),
-            Self::LastNameTranslit => one(&r.derived.last_translit),
-            Self::FirstNamePhonetic => one(&r.derived.first_phonetic),
-            Self::LastNamePhonetic => one(&r.derived.last_phonetic),
-            Self::FirstInitial => r
-                .derived
-                .first_translit
-                .as_deref()
-                .and_then(|f| f.get(..1))
-                .into_iter()
-                .collect(),
-            Self::GivenNameGroup => r
-                .derived
-                .first_translit
-                .as_deref()
-                .map(|f| crate::compare::nicknames::name_groups(f).collect())
-                .unwrap_or_default(),
-            Self::NameSorted => one(&r.derived.name_sorted),
-            Self::NamePhoneticSorted => one(&r.derived.name_phonetic_sorted),
-            Self::BirthDate => one(&r.birth_date),
-            Self::BirthYear => r
-                .birth_date
-                .as_deref()
-                .and_then(|d| d.get(..4))
-                .into_iter()
-                .collect(),
-            Self::Postcode => one(&r.postcode),
-            Self::City => one(&r.city),
-            Self::Street => one(&r.street),
-            Self::HouseNumber => one(&r.house_number),
-            Self::ExternalId => one(&r.external_id),
-            Self::CustomerNumber => one(&r.customer_number),
+            Self::EmailKey => one(&r.email_key, f),
+            Self::Phone => r.phones.iter().for_each(|p| f(p)),
+            Self::FirstName => one(&r.first_name, f),
+            Self::LastName => one(&r.last_name, f),
+            Self::FirstNameTranslit => one(&r.derived.first_translit, f),
+            Self::LastNameTranslit => one(&r.derived.last_translit, f),
+            Self::FirstNamePhonetic => one(&r.derived.first_phonetic, f),
+            Self::LastNamePhonetic => one(&r.derived.last_phonetic, f),
+            Self::FirstInitial => {
+                if let Some(i) = r.derived.first_translit.as_deref().and_then(|s| s.get(..1)) {
+                    f(i)
+                }
+            }
+            Self::GivenNameGroup => {
+                if let Some(first) = r.derived.first_translit.as_deref() {
+                    for group in crate::compare::nicknames::name_groups(first) {
+                        f(group)
+                    }
+                }
+            }
+            Self::NameSorted => one(&r.derived.name_sorted, f),
+            Self::NamePhoneticSorted => one(&r.derived.name_phonetic_sorted, f),
+            Self::BirthDate => one(&r.birth_date, f),
+            Self::BirthYear => {
+                if let Some(y) = r.birth_date.as_deref().and_then(|d| d.get(..4)) {
+                    f(y)
+                }
+            }
+            Self::Postcode => one(&r.postcode, f),
+            Self::City => one(&r.city, f),
+            Self::Street => one(&r.street, f),
+            Self::HouseNumber => one(&r.house_number, f),
+            Self::ExternalId => one(&r.external_id, f),
+            Self::CustomerNumber => one(&r.customer_number, f),
         }
     }
 
@@ -141,6 +151,38 @@ impl BlockingRule {
                 .collect();
         }
         keys
+    }
+
+    /// [`key_hash`] (rule `index`) of each of [`Self::keys`], pushed to `out` without building
+    /// the keys: the hash of the rule's name and of a key's first parts is carried on to the
+    /// next part's values (a record's keys under all rules were half of a full scoring's
+    /// blocking, most of it building and dropping strings).
+    fn push_key_hashes(&self, index: usize, r: &MatchRecord, out: &mut Vec<(usize, i64)>) {
+        fn go(
+            parts: &[KeyPart],
+            first: bool,
+            h: u64,
+            r: &MatchRecord,
+            index: usize,
+            out: &mut Vec<(usize, i64)>,
+        ) {
+            let Some((part, rest)) = parts.split_first() else {
+                out.push((index, with_rule(h, index)));
+                return;
+            };
+            part.each_value(r, &mut |v| {
+                let h = if first { h } else { fnv(h, &[0x1f]) };
+                go(rest, false, fnv(h, v.as_bytes()), r, index, out);
+            });
+        }
+        go(
+            &self.parts,
+            true,
+            fnv(fnv(FNV_BASIS, self.name.as_bytes()), &[0]),
+            r,
+            index,
+            out,
+        );
     }
 
     pub fn comparisons(&self) -> Vec<Comparison> {
@@ -247,94 +289,139 @@ pub fn candidates(
     records: &[MatchRecord],
     rules: &[BlockingRule],
     max_pairs: u64,
-    threads: usize,
+    workers: impl Into<Workers>,
 ) -> Result<(Vec<Candidate>, Vec<RuleStats>), String> {
+    let workers = workers.into();
     if rules.len() > 32 {
         return Err("at most 32 blocking rules".into());
     }
-    let indexed: Vec<(usize, &BlockingRule)> = rules.iter().enumerate().collect();
-    let per_rule = crate::parallel::map_tasks(&indexed, threads, |&(i, rule)| {
-        rule_pairs(records, i, rule, max_pairs)
-    });
-    let mut all: Vec<(u64, u32)> = Vec::new();
-    let mut stats = Vec::new();
-    for result in per_rule {
-        let (pairs, s) = result?;
-        if all.len() as u64 + pairs.len() as u64 > max_pairs {
-            return Err(format!(
-                "blocking rule \"{}\" would produce more than {max_pairs} candidate pairs",
-                s.rule
-            ));
-        }
-        all.extend(pairs);
-        stats.push(s);
-    }
-    let out = merge_pairs(all);
-    for c in &out {
-        stats[c.rules.trailing_zeros() as usize].new_pairs += 1;
-    }
-    Ok((out, stats))
+    let keyed = keyed_records(records, rules, workers);
+    candidates_of_keyed(records, rules, &keyed, max_pairs, workers)
 }
 
-/// The pairs of one rule (rule `i` in the mask) and its figures; errors past `max_pairs`.
-fn rule_pairs(
+/// Every record's [`key_hashes`] as (hash, record index), computed on `workers` and sorted: the
+/// members of each block next to each other in record order, the blocks in hash order. What
+/// [`candidates_of_keyed`] blocks with and `unify.block_keys` is written from.
+pub fn keyed_records(
     records: &[MatchRecord],
-    i: usize,
-    rule: &BlockingRule,
+    rules: &[BlockingRule],
+    workers: impl Into<Workers>,
+) -> Vec<(i64, u32)> {
+    let workers = workers.into();
+    let keyed = parallel::flat_map(records.len(), workers, |range| {
+        let mut out = Vec::with_capacity(range.len() * rules.len());
+        for i in range {
+            out.extend(
+                key_hashes(rules, &records[i])
+                    .into_iter()
+                    .map(|(_, h)| (h, i as u32)),
+            );
+        }
+        out
+    });
+    // Hashes are uniform: their top bits cut the keys into even buckets.
+    parallel::sort_unstable_by_key(
+        keyed,
+        SORT_BUCKETS,
+        |&(h, _)| ((h as u64 ^ (1 << 63)) >> (64 - SORT_BUCKETS.trailing_zeros())) as usize,
+        |&k| k,
+        workers,
+    )
+}
+
+/// Buckets of the sorts on all threads: several per thread, so that uneven ones even out.
+const SORT_BUCKETS: usize = 64;
+
+/// [`candidates`] from the records' [`keyed_records`]. A block is a key hash, as in
+/// `unify.block_keys` and the streamed run (`super::stream`, whose `block_pairs` gives each
+/// block's pairs here too): each pair comes from the block of its first shared valid key, once,
+/// with the rules of all the valid keys both records hold, so nothing is merged after. (Two
+/// keys of one rule with one 56-bit hash would form one block, as they do for the change queue
+/// and the streamed run.)
+pub fn candidates_of_keyed(
+    records: &[MatchRecord],
+    rules: &[BlockingRule],
+    keyed: &[(i64, u32)],
     max_pairs: u64,
-) -> Result<(Vec<(u64, u32)>, RuleStats), String> {
-    let mut all: Vec<(u64, u32)> = Vec::new();
-    let mut blocks: HashMap<String, Vec<u32>> = HashMap::new();
-    for (idx, r) in records.iter().enumerate() {
-        // A rule's keys over a million records take seconds (phonetic codes): a cancel must
-        // not wait for them. On the threads of `candidates` this only reads a pending cancel.
-        crate::interrupt::check_every(idx, 1 << 14);
-        for key in rule.keys(r) {
-            blocks.entry(key).or_default().push(idx as u32);
+    workers: impl Into<Workers>,
+) -> Result<(Vec<Candidate>, Vec<RuleStats>), String> {
+    let workers = workers.into();
+    let names: Vec<String> = rules.iter().map(|r| r.name.clone()).collect();
+    let limits: Vec<usize> = rules.iter().map(|r| r.max_block_size).collect();
+    let mut figures = RuleFigures::new(&names, &limits)?;
+    // The blocks within their size limit, as ranges of `keyed`.
+    let mut valid_blocks: Vec<Range<usize>> = Vec::new();
+    let mut start = 0;
+    while start < keyed.len() {
+        let hash = keyed[start].0;
+        let end = start + keyed[start..].partition_point(|&(h, _)| h == hash);
+        let n = (end - start) as u64;
+        figures.add(hash, n);
+        if limits
+            .get(rule_of(hash))
+            .is_some_and(|&max| valid_block(n, max))
+        {
+            valid_blocks.push(start..end);
+        }
+        start = end;
+    }
+    let (mut stats, largest) = figures.finish(max_pairs)?;
+    for (i, hash) in largest.into_iter().enumerate() {
+        if let Some(hash) = hash {
+            // The key's text from the block's first record.
+            let first = keyed[keyed.partition_point(|&(h, _)| h < hash)].1;
+            stats[i].largest_skipped_key = rules[i]
+                .keys(&records[first as usize])
+                .into_iter()
+                .find(|k| key_hash(i, &rules[i].name, k) == hash)
+                .map(|k| k.replace('\u{1f}', " | "));
         }
     }
-    let mut s = RuleStats {
-        rule: rule.name.clone(),
-        ..Default::default()
-    };
-    // The hash of the largest skipped block's key: of two as large, the smaller hash is named
-    // (as the streaming run of `super::stream` names it), whatever the order of the map.
-    let mut largest_hash = 0i64;
-    for (n, (key, mut members)) in blocks.into_iter().enumerate() {
-        crate::interrupt::check_every(n, 1 << 14);
-        members.dedup();
-        if members.len() < 2 {
-            continue;
-        }
-        if members.len() > rule.max_block_size {
-            s.skipped_blocks += 1;
-            let size = members.len() as u64;
-            if size >= s.largest_skipped_block {
-                let hash = key_hash(i, &rule.name, &key);
-                if size > s.largest_skipped_block || hash < largest_hash {
-                    s.largest_skipped_block = size;
-                    s.largest_skipped_key = Some(key.replace('\u{1f}', " | "));
-                    largest_hash = hash;
-                }
-            }
-            continue;
-        }
-        s.blocks += 1;
-        for (j, &x) in members.iter().enumerate() {
-            for &y in &members[j + 1..] {
-                let (a, b) = if x < y { (x, y) } else { (y, x) };
-                all.push(((u64::from(a) << 32) | u64::from(b), 1 << i));
-            }
-        }
-        s.pairs += (members.len() * (members.len() - 1) / 2) as u64;
-        if all.len() as u64 > max_pairs {
-            return Err(format!(
-                "blocking rule \"{}\" would produce more than {max_pairs} candidate pairs",
-                rule.name
-            ));
+    // Each record's valid keys (sorted: the blocks are in hash order), one slice per record.
+    let mut offsets = vec![0usize; records.len() + 1];
+    for block in &valid_blocks {
+        for &(_, i) in &keyed[block.clone()] {
+            offsets[i as usize + 1] += 1;
         }
     }
-    Ok((all, s))
+    for i in 0..records.len() {
+        offsets[i + 1] += offsets[i];
+    }
+    let mut valid = vec![0i64; offsets[records.len()]];
+    let mut fill = offsets.clone();
+    for block in &valid_blocks {
+        for &(h, i) in &keyed[block.clone()] {
+            valid[fill[i as usize]] = h;
+            fill[i as usize] += 1;
+        }
+    }
+    drop(fill);
+    let valid_of = |i: u32| &valid[offsets[i as usize]..offsets[i as usize + 1]];
+    let cands = parallel::flat_map(valid_blocks.len(), workers, |range| {
+        let mut out = Vec::new();
+        for block in &valid_blocks[range] {
+            let members = &keyed[block.clone()];
+            let idx: Vec<u32> = members.iter().map(|&(_, i)| i).collect();
+            let lists: Vec<&[i64]> = idx.iter().map(|&i| valid_of(i)).collect();
+            // The pair's first record is the one of the smaller index.
+            let order: Vec<i64> = idx.iter().map(|&i| i64::from(i)).collect();
+            out.extend(block_pairs(members[0].0, &idx, &lists, &order));
+        }
+        out
+    });
+    for c in &cands {
+        stats[c.rules.trailing_zeros() as usize].new_pairs += 1;
+    }
+    // In pair order, as scoring and training's sample take them.
+    let n = records.len().max(1);
+    let cands = parallel::sort_unstable_by_key(
+        cands,
+        SORT_BUCKETS,
+        |c| c.a as usize * SORT_BUCKETS / n,
+        |c| (c.a, c.b),
+        workers,
+    );
+    Ok((cands, stats))
 }
 
 /// A stable 64-bit hash (FNV-1a) of one rule's key: what `unify.block_keys` stores, so the
@@ -346,11 +433,23 @@ fn rule_pairs(
 /// 32): a stored key tells its rule, and with it its block size limit, even after the record
 /// that held it has changed.
 pub fn key_hash(rule_index: usize, rule: &str, key: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in rule.bytes().chain([0u8]).chain(key.bytes()) {
+    let h = fnv(fnv(FNV_BASIS, rule.as_bytes()), &[0]);
+    with_rule(fnv(h, key.as_bytes()), rule_index)
+}
+
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a of `h` followed by `bytes`.
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
+    h
+}
+
+/// A key's FNV-1a with the rule's index in its low byte (see [`key_hash`]).
+fn with_rule(h: u64, rule_index: usize) -> i64 {
     ((h & !0xff) | (rule_index as u64 & 0xff)) as i64
 }
 
@@ -416,15 +515,10 @@ pub fn block_change(
 
 /// The hashed keys of one record under every rule, as (rule index, hash), each once.
 pub fn key_hashes(rules: &[BlockingRule], r: &MatchRecord) -> Vec<(usize, i64)> {
-    let mut out: Vec<(usize, i64)> = rules
-        .iter()
-        .enumerate()
-        .flat_map(|(i, rule)| {
-            rule.keys(r)
-                .into_iter()
-                .map(move |k| (i, key_hash(i, &rule.name, &k)))
-        })
-        .collect();
+    let mut out = Vec::with_capacity(rules.len() + 2);
+    for (i, rule) in rules.iter().enumerate() {
+        rule.push_key_hashes(i, r, &mut out);
+    }
     out.sort_unstable();
     out.dedup();
     out
@@ -547,6 +641,102 @@ pub fn candidates_among(
 mod tests {
     use super::*;
 
+    /// [`candidates`] as it was before blocks were key hashes (0.3.0 until issue 27's batch
+    /// speed-up): blocks keyed by the keys' text, the pairs of every rule merged after.
+    fn candidates_by_strings(
+        records: &[MatchRecord],
+        rules: &[BlockingRule],
+        max_pairs: u64,
+        threads: usize,
+    ) -> Result<(Vec<Candidate>, Vec<RuleStats>), String> {
+        if rules.len() > 32 {
+            return Err("at most 32 blocking rules".into());
+        }
+        let indexed: Vec<(usize, &BlockingRule)> = rules.iter().enumerate().collect();
+        let per_rule = crate::parallel::map_tasks(&indexed, threads, |&(i, rule)| {
+            rule_pairs(records, i, rule, max_pairs)
+        });
+        let mut all: Vec<(u64, u32)> = Vec::new();
+        let mut stats = Vec::new();
+        for result in per_rule {
+            let (pairs, s) = result?;
+            if all.len() as u64 + pairs.len() as u64 > max_pairs {
+                return Err(format!(
+                    "blocking rule \"{}\" would produce more than {max_pairs} candidate pairs",
+                    s.rule
+                ));
+            }
+            all.extend(pairs);
+            stats.push(s);
+        }
+        let out = merge_pairs(all);
+        for c in &out {
+            stats[c.rules.trailing_zeros() as usize].new_pairs += 1;
+        }
+        Ok((out, stats))
+    }
+
+    /// The pairs of one rule (rule `i` in the mask) and its figures; errors past `max_pairs`.
+    fn rule_pairs(
+        records: &[MatchRecord],
+        i: usize,
+        rule: &BlockingRule,
+        max_pairs: u64,
+    ) -> Result<(Vec<(u64, u32)>, RuleStats), String> {
+        let mut all: Vec<(u64, u32)> = Vec::new();
+        let mut blocks: HashMap<String, Vec<u32>> = HashMap::new();
+        for (idx, r) in records.iter().enumerate() {
+            // A rule's keys over a million records take seconds (phonetic codes): a cancel must
+            // not wait for them. On the threads of `candidates` this only reads a pending cancel.
+            crate::interrupt::check_every(idx, 1 << 14);
+            for key in rule.keys(r) {
+                blocks.entry(key).or_default().push(idx as u32);
+            }
+        }
+        let mut s = RuleStats {
+            rule: rule.name.clone(),
+            ..Default::default()
+        };
+        // The hash of the largest skipped block's key: of two as large, the smaller hash is named
+        // (as the streaming run of `super::stream` names it), whatever the order of the map.
+        let mut largest_hash = 0i64;
+        for (n, (key, mut members)) in blocks.into_iter().enumerate() {
+            crate::interrupt::check_every(n, 1 << 14);
+            members.dedup();
+            if members.len() < 2 {
+                continue;
+            }
+            if members.len() > rule.max_block_size {
+                s.skipped_blocks += 1;
+                let size = members.len() as u64;
+                if size >= s.largest_skipped_block {
+                    let hash = key_hash(i, &rule.name, &key);
+                    if size > s.largest_skipped_block || hash < largest_hash {
+                        s.largest_skipped_block = size;
+                        s.largest_skipped_key = Some(key.replace('\u{1f}', " | "));
+                        largest_hash = hash;
+                    }
+                }
+                continue;
+            }
+            s.blocks += 1;
+            for (j, &x) in members.iter().enumerate() {
+                for &y in &members[j + 1..] {
+                    let (a, b) = if x < y { (x, y) } else { (y, x) };
+                    all.push(((u64::from(a) << 32) | u64::from(b), 1 << i));
+                }
+            }
+            s.pairs += (members.len() * (members.len() - 1) / 2) as u64;
+            if all.len() as u64 > max_pairs {
+                return Err(format!(
+                    "blocking rule \"{}\" would produce more than {max_pairs} candidate pairs",
+                    rule.name
+                ));
+            }
+        }
+        Ok((all, s))
+    }
+
     fn rec(email: &str, last: &str, postcode: &str) -> MatchRecord {
         let s = |v: &str| (!v.is_empty()).then(|| v.to_string());
         MatchRecord {
@@ -557,6 +747,138 @@ mod tests {
             ..Default::default()
         }
         .prepare()
+    }
+
+    /// Records with few distinct values per field (blocks of every size, some over the default
+    /// limits), nicknames (several given-name groups), two phones, missing fields.
+    fn varied_records(n: usize) -> Vec<MatchRecord> {
+        let firsts = [
+            "Hans", "Johannes", "Anna", "Änne", "Jo", "Sepp", "", "Josef",
+        ];
+        let lasts = [
+            "Müller", "Mueller", "Schmidt", "Schmitt", "Meier", "", "Özdemir",
+        ];
+        let ends = [
+            "", "er", "mann", "s", "berg", "ow", "i", "ke", "a", "o", "en", "us",
+        ];
+        (0..n)
+            .map(|i| {
+                let s = |v: String| (!v.is_empty()).then_some(v);
+                let last = lasts[i * 7 % lasts.len()];
+                let mut r = MatchRecord {
+                    id: 1000 + i as i64 * 3,
+                    first_name: s(firsts[i % firsts.len()].to_lowercase()),
+                    last_name: s(if last.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{}{}", last.to_lowercase(), ends[i / 7 % ends.len()])
+                    }),
+                    email_key: s(match i % 5 {
+                        0 => String::new(),
+                        _ if i % 90 == 1 => "test@test.de".into(),
+                        _ => format!("m{}@x.de", i % 197),
+                    }),
+                    postcode: s(format!("{}", 10115 + i % 4)),
+                    house_number: s(match i % 9 {
+                        0 => String::new(),
+                        _ if i % 40 == 1 => "1".into(),
+                        _ => format!("{}", i % 97),
+                    }),
+                    birth_date: s(if i % 3 == 0 {
+                        String::new()
+                    } else {
+                        format!("19{:02}-0{}-{:02}", 50 + i % 7, 1 + i % 3, 1 + i % 5)
+                    }),
+                    external_id: s(if i % 4 == 0 {
+                        format!("e{}", i % 61)
+                    } else {
+                        String::new()
+                    }),
+                    ..Default::default()
+                };
+                r.phones = match i % 6 {
+                    0 => vec![],
+                    _ if i % 50 == 1 => vec!["+4900".into()],
+                    1 => vec![format!("+49{}", i % 400), format!("+49{}", i % 151)],
+                    _ => vec![format!("+49{}", i % 400)],
+                };
+                r.prepare()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn key_hashes_hash_the_keys_text() {
+        let rules = default_rules();
+        let mut with_groups = 0;
+        for r in &varied_records(400) {
+            let mut want: Vec<(usize, i64)> = rules
+                .iter()
+                .enumerate()
+                .flat_map(|(i, rule)| {
+                    rule.keys(r)
+                        .into_iter()
+                        .map(move |k| (i, key_hash(i, &rule.name, &k)))
+                })
+                .collect();
+            want.sort_unstable();
+            want.dedup();
+            assert_eq!(key_hashes(&rules, r), want);
+            with_groups += usize::from(rules[3].keys(r).len() > 1);
+        }
+        assert!(with_groups > 0, "a first name of several given-name groups");
+        // A rule without parts has one key, the empty one, as `keys` says.
+        let none = BlockingRule {
+            name: "all".into(),
+            parts: vec![],
+            max_block_size: 5,
+        };
+        let r = &varied_records(1)[0];
+        assert_eq!(none.keys(r), vec![String::new()]);
+        assert_eq!(key_hashes(&[none], r), vec![(0, key_hash(0, "all", ""))]);
+    }
+
+    #[test]
+    fn blocks_of_key_hashes_equal_blocks_of_keys() {
+        let records = varied_records(3000);
+        let mut rules = default_rules();
+        // Smaller limits: more blocks skipped, over several rules.
+        for (i, r) in rules.iter_mut().enumerate() {
+            r.max_block_size = [50, 20, 300, 30][i % 4];
+        }
+        let want = candidates_by_strings(&records, &rules, 10_000_000, 1).unwrap();
+        assert!(want.1.iter().filter(|s| s.skipped_blocks > 0).count() >= 3);
+        assert!(want.1.iter().filter(|s| s.blocks > 0).count() >= 10);
+        assert!(want.0.iter().any(|c| c.rules.count_ones() > 2));
+        for threads in [1, 2, 3] {
+            assert_eq!(
+                candidates(&records, &rules, 10_000_000, threads).unwrap(),
+                want,
+                "{threads} threads"
+            );
+        }
+        // The same error past max_candidate_pairs (the first rule the running total passes).
+        let total: u64 = want.1.iter().map(|s| s.pairs).sum();
+        for max in [0, want.1[0].pairs, total / 2, total - 1] {
+            assert_eq!(
+                candidates(&records, &rules, max, 2).unwrap_err(),
+                candidates_by_strings(&records, &rules, max, 2).unwrap_err(),
+            );
+        }
+        assert!(candidates(&records, &rules, total, 2).is_ok());
+        // The keyed records are what unify.block_keys holds: each record's key hashes, in order.
+        let keyed = keyed_records(&records, &rules, 2);
+        let mut want_keys: Vec<(i64, u32)> = records
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| {
+                key_hashes(&rules, r)
+                    .into_iter()
+                    .map(move |(_, h)| (h, i as u32))
+            })
+            .collect();
+        want_keys.sort_unstable();
+        assert_eq!(keyed, want_keys);
     }
 
     #[test]

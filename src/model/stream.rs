@@ -8,8 +8,9 @@
 //! from `unify.block_keys`). Two members of a block then share exactly the valid keys both hold;
 //! the rules of those keys are the pair's rules, and the pair is produced only in the block of
 //! its lowest rule, so each candidate comes once with all its rules, as in a run over all
-//! records held at once. (Blocks are told apart by hash: two different keys with one 56-bit
-//! hash would form one block, as they do for the change queue.)
+//! records held at once (which blocks the same way: [`super::blocking::candidates_of_keyed`]).
+//! (Blocks are told apart by hash: two different keys with one 56-bit hash would form one
+//! block, as they do for the change queue and the held run.)
 
 use std::collections::HashSet;
 

@@ -11,28 +11,24 @@ use super::super::spi::{drop_indexes, in_own_context, rebuild_indexes, spi_faile
 use super::frequencies::load_frequencies;
 use super::model::current_model;
 use super::records::load_all;
-use super::run::{threads, workers, Phases};
-use crate::model::blocking::{candidates, key_hashes, Candidate, RuleStats};
+use super::run::{workers, Phases};
+use crate::model::blocking::{candidates_of_keyed, keyed_records, Candidate, RuleStats};
 use crate::model::comparison::{Context, COMPARISONS};
 use crate::model::params::{log2_odds, Model};
 use crate::model::record::MatchRecord;
 use crate::model::scorer::Scorer;
 use crate::model::stream::fits_in_memory;
 
-/// Candidate pairs of all records under the model's blocking rules, with the figures per rule;
-/// raises 54000 when the rules would produce more than `max_candidate_pairs`.
+/// Candidate pairs of all records under the model's blocking rules, with the figures per rule,
+/// and the records' key hashes they were blocked by (see `keyed_records`); raises 54000 when
+/// the rules would produce more than `max_candidate_pairs`.
 pub(super) fn blocked(
     records: &[MatchRecord],
     model: &Model,
     function: &'static str,
-) -> (Vec<Candidate>, Vec<RuleStats>) {
-    candidates(
-        records,
-        &model.blocking_rules,
-        model.max_candidate_pairs,
-        threads(),
-    )
-    .unwrap_or_else(|e| {
+) -> (Vec<Candidate>, Vec<RuleStats>, Vec<(i64, u32)>) {
+    let rules = &model.blocking_rules;
+    let limit = |e: String| -> ! {
         raise(
             PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             e,
@@ -40,7 +36,16 @@ pub(super) fn blocked(
             "Lower that rule's max_block_size or make its key more specific (SELECT unify.get_model() -> 'blocking_rules'), or raise max_candidate_pairs.",
             function,
         )
-    })
+    };
+    if rules.len() > 32 {
+        limit("at most 32 blocking rules".into());
+    }
+    // Each record's keys once, on all threads: the blocks and unify.block_keys come from them.
+    let keyed = keyed_records(records, rules, workers());
+    let (cands, stats) =
+        candidates_of_keyed(records, rules, &keyed, model.max_candidate_pairs, workers())
+            .unwrap_or_else(|e| limit(e));
+    (cands, stats, keyed)
 }
 
 /// Blocks and scores all records with the current model: writes the pairs at or above the
@@ -85,33 +90,59 @@ fn _score_pairs() -> TableIterator<
     (ctx.first_name_tf, ctx.last_name_tf) =
         Spi::connect(|client| load_frequencies(client, None, F));
     phases.mark("load");
-    let (cands, stats) = blocked(&records, &model, F);
+    let (cands, stats, keyed) = blocked(&records, &model, F);
     phases.mark("block");
     // NULL without blocking rules, as sum() over no rows.
     let candidate_pairs =
         (!stats.is_empty()).then(|| stats.iter().map(|s| s.new_pairs as i64).sum());
-    Spi::connect_mut(|client| write_blocking_stats(client, &stats));
-    write_block_keys(&records, &model);
-    phases.mark("block_keys");
     let scorer = Scorer::new(&model, &ctx, &ids);
-    let rows = pair_rows(&model, &scorer, &records, &cands);
-    phases.mark("score");
-    let stored_pairs = rows.len() as i64;
-    let matches = rows.iter().filter(|r| r.is_match).count() as i64;
-    let forced = rows.iter().filter(|r| r.forced_by.is_some()).count() as i64;
+    let (mut stored_pairs, mut matches, mut forced) = (0i64, 0i64, 0i64);
+    let mut count = |rows: &[PairRow]| {
+        stored_pairs += rows.len() as i64;
+        matches += rows.iter().filter(|r| r.is_match).count() as i64;
+        forced += rows.iter().filter(|r| r.forced_by.is_some()).count() as i64;
+    };
     Spi::connect_mut(|client| {
-        // Every pair is written anew: emptied and filled without its indexes, built once after
-        // (see unify._drop_indexes; readers of unify.pairs wait for the new pairs meanwhile).
-        client
-            .update("TRUNCATE unify.pairs", None, &[])
-            .unwrap_or_else(|e| spi_failed(e, F));
-        let rebuild = drop_indexes(client, "unify.pairs", true, F);
+        // The candidates are scored a chunk at a time on the other threads, while this one
+        // writes: the blocking figures and keys beside the first chunk, then each chunk's pairs
+        // beside the next (on one thread, one after the other).
+        let mut chunks = cands.chunks(SCORE_CHUNK);
+        let (mut rows, rebuild) = pair_rows_beside(
+            &model,
+            &scorer,
+            &records,
+            chunks.next().unwrap_or_default(),
+            || {
+                write_blocking_stats(client, &stats);
+                write_block_keys(client, &records, &model, keyed);
+                // Every pair is written anew: emptied and filled without its indexes, built
+                // once after (see unify._drop_indexes; readers of unify.pairs wait for the new
+                // pairs meanwhile).
+                client
+                    .update("TRUNCATE unify.pairs", None, &[])
+                    .unwrap_or_else(|e| spi_failed(e, F));
+                drop_indexes(client, "unify.pairs", true, F)
+            },
+        );
+        for chunk in chunks {
+            count(&rows);
+            let (next, ()) = pair_rows_beside(&model, &scorer, &records, chunk, || {
+                write_pairs(client, rows, version, F)
+            });
+            rows = next;
+        }
+        count(&rows);
         write_pairs(client, rows, version, F);
+        phases.mark("block_keys, score, write pairs");
         rebuild_indexes(client, rebuild, F);
     });
-    phases.mark("write pairs");
+    phases.mark("pair indexes");
     TableIterator::once((candidate_pairs, stored_pairs, matches, forced, version))
 }
+
+/// Candidates scored at a time while the previous ones' pairs are written (16 blocks of
+/// `crate::parallel`).
+const SCORE_CHUNK: usize = 1 << 20;
 
 /// The version of the model in use (NULL: the shipped default, no version stored).
 pub(super) fn model_version(function: &'static str) -> Option<i32> {
@@ -119,38 +150,35 @@ pub(super) fn model_version(function: &'static str) -> Option<i32> {
         .unwrap_or_else(|e| spi_failed(e, function))
 }
 
-/// Stores every record's hashed blocking keys in unify.block_keys and the rules in
-/// unify.matching_state: the change queue then finds and scores a record's candidates through
-/// an index instead of reading every record.
-fn write_block_keys(records: &[MatchRecord], model: &Model) {
+/// Stores every record's hashed blocking keys (`keyed`, see `blocked`) in unify.block_keys and
+/// the rules in unify.matching_state: the change queue then finds and scores a record's
+/// candidates through an index instead of reading every record.
+fn write_block_keys(
+    client: &mut SpiClient<'_>,
+    records: &[MatchRecord],
+    model: &Model,
+    keyed: Vec<(i64, u32)>,
+) {
     const F: &str = "score_pairs";
-    let mut keys: Vec<(i64, i64)> = records
-        .iter()
-        .enumerate()
-        .flat_map(|(i, r)| {
-            // Phonetic keys of a million records take seconds: stop on a cancel.
-            crate::interrupt::check_every(i, 1 << 14);
-            key_hashes(&model.blocking_rules, r)
-                .into_iter()
-                .map(move |(_, h)| (h, r.id))
-        })
-        .collect();
-    // In key order the index is written page by page.
-    keys.sort_unstable();
-    Spi::connect_mut(|client| {
-        // The table is emptied under an exclusive lock anyway: filling it without its indexes
-        // and building them after is about three times faster than millions of index inserts
-        // (22.6 s against 6.6 s for 6M keys). That takes the table's owner (the extension's,
-        // usually a superuser); for another unify_admin nothing is dropped and the indexed
-        // table is filled.
-        client
-            .update("TRUNCATE unify.block_keys", None, &[])
-            .unwrap_or_else(|e| spi_failed(e, F));
-        let rebuild = drop_indexes(client, "unify.block_keys", true, F);
-        write_block_key_rows(client, "unify.block_keys", keys);
-        rebuild_indexes(client, rebuild, F);
-        write_matching_state(client, model);
-    });
+    // The table is emptied under an exclusive lock anyway: filling it without its indexes and
+    // building them after is about three times faster than millions of index inserts (22.6 s
+    // against 6.6 s for 6M keys). That takes the table's owner (the extension's, usually a
+    // superuser); for another unify_admin nothing is dropped and the indexed table is filled.
+    client
+        .update("TRUNCATE unify.block_keys", None, &[])
+        .unwrap_or_else(|e| spi_failed(e, F));
+    let rebuild = drop_indexes(client, "unify.block_keys", true, F);
+    // In key order (as `keyed` is sorted) the index is written page by page.
+    for chunk in keyed.chunks(1_000_000) {
+        let rows = chunk
+            .iter()
+            .map(|&(h, i)| (h, records[i as usize].id))
+            .collect();
+        write_block_key_rows(client, "unify.block_keys", rows);
+    }
+    drop(keyed);
+    rebuild_indexes(client, rebuild, F);
+    write_matching_state(client, model);
 }
 
 /// Adds (key hash, record id) rows to `table` (unify.block_keys, or a streamed training's temp
@@ -298,18 +326,36 @@ pub(super) fn pair_rows(
     records: &[MatchRecord],
     cands: &[Candidate],
 ) -> Vec<PairRow> {
+    pair_rows_beside(model, scorer, records, cands, || ()).0
+}
+
+/// [`pair_rows`], this thread running `beside` (writing what is scored already) while the
+/// other threads start scoring.
+pub(super) fn pair_rows_beside<T>(
+    model: &Model,
+    scorer: &Scorer<'_>,
+    records: &[MatchRecord],
+    cands: &[Candidate],
+    beside: impl FnOnce() -> T,
+) -> (Vec<PairRow>, T) {
     let review_weight = log2_odds(model.review_threshold);
     // Most candidates score below the review threshold: compare and score on all threads, keep
     // the few that stay, and build their rows here.
-    let kept = crate::parallel::flat_map(cands.len(), workers(), |range| {
-        cands[range]
-            .iter()
-            .filter_map(|c| {
-                let score = scorer.score_pair(&records[c.a as usize], &records[c.b as usize]);
-                (score.weight >= review_weight || score.forced_by.is_some()).then_some((*c, score))
-            })
-            .collect()
-    });
+    let (kept, t) = crate::parallel::flat_map_beside(
+        cands.len(),
+        workers(),
+        |range| {
+            cands[range]
+                .iter()
+                .filter_map(|c| {
+                    let score = scorer.score_pair(&records[c.a as usize], &records[c.b as usize]);
+                    (score.weight >= review_weight || score.forced_by.is_some())
+                        .then_some((*c, score))
+                })
+                .collect()
+        },
+        beside,
+    );
     let mut rows = Vec::with_capacity(kept.len());
     for (c, score) in kept {
         let (a, b) = (&records[c.a as usize], &records[c.b as usize]);
@@ -341,5 +387,5 @@ pub(super) fn pair_rows(
             weights: Value::Object(weights),
         });
     }
-    rows
+    (rows, t)
 }

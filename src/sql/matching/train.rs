@@ -111,7 +111,7 @@ fn _train(
                 train_held_on_workers(&records, &ids, &ctx, &mut model, &opts, budget, &mut phases);
             (report, stats, ctx)
         } else {
-            let (cands, stats) = blocked(&records, &model, F);
+            let (cands, stats, _) = blocked(&records, &model, F);
             phases.mark("block");
             let report = train(&records, &ctx, &cands, &mut model, &ids, &opts);
             phases.mark("estimate");
