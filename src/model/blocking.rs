@@ -238,23 +238,26 @@ pub fn default_rules() -> Vec<BlockingRule> {
             &[KeyPart::BirthDate, KeyPart::LastNamePhonetic],
             300,
         ),
-        // A name alone is a big block for common names: at most 50 records, larger blocks are
+        // A name alone is a big block for common names: at most 20 records, larger blocks are
         // skipped (and reported); the other rules find those pairs through a second key. At a
         // million German records, blocks of 51-100 namesakes were 23M of 32M candidate pairs
-        // and held 0.2% of the matches (F1 0.8641 at 100, 0.8634 at 50; BENCHMARKS.md).
-        rule("full_name", &[KeyPart::NameSorted], 50),
-        rule("full_name_phonetic", &[KeyPart::NamePhoneticSorted], 50),
+        // and held 0.2% of the matches (F1 0.8641 at 100, 0.8634 at 50); blocks of 21-50 were
+        // a third of the candidates at 1M of either test set and held 4-35 matches no other
+        // rule found, same F1 (issue 27, BENCHMARKS.md).
+        rule("full_name", &[KeyPart::NameSorted], 20),
+        rule("full_name_phonetic", &[KeyPart::NamePhoneticSorted], 20),
         rule(
             "birth_date_postcode",
             &[KeyPart::BirthDate, KeyPart::Postcode],
             300,
         ),
         // A house in a postcode: small blocks, except in data with few postcodes, where the
-        // size limit skips them instead of squaring them.
+        // size limit skips them instead of squaring them (a block of more than 20 records is a
+        // block of flats, whose residents' true pairs share another key).
         rule(
             "postcode_house_number",
             &[KeyPart::Postcode, KeyPart::HouseNumber],
-            50,
+            20,
         ),
         rule("external_id", &[KeyPart::ExternalId], 50),
         rule("customer_number", &[KeyPart::CustomerNumber], 50),
