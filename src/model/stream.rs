@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 
-use super::blocking::{rule_of, Candidate, RuleStats};
+use super::blocking::{key_hashes, rule_of, BlockingRule, Candidate, RuleStats};
 use super::comparison::{held_by_different_people, JUNK_VALUE_RECORDS};
 use super::record::MatchRecord;
 
@@ -102,6 +102,94 @@ fn first_shared_here(hash: i64, rule: usize, x: &[i64], y: &[i64]) -> Option<u32
     Some(mask)
 }
 
+/// A record's key hashes that can make it a candidate, sorted: all of its keys but those of
+/// skipped blocks (over their rule's size limit). Two records share exactly their common valid
+/// keys in these lists (a key both hold is a block of at least two), which is what
+/// [`block_pairs`] needs: the lists can be made from the record and the skipped keys alone.
+pub fn usable_keys(rules: &[BlockingRule], r: &MatchRecord, skipped: &HashSet<i64>) -> Vec<i64> {
+    let mut keys: Vec<i64> = key_hashes(rules, r)
+        .into_iter()
+        .map(|(_, h)| h)
+        .filter(|h| !skipped.contains(h))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// Valid blocks (key hash, member ids) gathered until their distinct members fill a buffer:
+/// the members are then read once for all of the batch's blocks, whichever order the blocks
+/// come in (a candidate comes from one block only, see [`block_pairs`]).
+#[derive(Default)]
+pub struct BlockBatch {
+    blocks: Vec<(i64, Vec<i64>)>,
+    members: HashSet<i64>,
+    /// The pairs of the blocks, at most (all pairs of every block).
+    pub pairs_bound: u64,
+}
+
+impl BlockBatch {
+    /// A valid block: its key hash and its members' ids.
+    pub fn push(&mut self, hash: i64, mut members: Vec<i64>) {
+        members.sort_unstable();
+        members.dedup();
+        let n = members.len() as u64;
+        self.pairs_bound += n * n.saturating_sub(1) / 2;
+        self.members.extend(members.iter().copied());
+        self.blocks.push((hash, members));
+    }
+
+    /// The distinct members of the batch's blocks.
+    pub fn members(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
+    /// The ids of the members, ascending.
+    pub fn ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.members.iter().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The candidates of the batch's blocks (`records`: its members, ascending by id, which
+    /// the candidates index), the pairs per rule counted into `stats` (`new_pairs`). Members
+    /// missing from `records` are left out.
+    pub fn pairs(
+        self,
+        records: &[MatchRecord],
+        rules: &[BlockingRule],
+        skipped: &HashSet<i64>,
+        stats: &mut [RuleStats],
+        workers: crate::parallel::Workers,
+    ) -> Vec<Candidate> {
+        let valid: Vec<Vec<i64>> =
+            crate::parallel::map(records, workers, |r| usable_keys(rules, r, skipped));
+        let mut out = Vec::new();
+        for (hash, members) in self.blocks {
+            let idx: Vec<u32> = members
+                .iter()
+                .filter_map(|id| records.binary_search_by_key(id, |r| r.id).ok())
+                .map(|i| i as u32)
+                .collect();
+            if idx.len() < 2 {
+                continue;
+            }
+            let lists: Vec<&[i64]> = idx.iter().map(|&i| valid[i as usize].as_slice()).collect();
+            let ids: Vec<i64> = idx.iter().map(|&i| records[i as usize].id).collect();
+            let pairs = block_pairs(hash, &idx, &lists, &ids);
+            if let Some(s) = stats.get_mut(rule_of(hash)) {
+                s.new_pairs += pairs.len() as u64;
+            }
+            out.extend(pairs);
+        }
+        out
+    }
+}
+
 /// The figures per rule from the sizes of all blocks (key hash, records), as
 /// [`super::blocking::candidates`] reports them, with `new_pairs` still to count (what the
 /// streamed blocks produce) and the largest skipped key as its hash (the caller reads the key's
@@ -167,6 +255,15 @@ impl RuleFigures {
         }
         s.blocks += 1;
         s.pairs += n * (n - 1) / 2;
+    }
+
+    /// `blocks` valid blocks of `rule` with `pairs` pairs in all (the sums of [`Self::add`]
+    /// over blocks within the size limit, added up where the sizes are).
+    pub fn add_valid(&mut self, rule: usize, blocks: u64, pairs: u64) {
+        if let Some(s) = self.stats.get_mut(rule) {
+            s.blocks += blocks;
+            s.pairs += pairs;
+        }
     }
 
     pub fn finish(self, max_pairs: u64) -> Result<(Vec<RuleStats>, Vec<Option<i64>>), String> {
@@ -368,6 +465,97 @@ mod tests {
             .count();
         assert!(two_phones > 500, "{two_phones}");
         assert_eq!(got, expected);
+        assert_eq!(got_stats, stats);
+    }
+
+    /// The blocks in batches of a few hundred members, in an order other than by key, each
+    /// record's keys made from the record and the skipped keys alone (`BlockBatch`): the
+    /// candidates and figures of all records at once.
+    #[test]
+    fn batched_blocks_give_the_candidates_of_all_records_at_once() {
+        let mut records = records(3000);
+        records.sort_by_key(|r| r.id);
+        let mut rules = default_rules();
+        for r in &mut rules {
+            r.max_block_size = r.max_block_size.min(40);
+        }
+        let (cands, mut stats) = candidates(&records, &rules, u64::MAX, 1).unwrap();
+        let mut expected: Vec<(i64, i64, u32)> = cands
+            .iter()
+            .map(|c| {
+                let (a, b) = (records[c.a as usize].id, records[c.b as usize].id);
+                (a.min(b), a.max(b), c.rules)
+            })
+            .collect();
+        expected.sort_unstable();
+        let mut blocks: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for r in &records {
+            for (_, h) in key_hashes(&rules, r) {
+                blocks.entry(h).or_default().push(r.id);
+            }
+        }
+        let max: Vec<usize> = rules.iter().map(|r| r.max_block_size).collect();
+        let skipped: HashSet<i64> = blocks
+            .iter()
+            .filter(|(h, m)| m.len() > max[rule_of(**h)])
+            .map(|(h, _)| *h)
+            .collect();
+        assert!(!skipped.is_empty());
+        // Blocks by the hash's high bits reversed, members reversed: no order is relied on.
+        let mut valid: Vec<(i64, Vec<i64>)> = blocks
+            .into_iter()
+            .filter(|(h, m)| valid_block(m.len() as u64, max[rule_of(*h)]))
+            .map(|(h, mut m)| {
+                m.reverse();
+                (h, m)
+            })
+            .collect();
+        valid.sort_by_key(|(h, _)| std::cmp::Reverse(h.rotate_left(17)));
+        let mut got_stats: Vec<RuleStats> = stats
+            .iter()
+            .map(|s| RuleStats {
+                new_pairs: 0,
+                ..s.clone()
+            })
+            .collect();
+        let mut got = Vec::new();
+        let mut batch = BlockBatch::default();
+        let mut batches = 0;
+        let by_id = |id: i64| records.binary_search_by_key(&id, |r| r.id).unwrap();
+        let mut flush = |batch: BlockBatch, got_stats: &mut Vec<RuleStats>| {
+            let members: Vec<MatchRecord> = batch
+                .ids()
+                .into_iter()
+                .map(|id| records[by_id(id)].clone())
+                .collect();
+            let workers = crate::parallel::Workers {
+                threads: 2,
+                ..Default::default()
+            };
+            for c in batch.pairs(&members, &rules, &skipped, got_stats, workers) {
+                let (a, b) = (members[c.a as usize].id, members[c.b as usize].id);
+                assert!(a < b);
+                got.push((a, b, c.rules));
+            }
+        };
+        for (h, m) in valid {
+            batch.push(h, m);
+            if batch.members() >= 300 {
+                flush(std::mem::take(&mut batch), &mut got_stats);
+                batches += 1;
+            }
+        }
+        flush(batch, &mut got_stats);
+        got.sort_unstable();
+        assert!(batches > 10, "{batches} batches");
+        assert!(expected.len() > 10_000, "{} candidates", expected.len());
+        assert_eq!(got, expected);
+        for s in &mut stats {
+            s.largest_skipped_key = None;
+        }
+        for s in &mut got_stats {
+            s.largest_skipped_key = None;
+        }
         assert_eq!(got_stats, stats);
     }
 

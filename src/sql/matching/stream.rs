@@ -22,17 +22,17 @@ use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
 
 use super::super::errors::raise;
-use super::super::spi::{drop_indexes, rebuild_indexes, spi_failed, Cursor};
+use super::super::spi::{drop_indexes, fetch_all, rebuild_indexes, spi_failed, Cursor};
 use super::frequencies::load_frequencies;
 use super::records::{record_from_row, source_ids, RECORD_COLUMNS};
 use super::run::Phases;
 use super::score::{pair_rows, write_block_key_rows, write_blocking_stats, write_pairs};
-use crate::model::blocking::{key_hash, key_hashes, rule_of, Candidate, RuleStats};
+use crate::model::blocking::{key_hash, key_hashes, Candidate, RuleStats};
 use crate::model::comparison::Context;
 use crate::model::params::Model;
 use crate::model::record::MatchRecord;
 use crate::model::scorer::Scorer;
-use crate::model::stream::{block_pairs, buffer_records, RuleFigures, ValueGroups};
+use crate::model::stream::{buffer_records, BlockBatch, RuleFigures, ValueGroups};
 
 const F: &str = "score_pairs";
 /// The blocking keys score_pairs writes (and the change queue reads).
@@ -196,17 +196,23 @@ pub(super) fn household_values(
 ) -> HashSet<String> {
     let cols = record_columns();
     // Byte order ("C"): equal values next to each other, whatever the database's collation.
+    // Only the values of at least two records: one holder is never a household, and most
+    // values have one (a sort of their holders instead of all records).
     let query = if of == "email" {
         format!(
-            "SELECT {cols}, r.email_key FROM unify.records r WHERE r.email_key IS NOT NULL
+            "SELECT {cols}, r.email_key FROM unify.records r
+             WHERE r.email_key IN (SELECT email_key FROM unify.records WHERE email_key IS NOT NULL
+                                   GROUP BY email_key HAVING count(*) >= 2)
              ORDER BY r.email_key COLLATE \"C\", r.record_id"
         )
     } else {
         format!(
-            "SELECT {cols}, v.p FROM unify.records r
-             CROSS JOIN LATERAL (SELECT DISTINCT x.p FROM (VALUES (r.phone), (r.mobile)) AS x (p)
-                                 WHERE x.p IS NOT NULL) AS v
-             ORDER BY v.p COLLATE \"C\", r.record_id"
+            "WITH held AS (SELECT r.record_id, v.p FROM unify.records r
+                           CROSS JOIN LATERAL (SELECT DISTINCT x.p FROM (VALUES (r.phone), (r.mobile)) AS x (p)
+                                               WHERE x.p IS NOT NULL) AS v)
+             SELECT {cols}, h.p FROM held h JOIN unify.records r ON r.record_id = h.record_id
+             WHERE h.p IN (SELECT p FROM held GROUP BY p HAVING count(*) >= 2)
+             ORDER BY h.p COLLATE \"C\", r.record_id"
         )
     };
     let f = stream.function;
@@ -297,42 +303,70 @@ impl<'a> KeyWriter<'a> {
     }
 }
 
+/// The keys of the blocks over their rule's size limit (see `crate::model::stream::usable_keys`).
+pub(super) type Skipped = HashSet<i64>;
+
+/// The rules' size limits as an SQL array, indexed by a key hash's rule + 1.
+fn limits_sql(model: &Model) -> String {
+    format!(
+        "'{{{}}}'::bigint[]",
+        model
+            .blocking_rules
+            .iter()
+            .map(|r| r.max_block_size.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+}
+
 /// Step 3: the figures per rule from the sizes of the blocks of the keys in `keys` (raising
-/// 54000 past max_candidate_pairs, as the held path does), the largest skipped keys named.
+/// 54000 past max_candidate_pairs, as the held path does), the largest skipped keys named, and
+/// the skipped keys. The valid blocks are summed per rule in SQL: one row per rule and per
+/// skipped block comes back, not one per block.
 pub(super) fn rule_figures(
     client: &mut SpiClient<'_>,
     stream: &Stream,
     model: &Model,
     keys: &str,
-) -> Vec<RuleStats> {
+) -> (Vec<RuleStats>, Skipped) {
     let rules = &model.blocking_rules;
     let names: Vec<String> = rules.iter().map(|r| r.name.clone()).collect();
     let limits: Vec<usize> = rules.iter().map(|r| r.max_block_size).collect();
     let f = stream.function;
-    // Block sizes (PostgreSQL groups them within work_mem, spilling to disk beyond it).
     let mut figures = RuleFigures::new(&names, &limits).unwrap_or_else(|e| limit_exceeded(e, f));
-    let sizes = Cursor::open(
+    // Block sizes (PostgreSQL groups them within work_mem, spilling to disk beyond it).
+    let limits_sql = limits_sql(model);
+    let rows = fetch_all(
         client,
-        stream.name("sizes"),
-        &format!("SELECT key_hash, count(*) FROM {keys} GROUP BY key_hash"),
-        20_000,
+        &format!(
+            "WITH s AS (SELECT key_hash, count(*) AS n, ({limits_sql})[(key_hash & 255) + 1] AS lim
+                        FROM {keys} GROUP BY key_hash HAVING count(*) >= 2)
+             SELECT (key_hash & 255)::int, NULL::bigint, count(*), sum(n * (n - 1) / 2)::bigint
+             FROM s WHERE n <= lim GROUP BY 1
+             UNION ALL
+             SELECT (key_hash & 255)::int, key_hash, n, NULL FROM s WHERE n > lim"
+        ),
+        vec![],
         f,
-    );
-    loop {
-        let rows = sizes.next(client, |row| {
+        |row| {
             (
-                row.get::<i64>(1).ok().flatten().unwrap_or_default(),
-                row.get::<i64>(2).ok().flatten().unwrap_or_default() as u64,
+                row.get::<i32>(1).ok().flatten().unwrap_or_default() as usize,
+                row.get::<i64>(2).ok().flatten(),
+                row.get::<i64>(3).ok().flatten().unwrap_or_default() as u64,
+                row.get::<i64>(4).ok().flatten().unwrap_or_default() as u64,
             )
-        });
-        if rows.is_empty() {
-            break;
-        }
-        for (hash, n) in rows {
-            figures.add(hash, n);
+        },
+    );
+    let mut skipped = Skipped::new();
+    for (rule, hash, n, pairs) in rows {
+        match hash {
+            Some(h) => {
+                skipped.insert(h);
+                figures.add(h, n);
+            }
+            None => figures.add_valid(rule, n, pairs),
         }
     }
-    sizes.close(client);
     let (mut stats, largest) = figures
         .finish(model.max_candidate_pairs)
         .unwrap_or_else(|e| limit_exceeded(e, f));
@@ -341,104 +375,93 @@ pub(super) fn rule_figures(
             stats[i].largest_skipped_key = skipped_key(client, model, keys, i, h, f);
         }
     }
-    stats
+    (stats, skipped)
 }
 
-/// Step 4: the candidates of the valid blocks of the keys in `keys`, block by block in key
-/// order, handed to `each` with their records (the candidates index them) at most
-/// `stream.buffer` records or a million candidates at a time; the pairs per rule counted into
-/// `stats`.
+/// Step 4: the candidates of the valid blocks of the keys in `keys`, handed to `each` with
+/// their records (the candidates index them), a batch of blocks at a time: blocks are gathered
+/// (their members' ids, grouped in SQL) until their distinct members fill `stream.buffer` or
+/// they may hold a million pairs, then the members are read once by id and the batch's pairs
+/// made (`crate::model::stream::BlockBatch`), each record's valid keys from the record and the
+/// skipped keys. The pairs per rule are counted into `stats`.
 pub(super) fn stream_blocks(
     client: &mut SpiClient<'_>,
     stream: &Stream,
     model: &Model,
     keys: &str,
+    skipped: &Skipped,
     stats: &mut [RuleStats],
     mut each: impl FnMut(&mut SpiClient<'_>, &[MatchRecord], &[Candidate]),
 ) {
-    let limits_sql = format!(
-        "'{{{}}}'::bigint[]",
-        model
-            .blocking_rules
-            .iter()
-            .map(|r| r.max_block_size.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    let (valid, record_valid) = (stream.name("valid_blocks"), stream.name("record_keys"));
-    stream.run(
-        client,
-        &format!("DROP TABLE IF EXISTS pg_temp.{valid}, pg_temp.{record_valid}"),
-    );
-    stream.run(
-        client,
-        &format!(
-            "CREATE TEMP TABLE {valid} ON COMMIT DROP AS
-             SELECT key_hash FROM {keys} GROUP BY key_hash
-             HAVING count(*) >= 2 AND count(*) <= ({limits_sql})[(key_hash & 255) + 1]"
-        ),
-    );
-    stream.run(
-        client,
-        &format!(
-            "CREATE TEMP TABLE {record_valid} ON COMMIT DROP AS
-             SELECT bk.record_id, array_agg(bk.key_hash ORDER BY bk.key_hash) AS hashes
-             FROM {keys} bk JOIN pg_temp.{valid} v USING (key_hash) GROUP BY bk.record_id"
-        ),
-    );
-    stream.run(client, &format!("ANALYZE pg_temp.{valid}"));
-    stream.run(client, &format!("ANALYZE pg_temp.{record_valid}"));
-    let cols = record_columns();
+    let limits_sql = limits_sql(model);
     let f = stream.function;
+    // Grouped from the keys sorted by key (no hash table of every block); the blocks in the
+    // order of their smallest member, so that the several blocks of one person's records (an
+    // e-mail, a phone, a name at an address) mostly fall into one batch and their records are
+    // read once, not once per block.
     let cursor = stream.cursor(
         client,
         "blocks",
         &format!(
-            "SELECT {cols}, v.key_hash, rv.hashes
-             FROM pg_temp.{valid} v JOIN {keys} bk ON bk.key_hash = v.key_hash
-             JOIN pg_temp.{record_valid} rv ON rv.record_id = bk.record_id
-             JOIN unify.records r ON r.record_id = bk.record_id
-             ORDER BY v.key_hash, bk.record_id"
+            "SELECT key_hash, array_agg(record_id) FROM
+               (SELECT key_hash, record_id FROM {keys} ORDER BY key_hash) k
+             GROUP BY key_hash
+             HAVING count(*) >= 2 AND count(*) <= ({limits_sql})[(key_hash & 255) + 1]
+             ORDER BY min(record_id), key_hash"
         ),
     );
-    let mut pending = Pending::default();
-    let mut block: Vec<(MatchRecord, Vec<i64>)> = Vec::new();
-    let mut block_hash: Option<i64> = None;
+    let workers = super::run::workers();
+    let mut batch = BlockBatch::default();
+    let (mut t_load, mut t_pairs, mut t_each, mut loaded, mut nb) =
+        (0.0f64, 0.0f64, 0.0f64, 0usize, 0usize);
+    let t0 = std::time::Instant::now();
+    let mut flush = |client: &mut SpiClient<'_>, batch: BlockBatch, stats: &mut [RuleStats]| {
+        if batch.is_empty() {
+            return;
+        }
+        let t = std::time::Instant::now();
+        let records = fetch_all(
+            client,
+            &format!("SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"),
+            vec![batch.ids().into()],
+            f,
+            |row| record_from_row(row, f),
+        );
+        let mut records = records;
+        records.sort_unstable_by_key(|r| r.id);
+        t_load += t.elapsed().as_secs_f64();
+        loaded += records.len();
+        nb += 1;
+        let t = std::time::Instant::now();
+        let cands = batch.pairs(&records, &model.blocking_rules, skipped, stats, workers);
+        t_pairs += t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        for chunk in cands.chunks(1_000_000) {
+            each(client, &records, chunk);
+        }
+        t_each += t.elapsed().as_secs_f64();
+    };
     loop {
         let rows = cursor.next(client, |row| {
-            let record = record_from_row(row, f);
-            let hash = row.get::<i64>(16).ok().flatten().unwrap_or_default();
-            let hashes = row.get::<Vec<i64>>(17).ok().flatten().unwrap_or_default();
-            (hash, record, hashes)
+            (
+                row.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                row.get::<Vec<i64>>(2).ok().flatten().unwrap_or_default(),
+            )
         });
-        let end = rows.is_empty();
-        for (hash, record, hashes) in rows {
-            if block_hash != Some(hash) {
-                if let Some(h) = block_hash {
-                    pending.add_block(h, std::mem::take(&mut block), stats);
-                }
-                block_hash = Some(hash);
-            }
-            block.push((record, hashes));
-        }
-        if end {
-            if let Some(h) = block_hash.take() {
-                pending.add_block(h, std::mem::take(&mut block), stats);
-            }
-        }
-        if end || pending.records.len() >= stream.buffer || pending.cands.len() >= 1_000_000 {
-            each(client, &pending.records, &pending.cands);
-            pending = Pending::default();
-        }
-        if end {
+        if rows.is_empty() {
             break;
         }
+        for (hash, members) in rows {
+            batch.push(hash, members);
+            if batch.members() >= stream.buffer || batch.pairs_bound >= 1_000_000 {
+                flush(client, std::mem::take(&mut batch), stats);
+            }
+        }
     }
+    flush(client, batch, stats);
     cursor.close(client);
-    stream.run(
-        client,
-        &format!("DROP TABLE IF EXISTS pg_temp.{valid}, pg_temp.{record_valid}"),
-    );
+    drop(flush);
+    pgrx::debug1!("blocks: {nb} batches, {loaded} records loaded; load {t_load:.3} s, pairs {t_pairs:.3} s, each {t_each:.3} s, total {:.3} s", t0.elapsed().as_secs_f64());
 }
 
 /// Steps 3 and 4 of score_pairs: the figures, the blocks within their limits, and the scored
@@ -453,7 +476,7 @@ fn score_blocks(
     version: Option<i32>,
     phases: &mut Phases,
 ) -> Figures {
-    let mut stats = rule_figures(client, stream, model, BLOCK_KEYS);
+    let (mut stats, skipped) = rule_figures(client, stream, model, BLOCK_KEYS);
     phases.mark("block sizes");
     // Every pair is written anew: emptied and filled without its indexes, built once after.
     stream.run(client, "TRUNCATE unify.pairs");
@@ -465,6 +488,7 @@ fn score_blocks(
         stream,
         model,
         BLOCK_KEYS,
+        &skipped,
         &mut stats,
         |client, records, cands| {
             let rows = pair_rows(model, &scorer, records, cands);
@@ -480,38 +504,6 @@ fn score_blocks(
         (!stats.is_empty()).then(|| stats.iter().map(|s| s.new_pairs as i64).sum());
     write_blocking_stats(client, &stats);
     (candidate_pairs, stored, matches, forced)
-}
-
-/// Records and candidates waiting to be handed on.
-#[derive(Default)]
-struct Pending {
-    records: Vec<MatchRecord>,
-    cands: Vec<Candidate>,
-}
-
-impl Pending {
-    /// One block's members (in record id order, each with its valid keys): its pairs.
-    fn add_block(
-        &mut self,
-        hash: i64,
-        members: Vec<(MatchRecord, Vec<i64>)>,
-        stats: &mut [RuleStats],
-    ) {
-        let rule = rule_of(hash);
-        let base = self.records.len() as u32;
-        let idx: Vec<u32> = (0..members.len() as u32).map(|i| base + i).collect();
-        let valid: Vec<&[i64]> = members.iter().map(|(_, v)| v.as_slice()).collect();
-        let ids: Vec<i64> = members.iter().map(|(r, _)| r.id).collect();
-        let pairs = block_pairs(hash, &idx, &valid, &ids);
-        if pairs.is_empty() {
-            return;
-        }
-        if let Some(s) = stats.get_mut(rule) {
-            s.new_pairs += pairs.len() as u64;
-        }
-        self.cands.extend(pairs);
-        self.records.extend(members.into_iter().map(|(r, _)| r));
-    }
 }
 
 /// The text of a skipped block's key (the figure names the junk value), from one of its records.

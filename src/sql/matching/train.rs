@@ -223,7 +223,8 @@ fn train_streamed_sql(
             drop(sample);
             training.mark("u");
             phases.mark("u");
-            let mut stats = rule_figures(client, &stream, model, KEYS);
+            let (mut stats, skipped) = rule_figures(client, &stream, model, KEYS);
+            phases.mark("figures");
             // Within an eighth of the budget (see `em_pairs_within`).
             let within = em_pairs_within(budget_kb, StreamedSample::PAIR_BYTES);
             let em_pairs = match opts.em_pairs {
@@ -255,7 +256,7 @@ fn train_streamed_sql(
                 return (report, stats, ctx);
             }
             let mut sample = StreamedSample::new(em_pairs, opts.seed);
-            stream_blocks(client, &stream, model, KEYS, &mut stats, |_, records, cands| {
+            stream_blocks(client, &stream, model, KEYS, &skipped, &mut stats, |_, records, cands| {
                 sample.add(records, cands, &ctx, opts.workers);
             });
             stream.run(client, &format!("DROP TABLE IF EXISTS {KEYS}, {VALUES}"));
@@ -313,7 +314,7 @@ fn train_held_on_workers(
                 keys.add(client, model, chunk);
             }
             keys.finish(client);
-            let mut stats = rule_figures(client, &stream, model, KEYS);
+            let (mut stats, _) = rule_figures(client, &stream, model, KEYS);
             let (sample, candidates) = tally_on_workers(
                 client,
                 model,
