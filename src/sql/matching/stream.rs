@@ -207,9 +207,10 @@ pub(super) fn household_values(
         )
     } else {
         format!(
-            "WITH held AS (SELECT r.record_id, v.p FROM unify.records r
-                           CROSS JOIN LATERAL (SELECT DISTINCT x.p FROM (VALUES (r.phone), (r.mobile)) AS x (p)
-                                               WHERE x.p IS NOT NULL) AS v)
+            "WITH held AS (SELECT record_id, phone AS p FROM unify.records WHERE phone IS NOT NULL
+                           UNION ALL
+                           SELECT record_id, mobile FROM unify.records
+                           WHERE mobile IS NOT NULL AND mobile IS DISTINCT FROM phone)
              SELECT {cols}, h.p FROM held h JOIN unify.records r ON r.record_id = h.record_id
              WHERE h.p IN (SELECT p FROM held GROUP BY p HAVING count(*) >= 2)
              ORDER BY h.p COLLATE \"C\", r.record_id"
@@ -321,9 +322,27 @@ fn limits_sql(model: &Model) -> String {
 
 /// Step 3: the figures per rule from the sizes of the blocks of the keys in `keys` (raising
 /// 54000 past max_candidate_pairs, as the held path does), the largest skipped keys named, and
-/// the skipped keys. The valid blocks are summed per rule in SQL: one row per rule and per
-/// skipped block comes back, not one per block.
+/// the skipped keys (see [`block_figures`]; this one keeps nothing for [`stream_blocks`]).
 pub(super) fn rule_figures(
+    client: &mut SpiClient<'_>,
+    stream: &Stream,
+    model: &Model,
+    keys: &str,
+) -> (Vec<RuleStats>, Skipped) {
+    let out = block_figures(client, stream, model, keys);
+    stream.run(
+        client,
+        &format!("DROP TABLE IF EXISTS pg_temp.{}", stream.name("blocks")),
+    );
+    out
+}
+
+/// [`rule_figures`], the blocks of at least two records kept for [`stream_blocks`] in a temp
+/// table `<prefix>_blocks` (key hash, size, members' ids): the keys are grouped once, sorted by
+/// key (no hash table of every key), for the figures and the blocks both. The valid blocks are
+/// summed per rule in SQL: one row per rule and per skipped block comes back, not one per
+/// block.
+pub(super) fn block_figures(
     client: &mut SpiClient<'_>,
     stream: &Stream,
     model: &Model,
@@ -334,13 +353,24 @@ pub(super) fn rule_figures(
     let limits: Vec<usize> = rules.iter().map(|r| r.max_block_size).collect();
     let f = stream.function;
     let mut figures = RuleFigures::new(&names, &limits).unwrap_or_else(|e| limit_exceeded(e, f));
-    // Block sizes (PostgreSQL groups them within work_mem, spilling to disk beyond it).
+    let blocks = stream.name("blocks");
+    stream.run(client, &format!("DROP TABLE IF EXISTS pg_temp.{blocks}"));
+    // PostgreSQL sorts the keys within work_mem, spilling to disk beyond it.
+    stream.run(
+        client,
+        &format!(
+            "CREATE TEMP TABLE {blocks} ON COMMIT DROP AS
+             SELECT key_hash, count(*) AS n, array_agg(record_id) AS members
+             FROM (SELECT key_hash, record_id FROM {keys} ORDER BY key_hash, record_id) k
+             GROUP BY key_hash HAVING count(*) >= 2"
+        ),
+    );
     let limits_sql = limits_sql(model);
     let rows = fetch_all(
         client,
         &format!(
-            "WITH s AS (SELECT key_hash, count(*) AS n, ({limits_sql})[(key_hash & 255) + 1] AS lim
-                        FROM {keys} GROUP BY key_hash HAVING count(*) >= 2)
+            "WITH s AS (SELECT key_hash, n, ({limits_sql})[(key_hash & 255) + 1] AS lim
+                        FROM pg_temp.{blocks})
              SELECT (key_hash & 255)::int, NULL::bigint, count(*), sum(n * (n - 1) / 2)::bigint
              FROM s WHERE n <= lim GROUP BY 1
              UNION ALL
@@ -378,36 +408,34 @@ pub(super) fn rule_figures(
     (stats, skipped)
 }
 
-/// Step 4: the candidates of the valid blocks of the keys in `keys`, handed to `each` with
-/// their records (the candidates index them), a batch of blocks at a time: blocks are gathered
-/// (their members' ids, grouped in SQL) until their distinct members fill `stream.buffer` or
-/// they may hold a million pairs, then the members are read once by id and the batch's pairs
-/// made (`crate::model::stream::BlockBatch`), each record's valid keys from the record and the
-/// skipped keys. The pairs per rule are counted into `stats`.
+/// Step 4: the candidates of the valid blocks of the keys in `keys` (grouped by
+/// [`block_figures`], whose table this drops), handed to `each` with their records (the
+/// candidates index them), a batch of blocks at a time: blocks are gathered until their
+/// distinct members fill `stream.buffer` or they may hold a million pairs, then the members are
+/// read once by id and the batch's pairs made (`crate::model::stream::BlockBatch`), each
+/// record's valid keys from the record and the skipped keys. The pairs per rule are counted
+/// into `stats`.
 pub(super) fn stream_blocks(
     client: &mut SpiClient<'_>,
     stream: &Stream,
     model: &Model,
-    keys: &str,
     skipped: &Skipped,
     stats: &mut [RuleStats],
     mut each: impl FnMut(&mut SpiClient<'_>, &[MatchRecord], &[Candidate]),
 ) {
     let limits_sql = limits_sql(model);
     let f = stream.function;
-    // Grouped from the keys sorted by key (no hash table of every block); the blocks in the
-    // order of their smallest member, so that the several blocks of one person's records (an
-    // e-mail, a phone, a name at an address) mostly fall into one batch and their records are
-    // read once, not once per block.
+    let blocks = stream.name("blocks");
+    // In the order of their smallest member, so that the several blocks of one person's records
+    // (an e-mail, a phone, a name at an address) mostly fall into one batch and their records
+    // are read once, not once per block.
     let cursor = stream.cursor(
         client,
-        "blocks",
+        "block_members",
         &format!(
-            "SELECT key_hash, array_agg(record_id) FROM
-               (SELECT key_hash, record_id FROM {keys} ORDER BY key_hash) k
-             GROUP BY key_hash
-             HAVING count(*) >= 2 AND count(*) <= ({limits_sql})[(key_hash & 255) + 1]
-             ORDER BY min(record_id), key_hash"
+            "SELECT key_hash, members FROM pg_temp.{blocks}
+             WHERE n <= ({limits_sql})[(key_hash & 255) + 1]
+             ORDER BY members[1], key_hash"
         ),
     );
     let workers = super::run::workers();
@@ -461,6 +489,7 @@ pub(super) fn stream_blocks(
     flush(client, batch, stats);
     cursor.close(client);
     drop(flush);
+    stream.run(client, &format!("DROP TABLE IF EXISTS pg_temp.{blocks}"));
     pgrx::debug1!("blocks: {nb} batches, {loaded} records loaded; load {t_load:.3} s, pairs {t_pairs:.3} s, each {t_each:.3} s, total {:.3} s", t0.elapsed().as_secs_f64());
 }
 
@@ -476,7 +505,7 @@ fn score_blocks(
     version: Option<i32>,
     phases: &mut Phases,
 ) -> Figures {
-    let (mut stats, skipped) = rule_figures(client, stream, model, BLOCK_KEYS);
+    let (mut stats, skipped) = block_figures(client, stream, model, BLOCK_KEYS);
     phases.mark("block sizes");
     // Every pair is written anew: emptied and filled without its indexes, built once after.
     stream.run(client, "TRUNCATE unify.pairs");
@@ -487,7 +516,6 @@ fn score_blocks(
         client,
         stream,
         model,
-        BLOCK_KEYS,
         &skipped,
         &mut stats,
         |client, records, cands| {
