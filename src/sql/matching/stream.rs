@@ -4,16 +4,19 @@
 //! and the proof that the candidates equal those of the run over all records held at once; this
 //! is its reading and writing, shared by both commands.
 //!
-//! 1. The household e-mails and phones: two passes over the records ordered by value.
+//! 1. The household e-mails and phones: two passes over the records holding a value with
+//!    another record, ordered by value.
 //! 2. The blocking keys: one pass over the records, keys written in chunks (score_pairs to
 //!    unify.block_keys, which the change queue reads; train to a temp table of its own, leaving
 //!    unify.block_keys and unify.matching_state to score_pairs).
-//! 3. The figures per rule from the block sizes (and the max_candidate_pairs check), read from
-//!    the keys grouped by key; the blocks within their size limit go to a temp table, each
-//!    record's keys among them to another.
-//! 4. The members of those blocks in key order, each record with its valid keys: pairs block
-//!    by block, handed to the command a buffer at a time (score_pairs scores and writes them on
-//!    all threads, train draws its EM sample from them).
+//! 3. The keys grouped once by key into a temp table of the blocks of two or more records
+//!    (size, members' ids); the figures per rule (and the max_candidate_pairs check) summed from
+//!    it in SQL, the skipped blocks' keys read.
+//! 4. The blocks within their limits in the order of their smallest member, gathered into
+//!    batches of a buffer's worth of distinct members; each batch's members read once by id,
+//!    each record's valid keys made from it and the skipped keys, and the batch's pairs handed
+//!    to the command (score_pairs scores and writes them on all threads, train draws its EM
+//!    sample from them).
 
 use std::collections::HashSet;
 
@@ -46,8 +49,8 @@ pub(super) type Figures = (Option<i64>, i64, i64, i64);
 #[derive(Clone, Copy)]
 pub(super) struct Stream {
     pub function: &'static str,
-    /// `unify_score` or `unify_train`: the temp tables are `<prefix>_valid_blocks` and
-    /// `<prefix>_record_keys` (dropped at the run's end, and at commit in any case).
+    /// `unify_score` or `unify_train`: the blocks are grouped into the temp table
+    /// `<prefix>_blocks` (dropped at the run's end, and at commit in any case).
     pub prefix: &'static str,
     /// Records buffered for the command at a time (see `buffer_records`).
     pub buffer: usize,
@@ -440,34 +443,23 @@ pub(super) fn stream_blocks(
     );
     let workers = super::run::workers();
     let mut batch = BlockBatch::default();
-    let (mut t_load, mut t_pairs, mut t_each, mut loaded, mut nb) =
-        (0.0f64, 0.0f64, 0.0f64, 0usize, 0usize);
-    let t0 = std::time::Instant::now();
     let mut flush = |client: &mut SpiClient<'_>, batch: BlockBatch, stats: &mut [RuleStats]| {
         if batch.is_empty() {
             return;
         }
-        let t = std::time::Instant::now();
-        let records = fetch_all(
+        // By primary key: a few thousand of many records.
+        let mut records = fetch_all(
             client,
             &format!("SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"),
             vec![batch.ids().into()],
             f,
             |row| record_from_row(row, f),
         );
-        let mut records = records;
         records.sort_unstable_by_key(|r| r.id);
-        t_load += t.elapsed().as_secs_f64();
-        loaded += records.len();
-        nb += 1;
-        let t = std::time::Instant::now();
         let cands = batch.pairs(&records, &model.blocking_rules, skipped, stats, workers);
-        t_pairs += t.elapsed().as_secs_f64();
-        let t = std::time::Instant::now();
         for chunk in cands.chunks(1_000_000) {
             each(client, &records, chunk);
         }
-        t_each += t.elapsed().as_secs_f64();
     };
     loop {
         let rows = cursor.next(client, |row| {
@@ -488,9 +480,7 @@ pub(super) fn stream_blocks(
     }
     flush(client, batch, stats);
     cursor.close(client);
-    drop(flush);
     stream.run(client, &format!("DROP TABLE IF EXISTS pg_temp.{blocks}"));
-    pgrx::debug1!("blocks: {nb} batches, {loaded} records loaded; load {t_load:.3} s, pairs {t_pairs:.3} s, each {t_each:.3} s, total {:.3} s", t0.elapsed().as_secs_f64());
 }
 
 /// Steps 3 and 4 of score_pairs: the figures, the blocks within their limits, and the scored

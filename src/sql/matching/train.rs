@@ -30,8 +30,8 @@ use crate::model::train::{
 
 const F: &str = "train";
 /// A streamed training's temp tables (dropped at its end, and at commit in any case): the
-/// blocking keys (unify.block_keys stays score_pairs' and the change queue's), and the values
-/// whose counts give the name frequencies and the exact-agreement u.
+/// blocking keys (unify.block_keys stays score_pairs' and the change queue's), and the hashed
+/// values whose counts give the exact-agreement u of the comparisons other than the names.
 const KEYS: &str = "pg_temp.unify_train_block_keys";
 const VALUES: &str = "pg_temp.unify_train_values";
 /// The columns of VALUES holding the hashed exact values of the comparisons counted in SQL (in
@@ -165,11 +165,12 @@ fn _train(
 }
 
 /// Trains `model` on unify.records streamed within `budget_kb` (see `super::stream`): the
-/// households from the ordered passes, the name frequencies and the exact-agreement u from value
-/// counts grouped in SQL, u's random pairs from a random sample of records, and EM and the prior
-/// on a weighted sample of the candidates drawn as they stream past block by block (see
-/// `crate::model::train::StreamedSample`). Holds the context, a buffer of records and the sample,
-/// whatever the number of records.
+/// households from the ordered passes, the name frequencies and their exact-agreement u counted
+/// as the records stream past, the other exact-agreement u from value counts grouped in SQL, u's
+/// random pairs from a random sample of records, and EM and the prior on a weighted sample of
+/// the candidates drawn as they stream past a batch of blocks at a time (see
+/// `crate::model::train::StreamedSample`, whose sample does not depend on the order). Holds the
+/// context, a batch of records and the sample, whatever the number of records.
 fn train_streamed_sql(
     model: &mut Model,
     records: usize,
