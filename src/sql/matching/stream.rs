@@ -284,12 +284,12 @@ impl<'a> KeyWriter<'a> {
     }
 
     pub fn add(&mut self, client: &mut SpiClient<'_>, model: &Model, records: &[MatchRecord]) {
-        for r in records {
-            self.keys.extend(
-                key_hashes(&model.blocking_rules, r)
-                    .into_iter()
-                    .map(|(_, h)| (h, r.id)),
-            );
+        // On all threads: making the keys is most of a pass that only reads and writes.
+        let keys = crate::parallel::map(records, super::run::workers(), |r| {
+            key_hashes(&model.blocking_rules, r)
+        });
+        for (r, ks) in records.iter().zip(keys) {
+            self.keys.extend(ks.into_iter().map(|(_, h)| (h, r.id)));
         }
         if self.keys.len() >= 200_000 {
             self.flush(client);
