@@ -15,6 +15,13 @@ use std::collections::HashSet;
 
 use super::blocking::{key_hashes, rule_of, BlockingRule, Candidate, RuleStats};
 use super::comparison::{held_by_different_people, JUNK_VALUE_RECORDS};
+
+/// Which values [`HolderGroups`] judges: e-mails (`email_key`) or phones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeldValue {
+    Email,
+    Phone,
+}
 use super::record::MatchRecord;
 
 /// Bytes one prepared record takes while a whole-table command holds all of them (the record,
@@ -286,40 +293,75 @@ pub fn valid_block(n: u64, max_block_size: usize) -> bool {
     n >= 2 && n as usize <= max_block_size
 }
 
-/// The household values (`comparison::Context::shared_emails` / `shared_phones`) from a stream
-/// of (value, holder) ordered by value: one value's holders at a time, at most one past
-/// [`JUNK_VALUE_RECORDS`] of them (more make it a household value anyway).
+/// The household values (`comparison::Context::shared_emails` / `shared_phones`) from the
+/// values held by two or more records, each with its holders' ids, gathered until the holders
+/// fill a buffer and then judged on the holders read by id: a value of more than
+/// [`JUNK_VALUE_RECORDS`] holders is a household's without reading them (as
+/// `held_by_different_people` judges it), and most values have one holder and never come here.
+/// The same values as `Context::build` over all records, whatever order the values come in.
 #[derive(Default)]
-pub struct ValueGroups {
-    current: Option<String>,
-    holders: Vec<MatchRecord>,
-    shared: HashSet<String>,
+pub struct HolderGroups {
+    groups: Vec<(HeldValue, String, Vec<i64>)>,
+    members: HashSet<i64>,
+    emails: HashSet<String>,
+    phones: HashSet<String>,
 }
 
-impl ValueGroups {
-    pub fn push(&mut self, value: &str, holder: MatchRecord) {
-        if self.current.as_deref() != Some(value) {
-            self.close();
-            self.current = Some(value.to_string());
-        }
-        if self.holders.len() <= JUNK_VALUE_RECORDS {
-            self.holders.push(holder);
+impl HolderGroups {
+    /// A value and its holders' ids.
+    pub fn push(&mut self, kind: HeldValue, value: String, mut ids: Vec<i64>) {
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() > JUNK_VALUE_RECORDS {
+            self.shared(kind).insert(value);
+        } else if ids.len() >= 2 {
+            self.members.extend(ids.iter().copied());
+            self.groups.push((kind, value, ids));
         }
     }
 
-    fn close(&mut self) {
-        if let Some(value) = self.current.take() {
-            let holders: Vec<&MatchRecord> = self.holders.iter().collect();
+    fn shared(&mut self, kind: HeldValue) -> &mut HashSet<String> {
+        match kind {
+            HeldValue::Email => &mut self.emails,
+            HeldValue::Phone => &mut self.phones,
+        }
+    }
+
+    /// The distinct holders of the values waiting to be judged.
+    pub fn members(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Their ids, ascending.
+    pub fn ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.members.iter().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Judges the values waiting on their holders (`records`, ascending by id; a record counts
+    /// as a holder when its prepared value is the value).
+    pub fn judge(&mut self, records: &[MatchRecord]) {
+        for (kind, value, ids) in std::mem::take(&mut self.groups) {
+            let holders: Vec<&MatchRecord> = ids
+                .iter()
+                .filter_map(|id| records.binary_search_by_key(id, |r| r.id).ok())
+                .map(|i| &records[i])
+                .filter(|r| match kind {
+                    HeldValue::Email => r.email_key.as_deref() == Some(value.as_str()),
+                    HeldValue::Phone => r.phones.contains(&value),
+                })
+                .collect();
             if held_by_different_people(&holders) {
-                self.shared.insert(value);
+                self.shared(kind).insert(value);
             }
         }
-        self.holders.clear();
+        self.members.clear();
     }
 
-    pub fn finish(mut self) -> HashSet<String> {
-        self.close();
-        self.shared
+    /// The household e-mails and phones (judge the values waiting first).
+    pub fn finish(self) -> (HashSet<String>, HashSet<String>) {
+        (self.emails, self.phones)
     }
 }
 
@@ -559,29 +601,47 @@ mod tests {
         assert_eq!(got_stats, stats);
     }
 
+    /// The values of two or more holders in any order, judged a few hundred holders at a time
+    /// on the holders read by id: the household values of all records at once.
     #[test]
-    fn streamed_household_values_are_those_of_all_records() {
-        let records = records(3000);
+    fn household_values_from_holder_groups_are_those_of_all_records() {
+        let mut records = records(3000);
+        records.sort_by_key(|r| r.id);
         let all = super::super::comparison::Context::build(&records);
-        let mut by_email: Vec<(&str, &MatchRecord)> = records
-            .iter()
-            .filter_map(|r| r.email_key.as_deref().map(|e| (e, r)))
-            .collect();
-        by_email.sort_by_key(|(e, r)| (*e, r.id));
-        let mut emails = ValueGroups::default();
-        for (e, r) in by_email {
-            emails.push(e, r.clone());
+        let mut by_value: BTreeMap<(u8, String), Vec<i64>> = BTreeMap::new();
+        for r in &records {
+            if let Some(e) = &r.email_key {
+                by_value.entry((0, e.clone())).or_default().push(r.id);
+            }
+            for p in &r.phones {
+                by_value.entry((1, p.clone())).or_default().push(r.id);
+            }
         }
-        let mut by_phone: Vec<(&str, &MatchRecord)> = records
-            .iter()
-            .flat_map(|r| r.phones.iter().map(move |p| (p.as_str(), r)))
-            .collect();
-        by_phone.sort_by_key(|(p, r)| (*p, r.id));
-        let mut phones = ValueGroups::default();
-        for (p, r) in by_phone {
-            phones.push(p, r.clone());
+        assert!(by_value.values().any(|ids| ids.len() > JUNK_VALUE_RECORDS));
+        let mut groups = HolderGroups::default();
+        let judge = |groups: &mut HolderGroups| {
+            let holders: Vec<MatchRecord> = groups
+                .ids()
+                .into_iter()
+                .map(|id| records[records.binary_search_by_key(&id, |r| r.id).unwrap()].clone())
+                .collect();
+            groups.judge(&holders);
+        };
+        // Reversed, holders reversed: no order is relied on.
+        for ((kind, value), mut ids) in by_value.into_iter().rev() {
+            ids.reverse();
+            let kind = if kind == 0 {
+                HeldValue::Email
+            } else {
+                HeldValue::Phone
+            };
+            groups.push(kind, value, ids);
+            if groups.members() >= 200 {
+                judge(&mut groups);
+            }
         }
-        let (emails, phones) = (emails.finish(), phones.finish());
+        judge(&mut groups);
+        let (emails, phones) = groups.finish();
         assert!(!emails.is_empty() && !phones.is_empty());
         assert_eq!(emails, all.shared_emails);
         assert_eq!(phones, all.shared_phones);

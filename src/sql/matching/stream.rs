@@ -4,8 +4,8 @@
 //! and the proof that the candidates equal those of the run over all records held at once; this
 //! is its reading and writing, shared by both commands.
 //!
-//! 1. The household e-mails and phones: two passes over the records holding a value with
-//!    another record, ordered by value.
+//! 1. The household e-mails and phones: the values of two or more records grouped with their
+//!    holders' ids, judged on the holders read by id a buffer at a time.
 //! 2. The blocking keys: one pass over the records, keys written in chunks (score_pairs to
 //!    unify.block_keys, which the change queue reads; train to a temp table of its own, leaving
 //!    unify.block_keys and unify.matching_state to score_pairs).
@@ -35,7 +35,7 @@ use crate::model::comparison::Context;
 use crate::model::params::Model;
 use crate::model::record::MatchRecord;
 use crate::model::scorer::Scorer;
-use crate::model::stream::{buffer_records, BlockBatch, RuleFigures, ValueGroups};
+use crate::model::stream::{buffer_records, BlockBatch, HeldValue, HolderGroups, RuleFigures};
 
 const F: &str = "score_pairs";
 /// The blocking keys score_pairs writes (and the change queue reads).
@@ -139,22 +139,14 @@ pub(super) fn scoring_context(
 ) -> (std::collections::HashMap<String, i32>, Context) {
     let ids = source_ids(client);
     let (first_name_tf, last_name_tf) = load_frequencies(client, None, stream.function);
+    let (shared_emails, shared_phones) = household_values(client, stream);
     let ctx = Context {
         first_name_tf,
         last_name_tf,
-        shared_emails: household_values(client, stream, "email"),
-        shared_phones: household_values(client, stream, "phone"),
+        shared_emails,
+        shared_phones,
     };
     (ids, ctx)
-}
-
-/// `RECORD_COLUMNS` of unify.records r, qualified.
-pub(super) fn record_columns() -> String {
-    RECORD_COLUMNS
-        .split(',')
-        .map(|c| format!("r.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Scores all records with `model` within `budget_kb`, as `_score_pairs` does with all of them
@@ -190,59 +182,70 @@ pub(super) fn write_block_keys(client: &mut SpiClient<'_>, stream: &Stream, mode
     super::score::write_matching_state(client, model);
 }
 
-/// The e-mails or phones (`of`) held by clearly different people (`comparison::Context`), from
-/// the records ordered by value.
+/// The e-mails and phones held by clearly different people (`comparison::Context`): the values
+/// of two or more records grouped in SQL with their holders' ids (narrow rows, no sort of whole
+/// records), judged a buffer of holders at a time on the holders read by id (see
+/// `crate::model::stream::HolderGroups`; values of more than `JUNK_VALUE_RECORDS` holders
+/// without reading them).
 pub(super) fn household_values(
     client: &mut SpiClient<'_>,
     stream: &Stream,
-    of: &str,
-) -> HashSet<String> {
-    let cols = record_columns();
-    // Byte order ("C"): equal values next to each other, whatever the database's collation.
-    // Only the values of at least two records: one holder is never a household, and most
-    // values have one (a sort of their holders instead of all records).
-    let query = if of == "email" {
-        format!(
-            "SELECT {cols}, r.email_key FROM unify.records r
-             WHERE r.email_key IN (SELECT email_key FROM unify.records WHERE email_key IS NOT NULL
-                                   GROUP BY email_key HAVING count(*) >= 2)
-             ORDER BY r.email_key COLLATE \"C\", r.record_id"
-        )
-    } else {
-        format!(
-            "WITH held AS (SELECT record_id, phone AS p FROM unify.records WHERE phone IS NOT NULL
-                           UNION ALL
-                           SELECT record_id, mobile FROM unify.records
-                           WHERE mobile IS NOT NULL AND mobile IS DISTINCT FROM phone)
-             SELECT {cols}, h.p FROM held h JOIN unify.records r ON r.record_id = h.record_id
-             WHERE h.p IN (SELECT p FROM held GROUP BY p HAVING count(*) >= 2)
-             ORDER BY h.p COLLATE \"C\", r.record_id"
-        )
-    };
+) -> (HashSet<String>, HashSet<String>) {
     let f = stream.function;
-    let cursor = stream.cursor(client, "values", &query);
-    let mut groups = ValueGroups::default();
+    // Byte equality ("C"), whatever the database's collation; a record's phone and mobile
+    // once when they are equal.
+    let cursor = stream.cursor(
+        client,
+        "values",
+        "SELECT kind, value, array_agg(record_id) FROM (
+           SELECT 0 AS kind, email_key COLLATE \"C\" AS value, record_id FROM unify.records
+           WHERE email_key IS NOT NULL
+           UNION ALL
+           SELECT 1, phone COLLATE \"C\", record_id FROM unify.records WHERE phone IS NOT NULL
+           UNION ALL
+           SELECT 1, mobile COLLATE \"C\", record_id FROM unify.records
+           WHERE mobile IS NOT NULL AND mobile IS DISTINCT FROM phone) v
+         GROUP BY kind, value HAVING count(*) >= 2",
+    );
+    let mut groups = HolderGroups::default();
+    let judge = |client: &mut SpiClient<'_>, groups: &mut HolderGroups| {
+        if groups.members() == 0 {
+            return;
+        }
+        let mut holders = fetch_all(
+            client,
+            &format!("SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"),
+            vec![groups.ids().into()],
+            f,
+            |row| record_from_row(row, f),
+        );
+        holders.sort_unstable_by_key(|r| r.id);
+        groups.judge(&holders);
+    };
     loop {
         let rows = cursor.next(client, |row| {
-            let record = record_from_row(row, f);
-            let value = row.get::<String>(16).ok().flatten().unwrap_or_default();
-            (value, record)
+            (
+                row.get::<i32>(1).ok().flatten().unwrap_or_default(),
+                row.get::<String>(2).ok().flatten().unwrap_or_default(),
+                row.get::<Vec<i64>>(3).ok().flatten().unwrap_or_default(),
+            )
         });
         if rows.is_empty() {
             break;
         }
-        for (value, record) in rows {
-            // The prepared record's value (an e-mail trimmed, a blank phone dropped).
-            let value = if of == "email" {
-                record.email_key.clone()
+        for (kind, value, ids) in rows {
+            let kind = if kind == 0 {
+                HeldValue::Email
             } else {
-                record.phones.iter().find(|p| **p == value).cloned()
+                HeldValue::Phone
             };
-            if let Some(value) = value {
-                groups.push(&value, record);
+            groups.push(kind, value, ids);
+            if groups.members() >= stream.buffer {
+                judge(client, &mut groups);
             }
         }
     }
+    judge(client, &mut groups);
     cursor.close(client);
     groups.finish()
 }

@@ -187,11 +187,12 @@ fn train_streamed_sql(
     Spi::connect_mut(|client| {
         stream.with_full_cursors(client, |client| {
             let ids = source_ids(client);
+            let (shared_emails, shared_phones) = super::stream::household_values(client, &stream);
             let mut ctx = Context {
                 first_name_tf: HashMap::new(),
                 last_name_tf: HashMap::new(),
-                shared_emails: super::stream::household_values(client, &stream, "email"),
-                shared_phones: super::stream::household_values(client, &stream, "phone"),
+                shared_emails,
+                shared_phones,
             };
             phases.mark("households");
             stream.run(client, &format!("DROP TABLE IF EXISTS {KEYS}, {VALUES}"));
