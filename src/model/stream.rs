@@ -14,8 +14,15 @@
 
 use std::collections::HashSet;
 
-use super::blocking::{rule_of, Candidate, RuleStats};
+use super::blocking::{key_hashes, rule_of, BlockingRule, Candidate, RuleStats};
 use super::comparison::{held_by_different_people, JUNK_VALUE_RECORDS};
+
+/// Which values [`HolderGroups`] judges: e-mails (`email_key`) or phones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeldValue {
+    Email,
+    Phone,
+}
 use super::record::MatchRecord;
 
 /// Bytes one prepared record takes while a whole-table command holds all of them (the record,
@@ -103,6 +110,94 @@ fn first_shared_here(hash: i64, rule: usize, x: &[i64], y: &[i64]) -> Option<u32
     Some(mask)
 }
 
+/// A record's key hashes that can make it a candidate, sorted: all of its keys but those of
+/// skipped blocks (over their rule's size limit). Two records share exactly their common valid
+/// keys in these lists (a key both hold is a block of at least two), which is what
+/// [`block_pairs`] needs: the lists can be made from the record and the skipped keys alone.
+pub fn usable_keys(rules: &[BlockingRule], r: &MatchRecord, skipped: &HashSet<i64>) -> Vec<i64> {
+    let mut keys: Vec<i64> = key_hashes(rules, r)
+        .into_iter()
+        .map(|(_, h)| h)
+        .filter(|h| !skipped.contains(h))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// Valid blocks (key hash, member ids) gathered until their distinct members fill a buffer:
+/// the members are then read once for all of the batch's blocks, whichever order the blocks
+/// come in (a candidate comes from one block only, see [`block_pairs`]).
+#[derive(Default)]
+pub struct BlockBatch {
+    blocks: Vec<(i64, Vec<i64>)>,
+    members: HashSet<i64>,
+    /// The pairs of the blocks, at most (all pairs of every block).
+    pub pairs_bound: u64,
+}
+
+impl BlockBatch {
+    /// A valid block: its key hash and its members' ids.
+    pub fn push(&mut self, hash: i64, mut members: Vec<i64>) {
+        members.sort_unstable();
+        members.dedup();
+        let n = members.len() as u64;
+        self.pairs_bound += n * n.saturating_sub(1) / 2;
+        self.members.extend(members.iter().copied());
+        self.blocks.push((hash, members));
+    }
+
+    /// The distinct members of the batch's blocks.
+    pub fn members(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
+    /// The ids of the members, ascending.
+    pub fn ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.members.iter().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The candidates of the batch's blocks (`records`: its members, ascending by id, which
+    /// the candidates index), the pairs per rule counted into `stats` (`new_pairs`). Members
+    /// missing from `records` are left out.
+    pub fn pairs(
+        self,
+        records: &[MatchRecord],
+        rules: &[BlockingRule],
+        skipped: &HashSet<i64>,
+        stats: &mut [RuleStats],
+        workers: crate::parallel::Workers,
+    ) -> Vec<Candidate> {
+        let valid: Vec<Vec<i64>> =
+            crate::parallel::map(records, workers, |r| usable_keys(rules, r, skipped));
+        let mut out = Vec::new();
+        for (hash, members) in self.blocks {
+            let idx: Vec<u32> = members
+                .iter()
+                .filter_map(|id| records.binary_search_by_key(id, |r| r.id).ok())
+                .map(|i| i as u32)
+                .collect();
+            if idx.len() < 2 {
+                continue;
+            }
+            let lists: Vec<&[i64]> = idx.iter().map(|&i| valid[i as usize].as_slice()).collect();
+            let ids: Vec<i64> = idx.iter().map(|&i| records[i as usize].id).collect();
+            let pairs = block_pairs(hash, &idx, &lists, &ids);
+            if let Some(s) = stats.get_mut(rule_of(hash)) {
+                s.new_pairs += pairs.len() as u64;
+            }
+            out.extend(pairs);
+        }
+        out
+    }
+}
+
 /// The figures per rule from the sizes of all blocks (key hash, records), as
 /// [`super::blocking::candidates`] reports them, with `new_pairs` still to count (what the
 /// streamed blocks produce) and the largest skipped key as its hash (the caller reads the key's
@@ -170,6 +265,15 @@ impl RuleFigures {
         s.pairs += n * (n - 1) / 2;
     }
 
+    /// `blocks` valid blocks of `rule` with `pairs` pairs in all (the sums of [`Self::add`]
+    /// over blocks within the size limit, added up where the sizes are).
+    pub fn add_valid(&mut self, rule: usize, blocks: u64, pairs: u64) {
+        if let Some(s) = self.stats.get_mut(rule) {
+            s.blocks += blocks;
+            s.pairs += pairs;
+        }
+    }
+
     pub fn finish(self, max_pairs: u64) -> Result<(Vec<RuleStats>, Vec<Option<i64>>), String> {
         let mut total = 0u64;
         for s in &self.stats {
@@ -190,40 +294,75 @@ pub fn valid_block(n: u64, max_block_size: usize) -> bool {
     n >= 2 && n as usize <= max_block_size
 }
 
-/// The household values (`comparison::Context::shared_emails` / `shared_phones`) from a stream
-/// of (value, holder) ordered by value: one value's holders at a time, at most one past
-/// [`JUNK_VALUE_RECORDS`] of them (more make it a household value anyway).
+/// The household values (`comparison::Context::shared_emails` / `shared_phones`) from the
+/// values held by two or more records, each with its holders' ids, gathered until the holders
+/// fill a buffer and then judged on the holders read by id: a value of more than
+/// [`JUNK_VALUE_RECORDS`] holders is a household's without reading them (as
+/// `held_by_different_people` judges it), and most values have one holder and never come here.
+/// The same values as `Context::build` over all records, whatever order the values come in.
 #[derive(Default)]
-pub struct ValueGroups {
-    current: Option<String>,
-    holders: Vec<MatchRecord>,
-    shared: HashSet<String>,
+pub struct HolderGroups {
+    groups: Vec<(HeldValue, String, Vec<i64>)>,
+    members: HashSet<i64>,
+    emails: HashSet<String>,
+    phones: HashSet<String>,
 }
 
-impl ValueGroups {
-    pub fn push(&mut self, value: &str, holder: MatchRecord) {
-        if self.current.as_deref() != Some(value) {
-            self.close();
-            self.current = Some(value.to_string());
-        }
-        if self.holders.len() <= JUNK_VALUE_RECORDS {
-            self.holders.push(holder);
+impl HolderGroups {
+    /// A value and its holders' ids.
+    pub fn push(&mut self, kind: HeldValue, value: String, mut ids: Vec<i64>) {
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() > JUNK_VALUE_RECORDS {
+            self.shared(kind).insert(value);
+        } else if ids.len() >= 2 {
+            self.members.extend(ids.iter().copied());
+            self.groups.push((kind, value, ids));
         }
     }
 
-    fn close(&mut self) {
-        if let Some(value) = self.current.take() {
-            let holders: Vec<&MatchRecord> = self.holders.iter().collect();
+    fn shared(&mut self, kind: HeldValue) -> &mut HashSet<String> {
+        match kind {
+            HeldValue::Email => &mut self.emails,
+            HeldValue::Phone => &mut self.phones,
+        }
+    }
+
+    /// The distinct holders of the values waiting to be judged.
+    pub fn members(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Their ids, ascending.
+    pub fn ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.members.iter().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Judges the values waiting on their holders (`records`, ascending by id; a record counts
+    /// as a holder when its prepared value is the value).
+    pub fn judge(&mut self, records: &[MatchRecord]) {
+        for (kind, value, ids) in std::mem::take(&mut self.groups) {
+            let holders: Vec<&MatchRecord> = ids
+                .iter()
+                .filter_map(|id| records.binary_search_by_key(id, |r| r.id).ok())
+                .map(|i| &records[i])
+                .filter(|r| match kind {
+                    HeldValue::Email => r.email_key.as_deref() == Some(value.as_str()),
+                    HeldValue::Phone => r.phones.contains(&value),
+                })
+                .collect();
             if held_by_different_people(&holders) {
-                self.shared.insert(value);
+                self.shared(kind).insert(value);
             }
         }
-        self.holders.clear();
+        self.members.clear();
     }
 
-    pub fn finish(mut self) -> HashSet<String> {
-        self.close();
-        self.shared
+    /// The household e-mails and phones (judge the values waiting first).
+    pub fn finish(self) -> (HashSet<String>, HashSet<String>) {
+        (self.emails, self.phones)
     }
 }
 
@@ -372,29 +511,138 @@ mod tests {
         assert_eq!(got_stats, stats);
     }
 
+    /// The blocks in batches of a few hundred members, in an order other than by key, each
+    /// record's keys made from the record and the skipped keys alone (`BlockBatch`): the
+    /// candidates and figures of all records at once.
     #[test]
-    fn streamed_household_values_are_those_of_all_records() {
-        let records = records(3000);
+    fn batched_blocks_give_the_candidates_of_all_records_at_once() {
+        let mut records = records(3000);
+        records.sort_by_key(|r| r.id);
+        let mut rules = default_rules();
+        for r in &mut rules {
+            r.max_block_size = r.max_block_size.min(40);
+        }
+        let (cands, mut stats) = candidates(&records, &rules, u64::MAX, 1).unwrap();
+        let mut expected: Vec<(i64, i64, u32)> = cands
+            .iter()
+            .map(|c| {
+                let (a, b) = (records[c.a as usize].id, records[c.b as usize].id);
+                (a.min(b), a.max(b), c.rules)
+            })
+            .collect();
+        expected.sort_unstable();
+        let mut blocks: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for r in &records {
+            for (_, h) in key_hashes(&rules, r) {
+                blocks.entry(h).or_default().push(r.id);
+            }
+        }
+        let max: Vec<usize> = rules.iter().map(|r| r.max_block_size).collect();
+        let skipped: HashSet<i64> = blocks
+            .iter()
+            .filter(|(h, m)| m.len() > max[rule_of(**h)])
+            .map(|(h, _)| *h)
+            .collect();
+        assert!(!skipped.is_empty());
+        // Blocks by the hash's high bits reversed, members reversed: no order is relied on.
+        let mut valid: Vec<(i64, Vec<i64>)> = blocks
+            .into_iter()
+            .filter(|(h, m)| valid_block(m.len() as u64, max[rule_of(*h)]))
+            .map(|(h, mut m)| {
+                m.reverse();
+                (h, m)
+            })
+            .collect();
+        valid.sort_by_key(|(h, _)| std::cmp::Reverse(h.rotate_left(17)));
+        let mut got_stats: Vec<RuleStats> = stats
+            .iter()
+            .map(|s| RuleStats {
+                new_pairs: 0,
+                ..s.clone()
+            })
+            .collect();
+        let mut got = Vec::new();
+        let mut batch = BlockBatch::default();
+        let mut batches = 0;
+        let by_id = |id: i64| records.binary_search_by_key(&id, |r| r.id).unwrap();
+        let mut flush = |batch: BlockBatch, got_stats: &mut Vec<RuleStats>| {
+            let members: Vec<MatchRecord> = batch
+                .ids()
+                .into_iter()
+                .map(|id| records[by_id(id)].clone())
+                .collect();
+            let workers = crate::parallel::Workers {
+                threads: 2,
+                ..Default::default()
+            };
+            for c in batch.pairs(&members, &rules, &skipped, got_stats, workers) {
+                let (a, b) = (members[c.a as usize].id, members[c.b as usize].id);
+                assert!(a < b);
+                got.push((a, b, c.rules));
+            }
+        };
+        for (h, m) in valid {
+            batch.push(h, m);
+            if batch.members() >= 300 {
+                flush(std::mem::take(&mut batch), &mut got_stats);
+                batches += 1;
+            }
+        }
+        flush(batch, &mut got_stats);
+        got.sort_unstable();
+        assert!(batches > 10, "{batches} batches");
+        assert!(expected.len() > 10_000, "{} candidates", expected.len());
+        assert_eq!(got, expected);
+        for s in &mut stats {
+            s.largest_skipped_key = None;
+        }
+        for s in &mut got_stats {
+            s.largest_skipped_key = None;
+        }
+        assert_eq!(got_stats, stats);
+    }
+
+    /// The values of two or more holders in any order, judged a few hundred holders at a time
+    /// on the holders read by id: the household values of all records at once.
+    #[test]
+    fn household_values_from_holder_groups_are_those_of_all_records() {
+        let mut records = records(3000);
+        records.sort_by_key(|r| r.id);
         let all = super::super::comparison::Context::build(&records);
-        let mut by_email: Vec<(&str, &MatchRecord)> = records
-            .iter()
-            .filter_map(|r| r.email_key.as_deref().map(|e| (e, r)))
-            .collect();
-        by_email.sort_by_key(|(e, r)| (*e, r.id));
-        let mut emails = ValueGroups::default();
-        for (e, r) in by_email {
-            emails.push(e, r.clone());
+        let mut by_value: BTreeMap<(u8, String), Vec<i64>> = BTreeMap::new();
+        for r in &records {
+            if let Some(e) = &r.email_key {
+                by_value.entry((0, e.clone())).or_default().push(r.id);
+            }
+            for p in &r.phones {
+                by_value.entry((1, p.clone())).or_default().push(r.id);
+            }
         }
-        let mut by_phone: Vec<(&str, &MatchRecord)> = records
-            .iter()
-            .flat_map(|r| r.phones.iter().map(move |p| (p.as_str(), r)))
-            .collect();
-        by_phone.sort_by_key(|(p, r)| (*p, r.id));
-        let mut phones = ValueGroups::default();
-        for (p, r) in by_phone {
-            phones.push(p, r.clone());
+        assert!(by_value.values().any(|ids| ids.len() > JUNK_VALUE_RECORDS));
+        let mut groups = HolderGroups::default();
+        let judge = |groups: &mut HolderGroups| {
+            let holders: Vec<MatchRecord> = groups
+                .ids()
+                .into_iter()
+                .map(|id| records[records.binary_search_by_key(&id, |r| r.id).unwrap()].clone())
+                .collect();
+            groups.judge(&holders);
+        };
+        // Reversed, holders reversed: no order is relied on.
+        for ((kind, value), mut ids) in by_value.into_iter().rev() {
+            ids.reverse();
+            let kind = if kind == 0 {
+                HeldValue::Email
+            } else {
+                HeldValue::Phone
+            };
+            groups.push(kind, value, ids);
+            if groups.members() >= 200 {
+                judge(&mut groups);
+            }
         }
-        let (emails, phones) = (emails.finish(), phones.finish());
+        judge(&mut groups);
+        let (emails, phones) = groups.finish();
         assert!(!emails.is_empty() && !phones.is_empty());
         assert_eq!(emails, all.shared_emails);
         assert_eq!(phones, all.shared_phones);

@@ -570,6 +570,46 @@ pub fn exact_u_of_counts(agree: f64, n: f64) -> Option<f64> {
     Some((agree / (n * (n - 1.0))).max(1.0 / (n * (n - 1.0))))
 }
 
+/// The values of a name field counted as records stream past: their frequencies (as
+/// `Context::build` has them) and their exact-agreement u (as [`exact_u`]), the same bits as
+/// either over all records held at once (whole-number counts, divided once).
+#[derive(Debug, Default)]
+pub struct ValueCounts {
+    counts: HashMap<String, u64>,
+    n: u64,
+}
+
+impl ValueCounts {
+    pub fn add(&mut self, value: &str) {
+        self.n += 1;
+        match self.counts.get_mut(value) {
+            Some(c) => *c += 1,
+            None => {
+                self.counts.insert(value.to_string(), 1);
+            }
+        }
+    }
+
+    /// The exact-agreement u of the values counted.
+    pub fn exact_u(&self) -> Option<f64> {
+        let agree: u128 = self
+            .counts
+            .values()
+            .map(|&c| u128::from(c) * u128::from(c - 1))
+            .sum();
+        exact_u_of_counts(agree as f64, self.n as f64)
+    }
+
+    /// Each value's share of the records with one.
+    pub fn frequencies(self) -> HashMap<String, f64> {
+        let n = self.n as f64;
+        self.counts
+            .into_iter()
+            .map(|(v, c)| (v, c as f64 / n))
+            .collect()
+    }
+}
+
 /// The value of `r` whose exact agreement [`exact_u`] counts for comparison `c`: the phone is
 /// the first of the prepared phones, the address street|house number|postcode.
 pub fn exact_value(c: Comparison, r: &MatchRecord) -> Option<Cow<'_, str>> {
@@ -1846,5 +1886,28 @@ mod tests {
         // Values a,a,b: of 3*2 ordered pairs, 2 agree.
         assert!((exact_u(["a", "a", "b"].into_iter()).unwrap() - 2.0 / 6.0).abs() < 1e-12);
         assert_eq!(exact_u(["a"].into_iter()), None);
+    }
+
+    /// Names counted as they stream past: the frequencies of `Context::build` and the exact u
+    /// of `exact_us`, to the last bit.
+    #[test]
+    fn streamed_value_counts_are_those_of_all_records() {
+        let (records, _) = people();
+        let (mut first, mut last) = (ValueCounts::default(), ValueCounts::default());
+        for r in &records {
+            if let Some(v) = &r.first_name {
+                first.add(v);
+            }
+            if let Some(v) = &r.last_name {
+                last.add(v);
+            }
+        }
+        let exact = exact_us(&records);
+        assert_eq!(first.exact_u(), exact[Comparison::FirstName.index()]);
+        assert_eq!(last.exact_u(), exact[Comparison::LastName.index()]);
+        let ctx = Context::build(&records);
+        assert!(ctx.first_name_tf.len() > 50);
+        assert_eq!(first.frequencies(), ctx.first_name_tf);
+        assert_eq!(last.frequencies(), ctx.last_name_tf);
     }
 }

@@ -79,7 +79,7 @@ pub(super) fn score_on_workers(
         phases.mark("households");
         write_block_keys(client, &stream, model);
         phases.mark("block_keys");
-        let mut stats = rule_figures(client, &stream, model, BLOCK_KEYS);
+        let (mut stats, _) = rule_figures(client, &stream, model, BLOCK_KEYS);
         phases.mark("block sizes");
         run(client, "SELECT unify._citus_score_table()");
         run(client, "TRUNCATE unify._score_members");

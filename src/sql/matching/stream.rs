@@ -4,16 +4,19 @@
 //! and the proof that the candidates equal those of the run over all records held at once; this
 //! is its reading and writing, shared by both commands.
 //!
-//! 1. The household e-mails and phones: two passes over the records ordered by value.
+//! 1. The household e-mails and phones: the values of two or more records grouped with their
+//!    holders' ids, judged on the holders read by id a buffer at a time.
 //! 2. The blocking keys: one pass over the records, keys written in chunks (score_pairs to
 //!    unify.block_keys, which the change queue reads; train to a temp table of its own, leaving
 //!    unify.block_keys and unify.matching_state to score_pairs).
-//! 3. The figures per rule from the block sizes (and the max_candidate_pairs check), read from
-//!    the keys grouped by key; the blocks within their size limit go to a temp table, each
-//!    record's keys among them to another.
-//! 4. The members of those blocks in key order, each record with its valid keys: pairs block
-//!    by block, handed to the command a buffer at a time (score_pairs scores and writes them on
-//!    all threads, train draws its EM sample from them).
+//! 3. The keys grouped once by key into a temp table of the blocks of two or more records
+//!    (size, members' ids); the figures per rule (and the max_candidate_pairs check) summed from
+//!    it in SQL, the skipped blocks' keys read.
+//! 4. The blocks within their limits in the order of their smallest member, gathered into
+//!    batches of a buffer's worth of distinct members; each batch's members read once by id,
+//!    each record's valid keys made from it and the skipped keys, and the batch's pairs handed
+//!    to the command (score_pairs scores and writes them on all threads, train draws its EM
+//!    sample from them).
 
 use std::collections::HashSet;
 
@@ -22,17 +25,17 @@ use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
 
 use super::super::errors::raise;
-use super::super::spi::{drop_indexes, rebuild_indexes, spi_failed, Cursor};
+use super::super::spi::{drop_indexes, fetch_all, rebuild_indexes, spi_failed, Cursor};
 use super::frequencies::load_frequencies;
 use super::records::{record_from_row, source_ids, RECORD_COLUMNS};
 use super::run::Phases;
 use super::score::{pair_rows, write_block_key_rows, write_blocking_stats, write_pairs};
-use crate::model::blocking::{key_hash, key_hashes, rule_of, Candidate, RuleStats};
+use crate::model::blocking::{key_hash, key_hashes, Candidate, RuleStats};
 use crate::model::comparison::Context;
 use crate::model::params::Model;
 use crate::model::record::MatchRecord;
 use crate::model::scorer::Scorer;
-use crate::model::stream::{block_pairs, buffer_records, RuleFigures, ValueGroups};
+use crate::model::stream::{buffer_records, BlockBatch, HeldValue, HolderGroups, RuleFigures};
 
 const F: &str = "score_pairs";
 /// The blocking keys score_pairs writes (and the change queue reads).
@@ -46,8 +49,8 @@ pub(super) type Figures = (Option<i64>, i64, i64, i64);
 #[derive(Clone, Copy)]
 pub(super) struct Stream {
     pub function: &'static str,
-    /// `unify_score` or `unify_train`: the temp tables are `<prefix>_valid_blocks` and
-    /// `<prefix>_record_keys` (dropped at the run's end, and at commit in any case).
+    /// `unify_score` or `unify_train`: the blocks are grouped into the temp table
+    /// `<prefix>_blocks` (dropped at the run's end, and at commit in any case).
     pub prefix: &'static str,
     /// Records buffered for the command at a time (see `buffer_records`).
     pub buffer: usize,
@@ -136,22 +139,14 @@ pub(super) fn scoring_context(
 ) -> (std::collections::HashMap<String, i32>, Context) {
     let ids = source_ids(client);
     let (first_name_tf, last_name_tf) = load_frequencies(client, None, stream.function);
+    let (shared_emails, shared_phones) = household_values(client, stream);
     let ctx = Context {
         first_name_tf,
         last_name_tf,
-        shared_emails: household_values(client, stream, "email"),
-        shared_phones: household_values(client, stream, "phone"),
+        shared_emails,
+        shared_phones,
     };
     (ids, ctx)
-}
-
-/// `RECORD_COLUMNS` of unify.records r, qualified.
-pub(super) fn record_columns() -> String {
-    RECORD_COLUMNS
-        .split(',')
-        .map(|c| format!("r.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Scores all records with `model` within `budget_kb`, as `_score_pairs` does with all of them
@@ -187,52 +182,70 @@ pub(super) fn write_block_keys(client: &mut SpiClient<'_>, stream: &Stream, mode
     super::score::write_matching_state(client, model);
 }
 
-/// The e-mails or phones (`of`) held by clearly different people (`comparison::Context`), from
-/// the records ordered by value.
+/// The e-mails and phones held by clearly different people (`comparison::Context`): the values
+/// of two or more records grouped in SQL with their holders' ids (narrow rows, no sort of whole
+/// records), judged a buffer of holders at a time on the holders read by id (see
+/// `crate::model::stream::HolderGroups`; values of more than `JUNK_VALUE_RECORDS` holders
+/// without reading them).
 pub(super) fn household_values(
     client: &mut SpiClient<'_>,
     stream: &Stream,
-    of: &str,
-) -> HashSet<String> {
-    let cols = record_columns();
-    // Byte order ("C"): equal values next to each other, whatever the database's collation.
-    let query = if of == "email" {
-        format!(
-            "SELECT {cols}, r.email_key FROM unify.records r WHERE r.email_key IS NOT NULL
-             ORDER BY r.email_key COLLATE \"C\", r.record_id"
-        )
-    } else {
-        format!(
-            "SELECT {cols}, v.p FROM unify.records r
-             CROSS JOIN LATERAL (SELECT DISTINCT x.p FROM (VALUES (r.phone), (r.mobile)) AS x (p)
-                                 WHERE x.p IS NOT NULL) AS v
-             ORDER BY v.p COLLATE \"C\", r.record_id"
-        )
-    };
+) -> (HashSet<String>, HashSet<String>) {
     let f = stream.function;
-    let cursor = stream.cursor(client, "values", &query);
-    let mut groups = ValueGroups::default();
+    // Byte equality ("C"), whatever the database's collation; a record's phone and mobile
+    // once when they are equal.
+    let cursor = stream.cursor(
+        client,
+        "values",
+        "SELECT kind, value, array_agg(record_id) FROM (
+           SELECT 0 AS kind, email_key COLLATE \"C\" AS value, record_id FROM unify.records
+           WHERE email_key IS NOT NULL
+           UNION ALL
+           SELECT 1, phone COLLATE \"C\", record_id FROM unify.records WHERE phone IS NOT NULL
+           UNION ALL
+           SELECT 1, mobile COLLATE \"C\", record_id FROM unify.records
+           WHERE mobile IS NOT NULL AND mobile IS DISTINCT FROM phone) v
+         GROUP BY kind, value HAVING count(*) >= 2",
+    );
+    let mut groups = HolderGroups::default();
+    let judge = |client: &mut SpiClient<'_>, groups: &mut HolderGroups| {
+        if groups.members() == 0 {
+            return;
+        }
+        let mut holders = fetch_all(
+            client,
+            &format!("SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"),
+            vec![groups.ids().into()],
+            f,
+            |row| record_from_row(row, f),
+        );
+        holders.sort_unstable_by_key(|r| r.id);
+        groups.judge(&holders);
+    };
     loop {
         let rows = cursor.next(client, |row| {
-            let record = record_from_row(row, f);
-            let value = row.get::<String>(16).ok().flatten().unwrap_or_default();
-            (value, record)
+            (
+                row.get::<i32>(1).ok().flatten().unwrap_or_default(),
+                row.get::<String>(2).ok().flatten().unwrap_or_default(),
+                row.get::<Vec<i64>>(3).ok().flatten().unwrap_or_default(),
+            )
         });
         if rows.is_empty() {
             break;
         }
-        for (value, record) in rows {
-            // The prepared record's value (an e-mail trimmed, a blank phone dropped).
-            let value = if of == "email" {
-                record.email_key.clone()
+        for (kind, value, ids) in rows {
+            let kind = if kind == 0 {
+                HeldValue::Email
             } else {
-                record.phones.iter().find(|p| **p == value).cloned()
+                HeldValue::Phone
             };
-            if let Some(value) = value {
-                groups.push(&value, record);
+            groups.push(kind, value, ids);
+            if groups.members() >= stream.buffer {
+                judge(client, &mut groups);
             }
         }
     }
+    judge(client, &mut groups);
     cursor.close(client);
     groups.finish()
 }
@@ -274,12 +287,12 @@ impl<'a> KeyWriter<'a> {
     }
 
     pub fn add(&mut self, client: &mut SpiClient<'_>, model: &Model, records: &[MatchRecord]) {
-        for r in records {
-            self.keys.extend(
-                key_hashes(&model.blocking_rules, r)
-                    .into_iter()
-                    .map(|(_, h)| (h, r.id)),
-            );
+        // On all threads: making the keys is most of a pass that only reads and writes.
+        let keys = crate::parallel::map(records, super::run::workers(), |r| {
+            key_hashes(&model.blocking_rules, r)
+        });
+        for (r, ks) in records.iter().zip(keys) {
+            self.keys.extend(ks.into_iter().map(|(_, h)| (h, r.id)));
         }
         if self.keys.len() >= 200_000 {
             self.flush(client);
@@ -297,42 +310,99 @@ impl<'a> KeyWriter<'a> {
     }
 }
 
+/// The keys of the blocks over their rule's size limit (see `crate::model::stream::usable_keys`).
+pub(super) type Skipped = HashSet<i64>;
+
+/// The rules' size limits as an SQL array, indexed by a key hash's rule + 1.
+fn limits_sql(model: &Model) -> String {
+    format!(
+        "'{{{}}}'::bigint[]",
+        model
+            .blocking_rules
+            .iter()
+            .map(|r| r.max_block_size.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+}
+
 /// Step 3: the figures per rule from the sizes of the blocks of the keys in `keys` (raising
-/// 54000 past max_candidate_pairs, as the held path does), the largest skipped keys named.
+/// 54000 past max_candidate_pairs, as the held path does), the largest skipped keys named, and
+/// the skipped keys (see [`block_figures`]; this one keeps nothing for [`stream_blocks`]).
 pub(super) fn rule_figures(
     client: &mut SpiClient<'_>,
     stream: &Stream,
     model: &Model,
     keys: &str,
-) -> Vec<RuleStats> {
+) -> (Vec<RuleStats>, Skipped) {
+    let out = block_figures(client, stream, model, keys);
+    stream.run(
+        client,
+        &format!("DROP TABLE IF EXISTS pg_temp.{}", stream.name("blocks")),
+    );
+    out
+}
+
+/// [`rule_figures`], the blocks of at least two records kept for [`stream_blocks`] in a temp
+/// table `<prefix>_blocks` (key hash, size, members' ids): the keys are grouped once, sorted by
+/// key (no hash table of every key), for the figures and the blocks both. The valid blocks are
+/// summed per rule in SQL: one row per rule and per skipped block comes back, not one per
+/// block.
+pub(super) fn block_figures(
+    client: &mut SpiClient<'_>,
+    stream: &Stream,
+    model: &Model,
+    keys: &str,
+) -> (Vec<RuleStats>, Skipped) {
     let rules = &model.blocking_rules;
     let names: Vec<String> = rules.iter().map(|r| r.name.clone()).collect();
     let limits: Vec<usize> = rules.iter().map(|r| r.max_block_size).collect();
     let f = stream.function;
-    // Block sizes (PostgreSQL groups them within work_mem, spilling to disk beyond it).
     let mut figures = RuleFigures::new(&names, &limits).unwrap_or_else(|e| limit_exceeded(e, f));
-    let sizes = Cursor::open(
+    let blocks = stream.name("blocks");
+    stream.run(client, &format!("DROP TABLE IF EXISTS pg_temp.{blocks}"));
+    // PostgreSQL sorts the keys within work_mem, spilling to disk beyond it.
+    stream.run(
         client,
-        stream.name("sizes"),
-        &format!("SELECT key_hash, count(*) FROM {keys} GROUP BY key_hash"),
-        20_000,
-        f,
+        &format!(
+            "CREATE TEMP TABLE {blocks} ON COMMIT DROP AS
+             SELECT key_hash, count(*) AS n, array_agg(record_id) AS members
+             FROM (SELECT key_hash, record_id FROM {keys} ORDER BY key_hash, record_id) k
+             GROUP BY key_hash HAVING count(*) >= 2"
+        ),
     );
-    loop {
-        let rows = sizes.next(client, |row| {
+    let limits_sql = limits_sql(model);
+    let rows = fetch_all(
+        client,
+        &format!(
+            "WITH s AS (SELECT key_hash, n, ({limits_sql})[(key_hash & 255) + 1] AS lim
+                        FROM pg_temp.{blocks})
+             SELECT (key_hash & 255)::int, NULL::bigint, count(*), sum(n * (n - 1) / 2)::bigint
+             FROM s WHERE n <= lim GROUP BY 1
+             UNION ALL
+             SELECT (key_hash & 255)::int, key_hash, n, NULL FROM s WHERE n > lim"
+        ),
+        vec![],
+        f,
+        |row| {
             (
-                row.get::<i64>(1).ok().flatten().unwrap_or_default(),
-                row.get::<i64>(2).ok().flatten().unwrap_or_default() as u64,
+                row.get::<i32>(1).ok().flatten().unwrap_or_default() as usize,
+                row.get::<i64>(2).ok().flatten(),
+                row.get::<i64>(3).ok().flatten().unwrap_or_default() as u64,
+                row.get::<i64>(4).ok().flatten().unwrap_or_default() as u64,
             )
-        });
-        if rows.is_empty() {
-            break;
-        }
-        for (hash, n) in rows {
-            figures.add(hash, n);
+        },
+    );
+    let mut skipped = Skipped::new();
+    for (rule, hash, n, pairs) in rows {
+        match hash {
+            Some(h) => {
+                skipped.insert(h);
+                figures.add(h, n);
+            }
+            None => figures.add_valid(rule, n, pairs),
         }
     }
-    sizes.close(client);
     let (mut stats, largest) = figures
         .finish(model.max_candidate_pairs)
         .unwrap_or_else(|e| limit_exceeded(e, f));
@@ -341,104 +411,79 @@ pub(super) fn rule_figures(
             stats[i].largest_skipped_key = skipped_key(client, model, keys, i, h, f);
         }
     }
-    stats
+    (stats, skipped)
 }
 
-/// Step 4: the candidates of the valid blocks of the keys in `keys`, block by block in key
-/// order, handed to `each` with their records (the candidates index them) at most
-/// `stream.buffer` records or a million candidates at a time; the pairs per rule counted into
-/// `stats`.
+/// Step 4: the candidates of the valid blocks of the keys in `keys` (grouped by
+/// [`block_figures`], whose table this drops), handed to `each` with their records (the
+/// candidates index them), a batch of blocks at a time: blocks are gathered until their
+/// distinct members fill `stream.buffer` or they may hold a million pairs, then the members are
+/// read once by id and the batch's pairs made (`crate::model::stream::BlockBatch`), each
+/// record's valid keys from the record and the skipped keys. The pairs per rule are counted
+/// into `stats`.
 pub(super) fn stream_blocks(
     client: &mut SpiClient<'_>,
     stream: &Stream,
     model: &Model,
-    keys: &str,
+    skipped: &Skipped,
     stats: &mut [RuleStats],
     mut each: impl FnMut(&mut SpiClient<'_>, &[MatchRecord], &[Candidate]),
 ) {
-    let limits_sql = format!(
-        "'{{{}}}'::bigint[]",
-        model
-            .blocking_rules
-            .iter()
-            .map(|r| r.max_block_size.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    let (valid, record_valid) = (stream.name("valid_blocks"), stream.name("record_keys"));
-    stream.run(
-        client,
-        &format!("DROP TABLE IF EXISTS pg_temp.{valid}, pg_temp.{record_valid}"),
-    );
-    stream.run(
-        client,
-        &format!(
-            "CREATE TEMP TABLE {valid} ON COMMIT DROP AS
-             SELECT key_hash FROM {keys} GROUP BY key_hash
-             HAVING count(*) >= 2 AND count(*) <= ({limits_sql})[(key_hash & 255) + 1]"
-        ),
-    );
-    stream.run(
-        client,
-        &format!(
-            "CREATE TEMP TABLE {record_valid} ON COMMIT DROP AS
-             SELECT bk.record_id, array_agg(bk.key_hash ORDER BY bk.key_hash) AS hashes
-             FROM {keys} bk JOIN pg_temp.{valid} v USING (key_hash) GROUP BY bk.record_id"
-        ),
-    );
-    stream.run(client, &format!("ANALYZE pg_temp.{valid}"));
-    stream.run(client, &format!("ANALYZE pg_temp.{record_valid}"));
-    let cols = record_columns();
+    let limits_sql = limits_sql(model);
     let f = stream.function;
+    let blocks = stream.name("blocks");
+    // In the order of their smallest member, so that the several blocks of one person's records
+    // (an e-mail, a phone, a name at an address) mostly fall into one batch and their records
+    // are read once, not once per block.
     let cursor = stream.cursor(
         client,
-        "blocks",
+        "block_members",
         &format!(
-            "SELECT {cols}, v.key_hash, rv.hashes
-             FROM pg_temp.{valid} v JOIN {keys} bk ON bk.key_hash = v.key_hash
-             JOIN pg_temp.{record_valid} rv ON rv.record_id = bk.record_id
-             JOIN unify.records r ON r.record_id = bk.record_id
-             ORDER BY v.key_hash, bk.record_id"
+            "SELECT key_hash, members FROM pg_temp.{blocks}
+             WHERE n <= ({limits_sql})[(key_hash & 255) + 1]
+             ORDER BY members[1], key_hash"
         ),
     );
-    let mut pending = Pending::default();
-    let mut block: Vec<(MatchRecord, Vec<i64>)> = Vec::new();
-    let mut block_hash: Option<i64> = None;
+    let workers = super::run::workers();
+    let mut batch = BlockBatch::default();
+    let mut flush = |client: &mut SpiClient<'_>, batch: BlockBatch, stats: &mut [RuleStats]| {
+        if batch.is_empty() {
+            return;
+        }
+        // By primary key: a few thousand of many records.
+        let mut records = fetch_all(
+            client,
+            &format!("SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"),
+            vec![batch.ids().into()],
+            f,
+            |row| record_from_row(row, f),
+        );
+        records.sort_unstable_by_key(|r| r.id);
+        let cands = batch.pairs(&records, &model.blocking_rules, skipped, stats, workers);
+        for chunk in cands.chunks(1_000_000) {
+            each(client, &records, chunk);
+        }
+    };
     loop {
         let rows = cursor.next(client, |row| {
-            let record = record_from_row(row, f);
-            let hash = row.get::<i64>(16).ok().flatten().unwrap_or_default();
-            let hashes = row.get::<Vec<i64>>(17).ok().flatten().unwrap_or_default();
-            (hash, record, hashes)
+            (
+                row.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                row.get::<Vec<i64>>(2).ok().flatten().unwrap_or_default(),
+            )
         });
-        let end = rows.is_empty();
-        for (hash, record, hashes) in rows {
-            if block_hash != Some(hash) {
-                if let Some(h) = block_hash {
-                    pending.add_block(h, std::mem::take(&mut block), stats);
-                }
-                block_hash = Some(hash);
-            }
-            block.push((record, hashes));
-        }
-        if end {
-            if let Some(h) = block_hash.take() {
-                pending.add_block(h, std::mem::take(&mut block), stats);
-            }
-        }
-        if end || pending.records.len() >= stream.buffer || pending.cands.len() >= 1_000_000 {
-            each(client, &pending.records, &pending.cands);
-            pending = Pending::default();
-        }
-        if end {
+        if rows.is_empty() {
             break;
         }
+        for (hash, members) in rows {
+            batch.push(hash, members);
+            if batch.members() >= stream.buffer || batch.pairs_bound >= 1_000_000 {
+                flush(client, std::mem::take(&mut batch), stats);
+            }
+        }
     }
+    flush(client, batch, stats);
     cursor.close(client);
-    stream.run(
-        client,
-        &format!("DROP TABLE IF EXISTS pg_temp.{valid}, pg_temp.{record_valid}"),
-    );
+    stream.run(client, &format!("DROP TABLE IF EXISTS pg_temp.{blocks}"));
 }
 
 /// Steps 3 and 4 of score_pairs: the figures, the blocks within their limits, and the scored
@@ -453,7 +498,7 @@ fn score_blocks(
     version: Option<i32>,
     phases: &mut Phases,
 ) -> Figures {
-    let mut stats = rule_figures(client, stream, model, BLOCK_KEYS);
+    let (mut stats, skipped) = block_figures(client, stream, model, BLOCK_KEYS);
     phases.mark("block sizes");
     // Every pair is written anew: emptied and filled without its indexes, built once after.
     stream.run(client, "TRUNCATE unify.pairs");
@@ -464,7 +509,7 @@ fn score_blocks(
         client,
         stream,
         model,
-        BLOCK_KEYS,
+        &skipped,
         &mut stats,
         |client, records, cands| {
             let rows = pair_rows(model, &scorer, records, cands);
@@ -480,38 +525,6 @@ fn score_blocks(
         (!stats.is_empty()).then(|| stats.iter().map(|s| s.new_pairs as i64).sum());
     write_blocking_stats(client, &stats);
     (candidate_pairs, stored, matches, forced)
-}
-
-/// Records and candidates waiting to be handed on.
-#[derive(Default)]
-struct Pending {
-    records: Vec<MatchRecord>,
-    cands: Vec<Candidate>,
-}
-
-impl Pending {
-    /// One block's members (in record id order, each with its valid keys): its pairs.
-    fn add_block(
-        &mut self,
-        hash: i64,
-        members: Vec<(MatchRecord, Vec<i64>)>,
-        stats: &mut [RuleStats],
-    ) {
-        let rule = rule_of(hash);
-        let base = self.records.len() as u32;
-        let idx: Vec<u32> = (0..members.len() as u32).map(|i| base + i).collect();
-        let valid: Vec<&[i64]> = members.iter().map(|(_, v)| v.as_slice()).collect();
-        let ids: Vec<i64> = members.iter().map(|(r, _)| r.id).collect();
-        let pairs = block_pairs(hash, &idx, &valid, &ids);
-        if pairs.is_empty() {
-            return;
-        }
-        if let Some(s) = stats.get_mut(rule) {
-            s.new_pairs += pairs.len() as u64;
-        }
-        self.cands.extend(pairs);
-        self.records.extend(members.into_iter().map(|(r, _)| r));
-    }
 }
 
 /// The text of a skipped block's key (the figure names the junk value), from one of its records.

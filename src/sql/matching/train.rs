@@ -15,7 +15,9 @@ use super::model::current_model;
 use super::records::{load_all, record_from_row, source_ids, RECORD_COLUMNS};
 use super::run::{workers, Phases};
 use super::score::blocked;
-use super::stream::{for_each_record, rule_figures, stream_blocks, KeyWriter, Stream};
+use super::stream::{
+    block_figures, for_each_record, rule_figures, stream_blocks, KeyWriter, Stream,
+};
 use crate::model::blocking::RuleStats;
 use crate::model::comparison::{Comparison, Context, COMPARISONS};
 use crate::model::params::Model;
@@ -23,25 +25,26 @@ use crate::model::record::MatchRecord;
 use crate::model::stream::{em_pairs_within, fits_in_memory, u_sample_records};
 use crate::model::train::{
     estimate_u, estimate_u_with, exact_u_of_counts, exact_value, fit, train, train_streamed,
-    value_hash, Counts, StreamedSample, TrainOptions, TrainReport, Training,
+    value_hash, Counts, StreamedSample, TrainOptions, TrainReport, Training, ValueCounts,
 };
 
 const F: &str = "train";
 /// A streamed training's temp tables (dropped at its end, and at commit in any case): the
-/// blocking keys (unify.block_keys stays score_pairs' and the change queue's), and the values
-/// whose counts give the name frequencies and the exact-agreement u.
+/// blocking keys (unify.block_keys stays score_pairs' and the change queue's), and the hashed
+/// values whose counts give the exact-agreement u of the comparisons other than the names.
 const KEYS: &str = "pg_temp.unify_train_block_keys";
 const VALUES: &str = "pg_temp.unify_train_values";
-/// The columns of VALUES holding the exact values of the comparisons (in `COMPARISONS` order):
-/// the names as text (their frequencies are stored with the model), the others hashed.
-const VALUE_COLUMNS: [&str; COMPARISONS.len()] = [
-    "first_name",
-    "last_name",
-    "birth_date",
-    "email",
-    "phone",
-    "address",
-    "external_id",
+/// The columns of VALUES holding the hashed exact values of the comparisons counted in SQL (in
+/// `COMPARISONS` order; the names are counted as they stream past, `ValueCounts`: their
+/// frequencies are stored with the model).
+const VALUE_COLUMNS: [Option<&str>; COMPARISONS.len()] = [
+    None,
+    None,
+    Some("birth_date"),
+    Some("email"),
+    Some("phone"),
+    Some("address"),
+    Some("external_id"),
 ];
 
 /// Trains the current model on unify.records: u from random pairs, m by EM per blocking rule,
@@ -162,11 +165,12 @@ fn _train(
 }
 
 /// Trains `model` on unify.records streamed within `budget_kb` (see `super::stream`): the
-/// households from the ordered passes, the name frequencies and the exact-agreement u from value
-/// counts grouped in SQL, u's random pairs from a random sample of records, and EM and the prior
-/// on a weighted sample of the candidates drawn as they stream past block by block (see
-/// `crate::model::train::StreamedSample`). Holds the context, a buffer of records and the sample,
-/// whatever the number of records.
+/// households from the ordered passes, the name frequencies and their exact-agreement u counted
+/// as the records stream past, the other exact-agreement u from value counts grouped in SQL, u's
+/// random pairs from a random sample of records, and EM and the prior on a weighted sample of
+/// the candidates drawn as they stream past a batch of blocks at a time (see
+/// `crate::model::train::StreamedSample`, whose sample does not depend on the order). Holds the
+/// context, a batch of records and the sample, whatever the number of records.
 fn train_streamed_sql(
     model: &mut Model,
     records: usize,
@@ -183,11 +187,12 @@ fn train_streamed_sql(
     Spi::connect_mut(|client| {
         stream.with_full_cursors(client, |client| {
             let ids = source_ids(client);
+            let (shared_emails, shared_phones) = super::stream::household_values(client, &stream);
             let mut ctx = Context {
                 first_name_tf: HashMap::new(),
                 last_name_tf: HashMap::new(),
-                shared_emails: super::stream::household_values(client, &stream, "email"),
-                shared_phones: super::stream::household_values(client, &stream, "phone"),
+                shared_emails,
+                shared_phones,
             };
             phases.mark("households");
             stream.run(client, &format!("DROP TABLE IF EXISTS {KEYS}, {VALUES}"));
@@ -201,29 +206,45 @@ fn train_streamed_sql(
             stream.run(
                 client,
                 &format!(
-                    "CREATE TEMP TABLE {} (first_name text, last_name text, birth_date bigint,
-                     email bigint, phone bigint, address bigint, external_id bigint) ON COMMIT DROP",
+                    "CREATE TEMP TABLE {} (birth_date bigint, email bigint, phone bigint,
+                     address bigint, external_id bigint) ON COMMIT DROP",
                     VALUES.trim_start_matches("pg_temp.")
                 ),
             );
             let mut keys = KeyWriter::new(KEYS);
+            let (mut first, mut last) = (ValueCounts::default(), ValueCounts::default());
             for_each_record(client, &stream, |client, records| {
                 keys.add(client, model, records);
                 write_values(client, records);
+                for r in records {
+                    if let Some(v) = &r.first_name {
+                        first.add(v);
+                    }
+                    if let Some(v) = &r.last_name {
+                        last.add(v);
+                    }
+                }
             });
             keys.finish(client);
             phases.mark("keys and values");
-            (ctx.first_name_tf, ctx.last_name_tf) = (
-                name_frequencies(client, &stream, "first_name"),
-                name_frequencies(client, &stream, "last_name"),
-            );
-            let exact = COMPARISONS.map(|c| exact_u_sql(client, c));
+            let exact = COMPARISONS.map(|c| match c {
+                Comparison::FirstName => first.exact_u(),
+                Comparison::LastName => last.exact_u(),
+                _ => exact_u_sql(client, c),
+            });
+            (ctx.first_name_tf, ctx.last_name_tf) = (first.frequencies(), last.frequencies());
             let sample = u_sample(client, records, opts.seed, budget_kb);
             let u_sample_pairs = estimate_u_with(&sample, &ctx, model, opts, &exact);
             drop(sample);
             training.mark("u");
             phases.mark("u");
-            let mut stats = rule_figures(client, &stream, model, KEYS);
+            // The blocks kept for `stream_blocks` only when they are streamed here.
+            let (mut stats, skipped) = if on_workers {
+                rule_figures(client, &stream, model, KEYS)
+            } else {
+                block_figures(client, &stream, model, KEYS)
+            };
+            phases.mark("figures");
             // Within an eighth of the budget (see `em_pairs_within`).
             let within = em_pairs_within(budget_kb, StreamedSample::PAIR_BYTES);
             let em_pairs = match opts.em_pairs {
@@ -231,9 +252,8 @@ fn train_streamed_sql(
                 n => n.min(within),
             };
             if on_workers {
-                let (sample, candidates) = tally_on_workers(
-                    client, model, KEYS, &ctx, em_pairs, opts.seed, &mut stats,
-                );
+                let (sample, candidates) =
+                    tally_on_workers(client, model, KEYS, &ctx, em_pairs, opts.seed, &mut stats);
                 stream.run(client, &format!("DROP TABLE IF EXISTS {KEYS}, {VALUES}"));
                 training.mark("compare");
                 phases.mark("compare on the workers");
@@ -255,14 +275,20 @@ fn train_streamed_sql(
                 return (report, stats, ctx);
             }
             let mut sample = StreamedSample::new(em_pairs, opts.seed);
-            stream_blocks(client, &stream, model, KEYS, &mut stats, |_, records, cands| {
-                sample.add(records, cands, &ctx, opts.workers);
-            });
+            stream_blocks(
+                client,
+                &stream,
+                model,
+                &skipped,
+                &mut stats,
+                |_, records, cands| {
+                    sample.add(records, cands, &ctx, opts.workers);
+                },
+            );
             stream.run(client, &format!("DROP TABLE IF EXISTS {KEYS}, {VALUES}"));
             training.mark("compare");
             phases.mark("block and sample");
-            let report =
-                train_streamed(
+            let report = train_streamed(
                 training,
                 model,
                 &ctx,
@@ -313,7 +339,7 @@ fn train_held_on_workers(
                 keys.add(client, model, chunk);
             }
             keys.finish(client);
-            let mut stats = rule_figures(client, &stream, model, KEYS);
+            let (mut stats, _) = rule_figures(client, &stream, model, KEYS);
             let (sample, candidates) = tally_on_workers(
                 client,
                 model,
@@ -347,14 +373,8 @@ fn train_held_on_workers(
     (report, stats)
 }
 
-/// Adds the exact values of `records` to the VALUES temp table.
+/// Adds the hashed exact values of `records` to the VALUES temp table.
 fn write_values(client: &mut SpiClient<'_>, records: &[MatchRecord]) {
-    let names = |c: Comparison| -> Vec<Option<String>> {
-        records
-            .iter()
-            .map(|r| exact_value(c, r).map(|v| v.into_owned()))
-            .collect()
-    };
     let hashes = |c: Comparison| -> Vec<Option<i64>> {
         records
             .iter()
@@ -365,13 +385,11 @@ fn write_values(client: &mut SpiClient<'_>, records: &[MatchRecord]) {
         client
             .update(
                 &format!(
-                    "INSERT INTO {VALUES} SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[],
-                     $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])"
+                    "INSERT INTO {VALUES} SELECT * FROM unnest($1::bigint[], $2::bigint[],
+                     $3::bigint[], $4::bigint[], $5::bigint[])"
                 ),
                 None,
                 &[
-                    names(Comparison::FirstName).into(),
-                    names(Comparison::LastName).into(),
                     hashes(Comparison::BirthDate).into(),
                     hashes(Comparison::Email).into(),
                     hashes(Comparison::Phone).into(),
@@ -383,59 +401,16 @@ fn write_values(client: &mut SpiClient<'_>, records: &[MatchRecord]) {
     });
 }
 
-/// The frequency of every value of a name column of VALUES among the records with one, as
-/// `Context::build` counts it.
-fn name_frequencies(
-    client: &mut SpiClient<'_>,
-    stream: &Stream,
-    column: &str,
-) -> HashMap<String, f64> {
-    let cursor = stream.cursor(
-        client,
-        column,
-        &format!(
-            "SELECT v, count(*) FROM (SELECT {column} COLLATE \"C\" AS v FROM {VALUES}) x
-             WHERE v IS NOT NULL GROUP BY v"
-        ),
-    );
-    let mut counts = HashMap::new();
-    let mut n = 0.0;
-    loop {
-        let rows = cursor.next(client, |row| {
-            (
-                row.get::<String>(1).ok().flatten().unwrap_or_default(),
-                row.get::<i64>(2).ok().flatten().unwrap_or_default() as f64,
-            )
-        });
-        if rows.is_empty() {
-            break;
-        }
-        for (value, c) in rows {
-            n += c;
-            counts.insert(value, c);
-        }
-    }
-    cursor.close(client);
-    counts.values_mut().for_each(|c| *c /= n);
-    counts
-}
-
 /// The exact-agreement u of comparison `c` (see `crate::model::train::exact_u_of_counts`) from
-/// the counts of its values in VALUES.
+/// the counts of its values in VALUES (None for the names, which are not there).
 fn exact_u_sql(client: &mut SpiClient<'_>, c: Comparison) -> Option<f64> {
-    let column = VALUE_COLUMNS[c.index()];
-    // Byte equality for the names (text), whatever the database's collation.
-    let collate = if column.ends_with("_name") {
-        " COLLATE \"C\""
-    } else {
-        ""
-    };
+    let column = VALUE_COLUMNS[c.index()]?;
     let table = client
         .select(
             &format!(
                 "SELECT coalesce(sum(n * (n - 1)), 0)::float8, coalesce(sum(n), 0)::float8
                  FROM (SELECT count(*)::numeric AS n FROM {VALUES} WHERE {column} IS NOT NULL
-                       GROUP BY {column}{collate}) g"
+                       GROUP BY {column}) g"
             ),
             None,
             &[],
