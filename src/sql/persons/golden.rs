@@ -13,9 +13,9 @@ use pgrx::spi::{SpiClient, SpiHeapTupleData};
 use super::super::spi::{
     fetch_all, free_last_result, in_own_context, select_kept, spi_failed, Args, Cursor,
 };
-use super::households::{household_keys, plan_household_ids, plan_households, HouseholdFields};
-use crate::cluster::components::Clusterer;
-use crate::cluster::groups_with_keys;
+use super::households::{
+    create_keys_table, household_keys, plan_households, plan_in_sql, HouseholdFields, KEYS, PLAN,
+};
 use crate::cluster::survivorship::{latest_consent, survivor, Candidate, ConsentCandidate, Rule};
 use crate::normalize::{address, display, name, phone};
 
@@ -295,24 +295,43 @@ fn _golden_records(
 > {
     let survivorship = Survivorship::read();
     let mapping = mapping();
-    let streamed = person_ids.is_none() && !fits_budget(mapping);
+    // Many persons (a resolve's changed ones) are read through a temp table of their ids: a
+    // kept plan of "= ANY ($1)" may compare every record with every id.
+    let many = person_ids.as_ref().is_some_and(|ids| ids.len() >= 1024);
+    let filter = match &person_ids {
+        Some(ids) if many => {
+            Spi::connect_mut(|client| create_ids_table(client, ids));
+            format!("rp.person_id IN (SELECT person_id FROM {IDS})")
+        }
+        Some(_) => "rp.person_id = ANY ($1)".to_string(),
+        None => "true".to_string(),
+    };
+    let streamed = (person_ids.is_none() || many) && !fits_budget(mapping, &filter);
     if streamed {
-        return TableIterator::new(Streamed::start(survivorship, with_households, mapping));
+        return TableIterator::new(Streamed::start(
+            survivorship,
+            with_households && person_ids.is_none(),
+            mapping,
+            filter,
+            many,
+        ));
     }
-    let inputs = Spi::connect(|client| {
-        let filter = if person_ids.is_some() {
-            "rp.person_id = ANY ($1)"
-        } else {
-            "true"
+    let inputs = Spi::connect_mut(|client| {
+        let args: Args = match person_ids {
+            Some(ids) if !many => vec![ids.into()],
+            _ => vec![],
         };
-        let args: Args = person_ids.map_or(vec![], |ids| vec![ids.into()]);
-        fetch_all(
+        let inputs = fetch_all(
             client,
-            &records_query(mapping, filter, false),
+            &records_query(mapping, &filter, false),
             args,
             F,
             input_from_row,
-        )
+        );
+        if many {
+            run(client, &format!("DROP TABLE {IDS}"));
+        }
+        inputs
     });
     let mut rows: Vec<GoldenRow> = survivorship.rows(&inputs);
     drop(inputs);
@@ -370,13 +389,14 @@ fn mapping() -> &'static str {
     }
 }
 
-/// Whether all records with a person fit customer_unify.batch_memory held at once.
-fn fits_budget(mapping: &str) -> bool {
+/// Whether the records with a person matching `filter` (see `records_query`) fit
+/// customer_unify.batch_memory held at once.
+fn fits_budget(mapping: &str, filter: &str) -> bool {
     let capacity = (crate::budget::kb() * 1024 / HELD_RECORD_BYTES) as i64;
     Spi::connect(|client| {
         select_kept(
             client,
-            &format!("SELECT count(*) FROM (SELECT 1 FROM {mapping} m LIMIT $1) x"),
+            &format!("SELECT count(*) FROM (SELECT 1 FROM {mapping} rp WHERE {filter} LIMIT $1) x"),
             &vec![(capacity + 1).into()],
         )
         .and_then(|t| t.first().get_one::<i64>())
@@ -655,24 +675,91 @@ struct Streamed {
     /// The persons of the first pass in order, with their households (empty without
     /// households). The second pass reads with a snapshot of its own: a row is matched by its
     /// person id, so a person that came or went in between never takes another's household.
-    households: Households,
-    /// Where the second pass stands in `households`.
-    n: usize,
+    households: Option<PlanReader>,
     out: std::vec::IntoIter<GoldenRow>,
-    with_households: bool,
     /// cursor_tuple_fraction as it was, set back at the end.
     fraction: String,
+    /// The temp table of the persons read, where the run reads given persons.
+    ids_table: bool,
 }
 
-/// Persons in ascending id order and their households.
-#[derive(Default)]
-struct Households {
-    persons: Vec<i64>,
-    household: Vec<Option<i64>>,
+/// The temp table of the persons a streamed run reads, where it is given persons.
+const IDS: &str = "pg_temp.unify_golden_ids";
+/// A temp table of the persons to read (`_golden_records` of many persons).
+fn create_ids_table(client: &mut SpiClient<'_>, ids: &[i64]) {
+    run(client, &format!("DROP TABLE IF EXISTS {IDS}"));
+    run(
+        client,
+        &format!("CREATE TEMP TABLE {IDS} (person_id bigint PRIMARY KEY)"),
+    );
+    in_own_context(|| {
+        client
+            .update(
+                &format!("INSERT INTO {IDS} SELECT DISTINCT unnest($1::bigint[])"),
+                None,
+                &[ids.to_vec().into()],
+            )
+            .unwrap_or_else(|e| spi_failed(e, F));
+    });
+    free_last_result();
+    run(client, &format!("ANALYZE {IDS}"));
 }
 
-/// The temp table of the household keys of a streamed run.
-const KEYS: &str = "pg_temp.unify_golden_keys";
+/// The temp table of each person's household before a streamed run.
+const BEFORE: &str = "pg_temp.unify_golden_before";
+
+/// The households of a streamed run (households::PLAN) read in person order beside its golden
+/// rows, a fetch at a time.
+struct PlanReader {
+    cursor: Cursor,
+    buffer: std::collections::VecDeque<(i64, i64)>,
+    done: bool,
+}
+
+impl PlanReader {
+    fn open(client: &mut SpiClient<'_>, batch: usize) -> Self {
+        Self {
+            cursor: Cursor::open(
+                client,
+                "unify_golden_households",
+                &format!("SELECT person, household FROM {PLAN} ORDER BY person"),
+                batch.max(1000),
+                F,
+            ),
+            buffer: Default::default(),
+            done: false,
+        }
+    }
+
+    /// The household of `person`; persons are asked in ascending order.
+    fn household(&mut self, client: &mut SpiClient<'_>, person: i64) -> Option<i64> {
+        loop {
+            while let Some(&(p, household)) = self.buffer.front() {
+                if p < person {
+                    self.buffer.pop_front();
+                    continue;
+                }
+                return (p == person).then_some(household);
+            }
+            if self.done {
+                return None;
+            }
+            let read = self.cursor.next(client, |r| {
+                (
+                    r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                    r.get::<i64>(2).ok().flatten().unwrap_or_default(),
+                )
+            });
+            self.done = read.is_empty();
+            self.buffer.extend(read);
+        }
+    }
+
+    fn close(self, client: &mut SpiClient<'_>) {
+        self.cursor.close(client);
+        run(client, &format!("DROP TABLE {PLAN}"));
+    }
+}
 
 /// Records per fetch: about 2 kB each held (HELD_RECORD_BYTES), within the budget.
 fn fetch_rows() -> usize {
@@ -686,7 +773,15 @@ fn run(client: &mut SpiClient<'_>, statement: &str) {
 }
 
 impl Streamed {
-    fn start(survivorship: Survivorship, with_households: bool, mapping: &str) -> Self {
+    /// The persons of `filter` (see `records_query`; `ids_table`: it reads IDS, dropped at the
+    /// end).
+    fn start(
+        survivorship: Survivorship,
+        with_households: bool,
+        mapping: &str,
+        filter: String,
+        ids_table: bool,
+    ) -> Self {
         let batch = fetch_rows();
         let (fraction, households, batches) = Spi::connect_mut(|client| {
             // The cursors are read to their end: plan them for all their rows (one sort), not
@@ -703,15 +798,14 @@ impl Streamed {
                 client,
                 "SELECT set_config('cursor_tuple_fraction', '1', true)",
             );
-            let households = if with_households {
-                streamed_households(client, &survivorship, batch, mapping)
-            } else {
-                Households::default()
-            };
+            let households = with_households.then(|| {
+                streamed_households(client, &survivorship, batch, mapping);
+                PlanReader::open(client, batch)
+            });
             let batches = PersonBatches::open(
                 client,
                 "unify_golden_rows",
-                &records_query(mapping, "true", false),
+                &records_query(mapping, &filter, false),
                 batch,
             );
             (fraction, households, batches)
@@ -720,10 +814,9 @@ impl Streamed {
             batches,
             survivorship,
             households,
-            with_households,
-            n: 0,
             out: Vec::new().into_iter(),
             fraction,
+            ids_table,
         }
     }
 }
@@ -733,25 +826,31 @@ impl Iterator for Streamed {
 
     fn next(&mut self) -> Option<GoldenColumns> {
         loop {
-            if let Some(mut row) = self.out.next() {
-                if self.with_households {
-                    let ids = &self.households.persons;
-                    while self.n < ids.len() && ids[self.n] < row.person_id {
-                        self.n += 1;
-                    }
-                    row.household_id = (ids.get(self.n) == Some(&row.person_id))
-                        .then(|| self.households.household[self.n])
-                        .flatten();
-                }
+            if let Some(row) = self.out.next() {
                 return Some(row.into_columns());
             }
             let survivorship = &self.survivorship;
             let batches = &mut self.batches;
             let fraction = &self.fraction;
+            let households = &mut self.households;
+            let ids_table = self.ids_table;
             let rows = Spi::connect_mut(|client| {
-                let rows = batches.next(client, survivorship);
+                let mut rows = batches.next(client, survivorship);
+                if let (Some(rows), Some(plan)) = (rows.as_mut(), households.as_mut()) {
+                    // Matched by person id: the plan was made with a snapshot of its own, so a
+                    // person that came or went in between never takes another's household.
+                    for row in rows.iter_mut() {
+                        row.household_id = plan.household(client, row.person_id);
+                    }
+                }
                 if rows.is_none() {
                     batches.close(client);
+                    if let Some(plan) = households.take() {
+                        plan.close(client);
+                    }
+                    if ids_table {
+                        run(client, &format!("DROP TABLE {IDS}"));
+                    }
                     client
                         .update(
                             "SELECT set_config('cursor_tuple_fraction', $1, true)",
@@ -837,25 +936,22 @@ impl PersonBatches {
     }
 }
 
-/// The household of every person with records, in person order, as `plan_households` gives
-/// them over all golden rows held at once: each golden row made once for its household keys
-/// (to a temp table, a batch at a time), the persons sharing a key found by PostgreSQL (sorted
-/// within work_mem), joined by a union-find over the persons (8 bytes each), plus per person
-/// whether they have keys (1 byte), their id (8 bytes) and their household before (16 bytes).
+/// The household of every person with records as `plan_households` gives them over all golden
+/// rows held at once, left in households::PLAN: each golden row made once for its household
+/// keys (to a temp table, a batch at a time, with each person's household before), then grouped
+/// in SQL (`plan_in_sql`): memory stays flat however many persons there are.
 fn streamed_households(
     client: &mut SpiClient<'_>,
     survivorship: &Survivorship,
     batch: usize,
     mapping: &str,
-) -> Households {
-    run(client, &format!("DROP TABLE IF EXISTS {KEYS}"));
+) {
+    create_keys_table(client);
+    run(client, &format!("DROP TABLE IF EXISTS {BEFORE}"));
     run(
         client,
-        &format!("CREATE TEMP TABLE {KEYS} (person int NOT NULL, key text NOT NULL)"),
+        &format!("CREATE TEMP TABLE {BEFORE} (person bigint NOT NULL, household bigint NOT NULL)"),
     );
-    let mut has_keys: Vec<bool> = Vec::new();
-    let mut persons: Vec<i64> = Vec::new();
-    let mut previous: Vec<Option<i64>> = Vec::new();
     let mut batches = PersonBatches::open(
         client,
         "unify_golden_keys",
@@ -864,24 +960,28 @@ fn streamed_households(
     );
     while let Some(rows) = batches.next(client, survivorship) {
         let (mut person, mut key) = (Vec::new(), Vec::new());
+        let (mut had, mut household) = (Vec::new(), Vec::new());
         for row in rows {
-            let keys = household_keys(row.household_fields());
-            has_keys.push(!keys.is_empty());
-            persons.push(row.person_id);
-            previous.push(row.household_id);
-            let n = has_keys.len() as i32 - 1;
-            for k in keys {
-                person.push(n);
+            for k in household_keys(row.household_fields()) {
+                person.push(row.person_id);
                 key.push(k);
             }
+            if let Some(h) = row.household_id {
+                had.push(row.person_id);
+                household.push(h);
+            }
         }
-        if !person.is_empty() {
+        let args: [(&str, Args); 2] = [
+            (KEYS, vec![person.into(), key.into()]),
+            (BEFORE, vec![had.into(), household.into()]),
+        ];
+        for (table, args) in args {
             in_own_context(|| {
                 client
                     .update(
-                        &format!("INSERT INTO {KEYS} SELECT * FROM unnest($1::int[], $2::text[])"),
+                        &format!("INSERT INTO {table} SELECT * FROM unnest($1, $2)"),
                         None,
-                        &[person.into(), key.into()],
+                        &args,
                     )
                     .unwrap_or_else(|e| spi_failed(e, F));
             });
@@ -889,41 +989,9 @@ fn streamed_households(
         }
     }
     batches.close(client);
-    // Each person sharing a key joins the first person holding it (as group_by_shared_keys).
-    let mut clusterer = Clusterer::new(has_keys.len());
-    let links = Cursor::open(
-        client,
-        "unify_golden_links",
-        &format!(
-            "SELECT first, person FROM (
-               SELECT person, min(person) OVER (PARTITION BY key COLLATE \"C\") AS first FROM {KEYS}) k
-             WHERE first <> person"
-        ),
-        batch.max(1000),
-        F,
-    );
-    loop {
-        let pairs = links.next(client, |r| {
-            (
-                r.get::<i32>(1).ok().flatten().unwrap_or_default() as u32,
-                r.get::<i32>(2).ok().flatten().unwrap_or_default() as u32,
-            )
-        });
-        if pairs.is_empty() {
-            break;
-        }
-        for (a, b) in pairs {
-            clusterer.must_link(a, b);
-        }
-    }
-    links.close(client);
-    run(client, &format!("DROP TABLE {KEYS}"));
-    let groups = groups_with_keys(&clusterer.finish(), |i| has_keys[i]);
-    drop(has_keys);
-    Households {
-        persons,
-        household: plan_household_ids(client, &groups, &previous),
-    }
+    run(client, &format!("ANALYZE {BEFORE}"));
+    plan_in_sql(client, &format!("SELECT person, household FROM {BEFORE}"));
+    run(client, &format!("DROP TABLE {BEFORE}"));
 }
 
 /// The display values (DISPLAY_FIELDS) of a golden record: names, street and city from the
