@@ -177,6 +177,8 @@ DECLARE
     changed_ids bigint[];
     households_before bigint[];
     moved bigint;
+    -- The households of the persons removed for want of records.
+    left_households bigint[];
 BEGIN
     IF first_fill THEN
         rebuild := unify._drop_indexes('unify.persons');
@@ -187,31 +189,50 @@ BEGIN
         WITH gone AS (
             DELETE FROM unify.persons p
             WHERE NOT EXISTS (SELECT 1 FROM unify.record_persons rp WHERE rp.person_id = p.person_id)
-            RETURNING p.person_id
+            RETURNING p.person_id, p.household_id
+        ), event AS (
+            INSERT INTO unify.identity_events (event, person_id, rule, reason, details)
+            SELECT 'remove', g.person_id, _refresh_persons.rule, 'no records left', NULL FROM gone g
         )
-        INSERT INTO unify.identity_events (event, person_id, rule, reason, details)
-        SELECT 'remove', g.person_id, _refresh_persons.rule, 'no records left', NULL FROM gone g;
-        GET DIAGNOSTICS removed = ROW_COUNT;
+        SELECT count(*), array_agg(DISTINCT g.household_id) FILTER (WHERE g.household_id IS NOT NULL)
+        INTO removed, left_households FROM gone g;
         -- The persons whose inputs changed since their golden record was made: a hash over
-        -- their records' rows (any column; a record that came or went changes it), salted
-        -- with what every golden record depends on.
+        -- their records' row versions (xmin: any change of a record makes a new one; a record
+        -- that came or went changes it too), salted with what every golden record depends on.
+        -- With their household and household keys before, for the households after.
         seed := pg_catalog.hashtextextended(concat_ws('|',
             (SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'customer_unify'),
             (SELECT string_agg(concat_ws(':', s.field, s.rule, s.options::text), ',' ORDER BY s.field)
              FROM unify.survivorship_rules s),
             (SELECT string_agg(concat_ws(':', s.source_id, s.name, s.priority), ',' ORDER BY s.source_id)
              FROM unify.sources s)), 0);
-        DROP TABLE IF EXISTS pg_temp.unify_golden_scope;
-        CREATE TEMP TABLE unify_golden_scope (person_id bigint NOT NULL, inputs bigint NOT NULL);
-        INSERT INTO pg_temp.unify_golden_scope
-        SELECT h.person_id, h.inputs
-        FROM (SELECT rp.person_id, bit_xor(pg_catalog.hash_record_extended(r, seed)) AS inputs
-              FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
-              GROUP BY rp.person_id) h
-        LEFT JOIN unify.golden_inputs g ON g.person_id = h.person_id
-        WHERE g.inputs IS DISTINCT FROM h.inputs
-           OR NOT EXISTS (SELECT 1 FROM unify.persons p WHERE p.person_id = h.person_id);
-        GET DIAGNOSTICS stale = ROW_COUNT;
+        IF first_fill THEN
+            -- Nothing to compare with, and every golden record is made now.
+            DELETE FROM unify.golden_inputs;
+            INSERT INTO unify.golden_inputs (person_id, inputs)
+            SELECT rp.person_id,
+                   bit_xor(pg_catalog.hashtextextended(r.record_id::text || ':' || r.xmin::text, seed))
+            FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
+            GROUP BY rp.person_id;
+        ELSE
+            IF to_regclass('pg_temp.unify_golden_scope') IS NOT NULL THEN  -- (no notice when not)
+                DROP TABLE pg_temp.unify_golden_scope;
+            END IF;
+            CREATE TEMP TABLE unify_golden_scope (person_id bigint NOT NULL, inputs bigint NOT NULL,
+                                                  known boolean NOT NULL, household_id bigint, household_keys text[]);
+            INSERT INTO pg_temp.unify_golden_scope
+            SELECT h.person_id, h.inputs, p.person_id IS NOT NULL, p.household_id,
+                   CASE WHEN p.person_id IS NOT NULL
+                        THEN unify._household_keys(p.postcode, p.street, p.house_number, p.phone, p.email) END
+            FROM (SELECT rp.person_id,
+                         bit_xor(pg_catalog.hashtextextended(r.record_id::text || ':' || r.xmin::text, seed)) AS inputs
+                  FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
+                  GROUP BY rp.person_id) h
+            LEFT JOIN unify.golden_inputs g ON g.person_id = h.person_id
+            LEFT JOIN unify.persons p ON p.person_id = h.person_id
+            WHERE g.inputs IS DISTINCT FROM h.inputs OR p.person_id IS NULL;
+            GET DIAGNOSTICS stale = ROW_COUNT;
+        END IF;
         -- Fewer than half of them: those alone (households after); else all in one pass.
         IF NOT first_fill AND stale * 2 < (SELECT count(*) FROM unify.persons) THEN
             scope := ARRAY(SELECT s.person_id FROM pg_temp.unify_golden_scope s ORDER BY s.person_id);
@@ -308,14 +329,22 @@ BEGIN
                               array_agg(c.payload ORDER BY c.person_id, c.channel))
     INTO changed, changed_ids, emitted
     FROM consent c;
-    IF ids IS NULL THEN
+    IF ids IS NULL AND NOT first_fill THEN
         IF scope IS NOT NULL THEN
-            -- The households of everyone from the golden rows as they now are (the others did
-            -- not change), grouped in SQL. Rows changed: golden row or household, each once, as
-            -- one pass over all of them counts.
+            -- Rows changed: golden row or household, each once, as one pass over all counts.
             households_before := ARRAY(SELECT p.household_id FROM unify.persons p
                                        WHERE p.person_id = ANY (changed_ids) ORDER BY p.person_id);
-            moved := unify._group_households(NULL);
+            -- Households as a grouping of everyone gives them (the rest were grouped so
+            -- before, and kept their keys): the persons new or with other keys, and the rest of
+            -- the households that lost a person (as unify._resolve_scope does).
+            moved := unify._group_households(ARRAY(
+                SELECT s.person_id FROM pg_temp.unify_golden_scope s JOIN unify.persons p ON p.person_id = s.person_id
+                WHERE NOT s.known
+                   OR unify._household_keys(p.postcode, p.street, p.house_number, p.phone, p.email)
+                      IS DISTINCT FROM s.household_keys
+                UNION
+                SELECT p.person_id FROM unify.persons p
+                WHERE p.household_id = ANY (left_households)));
             changed := changed + moved
                 - (SELECT count(*) FROM unnest(households_before, ARRAY(
                        SELECT p.household_id FROM unify.persons p

@@ -2,6 +2,7 @@
 //! the surviving record's own written value), the consent of the latest proven statement per
 //! channel, and (for a full resolve) the households of the rows returned.
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 
 use pgrx::prelude::*;
@@ -14,9 +15,11 @@ use super::super::spi::{
     fetch_all, free_last_result, in_own_context, select_kept, spi_failed, Args, Cursor,
 };
 use super::households::{
-    create_keys_table, household_keys, plan_households, plan_in_sql, HouseholdFields, KEYS, PLAN,
+    create_keys_table, drop_temp, household_keys, plan_households, plan_in_sql, HouseholdFields,
+    KEYS, PLAN,
 };
 use crate::cluster::survivorship::{latest_consent, survivor, Candidate, ConsentCandidate, Rule};
+use crate::memo::Memo;
 use crate::normalize::{address, display, name, phone};
 
 const GOLDEN_FIELDS: [&str; 11] = [
@@ -57,15 +60,55 @@ struct Written {
     city: Option<String>,
 }
 
+/// Display forms of written values, which repeat from person to person (first names, last
+/// names, cities, streets): each made once (crate::memo::Memo, as clean_contact's cleaners).
+struct DisplayMemos {
+    name: Memo<Option<String>>,
+    street: Memo<Option<String>>,
+    city: Memo<Option<String>>,
+}
+
+const DISPLAY_MEMO_ENTRIES: usize = 1 << 14;
+const DISPLAY_MEMO_KEY_BYTES: usize = 96;
+
+thread_local! {
+    static DISPLAY_MEMOS: RefCell<DisplayMemos> = RefCell::new(DisplayMemos {
+        name: Memo::new(DISPLAY_MEMO_ENTRIES, DISPLAY_MEMO_KEY_BYTES),
+        street: Memo::new(DISPLAY_MEMO_ENTRIES, DISPLAY_MEMO_KEY_BYTES),
+        city: Memo::new(DISPLAY_MEMO_ENTRIES, DISPLAY_MEMO_KEY_BYTES),
+    });
+}
+
+/// A name field's display form where it holds a name.
+fn display_name_field(value: &str) -> Option<String> {
+    DISPLAY_MEMOS.with_borrow_mut(|m| {
+        m.name.get(value, |v| {
+            name::normalize_name(v)
+                .is_some()
+                .then(|| display::display_name(v))
+                .flatten()
+        })
+    })
+}
+
+/// A street line's display form (its street without the house number).
+fn display_street_line(line: &str) -> Option<String> {
+    DISPLAY_MEMOS.with_borrow_mut(|m| {
+        m.street.get(line, |l| {
+            address::split_street(l).and_then(|parts| display::display_street(&parts.street))
+        })
+    })
+}
+
+fn display_city(city: &str) -> Option<String> {
+    DISPLAY_MEMOS.with_borrow_mut(|m| m.city.get(city, display::display_city))
+}
+
 impl Written {
     /// First and last name as written, tidied, as the record's keys were made: the first-name
     /// field when it holds a name, else the full name split.
     fn names(&self) -> (Option<String>, Option<String>) {
-        let field = |v: &Option<String>| {
-            v.as_deref()
-                .filter(|v| name::normalize_name(v).is_some())
-                .and_then(display::display_name)
-        };
+        let field = |v: &Option<String>| v.as_deref().and_then(display_name_field);
         let split = || {
             self.full_name
                 .as_deref()
@@ -687,7 +730,7 @@ struct Streamed {
 const IDS: &str = "pg_temp.unify_golden_ids";
 /// A temp table of the persons to read (`_golden_records` of many persons).
 fn create_ids_table(client: &mut SpiClient<'_>, ids: &[i64]) {
-    run(client, &format!("DROP TABLE IF EXISTS {IDS}"));
+    drop_temp(client, &[IDS]);
     run(
         client,
         &format!("CREATE TEMP TABLE {IDS} (person_id bigint PRIMARY KEY)"),
@@ -947,7 +990,7 @@ fn streamed_households(
     mapping: &str,
 ) {
     create_keys_table(client);
-    run(client, &format!("DROP TABLE IF EXISTS {BEFORE}"));
+    drop_temp(client, &[BEFORE]);
     run(
         client,
         &format!("CREATE TEMP TABLE {BEFORE} (person bigint NOT NULL, household bigint NOT NULL)"),
@@ -1013,12 +1056,11 @@ fn display_values(
     let written = from[5].map(|r| &r.written);
     let street = written
         .and_then(|w| w.street_line.as_deref())
-        .and_then(address::split_street)
-        .and_then(|parts| display::display_street(&parts.street));
+        .and_then(display_street_line);
     let city = written
         .and_then(|w| w.city.as_deref())
-        .and_then(display::display_city)
-        .or_else(|| address[3].as_deref().and_then(display::display_city));
+        .and_then(display_city)
+        .or_else(|| address[3].as_deref().and_then(display_city));
     let home = address[4]
         .as_deref()
         .and_then(phone::parse_region)

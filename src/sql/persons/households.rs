@@ -109,12 +109,28 @@ fn run(client: &mut SpiClient<'_>, statement: &str) -> usize {
         .unwrap_or_else(|e| spi_failed(e, F))
 }
 
+/// Drops the temp tables of `tables` that exist (DROP TABLE IF EXISTS would tell the user
+/// of every one that does not).
+pub(super) fn drop_temp(client: &mut SpiClient<'_>, tables: &[&str]) {
+    for table in tables {
+        let exists = client
+            .select(
+                "SELECT to_regclass($1) IS NOT NULL",
+                None,
+                &[(*table).into()],
+            )
+            .and_then(|t| t.first().get_one::<bool>())
+            .unwrap_or_else(|e| spi_failed(e, F))
+            .unwrap_or_default();
+        if exists {
+            run(client, &format!("DROP TABLE {table}"));
+        }
+    }
+}
+
 /// Starts a grouping in SQL: an empty KEYS table for the caller to fill.
 pub(super) fn create_keys_table(client: &mut SpiClient<'_>) {
-    run(
-        client,
-        &format!("DROP TABLE IF EXISTS {KEYS}, {LABELS}, {FRESH}, {PLAN}"),
-    );
+    drop_temp(client, &[KEYS, LABELS, FRESH, PLAN]);
     run(
         client,
         &format!(
