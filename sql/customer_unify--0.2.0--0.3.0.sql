@@ -5703,7 +5703,7 @@ ALTER FUNCTION unify.unlink(bigint, bigint, text) SECURITY DEFINER;
 -- the inputs of their golden record; unify._refresh_persons (edited where this step defines it)
 -- makes again only the persons whose hash changed. Empty after the update: the first resolve
 -- makes every golden record, as before.
-CREATE TABLE unify.golden_inputs (
+CREATE UNLOGGED TABLE unify.golden_inputs (
     person_id bigint PRIMARY KEY,
     inputs    bigint NOT NULL
 );

@@ -63,9 +63,10 @@ SELECT pg_catalog.pg_extension_config_dump('unify.household_id_seq', '');
 -- the sources' names and priorities, the survivorship rules, the extension's version), as of
 -- the resolve that last made it. A resolve makes again only the persons whose hash differs
 -- (or who have no row here): a resolve after a small change no longer makes every golden
--- record anew. Derived data: not dumped (a restored database makes them all on its next
--- resolve); a person refreshed elsewhere (the change queue, stewardship) loses its row.
-CREATE TABLE unify.golden_inputs (
+-- record anew. Derived data, so unlogged (no WAL for a first resolve's million rows; emptied
+-- by a crash, and not on a standby) and not dumped: where it is empty the next resolve makes
+-- all golden records. A person refreshed elsewhere (the change queue, stewardship) loses its row.
+CREATE UNLOGGED TABLE unify.golden_inputs (
     person_id bigint PRIMARY KEY,
     inputs    bigint NOT NULL
 );
