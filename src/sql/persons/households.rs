@@ -3,8 +3,8 @@
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use super::super::spi::{fetch_all, spi_failed, Args};
-use super::{fresh_ids, set_ids};
+use super::super::spi::{fetch_all, spi_failed, update_kept, Args};
+use super::fresh_ids;
 use crate::cluster::group_by_shared_keys;
 use crate::cluster::ids::IdPlan;
 
@@ -322,14 +322,17 @@ fn _group_households(person_ids: Option<Vec<i64>>) -> i64 {
                 household.push(new);
             }
         }
-        set_ids(
-            client,
-            "persons",
-            "person_id",
-            "household_id",
-            &person,
-            household,
-        );
+        // With updated_at, as a resolve writes a person whose household changed.
+        if !person.is_empty() {
+            update_kept(
+                client,
+                "UPDATE unify.persons p SET household_id = u.household, updated_at = now()
+                   FROM unnest($1::bigint[], $2::bigint[]) AS u (person_id, household)
+                  WHERE p.person_id = u.person_id",
+                &vec![person.clone().into(), household.into()],
+            )
+            .unwrap_or_else(|e| spi_failed(e, F));
+        }
         person.len() as i64
     })
 }
