@@ -15,9 +15,11 @@ use super::super::spi::{
     fetch_all, free_last_result, in_own_context, select_kept, spi_failed, Args, Cursor,
 };
 use super::households::{
-    create_keys_table, drop_temp, household_keys, plan_households, plan_in_sql, HouseholdFields,
-    KEYS, PLAN,
+    create_keys_table, drop_temp, household_keys, plan_household_ids, plan_households, plan_in_sql,
+    HouseholdFields, KEYS, PLAN,
 };
+use crate::cluster::components::Clusterer;
+use crate::cluster::groups_with_keys;
 use crate::cluster::survivorship::{latest_consent, survivor, Candidate, ConsentCandidate, Rule};
 use crate::memo::Memo;
 use crate::normalize::{address, display, name, phone};
@@ -718,7 +720,7 @@ struct Streamed {
     /// The persons of the first pass in order, with their households (empty without
     /// households). The second pass reads with a snapshot of its own: a row is matched by its
     /// person id, so a person that came or went in between never takes another's household.
-    households: Option<PlanReader>,
+    households: Option<HouseholdSource>,
     out: std::vec::IntoIter<GoldenRow>,
     /// cursor_tuple_fraction as it was, set back at the end.
     fraction: String,
@@ -728,6 +730,65 @@ struct Streamed {
 
 /// The temp table of the persons a streamed run reads, where it is given persons.
 const IDS: &str = "pg_temp.unify_golden_ids";
+/// Persons in ascending id order and their households (the held grouping).
+#[derive(Default)]
+struct Households {
+    persons: Vec<i64>,
+    household: Vec<Option<i64>>,
+}
+
+/// The temp table of the household keys of a streamed run grouped in memory.
+const HELD_KEYS: &str = "pg_temp.unify_golden_keys";
+
+/// Memory per record of the held grouping (see `streamed_households_held`, with the id plan's
+/// arrays): about 55 bytes, rounded up.
+const HELD_HOUSEHOLD_BYTES: u64 = 64;
+
+/// Whether the households of a streamed run are grouped in memory: while that takes at most half
+/// the budget (8 million records at 1GB); above, in SQL, flat.
+fn households_held(client: &mut SpiClient<'_>, mapping: &str) -> bool {
+    let capacity = (crate::budget::kb() * 1024 / 2 / HELD_HOUSEHOLD_BYTES) as i64;
+    select_kept(
+        client,
+        &format!("SELECT count(*) FROM (SELECT 1 FROM {mapping} rp LIMIT $1) x"),
+        &vec![(capacity + 1).into()],
+    )
+    .and_then(|t| t.first().get_one::<i64>())
+    .unwrap_or_else(|e| spi_failed(e, F))
+    .unwrap_or_default()
+        <= capacity
+}
+
+/// Where a streamed run takes each person's household from.
+enum HouseholdSource {
+    Held { households: Households, n: usize },
+    Sql(PlanReader),
+}
+
+impl HouseholdSource {
+    /// The household of `person`; persons are asked in ascending order.
+    fn household(&mut self, client: &mut SpiClient<'_>, person: i64) -> Option<i64> {
+        match self {
+            HouseholdSource::Held { households, n } => {
+                let ids = &households.persons;
+                while *n < ids.len() && ids[*n] < person {
+                    *n += 1;
+                }
+                (ids.get(*n) == Some(&person))
+                    .then(|| households.household[*n])
+                    .flatten()
+            }
+            HouseholdSource::Sql(plan) => plan.household(client, person),
+        }
+    }
+
+    fn close(self, client: &mut SpiClient<'_>) {
+        if let HouseholdSource::Sql(plan) = self {
+            plan.close(client);
+        }
+    }
+}
+
 /// A temp table of the persons to read (`_golden_records` of many persons).
 fn create_ids_table(client: &mut SpiClient<'_>, ids: &[i64]) {
     drop_temp(client, &[IDS]);
@@ -842,8 +903,15 @@ impl Streamed {
                 "SELECT set_config('cursor_tuple_fraction', '1', true)",
             );
             let households = with_households.then(|| {
-                streamed_households(client, &survivorship, batch, mapping);
-                PlanReader::open(client, batch)
+                if households_held(client, mapping) {
+                    HouseholdSource::Held {
+                        households: streamed_households_held(client, &survivorship, batch, mapping),
+                        n: 0,
+                    }
+                } else {
+                    streamed_households(client, &survivorship, batch, mapping);
+                    HouseholdSource::Sql(PlanReader::open(client, batch))
+                }
             });
             let batches = PersonBatches::open(
                 client,
@@ -976,6 +1044,98 @@ impl PersonBatches {
         if let Some(cursor) = self.cursor.take() {
             cursor.close(client);
         }
+    }
+}
+
+/// The household of every person with records, in person order, as `plan_households` gives
+/// them over all golden rows held at once: each golden row made once for its household keys
+/// (to a temp table, a batch at a time), the persons sharing a key found by PostgreSQL (sorted
+/// within work_mem), joined by a union-find over the persons (8 bytes each), plus per person
+/// whether they have keys (1 byte), their id (8 bytes) and their household before (16 bytes):
+/// while that fits half the budget (`households_held`), else `streamed_households` in SQL.
+fn streamed_households_held(
+    client: &mut SpiClient<'_>,
+    survivorship: &Survivorship,
+    batch: usize,
+    mapping: &str,
+) -> Households {
+    drop_temp(client, &[HELD_KEYS]);
+    run(
+        client,
+        &format!("CREATE TEMP TABLE {HELD_KEYS} (person int NOT NULL, key text NOT NULL)"),
+    );
+    let mut has_keys: Vec<bool> = Vec::new();
+    let mut persons: Vec<i64> = Vec::new();
+    let mut previous: Vec<Option<i64>> = Vec::new();
+    let mut batches = PersonBatches::open(
+        client,
+        "unify_golden_keys",
+        &records_query(mapping, "true", true),
+        batch,
+    );
+    while let Some(rows) = batches.next(client, survivorship) {
+        let (mut person, mut key) = (Vec::new(), Vec::new());
+        for row in rows {
+            let keys = household_keys(row.household_fields());
+            has_keys.push(!keys.is_empty());
+            persons.push(row.person_id);
+            previous.push(row.household_id);
+            let n = has_keys.len() as i32 - 1;
+            for k in keys {
+                person.push(n);
+                key.push(k);
+            }
+        }
+        if !person.is_empty() {
+            in_own_context(|| {
+                client
+                    .update(
+                        &format!(
+                            "INSERT INTO {HELD_KEYS} SELECT * FROM unnest($1::int[], $2::text[])"
+                        ),
+                        None,
+                        &[person.into(), key.into()],
+                    )
+                    .unwrap_or_else(|e| spi_failed(e, F));
+            });
+            free_last_result();
+        }
+    }
+    batches.close(client);
+    // Each person sharing a key joins the first person holding it (as group_by_shared_keys).
+    let mut clusterer = Clusterer::new(has_keys.len());
+    let links = Cursor::open(
+        client,
+        "unify_golden_links",
+        &format!(
+            "SELECT first, person FROM (
+               SELECT person, min(person) OVER (PARTITION BY key COLLATE \"C\") AS first FROM {HELD_KEYS}) k
+             WHERE first <> person"
+        ),
+        batch.max(1000),
+        F,
+    );
+    loop {
+        let pairs = links.next(client, |r| {
+            (
+                r.get::<i32>(1).ok().flatten().unwrap_or_default() as u32,
+                r.get::<i32>(2).ok().flatten().unwrap_or_default() as u32,
+            )
+        });
+        if pairs.is_empty() {
+            break;
+        }
+        for (a, b) in pairs {
+            clusterer.must_link(a, b);
+        }
+    }
+    links.close(client);
+    run(client, &format!("DROP TABLE {HELD_KEYS}"));
+    let groups = groups_with_keys(&clusterer.finish(), |i| has_keys[i]);
+    drop(has_keys);
+    Households {
+        persons,
+        household: plan_household_ids(client, &groups, &previous),
     }
 }
 
