@@ -4,6 +4,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use super::super::spi::{fetch_all, spi_failed, update_kept, Args};
+use super::cluster::{lower_setting, set_back};
 use super::fresh_ids;
 use crate::cluster::group_by_shared_keys;
 use crate::cluster::ids::IdPlan;
@@ -149,6 +150,9 @@ pub(super) fn create_keys_table(client: &mut SpiClient<'_>) {
 /// its persons (the first component on a tie), a component keeping the smallest of the ids it
 /// holds, new ids from the sequence for the others in component order.
 pub(super) fn plan_in_sql(client: &mut SpiClient<'_>, previous: &str) {
+    // PostgreSQL's sorts and hashes here within the budget too, as the clustering's
+    // (cluster::in_batches): an eighth of it each, set back at the end.
+    let work_mem = lower_setting(client, "work_mem", (crate::budget::kb() / 8).max(64));
     run(client, &format!("ANALYZE {KEYS}"));
     run(
         client,
@@ -218,6 +222,7 @@ pub(super) fn plan_in_sql(client: &mut SpiClient<'_>, previous: &str) {
     );
     run(client, &format!("DROP TABLE {KEYS}, {LABELS}, {FRESH}"));
     run(client, &format!("ANALYZE {PLAN}"));
+    set_back(client, "work_mem", &work_mem);
 }
 
 /// Every person's household anew (`_group_households(NULL)`), grouped in SQL: memory stays
