@@ -59,6 +59,19 @@ SELECT pg_catalog.pg_extension_config_dump('unify.persons', '');
 SELECT pg_catalog.pg_extension_config_dump('unify.person_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('unify.household_id_seq', '');
 
+-- Issue 27: per person, a hash of everything their golden record is made from (their records,
+-- the sources' names and priorities, the survivorship rules, the extension's version), as of
+-- the resolve that last made it. A resolve makes again only the persons whose hash differs
+-- (or who have no row here): a resolve after a small change no longer makes every golden
+-- record anew. Derived data, so unlogged (no WAL for a first resolve's million rows; emptied
+-- by a crash, and not on a standby) and not dumped: where it is empty the next resolve makes
+-- all golden records. A person refreshed elsewhere (the change queue, stewardship) loses its row.
+CREATE UNLOGGED TABLE unify.golden_inputs (
+    person_id bigint PRIMARY KEY,
+    inputs    bigint NOT NULL
+);
+COMMENT ON TABLE unify.golden_inputs IS 'Per person, a hash of the inputs of their golden record as of the resolve that made it: a resolve makes again only the persons whose inputs changed';
+
 -- Steward decisions, by source row (not record id), so they survive a re-sync or a restore.
 CREATE TABLE unify.overrides (
     source_a   int NOT NULL,
@@ -141,7 +154,10 @@ COMMENT ON VIEW unify.households IS 'Persons sharing an address, a landline or a
 -- unify.customer_360 (golden record + household + segment + predictions) is in segments.sql.
 
 -- Golden records of `ids` (NULL: all persons) brought in line with their records; persons
--- without records are removed (an event says so). Returns the rows changed.
+-- without records are removed (an event says so). Returns the rows changed. For all persons,
+-- only those whose inputs changed are made again (unify.golden_inputs), then the households of
+-- everyone are grouped anew; where that is most of them (a first resolve, changed rules), all
+-- golden records are made with their households in one pass.
 CREATE FUNCTION unify._refresh_persons(ids bigint[], rule text, reason text) RETURNS bigint
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
@@ -152,6 +168,18 @@ DECLARE
     gone_after constant bigint := unify._identity_mark();
     -- The first resolve fills the table: faster without its secondary indexes, built after.
     first_fill boolean := ids IS NULL AND NOT EXISTS (SELECT 1 FROM unify.persons);
+    seed bigint;
+    stale bigint;
+    -- The persons made again (NULL: those of ids, or all of them).
+    scope bigint[];
+    target bigint[] := ids;
+    with_households boolean := ids IS NULL;
+    -- Of a scoped run: the persons whose golden row changed, their households before regrouping.
+    changed_ids bigint[];
+    households_before bigint[];
+    moved bigint;
+    -- The households of the persons removed for want of records.
+    left_households bigint[];
 BEGIN
     IF first_fill THEN
         rebuild := unify._drop_indexes('unify.persons');
@@ -162,10 +190,56 @@ BEGIN
         WITH gone AS (
             DELETE FROM unify.persons p
             WHERE NOT EXISTS (SELECT 1 FROM unify.record_persons rp WHERE rp.person_id = p.person_id)
-            RETURNING p.person_id
+            RETURNING p.person_id, p.household_id
+        ), event AS (
+            INSERT INTO unify.identity_events (event, person_id, rule, reason, details)
+            SELECT 'remove', g.person_id, _refresh_persons.rule, 'no records left', NULL FROM gone g
         )
-        INSERT INTO unify.identity_events (event, person_id, rule, reason, details)
-        SELECT 'remove', g.person_id, _refresh_persons.rule, 'no records left', NULL FROM gone g;
+        SELECT count(*), array_agg(DISTINCT g.household_id) FILTER (WHERE g.household_id IS NOT NULL)
+        INTO removed, left_households FROM gone g;
+        -- The persons whose inputs changed since their golden record was made: a hash over
+        -- their records' row versions (xmin: any change of a record makes a new one; a record
+        -- that came or went changes it too), salted with what every golden record depends on.
+        -- With their household and household keys before, for the households after.
+        seed := pg_catalog.hashtextextended(concat_ws('|',
+            (SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'customer_unify'),
+            (SELECT string_agg(concat_ws(':', s.field, s.rule, s.options::text), ',' ORDER BY s.field)
+             FROM unify.survivorship_rules s),
+            (SELECT string_agg(concat_ws(':', s.source_id, s.name, s.priority), ',' ORDER BY s.source_id)
+             FROM unify.sources s)), 0);
+        IF first_fill THEN
+            -- Nothing to compare with, and every golden record is made now.
+            DELETE FROM unify.golden_inputs;
+            INSERT INTO unify.golden_inputs (person_id, inputs)
+            SELECT rp.person_id,
+                   bit_xor(pg_catalog.hashtextextended(r.record_id::text || ':' || r.xmin::text, seed))
+            FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
+            GROUP BY rp.person_id;
+        ELSE
+            IF to_regclass('pg_temp.unify_golden_scope') IS NOT NULL THEN  -- (no notice when not)
+                DROP TABLE pg_temp.unify_golden_scope;
+            END IF;
+            CREATE TEMP TABLE unify_golden_scope (person_id bigint NOT NULL, inputs bigint NOT NULL,
+                                                  known boolean NOT NULL, household_id bigint, household_keys text[]);
+            INSERT INTO pg_temp.unify_golden_scope
+            SELECT h.person_id, h.inputs, p.person_id IS NOT NULL, p.household_id,
+                   CASE WHEN p.person_id IS NOT NULL
+                        THEN unify._household_keys(p.postcode, p.street, p.house_number, p.phone, p.email) END
+            FROM (SELECT rp.person_id,
+                         bit_xor(pg_catalog.hashtextextended(r.record_id::text || ':' || r.xmin::text, seed)) AS inputs
+                  FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
+                  GROUP BY rp.person_id) h
+            LEFT JOIN unify.golden_inputs g ON g.person_id = h.person_id
+            LEFT JOIN unify.persons p ON p.person_id = h.person_id
+            WHERE g.inputs IS DISTINCT FROM h.inputs OR p.person_id IS NULL;
+            GET DIAGNOSTICS stale = ROW_COUNT;
+        END IF;
+        -- Fewer than half of them: those alone (households after); else all in one pass.
+        IF NOT first_fill AND stale * 2 < (SELECT count(*) FROM unify.persons) THEN
+            scope := ARRAY(SELECT s.person_id FROM pg_temp.unify_golden_scope s ORDER BY s.person_id);
+            target := scope;
+            with_households := false;
+        END IF;
     ELSE
         WITH gone AS (
             DELETE FROM unify.persons p
@@ -175,8 +249,10 @@ BEGIN
         )
         INSERT INTO unify.identity_events (event, person_id, rule, reason, details)
         SELECT 'remove', g.person_id, _refresh_persons.rule, 'no records left', NULL FROM gone g;
+        GET DIAGNOSTICS removed = ROW_COUNT;
+        -- Made here from records a resolve has not hashed: its next run makes them again.
+        DELETE FROM unify.golden_inputs g WHERE g.person_id = ANY (ids);
     END IF;
-    GET DIAGNOSTICS removed = ROW_COUNT;
     -- Consent changes per channel go to the outbox (unify._outbox_emit) in this statement: its
     -- read of unify.persons sees the rows as they were before it (one snapshot for all parts).
     -- Not on the first fill: the starting state is unify.persons itself (a million first answers
@@ -197,8 +273,8 @@ BEGIN
         -- The display array in its order (src/sql/persons/golden.rs, DISPLAY_FIELDS).
         g.salutation, g.title, g.display[1], g.display[2], g.display[3], g.display[4], g.display[5],
         g.display[6], g.display[7]
-    -- All persons: their households come along (no second pass over every person).
-    FROM unify._golden_records(ids, ids IS NULL) g
+    -- All persons in one pass: their households come along (no second pass over every person).
+    FROM unify._golden_records(target, with_households) g
     ON CONFLICT (person_id) DO UPDATE SET
         first_name = excluded.first_name, last_name = excluded.last_name, email = excluded.email,
         phone = excluded.phone, mobile = excluded.mobile, street = excluded.street,
@@ -211,7 +287,7 @@ BEGIN
         consent_post = excluded.consent_post, consent_post_source = excluded.consent_post_source,
         consent_post_at = excluded.consent_post_at, record_count = excluded.record_count,
         sources = excluded.sources, first_seen = excluded.first_seen, last_seen = excluded.last_seen,
-        household_id = CASE WHEN ids IS NULL THEN excluded.household_id ELSE p.household_id END,
+        household_id = CASE WHEN with_households THEN excluded.household_id ELSE p.household_id END,
         salutation = excluded.salutation, title = excluded.title,
         first_name_display = excluded.first_name_display, last_name_display = excluded.last_name_display,
         street_display = excluded.street_display, city_display = excluded.city_display,
@@ -233,7 +309,7 @@ BEGIN
            excluded.sources, excluded.first_seen, excluded.last_seen, excluded.salutation, excluded.title,
            excluded.first_name_display, excluded.last_name_display, excluded.street_display, excluded.city_display,
            excluded.phone_display, excluded.mobile_display, excluded.email_display)
-       OR (ids IS NULL AND p.household_id IS DISTINCT FROM excluded.household_id)
+       OR (with_households AND p.household_id IS DISTINCT FROM excluded.household_id)
     RETURNING p.person_id, p.consent_email, p.consent_email_source, p.consent_email_at, p.consent_phone,
               p.consent_phone_source, p.consent_phone_at, p.consent_post, p.consent_post_source, p.consent_post_at
     ), consent AS (
@@ -249,10 +325,39 @@ BEGIN
         WHERE c.consent IS DISTINCT FROM c.previous AND NOT first_fill
     )
     SELECT (SELECT count(*) FROM up),
+           (SELECT array_agg(u.person_id ORDER BY u.person_id) FROM up u WHERE scope IS NOT NULL),
            unify._outbox_emit('consent_changed', array_agg(c.person_id ORDER BY c.person_id, c.channel),
                               array_agg(c.payload ORDER BY c.person_id, c.channel))
-    INTO changed, emitted
+    INTO changed, changed_ids, emitted
     FROM consent c;
+    IF ids IS NULL AND NOT first_fill THEN
+        IF scope IS NOT NULL THEN
+            -- Rows changed: golden row or household, each once, as one pass over all counts.
+            households_before := ARRAY(SELECT p.household_id FROM unify.persons p
+                                       WHERE p.person_id = ANY (changed_ids) ORDER BY p.person_id);
+            -- Households as a grouping of everyone gives them (the rest were grouped so
+            -- before, and kept their keys): the persons new or with other keys, and the rest of
+            -- the households that lost a person (as unify._resolve_scope does).
+            moved := unify._group_households(ARRAY(
+                SELECT s.person_id FROM pg_temp.unify_golden_scope s JOIN unify.persons p ON p.person_id = s.person_id
+                WHERE NOT s.known
+                   OR unify._household_keys(p.postcode, p.street, p.house_number, p.phone, p.email)
+                      IS DISTINCT FROM s.household_keys
+                UNION
+                SELECT p.person_id FROM unify.persons p
+                WHERE p.household_id = ANY (left_households)));
+            changed := changed + moved
+                - (SELECT count(*) FROM unnest(households_before, ARRAY(
+                       SELECT p.household_id FROM unify.persons p
+                       WHERE p.person_id = ANY (changed_ids) ORDER BY p.person_id)) x (before, after)
+                   WHERE x.before IS DISTINCT FROM x.after);
+        END IF;
+        INSERT INTO unify.golden_inputs AS g (person_id, inputs)
+        SELECT s.person_id, s.inputs FROM pg_temp.unify_golden_scope s
+        ON CONFLICT (person_id) DO UPDATE SET inputs = excluded.inputs;
+        DELETE FROM unify.golden_inputs g WHERE NOT EXISTS (SELECT 1 FROM unify.persons p WHERE p.person_id = g.person_id);
+        DROP TABLE pg_temp.unify_golden_scope;
+    END IF;
     -- Persons gone for want of records.
     PERFORM unify._outbox_identity(gone_after);
     PERFORM unify._rebuild_indexes(rebuild);

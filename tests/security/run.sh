@@ -390,6 +390,8 @@ refused "PUBLIC runs an internal fit" eve "SELECT unify._fit_purchases('bgnbd', 
 refused "PUBLIC reads the records" eve "SELECT count(*) FROM unify.records"
 refused "PUBLIC reads which record is whose" eve "SELECT count(*) FROM unify.record_persons"
 refused "PUBLIC reads customer_360" eve "SELECT count(*) FROM unify.customer_360"
+refused "PUBLIC rewrites the golden-record input hashes" eve "DELETE FROM unify.golden_inputs"
+refused "the reader reads the golden-record input hashes" rita "SELECT count(*) FROM unify.golden_inputs"
 expect "PUBLIC uses the cleaners" "$(as eve -c "SELECT unify.normalize_email(' Max@Example.ORG ')")" "max@example.org"
 expect "PUBLIC uses the 0.2.0 display cleaners" "$(as eve -c "SELECT unify.letter_salutation(unify.normalize_salutation('Hr.'), unify.normalize_title('dr.'), 'Jan', unify.display_name('SCHULZ'))")" "Sehr geehrter Herr Dr. Schulz"
 refused "PUBLIC runs the internal training-report reader" eve "SELECT * FROM unify._train_sessions('{}')"

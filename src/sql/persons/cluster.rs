@@ -429,7 +429,7 @@ fn count(client: &mut SpiClient<'_>, query: &str) -> u64 {
 
 /// Sets `name` for the rest of the transaction (or until set back) to `value` where that is
 /// less, returning what it was.
-fn lower_setting(client: &mut SpiClient<'_>, name: &str, value_kb: u64) -> String {
+pub(super) fn lower_setting(client: &mut SpiClient<'_>, name: &str, value_kb: u64) -> String {
     client
         .update(
             "SELECT current_setting($1), CASE WHEN pg_size_bytes(current_setting($1)) > $2::bigint * 1024
@@ -442,7 +442,7 @@ fn lower_setting(client: &mut SpiClient<'_>, name: &str, value_kb: u64) -> Strin
         .unwrap_or_default()
 }
 
-fn set_back(client: &mut SpiClient<'_>, name: &str, value: &str) {
+pub(super) fn set_back(client: &mut SpiClient<'_>, name: &str, value: &str) {
     client
         .update(
             "SELECT set_config($1, $2, true)",

@@ -2,6 +2,7 @@
 //! the surviving record's own written value), the consent of the latest proven statement per
 //! channel, and (for a full resolve) the households of the rows returned.
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 
 use pgrx::prelude::*;
@@ -13,10 +14,14 @@ use pgrx::spi::{SpiClient, SpiHeapTupleData};
 use super::super::spi::{
     fetch_all, free_last_result, in_own_context, select_kept, spi_failed, Args, Cursor,
 };
-use super::households::{household_keys, plan_household_ids, plan_households, HouseholdFields};
+use super::households::{
+    create_keys_table, drop_temp, household_keys, plan_household_ids, plan_households, plan_in_sql,
+    HouseholdFields, KEYS, PLAN,
+};
 use crate::cluster::components::Clusterer;
 use crate::cluster::groups_with_keys;
 use crate::cluster::survivorship::{latest_consent, survivor, Candidate, ConsentCandidate, Rule};
+use crate::memo::Memo;
 use crate::normalize::{address, display, name, phone};
 
 const GOLDEN_FIELDS: [&str; 11] = [
@@ -57,15 +62,55 @@ struct Written {
     city: Option<String>,
 }
 
+/// Display forms of written values, which repeat from person to person (first names, last
+/// names, cities, streets): each made once (crate::memo::Memo, as clean_contact's cleaners).
+struct DisplayMemos {
+    name: Memo<Option<String>>,
+    street: Memo<Option<String>>,
+    city: Memo<Option<String>>,
+}
+
+const DISPLAY_MEMO_ENTRIES: usize = 1 << 14;
+const DISPLAY_MEMO_KEY_BYTES: usize = 96;
+
+thread_local! {
+    static DISPLAY_MEMOS: RefCell<DisplayMemos> = RefCell::new(DisplayMemos {
+        name: Memo::new(DISPLAY_MEMO_ENTRIES, DISPLAY_MEMO_KEY_BYTES),
+        street: Memo::new(DISPLAY_MEMO_ENTRIES, DISPLAY_MEMO_KEY_BYTES),
+        city: Memo::new(DISPLAY_MEMO_ENTRIES, DISPLAY_MEMO_KEY_BYTES),
+    });
+}
+
+/// A name field's display form where it holds a name.
+fn display_name_field(value: &str) -> Option<String> {
+    DISPLAY_MEMOS.with_borrow_mut(|m| {
+        m.name.get(value, |v| {
+            name::normalize_name(v)
+                .is_some()
+                .then(|| display::display_name(v))
+                .flatten()
+        })
+    })
+}
+
+/// A street line's display form (its street without the house number).
+fn display_street_line(line: &str) -> Option<String> {
+    DISPLAY_MEMOS.with_borrow_mut(|m| {
+        m.street.get(line, |l| {
+            address::split_street(l).and_then(|parts| display::display_street(&parts.street))
+        })
+    })
+}
+
+fn display_city(city: &str) -> Option<String> {
+    DISPLAY_MEMOS.with_borrow_mut(|m| m.city.get(city, display::display_city))
+}
+
 impl Written {
     /// First and last name as written, tidied, as the record's keys were made: the first-name
     /// field when it holds a name, else the full name split.
     fn names(&self) -> (Option<String>, Option<String>) {
-        let field = |v: &Option<String>| {
-            v.as_deref()
-                .filter(|v| name::normalize_name(v).is_some())
-                .and_then(display::display_name)
-        };
+        let field = |v: &Option<String>| v.as_deref().and_then(display_name_field);
         let split = || {
             self.full_name
                 .as_deref()
@@ -295,24 +340,43 @@ fn _golden_records(
 > {
     let survivorship = Survivorship::read();
     let mapping = mapping();
-    let streamed = person_ids.is_none() && !fits_budget(mapping);
+    // Many persons (a resolve's changed ones) are read through a temp table of their ids: a
+    // kept plan of "= ANY ($1)" may compare every record with every id.
+    let many = person_ids.as_ref().is_some_and(|ids| ids.len() >= 1024);
+    let filter = match &person_ids {
+        Some(ids) if many => {
+            Spi::connect_mut(|client| create_ids_table(client, ids));
+            format!("rp.person_id IN (SELECT person_id FROM {IDS})")
+        }
+        Some(_) => "rp.person_id = ANY ($1)".to_string(),
+        None => "true".to_string(),
+    };
+    let streamed = (person_ids.is_none() || many) && !fits_budget(mapping, &filter);
     if streamed {
-        return TableIterator::new(Streamed::start(survivorship, with_households, mapping));
+        return TableIterator::new(Streamed::start(
+            survivorship,
+            with_households && person_ids.is_none(),
+            mapping,
+            filter,
+            many,
+        ));
     }
-    let inputs = Spi::connect(|client| {
-        let filter = if person_ids.is_some() {
-            "rp.person_id = ANY ($1)"
-        } else {
-            "true"
+    let inputs = Spi::connect_mut(|client| {
+        let args: Args = match person_ids {
+            Some(ids) if !many => vec![ids.into()],
+            _ => vec![],
         };
-        let args: Args = person_ids.map_or(vec![], |ids| vec![ids.into()]);
-        fetch_all(
+        let inputs = fetch_all(
             client,
-            &records_query(mapping, filter, false),
+            &records_query(mapping, &filter, false),
             args,
             F,
             input_from_row,
-        )
+        );
+        if many {
+            run(client, &format!("DROP TABLE {IDS}"));
+        }
+        inputs
     });
     let mut rows: Vec<GoldenRow> = survivorship.rows(&inputs);
     drop(inputs);
@@ -370,13 +434,14 @@ fn mapping() -> &'static str {
     }
 }
 
-/// Whether all records with a person fit customer_unify.batch_memory held at once.
-fn fits_budget(mapping: &str) -> bool {
+/// Whether the records with a person matching `filter` (see `records_query`) fit
+/// customer_unify.batch_memory held at once.
+fn fits_budget(mapping: &str, filter: &str) -> bool {
     let capacity = (crate::budget::kb() * 1024 / HELD_RECORD_BYTES) as i64;
     Spi::connect(|client| {
         select_kept(
             client,
-            &format!("SELECT count(*) FROM (SELECT 1 FROM {mapping} m LIMIT $1) x"),
+            &format!("SELECT count(*) FROM (SELECT 1 FROM {mapping} rp WHERE {filter} LIMIT $1) x"),
             &vec![(capacity + 1).into()],
         )
         .and_then(|t| t.first().get_one::<i64>())
@@ -655,24 +720,150 @@ struct Streamed {
     /// The persons of the first pass in order, with their households (empty without
     /// households). The second pass reads with a snapshot of its own: a row is matched by its
     /// person id, so a person that came or went in between never takes another's household.
-    households: Households,
-    /// Where the second pass stands in `households`.
-    n: usize,
+    households: Option<HouseholdSource>,
     out: std::vec::IntoIter<GoldenRow>,
-    with_households: bool,
     /// cursor_tuple_fraction as it was, set back at the end.
     fraction: String,
+    /// The temp table of the persons read, where the run reads given persons.
+    ids_table: bool,
 }
 
-/// Persons in ascending id order and their households.
+/// The temp table of the persons a streamed run reads, where it is given persons.
+const IDS: &str = "pg_temp.unify_golden_ids";
+/// Persons in ascending id order and their households (the held grouping).
 #[derive(Default)]
 struct Households {
     persons: Vec<i64>,
     household: Vec<Option<i64>>,
 }
 
-/// The temp table of the household keys of a streamed run.
-const KEYS: &str = "pg_temp.unify_golden_keys";
+/// The temp table of the household keys of a streamed run grouped in memory.
+const HELD_KEYS: &str = "pg_temp.unify_golden_keys";
+
+/// Memory per record of the held grouping (see `streamed_households_held`, with the id plan's
+/// arrays): about 55 bytes, rounded up.
+const HELD_HOUSEHOLD_BYTES: u64 = 64;
+
+/// Whether the households of a streamed run are grouped in memory: while that takes at most half
+/// the budget (8 million records at 1GB); above, in SQL, flat.
+fn households_held(client: &mut SpiClient<'_>, mapping: &str) -> bool {
+    let capacity = (crate::budget::kb() * 1024 / 2 / HELD_HOUSEHOLD_BYTES) as i64;
+    select_kept(
+        client,
+        &format!("SELECT count(*) FROM (SELECT 1 FROM {mapping} rp LIMIT $1) x"),
+        &vec![(capacity + 1).into()],
+    )
+    .and_then(|t| t.first().get_one::<i64>())
+    .unwrap_or_else(|e| spi_failed(e, F))
+    .unwrap_or_default()
+        <= capacity
+}
+
+/// Where a streamed run takes each person's household from.
+enum HouseholdSource {
+    Held { households: Households, n: usize },
+    Sql(PlanReader),
+}
+
+impl HouseholdSource {
+    /// The household of `person`; persons are asked in ascending order.
+    fn household(&mut self, client: &mut SpiClient<'_>, person: i64) -> Option<i64> {
+        match self {
+            HouseholdSource::Held { households, n } => {
+                let ids = &households.persons;
+                while *n < ids.len() && ids[*n] < person {
+                    *n += 1;
+                }
+                (ids.get(*n) == Some(&person))
+                    .then(|| households.household[*n])
+                    .flatten()
+            }
+            HouseholdSource::Sql(plan) => plan.household(client, person),
+        }
+    }
+
+    fn close(self, client: &mut SpiClient<'_>) {
+        if let HouseholdSource::Sql(plan) = self {
+            plan.close(client);
+        }
+    }
+}
+
+/// A temp table of the persons to read (`_golden_records` of many persons).
+fn create_ids_table(client: &mut SpiClient<'_>, ids: &[i64]) {
+    drop_temp(client, &[IDS]);
+    run(
+        client,
+        &format!("CREATE TEMP TABLE {IDS} (person_id bigint PRIMARY KEY)"),
+    );
+    in_own_context(|| {
+        client
+            .update(
+                &format!("INSERT INTO {IDS} SELECT DISTINCT unnest($1::bigint[])"),
+                None,
+                &[ids.to_vec().into()],
+            )
+            .unwrap_or_else(|e| spi_failed(e, F));
+    });
+    free_last_result();
+    run(client, &format!("ANALYZE {IDS}"));
+}
+
+/// The temp table of each person's household before a streamed run.
+const BEFORE: &str = "pg_temp.unify_golden_before";
+
+/// The households of a streamed run (households::PLAN) read in person order beside its golden
+/// rows, a fetch at a time.
+struct PlanReader {
+    cursor: Cursor,
+    buffer: std::collections::VecDeque<(i64, i64)>,
+    done: bool,
+}
+
+impl PlanReader {
+    fn open(client: &mut SpiClient<'_>, batch: usize) -> Self {
+        Self {
+            cursor: Cursor::open(
+                client,
+                "unify_golden_households",
+                &format!("SELECT person, household FROM {PLAN} ORDER BY person"),
+                batch.max(1000),
+                F,
+            ),
+            buffer: Default::default(),
+            done: false,
+        }
+    }
+
+    /// The household of `person`; persons are asked in ascending order.
+    fn household(&mut self, client: &mut SpiClient<'_>, person: i64) -> Option<i64> {
+        loop {
+            while let Some(&(p, household)) = self.buffer.front() {
+                if p < person {
+                    self.buffer.pop_front();
+                    continue;
+                }
+                return (p == person).then_some(household);
+            }
+            if self.done {
+                return None;
+            }
+            let read = self.cursor.next(client, |r| {
+                (
+                    r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                    r.get::<i64>(2).ok().flatten().unwrap_or_default(),
+                )
+            });
+            self.done = read.is_empty();
+            self.buffer.extend(read);
+        }
+    }
+
+    fn close(self, client: &mut SpiClient<'_>) {
+        self.cursor.close(client);
+        run(client, &format!("DROP TABLE {PLAN}"));
+    }
+}
 
 /// Records per fetch: about 2 kB each held (HELD_RECORD_BYTES), within the budget.
 fn fetch_rows() -> usize {
@@ -686,7 +877,15 @@ fn run(client: &mut SpiClient<'_>, statement: &str) {
 }
 
 impl Streamed {
-    fn start(survivorship: Survivorship, with_households: bool, mapping: &str) -> Self {
+    /// The persons of `filter` (see `records_query`; `ids_table`: it reads IDS, dropped at the
+    /// end).
+    fn start(
+        survivorship: Survivorship,
+        with_households: bool,
+        mapping: &str,
+        filter: String,
+        ids_table: bool,
+    ) -> Self {
         let batch = fetch_rows();
         let (fraction, households, batches) = Spi::connect_mut(|client| {
             // The cursors are read to their end: plan them for all their rows (one sort), not
@@ -703,15 +902,21 @@ impl Streamed {
                 client,
                 "SELECT set_config('cursor_tuple_fraction', '1', true)",
             );
-            let households = if with_households {
-                streamed_households(client, &survivorship, batch, mapping)
-            } else {
-                Households::default()
-            };
+            let households = with_households.then(|| {
+                if households_held(client, mapping) {
+                    HouseholdSource::Held {
+                        households: streamed_households_held(client, &survivorship, batch, mapping),
+                        n: 0,
+                    }
+                } else {
+                    streamed_households(client, &survivorship, batch, mapping);
+                    HouseholdSource::Sql(PlanReader::open(client, batch))
+                }
+            });
             let batches = PersonBatches::open(
                 client,
                 "unify_golden_rows",
-                &records_query(mapping, "true", false),
+                &records_query(mapping, &filter, false),
                 batch,
             );
             (fraction, households, batches)
@@ -720,10 +925,9 @@ impl Streamed {
             batches,
             survivorship,
             households,
-            with_households,
-            n: 0,
             out: Vec::new().into_iter(),
             fraction,
+            ids_table,
         }
     }
 }
@@ -733,25 +937,31 @@ impl Iterator for Streamed {
 
     fn next(&mut self) -> Option<GoldenColumns> {
         loop {
-            if let Some(mut row) = self.out.next() {
-                if self.with_households {
-                    let ids = &self.households.persons;
-                    while self.n < ids.len() && ids[self.n] < row.person_id {
-                        self.n += 1;
-                    }
-                    row.household_id = (ids.get(self.n) == Some(&row.person_id))
-                        .then(|| self.households.household[self.n])
-                        .flatten();
-                }
+            if let Some(row) = self.out.next() {
                 return Some(row.into_columns());
             }
             let survivorship = &self.survivorship;
             let batches = &mut self.batches;
             let fraction = &self.fraction;
+            let households = &mut self.households;
+            let ids_table = self.ids_table;
             let rows = Spi::connect_mut(|client| {
-                let rows = batches.next(client, survivorship);
+                let mut rows = batches.next(client, survivorship);
+                if let (Some(rows), Some(plan)) = (rows.as_mut(), households.as_mut()) {
+                    // Matched by person id: the plan was made with a snapshot of its own, so a
+                    // person that came or went in between never takes another's household.
+                    for row in rows.iter_mut() {
+                        row.household_id = plan.household(client, row.person_id);
+                    }
+                }
                 if rows.is_none() {
                     batches.close(client);
+                    if let Some(plan) = households.take() {
+                        plan.close(client);
+                    }
+                    if ids_table {
+                        run(client, &format!("DROP TABLE {IDS}"));
+                    }
                     client
                         .update(
                             "SELECT set_config('cursor_tuple_fraction', $1, true)",
@@ -841,17 +1051,18 @@ impl PersonBatches {
 /// them over all golden rows held at once: each golden row made once for its household keys
 /// (to a temp table, a batch at a time), the persons sharing a key found by PostgreSQL (sorted
 /// within work_mem), joined by a union-find over the persons (8 bytes each), plus per person
-/// whether they have keys (1 byte), their id (8 bytes) and their household before (16 bytes).
-fn streamed_households(
+/// whether they have keys (1 byte), their id (8 bytes) and their household before (16 bytes):
+/// while that fits half the budget (`households_held`), else `streamed_households` in SQL.
+fn streamed_households_held(
     client: &mut SpiClient<'_>,
     survivorship: &Survivorship,
     batch: usize,
     mapping: &str,
 ) -> Households {
-    run(client, &format!("DROP TABLE IF EXISTS {KEYS}"));
+    drop_temp(client, &[HELD_KEYS]);
     run(
         client,
-        &format!("CREATE TEMP TABLE {KEYS} (person int NOT NULL, key text NOT NULL)"),
+        &format!("CREATE TEMP TABLE {HELD_KEYS} (person int NOT NULL, key text NOT NULL)"),
     );
     let mut has_keys: Vec<bool> = Vec::new();
     let mut persons: Vec<i64> = Vec::new();
@@ -879,7 +1090,9 @@ fn streamed_households(
             in_own_context(|| {
                 client
                     .update(
-                        &format!("INSERT INTO {KEYS} SELECT * FROM unnest($1::int[], $2::text[])"),
+                        &format!(
+                            "INSERT INTO {HELD_KEYS} SELECT * FROM unnest($1::int[], $2::text[])"
+                        ),
                         None,
                         &[person.into(), key.into()],
                     )
@@ -896,7 +1109,7 @@ fn streamed_households(
         "unify_golden_links",
         &format!(
             "SELECT first, person FROM (
-               SELECT person, min(person) OVER (PARTITION BY key COLLATE \"C\") AS first FROM {KEYS}) k
+               SELECT person, min(person) OVER (PARTITION BY key COLLATE \"C\") AS first FROM {HELD_KEYS}) k
              WHERE first <> person"
         ),
         batch.max(1000),
@@ -917,13 +1130,71 @@ fn streamed_households(
         }
     }
     links.close(client);
-    run(client, &format!("DROP TABLE {KEYS}"));
+    run(client, &format!("DROP TABLE {HELD_KEYS}"));
     let groups = groups_with_keys(&clusterer.finish(), |i| has_keys[i]);
     drop(has_keys);
     Households {
         persons,
         household: plan_household_ids(client, &groups, &previous),
     }
+}
+
+/// The household of every person with records as `plan_households` gives them over all golden
+/// rows held at once, left in households::PLAN: each golden row made once for its household
+/// keys (to a temp table, a batch at a time, with each person's household before), then grouped
+/// in SQL (`plan_in_sql`): memory stays flat however many persons there are.
+fn streamed_households(
+    client: &mut SpiClient<'_>,
+    survivorship: &Survivorship,
+    batch: usize,
+    mapping: &str,
+) {
+    create_keys_table(client);
+    drop_temp(client, &[BEFORE]);
+    run(
+        client,
+        &format!("CREATE TEMP TABLE {BEFORE} (person bigint NOT NULL, household bigint NOT NULL)"),
+    );
+    let mut batches = PersonBatches::open(
+        client,
+        "unify_golden_keys",
+        &records_query(mapping, "true", true),
+        batch,
+    );
+    while let Some(rows) = batches.next(client, survivorship) {
+        let (mut person, mut key) = (Vec::new(), Vec::new());
+        let (mut had, mut household) = (Vec::new(), Vec::new());
+        for row in rows {
+            for k in household_keys(row.household_fields()) {
+                person.push(row.person_id);
+                key.push(k);
+            }
+            if let Some(h) = row.household_id {
+                had.push(row.person_id);
+                household.push(h);
+            }
+        }
+        let args: [(&str, Args); 2] = [
+            (KEYS, vec![person.into(), key.into()]),
+            (BEFORE, vec![had.into(), household.into()]),
+        ];
+        for (table, args) in args {
+            in_own_context(|| {
+                client
+                    .update(
+                        &format!("INSERT INTO {table} SELECT * FROM unnest($1, $2)"),
+                        None,
+                        &args,
+                    )
+                    .unwrap_or_else(|e| spi_failed(e, F));
+            });
+            free_last_result();
+        }
+    }
+    batches.close(client);
+    run(client, &format!("ANALYZE {BEFORE}"));
+    plan_in_sql(client, &format!("SELECT person, household FROM {BEFORE}"));
+    run(client, &format!("DROP TABLE {BEFORE}"));
 }
 
 /// The display values (DISPLAY_FIELDS) of a golden record: names, street and city from the
@@ -945,12 +1216,11 @@ fn display_values(
     let written = from[5].map(|r| &r.written);
     let street = written
         .and_then(|w| w.street_line.as_deref())
-        .and_then(address::split_street)
-        .and_then(|parts| display::display_street(&parts.street));
+        .and_then(display_street_line);
     let city = written
         .and_then(|w| w.city.as_deref())
-        .and_then(display::display_city)
-        .or_else(|| address[3].as_deref().and_then(display::display_city));
+        .and_then(display_city)
+        .or_else(|| address[3].as_deref().and_then(display_city));
     let home = address[4]
         .as_deref()
         .and_then(phone::parse_region)

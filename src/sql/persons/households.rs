@@ -3,8 +3,9 @@
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use super::super::spi::{fetch_all, Args};
-use super::{fresh_ids, set_ids};
+use super::super::spi::{fetch_all, spi_failed, update_kept, Args};
+use super::cluster::{lower_setting, set_back};
+use super::fresh_ids;
 use crate::cluster::group_by_shared_keys;
 use crate::cluster::ids::IdPlan;
 
@@ -91,21 +92,193 @@ pub(super) fn plan_household_ids(
         .collect()
 }
 
+/// The household keys of the persons being grouped in SQL (`plan_in_sql`): (person, key).
+pub(super) const KEYS: &str = "pg_temp.unify_household_keys";
+/// Each person's component: the smallest person id it is connected to through shared keys.
+const LABELS: &str = "pg_temp.unify_household_labels";
+/// New household ids, one per component without an id it keeps.
+const FRESH: &str = "pg_temp.unify_household_fresh";
+/// The result of `plan_in_sql`: (person, household) of every person with keys.
+pub(super) const PLAN: &str = "pg_temp.unify_household_plan";
+
+const F: &str = "resolve";
+
+fn run(client: &mut SpiClient<'_>, statement: &str) -> usize {
+    client
+        .update(statement, None, &[])
+        .map(|t| t.len())
+        .unwrap_or_else(|e| spi_failed(e, F))
+}
+
+/// Drops the temp tables of `tables` that exist (DROP TABLE IF EXISTS would tell the user
+/// of every one that does not).
+pub(super) fn drop_temp(client: &mut SpiClient<'_>, tables: &[&str]) {
+    for table in tables {
+        let exists = client
+            .select(
+                "SELECT to_regclass($1) IS NOT NULL",
+                None,
+                &[(*table).into()],
+            )
+            .and_then(|t| t.first().get_one::<bool>())
+            .unwrap_or_else(|e| spi_failed(e, F))
+            .unwrap_or_default();
+        if exists {
+            run(client, &format!("DROP TABLE {table}"));
+        }
+    }
+}
+
+/// Starts a grouping in SQL: an empty KEYS table for the caller to fill.
+pub(super) fn create_keys_table(client: &mut SpiClient<'_>) {
+    drop_temp(client, &[KEYS, LABELS, FRESH, PLAN]);
+    run(
+        client,
+        &format!(
+            "CREATE TEMP TABLE {KEYS} (person bigint NOT NULL, key text COLLATE \"C\" NOT NULL)"
+        ),
+    );
+}
+
+/// `plan_households` over the persons in KEYS with PostgreSQL doing the work, so that memory
+/// stays flat however many persons there are (its sorts and hashes spill to disk within
+/// work_mem; a union-find or a map per person would grow with them). `previous` is a query of
+/// (person, household): each person's household before. Leaves PLAN (person, household) for
+/// every person with keys, the same ids `plan_households` gives: components by shared keys
+/// (labelled with their smallest person id, found by passing the smallest label over shared
+/// keys until none changes), each previous household kept by the component holding most of
+/// its persons (the first component on a tie), a component keeping the smallest of the ids it
+/// holds, new ids from the sequence for the others in component order.
+pub(super) fn plan_in_sql(client: &mut SpiClient<'_>, previous: &str) {
+    // PostgreSQL's sorts and hashes here within the budget too, as the clustering's
+    // (cluster::in_batches): an eighth of it each, set back at the end.
+    let work_mem = lower_setting(client, "work_mem", (crate::budget::kb() / 8).max(64));
+    run(client, &format!("ANALYZE {KEYS}"));
+    run(
+        client,
+        &format!(
+            "CREATE TEMP TABLE {LABELS} AS
+             SELECT k.person, min(f.first) AS label
+             FROM {KEYS} k JOIN (SELECT key, min(person) AS first FROM {KEYS} GROUP BY key) f ON f.key = k.key
+             GROUP BY k.person"
+        ),
+    );
+    run(client, &format!("ANALYZE {LABELS}"));
+    // A chain of persons (A shares an address with B, B a phone with C) takes a pass a link.
+    loop {
+        crate::interrupt::check();
+        let changed = client
+            .update(
+                &format!(
+                    "WITH up AS (
+                       UPDATE {LABELS} l SET label = x.label FROM (
+                         SELECT k.person, min(m.label) AS label
+                         FROM {KEYS} k JOIN (SELECT k2.key, min(l2.label) AS label
+                                             FROM {KEYS} k2 JOIN {LABELS} l2 ON l2.person = k2.person
+                                             GROUP BY k2.key) m ON m.key = k.key
+                         GROUP BY k.person) x
+                       WHERE x.person = l.person AND x.label < l.label
+                       RETURNING 1)
+                     SELECT count(*) FROM up"
+                ),
+                None,
+                &[],
+            )
+            .and_then(|t| t.first().get_one::<i64>())
+            .unwrap_or_else(|e| spi_failed(e, F))
+            .unwrap_or_default();
+        if changed == 0 {
+            break;
+        }
+    }
+    run(
+        client,
+        &format!(
+            "CREATE TEMP TABLE {PLAN} AS
+             WITH counts AS (
+                SELECT b.household, l.label, count(*) AS n
+                FROM {LABELS} l JOIN ({previous}) b (person, household) ON b.person = l.person
+                WHERE b.household IS NOT NULL GROUP BY b.household, l.label),
+             owner AS (SELECT DISTINCT ON (household) household, label FROM counts ORDER BY household, n DESC, label),
+             kept AS (SELECT label, min(household) AS household FROM owner GROUP BY label)
+             SELECT l.person, l.label, k.household FROM {LABELS} l LEFT JOIN kept k ON k.label = l.label"
+        ),
+    );
+    // One row at a time in component order: the ids come from the sequence in that order.
+    run(
+        client,
+        &format!(
+            "CREATE TEMP TABLE {FRESH} AS
+             SELECT x.label, nextval('unify.household_id_seq') AS household
+             FROM (SELECT DISTINCT label FROM {PLAN} WHERE household IS NULL ORDER BY label OFFSET 0) x"
+        ),
+    );
+    run(
+        client,
+        &format!(
+            "UPDATE {PLAN} p SET household = f.household FROM {FRESH} f
+             WHERE p.label = f.label AND p.household IS NULL"
+        ),
+    );
+    run(client, &format!("DROP TABLE {KEYS}, {LABELS}, {FRESH}"));
+    run(client, &format!("ANALYZE {PLAN}"));
+    set_back(client, "work_mem", &work_mem);
+}
+
+/// Every person's household anew (`_group_households(NULL)`), grouped in SQL: memory stays
+/// flat. The persons whose household changes are written with updated_at, as a resolve writes
+/// a changed golden row. Returns how many.
+fn group_all(client: &mut SpiClient<'_>) -> i64 {
+    create_keys_table(client);
+    run(
+        client,
+        &format!(
+            "INSERT INTO {KEYS}
+             SELECT p.person_id, k.key FROM unify.persons p
+             CROSS JOIN LATERAL unnest(unify._household_keys(p.postcode, p.street, p.house_number, p.phone, p.email)) k (key)"
+        ),
+    );
+    plan_in_sql(
+        client,
+        "SELECT person_id, household_id FROM unify.persons WHERE household_id IS NOT NULL",
+    );
+    let changed = client
+        .update(
+            &format!(
+                "WITH up AS (
+                   UPDATE unify.persons p SET household_id = x.household, updated_at = now()
+                   FROM (SELECT q.person_id, pl.household FROM unify.persons q
+                         LEFT JOIN {PLAN} pl ON pl.person = q.person_id
+                         WHERE q.household_id IS DISTINCT FROM pl.household) x
+                   WHERE p.person_id = x.person_id
+                   RETURNING 1)
+                 SELECT count(*) FROM up"
+            ),
+            None,
+            &[],
+        )
+        .and_then(|t| t.first().get_one::<i64>())
+        .unwrap_or_else(|e| spi_failed(e, F))
+        .unwrap_or_default();
+    run(client, &format!("DROP TABLE {PLAN}"));
+    changed
+}
+
 /// Groups persons into households (shared address, landline or mailbox) with stable ids: all
-/// persons, or those of `person_ids` with everyone sharing a key or a household with them.
-/// Returns how many persons changed household.
+/// persons (NULL: grouped in SQL, see `group_all`), or those of `person_ids` with everyone
+/// sharing a key or a household with them. Returns how many persons changed household.
 #[pg_extern(volatile)]
 fn _group_households(person_ids: Option<Vec<i64>>) -> i64 {
-    const F: &str = "resolve";
     if person_ids.as_ref().is_some_and(Vec::is_empty) {
         return 0;
     }
+    let Some(ids) = person_ids else {
+        return Spi::connect_mut(group_all);
+    };
     Spi::connect_mut(|client| {
         let columns =
             "p.person_id, p.household_id, p.postcode, p.street, p.house_number, p.phone, p.email";
-        let (query, args): (String, Args) = match &person_ids {
-            None => (format!("SELECT {columns} FROM unify.persons p ORDER BY p.person_id"), vec![]),
-            Some(ids) => (
+        let (query, args): (String, Args) = (
                 format!(
                     // One indexed join per shared key (an OR across them would read every person;
                     // a join of the members would read all persons once they are a few thousand).
@@ -128,9 +301,8 @@ fn _group_households(person_ids: Option<Vec<i64>>) -> i64 {
                      WHERE p.person_id = ANY (ARRAY(SELECT m.person_id FROM members m))
                      ORDER BY p.person_id"
                 ),
-                vec![ids.clone().into()],
-            ),
-        };
+                vec![ids.into()],
+            );
         let rows: Vec<(i64, Option<i64>, Vec<String>)> = fetch_all(client, &query, args, F, |r| {
             let text = |i: usize| r.get::<String>(i).ok().flatten();
             (
@@ -155,14 +327,17 @@ fn _group_households(person_ids: Option<Vec<i64>>) -> i64 {
                 household.push(new);
             }
         }
-        set_ids(
-            client,
-            "persons",
-            "person_id",
-            "household_id",
-            &person,
-            household,
-        );
+        // With updated_at, as a resolve writes a person whose household changed.
+        if !person.is_empty() {
+            update_kept(
+                client,
+                "UPDATE unify.persons p SET household_id = u.household, updated_at = now()
+                   FROM unnest($1::bigint[], $2::bigint[]) AS u (person_id, household)
+                  WHERE p.person_id = u.person_id",
+                &vec![person.clone().into(), household.into()],
+            )
+            .unwrap_or_else(|e| spi_failed(e, F));
+        }
         person.len() as i64
     })
 }
@@ -171,6 +346,102 @@ fn _group_households(person_ids: Option<Vec<i64>>) -> i64 {
 #[pgrx::pg_schema]
 mod tests {
     use pgrx::prelude::*;
+
+    use super::{create_keys_table, plan_households, plan_in_sql, KEYS, PLAN};
+
+    /// Grouping in SQL (a streamed run, `_group_households(NULL)`) gives every person the
+    /// household that grouping all of them in memory gives: the same components over chains and
+    /// stars of shared keys, the same kept ids where previous households split or merge, the
+    /// same new ids in the same order.
+    #[pg_test]
+    fn grouping_in_sql_equals_grouping_in_memory() {
+        let n = 120usize;
+        let keys: Vec<Vec<String>> = (0..n)
+            .map(|i| {
+                let mut k = Vec::new();
+                if i % 5 != 4 {
+                    k.push(format!("a:{}", i / 3));
+                }
+                if i % 7 == 0 {
+                    k.push(format!("p:{}", i % 4));
+                }
+                if i % 11 == 3 {
+                    k.push(format!("e:{}", (i + 6) / 9));
+                }
+                k
+            })
+            .collect();
+        // Households before: some split now, some merge, some persons had none.
+        let previous: Vec<Option<i64>> = (0..n)
+            .map(|i| (i % 6 != 5).then_some(1000 + (i / 4) as i64))
+            .collect();
+        let (in_memory, in_sql) = Spi::connect_mut(|client| {
+            let start = client
+                .update("SELECT nextval('unify.household_id_seq')", None, &[])
+                .unwrap()
+                .first()
+                .get_one::<i64>()
+                .unwrap()
+                .unwrap();
+            let restart = |client: &mut pgrx::spi::SpiClient<'_>| {
+                client
+                    .update(
+                        "SELECT setval('unify.household_id_seq', $1)",
+                        None,
+                        &[start.into()],
+                    )
+                    .unwrap();
+            };
+            restart(client);
+            let in_memory = plan_households(client, &keys, &previous);
+            restart(client);
+            create_keys_table(client);
+            let (person, key): (Vec<i64>, Vec<String>) = keys
+                .iter()
+                .enumerate()
+                .flat_map(|(i, k)| k.iter().map(move |k| (i as i64 + 1, k.clone())))
+                .unzip();
+            client
+                .update(
+                    &format!("INSERT INTO {KEYS} SELECT * FROM unnest($1::bigint[], $2::text[])"),
+                    None,
+                    &[person.into(), key.into()],
+                )
+                .unwrap();
+            let before: Vec<Option<i64>> = previous.clone();
+            let ids: Vec<i64> = (1..=n as i64).collect();
+            client
+                .update(
+                    "CREATE TEMP TABLE test_households_before AS
+                     SELECT * FROM unnest($1::bigint[], $2::bigint[]) b (person, household)",
+                    None,
+                    &[ids.into(), before.into()],
+                )
+                .unwrap();
+            plan_in_sql(
+                client,
+                "SELECT person, household FROM test_households_before",
+            );
+            let planned: std::collections::HashMap<i64, i64> = client
+                .select(&format!("SELECT person, household FROM {PLAN}"), None, &[])
+                .unwrap()
+                .map(|r| {
+                    (
+                        r.get::<i64>(1).unwrap().unwrap(),
+                        r.get::<i64>(2).unwrap().unwrap(),
+                    )
+                })
+                .collect();
+            let in_sql: Vec<Option<i64>> =
+                (1..=n as i64).map(|p| planned.get(&p).copied()).collect();
+            (in_memory, in_sql)
+        });
+        assert_eq!(in_memory, in_sql);
+        // The fixture exercises what it should: kept ids, new ids and persons without keys.
+        assert!(in_memory.iter().any(|h| h.is_some_and(|h| h >= 1000)));
+        assert!(in_memory.iter().any(|h| h.is_some_and(|h| h < 1000)));
+        assert!(in_memory.iter().any(Option::is_none));
+    }
 
     #[pg_test]
     fn household_keys_through_sql() {

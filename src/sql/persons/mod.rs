@@ -4,7 +4,7 @@
 
 use pgrx::spi::SpiClient;
 
-use super::spi::{select_kept, spi_failed, update_kept};
+use super::spi::{select_kept, spi_failed};
 
 pub(super) mod cluster;
 pub(super) mod golden;
@@ -29,28 +29,4 @@ pub(super) fn fresh_ids(
     .and_then(|t| t.first().get_one::<Vec<i64>>())
     .unwrap_or_else(|e| spi_failed(e, function))
     .unwrap_or_default()
-}
-
-/// One statement for many rows: `unify.<table>.<column> = values[i]` where `<key> = keys[i]`.
-pub(super) fn set_ids(
-    client: &mut SpiClient<'_>,
-    table: &str,
-    key: &str,
-    column: &str,
-    keys: &[i64],
-    values: Vec<Option<i64>>,
-) {
-    if keys.is_empty() {
-        return;
-    }
-    update_kept(
-        client,
-        &format!(
-            "UPDATE unify.{table} t SET {column} = u.value
-               FROM unnest($1::bigint[], $2::bigint[]) AS u (key, value)
-              WHERE t.{key} = u.key"
-        ),
-        &vec![keys.to_vec().into(), values.into()],
-    )
-    .unwrap_or_else(|e| spi_failed(e, "resolve"));
 }
