@@ -274,6 +274,31 @@ pub(crate) fn free_last_result() {
 }
 
 /// See unify._drop_indexes: the statements that rebuild what was dropped.
+/// Drops those of the temporary `tables` that exist, in one statement: `DROP TABLE IF EXISTS`
+/// would send the user a NOTICE for every one that does not (a streamed run's temp tables,
+/// dropped before they are made).
+pub(crate) fn drop_temp_tables(
+    client: &mut SpiClient<'_>,
+    tables: &[&str],
+    function: &'static str,
+) {
+    let names: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+    let existing = client
+        .select(
+            "SELECT string_agg(pg_catalog.to_regclass(t.n)::text, ', ')
+             FROM unnest($1::text[]) AS t (n) WHERE pg_catalog.to_regclass(t.n) IS NOT NULL",
+            None,
+            &[names.into()],
+        )
+        .and_then(|t| t.first().get_one::<String>())
+        .unwrap_or_else(|e| spi_failed(e, function));
+    if let Some(list) = existing {
+        client
+            .update(&format!("DROP TABLE {list}"), None, &[])
+            .unwrap_or_else(|e| spi_failed(e, function));
+    }
+}
+
 pub(crate) fn drop_indexes(
     client: &mut SpiClient<'_>,
     table: &str,

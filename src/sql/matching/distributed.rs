@@ -19,7 +19,8 @@ use pgrx::PgSqlErrorCode;
 
 use super::super::errors::raise;
 use super::super::spi::{
-    drop_indexes, free_last_result, in_own_context, rebuild_indexes, spi_failed, Cursor,
+    drop_indexes, drop_temp_tables, free_last_result, in_own_context, rebuild_indexes, spi_failed,
+    Cursor,
 };
 use super::model::parse_model;
 use super::records::{record_from_row, RECORD_COLUMNS};
@@ -281,7 +282,7 @@ fn insert_members(client: &mut SpiClient<'_>, members: Vec<Member>, table: &str,
 /// The distributed query: every block of unify._score_members scored by the kernel on the
 /// worker holding its shard, the results into the temporary unify_score_results.
 fn score_blocks(client: &mut SpiClient<'_>, ids: &HashMap<String, i32>) {
-    run(client, "DROP TABLE IF EXISTS pg_temp.unify_score_results");
+    drop_temp_tables(client, &["pg_temp.unify_score_results"], F);
     run(
         client,
         "CREATE TEMP TABLE unify_score_results (key_hash bigint, candidates int, record_a bigint[],
@@ -671,7 +672,7 @@ pub(super) fn tally_on_workers(
     run(client, "SELECT unify._citus_member_table('_train_members')");
     run(client, &format!("TRUNCATE {TRAIN_MEMBERS}"));
     write_members(client, model, ctx, keys, TRAIN_MEMBERS, T);
-    run(client, "DROP TABLE IF EXISTS pg_temp.unify_train_tallies");
+    drop_temp_tables(client, &["pg_temp.unify_train_tallies"], T);
     run(
         client,
         "CREATE TEMP TABLE unify_train_tallies (key_hash bigint, candidates bigint, rule_sets int[],

@@ -25,7 +25,9 @@ use pgrx::spi::SpiClient;
 use pgrx::PgSqlErrorCode;
 
 use super::super::errors::raise;
-use super::super::spi::{drop_indexes, fetch_all, rebuild_indexes, spi_failed, Cursor};
+use super::super::spi::{
+    drop_indexes, drop_temp_tables, fetch_all, rebuild_indexes, spi_failed, Cursor,
+};
 use super::frequencies::load_frequencies;
 use super::records::{record_from_row, source_ids, RECORD_COLUMNS};
 use super::run::Phases;
@@ -336,9 +338,10 @@ pub(super) fn rule_figures(
     keys: &str,
 ) -> (Vec<RuleStats>, Skipped) {
     let out = block_figures(client, stream, model, keys);
-    stream.run(
+    drop_temp_tables(
         client,
-        &format!("DROP TABLE IF EXISTS pg_temp.{}", stream.name("blocks")),
+        &[&format!("pg_temp.{}", stream.name("blocks"))],
+        stream.function,
     );
     out
 }
@@ -360,7 +363,7 @@ pub(super) fn block_figures(
     let f = stream.function;
     let mut figures = RuleFigures::new(&names, &limits).unwrap_or_else(|e| limit_exceeded(e, f));
     let blocks = stream.name("blocks");
-    stream.run(client, &format!("DROP TABLE IF EXISTS pg_temp.{blocks}"));
+    drop_temp_tables(client, &[&format!("pg_temp.{blocks}")], stream.function);
     // PostgreSQL sorts the keys within work_mem, spilling to disk beyond it.
     stream.run(
         client,
@@ -483,7 +486,7 @@ pub(super) fn stream_blocks(
     }
     flush(client, batch, stats);
     cursor.close(client);
-    stream.run(client, &format!("DROP TABLE IF EXISTS pg_temp.{blocks}"));
+    drop_temp_tables(client, &[&format!("pg_temp.{blocks}")], stream.function);
 }
 
 /// Steps 3 and 4 of score_pairs: the figures, the blocks within their limits, and the scored

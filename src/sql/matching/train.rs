@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use pgrx::spi::SpiClient;
 
 use super::super::errors::raise;
-use super::super::spi::{fetch_all, in_own_context, spi_failed};
+use super::super::spi::{drop_temp_tables, fetch_all, in_own_context, spi_failed};
 use super::distributed::tally_on_workers;
 use super::model::current_model;
 use super::records::{load_all, record_from_row, source_ids, RECORD_COLUMNS};
@@ -195,7 +195,7 @@ fn train_streamed_sql(
                 shared_phones,
             };
             phases.mark("households");
-            stream.run(client, &format!("DROP TABLE IF EXISTS {KEYS}, {VALUES}"));
+            drop_temp_tables(client, &[KEYS, VALUES], stream.function);
             stream.run(
                 client,
                 &format!(
@@ -254,7 +254,7 @@ fn train_streamed_sql(
             if on_workers {
                 let (sample, candidates) =
                     tally_on_workers(client, model, KEYS, &ctx, em_pairs, opts.seed, &mut stats);
-                stream.run(client, &format!("DROP TABLE IF EXISTS {KEYS}, {VALUES}"));
+                drop_temp_tables(client, &[KEYS, VALUES], stream.function);
                 training.mark("compare");
                 phases.mark("compare on the workers");
                 let report = fit(
@@ -285,7 +285,7 @@ fn train_streamed_sql(
                     sample.add(records, cands, &ctx, opts.workers);
                 },
             );
-            stream.run(client, &format!("DROP TABLE IF EXISTS {KEYS}, {VALUES}"));
+            drop_temp_tables(client, &[KEYS, VALUES], stream.function);
             training.mark("compare");
             phases.mark("block and sample");
             let report = train_streamed(
@@ -326,7 +326,7 @@ fn train_held_on_workers(
     phases.mark("u");
     let (sample, candidates, stats) = Spi::connect_mut(|client| {
         stream.with_full_cursors(client, |client| {
-            stream.run(client, &format!("DROP TABLE IF EXISTS {KEYS}"));
+            drop_temp_tables(client, &[KEYS], stream.function);
             stream.run(
                 client,
                 &format!(
@@ -349,7 +349,7 @@ fn train_held_on_workers(
                 opts.seed,
                 &mut stats,
             );
-            stream.run(client, &format!("DROP TABLE IF EXISTS {KEYS}"));
+            drop_temp_tables(client, &[KEYS], stream.function);
             (sample, candidates, stats)
         })
     });

@@ -280,7 +280,7 @@ fn _cluster(
         let first_fill = full && changed > 0 && previous.iter().all(Option::is_none);
         let staged = changed > batch;
         if staged {
-            run(client, &format!("DROP TABLE IF EXISTS {CHANGES}"), F);
+            crate::sql::spi::drop_temp_tables(client, &[CHANGES], F);
             run(
                 client,
                 &format!(
@@ -525,9 +525,11 @@ fn in_batches(
     // the end (an error ends the transaction, which sets them back).
     let work_mem = lower_setting(client, "work_mem", (budget / 8).max(64));
     let maintenance_work_mem = lower_setting(client, "maintenance_work_mem", budget.max(1024));
-    for table in [EDGES, LABELS, LINKS, FRESH, FRESH_IDS, EVENTS, CHANGES] {
-        run(client, &format!("DROP TABLE IF EXISTS {table}"), F);
-    }
+    crate::sql::spi::drop_temp_tables(
+        client,
+        &[EDGES, LABELS, LINKS, FRESH, FRESH_IDS, EVENTS, CHANGES],
+        F,
+    );
     // 1. What joins two records' fates: a match pair, a must-link, the same previous person, a
     // former id carried by both (each record of a person or former id linked to its smallest).
     run(

@@ -113,20 +113,7 @@ fn run(client: &mut SpiClient<'_>, statement: &str) -> usize {
 /// Drops the temp tables of `tables` that exist (DROP TABLE IF EXISTS would tell the user
 /// of every one that does not).
 pub(super) fn drop_temp(client: &mut SpiClient<'_>, tables: &[&str]) {
-    for table in tables {
-        let exists = client
-            .select(
-                "SELECT to_regclass($1) IS NOT NULL",
-                None,
-                &[(*table).into()],
-            )
-            .and_then(|t| t.first().get_one::<bool>())
-            .unwrap_or_else(|e| spi_failed(e, F))
-            .unwrap_or_default();
-        if exists {
-            run(client, &format!("DROP TABLE {table}"));
-        }
-    }
+    crate::sql::spi::drop_temp_tables(client, tables, F);
 }
 
 /// Starts a grouping in SQL: an empty KEYS table for the caller to fill.
