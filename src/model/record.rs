@@ -1,6 +1,8 @@
 //! The fields of one `unify.records` row that matching looks at, with the derived keys
 //! (transliteration, phonetic codes) computed once per record instead of once per pair.
 
+use crate::compare::nicknames;
+use crate::compare::similarity::CharCounts;
 use crate::memo::Memo;
 use std::cell::RefCell;
 
@@ -47,6 +49,14 @@ pub struct Derived {
     /// `sen.` or `jun.` written in a name field (`Müller sen.`, `Hans jun.`), taken off the
     /// name before it is compared.
     pub generation: Option<Generation>,
+    /// Character counts of the transliterated names and of the street, and the nickname groups
+    /// of the transliterated names: what comparing a pair would otherwise compute for both
+    /// records each time (`comparison::compare` runs for every candidate pair).
+    pub first_counts: Option<CharCounts>,
+    pub last_counts: Option<CharCounts>,
+    pub street_counts: Option<CharCounts>,
+    pub first_groups: &'static [u16],
+    pub last_groups: &'static [u16],
 }
 
 /// Senior or junior, as a name field says it: a father and a son of one name.
@@ -174,6 +184,11 @@ impl MatchRecord {
             }),
             _ => None,
         };
+        let first_counts = first_translit.as_deref().and_then(CharCounts::of);
+        let last_counts = last_translit.as_deref().and_then(CharCounts::of);
+        let street_counts = self.street.as_deref().and_then(CharCounts::of);
+        let first_groups = first_translit.as_deref().map_or(&[][..], nicknames::groups);
+        let last_groups = last_translit.as_deref().map_or(&[][..], nicknames::groups);
         self.derived = Derived {
             first_phonetic,
             last_phonetic,
@@ -184,6 +199,11 @@ impl MatchRecord {
             birth_digits,
             shared_mailbox: self.email.as_deref().is_some_and(is_shared_mailbox),
             generation,
+            first_counts,
+            last_counts,
+            street_counts,
+            first_groups,
+            last_groups,
         };
         self
     }
