@@ -952,11 +952,13 @@ fn email_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, 
     } else if same_key {
         1
     } else {
-        // Split only here: most pairs with e-mails are decided above or differ by far.
+        // Split only for e-mails one edit apart: most pairs are decided above or differ by far.
+        if !within_one_edit(ae, be) {
+            return (Some(3), false, false);
+        }
         let (a_local, a_domain) = ae.rsplit_once('@').unwrap_or((ae, ""));
         let (b_local, b_domain) = be.rsplit_once('@').unwrap_or((be, ""));
         if a_domain == b_domain
-            && within_one_edit(ae, be)
             && !differ_in_separators_or_digits_only(a_local, b_local)
             && !mailboxes_of_their_own_names(a, b, a_local, b_local)
         {
@@ -1009,6 +1011,11 @@ fn mailboxes_of_their_own_names(
 fn phone_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, bool, bool) {
     if a.phones.is_empty() || b.phones.is_empty() {
         return (None, false, false);
+    }
+    // No phone bit in common: no phone in common (bits of prepared records; none without).
+    let (x, y) = (a.derived.phone_bits, b.derived.phone_bits);
+    if x != 0 && y != 0 && x & y == 0 {
+        return (Some(1), false, false);
     }
     let common: Vec<&String> = a.phones.iter().filter(|p| b.phones.contains(p)).collect();
     let mut evidence = common
@@ -1157,6 +1164,25 @@ pub fn compared_values(
 #[cfg(test)]
 pub(crate) mod reference {
     use super::*;
+
+    fn phone_level(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> (Option<u8>, bool, bool) {
+        if a.phones.is_empty() || b.phones.is_empty() {
+            return (None, false, false);
+        }
+        let common: Vec<&String> = a.phones.iter().filter(|p| b.phones.contains(p)).collect();
+        let mut evidence = common
+            .iter()
+            .filter(|p| !ctx.shared_phones.contains(**p))
+            .peekable();
+        if evidence.peek().is_some() {
+            // Parsed only for the few pairs that share a number.
+            (Some(0), false, evidence.all(|p| is_fixed_line(p)))
+        } else if !common.is_empty() {
+            (None, true, false)
+        } else {
+            (Some(1), false, false)
+        }
+    }
 
     fn double_name_part(a: &str, b: &str) -> bool {
         if !(a.contains(['-', ' ']) || b.contains(['-', ' '])) {

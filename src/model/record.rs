@@ -57,6 +57,17 @@ pub struct Derived {
     pub street_counts: Option<CharCounts>,
     pub first_groups: &'static [u16],
     pub last_groups: &'static [u16],
+    /// A bit per phone ([`phone_bit`]): two records whose bits do not meet share no phone,
+    /// told without reading either's phones (0 for none).
+    pub phone_bits: u64,
+}
+
+/// A phone's bit in `Derived::phone_bits`: FNV-1a of its bytes, modulo 64.
+pub fn phone_bit(phone: &str) -> u64 {
+    let hash = phone.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    1 << (hash % 64)
 }
 
 /// Senior or junior, as a name field says it: a father and a son of one name.
@@ -204,6 +215,7 @@ impl MatchRecord {
             street_counts,
             first_groups,
             last_groups,
+            phone_bits: self.phones.iter().fold(0, |bits, p| bits | phone_bit(p)),
         };
         self
     }
