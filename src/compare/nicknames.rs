@@ -564,6 +564,18 @@ pub fn same_given_name(a: &str, b: &str) -> bool {
     }
 }
 
+/// The groups of a transliterated, lower-case given name (none for a name the table does not
+/// hold): looked up once per record (`MatchRecord::prepare`), so that comparing two records'
+/// names is [`groups_share_one`] rather than two hash lookups per pair.
+pub fn groups(name: &str) -> &'static [u16] {
+    index().get(name).map_or(&[], Vec::as_slice)
+}
+
+/// [`same_given_name`] of two different names, from their [`groups`].
+pub fn groups_share_one(x: &[u16], y: &[u16]) -> bool {
+    x.iter().any(|g| y.contains(g))
+}
+
 /// Like [`same_given_name`], but a name the table does not hold may be one typo (one insertion,
 /// deletion, substitution or swap of neighbours) from a name it holds: "Diidi" for Didi, "Mchi"
 /// for Michi. Names of four letters or more only, so short names do not turn into any name. Not

@@ -251,6 +251,76 @@ pub fn jaro_winkler_above_bound(a: &str, b: &str, floor: f64) -> Option<f64> {
     (s >= floor).then_some(s)
 }
 
+/// A string's characters counted by their byte modulo 32 (`a`–`z` each a bucket of its own,
+/// other characters sharing one with a letter), for ASCII strings of up to 255 bytes: computed
+/// once per record, it bounds Jaro-Winkler against any other such string without a pass over
+/// either (see [`jaro_winkler_above_bound_counted`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CharCounts([u8; 32]);
+
+impl CharCounts {
+    /// None for a string that is not ASCII or longer than 255 bytes (no bound then, as in
+    /// [`jaro_winkler_above_bound`]).
+    pub fn of(s: &str) -> Option<Self> {
+        if !s.is_ascii() || s.len() > 255 {
+            return None;
+        }
+        let mut counts = [0u8; 32];
+        for &x in s.as_bytes() {
+            counts[usize::from(x & 31)] += 1;
+        }
+        Some(Self(counts))
+    }
+
+    /// The characters two strings can have in common: at least the number of equal
+    /// characters they share (as multisets), so a bound computed from it is still one.
+    fn common(&self, other: &Self) -> usize {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .map(|(x, y)| usize::from(*x.min(y)))
+            .sum()
+    }
+}
+
+/// [`jaro_winkler_above_bound`] with the [`CharCounts`] of `a` and `b` computed beforehand (as
+/// `MatchRecord::prepare` does for names and streets): the same answer, since the bound only
+/// decides whether the similarity is computed, and it is an upper bound either way. Without
+/// counts on both sides it is computed.
+pub fn jaro_winkler_above_bound_counted(
+    a: &str,
+    b: &str,
+    counts: (Option<&CharCounts>, Option<&CharCounts>),
+    floor: f64,
+) -> Option<f64> {
+    if let (Some(ca), Some(cb)) = counts {
+        let bound = if a.is_empty() || b.is_empty() {
+            if a.len() == b.len() {
+                1.0
+            } else {
+                0.0
+            }
+        } else {
+            let common = ca.common(cb);
+            if common == 0 {
+                0.0
+            } else {
+                let m = common as f64;
+                with_prefix_bonus(
+                    (m / a.len() as f64 + m / b.len() as f64 + 1.0) / 3.0,
+                    a.as_bytes(),
+                    b.as_bytes(),
+                )
+            }
+        };
+        if bound < floor - 1e-9 {
+            return None;
+        }
+    }
+    let s = jaro_winkler(a, b).ok()?;
+    (s >= floor).then_some(s)
+}
+
 /// An upper bound of Jaro-Winkler on ASCII bytes: Jaro with every common character matched and
 /// no transposition, then the prefix bonus.
 fn jaro_winkler_upper_bound(a: &[u8], b: &[u8]) -> f64 {
@@ -509,11 +579,37 @@ mod tests {
                         (s >= t).then_some(s),
                         "{a:?} {b:?} {t}"
                     );
+                    let counts = (CharCounts::of(a), CharCounts::of(b));
+                    assert_eq!(
+                        jaro_winkler_above_bound_counted(
+                            a,
+                            b,
+                            (counts.0.as_ref(), counts.1.as_ref()),
+                            t
+                        ),
+                        (s >= t).then_some(s),
+                        "{a:?} {b:?} {t}"
+                    );
                 }
                 if a.is_ascii() && b.is_ascii() {
                     let bound = jaro_winkler_upper_bound(a.as_bytes(), b.as_bytes());
                     assert!(bound + 1e-12 >= s, "{a:?} {b:?}: bound {bound} < {s}");
                     decided_early += usize::from(bound < 0.92);
+                    // The counts' bound is looser (characters share buckets), never lower.
+                    let (ca, cb) = (CharCounts::of(a).unwrap(), CharCounts::of(b).unwrap());
+                    assert!(ca.common(&cb) <= a.len().min(b.len()));
+                    let common = {
+                        let mut n = 0;
+                        let mut rest = b.as_bytes().to_vec();
+                        for x in a.bytes() {
+                            if let Some(k) = rest.iter().position(|y| *y == x) {
+                                rest.remove(k);
+                                n += 1;
+                            }
+                        }
+                        n
+                    };
+                    assert!(ca.common(&cb) >= common, "{a:?} {b:?}");
                 }
             }
         }

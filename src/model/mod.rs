@@ -2,6 +2,8 @@
 //! explanation. Pure Rust, no pgrx types; `crate::sql::matching` is the SQL layer over it.
 
 pub mod blocking;
+#[cfg(test)]
+pub mod compare_bench;
 pub mod comparison;
 pub mod distributed;
 pub mod identify;

@@ -1,6 +1,8 @@
 //! The fields of one `unify.records` row that matching looks at, with the derived keys
 //! (transliteration, phonetic codes) computed once per record instead of once per pair.
 
+use crate::compare::nicknames;
+use crate::compare::similarity::CharCounts;
 use crate::memo::Memo;
 use std::cell::RefCell;
 
@@ -47,6 +49,25 @@ pub struct Derived {
     /// `sen.` or `jun.` written in a name field (`Müller sen.`, `Hans jun.`), taken off the
     /// name before it is compared.
     pub generation: Option<Generation>,
+    /// Character counts of the transliterated names and of the street, and the nickname groups
+    /// of the transliterated names: what comparing a pair would otherwise compute for both
+    /// records each time (`comparison::compare` runs for every candidate pair).
+    pub first_counts: Option<CharCounts>,
+    pub last_counts: Option<CharCounts>,
+    pub street_counts: Option<CharCounts>,
+    pub first_groups: &'static [u16],
+    pub last_groups: &'static [u16],
+    /// A bit per phone ([`phone_bit`]): two records whose bits do not meet share no phone,
+    /// told without reading either's phones (0 for none).
+    pub phone_bits: u64,
+}
+
+/// A phone's bit in `Derived::phone_bits`: FNV-1a of its bytes, modulo 64.
+pub fn phone_bit(phone: &str) -> u64 {
+    let hash = phone.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    1 << (hash % 64)
 }
 
 /// Senior or junior, as a name field says it: a father and a son of one name.
@@ -174,6 +195,11 @@ impl MatchRecord {
             }),
             _ => None,
         };
+        let first_counts = first_translit.as_deref().and_then(CharCounts::of);
+        let last_counts = last_translit.as_deref().and_then(CharCounts::of);
+        let street_counts = self.street.as_deref().and_then(CharCounts::of);
+        let first_groups = first_translit.as_deref().map_or(&[][..], nicknames::groups);
+        let last_groups = last_translit.as_deref().map_or(&[][..], nicknames::groups);
         self.derived = Derived {
             first_phonetic,
             last_phonetic,
@@ -184,6 +210,12 @@ impl MatchRecord {
             birth_digits,
             shared_mailbox: self.email.as_deref().is_some_and(is_shared_mailbox),
             generation,
+            first_counts,
+            last_counts,
+            street_counts,
+            first_groups,
+            last_groups,
+            phone_bits: self.phones.iter().fold(0, |bits, p| bits | phone_bit(p)),
         };
         self
     }
