@@ -270,6 +270,30 @@ mod tests {
         (blocks, valid)
     }
 
+    /// What both tests block and score with: the shipped rules at blocks of at most 60, the
+    /// blocks of `records` with each record's valid keys, and each record's context from `full`.
+    struct Fixture {
+        rules: Vec<BlockingRule>,
+        blocks: BTreeMap<i64, Vec<usize>>,
+        valid: Vec<Vec<i64>>,
+        contexts: Vec<MemberContext>,
+    }
+
+    fn fixture(records: &[MatchRecord], full: &Context) -> Fixture {
+        let mut rules = default_rules();
+        for r in &mut rules {
+            r.max_block_size = r.max_block_size.min(60);
+        }
+        let (blocks, valid) = blocks_and_valid_keys(records, &rules);
+        let contexts = records.iter().map(|r| MemberContext::of(r, full)).collect();
+        Fixture {
+            rules,
+            blocks,
+            valid,
+            contexts,
+        }
+    }
+
     /// Whether block `h` is within its rule's size limit (at least two members).
     fn is_valid_block(blocks: &BTreeMap<i64, Vec<usize>>, rules: &[BlockingRule], h: i64) -> bool {
         valid_block(blocks[&h].len() as u64, rules[rule_of(h)].max_block_size)
@@ -286,16 +310,13 @@ mod tests {
         let model = Model::default_german();
         let ids: HashMap<String, i32> = HashMap::new();
         let single = Scorer::new(&model, &full, &ids);
-        let mut rules = default_rules();
-        for r in &mut rules {
-            r.max_block_size = r.max_block_size.min(60);
-        }
-        let (blocks, valid) = blocks_and_valid_keys(&records, &rules);
+        let Fixture {
+            rules,
+            blocks,
+            valid,
+            contexts,
+        } = fixture(&records, &full);
         let is_valid = |h: &i64| is_valid_block(&blocks, &rules, *h);
-        let contexts: Vec<MemberContext> = records
-            .iter()
-            .map(|r| MemberContext::of(r, &full))
-            .collect();
         let (mut pairs, mut household_pairs, mut tf_pairs) = (0, 0, 0);
         let mut seen = std::collections::HashSet::new();
         for (h, members) in blocks.iter().filter(|(h, _)| is_valid(h)) {
@@ -340,16 +361,13 @@ mod tests {
         let records = records(1500);
         let mut full = Context::build(&records);
         full.first_name_tf.remove("eva");
-        let mut rules = default_rules();
-        for r in &mut rules {
-            r.max_block_size = r.max_block_size.min(60);
-        }
-        let (blocks, valid) = blocks_and_valid_keys(&records, &rules);
+        let Fixture {
+            rules,
+            blocks,
+            valid,
+            contexts,
+        } = fixture(&records, &full);
         let is_valid = |h: &i64| is_valid_block(&blocks, &rules, *h);
-        let contexts: Vec<MemberContext> = records
-            .iter()
-            .map(|r| MemberContext::of(r, &full))
-            .collect();
         // The members of a block in any order (Citus aggregates them so).
         let block = |h: &i64, chances: Option<&Chances>| {
             let members: Vec<usize> = blocks[h].iter().rev().copied().collect();

@@ -12,10 +12,11 @@ use serde_json::Value;
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
 
 use super::super::spi::{
-    fetch_all, free_last_result, in_own_context, select_kept, spi_failed, Args, Cursor,
+    drop_temp_tables, fetch_all, free_last_result, in_own_context, select_kept, spi_failed, Args,
+    Cursor,
 };
 use super::households::{
-    create_keys_table, drop_temp, household_keys, plan_household_ids, plan_households, plan_in_sql,
+    create_keys_table, household_keys, plan_household_ids, plan_households, plan_in_sql,
     HouseholdFields, KEYS, PLAN,
 };
 use crate::cluster::components::Clusterer;
@@ -437,18 +438,23 @@ fn mapping() -> &'static str {
 /// Whether the records with a person matching `filter` (see `records_query`) fit
 /// customer_unify.batch_memory held at once.
 fn fits_budget(mapping: &str, filter: &str) -> bool {
-    let capacity = (crate::budget::kb() * 1024 / HELD_RECORD_BYTES) as i64;
-    Spi::connect(|client| {
-        select_kept(
-            client,
-            &format!("SELECT count(*) FROM (SELECT 1 FROM {mapping} rp WHERE {filter} LIMIT $1) x"),
-            &vec![(capacity + 1).into()],
-        )
-        .and_then(|t| t.first().get_one::<i64>())
-        .unwrap_or_else(|e| spi_failed(e, F))
-        .unwrap_or_default()
-            <= capacity
-    })
+    let capacity = crate::budget::kb() * 1024 / HELD_RECORD_BYTES;
+    Spi::connect(|client| at_most(client, &format!("{mapping} rp WHERE {filter}"), capacity))
+}
+
+/// Whether `from` (a FROM clause, with its WHERE) yields at most `capacity` rows: counted only
+/// up to one past it.
+fn at_most(client: &SpiClient<'_>, from: &str, capacity: u64) -> bool {
+    let capacity = capacity.min(i64::MAX as u64 - 1) as i64;
+    select_kept(
+        client,
+        &format!("SELECT count(*) FROM (SELECT 1 FROM {from} LIMIT $1) x"),
+        &vec![(capacity + 1).into()],
+    )
+    .and_then(|t| t.first().get_one::<i64>())
+    .unwrap_or_else(|e| spi_failed(e, F))
+    .unwrap_or_default()
+        <= capacity
 }
 
 /// The records that have a person (`mapping`, alias rp: see `mapping()`), with their source's
@@ -747,16 +753,11 @@ const HELD_HOUSEHOLD_BYTES: u64 = 64;
 /// Whether the households of a streamed run are grouped in memory: while that takes at most half
 /// the budget (8 million records at 1GB); above, in SQL, flat.
 fn households_held(client: &mut SpiClient<'_>, mapping: &str) -> bool {
-    let capacity = (crate::budget::kb() * 1024 / 2 / HELD_HOUSEHOLD_BYTES) as i64;
-    select_kept(
+    at_most(
         client,
-        &format!("SELECT count(*) FROM (SELECT 1 FROM {mapping} rp LIMIT $1) x"),
-        &vec![(capacity + 1).into()],
+        &format!("{mapping} rp"),
+        crate::budget::kb() * 1024 / 2 / HELD_HOUSEHOLD_BYTES,
     )
-    .and_then(|t| t.first().get_one::<i64>())
-    .unwrap_or_else(|e| spi_failed(e, F))
-    .unwrap_or_default()
-        <= capacity
 }
 
 /// Where a streamed run takes each person's household from.
@@ -791,7 +792,7 @@ impl HouseholdSource {
 
 /// A temp table of the persons to read (`_golden_records` of many persons).
 fn create_ids_table(client: &mut SpiClient<'_>, ids: &[i64]) {
-    drop_temp(client, &[IDS]);
+    drop_temp_tables(client, &[IDS], F);
     run(
         client,
         &format!("CREATE TEMP TABLE {IDS} (person_id bigint PRIMARY KEY)"),
@@ -1059,7 +1060,7 @@ fn streamed_households_held(
     batch: usize,
     mapping: &str,
 ) -> Households {
-    drop_temp(client, &[HELD_KEYS]);
+    drop_temp_tables(client, &[HELD_KEYS], F);
     run(
         client,
         &format!("CREATE TEMP TABLE {HELD_KEYS} (person int NOT NULL, key text NOT NULL)"),
@@ -1150,7 +1151,7 @@ fn streamed_households(
     mapping: &str,
 ) {
     create_keys_table(client);
-    drop_temp(client, &[BEFORE]);
+    drop_temp_tables(client, &[BEFORE], F);
     run(
         client,
         &format!("CREATE TEMP TABLE {BEFORE} (person bigint NOT NULL, household bigint NOT NULL)"),

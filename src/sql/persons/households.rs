@@ -3,7 +3,7 @@
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use super::super::spi::{fetch_all, spi_failed, update_kept, Args};
+use super::super::spi::{drop_temp_tables, fetch_all, spi_failed, update_kept, Args};
 use super::cluster::{lower_setting, set_back};
 use super::fresh_ids;
 use crate::cluster::group_by_shared_keys;
@@ -110,15 +110,9 @@ fn run(client: &mut SpiClient<'_>, statement: &str) -> usize {
         .unwrap_or_else(|e| spi_failed(e, F))
 }
 
-/// Drops the temp tables of `tables` that exist (DROP TABLE IF EXISTS would tell the user
-/// of every one that does not).
-pub(super) fn drop_temp(client: &mut SpiClient<'_>, tables: &[&str]) {
-    crate::sql::spi::drop_temp_tables(client, tables, F);
-}
-
 /// Starts a grouping in SQL: an empty KEYS table for the caller to fill.
 pub(super) fn create_keys_table(client: &mut SpiClient<'_>) {
-    drop_temp(client, &[KEYS, LABELS, FRESH, PLAN]);
+    drop_temp_tables(client, &[KEYS, LABELS, FRESH, PLAN], F);
     run(
         client,
         &format!(
