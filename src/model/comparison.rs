@@ -284,6 +284,7 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
                 && !crosswise_given_name(a, b)
                 && !mistyped_name_the_mailbox_spells(a, b)
                 && !unknown_name_a_typo_of_the_other(a, b)
+                && !short_form_mistyped_on_the_others_mailbox(a, b)
             {
                 return true;
             }
@@ -322,6 +323,7 @@ pub fn first_names_may_be_one(a: &MatchRecord, b: &MatchRecord) -> bool {
         || crosswise_given_name(a, b)
         || mistyped_name_the_mailbox_spells(a, b)
         || unknown_name_a_typo_of_the_other(a, b)
+        || short_form_mistyped_on_the_others_mailbox(a, b)
 }
 
 /// Birth dates that differ by every level yet may be one date typed twice wrong: day and
@@ -448,6 +450,43 @@ fn mistyped_name_its_mailbox_spells(r: &MatchRecord, other: &MatchRecord) -> boo
                 || loosely_one_name(g, y)
                 || y.split(['-', ' ']).any(|part| part == g))
     })
+}
+
+/// "Lia Kowalski" beside "Elisabeth Kowalski" on `ekowalski80@mailbox.org`: one record's first
+/// name is one typo from a short form of the other's (Lisa, Elisabeth's, typed Lia), and the
+/// mailbox they share spells the other's name (the name, a form of it, or its initial beside
+/// the last name), never the first. A short form mistyped can land on a real given name,
+/// which [`unknown_name_a_typo_of_the_other`] must take for a second person; the mailbox tells
+/// whose it is. Not where the two names are themselves one typo apart (twins Lisa and Lina,
+/// Paul and Paula), nor where the mailbox could be the odd name's (its initial, or a form).
+fn short_form_mistyped_on_the_others_mailbox(a: &MatchRecord, b: &MatchRecord) -> bool {
+    short_form_mistyped_on_mailbox_of(a, b) || short_form_mistyped_on_mailbox_of(b, a)
+}
+
+fn short_form_mistyped_on_mailbox_of(r: &MatchRecord, owner: &MatchRecord) -> bool {
+    let (Some(x), Some(y), Some(key)) = (
+        r.derived.first_translit.as_deref(),
+        owner.derived.first_translit.as_deref(),
+        owner.email_key.as_deref(),
+    ) else {
+        return false;
+    };
+    if r.email_key.as_deref() != Some(key)
+        || x.chars().count() < 3
+        || !x.chars().all(char::is_alphabetic)
+        || x == y
+        || one_typo_apart(x, y)
+        || one_typo_apart(y, x)
+        || !forms(y).any(|f| f != y && one_typo_apart(x, f))
+    {
+        return false;
+    }
+    let local = key.split('@').next().unwrap_or_default();
+    let words = mailbox_names(local, &[r, owner]);
+    let spells = |name: &str, w: &str| {
+        w == name || forms(name).any(|f| f == w) || (w.chars().count() == 1 && name.starts_with(w))
+    };
+    words.iter().any(|w| spells(y, w)) && !words.iter().any(|w| spells(x, w))
 }
 
 /// The words of a mailbox's local part, the last names of `records` cut off where written on
@@ -1941,6 +1980,53 @@ mod tests {
         let (anna, thomas) = (on("anna", "müller", m), on("müller", "thomas", m));
         assert!(!personal(&anna, &thomas));
         assert!(!one_typo_apart("hns", "hns") && !one_typo_apart("hns", "gans"));
+    }
+
+    #[test]
+    fn a_short_form_mistyped_on_the_others_mailbox_is_no_second_person() {
+        let on = |first: &str, email: &str| {
+            MatchRecord {
+                first_name: Some(first.into()),
+                last_name: Some("kowalski".into()),
+                email: Some(email.into()),
+                email_key: Some(email.into()),
+                ..Default::default()
+            }
+            .prepare()
+        };
+        let personal = |a: &MatchRecord, b: &MatchRecord| {
+            first_names_may_be_one(a, b)
+                && Context::build(&[a.clone(), b.clone()])
+                    .shared_emails
+                    .is_empty()
+        };
+        // Lisa, Elisabeth's short form, typed Lia: a given name too, yet the mailbox is
+        // Elisabeth's, by her initial or her name.
+        for m in [
+            "ekowalski80@mailbox.org",
+            "elisabeth.kowalski@web.de",
+            "kowalski.e@gmx.de",
+        ] {
+            assert!(personal(&on("lia", m), &on("elisabeth", m)), "{m}");
+            assert!(personal(&on("elisabeth", m), &on("lia", m)), "{m}");
+        }
+        // Not where the mailbox could be the odd name's, spells no name, or the two names are
+        // one typo apart themselves (twins Lisa and Lina, Paul and Paula).
+        for m in [
+            "lkowalski@mailbox.org",
+            "lia.kowalski@web.de",
+            "kowalski80@web.de",
+        ] {
+            assert!(!personal(&on("lia", m), &on("elisabeth", m)), "{m}");
+        }
+        let rule = short_form_mistyped_on_the_others_mailbox;
+        let m = "lisa.kowalski@web.de";
+        assert!(!rule(&on("lina", m), &on("lisa", m)));
+        let m = "pkowalski@web.de";
+        assert!(!rule(&on("paula", m), &on("paul", m)));
+        // Nor a name that is no typo of any short form of the mailbox's (Anna on Elisabeth's).
+        let m = "ekowalski80@mailbox.org";
+        assert!(!personal(&on("anna", m), &on("elisabeth", m)));
     }
 
     #[test]
