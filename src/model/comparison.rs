@@ -293,7 +293,10 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
                 a.derived.first_translit.as_deref(),
                 b.derived.first_translit.as_deref(),
             ) {
-                if given_name_variants(x, y) && !mistyped_name_the_mailbox_spells(a, b) {
+                if given_name_variants(x, y)
+                    && !mistyped_name_the_mailbox_spells(a, b)
+                    && !mistyped_into_the_other_ending(x, y, &names)
+                {
                     return true;
                 }
             }
@@ -408,6 +411,26 @@ fn unknown_name_a_typo_of_the_other(a: &MatchRecord, b: &MatchRecord) -> bool {
         (Some(x), Some(y)) => typo_of(x, y) || typo_of(y, x),
         _ => false,
     }
+}
+
+/// "Johanan" beside "Johanna" on `jschulze20@mailbox.org`: a name that is no given name, one
+/// typo from the other holder's, that reads as the name with the other sex's ending (Johan-an,
+/// Johan-na) only through the typo. Where no holder of the value bears that other form
+/// (Johann), the typo is of the name that is there, not a second person of the other sex:
+/// a couple sharing a mailbox needs the second name to be written somewhere.
+fn mistyped_into_the_other_ending(x: &str, y: &str, holders: &[&MatchRecord]) -> bool {
+    let mistyped = |odd: &str, name: &str| {
+        !is_given_name(odd)
+            && is_given_name(name)
+            && one_typo_apart(odd, name)
+            && !other_given_name_endings(name).any(|other| {
+                is_given_name(&other)
+                    && holders
+                        .iter()
+                        .any(|h| h.derived.first_translit.as_deref() == Some(other.as_str()))
+            })
+    };
+    mistyped(x, y) || mistyped(y, x)
 }
 
 /// "Dii Beck" on `dieter.beck@gmx.de` beside "Dieter Beck", "Ged Walter" on `walter.gerhard@`,
@@ -1950,10 +1973,21 @@ mod tests {
         // Not where the mailbox spells no such name (an initial only), the odd name is a given
         // name (Jana, on Jan's mailbox), or the mailbox spells the odd name as well.
         let m = "jschulze20@mailbox.org";
-        assert!(!personal(
+        assert!(!mistyped_name_the_mailbox_spells(
             &on("johanan", "", m),
             &on("johanna", "schulze", m)
         ));
+        // There the names are alike (no veto to lift), and the typo is Johanna's while no
+        // holder is named Johann (mistyped_into_the_other_ending): the mailbox stays hers;
+        // with a Johann it is a couple's.
+        let (johanan, johanna) = (on("johanan", "", m), on("johanna", "schulze", m));
+        assert!(Context::build(&[johanan.clone(), johanna.clone()])
+            .shared_emails
+            .is_empty());
+        let johann = on("johann", "schulze", m);
+        assert!(!Context::build(&[johanan, johanna, johann])
+            .shared_emails
+            .is_empty());
         let m = "jan.mueller@web.de";
         assert!(!personal(&on("jana", "müller", m), &on("jan", "müller", m)));
         let m = "christina.mueller@web.de";
