@@ -285,6 +285,7 @@ pub fn held_by_different_people(records: &[&MatchRecord]) -> bool {
                 && !mistyped_name_the_mailbox_spells(a, b)
                 && !unknown_name_a_typo_of_the_other(a, b)
                 && !short_form_mistyped_on_the_others_mailbox(a, b)
+                && !both_typos_of_a_third_holders_name(a, b, &names)
             {
                 return true;
             }
@@ -411,6 +412,32 @@ fn unknown_name_a_typo_of_the_other(a: &MatchRecord, b: &MatchRecord) -> bool {
         (Some(x), Some(y)) => typo_of(x, y) || typo_of(y, x),
         _ => false,
     }
+}
+
+/// "Jtrg" and "Jöng" beside "Jörg" on one mobile: two first names that are no given names, each
+/// one typo from a third holder's name (or that name itself), are two typos of it, not two
+/// people, though they differ from each other by two letters.
+fn both_typos_of_a_third_holders_name(
+    a: &MatchRecord,
+    b: &MatchRecord,
+    holders: &[&MatchRecord],
+) -> bool {
+    let (Some(x), Some(y)) = (
+        a.derived.first_translit.as_deref(),
+        b.derived.first_translit.as_deref(),
+    ) else {
+        return false;
+    };
+    let typo_of = |odd: &str, name: &str| {
+        odd == name
+            || (odd.chars().count() >= 3 && !is_given_name(odd) && one_typo_apart(odd, name))
+    };
+    holders.iter().any(|h| {
+        h.derived
+            .first_translit
+            .as_deref()
+            .is_some_and(|z| z != x && z != y && typo_of(x, z) && typo_of(y, z))
+    })
 }
 
 /// "Johanan" beside "Johanna" on `jschulze20@mailbox.org`: a name that is no given name, one
@@ -600,11 +627,15 @@ fn surname_in_own_mailbox(r: &MatchRecord, single: Option<&str>) -> bool {
     let (Some(name), Some(key)) = (single, r.email_key.as_deref()) else {
         return false;
     };
+    // A double name ("Müller-Lüdenscheidt") by its letters: mailboxes write its hyphen or not.
+    let letters = |s: &str| -> String { s.chars().filter(|c| c.is_alphabetic()).collect() };
     let local = key.split('@').next().unwrap_or_default();
     name.chars().count() >= 4
-        && name.chars().all(char::is_alphabetic)
-        && !is_given_name(name)
-        && local.contains(name)
+        && name
+            .chars()
+            .all(|c| c.is_alphabetic() || c == '-' || c == ' ')
+        && !name.split(['-', ' ']).any(is_given_name)
+        && letters(local).contains(&letters(name))
 }
 
 /// "Ludwig" typed into a sign-up's only name field on `d.ludwig@gmx.net`, beside "Dörte" on the
@@ -2017,6 +2048,41 @@ mod tests {
     }
 
     #[test]
+    fn two_typos_of_a_third_holders_name_are_no_second_person() {
+        let on = |first: &str| {
+            MatchRecord {
+                first_name: Some(first.into()),
+                last_name: Some("thomas".into()),
+                phones: vec!["+491739705243".into()],
+                ..Default::default()
+            }
+            .prepare()
+        };
+        let (jtrg, joeng, joerg) = (on("jtrg"), on("jöng"), on("jörg"));
+        assert!(both_typos_of_a_third_holders_name(
+            &jtrg,
+            &joeng,
+            &[&jtrg, &joeng, &joerg]
+        ));
+        assert!(
+            Context::build(&[jtrg.clone(), joeng.clone(), joerg.clone()])
+                .shared_phones
+                .is_empty()
+        );
+        // Without Jörg the two are as different as any two names; and a real given name one
+        // typo from the third (Jana beside Jan) is a second person.
+        assert!(!Context::build(&[jtrg.clone(), joeng.clone()])
+            .shared_phones
+            .is_empty());
+        let (jana, jabn, jan) = (on("jana"), on("jabn"), on("jan"));
+        assert!(!both_typos_of_a_third_holders_name(
+            &jana,
+            &jabn,
+            &[&jana, &jabn, &jan]
+        ));
+    }
+
+    #[test]
     fn a_short_form_mistyped_on_the_others_mailbox_is_no_second_person() {
         let on = |first: &str, email: &str| {
             MatchRecord {
@@ -2095,6 +2161,26 @@ mod tests {
             holder("thies", "mbaecker41@web.de"),
         ]);
         assert!(ctx.shared_emails.contains("mbaecker41@web.de"));
+        // A double name, hyphen and all: compared as the last name it is, so against a
+        // sign-up's "Markus" on that mailbox no name differs.
+        let m = "markus.mueller-luedenscheidt@web.de";
+        let (surname, markus) = (holder("müller-lüdenscheidt", m), holder("markus", m));
+        assert_eq!(surname.first_name, None);
+        assert_eq!(surname.last_name.as_deref(), Some("müller-lüdenscheidt"));
+        let ctx = Context::build(&[surname.clone(), markus.clone()]);
+        assert!(ctx.shared_emails.is_empty());
+        let o = compare(&surname, &markus, &ctx);
+        assert_eq!(o.level(Comparison::FirstName), None);
+        assert_eq!(o.level(Comparison::Email), Some(0));
+        // A given name stays the first name (Anna on annamueller@), as does a name the
+        // mailbox does not spell.
+        assert_eq!(
+            holder("anna", "annamueller@web.de").first_name.as_deref(),
+            Some("anna")
+        );
+        assert!(holder("schreiner", "mbaecker41@web.de")
+            .first_name
+            .is_some());
     }
 
     #[test]

@@ -136,6 +136,26 @@ fn name_keys(name: &str) -> NameKeys {
     })
 }
 
+/// "Müller-Lüdenscheidt" typed into a sign-up form's only name field, on the record's own
+/// mailbox `markus.mueller-luedenscheidt@web.de`: a name of four letters or more, no part of it a
+/// given name, that the mailbox spells (by its letters: the hyphen written or not) is the
+/// record's last name, whatever field holds it. Compared as the first name, it would look like
+/// a second person beside the mailbox's "Markus".
+fn surname_on_own_mailbox(name: &str, email_key: Option<&str>) -> bool {
+    let Some(key) = email_key else {
+        return false;
+    };
+    let translit = name_keys(name).translit;
+    let letters = |s: &str| -> String { s.chars().filter(|c| c.is_alphabetic()).collect() };
+    let local = key.split('@').next().unwrap_or_default();
+    translit.chars().count() >= 4
+        && translit
+            .chars()
+            .all(|c| c.is_alphabetic() || c == '-' || c == ' ')
+        && !translit.split(['-', ' ']).any(nicknames::is_given_name)
+        && letters(local).contains(&letters(&translit))
+}
+
 impl MatchRecord {
     /// Trims empty strings to None, removes duplicate phones and computes the derived keys.
     #[must_use]
@@ -160,6 +180,14 @@ impl MatchRecord {
         let of_first = take_generation(&mut self.first_name);
         // Prepared twice, the name has lost the word already: the generation stays.
         let generation = of_last.or(of_first).or(self.derived.generation);
+        if self.last_name.is_none()
+            && self
+                .first_name
+                .as_deref()
+                .is_some_and(|n| surname_on_own_mailbox(n, self.email_key.as_deref()))
+        {
+            self.last_name = self.first_name.take();
+        }
         self.phones.retain(|p| !p.trim().is_empty());
         self.phones.sort();
         self.phones.dedup();

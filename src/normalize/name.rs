@@ -202,11 +202,20 @@ pub(crate) fn last_name_start(words: &[&str]) -> usize {
     if start > 1 && joins_particles(words[start - 1]) {
         start -= 1;
     }
+    // "Dieter von er Heide": a particle no given name is starts the last name even where a
+    // typo hides the particles after it.
+    if let Some(i) = (1..start).find(|&i| LAST_NAME_ONLY_PARTICLES.contains(&words[i])) {
+        start = i;
+    }
     if start == 1 && NAME_PARTICLES.contains(&words[0]) {
         return 0;
     }
     start
 }
+
+/// Particles that are never a given name or part of one, so whatever follows them is the last
+/// name (unlike `de`, `la` or `da`, which Italian and Spanish given names may hold).
+const LAST_NAME_ONLY_PARTICLES: &[&str] = &["von", "vom", "zu", "zum", "zur", "van"];
 
 /// Splits a full name as sources write it into (first name, last name), both normalized:
 /// `MÜLLER, Hans` (last name first, with a comma), `Hans Müller`, `Dr. Hans-Peter von der Heide`,
@@ -368,6 +377,15 @@ mod tests {
             ("hans".into(), "von der heide jun".into())
         );
         assert_eq!(s("Hans Müller sen"), ("hans".into(), "müller sen".into()));
+        // A typo in a particle ("er" for "der") does not pull it into the first name.
+        assert_eq!(
+            s("Dieter von er Heide"),
+            ("dieter".into(), "von er heide".into())
+        );
+        assert_eq!(
+            s("Karl Theodor zu Guttenberg"),
+            ("karl theodor".into(), "zu guttenberg".into())
+        );
         assert_eq!(s("Li Jun"), ("li".into(), "jun".into()));
         assert_eq!(s("von der Heide"), (String::new(), "von der heide".into()));
         assert_eq!(
