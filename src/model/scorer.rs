@@ -273,18 +273,37 @@ impl<'a> Scorer<'a> {
 
     /// The weight added on an identity conflict: minus the positive household evidence, plus
     /// the model's fixed conflict weight.
-    fn conflict_adjustment(&self, weights: &[Option<f64>; COMPARISONS.len()]) -> f64 {
-        if !self.model.households_in_data() {
-            return self.model.conflict_weight;
-        }
+    fn conflict_adjustment(
+        &self,
+        weights: &[Option<f64>; COMPARISONS.len()],
+        outcome: &Outcome,
+    ) -> f64 {
         let household: f64 = self
-            .model
-            .household_comparisons
-            .iter()
+            .household_evidence(weights, outcome)
             .filter_map(|c| weights[c.index()])
-            .filter(|w| *w > 0.0)
             .sum();
         self.model.conflict_weight - household
+    }
+
+    /// The comparisons whose positive weight an identity conflict does not count (see
+    /// `Model::household_comparisons`). A mobile number agreeing is not among them: the
+    /// household values of the context (`Context::shared_phones`) already left out every number
+    /// two clearly different people hold, so a mobile still agreeing here is one person's,
+    /// whose other records carry typos of the name ("Jtrg" and "Jöng" beside "Jörg").
+    fn household_evidence<'s>(
+        &'s self,
+        weights: &'s [Option<f64>; COMPARISONS.len()],
+        outcome: &'s Outcome,
+    ) -> impl Iterator<Item = Comparison> + 's {
+        let personal_mobile =
+            outcome.level(Comparison::Phone) == Some(0) && !outcome.shared_landline;
+        self.model
+            .household_comparisons
+            .iter()
+            .copied()
+            .filter(|_| self.model.households_in_data())
+            .filter(move |c| !(personal_mobile && *c == Comparison::Phone))
+            .filter(move |c| weights[c.index()].is_some_and(|w| w > 0.0))
     }
 
     /// For a pair of one (or an alike) name in one home without birth-date evidence, the
@@ -436,7 +455,7 @@ impl<'a> Scorer<'a> {
             match Self::conflict(outcome).filter(|c| self.level_weights[c.index()].is_some()) {
                 Some(on) => Some(Adjustment::IdentityConflict {
                     on,
-                    weight: self.conflict_adjustment(&weights),
+                    weight: self.conflict_adjustment(&weights, outcome),
                 }),
                 None => self
                     .namesake_adjustment(outcome, &weights)
@@ -506,11 +525,7 @@ impl<'a> Scorer<'a> {
         match score.adjustment {
             Some(adj @ Adjustment::IdentityConflict { on, weight }) => {
                 let discounted: Vec<&str> = self
-                    .model
-                    .household_comparisons
-                    .iter()
-                    .filter(|_| self.model.households_in_data())
-                    .filter(|h| score.weights[h.index()].is_some_and(|w| w > 0.0))
+                    .household_evidence(&score.weights, o)
                     .map(|h| h.name())
                     .collect();
                 terms.push(Term::without_values(
@@ -1019,6 +1034,49 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn a_personal_mobile_counts_on_an_identity_conflict_a_landline_does_not() {
+        let model = Model::default_german();
+        let ids = HashMap::new();
+        // "Jtrg" and "Jöng", two typos of the "Jörg" who holds the mobile with them: the
+        // context keeps the mobile personal, and the pair's first names still conflict.
+        let mobile = "+491739705243";
+        let jtrg = person("jtrg", "thomas", "1956-09-11", "", mobile);
+        let joeng = person("jöng", "thomas", "1956-09-11", "", mobile);
+        let joerg = person("jörg", "thomas", "", "", mobile);
+        let ctx = Context::build(&[jtrg.clone(), joeng.clone(), joerg.clone()]);
+        let scorer = Scorer::new(&model, &ctx, &ids);
+        let (score, terms) = scorer.explain(&jtrg, &joeng);
+        assert_eq!(score.conflict(), Some(Comparison::FirstName));
+        let conflict = terms
+            .iter()
+            .find(|t| t.term == "identity_conflict")
+            .unwrap();
+        let note = conflict.note.as_deref().unwrap_or_default();
+        assert!(!note.contains("phone"), "{note}");
+        assert!(score.is_match(&model), "{}", score.weight);
+        assert_terms_sum_to_the_weight(&terms, &score);
+        // A landline they share is the home's and is not counted.
+        let landline = "+493012345678";
+        let (a, b) = (
+            person("jtrg", "thomas", "1956-09-11", "", landline),
+            person("jöng", "thomas", "1956-09-11", "", landline),
+        );
+        let ctx = Context::build(&[
+            a.clone(),
+            b.clone(),
+            person("jörg", "thomas", "", "", landline),
+        ]);
+        let scorer = Scorer::new(&model, &ctx, &ids);
+        let (_, terms) = scorer.explain(&a, &b);
+        let conflict = terms
+            .iter()
+            .find(|t| t.term == "identity_conflict")
+            .unwrap();
+        let note = conflict.note.as_deref().unwrap_or_default();
+        assert!(note.contains("phone"), "{note}");
     }
 
     #[test]
