@@ -768,6 +768,9 @@ pub struct Outcome {
     pub street_missing: bool,
     /// One record says senior, the other junior (`Müller sen.`, `Hans jun.`): two people.
     pub generation_conflict: bool,
+    /// The first names are the male and the female form of one name (Paul and Paula): two
+    /// people, however alike the names look (see `other_sex_forms`).
+    pub other_sex_forms: bool,
 }
 
 impl Outcome {
@@ -1197,6 +1200,7 @@ pub fn compare(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> Outcome {
         (a.derived.generation, b.derived.generation),
         (Some(x), Some(y)) if x != y
     );
+    let other_sex_forms = other_sex_forms(a, b, swapped, levels[Comparison::FirstName.index()]);
     Outcome {
         levels,
         swapped,
@@ -1206,6 +1210,24 @@ pub fn compare(a: &MatchRecord, b: &MatchRecord, ctx: &Context) -> Outcome {
         shared_family_mailbox,
         street_missing: a.street.is_none() || b.street.is_none(),
         generation_conflict,
+        other_sex_forms,
+    }
+}
+
+/// Paul and Paula, Christian and Christine, Daniel and Daniela: first names alike enough for a
+/// Jaro-Winkler level, yet both given names and the male and the female form of one name
+/// ([`given_name_variants`]): two people (twins, a couple, siblings), not a typo. Asked only
+/// of pairs at an alike level.
+fn other_sex_forms(a: &MatchRecord, b: &MatchRecord, swapped: bool, first: Option<u8>) -> bool {
+    if swapped || !matches!(first, Some(2 | 3)) {
+        return false;
+    }
+    match (
+        a.derived.first_translit.as_deref(),
+        b.derived.first_translit.as_deref(),
+    ) {
+        (Some(x), Some(y)) => given_name_variants(x, y) && is_given_name(x) && is_given_name(y),
+        _ => false,
     }
 }
 
@@ -1499,6 +1521,8 @@ pub(crate) mod reference {
             (a.derived.generation, b.derived.generation),
             (Some(x), Some(y)) if x != y
         );
+        let other_sex_forms =
+            super::other_sex_forms(a, b, swapped, levels[Comparison::FirstName.index()]);
         Outcome {
             levels,
             swapped,
@@ -1508,6 +1532,7 @@ pub(crate) mod reference {
             shared_family_mailbox,
             street_missing: a.street.is_none() || b.street.is_none(),
             generation_conflict,
+            other_sex_forms,
         }
     }
 }

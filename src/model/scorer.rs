@@ -198,6 +198,7 @@ impl<'a> Scorer<'a> {
             .into_iter()
             .find(|c| outcome.level(*c) == Some(c.else_level()))
             .or(outcome.generation_conflict.then_some(Comparison::LastName))
+            .or(outcome.other_sex_forms.then_some(Comparison::FirstName))
     }
 
     /// A last name changed at marriage (see `Adjustment::SurnameChanged`): the last names are
@@ -536,6 +537,9 @@ impl<'a> Scorer<'a> {
                         "{}: shared household evidence ({}) not counted",
                         if on == Comparison::LastName {
                             "one record says senior, the other junior (sen./jun. in a name field)"
+                                .to_string()
+                        } else if on == Comparison::FirstName && o.other_sex_forms {
+                            "the first names are the male and the female form of one name"
                                 .to_string()
                         } else {
                             format!("{} clearly differs", on.name())
@@ -1077,6 +1081,41 @@ mod tests {
             .unwrap();
         let note = conflict.note.as_deref().unwrap_or_default();
         assert!(note.contains("phone"), "{note}");
+    }
+
+    #[test]
+    fn the_male_and_the_female_form_of_one_name_are_two_people() {
+        let model = Model::default_german();
+        let ctx = Context::default();
+        let scorer = Scorer::new(&model, &ctx, &HashMap::new());
+        // Twins Paul and Paula at one address, a typo in one last name: alike names, two people.
+        let (paul, paula) = (
+            person("paul", "weiß", "", "", ""),
+            person("paula", "wniß", "", "", ""),
+        );
+        let (score, terms) = scorer.explain(&paul, &paula);
+        assert_eq!(score.conflict(), Some(Comparison::FirstName));
+        assert!(!score.is_match(&model), "{}", score.weight);
+        assert_terms_sum_to_the_weight(&terms, &score);
+        assert!(terms.iter().any(|t| t
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("male and the female form"))));
+        // A typo of one name is no such pair (Paul and Pual), nor a name with no table entry.
+        for (a, b) in [("paul", "pual"), ("christian", "christiam")] {
+            let o = compare(
+                &person(a, "weiß", "", "", ""),
+                &person(b, "weiß", "", "", ""),
+                &ctx,
+            );
+            assert!(!o.other_sex_forms, "{a} {b}");
+        }
+        let o = compare(
+            &person("christian", "weiß", "", "", ""),
+            &person("christine", "weiß", "", "", ""),
+            &ctx,
+        );
+        assert!(o.other_sex_forms);
     }
 
     #[test]

@@ -246,6 +246,7 @@ pub fn encode_outcome(o: &Outcome) -> u64 {
         o.shared_family_mailbox,
         o.street_missing,
         o.generation_conflict,
+        o.other_sex_forms,
     ];
     for (i, f) in flags.into_iter().enumerate() {
         x |= u64::from(f) << (4 * COMPARISONS.len() + i);
@@ -270,6 +271,7 @@ pub fn decode_outcome(x: u64) -> Outcome {
         shared_family_mailbox: flag(4),
         street_missing: flag(5),
         generation_conflict: flag(6),
+        other_sex_forms: flag(7),
     }
 }
 
@@ -1737,6 +1739,7 @@ mod tests {
             shared_family_mailbox: false,
             street_missing: true,
             generation_conflict: true,
+            other_sex_forms: true,
         };
         assert_eq!(decode_outcome(encode_outcome(&all)), all);
     }
