@@ -2,7 +2,9 @@
 -- name is a typo of the name its own mailbox spells (Dii for Didi, Dieter's; Ged for Gerd,
 -- Gerhard's; Johanan for Johanna), where a given name the nickname table has no forms of agrees
 -- crosswise after a marriage (Sarah Süß, "Weiss Sarah"), and where day and month are exchanged
--- and a digit is off besides. Two people on one mailbox stay two: a couple of a male and a
+-- and a digit is off besides; where a short form typed wrong is another given name on the other
+-- holder's mailbox (Lia for Lisa, Elisabeth's), and where a sign-up's only name field holds the
+-- surname its mailbox spells. Two people on one mailbox stay two: a couple of a male and a
 -- female form of one name (Christian, Christina; Jan, Jana), another name beside the one the
 -- mailbox spells, the family name agreeing crosswise.
 -- Self-contained (the fixture: scripts/test.sh): one transaction, rolled back (a statement meant to
@@ -38,7 +40,16 @@ INSERT INTO kontakte VALUES
     (15, 'Anna', 'Fischer', NULL, 'dieter.fischer@gmx.de', NULL, 'Birkenallee 31', '60311', 'Frankfurt am Main'),
     (16, 'Dieter', 'Fischer', NULL, 'dieter.fischer@gmx.de', NULL, 'Birkenallee 31', '60311', 'Frankfurt am Main'),
     (17, 'Anna', 'Schmidt', NULL, 'anna.schmidt@web.de', NULL, 'Kirchweg 160', '28195', 'Bremen'),
-    (18, 'Schmidt', 'Thomas', NULL, 'anna.schmidt@web.de', NULL, 'Kirchweg 160', '28195', 'Bremen');
+    (18, 'Schmidt', 'Thomas', NULL, 'anna.schmidt@web.de', NULL, 'Kirchweg 160', '28195', 'Bremen'),
+    -- One person each again: Lisa (Elisabeth's short form) typed Lia on Elisabeth's mailbox;
+    -- Johanan, a typo of Johanna, with no Johann anywhere; a double surname in a sign-up's only
+    -- name field on its own mailbox beside the "Markus" of another sign-up.
+    (19, 'Elisabeth', 'Kowalski', NULL, 'ekowalski80@mailbox.org', '0162 6359009', 'Wiesenallee 15', '50667', 'Köln'),
+    (20, 'Lia', 'KOWALSKI', NULL, 'ekowalski80@mailbox.org', NULL, 'Wiesenallee 15', '50667', 'Köln'),
+    (21, 'Johanna', 'Schulze', NULL, 'jschulze20@mailbox.org', '0162 2226743', 'Karl-Marx-Straße 161', '12047', 'Berlin'),
+    (22, 'Johanan', NULL, NULL, 'jschulze20@mailbox.org', NULL, NULL, NULL, NULL),
+    (23, 'Markus', NULL, NULL, 'markus.mueller-luedenscheidt@web.de', NULL, NULL, NULL, NULL),
+    (24, 'Müller-Lüdenscheidt', NULL, NULL, 'markus.mueller-luedenscheidt@web.de', NULL, NULL, NULL, NULL);
 SELECT unify.add_source('kontakte', 'kontakte', 'nr', '{"first_name": "vorname", "last_name": "nachname",
     "birth_date": "geboren", "email": "email", "phone": "telefon", "street_line": "strasse",
     "postcode": "plz", "city": "ort", "country": "''DE''"}', track_changes => false);
