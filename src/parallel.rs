@@ -191,6 +191,36 @@ where
     })
 }
 
+/// `f` of every item, moved into it, in order; in units of [`OWNED_UNIT`] items, so that a
+/// fetch of a few thousand rows (records to prepare) is shared too.
+pub fn map_owned<T, R, F>(items: Vec<T>, workers: impl Into<Workers>, f: F) -> Vec<R>
+where
+    T: Send,
+    R: Send,
+    F: Fn(T) -> R + Sync,
+{
+    let len = items.len();
+    let mut units: Vec<std::sync::Mutex<Vec<T>>> = Vec::with_capacity(len.div_ceil(OWNED_UNIT));
+    let mut items = items.into_iter();
+    while units.len() * OWNED_UNIT < len {
+        units.push(std::sync::Mutex::new(
+            items.by_ref().take(OWNED_UNIT).collect(),
+        ));
+    }
+    let parts = share(units.len(), workers.into(), |i| {
+        let unit = std::mem::take(&mut *units[i].lock().unwrap_or_else(|e| e.into_inner()));
+        unit.into_iter().map(&f).collect::<Vec<R>>()
+    });
+    let mut out = Vec::with_capacity(len);
+    for part in parts {
+        out.extend(part);
+    }
+    out
+}
+
+/// Items per unit of [`map_owned`].
+const OWNED_UNIT: usize = 1024;
+
 /// The concatenation, in order, of `f` over the blocks of `0..len`.
 pub fn flat_map<R, F>(len: usize, workers: impl Into<Workers>, f: F) -> Vec<R>
 where
@@ -285,6 +315,25 @@ pub fn threads_for(parallel_workers_per_gather: i32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owned_items_keep_their_order_whatever_the_thread_count() {
+        let items: Vec<String> = (0..5_003).map(|i| i.to_string()).collect();
+        let serial: Vec<usize> = items.iter().map(|s| s.len() * 3 + 1).collect();
+        for threads in [1, 2, 3] {
+            let got = map_owned(
+                items.clone(),
+                Workers {
+                    threads,
+                    check: || (),
+                    pending: || false,
+                },
+                |s: String| s.len() * 3 + 1,
+            );
+            assert_eq!(got, serial, "{threads} threads");
+        }
+        assert!(map_owned(Vec::<u8>::new(), 2, |x| x).is_empty());
+    }
 
     #[test]
     fn results_keep_item_order_whatever_the_thread_count() {
