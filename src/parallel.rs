@@ -191,8 +191,8 @@ where
     })
 }
 
-/// `f` of every item, moved into it, in order; in units of [`OWNED_UNIT`] items, so that a
-/// fetch of a few thousand rows (records to prepare) is shared too.
+/// `f` of every item, moved into it, in order; in units of [`SMALL_UNIT`] items, so that a few
+/// thousand items (the records of one fetch) are shared too.
 pub fn map_owned<T, R, F>(items: Vec<T>, workers: impl Into<Workers>, f: F) -> Vec<R>
 where
     T: Send,
@@ -200,13 +200,14 @@ where
     F: Fn(T) -> R + Sync,
 {
     let len = items.len();
-    let mut units: Vec<std::sync::Mutex<Vec<T>>> = Vec::with_capacity(len.div_ceil(OWNED_UNIT));
+    let mut units: Vec<std::sync::Mutex<Vec<T>>> = Vec::with_capacity(len.div_ceil(SMALL_UNIT));
     let mut items = items.into_iter();
-    while units.len() * OWNED_UNIT < len {
+    while units.len() * SMALL_UNIT < len {
         units.push(std::sync::Mutex::new(
-            items.by_ref().take(OWNED_UNIT).collect(),
+            items.by_ref().take(SMALL_UNIT).collect(),
         ));
     }
+    drop(items);
     let parts = share(units.len(), workers.into(), |i| {
         let unit = std::mem::take(&mut *units[i].lock().unwrap_or_else(|e| e.into_inner()));
         unit.into_iter().map(&f).collect::<Vec<R>>()
@@ -218,8 +219,25 @@ where
     out
 }
 
-/// Items per unit of [`map_owned`].
-const OWNED_UNIT: usize = 1024;
+/// `f` on every item in place, in units of [`SMALL_UNIT`] items: no second copy of the items
+/// (a batch of records prepared where they were read).
+pub fn each_mut<T, F>(items: &mut [T], workers: impl Into<Workers>, f: F)
+where
+    T: Send,
+    F: Fn(&mut T) + Sync,
+{
+    let units: Vec<std::sync::Mutex<&mut [T]>> = items
+        .chunks_mut(SMALL_UNIT)
+        .map(std::sync::Mutex::new)
+        .collect();
+    share(units.len(), workers.into(), |i| {
+        let mut unit = units[i].lock().unwrap_or_else(|e| e.into_inner());
+        unit.iter_mut().for_each(&f);
+    });
+}
+
+/// Items per unit of [`map_owned`] and [`each_mut`].
+const SMALL_UNIT: usize = 1024;
 
 /// The concatenation, in order, of `f` over the blocks of `0..len`.
 pub fn flat_map<R, F>(len: usize, workers: impl Into<Workers>, f: F) -> Vec<R>
@@ -333,6 +351,19 @@ mod tests {
             assert_eq!(got, serial, "{threads} threads");
         }
         assert!(map_owned(Vec::<u8>::new(), 2, |x| x).is_empty());
+        for threads in [1, 2, 3] {
+            let mut got = items.clone();
+            each_mut(
+                &mut got,
+                Workers {
+                    threads,
+                    check: || (),
+                    pending: || false,
+                },
+                |s: &mut String| s.push('x'),
+            );
+            assert!(got.iter().zip(&items).all(|(g, i)| *g == format!("{i}x")));
+        }
     }
 
     #[test]

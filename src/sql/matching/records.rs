@@ -82,9 +82,12 @@ pub(super) fn raw_record_from_row(
     }
 }
 
-/// Records read by [`raw_record_from_row`], prepared on all threads.
-pub(super) fn prepare_all(raw: Vec<MatchRecord>) -> Vec<MatchRecord> {
-    crate::parallel::map_owned(raw, super::run::workers(), MatchRecord::prepare)
+/// Records read by [`raw_record_from_row`], prepared on all threads where they are.
+pub(super) fn prepare_all(mut records: Vec<MatchRecord>) -> Vec<MatchRecord> {
+    crate::parallel::each_mut(&mut records, super::run::workers(), |r| {
+        *r = std::mem::take(r).prepare()
+    });
+    records
 }
 
 /// The records holding the e-mails and phones given as (value, cap), each read up to its cap
