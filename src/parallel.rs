@@ -191,6 +191,54 @@ where
     })
 }
 
+/// `f` of every item, moved into it, in order; in units of [`SMALL_UNIT`] items, so that a few
+/// thousand items (the records of one fetch) are shared too.
+pub fn map_owned<T, R, F>(items: Vec<T>, workers: impl Into<Workers>, f: F) -> Vec<R>
+where
+    T: Send,
+    R: Send,
+    F: Fn(T) -> R + Sync,
+{
+    let len = items.len();
+    let mut units: Vec<std::sync::Mutex<Vec<T>>> = Vec::with_capacity(len.div_ceil(SMALL_UNIT));
+    let mut items = items.into_iter();
+    while units.len() * SMALL_UNIT < len {
+        units.push(std::sync::Mutex::new(
+            items.by_ref().take(SMALL_UNIT).collect(),
+        ));
+    }
+    drop(items);
+    let parts = share(units.len(), workers.into(), |i| {
+        let unit = std::mem::take(&mut *units[i].lock().unwrap_or_else(|e| e.into_inner()));
+        unit.into_iter().map(&f).collect::<Vec<R>>()
+    });
+    let mut out = Vec::with_capacity(len);
+    for part in parts {
+        out.extend(part);
+    }
+    out
+}
+
+/// `f` on every item in place, in units of [`SMALL_UNIT`] items: no second copy of the items
+/// (a batch of records prepared where they were read).
+pub fn each_mut<T, F>(items: &mut [T], workers: impl Into<Workers>, f: F)
+where
+    T: Send,
+    F: Fn(&mut T) + Sync,
+{
+    let units: Vec<std::sync::Mutex<&mut [T]>> = items
+        .chunks_mut(SMALL_UNIT)
+        .map(std::sync::Mutex::new)
+        .collect();
+    share(units.len(), workers.into(), |i| {
+        let mut unit = units[i].lock().unwrap_or_else(|e| e.into_inner());
+        unit.iter_mut().for_each(&f);
+    });
+}
+
+/// Items per unit of [`map_owned`] and [`each_mut`].
+const SMALL_UNIT: usize = 1024;
+
 /// The concatenation, in order, of `f` over the blocks of `0..len`.
 pub fn flat_map<R, F>(len: usize, workers: impl Into<Workers>, f: F) -> Vec<R>
 where
@@ -285,6 +333,38 @@ pub fn threads_for(parallel_workers_per_gather: i32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owned_items_keep_their_order_whatever_the_thread_count() {
+        let items: Vec<String> = (0..5_003).map(|i| i.to_string()).collect();
+        let serial: Vec<usize> = items.iter().map(|s| s.len() * 3 + 1).collect();
+        for threads in [1, 2, 3] {
+            let got = map_owned(
+                items.clone(),
+                Workers {
+                    threads,
+                    check: || (),
+                    pending: || false,
+                },
+                |s: String| s.len() * 3 + 1,
+            );
+            assert_eq!(got, serial, "{threads} threads");
+        }
+        assert!(map_owned(Vec::<u8>::new(), 2, |x| x).is_empty());
+        for threads in [1, 2, 3] {
+            let mut got = items.clone();
+            each_mut(
+                &mut got,
+                Workers {
+                    threads,
+                    check: || (),
+                    pending: || false,
+                },
+                |s: &mut String| s.push('x'),
+            );
+            assert!(got.iter().zip(&items).all(|(g, i)| *g == format!("{i}x")));
+        }
+    }
 
     #[test]
     fn results_keep_item_order_whatever_the_thread_count() {

@@ -641,7 +641,7 @@ fn _score_block(
         out.5.push(r.is_match);
         out.6.push(r.forced_by);
         out.7.push(r.blocking_rules.join(RULE_SEPARATOR));
-        out.8.push(r.weights.to_string());
+        out.8.push(r.weights);
     }
     TableIterator::once(out)
 }

@@ -45,6 +45,15 @@ pub(super) fn record_from_row(
     row: &pgrx::spi::SpiHeapTupleData,
     function: &'static str,
 ) -> MatchRecord {
+    raw_record_from_row(row, function).prepare()
+}
+
+/// [`record_from_row`] before `MatchRecord::prepare`, which a caller reading many records runs
+/// on all threads (see [`prepare_all`]): reading the row has to happen on this thread.
+pub(super) fn raw_record_from_row(
+    row: &pgrx::spi::SpiHeapTupleData,
+    function: &'static str,
+) -> MatchRecord {
     let text = |i: usize| {
         row.get::<String>(i)
             .unwrap_or_else(|e| spi_failed(e, function))
@@ -71,7 +80,14 @@ pub(super) fn record_from_row(
         customer_number: text(15),
         ..Default::default()
     }
-    .prepare()
+}
+
+/// Records read by [`raw_record_from_row`], prepared on all threads where they are.
+pub(super) fn prepare_all(mut records: Vec<MatchRecord>) -> Vec<MatchRecord> {
+    crate::parallel::each_mut(&mut records, super::run::workers(), |r| {
+        *r = std::mem::take(r).prepare()
+    });
+    records
 }
 
 /// The records holding the e-mails and phones given as (value, cap), each read up to its cap
