@@ -4,7 +4,7 @@ use pgrx::prelude::*;
 use pgrx::{JsonB, PgSqlErrorCode};
 use serde_json::json;
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 
 use pgrx::spi::SpiClient;
 
@@ -12,7 +12,7 @@ use super::super::errors::raise;
 use super::super::spi::{drop_temp_tables, fetch_all, in_own_context, spi_failed};
 use super::distributed::tally_on_workers;
 use super::model::current_model;
-use super::records::{load_all, record_from_row, source_ids, RECORD_COLUMNS};
+use super::records::{load_all, record_from_row, source_ids, RECORD_COLUMNS, RECORD_COLUMN_COUNT};
 use super::run::{workers, Phases};
 use super::score::blocked;
 use super::stream::{
@@ -328,8 +328,9 @@ const HASHED: [Comparison; 5] = [
 
 /// [`train_streamed_sql`] with the blocking keys of all records held in memory, when they fit
 /// in half of `budget_kb` (`KeyIndex::bytes_per_record`) and no Citus workers compare:
-/// one pass over the records collects the keys, the names' counts and the other exact values'
-/// hashes (no temp tables); the blocks, their figures and the candidates' count come from the
+/// one pass over the records collects the keys, the names' counts, the other exact values'
+/// hashes, the e-mails and phones the households are judged on and u's sample of records (no
+/// temp tables, no grouping or sorting of whole records in SQL); the blocks, their figures and the candidates' count come from the
 /// keys (`crate::model::held_keys`), the EM sample is drawn at the final chances and only its
 /// pairs are compared, their records read by id a buffer at a time. The same model, to the last
 /// bit, as the streamed path with its temp tables.
@@ -352,13 +353,37 @@ fn train_held_keys(
             let mut hashes: [Vec<i64>; HASHED.len()] = Default::default();
             let (mut first, mut last) = (ValueCounts::default(), ValueCounts::default());
             let mut held = ValueHolders::default();
-            for_each_record(client, &stream, |_, batch| {
-                let keys = crate::parallel::map(batch, workers, |r| key_hashes(rules, r));
-                for (r, ks) in batch.iter().zip(keys) {
+            // u's sample of records drawn as they pass by: the `u_sample_records` smallest by
+            // (hashint8extended(id, seed), id), as `u_sample` selects them.
+            let k = u_sample_records(budget_kb);
+            let mut u_records: BinaryHeap<Drawn> = BinaryHeap::with_capacity(k.min(records) + 1);
+            let cursor = stream.cursor(
+                client,
+                "records",
+                &format!(
+                    "SELECT {RECORD_COLUMNS}, hashint8extended(r.record_id, {}::int8)
+                     FROM unify.records r",
+                    opts.seed as i64
+                ),
+            );
+            loop {
+                let batch = cursor.next(client, |row| {
+                    let draw = row
+                        .get::<i64>(RECORD_COLUMN_COUNT + 1)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default();
+                    (record_from_row(row, F), draw)
+                });
+                if batch.is_empty() {
+                    break;
+                }
+                let keys = crate::parallel::map(&batch, workers, |(r, _)| key_hashes(rules, r));
+                for ((r, draw), ks) in batch.into_iter().zip(keys) {
                     index.push(r.id, ks.into_iter().map(|(_, h)| h));
-                    held.push(r);
+                    held.push(&r);
                     for (list, c) in hashes.iter_mut().zip(HASHED) {
-                        if let Some(v) = exact_value(c, r) {
+                        if let Some(v) = exact_value(c, &r) {
                             list.push(value_hash(&v));
                         }
                     }
@@ -368,8 +393,15 @@ fn train_held_keys(
                     if let Some(v) = &r.last_name {
                         last.add(v);
                     }
+                    if u_records.len() < k {
+                        u_records.push(Drawn(draw, r));
+                    } else if u_records.peek().is_some_and(|top| (draw, r.id) < top.key()) {
+                        u_records.pop();
+                        u_records.push(Drawn(draw, r));
+                    }
                 }
-            });
+            }
+            cursor.close(client);
             phases.mark("keys and values");
             let (shared_emails, shared_phones) =
                 super::stream::household_values_of(client, &stream, held);
@@ -401,7 +433,8 @@ fn train_held_keys(
                 }
             }
             phases.mark("figures");
-            let sample = u_sample(client, records, opts.seed, budget_kb);
+            let mut sample: Vec<MatchRecord> = u_records.into_iter().map(|d| d.1).collect();
+            sample.sort_unstable_by_key(|r| r.id);
             let u_sample_pairs = estimate_u_with(&sample, &ctx, model, opts, &exact);
             drop(sample);
             training.mark("u");
@@ -437,6 +470,35 @@ fn train_held_keys(
             (report, blocked.stats, ctx)
         })
     })
+}
+
+/// A record of u's sample with its draw, ordered by (draw, id).
+struct Drawn(i64, MatchRecord);
+
+impl Drawn {
+    fn key(&self) -> (i64, i64) {
+        (self.0, self.1.id)
+    }
+}
+
+impl PartialEq for Drawn {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Drawn {}
+
+impl PartialOrd for Drawn {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Drawn {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 /// The exact-agreement u of values counted by their hashes (as `exact_u_sql` groups them).
