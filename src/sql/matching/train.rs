@@ -182,9 +182,6 @@ fn train_streamed_sql(
     phases: &mut Phases,
     on_workers: bool,
 ) -> (TrainReport, Vec<RuleStats>, Context) {
-    // Records buffered in a quarter of the budget, the EM sample in an eighth (`em_pairs_within`), u's
-    // sample of records in a quarter (freed before the candidates stream), the rest for the
-    // context and PostgreSQL's reading.
     // A key per rule on average (a record has no key where a field is missing, two for two
     // phones): about 8 of 12 at a million generated records.
     if !on_workers
@@ -194,6 +191,9 @@ fn train_streamed_sql(
     {
         return train_held_keys(model, records, opts, budget_kb, phases);
     }
+    // Records buffered in a quarter of the budget, the EM sample in an eighth (`em_pairs_within`), u's
+    // sample of records in a quarter (freed before the candidates stream), the rest for the
+    // context and PostgreSQL's reading.
     let stream = Stream::new(F, "unify_train", model, budget_kb, 4);
     let mut training = Training::start(model);
     Spi::connect_mut(|client| {
