@@ -6,6 +6,7 @@ pub mod blocking;
 pub mod compare_bench;
 pub mod comparison;
 pub mod distributed;
+pub mod held_keys;
 pub mod identify;
 pub mod params;
 pub mod record;

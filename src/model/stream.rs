@@ -90,7 +90,7 @@ pub fn block_pairs(hash: i64, members: &[u32], valid: &[&[i64]], ids: &[i64]) ->
 
 /// The rules of the keys both hash lists hold, when `hash` (of `rule`) is the first of them;
 /// None when another shared key comes first.
-fn first_shared_here(hash: i64, rule: usize, x: &[i64], y: &[i64]) -> Option<u32> {
+pub fn first_shared_here(hash: i64, rule: usize, x: &[i64], y: &[i64]) -> Option<u32> {
     let (mut i, mut j, mut mask) = (0, 0, 1u32 << rule);
     while i < x.len() && j < y.len() {
         match x[i].cmp(&y[j]) {

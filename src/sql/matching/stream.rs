@@ -35,7 +35,8 @@ use super::records::{
 use super::run::Phases;
 use super::score::{pair_rows_beside, write_block_key_rows, write_blocking_stats, write_pairs};
 use crate::model::blocking::{key_hash, key_hashes, Candidate, RuleStats};
-use crate::model::comparison::Context;
+use crate::model::comparison::{Context, JUNK_VALUE_RECORDS};
+use crate::model::held_keys::{HashedHolders, ValueHolders};
 use crate::model::params::Model;
 use crate::model::record::MatchRecord;
 use crate::model::scorer::Scorer;
@@ -251,6 +252,62 @@ pub(super) fn household_values(
     }
     judge(client, &mut groups);
     cursor.close(client);
+    groups.finish()
+}
+
+/// [`household_values`] from the values the records held as they passed by (a streamed
+/// training collects them in its one pass): the values of two or more holders grouped by hash
+/// here instead of in SQL, judged a buffer of holders at a time on the holders read by id; a
+/// hash of more than `JUNK_VALUE_RECORDS` holders is told apart on its holders' values alone.
+pub(super) fn household_values_of(
+    client: &mut SpiClient<'_>,
+    stream: &Stream,
+    held: ValueHolders,
+) -> (HashSet<String>, HashSet<String>) {
+    let f = stream.function;
+    let mut groups = HashedHolders::default();
+    let judge = |client: &mut SpiClient<'_>, groups: &mut HashedHolders| {
+        if groups.members() == 0 {
+            return;
+        }
+        let mut holders = fetch_all(
+            client,
+            &format!("SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"),
+            vec![groups.ids().into()],
+            f,
+            |row| record_from_row(row, f),
+        );
+        holders.sort_unstable_by_key(|r| r.id);
+        groups.judge(&holders);
+    };
+    for (kind, hash, ids) in held.groups() {
+        if ids.len() > JUNK_VALUE_RECORDS {
+            let values = fetch_all(
+                client,
+                "SELECT record_id, email_key, phone, mobile FROM unify.records
+                 WHERE record_id = ANY($1)",
+                vec![ids.into()],
+                f,
+                |row| {
+                    let text = |i: usize| row.get::<String>(i).unwrap_or_else(|e| spi_failed(e, f));
+                    MatchRecord {
+                        id: row.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                        email_key: text(2),
+                        phones: [text(3), text(4)].into_iter().flatten().collect(),
+                        ..Default::default()
+                    }
+                    .prepare()
+                },
+            );
+            groups.push_many(kind, hash, &values);
+        } else {
+            groups.push(kind, hash, ids);
+        }
+        if groups.members() >= stream.buffer {
+            judge(client, &mut groups);
+        }
+    }
+    judge(client, &mut groups);
     groups.finish()
 }
 

@@ -4,7 +4,7 @@ use pgrx::prelude::*;
 use pgrx::{JsonB, PgSqlErrorCode};
 use serde_json::json;
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 
 use pgrx::spi::SpiClient;
 
@@ -12,20 +12,23 @@ use super::super::errors::raise;
 use super::super::spi::{drop_temp_tables, fetch_all, in_own_context, spi_failed};
 use super::distributed::tally_on_workers;
 use super::model::current_model;
-use super::records::{load_all, record_from_row, source_ids, RECORD_COLUMNS};
+use super::records::{load_all, record_from_row, source_ids, RECORD_COLUMNS, RECORD_COLUMN_COUNT};
 use super::run::{workers, Phases};
 use super::score::blocked;
 use super::stream::{
-    block_figures, for_each_record, rule_figures, stream_blocks, KeyWriter, Stream,
+    block_figures, for_each_record, limit_exceeded, rule_figures, stream_blocks, KeyWriter, Stream,
 };
-use crate::model::blocking::RuleStats;
-use crate::model::comparison::{Comparison, Context, COMPARISONS};
+use crate::model::blocking::{key_hash, key_hashes, Candidate, RuleStats};
+use crate::model::comparison::{compare, Comparison, Context, COMPARISONS};
+use crate::model::held_keys::{KeyIndex, ValueHolders, VALUE_HOLDER_BYTES};
 use crate::model::params::Model;
 use crate::model::record::MatchRecord;
+use crate::model::scorer::NameFrequencies;
 use crate::model::stream::{em_pairs_within, fits_in_memory, u_sample_records};
 use crate::model::train::{
     estimate_u, estimate_u_with, exact_u_of_counts, exact_value, fit, train, train_streamed,
-    value_hash, Counts, StreamedSample, TrainOptions, TrainReport, Training, ValueCounts,
+    value_hash, Chances, Counts, PairCounts, Sample, StreamedSample, TrainOptions, TrainReport,
+    Training, ValueCounts,
 };
 
 const F: &str = "train";
@@ -179,6 +182,15 @@ fn train_streamed_sql(
     phases: &mut Phases,
     on_workers: bool,
 ) -> (TrainReport, Vec<RuleStats>, Context) {
+    // A key per rule on average (a record has no key where a field is missing, two for two
+    // phones): about 8 of 12 at a million generated records.
+    if !on_workers
+        && (records as u64).saturating_mul(
+            KeyIndex::bytes_per_record(model.blocking_rules.len()) + VALUE_HOLDER_BYTES,
+        ) <= budget_kb.saturating_mul(1024) / 2
+    {
+        return train_held_keys(model, records, opts, budget_kb, phases);
+    }
     // Records buffered in a quarter of the budget, the EM sample in an eighth (`em_pairs_within`), u's
     // sample of records in a quarter (freed before the candidates stream), the rest for the
     // context and PostgreSQL's reading.
@@ -302,6 +314,296 @@ fn train_streamed_sql(
             (report, stats, ctx)
         })
     })
+}
+
+/// The comparisons whose exact-agreement u is counted from value hashes (the names are counted
+/// by value, `ValueCounts`), and their place in [`train_held_keys`]'s hash lists.
+const HASHED: [Comparison; 5] = [
+    Comparison::BirthDate,
+    Comparison::Email,
+    Comparison::Phone,
+    Comparison::Address,
+    Comparison::ExternalId,
+];
+
+/// [`train_streamed_sql`] with the blocking keys of all records held in memory, when they fit
+/// in half of `budget_kb` (`KeyIndex::bytes_per_record`) and no Citus workers compare:
+/// one pass over the records collects the keys, the names' counts, the other exact values'
+/// hashes, the e-mails and phones the households are judged on and u's sample of records (no
+/// temp tables, no grouping or sorting of whole records in SQL); the blocks, their figures and the candidates' count come from the
+/// keys (`crate::model::held_keys`), the EM sample is drawn at the final chances and only its
+/// pairs are compared, their records read by id a buffer at a time. The same model, to the last
+/// bit, as the streamed path with its temp tables.
+fn train_held_keys(
+    model: &mut Model,
+    records: usize,
+    opts: &TrainOptions,
+    budget_kb: u64,
+    phases: &mut Phases,
+) -> (TrainReport, Vec<RuleStats>, Context) {
+    let stream = Stream::new(F, "unify_train", model, budget_kb, 4);
+    let mut training = Training::start(model);
+    let workers = workers();
+    Spi::connect_mut(|client| {
+        stream.with_full_cursors(client, |client| {
+            let ids = source_ids(client);
+            let rules = &model.blocking_rules;
+            // Reserved, not touched: a record has at most a few keys more than there are rules.
+            let mut index = KeyIndex::with_capacity(records, 2 * rules.len() + 2);
+            let mut hashes: [Vec<i64>; HASHED.len()] = Default::default();
+            let (mut first, mut last) = (ValueCounts::default(), ValueCounts::default());
+            let mut held = ValueHolders::default();
+            // u's sample of records drawn as they pass by: the `u_sample_records` smallest by
+            // (hashint8extended(id, seed), id), as `u_sample` selects them.
+            let k = u_sample_records(budget_kb);
+            let mut u_records: BinaryHeap<Drawn> = BinaryHeap::with_capacity(k.min(records) + 1);
+            let cursor = stream.cursor(
+                client,
+                "records",
+                &format!(
+                    "SELECT {RECORD_COLUMNS}, hashint8extended(r.record_id, {}::int8)
+                     FROM unify.records r",
+                    opts.seed as i64
+                ),
+            );
+            loop {
+                let batch = cursor.next(client, |row| {
+                    let draw = row
+                        .get::<i64>(RECORD_COLUMN_COUNT + 1)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default();
+                    (record_from_row(row, F), draw)
+                });
+                if batch.is_empty() {
+                    break;
+                }
+                let keys = crate::parallel::map(&batch, workers, |(r, _)| key_hashes(rules, r));
+                for ((r, draw), ks) in batch.into_iter().zip(keys) {
+                    index.push(r.id, ks.into_iter().map(|(_, h)| h));
+                    held.push(&r);
+                    for (list, c) in hashes.iter_mut().zip(HASHED) {
+                        if let Some(v) = exact_value(c, &r) {
+                            list.push(value_hash(&v));
+                        }
+                    }
+                    if let Some(v) = &r.first_name {
+                        first.add(v);
+                    }
+                    if let Some(v) = &r.last_name {
+                        last.add(v);
+                    }
+                    if u_records.len() < k {
+                        u_records.push(Drawn(draw, r));
+                    } else if u_records.peek().is_some_and(|top| (draw, r.id) < top.key()) {
+                        u_records.pop();
+                        u_records.push(Drawn(draw, r));
+                    }
+                }
+            }
+            cursor.close(client);
+            phases.mark("keys and values");
+            let (shared_emails, shared_phones) =
+                super::stream::household_values_of(client, &stream, held);
+            let mut ctx = Context {
+                first_name_tf: HashMap::new(),
+                last_name_tf: HashMap::new(),
+                shared_emails,
+                shared_phones,
+            };
+            phases.mark("households");
+            let exact = COMPARISONS.map(|c| match c {
+                Comparison::FirstName => first.exact_u(),
+                Comparison::LastName => last.exact_u(),
+                _ => HASHED
+                    .iter()
+                    .position(|h| *h == c)
+                    .and_then(|i| exact_u_of_hashes(std::mem::take(&mut hashes[i]))),
+            });
+            (ctx.first_name_tf, ctx.last_name_tf) = (first.frequencies(), last.frequencies());
+            let names: Vec<String> = rules.iter().map(|r| r.name.clone()).collect();
+            let limits: Vec<usize> = rules.iter().map(|r| r.max_block_size).collect();
+            let mut blocked = index
+                .block(&names, &limits, model.max_candidate_pairs)
+                .unwrap_or_else(|e| limit_exceeded(e, F));
+            for (i, largest) in blocked.largest.clone().into_iter().enumerate() {
+                if let Some((hash, id)) = largest {
+                    blocked.stats[i].largest_skipped_key =
+                        skipped_key_of(client, model, i, hash, id);
+                }
+            }
+            phases.mark("figures");
+            let mut sample: Vec<MatchRecord> = u_records.into_iter().map(|d| d.1).collect();
+            sample.sort_unstable_by_key(|r| r.id);
+            let u_sample_pairs = estimate_u_with(&sample, &ctx, model, opts, &exact);
+            drop(sample);
+            training.mark("u");
+            phases.mark("u");
+            // Within an eighth of the budget, as `StreamedSample` (see `em_pairs_within`).
+            let within = em_pairs_within(budget_kb, StreamedSample::PAIR_BYTES);
+            let em_pairs = match opts.em_pairs {
+                0 => within,
+                n => n.min(within),
+            };
+            let mut chances = Chances::new(em_pairs);
+            let candidates = blocked.count(&mut chances, workers) as usize;
+            let drawn = blocked.drawn(&chances, opts.seed, workers);
+            let pairs = compare_drawn(client, &stream, &blocked.ids, &drawn, &ctx);
+            drop(drawn);
+            training.mark("compare");
+            phases.mark("block and sample");
+            let report = fit(
+                training,
+                model,
+                &ctx,
+                &ids,
+                &Sample { pairs, chances },
+                Counts {
+                    records,
+                    candidate_pairs: candidates,
+                    u_sample_pairs,
+                    streamed: true,
+                },
+                opts,
+            );
+            phases.mark("estimate");
+            (report, blocked.stats, ctx)
+        })
+    })
+}
+
+/// A record of u's sample with its draw, ordered by (draw, id).
+struct Drawn(i64, MatchRecord);
+
+impl Drawn {
+    fn key(&self) -> (i64, i64) {
+        (self.0, self.1.id)
+    }
+}
+
+impl PartialEq for Drawn {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Drawn {}
+
+impl PartialOrd for Drawn {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Drawn {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+/// The exact-agreement u of values counted by their hashes (as `exact_u_sql` groups them).
+fn exact_u_of_hashes(mut hashes: Vec<i64>) -> Option<f64> {
+    hashes.sort_unstable();
+    let mut agree: u128 = 0;
+    for run in hashes.chunk_by(|a, b| a == b) {
+        let n = run.len() as u128;
+        agree += n * (n - 1);
+    }
+    exact_u_of_counts(agree as f64, hashes.len() as f64)
+}
+
+/// The drawn candidates (`a` and `b` places in `ids`) compared and counted per key, their
+/// records read by id a buffer's worth at a time in the candidates' order.
+fn compare_drawn(
+    client: &mut SpiClient<'_>,
+    stream: &Stream,
+    ids: &[i64],
+    drawn: &[Candidate],
+    ctx: &Context,
+) -> PairCounts {
+    let mut pairs = PairCounts::default();
+    // The batch each record was last counted in.
+    let mut seen = vec![u32::MAX; ids.len()];
+    let (mut batch, mut members, mut start, mut read) = (0u32, 0usize, 0usize, 0usize);
+    for (k, c) in drawn.iter().enumerate() {
+        for i in [c.a, c.b] {
+            if seen[i as usize] != batch {
+                seen[i as usize] = batch;
+                members += 1;
+            }
+        }
+        if members >= stream.buffer || k + 1 == drawn.len() {
+            compare_batch(client, ids, &drawn[start..=k], ctx, &mut pairs);
+            read += members;
+            (batch, members, start) = (batch + 1, 0, k + 1);
+        }
+    }
+    pgrx::debug1!(
+        "train: {} sampled pairs compared, {read} records read in {batch} batches",
+        drawn.len()
+    );
+    pairs
+}
+
+fn compare_batch(
+    client: &mut SpiClient<'_>,
+    ids: &[i64],
+    batch: &[Candidate],
+    ctx: &Context,
+    pairs: &mut PairCounts,
+) {
+    let mut wanted: Vec<i64> = batch
+        .iter()
+        .flat_map(|c| [ids[c.a as usize], ids[c.b as usize]])
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut records = fetch_all(
+        client,
+        &format!("SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"),
+        vec![wanted.into()],
+        F,
+        |row| record_from_row(row, F),
+    );
+    records.sort_unstable_by_key(|r| r.id);
+    let at = |i: u32| {
+        records
+            .binary_search_by_key(&ids[i as usize], |r| r.id)
+            .ok()
+    };
+    let outcomes = crate::parallel::map(batch, workers(), |c| {
+        let (a, b) = (&records[at(c.a)?], &records[at(c.b)?]);
+        Some((compare(a, b, ctx), NameFrequencies::of(ctx, a)))
+    });
+    for (c, o) in batch.iter().zip(outcomes) {
+        if let Some((o, names)) = o {
+            pairs.add(&o, c.rules, &names);
+        }
+    }
+}
+
+/// The text of a skipped block's key (`hash`, of rule `rule`) from its record `id`.
+fn skipped_key_of(
+    client: &mut SpiClient<'_>,
+    model: &Model,
+    rule: usize,
+    hash: i64,
+    id: i64,
+) -> Option<String> {
+    let record = fetch_all(
+        client,
+        &format!("SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = $1"),
+        vec![id.into()],
+        F,
+        |row| record_from_row(row, F),
+    )
+    .into_iter()
+    .next()?;
+    let r = &model.blocking_rules[rule];
+    r.keys(&record)
+        .into_iter()
+        .find(|k| key_hash(rule, &r.name, k) == hash)
+        .map(|k| k.replace('\u{1f}', " | "))
 }
 
 /// The held training (all records in memory) on a Citus cluster: u from random pairs of

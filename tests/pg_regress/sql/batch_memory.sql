@@ -119,6 +119,23 @@ SELECT (SELECT count(*) FROM (SELECT * FROM keys_before EXCEPT SELECT key_hash, 
      + (SELECT count(*) FROM (SELECT key_hash, record_id FROM unify.block_keys EXCEPT SELECT * FROM keys_before) x) AS keys_changed,
        (SELECT row(s.*)::text FROM state_before s) = (SELECT row(m.blocking_rules, m.keys_built_at)::text FROM unify.matching_state m) AS state_unchanged;
 SELECT count(*) AS temp_tables_left FROM pg_class WHERE relname LIKE 'unify_train%' AND relpersistence = 't';
+-- Within 4MB the records are not held at once but their blocking keys are (the households, name
+-- counts and exact values from the same one pass, the candidates counted before the sampled ones
+-- are compared): the same model, report and frequencies as with the keys in temp tables, to the
+-- last bit.
+SELECT unify.set_model((SELECT model FROM start_model)) > 0 AS start_model_set;
+SET LOCAL customer_unify.batch_memory = '4MB';
+SELECT count(*) > 0 AS trained FROM unify.train();
+SELECT s.model = k.model AS same_model, s.report - 'seconds' = k.report - 'seconds' AS same_report,
+       k.report -> 'streamed' AS keys_held_streamed,
+       (SELECT count(*) FROM (SELECT field, value, frequency FROM unify.name_frequencies WHERE model_version = s.version
+                              EXCEPT SELECT field, value, frequency FROM unify.name_frequencies WHERE model_version = k.version) x)
+     + (SELECT count(*) FROM (SELECT field, value, frequency FROM unify.name_frequencies WHERE model_version = k.version
+                              EXCEPT SELECT field, value, frequency FROM unify.name_frequencies WHERE model_version = s.version) x)
+       AS frequencies_differing
+FROM unify.model s, unify.model k
+WHERE s.version = (SELECT version FROM streamed_version) AND k.version = (SELECT max(version) FROM unify.model);
+SELECT count(*) AS temp_tables_left FROM pg_class WHERE relname LIKE 'unify_train%' AND relpersistence = 't';
 -- score_pairs after either model: the same matches.
 RESET customer_unify.batch_memory;
 SELECT stored_pairs > 1000 AS scored FROM unify.score_pairs();
