@@ -1792,7 +1792,8 @@ BEGIN
             SELECT rp.person_id,
                    bit_xor(pg_catalog.hashtextextended(r.record_id::text || ':' || r.xmin::text, seed))
             FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
-            GROUP BY rp.person_id;
+            -- In key order: appended to the primary key's last page, not scattered over it.
+            GROUP BY rp.person_id ORDER BY rp.person_id;
         ELSE
             IF to_regclass('pg_temp.unify_golden_scope') IS NOT NULL THEN  -- (no notice when not)
                 DROP TABLE pg_temp.unify_golden_scope;

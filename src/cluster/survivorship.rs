@@ -100,6 +100,11 @@ pub fn survivor<'c, 'a>(rule: Rule, candidates: &'c [Candidate<'a>]) -> Option<&
         Rule::Min => best(&|a, b| a.value.cmp(b.value)),
         Rule::Max => best(&|a, b| b.value.cmp(a.value)),
         Rule::MostFrequent => {
+            // A person has a few records: counted by comparing, without hashing.
+            if candidates.len() <= 16 {
+                let count = |v: &str| candidates.iter().filter(|c| c.value == v).count();
+                return best(&|a, b| count(b.value).cmp(&count(a.value)));
+            }
             let mut counts: HashMap<&str, usize> = HashMap::new();
             for c in candidates {
                 *counts.entry(c.value).or_default() += 1;
@@ -344,5 +349,36 @@ mod tests {
         let s = sample();
         assert_eq!(survivor(Rule::MostFrequent, &s).unwrap().record_id, 1);
         assert_eq!(survivor(Rule::SourcePriority, &s).unwrap().record_id, 2);
+    }
+
+    /// Few candidates are counted by comparing, many by hashing: the same survivor for every
+    /// prefix of a list with repeated values and tied counts.
+    #[test]
+    fn most_frequent_counts_alike_few_or_many() {
+        let values = ["a", "b", "c", "b", "a", "d", "c", "c", "a", "b"];
+        let all: Vec<Candidate> = (0..40)
+            .map(|i| {
+                c(
+                    values[i % values.len()],
+                    (i % 3) as i32,
+                    Some((i % 7) as i64),
+                    i as i64,
+                )
+            })
+            .collect();
+        for n in 1..=all.len() {
+            let list = &all[..n];
+            let count = |v: &str| list.iter().filter(|c| c.value == v).count();
+            let expected = list
+                .iter()
+                .min_by(|a, b| {
+                    count(b.value)
+                        .cmp(&count(a.value))
+                        .then_with(|| tie_break(a, b))
+                })
+                .unwrap();
+            let got = survivor(Rule::MostFrequent, list).unwrap();
+            assert_eq!(got.record_id, expected.record_id, "{n} candidates");
+        }
     }
 }

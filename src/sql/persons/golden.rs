@@ -74,12 +74,34 @@ struct DisplayMemos {
 const DISPLAY_MEMO_ENTRIES: usize = 1 << 14;
 const DISPLAY_MEMO_KEY_BYTES: usize = 96;
 
+impl DisplayMemos {
+    fn new() -> Self {
+        DisplayMemos {
+            name: Memo::new(DISPLAY_MEMO_ENTRIES, DISPLAY_MEMO_KEY_BYTES),
+            street: Memo::new(DISPLAY_MEMO_ENTRIES, DISPLAY_MEMO_KEY_BYTES),
+            city: Memo::new(DISPLAY_MEMO_ENTRIES, DISPLAY_MEMO_KEY_BYTES),
+        }
+    }
+}
+
 thread_local! {
-    static DISPLAY_MEMOS: RefCell<DisplayMemos> = RefCell::new(DisplayMemos {
-        name: Memo::new(DISPLAY_MEMO_ENTRIES, DISPLAY_MEMO_KEY_BYTES),
-        street: Memo::new(DISPLAY_MEMO_ENTRIES, DISPLAY_MEMO_KEY_BYTES),
-        city: Memo::new(DISPLAY_MEMO_ENTRIES, DISPLAY_MEMO_KEY_BYTES),
-    });
+    static DISPLAY_MEMOS: RefCell<DisplayMemos> = RefCell::new(DisplayMemos::new());
+}
+
+/// Memos kept between the parts of a run: the threads that make golden rows live for one batch
+/// (`crate::parallel`), so a memo of their own would start empty every batch.
+static MEMO_POOL: std::sync::Mutex<Vec<DisplayMemos>> = std::sync::Mutex::new(Vec::new());
+
+/// `f` with a set of memos from the pool as this thread's, given back after.
+fn with_pooled_memos<R>(f: impl FnOnce() -> R) -> R {
+    let pooled = MEMO_POOL.lock().ok().and_then(|mut pool| pool.pop());
+    let own = DISPLAY_MEMOS.replace(pooled.unwrap_or_else(DisplayMemos::new));
+    let r = f();
+    let used = DISPLAY_MEMOS.replace(own);
+    if let Ok(mut pool) = MEMO_POOL.lock() {
+        pool.push(used);
+    }
+    r
 }
 
 /// A name field's display form where it holds a name.
@@ -139,7 +161,7 @@ struct GoldenInput {
     stated: [Option<i64>; 3],
     updated: Option<i64>,
     seen: i64,
-    /// The person's household before this run, where the query reads it (the streamed run).
+    /// The person's household before this run, where the query reads it (`households_query`).
     household: Option<i64>,
 }
 
@@ -369,7 +391,7 @@ fn _golden_records(
         };
         let inputs = fetch_all(
             client,
-            &records_query(mapping, &filter, false),
+            &records_query(mapping, &filter),
             args,
             F,
             input_from_row,
@@ -458,17 +480,8 @@ fn at_most(client: &SpiClient<'_>, from: &str, capacity: u64) -> bool {
 }
 
 /// The records that have a person (`mapping`, alias rp: see `mapping()`), with their source's
-/// name, matching `filter`, in person order: the columns `input_from_row` reads; with
-/// `household`, each person's household before this run too.
-fn records_query(mapping: &str, filter: &str, household: bool) -> String {
-    let (column, join) = if household {
-        (
-            ", p.household_id",
-            " LEFT JOIN unify.persons p ON p.person_id = rp.person_id",
-        )
-    } else {
-        ("", "")
-    };
+/// name, matching `filter`, in person order: the columns `input_from_row` reads.
+fn records_query(mapping: &str, filter: &str) -> String {
     format!(
         "SELECT rp.person_id, r.record_id, r.source_id, s.name, r.first_name, r.last_name, r.email,
                 r.phone, r.mobile, r.street, r.house_number, r.postcode, r.city, r.country,
@@ -482,9 +495,9 @@ fn records_query(mapping: &str, filter: &str, household: bool) -> String {
                 (extract(epoch FROM r.consent_post_at) * 1000000)::bigint,
                 r.raw ->> 'first_name', r.raw ->> 'last_name', r.raw ->> 'full_name',
                 coalesce(r.raw ->> 'street_line', (r.raw ->> 'street') || coalesce(' ' || (r.raw ->> 'house_number'), '')),
-                r.raw ->> 'city'{column}
+                r.raw ->> 'city'
          FROM {mapping} rp JOIN unify.records r ON r.record_id = rp.record_id
-         JOIN unify.sources s ON s.source_id = r.source_id{join}
+         JOIN unify.sources s ON s.source_id = r.source_id
          WHERE {filter} ORDER BY rp.person_id, r.record_id"
     )
 }
@@ -493,13 +506,7 @@ fn input_from_row(r: &SpiHeapTupleData) -> GoldenInput {
     let text = |i: usize| r.get::<String>(i).ok().flatten();
     let micros = |i: usize| r.get::<i64>(i).ok().flatten();
     let address = [text(10), text(11), text(12), text(13), text(14)];
-    let joined = address.iter().any(Option::is_some).then(|| {
-        address
-            .iter()
-            .map(|a| a.as_deref().unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join("|")
-    });
+    let joined = joined_address(&address);
     GoldenInput {
         person_id: r.get::<i64>(1).ok().flatten().unwrap_or_default(),
         record_id: r.get::<i64>(2).ok().flatten().unwrap_or_default(),
@@ -530,17 +537,67 @@ fn input_from_row(r: &SpiHeapTupleData) -> GoldenInput {
         stated: [25, 26, 27].map(micros),
         updated: micros(21),
         seen: micros(22).unwrap_or_default(),
-        // Column 33 only where the query reads it.
-        household: (r.columns() >= 33)
-            .then(|| r.get::<i64>(33).ok().flatten())
-            .flatten(),
+        household: None,
     }
+}
+
+/// The records that have a person, in person order, with what their household keys are made
+/// of (the e-mail, phone and address fields' candidates) and each person's household before
+/// this run: the columns `household_input_from_row` reads. Narrower than `records_query`: the
+/// first pass of a streamed run with households makes no whole golden rows.
+fn households_query(mapping: &str) -> String {
+    format!(
+        "SELECT rp.person_id, r.record_id, r.source_id, s.name, r.email, r.phone,
+                r.street, r.house_number, r.postcode, r.city, r.country,
+                (extract(epoch FROM r.source_updated_at) * 1000000)::bigint, p.household_id
+         FROM {mapping} rp JOIN unify.records r ON r.record_id = rp.record_id
+         JOIN unify.sources s ON s.source_id = r.source_id
+         LEFT JOIN unify.persons p ON p.person_id = rp.person_id
+         ORDER BY rp.person_id, r.record_id"
+    )
+}
+
+/// A record of `households_query`: the fields household keys depend on, the rest empty.
+fn household_input_from_row(r: &SpiHeapTupleData) -> GoldenInput {
+    let text = |i: usize| r.get::<String>(i).ok().flatten();
+    let address = [text(7), text(8), text(9), text(10), text(11)];
+    let mut values: [Option<String>; 11] = Default::default();
+    values[2] = text(5);
+    values[3] = text(6);
+    values[5] = joined_address(&address);
+    GoldenInput {
+        person_id: r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+        record_id: r.get::<i64>(2).ok().flatten().unwrap_or_default(),
+        source_id: r.get::<i32>(3).ok().flatten().unwrap_or_default(),
+        source: text(4).unwrap_or_default(),
+        values,
+        address,
+        written: Written::default(),
+        consent: [None; 3],
+        stated: [None; 3],
+        updated: r.get::<i64>(12).ok().flatten(),
+        seen: 0,
+        household: r.get::<i64>(13).ok().flatten(),
+    }
+}
+
+/// The address as one value (its parts joined), the unit the address survives as.
+fn joined_address(address: &[Option<String>; 5]) -> Option<String> {
+    address.iter().any(Option::is_some).then(|| {
+        address
+            .iter()
+            .map(|a| a.as_deref().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("|")
+    })
 }
 
 /// The rules in effect and the sources' priorities.
 struct Survivorship {
     rule_of: Vec<(Rule, Vec<String>)>,
-    priorities: HashMap<i32, i32>,
+    /// (source_id, priority), by source_id: a binary search per record and field is cheaper
+    /// than hashing.
+    priorities: Vec<(i32, i32)>,
 }
 
 impl Survivorship {
@@ -575,9 +632,9 @@ impl Survivorship {
             )
             .into_iter()
             .collect();
-            let priorities: HashMap<i32, i32> = fetch_all(
+            let priorities: Vec<(i32, i32)> = fetch_all(
                 client,
-                "SELECT source_id, priority FROM unify.sources",
+                "SELECT source_id, priority FROM unify.sources ORDER BY source_id",
                 vec![],
                 F,
                 |r| {
@@ -586,9 +643,7 @@ impl Survivorship {
                         r.get::<i32>(2).ok().flatten().unwrap_or_default(),
                     )
                 },
-            )
-            .into_iter()
-            .collect();
+            );
             (rules, priorities)
         });
         let rule_of = GOLDEN_FIELDS
@@ -601,48 +656,116 @@ impl Survivorship {
         }
     }
 
-    /// The golden rows of `inputs` (records in person order), one per person.
+    /// The golden rows of `inputs` (records in person order), one per person, made on the
+    /// threads this backend may use (`crate::parallel`; plain Rust, no PostgreSQL calls):
+    /// the same rows in the same order on one thread or several.
     fn rows(&self, inputs: &[GoldenInput]) -> Vec<GoldenRow> {
-        inputs
-            .chunk_by(|a, b| a.person_id == b.person_id)
-            .enumerate()
-            .map(|(n, person)| {
-                crate::interrupt::check_every(n, 1 << 12);
-                self.row(person)
-            })
-            .collect()
+        self.per_person(inputs, |person| self.row(person))
     }
 
-    /// One person's golden row from their records; `household_id` is the household the
-    /// records were read with (None unless the query reads it).
+    /// `f` of each person of `inputs` (records in person order), in order, on the threads.
+    fn per_person<R: Send>(
+        &self,
+        inputs: &[GoldenInput],
+        f: impl Fn(&[GoldenInput]) -> R + Sync,
+    ) -> Vec<R> {
+        let persons: Vec<&[GoldenInput]> =
+            inputs.chunk_by(|a, b| a.person_id == b.person_id).collect();
+        let workers = crate::parallel::Workers::from(crate::parallel::threads_for(unsafe {
+            pg_sys::max_parallel_workers_per_gather
+        }));
+        // A few parts per thread: persons differ in cost (their records, memo misses).
+        let part = persons.len().div_ceil(workers.threads * 4).max(256);
+        let parts: Vec<&[&[GoldenInput]]> = persons.chunks(part).collect();
+        crate::parallel::map_tasks(&parts, workers, |part| {
+            with_pooled_memos(|| {
+                part.iter()
+                    .enumerate()
+                    .map(|(n, person)| {
+                        crate::interrupt::check_every(n, 1 << 12);
+                        f(person)
+                    })
+                    .collect::<Vec<R>>()
+            })
+        })
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Of each person of `inputs`: their id, the household the records were read with, and
+    /// their household keys.
+    fn keyed(&self, inputs: &[GoldenInput]) -> Vec<(i64, Option<i64>, Vec<String>)> {
+        self.per_person(inputs, |person| {
+            (
+                person[0].person_id,
+                person[0].household,
+                self.household_keys(person),
+            )
+        })
+    }
+
+    /// The record whose value of field `f` (GOLDEN_FIELDS' order) survives among a person's
+    /// records, with the value.
+    fn survive<'p>(
+        &self,
+        person: &'p [GoldenInput],
+        f: usize,
+    ) -> Option<(&'p GoldenInput, &'p str)> {
+        let (rule, order) = &self.rule_of[f];
+        let priority = |rec: &GoldenInput| {
+            let base = self
+                .priorities
+                .binary_search_by_key(&rec.source_id, |&(id, _)| id)
+                .map_or(100, |i| self.priorities[i].1);
+            match order.iter().position(|s| *s == rec.source) {
+                // Listed sources come before all others, in the listed order.
+                Some(p) => i32::MIN + p as i32,
+                None => base,
+            }
+        };
+        let candidates: Vec<Candidate> = person
+            .iter()
+            .filter_map(|rec| {
+                rec.values[f].as_deref().map(|value| Candidate {
+                    value,
+                    priority: priority(rec),
+                    updated: rec.updated,
+                    record_id: rec.record_id,
+                })
+            })
+            .collect();
+        let c = survivor(*rule, &candidates)?;
+        let rec = person.iter().find(|r| r.record_id == c.record_id)?;
+        Some((rec, rec.values[f].as_deref()?))
+    }
+
+    /// A person's household keys and the household the records were read with, as their
+    /// golden row gives them (`household_keys(row.household_fields())`), from the fields they
+    /// depend on alone (e-mail, phone, address): what the first pass of a streamed run with
+    /// households needs, read with `records_query(.., true)`.
+    fn household_keys(&self, person: &[GoldenInput]) -> Vec<String> {
+        let value = |f: usize| self.survive(person, f).map(|(_, v)| v);
+        let address = self.survive(person, 5).map(|(r, _)| &r.address);
+        let part = |i: usize| address.and_then(|a| a[i].as_deref());
+        household_keys(HouseholdFields {
+            postcode: part(2),
+            street: part(0),
+            house_number: part(1),
+            phone: value(3),
+            email: value(2),
+        })
+    }
+
+    /// One person's golden row from their records (its household is set by the caller).
     fn row(&self, person: &[GoldenInput]) -> GoldenRow {
-        let (rule_of, priorities) = (&self.rule_of, &self.priorities);
         let mut golden: [Option<String>; 11] = Default::default();
         // The record each field's value survived from (its written form gives the display).
         let mut from: [Option<&GoldenInput>; 11] = Default::default();
-        for (f, (rule, order)) in rule_of.iter().enumerate() {
-            let priority = |rec: &GoldenInput| {
-                let base = priorities.get(&rec.source_id).copied().unwrap_or(100);
-                match order.iter().position(|s| *s == rec.source) {
-                    // Listed sources come before all others, in the listed order.
-                    Some(p) => i32::MIN + p as i32,
-                    None => base,
-                }
-            };
-            let candidates: Vec<Candidate> = person
-                .iter()
-                .filter_map(|rec| {
-                    rec.values[f].as_deref().map(|value| Candidate {
-                        value,
-                        priority: priority(rec),
-                        updated: rec.updated,
-                        record_id: rec.record_id,
-                    })
-                })
-                .collect();
-            if let Some(c) = survivor(*rule, &candidates) {
-                golden[f] = Some(c.value.to_string());
-                from[f] = person.iter().find(|r| r.record_id == c.record_id);
+        for f in 0..GOLDEN_FIELDS.len() {
+            if let Some((rec, value)) = self.survive(person, f) {
+                golden[f] = Some(value.to_string());
+                from[f] = Some(rec);
             }
         }
         // The address survives as one unit: every part from the same record.
@@ -710,7 +833,7 @@ impl Survivorship {
             sources,
             first_seen_epoch: first_seen,
             last_seen_epoch: last_seen,
-            household_id: person[0].household,
+            household_id: None,
         }
     }
 }
@@ -917,8 +1040,9 @@ impl Streamed {
             let batches = PersonBatches::open(
                 client,
                 "unify_golden_rows",
-                &records_query(mapping, &filter, false),
+                &records_query(mapping, &filter),
                 batch,
+                input_from_row,
             );
             (fraction, households, batches)
         });
@@ -947,7 +1071,7 @@ impl Iterator for Streamed {
             let households = &mut self.households;
             let ids_table = self.ids_table;
             let rows = Spi::connect_mut(|client| {
-                let mut rows = batches.next(client, survivorship);
+                let mut rows = batches.next(client, |inputs| survivorship.rows(inputs));
                 if let (Some(rows), Some(plan)) = (rows.as_mut(), households.as_mut()) {
                     // Matched by person id: the plan was made with a snapshot of its own, so a
                     // person that came or went in between never takes another's household.
@@ -981,13 +1105,21 @@ impl Iterator for Streamed {
 /// Golden rows a batch of whole persons at a time, from a cursor over records in person order.
 struct PersonBatches {
     cursor: Option<Cursor>,
+    /// A record from a row of the cursor's query.
+    read: fn(&SpiHeapTupleData) -> GoldenInput,
     /// Records of the last person read, whose records may go on in the next fetch.
     pending: Vec<GoldenInput>,
     done: bool,
 }
 
 impl PersonBatches {
-    fn open(client: &mut SpiClient<'_>, name: &'static str, query: &str, batch: usize) -> Self {
+    fn open(
+        client: &mut SpiClient<'_>,
+        name: &'static str,
+        query: &str,
+        batch: usize,
+        read: fn(&SpiHeapTupleData) -> GoldenInput,
+    ) -> Self {
         // A cursor of that name left open by an earlier call in this transaction (its rows not
         // all read) goes first.
         let open = client
@@ -1004,27 +1136,28 @@ impl PersonBatches {
         }
         Self {
             cursor: Some(Cursor::open(client, name, query, batch, F)),
+            read,
             pending: Vec::new(),
             done: false,
         }
     }
 
-    /// The golden rows of the next whole persons; None at the end.
-    fn next(
+    /// `make` of the records of the next whole persons (in person order); None at the end.
+    fn next<T>(
         &mut self,
         client: &mut SpiClient<'_>,
-        survivorship: &Survivorship,
-    ) -> Option<Vec<GoldenRow>> {
+        make: impl Fn(&[GoldenInput]) -> Vec<T>,
+    ) -> Option<Vec<T>> {
         loop {
             if self.done {
                 if self.pending.is_empty() {
                     return None;
                 }
                 let last = std::mem::take(&mut self.pending);
-                return Some(survivorship.rows(&last));
+                return Some(make(&last));
             }
             let cursor = self.cursor.as_ref().expect("open until done");
-            let read = cursor.next(client, input_from_row);
+            let read = cursor.next(client, self.read);
             if read.is_empty() {
                 self.done = true;
                 continue;
@@ -1036,7 +1169,7 @@ impl PersonBatches {
             if cut > 0 {
                 let rest = self.pending.split_off(cut);
                 let whole = std::mem::replace(&mut self.pending, rest);
-                return Some(survivorship.rows(&whole));
+                return Some(make(&whole));
             }
         }
     }
@@ -1071,16 +1204,16 @@ fn streamed_households_held(
     let mut batches = PersonBatches::open(
         client,
         "unify_golden_keys",
-        &records_query(mapping, "true", true),
+        &households_query(mapping),
         batch,
+        household_input_from_row,
     );
-    while let Some(rows) = batches.next(client, survivorship) {
+    while let Some(rows) = batches.next(client, |inputs| survivorship.keyed(inputs)) {
         let (mut person, mut key) = (Vec::new(), Vec::new());
-        for row in rows {
-            let keys = household_keys(row.household_fields());
+        for (person_id, household_id, keys) in rows {
             has_keys.push(!keys.is_empty());
-            persons.push(row.person_id);
-            previous.push(row.household_id);
+            persons.push(person_id);
+            previous.push(household_id);
             let n = has_keys.len() as i32 - 1;
             for k in keys {
                 person.push(n);
@@ -1159,19 +1292,20 @@ fn streamed_households(
     let mut batches = PersonBatches::open(
         client,
         "unify_golden_keys",
-        &records_query(mapping, "true", true),
+        &households_query(mapping),
         batch,
+        household_input_from_row,
     );
-    while let Some(rows) = batches.next(client, survivorship) {
+    while let Some(rows) = batches.next(client, |inputs| survivorship.keyed(inputs)) {
         let (mut person, mut key) = (Vec::new(), Vec::new());
         let (mut had, mut household) = (Vec::new(), Vec::new());
-        for row in rows {
-            for k in household_keys(row.household_fields()) {
-                person.push(row.person_id);
+        for (person_id, household_id, keys) in rows {
+            for k in keys {
+                person.push(person_id);
                 key.push(k);
             }
-            if let Some(h) = row.household_id {
-                had.push(row.person_id);
+            if let Some(h) = household_id {
+                had.push(person_id);
                 household.push(h);
             }
         }
