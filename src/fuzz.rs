@@ -714,6 +714,12 @@ fn fuzz_transliterate_de() {
 #[test]
 fn fuzz_split_street() {
     fuzz("split_street", street_text(), |x| {
+        prop_assert_eq!(
+            address::split_street(&x),
+            address::tests::split_street_reference(&x),
+            "input {:?}",
+            x
+        );
         let Some(parts) = address::split_street(&x) else {
             return Ok(());
         };

@@ -12,6 +12,7 @@ pub mod compare;
 #[cfg(test)]
 mod fuzz;
 pub mod interrupt;
+pub mod jsonb_object;
 pub mod memo;
 pub mod model;
 pub mod normalize;

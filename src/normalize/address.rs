@@ -81,22 +81,26 @@ pub fn split_street(input: &str) -> Option<StreetParts> {
     if input.len() > super::MAX_FIELD_BYTES {
         return None;
     }
-    let visible: String = input.chars().filter(|c| !super::is_invisible(*c)).collect();
-    let chars: Vec<char> = visible
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        // `Hauptstraße ,`: the space before a trailing comma goes too (found by fuzzing).
-        .trim_end_matches([',', ';', ' '])
-        .chars()
-        .collect();
-    let text: String = chars.iter().collect();
+    // Invisible characters dropped and whitespace runs made one space; a line that has neither
+    // (most) is read in place (issue 27: the copies were a tenth of sync's cleaners).
+    let tidied: std::borrow::Cow<'_, str> = if single_spaced_and_visible(input) {
+        std::borrow::Cow::Borrowed(input)
+    } else {
+        let visible: String = input.chars().filter(|c| !super::is_invisible(*c)).collect();
+        std::borrow::Cow::Owned(visible.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    // `Hauptstraße ,`: the space before a trailing comma goes too (found by fuzzing).
+    let text = tidied.trim_end_matches([',', ';', ' ']);
+    let chars: Vec<char> = text.chars().collect();
+    // The byte offset of the character at index `k` of `chars`.
+    let byte_at = |k: usize| text.char_indices().nth(k).map_or(text.len(), |(b, _)| b);
     let (street, number) = if let Some(start) = house_number_at_end(&chars) {
-        let street: String = chars[..start].iter().collect();
-        let number: String = chars[start..].iter().collect();
+        let at = byte_at(start);
         (
-            street.trim_end_matches([' ', ',', '-', '/']).to_string(),
-            Some(tidy_house_number(&number)),
+            text[..at]
+                .trim_end_matches([' ', ',', '-', '/'])
+                .to_string(),
+            Some(tidy_house_number(&text[at..])),
         )
     } else {
         // Number first: `12 Main Street`, `12a, Hauptstraße`.
@@ -111,19 +115,18 @@ pub fn split_street(input: &str) -> Option<StreetParts> {
         if (1..=MAX_HOUSE_NUMBER_DIGITS).contains(&digits)
             && chars.get(j).is_some_and(|c| matches!(c, ' ' | ','))
         {
-            let number: String = chars[..j].iter().collect();
-            let street: String = chars[j..].iter().collect();
+            let at = byte_at(j);
             (
                 // `1 12a-`: a separator left at the end would join the number when the line
                 // is written street first (found by fuzzing).
-                street
+                text[at..]
                     .trim_start_matches([' ', ','])
                     .trim_end_matches([' ', ',', '-', '/'])
                     .to_string(),
-                Some(tidy_house_number(&number)),
+                Some(tidy_house_number(&text[..at])),
             )
         } else {
-            (text, None)
+            (text.to_string(), None)
         }
     };
     // A combining mark alone is no letter (U+10EAB counts as alphabetic; found by fuzzing).
@@ -134,6 +137,25 @@ pub fn split_street(input: &str) -> Option<StreetParts> {
             street,
             house_number: number,
         })
+}
+
+/// Whether `s` holds no invisible character and is its own `split_whitespace().join(" ")`: no
+/// whitespace at either end, and every whitespace a single plain space.
+fn single_spaced_and_visible(s: &str) -> bool {
+    let mut after_space = true; // a leading space is not its own join
+    for c in s.chars() {
+        if c.is_whitespace() {
+            if c != ' ' || after_space {
+                return false;
+            }
+            after_space = true;
+        } else if super::is_invisible(c) {
+            return false;
+        } else {
+            after_space = false;
+        }
+    }
+    !after_space || s.is_empty()
 }
 
 /// A street key under which the spellings of one street agree: lowercased, transliterated
@@ -307,8 +329,71 @@ pub fn normalize_postcode(input: &str, country: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// `split_street` as it was before it read tidy lines in place (issue 27): what it must equal.
+    pub(crate) fn split_street_reference(input: &str) -> Option<StreetParts> {
+        if input.len() > crate::normalize::MAX_FIELD_BYTES {
+            return None;
+        }
+        let visible: String = input
+            .chars()
+            .filter(|c| !crate::normalize::is_invisible(*c))
+            .collect();
+        let chars: Vec<char> = visible
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            // `Hauptstraße ,`: the space before a trailing comma goes too (found by fuzzing).
+            .trim_end_matches([',', ';', ' '])
+            .chars()
+            .collect();
+        let text: String = chars.iter().collect();
+        let (street, number) = if let Some(start) = house_number_at_end(&chars) {
+            let street: String = chars[..start].iter().collect();
+            let number: String = chars[start..].iter().collect();
+            (
+                street.trim_end_matches([' ', ',', '-', '/']).to_string(),
+                Some(tidy_house_number(&number)),
+            )
+        } else {
+            // Number first: `12 Main Street`, `12a, Hauptstraße`.
+            let digits = chars.iter().take_while(|c| c.is_ascii_digit()).count();
+            let mut j = digits;
+            if j < chars.len()
+                && suffix_letter(chars[j])
+                && chars.get(j + 1).is_some_and(|c| matches!(c, ' ' | ','))
+            {
+                j += 1;
+            }
+            if (1..=MAX_HOUSE_NUMBER_DIGITS).contains(&digits)
+                && chars.get(j).is_some_and(|c| matches!(c, ' ' | ','))
+            {
+                let number: String = chars[..j].iter().collect();
+                let street: String = chars[j..].iter().collect();
+                (
+                    // `1 12a-`: a separator left at the end would join the number when the line
+                    // is written street first (found by fuzzing).
+                    street
+                        .trim_start_matches([' ', ','])
+                        .trim_end_matches([' ', ',', '-', '/'])
+                        .to_string(),
+                    Some(tidy_house_number(&number)),
+                )
+            } else {
+                (text, None)
+            }
+        };
+        // A combining mark alone is no letter (U+10EAB counts as alphabetic; found by fuzzing).
+        street
+            .chars()
+            .any(|c| c.is_alphabetic() && !unicode_normalization::char::is_combining_mark(c))
+            .then_some(StreetParts {
+                street,
+                house_number: number,
+            })
+    }
 
     fn split(s: &str) -> Option<(String, Option<String>)> {
         split_street(s).map(|p| (p.street, p.house_number))
@@ -453,6 +538,39 @@ mod tests {
                 Some(key.as_str()),
                 "{x:?}"
             );
+        }
+    }
+
+    #[test]
+    fn split_street_equals_its_reference() {
+        for line in [
+            "Hauptstraße 12a",
+            "Hauptstraße  12 a",
+            " Hauptstraße 12",
+            "Hauptstraße 12 ",
+            "12 Main Street",
+            "12a, Hauptstraße",
+            "Haupt\u{00AD}straße 12",
+            "Hauptstraße\t12",
+            "Hauptstraße 12-14",
+            "Am Markt 12 / 1",
+            "Hauptstraße ,",
+            "Hauptstraße 12,",
+            "1 12a-",
+            "",
+            " ",
+            "12",
+            "Straße des 17. Juni 5",
+            "Ring\u{200B} 3",
+            "Weg 1İ",
+            "5𝑨 Weg",
+            "Müllerstr. 123456",
+            "Hauptstr.12",
+            "a  b",
+            "\u{3000}Weg 2",
+            "Weg\u{00A0}2",
+        ] {
+            assert_eq!(split_street(line), split_street_reference(line), "{line:?}");
         }
     }
 }

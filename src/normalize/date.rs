@@ -37,6 +37,19 @@ pub fn iso_date_from_pg_days(days: i32) -> Option<String> {
         .then(|| format!("{year:04}-{month:02}-{day:02}"))
 }
 
+/// The stored value of a PostgreSQL `date` (days since 2000-01-01) of a calendar date that
+/// [`parse_date`] gives (years 1900 to 2100): what `make_date` computes, without a call into
+/// PostgreSQL per row (issue 27). Howard Hinnant's days_from_civil.
+pub fn pg_days((year, month, day): Ymd) -> i32 {
+    let y = i64::from(year) - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe - 730_425) as i32
+}
+
 /// A birth date in any of the common spellings; None when it is not a real calendar date between
 /// 1900 and 2100. Two-digit years are read as 19xx above 30 and 20xx otherwise (birth dates).
 pub fn parse_date(input: &str) -> Option<Ymd> {
@@ -82,7 +95,7 @@ pub fn parse_date(input: &str) -> Option<Ymd> {
 
 #[cfg(test)]
 mod tests {
-    use super::{iso_date_from_pg_days, parse_date};
+    use super::{days_in_month, iso_date_from_pg_days, parse_date, pg_days};
 
     #[test]
     fn iso_dates_from_postgres_day_numbers() {
@@ -156,5 +169,25 @@ mod tests {
         assert_eq!(parse_date("aaaääa"), None);
         assert_eq!(parse_date("1980ä5"), None);
         assert_eq!(parse_date("19800517"), Some((1980, 5, 17)));
+    }
+
+    #[test]
+    fn pg_days_inverts_iso_date_from_pg_days() {
+        assert_eq!(pg_days((2000, 1, 1)), 0);
+        assert_eq!(pg_days((1999, 12, 31)), -1);
+        assert_eq!(pg_days((1900, 1, 1)), -36_524);
+        let mut days = pg_days((1900, 1, 1));
+        for year in 1900..=2100 {
+            for month in 1..=12 {
+                for day in 1..=days_in_month(year, month) {
+                    assert_eq!(pg_days((year, month, day)), days);
+                    assert_eq!(
+                        iso_date_from_pg_days(days).unwrap(),
+                        format!("{year:04}-{month:02}-{day:02}")
+                    );
+                    days += 1;
+                }
+            }
+        }
     }
 }

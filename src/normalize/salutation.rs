@@ -140,14 +140,30 @@ pub fn normalize_title(raw: &str) -> Option<String> {
     (!out.is_empty()).then(|| out.join(" "))
 }
 
+/// Whether a word of a name is a salutation or title: lowercased, as written or tidied. A short
+/// ASCII word is lowercased on the stack, and tidied only when tidying changes it (issue 27: the
+/// first word of nearly every name is read here, two copies each).
+fn word_is_title(word: &str) -> bool {
+    let mut buf = [0u8; 32];
+    if word.is_ascii() && word.len() <= buf.len() {
+        let lower = &mut buf[..word.len()];
+        lower.copy_from_slice(word.as_bytes());
+        lower.make_ascii_lowercase();
+        let lower = std::str::from_utf8(lower).expect("ASCII is UTF-8");
+        // For ASCII, tidy_word only drops dots, turns ` into ' and joins runs of hyphens.
+        return is_title(lower) || (lower.contains(['.', '`', '-']) && is_title(&tidy_word(lower)));
+    }
+    let lower = word.to_lowercase();
+    is_title(&lower) || is_title(&tidy_word(&lower))
+}
+
 /// The words in front of the name in each comma-separated part of a name field (`Herr Dr. Hans
 /// Meier`, `Meier, Frau Dr. Anna`): what `normalize_name` drops as salutation or title there.
 fn leading_title_words(raw: &str) -> Vec<&str> {
     let mut out = Vec::new();
     for part in raw.split(',') {
         for word in part.split_whitespace() {
-            let lower = word.to_lowercase();
-            if is_title(&lower) || is_title(&tidy_word(&lower)) {
+            if word_is_title(word) {
                 out.push(word);
             } else {
                 break;
@@ -391,5 +407,48 @@ mod tests {
         );
         assert_eq!(l(Some("Frau"), None, Some("Anna"), None), "Guten Tag Anna");
         assert_eq!(l(None, None, None, None), "Guten Tag");
+    }
+
+    #[test]
+    fn word_is_title_equals_lowercasing_and_tidying_each_word() {
+        let reference = |w: &str| {
+            let lower = w.to_lowercase();
+            is_title(&lower) || is_title(&tidy_word(&lower))
+        };
+        // Every word of up to five characters over an alphabet of title letters and the
+        // characters tidying touches, and the listed titles in several spellings.
+        let alphabet = ['d', 'R', 'r', '.', '-', '`', '\'', 'F', 'h', 'c'];
+        let mut words: Vec<String> = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..5 {
+            last = last
+                .iter()
+                .flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}")))
+                .collect();
+            words.extend(last.iter().cloned());
+        }
+        let long = "x".repeat(40);
+        for t in [
+            "Dr.",
+            "Prof.",
+            "Dipl.-Ing.",
+            "Dr.med.",
+            "h.c.",
+            "Dr.--Ing.",
+            "Dr`",
+            "FRÄULEIN",
+            "Fräulein",
+            "Herrn",
+            "Dr.rer.nat.",
+            "Mme",
+            &long,
+            "DR.-ING.-",
+            "Dr.\u{2013}Ing.",
+        ] {
+            words.push(t.to_string());
+        }
+        for w in &words {
+            assert_eq!(word_is_title(w), reference(w), "{w:?}");
+        }
     }
 }

@@ -203,71 +203,145 @@ fn contact_tupdesc(fcinfo: pg_sys::FunctionCallInfo) -> Option<PgTupleDesc<'stat
     }
 }
 
-/// Every cleaner `unify.sync` applies to a staged row, in one call (issue 27): the values
-/// `unify.normalize_name`, `split_full_name`, `normalize_email`, `email_match_key`,
-/// `normalize_country`, `normalize_phone`, `split_street`, `normalize_street`,
-/// `normalize_postcode`, `transliterate_de`, `normalize_date`, `cologne_phonetic`,
-/// `normalize_salutation` and `normalize_title` give, combined as `unify._normalized_query`
-/// combined them (see `crate::normalize::contact`). Internal; the public cleaners stay.
-#[allow(clippy::too_many_arguments)]
-#[pg_extern(immutable, parallel_safe, name = "_clean_contact")]
-fn clean_contact(
-    salutation: Option<&str>,
-    title: Option<&str>,
-    first_name: Option<&str>,
-    last_name: Option<&str>,
-    full_name: Option<&str>,
-    email: Option<&str>,
-    phone: Option<&str>,
-    mobile: Option<&str>,
-    street: Option<&str>,
-    house_number: Option<&str>,
-    street_line: Option<&str>,
-    postcode: Option<&str>,
-    city: Option<&str>,
-    country: Option<&str>,
-    birth_date: Option<&str>,
+// Every cleaner sync applies to a staged row, in one call (issue 27): declared here, made by
+// `clean_contact_wrapper` (as pgrx declared it when it was a #[pg_extern]).
+extension_sql!(
+    r#"
+CREATE FUNCTION unify."_clean_contact"("salutation" TEXT, "title" TEXT, "first_name" TEXT,
+    "last_name" TEXT, "full_name" TEXT, "email" TEXT, "phone" TEXT, "mobile" TEXT, "street" TEXT,
+    "house_number" TEXT, "street_line" TEXT, "postcode" TEXT, "city" TEXT, "country" TEXT,
+    "birth_date" TEXT) RETURNS unify._contact
+IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'clean_contact_wrapper';
+"#,
+    name = "clean_contact",
+    requires = ["bootstrap_types"]
+);
+
+#[no_mangle]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_clean_contact_wrapper() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+/// A text argument in place: read where it lies unless compressed or stored apart (then
+/// detoasted); None for NULL.
+///
+/// # Safety
+/// `arg` is an argument of type text of the current call.
+unsafe fn text_arg<'a>(arg: &pg_sys::NullableDatum) -> Option<&'a str> {
+    if arg.isnull {
+        return None;
+    }
+    unsafe {
+        let mut text = arg.value.cast_mut_ptr::<pg_sys::varlena>();
+        if !(pgrx::varlena::varatt_is_4b_u(text)
+            || (pgrx::varlena::varatt_is_1b(text) && !pgrx::varlena::varatt_is_1b_e(text)))
+        {
+            text = pg_sys::pg_detoast_datum_packed(text);
+        }
+        match std::str::from_utf8(pgrx::varlena::varlena_to_byte_slice(text)) {
+            Ok(s) => Some(s),
+            Err(_) => super::errors::raise(
+                pgrx::PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
+                "unify._clean_contact: a value is not valid UTF-8".to_string(),
+                None,
+                "The cleaners read text in a UTF-8 database.",
+                "_clean_contact",
+            ),
+        }
+    }
+}
+
+/// `unify._clean_contact(15 text fields) → unify._contact`: every cleaner `unify.sync` applies
+/// to a staged row, in one call (issue 27): the values `unify.normalize_name`,
+/// `split_full_name`, `normalize_email`, `email_match_key`, `normalize_country`,
+/// `normalize_phone`, `split_street`, `normalize_street`, `normalize_postcode`,
+/// `transliterate_de`, `normalize_date`, `cologne_phonetic`, `normalize_salutation` and
+/// `normalize_title` give, combined as `unify._normalized_query` combined them (see
+/// `crate::normalize::contact`). Internal; the public cleaners stay. Written against the fmgr
+/// interface (issue 27: pgrx's conversions, a guarded call into PostgreSQL per argument and
+/// per result, cost a fifth of the call): the arguments are read in place, the text results
+/// written into one allocation, the row formed at once.
+///
+/// # Safety
+/// Called by PostgreSQL's function manager with the 15 text arguments declared above.
+#[no_mangle]
+#[doc(hidden)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn clean_contact_wrapper(
     fcinfo: pg_sys::FunctionCallInfo,
-) -> Option<pgrx::composite_type!('static, "unify._contact")> {
-    let clean = contact::clean_contact(&contact::RawContact {
-        salutation,
-        title,
-        first_name,
-        last_name,
-        full_name,
-        email,
-        phone,
-        mobile,
-        street,
-        house_number,
-        street_line,
-        postcode,
-        city,
-        country,
-        birth_date,
-    });
-    let birth_date = clean
-        .birth_date
-        .and_then(|(y, m, d)| pgrx::datum::Date::new(y, m as u8, d as u8).ok());
-    let values = [
-        clean.first_name.into_datum(),
-        clean.last_name.into_datum(),
-        clean.email.into_datum(),
-        clean.email_key.into_datum(),
-        clean.phone.into_datum(),
-        clean.mobile.into_datum(),
-        clean.street.into_datum(),
-        clean.house_number.into_datum(),
-        clean.postcode.into_datum(),
-        clean.city.into_datum(),
-        clean.country.into_datum(),
-        birth_date.into_datum(),
-        clean.last_name_phonetic.into_datum(),
-        clean.salutation.into_datum(),
-        clean.title.into_datum(),
-    ];
-    // SAFETY: the values are in the order and of the types of unify._contact's attributes.
-    unsafe { PgHeapTuple::from_datums(contact_tupdesc(fcinfo)?, values).ok() }
+) -> pg_sys::Datum {
+    unsafe {
+        let args = (*fcinfo).args.as_slice(15);
+        let raw = contact::RawContact {
+            salutation: text_arg(&args[0]),
+            title: text_arg(&args[1]),
+            first_name: text_arg(&args[2]),
+            last_name: text_arg(&args[3]),
+            full_name: text_arg(&args[4]),
+            email: text_arg(&args[5]),
+            phone: text_arg(&args[6]),
+            mobile: text_arg(&args[7]),
+            street: text_arg(&args[8]),
+            house_number: text_arg(&args[9]),
+            street_line: text_arg(&args[10]),
+            postcode: text_arg(&args[11]),
+            city: text_arg(&args[12]),
+            country: text_arg(&args[13]),
+            birth_date: text_arg(&args[14]),
+        };
+        let clean = contact::clean_contact(&raw);
+        let Some(tupdesc) = contact_tupdesc(fcinfo) else {
+            (*fcinfo).isnull = true;
+            return pg_sys::Datum::from(0usize);
+        };
+        // unify._contact's attributes in order; the 12th (birth_date) is a date.
+        let texts: [Option<&str>; 15] = [
+            clean.first_name.as_deref(),
+            clean.last_name.as_deref(),
+            clean.email.as_deref(),
+            clean.email_key.as_deref(),
+            clean.phone.as_deref(),
+            clean.mobile.as_deref(),
+            clean.street.as_deref(),
+            clean.house_number.as_deref(),
+            clean.postcode.as_deref(),
+            clean.city.as_deref(),
+            clean.country.as_deref(),
+            None,
+            clean.last_name_phonetic.as_deref(),
+            clean.salutation,
+            clean.title.as_deref(),
+        ];
+        // Each text as a varlena with a 4-byte header at a MAXALIGNed offset of one buffer.
+        let padded = |len: usize| (pg_sys::VARHDRSZ + len).next_multiple_of(8);
+        let bytes: usize = texts.iter().flatten().map(|t| padded(t.len())).sum();
+        let buffer = pg_sys::palloc(bytes.max(8)) as *mut u8;
+        let mut values = [pg_sys::Datum::from(0usize); 15];
+        let mut nulls = [true; 15];
+        let mut offset = 0;
+        for (i, text) in texts.iter().enumerate() {
+            if let Some(text) = text {
+                let at = buffer.add(offset);
+                pgrx::varlena::set_varsize_4b(at.cast(), (pg_sys::VARHDRSZ + text.len()) as i32);
+                std::ptr::copy_nonoverlapping(text.as_ptr(), at.add(pg_sys::VARHDRSZ), text.len());
+                values[i] = pg_sys::Datum::from(at);
+                nulls[i] = false;
+                offset += padded(text.len());
+            }
+        }
+        // A date of parse_date (1900 to 2100) is in the range of `date`: its day number, as
+        // make_date would give it.
+        if let Some(ymd) = clean.birth_date {
+            values[11] = pg_sys::Datum::from(date::pg_days(ymd));
+            nulls[11] = false;
+        }
+        let tuple =
+            pg_sys::heap_form_tuple(tupdesc.as_ptr(), values.as_mut_ptr(), nulls.as_mut_ptr());
+        // HeapTupleGetDatum: the row holds no value stored apart.
+        pg_sys::Datum::from((*tuple).t_data)
+    }
 }
 
 // The raw values of a staged row (issue 27): declared here, made by `raw_values_wrapper`.
@@ -293,10 +367,67 @@ pub extern "C" fn pg_finfo_raw_values_wrapper() -> &'static pg_sys::Pg_finfo_rec
     &V1
 }
 
-/// `unify._raw_values(record)`: see its SQL comment above. Written against the fmgr interface
-/// (pgrx has no jsonb made by PostgreSQL's own builder): one `pushJsonbValue` object of the
-/// row's non-NULL fields, keys pushed in the order jsonb keeps them (shorter first, then
-/// bytewise), so the final sort finds them in order.
+/// What `unify._raw_values` keeps per call site, in `fn_extra` (allocated in the function's
+/// memory context, freed with it): the row type it was made for, a copy of its descriptor, the
+/// fields to keep in the order jsonb keeps their keys, and the arrays a row is deformed into.
+#[repr(C)]
+struct RawPlan {
+    type_id: pg_sys::Oid,
+    typmod: i32,
+    tupdesc: pg_sys::TupleDesc,
+    /// Attribute indexes of the fields kept (not dropped, not source_key), in key order.
+    order: *mut u16,
+    kept: usize,
+    values: *mut pg_sys::Datum,
+    nulls: *mut bool,
+}
+
+/// The plan of the row type `type_id`/`typmod`, made in `context`.
+///
+/// # Safety
+/// `context` is a valid memory context; called inside a guarded function.
+unsafe fn raw_plan(
+    type_id: pg_sys::Oid,
+    typmod: i32,
+    context: pg_sys::MemoryContext,
+) -> *mut RawPlan {
+    unsafe {
+        let old = pg_sys::MemoryContextSwitchTo(context);
+        let tupdesc = pg_sys::lookup_rowtype_tupdesc_copy(type_id, typmod);
+        let natts = (*tupdesc).natts as usize;
+        let attrs = (*tupdesc).attrs.as_slice(natts);
+        let mut order: Vec<u16> = (0..natts as u16)
+            .filter(|&i| {
+                let attr = &attrs[i as usize];
+                !attr.attisdropped
+                    && std::ffi::CStr::from_ptr(attr.attname.data.as_ptr()).to_bytes()
+                        != b"source_key"
+            })
+            .collect();
+        let name =
+            |i: u16| std::ffi::CStr::from_ptr(attrs[i as usize].attname.data.as_ptr()).to_bytes();
+        order.sort_by(|&a, &b| crate::jsonb_object::key_order(name(a), name(b)));
+        let plan = pg_sys::palloc(std::mem::size_of::<RawPlan>()) as *mut RawPlan;
+        let order_copy = pg_sys::palloc(order.len().max(1) * 2) as *mut u16;
+        std::ptr::copy_nonoverlapping(order.as_ptr(), order_copy, order.len());
+        plan.write(RawPlan {
+            type_id,
+            typmod,
+            tupdesc,
+            order: order_copy,
+            kept: order.len(),
+            values: pg_sys::palloc(natts.max(1) * std::mem::size_of::<pg_sys::Datum>()).cast(),
+            nulls: pg_sys::palloc(natts.max(1)).cast(),
+        });
+        pg_sys::MemoryContextSwitchTo(old);
+        plan
+    }
+}
+
+/// `unify._raw_values(record)`: see its SQL comment above. Written against the fmgr interface,
+/// the jsonb laid out by [`crate::jsonb_object`] as PostgreSQL's builder lays it out (issue 27:
+/// the builder, `pushJsonbValue` per key and value, cost about 1 µs per row of a first sync);
+/// the row type's fields in key order are worked out once per call site (`fn_extra`).
 ///
 /// # Safety
 /// Called by PostgreSQL's function manager with one non-NULL composite argument (STRICT).
@@ -306,47 +437,61 @@ pub extern "C" fn pg_finfo_raw_values_wrapper() -> &'static pg_sys::Pg_finfo_rec
 pub unsafe extern "C-unwind" fn raw_values_wrapper(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
+    use crate::jsonb_object::{encode, encoded_len, Value};
     unsafe {
-        let row = pg_sys::pg_detoast_datum(
-            pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 0).cast_mut_ptr::<pg_sys::varlena>(),
-        ) as pg_sys::HeapTupleHeader;
+        let mut row =
+            pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 0).cast_mut_ptr::<pg_sys::varlena>();
+        if !pgrx::varlena::varatt_is_4b_u(row) {
+            row = pg_sys::pg_detoast_datum(row);
+        }
+        let row = row as pg_sys::HeapTupleHeader;
         let type_id = (*row).t_choice.t_datum.datum_typeid;
         let typmod = (*row).t_choice.t_datum.datum_typmod;
-        let tupdesc = pg_sys::lookup_rowtype_tupdesc(type_id, typmod);
+        let flinfo = (*fcinfo).flinfo;
+        let plan = if flinfo.is_null() {
+            raw_plan(type_id, typmod, pg_sys::CurrentMemoryContext)
+        } else {
+            let kept = (*flinfo).fn_extra as *mut RawPlan;
+            if kept.is_null() || (*kept).type_id != type_id || (*kept).typmod != typmod {
+                (*flinfo).fn_extra = raw_plan(type_id, typmod, (*flinfo).fn_mcxt).cast();
+            }
+            (*flinfo).fn_extra as *mut RawPlan
+        };
+        let plan = &*plan;
+        let tupdesc = plan.tupdesc;
         let natts = (*tupdesc).natts as usize;
         let mut tuple = pg_sys::HeapTupleData {
             t_len: pgrx::varsize(row.cast()) as u32,
             t_data: row,
             ..Default::default()
         };
-        let mut values = vec![pg_sys::Datum::from(0usize); natts];
-        let mut nulls = vec![true; natts];
-        pg_sys::heap_deform_tuple(&mut tuple, tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
-
-        // (key, value) of every field to keep.
-        let mut pairs: Vec<(&[u8], pg_sys::JsonbValue)> = Vec::with_capacity(natts);
+        pg_sys::heap_deform_tuple(&mut tuple, tupdesc, plan.values, plan.nulls);
+        let values = std::slice::from_raw_parts(plan.values, natts);
+        let nulls = std::slice::from_raw_parts(plan.nulls, natts);
         let attrs = (*tupdesc).attrs.as_slice(natts);
-        for (i, attr) in attrs.iter().enumerate() {
-            if attr.attisdropped || nulls[i] {
+
+        // (key, value) of every field to keep, in key order.
+        let mut pairs: Vec<(&[u8], Value<'_>)> = Vec::with_capacity(plan.kept);
+        for &i in std::slice::from_raw_parts(plan.order, plan.kept) {
+            let i = i as usize;
+            if nulls[i] {
                 continue;
             }
+            let attr = &attrs[i];
             let key = std::ffi::CStr::from_ptr(attr.attname.data.as_ptr()).to_bytes();
-            if key == b"source_key" {
-                continue;
-            }
-            let mut value: pg_sys::JsonbValue = std::mem::zeroed();
-            match attr.atttypid {
+            let value = match attr.atttypid {
                 pg_sys::TEXTOID => {
-                    let text = pg_sys::pg_detoast_datum_packed(values[i].cast_mut_ptr());
-                    let bytes = pgrx::varlena::varlena_to_byte_slice(text);
-                    value.type_ = pg_sys::jbvType::jbvString;
-                    value.val.string.len = bytes.len() as i32;
-                    value.val.string.val = bytes.as_ptr() as *mut std::ffi::c_char;
+                    let mut text = values[i].cast_mut_ptr::<pg_sys::varlena>();
+                    // Compressed or stored apart: detoasted; short and plain ones are read in place.
+                    if !(pgrx::varlena::varatt_is_4b_u(text)
+                        || (pgrx::varlena::varatt_is_1b(text)
+                            && !pgrx::varlena::varatt_is_1b_e(text)))
+                    {
+                        text = pg_sys::pg_detoast_datum_packed(text);
+                    }
+                    Value::String(pgrx::varlena::varlena_to_byte_slice(text))
                 }
-                pg_sys::BOOLOID => {
-                    value.type_ = pg_sys::jbvType::jbvBool;
-                    value.val.boolean = values[i].value() != 0;
-                }
+                pg_sys::BOOLOID => Value::Bool(values[i].value() != 0),
                 pg_sys::TIMESTAMPTZOID => {
                     let iso = pg_sys::JsonEncodeDateTime(
                         std::ptr::null_mut(),
@@ -354,9 +499,7 @@ pub unsafe extern "C-unwind" fn raw_values_wrapper(
                         pg_sys::TIMESTAMPTZOID,
                         std::ptr::null(),
                     );
-                    value.type_ = pg_sys::jbvType::jbvString;
-                    value.val.string.len = std::ffi::CStr::from_ptr(iso).to_bytes().len() as i32;
-                    value.val.string.val = iso;
+                    Value::String(std::ffi::CStr::from_ptr(iso).to_bytes())
                 }
                 other => super::errors::raise(
                     pgrx::PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
@@ -369,39 +512,26 @@ pub unsafe extern "C-unwind" fn raw_values_wrapper(
                     "It reads rows of pg_temp.unify_source_rows, whose columns unify._canonical_field_types() lists.",
                     "_raw_values",
                 ),
-            }
+            };
             pairs.push((key, value));
         }
-        pairs.sort_by(|(a, _), (b, _)| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
-
-        let mut state: *mut pg_sys::JsonbParseState = std::ptr::null_mut();
-        pg_sys::pushJsonbValue(
-            &mut state,
-            pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT,
-            std::ptr::null_mut(),
-        );
-        for (key, value) in pairs.iter_mut() {
-            let mut key_value: pg_sys::JsonbValue = std::mem::zeroed();
-            key_value.type_ = pg_sys::jbvType::jbvString;
-            key_value.val.string.len = key.len() as i32;
-            key_value.val.string.val = key.as_ptr() as *mut std::ffi::c_char;
-            pg_sys::pushJsonbValue(
-                &mut state,
-                pg_sys::JsonbIteratorToken::WJB_KEY,
-                &mut key_value,
-            );
-            pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_VALUE, value);
-        }
-        let object = pg_sys::pushJsonbValue(
-            &mut state,
-            pg_sys::JsonbIteratorToken::WJB_END_OBJECT,
-            std::ptr::null_mut(),
-        );
-        let jsonb = pg_sys::JsonbValueToJsonb(object);
-        // ReleaseTupleDesc: only a reference-counted descriptor is counted down.
-        if (*tupdesc).tdrefcount >= 0 {
-            pg_sys::DecrTupleDescRefCount(tupdesc);
-        }
-        pg_sys::Datum::from(jsonb)
+        let Some(len) = encoded_len(&pairs) else {
+            // PostgreSQL's own refusal (convertJsonbObject).
+            super::errors::raise(
+                pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                format!(
+                    "total size of jsonb object elements exceeds the maximum of {} bytes",
+                    crate::jsonb_object::MAX_DATA_BYTES
+                ),
+                None,
+                "A staged row's values make its raw jsonb; shorten the mapped values.",
+                "_raw_values",
+            )
+        };
+        let datum = pg_sys::palloc(len) as *mut u8;
+        encode(&pairs, std::slice::from_raw_parts_mut(datum, len), |out| {
+            pgrx::varlena::set_varsize_4b(out.as_mut_ptr().cast(), out.len() as i32)
+        });
+        pg_sys::Datum::from(datum)
     }
 }

@@ -76,6 +76,12 @@ RESET TIME ZONE;
 -- Any composite is read the same way; a field of a type no stage has is refused.
 SELECT unify._raw_values(ROW('a'::text, NULL::boolean, true)) AS any_row;
 SELECT unify._raw_values(ROW(1));
+-- A row of more than sixteen fields: its jsonb's 33rd entry (keys and values counted) holds an
+-- offset instead of a length, as PostgreSQL's builder writes it; the same text and jsonb.
+SELECT unify._raw_values(r)::text = jsonb_strip_nulls(to_jsonb(r))::text AS wide_row_same_text,
+       unify._raw_values(r) = jsonb_strip_nulls(to_jsonb(r)) AS wide_row_same_jsonb,
+       unify._raw_values(r) -> 'field_19' AS field_19, unify._raw_values(r) ->> 'field_22' AS field_22
+FROM (SELECT 'b1'::text AS field_01, 'c2'::text AS field_02, 'd3'::text AS field_03, 'e4'::text AS field_04, true AS field_05, 'g6'::text AS field_06, 'h7'::text AS field_07, 'i8'::text AS field_08, 'j9'::text AS field_09, false AS field_10, 'l11'::text AS field_11, 'm12'::text AS field_12, 'n13'::text AS field_13, 'o14'::text AS field_14, true AS field_15, 'q16'::text AS field_16, 'r17'::text AS field_17, 's18'::text AS field_18, 't19'::text AS field_19, false AS field_20, NULL::text AS field_21, 'Straße ä € 𝄞'::text AS field_22) AS r;
 -- sync's raw query is that function over the stage.
 SELECT unify._raw_query('{"email": "email"}');
 
