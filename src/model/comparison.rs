@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::record::MatchRecord;
+use super::record::{surname_on_own_mailbox, MatchRecord};
 use crate::compare::nicknames::{
     forms, forms_allowing_a_typo, groups_share_one, is_given_name, same_given_name,
     same_given_name_allowing_a_typo,
@@ -624,18 +624,7 @@ fn single_name_fits(a: &MatchRecord, b: &MatchRecord, holders: &[&MatchRecord]) 
 /// record's own mailbox spells is its last name, whatever field holds it. It says nothing of a
 /// second person beside the holder of another first name ("Thies") on that mailbox.
 fn surname_in_own_mailbox(r: &MatchRecord, single: Option<&str>) -> bool {
-    let (Some(name), Some(key)) = (single, r.email_key.as_deref()) else {
-        return false;
-    };
-    // A double name ("Müller-Lüdenscheidt") by its letters: mailboxes write its hyphen or not.
-    let letters = |s: &str| -> String { s.chars().filter(|c| c.is_alphabetic()).collect() };
-    let local = key.split('@').next().unwrap_or_default();
-    name.chars().count() >= 4
-        && name
-            .chars()
-            .all(|c| c.is_alphabetic() || c == '-' || c == ' ')
-        && !name.split(['-', ' ']).any(is_given_name)
-        && letters(local).contains(&letters(name))
+    single.is_some_and(|name| surname_on_own_mailbox(name, r.email_key.as_deref()))
 }
 
 /// "Ludwig" typed into a sign-up's only name field on `d.ludwig@gmx.net`, beside "Dörte" on the

@@ -8,14 +8,13 @@
 //! `super::stream::BlockBatch` makes (a pair comes from the block of its first shared valid key,
 //! `super::stream::block_pairs`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 
 use super::blocking::{rule_of, Candidate, RuleStats};
-use super::comparison::{held_by_different_people, JUNK_VALUE_RECORDS};
 use super::record::MatchRecord;
-use super::stream::{first_shared_here, HeldValue, RuleFigures};
+use super::stream::{first_shared_here, held_values, HeldValue, RuleFigures};
 use super::train::{pair_draw, value_hash, Chances};
 use crate::parallel::{self, Workers};
 
@@ -260,7 +259,7 @@ type MaskMap<V> = HashMap<u32, V, BuildHasherDefault<MaskHasher>>;
 
 /// The e-mails and phones of the records as they pass by, as (kind, hash, record id): the
 /// household values (`comparison::Context::shared_emails` / `shared_phones`) are judged on the
-/// values of two or more holders (`HashedHolders`), as `super::stream::HolderGroups` judges
+/// values of two or more holders (`super::stream::HolderGroups::push_hash`), as it judges
 /// the values grouped in SQL, without a second pass over the records to group them.
 #[derive(Default)]
 pub struct ValueHolders {
@@ -269,14 +268,6 @@ pub struct ValueHolders {
 
 /// Bytes [`ValueHolders`] takes a record: an e-mail and two phones at most.
 pub const VALUE_HOLDER_BYTES: u64 = 3 * 24;
-
-fn held_values(kind: HeldValue, r: &MatchRecord) -> impl Iterator<Item = &String> {
-    let (email, phones): (Option<&String>, &[String]) = match kind {
-        HeldValue::Email => (r.email_key.as_ref(), &[]),
-        HeldValue::Phone => (None, &r.phones),
-    };
-    email.into_iter().chain(phones)
-}
 
 fn kind_of(k: u8) -> HeldValue {
     if k == 0 {
@@ -312,96 +303,14 @@ impl ValueHolders {
     }
 }
 
-/// The values of [`ValueHolders::groups`] judged on their holders a buffer at a time (as
-/// `super::stream::HolderGroups`, by hash): the holders of a hash are told apart by their
-/// values first, so two values of one hash are judged each on its own.
-#[derive(Default)]
-pub struct HashedHolders {
-    groups: Vec<(HeldValue, i64, Vec<i64>)>,
-    members: HashSet<i64>,
-    emails: HashSet<String>,
-    phones: HashSet<String>,
-}
-
-impl HashedHolders {
-    /// A hash of two to `JUNK_VALUE_RECORDS` holders, judged on them.
-    pub fn push(&mut self, kind: HeldValue, hash: i64, ids: Vec<i64>) {
-        self.members.extend(ids.iter().copied());
-        self.groups.push((kind, hash, ids));
-    }
-
-    /// A hash of more holders (`holders`, their values prepared): a value of more than
-    /// `JUNK_VALUE_RECORDS` is a household's without reading them, fewer are judged.
-    pub fn push_many(&mut self, kind: HeldValue, hash: i64, holders: &[MatchRecord]) {
-        let mut by_value: Vec<(&String, i64)> = holders
-            .iter()
-            .flat_map(|r| held_values(kind, r).map(move |v| (v, r.id)))
-            .filter(|(v, _)| value_hash(v) == hash)
-            .collect();
-        by_value.sort_unstable();
-        by_value.dedup();
-        for run in by_value.chunk_by(|x, y| x.0 == y.0) {
-            if run.len() > JUNK_VALUE_RECORDS {
-                self.shared(kind).insert(run[0].0.clone());
-            } else if run.len() >= 2 {
-                self.push(kind, hash, run.iter().map(|x| x.1).collect());
-            }
-        }
-    }
-
-    fn shared(&mut self, kind: HeldValue) -> &mut HashSet<String> {
-        match kind {
-            HeldValue::Email => &mut self.emails,
-            HeldValue::Phone => &mut self.phones,
-        }
-    }
-
-    /// The distinct holders of the values waiting to be judged.
-    pub fn members(&self) -> usize {
-        self.members.len()
-    }
-
-    /// Their ids, ascending.
-    pub fn ids(&self) -> Vec<i64> {
-        let mut ids: Vec<i64> = self.members.iter().copied().collect();
-        ids.sort_unstable();
-        ids
-    }
-
-    /// Judges the values waiting on their holders (`records`, ascending by id).
-    pub fn judge(&mut self, records: &[MatchRecord]) {
-        for (kind, hash, ids) in std::mem::take(&mut self.groups) {
-            let mut holders: Vec<(&String, &MatchRecord)> = ids
-                .iter()
-                .filter_map(|id| records.binary_search_by_key(id, |r| r.id).ok())
-                .map(|i| &records[i])
-                .flat_map(|r| held_values(kind, r).map(move |v| (v, r)))
-                .filter(|(v, _)| value_hash(v) == hash)
-                .collect();
-            // By value, each holder in id order (as they were read).
-            holders.sort_by(|x, y| x.0.cmp(y.0).then(x.1.id.cmp(&y.1.id)));
-            for run in holders.chunk_by(|x, y| x.0 == y.0) {
-                let of_value: Vec<&MatchRecord> = run.iter().map(|x| x.1).collect();
-                if held_by_different_people(&of_value) {
-                    self.shared(kind).insert(run[0].0.clone());
-                }
-            }
-        }
-        self.members.clear();
-    }
-
-    /// The household e-mails and phones (judge the values waiting first).
-    pub fn finish(self) -> (HashSet<String>, HashSet<String>) {
-        (self.emails, self.phones)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeSet, HashSet};
 
     use super::super::blocking::{candidates, default_rules, key_hashes};
+    use super::super::comparison::JUNK_VALUE_RECORDS;
     use super::super::record::MatchRecord;
+    use super::super::stream::HolderGroups;
     use super::super::train::StreamedSample;
     use super::*;
 
@@ -452,8 +361,8 @@ mod tests {
             held.push(r);
         }
         let by_id = |id: i64| records.iter().find(|r| r.id == id).unwrap().clone();
-        let mut groups = HashedHolders::default();
-        let judge = |groups: &mut HashedHolders| {
+        let mut groups = HolderGroups::default();
+        let judge = |groups: &mut HolderGroups| {
             let holders: Vec<MatchRecord> = groups.ids().into_iter().map(by_id).collect();
             groups.judge(&holders);
         };
@@ -475,9 +384,9 @@ mod tests {
                         .prepare()
                     })
                     .collect();
-                groups.push_many(kind, hash, &values);
+                groups.push_hash_many(kind, hash, &values);
             } else {
-                groups.push(kind, hash, ids);
+                groups.push_hash(kind, hash, ids);
             }
             if groups.members() >= 200 {
                 judge(&mut groups);

@@ -141,7 +141,7 @@ fn name_keys(name: &str) -> NameKeys {
 /// given name, that the mailbox spells (by its letters: the hyphen written or not) is the
 /// record's last name, whatever field holds it. Compared as the first name, it would look like
 /// a second person beside the mailbox's "Markus".
-fn surname_on_own_mailbox(name: &str, email_key: Option<&str>) -> bool {
+pub(crate) fn surname_on_own_mailbox(name: &str, email_key: Option<&str>) -> bool {
     let Some(key) = email_key else {
         return false;
     };

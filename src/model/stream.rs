@@ -24,6 +24,7 @@ pub enum HeldValue {
     Phone,
 }
 use super::record::MatchRecord;
+use super::train::value_hash;
 
 /// Bytes one prepared record takes while a whole-table command holds all of them (the record,
 /// its derived keys, its share of blocking and scoring): score_pairs holding 1M generated
@@ -300,12 +301,39 @@ pub fn valid_block(n: u64, max_block_size: usize) -> bool {
 /// [`JUNK_VALUE_RECORDS`] holders is a household's without reading them (as
 /// `held_by_different_people` judges it), and most values have one holder and never come here.
 /// The same values as `Context::build` over all records, whatever order the values come in.
+/// A group is keyed by its value (grouped in SQL) or by the value's hash (grouped as the
+/// records passed by, `held_keys::ValueHolders`): the holders of a hash are told apart by
+/// their values when judged, so two values of one hash are judged each on its own.
 #[derive(Default)]
 pub struct HolderGroups {
-    groups: Vec<(HeldValue, String, Vec<i64>)>,
+    groups: Vec<(HeldValue, HolderKey, Vec<i64>)>,
     members: HashSet<i64>,
     emails: HashSet<String>,
     phones: HashSet<String>,
+}
+
+/// What a group of [`HolderGroups`] was gathered by.
+enum HolderKey {
+    Value(String),
+    Hash(i64),
+}
+
+impl HolderKey {
+    fn matches(&self, value: &str) -> bool {
+        match self {
+            HolderKey::Value(v) => v == value,
+            HolderKey::Hash(h) => value_hash(value) == *h,
+        }
+    }
+}
+
+/// The prepared values of `kind` a record holds: its e-mail key, or its phones.
+pub fn held_values(kind: HeldValue, r: &MatchRecord) -> impl Iterator<Item = &String> {
+    let (email, phones): (Option<&String>, &[String]) = match kind {
+        HeldValue::Email => (r.email_key.as_ref(), &[]),
+        HeldValue::Phone => (None, &r.phones),
+    };
+    email.into_iter().chain(phones)
 }
 
 impl HolderGroups {
@@ -317,7 +345,32 @@ impl HolderGroups {
             self.shared(kind).insert(value);
         } else if ids.len() >= 2 {
             self.members.extend(ids.iter().copied());
-            self.groups.push((kind, value, ids));
+            self.groups.push((kind, HolderKey::Value(value), ids));
+        }
+    }
+
+    /// A value's hash and the ids of two to `JUNK_VALUE_RECORDS` holders of it.
+    pub fn push_hash(&mut self, kind: HeldValue, hash: i64, ids: Vec<i64>) {
+        self.members.extend(ids.iter().copied());
+        self.groups.push((kind, HolderKey::Hash(hash), ids));
+    }
+
+    /// A hash of more holders (`holders`, their values prepared): a value of more than
+    /// `JUNK_VALUE_RECORDS` is a household's without reading them, fewer are judged.
+    pub fn push_hash_many(&mut self, kind: HeldValue, hash: i64, holders: &[MatchRecord]) {
+        let mut by_value: Vec<(&String, i64)> = holders
+            .iter()
+            .flat_map(|r| held_values(kind, r).map(move |v| (v, r.id)))
+            .filter(|(v, _)| value_hash(v) == hash)
+            .collect();
+        by_value.sort_unstable();
+        by_value.dedup();
+        for run in by_value.chunk_by(|x, y| x.0 == y.0) {
+            if run.len() > JUNK_VALUE_RECORDS {
+                self.shared(kind).insert(run[0].0.clone());
+            } else if run.len() >= 2 {
+                self.push_hash(kind, hash, run.iter().map(|x| x.1).collect());
+            }
         }
     }
 
@@ -341,20 +394,23 @@ impl HolderGroups {
     }
 
     /// Judges the values waiting on their holders (`records`, ascending by id; a record counts
-    /// as a holder when its prepared value is the value).
+    /// as a holder when its prepared value is the group's value, or hashes to its hash).
     pub fn judge(&mut self, records: &[MatchRecord]) {
-        for (kind, value, ids) in std::mem::take(&mut self.groups) {
-            let holders: Vec<&MatchRecord> = ids
+        for (kind, key, ids) in std::mem::take(&mut self.groups) {
+            let mut holders: Vec<(&String, &MatchRecord)> = ids
                 .iter()
                 .filter_map(|id| records.binary_search_by_key(id, |r| r.id).ok())
                 .map(|i| &records[i])
-                .filter(|r| match kind {
-                    HeldValue::Email => r.email_key.as_deref() == Some(value.as_str()),
-                    HeldValue::Phone => r.phones.contains(&value),
-                })
+                .flat_map(|r| held_values(kind, r).map(move |v| (v, r)))
+                .filter(|(v, _)| key.matches(v))
                 .collect();
-            if held_by_different_people(&holders) {
-                self.shared(kind).insert(value);
+            // By value, each holder in id order (as they were read).
+            holders.sort_by(|x, y| x.0.cmp(y.0).then(x.1.id.cmp(&y.1.id)));
+            for run in holders.chunk_by(|x, y| x.0 == y.0) {
+                let of_value: Vec<&MatchRecord> = run.iter().map(|x| x.1).collect();
+                if held_by_different_people(&of_value) {
+                    self.shared(kind).insert(run[0].0.clone());
+                }
             }
         }
         self.members.clear();

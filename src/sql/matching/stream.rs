@@ -36,7 +36,7 @@ use super::run::Phases;
 use super::score::{pair_rows_beside, write_block_key_rows, write_blocking_stats, write_pairs};
 use crate::model::blocking::{key_hash, key_hashes, Candidate, RuleStats};
 use crate::model::comparison::{Context, JUNK_VALUE_RECORDS};
-use crate::model::held_keys::{HashedHolders, ValueHolders};
+use crate::model::held_keys::ValueHolders;
 use crate::model::params::Model;
 use crate::model::record::MatchRecord;
 use crate::model::scorer::Scorer;
@@ -213,20 +213,8 @@ pub(super) fn household_values(
          GROUP BY kind, value HAVING count(*) >= 2",
     );
     let mut groups = HolderGroups::default();
-    let judge = |client: &mut SpiClient<'_>, groups: &mut HolderGroups| {
-        if groups.members() == 0 {
-            return;
-        }
-        let mut holders = fetch_all(
-            client,
-            &format!("SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"),
-            vec![groups.ids().into()],
-            f,
-            |row| record_from_row(row, f),
-        );
-        holders.sort_unstable_by_key(|r| r.id);
-        groups.judge(&holders);
-    };
+    let judge =
+        |client: &mut SpiClient<'_>, groups: &mut HolderGroups| judge_holders(client, f, groups);
     loop {
         let rows = cursor.next(client, |row| {
             (
@@ -255,6 +243,22 @@ pub(super) fn household_values(
     groups.finish()
 }
 
+/// Judges the values `groups` holds on their holders, read by id (nothing when none wait).
+fn judge_holders(client: &mut SpiClient<'_>, f: &'static str, groups: &mut HolderGroups) {
+    if groups.members() == 0 {
+        return;
+    }
+    let mut holders = fetch_all(
+        client,
+        &format!("SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"),
+        vec![groups.ids().into()],
+        f,
+        |row| record_from_row(row, f),
+    );
+    holders.sort_unstable_by_key(|r| r.id);
+    groups.judge(&holders);
+}
+
 /// [`household_values`] from the values the records held as they passed by (a streamed
 /// training collects them in its one pass): the values of two or more holders grouped by hash
 /// here instead of in SQL, judged a buffer of holders at a time on the holders read by id; a
@@ -265,21 +269,9 @@ pub(super) fn household_values_of(
     held: ValueHolders,
 ) -> (HashSet<String>, HashSet<String>) {
     let f = stream.function;
-    let mut groups = HashedHolders::default();
-    let judge = |client: &mut SpiClient<'_>, groups: &mut HashedHolders| {
-        if groups.members() == 0 {
-            return;
-        }
-        let mut holders = fetch_all(
-            client,
-            &format!("SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"),
-            vec![groups.ids().into()],
-            f,
-            |row| record_from_row(row, f),
-        );
-        holders.sort_unstable_by_key(|r| r.id);
-        groups.judge(&holders);
-    };
+    let mut groups = HolderGroups::default();
+    let judge =
+        |client: &mut SpiClient<'_>, groups: &mut HolderGroups| judge_holders(client, f, groups);
     for (kind, hash, ids) in held.groups() {
         if ids.len() > JUNK_VALUE_RECORDS {
             let values = fetch_all(
@@ -299,9 +291,9 @@ pub(super) fn household_values_of(
                     .prepare()
                 },
             );
-            groups.push_many(kind, hash, &values);
+            groups.push_hash_many(kind, hash, &values);
         } else {
-            groups.push(kind, hash, ids);
+            groups.push_hash(kind, hash, ids);
         }
         if groups.members() >= stream.buffer {
             judge(client, &mut groups);
