@@ -3,8 +3,19 @@
 -- compares the result with a fresh 0.3.0 install (tests/upgrade/catalog.sql), then runs the
 -- whole suite on it.
 --
--- What changes: issue 26's touchpoints and activation (see the sections below, one per part).
+-- What changes: issue 26's touchpoints and activation, issue 27's scale work (see the sections
+-- below, one per part).
 \echo Use "ALTER EXTENSION customer_unify UPDATE TO '0.3.0'" to load this file. \quit
+
+-- Issue 27, part: the indexed keys of unify.records compare by bytes (see sources.sql). A change
+-- of collation alone keeps the rows (no rewrite); the indexes on these columns are rebuilt. First
+-- in the step: views made below (unify._event_person_rule) depend on these columns.
+ALTER TABLE unify.records
+    ALTER COLUMN source_key TYPE text COLLATE pg_catalog."C",
+    ALTER COLUMN email_key TYPE text COLLATE pg_catalog."C",
+    ALTER COLUMN phone TYPE text COLLATE pg_catalog."C",
+    ALTER COLUMN mobile TYPE text COLLATE pg_catalog."C",
+    ALTER COLUMN customer_number TYPE text COLLATE pg_catalog."C";
 
 
 -- Issue 26, purchase, churn and return probability, and model choice: unify.predictions gains
@@ -5737,3 +5748,4 @@ CREATE UNLOGGED TABLE unify.golden_inputs (
 COMMENT ON TABLE unify.golden_inputs IS 'Per person, a hash of the inputs of their golden record as of the resolve that made it: a resolve makes again only the persons whose inputs changed';
 REVOKE ALL ON unify.golden_inputs FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
 GRANT SELECT ON unify.golden_inputs TO unify_admin;
+

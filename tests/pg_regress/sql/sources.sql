@@ -176,6 +176,14 @@ SELECT unify.sync('crm');
 RESET ROLE;
 SELECT unify.process_queue();
 SELECT first_name, last_name, email FROM unify.records WHERE source_key = 'K-9999999';
+-- The records' keys compare by bytes (COLLATE "C", issue 27): joined with the source's columns,
+-- which have the database's collation, they compare without a collation error, and a lookup by
+-- a key with a value of the database's collation still uses the key's index.
+SELECT count(*) AS joined FROM unify.records r JOIN shop_test.crm_contacts c
+    ON r.source_key = c.kontakt_nr::text AND r.email_key = lower(c.e_mail::text) WHERE c.kontakt_nr = 'K-9999999';
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT r.record_id FROM unify.records r WHERE r.email_key = lower('App@Nutzer.de'::text);
+RESET enable_seqscan;
 DROP OWNED BY regress_unify_app;
 DROP ROLE regress_unify_app;
 
