@@ -47,7 +47,7 @@ ORDER BY 1;
 SELECT f AS internal, has_function_privilege('unify_admin', f, 'EXECUTE') AS admin, has_function_privilege('unify_reader', f, 'EXECUTE') AS reader,
        has_function_privilege('public', f, 'EXECUTE') AS public
 FROM unnest(ARRAY['unify._run_as(oid,text,text[])', 'unify._run_kept(text,integer,text[])', 'unify._rebuild_indexes(text[])',
-                  'unify._drop_indexes(regclass,boolean)', 'unify._apply(unify.sources,text[])',
+                  'unify._drop_indexes(regclass,boolean)', 'unify._apply(unify.sources,text[],boolean)',
                   'unify._create_capture(integer,boolean)', 'unify._fit_purchases(text,double precision[],double precision[],double precision[],double precision[])']) f
 ORDER BY 1;
 
