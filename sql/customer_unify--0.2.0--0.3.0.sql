@@ -305,6 +305,7 @@ DECLARE
     bottom float8;
     ok boolean;
     final_status text;
+    work_mem_before constant text := current_setting('work_mem');
 BEGIN
     IF calibration_end IS NULL OR model IS NULL OR horizon_months IS NULL OR discount_rate IS NULL OR purchase_days IS NULL
        OR check_ranking IS NULL OR calibration_end IN ('infinity', '-infinity') THEN
@@ -332,6 +333,9 @@ BEGIN
     END IF;
     PERFORM unify._churn_risk_threshold();   -- a wrong setting fails before the work
     PERFORM unify._lock('predictions');
+    -- Its sorts and hashes within the batch budget; the caller's work_mem back at the end (an
+    -- error ends the transaction, which sets it back).
+    PERFORM set_config('work_mem', unify._batch_work_mem(), true);
     PERFORM unify._purchase_summaries(calibration_end);
     returns_mapped := unify._return_counts(calibration_end);
 
@@ -515,6 +519,7 @@ BEGIN
     IF purchase_fit.converged AND ok THEN
         PERFORM unify._refresh_actions_after(NULL, 'fit_predictions');
     END IF;
+    PERFORM set_config('work_mem', work_mem_before, true);
     RETURN (SELECT to_jsonb(f) FROM unify.prediction_fits f WHERE f.fit_id = new_fit);
 END
 $$;
@@ -2214,6 +2219,7 @@ DECLARE
     f_bounds int[];
     m_bounds numeric[];
     notify_limit bigint;
+    work_mem_before constant text := current_setting('work_mem');
 BEGIN
     IF as_of IS NULL OR lookback IS NULL OR as_of = 'infinity' OR as_of = '-infinity' THEN
         RAISE EXCEPTION 'refresh_segments: as_of and lookback must be given' USING ERRCODE = 'null_value_not_allowed';
@@ -2227,6 +2233,9 @@ BEGIN
     -- One refresh at a time; a second waits.
     PERFORM unify._lock('segments');
     PERFORM unify._check_segment_map();
+    -- Its sorts and hashes within the batch budget; the caller's work_mem back at the end (an
+    -- error ends the transaction, which sets it back).
+    PERFORM set_config('work_mem', unify._batch_work_mem(), true);
     SELECT array_agg(c.segments[1] ORDER BY c.r, c.f, c.m) INTO cell_segments FROM unify.segment_map_cells c;
 
     IF to_regclass('pg_temp.unify_person_rfm') IS NOT NULL THEN DROP TABLE pg_temp.unify_person_rfm; END IF;
@@ -2350,6 +2359,7 @@ BEGIN
     PERFORM unify._refresh_actions_after(ARRAY(SELECT w.person_id FROM unify_segment_writes w
                                                WHERE w.old_segment IS DISTINCT FROM w.segment), 'refresh_segments');
 
+    PERFORM set_config('work_mem', work_mem_before, true);
     RETURN jsonb_build_object(
         'as_of', as_of,
         'persons', n_persons,
@@ -5755,3 +5765,21 @@ COMMENT ON TABLE unify.golden_inputs IS 'Per person, a hash of the inputs of the
 REVOKE ALL ON unify.golden_inputs FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
 GRANT SELECT ON unify.golden_inputs TO unify_admin;
 
+-- Issue 27, part: refresh_segments and fit_predictions (edited where this step defines them) run
+-- their statements with work_mem within customer_unify.batch_memory.
+-- The work_mem of a batch step written in SQL (refresh_segments, fit_predictions: issue 27), so
+-- that PostgreSQL's part of it stays within customer_unify.batch_memory as well: an eighth of
+-- the budget (a statement's sorts and hashes each take up to work_mem, a hash up to
+-- hash_mem_multiplier times it, and a plan holds several), at least 64kB, where that is below
+-- work_mem; work_mem otherwise (the default 1GB budget leaves the default 4MB alone). The step
+-- sets it with set_config(..., true) and sets the caller's value back before it returns: a
+-- function's SET clause restores only the settings it names (here search_path).
+CREATE FUNCTION unify._batch_work_mem() RETURNS text
+STABLE PARALLEL SAFE LANGUAGE sql AS $$
+    SELECT CASE WHEN s.share < pg_size_bytes(s.work_mem) THEN (s.share / 1024)::text || 'kB' ELSE s.work_mem END
+    FROM (SELECT CASE WHEN b.budget IS NOT NULL THEN greatest(pg_size_bytes(b.budget) / 8, 65536) END AS share,
+                 current_setting('work_mem') AS work_mem
+          FROM (SELECT nullif(btrim(current_setting('customer_unify.batch_memory', true)), '') AS budget) AS b) AS s
+$$;
+REVOKE ALL ON FUNCTION unify._batch_work_mem() FROM PUBLIC;
+ALTER FUNCTION unify._batch_work_mem() SET search_path = pg_catalog, pg_temp;

@@ -248,6 +248,7 @@ DECLARE
     bottom float8;
     ok boolean;
     final_status text;
+    work_mem_before constant text := current_setting('work_mem');
 BEGIN
     IF calibration_end IS NULL OR model IS NULL OR horizon_months IS NULL OR discount_rate IS NULL OR purchase_days IS NULL
        OR check_ranking IS NULL OR calibration_end IN ('infinity', '-infinity') THEN
@@ -275,6 +276,9 @@ BEGIN
     END IF;
     PERFORM unify._churn_risk_threshold();   -- a wrong setting fails before the work
     PERFORM unify._lock('predictions');
+    -- Its sorts and hashes within the batch budget; the caller's work_mem back at the end (an
+    -- error ends the transaction, which sets it back).
+    PERFORM set_config('work_mem', unify._batch_work_mem(), true);
     PERFORM unify._purchase_summaries(calibration_end);
     returns_mapped := unify._return_counts(calibration_end);
 
@@ -458,6 +462,7 @@ BEGIN
     IF purchase_fit.converged AND ok THEN
         PERFORM unify._refresh_actions_after(NULL, 'fit_predictions');
     END IF;
+    PERFORM set_config('work_mem', work_mem_before, true);
     RETURN (SELECT to_jsonb(f) FROM unify.prediction_fits f WHERE f.fit_id = new_fit);
 END
 $$;

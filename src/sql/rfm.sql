@@ -170,6 +170,7 @@ DECLARE
     f_bounds int[];
     m_bounds numeric[];
     notify_limit bigint;
+    work_mem_before constant text := current_setting('work_mem');
 BEGIN
     IF as_of IS NULL OR lookback IS NULL OR as_of = 'infinity' OR as_of = '-infinity' THEN
         RAISE EXCEPTION 'refresh_segments: as_of and lookback must be given' USING ERRCODE = 'null_value_not_allowed';
@@ -183,6 +184,9 @@ BEGIN
     -- One refresh at a time; a second waits.
     PERFORM unify._lock('segments');
     PERFORM unify._check_segment_map();
+    -- Its sorts and hashes within the batch budget; the caller's work_mem back at the end (an
+    -- error ends the transaction, which sets it back).
+    PERFORM set_config('work_mem', unify._batch_work_mem(), true);
     SELECT array_agg(c.segments[1] ORDER BY c.r, c.f, c.m) INTO cell_segments FROM unify.segment_map_cells c;
 
     IF to_regclass('pg_temp.unify_person_rfm') IS NOT NULL THEN DROP TABLE pg_temp.unify_person_rfm; END IF;
@@ -306,6 +310,7 @@ BEGIN
     PERFORM unify._refresh_actions_after(ARRAY(SELECT w.person_id FROM unify_segment_writes w
                                                WHERE w.old_segment IS DISTINCT FROM w.segment), 'refresh_segments');
 
+    PERFORM set_config('work_mem', work_mem_before, true);
     RETURN jsonb_build_object(
         'as_of', as_of,
         'persons', n_persons,

@@ -298,6 +298,21 @@ STABLE LANGUAGE sql AS $$
                  current_setting('maintenance_work_mem') AS maintenance) AS s
 $$;
 
+-- The work_mem of a batch step written in SQL (refresh_segments, fit_predictions: issue 27), so
+-- that PostgreSQL's part of it stays within customer_unify.batch_memory as well: an eighth of
+-- the budget (a statement's sorts and hashes each take up to work_mem, a hash up to
+-- hash_mem_multiplier times it, and a plan holds several), at least 64kB, where that is below
+-- work_mem; work_mem otherwise (the default 1GB budget leaves the default 4MB alone). The step
+-- sets it with set_config(..., true) and sets the caller's value back before it returns: a
+-- function's SET clause restores only the settings it names (here search_path).
+CREATE FUNCTION unify._batch_work_mem() RETURNS text
+STABLE PARALLEL SAFE LANGUAGE sql AS $$
+    SELECT CASE WHEN s.share < pg_size_bytes(s.work_mem) THEN (s.share / 1024)::text || 'kB' ELSE s.work_mem END
+    FROM (SELECT CASE WHEN b.budget IS NOT NULL THEN greatest(pg_size_bytes(b.budget) / 8, 65536) END AS share,
+                 current_setting('work_mem') AS work_mem
+          FROM (SELECT nullif(btrim(current_setting('customer_unify.batch_memory', true)), '') AS budget) AS b) AS s
+$$;
+
 -- The canonical fields a mapping may name, in order, with the type each is staged as and the
 -- function that stages a mapped expression (NULL: a cast to text): the one list (the stage
 -- table, the raw jsonb, the staging and the validation of a mapping follow it).

@@ -72,6 +72,37 @@ FROM unify.outbox o WHERE o.event_id > :before;
 SELECT unify._outbox_emit_rows('segment_entered', 'SELECT 1::bigint AS person_id, NULL::jsonb AS payload WHERE false') AS none;
 -- An unknown kind fails as _outbox_emit does.
 SELECT unify._outbox_emit_rows('no_such_kind', 'SELECT 1::bigint AS person_id, ''{}''::jsonb AS payload');
+
+-- PostgreSQL's sorts and hashes in the SQL steps within the batch budget: work_mem an eighth of
+-- customer_unify.batch_memory where that is smaller (at least 64kB), else left alone.
+SET LOCAL work_mem = '64MB';
+SET LOCAL customer_unify.batch_memory = '64MB';
+SELECT unify._batch_work_mem() AS eighth_of_64MB;
+SET LOCAL customer_unify.batch_memory = '256kB';
+SELECT unify._batch_work_mem() AS at_least_64kB;
+SET LOCAL customer_unify.batch_memory = '1GB';
+SELECT unify._batch_work_mem() AS budget_larger;
+-- refresh_segments runs with it (on the CDNOW purchases), and the caller has its own work_mem
+-- back afterwards.
+CREATE TABLE public.budget_customers (customer_id int PRIMARY KEY);
+INSERT INTO public.budget_customers SELECT DISTINCT customer_id FROM purchases;
+CREATE TABLE public.budget_purchases AS SELECT * FROM purchases;
+-- The amounts pass through a function that notes the work_mem the step runs its query with.
+CREATE TABLE public.work_mem_seen (setting text);
+CREATE FUNCTION public.amount_noting_work_mem(amount numeric) RETURNS numeric LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.work_mem_seen VALUES (current_setting('work_mem'));
+    RETURN amount;
+END $$;
+SELECT unify.add_source('budget', 'public.budget_customers', 'customer_id', '{"customer_number": "customer_id"}',
+                        track_changes => false) > 0 AS source_added;
+SELECT unify.add_transactions('budget_orders', 'public.budget_purchases',
+    '{"source": "''budget''", "source_key": "customer_id", "order_date": "order_date", "amount": "public.amount_noting_work_mem(amount)"}') > 0 AS transactions_added;
+SELECT source_rows FROM unify.sync('budget');
+SET LOCAL customer_unify.batch_memory = '64MB';
+SELECT (unify.refresh_segments('1997-09-30')) ? 'persons' AS refreshed;
+SELECT DISTINCT setting AS work_mem_in_the_step FROM public.work_mem_seen;
+SHOW work_mem;
 ROLLBACK;
 SELECT bool_and(CASE WHEN last_value IS NULL THEN setval(seq, start_value, false) = start_value ELSE setval(seq, last_value) = last_value END) AS sequences_set_back
 FROM test_sequences;
