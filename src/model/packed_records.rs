@@ -10,8 +10,10 @@ use crate::compare::similarity::CharCounts;
 
 use super::record::{phone_bit, Generation, MatchRecord};
 
-/// Bytes of one chunk: a record starts and ends in one chunk (a larger record gets its own), so
-/// the store grows without copying what it holds.
+/// Bytes of the first chunk and of the largest: a record starts and ends in one chunk (a larger
+/// record gets its own), so the store grows without copying what it holds; each chunk twice the
+/// last up to 4 MB, so that a few records take little.
+const FIRST_CHUNK: usize = 16 << 10;
 const CHUNK: usize = 4 << 20;
 
 /// A length's code: 0 for none, 1 for "the same as the field it derives from", else the length
@@ -39,7 +41,11 @@ impl PackedRecords {
             .last()
             .is_some_and(|c| c.len() + out.len() <= c.capacity());
         if !fits {
-            self.chunks.push(Vec::with_capacity(CHUNK.max(out.len())));
+            let size = self
+                .chunks
+                .last()
+                .map_or(FIRST_CHUNK, |c| (c.capacity() * 2).min(CHUNK));
+            self.chunks.push(Vec::with_capacity(size.max(out.len())));
         }
         let chunk = self.chunks.len() - 1;
         let c = &mut self.chunks[chunk];

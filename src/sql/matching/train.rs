@@ -424,6 +424,9 @@ fn train_held_keys(
                 }
             }
             cursor.close(client);
+            if let Some(p) = &packed {
+                pgrx::debug1!("train: {} records packed in {} bytes", p.len(), p.bytes());
+            }
             phases.mark("keys and values");
             let by_id = packed.as_ref().map(PackedRecords::by_id);
             let (shared_emails, shared_phones) = super::stream::household_values_of(
