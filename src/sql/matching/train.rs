@@ -360,7 +360,9 @@ fn train_held_keys(
             // u's sample of records drawn as they pass by: the `u_sample_records` smallest by
             // (hashint8extended(id, seed), id), as `u_sample` selects them.
             let k = u_sample_records(budget_kb);
-            let mut u_records: BinaryHeap<Drawn> = BinaryHeap::with_capacity(k.min(records) + 1);
+            // By their places while the records are packed (unpacked once the pass is done),
+            // as records once the packed ones are dropped.
+            let mut u_sample = USample::Places(BinaryHeap::with_capacity(k.min(records) + 1));
             let cursor = stream.cursor(
                 client,
                 "records",
@@ -401,6 +403,7 @@ fn train_held_keys(
                             pgrx::debug1!(
                                 "train: the records passed {pack_limit} bytes packed, read again by id"
                             );
+                            u_sample = u_sample.unpacked(p);
                             packed = None;
                         }
                     }
@@ -415,12 +418,8 @@ fn train_held_keys(
                     if let Some(v) = &r.last_name {
                         last.add(v);
                     }
-                    if u_records.len() < k {
-                        u_records.push(Drawn(draw, Box::new(r)));
-                    } else if u_records.peek().is_some_and(|top| (draw, r.id) < top.key()) {
-                        u_records.pop();
-                        u_records.push(Drawn(draw, Box::new(r)));
-                    }
+                    let place = (index.records() - 1) as u32;
+                    u_sample.offer(k, draw, r, place);
                 }
             }
             cursor.close(client);
@@ -464,8 +463,7 @@ fn train_held_keys(
                 }
             }
             phases.mark("figures");
-            let mut sample: Vec<MatchRecord> = u_records.into_iter().map(|d| *d.1).collect();
-            sample.sort_unstable_by_key(|r| r.id);
+            let sample = u_sample.records(packed.as_ref());
             let u_sample_pairs = estimate_u_with(&sample, &ctx, model, opts, &exact);
             drop(sample);
             training.mark("u");
@@ -505,6 +503,65 @@ fn train_held_keys(
             (report, stats, ctx)
         })
     })
+}
+
+/// u's sample of records as they pass by: the `k` smallest by (draw, id), by their places in
+/// the packed records while those are kept, else the records themselves.
+enum USample {
+    /// (draw, id, place).
+    Places(BinaryHeap<(i64, i64, u32)>),
+    Records(BinaryHeap<Drawn>),
+}
+
+impl USample {
+    /// Offers record `r` (at `place` of the packed records) drawn `draw`.
+    fn offer(&mut self, k: usize, draw: i64, r: MatchRecord, place: u32) {
+        match self {
+            USample::Places(heap) => {
+                if heap.len() < k {
+                    heap.push((draw, r.id, place));
+                } else if heap.peek().is_some_and(|top| (draw, r.id) < (top.0, top.1)) {
+                    heap.pop();
+                    heap.push((draw, r.id, place));
+                }
+            }
+            USample::Records(heap) => {
+                if heap.len() < k {
+                    heap.push(Drawn(draw, Box::new(r)));
+                } else if heap.peek().is_some_and(|top| (draw, r.id) < top.key()) {
+                    heap.pop();
+                    heap.push(Drawn(draw, Box::new(r)));
+                }
+            }
+        }
+    }
+
+    /// The sample as records, taken from `packed` before it is dropped.
+    fn unpacked(self, packed: &PackedRecords) -> Self {
+        match self {
+            USample::Places(heap) => USample::Records(
+                heap.into_iter()
+                    .map(|(draw, _, place)| Drawn(draw, Box::new(packed.get(place as usize))))
+                    .collect(),
+            ),
+            records => records,
+        }
+    }
+
+    /// The sampled records, ascending by id (`packed`: the records the places are of).
+    fn records(self, packed: Option<&PackedRecords>) -> Vec<MatchRecord> {
+        let mut sample: Vec<MatchRecord> = match self {
+            USample::Places(heap) => {
+                let packed = packed.expect("the packed records of u's sample");
+                heap.into_iter()
+                    .map(|(_, _, place)| packed.get(place as usize))
+                    .collect()
+            }
+            USample::Records(heap) => heap.into_iter().map(|d| *d.1).collect(),
+        };
+        sample.sort_unstable_by_key(|r| r.id);
+        sample
+    }
 }
 
 /// A record of u's sample with its draw, ordered by (draw, id). Boxed: the heap moves its
