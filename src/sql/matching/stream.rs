@@ -37,6 +37,7 @@ use super::score::{pair_rows_beside, write_block_key_rows, write_blocking_stats,
 use crate::model::blocking::{key_hash, key_hashes, Candidate, RuleStats};
 use crate::model::comparison::{Context, JUNK_VALUE_RECORDS};
 use crate::model::held_keys::ValueHolders;
+use crate::model::packed_records::{PackedRecords, Unpacked};
 use crate::model::params::Model;
 use crate::model::record::MatchRecord;
 use crate::model::scorer::Scorer;
@@ -213,8 +214,9 @@ pub(super) fn household_values(
          GROUP BY kind, value HAVING count(*) >= 2",
     );
     let mut groups = HolderGroups::default();
-    let judge =
-        |client: &mut SpiClient<'_>, groups: &mut HolderGroups| judge_holders(client, f, groups);
+    let judge = |client: &mut SpiClient<'_>, groups: &mut HolderGroups| {
+        judge_holders(client, f, groups, None, &mut Unpacked::default())
+    };
     loop {
         let rows = cursor.next(client, |row| {
             (
@@ -243,9 +245,24 @@ pub(super) fn household_values(
     groups.finish()
 }
 
-/// Judges the values `groups` holds on their holders, read by id (nothing when none wait).
-fn judge_holders(client: &mut SpiClient<'_>, f: &'static str, groups: &mut HolderGroups) {
+/// Judges the values `groups` holds on their holders, read by id or taken from `packed` (with
+/// its places by id) (nothing when none wait).
+fn judge_holders(
+    client: &mut SpiClient<'_>,
+    f: &'static str,
+    groups: &mut HolderGroups,
+    packed: Option<(&PackedRecords, &[(i64, u32)])>,
+    unpacked: &mut Unpacked,
+) {
     if groups.members() == 0 {
+        return;
+    }
+    if let Some((packed, by_id)) = packed {
+        let ids = groups.ids();
+        let places = PackedRecords::places_of(by_id, &ids);
+        // In the order of the ids: ascending.
+        let holders = unpacked.fill(packed, places, super::run::workers());
+        groups.judge(holders);
         return;
     }
     let mut holders = fetch_all(
@@ -263,34 +280,55 @@ fn judge_holders(client: &mut SpiClient<'_>, f: &'static str, groups: &mut Holde
 /// training collects them in its one pass): the values of two or more holders grouped by hash
 /// here instead of in SQL, judged a buffer of holders at a time on the holders read by id; a
 /// hash of more than `JUNK_VALUE_RECORDS` holders is told apart on its holders' values alone.
+/// With `packed` (all records, with their places by id) nothing is read again.
 pub(super) fn household_values_of(
     client: &mut SpiClient<'_>,
     stream: &Stream,
     held: ValueHolders,
+    packed: Option<(&PackedRecords, &[(i64, u32)])>,
 ) -> (HashSet<String>, HashSet<String>) {
     let f = stream.function;
     let mut groups = HolderGroups::default();
-    let judge =
-        |client: &mut SpiClient<'_>, groups: &mut HolderGroups| judge_holders(client, f, groups);
+    let mut unpacked = Unpacked::default();
+    let mut judge = |client: &mut SpiClient<'_>, groups: &mut HolderGroups| {
+        judge_holders(client, f, groups, packed, &mut unpacked)
+    };
     for (kind, hash, ids) in held.groups() {
         if ids.len() > JUNK_VALUE_RECORDS {
-            let values = fetch_all(
-                client,
-                "SELECT record_id, email_key, phone, mobile FROM unify.records
+            let values = if let Some((packed, by_id)) = packed {
+                // As read below: the id, e-mail key and phones, prepared again.
+                ids.iter()
+                    .filter_map(|&id| packed.find(by_id, id))
+                    .map(|r| {
+                        MatchRecord {
+                            id: r.id,
+                            email_key: r.email_key,
+                            phones: r.phones,
+                            ..Default::default()
+                        }
+                        .prepare()
+                    })
+                    .collect()
+            } else {
+                fetch_all(
+                    client,
+                    "SELECT record_id, email_key, phone, mobile FROM unify.records
                  WHERE record_id = ANY($1)",
-                vec![ids.into()],
-                f,
-                |row| {
-                    let text = |i: usize| row.get::<String>(i).unwrap_or_else(|e| spi_failed(e, f));
-                    MatchRecord {
-                        id: row.get::<i64>(1).ok().flatten().unwrap_or_default(),
-                        email_key: text(2),
-                        phones: [text(3), text(4)].into_iter().flatten().collect(),
-                        ..Default::default()
-                    }
-                    .prepare()
-                },
-            );
+                    vec![ids.into()],
+                    f,
+                    |row| {
+                        let text =
+                            |i: usize| row.get::<String>(i).unwrap_or_else(|e| spi_failed(e, f));
+                        MatchRecord {
+                            id: row.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                            email_key: text(2),
+                            phones: [text(3), text(4)].into_iter().flatten().collect(),
+                            ..Default::default()
+                        }
+                        .prepare()
+                    },
+                )
+            };
             groups.push_hash_many(kind, hash, &values);
         } else {
             groups.push_hash(kind, hash, ids);

@@ -12,7 +12,10 @@ use super::super::errors::raise;
 use super::super::spi::{drop_temp_tables, fetch_all, in_own_context, spi_failed};
 use super::distributed::tally_on_workers;
 use super::model::current_model;
-use super::records::{load_all, record_from_row, source_ids, RECORD_COLUMNS, RECORD_COLUMN_COUNT};
+use super::records::{
+    load_all, prepare_all, raw_record_from_row, record_from_row, source_ids, RECORD_COLUMNS,
+    RECORD_COLUMN_COUNT,
+};
 use super::run::{workers, Phases};
 use super::score::blocked;
 use super::stream::{
@@ -21,6 +24,7 @@ use super::stream::{
 use crate::model::blocking::{key_hash, key_hashes, Candidate, RuleStats};
 use crate::model::comparison::{compare, Comparison, Context, COMPARISONS};
 use crate::model::held_keys::{KeyIndex, ValueHolders, VALUE_HOLDER_BYTES};
+use crate::model::packed_records::{PackedRecords, Unpacked};
 use crate::model::params::Model;
 use crate::model::record::MatchRecord;
 use crate::model::scorer::NameFrequencies;
@@ -356,7 +360,9 @@ fn train_held_keys(
             // u's sample of records drawn as they pass by: the `u_sample_records` smallest by
             // (hashint8extended(id, seed), id), as `u_sample` selects them.
             let k = u_sample_records(budget_kb);
-            let mut u_records: BinaryHeap<Drawn> = BinaryHeap::with_capacity(k.min(records) + 1);
+            // By their places while the records are packed (unpacked once the pass is done),
+            // as records once the packed ones are dropped.
+            let mut u_sample = USample::Places(BinaryHeap::with_capacity(k.min(records) + 1));
             let cursor = stream.cursor(
                 client,
                 "records",
@@ -366,22 +372,41 @@ fn train_held_keys(
                     opts.seed as i64
                 ),
             );
+            // The records packed as they pass by while they fit a quarter of the budget: the
+            // households' holders and the EM sample's records are then taken from them instead
+            // of read again by id (a sampled record once per batch that needs it).
+            let pack_limit = budget_kb.saturating_mul(1024) / 4;
+            let mut packed = Some(PackedRecords::default());
             loop {
-                let batch = cursor.next(client, |row| {
-                    let draw = row
-                        .get::<i64>(RECORD_COLUMN_COUNT + 1)
-                        .ok()
-                        .flatten()
-                        .unwrap_or_default();
-                    (record_from_row(row, F), draw)
-                });
-                if batch.is_empty() {
+                let (raw, draws): (Vec<MatchRecord>, Vec<i64>) = cursor
+                    .next(client, |row| {
+                        let draw = row
+                            .get::<i64>(RECORD_COLUMN_COUNT + 1)
+                            .ok()
+                            .flatten()
+                            .unwrap_or_default();
+                        (raw_record_from_row(row, F), draw)
+                    })
+                    .into_iter()
+                    .unzip();
+                if raw.is_empty() {
                     break;
                 }
-                let keys = crate::parallel::map(&batch, workers, |(r, _)| key_hashes(rules, r));
-                for ((r, draw), ks) in batch.into_iter().zip(keys) {
+                let batch = prepare_all(raw);
+                let keys = crate::parallel::map(&batch, workers, |r| key_hashes(rules, r));
+                for ((r, draw), ks) in batch.into_iter().zip(draws).zip(keys) {
                     index.push(r.id, ks.into_iter().map(|(_, h)| h));
                     held.push(&r);
+                    if let Some(p) = &mut packed {
+                        p.push(&r);
+                        if p.bytes() > pack_limit {
+                            pgrx::debug1!(
+                                "train: the records passed {pack_limit} bytes packed, read again by id"
+                            );
+                            u_sample = u_sample.unpacked(p);
+                            packed = None;
+                        }
+                    }
                     for (list, c) in hashes.iter_mut().zip(HASHED) {
                         if let Some(v) = exact_value(c, &r) {
                             list.push(value_hash(&v));
@@ -393,18 +418,23 @@ fn train_held_keys(
                     if let Some(v) = &r.last_name {
                         last.add(v);
                     }
-                    if u_records.len() < k {
-                        u_records.push(Drawn(draw, r));
-                    } else if u_records.peek().is_some_and(|top| (draw, r.id) < top.key()) {
-                        u_records.pop();
-                        u_records.push(Drawn(draw, r));
-                    }
+                    let place = (index.records() - 1) as u32;
+                    u_sample.offer(k, draw, r, place);
                 }
             }
             cursor.close(client);
+            if let Some(p) = &packed {
+                pgrx::debug1!("train: {} records packed in {} bytes", p.len(), p.bytes());
+            }
             phases.mark("keys and values");
-            let (shared_emails, shared_phones) =
-                super::stream::household_values_of(client, &stream, held);
+            let by_id = packed.as_ref().map(PackedRecords::by_id);
+            let (shared_emails, shared_phones) = super::stream::household_values_of(
+                client,
+                &stream,
+                held,
+                packed.as_ref().zip(by_id.as_deref()),
+            );
+            drop(by_id);
             let mut ctx = Context {
                 first_name_tf: HashMap::new(),
                 last_name_tf: HashMap::new(),
@@ -433,8 +463,7 @@ fn train_held_keys(
                 }
             }
             phases.mark("figures");
-            let mut sample: Vec<MatchRecord> = u_records.into_iter().map(|d| d.1).collect();
-            sample.sort_unstable_by_key(|r| r.id);
+            let sample = u_sample.records(packed.as_ref());
             let u_sample_pairs = estimate_u_with(&sample, &ctx, model, opts, &exact);
             drop(sample);
             training.mark("u");
@@ -448,8 +477,12 @@ fn train_held_keys(
             let mut chances = Chances::new(em_pairs);
             let candidates = blocked.count(&mut chances, workers) as usize;
             let drawn = blocked.drawn(&chances, opts.seed, workers);
-            let pairs = compare_drawn(client, &stream, &blocked.ids, &drawn, &ctx);
-            drop(drawn);
+            // Only the ids and the figures are needed from here on.
+            let ids_of = std::mem::take(&mut blocked.ids);
+            let stats = std::mem::take(&mut blocked.stats);
+            drop(blocked);
+            let pairs = compare_drawn(client, &stream, &ids_of, &drawn, &ctx, packed.as_ref());
+            drop((drawn, ids_of, packed));
             training.mark("compare");
             phases.mark("block and sample");
             let report = fit(
@@ -467,13 +500,73 @@ fn train_held_keys(
                 opts,
             );
             phases.mark("estimate");
-            (report, blocked.stats, ctx)
+            (report, stats, ctx)
         })
     })
 }
 
-/// A record of u's sample with its draw, ordered by (draw, id).
-struct Drawn(i64, MatchRecord);
+/// u's sample of records as they pass by: the `k` smallest by (draw, id), by their places in
+/// the packed records while those are kept, else the records themselves.
+enum USample {
+    /// (draw, id, place).
+    Places(BinaryHeap<(i64, i64, u32)>),
+    Records(BinaryHeap<Drawn>),
+}
+
+impl USample {
+    /// Offers record `r` (at `place` of the packed records) drawn `draw`.
+    fn offer(&mut self, k: usize, draw: i64, r: MatchRecord, place: u32) {
+        match self {
+            USample::Places(heap) => {
+                if heap.len() < k {
+                    heap.push((draw, r.id, place));
+                } else if heap.peek().is_some_and(|top| (draw, r.id) < (top.0, top.1)) {
+                    heap.pop();
+                    heap.push((draw, r.id, place));
+                }
+            }
+            USample::Records(heap) => {
+                if heap.len() < k {
+                    heap.push(Drawn(draw, Box::new(r)));
+                } else if heap.peek().is_some_and(|top| (draw, r.id) < top.key()) {
+                    heap.pop();
+                    heap.push(Drawn(draw, Box::new(r)));
+                }
+            }
+        }
+    }
+
+    /// The sample as records, taken from `packed` before it is dropped.
+    fn unpacked(self, packed: &PackedRecords) -> Self {
+        match self {
+            USample::Places(heap) => USample::Records(
+                heap.into_iter()
+                    .map(|(draw, _, place)| Drawn(draw, Box::new(packed.get(place as usize))))
+                    .collect(),
+            ),
+            records => records,
+        }
+    }
+
+    /// The sampled records, ascending by id (`packed`: the records the places are of).
+    fn records(self, packed: Option<&PackedRecords>) -> Vec<MatchRecord> {
+        let mut sample: Vec<MatchRecord> = match self {
+            USample::Places(heap) => {
+                let packed = packed.expect("the packed records of u's sample");
+                heap.into_iter()
+                    .map(|(_, _, place)| packed.get(place as usize))
+                    .collect()
+            }
+            USample::Records(heap) => heap.into_iter().map(|d| *d.1).collect(),
+        };
+        sample.sort_unstable_by_key(|r| r.id);
+        sample
+    }
+}
+
+/// A record of u's sample with its draw, ordered by (draw, id). Boxed: the heap moves its
+/// entries some 16 times each when one is replaced (a record is some 600 bytes).
+struct Drawn(i64, Box<MatchRecord>);
 
 impl Drawn {
     fn key(&self) -> (i64, i64) {
@@ -513,15 +606,18 @@ fn exact_u_of_hashes(mut hashes: Vec<i64>) -> Option<f64> {
 }
 
 /// The drawn candidates (`a` and `b` places in `ids`) compared and counted per key, their
-/// records read by id a buffer's worth at a time in the candidates' order.
+/// records read by id (or taken from `packed`, whose places are those of `ids`) a buffer's
+/// worth at a time in the candidates' order.
 fn compare_drawn(
     client: &mut SpiClient<'_>,
     stream: &Stream,
     ids: &[i64],
     drawn: &[Candidate],
     ctx: &Context,
+    packed: Option<&PackedRecords>,
 ) -> PairCounts {
     let mut pairs = PairCounts::default();
+    let mut unpacked = Unpacked::default();
     // The batch each record was last counted in.
     let mut seen = vec![u32::MAX; ids.len()];
     let (mut batch, mut members, mut start, mut read) = (0u32, 0usize, 0usize, 0usize);
@@ -533,14 +629,16 @@ fn compare_drawn(
             }
         }
         if members >= stream.buffer || k + 1 == drawn.len() {
-            compare_batch(client, ids, &drawn[start..=k], ctx, &mut pairs);
+            let packed = packed.map(|p| (p, &mut unpacked));
+            compare_batch(client, ids, &drawn[start..=k], ctx, packed, &mut pairs);
             read += members;
             (batch, members, start) = (batch + 1, 0, k + 1);
         }
     }
     pgrx::debug1!(
-        "train: {} sampled pairs compared, {read} records read in {batch} batches",
-        drawn.len()
+        "train: {} sampled pairs compared, {read} records {} in {batch} batches",
+        drawn.len(),
+        if packed.is_some() { "unpacked" } else { "read" }
     );
     pairs
 }
@@ -550,8 +648,24 @@ fn compare_batch(
     ids: &[i64],
     batch: &[Candidate],
     ctx: &Context,
+    packed: Option<(&PackedRecords, &mut Unpacked)>,
     pairs: &mut PairCounts,
 ) {
+    if let Some((packed, unpacked)) = packed {
+        let mut wanted: Vec<u32> = batch.iter().flat_map(|c| [c.a, c.b]).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let records = unpacked.fill(packed, wanted.iter().copied(), workers());
+        let at = |i: u32| wanted.binary_search(&i).expect("a wanted place");
+        let outcomes = crate::parallel::map(batch, workers(), |c| {
+            let (a, b) = (&records[at(c.a)], &records[at(c.b)]);
+            (compare(a, b, ctx), NameFrequencies::of(ctx, a))
+        });
+        for (c, (o, names)) in batch.iter().zip(outcomes) {
+            pairs.add(&o, c.rules, &names);
+        }
+        return;
+    }
     let mut wanted: Vec<i64> = batch
         .iter()
         .flat_map(|c| [ids[c.a as usize], ids[c.b as usize]])
