@@ -370,7 +370,7 @@ impl<'a> KeyWriter<'a> {
 /// scan of all records, 1.4 s against 0.3 s through the primary key for 131,000 of 1M records,
 /// and planning the array takes a tenth of a second on top (the plan cache keeps to such custom
 /// plans for a statement's first five runs).
-fn with_generic_plan<T>(
+pub(super) fn with_generic_plan<T>(
     client: &mut SpiClient<'_>,
     stream: &Stream,
     f: impl FnOnce(&mut SpiClient<'_>) -> T,
@@ -629,7 +629,7 @@ fn score_blocks(
 }
 
 /// The text of a skipped block's key (the figure names the junk value), from one of its records.
-fn skipped_key(
+pub(super) fn skipped_key(
     client: &mut SpiClient<'_>,
     model: &Model,
     keys: &str,
