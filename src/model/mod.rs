@@ -8,6 +8,7 @@ pub mod comparison;
 pub mod distributed;
 pub mod held_keys;
 pub mod identify;
+pub mod packed;
 pub mod params;
 pub mod record;
 pub mod scorer;

@@ -22,13 +22,15 @@ use super::score::{
     write_pairs, PairRow,
 };
 use super::stream::{
-    for_each_record, household_values_of, limit_exceeded, skipped_key, with_generic_plan, Figures,
-    Stream, BLOCK_KEYS,
+    household_values_of, household_values_read, limit_exceeded, skipped_key, with_generic_plan,
+    Figures, Stream, BLOCK_KEYS,
 };
 use crate::model::blocking::{key_hashes, Candidate};
 use crate::model::comparison::Context;
 use crate::model::held_keys::{Blocked, KeyIndex, ValueHolders, VALUE_HOLDER_BYTES};
+use crate::model::packed::PackedRecords;
 use crate::model::params::Model;
+use crate::model::record::MatchRecord;
 use crate::model::scorer::Scorer;
 
 const F: &str = "score_pairs";
@@ -60,16 +62,64 @@ pub(super) fn score_held_keys(
             // Reserved, not touched: a record has at most a few keys more than there are rules.
             let mut index = KeyIndex::with_capacity(records, 2 * rules.len() + 2);
             let mut held = ValueHolders::default();
+            // The records as read, while they fit a quarter of the budget.
+            let pack_limit = budget_kb.saturating_mul(1024) / 4;
+            let mut packed = Some(PackedRecords::default());
             let threads = workers();
-            for_each_record(client, &stream, |_, batch| {
-                let keys = crate::parallel::map(batch, threads, |r| key_hashes(rules, r));
+            let cursor = stream.cursor(
+                client,
+                "records",
+                &format!("SELECT {RECORD_COLUMNS} FROM unify.records r"),
+            );
+            loop {
+                let raw = cursor.next(client, |row| raw_record_from_row(row, F));
+                if raw.is_empty() {
+                    break;
+                }
+                if let Some(p) = &mut packed {
+                    raw.iter().for_each(|r| p.push(r));
+                    if p.bytes() as u64 > pack_limit {
+                        packed = None;
+                    }
+                }
+                let batch = prepare_all(raw);
+                let keys = crate::parallel::map(&batch, threads, |r| key_hashes(rules, r));
                 for (r, ks) in batch.iter().zip(keys) {
                     index.push(r.id, ks.into_iter().map(|(_, h)| h));
                     held.push(r);
                 }
-            });
+            }
+            cursor.close(client);
             phases.mark("keys");
-            let (shared_emails, shared_phones) = household_values_of(client, &stream, held);
+            let blocked = write_keys(client, model, index);
+            phases.mark("block_keys");
+            let (shared_emails, shared_phones) = match &packed {
+                Some(packed) => {
+                    // The holders from the packed records, by id.
+                    let mut by_id: Vec<(i64, u32)> = blocked
+                        .ids
+                        .iter()
+                        .enumerate()
+                        .map(|(p, &id)| (id, p as u32))
+                        .collect();
+                    by_id.sort_unstable();
+                    household_values_read(client, &stream, held, |_, ids, _| {
+                        let places: Vec<u32> = ids
+                            .iter()
+                            .filter_map(|id| {
+                                by_id
+                                    .binary_search_by_key(id, |x| x.0)
+                                    .ok()
+                                    .map(|i| by_id[i].1)
+                            })
+                            .collect();
+                        crate::parallel::map(&places, threads, |&p| {
+                            packed.get(p as usize).prepare()
+                        })
+                    })
+                }
+                None => household_values_of(client, &stream, held),
+            };
             let ctx = Context {
                 first_name_tf,
                 last_name_tf,
@@ -77,9 +127,17 @@ pub(super) fn score_held_keys(
                 shared_phones,
             };
             phases.mark("households");
-            let blocked = write_keys(client, model, index);
-            phases.mark("block_keys");
-            score_blocked(client, &stream, model, &ctx, &ids, version, blocked, phases)
+            score_blocked(
+                client,
+                &stream,
+                model,
+                &ctx,
+                &ids,
+                version,
+                blocked,
+                packed.as_ref(),
+                phases,
+            )
         })
     })
 }
@@ -127,6 +185,7 @@ fn score_blocked(
     ids: &std::collections::HashMap<String, i32>,
     version: Option<i32>,
     mut blocked: Blocked,
+    packed: Option<&PackedRecords>,
     phases: &mut Phases,
 ) -> Figures {
     stream.run(client, "TRUNCATE unify.pairs");
@@ -163,32 +222,19 @@ fn score_blocked(
             .map(|p| (blocked.ids[p as usize], p))
             .collect();
         wanted.sort_unstable();
-        let raw = with_generic_plan(client, stream, |client| {
-            fetch_all(
-                client,
-                &format!(
-                    "SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"
-                ),
-                vec![wanted.iter().map(|w| w.0).collect::<Vec<i64>>().into()],
-                F,
-                |row| raw_record_from_row(row, F),
-            )
-        });
-        let mut records = prepare_all(raw);
-        records.sort_unstable_by_key(|r| r.id);
-        // A member gone since the keys were made (deleted meanwhile) is left out.
-        for &(_, p) in &wanted {
-            local[p as usize] = u32::MAX;
-        }
-        let mut w = wanted.iter().peekable();
-        for (k, r) in records.iter().enumerate() {
-            while w.next_if(|x| x.0 < r.id).is_some() {}
-            if let Some(&&(id, p)) = w.peek() {
-                if id == r.id {
+        let records = match packed {
+            // Made from the packed records, on all threads.
+            Some(packed) => {
+                let records = crate::parallel::map(&wanted, threads, |&(_, p)| {
+                    packed.get(p as usize).prepare()
+                });
+                for (k, &(_, p)) in wanted.iter().enumerate() {
                     local[p as usize] = k as u32;
                 }
+                records
             }
-        }
+            None => read_members(client, stream, &wanted, &mut local),
+        };
         let (local_ref, held) = (&local, &blocked);
         let cands: Vec<Candidate> = crate::parallel::flat_map(b + 1 - start, threads, |range| {
             let mut out = Vec::new();
@@ -236,4 +282,38 @@ fn score_blocked(
         (!stats.is_empty()).then(|| stats.iter().map(|s| s.new_pairs as i64).sum());
     write_blocking_stats(client, stats);
     (candidate_pairs, stored, matches, forced)
+}
+
+/// The members `wanted` (id, place; sorted) read by id, each one's index among them set in
+/// `local` (`u32::MAX` for one gone since the keys were made: deleted meanwhile).
+fn read_members(
+    client: &mut SpiClient<'_>,
+    stream: &Stream,
+    wanted: &[(i64, u32)],
+    local: &mut [u32],
+) -> Vec<MatchRecord> {
+    let raw = with_generic_plan(client, stream, |client| {
+        fetch_all(
+            client,
+            &format!("SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"),
+            vec![wanted.iter().map(|w| w.0).collect::<Vec<i64>>().into()],
+            F,
+            |row| raw_record_from_row(row, F),
+        )
+    });
+    let mut records = prepare_all(raw);
+    records.sort_unstable_by_key(|r| r.id);
+    for &(_, p) in wanted {
+        local[p as usize] = u32::MAX;
+    }
+    let mut w = wanted.iter().peekable();
+    for (k, r) in records.iter().enumerate() {
+        while w.next_if(|x| x.0 < r.id).is_some() {}
+        if let Some(&&(id, p)) = w.peek() {
+            if id == r.id {
+                local[p as usize] = k as u32;
+            }
+        }
+    }
+    records
 }

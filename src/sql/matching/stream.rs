@@ -269,37 +269,70 @@ pub(super) fn household_values_of(
     held: ValueHolders,
 ) -> (HashSet<String>, HashSet<String>) {
     let f = stream.function;
-    let mut groups = HolderGroups::default();
-    let judge =
-        |client: &mut SpiClient<'_>, groups: &mut HolderGroups| judge_holders(client, f, groups);
-    for (kind, hash, ids) in held.groups() {
-        if ids.len() > JUNK_VALUE_RECORDS {
-            let values = fetch_all(
+    household_values_read(client, stream, held, |client, ids, values_only| {
+        if !values_only {
+            return fetch_all(
                 client,
-                "SELECT record_id, email_key, phone, mobile FROM unify.records
-                 WHERE record_id = ANY($1)",
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"
+                ),
                 vec![ids.into()],
                 f,
-                |row| {
-                    let text = |i: usize| row.get::<String>(i).unwrap_or_else(|e| spi_failed(e, f));
-                    MatchRecord {
-                        id: row.get::<i64>(1).ok().flatten().unwrap_or_default(),
-                        email_key: text(2),
-                        phones: [text(3), text(4)].into_iter().flatten().collect(),
-                        ..Default::default()
-                    }
-                    .prepare()
-                },
+                |row| record_from_row(row, f),
             );
+        }
+        fetch_all(
+            client,
+            "SELECT record_id, email_key, phone, mobile FROM unify.records
+             WHERE record_id = ANY($1)",
+            vec![ids.into()],
+            f,
+            |row| {
+                let text = |i: usize| row.get::<String>(i).unwrap_or_else(|e| spi_failed(e, f));
+                MatchRecord {
+                    id: row.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                    email_key: text(2),
+                    phones: [text(3), text(4)].into_iter().flatten().collect(),
+                    ..Default::default()
+                }
+                .prepare()
+            },
+        )
+    })
+}
+
+/// [`household_values_of`] with the holders from `read` (ids; whether only their id, e-mail
+/// key and phones are needed): prepared records, in any order, those found of the ids.
+pub(super) fn household_values_read(
+    client: &mut SpiClient<'_>,
+    stream: &Stream,
+    held: ValueHolders,
+    mut read: impl FnMut(&mut SpiClient<'_>, Vec<i64>, bool) -> Vec<MatchRecord>,
+) -> (HashSet<String>, HashSet<String>) {
+    let mut groups = HolderGroups::default();
+    let judge =
+        |client: &mut SpiClient<'_>,
+         groups: &mut HolderGroups,
+         read: &mut dyn FnMut(&mut SpiClient<'_>, Vec<i64>, bool) -> Vec<MatchRecord>| {
+            if groups.members() == 0 {
+                return;
+            }
+            let mut holders = read(client, groups.ids(), false);
+            holders.sort_unstable_by_key(|r| r.id);
+            groups.judge(&holders);
+        };
+    for (kind, hash, ids) in held.groups() {
+        if ids.len() > JUNK_VALUE_RECORDS {
+            let values = read(client, ids, true);
             groups.push_hash_many(kind, hash, &values);
         } else {
             groups.push_hash(kind, hash, ids);
         }
         if groups.members() >= stream.buffer {
-            judge(client, &mut groups);
+            judge(client, &mut groups, &mut read);
         }
     }
-    judge(client, &mut groups);
+    judge(client, &mut groups, &mut read);
     groups.finish()
 }
 
