@@ -269,7 +269,7 @@ pub(super) fn household_values_of(
     held: ValueHolders,
 ) -> (HashSet<String>, HashSet<String>) {
     let f = stream.function;
-    household_values_read(client, stream, held, |client, ids, values_only| {
+    household_values_read(stream.buffer, held, |ids, values_only| {
         if !values_only {
             return fetch_all(
                 client,
@@ -302,37 +302,35 @@ pub(super) fn household_values_of(
 }
 
 /// [`household_values_of`] with the holders from `read` (ids; whether only their id, e-mail
-/// key and phones are needed): prepared records, in any order, those found of the ids.
+/// key and phones are needed): prepared records, in any order, those found of the ids; judged
+/// `buffer` holders at a time. Calls nothing of PostgreSQL's itself.
 pub(super) fn household_values_read(
-    client: &mut SpiClient<'_>,
-    stream: &Stream,
+    buffer: usize,
     held: ValueHolders,
-    mut read: impl FnMut(&mut SpiClient<'_>, Vec<i64>, bool) -> Vec<MatchRecord>,
+    mut read: impl FnMut(Vec<i64>, bool) -> Vec<MatchRecord>,
 ) -> (HashSet<String>, HashSet<String>) {
     let mut groups = HolderGroups::default();
-    let judge =
-        |client: &mut SpiClient<'_>,
-         groups: &mut HolderGroups,
-         read: &mut dyn FnMut(&mut SpiClient<'_>, Vec<i64>, bool) -> Vec<MatchRecord>| {
-            if groups.members() == 0 {
-                return;
-            }
-            let mut holders = read(client, groups.ids(), false);
-            holders.sort_unstable_by_key(|r| r.id);
-            groups.judge(&holders);
-        };
+    let judge = |groups: &mut HolderGroups,
+                 read: &mut dyn FnMut(Vec<i64>, bool) -> Vec<MatchRecord>| {
+        if groups.members() == 0 {
+            return;
+        }
+        let mut holders = read(groups.ids(), false);
+        holders.sort_unstable_by_key(|r| r.id);
+        groups.judge(&holders);
+    };
     for (kind, hash, ids) in held.groups() {
         if ids.len() > JUNK_VALUE_RECORDS {
-            let values = read(client, ids, true);
+            let values = read(ids, true);
             groups.push_hash_many(kind, hash, &values);
         } else {
             groups.push_hash(kind, hash, ids);
         }
-        if groups.members() >= stream.buffer {
-            judge(client, &mut groups, &mut read);
+        if groups.members() >= buffer {
+            judge(&mut groups, &mut read);
         }
     }
-    judge(client, &mut groups, &mut read);
+    judge(&mut groups, &mut read);
     groups.finish()
 }
 
