@@ -212,6 +212,7 @@ fn score_blocked(
     let mut local = vec![u32::MAX; places];
     let (mut batch, mut start, mut bound, mut read) = (0u32, 0usize, 0u64, 0usize);
     let mut members: Vec<u32> = Vec::new();
+    let mut made: Vec<MatchRecord> = Vec::new();
     let blocks = blocked.blocks();
     for b in 0..blocks {
         let m = blocked.members_of(b);
@@ -233,18 +234,27 @@ fn score_blocked(
             .map(|p| (blocked.ids[p as usize], p))
             .collect();
         wanted.sort_unstable();
-        let records = match packed {
-            // Made from the packed records, on all threads.
+        let read;
+        let records: &[MatchRecord] = match packed {
+            // Made from the packed records on all threads, into the slots of the last batch: its
+            // memory is used again, not given back and faulted in anew each batch.
             Some(packed) => {
-                let records = crate::parallel::map(&wanted, threads, |&(_, p)| {
-                    packed.get(p as usize).prepare()
-                });
-                for (k, &(_, p)) in wanted.iter().enumerate() {
+                made.truncate(wanted.len());
+                made.resize_with(wanted.len(), MatchRecord::default);
+                // Each slot holds the place of the record to make in it first.
+                for (k, (slot, &(_, p))) in made.iter_mut().zip(&wanted).enumerate() {
+                    slot.id = i64::from(p);
                     local[p as usize] = k as u32;
                 }
-                records
+                crate::parallel::each_mut(&mut made, threads, |slot| {
+                    *slot = packed.get(slot.id as usize).prepare();
+                });
+                &made
             }
-            None => read_members(client, stream, &wanted, &mut local),
+            None => {
+                read = read_members(client, stream, &wanted, &mut local);
+                &read
+            }
         };
         let (local_ref, held) = (&local, &blocked);
         let cands: Vec<Candidate> = crate::parallel::flat_map(b + 1 - start, threads, |range| {
@@ -270,7 +280,7 @@ fn score_blocked(
         for chunk in cands.chunks(1_000_000) {
             // This chunk is scored on the other threads while this one writes the last one's
             // pairs.
-            let (rows, ()) = pair_rows_beside(model, &scorer, &records, chunk, || {
+            let (rows, ()) = pair_rows_beside(model, &scorer, records, chunk, || {
                 write_pairs(client, std::mem::take(&mut scored), version, F)
             });
             stored += rows.len() as i64;
