@@ -16,7 +16,7 @@
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use super::super::spi::{drop_indexes, fetch_all, rebuild_indexes};
+use super::super::spi::{drop_indexes, fetch_all, in_own_context, rebuild_indexes};
 use super::frequencies::load_frequencies;
 use super::records::{prepare_all, raw_record_from_row, source_ids, RECORD_COLUMNS};
 use super::run::{workers, Phases};
@@ -320,14 +320,19 @@ fn read_members(
     wanted: &[(i64, u32)],
     local: &mut [u32],
 ) -> Vec<MatchRecord> {
-    let raw = with_generic_plan(client, stream, |client| {
-        fetch_all(
-            client,
-            &format!("SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"),
-            vec![wanted.iter().map(|w| w.0).collect::<Vec<i64>>().into()],
-            F,
-            |row| raw_record_from_row(row, F),
-        )
+    // The ids' array freed after the statement (see `in_own_context`).
+    let raw = in_own_context(|| {
+        with_generic_plan(client, stream, |client| {
+            fetch_all(
+                client,
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"
+                ),
+                vec![wanted.iter().map(|w| w.0).collect::<Vec<i64>>().into()],
+                F,
+                |row| raw_record_from_row(row, F),
+            )
+        })
     });
     let mut records = prepare_all(raw);
     records.sort_unstable_by_key(|r| r.id);
