@@ -61,11 +61,24 @@ impl KeyIndex {
         limits: &[usize],
         max_pairs: u64,
     ) -> Result<Blocked, String> {
+        self.block_with(names, limits, max_pairs, |_, _| {})
+    }
+
+    /// [`Self::block`], `sorted` handed all keys sorted by (hash, place) and the ids first (a
+    /// scoring writes them to unify.block_keys in its primary key's order from there).
+    pub fn block_with(
+        self,
+        names: &[String],
+        limits: &[usize],
+        max_pairs: u64,
+        sorted: impl FnOnce(&[(i64, u32)], &[i64]),
+    ) -> Result<Blocked, String> {
         let KeyIndex { ids, keys } = self;
         let mut figures = RuleFigures::new(names, limits)?;
         // In place: a parallel sort would copy them twice.
         let mut keys = keys;
         keys.sort_unstable();
+        sorted(&keys, &ids);
         let mut members: Vec<u32> = Vec::new();
         let mut blocks: Vec<(i64, u32, u32)> = Vec::new();
         let mut skipped_first: HashMap<i64, i64> = HashMap::new();
@@ -152,9 +165,20 @@ impl Blocked {
         &self.hashes[self.offsets[i as usize] as usize..self.offsets[i as usize + 1] as usize]
     }
 
+    /// How many valid blocks there are.
+    pub fn blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The places of valid block `b`'s members (blocks in the order of their first member).
+    pub fn members_of(&self, b: usize) -> &[u32] {
+        let (_, s, n) = self.blocks[b];
+        &self.members[s as usize..(s + n) as usize]
+    }
+
     /// `f` on every candidate of the blocks in `range` (places; `a` the record with the
     /// smaller id), with the block's rule, as `block_pairs` makes them (without a list per block).
-    fn each_pair(&self, range: Range<usize>, mut f: impl FnMut(usize, Candidate)) {
+    pub fn each_pair(&self, range: Range<usize>, mut f: impl FnMut(usize, Candidate)) {
         for b in range {
             let (hash, s, n) = self.blocks[b];
             let rule = rule_of(hash);

@@ -15,5 +15,6 @@ mod records;
 pub(super) mod rescore;
 mod run;
 pub(super) mod score;
+mod score_held;
 mod stream;
 pub(super) mod train;

@@ -80,9 +80,20 @@ fn _score_pairs() -> TableIterator<
         .unwrap_or_else(|e| spi_failed(e, F))
         .unwrap_or_default();
     if !fits_in_memory(count.max(0) as u64, budget) {
-        // More records than customer_unify.batch_memory holds: block by block.
+        // More records than customer_unify.batch_memory holds: block by block, their keys
+        // held when they fit half of it.
         let (candidate_pairs, stored_pairs, matches, forced) =
-            super::stream::score_streamed(&model, version, budget, &mut phases);
+            if super::score_held::keys_fit(&model, count.max(0) as u64, budget) {
+                super::score_held::score_held_keys(
+                    &model,
+                    version,
+                    count.max(0) as usize,
+                    budget,
+                    &mut phases,
+                )
+            } else {
+                super::stream::score_streamed(&model, version, budget, &mut phases)
+            };
         return TableIterator::once((candidate_pairs, stored_pairs, matches, forced, version));
     }
     let (records, ids) = load_all(F);

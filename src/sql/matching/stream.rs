@@ -26,7 +26,7 @@ use pgrx::PgSqlErrorCode;
 
 use super::super::errors::raise;
 use super::super::spi::{
-    drop_indexes, drop_temp_tables, fetch_all, rebuild_indexes, spi_failed, Cursor,
+    drop_indexes, drop_temp_tables, fetch_all, in_own_context, rebuild_indexes, spi_failed, Cursor,
 };
 use super::frequencies::load_frequencies;
 use super::records::{
@@ -37,7 +37,7 @@ use super::score::{pair_rows_beside, write_block_key_rows, write_blocking_stats,
 use crate::model::blocking::{key_hash, key_hashes, Candidate, RuleStats};
 use crate::model::comparison::{Context, JUNK_VALUE_RECORDS};
 use crate::model::held_keys::ValueHolders;
-use crate::model::packed_records::{PackedRecords, Unpacked};
+use crate::model::packed_records::PackedRecords;
 use crate::model::params::Model;
 use crate::model::record::MatchRecord;
 use crate::model::scorer::Scorer;
@@ -214,9 +214,8 @@ pub(super) fn household_values(
          GROUP BY kind, value HAVING count(*) >= 2",
     );
     let mut groups = HolderGroups::default();
-    let judge = |client: &mut SpiClient<'_>, groups: &mut HolderGroups| {
-        judge_holders(client, f, groups, None, &mut Unpacked::default())
-    };
+    let judge =
+        |client: &mut SpiClient<'_>, groups: &mut HolderGroups| judge_holders(client, f, groups);
     loop {
         let rows = cursor.next(client, |row| {
             (
@@ -245,42 +244,30 @@ pub(super) fn household_values(
     groups.finish()
 }
 
-/// Judges the values `groups` holds on their holders, read by id or taken from `packed` (with
-/// its places by id) (nothing when none wait).
-fn judge_holders(
-    client: &mut SpiClient<'_>,
-    f: &'static str,
-    groups: &mut HolderGroups,
-    packed: Option<(&PackedRecords, &[(i64, u32)])>,
-    unpacked: &mut Unpacked,
-) {
+/// Judges the values `groups` holds on their holders, read by id (nothing when none wait).
+fn judge_holders(client: &mut SpiClient<'_>, f: &'static str, groups: &mut HolderGroups) {
     if groups.members() == 0 {
         return;
     }
-    if let Some((packed, by_id)) = packed {
-        let ids = groups.ids();
-        let places = PackedRecords::places_of(by_id, &ids);
-        // In the order of the ids: ascending.
-        let holders = unpacked.fill(packed, places, super::run::workers());
-        groups.judge(holders);
-        return;
-    }
-    let mut holders = fetch_all(
-        client,
-        &format!("SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"),
-        vec![groups.ids().into()],
-        f,
-        |row| record_from_row(row, f),
-    );
+    // The ids' array freed after the statement (see `in_own_context`).
+    let mut holders = in_own_context(|| {
+        fetch_all(
+            client,
+            &format!("SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"),
+            vec![groups.ids().into()],
+            f,
+            |row| record_from_row(row, f),
+        )
+    });
     holders.sort_unstable_by_key(|r| r.id);
     groups.judge(&holders);
 }
 
 /// [`household_values`] from the values the records held as they passed by (a streamed
-/// training collects them in its one pass): the values of two or more holders grouped by hash
-/// here instead of in SQL, judged a buffer of holders at a time on the holders read by id; a
-/// hash of more than `JUNK_VALUE_RECORDS` holders is told apart on its holders' values alone.
-/// With `packed` (all records, with their places by id) nothing is read again.
+/// training or scoring collects them in its one pass): the values of two or more holders grouped
+/// by hash here instead of in SQL, judged a buffer of holders at a time on the holders read by
+/// id; a hash of more than `JUNK_VALUE_RECORDS` holders is told apart on its holders' values
+/// alone. With `packed` (all records, with their places by id) nothing is read again.
 pub(super) fn household_values_of(
     client: &mut SpiClient<'_>,
     stream: &Stream,
@@ -288,18 +275,15 @@ pub(super) fn household_values_of(
     packed: Option<(&PackedRecords, &[(i64, u32)])>,
 ) -> (HashSet<String>, HashSet<String>) {
     let f = stream.function;
-    let mut groups = HolderGroups::default();
-    let mut unpacked = Unpacked::default();
-    let mut judge = |client: &mut SpiClient<'_>, groups: &mut HolderGroups| {
-        judge_holders(client, f, groups, packed, &mut unpacked)
-    };
-    for (kind, hash, ids) in held.groups() {
-        if ids.len() > JUNK_VALUE_RECORDS {
-            let values = if let Some((packed, by_id)) = packed {
-                // As read below: the id, e-mail key and phones, prepared again.
-                ids.iter()
-                    .filter_map(|&id| packed.find(by_id, id))
-                    .map(|r| {
+    if let Some((packed, by_id)) = packed {
+        return household_values_read(stream.buffer, held, |ids, values_only| {
+            let places: Vec<u32> = PackedRecords::places_of(by_id, &ids).collect();
+            if values_only {
+                // As read by id below: the id, e-mail key and phones, prepared again.
+                return places
+                    .iter()
+                    .map(|&p| {
+                        let r = packed.get(p as usize);
                         MatchRecord {
                             id: r.id,
                             email_key: r.email_key,
@@ -308,36 +292,77 @@ pub(super) fn household_values_of(
                         }
                         .prepare()
                     })
-                    .collect()
-            } else {
-                fetch_all(
+                    .collect();
+            }
+            crate::parallel::map(&places, super::run::workers(), |&p| packed.get(p as usize))
+        });
+    }
+    // The ids' arrays freed after each statement (see `in_own_context`): they would stay in the
+    // connection's context to the end of the command otherwise.
+    household_values_read(stream.buffer, held, |ids, values_only| {
+        in_own_context(|| {
+            if !values_only {
+                return fetch_all(
                     client,
-                    "SELECT record_id, email_key, phone, mobile FROM unify.records
-                 WHERE record_id = ANY($1)",
+                    &format!(
+                        "SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"
+                    ),
                     vec![ids.into()],
                     f,
-                    |row| {
-                        let text =
-                            |i: usize| row.get::<String>(i).unwrap_or_else(|e| spi_failed(e, f));
-                        MatchRecord {
-                            id: row.get::<i64>(1).ok().flatten().unwrap_or_default(),
-                            email_key: text(2),
-                            phones: [text(3), text(4)].into_iter().flatten().collect(),
-                            ..Default::default()
-                        }
-                        .prepare()
-                    },
-                )
-            };
+                    |row| record_from_row(row, f),
+                );
+            }
+            fetch_all(
+                client,
+                "SELECT record_id, email_key, phone, mobile FROM unify.records
+             WHERE record_id = ANY($1)",
+                vec![ids.into()],
+                f,
+                |row| {
+                    let text = |i: usize| row.get::<String>(i).unwrap_or_else(|e| spi_failed(e, f));
+                    MatchRecord {
+                        id: row.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                        email_key: text(2),
+                        phones: [text(3), text(4)].into_iter().flatten().collect(),
+                        ..Default::default()
+                    }
+                    .prepare()
+                },
+            )
+        })
+    })
+}
+
+/// [`household_values_of`] with the holders from `read` (ids; whether only their id, e-mail
+/// key and phones are needed): prepared records, in any order, those found of the ids; judged
+/// `buffer` holders at a time. Calls nothing of PostgreSQL's itself.
+pub(super) fn household_values_read(
+    buffer: usize,
+    held: ValueHolders,
+    mut read: impl FnMut(Vec<i64>, bool) -> Vec<MatchRecord>,
+) -> (HashSet<String>, HashSet<String>) {
+    let mut groups = HolderGroups::default();
+    let judge = |groups: &mut HolderGroups,
+                 read: &mut dyn FnMut(Vec<i64>, bool) -> Vec<MatchRecord>| {
+        if groups.members() == 0 {
+            return;
+        }
+        let mut holders = read(groups.ids(), false);
+        holders.sort_unstable_by_key(|r| r.id);
+        groups.judge(&holders);
+    };
+    for (kind, hash, ids) in held.groups() {
+        if ids.len() > JUNK_VALUE_RECORDS {
+            let values = read(ids, true);
             groups.push_hash_many(kind, hash, &values);
         } else {
             groups.push_hash(kind, hash, ids);
         }
-        if groups.members() >= stream.buffer {
-            judge(client, &mut groups);
+        if groups.members() >= buffer {
+            judge(&mut groups, &mut read);
         }
     }
-    judge(client, &mut groups);
+    judge(&mut groups, &mut read);
     groups.finish()
 }
 
@@ -408,7 +433,7 @@ impl<'a> KeyWriter<'a> {
 /// scan of all records, 1.4 s against 0.3 s through the primary key for 131,000 of 1M records,
 /// and planning the array takes a tenth of a second on top (the plan cache keeps to such custom
 /// plans for a statement's first five runs).
-fn with_generic_plan<T>(
+pub(super) fn with_generic_plan<T>(
     client: &mut SpiClient<'_>,
     stream: &Stream,
     f: impl FnOnce(&mut SpiClient<'_>) -> T,
@@ -577,17 +602,21 @@ pub(super) fn stream_blocks(
         if batch.is_empty() {
             return;
         }
-        // By primary key: a few thousand of many records.
-        let raw = with_generic_plan(client, stream, |client| {
-            fetch_all(
-                client,
-                &format!(
-                    "SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"
-                ),
-                vec![batch.ids().into()],
-                f,
-                |row| raw_record_from_row(row, f),
-            )
+        // By primary key: a few thousand of many records. The ids' array freed after the
+        // statement (see `in_own_context`): kept in the connection's context, a batch's array
+        // each stayed to the end (52 MB at 1M records within 64MB, twice that at 2M).
+        let raw = in_own_context(|| {
+            with_generic_plan(client, stream, |client| {
+                fetch_all(
+                    client,
+                    &format!(
+                        "SELECT {RECORD_COLUMNS} FROM unify.records r WHERE r.record_id = ANY($1)"
+                    ),
+                    vec![batch.ids().into()],
+                    f,
+                    |row| raw_record_from_row(row, f),
+                )
+            })
         });
         let mut records = prepare_all(raw);
         records.sort_unstable_by_key(|r| r.id);
@@ -667,7 +696,7 @@ fn score_blocks(
 }
 
 /// The text of a skipped block's key (the figure names the junk value), from one of its records.
-fn skipped_key(
+pub(super) fn skipped_key(
     client: &mut SpiClient<'_>,
     model: &Model,
     keys: &str,

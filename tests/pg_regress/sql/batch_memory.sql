@@ -55,6 +55,51 @@ SELECT (SELECT count(*) FROM (SELECT * FROM held_keys EXCEPT SELECT key_hash, re
 SELECT count(*) AS pairs_indexes FROM pg_indexes WHERE schemaname = 'unify' AND tablename = 'pairs';
 SELECT count(*) AS temp_tables_left FROM pg_class WHERE relname LIKE 'unify_score%' AND relpersistence = 't';
 SHOW cursor_tuple_fraction;
+-- Within 4MB the records are not held at once but their blocking keys are (the blocks and
+-- figures from one sort in memory, unify.block_keys written from it): the same again.
+SET LOCAL customer_unify.batch_memory = '4MB';
+CREATE TEMP TABLE keys_held AS SELECT candidate_pairs, stored_pairs, matches, forced FROM unify.score_pairs();
+SELECT (SELECT row(h.*)::text FROM held h) = (SELECT row(k.*)::text FROM keys_held k) AS same_figures;
+SELECT (SELECT count(*) FROM (SELECT * FROM held_pairs EXCEPT
+          SELECT record_a, record_b, match_weight, match_probability, is_match, forced_by, blocking_rules, weights,
+                 model_version FROM unify.pairs) x) AS pairs_only_held,
+       (SELECT count(*) FROM (SELECT record_a, record_b, match_weight, match_probability, is_match, forced_by,
+                 blocking_rules, weights, model_version FROM unify.pairs EXCEPT SELECT * FROM held_pairs) x) AS pairs_only_keys_held,
+       (SELECT count(*) FROM unify.pairs) = (SELECT count(*) FROM held_pairs) AS same_count;
+SELECT (SELECT count(*) FROM (SELECT * FROM held_stats EXCEPT SELECT rule, pairs, new_pairs, blocks, skipped_blocks,
+          largest_skipped_block, largest_skipped_key FROM unify.blocking_stats) x) AS stats_only_held,
+       (SELECT count(*) FROM (SELECT rule, pairs, new_pairs, blocks, skipped_blocks, largest_skipped_block,
+          largest_skipped_key FROM unify.blocking_stats EXCEPT SELECT * FROM held_stats) x) AS stats_only_keys_held;
+SELECT (SELECT count(*) FROM (SELECT * FROM held_keys EXCEPT SELECT key_hash, record_id FROM unify.block_keys) x) AS keys_only_held,
+       (SELECT count(*) FROM (SELECT key_hash, record_id FROM unify.block_keys EXCEPT SELECT * FROM held_keys) x) AS keys_only_keys_held;
+SELECT count(*) AS pairs_indexes FROM pg_indexes WHERE schemaname = 'unify' AND tablename = 'pairs';
+SELECT count(*) AS block_keys_indexes FROM pg_indexes WHERE schemaname = 'unify' AND tablename = 'block_keys';
+-- Records too wide to be kept packed in a quarter of the budget (3 kB each) are read again by id
+-- for each batch: the same again, against all records held, both on the widened records.
+SAVEPOINT wide;
+UPDATE unify.records SET customer_number = coalesce(customer_number, '') || repeat('0', 3000);
+RESET customer_unify.batch_memory;
+CREATE TEMP TABLE wide_held AS SELECT candidate_pairs, stored_pairs, matches, forced FROM unify.score_pairs();
+CREATE TEMP TABLE wide_pairs AS SELECT record_a, record_b, match_weight, match_probability, is_match, forced_by,
+       blocking_rules, weights, model_version FROM unify.pairs;
+CREATE TEMP TABLE wide_stats AS SELECT rule, pairs, new_pairs, blocks, skipped_blocks, largest_skipped_block,
+       largest_skipped_key FROM unify.blocking_stats;
+SET LOCAL customer_unify.batch_memory = '4MB';
+CREATE TEMP TABLE wide_read AS SELECT candidate_pairs, stored_pairs, matches, forced FROM unify.score_pairs();
+SELECT (SELECT row(h.*)::text FROM wide_held h) = (SELECT row(k.*)::text FROM wide_read k) AS same_figures,
+       (SELECT stored_pairs > 1000 FROM wide_read) AS many_pairs,
+       (SELECT count(*) FROM ((SELECT * FROM wide_pairs EXCEPT SELECT record_a, record_b, match_weight, match_probability,
+                                 is_match, forced_by, blocking_rules, weights, model_version FROM unify.pairs)
+                              UNION ALL
+                              (SELECT record_a, record_b, match_weight, match_probability, is_match, forced_by,
+                                 blocking_rules, weights, model_version FROM unify.pairs EXCEPT SELECT * FROM wide_pairs)) x) AS pairs_differing,
+       (SELECT count(*) FROM ((SELECT * FROM wide_stats EXCEPT SELECT rule, pairs, new_pairs, blocks, skipped_blocks,
+                                 largest_skipped_block, largest_skipped_key FROM unify.blocking_stats)
+                              UNION ALL
+                              (SELECT rule, pairs, new_pairs, blocks, skipped_blocks, largest_skipped_block,
+                                 largest_skipped_key FROM unify.blocking_stats EXCEPT SELECT * FROM wide_stats)) x) AS stats_differing;
+ROLLBACK TO SAVEPOINT wide;
+RESET customer_unify.batch_memory;
 
 -- unify.train within the budget: streamed as score_pairs is (the keys in a temp table of its own,
 -- the name frequencies and exact-agreement u from value counts in SQL, u's random pairs from a
@@ -161,6 +206,8 @@ SET LOCAL customer_unify.batch_memory = '64kB';
 
 -- Too many candidate pairs: the same error as with all records held.
 SELECT unify.set_model(jsonb_set(unify.get_model(), '{max_candidate_pairs}', '100')) > 0 AS model_set;
+SELECT * FROM unify.score_pairs();
+SET LOCAL customer_unify.batch_memory = '4MB';
 SELECT * FROM unify.score_pairs();
 RESET customer_unify.batch_memory;
 SELECT * FROM unify.score_pairs();
