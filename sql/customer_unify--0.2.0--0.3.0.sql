@@ -1786,14 +1786,11 @@ BEGIN
             (SELECT string_agg(concat_ws(':', s.source_id, s.name, s.priority), ',' ORDER BY s.source_id)
              FROM unify.sources s)), 0);
         IF first_fill THEN
-            -- Nothing to compare with, and every golden record is made now.
+            -- Nothing to compare with, and every golden record is made now: unify._golden_records
+            -- fills the table in the statement below, each person's hash as the one here
+            -- (bit_xor of hashtextextended(record_id::text || ':' || xmin::text, seed) over their
+            -- records), from the records it reads anyway (unify_internal.golden_inputs_seed).
             DELETE FROM unify.golden_inputs;
-            INSERT INTO unify.golden_inputs (person_id, inputs)
-            SELECT rp.person_id,
-                   bit_xor(pg_catalog.hashtextextended(r.record_id::text || ':' || r.xmin::text, seed))
-            FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
-            -- In key order: appended to the primary key's last page, not scattered over it.
-            GROUP BY rp.person_id ORDER BY rp.person_id;
         ELSE
             IF to_regclass('pg_temp.unify_golden_scope') IS NOT NULL THEN  -- (no notice when not)
                 DROP TABLE pg_temp.unify_golden_scope;
@@ -1832,6 +1829,8 @@ BEGIN
         -- Made here from records a resolve has not hashed: its next run makes them again.
         DELETE FROM unify.golden_inputs g WHERE g.person_id = ANY (ids);
     END IF;
+    PERFORM pg_catalog.set_config('unify_internal.golden_inputs_seed',
+                                  CASE WHEN first_fill THEN seed::text ELSE '' END, true);
     -- Consent changes per channel go to the outbox (unify._outbox_emit) in this statement: its
     -- read of unify.persons sees the rows as they were before it (one snapshot for all parts).
     -- Not on the first fill: the starting state is unify.persons itself (a million first answers
@@ -1909,6 +1908,7 @@ BEGIN
                               array_agg(c.payload ORDER BY c.person_id, c.channel))
     INTO changed, changed_ids, emitted
     FROM consent c;
+    PERFORM pg_catalog.set_config('unify_internal.golden_inputs_seed', '', true);
     IF ids IS NULL AND NOT first_fill THEN
         IF scope IS NOT NULL THEN
             -- Rows changed: golden row or household, each once, as one pass over all counts.
