@@ -193,7 +193,11 @@ BEGIN
             RETURNING p.person_id, p.household_id
         ), event AS (
             INSERT INTO unify.identity_events (event, person_id, rule, reason, details)
+            -- In person order: the DELETE returns them in the heap's order, which depends on
+            -- where earlier updates put the rows (pruning, vacuum), so event ids would differ
+            -- from run to run.
             SELECT 'remove', g.person_id, _refresh_persons.rule, 'no records left', NULL FROM gone g
+            ORDER BY g.person_id
         )
         SELECT count(*), array_agg(DISTINCT g.household_id) FILTER (WHERE g.household_id IS NOT NULL)
         INTO removed, left_households FROM gone g;
@@ -246,7 +250,8 @@ BEGIN
             RETURNING p.person_id
         )
         INSERT INTO unify.identity_events (event, person_id, rule, reason, details)
-        SELECT 'remove', g.person_id, _refresh_persons.rule, 'no records left', NULL FROM gone g;
+        SELECT 'remove', g.person_id, _refresh_persons.rule, 'no records left', NULL FROM gone g
+        ORDER BY g.person_id;
         GET DIAGNOSTICS removed = ROW_COUNT;
         -- Made here from records a resolve has not hashed: its next run makes them again.
         DELETE FROM unify.golden_inputs g WHERE g.person_id = ANY (ids);
@@ -274,7 +279,11 @@ BEGIN
         g.salutation, g.title, g.display[1], g.display[2], g.display[3], g.display[4], g.display[5],
         g.display[6], g.display[7]
     -- All persons in one pass: their households come along (no second pass over every person).
-    FROM unify._golden_records(target, with_households) g
+    -- Called in a select list (ProjectSet), not in FROM: a function scan would first keep all
+    -- its rows in a tuplestore (a million golden rows: up to work_mem in memory, the rest
+    -- written to a temp file and read back), where each row can go straight to the insert.
+    FROM (SELECT unify._golden_records(target, with_households) AS r OFFSET 0) s
+    CROSS JOIN LATERAL (SELECT (s.r).*) g
     ON CONFLICT (person_id) DO UPDATE SET
         first_name = excluded.first_name, last_name = excluded.last_name, email = excluded.email,
         phone = excluded.phone, mobile = excluded.mobile, street = excluded.street,

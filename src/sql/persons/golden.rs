@@ -989,14 +989,35 @@ const HELD_KEYS: &str = "pg_temp.unify_golden_keys";
 /// arrays): about 55 bytes, rounded up.
 const HELD_HOUSEHOLD_BYTES: u64 = 64;
 
-/// Whether the households of a streamed run are grouped in memory: while that takes at most half
-/// the budget (8 million records at 1GB); above, in SQL, flat.
-fn households_held(client: &mut SpiClient<'_>, mapping: &str) -> bool {
-    at_most(
+/// Memory per record of the household keys held in a map besides (`KeyLinks::Map`): about
+/// 1.9 keys a person of some 30 bytes, each in a map entry and an allocation of its own,
+/// rounded up.
+const HELD_KEY_BYTES: u64 = 192;
+
+/// How the households of a streamed run are grouped: in memory while that takes at most half
+/// the budget (8 million records at 1GB; their keys in memory too up to 2 million), above in
+/// SQL, flat.
+fn households_held(client: &mut SpiClient<'_>, mapping: &str) -> Option<KeyLinks> {
+    let half = crate::budget::kb() * 1024 / 2;
+    let from = format!("{mapping} rp");
+    if at_most(
         client,
-        &format!("{mapping} rp"),
-        crate::budget::kb() * 1024 / 2 / HELD_HOUSEHOLD_BYTES,
-    )
+        &from,
+        half / (HELD_HOUSEHOLD_BYTES + HELD_KEY_BYTES),
+    ) {
+        Some(KeyLinks::Map(HashMap::new()))
+    } else if at_most(client, &from, half / HELD_HOUSEHOLD_BYTES) {
+        Some(KeyLinks::Table)
+    } else {
+        None
+    }
+}
+
+/// Where the persons sharing a household key are found: a map of each key's first holder, or
+/// (more records than its memory allows) a temp table of the keys that PostgreSQL sorts.
+enum KeyLinks {
+    Map(HashMap<Box<str>, u32>),
+    Table,
 }
 
 /// Where a streamed run takes each person's household from.
@@ -1143,9 +1164,15 @@ impl Streamed {
                 "SELECT set_config('cursor_tuple_fraction', '1', true)",
             );
             let households = with_households.then(|| {
-                if households_held(client, mapping) {
+                if let Some(links) = households_held(client, mapping) {
                     HouseholdSource::Held {
-                        households: streamed_households_held(client, &survivorship, batch, mapping),
+                        households: streamed_households_held(
+                            client,
+                            &survivorship,
+                            batch,
+                            mapping,
+                            links,
+                        ),
                         n: 0,
                     }
                 } else {
@@ -1301,25 +1328,31 @@ impl PersonBatches {
 }
 
 /// The household of every person with records, in person order, as `plan_households` gives
-/// them over all golden rows held at once: each golden row made once for its household keys
-/// (to a temp table, a batch at a time), the persons sharing a key found by PostgreSQL (sorted
-/// within work_mem), joined by a union-find over the persons (8 bytes each), plus per person
-/// whether they have keys (1 byte), their id (8 bytes) and their household before (16 bytes):
-/// while that fits half the budget (`households_held`), else `streamed_households` in SQL.
+/// them over all golden rows held at once: each golden row made once for its household keys,
+/// each person sharing a key joined to the key's first holder (`links`: through a map of the
+/// keys, or a temp table of them sorted by PostgreSQL within work_mem) by a union-find over the
+/// persons (8 bytes each), plus per person whether they have keys (1 byte), their id (8 bytes)
+/// and their household before (16 bytes): while that fits half the budget (`households_held`),
+/// else `streamed_households` in SQL.
 fn streamed_households_held(
     client: &mut SpiClient<'_>,
     survivorship: &Survivorship,
     batch: usize,
     mapping: &str,
+    mut links: KeyLinks,
 ) -> Households {
-    drop_temp_tables(client, &[HELD_KEYS], F);
-    run(
-        client,
-        &format!("CREATE TEMP TABLE {HELD_KEYS} (person int NOT NULL, key text NOT NULL)"),
-    );
+    if let KeyLinks::Table = links {
+        drop_temp_tables(client, &[HELD_KEYS], F);
+        run(
+            client,
+            &format!("CREATE TEMP TABLE {HELD_KEYS} (person int NOT NULL, key text NOT NULL)"),
+        );
+    }
     let mut has_keys: Vec<bool> = Vec::new();
     let mut persons: Vec<i64> = Vec::new();
     let mut previous: Vec<Option<i64>> = Vec::new();
+    // Links found through the map: (first holder, person).
+    let mut linked: Vec<(u32, u32)> = Vec::new();
     let mut batches = PersonBatches::open(
         client,
         "unify_golden_keys",
@@ -1333,10 +1366,26 @@ fn streamed_households_held(
             has_keys.push(!keys.is_empty());
             persons.push(person_id);
             previous.push(household_id);
-            let n = has_keys.len() as i32 - 1;
-            for k in keys {
-                person.push(n);
-                key.push(k);
+            let n = has_keys.len() as u32 - 1;
+            match &mut links {
+                // Persons come in ascending order: the first holder is the least, as the
+                // window below takes it.
+                KeyLinks::Map(first) => {
+                    for k in keys {
+                        match first.get(k.as_str()) {
+                            Some(&f) => linked.push((f, n)),
+                            None => {
+                                first.insert(k.into_boxed_str(), n);
+                            }
+                        }
+                    }
+                }
+                KeyLinks::Table => {
+                    for k in keys {
+                        person.push(n as i32);
+                        key.push(k);
+                    }
+                }
             }
         }
         if !person.is_empty() {
@@ -1355,40 +1404,54 @@ fn streamed_households_held(
         }
     }
     batches.close(client);
-    // Each person sharing a key joins the first person holding it (as group_by_shared_keys).
+    drop(links_map(&mut links));
     let mut clusterer = Clusterer::new(has_keys.len());
-    let links = Cursor::open(
-        client,
-        "unify_golden_links",
-        &format!(
-            "SELECT first, person FROM (
-               SELECT person, min(person) OVER (PARTITION BY key COLLATE \"C\") AS first FROM {HELD_KEYS}) k
-             WHERE first <> person"
-        ),
-        batch.max(1000),
-        F,
-    );
-    loop {
-        let pairs = links.next(client, |r| {
-            (
-                r.get::<i32>(1).ok().flatten().unwrap_or_default() as u32,
-                r.get::<i32>(2).ok().flatten().unwrap_or_default() as u32,
-            )
-        });
-        if pairs.is_empty() {
-            break;
-        }
-        for (a, b) in pairs {
-            clusterer.must_link(a, b);
-        }
+    for (a, b) in linked {
+        clusterer.must_link(a, b);
     }
-    links.close(client);
-    run(client, &format!("DROP TABLE {HELD_KEYS}"));
+    if let KeyLinks::Table = links {
+        // Each person sharing a key joins the first person holding it (as group_by_shared_keys).
+        let links = Cursor::open(
+            client,
+            "unify_golden_links",
+            &format!(
+                "SELECT first, person FROM (
+                   SELECT person, min(person) OVER (PARTITION BY key COLLATE \"C\") AS first FROM {HELD_KEYS}) k
+                 WHERE first <> person"
+            ),
+            batch.max(1000),
+            F,
+        );
+        loop {
+            let pairs = links.next(client, |r| {
+                (
+                    r.get::<i32>(1).ok().flatten().unwrap_or_default() as u32,
+                    r.get::<i32>(2).ok().flatten().unwrap_or_default() as u32,
+                )
+            });
+            if pairs.is_empty() {
+                break;
+            }
+            for (a, b) in pairs {
+                clusterer.must_link(a, b);
+            }
+        }
+        links.close(client);
+        run(client, &format!("DROP TABLE {HELD_KEYS}"));
+    }
     let groups = groups_with_keys(&clusterer.finish(), |i| has_keys[i]);
     drop(has_keys);
     Households {
         persons,
         household: plan_household_ids(client, &groups, &previous),
+    }
+}
+
+/// The map of `links`, emptied (freed before the union-find is made).
+fn links_map(links: &mut KeyLinks) -> HashMap<Box<str>, u32> {
+    match links {
+        KeyLinks::Map(first) => std::mem::take(first),
+        KeyLinks::Table => HashMap::new(),
     }
 }
 
@@ -1428,22 +1491,21 @@ fn streamed_households(
                 household.push(h);
             }
         }
-        let args: [(&str, Args); 2] = [
-            (KEYS, vec![person.into(), key.into()]),
-            (BEFORE, vec![had.into(), household.into()]),
-        ];
-        for (table, args) in args {
-            in_own_context(|| {
-                client
-                    .update(
-                        &format!("INSERT INTO {table} SELECT * FROM unnest($1, $2)"),
-                        None,
-                        &args,
-                    )
-                    .unwrap_or_else(|e| spi_failed(e, F));
-            });
-            free_last_result();
-        }
+        // The arrays made in the insert's own context: made outside it they stayed in the
+        // connection's until the whole pass ended (some 300 MB at 1M records).
+        let insert = |client: &mut SpiClient<'_>, table: &str, args: Args| {
+            client
+                .update(
+                    &format!("INSERT INTO {table} SELECT * FROM unnest($1, $2)"),
+                    None,
+                    &args,
+                )
+                .unwrap_or_else(|e| spi_failed(e, F));
+        };
+        in_own_context(|| insert(client, KEYS, vec![person.into(), key.into()]));
+        free_last_result();
+        in_own_context(|| insert(client, BEFORE, vec![had.into(), household.into()]));
+        free_last_result();
     }
     batches.close(client);
     run(client, &format!("ANALYZE {BEFORE}"));
