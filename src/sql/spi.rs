@@ -381,56 +381,6 @@ pub(crate) fn rebuild_indexes(
     }
 }
 
-#[cfg(any(test, feature = "pg_test"))]
-#[pgrx::pg_schema]
-mod tests {
-    use pgrx::prelude::*;
-
-    use super::Cursor;
-
-    /// The connection's own context after reading arrays and texts from a cursor in many
-    /// fetches: it must not grow with the fetches (each fetch here reads about 80 kB of values;
-    /// pgrx copies a value into the parent of the current context, which in_own_context owns).
-    #[pg_test]
-    fn reading_fetches_leaves_the_connections_memory_as_it_was() {
-        Spi::connect_mut(|client| {
-            let cursor = Cursor::open(
-                client,
-                "unify_test_values",
-                "SELECT array_agg(g::bigint), string_agg(g::text, ',')
-                 FROM generate_series(1, 400000) AS g GROUP BY g / 2000",
-                2,
-                "test",
-            );
-            // SAFETY: reading the current context's counters, nothing else.
-            let used = || unsafe {
-                pg_sys::MemoryContextMemAllocated(pg_sys::CurrentMemoryContext, false)
-            };
-            let _ = cursor.next(client, |row| row.get::<Vec<i64>>(1).unwrap());
-            let before = used();
-            let mut read = 0usize;
-            loop {
-                let rows = cursor.next(client, |row| {
-                    let numbers = row.get::<Vec<i64>>(1).unwrap().unwrap_or_default();
-                    let text = row.get::<String>(2).unwrap().unwrap_or_default();
-                    numbers.len() + text.len()
-                });
-                if rows.is_empty() {
-                    break;
-                }
-                read += rows.iter().sum::<usize>();
-            }
-            cursor.close(client);
-            assert!(read > 2_000_000, "read {read}");
-            let grown = used() - before;
-            assert!(
-                grown < 64 * 1024,
-                "the connection's context grew by {grown} bytes"
-            );
-        })
-    }
-}
-
 /// A row of the last SPI result with all its columns taken apart at once (`heap_deform_tuple`):
 /// pgrx's row reader finds every column from the tuple's start (`nocachegetattr`, quadratic in
 /// the columns of a wide row with NULLs) and converts each value through a memory-context
@@ -528,5 +478,119 @@ pub(crate) fn deformed_rows<T>(
             out.push(row(&deformed));
         }
         out
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use super::{deformed_rows, free_last_result, in_own_context, Cursor};
+
+    /// The connection's own context after reading arrays and texts from a cursor in many
+    /// fetches: it must not grow with the fetches (each fetch here reads about 80 kB of values;
+    /// pgrx copies a value into the parent of the current context, which in_own_context owns).
+    #[pg_test]
+    fn reading_fetches_leaves_the_connections_memory_as_it_was() {
+        Spi::connect_mut(|client| {
+            let cursor = Cursor::open(
+                client,
+                "unify_test_values",
+                "SELECT array_agg(g::bigint), string_agg(g::text, ',')
+                 FROM generate_series(1, 400000) AS g GROUP BY g / 2000",
+                2,
+                "test",
+            );
+            // SAFETY: reading the current context's counters, nothing else.
+            let used = || unsafe {
+                pg_sys::MemoryContextMemAllocated(pg_sys::CurrentMemoryContext, false)
+            };
+            let _ = cursor.next(client, |row| row.get::<Vec<i64>>(1).unwrap());
+            let before = used();
+            let mut read = 0usize;
+            loop {
+                let rows = cursor.next(client, |row| {
+                    let numbers = row.get::<Vec<i64>>(1).unwrap().unwrap_or_default();
+                    let text = row.get::<String>(2).unwrap().unwrap_or_default();
+                    numbers.len() + text.len()
+                });
+                if rows.is_empty() {
+                    break;
+                }
+                read += rows.iter().sum::<usize>();
+            }
+            cursor.close(client);
+            assert!(read > 2_000_000, "read {read}");
+            let grown = used() - before;
+            assert!(
+                grown < 64 * 1024,
+                "the connection's context grew by {grown} bytes"
+            );
+        })
+    }
+
+    /// A row taken apart at once reads what pgrx's reader reads: NULLs, numbers, texts short,
+    /// plain, compressed and stored apart (a table's toasted values), in any column order.
+    #[pg_test]
+    fn deformed_rows_read_as_pgrx_does() {
+        Spi::run(
+            "CREATE TEMP TABLE test_deformed (a bigint, b text, c int, d boolean, e text);
+             ALTER TABLE test_deformed ALTER COLUMN e SET STORAGE EXTERNAL;
+             INSERT INTO test_deformed VALUES
+               (1, NULL, 7, true, 'kurz'),
+               (-5, repeat('lang ', 4000), NULL, false, repeat('x', 5000)),
+               (NULL, 'Müller', -3, NULL, NULL);",
+        )
+        .unwrap();
+        let query = "SELECT a, b, c, d, e FROM test_deformed ORDER BY a NULLS LAST";
+        type Row = (
+            Option<i64>,
+            Option<String>,
+            Option<i32>,
+            Option<bool>,
+            Option<String>,
+        );
+        let (pgrx_rows, deformed): (Vec<Row>, Vec<Row>) = Spi::connect_mut(|client| {
+            let pgrx_rows = client
+                .select(query, None, &[])
+                .unwrap()
+                .map(|r| {
+                    (
+                        r.get::<i64>(1).unwrap(),
+                        r.get::<String>(2).unwrap(),
+                        r.get::<i32>(3).unwrap(),
+                        r.get::<bool>(4).unwrap(),
+                        r.get::<String>(5).unwrap(),
+                    )
+                })
+                .collect();
+            client.select(query, None, &[]).unwrap();
+            let deformed = in_own_context(|| {
+                deformed_rows("test", |r| {
+                    (
+                        r.i64(1),
+                        r.text(2).map(str::to_string),
+                        r.i32(3),
+                        r.bool(4),
+                        r.text(5).map(str::to_string),
+                    )
+                })
+            });
+            free_last_result();
+            (pgrx_rows, deformed)
+        });
+        assert_eq!(deformed.len(), 3);
+        assert_eq!(deformed, pgrx_rows);
+        assert_eq!(deformed[1].1.as_deref().map(str::len), Some(20_000));
+    }
+
+    /// A column read as another type than its own is an error, not a wrong value.
+    #[pg_test(error = "unify.test: a statement failed: column 1 is not of type 25")]
+    fn deformed_rows_check_the_type() {
+        Spi::connect_mut(|client| {
+            client.select("SELECT 1::bigint", None, &[]).unwrap();
+            deformed_rows("test", |r| r.text(1).map(str::to_string))
+        });
     }
 }
