@@ -582,7 +582,7 @@ mod tests {
         });
         assert_eq!(deformed.len(), 3);
         assert_eq!(deformed, pgrx_rows);
-        assert_eq!(deformed[1].1.as_deref().map(str::len), Some(20_000));
+        assert_eq!(deformed[0].1.as_deref().map(str::len), Some(20_000));
     }
 
     /// A column read as another type than its own is an error, not a wrong value.
