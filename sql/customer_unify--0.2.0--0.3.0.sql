@@ -1787,7 +1787,11 @@ BEGIN
             RETURNING p.person_id, p.household_id
         ), event AS (
             INSERT INTO unify.identity_events (event, person_id, rule, reason, details)
+            -- In person order: the DELETE returns them in the heap's order, which depends on
+            -- where earlier updates put the rows (pruning, vacuum), so event ids would differ
+            -- from run to run.
             SELECT 'remove', g.person_id, _refresh_persons.rule, 'no records left', NULL FROM gone g
+            ORDER BY g.person_id
         )
         SELECT count(*), array_agg(DISTINCT g.household_id) FILTER (WHERE g.household_id IS NOT NULL)
         INTO removed, left_households FROM gone g;
@@ -1802,14 +1806,11 @@ BEGIN
             (SELECT string_agg(concat_ws(':', s.source_id, s.name, s.priority), ',' ORDER BY s.source_id)
              FROM unify.sources s)), 0);
         IF first_fill THEN
-            -- Nothing to compare with, and every golden record is made now.
+            -- Nothing to compare with, and every golden record is made now: unify._golden_records
+            -- fills the table in the statement below, each person's hash as the one here
+            -- (bit_xor of hashtextextended(record_id::text || ':' || xmin::text, seed) over their
+            -- records), from the records it reads anyway (unify_internal.golden_inputs_seed).
             DELETE FROM unify.golden_inputs;
-            INSERT INTO unify.golden_inputs (person_id, inputs)
-            SELECT rp.person_id,
-                   bit_xor(pg_catalog.hashtextextended(r.record_id::text || ':' || r.xmin::text, seed))
-            FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
-            -- In key order: appended to the primary key's last page, not scattered over it.
-            GROUP BY rp.person_id ORDER BY rp.person_id;
         ELSE
             IF to_regclass('pg_temp.unify_golden_scope') IS NOT NULL THEN  -- (no notice when not)
                 DROP TABLE pg_temp.unify_golden_scope;
@@ -1843,11 +1844,14 @@ BEGIN
             RETURNING p.person_id
         )
         INSERT INTO unify.identity_events (event, person_id, rule, reason, details)
-        SELECT 'remove', g.person_id, _refresh_persons.rule, 'no records left', NULL FROM gone g;
+        SELECT 'remove', g.person_id, _refresh_persons.rule, 'no records left', NULL FROM gone g
+        ORDER BY g.person_id;
         GET DIAGNOSTICS removed = ROW_COUNT;
         -- Made here from records a resolve has not hashed: its next run makes them again.
         DELETE FROM unify.golden_inputs g WHERE g.person_id = ANY (ids);
     END IF;
+    PERFORM pg_catalog.set_config('unify_internal.golden_inputs_seed',
+                                  CASE WHEN first_fill THEN seed::text ELSE '' END, true);
     -- Consent changes per channel go to the outbox (unify._outbox_emit) in this statement: its
     -- read of unify.persons sees the rows as they were before it (one snapshot for all parts).
     -- Not on the first fill: the starting state is unify.persons itself (a million first answers
@@ -1869,7 +1873,11 @@ BEGIN
         g.salutation, g.title, g.display[1], g.display[2], g.display[3], g.display[4], g.display[5],
         g.display[6], g.display[7]
     -- All persons in one pass: their households come along (no second pass over every person).
-    FROM unify._golden_records(target, with_households) g
+    -- Called in a select list (ProjectSet), not in FROM: a function scan would first keep all
+    -- its rows in a tuplestore (a million golden rows: up to work_mem in memory, the rest
+    -- written to a temp file and read back), where each row can go straight to the insert.
+    FROM (SELECT unify._golden_records(target, with_households) AS r OFFSET 0) s
+    CROSS JOIN LATERAL (SELECT (s.r).*) g
     ON CONFLICT (person_id) DO UPDATE SET
         first_name = excluded.first_name, last_name = excluded.last_name, email = excluded.email,
         phone = excluded.phone, mobile = excluded.mobile, street = excluded.street,
@@ -1925,6 +1933,7 @@ BEGIN
                               array_agg(c.payload ORDER BY c.person_id, c.channel))
     INTO changed, changed_ids, emitted
     FROM consent c;
+    PERFORM pg_catalog.set_config('unify_internal.golden_inputs_seed', '', true);
     IF ids IS NULL AND NOT first_fill THEN
         IF scope IS NOT NULL THEN
             -- Rows changed: golden row or household, each once, as one pass over all counts.

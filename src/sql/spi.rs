@@ -148,6 +148,37 @@ pub fn fetch_all<T>(
     out
 }
 
+/// `fetch_all` with each row taken apart once (`Deformed`): for wide whole-table reads.
+pub(crate) fn fetch_all_deformed<T>(
+    client: &SpiClient<'_>,
+    query: &str,
+    args: Args<'_>,
+    function: &'static str,
+    mut row: impl FnMut(&Deformed) -> T,
+) -> Vec<T> {
+    if !args.is_empty() {
+        select_kept(client, query, &args).unwrap_or_else(|e| spi_failed(e, function));
+        let out = in_own_context(|| deformed_rows(function, row));
+        free_last_result();
+        return out;
+    }
+    let mut cursor = client
+        .try_open_cursor(query, &args)
+        .unwrap_or_else(|e| spi_failed(e, function));
+    let mut out = Vec::new();
+    loop {
+        let table = cursor
+            .fetch(20_000)
+            .unwrap_or_else(|e| spi_failed(e, function));
+        if table.is_empty() {
+            break;
+        }
+        in_own_context(|| out.extend(deformed_rows(function, &mut row)));
+        free_last_result();
+    }
+    out
+}
+
 /// Rows of an SQL cursor, fetched `batch` at a time on the caller's connection (which stays
 /// free for writing between fetches, unlike an SPI cursor that borrows it). The cursor lives
 /// until it is closed or the transaction ends, so later connections of the same transaction
@@ -195,6 +226,24 @@ impl Cursor {
             )
             .unwrap_or_else(|e| spi_failed(e, self.function));
         let rows = in_own_context(|| table.map(|r| row(&r)).collect());
+        free_last_result();
+        rows
+    }
+
+    /// The next rows, each taken apart once (`Deformed`) and read by `row`; empty at the end.
+    pub(crate) fn next_deformed<T>(
+        &self,
+        client: &mut SpiClient<'_>,
+        row: impl FnMut(&Deformed) -> T,
+    ) -> Vec<T> {
+        client
+            .update(
+                &format!("FETCH FORWARD {} FROM {}", self.batch, self.name),
+                None,
+                &[],
+            )
+            .unwrap_or_else(|e| spi_failed(e, self.function));
+        let rows = in_own_context(|| deformed_rows(self.function, row));
         free_last_result();
         rows
     }
@@ -332,12 +381,112 @@ pub(crate) fn rebuild_indexes(
     }
 }
 
+/// A row of the last SPI result with all its columns taken apart at once (`heap_deform_tuple`):
+/// pgrx's row reader finds every column from the tuple's start (`nocachegetattr`, quadratic in
+/// the columns of a wide row with NULLs) and converts each value through a memory-context
+/// switch; this walks the tuple once and reads text where it lies (detoasted only when
+/// compressed or stored apart), for the whole-table reads of a resolve. Columns are 1-based, as
+/// pgrx's, and of the type the accessor names (checked: else the statement "failed").
+pub(crate) struct Deformed {
+    tupdesc: pg_sys::TupleDesc,
+    values: Vec<pg_sys::Datum>,
+    nulls: Vec<bool>,
+    function: &'static str,
+}
+
+impl Deformed {
+    /// The index of column `i` (1-based), whose type must be `oid`.
+    fn column(&self, i: usize, oid: pg_sys::Oid) -> Option<usize> {
+        // SAFETY: tupdesc is the result's descriptor, valid while its rows are read.
+        let attrs = unsafe { (*self.tupdesc).attrs.as_slice(self.values.len()) };
+        match attrs.get(i.wrapping_sub(1)) {
+            Some(a) if a.atttypid == oid => (!self.nulls[i - 1]).then_some(i - 1),
+            _ => spi_failed(
+                format!("column {i} is not of type {}", oid.to_u32()),
+                self.function,
+            ),
+        }
+    }
+
+    /// A text column's value, in place.
+    pub(crate) fn text(&self, i: usize) -> Option<&str> {
+        let i = self.column(i, pg_sys::TEXTOID)?;
+        // SAFETY: a non-NULL text datum of the result; a short or plain value is read where it
+        // lies (valid while the result is), others are detoasted into the current context.
+        let bytes = unsafe {
+            let mut text = self.values[i].cast_mut_ptr::<pg_sys::varlena>();
+            if !(pgrx::varlena::varatt_is_4b_u(text)
+                || (pgrx::varlena::varatt_is_1b(text) && !pgrx::varlena::varatt_is_1b_e(text)))
+            {
+                text = pg_sys::pg_detoast_datum_packed(text);
+            }
+            pgrx::varlena::varlena_to_byte_slice(text)
+        };
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Some(s),
+            Err(_) => spi_failed("a text value is not valid UTF-8", self.function),
+        }
+    }
+
+    pub(crate) fn i64(&self, i: usize) -> Option<i64> {
+        self.column(i, pg_sys::INT8OID)
+            .map(|i| self.values[i].value() as i64)
+    }
+
+    pub(crate) fn i32(&self, i: usize) -> Option<i32> {
+        self.column(i, pg_sys::INT4OID)
+            .map(|i| self.values[i].value() as i32)
+    }
+
+    pub(crate) fn bool(&self, i: usize) -> Option<bool> {
+        self.column(i, pg_sys::BOOLOID)
+            .map(|i| self.values[i].value() != 0)
+    }
+}
+
+/// The rows of the last SPI statement or fetch, each taken apart once and turned into a value
+/// by `row` (see `Deformed`). The caller frees the result after (`free_last_result`).
+pub(crate) fn deformed_rows<T>(
+    function: &'static str,
+    mut row: impl FnMut(&Deformed) -> T,
+) -> Vec<T> {
+    // SAFETY: SPI_tuptable is the result of the last statement on this
+    // connection, read before any other runs; each tuple is deformed with its own descriptor.
+    unsafe {
+        let table = pg_sys::SPI_tuptable;
+        if table.is_null() {
+            return Vec::new();
+        }
+        let tupdesc = (*table).tupdesc;
+        let natts = (*tupdesc).natts as usize;
+        let n = (*table).numvals as usize;
+        let mut deformed = Deformed {
+            tupdesc,
+            values: vec![pg_sys::Datum::from(0); natts],
+            nulls: vec![true; natts],
+            function,
+        };
+        let tuples = std::slice::from_raw_parts((*table).vals, n);
+        let mut out = Vec::with_capacity(n);
+        for &tuple in tuples {
+            pg_sys::heap_deform_tuple(
+                tuple,
+                tupdesc,
+                deformed.values.as_mut_ptr(),
+                deformed.nulls.as_mut_ptr(),
+            );
+            out.push(row(&deformed));
+        }
+        out
+    }
+}
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
 mod tests {
     use pgrx::prelude::*;
 
-    use super::Cursor;
+    use super::{deformed_rows, free_last_result, in_own_context, Cursor};
 
     /// The connection's own context after reading arrays and texts from a cursor in many
     /// fetches: it must not grow with the fetches (each fetch here reads about 80 kB of values;
@@ -379,5 +528,69 @@ mod tests {
                 "the connection's context grew by {grown} bytes"
             );
         })
+    }
+
+    /// A row taken apart at once reads what pgrx's reader reads: NULLs, numbers, texts short,
+    /// plain, compressed and stored apart (a table's toasted values), in any column order.
+    #[pg_test]
+    fn deformed_rows_read_as_pgrx_does() {
+        Spi::run(
+            "CREATE TEMP TABLE test_deformed (a bigint, b text, c int, d boolean, e text);
+             ALTER TABLE test_deformed ALTER COLUMN e SET STORAGE EXTERNAL;
+             INSERT INTO test_deformed VALUES
+               (1, NULL, 7, true, 'kurz'),
+               (-5, repeat('lang ', 4000), NULL, false, repeat('x', 5000)),
+               (NULL, 'Müller', -3, NULL, NULL);",
+        )
+        .unwrap();
+        let query = "SELECT a, b, c, d, e FROM test_deformed ORDER BY a NULLS LAST";
+        type Row = (
+            Option<i64>,
+            Option<String>,
+            Option<i32>,
+            Option<bool>,
+            Option<String>,
+        );
+        let (pgrx_rows, deformed): (Vec<Row>, Vec<Row>) = Spi::connect_mut(|client| {
+            let pgrx_rows = client
+                .select(query, None, &[])
+                .unwrap()
+                .map(|r| {
+                    (
+                        r.get::<i64>(1).unwrap(),
+                        r.get::<String>(2).unwrap(),
+                        r.get::<i32>(3).unwrap(),
+                        r.get::<bool>(4).unwrap(),
+                        r.get::<String>(5).unwrap(),
+                    )
+                })
+                .collect();
+            client.select(query, None, &[]).unwrap();
+            let deformed = in_own_context(|| {
+                deformed_rows("test", |r| {
+                    (
+                        r.i64(1),
+                        r.text(2).map(str::to_string),
+                        r.i32(3),
+                        r.bool(4),
+                        r.text(5).map(str::to_string),
+                    )
+                })
+            });
+            free_last_result();
+            (pgrx_rows, deformed)
+        });
+        assert_eq!(deformed.len(), 3);
+        assert_eq!(deformed, pgrx_rows);
+        assert_eq!(deformed[0].1.as_deref().map(str::len), Some(20_000));
+    }
+
+    /// A column read as another type than its own is an error, not a wrong value.
+    #[pg_test(error = "unify.test: a statement failed: column 1 is not of type 25")]
+    fn deformed_rows_check_the_type() {
+        Spi::connect_mut(|client| {
+            client.select("SELECT 1::bigint", None, &[]).unwrap();
+            deformed_rows("test", |r| r.text(1).map(str::to_string))
+        });
     }
 }

@@ -9,11 +9,11 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::Value;
 
-use pgrx::spi::{SpiClient, SpiHeapTupleData};
+use pgrx::spi::SpiClient;
 
 use super::super::spi::{
-    drop_temp_tables, fetch_all, free_last_result, in_own_context, select_kept, spi_failed, Args,
-    Cursor,
+    drop_temp_tables, fetch_all, fetch_all_deformed, free_last_result, in_own_context, select_kept,
+    spi_failed, Args, Cursor, Deformed,
 };
 use super::households::{
     create_keys_table, household_keys, plan_household_ids, plan_households, plan_in_sql,
@@ -51,17 +51,6 @@ pub const DISPLAY_FIELDS: [&str; 7] = [
     "mobile",
     "email",
 ];
-
-/// A record's values as written (its `raw`), for display forms.
-#[derive(Default)]
-struct Written {
-    first_name: Option<String>,
-    last_name: Option<String>,
-    full_name: Option<String>,
-    /// The street line as the record's street key was made from it.
-    street_line: Option<String>,
-    city: Option<String>,
-}
 
 /// Display forms of written values, which repeat from person to person (first names, last
 /// names, cities, streets): each made once (crate::memo::Memo, as clean_contact's cleaners).
@@ -129,33 +118,35 @@ fn display_city(city: &str) -> Option<String> {
     DISPLAY_MEMOS.with_borrow_mut(|m| m.city.get(city, display::display_city))
 }
 
-impl Written {
-    /// First and last name as written, tidied, as the record's keys were made: the first-name
-    /// field when it holds a name, else the full name split.
-    fn names(&self) -> (Option<String>, Option<String>) {
-        let field = |v: &Option<String>| v.as_deref().and_then(display_name_field);
-        let split = || {
-            self.full_name
-                .as_deref()
-                .map_or((None, None), display::split_display_name)
-        };
-        let first = field(&self.first_name).or_else(|| split().0);
-        let last = field(&self.last_name).or_else(|| split().1);
-        (first, last)
-    }
-}
+/// Where a record's texts lie in `GoldenInput::text`: its source's name, then the values in
+/// GOLDEN_FIELDS' order (first_name, last_name, email, phone, mobile, address (its parts
+/// joined), birth_date, company, customer_number, salutation, title), the address's parts
+/// (street, house_number, postcode, city, country), and the values as written (its `raw`, for
+/// display forms: first_name, last_name, full_name, the street line as the street key was made
+/// from it, city).
+const SOURCE: usize = 0;
+const VALUES: usize = 1;
+const ADDRESS: usize = VALUES + GOLDEN_FIELDS.len();
+const WRITTEN: usize = ADDRESS + 5;
+const WRITTEN_FIRST_NAME: usize = WRITTEN;
+const WRITTEN_LAST_NAME: usize = WRITTEN + 1;
+const WRITTEN_FULL_NAME: usize = WRITTEN + 2;
+const WRITTEN_STREET_LINE: usize = WRITTEN + 3;
+const WRITTEN_CITY: usize = WRITTEN + 4;
+const TEXTS: usize = WRITTEN + 5;
+/// The span of a NULL.
+const NULL_SPAN: (u32, u32) = (u32::MAX, 0);
 
 /// One record as survivorship sees it.
 struct GoldenInput {
     person_id: i64,
     record_id: i64,
     source_id: i32,
-    source: String,
-    /// first_name, last_name, email, phone, mobile, address (joined), birth_date, company,
-    /// customer_number, salutation, title: the order of GOLDEN_FIELDS.
-    values: [Option<String>; 11],
-    address: [Option<String>; 5],
-    written: Written,
+    /// Every text of the record one after another (see SOURCE): one allocation a record
+    /// instead of one a value (a million records read twice in a first resolve).
+    text: String,
+    /// (start, end) of each text in `text`, NULL_SPAN for NULL.
+    spans: [(u32, u32); TEXTS],
     consent: [Option<bool>; 3],
     /// When each consent statement was made (microseconds), where the mapping says.
     stated: [Option<i64>; 3],
@@ -163,6 +154,85 @@ struct GoldenInput {
     seen: i64,
     /// The person's household before this run, where the query reads it (`households_query`).
     household: Option<i64>,
+    /// The record's row version (its xmin), which unify.golden_inputs hashes.
+    xmin: i64,
+}
+
+impl GoldenInput {
+    /// A record without texts yet (`set` them in slot order).
+    fn new(person_id: i64, record_id: i64, source_id: i32) -> Self {
+        GoldenInput {
+            person_id,
+            record_id,
+            source_id,
+            text: String::new(),
+            spans: [NULL_SPAN; TEXTS],
+            consent: [None; 3],
+            stated: [None; 3],
+            updated: None,
+            seen: 0,
+            household: None,
+            xmin: 0,
+        }
+    }
+
+    fn set(&mut self, slot: usize, value: Option<&str>) {
+        if let Some(v) = value {
+            let start = self.text.len() as u32;
+            self.text.push_str(v);
+            self.spans[slot] = (start, self.text.len() as u32);
+        }
+    }
+
+    fn slot(&self, slot: usize) -> Option<&str> {
+        let (start, end) = self.spans[slot];
+        (start != u32::MAX).then(|| &self.text[start as usize..end as usize])
+    }
+
+    fn source(&self) -> &str {
+        self.slot(SOURCE).unwrap_or_default()
+    }
+
+    /// The value of field `f` (GOLDEN_FIELDS' order).
+    fn value(&self, f: usize) -> Option<&str> {
+        self.slot(VALUES + f)
+    }
+
+    /// Part `i` of the address (street, house_number, postcode, city, country).
+    fn address(&self, i: usize) -> Option<&str> {
+        self.slot(ADDRESS + i)
+    }
+
+    /// Sets the address's parts and, where any is there, the address field (the parts joined:
+    /// the unit the address survives as).
+    fn set_address(&mut self, parts: [Option<&str>; 5]) {
+        for (i, part) in parts.iter().enumerate() {
+            self.set(ADDRESS + i, *part);
+        }
+        if parts.iter().any(Option::is_some) {
+            let start = self.text.len() as u32;
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    self.text.push('|');
+                }
+                self.text.push_str(part.unwrap_or(""));
+            }
+            self.spans[VALUES + 5] = (start, self.text.len() as u32);
+        }
+    }
+
+    /// First and last name as written, tidied, as the record's keys were made: the first-name
+    /// field when it holds a name, else the full name split.
+    fn written_names(&self) -> (Option<String>, Option<String>) {
+        let field = |slot: usize| self.slot(slot).and_then(display_name_field);
+        let split = || {
+            self.slot(WRITTEN_FULL_NAME)
+                .map_or((None, None), display::split_display_name)
+        };
+        let first = field(WRITTEN_FIRST_NAME).or_else(|| split().0);
+        let last = field(WRITTEN_LAST_NAME).or_else(|| split().1);
+        (first, last)
+    }
 }
 
 /// The survivor of one consent channel: granted or not, the deciding source and its time.
@@ -202,6 +272,8 @@ struct GoldenRow {
     first_seen_epoch: f64,
     last_seen_epoch: f64,
     household_id: Option<i64>,
+    /// The person's unify.golden_inputs hash where the run fills it (Survivorship::inputs_seed).
+    inputs: i64,
 }
 
 /// The columns of `_golden_records`, in its order.
@@ -268,6 +340,7 @@ impl GoldenRow {
             first_seen_epoch,
             last_seen_epoch,
             household_id,
+            inputs: _,
         } = self;
         (
             person_id,
@@ -361,7 +434,10 @@ fn _golden_records(
         name!(household_id, Option<i64>),
     ),
 > {
-    let survivorship = Survivorship::read();
+    let mut survivorship = Survivorship::read();
+    if person_ids.is_none() {
+        survivorship.inputs_seed = inputs_seed();
+    }
     let mapping = mapping();
     // Many persons (a resolve's changed ones) are read through a temp table of their ids: a
     // kept plan of "= ANY ($1)" may compare every record with every id.
@@ -389,7 +465,7 @@ fn _golden_records(
             Some(ids) if !many => vec![ids.into()],
             _ => vec![],
         };
-        let inputs = fetch_all(
+        let inputs = fetch_all_deformed(
             client,
             &records_query(mapping, &filter),
             args,
@@ -403,6 +479,9 @@ fn _golden_records(
     });
     let mut rows: Vec<GoldenRow> = survivorship.rows(&inputs);
     drop(inputs);
+    if survivorship.inputs_seed.is_some() {
+        Spi::connect_mut(|client| write_inputs(client, &rows));
+    }
     if with_households {
         let keys: Vec<Vec<String>> = rows
             .iter()
@@ -437,6 +516,58 @@ fn _golden_records(
 }
 
 const F: &str = "resolve";
+
+extern "C" {
+    /// PostgreSQL's hash_bytes_extended (common/hashfn.c): what hashtextextended applies to a
+    /// text of a deterministic collation (a database's default collation always is). Plain C
+    /// over the bytes given: no allocation, no error, safe on any thread.
+    fn hash_bytes_extended(k: *const u8, keylen: i32, seed: u64) -> u64;
+}
+
+/// A record's part of its person's unify.golden_inputs hash: the SQL of
+/// `unify._refresh_persons`, `hashtextextended(record_id::text || ':' || xmin::text, seed)`.
+fn version_hash(record_id: i64, xmin: i64, seed: i64) -> i64 {
+    use std::io::Write;
+    let mut key = [0u8; 48];
+    let mut at = std::io::Cursor::new(&mut key[..]);
+    let _ = write!(at, "{record_id}:{xmin}");
+    let len = at.position() as usize;
+    // SAFETY: `len` bytes of `key` are initialized; the function only reads them.
+    unsafe { hash_bytes_extended(key.as_ptr(), len as i32, seed as u64) as i64 }
+}
+
+/// The seed with which a first resolve has this call fill unify.golden_inputs (the setting
+/// `unify_internal.golden_inputs_seed`, which `unify._refresh_persons` sets for its one
+/// statement; empty otherwise): the hashes are made from the records the golden rows are read
+/// from, instead of a second read and join of every record in SQL.
+fn inputs_seed() -> Option<i64> {
+    Spi::get_one::<String>(
+        "SELECT pg_catalog.current_setting('unify_internal.golden_inputs_seed', true)",
+    )
+    .unwrap_or_else(|e| spi_failed(e, F))
+    .and_then(|s| s.parse::<i64>().ok())
+}
+
+/// Writes the unify.golden_inputs hashes of `rows` (in person order: appended to the primary
+/// key's last page).
+fn write_inputs(client: &mut SpiClient<'_>, rows: &[GoldenRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    let persons: Vec<i64> = rows.iter().map(|r| r.person_id).collect();
+    let inputs: Vec<i64> = rows.iter().map(|r| r.inputs).collect();
+    in_own_context(|| {
+        client
+            .update(
+                "INSERT INTO unify.golden_inputs (person_id, inputs)
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[])",
+                None,
+                &[persons.into(), inputs.into()],
+            )
+            .unwrap_or_else(|e| spi_failed(e, F));
+    });
+    free_last_result();
+}
 
 /// Memory a record takes in the held run (its values read, the golden rows, the households):
 /// about 2 kB (issue 27: 2.1 GB at 1M records).
@@ -495,50 +626,42 @@ fn records_query(mapping: &str, filter: &str) -> String {
                 (extract(epoch FROM r.consent_post_at) * 1000000)::bigint,
                 r.raw ->> 'first_name', r.raw ->> 'last_name', r.raw ->> 'full_name',
                 coalesce(r.raw ->> 'street_line', (r.raw ->> 'street') || coalesce(' ' || (r.raw ->> 'house_number'), '')),
-                r.raw ->> 'city'
+                r.raw ->> 'city', r.xmin::text::bigint
          FROM {mapping} rp JOIN unify.records r ON r.record_id = rp.record_id
          JOIN unify.sources s ON s.source_id = r.source_id
          WHERE {filter} ORDER BY rp.person_id, r.record_id"
     )
 }
 
-fn input_from_row(r: &SpiHeapTupleData) -> GoldenInput {
-    let text = |i: usize| r.get::<String>(i).ok().flatten();
-    let micros = |i: usize| r.get::<i64>(i).ok().flatten();
-    let address = [text(10), text(11), text(12), text(13), text(14)];
-    let joined = joined_address(&address);
-    GoldenInput {
-        person_id: r.get::<i64>(1).ok().flatten().unwrap_or_default(),
-        record_id: r.get::<i64>(2).ok().flatten().unwrap_or_default(),
-        source_id: r.get::<i32>(3).ok().flatten().unwrap_or_default(),
-        source: text(4).unwrap_or_default(),
-        values: [
-            text(5),
-            text(6),
-            text(7),
-            text(8),
-            text(9),
-            joined,
-            text(15),
-            text(16),
-            text(17),
-            text(23),
-            text(24),
-        ],
-        address,
-        written: Written {
-            first_name: text(28),
-            last_name: text(29),
-            full_name: text(30),
-            street_line: text(31),
-            city: text(32),
-        },
-        consent: [18, 19, 20].map(|i| r.get::<bool>(i).ok().flatten()),
-        stated: [25, 26, 27].map(micros),
-        updated: micros(21),
-        seen: micros(22).unwrap_or_default(),
-        household: None,
+fn input_from_row(r: &Deformed) -> GoldenInput {
+    let mut input = GoldenInput::new(
+        r.i64(1).unwrap_or_default(),
+        r.i64(2).unwrap_or_default(),
+        r.i32(3).unwrap_or_default(),
+    );
+    input.set(SOURCE, Some(r.text(4).unwrap_or_default()));
+    for (f, column) in [5, 6, 7, 8, 9].into_iter().enumerate() {
+        input.set(VALUES + f, r.text(column));
     }
+    input.set_address([r.text(10), r.text(11), r.text(12), r.text(13), r.text(14)]);
+    for (f, column) in [(6, 15), (7, 16), (8, 17), (9, 23), (10, 24)] {
+        input.set(VALUES + f, r.text(column));
+    }
+    for (slot, column) in [
+        (WRITTEN_FIRST_NAME, 28),
+        (WRITTEN_LAST_NAME, 29),
+        (WRITTEN_FULL_NAME, 30),
+        (WRITTEN_STREET_LINE, 31),
+        (WRITTEN_CITY, 32),
+    ] {
+        input.set(slot, r.text(column));
+    }
+    input.consent = [18, 19, 20].map(|i| r.bool(i));
+    input.stated = [25, 26, 27].map(|i| r.i64(i));
+    input.updated = r.i64(21);
+    input.seen = r.i64(22).unwrap_or_default();
+    input.xmin = r.i64(33).unwrap_or_default();
+    input
 }
 
 /// The records that have a person, in person order, with what their household keys are made
@@ -558,38 +681,19 @@ fn households_query(mapping: &str) -> String {
 }
 
 /// A record of `households_query`: the fields household keys depend on, the rest empty.
-fn household_input_from_row(r: &SpiHeapTupleData) -> GoldenInput {
-    let text = |i: usize| r.get::<String>(i).ok().flatten();
-    let address = [text(7), text(8), text(9), text(10), text(11)];
-    let mut values: [Option<String>; 11] = Default::default();
-    values[2] = text(5);
-    values[3] = text(6);
-    values[5] = joined_address(&address);
-    GoldenInput {
-        person_id: r.get::<i64>(1).ok().flatten().unwrap_or_default(),
-        record_id: r.get::<i64>(2).ok().flatten().unwrap_or_default(),
-        source_id: r.get::<i32>(3).ok().flatten().unwrap_or_default(),
-        source: text(4).unwrap_or_default(),
-        values,
-        address,
-        written: Written::default(),
-        consent: [None; 3],
-        stated: [None; 3],
-        updated: r.get::<i64>(12).ok().flatten(),
-        seen: 0,
-        household: r.get::<i64>(13).ok().flatten(),
-    }
-}
-
-/// The address as one value (its parts joined), the unit the address survives as.
-fn joined_address(address: &[Option<String>; 5]) -> Option<String> {
-    address.iter().any(Option::is_some).then(|| {
-        address
-            .iter()
-            .map(|a| a.as_deref().unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join("|")
-    })
+fn household_input_from_row(r: &Deformed) -> GoldenInput {
+    let mut input = GoldenInput::new(
+        r.i64(1).unwrap_or_default(),
+        r.i64(2).unwrap_or_default(),
+        r.i32(3).unwrap_or_default(),
+    );
+    input.set(SOURCE, Some(r.text(4).unwrap_or_default()));
+    input.set(VALUES + 2, r.text(5));
+    input.set(VALUES + 3, r.text(6));
+    input.set_address([r.text(7), r.text(8), r.text(9), r.text(10), r.text(11)]);
+    input.updated = r.i64(12);
+    input.household = r.i64(13);
+    input
 }
 
 /// The rules in effect and the sources' priorities.
@@ -598,6 +702,9 @@ struct Survivorship {
     /// (source_id, priority), by source_id: a binary search per record and field is cheaper
     /// than hashing.
     priorities: Vec<(i32, i32)>,
+    /// The seed of unify.golden_inputs' hashes where this run fills that table (a first
+    /// resolve: `inputs_seed`); each row then carries its person's hash.
+    inputs_seed: Option<i64>,
 }
 
 impl Survivorship {
@@ -653,6 +760,7 @@ impl Survivorship {
         Self {
             rule_of,
             priorities,
+            inputs_seed: None,
         }
     }
 
@@ -718,7 +826,7 @@ impl Survivorship {
                 .priorities
                 .binary_search_by_key(&rec.source_id, |&(id, _)| id)
                 .map_or(100, |i| self.priorities[i].1);
-            match order.iter().position(|s| *s == rec.source) {
+            match order.iter().position(|s| s == rec.source()) {
                 // Listed sources come before all others, in the listed order.
                 Some(p) => i32::MIN + p as i32,
                 None => base,
@@ -727,7 +835,7 @@ impl Survivorship {
         let candidates: Vec<Candidate> = person
             .iter()
             .filter_map(|rec| {
-                rec.values[f].as_deref().map(|value| Candidate {
+                rec.value(f).map(|value| Candidate {
                     value,
                     priority: priority(rec),
                     updated: rec.updated,
@@ -737,7 +845,7 @@ impl Survivorship {
             .collect();
         let c = survivor(*rule, &candidates)?;
         let rec = person.iter().find(|r| r.record_id == c.record_id)?;
-        Some((rec, rec.values[f].as_deref()?))
+        Some((rec, rec.value(f)?))
     }
 
     /// A person's household keys and the household the records were read with, as their
@@ -746,8 +854,8 @@ impl Survivorship {
     /// households needs, read with `records_query(.., true)`.
     fn household_keys(&self, person: &[GoldenInput]) -> Vec<String> {
         let value = |f: usize| self.survive(person, f).map(|(_, v)| v);
-        let address = self.survive(person, 5).map(|(r, _)| &r.address);
-        let part = |i: usize| address.and_then(|a| a[i].as_deref());
+        let address = self.survive(person, 5).map(|(r, _)| r);
+        let part = |i: usize| address.and_then(|a| a.address(i));
         household_keys(HouseholdFields {
             postcode: part(2),
             street: part(0),
@@ -769,7 +877,9 @@ impl Survivorship {
             }
         }
         // The address survives as one unit: every part from the same record.
-        let address: [Option<String>; 5] = from[5].map(|r| r.address.clone()).unwrap_or_default();
+        let address: [Option<String>; 5] = from[5]
+            .map(|r| std::array::from_fn(|i| r.address(i).map(str::to_string)))
+            .unwrap_or_default();
         let display = display_values(&golden, &from, &address);
         debug_assert_eq!(display.len(), DISPLAY_FIELDS.len());
         let consent: Vec<Option<ConsentCandidate>> = (0..3)
@@ -793,15 +903,16 @@ impl Survivorship {
             granted: c.map(|c| c.granted),
             source: c
                 .and_then(|c| person.iter().find(|r| r.record_id == c.record_id))
-                .map(|r| r.source.clone()),
+                .map(|r| r.source().to_string()),
             // The statement's own time: the proof (None for an undated statement).
             epoch: c.and_then(|c| c.stated).map(|u| u as f64 / 1e6),
         };
         let sources: Vec<String> = person
             .iter()
-            .map(|r| r.source.clone())
+            .map(GoldenInput::source)
             .collect::<BTreeSet<_>>()
             .into_iter()
+            .map(str::to_string)
             .collect();
         let first_seen = person.iter().map(|r| r.seen).min().unwrap_or_default() as f64 / 1e6;
         let last_seen = person.iter().map(|r| r.seen).max().unwrap_or_default() as f64 / 1e6;
@@ -834,6 +945,11 @@ impl Survivorship {
             first_seen_epoch: first_seen,
             last_seen_epoch: last_seen,
             household_id: None,
+            inputs: self.inputs_seed.map_or(0, |seed| {
+                person
+                    .iter()
+                    .fold(0, |h, r| h ^ version_hash(r.record_id, r.xmin, seed))
+            }),
         }
     }
 }
@@ -873,14 +989,35 @@ const HELD_KEYS: &str = "pg_temp.unify_golden_keys";
 /// arrays): about 55 bytes, rounded up.
 const HELD_HOUSEHOLD_BYTES: u64 = 64;
 
-/// Whether the households of a streamed run are grouped in memory: while that takes at most half
-/// the budget (8 million records at 1GB); above, in SQL, flat.
-fn households_held(client: &mut SpiClient<'_>, mapping: &str) -> bool {
-    at_most(
+/// Memory per record of the household keys held in a map besides (`KeyLinks::Map`): about
+/// 1.9 keys a person of some 30 bytes, each in a map entry and an allocation of its own,
+/// rounded up.
+const HELD_KEY_BYTES: u64 = 192;
+
+/// How the households of a streamed run are grouped: in memory while that takes at most half
+/// the budget (8 million records at 1GB; their keys in memory too up to 2 million), above in
+/// SQL, flat.
+fn households_held(client: &mut SpiClient<'_>, mapping: &str) -> Option<KeyLinks> {
+    let half = crate::budget::kb() * 1024 / 2;
+    let from = format!("{mapping} rp");
+    if at_most(
         client,
-        &format!("{mapping} rp"),
-        crate::budget::kb() * 1024 / 2 / HELD_HOUSEHOLD_BYTES,
-    )
+        &from,
+        half / (HELD_HOUSEHOLD_BYTES + HELD_KEY_BYTES),
+    ) {
+        Some(KeyLinks::Map(HashMap::new()))
+    } else if at_most(client, &from, half / HELD_HOUSEHOLD_BYTES) {
+        Some(KeyLinks::Table)
+    } else {
+        None
+    }
+}
+
+/// Where the persons sharing a household key are found: a map of each key's first holder, or
+/// (more records than its memory allows) a temp table of the keys that PostgreSQL sorts.
+enum KeyLinks {
+    Map(HashMap<Box<str>, u32>),
+    Table,
 }
 
 /// Where a streamed run takes each person's household from.
@@ -1027,9 +1164,15 @@ impl Streamed {
                 "SELECT set_config('cursor_tuple_fraction', '1', true)",
             );
             let households = with_households.then(|| {
-                if households_held(client, mapping) {
+                if let Some(links) = households_held(client, mapping) {
                     HouseholdSource::Held {
-                        households: streamed_households_held(client, &survivorship, batch, mapping),
+                        households: streamed_households_held(
+                            client,
+                            &survivorship,
+                            batch,
+                            mapping,
+                            links,
+                        ),
                         n: 0,
                     }
                 } else {
@@ -1072,6 +1215,9 @@ impl Iterator for Streamed {
             let ids_table = self.ids_table;
             let rows = Spi::connect_mut(|client| {
                 let mut rows = batches.next(client, |inputs| survivorship.rows(inputs));
+                if let (Some(rows), Some(_)) = (rows.as_ref(), survivorship.inputs_seed) {
+                    write_inputs(client, rows);
+                }
                 if let (Some(rows), Some(plan)) = (rows.as_mut(), households.as_mut()) {
                     // Matched by person id: the plan was made with a snapshot of its own, so a
                     // person that came or went in between never takes another's household.
@@ -1106,7 +1252,7 @@ impl Iterator for Streamed {
 struct PersonBatches {
     cursor: Option<Cursor>,
     /// A record from a row of the cursor's query.
-    read: fn(&SpiHeapTupleData) -> GoldenInput,
+    read: fn(&Deformed) -> GoldenInput,
     /// Records of the last person read, whose records may go on in the next fetch.
     pending: Vec<GoldenInput>,
     done: bool,
@@ -1118,7 +1264,7 @@ impl PersonBatches {
         name: &'static str,
         query: &str,
         batch: usize,
-        read: fn(&SpiHeapTupleData) -> GoldenInput,
+        read: fn(&Deformed) -> GoldenInput,
     ) -> Self {
         // A cursor of that name left open by an earlier call in this transaction (its rows not
         // all read) goes first.
@@ -1157,7 +1303,7 @@ impl PersonBatches {
                 return Some(make(&last));
             }
             let cursor = self.cursor.as_ref().expect("open until done");
-            let read = cursor.next(client, self.read);
+            let read = cursor.next_deformed(client, self.read);
             if read.is_empty() {
                 self.done = true;
                 continue;
@@ -1182,25 +1328,31 @@ impl PersonBatches {
 }
 
 /// The household of every person with records, in person order, as `plan_households` gives
-/// them over all golden rows held at once: each golden row made once for its household keys
-/// (to a temp table, a batch at a time), the persons sharing a key found by PostgreSQL (sorted
-/// within work_mem), joined by a union-find over the persons (8 bytes each), plus per person
-/// whether they have keys (1 byte), their id (8 bytes) and their household before (16 bytes):
-/// while that fits half the budget (`households_held`), else `streamed_households` in SQL.
+/// them over all golden rows held at once: each golden row made once for its household keys,
+/// each person sharing a key joined to the key's first holder (`links`: through a map of the
+/// keys, or a temp table of them sorted by PostgreSQL within work_mem) by a union-find over the
+/// persons (8 bytes each), plus per person whether they have keys (1 byte), their id (8 bytes)
+/// and their household before (16 bytes): while that fits half the budget (`households_held`),
+/// else `streamed_households` in SQL.
 fn streamed_households_held(
     client: &mut SpiClient<'_>,
     survivorship: &Survivorship,
     batch: usize,
     mapping: &str,
+    mut links: KeyLinks,
 ) -> Households {
-    drop_temp_tables(client, &[HELD_KEYS], F);
-    run(
-        client,
-        &format!("CREATE TEMP TABLE {HELD_KEYS} (person int NOT NULL, key text NOT NULL)"),
-    );
+    if let KeyLinks::Table = links {
+        drop_temp_tables(client, &[HELD_KEYS], F);
+        run(
+            client,
+            &format!("CREATE TEMP TABLE {HELD_KEYS} (person int NOT NULL, key text NOT NULL)"),
+        );
+    }
     let mut has_keys: Vec<bool> = Vec::new();
     let mut persons: Vec<i64> = Vec::new();
     let mut previous: Vec<Option<i64>> = Vec::new();
+    // Links found through the map: (first holder, person).
+    let mut linked: Vec<(u32, u32)> = Vec::new();
     let mut batches = PersonBatches::open(
         client,
         "unify_golden_keys",
@@ -1214,10 +1366,26 @@ fn streamed_households_held(
             has_keys.push(!keys.is_empty());
             persons.push(person_id);
             previous.push(household_id);
-            let n = has_keys.len() as i32 - 1;
-            for k in keys {
-                person.push(n);
-                key.push(k);
+            let n = has_keys.len() as u32 - 1;
+            match &mut links {
+                // Persons come in ascending order: the first holder is the least, as the
+                // window below takes it.
+                KeyLinks::Map(first) => {
+                    for k in keys {
+                        match first.get(k.as_str()) {
+                            Some(&f) => linked.push((f, n)),
+                            None => {
+                                first.insert(k.into_boxed_str(), n);
+                            }
+                        }
+                    }
+                }
+                KeyLinks::Table => {
+                    for k in keys {
+                        person.push(n as i32);
+                        key.push(k);
+                    }
+                }
             }
         }
         if !person.is_empty() {
@@ -1236,40 +1404,54 @@ fn streamed_households_held(
         }
     }
     batches.close(client);
-    // Each person sharing a key joins the first person holding it (as group_by_shared_keys).
+    drop(links_map(&mut links));
     let mut clusterer = Clusterer::new(has_keys.len());
-    let links = Cursor::open(
-        client,
-        "unify_golden_links",
-        &format!(
-            "SELECT first, person FROM (
-               SELECT person, min(person) OVER (PARTITION BY key COLLATE \"C\") AS first FROM {HELD_KEYS}) k
-             WHERE first <> person"
-        ),
-        batch.max(1000),
-        F,
-    );
-    loop {
-        let pairs = links.next(client, |r| {
-            (
-                r.get::<i32>(1).ok().flatten().unwrap_or_default() as u32,
-                r.get::<i32>(2).ok().flatten().unwrap_or_default() as u32,
-            )
-        });
-        if pairs.is_empty() {
-            break;
-        }
-        for (a, b) in pairs {
-            clusterer.must_link(a, b);
-        }
+    for (a, b) in linked {
+        clusterer.must_link(a, b);
     }
-    links.close(client);
-    run(client, &format!("DROP TABLE {HELD_KEYS}"));
+    if let KeyLinks::Table = links {
+        // Each person sharing a key joins the first person holding it (as group_by_shared_keys).
+        let links = Cursor::open(
+            client,
+            "unify_golden_links",
+            &format!(
+                "SELECT first, person FROM (
+                   SELECT person, min(person) OVER (PARTITION BY key COLLATE \"C\") AS first FROM {HELD_KEYS}) k
+                 WHERE first <> person"
+            ),
+            batch.max(1000),
+            F,
+        );
+        loop {
+            let pairs = links.next(client, |r| {
+                (
+                    r.get::<i32>(1).ok().flatten().unwrap_or_default() as u32,
+                    r.get::<i32>(2).ok().flatten().unwrap_or_default() as u32,
+                )
+            });
+            if pairs.is_empty() {
+                break;
+            }
+            for (a, b) in pairs {
+                clusterer.must_link(a, b);
+            }
+        }
+        links.close(client);
+        run(client, &format!("DROP TABLE {HELD_KEYS}"));
+    }
     let groups = groups_with_keys(&clusterer.finish(), |i| has_keys[i]);
     drop(has_keys);
     Households {
         persons,
         household: plan_household_ids(client, &groups, &previous),
+    }
+}
+
+/// The map of `links`, emptied (freed before the union-find is made).
+fn links_map(links: &mut KeyLinks) -> HashMap<Box<str>, u32> {
+    match links {
+        KeyLinks::Map(first) => std::mem::take(first),
+        KeyLinks::Table => HashMap::new(),
     }
 }
 
@@ -1309,22 +1491,21 @@ fn streamed_households(
                 household.push(h);
             }
         }
-        let args: [(&str, Args); 2] = [
-            (KEYS, vec![person.into(), key.into()]),
-            (BEFORE, vec![had.into(), household.into()]),
-        ];
-        for (table, args) in args {
-            in_own_context(|| {
-                client
-                    .update(
-                        &format!("INSERT INTO {table} SELECT * FROM unnest($1, $2)"),
-                        None,
-                        &args,
-                    )
-                    .unwrap_or_else(|e| spi_failed(e, F));
-            });
-            free_last_result();
-        }
+        // The arrays made in the insert's own context: made outside it they stayed in the
+        // connection's until the whole pass ended (some 300 MB at 1M records).
+        let insert = |client: &mut SpiClient<'_>, table: &str, args: Args| {
+            client
+                .update(
+                    &format!("INSERT INTO {table} SELECT * FROM unnest($1, $2)"),
+                    None,
+                    &args,
+                )
+                .unwrap_or_else(|e| spi_failed(e, F));
+        };
+        in_own_context(|| insert(client, KEYS, vec![person.into(), key.into()]));
+        free_last_result();
+        in_own_context(|| insert(client, BEFORE, vec![had.into(), household.into()]));
+        free_last_result();
     }
     batches.close(client);
     run(client, &format!("ANALYZE {BEFORE}"));
@@ -1341,19 +1522,19 @@ fn display_values(
     from: &[Option<&GoldenInput>; 11],
     address: &[Option<String>; 5],
 ) -> Vec<Option<String>> {
-    let names = |f: usize| from[f].map(|r| r.written.names()).unwrap_or_default();
+    let names = |f: usize| from[f].map(|r| r.written_names()).unwrap_or_default();
     let first_name = names(0)
         .0
         .or_else(|| golden[0].as_deref().map(display::display_from_key));
     let last_name = names(1)
         .1
         .or_else(|| golden[1].as_deref().map(display::display_from_key));
-    let written = from[5].map(|r| &r.written);
+    let written = from[5];
     let street = written
-        .and_then(|w| w.street_line.as_deref())
+        .and_then(|w| w.slot(WRITTEN_STREET_LINE))
         .and_then(display_street_line);
     let city = written
-        .and_then(|w| w.city.as_deref())
+        .and_then(|w| w.slot(WRITTEN_CITY))
         .and_then(display_city)
         .or_else(|| address[3].as_deref().and_then(display_city));
     let home = address[4]

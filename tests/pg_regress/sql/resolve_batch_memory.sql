@@ -31,6 +31,20 @@ SELECT format('%s %s %s', record_id, person_id, former_person_ids) AS r
 FROM unify.records LEFT JOIN unify.record_persons USING (record_id);
 CREATE TEMP VIEW out_events AS SELECT to_jsonb(e)::text AS r FROM unify.identity_events e;
 CREATE TEMP VIEW out_outbox AS SELECT to_jsonb(o)::text AS r FROM unify.outbox o;
+-- The persons whose unify.golden_inputs hash is not the one unify._refresh_persons's SQL makes
+-- (its seed written out again here): a first resolve has the golden pass hash the records it
+-- reads (src/sql/persons/golden.rs, version_hash) instead.
+CREATE TEMP VIEW inputs_differing AS
+SELECT count(*) AS inputs_differing
+FROM unify.golden_inputs g FULL JOIN (
+    SELECT rp.person_id, bit_xor(hashtextextended(r.record_id::text || ':' || r.xmin::text, s.seed)) AS inputs
+    FROM unify.record_persons rp JOIN unify.records r ON r.record_id = rp.record_id
+    CROSS JOIN (SELECT hashtextextended(concat_ws('|',
+        (SELECT e.extversion FROM pg_extension e WHERE e.extname = 'customer_unify'),
+        (SELECT string_agg(concat_ws(':', s.field, s.rule, s.options::text), ',' ORDER BY s.field) FROM unify.survivorship_rules s),
+        (SELECT string_agg(concat_ws(':', s.source_id, s.name, s.priority), ',' ORDER BY s.source_id) FROM unify.sources s)), 0) AS seed) s
+    GROUP BY rp.person_id) h ON h.person_id = g.person_id
+WHERE g.inputs IS DISTINCT FROM h.inputs;
 -- Which clustering ran: one in batches of whole components makes its temp tables (among them
 -- unify_cluster_labels, each record's component), logged by an event trigger (rolled back with
 -- the rest).
@@ -68,7 +82,8 @@ SELECT cardinality(:'a_persons'::text[]) > 1000 AS many_persons,
        (SELECT count(*) FROM unify.persons WHERE record_count > 1) > 100 AS merged_persons,
        (SELECT count(DISTINCT household_id) FROM unify.persons) < (SELECT count(*) FROM unify.persons WHERE household_id IS NOT NULL)
            AS shared_households,
-       (SELECT in_batches FROM clustered_in_batches);
+       (SELECT in_batches FROM clustered_in_batches),
+       (SELECT inputs_differing FROM inputs_differing);
 ROLLBACK TO SAVEPOINT before_resolve;
 SELECT pg_temp.restore_sequences() AS sequences_set_back;
 -- Within 400kB: the clustering still held at once (about 100 bytes a record fit half of it),
@@ -84,7 +99,20 @@ SELECT (SELECT count(*) FROM (SELECT unnest(:'a_persons'::text[]) EXCEPT SELECT 
        (SELECT count(*) FROM (SELECT unnest(:'a_outbox'::text[]) EXCEPT SELECT r FROM out_outbox) d)
      + (SELECT count(*) FROM (SELECT r FROM out_outbox EXCEPT SELECT unnest(:'a_outbox'::text[])) d) AS outbox_differing;
 SELECT (SELECT in_batches FROM clustered_in_batches),
-       (SELECT count(*) > 0 FROM made_tables WHERE name LIKE '%unify\_cluster\_changes') AS changes_staged;
+       (SELECT count(*) > 0 FROM made_tables WHERE name LIKE '%unify\_cluster\_changes') AS changes_staged,
+       (SELECT count(*) > 0 FROM made_tables WHERE name LIKE '%unify\_golden\_keys') AS keys_in_a_table;
+ROLLBACK TO SAVEPOINT before_resolve;
+SELECT pg_temp.restore_sequences() AS sequences_set_back;
+-- Within 2MB: the golden records streamed (1,024 records held), their households grouped in
+-- memory with the keys' first holders in a map (400kB: a temp table of the keys, sorted).
+SET LOCAL customer_unify.batch_memory = '2MB';
+SELECT (to_jsonb(r) - 'seconds') = :'held'::jsonb AS same_figures FROM unify.resolve() r;
+SELECT (SELECT count(*) FROM (SELECT unnest(:'a_persons'::text[]) EXCEPT SELECT r FROM out_persons) d) AS persons_only_held,
+       (SELECT count(*) FROM (SELECT r FROM out_persons EXCEPT SELECT unnest(:'a_persons'::text[])) d) AS persons_only_streamed,
+       (SELECT count(*) FROM (SELECT unnest(:'a_events'::text[]) EXCEPT SELECT r FROM out_events) d)
+     + (SELECT count(*) FROM (SELECT r FROM out_events EXCEPT SELECT unnest(:'a_events'::text[])) d) AS events_differing,
+       (SELECT inputs_differing FROM inputs_differing),
+       (SELECT count(*) > 0 FROM made_tables WHERE name LIKE '%unify\_golden\_keys') AS keys_in_a_table;
 ROLLBACK TO SAVEPOINT before_resolve;
 SELECT pg_temp.restore_sequences() AS sequences_set_back;
 -- Within 64kB:
