@@ -2013,14 +2013,19 @@ DECLARE
     clustered record;
     changed bigint;
     mark bigint;
+    work_mem_before constant text := current_setting('work_mem');
 BEGIN
     -- One resolve or stewardship change at a time.
     PERFORM unify._lock('persons');
     mark := unify._identity_mark();
+    -- PostgreSQL's sorts and hashes within the batch budget too; the caller's work_mem back at
+    -- the end (an error ends the transaction, which sets it back).
+    PERFORM set_config('work_mem', unify._batch_work_mem(), true);
     SELECT * INTO STRICT clustered FROM unify._cluster(NULL::bigint[], NULL::bigint[], 'resolve', NULL);
     PERFORM unify._outbox_identity(mark);  -- merges and splits
     -- Golden records and households of everyone.
     changed := unify._refresh_persons(NULL::bigint[], 'resolve', NULL);
+    PERFORM set_config('work_mem', work_mem_before, true);
     RETURN QUERY SELECT (SELECT count(*) FROM unify.persons), clustered.records,
         clustered.new_persons, clustered.merges, clustered.splits,
         clustered.held_apart, changed,
@@ -5774,8 +5779,9 @@ COMMENT ON TABLE unify.golden_inputs IS 'Per person, a hash of the inputs of the
 REVOKE ALL ON unify.golden_inputs FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
 GRANT SELECT ON unify.golden_inputs TO unify_admin;
 
--- Issue 27, part: refresh_segments and fit_predictions (edited where this step defines them) run
--- their statements with work_mem within customer_unify.batch_memory.
+-- Issue 27, part: the batch steps run their statements with work_mem within
+-- customer_unify.batch_memory: refresh_segments, fit_predictions and resolve (edited where this
+-- step defines them), train and score_pairs (below).
 -- The work_mem of a batch step written in SQL (refresh_segments, fit_predictions: issue 27), so
 -- that PostgreSQL's part of it stays within customer_unify.batch_memory as well: an eighth of
 -- the budget (a statement's sorts and hashes each take up to work_mem, a hash up to
@@ -5792,3 +5798,61 @@ STABLE PARALLEL SAFE LANGUAGE sql AS $$
 $$;
 REVOKE ALL ON FUNCTION unify._batch_work_mem() FROM PUBLIC;
 ALTER FUNCTION unify._batch_work_mem() SET search_path = pg_catalog, pg_temp;
+CREATE OR REPLACE FUNCTION unify.train(sample_pairs int DEFAULT 1000000, max_iterations int DEFAULT 100)
+RETURNS TABLE (model_version int, session text, pairs bigint, estimated text[], iterations int,
+               converged boolean, match_share float8, log_likelihood float8)
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    trained record;   -- unify._train's row (named columns)
+    new_version int;
+    work_mem_before constant text := current_setting('work_mem');
+BEGIN
+    -- One training at a time; scoring may run beside it on the previous version.
+    PERFORM unify._lock('train');
+    -- PostgreSQL's sorts and hashes within the batch budget too; the caller's work_mem back at
+    -- the end (an error ends the transaction, which sets it back).
+    PERFORM set_config('work_mem', unify._batch_work_mem(), true);
+    SELECT * INTO STRICT trained FROM unify._train(sample_pairs, max_iterations);
+    PERFORM set_config('work_mem', work_mem_before, true);
+    INSERT INTO unify.model (model, origin, report)
+    VALUES (trained.model, 'train', trained.report)
+    RETURNING version INTO new_version;
+    INSERT INTO unify.name_frequencies (model_version, field, value, frequency)
+    SELECT new_version, f.field, f.value, f.frequency
+    FROM unnest(trained.frequency_field, trained.frequency_value, trained.frequency) AS f(field, value, frequency);
+    RAISE NOTICE 'model version %: prior %, % expected matches among % candidate pairs, %',
+        new_version, round(trained.prior::numeric, 12), round(trained.expected_matches::numeric),
+        trained.candidate_pairs,
+        CASE WHEN trained.converged THEN 'every session converged' ELSE 'NOT every session converged' END
+        -- What the data says of households, for reading the household discount and namesake odds.
+        || coalesce('; two people: ' || round(100 * trained.household_share::numeric, 1) || '% of pairs at one address', '')
+        || coalesce(', ' || round(100 * trained.namesake_share::numeric, 1) || '% of those of one name', '')
+        || coalesce(', ' || round(100 * trained.similar_name_share::numeric, 1) || '% of those of alike first names', '');
+    RETURN QUERY
+    SELECT new_version, s.session, s.pairs, s.estimated, s.iterations, s.converged, s.match_share, s.log_likelihood
+    FROM unify._train_sessions(trained.report) s;
+END
+$$;
+CREATE OR REPLACE FUNCTION unify.score_pairs()
+RETURNS TABLE (candidate_pairs bigint, stored_pairs bigint, matches bigint, forced bigint, model_version int, seconds numeric)
+VOLATILE LANGUAGE plpgsql AS $$
+DECLARE
+    started constant timestamptz := clock_timestamp();
+    work_mem_before constant text := current_setting('work_mem');
+BEGIN
+    PERFORM unify._lock('pairs');
+    -- PostgreSQL's sorts and hashes within the batch budget too; the caller's work_mem back at
+    -- the end (an error ends the transaction, which sets it back).
+    PERFORM set_config('work_mem', unify._batch_work_mem(), true);
+    -- Rust writes the pairs, their blocking keys and figures (unify._score_pairs).
+    RETURN QUERY
+    SELECT s.candidate_pairs, s.stored_pairs, s.matches, s.forced, s.model_version,
+           round(extract(epoch FROM clock_timestamp() - started)::numeric, 3)
+    FROM unify._score_pairs() s;
+    PERFORM set_config('work_mem', work_mem_before, true);
+END
+$$;
+ALTER FUNCTION unify.train(int, int) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify.score_pairs() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify.train(int, int) SECURITY DEFINER;
+ALTER FUNCTION unify.score_pairs() SECURITY DEFINER;

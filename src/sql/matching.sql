@@ -127,10 +127,15 @@ VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     trained record;   -- unify._train's row (named columns)
     new_version int;
+    work_mem_before constant text := current_setting('work_mem');
 BEGIN
     -- One training at a time; scoring may run beside it on the previous version.
     PERFORM unify._lock('train');
+    -- PostgreSQL's sorts and hashes within the batch budget too; the caller's work_mem back at
+    -- the end (an error ends the transaction, which sets it back).
+    PERFORM set_config('work_mem', unify._batch_work_mem(), true);
     SELECT * INTO STRICT trained FROM unify._train(sample_pairs, max_iterations);
+    PERFORM set_config('work_mem', work_mem_before, true);
     INSERT INTO unify.model (model, origin, report)
     VALUES (trained.model, 'train', trained.report)
     RETURNING version INTO new_version;
@@ -157,13 +162,18 @@ RETURNS TABLE (candidate_pairs bigint, stored_pairs bigint, matches bigint, forc
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE
     started constant timestamptz := clock_timestamp();
+    work_mem_before constant text := current_setting('work_mem');
 BEGIN
     PERFORM unify._lock('pairs');
+    -- PostgreSQL's sorts and hashes within the batch budget too; the caller's work_mem back at
+    -- the end (an error ends the transaction, which sets it back).
+    PERFORM set_config('work_mem', unify._batch_work_mem(), true);
     -- Rust writes the pairs, their blocking keys and figures (unify._score_pairs).
     RETURN QUERY
     SELECT s.candidate_pairs, s.stored_pairs, s.matches, s.forced, s.model_version,
            round(extract(epoch FROM clock_timestamp() - started)::numeric, 3)
     FROM unify._score_pairs() s;
+    PERFORM set_config('work_mem', work_mem_before, true);
 END
 $$;
 COMMENT ON FUNCTION unify.score_pairs() IS 'Blocks and scores all records with the current model into unify.pairs';

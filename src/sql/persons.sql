@@ -420,14 +420,19 @@ DECLARE
     clustered record;
     changed bigint;
     mark bigint;
+    work_mem_before constant text := current_setting('work_mem');
 BEGIN
     -- One resolve or stewardship change at a time.
     PERFORM unify._lock('persons');
     mark := unify._identity_mark();
+    -- PostgreSQL's sorts and hashes within the batch budget too; the caller's work_mem back at
+    -- the end (an error ends the transaction, which sets it back).
+    PERFORM set_config('work_mem', unify._batch_work_mem(), true);
     SELECT * INTO STRICT clustered FROM unify._cluster(NULL::bigint[], NULL::bigint[], 'resolve', NULL);
     PERFORM unify._outbox_identity(mark);  -- merges and splits
     -- Golden records and households of everyone.
     changed := unify._refresh_persons(NULL::bigint[], 'resolve', NULL);
+    PERFORM set_config('work_mem', work_mem_before, true);
     RETURN QUERY SELECT (SELECT count(*) FROM unify.persons), clustered.records,
         clustered.new_persons, clustered.merges, clustered.splits,
         clustered.held_apart, changed,
