@@ -25,8 +25,8 @@ use super::score::{
     write_pairs, PairRow,
 };
 use super::stream::{
-    household_values_of, household_values_read, limit_exceeded, skipped_key, with_generic_plan,
-    Figures, Stream, BLOCK_KEYS,
+    for_each_record, household_values_of, household_values_read, limit_exceeded, skipped_key,
+    with_generic_plan, Figures, Stream, BLOCK_KEYS,
 };
 use crate::model::blocking::{key_hashes, Candidate};
 use crate::model::comparison::Context;
@@ -71,31 +71,20 @@ pub(super) fn score_held_keys(
             let mut packed = Some(PackedRecords::default());
             let mut ids_read: Vec<i64> = Vec::with_capacity(records);
             let threads = workers();
-            let cursor = stream.cursor(
-                client,
-                "records",
-                &format!("SELECT {RECORD_COLUMNS} FROM unify.records r"),
-            );
-            loop {
-                let raw = cursor.next(client, |row| raw_record_from_row(row, F));
-                if raw.is_empty() {
-                    break;
-                }
-                let batch = prepare_all(raw);
+            for_each_record(client, &stream, |_, batch| {
                 if let Some(p) = &mut packed {
                     batch.iter().for_each(|r| p.push(r));
                     if p.bytes() > pack_limit {
                         packed = None;
                     }
                 }
-                let keys = crate::parallel::map(&batch, threads, |r| key_hashes(rules, r));
+                let keys = crate::parallel::map(batch, threads, |r| key_hashes(rules, r));
                 for (r, ks) in batch.iter().zip(keys) {
                     index.push(r.id, ks.into_iter().map(|(_, h)| h));
                     held.push(r);
                     ids_read.push(r.id);
                 }
-            }
-            cursor.close(client);
+            });
             phases.mark("keys");
             let (blocked, (shared_emails, shared_phones)) = match &packed {
                 Some(packed) => {
