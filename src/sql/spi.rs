@@ -119,32 +119,10 @@ pub fn fetch_all<T>(
     function: &'static str,
     mut row: impl FnMut(&SpiHeapTupleData) -> T,
 ) -> Vec<T> {
-    if !args.is_empty() {
-        let table = select_kept(client, query, &args).unwrap_or_else(|e| spi_failed(e, function));
-        let out = in_own_context(|| table.map(|r| row(&r)).collect());
-        free_last_result();
-        return out;
-    }
-    let mut cursor = client
-        .try_open_cursor(query, &args)
-        .unwrap_or_else(|e| spi_failed(e, function));
     let mut out = Vec::new();
-    loop {
-        let table = cursor
-            .fetch(20_000)
-            .unwrap_or_else(|e| spi_failed(e, function));
-        if table.is_empty() {
-            break;
-        }
-        in_own_context(|| {
-            for r in table {
-                out.push(row(&r));
-            }
-        });
-        // Read into owned values: without this every batch's tuples stay until the connection
-        // ends (a million records' worth in a whole-table read).
-        free_last_result();
-    }
+    each_result(client, query, args, function, |table| {
+        out.extend(table.map(|r| row(&r)))
+    });
     out
 }
 
@@ -156,16 +134,33 @@ pub(crate) fn fetch_all_deformed<T>(
     function: &'static str,
     mut row: impl FnMut(&Deformed) -> T,
 ) -> Vec<T> {
+    let mut out = Vec::new();
+    each_result(client, query, args, function, |_| {
+        out.extend(deformed_rows(function, &mut row))
+    });
+    out
+}
+
+/// Runs `query` as [`fetch_all`] describes (with parameters in one go, without through a cursor
+/// 20,000 rows at a time) and hands each result to `read` inside a memory context of its own,
+/// the result freed after: read into owned values, or every batch's tuples would stay until the
+/// connection ends (a million records' worth in a whole-table read).
+fn each_result(
+    client: &SpiClient<'_>,
+    query: &str,
+    args: Args<'_>,
+    function: &'static str,
+    mut read: impl FnMut(SpiTupleTable<'_>),
+) {
     if !args.is_empty() {
-        select_kept(client, query, &args).unwrap_or_else(|e| spi_failed(e, function));
-        let out = in_own_context(|| deformed_rows(function, row));
+        let table = select_kept(client, query, &args).unwrap_or_else(|e| spi_failed(e, function));
+        in_own_context(|| read(table));
         free_last_result();
-        return out;
+        return;
     }
     let mut cursor = client
         .try_open_cursor(query, &args)
         .unwrap_or_else(|e| spi_failed(e, function));
-    let mut out = Vec::new();
     loop {
         let table = cursor
             .fetch(20_000)
@@ -173,10 +168,9 @@ pub(crate) fn fetch_all_deformed<T>(
         if table.is_empty() {
             break;
         }
-        in_own_context(|| out.extend(deformed_rows(function, &mut row)));
+        in_own_context(|| read(table));
         free_last_result();
     }
-    out
 }
 
 /// Rows of an SQL cursor, fetched `batch` at a time on the caller's connection (which stays

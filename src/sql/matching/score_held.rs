@@ -25,8 +25,8 @@ use super::score::{
     write_pairs, PairRow,
 };
 use super::stream::{
-    for_each_record, household_values_of, household_values_read, limit_exceeded, skipped_key,
-    with_generic_plan, Figures, Stream, BLOCK_KEYS,
+    for_each_record, household_values_of, household_values_read, limit_exceeded, packed_holders,
+    skipped_key, with_generic_plan, Figures, Stream, BLOCK_KEYS,
 };
 use crate::model::blocking::{key_hashes, Candidate};
 use crate::model::comparison::Context;
@@ -98,13 +98,9 @@ pub(super) fn score_held_keys(
                     drop(ids_read);
                     by_id.sort_unstable();
                     let buffer = stream.buffer;
+                    // On this other thread without PostgreSQL's interrupt checks: unpacked here.
                     let households = move || {
-                        household_values_read(buffer, held, |ids, _| {
-                            ids.iter()
-                                .filter_map(|id| by_id.binary_search_by_key(id, |x| x.0).ok())
-                                .map(|i| packed.get(by_id[i].1 as usize))
-                                .collect()
-                        })
+                        household_values_read(buffer, held, packed_holders(packed, &by_id, None))
                     };
                     std::thread::scope(|s| {
                         let judged = s.spawn(households);

@@ -276,26 +276,8 @@ pub(super) fn household_values_of(
 ) -> (HashSet<String>, HashSet<String>) {
     let f = stream.function;
     if let Some((packed, by_id)) = packed {
-        return household_values_read(stream.buffer, held, |ids, values_only| {
-            let places: Vec<u32> = PackedRecords::places_of(by_id, &ids).collect();
-            if values_only {
-                // As read by id below: the id, e-mail key and phones, prepared again.
-                return places
-                    .iter()
-                    .map(|&p| {
-                        let r = packed.get(p as usize);
-                        MatchRecord {
-                            id: r.id,
-                            email_key: r.email_key,
-                            phones: r.phones,
-                            ..Default::default()
-                        }
-                        .prepare()
-                    })
-                    .collect();
-            }
-            crate::parallel::map(&places, super::run::workers(), |&p| packed.get(p as usize))
-        });
+        let unpack = packed_holders(packed, by_id, Some(super::run::workers()));
+        return household_values_read(stream.buffer, held, unpack);
     }
     // The ids' arrays freed after each statement (see `in_own_context`): they would stay in the
     // connection's context to the end of the command otherwise.
@@ -331,6 +313,26 @@ pub(super) fn household_values_of(
             )
         })
     })
+}
+
+/// A reader for [`household_values_read`] over records all packed (`by_id`: their places by
+/// id): the holders of the ids found, unpacked (on `workers`, or on the calling thread), whole
+/// also where their values alone are asked for (the same values).
+pub(super) fn packed_holders<'a>(
+    packed: &'a PackedRecords,
+    by_id: &'a [(i64, u32)],
+    workers: Option<crate::parallel::Workers>,
+) -> impl FnMut(Vec<i64>, bool) -> Vec<MatchRecord> + 'a {
+    move |ids, _| {
+        let places = PackedRecords::places_of(by_id, &ids);
+        match workers {
+            Some(w) => {
+                let places: Vec<u32> = places.collect();
+                crate::parallel::map(&places, w, |&p| packed.get(p as usize))
+            }
+            None => places.map(|p| packed.get(p as usize)).collect(),
+        }
+    }
 }
 
 /// [`household_values_of`] with the holders from `read` (ids; whether only their id, e-mail
