@@ -5298,9 +5298,9 @@ ALTER FUNCTION unify._prepare_stage(boolean) SET search_path = pg_catalog, pg_te
 -- cleaners). The raw values of a staged row made in one pass, unify._raw_values (a C function
 -- that runs no SQL, STABLE, not pinned: see security.sql), read by unify._raw_query; the query
 -- Citus pushes to shards makes them of built-ins (unify._raw_expression). A first
--- load rebuilds the indexes of unify.records with maintenance_work_mem raised to
--- customer_unify.batch_memory (unify._index_build_memory, read by unify._rebuild_indexes,
--- replaced here: every bulk write's index builds use the budget).
+-- load rebuilds the indexes of unify.records with maintenance_work_mem set to
+-- customer_unify.batch_memory, raised or lowered (unify._index_build_memory, read by
+-- unify._rebuild_indexes, replaced here: every bulk write's index builds use the budget).
 -- unify._raw_query, unify._normalized_query, unify._citus_clean_statement, unify._apply and
 -- unify.sync are defined above, once, in their final form (their bodies name the functions
 -- made here only in statements built at run time).
@@ -5348,7 +5348,7 @@ WHERE fields OPERATOR(pg_catalog.?) f.field
 $$;
 CREATE FUNCTION unify._index_build_memory() RETURNS text
 STABLE LANGUAGE sql AS $$
-    SELECT CASE WHEN s.budget IS NULL OR pg_size_bytes(s.budget) <= pg_size_bytes(s.maintenance) THEN s.maintenance
+    SELECT CASE WHEN s.budget IS NULL THEN s.maintenance
                 ELSE least(pg_size_bytes(s.budget) / 1024, 2097151)::text || 'kB' END
     FROM (SELECT current_setting('customer_unify.batch_memory', true) AS budget,
                  current_setting('maintenance_work_mem') AS maintenance) AS s

@@ -56,8 +56,10 @@ pub fn select_kept<'conn>(
     query: &str,
     args: &Args<'_>,
 ) -> SpiResult<SpiTupleTable<'conn>> {
-    let plan = kept_plan(client, query, args, false)?;
-    client.select(&*plan, None, args)
+    in_same_context(|| {
+        let plan = kept_plan(client, query, args, false)?;
+        client.select(&*plan, None, args)
+    })
 }
 
 /// A writing statement with parameters through its kept plan.
@@ -66,8 +68,32 @@ pub fn update_kept<'conn>(
     query: &str,
     args: &Args<'_>,
 ) -> SpiResult<SpiTupleTable<'conn>> {
-    let plan = kept_plan(client, query, args, true)?;
-    client.update(&*plan, None, args)
+    in_same_context(|| {
+        let plan = kept_plan(client, query, args, true)?;
+        client.update(&*plan, None, args)
+    })
+}
+
+/// Runs the SPI statement `f` and makes the memory context current before it current again.
+/// SPI leaves its connection's context ("SPI Proc") current after every statement
+/// (`_SPI_end_call`), so whatever a caller allocated after a statement inside
+/// [`in_own_context`] went there instead and stayed until the connection ended: a batch's id
+/// array after `with_generic_plan`'s statements, 80 MB over a streamed train at 2M records.
+pub(crate) fn in_same_context<R>(f: impl FnOnce() -> R) -> R {
+    /// Switches back also when `f` unwinds from an error.
+    struct Restore(pg_sys::MemoryContext);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: the context was current before `f` and outlives this call: it is the
+            // caller's, deleted only after the caller's scope ends.
+            unsafe {
+                pg_sys::MemoryContextSwitchTo(self.0);
+            }
+        }
+    }
+    // SAFETY: reading the current context pointer.
+    let _restore = Restore(unsafe { pg_sys::CurrentMemoryContext });
+    f()
 }
 
 pub fn spi_failed(e: impl std::fmt::Display, function: &'static str) -> ! {
@@ -158,13 +184,11 @@ fn each_result(
         free_last_result();
         return;
     }
-    let mut cursor = client
-        .try_open_cursor(query, &args)
+    let mut cursor = in_same_context(|| client.try_open_cursor(query, &args))
         .unwrap_or_else(|e| spi_failed(e, function));
     loop {
-        let table = cursor
-            .fetch(20_000)
-            .unwrap_or_else(|e| spi_failed(e, function));
+        let table =
+            in_same_context(|| cursor.fetch(20_000)).unwrap_or_else(|e| spi_failed(e, function));
         if table.is_empty() {
             break;
         }
@@ -192,13 +216,14 @@ impl Cursor {
         function: &'static str,
     ) -> Self {
         let name = name.into();
-        client
-            .update(
+        in_same_context(|| {
+            client.update(
                 &format!("DECLARE {name} NO SCROLL CURSOR FOR {query}"),
                 None,
                 &[],
             )
-            .unwrap_or_else(|e| spi_failed(e, function));
+        })
+        .unwrap_or_else(|e| spi_failed(e, function));
         Self {
             name,
             batch,
@@ -212,13 +237,14 @@ impl Cursor {
         client: &mut SpiClient<'_>,
         mut row: impl FnMut(&SpiHeapTupleData) -> T,
     ) -> Vec<T> {
-        let table = client
-            .update(
+        let table = in_same_context(|| {
+            client.update(
                 &format!("FETCH FORWARD {} FROM {}", self.batch, self.name),
                 None,
                 &[],
             )
-            .unwrap_or_else(|e| spi_failed(e, self.function));
+        })
+        .unwrap_or_else(|e| spi_failed(e, self.function));
         let rows = in_own_context(|| table.map(|r| row(&r)).collect());
         free_last_result();
         rows
@@ -230,21 +256,21 @@ impl Cursor {
         client: &mut SpiClient<'_>,
         row: impl FnMut(&Deformed) -> T,
     ) -> Vec<T> {
-        client
-            .update(
+        in_same_context(|| {
+            client.update(
                 &format!("FETCH FORWARD {} FROM {}", self.batch, self.name),
                 None,
                 &[],
             )
-            .unwrap_or_else(|e| spi_failed(e, self.function));
+        })
+        .unwrap_or_else(|e| spi_failed(e, self.function));
         let rows = in_own_context(|| deformed_rows(self.function, row));
         free_last_result();
         rows
     }
 
     pub(crate) fn close(self, client: &mut SpiClient<'_>) {
-        client
-            .update(&format!("CLOSE {}", self.name), None, &[])
+        in_same_context(|| client.update(&format!("CLOSE {}", self.name), None, &[]))
             .unwrap_or_else(|e| spi_failed(e, self.function));
     }
 }
@@ -359,20 +385,69 @@ pub(crate) fn drop_indexes(
         .unwrap_or_default()
 }
 
+/// Runs the index builds `drop_indexes` returned (unify._rebuild_indexes builds them within
+/// `customer_unify.batch_memory`, see unify._index_build_memory).
 pub(crate) fn rebuild_indexes(
     client: &mut SpiClient<'_>,
     statements: Vec<String>,
     function: &'static str,
 ) {
     if !statements.is_empty() {
+        in_same_context(|| {
+            client
+                .update(
+                    "SELECT unify._rebuild_indexes($1)",
+                    None,
+                    &[statements.into()],
+                )
+                .unwrap_or_else(|e| spi_failed(e, function));
+            free_last_result();
+        });
+    }
+}
+
+/// Sets `name` for the rest of the transaction (or until [`set_back`]) to `value_kb` where that
+/// is less, returning what it was. A function's SET clause does not undo this: the caller sets
+/// it back (an error ends the transaction, which does).
+pub(crate) fn lower_setting(
+    client: &mut SpiClient<'_>,
+    name: &str,
+    value_kb: u64,
+    function: &'static str,
+) -> String {
+    in_same_context(|| {
+        let before = client
+            .update(
+                "SELECT current_setting($1), CASE WHEN pg_size_bytes(current_setting($1)) > $2::bigint * 1024
+                     THEN set_config($1, $2 || 'kB', true) END",
+                None,
+                &[name.into(), (value_kb as i64).into()],
+            )
+            .and_then(|t| t.first().get::<String>(1))
+            .unwrap_or_else(|e| spi_failed(e, function))
+            .unwrap_or_default();
+        free_last_result();
+        before
+    })
+}
+
+/// Sets `name` back to `value`, what [`lower_setting`] returned.
+pub(crate) fn set_back(
+    client: &mut SpiClient<'_>,
+    name: &str,
+    value: &str,
+    function: &'static str,
+) {
+    in_same_context(|| {
         client
             .update(
-                "SELECT unify._rebuild_indexes($1)",
+                "SELECT set_config($1, $2, true)",
                 None,
-                &[statements.into()],
+                &[name.into(), value.into()],
             )
             .unwrap_or_else(|e| spi_failed(e, function));
-    }
+        free_last_result();
+    });
 }
 
 /// A row of the last SPI result with all its columns taken apart at once (`heap_deform_tuple`):
@@ -480,7 +555,10 @@ pub(crate) fn deformed_rows<T>(
 mod tests {
     use pgrx::prelude::*;
 
-    use super::{deformed_rows, free_last_result, in_own_context, Cursor};
+    use super::{
+        deformed_rows, free_last_result, in_own_context, lower_setting, select_kept, set_back,
+        Cursor,
+    };
 
     /// The connection's own context after reading arrays and texts from a cursor in many
     /// fetches: it must not grow with the fetches (each fetch here reads about 80 kB of values;
@@ -519,6 +597,53 @@ mod tests {
             let grown = used() - before;
             assert!(
                 grown < 64 * 1024,
+                "the connection's context grew by {grown} bytes"
+            );
+        })
+    }
+
+    /// What a batch allocates after its statements (a setting lowered and set back, a lookup by
+    /// an array of ids, as a streamed run's batches do) goes to the batch's own context, not the
+    /// connection's: SPI makes the connection's context current after every statement, which
+    /// `in_same_context` undoes. 200 batches of an 80 kB array each would leave 16 MB there.
+    #[pg_test]
+    fn statements_inside_a_batch_leave_its_allocations_in_its_context() {
+        Spi::connect_mut(|client| {
+            // SAFETY: reading the current context's pointer and counters, nothing else.
+            let connection = unsafe { pg_sys::CurrentMemoryContext };
+            let used = || unsafe { pg_sys::MemoryContextMemAllocated(connection, true) };
+            // The cause: a bare statement leaves the connection's context current.
+            let switched = in_own_context(|| {
+                let own = unsafe { pg_sys::CurrentMemoryContext };
+                client.update("SELECT 1", None, &[]).unwrap();
+                free_last_result();
+                own != unsafe { pg_sys::CurrentMemoryContext }
+            });
+            assert!(
+                switched,
+                "SPI no longer switches contexts: in_same_context is moot"
+            );
+            let before = used();
+            for _ in 0..200 {
+                in_own_context(|| {
+                    let was = lower_setting(client, "work_mem", 1024, "test");
+                    let ids: Vec<i64> = (0..10_000).collect();
+                    let table = select_kept(
+                        client,
+                        "SELECT count(*) FROM unnest($1::bigint[])",
+                        &vec![ids.into()],
+                    )
+                    .unwrap();
+                    assert_eq!(table.first().get::<i64>(1).unwrap(), Some(10_000));
+                    free_last_result();
+                    let more: Vec<i64> = (0..10_000).collect();
+                    let _datum: pgrx::datum::DatumWithOid = more.into();
+                    set_back(client, "work_mem", &was, "test");
+                });
+            }
+            let grown = used().saturating_sub(before);
+            assert!(
+                grown < 1024 * 1024,
                 "the connection's context grew by {grown} bytes"
             );
         })

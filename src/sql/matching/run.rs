@@ -21,6 +21,29 @@ pub(super) fn workers() -> crate::parallel::Workers {
 pub(super) struct Phases {
     command: &'static str,
     watch: Stopwatch,
+    /// The backend's private memory at each mark and its peak so far, in MB (see
+    /// `private_memory_mb`): where a run within `customer_unify.batch_memory` grows.
+    memory: Vec<(&'static str, u64, u64)>,
+}
+
+/// The backend's private resident memory now and at its peak in MB (VmRSS and VmHWM less the
+/// shared buffers it touched, RssShmem), from /proc/self/status; `None` where there is none.
+fn private_memory_mb() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = |field: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        line[field.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    let shared = kb("RssShmem:")?;
+    Some((
+        kb("VmRSS:")?.saturating_sub(shared) / 1024,
+        kb("VmHWM:")?.saturating_sub(shared) / 1024,
+    ))
 }
 
 impl Phases {
@@ -28,16 +51,29 @@ impl Phases {
         Self {
             command,
             watch: Stopwatch::default(),
+            memory: Vec::new(),
         }
     }
 
     pub(super) fn mark(&mut self, phase: &'static str) {
         self.watch.mark(phase);
+        if let Some((now, peak)) = private_memory_mb() {
+            self.memory.push((phase, now, peak));
+        }
     }
 }
 
 impl Drop for Phases {
     fn drop(&mut self) {
         pgrx::debug1!("{}: {}", self.command, self.watch.summary());
+        if !self.memory.is_empty() {
+            let memory = self
+                .memory
+                .iter()
+                .map(|(phase, now, peak)| format!("{phase} {now} MB (peak {peak} MB)"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            pgrx::debug1!("{}: private memory after {memory}", self.command);
+        }
     }
 }

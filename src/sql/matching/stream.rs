@@ -26,7 +26,8 @@ use pgrx::PgSqlErrorCode;
 
 use super::super::errors::raise;
 use super::super::spi::{
-    drop_indexes, drop_temp_tables, fetch_all, in_own_context, rebuild_indexes, spi_failed, Cursor,
+    drop_indexes, drop_temp_tables, fetch_all, free_last_result, in_own_context, in_same_context,
+    rebuild_indexes, spi_failed, Cursor,
 };
 use super::frequencies::load_frequencies;
 use super::records::{
@@ -440,26 +441,35 @@ pub(super) fn with_generic_plan<T>(
     stream: &Stream,
     f: impl FnOnce(&mut SpiClient<'_>) -> T,
 ) -> T {
-    let mode = client
-        .update(
-            "SELECT current_setting('plan_cache_mode'), set_config('plan_cache_mode', 'force_generic_plan', true)",
-            None,
-            &[],
-        )
-        .unwrap_or_else(|e| spi_failed(e, stream.function))
-        .first()
-        .get::<String>(1)
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| "auto".into());
+    // Both results freed and the caller's memory context current again: this runs once per
+    // batch, inside the batch's own context (see `in_same_context`).
+    let mode = in_same_context(|| {
+        let mode = client
+            .update(
+                "SELECT current_setting('plan_cache_mode'), set_config('plan_cache_mode', 'force_generic_plan', true)",
+                None,
+                &[],
+            )
+            .unwrap_or_else(|e| spi_failed(e, stream.function))
+            .first()
+            .get::<String>(1)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "auto".into());
+        free_last_result();
+        mode
+    });
     let out = f(client);
-    client
-        .update(
-            "SELECT set_config('plan_cache_mode', $1, true)",
-            None,
-            &[mode.into()],
-        )
-        .unwrap_or_else(|e| spi_failed(e, stream.function));
+    in_same_context(|| {
+        client
+            .update(
+                "SELECT set_config('plan_cache_mode', $1, true)",
+                None,
+                &[mode.into()],
+            )
+            .unwrap_or_else(|e| spi_failed(e, stream.function));
+        free_last_result();
+    });
     out
 }
 

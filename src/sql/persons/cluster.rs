@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
 
 use super::super::spi::{
-    drop_indexes, fetch_all, free_last_result, in_own_context, rebuild_indexes, spi_failed,
-    update_kept, Args, Cursor,
+    drop_indexes, fetch_all, free_last_result, in_own_context, lower_setting, rebuild_indexes,
+    set_back, spi_failed, update_kept, Args, Cursor,
 };
 use super::fresh_ids;
 use crate::cluster::batches::{Batch, BatchRecord, KeyedEvent, LinkKind};
@@ -427,31 +427,6 @@ fn count(client: &mut SpiClient<'_>, query: &str) -> u64 {
         .max(0) as u64
 }
 
-/// Sets `name` for the rest of the transaction (or until set back) to `value` where that is
-/// less, returning what it was.
-pub(super) fn lower_setting(client: &mut SpiClient<'_>, name: &str, value_kb: u64) -> String {
-    client
-        .update(
-            "SELECT current_setting($1), CASE WHEN pg_size_bytes(current_setting($1)) > $2::bigint * 1024
-                 THEN set_config($1, $2 || 'kB', true) END",
-            None,
-            &[name.into(), (value_kb as i64).into()],
-        )
-        .and_then(|t| t.first().get::<String>(1))
-        .unwrap_or_else(|e| spi_failed(e, "resolve"))
-        .unwrap_or_default()
-}
-
-pub(super) fn set_back(client: &mut SpiClient<'_>, name: &str, value: &str) {
-    client
-        .update(
-            "SELECT set_config($1, $2, true)",
-            None,
-            &[name.into(), value.into()],
-        )
-        .unwrap_or_else(|e| spi_failed(e, "resolve"));
-}
-
 /// A cursor read a row at a time (fetched `batch` at a time), with a look at the next row.
 struct Stream<T> {
     cursor: Cursor,
@@ -523,8 +498,8 @@ fn in_batches(
     // below in an eighth of it each (two cursors' sorts are open at once; a hash join takes
     // hash_mem_multiplier times work_mem), the index rebuild after a first resolve in all of it. Set back at
     // the end (an error ends the transaction, which sets them back).
-    let work_mem = lower_setting(client, "work_mem", (budget / 8).max(64));
-    let maintenance_work_mem = lower_setting(client, "maintenance_work_mem", budget.max(1024));
+    let work_mem = lower_setting(client, "work_mem", (budget / 8).max(64), F);
+    let maintenance_work_mem = lower_setting(client, "maintenance_work_mem", budget.max(1024), F);
     crate::sql::spi::drop_temp_tables(
         client,
         &[EDGES, LABELS, LINKS, FRESH, FRESH_IDS, EVENTS, CHANGES],
@@ -840,8 +815,8 @@ fn in_batches(
     for table in [LABELS, LINKS, FRESH, FRESH_IDS, EVENTS, CHANGES] {
         run(client, &format!("DROP TABLE {table}"), F);
     }
-    set_back(client, "work_mem", &work_mem);
-    set_back(client, "maintenance_work_mem", &maintenance_work_mem);
+    set_back(client, "work_mem", &work_mem, F);
+    set_back(client, "maintenance_work_mem", &maintenance_work_mem, F);
     (
         total as i64,
         (clusters + (total - streamed)) as i64,

@@ -4,10 +4,10 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use super::super::spi::{drop_temp_tables, fetch_all, spi_failed, update_kept, Args};
-use super::cluster::{lower_setting, set_back};
 use super::fresh_ids;
 use crate::cluster::group_by_shared_keys;
 use crate::cluster::ids::IdPlan;
+use crate::sql::spi::{lower_setting, set_back};
 
 /// The fields of a person that make persons one household.
 pub(super) struct HouseholdFields<'a> {
@@ -133,7 +133,12 @@ pub(super) fn create_keys_table(client: &mut SpiClient<'_>) {
 pub(super) fn plan_in_sql(client: &mut SpiClient<'_>, previous: &str) {
     // PostgreSQL's sorts and hashes here within the budget too, as the clustering's
     // (cluster::in_batches): an eighth of it each, set back at the end.
-    let work_mem = lower_setting(client, "work_mem", (crate::budget::kb() / 8).max(64));
+    let work_mem = lower_setting(
+        client,
+        "work_mem",
+        (crate::budget::kb() / 8).max(64),
+        "resolve",
+    );
     run(client, &format!("ANALYZE {KEYS}"));
     run(
         client,
@@ -203,7 +208,7 @@ pub(super) fn plan_in_sql(client: &mut SpiClient<'_>, previous: &str) {
     );
     run(client, &format!("DROP TABLE {KEYS}, {LABELS}, {FRESH}"));
     run(client, &format!("ANALYZE {PLAN}"));
-    set_back(client, "work_mem", &work_mem);
+    set_back(client, "work_mem", &work_mem, "resolve");
 }
 
 /// Every person's household anew (`_group_households(NULL)`), grouped in SQL: memory stays

@@ -215,13 +215,13 @@ SELECT unify._clean_contact(NULL, NULL, 'Anna', NULL, NULL, NULL, NULL, NULL, NU
 SELECT unify._index_build_memory();
 SELECT unify._raw_values(ROW(1));
 RESET ROLE;
--- As the owner: the larger of maintenance_work_mem and customer_unify.batch_memory.
+-- As the owner: customer_unify.batch_memory, raised or lowered from maintenance_work_mem.
 BEGIN;
 SET LOCAL maintenance_work_mem = '64MB';
 SET LOCAL customer_unify.batch_memory = '256MB';
 SELECT unify._index_build_memory() AS batch_memory_larger;
 SET LOCAL maintenance_work_mem = '512MB';
-SELECT unify._index_build_memory() AS maintenance_larger;
+SELECT unify._index_build_memory() AS maintenance_lowered;
 SET LOCAL customer_unify.batch_memory = '100GB';
 SELECT unify._index_build_memory() AS capped;
 ROLLBACK;
