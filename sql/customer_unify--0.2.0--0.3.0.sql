@@ -5349,7 +5349,7 @@ $$;
 CREATE FUNCTION unify._index_build_memory() RETURNS text
 STABLE LANGUAGE sql AS $$
     SELECT CASE WHEN s.budget IS NULL THEN s.maintenance
-                ELSE least(pg_size_bytes(s.budget) / 1024, 2097151)::text || 'kB' END
+                ELSE greatest(least(pg_size_bytes(s.budget) / 1024, 2097151), 1024)::text || 'kB' END
     FROM (SELECT current_setting('customer_unify.batch_memory', true) AS budget,
                  current_setting('maintenance_work_mem') AS maintenance) AS s
 $$;

@@ -224,4 +224,6 @@ SET LOCAL maintenance_work_mem = '512MB';
 SELECT unify._index_build_memory() AS maintenance_lowered;
 SET LOCAL customer_unify.batch_memory = '100GB';
 SELECT unify._index_build_memory() AS capped;
+SET LOCAL customer_unify.batch_memory = '64kB';
+SELECT unify._index_build_memory() AS at_least_maintenance_work_mems_minimum;
 ROLLBACK;
