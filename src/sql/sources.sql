@@ -291,7 +291,8 @@ $$;
 -- not defined.
 -- Raised: the index builds of a first load of 1M records sort 1.1 GB less often on disk, 6.2 s
 -- instead of 7.8 s with the default 64 MB. Lowered: a score_pairs within 64MB under a
--- maintenance_work_mem of 512MB peaked at 424 MB in its index builds.
+-- maintenance_work_mem of 512MB peaked at 424 MB in its index builds. (The steps in Rust build
+-- theirs with half of the budget, holding their own memory meanwhile: spi::rebuild_indexes.)
 CREATE FUNCTION unify._index_build_memory() RETURNS text
 STABLE LANGUAGE sql AS $$
     SELECT CASE WHEN s.budget IS NULL THEN s.maintenance
