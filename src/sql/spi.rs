@@ -399,10 +399,11 @@ pub(crate) fn rebuild_indexes(
     if statements.is_empty() {
         return;
     }
-    let before = set_setting_kb(
+    let build_kb = (crate::budget::kb() / 2).clamp(1024, 2_097_151);
+    let before = swap_setting(
         client,
         "maintenance_work_mem",
-        (crate::budget::kb() / 2).clamp(1024, 2_097_151),
+        &format!("{build_kb}kB"),
         function,
     );
     for statement in &statements {
@@ -413,46 +414,52 @@ pub(crate) fn rebuild_indexes(
     set_back(client, "maintenance_work_mem", &before, function);
 }
 
-/// Sets `name` to `value_kb` for the rest of the transaction (or until [`set_back`]), returning
-/// what it was.
-fn set_setting_kb(
+/// Sets `name` to `value` for the rest of the transaction (or until [`set_back`]), returning
+/// what it was. A function's SET clause does not undo this: the caller sets it back (an error
+/// ends the transaction, which does).
+pub(crate) fn swap_setting(
     client: &mut SpiClient<'_>,
     name: &str,
-    value_kb: u64,
+    value: &str,
     function: &'static str,
 ) -> String {
-    in_same_context(|| {
-        let before = client
-            .update(
-                "SELECT current_setting($1), set_config($1, $2 || 'kB', true)",
-                None,
-                &[name.into(), (value_kb as i64).into()],
-            )
-            .and_then(|t| t.first().get::<String>(1))
-            .unwrap_or_else(|e| spi_failed(e, function))
-            .unwrap_or_default();
-        free_last_result();
-        before
-    })
+    change_setting(
+        client,
+        "SELECT current_setting($1), set_config($1, $2, true)",
+        name,
+        value,
+        function,
+    )
 }
 
-/// Sets `name` for the rest of the transaction (or until [`set_back`]) to `value_kb` where that
-/// is less, returning what it was. A function's SET clause does not undo this: the caller sets
-/// it back (an error ends the transaction, which does).
+/// [`swap_setting`] to `value_kb` only where that is less than the setting now.
 pub(crate) fn lower_setting(
     client: &mut SpiClient<'_>,
     name: &str,
     value_kb: u64,
     function: &'static str,
 ) -> String {
+    change_setting(
+        client,
+        "SELECT current_setting($1), CASE WHEN pg_size_bytes(current_setting($1)) > pg_size_bytes($2)
+             THEN set_config($1, $2, true) END",
+        name,
+        &format!("{value_kb}kB"),
+        function,
+    )
+}
+
+/// Runs `query`, which reads setting `$1` and may set it to `$2`, and returns what it was.
+fn change_setting(
+    client: &mut SpiClient<'_>,
+    query: &str,
+    name: &str,
+    value: &str,
+    function: &'static str,
+) -> String {
     in_same_context(|| {
         let before = client
-            .update(
-                "SELECT current_setting($1), CASE WHEN pg_size_bytes(current_setting($1)) > $2::bigint * 1024
-                     THEN set_config($1, $2 || 'kB', true) END",
-                None,
-                &[name.into(), (value_kb as i64).into()],
-            )
+            .update(query, None, &[name.into(), value.into()])
             .and_then(|t| t.first().get::<String>(1))
             .unwrap_or_else(|e| spi_failed(e, function))
             .unwrap_or_default();
@@ -461,7 +468,7 @@ pub(crate) fn lower_setting(
     })
 }
 
-/// Sets `name` back to `value`, what [`lower_setting`] returned.
+/// Sets `name` back to `value`, what [`swap_setting`] or [`lower_setting`] returned.
 pub(crate) fn set_back(
     client: &mut SpiClient<'_>,
     name: &str,

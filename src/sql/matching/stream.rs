@@ -26,8 +26,8 @@ use pgrx::PgSqlErrorCode;
 
 use super::super::errors::raise;
 use super::super::spi::{
-    drop_indexes, drop_temp_tables, fetch_all, free_last_result, in_own_context, in_same_context,
-    rebuild_indexes, spi_failed, Cursor,
+    drop_indexes, drop_temp_tables, fetch_all, in_own_context, rebuild_indexes, set_back,
+    spi_failed, swap_setting, Cursor,
 };
 use super::frequencies::load_frequencies;
 use super::records::{
@@ -113,26 +113,9 @@ impl Stream {
         client: &mut SpiClient<'_>,
         f: impl FnOnce(&mut SpiClient<'_>) -> T,
     ) -> T {
-        let fraction = client
-            .select("SELECT current_setting('cursor_tuple_fraction')", None, &[])
-            .unwrap_or_else(|e| spi_failed(e, self.function))
-            .first()
-            .get::<String>(1)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| "0.1".into());
-        self.run(
-            client,
-            "SELECT set_config('cursor_tuple_fraction', '1', true)",
-        );
+        let fraction = swap_setting(client, "cursor_tuple_fraction", "1", self.function);
         let out = f(client);
-        client
-            .update(
-                "SELECT set_config('cursor_tuple_fraction', $1, true)",
-                None,
-                &[fraction.into()],
-            )
-            .unwrap_or_else(|e| spi_failed(e, self.function));
+        set_back(client, "cursor_tuple_fraction", &fraction, self.function);
         out
     }
 }
@@ -443,33 +426,14 @@ pub(super) fn with_generic_plan<T>(
 ) -> T {
     // Both results freed and the caller's memory context current again: this runs once per
     // batch, inside the batch's own context (see `in_same_context`).
-    let mode = in_same_context(|| {
-        let mode = client
-            .update(
-                "SELECT current_setting('plan_cache_mode'), set_config('plan_cache_mode', 'force_generic_plan', true)",
-                None,
-                &[],
-            )
-            .unwrap_or_else(|e| spi_failed(e, stream.function))
-            .first()
-            .get::<String>(1)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| "auto".into());
-        free_last_result();
-        mode
-    });
+    let mode = swap_setting(
+        client,
+        "plan_cache_mode",
+        "force_generic_plan",
+        stream.function,
+    );
     let out = f(client);
-    in_same_context(|| {
-        client
-            .update(
-                "SELECT set_config('plan_cache_mode', $1, true)",
-                None,
-                &[mode.into()],
-            )
-            .unwrap_or_else(|e| spi_failed(e, stream.function));
-        free_last_result();
-    });
+    set_back(client, "plan_cache_mode", &mode, stream.function);
     out
 }
 
