@@ -266,7 +266,7 @@ BEGIN
 END
 $$;
 
--- The builds run with maintenance_work_mem raised to the batch budget
+-- The builds run with maintenance_work_mem set to the batch budget
 -- (unify._index_build_memory, issue 27) and set back: every bulk write rebuilds through here.
 CREATE FUNCTION unify._rebuild_indexes(statements text[]) RETURNS void
 VOLATILE LANGUAGE plpgsql AS $$
