@@ -423,43 +423,36 @@ pub(crate) fn swap_setting(
     value: &str,
     function: &'static str,
 ) -> String {
-    change_setting(
+    setting_changed(
         client,
         "SELECT current_setting($1), set_config($1, $2, true)",
-        name,
-        value,
+        &[name.into(), value.into()],
         function,
     )
 }
 
-/// [`swap_setting`] to `value_kb` only where that is less than the setting now.
-pub(crate) fn lower_setting(
-    client: &mut SpiClient<'_>,
-    name: &str,
-    value_kb: u64,
-    function: &'static str,
-) -> String {
-    change_setting(
+/// [`swap_setting`] of work_mem to a batch step's share of `customer_unify.batch_memory`
+/// (`unify._batch_work_mem()`, which the SQL steps set the same way), for the Rust parts that
+/// are also reached outside those steps.
+pub(crate) fn swap_batch_work_mem(client: &mut SpiClient<'_>, function: &'static str) -> String {
+    setting_changed(
         client,
-        "SELECT current_setting($1), CASE WHEN pg_size_bytes(current_setting($1)) > pg_size_bytes($2)
-             THEN set_config($1, $2, true) END",
-        name,
-        &format!("{value_kb}kB"),
+        "SELECT current_setting('work_mem'), set_config('work_mem', unify._batch_work_mem(), true)",
+        &[],
         function,
     )
 }
 
-/// Runs `query`, which reads setting `$1` and may set it to `$2`, and returns what it was.
-fn change_setting(
+/// Runs `query`, which reads a setting first and changes it, and returns what it was.
+fn setting_changed(
     client: &mut SpiClient<'_>,
     query: &str,
-    name: &str,
-    value: &str,
+    args: &[pgrx::datum::DatumWithOid<'_>],
     function: &'static str,
 ) -> String {
     in_same_context(|| {
         let before = client
-            .update(query, None, &[name.into(), value.into()])
+            .update(query, None, args)
             .and_then(|t| t.first().get::<String>(1))
             .unwrap_or_else(|e| spi_failed(e, function))
             .unwrap_or_default();
@@ -468,7 +461,7 @@ fn change_setting(
     })
 }
 
-/// Sets `name` back to `value`, what [`swap_setting`] or [`lower_setting`] returned.
+/// Sets `name` back to `value`, what [`swap_setting`] or [`swap_batch_work_mem`] returned.
 pub(crate) fn set_back(
     client: &mut SpiClient<'_>,
     name: &str,
@@ -593,8 +586,8 @@ mod tests {
     use pgrx::prelude::*;
 
     use super::{
-        deformed_rows, free_last_result, in_own_context, lower_setting, rebuild_indexes,
-        select_kept, set_back, Cursor,
+        deformed_rows, free_last_result, in_own_context, rebuild_indexes, select_kept, set_back,
+        swap_setting, Cursor,
     };
 
     /// The connection's own context after reading arrays and texts from a cursor in many
@@ -663,7 +656,7 @@ mod tests {
             let before = used();
             for _ in 0..200 {
                 in_own_context(|| {
-                    let was = lower_setting(client, "work_mem", 1024, "test");
+                    let was = swap_setting(client, "work_mem", "1MB", "test");
                     let ids: Vec<i64> = (0..10_000).collect();
                     let table = select_kept(
                         client,

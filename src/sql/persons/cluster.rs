@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
 
 use super::super::spi::{
-    drop_indexes, fetch_all, free_last_result, in_own_context, lower_setting, rebuild_indexes,
-    set_back, spi_failed, update_kept, Args, Cursor,
+    drop_indexes, fetch_all, free_last_result, in_own_context, rebuild_indexes, set_back,
+    spi_failed, swap_batch_work_mem, update_kept, Args, Cursor,
 };
 use super::fresh_ids;
 use crate::cluster::batches::{Batch, BatchRecord, KeyedEvent, LinkKind};
@@ -496,10 +496,10 @@ fn in_batches(
     let limit = (budget * 1024 / BATCH_RECORD_BYTES).max(16) as usize;
     // PostgreSQL's own part within the budget too: its sorts and hashes of the statements
     // below in an eighth of it each (two cursors' sorts are open at once; a hash join takes
-    // hash_mem_multiplier times work_mem), the index rebuild after a first resolve in all of it. Set back at
-    // the end (an error ends the transaction, which sets them back).
-    let work_mem = lower_setting(client, "work_mem", (budget / 8).max(64), F);
-    let maintenance_work_mem = lower_setting(client, "maintenance_work_mem", budget.max(1024), F);
+    // hash_mem_multiplier times work_mem; `unify.resolve` has set it already, a stewardship
+    // change has not). Set back at the end (an error ends the transaction, which sets it back).
+    // The index rebuild after a first resolve sets its own memory (`rebuild_indexes`).
+    let work_mem = swap_batch_work_mem(client, F);
     crate::sql::spi::drop_temp_tables(
         client,
         &[EDGES, LABELS, LINKS, FRESH, FRESH_IDS, EVENTS, CHANGES],
@@ -816,7 +816,6 @@ fn in_batches(
         run(client, &format!("DROP TABLE {table}"), F);
     }
     set_back(client, "work_mem", &work_mem, F);
-    set_back(client, "maintenance_work_mem", &maintenance_work_mem, F);
     (
         total as i64,
         (clusters + (total - streamed)) as i64,

@@ -3,11 +3,12 @@
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use super::super::spi::{drop_temp_tables, fetch_all, spi_failed, update_kept, Args};
+use super::super::spi::{
+    drop_temp_tables, fetch_all, set_back, spi_failed, swap_batch_work_mem, update_kept, Args,
+};
 use super::fresh_ids;
 use crate::cluster::group_by_shared_keys;
 use crate::cluster::ids::IdPlan;
-use crate::sql::spi::{lower_setting, set_back};
 
 /// The fields of a person that make persons one household.
 pub(super) struct HouseholdFields<'a> {
@@ -133,12 +134,7 @@ pub(super) fn create_keys_table(client: &mut SpiClient<'_>) {
 pub(super) fn plan_in_sql(client: &mut SpiClient<'_>, previous: &str) {
     // PostgreSQL's sorts and hashes here within the budget too, as the clustering's
     // (cluster::in_batches): an eighth of it each, set back at the end.
-    let work_mem = lower_setting(
-        client,
-        "work_mem",
-        (crate::budget::kb() / 8).max(64),
-        "resolve",
-    );
+    let work_mem = swap_batch_work_mem(client, "resolve");
     run(client, &format!("ANALYZE {KEYS}"));
     run(
         client,
