@@ -122,55 +122,84 @@ pub(super) fn create_keys_table(client: &mut SpiClient<'_>) {
     );
 }
 
-/// `plan_households` over the persons in KEYS with PostgreSQL doing the work, so that memory
-/// stays flat however many persons there are (its sorts and hashes spill to disk within
-/// work_mem; a union-find or a map per person would grow with them). `previous` is a query of
-/// (person, household): each person's household before. Leaves PLAN (person, household) for
-/// every person with keys, the same ids `plan_households` gives: components by shared keys
-/// (labelled with their smallest person id, found by passing the smallest label over shared
-/// keys until none changes), each previous household kept by the component holding most of
-/// its persons (the first component on a tie), a component keeping the smallest of the ids it
-/// holds, new ids from the sequence for the others in component order.
+/// `plan_households` over the persons in KEYS with PostgreSQL doing most of the work, so that
+/// memory stays flat however many persons there are (its sorts and hashes spill to disk within
+/// work_mem; the keys are never held). `previous` is a query of (person, household): each
+/// person's household before. Leaves PLAN (person, household) for every person with keys, the
+/// same ids `plan_households` gives: components by shared keys (labelled with their smallest
+/// person id: by a union-find of 12 bytes a person while half the budget holds them, else by
+/// passing the smallest label over shared keys until none changes), each previous household
+/// kept by the component holding most of its persons (the first component on a tie), a
+/// component keeping the smallest of the ids it holds, new ids from the sequence for the
+/// others in component order.
 pub(super) fn plan_in_sql(client: &mut SpiClient<'_>, previous: &str) {
     // PostgreSQL's sorts and hashes here within the budget too, as the clustering's
     // (cluster::in_batches): an eighth of it each, set back at the end.
     let work_mem = swap_batch_work_mem(client, "resolve");
     run(client, &format!("ANALYZE {KEYS}"));
+    // Each person's label, the smallest person of its component: by a union-find in Rust over
+    // the persons with keys (12 bytes each), each linked to the one before it with the same
+    // key; past half the budget by passing labels over shared keys in SQL.
     run(
         client,
-        &format!(
-            "CREATE TEMP TABLE {LABELS} AS
-             SELECT k.person, min(f.first) AS label
-             FROM {KEYS} k JOIN (SELECT key, min(person) AS first FROM {KEYS} GROUP BY key) f ON f.key = k.key
-             GROUP BY k.person"
-        ),
+        &format!("CREATE TEMP TABLE {LABELS} (person bigint NOT NULL, label bigint NOT NULL)"),
     );
-    run(client, &format!("ANALYZE {LABELS}"));
-    // A chain of persons (A shares an address with B, B a phone with C) takes a pass a link.
-    loop {
-        crate::interrupt::check();
-        let changed = client
-            .update(
-                &format!(
-                    "WITH up AS (
-                       UPDATE {LABELS} l SET label = x.label FROM (
-                         SELECT k.person, min(m.label) AS label
-                         FROM {KEYS} k JOIN (SELECT k2.key, min(l2.label) AS label
-                                             FROM {KEYS} k2 JOIN {LABELS} l2 ON l2.person = k2.person
-                                             GROUP BY k2.key) m ON m.key = k.key
-                         GROUP BY k.person) x
-                       WHERE x.person = l.person AND x.label < l.label
-                       RETURNING 1)
-                     SELECT count(*) FROM up"
-                ),
-                None,
-                &[],
-            )
-            .and_then(|t| t.first().get_one::<i64>())
-            .unwrap_or_else(|e| spi_failed(e, F))
-            .unwrap_or_default();
-        if changed == 0 {
-            break;
+    let rows = client
+        .update(&format!("SELECT count(*) FROM {KEYS}"), None, &[])
+        .and_then(|t| t.first().get_one::<i64>())
+        .unwrap_or_else(|e| spi_failed(e, F))
+        .unwrap_or_default();
+    let held = super::label_components(
+        client,
+        &format!("SELECT person FROM {KEYS} GROUP BY person ORDER BY person"),
+        rows.max(0) as u64,
+        &format!(
+            "SELECT person, before FROM (
+                 SELECT person, lag(person) OVER (PARTITION BY key) AS before FROM {KEYS}) s
+             WHERE before IS NOT NULL"
+        ),
+        LABELS,
+        F,
+    );
+    if held {
+        run(client, &format!("ANALYZE {LABELS}"));
+    } else {
+        run(
+            client,
+            &format!(
+                "INSERT INTO {LABELS}
+                 SELECT k.person, min(f.first)
+                 FROM {KEYS} k JOIN (SELECT key, min(person) AS first FROM {KEYS} GROUP BY key) f ON f.key = k.key
+                 GROUP BY k.person"
+            ),
+        );
+        run(client, &format!("ANALYZE {LABELS}"));
+        // A chain of persons (A shares an address with B, B a phone with C) takes a pass a link.
+        loop {
+            crate::interrupt::check();
+            let changed = client
+                .update(
+                    &format!(
+                        "WITH up AS (
+                           UPDATE {LABELS} l SET label = x.label FROM (
+                             SELECT k.person, min(m.label) AS label
+                             FROM {KEYS} k JOIN (SELECT k2.key, min(l2.label) AS label
+                                                 FROM {KEYS} k2 JOIN {LABELS} l2 ON l2.person = k2.person
+                                                 GROUP BY k2.key) m ON m.key = k.key
+                             GROUP BY k.person) x
+                           WHERE x.person = l.person AND x.label < l.label
+                           RETURNING 1)
+                         SELECT count(*) FROM up"
+                    ),
+                    None,
+                    &[],
+                )
+                .and_then(|t| t.first().get_one::<i64>())
+                .unwrap_or_else(|e| spi_failed(e, F))
+                .unwrap_or_default();
+            if changed == 0 {
+                break;
+            }
         }
     }
     run(

@@ -30,3 +30,79 @@ pub(super) fn fresh_ids(
     .unwrap_or_else(|e| spi_failed(e, function))
     .unwrap_or_default()
 }
+
+/// Fills `table` (an empty table of two bigint columns: node, label) with every node of
+/// `nodes` (a query of distinct ids in ascending order, at most `bound` of them) labelled with
+/// the smallest id of its component over the edges of `edges` (a query of id pairs): in one
+/// pass over the edges with a union-find in Rust (`ComponentLabels`, 12 bytes a node), instead
+/// of passing labels along the edges in SQL until none changes (a pass per link of the longest
+/// chain, each reading every edge). Returns false, writing nothing, when `bound` nodes would
+/// take more than half of customer_unify.batch_memory (or the setting
+/// `unify_internal.component_labels` is `sql`: the tests' way to the other path): the caller
+/// passes labels in SQL then.
+pub(super) fn label_components(
+    client: &mut SpiClient<'_>,
+    nodes: &str,
+    bound: u64,
+    edges: &str,
+    table: &str,
+    function: &'static str,
+) -> bool {
+    use crate::cluster::components::ComponentLabels;
+    use crate::sql::spi::{free_last_result, in_own_context, Cursor};
+    if bound.saturating_mul(ComponentLabels::NODE_BYTES) > crate::budget::kb() * 1024 / 2 {
+        return false;
+    }
+    let in_sql = client
+        .select(
+            "SELECT pg_catalog.current_setting('unify_internal.component_labels', true) = 'sql'",
+            None,
+            &[],
+        )
+        .and_then(|t| t.first().get_one::<bool>())
+        .unwrap_or_else(|e| spi_failed(e, function))
+        .unwrap_or(false);
+    if in_sql {
+        return false;
+    }
+    // Rows per fetch and per write: a few hundred kB in flight.
+    let batch = 16_384;
+    let mut components = ComponentLabels::with_capacity(bound as usize);
+    let cursor = Cursor::open(client, "unify_component_nodes", nodes, batch, function);
+    while !cursor
+        .next(client, |r| {
+            components.push_node(r.get::<i64>(1).ok().flatten().unwrap_or_default())
+        })
+        .is_empty()
+    {}
+    cursor.close(client);
+    let cursor = Cursor::open(client, "unify_component_edges", edges, batch, function);
+    while !cursor
+        .next(client, |r| {
+            components.link(
+                r.get::<i64>(1).ok().flatten().unwrap_or_default(),
+                r.get::<i64>(2).ok().flatten().unwrap_or_default(),
+            )
+        })
+        .is_empty()
+    {}
+    cursor.close(client);
+    let mut labels = components.labels().peekable();
+    while labels.peek().is_some() {
+        crate::interrupt::check();
+        let (ids, label): (Vec<i64>, Vec<i64>) = labels.by_ref().take(batch).unzip();
+        in_own_context(|| {
+            client
+                .update(
+                    &format!(
+                        "INSERT INTO {table} SELECT * FROM unnest($1::bigint[], $2::bigint[])"
+                    ),
+                    None,
+                    &[ids.into(), label.into()],
+                )
+                .unwrap_or_else(|e| spi_failed(e, function));
+        });
+        free_last_result();
+    }
+    true
+}

@@ -4,8 +4,9 @@
 -- households) a batch of whole persons at a time. On the sample German CRM (crmgen --rows 2000
 -- --seed 7, schema crm, loaded by scripts/test.sh) a budget of 64kB takes every one of those
 -- paths with many batches (32 records a fetch, 256 a chunk), and clusters the records a batch of
--- whole components of about 160 records at a time (their components found in SQL, new ids and
--- events put in a whole run's order at the end); 400kB still holds the clustering at once and
+-- whole components of about 160 records at a time (their components found by a union-find over
+-- the records that take part, or in SQL; new ids and events put in a whole run's order at the
+-- end); 400kB still holds the clustering at once and
 -- stages its changes in chunks; the default (1GB) holds all at once.
 -- Both must leave the same persons, ids, former ids, identity events, households and outbox,
 -- on a first resolve and on a resolve that merges, splits and gives ids back after stewardship.
@@ -132,6 +133,25 @@ SELECT count(*) AS cursors_left FROM pg_cursors WHERE name LIKE 'unify\_%';
 SELECT count(*) AS temp_tables_left FROM pg_class
 WHERE (relname LIKE 'unify\_cluster%' OR relname LIKE 'unify\_golden%') AND relpersistence = 't';
 SHOW cursor_tuple_fraction;
+-- The same within 64kB with the components (of records, of persons sharing household keys)
+-- labelled in SQL instead of by a union-find: the path past half the budget at 12 bytes a node
+-- (tens of millions of records at 1GB), taken here through the tests' switch.
+ROLLBACK TO SAVEPOINT before_resolve;
+SELECT pg_temp.restore_sequences() AS sequences_set_back;
+SET LOCAL customer_unify.batch_memory = '64kB';
+SET LOCAL unify_internal.component_labels = 'sql';
+SELECT (to_jsonb(r) - 'seconds') = :'held'::jsonb AS same_figures FROM unify.resolve() r;
+SELECT (SELECT count(*) FROM (SELECT unnest(:'a_persons'::text[]) EXCEPT SELECT r FROM out_persons) d) AS persons_only_held,
+       (SELECT count(*) FROM (SELECT r FROM out_persons EXCEPT SELECT unnest(:'a_persons'::text[])) d) AS persons_only_streamed,
+       (SELECT count(*) FROM (SELECT unnest(:'a_records'::text[]) EXCEPT SELECT r FROM out_records) d) AS records_only_held,
+       (SELECT count(*) FROM (SELECT r FROM out_records EXCEPT SELECT unnest(:'a_records'::text[])) d) AS records_only_streamed,
+       (SELECT count(*) FROM (SELECT unnest(:'a_events'::text[]) EXCEPT SELECT r FROM out_events) d)
+     + (SELECT count(*) FROM (SELECT r FROM out_events EXCEPT SELECT unnest(:'a_events'::text[])) d) AS events_differing,
+       (SELECT count(*) FROM (SELECT unnest(:'a_outbox'::text[]) EXCEPT SELECT r FROM out_outbox) d)
+     + (SELECT count(*) FROM (SELECT r FROM out_outbox EXCEPT SELECT unnest(:'a_outbox'::text[])) d) AS outbox_differing;
+SELECT in_batches FROM clustered_in_batches;
+SELECT count(*) AS cursors_left FROM pg_cursors WHERE name LIKE 'unify\_%';
+RESET unify_internal.component_labels;
 RESET customer_unify.batch_memory;
 
 -- 2. Stewardship and changed pairs, then a resolve that merges, splits and gives ids back.
@@ -191,6 +211,21 @@ SELECT (SELECT count(*) FROM (SELECT unnest(:'a_persons'::text[]) EXCEPT SELECT 
        (SELECT count(*) FROM (SELECT unnest(:'a_outbox'::text[]) EXCEPT SELECT r FROM out_outbox) d)
      + (SELECT count(*) FROM (SELECT r FROM out_outbox EXCEPT SELECT unnest(:'a_outbox'::text[])) d) AS outbox_differing;
 SELECT in_batches FROM clustered_in_batches;
+-- Again with the components labelled in SQL.
+ROLLBACK TO SAVEPOINT before_second;
+SELECT pg_temp.restore_sequences() AS sequences_set_back;
+SET LOCAL customer_unify.batch_memory = '64kB';
+SET LOCAL unify_internal.component_labels = 'sql';
+SELECT (to_jsonb(r) - 'seconds') = :'held'::jsonb AS same_figures FROM unify.resolve() r;
+SELECT (SELECT count(*) FROM (SELECT unnest(:'a_persons'::text[]) EXCEPT SELECT r FROM out_persons) d) AS persons_only_held,
+       (SELECT count(*) FROM (SELECT r FROM out_persons EXCEPT SELECT unnest(:'a_persons'::text[])) d) AS persons_only_streamed,
+       (SELECT count(*) FROM (SELECT unnest(:'a_records'::text[]) EXCEPT SELECT r FROM out_records) d) AS records_only_held,
+       (SELECT count(*) FROM (SELECT r FROM out_records EXCEPT SELECT unnest(:'a_records'::text[])) d) AS records_only_streamed,
+       (SELECT count(*) FROM (SELECT unnest(:'a_events'::text[]) EXCEPT SELECT r FROM out_events) d)
+     + (SELECT count(*) FROM (SELECT r FROM out_events EXCEPT SELECT unnest(:'a_events'::text[])) d) AS events_differing,
+       (SELECT count(*) FROM (SELECT unnest(:'a_outbox'::text[]) EXCEPT SELECT r FROM out_outbox) d)
+     + (SELECT count(*) FROM (SELECT r FROM out_outbox EXCEPT SELECT unnest(:'a_outbox'::text[])) d) AS outbox_differing;
+RESET unify_internal.component_labels;
 -- A third resolve changes nothing, within the budget as held.
 SELECT merges, splits, new_persons, golden_changed FROM unify.resolve();
 RESET customer_unify.batch_memory;
