@@ -306,6 +306,13 @@ impl PairCounts {
         v.sort_unstable();
         v
     }
+
+    /// [`Self::sorted`], the map given up (freed before the caller makes more of the keys).
+    pub fn into_sorted(self) -> Vec<(PairKey, u64)> {
+        let mut v: Vec<(PairKey, u64)> = self.0.into_iter().collect();
+        v.sort_unstable();
+        v
+    }
 }
 
 /// The compared candidates training learns from, and the chances they were drawn at.
@@ -327,15 +334,23 @@ struct Weighted {
 impl Sample {
     /// Every key with its weight, by key: the estimates sum over them in this order, so that
     /// the model does not depend on where or in what order the candidates were compared.
+    #[cfg(test)]
     fn weighted(&self) -> Vec<Weighted> {
-        self.pairs
-            .sorted()
+        self.clone().into_weighted()
+    }
+
+    /// [`Self::weighted`], the counts given up: the map of keys, its sorted copy and the
+    /// weighted keys are never all held at once (a few million sampled pairs at 10M records).
+    fn into_weighted(self) -> Vec<Weighted> {
+        let Sample { pairs, chances } = self;
+        pairs
+            .into_sorted()
             .into_iter()
             .map(|(k, n)| Weighted {
                 outcome: k.outcome_of(),
                 rules: k.rules,
                 names: k.names_of(),
-                weight: n as f64 * (1.0 / self.chances.chance(k.rules)),
+                weight: n as f64 * (1.0 / chances.chance(k.rules)),
             })
             .collect()
     }
@@ -357,7 +372,7 @@ impl Sample {
 /// end they are thinned to the final chances: the sample is exactly the candidates whose draw is
 /// below their final chance, at most an eighth more (plus one chunk) held at any time.
 /// With at most `em_pairs` candidates every candidate is kept with weight 1, as held.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct StreamedSample {
     em_pairs: usize,
     seed: u64,
@@ -487,6 +502,14 @@ impl StreamedSample {
             chances: self.chances.clone(),
         }
     }
+
+    /// [`Self::finish`], the kept pairs given up once counted: the fit then holds the counts
+    /// alone (an eighth of the budget less at its peak).
+    pub fn into_sample(mut self) -> Sample {
+        let sample = self.finish();
+        drop(self);
+        sample
+    }
 }
 
 /// The end of a streamed training (begun with `Training::start` and u set by `estimate_u_with`
@@ -497,21 +520,21 @@ pub fn train_streamed(
     model: &mut Model,
     ctx: &Context,
     source_ids: &HashMap<String, i32>,
-    sample: &mut StreamedSample,
+    sample: StreamedSample,
     records: usize,
     u_sample_pairs: usize,
     opts: &TrainOptions,
 ) -> TrainReport {
-    let keyed = sample.finish();
+    let candidate_pairs = sample.candidates;
     fit(
         training,
         model,
         ctx,
         source_ids,
-        &keyed,
+        sample.into_sample(),
         Counts {
             records,
-            candidate_pairs: sample.candidates,
+            candidate_pairs,
             u_sample_pairs,
             streamed: true,
         },
@@ -995,6 +1018,7 @@ pub struct Tally {
 
 impl Tally {
     /// The tally of `sample`, summed over its keys in order.
+    #[cfg(test)]
     pub fn of(sample: &Sample) -> Self {
         Self::of_weighted(&sample.weighted())
     }
@@ -1047,11 +1071,12 @@ pub fn fit(
     model: &mut Model,
     ctx: &Context,
     source_ids: &HashMap<String, i32>,
-    sample: &Sample,
+    sample: Sample,
     counts: Counts,
     opts: &TrainOptions,
 ) -> TrainReport {
-    let pairs = sample.weighted();
+    let em_sample_pairs = sample.pairs.pairs() as usize;
+    let pairs = sample.into_weighted();
     let tally = Tally::of_weighted(&pairs);
     let sampled_u: Vec<Vec<f64>> = model
         .comparisons
@@ -1099,7 +1124,7 @@ pub fn fit(
     TrainReport {
         records: counts.records,
         candidate_pairs: counts.candidate_pairs,
-        em_sample_pairs: sample.pairs.pairs() as usize,
+        em_sample_pairs,
         u_sample_pairs: counts.u_sample_pairs,
         converged: sessions.iter().all(|s| s.converged),
         sessions,
@@ -1134,7 +1159,7 @@ pub fn train(
         model,
         ctx,
         source_ids,
-        &sample,
+        sample,
         Counts {
             records: records.len(),
             candidate_pairs: candidates.len(),
@@ -1581,17 +1606,21 @@ mod tests {
         for chunk in cands.rchunks(97) {
             sample.add(records, chunk, ctx, opts.workers);
         }
+        // The sample as the training finished it, for the tests to look into (the training
+        // gives its own up).
+        let mut kept = sample.clone();
+        kept.finish();
         let report = train_streamed(
             training,
             &mut model,
             ctx,
             &HashMap::new(),
-            &mut sample,
+            sample,
             records.len(),
             u_pairs,
             opts,
         );
-        (model, report, sample)
+        (model, report, kept)
     }
 
     /// Without sampling (every candidate fits `em_pairs`, u from every record), and with a
@@ -1684,7 +1713,7 @@ mod tests {
                 &mut model,
                 &ctx,
                 &HashMap::new(),
-                sample,
+                sample.clone(),
                 Counts {
                     records: records.len(),
                     candidate_pairs: cands.len(),

@@ -278,7 +278,7 @@ fn train_streamed_sql(
                     model,
                     &ctx,
                     &ids,
-                    &sample,
+                    sample,
                     Counts {
                         records,
                         candidate_pairs: candidates,
@@ -309,7 +309,7 @@ fn train_streamed_sql(
                 model,
                 &ctx,
                 &ids,
-                &mut sample,
+                sample,
                 records,
                 u_sample_pairs,
                 opts,
@@ -490,7 +490,7 @@ fn train_held_keys(
                 model,
                 &ctx,
                 &ids,
-                &Sample { pairs, chances },
+                Sample { pairs, chances },
                 Counts {
                     records,
                     candidate_pairs: candidates,
@@ -776,7 +776,7 @@ fn train_held_on_workers(
         model,
         ctx,
         ids,
-        &sample,
+        sample,
         Counts {
             records: records.len(),
             candidate_pairs: candidates,

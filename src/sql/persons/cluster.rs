@@ -477,8 +477,10 @@ impl<T> Stream<T> {
 /// 1. The records that take part, set-based in SQL: those of a match pair or a must-link, of a
 ///    previous person with more than one record, with former ids, or without a person. Every
 ///    other record is alone in its cluster and keeps its person: nothing to do.
-/// 2. Their components, by label propagation over temp tables (each record's label is the
-///    smallest record id of its component; PostgreSQL's joins spill to disk within work_mem).
+/// 2. Their components (each record's label is the smallest record id of its component): by a
+///    union-find in Rust over the records taking part, 12 bytes each, while they fit half the
+///    budget (`super::label_components`); past that by label propagation over temp tables
+///    (PostgreSQL's joins spill to disk within work_mem), a pass per link of the longest chain.
 /// 3. Rust reads them in label order, a batch of whole components of about the budget at a
 ///    time, with the batch's links (cannot, must, then the match pairs in the order they join),
 ///    and stages the changed records, the events and the clusters that need a new id.

@@ -639,22 +639,41 @@ fn input_from_row(r: &Deformed) -> GoldenInput {
         r.i64(2).unwrap_or_default(),
         r.i32(3).unwrap_or_default(),
     );
-    input.set(SOURCE, Some(r.text(4).unwrap_or_default()));
-    for (f, column) in [5, 6, 7, 8, 9].into_iter().enumerate() {
-        input.set(VALUES + f, r.text(column));
+    let source = r.text(4).unwrap_or_default();
+    let values = [5, 6, 7, 8, 9].map(|column| r.text(column));
+    let address = [10, 11, 12, 13, 14].map(|column| r.text(column));
+    let more = [15, 16, 17, 23, 24].map(|column| r.text(column));
+    let written = [28, 29, 30, 31, 32].map(|column| r.text(column));
+    // The record's one allocation at its size (grown value by value it was reallocated some
+    // five times a record).
+    let length = |texts: &[Option<&str>]| texts.iter().flatten().map(|t| t.len()).sum::<usize>();
+    input.text.reserve_exact(
+        source.len()
+            + length(&values)
+            + 2 * length(&address)
+            + address.len()
+            + length(&more)
+            + length(&written),
+    );
+    input.set(SOURCE, Some(source));
+    for (f, value) in values.into_iter().enumerate() {
+        input.set(VALUES + f, value);
     }
-    input.set_address([r.text(10), r.text(11), r.text(12), r.text(13), r.text(14)]);
-    for (f, column) in [(6, 15), (7, 16), (8, 17), (9, 23), (10, 24)] {
-        input.set(VALUES + f, r.text(column));
+    input.set_address(address);
+    for (f, value) in [6, 7, 8, 9, 10].into_iter().zip(more) {
+        input.set(VALUES + f, value);
     }
-    for (slot, column) in [
-        (WRITTEN_FIRST_NAME, 28),
-        (WRITTEN_LAST_NAME, 29),
-        (WRITTEN_FULL_NAME, 30),
-        (WRITTEN_STREET_LINE, 31),
-        (WRITTEN_CITY, 32),
-    ] {
-        input.set(slot, r.text(column));
+    for (slot, value) in [
+        WRITTEN_FIRST_NAME,
+        WRITTEN_LAST_NAME,
+        WRITTEN_FULL_NAME,
+        WRITTEN_STREET_LINE,
+        WRITTEN_CITY,
+    ]
+    .into_iter()
+    .zip(written)
+    {
+        input.set(slot, value);
     }
     input.consent = [18, 19, 20].map(|i| r.bool(i));
     input.stated = [25, 26, 27].map(|i| r.i64(i));
@@ -687,10 +706,21 @@ fn household_input_from_row(r: &Deformed) -> GoldenInput {
         r.i64(2).unwrap_or_default(),
         r.i32(3).unwrap_or_default(),
     );
-    input.set(SOURCE, Some(r.text(4).unwrap_or_default()));
-    input.set(VALUES + 2, r.text(5));
-    input.set(VALUES + 3, r.text(6));
-    input.set_address([r.text(7), r.text(8), r.text(9), r.text(10), r.text(11)]);
+    let source = r.text(4).unwrap_or_default();
+    let (email, phone) = (r.text(5), r.text(6));
+    let address = [7, 8, 9, 10, 11].map(|column| r.text(column));
+    let parts: usize = address.iter().flatten().map(|t| t.len()).sum();
+    input.text.reserve_exact(
+        source.len()
+            + email.map_or(0, str::len)
+            + phone.map_or(0, str::len)
+            + 2 * parts
+            + address.len(),
+    );
+    input.set(SOURCE, Some(source));
+    input.set(VALUES + 2, email);
+    input.set(VALUES + 3, phone);
+    input.set_address(address);
     input.updated = r.i64(12);
     input.household = r.i64(13);
     input
