@@ -13,7 +13,7 @@ use super::super::spi::{
     drop_indexes, fetch_all, free_last_result, in_own_context, rebuild_indexes, set_back,
     spi_failed, swap_batch_work_mem, update_kept, Args, Cursor,
 };
-use super::fresh_ids;
+use super::{count, fresh_ids};
 use crate::cluster::batches::{Batch, BatchRecord, KeyedEvent, LinkKind};
 use crate::cluster::components::{pair_order, Clusterer, MatchPair};
 use crate::cluster::ids::{former_ids_after, FormerIds, IdEvent, IdPlan};
@@ -416,16 +416,6 @@ const LINKS: &str = "pg_temp.unify_cluster_links";
 const FRESH: &str = "pg_temp.unify_cluster_fresh";
 const FRESH_IDS: &str = "pg_temp.unify_cluster_fresh_ids";
 const EVENTS: &str = "pg_temp.unify_cluster_events";
-
-/// The one bigint of `query`.
-fn count(client: &mut SpiClient<'_>, query: &str) -> u64 {
-    client
-        .update(query, None, &[])
-        .and_then(|t| t.first().get_one::<i64>())
-        .unwrap_or_else(|e| spi_failed(e, "resolve"))
-        .unwrap_or_default()
-        .max(0) as u64
-}
 
 /// A cursor read a row at a time (fetched `batch` at a time), with a look at the next row.
 struct Stream<T> {

@@ -6,7 +6,7 @@ use pgrx::spi::SpiClient;
 use super::super::spi::{
     drop_temp_tables, fetch_all, set_back, spi_failed, swap_batch_work_mem, update_kept, Args,
 };
-use super::fresh_ids;
+use super::{count, fresh_ids};
 use crate::cluster::group_by_shared_keys;
 use crate::cluster::ids::IdPlan;
 
@@ -144,15 +144,11 @@ pub(super) fn plan_in_sql(client: &mut SpiClient<'_>, previous: &str) {
         client,
         &format!("CREATE TEMP TABLE {LABELS} (person bigint NOT NULL, label bigint NOT NULL)"),
     );
-    let rows = client
-        .update(&format!("SELECT count(*) FROM {KEYS}"), None, &[])
-        .and_then(|t| t.first().get_one::<i64>())
-        .unwrap_or_else(|e| spi_failed(e, F))
-        .unwrap_or_default();
+    let rows = count(client, &format!("SELECT count(*) FROM {KEYS}"));
     let held = super::label_components(
         client,
         &format!("SELECT person FROM {KEYS} GROUP BY person ORDER BY person"),
-        rows.max(0) as u64,
+        rows,
         &format!(
             "SELECT person, before FROM (
                  SELECT person, lag(person) OVER (PARTITION BY key) AS before FROM {KEYS}) s
@@ -177,26 +173,21 @@ pub(super) fn plan_in_sql(client: &mut SpiClient<'_>, previous: &str) {
         // A chain of persons (A shares an address with B, B a phone with C) takes a pass a link.
         loop {
             crate::interrupt::check();
-            let changed = client
-                .update(
-                    &format!(
-                        "WITH up AS (
-                           UPDATE {LABELS} l SET label = x.label FROM (
-                             SELECT k.person, min(m.label) AS label
-                             FROM {KEYS} k JOIN (SELECT k2.key, min(l2.label) AS label
-                                                 FROM {KEYS} k2 JOIN {LABELS} l2 ON l2.person = k2.person
-                                                 GROUP BY k2.key) m ON m.key = k.key
-                             GROUP BY k.person) x
-                           WHERE x.person = l.person AND x.label < l.label
-                           RETURNING 1)
-                         SELECT count(*) FROM up"
-                    ),
-                    None,
-                    &[],
-                )
-                .and_then(|t| t.first().get_one::<i64>())
-                .unwrap_or_else(|e| spi_failed(e, F))
-                .unwrap_or_default();
+            let changed = count(
+                client,
+                &format!(
+                    "WITH up AS (
+                       UPDATE {LABELS} l SET label = x.label FROM (
+                         SELECT k.person, min(m.label) AS label
+                         FROM {KEYS} k JOIN (SELECT k2.key, min(l2.label) AS label
+                                             FROM {KEYS} k2 JOIN {LABELS} l2 ON l2.person = k2.person
+                                             GROUP BY k2.key) m ON m.key = k.key
+                         GROUP BY k.person) x
+                       WHERE x.person = l.person AND x.label < l.label
+                       RETURNING 1)
+                     SELECT count(*) FROM up"
+                ),
+            );
             if changed == 0 {
                 break;
             }
@@ -253,24 +244,19 @@ fn group_all(client: &mut SpiClient<'_>) -> i64 {
         client,
         "SELECT person_id, household_id FROM unify.persons WHERE household_id IS NOT NULL",
     );
-    let changed = client
-        .update(
-            &format!(
-                "WITH up AS (
-                   UPDATE unify.persons p SET household_id = x.household, updated_at = now()
-                   FROM (SELECT q.person_id, pl.household FROM unify.persons q
-                         LEFT JOIN {PLAN} pl ON pl.person = q.person_id
-                         WHERE q.household_id IS DISTINCT FROM pl.household) x
-                   WHERE p.person_id = x.person_id
-                   RETURNING 1)
-                 SELECT count(*) FROM up"
-            ),
-            None,
-            &[],
-        )
-        .and_then(|t| t.first().get_one::<i64>())
-        .unwrap_or_else(|e| spi_failed(e, F))
-        .unwrap_or_default();
+    let changed = count(
+        client,
+        &format!(
+            "WITH up AS (
+               UPDATE unify.persons p SET household_id = x.household, updated_at = now()
+               FROM (SELECT q.person_id, pl.household FROM unify.persons q
+                     LEFT JOIN {PLAN} pl ON pl.person = q.person_id
+                     WHERE q.household_id IS DISTINCT FROM pl.household) x
+               WHERE p.person_id = x.person_id
+               RETURNING 1)
+             SELECT count(*) FROM up"
+        ),
+    ) as i64;
     run(client, &format!("DROP TABLE {PLAN}"));
     changed
 }

@@ -10,6 +10,16 @@ pub(super) mod cluster;
 pub(super) mod golden;
 pub(super) mod households;
 
+/// The one bigint of `query` (a count: never below 0), run by a resolve.
+pub(super) fn count(client: &mut SpiClient<'_>, query: &str) -> u64 {
+    client
+        .update(query, None, &[])
+        .and_then(|t| t.first().get_one::<i64>())
+        .unwrap_or_else(|e| spi_failed(e, "resolve"))
+        .unwrap_or_default()
+        .max(0) as u64
+}
+
 /// `n` new ids from `sequence`.
 pub(super) fn fresh_ids(
     client: &mut SpiClient<'_>,
