@@ -790,14 +790,6 @@ fn in_batches(
     );
     run(client, &format!("ANALYZE {FRESH_IDS}"), F);
     let new_persons = count(client, &format!("SELECT count(*) FROM {FRESH_IDS}"));
-    run(
-        client,
-        &format!(
-            "UPDATE {CHANGES} c SET person_id = f.person_id FROM {FRESH_IDS} f
-              WHERE c.person_id < 0 AND f.key = -c.person_id"
-        ),
-        F,
-    );
     let changed = count(client, &format!("SELECT count(*) FROM {CHANGES}"));
     // A first resolve (no record has a person yet) fills the table: see write_mappings.
     let first_fill = changed > 0
@@ -806,7 +798,17 @@ fn in_batches(
             "SELECT count(*) FROM (SELECT 1 FROM unify.record_persons LIMIT 1) x",
         ) == 0;
     run(client, &format!("ANALYZE {CHANGES}"), F);
-    write_mappings(client, &format!("{CHANGES} u"), vec![], first_fill);
+    // The placeholders put in for their new ids as the rows are written (updated in the temp
+    // table first, every changed record of a first resolve was written twice).
+    write_mappings(
+        client,
+        &format!(
+            "(SELECT c.record_id, coalesce(f.person_id, c.person_id) AS person_id, c.former
+                FROM {CHANGES} c LEFT JOIN {FRESH_IDS} f ON c.person_id < 0 AND f.key = -c.person_id) u"
+        ),
+        vec![],
+        first_fill,
+    );
     // The events in a whole run's order: merges by their cluster's smallest record, then
     // splits by the id that split. An id given back names the event that took it away.
     let merges = count(
