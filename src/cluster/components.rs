@@ -258,6 +258,7 @@ impl ComponentLabels {
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             nodes: Vec::with_capacity(capacity),
+            parent: Vec::with_capacity(capacity),
             ..Self::default()
         }
     }
@@ -269,6 +270,7 @@ impl ComponentLabels {
             Some(&last) => assert!(last < id, "node ids must be given in ascending order"),
             None => {}
         }
+        self.parent.push(self.nodes.len() as u32);
         self.nodes.push(id);
     }
 
@@ -295,9 +297,6 @@ impl ComponentLabels {
 
     /// Joins the components of `a` and `b` (after the last node is pushed).
     pub fn link(&mut self, a: i64, b: i64) {
-        if self.parent.len() != self.nodes.len() {
-            self.parent = (0..self.nodes.len() as u32).collect();
-        }
         // Millions of edges: a cancel must not wait for all of them.
         crate::interrupt::check_every(self.links, 1 << 16);
         self.links += 1;
@@ -314,9 +313,6 @@ impl ComponentLabels {
 
     /// Every node with its label (the smallest id of its component), in node order.
     pub fn labels(mut self) -> impl Iterator<Item = (i64, i64)> {
-        if self.parent.len() != self.nodes.len() {
-            self.parent = (0..self.nodes.len() as u32).collect();
-        }
         // Parents always point to smaller indices: in index order each parent's root is
         // known before its children, so one pass settles every node.
         for i in 0..self.parent.len() {

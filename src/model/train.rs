@@ -506,9 +506,7 @@ impl StreamedSample {
     /// [`Self::finish`], the kept pairs given up once counted: the fit then holds the counts
     /// alone (an eighth of the budget less at its peak).
     pub fn into_sample(mut self) -> Sample {
-        let sample = self.finish();
-        drop(self);
-        sample
+        self.finish()
     }
 }
 

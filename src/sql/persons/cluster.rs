@@ -11,7 +11,7 @@ use pgrx::spi::{SpiClient, SpiHeapTupleData};
 
 use super::super::spi::{
     drop_indexes, fetch_all, free_last_result, in_own_context, rebuild_indexes, set_back,
-    spi_failed, swap_batch_work_mem, update_kept, Args, Cursor,
+    spi_failed, swap_batch_work_mem, swap_setting, update_kept, Args, Cursor,
 };
 use super::{count, fresh_ids};
 use crate::cluster::batches::{Batch, BatchRecord, KeyedEvent, LinkKind};
@@ -534,7 +534,7 @@ fn in_batches(
         &format!("CREATE TEMP TABLE {LABELS} (node bigint NOT NULL, label bigint NOT NULL)"),
         F,
     );
-    let held = super::label_components(
+    let by_union_find = super::label_components(
         client,
         &format!(
             "SELECT node FROM (SELECT a AS node FROM {EDGES} UNION ALL SELECT b FROM {EDGES}
@@ -546,15 +546,7 @@ fn in_batches(
         LABELS,
         F,
     );
-    let mut rounds = 0u32;
-    if held {
-        run(
-            client,
-            &format!("ALTER TABLE {LABELS} ADD PRIMARY KEY (node)"),
-            F,
-        );
-        run(client, &format!("ANALYZE {LABELS}"), F);
-    } else {
+    if !by_union_find {
         // At first the smallest of itself and its neighbours.
         run(
             client,
@@ -568,12 +560,15 @@ fn in_batches(
             ),
             F,
         );
-        run(
-            client,
-            &format!("ALTER TABLE {LABELS} ADD PRIMARY KEY (node)"),
-            F,
-        );
-        run(client, &format!("ANALYZE {LABELS}"), F);
+    }
+    run(
+        client,
+        &format!("ALTER TABLE {LABELS} ADD PRIMARY KEY (node)"),
+        F,
+    );
+    run(client, &format!("ANALYZE {LABELS}"), F);
+    let mut rounds = 0u32;
+    if !by_union_find {
         run(client, &format!("ANALYZE {EDGES}"), F);
         // Then, until nothing changes: each takes its label's label (a jump along the labels),
         // and the smallest label of its neighbours. Labels only fall and are record ids of the
@@ -647,16 +642,7 @@ fn in_batches(
         F,
     );
     // The cursors are read to their end: planned for all their rows (one sort each).
-    let fraction = client
-        .update("SELECT current_setting('cursor_tuple_fraction')", None, &[])
-        .and_then(|t| t.first().get_one::<String>())
-        .unwrap_or_else(|e| spi_failed(e, F))
-        .unwrap_or_else(|| "0.1".into());
-    run(
-        client,
-        "SELECT set_config('cursor_tuple_fraction', '1', true)",
-        F,
-    );
+    let fraction = swap_setting(client, "cursor_tuple_fraction", "1", F);
     let mut records = Stream::open(
         client,
         "unify_cluster_components",
@@ -757,7 +743,7 @@ fn in_batches(
     }
     records.close(client);
     links.close(client);
-    let components = if held {
+    let components = if by_union_find {
         "components by union-find".to_string()
     } else {
         format!("components by label propagation in {rounds} rounds")
@@ -765,14 +751,7 @@ fn in_batches(
     debug1!(
         "customer_unify: resolve clustered {streamed} of {total} records in {batches} batches of whole components (about {limit} records a batch, {components})"
     );
-    run(
-        client,
-        &format!(
-            "SELECT set_config('cursor_tuple_fraction', '{}', true)",
-            fraction.replace('\'', "''")
-        ),
-        F,
-    );
+    set_back(client, "cursor_tuple_fraction", &fraction, F);
     // 4. New ids in the order of each cluster's smallest record (the order of a whole run).
     run(
         client,

@@ -13,7 +13,7 @@ use pgrx::spi::SpiClient;
 
 use super::super::spi::{
     drop_temp_tables, fetch_all, fetch_all_deformed, free_last_result, in_own_context, select_kept,
-    spi_failed, Args, Cursor, Deformed,
+    set_back, spi_failed, swap_setting, Args, Cursor, Deformed,
 };
 use super::households::{
     create_keys_table, household_keys, plan_household_ids, plan_households, plan_in_sql,
@@ -201,6 +201,16 @@ impl GoldenInput {
     /// Part `i` of the address (street, house_number, postcode, city, country).
     fn address(&self, i: usize) -> Option<&str> {
         self.slot(ADDRESS + i)
+    }
+
+    /// Bytes `texts` take in `text`.
+    fn texts_len(texts: &[Option<&str>]) -> usize {
+        texts.iter().flatten().map(|t| t.len()).sum()
+    }
+
+    /// Bytes [`Self::set_address`] takes in `text`: the parts, then them joined.
+    fn address_len(parts: &[Option<&str>; 5]) -> usize {
+        2 * Self::texts_len(parts) + parts.len() - 1
     }
 
     /// Sets the address's parts and, where any is there, the address field (the parts joined:
@@ -646,14 +656,12 @@ fn input_from_row(r: &Deformed) -> GoldenInput {
     let written = [28, 29, 30, 31, 32].map(|column| r.text(column));
     // The record's one allocation at its size (grown value by value it was reallocated some
     // five times a record).
-    let length = |texts: &[Option<&str>]| texts.iter().flatten().map(|t| t.len()).sum::<usize>();
     input.text.reserve_exact(
         source.len()
-            + length(&values)
-            + 2 * length(&address)
-            + address.len()
-            + length(&more)
-            + length(&written),
+            + GoldenInput::texts_len(&values)
+            + GoldenInput::address_len(&address)
+            + GoldenInput::texts_len(&more)
+            + GoldenInput::texts_len(&written),
     );
     input.set(SOURCE, Some(source));
     for (f, value) in values.into_iter().enumerate() {
@@ -709,13 +717,8 @@ fn household_input_from_row(r: &Deformed) -> GoldenInput {
     let source = r.text(4).unwrap_or_default();
     let (email, phone) = (r.text(5), r.text(6));
     let address = [7, 8, 9, 10, 11].map(|column| r.text(column));
-    let parts: usize = address.iter().flatten().map(|t| t.len()).sum();
     input.text.reserve_exact(
-        source.len()
-            + email.map_or(0, str::len)
-            + phone.map_or(0, str::len)
-            + 2 * parts
-            + address.len(),
+        source.len() + GoldenInput::texts_len(&[email, phone]) + GoldenInput::address_len(&address),
     );
     input.set(SOURCE, Some(source));
     input.set(VALUES + 2, email);
@@ -1181,18 +1184,7 @@ impl Streamed {
         let (fraction, households, batches) = Spi::connect_mut(|client| {
             // The cursors are read to their end: plan them for all their rows (one sort), not
             // for the first tenth.
-            let fraction = client
-                .select("SELECT current_setting('cursor_tuple_fraction')", None, &[])
-                .unwrap_or_else(|e| spi_failed(e, F))
-                .first()
-                .get::<String>(1)
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| "0.1".into());
-            run(
-                client,
-                "SELECT set_config('cursor_tuple_fraction', '1', true)",
-            );
+            let fraction = swap_setting(client, "cursor_tuple_fraction", "1", F);
             let households = with_households.then(|| {
                 if let Some(links) = households_held(client, mapping) {
                     HouseholdSource::Held {
@@ -1263,13 +1255,7 @@ impl Iterator for Streamed {
                     if ids_table {
                         run(client, &format!("DROP TABLE {IDS}"));
                     }
-                    client
-                        .update(
-                            "SELECT set_config('cursor_tuple_fraction', $1, true)",
-                            None,
-                            &[fraction.as_str().into()],
-                        )
-                        .unwrap_or_else(|e| spi_failed(e, F));
+                    set_back(client, "cursor_tuple_fraction", fraction, F);
                 }
                 rows
             })?;

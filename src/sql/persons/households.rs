@@ -145,7 +145,7 @@ pub(super) fn plan_in_sql(client: &mut SpiClient<'_>, previous: &str) {
         &format!("CREATE TEMP TABLE {LABELS} (person bigint NOT NULL, label bigint NOT NULL)"),
     );
     let rows = count(client, &format!("SELECT count(*) FROM {KEYS}"));
-    let held = super::label_components(
+    let by_union_find = super::label_components(
         client,
         &format!("SELECT person FROM {KEYS} GROUP BY person ORDER BY person"),
         rows,
@@ -157,9 +157,7 @@ pub(super) fn plan_in_sql(client: &mut SpiClient<'_>, previous: &str) {
         LABELS,
         F,
     );
-    if held {
-        run(client, &format!("ANALYZE {LABELS}"));
-    } else {
+    if !by_union_find {
         run(
             client,
             &format!(
@@ -169,7 +167,9 @@ pub(super) fn plan_in_sql(client: &mut SpiClient<'_>, previous: &str) {
                  GROUP BY k.person"
             ),
         );
-        run(client, &format!("ANALYZE {LABELS}"));
+    }
+    run(client, &format!("ANALYZE {LABELS}"));
+    if !by_union_find {
         // A chain of persons (A shares an address with B, B a phone with C) takes a pass a link.
         loop {
             crate::interrupt::check();

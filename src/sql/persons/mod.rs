@@ -4,7 +4,8 @@
 
 use pgrx::spi::SpiClient;
 
-use super::spi::{select_kept, spi_failed};
+use super::spi::{free_last_result, in_own_context, select_kept, spi_failed, Cursor};
+use crate::cluster::components::ComponentLabels;
 
 pub(super) mod cluster;
 pub(super) mod golden;
@@ -58,8 +59,6 @@ pub(super) fn label_components(
     table: &str,
     function: &'static str,
 ) -> bool {
-    use crate::cluster::components::ComponentLabels;
-    use crate::sql::spi::{free_last_result, in_own_context, Cursor};
     if bound.saturating_mul(ComponentLabels::NODE_BYTES) > crate::budget::kb() * 1024 / 2 {
         return false;
     }
