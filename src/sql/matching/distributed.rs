@@ -248,13 +248,15 @@ fn insert_members(client: &mut SpiClient<'_>, members: Vec<Member>, table: &str,
             column.push(value);
         }
     }
-    let mut args: Vec<pgrx::datum::DatumWithOid> = vec![ids.into(), sources.into()];
-    args.extend(text.into_iter().map(Into::into));
-    args.push(births.into());
-    args.push(keys.into());
-    args.extend(tf.into_iter().map(Into::into));
-    args.extend(household.into_iter().map(Into::into));
+    // The arrays' datums made inside the statement's own context, freed after it: made before,
+    // they stayed in the connection's context until every batch of members was written.
     in_own_context(|| {
+        let mut args: Vec<pgrx::datum::DatumWithOid> = vec![ids.into(), sources.into()];
+        args.extend(text.into_iter().map(Into::into));
+        args.push(births.into());
+        args.push(keys.into());
+        args.extend(tf.into_iter().map(Into::into));
+        args.extend(household.into_iter().map(Into::into));
         client
             .update(
                 &format!("INSERT INTO {table} (key_hash, record_id, source_id, first_name, last_name, email,
@@ -277,6 +279,7 @@ fn insert_members(client: &mut SpiClient<'_>, members: Vec<Member>, table: &str,
             )
             .unwrap_or_else(|e| spi_failed(e, f));
     });
+    free_last_result();
 }
 
 /// The distributed query: every block of unify._score_members scored by the kernel on the

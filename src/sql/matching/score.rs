@@ -7,7 +7,9 @@ use pgrx::{JsonB, PgSqlErrorCode};
 use serde_json::{json, Map, Value};
 
 use super::super::errors::raise;
-use super::super::spi::{drop_indexes, in_own_context, rebuild_indexes, spi_failed, update_kept};
+use super::super::spi::{
+    drop_indexes, in_own_context, insert_arrays, rebuild_indexes, spi_failed, update_kept,
+};
 use super::frequencies::load_frequencies;
 use super::model::current_model;
 use super::records::load_all;
@@ -201,19 +203,13 @@ pub(super) fn write_block_key_rows(client: &mut SpiClient<'_>, table: &str, keys
     }
     for chunk in keys.chunks(1_000_000) {
         let (hashes, ids): (Vec<i64>, Vec<i64>) = chunk.iter().copied().unzip();
-        // The arrays' datums freed after each statement.
-        in_own_context(|| {
-            client
-                .update(
-                    &format!(
-                        "INSERT INTO {table} (key_hash, record_id)
-                         SELECT * FROM unnest($1::bigint[], $2::bigint[])"
-                    ),
-                    None,
-                    &[hashes.into(), ids.into()],
-                )
-                .unwrap_or_else(|e| spi_failed(e, "score_pairs"));
-        });
+        insert_arrays(
+            client,
+            &format!("{table} (key_hash, record_id)"),
+            &["bigint[]", "bigint[]"],
+            || vec![hashes.into(), ids.into()],
+            "score_pairs",
+        );
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::{BinaryHeap, HashMap};
 use pgrx::spi::SpiClient;
 
 use super::super::errors::raise;
-use super::super::spi::{drop_temp_tables, fetch_all, in_own_context, spi_failed};
+use super::super::spi::{drop_temp_tables, fetch_all, insert_arrays, spi_failed};
 use super::distributed::tally_on_workers;
 use super::model::current_model;
 use super::records::{
@@ -797,24 +797,21 @@ fn write_values(client: &mut SpiClient<'_>, records: &[MatchRecord]) {
             .map(|r| exact_value(c, r).map(|v| value_hash(&v)))
             .collect()
     };
-    in_own_context(|| {
-        client
-            .update(
-                &format!(
-                    "INSERT INTO {VALUES} SELECT * FROM unnest($1::bigint[], $2::bigint[],
-                     $3::bigint[], $4::bigint[], $5::bigint[])"
-                ),
-                None,
-                &[
-                    hashes(Comparison::BirthDate).into(),
-                    hashes(Comparison::Email).into(),
-                    hashes(Comparison::Phone).into(),
-                    hashes(Comparison::Address).into(),
-                    hashes(Comparison::ExternalId).into(),
-                ],
-            )
-            .unwrap_or_else(|e| spi_failed(e, F));
-    });
+    insert_arrays(
+        client,
+        VALUES,
+        &["bigint[]"; 5],
+        || {
+            vec![
+                hashes(Comparison::BirthDate).into(),
+                hashes(Comparison::Email).into(),
+                hashes(Comparison::Phone).into(),
+                hashes(Comparison::Address).into(),
+                hashes(Comparison::ExternalId).into(),
+            ]
+        },
+        F,
+    );
 }
 
 /// The exact-agreement u of comparison `c` (see `crate::model::train::exact_u_of_counts`) from

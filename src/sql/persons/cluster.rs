@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
 
 use super::super::spi::{
-    drop_indexes, fetch_all, free_last_result, in_own_context, rebuild_indexes, set_back,
-    spi_failed, swap_batch_work_mem, swap_setting, update_kept, Args, Cursor,
+    drop_indexes, fetch_all, free_last_result, in_own_context, insert_arrays, rebuild_indexes,
+    set_back, spi_failed, swap_batch_work_mem, swap_setting, update_kept, Args, Cursor,
 };
 use super::{count, fresh_ids};
 use crate::cluster::batches::{Batch, BatchRecord, KeyedEvent, LinkKind};
@@ -42,22 +42,13 @@ impl Chunk {
         if self.records.is_empty() {
             return;
         }
-        in_own_context(|| {
-            client
-                .update(
-                    &format!(
-                        "INSERT INTO {CHANGES} SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[])"
-                    ),
-                    None,
-                    &[
-                        self.records.into(),
-                        self.persons.into(),
-                        self.former.into(),
-                    ],
-                )
-                .unwrap_or_else(|e| spi_failed(e, "resolve"));
-        });
-        free_last_result();
+        insert_arrays(
+            client,
+            CHANGES,
+            &["bigint[]", "bigint[]", "text[]"],
+            || vec![self.records.into(), self.persons.into(), self.former.into()],
+            "resolve",
+        );
     }
 }
 
@@ -726,16 +717,13 @@ fn in_batches(
         }
         chunk.stage(client);
         if !out.fresh_keys.is_empty() {
-            in_own_context(|| {
-                client
-                    .update(
-                        &format!("INSERT INTO {FRESH} SELECT unnest($1::bigint[])"),
-                        None,
-                        &[out.fresh_keys.into()],
-                    )
-                    .unwrap_or_else(|e| spi_failed(e, F));
-            });
-            free_last_result();
+            insert_arrays(
+                client,
+                FRESH,
+                &["bigint[]"],
+                || vec![out.fresh_keys.into()],
+                F,
+            );
         }
         for events in out.events.chunks(batch) {
             stage_events(client, events);

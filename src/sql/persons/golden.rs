@@ -12,8 +12,8 @@ use serde_json::Value;
 use pgrx::spi::SpiClient;
 
 use super::super::spi::{
-    drop_temp_tables, fetch_all, fetch_all_deformed, free_last_result, in_own_context, select_kept,
-    set_back, spi_failed, swap_setting, Args, Cursor, Deformed,
+    drop_temp_tables, fetch_all, fetch_all_deformed, free_last_result, in_own_context,
+    insert_arrays, select_kept, set_back, spi_failed, swap_setting, Args, Cursor, Deformed,
 };
 use super::households::{
     create_keys_table, household_keys, plan_household_ids, plan_households, plan_in_sql,
@@ -566,17 +566,13 @@ fn write_inputs(client: &mut SpiClient<'_>, rows: &[GoldenRow]) {
     }
     let persons: Vec<i64> = rows.iter().map(|r| r.person_id).collect();
     let inputs: Vec<i64> = rows.iter().map(|r| r.inputs).collect();
-    in_own_context(|| {
-        client
-            .update(
-                "INSERT INTO unify.golden_inputs (person_id, inputs)
-                 SELECT * FROM unnest($1::bigint[], $2::bigint[])",
-                None,
-                &[persons.into(), inputs.into()],
-            )
-            .unwrap_or_else(|e| spi_failed(e, F));
-    });
-    free_last_result();
+    insert_arrays(
+        client,
+        "unify.golden_inputs (person_id, inputs)",
+        &["bigint[]", "bigint[]"],
+        || vec![persons.into(), inputs.into()],
+        F,
+    );
 }
 
 /// Memory a record takes in the held run (its values read, the golden rows, the households):
@@ -1405,18 +1401,13 @@ fn streamed_households_held(
             }
         }
         if !person.is_empty() {
-            in_own_context(|| {
-                client
-                    .update(
-                        &format!(
-                            "INSERT INTO {HELD_KEYS} SELECT * FROM unnest($1::int[], $2::text[])"
-                        ),
-                        None,
-                        &[person.into(), key.into()],
-                    )
-                    .unwrap_or_else(|e| spi_failed(e, F));
-            });
-            free_last_result();
+            insert_arrays(
+                client,
+                HELD_KEYS,
+                &["int[]", "text[]"],
+                || vec![person.into(), key.into()],
+                F,
+            );
         }
     }
     batches.close(client);
@@ -1507,21 +1498,20 @@ fn streamed_households(
                 household.push(h);
             }
         }
-        // The arrays made in the insert's own context: made outside it they stayed in the
-        // connection's until the whole pass ended (some 300 MB at 1M records).
-        let insert = |client: &mut SpiClient<'_>, table: &str, args: Args| {
-            client
-                .update(
-                    &format!("INSERT INTO {table} SELECT * FROM unnest($1, $2)"),
-                    None,
-                    &args,
-                )
-                .unwrap_or_else(|e| spi_failed(e, F));
-        };
-        in_own_context(|| insert(client, KEYS, vec![person.into(), key.into()]));
-        free_last_result();
-        in_own_context(|| insert(client, BEFORE, vec![had.into(), household.into()]));
-        free_last_result();
+        insert_arrays(
+            client,
+            KEYS,
+            &["bigint[]", "text[]"],
+            || vec![person.into(), key.into()],
+            F,
+        );
+        insert_arrays(
+            client,
+            BEFORE,
+            &["bigint[]", "bigint[]"],
+            || vec![had.into(), household.into()],
+            F,
+        );
     }
     batches.close(client);
     run(client, &format!("ANALYZE {BEFORE}"));

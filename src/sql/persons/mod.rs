@@ -4,7 +4,7 @@
 
 use pgrx::spi::SpiClient;
 
-use super::spi::{free_last_result, in_own_context, select_kept, spi_failed, Cursor};
+use super::spi::{insert_arrays, select_kept, spi_failed, Cursor};
 use crate::cluster::components::ComponentLabels;
 
 pub(super) mod cluster;
@@ -100,18 +100,13 @@ pub(super) fn label_components(
     while labels.peek().is_some() {
         crate::interrupt::check();
         let (ids, label): (Vec<i64>, Vec<i64>) = labels.by_ref().take(batch).unzip();
-        in_own_context(|| {
-            client
-                .update(
-                    &format!(
-                        "INSERT INTO {table} SELECT * FROM unnest($1::bigint[], $2::bigint[])"
-                    ),
-                    None,
-                    &[ids.into(), label.into()],
-                )
-                .unwrap_or_else(|e| spi_failed(e, function));
-        });
-        free_last_result();
+        insert_arrays(
+            client,
+            table,
+            &["bigint[]", "bigint[]"],
+            || vec![ids.into(), label.into()],
+            function,
+        );
     }
     true
 }
