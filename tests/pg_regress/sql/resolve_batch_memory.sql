@@ -3,7 +3,7 @@
 -- stages the records whose person changes in chunks, and makes the golden records (with their
 -- households) a batch of whole persons at a time. On the sample German CRM (crmgen --rows 2000
 -- --seed 7, schema crm, loaded by scripts/test.sh) a budget of 64kB takes every one of those
--- paths with many batches (32 records a fetch, 256 a chunk), and clusters the records a batch of
+-- paths with many batches (16 records a fetch, 256 a chunk), and clusters the records a batch of
 -- whole components of about 160 records at a time (their components found by a union-find over
 -- the records that take part, or in SQL; new ids and events put in a whole run's order at the
 -- end); 400kB still holds the clustering at once and
