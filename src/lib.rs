@@ -36,6 +36,19 @@ pub extern "C-unwind" fn _PG_init() {
     worker::init();
 }
 
+/// Draws for tests, each below the bound it is given: xorshift64 from `seed` (its lowest bit set:
+/// the state must not be 0), the same sequence on every run.
+#[cfg(test)]
+pub(crate) fn test_draws(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed | 1;
+    move |n| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    }
+}
+
 /// Required by `cargo pgrx test`.
 #[cfg(test)]
 pub mod pg_test {

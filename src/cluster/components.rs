@@ -494,13 +494,7 @@ mod tests {
 
     #[test]
     fn component_labels_are_the_smallest_id_as_label_propagation_finds_them() {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n
-        };
+        let mut next = crate::test_draws(0x9E37_79B9_7F4A_7C15);
         for round in 0..20 {
             // Sparse ids with gaps, chains and stars, edges in any direction, some naming ids
             // that are not nodes.

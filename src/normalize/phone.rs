@@ -296,13 +296,7 @@ pub(crate) mod tests {
     #[test]
     fn fast_path_equals_the_parser() {
         let de = parse_region("DE").unwrap();
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n
-        };
+        let mut next = crate::test_draws(0x2545_f491_4f6c_dd1d);
         let (mut fast, mut valid) = (0, 0);
         let cases = 20_000;
         for _ in 0..cases {
@@ -390,13 +384,7 @@ pub(crate) mod tests {
                 values.push((varied, *region));
             }
         }
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |m: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % m
-        };
+        let mut next = crate::test_draws(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
             if let Some(e164) = normalize_phone(&written_german_number(&mut next), Region::DE) {
                 values.push((e164, Region::DE));

@@ -328,12 +328,28 @@ unsafe fn new_context(parent: pg_sys::MemoryContext, name: &'static CStr) -> pg_
     }
 }
 
+/// Runs the writing `statement` with the arguments `args` makes, their datums made inside a
+/// context of their own (see [`in_own_context`]) and freed after it, with its result. pgrx
+/// makes a datum when the value is converted (`vec.into()`): arguments made before this call
+/// stay in the SPI connection's context until it ends (some 300 MB over a pass of chunked
+/// inserts at 1M records; every batch of a Citus run's members).
+pub(crate) fn update_with<'a>(
+    client: &mut SpiClient<'_>,
+    statement: &str,
+    args: impl FnOnce() -> Args<'a>,
+    function: &'static str,
+) {
+    in_own_context(|| {
+        client
+            .update(statement, None, &args())
+            .unwrap_or_else(|e| spi_failed(e, function));
+    });
+    free_last_result();
+}
+
 /// Appends one row per element of the arrays that `arrays` makes to `into` (a table, with its
 /// column list where given), `types` their SQL types in order:
-/// `INSERT INTO into SELECT * FROM unnest($1::type, ...)`. The arrays' datums are made inside
-/// a context of their own (see [`in_own_context`]) and freed after the statement, with its
-/// result: made before it, they stay in the SPI connection's context until it ends (some 300 MB
-/// over a pass of chunked inserts at 1M records).
+/// `INSERT INTO into SELECT * FROM unnest($1::type, ...)`, through [`update_with`].
 pub(crate) fn insert_arrays<'a>(
     client: &mut SpiClient<'_>,
     into: &str,
@@ -350,12 +366,7 @@ pub(crate) fn insert_arrays<'a>(
         "INSERT INTO {into} SELECT * FROM unnest({})",
         params.join(", ")
     );
-    in_own_context(|| {
-        client
-            .update(&statement, None, &arrays())
-            .unwrap_or_else(|e| spi_failed(e, function));
-    });
-    free_last_result();
+    update_with(client, &statement, arrays, function);
 }
 
 /// Frees the rows of the last SPI statement or fetch once they have been read into owned

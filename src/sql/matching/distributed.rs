@@ -20,7 +20,7 @@ use pgrx::PgSqlErrorCode;
 use super::super::errors::raise;
 use super::super::spi::{
     drop_indexes, drop_temp_tables, free_last_result, in_own_context, rebuild_indexes, spi_failed,
-    Cursor,
+    update_with, Cursor,
 };
 use super::model::parse_model;
 use super::records::{record_from_row, RECORD_COLUMNS};
@@ -248,18 +248,9 @@ fn insert_members(client: &mut SpiClient<'_>, members: Vec<Member>, table: &str,
             column.push(value);
         }
     }
-    // The arrays' datums made inside the statement's own context, freed after it: made before,
-    // they stayed in the connection's context until every batch of members was written.
-    in_own_context(|| {
-        let mut args: Vec<pgrx::datum::DatumWithOid> = vec![ids.into(), sources.into()];
-        args.extend(text.into_iter().map(Into::into));
-        args.push(births.into());
-        args.push(keys.into());
-        args.extend(tf.into_iter().map(Into::into));
-        args.extend(household.into_iter().map(Into::into));
-        client
-            .update(
-                &format!("INSERT INTO {table} (key_hash, record_id, source_id, first_name, last_name, email,
+    update_with(
+        client,
+        &format!("INSERT INTO {table} (key_hash, record_id, source_id, first_name, last_name, email,
                      email_key, phone, mobile, street, house_number, postcode, city, external_id, customer_number,
                      birth_date, valid_keys, first_name_tf, first_name_as_last_tf, last_name_tf,
                      last_name_as_first_tf, email_household, phone_household, mobile_household)
@@ -274,12 +265,17 @@ fn insert_members(client: &mut SpiClient<'_>, members: Vec<Member>, table: &str,
                            house_number, postcode, city, external_id, customer_number, birth_date, valid_keys,
                            f1, f2, f3, f4, h1, h2, h3),
                  LATERAL unnest(u.valid_keys::bigint[]) AS k (k)"),
-                None,
-                &args,
-            )
-            .unwrap_or_else(|e| spi_failed(e, f));
-    });
-    free_last_result();
+        || {
+            let mut args: Vec<pgrx::datum::DatumWithOid> = vec![ids.into(), sources.into()];
+            args.extend(text.into_iter().map(Into::into));
+            args.push(births.into());
+            args.push(keys.into());
+            args.extend(tf.into_iter().map(Into::into));
+            args.extend(household.into_iter().map(Into::into));
+            args
+        },
+        f,
+    );
 }
 
 /// The distributed query: every block of unify._score_members scored by the kernel on the

@@ -11,7 +11,8 @@ use pgrx::spi::{SpiClient, SpiHeapTupleData};
 
 use super::super::spi::{
     drop_indexes, fetch_all, free_last_result, in_own_context, insert_arrays, rebuild_indexes,
-    set_back, spi_failed, swap_batch_work_mem, swap_setting, update_kept, Args, Cursor,
+    set_back, spi_failed, swap_batch_work_mem, swap_setting, update_kept, update_with, Args,
+    Cursor,
 };
 use super::{count, fresh_ids};
 use crate::cluster::batches::{Batch, BatchRecord, KeyedEvent, LinkKind};
@@ -843,22 +844,18 @@ fn stage_events(client: &mut SpiClient<'_>, events: &[KeyedEvent]) {
                         "person_id": person_id, "related": into, "restored": restored}),
         })
         .collect();
-    in_own_context(|| {
-        client
-            .update(
-                &format!(
-                    "INSERT INTO {EVENTS}
-                     SELECT (e ->> 'kind')::int, (e ->> 'key')::bigint, e ->> 'event', (e ->> 'person_id')::bigint,
-                            ARRAY(SELECT jsonb_array_elements_text(e -> 'related')::bigint),
-                            ARRAY(SELECT jsonb_array_elements_text(e -> 'restored')::bigint)
-                       FROM jsonb_array_elements($1) AS e"
-                ),
-                None,
-                &[JsonB(Value::Array(rows)).into()],
-            )
-            .unwrap_or_else(|e| spi_failed(e, "resolve"));
-    });
-    free_last_result();
+    update_with(
+        client,
+        &format!(
+            "INSERT INTO {EVENTS}
+             SELECT (e ->> 'kind')::int, (e ->> 'key')::bigint, e ->> 'event', (e ->> 'person_id')::bigint,
+                    ARRAY(SELECT jsonb_array_elements_text(e -> 'related')::bigint),
+                    ARRAY(SELECT jsonb_array_elements_text(e -> 'restored')::bigint)
+               FROM jsonb_array_elements($1) AS e"
+        ),
+        || vec![JsonB(Value::Array(rows)).into()],
+        "resolve",
+    );
 }
 
 #[cfg(any(test, feature = "pg_test"))]

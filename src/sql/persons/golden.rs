@@ -12,8 +12,8 @@ use serde_json::Value;
 use pgrx::spi::SpiClient;
 
 use super::super::spi::{
-    drop_temp_tables, fetch_all, fetch_all_deformed, free_last_result, in_own_context,
-    insert_arrays, select_kept, set_back, spi_failed, swap_setting, Args, Cursor, Deformed,
+    drop_temp_tables, fetch_all, fetch_all_deformed, insert_arrays, select_kept, set_back,
+    spi_failed, swap_setting, update_with, Args, Cursor, Deformed,
 };
 use super::households::{
     create_keys_table, household_keys, plan_household_ids, plan_households, plan_in_sql,
@@ -1086,16 +1086,12 @@ fn create_ids_table(client: &mut SpiClient<'_>, ids: &[i64]) {
         client,
         &format!("CREATE TEMP TABLE {IDS} (person_id bigint PRIMARY KEY)"),
     );
-    in_own_context(|| {
-        client
-            .update(
-                &format!("INSERT INTO {IDS} SELECT DISTINCT unnest($1::bigint[])"),
-                None,
-                &[ids.to_vec().into()],
-            )
-            .unwrap_or_else(|e| spi_failed(e, F));
-    });
-    free_last_result();
+    update_with(
+        client,
+        &format!("INSERT INTO {IDS} SELECT DISTINCT unnest($1::bigint[])"),
+        || vec![ids.to_vec().into()],
+        F,
+    );
     run(client, &format!("ANALYZE {IDS}"));
 }
 
