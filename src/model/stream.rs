@@ -46,14 +46,14 @@ pub fn buffer_records(budget_kb: u64, max_block_size: usize, share: u64) -> usiz
 }
 
 /// How many candidate pairs a streamed training keeps for EM within `budget_kb` (see
-/// `train::StreamedSample`, which makes room for half as many again: the raised shares of small
-/// rule combinations, and an eighth more while it streams): an eighth of the budget, at least
-/// 20,000 (a bounded 1 MB, for the smallest budgets). At 1GB about 1.8 million pairs (the held
-/// path takes 4 million): PostgreSQL's reading of the block stream (its hash joins and sort, up
-/// to `work_mem` each) and the buffer of records take the rest.
+/// `train::StreamedSample`, which makes room for 27/16 as many: half again for the raised
+/// shares of small rule combinations, and an eighth more of that while it streams): an eighth
+/// of the budget, at least 20,000 (a bounded 1 MB, for the smallest budgets). At 1GB about 2.0
+/// million pairs (the held path takes 4 million): PostgreSQL's reading of the block stream (its
+/// hash joins and sort, up to `work_mem` each) and the buffer of records take the rest.
 pub fn em_pairs_within(budget_kb: u64, pair_bytes: usize) -> usize {
     let eighth = budget_kb.saturating_mul(1024) / 8;
-    ((eighth / (pair_bytes.max(1) as u64) * 2 / 3) as usize).max(20_000)
+    ((eighth / (pair_bytes.max(1) as u64) * 16 / 27) as usize).max(20_000)
 }
 
 /// How many records a streamed training draws its random pairs for u from: a quarter of the

@@ -83,8 +83,9 @@ pub struct TrainReport {
     pub seconds: Vec<(&'static str, f64)>,
 }
 
-/// Each rule combination keeps at least this share of the sample (all its pairs, if fewer): a
-/// rule that yields few pairs still has its own EM session to learn from.
+/// Each rule combination keeps at least this share of the sample (all its pairs, if fewer; a
+/// smaller share past 25 combinations, see [`sample_chance`]): a rule that yields few pairs
+/// still has its own EM session to learn from.
 const MIN_SHARE_PER_RULES: f64 = 1.0 / 50.0;
 
 /// The candidates EM and the prior look at: all of them when there are at most `em_pairs`,
@@ -171,6 +172,7 @@ impl Chances {
             self.em_pairs,
             self.candidates,
             self.per_rules.get(&rules).copied().unwrap_or(1.0),
+            self.per_rules.len(),
         )
     }
 
@@ -276,9 +278,16 @@ pub fn decode_outcome(x: u64) -> Outcome {
 }
 
 /// The compared candidates of a training (all, or the sample), counted per [`PairKey`]: whole
-/// numbers, so parts counted anywhere (threads, blocks, Citus workers) add up exactly.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct PairCounts(HashMap<PairKey, u64>);
+/// numbers, so parts counted anywhere (threads, blocks, Citus workers) add up exactly. A list of
+/// (key, count), sorted and summed per key when it fills and at the end: 40 bytes a distinct key
+/// (a hash map took about 80, and its sorted copy for the fit 40 more beside it; at 10M records
+/// a sample of 4.7M keys).
+#[derive(Clone, Debug, Default)]
+pub struct PairCounts {
+    /// Sorted by key, one entry per key, up to `summed`; after it, entries as they were added.
+    entries: Vec<(PairKey, u64)>,
+    summed: usize,
+}
 
 impl PairCounts {
     pub fn add(&mut self, o: &Outcome, rules: u32, names: &NameFrequencies) {
@@ -286,32 +295,73 @@ impl PairCounts {
     }
 
     pub fn add_key(&mut self, key: PairKey, n: u64) {
-        *self.0.entry(key).or_default() += n;
+        if self.entries.len() == self.entries.capacity() && self.entries.len() > self.summed {
+            self.sum_up();
+            // Grown when summing freed less than a quarter: each entry is sorted a bounded
+            // number of times.
+            let free = self.entries.capacity() - self.entries.len();
+            if free < self.entries.capacity() / 4 {
+                self.entries.reserve(self.entries.capacity().max(1024));
+            }
+        }
+        self.entries.push((key, n));
+    }
+
+    /// Counts given as (key, count) entries in any order, keys repeated or not.
+    pub fn from_entries(entries: Vec<(PairKey, u64)>) -> Self {
+        let mut counts = Self { entries, summed: 0 };
+        counts.sum_up();
+        counts
+    }
+
+    /// Sorts the entries by key and sums each key's into one, in place.
+    fn sum_up(&mut self) {
+        if self.summed == self.entries.len() {
+            return;
+        }
+        let e = &mut self.entries;
+        e.sort_unstable_by_key(|(k, _)| *k);
+        let mut kept = 0;
+        for i in 1..e.len() {
+            if e[i].0 == e[kept].0 {
+                e[kept].1 += e[i].1;
+            } else {
+                kept += 1;
+                e[kept] = e[i];
+            }
+        }
+        e.truncate(kept + 1);
+        self.summed = e.len();
     }
 
     pub fn merge(&mut self, other: PairCounts) {
-        for (k, n) in other.0 {
+        for (k, n) in other.entries {
             self.add_key(k, n);
         }
     }
 
     /// The compared candidates.
     pub fn pairs(&self) -> u64 {
-        self.0.values().sum()
+        self.entries.iter().map(|(_, n)| n).sum()
     }
 
     /// The keys and their counts, by key.
     pub fn sorted(&self) -> Vec<(PairKey, u64)> {
-        let mut v: Vec<(PairKey, u64)> = self.0.iter().map(|(k, n)| (*k, *n)).collect();
-        v.sort_unstable();
-        v
+        self.clone().into_sorted()
     }
 
-    /// [`Self::sorted`], the map given up (freed before the caller makes more of the keys).
-    pub fn into_sorted(self) -> Vec<(PairKey, u64)> {
-        let mut v: Vec<(PairKey, u64)> = self.0.into_iter().collect();
-        v.sort_unstable();
-        v
+    /// [`Self::sorted`], the counts given up: no copy.
+    pub fn into_sorted(mut self) -> Vec<(PairKey, u64)> {
+        self.sum_up();
+        self.entries.shrink_to_fit();
+        self.entries
+    }
+}
+
+/// Equal when they count the same keys the same number of times, in whatever order added.
+impl PartialEq for PairCounts {
+    fn eq(&self, other: &Self) -> bool {
+        self.sorted() == other.sorted()
     }
 }
 
@@ -331,29 +381,20 @@ struct Weighted {
     weight: f64,
 }
 
-impl Sample {
-    /// Every key with its weight, by key: the estimates sum over them in this order, so that
-    /// the model does not depend on where or in what order the candidates were compared.
-    #[cfg(test)]
-    fn weighted(&self) -> Vec<Weighted> {
-        self.clone().into_weighted()
-    }
-
-    /// [`Self::weighted`], the counts given up: the map of keys, its sorted copy and the
-    /// weighted keys are never all held at once (a few million sampled pairs at 10M records).
-    fn into_weighted(self) -> Vec<Weighted> {
-        let Sample { pairs, chances } = self;
-        pairs
-            .into_sorted()
-            .into_iter()
-            .map(|(k, n)| Weighted {
-                outcome: k.outcome_of(),
-                rules: k.rules,
-                names: k.names_of(),
-                weight: n as f64 * (1.0 / chances.chance(k.rules)),
-            })
-            .collect()
-    }
+/// The keys of a sample (sorted, as [`PairCounts::into_sorted`] gives them) with their weights,
+/// by key: the estimates sum over them in this order, so that the model does not depend on
+/// where or in what order the candidates were compared. Read from the keys as they are needed
+/// (a few million sampled pairs at 10M records: the keys alone are held).
+fn weighted<'a>(
+    keys: &'a [(PairKey, u64)],
+    chances: &'a Chances,
+) -> impl Iterator<Item = Weighted> + 'a {
+    keys.iter().map(|(k, n)| Weighted {
+        outcome: k.outcome_of(),
+        rules: k.rules,
+        names: k.names_of(),
+        weight: *n as f64 * (1.0 / chances.chance(k.rules)),
+    })
 }
 
 /// The EM sample of the candidates of a streamed training (more records than
@@ -378,11 +419,8 @@ pub struct StreamedSample {
     seed: u64,
     /// The chances from the candidates seen so far.
     chances: Chances,
-    pub outcomes: Vec<Outcome>,
-    pub rules: Vec<u32>,
-    /// Each kept pair's draw, until `finish` makes it its weight.
-    pub weights: Vec<f64>,
-    pub names: Vec<NameFrequencies>,
+    /// The kept pairs: each one's key and draw.
+    pub kept: Vec<(PairKey, f64)>,
     /// Every candidate that streamed past.
     pub candidates: usize,
     /// Candidates compared (the kept ones, and those thinned out later).
@@ -399,31 +437,26 @@ pub fn pair_draw(a: i64, b: i64, seed: u64) -> f64 {
 
 impl StreamedSample {
     /// Bytes one kept pair takes.
-    pub const PAIR_BYTES: usize = std::mem::size_of::<Outcome>()
-        + std::mem::size_of::<u32>()
-        + std::mem::size_of::<f64>()
-        + std::mem::size_of::<NameFrequencies>();
+    pub const PAIR_BYTES: usize = std::mem::size_of::<(PairKey, f64)>();
 
     /// Candidates drawn and compared at a time: the most the sample grows past its limit.
     const CHUNK: usize = 1 << 16;
 
     /// A sample of about `em_pairs` candidates (0: all of them), drawn with `seed`.
     pub fn new(em_pairs: usize, seed: u64) -> Self {
-        // Room for the sample with the rule combinations' raised shares, thinned past an eighth
-        // more: not grown again while it streams.
+        // Room for the sample with the rule combinations' raised shares (at most half of
+        // `em_pairs`, see `sample_chance`), the eighth more it is thinned past, and a chunk:
+        // not grown again while it streams.
         let limit = if em_pairs == 0 {
             0
         } else {
-            em_pairs + em_pairs / 2 + Self::CHUNK
+            em_pairs * 27 / 16 + Self::CHUNK
         };
         Self {
             em_pairs,
             seed,
             chances: Chances::new(em_pairs),
-            outcomes: Vec::with_capacity(limit),
-            rules: Vec::with_capacity(limit),
-            weights: Vec::with_capacity(limit),
-            names: Vec::with_capacity(limit),
+            kept: Vec::with_capacity(limit),
             ..Default::default()
         }
     }
@@ -453,18 +486,15 @@ impl StreamedSample {
                     drawn.push((*c, draw));
                 }
             }
-            let outcomes = parallel::map(&drawn, workers, |(c, _)| {
-                compare(&records[c.a as usize], &records[c.b as usize], ctx)
+            let keys = parallel::map(&drawn, workers, |(c, _)| {
+                let a = &records[c.a as usize];
+                let o = compare(a, &records[c.b as usize], ctx);
+                PairKey::of(&o, c.rules, &NameFrequencies::of(ctx, a))
             });
             self.compared += drawn.len();
-            for ((c, draw), o) in drawn.into_iter().zip(outcomes) {
-                self.outcomes.push(o);
-                self.rules.push(c.rules);
-                self.weights.push(draw);
-                self.names
-                    .push(NameFrequencies::of(ctx, &records[c.a as usize]));
-            }
-            if self.em_pairs > 0 && self.outcomes.len() as f64 > self.chances.expected() * 1.125 {
+            self.kept
+                .extend(keys.into_iter().zip(drawn).map(|(k, (_, draw))| (k, draw)));
+            if self.em_pairs > 0 && self.kept.len() as f64 > self.chances.expected() * 1.125 {
                 self.thin();
             }
         }
@@ -472,41 +502,21 @@ impl StreamedSample {
 
     /// Keeps the pairs whose draw is below their combination's chance now.
     fn thin(&mut self) {
-        let mut kept = 0;
-        for i in 0..self.outcomes.len() {
-            if self.weights[i] < self.chance(self.rules[i]) {
-                self.outcomes.swap(kept, i);
-                self.rules.swap(kept, i);
-                self.weights.swap(kept, i);
-                self.names.swap(kept, i);
-                kept += 1;
-            }
-        }
-        self.outcomes.truncate(kept);
-        self.rules.truncate(kept);
-        self.weights.truncate(kept);
-        self.names.truncate(kept);
+        let chances = &self.chances;
+        self.kept
+            .retain(|(key, draw)| *draw < chances.chance(key.rules));
     }
 
-    /// The sample at the final chances, each pair weighing 1 / its chance, and counted per key
-    /// (what training reads).
-    pub fn finish(&mut self) -> Sample {
+    /// The sample at the final chances, each pair weighing 1 / its chance, counted per key
+    /// (what training reads): the kept pairs become the counts in place.
+    pub fn finish(mut self) -> Sample {
         self.thin();
-        let mut pairs = PairCounts::default();
-        for i in 0..self.weights.len() {
-            self.weights[i] = 1.0 / self.chance(self.rules[i]);
-            pairs.add(&self.outcomes[i], self.rules[i], &self.names[i]);
-        }
+        // (key, draw) and (key, count) have one layout: collected into the same allocation.
+        let entries: Vec<(PairKey, u64)> = self.kept.into_iter().map(|(k, _)| (k, 1)).collect();
         Sample {
-            pairs,
-            chances: self.chances.clone(),
+            pairs: PairCounts::from_entries(entries),
+            chances: self.chances,
         }
-    }
-
-    /// [`Self::finish`], the kept pairs given up once counted: the fit then holds the counts
-    /// alone (an eighth of the budget less at its peak).
-    pub fn into_sample(mut self) -> Sample {
-        self.finish()
     }
 }
 
@@ -529,7 +539,7 @@ pub fn train_streamed(
         model,
         ctx,
         source_ids,
-        sample.into_sample(),
+        sample.finish(),
         Counts {
             records,
             candidate_pairs,
@@ -540,15 +550,21 @@ pub fn train_streamed(
     )
 }
 
-/// The chance of a candidate of a rule combination with `count` candidates, among `n`, to be in
-/// a sample of about `em_pairs` (see `em_sample`). Never grows with `n` or `count`: a streamed
-/// sample drawn at the chances of the candidates seen so far can be thinned to the final ones.
-fn sample_chance(em_pairs: usize, n: f64, count: f64) -> f64 {
+/// The chance of a candidate of a rule combination with `count` candidates, among `n` of
+/// `combinations` rule combinations, to be in a sample of about `em_pairs` (see `em_sample`):
+/// `em_pairs / n`, raised so that a small combination keeps a fiftieth of the sample, or a
+/// `2 * combinations`th where there are more than 25 of them: the raised shares together never
+/// add more than half of `em_pairs` (at 10M records some 80 combinations raised a 1.8M sample
+/// to 4.7M, past the memory it was sized for). Never grows with `n`, `count` or
+/// `combinations`: a streamed sample drawn at the chances of the candidates seen so far can be
+/// thinned to the final ones.
+fn sample_chance(em_pairs: usize, n: f64, count: f64, combinations: usize) -> f64 {
     if em_pairs == 0 || n <= em_pairs as f64 {
         return 1.0;
     }
     let base = em_pairs as f64 / n;
-    let least = em_pairs as f64 * MIN_SHARE_PER_RULES;
+    let share = MIN_SHARE_PER_RULES.min(0.5 / combinations.max(1) as f64);
+    let least = em_pairs as f64 * share;
     base.max(least / count).min(1.0)
 }
 
@@ -906,15 +922,20 @@ fn em_sessions(
 /// fixed point (the expectation depends on the prior), summed over the keys of `pairs` in their
 /// order. Returns (prior, expected matches).
 fn estimate_prior(
-    pairs: &[Weighted],
+    pairs: impl Iterator<Item = Weighted>,
     scorer: &Scorer,
     prior_before: f64,
     all_pairs: f64,
 ) -> (f64, f64) {
     let log_prior = log2_odds(prior_before);
-    let evidence: Vec<f64> = pairs
-        .iter()
-        .map(|p| scorer.weigh_with(&p.names, &p.outcome).0 - log_prior)
+    // Each key's evidence and weight.
+    let evidence: Vec<(f64, f64)> = pairs
+        .map(|p| {
+            (
+                scorer.weigh_with(&p.names, &p.outcome).0 - log_prior,
+                p.weight,
+            )
+        })
         .collect();
     let mut prior = prior_before;
     let mut expected = 0.0;
@@ -922,8 +943,8 @@ fn estimate_prior(
         crate::interrupt::check();
         let lp = log2_odds(prior);
         expected = 0.0;
-        for (e, p) in evidence.iter().zip(pairs) {
-            expected += p.weight / (1.0 + (-(lp + e)).exp2());
+        for (e, weight) in &evidence {
+            expected += weight / (1.0 + (-(lp + e)).exp2());
         }
         let next = (expected / all_pairs).clamp(1e-12, 0.5);
         let done = ((next - prior) / prior).abs() < 1e-6;
@@ -1018,10 +1039,10 @@ impl Tally {
     /// The tally of `sample`, summed over its keys in order.
     #[cfg(test)]
     pub fn of(sample: &Sample) -> Self {
-        Self::of_weighted(&sample.weighted())
+        Self::of_weighted(weighted(&sample.pairs.sorted(), &sample.chances))
     }
 
-    fn of_weighted(pairs: &[Weighted]) -> Self {
+    fn of_weighted(pairs: impl Iterator<Item = Weighted>) -> Self {
         let mut tally = Tally::default();
         for p in pairs {
             tally.add(&p.outcome, p.rules, p.weight);
@@ -1074,8 +1095,9 @@ pub fn fit(
     opts: &TrainOptions,
 ) -> TrainReport {
     let em_sample_pairs = sample.pairs.pairs() as usize;
-    let pairs = sample.into_weighted();
-    let tally = Tally::of_weighted(&pairs);
+    let Sample { pairs, chances } = sample;
+    let keys = pairs.into_sorted();
+    let tally = Tally::of_weighted(weighted(&keys, &chances));
     let sampled_u: Vec<Vec<f64>> = model
         .comparisons
         .iter()
@@ -1096,7 +1118,8 @@ pub fn fit(
     for pass in 0..2 {
         sessions = em_sessions(&tally.patterns, &rules, model, opts);
         let scorer = Scorer::new(model, ctx, source_ids);
-        (prior, expected) = estimate_prior(&pairs, &scorer, model.prior, all_pairs);
+        (prior, expected) =
+            estimate_prior(weighted(&keys, &chances), &scorer, model.prior, all_pairs);
         model.prior = prior;
         if pass == 0 {
             for (p, raw) in model.comparisons.iter_mut().zip(&sampled_u) {
@@ -1585,7 +1608,7 @@ mod tests {
         ctx: &Context,
         cands: &[Candidate],
         opts: &TrainOptions,
-    ) -> (Model, TrainReport, StreamedSample) {
+    ) -> (Model, TrainReport, Sample, usize) {
         let mut model = Model::default_german();
         let training = Training::start(&mut model);
         let exact = COMPARISONS.map(|c| {
@@ -1604,10 +1627,10 @@ mod tests {
         for chunk in cands.rchunks(97) {
             sample.add(records, chunk, ctx, opts.workers);
         }
-        // The sample as the training finished it, for the tests to look into (the training
-        // gives its own up).
-        let mut kept = sample.clone();
-        kept.finish();
+        // The sample as the training finished it, and how many pairs were compared, for the
+        // tests to look into (the training gives its own up).
+        let compared = sample.compared;
+        let finished = sample.clone().finish();
         let report = train_streamed(
             training,
             &mut model,
@@ -1618,7 +1641,7 @@ mod tests {
             u_pairs,
             opts,
         );
-        (model, report, kept)
+        (model, report, finished, compared)
     }
 
     /// Without sampling (every candidate fits `em_pairs`, u from every record), and with a
@@ -1629,23 +1652,16 @@ mod tests {
         let (records, _) = people();
         let (held, held_report, ctx, cands) = trained(&records, 2);
         let opts = TrainOptions::default();
-        let (streamed, report, sample) = train_as_streamed(&records, &records, &ctx, &cands, &opts);
+        let (streamed, report, streamed_sample, _) =
+            train_as_streamed(&records, &records, &ctx, &cands, &opts);
         assert!(report.streamed && !held_report.streamed);
         assert_eq!(report.candidate_pairs, held_report.candidate_pairs);
         assert_eq!(report.em_sample_pairs, cands.len());
         assert_eq!(report.u_sample_pairs, held_report.u_sample_pairs);
-        assert!(sample.weights.iter().all(|&w| w == 1.0));
+        assert!(streamed_sample.chances.takes_all());
+        assert_eq!(streamed_sample.pairs.pairs() as usize, cands.len());
         // The EM pattern counts (and the household tallies) are those of the held path exactly.
         let held_sample = compared_sample(&records, &ctx, &cands, &opts);
-        let mut streamed_sample = Sample {
-            chances: sample.chances.clone(),
-            ..Default::default()
-        };
-        for i in 0..sample.outcomes.len() {
-            streamed_sample
-                .pairs
-                .add(&sample.outcomes[i], sample.rules[i], &sample.names[i]);
-        }
         assert_eq!(streamed_sample, held_sample);
         let held_tally = Tally::of(&held_sample);
         assert!(
@@ -1673,7 +1689,7 @@ mod tests {
             &HashMap::new(),
             &third,
         );
-        let (streamed_third, streamed_third_report, _) =
+        let (streamed_third, streamed_third_report, _, _) =
             train_as_streamed(&records, &records, &ctx, &cands, &third);
         assert!(held_third_report.em_sample_pairs < cands.len() / 2);
         assert_eq!(
@@ -1797,7 +1813,7 @@ mod tests {
                 em_pairs,
                 ..TrainOptions::default()
             };
-            let (streamed, report, sample) =
+            let (streamed, report, _, compared) =
                 train_as_streamed(&records, u_records, &ctx, &cands, &opts);
             assert_eq!(report.candidate_pairs, cands.len());
             if em_pairs > 0 {
@@ -1809,11 +1825,7 @@ mod tests {
                     cands.len()
                 );
                 // Drawn at the chances of the candidates seen so far, thinned as more came.
-                assert!(
-                    sample.compared > report.em_sample_pairs,
-                    "{}",
-                    sample.compared
-                );
+                assert!(compared > report.em_sample_pairs, "{compared}");
             }
             let ratio = report.expected_matches / held_report.expected_matches;
             assert!(
@@ -1844,6 +1856,68 @@ mod tests {
         assert!(adjusted > 100, "{adjusted}");
     }
 
+    /// Counts kept as a list summed when it fills are the counts of a hash map, whatever the
+    /// order and repetition of the keys, and the list stays near the distinct keys in size.
+    #[test]
+    fn pair_counts_are_those_of_a_map_and_stay_near_the_distinct_keys() {
+        let mut draw = crate::test_draws(27);
+        let key = |x: u64| PairKey {
+            outcome: x % 5_003,
+            rules: (x % 7) as u32,
+            names: [x % 3, 0],
+        };
+        let mut counts = PairCounts::default();
+        let mut map: HashMap<PairKey, u64> = HashMap::new();
+        let mut most = 0;
+        for i in 0..400_000 {
+            let x = draw(u64::MAX);
+            let (k, n) = (key(x), 1 + (x >> 40) % 3);
+            counts.add_key(k, n);
+            *map.entry(k).or_default() += n;
+            most = most.max(counts.entries.capacity());
+            if i == 1_000 {
+                // Equal mid-way too, entries not yet summed.
+                let mut expected: Vec<(PairKey, u64)> = map.clone().into_iter().collect();
+                expected.sort_unstable();
+                assert_eq!(counts.sorted(), expected);
+            }
+        }
+        let mut expected: Vec<(PairKey, u64)> = map.into_iter().collect();
+        expected.sort_unstable();
+        assert!(expected.len() > 30_000, "{}", expected.len());
+        assert_eq!(counts.pairs(), expected.iter().map(|(_, n)| n).sum::<u64>());
+        // 400,000 additions of some 100,000 keys: never more room than four times the keys.
+        assert!(most <= 4 * expected.len(), "{most} for {}", expected.len());
+        let mut merged = PairCounts::from_entries(expected[..10].to_vec());
+        merged.merge(PairCounts::from_entries(expected[10..].to_vec()));
+        assert_eq!(merged, counts);
+        assert_eq!(counts.into_sorted(), expected);
+        assert_eq!(PairCounts::default().into_sorted(), vec![]);
+    }
+
+    /// However many small rule combinations there are, their raised shares add at most half
+    /// the sample asked for: a sample sized to its memory stays within it.
+    #[test]
+    fn raised_shares_of_many_rule_combinations_add_at_most_half_the_sample() {
+        for combinations in [1u32, 10, 25, 26, 80, 400] {
+            let mut chances = Chances::new(100_000);
+            chances.count(0, 10_000_000);
+            for rules in 1..combinations {
+                chances.count(rules, 5_000);
+            }
+            let expected = chances.expected();
+            assert!(expected <= 150_000.0, "{combinations}: {expected}");
+            // Up to 25 combinations each small one keeps a fiftieth (2,000 of its 5,000).
+            let small = chances.chance(1) * 5_000.0;
+            if (2..=25).contains(&combinations) {
+                assert!((small - 2_000.0).abs() < 1e-6, "{combinations}: {small}");
+            } else if combinations > 25 {
+                let share = 50_000.0 / combinations as f64;
+                assert!((small - share).abs() < 1e-6, "{combinations}: {small}");
+            }
+        }
+    }
+
     #[test]
     fn streamed_sample_is_independent_of_order_and_estimates_every_rule_combination() {
         // 100,000 pairs of rule 1, 150 of rules 1+2, 30 of rule 3; each combination keeps at
@@ -1870,31 +1944,20 @@ mod tests {
             for chunk in order(&cands).chunks(7_000) {
                 sample.add(&records, chunk, &ctx, workers);
                 // Bounded while it streams: the limit and at most one chunk drawn past it.
-                assert!(sample.outcomes.len() <= 12_000 + StreamedSample::CHUNK);
+                assert!(sample.kept.len() <= 12_000 + StreamedSample::CHUNK);
             }
-            sample.finish();
-            sample
+            assert_eq!(sample.candidates, cands.len());
+            (sample.compared, sample.finish())
         };
-        let forward = sampled(&|c| c.to_vec());
-        let backward = sampled(&|c| c.iter().rev().copied().collect());
-        let key = |s: &StreamedSample| {
-            let mut k: Vec<(u32, u64)> = s
-                .rules
-                .iter()
-                .zip(&s.weights)
-                .map(|(r, w)| (*r, w.to_bits()))
-                .collect();
-            k.sort_unstable();
-            k
-        };
-        assert_eq!(key(&forward), key(&backward));
-        assert_eq!(forward.candidates, cands.len());
-        let kept = forward.outcomes.len();
+        let (compared, forward) = sampled(&|c| c.to_vec());
+        let (_, backward) = sampled(&|c| c.iter().rev().copied().collect());
+        assert_eq!(forward, backward);
+        let kept = forward.pairs.pairs() as usize;
         assert!((9_000..11_500).contains(&kept), "{kept}");
-        assert!(forward.compared > kept, "{}", forward.compared);
+        assert!(compared > kept, "{compared}");
         let mut estimate: HashMap<u32, f64> = HashMap::new();
-        for (r, w) in forward.rules.iter().zip(&forward.weights) {
-            *estimate.entry(*r).or_default() += w;
+        for w in weighted(&forward.pairs.sorted(), &forward.chances) {
+            *estimate.entry(w.rules).or_default() += w.weight;
         }
         assert!(
             (estimate[&1] / 100_000.0 - 1.0).abs() < 0.04,
@@ -1906,9 +1969,9 @@ mod tests {
         // With room for all, all are taken, weighing 1.
         let mut all = StreamedSample::new(cands.len(), 1);
         all.add(&records, &cands, &ctx, workers);
-        all.finish();
-        assert_eq!(all.outcomes.len(), cands.len());
-        assert!(all.weights.iter().all(|&w| w == 1.0));
+        let all = all.finish();
+        assert!(all.chances.takes_all());
+        assert_eq!(all.pairs.pairs() as usize, cands.len());
     }
 
     #[test]
