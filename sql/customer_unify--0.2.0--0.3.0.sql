@@ -5346,19 +5346,19 @@ SELECT CASE WHEN count(*) = 0 THEN '''{}''::jsonb' ELSE
 FROM unify._canonical_field_types() AS f
 WHERE fields OPERATOR(pg_catalog.?) f.field
 $$;
-CREATE FUNCTION unify._index_build_memory() RETURNS text
+CREATE FUNCTION unify._index_build_memory(parts integer DEFAULT 1) RETURNS text
 STABLE LANGUAGE sql AS $$
     SELECT CASE WHEN s.budget IS NULL THEN s.maintenance
-                ELSE greatest(least(pg_size_bytes(s.budget) / 1024, 2097151), 1024)::text || 'kB' END
+                ELSE greatest(least(pg_size_bytes(s.budget) / 1024 / greatest(parts, 1), 2097151), 1024)::text || 'kB' END
     FROM (SELECT current_setting('customer_unify.batch_memory', true) AS budget,
                  current_setting('maintenance_work_mem') AS maintenance) AS s
 $$;
 REVOKE ALL ON FUNCTION unify._clean_contact(text, text, text, text, text, text, text, text, text, text, text, text, text, text, text) FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
 REVOKE ALL ON FUNCTION unify._raw_values(record) FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
-REVOKE ALL ON FUNCTION unify._index_build_memory() FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
+REVOKE ALL ON FUNCTION unify._index_build_memory(integer) FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
 REVOKE ALL ON FUNCTION unify._raw_expression(jsonb) FROM PUBLIC, unify_admin, unify_reader, unify_analyst;
 ALTER FUNCTION unify._raw_expression(jsonb) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION unify._index_build_memory() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION unify._index_build_memory(integer) SET search_path = pg_catalog, pg_temp;
 CREATE OR REPLACE FUNCTION unify._rebuild_indexes(statements text[]) RETURNS void
 VOLATILE LANGUAGE plpgsql AS $$
 DECLARE

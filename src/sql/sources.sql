@@ -287,16 +287,17 @@ $$;
 
 -- The maintenance_work_mem unify._rebuild_indexes builds indexes with (issue 27):
 -- customer_unify.batch_memory (the memory a batch step may use, when the library has defined
--- it), within what maintenance_work_mem accepts (1MB to 2GB); maintenance_work_mem where it is
--- not defined.
+-- it), or that many parts of it, within what maintenance_work_mem accepts (1MB to 2GB);
+-- maintenance_work_mem where it is not defined.
 -- Raised: the index builds of a first load of 1M records sort 1.1 GB less often on disk, 6.2 s
 -- instead of 7.8 s with the default 64 MB. Lowered: a score_pairs within 64MB under a
 -- maintenance_work_mem of 512MB peaked at 424 MB in its index builds. (The steps in Rust build
--- theirs with half of the budget, holding their own memory meanwhile: spi::rebuild_indexes.)
-CREATE FUNCTION unify._index_build_memory() RETURNS text
+-- theirs with half of the budget, parts => 2, holding their own memory meanwhile:
+-- spi::rebuild_indexes.)
+CREATE FUNCTION unify._index_build_memory(parts integer DEFAULT 1) RETURNS text
 STABLE LANGUAGE sql AS $$
     SELECT CASE WHEN s.budget IS NULL THEN s.maintenance
-                ELSE greatest(least(pg_size_bytes(s.budget) / 1024, 2097151), 1024)::text || 'kB' END
+                ELSE greatest(least(pg_size_bytes(s.budget) / 1024 / greatest(parts, 1), 2097151), 1024)::text || 'kB' END
     FROM (SELECT current_setting('customer_unify.batch_memory', true) AS budget,
                  current_setting('maintenance_work_mem') AS maintenance) AS s
 $$;

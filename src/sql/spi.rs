@@ -427,7 +427,8 @@ pub(crate) fn drop_indexes(
 }
 
 /// Runs the index builds `drop_indexes` returned, with maintenance_work_mem at half of
-/// `customer_unify.batch_memory` (1MB to 2GB), set back after: the step holds its own memory
+/// `customer_unify.batch_memory` (1MB to 2GB: `unify._index_build_memory(2)`, the bounds the
+/// SQL steps' rebuilds use too), set back after: the step holds its own memory
 /// meanwhile (households, kept plans, the records' context). With all of the budget a
 /// streamed score_pairs at 10M records peaked at 1,255 MB within 1GB, its block_keys' index
 /// sort on top of the rest. The SQL steps' bulk rebuilds (a first sync, the first fill of
@@ -440,11 +441,11 @@ pub(crate) fn rebuild_indexes(
     if statements.is_empty() {
         return;
     }
-    let build_kb = (crate::budget::kb() / 2).clamp(1024, 2_097_151);
-    let before = swap_setting(
+    let before = setting_changed(
         client,
-        "maintenance_work_mem",
-        &format!("{build_kb}kB"),
+        "SELECT current_setting('maintenance_work_mem'),
+                set_config('maintenance_work_mem', unify._index_build_memory(2), true)",
+        &[],
         function,
     );
     for statement in &statements {

@@ -208,7 +208,7 @@ SELECT f AS combined_cleaner, has_function_privilege('unify_admin', f, 'EXECUTE'
        has_function_privilege('unify_reader', f, 'EXECUTE') AS reader, has_function_privilege('unify_analyst', f, 'EXECUTE') AS analyst,
        has_function_privilege('public', f, 'EXECUTE') AS public
 FROM unnest(ARRAY['unify._clean_contact(text,text,text,text,text,text,text,text,text,text,text,text,text,text,text)',
-                  'unify._index_build_memory()', 'unify._raw_values(record)', 'unify.normalize_name(text)', 'unify.normalize_phone(text,text)']::regprocedure[]) f
+                  'unify._index_build_memory(integer)', 'unify._raw_values(record)', 'unify.normalize_name(text)', 'unify.normalize_phone(text,text)']::regprocedure[]) f
 ORDER BY f::text;
 SET ROLE unify_analyst;
 SELECT unify._clean_contact(NULL, NULL, 'Anna', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
@@ -220,10 +220,14 @@ BEGIN;
 SET LOCAL maintenance_work_mem = '64MB';
 SET LOCAL customer_unify.batch_memory = '256MB';
 SELECT unify._index_build_memory() AS batch_memory_larger;
+-- Half of it for the steps in Rust (train, score_pairs, resolve), which hold their own memory
+-- beside the build.
+SELECT unify._index_build_memory(2) AS half_for_the_steps_in_rust;
 SET LOCAL maintenance_work_mem = '512MB';
 SELECT unify._index_build_memory() AS maintenance_lowered;
 SET LOCAL customer_unify.batch_memory = '100GB';
 SELECT unify._index_build_memory() AS capped;
 SET LOCAL customer_unify.batch_memory = '64kB';
 SELECT unify._index_build_memory() AS at_least_maintenance_work_mems_minimum;
+SELECT unify._index_build_memory(2) AS half_at_least_the_minimum_too;
 ROLLBACK;
