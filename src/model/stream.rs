@@ -45,15 +45,15 @@ pub fn buffer_records(budget_kb: u64, max_block_size: usize, share: u64) -> usiz
     n.max(max_block_size.max(2))
 }
 
-/// How many candidate pairs a streamed training keeps for EM within `budget_kb` (see
-/// `train::StreamedSample`, which makes room for 27/16 as many: half again for the raised
-/// shares of small rule combinations, and an eighth more of that while it streams): an eighth
-/// of the budget, at least 20,000 (a bounded 1 MB, for the smallest budgets). At 1GB about 2.0
-/// million pairs (the held path takes 4 million): PostgreSQL's reading of the block stream (its
-/// hash joins and sort, up to `work_mem` each) and the buffer of records take the rest.
+/// How many candidate pairs a streamed training asks for EM within `budget_kb`: the most its
+/// sample holds with the raised shares of small rule combinations and while it streams
+/// (`train::most_kept`, 27/16 as many) fills an eighth of the budget; at least 20,000 (a bounded
+/// 1 MB, for the smallest budgets). At 1GB about 2.0 million pairs (the held path takes 4
+/// million): PostgreSQL's reading of the block stream (its hash joins and sort, up to `work_mem`
+/// each) and the buffer of records take the rest.
 pub fn em_pairs_within(budget_kb: u64, pair_bytes: usize) -> usize {
     let eighth = budget_kb.saturating_mul(1024) / 8;
-    ((eighth / (pair_bytes.max(1) as u64) * 16 / 27) as usize).max(20_000)
+    super::train::asked_within((eighth / (pair_bytes.max(1) as u64)) as usize).max(20_000)
 }
 
 /// How many records a streamed training draws its random pairs for u from: a quarter of the
@@ -429,6 +429,25 @@ mod tests {
     use super::super::blocking::{candidates, default_rules, key_hashes};
     use super::super::record::MatchRecord;
     use super::*;
+
+    /// The EM sample asked for within a budget: the most it holds fits an eighth of it (at
+    /// least 20,000 asked), the 27/16 of `train::most_kept` as whole numbers.
+    #[test]
+    fn em_sample_asked_for_fits_an_eighth_of_the_budget() {
+        let pair_bytes = super::super::train::StreamedSample::PAIR_BYTES;
+        let mut budget_kb = 64;
+        while budget_kb <= 1 << 32 {
+            let eighth = budget_kb * 1024 / 8;
+            let asked = em_pairs_within(budget_kb, pair_bytes);
+            let room = (eighth / pair_bytes as u64) as usize;
+            assert_eq!(asked, (room * 16 / 27).max(20_000), "{budget_kb} kB");
+            if asked > 20_000 {
+                let held = super::super::train::most_kept(asked) * pair_bytes;
+                assert!(held as u64 <= eighth, "{budget_kb} kB: {held} bytes");
+            }
+            budget_kb = budget_kb * 3 / 2 + 7;
+        }
+    }
 
     /// Records with many shared values: several rules find most pairs.
     fn records(n: usize) -> Vec<MatchRecord> {

@@ -88,6 +88,25 @@ pub struct TrainReport {
 /// still has its own EM session to learn from.
 const MIN_SHARE_PER_RULES: f64 = 1.0 / 50.0;
 
+/// The raised shares of small rule combinations together add at most this share of the sample
+/// asked for (see [`sample_chance`]).
+const MOST_RAISED: f64 = 0.5;
+
+/// A streamed sample is thinned once it holds this many times what it should at the chances
+/// then (see [`StreamedSample`]).
+const THINNED_PAST: f64 = 1.125;
+
+/// The most pairs a streamed sample of `em_pairs` holds (besides the chunk being drawn): the
+/// raised shares, and the share it grows past before it is thinned.
+pub fn most_kept(em_pairs: usize) -> usize {
+    (em_pairs as f64 * (1.0 + MOST_RAISED) * THINNED_PAST) as usize
+}
+
+/// The sample to ask for so that [`most_kept`] is at most `room` pairs.
+pub fn asked_within(room: usize) -> usize {
+    (room as f64 / ((1.0 + MOST_RAISED) * THINNED_PAST)) as usize
+}
+
 /// The candidates EM and the prior look at: all of them when there are at most `em_pairs`,
 /// else each with a chance of `em_pairs / n`, raised for rule combinations with few pairs (see
 /// [`Chances`]), drawn by a hash of the pair's record ids and `seed` ([`pair_draw`]), as the
@@ -109,7 +128,7 @@ fn em_sample(
     if chances.takes_all() {
         return ((0..candidates.len() as u32).collect(), chances);
     }
-    let mut picked = Vec::with_capacity(em_pairs + em_pairs / 8);
+    let mut picked = Vec::with_capacity(em_pairs + (em_pairs as f64 * MOST_RAISED) as usize);
     for (i, c) in candidates.iter().enumerate() {
         crate::interrupt::check_every(i, 1 << 16);
         let (a, b) = (records[c.a as usize].id, records[c.b as usize].id);
@@ -444,13 +463,11 @@ impl StreamedSample {
 
     /// A sample of about `em_pairs` candidates (0: all of them), drawn with `seed`.
     pub fn new(em_pairs: usize, seed: u64) -> Self {
-        // Room for the sample with the rule combinations' raised shares (at most half of
-        // `em_pairs`, see `sample_chance`), the eighth more it is thinned past, and a chunk:
-        // not grown again while it streams.
+        // Room for the most it holds and a chunk: not grown again while it streams.
         let limit = if em_pairs == 0 {
             0
         } else {
-            em_pairs * 27 / 16 + Self::CHUNK
+            most_kept(em_pairs) + Self::CHUNK
         };
         Self {
             em_pairs,
@@ -494,7 +511,8 @@ impl StreamedSample {
             self.compared += drawn.len();
             self.kept
                 .extend(keys.into_iter().zip(drawn).map(|(k, (_, draw))| (k, draw)));
-            if self.em_pairs > 0 && self.kept.len() as f64 > self.chances.expected() * 1.125 {
+            if self.em_pairs > 0 && self.kept.len() as f64 > self.chances.expected() * THINNED_PAST
+            {
                 self.thin();
             }
         }
@@ -511,7 +529,7 @@ impl StreamedSample {
     /// (what training reads): the kept pairs become the counts in place.
     pub fn finish(mut self) -> Sample {
         self.thin();
-        // (key, draw) and (key, count) have one layout: collected into the same allocation.
+        // (key, draw) and (key, count) have one layout: std collects them in the same allocation.
         let entries: Vec<(PairKey, u64)> = self.kept.into_iter().map(|(k, _)| (k, 1)).collect();
         Sample {
             pairs: PairCounts::from_entries(entries),
@@ -563,7 +581,7 @@ fn sample_chance(em_pairs: usize, n: f64, count: f64, combinations: usize) -> f6
         return 1.0;
     }
     let base = em_pairs as f64 / n;
-    let share = MIN_SHARE_PER_RULES.min(0.5 / combinations.max(1) as f64);
+    let share = MIN_SHARE_PER_RULES.min(MOST_RAISED / combinations.max(1) as f64);
     let least = em_pairs as f64 * share;
     base.max(least / count).min(1.0)
 }
