@@ -25,6 +25,31 @@
 //! back the id they had before the merge, and a new id means a new customer.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::num::NonZeroI64;
+
+/// A record's id before a run: `Option<i64>`, or `Option<NonZeroI64>` where a whole run's
+/// records are held (8 bytes instead of 16: person and household ids come from sequences that
+/// start at 1).
+pub trait PreviousId: Copy {
+    fn id(self) -> Option<i64>;
+}
+
+impl PreviousId for Option<i64> {
+    fn id(self) -> Option<i64> {
+        self
+    }
+}
+
+impl PreviousId for Option<NonZeroI64> {
+    fn id(self) -> Option<i64> {
+        self.map(NonZeroI64::get)
+    }
+}
+
+/// `id` as held compactly (0, never drawn from a sequence, as none).
+pub fn compact_id(id: Option<i64>) -> Option<NonZeroI64> {
+    id.and_then(NonZeroI64::new)
+}
 
 /// A change of identity for `unify.identity_events`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,10 +124,10 @@ struct Spread {
 
 #[derive(Debug)]
 pub struct IdPlan {
-    /// Per cluster the previous id it keeps; None: it needs another one.
-    kept: Vec<Option<i64>>,
+    /// Per cluster the previous id it keeps; None: it needs another one (8 bytes a cluster).
+    kept: Vec<Option<NonZeroI64>>,
     /// Per cluster the former id it gets back (only where `kept` is None).
-    restored: Vec<Option<i64>>,
+    restored: Vec<Option<NonZeroI64>>,
     /// Per previous id and cluster holding its records, in that order: what each previous id
     /// became (about one entry a person, 24 bytes; no map or set per person).
     spread: Vec<Spread>,
@@ -113,7 +138,7 @@ pub struct IdPlan {
 impl IdPlan {
     /// `previous[i]`: the person id record i had before (None: a new record). No former ids:
     /// nothing is given back (households).
-    pub fn new(cluster_of: &[u32], clusters: u32, previous: &[Option<i64>]) -> Self {
+    pub fn new(cluster_of: &[u32], clusters: u32, previous: &[impl PreviousId]) -> Self {
         Self::with_history(cluster_of, clusters, previous, &FormerIds::default())
     }
 
@@ -122,7 +147,7 @@ impl IdPlan {
     pub fn with_history(
         cluster_of: &[u32],
         clusters: u32,
-        previous: &[Option<i64>],
+        previous: &[impl PreviousId],
         former: &FormerIds,
     ) -> Self {
         assert_eq!(cluster_of.len(), previous.len());
@@ -132,7 +157,7 @@ impl IdPlan {
         let mut each: Vec<(i64, u32, bool)> = Vec::new();
         for (n, (&c, p)) in cluster_of.iter().zip(previous).enumerate() {
             crate::interrupt::check_every(n, 1 << 16);
-            if let Some(p) = *p {
+            if let Some(p) = p.id() {
                 each.push((p, c, former_of(n).is_empty()));
             }
         }
@@ -153,7 +178,7 @@ impl IdPlan {
             }
         }
         spread.shrink_to_fit();
-        let mut kept: Vec<Option<i64>> = vec![None; clusters as usize];
+        let mut kept: Vec<Option<NonZeroI64>> = vec![None; clusters as usize];
         for per_cluster in spread.chunk_by(|a, b| a.previous == b.previous) {
             // Most records born in it, then most records; on a tie the lowest cluster number
             // (the one with the smallest record).
@@ -169,7 +194,7 @@ impl IdPlan {
             // Previous ids come in ascending order: the first a cluster gets is its smallest.
             let slot = &mut kept[owner as usize];
             if slot.is_none() {
-                *slot = Some(per_cluster[0].previous);
+                *slot = compact_id(Some(per_cluster[0].previous));
             }
         }
         let is_previous = |id: i64| spread.binary_search_by(|s| s.previous.cmp(&id)).is_ok();
@@ -225,14 +250,14 @@ impl IdPlan {
         for claim in claims {
             let slot = &mut self.restored[claim.cluster as usize];
             if slot.is_none() && !unavailable.contains(&claim.id) && given.insert(claim.id) {
-                *slot = Some(claim.id);
+                *slot = compact_id(Some(claim.id));
             }
         }
     }
 
     /// The id cluster `c` gets back, if any (after `restore`).
     pub fn restored(&self, c: u32) -> Option<i64> {
-        self.restored[c as usize]
+        self.restored[c as usize].id()
     }
 
     /// Whether cluster `c` keeps no previous id and gets none back (after `restore`).
@@ -256,11 +281,17 @@ impl IdPlan {
             "one fresh id per new cluster"
         );
         let mut fresh = fresh.iter();
-        self.kept
-            .iter()
-            .zip(&self.restored)
-            .map(|(k, r)| k.or(*r).unwrap_or_else(|| *fresh.next().expect("counted")))
-            .collect()
+        self.ids_drawn(|| *fresh.next().expect("counted"))
+    }
+
+    /// The id of every cluster, a new one drawn from `next` (called `new_ids_needed` times) for
+    /// each cluster that needs one, in cluster order: no list of the new ids held beside.
+    pub fn ids_drawn(&self, mut next: impl FnMut() -> i64) -> Vec<i64> {
+        let mut ids = Vec::with_capacity(self.kept.len());
+        for (k, r) in self.kept.iter().zip(&self.restored) {
+            ids.push(k.or(*r).id().unwrap_or_else(&mut next));
+        }
+        ids
     }
 
     /// Merges and splits, given the final ids from `ids`.
@@ -289,7 +320,7 @@ impl IdPlan {
             let into: BTreeSet<i64> = group.iter().map(|s| ids[s.cluster as usize]).collect();
             let restored: BTreeSet<i64> = group
                 .iter()
-                .filter_map(|s| self.restored[s.cluster as usize])
+                .filter_map(|s| self.restored[s.cluster as usize].id())
                 .collect();
             events.push(IdEvent::Split {
                 person_id: group[0].previous,
@@ -358,6 +389,22 @@ mod tests {
         p.restore(&unavailable.iter().copied().collect());
         let ids = p.ids(fresh);
         let events = p.events(&ids);
+        // As a whole run holds them: previous ids in 8 bytes, the new ids drawn one by one.
+        let compact: Vec<Option<NonZeroI64>> = previous.iter().map(|&p| compact_id(p)).collect();
+        let mut q = IdPlan::with_history(
+            cluster_of,
+            clusters,
+            &compact,
+            &FormerIds::from_dense(former),
+        );
+        q.restore(&unavailable.iter().copied().collect());
+        let mut drawn = fresh.iter();
+        assert_eq!(q.ids_drawn(|| *drawn.next().expect("enough")), ids);
+        assert!(drawn.next().is_none(), "every fresh id drawn");
+        assert_eq!(q.events(&ids), events);
+        for c in 0..clusters {
+            assert_eq!(q.restored(c), p.restored(c));
+        }
         (ids, events)
     }
 

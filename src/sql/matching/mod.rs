@@ -13,7 +13,7 @@ pub(super) mod identify;
 pub(super) mod model;
 mod records;
 pub(super) mod rescore;
-mod run;
+pub(super) mod run;
 pub(super) mod score;
 mod score_held;
 mod stream;

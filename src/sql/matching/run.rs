@@ -18,7 +18,7 @@ pub(super) fn workers() -> crate::parallel::Workers {
 
 /// Seconds per phase of a long command, logged at DEBUG1 when it ends
 /// (`SET client_min_messages = debug1` shows where a slow run spends its time).
-pub(super) struct Phases {
+pub(in crate::sql) struct Phases {
     command: &'static str,
     watch: Stopwatch,
     /// The backend's private memory at each mark and its peak so far, in MB (see
@@ -47,7 +47,7 @@ fn private_memory_mb() -> Option<(u64, u64)> {
 }
 
 impl Phases {
-    pub(super) fn new(command: &'static str) -> Self {
+    pub(in crate::sql) fn new(command: &'static str) -> Self {
         Self {
             command,
             watch: Stopwatch::default(),
@@ -55,7 +55,7 @@ impl Phases {
         }
     }
 
-    pub(super) fn mark(&mut self, phase: &'static str) {
+    pub(in crate::sql) fn mark(&mut self, phase: &'static str) {
         self.watch.mark(phase);
         if let Some((now, peak)) = private_memory_mb() {
             self.memory.push((phase, now, peak));

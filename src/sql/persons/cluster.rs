@@ -2,6 +2,7 @@
 //! ids and the merges and splits they make.
 
 use std::collections::{BTreeSet, HashSet};
+use std::num::NonZeroI64;
 
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -9,15 +10,16 @@ use serde_json::{json, Value};
 
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
 
+use super::super::matching::run::Phases;
 use super::super::spi::{
     drop_indexes, fetch_all, free_last_result, in_own_context, insert_arrays, rebuild_indexes,
     set_back, spi_failed, swap_batch_work_mem, swap_setting, update_kept, update_with, Args,
     Cursor,
 };
-use super::{count, fresh_ids};
+use super::{count, fetch_batch, with_fresh_ids};
 use crate::cluster::batches::{Batch, BatchRecord, KeyedEvent, LinkKind};
 use crate::cluster::components::{pair_order, Clusterer, MatchPair};
-use crate::cluster::ids::{former_ids_after, FormerIds, IdEvent, IdPlan};
+use crate::cluster::ids::{compact_id, former_ids_after, FormerIds, IdEvent, IdPlan, PreviousId};
 
 /// The temp table a full run stages the changed records in when they are more than a chunk.
 const CHANGES: &str = "pg_temp.unify_cluster_changes";
@@ -86,28 +88,33 @@ fn _cluster(
 > {
     const F: &str = "resolve";
     let full = person_ids.is_none() && record_ids.is_none();
-    // Records per fetch and per written chunk within customer_unify.batch_memory (a few hundred
-    // bytes a row in flight).
-    let batch = (crate::budget::kb() as usize * 4).clamp(100, 200_000);
+    // Records per fetch and per written chunk.
+    let batch = fetch_batch();
+    // Seconds and private memory per phase at DEBUG1 (where a run within the budget grows).
+    let mut phases = Phases::new("_cluster");
     Spi::connect_mut(|client| {
         // A full run whose clustering state would pass half the budget (the other half left to
         // PostgreSQL's sorts and the rows in flight): a batch of whole components at a time
-        // (issue 27). At 1GB that is above about 5.3M records.
+        // (issue 27). At 1GB that is above about 12M records in a first resolve.
+        let mut capacity = 0;
         if full {
             let total = count(client, "SELECT count(*) FROM unify.records");
-            if total.saturating_mul(HELD_STATE_BYTES) > crate::budget::kb() * 1024 / 2 {
+            let with_person = count(client, "SELECT count(*) FROM unify.record_persons");
+            if held_state_bytes(total, with_person) > crate::budget::kb() * 1024 / 2 {
                 return TableIterator::once(in_batches(client, rule, reason, batch, total));
             }
+            capacity = total as usize;
         }
         // The records in scope in record id order: their dense index is their rank, found by a
         // binary search (8 bytes a record, no map). Former ids only where a record has any.
-        let mut ids: Vec<i64> = Vec::new();
-        let mut previous: Vec<Option<i64>> = Vec::new();
+        // A full run's arrays are made at their size: grown by doubling they held up to twice.
+        let mut ids: Vec<i64> = Vec::with_capacity(capacity);
+        let mut previous: Vec<Option<NonZeroI64>> = Vec::with_capacity(capacity);
         let mut former = FormerIds::default();
         let mut take = |r: &SpiHeapTupleData| {
             let i = ids.len() as u32;
             ids.push(r.get::<i64>(1).ok().flatten().unwrap_or_default());
-            previous.push(r.get::<i64>(2).ok().flatten());
+            previous.push(compact_id(r.get::<i64>(2).ok().flatten()));
             former.push(i, r.get::<Vec<i64>>(3).ok().flatten().unwrap_or_default());
         };
         if full {
@@ -144,6 +151,7 @@ fn _cluster(
                 |r| take(r),
             );
         }
+        phases.mark("records read");
         let index = |id: i64| ids.binary_search(&id).ok().map(|i| i as u32);
         // Pairs and overrides are found by their first record and kept when the second is in
         // scope too, tested here: as a filter in a kept (generic) plan, `b = ANY ($1)` scans
@@ -244,6 +252,7 @@ fn _cluster(
             }
         }
         let clustering = clusterer.finish();
+        phases.mark("clustered");
         let mut plan = IdPlan::with_history(
             &clustering.cluster_of,
             clustering.clusters,
@@ -257,16 +266,20 @@ fn _cluster(
             let unavailable = unavailable_ids(client, candidates);
             plan.restore(&unavailable);
         }
-        let fresh = fresh_ids(client, "unify.person_id_seq", plan.new_ids_needed(), F);
-        let person_of_cluster = plan.ids(&fresh);
+        let new_persons = plan.new_ids_needed();
+        let person_of_cluster =
+            with_fresh_ids(client, "unify.person_id_seq", new_persons, F, |next| {
+                plan.ids_drawn(next)
+            });
         let events = plan.events(&person_of_cluster);
+        phases.mark("ids planned");
 
         // The records whose person changes, written a chunk of `batch` at a time (one statement
         // when they fit one chunk; else the chunks go to a temp table first, and one statement
         // reads it).
         let person_of = |i: usize| person_of_cluster[clustering.cluster_of[i] as usize];
         let changed = (0..ids.len())
-            .filter(|&i| previous[i] != Some(person_of(i)))
+            .filter(|&i| previous[i].id() != Some(person_of(i)))
             .count();
         // A first resolve: no record had a person, so unify.record_persons is empty.
         let first_fill = full && changed > 0 && previous.iter().all(Option::is_none);
@@ -284,16 +297,16 @@ fn _cluster(
         let mut touched: BTreeSet<i64> = if full {
             BTreeSet::new()
         } else {
-            previous.iter().flatten().copied().collect()
+            previous.iter().filter_map(|p| p.id()).collect()
         };
         let mut chunk = Chunk::default();
         for (i, &c) in clustering.cluster_of.iter().enumerate() {
             let person = person_of_cluster[c as usize];
-            if previous[i] != Some(person) {
+            if previous[i].id() != Some(person) {
                 chunk.records.push(ids[i]);
                 chunk.persons.push(person);
                 let restored = plan.restored(c) == Some(person);
-                let after = former_ids_after(previous[i], former.get(i), person, restored);
+                let after = former_ids_after(previous[i].id(), former.get(i), person, restored);
                 // As an array literal (rows of a bigint[][] would need one length); none: NULL.
                 chunk.former.push((!after.is_empty()).then(|| {
                     let list: Vec<String> = after.iter().map(i64::to_string).collect();
@@ -324,6 +337,7 @@ fn _cluster(
                 first_fill,
             );
         }
+        phases.mark("records written");
         let (mut merges, mut splits) = (0i64, 0i64);
         // A chunk of events per statement, in their order (their ids follow it). An id given
         // back names an event of an earlier run, never one of these (it was no previous id).
@@ -379,7 +393,7 @@ fn _cluster(
         TableIterator::once((
             ids.len() as i64,
             clustering.clusters as i64,
-            fresh.len() as i64,
+            new_persons as i64,
             merges,
             splits,
             clustering.held_apart as i64,
@@ -393,9 +407,19 @@ fn _cluster(
 /// `_cluster`'s row (its columns named in its signature).
 type ClusterRow = (i64, i64, i64, i64, i64, i64, i64, i64, Option<Vec<i64>>);
 
-/// Bytes a record of a full run's clustering state holds when all are held at once (measured
-/// about 94 at 1M to 5M records: its id, previous id and cluster, the union-find, the id plan).
-const HELD_STATE_BYTES: u64 = 100;
+/// Memory of a full run's clustering held at once, `records` of which `with_person` had a
+/// person. Per record its id, previous id and cluster (8 + 8 + 4 bytes), and the larger of the
+/// union-find while it runs (8) and, per cluster (at most one a record), the id kept, the id
+/// given back and the final id (8 each; the new ids are drawn a fetch at a time). Per record
+/// with a person the id plan's entry and its sum per previous id (16 + 24). The rows in flight
+/// (a fetch, a chunk of changes) are in the other half of the budget.
+fn held_state_bytes(records: u64, with_person: u64) -> u64 {
+    const PER_RECORD: u64 = 8 + 8 + 4 + 3 * 8;
+    const PER_PREVIOUS: u64 = 16 + 24;
+    records
+        .saturating_mul(PER_RECORD)
+        .saturating_add(with_person.saturating_mul(PER_PREVIOUS))
+}
 
 /// Bytes a record of a batch holds (the batch's arrays and its share of the links and of the
 /// rows in flight): a batch of whole components holds about the budget over this many records.

@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroI64;
 
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -21,6 +22,7 @@ use super::households::{
 };
 use crate::cluster::components::Clusterer;
 use crate::cluster::groups_with_keys;
+use crate::cluster::ids::{compact_id, PreviousId};
 use crate::cluster::survivorship::{latest_consent, survivor, Candidate, ConsentCandidate, Rule};
 use crate::memo::Memo;
 use crate::normalize::{address, display, name, phone};
@@ -598,22 +600,24 @@ fn mapping() -> &'static str {
 /// customer_unify.batch_memory held at once.
 fn fits_budget(mapping: &str, filter: &str) -> bool {
     let capacity = crate::budget::kb() * 1024 / HELD_RECORD_BYTES;
-    Spi::connect(|client| at_most(client, &format!("{mapping} rp WHERE {filter}"), capacity))
+    Spi::connect(|client| {
+        at_most(client, &format!("{mapping} rp WHERE {filter}"), capacity).is_some()
+    })
 }
 
-/// Whether `from` (a FROM clause, with its WHERE) yields at most `capacity` rows: counted only
-/// up to one past it.
-fn at_most(client: &SpiClient<'_>, from: &str, capacity: u64) -> bool {
+/// How many rows `from` (a FROM clause, with its WHERE) yields where that is at most
+/// `capacity`; None where more: counted only up to one past it.
+fn at_most(client: &SpiClient<'_>, from: &str, capacity: u64) -> Option<u64> {
     let capacity = capacity.min(i64::MAX as u64 - 1) as i64;
-    select_kept(
+    let rows = select_kept(
         client,
         &format!("SELECT count(*) FROM (SELECT 1 FROM {from} LIMIT $1) x"),
         &vec![(capacity + 1).into()],
     )
     .and_then(|t| t.first().get_one::<i64>())
     .unwrap_or_else(|e| spi_failed(e, F))
-    .unwrap_or_default()
-        <= capacity
+    .unwrap_or_default();
+    (rows <= capacity).then_some(rows.max(0) as u64)
 }
 
 /// The records that have a person (`mapping`, alias rp: see `mapping()`), with their source's
@@ -1008,38 +1012,46 @@ const IDS: &str = "pg_temp.unify_golden_ids";
 #[derive(Default)]
 struct Households {
     persons: Vec<i64>,
-    household: Vec<Option<i64>>,
+    household: Vec<Option<NonZeroI64>>,
 }
 
 /// The temp table of the household keys of a streamed run grouped in memory.
 const HELD_KEYS: &str = "pg_temp.unify_golden_keys";
 
-/// Memory per record of the held grouping (see `streamed_households_held`, with the id plan's
-/// arrays): about 55 bytes, rounded up.
+/// Memory per person of the held grouping (see `streamed_households_held`): their id, household
+/// before and after (8 each), whether they have keys (1), the union-find (8, with the
+/// clusters' numbers 4), their group (8) and the id plan's 12 a person and 24 a group; about 60
+/// bytes at the most, rounded up.
 const HELD_HOUSEHOLD_BYTES: u64 = 64;
 
-/// Memory per record of the household keys held in a map besides (`KeyLinks::Map`): about
-/// 1.9 keys a person of some 30 bytes, each in a map entry and an allocation of its own,
-/// rounded up.
+/// Memory per person of the household keys held in a map besides (`KeyLinks::Map`): about 1.9
+/// keys a person of some 30 bytes, each in a map entry and an allocation of its own, rounded
+/// up.
 const HELD_KEY_BYTES: u64 = 192;
 
 /// How the households of a streamed run are grouped: in memory while that takes at most half
-/// the budget (8 million records at 1GB; their keys in memory too up to 2 million), above in
-/// SQL, flat.
-fn households_held(client: &mut SpiClient<'_>, mapping: &str) -> Option<KeyLinks> {
+/// the budget (8 million persons at 1GB; their keys in memory too up to 2 million), above in
+/// SQL, flat. The records are counted first (there are no more persons than records); where
+/// they are too many, the persons. With the number of persons to make room for at once.
+fn households_held(client: &mut SpiClient<'_>, mapping: &str) -> Option<(KeyLinks, u64)> {
     let half = crate::budget::kb() * 1024 / 2;
-    let from = format!("{mapping} rp");
-    if at_most(
-        client,
-        &from,
+    let (with_keys, held) = (
         half / (HELD_HOUSEHOLD_BYTES + HELD_KEY_BYTES),
-    ) {
-        Some(KeyLinks::Map(HashMap::new()))
-    } else if at_most(client, &from, half / HELD_HOUSEHOLD_BYTES) {
-        Some(KeyLinks::Table)
-    } else {
-        None
+        half / HELD_HOUSEHOLD_BYTES,
+    );
+    let records = format!("{mapping} rp");
+    let persons = format!("(SELECT DISTINCT person_id FROM {mapping}) rp");
+    let links = |n| {
+        if n <= with_keys {
+            KeyLinks::Map(HashMap::new())
+        } else {
+            KeyLinks::Table
+        }
+    };
+    if let Some(n) = at_most(client, &records, held) {
+        return Some((links(n), n));
     }
+    at_most(client, &persons, held).map(|n| (links(n), n))
 }
 
 /// Where the persons sharing a household key are found: a map of each key's first holder, or
@@ -1065,7 +1077,7 @@ impl HouseholdSource {
                     *n += 1;
                 }
                 (ids.get(*n) == Some(&person))
-                    .then(|| households.household[*n])
+                    .then(|| households.household[*n].id())
                     .flatten()
             }
             HouseholdSource::Sql(plan) => plan.household(client, person),
@@ -1180,7 +1192,7 @@ impl Streamed {
             // for the first tenth.
             let fraction = swap_setting(client, "cursor_tuple_fraction", "1", F);
             let households = with_households.then(|| {
-                if let Some(links) = households_held(client, mapping) {
+                if let Some((links, persons)) = households_held(client, mapping) {
                     HouseholdSource::Held {
                         households: streamed_households_held(
                             client,
@@ -1188,6 +1200,7 @@ impl Streamed {
                             batch,
                             mapping,
                             links,
+                            persons as usize,
                         ),
                         n: 0,
                     }
@@ -1350,6 +1363,7 @@ fn streamed_households_held(
     batch: usize,
     mapping: &str,
     mut links: KeyLinks,
+    persons_at_most: usize,
 ) -> Households {
     if let KeyLinks::Table = links {
         drop_temp_tables(client, &[HELD_KEYS], F);
@@ -1358,9 +1372,11 @@ fn streamed_households_held(
             &format!("CREATE TEMP TABLE {HELD_KEYS} (person int NOT NULL, key text NOT NULL)"),
         );
     }
-    let mut has_keys: Vec<bool> = Vec::new();
-    let mut persons: Vec<i64> = Vec::new();
-    let mut previous: Vec<Option<i64>> = Vec::new();
+    // Made at their size (grown by doubling they held up to twice): the records or persons
+    // counted are at least the persons.
+    let mut has_keys: Vec<bool> = Vec::with_capacity(persons_at_most);
+    let mut persons: Vec<i64> = Vec::with_capacity(persons_at_most);
+    let mut previous: Vec<Option<NonZeroI64>> = Vec::with_capacity(persons_at_most);
     // Links found through the map: (first holder, person).
     let mut linked: Vec<(u32, u32)> = Vec::new();
     let mut batches = PersonBatches::open(
@@ -1375,7 +1391,7 @@ fn streamed_households_held(
         for (person_id, household_id, keys) in rows {
             has_keys.push(!keys.is_empty());
             persons.push(person_id);
-            previous.push(household_id);
+            previous.push(compact_id(household_id));
             let n = has_keys.len() as u32 - 1;
             match &mut links {
                 // Persons come in ascending order: the first holder is the least, as the

@@ -21,6 +21,13 @@ pub(super) fn count(client: &mut SpiClient<'_>, query: &str) -> u64 {
         .max(0) as u64
 }
 
+/// Rows per fetch and per written chunk of a resolve's clustering and of the new ids it draws,
+/// within customer_unify.batch_memory (a few hundred bytes a row in flight): 4 a kB, 100 to
+/// 200,000.
+pub(super) fn fetch_batch() -> usize {
+    (crate::budget::kb() as usize * 4).clamp(100, 200_000)
+}
+
 /// `n` new ids from `sequence`.
 pub(super) fn fresh_ids(
     client: &mut SpiClient<'_>,
@@ -40,6 +47,49 @@ pub(super) fn fresh_ids(
     .and_then(|t| t.first().get_one::<Vec<i64>>())
     .unwrap_or_else(|e| spi_failed(e, function))
     .unwrap_or_default()
+}
+
+/// `f` given a source of `n` new ids from `sequence`, in order: up to a fetch as one array
+/// (`fresh_ids`), more drawn a fetch at a time, no list of them held (at 10M
+/// records 50 MB, and as much again as PostgreSQL's array).
+pub(super) fn with_fresh_ids<R>(
+    client: &mut SpiClient<'_>,
+    sequence: &str,
+    n: usize,
+    function: &'static str,
+    f: impl FnOnce(&mut dyn FnMut() -> i64) -> R,
+) -> R {
+    let batch = fetch_batch();
+    if n <= batch {
+        // A few (every queue batch): one array from a kept plan.
+        let fresh = fresh_ids(client, sequence, n, function);
+        let mut fresh = fresh.into_iter();
+        return f(&mut || fresh.next().expect("one new id per cluster that needs one"));
+    }
+    let cursor = Cursor::open(
+        client,
+        "unify_fresh_ids",
+        // The series in a subquery's target list streams (in FROM it would be stored first).
+        &format!("SELECT nextval('{sequence}') FROM (SELECT generate_series(1, {n}) OFFSET 0) s"),
+        batch,
+        function,
+    );
+    let mut drawn: std::collections::VecDeque<i64> = Default::default();
+    let mut left = n;
+    let out = f(&mut || {
+        if drawn.is_empty() {
+            drawn.extend(cursor.next(client, |r| {
+                r.get::<i64>(1).ok().flatten().unwrap_or_default()
+            }));
+        }
+        left -= 1;
+        drawn
+            .pop_front()
+            .expect("one new id per cluster that needs one")
+    });
+    assert_eq!(left, 0, "every new id drawn");
+    cursor.close(client);
+    out
 }
 
 /// Fills `table` (an empty table of two bigint columns: node, label) with every node of
@@ -109,4 +159,62 @@ pub(super) fn label_components(
         );
     }
     true
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use super::{fetch_batch, with_fresh_ids};
+
+    /// New ids drawn a fetch at a time (more than a fetch needed) are the ids one array gives
+    /// (a fetch or fewer), in the same order, each drawn once, the sequence left after them.
+    #[pg_test]
+    fn new_ids_drawn_a_fetch_at_a_time_are_those_of_one_array() {
+        Spi::run("SET LOCAL customer_unify.batch_memory = '64kB'").unwrap();
+        assert_eq!(fetch_batch(), 256);
+        let n = 600;
+        let (drawn, in_arrays, last) = Spi::connect_mut(|client| {
+            let start = client
+                .update("SELECT nextval('unify.person_id_seq')", None, &[])
+                .unwrap()
+                .first()
+                .get_one::<i64>()
+                .unwrap()
+                .unwrap();
+            let drawn: Vec<i64> =
+                with_fresh_ids(client, "unify.person_id_seq", n, "test", |next| {
+                    (0..n).map(|_| next()).collect()
+                });
+            client
+                .update(
+                    "SELECT setval('unify.person_id_seq', $1)",
+                    None,
+                    &[start.into()],
+                )
+                .unwrap();
+            let mut in_arrays = Vec::new();
+            for _ in 0..6 {
+                in_arrays.extend(with_fresh_ids(
+                    client,
+                    "unify.person_id_seq",
+                    n / 6,
+                    "test",
+                    |next| (0..n / 6).map(|_| next()).collect::<Vec<i64>>(),
+                ));
+            }
+            let last = client
+                .update("SELECT last_value FROM unify.person_id_seq", None, &[])
+                .unwrap()
+                .first()
+                .get_one::<i64>()
+                .unwrap()
+                .unwrap();
+            (drawn, in_arrays, last)
+        });
+        assert_eq!(drawn, in_arrays);
+        assert!(drawn.windows(2).all(|w| w[1] == w[0] + 1), "{drawn:?}");
+        assert_eq!(last, *drawn.last().unwrap());
+    }
 }
