@@ -5,7 +5,7 @@
 //! `crate::sql::matching::stream`), holding a bounded buffer whatever the number of records, and
 //! resolve makes golden records and households a batch of whole persons at a time
 //! (`sql::persons::golden`). Resolve's clustering holds its state for all records at once while
-//! that fits (about 100 bytes a record); above it, it clusters a batch of whole components at a
+//! that fits half of it (44 bytes a record, 40 more a record that had a person); above it, it clusters a batch of whole components at a
 //! time (`sql::persons::cluster::in_batches`, `crate::cluster::batches`), holding about the
 //! budget whatever the number of records, with PostgreSQL's own sorts of it bounded too.
 
@@ -22,7 +22,7 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"customer_unify.batch_memory",
         c"Memory a whole-table batch command (unify.score_pairs, unify.train, unify.resolve) may use in its backend.",
-        c"When all records fit (score_pairs and train: about 4 kB each; resolve's golden records: about 2 kB each), they are held at once; otherwise score_pairs streams them in blocking-key order and scores block by block, train samples the candidates block by block, and resolve makes golden records and households a batch of whole persons at a time and (above about 100 bytes a record) clusters a batch of whole components at a time, within this budget. PostgreSQL's own sorts and hashes in these steps (and in refresh_segments and fit_predictions) use work_mem, lowered to an eighth of this budget where that is smaller.",
+        c"When all records fit (score_pairs and train: about 4 kB each; resolve's golden records: about 2 kB each), they are held at once; otherwise score_pairs streams them in blocking-key order and scores block by block, train samples the candidates block by block, and resolve makes golden records and households a batch of whole persons at a time and (above about 44 bytes a record in half of it) clusters a batch of whole components at a time, within this budget. PostgreSQL's own sorts and hashes in these steps (and in refresh_segments and fit_predictions) use work_mem, lowered to an eighth of this budget where that is smaller.",
         &BATCH_MEMORY_KB,
         64,
         i32::MAX,

@@ -1040,7 +1040,7 @@ fn households_held(client: &mut SpiClient<'_>, mapping: &str) -> Option<(KeyLink
         half / HELD_HOUSEHOLD_BYTES,
     );
     let records = format!("{mapping} rp");
-    let persons = format!("(SELECT DISTINCT person_id FROM {mapping}) rp");
+    let persons = format!("(SELECT DISTINCT m.person_id FROM {mapping} m) rp");
     let links = |n| {
         if n <= with_keys {
             KeyLinks::Map(HashMap::new())
