@@ -25,11 +25,9 @@
 //! back the id they had before the merge, and a new id means a new customer.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::num::NonZeroI64;
 
-/// A record's id before a run: `Option<i64>`, or `Option<NonZeroI64>` where a whole run's
-/// records are held (8 bytes instead of 16: person and household ids come from sequences that
-/// start at 1).
+/// A record's id before a run: `Option<i64>`, or a [`PackedId`] where a whole run's records are
+/// held.
 pub trait PreviousId: Copy {
     fn id(self) -> Option<i64>;
 }
@@ -40,15 +38,33 @@ impl PreviousId for Option<i64> {
     }
 }
 
-impl PreviousId for Option<NonZeroI64> {
-    fn id(self) -> Option<i64> {
-        self.map(NonZeroI64::get)
+/// An id or none in 8 bytes (`Option<i64>` takes 16): none is `i64::MIN`, never an id (person
+/// and household ids come from sequences that start at 1; every other value, 0 and negative
+/// ones included, stays itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackedId(i64);
+
+impl PackedId {
+    pub const NONE: Self = Self(i64::MIN);
+
+    pub fn new(id: Option<i64>) -> Self {
+        debug_assert_ne!(id, Some(i64::MIN), "i64::MIN is no id");
+        Self(id.unwrap_or(i64::MIN))
+    }
+
+    pub fn get(self) -> Option<i64> {
+        (self.0 != i64::MIN).then_some(self.0)
+    }
+
+    pub fn is_none(self) -> bool {
+        self.0 == i64::MIN
     }
 }
 
-/// `id` as held compactly (0, never drawn from a sequence, as none).
-pub fn compact_id(id: Option<i64>) -> Option<NonZeroI64> {
-    id.and_then(NonZeroI64::new)
+impl PreviousId for PackedId {
+    fn id(self) -> Option<i64> {
+        self.get()
+    }
 }
 
 /// A change of identity for `unify.identity_events`.
@@ -125,9 +141,9 @@ struct Spread {
 #[derive(Debug)]
 pub struct IdPlan {
     /// Per cluster the previous id it keeps; None: it needs another one (8 bytes a cluster).
-    kept: Vec<Option<NonZeroI64>>,
+    kept: Vec<PackedId>,
     /// Per cluster the former id it gets back (only where `kept` is None).
-    restored: Vec<Option<NonZeroI64>>,
+    restored: Vec<PackedId>,
     /// Per previous id and cluster holding its records, in that order: what each previous id
     /// became (about one entry a person, 24 bytes; no map or set per person).
     spread: Vec<Spread>,
@@ -154,7 +170,10 @@ impl IdPlan {
         let former_of = |i: usize| former.get(i);
         // Per record with a previous id: (previous id, cluster, born in it), sorted, then
         // summed per previous id and cluster in place.
-        let mut each: Vec<(i64, u32, bool)> = Vec::new();
+        // Made at their size (a whole run at 10M records: grown by doubling they held up to
+        // twice as much).
+        let mut each: Vec<(i64, u32, bool)> =
+            Vec::with_capacity(previous.iter().filter(|p| p.id().is_some()).count());
         for (n, (&c, p)) in cluster_of.iter().zip(previous).enumerate() {
             crate::interrupt::check_every(n, 1 << 16);
             if let Some(p) = p.id() {
@@ -162,7 +181,8 @@ impl IdPlan {
             }
         }
         each.sort_unstable();
-        let mut spread: Vec<Spread> = Vec::new();
+        let mut spread: Vec<Spread> =
+            Vec::with_capacity(each.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)).count());
         for (p, c, born) in each {
             match spread.last_mut() {
                 Some(s) if s.previous == p && s.cluster == c => {
@@ -177,8 +197,7 @@ impl IdPlan {
                 }),
             }
         }
-        spread.shrink_to_fit();
-        let mut kept: Vec<Option<NonZeroI64>> = vec![None; clusters as usize];
+        let mut kept: Vec<PackedId> = vec![PackedId::NONE; clusters as usize];
         for per_cluster in spread.chunk_by(|a, b| a.previous == b.previous) {
             // Most records born in it, then most records; on a tie the lowest cluster number
             // (the one with the smallest record).
@@ -194,14 +213,14 @@ impl IdPlan {
             // Previous ids come in ascending order: the first a cluster gets is its smallest.
             let slot = &mut kept[owner as usize];
             if slot.is_none() {
-                *slot = compact_id(Some(per_cluster[0].previous));
+                *slot = PackedId::new(Some(per_cluster[0].previous));
             }
         }
         let is_previous = |id: i64| spread.binary_search_by(|s| s.previous.cmp(&id)).is_ok();
         // What the clusters left without an id could get back.
         let mut claims: BTreeMap<(u32, i64), (u64, u64)> = BTreeMap::new();
         for (n, &c) in cluster_of.iter().enumerate() {
-            if kept[c as usize].is_some() {
+            if !kept[c as usize].is_none() {
                 continue;
             }
             for (position, &id) in former_of(n).iter().enumerate() {
@@ -213,7 +232,7 @@ impl IdPlan {
             }
         }
         Self {
-            restored: vec![None; kept.len()],
+            restored: vec![PackedId::NONE; kept.len()],
             kept,
             spread,
             claims: claims
@@ -250,14 +269,14 @@ impl IdPlan {
         for claim in claims {
             let slot = &mut self.restored[claim.cluster as usize];
             if slot.is_none() && !unavailable.contains(&claim.id) && given.insert(claim.id) {
-                *slot = compact_id(Some(claim.id));
+                *slot = PackedId::new(Some(claim.id));
             }
         }
     }
 
     /// The id cluster `c` gets back, if any (after `restore`).
     pub fn restored(&self, c: u32) -> Option<i64> {
-        self.restored[c as usize].id()
+        self.restored[c as usize].get()
     }
 
     /// Whether cluster `c` keeps no previous id and gets none back (after `restore`).
@@ -289,7 +308,7 @@ impl IdPlan {
     pub fn ids_drawn(&self, mut next: impl FnMut() -> i64) -> Vec<i64> {
         let mut ids = Vec::with_capacity(self.kept.len());
         for (k, r) in self.kept.iter().zip(&self.restored) {
-            ids.push(k.or(*r).id().unwrap_or_else(&mut next));
+            ids.push(k.get().or(r.get()).unwrap_or_else(&mut next));
         }
         ids
     }
@@ -320,7 +339,7 @@ impl IdPlan {
             let into: BTreeSet<i64> = group.iter().map(|s| ids[s.cluster as usize]).collect();
             let restored: BTreeSet<i64> = group
                 .iter()
-                .filter_map(|s| self.restored[s.cluster as usize].id())
+                .filter_map(|s| self.restored[s.cluster as usize].get())
                 .collect();
             events.push(IdEvent::Split {
                 person_id: group[0].previous,
@@ -390,7 +409,7 @@ mod tests {
         let ids = p.ids(fresh);
         let events = p.events(&ids);
         // As a whole run holds them: previous ids in 8 bytes, the new ids drawn one by one.
-        let compact: Vec<Option<NonZeroI64>> = previous.iter().map(|&p| compact_id(p)).collect();
+        let compact: Vec<PackedId> = previous.iter().map(|&p| PackedId::new(p)).collect();
         let mut q = IdPlan::with_history(
             cluster_of,
             clusters,
@@ -406,6 +425,17 @@ mod tests {
             assert_eq!(q.restored(c), p.restored(c));
         }
         (ids, events)
+    }
+
+    /// Only `i64::MIN` is none in a `PackedId`: an id of 0 (never drawn from a sequence) is
+    /// kept like any other, with no event, held compactly or not.
+    #[test]
+    fn an_id_of_zero_is_kept_like_any_other() {
+        assert_eq!(plan(&[0, 0], &[Some(0), Some(0)], &[]), (vec![0], vec![]));
+        assert_eq!(PackedId::new(Some(0)).get(), Some(0));
+        assert_eq!(PackedId::new(Some(-5)).get(), Some(-5));
+        assert_eq!(PackedId::new(None).get(), None);
+        assert!(PackedId::NONE.is_none());
     }
 
     fn split(person_id: i64, into: &[i64], restored: &[i64]) -> IdEvent {

@@ -2,7 +2,6 @@
 //! ids and the merges and splits they make.
 
 use std::collections::{BTreeSet, HashSet};
-use std::num::NonZeroI64;
 
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -19,7 +18,7 @@ use super::super::spi::{
 use super::{count, fetch_batch, with_fresh_ids};
 use crate::cluster::batches::{Batch, BatchRecord, KeyedEvent, LinkKind};
 use crate::cluster::components::{pair_order, Clusterer, MatchPair};
-use crate::cluster::ids::{compact_id, former_ids_after, FormerIds, IdEvent, IdPlan, PreviousId};
+use crate::cluster::ids::{former_ids_after, FormerIds, IdEvent, IdPlan, PackedId, PreviousId};
 
 /// The temp table a full run stages the changed records in when they are more than a chunk.
 const CHANGES: &str = "pg_temp.unify_cluster_changes";
@@ -90,31 +89,44 @@ fn _cluster(
     let full = person_ids.is_none() && record_ids.is_none();
     // Records per fetch and per written chunk.
     let batch = fetch_batch();
-    // Seconds and private memory per phase at DEBUG1 (where a run within the budget grows).
-    let mut phases = Phases::new("_cluster");
     Spi::connect_mut(|client| {
         // A full run whose clustering state would pass half the budget (the other half left to
         // PostgreSQL's sorts and the rows in flight): a batch of whole components at a time
         // (issue 27). At 1GB that is above about 12M records in a first resolve.
         let mut capacity = 0;
         if full {
+            let half = crate::budget::kb() * 1024 / 2;
             let total = count(client, "SELECT count(*) FROM unify.records");
-            let with_person = count(client, "SELECT count(*) FROM unify.record_persons");
-            if held_state_bytes(total, with_person) > crate::budget::kb() * 1024 / 2 {
+            // The records with a person counted only where they decide.
+            let held = held_state_bytes(total, 0) <= half
+                && (held_state_bytes(total, total) <= half
+                    || held_state_bytes(
+                        total,
+                        count(client, "SELECT count(*) FROM unify.record_persons"),
+                    ) <= half);
+            if !held {
                 return TableIterator::once(in_batches(client, rule, reason, batch, total));
             }
             capacity = total as usize;
         }
+        // A full run held at once: seconds and private memory per phase at DEBUG1 (where a run
+        // within the budget grows). Not for the queue's small scopes.
+        let mut phases = full.then(|| Phases::new("_cluster"));
+        let mut mark = |phase: &'static str| {
+            if let Some(p) = phases.as_mut() {
+                p.mark(phase);
+            }
+        };
         // The records in scope in record id order: their dense index is their rank, found by a
         // binary search (8 bytes a record, no map). Former ids only where a record has any.
         // A full run's arrays are made at their size: grown by doubling they held up to twice.
         let mut ids: Vec<i64> = Vec::with_capacity(capacity);
-        let mut previous: Vec<Option<NonZeroI64>> = Vec::with_capacity(capacity);
+        let mut previous: Vec<PackedId> = Vec::with_capacity(capacity);
         let mut former = FormerIds::default();
         let mut take = |r: &SpiHeapTupleData| {
             let i = ids.len() as u32;
             ids.push(r.get::<i64>(1).ok().flatten().unwrap_or_default());
-            previous.push(compact_id(r.get::<i64>(2).ok().flatten()));
+            previous.push(PackedId::new(r.get::<i64>(2).ok().flatten()));
             former.push(i, r.get::<Vec<i64>>(3).ok().flatten().unwrap_or_default());
         };
         if full {
@@ -151,7 +163,7 @@ fn _cluster(
                 |r| take(r),
             );
         }
-        phases.mark("records read");
+        mark("records read");
         let index = |id: i64| ids.binary_search(&id).ok().map(|i| i as u32);
         // Pairs and overrides are found by their first record and kept when the second is in
         // scope too, tested here: as a filter in a kept (generic) plan, `b = ANY ($1)` scans
@@ -252,7 +264,7 @@ fn _cluster(
             }
         }
         let clustering = clusterer.finish();
-        phases.mark("clustered");
+        mark("clustered");
         let mut plan = IdPlan::with_history(
             &clustering.cluster_of,
             clustering.clusters,
@@ -272,7 +284,7 @@ fn _cluster(
                 plan.ids_drawn(next)
             });
         let events = plan.events(&person_of_cluster);
-        phases.mark("ids planned");
+        mark("ids planned");
 
         // The records whose person changes, written a chunk of `batch` at a time (one statement
         // when they fit one chunk; else the chunks go to a temp table first, and one statement
@@ -282,7 +294,7 @@ fn _cluster(
             .filter(|&i| previous[i].id() != Some(person_of(i)))
             .count();
         // A first resolve: no record had a person, so unify.record_persons is empty.
-        let first_fill = full && changed > 0 && previous.iter().all(Option::is_none);
+        let first_fill = full && changed > 0 && previous.iter().all(|p| p.is_none());
         let staged = changed > batch;
         if staged {
             crate::sql::spi::drop_temp_tables(client, &[CHANGES], F);
@@ -337,7 +349,7 @@ fn _cluster(
                 first_fill,
             );
         }
-        phases.mark("records written");
+        mark("records written");
         let (mut merges, mut splits) = (0i64, 0i64);
         // A chunk of events per statement, in their order (their ids follow it). An id given
         // back names an event of an earlier run, never one of these (it was no previous id).

@@ -4,7 +4,6 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
-use std::num::NonZeroI64;
 
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -22,7 +21,7 @@ use super::households::{
 };
 use crate::cluster::components::Clusterer;
 use crate::cluster::groups_with_keys;
-use crate::cluster::ids::{compact_id, PreviousId};
+use crate::cluster::ids::{PackedId, PreviousId};
 use crate::cluster::survivorship::{latest_consent, survivor, Candidate, ConsentCandidate, Rule};
 use crate::memo::Memo;
 use crate::normalize::{address, display, name, phone};
@@ -1012,17 +1011,22 @@ const IDS: &str = "pg_temp.unify_golden_ids";
 #[derive(Default)]
 struct Households {
     persons: Vec<i64>,
-    household: Vec<Option<NonZeroI64>>,
+    household: Vec<PackedId>,
 }
 
 /// The temp table of the household keys of a streamed run grouped in memory.
 const HELD_KEYS: &str = "pg_temp.unify_golden_keys";
 
-/// Memory per person of the held grouping (see `streamed_households_held`): their id, household
-/// before and after (8 each), whether they have keys (1), the union-find (8, with the
-/// clusters' numbers 4), their group (8) and the id plan's 12 a person and 24 a group; about 60
-/// bytes at the most, rounded up.
+/// Memory per person of the held grouping (see `streamed_households_held`), all made at their
+/// size: their id and household before (8 each) throughout; while grouped whether they have
+/// keys (1), the union-find (8) and its clusters' numbers (4 + 4), their group (8); then the id
+/// plan's 12 a person with keys and 24 a group (`households::plan_household_ids`), the ids out
+/// (8): about 52 bytes at the most, rounded up.
 const HELD_HOUSEHOLD_BYTES: u64 = 64;
+
+/// Memory per person who had a household besides: the id plan's entry and its sum per household
+/// before (16 + 24, `IdPlan::with_history`).
+const HELD_HOUSEHOLD_BEFORE_BYTES: u64 = 40;
 
 /// Memory per person of the household keys held in a map besides (`KeyLinks::Map`): about 1.9
 /// keys a person of some 30 bytes, each in a map entry and an allocation of its own, rounded
@@ -1030,11 +1034,18 @@ const HELD_HOUSEHOLD_BYTES: u64 = 64;
 const HELD_KEY_BYTES: u64 = 192;
 
 /// How the households of a streamed run are grouped: in memory while that takes at most half
-/// the budget (8 million persons at 1GB; their keys in memory too up to 2 million), above in
-/// SQL, flat. The records are counted first (there are no more persons than records); where
-/// they are too many, the persons. With the number of persons to make room for at once.
+/// the budget (8 million persons at 1GB where none had a household, 5 million where all had;
+/// their keys in memory too up to 2 million), above in SQL, flat. The records are counted first
+/// (there are no more persons than records); where they are too many, the persons. With the
+/// number of persons to make room for at once.
 fn households_held(client: &mut SpiClient<'_>, mapping: &str) -> Option<(KeyLinks, u64)> {
     let half = crate::budget::kb() * 1024 / 2;
+    let had = at_most(
+        client,
+        "unify.persons p WHERE p.household_id IS NOT NULL",
+        half / HELD_HOUSEHOLD_BEFORE_BYTES,
+    )?;
+    let half = half - had * HELD_HOUSEHOLD_BEFORE_BYTES;
     let (with_keys, held) = (
         half / (HELD_HOUSEHOLD_BYTES + HELD_KEY_BYTES),
         half / HELD_HOUSEHOLD_BYTES,
@@ -1355,7 +1366,7 @@ impl PersonBatches {
 /// each person sharing a key joined to the key's first holder (`links`: through a map of the
 /// keys, or a temp table of them sorted by PostgreSQL within work_mem) by a union-find over the
 /// persons (8 bytes each), plus per person whether they have keys (1 byte), their id (8 bytes)
-/// and their household before (16 bytes): while that fits half the budget (`households_held`),
+/// and their household before (8 bytes): while that fits half the budget (`households_held`),
 /// else `streamed_households` in SQL.
 fn streamed_households_held(
     client: &mut SpiClient<'_>,
@@ -1376,7 +1387,7 @@ fn streamed_households_held(
     // counted are at least the persons.
     let mut has_keys: Vec<bool> = Vec::with_capacity(persons_at_most);
     let mut persons: Vec<i64> = Vec::with_capacity(persons_at_most);
-    let mut previous: Vec<Option<NonZeroI64>> = Vec::with_capacity(persons_at_most);
+    let mut previous: Vec<PackedId> = Vec::with_capacity(persons_at_most);
     // Links found through the map: (first holder, person).
     let mut linked: Vec<(u32, u32)> = Vec::new();
     let mut batches = PersonBatches::open(
@@ -1391,7 +1402,7 @@ fn streamed_households_held(
         for (person_id, household_id, keys) in rows {
             has_keys.push(!keys.is_empty());
             persons.push(person_id);
-            previous.push(compact_id(household_id));
+            previous.push(PackedId::new(household_id));
             let n = has_keys.len() as u32 - 1;
             match &mut links {
                 // Persons come in ascending order: the first holder is the least, as the

@@ -6,11 +6,9 @@ use pgrx::spi::SpiClient;
 use super::super::spi::{
     drop_temp_tables, fetch_all, set_back, spi_failed, swap_batch_work_mem, update_kept, Args,
 };
-use std::num::NonZeroI64;
-
 use super::{count, with_fresh_ids};
 use crate::cluster::group_by_shared_keys;
-use crate::cluster::ids::{compact_id, IdPlan, PreviousId};
+use crate::cluster::ids::{IdPlan, PackedId, PreviousId};
 
 /// The fields of a person that make persons one household.
 pub(super) struct HouseholdFields<'a> {
@@ -68,24 +66,32 @@ pub(super) fn plan_households(
 ) -> Vec<Option<i64>> {
     plan_household_ids(client, &group_by_shared_keys(keys), previous)
         .into_iter()
-        .map(|h| h.id())
+        .map(PackedId::get)
         .collect()
 }
 
 /// The household of each person from their groups (None: no keys) and the households they had
-/// (`previous`): stable ids, new ones from the sequence drawn a fetch at a time. 8 bytes a
-/// person out, besides the plan's 4 + 8 per person with keys and 24 per group.
+/// (`previous`): stable ids, new ones from the sequence drawn a fetch at a time. Held at once
+/// (`golden::HELD_HOUSEHOLD_BYTES`): per person with keys their group and household before (4 +
+/// 8), per group the plan's ids (8 + 8 + 8), per person who had a household the plan's entry
+/// and its sum per household (16 + 24); out 8 bytes a person.
 pub(super) fn plan_household_ids(
     client: &mut SpiClient<'_>,
     groups: &[Option<u32>],
     previous: &[impl PreviousId],
-) -> Vec<Option<NonZeroI64>> {
+) -> Vec<PackedId> {
+    assert_eq!(
+        groups.len(),
+        previous.len(),
+        "one household before per person"
+    );
     // Stable ids over the persons that have a household.
-    let (mut cluster_of, mut before) = (Vec::new(), Vec::new());
+    let grouped = groups.iter().flatten().count();
+    let (mut cluster_of, mut before) = (Vec::with_capacity(grouped), Vec::with_capacity(grouped));
     for (g, p) in groups.iter().zip(previous) {
         if let Some(g) = g {
             cluster_of.push(*g);
-            before.push(compact_id(p.id()));
+            before.push(PackedId::new(p.id()));
         }
     }
     let n_groups = cluster_of.iter().max().map_or(0, |m| m + 1);
@@ -98,9 +104,10 @@ pub(super) fn plan_household_ids(
         "resolve",
         |next| plan.ids_drawn(next),
     );
+    drop(plan);
     groups
         .iter()
-        .map(|g| g.and_then(|g| compact_id(Some(household_of_group[g as usize]))))
+        .map(|g| PackedId::new(g.map(|g| household_of_group[g as usize])))
         .collect()
 }
 
