@@ -424,7 +424,8 @@ type ClusterRow = (i64, i64, i64, i64, i64, i64, i64, i64, Option<Vec<i64>>);
 /// union-find while it runs (8) and, per cluster (at most one a record), the id kept, the id
 /// given back and the final id (8 each; the new ids are drawn a fetch at a time). Per record
 /// with a person the id plan's entry and its sum per previous id (16 + 24). The rows in flight
-/// (a fetch, a chunk of changes) are in the other half of the budget.
+/// (a fetch, a chunk of changes) are in the other half of the budget; not counted either: the
+/// former ids of the few records that have any, and the run's merge and split events.
 fn held_state_bytes(records: u64, with_person: u64) -> u64 {
     const PER_RECORD: u64 = 8 + 8 + 4 + 3 * 8;
     const PER_PREVIOUS: u64 = 16 + 24;
