@@ -15,7 +15,7 @@ use super::super::spi::{
     set_back, spi_failed, swap_batch_work_mem, swap_setting, update_kept, update_with, Args,
     Cursor,
 };
-use super::{count, fetch_batch, with_fresh_ids};
+use super::{count, fetch_batch, with_fresh_ids, Stream};
 use crate::cluster::batches::{Batch, BatchRecord, KeyedEvent, LinkKind};
 use crate::cluster::components::{pair_order, Clusterer, MatchPair};
 use crate::cluster::ids::{former_ids_after, FormerIds, IdEvent, IdPlan, PackedId, PreviousId};
@@ -97,13 +97,11 @@ fn _cluster(
         if full {
             let half = crate::budget::kb() * 1024 / 2;
             let total = count(client, "SELECT count(*) FROM unify.records");
+            let fits = |with_person| held_state_bytes(total, with_person) <= half;
             // The records with a person counted only where they decide.
-            let held = held_state_bytes(total, 0) <= half
-                && (held_state_bytes(total, total) <= half
-                    || held_state_bytes(
-                        total,
-                        count(client, "SELECT count(*) FROM unify.record_persons"),
-                    ) <= half);
+            let held = fits(0)
+                && (fits(total)
+                    || fits(count(client, "SELECT count(*) FROM unify.record_persons")));
             if !held {
                 return TableIterator::once(in_batches(client, rule, reason, batch, total));
             }
@@ -446,48 +444,6 @@ const FRESH: &str = "pg_temp.unify_cluster_fresh";
 const FRESH_IDS: &str = "pg_temp.unify_cluster_fresh_ids";
 const EVENTS: &str = "pg_temp.unify_cluster_events";
 
-/// A cursor read a row at a time (fetched `batch` at a time), with a look at the next row.
-struct Stream<T> {
-    cursor: Cursor,
-    rows: std::collections::VecDeque<T>,
-    row: fn(&SpiHeapTupleData) -> T,
-    done: bool,
-}
-
-impl<T> Stream<T> {
-    fn open(
-        client: &mut SpiClient<'_>,
-        name: &str,
-        query: &str,
-        batch: usize,
-        row: fn(&SpiHeapTupleData) -> T,
-    ) -> Self {
-        Self {
-            cursor: Cursor::open(client, name, query, batch, "resolve"),
-            rows: Default::default(),
-            row,
-            done: false,
-        }
-    }
-
-    fn peek(&mut self, client: &mut SpiClient<'_>) -> Option<&T> {
-        if self.rows.is_empty() && !self.done {
-            let rows = self.cursor.next(client, self.row);
-            self.done = rows.is_empty();
-            self.rows.extend(rows);
-        }
-        self.rows.front()
-    }
-
-    fn pop(&mut self) -> Option<T> {
-        self.rows.pop_front()
-    }
-
-    fn close(self, client: &mut SpiClient<'_>) {
-        self.cursor.close(client);
-    }
-}
-
 /// A full run whose clustering would not fit `customer_unify.batch_memory` (issue 27): the same
 /// persons, ids, former ids and events as all records held at once, within the budget whatever
 /// the number of records (`crate::cluster::batches` says why a batch of whole components
@@ -682,6 +638,7 @@ fn in_batches(
               ORDER BY l.label, r.record_id"
         ),
         batch,
+        F,
         |r| {
             (
                 r.get::<i64>(1).ok().flatten().unwrap_or_default(),
@@ -701,6 +658,7 @@ fn in_batches(
               ORDER BY label, kind, w DESC, least(a, b), greatest(a, b)"
         ),
         batch,
+        F,
         |r| {
             (
                 r.get::<i64>(1).ok().flatten().unwrap_or_default(),

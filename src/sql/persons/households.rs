@@ -362,6 +362,7 @@ fn _group_households(person_ids: Option<Vec<i64>>) -> i64 {
 mod tests {
     use pgrx::prelude::*;
 
+    use super::super::tests::bigint;
     use super::{create_keys_table, plan_households, plan_in_sql, KEYS, PLAN};
 
     /// Grouping in SQL (a streamed run, `_group_households(NULL)`) gives every person the
@@ -391,13 +392,7 @@ mod tests {
             .map(|i| (i % 6 != 5).then_some(1000 + (i / 4) as i64))
             .collect();
         let (in_memory, in_sql) = Spi::connect_mut(|client| {
-            let start = client
-                .update("SELECT nextval('unify.household_id_seq')", None, &[])
-                .unwrap()
-                .first()
-                .get_one::<i64>()
-                .unwrap()
-                .unwrap();
+            let start = bigint(client, "SELECT nextval('unify.household_id_seq')");
             let restart = |client: &mut pgrx::spi::SpiClient<'_>| {
                 client
                     .update(

@@ -2,7 +2,7 @@
 //! ids, golden records by survivorship, households. Reads records, pairs and overrides through
 //! SPI, works in Rust, and writes back with a few set-based statements.
 
-use pgrx::spi::SpiClient;
+use pgrx::spi::{SpiClient, SpiHeapTupleData};
 
 use super::spi::{insert_arrays, select_kept, spi_failed, Cursor};
 use crate::cluster::components::ComponentLabels;
@@ -28,8 +28,8 @@ pub(super) fn fetch_batch() -> usize {
     (crate::budget::kb() as usize * 4).clamp(100, 200_000)
 }
 
-/// `n` new ids from `sequence`.
-pub(super) fn fresh_ids(
+/// `n` new ids from `sequence` as one array (`with_fresh_ids` draws more a fetch at a time).
+fn fresh_ids(
     client: &mut SpiClient<'_>,
     sequence: &str,
     n: usize,
@@ -66,30 +66,67 @@ pub(super) fn with_fresh_ids<R>(
         let mut fresh = fresh.into_iter();
         return f(&mut || fresh.next().expect("one new id per cluster that needs one"));
     }
-    let cursor = Cursor::open(
+    let mut drawn = Stream::open(
         client,
         "unify_fresh_ids",
         // The series in a subquery's target list streams (in FROM it would be stored first).
         &format!("SELECT nextval('{sequence}') FROM (SELECT generate_series(1, {n}) OFFSET 0) s"),
         batch,
         function,
+        |r| r.get::<i64>(1).ok().flatten().unwrap_or_default(),
     );
-    let mut drawn: std::collections::VecDeque<i64> = Default::default();
     let mut left = n;
     let out = f(&mut || {
-        if drawn.is_empty() {
-            drawn.extend(cursor.next(client, |r| {
-                r.get::<i64>(1).ok().flatten().unwrap_or_default()
-            }));
-        }
+        drawn.peek(client);
         left -= 1;
-        drawn
-            .pop_front()
-            .expect("one new id per cluster that needs one")
+        drawn.pop().expect("one new id per cluster that needs one")
     });
     assert_eq!(left, 0, "every new id drawn");
-    cursor.close(client);
+    drawn.close(client);
     out
+}
+
+/// A cursor read a row at a time (fetched `batch` at a time), with a look at the next row.
+pub(super) struct Stream<T> {
+    cursor: Cursor,
+    rows: std::collections::VecDeque<T>,
+    row: fn(&SpiHeapTupleData) -> T,
+    done: bool,
+}
+
+impl<T> Stream<T> {
+    pub(super) fn open(
+        client: &mut SpiClient<'_>,
+        name: &str,
+        query: &str,
+        batch: usize,
+        function: &'static str,
+        row: fn(&SpiHeapTupleData) -> T,
+    ) -> Self {
+        Self {
+            cursor: Cursor::open(client, name, query, batch, function),
+            rows: Default::default(),
+            row,
+            done: false,
+        }
+    }
+
+    pub(super) fn peek(&mut self, client: &mut SpiClient<'_>) -> Option<&T> {
+        if self.rows.is_empty() && !self.done {
+            let rows = self.cursor.next(client, self.row);
+            self.done = rows.is_empty();
+            self.rows.extend(rows);
+        }
+        self.rows.front()
+    }
+
+    pub(super) fn pop(&mut self) -> Option<T> {
+        self.rows.pop_front()
+    }
+
+    pub(super) fn close(self, client: &mut SpiClient<'_>) {
+        self.cursor.close(client);
+    }
 }
 
 /// Fills `table` (an empty table of two bigint columns: node, label) with every node of
@@ -168,6 +205,20 @@ mod tests {
 
     use super::{fetch_batch, with_fresh_ids};
 
+    /// The one bigint `query` gives (the tests' sequence reads).
+    pub(in crate::sql::persons) fn bigint(
+        client: &mut pgrx::spi::SpiClient<'_>,
+        query: &str,
+    ) -> i64 {
+        client
+            .update(query, None, &[])
+            .unwrap()
+            .first()
+            .get_one::<i64>()
+            .unwrap()
+            .unwrap()
+    }
+
     /// New ids drawn a fetch at a time (more than a fetch needed) are the ids one array gives
     /// (a fetch or fewer), in the same order, each drawn once, the sequence left after them.
     #[pg_test]
@@ -176,13 +227,7 @@ mod tests {
         assert_eq!(fetch_batch(), 256);
         let n = 600;
         let (drawn, in_arrays, last) = Spi::connect_mut(|client| {
-            let start = client
-                .update("SELECT nextval('unify.person_id_seq')", None, &[])
-                .unwrap()
-                .first()
-                .get_one::<i64>()
-                .unwrap()
-                .unwrap();
+            let start = bigint(client, "SELECT nextval('unify.person_id_seq')");
             let drawn: Vec<i64> =
                 with_fresh_ids(client, "unify.person_id_seq", n, "test", |next| {
                     (0..n).map(|_| next()).collect()
@@ -204,13 +249,7 @@ mod tests {
                     |next| (0..n / 6).map(|_| next()).collect::<Vec<i64>>(),
                 ));
             }
-            let last = client
-                .update("SELECT last_value FROM unify.person_id_seq", None, &[])
-                .unwrap()
-                .first()
-                .get_one::<i64>()
-                .unwrap()
-                .unwrap();
+            let last = bigint(client, "SELECT last_value FROM unify.person_id_seq");
             (drawn, in_arrays, last)
         });
         assert_eq!(drawn, in_arrays);

@@ -33,6 +33,20 @@ SELECT format('%s %s %s', record_id, person_id, former_person_ids) AS r
 FROM unify.records LEFT JOIN unify.record_persons USING (record_id);
 CREATE TEMP VIEW out_events AS SELECT to_jsonb(e)::text AS r FROM unify.identity_events e;
 CREATE TEMP VIEW out_outbox AS SELECT to_jsonb(o)::text AS r FROM unify.outbox o;
+-- What differs from the held run's rows, counted each way.
+CREATE FUNCTION pg_temp.differing(persons text[], records text[], events text[], outbox text[])
+RETURNS TABLE (persons_only_held bigint, persons_only_streamed bigint, records_only_held bigint,
+               records_only_streamed bigint, events_differing bigint, outbox_differing bigint)
+LANGUAGE sql AS $$
+SELECT (SELECT count(*) FROM (SELECT unnest(persons) EXCEPT SELECT r FROM out_persons) d),
+       (SELECT count(*) FROM (SELECT r FROM out_persons EXCEPT SELECT unnest(persons)) d),
+       (SELECT count(*) FROM (SELECT unnest(records) EXCEPT SELECT r FROM out_records) d),
+       (SELECT count(*) FROM (SELECT r FROM out_records EXCEPT SELECT unnest(records)) d),
+       (SELECT count(*) FROM (SELECT unnest(events) EXCEPT SELECT r FROM out_events) d)
+     + (SELECT count(*) FROM (SELECT r FROM out_events EXCEPT SELECT unnest(events)) d),
+       (SELECT count(*) FROM (SELECT unnest(outbox) EXCEPT SELECT r FROM out_outbox) d)
+     + (SELECT count(*) FROM (SELECT r FROM out_outbox EXCEPT SELECT unnest(outbox)) d)
+$$;
 -- The persons whose unify.golden_inputs hash is not the one unify._refresh_persons's SQL makes
 -- (its seed written out again here): a first resolve has the golden pass hash the records it
 -- reads (src/sql/persons/golden.rs, version_hash) instead.
@@ -92,14 +106,8 @@ SELECT pg_temp.restore_sequences() AS sequences_set_back;
 -- the records whose person changes staged in a temp table in chunks of 1,600.
 SET LOCAL customer_unify.batch_memory = '400kB';
 SELECT (to_jsonb(r) - 'seconds') = :'held'::jsonb AS same_figures FROM unify.resolve() r;
-SELECT (SELECT count(*) FROM (SELECT unnest(:'a_persons'::text[]) EXCEPT SELECT r FROM out_persons) d) AS persons_only_held,
-       (SELECT count(*) FROM (SELECT r FROM out_persons EXCEPT SELECT unnest(:'a_persons'::text[])) d) AS persons_only_streamed,
-       (SELECT count(*) FROM (SELECT unnest(:'a_records'::text[]) EXCEPT SELECT r FROM out_records) d) AS records_only_held,
-       (SELECT count(*) FROM (SELECT r FROM out_records EXCEPT SELECT unnest(:'a_records'::text[])) d) AS records_only_streamed,
-       (SELECT count(*) FROM (SELECT unnest(:'a_events'::text[]) EXCEPT SELECT r FROM out_events) d)
-     + (SELECT count(*) FROM (SELECT r FROM out_events EXCEPT SELECT unnest(:'a_events'::text[])) d) AS events_differing,
-       (SELECT count(*) FROM (SELECT unnest(:'a_outbox'::text[]) EXCEPT SELECT r FROM out_outbox) d)
-     + (SELECT count(*) FROM (SELECT r FROM out_outbox EXCEPT SELECT unnest(:'a_outbox'::text[])) d) AS outbox_differing;
+SELECT d.persons_only_held, d.persons_only_streamed, d.records_only_held, d.records_only_streamed, d.events_differing, d.outbox_differing
+FROM pg_temp.differing(:'a_persons', :'a_records', :'a_events', :'a_outbox') d;
 SELECT (SELECT in_batches FROM clustered_in_batches),
        (SELECT count(*) > 0 FROM made_tables WHERE name LIKE '%unify\_cluster\_changes') AS changes_staged,
        (SELECT count(*) > 0 FROM made_tables WHERE name LIKE '%unify\_golden\_keys') AS keys_in_a_table;
@@ -109,12 +117,10 @@ SELECT pg_temp.restore_sequences() AS sequences_set_back;
 -- memory with the keys' first holders in a map (400kB: a temp table of the keys, sorted).
 SET LOCAL customer_unify.batch_memory = '2MB';
 SELECT (to_jsonb(r) - 'seconds') = :'held'::jsonb AS same_figures FROM unify.resolve() r;
-SELECT (SELECT count(*) FROM (SELECT unnest(:'a_persons'::text[]) EXCEPT SELECT r FROM out_persons) d) AS persons_only_held,
-       (SELECT count(*) FROM (SELECT r FROM out_persons EXCEPT SELECT unnest(:'a_persons'::text[])) d) AS persons_only_streamed,
-       (SELECT count(*) FROM (SELECT unnest(:'a_events'::text[]) EXCEPT SELECT r FROM out_events) d)
-     + (SELECT count(*) FROM (SELECT r FROM out_events EXCEPT SELECT unnest(:'a_events'::text[])) d) AS events_differing,
+SELECT d.persons_only_held, d.persons_only_streamed, d.events_differing,
        (SELECT inputs_differing FROM inputs_differing),
-       (SELECT count(*) > 0 FROM made_tables WHERE name LIKE '%unify\_golden\_keys') AS keys_in_a_table;
+       (SELECT count(*) > 0 FROM made_tables WHERE name LIKE '%unify\_golden\_keys') AS keys_in_a_table
+FROM pg_temp.differing(:'a_persons', :'a_records', :'a_events', :'a_outbox') d;
 ROLLBACK TO SAVEPOINT before_resolve;
 SELECT pg_temp.restore_sequences() AS sequences_set_back;
 -- Within 200kB: the clustering still held (2,000 records of 44 bytes fit half of it), its 1,250
@@ -123,28 +129,18 @@ SELECT pg_temp.restore_sequences() AS sequences_set_back;
 -- (1,250) do not: counted, not taken from the records; the keys' first holders in a temp table.
 SET LOCAL customer_unify.batch_memory = '200kB';
 SELECT (to_jsonb(r) - 'seconds') = :'held'::jsonb AS same_figures FROM unify.resolve() r;
-SELECT (SELECT count(*) FROM (SELECT unnest(:'a_persons'::text[]) EXCEPT SELECT r FROM out_persons) d) AS persons_only_held,
-       (SELECT count(*) FROM (SELECT r FROM out_persons EXCEPT SELECT unnest(:'a_persons'::text[])) d) AS persons_only_streamed,
-       (SELECT count(*) FROM (SELECT unnest(:'a_records'::text[]) EXCEPT SELECT r FROM out_records) d) AS records_only_held,
-       (SELECT count(*) FROM (SELECT r FROM out_records EXCEPT SELECT unnest(:'a_records'::text[])) d) AS records_only_streamed,
-       (SELECT count(*) FROM (SELECT unnest(:'a_events'::text[]) EXCEPT SELECT r FROM out_events) d)
-     + (SELECT count(*) FROM (SELECT r FROM out_events EXCEPT SELECT unnest(:'a_events'::text[])) d) AS events_differing,
+SELECT d.persons_only_held, d.persons_only_streamed, d.records_only_held, d.records_only_streamed, d.events_differing,
        (SELECT in_batches FROM clustered_in_batches),
        (SELECT count(*) > 0 FROM made_tables WHERE name LIKE '%unify\_golden\_keys') AS keys_in_a_table,
-       (SELECT count(*) > 0 FROM made_tables WHERE name LIKE '%unify\_household\_keys') AS households_in_sql;
+       (SELECT count(*) > 0 FROM made_tables WHERE name LIKE '%unify\_household\_keys') AS households_in_sql
+FROM pg_temp.differing(:'a_persons', :'a_records', :'a_events', :'a_outbox') d;
 ROLLBACK TO SAVEPOINT before_resolve;
 SELECT pg_temp.restore_sequences() AS sequences_set_back;
 -- Within 64kB:
 SET LOCAL customer_unify.batch_memory = '64kB';
 SELECT (to_jsonb(r) - 'seconds') = :'held'::jsonb AS same_figures FROM unify.resolve() r;
-SELECT (SELECT count(*) FROM (SELECT unnest(:'a_persons'::text[]) EXCEPT SELECT r FROM out_persons) d) AS persons_only_held,
-       (SELECT count(*) FROM (SELECT r FROM out_persons EXCEPT SELECT unnest(:'a_persons'::text[])) d) AS persons_only_streamed,
-       (SELECT count(*) FROM (SELECT unnest(:'a_records'::text[]) EXCEPT SELECT r FROM out_records) d) AS records_only_held,
-       (SELECT count(*) FROM (SELECT r FROM out_records EXCEPT SELECT unnest(:'a_records'::text[])) d) AS records_only_streamed,
-       (SELECT count(*) FROM (SELECT unnest(:'a_events'::text[]) EXCEPT SELECT r FROM out_events) d)
-     + (SELECT count(*) FROM (SELECT r FROM out_events EXCEPT SELECT unnest(:'a_events'::text[])) d) AS events_differing,
-       (SELECT count(*) FROM (SELECT unnest(:'a_outbox'::text[]) EXCEPT SELECT r FROM out_outbox) d)
-     + (SELECT count(*) FROM (SELECT r FROM out_outbox EXCEPT SELECT unnest(:'a_outbox'::text[])) d) AS outbox_differing;
+SELECT d.persons_only_held, d.persons_only_streamed, d.records_only_held, d.records_only_streamed, d.events_differing, d.outbox_differing
+FROM pg_temp.differing(:'a_persons', :'a_records', :'a_events', :'a_outbox') d;
 SELECT in_batches,
        (SELECT count(*) > 0 FROM made_tables WHERE name LIKE '%unify\_household\_keys') AS households_in_sql
 FROM clustered_in_batches;
@@ -161,14 +157,8 @@ SELECT pg_temp.restore_sequences() AS sequences_set_back;
 SET LOCAL customer_unify.batch_memory = '64kB';
 SET LOCAL unify_internal.component_labels = 'sql';
 SELECT (to_jsonb(r) - 'seconds') = :'held'::jsonb AS same_figures FROM unify.resolve() r;
-SELECT (SELECT count(*) FROM (SELECT unnest(:'a_persons'::text[]) EXCEPT SELECT r FROM out_persons) d) AS persons_only_held,
-       (SELECT count(*) FROM (SELECT r FROM out_persons EXCEPT SELECT unnest(:'a_persons'::text[])) d) AS persons_only_streamed,
-       (SELECT count(*) FROM (SELECT unnest(:'a_records'::text[]) EXCEPT SELECT r FROM out_records) d) AS records_only_held,
-       (SELECT count(*) FROM (SELECT r FROM out_records EXCEPT SELECT unnest(:'a_records'::text[])) d) AS records_only_streamed,
-       (SELECT count(*) FROM (SELECT unnest(:'a_events'::text[]) EXCEPT SELECT r FROM out_events) d)
-     + (SELECT count(*) FROM (SELECT r FROM out_events EXCEPT SELECT unnest(:'a_events'::text[])) d) AS events_differing,
-       (SELECT count(*) FROM (SELECT unnest(:'a_outbox'::text[]) EXCEPT SELECT r FROM out_outbox) d)
-     + (SELECT count(*) FROM (SELECT r FROM out_outbox EXCEPT SELECT unnest(:'a_outbox'::text[])) d) AS outbox_differing;
+SELECT d.persons_only_held, d.persons_only_streamed, d.records_only_held, d.records_only_streamed, d.events_differing, d.outbox_differing
+FROM pg_temp.differing(:'a_persons', :'a_records', :'a_events', :'a_outbox') d;
 SELECT in_batches FROM clustered_in_batches;
 SELECT count(*) AS cursors_left FROM pg_cursors WHERE name LIKE 'unify\_%';
 RESET unify_internal.component_labels;
@@ -222,14 +212,8 @@ ROLLBACK TO SAVEPOINT before_second;
 SELECT pg_temp.restore_sequences() AS sequences_set_back;
 SET LOCAL customer_unify.batch_memory = '64kB';
 SELECT (to_jsonb(r) - 'seconds') = :'held'::jsonb AS same_figures FROM unify.resolve() r;
-SELECT (SELECT count(*) FROM (SELECT unnest(:'a_persons'::text[]) EXCEPT SELECT r FROM out_persons) d) AS persons_only_held,
-       (SELECT count(*) FROM (SELECT r FROM out_persons EXCEPT SELECT unnest(:'a_persons'::text[])) d) AS persons_only_streamed,
-       (SELECT count(*) FROM (SELECT unnest(:'a_records'::text[]) EXCEPT SELECT r FROM out_records) d) AS records_only_held,
-       (SELECT count(*) FROM (SELECT r FROM out_records EXCEPT SELECT unnest(:'a_records'::text[])) d) AS records_only_streamed,
-       (SELECT count(*) FROM (SELECT unnest(:'a_events'::text[]) EXCEPT SELECT r FROM out_events) d)
-     + (SELECT count(*) FROM (SELECT r FROM out_events EXCEPT SELECT unnest(:'a_events'::text[])) d) AS events_differing,
-       (SELECT count(*) FROM (SELECT unnest(:'a_outbox'::text[]) EXCEPT SELECT r FROM out_outbox) d)
-     + (SELECT count(*) FROM (SELECT r FROM out_outbox EXCEPT SELECT unnest(:'a_outbox'::text[])) d) AS outbox_differing;
+SELECT d.persons_only_held, d.persons_only_streamed, d.records_only_held, d.records_only_streamed, d.events_differing, d.outbox_differing
+FROM pg_temp.differing(:'a_persons', :'a_records', :'a_events', :'a_outbox') d;
 SELECT in_batches FROM clustered_in_batches;
 -- Again with the components labelled in SQL.
 ROLLBACK TO SAVEPOINT before_second;
@@ -237,14 +221,8 @@ SELECT pg_temp.restore_sequences() AS sequences_set_back;
 SET LOCAL customer_unify.batch_memory = '64kB';
 SET LOCAL unify_internal.component_labels = 'sql';
 SELECT (to_jsonb(r) - 'seconds') = :'held'::jsonb AS same_figures FROM unify.resolve() r;
-SELECT (SELECT count(*) FROM (SELECT unnest(:'a_persons'::text[]) EXCEPT SELECT r FROM out_persons) d) AS persons_only_held,
-       (SELECT count(*) FROM (SELECT r FROM out_persons EXCEPT SELECT unnest(:'a_persons'::text[])) d) AS persons_only_streamed,
-       (SELECT count(*) FROM (SELECT unnest(:'a_records'::text[]) EXCEPT SELECT r FROM out_records) d) AS records_only_held,
-       (SELECT count(*) FROM (SELECT r FROM out_records EXCEPT SELECT unnest(:'a_records'::text[])) d) AS records_only_streamed,
-       (SELECT count(*) FROM (SELECT unnest(:'a_events'::text[]) EXCEPT SELECT r FROM out_events) d)
-     + (SELECT count(*) FROM (SELECT r FROM out_events EXCEPT SELECT unnest(:'a_events'::text[])) d) AS events_differing,
-       (SELECT count(*) FROM (SELECT unnest(:'a_outbox'::text[]) EXCEPT SELECT r FROM out_outbox) d)
-     + (SELECT count(*) FROM (SELECT r FROM out_outbox EXCEPT SELECT unnest(:'a_outbox'::text[])) d) AS outbox_differing;
+SELECT d.persons_only_held, d.persons_only_streamed, d.records_only_held, d.records_only_streamed, d.events_differing, d.outbox_differing
+FROM pg_temp.differing(:'a_persons', :'a_records', :'a_events', :'a_outbox') d;
 RESET unify_internal.component_labels;
 -- A third resolve changes nothing, within the budget as held.
 SELECT merges, splits, new_persons, golden_changed FROM unify.resolve();
@@ -260,7 +238,7 @@ SELECT pg_temp.snapshot_sequences();
 DELETE FROM made_tables;
 SAVEPOINT before_third;
 SELECT to_jsonb(r) - 'seconds' AS held FROM unify.resolve() r \gset
-SELECT (SELECT array_agg(r) FROM out_persons) AS a_persons,
+SELECT (SELECT array_agg(r) FROM out_persons) AS a_persons, (SELECT array_agg(r) FROM out_records) AS a_records,
        (SELECT coalesce(array_agg(r), '{}') FROM out_events) AS a_events,
        (SELECT coalesce(array_agg(r), '{}') FROM out_outbox) AS a_outbox \gset
 SELECT (SELECT count(*) FROM unify.persons WHERE household_id IS NOT NULL) * 2
@@ -270,14 +248,10 @@ SELECT pg_temp.restore_sequences() AS sequences_set_back;
 DELETE FROM made_tables;
 SET LOCAL customer_unify.batch_memory = '400kB';
 SELECT (to_jsonb(r) - 'seconds') = :'held'::jsonb AS same_figures FROM unify.resolve() r;
-SELECT (SELECT count(*) FROM (SELECT unnest(:'a_persons'::text[]) EXCEPT SELECT r FROM out_persons) d) AS persons_only_held,
-       (SELECT count(*) FROM (SELECT r FROM out_persons EXCEPT SELECT unnest(:'a_persons'::text[])) d) AS persons_only_streamed,
-       (SELECT count(*) FROM (SELECT unnest(:'a_events'::text[]) EXCEPT SELECT r FROM out_events) d)
-     + (SELECT count(*) FROM (SELECT r FROM out_events EXCEPT SELECT unnest(:'a_events'::text[])) d) AS events_differing,
-       (SELECT count(*) FROM (SELECT unnest(:'a_outbox'::text[]) EXCEPT SELECT r FROM out_outbox) d)
-     + (SELECT count(*) FROM (SELECT r FROM out_outbox EXCEPT SELECT unnest(:'a_outbox'::text[])) d) AS outbox_differing,
+SELECT d.persons_only_held, d.persons_only_streamed, d.events_differing, d.outbox_differing,
        (SELECT count(*) > 0 FROM made_tables WHERE name LIKE '%unify\_golden\_keys') AS keys_in_a_table,
-       (SELECT count(*) > 0 FROM made_tables WHERE name LIKE '%unify\_household\_keys') AS households_in_sql;
+       (SELECT count(*) > 0 FROM made_tables WHERE name LIKE '%unify\_household\_keys') AS households_in_sql
+FROM pg_temp.differing(:'a_persons', :'a_records', :'a_events', :'a_outbox') d;
 RESET customer_unify.batch_memory;
 
 ROLLBACK;
