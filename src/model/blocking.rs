@@ -26,6 +26,8 @@ pub enum KeyPart {
     FirstNamePhonetic,
     LastNamePhonetic,
     FirstInitial,
+    /// The first letter of the last name (transliterated).
+    LastInitial,
     /// The full names whose short form or variant the first name is (`johannes` for Hans,
     /// `crate::compare::nicknames`); none for a name the table does not hold.
     GivenNameGroup,
@@ -70,6 +72,11 @@ impl KeyPart {
                     f(i)
                 }
             }
+            Self::LastInitial => {
+                if let Some(i) = r.derived.last_translit.as_deref().and_then(|s| s.get(..1)) {
+                    f(i)
+                }
+            }
             Self::GivenNameGroup => {
                 if let Some(first) = r.derived.first_translit.as_deref() {
                     for group in crate::compare::nicknames::name_groups(first) {
@@ -105,9 +112,10 @@ impl KeyPart {
             | Self::FirstNamePhonetic
             | Self::FirstInitial
             | Self::GivenNameGroup => &[Comparison::FirstName],
-            Self::LastName | Self::LastNameTranslit | Self::LastNamePhonetic => {
-                &[Comparison::LastName]
-            }
+            Self::LastName
+            | Self::LastNameTranslit
+            | Self::LastNamePhonetic
+            | Self::LastInitial => &[Comparison::LastName],
             Self::NameSorted | Self::NamePhoneticSorted => {
                 &[Comparison::FirstName, Comparison::LastName]
             }
@@ -228,9 +236,20 @@ pub fn default_rules() -> Vec<BlockingRule> {
             ],
             300,
         ),
+        // A birth date and a first name: the married and moved (a new last name, postcode,
+        // e-mail and phone). With the first initial alone a country's population (some 20,000
+        // birth dates, 20 initials) grows its blocks with the records: 13% of the candidates at
+        // 2M records, 26M pairs at 10M, for 33 true matches no other rule found at 2M. So the
+        // initial holds only in blocks of up to 10 (a typo in a first name's sound, in data of
+        // up to a few million records), the name's sound at any size (issue 27, session 32).
         rule(
             "birth_date_first_initial",
             &[KeyPart::BirthDate, KeyPart::FirstInitial],
+            10,
+        ),
+        rule(
+            "birth_date_first_name_phonetic",
+            &[KeyPart::BirthDate, KeyPart::FirstNamePhonetic],
             300,
         ),
         rule(
@@ -243,7 +262,8 @@ pub fn default_rules() -> Vec<BlockingRule> {
         // million German records, blocks of 51-100 namesakes were 23M of 32M candidate pairs
         // and held 0.2% of the matches (F1 0.8641 at 100, 0.8634 at 50); blocks of 21-50 were
         // a third of the candidates at 1M of either test set and held 4-35 matches no other
-        // rule found, same F1 (issue 27, BENCHMARKS.md).
+        // rule found, same F1 (issue 27, BENCHMARKS.md). At 10 the generated CRM of 100k
+        // records lost 4% of its true matches (F1 0.848 -> 0.821; session 32).
         rule("full_name", &[KeyPart::NameSorted], 20),
         rule("full_name_phonetic", &[KeyPart::NamePhoneticSorted], 20),
         rule(
@@ -251,12 +271,24 @@ pub fn default_rules() -> Vec<BlockingRule> {
             &[KeyPart::BirthDate, KeyPart::Postcode],
             300,
         ),
-        // A house in a postcode: small blocks, except in data with few postcodes, where the
-        // size limit skips them instead of squaring them (a block of more than 20 records is a
-        // block of flats, whose residents' true pairs share another key).
+        // A house: the records of one address whose names differ (a married name). A house
+        // number in a postcode alone grew with the records as a country's population does (1.1M
+        // new pairs at 2M records, 17M at 10M); 95% of the true matches only it found share the
+        // street too, and a typo in the street is caught by the last name's initial (issue 27,
+        // session 32). More than 20 records: a block of flats, whose residents' true pairs share
+        // another key.
         rule(
-            "postcode_house_number",
-            &[KeyPart::Postcode, KeyPart::HouseNumber],
+            "postcode_street_house_number",
+            &[KeyPart::Postcode, KeyPart::Street, KeyPart::HouseNumber],
+            20,
+        ),
+        rule(
+            "postcode_house_number_last_initial",
+            &[
+                KeyPart::Postcode,
+                KeyPart::HouseNumber,
+                KeyPart::LastInitial,
+            ],
             20,
         ),
         rule("external_id", &[KeyPart::ExternalId], 50),
@@ -942,6 +974,88 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("more than 50"), "{err}");
+    }
+
+    /// The shipped rules' hard cases (issue 27, session 32): the married and moved by the
+    /// birth date and the first name's sound, also where a country's namesakes of one birth date
+    /// and initial are too many for the initial; one house by its street, and by the last
+    /// name's initial where the street is mistyped.
+    #[test]
+    fn shipped_rules_find_the_married_the_moved_and_one_house() {
+        let person = |first: &str, last: &str, birth: &str, postcode: &str, street: &str| {
+            let s = |v: &str| (!v.is_empty()).then(|| v.to_string());
+            MatchRecord {
+                first_name: s(first),
+                last_name: s(last),
+                birth_date: s(birth),
+                postcode: s(postcode),
+                street: s(street),
+                house_number: (!street.is_empty()).then(|| "12".to_string()),
+                ..Default::default()
+            }
+            .prepare()
+        };
+        let rules = default_rules();
+        let rule = |name: &str| 1u32 << rules.iter().position(|r| r.name == name).unwrap();
+        let pair_rules = |records: &[MatchRecord], a: u32, b: u32| {
+            let (cands, _) = candidates(records, &rules, 1_000_000, 1).unwrap();
+            cands
+                .iter()
+                .find(|c| (c.a, c.b) == (a, b))
+                .map_or(0, |c| c.rules)
+        };
+        // Married (a double name) and moved, the first name with a typo of the same sound.
+        let mut records = vec![
+            person("katrin", "dornmoser", "1946-10-28", "51125", ""),
+            person("kathrin", "hofmann-dornmoser", "1946-10-28", "93191", ""),
+        ];
+        assert_eq!(
+            pair_rules(&records, 0, 1) & rule("birth_date_first_name_phonetic"),
+            rule("birth_date_first_name_phonetic")
+        );
+        // Eleven more women born that day whose names start with a K: the initial's block is
+        // skipped, the name's sound still pairs the two.
+        for (i, first) in [
+            "karla",
+            "klara",
+            "karin",
+            "kerstin",
+            "korinna",
+            "kira",
+            "kim",
+            "kaja",
+            "karoline",
+            "kornelia",
+            "kunigunde",
+        ]
+        .iter()
+        .enumerate()
+        {
+            records.push(person(
+                first,
+                &format!("n{i}"),
+                "1946-10-28",
+                &format!("{}", 20000 + i),
+                "",
+            ));
+        }
+        let both = pair_rules(&records, 0, 1);
+        assert_eq!(both & rule("birth_date_first_initial"), 0);
+        assert_ne!(both & rule("birth_date_first_name_phonetic"), 0);
+        // One house: a married name and a nickname share the street; a mistyped street, the
+        // last name's initial.
+        let house = [
+            person("sabine", "birkeninger", "", "51174", "birkengasse"),
+            person("bine", "birkeninger-schulz", "", "51174", "birkengasse"),
+            person("sabine", "birkeninger", "", "51174", "birknegasse"),
+        ];
+        assert_ne!(
+            pair_rules(&house, 0, 1) & rule("postcode_street_house_number"),
+            0
+        );
+        let typo = pair_rules(&house, 0, 2);
+        assert_eq!(typo & rule("postcode_street_house_number"), 0);
+        assert_ne!(typo & rule("postcode_house_number_last_initial"), 0);
     }
 
     #[test]
