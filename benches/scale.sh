@@ -13,6 +13,7 @@
 # keep that share small. After resolve: refresh_segments and fit_predictions over the generated
 # orders. `python3 benches/scale_plot.py RESULT_FILE OUT.svg` draws time and memory against size.
 #
+# After score_pairs, the matches against crmgen's truth (precision, recall, F1 of the pairs).
 # After resolve, a checksum of its results (persons with households, each record's person and
 # former ids, the identity events) to compare runs of different builds on the same data.
 #
@@ -133,6 +134,23 @@ SQL
                     UNION ALL (SELECT record_a, record_b FROM unify.pairs WHERE is_match EXCEPT SELECT record_a, record_b FROM held_model_pairs WHERE is_match)) d)"
         fi
         psql -X -A -t -d bench_scale -c "SELECT '          candidate pairs ' || sum(new_pairs) || ', stored pairs ' || (SELECT count(*) FROM unify.pairs) FROM unify.blocking_stats"
+        # The matches against crmgen's truth (pairs of records of one true person), so that a
+        # change of the blocking rules shows what it costs at each size.
+        psql -X -q -A -t -d bench_scale <<'SQL'
+SET work_mem = '256MB';
+CREATE TEMP TABLE true_person AS
+SELECT r.record_id, t.person_id FROM unify.records r JOIN unify.sources s USING (source_id)
+JOIN truth t ON t.source = s.name AND t.source_key = r.source_key;
+CREATE TEMP TABLE true_pairs AS
+SELECT a.record_id AS record_a, b.record_id AS record_b
+FROM true_person a JOIN true_person b ON a.person_id = b.person_id AND a.record_id < b.record_id;
+SELECT format('          matches against the truth: true %s, false %s, of %s true pairs; precision %s, recall %s, F1 %s',
+              tp, m - tp, t, round(tp::numeric / nullif(m, 0), 5), round(tp::numeric / nullif(t, 0), 5),
+              round(2 * tp::numeric / nullif(m + t, 0), 5))
+FROM (SELECT (SELECT count(*) FROM unify.pairs p JOIN true_pairs USING (record_a, record_b) WHERE p.is_match) AS tp,
+             (SELECT count(*) FROM unify.pairs WHERE is_match) AS m,
+             (SELECT count(*) FROM true_pairs) AS t) c;
+SQL
         if [[ ",$BASELINE_ROWS," == *",$rows,"* ]]; then
             psql -X -A -t -d bench_scale -c "SELECT '          pairs differing from the held run: ' || count(*) FROM (
                 (SELECT record_a, record_b, is_match, match_weight FROM held_pairs EXCEPT SELECT record_a, record_b, is_match, match_weight FROM unify.pairs)
