@@ -138,18 +138,10 @@ SQL
         # change of the blocking rules shows what it costs at each size.
         psql -X -q -A -t -d bench_scale <<'SQL'
 SET work_mem = '256MB';
-CREATE TEMP TABLE true_person AS
-SELECT r.record_id, t.person_id FROM unify.records r JOIN unify.sources s USING (source_id)
-JOIN truth t ON t.source = s.name AND t.source_key = r.source_key;
-CREATE TEMP TABLE true_pairs AS
-SELECT a.record_id AS record_a, b.record_id AS record_b
-FROM true_person a JOIN true_person b ON a.person_id = b.person_id AND a.record_id < b.record_id;
-SELECT format('          matches against the truth: true %s, false %s, of %s true pairs; precision %s, recall %s, F1 %s',
-              tp, m - tp, t, round(tp::numeric / nullif(m, 0), 5), round(tp::numeric / nullif(t, 0), 5),
-              round(2 * tp::numeric / nullif(m + t, 0), 5))
-FROM (SELECT (SELECT count(*) FROM unify.pairs p JOIN true_pairs USING (record_a, record_b) WHERE p.is_match) AS tp,
-             (SELECT count(*) FROM unify.pairs WHERE is_match) AS m,
-             (SELECT count(*) FROM true_pairs) AS t) c;
+\i benches/truth_pairs.sql
+SELECT format('          matches against the truth: true %s, false %s, missed %s; precision %s, recall %s, F1 %s',
+              tp, fp, fn, "precision", recall, f1)
+FROM pg_temp.against_truth('predicted');
 SQL
         if [[ ",$BASELINE_ROWS," == *",$rows,"* ]]; then
             psql -X -A -t -d bench_scale -c "SELECT '          pairs differing from the held run: ' || count(*) FROM (

@@ -33,6 +33,12 @@ SELECT format('%s %s %s', record_id, person_id, former_person_ids) AS r
 FROM unify.records LEFT JOIN unify.record_persons USING (record_id);
 CREATE TEMP VIEW out_events AS SELECT to_jsonb(e)::text AS r FROM unify.identity_events e;
 CREATE TEMP VIEW out_outbox AS SELECT to_jsonb(o)::text AS r FROM unify.outbox o;
+-- The held run's rows, kept in psql variables (\gset) across the rollbacks to its savepoint.
+CREATE FUNCTION pg_temp.held_rows(OUT a_persons text[], OUT a_records text[], OUT a_events text[], OUT a_outbox text[])
+LANGUAGE sql AS $$
+SELECT (SELECT array_agg(r) FROM out_persons), (SELECT array_agg(r) FROM out_records),
+       (SELECT coalesce(array_agg(r), '{}') FROM out_events), (SELECT coalesce(array_agg(r), '{}') FROM out_outbox)
+$$;
 -- What differs from the held run's rows, counted each way.
 CREATE FUNCTION pg_temp.differing(persons text[], records text[], events text[], outbox text[])
 RETURNS TABLE (persons_only_held bigint, persons_only_streamed bigint, records_only_held bigint,
@@ -91,9 +97,7 @@ SELECT pg_temp.snapshot_sequences();
 SAVEPOINT before_resolve;
 SHOW customer_unify.batch_memory;
 SELECT to_jsonb(r) - 'seconds' AS held FROM unify.resolve() r \gset
-SELECT (SELECT array_agg(r) FROM out_persons) AS a_persons, (SELECT array_agg(r) FROM out_records) AS a_records,
-       (SELECT coalesce(array_agg(r), '{}') FROM out_events) AS a_events,
-       (SELECT coalesce(array_agg(r), '{}') FROM out_outbox) AS a_outbox \gset
+SELECT * FROM pg_temp.held_rows() \gset
 SELECT cardinality(:'a_persons'::text[]) > 1000 AS many_persons,
        (SELECT count(*) FROM unify.persons WHERE record_count > 1) > 100 AS merged_persons,
        (SELECT count(DISTINCT household_id) FROM unify.persons) < (SELECT count(*) FROM unify.persons WHERE household_id IS NOT NULL)
@@ -106,8 +110,7 @@ SELECT pg_temp.restore_sequences() AS sequences_set_back;
 -- the records whose person changes staged in a temp table in chunks of 1,600.
 SET LOCAL customer_unify.batch_memory = '400kB';
 SELECT (to_jsonb(r) - 'seconds') = :'held'::jsonb AS same_figures FROM unify.resolve() r;
-SELECT d.persons_only_held, d.persons_only_streamed, d.records_only_held, d.records_only_streamed, d.events_differing, d.outbox_differing
-FROM pg_temp.differing(:'a_persons', :'a_records', :'a_events', :'a_outbox') d;
+SELECT * FROM pg_temp.differing(:'a_persons', :'a_records', :'a_events', :'a_outbox');
 SELECT (SELECT in_batches FROM clustered_in_batches),
        (SELECT count(*) > 0 FROM made_tables WHERE name LIKE '%unify\_cluster\_changes') AS changes_staged,
        (SELECT count(*) > 0 FROM made_tables WHERE name LIKE '%unify\_golden\_keys') AS keys_in_a_table;
@@ -139,8 +142,7 @@ SELECT pg_temp.restore_sequences() AS sequences_set_back;
 -- Within 64kB:
 SET LOCAL customer_unify.batch_memory = '64kB';
 SELECT (to_jsonb(r) - 'seconds') = :'held'::jsonb AS same_figures FROM unify.resolve() r;
-SELECT d.persons_only_held, d.persons_only_streamed, d.records_only_held, d.records_only_streamed, d.events_differing, d.outbox_differing
-FROM pg_temp.differing(:'a_persons', :'a_records', :'a_events', :'a_outbox') d;
+SELECT * FROM pg_temp.differing(:'a_persons', :'a_records', :'a_events', :'a_outbox');
 SELECT in_batches,
        (SELECT count(*) > 0 FROM made_tables WHERE name LIKE '%unify\_household\_keys') AS households_in_sql
 FROM clustered_in_batches;
@@ -157,8 +159,7 @@ SELECT pg_temp.restore_sequences() AS sequences_set_back;
 SET LOCAL customer_unify.batch_memory = '64kB';
 SET LOCAL unify_internal.component_labels = 'sql';
 SELECT (to_jsonb(r) - 'seconds') = :'held'::jsonb AS same_figures FROM unify.resolve() r;
-SELECT d.persons_only_held, d.persons_only_streamed, d.records_only_held, d.records_only_streamed, d.events_differing, d.outbox_differing
-FROM pg_temp.differing(:'a_persons', :'a_records', :'a_events', :'a_outbox') d;
+SELECT * FROM pg_temp.differing(:'a_persons', :'a_records', :'a_events', :'a_outbox');
 SELECT in_batches FROM clustered_in_batches;
 SELECT count(*) AS cursors_left FROM pg_cursors WHERE name LIKE 'unify\_%';
 RESET unify_internal.component_labels;
@@ -200,9 +201,7 @@ SELECT pg_temp.snapshot_sequences();
 DELETE FROM made_tables;
 SAVEPOINT before_second;
 SELECT to_jsonb(r) - 'seconds' AS held FROM unify.resolve() r \gset
-SELECT (SELECT array_agg(r) FROM out_persons) AS a_persons, (SELECT array_agg(r) FROM out_records) AS a_records,
-       (SELECT coalesce(array_agg(r), '{}') FROM out_events) AS a_events,
-       (SELECT coalesce(array_agg(r), '{}') FROM out_outbox) AS a_outbox \gset
+SELECT * FROM pg_temp.held_rows() \gset
 SELECT (:'held'::jsonb ->> 'merges')::int > 10 AS merges, (:'held'::jsonb ->> 'splits')::int > 10 AS splits,
        (:'held'::jsonb ->> 'golden_changed')::int > 10 AS golden_changed,
        (SELECT count(*) FROM unify.identity_events WHERE event = 'split' AND details ? 'restored') > 0 AS ids_given_back,
@@ -212,8 +211,7 @@ ROLLBACK TO SAVEPOINT before_second;
 SELECT pg_temp.restore_sequences() AS sequences_set_back;
 SET LOCAL customer_unify.batch_memory = '64kB';
 SELECT (to_jsonb(r) - 'seconds') = :'held'::jsonb AS same_figures FROM unify.resolve() r;
-SELECT d.persons_only_held, d.persons_only_streamed, d.records_only_held, d.records_only_streamed, d.events_differing, d.outbox_differing
-FROM pg_temp.differing(:'a_persons', :'a_records', :'a_events', :'a_outbox') d;
+SELECT * FROM pg_temp.differing(:'a_persons', :'a_records', :'a_events', :'a_outbox');
 SELECT in_batches FROM clustered_in_batches;
 -- Again with the components labelled in SQL.
 ROLLBACK TO SAVEPOINT before_second;
@@ -221,8 +219,7 @@ SELECT pg_temp.restore_sequences() AS sequences_set_back;
 SET LOCAL customer_unify.batch_memory = '64kB';
 SET LOCAL unify_internal.component_labels = 'sql';
 SELECT (to_jsonb(r) - 'seconds') = :'held'::jsonb AS same_figures FROM unify.resolve() r;
-SELECT d.persons_only_held, d.persons_only_streamed, d.records_only_held, d.records_only_streamed, d.events_differing, d.outbox_differing
-FROM pg_temp.differing(:'a_persons', :'a_records', :'a_events', :'a_outbox') d;
+SELECT * FROM pg_temp.differing(:'a_persons', :'a_records', :'a_events', :'a_outbox');
 RESET unify_internal.component_labels;
 -- A third resolve changes nothing, within the budget as held.
 SELECT merges, splits, new_persons, golden_changed FROM unify.resolve();
@@ -238,9 +235,7 @@ SELECT pg_temp.snapshot_sequences();
 DELETE FROM made_tables;
 SAVEPOINT before_third;
 SELECT to_jsonb(r) - 'seconds' AS held FROM unify.resolve() r \gset
-SELECT (SELECT array_agg(r) FROM out_persons) AS a_persons, (SELECT array_agg(r) FROM out_records) AS a_records,
-       (SELECT coalesce(array_agg(r), '{}') FROM out_events) AS a_events,
-       (SELECT coalesce(array_agg(r), '{}') FROM out_outbox) AS a_outbox \gset
+SELECT * FROM pg_temp.held_rows() \gset
 SELECT (SELECT count(*) FROM unify.persons WHERE household_id IS NOT NULL) * 2
            > (SELECT count(*) FROM unify.persons) AS most_had_a_household;
 ROLLBACK TO SAVEPOINT before_third;
