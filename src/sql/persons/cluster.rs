@@ -678,7 +678,7 @@ fn in_batches(
             if rows.len() >= limit && Some(label) != last {
                 break;
             }
-            let (label, record) = records.pop().expect("peeked");
+            let (label, record) = records.pop(client).expect("peeked");
             last = Some(label);
             rows.push(record);
         }
@@ -690,7 +690,7 @@ fn in_batches(
             if label > hi {
                 break;
             }
-            links.pop();
+            links.pop(client);
             if let Some(kind) = LinkKind::from_number(kind) {
                 part.link(kind, a, b);
             }

@@ -77,9 +77,10 @@ pub(super) fn with_fresh_ids<R>(
     );
     let mut left = n;
     let out = f(&mut || {
-        drawn.peek(client);
         left -= 1;
-        drawn.pop().expect("one new id per cluster that needs one")
+        drawn
+            .pop(client)
+            .expect("one new id per cluster that needs one")
     });
     assert_eq!(left, 0, "every new id drawn");
     drawn.close(client);
@@ -120,7 +121,9 @@ impl<T> Stream<T> {
         self.rows.front()
     }
 
-    pub(super) fn pop(&mut self) -> Option<T> {
+    /// The next row, fetched when none is buffered (after a `peek`, the row it showed).
+    pub(super) fn pop(&mut self, client: &mut SpiClient<'_>) -> Option<T> {
+        self.peek(client);
         self.rows.pop_front()
     }
 
